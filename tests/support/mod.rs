@@ -1,0 +1,87 @@
+//! Test support for the integration test binary: real, private RabbitMQ and
+//! Redis servers shared by all its tests, unique names, free ports, and
+//! small target servers for picket to probe.
+//!
+//! - [`servers()`] starts one RabbitMQ node and one redis-server per test
+//!   binary, on 127.0.0.1 and free ports, with data in temp dirs. They stop
+//!   when the test binary exits or is killed (see `procs`).
+//! - [`RedisServer::launch`] and [`RabbitServer::launch`] give a test a
+//!   server of its own, for fault tests that stop or restart it: stopping a
+//!   shared server would break the other tests running in parallel.
+//! - [`serve`] and [`serve_raw`] (in `targets`) put HTTP targets, well or
+//!   badly behaved, on loopback addresses.
+//!
+//! Which helpers are used depends on which test modules the binary
+//! declares, so unused ones (and unused re-exports) are not warnings here.
+#![allow(dead_code, unused_imports)]
+
+pub mod procs;
+pub mod rabbitmq;
+pub mod redis_server;
+pub mod targets;
+
+use std::sync::OnceLock;
+
+pub use procs::{free_port, unique};
+pub use rabbitmq::RabbitServer;
+pub use redis_server::RedisServer;
+pub use targets::{serve, serve_raw};
+
+/// The servers every test of this binary shares.
+pub struct Servers {
+    /// `amqp://guest:guest@127.0.0.1:PORT/%2f`
+    pub amqp_url: String,
+    /// `redis://127.0.0.1:PORT/0`
+    pub redis_url: String,
+    pub rabbit: RabbitServer,
+    pub redis: RedisServer,
+}
+
+impl Servers {
+    /// Kills the shared redis-server (as a crash would). Every test running
+    /// at the same time loses Redis too; prefer [`RedisServer::launch`].
+    pub fn redis_stop(&self) {
+        self.redis.stop();
+    }
+
+    /// Starts the shared redis-server again on the same port, empty, and
+    /// waits until it answers.
+    pub fn redis_start(&self) {
+        self.redis.start();
+    }
+
+    /// Stops the shared RabbitMQ node cleanly, starts it again on the same
+    /// port with the same data, and waits until it accepts AMQP (about 5 s).
+    /// Every test running at the same time sees the broker go away; prefer
+    /// [`RabbitServer::launch`].
+    ///
+    /// This blocks the calling thread. In a `#[tokio::test]` whose worker
+    /// under test must keep running meanwhile, call it through
+    /// `tokio::task::spawn_blocking(|| servers().rabbit_restart())`.
+    pub fn rabbit_restart(&self) {
+        self.rabbit.restart();
+    }
+}
+
+/// The shared servers, started on first use (about 5 s, RabbitMQ's boot).
+///
+/// Blocks the calling thread while starting; fine in tests. If starting
+/// fails, every test that calls this panics with the same reason, rather
+/// than each one trying (and waiting) again.
+pub fn servers() -> &'static Servers {
+    static SERVERS: OnceLock<Result<Servers, String>> = OnceLock::new();
+    let started = SERVERS.get_or_init(|| {
+        let redis = RedisServer::launch().map_err(|e| format!("starting redis-server: {e}"))?;
+        let rabbit = RabbitServer::launch().map_err(|e| format!("starting RabbitMQ: {e}"))?;
+        Ok(Servers {
+            amqp_url: rabbit.url().to_string(),
+            redis_url: redis.url().to_string(),
+            rabbit,
+            redis,
+        })
+    });
+    match started {
+        Ok(servers) => servers,
+        Err(e) => panic!("test servers are unavailable: {e}"),
+    }
+}

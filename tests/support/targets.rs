@@ -1,0 +1,163 @@
+//! Target servers for picket to probe, on our own loopback addresses: a real
+//! HTTP server for any axum router, and a raw TCP server for targets that
+//! misbehave below HTTP (never answer, trickle, reset), plus a few such
+//! handlers ready to use.
+//!
+//! Linux routes all of 127.0.0.0/8 to `lo`, so `127.0.0.2`, `127.0.0.3`, ...
+//! can be bound without setup; a test that needs "different sites" or
+//! "different IPs" for the per-IP limits uses different addresses.
+//! Servers run on the calling test's runtime and end with it.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn bind(ip: &str) -> TcpListener {
+    let addr: IpAddr = ip
+        .parse()
+        .unwrap_or_else(|e| panic!("serve: {ip:?} is not an IP address: {e}"));
+    TcpListener::bind((addr, 0))
+        .await
+        .unwrap_or_else(|e| panic!("serve: cannot bind {addr}:0: {e}"))
+}
+
+/// Serves `router` over HTTP/1.1 on `ip` and a free port, and returns the
+/// address, e.g. `format!("http://{addr}/")`.
+pub async fn serve(ip: &str, router: axum::Router) -> SocketAddr {
+    let listener = bind(ip).await;
+    let addr = listener
+        .local_addr()
+        .expect("local address of the target listener");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            eprintln!("target server on {addr} stopped: {e}");
+        }
+    });
+    addr
+}
+
+/// Accepts TCP connections on `ip` and a free port and runs `handler` on
+/// each one in its own task; returns the address.
+pub async fn serve_raw<F, Fut>(ip: &str, handler: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = bind(ip).await;
+    let addr = listener
+        .local_addr()
+        .expect("local address of the target listener");
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(handler(stream));
+                }
+                Err(e) => {
+                    // Running out of file descriptors is the usual cause;
+                    // back off instead of spinning.
+                    eprintln!("target server on {addr}: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    addr
+}
+
+/// Reads an HTTP request head (up to the blank line, at most 64 KiB) so a
+/// raw handler answers after the request, as a real server would. Returns
+/// what was read; empty if the peer closed first.
+pub async fn read_request_head(stream: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    head
+}
+
+/// Raw handlers for misbehaving targets, to pass to [`serve_raw`].
+pub mod raw {
+    use super::*;
+
+    /// Accepts and then says nothing, ever: a connect succeeds, the request
+    /// times out. Holds the socket until the client gives up.
+    pub async fn never_answer(mut stream: TcpStream) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Closes the connection with a TCP reset as soon as the request
+    /// arrives ("connection reset by peer").
+    pub async fn reset(mut stream: TcpStream) {
+        let _ = read_request_head(&mut stream).await;
+        // Zero linger turns close() into a RST instead of a FIN.
+        let _ = stream.set_zero_linger();
+        drop(stream);
+    }
+
+    /// Closes the connection cleanly without a byte of response (an empty
+    /// reply, as a crashing backend behind a proxy gives).
+    pub async fn close_without_answer(mut stream: TcpStream) {
+        let _ = read_request_head(&mut stream).await;
+        let _ = stream.shutdown().await;
+    }
+
+    /// Answers every request with `response` (a whole raw HTTP response,
+    /// headers included) `chunk` bytes at a time, pausing `every` between
+    /// chunks: a server that is up but slower than any sane timeout.
+    pub fn trickle(
+        response: impl Into<Vec<u8>>,
+        chunk: usize,
+        every: Duration,
+    ) -> impl Fn(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static
+    {
+        let response: Arc<Vec<u8>> = Arc::new(response.into());
+        let chunk = chunk.max(1);
+        move |mut stream: TcpStream| {
+            let response = Arc::clone(&response);
+            Box::pin(async move {
+                let _ = read_request_head(&mut stream).await;
+                for piece in response.chunks(chunk) {
+                    if stream.write_all(piece).await.is_err() {
+                        return;
+                    }
+                    let _ = stream.flush().await;
+                    tokio::time::sleep(every).await;
+                }
+                let _ = stream.shutdown().await;
+            })
+        }
+    }
+
+    /// Answers every request with `response` verbatim and closes: for bytes
+    /// no HTTP library would produce (bad status lines, lying
+    /// Content-Length, odd encodings).
+    pub fn fixed(
+        response: impl Into<Vec<u8>>,
+    ) -> impl Fn(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static
+    {
+        let response: Arc<Vec<u8>> = Arc::new(response.into());
+        move |mut stream: TcpStream| {
+            let response = Arc::clone(&response);
+            Box::pin(async move {
+                let _ = read_request_head(&mut stream).await;
+                let _ = stream.write_all(&response).await;
+                let _ = stream.shutdown().await;
+            })
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The one integration test binary (`cargo test --test integration`): one
+//! binary, so the real RabbitMQ and Redis in `support` start once for all
+//! tests.
+
+mod support;
+
+mod support_smoke;
