@@ -1,1 +1,26 @@
-//! picket
+//! picket tells, at scale and without false alarms, whether websites are up.
+//!
+//! # Layout
+//! - [`config`]: layered, validated settings (one struct per section).
+//! - [`job`]: wire types, the job in and the [`job::Report`] out.
+//! - [`probe`]: the pure core: plan, observation, judgement, address policy, charsets.
+//! - [`engine`]: job → report with attempts and the cache, over the [`engine::Prober`] seam.
+//! - [`http`]: the HTTP prober (resolve, pin, fetch, redirects); [`dns`]: name resolution.
+//! - [`limit`]: per-IP politeness; [`cache`]: latest verdicts (memory, Redis).
+//! - [`worker`]: one message → disposition; [`amqp`]: the broker adapter.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`; [`metric`]: metric names.
+//! - [`app`]: wiring of the commands (the binary's `main` only parses arguments).
+
+pub mod admin;
+pub mod amqp;
+pub mod app;
+pub mod cache;
+pub mod config;
+pub mod dns;
+pub mod engine;
+pub mod http;
+pub mod job;
+pub mod limit;
+pub mod metric;
+pub mod probe;
+pub mod worker;

@@ -1,0 +1,550 @@
+//! The RabbitMQ adapter: topology, a confirmed publisher, the worker's consumer loop
+//! (reconnecting with backoff), and the `enqueue` / `results` commands' broker side.
+//!
+//! The rule that keeps jobs safe: a delivery is acked only after its result (and reply)
+//! were confirmed by the broker; if that fails, it is handed back (nack + requeue).
+//! Dead-lettering publishes a copy with the reason header, confirmed, then acks.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{redact_url, AmqpSettings, QueueType};
+use crate::engine::Engine;
+use crate::job::Report;
+use crate::metric;
+use crate::worker::{self, Disposition};
+
+/// Header carrying why a message was dead-lettered.
+pub const REASON_HEADER: &str = "x-picket-reason";
+
+/// A broker operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    /// Connecting failed or timed out.
+    #[error("cannot connect to RabbitMQ at {url}: {message}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// A protocol operation failed.
+    #[error("RabbitMQ: {0}")]
+    Protocol(#[from] lapin::Error),
+    /// The broker refused a publish.
+    #[error("RabbitMQ did not confirm the publish (nack)")]
+    Nacked,
+}
+
+/// Connects once, within `connect_timeout`.
+///
+/// # Errors
+/// [`AmqpError::Connect`].
+pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, AmqpError> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    let err = |message: String| AmqpError::Connect {
+        url: redact_url(&settings.url),
+        message,
+    };
+    match tokio::time::timeout(
+        settings.connect_timeout,
+        Connection::connect(&settings.url, props),
+    )
+    .await
+    {
+        Err(_) => Err(err(format!(
+            "timed out after {:?}",
+            settings.connect_timeout
+        ))),
+        Ok(Err(e)) => Err(err(e.to_string())),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
+fn queue_args(settings: &AmqpSettings) -> FieldTable {
+    let mut args = FieldTable::default();
+    let kind = match settings.queue_type {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+    };
+    args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+    args
+}
+
+/// Declares the whole topology (idempotent; the same arguments every time so a
+/// restart never fails on a mismatch).
+///
+/// # Errors
+/// The broker refused a declaration (e.g. an existing queue with other arguments).
+pub async fn declare(channel: &Channel, s: &AmqpSettings) -> Result<(), AmqpError> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(s.dead_letter_queue.as_str().into(), durable, queue_args(s))
+        .await?;
+    let mut jobs_args = queue_args(s);
+    jobs_args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    jobs_args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(s.dead_letter_queue.as_str().into()),
+    );
+    channel
+        .queue_declare(s.jobs_queue.as_str().into(), durable, jobs_args)
+        .await?;
+    channel
+        .exchange_declare(
+            s.results_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            s.results_queue.as_str().into(),
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            s.results_queue.as_str().into(),
+            s.results_exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Publishes and waits for the broker's confirm (the channel must be in confirm mode).
+///
+/// # Errors
+/// The publish failed or was nacked.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    props: BasicProperties,
+) -> Result<(), AmqpError> {
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            payload,
+            props,
+        )
+        .await?
+        .await?;
+    if confirm.is_nack() {
+        return Err(AmqpError::Nacked);
+    }
+    Ok(())
+}
+
+fn persistent_json() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+}
+
+/// Publishes a result to the results exchange (routing key = verdict) and, when the job
+/// asked for it, to its `reply_to` queue with its `correlation_id`.
+///
+/// # Errors
+/// Any publish not confirmed.
+pub async fn publish_report(
+    channel: &Channel,
+    s: &AmqpSettings,
+    report: &Report,
+    reply_to: Option<&ShortString>,
+    correlation_id: Option<&ShortString>,
+) -> Result<(), AmqpError> {
+    let payload = serde_json::to_vec(report).unwrap_or_default();
+    let props = persistent_json().with_message_id(report.job_id.as_str().into());
+    publish_confirmed(
+        channel,
+        &s.results_exchange,
+        report.verdict.as_str(),
+        &payload,
+        props.clone(),
+    )
+    .await?;
+    if let Some(reply_to) = reply_to {
+        let mut p = props;
+        if let Some(c) = correlation_id {
+            p = p.with_correlation_id(c.clone());
+        }
+        publish_confirmed(channel, "", reply_to.as_str(), &payload, p).await?;
+    }
+    Ok(())
+}
+
+/// State the operations endpoint reads.
+#[derive(Default)]
+pub struct BrokerState {
+    /// Connected and topology declared.
+    pub connected: AtomicBool,
+    /// Consuming jobs right now.
+    pub consuming: AtomicBool,
+}
+
+/// Capped, jittered exponential backoff: 0.5 s, 1 s, 2 s ... up to 30 s, each ±20 %.
+pub fn backoff() -> impl Iterator<Item = Duration> {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.subsec_nanos() as u64 | 1);
+    (0u32..).map(move |n| {
+        // xorshift: enough randomness to keep workers from reconnecting in lockstep
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let base = 500u64.saturating_mul(1u64 << n.min(6)).min(30_000);
+        let jitter = (seed % 400) as i64 - 200; // per mille
+        Duration::from_millis((base as i64 + base as i64 * jitter / 1000) as u64)
+    })
+}
+
+/// Runs the worker's consumer until `shutdown` is cancelled, then drains.
+///
+/// Never returns early because the broker went away: it reconnects with [`backoff`].
+pub async fn run_worker(
+    settings: AmqpSettings,
+    engine: Arc<Engine>,
+    concurrency: usize,
+    grace: Duration,
+    worker_name: String,
+    state: Arc<BrokerState>,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let tracker = TaskTracker::new();
+    let mut delays = backoff();
+    let mut first = true;
+    'session: while !shutdown.is_cancelled() {
+        let session = tokio::select! {
+            () = shutdown.cancelled() => break 'session,
+            s = open_session(&settings, &worker_name) => s,
+        };
+        let (conn, publish, consume) = match session {
+            Ok(s) => s,
+            Err(e) => {
+                let d = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "broker unavailable");
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'session,
+                    () = tokio::time::sleep(d) => continue 'session,
+                }
+            }
+        };
+        delays = backoff();
+        if !first {
+            metric::reconnected();
+        }
+        first = false;
+        let mut consumer = match consume
+            .basic_consume(
+                settings.jobs_queue.as_str().into(),
+                format!("picket-{worker_name}").as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot consume; reconnecting");
+                continue 'session;
+            }
+        };
+        state.connected.store(true, Ordering::SeqCst);
+        state.consuming.store(true, Ordering::SeqCst);
+        metric::broker_up(true);
+        tracing::info!(queue = %settings.jobs_queue, url = %redact_url(&settings.url), "consuming");
+        loop {
+            // Take the permit before pulling the next delivery: no job waits in memory
+            // without a probe slot.
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break,
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let delivery = tokio::select! {
+                () = shutdown.cancelled() => break,
+                d = consumer.next() => d,
+            };
+            let delivery = match delivery {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer failed; reconnecting");
+                    break;
+                }
+                None => {
+                    tracing::warn!("consumer ended; reconnecting");
+                    break;
+                }
+            };
+            metric::job_consumed();
+            let engine = engine.clone();
+            let publish = publish.clone();
+            let settings = settings.clone();
+            let worker_name = worker_name.clone();
+            tracker.spawn(async move {
+                metric::in_flight(1.0);
+                deliver(&engine, &publish, &settings, &worker_name, delivery).await;
+                metric::in_flight(-1.0);
+                drop(permit);
+            });
+        }
+        state.consuming.store(false, Ordering::SeqCst);
+        if shutdown.is_cancelled() {
+            // Stop the flow first, let in-flight jobs finish within the grace period,
+            // then close: whatever is still unacked goes back to the queue.
+            let _ = consume
+                .basic_cancel(
+                    format!("picket-{worker_name}").as_str().into(),
+                    BasicCancelOptions::default(),
+                )
+                .await;
+            tracker.close();
+            if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+                tracing::warn!(
+                    left = tracker.len(),
+                    "shutdown grace over; unfinished jobs go back to the queue"
+                );
+            }
+            let _ = conn.close(200, "picket worker shutting down".into()).await;
+            state.connected.store(false, Ordering::SeqCst);
+            metric::broker_up(false);
+            return;
+        }
+        state.connected.store(false, Ordering::SeqCst);
+        metric::broker_up(false);
+        let _ = conn.close(200, "reconnecting".into()).await;
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(grace, tracker.wait()).await;
+    state.connected.store(false, Ordering::SeqCst);
+}
+
+async fn open_session(
+    settings: &AmqpSettings,
+    worker_name: &str,
+) -> Result<(Connection, Channel, Channel), AmqpError> {
+    let conn = connect(settings, &format!("picket worker {worker_name}")).await?;
+    let publish = conn.create_channel().await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    declare(&publish, settings).await?;
+    let consume = conn.create_channel().await?;
+    consume
+        .basic_qos(settings.prefetch, BasicQosOptions::default())
+        .await?;
+    Ok((conn, publish, consume))
+}
+
+async fn deliver(
+    engine: &Engine,
+    publish: &Channel,
+    settings: &AmqpSettings,
+    worker_name: &str,
+    delivery: lapin::message::Delivery,
+) {
+    let props = &delivery.properties;
+    let fallback_id = props
+        .message_id()
+        .as_ref()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| worker::make_id(worker_name));
+    let outcome = match worker::handle(
+        engine,
+        &delivery.data,
+        &fallback_id,
+        settings.max_message_bytes,
+    )
+    .await
+    {
+        Disposition::Answer(report) => {
+            publish_report(
+                publish,
+                settings,
+                &report,
+                props.reply_to().as_ref(),
+                props.correlation_id().as_ref(),
+            )
+            .await
+        }
+        Disposition::DeadLetter(reason) => {
+            tracing::warn!(reason = %reason, "not a job; dead-lettering");
+            let mut headers = props.headers().clone().unwrap_or_default();
+            headers.insert(
+                REASON_HEADER.into(),
+                AMQPValue::LongString(reason.as_str().into()),
+            );
+            let p = props.clone().with_headers(headers).with_delivery_mode(2);
+            let r = publish_confirmed(publish, "", &settings.dead_letter_queue, &delivery.data, p)
+                .await;
+            if r.is_ok() {
+                metric::dead_lettered();
+            }
+            r
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                // The broker will redeliver it: a duplicate result, never a lost job.
+                tracing::warn!(error = %e, "ack failed; the job will be redelivered");
+            }
+        }
+        Err(e) => {
+            metric::publish_failed();
+            metric::requeued();
+            tracing::warn!(error = %e, "result not confirmed; handing the job back");
+            let _ = delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+        }
+    }
+}
+
+/// Publishes job payloads to the jobs queue with confirms; returns how many were confirmed.
+///
+/// # Errors
+/// Connecting, declaring, or a publish that was not confirmed.
+pub async fn enqueue(settings: &AmqpSettings, payloads: &[Vec<u8>]) -> Result<usize, AmqpError> {
+    let conn = connect(settings, "picket enqueue").await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    declare(&ch, settings).await?;
+    let mut confirmed = 0;
+    // Publish in windows so confirms overlap without unbounded memory.
+    for window in payloads.chunks(500) {
+        let mut pending = Vec::with_capacity(window.len());
+        for p in window {
+            let c = ch
+                .basic_publish(
+                    "".into(),
+                    settings.jobs_queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    p,
+                    persistent_json(),
+                )
+                .await?;
+            pending.push(c);
+        }
+        for c in pending {
+            if c.await?.is_nack() {
+                return Err(AmqpError::Nacked);
+            }
+            confirmed += 1;
+        }
+    }
+    let _ = conn.close(200, "done".into()).await;
+    Ok(confirmed)
+}
+
+/// Reads results: everything queued now (then returns), or forever with `follow` until
+/// `shutdown`. Each message is acked after `print` took it.
+///
+/// # Errors
+/// Connecting or consuming failed.
+pub async fn read_results(
+    settings: &AmqpSettings,
+    follow: bool,
+    shutdown: CancellationToken,
+    mut print: impl FnMut(&[u8]),
+) -> Result<usize, AmqpError> {
+    let conn = connect(settings, "picket results").await?;
+    let ch = conn.create_channel().await?;
+    declare(&ch, settings).await?;
+    let mut n = 0;
+    if !follow {
+        while let Some(m) = ch
+            .basic_get(
+                settings.results_queue.as_str().into(),
+                BasicGetOptions::default(),
+            )
+            .await?
+        {
+            print(&m.delivery.data);
+            m.delivery.acker.ack(BasicAckOptions::default()).await?;
+            n += 1;
+        }
+    } else {
+        ch.basic_qos(64, BasicQosOptions::default()).await?;
+        let mut consumer = ch
+            .basic_consume(
+                settings.results_queue.as_str().into(),
+                "picket-results".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        loop {
+            let d = tokio::select! {
+                () = shutdown.cancelled() => break,
+                d = consumer.next() => d,
+            };
+            match d {
+                Some(Ok(d)) => {
+                    print(&d.data);
+                    d.acker.ack(BasicAckOptions::default()).await?;
+                    n += 1;
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            }
+        }
+    }
+    let _ = conn.close(200, "done".into()).await;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let d: Vec<Duration> = backoff().take(12).collect();
+        assert!(d[0] >= Duration::from_millis(400) && d[0] <= Duration::from_millis(600));
+        assert!(d[3] > d[1]);
+        for x in &d[8..] {
+            assert!(*x <= Duration::from_millis(36_000) && *x >= Duration::from_millis(24_000));
+        }
+        let again: Vec<Duration> = backoff().take(12).collect();
+        assert!(d
+            .iter()
+            .zip(&again)
+            .all(|(a, b)| a.abs_diff(*b) <= Duration::from_millis(7200)));
+    }
+}

@@ -1,0 +1,849 @@
+//! Configuration: the raw, layered settings (built-in defaults, then a TOML file, then
+//! `PICKET__SECTION__KEY` environment variables) and their validation into typed settings.
+//!
+//! Everything downstream takes the validated [`Settings`] (or only its own section), so
+//! nothing after start-up re-parses a duration or a URL. Every validation error names the
+//! key it is about, because an operator reading one line must know what to fix.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// The default configuration, compiled in so that a file only has to name what it changes.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// A configuration that could not be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, a TOML syntax error, an unknown key or a value of the wrong type.
+    #[error("config: {0}")]
+    Load(String),
+    /// A key whose value is out of range or unparsable.
+    #[error("config: {key}: {message}")]
+    Invalid {
+        /// The dotted key, e.g. `probe.timeout`.
+        key: String,
+        /// What is wrong with its value.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw settings: exactly the TOML shape, unknown keys refused.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    amqp: RawAmqp,
+    redis: RawRedis,
+    probe: RawProbe,
+    rate_limit: RawRateLimit,
+    dns: RawDns,
+    targets: RawTargets,
+    tls: RawTls,
+    egress: Vec<RawEgress>,
+    http: RawHttp,
+    log: RawLog,
+    worker: RawWorker,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAmqp {
+    url: String,
+    jobs_queue: String,
+    results_exchange: String,
+    results_queue: String,
+    dead_letter_queue: String,
+    prefetch: u32,
+    queue_type: String,
+    max_message_bytes: u64,
+    connect_timeout: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: String,
+    key_prefix: String,
+    verdict_ttl: String,
+    pool_size: u32,
+    timeout: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    concurrency: u32,
+    connect_timeout: String,
+    timeout: String,
+    max_body_bytes: u64,
+    min_body_bytes: u64,
+    max_redirects: u32,
+    attempts: u32,
+    retry_delay: String,
+    user_agent: String,
+    accept: String,
+    accept_language: String,
+    canaries: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    per_ip: RawPerIp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPerIp {
+    rate: f64,
+    burst: u32,
+    max_inflight: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    nameservers: Vec<String>,
+    #[serde(rename = "static")]
+    static_hosts: BTreeMap<String, String>,
+    timeout: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTargets {
+    allow_private: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    extra_ca_file: String,
+    on_error: String,
+    expiry_warn_days: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    name: String,
+    #[serde(default)]
+    proxy: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    name: String,
+    shutdown_grace: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Validated settings.
+
+/// The whole validated configuration; each adapter takes only its own section.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// RabbitMQ connection and topology.
+    pub amqp: AmqpSettings,
+    /// Redis connection and verdict cache.
+    pub redis: RedisSettings,
+    /// How a site is probed and judged.
+    pub probe: ProbeSettings,
+    /// Per-IP politeness limits.
+    pub rate_limit: RateLimitSettings,
+    /// Name resolution.
+    pub dns: DnsSettings,
+    /// Which addresses may be probed at all.
+    pub targets: TargetSettings,
+    /// Certificate verification.
+    pub tls: TlsSettings,
+    /// The ways out to the internet, at least one.
+    pub egress: Vec<EgressSettings>,
+    /// The operations endpoint.
+    pub http: HttpSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// The worker process itself.
+    pub worker: WorkerSettings,
+}
+
+/// Durable or replicated queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// A classic durable queue.
+    Classic,
+    /// A replicated quorum queue, the durable choice for clusters.
+    Quorum,
+}
+
+/// `[amqp]`
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    /// Broker URL (may hold credentials: never log it as is, see [`redact_url`]).
+    pub url: String,
+    /// Where jobs arrive.
+    pub jobs_queue: String,
+    /// Topic exchange results are published to, routing key = verdict.
+    pub results_exchange: String,
+    /// Queue bound to the results exchange with `#`.
+    pub results_queue: String,
+    /// Where messages that are not jobs go, with the reason in a header.
+    pub dead_letter_queue: String,
+    /// Unacknowledged deliveries the broker may push ahead.
+    pub prefetch: u16,
+    /// Queue type of the jobs and dead-letter queues.
+    pub queue_type: QueueType,
+    /// A job message larger than this is dead-lettered unread.
+    pub max_message_bytes: usize,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Redis URL (may hold a password).
+    pub url: String,
+    /// Prefix of every key picket writes.
+    pub key_prefix: String,
+    /// How long a URL's latest verdict is kept.
+    pub verdict_ttl: Duration,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// How long one Redis call may take before the worker goes on without it.
+    pub timeout: Duration,
+}
+
+/// `[probe]`
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    /// Probes in flight per worker process.
+    pub concurrency: usize,
+    /// Time allowed to open a connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Time allowed for the whole request, redirects and body included.
+    pub timeout: Duration,
+    /// Read at most this much of a decoded body.
+    pub max_body_bytes: usize,
+    /// A 2xx/3xx answer with a smaller body is not `up`.
+    pub min_body_bytes: usize,
+    /// Redirect hops followed before `too_many_redirects`.
+    pub max_redirects: u32,
+    /// Probes made before a failure is called `down`.
+    pub attempts: u32,
+    /// Pause between attempts.
+    pub retry_delay: Duration,
+    /// The User-Agent sent, a current desktop browser's.
+    pub user_agent: String,
+    /// The Accept header sent.
+    pub accept: String,
+    /// The Accept-Language header sent.
+    pub accept_language: String,
+    /// Known-good URLs re-checked when failures look like our own problem.
+    pub canaries: Vec<Url>,
+}
+
+/// `[rate_limit]`
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Requests per second to one resolved IP.
+    pub rate: f64,
+    /// Requests allowed at once before the rate applies.
+    pub burst: u32,
+    /// Requests in flight to one IP at most.
+    pub max_inflight: u32,
+}
+
+/// `[dns]`
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    /// Nameservers to ask; empty means the system's resolver.
+    pub nameservers: Vec<SocketAddr>,
+    /// Fixed answers, like `curl --resolve`, lower-cased host → address.
+    pub static_hosts: BTreeMap<String, IpAddr>,
+    /// Time allowed for one lookup.
+    pub timeout: Duration,
+}
+
+/// `[targets]`
+#[derive(Debug, Clone, Copy)]
+pub struct TargetSettings {
+    /// Allow loopback, private, link-local and metadata addresses.
+    pub allow_private: bool,
+}
+
+/// What a certificate problem makes of a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsOnError {
+    /// Reachable, but not right.
+    Degraded,
+    /// Not available.
+    Down,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// PEM file trusted in addition to the bundled and system roots.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Verdict for a certificate problem.
+    pub on_error: TlsOnError,
+    /// A certificate expiring sooner than this many days makes the site `degraded`.
+    pub expiry_warn_days: i64,
+}
+
+/// One `[[egress]]` entry.
+#[derive(Debug, Clone)]
+pub struct EgressSettings {
+    /// Name reported in results.
+    pub name: String,
+    /// `http://host:port`, `socks5://host:port`, or none for a direct connection.
+    pub proxy: Option<Url>,
+}
+
+/// `[http]`
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Readable text on a terminal, JSON otherwise.
+    Auto,
+    /// Readable text.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Line format.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `picket=debug` (`RUST_LOG` wins when set).
+    pub level: String,
+}
+
+/// `[worker]`
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Name written in each result's `worker` field; empty = host name and PID.
+    pub name: String,
+    /// How long in-flight probes may run on after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// Parses `"1500ms"`, `"30s"`, `"10m"`.
+///
+/// # Errors
+/// A message saying what the value should look like.
+pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("{value:?} is not a duration like \"1500ms\", \"30s\" or \"10m\" ({e})"),
+        )
+    })
+}
+
+fn positive_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(key, value)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn nonempty(key: &str, value: &str) -> Result<String, ConfigError> {
+    if value.trim().is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    Ok(value.to_string())
+}
+
+fn url_with_scheme(key: &str, value: &str, schemes: &[&str]) -> Result<Url, ConfigError> {
+    let url = Url::parse(value)
+        .map_err(|e| invalid(key, format!("{:?} is not a URL ({e})", redact_url(value))))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(invalid(
+            key,
+            format!(
+                "scheme {:?} is not one of {}",
+                url.scheme(),
+                schemes.join(", ")
+            ),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(key, "URL has no host"));
+    }
+    Ok(url)
+}
+
+/// Replaces the password of a URL (and any userinfo) so that it can be logged.
+pub fn redact_url(value: &str) -> String {
+    match Url::parse(value) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => match value.rfind('@') {
+            Some(at) => format!("***{}", &value[at..]),
+            None => value.to_string(),
+        },
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if given), then the environment, and validates.
+    ///
+    /// # Errors
+    /// The first problem found, naming its key.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(file, env)
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (for tests).
+    ///
+    /// # Errors
+    /// The first problem found, naming its key.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        use config::{Config, Environment, File, FileFormat};
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "{}: no such file",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        let env_map: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("PICKET__"))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix("PICKET")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("dns.nameservers")
+                .with_list_parse_key("probe.canaries")
+                .source(Some(env_map)),
+        );
+        let raw: RawSettings = builder
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        Self::validate(raw)
+    }
+
+    /// Parses a TOML text (over the defaults) without the environment; for tests and tools.
+    ///
+    /// # Errors
+    /// The first problem found, naming its key.
+    pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        use config::{Config, File, FileFormat};
+        let raw: RawSettings = Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .add_source(File::from_str(text, FileFormat::Toml))
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
+        let a = raw.amqp;
+        url_with_scheme("amqp.url", &a.url, &["amqp", "amqps"])?;
+        if a.prefetch == 0 || a.prefetch > u32::from(u16::MAX) {
+            return Err(invalid("amqp.prefetch", "must be between 1 and 65535"));
+        }
+        let queue_type = match a.queue_type.as_str() {
+            "classic" => QueueType::Classic,
+            "quorum" => QueueType::Quorum,
+            other => {
+                return Err(invalid(
+                    "amqp.queue_type",
+                    format!("{other:?} is not \"classic\" or \"quorum\""),
+                ))
+            }
+        };
+        if a.max_message_bytes < 1024 {
+            return Err(invalid("amqp.max_message_bytes", "must be at least 1024"));
+        }
+        let amqp = AmqpSettings {
+            url: a.url,
+            jobs_queue: nonempty("amqp.jobs_queue", &a.jobs_queue)?,
+            results_exchange: nonempty("amqp.results_exchange", &a.results_exchange)?,
+            results_queue: nonempty("amqp.results_queue", &a.results_queue)?,
+            dead_letter_queue: nonempty("amqp.dead_letter_queue", &a.dead_letter_queue)?,
+            prefetch: a.prefetch as u16,
+            queue_type,
+            max_message_bytes: a.max_message_bytes as usize,
+            connect_timeout: positive_duration("amqp.connect_timeout", &a.connect_timeout)?,
+        };
+
+        let r = raw.redis;
+        url_with_scheme("redis.url", &r.url, &["redis", "rediss"])?;
+        if r.pool_size == 0 {
+            return Err(invalid("redis.pool_size", "must be at least 1"));
+        }
+        let redis = RedisSettings {
+            url: r.url,
+            key_prefix: r.key_prefix,
+            verdict_ttl: positive_duration("redis.verdict_ttl", &r.verdict_ttl)?,
+            pool_size: r.pool_size as usize,
+            timeout: positive_duration("redis.timeout", &r.timeout)?,
+        };
+
+        let p = raw.probe;
+        if p.concurrency == 0 {
+            return Err(invalid("probe.concurrency", "must be at least 1"));
+        }
+        if p.attempts == 0 || p.attempts > 10 {
+            return Err(invalid("probe.attempts", "must be between 1 and 10"));
+        }
+        if p.max_body_bytes == 0 {
+            return Err(invalid("probe.max_body_bytes", "must be greater than zero"));
+        }
+        if p.max_redirects > 50 {
+            return Err(invalid("probe.max_redirects", "must be at most 50"));
+        }
+        let canaries = p
+            .canaries
+            .iter()
+            .enumerate()
+            .map(|(i, c)| url_with_scheme(&format!("probe.canaries[{i}]"), c, &["http", "https"]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let probe = ProbeSettings {
+            concurrency: p.concurrency as usize,
+            connect_timeout: positive_duration("probe.connect_timeout", &p.connect_timeout)?,
+            timeout: positive_duration("probe.timeout", &p.timeout)?,
+            max_body_bytes: p.max_body_bytes as usize,
+            min_body_bytes: p.min_body_bytes as usize,
+            max_redirects: p.max_redirects,
+            attempts: p.attempts,
+            retry_delay: parse_duration("probe.retry_delay", &p.retry_delay)?,
+            user_agent: nonempty("probe.user_agent", &p.user_agent)?,
+            accept: nonempty("probe.accept", &p.accept)?,
+            accept_language: p.accept_language,
+            canaries,
+        };
+
+        let l = raw.rate_limit.per_ip;
+        if !(l.rate.is_finite() && l.rate > 0.0) {
+            return Err(invalid(
+                "rate_limit.per_ip.rate",
+                "must be a positive number of requests per second",
+            ));
+        }
+        if l.burst == 0 {
+            return Err(invalid("rate_limit.per_ip.burst", "must be at least 1"));
+        }
+        if l.max_inflight == 0 {
+            return Err(invalid(
+                "rate_limit.per_ip.max_inflight",
+                "must be at least 1",
+            ));
+        }
+        let rate_limit = RateLimitSettings {
+            rate: l.rate,
+            burst: l.burst,
+            max_inflight: l.max_inflight,
+        };
+
+        let d = raw.dns;
+        let nameservers = d
+            .nameservers
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| parse_nameserver(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut static_hosts = BTreeMap::new();
+        for (host, ip) in d.static_hosts {
+            let key = format!("dns.static.{host}");
+            let ip: IpAddr = ip
+                .trim()
+                .parse()
+                .map_err(|_| invalid(&key, format!("{ip:?} is not an IP address")))?;
+            static_hosts.insert(host.to_ascii_lowercase(), ip);
+        }
+        let dns = DnsSettings {
+            nameservers,
+            static_hosts,
+            timeout: positive_duration("dns.timeout", &d.timeout)?,
+        };
+
+        let t = raw.tls;
+        let on_error = match t.on_error.as_str() {
+            "degraded" => TlsOnError::Degraded,
+            "down" => TlsOnError::Down,
+            other => {
+                return Err(invalid(
+                    "tls.on_error",
+                    format!("{other:?} is not \"degraded\" or \"down\""),
+                ))
+            }
+        };
+        let extra_ca_file = if t.extra_ca_file.trim().is_empty() {
+            None
+        } else {
+            let path = PathBuf::from(&t.extra_ca_file);
+            if !path.is_file() {
+                return Err(invalid(
+                    "tls.extra_ca_file",
+                    format!("{}: no such file", path.display()),
+                ));
+            }
+            Some(path)
+        };
+        if t.expiry_warn_days < 0 {
+            return Err(invalid("tls.expiry_warn_days", "must not be negative"));
+        }
+        let tls = TlsSettings {
+            extra_ca_file,
+            on_error,
+            expiry_warn_days: t.expiry_warn_days,
+        };
+
+        if raw.egress.is_empty() {
+            return Err(invalid("egress", "at least one [[egress]] entry is needed"));
+        }
+        let mut egress = Vec::new();
+        for (i, e) in raw.egress.into_iter().enumerate() {
+            let name = nonempty(&format!("egress[{i}].name"), &e.name)?;
+            let proxy = match e.proxy.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(p) => Some(url_with_scheme(
+                    &format!("egress[{i}].proxy"),
+                    p,
+                    &["http", "https", "socks5", "socks5h"],
+                )?),
+            };
+            if egress.iter().any(|x: &EgressSettings| x.name == name) {
+                return Err(invalid(
+                    &format!("egress[{i}].name"),
+                    format!("{name:?} is used twice"),
+                ));
+            }
+            egress.push(EgressSettings { name, proxy });
+        }
+
+        let listen = raw.http.listen.parse().map_err(|_| {
+            invalid(
+                "http.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:9464",
+                    raw.http.listen
+                ),
+            )
+        })?;
+
+        let format = match raw.log.format.as_str() {
+            "auto" => LogFormat::Auto,
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?} is not \"auto\", \"text\" or \"json\""),
+                ))
+            }
+        };
+
+        Ok(Settings {
+            amqp,
+            redis,
+            probe,
+            rate_limit,
+            dns,
+            targets: TargetSettings {
+                allow_private: raw.targets.allow_private,
+            },
+            tls,
+            egress,
+            http: HttpSettings { listen },
+            log: LogSettings {
+                format,
+                level: raw.log.level,
+            },
+            worker: WorkerSettings {
+                name: raw.worker.name,
+                shutdown_grace: parse_duration(
+                    "worker.shutdown_grace",
+                    &raw.worker.shutdown_grace,
+                )?,
+            },
+        })
+    }
+}
+
+fn parse_nameserver(value: &str) -> Result<SocketAddr, ConfigError> {
+    let value = value.trim();
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    value
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| {
+            invalid(
+                "dns.nameservers",
+                format!("{value:?} is not an address like 127.0.0.1:5353"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(toml: &str) -> String {
+        Settings::from_toml(toml)
+            .expect_err("should fail")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_contract() {
+        let s = Settings::from_toml("").expect("defaults");
+        assert_eq!(s.amqp.jobs_queue, "picket.jobs");
+        assert_eq!(s.amqp.results_exchange, "picket.results");
+        assert_eq!(s.amqp.results_queue, "picket.results");
+        assert_eq!(s.amqp.dead_letter_queue, "picket.jobs.dead");
+        assert_eq!(s.amqp.prefetch, 256);
+        assert_eq!(s.probe.concurrency, 512);
+        assert_eq!(s.probe.timeout, Duration::from_secs(30));
+        assert_eq!(s.probe.attempts, 2);
+        assert_eq!(s.probe.min_body_bytes, 64);
+        assert_eq!(s.rate_limit.rate, 2.0);
+        assert_eq!(s.redis.verdict_ttl, Duration::from_secs(3600));
+        assert_eq!(s.egress.len(), 1);
+        assert_eq!(s.egress[0].name, "direct");
+        assert!(!s.targets.allow_private);
+        assert_eq!(s.tls.on_error, TlsOnError::Degraded);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err("[probe]\ntimout = \"3s\"\n");
+        assert!(e.contains("timout"), "{e}");
+    }
+
+    #[test]
+    fn unknown_section_is_named() {
+        let e = err("[probes]\ntimeout = \"3s\"\n");
+        assert!(e.contains("probes"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let e = err("[probe]\ntimeout = \"thirty seconds\"\n");
+        assert!(e.contains("probe.timeout"), "{e}");
+    }
+
+    #[test]
+    fn zero_rate_is_refused() {
+        let e = err("[rate_limit.per_ip]\nrate = 0.0\n");
+        assert!(e.contains("rate_limit.per_ip.rate"), "{e}");
+    }
+
+    #[test]
+    fn unparsable_urls_are_refused() {
+        assert!(err("[amqp]\nurl = \"not a url\"\n").contains("amqp.url"));
+        assert!(err("[redis]\nurl = \"http://x\"\n").contains("redis.url"));
+        assert!(err("[probe]\ncanaries = [\"ftp://x/\"]\n").contains("probe.canaries[0]"));
+        assert!(
+            err("[[egress]]\nname = \"p\"\nproxy = \"gopher://x\"\n").contains("egress[0].proxy")
+        );
+    }
+
+    #[test]
+    fn environment_overrides_file_and_splits_lists() {
+        let env = vec![
+            (
+                "PICKET__RATE_LIMIT__PER_IP__RATE".to_string(),
+                "5".to_string(),
+            ),
+            (
+                "PICKET__DNS__NAMESERVERS".to_string(),
+                "127.0.0.1:5353,127.0.0.1:5354".to_string(),
+            ),
+            ("PICKET__PROBE__TIMEOUT".to_string(), "7s".to_string()),
+        ];
+        let s = Settings::load_with_env(None, env).expect("env config");
+        assert_eq!(s.rate_limit.rate, 5.0);
+        assert_eq!(s.dns.nameservers.len(), 2);
+        assert_eq!(s.dns.nameservers[1].port(), 5354);
+        assert_eq!(s.probe.timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn bad_environment_value_names_the_key() {
+        let env = vec![("PICKET__PROBE__RETRY_DELAY".to_string(), "soon".to_string())];
+        let e = Settings::load_with_env(None, env)
+            .expect_err("bad")
+            .to_string();
+        assert!(e.contains("probe.retry_delay"), "{e}");
+    }
+
+    #[test]
+    fn static_hosts_parse() {
+        let s = Settings::from_toml("[dns.static]\n\"A.example\" = \"127.0.0.2\"\n").expect("ok");
+        assert_eq!(
+            s.dns.static_hosts.get("a.example"),
+            Some(&"127.0.0.2".parse::<IpAddr>().expect("ip"))
+        );
+        assert!(err("[dns.static]\n\"a.example\" = \"nope\"\n").contains("dns.static.a.example"));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://user:secret@host:5672/%2f"),
+            "amqp://user:***@host:5672/%2f"
+        );
+        assert!(!redact_url("redis://:pw@h:1/0").contains("pw"));
+    }
+}

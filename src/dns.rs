@@ -1,0 +1,166 @@
+//! Name resolution for probes: `dns.static` answers first, then the configured
+//! nameservers (or the system's), with a timeout. The engine resolves once, checks the
+//! addresses against policy and the limiter, and then connects to exactly that address:
+//! reqwest itself never resolves a target name.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::TokioResolver;
+
+use crate::config::DnsSettings;
+
+/// A lookup that found no usable address.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DnsError {
+    /// The name does not exist (or has no A/AAAA records).
+    #[error("{host}: no such host (NXDOMAIN or no address records)")]
+    NotFound {
+        /// The name asked.
+        host: String,
+    },
+    /// The nameservers did not answer in time.
+    #[error("{host}: DNS lookup timed out after {ms} ms")]
+    Timeout {
+        /// The name asked.
+        host: String,
+        /// How long we waited.
+        ms: u128,
+    },
+    /// Any other resolver failure (SERVFAIL, refused, network).
+    #[error("{host}: DNS lookup failed: {message}")]
+    Failed {
+        /// The name asked.
+        host: String,
+        /// The resolver's words.
+        message: String,
+    },
+    /// The resolver could not be set up.
+    #[error("DNS resolver could not be configured: {0}")]
+    Setup(String),
+}
+
+/// Resolves target names; cheap to clone.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    static_hosts: std::collections::BTreeMap<String, IpAddr>,
+    hickory: TokioResolver,
+    timeout: Duration,
+}
+
+impl Resolver {
+    /// Builds the resolver from `[dns]`.
+    ///
+    /// # Errors
+    /// The system configuration could not be read (and no nameservers were given).
+    pub fn new(settings: &DnsSettings) -> Result<Resolver, DnsError> {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if settings.nameservers.is_empty() {
+            TokioResolver::builder_tokio().map_err(|e| DnsError::Setup(e.to_string()))?
+        } else {
+            let servers = settings
+                .nameservers
+                .iter()
+                .map(|addr| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = addr.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = addr.port();
+                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, vec![], servers),
+                provider,
+            )
+        };
+        let opts = builder.options_mut();
+        opts.timeout = settings.timeout;
+        opts.attempts = 2;
+        opts.cache_size = 4096;
+        let hickory = builder
+            .build()
+            .map_err(|e| DnsError::Setup(e.to_string()))?;
+        Ok(Resolver {
+            inner: Arc::new(Inner {
+                static_hosts: settings.static_hosts.clone(),
+                hickory,
+                timeout: settings.timeout,
+            }),
+        })
+    }
+
+    /// All addresses of `host` (an IP literal answers itself).
+    ///
+    /// # Errors
+    /// See [`DnsError`]; a missing name is data for the judge, not a worker fault.
+    pub async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let lower = host.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(ip) = self.inner.static_hosts.get(&lower) {
+            return Ok(vec![*ip]);
+        }
+        // Two resolver attempts plus slack: the resolver's own timeout applies per try.
+        let limit = self.inner.timeout * 3;
+        let fqdn = format!("{lower}.");
+        match tokio::time::timeout(limit, self.inner.hickory.lookup_ip(fqdn.as_str())).await {
+            Err(_) => Err(DnsError::Timeout {
+                host: lower,
+                ms: limit.as_millis(),
+            }),
+            Ok(Ok(found)) => {
+                let ips: Vec<IpAddr> = found.iter().collect();
+                if ips.is_empty() {
+                    Err(DnsError::NotFound { host: lower })
+                } else {
+                    Ok(ips)
+                }
+            }
+            Ok(Err(e)) if e.is_nx_domain() || e.is_no_records_found() => {
+                Err(DnsError::NotFound { host: lower })
+            }
+            Ok(Err(e)) => {
+                let message = e.to_string();
+                if message.contains("timed out") || message.contains("timeout") {
+                    Err(DnsError::Timeout {
+                        host: lower,
+                        ms: self.inner.timeout.as_millis(),
+                    })
+                } else {
+                    Err(DnsError::Failed {
+                        host: lower,
+                        message,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// reqwest's resolver for the only names it may still look up itself: proxy hosts.
+/// Target names are always pinned with `resolve_to_addrs`, so they never reach it.
+#[derive(Clone)]
+pub struct ProxyNameResolver(pub Resolver);
+
+impl reqwest::dns::Resolve for ProxyNameResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let resolver = self.0.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let ips = resolver.lookup(&host).await?;
+            let addrs: reqwest::dns::Addrs =
+                Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            Ok(addrs)
+        })
+    }
+}

@@ -1,0 +1,386 @@
+//! The probe engine: one job in, one [`Report`] out, the same in the worker and in
+//! `picket check`. It asks the cache, plans, has a [`Prober`] observe the site once per
+//! attempt (rotating the egress), judges each observation and combines them, so that
+//! `down` is only said after every attempt failed.
+//!
+//! The engine knows no broker, no Redis and no HTTP library: those come in as traits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::cache::VerdictCache;
+use crate::config::{ProbeSettings, Settings};
+use crate::job::{now_rfc3339, AttemptRecord, HttpFacts, Job, Rejected, Report, Timing, Verdict};
+use crate::metric;
+use crate::probe::judge::{combine, judge, JudgeSettings, Judgement, Reason};
+use crate::probe::{Observation, Outcome, Plan};
+
+/// Observes a site once: resolve, connect, ask, read.
+pub trait Prober: Send + Sync {
+    /// How many egresses there are to rotate through.
+    fn egress_count(&self) -> usize;
+    /// One probe through egress number `egress` (taken modulo the count).
+    fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Observation>;
+}
+
+/// Runs jobs to reports.
+pub struct Engine {
+    prober: Arc<dyn Prober>,
+    cache: Arc<dyn VerdictCache>,
+    probe: ProbeSettings,
+    judge: JudgeSettings,
+    worker: String,
+}
+
+/// The name a worker writes in its results: `worker.name`, or host name and PID.
+pub fn worker_name(settings: &Settings) -> String {
+    if settings.worker.name.is_empty() {
+        format!(
+            "{}-{}",
+            gethostname::gethostname().to_string_lossy(),
+            std::process::id()
+        )
+    } else {
+        settings.worker.name.clone()
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Engine {
+    /// An engine over the given prober and cache.
+    pub fn new(
+        prober: Arc<dyn Prober>,
+        cache: Arc<dyn VerdictCache>,
+        settings: &Settings,
+        worker: String,
+    ) -> Engine {
+        Engine {
+            prober,
+            cache,
+            probe: settings.probe.clone(),
+            judge: JudgeSettings {
+                tls_on_error: settings.tls.on_error,
+                expiry_warn_days: settings.tls.expiry_warn_days,
+            },
+            worker,
+        }
+    }
+
+    /// Answers a job: from the cache when it allows, otherwise by probing.
+    pub async fn run(&self, job: &Job) -> Report {
+        if let Some(max_age) = job.max_age {
+            if let Some(mut cached) = self.cache.fresh(job.url.as_str(), max_age).await {
+                cached.job_id = job.id.clone();
+                cached.meta = job.meta.clone();
+                cached.cached = true;
+                cached.worker = self.worker.clone();
+                metric::result(cached.verdict, &cached.reason, true);
+                return cached;
+            }
+        }
+        let mut report = self.probe(job).await;
+        let previous = self.cache.record(&report).await;
+        report.previous_verdict = previous;
+        report.changed = previous.is_some_and(|p| p != report.verdict);
+        metric::result(report.verdict, &report.reason, false);
+        report
+    }
+
+    async fn probe(&self, job: &Job) -> Report {
+        let plan = Plan::new(job, &self.probe);
+        let egresses = self.prober.egress_count().max(1);
+        // Spread first attempts over the egresses; a retry always moves to the next one.
+        let first = (fxhash(job.url.as_str()) as usize) % egresses;
+        let mut observations: Vec<Observation> = Vec::new();
+        let mut judgements: Vec<Judgement> = Vec::new();
+        for attempt in 0..self.probe.attempts as usize {
+            if attempt > 0 {
+                tokio::time::sleep(self.probe.retry_delay).await;
+            }
+            let obs = self.prober.observe(&plan, first + attempt).await;
+            metric::probe_latency(obs.total);
+            let j = judge(&plan, &obs, &self.judge);
+            tracing::debug!(attempt, egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");
+            let done = !j.wants_confirmation();
+            observations.push(obs);
+            judgements.push(j);
+            if done {
+                break;
+            }
+        }
+        let Some((i, decisive)) = combine(&judgements) else {
+            return self.report_without_probe(
+                job,
+                Verdict::Unknown,
+                Reason::EgressUnavailable,
+                "no attempt was made".into(),
+            );
+        };
+        let obs = &observations[i];
+        let mut detail = decisive.detail.clone();
+        if judgements.len() > 1 && decisive.verdict == Verdict::Down {
+            detail = format!("{detail} (confirmed by {} attempts)", judgements.len());
+        } else if i > 0 && !decisive.wants_confirmation() {
+            detail = format!(
+                "{detail} (attempt {} failed first: {})",
+                1, judgements[0].detail
+            );
+        }
+        let http = match &obs.outcome {
+            Outcome::Answer(a) => Some(HttpFacts {
+                status: a.status,
+                body_bytes: a.body_bytes as u64,
+                final_url: a.final_url.clone(),
+                redirects: a.redirects,
+                charset: a.charset.clone(),
+                truncated: a.truncated,
+            }),
+            Outcome::Failure(_) => None,
+        };
+        let tls_days_left = match &obs.outcome {
+            Outcome::Answer(a) => a.tls_days_left,
+            Outcome::Failure(_) => None,
+        };
+        let attempt_log = observations
+            .iter()
+            .zip(&judgements)
+            .map(|(o, j)| AttemptRecord {
+                egress: o.egress.clone(),
+                verdict: j.verdict,
+                reason: j.reason.as_str().to_string(),
+                detail: j.detail.clone(),
+                ip: o.ip.map(|ip| ip.to_string()),
+                total_ms: ms(o.total),
+            })
+            .collect();
+        Report {
+            job_id: job.id.clone(),
+            url: job.url.to_string(),
+            verdict: decisive.verdict,
+            reason: decisive.reason.as_str().to_string(),
+            detail,
+            http,
+            timing_ms: Timing {
+                total: ms(obs.total),
+                dns: obs.dns.map(ms),
+                first_byte: obs.first_byte.map(ms),
+                queue: Some(ms(observations.iter().map(|o| o.queued).sum())),
+            },
+            ip: obs.ip.map(|ip| ip.to_string()),
+            egress: Some(obs.egress.clone()),
+            attempts: judgements.len() as u32,
+            attempt_log,
+            checked_at: now_rfc3339(),
+            cached: false,
+            previous_verdict: None,
+            changed: false,
+            worker: self.worker.clone(),
+            meta: job.meta.clone(),
+            tls_days_left,
+        }
+    }
+
+    fn report_without_probe(
+        &self,
+        job: &Job,
+        verdict: Verdict,
+        reason: Reason,
+        detail: String,
+    ) -> Report {
+        Report {
+            job_id: job.id.clone(),
+            url: job.url.to_string(),
+            verdict,
+            reason: reason.as_str().to_string(),
+            detail,
+            http: None,
+            timing_ms: Timing::default(),
+            ip: None,
+            egress: None,
+            attempts: 0,
+            attempt_log: Vec::new(),
+            checked_at: now_rfc3339(),
+            cached: false,
+            previous_verdict: None,
+            changed: false,
+            worker: self.worker.clone(),
+            meta: job.meta.clone(),
+            tls_days_left: None,
+        }
+    }
+
+    /// The `invalid` answer to a job that was refused before probing.
+    pub fn rejected(&self, r: &Rejected) -> Report {
+        metric::result(Verdict::Invalid, Reason::InvalidJob.as_str(), false);
+        Report {
+            job_id: r.id.clone(),
+            url: r.url.clone(),
+            verdict: Verdict::Invalid,
+            reason: Reason::InvalidJob.as_str().to_string(),
+            detail: r.detail.clone(),
+            http: None,
+            timing_ms: Timing::default(),
+            ip: None,
+            egress: None,
+            attempts: 0,
+            attempt_log: Vec::new(),
+            checked_at: now_rfc3339(),
+            cached: false,
+            previous_verdict: None,
+            changed: false,
+            worker: self.worker.clone(),
+            meta: r.meta.clone(),
+            tls_days_left: None,
+        }
+    }
+}
+
+/// A small stable hash (FNV-1a) to spread URLs over egresses.
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::MemoryCache;
+    use crate::job::job_for_url;
+    use crate::probe::{Answer, Failure, FailureKind};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// Plays back a script of outcomes, one per call.
+    struct Scripted {
+        outcomes: Mutex<Vec<Outcome>>,
+        calls: AtomicUsize,
+        egresses: Mutex<Vec<usize>>,
+    }
+
+    impl Scripted {
+        fn new(outcomes: Vec<Outcome>) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                outcomes: Mutex::new(outcomes),
+                calls: AtomicUsize::new(0),
+                egresses: Mutex::new(vec![]),
+            })
+        }
+    }
+
+    impl Prober for Scripted {
+        fn egress_count(&self) -> usize {
+            2
+        }
+        fn observe<'a>(&'a self, _plan: &'a Plan, egress: usize) -> BoxFuture<'a, Observation> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                self.egresses.lock().expect("lock").push(egress % 2);
+                let outcome = self.outcomes.lock().expect("lock").remove(0);
+                Observation {
+                    egress: format!("e{}", egress % 2),
+                    ip: Some("192.0.2.1".parse().expect("ip")),
+                    outcome,
+                    dns: Some(Duration::from_millis(1)),
+                    first_byte: Some(Duration::from_millis(2)),
+                    queued: Duration::ZERO,
+                    total: Duration::from_millis(3),
+                }
+            })
+        }
+    }
+
+    fn ok() -> Outcome {
+        Outcome::Answer(Answer {
+            status: 200,
+            body_bytes: 500,
+            final_url: "http://a.example/".into(),
+            ..Answer::default()
+        })
+    }
+
+    fn refused() -> Outcome {
+        Outcome::Failure(Failure {
+            kind: FailureKind::Connect,
+            detail: "connection refused".into(),
+        })
+    }
+
+    fn engine(p: Arc<Scripted>) -> Engine {
+        let mut s =
+            Settings::from_toml("[probe]\nretry_delay = \"1ms\"\nattempts = 3\n").expect("cfg");
+        s.worker.name = "w".into();
+        Engine::new(p, Arc::new(MemoryCache::default()), &s, "w".into())
+    }
+
+    #[tokio::test]
+    async fn a_blip_is_not_down_and_retries_change_egress() {
+        let p = Scripted::new(vec![refused(), ok()]);
+        let e = engine(p.clone());
+        let r = e
+            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .await;
+        assert_eq!(r.verdict, Verdict::Up);
+        assert_eq!(r.attempts, 2);
+        assert_eq!(r.attempt_log.len(), 2);
+        assert_eq!(r.attempt_log[0].reason, "connect");
+        let eg = p.egresses.lock().expect("lock").clone();
+        assert_ne!(eg[0], eg[1], "the retry must use the other egress");
+    }
+
+    #[tokio::test]
+    async fn down_only_after_every_attempt_failed() {
+        let p = Scripted::new(vec![refused(), refused(), refused()]);
+        let e = engine(p.clone());
+        let r = e
+            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .await;
+        assert_eq!(r.verdict, Verdict::Down);
+        assert_eq!(r.reason, "connect");
+        assert_eq!(r.attempts, 3);
+        assert!(r.detail.contains("confirmed by 3 attempts"), "{}", r.detail);
+    }
+
+    #[tokio::test]
+    async fn up_needs_one_attempt_and_previous_verdict_is_tracked() {
+        let p = Scripted::new(vec![ok(), refused(), refused(), refused(), ok()]);
+        let e = engine(p.clone());
+        let job = job_for_url("http://a.example/", "j").expect("job");
+        let r1 = e.run(&job).await;
+        assert_eq!(
+            (r1.verdict, r1.attempts, r1.previous_verdict, r1.changed),
+            (Verdict::Up, 1, None, false)
+        );
+        let r2 = e.run(&job).await;
+        assert_eq!(
+            (r2.verdict, r2.previous_verdict, r2.changed),
+            (Verdict::Down, Some(Verdict::Up), true)
+        );
+        let r3 = e.run(&job).await;
+        assert_eq!(
+            (r3.verdict, r3.previous_verdict, r3.changed),
+            (Verdict::Up, Some(Verdict::Down), true)
+        );
+    }
+
+    #[tokio::test]
+    async fn max_age_serves_from_cache_without_probing() {
+        let p = Scripted::new(vec![ok()]);
+        let e = engine(p.clone());
+        let mut job = job_for_url("http://a.example/", "first").expect("job");
+        let _ = e.run(&job).await;
+        job.id = "second".into();
+        job.max_age = Some(Duration::from_secs(60));
+        job.meta = Some(serde_json::json!({"k": 2}));
+        let r = e.run(&job).await;
+        assert!(r.cached);
+        assert_eq!(r.job_id, "second");
+        assert_eq!(r.meta, Some(serde_json::json!({"k": 2})));
+        assert_eq!(p.calls.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,520 @@
+//! The one place that talks HTTP to sites: a [`Plan`] in, an [`Observation`] out.
+//!
+//! Each hop is resolved here, checked against the address policy, counted by the
+//! per-IP limiter, and then requested from exactly that address: the reqwest client of
+//! a hop is pinned to it with `resolve_to_addrs` and has pooling off, so neither a second
+//! DNS answer nor a stale pooled connection can change where the request goes or fake a
+//! failure. Redirects are followed here, hop by hop, for the same reasons.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::config::{EgressSettings, TlsSettings};
+use crate::dns::{DnsError, ProxyNameResolver, Resolver};
+use crate::engine::Prober;
+use crate::job::Method;
+use crate::limit::Limiter;
+use crate::probe::{policy, text, Answer, Failure, FailureKind, Observation, Outcome, Plan};
+
+/// Something that stops the prober from being built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The extra CA file could not be read or holds no certificate.
+    #[error("tls.extra_ca_file {path}: {message}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The TLS configuration could not be built.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// A proxy URL reqwest does not accept.
+    #[error("egress {name}: proxy not usable: {message}")]
+    Proxy {
+        /// The egress.
+        name: String,
+        /// reqwest's words.
+        message: String,
+    },
+    /// DNS could not be set up.
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+}
+
+struct Egress {
+    name: String,
+    proxy: Option<reqwest::Proxy>,
+}
+
+/// Probes sites over HTTP(S).
+pub struct HttpProber {
+    resolver: Resolver,
+    limiter: Arc<dyn Limiter>,
+    tls: rustls::ClientConfig,
+    allow_private: bool,
+    egress: Vec<Egress>,
+}
+
+/// Builds the rustls configuration: bundled roots, system roots, and the extra CA file.
+///
+/// # Errors
+/// The extra CA file is unreadable or empty, or rustls refuses the configuration.
+pub fn tls_config(settings: &TlsSettings) -> Result<rustls::ClientConfig, SetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // System roots are a bonus: a machine without them still has the bundled ones.
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &settings.extra_ca_file {
+        let ca_err = |message: String| SetupError::CaFile {
+            path: path.display().to_string(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ca_err("no PEM certificate in the file".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SetupError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+impl HttpProber {
+    /// A prober for the given egress list, sharing `resolver` and `limiter`.
+    ///
+    /// # Errors
+    /// See [`SetupError`].
+    pub fn new(
+        resolver: Resolver,
+        limiter: Arc<dyn Limiter>,
+        tls: &TlsSettings,
+        egress: &[EgressSettings],
+        allow_private: bool,
+    ) -> Result<HttpProber, SetupError> {
+        let egress = egress
+            .iter()
+            .map(|e| {
+                let proxy = match &e.proxy {
+                    None => None,
+                    Some(url) => Some(reqwest::Proxy::all(url.as_str()).map_err(|err| {
+                        SetupError::Proxy {
+                            name: e.name.clone(),
+                            message: err.to_string(),
+                        }
+                    })?),
+                };
+                Ok(Egress {
+                    name: e.name.clone(),
+                    proxy,
+                })
+            })
+            .collect::<Result<Vec<_>, SetupError>>()?;
+        Ok(HttpProber {
+            resolver,
+            limiter,
+            tls: tls_config(tls)?,
+            allow_private,
+            egress,
+        })
+    }
+
+    fn client(
+        &self,
+        egress: &Egress,
+        host: &str,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<reqwest::Client, reqwest::Error> {
+        let mut b = reqwest::Client::builder()
+            .use_preconfigured_tls(self.tls.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0)
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
+            .dns_resolver(Arc::new(ProxyNameResolver(self.resolver.clone())))
+            .resolve_to_addrs(host, &[addr]);
+        b = match &egress.proxy {
+            Some(p) => b.proxy(p.clone()),
+            None => b.no_proxy(),
+        };
+        b.build()
+    }
+
+    async fn observe_with(&self, plan: &Plan, egress: &Egress) -> Observation {
+        let start = Instant::now();
+        let deadline = start + plan.timeout;
+        let mut obs = Observation {
+            egress: egress.name.clone(),
+            ip: None,
+            outcome: Outcome::Failure(Failure {
+                kind: FailureKind::Connect,
+                detail: String::new(),
+            }),
+            dns: None,
+            first_byte: None,
+            queued: Duration::ZERO,
+            total: Duration::ZERO,
+        };
+        let outcome = self.follow(plan, egress, deadline, &mut obs).await;
+        obs.outcome = outcome;
+        obs.total = start.elapsed();
+        obs
+    }
+
+    async fn follow(
+        &self,
+        plan: &Plan,
+        egress: &Egress,
+        deadline: Instant,
+        obs: &mut Observation,
+    ) -> Outcome {
+        let mut url = plan.url.clone();
+        let mut seen: Vec<Url> = vec![url.clone()];
+        let mut redirects = 0u32;
+        loop {
+            let Some(host) = url.host_str().map(str::to_string) else {
+                return fail(FailureKind::BadRedirect, format!("{url} has no host"));
+            };
+            let port = url.port_or_known_default().unwrap_or(80);
+
+            let dns_start = Instant::now();
+            let lookup = tokio::time::timeout_at(deadline, self.resolver.lookup(&host)).await;
+            if obs.dns.is_none() {
+                obs.dns = Some(dns_start.elapsed());
+            }
+            let ips = match lookup {
+                Err(_) => {
+                    return fail(
+                        FailureKind::Timeout,
+                        format!("{host}: DNS lookup ran out of time"),
+                    )
+                }
+                Ok(Err(e)) => return fail(FailureKind::Dns, e.to_string()),
+                Ok(Ok(ips)) => ips,
+            };
+            let Some(ip) = pick_address(&ips, self.allow_private) else {
+                let why = policy::refusal(ips[0], self.allow_private).unwrap_or("refused");
+                obs.ip = Some(ips[0]);
+                let hop = if redirects == 0 {
+                    String::new()
+                } else {
+                    format!(" (redirect hop {redirects})")
+                };
+                return fail(
+                    FailureKind::BlockedTarget,
+                    format!(
+                        "{host} resolves to {} which is {why}; refused by policy{hop}",
+                        ips[0]
+                    ),
+                );
+            };
+            obs.ip = Some(ip);
+
+            let Ok(permit) = tokio::time::timeout_at(deadline, self.limiter.acquire(ip)).await
+            else {
+                return fail(
+                    FailureKind::Timeout,
+                    format!("waited for the per-IP limit of {ip} until the timeout"),
+                );
+            };
+            obs.queued += permit.waited;
+
+            let now = Instant::now();
+            let remaining = deadline.saturating_duration_since(now);
+            if remaining.is_zero() {
+                return fail(
+                    FailureKind::Timeout,
+                    format!("no time left after {redirects} redirects"),
+                );
+            }
+            let client = match self.client(
+                egress,
+                &host,
+                SocketAddr::new(ip, port),
+                plan.connect_timeout.min(remaining),
+                remaining,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    return fail(
+                        FailureKind::Egress,
+                        format!("HTTP client could not be built: {e}"),
+                    )
+                }
+            };
+            let method = match plan.method {
+                Method::Get => reqwest::Method::GET,
+                Method::Head => reqwest::Method::HEAD,
+            };
+            let mut req = client.request(method, url.clone());
+            for (name, value) in &plan.headers {
+                req = req.header(name.as_str(), value.as_str());
+            }
+            let sent = Instant::now();
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => return classify(&e, &host, ip, port, plan),
+            };
+            obs.first_byte = Some(sent.elapsed());
+            let status = resp.status().as_u16();
+
+            let expected_here = plan
+                .expect
+                .status
+                .as_ref()
+                .is_some_and(|s| s.contains(&status));
+            if resp.status().is_redirection() && !expected_here {
+                if let Some(location) = resp.headers().get(reqwest::header::LOCATION) {
+                    let next = match location.to_str().ok().and_then(|l| url.join(l).ok()) {
+                        Some(n) => n,
+                        None => {
+                            return fail(
+                                FailureKind::BadRedirect,
+                                format!("{status} with a Location that is not a URL"),
+                            )
+                        }
+                    };
+                    if next.scheme() != "http" && next.scheme() != "https" {
+                        return fail(
+                            FailureKind::BadRedirect,
+                            format!(
+                                "{status} redirect to unsupported scheme {:?}",
+                                next.scheme()
+                            ),
+                        );
+                    }
+                    drop(resp);
+                    drop(permit);
+                    redirects += 1;
+                    if seen.contains(&next) {
+                        return fail(
+                            FailureKind::TooManyRedirects,
+                            format!(
+                                "redirect loop: {next} was already visited after {redirects} hops"
+                            ),
+                        );
+                    }
+                    if redirects > plan.max_redirects {
+                        return fail(
+                            FailureKind::TooManyRedirects,
+                            format!(
+                                "more than {} redirects (last to {next})",
+                                plan.max_redirects
+                            ),
+                        );
+                    }
+                    seen.push(next.clone());
+                    url = next;
+                    continue;
+                }
+            }
+
+            let content_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let (body, truncated) = match read_body(resp, plan.max_body_bytes).await {
+                Ok(b) => b,
+                Err((e, got)) => {
+                    if e.is_timeout() {
+                        return fail(
+                            FailureKind::Timeout,
+                            format!(
+                                "{status} but the body did not arrive in time ({got} bytes read)"
+                            ),
+                        );
+                    }
+                    return fail(
+                        FailureKind::Protocol,
+                        format!(
+                            "{status} but the body broke off after {got} bytes: {}",
+                            root_cause(&e)
+                        ),
+                    );
+                }
+            };
+            drop(permit);
+            let needs_text =
+                plan.expect.body_contains.is_some() || plan.expect.body_not_contains.is_some();
+            let (text, charset) = if needs_text {
+                let (t, cs) = text::decode(&body, content_type.as_deref());
+                (t, Some(cs.to_string()))
+            } else {
+                (String::new(), None)
+            };
+            return Outcome::Answer(Answer {
+                status,
+                body_bytes: body.len(),
+                truncated,
+                text,
+                charset,
+                final_url: url.to_string(),
+                redirects,
+                retry_after,
+                tls_days_left: None,
+            });
+        }
+    }
+}
+
+impl Prober for HttpProber {
+    fn egress_count(&self) -> usize {
+        self.egress.len()
+    }
+
+    fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Observation> {
+        Box::pin(async move {
+            let e = &self.egress[egress % self.egress.len()];
+            self.observe_with(plan, e).await
+        })
+    }
+}
+
+fn fail(kind: FailureKind, detail: String) -> Outcome {
+    Outcome::Failure(Failure { kind, detail })
+}
+
+/// The first address policy allows, IPv4 first (IPv6 paths are more often broken).
+fn pick_address(ips: &[IpAddr], allow_private: bool) -> Option<IpAddr> {
+    let ok = |ip: &&IpAddr| policy::refusal(**ip, allow_private).is_none();
+    ips.iter()
+        .filter(|ip| ip.is_ipv4())
+        .find(ok)
+        .or_else(|| ips.iter().find(ok))
+        .copied()
+}
+
+async fn read_body(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<(Vec<u8>, bool), (reqwest::Error, usize)> {
+    let mut body = Vec::with_capacity(
+        resp.content_length()
+            .map_or(16 * 1024, |l| (l as usize).min(max)),
+    );
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max - body.len();
+                if chunk.len() >= room {
+                    body.extend_from_slice(&chunk[..room]);
+                    // Enough read to judge; the rest is not ours to wait for.
+                    let more = chunk.len() > room;
+                    return Ok((
+                        body,
+                        more || resp.content_length().is_some_and(|l| l as usize > max),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok((body, false)),
+            Err(e) => return Err((e, body.len())),
+        }
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Sorts a request error into a failure kind with a precise detail.
+fn classify(e: &reqwest::Error, host: &str, ip: IpAddr, port: u16, plan: &Plan) -> Outcome {
+    let at = format!("{host} ({ip}:{port})");
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            let why = match tls {
+                rustls::Error::InvalidCertificate(c) => format!("certificate {}", cert_problem(c)),
+                other => other.to_string(),
+            };
+            return fail(FailureKind::Tls, format!("{at}: TLS failed: {why}"));
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            let what = match io.kind() {
+                K::ConnectionRefused => Some("connection refused"),
+                K::ConnectionReset => Some("connection reset by the server"),
+                K::ConnectionAborted => Some("connection aborted"),
+                K::UnexpectedEof => Some("connection closed before an answer"),
+                K::HostUnreachable | K::NetworkUnreachable => Some("no route to host"),
+                K::TimedOut => None,
+                _ => None,
+            };
+            if let Some(w) = what {
+                return fail(FailureKind::Connect, format!("{at}: {w}"));
+            }
+        }
+        source = err.source();
+    }
+    if e.is_timeout() {
+        let phase = if e.is_connect() {
+            format!(
+                "no connection within {} ms",
+                plan.connect_timeout.as_millis()
+            )
+        } else {
+            format!("no answer within {} ms", plan.timeout.as_millis())
+        };
+        return fail(FailureKind::Timeout, format!("{at}: {phase}"));
+    }
+    let cause = root_cause(e);
+    if e.is_connect() {
+        return fail(
+            FailureKind::Connect,
+            format!("{at}: connection failed: {cause}"),
+        );
+    }
+    if cause.contains("closed") || cause.contains("reset") || cause.contains("incomplete") {
+        return fail(FailureKind::Connect, format!("{at}: {cause}"));
+    }
+    fail(FailureKind::Protocol, format!("{at}: {cause}"))
+}
+
+fn cert_problem(c: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match c {
+        C::Expired | C::ExpiredContext { .. } => "has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet".into(),
+        C::UnknownIssuer => {
+            "is not signed by a trusted authority (self-signed or incomplete chain)".into()
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "is not valid for this host name".into()
+        }
+        C::Revoked => "is revoked".into(),
+        C::BadSignature => "has a bad signature".into(),
+        other => format!("is not valid: {other:?}"),
+    }
+}

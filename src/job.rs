@@ -1,0 +1,630 @@
+//! Wire types: the job message that comes in and the result message ([`Report`]) that
+//! goes out, and the decoding that sorts incoming bytes into a valid job, a job that is
+//! wrong (answered with verdict `invalid`), or bytes that are no job at all (dead-lettered).
+//!
+//! Nothing here does I/O; the shapes follow `CONTRACT.md` exactly.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+/// Longest URL accepted; longer ones are `invalid` (browsers and servers choke past ~8 KB).
+pub const MAX_URL_LEN: usize = 4096;
+/// Most request headers a job may add.
+pub const MAX_HEADERS: usize = 32;
+/// Longest header name plus value a job may add.
+pub const MAX_HEADER_LEN: usize = 2048;
+/// Bounds of a job's `timeout_ms`.
+pub const TIMEOUT_MS_RANGE: (u64, u64) = (100, 300_000);
+/// Longest `body_contains` / `body_not_contains` text.
+pub const MAX_PATTERN_LEN: usize = 4096;
+
+/// What a job expects of the site, all optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Acceptable final status codes; default: any 2xx or 3xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Vec<u16>>,
+    /// Smaller bodies are not `up`; default: `probe.min_body_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_body_bytes: Option<u64>,
+    /// Text the decoded page must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    /// Text the decoded page must not contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_not_contains: Option<String>,
+    /// Slower answers are `degraded` / `slow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<u64>,
+}
+
+/// The job message exactly as it may arrive; only `url` is required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireJob {
+    // Read by `decode` from the raw object (it may be a string or a number);
+    // declared so that `deny_unknown_fields` accepts it.
+    #[serde(default, rename = "id")]
+    _id: Option<Value>,
+    url: String,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    expect: Option<Expect>,
+    #[serde(default)]
+    max_age_s: Option<u64>,
+    #[serde(default)]
+    meta: Option<Value>,
+}
+
+/// HTTP method of a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The default: some servers mishandle HEAD.
+    Get,
+    /// Allowed when a job asks for it.
+    Head,
+}
+
+/// A validated job, ready to plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// The job's id (from the message, the AMQP message id, or made up).
+    pub id: String,
+    /// The URL to probe (http or https).
+    pub url: Url,
+    /// GET unless the job says HEAD.
+    pub method: Method,
+    /// Extra request headers, replacing the browser defaults of the same name.
+    pub headers: Vec<(String, String)>,
+    /// Whole-request timeout, if the job sets one.
+    pub timeout: Option<Duration>,
+    /// What the site must do to be `up`.
+    pub expect: Expect,
+    /// Serve a cached verdict younger than this instead of probing.
+    pub max_age: Option<Duration>,
+    /// Echoed back unchanged.
+    pub meta: Option<Value>,
+}
+
+/// A JSON job that is wrong: answered with verdict `invalid`, never retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// The id, as far as it could be read.
+    pub id: String,
+    /// The URL as given (possibly empty).
+    pub url: String,
+    /// Echoed back unchanged when it could be read.
+    pub meta: Option<Value>,
+    /// Why the job was refused.
+    pub detail: String,
+}
+
+/// What a message turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A valid job.
+    Job(Box<Job>),
+    /// A JSON object meant as a job but wrong: answer `invalid`.
+    Rejected(Rejected),
+}
+
+/// Bytes that are not a JSON job at all; the message is dead-lettered with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotAJob(pub String);
+
+/// Sorts a message body into a job, a rejected job, or not a job.
+///
+/// `fallback_id` is the AMQP `message_id` or a generated id.
+///
+/// # Errors
+/// [`NotAJob`] when the bytes are not a UTF-8 JSON object.
+pub fn decode(bytes: &[u8], fallback_id: &str, max_bytes: usize) -> Result<Decoded, NotAJob> {
+    if bytes.len() > max_bytes {
+        return Err(NotAJob(format!(
+            "message of {} bytes is larger than amqp.max_message_bytes ({max_bytes})",
+            bytes.len()
+        )));
+    }
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| NotAJob(format!("message is not UTF-8: {e}")))?;
+    let value: Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
+        .map_err(|e| NotAJob(format!("message is not JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(NotAJob(format!(
+            "message is JSON but not an object (a {})",
+            json_kind(&value)
+        )));
+    };
+    // From here on it is meant as a job: whatever is wrong is reported as `invalid`,
+    // so the publisher sees its mistake in the results.
+    let id = match map.get("id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => fallback_id.to_string(),
+    };
+    let url_given = map
+        .get("url")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .chars()
+        .take(MAX_URL_LEN)
+        .collect::<String>();
+    let meta = map.get("meta").cloned();
+    let reject = |detail: String| {
+        Ok(Decoded::Rejected(Rejected {
+            id: id.clone(),
+            url: url_given.clone(),
+            meta: meta.clone(),
+            detail,
+        }))
+    };
+    let wire: WireJob = match serde_json::from_value(Value::Object(map.clone())) {
+        Ok(w) => w,
+        Err(e) => return reject(format!("job does not match the job format: {e}")),
+    };
+    match validate(wire, &id) {
+        Ok(job) => Ok(Decoded::Job(Box::new(job))),
+        Err(detail) => reject(detail),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Parses and checks a URL the way every job URL is checked.
+///
+/// # Errors
+/// A sentence saying what is wrong.
+pub fn parse_target_url(raw: &str) -> Result<Url, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err("url is empty".into());
+    }
+    if raw.len() > MAX_URL_LEN {
+        return Err(format!("url is longer than {MAX_URL_LEN} bytes"));
+    }
+    let url = Url::parse(raw).map_err(|e| format!("url {raw:?} is not a valid URL: {e}"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!(
+            "url scheme {:?} is not supported (only http and https)",
+            url.scheme()
+        ));
+    }
+    match url.host_str() {
+        None | Some("") => return Err("url has no host".into()),
+        Some(_) => {}
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("url must not carry credentials (user:password@)".into());
+    }
+    if url.port() == Some(0) {
+        return Err("url port 0 is not valid".into());
+    }
+    Ok(url)
+}
+
+/// An RFC 9110 token: what a header name may be made of.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn validate(w: WireJob, id: &str) -> Result<Job, String> {
+    let url = parse_target_url(&w.url)?;
+    let method = match w.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
+        Some(other) => return Err(format!("method {other:?} is not supported (GET or HEAD)")),
+    };
+    let headers = w.headers.unwrap_or_default();
+    if headers.len() > MAX_HEADERS {
+        return Err(format!("more than {MAX_HEADERS} headers"));
+    }
+    let mut out_headers = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        if name.len() + value.len() > MAX_HEADER_LEN {
+            return Err(format!(
+                "header {name:?} is longer than {MAX_HEADER_LEN} bytes"
+            ));
+        }
+        if !is_token(&name) {
+            return Err(format!("header name {name:?} is not valid"));
+        }
+        if value
+            .chars()
+            .any(|c| (c.is_control() && c != '\t') || !c.is_ascii())
+        {
+            return Err(format!("header {name:?} has a value that is not valid"));
+        }
+        let lower = name.to_ascii_lowercase();
+        if matches!(
+            lower.as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade" | "te"
+        ) {
+            return Err(format!("header {name:?} may not be set by a job"));
+        }
+        out_headers.push((name, value));
+    }
+    let timeout = match w.timeout_ms {
+        None => None,
+        Some(ms) if ms < TIMEOUT_MS_RANGE.0 || ms > TIMEOUT_MS_RANGE.1 => {
+            return Err(format!(
+                "timeout_ms {ms} is outside {}..={}",
+                TIMEOUT_MS_RANGE.0, TIMEOUT_MS_RANGE.1
+            ))
+        }
+        Some(ms) => Some(Duration::from_millis(ms)),
+    };
+    let expect = w.expect.unwrap_or_default();
+    if let Some(codes) = &expect.status {
+        if codes.is_empty() {
+            return Err("expect.status is empty".into());
+        }
+        if let Some(bad) = codes.iter().find(|c| !(100..=599).contains(*c)) {
+            return Err(format!("expect.status {bad} is not an HTTP status"));
+        }
+    }
+    for (key, text) in [
+        ("expect.body_contains", &expect.body_contains),
+        ("expect.body_not_contains", &expect.body_not_contains),
+    ] {
+        if let Some(t) = text {
+            if t.is_empty() {
+                return Err(format!("{key} is empty"));
+            }
+            if t.len() > MAX_PATTERN_LEN {
+                return Err(format!("{key} is longer than {MAX_PATTERN_LEN} bytes"));
+            }
+        }
+    }
+    if expect.max_latency_ms == Some(0) {
+        return Err("expect.max_latency_ms must be greater than zero".into());
+    }
+    let max_age = match w.max_age_s {
+        None | Some(0) => None,
+        Some(s) if s > 30 * 86_400 => return Err(format!("max_age_s {s} is more than 30 days")),
+        Some(s) => Some(Duration::from_secs(s)),
+    };
+    Ok(Job {
+        id: id.to_string(),
+        url,
+        method,
+        headers: out_headers,
+        timeout,
+        expect,
+        max_age,
+        meta: w.meta,
+    })
+}
+
+/// A job made from a bare URL (for `picket check` and `picket enqueue`).
+///
+/// # Errors
+/// The same sentences as a job's URL validation.
+pub fn job_for_url(url: &str, id: &str) -> Result<Job, String> {
+    Ok(Job {
+        id: id.to_string(),
+        url: parse_target_url(url)?,
+        method: Method::Get,
+        headers: Vec::new(),
+        timeout: None,
+        expect: Expect::default(),
+        max_age: None,
+        meta: None,
+    })
+}
+
+/// The verdict on a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Works as a person's browser would see it.
+    Up,
+    /// Reachable but not right (slow, certificate problem).
+    Degraded,
+    /// Not available, confirmed.
+    Down,
+    /// We could not tell: our problem, not the site's.
+    Unknown,
+    /// The job itself is wrong.
+    Invalid,
+}
+
+impl Verdict {
+    /// The snake_case name, also the routing key of its results.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Up => "up",
+            Verdict::Degraded => "degraded",
+            Verdict::Down => "down",
+            Verdict::Unknown => "unknown",
+            Verdict::Invalid => "invalid",
+        }
+    }
+}
+
+/// HTTP facts of the final answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpFacts {
+    /// Final status code.
+    pub status: u16,
+    /// Decoded body bytes read (at most `max_body_bytes`).
+    pub body_bytes: u64,
+    /// URL after redirects.
+    pub final_url: String,
+    /// Redirect hops followed.
+    pub redirects: u32,
+    /// Charset the body was decoded with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charset: Option<String>,
+    /// True when the body was longer than `max_body_bytes` and cut.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// Where the time of a probe went, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// The decisive attempt, from first lookup to last body byte.
+    pub total: u64,
+    /// Name resolution of the first hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<u64>,
+    /// Request sent to response headers received, last hop (connect and TLS included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte: Option<u64>,
+    /// Time spent waiting for the per-IP limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<u64>,
+}
+
+/// One probe attempt, as listed in a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Egress it went through.
+    pub egress: String,
+    /// Its verdict on its own.
+    pub verdict: Verdict,
+    /// Its reason code.
+    pub reason: String,
+    /// Its detail line.
+    pub detail: String,
+    /// Address it reached, when one was resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Its duration in milliseconds.
+    pub total_ms: u64,
+}
+
+/// The result message (`CONTRACT.md`, "Result message").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The job's id.
+    pub job_id: String,
+    /// The URL as asked.
+    pub url: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Stable snake_case reason code.
+    pub reason: String,
+    /// One readable line.
+    pub detail: String,
+    /// The final HTTP answer, when there was one.
+    pub http: Option<HttpFacts>,
+    /// Where the time went.
+    pub timing_ms: Timing,
+    /// Address of the decisive attempt's last hop.
+    pub ip: Option<String>,
+    /// Egress of the decisive attempt.
+    pub egress: Option<String>,
+    /// Probe attempts made.
+    pub attempts: u32,
+    /// Every attempt made, in order.
+    #[serde(default)]
+    pub attempt_log: Vec<AttemptRecord>,
+    /// When the verdict was reached (RFC 3339, UTC).
+    pub checked_at: String,
+    /// True when served from the verdict cache.
+    pub cached: bool,
+    /// The verdict before this one for the same URL, if known.
+    pub previous_verdict: Option<Verdict>,
+    /// True when `previous_verdict` is known and differs.
+    pub changed: bool,
+    /// Name of the worker that answered.
+    pub worker: String,
+    /// The job's `meta`, unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Value>,
+    /// Days until the certificate expires (https only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_days_left: Option<i64>,
+}
+
+/// Current time as RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(json: &str) -> Job {
+        match decode(json.as_bytes(), "fallback", 65536).expect("decodes") {
+            Decoded::Job(j) => *j,
+            Decoded::Rejected(r) => panic!("rejected: {}", r.detail),
+        }
+    }
+
+    fn rejected(json: &str) -> Rejected {
+        match decode(json.as_bytes(), "fallback", 65536).expect("decodes") {
+            Decoded::Rejected(r) => r,
+            Decoded::Job(j) => panic!("accepted: {j:?}"),
+        }
+    }
+
+    #[test]
+    fn full_contract_example_decodes() {
+        let j = job(
+            r#"{"id":"a1b2","url":"https://www.example.gov/","method":"GET",
+            "headers":{"Accept-Language":"zh-CN"},"timeout_ms":30000,
+            "expect":{"status":[200,301],"min_body_bytes":512,"body_contains":"欢迎",
+            "body_not_contains":"Access Denied","max_latency_ms":5000},
+            "max_age_s":60,"meta":{"anything":"echoed back unchanged"}}"#,
+        );
+        assert_eq!(j.id, "a1b2");
+        assert_eq!(j.url.as_str(), "https://www.example.gov/");
+        assert_eq!(j.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(j.expect.status, Some(vec![200, 301]));
+        assert_eq!(j.expect.body_contains.as_deref(), Some("欢迎"));
+        assert_eq!(j.max_age, Some(Duration::from_secs(60)));
+        assert_eq!(j.headers, vec![("Accept-Language".into(), "zh-CN".into())]);
+        assert_eq!(
+            j.meta,
+            Some(serde_json::json!({"anything":"echoed back unchanged"}))
+        );
+    }
+
+    #[test]
+    fn id_falls_back_to_message_id() {
+        assert_eq!(job(r#"{"url":"http://a.example/"}"#).id, "fallback");
+        assert_eq!(job(r#"{"id":17,"url":"http://a.example/"}"#).id, "17");
+    }
+
+    #[test]
+    fn not_a_job_is_told_apart_from_a_wrong_job() {
+        for bad in [
+            &b"not json"[..],
+            b"\xff\xfe\x00",
+            b"[1,2]",
+            b"\"http://x/\"",
+            b"null",
+        ] {
+            assert!(decode(bad, "f", 65536).is_err(), "{bad:?}");
+        }
+        let big = vec![b' '; 70_000];
+        assert!(decode(&big, "f", 65536).is_err());
+    }
+
+    #[test]
+    fn wrong_jobs_are_rejected_with_a_reason() {
+        let cases = [
+            (r#"{"url":"ftp://a.example/"}"#, "scheme"),
+            (r#"{"url":"not a url"}"#, "not a valid URL"),
+            (r#"{"url":""}"#, "empty"),
+            (r#"{}"#, "url"),
+            (r#"{"url":42}"#, "job format"),
+            (r#"{"url":"http://a.example/","method":"POST"}"#, "method"),
+            (
+                r#"{"url":"http://a.example/","timeout_ms":5}"#,
+                "timeout_ms",
+            ),
+            (
+                r#"{"url":"http://a.example/","expect":{"status":[]}}"#,
+                "expect.status",
+            ),
+            (
+                r#"{"url":"http://a.example/","expect":{"status":[999]}}"#,
+                "999",
+            ),
+            (
+                r#"{"url":"http://a.example/","headers":{"Host":"x"}}"#,
+                "Host",
+            ),
+            (
+                r#"{"url":"http://a.example/","headers":{"Bad Name":"x"}}"#,
+                "not valid",
+            ),
+            (r#"{"url":"http://u:p@a.example/"}"#, "credentials"),
+            (r#"{"url":"http://a.example/","surprise":1}"#, "surprise"),
+        ];
+        for (json, needle) in cases {
+            let r = rejected(json);
+            assert!(r.detail.contains(needle), "{json}: {}", r.detail);
+        }
+        let long = format!(
+            r#"{{"id":"x","url":"http://a.example/{}"}}"#,
+            "a".repeat(5000)
+        );
+        let r = rejected(&long);
+        assert_eq!(r.id, "x");
+        assert!(r.detail.contains("longer"));
+    }
+
+    #[test]
+    fn rejected_keeps_id_and_meta() {
+        let r = rejected(r#"{"id":"j1","url":"gopher://x/","meta":{"k":1}}"#);
+        assert_eq!(r.id, "j1");
+        assert_eq!(r.url, "gopher://x/");
+        assert_eq!(r.meta, Some(serde_json::json!({"k":1})));
+    }
+
+    #[test]
+    fn report_serializes_contract_fields() {
+        let r = Report {
+            job_id: "a".into(),
+            url: "http://x/".into(),
+            verdict: Verdict::Up,
+            reason: "ok".into(),
+            detail: "d".into(),
+            http: None,
+            timing_ms: Timing {
+                total: 5,
+                ..Timing::default()
+            },
+            ip: None,
+            egress: Some("direct".into()),
+            attempts: 1,
+            attempt_log: vec![],
+            checked_at: now_rfc3339(),
+            cached: false,
+            previous_verdict: None,
+            changed: false,
+            worker: "w".into(),
+            meta: None,
+            tls_days_left: None,
+        };
+        let v = serde_json::to_value(&r).expect("json");
+        for key in [
+            "job_id",
+            "url",
+            "verdict",
+            "reason",
+            "detail",
+            "http",
+            "timing_ms",
+            "ip",
+            "egress",
+            "attempts",
+            "checked_at",
+            "cached",
+            "previous_verdict",
+            "changed",
+            "worker",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["verdict"], "up");
+        assert_eq!(v["timing_ms"]["total"], 5);
+    }
+}

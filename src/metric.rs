@@ -1,0 +1,119 @@
+//! Every metric name picket exports, in one place, with the functions that record them.
+//! Recording is a no-op until [`install`] sets the Prometheus recorder (the worker does;
+//! `picket check` does not).
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::job::Verdict;
+
+const JOBS_CONSUMED: &str = "picket_jobs_consumed_total";
+const RESULTS: &str = "picket_results_total";
+const DEAD_LETTERED: &str = "picket_dead_lettered_total";
+const REQUEUED: &str = "picket_jobs_requeued_total";
+const PROBE_SECONDS: &str = "picket_probe_duration_seconds";
+const IN_FLIGHT: &str = "picket_jobs_in_flight";
+const BROKER_UP: &str = "picket_broker_connected";
+const REDIS_UP: &str = "picket_redis_connected";
+const REDIS_ERRORS: &str = "picket_redis_errors_total";
+const RECONNECTS: &str = "picket_broker_reconnects_total";
+const PUBLISH_FAILURES: &str = "picket_publish_failures_total";
+
+/// Installs the Prometheus recorder and returns the handle that renders `/metrics`.
+///
+/// # Errors
+/// A recorder was already installed.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(PROBE_SECONDS.to_string()),
+            &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+        )
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(JOBS_CONSUMED, "Job messages taken from the jobs queue");
+    describe_counter!(
+        RESULTS,
+        "Results produced, by verdict, reason and whether cached"
+    );
+    describe_counter!(
+        DEAD_LETTERED,
+        "Messages that were not jobs, moved to the dead-letter queue"
+    );
+    describe_counter!(
+        REQUEUED,
+        "Deliveries handed back to the broker (publish failed or shutdown)"
+    );
+    describe_histogram!(PROBE_SECONDS, "Duration of one probe attempt");
+    describe_gauge!(IN_FLIGHT, "Jobs being handled right now");
+    describe_gauge!(BROKER_UP, "1 while the worker is connected to RabbitMQ");
+    describe_gauge!(REDIS_UP, "1 while the last Redis call succeeded");
+    describe_counter!(REDIS_ERRORS, "Redis calls that failed or timed out");
+    describe_counter!(RECONNECTS, "Connections to RabbitMQ re-established");
+    describe_counter!(PUBLISH_FAILURES, "Results whose publish was not confirmed");
+}
+
+/// A delivery was taken from the jobs queue.
+pub fn job_consumed() {
+    counter!(JOBS_CONSUMED).increment(1);
+}
+
+/// A result was produced.
+pub fn result(verdict: Verdict, reason: &str, cached: bool) {
+    counter!(RESULTS, "verdict" => verdict.as_str(), "reason" => reason.to_string(), "cached" => if cached { "true" } else { "false" }).increment(1);
+}
+
+/// A message was dead-lettered.
+pub fn dead_lettered() {
+    counter!(DEAD_LETTERED).increment(1);
+}
+
+/// A delivery was handed back to the broker.
+pub fn requeued() {
+    counter!(REQUEUED).increment(1);
+}
+
+/// One probe attempt took `d`.
+pub fn probe_latency(d: Duration) {
+    histogram!(PROBE_SECONDS).record(d.as_secs_f64());
+}
+
+/// Jobs in flight changed by `delta`.
+pub fn in_flight(delta: f64) {
+    gauge!(IN_FLIGHT).increment(delta);
+}
+
+/// The broker connection is up or down.
+pub fn broker_up(up: bool) {
+    gauge!(BROKER_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// The last Redis call worked or not.
+pub fn redis_up(up: bool) {
+    gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// A Redis call failed.
+pub fn redis_error(what: &'static str) {
+    redis_up(false);
+    counter!(REDIS_ERRORS, "call" => what).increment(1);
+}
+
+/// The broker connection was made again after a loss.
+pub fn reconnected() {
+    counter!(RECONNECTS).increment(1);
+}
+
+/// A result publish was not confirmed.
+pub fn publish_failed() {
+    counter!(PUBLISH_FAILURES).increment(1);
+}

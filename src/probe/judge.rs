@@ -1,0 +1,499 @@
+//! The judgement: an [`Observation`] against a [`Plan`] gives a verdict, a stable reason
+//! code and one readable detail line; several attempts combine into the final word.
+//!
+//! Order of the rules matters and is the same as a person's reading of a page: no answer
+//! at all, then the status, then whether there is a page, then what it says, then speed.
+
+use crate::config::TlsOnError;
+use crate::job::Verdict;
+use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
+
+/// Stable reason codes (`CONTRACT.md`); new ones may be added, none renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// All is well.
+    Ok,
+    /// The name did not resolve.
+    Dns,
+    /// No connection.
+    Connect,
+    /// TLS handshake or certificate.
+    Tls,
+    /// Out of time.
+    Timeout,
+    /// Unexpected status code.
+    HttpStatus,
+    /// The page is empty or tiny.
+    BodyTooSmall,
+    /// The page lacks the expected text or has a forbidden one.
+    BodyMismatch,
+    /// Slower than `max_latency_ms`.
+    Slow,
+    /// Too many redirect hops, or a loop.
+    TooManyRedirects,
+    /// The target is refused by policy.
+    BlockedTarget,
+    /// We are throttled or refused as a bot.
+    Blocked,
+    /// Every egress failed.
+    EgressUnavailable,
+    /// The job is wrong.
+    InvalidJob,
+    /// The server broke HTTP.
+    Protocol,
+}
+
+impl Reason {
+    /// The snake_case code written in results and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::Dns => "dns",
+            Reason::Connect => "connect",
+            Reason::Tls => "tls",
+            Reason::Timeout => "timeout",
+            Reason::HttpStatus => "http_status",
+            Reason::BodyTooSmall => "body_too_small",
+            Reason::BodyMismatch => "body_mismatch",
+            Reason::Slow => "slow",
+            Reason::TooManyRedirects => "too_many_redirects",
+            Reason::BlockedTarget => "blocked_target",
+            Reason::Blocked => "blocked",
+            Reason::EgressUnavailable => "egress_unavailable",
+            Reason::InvalidJob => "invalid_job",
+            Reason::Protocol => "protocol",
+        }
+    }
+}
+
+/// A verdict with its reason and detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: Reason,
+    /// One readable line.
+    pub detail: String,
+}
+
+impl Judgement {
+    fn new(verdict: Verdict, reason: Reason, detail: impl Into<String>) -> Judgement {
+        Judgement {
+            verdict,
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether another attempt could change this judgement (a failure to confirm).
+    pub fn wants_confirmation(&self) -> bool {
+        matches!(self.verdict, Verdict::Down | Verdict::Unknown)
+    }
+}
+
+/// Judge-wide settings that do not come from the job.
+#[derive(Debug, Clone, Copy)]
+pub struct JudgeSettings {
+    /// Verdict for a certificate problem.
+    pub tls_on_error: TlsOnError,
+    /// Fewer days to expiry than this is `degraded`.
+    pub expiry_warn_days: i64,
+}
+
+/// Judges one attempt.
+pub fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) -> Judgement {
+    match &obs.outcome {
+        Outcome::Failure(f) => judge_failure(f, settings),
+        Outcome::Answer(a) => judge_answer(plan, obs, a, settings),
+    }
+}
+
+fn judge_failure(f: &Failure, settings: &JudgeSettings) -> Judgement {
+    let (verdict, reason) = match f.kind {
+        FailureKind::Dns => (Verdict::Down, Reason::Dns),
+        FailureKind::Connect => (Verdict::Down, Reason::Connect),
+        FailureKind::Timeout => (Verdict::Down, Reason::Timeout),
+        FailureKind::Tls => (
+            match settings.tls_on_error {
+                TlsOnError::Degraded => Verdict::Degraded,
+                TlsOnError::Down => Verdict::Down,
+            },
+            Reason::Tls,
+        ),
+        FailureKind::TooManyRedirects => (Verdict::Down, Reason::TooManyRedirects),
+        FailureKind::BadRedirect => (Verdict::Down, Reason::HttpStatus),
+        FailureKind::BlockedTarget => (Verdict::Invalid, Reason::BlockedTarget),
+        FailureKind::Protocol => (Verdict::Down, Reason::Protocol),
+        FailureKind::Egress => (Verdict::Unknown, Reason::EgressUnavailable),
+    };
+    Judgement::new(verdict, reason, f.detail.clone())
+}
+
+fn status_text(status: u16) -> String {
+    let phrase = match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        410 => "Gone",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    };
+    if phrase.is_empty() {
+        status.to_string()
+    } else {
+        format!("{status} {phrase}")
+    }
+}
+
+fn judge_answer(plan: &Plan, obs: &Observation, a: &Answer, settings: &JudgeSettings) -> Judgement {
+    let ms = obs.total.as_millis();
+    let status = status_text(a.status);
+    let status_ok = match &plan.expect.status {
+        Some(list) => list.contains(&a.status),
+        None => (200..400).contains(&a.status),
+    };
+    if !status_ok {
+        if a.status == 429 {
+            let after = a
+                .retry_after
+                .as_deref()
+                .map(|r| format!(", Retry-After {r}"))
+                .unwrap_or_default();
+            return Judgement::new(
+                Verdict::Unknown,
+                Reason::Blocked,
+                format!("{status}: the site is throttling us{after}"),
+            );
+        }
+        let wanted = match &plan.expect.status {
+            Some(list) => format!(
+                "expected {}",
+                list.iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => "expected 2xx or 3xx".to_string(),
+        };
+        return Judgement::new(
+            Verdict::Down,
+            Reason::HttpStatus,
+            format!("{status} ({wanted}) after {ms} ms"),
+        );
+    }
+    // HEAD answers and 204/304 carry no body by design.
+    let bodyless = plan.method == crate::job::Method::Head || matches!(a.status, 204 | 304);
+    if !bodyless && a.body_bytes < plan.min_body_bytes {
+        return Judgement::new(
+            Verdict::Down,
+            Reason::BodyTooSmall,
+            format!(
+                "{status} but the body is {} bytes (at least {} expected)",
+                a.body_bytes, plan.min_body_bytes
+            ),
+        );
+    }
+    if let Some(needle) = &plan.expect.body_contains {
+        if !a.text.contains(needle.as_str()) {
+            return Judgement::new(
+                Verdict::Down,
+                Reason::BodyMismatch,
+                format!(
+                    "{status}, {} bytes, but the page does not contain {needle:?}{}",
+                    a.body_bytes,
+                    if a.truncated {
+                        " (in the part read)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+    }
+    if let Some(needle) = &plan.expect.body_not_contains {
+        if a.text.contains(needle.as_str()) {
+            return Judgement::new(
+                Verdict::Down,
+                Reason::BodyMismatch,
+                format!(
+                    "{status}, {} bytes, but the page contains {needle:?}",
+                    a.body_bytes
+                ),
+            );
+        }
+    }
+    if let Some(limit) = plan.expect.max_latency_ms {
+        if obs.total.as_millis() > u128::from(limit) {
+            return Judgement::new(
+                Verdict::Degraded,
+                Reason::Slow,
+                format!(
+                    "{status}, {} bytes in {ms} ms (more than {limit} ms)",
+                    a.body_bytes
+                ),
+            );
+        }
+    }
+    if let Some(days) = a.tls_days_left {
+        if days < settings.expiry_warn_days {
+            return Judgement::new(
+                Verdict::Degraded,
+                Reason::Tls,
+                format!("{status}, but the certificate expires in {days} days"),
+            );
+        }
+    }
+    Judgement::new(
+        Verdict::Up,
+        Reason::Ok,
+        format!("{status}, {} bytes in {ms} ms", a.body_bytes),
+    )
+}
+
+/// Combines the attempts' judgements (in order) into the final one and the index of the
+/// attempt it comes from.
+///
+/// One good attempt wins: a failure that another probe did not see is a blip, not an
+/// outage. `down` needs every attempt to have failed; when failures disagree about a
+/// being blocked (`unknown`), the site is not called down on our own account.
+pub fn combine(judgements: &[Judgement]) -> Option<(usize, &Judgement)> {
+    if judgements.is_empty() {
+        return None;
+    }
+    if let Some(i) = judgements.iter().rposition(|j| !j.wants_confirmation()) {
+        return Some((i, &judgements[i]));
+    }
+    if let Some(i) = judgements
+        .iter()
+        .rposition(|j| j.verdict == Verdict::Unknown)
+    {
+        return Some((i, &judgements[i]));
+    }
+    let last = judgements.len() - 1;
+    Some((last, &judgements[last]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::job::{job_for_url, Expect};
+    use std::time::Duration;
+
+    fn plan(expect: Expect) -> Plan {
+        let s = Settings::from_toml("").expect("defaults");
+        let mut job = job_for_url("http://site.example/", "t").expect("job");
+        job.expect = expect;
+        Plan::new(&job, &s.probe)
+    }
+
+    fn answer(status: u16, body: &str) -> Observation {
+        Observation {
+            egress: "direct".into(),
+            ip: None,
+            outcome: Outcome::Answer(Answer {
+                status,
+                body_bytes: body.len(),
+                text: body.into(),
+                final_url: "http://site.example/".into(),
+                ..Answer::default()
+            }),
+            dns: None,
+            first_byte: None,
+            queued: Duration::ZERO,
+            total: Duration::from_millis(120),
+        }
+    }
+
+    fn failure(kind: FailureKind) -> Observation {
+        let mut o = answer(200, "");
+        o.outcome = Outcome::Failure(Failure {
+            kind,
+            detail: "x".into(),
+        });
+        o
+    }
+
+    const SETTINGS: JudgeSettings = JudgeSettings {
+        tls_on_error: TlsOnError::Degraded,
+        expiry_warn_days: 14,
+    };
+
+    fn j(plan: &Plan, obs: &Observation) -> (Verdict, Reason) {
+        let r = judge(plan, obs, &SETTINGS);
+        (r.verdict, r.reason)
+    }
+
+    const PAGE: &str =
+        "<html><body>Welcome to the county office. Opening hours are posted below.</body></html>";
+
+    #[test]
+    fn a_normal_page_is_up() {
+        let p = plan(Expect::default());
+        assert_eq!(j(&p, &answer(200, PAGE)), (Verdict::Up, Reason::Ok));
+        let d = judge(&p, &answer(200, PAGE), &SETTINGS).detail;
+        assert!(d.contains("200 OK") && d.contains("120 ms"), "{d}");
+    }
+
+    #[test]
+    fn status_rules() {
+        let p = plan(Expect::default());
+        assert_eq!(
+            j(&p, &answer(503, PAGE)),
+            (Verdict::Down, Reason::HttpStatus)
+        );
+        assert_eq!(
+            j(&p, &answer(404, PAGE)),
+            (Verdict::Down, Reason::HttpStatus)
+        );
+        assert_eq!(
+            j(&p, &answer(429, PAGE)),
+            (Verdict::Unknown, Reason::Blocked)
+        );
+        let p = plan(Expect {
+            status: Some(vec![404]),
+            ..Expect::default()
+        });
+        assert_eq!(j(&p, &answer(404, PAGE)), (Verdict::Up, Reason::Ok));
+        assert_eq!(
+            j(&p, &answer(200, PAGE)),
+            (Verdict::Down, Reason::HttpStatus)
+        );
+    }
+
+    #[test]
+    fn empty_and_tiny_bodies_are_not_up() {
+        let p = plan(Expect::default());
+        assert_eq!(
+            j(&p, &answer(200, "")),
+            (Verdict::Down, Reason::BodyTooSmall)
+        );
+        assert_eq!(
+            j(&p, &answer(200, "ok")),
+            (Verdict::Down, Reason::BodyTooSmall)
+        );
+        let p = plan(Expect {
+            min_body_bytes: Some(2),
+            ..Expect::default()
+        });
+        assert_eq!(j(&p, &answer(200, "ok")), (Verdict::Up, Reason::Ok));
+        assert_eq!(j(&p, &answer(204, "")), (Verdict::Up, Reason::Ok));
+    }
+
+    #[test]
+    fn keywords() {
+        let p = plan(Expect {
+            body_contains: Some("欢迎".into()),
+            ..Expect::default()
+        });
+        let cn = format!("{PAGE}欢迎光临");
+        assert_eq!(j(&p, &answer(200, &cn)), (Verdict::Up, Reason::Ok));
+        assert_eq!(
+            j(&p, &answer(200, PAGE)),
+            (Verdict::Down, Reason::BodyMismatch)
+        );
+        let p = plan(Expect {
+            body_not_contains: Some("Access Denied".into()),
+            ..Expect::default()
+        });
+        let denied = format!("{PAGE} Access Denied");
+        assert_eq!(
+            j(&p, &answer(200, &denied)),
+            (Verdict::Down, Reason::BodyMismatch)
+        );
+        assert_eq!(j(&p, &answer(200, PAGE)), (Verdict::Up, Reason::Ok));
+    }
+
+    #[test]
+    fn slow_is_degraded() {
+        let p = plan(Expect {
+            max_latency_ms: Some(100),
+            ..Expect::default()
+        });
+        assert_eq!(j(&p, &answer(200, PAGE)), (Verdict::Degraded, Reason::Slow));
+        let p = plan(Expect {
+            max_latency_ms: Some(1000),
+            ..Expect::default()
+        });
+        assert_eq!(j(&p, &answer(200, PAGE)), (Verdict::Up, Reason::Ok));
+    }
+
+    #[test]
+    fn failures_map_to_reasons() {
+        let p = plan(Expect::default());
+        assert_eq!(
+            j(&p, &failure(FailureKind::Dns)),
+            (Verdict::Down, Reason::Dns)
+        );
+        assert_eq!(
+            j(&p, &failure(FailureKind::Connect)),
+            (Verdict::Down, Reason::Connect)
+        );
+        assert_eq!(
+            j(&p, &failure(FailureKind::Timeout)),
+            (Verdict::Down, Reason::Timeout)
+        );
+        assert_eq!(
+            j(&p, &failure(FailureKind::Tls)),
+            (Verdict::Degraded, Reason::Tls)
+        );
+        assert_eq!(
+            j(&p, &failure(FailureKind::BlockedTarget)),
+            (Verdict::Invalid, Reason::BlockedTarget)
+        );
+        assert_eq!(
+            j(&p, &failure(FailureKind::TooManyRedirects)),
+            (Verdict::Down, Reason::TooManyRedirects)
+        );
+        let down = JudgeSettings {
+            tls_on_error: TlsOnError::Down,
+            ..SETTINGS
+        };
+        assert_eq!(
+            judge(&p, &failure(FailureKind::Tls), &down).verdict,
+            Verdict::Down
+        );
+    }
+
+    #[test]
+    fn certificate_close_to_expiry_is_degraded() {
+        let p = plan(Expect::default());
+        let mut o = answer(200, PAGE);
+        if let Outcome::Answer(a) = &mut o.outcome {
+            a.tls_days_left = Some(3);
+        }
+        assert_eq!(j(&p, &o), (Verdict::Degraded, Reason::Tls));
+    }
+
+    #[test]
+    fn combine_needs_consistent_failure_for_down() {
+        let down = Judgement::new(Verdict::Down, Reason::Connect, "a");
+        let up = Judgement::new(Verdict::Up, Reason::Ok, "b");
+        let blocked = Judgement::new(Verdict::Unknown, Reason::Blocked, "c");
+        assert_eq!(combine(&[down.clone(), up.clone()]).map(|x| x.0), Some(1));
+        assert_eq!(combine(&[up.clone(), down.clone()]).map(|x| x.0), Some(0));
+        assert_eq!(
+            combine(&[down.clone(), down.clone()]).map(|x| x.1.verdict),
+            Some(Verdict::Down)
+        );
+        assert_eq!(
+            combine(&[down.clone(), blocked]).map(|x| x.1.verdict),
+            Some(Verdict::Unknown)
+        );
+        assert!(combine(&[]).is_none());
+    }
+}

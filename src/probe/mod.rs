@@ -1,0 +1,162 @@
+//! The pure probe core: a [`Plan`] made from a job and the probe settings, the
+//! [`Observation`] an adapter fills by actually asking the site, and the judgement of
+//! that observation into a verdict with a reason and a detail line.
+//!
+//! Nothing here does I/O, so every rule about what counts as `up` is tested directly.
+//! A failing site is data (an [`Outcome::Failure`]), never an `Err`.
+
+pub mod judge;
+pub mod policy;
+pub mod text;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::config::ProbeSettings;
+use crate::job::{Expect, Job, Method};
+
+/// Everything one probe of a site needs, decided before any I/O.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Where to start.
+    pub url: Url,
+    /// GET unless the job said HEAD.
+    pub method: Method,
+    /// Request headers: browser defaults, then the job's own, which win.
+    pub headers: Vec<(String, String)>,
+    /// Whole request, redirects and body included.
+    pub timeout: Duration,
+    /// Opening one connection.
+    pub connect_timeout: Duration,
+    /// Decoded body bytes read at most.
+    pub max_body_bytes: usize,
+    /// Smaller bodies are not `up`.
+    pub min_body_bytes: usize,
+    /// Redirect hops followed at most.
+    pub max_redirects: u32,
+    /// What the site must do.
+    pub expect: Expect,
+}
+
+impl Plan {
+    /// Builds the plan for `job` under `settings`.
+    pub fn new(job: &Job, settings: &ProbeSettings) -> Plan {
+        let mut headers: Vec<(String, String)> = vec![
+            ("User-Agent".into(), settings.user_agent.clone()),
+            ("Accept".into(), settings.accept.clone()),
+            ("Accept-Encoding".into(), "gzip, deflate, br".into()),
+            ("Upgrade-Insecure-Requests".into(), "1".into()),
+        ];
+        if !settings.accept_language.is_empty() {
+            headers.push(("Accept-Language".into(), settings.accept_language.clone()));
+        }
+        for (name, value) in &job.headers {
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            headers.push((name.clone(), value.clone()));
+        }
+        let min_body_bytes = job
+            .expect
+            .min_body_bytes
+            .map_or(settings.min_body_bytes, |m| {
+                usize::try_from(m).unwrap_or(usize::MAX)
+            });
+        Plan {
+            url: job.url.clone(),
+            method: job.method,
+            headers,
+            timeout: job.timeout.unwrap_or(settings.timeout),
+            connect_timeout: settings
+                .connect_timeout
+                .min(job.timeout.unwrap_or(settings.timeout)),
+            max_body_bytes: settings.max_body_bytes,
+            min_body_bytes,
+            max_redirects: settings.max_redirects,
+            expect: job.expect.clone(),
+        }
+    }
+}
+
+/// An HTTP answer, after redirects, with its body decoded to text.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// Final status code.
+    pub status: u16,
+    /// Decoded (decompressed) body bytes read.
+    pub body_bytes: usize,
+    /// True when the body was longer than the plan allows and was cut.
+    pub truncated: bool,
+    /// The body as text, whatever its charset.
+    pub text: String,
+    /// Charset used to decode it.
+    pub charset: Option<String>,
+    /// URL of the final answer.
+    pub final_url: String,
+    /// Redirect hops followed.
+    pub redirects: u32,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// Days until the server certificate expires (https).
+    pub tls_days_left: Option<i64>,
+}
+
+/// What kind of failure stopped a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The name did not resolve.
+    Dns,
+    /// No connection (refused, reset, unreachable).
+    Connect,
+    /// The TLS handshake or the certificate failed.
+    Tls,
+    /// Out of time.
+    Timeout,
+    /// More redirect hops than allowed, or a loop.
+    TooManyRedirects,
+    /// A redirect that cannot be followed (bad Location, other scheme).
+    BadRedirect,
+    /// The target resolved to an address policy refuses.
+    BlockedTarget,
+    /// The server broke the HTTP protocol or cut the body.
+    Protocol,
+    /// The egress (proxy) itself failed.
+    Egress,
+}
+
+/// A probe that did not end in an HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What failed.
+    pub kind: FailureKind,
+    /// A readable account of it.
+    pub detail: String,
+}
+
+/// How one probe ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The site answered.
+    Answer(Answer),
+    /// It did not.
+    Failure(Failure),
+}
+
+/// Everything seen during one probe attempt.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// Egress used.
+    pub egress: String,
+    /// Address of the last hop reached (or tried).
+    pub ip: Option<IpAddr>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Name resolution of the first hop.
+    pub dns: Option<Duration>,
+    /// Request sent to headers received, last hop.
+    pub first_byte: Option<Duration>,
+    /// Waiting for the per-IP limit, all hops.
+    pub queued: Duration,
+    /// The whole attempt.
+    pub total: Duration,
+}

@@ -1,0 +1,132 @@
+//! Turning a body's bytes into text whatever its charset, so that keyword checks work
+//! on GBK, GB18030, Big5 or Shift_JIS pages as they do on UTF-8 ones.
+//!
+//! The charset comes from, in order: a byte-order mark, the `Content-Type` header, a
+//! `<meta>` tag in the first bytes of the page, then UTF-8 (lossy). GBK and GB2312 are
+//! decoded as GB18030, their superset, as browsers do.
+
+use encoding_rs::{Encoding, UTF_8};
+
+/// How far into a page a `<meta charset>` is looked for (the HTML spec says 1024 bytes;
+/// real pages put it later, so look further).
+const META_SCAN_BYTES: usize = 4096;
+
+/// Decodes `body`, returning the text and the name of the charset used.
+pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static str) {
+    if let Some((enc, bom_len)) = Encoding::for_bom(body) {
+        let (text, _) = enc.decode_without_bom_handling(&body[bom_len..]);
+        return (text.into_owned(), enc.name());
+    }
+    let enc = content_type
+        .and_then(charset_from_content_type)
+        .or_else(|| charset_from_meta(&body[..body.len().min(META_SCAN_BYTES)]))
+        .unwrap_or(UTF_8);
+    let (text, _) = enc.decode_without_bom_handling(body);
+    (text.into_owned(), enc.name())
+}
+
+fn label_to_encoding(label: &str) -> Option<&'static Encoding> {
+    let label = label.trim().trim_matches(|c| c == '"' || c == '\'');
+    let enc = Encoding::for_label(label.as_bytes())?;
+    // encoding_rs already decodes GBK with the GB18030 decoder; say so in the report.
+    if enc == encoding_rs::GBK {
+        return Some(encoding_rs::GB18030);
+    }
+    Some(enc)
+}
+
+fn charset_from_content_type(ct: &str) -> Option<&'static Encoding> {
+    ct.split(';').skip(1).find_map(|param| {
+        let (k, v) = param.split_once('=')?;
+        if k.trim().eq_ignore_ascii_case("charset") {
+            label_to_encoding(v)
+        } else {
+            None
+        }
+    })
+}
+
+fn charset_from_meta(head: &[u8]) -> Option<&'static Encoding> {
+    // Meta tags are ASCII; look at the head as Latin-1 so no byte is lost.
+    let lower: String = head
+        .iter()
+        .map(|&b| (b as char).to_ascii_lowercase())
+        .collect();
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find("<meta") {
+        let start = from + pos;
+        let end = lower[start..].find('>').map_or(lower.len(), |e| start + e);
+        let tag = &lower[start..end];
+        if let Some(i) = tag.find("charset") {
+            let rest = tag[i + "charset".len()..].trim_start();
+            if let Some(rest) = rest.strip_prefix('=') {
+                let value: String = rest
+                    .trim_start()
+                    .trim_start_matches(['"', '\''])
+                    .chars()
+                    .take_while(|c| !matches!(c, '"' | '\'' | ' ' | ';' | '/' | '>'))
+                    .collect();
+                if let Some(enc) = label_to_encoding(&value) {
+                    return Some(enc);
+                }
+            }
+        }
+        from = end;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gbk(s: &str) -> Vec<u8> {
+        encoding_rs::GBK.encode(s).0.into_owned()
+    }
+
+    #[test]
+    fn header_charset_wins_over_utf8() {
+        let (t, cs) = decode(&gbk("欢迎光临"), Some("text/html; charset=GBK"));
+        assert_eq!(t, "欢迎光临");
+        assert_eq!(cs, "gb18030");
+    }
+
+    #[test]
+    fn meta_charset_is_found() {
+        let mut body = b"<html><head><meta charset=\"gb2312\"></head><body>".to_vec();
+        body.extend(gbk("访问被拒绝"));
+        assert!(decode(&body, Some("text/html")).0.contains("访问被拒绝"));
+        let mut body =
+            b"<meta http-equiv=\"Content-Type\" content=\"text/html; charset=big5\">".to_vec();
+        body.extend(encoding_rs::BIG5.encode("歡迎").0.into_owned());
+        let (t, cs) = decode(&body, None);
+        assert!(t.contains("歡迎"));
+        assert_eq!(cs, "Big5");
+    }
+
+    #[test]
+    fn bom_wins() {
+        let mut body = vec![0xEF, 0xBB, 0xBF];
+        body.extend("欢迎".as_bytes());
+        assert_eq!(
+            decode(&body, Some("text/html; charset=iso-8859-1")).0,
+            "欢迎"
+        );
+        let utf16: Vec<u8> = [0xFF, 0xFE, 0x22, 0x6B].to_vec(); // BOM + "欢" (U+6B22) LE
+        assert_eq!(decode(&utf16, None).0, "欢");
+    }
+
+    #[test]
+    fn default_is_utf8_and_lossy() {
+        let (t, cs) = decode(b"hello \xff world", None);
+        assert_eq!(cs, "UTF-8");
+        assert!(t.starts_with("hello") && t.ends_with("world"));
+    }
+
+    #[test]
+    fn gb18030_four_byte_sequences_decode() {
+        let s = "𠀀欢迎"; // outside the BMP, four bytes in GB18030
+        let bytes = encoding_rs::GB18030.encode(s).0.into_owned();
+        assert_eq!(decode(&bytes, Some("text/html; charset=gb18030")).0, s);
+    }
+}
