@@ -21,11 +21,18 @@ const REDIS_ERRORS: &str = "picket_redis_errors_total";
 const RECONNECTS: &str = "picket_broker_reconnects_total";
 const PUBLISH_FAILURES: &str = "picket_publish_failures_total";
 
-/// Installs the Prometheus recorder and returns the handle that renders `/metrics`.
+/// Installs the Prometheus recorder (once per process) and returns the handle that
+/// renders `/metrics`; later calls return the same handle.
 ///
 /// # Errors
-/// A recorder was already installed.
+/// Another recorder was installed by someone else.
 pub fn install() -> Result<PrometheusHandle, String> {
+    static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, String>> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(install_once).clone()
+}
+
+fn install_once() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(PROBE_SECONDS.to_string()),

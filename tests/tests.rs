@@ -5,3 +5,4 @@
 mod support;
 
 mod support_smoke;
+mod worker_e2e;

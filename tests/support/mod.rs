@@ -85,3 +85,4 @@ pub fn servers() -> &'static Servers {
         Err(e) => panic!("test servers are unavailable: {e}"),
     }
 }
+pub mod picket;

@@ -1,0 +1,231 @@
+//! Running picket inside a test: settings with unique queue names and key prefixes on
+//! the shared servers, an in-process worker with its own shutdown token, and a small
+//! AMQP client to publish jobs and collect results.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueuePurgeOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use picket::config::Settings;
+use tokio_util::sync::CancellationToken;
+
+use super::{free_port, servers, unique};
+
+/// A configuration file's text on the shared servers with names no other test uses.
+/// It has no `[targets]` or `[dns]` section, so a test may append those.
+pub fn base_toml() -> String {
+    let s = servers();
+    let id = unique("t");
+    format!(
+        r#"
+[amqp]
+url = "{amqp}"
+jobs_queue = "{id}.jobs"
+results_exchange = "{id}.results"
+results_queue = "{id}.results"
+dead_letter_queue = "{id}.dead"
+[redis]
+url = "{redis}"
+key_prefix = "{id}:"
+[http]
+listen = "127.0.0.1:{port}"
+[probe]
+retry_delay = "200ms"
+timeout = "5s"
+connect_timeout = "2s"
+[rate_limit.per_ip]
+rate = 1000.0
+burst = 1000
+max_inflight = 100
+[worker]
+name = "test-worker"
+shutdown_grace = "10s"
+"#,
+        amqp = s.amqp_url,
+        redis = s.redis_url,
+        port = free_port(),
+    )
+}
+
+/// Validated settings from [`base_toml`]; tests change fields directly.
+pub fn settings() -> Settings {
+    let toml = base_toml();
+    Settings::from_toml(&toml).unwrap_or_else(|e| panic!("test settings: {e}\n{toml}"))
+}
+
+/// A worker running in this process.
+pub struct Worker {
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Worker {
+    pub fn start(settings: &Settings) -> Worker {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(picket::app::run_worker(settings.clone(), stop.clone()));
+        Worker { stop, task }
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("worker stops within 30 s")
+            .expect("worker task joins")
+            .expect("worker returns Ok");
+    }
+}
+
+/// A test's own broker client.
+pub struct Client {
+    pub conn: Connection,
+    pub ch: Channel,
+}
+
+impl Client {
+    pub async fn connect() -> Client {
+        let conn = Connection::connect(&servers().amqp_url, ConnectionProperties::default())
+            .await
+            .expect("test client connects to RabbitMQ");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        Client { conn, ch }
+    }
+
+    /// Declares the topology the worker will use (so publishes before it starts land).
+    pub async fn declare(&self, s: &Settings) {
+        picket::amqp::declare(&self.ch, &s.amqp)
+            .await
+            .expect("declare topology");
+    }
+
+    pub async fn publish(&self, queue: &str, body: &[u8], props: BasicProperties) {
+        let c = self
+            .ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(c.is_ack(), "broker acked the test publish");
+    }
+
+    pub async fn job(&self, s: &Settings, json: serde_json::Value) {
+        self.publish(
+            &s.amqp.jobs_queue,
+            json.to_string().as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+
+    /// Declares a private queue for replies.
+    pub async fn reply_queue(&self) -> String {
+        let name = unique("reply");
+        self.ch
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("reply queue");
+        name
+    }
+
+    /// Takes `n` messages from `queue` (acking them), failing after `within`.
+    pub async fn take(
+        &self,
+        queue: &str,
+        n: usize,
+        within: Duration,
+    ) -> Vec<lapin::message::Delivery> {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let mut consumer = ch
+            .basic_consume(
+                queue.into(),
+                unique("c").as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while out.len() < n {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(Some(Ok(d))) => {
+                    d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+                    out.push(d);
+                }
+                Ok(other) => panic!("consumer of {queue} ended: {other:?}"),
+                Err(_) => panic!(
+                    "only {} of {n} messages arrived on {queue} within {within:?}",
+                    out.len()
+                ),
+            }
+        }
+        let _ = ch.close(200, "done".into()).await;
+        out
+    }
+
+    /// Results as JSON, `n` of them.
+    pub async fn results(
+        &self,
+        s: &Settings,
+        n: usize,
+        within: Duration,
+    ) -> Vec<serde_json::Value> {
+        self.take(&s.amqp.results_queue, n, within)
+            .await
+            .iter()
+            .map(|d| serde_json::from_slice(&d.data).expect("result is JSON"))
+            .collect()
+    }
+
+    /// Messages ready plus unacknowledged in `queue` (passive declare).
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare");
+        let _ = ch.close(200, "done".into()).await;
+        q.message_count()
+    }
+
+    pub async fn purge(&self, queue: &str) {
+        let _ = self
+            .ch
+            .queue_purge(queue.into(), QueuePurgeOptions::default())
+            .await;
+    }
+}
+
+/// A page comfortably over `min_body_bytes`.
+pub fn page(extra: &str) -> String {
+    format!(
+        "<html><head><title>County office</title></head><body><p>Welcome to the county office. \
+         Opening hours and services are listed below.</p>{extra}</body></html>"
+    )
+}

@@ -1,0 +1,525 @@
+//! The worker end to end against real RabbitMQ and Redis and our own targets on
+//! 127.0.0.0/8: results with every contract field, invalid jobs, dead-lettering,
+//! the verdict cache, reply_to, policy refusals, the operations endpoint, and draining
+//! on SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use lapin::types::AMQPValue;
+use lapin::BasicProperties;
+use serde_json::json;
+
+use crate::support::picket::{base_toml, page, settings, Client, Worker};
+use crate::support::{serve, unique};
+
+/// A target that counts requests and serves a page, a redirect, a 503 and a slow page.
+async fn target(ip: &str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let counted = move |body: String| {
+        let h = h.clone();
+        move || {
+            let h = h.clone();
+            let body = body.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                axum::response::Html(body)
+            }
+        }
+    };
+    let h2 = hits.clone();
+    let router = Router::new()
+        .route("/", get(counted(page(""))))
+        .route("/new", get(counted(page("<p>moved here</p>"))))
+        .route(
+            "/old",
+            get(|| async { axum::response::Redirect::permanent("/new") }),
+        )
+        .route(
+            "/broken",
+            get(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, page("")) }),
+        )
+        .route(
+            "/slow",
+            get(move || {
+                let h = h2.clone();
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2500)).await;
+                    axum::response::Html(page("slow"))
+                }
+            }),
+        );
+    (serve(ip, router).await, hits)
+}
+
+fn private_settings(host: &str, ip: &str) -> picket::config::Settings {
+    let mut s = settings();
+    s.targets.allow_private = true;
+    s.dns
+        .static_hosts
+        .insert(host.into(), ip.parse().expect("ip"));
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_in_gives_a_result_out_with_every_contract_field() {
+    let (addr, _) = target("127.0.0.2").await;
+    let s = private_settings("county.test", "127.0.0.2");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    let url = format!("http://county.test:{}/", addr.port());
+    client
+        .job(&s, json!({"id": "a1b2", "url": url, "expect": {"body_contains": "Welcome", "status": [200]},
+                        "meta": {"anything": "echoed back unchanged"}}))
+        .await;
+    let deliveries = client
+        .take(&s.amqp.results_queue, 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        deliveries[0].routing_key.as_str(),
+        "up",
+        "routing key is the verdict"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&deliveries[0].data).expect("json");
+    assert_eq!(r["job_id"], "a1b2");
+    assert_eq!(r["url"], url);
+    assert_eq!(r["verdict"], "up", "{r}");
+    assert_eq!(r["reason"], "ok");
+    assert!(
+        r["detail"].as_str().expect("detail").starts_with("200 OK"),
+        "{r}"
+    );
+    assert_eq!(r["http"]["status"], 200);
+    assert_eq!(r["http"]["body_bytes"], page("").len());
+    assert_eq!(r["http"]["final_url"], url);
+    assert_eq!(r["http"]["redirects"], 0);
+    assert!(r["timing_ms"]["total"].is_u64());
+    assert_eq!(r["ip"], "127.0.0.2");
+    assert_eq!(r["egress"], "direct");
+    assert_eq!(r["attempts"], 1);
+    let at = r["checked_at"].as_str().expect("checked_at");
+    assert!(humantime::parse_rfc3339(at).is_ok(), "{at}");
+    assert_eq!(r["cached"], false);
+    assert!(r["previous_verdict"].is_null());
+    assert_eq!(r["changed"], false);
+    assert_eq!(r["worker"], "test-worker");
+    assert_eq!(r["meta"], json!({"anything": "echoed back unchanged"}));
+
+    // A redirect is followed and reported; a 503 is down after every attempt.
+    client
+        .job(
+            &s,
+            json!({"id": "r", "url": format!("http://county.test:{}/old", addr.port())}),
+        )
+        .await;
+    client
+        .job(
+            &s,
+            json!({"id": "b", "url": format!("http://county.test:{}/broken", addr.port())}),
+        )
+        .await;
+    let mut rs = client.results(&s, 2, Duration::from_secs(20)).await;
+    rs.sort_by_key(|r| r["job_id"].as_str().map(str::to_string));
+    assert_eq!(rs[0]["job_id"], "b");
+    assert_eq!(
+        (rs[0]["verdict"].as_str(), rs[0]["reason"].as_str()),
+        (Some("down"), Some("http_status"))
+    );
+    assert_eq!(rs[0]["attempts"], 2);
+    assert_eq!(rs[0]["attempt_log"].as_array().map(Vec::len), Some(2));
+    assert_eq!(rs[1]["verdict"], "up");
+    assert_eq!(rs[1]["http"]["redirects"], 1);
+    assert_eq!(
+        rs[1]["http"]["final_url"],
+        format!("http://county.test:{}/new", addr.port())
+    );
+
+    assert_eq!(
+        client.depth(&s.amqp.jobs_queue).await,
+        0,
+        "every job was acked"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_job_gets_an_invalid_result_and_garbage_is_dead_lettered() {
+    let s = settings();
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    client
+        .job(
+            &s,
+            json!({"id": "bad-scheme", "url": "ftp://files.example/", "meta": {"k": 1}}),
+        )
+        .await;
+    client.job(&s, json!({"id": "bad-type", "url": 42})).await;
+    client
+        .publish(
+            &s.amqp.jobs_queue,
+            b"\xff\xfe not even utf-8",
+            BasicProperties::default(),
+        )
+        .await;
+    client
+        .publish(&s.amqp.jobs_queue, b"[1, 2, 3]", BasicProperties::default())
+        .await;
+    let huge = vec![b'{'; s.amqp.max_message_bytes + 1];
+    client
+        .publish(&s.amqp.jobs_queue, &huge, BasicProperties::default())
+        .await;
+
+    let deliveries = client
+        .take(&s.amqp.results_queue, 2, Duration::from_secs(20))
+        .await;
+    for d in &deliveries {
+        assert_eq!(d.routing_key.as_str(), "invalid");
+        let r: serde_json::Value = serde_json::from_slice(&d.data).expect("json");
+        assert_eq!(r["verdict"], "invalid");
+        assert_eq!(r["reason"], "invalid_job");
+        if r["job_id"] == "bad-scheme" {
+            assert!(
+                r["detail"].as_str().expect("detail").contains("scheme"),
+                "{r}"
+            );
+            assert_eq!(r["meta"], json!({"k": 1}));
+        } else {
+            assert_eq!(r["job_id"], "bad-type");
+        }
+    }
+    let dead = client
+        .take(&s.amqp.dead_letter_queue, 3, Duration::from_secs(20))
+        .await;
+    let mut reasons = Vec::new();
+    for d in &dead {
+        let headers = d.properties.headers().clone().expect("headers");
+        let reason = match headers.inner().get("x-picket-reason") {
+            Some(AMQPValue::LongString(s)) => s.to_string(),
+            other => panic!("reason header missing: {other:?}"),
+        };
+        reasons.push(reason);
+    }
+    reasons.sort();
+    assert!(
+        reasons.iter().any(|r| r.contains("not UTF-8")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("not an object")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("larger than")),
+        "{reasons:?}"
+    );
+    assert!(
+        dead.iter().any(|d| d.data == b"[1, 2, 3]"),
+        "payload kept unchanged"
+    );
+
+    // The worker is still there for good jobs.
+    client
+        .job(&s, json!({"id": "after", "url": "http://127.0.0.1:9/"}))
+        .await;
+    let r = client.results(&s, 1, Duration::from_secs(20)).await;
+    assert_eq!(r[0]["job_id"], "after");
+    assert_eq!(client.depth(&s.amqp.jobs_queue).await, 0);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_is_served_from_redis_and_previous_verdict_is_filled() {
+    let (addr, hits) = target("127.0.0.3").await;
+    let s = private_settings("cache.test", "127.0.0.3");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    let url = format!("http://cache.test:{}/", addr.port());
+    client.job(&s, json!({"id": "one", "url": url})).await;
+    let first = client.results(&s, 1, Duration::from_secs(20)).await;
+    assert_eq!(first[0]["cached"], false);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    client
+        .job(
+            &s,
+            json!({"id": "two", "url": url, "max_age_s": 60, "meta": {"n": 2}}),
+        )
+        .await;
+    let second = client.results(&s, 1, Duration::from_secs(20)).await;
+    assert_eq!(second[0]["cached"], true, "{}", second[0]);
+    assert_eq!(second[0]["job_id"], "two");
+    assert_eq!(second[0]["meta"], json!({"n": 2}));
+    assert_eq!(second[0]["verdict"], "up");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "served without probing");
+
+    client.job(&s, json!({"id": "three", "url": url})).await;
+    let third = client.results(&s, 1, Duration::from_secs(20)).await;
+    assert_eq!(third[0]["cached"], false);
+    assert_eq!(third[0]["previous_verdict"], "up");
+    assert_eq!(third[0]["changed"], false);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    // The verdict really is in Redis under the configured prefix.
+    let redis =
+        redis::Client::open(crate::support::servers().redis_url.as_str()).expect("redis url");
+    let mut c = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = format!("{}verdict:{url}", s.redis.key_prefix);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .expect("ttl");
+    assert!(ttl > 3000 && ttl <= 3600, "ttl {ttl}");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_to_gets_the_result_with_the_correlation_id() {
+    let (addr, _) = target("127.0.0.4").await;
+    let s = private_settings("reply.test", "127.0.0.4");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let reply = client.reply_queue().await;
+    let worker = Worker::start(&s);
+    let body = json!({"url": format!("http://reply.test:{}/", addr.port())}).to_string();
+    let props = BasicProperties::default()
+        .with_reply_to(reply.as_str().into())
+        .with_correlation_id("corr-42".into())
+        .with_message_id("msg-7".into());
+    client
+        .publish(&s.amqp.jobs_queue, body.as_bytes(), props)
+        .await;
+    let replies = client.take(&reply, 1, Duration::from_secs(20)).await;
+    assert_eq!(
+        replies[0]
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str()),
+        Some("corr-42")
+    );
+    let r: serde_json::Value = serde_json::from_slice(&replies[0].data).expect("json");
+    assert_eq!(
+        r["job_id"], "msg-7",
+        "the AMQP message_id stands in for a missing id"
+    );
+    assert_eq!(r["verdict"], "up");
+    let published = client.results(&s, 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        published[0]["job_id"], "msg-7",
+        "the result exchange gets it too"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_and_metadata_targets_are_refused_without_a_request() {
+    let (addr, hits) = target("127.0.0.5").await;
+    let mut s = settings();
+    s.dns
+        .static_hosts
+        .insert("intranet.test".into(), "127.0.0.5".parse().expect("ip"));
+    s.dns.static_hosts.insert(
+        "sneaky.test".into(),
+        "::ffff:127.0.0.5".parse().expect("ip"),
+    );
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    let urls = [
+        format!("http://intranet.test:{}/", addr.port()),
+        format!("http://sneaky.test:{}/", addr.port()),
+        format!("http://127.0.0.5:{}/", addr.port()),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://[::1]:9/".to_string(),
+        "http://10.0.0.1/".to_string(),
+    ];
+    for (i, u) in urls.iter().enumerate() {
+        client
+            .job(&s, json!({"id": format!("p{i}"), "url": u}))
+            .await;
+    }
+    let rs = client
+        .results(&s, urls.len(), Duration::from_secs(20))
+        .await;
+    for r in &rs {
+        assert_eq!(r["verdict"], "invalid", "{r}");
+        assert_eq!(r["reason"], "blocked_target", "{r}");
+        assert!(
+            r["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("refused by policy"),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "no request reached a refused target"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_endpoint_reports_health_readiness_and_metrics() {
+    let s = settings();
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    let base = format!("http://{}", s.http.listen);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "/readyz turns 200 once consuming");
+    let health = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    client.job(&s, json!({"url": "ftp://x/"})).await;
+    client.results(&s, 1, Duration::from_secs(20)).await;
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(text.contains("picket_jobs_consumed_total"), "{text}");
+    assert!(text.contains("picket_results_total{"), "{text}");
+    assert!(text.contains("verdict=\"invalid\""), "{text}");
+    assert!(text.contains("picket_broker_connected 1"), "{text}");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
+    let (addr, hits) = target("127.0.0.6").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = format!(
+        "{}\n[targets]\nallow_private = true\n[log]\nformat = \"text\"\n",
+        base_toml()
+    );
+    let path = dir.path().join("picket.toml");
+    std::fs::write(&path, &toml).expect("write config");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let n = 6;
+    for i in 0..n {
+        client
+            .job(&s, json!({"id": format!("slow{i}"), "url": format!("http://127.0.0.6:{}/slow", addr.port())}))
+            .await;
+    }
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"))
+        .arg("worker")
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start picket worker");
+    // Wait until every job is in flight at the target, then ask the worker to stop.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while hits.load(Ordering::SeqCst) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "jobs never reached the target"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().expect("pid");
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("worker exits within 30 s")
+        .expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+    let rs = client.results(&s, n, Duration::from_secs(5)).await;
+    assert!(rs.iter().all(|r| r["verdict"] == "up"), "{rs:?}");
+    assert_eq!(
+        client.depth(&s.amqp.jobs_queue).await,
+        0,
+        "nothing left unacked or queued"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), n, "no job was probed twice");
+    let _ = unique("done");
+}
+
+#[test]
+fn check_command_exit_codes() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let addr = rt.block_on(async { target("127.0.0.7").await.0 });
+    let bin = env!("CARGO_BIN_EXE_picket");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(bin);
+        c.args(args)
+            .env("PICKET__TARGETS__ALLOW_PRIVATE", "true")
+            .env("PICKET__PROBE__RETRY_DELAY", "100ms");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run picket")
+    };
+    let up = format!("http://127.0.0.7:{}/", addr.port());
+    let down = format!("http://127.0.0.7:{}/broken", addr.port());
+    let o = run(&["check", &up], &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON line");
+    assert_eq!(line["verdict"], "up");
+    let o = run(&["check", &up, &down], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    let o = run(&["check", &up], &[("PICKET__PROBE__TIMEOUT", "soon")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("probe.timeout"));
+    let o = run(&["check"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["frobnicate"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[probe]\nunknown_key = 1\n").expect("write");
+    let o = run(
+        &["check", "--config", cfg.to_str().expect("path"), &up],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown_key"));
+}
