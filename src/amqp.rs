@@ -281,6 +281,10 @@ pub async fn run_worker(
                 continue 'session;
             }
         };
+        // Cancelled by a task whose publish failed: the channel may be gone, so the
+        // session is rebuilt (and the topology declared again) rather than nacking
+        // every job in a loop.
+        let broken = CancellationToken::new();
         state.connected.store(true, Ordering::SeqCst);
         state.consuming.store(true, Ordering::SeqCst);
         metric::broker_up(true);
@@ -290,10 +294,12 @@ pub async fn run_worker(
             // without a probe slot.
             let permit = tokio::select! {
                 () = shutdown.cancelled() => break,
+                () = broken.cancelled() => break,
                 p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
             let delivery = tokio::select! {
                 () = shutdown.cancelled() => break,
+                () = broken.cancelled() => break,
                 d = consumer.next() => d,
             };
             let delivery = match delivery {
@@ -312,9 +318,12 @@ pub async fn run_worker(
             let publish = publish.clone();
             let settings = settings.clone();
             let worker_name = worker_name.clone();
+            let broken = broken.clone();
             tracker.spawn(async move {
                 metric::in_flight(1.0);
-                deliver(&engine, &publish, &settings, &worker_name, delivery).await;
+                if !deliver(&engine, &publish, &settings, &worker_name, delivery).await {
+                    broken.cancel();
+                }
                 metric::in_flight(-1.0);
                 drop(permit);
             });
@@ -344,6 +353,12 @@ pub async fn run_worker(
         state.connected.store(false, Ordering::SeqCst);
         metric::broker_up(false);
         let _ = conn.close(200, "reconnecting".into()).await;
+        // A broken session is rebuilt after a pause, not in a hot loop.
+        let d = delays.next().unwrap_or(Duration::from_secs(1));
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(d) => {}
+        }
     }
     tracker.close();
     let _ = tokio::time::timeout(grace, tracker.wait()).await;
@@ -367,13 +382,15 @@ async fn open_session(
     Ok((conn, publish, consume))
 }
 
+/// Handles one delivery to the end (ack or nack); false when publishing failed, which
+/// means the session should be rebuilt.
 async fn deliver(
     engine: &Engine,
     publish: &Channel,
     settings: &AmqpSettings,
     worker_name: &str,
     delivery: lapin::message::Delivery,
-) {
+) -> bool {
     let props = &delivery.properties;
     let fallback_id = props
         .message_id()
@@ -420,6 +437,7 @@ async fn deliver(
                 // The broker will redeliver it: a duplicate result, never a lost job.
                 tracing::warn!(error = %e, "ack failed; the job will be redelivered");
             }
+            true
         }
         Err(e) => {
             metric::publish_failed();
@@ -432,6 +450,7 @@ async fn deliver(
                     ..BasicNackOptions::default()
                 })
                 .await;
+            false
         }
     }
 }

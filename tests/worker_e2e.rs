@@ -523,3 +523,34 @@ fn check_command_exit_codes() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown_key"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_hands_the_job_back_and_it_is_answered_later() {
+    let s = settings();
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    // Wait until the worker consumes, then pull the results exchange from under it:
+    // its next publish fails (404 closes the publishing channel).
+    client
+        .job(&s, json!({"id": "warm-up", "url": "ftp://x/"}))
+        .await;
+    client.results(&s, 1, Duration::from_secs(20)).await;
+    client
+        .ch
+        .exchange_delete(
+            s.amqp.results_exchange.as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .expect("delete exchange");
+    client
+        .job(&s, json!({"id": "survivor", "url": "ftp://y/"}))
+        .await;
+    // The job is nacked back, the session is rebuilt and the topology declared again,
+    // and the redelivered job is answered.
+    let r = client.results(&s, 1, Duration::from_secs(30)).await;
+    assert_eq!(r[0]["job_id"], "survivor");
+    assert_eq!(client.depth(&s.amqp.jobs_queue).await, 0);
+    worker.shutdown().await;
+}
