@@ -29,6 +29,12 @@ use crate::worker::{self, Disposition};
 
 /// Header carrying why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-picket-reason";
+/// Header counting how often a job was deferred because its IP was busy.
+pub const DEFERRALS_HEADER: &str = "x-picket-deferrals";
+/// After this many deferrals a job waits for its IP instead (it cannot loop for ever).
+pub const MAX_DEFERRALS: i64 = 20;
+/// Bounds of how long a deferred job stays in the delay queue.
+const DEFER_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
 
 /// A broker operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +114,25 @@ pub async fn declare(channel: &Channel, s: &AmqpSettings) -> Result<(), AmqpErro
     );
     channel
         .queue_declare(s.jobs_queue.as_str().into(), durable, jobs_args)
+        .await?;
+    // Deferred jobs expire out of the delay queue (per-message TTL) back into the jobs
+    // queue. Always classic: per-message TTL there is long supported and it holds only
+    // copies that are also safe to lose order on.
+    let mut delay_args = FieldTable::default();
+    delay_args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("classic".into()),
+    );
+    delay_args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    delay_args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(s.jobs_queue.as_str().into()),
+    );
+    channel
+        .queue_declare(s.delay_queue.as_str().into(), durable, delay_args)
         .await?;
     channel
         .exchange_declare(
@@ -215,9 +240,15 @@ pub struct BrokerState {
 
 /// Capped, jittered exponential backoff: 0.5 s, 1 s, 2 s ... up to 30 s, each ±20 %.
 pub fn backoff() -> impl Iterator<Item = Duration> {
-    let mut seed = std::time::SystemTime::now()
+    let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.subsec_nanos() as u64 | 1);
+        .map_or(1, |d| u64::from(d.subsec_nanos()) ^ u64::from(std::process::id()));
+    backoff_seeded(seed)
+}
+
+/// [`backoff`] with a given jitter seed (for tests).
+pub fn backoff_seeded(seed: u64) -> impl Iterator<Item = Duration> {
+    let mut seed = seed | 1;
     (0u32..).map(move |n| {
         // xorshift: enough randomness to keep workers from reconnecting in lockstep
         seed ^= seed << 13;
@@ -229,18 +260,35 @@ pub fn backoff() -> impl Iterator<Item = Duration> {
     })
 }
 
+/// How the consumer runs.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Jobs handled at once (`probe.concurrency`).
+    pub concurrency: usize,
+    /// Time in-flight jobs get after shutdown (`worker.shutdown_grace`).
+    pub grace: Duration,
+    /// Longest wait for a per-IP limit before a job is deferred (`rate_limit.max_wait`).
+    pub max_wait: Duration,
+    /// This worker's name.
+    pub worker_name: String,
+}
+
 /// Runs the worker's consumer until `shutdown` is cancelled, then drains.
 ///
 /// Never returns early because the broker went away: it reconnects with [`backoff`].
 pub async fn run_worker(
     settings: AmqpSettings,
     engine: Arc<Engine>,
-    concurrency: usize,
-    grace: Duration,
-    worker_name: String,
+    options: ConsumerOptions,
     state: Arc<BrokerState>,
     shutdown: CancellationToken,
 ) {
+    let ConsumerOptions {
+        concurrency,
+        grace,
+        max_wait,
+        worker_name,
+    } = options;
     let permits = Arc::new(Semaphore::new(concurrency));
     let tracker = TaskTracker::new();
     let mut delays = backoff();
@@ -321,7 +369,16 @@ pub async fn run_worker(
             let broken = broken.clone();
             tracker.spawn(async move {
                 metric::in_flight(1.0);
-                if !deliver(&engine, &publish, &settings, &worker_name, delivery).await {
+                if !deliver(
+                    &engine,
+                    &publish,
+                    &settings,
+                    &worker_name,
+                    max_wait,
+                    delivery,
+                )
+                .await
+                {
                     broken.cancel();
                 }
                 metric::in_flight(-1.0);
@@ -389,8 +446,20 @@ async fn deliver(
     publish: &Channel,
     settings: &AmqpSettings,
     worker_name: &str,
+    max_wait: Duration,
     delivery: lapin::message::Delivery,
 ) -> bool {
+    let deferrals = match delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(DEFERRALS_HEADER).cloned())
+    {
+        Some(AMQPValue::LongLongInt(n)) => n,
+        Some(AMQPValue::LongInt(n)) => i64::from(n),
+        _ => 0,
+    };
+    let max_wait = (deferrals < MAX_DEFERRALS).then_some(max_wait);
     let props = &delivery.properties;
     let fallback_id = props
         .message_id()
@@ -402,9 +471,31 @@ async fn deliver(
         &delivery.data,
         &fallback_id,
         settings.max_message_bytes,
+        max_wait,
     )
     .await
     {
+        Disposition::Defer(wait) => {
+            let mut headers = props.headers().clone().unwrap_or_default();
+            headers.insert(
+                DEFERRALS_HEADER.into(),
+                AMQPValue::LongLongInt(deferrals + 1),
+            );
+            let ttl = wait
+                .clamp(DEFER_BOUNDS.0, DEFER_BOUNDS.1)
+                .as_millis()
+                .to_string();
+            let p = props
+                .clone()
+                .with_headers(headers)
+                .with_delivery_mode(2)
+                .with_expiration(ttl.as_str().into());
+            let r = publish_confirmed(publish, "", &settings.delay_queue, &delivery.data, p).await;
+            if r.is_ok() {
+                metric::deferred();
+            }
+            r
+        }
         Disposition::Answer(report) => {
             publish_report(
                 publish,
@@ -554,16 +645,17 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
-        let d: Vec<Duration> = backoff().take(12).collect();
-        assert!(d[0] >= Duration::from_millis(400) && d[0] <= Duration::from_millis(600));
-        assert!(d[3] > d[1]);
-        for x in &d[8..] {
-            assert!(*x <= Duration::from_millis(36_000) && *x >= Duration::from_millis(24_000));
+        for seed in [1, 2, 12345, u64::MAX] {
+            let d: Vec<Duration> = backoff_seeded(seed).take(12).collect();
+            assert!(d[0] >= Duration::from_millis(400) && d[0] <= Duration::from_millis(600));
+            assert!(d[3] > d[1], "{d:?}");
+            for x in &d[8..] {
+                assert!(*x <= Duration::from_millis(36_000) && *x >= Duration::from_millis(24_000));
+            }
         }
-        let again: Vec<Duration> = backoff().take(12).collect();
-        assert!(d
-            .iter()
-            .zip(&again)
-            .all(|(a, b)| a.abs_diff(*b) <= Duration::from_millis(7200)));
+        let a: Vec<Duration> = backoff_seeded(1).take(12).collect();
+        let b: Vec<Duration> = backoff_seeded(2).take(12).collect();
+        assert_ne!(a, b, "jitter keeps workers from reconnecting in lockstep");
+        assert_eq!(a, backoff_seeded(1).take(12).collect::<Vec<_>>());
     }
 }

@@ -18,6 +18,7 @@ use crate::engine::{worker_name, Engine};
 use crate::http::HttpProber;
 use crate::job::{decode, job_for_url, Decoded, Report, Verdict};
 use crate::limit::{Limiter, LocalLimiter};
+use std::time::Duration;
 
 /// Sets up logging to stderr: JSON or text as configured; `RUST_LOG` wins over `level`.
 pub fn init_logging(settings: &LogSettings, quiet: bool) {
@@ -45,9 +46,12 @@ pub fn init_logging(settings: &LogSettings, quiet: bool) {
     };
 }
 
-fn engine(settings: &Settings, cache: Arc<dyn VerdictCache>) -> anyhow::Result<Engine> {
+fn engine(
+    settings: &Settings,
+    cache: Arc<dyn VerdictCache>,
+    limiter: Arc<dyn Limiter>,
+) -> anyhow::Result<Engine> {
     let resolver = Resolver::new(&settings.dns)?;
-    let limiter: Arc<dyn Limiter> = Arc::new(LocalLimiter::new(&settings.rate_limit));
     let prober = HttpProber::new(
         resolver,
         limiter,
@@ -109,8 +113,17 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyh
     let metrics = crate::metric::install().ok();
     let pool = redis_pool(&settings.redis)?;
     let cache: Arc<dyn VerdictCache> = Arc::new(RedisCache::new(pool.clone(), &settings.redis));
-    let engine = Arc::new(engine(&settings, cache)?);
     let name = worker_name(&settings);
+    // A lease outlives any request (the timeout) with a margin for clock steps.
+    let lease = settings.probe.timeout + Duration::from_secs(10);
+    let limiter = crate::limit::redis::shared(
+        pool.clone(),
+        &settings.redis,
+        &settings.rate_limit,
+        lease,
+        &name,
+    );
+    let engine = Arc::new(engine(&settings, cache, limiter)?);
     let state = Arc::new(BrokerState::default());
     let listener = tokio::net::TcpListener::bind(settings.http.listen)
         .await
@@ -123,16 +136,13 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyh
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(listener, admin, admin_stop.clone()));
     tracing::info!(worker = %name, listen = %settings.http.listen, concurrency = settings.probe.concurrency, "picket worker starting");
-    amqp::run_worker(
-        settings.amqp.clone(),
-        engine,
-        settings.probe.concurrency,
-        settings.worker.shutdown_grace,
-        name,
-        state,
-        shutdown,
-    )
-    .await;
+    let options = amqp::ConsumerOptions {
+        concurrency: settings.probe.concurrency,
+        grace: settings.worker.shutdown_grace,
+        max_wait: settings.rate_limit.max_wait,
+        worker_name: name,
+    };
+    amqp::run_worker(settings.amqp.clone(), engine, options, state, shutdown).await;
     admin_stop.cancel();
     let _ = admin_task.await;
     tracing::info!("picket worker stopped");
@@ -183,7 +193,12 @@ pub async fn check(
     if inputs.is_empty() {
         bail!("nothing to check: give URLs, --file FILE, or - for stdin");
     }
-    let engine = Arc::new(engine(&settings, Arc::new(MemoryCache::default()))?);
+    let limiter: Arc<dyn Limiter> = Arc::new(LocalLimiter::new(&settings.rate_limit));
+    let engine = Arc::new(engine(
+        &settings,
+        Arc::new(MemoryCache::default()),
+        limiter,
+    )?);
     let max = settings.amqp.max_message_bytes;
     let mut all_up = true;
     let mut results = futures_util::stream::iter(inputs.into_iter().enumerate())

@@ -66,6 +66,7 @@ struct RawAmqp {
     results_exchange: String,
     results_queue: String,
     dead_letter_queue: String,
+    delay_queue: String,
     prefetch: u32,
     queue_type: String,
     max_message_bytes: u64,
@@ -102,12 +103,29 @@ struct RawProbe {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRateLimit {
+    max_wait: String,
+    fallback_share: f64,
     per_ip: RawPerIp,
+    #[serde(rename = "override", default)]
+    overrides: Vec<RawOverride>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPerIp {
+    rate: f64,
+    burst: u32,
+    max_inflight: u32,
+    scope: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    #[serde(default)]
+    cidr: Option<String>,
+    #[serde(default)]
+    host_suffix: Option<String>,
     rate: f64,
     burst: u32,
     max_inflight: u32,
@@ -216,6 +234,8 @@ pub struct AmqpSettings {
     pub results_queue: String,
     /// Where messages that are not jobs go, with the reason in a header.
     pub dead_letter_queue: String,
+    /// Where deferred jobs wait (per-message TTL) before returning to the jobs queue.
+    pub delay_queue: String,
     /// Unacknowledged deliveries the broker may push ahead.
     pub prefetch: u16,
     /// Queue type of the jobs and dead-letter queues.
@@ -270,15 +290,57 @@ pub struct ProbeSettings {
     pub canaries: Vec<Url>,
 }
 
+/// How much one IP may take: a rate, a burst and an in-flight cap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Requests per second.
+    pub rate: f64,
+    /// Requests allowed back to back before the rate applies.
+    pub burst: u32,
+    /// Requests in flight at most.
+    pub max_inflight: u32,
+}
+
+/// What a limit is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// The resolved target IP alone (all egresses share its budget).
+    Target,
+    /// Egress and target IP (for proxies that each have their own source address).
+    EgressAndTarget,
+}
+
+/// Which requests an override applies to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OverrideMatch {
+    /// Resolved addresses in this network.
+    Cidr(ipnet::IpNet),
+    /// Host names ending with this suffix (lower case, e.g. `.gov.cn`).
+    HostSuffix(String),
+}
+
+/// One `[[rate_limit.override]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateOverride {
+    /// What it applies to.
+    pub matches: OverrideMatch,
+    /// Its own limits.
+    pub rate: Rate,
+}
+
 /// `[rate_limit]`
 #[derive(Debug, Clone)]
 pub struct RateLimitSettings {
-    /// Requests per second to one resolved IP.
-    pub rate: f64,
-    /// Requests allowed at once before the rate applies.
-    pub burst: u32,
-    /// Requests in flight to one IP at most.
-    pub max_inflight: u32,
+    /// The default per-IP limits (`[rate_limit.per_ip]`).
+    pub per_ip: Rate,
+    /// What a limit is keyed by.
+    pub scope: LimitScope,
+    /// A job that would wait longer than this for its IP is deferred back to the broker.
+    pub max_wait: Duration,
+    /// Share of each rate one worker uses on its own while Redis is unavailable.
+    pub fallback_share: f64,
+    /// Overrides, first match wins (CIDR entries are checked before host suffixes).
+    pub overrides: Vec<RateOverride>,
 }
 
 /// `[dns]`
@@ -518,6 +580,7 @@ impl Settings {
             results_exchange: nonempty("amqp.results_exchange", &a.results_exchange)?,
             results_queue: nonempty("amqp.results_queue", &a.results_queue)?,
             dead_letter_queue: nonempty("amqp.dead_letter_queue", &a.dead_letter_queue)?,
+            delay_queue: nonempty("amqp.delay_queue", &a.delay_queue)?,
             prefetch: a.prefetch as u16,
             queue_type,
             max_message_bytes: a.max_message_bytes as usize,
@@ -571,26 +634,48 @@ impl Settings {
             canaries,
         };
 
-        let l = raw.rate_limit.per_ip;
-        if !(l.rate.is_finite() && l.rate > 0.0) {
-            return Err(invalid(
-                "rate_limit.per_ip.rate",
-                "must be a positive number of requests per second",
-            ));
+        let rl = raw.rate_limit;
+        let l = rl.per_ip;
+        let per_ip = rate("rate_limit.per_ip", l.rate, l.burst, l.max_inflight)?;
+        let scope = match l.scope.as_str() {
+            "target" => LimitScope::Target,
+            "egress_and_target" => LimitScope::EgressAndTarget,
+            other => {
+                return Err(invalid(
+                    "rate_limit.per_ip.scope",
+                    format!("{other:?} is not \"target\" or \"egress_and_target\""),
+                ))
+            }
+        };
+        if !(rl.fallback_share.is_finite() && rl.fallback_share > 0.0 && rl.fallback_share <= 1.0) {
+            return Err(invalid("rate_limit.fallback_share", "must be in (0, 1]"));
         }
-        if l.burst == 0 {
-            return Err(invalid("rate_limit.per_ip.burst", "must be at least 1"));
-        }
-        if l.max_inflight == 0 {
-            return Err(invalid(
-                "rate_limit.per_ip.max_inflight",
-                "must be at least 1",
-            ));
+        let mut overrides = Vec::new();
+        for (i, o) in rl.overrides.into_iter().enumerate() {
+            let key = format!("rate_limit.override[{i}]");
+            let matches = match (o.cidr.as_deref(), o.host_suffix.as_deref()) {
+                (Some(c), None) => OverrideMatch::Cidr(c.trim().parse().map_err(|_| {
+                    invalid(
+                        &format!("{key}.cidr"),
+                        format!("{c:?} is not a network like 203.0.113.0/24"),
+                    )
+                })?),
+                (None, Some(h)) if !h.trim().is_empty() => {
+                    OverrideMatch::HostSuffix(h.trim().trim_end_matches('.').to_ascii_lowercase())
+                }
+                _ => return Err(invalid(&key, "needs exactly one of cidr or host_suffix")),
+            };
+            overrides.push(RateOverride {
+                matches,
+                rate: rate(&key, o.rate, o.burst, o.max_inflight)?,
+            });
         }
         let rate_limit = RateLimitSettings {
-            rate: l.rate,
-            burst: l.burst,
-            max_inflight: l.max_inflight,
+            per_ip,
+            scope,
+            max_wait: parse_duration("rate_limit.max_wait", &rl.max_wait)?,
+            fallback_share: rl.fallback_share,
+            overrides,
         };
 
         let d = raw.dns;
@@ -719,6 +804,29 @@ impl Settings {
     }
 }
 
+fn rate(key: &str, rate: f64, burst: u32, max_inflight: u32) -> Result<Rate, ConfigError> {
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(invalid(
+            &format!("{key}.rate"),
+            "must be a positive number of requests per second",
+        ));
+    }
+    if burst == 0 {
+        return Err(invalid(&format!("{key}.burst"), "must be at least 1"));
+    }
+    if max_inflight == 0 {
+        return Err(invalid(
+            &format!("{key}.max_inflight"),
+            "must be at least 1",
+        ));
+    }
+    Ok(Rate {
+        rate,
+        burst,
+        max_inflight,
+    })
+}
+
 fn parse_nameserver(value: &str) -> Result<SocketAddr, ConfigError> {
     let value = value.trim();
     if let Ok(addr) = value.parse::<SocketAddr>() {
@@ -757,7 +865,10 @@ mod tests {
         assert_eq!(s.probe.timeout, Duration::from_secs(30));
         assert_eq!(s.probe.attempts, 2);
         assert_eq!(s.probe.min_body_bytes, 64);
-        assert_eq!(s.rate_limit.rate, 2.0);
+        assert_eq!(s.rate_limit.per_ip.rate, 2.0);
+        assert_eq!(s.rate_limit.per_ip.burst, 2);
+        assert_eq!(s.rate_limit.per_ip.max_inflight, 4);
+        assert_eq!(s.rate_limit.scope, LimitScope::Target);
         assert_eq!(s.redis.verdict_ttl, Duration::from_secs(3600));
         assert_eq!(s.egress.len(), 1);
         assert_eq!(s.egress[0].name, "direct");
@@ -813,7 +924,7 @@ mod tests {
             ("PICKET__PROBE__TIMEOUT".to_string(), "7s".to_string()),
         ];
         let s = Settings::load_with_env(None, env).expect("env config");
-        assert_eq!(s.rate_limit.rate, 5.0);
+        assert_eq!(s.rate_limit.per_ip.rate, 5.0);
         assert_eq!(s.dns.nameservers.len(), 2);
         assert_eq!(s.dns.nameservers[1].port(), 5354);
         assert_eq!(s.probe.timeout, Duration::from_secs(7));
@@ -826,6 +937,31 @@ mod tests {
             .expect_err("bad")
             .to_string();
         assert!(e.contains("probe.retry_delay"), "{e}");
+    }
+
+    #[test]
+    fn overrides_parse_and_are_checked() {
+        let s = Settings::from_toml(
+            "[[rate_limit.override]]\ncidr = \"203.0.113.0/24\"\nrate = 0.5\nburst = 1\nmax_inflight = 1\n\
+             [[rate_limit.override]]\nhost_suffix = \".Gov.CN\"\nrate = 1.0\nburst = 1\nmax_inflight = 2\n",
+        )
+        .expect("overrides");
+        assert_eq!(s.rate_limit.overrides.len(), 2);
+        assert_eq!(
+            s.rate_limit.overrides[1].matches,
+            OverrideMatch::HostSuffix(".gov.cn".into())
+        );
+        assert!(err(
+            "[[rate_limit.override]]\ncidr = \"nope\"\nrate = 1.0\nburst = 1\nmax_inflight = 1\n"
+        )
+        .contains("rate_limit.override[0].cidr"));
+        assert!(
+            err("[[rate_limit.override]]\nrate = 1.0\nburst = 1\nmax_inflight = 1\n")
+                .contains("exactly one")
+        );
+        assert!(err("[[rate_limit.override]]\ncidr = \"10.0.0.0/8\"\nrate = 0.0\nburst = 1\nmax_inflight = 1\n")
+            .contains("rate_limit.override[0].rate"));
+        assert!(err("[rate_limit.per_ip]\nscope = \"world\"\n").contains("rate_limit.per_ip.scope"));
     }
 
     #[test]

@@ -25,6 +25,15 @@ pub trait Prober: Send + Sync {
     fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Observation>;
 }
 
+/// What became of a job.
+#[derive(Debug)]
+pub enum Run {
+    /// Its result.
+    Done(Box<Report>),
+    /// Its IP is busy: bring it back after about this long.
+    Defer(Duration),
+}
+
 /// Runs jobs to reports.
 pub struct Engine {
     prober: Arc<dyn Prober>,
@@ -71,8 +80,23 @@ impl Engine {
         }
     }
 
-    /// Answers a job: from the cache when it allows, otherwise by probing.
+    /// Answers a job, waiting for per-IP limits as long as its timeout allows.
     pub async fn run(&self, job: &Job) -> Report {
+        match self.run_or_defer(job, None).await {
+            Run::Done(report) => *report,
+            // Without a max_wait the prober never defers; answer honestly if it did.
+            Run::Defer(_) => self.report_without_probe(
+                job,
+                Verdict::Unknown,
+                Reason::RateLimited,
+                "the per-IP limit allowed no request in time".into(),
+            ),
+        }
+    }
+
+    /// Answers a job, or says to defer it when a per-IP limit would make it wait longer
+    /// than `max_wait` (`None`: never defer).
+    pub async fn run_or_defer(&self, job: &Job, max_wait: Option<Duration>) -> Run {
         if let Some(max_age) = job.max_age {
             if let Some(mut cached) = self.cache.fresh(job.url.as_str(), max_age).await {
                 cached.job_id = job.id.clone();
@@ -80,19 +104,24 @@ impl Engine {
                 cached.cached = true;
                 cached.worker = self.worker.clone();
                 metric::result(cached.verdict, &cached.reason, true);
-                return cached;
+                return Run::Done(Box::new(cached));
             }
         }
-        let mut report = self.probe(job).await;
+        let mut report = match self.probe(job, max_wait).await {
+            Ok(r) => r,
+            Err(wait) => return Run::Defer(wait),
+        };
         let previous = self.cache.record(&report).await;
         report.previous_verdict = previous;
         report.changed = previous.is_some_and(|p| p != report.verdict);
         metric::result(report.verdict, &report.reason, false);
-        report
+        Run::Done(Box::new(report))
     }
 
-    async fn probe(&self, job: &Job) -> Report {
-        let plan = Plan::new(job, &self.probe);
+    /// Probes with confirmation; `Err(wait)` when the job should be deferred.
+    async fn probe(&self, job: &Job, max_wait: Option<Duration>) -> Result<Report, Duration> {
+        let mut plan = Plan::new(job, &self.probe);
+        plan.max_wait = max_wait;
         let egresses = self.prober.egress_count().max(1);
         // Spread first attempts over the egresses; a retry always moves to the next one.
         let first = (fxhash(job.url.as_str()) as usize) % egresses;
@@ -103,6 +132,9 @@ impl Engine {
                 tokio::time::sleep(self.probe.retry_delay).await;
             }
             let obs = self.prober.observe(&plan, first + attempt).await;
+            if let Some(wait) = obs.deferred {
+                return Err(wait);
+            }
             metric::probe_latency(obs.total);
             let j = judge(&plan, &obs, &self.judge);
             tracing::debug!(attempt, egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");
@@ -114,12 +146,12 @@ impl Engine {
             }
         }
         let Some((i, decisive)) = combine(&judgements) else {
-            return self.report_without_probe(
+            return Ok(self.report_without_probe(
                 job,
                 Verdict::Unknown,
                 Reason::EgressUnavailable,
                 "no attempt was made".into(),
-            );
+            ));
         };
         let obs = &observations[i];
         let mut detail = decisive.detail.clone();
@@ -158,7 +190,7 @@ impl Engine {
                 total_ms: ms(o.total),
             })
             .collect();
-        Report {
+        Ok(Report {
             job_id: job.id.clone(),
             url: job.url.to_string(),
             verdict: decisive.verdict,
@@ -182,7 +214,7 @@ impl Engine {
             worker: self.worker.clone(),
             meta: job.meta.clone(),
             tls_days_left,
-        }
+        })
     }
 
     fn report_without_probe(
@@ -290,6 +322,7 @@ mod tests {
                     first_byte: Some(Duration::from_millis(2)),
                     queued: Duration::ZERO,
                     total: Duration::from_millis(3),
+                    deferred: None,
                 }
             })
         }

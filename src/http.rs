@@ -18,7 +18,7 @@ use crate::config::{EgressSettings, TlsSettings};
 use crate::dns::{DnsError, ProxyNameResolver, Resolver};
 use crate::engine::Prober;
 use crate::job::Method;
-use crate::limit::Limiter;
+use crate::limit::{Grant, Limiter, Request};
 use crate::probe::{policy, text, Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
 /// Something that stops the prober from being built.
@@ -176,6 +176,7 @@ impl HttpProber {
             first_byte: None,
             queued: Duration::ZERO,
             total: Duration::ZERO,
+            deferred: None,
         };
         let outcome = self.follow(plan, egress, deadline, &mut obs).await;
         obs.outcome = outcome;
@@ -232,13 +233,30 @@ impl HttpProber {
             };
             obs.ip = Some(ip);
 
-            let Ok(permit) = tokio::time::timeout_at(deadline, self.limiter.acquire(ip)).await
-            else {
-                return fail(
-                    FailureKind::Timeout,
-                    format!("waited for the per-IP limit of {ip} until the timeout"),
-                );
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let max_wait = plan.max_wait.map_or(remaining, |w| w.min(remaining));
+            let request = Request {
+                ip,
+                host: &host,
+                egress: &egress.name,
+                max_wait,
             };
+            let permit = match self.limiter.acquire(request).await {
+                Grant::Go(p) => p,
+                Grant::Defer(wait) => {
+                    if plan.max_wait.is_some_and(|w| w < remaining) {
+                        obs.deferred = Some(wait);
+                    }
+                    return fail(
+                        FailureKind::Throttled,
+                        format!(
+                            "the per-IP limit of {ip} allows no request for {} ms",
+                            wait.as_millis()
+                        ),
+                    );
+                }
+            };
+            crate::metric::throttle_wait(permit.waited);
             obs.queued += permit.waited;
 
             let now = Instant::now();

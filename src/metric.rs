@@ -20,6 +20,10 @@ const REDIS_UP: &str = "picket_redis_connected";
 const REDIS_ERRORS: &str = "picket_redis_errors_total";
 const RECONNECTS: &str = "picket_broker_reconnects_total";
 const PUBLISH_FAILURES: &str = "picket_publish_failures_total";
+const LIMITER_FALLBACK: &str = "picket_limiter_fallback";
+const THROTTLE_WAITS: &str = "picket_throttle_waits_total";
+const THROTTLE_WAIT_SECONDS: &str = "picket_throttle_wait_seconds";
+const DEFERRALS: &str = "picket_jobs_deferred_total";
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that
 /// renders `/metrics`; later calls return the same handle.
@@ -67,6 +71,19 @@ fn describe() {
     describe_counter!(REDIS_ERRORS, "Redis calls that failed or timed out");
     describe_counter!(RECONNECTS, "Connections to RabbitMQ re-established");
     describe_counter!(PUBLISH_FAILURES, "Results whose publish was not confirmed");
+    describe_gauge!(
+        LIMITER_FALLBACK,
+        "1 while the per-IP limit is kept locally because Redis is unavailable"
+    );
+    describe_counter!(THROTTLE_WAITS, "Requests that waited for their IP's limit");
+    describe_histogram!(
+        THROTTLE_WAIT_SECONDS,
+        "Time a request waited for its IP's limit"
+    );
+    describe_counter!(
+        DEFERRALS,
+        "Jobs put back on the broker because their IP was busy"
+    );
 }
 
 /// A delivery was taken from the jobs queue.
@@ -123,4 +140,22 @@ pub fn reconnected() {
 /// A result publish was not confirmed.
 pub fn publish_failed() {
     counter!(PUBLISH_FAILURES).increment(1);
+}
+
+/// The limiter switched to (or back from) its local fallback.
+pub fn limiter_fallback(on: bool) {
+    gauge!(LIMITER_FALLBACK).set(if on { 1.0 } else { 0.0 });
+}
+
+/// A request waited `d` for its IP's limit.
+pub fn throttle_wait(d: Duration) {
+    if !d.is_zero() {
+        counter!(THROTTLE_WAITS).increment(1);
+        histogram!(THROTTLE_WAIT_SECONDS).record(d.as_secs_f64());
+    }
+}
+
+/// A job was deferred to the delay queue.
+pub fn deferred() {
+    counter!(DEFERRALS).increment(1);
 }

@@ -2,7 +2,9 @@
 //! engine, and say what must happen next ([`Disposition`]). The AMQP adapter carries
 //! the disposition out (publish with confirms, then ack; or dead-letter).
 
-use crate::engine::Engine;
+use std::time::Duration;
+
+use crate::engine::{Engine, Run};
 use crate::job::{decode, Decoded, Report};
 
 /// What must be done with a message.
@@ -12,14 +14,18 @@ pub enum Disposition {
     Answer(Box<Report>),
     /// Not a job: move it to the dead-letter queue with this reason, then ack.
     DeadLetter(String),
+    /// Its IP is busy: put it back on the broker to return after about this long, then ack.
+    Defer(Duration),
 }
 
-/// Handles a message body. `fallback_id` is the AMQP `message_id` or a generated id.
+/// Handles a message body. `fallback_id` is the AMQP `message_id` or a generated id;
+/// `max_wait` is how long a per-IP limit may hold it before it is deferred (`None`: never).
 pub async fn handle(
     engine: &Engine,
     body: &[u8],
     fallback_id: &str,
     max_bytes: usize,
+    max_wait: Option<Duration>,
 ) -> Disposition {
     match decode(body, fallback_id, max_bytes) {
         Err(not_a_job) => Disposition::DeadLetter(not_a_job.0),
@@ -29,11 +35,24 @@ pub async fn handle(
         }
         Ok(Decoded::Job(job)) => {
             let span = tracing::info_span!("job", job_id = %job.id, url = %job.url);
-            let report = tracing::Instrument::instrument(engine.run(&job), span.clone()).await;
-            span.in_scope(|| {
-                tracing::info!(verdict = report.verdict.as_str(), reason = %report.reason, cached = report.cached, "result");
-            });
-            Disposition::Answer(Box::new(report))
+            let run = engine.run_or_defer(&job, max_wait);
+            match tracing::Instrument::instrument(run, span.clone()).await {
+                Run::Done(report) => {
+                    span.in_scope(|| {
+                        tracing::info!(verdict = report.verdict.as_str(), reason = %report.reason, cached = report.cached, "result");
+                    });
+                    Disposition::Answer(report)
+                }
+                Run::Defer(wait) => {
+                    span.in_scope(|| {
+                        tracing::info!(
+                            wait_ms = wait.as_millis() as u64,
+                            "IP busy; deferring the job"
+                        );
+                    });
+                    Disposition::Defer(wait)
+                }
+            }
         }
     }
 }

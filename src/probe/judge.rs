@@ -41,6 +41,8 @@ pub enum Reason {
     InvalidJob,
     /// The server broke HTTP.
     Protocol,
+    /// Our own per-IP limit left no time to ask the site.
+    RateLimited,
 }
 
 impl Reason {
@@ -62,6 +64,7 @@ impl Reason {
             Reason::EgressUnavailable => "egress_unavailable",
             Reason::InvalidJob => "invalid_job",
             Reason::Protocol => "protocol",
+            Reason::RateLimited => "rate_limited",
         }
     }
 }
@@ -126,6 +129,7 @@ fn judge_failure(f: &Failure, settings: &JudgeSettings) -> Judgement {
         FailureKind::BlockedTarget => (Verdict::Invalid, Reason::BlockedTarget),
         FailureKind::Protocol => (Verdict::Down, Reason::Protocol),
         FailureKind::Egress => (Verdict::Unknown, Reason::EgressUnavailable),
+        FailureKind::Throttled => (Verdict::Unknown, Reason::RateLimited),
     };
     Judgement::new(verdict, reason, f.detail.clone())
 }
@@ -316,6 +320,7 @@ mod tests {
             first_byte: None,
             queued: Duration::ZERO,
             total: Duration::from_millis(120),
+            deferred: None,
         }
     }
 

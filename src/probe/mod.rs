@@ -38,6 +38,9 @@ pub struct Plan {
     pub max_redirects: u32,
     /// What the site must do.
     pub expect: Expect,
+    /// Longest wait for a per-IP limit before the job is deferred; `None` = wait up to
+    /// the timeout (no deferral possible, e.g. in `picket check`).
+    pub max_wait: Option<Duration>,
 }
 
 impl Plan {
@@ -74,6 +77,7 @@ impl Plan {
             min_body_bytes,
             max_redirects: settings.max_redirects,
             expect: job.expect.clone(),
+            max_wait: None,
         }
     }
 }
@@ -122,6 +126,8 @@ pub enum FailureKind {
     Protocol,
     /// The egress (proxy) itself failed.
     Egress,
+    /// Our own per-IP limit allowed no request before the deadline.
+    Throttled,
 }
 
 /// A probe that did not end in an HTTP answer.
@@ -159,4 +165,7 @@ pub struct Observation {
     pub queued: Duration,
     /// The whole attempt.
     pub total: Duration,
+    /// Set when the per-IP limit asked for a wait longer than `Plan::max_wait`: the job
+    /// should come back after about this long.
+    pub deferred: Option<Duration>,
 }

@@ -29,6 +29,7 @@ jobs_queue = "{id}.jobs"
 results_exchange = "{id}.results"
 results_queue = "{id}.results"
 dead_letter_queue = "{id}.dead"
+delay_queue = "{id}.delay"
 [redis]
 url = "{redis}"
 key_prefix = "{id}:"
@@ -89,7 +90,12 @@ pub struct Client {
 
 impl Client {
     pub async fn connect() -> Client {
-        let conn = Connection::connect(&servers().amqp_url, ConnectionProperties::default())
+        Client::connect_to(&servers().amqp_url).await
+    }
+
+    /// A client of the broker at `url` (e.g. a test's private `RabbitServer`).
+    pub async fn connect_to(url: &str) -> Client {
+        let conn = Connection::connect(url, ConnectionProperties::default())
             .await
             .expect("test client connects to RabbitMQ");
         let ch = conn.create_channel().await.expect("channel");

@@ -1,0 +1,235 @@
+//! The in-memory limiter: per-key GCRA with reservations plus an in-flight semaphore.
+//! Used by `picket check`, and by the worker while Redis is unavailable.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::{Grant, Limiter, Permit, Request, Rules};
+use crate::config::{Rate, RateLimitSettings};
+
+struct KeyState {
+    /// Theoretical arrival time of the next request (GCRA).
+    tat: Instant,
+    inflight: Arc<Semaphore>,
+    max_inflight: u32,
+}
+
+/// A per-key GCRA plus in-flight cap held in memory, each rate scaled by `share`.
+pub struct LocalLimiter {
+    rules: Rules,
+    share: f64,
+    state: Mutex<HashMap<String, KeyState>>,
+}
+
+/// Entries kept before idle ones are swept.
+const SWEEP_ABOVE: usize = 10_000;
+
+impl LocalLimiter {
+    /// A limiter with the full rates of `[rate_limit]`.
+    pub fn new(settings: &RateLimitSettings) -> LocalLimiter {
+        Self::with_share(settings, 1.0)
+    }
+
+    /// A limiter using `share` (0..=1) of every rate, burst and in-flight cap.
+    pub fn with_share(settings: &RateLimitSettings, share: f64) -> LocalLimiter {
+        LocalLimiter {
+            rules: Rules::new(settings),
+            share,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn scaled(&self, r: Rate) -> Rate {
+        Rate {
+            rate: r.rate * self.share,
+            burst: ((f64::from(r.burst) * self.share).floor() as u32).max(1),
+            max_inflight: ((f64::from(r.max_inflight) * self.share).ceil() as u32).max(1),
+        }
+    }
+
+    fn semaphore(&self, key: &str, rate: Rate, now: Instant) -> Arc<Semaphore> {
+        let mut map = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() > SWEEP_ABOVE {
+            // An entry whose next slot is in the past and that nobody holds is idle.
+            map.retain(|_, s| {
+                s.tat > now || s.inflight.available_permits() < s.max_inflight as usize
+            });
+        }
+        map.entry(key.to_string())
+            .or_insert_with(|| KeyState {
+                tat: now,
+                inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
+                max_inflight: rate.max_inflight,
+            })
+            .inflight
+            .clone()
+    }
+
+    /// Books the next slot for `key` unless the wait would exceed `max_wait`.
+    fn book(
+        &self,
+        key: &str,
+        rate: Rate,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Result<Instant, Duration> {
+        let interval = Duration::from_secs_f64(1.0 / rate.rate);
+        let mut map = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(entry) = map.get_mut(key) else {
+            return Ok(now);
+        };
+        let tat = entry.tat.max(now);
+        let new_tat = tat + interval;
+        // `burst` requests may be booked ahead of the steady rate.
+        let allowed_at = new_tat
+            .checked_sub(interval * rate.burst)
+            .unwrap_or(now)
+            .max(now);
+        let wait = allowed_at - now;
+        if wait > max_wait {
+            return Err(wait);
+        }
+        entry.tat = new_tat;
+        Ok(allowed_at)
+    }
+}
+
+impl Limiter for LocalLimiter {
+    fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant> {
+        Box::pin(async move {
+            let start = Instant::now();
+            let rate = self.scaled(self.rules.rate_for(&req));
+            let key = self.rules.key(&req);
+            // The in-flight slot first: a rate slot is only booked when it can be used.
+            let sem = self.semaphore(&key, rate, start);
+            let slot = match tokio::time::timeout(req.max_wait, sem.acquire_owned()).await {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(_)) | Err(_) => return Grant::Defer(req.max_wait),
+            };
+            let left = req.max_wait.saturating_sub(start.elapsed());
+            match self.book(&key, rate, Instant::now(), left) {
+                Ok(at) => {
+                    tokio::time::sleep_until(at).await;
+                    Grant::Go(Permit::holding(start.elapsed(), Box::new(slot)))
+                }
+                Err(wait) => Grant::Defer(wait),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LimitScope, Rate};
+    use std::net::IpAddr;
+
+    fn settings(rate: f64, burst: u32, max_inflight: u32) -> RateLimitSettings {
+        RateLimitSettings {
+            per_ip: Rate {
+                rate,
+                burst,
+                max_inflight,
+            },
+            scope: LimitScope::Target,
+            max_wait: Duration::from_secs(30),
+            fallback_share: 0.5,
+            overrides: vec![],
+        }
+    }
+
+    fn req(ip: &str, max_wait: Duration) -> Request<'static> {
+        Request {
+            ip: ip.parse::<IpAddr>().expect("ip"),
+            host: "h.test",
+            egress: "direct",
+            max_wait,
+        }
+    }
+
+    async fn go(l: &LocalLimiter, ip: &str) -> Permit {
+        match l.acquire(req(ip, Duration::from_secs(60))).await {
+            Grant::Go(p) => p,
+            Grant::Defer(d) => panic!("deferred {d:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_then_rate() {
+        let l = LocalLimiter::new(&settings(2.0, 2, 100));
+        let t0 = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..6 {
+            let _p = go(&l, "192.0.2.1").await;
+            times.push(t0.elapsed().as_millis());
+        }
+        // two at once, then one every 500 ms
+        assert_eq!(times, vec![0, 0, 500, 1000, 1500, 2000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_ips_are_not_held_back() {
+        let l = LocalLimiter::new(&settings(1.0, 1, 100));
+        for _ in 0..5 {
+            let _ = go(&l, "192.0.2.1").await;
+        }
+        let t0 = Instant::now();
+        let p = go(&l, "192.0.2.2").await;
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        assert_eq!(p.waited, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn inflight_is_capped() {
+        let l = Arc::new(LocalLimiter::new(&settings(1000.0, 1000, 2)));
+        let a = go(&l, "192.0.2.1").await;
+        let _b = go(&l, "192.0.2.1").await;
+        let l2 = l.clone();
+        let third = tokio::spawn(async move { go(&l2, "192.0.2.1").await.waited });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!third.is_finished(), "a third request must wait for a slot");
+        drop(a);
+        let waited = third.await.expect("join");
+        assert!(waited >= Duration::from_millis(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_waits_are_deferred_without_booking() {
+        let l = LocalLimiter::new(&settings(1.0, 1, 100));
+        let _ = go(&l, "192.0.2.1").await;
+        let _ = go(&l, "192.0.2.1").await; // booked 1 s ahead
+        match l
+            .acquire(req("192.0.2.1", Duration::from_millis(500)))
+            .await
+        {
+            Grant::Defer(d) => assert!(d > Duration::from_millis(500), "{d:?}"),
+            Grant::Go(_) => panic!("should defer"),
+        }
+        // the deferred request booked nothing: the next slot is still 2 s from start
+        let t0 = Instant::now();
+        let _ = go(&l, "192.0.2.1").await;
+        assert!(t0.elapsed() <= Duration::from_millis(2000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn share_scales_the_rate() {
+        let l = LocalLimiter::with_share(&settings(4.0, 4, 100), 0.5);
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            let _ = go(&l, "192.0.2.1").await;
+        }
+        // burst 2 at once, then 2/s
+        assert_eq!(t0.elapsed().as_millis(), 1000);
+    }
+}

@@ -1,0 +1,208 @@
+//! Per-IP politeness: how often and how many requests may go to one resolved address.
+//!
+//! [`Limiter`] is the seam the prober asks before every request (first probes, retries,
+//! confirmations and each redirect hop). [`Rules`] decides which [`Rate`] applies to an
+//! address (default or an override) and what the limit is keyed by. Two limiters:
+//! [`RedisLimiter`](redis::RedisLimiter), shared by every worker, and
+//! [`LocalLimiter`](local::LocalLimiter), in memory, for `picket check` and as the
+//! fallback while Redis is unavailable.
+//!
+//! Both are GCRA with reservations: a caller books the next free slot for its key at
+//! once and then sleeps on its own, so a busy IP never holds back callers for other IPs;
+//! a caller whose wait would exceed its `max_wait` books nothing and is told to defer.
+
+pub mod local;
+pub mod redis;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::config::{LimitScope, OverrideMatch, Rate, RateLimitSettings};
+
+pub use self::local::LocalLimiter;
+pub use self::redis::RedisLimiter;
+
+/// One request about to be sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The resolved address it will be sent to.
+    pub ip: IpAddr,
+    /// The host name asked for (for host-suffix overrides).
+    pub host: &'a str,
+    /// The egress it goes through (for `egress_and_target` scope).
+    pub egress: &'a str,
+    /// Longest acceptable wait; past it the answer is [`Grant::Defer`].
+    pub max_wait: Duration,
+}
+
+/// Leave to send one request; the in-flight slot is freed when it is dropped.
+pub struct Permit {
+    /// Time spent waiting for it.
+    pub waited: Duration,
+    _slot: Option<Box<dyn Send + Sync>>,
+}
+
+impl Permit {
+    /// A permit that holds nothing.
+    pub fn free(waited: Duration) -> Permit {
+        Permit {
+            waited,
+            _slot: None,
+        }
+    }
+
+    /// A permit that releases `slot` when dropped.
+    pub fn holding(waited: Duration, slot: Box<dyn Send + Sync>) -> Permit {
+        Permit {
+            waited,
+            _slot: Some(slot),
+        }
+    }
+}
+
+/// The limiter's answer.
+pub enum Grant {
+    /// Go now.
+    Go(Permit),
+    /// Waiting would take about this long, more than allowed: try again later.
+    Defer(Duration),
+}
+
+/// Grants leave to send a request to an address.
+pub trait Limiter: Send + Sync {
+    /// Waits (up to `req.max_wait`) until the request is allowed.
+    fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant>;
+}
+
+/// Which limits apply to a request, and the key they are kept under.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    settings: RateLimitSettings,
+}
+
+impl Rules {
+    /// Rules from `[rate_limit]`.
+    pub fn new(settings: &RateLimitSettings) -> Rules {
+        Rules {
+            settings: settings.clone(),
+        }
+    }
+
+    /// The limits for a request: the first matching CIDR override, else the first
+    /// matching host-suffix override, else the default.
+    pub fn rate_for(&self, req: &Request<'_>) -> Rate {
+        let overrides = &self.settings.overrides;
+        let by_cidr = overrides.iter().find(|o| match &o.matches {
+            OverrideMatch::Cidr(net) => net.contains(&canonical(req.ip)),
+            OverrideMatch::HostSuffix(_) => false,
+        });
+        let host = req.host.trim_end_matches('.').to_ascii_lowercase();
+        let by_host = || {
+            overrides.iter().find(|o| match &o.matches {
+                OverrideMatch::HostSuffix(suffix) => {
+                    host == suffix.trim_start_matches('.') || host.ends_with(suffix.as_str())
+                }
+                OverrideMatch::Cidr(_) => false,
+            })
+        };
+        by_cidr
+            .or_else(by_host)
+            .map_or(self.settings.per_ip, |o| o.rate)
+    }
+
+    /// The key a request's budget is kept under (an IP, or egress and IP).
+    pub fn key(&self, req: &Request<'_>) -> String {
+        let ip = canonical(req.ip);
+        match self.settings.scope {
+            LimitScope::Target => ip.to_string(),
+            LimitScope::EgressAndTarget => format!("{}|{ip}", req.egress),
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses share their IPv4 address's budget.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// A limiter that never waits (for tests of other parts).
+pub struct Unlimited;
+
+impl Limiter for Unlimited {
+    fn acquire<'a>(&'a self, _req: Request<'a>) -> BoxFuture<'a, Grant> {
+        Box::pin(async { Grant::Go(Permit::free(Duration::ZERO)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn req<'a>(ip: &str, host: &'a str, egress: &'a str) -> Request<'a> {
+        Request {
+            ip: ip.parse().expect("ip"),
+            host,
+            egress,
+            max_wait: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn overrides_match_by_cidr_first_then_host_suffix() {
+        let s = Settings::from_toml(
+            "[[rate_limit.override]]\nhost_suffix = \".gov.example\"\nrate = 1.0\nburst = 1\nmax_inflight = 2\n\
+             [[rate_limit.override]]\ncidr = \"198.51.100.0/24\"\nrate = 0.5\nburst = 1\nmax_inflight = 1\n",
+        )
+        .expect("settings");
+        let rules = Rules::new(&s.rate_limit);
+        assert_eq!(
+            rules
+                .rate_for(&req("198.51.100.7", "a.gov.example", "d"))
+                .rate,
+            0.5
+        );
+        assert_eq!(
+            rules
+                .rate_for(&req("::ffff:198.51.100.7", "x.test", "d"))
+                .rate,
+            0.5
+        );
+        assert_eq!(
+            rules.rate_for(&req("192.0.2.1", "a.gov.example", "d")).rate,
+            1.0
+        );
+        assert_eq!(
+            rules.rate_for(&req("192.0.2.1", "gov.example", "d")).rate,
+            1.0
+        );
+        assert_eq!(
+            rules
+                .rate_for(&req("192.0.2.1", "notgov.example", "d"))
+                .rate,
+            2.0
+        );
+    }
+
+    #[test]
+    fn keys_follow_the_scope() {
+        let mut s = Settings::from_toml("").expect("settings");
+        let rules = Rules::new(&s.rate_limit);
+        assert_eq!(rules.key(&req("192.0.2.1", "h", "proxy-a")), "192.0.2.1");
+        assert_eq!(
+            rules.key(&req("::ffff:192.0.2.1", "h", "proxy-a")),
+            "192.0.2.1"
+        );
+        s.rate_limit.scope = LimitScope::EgressAndTarget;
+        let rules = Rules::new(&s.rate_limit);
+        assert_eq!(
+            rules.key(&req("192.0.2.1", "h", "proxy-a")),
+            "proxy-a|192.0.2.1"
+        );
+    }
+}

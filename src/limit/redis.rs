@@ -1,0 +1,261 @@
+//! The shared limiter in Redis: every worker books its requests to an IP in the same
+//! keys, so N workers together never exceed the IP's rate, burst and in-flight cap.
+//!
+//! One Lua script does it atomically (EVALSHA, reloaded on NOSCRIPT by redis-rs): it
+//! drops expired in-flight leases, checks the cap, books the next GCRA slot on Redis's
+//! own clock (so worker clocks do not matter) and takes a lease that expires by itself
+//! if its worker dies. Both keys of an IP carry the same `{hash tag}`, so the script works
+//! on Redis Cluster too.
+//!
+//! When Redis fails, requests go through a [`LocalLimiter`] at `fallback_share` of the
+//! rates; Redis is tried again after a pause and the shared limit resumes by itself.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+
+use super::{Grant, Limiter, LocalLimiter, Permit, Request, Rules};
+use crate::config::{RateLimitSettings, RedisSettings};
+use crate::metric;
+
+/// KEYS[1]: the GCRA "theoretical arrival time" in ms; KEYS[2]: the lease sorted set
+/// (member = lease id, score = expiry ms).
+/// ARGV: interval_ms, burst, max_inflight, max_wait_ms, lease_ms, lease_id.
+/// Returns {1, wait_ms} booked; {-1, wait_ms} would wait too long (nothing booked);
+/// {0, 0} in-flight cap reached (nothing booked).
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  return {0, 0}
+end
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local wait = new_tat - interval * tonumber(ARGV[2]) - now
+if wait < 0 then wait = 0 end
+if wait > tonumber(ARGV[4]) then
+  return {-1, math.ceil(wait)}
+end
+redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+local lease = tonumber(ARGV[5])
+redis.call('ZADD', KEYS[2], now + wait + lease, ARGV[6])
+redis.call('PEXPIRE', KEYS[2], math.ceil(wait) + lease + 1000)
+return {1, math.ceil(wait)}
+";
+
+/// How long Redis is left alone after a failure before it is tried again.
+const RETRY_REDIS_AFTER: Duration = Duration::from_secs(1);
+
+/// The per-IP limiter shared by all workers through Redis.
+pub struct RedisLimiter {
+    pool: deadpool_redis::Pool,
+    prefix: String,
+    rules: Rules,
+    script: redis::Script,
+    lease: Duration,
+    timeout: Duration,
+    fallback: LocalLimiter,
+    down_until: Mutex<Option<Instant>>,
+    in_fallback: AtomicBool,
+    next_lease: AtomicU64,
+    lease_prefix: String,
+}
+
+/// Frees an in-flight lease when the request is done.
+struct Lease {
+    pool: deadpool_redis::Pool,
+    key: String,
+    id: String,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let (pool, key, id) = (
+            self.pool.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.id),
+        );
+        // If this fails the lease still expires on its own.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Ok(mut c) = pool.get().await {
+                    let _: Result<i64, _> = redis::cmd("ZREM")
+                        .arg(&key)
+                        .arg(&id)
+                        .query_async(&mut c)
+                        .await;
+                }
+            });
+        }
+    }
+}
+
+impl RedisLimiter {
+    /// A limiter over `pool`. `lease` is how long an in-flight slot is held at most
+    /// (longer than any request: the probe timeout plus a margin).
+    pub fn new(
+        pool: deadpool_redis::Pool,
+        redis: &RedisSettings,
+        settings: &RateLimitSettings,
+        lease: Duration,
+        worker: &str,
+    ) -> RedisLimiter {
+        RedisLimiter {
+            pool,
+            prefix: redis.key_prefix.clone(),
+            rules: Rules::new(settings),
+            script: redis::Script::new(SCRIPT),
+            lease,
+            timeout: redis.timeout,
+            fallback: LocalLimiter::with_share(settings, settings.fallback_share),
+            down_until: Mutex::new(None),
+            in_fallback: AtomicBool::new(false),
+            next_lease: AtomicU64::new(0),
+            lease_prefix: worker.to_string(),
+        }
+    }
+
+    /// The two keys of a limit key, sharing one hash slot.
+    pub fn keys(&self, key: &str) -> (String, String) {
+        (
+            format!("{}limit:{{{key}}}:tat", self.prefix),
+            format!("{}limit:{{{key}}}:inflight", self.prefix),
+        )
+    }
+
+    fn redis_resting(&self) -> bool {
+        let guard = self
+            .down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn redis_failed(&self, error: &str) {
+        *self
+            .down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Instant::now() + RETRY_REDIS_AFTER);
+        if !self.in_fallback.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                error,
+                "shared rate limiter unavailable; limiting locally at the fallback share"
+            );
+            metric::limiter_fallback(true);
+        }
+    }
+
+    fn redis_worked(&self) {
+        if self.in_fallback.swap(false, Ordering::SeqCst) {
+            tracing::info!("shared rate limiter is back");
+            metric::limiter_fallback(false);
+        }
+    }
+
+    async fn book(
+        &self,
+        tat: &str,
+        inflight: &str,
+        args: [u64; 5],
+        id: &str,
+    ) -> Result<(i64, u64), String> {
+        let call = async {
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut inv = self.script.key(tat);
+            inv.key(inflight);
+            for a in args {
+                inv.arg(a);
+            }
+            inv.arg(id);
+            inv.invoke_async::<(i64, u64)>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+}
+
+impl Limiter for RedisLimiter {
+    fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant> {
+        Box::pin(async move {
+            if self.redis_resting() {
+                return self.fallback.acquire(req).await;
+            }
+            let start = Instant::now();
+            let rate = self.rules.rate_for(&req);
+            let (tat, inflight) = self.keys(&self.rules.key(&req));
+            let id = format!(
+                "{}-{}",
+                self.lease_prefix,
+                self.next_lease.fetch_add(1, Ordering::Relaxed)
+            );
+            let interval_ms = (1000.0 / rate.rate).ceil() as u64;
+            let mut pause = Duration::from_millis(10);
+            loop {
+                let left = req.max_wait.saturating_sub(start.elapsed());
+                let args = [
+                    interval_ms.max(1),
+                    u64::from(rate.burst),
+                    u64::from(rate.max_inflight),
+                    left.as_millis() as u64,
+                    self.lease.as_millis() as u64,
+                ];
+                match self.book(&tat, &inflight, args, &id).await {
+                    Err(e) => {
+                        self.redis_failed(&e);
+                        let rest = Request {
+                            max_wait: left,
+                            ..req
+                        };
+                        return self.fallback.acquire(rest).await;
+                    }
+                    Ok((1, wait_ms)) => {
+                        self.redis_worked();
+                        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                        let lease = Lease {
+                            pool: self.pool.clone(),
+                            key: inflight,
+                            id,
+                        };
+                        return Grant::Go(Permit::holding(start.elapsed(), Box::new(lease)));
+                    }
+                    Ok((-1, wait_ms)) => {
+                        self.redis_worked();
+                        return Grant::Defer(Duration::from_millis(wait_ms));
+                    }
+                    Ok(_) => {
+                        // In-flight cap reached: poll, backing off a little, until a lease
+                        // frees or the wait is no longer acceptable.
+                        self.redis_worked();
+                        if start.elapsed() + pause > req.max_wait {
+                            return Grant::Defer(req.max_wait);
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 3 / 2).min(Duration::from_millis(100));
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// A shared limiter as the trait object the prober takes.
+pub fn shared(
+    pool: deadpool_redis::Pool,
+    redis: &RedisSettings,
+    settings: &RateLimitSettings,
+    lease: Duration,
+    worker: &str,
+) -> Arc<dyn Limiter> {
+    Arc::new(RedisLimiter::new(pool, redis, settings, lease, worker))
+}
