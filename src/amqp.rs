@@ -242,7 +242,9 @@ pub struct BrokerState {
 pub fn backoff() -> impl Iterator<Item = Duration> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| u64::from(d.subsec_nanos()) ^ u64::from(std::process::id()));
+        .map_or(1, |d| {
+            u64::from(d.subsec_nanos()) ^ u64::from(std::process::id())
+        });
     backoff_seeded(seed)
 }
 

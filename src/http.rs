@@ -164,7 +164,6 @@ impl HttpProber {
 
     async fn observe_with(&self, plan: &Plan, egress: &Egress) -> Observation {
         let start = Instant::now();
-        let deadline = start + plan.timeout;
         let mut obs = Observation {
             egress: egress.name.clone(),
             ip: None,
@@ -178,7 +177,9 @@ impl HttpProber {
             total: Duration::ZERO,
             deferred: None,
         };
-        let outcome = self.follow(plan, egress, deadline, &mut obs).await;
+        let outcome = self
+            .follow(plan, egress, start + plan.timeout, &mut obs)
+            .await;
         obs.outcome = outcome;
         obs.total = start.elapsed();
         obs
@@ -188,7 +189,7 @@ impl HttpProber {
         &self,
         plan: &Plan,
         egress: &Egress,
-        deadline: Instant,
+        mut deadline: Instant,
         obs: &mut Observation,
     ) -> Outcome {
         let mut url = plan.url.clone();
@@ -233,8 +234,8 @@ impl HttpProber {
             };
             obs.ip = Some(ip);
 
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let max_wait = plan.max_wait.map_or(remaining, |w| w.min(remaining));
+            // Waiting for our own limit is not the site's time: it extends the deadline.
+            let max_wait = plan.max_wait.unwrap_or(WAIT_WITHOUT_DEFERRAL);
             let request = Request {
                 ip,
                 host: &host,
@@ -244,7 +245,7 @@ impl HttpProber {
             let permit = match self.limiter.acquire(request).await {
                 Grant::Go(p) => p,
                 Grant::Defer(wait) => {
-                    if plan.max_wait.is_some_and(|w| w < remaining) {
+                    if plan.max_wait.is_some() {
                         obs.deferred = Some(wait);
                     }
                     return fail(
@@ -258,6 +259,7 @@ impl HttpProber {
             };
             crate::metric::throttle_wait(permit.waited);
             obs.queued += permit.waited;
+            deadline += permit.waited;
 
             let now = Instant::now();
             let remaining = deadline.saturating_duration_since(now);
@@ -415,6 +417,10 @@ impl Prober for HttpProber {
         })
     }
 }
+
+/// Longest wait for a per-IP limit when the job cannot be deferred (`picket check`, or a
+/// job deferred too often): long enough for any sane limit, bounded all the same.
+const WAIT_WITHOUT_DEFERRAL: Duration = Duration::from_secs(600);
 
 fn fail(kind: FailureKind, detail: String) -> Outcome {
     Outcome::Failure(Failure { kind, detail })

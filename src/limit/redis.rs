@@ -25,22 +25,24 @@ use crate::metric;
 /// (member = lease id, score = expiry ms).
 /// ARGV: interval_ms, burst, max_inflight, max_wait_ms, lease_ms, lease_id.
 /// Returns {1, wait_ms} booked; {-1, wait_ms} would wait too long (nothing booked);
-/// {0, 0} in-flight cap reached (nothing booked).
+/// {0, 0} in-flight cap reached (nothing booked; the rate alone would have allowed it).
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-  return {0, 0}
-end
 local interval = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local new_tat = tat + interval
 local wait = new_tat - interval * tonumber(ARGV[2]) - now
 if wait < 0 then wait = 0 end
+-- The rate decides first: a job that would wait too long anyway is told so at once,
+-- instead of polling for an in-flight slot until its max_wait runs out.
 if wait > tonumber(ARGV[4]) then
   return {-1, math.ceil(wait)}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  return {0, 0}
 end
 redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
 local lease = tonumber(ARGV[5])

@@ -164,7 +164,9 @@ fn status_text(status: u16) -> String {
 }
 
 fn judge_answer(plan: &Plan, obs: &Observation, a: &Answer, settings: &JudgeSettings) -> Judgement {
-    let ms = obs.total.as_millis();
+    // The site's latency: our own wait for the per-IP limit is not its slowness.
+    let latency = obs.total.saturating_sub(obs.queued);
+    let ms = latency.as_millis();
     let status = status_text(a.status);
     let status_ok = match &plan.expect.status {
         Some(list) => list.contains(&a.status),
@@ -241,7 +243,7 @@ fn judge_answer(plan: &Plan, obs: &Observation, a: &Answer, settings: &JudgeSett
         }
     }
     if let Some(limit) = plan.expect.max_latency_ms {
-        if obs.total.as_millis() > u128::from(limit) {
+        if ms > u128::from(limit) {
             return Judgement::new(
                 Verdict::Degraded,
                 Reason::Slow,
@@ -435,6 +437,19 @@ mod tests {
             ..Expect::default()
         });
         assert_eq!(j(&p, &answer(200, PAGE)), (Verdict::Up, Reason::Ok));
+    }
+
+    #[test]
+    fn our_own_queue_time_is_not_the_sites_latency() {
+        let p = plan(Expect {
+            max_latency_ms: Some(100),
+            ..Expect::default()
+        });
+        let mut o = answer(200, PAGE);
+        o.queued = Duration::from_millis(60);
+        let r = judge(&p, &o, &SETTINGS);
+        assert_eq!((r.verdict, r.reason), (Verdict::Up, Reason::Ok));
+        assert!(r.detail.contains("60 ms"), "{}", r.detail);
     }
 
     #[test]

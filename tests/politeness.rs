@@ -1,0 +1,363 @@
+//! Politeness against real Redis and RabbitMQ: the per-IP limit holds across worker
+//! processes (sliding windows and in-flight), a target that bans bursts never bans us,
+//! a busy IP does not starve the others, and deferred jobs come back exactly once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+
+use crate::support::picket::{base_toml, page, Client, Worker};
+use crate::support::{free_port, serve};
+
+/// A target that records when each request arrived and how many were in flight.
+#[derive(Default)]
+struct Recorder {
+    arrivals: Mutex<Vec<Instant>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    banned: AtomicBool,
+}
+
+/// Serves a page on `ip`, holding each answer `hold`; with `ban_above`, a client that
+/// sends more than that many requests within any second is banned (403 from then on).
+async fn recording_target(
+    ip: &str,
+    hold: Duration,
+    ban_above: Option<usize>,
+) -> (u16, Arc<Recorder>) {
+    let rec = Arc::new(Recorder::default());
+    let r = rec.clone();
+    let handler = move || {
+        let r = r.clone();
+        async move {
+            let now = Instant::now();
+            {
+                let mut a = r.arrivals.lock().expect("lock");
+                a.push(now);
+                if let Some(limit) = ban_above {
+                    let recent = a
+                        .iter()
+                        .filter(|t| now.duration_since(**t) < Duration::from_secs(1))
+                        .count();
+                    if recent > limit {
+                        r.banned.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+            let n = r.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            r.max_in_flight.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(hold).await;
+            r.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if r.banned.load(Ordering::SeqCst) {
+                return (
+                    axum::http::StatusCode::FORBIDDEN,
+                    axum::response::Html(page("banned")),
+                );
+            }
+            (axum::http::StatusCode::OK, axum::response::Html(page("")))
+        }
+    };
+    let router = Router::new()
+        .route("/", get(handler.clone()))
+        .fallback(get(handler));
+    (serve(ip, router).await.port(), rec)
+}
+
+/// `[dns.static]` lines mapping `n` host names to `ip`.
+fn hosts(prefix: &str, n: usize, ip: &str) -> (Vec<String>, String) {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}.test")).collect();
+    let mut toml = String::from("[dns.static]\n");
+    for h in &names {
+        toml.push_str(&format!("\"{h}\" = \"{ip}\"\n"));
+    }
+    (names, toml)
+}
+
+/// The most requests seen in any window of length `t` starting at an arrival.
+fn max_in_window(arrivals: &[Instant], t: Duration) -> usize {
+    let mut a = arrivals.to_vec();
+    a.sort();
+    (0..a.len())
+        .map(|i| {
+            a[i..]
+                .iter()
+                .take_while(|x| x.duration_since(a[i]) < t)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Sets `[rate_limit.per_ip]` and other keys by replacing the test defaults.
+fn with_limits(toml: &str, rate: f64, burst: u32, max_inflight: u32) -> String {
+    toml.replace(
+        "[rate_limit.per_ip]\nrate = 1000.0\nburst = 1000\nmax_inflight = 100\n",
+        &format!(
+            "[rate_limit.per_ip]\nrate = {rate}\nburst = {burst}\nmax_inflight = {max_inflight}\n"
+        ),
+    )
+}
+
+fn results_by_id(rs: &[serde_json::Value]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for r in rs {
+        *m.entry(r["job_id"].as_str().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_keep_one_ip_within_rate_burst_and_inflight() {
+    let (rate, burst, max_inflight) = (4.0, 2u32, 2u32);
+    let (port, rec) = recording_target("127.0.0.8", Duration::from_millis(150), None).await;
+    let (names, static_toml) = hosts("shared", 30, "127.0.0.8");
+    let base = with_limits(&base_toml(), rate, burst, max_inflight);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut children = Vec::new();
+    for i in 0..2 {
+        // Each process needs its own operations port.
+        let own = toml.replace(
+            &s.http.listen.to_string(),
+            &format!("127.0.0.1:{}", free_port()),
+        );
+        let path = dir.path().join(format!("w{i}.toml"));
+        std::fs::write(&path, own).expect("write config");
+        children.push(
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"))
+                .args(["worker", "--config"])
+                .arg(&path)
+                .env("PICKET__WORKER__NAME", format!("limit-w{i}"))
+                // A small prefetch so that both processes get jobs for the one IP.
+                .env("PICKET__AMQP__PREFETCH", "8")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start worker"),
+        );
+    }
+    let n = 60;
+    for i in 0..n {
+        let host = &names[i % names.len()];
+        client
+            .job(
+                &s,
+                json!({"id": format!("j{i}"), "url": format!("http://{host}:{port}/")}),
+            )
+            .await;
+    }
+    let rs = client.results(&s, n, Duration::from_secs(60)).await;
+    for c in &mut children {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &c.id().unwrap_or(0).to_string()])
+            .status();
+        let _ = tokio::time::timeout(Duration::from_secs(20), c.wait()).await;
+    }
+    assert!(rs.iter().all(|r| r["verdict"] == "up"), "{rs:?}");
+    let workers: HashSet<&str> = rs.iter().filter_map(|r| r["worker"].as_str()).collect();
+    assert_eq!(workers.len(), 2, "both processes took part: {workers:?}");
+    let arrivals = rec.arrivals.lock().expect("lock").clone();
+    assert_eq!(
+        arrivals.len(),
+        n,
+        "one request per job (all were up at once)"
+    );
+    // Arrival times are taken at the target, after the network and the scheduler: allow
+    // 50 ms of jitter on the window, never a whole extra request's worth of rate.
+    for t in [0.5, 1.0, 2.0, 5.0] {
+        let window = Duration::from_secs_f64(t);
+        let seen = max_in_window(&arrivals, window);
+        let bound = (f64::from(burst) + rate * (t + 0.05)).floor() as usize;
+        eprintln!("window {t:>3} s: at most {seen} requests (bound {bound})");
+        assert!(seen <= bound, "{seen} requests within {t} s, bound {bound}");
+    }
+    let peak = rec.max_in_flight.load(Ordering::SeqCst);
+    assert!(
+        peak <= max_inflight as usize,
+        "{peak} in flight, cap {max_inflight}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_bans_bursts_never_bans_us() {
+    // The target bans any client sending more than 4 requests within a second; at
+    // 3.5/s with a burst of 1, at most 4 fit in any second, with 140 ms to spare.
+    let (port, rec) = recording_target("127.0.0.9", Duration::from_millis(20), Some(4)).await;
+    let (names, static_toml) = hosts("ban", 40, "127.0.0.9");
+    let base = with_limits(&base_toml(), 3.5, 1, 4);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let mut s2 = s.clone();
+    s2.http.listen = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let (w1, w2) = (Worker::start(&s), Worker::start(&s2));
+    let mut all = Vec::new();
+    for round in 0..3 {
+        for (i, host) in names.iter().enumerate() {
+            client
+                .job(
+                    &s,
+                    json!({"id": format!("r{round}-{i}"), "url": format!("http://{host}:{port}/")}),
+                )
+                .await;
+        }
+        all.extend(
+            client
+                .results(&s, names.len(), Duration::from_secs(60))
+                .await,
+        );
+    }
+    w1.shutdown().await;
+    w2.shutdown().await;
+    assert!(!rec.banned.load(Ordering::SeqCst), "the target banned us");
+    assert_eq!(all.len(), 120);
+    assert!(all.iter().all(|r| r["verdict"] == "up"), "{all:?}");
+    assert!(results_by_id(&all).values().all(|&c| c == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_over_max_wait_are_deferred_and_come_back_exactly_once() {
+    let (port, _rec) = recording_target("127.0.0.10", Duration::from_millis(10), None).await;
+    let (names, static_toml) = hosts("defer", 8, "127.0.0.10");
+    let base = with_limits(&base_toml(), 2.0, 1, 4);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}").replace(
+        "[worker]\n",
+        "[rate_limit]\nmax_wait = \"300ms\"\n[worker]\n",
+    );
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    assert_eq!(s.rate_limit.max_wait, Duration::from_millis(300));
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    for (i, host) in names.iter().enumerate() {
+        client
+            .job(
+                &s,
+                json!({"id": format!("d{i}"), "url": format!("http://{host}:{port}/")}),
+            )
+            .await;
+    }
+    // Watch the delay queue while the jobs are worked off: deferral must really happen.
+    let delay = s.amqp.delay_queue.clone();
+    let watcher = {
+        let c = Client::connect().await;
+        tokio::spawn(async move {
+            let mut seen = 0;
+            for _ in 0..100 {
+                seen = seen.max(c.depth(&delay).await);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    };
+    let rs = client
+        .results(&s, names.len(), Duration::from_secs(60))
+        .await;
+    let deferred_peak = watcher.await.expect("watcher");
+    assert!(deferred_peak > 0, "no job went through the delay queue");
+    assert!(rs.iter().all(|r| r["verdict"] == "up"), "{rs:?}");
+    let by_id = results_by_id(&rs);
+    assert_eq!(by_id.len(), names.len(), "every job answered: {by_id:?}");
+    // No duplicate arrives later either.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        client.depth(&s.amqp.results_queue).await,
+        0,
+        "a job was answered twice"
+    );
+    assert_eq!(client.depth(&s.amqp.jobs_queue).await, 0);
+    assert_eq!(client.depth(&s.amqp.delay_queue).await, 0);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_ip_does_not_starve_jobs_for_other_ips() {
+    let (slow_port, _) = recording_target("127.0.0.11", Duration::from_millis(5), None).await;
+    let mut others = Vec::new();
+    for i in 1..=100u32 {
+        let ip = format!("127.0.1.{i}");
+        let (port, _) = recording_target(&ip, Duration::from_millis(5), None).await;
+        others.push((ip, port));
+    }
+    let base = with_limits(&base_toml(), 1.0, 1, 4);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n")
+        .replace("[worker]\n", "[rate_limit]\nmax_wait = \"5s\"\n[worker]\n");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    for i in 0..300 {
+        client
+            .job(
+                &s,
+                json!({"id": format!("slow{i}"), "url": format!("http://127.0.0.11:{slow_port}/")}),
+            )
+            .await;
+    }
+    for (i, (ip, port)) in others.iter().enumerate() {
+        client
+            .job(
+                &s,
+                json!({"id": format!("fast{i}"), "url": format!("http://{ip}:{port}/")}),
+            )
+            .await;
+    }
+    let start = Instant::now();
+    let worker = Worker::start(&s);
+    // Collect until every fast job is in; slow ones trickle in at 1/s meanwhile.
+    let ch = client.conn.create_channel().await.expect("channel");
+    let mut consumer = ch
+        .basic_consume(
+            s.amqp.results_queue.as_str().into(),
+            "starvation".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut fast_done = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while fast_done.len() < others.len() {
+        use futures_util::StreamExt;
+        let d = tokio::time::timeout_at(deadline, consumer.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("only {} of 100 fast jobs finished in 60 s", fast_done.len())
+            })
+            .expect("stream")
+            .expect("delivery");
+        d.acker
+            .ack(lapin::options::BasicAckOptions::default())
+            .await
+            .expect("ack");
+        let r: serde_json::Value = serde_json::from_slice(&d.data).expect("json");
+        if r["job_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("fast"))
+        {
+            assert_eq!(r["verdict"], "up", "{r}");
+            fast_done.push(start.elapsed());
+        }
+    }
+    fast_done.sort();
+    let p50 = fast_done[49];
+    let p95 = fast_done[94];
+    eprintln!(
+        "starvation: 100 jobs for 100 other IPs behind 300 for one IP at 1/s: p50 {} ms, p95 {} ms, last {} ms",
+        p50.as_millis(),
+        p95.as_millis(),
+        fast_done[99].as_millis()
+    );
+    assert!(p95 < Duration::from_secs(15), "p95 {p95:?}");
+    worker.shutdown().await;
+}
