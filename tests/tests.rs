@@ -4,5 +4,6 @@
 
 mod support;
 
+mod politeness;
 mod support_smoke;
 mod worker_e2e;
