@@ -261,3 +261,56 @@ pub fn shared(
 ) -> Arc<dyn Limiter> {
     Arc::new(RedisLimiter::new(pool, redis, settings, lease, worker))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    #[tokio::test]
+    async fn unreachable_redis_falls_back_to_the_local_share_and_keeps_granting() {
+        // Port 9 on loopback: nothing listens, so every Redis call fails at once.
+        let mut s =
+            Settings::from_toml("[redis]\nurl = \"redis://127.0.0.1:9/0\"\ntimeout = \"500ms\"\n")
+                .expect("settings");
+        s.rate_limit.per_ip.rate = 4.0;
+        s.rate_limit.per_ip.burst = 4;
+        let pool = crate::cache::redis_pool(&s.redis).expect("pool");
+        let limiter =
+            RedisLimiter::new(pool, &s.redis, &s.rate_limit, Duration::from_secs(30), "t");
+        let req = Request {
+            ip: "192.0.2.1".parse().expect("ip"),
+            host: "h.test",
+            egress: "direct",
+            max_wait: Duration::from_secs(10),
+        };
+        let start = Instant::now();
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            match limiter.acquire(req).await {
+                Grant::Go(p) => waits.push(p.waited),
+                Grant::Defer(d) => panic!("deferred {d:?}"),
+            }
+        }
+        assert!(limiter.in_fallback.load(Ordering::SeqCst));
+        // Half the rate and burst: 2 at once, then one every 500 ms.
+        assert!(
+            start.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(waits[2] >= Duration::from_millis(400), "{waits:?}");
+    }
+
+    #[test]
+    fn both_keys_of_an_ip_share_one_hash_slot() {
+        let s = Settings::from_toml("").expect("settings");
+        let pool = crate::cache::redis_pool(&s.redis).expect("pool");
+        let l = RedisLimiter::new(pool, &s.redis, &s.rate_limit, Duration::from_secs(30), "t");
+        let (a, b) = l.keys("2001:db8::1");
+        let tag = |k: &str| k[k.find('{').expect("{")..=k.find('}').expect("}")].to_string();
+        assert_eq!(tag(&a), "{2001:db8::1}");
+        assert_eq!(tag(&a), tag(&b));
+        assert!(a.starts_with("picket:limit:"));
+    }
+}
