@@ -33,6 +33,8 @@ pub const REASON_HEADER: &str = "x-picket-reason";
 pub const DEFERRALS_HEADER: &str = "x-picket-deferrals";
 /// After this many deferrals a job waits for its IP instead (it cannot loop for ever).
 pub const MAX_DEFERRALS: i64 = 20;
+/// Deliveries of one message (quorum queues) before the broker dead-letters it.
+pub const DELIVERY_LIMIT: i32 = 5;
 /// Bounds of how long a deferred job stays in the delay queue.
 const DEFER_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
 
@@ -87,6 +89,14 @@ fn queue_args(settings: &AmqpSettings) -> FieldTable {
         QueueType::Quorum => "quorum",
     };
     args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+    if settings.queue_type == QueueType::Quorum {
+        // The broker counts deliveries of quorum queues: a message that keeps coming back
+        // (its workers die on it) is dead-lettered after this many.
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(DELIVERY_LIMIT),
+        );
+    }
     args
 }
 
@@ -444,7 +454,7 @@ async fn open_session(
 /// Handles one delivery to the end (ack or nack); false when publishing failed, which
 /// means the session should be rebuilt.
 async fn deliver(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     publish: &Channel,
     settings: &AmqpSettings,
     worker_name: &str,
@@ -468,15 +478,38 @@ async fn deliver(
         .as_ref()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| worker::make_id(worker_name));
-    let outcome = match worker::handle(
-        engine,
-        &delivery.data,
-        &fallback_id,
-        settings.max_message_bytes,
-        max_wait,
-    )
-    .await
-    {
+    // The handler runs as its own task so that a panic on some message is caught here:
+    // the first time the job goes back to the queue, a second time it is poison.
+    let handled = {
+        let engine = engine.clone();
+        let body = delivery.data.clone();
+        let max_bytes = settings.max_message_bytes;
+        tokio::spawn(async move {
+            worker::handle(&engine, &body, &fallback_id, max_bytes, max_wait).await
+        })
+        .await
+    };
+    let disposition = match handled {
+        Ok(d) => d,
+        Err(e) => {
+            let why = panic_text(e);
+            if delivery.redelivered {
+                Disposition::DeadLetter(format!("the handler failed on this message again: {why}"))
+            } else {
+                tracing::error!(error = %why, "handler failed; handing the job back once");
+                metric::requeued();
+                let _ = delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+                return true;
+            }
+        }
+    };
+    let outcome = match disposition {
         Disposition::Defer(wait) => {
             let mut headers = props.headers().clone().unwrap_or_default();
             headers.insert(
@@ -545,6 +578,17 @@ async fn deliver(
                 .await;
             false
         }
+    }
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string()),
+        Err(e) => e.to_string(),
     }
 }
 

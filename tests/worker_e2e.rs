@@ -554,3 +554,63 @@ async fn a_failed_publish_hands_the_job_back_and_it_is_answered_later() {
     assert_eq!(client.depth(&s.amqp.jobs_queue).await, 0);
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_work_and_dead_letter_a_message_that_keeps_coming_back() {
+    let mut s = settings();
+    s.amqp.queue_type = picket::config::QueueType::Quorum;
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    // Declaring twice with the same settings must not fail (restarts re-declare).
+    client.declare(&s).await;
+
+    // A message that is handed back more than the delivery limit is dead-lettered by
+    // the broker (as when every worker that takes it dies).
+    client
+        .publish(
+            &s.amqp.jobs_queue,
+            b"{\"url\":\"http://x.test/\"}",
+            BasicProperties::default(),
+        )
+        .await;
+    let ch = client.conn.create_channel().await.expect("channel");
+    for _ in 0..=picket::amqp::DELIVERY_LIMIT {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let m = loop {
+            if let Some(m) = ch
+                .basic_get(
+                    s.amqp.jobs_queue.as_str().into(),
+                    lapin::options::BasicGetOptions::default(),
+                )
+                .await
+                .expect("get")
+            {
+                break m;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the message did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        m.delivery
+            .acker
+            .nack(lapin::options::BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .expect("nack");
+    }
+    let dead = client
+        .take(&s.amqp.dead_letter_queue, 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(dead[0].data, b"{\"url\":\"http://x.test/\"}");
+
+    // And a worker runs on quorum queues like on classic ones.
+    let worker = Worker::start(&s);
+    client.job(&s, json!({"id": "q1", "url": "ftp://x/"})).await;
+    let r = client.results(&s, 1, Duration::from_secs(20)).await;
+    assert_eq!(r[0]["job_id"], "q1");
+    worker.shutdown().await;
+}
