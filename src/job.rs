@@ -628,3 +628,51 @@ mod tests {
         assert_eq!(v["timing_ms"]["total"], 5);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes at all: a job, a rejected job, or not a job, never a panic.
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode(&bytes, "f", 512);
+        }
+
+        /// JSON objects with arbitrary field values decode to a verdict on them.
+        #[test]
+        fn json_objects_are_always_answered(
+            url in ".{0,80}",
+            id in proptest::option::of(".{0,20}"),
+            timeout in proptest::option::of(any::<u64>()),
+            status in proptest::option::of(proptest::collection::vec(any::<u16>(), 0..4)),
+        ) {
+            let mut obj = serde_json::json!({ "url": url });
+            if let Some(id) = id { obj["id"] = id.into(); }
+            if let Some(t) = timeout { obj["timeout_ms"] = t.into(); }
+            if let Some(s) = status { obj["expect"] = serde_json::json!({ "status": s }); }
+            let bytes = obj.to_string().into_bytes();
+            let decoded = decode(&bytes, "f", 1 << 20);
+            prop_assert!(decoded.is_ok(), "a JSON object is never dead-lettered");
+            if let Ok(Decoded::Job(job)) = decoded {
+                prop_assert!(job.url.scheme() == "http" || job.url.scheme() == "https");
+                prop_assert!(job.url.host_str().is_some_and(|h| !h.is_empty()));
+                prop_assert!(job.url.as_str().len() <= MAX_URL_LEN + 16);
+            }
+        }
+
+        /// Whatever the input, an accepted URL is http(s), has a host and no credentials.
+        #[test]
+        fn accepted_urls_are_sane(raw in "(https?|ftp|javascript|file)?:?/{0,3}[a-zA-Z0-9.@:\\[\\]%/_-]{0,60}") {
+            if let Ok(u) = parse_target_url(&raw) {
+                prop_assert!(u.scheme() == "http" || u.scheme() == "https");
+                prop_assert!(u.host_str().is_some_and(|h| !h.is_empty()));
+                prop_assert!(u.username().is_empty() && u.password().is_none());
+            }
+        }
+    }
+}

@@ -198,3 +198,28 @@ mod tests {
         assert!(refusal("::".parse().expect("ip"), true).is_some());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// An IPv4 address hidden in IPv6 (mapped, compatible, NAT64, 6to4) is judged
+        /// exactly like the IPv4 address itself.
+        #[test]
+        fn embedded_ipv4_is_judged_as_ipv4(a in any::<u32>(), allow in any::<bool>()) {
+            let v4 = Ipv4Addr::from(a);
+            let o = v4.octets();
+            let mapped = IpAddr::V6(v4.to_ipv6_mapped());
+            let nat64 = IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0,
+                u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([o[2], o[3]])));
+            let six_to_four = IpAddr::V6(Ipv6Addr::new(0x2002,
+                u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([o[2], o[3]]), 0, 0, 0, 0, 1));
+            let expected = refusal(IpAddr::V4(v4), allow).is_some();
+            prop_assert_eq!(refusal(mapped, allow).is_some(), expected);
+            prop_assert_eq!(refusal(nat64, allow).is_some(), expected);
+            prop_assert_eq!(refusal(six_to_four, allow).is_some(), expected);
+        }
+    }
+}
