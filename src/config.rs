@@ -98,6 +98,7 @@ struct RawProbe {
     accept: String,
     accept_language: String,
     canaries: Vec<String>,
+    soft_failures: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +289,9 @@ pub struct ProbeSettings {
     pub accept_language: String,
     /// Known-good URLs re-checked when failures look like our own problem.
     pub canaries: Vec<Url>,
+    /// Verdict for a page that matches a built-in block, parked, suspended or
+    /// default-server pattern; `None` = patterns off.
+    pub soft_failures: Option<crate::job::Verdict>,
 }
 
 /// How much one IP may take: a rate, a burst and an in-flight cap.
@@ -348,8 +352,9 @@ pub struct RateLimitSettings {
 pub struct DnsSettings {
     /// Nameservers to ask; empty means the system's resolver.
     pub nameservers: Vec<SocketAddr>,
-    /// Fixed answers, like `curl --resolve`, lower-cased host → address.
-    pub static_hosts: BTreeMap<String, IpAddr>,
+    /// Fixed answers, like `curl --resolve`, lower-cased host → addresses (a value may
+    /// list several, comma-separated, e.g. an IPv4 and an IPv6 address).
+    pub static_hosts: BTreeMap<String, Vec<IpAddr>>,
     /// Time allowed for one lookup.
     pub timeout: Duration,
 }
@@ -632,6 +637,17 @@ impl Settings {
             accept: nonempty("probe.accept", &p.accept)?,
             accept_language: p.accept_language,
             canaries,
+            soft_failures: match p.soft_failures.as_str() {
+                "off" => None,
+                "degraded" => Some(crate::job::Verdict::Degraded),
+                "down" => Some(crate::job::Verdict::Down),
+                other => {
+                    return Err(invalid(
+                        "probe.soft_failures",
+                        format!("{other:?} is not \"off\", \"degraded\" or \"down\""),
+                    ))
+                }
+            },
         };
 
         let rl = raw.rate_limit;
@@ -688,11 +704,18 @@ impl Settings {
         let mut static_hosts = BTreeMap::new();
         for (host, ip) in d.static_hosts {
             let key = format!("dns.static.{host}");
-            let ip: IpAddr = ip
-                .trim()
-                .parse()
-                .map_err(|_| invalid(&key, format!("{ip:?} is not an IP address")))?;
-            static_hosts.insert(host.to_ascii_lowercase(), ip);
+            let ips = ip
+                .split(',')
+                .map(|one| {
+                    one.trim().parse::<IpAddr>().map_err(|_| {
+                        invalid(
+                            &key,
+                            format!("{ip:?} is not an IP address (or a comma-separated list)"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            static_hosts.insert(host.to_ascii_lowercase(), ips);
         }
         let dns = DnsSettings {
             nameservers,
@@ -969,8 +992,11 @@ mod tests {
         let s = Settings::from_toml("[dns.static]\n\"A.example\" = \"127.0.0.2\"\n").expect("ok");
         assert_eq!(
             s.dns.static_hosts.get("a.example"),
-            Some(&"127.0.0.2".parse::<IpAddr>().expect("ip"))
+            Some(&vec!["127.0.0.2".parse::<IpAddr>().expect("ip")])
         );
+        let s = Settings::from_toml("[dns.static]\n\"b.example\" = \"192.0.2.1, 2001:db8::1\"\n")
+            .expect("two addresses");
+        assert_eq!(s.dns.static_hosts.get("b.example").map(Vec::len), Some(2));
         assert!(err("[dns.static]\n\"a.example\" = \"nope\"\n").contains("dns.static.a.example"));
     }
 

@@ -50,7 +50,7 @@ pub struct Resolver {
 }
 
 struct Inner {
-    static_hosts: std::collections::BTreeMap<String, IpAddr>,
+    static_hosts: std::collections::BTreeMap<String, Vec<IpAddr>>,
     hickory: TokioResolver,
     timeout: Duration,
 }
@@ -107,8 +107,8 @@ impl Resolver {
             return Ok(vec![ip]);
         }
         let lower = host.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(ip) = self.inner.static_hosts.get(&lower) {
-            return Ok(vec![*ip]);
+        if let Some(ips) = self.inner.static_hosts.get(&lower) {
+            return Ok(ips.clone());
         }
         // Two resolver attempts plus slack: the resolver's own timeout applies per try.
         let limit = self.inner.timeout * 3;

@@ -75,6 +75,7 @@ impl Engine {
             judge: JudgeSettings {
                 tls_on_error: settings.tls.on_error,
                 expiry_warn_days: settings.tls.expiry_warn_days,
+                soft_failures: settings.probe.soft_failures,
             },
             worker,
         }
@@ -155,6 +156,9 @@ impl Engine {
         };
         let obs = &observations[i];
         let mut detail = decisive.detail.clone();
+        for note in &obs.notes {
+            detail = format!("{detail}; {note}");
+        }
         if judgements.len() > 1 && decisive.verdict == Verdict::Down {
             detail = format!("{detail} (confirmed by {} attempts)", judgements.len());
         } else if i > 0 && !decisive.wants_confirmation() {
@@ -323,6 +327,7 @@ mod tests {
                     queued: Duration::ZERO,
                     total: Duration::from_millis(3),
                     deferred: None,
+                    notes: vec![],
                 }
             })
         }

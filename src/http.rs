@@ -152,6 +152,7 @@ impl HttpProber {
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(0)
             .connect_timeout(connect_timeout)
+            .tls_info(true)
             .timeout(timeout)
             .dns_resolver(Arc::new(ProxyNameResolver(self.resolver.clone())))
             .resolve_to_addrs(host, &[addr]);
@@ -176,6 +177,7 @@ impl HttpProber {
             queued: Duration::ZERO,
             total: Duration::ZERO,
             deferred: None,
+            notes: Vec::new(),
         };
         let outcome = self
             .follow(plan, egress, start + plan.timeout, &mut obs)
@@ -216,7 +218,8 @@ impl HttpProber {
                 Ok(Err(e)) => return fail(FailureKind::Dns, e.to_string()),
                 Ok(Ok(ips)) => ips,
             };
-            let Some(ip) = pick_address(&ips, self.allow_private) else {
+            let candidates = pick_addresses(&ips, self.allow_private);
+            if candidates.is_empty() {
                 let why = policy::refusal(ips[0], self.allow_private).unwrap_or("refused");
                 obs.ip = Some(ips[0]);
                 let hop = if redirects == 0 {
@@ -231,74 +234,108 @@ impl HttpProber {
                         ips[0]
                     ),
                 );
-            };
-            obs.ip = Some(ip);
-
-            // Waiting for our own limit is not the site's time: it extends the deadline.
-            let max_wait = plan.max_wait.unwrap_or(WAIT_WITHOUT_DEFERRAL);
-            let request = Request {
-                ip,
-                host: &host,
-                egress: &egress.name,
-                max_wait,
-            };
-            let permit = match self.limiter.acquire(request).await {
-                Grant::Go(p) => p,
-                Grant::Defer(wait) => {
-                    if plan.max_wait.is_some() {
-                        obs.deferred = Some(wait);
+            }
+            let mut sent_at = None;
+            let mut response = None;
+            let mut permit_held = None;
+            for (n, &ip) in candidates.iter().enumerate() {
+                obs.ip = Some(ip);
+                // Waiting for our own limit is not the site's time: it extends the deadline.
+                let max_wait = plan.max_wait.unwrap_or(WAIT_WITHOUT_DEFERRAL);
+                let request = Request {
+                    ip,
+                    host: &host,
+                    egress: &egress.name,
+                    max_wait,
+                };
+                let permit = match self.limiter.acquire(request).await {
+                    Grant::Go(p) => p,
+                    Grant::Defer(wait) => {
+                        if plan.max_wait.is_some() {
+                            obs.deferred = Some(wait);
+                        }
+                        return fail(
+                            FailureKind::Throttled,
+                            format!(
+                                "the per-IP limit of {ip} allows no request for {} ms",
+                                wait.as_millis()
+                            ),
+                        );
                     }
+                };
+                crate::metric::throttle_wait(permit.waited);
+                obs.queued += permit.waited;
+                deadline += permit.waited;
+
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
                     return fail(
-                        FailureKind::Throttled,
-                        format!(
-                            "the per-IP limit of {ip} allows no request for {} ms",
-                            wait.as_millis()
-                        ),
+                        FailureKind::Timeout,
+                        format!("no time left after {redirects} redirects"),
                     );
                 }
-            };
-            crate::metric::throttle_wait(permit.waited);
-            obs.queued += permit.waited;
-            deadline += permit.waited;
-
-            let now = Instant::now();
-            let remaining = deadline.saturating_duration_since(now);
-            if remaining.is_zero() {
-                return fail(
-                    FailureKind::Timeout,
-                    format!("no time left after {redirects} redirects"),
-                );
-            }
-            let client = match self.client(
-                egress,
-                &host,
-                SocketAddr::new(ip, port),
-                plan.connect_timeout.min(remaining),
-                remaining,
-            ) {
-                Ok(c) => c,
-                Err(e) => {
-                    return fail(
-                        FailureKind::Egress,
-                        format!("HTTP client could not be built: {e}"),
-                    )
+                let client = match self.client(
+                    egress,
+                    &host,
+                    SocketAddr::new(ip, port),
+                    plan.connect_timeout.min(remaining),
+                    remaining,
+                ) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return fail(
+                            FailureKind::Egress,
+                            format!("HTTP client could not be built: {e}"),
+                        )
+                    }
+                };
+                let method = match plan.method {
+                    Method::Get => reqwest::Method::GET,
+                    Method::Head => reqwest::Method::HEAD,
+                };
+                let mut req = client.request(method, url.clone());
+                for (name, value) in &plan.headers {
+                    req = req.header(name.as_str(), value.as_str());
                 }
-            };
-            let method = match plan.method {
-                Method::Get => reqwest::Method::GET,
-                Method::Head => reqwest::Method::HEAD,
-            };
-            let mut req = client.request(method, url.clone());
-            for (name, value) in &plan.headers {
-                req = req.header(name.as_str(), value.as_str());
+                let sent = Instant::now();
+                match req.send().await {
+                    Ok(r) => {
+                        sent_at = Some(sent);
+                        response = Some(r);
+                        permit_held = Some(permit);
+                        break;
+                    }
+                    Err(e) => {
+                        let outcome = classify(&e, &host, ip, port, plan);
+                        // A broken address family is not a broken site: try the other one.
+                        if e.is_connect() && n + 1 < candidates.len() {
+                            let why = match &outcome {
+                                Outcome::Failure(f) => f.detail.clone(),
+                                Outcome::Answer(_) => String::new(),
+                            };
+                            obs.notes.push(format!(
+                                "{ip} failed ({why}); {} answered instead",
+                                candidates[n + 1]
+                            ));
+                            continue;
+                        }
+                        return outcome;
+                    }
+                }
             }
-            let sent = Instant::now();
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => return classify(&e, &host, ip, port, plan),
+            let (Some(resp), Some(sent), Some(permit)) = (response, sent_at, permit_held) else {
+                return fail(
+                    FailureKind::Connect,
+                    format!("{host}: no address could be reached"),
+                );
             };
             obs.first_byte = Some(sent.elapsed());
             let status = resp.status().as_u16();
+            let tls_days_left = resp
+                .extensions()
+                .get::<reqwest::tls::TlsInfo>()
+                .and_then(reqwest::tls::TlsInfo::peer_certificate)
+                .and_then(cert_days_left);
 
             let expected_here = plan
                 .expect
@@ -382,8 +419,10 @@ impl HttpProber {
                 }
             };
             drop(permit);
-            let needs_text =
-                plan.expect.body_contains.is_some() || plan.expect.body_not_contains.is_some();
+            // Small pages are always read as text: block and parked pages are small.
+            let needs_text = plan.expect.body_contains.is_some()
+                || plan.expect.body_not_contains.is_some()
+                || body.len() <= crate::probe::judge::SNIFF_BYTES;
             let (text, charset) = if needs_text {
                 let (t, cs) = text::decode(&body, content_type.as_deref());
                 (t, Some(cs.to_string()))
@@ -399,7 +438,7 @@ impl HttpProber {
                 final_url: url.to_string(),
                 redirects,
                 retry_after,
-                tls_days_left: None,
+                tls_days_left,
             });
         }
     }
@@ -418,6 +457,16 @@ impl Prober for HttpProber {
     }
 }
 
+/// Whole days until the certificate in `der` expires (negative when expired).
+fn cert_days_left(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    Some((cert.validity().not_after.timestamp() - now).div_euclid(86_400))
+}
+
 /// Longest wait for a per-IP limit when the job cannot be deferred (`picket check`, or a
 /// job deferred too often): long enough for any sane limit, bounded all the same.
 const WAIT_WITHOUT_DEFERRAL: Duration = Duration::from_secs(600);
@@ -426,14 +475,13 @@ fn fail(kind: FailureKind, detail: String) -> Outcome {
     Outcome::Failure(Failure { kind, detail })
 }
 
-/// The first address policy allows, IPv4 first (IPv6 paths are more often broken).
-fn pick_address(ips: &[IpAddr], allow_private: bool) -> Option<IpAddr> {
+/// The addresses to try: the first allowed IPv4 address, then the first allowed IPv6
+/// one (IPv6 paths are more often broken, and a site that works over one family is up).
+fn pick_addresses(ips: &[IpAddr], allow_private: bool) -> Vec<IpAddr> {
     let ok = |ip: &&IpAddr| policy::refusal(**ip, allow_private).is_none();
-    ips.iter()
-        .filter(|ip| ip.is_ipv4())
-        .find(ok)
-        .or_else(|| ips.iter().find(ok))
-        .copied()
+    let v4 = ips.iter().filter(|ip| ip.is_ipv4()).find(ok);
+    let v6 = ips.iter().filter(|ip| ip.is_ipv6()).find(ok);
+    v4.into_iter().chain(v6).copied().collect()
 }
 
 async fn read_body(

@@ -63,7 +63,7 @@ fn private_settings(host: &str, ip: &str) -> picket::config::Settings {
     s.targets.allow_private = true;
     s.dns
         .static_hosts
-        .insert(host.into(), ip.parse().expect("ip"));
+        .insert(host.into(), vec![ip.parse().expect("ip")]);
     s
 }
 
@@ -328,12 +328,13 @@ async fn reply_to_gets_the_result_with_the_correlation_id() {
 async fn private_and_metadata_targets_are_refused_without_a_request() {
     let (addr, hits) = target("127.0.0.5").await;
     let mut s = settings();
-    s.dns
-        .static_hosts
-        .insert("intranet.test".into(), "127.0.0.5".parse().expect("ip"));
+    s.dns.static_hosts.insert(
+        "intranet.test".into(),
+        vec!["127.0.0.5".parse().expect("ip")],
+    );
     s.dns.static_hosts.insert(
         "sneaky.test".into(),
-        "::ffff:127.0.0.5".parse().expect("ip"),
+        vec!["::ffff:127.0.0.5".parse().expect("ip")],
     );
     let client = Client::connect().await;
     client.declare(&s).await;
@@ -613,4 +614,43 @@ async fn quorum_queues_work_and_dead_letter_a_message_that_keeps_coming_back() {
     let r = client.results(&s, 1, Duration::from_secs(20)).await;
     assert_eq!(r[0]["job_id"], "q1");
     worker.shutdown().await;
+}
+
+#[test]
+fn a_site_reachable_over_one_address_family_is_up_and_the_broken_one_is_told() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // The site answers on [::1] only; its IPv4 address refuses connections.
+    let port = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("[::1]:0")
+            .await
+            .expect("bind [::1] (IPv6 loopback)");
+        let port = listener.local_addr().expect("addr").port();
+        let router = Router::new().route("/", get(|| async { axum::response::Html(page("")) }));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        port
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("dual.toml");
+    std::fs::write(
+        &cfg,
+        "[targets]\nallow_private = true\n[dns.static]\n\"dual.test\" = \"127.0.0.14, ::1\"\n",
+    )
+    .expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_picket"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .arg(format!("http://dual.test:{port}/"))
+        .output()
+        .expect("run picket check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["verdict"], "up", "{r}");
+    assert_eq!(r["ip"], "::1");
+    let detail = r["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("127.0.0.14") && detail.contains("refused"),
+        "{detail}"
+    );
+    assert_eq!(out.status.code(), Some(0));
 }

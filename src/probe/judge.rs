@@ -102,6 +102,84 @@ pub struct JudgeSettings {
     pub tls_on_error: TlsOnError,
     /// Fewer days to expiry than this is `degraded`.
     pub expiry_warn_days: i64,
+    /// Verdict for a page matching a built-in soft-failure pattern; `None` = off.
+    pub soft_failures: Option<Verdict>,
+}
+
+/// Pages up to this size are read as text and checked for soft failures; block, parked
+/// and default pages are small, real pages that mention "access denied" are not.
+pub const SNIFF_BYTES: usize = 64 * 1024;
+
+/// Markers of bot walls and challenge pages (matched lower-cased).
+const CHALLENGE_MARKERS: &[&str] = &[
+    "cf-chl",
+    "challenge-platform",
+    "just a moment...",
+    "attention required! | cloudflare",
+    "checking your browser",
+    "ddos protection by",
+    "captcha",
+    "请完成安全验证",
+    "人机验证",
+];
+
+/// Built-in soft-failure patterns: (kind, phrase) matched lower-cased in small pages.
+const SOFT_PATTERNS: &[(&str, &str)] = &[
+    ("block page", "access denied"),
+    ("block page", "访问被拒绝"),
+    ("block page", "您的访问被阻断"),
+    ("block page", "request blocked"),
+    ("block page", "the requested url was rejected"),
+    ("block page", "web application firewall"),
+    ("parked domain", "this domain is for sale"),
+    ("parked domain", "domain is parked"),
+    ("parked domain", "buy this domain"),
+    ("parked domain", "域名出售"),
+    ("suspended account", "account has been suspended"),
+    ("suspended account", "account suspended"),
+    ("suspended account", "website is suspended"),
+    ("suspended account", "网站已暂停"),
+    ("suspended account", "网站暂停访问"),
+];
+
+/// Default-server pages, matched in the page title only.
+const DEFAULT_TITLES: &[&str] = &[
+    "welcome to nginx!",
+    "apache2 debian default page",
+    "apache2 ubuntu default page",
+    "test page for the apache",
+    "iis windows server",
+    "welcome to centos",
+    "test page for the nginx",
+];
+
+fn title(lower: &str) -> Option<&str> {
+    let start = lower.find("<title")?;
+    let open_end = start + lower[start..].find('>')? + 1;
+    let close = open_end + lower[open_end..].find("</title")?;
+    Some(lower[open_end..close].trim())
+}
+
+/// The soft failure a small page shows, if any: "block page (\"access denied\")".
+fn soft_failure(text: &str) -> Option<String> {
+    let lower = text.to_lowercase();
+    if let Some(t) = title(&lower) {
+        if let Some(d) = DEFAULT_TITLES.iter().find(|d| t.contains(*d)) {
+            return Some(format!("default server page ({d:?} in the title)"));
+        }
+    }
+    SOFT_PATTERNS
+        .iter()
+        .find(|(_, phrase)| lower.contains(phrase))
+        .map(|(kind, phrase)| format!("{kind} ({phrase:?})"))
+}
+
+fn challenge(text: &str) -> Option<&'static str> {
+    let lower = text.to_lowercase();
+    CHALLENGE_MARKERS
+        .iter()
+        .find(|m| lower.contains(*m))
+        .copied()
 }
 
 /// Judges one attempt.
@@ -173,6 +251,15 @@ fn judge_answer(plan: &Plan, obs: &Observation, a: &Answer, settings: &JudgeSett
         None => (200..400).contains(&a.status),
     };
     if !status_ok {
+        if matches!(a.status, 403 | 503) && a.body_bytes <= SNIFF_BYTES {
+            if let Some(marker) = challenge(&a.text) {
+                return Judgement::new(
+                    Verdict::Unknown,
+                    Reason::Blocked,
+                    format!("{status}: a bot challenge page ({marker:?}) refuses us; the site itself may be fine"),
+                );
+            }
+        }
         if a.status == 429 {
             let after = a
                 .retry_after
@@ -240,6 +327,18 @@ fn judge_answer(plan: &Plan, obs: &Observation, a: &Answer, settings: &JudgeSett
                     a.body_bytes
                 ),
             );
+        }
+    }
+    let keyword_matched = plan.expect.body_contains.is_some();
+    if let Some(verdict) = settings.soft_failures {
+        if !keyword_matched && a.body_bytes <= SNIFF_BYTES {
+            if let Some(what) = soft_failure(&a.text) {
+                return Judgement::new(
+                    verdict,
+                    Reason::BodyMismatch,
+                    format!("{status}, {} bytes, but it is a {what}", a.body_bytes),
+                );
+            }
         }
     }
     if let Some(limit) = plan.expect.max_latency_ms {
@@ -323,6 +422,7 @@ mod tests {
             queued: Duration::ZERO,
             total: Duration::from_millis(120),
             deferred: None,
+            notes: vec![],
         }
     }
 
@@ -338,7 +438,63 @@ mod tests {
     const SETTINGS: JudgeSettings = JudgeSettings {
         tls_on_error: TlsOnError::Degraded,
         expiry_warn_days: 14,
+        soft_failures: Some(Verdict::Degraded),
     };
+
+    #[test]
+    fn soft_failures_are_recognised_on_small_pages() {
+        let p = plan(Expect::default());
+        let pad = "x".repeat(80);
+        for page in [
+            format!("<html><title>Access Denied</title><body>{pad}</body></html>"),
+            format!("<html><body>访问被拒绝 {pad}</body></html>"),
+            format!("<html><body>This domain is for sale! {pad}</body></html>"),
+            format!("<html><head><title>Welcome to nginx!</title></head><body>{pad}</body></html>"),
+            format!("<html><body>This account has been suspended. {pad}</body></html>"),
+        ] {
+            assert_eq!(
+                j(&p, &answer(200, &page)),
+                (Verdict::Degraded, Reason::BodyMismatch),
+                "{page}"
+            );
+        }
+        // A big page that mentions the phrase is a real page.
+        let big = format!("{PAGE}{}access denied", "y".repeat(SNIFF_BYTES));
+        assert_eq!(j(&p, &answer(200, &big)), (Verdict::Up, Reason::Ok));
+        // The job's own keyword wins.
+        let p = plan(Expect {
+            body_contains: Some("Welcome".into()),
+            ..Expect::default()
+        });
+        let page = format!("{PAGE} access denied for guests");
+        assert_eq!(j(&p, &answer(200, &page)), (Verdict::Up, Reason::Ok));
+        // Off means off.
+        let off = JudgeSettings {
+            soft_failures: None,
+            ..SETTINGS
+        };
+        let p = plan(Expect::default());
+        let page = format!("<title>Access Denied</title>{pad}");
+        assert_eq!(judge(&p, &answer(200, &page), &off).verdict, Verdict::Up);
+    }
+
+    #[test]
+    fn challenge_pages_are_blocked_not_down() {
+        let p = plan(Expect::default());
+        let page = "<html><title>Just a moment...</title><script src=/cdn-cgi/challenge-platform/x></script></html>";
+        assert_eq!(
+            j(&p, &answer(403, page)),
+            (Verdict::Unknown, Reason::Blocked)
+        );
+        assert_eq!(
+            j(&p, &answer(503, page)),
+            (Verdict::Unknown, Reason::Blocked)
+        );
+        assert_eq!(
+            j(&p, &answer(403, PAGE)),
+            (Verdict::Down, Reason::HttpStatus)
+        );
+    }
 
     fn j(plan: &Plan, obs: &Observation) -> (Verdict, Reason) {
         let r = judge(plan, obs, &SETTINGS);

@@ -168,4 +168,6 @@ pub struct Observation {
     /// Set when the per-IP limit asked for a wait longer than `Plan::max_wait`: the job
     /// should come back after about this long.
     pub deferred: Option<Duration>,
+    /// Things worth telling that did not decide the verdict (e.g. a broken IPv6 path).
+    pub notes: Vec<String>,
 }
