@@ -41,6 +41,18 @@ pub struct Engine {
     probe: ProbeSettings,
     judge: JudgeSettings,
     worker: String,
+    canaries: Canaries,
+}
+
+/// How long a canary check answers for all failures that ask.
+const CANARY_FRESH: Duration = Duration::from_secs(30);
+
+/// Known-good sites that tell our own network failing from theirs.
+struct Canaries {
+    plans: Vec<Plan>,
+    /// When the last check ran and whether any canary answered; the async mutex makes
+    /// a wave of failures wait for one check instead of starting one each.
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
 }
 
 /// The name a worker writes in its results: `worker.name`, or host name and PID.
@@ -78,7 +90,59 @@ impl Engine {
                 soft_failures: settings.probe.soft_failures,
             },
             worker,
+            canaries: Canaries {
+                plans: settings
+                    .probe
+                    .canaries
+                    .iter()
+                    .map(|url| {
+                        let job = Job {
+                            id: "canary".into(),
+                            url: url.clone(),
+                            method: crate::job::Method::Get,
+                            headers: Vec::new(),
+                            timeout: None,
+                            expect: crate::job::Expect::default(),
+                            max_age: None,
+                            meta: None,
+                        };
+                        let mut plan = Plan::new(&job, &settings.probe);
+                        plan.min_body_bytes = 0;
+                        plan
+                    })
+                    .collect(),
+                last: tokio::sync::Mutex::new(None),
+            },
         }
+    }
+
+    /// Whether our own network works: true when no canaries are configured or any
+    /// canary answers (any HTTP answer below 500) through any egress.
+    async fn network_ok(&self) -> bool {
+        if self.canaries.plans.is_empty() {
+            return true;
+        }
+        let mut last = self.canaries.last.lock().await;
+        if let Some((at, ok)) = *last {
+            if at.elapsed() < CANARY_FRESH {
+                return ok;
+            }
+        }
+        let mut ok = false;
+        'all: for egress in 0..self.prober.egress_count().max(1) {
+            for plan in &self.canaries.plans {
+                let obs = self.prober.observe(plan, egress).await;
+                if matches!(&obs.outcome, Outcome::Answer(a) if a.status < 500) {
+                    ok = true;
+                    break 'all;
+                }
+            }
+        }
+        if !ok {
+            tracing::warn!("every canary failed through every egress: our own network looks down");
+        }
+        *last = Some((tokio::time::Instant::now(), ok));
+        ok
     }
 
     /// Answers a job, waiting for per-IP limits as long as its timeout allows.
@@ -155,11 +219,24 @@ impl Engine {
             ));
         };
         let obs = &observations[i];
+        let mut verdict = decisive.verdict;
+        let mut reason = decisive.reason;
         let mut detail = decisive.detail.clone();
+        // A site we cannot reach while known-good sites are unreachable too says
+        // nothing about the site: our network is failing.
+        if verdict == Verdict::Down
+            && matches!(reason, Reason::Connect | Reason::Timeout | Reason::Dns)
+            && !self.network_ok().await
+        {
+            verdict = Verdict::Unknown;
+            reason = Reason::EgressUnavailable;
+            detail =
+                format!("{detail}; every canary failed too, so this is our network, not the site");
+        }
         for note in &obs.notes {
             detail = format!("{detail}; {note}");
         }
-        if judgements.len() > 1 && decisive.verdict == Verdict::Down {
+        if judgements.len() > 1 && verdict == Verdict::Down {
             detail = format!("{detail} (confirmed by {} attempts)", judgements.len());
         } else if i > 0 && !decisive.wants_confirmation() {
             detail = format!(
@@ -197,8 +274,8 @@ impl Engine {
         Ok(Report {
             job_id: job.id.clone(),
             url: job.url.to_string(),
-            verdict: decisive.verdict,
-            reason: decisive.reason.as_str().to_string(),
+            verdict,
+            reason: reason.as_str().to_string(),
             detail,
             http,
             timing_ms: Timing {

@@ -654,3 +654,44 @@ fn a_site_reachable_over_one_address_family_is_up_and_the_broken_one_is_told() {
     );
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn when_the_canaries_fail_too_an_unreachable_site_is_unknown_not_down() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (alive, _) = rt.block_on(target("127.0.0.15"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |canary: String| {
+        let cfg = dir.path().join("canary.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[targets]\nallow_private = true\n[probe]\nretry_delay = \"100ms\"\ncanaries = [\"{canary}\"]\n"
+            ),
+        )
+        .expect("write config");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_picket"))
+            .args(["check", "--config"])
+            .arg(&cfg)
+            // Nothing listens on port 9 of these addresses: connection refused.
+            .arg("http://127.0.0.16:9/")
+            .output()
+            .expect("run picket check");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("one JSON result")
+    };
+    let r = run("http://127.0.0.17:9/".into());
+    assert_eq!(
+        (r["verdict"].as_str(), r["reason"].as_str()),
+        (Some("unknown"), Some("egress_unavailable")),
+        "{r}"
+    );
+    assert!(
+        r["detail"].as_str().expect("detail").contains("canary"),
+        "{r}"
+    );
+    let r = run(format!("http://127.0.0.15:{}/", alive.port()));
+    assert_eq!(
+        (r["verdict"].as_str(), r["reason"].as_str()),
+        (Some("down"), Some("connect")),
+        "{r}"
+    );
+}
