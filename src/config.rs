@@ -139,6 +139,7 @@ struct RawDns {
     #[serde(rename = "static")]
     static_hosts: BTreeMap<String, String>,
     timeout: String,
+    max_concurrent: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,6 +358,8 @@ pub struct DnsSettings {
     pub static_hosts: BTreeMap<String, Vec<IpAddr>>,
     /// Time allowed for one lookup.
     pub timeout: Duration,
+    /// Lookups in flight at once (answers are cached per TTL, so this bounds misses).
+    pub max_concurrent: usize,
 }
 
 /// `[targets]`
@@ -721,6 +724,10 @@ impl Settings {
             nameservers,
             static_hosts,
             timeout: positive_duration("dns.timeout", &d.timeout)?,
+            max_concurrent: match d.max_concurrent {
+                0 => return Err(invalid("dns.max_concurrent", "must be at least 1")),
+                n => n as usize,
+            },
         };
 
         let t = raw.tls;

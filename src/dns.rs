@@ -53,6 +53,7 @@ struct Inner {
     static_hosts: std::collections::BTreeMap<String, Vec<IpAddr>>,
     hickory: TokioResolver,
     timeout: Duration,
+    lookups: tokio::sync::Semaphore,
 }
 
 impl Resolver {
@@ -93,6 +94,7 @@ impl Resolver {
                 static_hosts: settings.static_hosts.clone(),
                 hickory,
                 timeout: settings.timeout,
+                lookups: tokio::sync::Semaphore::new(settings.max_concurrent),
             }),
         })
     }
@@ -113,7 +115,12 @@ impl Resolver {
         // Two resolver attempts plus slack: the resolver's own timeout applies per try.
         let limit = self.inner.timeout * 3;
         let fqdn = format!("{lower}.");
-        match tokio::time::timeout(limit, self.inner.hickory.lookup_ip(fqdn.as_str())).await {
+        let lookup = async {
+            // Closed never: the semaphore lives as long as the resolver.
+            let _slot = self.inner.lookups.acquire().await.ok();
+            self.inner.hickory.lookup_ip(fqdn.as_str()).await
+        };
+        match tokio::time::timeout(limit, lookup).await {
             Err(_) => Err(DnsError::Timeout {
                 host: lower,
                 ms: limit.as_millis(),
