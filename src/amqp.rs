@@ -33,6 +33,8 @@ pub const REASON_HEADER: &str = "x-picket-reason";
 pub const DEFERRALS_HEADER: &str = "x-picket-deferrals";
 /// After this many deferrals a job waits for its IP instead (it cannot loop for ever).
 pub const MAX_DEFERRALS: i64 = 20;
+/// Pause before handing back a job whose result the broker refused.
+const NACK_PAUSE: Duration = Duration::from_secs(1);
 /// Deliveries of one message (quorum queues) before the broker dead-letters it.
 pub const DELIVERY_LIMIT: i32 = 5;
 /// Bounds of how long a deferred job stays in the delay queue.
@@ -234,7 +236,15 @@ pub async fn publish_report(
         if let Some(c) = correlation_id {
             p = p.with_correlation_id(c.clone());
         }
-        publish_confirmed(channel, "", reply_to.as_str(), &payload, p).await?;
+        // The result itself is safe on the exchange: a reply the broker refuses (a full
+        // or missing reply queue) is the requester's loss, not a reason to redo the job.
+        if let Err(e) = publish_confirmed(channel, "", reply_to.as_str(), &payload, p).await {
+            metric::publish_failed();
+            tracing::warn!(error = %e, reply_to = %reply_to, "reply not delivered; the result is on the results exchange");
+            if !matches!(e, AmqpError::Nacked) {
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }
@@ -321,11 +331,6 @@ pub async fn run_worker(
                 }
             }
         };
-        delays = backoff();
-        if !first {
-            metric::reconnected();
-        }
-        first = false;
         let mut consumer = match consume
             .basic_consume(
                 settings.jobs_queue.as_str().into(),
@@ -337,10 +342,22 @@ pub async fn run_worker(
         {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot consume; reconnecting");
-                continue 'session;
+                // E.g. another consumer holds the queue exclusively, or no permission:
+                // retrying at once would only hammer the broker.
+                let _ = conn.close(200, "cannot consume".into()).await;
+                let d = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot consume; reconnecting");
+                tokio::select! {
+                    () = shutdown.cancelled() => break 'session,
+                    () = tokio::time::sleep(d) => continue 'session,
+                }
             }
         };
+        delays = backoff();
+        if !first {
+            metric::reconnected();
+        }
+        first = false;
         // Cancelled by a task whose publish failed: the channel may be gone, so the
         // session is rebuilt (and the topology declared again) rather than nacking
         // every job in a loop.
@@ -377,20 +394,10 @@ pub async fn run_worker(
             let engine = engine.clone();
             let publish = publish.clone();
             let settings = settings.clone();
-            let worker_name = worker_name.clone();
             let broken = broken.clone();
             tracker.spawn(async move {
                 metric::in_flight(1.0);
-                if !deliver(
-                    &engine,
-                    &publish,
-                    &settings,
-                    &worker_name,
-                    max_wait,
-                    delivery,
-                )
-                .await
-                {
+                if !deliver(&engine, &publish, &settings, max_wait, delivery).await {
                     broken.cancel();
                 }
                 metric::in_flight(-1.0);
@@ -421,6 +428,11 @@ pub async fn run_worker(
         }
         state.connected.store(false, Ordering::SeqCst);
         metric::broker_up(false);
+        // Jobs in flight may still publish and ack on a channel that works: give them
+        // the grace period before the connection goes.
+        tracker.close();
+        let _ = tokio::time::timeout(grace, tracker.wait()).await;
+        tracker.reopen();
         let _ = conn.close(200, "reconnecting".into()).await;
         // A broken session is rebuilt after a pause, not in a hot loop.
         let d = delays.next().unwrap_or(Duration::from_secs(1));
@@ -457,7 +469,6 @@ async fn deliver(
     engine: &Arc<Engine>,
     publish: &Channel,
     settings: &AmqpSettings,
-    worker_name: &str,
     max_wait: Duration,
     delivery: lapin::message::Delivery,
 ) -> bool {
@@ -477,7 +488,7 @@ async fn deliver(
         .message_id()
         .as_ref()
         .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| worker::make_id(worker_name));
+        .unwrap_or_else(|| worker::stable_id(&delivery.data, props.timestamp().as_ref().copied()));
     // The handler runs as its own task so that a panic on some message is caught here:
     // the first time the job goes back to the queue, a second time it is poison.
     let handled = {
@@ -569,6 +580,12 @@ async fn deliver(
             metric::publish_failed();
             metric::requeued();
             tracing::warn!(error = %e, "result not confirmed; handing the job back");
+            let nacked = matches!(e, AmqpError::Nacked);
+            if nacked {
+                // The broker refused this one message (e.g. a full queue): hand it back
+                // after a pause rather than in a hot loop; the session itself is fine.
+                tokio::time::sleep(NACK_PAUSE).await;
+            }
             let _ = delivery
                 .acker
                 .nack(BasicNackOptions {
@@ -576,7 +593,7 @@ async fn deliver(
                     ..BasicNackOptions::default()
                 })
                 .await;
-            false
+            nacked
         }
     }
 }
@@ -612,7 +629,11 @@ pub async fn enqueue(settings: &AmqpSettings, payloads: &[Vec<u8>]) -> Result<us
                     settings.jobs_queue.as_str().into(),
                     BasicPublishOptions::default(),
                     p,
-                    persistent_json(),
+                    persistent_json().with_message_id(
+                        worker::make_id(&format!("enqueue-{}", std::process::id()))
+                            .as_str()
+                            .into(),
+                    ),
                 )
                 .await?;
             pending.push(c);

@@ -62,7 +62,7 @@ fn describe() {
     );
     describe_counter!(
         REQUEUED,
-        "Deliveries handed back to the broker (publish failed or shutdown)"
+        "Deliveries handed back to the broker (result not confirmed, or a first handler failure)"
     );
     describe_histogram!(PROBE_SECONDS, "Duration of one probe attempt");
     describe_gauge!(IN_FLIGHT, "Jobs being handled right now");

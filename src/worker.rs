@@ -57,7 +57,20 @@ pub async fn handle(
     }
 }
 
-/// A job id for messages that bring none: worker name, time and a counter.
+/// A job id for a message with neither `id` nor `message_id`: a hash of its body and
+/// timestamp, so that a redelivery of the same message carries the same `job_id`.
+pub fn stable_id(body: &[u8], timestamp: Option<u64>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in body
+        .iter()
+        .chain(timestamp.unwrap_or(0).to_le_bytes().iter())
+    {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("msg-{h:016x}")
+}
+
+/// A unique id: name, time and a counter (for messages picket publishes itself).
 pub fn make_id(worker: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -66,4 +79,21 @@ pub fn make_id(worker: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());
     format!("{worker}-{t:x}-{n}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_ids_survive_redelivery_and_tell_messages_apart() {
+        let a = stable_id(br#"{"url":"http://a.example/"}"#, None);
+        assert_eq!(a, stable_id(br#"{"url":"http://a.example/"}"#, None));
+        assert_ne!(a, stable_id(br#"{"url":"http://b.example/"}"#, None));
+        assert_ne!(
+            a,
+            stable_id(br#"{"url":"http://a.example/"}"#, Some(1_700_000_000))
+        );
+        assert_ne!(make_id("w"), make_id("w"));
+    }
 }

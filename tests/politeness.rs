@@ -276,9 +276,13 @@ async fn jobs_over_max_wait_are_deferred_and_come_back_exactly_once() {
         0,
         "a job was answered twice"
     );
-    assert_eq!(client.depth(&s.amqp.jobs_queue).await, 0);
-    assert_eq!(client.depth(&s.amqp.delay_queue).await, 0);
     worker.shutdown().await;
+    assert_eq!(
+        client.depth(&s.amqp.jobs_queue).await,
+        0,
+        "every job was acked"
+    );
+    assert_eq!(client.depth(&s.amqp.delay_queue).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

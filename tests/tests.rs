@@ -5,5 +5,6 @@
 mod support;
 
 mod politeness;
+mod reliability;
 mod support_smoke;
 mod worker_e2e;

@@ -141,12 +141,12 @@ async fn a_job_in_gives_a_result_out_with_every_contract_field() {
         format!("http://county.test:{}/new", addr.port())
     );
 
+    worker.shutdown().await;
     assert_eq!(
         client.depth(&s.amqp.jobs_queue).await,
         0,
         "every job was acked"
     );
-    worker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,8 +231,12 @@ async fn a_wrong_job_gets_an_invalid_result_and_garbage_is_dead_lettered() {
         .await;
     let r = client.results(&s, 1, Duration::from_secs(20)).await;
     assert_eq!(r[0]["job_id"], "after");
-    assert_eq!(client.depth(&s.amqp.jobs_queue).await, 0);
     worker.shutdown().await;
+    assert_eq!(
+        client.depth(&s.amqp.jobs_queue).await,
+        0,
+        "every job was acked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,8 +556,12 @@ async fn a_failed_publish_hands_the_job_back_and_it_is_answered_later() {
     // and the redelivered job is answered.
     let r = client.results(&s, 1, Duration::from_secs(30)).await;
     assert_eq!(r[0]["job_id"], "survivor");
-    assert_eq!(client.depth(&s.amqp.jobs_queue).await, 0);
     worker.shutdown().await;
+    assert_eq!(
+        client.depth(&s.amqp.jobs_queue).await,
+        0,
+        "every job was acked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

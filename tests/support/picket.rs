@@ -202,7 +202,9 @@ impl Client {
             .collect()
     }
 
-    /// Messages ready plus unacknowledged in `queue` (passive declare).
+    /// Messages ready in `queue` (passive declare); unacknowledged ones are not counted,
+    /// so "all acked" is checked after the worker's connection closed (unacked messages
+    /// are back in the ready count by then).
     pub async fn depth(&self, queue: &str) -> u32 {
         let ch = self.conn.create_channel().await.expect("channel");
         let q = ch
