@@ -504,8 +504,8 @@ async fn deliver(
         Ok(d) => d,
         Err(e) => {
             let why = panic_text(e);
-            if delivery.redelivered {
-                Disposition::DeadLetter(format!("the handler failed on this message again: {why}"))
+            if let Some(reason) = poison_reason(delivery.redelivered, &why) {
+                Disposition::DeadLetter(reason)
             } else {
                 tracing::error!(error = %why, "handler failed; handing the job back once");
                 metric::requeued();
@@ -596,6 +596,12 @@ async fn deliver(
             nacked
         }
     }
+}
+
+/// After the handler failed on a message: `None` = hand it back once more; `Some(reason)`
+/// = it is poison (it came back already), dead-letter it with that reason.
+fn poison_reason(redelivered: bool, why: &str) -> Option<String> {
+    redelivered.then(|| format!("the handler failed on this message again: {why}"))
 }
 
 fn panic_text(e: tokio::task::JoinError) -> String {
@@ -709,6 +715,24 @@ pub async fn read_results(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_handler_failure_is_retried_once_then_the_message_is_poison() {
+        assert_eq!(poison_reason(false, "boom"), None);
+        let reason = poison_reason(true, "boom").expect("poison");
+        assert!(
+            reason.contains("boom") && reason.contains("again"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn panic_text_reads_the_panic_message() {
+        let e = tokio::spawn(async { panic!("bad input {}", 7) })
+            .await
+            .expect_err("panics");
+        assert_eq!(panic_text(e), "bad input 7");
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

@@ -201,6 +201,7 @@ impl Engine {
                 return Err(wait);
             }
             metric::probe_latency(obs.total);
+            metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
             let j = judge(&plan, &obs, &self.judge);
             tracing::debug!(attempt, egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");
             let done = !j.wants_confirmation();

@@ -24,6 +24,7 @@ const LIMITER_FALLBACK: &str = "picket_limiter_fallback";
 const THROTTLE_WAITS: &str = "picket_throttle_waits_total";
 const THROTTLE_WAIT_SECONDS: &str = "picket_throttle_wait_seconds";
 const DEFERRALS: &str = "picket_jobs_deferred_total";
+const EGRESS_ATTEMPTS: &str = "picket_egress_attempts_total";
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that
 /// renders `/metrics`; later calls return the same handle.
@@ -83,6 +84,10 @@ fn describe() {
     describe_counter!(
         DEFERRALS,
         "Jobs put back on the broker because their IP was busy"
+    );
+    describe_counter!(
+        EGRESS_ATTEMPTS,
+        "Probe attempts by egress and outcome (answered, failed): an egress failing while others answer is sick"
     );
 }
 
@@ -158,4 +163,10 @@ pub fn throttle_wait(d: Duration) {
 /// A job was deferred to the delay queue.
 pub fn deferred() {
     counter!(DEFERRALS).increment(1);
+}
+
+/// One probe attempt through `egress` got an HTTP answer or not.
+pub fn egress_attempt(egress: &str, answered: bool) {
+    let outcome = if answered { "answered" } else { "failed" };
+    counter!(EGRESS_ATTEMPTS, "egress" => egress.to_string(), "outcome" => outcome).increment(1);
 }

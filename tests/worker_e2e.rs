@@ -407,7 +407,8 @@ async fn operations_endpoint_reports_health_readiness_and_metrics() {
         .expect("healthz");
     assert_eq!(health.status(), 200);
     client.job(&s, json!({"url": "ftp://x/"})).await;
-    client.results(&s, 1, Duration::from_secs(20)).await;
+    client.job(&s, json!({"url": "http://127.0.0.1:9/"})).await;
+    client.results(&s, 2, Duration::from_secs(20)).await;
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -420,6 +421,13 @@ async fn operations_endpoint_reports_health_readiness_and_metrics() {
     assert!(text.contains("picket_results_total{"), "{text}");
     assert!(text.contains("verdict=\"invalid\""), "{text}");
     assert!(text.contains("picket_broker_connected 1"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("picket_egress_attempts_total{")
+                && l.contains("egress=\"direct\"")
+                && l.contains("outcome=\"failed\"")),
+        "{text}"
+    );
     worker.shutdown().await;
 }
 
