@@ -4,6 +4,7 @@
 
 mod support;
 
+mod accuracy;
 mod politeness;
 mod reliability;
 mod support_smoke;

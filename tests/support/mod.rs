@@ -10,11 +10,15 @@
 //!   shared server would break the other tests running in parallel.
 //! - [`serve`] and [`serve_raw`] (in `targets`) put HTTP targets, well or
 //!   badly behaved, on loopback addresses.
+//! - [`farm::Farm`] starts a hostile target farm on 127.0.2.x (charsets,
+//!   compression, broken TLS, redirect games, block pages, silence), each
+//!   target with its truth and the verdict picket should give.
 //!
 //! Which helpers are used depends on which test modules the binary
 //! declares, so unused ones (and unused re-exports) are not warnings here.
 #![allow(dead_code, unused_imports)]
 
+pub mod farm;
 pub mod procs;
 pub mod rabbitmq;
 pub mod redis_server;
