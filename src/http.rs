@@ -153,6 +153,9 @@ impl HttpProber {
             .pool_max_idle_per_host(0)
             .connect_timeout(connect_timeout)
             .tls_info(true)
+            // Deflate is decoded here: servers send raw deflate as often as zlib, and
+            // browsers accept both.
+            .no_deflate()
             .timeout(timeout)
             .dns_resolver(Arc::new(ProxyNameResolver(self.resolver.clone())))
             .resolve_to_addrs(host, &[addr]);
@@ -195,7 +198,10 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Outcome {
         let mut url = plan.url.clone();
-        let mut seen: Vec<Url> = vec![url.clone()];
+        // Cookies set along the redirect chain, sent on later hops as a browser would:
+        // many sites set a cookie and redirect to the same URL to check it.
+        let mut cookies = CookieJar::default();
+        let mut seen: Vec<(Url, usize)> = vec![(url.clone(), 0)];
         let mut redirects = 0u32;
         loop {
             let Some(host) = url.host_str().map(str::to_string) else {
@@ -297,6 +303,9 @@ impl HttpProber {
                 for (name, value) in &plan.headers {
                     req = req.header(name.as_str(), value.as_str());
                 }
+                if let Some(cookie) = cookies.header_for(&url) {
+                    req = req.header(reqwest::header::COOKIE, cookie);
+                }
                 let sent = Instant::now();
                 match req.send().await {
                     Ok(r) => {
@@ -343,6 +352,7 @@ impl HttpProber {
                 .as_ref()
                 .is_some_and(|s| s.contains(&status));
             if resp.status().is_redirection() && !expected_here {
+                cookies.take(&url, resp.headers());
                 if let Some(location) = resp.headers().get(reqwest::header::LOCATION) {
                     let next = match location.to_str().ok().and_then(|l| url.join(l).ok()) {
                         Some(n) => n,
@@ -365,7 +375,9 @@ impl HttpProber {
                     drop(resp);
                     drop(permit);
                     redirects += 1;
-                    if seen.contains(&next) {
+                    // The same URL again is a loop only if nothing changed: a new cookie
+                    // makes the next visit a different request.
+                    if seen.contains(&(next.clone(), cookies.len())) {
                         return fail(
                             FailureKind::TooManyRedirects,
                             format!(
@@ -382,7 +394,7 @@ impl HttpProber {
                             ),
                         );
                     }
-                    seen.push(next.clone());
+                    seen.push((next.clone(), cookies.len()));
                     url = next;
                     continue;
                 }
@@ -398,7 +410,17 @@ impl HttpProber {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let (body, truncated) = match read_body(resp, plan.max_body_bytes).await {
+            let deflated = resp
+                .headers()
+                .get(reqwest::header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("deflate"));
+            let read = read_body(resp, plan.max_body_bytes).await;
+            let read = match read {
+                Ok((raw, cut)) if deflated => Ok(inflate(&raw, plan.max_body_bytes, cut)),
+                other => other,
+            };
+            let (body, truncated) = match read {
                 Ok(b) => b,
                 Err((e, got)) => {
                     if e.is_timeout() {
@@ -467,6 +489,49 @@ fn cert_days_left(der: &[u8]) -> Option<i64> {
     Some((cert.validity().not_after.timestamp() - now).div_euclid(86_400))
 }
 
+/// The cookies of one probe's redirect chain, by host (no paths, no expiry: the chain
+/// lasts seconds).
+#[derive(Default)]
+struct CookieJar {
+    cookies: Vec<(String, String, String)>,
+}
+
+impl CookieJar {
+    /// Keeps the `Set-Cookie` name=value pairs of a response from `url`'s host.
+    fn take(&mut self, url: &Url, headers: &reqwest::header::HeaderMap) {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        for value in headers.get_all(reqwest::header::SET_COOKIE) {
+            let Some(pair) = value.to_str().ok().and_then(|v| v.split(';').next()) else {
+                continue;
+            };
+            let Some((name, val)) = pair.split_once('=') else {
+                continue;
+            };
+            let (name, val) = (name.trim().to_string(), val.trim().to_string());
+            self.cookies.retain(|(h, n, _)| !(h == &host && n == &name));
+            if self.cookies.len() < 50 {
+                self.cookies.push((host.clone(), name, val));
+            }
+        }
+    }
+
+    /// The `Cookie` header for a request to `url`, if any cookie applies.
+    fn header_for(&self, url: &Url) -> Option<String> {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let pairs: Vec<String> = self
+            .cookies
+            .iter()
+            .filter(|(h, _, _)| *h == host)
+            .map(|(_, n, v)| format!("{n}={v}"))
+            .collect();
+        (!pairs.is_empty()).then(|| pairs.join("; "))
+    }
+
+    fn len(&self) -> usize {
+        self.cookies.len()
+    }
+}
+
 /// Longest wait for a per-IP limit when the job cannot be deferred (`picket check`, or a
 /// job deferred too often): long enough for any sane limit, bounded all the same.
 const WAIT_WITHOUT_DEFERRAL: Duration = Duration::from_secs(600);
@@ -513,6 +578,25 @@ async fn read_body(
     }
 }
 
+/// Decodes a deflate body, zlib-wrapped or raw, to at most `max` bytes. A stream cut
+/// short (by the read limit) yields what decoded before the cut.
+fn inflate(raw: &[u8], max: usize, cut: bool) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let zlib = flate2::read::ZlibDecoder::new(raw)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out);
+    if zlib.is_err() && out.is_empty() {
+        out.clear();
+        let _ = flate2::read::DeflateDecoder::new(raw)
+            .take(max as u64 + 1)
+            .read_to_end(&mut out);
+    }
+    let over = out.len() > max;
+    out.truncate(max);
+    (out, cut || over)
+}
+
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur: &(dyn std::error::Error + 'static) = e;
     while let Some(next) = cur.source() {
@@ -527,13 +611,21 @@ fn classify(e: &reqwest::Error, host: &str, ip: IpAddr, port: u16, plan: &Plan) 
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            let why = match tls {
-                rustls::Error::InvalidCertificate(c) => format!("certificate {}", cert_problem(c)),
-                other => other.to_string(),
-            };
-            return fail(FailureKind::Tls, format!("{at}: TLS failed: {why}"));
+            return fail(
+                FailureKind::Tls,
+                format!("{at}: TLS failed: {}", tls_problem(tls)),
+            );
         }
+
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            // The TLS error sits inside io::Errors (hyper-util and tokio-rustls each wrap
+            // it) whose source() skips it.
+            if let Some(tls) = rustls_inside(io) {
+                return fail(
+                    FailureKind::Tls,
+                    format!("{at}: TLS failed: {}", tls_problem(tls)),
+                );
+            }
             use std::io::ErrorKind as K;
             let what = match io.kind() {
                 K::ConnectionRefused => Some("connection refused"),
@@ -572,6 +664,26 @@ fn classify(e: &reqwest::Error, host: &str, ip: IpAddr, port: u16, plan: &Plan) 
         return fail(FailureKind::Connect, format!("{at}: {cause}"));
     }
     fail(FailureKind::Protocol, format!("{at}: {cause}"))
+}
+
+fn rustls_inside(io: &std::io::Error) -> Option<&rustls::Error> {
+    let mut inner = io.get_ref();
+    while let Some(e) = inner {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref);
+    }
+    None
+}
+
+fn tls_problem(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(c) => format!("certificate {}", cert_problem(c)),
+        other => other.to_string(),
+    }
 }
 
 fn cert_problem(c: &rustls::CertificateError) -> String {

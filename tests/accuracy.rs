@@ -23,15 +23,7 @@ use crate::support::farm::{Farm, Target};
 use crate::support::unique;
 
 /// Targets on which picket is wrong today; each has an ignored test below.
-const KNOWN_BUGS: &[&str] = &[
-    "gbk-undeclared",
-    "cookie-redirect",
-    "deflate-raw",
-    "tls-self-signed",
-    "tls-expired",
-    "tls-wrong-name",
-    "tls-incomplete-chain",
-];
+const KNOWN_BUGS: &[&str] = &[];
 
 /// Runs `picket check` on the named farm targets and returns each result by job id,
 /// with the run's wall-clock time.
@@ -202,43 +194,36 @@ async fn tells_the_truth(name: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "accuracy bug: a GBK page that declares no charset is decoded as UTF-8, so its keyword is missed (browsers detect GBK)"]
 async fn truth_gbk_page_without_declared_charset_is_up() {
     tells_the_truth("gbk-undeclared").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "accuracy bug: picket keeps no cookies, so a set-cookie-and-redirect-to-itself check looks like a redirect loop"]
 async fn truth_cookie_check_redirect_is_up() {
     tells_the_truth("cookie-redirect").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "accuracy bug: Content-Encoding deflate without the zlib wrapper (raw deflate) breaks the body (browsers accept it)"]
 async fn truth_raw_deflate_body_is_up() {
     tells_the_truth("deflate-raw").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "accuracy bug: a self-signed certificate is judged down/connect, not degraded/tls (classify misses the rustls::Error inside tokio-rustls's io::Error)"]
 async fn truth_self_signed_certificate_is_degraded_tls() {
     tells_the_truth("tls-self-signed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "accuracy bug: a expired certificate is judged down/connect, not degraded/tls (classify misses the rustls::Error inside tokio-rustls's io::Error)"]
 async fn truth_expired_certificate_is_degraded_tls() {
     tells_the_truth("tls-expired").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "accuracy bug: a wrong-name certificate is judged down/connect, not degraded/tls (classify misses the rustls::Error inside tokio-rustls's io::Error)"]
 async fn truth_wrong_name_certificate_is_degraded_tls() {
     tells_the_truth("tls-wrong-name").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "accuracy bug: a incomplete-chain certificate is judged down/connect, not degraded/tls (classify misses the rustls::Error inside tokio-rustls's io::Error)"]
 async fn truth_incomplete_chain_is_degraded_tls() {
     tells_the_truth("tls-incomplete-chain").await;
 }

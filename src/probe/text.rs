@@ -20,9 +20,25 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static str)
     let enc = content_type
         .and_then(charset_from_content_type)
         .or_else(|| charset_from_meta(&body[..body.len().min(META_SCAN_BYTES)]))
-        .unwrap_or(UTF_8);
+        .unwrap_or_else(|| guess(body));
     let (text, _) = enc.decode_without_bom_handling(body);
     (text.into_owned(), enc.name())
+}
+
+/// Nothing declared a charset: UTF-8 when the bytes are UTF-8, else what a browser's
+/// detector would guess (many GBK sites declare nothing).
+fn guess(body: &[u8]) -> &'static Encoding {
+    if std::str::from_utf8(body).is_ok() {
+        return UTF_8;
+    }
+    let mut detector = chardetng::EncodingDetector::new();
+    detector.feed(body, true);
+    let enc = detector.guess(None, true);
+    if enc == encoding_rs::GBK {
+        encoding_rs::GB18030
+    } else {
+        enc
+    }
 }
 
 fn label_to_encoding(label: &str) -> Option<&'static Encoding> {
@@ -117,10 +133,22 @@ mod tests {
     }
 
     #[test]
-    fn default_is_utf8_and_lossy() {
-        let (t, cs) = decode(b"hello \xff world", None);
-        assert_eq!(cs, "UTF-8");
-        assert!(t.starts_with("hello") && t.ends_with("world"));
+    fn undeclared_text_is_utf8_when_it_is_else_guessed() {
+        let (t, cs) = decode("hello wörld".as_bytes(), None);
+        assert_eq!((t.as_str(), cs), ("hello wörld", "UTF-8"));
+        // Not UTF-8, nothing declared: a browser would read Latin bytes as windows-1252.
+        let (t, cs) = decode(b"hello \xe9t\xe9 world", None);
+        assert_eq!(cs, "windows-1252");
+        assert_eq!(t, "hello été world");
+    }
+
+    #[test]
+    fn undeclared_gbk_is_detected() {
+        let body =
+            gbk("<html><body>欢迎访问本县人民政府网站，这里发布政务信息和办事指南。</body></html>");
+        let (t, cs) = decode(&body, Some("text/html"));
+        assert!(t.contains("欢迎"), "{t}");
+        assert_eq!(cs, "gb18030");
     }
 
     #[test]
