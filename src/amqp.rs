@@ -102,6 +102,18 @@ fn queue_args(settings: &AmqpSettings) -> FieldTable {
     args
 }
 
+/// Makes a queue dead-letter (rejected or expired messages) into `queue`.
+fn dead_letter_into(args: &mut FieldTable, queue: &str) {
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(queue.into()),
+    );
+}
+
 /// Declares the whole topology (idempotent; the same arguments every time so a
 /// restart never fails on a mismatch).
 ///
@@ -116,14 +128,7 @@ pub async fn declare(channel: &Channel, s: &AmqpSettings) -> Result<(), AmqpErro
         .queue_declare(s.dead_letter_queue.as_str().into(), durable, queue_args(s))
         .await?;
     let mut jobs_args = queue_args(s);
-    jobs_args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    jobs_args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(s.dead_letter_queue.as_str().into()),
-    );
+    dead_letter_into(&mut jobs_args, &s.dead_letter_queue);
     channel
         .queue_declare(s.jobs_queue.as_str().into(), durable, jobs_args)
         .await?;
@@ -135,14 +140,7 @@ pub async fn declare(channel: &Channel, s: &AmqpSettings) -> Result<(), AmqpErro
         "x-queue-type".into(),
         AMQPValue::LongString("classic".into()),
     );
-    delay_args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    delay_args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(s.jobs_queue.as_str().into()),
-    );
+    dead_letter_into(&mut delay_args, &s.jobs_queue);
     channel
         .queue_declare(s.delay_queue.as_str().into(), durable, delay_args)
         .await?;

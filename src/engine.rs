@@ -306,9 +306,42 @@ impl Engine {
         reason: Reason,
         detail: String,
     ) -> Report {
+        self.bare_report(
+            &job.id,
+            job.url.as_str(),
+            job.meta.clone(),
+            verdict,
+            reason,
+            detail,
+        )
+    }
+
+    /// The `invalid` answer to a job that was refused before probing.
+    pub fn rejected(&self, r: &Rejected) -> Report {
+        metric::result(Verdict::Invalid, Reason::InvalidJob.as_str(), false);
+        self.bare_report(
+            &r.id,
+            &r.url,
+            r.meta.clone(),
+            Verdict::Invalid,
+            Reason::InvalidJob,
+            r.detail.clone(),
+        )
+    }
+
+    /// A report with no probe behind it (a refused job, or no attempt possible).
+    fn bare_report(
+        &self,
+        id: &str,
+        url: &str,
+        meta: Option<serde_json::Value>,
+        verdict: Verdict,
+        reason: Reason,
+        detail: String,
+    ) -> Report {
         Report {
-            job_id: job.id.clone(),
-            url: job.url.to_string(),
+            job_id: id.to_string(),
+            url: url.to_string(),
             verdict,
             reason: reason.as_str().to_string(),
             detail,
@@ -323,32 +356,7 @@ impl Engine {
             previous_verdict: None,
             changed: false,
             worker: self.worker.clone(),
-            meta: job.meta.clone(),
-            tls_days_left: None,
-        }
-    }
-
-    /// The `invalid` answer to a job that was refused before probing.
-    pub fn rejected(&self, r: &Rejected) -> Report {
-        metric::result(Verdict::Invalid, Reason::InvalidJob.as_str(), false);
-        Report {
-            job_id: r.id.clone(),
-            url: r.url.clone(),
-            verdict: Verdict::Invalid,
-            reason: Reason::InvalidJob.as_str().to_string(),
-            detail: r.detail.clone(),
-            http: None,
-            timing_ms: Timing::default(),
-            ip: None,
-            egress: None,
-            attempts: 0,
-            attempt_log: Vec::new(),
-            checked_at: now_rfc3339(),
-            cached: false,
-            previous_verdict: None,
-            changed: false,
-            worker: self.worker.clone(),
-            meta: r.meta.clone(),
+            meta,
             tls_days_left: None,
         }
     }
