@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::BrokerState;
+use crate::redis_pool::RedisPool;
 
 /// What the endpoint reads.
 #[derive(Clone)]
@@ -21,12 +22,12 @@ pub struct Admin {
     /// Broker flags kept by the consumer loop.
     pub broker: Arc<BrokerState>,
     /// Redis pool to ping, if any.
-    pub redis: Option<deadpool_redis::Pool>,
+    pub redis: Option<RedisPool>,
     /// Renders `/metrics`.
     pub metrics: Option<PrometheusHandle>,
 }
 
-async fn redis_ok(pool: &deadpool_redis::Pool) -> bool {
+async fn redis_ok(pool: &RedisPool) -> bool {
     let ping = async {
         let mut c = pool.get().await.ok()?;
         redis::cmd("PING").query_async::<String>(&mut c).await.ok()

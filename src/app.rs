@@ -11,13 +11,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
 use crate::amqp::{self, BrokerState};
-use crate::cache::{redis_pool, MemoryCache, RedisCache, VerdictCache};
+use crate::cache::{MemoryCache, RedisCache, VerdictCache};
 use crate::config::{LogFormat, LogSettings, Settings};
 use crate::dns::Resolver;
 use crate::engine::{worker_name, Engine};
 use crate::http::HttpProber;
 use crate::job::{decode, job_for_url, Decoded, Report, Verdict};
 use crate::limit::{Limiter, LocalLimiter};
+use crate::redis_pool::redis_pool;
 use std::time::Duration;
 
 /// Sets up logging to stderr: JSON or text as configured; `RUST_LOG` wins over `level`.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::RedisSettings;
 use crate::job::{Report, Verdict};
 use crate::metric;
+use crate::redis_pool::{RedisConn, RedisPool};
 
 /// Latest verdicts by URL.
 pub trait VerdictCache: Send + Sync {
@@ -75,39 +76,15 @@ impl VerdictCache for MemoryCache {
 
 /// The shared cache in Redis: key `{key_prefix}verdict:{url}`, a JSON entry, with TTL.
 pub struct RedisCache {
-    pool: deadpool_redis::Pool,
+    pool: RedisPool,
     prefix: String,
     ttl: Duration,
     timeout: Duration,
 }
 
-/// A Redis pool could not be made from the settings.
-#[derive(Debug, thiserror::Error)]
-#[error("redis: {0}")]
-pub struct RedisSetupError(String);
-
-/// Builds the Redis connection pool from `[redis]` (connections are made lazily).
-///
-/// # Errors
-/// The URL is not one redis-rs accepts.
-pub fn redis_pool(settings: &RedisSettings) -> Result<deadpool_redis::Pool, RedisSetupError> {
-    let mut cfg = deadpool_redis::Config::from_url(settings.url.clone());
-    cfg.pool = Some(deadpool_redis::PoolConfig {
-        max_size: settings.pool_size,
-        timeouts: deadpool_redis::Timeouts {
-            wait: Some(settings.timeout),
-            create: Some(settings.timeout),
-            recycle: Some(settings.timeout),
-        },
-        ..deadpool_redis::PoolConfig::default()
-    });
-    cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map_err(|e| RedisSetupError(e.to_string()))
-}
-
 impl RedisCache {
     /// A cache over `pool` with the key prefix and TTL of `[redis]`.
-    pub fn new(pool: deadpool_redis::Pool, settings: &RedisSettings) -> RedisCache {
+    pub fn new(pool: RedisPool, settings: &RedisSettings) -> RedisCache {
         RedisCache {
             pool,
             prefix: settings.key_prefix.clone(),
@@ -123,10 +100,10 @@ impl RedisCache {
 
     async fn call<T, F>(&self, what: &'static str, f: F) -> Option<T>
     where
-        F: AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+        F: AsyncFnOnce(&mut RedisConn) -> redis::RedisResult<T>,
     {
         let work = async {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut conn = self.pool.get().await?;
             f(&mut conn).await.map_err(|e| e.to_string())
         };
         match tokio::time::timeout(self.timeout, work).await {

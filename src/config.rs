@@ -77,6 +77,8 @@ struct RawAmqp {
 #[serde(deny_unknown_fields)]
 struct RawRedis {
     url: String,
+    cluster: bool,
+    nodes: Vec<String>,
     key_prefix: String,
     verdict_ttl: String,
     pool_size: u32,
@@ -253,6 +255,11 @@ pub struct AmqpSettings {
 pub struct RedisSettings {
     /// Redis URL (may hold a password).
     pub url: String,
+    /// Whether Redis is a Redis Cluster (picket then speaks the cluster protocol).
+    pub cluster: bool,
+    /// The cluster's seed nodes when `cluster`: `redis.nodes`, or `url` alone when
+    /// none were given. Empty for a single Redis.
+    pub nodes: Vec<String>,
     /// Prefix of every key picket writes.
     pub key_prefix: String,
     /// How long a URL's latest verdict is kept.
@@ -539,6 +546,7 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("dns.nameservers")
                 .with_list_parse_key("probe.canaries")
+                .with_list_parse_key("redis.nodes")
                 .source(Some(env_map)),
         );
         let raw: RawSettings = builder
@@ -600,8 +608,24 @@ impl Settings {
         if r.pool_size == 0 {
             return Err(invalid("redis.pool_size", "must be at least 1"));
         }
+        for (i, node) in r.nodes.iter().enumerate() {
+            url_with_scheme(&format!("redis.nodes[{i}]"), node, &["redis", "rediss"])?;
+        }
+        if !r.cluster && !r.nodes.is_empty() {
+            return Err(invalid(
+                "redis.nodes",
+                "nodes are only for a cluster: set redis.cluster = true",
+            ));
+        }
+        let nodes = match (r.cluster, r.nodes.is_empty()) {
+            (false, _) => Vec::new(),
+            (true, true) => vec![r.url.clone()],
+            (true, false) => r.nodes,
+        };
         let redis = RedisSettings {
             url: r.url,
+            cluster: r.cluster,
+            nodes,
             key_prefix: r.key_prefix,
             verdict_ttl: positive_duration("redis.verdict_ttl", &r.verdict_ttl)?,
             pool_size: r.pool_size as usize,
@@ -938,6 +962,39 @@ mod tests {
         assert!(
             err("[[egress]]\nname = \"p\"\nproxy = \"gopher://x\"\n").contains("egress[0].proxy")
         );
+    }
+
+    #[test]
+    fn redis_cluster_nodes_are_validated_and_default_to_the_url() {
+        let single = Settings::from_toml("").expect("defaults");
+        assert!(!single.redis.cluster);
+        assert!(single.redis.nodes.is_empty());
+
+        let seed = Settings::from_toml("[redis]\ncluster = true\n").expect("seed");
+        assert!(seed.redis.cluster);
+        assert_eq!(seed.redis.nodes, vec![seed.redis.url.clone()]);
+
+        let listed = Settings::from_toml(
+            "[redis]\ncluster = true\nnodes = [\"redis://a:7000\", \"rediss://b:7001\"]\n",
+        )
+        .expect("nodes");
+        assert_eq!(listed.redis.nodes, ["redis://a:7000", "rediss://b:7001"]);
+
+        let e = err("[redis]\ncluster = true\nnodes = [\"redis://a:7000\", \"http://b\"]\n");
+        assert!(e.contains("redis.nodes[1]"), "{e}");
+        let e = err("[redis]\nnodes = [\"redis://a:7000\"]\n");
+        assert!(e.contains("redis.nodes") && e.contains("cluster"), "{e}");
+
+        let env = vec![
+            ("PICKET__REDIS__CLUSTER".to_string(), "true".to_string()),
+            (
+                "PICKET__REDIS__NODES".to_string(),
+                "redis://a:6379,redis://b:6379".to_string(),
+            ),
+        ];
+        let s = Settings::load_with_env(None, env).expect("env config");
+        assert!(s.redis.cluster);
+        assert_eq!(s.redis.nodes, ["redis://a:6379", "redis://b:6379"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`engine`]: job → report with attempts and the cache, over the [`engine::Prober`] seam.
 //! - [`http`]: the HTTP prober (resolve, pin, fetch, redirects); [`dns`]: name resolution.
 //! - [`limit`]: per-IP politeness; [`cache`]: latest verdicts (memory, Redis).
+//! - [`redis_pool`]: connections to a single Redis or a Redis Cluster.
 //! - [`worker`]: one message → disposition; [`amqp`]: the broker adapter.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`; [`metric`]: metric names.
 //! - [`app`]: wiring of the commands (the binary's `main` only parses arguments).
@@ -23,4 +24,5 @@ pub mod job;
 pub mod limit;
 pub mod metric;
 pub mod probe;
+pub mod redis_pool;
 pub mod worker;

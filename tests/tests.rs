@@ -5,6 +5,7 @@
 mod support;
 
 mod accuracy;
+mod cluster;
 mod politeness;
 mod reliability;
 mod support_smoke;

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::{Grant, Limiter, LocalLimiter, Permit, Request, Rules};
 use crate::config::{RateLimitSettings, RedisSettings};
 use crate::metric;
+use crate::redis_pool::RedisPool;
 
 /// KEYS[1]: the GCRA "theoretical arrival time" in ms; KEYS[2]: the lease sorted set
 /// (member = lease id, score = expiry ms).
@@ -56,7 +57,7 @@ const RETRY_REDIS_AFTER: Duration = Duration::from_secs(1);
 
 /// The per-IP limiter shared by all workers through Redis.
 pub struct RedisLimiter {
-    pool: deadpool_redis::Pool,
+    pool: RedisPool,
     prefix: String,
     rules: Rules,
     script: redis::Script,
@@ -71,7 +72,7 @@ pub struct RedisLimiter {
 
 /// Frees an in-flight lease when the request is done.
 struct Lease {
-    pool: deadpool_redis::Pool,
+    pool: RedisPool,
     key: String,
     id: String,
 }
@@ -102,7 +103,7 @@ impl RedisLimiter {
     /// A limiter over `pool`. `lease` is how long an in-flight slot is held at most
     /// (longer than any request: the probe timeout plus a margin).
     pub fn new(
-        pool: deadpool_redis::Pool,
+        pool: RedisPool,
         redis: &RedisSettings,
         settings: &RateLimitSettings,
         lease: Duration,
@@ -169,7 +170,7 @@ impl RedisLimiter {
         id: &str,
     ) -> Result<(i64, u64), String> {
         let call = async {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            let mut conn = self.pool.get().await?;
             let mut inv = self.script.key(tat);
             inv.key(inflight);
             for a in args {
@@ -253,7 +254,7 @@ impl Limiter for RedisLimiter {
 
 /// A shared limiter as the trait object the prober takes.
 pub fn shared(
-    pool: deadpool_redis::Pool,
+    pool: RedisPool,
     redis: &RedisSettings,
     settings: &RateLimitSettings,
     lease: Duration,
@@ -275,7 +276,7 @@ mod tests {
                 .expect("settings");
         s.rate_limit.per_ip.rate = 4.0;
         s.rate_limit.per_ip.burst = 4;
-        let pool = crate::cache::redis_pool(&s.redis).expect("pool");
+        let pool = crate::redis_pool::redis_pool(&s.redis).expect("pool");
         let limiter =
             RedisLimiter::new(pool, &s.redis, &s.rate_limit, Duration::from_secs(30), "t");
         let req = Request {
@@ -305,7 +306,7 @@ mod tests {
     #[test]
     fn both_keys_of_an_ip_share_one_hash_slot() {
         let s = Settings::from_toml("").expect("settings");
-        let pool = crate::cache::redis_pool(&s.redis).expect("pool");
+        let pool = crate::redis_pool::redis_pool(&s.redis).expect("pool");
         let l = RedisLimiter::new(pool, &s.redis, &s.rate_limit, Duration::from_secs(30), "t");
         let (a, b) = l.keys("2001:db8::1");
         let tag = |k: &str| k[k.find('{').expect("{")..=k.find('}').expect("}")].to_string();

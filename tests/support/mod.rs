@@ -8,6 +8,7 @@
 //! - [`RedisServer::launch`] and [`RabbitServer::launch`] give a test a
 //!   server of its own, for fault tests that stop or restart it: stopping a
 //!   shared server would break the other tests running in parallel.
+//! - [`RedisCluster::launch`] starts a private Redis Cluster of N masters.
 //! - [`serve`] and [`serve_raw`] (in `targets`) put HTTP targets, well or
 //!   badly behaved, on loopback addresses.
 //! - [`farm::Farm`] starts a hostile target farm on 127.0.2.x (charsets,
@@ -28,7 +29,7 @@ use std::sync::OnceLock;
 
 pub use procs::{free_port, unique};
 pub use rabbitmq::RabbitServer;
-pub use redis_server::RedisServer;
+pub use redis_server::{RedisCluster, RedisServer};
 pub use targets::{serve, serve_raw};
 
 /// The servers every test of this binary shares.

@@ -1,0 +1,191 @@
+//! Redis Cluster: the shared limiter and the verdict cache on a real 3-node cluster
+//! (`redis.cluster = true`). The limiter's script keys share one hash slot per IP, so it
+//! grants at the shared rate with no fallback; IPs on different nodes do not hold each
+//! other back; cache keys land on different slots and round-trip.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use picket::cache::{RedisCache, VerdictCache};
+use picket::config::Settings;
+use picket::job::{Report, Verdict};
+use picket::limit::redis::RedisLimiter;
+use picket::limit::{Grant, Limiter, Request};
+use picket::redis_pool::redis_pool;
+
+use crate::support::{unique, RedisCluster};
+
+fn cluster_settings(cluster: &RedisCluster, extra: &str) -> Settings {
+    let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("{u:?}")).collect();
+    let toml = format!(
+        "[redis]\ncluster = true\nnodes = [{}]\nkey_prefix = \"{}:\"\ntimeout = \"2s\"\n{extra}",
+        nodes.join(", "),
+        unique("cluster")
+    );
+    Settings::from_toml(&toml).expect("cluster settings")
+}
+
+fn report(url: &str, verdict: Verdict) -> Report {
+    serde_json::from_value(serde_json::json!({
+        "job_id": unique("job"),
+        "url": url,
+        "verdict": verdict,
+        "reason": "ok",
+        "detail": "test",
+        "http": null,
+        "timing_ms": {"total": 1},
+        "ip": null,
+        "egress": null,
+        "attempts": 1,
+        "checked_at": "2026-11-24T00:00:00Z",
+        "cached": false,
+        "previous_verdict": null,
+        "changed": false,
+        "worker": "t",
+    }))
+    .expect("report")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limiter_on_a_cluster_grants_at_the_shared_rate_per_ip() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::launch(3))
+        .await
+        .expect("join")
+        .expect("cluster");
+    // 4/s with a burst of 2: six grants to one IP take 2 at once, then one every 250 ms
+    // (about 1 s). The local fallback (share 0.5: 2/s, burst 1) would take about 2.5 s.
+    let s = cluster_settings(
+        &cluster,
+        "[rate_limit.per_ip]\nrate = 4.0\nburst = 2\nmax_inflight = 16\n",
+    );
+    let pool = redis_pool(&s.redis).expect("pool");
+    assert!(pool.is_cluster());
+    let mut conn = pool.get().await.expect("connection");
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .expect("PING");
+    assert_eq!(pong, "PONG");
+    drop(conn);
+    let limiter = RedisLimiter::new(
+        pool,
+        &s.redis,
+        &s.rate_limit,
+        Duration::from_secs(30),
+        "cluster-test",
+    );
+
+    // Three IPs whose keys live on three different nodes.
+    let mut picked: Vec<(IpAddr, u16)> = Vec::new();
+    for i in 1..=250u8 {
+        let ip: IpAddr = format!("192.0.2.{i}").parse().expect("ip");
+        let (tat, inflight) = limiter.keys(&ip.to_string());
+        let owner = cluster.owner(&tat).expect("owner of the tat key");
+        assert_eq!(cluster.owner(&inflight), Some(owner), "{tat} / {inflight}");
+        if picked.iter().all(|(_, o)| *o != owner) {
+            picked.push((ip, owner));
+        }
+        if picked.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(picked.len(), 3, "IPs on three nodes: {picked:?}");
+
+    let start = Instant::now();
+    let runs = picked.iter().map(|&(ip, _)| {
+        let limiter = &limiter;
+        async move {
+            let begin = Instant::now();
+            let mut waits = Vec::new();
+            for _ in 0..6 {
+                let req = Request {
+                    ip,
+                    host: "cluster.test",
+                    egress: "direct",
+                    max_wait: Duration::from_secs(10),
+                };
+                match limiter.acquire(req).await {
+                    Grant::Go(p) => waits.push(p.waited),
+                    Grant::Defer(d) => panic!("{ip}: deferred {d:?}"),
+                }
+            }
+            (ip, begin.elapsed(), waits)
+        }
+    });
+    let results = futures_util::future::join_all(runs).await;
+    let total = start.elapsed();
+    for (ip, elapsed, waits) in &results {
+        println!("cluster limiter: {ip}: 6 grants in {elapsed:?}, waits {waits:?}");
+        assert!(
+            *elapsed >= Duration::from_millis(950),
+            "{ip}: too fast {elapsed:?}"
+        );
+        assert!(
+            *elapsed < Duration::from_millis(1900),
+            "{ip}: {elapsed:?} (the local fallback would take ~2.5 s)"
+        );
+        assert!(
+            waits[0] < Duration::from_millis(200) && waits[1] < Duration::from_millis(200),
+            "{ip}: the burst of 2 should be immediate: {waits:?}"
+        );
+    }
+    println!("cluster limiter: three IPs on three nodes, all done in {total:?}");
+    assert!(
+        total < Duration::from_millis(2000),
+        "IPs held each other back: {total:?}"
+    );
+
+    // The booking really is in the cluster, on each IP's own node.
+    for (ip, owner) in &picked {
+        let (tat, _) = limiter.keys(&ip.to_string());
+        let got = cluster.cli(*owner, &["exists", &tat]);
+        assert_eq!(got.trim(), "1", "{tat} on node {owner}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdict_cache_round_trips_on_a_cluster() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::launch(3))
+        .await
+        .expect("join")
+        .expect("cluster");
+    let s = cluster_settings(&cluster, "");
+    let cache = RedisCache::new(redis_pool(&s.redis).expect("pool"), &s.redis);
+
+    let urls: Vec<String> = (0..12)
+        .map(|i| format!("https://site-{i}.example/"))
+        .collect();
+    let owners: std::collections::HashSet<u16> = urls
+        .iter()
+        .map(|u| cluster.owner(&cache.key(u)).expect("owner"))
+        .collect();
+    assert!(owners.len() >= 2, "keys all on one node: {owners:?}");
+
+    for url in &urls {
+        assert!(cache.fresh(url, Duration::from_secs(60)).await.is_none());
+        assert_eq!(cache.record(&report(url, Verdict::Up)).await, None);
+    }
+    for url in &urls {
+        let got = cache
+            .fresh(url, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|| panic!("{url}: not cached"));
+        assert_eq!(&got.url, url);
+        assert_eq!(got.verdict, Verdict::Up);
+        assert_eq!(
+            cache.record(&report(url, Verdict::Down)).await,
+            Some(Verdict::Up),
+            "{url}"
+        );
+        let got = cache
+            .fresh(url, Duration::from_secs(60))
+            .await
+            .expect("cached");
+        assert_eq!(got.verdict, Verdict::Down);
+    }
+    println!(
+        "cluster cache: {} URLs on {} nodes round-tripped",
+        urls.len(),
+        owners.len()
+    );
+}
