@@ -711,3 +711,44 @@ fn when_the_canaries_fail_too_an_unreachable_site_is_unknown_not_down() {
         "{r}"
     );
 }
+
+#[test]
+fn passwords_never_reach_the_logs() {
+    // A worker that cannot reach its broker logs the failure, with the URL redacted.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("secret.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[amqp]\nurl = \"amqp://picket:hunter2-amqp@127.0.0.1:9/%2f\"\nconnect_timeout = \"1s\"\n\
+             [redis]\nurl = \"redis://:hunter2-redis@127.0.0.1:9/0\"\n\
+             [http]\nlisten = \"127.0.0.1:{}\"\n[log]\nformat = \"json\"\nlevel = \"debug\"\n",
+            crate::support::free_port()
+        ),
+    )
+    .expect("write config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_picket"))
+        .args(["worker", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start worker");
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let out = child.wait_with_output().expect("wait");
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}\n{logs}", out.status);
+    assert!(
+        logs.contains("broker unavailable"),
+        "the failure is logged:\n{logs}"
+    );
+    assert!(
+        logs.contains("picket:***@127.0.0.1:9"),
+        "with the URL redacted:\n{logs}"
+    );
+    assert!(!logs.contains("hunter2"), "a password was printed:\n{logs}");
+}
