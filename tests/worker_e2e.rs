@@ -727,7 +727,7 @@ fn passwords_never_reach_the_logs() {
         ),
     )
     .expect("write config");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_picket"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_picket"))
         .args(["worker", "--config"])
         .arg(&cfg)
         .stdout(std::process::Stdio::null())
