@@ -346,6 +346,26 @@ impl HttpProber {
                 .and_then(reqwest::tls::TlsInfo::peer_certificate)
                 .and_then(cert_days_left);
 
+            if let (429 | 503, Some(ip)) = (status, obs.ip) {
+                if let Some(pause) = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                {
+                    // The server asked for a pause: no worker sends to this IP before it
+                    // ends (capped, so a silly value cannot silence a site for days).
+                    let pause = Duration::from_secs(pause).min(MAX_RETRY_AFTER);
+                    let request = Request {
+                        ip,
+                        host: &host,
+                        egress: &egress.name,
+                        max_wait: Duration::ZERO,
+                    };
+                    self.limiter.hold(request, pause).await;
+                }
+            }
+
             let expected_here = plan
                 .expect
                 .status
@@ -531,6 +551,9 @@ impl CookieJar {
         self.cookies.len()
     }
 }
+
+/// Longest `Retry-After` pause honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// Longest wait for a per-IP limit when the job cannot be deferred (`picket check`, or a
 /// job deferred too often): long enough for any sane limit, bounded all the same.

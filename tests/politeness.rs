@@ -365,3 +365,63 @@ async fn a_busy_ip_does_not_starve_jobs_for_other_ips() {
     assert!(p95 < Duration::from_secs(15), "p95 {p95:?}");
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_pauses_every_request_to_that_ip() {
+    // The first request is told 429 Retry-After: 2; later ones get the page.
+    let arrivals = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let a = arrivals.clone();
+    let router = Router::new().route(
+        "/",
+        get(move || {
+            let a = a.clone();
+            async move {
+                let mut a = a.lock().expect("lock");
+                a.push(Instant::now());
+                if a.len() == 1 {
+                    (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [(axum::http::header::RETRY_AFTER, "2")],
+                        axum::response::Html(page("slow down")),
+                    )
+                } else {
+                    (
+                        axum::http::StatusCode::OK,
+                        [(axum::http::header::RETRY_AFTER, "0")],
+                        axum::response::Html(page("")),
+                    )
+                }
+            }
+        }),
+    );
+    let port = serve("127.0.0.12", router).await.port();
+    let base = with_limits(&base_toml(), 100.0, 10, 10);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    client
+        .job(
+            &s,
+            json!({"id": "ra", "url": format!("http://127.0.0.12:{port}/")}),
+        )
+        .await;
+    let r = client.results(&s, 1, Duration::from_secs(30)).await;
+    worker.shutdown().await;
+    assert_eq!(r[0]["verdict"], "up", "{}", r[0]);
+    assert_eq!(r[0]["attempt_log"][0]["reason"], "blocked", "{}", r[0]);
+    let a = arrivals.lock().expect("lock").clone();
+    assert_eq!(a.len(), 2);
+    let gap = a[1].duration_since(a[0]);
+    // retry_delay is 200 ms; only the Retry-After hold explains a 2 s gap.
+    assert!(
+        gap >= Duration::from_millis(1900),
+        "second request after {gap:?}"
+    );
+    assert!(
+        r[0]["timing_ms"]["queue"].as_u64().unwrap_or(0) >= 1500,
+        "{}",
+        r[0]
+    );
+}

@@ -106,6 +106,25 @@ impl LocalLimiter {
 }
 
 impl Limiter for LocalLimiter {
+    fn hold<'a>(&'a self, req: Request<'a>, pause: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let rate = self.scaled(self.rules.rate_for(&req));
+            let key = self.rules.key(&req);
+            let now = Instant::now();
+            let _ = self.semaphore(&key, rate, now);
+            let interval = Duration::from_secs_f64(1.0 / rate.rate);
+            let mut map = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(entry) = map.get_mut(&key) {
+                // The next slot opens `pause` from now, burst or not.
+                let tat = now + pause + interval * rate.burst.saturating_sub(1);
+                entry.tat = entry.tat.max(tat);
+            }
+        })
+    }
+
     fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant> {
         Box::pin(async move {
             let start = Instant::now();
@@ -220,6 +239,21 @@ mod tests {
         let t0 = Instant::now();
         let _ = go(&l, "192.0.2.1").await;
         assert!(t0.elapsed() <= Duration::from_millis(2000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hold_pauses_only_that_ip() {
+        let l = LocalLimiter::new(&settings(10.0, 5, 100));
+        l.hold(
+            req("192.0.2.1", Duration::from_secs(60)),
+            Duration::from_secs(3),
+        )
+        .await;
+        let t0 = Instant::now();
+        let _ = go(&l, "192.0.2.2").await;
+        assert_eq!(t0.elapsed(), Duration::ZERO, "other IPs go on");
+        let _ = go(&l, "192.0.2.1").await;
+        assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
     }
 
     #[tokio::test(start_paused = true)]

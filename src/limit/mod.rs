@@ -74,6 +74,12 @@ pub enum Grant {
 pub trait Limiter: Send + Sync {
     /// Waits (up to `req.max_wait`) until the request is allowed.
     fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant>;
+
+    /// Lets no request to `req`'s key go for `pause` (the server said `Retry-After`).
+    fn hold<'a>(&'a self, req: Request<'a>, pause: Duration) -> BoxFuture<'a, ()> {
+        let _ = (req, pause);
+        Box::pin(async {})
+    }
 }
 
 /// Which limits apply to a request, and the key they are kept under.

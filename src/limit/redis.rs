@@ -52,6 +52,19 @@ redis.call('PEXPIRE', KEYS[2], math.ceil(wait) + lease + 1000)
 return {1, math.ceil(wait)}
 ";
 
+/// KEYS[1]: the GCRA arrival time. ARGV: pause_ms, interval_ms, burst. Moves the next
+/// slot to `pause` from now (Redis's clock), never earlier than it already is.
+const HOLD_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = now + tonumber(ARGV[1]) + tonumber(ARGV[2]) * (tonumber(ARGV[3]) - 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if held > tat then
+  redis.call('SET', KEYS[1], string.format('%.3f', held), 'PX', math.ceil(held - now) + 1000)
+end
+return 1
+";
+
 /// How long Redis is left alone after a failure before it is tried again.
 const RETRY_REDIS_AFTER: Duration = Duration::from_secs(1);
 
@@ -189,6 +202,33 @@ impl RedisLimiter {
 }
 
 impl Limiter for RedisLimiter {
+    fn hold<'a>(&'a self, req: Request<'a>, pause: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            // The local fallback remembers too, in case Redis is the problem.
+            self.fallback.hold(req, pause).await;
+            let rate = self.rules.rate_for(&req);
+            let (tat, _) = self.keys(&self.rules.key(&req));
+            let interval_ms = (1000.0 / rate.rate).ceil() as u64;
+            let call = async {
+                let mut conn = self.pool.get().await?;
+                redis::Script::new(HOLD_SCRIPT)
+                    .key(&tat)
+                    .arg(pause.as_millis() as u64)
+                    .arg(interval_ms)
+                    .arg(rate.burst)
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            if let Ok(Err(e)) | Err(e) = tokio::time::timeout(self.timeout, call)
+                .await
+                .map_err(|_| "timed out".to_string())
+            {
+                self.redis_failed(&e);
+            }
+        })
+    }
+
     fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant> {
         Box::pin(async move {
             if self.redis_resting() {
