@@ -204,7 +204,9 @@ impl Engine {
             metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
             let j = judge(&plan, &obs, &self.judge);
             tracing::debug!(attempt, egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");
-            let done = !j.wants_confirmation();
+            // Being refused as a bot is only confirmed (or disproved) through another
+            // egress: asking the same IP again right after it refused us tells nothing.
+            let done = !j.wants_confirmation() || (j.reason == Reason::Blocked && egresses < 2);
             observations.push(obs);
             judgements.push(j);
             if done {
@@ -383,6 +385,7 @@ mod tests {
         outcomes: Mutex<Vec<Outcome>>,
         calls: AtomicUsize,
         egresses: Mutex<Vec<usize>>,
+        egress_count: usize,
     }
 
     impl Scripted {
@@ -391,13 +394,14 @@ mod tests {
                 outcomes: Mutex::new(outcomes),
                 calls: AtomicUsize::new(0),
                 egresses: Mutex::new(vec![]),
+                egress_count: 2,
             })
         }
     }
 
     impl Prober for Scripted {
         fn egress_count(&self) -> usize {
-            2
+            self.egress_count
         }
         fn observe<'a>(&'a self, _plan: &'a Plan, egress: usize) -> BoxFuture<'a, Observation> {
             Box::pin(async move {
@@ -455,6 +459,36 @@ mod tests {
         assert_eq!(r.attempt_log[0].reason, "connect");
         let eg = p.egresses.lock().expect("lock").clone();
         assert_ne!(eg[0], eg[1], "the retry must use the other egress");
+    }
+
+    fn throttled() -> Outcome {
+        Outcome::Answer(Answer {
+            status: 429,
+            body_bytes: 500,
+            retry_after: Some("120".into()),
+            ..Answer::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn blocked_is_confirmed_only_through_another_egress() {
+        let job = job_for_url("http://a.example/", "j").expect("job");
+        let mut one = Scripted::new(vec![throttled(), ok()]);
+        if let Some(p) = Arc::get_mut(&mut one) {
+            p.egress_count = 1;
+        }
+        let r = engine(one.clone()).run(&job).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str(), r.attempts),
+            (Verdict::Unknown, "blocked", 1)
+        );
+        let two = Scripted::new(vec![throttled(), ok()]);
+        let r = engine(two.clone()).run(&job).await;
+        assert_eq!(
+            (r.verdict, r.attempts),
+            (Verdict::Up, 2),
+            "the other egress got through"
+        );
     }
 
     #[tokio::test]
