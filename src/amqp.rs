@@ -506,14 +506,7 @@ async fn deliver(
                 Disposition::DeadLetter(reason)
             } else {
                 tracing::error!(error = %why, "handler failed; handing the job back once");
-                metric::requeued();
-                let _ = delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                requeue(&delivery).await;
                 return true;
             }
         }
@@ -576,7 +569,6 @@ async fn deliver(
         }
         Err(e) => {
             metric::publish_failed();
-            metric::requeued();
             tracing::warn!(error = %e, "result not confirmed; handing the job back");
             let nacked = matches!(e, AmqpError::Nacked);
             if nacked {
@@ -584,16 +576,22 @@ async fn deliver(
                 // after a pause rather than in a hot loop; the session itself is fine.
                 tokio::time::sleep(NACK_PAUSE).await;
             }
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
+            requeue(&delivery).await;
             nacked
         }
     }
+}
+
+/// Hands a delivery back to the queue (the broker redelivers it, to us or another worker).
+async fn requeue(delivery: &lapin::message::Delivery) {
+    metric::requeued();
+    let _ = delivery
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        })
+        .await;
 }
 
 /// After the handler failed on a message: `None` = hand it back once more; `Some(reason)`
