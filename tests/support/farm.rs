@@ -29,7 +29,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::targets::{raw, serve, serve_raw};
@@ -446,20 +446,6 @@ fn raw_response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> 
     let mut r = r.into_bytes();
     r.extend_from_slice(body);
     r
-}
-
-/// Reads a request head from any stream (TLS included), like
-/// `targets::read_request_head`.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    head
 }
 
 /// The path of a request head ("/" when unreadable).
@@ -1002,7 +988,7 @@ async fn failures(b: &mut Builder) {
                 if n == 0 {
                     raw::reset(stream).await;
                 } else {
-                    let _ = read_head(&mut stream).await;
+                    let _ = crate::support::targets::read_request_head(&mut stream).await;
                     let _ = stream.write_all(&ok).await;
                     let _ = stream.shutdown().await;
                 }
@@ -1025,7 +1011,7 @@ async fn failures(b: &mut Builder) {
             let home = Arc::clone(&home);
             async move {
                 loop {
-                    let head = read_head(&mut stream).await;
+                    let head = crate::support::targets::read_request_head(&mut stream).await;
                     if head.is_empty() {
                         return;
                     }
@@ -1423,7 +1409,7 @@ async fn serve_tls(ip: &str, config: Arc<rustls::ServerConfig>, body: &str) -> S
             let Ok(mut tls) = acceptor.accept(stream).await else {
                 return;
             };
-            let _ = read_head(&mut tls).await;
+            let _ = crate::support::targets::read_request_head(&mut tls).await;
             let _ = tls.write_all(&response).await;
             let _ = tls.shutdown().await;
         }

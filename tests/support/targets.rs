@@ -71,9 +71,9 @@ where
 }
 
 /// Reads an HTTP request head (up to the blank line, at most 64 KiB) so a
-/// raw handler answers after the request, as a real server would. Returns
-/// what was read; empty if the peer closed first.
-pub async fn read_request_head(stream: &mut TcpStream) -> Vec<u8> {
+/// raw handler answers after the request, as a real server would. Any stream
+/// (TLS included). Returns what was read; empty if the peer closed first.
+pub async fn read_request_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
