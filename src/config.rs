@@ -101,6 +101,8 @@ struct RawProbe {
     accept_language: String,
     canaries: Vec<String>,
     soft_failures: String,
+    egress_fail_targets: u32,
+    egress_rest: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,6 +302,8 @@ pub struct ProbeSettings {
     /// Verdict for a page that matches a built-in block, parked, suspended or
     /// default-server pattern; `None` = patterns off.
     pub soft_failures: Option<crate::job::Verdict>,
+    /// When an egress failing for many sites is rested.
+    pub egress_health: crate::egress::HealthSettings,
 }
 
 /// How much one IP may take: a rate, a burst and an in-flight cap.
@@ -674,6 +678,10 @@ impl Settings {
                         format!("{other:?} is not \"off\", \"degraded\" or \"down\""),
                     ))
                 }
+            },
+            egress_health: crate::egress::HealthSettings {
+                fail_targets: p.egress_fail_targets as usize,
+                rest: positive_duration("probe.egress_rest", &p.egress_rest)?,
             },
         };
 

@@ -12,9 +12,11 @@ use futures_util::future::BoxFuture;
 
 use crate::cache::VerdictCache;
 use crate::config::{ProbeSettings, Settings};
+use crate::egress::{EgressHealth, Health};
 use crate::job::{now_rfc3339, AttemptRecord, HttpFacts, Job, Rejected, Report, Timing, Verdict};
 use crate::metric;
-use crate::probe::judge::{combine, judge, JudgeSettings, Judgement, Reason};
+use crate::probe::judge::{combine, judge, settled, JudgeSettings, Judgement, Reason};
+use crate::probe::FailureKind;
 use crate::probe::{Observation, Outcome, Plan};
 
 /// Observes a site once: resolve, connect, ask, read.
@@ -42,6 +44,7 @@ pub struct Engine {
     judge: JudgeSettings,
     worker: String,
     canaries: Canaries,
+    health: EgressHealth,
 }
 
 /// How long a canary check answers for all failures that ask.
@@ -80,6 +83,7 @@ impl Engine {
         settings: &Settings,
         worker: String,
     ) -> Engine {
+        let prober_egresses = prober.egress_count();
         Engine {
             prober,
             cache,
@@ -113,6 +117,37 @@ impl Engine {
                     .collect(),
                 last: tokio::sync::Mutex::new(None),
             },
+            health: EgressHealth::new(prober_egresses, settings.probe.egress_health),
+        }
+    }
+
+    /// Tells the egress bookkeeping what an attempt showed about its egress.
+    fn note_health(&self, egress: usize, obs: &Observation) {
+        let health = match &obs.outcome {
+            Outcome::Answer(_) => Health::Works,
+            Outcome::Failure(f) => match f.kind {
+                FailureKind::Connect
+                | FailureKind::Unreachable
+                | FailureKind::Reset
+                | FailureKind::Timeout
+                | FailureKind::Tls
+                | FailureKind::Protocol
+                | FailureKind::Egress => Health::Failed,
+                // These came after an answer: the way out worked.
+                FailureKind::TooManyRedirects | FailureKind::BadRedirect => Health::Works,
+                FailureKind::Dns | FailureKind::BlockedTarget | FailureKind::Throttled => {
+                    Health::Silent
+                }
+            },
+        };
+        let now = tokio::time::Instant::now();
+        if self.health.record(egress, obs.ip, health, now) {
+            metric::egress_rested(&obs.egress);
+            tracing::warn!(
+                egress = %obs.egress,
+                rest_s = self.probe.egress_health.rest.as_secs(),
+                "egress fails for many sites while others answer: resting it"
+            );
         }
     }
 
@@ -188,32 +223,49 @@ impl Engine {
         let mut plan = Plan::new(job, &self.probe);
         plan.max_wait = max_wait;
         let egresses = self.prober.egress_count().max(1);
-        // Spread first attempts over the egresses; a retry always moves to the next one.
-        let first = (fxhash(job.url.as_str()) as usize) % egresses;
+        let required = self.probe.attempts as usize;
+        // Failed egresses and bot walls cost attempts without telling anything about the
+        // site, so with other egresses to try there is room for a few more.
+        let budget = if egresses > 1 { 2 * required } else { required };
+        // Spread first attempts over the egresses; a retry moves on to the next one.
+        let mut next = (fxhash(job.url.as_str()) as usize) % egresses;
+        // Egresses that have told all they can about this site.
+        let mut spent: Vec<usize> = Vec::new();
         let mut observations: Vec<Observation> = Vec::new();
         let mut judgements: Vec<Judgement> = Vec::new();
-        for attempt in 0..self.probe.attempts as usize {
-            if attempt > 0 {
+        while judgements.len() < budget {
+            let now = tokio::time::Instant::now();
+            let Some(egress) = self.health.pick(next, &spent, now) else {
+                break;
+            };
+            if !judgements.is_empty() {
                 tokio::time::sleep(self.probe.retry_delay).await;
             }
-            let obs = self.prober.observe(&plan, first + attempt).await;
+            let obs = self.prober.observe(&plan, egress).await;
             if let Some(wait) = obs.deferred {
                 return Err(wait);
             }
             metric::probe_latency(obs.total);
             metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
+            self.note_health(egress, &obs);
             let j = judge(&plan, &obs, &self.judge);
-            tracing::debug!(attempt, egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");
-            // Being refused as a bot is only confirmed (or disproved) through another
-            // egress: asking the same IP again right after it refused us tells nothing.
-            let done = !j.wants_confirmation() || (j.reason == Reason::Blocked && egresses < 2);
+            tracing::debug!(attempt = judgements.len(), egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");
+            // Asking again through an egress the site refused as a bot tells nothing, and
+            // a failed egress says nothing about the site; with one egress only, a failed
+            // egress may still recover for the next attempt.
+            if j.reason == Reason::Blocked
+                || (j.reason == Reason::EgressUnavailable && egresses > 1)
+            {
+                spent.push(egress);
+            }
             observations.push(obs);
             judgements.push(j);
-            if done {
+            if settled(&judgements, required) {
                 break;
             }
+            next = egress + 1;
         }
-        let Some((i, decisive)) = combine(&judgements) else {
+        let Some((i, decisive)) = combine(&judgements, required) else {
             return Ok(self.report_without_probe(
                 job,
                 Verdict::Unknown,
@@ -284,6 +336,8 @@ impl Engine {
             timing_ms: Timing {
                 total: ms(obs.total),
                 dns: obs.dns.map(ms),
+                connect: obs.connect.map(ms),
+                tls: obs.tls.map(ms),
                 first_byte: obs.first_byte.map(ms),
                 queue: Some(ms(observations.iter().map(|o| o.queued).sum())),
             },
@@ -408,17 +462,11 @@ mod tests {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 self.egresses.lock().expect("lock").push(egress % 2);
                 let outcome = self.outcomes.lock().expect("lock").remove(0);
-                Observation {
-                    egress: format!("e{}", egress % 2),
-                    ip: Some("192.0.2.1".parse().expect("ip")),
-                    outcome,
-                    dns: Some(Duration::from_millis(1)),
-                    first_byte: Some(Duration::from_millis(2)),
-                    queued: Duration::ZERO,
-                    total: Duration::from_millis(3),
-                    deferred: None,
-                    notes: vec![],
-                }
+                let mut o = Observation::new(&format!("e{}", egress % 2));
+                o.ip = Some("192.0.2.1".parse().expect("ip"));
+                o.outcome = outcome;
+                o.total = Duration::from_millis(3);
+                o
             })
         }
     }
@@ -540,5 +588,75 @@ mod tests {
         assert_eq!(r.job_id, "second");
         assert_eq!(r.meta, Some(serde_json::json!({"k": 2})));
         assert_eq!(p.calls.load(Ordering::SeqCst), 1);
+    }
+
+    fn proxy_failed() -> Outcome {
+        Outcome::Failure(Failure {
+            kind: FailureKind::Egress,
+            detail: "egress p failed".into(),
+        })
+    }
+
+    fn server_error() -> Outcome {
+        Outcome::Answer(Answer {
+            status: 500,
+            body_bytes: 500,
+            ..Answer::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_failed_egress_is_left_and_the_failure_confirmed_through_another() {
+        let p = Scripted::new(vec![proxy_failed(), refused(), refused(), refused()]);
+        let r = engine(p.clone())
+            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .await;
+        assert_eq!((r.verdict, r.reason.as_str()), (Verdict::Down, "connect"));
+        assert_eq!(
+            r.attempts, 4,
+            "the egress failure does not count as a confirmation"
+        );
+        let eg = p.egresses.lock().expect("lock").clone();
+        assert!(
+            eg[1..].iter().all(|e| *e != eg[0]),
+            "the failed egress is not asked again: {eg:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_egress_failing_is_unknown_not_down() {
+        let p = Scripted::new(vec![proxy_failed(), proxy_failed()]);
+        let r = engine(p.clone())
+            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str(), r.attempts),
+            (Verdict::Unknown, "egress_unavailable", 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bot_wall_is_down_only_when_another_egress_sees_the_site_fail() {
+        let p = Scripted::new(vec![
+            throttled(),
+            server_error(),
+            server_error(),
+            server_error(),
+        ]);
+        let r = engine(p.clone())
+            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Down, "http_status")
+        );
+        let p = Scripted::new(vec![throttled(), refused(), refused(), refused()]);
+        let r = engine(p.clone())
+            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Unknown, "blocked")
+        );
     }
 }

@@ -6,11 +6,13 @@
 //! DNS answer nor a stale pooled connection can change where the request goes or fake a
 //! failure. Redirects are followed here, hop by hop, for the same reasons.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use rustls::pki_types::ServerName;
 use tokio::time::Instant;
 use url::Url;
 
@@ -60,6 +62,7 @@ pub struct HttpProber {
     tls: rustls::ClientConfig,
     allow_private: bool,
     egress: Vec<Egress>,
+    recent: RecentAnswers,
 }
 
 /// Builds the rustls configuration: bundled roots, system roots, and the extra CA file.
@@ -136,6 +139,7 @@ impl HttpProber {
             tls: tls_config(tls)?,
             allow_private,
             egress,
+            recent: RecentAnswers::default(),
         })
     }
 
@@ -146,9 +150,18 @@ impl HttpProber {
         addr: SocketAddr,
         connect_timeout: Duration,
         timeout: Duration,
+        clock: &PhaseClock,
     ) -> Result<reqwest::Client, reqwest::Error> {
+        let mut tls = self.tls.clone();
+        // No session resumption: a resumed session skips the certificate check and shows
+        // no certificate, and every probe must see the site as a first visitor does. The
+        // store is asked for a session when the ClientHello is built, which is the moment
+        // the connection is up: that splits connect from TLS time.
+        tls.resumption =
+            rustls::client::Resumption::store(Arc::new(MarkHello(clock.hello.clone())));
         let mut b = reqwest::Client::builder()
-            .use_preconfigured_tls(self.tls.clone())
+            .use_preconfigured_tls(tls)
+            .connector_layer(MarkConnected(clock.connected.clone()))
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(0)
             .connect_timeout(connect_timeout)
@@ -166,24 +179,11 @@ impl HttpProber {
         b.build()
     }
 
-    async fn observe_with(&self, plan: &Plan, egress: &Egress) -> Observation {
+    async fn observe_with(&self, plan: &Plan, egress: &Egress, index: usize) -> Observation {
         let start = Instant::now();
-        let mut obs = Observation {
-            egress: egress.name.clone(),
-            ip: None,
-            outcome: Outcome::Failure(Failure {
-                kind: FailureKind::Connect,
-                detail: String::new(),
-            }),
-            dns: None,
-            first_byte: None,
-            queued: Duration::ZERO,
-            total: Duration::ZERO,
-            deferred: None,
-            notes: Vec::new(),
-        };
+        let mut obs = Observation::new(&egress.name);
         let outcome = self
-            .follow(plan, egress, start + plan.timeout, &mut obs)
+            .follow(plan, egress, index, start + plan.timeout, &mut obs)
             .await;
         obs.outcome = outcome;
         obs.total = start.elapsed();
@@ -194,6 +194,7 @@ impl HttpProber {
         &self,
         plan: &Plan,
         egress: &Egress,
+        index: usize,
         mut deadline: Instant,
         obs: &mut Observation,
     ) -> Outcome {
@@ -241,7 +242,6 @@ impl HttpProber {
                     ),
                 );
             }
-            let mut sent_at = None;
             let mut response = None;
             let mut permit_held = None;
             for (n, &ip) in candidates.iter().enumerate() {
@@ -280,12 +280,14 @@ impl HttpProber {
                         format!("no time left after {redirects} redirects"),
                     );
                 }
+                let clock = PhaseClock::default();
                 let client = match self.client(
                     egress,
                     &host,
                     SocketAddr::new(ip, port),
                     plan.connect_timeout.min(remaining),
                     remaining,
+                    &clock,
                 ) {
                     Ok(c) => c,
                     Err(e) => {
@@ -307,15 +309,25 @@ impl HttpProber {
                     req = req.header(reqwest::header::COOKIE, cookie);
                 }
                 let sent = Instant::now();
-                match req.send().await {
+                let result = req.send().await;
+                clock.write(sent, obs);
+                match result {
                     Ok(r) => {
-                        sent_at = Some(sent);
+                        self.recent.answered(ip, index);
+                        obs.first_byte = Some(clock.ready(sent).elapsed());
                         response = Some(r);
                         permit_held = Some(permit);
                         break;
                     }
                     Err(e) => {
-                        let outcome = classify(&e, &host, ip, port, plan);
+                        let outcome = classify(&e, &host, ip, port, plan, egress);
+                        if let Outcome::Failure(Failure {
+                            kind: FailureKind::Reset,
+                            ..
+                        }) = &outcome
+                        {
+                            obs.recent_answers = self.recent.count(ip, index);
+                        }
                         // A broken address family is not a broken site: try the other one.
                         if e.is_connect() && n + 1 < candidates.len() {
                             let why = match &outcome {
@@ -332,13 +344,12 @@ impl HttpProber {
                     }
                 }
             }
-            let (Some(resp), Some(sent), Some(permit)) = (response, sent_at, permit_held) else {
+            let (Some(resp), Some(permit)) = (response, permit_held) else {
                 return fail(
                     FailureKind::Connect,
                     format!("{host}: no address could be reached"),
                 );
             };
-            obs.first_byte = Some(sent.elapsed());
             let status = resp.status().as_u16();
             let tls_days_left = resp
                 .extensions()
@@ -493,8 +504,180 @@ impl Prober for HttpProber {
 
     fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Observation> {
         Box::pin(async move {
-            let e = &self.egress[egress % self.egress.len()];
-            self.observe_with(plan, e).await
+            let index = egress % self.egress.len();
+            self.observe_with(plan, &self.egress[index], index).await
+        })
+    }
+}
+
+/// When the connection of one hop was up and when it was ready (TLS done), read from
+/// hooks inside reqwest's connector and rustls.
+#[derive(Default)]
+struct PhaseClock {
+    /// The ClientHello was built: TCP (and the proxy's handshake) done.
+    hello: Arc<OnceLock<Instant>>,
+    /// The connector returned a usable connection.
+    connected: Arc<OnceLock<Instant>>,
+}
+
+impl PhaseClock {
+    /// Writes connect and TLS time into `obs` (for the hop whose request went out at
+    /// `sent`; pooling is off, so the connection was opened for it).
+    fn write(&self, sent: Instant, obs: &mut Observation) {
+        let hello = self.hello.get().copied();
+        let connected = self.connected.get().copied();
+        obs.connect = hello
+            .or(connected)
+            .map(|t| t.saturating_duration_since(sent));
+        obs.tls = match (hello, connected) {
+            (Some(h), Some(c)) => Some(c.saturating_duration_since(h)),
+            _ => None,
+        };
+    }
+
+    /// When the connection was ready for the request.
+    fn ready(&self, sent: Instant) -> Instant {
+        self.connected.get().copied().unwrap_or(sent)
+    }
+}
+
+/// A session store that keeps nothing and notes when rustls first asks it.
+#[derive(Debug)]
+struct MarkHello(Arc<OnceLock<Instant>>);
+
+impl MarkHello {
+    fn mark(&self) {
+        let _ = self.0.set(Instant::now());
+    }
+}
+
+impl rustls::client::ClientSessionStore for MarkHello {
+    fn set_kx_hint(&self, _: ServerName<'static>, _: rustls::NamedGroup) {}
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.mark();
+        None
+    }
+    fn set_tls12_session(
+        &self,
+        _: ServerName<'static>,
+        _: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.mark();
+        None
+    }
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+    fn insert_tls13_ticket(
+        &self,
+        _: ServerName<'static>,
+        _: rustls::client::Tls13ClientSessionValue,
+    ) {
+    }
+    fn take_tls13_ticket(
+        &self,
+        _: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.mark();
+        None
+    }
+}
+
+/// A connector layer that notes when the connection is ready.
+#[derive(Clone)]
+struct MarkConnected(Arc<OnceLock<Instant>>);
+
+impl<S> tower_layer::Layer<S> for MarkConnected {
+    type Service = Marked<S>;
+    fn layer(&self, inner: S) -> Marked<S> {
+        Marked {
+            inner,
+            at: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Marked<S> {
+    inner: S,
+    at: Arc<OnceLock<Instant>>,
+}
+
+impl<S, R> tower_service::Service<R> for Marked<S>
+where
+    S: tower_service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        let connecting = self.inner.call(req);
+        let at = self.at.clone();
+        Box::pin(async move {
+            let conn = connecting.await;
+            if conn.is_ok() {
+                let _ = at.set(Instant::now());
+            }
+            conn
+        })
+    }
+}
+
+/// How long answers from one IP are remembered to recognise a reset after a burst.
+const BURST_WINDOW: Duration = Duration::from_secs(20);
+
+/// Recent answers per (target IP, egress), so a reset right after a burst of answers
+/// can be told from an outage. Bounded: a few instants per key, and keys whose answers
+/// are all old are dropped when the map grows.
+#[derive(Default)]
+struct RecentAnswers {
+    seen: Mutex<HashMap<(IpAddr, usize), VecDeque<Instant>>>,
+}
+
+impl RecentAnswers {
+    const PER_KEY: usize = 8;
+    const MAX_KEYS: usize = 8192;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, usize), VecDeque<Instant>>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn answered(&self, ip: IpAddr, egress: usize) {
+        let now = Instant::now();
+        let mut seen = self.lock();
+        if seen.len() >= Self::MAX_KEYS {
+            seen.retain(|_, v| {
+                v.back()
+                    .is_some_and(|t| now.duration_since(*t) < BURST_WINDOW)
+            });
+            if seen.len() >= Self::MAX_KEYS {
+                seen.clear();
+            }
+        }
+        let times = seen.entry((ip, egress)).or_default();
+        if times.len() >= Self::PER_KEY {
+            times.pop_front();
+        }
+        times.push_back(now);
+    }
+
+    fn count(&self, ip: IpAddr, egress: usize) -> u32 {
+        let now = Instant::now();
+        self.lock().get(&(ip, egress)).map_or(0, |v| {
+            v.iter()
+                .filter(|t| now.duration_since(**t) < BURST_WINDOW)
+                .count() as u32
         })
     }
 }
@@ -629,8 +812,20 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Sorts a request error into a failure kind with a precise detail.
-fn classify(e: &reqwest::Error, host: &str, ip: IpAddr, port: u16, plan: &Plan) -> Outcome {
+fn classify(
+    e: &reqwest::Error,
+    host: &str,
+    ip: IpAddr,
+    port: u16,
+    plan: &Plan,
+    egress: &Egress,
+) -> Outcome {
     let at = format!("{host} ({ip}:{port})");
+    if egress.proxy.is_some() {
+        if let Some(outcome) = classify_proxy(e, &at, &egress.name) {
+            return outcome;
+        }
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
@@ -650,18 +845,20 @@ fn classify(e: &reqwest::Error, host: &str, ip: IpAddr, port: u16, plan: &Plan) 
                 );
             }
             use std::io::ErrorKind as K;
-            let what = match io.kind() {
-                K::ConnectionRefused => Some("connection refused"),
-                K::ConnectionReset => Some("connection reset by the server"),
-                K::ConnectionAborted => Some("connection aborted"),
-                K::UnexpectedEof => Some("connection closed before an answer"),
-                K::HostUnreachable | K::NetworkUnreachable => Some("no route to host"),
-                K::TimedOut => None,
-                _ => None,
+            let (kind, what) = match io.kind() {
+                K::ConnectionRefused => (FailureKind::Connect, "connection refused"),
+                K::ConnectionReset => (FailureKind::Reset, "connection reset by the server"),
+                K::ConnectionAborted => (FailureKind::Reset, "connection aborted"),
+                K::UnexpectedEof => (FailureKind::Reset, "connection closed before an answer"),
+                K::HostUnreachable | K::NetworkUnreachable => {
+                    (FailureKind::Unreachable, "no route to host")
+                }
+                _ => {
+                    source = err.source();
+                    continue;
+                }
             };
-            if let Some(w) = what {
-                return fail(FailureKind::Connect, format!("{at}: {w}"));
-            }
+            return fail(kind, format!("{at}: {what}"));
         }
         source = err.source();
     }
@@ -684,9 +881,57 @@ fn classify(e: &reqwest::Error, host: &str, ip: IpAddr, port: u16, plan: &Plan) 
         );
     }
     if cause.contains("closed") || cause.contains("reset") || cause.contains("incomplete") {
-        return fail(FailureKind::Connect, format!("{at}: {cause}"));
+        return fail(FailureKind::Reset, format!("{at}: {cause}"));
     }
     fail(FailureKind::Protocol, format!("{at}: {cause}"))
+}
+
+/// Through a proxy, tells the proxy's own failure (nothing known about the site) from
+/// the site's failure as the proxy reports it. reqwest and hyper-util expose these only
+/// as messages, so this reads the error chain's words.
+fn classify_proxy(e: &reqwest::Error, at: &str, egress: &str) -> Option<Outcome> {
+    let mut chain = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        chain.push(err.to_string());
+        source = err.source();
+    }
+    let words = chain.join(": ");
+    let socks = words.contains("socks proxy");
+    let tunnel = words.contains("tunnel error");
+    if !socks && !tunnel {
+        return None;
+    }
+    // What the proxy says about the target (SOCKS5 replies; a refused CONNECT).
+    const TARGET_FAILURES: [(&str, FailureKind); 5] = [
+        ("connection refused", FailureKind::Connect),
+        ("host unreachable", FailureKind::Unreachable),
+        ("network unreachable", FailureKind::Unreachable),
+        ("ttl expired", FailureKind::Timeout),
+        ("tunnel error: unsuccessful", FailureKind::Connect),
+    ];
+    for (marker, kind) in TARGET_FAILURES {
+        let said = if socks {
+            chain[1..].iter().any(|c| c == marker)
+        } else {
+            words.contains(marker)
+        };
+        if said {
+            let what = if tunnel {
+                "the proxy could not open a tunnel to it".to_string()
+            } else {
+                format!("the proxy reports {marker}")
+            };
+            return Some(fail(kind, format!("{at} via egress {egress}: {what}")));
+        }
+    }
+    Some(fail(
+        FailureKind::Egress,
+        format!(
+            "egress {egress} failed, so nothing is known about {at}: {}",
+            chain[1..].join(": ")
+        ),
+    ))
 }
 
 fn rustls_inside(io: &std::io::Error) -> Option<&rustls::Error> {

@@ -390,7 +390,13 @@ pub struct Timing {
     /// Name resolution of the first hop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<u64>,
-    /// Request sent to response headers received, last hop (connect and TLS included).
+    /// Opening the connection of the last hop (TCP; through a proxy, its handshake too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<u64>,
+    /// The TLS handshake of the last hop (https only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<u64>,
+    /// Connection ready to response headers received, last hop: the server's own time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_byte: Option<u64>,
     /// Time spent waiting for the per-IP limit.

@@ -18,6 +18,7 @@ pub mod app;
 pub mod cache;
 pub mod config;
 pub mod dns;
+pub mod egress;
 pub mod engine;
 pub mod http;
 pub mod job;

@@ -25,6 +25,7 @@ const THROTTLE_WAITS: &str = "picket_throttle_waits_total";
 const THROTTLE_WAIT_SECONDS: &str = "picket_throttle_wait_seconds";
 const DEFERRALS: &str = "picket_jobs_deferred_total";
 const EGRESS_ATTEMPTS: &str = "picket_egress_attempts_total";
+const EGRESS_RESTS: &str = "picket_egress_rests_total";
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that
 /// renders `/metrics`; later calls return the same handle.
@@ -88,6 +89,10 @@ fn describe() {
     describe_counter!(
         EGRESS_ATTEMPTS,
         "Probe attempts by egress and outcome (answered, failed): an egress failing while others answer is sick"
+    );
+    describe_counter!(
+        EGRESS_RESTS,
+        "Times an egress was rested (avoided for probe.egress_rest) after failing for many sites while others answered"
     );
 }
 
@@ -169,4 +174,9 @@ pub fn deferred() {
 pub fn egress_attempt(egress: &str, answered: bool) {
     let outcome = if answered { "answered" } else { "failed" };
     counter!(EGRESS_ATTEMPTS, "egress" => egress.to_string(), "outcome" => outcome).increment(1);
+}
+
+/// `egress` was put to rest after failing for many sites while others answered.
+pub fn egress_rested(egress: &str) {
+    counter!(EGRESS_RESTS, "egress" => egress.to_string()).increment(1);
 }

@@ -110,8 +110,14 @@ pub struct Answer {
 pub enum FailureKind {
     /// The name did not resolve.
     Dns,
-    /// No connection (refused, reset, unreachable).
+    /// The connection was refused: the host is there, nothing listens.
     Connect,
+    /// No route to the host or its network: either the site's network is down or ours.
+    Unreachable,
+    /// The server reset or closed the connection before answering. Usually an outage;
+    /// right after a burst of answers from the same IP, a ban (see
+    /// [`Observation::recent_answers`]).
+    Reset,
     /// The TLS handshake or the certificate failed.
     Tls,
     /// Out of time.
@@ -124,7 +130,7 @@ pub enum FailureKind {
     BlockedTarget,
     /// The server broke the HTTP protocol or cut the body.
     Protocol,
-    /// The egress (proxy) itself failed.
+    /// The egress (proxy) itself failed: nothing is known about the site.
     Egress,
     /// Our own per-IP limit allowed no request before the deadline.
     Throttled,
@@ -159,7 +165,12 @@ pub struct Observation {
     pub outcome: Outcome,
     /// Name resolution of the first hop.
     pub dns: Option<Duration>,
-    /// Request sent to headers received, last hop.
+    /// Opening the connection of the last hop: TCP, and through a proxy the proxy's
+    /// handshake too.
+    pub connect: Option<Duration>,
+    /// The TLS handshake of the last hop (https).
+    pub tls: Option<Duration>,
+    /// Connection ready to response headers received, last hop: the server's own time.
     pub first_byte: Option<Duration>,
     /// Waiting for the per-IP limit, all hops.
     pub queued: Duration,
@@ -170,4 +181,30 @@ pub struct Observation {
     pub deferred: Option<Duration>,
     /// Things worth telling that did not decide the verdict (e.g. a broken IPv6 path).
     pub notes: Vec<String>,
+    /// On a failure: how many answers the same IP gave us just before it (through this
+    /// egress). A reset right after a burst of answers is a ban, not an outage.
+    pub recent_answers: u32,
+}
+
+impl Observation {
+    /// An observation through `egress` that has seen nothing yet.
+    pub fn new(egress: &str) -> Observation {
+        Observation {
+            egress: egress.to_string(),
+            ip: None,
+            outcome: Outcome::Failure(Failure {
+                kind: FailureKind::Connect,
+                detail: String::new(),
+            }),
+            dns: None,
+            connect: None,
+            tls: None,
+            first_byte: None,
+            queued: Duration::ZERO,
+            total: Duration::ZERO,
+            deferred: None,
+            notes: Vec::new(),
+            recent_answers: 0,
+        }
+    }
 }
