@@ -47,7 +47,12 @@ pub fn init_logging(settings: &LogSettings, quiet: bool) {
     };
 }
 
-fn engine(
+/// The probe engine over `settings`, with the given cache and limiter: the worker's,
+/// `picket check`'s, and the tests'.
+///
+/// # Errors
+/// DNS, TLS or proxy settings that cannot be used.
+pub fn engine(
     settings: &Settings,
     cache: Arc<dyn VerdictCache>,
     limiter: Arc<dyn Limiter>,

@@ -53,6 +53,8 @@ pub enum SetupError {
 struct Egress {
     name: String,
     proxy: Option<reqwest::Proxy>,
+    /// The proxy speaks SOCKS (else HTTP, when there is a proxy).
+    socks: bool,
 }
 
 /// Probes sites over HTTP(S).
@@ -130,6 +132,10 @@ impl HttpProber {
                 Ok(Egress {
                     name: e.name.clone(),
                     proxy,
+                    socks: e
+                        .proxy
+                        .as_ref()
+                        .is_some_and(|u| u.scheme().starts_with("socks")),
                 })
             })
             .collect::<Result<Vec<_>, SetupError>>()?;
@@ -822,7 +828,7 @@ fn classify(
 ) -> Outcome {
     let at = format!("{host} ({ip}:{port})");
     if egress.proxy.is_some() {
-        if let Some(outcome) = classify_proxy(e, &at, &egress.name) {
+        if let Some(outcome) = classify_proxy(e, &at, egress) {
             return outcome;
         }
     }
@@ -889,7 +895,7 @@ fn classify(
 /// Through a proxy, tells the proxy's own failure (nothing known about the site) from
 /// the site's failure as the proxy reports it. reqwest and hyper-util expose these only
 /// as messages, so this reads the error chain's words.
-fn classify_proxy(e: &reqwest::Error, at: &str, egress: &str) -> Option<Outcome> {
+fn classify_proxy(e: &reqwest::Error, at: &str, egress: &Egress) -> Option<Outcome> {
     let mut chain = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
@@ -900,6 +906,17 @@ fn classify_proxy(e: &reqwest::Error, at: &str, egress: &str) -> Option<Outcome>
     let socks = words.contains("socks proxy");
     let tunnel = words.contains("tunnel error");
     if !socks && !tunnel {
+        // Plain http through an HTTP proxy: the only connection made is to the proxy.
+        if !egress.socks && e.is_connect() {
+            return Some(fail(
+                FailureKind::Egress,
+                format!(
+                    "egress {} failed, so nothing is known about {at}: {}",
+                    egress.name,
+                    chain[1..].join(": ")
+                ),
+            ));
+        }
         return None;
     }
     // What the proxy says about the target (SOCKS5 replies; a refused CONNECT).
@@ -912,7 +929,7 @@ fn classify_proxy(e: &reqwest::Error, at: &str, egress: &str) -> Option<Outcome>
     ];
     for (marker, kind) in TARGET_FAILURES {
         let said = if socks {
-            chain[1..].iter().any(|c| c == marker)
+            chain[1..].iter().any(|c| c.ends_with(marker))
         } else {
             words.contains(marker)
         };
@@ -922,13 +939,17 @@ fn classify_proxy(e: &reqwest::Error, at: &str, egress: &str) -> Option<Outcome>
             } else {
                 format!("the proxy reports {marker}")
             };
-            return Some(fail(kind, format!("{at} via egress {egress}: {what}")));
+            return Some(fail(
+                kind,
+                format!("{at} via egress {}: {what}", egress.name),
+            ));
         }
     }
     Some(fail(
         FailureKind::Egress,
         format!(
-            "egress {egress} failed, so nothing is known about {at}: {}",
+            "egress {} failed, so nothing is known about {at}: {}",
+            egress.name,
             chain[1..].join(": ")
         ),
     ))

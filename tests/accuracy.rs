@@ -150,6 +150,14 @@ async fn every_farm_target_gets_the_expected_verdict() {
                 failures.push(format!("{}: {e}", t.name));
             }
         }
+        // Every answer explains its time: connect always, the TLS handshake on https.
+        if let Some(final_url) = r["http"]["final_url"].as_str() {
+            let timing = &r["timing_ms"];
+            let https = final_url.starts_with("https:");
+            if timing["connect"].as_u64().is_none() || (https && timing["tls"].as_u64().is_none()) {
+                failures.push(format!("{}: timing without connect/tls: {timing}", t.name));
+            }
+        }
     }
     println!(
         "\n{} targets, one `picket check` run: {:.1} s",

@@ -6,6 +6,7 @@ mod support;
 
 mod accuracy;
 mod cluster;
+mod egress;
 mod politeness;
 mod reliability;
 mod support_smoke;

@@ -21,6 +21,7 @@
 
 pub mod farm;
 pub mod procs;
+pub mod proxy;
 pub mod rabbitmq;
 pub mod redis_server;
 pub mod targets;

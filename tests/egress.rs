@@ -1,0 +1,329 @@
+//! Egresses against our own proxies on loopback (`support::proxy`): requests through a
+//! SOCKS5 or HTTP proxy leave from the proxy's address and go to the IP picket counted;
+//! a dead proxy is no evidence about a site and gets rested while the direct route
+//! answers; every egress failing is `unknown`; a bot wall on one egress is confirmed or
+//! disproved through another; a reset right after a burst is a ban, not an outage.
+//!
+//! These run the engine in process (`picket::app::engine`, in-memory cache and limiter):
+//! no broker is involved in choosing egresses.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use picket::cache::MemoryCache;
+use picket::config::Settings;
+use picket::engine::Engine;
+use picket::job::{job_for_url, Report, Verdict};
+use picket::limit::local::LocalLimiter;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::support::picket::page;
+use crate::support::targets::read_request_head;
+use crate::support::{free_port, proxy, serve_raw};
+
+fn engine(toml: &str) -> Engine {
+    let text = format!(
+        r#"
+[probe]
+retry_delay = "50ms"
+timeout = "5s"
+connect_timeout = "2s"
+attempts = 2
+egress_fail_targets = 3
+[rate_limit.per_ip]
+rate = 1000.0
+burst = 1000
+max_inflight = 100
+[targets]
+allow_private = true
+{toml}
+"#
+    );
+    let s = Settings::from_toml(&text).unwrap_or_else(|e| panic!("settings: {e}\n{text}"));
+    picket::app::engine(
+        &s,
+        Arc::new(MemoryCache::default()),
+        Arc::new(LocalLimiter::new(&s.rate_limit)),
+    )
+    .expect("engine")
+}
+
+async fn check(engine: &Engine, url: &str) -> Report {
+    engine
+        .run(&job_for_url(url, "egress-test").expect("job"))
+        .await
+}
+
+/// A raw HTTP target on `ip` whose answer (status, body) depends on the peer address
+/// the request came from; it records those addresses.
+async fn target<F>(ip: &str, answer: F) -> (SocketAddr, Arc<Mutex<Vec<IpAddr>>>)
+where
+    F: Fn(IpAddr) -> (u16, String) + Send + Sync + 'static,
+{
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let p = peers.clone();
+    let answer = Arc::new(answer);
+    let addr = serve_raw(ip, move |mut stream: TcpStream| {
+        let (peers, answer) = (p.clone(), answer.clone());
+        async move {
+            let _ = read_request_head(&mut stream).await;
+            let Ok(peer) = stream.peer_addr() else { return };
+            peers.lock().expect("peers").push(peer.ip());
+            let (status, body) = answer(peer.ip());
+            let response = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    })
+    .await;
+    (addr, peers)
+}
+
+fn ok_page(_: IpAddr) -> (u16, String) {
+    (200, page("egress"))
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+#[tokio::test]
+async fn proxies_carry_the_probe_from_their_own_address_to_the_counted_ip() {
+    let (site, peers) = target("127.0.6.1", ok_page).await;
+    let hosts = HashMap::from([("site.egress.test".to_string(), site.ip())]);
+    let (socks, socks_log) = proxy::socks5("127.0.6.10", "127.0.6.11", hosts.clone()).await;
+    let (http, http_log) = proxy::http("127.0.6.20", "127.0.6.21", hosts).await;
+    let dns = format!(
+        "[dns]\nstatic = {{ \"site.egress.test\" = \"{}\" }}\n",
+        site.ip()
+    );
+    let url = format!("http://site.egress.test:{}/", site.port());
+
+    let e = engine(&format!(
+        "{dns}[[egress]]\nname = \"socks\"\nproxy = \"socks5://{socks}\"\n"
+    ));
+    let r = check(&e, &url).await;
+    assert_eq!(
+        (r.verdict, r.egress.as_deref()),
+        (Verdict::Up, Some("socks")),
+        "{}",
+        r.detail
+    );
+    assert_eq!(peers.lock().expect("peers").last(), Some(&ip("127.0.6.11")));
+    // socks5:// resolves here: the proxy is given the very IP the limiter counted.
+    assert_eq!(socks_log.asked(), vec![site.to_string()]);
+    assert!(
+        r.timing_ms.connect.is_some(),
+        "connect time through the proxy"
+    );
+    assert!(r.timing_ms.tls.is_none(), "no TLS on http");
+
+    let e = engine(&format!(
+        "{dns}[[egress]]\nname = \"web\"\nproxy = \"http://{http}\"\n"
+    ));
+    let r = check(&e, &url).await;
+    assert_eq!(
+        (r.verdict, r.egress.as_deref()),
+        (Verdict::Up, Some("web")),
+        "{}",
+        r.detail
+    );
+    assert_eq!(peers.lock().expect("peers").last(), Some(&ip("127.0.6.21")));
+    assert_eq!(http_log.asked().len(), 1);
+}
+
+#[tokio::test]
+async fn a_proxy_reporting_the_site_refused_is_the_site_down() {
+    let port = free_port(); // nothing listens there
+    let (socks, _) = proxy::socks5("127.0.6.30", "127.0.6.31", HashMap::new()).await;
+    let e = engine(&format!(
+        "[[egress]]\nname = \"socks\"\nproxy = \"socks5://{socks}\"\n"
+    ));
+    let r = check(&e, &format!("http://127.0.6.32:{port}/")).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "connect"),
+        "{}",
+        r.detail
+    );
+    assert!(
+        r.detail.contains("proxy reports connection refused"),
+        "{}",
+        r.detail
+    );
+}
+
+#[tokio::test]
+async fn every_egress_failing_is_unknown_never_down() {
+    let (site, _) = target("127.0.6.40", ok_page).await;
+    let (dead_socks, dead_http) = (free_port(), free_port());
+    let e = engine(&format!(
+        "[[egress]]\nname = \"s\"\nproxy = \"socks5://127.0.0.1:{dead_socks}\"\n\
+         [[egress]]\nname = \"h\"\nproxy = \"http://127.0.0.1:{dead_http}\"\n"
+    ));
+    for path in ["a", "b", "c"] {
+        let r = check(&e, &format!("http://{site}/{path}")).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Unknown, "egress_unavailable"),
+            "{}",
+            r.detail
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dead_proxy_is_no_evidence_and_is_rested_while_direct_works() {
+    let dead = free_port();
+    let e = engine(&format!(
+        "[[egress]]\nname = \"dead\"\nproxy = \"socks5://127.0.0.1:{dead}\"\n\
+         [[egress]]\nname = \"direct\"\n"
+    ));
+    let mut sites = Vec::new();
+    for n in 0..8 {
+        sites.push(target(&format!("127.0.6.{}", 50 + n), ok_page).await.0);
+    }
+    let mut through_dead = Vec::new();
+    for site in &sites {
+        let r = check(&e, &format!("http://{site}/")).await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+        for a in r.attempt_log.iter().filter(|a| a.egress == "dead") {
+            assert_eq!(a.reason, "egress_unavailable", "{}", a.detail);
+        }
+        through_dead.push(r.attempt_log.iter().any(|a| a.egress == "dead"));
+    }
+    // Three distinct sites failing through it (while direct answered) rest it: the last
+    // jobs do not try it at all.
+    assert!(
+        through_dead.iter().filter(|d| **d).count() >= 3,
+        "{through_dead:?}"
+    );
+    let first_rested = through_dead.iter().rposition(|d| *d).expect("some") + 1;
+    for (n, site) in sites.iter().enumerate() {
+        let r = check(&e, &format!("http://{site}/again")).await;
+        assert!(
+            r.attempt_log.iter().all(|a| a.egress == "direct"),
+            "site {n} (rested after {first_rested}) still went through the dead proxy: {:?}",
+            r.attempt_log
+        );
+    }
+
+    // A site that is really down is still down, confirmed through the egress that works.
+    let refused = free_port();
+    let r = check(&e, &format!("http://127.0.6.70:{refused}/")).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "connect"),
+        "{}",
+        r.detail
+    );
+    assert!(r.attempt_log.iter().all(|a| a.egress == "direct"));
+    assert_eq!(r.attempts, 2);
+}
+
+/// A site behind a bot wall for the direct route (peer 127.0.0.1): 429 with a challenge.
+fn walled(other: (u16, &'static str)) -> impl Fn(IpAddr) -> (u16, String) + Send + Sync {
+    move |peer| {
+        if peer == ip("127.0.0.1") {
+            (
+                429,
+                "<html><title>Just a moment...</title>checking your browser</html>".into(),
+            )
+        } else {
+            (other.0, page(other.1))
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_bot_wall_on_one_egress_is_settled_through_another() {
+    let (socks, _) = proxy::socks5("127.0.6.80", "127.0.6.81", HashMap::new()).await;
+    let egresses = format!(
+        "[[egress]]\nname = \"direct\"\n[[egress]]\nname = \"socks\"\nproxy = \"socks5://{socks}\"\n"
+    );
+    let e = engine(&egresses);
+    let (fine, _) = target("127.0.6.82", walled((200, "fine"))).await;
+    let (broken, _) = target("127.0.6.83", walled((500, "broken"))).await;
+    let mut walled_first = 0;
+    for path in ["a", "b", "c", "d", "e", "f"] {
+        let r = check(&e, &format!("http://{fine}/{path}")).await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+        if r.attempt_log.first().is_some_and(|a| a.reason == "blocked") {
+            walled_first += 1;
+            assert_eq!(r.egress.as_deref(), Some("socks"));
+        }
+        let r = check(&e, &format!("http://{broken}/{path}")).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Down, "http_status"),
+            "{}",
+            r.detail
+        );
+    }
+    assert!(walled_first > 0, "no job started on the walled egress");
+
+    // With the direct route alone, the wall is all we know: unknown, not down.
+    let e = engine("");
+    let r = check(&e, &format!("http://{broken}/")).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "blocked"),
+        "{}",
+        r.detail
+    );
+}
+
+#[tokio::test]
+async fn a_reset_right_after_a_burst_is_a_ban_not_an_outage() {
+    // Answers the first four connections, then resets every one: a server that bans a
+    // client for a burst.
+    let served = Arc::new(AtomicUsize::new(0));
+    let s = served.clone();
+    let site = serve_raw("127.0.6.90", move |mut stream: TcpStream| {
+        let n = s.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _ = read_request_head(&mut stream).await;
+            if n < 4 {
+                let body = page("burst");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            } else {
+                let _ = stream.set_zero_linger();
+            }
+        }
+    })
+    .await;
+    let e = engine("");
+    for n in 0..4 {
+        let r = check(&e, &format!("http://{site}/{n}")).await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    }
+    let r = check(&e, &format!("http://{site}/after")).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "blocked"),
+        "{}",
+        r.detail
+    );
+    assert!(r.detail.contains("right after"), "{}", r.detail);
+
+    // The same resets with no answers before them are an outage.
+    let dead = serve_raw("127.0.6.91", crate::support::targets::raw::reset).await;
+    let r = check(&e, &format!("http://{dead}/")).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "connect"),
+        "{}",
+        r.detail
+    );
+}
