@@ -52,6 +52,8 @@ pub struct Resolver {
 struct Inner {
     static_hosts: std::collections::BTreeMap<String, Vec<IpAddr>>,
     hickory: TokioResolver,
+    /// Each nameserver alone, when there are several.
+    each: Vec<TokioResolver>,
     timeout: Duration,
     lookups: tokio::sync::Semaphore,
 }
@@ -62,11 +64,17 @@ impl Resolver {
     /// # Errors
     /// The system configuration could not be read (and no nameservers were given).
     pub fn new(settings: &DnsSettings) -> Result<Resolver, DnsError> {
-        let provider = TokioRuntimeProvider::default();
-        let mut builder = if settings.nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| DnsError::Setup(e.to_string()))?
+        let setup = |e: &dyn std::fmt::Display| DnsError::Setup(e.to_string());
+        let (builder, servers) = if settings.nameservers.is_empty() {
+            let servers = hickory_resolver::system_conf::read_system_conf()
+                .map(|(config, _)| config.name_servers().to_vec())
+                .unwrap_or_default();
+            (
+                TokioResolver::builder_tokio().map_err(|e| setup(&e))?,
+                servers,
+            )
         } else {
-            let servers = settings
+            let servers: Vec<NameServerConfig> = settings
                 .nameservers
                 .iter()
                 .map(|addr| {
@@ -77,22 +85,41 @@ impl Resolver {
                     NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
                 })
                 .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], servers),
-                provider,
-            )
+            let builder = TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, vec![], servers.clone()),
+                TokioRuntimeProvider::default(),
+            );
+            (builder, servers)
         };
-        let opts = builder.options_mut();
-        opts.timeout = settings.timeout;
-        opts.attempts = 2;
-        opts.cache_size = 4096;
-        let hickory = builder
-            .build()
-            .map_err(|e| DnsError::Setup(e.to_string()))?;
+        let build = |mut builder: hickory_resolver::ResolverBuilder<TokioRuntimeProvider>| {
+            let opts = builder.options_mut();
+            opts.timeout = settings.timeout;
+            opts.attempts = 2;
+            opts.cache_size = 4096;
+            builder.build().map_err(|e| setup(&e))
+        };
+        let hickory = build(builder)?;
+        // One resolver per nameserver, asked in turn when the pool's answer was a
+        // failure: the pool takes a SERVFAIL as final, and one broken resolver must not
+        // make a site "down" for DNS.
+        let each = if servers.len() > 1 {
+            servers
+                .into_iter()
+                .map(|server| {
+                    build(TokioResolver::builder_with_config(
+                        ResolverConfig::from_parts(None, vec![], vec![server]),
+                        TokioRuntimeProvider::default(),
+                    ))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
         Ok(Resolver {
             inner: Arc::new(Inner {
                 static_hosts: settings.static_hosts.clone(),
                 hickory,
+                each,
                 timeout: settings.timeout,
                 lookups: tokio::sync::Semaphore::new(settings.max_concurrent),
             }),
@@ -112,42 +139,56 @@ impl Resolver {
         if let Some(ips) = self.inner.static_hosts.get(&lower) {
             return Ok(ips.clone());
         }
+        // Closed never: the semaphore lives as long as the resolver.
+        let _slot = self.inner.lookups.acquire().await.ok();
+        let first = self.ask(&self.inner.hickory, &lower).await;
+        let Err(DnsError::Timeout { .. } | DnsError::Failed { .. }) = &first else {
+            return first;
+        };
+        for (n, one) in self.inner.each.iter().enumerate() {
+            match self.ask(one, &lower).await {
+                Ok(ips) => {
+                    tracing::debug!(host = %lower, nameserver = n, "answered by a later nameserver after: {}", first.as_ref().err().map(ToString::to_string).unwrap_or_default());
+                    return Ok(ips);
+                }
+                Err(e @ DnsError::NotFound { .. }) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        first
+    }
+
+    /// One lookup through `resolver`, sorted into a [`DnsError`].
+    async fn ask(&self, resolver: &TokioResolver, lower: &str) -> Result<Vec<IpAddr>, DnsError> {
         // Two resolver attempts plus slack: the resolver's own timeout applies per try.
         let limit = self.inner.timeout * 3;
         let fqdn = format!("{lower}.");
-        let lookup = async {
-            // Closed never: the semaphore lives as long as the resolver.
-            let _slot = self.inner.lookups.acquire().await.ok();
-            self.inner.hickory.lookup_ip(fqdn.as_str()).await
-        };
-        match tokio::time::timeout(limit, lookup).await {
+        let host = lower.to_string();
+        match tokio::time::timeout(limit, resolver.lookup_ip(fqdn.as_str())).await {
             Err(_) => Err(DnsError::Timeout {
-                host: lower,
+                host,
                 ms: limit.as_millis(),
             }),
             Ok(Ok(found)) => {
                 let ips: Vec<IpAddr> = found.iter().collect();
                 if ips.is_empty() {
-                    Err(DnsError::NotFound { host: lower })
+                    Err(DnsError::NotFound { host })
                 } else {
                     Ok(ips)
                 }
             }
             Ok(Err(e)) if e.is_nx_domain() || e.is_no_records_found() => {
-                Err(DnsError::NotFound { host: lower })
+                Err(DnsError::NotFound { host })
             }
             Ok(Err(e)) => {
                 let message = e.to_string();
                 if message.contains("timed out") || message.contains("timeout") {
                     Err(DnsError::Timeout {
-                        host: lower,
+                        host,
                         ms: self.inner.timeout.as_millis(),
                     })
                 } else {
-                    Err(DnsError::Failed {
-                        host: lower,
-                        message,
-                    })
+                    Err(DnsError::Failed { host, message })
                 }
             }
         }

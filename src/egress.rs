@@ -160,6 +160,75 @@ impl EgressHealth {
     }
 }
 
+/// How far back [`NetworkWatch`] looks for a wave of failures.
+pub const WAVE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Distinct target IPs failing silently within [`WAVE_WINDOW`] that make a wave.
+pub const WAVE_IPS: usize = 20;
+
+/// What one attempt says about our own network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// An HTTP answer: packets go out and come back.
+    Answered,
+    /// Nothing came back at all (no connection in time, no route, the egress failed).
+    Silent,
+    /// Something came back (a refusal, a reset, a DNS answer): no evidence either way.
+    Other,
+}
+
+/// Watches for a wave: many unrelated IPs failing silently at once while almost nothing
+/// answers, which is our own network failing, not dozens of sites at the same moment.
+#[derive(Debug, Default)]
+pub struct NetworkWatch {
+    events: Mutex<VecDeque<(Instant, Option<IpAddr>, Signal)>>,
+}
+
+impl NetworkWatch {
+    /// Records one attempt.
+    pub fn record(&self, ip: Option<IpAddr>, signal: Signal, now: Instant) {
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cutoff = now.checked_sub(WAVE_WINDOW).unwrap_or(now);
+        while events.front().is_some_and(|(at, _, _)| *at < cutoff) {
+            events.pop_front();
+        }
+        if events.len() >= 4 * MAX_EVENTS {
+            events.pop_front();
+        }
+        events.push_back((now, ip, signal));
+    }
+
+    /// A description of the wave going on at `now`, if there is one.
+    pub fn wave(&self, now: Instant) -> Option<String> {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cutoff = now.checked_sub(WAVE_WINDOW).unwrap_or(now);
+        let recent = events.iter().filter(|(at, _, _)| *at >= cutoff);
+        let mut silent: Vec<IpAddr> = Vec::new();
+        let (mut answered, mut total) = (0usize, 0usize);
+        for (_, ip, signal) in recent {
+            total += 1;
+            match (signal, ip) {
+                (Signal::Answered, _) => answered += 1,
+                (Signal::Silent, Some(ip)) if !silent.contains(ip) => silent.push(*ip),
+                _ => {}
+            }
+        }
+        (silent.len() >= WAVE_IPS && answered * 10 < total).then(|| {
+            format!(
+                "{} unrelated sites went silent within {} s and {answered} of {total} probes got an answer",
+                silent.len(),
+                WAVE_WINDOW.as_secs()
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +338,43 @@ mod tests {
             assert!(!h.record(0, ip(n), Health::Silent, t0));
         }
         assert!(!h.resting(0, t0));
+    }
+
+    #[test]
+    fn a_wave_of_silent_failures_with_no_answers_is_our_network() {
+        let w = NetworkWatch::default();
+        let t0 = Instant::now();
+        for n in 0..(WAVE_IPS as u8 - 1) {
+            w.record(ip(n), Signal::Silent, t0);
+        }
+        assert!(w.wave(t0).is_none(), "one short of a wave");
+        w.record(ip(200), Signal::Silent, t0);
+        assert!(w.wave(t0).is_some());
+        // Over after the window.
+        assert!(w.wave(t0 + WAVE_WINDOW + Duration::from_secs(1)).is_none());
+    }
+
+    #[test]
+    fn failures_among_answers_or_from_one_site_are_no_wave() {
+        let t0 = Instant::now();
+        let w = NetworkWatch::default();
+        for n in 0..40u8 {
+            w.record(ip(n), Signal::Silent, t0);
+            w.record(ip(100 + n), Signal::Answered, t0);
+        }
+        assert!(
+            w.wave(t0).is_none(),
+            "half the probes answer: sites, not us"
+        );
+        let w = NetworkWatch::default();
+        for _ in 0..100 {
+            w.record(ip(1), Signal::Silent, t0);
+        }
+        assert!(w.wave(t0).is_none(), "one site, however often");
+        let w = NetworkWatch::default();
+        for n in 0..40u8 {
+            w.record(ip(n), Signal::Other, t0);
+        }
+        assert!(w.wave(t0).is_none(), "refusals reach us: our network works");
     }
 }

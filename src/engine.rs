@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 
 use crate::cache::VerdictCache;
 use crate::config::{ProbeSettings, Settings};
-use crate::egress::{EgressHealth, Health};
+use crate::egress::{EgressHealth, Health, NetworkWatch, Signal};
 use crate::job::{now_rfc3339, AttemptRecord, HttpFacts, Job, Rejected, Report, Timing, Verdict};
 use crate::metric;
 use crate::probe::judge::{combine, judge, settled, JudgeSettings, Judgement, Reason};
@@ -45,10 +45,14 @@ pub struct Engine {
     worker: String,
     canaries: Canaries,
     health: EgressHealth,
+    network: NetworkWatch,
 }
 
 /// How long a canary check answers for all failures that ask.
 const CANARY_FRESH: Duration = Duration::from_secs(30);
+
+/// The same while many sites are failing at once.
+const CANARY_FRESH_IN_WAVE: Duration = Duration::from_secs(3);
 
 /// Known-good sites that tell our own network failing from theirs.
 struct Canaries {
@@ -118,6 +122,7 @@ impl Engine {
                 last: tokio::sync::Mutex::new(None),
             },
             health: EgressHealth::new(prober_egresses, settings.probe.egress_health),
+            network: NetworkWatch::default(),
         }
     }
 
@@ -141,6 +146,16 @@ impl Engine {
             },
         };
         let now = tokio::time::Instant::now();
+        let signal = match &obs.outcome {
+            Outcome::Answer(_) => Signal::Answered,
+            Outcome::Failure(f) => match f.kind {
+                // A connection that never came up, or no route: nothing came back.
+                FailureKind::Timeout if obs.connect.is_none() => Signal::Silent,
+                FailureKind::Unreachable | FailureKind::Egress => Signal::Silent,
+                _ => Signal::Other,
+            },
+        };
+        self.network.record(obs.ip, signal, now);
         if self.health.record(egress, obs.ip, health, now) {
             metric::egress_rested(&obs.egress);
             tracing::warn!(
@@ -157,9 +172,15 @@ impl Engine {
         if self.canaries.plans.is_empty() {
             return true;
         }
+        // In a wave of failures an answer from before it is stale: check again.
+        let fresh = if self.network.wave(tokio::time::Instant::now()).is_some() {
+            CANARY_FRESH_IN_WAVE
+        } else {
+            CANARY_FRESH
+        };
         let mut last = self.canaries.last.lock().await;
         if let Some((at, ok)) = *last {
-            if at.elapsed() < CANARY_FRESH {
+            if at.elapsed() < fresh {
                 return ok;
             }
         }
@@ -281,12 +302,22 @@ impl Engine {
         // nothing about the site: our network is failing.
         if verdict == Verdict::Down
             && matches!(reason, Reason::Connect | Reason::Timeout | Reason::Dns)
-            && !self.network_ok().await
         {
-            verdict = Verdict::Unknown;
-            reason = Reason::EgressUnavailable;
-            detail =
-                format!("{detail}; every canary failed too, so this is our network, not the site");
+            if !self.network_ok().await {
+                verdict = Verdict::Unknown;
+                reason = Reason::EgressUnavailable;
+                detail = format!(
+                    "{detail}; every canary failed too, so this is our network, not the site"
+                );
+            } else if self.canaries.plans.is_empty() {
+                // Without canaries to ask, a wave of silence is taken for what it almost
+                // always is.
+                if let Some(wave) = self.network.wave(tokio::time::Instant::now()) {
+                    verdict = Verdict::Unknown;
+                    reason = Reason::EgressUnavailable;
+                    detail = format!("{detail}; {wave}: this looks like our network, not the site (configure probe.canaries to be sure)");
+                }
+            }
         }
         for note in &obs.notes {
             detail = format!("{detail}; {note}");

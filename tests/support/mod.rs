@@ -19,6 +19,7 @@
 //! declares, so unused ones (and unused re-exports) are not warnings here.
 #![allow(dead_code, unused_imports)]
 
+pub mod dns;
 pub mod farm;
 pub mod procs;
 pub mod proxy;

@@ -1,0 +1,195 @@
+//! Our side failing is not their side failing: a nameserver that fails or stays silent
+//! is passed over for the next one before a site is called down for DNS, and a wave of
+//! unrelated sites failing at once while nothing answers is our network, `unknown`.
+//!
+//! Engine in process, as in `egress`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use picket::cache::MemoryCache;
+use picket::config::Settings;
+use picket::engine::Engine;
+use picket::job::{job_for_url, Report, Verdict};
+use picket::limit::local::LocalLimiter;
+
+use crate::support::dns::{self, Mode};
+use crate::support::picket::page;
+use crate::support::serve;
+
+fn engine(toml: &str) -> Engine {
+    engine_with("attempts = 2\nconnect_timeout = \"2s\"", toml)
+}
+
+/// An engine with `probe` lines in `[probe]` and `toml` after the other sections.
+fn engine_with(probe: &str, toml: &str) -> Engine {
+    let text = format!(
+        r#"
+[probe]
+retry_delay = "50ms"
+timeout = "5s"
+{probe}
+[rate_limit.per_ip]
+rate = 1000.0
+burst = 1000
+max_inflight = 100
+[targets]
+allow_private = true
+{toml}
+"#
+    );
+    let s = Settings::from_toml(&text).unwrap_or_else(|e| panic!("settings: {e}\n{text}"));
+    picket::app::engine(
+        &s,
+        Arc::new(MemoryCache::default()),
+        Arc::new(LocalLimiter::new(&s.rate_limit)),
+    )
+    .expect("engine")
+}
+
+async fn check(engine: &Engine, url: &str) -> Report {
+    engine
+        .run(&job_for_url(url, "our-side").expect("job"))
+        .await
+}
+
+async fn site(ip: &str) -> std::net::SocketAddr {
+    let router = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { axum::response::Html(page("ours")) }),
+    );
+    serve(ip, router).await
+}
+
+#[tokio::test]
+async fn a_failing_or_silent_nameserver_is_passed_over_for_the_next() {
+    let web = site("127.0.7.1").await;
+    let table = HashMap::from([(
+        "www.ours.test".to_string(),
+        "127.0.7.1".parse().expect("ip"),
+    )]);
+    let (good, good_queries) = dns::serve("127.0.7.2", Mode::Answer(table)).await;
+    let (servfail, servfail_queries) = dns::serve("127.0.7.3", Mode::Servfail).await;
+    let (silent, silent_queries) = dns::serve("127.0.7.4", Mode::Silent).await;
+    let url = format!("http://www.ours.test:{}/", web.port());
+
+    for (first, first_queries) in [(servfail, &servfail_queries), (silent, &silent_queries)] {
+        let e = engine(&format!(
+            "[dns]\ntimeout = \"1s\"\nnameservers = [\"{first}\", \"{good}\"]\n"
+        ));
+        let r = check(&e, &url).await;
+        assert_eq!(
+            r.verdict,
+            Verdict::Up,
+            "first nameserver {first}: {}",
+            r.detail
+        );
+        assert!(
+            first_queries.load(std::sync::atomic::Ordering::SeqCst) > 0,
+            "{first} was never asked"
+        );
+    }
+    assert!(good_queries.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+
+    // With only a failing nameserver, the name cannot be resolved: dns, and said why.
+    let e = engine(&format!(
+        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{servfail}\"]\n"
+    ));
+    let r = check(&e, &url).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "dns"),
+        "{}",
+        r.detail
+    );
+}
+
+/// A listener on `ip` whose accept queue is full and never drained: the kernel drops
+/// further SYNs, so a connect hangs until it times out, as to a blackholed site.
+async fn blackhole(ip: &str) -> (std::net::SocketAddr, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind((ip.parse::<std::net::Ipv4Addr>().expect("ip"), 0).into())
+        .expect("bind");
+    let listener = socket.listen(1).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let connect = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), connect).await
+        {
+            held.push(s);
+        }
+    }
+    // The listener must live on (not accepting) for the queue to stay full.
+    std::mem::forget(listener);
+    (addr, held)
+}
+
+async fn check_all(e: &Arc<Engine>, urls: &[String]) -> Vec<Report> {
+    let tasks: Vec<_> = urls
+        .iter()
+        .map(|u| {
+            let (e, u) = (e.clone(), u.clone());
+            tokio::spawn(async move { check(&e, &u).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("a check task"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_of_silent_sites_is_our_network_not_theirs() {
+    let mut holes = Vec::new();
+    for n in 1..=24 {
+        holes.push(blackhole(&format!("127.0.8.{n}")).await);
+    }
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        tokio::net::TcpStream::connect(holes[0].0),
+    )
+    .await;
+    assert!(probe.is_err(), "the blackhole must swallow connects");
+    let urls: Vec<String> = holes.iter().map(|(a, _)| format!("http://{a}/")).collect();
+    let probe = "attempts = 1\nconnect_timeout = \"1s\"";
+
+    // No canaries: a wave of silence is taken for our network. The first sites to fail
+    // may be called down before the wave shows; once it shows, no more downs.
+    let e = Arc::new(engine_with(probe, ""));
+    let first = check_all(&e, &urls).await;
+    assert!(first.iter().all(|r| r.verdict != Verdict::Up));
+    let second = check_all(&e, &urls).await;
+    for r in &second {
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Unknown, "egress_unavailable"),
+            "{}",
+            r.detail
+        );
+        assert!(
+            r.detail.contains("unrelated sites went silent"),
+            "{}",
+            r.detail
+        );
+    }
+
+    // With a canary that answers, the same silence is the sites' own: down.
+    let canary = site("127.0.8.100").await;
+    let e = Arc::new(engine_with(
+        &format!("{probe}\ncanaries = [\"http://{canary}/\"]"),
+        "",
+    ));
+    for r in check_all(&e, &urls).await {
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Down, "timeout"),
+            "{}",
+            r.detail
+        );
+    }
+    drop(holes);
+}
