@@ -4,6 +4,10 @@
 //! Order of the rules matters and is the same as a person's reading of a page: no answer
 //! at all, then the status, then whether there is a page, then what it says, then speed.
 
+use std::sync::OnceLock;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
 use crate::config::TlsOnError;
 use crate::job::Verdict;
 use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
@@ -153,33 +157,61 @@ const DEFAULT_TITLES: &[&str] = &[
     "test page for the nginx",
 ];
 
-fn title(lower: &str) -> Option<&str> {
-    let start = lower.find("<title")?;
-    let open_end = start + lower[start..].find('>')? + 1;
-    let close = open_end + lower[open_end..].find("</title")?;
-    Some(lower[open_end..close].trim())
+/// The patterns above, compiled once. A page is ASCII-lower-cased once (a fast byte
+/// pass) and then searched for all patterns in one go, which the SIMD prefilter of a
+/// case-sensitive search makes several times faster than a case-insensitive automaton.
+/// The patterns are ASCII or CJK, which has no case, so nothing is lost.
+struct Finders {
+    soft: AhoCorasick,
+    challenge: AhoCorasick,
+}
+
+fn finders() -> &'static Finders {
+    static FINDERS: OnceLock<Finders> = OnceLock::new();
+    FINDERS.get_or_init(|| {
+        let build = |patterns: &[&str]| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(patterns)
+                // The patterns are constants: a failure here is a bug caught by every test.
+                .expect("built-in page patterns compile")
+        };
+        let soft: Vec<&str> = SOFT_PATTERNS.iter().map(|(_, p)| *p).collect();
+        Finders {
+            soft: build(&soft),
+            challenge: build(CHALLENGE_MARKERS),
+        }
+    })
+}
+
+/// The title of a lower-cased page.
+fn title(lower: &[u8]) -> Option<&[u8]> {
+    let start = memchr::memmem::find(lower, b"<title")?;
+    let open_end = start + memchr::memchr(b'>', &lower[start..])? + 1;
+    let close = open_end + memchr::memmem::find(&lower[open_end..], b"</title")?;
+    Some(lower[open_end..close].trim_ascii())
 }
 
 /// The soft failure a small page shows, if any: "block page (\"access denied\")".
 fn soft_failure(text: &str) -> Option<String> {
-    let lower = text.to_lowercase();
+    let lower = text.as_bytes().to_ascii_lowercase();
     if let Some(t) = title(&lower) {
-        if let Some(d) = DEFAULT_TITLES.iter().find(|d| t.contains(*d)) {
+        if let Some(d) = DEFAULT_TITLES
+            .iter()
+            .find(|d| memchr::memmem::find(t, d.as_bytes()).is_some())
+        {
             return Some(format!("default server page ({d:?} in the title)"));
         }
     }
-    SOFT_PATTERNS
-        .iter()
-        .find(|(_, phrase)| lower.contains(phrase))
-        .map(|(kind, phrase)| format!("{kind} ({phrase:?})"))
+    let found = finders().soft.find(&lower)?;
+    let (kind, phrase) = SOFT_PATTERNS[found.pattern().as_usize()];
+    Some(format!("{kind} ({phrase:?})"))
 }
 
 fn challenge(text: &str) -> Option<&'static str> {
-    let lower = text.to_lowercase();
-    CHALLENGE_MARKERS
-        .iter()
-        .find(|m| lower.contains(*m))
-        .copied()
+    let lower = text.as_bytes().to_ascii_lowercase();
+    let found = finders().challenge.find(&lower)?;
+    Some(CHALLENGE_MARKERS[found.pattern().as_usize()])
 }
 
 /// Judges one attempt.

@@ -63,26 +63,29 @@ fn charset_from_content_type(ct: &str) -> Option<&'static Encoding> {
 }
 
 fn charset_from_meta(head: &[u8]) -> Option<&'static Encoding> {
-    // Meta tags are ASCII; look at the head as Latin-1 so no byte is lost.
-    let lower: String = head
-        .iter()
-        .map(|&b| (b as char).to_ascii_lowercase())
-        .collect();
+    // Meta tags are ASCII: search the bytes, lower-cased, whatever the charset.
+    let lower = head.to_ascii_lowercase();
     let mut from = 0;
-    while let Some(pos) = lower[from..].find("<meta") {
+    while let Some(pos) = memchr::memmem::find(&lower[from..], b"<meta") {
         let start = from + pos;
-        let end = lower[start..].find('>').map_or(lower.len(), |e| start + e);
+        let end = memchr::memchr(b'>', &lower[start..]).map_or(lower.len(), |e| start + e);
         let tag = &lower[start..end];
-        if let Some(i) = tag.find("charset") {
-            let rest = tag[i + "charset".len()..].trim_start();
-            if let Some(rest) = rest.strip_prefix('=') {
-                let value: String = rest
-                    .trim_start()
-                    .trim_start_matches(['"', '\''])
-                    .chars()
-                    .take_while(|c| !matches!(c, '"' | '\'' | ' ' | ';' | '/' | '>'))
-                    .collect();
-                if let Some(enc) = label_to_encoding(&value) {
+        if let Some(i) = memchr::memmem::find(tag, b"charset") {
+            let rest = tag[i + b"charset".len()..].trim_ascii_start();
+            if let Some(rest) = rest.strip_prefix(b"=") {
+                let rest = rest.trim_ascii_start();
+                let rest = rest
+                    .iter()
+                    .position(|b| !matches!(b, b'"' | b'\''))
+                    .map_or(&rest[rest.len()..], |p| &rest[p..]);
+                let len = rest
+                    .iter()
+                    .position(|b| matches!(b, b'"' | b'\'' | b' ' | b';' | b'/' | b'>'))
+                    .unwrap_or(rest.len());
+                if let Some(enc) = std::str::from_utf8(&rest[..len])
+                    .ok()
+                    .and_then(label_to_encoding)
+                {
                     return Some(enc);
                 }
             }
