@@ -775,6 +775,10 @@ async fn collect(run: &RunArgs, opts: &CollectOptions) -> Result<()> {
 /// CPU used between two snapshots: the worker's (also per 1000 results), each watched
 /// name's, and how busy the whole machine was.
 fn print_cpu(a: &CpuSnapshot, b: &CpuSnapshot, unique: usize, opts: &CollectOptions) {
+    if let Some(y) = b.worker {
+        // Since the worker started: includes its start and what came before the first result.
+        println!("cpu_total_s={y:.2}");
+    }
     if let (Some(x), Some(y)) = (a.worker, b.worker) {
         let cpu = y - x;
         println!("cpu_s={cpu:.2}");
