@@ -50,6 +50,11 @@ enum Command {
     },
 }
 
+// jemalloc: about 20 % less CPU per probe than the system allocator in scripts/bench,
+// for about 10 % more memory per probe in flight (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
