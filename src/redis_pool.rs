@@ -4,26 +4,49 @@
 //! [`redis::aio::ConnectionLike`], so commands and scripts run on it unchanged. On a
 //! cluster each command goes to the node that owns its key's hash slot; a script's keys
 //! must therefore share one slot (the limiter's keys carry a `{hash tag}`).
+//!
+//! redis-rs connections are multiplexed: one carries any number of concurrent commands,
+//! and commands issued together go out in one write. So every call shares one connection
+//! taken from the pool, instead of taking a connection per call: deadpool checks a
+//! connection with a PING round trip each time it hands one out, which doubled the
+//! round trips of every call, and separate connections cannot batch their writes. The
+//! pool is asked again only when the shared connection breaks.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
 
 use crate::config::RedisSettings;
 
 /// Connections to Redis, made lazily and kept for reuse.
 #[derive(Clone)]
-pub enum RedisPool {
+pub struct RedisPool {
+    kind: PoolKind,
+    /// The connection every call shares, once one was made.
+    shared: Arc<Mutex<Option<Shared>>>,
+}
+
+#[derive(Clone)]
+enum PoolKind {
     /// One Redis server.
     Single(deadpool_redis::Pool),
     /// A Redis Cluster, found from its seed nodes.
     Cluster(deadpool_redis::cluster::Pool),
 }
 
-/// A connection taken from a [`RedisPool`]; it goes back to the pool when dropped.
-pub enum RedisConn {
-    /// To one Redis server.
-    Single(deadpool_redis::Connection),
-    /// To a Redis Cluster (routes each command to the node of its slot).
-    Cluster(deadpool_redis::cluster::Connection),
+#[derive(Clone)]
+enum Shared {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+/// A handle on the shared connection; cheap, and dropped after each call.
+pub struct RedisConn {
+    conn: Shared,
+    /// Where it came from: emptied when the connection turns out broken.
+    slot: Arc<Mutex<Option<Shared>>>,
 }
 
 /// A Redis pool could not be made from the settings.
@@ -54,53 +77,104 @@ pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, RedisSetupError
         let mut cfg = deadpool_redis::cluster::Config::from_urls(settings.nodes.clone());
         cfg.pool = Some(pool_config(settings));
         cfg.create_pool(runtime)
-            .map(RedisPool::Cluster)
+            .map(|p| RedisPool::new(PoolKind::Cluster(p)))
             .map_err(|e| RedisSetupError(e.to_string()))
     } else {
         let mut cfg = deadpool_redis::Config::from_url(settings.url.clone());
         cfg.pool = Some(pool_config(settings));
         cfg.create_pool(runtime)
-            .map(RedisPool::Single)
+            .map(|p| RedisPool::new(PoolKind::Single(p)))
             .map_err(|e| RedisSetupError(e.to_string()))
     }
 }
 
 impl RedisPool {
-    /// A connection from the pool, made if none is idle (within the pool's timeouts).
+    fn new(kind: PoolKind) -> RedisPool {
+        RedisPool {
+            kind,
+            shared: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Shared>> {
+        // A plain Option: nothing is left half-written by a panicking holder.
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The shared connection, made (through the pool, within its timeouts) if there is
+    /// none yet or the last one broke.
     ///
     /// # Errors
     /// No connection could be had: the pool's message.
     pub async fn get(&self) -> Result<RedisConn, String> {
-        match self {
-            RedisPool::Single(p) => p.get().await.map(RedisConn::Single),
-            RedisPool::Cluster(p) => p.get().await.map(RedisConn::Cluster),
-        }
-        .map_err(|e| e.to_string())
+        let current = self.slot().clone();
+        let conn = match current {
+            Some(c) => c,
+            None => {
+                // Two callers may race here; both connections work, the last one stays.
+                let fresh = match &self.kind {
+                    PoolKind::Single(p) => {
+                        let pooled = p.get().await.map_err(|e| e.to_string())?;
+                        Shared::Single((*pooled).clone())
+                    }
+                    PoolKind::Cluster(p) => {
+                        let pooled = p.get().await.map_err(|e| e.to_string())?;
+                        Shared::Cluster((*pooled).clone())
+                    }
+                };
+                *self.slot() = Some(fresh.clone());
+                fresh
+            }
+        };
+        Ok(RedisConn {
+            conn,
+            slot: self.shared.clone(),
+        })
     }
 
     /// Whether this pool speaks to a cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self, RedisPool::Cluster(_))
+        matches!(self.kind, PoolKind::Cluster(_))
     }
 
-    /// How long a caller waits for a free connection at most.
+    /// How long a caller waits for a connection at most.
     pub fn wait_timeout(&self) -> Option<Duration> {
-        match self {
-            RedisPool::Single(p) => p.timeouts().wait,
-            RedisPool::Cluster(p) => p.timeouts().wait,
+        match &self.kind {
+            PoolKind::Single(p) => p.timeouts().wait,
+            PoolKind::Cluster(p) => p.timeouts().wait,
         }
     }
 }
 
-impl redis::aio::ConnectionLike for RedisConn {
+impl RedisConn {
+    /// Forgets the shared connection when `result` shows it is broken, so the next call
+    /// makes a new one.
+    fn check<T>(slot: &Mutex<Option<Shared>>, result: &redis::RedisResult<T>) {
+        if let Err(e) = result {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                *slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            }
+        }
+    }
+}
+
+impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            RedisConn::Single(c) => c.req_packed_command(cmd),
-            RedisConn::Cluster(c) => c.req_packed_command(cmd),
-        }
+        Box::pin(async move {
+            let result = match &mut self.conn {
+                Shared::Single(c) => c.req_packed_command(cmd).await,
+                Shared::Cluster(c) => c.req_packed_command(cmd).await,
+            };
+            RedisConn::check(&self.slot, &result);
+            result
+        })
     }
 
     fn req_packed_commands<'a>(
@@ -109,16 +183,20 @@ impl redis::aio::ConnectionLike for RedisConn {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
+        Box::pin(async move {
+            let result = match &mut self.conn {
+                Shared::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
+                Shared::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
+            };
+            RedisConn::check(&self.slot, &result);
+            result
+        })
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            RedisConn::Single(c) => c.get_db(),
-            RedisConn::Cluster(c) => c.get_db(),
+        match &self.conn {
+            Shared::Single(c) => c.get_db(),
+            Shared::Cluster(c) => c.get_db(),
         }
     }
 }
