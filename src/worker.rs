@@ -38,8 +38,14 @@ pub async fn handle(
             let run = engine.run_or_defer(&job, max_wait);
             match tracing::Instrument::instrument(run, span.clone()).await {
                 Run::Done(report) => {
+                    // Every result is published; the log keeps what needs a look, so a
+                    // busy worker does not spend its time writing "up" lines.
                     span.in_scope(|| {
-                        tracing::info!(verdict = report.verdict.as_str(), reason = %report.reason, cached = report.cached, "result");
+                        if report.verdict == crate::job::Verdict::Up {
+                            tracing::debug!(verdict = report.verdict.as_str(), reason = %report.reason, cached = report.cached, "result");
+                        } else {
+                            tracing::info!(verdict = report.verdict.as_str(), reason = %report.reason, cached = report.cached, "result");
+                        }
                     });
                     Disposition::Answer(report)
                 }

@@ -132,15 +132,24 @@ impl Limiter for LocalLimiter {
             let key = self.rules.key(&req);
             // The in-flight slot first: a rate slot is only booked when it can be used.
             let sem = self.semaphore(&key, rate, start);
-            let slot = match tokio::time::timeout(req.max_wait, sem.acquire_owned()).await {
-                Ok(Ok(slot)) => slot,
-                Ok(Err(_)) | Err(_) => return Grant::Defer(req.max_wait),
+            // Only real waiting is reported (metrics, the result's queue time): a free
+            // slot costs nothing.
+            let (slot, mut waited) = match sem.clone().try_acquire_owned() {
+                Ok(slot) => (slot, Duration::ZERO),
+                Err(_) => match tokio::time::timeout(req.max_wait, sem.acquire_owned()).await {
+                    Ok(Ok(slot)) => (slot, start.elapsed()),
+                    Ok(Err(_)) | Err(_) => return Grant::Defer(req.max_wait),
+                },
             };
             let left = req.max_wait.saturating_sub(start.elapsed());
-            match self.book(&key, rate, Instant::now(), left) {
+            let booked = Instant::now();
+            match self.book(&key, rate, booked, left) {
                 Ok(at) => {
-                    tokio::time::sleep_until(at).await;
-                    Grant::Go(Permit::holding(start.elapsed(), Box::new(slot)))
+                    if at > booked {
+                        tokio::time::sleep_until(at).await;
+                        waited += at - booked;
+                    }
+                    Grant::Go(Permit::holding(waited, Box::new(slot)))
                 }
                 Err(wait) => Grant::Defer(wait),
             }
@@ -195,6 +204,14 @@ mod tests {
         }
         // two at once, then one every 500 ms
         assert_eq!(times, vec![0, 0, 500, 1000, 1500, 2000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_real_waiting_is_reported() {
+        let l = LocalLimiter::new(&settings(2.0, 1, 100));
+        assert_eq!(go(&l, "192.0.2.1").await.waited, Duration::ZERO);
+        assert_eq!(go(&l, "192.0.2.1").await.waited, Duration::from_millis(500));
+        assert_eq!(go(&l, "192.0.2.2").await.waited, Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,13 +23,14 @@ use crate::metric;
 use crate::redis_pool::RedisPool;
 
 /// KEYS[1]: the GCRA "theoretical arrival time" in ms; KEYS[2]: the lease sorted set
-/// (member = lease id, score = expiry ms).
+/// (member = lease id, score = expiry ms). Times are fractional milliseconds, so rates
+/// above 1000/s and intervals that are not whole milliseconds are kept exactly.
 /// ARGV: interval_ms, burst, max_inflight, max_wait_ms, lease_ms, lease_id.
 /// Returns {1, wait_ms} booked; {-1, wait_ms} would wait too long (nothing booked);
 /// {0, 0} in-flight cap reached (nothing booked; the rate alone would have allowed it).
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local interval = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
@@ -56,7 +57,7 @@ return {1, math.ceil(wait)}
 /// slot to `pause` from now (Redis's clock), never earlier than it already is.
 const HOLD_SCRIPT: &str = r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local held = now + tonumber(ARGV[1]) + tonumber(ARGV[2]) * (tonumber(ARGV[3]) - 1)
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if held > tat then
@@ -179,13 +180,15 @@ impl RedisLimiter {
         &self,
         tat: &str,
         inflight: &str,
-        args: [u64; 5],
+        interval_ms: f64,
+        args: [u64; 4],
         id: &str,
     ) -> Result<(i64, u64), String> {
         let call = async {
             let mut conn = self.pool.get().await?;
             let mut inv = self.script.key(tat);
             inv.key(inflight);
+            inv.arg(format!("{interval_ms:.6}"));
             for a in args {
                 inv.arg(a);
             }
@@ -208,13 +211,13 @@ impl Limiter for RedisLimiter {
             self.fallback.hold(req, pause).await;
             let rate = self.rules.rate_for(&req);
             let (tat, _) = self.keys(&self.rules.key(&req));
-            let interval_ms = (1000.0 / rate.rate).ceil() as u64;
+            let interval_ms = 1000.0 / rate.rate;
             let call = async {
                 let mut conn = self.pool.get().await?;
                 redis::Script::new(HOLD_SCRIPT)
                     .key(&tat)
                     .arg(pause.as_millis() as u64)
-                    .arg(interval_ms)
+                    .arg(format!("{interval_ms:.6}"))
                     .arg(rate.burst)
                     .invoke_async::<i64>(&mut conn)
                     .await
@@ -242,18 +245,20 @@ impl Limiter for RedisLimiter {
                 self.lease_prefix,
                 self.next_lease.fetch_add(1, Ordering::Relaxed)
             );
-            let interval_ms = (1000.0 / rate.rate).ceil() as u64;
+            let interval_ms = 1000.0 / rate.rate;
             let mut pause = Duration::from_millis(10);
+            // Time spent waiting for the limit (not the script's round trips), for the
+            // metrics and the result's queue time.
+            let mut waited = Duration::ZERO;
             loop {
                 let left = req.max_wait.saturating_sub(start.elapsed());
                 let args = [
-                    interval_ms.max(1),
                     u64::from(rate.burst),
                     u64::from(rate.max_inflight),
                     left.as_millis() as u64,
                     self.lease.as_millis() as u64,
                 ];
-                match self.book(&tat, &inflight, args, &id).await {
+                match self.book(&tat, &inflight, interval_ms, args, &id).await {
                     Err(e) => {
                         self.redis_failed(&e);
                         let rest = Request {
@@ -264,13 +269,16 @@ impl Limiter for RedisLimiter {
                     }
                     Ok((1, wait_ms)) => {
                         self.redis_worked();
-                        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                        if wait_ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                            waited += Duration::from_millis(wait_ms);
+                        }
                         let lease = Lease {
                             pool: self.pool.clone(),
                             key: inflight,
                             id,
                         };
-                        return Grant::Go(Permit::holding(start.elapsed(), Box::new(lease)));
+                        return Grant::Go(Permit::holding(waited, Box::new(lease)));
                     }
                     Ok((-1, wait_ms)) => {
                         self.redis_worked();
@@ -284,6 +292,7 @@ impl Limiter for RedisLimiter {
                             return Grant::Defer(req.max_wait);
                         }
                         tokio::time::sleep(pause).await;
+                        waited += pause;
                         pause = (pause * 3 / 2).min(Duration::from_millis(100));
                     }
                 }
