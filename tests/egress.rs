@@ -12,49 +12,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use picket::cache::MemoryCache;
-use picket::config::Settings;
 use picket::engine::Engine;
-use picket::job::{job_for_url, Report, Verdict};
-use picket::limit::local::LocalLimiter;
+use picket::job::Verdict;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::picket::page;
+use crate::support::picket::{check, engine_with, page};
 use crate::support::targets::read_request_head;
 use crate::support::{free_port, proxy, serve_raw};
 
 fn engine(toml: &str) -> Engine {
-    let text = format!(
-        r#"
-[probe]
-retry_delay = "50ms"
-timeout = "5s"
-connect_timeout = "2s"
-attempts = 2
-egress_fail_targets = 3
-[rate_limit.per_ip]
-rate = 1000.0
-burst = 1000
-max_inflight = 100
-[targets]
-allow_private = true
-{toml}
-"#
-    );
-    let s = Settings::from_toml(&text).unwrap_or_else(|e| panic!("settings: {e}\n{text}"));
-    picket::app::engine(
-        &s,
-        Arc::new(MemoryCache::default()),
-        Arc::new(LocalLimiter::new(&s.rate_limit)),
+    engine_with(
+        "attempts = 2\nconnect_timeout = \"2s\"\negress_fail_targets = 3",
+        toml,
     )
-    .expect("engine")
-}
-
-async fn check(engine: &Engine, url: &str) -> Report {
-    engine
-        .run(&job_for_url(url, "egress-test").expect("job"))
-        .await
 }
 
 /// A raw HTTP target on `ip` whose answer (status, body) depends on the peer address

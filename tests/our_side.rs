@@ -7,50 +7,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use picket::cache::MemoryCache;
-use picket::config::Settings;
 use picket::engine::Engine;
-use picket::job::{job_for_url, Report, Verdict};
-use picket::limit::local::LocalLimiter;
+use picket::job::{Report, Verdict};
 
 use crate::support::dns::{self, Mode};
-use crate::support::picket::page;
+use crate::support::picket::{check, engine_with, page};
 use crate::support::serve;
 
 fn engine(toml: &str) -> Engine {
     engine_with("attempts = 2\nconnect_timeout = \"2s\"", toml)
-}
-
-/// An engine with `probe` lines in `[probe]` and `toml` after the other sections.
-fn engine_with(probe: &str, toml: &str) -> Engine {
-    let text = format!(
-        r#"
-[probe]
-retry_delay = "50ms"
-timeout = "5s"
-{probe}
-[rate_limit.per_ip]
-rate = 1000.0
-burst = 1000
-max_inflight = 100
-[targets]
-allow_private = true
-{toml}
-"#
-    );
-    let s = Settings::from_toml(&text).unwrap_or_else(|e| panic!("settings: {e}\n{text}"));
-    picket::app::engine(
-        &s,
-        Arc::new(MemoryCache::default()),
-        Arc::new(LocalLimiter::new(&s.rate_limit)),
-    )
-    .expect("engine")
-}
-
-async fn check(engine: &Engine, url: &str) -> Report {
-    engine
-        .run(&job_for_url(url, "our-side").expect("job"))
-        .await
 }
 
 async fn site(ip: &str) -> std::net::SocketAddr {

@@ -298,7 +298,9 @@ timeout = "2s"
         dual_stack(&mut b).await;
 
         let ns_ip = b.ip();
-        let nameserver = nxdomain_server(&ns_ip).await;
+        // Every name is unknown to it: NXDOMAIN.
+        let (nameserver, _) =
+            super::dns::serve(&ns_ip, super::dns::Mode::Answer(Default::default())).await;
         b.targets.push(Target {
             name: "nxdomain",
             url: format!("http://nxdomain.{DOMAIN}/"),
@@ -1567,53 +1569,3 @@ async fn dual_stack(b: &mut Builder) {
 
 // ---------------------------------------------------------------------------
 // A DNS server that knows no name
-
-async fn nxdomain_server(ip: &str) -> SocketAddr {
-    let ip: IpAddr = ip.parse().expect("farm ip");
-    let socket = tokio::net::UdpSocket::bind((ip, 0))
-        .await
-        .expect("bind the farm DNS server");
-    let addr = socket.local_addr().expect("DNS server address");
-    tokio::spawn(async move {
-        let mut buf = [0u8; 1500];
-        loop {
-            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
-                continue;
-            };
-            if let Some(reply) = nxdomain_reply(&buf[..n]) {
-                let _ = socket.send_to(&reply, peer).await;
-            }
-        }
-    });
-    addr
-}
-
-/// The NXDOMAIN answer to a DNS query: same id and question, no records.
-fn nxdomain_reply(q: &[u8]) -> Option<Vec<u8>> {
-    if q.len() < 12 || q[4..6] != [0, 1] {
-        return None;
-    }
-    let mut i = 12;
-    loop {
-        let len = usize::from(*q.get(i)?);
-        if len == 0 {
-            break;
-        }
-        if len & 0xC0 != 0 {
-            return None;
-        }
-        i += 1 + len;
-    }
-    let end = i + 1 + 4; // the root label, QTYPE, QCLASS
-    if end > q.len() {
-        return None;
-    }
-    let mut r = Vec::with_capacity(end);
-    r.extend_from_slice(&q[..2]);
-    // QR, the query's opcode and RD, AA; then RA and RCODE 3 (NXDOMAIN).
-    r.push(0x80 | (q[2] & 0x79) | 0x04);
-    r.push(0x80 | 0x03);
-    r.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    r.extend_from_slice(&q[12..end]);
-    Some(r)
-}

@@ -237,3 +237,38 @@ pub fn page(extra: &str) -> String {
          Opening hours and services are listed below.</p>{extra}</body></html>"
     )
 }
+
+/// The probe engine in this process, with an in-memory cache and a local limiter: for
+/// tests of probing itself, no broker. `probe` lines go into `[probe]` (after short
+/// test timeouts), `toml` after the other sections; private targets are allowed and the
+/// per-IP limits are out of the way.
+pub fn engine_with(probe: &str, toml: &str) -> picket::engine::Engine {
+    let text = format!(
+        r#"
+[probe]
+retry_delay = "50ms"
+timeout = "5s"
+{probe}
+[rate_limit.per_ip]
+rate = 1000.0
+burst = 1000
+max_inflight = 100
+[targets]
+allow_private = true
+{toml}
+"#
+    );
+    let s = Settings::from_toml(&text).unwrap_or_else(|e| panic!("settings: {e}\n{text}"));
+    picket::app::engine(
+        &s,
+        std::sync::Arc::new(picket::cache::MemoryCache::default()),
+        std::sync::Arc::new(picket::limit::local::LocalLimiter::new(&s.rate_limit)),
+    )
+    .expect("engine")
+}
+
+/// Runs one URL through `engine`.
+pub async fn check(engine: &picket::engine::Engine, url: &str) -> picket::job::Report {
+    let job = picket::job::job_for_url(url, "in-process").expect("a job for the URL");
+    engine.run(&job).await
+}

@@ -35,6 +35,35 @@ async fn connect_from(source: IpAddr, to: SocketAddr) -> std::io::Result<TcpStre
     socket.connect(to).await
 }
 
+/// Serves a proxy on `ip`: `session` handles each client, connecting out from `source`
+/// and looking names up in `hosts`.
+async fn serve_proxy<F, Fut>(
+    ip: &str,
+    source: &str,
+    hosts: HashMap<String, IpAddr>,
+    session: F,
+) -> (SocketAddr, Arc<ProxyLog>)
+where
+    F: Fn(TcpStream, IpAddr, Arc<HashMap<String, IpAddr>>, Arc<ProxyLog>) -> Fut
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let log = Arc::new(ProxyLog::default());
+    let source: IpAddr = source.parse().expect("source address");
+    let hosts = Arc::new(hosts);
+    let l = log.clone();
+    let addr = serve_raw(ip, move |stream| {
+        let session = session(stream, source, hosts.clone(), l.clone());
+        async move {
+            let _ = session.await;
+        }
+    })
+    .await;
+    (addr, log)
+}
+
 /// A SOCKS5 proxy on `ip` that connects out from `source`. Names (address type 3) are
 /// looked up in `hosts` only.
 pub async fn socks5(
@@ -42,18 +71,10 @@ pub async fn socks5(
     source: &str,
     hosts: HashMap<String, IpAddr>,
 ) -> (SocketAddr, Arc<ProxyLog>) {
-    let log = Arc::new(ProxyLog::default());
-    let source: IpAddr = source.parse().expect("source address");
-    let hosts = Arc::new(hosts);
-    let l = log.clone();
-    let addr = serve_raw(ip, move |stream| {
-        let (log, hosts) = (l.clone(), hosts.clone());
-        async move {
-            let _ = socks5_session(stream, source, &hosts, &log).await;
-        }
+    serve_proxy(ip, source, hosts, |stream, source, hosts, log| async move {
+        socks5_session(stream, source, &hosts, &log).await
     })
-    .await;
-    (addr, log)
+    .await
 }
 
 async fn socks5_session(
@@ -135,18 +156,10 @@ pub async fn http(
     source: &str,
     hosts: HashMap<String, IpAddr>,
 ) -> (SocketAddr, Arc<ProxyLog>) {
-    let log = Arc::new(ProxyLog::default());
-    let source: IpAddr = source.parse().expect("source address");
-    let hosts = Arc::new(hosts);
-    let l = log.clone();
-    let addr = serve_raw(ip, move |stream| {
-        let (log, hosts) = (l.clone(), hosts.clone());
-        async move {
-            let _ = http_session(stream, source, &hosts, &log).await;
-        }
+    serve_proxy(ip, source, hosts, |stream, source, hosts, log| async move {
+        http_session(stream, source, &hosts, &log).await
     })
-    .await;
-    (addr, log)
+    .await
 }
 
 async fn http_session(
