@@ -827,6 +827,14 @@ fn classify(
     egress: &Egress,
 ) -> Outcome {
     let at = format!("{host} ({ip}:{port})");
+    // A TLS failure is the site's even through a proxy: the handshake runs end to end
+    // inside the tunnel.
+    if let Some(tls) = tls_error(e) {
+        return fail(
+            FailureKind::Tls,
+            format!("{at}: TLS failed: {}", tls_problem(tls)),
+        );
+    }
     if egress.proxy.is_some() {
         if let Some(outcome) = classify_proxy(e, &at, egress) {
             return outcome;
@@ -834,22 +842,7 @@ fn classify(
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return fail(
-                FailureKind::Tls,
-                format!("{at}: TLS failed: {}", tls_problem(tls)),
-            );
-        }
-
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            // The TLS error sits inside io::Errors (hyper-util and tokio-rustls each wrap
-            // it) whose source() skips it.
-            if let Some(tls) = rustls_inside(io) {
-                return fail(
-                    FailureKind::Tls,
-                    format!("{at}: TLS failed: {}", tls_problem(tls)),
-                );
-            }
             use std::io::ErrorKind as K;
             let (kind, what) = match io.kind() {
                 K::ConnectionRefused => (FailureKind::Connect, "connection refused"),
@@ -953,6 +946,22 @@ fn classify_proxy(e: &reqwest::Error, at: &str, egress: &Egress) -> Option<Outco
             chain[1..].join(": ")
         ),
     ))
+}
+
+/// The rustls error somewhere in `e`'s chain, if any. It sits inside io::Errors
+/// (hyper-util and tokio-rustls each wrap it) whose source() skips it.
+fn tls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = err.downcast_ref::<std::io::Error>().and_then(rustls_inside) {
+            return Some(tls);
+        }
+        source = err.source();
+    }
+    None
 }
 
 fn rustls_inside(io: &std::io::Error) -> Option<&rustls::Error> {

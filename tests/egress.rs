@@ -17,7 +17,8 @@ use picket::job::Verdict;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::picket::{check, engine_with, page};
+use crate::support::farm::Farm;
+use crate::support::picket::{check, engine_from_toml, engine_with, page};
 use crate::support::targets::read_request_head;
 use crate::support::{free_port, proxy, serve_raw};
 
@@ -314,5 +315,57 @@ async fn a_reset_right_after_a_burst_is_a_ban_not_an_outage() {
         (Verdict::Down, "connect"),
         "{}",
         r.detail
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_through_either_proxy_is_judged_on_the_site_certificate() {
+    let farm = Farm::start().await;
+    let hosts: HashMap<String, IpAddr> = farm
+        .static_hosts
+        .iter()
+        .filter_map(|(h, ips)| Some((h.clone(), ips.split(',').next()?.trim().parse().ok()?)))
+        .collect();
+    let (web, web_log) = proxy::http("127.0.6.100", "127.0.6.101", hosts.clone()).await;
+    let (socks, socks_log) = proxy::socks5("127.0.6.102", "127.0.6.103", hosts).await;
+    for (name, proxy_url) in [
+        ("web", format!("http://{web}")),
+        ("socks", format!("socks5://{socks}")),
+    ] {
+        let e = engine_from_toml(&format!(
+            "{}\n[[egress]]\nname = \"{name}\"\nproxy = \"{proxy_url}\"\n",
+            farm.config_toml()
+        ));
+        let r = check(&e, &farm.target("tls-valid").url).await;
+        assert_eq!(
+            (r.verdict, r.egress.as_deref()),
+            (Verdict::Up, Some(name)),
+            "{}",
+            r.detail
+        );
+        assert!(
+            r.timing_ms.tls.is_some() && r.timing_ms.connect.is_some(),
+            "{:?}",
+            r.timing_ms
+        );
+        // A certificate problem seen through the tunnel is the site's, not the proxy's.
+        let r = check(&e, &farm.target("tls-expired").url).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Degraded, "tls"),
+            "through {name}: {}",
+            r.detail
+        );
+    }
+    // The HTTP proxy was asked by name (it resolves it), the SOCKS5 one by address.
+    assert!(
+        web_log.asked().iter().any(|a| a.starts_with("tls-valid.")),
+        "{:?}",
+        web_log.asked()
+    );
+    assert!(
+        socks_log.asked().iter().all(|a| a.starts_with("127.0.2.")),
+        "{:?}",
+        socks_log.asked()
     );
 }

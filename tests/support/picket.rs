@@ -258,7 +258,12 @@ allow_private = true
 {toml}
 "#
     );
-    let s = Settings::from_toml(&text).unwrap_or_else(|e| panic!("settings: {e}\n{text}"));
+    engine_from_toml(&text)
+}
+
+/// The in-process engine of [`engine_with`] over a whole configuration.
+pub fn engine_from_toml(text: &str) -> picket::engine::Engine {
+    let s = Settings::from_toml(text).unwrap_or_else(|e| panic!("settings: {e}\n{text}"));
     picket::app::engine(
         &s,
         std::sync::Arc::new(picket::cache::MemoryCache::default()),
