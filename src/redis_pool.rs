@@ -26,6 +26,9 @@ pub struct RedisPool {
     kind: PoolKind,
     /// The connection every call shares, once one was made.
     shared: Arc<Mutex<Option<Shared>>>,
+    /// Held while a new shared connection is made, so that a burst of calls finding
+    /// none waits for one instead of each taking its own from the pool.
+    making: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Clone)]
@@ -93,6 +96,7 @@ impl RedisPool {
         RedisPool {
             kind,
             shared: Arc::new(Mutex::new(None)),
+            making: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -113,7 +117,14 @@ impl RedisPool {
         let conn = match current {
             Some(c) => c,
             None => {
-                // Two callers may race here; both connections work, the last one stays.
+                let _making = self.making.lock().await;
+                if let Some(c) = self.slot().clone() {
+                    // Made while this call waited.
+                    return Ok(RedisConn {
+                        conn: c,
+                        slot: self.shared.clone(),
+                    });
+                }
                 let fresh = match &self.kind {
                     PoolKind::Single(p) => {
                         let pooled = p.get().await.map_err(|e| e.to_string())?;
