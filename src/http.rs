@@ -639,7 +639,7 @@ where
 }
 
 /// How long answers from one IP are remembered to recognise a reset after a burst.
-const BURST_WINDOW: Duration = Duration::from_secs(20);
+const BURST_WINDOW: Duration = Duration::from_secs(10);
 
 /// Recent answers per (target IP, egress), so a reset right after a burst of answers
 /// can be told from an outage. Bounded: a few instants per key, and keys whose answers
@@ -848,7 +848,8 @@ fn classify(
                 K::ConnectionRefused => (FailureKind::Connect, "connection refused"),
                 K::ConnectionReset => (FailureKind::Reset, "connection reset by the server"),
                 K::ConnectionAborted => (FailureKind::Reset, "connection aborted"),
-                K::UnexpectedEof => (FailureKind::Reset, "connection closed before an answer"),
+                // A clean close is how a crashing backend behind a proxy looks: not a ban.
+                K::UnexpectedEof => (FailureKind::Connect, "connection closed before an answer"),
                 K::HostUnreachable | K::NetworkUnreachable => {
                     (FailureKind::Unreachable, "no route to host")
                 }
@@ -879,8 +880,11 @@ fn classify(
             format!("{at}: connection failed: {cause}"),
         );
     }
-    if cause.contains("closed") || cause.contains("reset") || cause.contains("incomplete") {
+    if cause.contains("reset") {
         return fail(FailureKind::Reset, format!("{at}: {cause}"));
+    }
+    if cause.contains("closed") || cause.contains("incomplete") {
+        return fail(FailureKind::Connect, format!("{at}: {cause}"));
     }
     fail(FailureKind::Protocol, format!("{at}: {cause}"))
 }

@@ -114,7 +114,7 @@ pub enum FailureKind {
     Connect,
     /// No route to the host or its network: either the site's network is down or ours.
     Unreachable,
-    /// The server reset or closed the connection before answering. Usually an outage;
+    /// The server reset the connection (TCP RST) before answering. Usually an outage;
     /// right after a burst of answers from the same IP, a ban (see
     /// [`Observation::recent_answers`]).
     Reset,
