@@ -307,6 +307,37 @@ async fn a_reset_right_after_a_burst_is_a_ban_not_an_outage() {
     );
     assert!(r.detail.contains("right after"), "{}", r.detail);
 
+    // Answers, then clean closes without an answer: a crashing backend, not a ban.
+    let served = Arc::new(AtomicUsize::new(0));
+    let s = served.clone();
+    let crashing = serve_raw("127.0.6.92", move |mut stream: TcpStream| {
+        let n = s.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _ = read_request_head(&mut stream).await;
+            if n < 4 {
+                let body = page("crash");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+            let _ = stream.shutdown().await;
+        }
+    })
+    .await;
+    for n in 0..4 {
+        let r = check(&e, &format!("http://{crashing}/{n}")).await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    }
+    let r = check(&e, &format!("http://{crashing}/after")).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "connect"),
+        "{}",
+        r.detail
+    );
+
     // The same resets with no answers before them are an outage.
     let dead = serve_raw("127.0.6.91", crate::support::targets::raw::reset).await;
     let r = check(&e, &format!("http://{dead}/")).await;
