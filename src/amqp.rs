@@ -487,16 +487,19 @@ async fn deliver(
         .as_ref()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| worker::stable_id(&delivery.data, props.timestamp().as_ref().copied()));
-    // The handler runs as its own task so that a panic on some message is caught here:
-    // the first time the job goes back to the queue, a second time it is poison.
+    // A panic on some message is caught here (no task of its own: a spawn and a join per
+    // job cost more than the handler's bookkeeping): the first time the job goes back to
+    // the queue, a second time it is poison.
     let handled = {
-        let engine = engine.clone();
-        let body = delivery.data.clone();
-        let max_bytes = settings.max_message_bytes;
-        tokio::spawn(async move {
-            worker::handle(&engine, &body, &fallback_id, max_bytes, max_wait).await
-        })
-        .await
+        use futures_util::FutureExt;
+        let handle = worker::handle(
+            engine,
+            &delivery.data,
+            &fallback_id,
+            settings.max_message_bytes,
+            max_wait,
+        );
+        std::panic::AssertUnwindSafe(handle).catch_unwind().await
     };
     let disposition = match handled {
         Ok(d) => d,
@@ -600,15 +603,11 @@ fn poison_reason(redelivered: bool, why: &str) -> Option<String> {
     redelivered.then(|| format!("the handler failed on this message again: {why}"))
 }
 
-fn panic_text(e: tokio::task::JoinError) -> String {
-    match e.try_into_panic() {
-        Ok(p) => p
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic".to_string()),
-        Err(e) => e.to_string(),
-    }
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
 }
 
 /// Publishes job payloads to the jobs queue with confirms; returns how many were confirmed.
@@ -724,7 +723,9 @@ mod tests {
 
     #[tokio::test]
     async fn panic_text_reads_the_panic_message() {
-        let e = tokio::spawn(async { panic!("bad input {}", 7) })
+        use futures_util::FutureExt;
+        let e = std::panic::AssertUnwindSafe(async { panic!("bad input {}", 7) })
+            .catch_unwind()
             .await
             .expect_err("panics");
         assert_eq!(panic_text(e), "bad input 7");
