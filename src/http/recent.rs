@@ -1,0 +1,83 @@
+//! What a target IP said lately, so that a reset right after a burst of answers can be
+//! told from an outage.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How long answers from one IP are remembered to recognise a reset after a burst.
+const BURST_WINDOW: Duration = Duration::from_secs(10);
+
+/// Recent answers per (target IP, egress), so a reset right after a burst of answers
+/// can be told from an outage. Bounded: a few instants per key, and keys whose answers
+/// are all old are dropped when the map grows.
+#[derive(Default)]
+pub(super) struct RecentAnswers {
+    seen: Mutex<HashMap<(IpAddr, usize), VecDeque<Instant>>>,
+}
+
+impl RecentAnswers {
+    const PER_KEY: usize = 8;
+    const MAX_KEYS: usize = 8192;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, usize), VecDeque<Instant>>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn answered(&self, ip: IpAddr, egress: usize) {
+        let now = Instant::now();
+        let mut seen = self.lock();
+        if seen.len() >= Self::MAX_KEYS {
+            seen.retain(|_, v| {
+                v.back()
+                    .is_some_and(|t| now.duration_since(*t) < BURST_WINDOW)
+            });
+            if seen.len() >= Self::MAX_KEYS {
+                seen.clear();
+            }
+        }
+        let times = seen.entry((ip, egress)).or_default();
+        if times.len() >= Self::PER_KEY {
+            times.pop_front();
+        }
+        times.push_back(now);
+    }
+
+    pub(super) fn count(&self, ip: IpAddr, egress: usize) -> u32 {
+        let now = Instant::now();
+        self.lock().get(&(ip, egress)).map_or(0, |v| {
+            v.iter()
+                .filter(|t| now.duration_since(**t) < BURST_WINDOW)
+                .count() as u32
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_are_counted_per_ip_and_egress_and_forgotten() {
+        let r = RecentAnswers::default();
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        for _ in 0..3 {
+            r.answered(ip, 0);
+        }
+        r.answered(ip, 1);
+        assert_eq!((r.count(ip, 0), r.count(ip, 1)), (3, 1));
+        assert_eq!(r.count("192.0.2.2".parse().expect("ip"), 0), 0);
+        tokio::time::advance(BURST_WINDOW + Duration::from_millis(1)).await;
+        assert_eq!(r.count(ip, 0), 0);
+        // At most PER_KEY instants are kept for one key.
+        for _ in 0..20 {
+            r.answered(ip, 0);
+        }
+        assert_eq!(r.count(ip, 0), RecentAnswers::PER_KEY as u32);
+    }
+}
