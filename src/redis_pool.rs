@@ -27,8 +27,10 @@ pub struct RedisPool {
     /// The connection every call shares, once one was made.
     shared: Arc<Mutex<Option<Shared>>>,
     /// Held while a new shared connection is made, so that a burst of calls finding
-    /// none waits for one instead of each taking its own from the pool.
-    making: Arc<tokio::sync::Mutex<()>>,
+    /// none waits for one instead of each taking its own from the pool. It keeps the
+    /// last failure: calls that waited behind a failed attempt fail at once instead of
+    /// each trying again, one after the other, while Redis is down.
+    making: Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, String)>>>,
 }
 
 #[derive(Clone)]
@@ -51,6 +53,9 @@ pub struct RedisConn {
     /// Where it came from: emptied when the connection turns out broken.
     slot: Arc<Mutex<Option<Shared>>>,
 }
+
+/// How long a failure to connect answers for the calls that waited behind it.
+const FAIL_FAST: Duration = Duration::from_millis(250);
 
 /// A Redis pool could not be made from the settings.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +101,7 @@ impl RedisPool {
         RedisPool {
             kind,
             shared: Arc::new(Mutex::new(None)),
-            making: Arc::new(tokio::sync::Mutex::new(())),
+            making: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 
@@ -117,7 +122,7 @@ impl RedisPool {
         let conn = match current {
             Some(c) => c,
             None => {
-                let _making = self.making.lock().await;
+                let mut making = self.making.lock().await;
                 if let Some(c) = self.slot().clone() {
                     // Made while this call waited.
                     return Ok(RedisConn {
@@ -125,14 +130,30 @@ impl RedisPool {
                         slot: self.shared.clone(),
                     });
                 }
-                let fresh = match &self.kind {
-                    PoolKind::Single(p) => {
-                        let pooled = p.get().await.map_err(|e| e.to_string())?;
-                        Shared::Single((*pooled).clone())
+                if let Some((at, error)) = making.as_ref() {
+                    if at.elapsed() < FAIL_FAST {
+                        return Err(error.clone());
                     }
-                    PoolKind::Cluster(p) => {
-                        let pooled = p.get().await.map_err(|e| e.to_string())?;
-                        Shared::Cluster((*pooled).clone())
+                }
+                let made = match &self.kind {
+                    PoolKind::Single(p) => p
+                        .get()
+                        .await
+                        .map(|pooled| Shared::Single((*pooled).clone())),
+                    PoolKind::Cluster(p) => p
+                        .get()
+                        .await
+                        .map(|pooled| Shared::Cluster((*pooled).clone())),
+                };
+                let fresh = match made {
+                    Ok(conn) => {
+                        *making = None;
+                        conn
+                    }
+                    Err(e) => {
+                        let error = e.to_string();
+                        *making = Some((tokio::time::Instant::now(), error.clone()));
+                        return Err(error);
                     }
                 };
                 *self.slot() = Some(fresh.clone());
@@ -231,5 +252,36 @@ mod tests {
         let pool = redis_pool(&cluster.redis).expect("pool");
         assert!(pool.is_cluster());
         assert_eq!(pool.wait_timeout(), Some(Duration::from_millis(750)));
+    }
+
+    #[tokio::test]
+    async fn calls_waiting_behind_a_failed_connect_fail_with_it() {
+        // A listener whose accept queue is full: connecting hangs until the timeout.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let listener = socket.listen(1).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let connect = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+                held.push(s);
+            }
+        }
+        let settings = Settings::from_toml(&format!(
+            "[redis]\nurl = \"redis://{addr}/0\"\ntimeout = \"1s\"\n"
+        ))
+        .expect("settings");
+        let pool = redis_pool(&settings.redis).expect("pool");
+        let start = tokio::time::Instant::now();
+        let (a, b, c) = tokio::join!(pool.get(), pool.get(), pool.get());
+        assert!(a.is_err() && b.is_err() && c.is_err());
+        // One attempt's timeout, not three in a row.
+        assert!(
+            start.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            start.elapsed()
+        );
+        drop((listener, held));
     }
 }
