@@ -44,25 +44,40 @@ pub fn unique(prefix: &str) -> String {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 ///
-/// The kernel picks it; we remember every port handed out so that two callers
-/// in this process never get the same one, even though the probe socket is
-/// closed before the caller binds.
+/// Ports come from below the kernel's ephemeral range (32768 and up on
+/// Linux): a server restarted "on the same port" must not find its port taken
+/// by some test's outgoing connection in the seconds it was down, which is
+/// what happens to a port the kernel handed out with `bind(:0)`. Every port
+/// handed out is remembered, so two callers in this process never get the
+/// same one even though the probe socket is closed before the caller binds.
 pub fn free_port() -> u16 {
+    const LOW: u32 = 20_000;
+    const HIGH: u32 = 32_768;
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut given = lock(&GIVEN);
     let given = given.get_or_insert_with(HashSet::new);
-    for _ in 0..1000 {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
-        let port = listener
-            .local_addr()
-            .expect("local address of a freshly bound socket")
-            .port();
-        if given.insert(port) {
+    // Each test binary starts at its own place so concurrent binaries rarely
+    // probe the same ports; the bind below is what guarantees freeness.
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let span = HIGH - LOW;
+    for i in 0..span {
+        // 7919 is prime and shares no factor with the span, so the walk visits
+        // every port in the range once.
+        let step = (u64::from(seed) + u64::from(i) * 7919) % u64::from(span);
+        let port = (u64::from(LOW) + step) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return port;
         }
     }
-    panic!("could not find a free TCP port on 127.0.0.1 after 1000 tries");
+    panic!("no free TCP port on 127.0.0.1 between {LOW} and {HIGH}");
 }
 
 /// Locks a mutex even if a panicking test poisoned it: the state it guards
