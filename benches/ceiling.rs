@@ -360,6 +360,7 @@ async fn b_in(run: &RunArgs, shape: &JobShape) -> Result<()> {
     let tracker = TaskTracker::new();
     let failed = Arc::new(AtomicUsize::new(0));
     let mut first = None;
+    let mut cpu_first = None;
     let mut last = Instant::now();
     for got in 0..n {
         let next = tokio::time::timeout_at(deadline, consumer.next())
@@ -371,7 +372,10 @@ async fn b_in(run: &RunArgs, shape: &JobShape) -> Result<()> {
             None => bail!("b-in: the consumer ended after {got} of {n}"),
         };
         last = Instant::now();
-        first.get_or_insert(last);
+        if first.is_none() {
+            first = Some(last);
+            cpu_first = own_cpu_seconds();
+        }
         let failed = failed.clone();
         tracker.spawn(async move {
             if delivery
@@ -388,6 +392,7 @@ async fn b_in(run: &RunArgs, shape: &JobShape) -> Result<()> {
     tokio::time::timeout_at(deadline, tracker.wait())
         .await
         .map_err(|_| anyhow!("b-in: acks still pending at the timeout"))?;
+    let cpu = cpu_since(cpu_first);
     let secs = first.map_or(0.0, |f| (last - f).as_secs_f64());
     let _ = ch
         .queue_delete(IN_QUEUE.into(), QueueDeleteOptions::default())
@@ -398,6 +403,7 @@ async fn b_in(run: &RunArgs, shape: &JobShape) -> Result<()> {
     println!("secs={secs:.3}");
     println!("rate={:.0}", per_second(n.saturating_sub(1), secs));
     println!("ack_failures={}", failed.load(Ordering::Relaxed));
+    print_client_cpu(cpu, n);
     Ok(())
 }
 
@@ -438,6 +444,7 @@ async fn b_out(run: &RunArgs, payload: Option<&Path>, inflight: usize) -> Result
     let tracker = TaskTracker::new();
     let failed = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
+    let cpu_start = own_cpu_seconds();
     for i in 0..n {
         let permit = tokio::time::timeout_at(deadline, permits.clone().acquire_owned())
             .await
@@ -460,6 +467,7 @@ async fn b_out(run: &RunArgs, payload: Option<&Path>, inflight: usize) -> Result
     tokio::time::timeout_at(deadline, tracker.wait())
         .await
         .map_err(|_| anyhow!("b-out: confirms still pending at the timeout"))?;
+    let cpu = cpu_since(cpu_start);
     let secs = start.elapsed().as_secs_f64();
     let _ = ch
         .queue_delete(OUT_NAME.into(), QueueDeleteOptions::default())
@@ -475,6 +483,7 @@ async fn b_out(run: &RunArgs, payload: Option<&Path>, inflight: usize) -> Result
     println!("secs={secs:.3}");
     println!("rate={:.0}", per_second(n - failed, secs));
     println!("unconfirmed={failed}");
+    print_client_cpu(cpu, n);
     Ok(())
 }
 
@@ -557,6 +566,24 @@ fn machine_jiffies() -> Option<(u64, u64)> {
     let total: u64 = v.iter().sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
     Some((total - idle, total))
+}
+
+/// This process's CPU seconds so far. /proc counts in USER_HZ, which is 100 on Linux
+/// whatever the kernel's own tick rate.
+fn own_cpu_seconds() -> Option<f64> {
+    cpu_seconds(std::process::id(), 100)
+}
+
+fn cpu_since(start: Option<f64>) -> Option<f64> {
+    Some(own_cpu_seconds()? - start?)
+}
+
+/// What a ceiling's own client spent: the floor of the same work inside a worker.
+fn print_client_cpu(cpu: Option<f64>, n: usize) {
+    if let Some(cpu) = cpu {
+        println!("cpu_s={cpu:.2}");
+        println!("cpu_s_per_1000={:.3}", cpu * 1000.0 / n.max(1) as f64);
+    }
 }
 
 /// CPU seconds (user + system) the process has used, from /proc/PID/stat.
