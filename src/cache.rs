@@ -30,6 +30,25 @@ struct Entry {
     report: Report,
 }
 
+/// [`Entry`] as written: the report borrowed, not cloned.
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    at_ms: u64,
+    report: &'a Report,
+}
+
+/// [`Entry`] as read back by `record`: only the verdict is wanted, so the rest of the
+/// report is skipped rather than built.
+#[derive(Deserialize)]
+struct PreviousEntry {
+    report: PreviousReport,
+}
+
+#[derive(Deserialize)]
+struct PreviousReport {
+    verdict: Verdict,
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -143,9 +162,9 @@ impl VerdictCache for RedisCache {
     fn record<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Option<Verdict>> {
         Box::pin(async move {
             let key = self.key(&report.url);
-            let value = serde_json::to_string(&Entry {
+            let value = serde_json::to_string(&EntryRef {
                 at_ms: now_ms(),
-                report: report.clone(),
+                report,
             })
             .ok()?;
             let ttl = self.ttl.as_secs().max(1);
@@ -164,7 +183,7 @@ impl VerdictCache for RedisCache {
                 })
                 .await
                 .flatten();
-            let old: Entry = serde_json::from_str(&old?).ok()?;
+            let old: PreviousEntry = serde_json::from_str(&old?).ok()?;
             Some(old.report.verdict)
         })
     }
