@@ -26,6 +26,7 @@ const THROTTLE_WAIT_SECONDS: &str = "picket_throttle_wait_seconds";
 const DEFERRALS: &str = "picket_jobs_deferred_total";
 const EGRESS_ATTEMPTS: &str = "picket_egress_attempts_total";
 const EGRESS_RESTS: &str = "picket_egress_rests_total";
+const ACK_FRAMES: &str = "picket_ack_frames_total";
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that
 /// renders `/metrics`; later calls return the same handle.
@@ -91,9 +92,18 @@ fn describe() {
         "Probe attempts by egress and outcome (answered, failed): an egress failing while others answer is sick"
     );
     describe_counter!(
+        ACK_FRAMES,
+        "Ack frames sent to RabbitMQ: fewer than jobs consumed when one ack settles a run of finished jobs"
+    );
+    describe_counter!(
         EGRESS_RESTS,
         "Times an egress was rested (avoided for probe.egress_rest) after failing for many sites while others answered"
     );
+}
+
+/// Ack frames sent for one batch of finished jobs.
+pub fn acks_sent(frames: usize) {
+    counter!(ACK_FRAMES).increment(frames as u64);
 }
 
 /// A delivery was taken from the jobs queue.

@@ -49,6 +49,31 @@ async fn target(ip: &str, delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
     (serve(ip, router).await, hits)
 }
 
+/// A target like [`target`] whose answer to `/?n=I` takes 0–299 ms depending on I, so
+/// that jobs taken in order finish out of order (what batched acks must get right).
+async fn uneven_target(ip: &str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let router = Router::new().route(
+        "/",
+        get(move |query: axum::extract::RawQuery| {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                let n: u64 = query
+                    .0
+                    .as_deref()
+                    .and_then(|q| q.strip_prefix("n="))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(n * 7919 % 300)).await;
+                axum::response::Html(page("<p>reliability</p>"))
+            }
+        }),
+    );
+    (serve(ip, router).await, hits)
+}
+
 /// Persistent (delivery mode 2) with a message id: what a careful publisher sends, and
 /// what survives a broker restart (transient messages in a durable classic queue do not).
 fn persistent(id: &str) -> BasicProperties {
@@ -361,7 +386,9 @@ async fn kill_9_mid_run_then_a_new_worker_loses_no_job() {
     const JOBS: usize = 2000;
     const KILL_AFTER: usize = 500;
     let started = Instant::now();
-    let (addr, hits) = target("127.0.0.20", Duration::from_millis(150)).await;
+    // Answers take 0-299 ms: jobs finish out of order, and a batched ack that settled a
+    // job still being probed would lose it here.
+    let (addr, hits) = uneven_target("127.0.0.20").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let toml = format!(
         "{}\n[targets]\nallow_private = true\n[log]\nformat = \"json\"\n",
@@ -413,7 +440,13 @@ async fn kill_9_mid_run_then_a_new_worker_loses_no_job() {
         at_kill.1.saturating_sub(at_kill.0)
     );
 
-    let mut second = Proc::spawn(&config, dir.path().join("b.log"), &env("kill-b"));
+    let second_env = env("kill-b");
+    let second_ops: SocketAddr = second_env
+        .iter()
+        .find(|(k, _)| *k == "PICKET__HTTP__LISTEN")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("the second worker's listen address");
+    let mut second = Proc::spawn(&config, dir.path().join("b.log"), &second_env);
     let t2 = Instant::now();
     while results.distinct_ids() < JOBS {
         second.assert_running();
@@ -426,6 +459,10 @@ async fn kill_9_mid_run_then_a_new_worker_loses_no_job() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rest = t2.elapsed();
+    let metrics = get_ops(second_ops, "/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
     second.terminate().await;
     let all = results.finish(Duration::from_millis(1000)).await;
 
@@ -468,6 +505,18 @@ async fn kill_9_mid_run_then_a_new_worker_loses_no_job() {
         "jobs queue empty"
     );
     assert_eq!(client.depth(&s.amqp.dead_letter_queue).await, 0);
+    // Acks were batched: runs of finished jobs went out as one `multiple` ack.
+    let consumed = metric(&metrics, "picket_jobs_consumed_total").unwrap_or(0.0);
+    let frames = metric(&metrics, "picket_ack_frames_total").unwrap_or(0.0);
+    eprintln!("second worker: {consumed} jobs consumed, {frames} ack frames");
+    assert!(
+        consumed > 0.0,
+        "no picket_jobs_consumed_total in:\n{metrics}"
+    );
+    assert!(
+        frames > 0.0 && frames < consumed,
+        "{frames} ack frames for {consumed} jobs: not batched"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "took {:?}",

@@ -3,6 +3,7 @@
 //!
 //! The rule that keeps jobs safe: a delivery is acked only after its result (and reply)
 //! were confirmed by the broker; if that fails, it is handed back (nack + requeue).
+//! Acks go out in batches from one task per session (`ack`).
 //! Dead-lettering publishes a copy with the reason header, confirmed, then acks.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,10 @@ use crate::engine::Engine;
 use crate::job::Report;
 use crate::metric;
 use crate::worker::{self, Disposition};
+
+mod ack;
+
+use ack::Acks;
 
 /// Header carrying why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-picket-reason";
@@ -364,6 +369,7 @@ pub async fn run_worker(
         state.consuming.store(true, Ordering::SeqCst);
         metric::broker_up(true);
         tracing::info!(queue = %settings.jobs_queue, url = %redact_url(&settings.url), "consuming");
+        let acks = Acks::start(consume.clone(), &tracker);
         loop {
             // Take the permit before pulling the next delivery: no job waits in memory
             // without a probe slot.
@@ -389,19 +395,24 @@ pub async fn run_worker(
                 }
             };
             metric::job_consumed();
+            acks.delivered(delivery.delivery_tag);
             let engine = engine.clone();
             let publish = publish.clone();
             let settings = settings.clone();
             let broken = broken.clone();
+            let acks = acks.clone();
             tracker.spawn(async move {
                 metric::in_flight(1.0);
-                if !deliver(&engine, &publish, &settings, max_wait, delivery).await {
+                if !deliver(&engine, &publish, &settings, max_wait, delivery, &acks).await {
                     broken.cancel();
                 }
                 metric::in_flight(-1.0);
                 drop(permit);
             });
         }
+        // The ack task ends, after sending the last acks, once the jobs' handles are
+        // gone too: waiting for the tracker below waits for it.
+        drop(acks);
         state.consuming.store(false, Ordering::SeqCst);
         if shutdown.is_cancelled() {
             // Stop the flow first, let in-flight jobs finish within the grace period,
@@ -469,6 +480,7 @@ async fn deliver(
     settings: &AmqpSettings,
     max_wait: Duration,
     delivery: lapin::message::Delivery,
+    acks: &Acks,
 ) -> bool {
     let deferrals = match delivery
         .properties
@@ -509,7 +521,7 @@ async fn deliver(
                 Disposition::DeadLetter(reason)
             } else {
                 tracing::error!(error = %why, "handler failed; handing the job back once");
-                requeue(&delivery).await;
+                requeue(&delivery, acks).await;
                 return true;
             }
         }
@@ -564,10 +576,9 @@ async fn deliver(
     };
     match outcome {
         Ok(()) => {
-            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                // The broker will redeliver it: a duplicate result, never a lost job.
-                tracing::warn!(error = %e, "ack failed; the job will be redelivered");
-            }
+            // If the ack is lost the broker redelivers the job: a duplicate result,
+            // never a lost job.
+            acks.ack(delivery.delivery_tag);
             true
         }
         Err(e) => {
@@ -579,14 +590,14 @@ async fn deliver(
                 // after a pause rather than in a hot loop; the session itself is fine.
                 tokio::time::sleep(NACK_PAUSE).await;
             }
-            requeue(&delivery).await;
+            requeue(&delivery, acks).await;
             nacked
         }
     }
 }
 
 /// Hands a delivery back to the queue (the broker redelivers it, to us or another worker).
-async fn requeue(delivery: &lapin::message::Delivery) {
+async fn requeue(delivery: &lapin::message::Delivery, acks: &Acks) {
     metric::requeued();
     let _ = delivery
         .acker
@@ -595,6 +606,9 @@ async fn requeue(delivery: &lapin::message::Delivery) {
             ..BasicNackOptions::default()
         })
         .await;
+    // Only now, with the nack sent: a multiple ack sent before it would have settled
+    // this delivery as done.
+    acks.forget(delivery.delivery_tag);
 }
 
 /// After the handler failed on a message: `None` = hand it back once more; `Some(reason)`
