@@ -16,6 +16,9 @@ use url::Url;
 /// The default configuration, compiled in so that a file only has to name what it changes.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
+/// More runtime threads than this is a typo, not a machine.
+const MAX_THREADS: usize = 1024;
+
 /// A configuration that could not be loaded or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -186,6 +189,7 @@ struct RawLog {
 struct RawWorker {
     name: String,
     shutdown_grace: String,
+    threads: usize,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -443,6 +447,8 @@ pub struct WorkerSettings {
     pub name: String,
     /// How long in-flight probes may run on after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Threads of the async runtime; `None` = one per CPU core.
+    pub threads: Option<usize>,
 }
 
 /// Parses `"1500ms"`, `"30s"`, `"10m"`.
@@ -861,6 +867,16 @@ impl Settings {
                     "worker.shutdown_grace",
                     &raw.worker.shutdown_grace,
                 )?,
+                threads: match raw.worker.threads {
+                    0 => None,
+                    n if n > MAX_THREADS => {
+                        return Err(invalid(
+                            "worker.threads",
+                            format!("{n} is more than {MAX_THREADS}; 0 means one per CPU core"),
+                        ))
+                    }
+                    n => Some(n),
+                },
             },
         })
     }
@@ -936,6 +952,18 @@ mod tests {
         assert_eq!(s.egress[0].name, "direct");
         assert!(!s.targets.allow_private);
         assert_eq!(s.tls.on_error, TlsOnError::Degraded);
+    }
+
+    #[test]
+    fn runtime_threads_default_to_one_per_core_and_are_bounded() {
+        assert_eq!(
+            Settings::from_toml("").expect("defaults").worker.threads,
+            None
+        );
+        let one = Settings::from_toml("[worker]\nthreads = 1\n").expect("one thread");
+        assert_eq!(one.worker.threads, Some(1));
+        assert!(err("[worker]\nthreads = 100000\n").contains("worker.threads"));
+        assert!(err("[worker]\nthreads = -1\n").contains("threads"));
     }
 
     #[test]

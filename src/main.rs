@@ -73,7 +73,12 @@ fn main() -> ExitCode {
     };
     let quiet = !matches!(cli.command, Command::Worker);
     picket::app::init_logging(&settings.log, quiet);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = settings.worker.threads {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("picket: cannot start the runtime: {e}");
