@@ -491,7 +491,7 @@ async fn prefill(run: &RunArgs, shape: &JobShape) -> Result<()> {
     let settings = load(&run.config)?;
     let deadline = deadline(run);
     let (conn, ch) = connect(&settings, "picket bench prefill").await?;
-    picket::amqp::declare(&ch, &settings.amqp).await?;
+    picket::amqp::declare(&conn, &settings.amqp).await?;
     let a = &settings.amqp;
     for q in [&a.jobs_queue, &a.results_queue] {
         ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
@@ -659,7 +659,7 @@ async fn collect(run: &RunArgs, opts: &CollectOptions) -> Result<()> {
     let n = run.jobs;
     let conn = picket::amqp::connect(&settings.amqp, "picket bench collect").await?;
     let ch = conn.create_channel().await?;
-    picket::amqp::declare(&ch, &settings.amqp).await?;
+    picket::amqp::declare(&conn, &settings.amqp).await?;
     ch.basic_qos(4096, BasicQosOptions::default()).await?;
     // No acks: the collector must never be what limits the rate it measures.
     let mut consumer = ch

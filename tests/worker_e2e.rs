@@ -752,3 +752,84 @@ fn passwords_never_reach_the_logs() {
     );
     assert!(!logs.contains("hunter2"), "a password was printed:\n{logs}");
 }
+
+/// Upstream often declares the jobs queue itself, as a plain durable queue, before any
+/// worker ran, and operators cap queues. picket's own arguments then differ: the worker
+/// must still declare the rest, consume, publish and dead-letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_queue_declared_by_upstream_with_other_arguments_is_consumed() {
+    let (addr, _) = target("127.0.0.9").await;
+    let s = private_settings("upstream.test", "127.0.0.9");
+    let client = Client::connect().await;
+    client
+        .ch
+        .queue_declare(
+            s.amqp.jobs_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..lapin::options::QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("upstream declares the jobs queue without arguments");
+    // And a subscriber capped the dead-letter queue before picket ever ran.
+    let mut capped = lapin::types::FieldTable::default();
+    capped.insert("x-max-length".into(), AMQPValue::LongInt(1000));
+    client
+        .ch
+        .queue_declare(
+            s.amqp.dead_letter_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..lapin::options::QueueDeclareOptions::default()
+            },
+            capped,
+        )
+        .await
+        .expect("a capped dead-letter queue");
+    let url = format!("http://upstream.test:{}/", addr.port());
+    // Published before any worker started, as upstream would.
+    client.job(&s, json!({"id": "early", "url": url})).await;
+    let worker = Worker::start(&s);
+    // Nothing else declared the rest of picket's topology: wait for the worker to.
+    let t = std::time::Instant::now();
+    loop {
+        let ch = client.conn.create_channel().await.expect("channel");
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..lapin::options::QueueDeclareOptions::default()
+        };
+        if ch
+            .queue_declare(
+                s.amqp.results_queue.as_str().into(),
+                passive,
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the worker never declared its results queue next to the upstream's jobs queue"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.job(&s, json!({"id": "later", "url": url})).await;
+    let mut rs = client.results(&s, 2, Duration::from_secs(20)).await;
+    rs.sort_by_key(|r| r["job_id"].as_str().map(str::to_string));
+    assert_eq!(rs[0]["job_id"], "early");
+    assert_eq!(rs[1]["job_id"], "later");
+    assert!(rs.iter().all(|r| r["verdict"] == "up"), "{rs:?}");
+    // Garbage is still dead-lettered: picket copies it to the dead-letter queue itself.
+    client
+        .publish(&s.amqp.jobs_queue, b"not json", BasicProperties::default())
+        .await;
+    let dead = client
+        .take(&s.amqp.dead_letter_queue, 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(dead[0].data, b"not json");
+    worker.shutdown().await;
+}

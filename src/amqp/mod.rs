@@ -120,23 +120,21 @@ fn dead_letter_into(args: &mut FieldTable, queue: &str) {
 }
 
 /// Declares the whole topology (idempotent; the same arguments every time so a
-/// restart never fails on a mismatch).
+/// restart never fails on a mismatch), on a channel of its own that is closed after.
+///
+/// A queue or exchange that already exists with other arguments (upstream declared the
+/// jobs queue as a plain durable queue, a subscriber capped the results queue) is used
+/// as it is, with a warning: refusing to start over it would stop all probing, and
+/// picket does its own dead-lettering by publishing.
 ///
 /// # Errors
-/// The broker refused a declaration (e.g. an existing queue with other arguments).
-pub async fn declare(channel: &Channel, s: &AmqpSettings) -> Result<(), AmqpError> {
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    channel
-        .queue_declare(s.dead_letter_queue.as_str().into(), durable, queue_args(s))
-        .await?;
+/// The broker refused a declaration for another reason (e.g. no permission).
+pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpError> {
+    let mut ch = conn.create_channel().await?;
+    declare_queue(conn, &mut ch, &s.dead_letter_queue, queue_args(s)).await?;
     let mut jobs_args = queue_args(s);
     dead_letter_into(&mut jobs_args, &s.dead_letter_queue);
-    channel
-        .queue_declare(s.jobs_queue.as_str().into(), durable, jobs_args)
-        .await?;
+    declare_queue(conn, &mut ch, &s.jobs_queue, jobs_args).await?;
     // Deferred jobs expire out of the delay queue (per-message TTL) back into the jobs
     // queue. Always classic: per-message TTL there is long supported and it holds only
     // copies that are also safe to lose order on.
@@ -146,37 +144,88 @@ pub async fn declare(channel: &Channel, s: &AmqpSettings) -> Result<(), AmqpErro
         AMQPValue::LongString("classic".into()),
     );
     dead_letter_into(&mut delay_args, &s.jobs_queue);
-    channel
-        .queue_declare(s.delay_queue.as_str().into(), durable, delay_args)
-        .await?;
-    channel
+    declare_queue(conn, &mut ch, &s.delay_queue, delay_args).await?;
+    let topic = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    let declared = ch
         .exchange_declare(
             s.results_exchange.as_str().into(),
             ExchangeKind::Topic,
+            topic,
+            FieldTable::default(),
+        )
+        .await;
+    if let Err(e) = declared {
+        if !precondition_failed(&e) {
+            return Err(e.into());
+        }
+        tracing::warn!(exchange = %s.results_exchange, error = %e,
+            "the results exchange exists with other settings than picket's (a durable topic exchange); publishing to it as it is");
+        ch = conn.create_channel().await?;
+        ch.exchange_declare(
+            s.results_exchange.as_str().into(),
+            ExchangeKind::Topic,
             ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
+                passive: true,
+                ..topic
             },
             FieldTable::default(),
         )
         .await?;
-    channel
-        .queue_declare(
-            s.results_queue.as_str().into(),
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            s.results_queue.as_str().into(),
-            s.results_exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    }
+    declare_queue(conn, &mut ch, &s.results_queue, FieldTable::default()).await?;
+    ch.queue_bind(
+        s.results_queue.as_str().into(),
+        s.results_exchange.as_str().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let _ = ch.close(200, "topology declared".into()).await;
     Ok(())
+}
+
+/// Declares a durable queue with `args`; if it exists with others, checks that it is
+/// there (on a new channel: the refusal closed `ch`) and uses it as it is.
+async fn declare_queue(
+    conn: &Connection,
+    ch: &mut Channel,
+    name: &str,
+    args: FieldTable,
+) -> Result<(), AmqpError> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    match ch.queue_declare(name.into(), durable, args).await {
+        Ok(_) => Ok(()),
+        Err(e) if precondition_failed(&e) => {
+            tracing::warn!(queue = %name, error = %e,
+                "the queue exists with other arguments than picket's; using it as it is (broker-side dead-lettering and delivery limits set by picket do not apply to it)");
+            *ch = conn.create_channel().await?;
+            ch.queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The broker's 406: the thing exists with other arguments.
+fn precondition_failed(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(p)
+        if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
 }
 
 /// Publishes and waits for the broker's confirm (the channel must be in confirm mode).
@@ -464,7 +513,7 @@ async fn open_session(
     publish
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    declare(&publish, settings).await?;
+    declare(&conn, settings).await?;
     let consume = conn.create_channel().await?;
     consume
         .basic_qos(settings.prefetch, BasicQosOptions::default())
@@ -632,7 +681,7 @@ pub async fn enqueue(settings: &AmqpSettings, payloads: &[Vec<u8>]) -> Result<us
     let conn = connect(settings, "picket enqueue").await?;
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    declare(&ch, settings).await?;
+    declare(&conn, settings).await?;
     let mut confirmed = 0;
     // Publish in windows so confirms overlap without unbounded memory.
     for window in payloads.chunks(500) {
@@ -677,7 +726,7 @@ pub async fn read_results(
 ) -> Result<usize, AmqpError> {
     let conn = connect(settings, "picket results").await?;
     let ch = conn.create_channel().await?;
-    declare(&ch, settings).await?;
+    declare(&conn, settings).await?;
     let mut n = 0;
     if !follow {
         while let Some(m) = ch

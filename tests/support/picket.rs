@@ -107,7 +107,7 @@ impl Client {
 
     /// Declares the topology the worker will use (so publishes before it starts land).
     pub async fn declare(&self, s: &Settings) {
-        picket::amqp::declare(&self.ch, &s.amqp)
+        picket::amqp::declare(&self.conn, &s.amqp)
             .await
             .expect("declare topology");
     }
