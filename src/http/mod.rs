@@ -29,6 +29,9 @@ use failure::{classify, root_cause};
 use phase::{MarkConnected, MarkHello, PhaseClock};
 use recent::RecentAnswers;
 
+/// Header lines of an answer we accept (hyper's default is 100).
+const MAX_HEADER_LINES: usize = 512;
+
 /// Something that stops the prober from being built.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -176,6 +179,9 @@ impl HttpProber {
             .connector_layer(MarkConnected(clock.connected.clone()))
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(0)
+            // hyper stops at 100 header lines; browsers only limit the head's size
+            // (256 KB in Chrome), and a site that sets many cookies still works in them.
+            .http1_max_headers(MAX_HEADER_LINES)
             .connect_timeout(connect_timeout)
             .tls_info(true)
             // Deflate is decoded here: servers send raw deflate as often as zlib, and

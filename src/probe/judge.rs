@@ -336,8 +336,17 @@ fn judge_answer(plan: &Plan, obs: &Observation, a: &Answer, settings: &JudgeSett
             format!("{status} ({wanted}) after {ms} ms"),
         );
     }
-    // HEAD answers and 204/304 carry no body by design.
-    let bodyless = plan.method == crate::job::Method::Head || matches!(a.status, 204 | 304);
+    // HEAD answers carry no body by design, and so do 204 and 304, but a page that
+    // answers with no body is a blank page to a browser: only a job that lists the
+    // status in `expect.status` (a health endpoint) accepts it without one.
+    let asked_for = |code: u16| {
+        plan.expect
+            .status
+            .as_ref()
+            .is_some_and(|list| list.contains(&code))
+    };
+    let bodyless = plan.method == crate::job::Method::Head
+        || (matches!(a.status, 204 | 304) && asked_for(a.status));
     if !bodyless && a.body_bytes < plan.min_body_bytes {
         return Judgement::new(
             Verdict::Down,
@@ -636,6 +645,15 @@ mod tests {
             ..Expect::default()
         });
         assert_eq!(j(&p, &answer(200, "ok")), (Verdict::Up, Reason::Ok));
+        // A 204 is a blank page, unless the job asked for one.
+        assert_eq!(
+            j(&p, &answer(204, "")),
+            (Verdict::Down, Reason::BodyTooSmall)
+        );
+        let p = plan(Expect {
+            status: Some(vec![204]),
+            ..Expect::default()
+        });
         assert_eq!(j(&p, &answer(204, "")), (Verdict::Up, Reason::Ok));
     }
 

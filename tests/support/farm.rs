@@ -586,6 +586,50 @@ async fn plain_http(b: &mut Builder) {
     )
     .await;
 
+    b.http(
+        "no-content-204",
+        Router::new().route("/", any(|| async { StatusCode::NO_CONTENT })),
+        None,
+        truth(
+            "down",
+            None,
+            "204 No Content for a page: a browser shows nothing (a job that lists 204 in expect.status accepts it)",
+        ),
+        said("down", "body_too_small"),
+        vec![Fact::BodyBytes(0)],
+    )
+    .await;
+
+    let cookie_storm = page("Portal", "Welcome.");
+    b.http(
+        "many-headers",
+        Router::new().route(
+            "/",
+            any(move || async move {
+                // 150 header lines (hyper stops at 100 by default); browsers take them.
+                let mut headers = HeaderMap::new();
+                for i in 0..150 {
+                    headers.append(
+                        header::SET_COOKIE,
+                        format!("tracker{i}=1; Path=/")
+                            .parse()
+                            .expect("cookie header"),
+                    );
+                }
+                (headers, html(StatusCode::OK, cookie_storm)).into_response()
+            }),
+        ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "a page sent with 150 header lines (a cookie storm)",
+        ),
+        said("up", "ok"),
+        vec![Fact::Attempts(1)],
+    )
+    .await;
+
     let denied = "<html><head><title>Access Denied</title></head><body><h1>Access Denied</h1>\
                   You don't have permission to access \"http://www.example.gov/\" on this server.\
                   <p>Reference #18.5c2e3b17.1732456789.1a2b3c4d</p></body></html>";
