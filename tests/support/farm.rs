@@ -1463,6 +1463,28 @@ async fn serve_tls(ip: &str, config: Arc<rustls::ServerConfig>, body: &str) -> S
     .await
 }
 
+/// Serves `router` over TLS that offers HTTP/2 only (ALPN `h2`), as many sites' front
+/// ends prefer: a client that cannot speak HTTP/2 gets nothing from it.
+async fn serve_h2(ip: &str, mut config: rustls::ServerConfig, router: Router) -> SocketAddr {
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    serve_raw(ip, move |stream: TcpStream| {
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .http2_only()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+        }
+    })
+    .await
+}
+
 /// One TLS target: its certificate's name, validity (days from now) and signer.
 struct TlsCase {
     name: &'static str,
@@ -1575,6 +1597,28 @@ async fn tls(b: &mut Builder, pki: &Pki) {
         let addr = serve_tls(&ip, config, &body).await;
         b.add(c.name, "https", addr, "/", None, c.truth, c.said, c.facts);
     }
+
+    // Most sites' TLS front ends negotiate HTTP/2; this one speaks nothing else.
+    let name = "tls-h2-only";
+    let config = server_config(pki, &format!("{name}.{DOMAIN}"), -1, 90, Signer::Ca);
+    let page_h2 = page("County office", "Served over HTTP/2.");
+    let router = Router::new().route(
+        "/",
+        any(move || async move { html(StatusCode::OK, page_h2) }),
+    );
+    let ip = b.ip();
+    let addr = serve_h2(&ip, (*config).clone(), router).await;
+    b.add(
+        name,
+        "https",
+        addr,
+        "/",
+        None,
+        truth("up", Some("ok"), "a page served only over HTTP/2 (ALPN h2)"),
+        said("up", "ok"),
+        // Only an HTTP/2 client gets an answer at all.
+        vec![Fact::Attempts(1)],
+    );
 }
 
 // ---------------------------------------------------------------------------
