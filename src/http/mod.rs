@@ -490,19 +490,20 @@ impl HttpProber {
                 }
             };
             drop(permit);
+            let body_bytes = body.len();
             // Small pages are always read as text: block and parked pages are small.
             let needs_text = plan.expect.body_contains.is_some()
                 || plan.expect.body_not_contains.is_some()
                 || body.len() <= crate::probe::judge::SNIFF_BYTES;
             let (text, charset) = if needs_text {
-                let (t, cs) = text::decode(&body, content_type.as_deref());
+                let (t, cs) = text::decode_owned(body, content_type.as_deref());
                 (t, Some(cs.to_string()))
             } else {
                 (String::new(), None)
             };
             return Outcome::Answer(Answer {
                 status,
-                body_bytes: body.len(),
+                body_bytes,
                 truncated,
                 text,
                 charset,

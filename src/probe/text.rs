@@ -25,6 +25,24 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static str)
     (text.into_owned(), enc.name())
 }
 
+/// [`decode`] for a body that is not needed afterwards: a UTF-8 page, the common case,
+/// becomes the text without being copied.
+pub fn decode_owned(body: Vec<u8>, content_type: Option<&str>) -> (String, &'static str) {
+    if Encoding::for_bom(&body).is_some() {
+        return decode(&body, content_type);
+    }
+    let declared = content_type
+        .and_then(charset_from_content_type)
+        .or_else(|| charset_from_meta(&body[..body.len().min(META_SCAN_BYTES)]));
+    if declared.is_some_and(|e| e != UTF_8) {
+        return decode(&body, content_type);
+    }
+    match String::from_utf8(body) {
+        Ok(text) => (text, UTF_8.name()),
+        Err(e) => decode(e.as_bytes(), content_type),
+    }
+}
+
 /// Nothing declared a charset: UTF-8 when the bytes are UTF-8, else what a browser's
 /// detector would guess (many GBK sites declare nothing).
 fn guess(body: &[u8]) -> &'static Encoding {
@@ -152,6 +170,39 @@ mod tests {
         let (t, cs) = decode(&body, Some("text/html"));
         assert!(t.contains("欢迎"), "{t}");
         assert_eq!(cs, "gb18030");
+    }
+
+    #[test]
+    fn the_owned_decoder_agrees_with_the_borrowing_one() {
+        let mut meta_gbk = b"<meta charset=\"gbk\">".to_vec();
+        meta_gbk.extend(gbk("欢迎"));
+        let mut bom = vec![0xEF, 0xBB, 0xBF];
+        bom.extend("欢迎".as_bytes());
+        let cases: Vec<(Vec<u8>, Option<&str>)> = vec![
+            ("plain <b>UTF-8</b> wörld".into(), None),
+            ("declared UTF-8".into(), Some("text/html; charset=utf-8")),
+            (
+                b"bad \xff UTF-8 declared".to_vec(),
+                Some("text/html; charset=utf-8"),
+            ),
+            (b"hello \xe9t\xe9".to_vec(), None),
+            (gbk("欢迎光临本站"), Some("text/html; charset=GBK")),
+            (
+                gbk("<html><body>欢迎访问本县人民政府网站</body></html>"),
+                None,
+            ),
+            (meta_gbk, Some("text/html")),
+            (bom, Some("text/html; charset=iso-8859-1")),
+            (vec![0xFF, 0xFE, 0x22, 0x6B], None),
+            (Vec::new(), None),
+        ];
+        for (body, ct) in cases {
+            assert_eq!(
+                decode_owned(body.clone(), ct),
+                decode(&body, ct),
+                "{body:?} {ct:?}"
+            );
+        }
     }
 
     #[test]
