@@ -29,6 +29,9 @@ use failure::{classify, root_cause};
 use phase::{MarkConnected, MarkHello, PhaseClock};
 use recent::RecentAnswers;
 
+/// Addresses of one name tried before the probe gives up on connecting.
+const MAX_ADDRESSES: usize = 8;
+
 /// Header lines of an answer we accept (hyper's default is 100).
 const MAX_HEADER_LINES: usize = 512;
 
@@ -262,6 +265,8 @@ impl HttpProber {
             }
             let mut response = None;
             let mut permit_held = None;
+            // Addresses that refused or did not connect before one answered (or none did).
+            let mut unreachable: Vec<String> = Vec::new();
             for (n, &ip) in candidates.iter().enumerate() {
                 obs.ip = Some(ip);
                 // Waiting for our own limit is not the site's time: it extends the deadline.
@@ -331,6 +336,12 @@ impl HttpProber {
                 clock.write(sent, obs);
                 match result {
                     Ok(r) => {
+                        if !unreachable.is_empty() {
+                            obs.notes.push(format!(
+                                "{} failed; {ip} answered instead",
+                                unreachable.join(", ")
+                            ));
+                        }
                         self.recent.answered(ip, index);
                         obs.first_byte = Some(clock.ready(sent).elapsed());
                         response = Some(r);
@@ -346,17 +357,19 @@ impl HttpProber {
                         {
                             obs.recent_answers = self.recent.count(ip, index);
                         }
-                        // A broken address family is not a broken site: try the other one.
+                        // A broken address (a backend down, a broken address family) is
+                        // not a broken site: try the next one, as browsers do.
                         if e.is_connect() && n + 1 < candidates.len() {
                             let why = match &outcome {
                                 Outcome::Failure(f) => f.detail.clone(),
                                 Outcome::Answer(_) => String::new(),
                             };
-                            obs.notes.push(format!(
-                                "{ip} failed ({why}); {} answered instead",
-                                candidates[n + 1]
-                            ));
+                            unreachable.push(format!("{ip} ({why})"));
                             continue;
+                        }
+                        if !unreachable.is_empty() {
+                            obs.notes
+                                .push(format!("also tried: {}", unreachable.join(", ")));
                         }
                         return outcome;
                     }
@@ -595,11 +608,24 @@ fn fail(kind: FailureKind, detail: String) -> Outcome {
 
 /// The addresses to try: the first allowed IPv4 address, then the first allowed IPv6
 /// one (IPv6 paths are more often broken, and a site that works over one family is up).
+/// The addresses to try in turn, as a browser does when a connect fails: every
+/// address the policy allows (at most [`MAX_ADDRESSES`]), IPv4 and IPv6 alternating,
+/// IPv4 first (a broken AAAA is the commoner fault), each family in the resolver's
+/// order. A load-balanced site with one backend down is not down.
 fn pick_addresses(ips: &[IpAddr], allow_private: bool) -> Vec<IpAddr> {
     let ok = |ip: &&IpAddr| policy::refusal(**ip, allow_private).is_none();
-    let v4 = ips.iter().filter(|ip| ip.is_ipv4()).find(ok);
-    let v6 = ips.iter().filter(|ip| ip.is_ipv6()).find(ok);
-    v4.into_iter().chain(v6).copied().collect()
+    let mut v4 = ips.iter().filter(|ip| ip.is_ipv4()).filter(ok);
+    let mut v6 = ips.iter().filter(|ip| ip.is_ipv6()).filter(ok);
+    let mut picked = Vec::new();
+    while picked.len() < MAX_ADDRESSES {
+        let (a, b) = (v4.next(), v6.next());
+        if a.is_none() && b.is_none() {
+            break;
+        }
+        picked.extend(a.into_iter().chain(b).copied());
+    }
+    picked.truncate(MAX_ADDRESSES);
+    picked
 }
 
 async fn read_body(
@@ -648,4 +674,46 @@ fn inflate(raw: &[u8], max: usize, cut: bool) -> (Vec<u8>, bool) {
     let over = out.len() > max;
     out.truncate(max);
     (out, cut || over)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().expect("ip")).collect()
+    }
+
+    #[test]
+    fn every_allowed_address_is_tried_families_alternating_ipv4_first() {
+        let got = pick_addresses(
+            &ips(&[
+                "2a00:1450::1",
+                "192.0.2.1",
+                "192.0.2.2",
+                "2a00:1450::2",
+                "192.0.2.3",
+            ]),
+            false,
+        );
+        assert_eq!(
+            got,
+            ips(&[
+                "192.0.2.1",
+                "2a00:1450::1",
+                "192.0.2.2",
+                "2a00:1450::2",
+                "192.0.2.3"
+            ])
+        );
+    }
+
+    #[test]
+    fn refused_addresses_are_skipped_and_the_list_is_capped() {
+        let got = pick_addresses(&ips(&["10.0.0.1", "192.0.2.1"]), false);
+        assert_eq!(got, ips(&["192.0.2.1"]));
+        assert!(pick_addresses(&ips(&["10.0.0.1", "127.0.0.1"]), false).is_empty());
+        let many: Vec<IpAddr> = (1..=20).map(|i| IpAddr::from([192, 0, 2, i])).collect();
+        assert_eq!(pick_addresses(&many, false).len(), MAX_ADDRESSES);
+    }
 }

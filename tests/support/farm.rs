@@ -105,7 +105,7 @@ pub enum Fact {
     /// `tls_days_left` within these bounds.
     TlsDaysLeft(i64, i64),
     /// `ip` of the result.
-    Ip(&'static str),
+    Ip(String),
     /// The detail line contains this.
     DetailContains(&'static str),
 }
@@ -296,6 +296,7 @@ timeout = "2s"
         bodies(&mut b).await;
         tls(&mut b, &pki).await;
         dual_stack(&mut b).await;
+        second_address(&mut b).await;
 
         let ns_ip = b.ip();
         // Every name is unknown to it: NXDOMAIN.
@@ -1651,7 +1652,43 @@ async fn dual_stack(b: &mut Builder) {
             "IPv4 address refuses, IPv6 address answers: browsers fall back (Happy Eyeballs)",
         ),
         picket: said("up", "ok"),
-        facts: vec![Fact::Ip("::1"), Fact::DetailContains("answered instead")],
+        facts: vec![
+            Fact::Ip("::1".into()),
+            Fact::DetailContains("answered instead"),
+        ],
+    });
+}
+
+/// Two IPv4 addresses for one name, the first refusing: a load-balanced site with one
+/// backend down. Browsers try the next address on a failed connect.
+async fn second_address(b: &mut Builder) {
+    let p = page("County office", "Served by the second address.");
+    let live_ip = b.ip();
+    let live = serve(
+        &live_ip,
+        Router::new().route("/", any(move || async move { html(StatusCode::OK, p) })),
+    )
+    .await;
+    let dead: IpAddr = b.ip().parse().expect("farm ip");
+    let socket = TcpSocket::new_v4().expect("socket");
+    let _ = socket.bind(SocketAddr::new(dead, live.port()));
+    b.refusing.push(socket);
+    let host = b.host("second-address", &format!("{dead}, {live_ip}"));
+    b.targets.push(Target {
+        name: "second-address",
+        url: format!("http://{host}:{}/", live.port()),
+        expect: None,
+        truth: truth(
+            "up",
+            Some("ok"),
+            "two A records, the first refuses (one backend down): browsers try the next address",
+        ),
+        picket: said("up", "ok"),
+        facts: vec![
+            Fact::Ip(live_ip.clone()),
+            Fact::DetailContains("answered instead"),
+            Fact::Attempts(1),
+        ],
     });
 }
 
