@@ -23,7 +23,7 @@ use crate::support::farm::{Farm, Target};
 use crate::support::unique;
 
 /// Targets on which picket is wrong today; each has an ignored test below.
-const KNOWN_BUGS: &[&str] = &[];
+const KNOWN_BUGS: &[&str] = &["tls-legacy-cbc"];
 
 /// Runs `picket check` on the named farm targets and returns each result by job id,
 /// with the run's wall-clock time.
@@ -214,6 +214,16 @@ async fn truth_cookie_check_redirect_is_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truth_raw_deflate_body_is_up() {
     tells_the_truth("deflate-raw").await;
+}
+
+/// rustls speaks no CBC cipher suite and no TLS below 1.2, so a server that allows only
+/// those is `degraded/tls` ("legacy TLS" in the detail) where Chrome shows the page.
+/// Telling the truth needs a second TLS stack (OpenSSL) for the retry of such a
+/// handshake failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug: rustls cannot negotiate legacy CBC-only TLS servers"]
+async fn truth_legacy_cbc_tls_is_up() {
+    tells_the_truth("tls-legacy-cbc").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,6 +214,8 @@ pub struct Farm {
     pub dir: tempfile::TempDir,
     /// Bound, never listening: connections to these are refused.
     _refusing: Vec<TcpSocket>,
+    /// Helper servers in processes of their own; each stops when this process goes.
+    _helpers: Vec<std::process::Child>,
 }
 
 impl Farm {
@@ -288,6 +290,7 @@ timeout = "2s"
             targets: Vec::new(),
             static_hosts: Vec::new(),
             refusing: Vec::new(),
+            helpers: Vec::new(),
         };
         plain_http(&mut b).await;
         charsets(&mut b).await;
@@ -295,6 +298,7 @@ timeout = "2s"
         redirects(&mut b).await;
         bodies(&mut b).await;
         tls(&mut b, &pki).await;
+        legacy_tls(&mut b, &pki, dir.path()).await;
         dual_stack(&mut b).await;
         second_address(&mut b).await;
 
@@ -322,6 +326,7 @@ timeout = "2s"
             ca_file,
             dir,
             _refusing: b.refusing,
+            _helpers: b.helpers,
         }
     }
 }
@@ -331,6 +336,7 @@ struct Builder {
     targets: Vec<Target>,
     static_hosts: Vec<(String, String)>,
     refusing: Vec<TcpSocket>,
+    helpers: Vec<std::process::Child>,
 }
 
 impl Builder {
@@ -1619,6 +1625,69 @@ async fn tls(b: &mut Builder, pki: &Pki) {
         said("up", "ok"),
         // Only an HTTP/2 client gets an answer at all.
         vec![Fact::Attempts(1)],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Legacy TLS: a server that speaks only a CBC cipher suite
+
+/// `openssl s_server` with TLS 1.2 and ECDHE-RSA-AES128-SHA only: an old but still
+/// common setup that Chrome still negotiates and rustls never will.
+async fn legacy_tls(b: &mut Builder, pki: &Pki, dir: &std::path::Path) {
+    let name = "tls-legacy-cbc";
+    let openssl = super::procs::find_binary("openssl", &[]).unwrap_or_else(|| {
+        panic!(
+            "openssl not found (the farm's legacy TLS server): {}",
+            super::procs::INSTALL_HINT
+        )
+    });
+    let key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("RSA leaf key");
+    let cert = leaf_params(&format!("{name}.{DOMAIN}"), -1, 90)
+        .signed_by(&key, &pki.ca, &pki.ca_key)
+        .expect("leaf");
+    let cert_file = dir.join("legacy-cert.pem");
+    let key_file = dir.join("legacy-key.pem");
+    std::fs::write(&cert_file, cert.pem()).expect("write the legacy cert");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write the legacy key");
+    let ip = b.ip();
+    let port = std::net::TcpListener::bind((ip.as_str(), 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    // The shell stops the server once our end of its stdin closes, however we exit.
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" s_server -quiet -www -accept "$1" -cert "$2" -key "$3" -tls1_2 -cipher ECDHE-RSA-AES128-SHA </dev/null >/dev/null 2>&1 & pid=$!; read _; kill "$pid""#)
+        .arg(&openssl)
+        .arg(format!("{ip}:{port}"))
+        .arg(&cert_file)
+        .arg(&key_file)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("start openssl s_server");
+    b.helpers.push(child);
+    let addr = SocketAddr::new(ip.parse().expect("farm ip"), port);
+    let t = std::time::Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "openssl s_server did not listen on {addr} within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.add(
+        name,
+        "https",
+        addr,
+        "/",
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "TLS 1.2 with only ECDHE-RSA-AES128-SHA (a CBC suite): Chrome still negotiates it and shows the page",
+        ),
+        said("degraded", "tls"),
+        vec![Fact::DetailContains("legacy TLS")],
     );
 }
 
