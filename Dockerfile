@@ -2,6 +2,7 @@
 # picket's worker image: `docker build -t picket .`, or `docker compose up`
 # with docker-compose.yaml beside this file.
 
+# The rust image has OpenSSL's headers and pkg-config, which the build links.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -15,9 +16,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 # ca-certificates: system roots for HTTPS targets (picket also bundles its
-# own); curl: the compose healthcheck.
+# own); libssl3: OpenSSL, for servers that speak only legacy TLS; curl: the
+# compose healthcheck.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 curl \
     && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --user-group --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin picket

@@ -23,7 +23,7 @@ use crate::support::farm::{Farm, Target};
 use crate::support::unique;
 
 /// Targets on which picket is wrong today; each has an ignored test below.
-const KNOWN_BUGS: &[&str] = &["tls-legacy-cbc"];
+const KNOWN_BUGS: &[&str] = &[];
 
 /// Runs `picket check` on the named farm targets and returns each result by job id,
 /// with the run's wall-clock time.
@@ -216,12 +216,10 @@ async fn truth_raw_deflate_body_is_up() {
     tells_the_truth("deflate-raw").await;
 }
 
-/// rustls speaks no CBC cipher suite and no TLS below 1.2, so a server that allows only
-/// those is `degraded/tls` ("legacy TLS" in the detail) where Chrome shows the page.
-/// Telling the truth needs a second TLS stack (OpenSSL) for the retry of such a
-/// handshake failure.
+/// rustls speaks no CBC cipher suite, so a server that allows only those failed the
+/// handshake and was `degraded/tls` where Chrome shows the page; such a handshake is
+/// now asked again over OpenSSL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: rustls cannot negotiate legacy CBC-only TLS servers"]
 async fn truth_legacy_cbc_tls_is_up() {
     tells_the_truth("tls-legacy-cbc").await;
 }

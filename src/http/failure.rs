@@ -179,18 +179,30 @@ fn rustls_inside(io: &std::io::Error) -> Option<&rustls::Error> {
     None
 }
 
+/// The handshake failed because the server would speak nothing rustls offers: no
+/// common TLS version or cipher suite (a server allowing only CBC suites, say).
+pub(super) fn no_common_tls(e: &reqwest::Error) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        tls_error(e),
+        Some(
+            rustls::Error::AlertReceived(A::HandshakeFailure | A::ProtocolVersion)
+                | rustls::Error::PeerIncompatible(_)
+        )
+    )
+}
+
 fn tls_problem(e: &rustls::Error) -> String {
     use rustls::AlertDescription as A;
     match e {
         rustls::Error::InvalidCertificate(c) => format!("certificate {}", cert_problem(c)),
         // The server found nothing in our ClientHello it would speak. That is most often
-        // a server that allows only legacy TLS, which browsers may still accept and
-        // rustls never speaks: say so rather than leave a bare alert name.
+        // a server that allows only legacy TLS: say so rather than leave a bare alert
+        // name (the prober then asks again over OpenSSL, as browsers still would).
         rustls::Error::AlertReceived(A::HandshakeFailure | A::ProtocolVersion)
         | rustls::Error::PeerIncompatible(_) => format!(
             "{e}: no TLS version or cipher suite in common; the server may allow only legacy \
-             TLS (TLS 1.0/1.1 or CBC cipher suites), which picket does not speak and some \
-             browsers still do"
+             TLS (TLS 1.0/1.1, or CBC cipher suites)"
         ),
         other => other.to_string(),
     }

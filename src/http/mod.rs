@@ -74,6 +74,8 @@ pub struct HttpProber {
     resolver: Resolver,
     limiter: Arc<dyn Limiter>,
     tls: rustls::ClientConfig,
+    /// `tls.extra_ca_file` for the OpenSSL fallback.
+    extra_ca: Vec<reqwest::Certificate>,
     allow_private: bool,
     egress: Vec<Egress>,
     recent: RecentAnswers,
@@ -117,6 +119,24 @@ pub fn tls_config(settings: &TlsSettings) -> Result<rustls::ClientConfig, SetupE
     Ok(config)
 }
 
+/// The certificates of `tls.extra_ca_file`, for the OpenSSL fallback.
+fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificate>, SetupError> {
+    let Some(path) = &settings.extra_ca_file else {
+        return Ok(Vec::new());
+    };
+    let ca_err = |message: String| SetupError::CaFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+    rustls_pemfile::certs(&mut pem.as_slice())
+        .map(|c| {
+            let der = c.map_err(|e| ca_err(e.to_string()))?;
+            reqwest::Certificate::from_der(&der).map_err(|e| ca_err(e.to_string()))
+        })
+        .collect()
+}
+
 impl HttpProber {
     /// A prober for the given egress list, sharing `resolver` and `limiter`.
     ///
@@ -154,6 +174,7 @@ impl HttpProber {
         Ok(HttpProber {
             resolver,
             limiter,
+            extra_ca: extra_ca(tls)?,
             tls: tls_config(tls)?,
             allow_private,
             egress,
@@ -161,7 +182,9 @@ impl HttpProber {
         })
     }
 
-    fn client(
+    /// What every hop's client has: no redirects, no pooling, pinned to `addr`, the
+    /// egress's proxy, our timeouts, and the connect-time mark.
+    fn builder(
         &self,
         egress: &Egress,
         host: &str,
@@ -169,16 +192,8 @@ impl HttpProber {
         connect_timeout: Duration,
         timeout: Duration,
         clock: &PhaseClock,
-    ) -> Result<reqwest::Client, reqwest::Error> {
-        let mut tls = self.tls.clone();
-        // No session resumption: a resumed session skips the certificate check and shows
-        // no certificate, and every probe must see the site as a first visitor does. The
-        // store is asked for a session when the ClientHello is built, which is the moment
-        // the connection is up: that splits connect from TLS time.
-        tls.resumption =
-            rustls::client::Resumption::store(Arc::new(MarkHello(clock.hello.clone())));
-        let mut b = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
+    ) -> reqwest::ClientBuilder {
+        let b = reqwest::Client::builder()
             .connector_layer(MarkConnected(clock.connected.clone()))
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(0)
@@ -193,10 +208,41 @@ impl HttpProber {
             .timeout(timeout)
             .dns_resolver(Arc::new(ProxyNameResolver(self.resolver.clone())))
             .resolve_to_addrs(host, &[addr]);
-        b = match &egress.proxy {
+        match &egress.proxy {
             Some(p) => b.proxy(p.clone()),
             None => b.no_proxy(),
-        };
+        }
+    }
+
+    /// The hop's client, over rustls.
+    fn client(
+        &self,
+        builder: reqwest::ClientBuilder,
+        clock: &PhaseClock,
+    ) -> Result<reqwest::Client, reqwest::Error> {
+        let mut tls = self.tls.clone();
+        // No session resumption: a resumed session skips the certificate check and shows
+        // no certificate, and every probe must see the site as a first visitor does. The
+        // store is asked for a session when the ClientHello is built, which is the moment
+        // the connection is up: that splits connect from TLS time.
+        tls.resumption =
+            rustls::client::Resumption::store(Arc::new(MarkHello(clock.hello.clone())));
+        builder.use_preconfigured_tls(tls).build()
+    }
+
+    /// The hop's client over OpenSSL, for a server that shares no TLS version or
+    /// cipher suite with rustls: TLS 1.2 at least, as browsers require, but with the
+    /// CBC suites browsers still offer. Roots: the system's and `tls.extra_ca_file`.
+    fn legacy_client(
+        &self,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::Client, reqwest::Error> {
+        let mut b = builder
+            .use_native_tls()
+            .min_tls_version(reqwest::tls::Version::TLS_1_2);
+        for ca in &self.extra_ca {
+            b = b.add_root_certificate(ca.clone());
+        }
         b.build()
     }
 
@@ -304,14 +350,17 @@ impl HttpProber {
                     );
                 }
                 let clock = PhaseClock::default();
-                let client = match self.client(
-                    egress,
-                    &host,
-                    SocketAddr::new(ip, port),
-                    plan.connect_timeout.min(remaining),
-                    remaining,
-                    &clock,
-                ) {
+                let builder = |clock: &PhaseClock| {
+                    self.builder(
+                        egress,
+                        &host,
+                        SocketAddr::new(ip, port),
+                        plan.connect_timeout.min(remaining),
+                        remaining,
+                        clock,
+                    )
+                };
+                let client = match self.client(builder(&clock), &clock) {
                     Ok(c) => c,
                     Err(e) => {
                         return fail(
@@ -320,20 +369,55 @@ impl HttpProber {
                         )
                     }
                 };
-                let method = match plan.method {
-                    Method::Get => reqwest::Method::GET,
-                    Method::Head => reqwest::Method::HEAD,
+                let request = |client: &reqwest::Client| {
+                    let method = match plan.method {
+                        Method::Get => reqwest::Method::GET,
+                        Method::Head => reqwest::Method::HEAD,
+                    };
+                    let mut req = client.request(method, url.clone());
+                    for (name, value) in &plan.headers {
+                        req = req.header(name.as_str(), value.as_str());
+                    }
+                    if let Some(cookie) = cookies.header_for(&url) {
+                        req = req.header(reqwest::header::COOKIE, cookie);
+                    }
+                    req
                 };
-                let mut req = client.request(method, url.clone());
-                for (name, value) in &plan.headers {
-                    req = req.header(name.as_str(), value.as_str());
-                }
-                if let Some(cookie) = cookies.header_for(&url) {
-                    req = req.header(reqwest::header::COOKIE, cookie);
-                }
                 let sent = Instant::now();
-                let result = req.send().await;
+                let mut result = request(&client).send().await;
                 clock.write(sent, obs);
+                let mut ready = clock.ready(sent);
+                // A server that speaks only TLS that rustls never will (CBC suites) but
+                // browsers still do: ask again over OpenSSL. Whatever that finds wrong is
+                // not reported in place of the first failure, which says what happened.
+                if let Err(first) = &result {
+                    if url.scheme() == "https" && failure::no_common_tls(first) {
+                        let legacy_clock = PhaseClock::default();
+                        let legacy_sent = Instant::now();
+                        let retried = match self.legacy_client(builder(&legacy_clock)) {
+                            Ok(c) => request(&c).send().await,
+                            Err(e) => Err(e),
+                        };
+                        match retried {
+                            Ok(r) => {
+                                legacy_clock.write_legacy(legacy_sent, &clock, sent, obs);
+                                ready = legacy_clock.ready(legacy_sent);
+                                obs.notes.push(
+                                    "the server speaks only legacy TLS (no TLS 1.3 and no AEAD \
+                                     cipher suite), which browsers still accept: answered over \
+                                     OpenSSL"
+                                        .to_string(),
+                                );
+                                result = Ok(r);
+                            }
+                            Err(e) => obs.notes.push(format!(
+                                "asked again as browsers still would (OpenSSL, TLS 1.2 or \
+                                 later, CBC suites allowed): {}",
+                                root_cause(&e)
+                            )),
+                        }
+                    }
+                }
                 match result {
                     Ok(r) => {
                         if !unreachable.is_empty() {
@@ -343,7 +427,7 @@ impl HttpProber {
                             ));
                         }
                         self.recent.answered(ip, index);
-                        obs.first_byte = Some(clock.ready(sent).elapsed());
+                        obs.first_byte = Some(ready.elapsed());
                         response = Some(r);
                         permit_held = Some(permit);
                         break;

@@ -36,6 +36,34 @@ impl PhaseClock {
         };
     }
 
+    /// Like [`write`](Self::write) for a connection made over OpenSSL, which has no hook
+    /// between the TCP connect and the handshake: the TCP part is taken from `first`,
+    /// the rustls attempt to the same address a moment before (sent at `first_sent`),
+    /// and the rest of the time to a ready connection is the handshake.
+    pub(super) fn write_legacy(
+        &self,
+        sent: Instant,
+        first: &PhaseClock,
+        first_sent: Instant,
+        obs: &mut Observation,
+    ) {
+        let tcp = first
+            .hello
+            .get()
+            .map(|h| h.saturating_duration_since(first_sent));
+        let ready = self
+            .connected
+            .get()
+            .map(|c| c.saturating_duration_since(sent));
+        match (tcp, ready) {
+            (Some(tcp), Some(ready)) => {
+                obs.connect = Some(tcp.min(ready));
+                obs.tls = Some(ready.saturating_sub(tcp));
+            }
+            _ => self.write(sent, obs),
+        }
+    }
+
     /// When the connection was ready for the request.
     pub(super) fn ready(&self, sent: Instant) -> Instant {
         self.connected.get().copied().unwrap_or(sent)

@@ -1686,8 +1686,12 @@ async fn legacy_tls(b: &mut Builder, pki: &Pki, dir: &std::path::Path) {
             Some("ok"),
             "TLS 1.2 with only ECDHE-RSA-AES128-SHA (a CBC suite): Chrome still negotiates it and shows the page",
         ),
-        said("degraded", "tls"),
-        vec![Fact::DetailContains("legacy TLS")],
+        said("up", "ok"),
+        vec![
+            Fact::DetailContains("legacy TLS"),
+            Fact::Attempts(1),
+            Fact::TlsDaysLeft(89, 90),
+        ],
     );
 }
 
