@@ -350,7 +350,7 @@ impl HttpProber {
                     );
                 }
                 let clock = PhaseClock::default();
-                let builder = |clock: &PhaseClock| {
+                let builder = |clock: &PhaseClock, remaining: Duration| {
                     self.builder(
                         egress,
                         &host,
@@ -360,7 +360,7 @@ impl HttpProber {
                         clock,
                     )
                 };
-                let client = match self.client(builder(&clock), &clock) {
+                let client = match self.client(builder(&clock, remaining), &clock) {
                     Ok(c) => c,
                     Err(e) => {
                         return fail(
@@ -394,9 +394,15 @@ impl HttpProber {
                     if url.scheme() == "https" && failure::no_common_tls(first) {
                         let legacy_clock = PhaseClock::default();
                         let legacy_sent = Instant::now();
-                        let retried = match self.legacy_client(builder(&legacy_clock)) {
-                            Ok(c) => request(&c).send().await,
-                            Err(e) => Err(e),
+                        // Within what is left of the probe's time, like any other step.
+                        let left = deadline.saturating_duration_since(legacy_sent);
+                        let retried = if left.is_zero() {
+                            Err(None)
+                        } else {
+                            match self.legacy_client(builder(&legacy_clock, left)) {
+                                Ok(c) => request(&c).send().await.map_err(Some),
+                                Err(e) => Err(Some(e)),
+                            }
                         };
                         match retried {
                             Ok(r) => {
@@ -410,11 +416,12 @@ impl HttpProber {
                                 );
                                 result = Ok(r);
                             }
-                            Err(e) => obs.notes.push(format!(
+                            Err(Some(e)) => obs.notes.push(format!(
                                 "asked again as browsers still would (OpenSSL, TLS 1.2 or \
                                  later, CBC suites allowed): {}",
                                 root_cause(&e)
                             )),
+                            Err(None) => {}
                         }
                     }
                 }
