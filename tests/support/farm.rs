@@ -416,10 +416,15 @@ impl Builder {
 
     /// A socket bound on a fresh address but never listening: connections are refused.
     fn refusing(&mut self) -> SocketAddr {
+        self.refusing_on(0)
+    }
+
+    /// Like [`refusing`](Self::refusing), on `port` (0: any).
+    fn refusing_on(&mut self, port: u16) -> SocketAddr {
         let ip: IpAddr = self.ip().parse().expect("farm ip");
         let socket = TcpSocket::new_v4().expect("socket");
         socket
-            .bind(SocketAddr::new(ip, 0))
+            .bind(SocketAddr::new(ip, port))
             .expect("bind a refusing socket");
         let addr = socket.local_addr().expect("local address");
         self.refusing.push(socket);
@@ -1703,62 +1708,56 @@ async fn dual_stack(b: &mut Builder) {
         eprintln!("farm: no IPv6 loopback here; target dual-stack left out");
         return;
     }
-    let p = page("County office", "Reachable over IPv6.");
-    let v6 = serve(
+    refused_then_answered(
+        b,
+        "dual-stack",
         "::1",
-        Router::new().route("/", any(move || async move { html(StatusCode::OK, p) })),
+        "Reachable over IPv6.",
+        "IPv4 address refuses, IPv6 address answers: browsers fall back (Happy Eyeballs)",
     )
     .await;
-    // The same port on a farm IPv4 address, bound and never listening: refused.
-    let v4: IpAddr = b.ip().parse().expect("farm ip");
-    let socket = TcpSocket::new_v4().expect("socket");
-    let _ = socket.bind(SocketAddr::new(v4, v6.port()));
-    b.refusing.push(socket);
-    let host = b.host("dual-stack", &format!("{v4}, ::1"));
-    b.targets.push(Target {
-        name: "dual-stack",
-        url: format!("http://{host}:{}/", v6.port()),
-        expect: None,
-        truth: truth(
-            "up",
-            Some("ok"),
-            "IPv4 address refuses, IPv6 address answers: browsers fall back (Happy Eyeballs)",
-        ),
-        picket: said("up", "ok"),
-        facts: vec![
-            Fact::Ip("::1".into()),
-            Fact::DetailContains("answered instead"),
-        ],
-    });
 }
 
 /// Two IPv4 addresses for one name, the first refusing: a load-balanced site with one
 /// backend down. Browsers try the next address on a failed connect.
 async fn second_address(b: &mut Builder) {
-    let p = page("County office", "Served by the second address.");
-    let live_ip = b.ip();
-    let live = serve(
-        &live_ip,
+    let live = b.ip();
+    refused_then_answered(
+        b,
+        "second-address",
+        &live,
+        "Served by the second address.",
+        "two A records, the first refuses (one backend down): browsers try the next address",
+    )
+    .await;
+}
+
+/// Target `name` whose host name resolves to a farm IPv4 address that refuses, then to
+/// `live`, which serves the page on the same port: up/ok, from `live`, and the detail
+/// says which address failed.
+async fn refused_then_answered(
+    b: &mut Builder,
+    name: &'static str,
+    live: &str,
+    text: &'static str,
+    truth_words: &'static str,
+) {
+    let p = page("County office", text);
+    let served = serve(
+        live,
         Router::new().route("/", any(move || async move { html(StatusCode::OK, p) })),
     )
     .await;
-    let dead: IpAddr = b.ip().parse().expect("farm ip");
-    let socket = TcpSocket::new_v4().expect("socket");
-    let _ = socket.bind(SocketAddr::new(dead, live.port()));
-    b.refusing.push(socket);
-    let host = b.host("second-address", &format!("{dead}, {live_ip}"));
+    let dead = b.refusing_on(served.port()).ip();
+    let host = b.host(name, &format!("{dead}, {live}"));
     b.targets.push(Target {
-        name: "second-address",
-        url: format!("http://{host}:{}/", live.port()),
+        name,
+        url: format!("http://{host}:{}/", served.port()),
         expect: None,
-        truth: truth(
-            "up",
-            Some("ok"),
-            "two A records, the first refuses (one backend down): browsers try the next address",
-        ),
+        truth: truth("up", Some("ok"), truth_words),
         picket: said("up", "ok"),
         facts: vec![
-            Fact::Ip(live_ip.clone()),
+            Fact::Ip(live.to_string()),
             Fact::DetailContains("answered instead"),
             Fact::Attempts(1),
         ],
