@@ -454,7 +454,9 @@ async fn b_out(run: &RunArgs, payload: Option<&Path>, inflight: usize) -> Result
         let failed = failed.clone();
         tracker.spawn(async move {
             let props = persistent().with_message_id(format!("bench-{i}").as_str().into());
-            if picket::amqp::publish_confirmed(&ch, OUT_NAME, "up", &payload, props)
+            let to = (OUT_NAME, "up");
+            let route = picket::amqp::Route::Optional;
+            if picket::amqp::publish_confirmed(&ch, to, route, &payload, props)
                 .await
                 .is_err()
             {

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
 use crate::amqp::{self, BrokerState};
-use crate::cache::{MemoryCache, RedisCache, VerdictCache};
 use crate::config::{LogFormat, LogSettings, Settings};
 use crate::dns::Resolver;
 use crate::engine::{worker_name, Engine};
@@ -19,6 +18,7 @@ use crate::http::HttpProber;
 use crate::job::{decode, job_for_url, Decoded, Report, Verdict};
 use crate::limit::{Limiter, LocalLimiter};
 use crate::redis_pool::redis_pool;
+use crate::state::{MemoryState, RedisState, StateStore};
 use std::time::Duration;
 
 /// Sets up logging to stderr: JSON or text as configured; `RUST_LOG` wins over `level`.
@@ -54,7 +54,7 @@ pub fn init_logging(settings: &LogSettings, quiet: bool) {
 /// DNS, TLS or proxy settings that cannot be used.
 pub fn engine(
     settings: &Settings,
-    cache: Arc<dyn VerdictCache>,
+    state: Arc<dyn StateStore>,
     limiter: Arc<dyn Limiter>,
 ) -> anyhow::Result<Engine> {
     let resolver = Resolver::new(&settings.dns)?;
@@ -67,7 +67,7 @@ pub fn engine(
     )?;
     Ok(Engine::new(
         Arc::new(prober),
-        cache,
+        state,
         settings,
         worker_name(settings),
     ))
@@ -118,7 +118,7 @@ pub async fn worker(settings: Settings) -> anyhow::Result<()> {
 pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = crate::metric::install().ok();
     let pool = redis_pool(&settings.redis)?;
-    let cache: Arc<dyn VerdictCache> = Arc::new(RedisCache::new(pool.clone(), &settings.redis));
+    let state: Arc<dyn StateStore> = Arc::new(RedisState::new(pool.clone(), &settings.redis));
     let name = worker_name(&settings);
     // A lease outlives any request (the timeout) with a margin for clock steps.
     let lease = settings.probe.timeout + Duration::from_secs(10);
@@ -129,7 +129,7 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyh
         lease,
         &name,
     );
-    let engine = Arc::new(engine(&settings, cache, limiter)?);
+    let engine = Arc::new(engine(&settings, state, limiter)?);
     let state = Arc::new(BrokerState::default());
     let listener = tokio::net::TcpListener::bind(settings.http.listen)
         .await
@@ -202,7 +202,7 @@ pub async fn check(
     let limiter: Arc<dyn Limiter> = Arc::new(LocalLimiter::new(&settings.rate_limit));
     let engine = Arc::new(engine(
         &settings,
-        Arc::new(MemoryCache::default()),
+        Arc::new(MemoryState::new(settings.redis.verdict_ttl)),
         limiter,
     )?);
     let max = settings.amqp.max_message_bytes;
@@ -212,26 +212,47 @@ pub async fn check(
             let engine = engine.clone();
             async move {
                 let id = format!("check-{}", i + 1);
+                let delivery_id = id.clone();
+                let delivery = crate::state::Delivery {
+                    id: &delivery_id,
+                    redelivered: false,
+                };
                 if line.starts_with('{') {
                     match decode(line.as_bytes(), &id, max) {
                         Ok(Decoded::Job(j)) => engine.run(&j).await,
-                        Ok(Decoded::Rejected(r)) => engine.rejected(&r),
-                        Err(e) => engine.rejected(&crate::job::Rejected {
-                            id,
-                            url: String::new(),
-                            meta: None,
-                            detail: e.0,
-                        }),
+                        Ok(Decoded::Rejected(r)) => engine.rejected(&r, delivery).await,
+                        Err(e) => {
+                            engine
+                                .rejected(
+                                    &crate::job::Rejected {
+                                        id,
+                                        url: String::new(),
+                                        key: None,
+                                        meta: None,
+                                        detail: e.0,
+                                    },
+                                    delivery,
+                                )
+                                .await
+                        }
                     }
                 } else {
                     match job_for_url(&line, &id) {
                         Ok(j) => engine.run(&j).await,
-                        Err(detail) => engine.rejected(&crate::job::Rejected {
-                            id,
-                            url: line,
-                            meta: None,
-                            detail,
-                        }),
+                        Err(detail) => {
+                            engine
+                                .rejected(
+                                    &crate::job::Rejected {
+                                        id,
+                                        url: line,
+                                        key: None,
+                                        meta: None,
+                                        detail,
+                                    },
+                                    delivery,
+                                )
+                                .await
+                        }
                     }
                 }
             }

@@ -68,6 +68,7 @@ struct RawAmqp {
     jobs_queue: String,
     results_exchange: String,
     results_queue: String,
+    changes_exchange: String,
     dead_letter_queue: String,
     delay_queue: String,
     prefetch: u32,
@@ -84,6 +85,7 @@ struct RawRedis {
     nodes: Vec<String>,
     key_prefix: String,
     verdict_ttl: String,
+    state_ttl: String,
     pool_size: u32,
     timeout: String,
 }
@@ -242,6 +244,9 @@ pub struct AmqpSettings {
     pub results_exchange: String,
     /// Queue bound to the results exchange with `#`.
     pub results_queue: String,
+    /// Topic exchange that gets the results that change their key's verdict, routing
+    /// key `PREVIOUS.VERDICT`.
+    pub changes_exchange: String,
     /// Where messages that are not jobs go, with the reason in a header.
     pub dead_letter_queue: String,
     /// Where deferred jobs wait (per-message TTL) before returning to the jobs queue.
@@ -268,8 +273,10 @@ pub struct RedisSettings {
     pub nodes: Vec<String>,
     /// Prefix of every key picket writes.
     pub key_prefix: String,
-    /// How long a URL's latest verdict is kept.
+    /// How long a key's latest report may be served for `max_age_s`.
     pub verdict_ttl: Duration,
+    /// How long a key's state is kept after its last check.
+    pub state_ttl: Duration,
     /// Connections in the pool.
     pub pool_size: usize,
     /// How long one Redis call may take before the worker goes on without it.
@@ -605,6 +612,7 @@ impl Settings {
             jobs_queue: nonempty("amqp.jobs_queue", &a.jobs_queue)?,
             results_exchange: nonempty("amqp.results_exchange", &a.results_exchange)?,
             results_queue: nonempty("amqp.results_queue", &a.results_queue)?,
+            changes_exchange: nonempty("amqp.changes_exchange", &a.changes_exchange)?,
             dead_letter_queue: nonempty("amqp.dead_letter_queue", &a.dead_letter_queue)?,
             delay_queue: nonempty("amqp.delay_queue", &a.delay_queue)?,
             prefetch: a.prefetch as u16,
@@ -638,6 +646,7 @@ impl Settings {
             nodes,
             key_prefix: r.key_prefix,
             verdict_ttl: positive_duration("redis.verdict_ttl", &r.verdict_ttl)?,
+            state_ttl: positive_duration("redis.state_ttl", &r.state_ttl)?,
             pool_size: r.pool_size as usize,
             timeout: positive_duration("redis.timeout", &r.timeout)?,
         };
@@ -948,6 +957,8 @@ mod tests {
         assert_eq!(s.rate_limit.per_ip.max_inflight, 4);
         assert_eq!(s.rate_limit.scope, LimitScope::Target);
         assert_eq!(s.redis.verdict_ttl, Duration::from_secs(3600));
+        assert_eq!(s.redis.state_ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(s.amqp.changes_exchange, "picket.changes");
         assert_eq!(s.egress.len(), 1);
         assert_eq!(s.egress[0].name, "direct");
         assert!(!s.targets.allow_private);

@@ -1,5 +1,6 @@
 //! The probe engine: one job in, one [`Report`] out, the same in the worker and in
-//! `picket check`. It asks the cache, plans, has a [`Prober`] observe the site once per
+//! `picket check`. It asks the key's state (a redelivered job's result, a fresh verdict
+//! for `max_age_s`), plans, has a [`Prober`] observe the site once per
 //! attempt (rotating the egress), judges each observation and combines them, so that
 //! `down` is only said after every attempt failed.
 //!
@@ -10,14 +11,16 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::cache::VerdictCache;
 use crate::config::{ProbeSettings, Settings};
 use crate::egress::{EgressHealth, Health, NetworkWatch, Signal};
-use crate::job::{now_rfc3339, AttemptRecord, HttpFacts, Job, Rejected, Report, Timing, Verdict};
+use crate::job::{
+    now_rfc3339, AttemptRecord, HttpFacts, Job, RawJson, Rejected, Report, Timing, Verdict,
+};
 use crate::metric;
 use crate::probe::judge::{combine, judge, settled, JudgeSettings, Judgement, Reason};
 use crate::probe::FailureKind;
 use crate::probe::{Observation, Outcome, Plan};
+use crate::state::{Delivery, StateStore};
 
 /// Observes a site once: resolve, connect, ask, read.
 pub trait Prober: Send + Sync {
@@ -39,7 +42,7 @@ pub enum Run {
 /// Runs jobs to reports.
 pub struct Engine {
     prober: Arc<dyn Prober>,
-    cache: Arc<dyn VerdictCache>,
+    state: Arc<dyn StateStore>,
     probe: ProbeSettings,
     judge: JudgeSettings,
     worker: String,
@@ -80,17 +83,17 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Engine {
-    /// An engine over the given prober and cache.
+    /// An engine over the given prober and state store.
     pub fn new(
         prober: Arc<dyn Prober>,
-        cache: Arc<dyn VerdictCache>,
+        state: Arc<dyn StateStore>,
         settings: &Settings,
         worker: String,
     ) -> Engine {
         let prober_egresses = prober.egress_count();
         Engine {
             prober,
-            cache,
+            state,
             probe: settings.probe.clone(),
             judge: JudgeSettings {
                 tls_on_error: settings.tls.on_error,
@@ -106,6 +109,7 @@ impl Engine {
                     .map(|url| {
                         let job = Job {
                             id: "canary".into(),
+                            key: "canary".into(),
                             url: url.clone(),
                             method: crate::job::Method::Get,
                             headers: Vec::new(),
@@ -203,27 +207,52 @@ impl Engine {
 
     /// Answers a job, waiting for per-IP limits as long as its timeout allows.
     pub async fn run(&self, job: &Job) -> Report {
-        match self.run_or_defer(job, None).await {
+        let delivery = Delivery {
+            id: &job.id,
+            redelivered: false,
+        };
+        match self.run_or_defer(job, None, delivery).await {
             Run::Done(report) => *report,
             // Without a max_wait the prober never defers; answer honestly if it did.
-            Run::Defer(_) => self.report_without_probe(
-                job,
-                Verdict::Unknown,
-                Reason::RateLimited,
-                "the per-IP limit allowed no request in time".into(),
-            ),
+            Run::Defer(_) => {
+                let mut r = self.report_without_probe(
+                    job,
+                    Verdict::Unknown,
+                    Reason::RateLimited,
+                    "the per-IP limit allowed no request in time".into(),
+                );
+                self.settle(&mut r, delivery).await;
+                r
+            }
         }
     }
 
     /// Answers a job, or says to defer it when a per-IP limit would make it wait longer
-    /// than `max_wait` (`None`: never defer).
-    pub async fn run_or_defer(&self, job: &Job, max_wait: Option<Duration>) -> Run {
+    /// than `max_wait` (`None`: never defer). A message the broker hands out again gets
+    /// the result its first delivery produced when the state still keeps it: a repeat,
+    /// never a different story.
+    pub async fn run_or_defer(
+        &self,
+        job: &Job,
+        max_wait: Option<Duration>,
+        delivery: Delivery<'_>,
+    ) -> Run {
+        if delivery.redelivered {
+            if let Some(report) = self.state.replay(&job.key, delivery.id).await {
+                metric::state_replayed();
+                metric::result(report.verdict, &report.reason, false);
+                return Run::Done(Box::new(report));
+            }
+        }
         if let Some(max_age) = job.max_age {
-            if let Some(mut cached) = self.cache.fresh(job.url.as_str(), max_age).await {
+            if let Some(mut cached) = self.state.fresh(&job.key, max_age).await {
                 cached.job_id = job.id.clone();
                 cached.meta = job.meta.clone();
                 cached.cached = true;
                 cached.worker = self.worker.clone();
+                // A served verdict is no new observation: it changes nothing.
+                cached.previous_verdict = Some(cached.verdict).filter(|v| v.is_about_the_site());
+                cached.changed = false;
                 metric::result(cached.verdict, &cached.reason, true);
                 return Run::Done(Box::new(cached));
             }
@@ -232,11 +261,23 @@ impl Engine {
             Ok(r) => r,
             Err(wait) => return Run::Defer(wait),
         };
-        let previous = self.cache.record(&report).await;
-        report.previous_verdict = previous;
-        report.changed = previous.is_some_and(|p| p != report.verdict);
+        self.settle(&mut report, delivery).await;
         metric::result(report.verdict, &report.reason, false);
         Run::Done(Box::new(report))
+    }
+
+    /// Takes the key's state step for a report and fills its state fields.
+    async fn settle(&self, report: &mut Report, delivery: Delivery<'_>) {
+        let answer = self.state.step(report, delivery).await;
+        if answer.is_none() && report.key.is_some() {
+            metric::state_unavailable();
+        }
+        crate::state::fill(report, answer);
+        if report.changed {
+            if let Some(previous) = report.previous_verdict {
+                metric::state_changed(previous, report.verdict);
+            }
+        }
     }
 
     /// Probes with confirmation; `Err(wait)` when the job should be deferred.
@@ -378,8 +419,11 @@ impl Engine {
             attempt_log,
             checked_at: now_rfc3339(),
             cached: false,
+            key: Some(job.key.clone()),
             previous_verdict: None,
             changed: false,
+            streak: 1,
+            since: None,
             worker: self.worker.clone(),
             meta: job.meta.clone(),
             tls_days_left,
@@ -394,40 +438,43 @@ impl Engine {
         detail: String,
     ) -> Report {
         self.bare_report(
-            &job.id,
+            (&job.id, Some(&job.key)),
             job.url.as_str(),
             job.meta.clone(),
-            verdict,
-            reason,
+            (verdict, reason),
             detail,
         )
     }
 
-    /// The `invalid` answer to a job that was refused before probing.
-    pub fn rejected(&self, r: &Rejected) -> Report {
+    /// The `invalid` answer to a job that was refused before probing, with its key's
+    /// state when it has a key.
+    pub async fn rejected(&self, r: &Rejected, delivery: Delivery<'_>) -> Report {
         metric::result(Verdict::Invalid, Reason::InvalidJob.as_str(), false);
-        self.bare_report(
-            &r.id,
+        let mut report = self.bare_report(
+            (&r.id, r.key.as_ref()),
             &r.url,
             r.meta.clone(),
-            Verdict::Invalid,
-            Reason::InvalidJob,
+            (Verdict::Invalid, Reason::InvalidJob),
             r.detail.clone(),
-        )
+        );
+        self.settle(&mut report, delivery).await;
+        report
     }
 
     /// A report with no probe behind it (a refused job, or no attempt possible).
     fn bare_report(
         &self,
-        id: &str,
+        (id, key): (&str, Option<&String>),
         url: &str,
-        meta: Option<serde_json::Value>,
-        verdict: Verdict,
-        reason: Reason,
+        meta: Option<RawJson>,
+        (verdict, reason): (Verdict, Reason),
         detail: String,
     ) -> Report {
         Report {
             job_id: id.to_string(),
+            key: key.cloned(),
+            streak: 1,
+            since: None,
             url: url.to_string(),
             verdict,
             reason: reason.as_str().to_string(),
@@ -459,9 +506,9 @@ fn fxhash(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::MemoryCache;
     use crate::job::job_for_url;
     use crate::probe::{Answer, Failure, FailureKind};
+    use crate::state::MemoryState;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
@@ -522,7 +569,7 @@ mod tests {
         let mut s =
             Settings::from_toml("[probe]\nretry_delay = \"1ms\"\nattempts = 3\n").expect("cfg");
         s.worker.name = "w".into();
-        Engine::new(p, Arc::new(MemoryCache::default()), &s, "w".into())
+        Engine::new(p, Arc::new(MemoryState::default()), &s, "w".into())
     }
 
     #[tokio::test]
@@ -613,11 +660,11 @@ mod tests {
         let _ = e.run(&job).await;
         job.id = "second".into();
         job.max_age = Some(Duration::from_secs(60));
-        job.meta = Some(serde_json::json!({"k": 2}));
+        job.meta = Some(RawJson::from_text(r#"{"k": 2}"#).expect("json"));
         let r = e.run(&job).await;
         assert!(r.cached);
         assert_eq!(r.job_id, "second");
-        assert_eq!(r.meta, Some(serde_json::json!({"k": 2})));
+        assert_eq!(r.meta.as_ref().map(RawJson::get), Some(r#"{"k": 2}"#));
         assert_eq!(p.calls.load(Ordering::SeqCst), 1);
     }
 

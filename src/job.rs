@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use url::Url;
 
@@ -43,8 +44,35 @@ pub struct Expect {
     pub max_latency_ms: Option<u64>,
 }
 
+/// JSON kept exactly as it was sent (number forms, key order, spacing): a job's `meta`
+/// comes back byte for byte, so a 30-digit integer or a long decimal is not rounded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// Parses `text` as one JSON value, keeping its text.
+    ///
+    /// # Errors
+    /// The text is not JSON.
+    pub fn from_text(text: &str) -> Result<RawJson, serde_json::Error> {
+        RawValue::from_string(text.to_string()).map(RawJson)
+    }
+
+    /// The JSON text as sent.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &RawJson) -> bool {
+        self.get() == other.get()
+    }
+}
+
 /// The job message exactly as it may arrive; only `url` is required.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireJob {
     // Read by `decode` from the raw object (it may be a string or a number);
@@ -52,6 +80,8 @@ struct WireJob {
     #[serde(default, rename = "id")]
     _id: Option<Value>,
     url: String,
+    #[serde(default)]
+    key: Option<String>,
     #[serde(default)]
     method: Option<String>,
     #[serde(default)]
@@ -63,7 +93,7 @@ struct WireJob {
     #[serde(default)]
     max_age_s: Option<u64>,
     #[serde(default)]
-    meta: Option<Value>,
+    meta: Option<RawJson>,
 }
 
 /// HTTP method of a probe.
@@ -80,6 +110,8 @@ pub enum Method {
 pub struct Job {
     /// The job's id (from the message, the AMQP message id, or made up).
     pub id: String,
+    /// The identity of the monitored check: the job's `key`, or derived ([`crate::key`]).
+    pub key: String,
     /// The URL to probe (http or https).
     pub url: Url,
     /// GET unless the job says HEAD.
@@ -93,7 +125,7 @@ pub struct Job {
     /// Serve a cached verdict younger than this instead of probing.
     pub max_age: Option<Duration>,
     /// Echoed back unchanged.
-    pub meta: Option<Value>,
+    pub meta: Option<RawJson>,
 }
 
 /// A JSON job that is wrong: answered with verdict `invalid`, never retried.
@@ -103,8 +135,10 @@ pub struct Rejected {
     pub id: String,
     /// The URL as given (possibly empty).
     pub url: String,
+    /// The check's key when one can be told (the job's own, or derived from a usable URL).
+    pub key: Option<String>,
     /// Echoed back unchanged when it could be read.
-    pub meta: Option<Value>,
+    pub meta: Option<RawJson>,
     /// Why the job was refused.
     pub detail: String,
 }
@@ -138,38 +172,49 @@ pub fn decode(bytes: &[u8], fallback_id: &str, max_bytes: usize) -> Result<Decod
     }
     let text =
         std::str::from_utf8(bytes).map_err(|e| NotAJob(format!("message is not UTF-8: {e}")))?;
-    let value: Value = serde_json::from_str(text.trim_start_matches('\u{feff}'))
-        .map_err(|e| NotAJob(format!("message is not JSON: {e}")))?;
-    let Value::Object(map) = value else {
-        return Err(NotAJob(format!(
-            "message is JSON but not an object (a {})",
-            json_kind(&value)
-        )));
+    let text = text.trim_start_matches('\u{feff}');
+    // The fields are read as raw JSON so that `meta` keeps its exact text.
+    let fields: BTreeMap<String, &RawValue> = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            let value: Value = serde_json::from_str(text)
+                .map_err(|_| NotAJob(format!("message is not JSON: {e}")))?;
+            return Err(NotAJob(format!(
+                "message is JSON but not an object (a {})",
+                json_kind(&value)
+            )));
+        }
     };
     // From here on it is meant as a job: whatever is wrong is reported as `invalid`,
     // so the publisher sees its mistake in the results.
-    let id = match map.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+    let field = |name: &str| -> Option<Value> {
+        fields
+            .get(name)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+    };
+    let id = match field("id") {
+        Some(Value::String(s)) if !s.is_empty() => s,
         Some(Value::Number(n)) => n.to_string(),
         _ => fallback_id.to_string(),
     };
-    let url_given = map
-        .get("url")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .chars()
-        .take(MAX_URL_LEN)
-        .collect::<String>();
-    let meta = map.get("meta").cloned();
+    let url_given = match field("url") {
+        Some(Value::String(s)) => s.chars().take(MAX_URL_LEN).collect::<String>(),
+        _ => String::new(),
+    };
+    let meta = fields
+        .get("meta")
+        .filter(|raw| raw.get() != "null")
+        .map(|raw| RawJson((*raw).to_owned()));
     let reject = |detail: String| {
         Ok(Decoded::Rejected(Rejected {
             id: id.clone(),
+            key: rejected_key(&fields, &url_given),
             url: url_given.clone(),
             meta: meta.clone(),
             detail,
         }))
     };
-    let wire: WireJob = match serde_json::from_value(Value::Object(map.clone())) {
+    let wire: WireJob = match serde_json::from_str(text) {
         Ok(w) => w,
         Err(e) => return reject(format!("job does not match the job format: {e}")),
     };
@@ -177,6 +222,26 @@ pub fn decode(bytes: &[u8], fallback_id: &str, max_bytes: usize) -> Result<Decod
         Ok(job) => Ok(Decoded::Job(Box::new(job))),
         Err(detail) => reject(detail),
     }
+}
+
+/// The key of a job that is refused: its own when usable, else one derived from its URL
+/// and the raw text of the fields that make a check (so it never mixes with the history
+/// of a valid job); none without a usable URL.
+fn rejected_key(fields: &BTreeMap<String, &RawValue>, url: &str) -> Option<String> {
+    if let Some(Ok(Value::String(k))) = fields.get("key").map(|r| serde_json::from_str(r.get())) {
+        if crate::key::check_given(&k).is_ok() {
+            return Some(k);
+        }
+    }
+    let url = parse_target_url(url).ok()?;
+    let mut text = format!("picket-key-v1-invalid\n{url}\n");
+    for name in ["method", "headers", "expect"] {
+        if let Some(raw) = fields.get(name) {
+            text.push_str(raw.get());
+        }
+        text.push('\n');
+    }
+    Some(format!("sha256:{}", crate::key::short_hash(&text)))
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -300,6 +365,13 @@ fn validate(w: WireJob, id: &str) -> Result<Job, String> {
     if expect.max_latency_ms == Some(0) {
         return Err("expect.max_latency_ms must be greater than zero".into());
     }
+    let key = match w.key {
+        Some(k) => {
+            crate::key::check_given(&k)?;
+            k
+        }
+        None => crate::key::derive(url.as_str(), method, &out_headers, &expect),
+    };
     let max_age = match w.max_age_s {
         None | Some(0) => None,
         Some(s) if s > 30 * 86_400 => return Err(format!("max_age_s {s} is more than 30 days")),
@@ -307,6 +379,7 @@ fn validate(w: WireJob, id: &str) -> Result<Job, String> {
     };
     Ok(Job {
         id: id.to_string(),
+        key,
         url,
         method,
         headers: out_headers,
@@ -322,9 +395,11 @@ fn validate(w: WireJob, id: &str) -> Result<Job, String> {
 /// # Errors
 /// The same sentences as a job's URL validation.
 pub fn job_for_url(url: &str, id: &str) -> Result<Job, String> {
+    let url = parse_target_url(url)?;
     Ok(Job {
         id: id.to_string(),
-        url: parse_target_url(url)?,
+        key: crate::key::derive(url.as_str(), Method::Get, &[], &Expect::default()),
+        url,
         method: Method::Get,
         headers: Vec::new(),
         timeout: None,
@@ -452,23 +527,58 @@ pub struct Report {
     pub checked_at: String,
     /// True when served from the verdict cache.
     pub cached: bool,
-    /// The verdict before this one for the same URL, if known.
+    /// The monitored check's key (null only for a job with no usable URL).
+    pub key: Option<String>,
+    /// The last verdict this key had before this one, if known (`unknown` and `invalid`
+    /// results are not verdicts on the site and never become it).
     pub previous_verdict: Option<Verdict>,
-    /// True when `previous_verdict` is known and differs.
+    /// True when this result changes the key's verdict (`previous_verdict` is known and
+    /// differs, and this is a verdict on the site).
     pub changed: bool,
+    /// Results in a row, this one included, that the key has had this verdict.
+    pub streak: u64,
+    /// When the key's current verdict began (RFC 3339, UTC), or null when unknown.
+    pub since: Option<String>,
     /// Name of the worker that answered.
     pub worker: String,
     /// The job's `meta`, unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meta: Option<Value>,
+    pub meta: Option<RawJson>,
     /// Days until the certificate expires (https only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_days_left: Option<i64>,
 }
 
+impl Verdict {
+    /// Whether this is a verdict on the site, which a key's history keeps: `unknown`
+    /// (our own trouble) and `invalid` (the job is wrong) are reported, never kept.
+    pub fn is_about_the_site(self) -> bool {
+        !matches!(self, Verdict::Unknown | Verdict::Invalid)
+    }
+
+    /// The verdict named `s` (its snake_case name).
+    pub fn parse(s: &str) -> Option<Verdict> {
+        [
+            Verdict::Up,
+            Verdict::Degraded,
+            Verdict::Down,
+            Verdict::Unknown,
+            Verdict::Invalid,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
 /// Current time as RFC 3339 (UTC, seconds).
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// A time in milliseconds since the Unix epoch as RFC 3339 (UTC, seconds).
+pub fn rfc3339_of_ms(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]
@@ -506,8 +616,8 @@ mod tests {
         assert_eq!(j.max_age, Some(Duration::from_secs(60)));
         assert_eq!(j.headers, vec![("Accept-Language".into(), "zh-CN".into())]);
         assert_eq!(
-            j.meta,
-            Some(serde_json::json!({"anything":"echoed back unchanged"}))
+            j.meta.as_ref().map(RawJson::get),
+            Some(r#"{"anything":"echoed back unchanged"}"#)
         );
     }
 
@@ -582,7 +692,47 @@ mod tests {
         let r = rejected(r#"{"id":"j1","url":"gopher://x/","meta":{"k":1}}"#);
         assert_eq!(r.id, "j1");
         assert_eq!(r.url, "gopher://x/");
-        assert_eq!(r.meta, Some(serde_json::json!({"k":1})));
+        assert_eq!(r.meta.as_ref().map(RawJson::get), Some(r#"{"k":1}"#));
+    }
+
+    #[test]
+    fn meta_numbers_and_key_order_come_back_exactly_as_sent() {
+        let meta = r#"{"z":123456789012345678901234567890,"a":0.1000000000000000055511151231257827,"m":[1e400,-0.0]}"#;
+        let j = job(&format!(r#"{{"url":"http://a.example/","meta":{meta}}}"#));
+        assert_eq!(j.meta.as_ref().map(RawJson::get), Some(meta));
+        let r = rejected(&format!(r#"{{"url":"ftp://a.example/","meta":{meta}}}"#));
+        assert_eq!(r.meta.as_ref().map(RawJson::get), Some(meta));
+    }
+
+    #[test]
+    fn a_job_has_its_own_key_or_a_derived_one() {
+        assert_eq!(
+            job(r#"{"url":"http://a.example/","key":"site-1"}"#).key,
+            "site-1"
+        );
+        let plain = job(r#"{"url":"http://a.example/"}"#).key;
+        assert_eq!(
+            plain,
+            job_for_url("http://a.example/", "x").expect("job").key
+        );
+        let other = job(r#"{"url":"http://a.example/","expect":{"body_contains":"x"}}"#).key;
+        assert_ne!(plain, other);
+        let long = format!(
+            r#"{{"url":"http://a.example/","key":"{}"}}"#,
+            "k".repeat(201)
+        );
+        assert!(rejected(&long).detail.contains("key"));
+        assert!(rejected(r#"{"url":"http://a.example/","key":""}"#)
+            .detail
+            .contains("key"));
+        // A refused job keeps a key when its URL is usable, and none when it is not.
+        let r = rejected(r#"{"url":"http://a.example/","method":"POST"}"#);
+        assert!(r.key.is_some_and(|k| k != plain));
+        assert_eq!(rejected(r#"{"url":"not a url"}"#).key, None);
+        assert_eq!(
+            rejected(r#"{"url":"nope","key":"mine"}"#).key.as_deref(),
+            Some("mine")
+        );
     }
 
     #[test]
@@ -604,8 +754,11 @@ mod tests {
             attempt_log: vec![],
             checked_at: now_rfc3339(),
             cached: false,
+            key: Some("k".into()),
             previous_verdict: None,
             changed: false,
+            streak: 1,
+            since: None,
             worker: "w".into(),
             meta: None,
             tls_days_left: None,
@@ -627,6 +780,9 @@ mod tests {
             "previous_verdict",
             "changed",
             "worker",
+            "key",
+            "streak",
+            "since",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

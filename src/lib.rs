@@ -6,7 +6,8 @@
 //! - [`probe`]: the pure core: plan, observation, judgement, address policy, charsets.
 //! - [`engine`]: job → report with attempts and the cache, over the [`engine::Prober`] seam.
 //! - [`http`]: the HTTP prober (resolve, pin, fetch, redirects); [`dns`]: name resolution.
-//! - [`limit`]: per-IP politeness; [`cache`]: latest verdicts (memory, Redis).
+//! - [`limit`]: per-IP politeness; [`state`]: each monitored key's state across checks
+//!   (memory, Redis); [`key`]: what names a monitored check.
 //! - [`redis_pool`]: connections to a single Redis or a Redis Cluster.
 //! - [`worker`]: one message → disposition; [`amqp`]: the broker adapter.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`; [`metric`]: metric names.
@@ -15,15 +16,16 @@
 pub mod admin;
 pub mod amqp;
 pub mod app;
-pub mod cache;
 pub mod config;
 pub mod dns;
 pub mod egress;
 pub mod engine;
 pub mod http;
 pub mod job;
+pub mod key;
 pub mod limit;
 pub mod metric;
 pub mod probe;
 pub mod redis_pool;
+pub mod state;
 pub mod worker;

@@ -27,6 +27,10 @@ const DEFERRALS: &str = "picket_jobs_deferred_total";
 const EGRESS_ATTEMPTS: &str = "picket_egress_attempts_total";
 const EGRESS_RESTS: &str = "picket_egress_rests_total";
 const ACK_FRAMES: &str = "picket_ack_frames_total";
+const STATE_CHANGES: &str = "picket_state_changes_total";
+const STATE_UNAVAILABLE: &str = "picket_state_unavailable_total";
+const STATE_REPLAYS: &str = "picket_state_replays_total";
+const CHANGES_PUBLISHED: &str = "picket_changes_published_total";
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that
 /// renders `/metrics`; later calls return the same handle.
@@ -98,6 +102,22 @@ fn describe() {
     describe_counter!(
         EGRESS_RESTS,
         "Times an egress was rested (avoided for probe.egress_rest) after failing for many sites while others answered"
+    );
+    describe_counter!(
+        STATE_CHANGES,
+        "Results that changed their key's verdict, by previous (from) and new (to) verdict"
+    );
+    describe_counter!(
+        STATE_UNAVAILABLE,
+        "Results sent without their key's state (Redis unavailable): no previous verdict, no change"
+    );
+    describe_counter!(
+        STATE_REPLAYS,
+        "Redelivered jobs answered with the result they had already produced"
+    );
+    describe_counter!(
+        CHANGES_PUBLISHED,
+        "Changes published to the changes exchange and confirmed"
     );
 }
 
@@ -189,4 +209,25 @@ pub fn egress_attempt(egress: &str, answered: bool) {
 /// `egress` was put to rest after failing for many sites while others answered.
 pub fn egress_rested(egress: &str) {
     counter!(EGRESS_RESTS, "egress" => egress.to_string()).increment(1);
+}
+
+/// A result changed its key's verdict from `from` to `to` (flapping shows here).
+pub fn state_changed(from: Verdict, to: Verdict) {
+    counter!(STATE_CHANGES, "from" => from.as_str(), "to" => to.as_str()).increment(1);
+}
+
+/// A key's state could not be read or written (Redis away): the result went out with
+/// no previous verdict and no change.
+pub fn state_unavailable() {
+    counter!(STATE_UNAVAILABLE).increment(1);
+}
+
+/// A redelivered job was answered with the result it had already produced.
+pub fn state_replayed() {
+    counter!(STATE_REPLAYS).increment(1);
+}
+
+/// A change was published to the changes exchange and confirmed.
+pub fn change_published() {
+    counter!(CHANGES_PUBLISHED).increment(1);
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::engine::{Engine, Run};
 use crate::job::{decode, Decoded, Report};
+use crate::state::Delivery;
 
 /// What must be done with a message.
 #[derive(Debug)]
@@ -18,24 +19,34 @@ pub enum Disposition {
     Defer(Duration),
 }
 
-/// Handles a message body. `fallback_id` is the AMQP `message_id` or a generated id;
-/// `max_wait` is how long a per-IP limit may hold it before it is deferred (`None`: never).
+/// A message as the broker handed it over.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// Its body.
+    pub body: &'a [u8],
+    /// The AMQP `message_id`, or a stable id made from the message.
+    pub fallback_id: &'a str,
+    /// Which delivery of which message this is, for the key's state.
+    pub delivery: Delivery<'a>,
+}
+
+/// Handles a message. `max_bytes` is the largest job accepted; `max_wait` is how long a
+/// per-IP limit may hold it before it is deferred (`None`: never).
 pub async fn handle(
     engine: &Engine,
-    body: &[u8],
-    fallback_id: &str,
+    message: Message<'_>,
     max_bytes: usize,
     max_wait: Option<Duration>,
 ) -> Disposition {
-    match decode(body, fallback_id, max_bytes) {
+    match decode(message.body, message.fallback_id, max_bytes) {
         Err(not_a_job) => Disposition::DeadLetter(not_a_job.0),
         Ok(Decoded::Rejected(r)) => {
             tracing::info!(job_id = %r.id, detail = %r.detail, "invalid job");
-            Disposition::Answer(Box::new(engine.rejected(&r)))
+            Disposition::Answer(Box::new(engine.rejected(&r, message.delivery).await))
         }
         Ok(Decoded::Job(job)) => {
             let span = tracing::info_span!("job", job_id = %job.id, url = %job.url);
-            let run = engine.run_or_defer(&job, max_wait);
+            let run = engine.run_or_defer(&job, max_wait, message.delivery);
             match tracing::Instrument::instrument(run, span.clone()).await {
                 Run::Done(report) => {
                     // Every result is published; the log keeps what needs a look, so a
@@ -74,6 +85,17 @@ pub fn stable_id(body: &[u8], timestamp: Option<u64>) -> String {
         h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
     }
     format!("msg-{h:016x}")
+}
+
+/// What tells one published message from another for the key's state: its
+/// `message_id` (when it has one) and a hash of its body and timestamp. A redelivery
+/// of the message has the same.
+pub fn delivery_id(message_id: Option<&str>, body: &[u8], timestamp: Option<u64>) -> String {
+    format!(
+        "{}|{}",
+        message_id.unwrap_or(""),
+        stable_id(body, timestamp)
+    )
 }
 
 /// A unique id: name, time and a counter (for messages picket publishes itself).

@@ -1,17 +1,17 @@
-//! Redis Cluster: the shared limiter and the verdict cache on a real 3-node cluster
+//! Redis Cluster: the shared limiter and the monitors' state on a real 3-node cluster
 //! (`redis.cluster = true`). The limiter's script keys share one hash slot per IP, so it
 //! grants at the shared rate with no fallback; IPs on different nodes do not hold each
-//! other back; cache keys land on different slots and round-trip.
+//! other back; state keys land on different slots and their script runs there.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use picket::cache::{RedisCache, VerdictCache};
 use picket::config::Settings;
 use picket::job::{Report, Verdict};
 use picket::limit::redis::RedisLimiter;
 use picket::limit::{Grant, Limiter, Request};
 use picket::redis_pool::redis_pool;
+use picket::state::{Delivery, RedisState, StateStore};
 
 use crate::support::{unique, RedisCluster};
 
@@ -39,8 +39,11 @@ fn report(url: &str, verdict: Verdict) -> Report {
         "attempts": 1,
         "checked_at": "2026-11-24T00:00:00Z",
         "cached": false,
+        "key": url,
         "previous_verdict": null,
         "changed": false,
+        "streak": 1,
+        "since": null,
         "worker": "t",
     }))
     .expect("report")
@@ -143,48 +146,56 @@ async fn limiter_on_a_cluster_grants_at_the_shared_rate_per_ip() {
     }
 }
 
+fn delivery(r: &Report) -> Delivery<'_> {
+    Delivery {
+        id: &r.job_id,
+        redelivered: false,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verdict_cache_round_trips_on_a_cluster() {
+async fn monitor_state_round_trips_on_a_cluster() {
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::launch(3))
         .await
         .expect("join")
         .expect("cluster");
     let s = cluster_settings(&cluster, "");
-    let cache = RedisCache::new(redis_pool(&s.redis).expect("pool"), &s.redis);
+    let state = RedisState::new(redis_pool(&s.redis).expect("pool"), &s.redis);
 
     let urls: Vec<String> = (0..12)
         .map(|i| format!("https://site-{i}.example/"))
         .collect();
     let owners: std::collections::HashSet<u16> = urls
         .iter()
-        .map(|u| cluster.owner(&cache.key(u)).expect("owner"))
+        .map(|u| cluster.owner(&state.keys(u).0).expect("owner"))
         .collect();
     assert!(owners.len() >= 2, "keys all on one node: {owners:?}");
 
     for url in &urls {
-        assert!(cache.fresh(url, Duration::from_secs(60)).await.is_none());
-        assert_eq!(cache.record(&report(url, Verdict::Up)).await, None);
+        assert!(state.fresh(url, Duration::from_secs(60)).await.is_none());
+        let up = report(url, Verdict::Up);
+        let first = state.step(&up, delivery(&up)).await.expect("step");
+        assert_eq!((first.previous, first.streak), (None, 1));
     }
     for url in &urls {
-        let got = cache
+        let got = state
             .fresh(url, Duration::from_secs(60))
             .await
-            .unwrap_or_else(|| panic!("{url}: not cached"));
+            .unwrap_or_else(|| panic!("{url}: not kept"));
         assert_eq!(&got.url, url);
         assert_eq!(got.verdict, Verdict::Up);
-        assert_eq!(
-            cache.record(&report(url, Verdict::Down)).await,
-            Some(Verdict::Up),
-            "{url}"
-        );
-        let got = cache
+        let down = report(url, Verdict::Down);
+        let down = state.step(&down, delivery(&down)).await.expect("step");
+        assert_eq!(down.previous, Some(Verdict::Up), "{url}");
+        assert!(down.changed(Verdict::Down));
+        let got = state
             .fresh(url, Duration::from_secs(60))
             .await
-            .expect("cached");
-        assert_eq!(got.verdict, Verdict::Down);
+            .expect("kept");
+        assert_eq!((got.verdict, got.changed), (Verdict::Down, true));
     }
     println!(
-        "cluster cache: {} URLs on {} nodes round-tripped",
+        "cluster state: {} keys on {} nodes round-tripped",
         urls.len(),
         owners.len()
     );

@@ -62,6 +62,17 @@ pub enum AmqpError {
     /// The broker refused a publish.
     #[error("RabbitMQ did not confirm the publish (nack)")]
     Nacked,
+    /// A mandatory publish reached no queue (a queue or binding is missing).
+    #[error("RabbitMQ returned the message: no queue is bound for exchange {exchange:?}, routing key {routing_key:?}")]
+    Unroutable {
+        /// Where it was published.
+        exchange: String,
+        /// With which routing key.
+        routing_key: String,
+    },
+    /// The broker's topology cannot be used without losing work.
+    #[error("{0}")]
+    Topology(String),
 }
 
 /// Connects once, within `connect_timeout`.
@@ -144,41 +155,31 @@ pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpErro
         AMQPValue::LongString("classic".into()),
     );
     dead_letter_into(&mut delay_args, &s.jobs_queue);
-    declare_queue(conn, &mut ch, &s.delay_queue, delay_args).await?;
-    let topic = ExchangeDeclareOptions {
+    let durable = QueueDeclareOptions {
         durable: true,
-        ..ExchangeDeclareOptions::default()
+        ..QueueDeclareOptions::default()
     };
-    let declared = ch
-        .exchange_declare(
-            s.results_exchange.as_str().into(),
-            ExchangeKind::Topic,
-            topic,
-            FieldTable::default(),
-        )
-        .await;
-    if let Err(e) = declared {
-        if !precondition_failed(&e) {
-            return Err(e.into());
-        }
-        tracing::warn!(exchange = %s.results_exchange, error = %e,
-            "the results exchange exists with other settings than picket's (a durable topic exchange); publishing to it as it is");
-        ch = conn.create_channel().await?;
-        ch.exchange_declare(
-            s.results_exchange.as_str().into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                passive: true,
-                ..topic
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    // A delay queue that does not dead-letter into the jobs queue would lose every
+    // deferred job: refuse it rather than use it.
+    if let Err(e) = ch
+        .queue_declare(short(&s.delay_queue), durable, delay_args)
+        .await
+    {
+        return Err(if precondition_failed(&e) {
+            AmqpError::Topology(format!(
+                "the delay queue {:?} exists with other arguments than picket's (it must be a classic queue dead-lettering into {:?}): deferred jobs would be lost there; delete it or set amqp.delay_queue to another name",
+                s.delay_queue, s.jobs_queue
+            ))
+        } else {
+            e.into()
+        });
     }
+    declare_topic(&ch, &s.results_exchange, "amqp.results_exchange").await?;
+    declare_topic(&ch, &s.changes_exchange, "amqp.changes_exchange").await?;
     declare_queue(conn, &mut ch, &s.results_queue, FieldTable::default()).await?;
     ch.queue_bind(
-        s.results_queue.as_str().into(),
-        s.results_exchange.as_str().into(),
+        short(&s.results_queue),
+        short(&s.results_exchange),
         "#".into(),
         QueueBindOptions::default(),
         FieldTable::default(),
@@ -186,6 +187,25 @@ pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpErro
     .await?;
     let _ = ch.close(200, "topology declared".into()).await;
     Ok(())
+}
+
+/// Declares a durable topic exchange; one that exists as another type is refused: its
+/// routing would not be what subscribers bind for.
+async fn declare_topic(ch: &Channel, name: &str, setting: &str) -> Result<(), AmqpError> {
+    let topic = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    match ch
+        .exchange_declare(short(name), ExchangeKind::Topic, topic, FieldTable::default())
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if precondition_failed(&e) => Err(AmqpError::Topology(format!(
+            "the exchange {name:?} ({setting}) exists, but not as a durable topic exchange: results routed by verdict would go astray there; delete it or set {setting} to another name ({e})"
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Declares a durable queue with `args`; if it exists with others, checks that it is
@@ -200,14 +220,14 @@ async fn declare_queue(
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    match ch.queue_declare(name.into(), durable, args).await {
+    match ch.queue_declare(short(name), durable, args).await {
         Ok(_) => Ok(()),
         Err(e) if precondition_failed(&e) => {
             tracing::warn!(queue = %name, error = %e,
                 "the queue exists with other arguments than picket's; using it as it is (broker-side dead-lettering and delivery limits set by picket do not apply to it)");
             *ch = conn.create_channel().await?;
             ch.queue_declare(
-                name.into(),
+                short(name),
                 QueueDeclareOptions {
                     passive: true,
                     ..QueueDeclareOptions::default()
@@ -228,31 +248,53 @@ fn precondition_failed(e: &lapin::Error) -> bool {
         if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
 }
 
+/// Whether a message that reaches no queue is a failure ([`Route::Mandatory`]) or fine
+/// ([`Route::Optional`]: e.g. changes nobody subscribed to yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Published with `mandatory`: a returned message is [`AmqpError::Unroutable`].
+    Mandatory,
+    /// Dropped by the broker when unroutable, as subscribers allow.
+    Optional,
+}
+
 /// Publishes and waits for the broker's confirm (the channel must be in confirm mode).
 ///
 /// # Errors
-/// The publish failed or was nacked.
+/// The publish failed, was nacked, or (mandatory) reached no queue.
 pub async fn publish_confirmed(
     channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
+    (exchange, routing_key): (&str, &str),
+    route: Route,
     payload: &[u8],
     props: BasicProperties,
 ) -> Result<(), AmqpError> {
+    let options = BasicPublishOptions {
+        mandatory: route == Route::Mandatory,
+        ..BasicPublishOptions::default()
+    };
     let confirm = channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions::default(),
-            payload,
-            props,
-        )
+        .basic_publish(short(exchange), short(routing_key), options, payload, props)
         .await?
         .await?;
     if confirm.is_nack() {
         return Err(AmqpError::Nacked);
     }
+    if confirm.take_message().is_some() {
+        return Err(AmqpError::Unroutable {
+            exchange: exchange.to_string(),
+            routing_key: routing_key.to_string(),
+        });
+    }
     Ok(())
+}
+
+/// An AMQP short string (at most 255 bytes): the text itself when it fits, else a stable
+/// hash of it, so that a long job id or worker name can never panic a publish.
+pub fn short(text: &str) -> ShortString {
+    ShortString::try_new(text).unwrap_or_else(|_| {
+        ShortString::try_new(format!("sha256:{}", crate::key::short_hash(text))).unwrap_or_default()
+    })
 }
 
 fn persistent_json() -> BasicProperties {
@@ -274,15 +316,19 @@ pub async fn publish_report(
     correlation_id: Option<&ShortString>,
 ) -> Result<(), AmqpError> {
     let payload = serde_json::to_vec(report).unwrap_or_default();
-    let props = persistent_json().with_message_id(report.job_id.as_str().into());
-    publish_confirmed(
-        channel,
-        &s.results_exchange,
-        report.verdict.as_str(),
-        &payload,
-        props.clone(),
-    )
-    .await?;
+    let props = persistent_json().with_message_id(short(&report.job_id));
+    let results = (s.results_exchange.as_str(), report.verdict.as_str());
+    publish_confirmed(channel, results, Route::Mandatory, &payload, props.clone()).await?;
+    if report.changed {
+        if let Some(previous) = report.previous_verdict {
+            // Confirmed before the job is acked, like the result: a change is never lost
+            // between the two (a redelivery repeats it, with the same job id).
+            let key = format!("{}.{}", previous.as_str(), report.verdict.as_str());
+            let changes = (s.changes_exchange.as_str(), key.as_str());
+            publish_confirmed(channel, changes, Route::Optional, &payload, props.clone()).await?;
+            metric::change_published();
+        }
+    }
     if let Some(reply_to) = reply_to {
         let mut p = props;
         if let Some(c) = correlation_id {
@@ -290,7 +336,8 @@ pub async fn publish_report(
         }
         // The result itself is safe on the exchange: a reply the broker refuses (a full
         // or missing reply queue) is the requester's loss, not a reason to redo the job.
-        if let Err(e) = publish_confirmed(channel, "", reply_to.as_str(), &payload, p).await {
+        let reply = ("", reply_to.as_str());
+        if let Err(e) = publish_confirmed(channel, reply, Route::Optional, &payload, p).await {
             metric::publish_failed();
             tracing::warn!(error = %e, reply_to = %reply_to, "reply not delivered; the result is on the results exchange");
             if !matches!(e, AmqpError::Nacked) {
@@ -385,8 +432,8 @@ pub async fn run_worker(
         };
         let mut consumer = match consume
             .basic_consume(
-                settings.jobs_queue.as_str().into(),
-                format!("picket-{worker_name}").as_str().into(),
+                short(&settings.jobs_queue),
+                short(&format!("picket-{worker_name}")),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -452,8 +499,25 @@ pub async fn run_worker(
             let acks = acks.clone();
             tracker.spawn(async move {
                 metric::in_flight(1.0);
-                if !deliver(&engine, &publish, &settings, max_wait, delivery, &acks).await {
-                    broken.cancel();
+                let tag = delivery.delivery_tag;
+                let acker = delivery.acker.clone();
+                // A panic anywhere in the handling, publishing included, ends in a nack
+                // (the failure is counted: a second one makes the message poison), never
+                // in a delivery that stays unacked for good.
+                let handled = {
+                    use futures_util::FutureExt;
+                    let work = deliver(&engine, &publish, &settings, max_wait, delivery, &acks);
+                    std::panic::AssertUnwindSafe(work).catch_unwind().await
+                };
+                match handled {
+                    Ok(true) => {}
+                    Ok(false) => broken.cancel(),
+                    Err(e) => {
+                        tracing::error!(error = %panic_text(e), "publishing a result failed unexpectedly; handing the job back");
+                        metric::requeued();
+                        let _ = acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+                        acks.forget(tag);
+                    }
                 }
                 metric::in_flight(-1.0);
                 drop(permit);
@@ -468,7 +532,7 @@ pub async fn run_worker(
             // then close: whatever is still unacked goes back to the queue.
             let _ = consume
                 .basic_cancel(
-                    format!("picket-{worker_name}").as_str().into(),
+                    short(&format!("picket-{worker_name}")),
                     BasicCancelOptions::default(),
                 )
                 .await;
@@ -543,30 +607,33 @@ async fn deliver(
     };
     let max_wait = (deferrals < MAX_DEFERRALS).then_some(max_wait);
     let props = &delivery.properties;
-    let fallback_id = props
-        .message_id()
-        .as_ref()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| worker::stable_id(&delivery.data, props.timestamp().as_ref().copied()));
+    let message_id = props.message_id().as_ref().map(|m| m.as_str());
+    let timestamp = props.timestamp().as_ref().copied();
+    let fallback_id = message_id
+        .map(str::to_string)
+        .unwrap_or_else(|| worker::stable_id(&delivery.data, timestamp));
+    let delivery_id = worker::delivery_id(message_id, &delivery.data, timestamp);
     // A panic on some message is caught here (no task of its own: a spawn and a join per
     // job cost more than the handler's bookkeeping): the first time the job goes back to
     // the queue, a second time it is poison.
     let handled = {
         use futures_util::FutureExt;
-        let handle = worker::handle(
-            engine,
-            &delivery.data,
-            &fallback_id,
-            settings.max_message_bytes,
-            max_wait,
-        );
+        let message = worker::Message {
+            body: &delivery.data,
+            fallback_id: &fallback_id,
+            delivery: crate::state::Delivery {
+                id: &delivery_id,
+                redelivered: delivery.redelivered,
+            },
+        };
+        let handle = worker::handle(engine, message, settings.max_message_bytes, max_wait);
         std::panic::AssertUnwindSafe(handle).catch_unwind().await
     };
     let disposition = match handled {
         Ok(d) => d,
         Err(e) => {
             let why = panic_text(e);
-            if let Some(reason) = poison_reason(delivery.redelivered, &why) {
+            if let Some(reason) = poison_reason(failures().count(&delivery_id), &why) {
                 Disposition::DeadLetter(reason)
             } else {
                 tracing::error!(error = %why, "handler failed; handing the job back once");
@@ -575,6 +642,7 @@ async fn deliver(
             }
         }
     };
+    crash_point(CrashPoint::AfterState, &disposition);
     let outcome = match disposition {
         Disposition::Defer(wait) => {
             let mut headers = props.headers().clone().unwrap_or_default();
@@ -591,23 +659,24 @@ async fn deliver(
                 .with_headers(headers)
                 .with_delivery_mode(2)
                 .with_expiration(ttl.as_str().into());
-            let r = publish_confirmed(publish, "", &settings.delay_queue, &delivery.data, p).await;
+            let delay = ("", settings.delay_queue.as_str());
+            let r = publish_confirmed(publish, delay, Route::Mandatory, &delivery.data, p).await;
             if r.is_ok() {
                 metric::deferred();
             }
             r
         }
-        Disposition::Answer(report) => {
+        Disposition::Answer(ref report) => {
             publish_report(
                 publish,
                 settings,
-                &report,
+                report,
                 props.reply_to().as_ref(),
                 props.correlation_id().as_ref(),
             )
             .await
         }
-        Disposition::DeadLetter(reason) => {
+        Disposition::DeadLetter(ref reason) => {
             tracing::warn!(reason = %reason, "not a job; dead-lettering");
             let mut headers = props.headers().clone().unwrap_or_default();
             headers.insert(
@@ -615,8 +684,8 @@ async fn deliver(
                 AMQPValue::LongString(reason.as_str().into()),
             );
             let p = props.clone().with_headers(headers).with_delivery_mode(2);
-            let r = publish_confirmed(publish, "", &settings.dead_letter_queue, &delivery.data, p)
-                .await;
+            let dead = ("", settings.dead_letter_queue.as_str());
+            let r = publish_confirmed(publish, dead, Route::Mandatory, &delivery.data, p).await;
             if r.is_ok() {
                 metric::dead_lettered();
             }
@@ -625,6 +694,7 @@ async fn deliver(
     };
     match outcome {
         Ok(()) => {
+            crash_point(CrashPoint::AfterPublish, &disposition);
             // If the ack is lost the broker redelivers the job: a duplicate result,
             // never a lost job.
             acks.ack(delivery.delivery_tag);
@@ -633,14 +703,16 @@ async fn deliver(
         Err(e) => {
             metric::publish_failed();
             tracing::warn!(error = %e, "result not confirmed; handing the job back");
-            let nacked = matches!(e, AmqpError::Nacked);
-            if nacked {
-                // The broker refused this one message (e.g. a full queue): hand it back
-                // after a pause rather than in a hot loop; the session itself is fine.
+            let refused = matches!(e, AmqpError::Nacked | AmqpError::Unroutable { .. });
+            if refused {
+                // The broker refused this one message (a full queue, a missing one): hand
+                // it back after a pause rather than in a hot loop.
                 tokio::time::sleep(NACK_PAUSE).await;
             }
             requeue(&delivery, acks).await;
-            nacked
+            // A nack leaves the session fine; a missing queue is declared again by a new
+            // session, and a failed publish may mean the channel is gone.
+            matches!(e, AmqpError::Nacked)
         }
     }
 }
@@ -660,10 +732,64 @@ async fn requeue(delivery: &lapin::message::Delivery, acks: &Acks) {
     acks.forget(delivery.delivery_tag);
 }
 
-/// After the handler failed on a message: `None` = hand it back once more; `Some(reason)`
-/// = it is poison (it came back already), dead-letter it with that reason.
-fn poison_reason(redelivered: bool, why: &str) -> Option<String> {
-    redelivered.then(|| format!("the handler failed on this message again: {why}"))
+/// After the handler failed on a message for the `failures`-th time: `None` = hand it
+/// back once more; `Some(reason)` = it is poison, dead-letter it with that reason.
+fn poison_reason(failures: u32, why: &str) -> Option<String> {
+    (failures >= 2).then(|| format!("the handler failed on this message {failures} times: {why}"))
+}
+
+/// Handler failures by message in this process. Counting them, rather than trusting
+/// the broker's `redelivered` flag, keeps a job that was merely handed back (a broken
+/// session, a killed worker) from being called poison at its first failure.
+struct Failures(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+impl Failures {
+    /// Counts one more failure of `delivery_id` and returns how many there were.
+    fn count(&self, delivery_id: &str) -> u32 {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Failures are rare; a bound keeps a storm of them from growing without end.
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        let n = map.entry(delivery_id.to_string()).or_insert(0);
+        *n += 1;
+        *n
+    }
+}
+
+fn failures() -> &'static Failures {
+    static FAILURES: std::sync::OnceLock<Failures> = std::sync::OnceLock::new();
+    FAILURES.get_or_init(|| Failures(std::sync::Mutex::new(std::collections::HashMap::new())))
+}
+
+/// Where the test hook `PICKET_TEST_CRASH=POINT:JOB_ID` ends the process, as `kill -9`
+/// would, so that tests kill a worker at an exact step instead of by luck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashPoint {
+    /// The key's state was stepped, nothing published yet.
+    AfterState,
+    /// The result (and change) were confirmed, the job not yet acked.
+    AfterPublish,
+}
+
+fn crash_point(point: CrashPoint, disposition: &Disposition) {
+    static HOOK: std::sync::OnceLock<Option<(String, String)>> = std::sync::OnceLock::new();
+    let hook = HOOK.get_or_init(|| {
+        let v = std::env::var("PICKET_TEST_CRASH").ok()?;
+        let (at, job) = v.split_once(':')?;
+        Some((at.to_string(), job.to_string()))
+    });
+    let Some((at, job)) = hook else { return };
+    let name = match point {
+        CrashPoint::AfterState => "after_state",
+        CrashPoint::AfterPublish => "after_publish",
+    };
+    if let Disposition::Answer(report) = disposition {
+        if at == name && &report.job_id == job {
+            eprintln!("PICKET_TEST_CRASH: ending the process {name} of job {job}");
+            std::process::abort();
+        }
+    }
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
@@ -690,7 +816,7 @@ pub async fn enqueue(settings: &AmqpSettings, payloads: &[Vec<u8>]) -> Result<us
             let c = ch
                 .basic_publish(
                     "".into(),
-                    settings.jobs_queue.as_str().into(),
+                    short(&settings.jobs_queue),
                     BasicPublishOptions::default(),
                     p,
                     persistent_json().with_message_id(
@@ -730,10 +856,7 @@ pub async fn read_results(
     let mut n = 0;
     if !follow {
         while let Some(m) = ch
-            .basic_get(
-                settings.results_queue.as_str().into(),
-                BasicGetOptions::default(),
-            )
+            .basic_get(short(&settings.results_queue), BasicGetOptions::default())
             .await?
         {
             print(&m.delivery.data);
@@ -744,7 +867,7 @@ pub async fn read_results(
         ch.basic_qos(64, BasicQosOptions::default()).await?;
         let mut consumer = ch
             .basic_consume(
-                settings.results_queue.as_str().into(),
+                short(&settings.results_queue),
                 "picket-results".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -776,12 +899,23 @@ mod tests {
 
     #[test]
     fn a_handler_failure_is_retried_once_then_the_message_is_poison() {
-        assert_eq!(poison_reason(false, "boom"), None);
-        let reason = poison_reason(true, "boom").expect("poison");
+        assert_eq!(poison_reason(1, "boom"), None);
+        let reason = poison_reason(2, "boom").expect("poison");
         assert!(
-            reason.contains("boom") && reason.contains("again"),
+            reason.contains("boom") && reason.contains("2 times"),
             "{reason}"
         );
+        let f = Failures(std::sync::Mutex::new(std::collections::HashMap::new()));
+        assert_eq!((f.count("a"), f.count("b"), f.count("a")), (1, 1, 2));
+    }
+
+    #[test]
+    fn long_names_become_short_strings_without_a_panic() {
+        let long = "j".repeat(300);
+        let s = short(&long);
+        assert!(s.as_str().len() <= 255 && s.as_str().starts_with("sha256:"));
+        assert_eq!(s, short(&long), "the same text gives the same short string");
+        assert_eq!(short("picket.jobs").as_str(), "picket.jobs");
     }
 
     #[tokio::test]

@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod rabbitmq;
 pub mod redis_server;
 pub mod targets;
+pub mod worker_process;
 
 use std::sync::OnceLock;
 

@@ -28,6 +28,7 @@ url = "{amqp}"
 jobs_queue = "{id}.jobs"
 results_exchange = "{id}.results"
 results_queue = "{id}.results"
+changes_exchange = "{id}.changes"
 dead_letter_queue = "{id}.dead"
 delay_queue = "{id}.delay"
 [redis]
@@ -238,7 +239,7 @@ pub fn page(extra: &str) -> String {
     )
 }
 
-/// The probe engine in this process, with an in-memory cache and a local limiter: for
+/// The probe engine in this process, with in-memory state and a local limiter: for
 /// tests of probing itself, no broker. `probe` lines go into `[probe]` (after short
 /// test timeouts), `toml` after the other sections; private targets are allowed and the
 /// per-IP limits are out of the way.
@@ -266,7 +267,7 @@ pub fn engine_from_toml(text: &str) -> picket::engine::Engine {
     let s = Settings::from_toml(text).unwrap_or_else(|e| panic!("settings: {e}\n{text}"));
     picket::app::engine(
         &s,
-        std::sync::Arc::new(picket::cache::MemoryCache::default()),
+        std::sync::Arc::new(picket::state::MemoryState::default()),
         std::sync::Arc::new(picket::limit::local::LocalLimiter::new(&s.rate_limit)),
     )
     .expect("engine")

@@ -1,0 +1,343 @@
+//! Monitors' state across checks (`CONTRACT.md`, "Monitors"): for each key, its last
+//! verdict on the site, when that verdict began and how many results in a row had it,
+//! plus the last report (for `max_age_s`) and a memo of the last jobs' answers, so that a
+//! job delivered again gets the same `previous_verdict` as its first delivery.
+//!
+//! [`step`] is the transition, pure; [`MemoryState`] runs it in this process (for
+//! `picket check` and tests) and [`RedisState`] runs the same rules as one Lua script.
+//! State is a help, never a dependency: when the store is away, results still flow with
+//! `previous_verdict: null`, `changed: false`, `streak: 1`, and never a false change.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+
+use crate::job::{Report, Verdict};
+
+mod redis;
+
+pub use self::redis::RedisState;
+
+/// How many of a key's latest deliveries keep their answer for a redelivery.
+pub const MEMO_JOBS: usize = 8;
+
+/// How long a delivery's answer is kept for its redelivery. Brokers hand back an unacked
+/// message at once (a killed worker's, a nack); the bound keeps a publisher that sends
+/// the same message again and again from meeting an old answer after a crash.
+pub const MEMO_MAX_AGE_MS: u64 = 3_600_000;
+
+/// Which delivery of a message a result comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// What tells this message from others: for broker messages the message id and a
+    /// hash of body and timestamp, for `picket check` the job id.
+    pub id: &'a str,
+    /// Whether the broker handed this message out before: only then can its answer be
+    /// in the memo (a publisher may well reuse a job id for every check of a site).
+    pub redelivered: bool,
+}
+/// What a key's state says of one result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The key's verdict on the site before this result, if it had one.
+    pub previous: Option<Verdict>,
+    /// Results in a row with this verdict, this one included.
+    pub streak: u64,
+    /// When this run of the verdict began (ms since the epoch).
+    pub since_ms: u64,
+}
+
+impl Answer {
+    /// Whether a result with `verdict` changes the key's verdict.
+    pub fn changed(&self, verdict: Verdict) -> bool {
+        verdict.is_about_the_site() && self.previous.is_some_and(|p| p != verdict)
+    }
+}
+
+/// The state of one key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record {
+    /// The last verdict on the site, its start and its streak.
+    verdict: Option<(Verdict, u64, u64)>,
+    /// The run of results that are no verdict on the site (`unknown`, `invalid`) since it.
+    other: Option<(u64, u64)>,
+    /// The latest deliveries' answers, newest first, with when they were given.
+    memo: Vec<(String, Verdict, Answer, u64)>,
+}
+
+/// One result's step of a key's state; a redelivered message whose first delivery took
+/// its step gets the `previous_verdict` it got then.
+pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_ms: u64) -> Answer {
+    let seen = record.memo.iter().position(|m| m.0 == delivery.id);
+    let recalled = seen.filter(|&i| {
+        delivery.redelivered && now_ms.saturating_sub(record.memo[i].3) <= MEMO_MAX_AGE_MS
+    });
+    let previous = match recalled {
+        Some(i) if record.memo[i].1 == verdict => return record.memo[i].2,
+        // The site moved between the deliveries: the state follows the new verdict, but
+        // the previous verdict stays the one the first delivery saw.
+        Some(i) => record.memo[i].2.previous,
+        None => record.verdict.map(|(v, _, _)| v),
+    };
+    if let Some(i) = seen {
+        record.memo.remove(i);
+    }
+    let (streak, since_ms) = if verdict.is_about_the_site() {
+        let run = match record.verdict {
+            Some((v, since, n)) if v == verdict => (verdict, since, n + 1),
+            _ => (verdict, now_ms, 1),
+        };
+        record.verdict = Some(run);
+        record.other = None;
+        (run.2, run.1)
+    } else {
+        let run = match record.other {
+            Some((since, n)) => (since, n + 1),
+            None => (now_ms, 1),
+        };
+        record.other = Some(run);
+        (run.1, run.0)
+    };
+    let answer = Answer {
+        previous,
+        streak,
+        since_ms,
+    };
+    record
+        .memo
+        .insert(0, (delivery.id.to_string(), verdict, answer, now_ms));
+    record.memo.truncate(MEMO_JOBS);
+    answer
+}
+
+/// Where keys' state is kept.
+pub trait StateStore: Send + Sync {
+    /// The latest report of `key`, when younger than `max_age` (and than
+    /// `redis.verdict_ttl`), with its state fields as they were.
+    fn fresh<'a>(&'a self, key: &'a str, max_age: Duration) -> BoxFuture<'a, Option<Report>>;
+    /// The report a redelivered message's first delivery produced for `key`, when it
+    /// is the latest kept.
+    fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>>;
+    /// The step of the report's key with this result, atomic per key; `None` when the
+    /// store is unavailable or the report has no key.
+    fn step<'a>(
+        &'a self,
+        report: &'a Report,
+        delivery: Delivery<'a>,
+    ) -> BoxFuture<'a, Option<Answer>>;
+}
+
+/// Fills a report's state fields from the key's answer (or from its absence).
+pub fn fill(report: &mut Report, answer: Option<Answer>) {
+    match answer {
+        Some(a) => {
+            report.previous_verdict = a.previous;
+            report.changed = a.changed(report.verdict);
+            report.streak = a.streak;
+            report.since = Some(crate::job::rfc3339_of_ms(a.since_ms));
+        }
+        None => {
+            report.previous_verdict = None;
+            report.changed = false;
+            report.streak = 1;
+            report.since = None;
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A report kept for `max_age_s` and redeliveries, with the answer its step gave.
+#[derive(Debug, Clone)]
+struct Kept {
+    at_ms: u64,
+    delivery: String,
+    answer: Answer,
+    report: Report,
+}
+
+impl Kept {
+    fn filled(&self) -> Report {
+        let mut r = self.report.clone();
+        fill(&mut r, Some(self.answer));
+        r
+    }
+}
+
+/// State in this process.
+pub struct MemoryState {
+    keys: Mutex<HashMap<String, (Record, Option<Kept>)>>,
+    verdict_ttl: Duration,
+}
+
+impl MemoryState {
+    /// A store whose reports may be served for `max_age_s` for at most `verdict_ttl`.
+    pub fn new(verdict_ttl: Duration) -> MemoryState {
+        MemoryState {
+            keys: Mutex::new(HashMap::new()),
+            verdict_ttl,
+        }
+    }
+
+    fn kept(&self, key: &str) -> Option<Kept> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = keys.get(key)?.1.clone()?;
+        let age = now_ms().saturating_sub(kept.at_ms);
+        (u128::from(age) <= self.verdict_ttl.as_millis()).then_some(kept)
+    }
+}
+
+impl Default for MemoryState {
+    fn default() -> MemoryState {
+        MemoryState::new(Duration::from_secs(3600))
+    }
+}
+
+impl StateStore for MemoryState {
+    fn fresh<'a>(&'a self, key: &'a str, max_age: Duration) -> BoxFuture<'a, Option<Report>> {
+        Box::pin(async move {
+            let kept = self.kept(key)?;
+            let age = now_ms().saturating_sub(kept.at_ms);
+            (u128::from(age) <= max_age.as_millis()).then(|| kept.filled())
+        })
+    }
+
+    fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>> {
+        Box::pin(async move {
+            let kept = self.kept(key)?;
+            (kept.delivery == delivery).then(|| kept.filled())
+        })
+    }
+
+    fn step<'a>(
+        &'a self,
+        report: &'a Report,
+        delivery: Delivery<'a>,
+    ) -> BoxFuture<'a, Option<Answer>> {
+        Box::pin(async move {
+            let key = report.key.as_deref()?;
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            let (record, kept) = keys.entry(key.to_string()).or_default();
+            let at_ms = now_ms();
+            let answer = step(record, delivery, report.verdict, at_ms);
+            *kept = Some(Kept {
+                at_ms,
+                delivery: delivery.id.to_string(),
+                answer,
+                report: report.clone(),
+            });
+            Some(answer)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Verdict::{Down, Unknown, Up};
+
+    fn new(id: &str) -> Delivery<'_> {
+        Delivery {
+            id,
+            redelivered: false,
+        }
+    }
+
+    fn again(id: &str) -> Delivery<'_> {
+        Delivery {
+            id,
+            redelivered: true,
+        }
+    }
+
+    #[test]
+    fn a_key_counts_its_streak_and_notes_a_change() {
+        let mut r = Record::default();
+        let a = step(&mut r, new("j1"), Up, 1000);
+        assert_eq!((a.previous, a.streak, a.since_ms), (None, 1, 1000));
+        assert!(
+            !a.changed(Up),
+            "the first result has nothing to change from"
+        );
+        let a = step(&mut r, new("j2"), Up, 2000);
+        assert_eq!((a.previous, a.streak, a.since_ms), (Some(Up), 2, 1000));
+        let a = step(&mut r, new("j3"), Down, 3000);
+        assert_eq!((a.previous, a.streak, a.since_ms), (Some(Up), 1, 3000));
+        assert!(a.changed(Down));
+    }
+
+    #[test]
+    fn unknown_is_reported_but_neither_breaks_a_streak_nor_changes() {
+        let mut r = Record::default();
+        step(&mut r, new("j1"), Down, 1000);
+        let a = step(&mut r, new("j2"), Unknown, 2000);
+        assert_eq!((a.previous, a.streak, a.since_ms), (Some(Down), 1, 2000));
+        assert!(!a.changed(Unknown));
+        let a = step(&mut r, new("j3"), Unknown, 2500);
+        assert_eq!((a.streak, a.since_ms), (2, 2000));
+        let a = step(&mut r, new("j4"), Down, 3000);
+        assert_eq!((a.previous, a.streak, a.since_ms), (Some(Down), 2, 1000));
+        assert!(!a.changed(Down));
+    }
+
+    #[test]
+    fn a_redelivered_job_gets_the_answer_of_its_first_delivery() {
+        let mut r = Record::default();
+        step(&mut r, new("j1"), Up, 1000);
+        let first = step(&mut r, new("j2"), Down, 2000);
+        assert!(first.changed(Down));
+        // Another job of the key ran before j2 came back: j2 still announces up → down.
+        step(&mut r, new("j3"), Down, 2500);
+        assert_eq!(step(&mut r, again("j2"), Down, 3000), first);
+        // The site came back between the deliveries: same previous verdict, no change.
+        let back = step(&mut r, again("j2"), Up, 3500);
+        assert_eq!(back.previous, Some(Up));
+        assert!(!back.changed(Up));
+    }
+
+    #[test]
+    fn a_job_id_used_again_for_a_new_check_is_a_new_step() {
+        let mut r = Record::default();
+        step(&mut r, new("site-42"), Up, 1000);
+        let a = step(&mut r, new("site-42"), Down, 2000);
+        assert_eq!(a.previous, Some(Up));
+        let b = step(&mut r, new("site-42"), Down, 3000);
+        assert_eq!((b.previous, b.streak), (Some(Down), 2));
+        assert_eq!(r.memo.len(), 1, "one memo entry per delivery id");
+    }
+
+    #[test]
+    fn an_old_answer_is_not_recalled() {
+        let mut r = Record::default();
+        step(&mut r, new("j1"), Up, 1000);
+        step(&mut r, new("j2"), Down, 2000);
+        let late = step(&mut r, again("j2"), Down, 2000 + MEMO_MAX_AGE_MS + 1);
+        assert_eq!((late.previous, late.streak), (Some(Down), 2));
+    }
+
+    #[test]
+    fn two_jobs_at_once_do_not_both_announce_one_transition() {
+        let mut r = Record::default();
+        step(&mut r, new("j1"), Up, 1000);
+        let a = step(&mut r, new("j2"), Down, 2000);
+        let b = step(&mut r, new("j3"), Down, 2000);
+        assert!(a.changed(Down) && !b.changed(Down));
+    }
+
+    #[test]
+    fn the_memo_keeps_the_latest_deliveries_only() {
+        let mut r = Record::default();
+        for i in 0..20 {
+            step(&mut r, new(&format!("j{i}")), Up, 1000 + i);
+        }
+        assert_eq!(r.memo.len(), MEMO_JOBS);
+        assert_eq!(r.memo[0].0, "j19");
+    }
+}

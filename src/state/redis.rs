@@ -1,0 +1,209 @@
+//! Keys' state in Redis: `{key_prefix}state:{H}` holds the record (JSON, kept for
+//! `redis.state_ttl` after the last check) and `{key_prefix}report:{H}` the last report
+//! with its answer (kept for `redis.verdict_ttl`), where `H` is a hash of the key, so
+//! both share one hash slot of a Redis Cluster whatever characters the key has.
+//!
+//! One Lua script does the step of [`super::step`] atomically, in one round trip: two
+//! workers finishing jobs of one key at once never both announce one transition.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+
+use super::{fill, now_ms, Answer, Delivery, StateStore, MEMO_JOBS, MEMO_MAX_AGE_MS};
+use crate::config::RedisSettings;
+use crate::job::{Report, Verdict};
+use crate::metric;
+use crate::redis_pool::{RedisConn, RedisPool};
+
+/// The transition of `super::step`, in Lua. KEYS: record, report. ARGV: delivery id,
+/// verdict, "1" when it is a verdict on the site, now (ms), state TTL (s), verdict TTL
+/// (s), the report's JSON, memo size, "1" when redelivered, memo age (ms). Returns
+/// {previous verdict or "", streak, since (ms)}.
+const STEP: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+local st = {v = '', s = 0, n = 0, o = 0, os = 0, m = {}}
+if raw then st = cjson.decode(raw) end
+local job, v, site, now = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
+local prev = st.v
+local at = nil
+for i, e in ipairs(st.m) do
+  if e[1] == job then at = i; break end
+end
+if at then
+  local e = st.m[at]
+  if ARGV[9] == '1' and now - e[6] <= tonumber(ARGV[10]) then
+    if e[2] == v then return {e[3], e[4], e[5]} end
+    prev = e[3]
+  end
+  table.remove(st.m, at)
+end
+local streak, since
+if site then
+  if st.v == v then st.n = st.n + 1 else st.n = 1; st.s = now end
+  st.v = v; st.o = 0
+  streak, since = st.n, st.s
+else
+  if st.o == 0 then st.os = now end
+  st.o = st.o + 1
+  streak, since = st.o, st.os
+end
+table.insert(st.m, 1, {job, v, prev, streak, since, now})
+while #st.m > tonumber(ARGV[8]) do table.remove(st.m) end
+redis.call('SET', KEYS[1], cjson.encode(st), 'EX', ARGV[5])
+redis.call('SET', KEYS[2], '{"at":' .. string.format('%d', now) .. ',"delivery":' .. cjson.encode(job)
+  .. ',"prev":' .. cjson.encode(prev)
+  .. ',"streak":' .. string.format('%d', streak) .. ',"since":' .. string.format('%d', since)
+  .. ',"report":' .. ARGV[7] .. '}', 'EX', ARGV[6])
+return {prev, streak, since}
+"#;
+
+/// A kept report as the script writes it.
+#[derive(Deserialize)]
+struct Kept {
+    at: u64,
+    delivery: String,
+    prev: String,
+    streak: u64,
+    since: u64,
+    report: Report,
+}
+
+impl Kept {
+    fn filled(mut self) -> Report {
+        let answer = Answer {
+            previous: Verdict::parse(&self.prev),
+            streak: self.streak,
+            since_ms: self.since,
+        };
+        fill(&mut self.report, Some(answer));
+        self.report
+    }
+}
+
+/// State shared by every worker through Redis.
+pub struct RedisState {
+    pool: RedisPool,
+    prefix: String,
+    state_ttl: Duration,
+    verdict_ttl: Duration,
+    timeout: Duration,
+    script: redis::Script,
+}
+
+impl RedisState {
+    /// State over `pool`, with the prefix, TTLs and timeout of `[redis]`.
+    pub fn new(pool: RedisPool, settings: &RedisSettings) -> RedisState {
+        RedisState {
+            pool,
+            prefix: settings.key_prefix.clone(),
+            state_ttl: settings.state_ttl,
+            verdict_ttl: settings.verdict_ttl,
+            timeout: settings.timeout,
+            script: redis::Script::new(STEP),
+        }
+    }
+
+    /// The Redis keys of a key's record and of its last report.
+    pub fn keys(&self, key: &str) -> (String, String) {
+        let h = crate::key::short_hash(key);
+        (
+            format!("{}state:{{{h}}}", self.prefix),
+            format!("{}report:{{{h}}}", self.prefix),
+        )
+    }
+
+    async fn call<T, F>(&self, what: &'static str, f: F) -> Option<T>
+    where
+        F: AsyncFnOnce(&mut RedisConn) -> redis::RedisResult<T>,
+    {
+        let work = async {
+            let mut conn = self.pool.get().await?;
+            f(&mut conn).await.map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(v)) => {
+                metric::redis_up(true);
+                Some(v)
+            }
+            Ok(Err(e)) => {
+                metric::redis_error(what);
+                tracing::warn!(error = %e, "redis {what} failed; going on without the state");
+                None
+            }
+            Err(_) => {
+                metric::redis_error(what);
+                tracing::warn!("redis {what} timed out; going on without the state");
+                None
+            }
+        }
+    }
+
+    async fn kept(&self, key: &str) -> Option<Kept> {
+        let (_, report_key) = self.keys(key);
+        let raw: Option<String> = self
+            .call("get", async |c| {
+                redis::cmd("GET").arg(&report_key).query_async(c).await
+            })
+            .await
+            .flatten();
+        serde_json::from_str(&raw?).ok()
+    }
+}
+
+impl StateStore for RedisState {
+    fn fresh<'a>(&'a self, key: &'a str, max_age: Duration) -> BoxFuture<'a, Option<Report>> {
+        Box::pin(async move {
+            let kept = self.kept(key).await?;
+            let age = now_ms().saturating_sub(kept.at);
+            (u128::from(age) <= max_age.as_millis()).then(|| kept.filled())
+        })
+    }
+
+    fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>> {
+        Box::pin(async move {
+            let kept = self.kept(key).await?;
+            (kept.delivery == delivery).then(|| kept.filled())
+        })
+    }
+
+    fn step<'a>(
+        &'a self,
+        report: &'a Report,
+        delivery: Delivery<'a>,
+    ) -> BoxFuture<'a, Option<Answer>> {
+        Box::pin(async move {
+            let key = report.key.as_deref()?;
+            let (record_key, report_key) = self.keys(key);
+            let json = serde_json::to_string(report).ok()?;
+            let site = if report.verdict.is_about_the_site() {
+                "1"
+            } else {
+                "0"
+            };
+            let (prev, streak, since): (String, u64, u64) = self
+                .call("state step", async |c| {
+                    let mut inv = self.script.key(&record_key);
+                    inv.key(&report_key)
+                        .arg(delivery.id)
+                        .arg(report.verdict.as_str())
+                        .arg(site)
+                        .arg(now_ms())
+                        .arg(self.state_ttl.as_secs().max(1))
+                        .arg(self.verdict_ttl.as_secs().max(1))
+                        .arg(&json)
+                        .arg(MEMO_JOBS)
+                        .arg(if delivery.redelivered { "1" } else { "0" })
+                        .arg(MEMO_MAX_AGE_MS);
+                    inv.invoke_async(c).await
+                })
+                .await?;
+            Some(Answer {
+                previous: Verdict::parse(&prev),
+                streak,
+                since_ms: since,
+            })
+        })
+    }
+}

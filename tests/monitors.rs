@@ -1,0 +1,415 @@
+//! Monitors: each key's state across checks (`CONTRACT.md`, "Monitors"), on the real
+//! RabbitMQ and Redis: separate histories per key, `max_age_s` per key, transitions on
+//! the changes exchange and nothing else there, no change swallowed by a worker killed
+//! at any step, state that outlives `verdict_ttl`, and results that keep flowing while
+//! Redis is away.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use picket::config::Settings;
+use picket::job::Verdict;
+use picket::state::{step, Delivery, Record, RedisState, StateStore};
+use serde_json::{json, Value};
+
+use crate::support::picket::{base_toml, page, Client, Worker};
+use crate::support::worker_process::WorkerProcess;
+use crate::support::{serve, unique, RedisServer};
+
+/// A site that is up (a page saying "alpha") until told to fail (503).
+struct Site {
+    url: String,
+    up: Arc<AtomicBool>,
+}
+
+impl Site {
+    async fn start(ip: &str) -> Site {
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        let router = Router::new().route(
+            "/",
+            get(move || {
+                let up = flag.load(Ordering::SeqCst);
+                async move {
+                    let status = if up {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, axum::response::Html(page("<p>alpha</p>")))
+                }
+            }),
+        );
+        let addr = serve(ip, router).await;
+        Site {
+            url: format!("http://{addr}/"),
+            up,
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+}
+
+fn toml(extra: &str) -> String {
+    format!("{}\n[targets]\nallow_private = true\n{extra}", base_toml())
+}
+
+fn settings_of(text: &str) -> Settings {
+    Settings::from_toml(text).unwrap_or_else(|e| panic!("settings: {e}\n{text}"))
+}
+
+/// A queue bound to the changes exchange with `#`, to see every transition.
+async fn changes_queue(c: &Client, s: &Settings) -> String {
+    let name = unique("changes");
+    c.ch.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("changes queue");
+    c.ch.queue_bind(
+        name.as_str().into(),
+        s.amqp.changes_exchange.as_str().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind changes");
+    name
+}
+
+/// Routing keys and bodies of whatever arrives on `queue` within `within`.
+async fn drain(c: &Client, queue: &str, within: Duration) -> Vec<(String, Value)> {
+    let ch = c.conn.create_channel().await.expect("channel");
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            unique("c").as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(within, consumer.next()).await {
+        d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+        let body = serde_json::from_slice(&d.data).expect("JSON");
+        out.push((d.routing_key.as_str().to_string(), body));
+    }
+    let _ = ch.close(200, "done".into()).await;
+    out
+}
+
+/// Publishes one job and returns its result.
+async fn one(c: &Client, s: &Settings, job: Value) -> Value {
+    c.job(s, job).await;
+    c.results(s, 1, Duration::from_secs(30)).await.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_monitors_of_one_url_keep_their_own_histories() {
+    let site = Site::start("127.0.40.1").await;
+    let s = settings_of(&toml(""));
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let w = Worker::start(&s);
+    let alpha = json!({"url": site.url, "expect": {"body_contains": "alpha"}});
+    let omega = json!({"url": site.url, "expect": {"body_contains": "omega"}});
+    for round in 1..=3u64 {
+        let a = one(&c, &s, alpha.clone()).await;
+        let o = one(&c, &s, omega.clone()).await;
+        assert_eq!(
+            (a["verdict"].as_str(), o["verdict"].as_str()),
+            (Some("up"), Some("down"))
+        );
+        assert_ne!(a["key"], o["key"], "different expectations, different keys");
+        assert_eq!(a["changed"], false, "round {round}: {a}");
+        assert_eq!(o["changed"], false, "round {round}: {o}");
+        assert_eq!(
+            (a["streak"].as_u64(), o["streak"].as_u64()),
+            (Some(round), Some(round))
+        );
+        if round > 1 {
+            assert_eq!(a["previous_verdict"], "up");
+            assert_eq!(o["previous_verdict"], "down");
+        }
+        assert!(a["since"].is_string() && o["since"].is_string());
+    }
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_given_to_two_urls_is_one_history_and_max_age_keeps_to_its_key() {
+    let up = Site::start("127.0.40.2").await;
+    let down = Site::start("127.0.40.3").await;
+    down.set_up(false);
+    let s = settings_of(&toml(""));
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let w = Worker::start(&s);
+    let first = one(&c, &s, json!({"url": up.url, "key": "county-7"})).await;
+    assert_eq!(
+        (first["verdict"].as_str(), first["key"].as_str()),
+        (Some("up"), Some("county-7"))
+    );
+    let second = one(&c, &s, json!({"url": down.url, "key": "county-7"})).await;
+    assert_eq!(second["previous_verdict"], "up");
+    assert_eq!(second["changed"], true);
+    // A verdict of the same URL judged under other expectations is never served.
+    let strict = json!({"url": up.url, "max_age_s": 600, "expect": {"body_contains": "omega"}});
+    let r = one(&c, &s, strict).await;
+    assert_eq!(
+        (r["cached"].as_bool(), r["verdict"].as_str()),
+        (Some(false), Some("down"))
+    );
+    // The same check again is served from its own key.
+    let again = one(
+        &c,
+        &s,
+        json!({"url": up.url, "key": "county-7", "max_age_s": 600}),
+    )
+    .await;
+    assert_eq!(
+        (again["cached"].as_bool(), again["verdict"].as_str()),
+        (Some(true), Some("down"))
+    );
+    assert_eq!(again["changed"], false, "a served verdict changes nothing");
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipping_site_puts_exactly_its_transitions_on_the_changes_exchange() {
+    let site = Site::start("127.0.40.4").await;
+    let s = settings_of(&toml(""));
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let changes = changes_queue(&c, &s).await;
+    let w = Worker::start(&s);
+    let job = json!({"url": site.url});
+    let mut verdicts = Vec::new();
+    for up in [true, true, false, false, true, true] {
+        site.set_up(up);
+        verdicts.push(one(&c, &s, job.clone()).await["verdict"].clone());
+    }
+    assert_eq!(
+        verdicts,
+        ["up", "up", "down", "down", "up", "up"].map(Value::from)
+    );
+    let got = drain(&c, &changes, Duration::from_secs(2)).await;
+    let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["up.down", "down.up"], "{got:?}");
+    assert_eq!(got[0].1["verdict"], "down");
+    assert_eq!(got[0].1["streak"], 1);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_outlives_the_verdict_ttl() {
+    let site = Site::start("127.0.40.5").await;
+    let s = settings_of(&toml("").replace("[redis]\n", "[redis]\nverdict_ttl = \"2s\"\n"));
+    assert_eq!(s.redis.verdict_ttl, Duration::from_secs(2));
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let w = Worker::start(&s);
+    let job = json!({"url": site.url});
+    assert_eq!(one(&c, &s, job.clone()).await["verdict"], "up");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    site.set_up(false);
+    let r = one(&c, &s, job).await;
+    assert_eq!(
+        (r["previous_verdict"].as_str(), r["changed"].as_bool()),
+        (Some("up"), Some(true))
+    );
+    w.shutdown().await;
+}
+
+/// Kills a worker process at `point` of the job that changes the key's verdict, then
+/// lets a new worker take the job again: the change is announced, and every result of
+/// that job says the same previous verdict.
+async fn no_change_is_lost_when_killed(point: &str, ip: &str) {
+    let site = Site::start(ip).await;
+    let text = toml("");
+    let s = settings_of(&text);
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let changes = changes_queue(&c, &s).await;
+    let first = WorkerProcess::start(&text, &[]);
+    assert_eq!(
+        one(&c, &s, json!({"url": site.url, "id": "before"})).await["verdict"],
+        "up"
+    );
+    first.terminate().await;
+
+    site.set_up(false);
+    let hook = format!("{point}:the-change");
+    let mut doomed = WorkerProcess::start(&text, &[("PICKET_TEST_CRASH", &hook)]);
+    c.job(&s, json!({"url": site.url, "id": "the-change"}))
+        .await;
+    let status = doomed.exited(Duration::from_secs(30)).await;
+    assert!(!status.success(), "the hook ended the worker: {status:?}");
+
+    let next = WorkerProcess::start(&text, &[]);
+    // Killed after publishing, the job was answered once already and is answered again.
+    let expected = if point == "after_publish" { 2 } else { 1 };
+    let mut results = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while results
+        .iter()
+        .filter(|r: &&Value| r["job_id"] == "the-change")
+        .count()
+        < expected
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no result for the job"
+        );
+        results.extend(c.results(&s, 1, Duration::from_secs(30)).await);
+    }
+    next.terminate().await;
+    // The worker has stopped: every result it published is on the queue by now.
+    let rest = drain(&c, &s.amqp.results_queue, Duration::from_secs(1)).await;
+    results.extend(rest.into_iter().map(|(_, body)| body));
+    let ours: Vec<&Value> = results
+        .iter()
+        .filter(|r| r["job_id"] == "the-change")
+        .collect();
+    for r in &ours {
+        assert_eq!(
+            (r["verdict"].as_str(), r["previous_verdict"].as_str()),
+            (Some("down"), Some("up")),
+            "{r}"
+        );
+        assert_eq!(r["changed"], true, "{r}");
+    }
+    let announced = drain(&c, &changes, Duration::from_secs(2)).await;
+    assert!(!announced.is_empty(), "the change up → down was swallowed");
+    for (key, body) in &announced {
+        assert_eq!(
+            (key.as_str(), body["job_id"].as_str()),
+            ("up.down", Some("the-change"))
+        );
+    }
+    println!(
+        "killed {point}: {} result(s), {} announcement(s) of the change",
+        ours.len(),
+        announced.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_between_state_and_publish_loses_no_change() {
+    no_change_is_lost_when_killed("after_state", "127.0.40.6").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_between_publish_and_ack_loses_no_change() {
+    no_change_is_lost_when_killed("after_publish", "127.0.40.7").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_flow_without_state_while_redis_is_away_and_state_resumes() {
+    let redis = tokio::task::spawn_blocking(RedisServer::launch)
+        .await
+        .expect("join")
+        .expect("private redis");
+    let site = Site::start("127.0.40.8").await;
+    let text = toml("").replace(
+        &format!("url = \"{}\"", crate::support::servers().redis_url),
+        &format!("url = \"{}\"\ntimeout = \"500ms\"", redis.url()),
+    );
+    let s = settings_of(&text);
+    assert_eq!(s.redis.url, redis.url());
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let w = Worker::start(&s);
+    let job = json!({"url": site.url});
+    assert_eq!(one(&c, &s, job.clone()).await["streak"], 1);
+    assert_eq!(one(&c, &s, job.clone()).await["streak"], 2);
+    redis.stop();
+    site.set_up(false);
+    for _ in 0..2 {
+        let r = one(&c, &s, job.clone()).await;
+        assert_eq!(r["verdict"], "down");
+        assert!(r["previous_verdict"].is_null(), "{r}");
+        assert_eq!(
+            (r["changed"].as_bool(), r["streak"].as_u64()),
+            (Some(false), Some(1))
+        );
+        assert!(r["since"].is_null());
+    }
+    redis.start();
+    site.set_up(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = one(&c, &s, job.clone()).await;
+        if !r["previous_verdict"].is_null() {
+            // Redis came back empty: the key starts again, never with a false change.
+            assert_eq!(r["changed"], false, "{r}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "state never resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    w.shutdown().await;
+}
+
+/// The Lua script and the Rust transition agree, step by step, on a long mixed run of
+/// verdicts, deliveries and redeliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_script_and_the_pure_step_agree() {
+    use picket::job::Verdict::{Degraded, Down, Invalid, Unknown, Up};
+    let s = settings_of(&toml(""));
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    let mut record = Record::default();
+    let verdicts = [
+        Up, Up, Down, Unknown, Down, Invalid, Up, Degraded, Up, Unknown, Unknown, Down,
+    ];
+    let mut seed = 7u64;
+    for i in 0..60usize {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let verdict: Verdict = verdicts[(seed >> 33) as usize % verdicts.len()];
+        // Every third step is a redelivery of one of the last few deliveries.
+        let (id, redelivered) = if i % 3 == 2 {
+            (format!("d{}", i - 1 - (seed >> 40) as usize % 2), true)
+        } else {
+            (format!("d{i}"), false)
+        };
+        let delivery = Delivery {
+            id: &id,
+            redelivered,
+        };
+        let report = report_of("the-key", &id, verdict);
+        let from_redis = store.step(&report, delivery).await.expect("redis answers");
+        let now = from_redis.since_ms.max(1);
+        let pure = step(&mut record, delivery, verdict, now);
+        assert_eq!(
+            (from_redis.previous, from_redis.streak),
+            (pure.previous, pure.streak),
+            "step {i}: {id} {verdict:?}"
+        );
+    }
+}
+
+fn report_of(key: &str, id: &str, verdict: Verdict) -> picket::job::Report {
+    serde_json::from_value(json!({
+        "job_id": id, "url": "http://a.example/", "verdict": verdict, "reason": "ok",
+        "detail": "d", "http": null, "timing_ms": {"total": 1}, "ip": null, "egress": null,
+        "attempts": 1, "checked_at": "2026-11-29T00:00:00Z", "cached": false, "key": key,
+        "previous_verdict": null, "changed": false, "streak": 1, "since": null, "worker": "t"
+    }))
+    .expect("report")
+}
