@@ -205,6 +205,16 @@ pub fn decode(bytes: &[u8], fallback_id: &str, max_bytes: usize) -> Result<Decod
         .get("meta")
         .filter(|raw| raw.get() != "null")
         .map(|raw| RawJson((*raw).to_owned()));
+    // Kept as raw text, `meta` is still held to what any JSON reader takes (serde_json's
+    // nesting limit): subscribers must be able to read the result it is echoed in.
+    if meta
+        .as_ref()
+        .is_some_and(|m| nesting(m.get()) > MAX_META_NESTING)
+    {
+        return Err(NotAJob(format!(
+            "meta is nested deeper than {MAX_META_NESTING} levels, more than JSON readers take"
+        )));
+    }
     let reject = |detail: String| {
         Ok(Decoded::Rejected(Rejected {
             id: id.clone(),
@@ -242,6 +252,29 @@ fn rejected_key(fields: &BTreeMap<String, &RawValue>, url: &str) -> Option<Strin
         text.push('\n');
     }
     Some(format!("sha256:{}", crate::key::short_hash(&text)))
+}
+
+/// Deepest `meta` echoed: serde_json's own limit, and below most readers' (Python's is
+/// about 1000).
+pub const MAX_META_NESTING: usize = 128;
+
+/// How deeply arrays and objects nest in a JSON text (brackets inside strings skipped).
+fn nesting(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') | (false, _, b'"') => in_string = !in_string,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -702,6 +735,17 @@ mod tests {
         assert_eq!(j.meta.as_ref().map(RawJson::get), Some(meta));
         let r = rejected(&format!(r#"{{"url":"ftp://a.example/","meta":{meta}}}"#));
         assert_eq!(r.meta.as_ref().map(RawJson::get), Some(meta));
+    }
+
+    #[test]
+    fn meta_nested_deeper_than_readers_take_is_not_a_job() {
+        let deep = format!(
+            r#"{{"url":"http://a.example/","meta":{}{}}}"#,
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        assert!(decode(deep.as_bytes(), "f", 1 << 20).is_err());
+        assert_eq!(nesting(r#"{"a":"[[[{","b":[[1],{"c":"\"]"}]}"#), 3);
     }
 
     #[test]

@@ -666,7 +666,7 @@ async fn broker_restart_and_redis_outage_mid_run_lose_no_job() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let key = format!("{}verdict:{url}?n=99", s.redis.key_prefix);
+    let (_, key) = crate::support::picket::state_keys(&s, &format!("{url}?n=99"));
     let exists: i64 = redis::cmd("EXISTS")
         .arg(&key)
         .query_async(&mut c)

@@ -272,20 +272,29 @@ async fn max_age_is_served_from_redis_and_previous_verdict_is_filled() {
     assert_eq!(third[0]["changed"], false);
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 
-    // The verdict really is in Redis under the configured prefix.
+    // The report really is in Redis under the configured prefix, for verdict_ttl, and
+    // the key's state for state_ttl.
     let redis =
         redis::Client::open(crate::support::servers().redis_url.as_str()).expect("redis url");
-    let mut c = redis
+    let c = redis
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let key = format!("{}verdict:{url}", s.redis.key_prefix);
-    let ttl: i64 = redis::cmd("TTL")
-        .arg(&key)
-        .query_async(&mut c)
-        .await
-        .expect("ttl");
-    assert!(ttl > 3000 && ttl <= 3600, "ttl {ttl}");
+    let (record, report) = crate::support::picket::state_keys(&s, &url);
+    assert!(report.starts_with(&s.redis.key_prefix), "{report}");
+    let ttl = |key: String| {
+        let mut c = c.clone();
+        async move {
+            redis::cmd("TTL")
+                .arg(&key)
+                .query_async::<i64>(&mut c)
+                .await
+                .expect("ttl")
+        }
+    };
+    let (report_ttl, record_ttl) = (ttl(report).await, ttl(record).await);
+    assert!(report_ttl > 3000 && report_ttl <= 3600, "ttl {report_ttl}");
+    assert!(record_ttl > 7 * 86_400 - 100, "ttl {record_ttl}");
     worker.shutdown().await;
 }
 

@@ -35,6 +35,9 @@ const MAX_ADDRESSES: usize = 8;
 /// Header lines of an answer we accept (hyper's default is 100).
 const MAX_HEADER_LINES: usize = 512;
 
+/// Largest HTTP/2 header list accepted: what Chrome takes for a whole response head.
+const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
+
 /// Something that stops the prober from being built.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -200,6 +203,11 @@ impl HttpProber {
             // hyper stops at 100 header lines; browsers only limit the head's size
             // (256 KB in Chrome), and a site that sets many cookies still works in them.
             .http1_max_headers(MAX_HEADER_LINES)
+            // The same for HTTP/2, whose header list hyper caps at 16 KB.
+            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+            // reqwest sends a request again by itself on HTTP/2 REFUSED_STREAM or GOAWAY:
+            // that request was never counted by the per-IP limit, so it is not sent.
+            .retry(reqwest::retry::never())
             .connect_timeout(connect_timeout)
             .tls_info(true)
             // Deflate is decoded here: servers send raw deflate as often as zlib, and
@@ -271,7 +279,11 @@ impl HttpProber {
         let mut cookies = CookieJar::default();
         let mut seen: Vec<(Url, usize)> = vec![(url.clone(), 0)];
         let mut redirects = 0u32;
+        // The job's credentials go only to the origin it named, as browsers and curl do:
+        // once a redirect leaves it they are not sent again.
+        let mut credentials = true;
         loop {
+            credentials &= same_origin(&plan.url, &url);
             let Some(host) = url.host_str().map(str::to_string) else {
                 return fail(FailureKind::BadRedirect, format!("{url} has no host"));
             };
@@ -292,6 +304,22 @@ impl HttpProber {
                 Ok(Err(e)) => return fail(FailureKind::Dns, e.to_string()),
                 Ok(Ok(ips)) => ips,
             };
+            // A name that resolves only to 0.0.0.0 (or ::) is a resolver's sinkhole: no
+            // visitor reaches the site, and on Linux dialling it reaches this host.
+            if url
+                .host()
+                .is_some_and(|h| matches!(h, url::Host::Domain(_)))
+                && ips.iter().all(IpAddr::is_unspecified)
+            {
+                obs.ip = ips.first().copied();
+                return fail(
+                    FailureKind::Dns,
+                    format!(
+                        "{host} resolves only to {} (a DNS sinkhole): no visitor can reach it",
+                        ips[0]
+                    ),
+                );
+            }
             let candidates = pick_addresses(&ips, self.allow_private);
             if candidates.is_empty() {
                 let why = policy::refusal(ips[0], self.allow_private).unwrap_or("refused");
@@ -376,7 +404,9 @@ impl HttpProber {
                     };
                     let mut req = client.request(method, url.clone());
                     for (name, value) in &plan.headers {
-                        req = req.header(name.as_str(), value.as_str());
+                        if credentials || !is_credential(name) {
+                            req = req.header(name.as_str(), value.as_str());
+                        }
                     }
                     if let Some(cookie) = cookies.header_for(&url) {
                         req = req.header(reqwest::header::COOKIE, cookie);
@@ -693,6 +723,21 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// job deferred too often): long enough for any sane limit, bounded all the same.
 const WAIT_WITHOUT_DEFERRAL: Duration = Duration::from_secs(600);
 
+/// Whether two URLs have one origin (scheme, host and port): a redirect from https to
+/// http is another origin, so credentials never travel in clear text after TLS.
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Request headers that carry a user's credentials.
+fn is_credential(name: &str) -> bool {
+    ["authorization", "cookie", "proxy-authorization"]
+        .iter()
+        .any(|c| name.eq_ignore_ascii_case(c))
+}
+
 fn fail(kind: FailureKind, detail: String) -> Outcome {
     Outcome::Failure(Failure { kind, detail })
 }
@@ -770,6 +815,23 @@ fn inflate(raw: &[u8], max: usize, cut: bool) -> (Vec<u8>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_stay_with_the_origin_the_job_named() {
+        let u = |s: &str| Url::parse(s).expect("url");
+        let first = u("https://a.example/login");
+        assert!(same_origin(&first, &u("https://a.example:443/next")));
+        assert!(!same_origin(&first, &u("https://b.example/")));
+        assert!(
+            !same_origin(&first, &u("http://a.example/")),
+            "https → http"
+        );
+        assert!(!same_origin(&first, &u("https://a.example:8443/")));
+        for name in ["Authorization", "cookie", "PROXY-AUTHORIZATION"] {
+            assert!(is_credential(name), "{name}");
+        }
+        assert!(!is_credential("Accept-Language"));
+    }
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
         list.iter().map(|s| s.parse().expect("ip")).collect()

@@ -42,7 +42,8 @@ fn classify_v4(ip: Ipv4Addr) -> Class {
     if ip.is_loopback() {
         return Class::Private("a loopback address");
     }
-    if o == [169, 254, 169, 254] || o == [100, 100, 100, 200] {
+    // AWS/GCP/OpenStack, Alibaba, and Azure's WireServer (host agent and DNS).
+    if o == [169, 254, 169, 254] || o == [100, 100, 100, 200] || o == [168, 63, 129, 16] {
         return Class::Private("a cloud metadata address");
     }
     if ip.is_link_local() {
@@ -82,23 +83,23 @@ fn classify_v6(ip: Ipv6Addr) -> Class {
         return classify_v4(v4);
     }
     let s = ip.segments();
+    let last_v4 = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if s[0..6] == [0, 0, 0, 0, 0xffff, 0] {
+        // SIIT IPv4-translated, ::ffff:0:a.b.c.d (RFC 6145)
+        return classify_v4(last_v4());
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+        // Local-use NAT64 (RFC 8215) may embed IPv4 at any prefix length, and is never
+        // a public site's address.
+        return Class::Private("a local-use NAT64 (64:ff9b:1::/48) address");
+    }
     if s[0..6] == [0, 0, 0, 0, 0, 0] {
         // IPv4-compatible (deprecated), ::a.b.c.d
-        return classify_v4(Ipv4Addr::new(
-            (s[6] >> 8) as u8,
-            s[6] as u8,
-            (s[7] >> 8) as u8,
-            s[7] as u8,
-        ));
+        return classify_v4(last_v4());
     }
     if s[0] == 0x64 && s[1] == 0xff9b {
-        // NAT64 well-known prefix 64:ff9b::/96 and local-use 64:ff9b:1::/48
-        return classify_v4(Ipv4Addr::new(
-            (s[6] >> 8) as u8,
-            s[6] as u8,
-            (s[7] >> 8) as u8,
-            s[7] as u8,
-        ));
+        // NAT64 well-known prefix 64:ff9b::/96
+        return classify_v4(last_v4());
     }
     if s[0] == 0x2002 {
         // 6to4 embeds the IPv4 address in the next 32 bits.
@@ -171,6 +172,24 @@ mod tests {
         ] {
             assert!(refused(ip), "{ip} should be refused");
         }
+    }
+
+    #[test]
+    fn wireserver_siit_and_local_use_nat64_are_refused() {
+        for ip in [
+            "168.63.129.16",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1:a00:1::",
+            "64:ff9b:1:808:8:800::",
+        ] {
+            assert!(refused(ip), "{ip} must be refused");
+        }
+        assert!(
+            !refused("::ffff:0:808:808"),
+            "SIIT of a public address is public"
+        );
     }
 
     #[test]

