@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+pub mod origin;
+
 /// The default configuration, compiled in so that a file only has to name what it changes.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -68,6 +70,7 @@ struct RawAmqp {
     jobs_queue: String,
     results_exchange: String,
     results_queue: String,
+    changes_exchange: String,
     dead_letter_queue: String,
     delay_queue: String,
     prefetch: u32,
@@ -242,6 +245,8 @@ pub struct AmqpSettings {
     pub results_exchange: String,
     /// Queue bound to the results exchange with `#`.
     pub results_queue: String,
+    /// Topic exchange for changes of verdict, routing key `PREVIOUS.VERDICT`.
+    pub changes_exchange: String,
     /// Where messages that are not jobs go, with the reason in a header.
     pub dead_letter_queue: String,
     /// Where deferred jobs wait (per-message TTL) before returning to the jobs queue.
@@ -548,6 +553,8 @@ impl Settings {
             .into_iter()
             .filter(|(k, _)| k.starts_with("PICKET__"))
             .collect();
+        // Before deserializing: its message would not say which layer holds the key.
+        origin::check_unknown(file, &env_map)?;
         builder = builder.add_source(
             Environment::with_prefix("PICKET")
                 .prefix_separator("__")
@@ -605,6 +612,7 @@ impl Settings {
             jobs_queue: nonempty("amqp.jobs_queue", &a.jobs_queue)?,
             results_exchange: nonempty("amqp.results_exchange", &a.results_exchange)?,
             results_queue: nonempty("amqp.results_queue", &a.results_queue)?,
+            changes_exchange: nonempty("amqp.changes_exchange", &a.changes_exchange)?,
             dead_letter_queue: nonempty("amqp.dead_letter_queue", &a.dead_letter_queue)?,
             delay_queue: nonempty("amqp.delay_queue", &a.delay_queue)?,
             prefetch: a.prefetch as u16,
