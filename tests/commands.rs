@@ -330,3 +330,434 @@ async fn results_follow_binds_by_verdict_and_takes_nothing_from_the_queue() {
     .await;
     assert!(out.contains("changed.example"), "{out}");
 }
+
+fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn picket");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("picket exits")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_checks_each_line_and_says_where_to_resume() {
+    let cfg = setup("");
+    let s = &cfg.settings;
+    let client = Client::connect().await;
+    client.declare(s).await;
+    let input = "# three sites\nhttp://a.example/\n\n{\"url\": \"http://b.example/\"}\nftp://c.example/\nhttp://d.example/\n";
+    let out = run_with_stdin(picket(&["enqueue", "-"], &cfg), input);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 5:"), "the bad line is named: {err}");
+    assert!(err.contains("2 jobs confirmed (through line 4)"), "{err}");
+    assert!(err.contains("--from-line 5"), "{err}");
+    assert_eq!(
+        client.depth(&s.amqp.jobs_queue).await,
+        2,
+        "nothing from line 5 on"
+    );
+
+    let out = run_with_stdin(picket(&["enqueue", "--from-line", "6", "-"], &cfg), input);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(client.depth(&s.amqp.jobs_queue).await, 3);
+
+    let out = run_with_stdin(
+        picket(
+            &[
+                "enqueue",
+                "--skip-invalid",
+                "--expect-status",
+                "200,301",
+                "--meta",
+                "team=web",
+                "-",
+            ],
+            &cfg,
+        ),
+        input,
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("line 5: skipped"), "{err}");
+    assert!(
+        err.contains("3 jobs confirmed") && err.contains("1 invalid lines skipped"),
+        "{err}"
+    );
+    client.purge(&s.amqp.jobs_queue).await;
+
+    let out = run_with_stdin(
+        picket(
+            &[
+                "enqueue",
+                "--body-contains",
+                "欢迎",
+                "--timeout",
+                "9s",
+                "--meta",
+                "team=web",
+                "-",
+            ],
+            &cfg,
+        ),
+        "http://e.example/\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let jobs = client
+        .take(&s.amqp.jobs_queue, 1, Duration::from_secs(5))
+        .await;
+    let job: serde_json::Value = serde_json::from_slice(&jobs[0].data).expect("job json");
+    assert_eq!(
+        job,
+        serde_json::json!({"url": "http://e.example/", "expect": {"body_contains": "欢迎"},
+                           "timeout_ms": 9000, "meta": {"team": "web"}})
+    );
+}
+
+#[test]
+fn enqueue_of_nothing_does_not_dial_the_broker_and_a_dead_broker_is_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("dead.toml");
+    let port = crate::support::free_port();
+    std::fs::write(
+        &path,
+        format!("[amqp]\nurl = \"amqp://guest:secret@127.0.0.1:{port}/%2f\"\nconnect_timeout = \"2s\"\n"),
+    )
+    .expect("config");
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_picket"));
+        c.args(args)
+            .arg("--config")
+            .arg(&path)
+            .env_remove("PICKET_CONFIG");
+        c
+    };
+    let out = run_with_stdin(cmd(&["enqueue"]), "# nothing but a comment\n\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nothing to enqueue"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_with_stdin(cmd(&["enqueue"]), "http://a.example/\n");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && !err.contains("secret"),
+        "{err}"
+    );
+    assert!(err.contains("hint:") && err.contains("amqp.url"), "{err}");
+    assert!(
+        err.contains("0 jobs confirmed") && err.contains("--from-line 1"),
+        "{err}"
+    );
+}
+
+/// Peak resident memory (VmHWM, kB) of a child, read until it exits.
+fn peak_rss_kb(child: &mut std::process::Child) -> u64 {
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status) {
+            if let Some(kb) = s
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                peak = peak.max(kb);
+            }
+        }
+        if child.try_wait().expect("try_wait").is_some() {
+            return peak;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn enqueue_file(cfg: &Setup, lines: usize) -> (u64, Duration, String) {
+    let path = cfg.dir.path().join(format!("{lines}.txt"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("input"));
+    for i in 0..lines {
+        writeln!(f, "https://site{i}.example.gov/path/to/page?query={i}").expect("write");
+    }
+    f.flush().expect("flush");
+    drop(f);
+    let started = Instant::now();
+    let mut child = picket(&["enqueue", path.to_str().expect("path")], cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let peak = peak_rss_kb(&mut child);
+    let out = child.wait_with_output().expect("output");
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    (peak, started.elapsed(), err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_streams_100000_lines_in_bounded_memory() {
+    let cfg = setup("");
+    let client = Client::connect().await;
+    let (small, t_small, _) = enqueue_file(&cfg, 10_000);
+    let (big, t_big, err) = enqueue_file(&cfg, 100_000);
+    eprintln!(
+        "enqueue peak RSS: 10,000 lines {small} kB in {t_small:?}; 100,000 lines {big} kB in {t_big:?}"
+    );
+    assert!(err.contains("100000 jobs confirmed"), "{err}");
+    assert_eq!(client.depth(&cfg.settings.amqp.jobs_queue).await, 110_000);
+    // Ten times the input, nearly the same memory: nothing grows with the line count.
+    assert!(
+        big < small + 8 * 1024,
+        "peak RSS grew from {small} kB to {big} kB with 10x the lines"
+    );
+    client.purge(&cfg.settings.amqp.jobs_queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_prints_the_confirmed_count_when_the_broker_dies() {
+    let rabbit = tokio::task::spawn_blocking(crate::support::RabbitServer::launch)
+        .await
+        .expect("join")
+        .expect("private RabbitMQ");
+    let text_cfg = base_toml().replace(crate::support::servers().amqp_url.as_str(), rabbit.url());
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("picket.toml");
+    std::fs::write(&path, &text_cfg).expect("config");
+    let s = Settings::from_toml(&text_cfg).expect("settings");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"))
+        .args(["enqueue", "--config", path.to_str().expect("path"), "-"])
+        .env_remove("PICKET_CONFIG")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let batch: String = (0..3000)
+        .map(|i| format!("http://s{i}.example/\n"))
+        .collect();
+    use tokio::io::AsyncWriteExt;
+    stdin
+        .write_all(batch.as_bytes())
+        .await
+        .expect("first lines");
+    let client = Client::connect_to(rabbit.url()).await;
+    client.declare(&s).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.depth(&s.amqp.jobs_queue).await < 3000 {
+        assert!(Instant::now() < deadline, "3000 jobs never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(client);
+    let rabbit = std::sync::Arc::new(rabbit);
+    let r = rabbit.clone();
+    tokio::task::spawn_blocking(move || r.stop())
+        .await
+        .expect("stop");
+    // More input after the broker went away: the publish fails and picket says so.
+    let _ = stdin.write_all(batch.as_bytes()).await;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("picket exits after the broker died")
+        .expect("output");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("3000 jobs confirmed (through line 3000)"),
+        "{err}"
+    );
+    assert!(err.contains("--from-line 3001"), "{err}");
+    let r = rabbit.clone();
+    tokio::task::spawn_blocking(move || r.start())
+        .await
+        .expect("start");
+    let client = Client::connect_to(rabbit.url()).await;
+    assert!(
+        client.depth(&s.amqp.jobs_queue).await >= 3000,
+        "every confirmed job survived the broker's stop"
+    );
+}
+
+/// Display column (terminal cells) where `needle` starts in `line`.
+fn column_of(line: &str, needle: &str) -> Option<usize> {
+    use unicode_width::UnicodeWidthStr;
+    line.find(needle).map(|i| line[..i].width())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_a_terminal_prints_an_aligned_table_with_chinese_text() {
+    let page = crate::support::picket::page("<p>县政府门户网站</p>");
+    let router = axum::Router::new().fallback(move || {
+        let page = page.clone();
+        async move { axum::response::Html(page) }
+    });
+    let addr = serve("127.0.0.1", router).await;
+    let cfg = setup("[targets]\nallow_private = true\n");
+    let input = cfg.dir.path().join("sites.txt");
+    std::fs::write(
+        &input,
+        format!(
+            "http://{addr}/\n\
+             http://{addr}/新闻/公告\n\
+             {{\"url\": \"http://{addr}/\", \"expect\": {{\"body_contains\": \"欢迎光临\"}}}}\n"
+        ),
+    )
+    .expect("input");
+    let inner = format!(
+        "stty cols 120 rows 40; exec '{}' check --config '{}' --file '{}'",
+        env!("CARGO_BIN_EXE_picket"),
+        cfg.path.display(),
+        input.display()
+    );
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .env_remove("PICKET_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("script(1) from bsdutils runs picket on a pseudo-terminal");
+    let screen = text(&out.stdout).replace('\r', "");
+    assert_eq!(out.status.code(), Some(1), "one site is not up: {screen}");
+    assert!(
+        !screen.contains("\x1b[3"),
+        "no colour with NO_COLOR: {screen:?}"
+    );
+    // The progress bar (on the same terminal) ends each of its frames with "erase line".
+    let lines: Vec<&str> = screen
+        .lines()
+        .map(|l| l.rsplit("\x1b[2K").next().unwrap_or(l))
+        .collect();
+    let header = lines
+        .iter()
+        .find(|l| l.starts_with("VERDICT"))
+        .unwrap_or_else(|| panic!("a table header: {screen}"));
+    let url_col = column_of(header, "URL").expect("URL column");
+    let detail_col = column_of(header, "DETAIL").expect("DETAIL column");
+    let rows: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("up ") || l.starts_with("degraded") || l.starts_with("down"))
+        .collect();
+    assert_eq!(rows.len(), 3, "one row per input, in order: {screen}");
+    assert!(
+        rows[0].starts_with("up") && rows[2].contains("body_mismatch"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("/新闻/公告"),
+        "the URL as written: {screen}"
+    );
+    assert!(screen.contains("欢迎光临"), "the Chinese detail: {screen}");
+    for row in &rows {
+        assert_eq!(
+            column_of(row, "http://"),
+            Some(url_col),
+            "URL aligned in {row:?}\n{screen}"
+        );
+        let url_at = row.find("http://").expect("url");
+        let gap = row[url_at..].find("  ").expect("a gap after the URL");
+        let detail_at =
+            url_at + gap + row[url_at + gap..].len() - row[url_at + gap..].trim_start().len();
+        use unicode_width::UnicodeWidthStr;
+        assert_eq!(
+            row[..detail_at].width(),
+            detail_col,
+            "detail aligned in {row:?}\n{screen}"
+        );
+    }
+    assert!(
+        screen.contains("3 checked in") && screen.contains("2 up, 1 down"),
+        "a summary line: {screen}"
+    );
+}
+
+#[test]
+fn config_show_names_each_values_source() {
+    let cfg = setup("");
+    let out = picket(&["config", "show", "--json"], &cfg)
+        .env("PICKET__PROBE__ATTEMPTS", "3")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let get = |k: &str| {
+        rows.iter()
+            .find(|r| r["key"] == k)
+            .unwrap_or_else(|| panic!("{k} in {rows:?}"))
+            .clone()
+    };
+    assert_eq!(get("probe.attempts")["value"], 3);
+    assert_eq!(
+        get("probe.attempts")["source"],
+        "env PICKET__PROBE__ATTEMPTS"
+    );
+    assert_eq!(
+        get("probe.timeout")["source"],
+        format!("file {}", cfg.path.display())
+    );
+    assert_eq!(get("probe.max_redirects")["source"], "default");
+    let url = get("amqp.url")["value"].as_str().expect("url").to_string();
+    assert!(url.contains("***") && !url.contains("guest:guest"), "{url}");
+
+    // PICKET_CONFIG names the file like --config.
+    let out = Command::new(env!("CARGO_BIN_EXE_picket"))
+        .args(["config", "check"])
+        .env("PICKET_CONFIG", &cfg.path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&cfg.path.display().to_string()));
+
+    // An unknown key from the environment is reported as such, with what was meant.
+    let out = picket(&["config", "check"], &cfg)
+        .env("PICKET__PROBE__TIMOUT", "3s")
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("environment variable PICKET__PROBE__TIMOUT")
+            && err.contains("did you mean PICKET__PROBE__TIMEOUT?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn completions_and_the_manual_page() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_picket"))
+            .args(args)
+            .env("PICKET__PROBE__TIMEOUT", "not a duration")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // They need no valid configuration.
+    let bash = run(&["completions", "bash"]);
+    assert!(
+        bash.contains("enqueue") && bash.contains("--from-line"),
+        "{bash}"
+    );
+    let man = run(&["man"]);
+    assert!(
+        man.contains(".TH picket") && man.contains("Exit codes"),
+        "{man}"
+    );
+}

@@ -34,7 +34,7 @@ use crate::config::AmqpSettings;
 
 /// Publishes not yet confirmed at most, per window: enough to keep the broker busy,
 /// small enough that an interrupted run has little in doubt.
-pub const CONFIRM_WINDOW: usize = 256;
+pub const CONFIRM_WINDOW: usize = 1024;
 
 /// Unacknowledged results a `--follow` or `--drain` reader takes at a time.
 const READ_PREFETCH: u16 = 64;

@@ -247,6 +247,13 @@ fn report(
     started: Instant,
     ok: bool,
 ) {
+    if publisher.is_none() && ok && progress.skipped == 0 {
+        eprintln!(
+            "picket: nothing to enqueue ({} lines read, no jobs among them)",
+            progress.read
+        );
+        return;
+    }
     let confirmed = publisher.map_or(0, JobPublisher::confirmed);
     let last = publisher.and_then(JobPublisher::last_confirmed_line);
     let skipped = if progress.skipped > 0 {

@@ -75,9 +75,27 @@ fn cells(r: &Report, colour: bool) -> Vec<Cell> {
         Cell::new(&r.reason),
         Cell::new(status),
         Cell::new(millis(r.timing_ms.total)),
-        Cell::new(&r.url),
+        Cell::new(display_url(&r.url)),
         Cell::new(&r.detail),
     ]
+}
+
+/// A URL as a person wrote it: the host in Unicode (not `xn--`), the path and query
+/// percent-decoded where that gives UTF-8 text. For display only; JSON keeps the URL.
+pub fn display_url(url: &str) -> String {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    let host = parsed.host_str().unwrap_or_default();
+    let (unicode_host, ok) = idna::domain_to_unicode(host);
+    let mut shown = url.to_string();
+    if ok.is_ok() && unicode_host != host {
+        shown = shown.replacen(host, &unicode_host, 1);
+    }
+    match percent_encoding::percent_decode_str(&shown).decode_utf8() {
+        Ok(decoded) if !decoded.chars().any(char::is_control) => decoded.into_owned(),
+        _ => shown,
+    }
 }
 
 /// A borderless table: columns separated by spaces, like `ls -l` or `kubectl get`.
@@ -291,6 +309,16 @@ mod tests {
             t.summary("checked", Duration::from_millis(1234)),
             "3 checked in 1.2 s: 2 up, 1 down"
         );
+    }
+
+    #[test]
+    fn urls_are_shown_as_written() {
+        assert_eq!(
+            display_url("http://xn--fsqu00a.xn--0zwm56d/%E6%96%B0%E9%97%BB/?q=%E5%9B%BE"),
+            "http://例子.测试/新闻/?q=图"
+        );
+        assert_eq!(display_url("http://a.example/%0A"), "http://a.example/%0A");
+        assert_eq!(display_url("not a url"), "not a url");
     }
 
     #[test]
