@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
-use comfy_table::{Cell, ContentArrangement, Table};
+use comfy_table::Cell;
 
-use super::output::{terminal_width, Style};
+use super::output::{pad_columns, plain_table, terminal_width, Style};
 use super::ConfigCommand;
 use crate::config::origin::{self, Entry, Source};
 use crate::config::Settings;
@@ -94,14 +94,9 @@ fn show(entries: &[Entry], style: Style) -> std::io::Result<()> {
         }
         return out.flush();
     }
-    let mut t = Table::new();
-    t.load_preset(comfy_table::presets::UTF8_HORIZONTAL_ONLY);
-    t.set_content_arrangement(ContentArrangement::Dynamic);
+    let mut t = plain_table(style.colour);
     t.set_width(terminal_width());
-    if !style.colour {
-        t.force_no_tty();
-    }
-    t.set_header(["key", "value", "source"]);
+    t.set_header(["KEY", "VALUE", "SOURCE"]);
     for e in entries {
         let mut source = Cell::new(e.source.to_string());
         if style.colour && e.source != Source::Default {
@@ -109,6 +104,7 @@ fn show(entries: &[Entry], style: Style) -> std::io::Result<()> {
         }
         t.add_row(vec![Cell::new(&e.key), Cell::new(&e.value), source]);
     }
+    pad_columns(&mut t);
     writeln!(out, "{t}")?;
     out.flush()
 }

@@ -199,11 +199,11 @@ fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
     bar
 }
 
-/// Runs `picket enqueue`.
+/// Runs `picket enqueue`; a failure midway is reported here (with the count), so only
+/// set-up errors are returned.
 ///
 /// # Errors
-/// An unreadable input or a bad line ([`UsageError`]), or the broker; the confirmed
-/// count was printed before.
+/// An unreadable input ([`UsageError`]).
 pub async fn run(settings: Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
     let source = args.source.clone().unwrap_or_else(|| "-".to_string());
     let (input, total) = open_input(&source).await?;
@@ -226,6 +226,15 @@ pub async fn run(settings: Settings, args: EnqueueArgs) -> anyhow::Result<ExitCo
     };
     bar.finish_and_clear();
     let outcome = outcome.and(settled);
+    // The error first, then what was done and where to resume: the last lines on the
+    // screen are the ones to act on.
+    let code = match &outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            super::report_error(e);
+            ExitCode::from(if e.is::<UsageError>() { 2 } else { 1 })
+        }
+    };
     report(
         &args,
         publisher.as_ref(),
@@ -236,7 +245,7 @@ pub async fn run(settings: Settings, args: EnqueueArgs) -> anyhow::Result<ExitCo
     if let Some(p) = publisher {
         p.close().await;
     }
-    outcome.map(|()| ExitCode::SUCCESS)
+    Ok(code)
 }
 
 /// The line printed on every exit.
@@ -266,7 +275,8 @@ fn report(
         None => String::new(),
     };
     eprintln!(
-        "picket: {confirmed} jobs confirmed{span}{skipped}, {} lines read in {:.1} s",
+        "picket: {confirmed} {} confirmed{span}{skipped}, {} lines read in {:.1} s",
+        if confirmed == 1 { "job" } else { "jobs" },
         progress.read,
         started.elapsed().as_secs_f64()
     );

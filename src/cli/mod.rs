@@ -135,12 +135,17 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("picket: {e:#}");
-            if let Some(hint) = output::hint(&e) {
-                eprintln!("{hint}");
-            }
+            report_error(&e);
             ExitCode::from(if e.is::<UsageError>() { 2 } else { 1 })
         }
+    }
+}
+
+/// Prints an error, and what to try when there is a hint for it.
+pub fn report_error(e: &anyhow::Error) {
+    eprintln!("picket: {e:#}");
+    if let Some(hint) = output::hint(e) {
+        eprintln!("{hint}");
     }
 }
 

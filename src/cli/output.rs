@@ -36,9 +36,10 @@ impl Style {
 
 const HEADER: [&str; 6] = ["verdict", "reason", "http", "time", "url", "detail"];
 
-/// Widths (padding included) of the verdict, reason, http and time columns: the longest
-/// verdict, the longest reason code (`egress_unavailable`), a status, `30000ms`.
-const FIXED: [u16; 4] = [9, 19, 5, 8];
+/// Widths (two cells of padding included) of the verdict, reason, http and time
+/// columns: the longest verdict, the longest reason code (`egress_unavailable`), the
+/// header `HTTP`, `9999ms`.
+const FIXED: [u16; 4] = [10, 20, 6, 8];
 
 /// Width when the terminal's cannot be read.
 const FALLBACK_WIDTH: u16 = 120;
@@ -99,7 +100,7 @@ pub fn display_url(url: &str) -> String {
 }
 
 /// A borderless table: columns separated by spaces, like `ls -l` or `kubectl get`.
-fn plain_table(colour: bool) -> Table {
+pub fn plain_table(colour: bool) -> Table {
     let mut t = Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
     for c in [
@@ -148,7 +149,8 @@ fn header_row(colour: bool) -> Vec<Cell> {
         .collect()
 }
 
-fn pad_columns(t: &mut Table) {
+/// Two cells between columns, none before the first.
+pub fn pad_columns(t: &mut Table) {
     for col in t.column_iter_mut() {
         col.set_padding((0, 2));
     }
@@ -184,12 +186,12 @@ pub struct RowPrinter {
 
 impl RowPrinter {
     /// Widths from the terminal: the fixed columns, then the URL and the detail sharing
-    /// the rest (two fifths for the URL).
+    /// the rest (nearly half for the URL).
     pub fn new(colour: bool) -> RowPrinter {
         let width = terminal_width();
         let fixed: u16 = FIXED.iter().sum();
         let rest = width.saturating_sub(fixed).max(30);
-        let url = rest * 2 / 5;
+        let url = rest * 9 / 20;
         let mut constraints: Vec<ColumnConstraint> = FIXED
             .iter()
             .map(|w| ColumnConstraint::Absolute(Width::Fixed(*w)))

@@ -274,7 +274,11 @@ fn toml_text(v: &Value) -> String {
                 .iter()
                 .map(|(k, v)| format!("{} = {}", key_text(k), toml_text(v)))
                 .collect();
-            format!("{{ {} }}", inner.join(", "))
+            if inner.is_empty() {
+                "{}".to_string()
+            } else {
+                format!("{{ {} }}", inner.join(", "))
+            }
         }
     }
 }
