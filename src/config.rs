@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+pub mod origin;
+
 /// The default configuration, compiled in so that a file only has to name what it changes.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -555,6 +557,8 @@ impl Settings {
             .into_iter()
             .filter(|(k, _)| k.starts_with("PICKET__"))
             .collect();
+        // Before deserializing: its message would not say which layer holds the key.
+        origin::check_unknown(file, &env_map)?;
         builder = builder.add_source(
             Environment::with_prefix("PICKET")
                 .prefix_separator("__")

@@ -11,11 +11,14 @@
 //! - [`redis_pool`]: connections to a single Redis or a Redis Cluster.
 //! - [`worker`]: one message → disposition; [`amqp`]: the broker adapter.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`; [`metric`]: metric names.
-//! - [`app`]: wiring of the commands (the binary's `main` only parses arguments).
+//! - [`app`]: wiring of the worker and the engine.
+//! - [`cli`]: the commands as a person types them: arguments, tables or JSON lines,
+//!   progress, exit codes, `config show`, completions and the man page.
 
 pub mod admin;
 pub mod amqp;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod egress;

@@ -6,6 +6,7 @@ mod support;
 
 mod accuracy;
 mod cluster;
+mod commands;
 mod egress;
 mod holes;
 mod monitors;

@@ -1,5 +1,6 @@
 //! The RabbitMQ adapter: topology, a confirmed publisher, the worker's consumer loop
-//! (reconnecting with backoff), and the `enqueue` / `results` commands' broker side.
+//! (reconnecting with backoff); the `enqueue` / `results` commands' broker side is in
+//! [`commands`].
 //!
 //! The rule that keeps jobs safe: a delivery is acked only after its result (and reply)
 //! were confirmed by the broker; if that fails, it is handed back (nack + requeue).
@@ -12,9 +13,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -29,6 +30,7 @@ use crate::metric;
 use crate::worker::{self, Disposition};
 
 mod ack;
+pub mod commands;
 
 use ack::Acks;
 
@@ -797,100 +799,6 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
         .map(|s| (*s).to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic".to_string())
-}
-
-/// Publishes job payloads to the jobs queue with confirms; returns how many were confirmed.
-///
-/// # Errors
-/// Connecting, declaring, or a publish that was not confirmed.
-pub async fn enqueue(settings: &AmqpSettings, payloads: &[Vec<u8>]) -> Result<usize, AmqpError> {
-    let conn = connect(settings, "picket enqueue").await?;
-    let ch = conn.create_channel().await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    declare(&conn, settings).await?;
-    let mut confirmed = 0;
-    // Publish in windows so confirms overlap without unbounded memory.
-    for window in payloads.chunks(500) {
-        let mut pending = Vec::with_capacity(window.len());
-        for p in window {
-            let c = ch
-                .basic_publish(
-                    "".into(),
-                    short(&settings.jobs_queue),
-                    BasicPublishOptions::default(),
-                    p,
-                    persistent_json().with_message_id(
-                        worker::make_id(&format!("enqueue-{}", std::process::id()))
-                            .as_str()
-                            .into(),
-                    ),
-                )
-                .await?;
-            pending.push(c);
-        }
-        for c in pending {
-            if c.await?.is_nack() {
-                return Err(AmqpError::Nacked);
-            }
-            confirmed += 1;
-        }
-    }
-    let _ = conn.close(200, "done".into()).await;
-    Ok(confirmed)
-}
-
-/// Reads results: everything queued now (then returns), or forever with `follow` until
-/// `shutdown`. Each message is acked after `print` took it.
-///
-/// # Errors
-/// Connecting or consuming failed.
-pub async fn read_results(
-    settings: &AmqpSettings,
-    follow: bool,
-    shutdown: CancellationToken,
-    mut print: impl FnMut(&[u8]),
-) -> Result<usize, AmqpError> {
-    let conn = connect(settings, "picket results").await?;
-    let ch = conn.create_channel().await?;
-    declare(&conn, settings).await?;
-    let mut n = 0;
-    if !follow {
-        while let Some(m) = ch
-            .basic_get(short(&settings.results_queue), BasicGetOptions::default())
-            .await?
-        {
-            print(&m.delivery.data);
-            m.delivery.acker.ack(BasicAckOptions::default()).await?;
-            n += 1;
-        }
-    } else {
-        ch.basic_qos(64, BasicQosOptions::default()).await?;
-        let mut consumer = ch
-            .basic_consume(
-                short(&settings.results_queue),
-                "picket-results".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        loop {
-            let d = tokio::select! {
-                () = shutdown.cancelled() => break,
-                d = consumer.next() => d,
-            };
-            match d {
-                Some(Ok(d)) => {
-                    print(&d.data);
-                    d.acker.ack(BasicAckOptions::default()).await?;
-                    n += 1;
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => break,
-            }
-        }
-    }
-    let _ = conn.close(200, "done".into()).await;
-    Ok(n)
 }
 
 #[cfg(test)]

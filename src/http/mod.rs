@@ -332,8 +332,9 @@ impl HttpProber {
                 return fail(
                     FailureKind::BlockedTarget,
                     format!(
-                        "{host} resolves to {} which is {why}; refused by policy{hop}",
-                        ips[0]
+                        "{host} resolves to {} which is {why}; refused by policy{hop}{}",
+                        ips[0],
+                        policy::how_to_allow(ips[0])
                     ),
                 );
             }

@@ -22,6 +22,16 @@ pub fn refusal(ip: IpAddr, allow_private: bool) -> Option<&'static str> {
     }
 }
 
+/// What an operator can do about a refused address: `targets.allow_private` lets
+/// private ranges through (for intranets and test farms); nothing allows the others.
+pub fn how_to_allow(ip: IpAddr) -> &'static str {
+    if refusal(ip, true).is_none() {
+        " (targets.allow_private = true allows it)"
+    } else {
+        ""
+    }
+}
+
 enum Class {
     Public,
     Private(&'static str),
@@ -215,6 +225,13 @@ mod tests {
         assert!(refusal("0.0.0.0".parse().expect("ip"), true).is_some());
         assert!(refusal("224.0.0.1".parse().expect("ip"), true).is_some());
         assert!(refusal("::".parse().expect("ip"), true).is_some());
+    }
+
+    #[test]
+    fn the_setting_is_named_only_where_it_helps() {
+        assert!(how_to_allow("127.0.0.1".parse().expect("ip")).contains("targets.allow_private"));
+        assert!(how_to_allow("169.254.169.254".parse().expect("ip")).contains("allow_private"));
+        assert_eq!(how_to_allow("224.0.0.1".parse().expect("ip")), "");
     }
 }
 

@@ -1,0 +1,409 @@
+//! The broker side of the operator's commands.
+//!
+//! - `enqueue`: [`JobPublisher`] publishes jobs with confirms in bounded windows and
+//!   knows, at any moment, how many of them (and up to which input line) the broker
+//!   confirmed, so an interrupted run can say where to resume.
+//! - `results`: [`peek`] reads the shared results queue *without taking anything from
+//!   it* (`basic.get` without ack, then one `basic.nack` with `requeue` for all of
+//!   them); [`follow`] reads new results through a private, exclusive, auto-delete queue
+//!   bound to the results (or changes) exchange, so other subscribers lose nothing;
+//!   [`drain`] explicitly consumes the results queue and acks only what was written.
+//!
+//! What peeking does to the queue (checked by the integration tests on a classic
+//! queue): every message stays, in its place and order, but the broker marks each one
+//! `redelivered`, so the next consumer sees `redelivered = true` on results nobody
+//! else took. On a quorum queue with a delivery limit each peek also counts as a
+//! delivery of the messages it read.
+
+use std::collections::VecDeque;
+use std::io;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::PublisherConfirm;
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use tokio_util::sync::CancellationToken;
+
+use super::{connect, declare, AmqpError};
+use crate::config::AmqpSettings;
+
+/// Publishes not yet confirmed at most, per window: enough to keep the broker busy,
+/// small enough that an interrupted run has little in doubt.
+pub const CONFIRM_WINDOW: usize = 1024;
+
+/// Unacknowledged results a `--follow` or `--drain` reader takes at a time.
+const READ_PREFETCH: u16 = 64;
+
+/// A failure of a results reader: the broker, or writing what was read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The broker refused or went away.
+    #[error(transparent)]
+    Broker(#[from] AmqpError),
+    /// The output could not be written (closed pipe, full disk); nothing that was not
+    /// written was acknowledged.
+    #[error("cannot write a result: {0}")]
+    Write(#[source] io::Error),
+}
+
+impl From<lapin::Error> for ReadError {
+    fn from(e: lapin::Error) -> Self {
+        ReadError::Broker(AmqpError::Protocol(e))
+    }
+}
+
+/// What the reader's `write` callback did with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Printed (counts towards `--limit`).
+    Printed,
+    /// Filtered out (not printed, not counted).
+    Skipped,
+}
+
+/// Publishes jobs to the jobs queue with confirms, a window at a time.
+pub struct JobPublisher {
+    conn: Connection,
+    ch: Channel,
+    queue: String,
+    /// Input line of each publish still waiting for its confirm, oldest first.
+    pending: VecDeque<(u64, PublisherConfirm)>,
+    confirmed: u64,
+    last_line: Option<u64>,
+}
+
+impl JobPublisher {
+    /// Connects, declares the topology (so the jobs queue exists and nothing published
+    /// is routed nowhere) and turns on publisher confirms.
+    ///
+    /// # Errors
+    /// The broker cannot be reached or refused the declarations.
+    pub async fn open(settings: &AmqpSettings) -> Result<JobPublisher, AmqpError> {
+        let conn = connect(settings, "picket enqueue").await?;
+        declare(&conn, settings).await?;
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(JobPublisher {
+            conn,
+            ch,
+            queue: settings.jobs_queue.clone(),
+            pending: VecDeque::with_capacity(CONFIRM_WINDOW),
+            confirmed: 0,
+            last_line: None,
+        })
+    }
+
+    /// Publishes the job of input line `line`, first waiting for the oldest confirm
+    /// when the window is full.
+    ///
+    /// # Errors
+    /// The broker refused (nack) or the connection failed; what was confirmed before
+    /// stays counted.
+    pub async fn publish(
+        &mut self,
+        line: u64,
+        payload: &[u8],
+        message_id: &str,
+    ) -> Result<(), AmqpError> {
+        while self.pending.len() >= CONFIRM_WINDOW {
+            self.settle_oldest().await?;
+        }
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(message_id.into());
+        let confirm = self
+            .ch
+            .basic_publish(
+                "".into(),
+                self.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                payload,
+                props,
+            )
+            .await?;
+        self.pending.push_back((line, confirm));
+        Ok(())
+    }
+
+    /// Waits for every outstanding confirm.
+    ///
+    /// # Errors
+    /// As [`JobPublisher::publish`].
+    pub async fn finish(&mut self) -> Result<(), AmqpError> {
+        while !self.pending.is_empty() {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
+    async fn settle_oldest(&mut self) -> Result<(), AmqpError> {
+        let Some((line, confirm)) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        if confirm.await?.is_nack() {
+            return Err(AmqpError::Nacked);
+        }
+        self.confirmed += 1;
+        self.last_line = Some(line);
+        Ok(())
+    }
+
+    /// Jobs the broker confirmed so far, all of them before any that is in doubt.
+    pub fn confirmed(&self) -> u64 {
+        self.confirmed
+    }
+
+    /// The input line of the last confirmed job.
+    pub fn last_confirmed_line(&self) -> Option<u64> {
+        self.last_line
+    }
+
+    /// Closes the connection (after [`JobPublisher::finish`], nothing is in doubt).
+    pub async fn close(self) {
+        let _ = self.conn.close(200, "enqueue done".into()).await;
+    }
+}
+
+/// How many messages the results queue holds now (ready, not counting unacked ones).
+async fn ready_count(ch: &Channel, queue: &str) -> Result<u32, AmqpError> {
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(q.message_count())
+}
+
+/// Reads up to `limit` results from the results queue without removing any: each is
+/// fetched unacknowledged, handed to `write`, and at the end (or on any error) all of
+/// them are handed back to the queue with one `nack` (`multiple`, `requeue`).
+///
+/// Only what was in the queue when it started is read, so a busy queue cannot keep it
+/// going for ever. Returns how many were printed.
+///
+/// # Errors
+/// The broker failed, or `write` did (its error is returned after the hand-back).
+pub async fn peek(
+    settings: &AmqpSettings,
+    limit: Option<u64>,
+    mut write: impl FnMut(&[u8]) -> io::Result<Written>,
+) -> Result<u64, ReadError> {
+    let conn = connect(settings, "picket results").await?;
+    let ch = conn.create_channel().await?;
+    let outcome = async {
+        let ready = ready_count(&ch, &settings.results_queue).await?;
+        let mut printed = 0u64;
+        let mut last_tag = None;
+        let mut result = Ok(());
+        for _ in 0..ready {
+            if limit.is_some_and(|l| printed >= l) {
+                break;
+            }
+            let get = ch
+                .basic_get(
+                    settings.results_queue.as_str().into(),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await?;
+            let Some(m) = get else { break };
+            last_tag = Some(m.delivery.delivery_tag);
+            match write(&m.delivery.data) {
+                Ok(Written::Printed) => printed += 1,
+                Ok(Written::Skipped) => {}
+                Err(e) => {
+                    result = Err(ReadError::Write(e));
+                    break;
+                }
+            }
+        }
+        if let Some(tag) = last_tag {
+            ch.basic_nack(
+                tag,
+                BasicNackOptions {
+                    multiple: true,
+                    requeue: true,
+                },
+            )
+            .await?;
+        }
+        result.map(|()| printed)
+    }
+    .await;
+    // Closing the channel would hand back anything still unacknowledged too (for
+    // instance when the nack above failed): the queue keeps every message either way.
+    let _ = ch.close(200, "peek done".into()).await;
+    let _ = conn.close(200, "peek done".into()).await;
+    outcome
+}
+
+/// Which exchange `follow` listens to, with which binding keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The exchange (`amqp.results_exchange`, or the changes exchange).
+    pub exchange: String,
+    /// Binding patterns (`#`, `down`, `*.down`, ...).
+    pub keys: Vec<String>,
+}
+
+/// Prints new results until `shutdown` (or `limit` printed) through a private queue:
+/// server-named, exclusive and auto-delete, bound to `binding`. It takes nothing from
+/// the shared results queue; what arrives while nobody follows is not shown.
+///
+/// # Errors
+/// The broker failed, or `write` did.
+pub async fn follow(
+    settings: &AmqpSettings,
+    binding: &Binding,
+    limit: Option<u64>,
+    shutdown: CancellationToken,
+    write: impl FnMut(&[u8]) -> io::Result<Written>,
+) -> Result<u64, ReadError> {
+    let conn = connect(settings, "picket results --follow").await?;
+    let ch = conn.create_channel().await?;
+    // The exchange may not exist yet (no worker ran, or the changes exchange is new):
+    // declaring it as picket does is harmless and lets the bind succeed.
+    ch.exchange_declare(
+        binding.exchange.as_str().into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    let queue = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    for key in &binding.keys {
+        ch.queue_bind(
+            queue.name().clone(),
+            binding.exchange.as_str().into(),
+            key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    let outcome = consume(&ch, queue.name().as_str(), limit, shutdown, write).await;
+    let _ = conn.close(200, "follow done".into()).await;
+    outcome
+}
+
+/// Consumes the shared results queue, acking each result only after `write` took it;
+/// a write error hands that result (and every unacked one) back. Without `follow` it
+/// stops when the queue is empty.
+///
+/// # Errors
+/// The broker failed, or `write` did.
+pub async fn drain(
+    settings: &AmqpSettings,
+    follow: bool,
+    limit: Option<u64>,
+    shutdown: CancellationToken,
+    mut write: impl FnMut(&[u8]) -> io::Result<Written>,
+) -> Result<u64, ReadError> {
+    let conn = connect(settings, "picket results --drain").await?;
+    let ch = conn.create_channel().await?;
+    ready_count(&ch, &settings.results_queue).await?;
+    let outcome = if follow {
+        consume(&ch, &settings.results_queue, limit, shutdown, write).await
+    } else {
+        async {
+            let mut printed = 0u64;
+            while limit.is_none_or(|l| printed < l) && !shutdown.is_cancelled() {
+                let get = ch
+                    .basic_get(
+                        settings.results_queue.as_str().into(),
+                        BasicGetOptions { no_ack: false },
+                    )
+                    .await?;
+                let Some(m) = get else { break };
+                settle(&m.delivery, write(&m.delivery.data), &mut printed).await?;
+            }
+            Ok(printed)
+        }
+        .await
+    };
+    let _ = conn.close(200, "drain done".into()).await;
+    outcome
+}
+
+/// Consumes `queue` (acking after each write) until `shutdown`, `limit`, or the end.
+async fn consume(
+    ch: &Channel,
+    queue: &str,
+    limit: Option<u64>,
+    shutdown: CancellationToken,
+    mut write: impl FnMut(&[u8]) -> io::Result<Written>,
+) -> Result<u64, ReadError> {
+    ch.basic_qos(READ_PREFETCH, BasicQosOptions::default())
+        .await?;
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "picket-results".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut printed = 0u64;
+    while limit.is_none_or(|l| printed < l) {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => break,
+            d = consumer.next() => d,
+        };
+        match next {
+            Some(Ok(d)) => settle(&d, write(&d.data), &mut printed).await?,
+            Some(Err(e)) => return Err(e.into()),
+            None => break,
+        }
+    }
+    Ok(printed)
+}
+
+/// Acks a delivery that was written (or filtered out); hands it back when writing failed.
+async fn settle(
+    d: &lapin::message::Delivery,
+    written: io::Result<Written>,
+    printed: &mut u64,
+) -> Result<(), ReadError> {
+    match written {
+        Ok(w) => {
+            d.acker.ack(BasicAckOptions::default()).await?;
+            if w == Written::Printed {
+                *printed += 1;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = d
+                .acker
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                })
+                .await;
+            Err(ReadError::Write(e))
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The command line: what a person types (`clap` definitions, with the exit codes in
+//! `--help`), and the dispatch to each command. Output that fits the terminal and the
+//! pipe is in [`output`]; each command has its own module.
+//!
+//! Exit codes, for every command: 0 success, 1 failure at run time (for `check`: some
+//! site is not up), 2 usage, configuration or input error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::config::Settings;
+
+pub mod check;
+pub mod config_cmd;
+pub mod enqueue;
+pub mod output;
+pub mod results;
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 failure at run time (check: a site is not up); \
+2 usage, configuration or input error.\n\
+Configuration: built-in defaults, then --config FILE (or $PICKET_CONFIG), then \
+PICKET__SECTION__KEY environment variables; `picket config show` says which set what.";
+
+/// The `picket` command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "picket",
+    version,
+    about = "Tells, without false alarms, whether websites are up",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    /// Configuration file (TOML); keys it does not name keep their defaults.
+    #[arg(long, global = true, value_name = "FILE", env = "PICKET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Consume jobs from RabbitMQ, probe, publish results; runs until SIGTERM/SIGINT.
+    Worker,
+    /// Probe URLs (or job JSON lines) now, without broker or Redis.
+    #[command(after_help = check::HELP)]
+    Check(check::CheckArgs),
+    /// Publish jobs (one URL or one job JSON per line) to the jobs queue, with confirms.
+    #[command(after_help = enqueue::HELP)]
+    Enqueue(enqueue::EnqueueArgs),
+    /// Print results: those waiting on the results queue (left there), or new ones.
+    #[command(after_help = results::HELP)]
+    Results(results::ResultsArgs),
+    /// Check the configuration, or show every effective value and where it came from.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script (e.g. `picket completions bash > /etc/bash_completion.d/picket`).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), e.g. `picket man | man -l -`.
+    Man,
+}
+
+/// `picket config ...`
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Load and validate the configuration; exit 0 when it is valid, 2 with the reason.
+    Check,
+    /// Print every effective value (secrets redacted) and where it came from.
+    Show(config_cmd::ShowArgs),
+}
+
+/// `picket completions SHELL`
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// The clap command (for completions, the man page and tests).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// An error that is the user's to fix (usage, configuration, input): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Parses the command line and runs the command; the whole `main`.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let settings = match &cli.command {
+        Command::Completions(a) => return completions(a.shell),
+        Command::Man => return man(),
+        Command::Config(c) => return config_cmd::run(c, cli.config.as_deref()),
+        _ => match Settings::load(cli.config.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("picket: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let quiet = !matches!(cli.command, Command::Worker);
+    crate::app::init_logging(&settings.log, quiet);
+    let runtime = match runtime(&settings) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("picket: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Worker => crate::app::worker(settings)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Check(args) => check::run(settings, args).await,
+            Command::Enqueue(args) => enqueue::run(settings, args).await,
+            Command::Results(args) => results::run(settings, args).await,
+            Command::Config(_) | Command::Completions(_) | Command::Man => Ok(ExitCode::SUCCESS),
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            report_error(&e);
+            ExitCode::from(if e.is::<UsageError>() { 2 } else { 1 })
+        }
+    }
+}
+
+/// Prints an error, and what to try when there is a hint for it.
+pub fn report_error(e: &anyhow::Error) {
+    eprintln!("picket: {e:#}");
+    if let Some(hint) = output::hint(e) {
+        eprintln!("{hint}");
+    }
+}
+
+fn runtime(settings: &Settings) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = settings.worker.threads {
+        builder.worker_threads(n);
+    }
+    builder.build()
+}
+
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut cmd = command();
+    clap_complete::generate(shell, &mut cmd, "picket", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+fn man() -> ExitCode {
+    match clap_mangen::Man::new(command()).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("picket: cannot write the manual page: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn help_documents_the_exit_codes() {
+        let help = command().render_long_help().to_string();
+        assert!(help.contains("Exit codes: 0"), "{help}");
+        let mut cmd = command();
+        let check = cmd
+            .find_subcommand_mut("check")
+            .expect("check")
+            .render_long_help()
+            .to_string();
+        assert!(
+            check.contains("0 all up") && check.contains("2 usage"),
+            "{check}"
+        );
+    }
+}

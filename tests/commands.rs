@@ -1,0 +1,759 @@
+//! The commands as a person uses them, run as the real `picket` binary against the
+//! shared RabbitMQ: `results` that takes nothing from anyone (and `--drain` that acks
+//! only what it wrote), `enqueue` streaming big inputs and saying where to resume,
+//! `check` on a pseudo-terminal, `config show` naming each value's source.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::BasicProperties;
+use picket::config::Settings;
+use picket::job::{Report, Verdict};
+
+use crate::support::picket::{base_toml, engine_from_toml, Client};
+use crate::support::{serve, unique};
+
+/// A test's configuration file (on the shared servers, names of its own) and settings.
+struct Setup {
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    settings: Settings,
+}
+
+fn setup(extra: &str) -> Setup {
+    // base_toml names a changes exchange of the test's own.
+    let text = format!("{}{extra}", base_toml());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("picket.toml");
+    std::fs::write(&path, &text).expect("write config");
+    let settings = Settings::from_toml(&text).expect("settings");
+    Setup {
+        dir,
+        path,
+        settings,
+    }
+}
+
+fn picket(args: &[&str], cfg: &Setup) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_picket"));
+    c.args(args)
+        .arg("--config")
+        .arg(&cfg.path)
+        .env_remove("PICKET_CONFIG")
+        .env("NO_COLOR", "1");
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A real result (from the engine: a refused target), with the verdict and URL given.
+async fn report(verdict: Verdict, url: &str) -> Report {
+    let engine = engine_from_toml("");
+    let job = picket::job::job_for_url("http://127.0.0.1:1/", "results-test").expect("job");
+    let mut r = engine.run(&job).await;
+    r.verdict = verdict;
+    r.url = url.to_string();
+    r.job_id = unique("job");
+    r
+}
+
+async fn publish_results(client: &Client, s: &Settings, reports: &[Report]) {
+    client.declare(s).await;
+    for r in reports {
+        let c = client
+            .ch
+            .basic_publish(
+                s.amqp.results_exchange.as_str().into(),
+                r.verdict.as_str().into(),
+                BasicPublishOptions::default(),
+                &serde_json::to_vec(r).expect("json"),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(c.is_ack());
+    }
+}
+
+/// Results a `picket results` run should have left alone.
+async fn job_ids_on_queue(client: &Client, s: &Settings) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    while let Some(m) = client
+        .ch
+        .basic_get(
+            s.amqp.results_queue.as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect("get")
+    {
+        let r: Report = serde_json::from_slice(&m.delivery.data).expect("report");
+        out.push((r.job_id, m.delivery.redelivered));
+    }
+    out
+}
+
+#[test]
+fn a_refused_private_target_names_the_setting_that_allows_it() {
+    let engine = engine_from_toml("");
+    let job = picket::job::job_for_url("http://127.0.0.1:1/", "private").expect("job");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let r = rt.block_on(engine.run(&job));
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Invalid, "blocked_target")
+    );
+    assert!(
+        r.detail.contains("targets.allow_private = true"),
+        "the detail should say which setting allows it: {}",
+        r.detail
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_drain_into_a_full_disk_acks_nothing_and_fails() {
+    let cfg = setup("");
+    let s = &cfg.settings;
+    let client = Client::connect().await;
+    let mut reports = Vec::new();
+    for i in 0..3 {
+        reports.push(report(Verdict::Up, &format!("http://a{i}.example/")).await);
+    }
+    publish_results(&client, s, &reports).await;
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = picket(&["results", "--drain"], &cfg)
+        .stdout(full)
+        .output()
+        .expect("run picket results");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot write"),
+        "{}",
+        text(&out.stderr)
+    );
+    let left = job_ids_on_queue(&client, s).await;
+    assert_eq!(
+        left.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        reports.iter().map(|r| r.job_id.clone()).collect::<Vec<_>>(),
+        "every result is still on the queue, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_leaves_the_queue_untouched_for_another_subscriber() {
+    let cfg = setup("");
+    let s = &cfg.settings;
+    let client = Client::connect().await;
+    let mut reports = Vec::new();
+    for (i, v) in [Verdict::Up, Verdict::Down, Verdict::Up]
+        .into_iter()
+        .enumerate()
+    {
+        reports.push(report(v, &format!("http://site{i}.example/")).await);
+    }
+    publish_results(&client, s, &reports).await;
+    let out = picket(&["results", "--json"], &cfg).output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Report>(l)
+                .expect("a result line")
+                .job_id
+        })
+        .collect();
+    let ids: Vec<String> = reports.iter().map(|r| r.job_id.clone()).collect();
+    assert_eq!(printed, ids, "every waiting result printed, in order");
+    // Filters and limits read without taking too.
+    let out = picket(&["results", "--json", "--verdict", "down"], &cfg)
+        .output()
+        .expect("run");
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        1,
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).contains(&ids[1]));
+    let out = picket(&["results", "--json", "--limit", "2"], &cfg)
+        .output()
+        .expect("run");
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+    // Another subscriber still gets all of them, in order, marked redelivered.
+    let left = job_ids_on_queue(&client, s).await;
+    assert_eq!(
+        left.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        ids
+    );
+    assert!(left.iter().all(|(_, redelivered)| *redelivered), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_drain_takes_what_it_printed() {
+    let cfg = setup("");
+    let s = &cfg.settings;
+    let client = Client::connect().await;
+    let mut reports = Vec::new();
+    for i in 0..3 {
+        reports.push(report(Verdict::Down, &format!("http://d{i}.example/")).await);
+    }
+    publish_results(&client, s, &reports).await;
+    let out = picket(&["results", "--drain", "--limit", "2", "--json"], &cfg)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+    let left = job_ids_on_queue(&client, s).await;
+    assert_eq!(left.len(), 1, "two taken, one left: {left:?}");
+    assert_eq!(left[0].0, reports[2].job_id);
+    let bad = picket(&["results", "--drain", "--verdict", "down"], &cfg)
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2), "a drain does not filter");
+}
+
+/// Runs `picket results --follow ARGS --limit 1 --json` and publishes with `publish`
+/// (again and again: the private queue exists only once picket bound it) until it exits.
+async fn follow_one<F, Fut>(cfg: &Setup, args: &[&str], mut publish: F) -> String
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut all = vec!["results", "--follow", "--limit", "1", "--json"];
+    all.extend_from_slice(args);
+    let mut child = tokio::process::Command::from(picket(&all, cfg))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        publish().await;
+        match tokio::time::timeout(Duration::from_millis(300), child.wait()).await {
+            Ok(status) => {
+                let status = status.expect("wait");
+                let mut out = String::new();
+                if let Some(mut o) = child.stdout.take() {
+                    use tokio::io::AsyncReadExt;
+                    o.read_to_string(&mut out).await.expect("read");
+                }
+                assert!(status.success(), "picket results --follow failed: {out}");
+                return out;
+            }
+            Err(_) if Instant::now() < deadline => continue,
+            Err(_) => panic!("picket results --follow printed nothing matching in 20 s"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_follow_binds_by_verdict_and_takes_nothing_from_the_queue() {
+    let cfg = setup("");
+    let s = cfg.settings.clone();
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let up = report(Verdict::Up, "http://up.example/").await;
+    let down = report(Verdict::Down, "http://down.example/").await;
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    let (c, st, u, d, n) = (&client, &s, &up, &down, &sent);
+    let out = follow_one(&cfg, &["--verdict", "down"], move || async move {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        publish_results(c, st, &[u.clone(), d.clone()]).await;
+    })
+    .await;
+    let r: Report = serde_json::from_str(out.trim()).expect("one result");
+    assert_eq!(r.verdict, Verdict::Down);
+    let left = job_ids_on_queue(&client, &s).await;
+    assert_eq!(
+        left.len(),
+        2 * sent.load(std::sync::atomic::Ordering::SeqCst),
+        "the shared queue kept every result"
+    );
+
+    // --changes follows the changes exchange (routing key PREVIOUS.VERDICT).
+    let changed = {
+        let mut r = report(Verdict::Down, "http://changed.example/").await;
+        r.changed = true;
+        r.previous_verdict = Some(Verdict::Up);
+        serde_json::to_vec(&r).expect("json")
+    };
+    client
+        .ch
+        .exchange_declare(
+            s.amqp.changes_exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("changes exchange");
+    let changed = &changed;
+    let out = follow_one(
+        &cfg,
+        &["--changes", "--verdict", "down"],
+        move || async move {
+            let c =
+                c.ch.basic_publish(
+                    st.amqp.changes_exchange.as_str().into(),
+                    "up.down".into(),
+                    BasicPublishOptions::default(),
+                    changed,
+                    BasicProperties::default(),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm");
+            assert!(c.is_ack());
+        },
+    )
+    .await;
+    assert!(out.contains("changed.example"), "{out}");
+}
+
+fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn picket");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("picket exits")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_checks_each_line_and_says_where_to_resume() {
+    let cfg = setup("");
+    let s = &cfg.settings;
+    let client = Client::connect().await;
+    client.declare(s).await;
+    let input = "# three sites\nhttp://a.example/\n\n{\"url\": \"http://b.example/\"}\nftp://c.example/\nhttp://d.example/\n";
+    let out = run_with_stdin(picket(&["enqueue", "-"], &cfg), input);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 5:"), "the bad line is named: {err}");
+    assert!(err.contains("2 jobs confirmed (through line 4)"), "{err}");
+    assert!(err.contains("--from-line 5"), "{err}");
+    assert_eq!(
+        client.depth(&s.amqp.jobs_queue).await,
+        2,
+        "nothing from line 5 on"
+    );
+
+    let out = run_with_stdin(picket(&["enqueue", "--from-line", "6", "-"], &cfg), input);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(client.depth(&s.amqp.jobs_queue).await, 3);
+
+    let out = run_with_stdin(
+        picket(
+            &[
+                "enqueue",
+                "--skip-invalid",
+                "--expect-status",
+                "200,301",
+                "--meta",
+                "team=web",
+                "-",
+            ],
+            &cfg,
+        ),
+        input,
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("line 5: skipped"), "{err}");
+    assert!(
+        err.contains("3 jobs confirmed") && err.contains("1 invalid lines skipped"),
+        "{err}"
+    );
+    client.purge(&s.amqp.jobs_queue).await;
+
+    let out = run_with_stdin(
+        picket(
+            &[
+                "enqueue",
+                "--body-contains",
+                "欢迎",
+                "--timeout",
+                "9s",
+                "--meta",
+                "team=web",
+                "-",
+            ],
+            &cfg,
+        ),
+        "http://e.example/\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let jobs = client
+        .take(&s.amqp.jobs_queue, 1, Duration::from_secs(5))
+        .await;
+    let job: serde_json::Value = serde_json::from_slice(&jobs[0].data).expect("job json");
+    assert_eq!(
+        job,
+        serde_json::json!({"url": "http://e.example/", "expect": {"body_contains": "欢迎"},
+                           "timeout_ms": 9000, "meta": {"team": "web"}})
+    );
+}
+
+#[test]
+fn enqueue_of_nothing_does_not_dial_the_broker_and_a_dead_broker_is_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("dead.toml");
+    let port = crate::support::free_port();
+    std::fs::write(
+        &path,
+        format!("[amqp]\nurl = \"amqp://guest:secret@127.0.0.1:{port}/%2f\"\nconnect_timeout = \"2s\"\n"),
+    )
+    .expect("config");
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_picket"));
+        c.args(args)
+            .arg("--config")
+            .arg(&path)
+            .env_remove("PICKET_CONFIG");
+        c
+    };
+    let out = run_with_stdin(cmd(&["enqueue"]), "# nothing but a comment\n\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nothing to enqueue"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_with_stdin(cmd(&["enqueue"]), "http://a.example/\n");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && !err.contains("secret"),
+        "{err}"
+    );
+    assert!(err.contains("hint:") && err.contains("amqp.url"), "{err}");
+    assert!(
+        err.contains("0 jobs confirmed") && err.contains("--from-line 1"),
+        "{err}"
+    );
+}
+
+/// Peak resident memory (VmHWM, kB) of a child, read until it exits.
+fn peak_rss_kb(child: &mut std::process::Child) -> u64 {
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status) {
+            if let Some(kb) = s
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                peak = peak.max(kb);
+            }
+        }
+        if child.try_wait().expect("try_wait").is_some() {
+            return peak;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn enqueue_file(cfg: &Setup, lines: usize) -> (u64, Duration, String) {
+    let path = cfg.dir.path().join(format!("{lines}.txt"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("input"));
+    for i in 0..lines {
+        writeln!(f, "https://site{i}.example.gov/path/to/page?query={i}").expect("write");
+    }
+    f.flush().expect("flush");
+    drop(f);
+    let started = Instant::now();
+    let mut child = picket(&["enqueue", path.to_str().expect("path")], cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let peak = peak_rss_kb(&mut child);
+    let out = child.wait_with_output().expect("output");
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    (peak, started.elapsed(), err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_streams_100000_lines_in_bounded_memory() {
+    let cfg = setup("");
+    let client = Client::connect().await;
+    let (small, t_small, _) = enqueue_file(&cfg, 10_000);
+    let (big, t_big, err) = enqueue_file(&cfg, 100_000);
+    eprintln!(
+        "enqueue peak RSS: 10,000 lines {small} kB in {t_small:?}; 100,000 lines {big} kB in {t_big:?}"
+    );
+    assert!(err.contains("100000 jobs confirmed"), "{err}");
+    assert_eq!(client.depth(&cfg.settings.amqp.jobs_queue).await, 110_000);
+    // Ten times the input, nearly the same memory: nothing grows with the line count.
+    assert!(
+        big < small + 8 * 1024,
+        "peak RSS grew from {small} kB to {big} kB with 10x the lines"
+    );
+    client.purge(&cfg.settings.amqp.jobs_queue).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_prints_the_confirmed_count_when_the_broker_dies() {
+    let rabbit = tokio::task::spawn_blocking(crate::support::RabbitServer::launch)
+        .await
+        .expect("join")
+        .expect("private RabbitMQ");
+    let text_cfg = base_toml().replace(crate::support::servers().amqp_url.as_str(), rabbit.url());
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("picket.toml");
+    std::fs::write(&path, &text_cfg).expect("config");
+    let s = Settings::from_toml(&text_cfg).expect("settings");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"))
+        .args(["enqueue", "--config", path.to_str().expect("path"), "-"])
+        .env_remove("PICKET_CONFIG")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let batch: String = (0..3000)
+        .map(|i| format!("http://s{i}.example/\n"))
+        .collect();
+    use tokio::io::AsyncWriteExt;
+    stdin
+        .write_all(batch.as_bytes())
+        .await
+        .expect("first lines");
+    let client = Client::connect_to(rabbit.url()).await;
+    client.declare(&s).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.depth(&s.amqp.jobs_queue).await < 3000 {
+        assert!(Instant::now() < deadline, "3000 jobs never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(client);
+    let rabbit = std::sync::Arc::new(rabbit);
+    let r = rabbit.clone();
+    tokio::task::spawn_blocking(move || r.stop())
+        .await
+        .expect("stop");
+    // More input after the broker went away: the publish fails and picket says so.
+    let _ = stdin.write_all(batch.as_bytes()).await;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("picket exits after the broker died")
+        .expect("output");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("3000 jobs confirmed (through line 3000)"),
+        "{err}"
+    );
+    assert!(err.contains("--from-line 3001"), "{err}");
+    let r = rabbit.clone();
+    tokio::task::spawn_blocking(move || r.start())
+        .await
+        .expect("start");
+    let client = Client::connect_to(rabbit.url()).await;
+    assert!(
+        client.depth(&s.amqp.jobs_queue).await >= 3000,
+        "every confirmed job survived the broker's stop"
+    );
+}
+
+/// Display column (terminal cells) where `needle` starts in `line`.
+fn column_of(line: &str, needle: &str) -> Option<usize> {
+    use unicode_width::UnicodeWidthStr;
+    line.find(needle).map(|i| line[..i].width())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_a_terminal_prints_an_aligned_table_with_chinese_text() {
+    let page = crate::support::picket::page("<p>县政府门户网站</p>");
+    let router = axum::Router::new().fallback(move || {
+        let page = page.clone();
+        async move { axum::response::Html(page) }
+    });
+    let addr = serve("127.0.0.1", router).await;
+    let cfg = setup("[targets]\nallow_private = true\n");
+    let input = cfg.dir.path().join("sites.txt");
+    std::fs::write(
+        &input,
+        format!(
+            "http://{addr}/\n\
+             http://{addr}/新闻/公告\n\
+             {{\"url\": \"http://{addr}/\", \"expect\": {{\"body_contains\": \"欢迎光临\"}}}}\n"
+        ),
+    )
+    .expect("input");
+    let inner = format!(
+        "stty cols 120 rows 40; exec '{}' check --config '{}' --file '{}'",
+        env!("CARGO_BIN_EXE_picket"),
+        cfg.path.display(),
+        input.display()
+    );
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .env_remove("PICKET_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("script(1) from bsdutils runs picket on a pseudo-terminal");
+    let screen = text(&out.stdout).replace('\r', "");
+    assert_eq!(out.status.code(), Some(1), "one site is not up: {screen}");
+    assert!(
+        !screen.contains("\x1b[3"),
+        "no colour with NO_COLOR: {screen:?}"
+    );
+    // The progress bar (on the same terminal) ends each of its frames with "erase line".
+    let lines: Vec<&str> = screen
+        .lines()
+        .map(|l| l.rsplit("\x1b[2K").next().unwrap_or(l))
+        .collect();
+    let header = lines
+        .iter()
+        .find(|l| l.starts_with("VERDICT"))
+        .unwrap_or_else(|| panic!("a table header: {screen}"));
+    let url_col = column_of(header, "URL").expect("URL column");
+    let detail_col = column_of(header, "DETAIL").expect("DETAIL column");
+    let rows: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("up ") || l.starts_with("degraded") || l.starts_with("down"))
+        .collect();
+    assert_eq!(rows.len(), 3, "one row per input, in order: {screen}");
+    assert!(
+        rows[0].starts_with("up") && rows[2].contains("body_mismatch"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("/新闻/公告"),
+        "the URL as written: {screen}"
+    );
+    assert!(screen.contains("欢迎光临"), "the Chinese detail: {screen}");
+    for row in &rows {
+        assert_eq!(
+            column_of(row, "http://"),
+            Some(url_col),
+            "URL aligned in {row:?}\n{screen}"
+        );
+        let url_at = row.find("http://").expect("url");
+        let gap = row[url_at..].find("  ").expect("a gap after the URL");
+        let detail_at =
+            url_at + gap + row[url_at + gap..].len() - row[url_at + gap..].trim_start().len();
+        use unicode_width::UnicodeWidthStr;
+        assert_eq!(
+            row[..detail_at].width(),
+            detail_col,
+            "detail aligned in {row:?}\n{screen}"
+        );
+    }
+    assert!(
+        screen.contains("3 checked in") && screen.contains("2 up, 1 down"),
+        "a summary line: {screen}"
+    );
+}
+
+#[test]
+fn config_show_names_each_values_source() {
+    let cfg = setup("");
+    let out = picket(&["config", "show", "--json"], &cfg)
+        .env("PICKET__PROBE__ATTEMPTS", "3")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let get = |k: &str| {
+        rows.iter()
+            .find(|r| r["key"] == k)
+            .unwrap_or_else(|| panic!("{k} in {rows:?}"))
+            .clone()
+    };
+    assert_eq!(get("probe.attempts")["value"], 3);
+    assert_eq!(
+        get("probe.attempts")["source"],
+        "env PICKET__PROBE__ATTEMPTS"
+    );
+    assert_eq!(
+        get("probe.timeout")["source"],
+        format!("file {}", cfg.path.display())
+    );
+    assert_eq!(get("probe.max_redirects")["source"], "default");
+    let url = get("amqp.url")["value"].as_str().expect("url").to_string();
+    assert!(url.contains("***") && !url.contains("guest:guest"), "{url}");
+
+    // PICKET_CONFIG names the file like --config.
+    let out = Command::new(env!("CARGO_BIN_EXE_picket"))
+        .args(["config", "check"])
+        .env("PICKET_CONFIG", &cfg.path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&cfg.path.display().to_string()));
+
+    // An unknown key from the environment is reported as such, with what was meant.
+    let out = picket(&["config", "check"], &cfg)
+        .env("PICKET__PROBE__TIMOUT", "3s")
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("environment variable PICKET__PROBE__TIMOUT")
+            && err.contains("did you mean PICKET__PROBE__TIMEOUT?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn completions_and_the_manual_page() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_picket"))
+            .args(args)
+            .env("PICKET__PROBE__TIMEOUT", "not a duration")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // They need no valid configuration.
+    let bash = run(&["completions", "bash"]);
+    assert!(
+        bash.contains("enqueue") && bash.contains("--from-line"),
+        "{bash}"
+    );
+    let man = run(&["man"]);
+    assert!(
+        man.contains(".TH picket") && man.contains("Exit codes"),
+        "{man}"
+    );
+}
