@@ -123,7 +123,7 @@ impl Collector {
     }
 
     /// Whether `worker` has a result that arrived after `t`.
-    fn from_after(&self, worker: &str, t: Instant) -> bool {
+    fn has_result_after(&self, worker: &str, t: Instant) -> bool {
         let got = self.got.lock().expect("collector");
         got.iter().any(|g| g.worker == worker && g.at > t)
     }
@@ -296,7 +296,7 @@ async fn consuming_again(
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let after = ready_at.max(killed + Duration::from_secs(2));
-        while !results.from_after(name, after) {
+        while !results.has_result_after(name, after) {
             assert!(
                 killed.elapsed() < Duration::from_secs(30),
                 "{name} produced no result 30 s after the kill"
@@ -492,11 +492,14 @@ fn metric_sum(text: &str, name: &str) -> f64 {
 const RATE: f64 = 4.0;
 const BURST: u32 = 2;
 
+/// Reads one key from the primary that serves it now.
+type KeyReader = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Where the limiter's keys are: settings, and a way to read one key from the primary
 /// that serves it now.
 struct RedisSide {
     toml: String,
-    read: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    read: KeyReader,
 }
 
 /// Two workers on the shared broker, jobs spread over `ips` at RATE each; `fail` kills
@@ -598,14 +601,13 @@ name = "{name}"
     assert!(all.iter().all(|g| g.verdict == "up"), "all up");
 
     let arrivals = arrivals.lock().expect("arrivals").clone();
-    // A switch to the local fallback may add the fallback bursts of both workers at
-    // once (the shared slots booked just before still run out); the switch back, one
-    // shared burst (the arrival time on the new primary is older than the fallback's
-    // requests) per worker, as each comes back on its own. This is the price of a
-    // failover, written down in docs/OPERATIONS.md; from a few seconds after the new
-    // primary serves, the shared limit holds exactly again.
-    let fallback_burst = 2 * ((f64::from(BURST) * 0.5).floor() as usize).max(1);
-    let allowance = fallback_burst + 2 * BURST as usize;
+    // Through the switch to the local fallback, the slots booked in Redis just before
+    // (callers sleeping until them, up to max_wait ahead) still run out while the
+    // fallback grants at its share in every worker (2 x 0.5 = the whole rate here);
+    // coming back, the arrival time on the new primary is older than the fallback's
+    // requests. So around a failover an IP may see up to twice its limit for a moment.
+    // This is the price of a failover, written down in docs/OPERATIONS.md; from a few
+    // seconds after the new primary serves, the shared limit holds exactly again.
     let settled = back_at + Duration::from_secs(3);
     for ip in ips {
         let times = arrivals.get(ip).cloned().unwrap_or_default();
@@ -633,7 +635,7 @@ name = "{name}"
             eprintln!(
                 "{ip}: at most {whole} requests in {t} s over the run, {after} from 3 s after the limiter was back (burst + rate*T = {strict})"
             );
-            assert!(whole <= strict + allowance, "{ip}: {whole} in {t} s");
+            assert!(whole <= 2 * strict, "{ip}: {whole} in {t} s");
             assert!(after <= strict, "{ip}: {after} in {t} s on the new primary");
         }
     }
