@@ -1,5 +1,5 @@
 //! The operations endpoint on `http.listen`: `/healthz` (the process answers),
-//! `/readyz` (consuming, broker connected, Redis answering) and `/metrics`
+//! `/readyz` (consuming, broker connected, Redis answering; and which broker node) and `/metrics`
 //! (Prometheus text).
 
 use std::sync::atomic::Ordering;
@@ -46,7 +46,10 @@ async fn readyz(State(a): State<Admin>) -> (StatusCode, String) {
         None => true,
     };
     crate::metric::redis_up(redis);
-    let body = format!("consuming={consuming} broker={broker} redis={redis}\n");
+    // The node of the current (or, while reconnecting, the last) broker session: on a
+    // cluster, which node this worker depends on.
+    let node = a.broker.node().unwrap_or_else(|| "none".to_string());
+    let body = format!("consuming={consuming} broker={broker} redis={redis} node={node}\n");
     let code = if consuming && broker && redis {
         StatusCode::OK
     } else {

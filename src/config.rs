@@ -67,6 +67,7 @@ struct RawSettings {
 #[serde(deny_unknown_fields)]
 struct RawAmqp {
     url: String,
+    urls: Vec<String>,
     jobs_queue: String,
     results_exchange: String,
     results_queue: String,
@@ -85,6 +86,8 @@ struct RawRedis {
     url: String,
     cluster: bool,
     nodes: Vec<String>,
+    sentinels: Vec<String>,
+    sentinel_master: String,
     key_prefix: String,
     verdict_ttl: String,
     state_ttl: String,
@@ -240,6 +243,8 @@ pub enum QueueType {
 pub struct AmqpSettings {
     /// Broker URL (may hold credentials: never log it as is, see [`redact_url`]).
     pub url: String,
+    /// The nodes of a cluster (`amqp.urls`); empty = `url` alone. See [`Self::nodes`].
+    pub urls: Vec<String>,
     /// Where jobs arrive.
     pub jobs_queue: String,
     /// Topic exchange results are published to, routing key = verdict.
@@ -263,6 +268,17 @@ pub struct AmqpSettings {
     pub connect_timeout: Duration,
 }
 
+impl AmqpSettings {
+    /// The broker nodes to connect to, at least one: `amqp.urls` when given, else `url`.
+    pub fn nodes(&self) -> Vec<String> {
+        if self.urls.is_empty() {
+            vec![self.url.clone()]
+        } else {
+            self.urls.clone()
+        }
+    }
+}
+
 /// `[redis]`
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
@@ -273,6 +289,11 @@ pub struct RedisSettings {
     /// The cluster's seed nodes when `cluster`: `redis.nodes`, or `url` alone when
     /// none were given. Empty for a single Redis.
     pub nodes: Vec<String>,
+    /// Redis Sentinels watching the primary (`redis.sentinels`); when not empty, the
+    /// primary is asked of them and `url` gives only the database and credentials.
+    pub sentinels: Vec<String>,
+    /// The name the Sentinels know the primary by (`redis.sentinel_master`).
+    pub sentinel_master: String,
     /// Prefix of every key picket writes.
     pub key_prefix: String,
     /// How long a key's latest report may be served for `max_age_s`.
@@ -568,6 +589,8 @@ impl Settings {
                 .with_list_parse_key("dns.nameservers")
                 .with_list_parse_key("probe.canaries")
                 .with_list_parse_key("redis.nodes")
+                .with_list_parse_key("redis.sentinels")
+                .with_list_parse_key("amqp.urls")
                 .source(Some(env_map)),
         );
         let raw: RawSettings = builder
@@ -611,8 +634,12 @@ impl Settings {
         if a.max_message_bytes < 1024 {
             return Err(invalid("amqp.max_message_bytes", "must be at least 1024"));
         }
+        for (i, node) in a.urls.iter().enumerate() {
+            url_with_scheme(&format!("amqp.urls[{i}]"), node, &["amqp", "amqps"])?;
+        }
         let amqp = AmqpSettings {
             url: a.url,
+            urls: a.urls,
             jobs_queue: nonempty("amqp.jobs_queue", &a.jobs_queue)?,
             results_exchange: nonempty("amqp.results_exchange", &a.results_exchange)?,
             results_queue: nonempty("amqp.results_queue", &a.results_queue)?,
@@ -639,6 +666,20 @@ impl Settings {
                 "nodes are only for a cluster: set redis.cluster = true",
             ));
         }
+        for (i, node) in r.sentinels.iter().enumerate() {
+            url_with_scheme(&format!("redis.sentinels[{i}]"), node, &["redis", "rediss"])?;
+        }
+        if r.cluster && !r.sentinels.is_empty() {
+            return Err(invalid(
+                "redis.sentinels",
+                "Sentinels watch a single primary, not a Redis Cluster: set redis.cluster = false or drop the sentinels",
+            ));
+        }
+        let sentinel_master = if r.sentinels.is_empty() {
+            r.sentinel_master
+        } else {
+            nonempty("redis.sentinel_master", &r.sentinel_master)?
+        };
         let nodes = match (r.cluster, r.nodes.is_empty()) {
             (false, _) => Vec::new(),
             (true, true) => vec![r.url.clone()],
@@ -648,6 +689,8 @@ impl Settings {
             url: r.url,
             cluster: r.cluster,
             nodes,
+            sentinels: r.sentinels,
+            sentinel_master,
             key_prefix: r.key_prefix,
             verdict_ttl: positive_duration("redis.verdict_ttl", &r.verdict_ttl)?,
             state_ttl: positive_duration("redis.state_ttl", &r.state_ttl)?,
@@ -1046,6 +1089,55 @@ mod tests {
         let s = Settings::load_with_env(None, env).expect("env config");
         assert!(s.redis.cluster);
         assert_eq!(s.redis.nodes, ["redis://a:6379", "redis://b:6379"]);
+    }
+
+    #[test]
+    fn amqp_urls_replace_the_url_and_are_validated() {
+        let single = Settings::from_toml("").expect("defaults");
+        assert_eq!(single.amqp.nodes(), vec![single.amqp.url.clone()]);
+        let listed = Settings::from_toml(
+            "[amqp]\nurls = [\"amqp://u:p@a:5672/%2f\", \"amqps://b:5671/v\"]\n",
+        )
+        .expect("urls");
+        assert_eq!(
+            listed.amqp.nodes(),
+            ["amqp://u:p@a:5672/%2f", "amqps://b:5671/v"]
+        );
+        let e = err("[amqp]\nurls = [\"amqp://a:5672\", \"http://b\"]\n");
+        assert!(e.contains("amqp.urls[1]"), "{e}");
+        let env = vec![(
+            "PICKET__AMQP__URLS".to_string(),
+            "amqp://a:5672/%2f,amqp://b:5672/%2f".to_string(),
+        )];
+        let s = Settings::load_with_env(None, env).expect("env config");
+        assert_eq!(s.amqp.nodes(), ["amqp://a:5672/%2f", "amqp://b:5672/%2f"]);
+    }
+
+    #[test]
+    fn redis_sentinels_are_validated_and_not_for_a_cluster() {
+        let plain = Settings::from_toml("").expect("defaults");
+        assert!(plain.redis.sentinels.is_empty());
+        let s = Settings::from_toml(
+            "[redis]\nsentinels = [\"redis://a:26379\", \"redis://b:26379\"]\nsentinel_master = \"main\"\n",
+        )
+        .expect("sentinels");
+        assert_eq!(s.redis.sentinels.len(), 2);
+        assert_eq!(s.redis.sentinel_master, "main");
+        let e = err("[redis]\nsentinels = [\"tcp://a:26379\"]\n");
+        assert!(e.contains("redis.sentinels[0]"), "{e}");
+        let e = err("[redis]\ncluster = true\nsentinels = [\"redis://a:26379\"]\n");
+        assert!(
+            e.contains("redis.sentinels") && e.contains("Cluster"),
+            "{e}"
+        );
+        let e = err("[redis]\nsentinels = [\"redis://a:26379\"]\nsentinel_master = \"\"\n");
+        assert!(e.contains("redis.sentinel_master"), "{e}");
+        let env = vec![(
+            "PICKET__REDIS__SENTINELS".to_string(),
+            "redis://a:26379,redis://b:26379".to_string(),
+        )];
+        let s = Settings::load_with_env(None, env).expect("env config");
+        assert_eq!(s.redis.sentinels, ["redis://a:26379", "redis://b:26379"]);
     }
 
     #[test]

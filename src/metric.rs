@@ -19,6 +19,8 @@ const BROKER_UP: &str = "picket_broker_connected";
 const REDIS_UP: &str = "picket_redis_connected";
 const REDIS_ERRORS: &str = "picket_redis_errors_total";
 const RECONNECTS: &str = "picket_broker_reconnects_total";
+const FAILOVERS: &str = "picket_broker_failovers_total";
+const BROKER_OUTAGE_SECONDS: &str = "picket_broker_outage_seconds";
 const PUBLISH_FAILURES: &str = "picket_publish_failures_total";
 const LIMITER_FALLBACK: &str = "picket_limiter_fallback";
 const THROTTLE_WAITS: &str = "picket_throttle_waits_total";
@@ -50,6 +52,11 @@ fn install_once() -> Result<PrometheusHandle, String> {
             &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
         )
         .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            Matcher::Full(BROKER_OUTAGE_SECONDS.to_string()),
+            &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0],
+        )
+        .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
     describe();
@@ -77,6 +84,14 @@ fn describe() {
     describe_gauge!(REDIS_UP, "1 while the last Redis call succeeded");
     describe_counter!(REDIS_ERRORS, "Redis calls that failed or timed out");
     describe_counter!(RECONNECTS, "Connections to RabbitMQ re-established");
+    describe_counter!(
+        FAILOVERS,
+        "Sessions opened on another RabbitMQ node than the previous one (amqp.urls)"
+    );
+    describe_histogram!(
+        BROKER_OUTAGE_SECONDS,
+        "Time without consuming from a lost broker session to the next one (sum = total time without a broker)"
+    );
     describe_counter!(PUBLISH_FAILURES, "Results whose publish was not confirmed");
     describe_gauge!(
         LIMITER_FALLBACK,
@@ -175,6 +190,16 @@ pub fn redis_error(what: &'static str) {
 /// The broker connection was made again after a loss.
 pub fn reconnected() {
     counter!(RECONNECTS).increment(1);
+}
+
+/// A session was opened on another broker node than the previous one.
+pub fn broker_failover() {
+    counter!(FAILOVERS).increment(1);
+}
+
+/// Consuming resumed `d` after the previous session was lost.
+pub fn broker_unavailable(d: Duration) {
+    histogram!(BROKER_OUTAGE_SECONDS).record(d.as_secs_f64());
 }
 
 /// A result publish was not confirmed.

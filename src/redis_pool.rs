@@ -1,4 +1,5 @@
-//! The Redis connection pool, to a single Redis or to a Redis Cluster (`redis.cluster`).
+//! The Redis connection pool, to a single Redis, to the primary a set of Redis Sentinels
+//! points at (`redis.sentinels`), or to a Redis Cluster (`redis.cluster`).
 //!
 //! Callers see one pool and one connection type either way: [`RedisConn`] implements
 //! [`redis::aio::ConnectionLike`], so commands and scripts run on it unchanged. On a
@@ -11,6 +12,12 @@
 //! connection with a PING round trip each time it hands one out, which doubled the
 //! round trips of every call, and separate connections cannot batch their writes. The
 //! pool is asked again only when the shared connection breaks.
+//!
+//! Failover: a connection is dropped (never handed out again) when it breaks, or when
+//! Redis answers READONLY (the node was demoted to a replica: a failover happened while
+//! the connection stayed up) or MOVED (the slot has another owner). The next call then
+//! asks the Sentinels for the primary again, or the cluster for its slots, so the
+//! limiter and the cache leave their fallback by themselves once the new primary serves.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +44,8 @@ pub struct RedisPool {
 enum PoolKind {
     /// One Redis server.
     Single(deadpool_redis::Pool),
+    /// The primary that Redis Sentinels point at.
+    Sentinel(deadpool_redis::sentinel::Pool),
     /// A Redis Cluster, found from its seed nodes.
     Cluster(deadpool_redis::cluster::Pool),
 }
@@ -81,19 +90,56 @@ fn pool_config(settings: &RedisSettings) -> deadpool_redis::PoolConfig {
 /// A URL is not one redis-rs accepts.
 pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, RedisSetupError> {
     let runtime = Some(deadpool_redis::Runtime::Tokio1);
+    let setup = |e: &dyn std::fmt::Display| RedisSetupError(e.to_string());
     if settings.cluster {
         let mut cfg = deadpool_redis::cluster::Config::from_urls(settings.nodes.clone());
         cfg.pool = Some(pool_config(settings));
         cfg.create_pool(runtime)
             .map(|p| RedisPool::new(PoolKind::Cluster(p)))
-            .map_err(|e| RedisSetupError(e.to_string()))
+            .map_err(|e| setup(&e))
+    } else if !settings.sentinels.is_empty() {
+        sentinel_pool(settings).map(|p| RedisPool::new(PoolKind::Sentinel(p)))
     } else {
         let mut cfg = deadpool_redis::Config::from_url(settings.url.clone());
         cfg.pool = Some(pool_config(settings));
         cfg.create_pool(runtime)
             .map(|p| RedisPool::new(PoolKind::Single(p)))
-            .map_err(|e| RedisSetupError(e.to_string()))
+            .map_err(|e| setup(&e))
     }
+}
+
+/// A pool of connections to the primary the Sentinels name; `redis.url` gives the
+/// database and the credentials used on it.
+fn sentinel_pool(
+    settings: &RedisSettings,
+) -> Result<deadpool_redis::sentinel::Pool, RedisSetupError> {
+    use deadpool_redis::sentinel::{Config, SentinelNodeConnectionInfo, SentinelServerType};
+    use redis::IntoConnectionInfo;
+    let setup = |e: &dyn std::fmt::Display| RedisSetupError(e.to_string());
+    let info = settings
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| setup(&e))?;
+    let redis_info = info.redis_settings();
+    let node = SentinelNodeConnectionInfo {
+        tls_mode: None,
+        redis_connection_info: Some(deadpool_redis::RedisConnectionInfo {
+            db: redis_info.db(),
+            username: redis_info.username().map(str::to_string),
+            password: redis_info.password().map(str::to_string),
+            protocol: deadpool_redis::ProtocolVersion::RESP2,
+        }),
+    };
+    let mut cfg = Config::from_urls(
+        settings.sentinels.clone(),
+        settings.sentinel_master.clone(),
+        SentinelServerType::Master,
+    )
+    .with_node_connection_info(Some(node));
+    cfg.pool = Some(pool_config(settings));
+    cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .map_err(|e| setup(&e))
 }
 
 impl RedisPool {
@@ -135,15 +181,21 @@ impl RedisPool {
                         return Err(error.clone());
                     }
                 }
+                // Taken out of the pool for good: a connection dropped after READONLY
+                // still answers PING, and the pool would hand it out again.
                 let made = match &self.kind {
                     PoolKind::Single(p) => p
                         .get()
                         .await
-                        .map(|pooled| Shared::Single((*pooled).clone())),
+                        .map(|c| Shared::Single(deadpool_redis::Connection::take(c))),
+                    PoolKind::Sentinel(p) => p
+                        .get()
+                        .await
+                        .map(|c| Shared::Single(deadpool_redis::sentinel::Connection::take(c))),
                     PoolKind::Cluster(p) => p
                         .get()
                         .await
-                        .map(|pooled| Shared::Cluster((*pooled).clone())),
+                        .map(|c| Shared::Cluster(deadpool_redis::cluster::Connection::take(c))),
                 };
                 let fresh = match made {
                     Ok(conn) => {
@@ -175,23 +227,38 @@ impl RedisPool {
     pub fn wait_timeout(&self) -> Option<Duration> {
         match &self.kind {
             PoolKind::Single(p) => p.timeouts().wait,
+            PoolKind::Sentinel(p) => p.timeouts().wait,
             PoolKind::Cluster(p) => p.timeouts().wait,
         }
     }
 }
 
 impl RedisConn {
-    /// Forgets the shared connection when `result` shows it is broken, so the next call
-    /// makes a new one.
+    /// Forgets the shared connection when `result` shows it is broken or talks to a
+    /// node that no longer owns the data, so the next call makes a new one.
     fn check<T>(slot: &Mutex<Option<Shared>>, result: &redis::RedisResult<T>) {
         if let Err(e) = result {
-            if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+            if must_reconnect(e) {
                 *slot
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
             }
         }
     }
+}
+
+/// Whether an error means the connection must be replaced: it broke, or it reaches a
+/// replica (READONLY: a failover demoted the node it was made to) or a node that no
+/// longer serves the key's slot (MOVED).
+fn must_reconnect(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::Moved)
+        )
 }
 
 impl ConnectionLike for RedisConn {
@@ -252,6 +319,41 @@ mod tests {
         let pool = redis_pool(&cluster.redis).expect("pool");
         assert!(pool.is_cluster());
         assert_eq!(pool.wait_timeout(), Some(Duration::from_millis(750)));
+    }
+
+    #[test]
+    fn readonly_and_moved_replies_drop_the_connection_other_errors_do_not() {
+        use redis::{ErrorKind, RedisError, ServerErrorKind};
+        let server = |kind: ServerErrorKind, detail: &str| {
+            RedisError::from((ErrorKind::Server(kind), "server", detail.to_string()))
+        };
+        assert!(must_reconnect(&server(
+            ServerErrorKind::ReadOnly,
+            "You can't write against a read only replica."
+        )));
+        assert!(must_reconnect(&server(
+            ServerErrorKind::Moved,
+            "3999 127.0.0.1:6381"
+        )));
+        let script_error = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "ERR",
+            "bad".to_string(),
+        ));
+        assert!(!must_reconnect(&script_error));
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(must_reconnect(&io));
+    }
+
+    #[test]
+    fn sentinels_choose_the_sentinel_pool_and_keep_the_url_database() {
+        let s = Settings::from_toml(
+            "[redis]\nurl = \"redis://:pw@127.0.0.1:6379/3\"\nsentinels = [\"redis://127.0.0.1:26379\"]\n",
+        )
+        .expect("settings");
+        let pool = redis_pool(&s.redis).expect("pool");
+        assert!(matches!(pool.kind, PoolKind::Sentinel(_)));
+        assert!(!pool.is_cluster());
     }
 
     #[tokio::test]

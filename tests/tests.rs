@@ -8,6 +8,7 @@ mod accuracy;
 mod cluster;
 mod commands;
 mod egress;
+mod failover;
 mod holes;
 mod monitors;
 mod our_side;

@@ -84,7 +84,7 @@ impl JobPublisher {
     /// # Errors
     /// The broker cannot be reached or refused the declarations.
     pub async fn open(settings: &AmqpSettings) -> Result<JobPublisher, AmqpError> {
-        let conn = connect(settings, "picket enqueue").await?;
+        let conn = connect(settings, &super::nodes::connection_name("enqueue", None)).await?;
         declare(&conn, settings).await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -199,7 +199,7 @@ pub async fn peek(
     limit: Option<u64>,
     mut write: impl FnMut(&[u8]) -> io::Result<Written>,
 ) -> Result<u64, ReadError> {
-    let conn = connect(settings, "picket results").await?;
+    let conn = connect(settings, &super::nodes::connection_name("results", None)).await?;
     let ch = conn.create_channel().await?;
     let outcome = async {
         let ready = ready_count(&ch, &settings.results_queue).await?;
@@ -269,7 +269,11 @@ pub async fn follow(
     shutdown: CancellationToken,
     write: impl FnMut(&[u8]) -> io::Result<Written>,
 ) -> Result<u64, ReadError> {
-    let conn = connect(settings, "picket results --follow").await?;
+    let conn = connect(
+        settings,
+        &super::nodes::connection_name("results --follow", None),
+    )
+    .await?;
     let ch = conn.create_channel().await?;
     // The exchange may not exist yet (no worker ran, or the changes exchange is new):
     // declaring it as picket does is harmless and lets the bind succeed.
@@ -322,7 +326,11 @@ pub async fn drain(
     shutdown: CancellationToken,
     mut write: impl FnMut(&[u8]) -> io::Result<Written>,
 ) -> Result<u64, ReadError> {
-    let conn = connect(settings, "picket results --drain").await?;
+    let conn = connect(
+        settings,
+        &super::nodes::connection_name("results --drain", None),
+    )
+    .await?;
     let ch = conn.create_channel().await?;
     ready_count(&ch, &settings.results_queue).await?;
     let outcome = if follow {

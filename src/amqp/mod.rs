@@ -18,12 +18,12 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{redact_url, AmqpSettings, QueueType};
+use crate::config::{AmqpSettings, QueueType};
 use crate::engine::Engine;
 use crate::job::Report;
 use crate::metric;
@@ -31,8 +31,10 @@ use crate::worker::{self, Disposition};
 
 mod ack;
 pub mod commands;
+mod nodes;
 
 use ack::Acks;
+pub use nodes::{connect_url, connection_name, Node, Nodes};
 
 /// Header carrying why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-picket-reason";
@@ -77,29 +79,14 @@ pub enum AmqpError {
     Topology(String),
 }
 
-/// Connects once, within `connect_timeout`.
+/// Connects to the first broker node that answers (`amqp.urls` in this process's
+/// order, or `amqp.url`), each within `connect_timeout`.
 ///
 /// # Errors
-/// [`AmqpError::Connect`].
+/// [`AmqpError::Connect`]: no node answered.
 pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, AmqpError> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    let err = |message: String| AmqpError::Connect {
-        url: redact_url(&settings.url),
-        message,
-    };
-    match tokio::time::timeout(
-        settings.connect_timeout,
-        Connection::connect(&settings.url, props),
-    )
-    .await
-    {
-        Err(_) => Err(err(format!(
-            "timed out after {:?}",
-            settings.connect_timeout
-        ))),
-        Ok(Err(e)) => Err(err(e.to_string())),
-        Ok(Ok(c)) => Ok(c),
-    }
+    let (conn, _) = Nodes::new(settings).connect(settings, name).await?;
+    Ok(conn)
 }
 
 fn queue_args(settings: &AmqpSettings) -> FieldTable {
@@ -149,13 +136,8 @@ pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpErro
     dead_letter_into(&mut jobs_args, &s.dead_letter_queue);
     declare_queue(conn, &mut ch, &s.jobs_queue, jobs_args).await?;
     // Deferred jobs expire out of the delay queue (per-message TTL) back into the jobs
-    // queue. Always classic: per-message TTL there is long supported and it holds only
-    // copies that are also safe to lose order on.
-    let mut delay_args = FieldTable::default();
-    delay_args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("classic".into()),
-    );
+    // queue. Classic, unless the queues are replicated (see `nodes::delay_queue_args`).
+    let mut delay_args = nodes::delay_queue_args(s.queue_type);
     dead_letter_into(&mut delay_args, &s.jobs_queue);
     let durable = QueueDeclareOptions {
         durable: true,
@@ -169,7 +151,7 @@ pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpErro
     {
         return Err(if precondition_failed(&e) {
             AmqpError::Topology(format!(
-                "the delay queue {:?} exists with other arguments than picket's (it must be a classic queue dead-lettering into {:?}): deferred jobs would be lost there; delete it or set amqp.delay_queue to another name",
+                "the delay queue {:?} exists with other arguments than picket's (it must dead-letter into {:?}): deferred jobs would be lost there; delete it or set amqp.delay_queue to another name",
                 s.delay_queue, s.jobs_queue
             ))
         } else {
@@ -178,7 +160,13 @@ pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpErro
     }
     declare_topic(&ch, &s.results_exchange, "amqp.results_exchange").await?;
     declare_topic(&ch, &s.changes_exchange, "amqp.changes_exchange").await?;
-    declare_queue(conn, &mut ch, &s.results_queue, FieldTable::default()).await?;
+    declare_queue(
+        conn,
+        &mut ch,
+        &s.results_queue,
+        nodes::results_queue_args(s.queue_type),
+    )
+    .await?;
     ch.queue_bind(
         short(&s.results_queue),
         short(&s.results_exchange),
@@ -357,6 +345,25 @@ pub struct BrokerState {
     pub connected: AtomicBool,
     /// Consuming jobs right now.
     pub consuming: AtomicBool,
+    /// The node of the current (or last) session, password redacted.
+    pub node: std::sync::Mutex<Option<String>>,
+}
+
+impl BrokerState {
+    /// The node of the current (or last) session.
+    pub fn node(&self) -> Option<String> {
+        self.node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_node(&self, label: String) {
+        *self
+            .node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(label);
+    }
 }
 
 /// Capped, jittered exponential backoff: 0.5 s, 1 s, 2 s ... up to 30 s, each ±20 %.
@@ -416,12 +423,15 @@ pub async fn run_worker(
     let tracker = TaskTracker::new();
     let mut delays = backoff();
     let mut first = true;
+    let mut nodes = Nodes::new(&settings);
+    // When the last session broke: the time without a broker is counted from there.
+    let mut lost_at: Option<tokio::time::Instant> = None;
     'session: while !shutdown.is_cancelled() {
         let session = tokio::select! {
             () = shutdown.cancelled() => break 'session,
-            s = open_session(&settings, &worker_name) => s,
+            s = open_session(&settings, &mut nodes, &worker_name) => s,
         };
-        let (conn, publish, consume) = match session {
+        let (conn, publish, consume, node) = match session {
             Ok(s) => s,
             Err(e) => {
                 let d = delays.next().unwrap_or(Duration::from_secs(30));
@@ -458,6 +468,12 @@ pub async fn run_worker(
         if !first {
             metric::reconnected();
         }
+        if node.moved {
+            metric::broker_failover();
+        }
+        if let Some(at) = lost_at.take() {
+            metric::broker_unavailable(at.elapsed());
+        }
         first = false;
         // Cancelled by a task whose publish failed: the channel may be gone, so the
         // session is rebuilt (and the topology declared again) rather than nacking
@@ -466,7 +482,8 @@ pub async fn run_worker(
         state.connected.store(true, Ordering::SeqCst);
         state.consuming.store(true, Ordering::SeqCst);
         metric::broker_up(true);
-        tracing::info!(queue = %settings.jobs_queue, url = %redact_url(&settings.url), "consuming");
+        tracing::info!(queue = %settings.jobs_queue, node = %node.label, moved = node.moved, "consuming");
+        state.set_node(node.label);
         let acks = Acks::start(consume.clone(), &tracker);
         loop {
             // Take the permit before pulling the next delivery: no job waits in memory
@@ -552,11 +569,16 @@ pub async fn run_worker(
         }
         state.connected.store(false, Ordering::SeqCst);
         metric::broker_up(false);
+        lost_at = Some(tokio::time::Instant::now());
         // Jobs in flight may still publish and ack on a channel that works: give them
-        // the grace period before the connection goes.
-        tracker.close();
-        let _ = tokio::time::timeout(grace, tracker.wait()).await;
-        tracker.reopen();
+        // the grace period before the connection goes. On a dead connection (its node
+        // died) they cannot, and the broker hands their deliveries to others: move to the
+        // next node at once instead of idling through the grace period.
+        if conn.status().connected() {
+            tracker.close();
+            let _ = tokio::time::timeout(grace, tracker.wait()).await;
+            tracker.reopen();
+        }
         let _ = conn.close(200, "reconnecting".into()).await;
         // A broken session is rebuilt after a pause, not in a hot loop.
         let d = delays.next().unwrap_or(Duration::from_secs(1));
@@ -572,19 +594,38 @@ pub async fn run_worker(
 
 async fn open_session(
     settings: &AmqpSettings,
+    nodes: &mut Nodes,
     worker_name: &str,
-) -> Result<(Connection, Channel, Channel), AmqpError> {
-    let conn = connect(settings, &format!("picket worker {worker_name}")).await?;
+) -> Result<(Connection, Channel, Channel, Node), AmqpError> {
+    let name = connection_name("worker", Some(worker_name));
+    let (conn, node) = nodes.connect(settings, &name).await?;
+    match channels(&conn, settings).await {
+        Ok((publish, consume)) => Ok((conn, publish, consume, node)),
+        Err(e) => {
+            // A node that takes the connection but cannot serve the topology (e.g. it is
+            // still joining its cluster): let it go; the next attempt tries another node.
+            let _ = conn.close(200, "session set-up failed".into()).await;
+            Err(e)
+        }
+    }
+}
+
+/// The session's publishing channel (confirm mode) and consuming channel (QoS), with
+/// the topology declared.
+async fn channels(
+    conn: &Connection,
+    settings: &AmqpSettings,
+) -> Result<(Channel, Channel), AmqpError> {
     let publish = conn.create_channel().await?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    declare(&conn, settings).await?;
+    declare(conn, settings).await?;
     let consume = conn.create_channel().await?;
     consume
         .basic_qos(settings.prefetch, BasicQosOptions::default())
         .await?;
-    Ok((conn, publish, consume))
+    Ok((publish, consume))
 }
 
 /// Handles one delivery to the end (ack or nack); false when publishing failed, which

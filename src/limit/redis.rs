@@ -103,57 +103,59 @@ impl Drop for Lease {
 /// Frees leases in batches: a finished request hands its lease to one background task,
 /// which removes whatever has gathered meanwhile in one round trip (a task and a Redis
 /// write per request were a noticeable share of the worker's time under load).
+///
+/// A release that fails (Redis away, or failing over) is tried again, once a second,
+/// until the lease would have expired anyway: after a failover the replica that took
+/// over holds the leases of requests that finished while Redis was away, and each one
+/// left there would keep an in-flight slot of its IP booked for the whole lease.
 #[derive(Clone)]
 struct Releaser(Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>);
+
+/// A lease to free and when it expires by itself (then it need not be freed).
+type Pending = (String, String, Instant);
 
 impl Releaser {
     /// Starts the releasing task on the current Tokio runtime; without one, leases are
     /// left to expire.
-    fn start(pool: RedisPool, timeout: Duration) -> Releaser {
+    fn start(pool: RedisPool, timeout: Duration, lease: Duration) -> Releaser {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Releaser(None);
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
         runtime.spawn(async move {
-            let mut batch = Vec::new();
-            // Ends when the limiter and every lease are gone.
-            while rx.recv_many(&mut batch, 512).await > 0 {
-                let release = async {
-                    let mut conn = pool.get().await?;
-                    if pool.is_cluster() {
-                        // Leases of different IPs live in different slots: one command
-                        // each, all in flight at once on the multiplexed connection.
-                        let calls = batch.iter().map(|(key, id)| {
-                            let pool = pool.clone();
-                            async move {
-                                let mut c = pool.get().await?;
-                                redis::cmd("ZREM")
-                                    .arg(key)
-                                    .arg(id)
-                                    .query_async::<i64>(&mut c)
-                                    .await
-                                    .map_err(|e| e.to_string())
-                            }
-                        });
-                        futures_util::future::join_all(calls)
-                            .await
-                            .into_iter()
-                            .find_map(Result::err)
-                            .map_or(Ok(()), Err)
-                    } else {
-                        let mut pipe = redis::pipe();
-                        for (key, id) in &batch {
-                            pipe.cmd("ZREM").arg(key).arg(id).ignore();
-                        }
-                        pipe.query_async::<()>(&mut conn)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
+            let mut fresh = Vec::new();
+            let mut pending: Vec<Pending> = Vec::new();
+            loop {
+                // With releases to retry, wait at most RETRY_REDIS_AFTER for new ones.
+                let got = if pending.is_empty() {
+                    rx.recv_many(&mut fresh, 512).await
+                } else {
+                    tokio::time::timeout(RETRY_REDIS_AFTER, rx.recv_many(&mut fresh, 512))
+                        .await
+                        .unwrap_or(1)
                 };
-                if let Ok(Err(e)) = tokio::time::timeout(timeout, release).await {
-                    tracing::debug!(error = %e, leases = batch.len(), "lease release failed; the leases will expire");
+                if got == 0 {
+                    // The limiter and every lease are gone.
+                    break;
                 }
-                batch.clear();
+                let now = Instant::now();
+                pending.retain(|(_, _, expires)| *expires > now);
+                pending.extend(fresh.drain(..).map(|(k, id)| (k, id, now + lease)));
+                if pending.is_empty() {
+                    continue;
+                }
+                match tokio::time::timeout(timeout, release_all(&pool, &pending)).await {
+                    Ok(Ok(())) => pending.clear(),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, leases = pending.len(), "lease release failed; trying again");
+                    }
+                    Err(_) => {
+                        tracing::debug!(leases = pending.len(), "lease release timed out; trying again");
+                    }
+                }
+                if !pending.is_empty() {
+                    tokio::time::sleep(RETRY_REDIS_AFTER).await;
+                }
             }
         });
         Releaser(Some(tx))
@@ -163,6 +165,40 @@ impl Releaser {
         if let Some(tx) = &self.0 {
             let _ = tx.send((key, id));
         }
+    }
+}
+
+/// Removes the leases in `batch` from their in-flight sets.
+async fn release_all(pool: &RedisPool, batch: &[Pending]) -> Result<(), String> {
+    let mut conn = pool.get().await?;
+    if pool.is_cluster() {
+        // Leases of different IPs live in different slots: one command each, all in
+        // flight at once on the multiplexed connection.
+        let calls = batch.iter().map(|(key, id, _)| {
+            let pool = pool.clone();
+            async move {
+                let mut c = pool.get().await?;
+                redis::cmd("ZREM")
+                    .arg(key)
+                    .arg(id)
+                    .query_async::<i64>(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        });
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
+    } else {
+        let mut pipe = redis::pipe();
+        for (key, id, _) in batch {
+            pipe.cmd("ZREM").arg(key).arg(id).ignore();
+        }
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -188,7 +224,7 @@ impl RedisLimiter {
             in_fallback: AtomicBool::new(false),
             next_lease: AtomicU64::new(0),
             lease_prefix: worker.to_string(),
-            releaser: Releaser::start(pool.clone(), redis.timeout),
+            releaser: Releaser::start(pool.clone(), redis.timeout, lease),
         }
     }
 

@@ -8,7 +8,10 @@
 //! - [`RedisServer::launch`] and [`RabbitServer::launch`] give a test a
 //!   server of its own, for fault tests that stop or restart it: stopping a
 //!   shared server would break the other tests running in parallel.
-//! - [`RedisCluster::launch`] starts a private Redis Cluster of N masters.
+//! - [`RedisCluster::launch`] starts a private Redis Cluster of N masters
+//!   (`launch_with_replicas`: with replicas); [`RedisSentinels::launch`] a
+//!   primary, a replica and three Sentinels; [`RabbitCluster::launch`] a
+//!   RabbitMQ cluster of N nodes. Each can lose a node to SIGKILL.
 //! - [`serve`] and [`serve_raw`] (in `targets`) put HTTP targets, well or
 //!   badly behaved, on loopback addresses.
 //! - [`farm::Farm`] starts a hostile target farm on 127.0.2.x (charsets,
@@ -31,8 +34,8 @@ pub mod worker_process;
 use std::sync::OnceLock;
 
 pub use procs::{free_port, unique};
-pub use rabbitmq::RabbitServer;
-pub use redis_server::{RedisCluster, RedisServer};
+pub use rabbitmq::{RabbitCluster, RabbitServer};
+pub use redis_server::{RedisCluster, RedisSentinels, RedisServer};
 pub use targets::{serve, serve_raw};
 
 /// The servers every test of this binary shares.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// The message every missing-binary panic carries, so that whoever reads a
 /// failed run knows the one command that fixes it.
 pub(crate) const INSTALL_HINT: &str =
-    "run scripts/test (it installs the test dependencies) or apt-get install rabbitmq-server redis-server openssl";
+    "run scripts/test (it installs the test dependencies) or apt-get install rabbitmq-server redis-server redis-sentinel openssl";
 
 /// Scratch directories carry this prefix; the watchdog refuses to delete
 /// anything else, as a guard against a bad path reaching `rm -rf`.

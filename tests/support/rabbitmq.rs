@@ -13,6 +13,11 @@
 //! port, started by us so we know its PID. Otherwise Erlang would start a
 //! daemon epmd on 4369 that outlives the tests, and a system RabbitMQ or a
 //! second test binary would share it.
+//!
+//! [`RabbitCluster`] joins several such nodes into one cluster (`rabbitmqctl
+//! join_cluster`): they share one private epmd and one Erlang cookie, each with
+//! its own name, ports and data. A node can be killed with SIGKILL and started
+//! again, and rejoins the cluster from its own data.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -44,12 +49,26 @@ pub struct RabbitServer {
     _watchdog: Watchdog,
 }
 
+/// What a node shares with others of its cluster.
+#[derive(Default, Clone)]
+pub struct NodeSetup {
+    /// The cluster's epmd port (the cluster started it); `None` = a private epmd.
+    pub epmd_port: Option<u16>,
+    /// The cluster's Erlang cookie; `None` = the node makes its own.
+    pub cookie: Option<String>,
+}
+
 impl RabbitServer {
     /// Starts a new node on free ports and waits until it accepts AMQP.
     ///
     /// Panics with the install hint if RabbitMQ is not installed: a test
     /// that needs the broker must never pass by skipping.
     pub fn launch() -> Result<RabbitServer, String> {
+        RabbitServer::launch_with(&NodeSetup::default())
+    }
+
+    /// [`launch`](Self::launch) with what the node shares with its cluster.
+    pub fn launch_with(setup: &NodeSetup) -> Result<RabbitServer, String> {
         let server_bin = Path::new(RABBIT_DIR).join("rabbitmq-server");
         let ctl_bin = Path::new(RABBIT_DIR).join("rabbitmqctl");
         if !procs::is_executable(&server_bin) || !procs::is_executable(&ctl_bin) {
@@ -81,11 +100,15 @@ impl RabbitServer {
         // which would look like a picket bug.
         write(&conf, "disk_free_limit.absolute = 1MB\n")?;
 
+        if let Some(cookie) = &setup.cookie {
+            write_cookie(&home, cookie)?;
+        }
+
         let amqp_port = procs::free_port();
         // Set explicitly: the default (AMQP port + 20000) overflows for
         // ports above 45535.
         let dist_port = procs::free_port();
-        let epmd_port = procs::free_port();
+        let epmd_port = setup.epmd_port.unwrap_or_else(procs::free_port);
         let node = format!("{}@localhost", procs::unique("picket-test"));
 
         let env: Vec<(String, String)> = [
@@ -109,13 +132,20 @@ impl RabbitServer {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
 
-        let mut epmd_cmd = Command::new(&epmd_bin);
-        epmd_cmd.args(["-port", &epmd_port.to_string()]);
-        epmd_cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        procs::background(&mut epmd_cmd, &dir.join("epmd.log"))?;
-        let mut epmd = epmd_cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", epmd_bin.display()))?;
+        // A node of a cluster uses the cluster's epmd, which the cluster started.
+        let mut epmd = match setup.epmd_port {
+            Some(_) => None,
+            None => Some(start_epmd(
+                &epmd_bin,
+                epmd_port,
+                &env,
+                &dir.join("epmd.log"),
+            )?),
+        };
+        let epmd_pid = epmd
+            .as_ref()
+            .map(|c| c.id().to_string())
+            .unwrap_or_default();
 
         // The watchdog exists before the node does, so that a panic from here
         // on still leaves nothing running. The node's PID comes from the PID
@@ -141,7 +171,7 @@ tidy "$1"
                 ctl_bin.display().to_string(),
                 node.clone(),
                 pid_file.display().to_string(),
-                epmd.id().to_string(),
+                epmd_pid,
                 epmd_port.to_string(),
             ],
             &env,
@@ -149,13 +179,15 @@ tidy "$1"
 
         // Erlang starts a daemon epmd of its own if ours is not listening
         // yet; that one would outlive the tests.
-        procs::wait_ready(
-            "epmd",
-            &mut epmd,
-            &dir.join("epmd.log"),
-            Duration::from_secs(10),
-            || TcpStream::connect(("127.0.0.1", epmd_port)).is_ok(),
-        )?;
+        if let Some(epmd) = epmd.as_mut() {
+            procs::wait_ready(
+                "epmd",
+                epmd,
+                &dir.join("epmd.log"),
+                Duration::from_secs(10),
+                || TcpStream::connect(("127.0.0.1", epmd_port)).is_ok(),
+            )?;
+        }
 
         let server = RabbitServer {
             node,
@@ -263,6 +295,34 @@ tidy "$1"
             .unwrap_or_else(|e| panic!("restarting RabbitMQ failed: {e}"));
     }
 
+    /// Kills the node's Erlang VM with SIGKILL, as a crash or a power loss
+    /// would, and waits until it is gone. Does nothing if it is stopped.
+    pub fn kill(&self) {
+        let mut guard = procs::lock(&self.child);
+        let Some(mut child) = guard.take() else {
+            return;
+        };
+        let beam_pid = std::fs::read_to_string(self.pid_file())
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let Some(pid) = beam_pid {
+            procs::signal(pid, "KILL", &self.dir.join("home").display().to_string());
+        }
+        // The launcher script exits right after its VM.
+        if !procs::wait_exit(&mut child, STOP_TIMEOUT) {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+
+    /// Whether the node's launcher is running (the node may still be booting).
+    pub fn is_running(&self) -> bool {
+        let mut child = procs::lock(&self.child);
+        child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// [`stop`](Self::stop) then [`start`](Self::start): about 5 s.
     pub fn restart(&self) {
         self.stop();
@@ -326,6 +386,183 @@ fn speaks_amqp(port: u16) -> bool {
     // Frame header: type 1 (method) on channel 0.
     let mut header = [0u8; 3];
     s.read_exact(&mut header).is_ok() && header == [1, 0, 0]
+}
+
+/// Starts an epmd on `port` (its output to `log`).
+fn start_epmd(
+    bin: &Path,
+    port: u16,
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<Child, String> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["-port", &port.to_string()]);
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    procs::background(&mut cmd, log)?;
+    cmd.spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))
+}
+
+/// Erlang reads the cookie from `HOME/.erlang.cookie` and refuses one that
+/// others may read.
+fn write_cookie(home: &Path, cookie: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = home.join(".erlang.cookie");
+    write(&path, cookie)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))
+        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))
+}
+
+/// A RabbitMQ cluster of private nodes on 127.0.0.1, joined with
+/// `rabbitmqctl join_cluster`, sharing one epmd and one cookie.
+pub struct RabbitCluster {
+    nodes: Vec<RabbitServer>,
+    _epmd_watchdog: Watchdog,
+}
+
+impl RabbitCluster {
+    /// Starts `n` nodes (the joiners boot in parallel), joins them to the
+    /// first, and waits until every node lists all `n` as running.
+    pub fn launch(n: usize) -> Result<RabbitCluster, String> {
+        let epmd_bin = find_epmd().unwrap_or_else(|| {
+            panic!(
+                "epmd (part of erlang-base) not found: {}",
+                procs::INSTALL_HINT
+            )
+        });
+        let dir = procs::scratch_dir("rabbitmq-cluster")?;
+        let epmd_port = procs::free_port();
+        let env = vec![
+            ("ERL_EPMD_PORT".to_string(), epmd_port.to_string()),
+            ("ERL_EPMD_ADDRESS".to_string(), "127.0.0.1".to_string()),
+        ];
+        let mut epmd = start_epmd(&epmd_bin, epmd_port, &env, &dir.join("epmd.log"))?;
+        // Stops epmd once the test process is gone (after the nodes' own
+        // watchdogs, which need it to stop their nodes, had a moment).
+        let epmd_watchdog = Watchdog::spawn(
+            "rabbitmq-epmd",
+            &dir.join("watchdog.log"),
+            r#"
+sleep 20
+if ours "$2" "-port $3"; then kill "$2"; fi
+tidy "$1"
+"#,
+            &[
+                dir.display().to_string(),
+                epmd.id().to_string(),
+                epmd_port.to_string(),
+            ],
+            &[],
+        )?;
+        procs::wait_ready(
+            "epmd",
+            &mut epmd,
+            &dir.join("epmd.log"),
+            Duration::from_secs(10),
+            || TcpStream::connect(("127.0.0.1", epmd_port)).is_ok(),
+        )?;
+        let setup = NodeSetup {
+            epmd_port: Some(epmd_port),
+            cookie: Some(procs::unique("cookie").replace('-', "")),
+        };
+        let first = RabbitServer::launch_with(&setup)?;
+        let joiners: Vec<_> = (1..n)
+            .map(|_| {
+                let setup = setup.clone();
+                let seed = first.node().to_string();
+                std::thread::spawn(move || -> Result<RabbitServer, String> {
+                    let node = RabbitServer::launch_with(&setup)?;
+                    node.ctl(&["stop_app"])?;
+                    node.ctl(&["join_cluster", &seed])?;
+                    node.ctl(&["start_app"])?;
+                    Ok(node)
+                })
+            })
+            .collect();
+        let mut nodes = vec![first];
+        for j in joiners {
+            nodes.push(
+                j.join()
+                    .map_err(|_| "a joining node panicked".to_string())??,
+            );
+        }
+        let cluster = RabbitCluster {
+            nodes,
+            _epmd_watchdog: epmd_watchdog,
+        };
+        cluster.wait_running(n, STARTUP_TIMEOUT)?;
+        Ok(cluster)
+    }
+
+    pub fn nodes(&self) -> &[RabbitServer] {
+        &self.nodes
+    }
+
+    pub fn node(&self, i: usize) -> &RabbitServer {
+        &self.nodes[i]
+    }
+
+    /// Every node's `amqp://` URL, in node order.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url().to_string()).collect()
+    }
+
+    /// The index of the node whose AMQP port `text` names (`:PORT/`), e.g.
+    /// from a worker's `/readyz`.
+    pub fn index_in(&self, text: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| text.contains(&format!(":{}/", n.port())))
+    }
+
+    /// Runs `rabbitmqctl ARGS` on the first running node.
+    pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let mut last = Err("no node is running".to_string());
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            last = node.ctl(args);
+            if last.is_ok() {
+                return last;
+            }
+        }
+        last
+    }
+
+    /// The index of the node leading quorum queue `queue`.
+    pub fn leader(&self, queue: &str) -> Result<usize, String> {
+        let out = self.ctl(&["-q", "--no-table-headers", "list_queues", "name", "leader"])?;
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(queue))
+            .ok_or_else(|| format!("{queue} not listed:\n{out}"))?;
+        let leader = line.split_whitespace().nth(1).unwrap_or_default();
+        self.nodes
+            .iter()
+            .position(|n| n.node() == leader)
+            .ok_or_else(|| format!("leader {leader:?} of {queue} is none of ours"))
+    }
+
+    /// Waits until a running node lists `n` running nodes in the cluster.
+    pub fn wait_running(&self, n: usize, within: Duration) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let status = self.ctl(&["-q", "cluster_status", "--formatter", "json"]);
+            let running = status
+                .as_ref()
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                .and_then(|v| v["running_nodes"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            if running == n {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{running} of {n} RabbitMQ nodes running after {within:?}: {status:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
 }
 
 fn find_epmd() -> Option<PathBuf> {

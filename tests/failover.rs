@@ -1,0 +1,732 @@
+//! Past one broker (issue 13): a 3-node RabbitMQ cluster with quorum queues losing nodes
+//! to SIGKILL under two running workers, and a Redis that fails over (a primary watched
+//! by Sentinels; a Redis Cluster primary with a replica) under the shared limiter.
+//!
+//! Every server is ours, on loopback and free ports; targets are on 127.0.5.x (broker
+//! test) and 127.0.6.x / 127.0.7.x (Redis tests). Loads are bounded in count and time.
+//! The numbers printed here are the ones docs/OPERATIONS.md ("Clusters") quotes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use picket::config::Settings;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::picket::{page, Worker};
+use crate::support::redis_server::SENTINEL_MASTER;
+use crate::support::{
+    free_port, serve, servers, unique, RabbitCluster, RedisCluster, RedisSentinels, RedisServer,
+};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// Arrival times of requests, per target IP.
+type Arrivals = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
+
+/// A page on each of `ips`, recording when each request arrived; the URL of each.
+async fn targets(ips: &[String]) -> (HashMap<String, String>, Arrivals) {
+    let arrivals: Arrivals = Arc::default();
+    let mut urls = HashMap::new();
+    for ip in ips {
+        let (a, ip_key) = (arrivals.clone(), ip.clone());
+        let router = Router::new().route(
+            "/",
+            get(move || {
+                let (a, ip) = (a.clone(), ip_key.clone());
+                async move {
+                    let mut map = a.lock().expect("arrivals");
+                    map.entry(ip).or_default().push(Instant::now());
+                    drop(map);
+                    axum::response::Html(page("<p>failover</p>"))
+                }
+            }),
+        );
+        let addr = serve(ip, router).await;
+        urls.insert(ip.clone(), format!("http://{addr}/"));
+    }
+    (urls, arrivals)
+}
+
+/// The most arrivals in any window of length `t` starting at an arrival, among those
+/// at or after `from`.
+fn max_in_window(arrivals: &[Instant], t: Duration, from: Instant) -> usize {
+    let mut a: Vec<Instant> = arrivals.iter().copied().filter(|x| *x >= from).collect();
+    a.sort();
+    (0..a.len())
+        .map(|i| {
+            a[i..]
+                .iter()
+                .take_while(|x| x.duration_since(a[i]) < t)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// One result taken by the [`Collector`].
+#[derive(Clone, Debug)]
+struct Got {
+    at: Instant,
+    job_id: String,
+    worker: String,
+    verdict: String,
+    raw: Vec<u8>,
+}
+
+/// Consumes the results queue of a cluster, reconnecting to the next node when its node
+/// dies (acks after taking; a lost ack brings a message back, counted apart).
+struct Collector {
+    got: Arc<Mutex<Vec<Got>>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    fn start(urls: Vec<String>, queue: String) -> Collector {
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let (g, st) = (got.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut i = 0;
+            while !st.is_cancelled() {
+                let url = &urls[i % urls.len()];
+                i += 1;
+                if let Err(e) = collect(url, &queue, &g, &st).await {
+                    eprintln!("collector: {e}; trying the next node");
+                }
+                tokio::select! {
+                    () = st.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        });
+        Collector { got, stop, task }
+    }
+
+    fn distinct(&self) -> usize {
+        let got = self.got.lock().expect("collector");
+        got.iter()
+            .map(|g| g.job_id.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
+    /// Whether `worker` has a result that arrived after `t`.
+    fn has_result_after(&self, worker: &str, t: Instant) -> bool {
+        let got = self.got.lock().expect("collector");
+        got.iter().any(|g| g.worker == worker && g.at > t)
+    }
+
+    async fn finish(self) -> Vec<Got> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.stop.cancel();
+        let _ = self.task.await;
+        let got = self.got.lock().expect("collector");
+        got.clone()
+    }
+}
+
+async fn collect(
+    url: &str,
+    queue: &str,
+    got: &Mutex<Vec<Got>>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+    ch.basic_qos(500, BasicQosOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            unique("collect").as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let d = tokio::select! {
+            () = stop.cancelled() => break,
+            d = consumer.next() => d,
+        };
+        let d = match d {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("consumer ended".into()),
+        };
+        let v: Value = serde_json::from_slice(&d.data).unwrap_or(Value::Null);
+        let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        got.lock().expect("collector").push(Got {
+            at: Instant::now(),
+            job_id: field("job_id"),
+            worker: field("worker"),
+            verdict: field("verdict"),
+            raw: d.data.clone(),
+        });
+        let _ = d.acker.ack(BasicAckOptions::default()).await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    Ok(())
+}
+
+/// Job ids answered, results that were the same message again (a collector ack lost
+/// with its node), and results that were a second answer (a job probed twice).
+fn tally(all: &[Got]) -> (BTreeMap<&str, usize>, usize, usize) {
+    let mut by_id: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut same = 0;
+    for g in all {
+        if !seen.insert(g.raw.as_slice()) {
+            same += 1;
+            continue;
+        }
+        *by_id.entry(g.job_id.as_str()).or_default() += 1;
+    }
+    let twice = by_id.values().map(|n| n - 1).sum();
+    (by_id, same, twice)
+}
+
+async fn get_text(listen: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?
+        .get(format!("http://{listen}{path}"))
+        .send()
+        .await
+        .ok()?;
+    let code = r.status().as_u16();
+    Some((code, r.text().await.unwrap_or_default()))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("join")
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. A RabbitMQ cluster loses nodes under two workers
+// ---------------------------------------------------------------------------------------
+
+/// Jobs in the run: enough that both kills land mid-run at the rate below.
+const JOBS: usize = 3000;
+const TARGET_IPS: usize = 12;
+
+fn broker_settings(cluster: &RabbitCluster, redis: &RedisServer, name: &str, id: &str) -> Settings {
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("{u:?}")).collect();
+    let toml = format!(
+        r#"
+[amqp]
+urls = [{urls}]
+queue_type = "quorum"
+jobs_queue = "{id}.jobs"
+results_exchange = "{id}.results"
+results_queue = "{id}.results"
+dead_letter_queue = "{id}.dead"
+delay_queue = "{id}.delay"
+prefetch = 40
+connect_timeout = "3s"
+[redis]
+url = "{redis}"
+key_prefix = "{id}:"
+[http]
+listen = "127.0.0.1:{port}"
+[probe]
+concurrency = 40
+retry_delay = "200ms"
+timeout = "5s"
+connect_timeout = "2s"
+[rate_limit]
+max_wait = "30s"
+[rate_limit.per_ip]
+rate = 5.0
+burst = 2
+max_inflight = 4
+[targets]
+allow_private = true
+[worker]
+name = "{name}"
+shutdown_grace = "5s"
+"#,
+        urls = urls.join(", "),
+        redis = redis.url(),
+        port = free_port(),
+    );
+    Settings::from_toml(&toml).unwrap_or_else(|e| panic!("settings: {e}\n{toml}"))
+}
+
+/// Waits until every worker answers `/readyz` 200 from another node than `dead`, then
+/// until a result of each arrives after that (and at least 2 s after the kill, so it was
+/// not in flight before); returns the time from `killed` to the last of them.
+async fn consuming_again(
+    workers: &[(String, SocketAddr)],
+    cluster: &RabbitCluster,
+    dead: usize,
+    killed: Instant,
+    results: &Collector,
+) -> Duration {
+    let mut worst = Duration::ZERO;
+    for (name, listen) in workers {
+        let ready_at = loop {
+            let r = get_text(*listen, "/readyz").await;
+            if let Some((200, body)) = &r {
+                if cluster.index_in(body).is_some_and(|i| i != dead) {
+                    break Instant::now();
+                }
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "{name} not consuming through a surviving node 30 s after the kill: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let after = ready_at.max(killed + Duration::from_secs(2));
+        while !results.has_result_after(name, after) {
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "{name} produced no result 30 s after the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        worst = worst.max(killed.elapsed());
+    }
+    worst
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_cluster_loses_no_job_when_a_workers_node_and_the_queue_leader_die() {
+    let started = Instant::now();
+    let cluster = Arc::new(
+        blocking(|| RabbitCluster::launch(3))
+            .await
+            .expect("a 3-node RabbitMQ cluster"),
+    );
+    let redis = blocking(RedisServer::launch).await.expect("redis");
+    eprintln!("cluster of 3 up in {:?}", started.elapsed());
+    let ips: Vec<String> = (1..=TARGET_IPS).map(|i| format!("127.0.5.{i}")).collect();
+    let (urls, _arrivals) = targets(&ips).await;
+    let id = unique("qq");
+    let a = broker_settings(&cluster, &redis, "qq-a", &id);
+    let b = broker_settings(&cluster, &redis, "qq-b", &id);
+
+    // The topology and the jobs, through the first node (before anything dies).
+    let conn = Connection::connect(&cluster.urls()[0], ConnectionProperties::default())
+        .await
+        .expect("client connects");
+    picket::amqp::declare(&conn, &a.amqp)
+        .await
+        .expect("declare");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(Default::default())
+        .await
+        .expect("confirm");
+    let ids: Vec<String> = (0..JOBS).map(|i| format!("qq{i}")).collect();
+    let indexed: Vec<(usize, &String)> = ids.iter().enumerate().collect();
+    for window in indexed.chunks(500) {
+        let mut pending = Vec::new();
+        for (i, job) in window {
+            let url = &urls[&ips[i % TARGET_IPS]];
+            let body = json!({"id": job, "url": format!("{url}?j={job}")});
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(job.as_str().into());
+            pending.push(
+                ch.basic_publish(
+                    "".into(),
+                    a.amqp.jobs_queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body.to_string().as_bytes(),
+                    props,
+                )
+                .await
+                .expect("publish"),
+            );
+        }
+        for p in pending {
+            assert!(p.await.expect("confirm").is_ack());
+        }
+    }
+    let _ = conn.close(200, "published".into()).await;
+    let results = Collector::start(cluster.urls(), a.amqp.results_queue.clone());
+
+    let workers = [
+        ("qq-a".to_string(), a.http.listen),
+        ("qq-b".to_string(), b.http.listen),
+    ];
+    let wa = Worker::start(&a);
+    let wb = Worker::start(&b);
+    let run = Instant::now();
+
+    // Kill 1: the node worker A is consuming through.
+    wait_results(&results, 600, Duration::from_secs(60)).await;
+    let body = get_text(a.http.listen, "/readyz")
+        .await
+        .map(|r| r.1)
+        .unwrap_or_default();
+    let victim = cluster
+        .index_in(&body)
+        .unwrap_or_else(|| panic!("no node in /readyz: {body}"));
+    let c = cluster.clone();
+    blocking(move || c.node(victim).kill()).await;
+    let killed = Instant::now();
+    let first = consuming_again(&workers, &cluster, victim, killed, &results).await;
+    eprintln!(
+        "kill -9 of node {victim} (worker A's) at {:?} ({} results): both workers consuming again through other nodes after {first:?}",
+        killed - run,
+        results.distinct()
+    );
+    let c = cluster.clone();
+    blocking(move || {
+        c.node(victim).start();
+        c.wait_running(3, Duration::from_secs(60))
+    })
+    .await
+    .expect("the killed node rejoins");
+    eprintln!("node {victim} back after {:?}", killed.elapsed());
+
+    // Kill 2: the node leading the jobs queue.
+    wait_results(&results, 1800, Duration::from_secs(90)).await;
+    let (c, q) = (cluster.clone(), a.amqp.jobs_queue.clone());
+    let leader = blocking(move || c.leader(&q))
+        .await
+        .expect("jobs queue leader");
+    let c = cluster.clone();
+    blocking(move || c.node(leader).kill()).await;
+    let killed = Instant::now();
+    let second = consuming_again(&workers, &cluster, leader, killed, &results).await;
+    eprintln!(
+        "kill -9 of node {leader} (jobs queue leader) at {:?} ({} results): both workers consuming again after {second:?}",
+        killed - run,
+        results.distinct()
+    );
+    let c = cluster.clone();
+    blocking(move || {
+        c.node(leader).start();
+        c.wait_running(3, Duration::from_secs(60))
+    })
+    .await
+    .expect("the leader rejoins");
+
+    wait_results(&results, JOBS, Duration::from_secs(120)).await;
+    let elapsed = run.elapsed();
+    let metrics = get_text(a.http.listen, "/metrics")
+        .await
+        .map(|r| r.1)
+        .unwrap_or_default();
+    wa.shutdown().await;
+    wb.shutdown().await;
+    let all = results.finish().await;
+    let (by_id, same, twice) = tally(&all);
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|i| !by_id.contains_key(i.as_str()))
+        .collect();
+    let not_up = all.iter().filter(|g| g.verdict != "up").count();
+    let failovers = metric_sum(&metrics, "picket_broker_failovers_total");
+    eprintln!(
+        "cluster run: {JOBS} jobs in {elapsed:?}; {} results, {} ids, {twice} answered twice, \
+         {same} results delivered to the collector again; failovers counted {failovers}; \
+         whole test {:?}",
+        all.len(),
+        by_id.len(),
+        started.elapsed()
+    );
+    assert!(
+        missing.is_empty(),
+        "lost jobs: {} e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert_eq!(by_id.len(), JOBS, "no result for an id we never sent");
+    assert_eq!(not_up, 0, "every target answers: all results are up");
+    // Only deliveries unacked when a session died are answered twice: at most the
+    // prefetch of each worker per kill.
+    assert!(twice <= 2 * 2 * 40, "{twice} jobs answered twice");
+    assert!(failovers >= 1.0, "no failover counted:\n{metrics}");
+    assert!(
+        metrics.contains("picket_broker_outage_seconds_count"),
+        "{metrics}"
+    );
+}
+
+async fn wait_results(results: &Collector, n: usize, within: Duration) {
+    let t = Instant::now();
+    while results.distinct() < n {
+        assert!(
+            t.elapsed() < within,
+            "only {} of {n} job ids answered within {within:?}",
+            results.distinct()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The sum of a metric's samples (every label set) in Prometheus text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next().is_some_and(|n| n == name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. and 3. Redis fails over under the shared limiter
+// ---------------------------------------------------------------------------------------
+
+const RATE: f64 = 4.0;
+const BURST: u32 = 2;
+
+/// Reads one key from the primary that serves it now.
+type KeyReader = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Where the limiter's keys are: settings, and a way to read one key from the primary
+/// that serves it now.
+struct RedisSide {
+    toml: String,
+    read: KeyReader,
+}
+
+/// Two workers on the shared broker, jobs spread over `ips` at RATE each; `fail` kills
+/// the primary serving `ips[0]`'s limiter keys once a third of the results are in, and
+/// returns when the new primary serves. Asserts nothing is lost, every IP stays within
+/// its limit (plus what a switch to and from the local fallback may add), and the
+/// limiter writes to the new primary afterwards.
+async fn limiter_through_a_failover(
+    ips: &[String],
+    redis: RedisSide,
+    fail: impl FnOnce() -> Duration + Send + 'static,
+) {
+    let (urls, arrivals) = targets(ips).await;
+    let id = unique("rf");
+    let base = |name: &str| {
+        format!(
+            r#"
+[amqp]
+url = "{amqp}"
+jobs_queue = "{id}.jobs"
+results_exchange = "{id}.results"
+results_queue = "{id}.results"
+dead_letter_queue = "{id}.dead"
+delay_queue = "{id}.delay"
+[http]
+listen = "127.0.0.1:{port}"
+[probe]
+concurrency = 20
+retry_delay = "200ms"
+timeout = "5s"
+[rate_limit]
+max_wait = "30s"
+fallback_share = 0.5
+[rate_limit.per_ip]
+rate = {RATE}
+burst = {BURST}
+max_inflight = 4
+[targets]
+allow_private = true
+[worker]
+name = "{name}"
+{redis}
+"#,
+            amqp = servers().amqp_url,
+            port = free_port(),
+            redis = redis.toml.replace("PREFIX", &format!("{id}:")),
+        )
+    };
+    let a = Settings::from_toml(&base("rf-a")).expect("settings a");
+    let b = Settings::from_toml(&base("rf-b")).expect("settings b");
+    let per_ip = 72;
+    let total = per_ip * ips.len();
+    let client = crate::support::picket::Client::connect().await;
+    client.declare(&a).await;
+    for i in 0..total {
+        let url = &urls[&ips[i % ips.len()]];
+        client
+            .job(
+                &a,
+                json!({"id": format!("{id}-{i}"), "url": format!("{url}?n={i}")}),
+            )
+            .await;
+    }
+    let results = Collector::start(
+        vec![servers().amqp_url.clone()],
+        a.amqp.results_queue.clone(),
+    );
+    let run = Instant::now();
+    let wa = Worker::start(&a);
+    let wb = Worker::start(&b);
+    wait_results(&results, total / 4, Duration::from_secs(60)).await;
+    let killed_at = Instant::now();
+    let took = blocking(fail).await;
+    let served_at = Instant::now();
+    eprintln!(
+        "primary killed at {:?} ({} results); the new primary serving {took:?} later",
+        killed_at - run,
+        results.distinct()
+    );
+    // The limiter writes to the new primary: the first IP's arrival time key moves on.
+    let (tat_key, _) = (format!("{id}:limit:{{{}}}:tat", ips[0]), ());
+    let first = wait_some(|| (redis.read)(&tat_key), Duration::from_secs(20)).await;
+    let moved = wait_some(
+        || (redis.read)(&tat_key).filter(|v| *v != first),
+        Duration::from_secs(20),
+    )
+    .await;
+    let back_at = Instant::now();
+    eprintln!(
+        "the limiter writes to the new primary {:?} after it served ({first} -> {moved})",
+        back_at - served_at
+    );
+    wait_results(&results, total, Duration::from_secs(120)).await;
+    wa.shutdown().await;
+    wb.shutdown().await;
+    let all = results.finish().await;
+    let (by_id, _, twice) = tally(&all);
+    assert_eq!(by_id.len(), total, "every job answered");
+    assert!(all.iter().all(|g| g.verdict == "up"), "all up");
+
+    let arrivals = arrivals.lock().expect("arrivals").clone();
+    // Through the switch to the local fallback, the slots booked in Redis just before
+    // (callers sleeping until them, up to max_wait ahead) still run out while the
+    // fallback grants at its share in every worker (2 x 0.5 = the whole rate here);
+    // coming back, the arrival time on the new primary is older than the fallback's
+    // requests. So around a failover an IP may see up to twice its limit for a moment.
+    // This is the price of a failover, written down in docs/OPERATIONS.md; from a few
+    // seconds after the new primary serves, the shared limit holds exactly again.
+    let settled = back_at + Duration::from_secs(3);
+    for ip in ips {
+        let times = arrivals.get(ip).cloned().unwrap_or_default();
+        // The IP is never left idle for long while it has jobs: not by the failover
+        // (the fallback keeps granting), nor after it (no in-flight slot stays booked
+        // on the new primary by a request that finished while Redis was away).
+        let mut sorted = times.clone();
+        sorted.sort();
+        let gap = sorted
+            .windows(2)
+            .filter(|w| w[1] > killed_at)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        eprintln!("{ip}: longest pause between requests after the kill {gap:?}");
+        assert!(
+            gap < Duration::from_secs(5),
+            "{ip} got no request for {gap:?} after the failover"
+        );
+        for t in [1.0, 2.0, 5.0] {
+            let window = Duration::from_secs_f64(t);
+            let strict = (f64::from(BURST) + RATE * t).floor() as usize;
+            let whole = max_in_window(&times, window, run);
+            let after = max_in_window(&times, window, settled);
+            eprintln!(
+                "{ip}: at most {whole} requests in {t} s over the run, {after} from 3 s after the limiter was back (burst + rate*T = {strict})"
+            );
+            assert!(whole <= 2 * strict, "{ip}: {whole} in {t} s");
+            assert!(after <= strict, "{ip}: {after} in {t} s on the new primary");
+        }
+    }
+    eprintln!(
+        "redis failover run: {total} jobs, {twice} answered twice, {:?}",
+        run.elapsed()
+    );
+}
+
+async fn wait_some<T>(mut f: impl FnMut() -> Option<T>, within: Duration) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t.elapsed() < within, "not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limiter_follows_a_sentinel_failover_and_loses_nothing() {
+    let set = Arc::new(blocking(RedisSentinels::launch).await.expect("sentinels"));
+    let ips: Vec<String> = (1..=3).map(|i| format!("127.0.6.{i}")).collect();
+    let sentinels: Vec<String> = set
+        .sentinel_urls()
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect();
+    let toml = format!(
+        "[redis]\nurl = \"redis://127.0.0.1:1/0\"\nsentinels = [{}]\nsentinel_master = \"{SENTINEL_MASTER}\"\nkey_prefix = \"PREFIX\"\ntimeout = \"500ms\"\n",
+        sentinels.join(", ")
+    );
+    let reader = set.clone();
+    let read = Box::new(move |key: &str| {
+        let port = reader.current_primary()?;
+        let v = reader.cli(port, &["get", key]);
+        let v = v.trim();
+        (!v.is_empty()).then(|| v.to_string())
+    });
+    let killer = set.clone();
+    limiter_through_a_failover(&ips, RedisSide { toml, read }, move || {
+        let old = killer.primary_port();
+        let t = Instant::now();
+        killer.kill(old);
+        while killer.current_primary() != Some(killer.replica_port())
+            || !killer
+                .cli(killer.replica_port(), &["role"])
+                .starts_with("master")
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no Sentinel failover in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        t.elapsed()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limiter_follows_a_redis_cluster_failover_and_loses_nothing() {
+    let cluster = Arc::new(
+        blocking(|| RedisCluster::launch_with_replicas(3, 1))
+            .await
+            .expect("a Redis Cluster with replicas"),
+    );
+    let ips: Vec<String> = (1..=3).map(|i| format!("127.0.7.{i}")).collect();
+    let seeds: Vec<String> = cluster.urls().iter().map(|u| format!("{u:?}")).collect();
+    let toml = format!(
+        "[redis]\ncluster = true\nnodes = [{}]\nkey_prefix = \"PREFIX\"\ntimeout = \"500ms\"\n",
+        seeds.join(", ")
+    );
+    let tag = format!("{{{}}}", ips[0]);
+    let reader = cluster.clone();
+    let read = Box::new(move |key: &str| {
+        let port = reader.owner(key)?;
+        let v = reader.cli(port, &["get", key]);
+        let v = v.trim();
+        (!v.is_empty()).then(|| v.to_string())
+    });
+    let killer = cluster.clone();
+    limiter_through_a_failover(&ips, RedisSide { toml, read }, move || {
+        let old = killer.owner(&tag).expect("the slot's primary");
+        let t = Instant::now();
+        killer.kill(old);
+        killer
+            .wait_failover(&tag, old, Duration::from_secs(30))
+            .expect("a replica takes over");
+        t.elapsed()
+    })
+    .await;
+}
