@@ -266,7 +266,7 @@ impl Engine {
             if let Some(wait) = obs.deferred {
                 return Err(wait);
             }
-            metric::probe_latency(obs.total);
+            metric::probe_observed(&obs);
             metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
             self.note_health(egress, &obs);
             let j = judge(&plan, &obs, &self.judge);

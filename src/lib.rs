@@ -10,6 +10,7 @@
 //! - [`redis_pool`]: connections to a single Redis or a Redis Cluster.
 //! - [`worker`]: one message → disposition; [`amqp`]: the broker adapter.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`; [`metric`]: metric names.
+//! - [`log`]: log lines (text, or JSON with the worker's name).
 //! - [`app`]: wiring of the commands (the binary's `main` only parses arguments).
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod http;
 pub mod job;
 pub mod limit;
+pub mod log;
 pub mod metric;
 pub mod probe;
 pub mod redis_pool;

@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         }
     };
     let quiet = !matches!(cli.command, Command::Worker);
-    picket::app::init_logging(&settings.log, quiet);
+    picket::app::init_logging(&settings, quiet);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(n) = settings.worker.threads {

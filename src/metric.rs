@@ -1,6 +1,7 @@
 //! Every metric name picket exports, in one place, with the functions that record them.
 //! Recording is a no-op until [`install`] sets the Prometheus recorder (the worker does;
-//! `picket check` does not).
+//! `picket check` does not). Every histogram gets buckets (a summary cannot be added up
+//! across workers), and [`render`] refreshes the process metrics before each scrape.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::job::Verdict;
+use crate::probe::Observation;
 
 const JOBS_CONSUMED: &str = "picket_jobs_consumed_total";
 const RESULTS: &str = "picket_results_total";
@@ -27,6 +29,15 @@ const DEFERRALS: &str = "picket_jobs_deferred_total";
 const EGRESS_ATTEMPTS: &str = "picket_egress_attempts_total";
 const EGRESS_RESTS: &str = "picket_egress_rests_total";
 const ACK_FRAMES: &str = "picket_ack_frames_total";
+const PHASE_SECONDS: &str = "picket_phase_duration_seconds";
+const BUILD_INFO: &str = "picket_build_info";
+
+/// Buckets of the probe and phase histograms: a loopback connect to a 60 s timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Buckets of the limit's waits: `rate_limit.max_wait` is 30 s by default.
+const WAIT_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that
 /// renders `/metrics`; later calls return the same handle.
@@ -40,16 +51,32 @@ pub fn install() -> Result<PrometheusHandle, String> {
 }
 
 fn install_once() -> Result<PrometheusHandle, String> {
+    let e = |e: metrics_exporter_prometheus::BuildError| e.to_string();
+    // The default buckets cover a histogram added later without its own: none is ever
+    // rendered as a summary.
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(PROBE_SECONDS.to_string()),
-            &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
-        )
-        .map_err(|e| e.to_string())?
+        .set_buckets(LATENCY_BUCKETS)
+        .map_err(e)?
+        .set_buckets_for_metric(Matcher::Full(THROTTLE_WAIT_SECONDS.into()), WAIT_BUCKETS)
+        .map_err(e)?
         .install_recorder()
-        .map_err(|e| e.to_string())?;
+        .map_err(e)?;
     describe();
+    process_collector().describe();
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
+}
+
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// The Prometheus text of `/metrics`, with the process metrics (CPU, memory, file
+/// descriptors, threads) read just now.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    handle.render()
 }
 
 fn describe() {
@@ -68,6 +95,14 @@ fn describe() {
         "Deliveries handed back to the broker (result not confirmed, or a first handler failure)"
     );
     describe_histogram!(PROBE_SECONDS, "Duration of one probe attempt");
+    describe_histogram!(
+        PHASE_SECONDS,
+        "Duration of one phase of a probe attempt: dns, connect (TCP, and a proxy's handshake), tls, first_byte (request sent to response headers)"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the label version is picket's version"
+    );
     describe_gauge!(IN_FLIGHT, "Jobs being handled right now");
     describe_gauge!(BROKER_UP, "1 while the worker is connected to RabbitMQ");
     describe_gauge!(REDIS_UP, "1 while the last Redis call succeeded");
@@ -126,9 +161,20 @@ pub fn requeued() {
     counter!(REQUEUED).increment(1);
 }
 
-/// One probe attempt took `d`.
-pub fn probe_latency(d: Duration) {
-    histogram!(PROBE_SECONDS).record(d.as_secs_f64());
+/// One probe attempt was made: its whole duration and each phase that it reached.
+pub fn probe_observed(obs: &Observation) {
+    histogram!(PROBE_SECONDS).record(obs.total.as_secs_f64());
+    let phases = [
+        ("dns", obs.dns),
+        ("connect", obs.connect),
+        ("tls", obs.tls),
+        ("first_byte", obs.first_byte),
+    ];
+    for (phase, took) in phases {
+        if let Some(d) = took {
+            histogram!(PHASE_SECONDS, "phase" => phase).record(d.as_secs_f64());
+        }
+    }
 }
 
 /// Jobs in flight changed by `delta`.

@@ -7,6 +7,7 @@ mod support;
 mod accuracy;
 mod cluster;
 mod egress;
+mod operator;
 mod our_side;
 mod politeness;
 mod reliability;
