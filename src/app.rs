@@ -96,6 +96,9 @@ pub async fn worker(settings: Settings) -> anyhow::Result<()> {
 /// Set-up failures.
 pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = crate::metric::install().ok();
+    for key in &settings.ignored_keys {
+        tracing::warn!(key = %key, "configuration key no longer used; remove it (docs/DESIGN.md)");
+    }
     let pool = redis_pool(&settings.redis)?;
     let cache: Arc<dyn VerdictCache> = Arc::new(RedisCache::new(pool.clone(), &settings.redis));
     let name = worker_name(&settings);

@@ -84,7 +84,9 @@ struct RawRedis {
     nodes: Vec<String>,
     key_prefix: String,
     verdict_ttl: String,
-    pool_size: u32,
+    /// No longer used (see docs/DESIGN.md); still accepted so that old files load.
+    #[serde(default)]
+    pool_size: Option<u32>,
     timeout: String,
 }
 
@@ -220,6 +222,9 @@ pub struct Settings {
     pub log: LogSettings,
     /// The worker process itself.
     pub worker: WorkerSettings,
+    /// Keys that old configuration files may still set but that do nothing any more;
+    /// the worker warns about each at start.
+    pub ignored_keys: Vec<String>,
 }
 
 /// Durable or replicated queues.
@@ -270,8 +275,6 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// How long a URL's latest verdict is kept.
     pub verdict_ttl: Duration,
-    /// Connections in the pool.
-    pub pool_size: usize,
     /// How long one Redis call may take before the worker goes on without it.
     pub timeout: Duration,
 }
@@ -615,8 +618,9 @@ impl Settings {
 
         let r = raw.redis;
         url_with_scheme("redis.url", &r.url, &["redis", "rediss"])?;
-        if r.pool_size == 0 {
-            return Err(invalid("redis.pool_size", "must be at least 1"));
+        let mut ignored_keys = Vec::new();
+        if r.pool_size.is_some() {
+            ignored_keys.push("redis.pool_size".to_string());
         }
         for (i, node) in r.nodes.iter().enumerate() {
             url_with_scheme(&format!("redis.nodes[{i}]"), node, &["redis", "rediss"])?;
@@ -638,7 +642,6 @@ impl Settings {
             nodes,
             key_prefix: r.key_prefix,
             verdict_ttl: positive_duration("redis.verdict_ttl", &r.verdict_ttl)?,
-            pool_size: r.pool_size as usize,
             timeout: positive_duration("redis.timeout", &r.timeout)?,
         };
 
@@ -878,6 +881,7 @@ impl Settings {
                     n => Some(n),
                 },
             },
+            ignored_keys,
         })
     }
 }
@@ -964,6 +968,16 @@ mod tests {
         assert_eq!(one.worker.threads, Some(1));
         assert!(err("[worker]\nthreads = 100000\n").contains("worker.threads"));
         assert!(err("[worker]\nthreads = -1\n").contains("threads"));
+    }
+
+    #[test]
+    fn an_old_file_setting_redis_pool_size_still_loads_and_is_reported() {
+        assert!(Settings::from_toml("")
+            .expect("defaults")
+            .ignored_keys
+            .is_empty());
+        let old = Settings::from_toml("[redis]\npool_size = 16\n").expect("old file loads");
+        assert_eq!(old.ignored_keys, vec!["redis.pool_size".to_string()]);
     }
 
     #[test]
