@@ -13,7 +13,9 @@ use futures_util::future::BoxFuture;
 use crate::cache::VerdictCache;
 use crate::config::{ProbeSettings, Settings};
 use crate::egress::{EgressHealth, Health, NetworkWatch, Signal};
-use crate::job::{now_rfc3339, AttemptRecord, HttpFacts, Job, Rejected, Report, Timing, Verdict};
+use crate::job::{
+    now_rfc3339, AttemptRecord, HttpFacts, Job, Rejected, Report, SchemaVersion, Timing, Verdict,
+};
 use crate::metric;
 use crate::probe::judge::{combine, judge, settled, JudgeSettings, Judgement, Reason};
 use crate::probe::FailureKind;
@@ -358,6 +360,7 @@ impl Engine {
             })
             .collect();
         Ok(Report {
+            schema: SchemaVersion,
             job_id: job.id.clone(),
             url: job.url.to_string(),
             verdict,
@@ -427,6 +430,7 @@ impl Engine {
         detail: String,
     ) -> Report {
         Report {
+            schema: SchemaVersion,
             job_id: id.to_string(),
             url: url.to_string(),
             verdict,

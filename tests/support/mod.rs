@@ -25,6 +25,7 @@ pub mod procs;
 pub mod proxy;
 pub mod rabbitmq;
 pub mod redis_server;
+pub mod schema;
 pub mod targets;
 
 use std::sync::OnceLock;
