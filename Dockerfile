@@ -14,8 +14,7 @@ COPY . .
 # builds; the binary is copied out because the target dir is not kept in the
 # layer. The release profile keeps line tables for profiling on a developer's
 # machine (Cargo.toml); the image needs none of it: no debug info is built
-# and the symbols are stripped, which takes the binary from about 130 MB to
-# about 25 MB.
+# and the symbols are stripped.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \

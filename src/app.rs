@@ -96,6 +96,7 @@ pub async fn worker(settings: Settings) -> anyhow::Result<()> {
 /// Set-up failures.
 pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = crate::metric::install().ok();
+    crate::metric::egresses(settings.egress.iter().map(|e| e.name.as_str()));
     for key in &settings.ignored_keys {
         tracing::warn!(key = %key, "configuration key no longer used; remove it (docs/DESIGN.md)");
     }

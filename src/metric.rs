@@ -62,9 +62,44 @@ fn install_once() -> Result<PrometheusHandle, String> {
         .install_recorder()
         .map_err(e)?;
     describe();
+    zero();
     process_collector().describe();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
+}
+
+/// Exports every counter (and the fallback gauge) at 0 from the start: an alert on
+/// `increase(...)` or a dashboard's rate sees a series that exists before the first
+/// failure, not one that appears with it.
+fn zero() {
+    for name in [
+        JOBS_CONSUMED,
+        DEAD_LETTERED,
+        REQUEUED,
+        RECONNECTS,
+        PUBLISH_FAILURES,
+        THROTTLE_WAITS,
+        DEFERRALS,
+        ACK_FRAMES,
+    ] {
+        counter!(name).increment(0);
+    }
+    for call in ["get", "set"] {
+        counter!(REDIS_ERRORS, "call" => call).increment(0);
+    }
+    gauge!(IN_FLIGHT).increment(0.0);
+    gauge!(LIMITER_FALLBACK).set(0.0);
+}
+
+/// Exports the per-egress counters at 0 for each configured egress.
+pub fn egresses<'a>(names: impl IntoIterator<Item = &'a str>) {
+    for name in names {
+        counter!(EGRESS_RESTS, "egress" => name.to_string()).increment(0);
+        for outcome in ["answered", "failed"] {
+            counter!(EGRESS_ATTEMPTS, "egress" => name.to_string(), "outcome" => outcome)
+                .increment(0);
+        }
+    }
 }
 
 fn process_collector() -> &'static metrics_process::Collector {

@@ -238,3 +238,152 @@ async fn json_log_lines_carry_message_and_worker_at_the_top_level() {
     }
     assert_eq!(run.results.len(), 5);
 }
+
+// ---------------------------------------------------------------------------------------
+// 3. Dashboard and alert rules query only what /metrics exports
+// ---------------------------------------------------------------------------------------
+
+fn repo_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// Every `picket_*` and `process_*` metric name in `text`, histogram series folded
+/// into their family (`x_bucket` → `x`).
+fn queried_metrics(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let is_name = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+    let mut i = 0;
+    while i < bytes.len() {
+        let start_ok = i == 0 || !is_name(bytes[i - 1]);
+        let rest = &text[i..];
+        if start_ok && (rest.starts_with("picket_") || rest.starts_with("process_")) {
+            let len = rest.bytes().take_while(|b| is_name(*b)).count();
+            let name = &rest[..len];
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            out.insert(family.to_string());
+            i += len;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_alert_rules_query_only_metrics_the_worker_exports() {
+    let run = exercised_worker("127.0.17.3", "dashboard-worker").await;
+    let exported: std::collections::BTreeSet<String> =
+        families(&run.metrics).into_iter().map(|(n, _)| n).collect();
+    let dashboard = repo_file("deploy/grafana/picket-dashboard.json");
+    let dash: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect();
+    assert!(exprs.len() >= 10, "the dashboard has its queries");
+    let rules = repo_file("deploy/prometheus/picket-alerts.yaml");
+    for (what, text) in [("dashboard", exprs.join("\n")), ("alert rules", rules)] {
+        let queried = queried_metrics(&text);
+        assert!(
+            queried.len() >= 5,
+            "{what} query picket metrics: {queried:?}"
+        );
+        let missing: Vec<_> = queried.difference(&exported).collect();
+        assert!(
+            missing.is_empty(),
+            "{what} query metrics that /metrics does not export: {missing:?}\nexported: {exported:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Kubernetes manifests
+// ---------------------------------------------------------------------------------------
+
+fn manifests() -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let text = repo_file("deploy/kubernetes/picket.yaml");
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde_json::Value::deserialize(doc).expect("manifest is YAML"))
+        .collect()
+}
+
+fn kind<'a>(docs: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("a {kind} in deploy/kubernetes/picket.yaml"))
+}
+
+fn secs(v: &serde_json::Value) -> u64 {
+    let text = v.as_str().expect("a duration string");
+    humantime::parse_duration(text).expect("duration").as_secs()
+}
+
+#[test]
+fn kubernetes_manifests_keep_their_invariants() {
+    let docs = manifests();
+    let deploy = kind(&docs, "Deployment");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let env = |name: &str| -> serde_json::Value {
+        c["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+            .unwrap_or_else(|| panic!("env {name}"))
+    };
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(c["resources"]["requests"]["cpu"].is_string(), "{c}");
+    assert!(c["resources"]["limits"]["memory"].is_string(), "{c}");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("grace");
+    let drain = secs(&env("PICKET__WORKER__SHUTDOWN_GRACE"));
+    assert!(
+        grace >= drain + 10,
+        "termination grace {grace}s above the drain {drain}s"
+    );
+    assert_eq!(env("PICKET__HTTP__LISTEN"), "0.0.0.0:9464");
+    let labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    for k in ["PodDisruptionBudget", "Service", "ServiceMonitor"] {
+        let d = kind(&docs, k);
+        let sel = if k == "Service" {
+            &d["spec"]["selector"]
+        } else {
+            &d["spec"]["selector"]["matchLabels"]
+        };
+        assert_eq!(sel, labels, "{k} selects the worker pods");
+    }
+    assert_eq!(
+        kind(&docs, "ServiceMonitor")["spec"]["endpoints"][0]["path"],
+        "/metrics"
+    );
+    let scaled = kind(&docs, "ScaledObject");
+    let trigger = &scaled["spec"]["triggers"][0];
+    assert_eq!(trigger["type"], "rabbitmq");
+    assert_eq!(trigger["metadata"]["queueName"], "picket.jobs");
+    assert_eq!(trigger["metadata"]["mode"], "QueueLength");
+    assert_eq!(
+        trigger["metadata"]["value"],
+        env("PICKET__PROBE__CONCURRENCY"),
+        "queue length per replica = probe.concurrency"
+    );
+    assert_eq!(
+        scaled["spec"]["scaleTargetRef"]["name"],
+        deploy["metadata"]["name"]
+    );
+}
