@@ -61,7 +61,7 @@ async fn readyz(State(a): State<Admin>) -> (StatusCode, String) {
 async fn metrics(State(a): State<Admin>) -> String {
     a.metrics
         .as_ref()
-        .map(PrometheusHandle::render)
+        .map(crate::metric::render)
         .unwrap_or_default()
 }
 

@@ -1,7 +1,6 @@
 //! Wiring of the worker and the engine: builds adapters from their own config sections
 //! and hands them to the engine (the commands a person types are in `cli`). This is the edge, so errors here are `anyhow`.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -9,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
 use crate::amqp::{self, BrokerState};
-use crate::config::{LogFormat, LogSettings, Settings};
+use crate::config::Settings;
 use crate::dns::Resolver;
 use crate::engine::{worker_name, Engine};
 use crate::http::HttpProber;
@@ -18,30 +17,9 @@ use crate::redis_pool::redis_pool;
 use crate::state::{RedisState, StateStore};
 use std::time::Duration;
 
-/// Sets up logging to stderr: JSON or text as configured; `RUST_LOG` wins over `level`.
-pub fn init_logging(settings: &LogSettings, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = if quiet {
-        "warn"
-    } else {
-        settings.level.as_str()
-    };
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(default))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = match settings.format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().with_current_span(true).try_init()
-    } else {
-        builder.try_init()
-    };
+/// Sets up logging to stderr (see [`crate::log`]).
+pub fn init_logging(settings: &Settings, quiet: bool) {
+    crate::log::init(&settings.log, &worker_name(settings), quiet);
 }
 
 /// The probe engine over `settings`, with the given cache and limiter: the worker's,
@@ -114,6 +92,10 @@ pub async fn worker(settings: Settings) -> anyhow::Result<()> {
 /// Set-up failures.
 pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = crate::metric::install().ok();
+    crate::metric::egresses(settings.egress.iter().map(|e| e.name.as_str()));
+    for key in &settings.ignored_keys {
+        tracing::warn!(key = %key, "configuration key no longer used; remove it (docs/DESIGN.md)");
+    }
     let pool = redis_pool(&settings.redis)?;
     let state: Arc<dyn StateStore> = Arc::new(RedisState::new(pool.clone(), &settings.redis));
     let name = worker_name(&settings);
@@ -138,7 +120,7 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyh
     };
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(listener, admin, admin_stop.clone()));
-    tracing::info!(worker = %name, listen = %settings.http.listen, concurrency = settings.probe.concurrency, "picket worker starting");
+    tracing::info!(name = %name, listen = %settings.http.listen, concurrency = settings.probe.concurrency, "picket worker starting");
     let options = amqp::ConsumerOptions {
         concurrency: settings.probe.concurrency,
         grace: settings.worker.shutdown_grace,

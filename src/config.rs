@@ -91,7 +91,9 @@ struct RawRedis {
     key_prefix: String,
     verdict_ttl: String,
     state_ttl: String,
-    pool_size: u32,
+    /// No longer used (see docs/DESIGN.md); still accepted so that old files load.
+    #[serde(default)]
+    pool_size: Option<u32>,
     timeout: String,
 }
 
@@ -227,6 +229,9 @@ pub struct Settings {
     pub log: LogSettings,
     /// The worker process itself.
     pub worker: WorkerSettings,
+    /// Keys that old configuration files may still set but that do nothing any more;
+    /// the worker warns about each at start.
+    pub ignored_keys: Vec<String>,
 }
 
 /// Durable or replicated queues.
@@ -300,8 +305,6 @@ pub struct RedisSettings {
     pub verdict_ttl: Duration,
     /// How long a key's state is kept after its last check.
     pub state_ttl: Duration,
-    /// Connections in the pool.
-    pub pool_size: usize,
     /// How long one Redis call may take before the worker goes on without it.
     pub timeout: Duration,
 }
@@ -654,8 +657,9 @@ impl Settings {
 
         let r = raw.redis;
         url_with_scheme("redis.url", &r.url, &["redis", "rediss"])?;
-        if r.pool_size == 0 {
-            return Err(invalid("redis.pool_size", "must be at least 1"));
+        let mut ignored_keys = Vec::new();
+        if r.pool_size.is_some() {
+            ignored_keys.push("redis.pool_size".to_string());
         }
         for (i, node) in r.nodes.iter().enumerate() {
             url_with_scheme(&format!("redis.nodes[{i}]"), node, &["redis", "rediss"])?;
@@ -694,7 +698,6 @@ impl Settings {
             key_prefix: r.key_prefix,
             verdict_ttl: positive_duration("redis.verdict_ttl", &r.verdict_ttl)?,
             state_ttl: positive_duration("redis.state_ttl", &r.state_ttl)?,
-            pool_size: r.pool_size as usize,
             timeout: positive_duration("redis.timeout", &r.timeout)?,
         };
 
@@ -934,6 +937,7 @@ impl Settings {
                     n => Some(n),
                 },
             },
+            ignored_keys,
         })
     }
 }
@@ -1022,6 +1026,16 @@ mod tests {
         assert_eq!(one.worker.threads, Some(1));
         assert!(err("[worker]\nthreads = 100000\n").contains("worker.threads"));
         assert!(err("[worker]\nthreads = -1\n").contains("threads"));
+    }
+
+    #[test]
+    fn an_old_file_setting_redis_pool_size_still_loads_and_is_reported() {
+        assert!(Settings::from_toml("")
+            .expect("defaults")
+            .ignored_keys
+            .is_empty());
+        let old = Settings::from_toml("[redis]\npool_size = 16\n").expect("old file loads");
+        assert_eq!(old.ignored_keys, vec!["redis.pool_size".to_string()]);
     }
 
     #[test]

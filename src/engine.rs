@@ -14,7 +14,8 @@ use futures_util::future::BoxFuture;
 use crate::config::{ProbeSettings, Settings};
 use crate::egress::{EgressHealth, Health, NetworkWatch, Signal};
 use crate::job::{
-    now_rfc3339, AttemptRecord, HttpFacts, Job, RawJson, Rejected, Report, Timing, Verdict,
+    now_rfc3339, AttemptRecord, HttpFacts, Job, RawJson, Rejected, Report, SchemaVersion, Timing,
+    Verdict,
 };
 use crate::metric;
 use crate::probe::judge::{combine, judge, settled, JudgeSettings, Judgement, Reason};
@@ -307,7 +308,7 @@ impl Engine {
             if let Some(wait) = obs.deferred {
                 return Err(wait);
             }
-            metric::probe_latency(obs.total);
+            metric::probe_observed(&obs);
             metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
             self.note_health(egress, &obs);
             let j = judge(&plan, &obs, &self.judge);
@@ -399,6 +400,7 @@ impl Engine {
             })
             .collect();
         Ok(Report {
+            schema: SchemaVersion,
             job_id: job.id.clone(),
             url: job.url.to_string(),
             verdict,
@@ -471,6 +473,7 @@ impl Engine {
         detail: String,
     ) -> Report {
         Report {
+            schema: SchemaVersion,
             job_id: id.to_string(),
             key: key.cloned(),
             streak: 1,

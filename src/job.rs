@@ -22,9 +22,17 @@ pub const MAX_HEADER_LEN: usize = 2048;
 pub const TIMEOUT_MS_RANGE: (u64, u64) = (100, 300_000);
 /// Longest `body_contains` / `body_not_contains` text.
 pub const MAX_PATTERN_LEN: usize = 4096;
+/// Version of the message schemas in `schema/` (written in every result's `schema`):
+/// raised when a field changes meaning or goes away, not when one is added.
+pub const SCHEMA_VERSION: u32 = 1;
+
+// The JSON Schemas under `schema/` are generated from these types by a test.
+#[cfg(test)]
+mod schema;
 
 /// What a job expects of the site, all optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// Acceptable final status codes; default: any 2xx or 3xx.
@@ -73,26 +81,47 @@ impl PartialEq for RawJson {
 
 /// The job message exactly as it may arrive; only `url` is required.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[cfg_attr(test, schemars(rename = "Job"))]
 #[serde(deny_unknown_fields)]
 struct WireJob {
+    /// The job's id, echoed as the result's `job_id`; absent, the AMQP `message_id`,
+    /// or one the worker makes.
     // Read by `decode` from the raw object (it may be a string or a number);
     // declared so that `deny_unknown_fields` accepts it.
     #[serde(default, rename = "id")]
+    #[cfg_attr(test, schemars(with = "Option<schema::JobId>"))]
     _id: Option<Value>,
+    /// The page to check: http or https, no credentials.
+    #[cfg_attr(test, schemars(length(min = 1, max = 4096)))]
     url: String,
+    /// GET (the default) or HEAD, in any case.
     #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
+    #[cfg_attr(test, schemars(regex(pattern = r"^([Gg][Ee][Tt]|[Hh][Ee][Aa][Dd])$")))]
     method: Option<String>,
+    /// The identity of the monitored check (1 to 200 bytes); derived when absent.
+    #[serde(default)]
+    #[cfg_attr(test, schemars(length(min = 1, max = 200)))]
+    key: Option<String>,
+    /// Request headers replacing the browser's defaults of the same name (at most 32;
+    /// not Host, Content-Length, Transfer-Encoding, Connection, Upgrade or TE).
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
+    /// Whole-request timeout in milliseconds, instead of `probe.timeout`.
     #[serde(default)]
+    #[cfg_attr(test, schemars(range(min = 100, max = 300_000)))]
     timeout_ms: Option<u64>,
+    /// What the site must do to be `up`.
     #[serde(default)]
     expect: Option<Expect>,
+    /// Serve a verdict of the same check younger than this many seconds from Redis
+    /// instead of probing (0 = always probe; at most 30 days).
     #[serde(default)]
+    #[cfg_attr(test, schemars(range(max = 2_592_000)))]
     max_age_s: Option<u64>,
+    /// Anything; echoed back unchanged in the result.
     #[serde(default)]
+    #[cfg_attr(test, schemars(with = "Option<Value>"))]
     meta: Option<RawJson>,
 }
 
@@ -226,7 +255,11 @@ pub fn decode(bytes: &[u8], fallback_id: &str, max_bytes: usize) -> Result<Decod
     };
     let wire: WireJob = match serde_json::from_str(text) {
         Ok(w) => w,
-        Err(e) => return reject(format!("job does not match the job format: {e}")),
+        Err(e) => {
+            return reject(format!(
+                "job does not match the job format (job schema version {SCHEMA_VERSION}, schema/job.schema.json): {e}"
+            ))
+        }
     };
     match validate(wire, &id) {
         Ok(job) => Ok(Decoded::Job(Box::new(job))),
@@ -444,6 +477,7 @@ pub fn job_for_url(url: &str, id: &str) -> Result<Job, String> {
 
 /// The verdict on a site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Works as a person's browser would see it.
@@ -473,6 +507,7 @@ impl Verdict {
 
 /// HTTP facts of the final answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct HttpFacts {
     /// Final status code.
     pub status: u16,
@@ -492,6 +527,7 @@ pub struct HttpFacts {
 
 /// Where the time of a probe went, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Timing {
     /// The decisive attempt, from first lookup to last body byte.
     pub total: u64,
@@ -514,6 +550,7 @@ pub struct Timing {
 
 /// One probe attempt, as listed in a result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct AttemptRecord {
     /// Egress it went through.
     pub egress: String,
@@ -532,7 +569,12 @@ pub struct AttemptRecord {
 
 /// The result message (`CONTRACT.md`, "Result message").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Report {
+    /// Version of this message's schema (`schema/result.schema.json`).
+    // Results written before the field existed still parse (`picket results`).
+    #[serde(default)]
+    pub schema: SchemaVersion,
     /// The job's id.
     pub job_id: String,
     /// The URL as asked.
@@ -576,6 +618,7 @@ pub struct Report {
     pub worker: String,
     /// The job's `meta`, unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(with = "Option<Value>"))]
     pub meta: Option<RawJson>,
     /// Days until the certificate expires (https only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -600,6 +643,23 @@ impl Verdict {
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
+    }
+}
+
+/// The `schema` field of a result: always [`SCHEMA_VERSION`] when written; whatever an
+/// older message held when read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchemaVersion;
+
+impl Serialize for SchemaVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(SCHEMA_VERSION)
+    }
+}
+
+impl<'de> Deserialize<'de> for SchemaVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| SchemaVersion)
     }
 }
 
@@ -630,6 +690,30 @@ mod tests {
             Decoded::Rejected(r) => r,
             Decoded::Job(j) => panic!("accepted: {j:?}"),
         }
+    }
+
+    #[test]
+    fn an_unknown_job_field_is_refused_by_name_with_the_schema_version() {
+        let Decoded::Rejected(r) =
+            decode(br#"{"url":"http://a.example/","colour":"red"}"#, "f", 65536).expect("JSON")
+        else {
+            panic!("a job with an unknown field is refused");
+        };
+        assert!(r.detail.contains("`colour`"), "{}", r.detail);
+        assert!(
+            r.detail
+                .contains(&format!("job schema version {SCHEMA_VERSION}")),
+            "{}",
+            r.detail
+        );
+    }
+
+    #[test]
+    fn a_result_says_its_schema_version() {
+        let v: Value = serde_json::from_str(r#"{"schema":7}"#).expect("json");
+        assert_eq!(v["schema"], 7);
+        let r: SchemaVersion = serde_json::from_value(v["schema"].clone()).expect("any is read");
+        assert_eq!(serde_json::to_value(r).expect("ser"), SCHEMA_VERSION);
     }
 
     #[test]
@@ -782,6 +866,7 @@ mod tests {
     #[test]
     fn report_serializes_contract_fields() {
         let r = Report {
+            schema: SchemaVersion,
             job_id: "a".into(),
             url: "http://x/".into(),
             verdict: Verdict::Up,

@@ -14,6 +14,7 @@
 //! - [`app`]: wiring of the worker and the engine.
 //! - [`cli`]: the commands as a person types them: arguments, tables or JSON lines,
 //!   progress, exit codes, `config show`, completions and the man page.
+//! - [`log`]: log lines (text, or JSON with the worker's name).
 
 pub mod admin;
 pub mod amqp;
@@ -27,6 +28,7 @@ pub mod http;
 pub mod job;
 pub mod key;
 pub mod limit;
+pub mod log;
 pub mod metric;
 pub mod probe;
 pub mod redis_pool;

@@ -1,6 +1,7 @@
 //! Every metric name picket exports, in one place, with the functions that record them.
 //! Recording is a no-op until [`install`] sets the Prometheus recorder (the worker does;
-//! `picket check` does not).
+//! `picket check` does not). Every histogram gets buckets (a summary cannot be added up
+//! across workers), and [`render`] refreshes the process metrics before each scrape.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::job::Verdict;
+use crate::probe::Observation;
 
 const JOBS_CONSUMED: &str = "picket_jobs_consumed_total";
 const RESULTS: &str = "picket_results_total";
@@ -33,6 +35,15 @@ const STATE_CHANGES: &str = "picket_state_changes_total";
 const STATE_UNAVAILABLE: &str = "picket_state_unavailable_total";
 const STATE_REPLAYS: &str = "picket_state_replays_total";
 const CHANGES_PUBLISHED: &str = "picket_changes_published_total";
+const PHASE_SECONDS: &str = "picket_phase_duration_seconds";
+const BUILD_INFO: &str = "picket_build_info";
+
+/// Buckets of the probe and phase histograms: a loopback connect to a 60 s timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Buckets of the limit's waits: `rate_limit.max_wait` is 30 s by default.
+const WAIT_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that
 /// renders `/metrics`; later calls return the same handle.
@@ -46,21 +57,72 @@ pub fn install() -> Result<PrometheusHandle, String> {
 }
 
 fn install_once() -> Result<PrometheusHandle, String> {
+    let e = |e: metrics_exporter_prometheus::BuildError| e.to_string();
+    // The default buckets cover a histogram added later without its own: none is ever
+    // rendered as a summary.
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(PROBE_SECONDS.to_string()),
-            &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
-        )
-        .map_err(|e| e.to_string())?
+        .set_buckets(LATENCY_BUCKETS)
+        .map_err(e)?
+        .set_buckets_for_metric(Matcher::Full(THROTTLE_WAIT_SECONDS.into()), WAIT_BUCKETS)
+        .map_err(e)?
         .set_buckets_for_metric(
             Matcher::Full(BROKER_OUTAGE_SECONDS.to_string()),
             &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0],
         )
-        .map_err(|e| e.to_string())?
+        .map_err(e)?
         .install_recorder()
-        .map_err(|e| e.to_string())?;
+        .map_err(e)?;
     describe();
+    zero();
+    process_collector().describe();
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
+}
+
+/// Exports every counter (and the fallback gauge) at 0 from the start: an alert on
+/// `increase(...)` or a dashboard's rate sees a series that exists before the first
+/// failure, not one that appears with it.
+fn zero() {
+    for name in [
+        JOBS_CONSUMED,
+        DEAD_LETTERED,
+        REQUEUED,
+        RECONNECTS,
+        PUBLISH_FAILURES,
+        THROTTLE_WAITS,
+        DEFERRALS,
+        ACK_FRAMES,
+    ] {
+        counter!(name).increment(0);
+    }
+    for call in ["get", "set"] {
+        counter!(REDIS_ERRORS, "call" => call).increment(0);
+    }
+    gauge!(IN_FLIGHT).increment(0.0);
+    gauge!(LIMITER_FALLBACK).set(0.0);
+}
+
+/// Exports the per-egress counters at 0 for each configured egress.
+pub fn egresses<'a>(names: impl IntoIterator<Item = &'a str>) {
+    for name in names {
+        counter!(EGRESS_RESTS, "egress" => name.to_string()).increment(0);
+        for outcome in ["answered", "failed"] {
+            counter!(EGRESS_ATTEMPTS, "egress" => name.to_string(), "outcome" => outcome)
+                .increment(0);
+        }
+    }
+}
+
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// The Prometheus text of `/metrics`, with the process metrics (CPU, memory, file
+/// descriptors, threads) read just now.
+pub fn render(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    handle.render()
 }
 
 fn describe() {
@@ -79,6 +141,14 @@ fn describe() {
         "Deliveries handed back to the broker (result not confirmed, or a first handler failure)"
     );
     describe_histogram!(PROBE_SECONDS, "Duration of one probe attempt");
+    describe_histogram!(
+        PHASE_SECONDS,
+        "Duration of one phase of a probe attempt: dns, connect (TCP, and a proxy's handshake), tls, first_byte (request sent to response headers)"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the label version is picket's version"
+    );
     describe_gauge!(IN_FLIGHT, "Jobs being handled right now");
     describe_gauge!(BROKER_UP, "1 while the worker is connected to RabbitMQ");
     describe_gauge!(REDIS_UP, "1 while the last Redis call succeeded");
@@ -161,9 +231,20 @@ pub fn requeued() {
     counter!(REQUEUED).increment(1);
 }
 
-/// One probe attempt took `d`.
-pub fn probe_latency(d: Duration) {
-    histogram!(PROBE_SECONDS).record(d.as_secs_f64());
+/// One probe attempt was made: its whole duration and each phase that it reached.
+pub fn probe_observed(obs: &Observation) {
+    histogram!(PROBE_SECONDS).record(obs.total.as_secs_f64());
+    let phases = [
+        ("dns", obs.dns),
+        ("connect", obs.connect),
+        ("tls", obs.tls),
+        ("first_byte", obs.first_byte),
+    ];
+    for (phase, took) in phases {
+        if let Some(d) = took {
+            histogram!(PHASE_SECONDS, "phase" => phase).record(d.as_secs_f64());
+        }
+    }
 }
 
 /// Jobs in flight changed by `delta`.

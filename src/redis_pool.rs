@@ -11,7 +11,9 @@
 //! taken from the pool, instead of taking a connection per call: deadpool checks a
 //! connection with a PING round trip each time it hands one out, which doubled the
 //! round trips of every call, and separate connections cannot batch their writes. The
-//! pool is asked again only when the shared connection breaks.
+//! pool is asked again only when the shared connection breaks, so it never holds more
+//! than one connection: one carries several times what a worker can ask of Redis
+//! (measured in docs/DESIGN.md), and more would not batch.
 //!
 //! Failover: a connection is dropped (never handed out again) when it breaks, or when
 //! Redis answers READONLY (the node was demoted to a replica: a failover happened while
@@ -73,7 +75,9 @@ pub struct RedisSetupError(String);
 
 fn pool_config(settings: &RedisSettings) -> deadpool_redis::PoolConfig {
     deadpool_redis::PoolConfig {
-        max_size: settings.pool_size,
+        // The shared connection is cloned out and its pool object handed straight back:
+        // one is all the pool ever holds.
+        max_size: 1,
         timeouts: deadpool_redis::Timeouts {
             wait: Some(settings.timeout),
             create: Some(settings.timeout),

@@ -345,6 +345,7 @@ async fn a_busy_ip_does_not_starve_jobs_for_other_ips() {
             .await
             .expect("ack");
         let r: serde_json::Value = serde_json::from_slice(&d.data).expect("json");
+        crate::support::schema::assert_valid_result(&r);
         if r["job_id"]
             .as_str()
             .is_some_and(|id| id.starts_with("fast"))

@@ -11,6 +11,7 @@ mod egress;
 mod failover;
 mod holes;
 mod monitors;
+mod operator;
 mod our_side;
 mod politeness;
 mod reliability;

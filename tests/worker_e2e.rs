@@ -183,6 +183,7 @@ async fn a_wrong_job_gets_an_invalid_result_and_garbage_is_dead_lettered() {
     for d in &deliveries {
         assert_eq!(d.routing_key.as_str(), "invalid");
         let r: serde_json::Value = serde_json::from_slice(&d.data).expect("json");
+        crate::support::schema::assert_valid_result(&r);
         assert_eq!(r["verdict"], "invalid");
         assert_eq!(r["reason"], "invalid_job");
         if r["job_id"] == "bad-scheme" {

@@ -113,7 +113,7 @@ pub fn main() -> ExitCode {
         },
     };
     let quiet = !matches!(cli.command, Command::Worker);
-    crate::app::init_logging(&settings.log, quiet);
+    crate::app::init_logging(&settings, quiet);
     let runtime = match runtime(&settings) {
         Ok(r) => r,
         Err(e) => {

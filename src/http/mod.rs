@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use tokio::time::Instant;
 use url::Url;
 
@@ -103,7 +105,7 @@ pub fn tls_config(settings: &TlsSettings) -> Result<rustls::ClientConfig, SetupE
         };
         let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
         let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| ca_err(e.to_string()))?;
             roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
             added += 1;
@@ -132,7 +134,7 @@ fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificate>, SetupEr
         message,
     };
     let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-    rustls_pemfile::certs(&mut pem.as_slice())
+    CertificateDer::pem_slice_iter(&pem)
         .map(|c| {
             let der = c.map_err(|e| ca_err(e.to_string()))?;
             reqwest::Certificate::from_der(&der).map_err(|e| ca_err(e.to_string()))

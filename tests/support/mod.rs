@@ -28,6 +28,7 @@ pub mod procs;
 pub mod proxy;
 pub mod rabbitmq;
 pub mod redis_server;
+pub mod schema;
 pub mod targets;
 pub mod worker_process;
 

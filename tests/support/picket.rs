@@ -199,7 +199,11 @@ impl Client {
         self.take(&s.amqp.results_queue, n, within)
             .await
             .iter()
-            .map(|d| serde_json::from_slice(&d.data).expect("result is JSON"))
+            .map(|d| {
+                let result = serde_json::from_slice(&d.data).expect("result is JSON");
+                super::schema::assert_valid_result(&result);
+                result
+            })
             .collect()
     }
 
@@ -276,7 +280,9 @@ pub fn engine_from_toml(text: &str) -> picket::engine::Engine {
 /// Runs one URL through `engine`.
 pub async fn check(engine: &picket::engine::Engine, url: &str) -> picket::job::Report {
     let job = picket::job::job_for_url(url, "in-process").expect("a job for the URL");
-    engine.run(&job).await
+    let report = engine.run(&job).await;
+    super::schema::assert_valid_result(&serde_json::to_value(&report).expect("report is JSON"));
+    report
 }
 
 /// The Redis keys (record, last report) of the state of a plain check of `url`.

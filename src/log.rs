@@ -1,0 +1,125 @@
+//! Log lines on stderr: text for a person, or one JSON object per line for a log
+//! shipper, with `message`, `level`, `worker` and the event's fields at the top level
+//! (shippers index top-level keys; a message nested under `fields` is not searchable).
+
+use std::fmt;
+use std::io::IsTerminal;
+
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, JsonFields, Writer};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Sets up logging to stderr: JSON or text as configured; `RUST_LOG` wins over `level`.
+/// `worker` is written into every JSON line; `quiet` lowers the default level to warn.
+pub fn init(settings: &LogSettings, worker: &str, quiet: bool) {
+    let default = if quiet {
+        "warn"
+    } else {
+        settings.level.as_str()
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(default))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match settings.format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        let inner = tracing_subscriber::fmt::format()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true);
+        builder
+            .fmt_fields(JsonFields::new())
+            .event_format(WithWorker::new(inner, worker))
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A JSON event format with a `worker` key first in every object.
+struct WithWorker<F> {
+    inner: F,
+    /// The worker's name, already a JSON string.
+    worker: String,
+}
+
+impl<F> WithWorker<F> {
+    fn new(inner: F, worker: &str) -> WithWorker<F> {
+        let worker = serde_json::Value::from(worker).to_string();
+        WithWorker { inner, worker }
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithWorker<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        // The inner format writes one object; the key goes in after its brace, which
+        // costs one copy of a line and no parsing.
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(writer, "{{\"worker\":{},{rest}", self.worker),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("sink").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_have_worker_message_and_fields_at_the_top() {
+        let sink = Sink::default();
+        let out = sink.clone();
+        let inner = tracing_subscriber::fmt::format().json().flatten_event(true);
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(WithWorker::new(inner, "w\"1"))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(jobs = 3, "drained");
+        });
+        let text = String::from_utf8(out.0.lock().expect("sink").clone()).expect("utf-8");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(line["worker"], "w\"1");
+        assert_eq!(line["message"], "drained");
+        assert_eq!(line["jobs"], 3);
+        assert_eq!(line["level"], "INFO");
+    }
+}
