@@ -48,6 +48,25 @@ pub fn engine(
     ))
 }
 
+/// Raises this process's file-descriptor limit to its hard limit (the soft one is often
+/// 1024, which `probe.concurrency` probes and their lookups outgrow), and warns when even
+/// the hard limit is below what `concurrency` probes need: past it, probes fail as our
+/// own trouble (`unknown/local_resources`), never as the site's.
+pub fn raise_file_limit(concurrency: usize) {
+    // A probe holds a socket, and often a resolver socket and a proxy connection besides;
+    // the rest is the broker, Redis, the listener and the runtime.
+    let needed = concurrency as u64 * 3 + 256;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            needed,
+            "the file-descriptor limit is below what probe.concurrency needs: raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower probe.concurrency"
+        ),
+        Ok(limit) => tracing::debug!(limit, "file-descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the file-descriptor limit"),
+    }
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 pub async fn termination() {
     #[cfg(unix)]

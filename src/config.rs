@@ -489,13 +489,33 @@ pub struct WorkerSettings {
 /// # Errors
 /// A message saying what the value should look like.
 pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(value.trim()).map_err(|e| {
+    let d = humantime::parse_duration(value.trim()).map_err(|e| {
         invalid(
             key,
             format!("{value:?} is not a duration like \"1500ms\", \"30s\" or \"10m\" ({e})"),
         )
-    })
+    })?;
+    // Past a year a duration is a typo, and adding it to a clock could overflow.
+    if d > MAX_DURATION {
+        return Err(invalid(key, format!("{value:?} is longer than a year")));
+    }
+    Ok(d)
 }
+
+/// Longest duration any key takes.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
+/// Bounds of a per-IP rate (requests per second): one a day to far beyond any server.
+const RATE_RANGE: (f64, f64) = (1.0 / 86_400.0, 100_000.0);
+
+/// Most requests a burst or an in-flight cap, and probes a worker, may allow.
+const MAX_COUNT: u32 = 100_000;
+
+/// Longest `worker.name`: it goes into results, logs and AMQP consumer tags.
+const MAX_WORKER_NAME: usize = 200;
+
+/// Longest AMQP name (queues, exchanges, consumer tags): the protocol's short string.
+const MAX_AMQP_NAME: usize = 255;
 
 fn positive_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     let d = parse_duration(key, value)?;
@@ -508,6 +528,15 @@ fn positive_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
 fn nonempty(key: &str, value: &str) -> Result<String, ConfigError> {
     if value.trim().is_empty() {
         return Err(invalid(key, "must not be empty"));
+    }
+    if value.len() > MAX_AMQP_NAME {
+        return Err(invalid(
+            key,
+            format!(
+                "is {} bytes; AMQP names are at most {MAX_AMQP_NAME}",
+                value.len()
+            ),
+        ));
     }
     Ok(value.to_string())
 }
@@ -702,8 +731,11 @@ impl Settings {
         };
 
         let p = raw.probe;
-        if p.concurrency == 0 {
-            return Err(invalid("probe.concurrency", "must be at least 1"));
+        if p.concurrency == 0 || p.concurrency > MAX_COUNT {
+            return Err(invalid(
+                "probe.concurrency",
+                format!("must be from 1 to {MAX_COUNT}"),
+            ));
         }
         if p.attempts == 0 || p.attempts > 10 {
             return Err(invalid("probe.attempts", "must be between 1 and 10"));
@@ -904,6 +936,16 @@ impl Settings {
             }
         };
 
+        if raw.worker.name.len() > MAX_WORKER_NAME {
+            return Err(invalid(
+                "worker.name",
+                format!(
+                    "is {} bytes; at most {MAX_WORKER_NAME}",
+                    raw.worker.name.len()
+                ),
+            ));
+        }
+
         Ok(Settings {
             amqp,
             redis,
@@ -943,19 +985,25 @@ impl Settings {
 }
 
 fn rate(key: &str, rate: f64, burst: u32, max_inflight: u32) -> Result<Rate, ConfigError> {
-    if !(rate.is_finite() && rate > 0.0) {
+    if !(rate.is_finite() && rate >= RATE_RANGE.0 && rate <= RATE_RANGE.1) {
         return Err(invalid(
             &format!("{key}.rate"),
-            "must be a positive number of requests per second",
+            format!(
+                "must be a number of requests per second from {:e} (one a day) to {}",
+                RATE_RANGE.0, RATE_RANGE.1
+            ),
         ));
     }
-    if burst == 0 {
-        return Err(invalid(&format!("{key}.burst"), "must be at least 1"));
+    if burst == 0 || burst > MAX_COUNT {
+        return Err(invalid(
+            &format!("{key}.burst"),
+            format!("must be from 1 to {MAX_COUNT}"),
+        ));
     }
-    if max_inflight == 0 {
+    if max_inflight == 0 || max_inflight > MAX_COUNT {
         return Err(invalid(
             &format!("{key}.max_inflight"),
-            "must be at least 1",
+            format!("must be from 1 to {MAX_COUNT}"),
         ));
     }
     Ok(Rate {
@@ -984,6 +1032,38 @@ fn parse_nameserver(value: &str) -> Result<SocketAddr, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values no operator means but a typo makes: a clear error (exit 2), never a panic,
+    /// and nothing built from settings that pass panics either.
+    #[test]
+    fn exotic_values_are_refused_or_work_never_panic() {
+        let long = "q".repeat(300);
+        let refused = [
+            "[rate_limit.per_ip]\nrate = 1e-300\n".to_string(),
+            "[rate_limit.per_ip]\nrate = 1e300\n".into(),
+            "[rate_limit.per_ip]\nrate = nan\n".into(),
+            "[rate_limit.per_ip]\nburst = 4294967295\n".into(),
+            "[rate_limit.per_ip]\nmax_inflight = 4294967295\n".into(),
+            "[probe]\ntimeout = \"100000000d\"\n".into(),
+            "[probe]\nretry_delay = \"100000000d\"\n".into(),
+            "[rate_limit]\nmax_wait = \"100000000d\"\n".into(),
+            "[redis]\nverdict_ttl = \"100000000d\"\n".into(),
+            format!("[amqp]\njobs_queue = \"{long}\"\n"),
+            format!("[amqp]\nresults_exchange = \"{long}\"\n"),
+            format!("[worker]\nname = \"{long}\"\n"),
+            "[probe]\nconcurrency = 4294967295\n".into(),
+        ];
+        for text in &refused {
+            let got = std::panic::catch_unwind(|| {
+                Settings::from_toml(text).map(|s| crate::limit::LocalLimiter::new(&s.rate_limit))
+            });
+            match got {
+                Err(_) => panic!("panicked on {text}"),
+                Ok(Ok(_)) => panic!("accepted {text}"),
+                Ok(Err(e)) => assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
 
     fn err(toml: &str) -> String {
         Settings::from_toml(toml)

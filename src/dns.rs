@@ -30,6 +30,14 @@ pub enum DnsError {
         /// How long we waited.
         ms: u128,
     },
+    /// This worker could not open a socket for the lookup (no file descriptors left).
+    #[error("{host}: DNS lookup not made: this worker has no {message} left")]
+    LocalResources {
+        /// The name asked.
+        host: String,
+        /// What ran out.
+        message: String,
+    },
     /// Any other resolver failure (SERVFAIL, refused, network).
     #[error("{host}: DNS lookup failed: {message}")]
     Failed {
@@ -182,7 +190,12 @@ impl Resolver {
             }
             Ok(Err(e)) => {
                 let message = e.to_string();
-                if message.contains("timed out") || message.contains("timeout") {
+                if crate::probe::local_resource_words(&message) {
+                    Err(DnsError::LocalResources {
+                        host,
+                        message: "file descriptors or socket buffers".into(),
+                    })
+                } else if message.contains("timed out") || message.contains("timeout") {
                     Err(DnsError::Timeout {
                         host,
                         ms: self.inner.timeout.as_millis(),

@@ -145,9 +145,10 @@ impl Engine {
                 | FailureKind::Egress => Health::Failed,
                 // These came after an answer: the way out worked.
                 FailureKind::TooManyRedirects | FailureKind::BadRedirect => Health::Works,
-                FailureKind::Dns | FailureKind::BlockedTarget | FailureKind::Throttled => {
-                    Health::Silent
-                }
+                FailureKind::Dns
+                | FailureKind::BlockedTarget
+                | FailureKind::Throttled
+                | FailureKind::LocalResources => Health::Silent,
             },
         };
         let now = tokio::time::Instant::now();

@@ -146,3 +146,62 @@ async fn a_job_with_a_300_byte_id_and_a_long_worker_name_is_answered() {
     assert_eq!(r["verdict"], "up");
     w.shutdown().await;
 }
+
+/// `picket check` of 200 healthy pages under a file-descriptor limit set by prlimit.
+async fn check_under_nofile(limit: &str) -> Vec<serde_json::Value> {
+    let site = serve(
+        "127.0.42.4",
+        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("picket.toml");
+    std::fs::write(
+        &config,
+        "[targets]\nallow_private = true\n[probe]\nconcurrency = 200\nattempts = 1\n\
+         [rate_limit.per_ip]\nrate = 10000.0\nburst = 10000\nmax_inflight = 1000\n",
+    )
+    .expect("config");
+    let urls: Vec<String> = (0..200).map(|i| format!("http://{site}/?n={i}")).collect();
+    let out = tokio::process::Command::new("prlimit")
+        .arg(format!("--nofile={limit}"))
+        .arg(env!("CARGO_BIN_EXE_picket"))
+        .args(["check", "--json", "--config"])
+        .arg(&config)
+        .args(&urls)
+        .output()
+        .await
+        .expect("prlimit runs picket check (util-linux)");
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "picket check under {limit}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_is_our_failure_never_the_sites() {
+    // A low soft limit is raised to the hard one at start: every page is up.
+    let rs = check_under_nofile("64:1024").await;
+    assert_eq!(rs.len(), 200);
+    let not_up: Vec<&serde_json::Value> = rs.iter().filter(|r| r["verdict"] != "up").collect();
+    assert!(
+        not_up.is_empty(),
+        "{} not up, first: {}",
+        not_up.len(),
+        not_up[0]
+    );
+    // A hard limit too low for probe.concurrency: what fails is ours, unknown, never down.
+    let rs = check_under_nofile("48:48").await;
+    assert_eq!(rs.len(), 200);
+    let down: Vec<&serde_json::Value> = rs.iter().filter(|r| r["verdict"] == "down").collect();
+    assert!(down.is_empty(), "{} down, first: {}", down.len(), down[0]);
+    let ours = rs.iter().filter(|r| r["verdict"] == "unknown").count();
+    assert!(ours > 0, "48 descriptors cannot hold 200 probes at once");
+    println!("under 48 descriptors: {ours} of 200 unknown, the rest up");
+}

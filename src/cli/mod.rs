@@ -114,6 +114,7 @@ pub fn main() -> ExitCode {
     };
     let quiet = !matches!(cli.command, Command::Worker);
     crate::app::init_logging(&settings, quiet);
+    crate::app::raise_file_limit(settings.probe.concurrency);
     let runtime = match runtime(&settings) {
         Ok(r) => r,
         Err(e) => {

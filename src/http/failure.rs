@@ -42,6 +42,15 @@ pub(super) fn classify(
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind as K;
+            if io
+                .raw_os_error()
+                .is_some_and(crate::probe::local_resource_errno)
+            {
+                return fail(
+                    FailureKind::LocalResources,
+                    format!("{at}: not asked: this worker has no file descriptors or socket buffers left ({io})"),
+                );
+            }
             let (kind, what) = match io.kind() {
                 K::ConnectionRefused => (FailureKind::Connect, "connection refused"),
                 K::ConnectionReset => (FailureKind::Reset, "connection reset by the server"),

@@ -303,6 +303,9 @@ impl HttpProber {
                         format!("{host}: DNS lookup ran out of time"),
                     )
                 }
+                Ok(Err(e @ DnsError::LocalResources { .. })) => {
+                    return fail(FailureKind::LocalResources, e.to_string())
+                }
                 Ok(Err(e)) => return fail(FailureKind::Dns, e.to_string()),
                 Ok(Ok(ips)) => ips,
             };

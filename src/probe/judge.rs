@@ -47,6 +47,8 @@ pub enum Reason {
     Protocol,
     /// Our own per-IP limit left no time to ask the site.
     RateLimited,
+    /// This worker ran out of file descriptors or buffers.
+    LocalResources,
 }
 
 impl Reason {
@@ -69,6 +71,7 @@ impl Reason {
             Reason::InvalidJob => "invalid_job",
             Reason::Protocol => "protocol",
             Reason::RateLimited => "rate_limited",
+            Reason::LocalResources => "local_resources",
         }
     }
 }
@@ -256,6 +259,7 @@ fn judge_failure(f: &Failure, recent_answers: u32, settings: &JudgeSettings) -> 
         FailureKind::Protocol => (Verdict::Down, Reason::Protocol),
         FailureKind::Egress => (Verdict::Unknown, Reason::EgressUnavailable),
         FailureKind::Throttled => (Verdict::Unknown, Reason::RateLimited),
+        FailureKind::LocalResources => (Verdict::Unknown, Reason::LocalResources),
     };
     Judgement::new(verdict, reason, f.detail.clone())
 }

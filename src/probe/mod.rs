@@ -134,6 +134,9 @@ pub enum FailureKind {
     Egress,
     /// Our own per-IP limit allowed no request before the deadline.
     Throttled,
+    /// This worker ran out of its own resources (file descriptors, socket buffers): our
+    /// failure, never the site's.
+    LocalResources,
 }
 
 /// A probe that did not end in an HTTP answer.
@@ -207,4 +210,20 @@ impl Observation {
             recent_answers: 0,
         }
     }
+}
+
+/// Whether an OS error number says this process ran out of its own resources: EMFILE,
+/// ENFILE (file descriptors) or ENOBUFS (socket buffers) on Linux.
+pub fn local_resource_errno(errno: i32) -> bool {
+    matches!(errno, 23 | 24 | 105)
+}
+
+/// The same, read from an error message (resolvers keep only the words).
+pub fn local_resource_words(message: &str) -> bool {
+    ["Too many open files", "No buffer space available"]
+        .iter()
+        .any(|w| message.contains(w))
+        || ["os error 23)", "os error 24)", "os error 105)"]
+            .iter()
+            .any(|w| message.contains(w))
 }
