@@ -899,10 +899,19 @@ impl Settings {
             let name = nonempty(&format!("egress[{i}].name"), &e.name)?;
             let proxy = match e.proxy.as_deref().map(str::trim) {
                 None | Some("") => None,
+                // socks5h hands the name to the proxy, which resolves it where the
+                // address policy and the per-IP limit cannot see: refused, socks5 does the
+                // same with the name resolved, checked and counted here.
+                Some(p) if p.to_ascii_lowercase().starts_with("socks5h:") => {
+                    return Err(invalid(
+                        &format!("egress[{i}].proxy"),
+                        "socks5h:// lets the proxy resolve names past the address policy and the per-IP limit: use socks5://, which sends the address picket resolved and counted",
+                    ))
+                }
                 Some(p) => Some(url_with_scheme(
                     &format!("egress[{i}].proxy"),
                     p,
-                    &["http", "https", "socks5", "socks5h"],
+                    &["http", "https", "socks5"],
                 )?),
             };
             if egress.iter().any(|x: &EgressSettings| x.name == name) {
@@ -1035,6 +1044,12 @@ mod tests {
 
     /// Values no operator means but a typo makes: a clear error (exit 2), never a panic,
     /// and nothing built from settings that pass panics either.
+    #[test]
+    fn a_socks5h_egress_is_refused_because_the_proxy_would_resolve_names() {
+        let e = err("[[egress]]\nname = \"p\"\nproxy = \"socks5h://127.0.0.1:1080\"\n");
+        assert!(e.contains("egress[0].proxy") && e.contains("socks5://"), "{e}");
+    }
+
     #[test]
     fn exotic_values_are_refused_or_work_never_panic() {
         let long = "q".repeat(300);
