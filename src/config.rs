@@ -1047,7 +1047,10 @@ mod tests {
     #[test]
     fn a_socks5h_egress_is_refused_because_the_proxy_would_resolve_names() {
         let e = err("[[egress]]\nname = \"p\"\nproxy = \"socks5h://127.0.0.1:1080\"\n");
-        assert!(e.contains("egress[0].proxy") && e.contains("socks5://"), "{e}");
+        assert!(
+            e.contains("egress[0].proxy") && e.contains("socks5://"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -205,3 +205,75 @@ async fn running_out_of_file_descriptors_is_our_failure_never_the_sites() {
     assert!(ours > 0, "48 descriptors cannot hold 200 probes at once");
     println!("under 48 descriptors: {ours} of 200 unknown, the rest up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_of_a_broken_session_stop_and_free_their_slots() {
+    use crate::support::picket::base_toml;
+    use crate::support::worker_process::WorkerProcess;
+    let rabbit = Arc::new(
+        tokio::task::spawn_blocking(crate::support::RabbitServer::launch)
+            .await
+            .expect("join")
+            .expect("private RabbitMQ"),
+    );
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    let silent = crate::support::serve_raw("127.0.42.5", move |stream| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        crate::support::targets::raw::never_answer(stream)
+    })
+    .await;
+    // Four slots, four jobs to a site that never answers within the 60 s timeout.
+    let text = format!("{}\n[targets]\nallow_private = true\n", base_toml())
+        .replace(&crate::support::servers().amqp_url, rabbit.url())
+        .replace(
+            "timeout = \"5s\"",
+            "timeout = \"60s\"\nconcurrency = 4\nattempts = 1",
+        )
+        .replace("shutdown_grace = \"10s\"", "shutdown_grace = \"1s\"");
+    let s = picket::config::Settings::from_toml(&text).expect("settings");
+    assert_eq!(
+        (s.probe.concurrency, s.amqp.url.as_str()),
+        (4, rabbit.url())
+    );
+    let c = Client::connect_to(rabbit.url()).await;
+    c.declare(&s).await;
+    let worker = WorkerProcess::start(&text, &[]);
+    // Persistent, so they outlive the broker's restart.
+    let persistent = lapin::BasicProperties::default().with_delivery_mode(2);
+    for i in 0..4 {
+        let job = json!({"id": format!("slow-{i}"), "url": format!("http://{silent}/")});
+        c.publish(
+            &s.amqp.jobs_queue,
+            job.to_string().as_bytes(),
+            persistent.clone(),
+        )
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while connections.load(Ordering::SeqCst) < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the four probes never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(c);
+    let r = rabbit.clone();
+    tokio::task::spawn_blocking(move || r.restart())
+        .await
+        .expect("restart");
+    // The broker hands the four jobs out again: the worker takes them at once, because
+    // the old session's probes stopped and gave back their slots.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    while connections.load(Ordering::SeqCst) < 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old session's probes still hold the slots ({} connections); log:\n{}",
+            connections.load(Ordering::SeqCst),
+            worker.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.terminate().await;
+}

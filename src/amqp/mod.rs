@@ -420,6 +420,8 @@ pub async fn run_worker(
         worker_name,
     } = options;
     let permits = Arc::new(Semaphore::new(concurrency));
+    // Shared by every job, not cloned for each.
+    let shared_settings = Arc::new(settings.clone());
     let tracker = TaskTracker::new();
     let mut delays = backoff();
     let mut first = true;
@@ -485,6 +487,18 @@ pub async fn run_worker(
         tracing::info!(queue = %settings.jobs_queue, node = %node.label, moved = node.moved, "consuming");
         state.set_node(node.label);
         let acks = Acks::start(consume.clone(), &tracker);
+        let session = Session {
+            engine: engine.clone(),
+            publish: publish.clone(),
+            settings: shared_settings.clone(),
+            max_wait,
+            acks: acks.clone(),
+            broken: broken.clone(),
+            over: CancellationToken::new(),
+        };
+        // While every slot is taken the loop waits for a permit, not for the consumer:
+        // the connection's own events tell it that the session is gone.
+        watch_connection(&conn, session.broken.clone(), session.over.clone());
         loop {
             // Take the permit before pulling the next delivery: no job waits in memory
             // without a probe slot.
@@ -511,40 +525,12 @@ pub async fn run_worker(
             };
             metric::job_consumed();
             acks.delivered(delivery.delivery_tag);
-            let engine = engine.clone();
-            let publish = publish.clone();
-            let settings = settings.clone();
-            let broken = broken.clone();
-            let acks = acks.clone();
-            tracker.spawn(async move {
-                metric::in_flight(1.0);
-                let tag = delivery.delivery_tag;
-                let acker = delivery.acker.clone();
-                // A panic anywhere in the handling, publishing included, ends in a nack
-                // (the failure is counted: a second one makes the message poison), never
-                // in a delivery that stays unacked for good.
-                let handled = {
-                    use futures_util::FutureExt;
-                    let work = deliver(&engine, &publish, &settings, max_wait, delivery, &acks);
-                    std::panic::AssertUnwindSafe(work).catch_unwind().await
-                };
-                match handled {
-                    Ok(true) => {}
-                    Ok(false) => broken.cancel(),
-                    Err(e) => {
-                        tracing::error!(error = %panic_text(e), "publishing a result failed unexpectedly; handing the job back");
-                        metric::requeued();
-                        let _ = acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
-                        acks.forget(tag);
-                    }
-                }
-                metric::in_flight(-1.0);
-                drop(permit);
-            });
+            tracker.spawn(job(session.clone(), delivery, permit));
         }
         // The ack task ends, after sending the last acks, once the jobs' handles are
         // gone too: waiting for the tracker below waits for it.
         drop(acks);
+        let Session { over, .. } = session;
         state.consuming.store(false, Ordering::SeqCst);
         if shutdown.is_cancelled() {
             // Stop the flow first, let in-flight jobs finish within the grace period,
@@ -561,7 +547,9 @@ pub async fn run_worker(
                     left = tracker.len(),
                     "shutdown grace over; unfinished jobs go back to the queue"
                 );
+                over.cancel();
             }
+            over.cancel();
             let _ = conn.close(200, "picket worker shutting down".into()).await;
             state.connected.store(false, Ordering::SeqCst);
             metric::broker_up(false);
@@ -579,6 +567,9 @@ pub async fn run_worker(
             let _ = tokio::time::timeout(grace, tracker.wait()).await;
             tracker.reopen();
         }
+        // What is still running cannot be acked on this session: the broker hands those
+        // jobs out again, so they stop here rather than probe on and hold their slots.
+        over.cancel();
         let _ = conn.close(200, "reconnecting".into()).await;
         // A broken session is rebuilt after a pause, not in a hot loop.
         let d = delays.next().unwrap_or(Duration::from_secs(1));
@@ -626,6 +617,88 @@ async fn channels(
         .basic_qos(settings.prefetch, BasicQosOptions::default())
         .await?;
     Ok((publish, consume))
+}
+
+/// Cancels `broken` when the connection reports an error (the broker closed it, its
+/// node died); ends with the session.
+fn watch_connection(conn: &Connection, broken: CancellationToken, over: CancellationToken) {
+    let events = conn.events_listener();
+    tokio::spawn(async move {
+        futures_util::pin_mut!(events);
+        loop {
+            tokio::select! {
+                () = over.cancelled() => break,
+                event = events.next() => match event {
+                    Some(lapin::Event::Error(e)) => {
+                        tracing::warn!(error = %e, "broker connection failed; ending the session");
+                        broken.cancel();
+                        break;
+                    }
+                    Some(_) => {}
+                    None => {
+                        broken.cancel();
+                        break;
+                    }
+                },
+            }
+        }
+    });
+}
+
+/// What the jobs of one broker session share.
+#[derive(Clone)]
+struct Session {
+    engine: Arc<Engine>,
+    publish: Channel,
+    settings: Arc<AmqpSettings>,
+    max_wait: Duration,
+    acks: Acks,
+    /// Cancelled by a job whose publish failed: the session is rebuilt.
+    broken: CancellationToken,
+    /// Cancelled when the session is over: its unfinished jobs stop.
+    over: CancellationToken,
+}
+
+/// One delivery's task: handled to the end, or stopped when its session is over. A
+/// panic anywhere in the handling, publishing included, ends in a nack (the failure is
+/// counted: a second one makes the message poison), never in a delivery that stays
+/// unacked for good.
+async fn job(
+    session: Session,
+    delivery: lapin::message::Delivery,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    use futures_util::FutureExt;
+    metric::in_flight(1.0);
+    let tag = delivery.delivery_tag;
+    let acker = delivery.acker.clone();
+    let s = &session;
+    let work = deliver(
+        &s.engine,
+        &s.publish,
+        &s.settings,
+        s.max_wait,
+        delivery,
+        &s.acks,
+    );
+    tokio::select! {
+        () = s.over.cancelled() => {
+            tracing::info!("session over; the broker hands this job out again");
+        }
+        handled = std::panic::AssertUnwindSafe(work).catch_unwind() => match handled {
+            Ok(true) => {}
+            Ok(false) => s.broken.cancel(),
+            Err(e) => {
+                tracing::error!(error = %panic_text(e), "publishing a result failed unexpectedly; handing the job back");
+                metric::requeued();
+                let nack = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+                let _ = acker.nack(nack).await;
+                s.acks.forget(tag);
+            }
+        },
+    }
+    metric::in_flight(-1.0);
+    drop(permit);
 }
 
 /// Handles one delivery to the end (ack or nack); false when publishing failed, which
