@@ -943,9 +943,11 @@ mod tests {
         assert_eq!(s.probe.timeout, Duration::from_secs(30));
         assert_eq!(s.probe.attempts, 2);
         assert_eq!(s.probe.min_body_bytes, 64);
-        assert_eq!(s.rate_limit.per_ip.rate, 2.0);
-        assert_eq!(s.rate_limit.per_ip.burst, 2);
-        assert_eq!(s.rate_limit.per_ip.max_inflight, 4);
+        // Not the contract's example (2.0 / 2 / 4): safe against the defences' defaults
+        // (docs/POLITENESS.md).
+        assert_eq!(s.rate_limit.per_ip.rate, 1.0);
+        assert_eq!(s.rate_limit.per_ip.burst, 1);
+        assert_eq!(s.rate_limit.per_ip.max_inflight, 2);
         assert_eq!(s.rate_limit.scope, LimitScope::Target);
         assert_eq!(s.redis.verdict_ttl, Duration::from_secs(3600));
         assert_eq!(s.egress.len(), 1);

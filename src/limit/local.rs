@@ -284,3 +284,77 @@ mod tests {
         assert_eq!(t0.elapsed().as_millis(), 1000);
     }
 }
+
+/// The default limits against the defences' own arithmetic (docs/POLITENESS.md): the
+/// schedule the limiter grants, with every arrival moved by up to `JITTER` either way
+/// (network, scheduler), must never give mod_evasive's defaults three requests for one
+/// path within one calendar second, nor an nginx `limit_req rate=2r/s` (no burst) two
+/// requests less than 500 ms apart.
+#[cfg(test)]
+mod defaults_against_defences {
+    use super::*;
+    use crate::config::Settings;
+    use std::net::IpAddr;
+
+    /// How far the network and the scheduler may move one arrival, either way.
+    const JITTER: Duration = Duration::from_millis(200);
+
+    /// Grant times of `n` requests to one IP under the default limits, from `t0`.
+    async fn schedule(l: &LocalLimiter, n: usize) -> Vec<Duration> {
+        let t0 = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..n {
+            let req = Request {
+                ip: "192.0.2.1".parse::<IpAddr>().expect("ip"),
+                host: "county.test",
+                egress: "direct",
+                max_wait: Duration::from_secs(600),
+            };
+            match l.acquire(req).await {
+                Grant::Go(_) => times.push(t0.elapsed()),
+                Grant::Defer(d) => panic!("deferred {d:?}"),
+            }
+        }
+        times
+    }
+
+    fn assert_safe(times: &[Duration], what: &str) {
+        for w in times.windows(2) {
+            // nginx limit_req 2r/s, no burst: 500 ms between accepted requests.
+            let gap = (w[1] - w[0]).saturating_sub(JITTER * 2);
+            assert!(
+                gap >= Duration::from_millis(500),
+                "{what}: {:?} then {:?} can reach nginx < 500 ms apart",
+                w[0],
+                w[1]
+            );
+        }
+        for w in times.windows(3) {
+            // mod_evasive DOSPageCount 2: a third hit within one calendar second is
+            // refused, whatever the phase of the second.
+            let span = (w[2] - w[0]).saturating_sub(JITTER * 2);
+            assert!(
+                span >= Duration::from_secs(1),
+                "{what}: {:?}, {:?}, {:?} can fall into one calendar second",
+                w[0],
+                w[1],
+                w[2]
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_schedule_trips_mod_evasive_or_nginx_2rs() {
+        let s = Settings::from_toml("").expect("defaults");
+        let l = LocalLimiter::new(&s.rate_limit);
+        // A round with a full bucket, then another right away (empty bucket), then one
+        // after a pause long enough to refill it.
+        let first = schedule(&l, 6).await;
+        assert_safe(&first, "full bucket");
+        let second = schedule(&l, 6).await;
+        assert_safe(&second, "empty bucket");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let third = schedule(&l, 6).await;
+        assert_safe(&third, "after a pause");
+    }
+}

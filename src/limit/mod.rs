@@ -191,7 +191,7 @@ mod tests {
             rules
                 .rate_for(&req("192.0.2.1", "notgov.example", "d"))
                 .rate,
-            2.0
+            1.0
         );
     }
 
