@@ -9,6 +9,7 @@ mod cluster;
 mod egress;
 mod our_side;
 mod politeness;
+mod real_servers;
 mod reliability;
 mod support_smoke;
 mod worker_e2e;

@@ -473,6 +473,10 @@ impl HttpProber {
                 );
             };
             let status = resp.status().as_u16();
+            if let Some(refusal) = proxy_refusal(egress, &resp) {
+                // The proxy answered for itself: nothing is known about the site.
+                return fail(FailureKind::Egress, refusal);
+            }
             let tls_days_left = resp
                 .extensions()
                 .get::<reqwest::tls::TlsInfo>()
@@ -684,6 +688,32 @@ impl CookieJar {
     fn len(&self) -> usize {
         self.cookies.len()
     }
+}
+
+/// An answer an HTTP proxy made itself (its refusal or error page), not the site's:
+/// squid marks its own pages with `X-Squid-Error`, RFC 9209 proxies with an error in
+/// `Proxy-Status`, and a 407 is always the proxy's.
+fn proxy_refusal(egress: &Egress, resp: &reqwest::Response) -> Option<String> {
+    if egress.proxy.is_none() || egress.socks {
+        return None;
+    }
+    let status = resp.status();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let marker = header("x-squid-error")
+        .or_else(|| header("proxy-status").filter(|v| v.contains("error=")))
+        .or_else(|| (status.as_u16() == 407).then(|| "proxy authentication required".into()))?;
+    if status.is_success() || status.is_redirection() {
+        return None;
+    }
+    Some(format!(
+        "the proxy of egress {} answered {status} itself ({marker}); the site was not asked",
+        egress.name
+    ))
 }
 
 /// Longest `Retry-After` pause honoured.

@@ -93,3 +93,4 @@ pub fn servers() -> &'static Servers {
     }
 }
 pub mod picket;
+pub mod real;
