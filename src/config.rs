@@ -113,6 +113,7 @@ struct RawProbe {
 struct RawRateLimit {
     max_wait: String,
     fallback_share: f64,
+    backoff: String,
     per_ip: RawPerIp,
     #[serde(rename = "override", default)]
     overrides: Vec<RawOverride>,
@@ -359,6 +360,9 @@ pub struct RateLimitSettings {
     pub max_wait: Duration,
     /// Share of each rate one worker uses on its own while Redis is unavailable.
     pub fallback_share: f64,
+    /// How long an IP that refused us is left alone the first time; doubled on every
+    /// refusal after a hold, up to 10 minutes (see `limit::standing`).
+    pub backoff: Duration,
     /// Overrides, first match wins (CIDR entries are checked before host suffixes).
     pub overrides: Vec<RateOverride>,
 }
@@ -732,6 +736,7 @@ impl Settings {
             scope,
             max_wait: parse_duration("rate_limit.max_wait", &rl.max_wait)?,
             fallback_share: rl.fallback_share,
+            backoff: positive_duration("rate_limit.backoff", &rl.backoff)?,
             overrides,
         };
 

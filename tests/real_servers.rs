@@ -176,12 +176,21 @@ async fn nginx_limit_req_and_limit_conn_never_refuse_the_default_limits() {
     let hits = nginx.hits().since(start);
     for (site, checked, what) in [
         (&strict, a, "nginx limit_req 2r/s, limit_conn 4"),
-        (&lenient, b, "nginx limit_req 2r/s burst=5 nodelay, limit_conn 4"),
+        (
+            &lenient,
+            b,
+            "nginx limit_req 2r/s burst=5 nodelay, limit_conn 4",
+        ),
     ] {
         let mine = hits.for_hosts(&site.hosts);
         let refused = mine.with_status(503);
         report_line(what, &mine, refused);
-        assert_eq!(refused, 0, "{what} refused us:\n{}", nginx.daemon.read("error.log"));
+        assert_eq!(
+            refused,
+            0,
+            "{what} refused us:\n{}",
+            nginx.daemon.read("error.log")
+        );
         assert_eq!(mine.all.len(), checked, "{what}: one request per check");
     }
 }
@@ -201,7 +210,10 @@ async fn modsecurity_crs_paranoia_2_passes_every_probe() {
         .iter()
         .map(|h| format!("http://{h}:{}/", apache.port))
         .collect();
-    urls.push(format!("http://{}:{}/index.html?lang=en&page=2", hosts[0], apache.port));
+    urls.push(format!(
+        "http://{}:{}/index.html?lang=en&page=2",
+        hosts[0], apache.port
+    ));
     urls.push(format!("http://{}:{}/", ip, apache.port));
     let reports = round(&engine, &urls).await;
     let hits = apache.hits();
@@ -262,7 +274,9 @@ fn egress_settings(egresses: &[(&str, &str)]) -> Settings {
         if proxy.is_empty() {
             toml.push_str(&format!("[[egress]]\nname = \"{name}\"\n"));
         } else {
-            toml.push_str(&format!("[[egress]]\nname = \"{name}\"\nproxy = \"{proxy}\"\n"));
+            toml.push_str(&format!(
+                "[[egress]]\nname = \"{name}\"\nproxy = \"{proxy}\"\n"
+            ));
         }
     }
     settings(&toml)
@@ -277,29 +291,56 @@ async fn squid_and_dante_carry_probes_and_their_refusals_never_make_a_site_down(
     let dante_deny = Dante::start("127.0.12.11", true);
     let dead = format!("http://127.0.12.10:{}", free_port());
     let cases: Vec<(&str, Vec<(&str, &str)>, Option<Verdict>)> = vec![
-        ("squid", vec![("squid", squid.url.as_str())], Some(Verdict::Up)),
-        ("dante", vec![("dante", dante.url.as_str())], Some(Verdict::Up)),
-        ("squid refusing", vec![("deny", squid_deny.url.as_str())], None),
+        (
+            "squid",
+            vec![("squid", squid.url.as_str())],
+            Some(Verdict::Up),
+        ),
+        (
+            "dante",
+            vec![("dante", dante.url.as_str())],
+            Some(Verdict::Up),
+        ),
+        (
+            "squid refusing",
+            vec![("deny", squid_deny.url.as_str())],
+            None,
+        ),
         (
             "squid refusing, then direct",
             vec![("deny", squid_deny.url.as_str()), ("direct", "")],
             None,
         ),
-        ("dante refusing", vec![("deny", dante_deny.url.as_str())], None),
+        (
+            "dante refusing",
+            vec![("deny", dante_deny.url.as_str())],
+            None,
+        ),
         ("dead proxy", vec![("dead", dead.as_str())], None),
     ];
     for (what, egresses, want) in cases {
         let s = egress_settings(&egresses);
         let engine = engine(&s);
-        let r = round(&engine, std::slice::from_ref(&target)).await.remove(0);
+        let r = round(&engine, std::slice::from_ref(&target))
+            .await
+            .remove(0);
         eprintln!("{what}: {:?}/{}: {}", r.verdict, r.reason, r.detail);
         match want {
             Some(v) => assert_eq!(r.verdict, v, "{what}: {}", r.detail),
-            None => assert_ne!(r.verdict, Verdict::Down, "{what}: {}/{}", r.reason, r.detail),
+            None => assert_ne!(
+                r.verdict,
+                Verdict::Down,
+                "{what}: {}/{}",
+                r.reason,
+                r.detail
+            ),
         }
     }
     assert!(
-        squid_deny.daemon.read("access.log").contains("TCP_DENIED/403"),
+        squid_deny
+            .daemon
+            .read("access.log")
+            .contains("TCP_DENIED/403"),
         "the refusing squid was asked and refused"
     );
 }

@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::standing::{Refusal, Signal, Standing};
 use super::{Grant, Limiter, Permit, Request, Rules};
 use crate::config::{Rate, RateLimitSettings};
 
@@ -17,12 +18,16 @@ struct KeyState {
     tat: Instant,
     inflight: Arc<Semaphore>,
     max_inflight: u32,
+    /// Refusals, back-off and host holds.
+    standing: Standing,
 }
 
 /// A per-key GCRA plus in-flight cap held in memory, each rate scaled by `share`.
 pub struct LocalLimiter {
     rules: Rules,
     share: f64,
+    /// The first hold of an IP that refuses us.
+    backoff: Duration,
     state: Mutex<HashMap<String, KeyState>>,
 }
 
@@ -40,6 +45,7 @@ impl LocalLimiter {
         LocalLimiter {
             rules: Rules::new(settings),
             share,
+            backoff: settings.backoff,
             state: Mutex::new(HashMap::new()),
         }
     }
@@ -68,9 +74,44 @@ impl LocalLimiter {
                 tat: now,
                 inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
                 max_inflight: rate.max_inflight,
+                standing: Standing::default(),
             })
             .inflight
             .clone()
+    }
+
+    /// Runs `f` on the state of `req`'s key (made when missing).
+    fn with_state<T>(
+        &self,
+        req: &Request<'_>,
+        rate: Rate,
+        now: Instant,
+        f: impl FnOnce(&mut KeyState) -> T,
+    ) -> T {
+        let key = self.rules.key(req);
+        let _ = self.semaphore(&key, rate, now);
+        let mut map = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = map.entry(key).or_insert_with(|| KeyState {
+            tat: now,
+            inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
+            max_inflight: rate.max_inflight,
+            standing: Standing::default(),
+        });
+        f(entry)
+    }
+
+    /// How long `req.host` is still held by its own `Retry-After`.
+    fn host_held(&self, req: &Request<'_>) -> Option<Duration> {
+        let key = self.rules.key(req);
+        let map = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let host = req.host.to_ascii_lowercase();
+        map.get(&key)?.standing.host_held(&host, Instant::now())
     }
 
     /// Books the next slot for `key` unless the wait would exceed `max_wait`.
@@ -81,7 +122,6 @@ impl LocalLimiter {
         now: Instant,
         max_wait: Duration,
     ) -> Result<Instant, Duration> {
-        let interval = Duration::from_secs_f64(1.0 / rate.rate);
         let mut map = self
             .state
             .lock()
@@ -89,6 +129,18 @@ impl LocalLimiter {
         let Some(entry) = map.get_mut(key) else {
             return Ok(now);
         };
+        // An IP that refused us is asked at half the rate per back-off level, no burst.
+        let level = entry.standing.level();
+        let rate = if level > 0 {
+            Rate {
+                rate: rate.rate / f64::from(1u32 << level),
+                burst: 1,
+                ..rate
+            }
+        } else {
+            rate
+        };
+        let interval = Duration::from_secs_f64(1.0 / rate.rate);
         let tat = entry.tat.max(now);
         let new_tat = tat + interval;
         // `burst` requests may be booked ahead of the steady rate.
@@ -109,24 +161,50 @@ impl Limiter for LocalLimiter {
     fn hold<'a>(&'a self, req: Request<'a>, pause: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let rate = self.scaled(self.rules.rate_for(&req));
-            let key = self.rules.key(&req);
             let now = Instant::now();
-            let _ = self.semaphore(&key, rate, now);
-            let interval = Duration::from_secs_f64(1.0 / rate.rate);
-            let mut map = self
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(entry) = map.get_mut(&key) {
-                // The next slot opens `pause` from now, burst or not.
-                let tat = now + pause + interval * rate.burst.saturating_sub(1);
-                entry.tat = entry.tat.max(tat);
-            }
+            self.with_state(&req, rate, now, |entry| {
+                let host = req.host.to_ascii_lowercase();
+                if let Some(until) = entry.standing.hold_host(&host, now + pause, now) {
+                    hold_ip(entry, rate, until);
+                }
+            });
+        })
+    }
+
+    fn answered<'a>(&'a self, req: Request<'a>, signal: Signal) -> BoxFuture<'a, Option<Refusal>> {
+        Box::pin(async move {
+            let rate = self.scaled(self.rules.rate_for(&req));
+            let now = Instant::now();
+            self.with_state(&req, rate, now, |entry| {
+                if signal == Signal::Fine {
+                    entry.standing.fine(now);
+                    return None;
+                }
+                let host = req.host.to_ascii_lowercase();
+                let ip = super::canonical(req.ip).to_string();
+                let refusal =
+                    entry
+                        .standing
+                        .refused(&host, signal.code(), &ip, self.backoff, now)?;
+                // Asked again after the hold one at a time (no burst).
+                let one = Rate { burst: 1, ..rate };
+                hold_ip(entry, one, now + refusal.hold);
+                Some(refusal)
+            })
         })
     }
 
     fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant> {
         Box::pin(async move {
+            // A host that asked for a pause waits for it without taking its IP's slots.
+            let mut req = req;
+            if let Some(held) = self.host_held(&req) {
+                if held > req.max_wait {
+                    return Grant::Defer(held);
+                }
+                tokio::time::sleep(held).await;
+                req.max_wait -= held;
+            }
             let start = Instant::now();
             let rate = self.scaled(self.rules.rate_for(&req));
             let key = self.rules.key(&req);
@@ -157,6 +235,13 @@ impl Limiter for LocalLimiter {
     }
 }
 
+/// No request to `entry`'s IP before `until` (the next slot opens then, burst or not).
+fn hold_ip(entry: &mut KeyState, rate: Rate, until: Instant) {
+    let interval = Duration::from_secs_f64(1.0 / rate.rate);
+    let tat = until + interval * rate.burst.saturating_sub(1);
+    entry.tat = entry.tat.max(tat);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +258,7 @@ mod tests {
             scope: LimitScope::Target,
             max_wait: Duration::from_secs(30),
             fallback_share: 0.5,
+            backoff: Duration::from_secs(15),
             overrides: vec![],
         }
     }
@@ -356,5 +442,78 @@ mod defaults_against_defences {
         tokio::time::sleep(Duration::from_secs(30)).await;
         let third = schedule(&l, 6).await;
         assert_safe(&third, "after a pause");
+    }
+}
+
+/// Issue 11 item 12: a `Retry-After` from one host holds that host, not its neighbours.
+#[cfg(test)]
+mod retry_after_per_host {
+    use super::*;
+    use crate::config::Settings;
+
+    fn on(host: &'static str) -> Request<'static> {
+        Request {
+            ip: "192.0.2.1".parse().expect("ip"),
+            host,
+            egress: "direct",
+            max_wait: Duration::from_secs(60),
+        }
+    }
+
+    fn limiter() -> LocalLimiter {
+        let mut s = Settings::from_toml("").expect("defaults");
+        s.rate_limit.per_ip.rate = 10.0;
+        s.rate_limit.per_ip.burst = 5;
+        LocalLimiter::new(&s.rate_limit)
+    }
+
+    async fn go(l: &LocalLimiter, host: &'static str) {
+        assert!(matches!(l.acquire(on(host)).await, Grant::Go(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_holds_the_host_not_its_neighbours() {
+        let l = limiter();
+        l.hold(on("busy.test"), Duration::from_secs(3)).await;
+        let t0 = Instant::now();
+        go(&l, "quiet.test").await;
+        assert_eq!(
+            t0.elapsed(),
+            Duration::ZERO,
+            "a neighbour on the IP goes on"
+        );
+        go(&l, "busy.test").await;
+        assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn several_hosts_saying_retry_after_hold_the_ip() {
+        let l = limiter();
+        l.hold(on("a.test"), Duration::from_secs(3)).await;
+        l.hold(on("b.test"), Duration::from_secs(5)).await;
+        let t0 = Instant::now();
+        go(&l, "c.test").await;
+        assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_storm_holds_the_ip_then_halves_its_rate() {
+        let l = limiter();
+        l.answered(on("a.test"), Signal::Fine).await;
+        assert!(l
+            .answered(on("a.test"), Signal::Refused(403))
+            .await
+            .is_none());
+        let r = l
+            .answered(on("b.test"), Signal::Refused(403))
+            .await
+            .expect("two hosts refusing right after an answer");
+        assert_eq!((r.hold, r.level), (Duration::from_secs(15), 1));
+        let t0 = Instant::now();
+        go(&l, "c.test").await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(15));
+        // Then 5/s instead of 10/s, one at a time.
+        go(&l, "c.test").await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(15_200));
     }
 }

@@ -23,7 +23,8 @@ use std::time::Duration;
 use super::procs::{self, Watchdog};
 
 /// What to install when a server binary is missing.
-pub const REAL_INSTALL_HINT: &str = "run scripts/deps (it installs apache2, libapache2-mod-evasive, \
+pub const REAL_INSTALL_HINT: &str =
+    "run scripts/deps (it installs apache2, libapache2-mod-evasive, \
      libapache2-mod-security2, modsecurity-crs, nginx-light, haproxy, squid, dante-server)";
 
 /// A server process (and its children) of ours.
