@@ -27,6 +27,7 @@ const DEFERRALS: &str = "picket_jobs_deferred_total";
 const EGRESS_ATTEMPTS: &str = "picket_egress_attempts_total";
 const EGRESS_RESTS: &str = "picket_egress_rests_total";
 const ACK_FRAMES: &str = "picket_ack_frames_total";
+const IP_BACKOFFS: &str = "picket_ip_backoffs_total";
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that
 /// renders `/metrics`; later calls return the same handle.
@@ -82,6 +83,10 @@ fn describe() {
     describe_histogram!(
         THROTTLE_WAIT_SECONDS,
         "Time a request waited for its IP's limit"
+    );
+    describe_counter!(
+        IP_BACKOFFS,
+        "Refusals of us (403/429/503 storms, resets) recognised; their IP was held and slowed"
     );
     describe_counter!(
         DEFERRALS,
@@ -173,6 +178,11 @@ pub fn throttle_wait(d: Duration) {
         counter!(THROTTLE_WAITS).increment(1);
         histogram!(THROTTLE_WAIT_SECONDS).record(d.as_secs_f64());
     }
+}
+
+/// A refusal of us was recognised and its IP held (a back-off step or its storm).
+pub fn ip_backoff() {
+    counter!(IP_BACKOFFS).increment(1);
 }
 
 /// A job was deferred to the delay queue.

@@ -344,3 +344,114 @@ async fn squid_and_dante_carry_probes_and_their_refusals_never_make_a_site_down(
         "the refusing squid was asked and refused"
     );
 }
+
+/// Every report is `up`, or `unknown/blocked` naming `status`: never `down`.
+fn assert_never_down(reports: &[Report], status: &str, what: &str) -> usize {
+    let mut up = 0;
+    for r in reports {
+        eprintln!(
+            "{what}: {} {:?}/{}: {}",
+            r.url, r.verdict, r.reason, r.detail
+        );
+        match r.verdict {
+            Verdict::Up => up += 1,
+            Verdict::Unknown if r.reason == "blocked" => {
+                assert!(r.detail.contains(status), "{what}: {}", r.detail);
+            }
+            _ => panic!(
+                "{what}: {} is {:?}/{}: {}",
+                r.url, r.verdict, r.reason, r.detail
+            ),
+        }
+    }
+    up
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tripped_mod_evasive_is_backed_off_and_asked_again_never_down() {
+    let ip = "127.0.12.12";
+    let hosts = names("trip", 12);
+    // Tighter than the operator's override below: 4/s with a burst of 4 sends a fifth
+    // request for `/` within the first second; half of it (2/s) fits.
+    let evasive = Evasive {
+        page_count: 3,
+        site_count: 50,
+        blocking_period: 2,
+    };
+    let apache = Apache::evasive(ip, &hosts, evasive);
+    let s = settings(&format!(
+        "{}[probe]\nretry_delay = \"500ms\"\n[rate_limit]\nbackoff = \"5s\"\n\
+         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 4.0\nburst = 4\nmax_inflight = 4\n",
+        static_dns(&hosts, ip)
+    ));
+    let engine = engine(&s);
+    let urls: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("http://{h}:{}/", apache.port))
+        .collect();
+    let reports = round(&engine, &urls).await;
+    let hits = apache.hits();
+    let refused = hits.with_status(403);
+    report_line(
+        "apache2 mod_evasive DOSPageCount 3, picket 4/s burst 4",
+        &hits,
+        refused,
+    );
+    assert!(
+        refused > 0,
+        "the defence never tripped: the test proves nothing"
+    );
+    let up = assert_never_down(&reports, "403", "mod_evasive tripped");
+    assert!(
+        up >= hosts.len() / 2,
+        "only {up} of {} up after the hold",
+        hosts.len()
+    );
+    // The hold: after the refusals began nothing reached the server for a while.
+    let mut t: Vec<u64> = hits.all.iter().map(|h| h.0).collect();
+    t.sort_unstable();
+    let longest = t.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    assert!(
+        longest >= 4_000_000,
+        "no hold of the IP seen (longest gap {longest} µs)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tripped_nginx_limit_req_is_backed_off_and_asked_again_never_down() {
+    let site = Site {
+        ip: "127.0.12.13".into(),
+        rate: 3,
+        burst: 0,
+        nodelay: false,
+        conn: 8,
+        hosts: names("tripngx", 12),
+    };
+    let nginx = Nginx::start(std::slice::from_ref(&site));
+    let s = settings(&format!(
+        "{}[probe]\nretry_delay = \"500ms\"\n[rate_limit]\nbackoff = \"2s\"\n\
+         [[rate_limit.override]]\ncidr = \"{}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 8\n",
+        static_dns(&site.hosts, &site.ip),
+        site.ip
+    ));
+    let engine = engine(&s);
+    let urls: Vec<String> = site
+        .hosts
+        .iter()
+        .map(|h| format!("http://{h}:{}/", nginx.port))
+        .collect();
+    let reports = round(&engine, &urls).await;
+    let hits = nginx.hits();
+    let refused = hits.with_status(503);
+    report_line("nginx limit_req 3r/s, picket 10/s burst 10", &hits, refused);
+    assert!(
+        refused > 0,
+        "the defence never tripped: the test proves nothing"
+    );
+    let up = assert_never_down(&reports, "503", "limit_req tripped");
+    assert!(
+        up >= site.hosts.len() / 2,
+        "only {up} of {} up",
+        site.hosts.len()
+    );
+}

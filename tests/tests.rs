@@ -7,6 +7,7 @@ mod support;
 mod accuracy;
 mod cluster;
 mod egress;
+mod limiter;
 mod our_side;
 mod politeness;
 mod real_servers;

@@ -18,7 +18,7 @@ use crate::config::{EgressSettings, TlsSettings};
 use crate::dns::{DnsError, ProxyNameResolver, Resolver};
 use crate::engine::Prober;
 use crate::job::Method;
-use crate::limit::{Grant, Limiter, Request};
+use crate::limit::{Grant, Limiter, Request, Signal};
 use crate::probe::{policy, text, Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
 mod failure;
@@ -271,6 +271,8 @@ impl HttpProber {
         let mut cookies = CookieJar::default();
         let mut seen: Vec<(Url, usize)> = vec![(url.clone(), 0)];
         let mut redirects = 0u32;
+        // A refusal of us is asked again once, after the IP's hold.
+        let mut reasked = false;
         loop {
             let Some(host) = url.host_str().map(str::to_string) else {
                 return fail(FailureKind::BadRedirect, format!("{url} has no host"));
@@ -447,6 +449,7 @@ impl HttpProber {
                         }) = &outcome
                         {
                             obs.recent_answers = self.recent.count(ip, index);
+                            obs.refusal = self.standing(ip, &host, egress, Signal::Reset).await;
                         }
                         // A broken address (a backend down, a broken address family) is
                         // not a broken site: try the next one, as browsers do.
@@ -490,8 +493,9 @@ impl HttpProber {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                 {
-                    // The server asked for a pause: no worker sends to this IP before it
-                    // ends (capped, so a silly value cannot silence a site for days).
+                    // The server asked for a pause: no worker sends to this host before
+                    // it ends, nor to the IP when several of its hosts ask (capped, so a
+                    // silly value cannot silence a site for days).
                     let pause = Duration::from_secs(pause).min(MAX_RETRY_AFTER);
                     let request = Request {
                         ip,
@@ -508,6 +512,25 @@ impl HttpProber {
                 .status
                 .as_ref()
                 .is_some_and(|s| s.contains(&status));
+            if let Some(ip) = obs.ip {
+                let signal = if expected_here {
+                    Signal::Fine
+                } else {
+                    Signal::of_status(status)
+                };
+                if let Some(refusal) = self.standing(ip, &host, egress, signal).await {
+                    if !reasked {
+                        // The request for it waits for the hold (or the job is deferred).
+                        reasked = true;
+                        obs.notes
+                            .push(format!("{refusal}; asked again after the hold"));
+                        drop(resp);
+                        drop(permit);
+                        continue;
+                    }
+                    obs.refusal = Some(refusal);
+                }
+            }
             if resp.status().is_redirection() && !expected_here {
                 cookies.take(&url, resp.headers());
                 if let Some(location) = resp.headers().get(reqwest::header::LOCATION) {
@@ -621,6 +644,26 @@ impl HttpProber {
                 tls_days_left,
             });
         }
+    }
+}
+
+impl HttpProber {
+    /// Tells the limiter how `ip` answered; `Some(detail)` when it refuses *us*.
+    async fn standing(
+        &self,
+        ip: IpAddr,
+        host: &str,
+        egress: &Egress,
+        signal: Signal,
+    ) -> Option<String> {
+        let request = Request {
+            ip,
+            host,
+            egress: &egress.name,
+            max_wait: Duration::ZERO,
+        };
+        let refusal = self.limiter.answered(request, signal).await?;
+        Some(refusal.detail)
     }
 }
 

@@ -11,8 +11,10 @@
 //! once and then sleeps on its own, so a busy IP never holds back callers for other IPs;
 //! a caller whose wait would exceed its `max_wait` books nothing and is told to defer.
 
+mod lease;
 pub mod local;
 pub mod redis;
+mod scripts;
 pub mod standing;
 
 use std::net::IpAddr;

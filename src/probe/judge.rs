@@ -216,6 +216,10 @@ fn challenge(text: &str) -> Option<&'static str> {
 
 /// Judges one attempt.
 pub fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) -> Judgement {
+    // A defence refusing us says nothing about the site (the limiter has backed off).
+    if let Some(refusal) = &obs.refusal {
+        return Judgement::new(Verdict::Unknown, Reason::Blocked, refusal.clone());
+    }
     match &obs.outcome {
         Outcome::Failure(f) => judge_failure(f, obs.recent_answers, settings),
         Outcome::Answer(a) => judge_answer(plan, obs, a, settings),
