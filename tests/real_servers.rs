@@ -290,7 +290,10 @@ async fn squid_and_dante_carry_probes_and_their_refusals_never_make_a_site_down(
     let dante = Dante::start("127.0.12.8", false);
     let dante_deny = Dante::start("127.0.12.11", true);
     let dead = format!("http://127.0.12.10:{}", free_port());
-    let cases: Vec<(&str, Vec<(&str, &str)>, Option<Verdict>)> = vec![
+    // (what, egresses as (name, proxy URL or "" for direct), the verdict wanted or None
+    // for "anything but down")
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<Verdict>);
+    let cases: Vec<Case> = vec![
         (
             "squid",
             vec![("squid", squid.url.as_str())],
