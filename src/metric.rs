@@ -28,6 +28,7 @@ const EGRESS_ATTEMPTS: &str = "picket_egress_attempts_total";
 const EGRESS_RESTS: &str = "picket_egress_rests_total";
 const ACK_FRAMES: &str = "picket_ack_frames_total";
 const IP_BACKOFFS: &str = "picket_ip_backoffs_total";
+const PACED: &str = "picket_paced_requests_total";
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that
 /// renders `/metrics`; later calls return the same handle.
@@ -87,6 +88,10 @@ fn describe() {
     describe_counter!(
         IP_BACKOFFS,
         "Refusals of us (403/429/503 storms, resets) recognised; their IP was held and slowed"
+    );
+    describe_counter!(
+        PACED,
+        "Requests spaced further than their IP's rate because its answers were slow"
     );
     describe_counter!(
         DEFERRALS,
@@ -183,6 +188,11 @@ pub fn throttle_wait(d: Duration) {
 /// A refusal of us was recognised and its IP held (a back-off step or its storm).
 pub fn ip_backoff() {
     counter!(IP_BACKOFFS).increment(1);
+}
+
+/// A request was spaced further than its rate because its IP answers slowly.
+pub fn paced() {
+    counter!(PACED).increment(1);
 }
 
 /// A job was deferred to the delay queue.

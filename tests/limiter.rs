@@ -136,3 +136,25 @@ async fn a_refusal_of_us_seen_by_one_worker_holds_the_ip_for_all() {
         t0.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_answers_space_requests_to_that_ip_further() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "pace");
+    for _ in 0..10 {
+        a.latency(
+            &req("slow.test", Duration::ZERO),
+            Duration::from_millis(700),
+        );
+    }
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        let _ = go(&a, "slow.test").await;
+    }
+    // 100/s with a burst of 10 would send all three at once; the IP answers in ~700 ms.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1300),
+        "{:?}",
+        t0.elapsed()
+    );
+}

@@ -437,6 +437,13 @@ impl HttpProber {
                         }
                         self.recent.answered(ip, index);
                         obs.first_byte = Some(ready.elapsed());
+                        let answered = Request {
+                            ip,
+                            host: &host,
+                            egress: &egress.name,
+                            max_wait: Duration::ZERO,
+                        };
+                        self.limiter.latency(&answered, ready.elapsed());
                         response = Some(r);
                         permit_held = Some(permit);
                         break;

@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::standing::{Refusal, Signal, Standing};
+use super::standing::{Pace, Refusal, Signal, Standing};
 use super::{Grant, Limiter, Permit, Request, Rules};
 use crate::config::{Rate, RateLimitSettings};
 
@@ -20,6 +20,8 @@ struct KeyState {
     max_inflight: u32,
     /// Refusals, back-off and host holds.
     standing: Standing,
+    /// Smoothed answer latency: the least spacing of requests.
+    pace: Pace,
 }
 
 /// A per-key GCRA plus in-flight cap held in memory, each rate scaled by `share`.
@@ -75,6 +77,7 @@ impl LocalLimiter {
                 inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
                 max_inflight: rate.max_inflight,
                 standing: Standing::default(),
+                pace: Pace::default(),
             })
             .inflight
             .clone()
@@ -99,6 +102,7 @@ impl LocalLimiter {
             inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
             max_inflight: rate.max_inflight,
             standing: Standing::default(),
+            pace: Pace::default(),
         });
         f(entry)
     }
@@ -140,7 +144,15 @@ impl LocalLimiter {
         } else {
             rate
         };
-        let interval = Duration::from_secs_f64(1.0 / rate.rate);
+        // A server answering slowly is asked no faster than it answers.
+        let pace = entry.pace.interval_ms() / 1000.0;
+        let rate = if pace > 1.0 / rate.rate {
+            crate::metric::paced();
+            Rate { burst: 1, ..rate }
+        } else {
+            rate
+        };
+        let interval = Duration::from_secs_f64((1.0 / rate.rate).max(pace));
         let tat = entry.tat.max(now);
         let new_tat = tat + interval;
         // `burst` requests may be booked ahead of the steady rate.
@@ -169,6 +181,13 @@ impl Limiter for LocalLimiter {
                 }
             });
         })
+    }
+
+    fn latency(&self, req: &Request<'_>, latency: Duration) {
+        let rate = self.scaled(self.rules.rate_for(req));
+        self.with_state(req, rate, Instant::now(), |entry| {
+            entry.pace.observe(latency)
+        });
     }
 
     fn answered<'a>(&'a self, req: Request<'a>, signal: Signal) -> BoxFuture<'a, Option<Refusal>> {
@@ -515,5 +534,23 @@ mod retry_after_per_host {
         // Then 5/s instead of 10/s, one at a time.
         go(&l, "c.test").await;
         assert_eq!(t0.elapsed(), Duration::from_millis(15_200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_answers_space_requests_further() {
+        let l = limiter();
+        for _ in 0..10 {
+            l.latency(&on("slow.test"), Duration::from_secs(2));
+        }
+        go(&l, "a.test").await;
+        let t0 = Instant::now();
+        go(&l, "b.test").await;
+        go(&l, "c.test").await;
+        // 10/s with a burst of 5 would let both go at once; the IP answers in ~2 s.
+        assert!(
+            t0.elapsed() >= Duration::from_millis(3800),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 }

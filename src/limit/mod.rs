@@ -86,6 +86,13 @@ pub trait Limiter: Send + Sync {
         Box::pin(async {})
     }
 
+    /// `req`'s IP took `latency` to answer (connection ready to response headers):
+    /// requests to it are spaced at least a smoothed latency apart, so a server slowing
+    /// down under our load gets fewer of them (AutoThrottle-style, target concurrency 1).
+    fn latency(&self, req: &Request<'_>, latency: Duration) {
+        let _ = (req, latency);
+    }
+
     /// How `req`'s IP answered. `Some` when the answer is taken for a refusal of *us*
     /// (see [`standing`]): the IP is then held and backed off, and a request for it
     /// waits for the hold.

@@ -21,7 +21,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::lease::{Lease, Releaser};
-use super::standing::{self, Refusal, Signal};
+use super::standing::{self, Pace, Refusal, Signal};
 use super::{scripts, Grant, Limiter, LocalLimiter, Permit, Request, Rules};
 use crate::config::{RateLimitSettings, RedisSettings};
 use crate::metric;
@@ -40,6 +40,7 @@ struct View {
     last_ok: Option<Instant>,
     level: i64,
     decay_asked: Option<Instant>,
+    pace: Pace,
 }
 
 /// The per-IP limiter shared by all workers through Redis.
@@ -134,6 +135,7 @@ impl RedisLimiter {
             last_ok: None,
             level: 0,
             decay_asked: None,
+            pace: Pace::default(),
         });
         f(v);
         *v
@@ -195,6 +197,10 @@ impl RedisLimiter {
         id: &str,
     ) -> Result<(i64, u64, i64), String> {
         let rate = self.rules.rate_for(req);
+        let pace_ms = self.view(key, |_| {}).pace.interval_ms();
+        if pace_ms > 1000.0 / rate.rate {
+            metric::paced();
+        }
         let (tat, inflight) = self.keys(key);
         let mut inv = self.script.key(&tat);
         inv.key(&inflight)
@@ -205,7 +211,8 @@ impl RedisLimiter {
             .arg(left.as_millis() as u64)
             .arg(self.lease.as_millis() as u64)
             .arg(id)
-            .arg(req.host.to_ascii_lowercase());
+            .arg(req.host.to_ascii_lowercase())
+            .arg(format!("{pace_ms:.3}"));
         self.call(inv).await
     }
 
@@ -299,6 +306,11 @@ impl Limiter for RedisLimiter {
                 self.redis_failed(&e);
             }
         })
+    }
+
+    fn latency(&self, req: &Request<'_>, latency: Duration) {
+        self.fallback.latency(req, latency);
+        self.view(&self.rules.key(req), |v| v.pace.observe(latency));
     }
 
     fn answered<'a>(&'a self, req: Request<'a>, signal: Signal) -> BoxFuture<'a, Option<Refusal>> {

@@ -11,7 +11,8 @@
 //!   that host, ms) and `hold:<host>` (that host's `Retry-After`, until ms).
 
 /// Books a request. KEYS: tat, inflight, standing. ARGV: interval_ms, burst,
-/// max_inflight, max_wait_ms, lease_ms, lease_id, host.
+/// max_inflight, max_wait_ms, lease_ms, lease_id, host, pace_ms (the worker's smoothed
+/// answer latency of the IP: the least spacing, with no burst, when it is wider).
 /// Returns {1, wait_ms, level} booked; {-1, wait_ms, level} would wait too long (nothing
 /// booked); {0, 0, level} in-flight cap reached (nothing booked); {2, wait_ms, 0} the
 /// host is held by its `Retry-After` for wait_ms more (nothing booked: ask again then).
@@ -32,6 +33,11 @@ local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 if level > 0 then
   interval = interval * 2 ^ level
+  burst = 1
+end
+local pace = tonumber(ARGV[8])
+if pace > interval then
+  interval = pace
   burst = 1
 end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')

@@ -34,6 +34,30 @@ pub const DECAY_AFTER: Duration = Duration::from_secs(60);
 /// Hosts remembered per IP (refusals and host holds each).
 const MAX_HOSTS: usize = 32;
 
+/// Weight of the newest latency in the smoothed one.
+const PACE_ALPHA: f64 = 0.3;
+/// The widest spacing latency pacing asks for.
+pub const MAX_PACE: Duration = Duration::from_secs(30);
+
+/// The smoothed answer latency of one IP: the least spacing of requests to it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pace {
+    ewma_ms: f64,
+}
+
+impl Pace {
+    /// One more latency (starting from zero, so one slow answer alone weighs little).
+    pub fn observe(&mut self, latency: Duration) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        self.ewma_ms = PACE_ALPHA * ms + (1.0 - PACE_ALPHA) * self.ewma_ms;
+    }
+
+    /// The least spacing of requests, in ms.
+    pub fn interval_ms(&self) -> f64 {
+        self.ewma_ms.min(MAX_PACE.as_secs_f64() * 1000.0)
+    }
+}
+
 /// How an IP answered one request, as far as our standing goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -246,6 +270,21 @@ mod tests {
         let now = Instant::now();
         assert!(s.refused("a.test", 503, "192.0.2.1", BASE, now).is_none());
         assert!(s.refused("b.test", 503, "192.0.2.1", BASE, now).is_none());
+    }
+
+    #[test]
+    fn pace_follows_latency_smoothly() {
+        let mut p = Pace::default();
+        p.observe(Duration::from_secs(2));
+        assert!((p.interval_ms() - 600.0).abs() < 1.0, "{}", p.interval_ms());
+        for _ in 0..20 {
+            p.observe(Duration::from_secs(2));
+        }
+        assert!(p.interval_ms() > 1990.0, "{}", p.interval_ms());
+        for _ in 0..20 {
+            p.observe(Duration::from_millis(10));
+        }
+        assert!(p.interval_ms() < 20.0, "{}", p.interval_ms());
     }
 
     #[test]
