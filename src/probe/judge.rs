@@ -840,4 +840,15 @@ mod tests {
         o.recent_answers = 10;
         assert_eq!(j(&p, &o), (Verdict::Down, Reason::Connect));
     }
+
+    #[test]
+    fn a_refusal_of_us_is_blocked_not_down() {
+        let p = plan(Expect::default());
+        let mut o = answer(403, "<html>Forbidden</html>");
+        assert_eq!(j(&p, &o), (Verdict::Down, Reason::HttpStatus));
+        o.refusal = Some("403 Forbidden (a mod_evasive-style 403 storm) from 2 hosts".into());
+        assert_eq!(j(&p, &o), (Verdict::Unknown, Reason::Blocked));
+        let judged = judge(&p, &o, &SETTINGS);
+        assert!(judged.detail.contains("mod_evasive"), "{}", judged.detail);
+    }
 }
