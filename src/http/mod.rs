@@ -483,7 +483,7 @@ impl HttpProber {
                 );
             };
             let status = resp.status().as_u16();
-            if let Some(refusal) = proxy_refusal(egress, &resp) {
+            if let Some(refusal) = proxy_refusal(egress, &url, &resp) {
                 // The proxy answered for itself: nothing is known about the site.
                 return fail(FailureKind::Egress, refusal);
             }
@@ -742,9 +742,12 @@ impl CookieJar {
 
 /// An answer an HTTP proxy made itself (its refusal or error page), not the site's:
 /// squid marks its own pages with `X-Squid-Error`, RFC 9209 proxies with an error in
-/// `Proxy-Status`, and a 407 is always the proxy's.
-fn proxy_refusal(egress: &Egress, resp: &reqwest::Response) -> Option<String> {
-    if egress.proxy.is_none() || egress.socks {
+/// `Proxy-Status`, and a 407 is always the proxy's. Only plain http is asked of the
+/// proxy itself: https goes through a CONNECT tunnel, so what comes back through it is
+/// the site's (its own reverse proxy's pages included), and a refused CONNECT is an
+/// error, not an answer.
+fn proxy_refusal(egress: &Egress, url: &Url, resp: &reqwest::Response) -> Option<String> {
+    if egress.proxy.is_none() || egress.socks || url.scheme() != "http" {
         return None;
     }
     let status = resp.status();

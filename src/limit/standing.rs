@@ -38,6 +38,10 @@ const MAX_HOSTS: usize = 32;
 const PACE_ALPHA: f64 = 0.3;
 /// The widest spacing latency pacing asks for.
 pub const MAX_PACE: Duration = Duration::from_secs(30);
+/// Smoothed latencies below this do not pace: a server answering within two seconds is
+/// not struggling, and below it our own scheduling (a busy worker, a loaded machine)
+/// would be taken for the server's slowness and throttle healthy hosts.
+pub const PACE_ABOVE: Duration = Duration::from_secs(2);
 
 /// The smoothed answer latency of one IP: the least spacing of requests to it.
 #[derive(Debug, Default, Clone, Copy)]
@@ -52,8 +56,12 @@ impl Pace {
         self.ewma_ms = PACE_ALPHA * ms + (1.0 - PACE_ALPHA) * self.ewma_ms;
     }
 
-    /// The least spacing of requests, in ms.
+    /// The least spacing of requests, in ms (0 while answers come within
+    /// [`PACE_ABOVE`]).
     pub fn interval_ms(&self) -> f64 {
+        if self.ewma_ms < PACE_ABOVE.as_secs_f64() * 1000.0 {
+            return 0.0;
+        }
         self.ewma_ms.min(MAX_PACE.as_secs_f64() * 1000.0)
     }
 }
@@ -275,16 +283,17 @@ mod tests {
     #[test]
     fn pace_follows_latency_smoothly() {
         let mut p = Pace::default();
-        p.observe(Duration::from_secs(2));
-        assert!((p.interval_ms() - 600.0).abs() < 1.0, "{}", p.interval_ms());
+        p.observe(Duration::from_secs(4));
+        // One slow answer weighs little: 1.2 s smoothed, below the floor.
+        assert_eq!(p.interval_ms(), 0.0);
         for _ in 0..20 {
-            p.observe(Duration::from_secs(2));
+            p.observe(Duration::from_secs(4));
         }
-        assert!(p.interval_ms() > 1990.0, "{}", p.interval_ms());
+        assert!(p.interval_ms() > 3990.0, "{}", p.interval_ms());
         for _ in 0..20 {
             p.observe(Duration::from_millis(10));
         }
-        assert!(p.interval_ms() < 20.0, "{}", p.interval_ms());
+        assert_eq!(p.interval_ms(), 0.0);
     }
 
     #[test]
