@@ -122,6 +122,7 @@ struct RawProbe {
 struct RawRateLimit {
     max_wait: String,
     fallback_share: f64,
+    backoff: String,
     per_ip: RawPerIp,
     #[serde(rename = "override", default)]
     overrides: Vec<RawOverride>,
@@ -392,6 +393,9 @@ pub struct RateLimitSettings {
     pub max_wait: Duration,
     /// Share of each rate one worker uses on its own while Redis is unavailable.
     pub fallback_share: f64,
+    /// How long an IP that refused us is left alone the first time; doubled on every
+    /// refusal after a hold, up to 10 minutes (see `limit::standing`).
+    pub backoff: Duration,
     /// Overrides, first match wins (CIDR entries are checked before host suffixes).
     pub overrides: Vec<RateOverride>,
 }
@@ -823,6 +827,7 @@ impl Settings {
             scope,
             max_wait: parse_duration("rate_limit.max_wait", &rl.max_wait)?,
             fallback_share: rl.fallback_share,
+            backoff: positive_duration("rate_limit.backoff", &rl.backoff)?,
             overrides,
         };
 
@@ -1101,9 +1106,11 @@ mod tests {
         assert_eq!(s.probe.timeout, Duration::from_secs(30));
         assert_eq!(s.probe.attempts, 2);
         assert_eq!(s.probe.min_body_bytes, 64);
-        assert_eq!(s.rate_limit.per_ip.rate, 2.0);
-        assert_eq!(s.rate_limit.per_ip.burst, 2);
-        assert_eq!(s.rate_limit.per_ip.max_inflight, 4);
+        // Not the contract's example (2.0 / 2 / 4): safe against the defences' defaults
+        // (docs/POLITENESS.md).
+        assert_eq!(s.rate_limit.per_ip.rate, 1.0);
+        assert_eq!(s.rate_limit.per_ip.burst, 1);
+        assert_eq!(s.rate_limit.per_ip.max_inflight, 2);
         assert_eq!(s.rate_limit.scope, LimitScope::Target);
         assert_eq!(s.redis.verdict_ttl, Duration::from_secs(3600));
         assert_eq!(s.redis.state_ttl, Duration::from_secs(7 * 86_400));

@@ -44,6 +44,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 /// Buckets of the limit's waits: `rate_limit.max_wait` is 30 s by default.
 const WAIT_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const IP_BACKOFFS: &str = "picket_ip_backoffs_total";
+const PACED: &str = "picket_paced_requests_total";
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that
 /// renders `/metrics`; later calls return the same handle.
@@ -173,6 +175,14 @@ fn describe() {
         "Time a request waited for its IP's limit"
     );
     describe_counter!(
+        IP_BACKOFFS,
+        "Refusals of us (403/429/503 storms, resets) recognised; their IP was held and slowed"
+    );
+    describe_counter!(
+        PACED,
+        "Requests spaced further than their IP's rate because its answers were slow"
+    );
+    describe_counter!(
         DEFERRALS,
         "Jobs put back on the broker because their IP was busy"
     );
@@ -299,6 +309,16 @@ pub fn throttle_wait(d: Duration) {
         counter!(THROTTLE_WAITS).increment(1);
         histogram!(THROTTLE_WAIT_SECONDS).record(d.as_secs_f64());
     }
+}
+
+/// A refusal of us was recognised and its IP held (a back-off step or its storm).
+pub fn ip_backoff() {
+    counter!(IP_BACKOFFS).increment(1);
+}
+
+/// A request was spaced further than its rate because its IP answers slowly.
+pub fn paced() {
+    counter!(PACED).increment(1);
 }
 
 /// A job was deferred to the delay queue.

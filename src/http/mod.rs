@@ -20,7 +20,7 @@ use crate::config::{EgressSettings, TlsSettings};
 use crate::dns::{DnsError, ProxyNameResolver, Resolver};
 use crate::engine::Prober;
 use crate::job::Method;
-use crate::limit::{Grant, Limiter, Request};
+use crate::limit::{Grant, Limiter, Request, Signal};
 use crate::probe::{policy, text, Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
 mod failure;
@@ -284,6 +284,8 @@ impl HttpProber {
         // The job's credentials go only to the origin it named, as browsers and curl do:
         // once a redirect leaves it they are not sent again.
         let mut credentials = true;
+        // A refusal of us is asked again once, after the IP's hold.
+        let mut reasked = false;
         loop {
             credentials &= same_origin(&plan.url, &url);
             let Some(host) = url.host_str().map(str::to_string) else {
@@ -471,6 +473,13 @@ impl HttpProber {
                         }
                         self.recent.answered(ip, index);
                         obs.first_byte = Some(ready.elapsed());
+                        let answered = Request {
+                            ip,
+                            host: &host,
+                            egress: &egress.name,
+                            max_wait: Duration::ZERO,
+                        };
+                        self.limiter.latency(&answered, ready.elapsed());
                         response = Some(r);
                         permit_held = Some(permit);
                         break;
@@ -483,6 +492,7 @@ impl HttpProber {
                         }) = &outcome
                         {
                             obs.recent_answers = self.recent.count(ip, index);
+                            obs.refusal = self.standing(ip, &host, egress, Signal::Reset).await;
                         }
                         // A broken address (a backend down, a broken address family) is
                         // not a broken site: try the next one, as browsers do.
@@ -509,6 +519,10 @@ impl HttpProber {
                 );
             };
             let status = resp.status().as_u16();
+            if let Some(refusal) = proxy_refusal(egress, &url, &resp) {
+                // The proxy answered for itself: nothing is known about the site.
+                return fail(FailureKind::Egress, refusal);
+            }
             let tls_days_left = resp
                 .extensions()
                 .get::<reqwest::tls::TlsInfo>()
@@ -522,8 +536,9 @@ impl HttpProber {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                 {
-                    // The server asked for a pause: no worker sends to this IP before it
-                    // ends (capped, so a silly value cannot silence a site for days).
+                    // The server asked for a pause: no worker sends to this host before
+                    // it ends, nor to the IP when several of its hosts ask (capped, so a
+                    // silly value cannot silence a site for days).
                     let pause = Duration::from_secs(pause).min(MAX_RETRY_AFTER);
                     let request = Request {
                         ip,
@@ -540,6 +555,25 @@ impl HttpProber {
                 .status
                 .as_ref()
                 .is_some_and(|s| s.contains(&status));
+            if let Some(ip) = obs.ip {
+                let signal = if expected_here {
+                    Signal::Fine
+                } else {
+                    Signal::of_status(status)
+                };
+                if let Some(refusal) = self.standing(ip, &host, egress, signal).await {
+                    if !reasked {
+                        // The request for it waits for the hold (or the job is deferred).
+                        reasked = true;
+                        obs.notes
+                            .push(format!("{refusal}; asked again after the hold"));
+                        drop(resp);
+                        drop(permit);
+                        continue;
+                    }
+                    obs.refusal = Some(refusal);
+                }
+            }
             if resp.status().is_redirection() && !expected_here {
                 cookies.take(&url, resp.headers());
                 if let Some(location) = resp.headers().get(reqwest::header::LOCATION) {
@@ -656,6 +690,26 @@ impl HttpProber {
     }
 }
 
+impl HttpProber {
+    /// Tells the limiter how `ip` answered; `Some(detail)` when it refuses *us*.
+    async fn standing(
+        &self,
+        ip: IpAddr,
+        host: &str,
+        egress: &Egress,
+        signal: Signal,
+    ) -> Option<String> {
+        let request = Request {
+            ip,
+            host,
+            egress: &egress.name,
+            max_wait: Duration::ZERO,
+        };
+        let refusal = self.limiter.answered(request, signal).await?;
+        Some(refusal.detail)
+    }
+}
+
 impl Prober for HttpProber {
     fn egress_count(&self) -> usize {
         self.egress.len()
@@ -720,6 +774,35 @@ impl CookieJar {
     fn len(&self) -> usize {
         self.cookies.len()
     }
+}
+
+/// An answer an HTTP proxy made itself (its refusal or error page), not the site's:
+/// squid marks its own pages with `X-Squid-Error`, RFC 9209 proxies with an error in
+/// `Proxy-Status`, and a 407 is always the proxy's. Only plain http is asked of the
+/// proxy itself: https goes through a CONNECT tunnel, so what comes back through it is
+/// the site's (its own reverse proxy's pages included), and a refused CONNECT is an
+/// error, not an answer.
+fn proxy_refusal(egress: &Egress, url: &Url, resp: &reqwest::Response) -> Option<String> {
+    if egress.proxy.is_none() || egress.socks || url.scheme() != "http" {
+        return None;
+    }
+    let status = resp.status();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let marker = header("x-squid-error")
+        .or_else(|| header("proxy-status").filter(|v| v.contains("error=")))
+        .or_else(|| (status.as_u16() == 407).then(|| "proxy authentication required".into()))?;
+    if status.is_success() || status.is_redirection() {
+        return None;
+    }
+    Some(format!(
+        "the proxy of egress {} answered {status} itself ({marker}); the site was not asked",
+        egress.name
+    ))
 }
 
 /// Longest `Retry-After` pause honoured.

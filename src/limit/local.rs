@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::standing::{Pace, Refusal, Signal, Standing};
 use super::{Grant, Limiter, Permit, Request, Rules};
 use crate::config::{Rate, RateLimitSettings};
 
@@ -17,12 +18,18 @@ struct KeyState {
     tat: Instant,
     inflight: Arc<Semaphore>,
     max_inflight: u32,
+    /// Refusals, back-off and host holds.
+    standing: Standing,
+    /// Smoothed answer latency: the least spacing of requests.
+    pace: Pace,
 }
 
 /// A per-key GCRA plus in-flight cap held in memory, each rate scaled by `share`.
 pub struct LocalLimiter {
     rules: Rules,
     share: f64,
+    /// The first hold of an IP that refuses us.
+    backoff: Duration,
     state: Mutex<HashMap<String, KeyState>>,
 }
 
@@ -40,6 +47,7 @@ impl LocalLimiter {
         LocalLimiter {
             rules: Rules::new(settings),
             share,
+            backoff: settings.backoff,
             state: Mutex::new(HashMap::new()),
         }
     }
@@ -68,9 +76,46 @@ impl LocalLimiter {
                 tat: now,
                 inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
                 max_inflight: rate.max_inflight,
+                standing: Standing::default(),
+                pace: Pace::default(),
             })
             .inflight
             .clone()
+    }
+
+    /// Runs `f` on the state of `req`'s key (made when missing).
+    fn with_state<T>(
+        &self,
+        req: &Request<'_>,
+        rate: Rate,
+        now: Instant,
+        f: impl FnOnce(&mut KeyState) -> T,
+    ) -> T {
+        let key = self.rules.key(req);
+        let _ = self.semaphore(&key, rate, now);
+        let mut map = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = map.entry(key).or_insert_with(|| KeyState {
+            tat: now,
+            inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
+            max_inflight: rate.max_inflight,
+            standing: Standing::default(),
+            pace: Pace::default(),
+        });
+        f(entry)
+    }
+
+    /// How long `req.host` is still held by its own `Retry-After`.
+    fn host_held(&self, req: &Request<'_>) -> Option<Duration> {
+        let key = self.rules.key(req);
+        let map = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let host = req.host.to_ascii_lowercase();
+        map.get(&key)?.standing.host_held(&host, Instant::now())
     }
 
     /// Books the next slot for `key` unless the wait would exceed `max_wait`.
@@ -81,7 +126,6 @@ impl LocalLimiter {
         now: Instant,
         max_wait: Duration,
     ) -> Result<Instant, Duration> {
-        let interval = Duration::from_secs_f64(1.0 / rate.rate);
         let mut map = self
             .state
             .lock()
@@ -89,6 +133,26 @@ impl LocalLimiter {
         let Some(entry) = map.get_mut(key) else {
             return Ok(now);
         };
+        // An IP that refused us is asked at half the rate per back-off level, no burst.
+        let level = entry.standing.level();
+        let rate = if level > 0 {
+            Rate {
+                rate: rate.rate / f64::from(1u32 << level),
+                burst: 1,
+                ..rate
+            }
+        } else {
+            rate
+        };
+        // A server answering slowly is asked no faster than it answers.
+        let pace = entry.pace.interval_ms() / 1000.0;
+        let rate = if pace > 1.0 / rate.rate {
+            crate::metric::paced();
+            Rate { burst: 1, ..rate }
+        } else {
+            rate
+        };
+        let interval = Duration::from_secs_f64((1.0 / rate.rate).max(pace));
         let tat = entry.tat.max(now);
         let new_tat = tat + interval;
         // `burst` requests may be booked ahead of the steady rate.
@@ -109,24 +173,57 @@ impl Limiter for LocalLimiter {
     fn hold<'a>(&'a self, req: Request<'a>, pause: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let rate = self.scaled(self.rules.rate_for(&req));
-            let key = self.rules.key(&req);
             let now = Instant::now();
-            let _ = self.semaphore(&key, rate, now);
-            let interval = Duration::from_secs_f64(1.0 / rate.rate);
-            let mut map = self
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(entry) = map.get_mut(&key) {
-                // The next slot opens `pause` from now, burst or not.
-                let tat = now + pause + interval * rate.burst.saturating_sub(1);
-                entry.tat = entry.tat.max(tat);
-            }
+            self.with_state(&req, rate, now, |entry| {
+                let host = req.host.to_ascii_lowercase();
+                if let Some(until) = entry.standing.hold_host(&host, now + pause, now) {
+                    hold_ip(entry, rate, until);
+                }
+            });
+        })
+    }
+
+    fn latency(&self, req: &Request<'_>, latency: Duration) {
+        let rate = self.scaled(self.rules.rate_for(req));
+        self.with_state(req, rate, Instant::now(), |entry| {
+            entry.pace.observe(latency)
+        });
+    }
+
+    fn answered<'a>(&'a self, req: Request<'a>, signal: Signal) -> BoxFuture<'a, Option<Refusal>> {
+        Box::pin(async move {
+            let rate = self.scaled(self.rules.rate_for(&req));
+            let now = Instant::now();
+            self.with_state(&req, rate, now, |entry| {
+                if signal == Signal::Fine {
+                    entry.standing.fine(now);
+                    return None;
+                }
+                let host = req.host.to_ascii_lowercase();
+                let ip = super::canonical(req.ip).to_string();
+                let refusal =
+                    entry
+                        .standing
+                        .refused(&host, signal.code(), &ip, self.backoff, now)?;
+                // Asked again after the hold one at a time (no burst).
+                let one = Rate { burst: 1, ..rate };
+                hold_ip(entry, one, now + refusal.hold);
+                Some(refusal)
+            })
         })
     }
 
     fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant> {
         Box::pin(async move {
+            // A host that asked for a pause waits for it without taking its IP's slots.
+            let mut req = req;
+            if let Some(held) = self.host_held(&req) {
+                if held > req.max_wait {
+                    return Grant::Defer(held);
+                }
+                tokio::time::sleep(held).await;
+                req.max_wait -= held;
+            }
             let start = Instant::now();
             let rate = self.scaled(self.rules.rate_for(&req));
             let key = self.rules.key(&req);
@@ -157,6 +254,13 @@ impl Limiter for LocalLimiter {
     }
 }
 
+/// No request to `entry`'s IP before `until` (the next slot opens then, burst or not).
+fn hold_ip(entry: &mut KeyState, rate: Rate, until: Instant) {
+    let interval = Duration::from_secs_f64(1.0 / rate.rate);
+    let tat = until + interval * rate.burst.saturating_sub(1);
+    entry.tat = entry.tat.max(tat);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +277,7 @@ mod tests {
             scope: LimitScope::Target,
             max_wait: Duration::from_secs(30),
             fallback_share: 0.5,
+            backoff: Duration::from_secs(15),
             overrides: vec![],
         }
     }
@@ -282,5 +387,170 @@ mod tests {
         }
         // burst 2 at once, then 2/s
         assert_eq!(t0.elapsed().as_millis(), 1000);
+    }
+}
+
+/// The default limits against the defences' own arithmetic (docs/POLITENESS.md): the
+/// schedule the limiter grants, with every arrival moved by up to `JITTER` either way
+/// (network, scheduler), must never give mod_evasive's defaults three requests for one
+/// path within one calendar second, nor an nginx `limit_req rate=2r/s` (no burst) two
+/// requests less than 500 ms apart.
+#[cfg(test)]
+mod defaults_against_defences {
+    use super::*;
+    use crate::config::Settings;
+    use std::net::IpAddr;
+
+    /// How far the network and the scheduler may move one arrival, either way.
+    const JITTER: Duration = Duration::from_millis(200);
+
+    /// Grant times of `n` requests to one IP under the default limits, from `t0`.
+    async fn schedule(l: &LocalLimiter, n: usize) -> Vec<Duration> {
+        let t0 = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..n {
+            let req = Request {
+                ip: "192.0.2.1".parse::<IpAddr>().expect("ip"),
+                host: "county.test",
+                egress: "direct",
+                max_wait: Duration::from_secs(600),
+            };
+            match l.acquire(req).await {
+                Grant::Go(_) => times.push(t0.elapsed()),
+                Grant::Defer(d) => panic!("deferred {d:?}"),
+            }
+        }
+        times
+    }
+
+    fn assert_safe(times: &[Duration], what: &str) {
+        for w in times.windows(2) {
+            // nginx limit_req 2r/s, no burst: 500 ms between accepted requests.
+            let gap = (w[1] - w[0]).saturating_sub(JITTER * 2);
+            assert!(
+                gap >= Duration::from_millis(500),
+                "{what}: {:?} then {:?} can reach nginx < 500 ms apart",
+                w[0],
+                w[1]
+            );
+        }
+        for w in times.windows(3) {
+            // mod_evasive DOSPageCount 2: a third hit within one calendar second is
+            // refused, whatever the phase of the second.
+            let span = (w[2] - w[0]).saturating_sub(JITTER * 2);
+            assert!(
+                span >= Duration::from_secs(1),
+                "{what}: {:?}, {:?}, {:?} can fall into one calendar second",
+                w[0],
+                w[1],
+                w[2]
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_schedule_trips_mod_evasive_or_nginx_2rs() {
+        let s = Settings::from_toml("").expect("defaults");
+        let l = LocalLimiter::new(&s.rate_limit);
+        // A round with a full bucket, then another right away (empty bucket), then one
+        // after a pause long enough to refill it.
+        let first = schedule(&l, 6).await;
+        assert_safe(&first, "full bucket");
+        let second = schedule(&l, 6).await;
+        assert_safe(&second, "empty bucket");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let third = schedule(&l, 6).await;
+        assert_safe(&third, "after a pause");
+    }
+}
+
+/// Issue 11 item 12: a `Retry-After` from one host holds that host, not its neighbours.
+#[cfg(test)]
+mod retry_after_per_host {
+    use super::*;
+    use crate::config::Settings;
+
+    fn on(host: &'static str) -> Request<'static> {
+        Request {
+            ip: "192.0.2.1".parse().expect("ip"),
+            host,
+            egress: "direct",
+            max_wait: Duration::from_secs(60),
+        }
+    }
+
+    fn limiter() -> LocalLimiter {
+        let mut s = Settings::from_toml("").expect("defaults");
+        s.rate_limit.per_ip.rate = 10.0;
+        s.rate_limit.per_ip.burst = 5;
+        LocalLimiter::new(&s.rate_limit)
+    }
+
+    async fn go(l: &LocalLimiter, host: &'static str) {
+        assert!(matches!(l.acquire(on(host)).await, Grant::Go(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_holds_the_host_not_its_neighbours() {
+        let l = limiter();
+        l.hold(on("busy.test"), Duration::from_secs(3)).await;
+        let t0 = Instant::now();
+        go(&l, "quiet.test").await;
+        assert_eq!(
+            t0.elapsed(),
+            Duration::ZERO,
+            "a neighbour on the IP goes on"
+        );
+        go(&l, "busy.test").await;
+        assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn several_hosts_saying_retry_after_hold_the_ip() {
+        let l = limiter();
+        l.hold(on("a.test"), Duration::from_secs(3)).await;
+        l.hold(on("b.test"), Duration::from_secs(5)).await;
+        let t0 = Instant::now();
+        go(&l, "c.test").await;
+        assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_storm_holds_the_ip_then_halves_its_rate() {
+        let l = limiter();
+        l.answered(on("a.test"), Signal::Fine).await;
+        assert!(l
+            .answered(on("a.test"), Signal::Refused(403))
+            .await
+            .is_none());
+        let r = l
+            .answered(on("b.test"), Signal::Refused(403))
+            .await
+            .expect("two hosts refusing right after an answer");
+        assert_eq!((r.hold, r.level), (Duration::from_secs(15), 1));
+        let t0 = Instant::now();
+        go(&l, "c.test").await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(15));
+        // Then 5/s instead of 10/s, one at a time.
+        go(&l, "c.test").await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(15_200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_answers_space_requests_further() {
+        let l = limiter();
+        for _ in 0..10 {
+            l.latency(&on("slow.test"), Duration::from_secs(3));
+        }
+        go(&l, "a.test").await;
+        let t0 = Instant::now();
+        go(&l, "b.test").await;
+        go(&l, "c.test").await;
+        // 10/s with a burst of 5 would let both go at once; the IP answers in ~3 s.
+        assert!(
+            t0.elapsed() >= Duration::from_millis(5600),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 }

@@ -11,8 +11,11 @@
 //! once and then sleeps on its own, so a busy IP never holds back callers for other IPs;
 //! a caller whose wait would exceed its `max_wait` books nothing and is told to defer.
 
+mod lease;
 pub mod local;
 pub mod redis;
+mod scripts;
+pub mod standing;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -23,6 +26,7 @@ use crate::config::{LimitScope, OverrideMatch, Rate, RateLimitSettings};
 
 pub use self::local::LocalLimiter;
 pub use self::redis::RedisLimiter;
+pub use self::standing::{Refusal, Signal};
 
 /// One request about to be sent.
 #[derive(Debug, Clone, Copy)]
@@ -75,10 +79,26 @@ pub trait Limiter: Send + Sync {
     /// Waits (up to `req.max_wait`) until the request is allowed.
     fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant>;
 
-    /// Lets no request to `req`'s key go for `pause` (the server said `Retry-After`).
+    /// `req.host` said `Retry-After: pause`: no request goes to that host before it
+    /// ends, and none to the whole IP when several of its hosts say so at once.
     fn hold<'a>(&'a self, req: Request<'a>, pause: Duration) -> BoxFuture<'a, ()> {
         let _ = (req, pause);
         Box::pin(async {})
+    }
+
+    /// `req`'s IP took `latency` to answer (connection ready to response headers):
+    /// requests to it are spaced at least a smoothed latency apart, so a server slowing
+    /// down under our load gets fewer of them (AutoThrottle-style, target concurrency 1).
+    fn latency(&self, req: &Request<'_>, latency: Duration) {
+        let _ = (req, latency);
+    }
+
+    /// How `req`'s IP answered. `Some` when the answer is taken for a refusal of *us*
+    /// (see [`standing`]): the IP is then held and backed off, and a request for it
+    /// waits for the hold.
+    fn answered<'a>(&'a self, req: Request<'a>, signal: Signal) -> BoxFuture<'a, Option<Refusal>> {
+        let _ = (req, signal);
+        Box::pin(async { None })
     }
 }
 
@@ -129,7 +149,7 @@ impl Rules {
 }
 
 /// IPv4-mapped IPv6 addresses share their IPv4 address's budget.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -191,7 +211,7 @@ mod tests {
             rules
                 .rate_for(&req("192.0.2.1", "notgov.example", "d"))
                 .rate,
-            2.0
+            1.0
         );
     }
 

@@ -1,15 +1,18 @@
 //! The shared limiter in Redis: every worker books its requests to an IP in the same
-//! keys, so N workers together never exceed the IP's rate, burst and in-flight cap.
+//! keys, so N workers together never exceed the IP's rate, burst and in-flight cap, and
+//! a refusal of us seen by one worker holds the IP for all (`limit::standing`).
 //!
-//! One Lua script does it atomically (EVALSHA, reloaded on NOSCRIPT by redis-rs): it
-//! drops expired in-flight leases, checks the cap, books the next GCRA slot on Redis's
-//! own clock (so worker clocks do not matter) and takes a lease that expires by itself
-//! if its worker dies. Both keys of an IP carry the same `{hash tag}`, so the script works
+//! Each step is one Lua script (`limit::scripts`, EVALSHA, reloaded on NOSCRIPT by
+//! redis-rs) on Redis's own clock: booking drops expired in-flight leases, checks a
+//! host's `Retry-After` hold, the cap and the IP's back-off, books the next GCRA slot
+//! and takes a short lease that this worker renews while the request waits and runs
+//! (`limit::lease`). The keys of an IP carry the same `{hash tag}`, so the scripts work
 //! on Redis Cluster too.
 //!
 //! When Redis fails, requests go through a [`LocalLimiter`] at `fallback_share` of the
 //! rates; Redis is tried again after a pause and the shared limit resumes by itself.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,57 +20,28 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::{Grant, Limiter, LocalLimiter, Permit, Request, Rules};
+use super::lease::{Lease, Releaser};
+use super::standing::{self, Pace, Refusal, Signal};
+use super::{scripts, Grant, Limiter, LocalLimiter, Permit, Request, Rules};
 use crate::config::{RateLimitSettings, RedisSettings};
 use crate::metric;
 use crate::redis_pool::RedisPool;
 
-/// KEYS[1]: the GCRA "theoretical arrival time" in ms; KEYS[2]: the lease sorted set
-/// (member = lease id, score = expiry ms). Times are fractional milliseconds, so rates
-/// above 1000/s and intervals that are not whole milliseconds are kept exactly.
-/// ARGV: interval_ms, burst, max_inflight, max_wait_ms, lease_ms, lease_id.
-/// Returns {1, wait_ms} booked; {-1, wait_ms} would wait too long (nothing booked);
-/// {0, 0} in-flight cap reached (nothing booked; the rate alone would have allowed it).
-const SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + interval
-local wait = new_tat - interval * tonumber(ARGV[2]) - now
-if wait < 0 then wait = 0 end
--- The rate decides first: a job that would wait too long anyway is told so at once,
--- instead of polling for an in-flight slot until its max_wait runs out.
-if wait > tonumber(ARGV[4]) then
-  return {-1, math.ceil(wait)}
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-  return {0, 0}
-end
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-local lease = tonumber(ARGV[5])
-redis.call('ZADD', KEYS[2], now + wait + lease, ARGV[6])
-redis.call('PEXPIRE', KEYS[2], math.ceil(wait) + lease + 1000)
-return {1, math.ceil(wait)}
-";
-
-/// KEYS[1]: the GCRA arrival time. ARGV: pause_ms, interval_ms, burst. Moves the next
-/// slot to `pause` from now (Redis's clock), never earlier than it already is.
-const HOLD_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local held = now + tonumber(ARGV[1]) + tonumber(ARGV[2]) * (tonumber(ARGV[3]) - 1)
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if held > tat then
-  redis.call('SET', KEYS[1], string.format('%.3f', held), 'PX', math.ceil(held - now) + 1000)
-end
-return 1
-";
-
 /// How long Redis is left alone after a failure before it is tried again.
 const RETRY_REDIS_AFTER: Duration = Duration::from_secs(1);
+
+/// Keys whose local view is kept before old ones are swept.
+const SWEEP_ABOVE: usize = 10_000;
+
+/// What this worker saw of one limit key: its last answer, and the back-off level the
+/// last booking reported (so answers know to ask Redis to decay it).
+#[derive(Debug, Clone, Copy)]
+struct View {
+    last_ok: Option<Instant>,
+    level: i64,
+    decay_asked: Option<Instant>,
+    pace: Pace,
+}
 
 /// The per-IP limiter shared by all workers through Redis.
 pub struct RedisLimiter {
@@ -77,134 +51,35 @@ pub struct RedisLimiter {
     script: redis::Script,
     lease: Duration,
     timeout: Duration,
+    backoff: Duration,
     fallback: LocalLimiter,
     down_until: Mutex<Option<Instant>>,
     in_fallback: AtomicBool,
     next_lease: AtomicU64,
     lease_prefix: String,
     releaser: Releaser,
+    views: Mutex<HashMap<String, View>>,
 }
 
-/// Frees an in-flight lease when the request is done.
-struct Lease {
-    releaser: Releaser,
-    key: String,
-    id: String,
-}
+/// Distinguishes limiters of one process (tests run several).
+static INSTANCE: AtomicU64 = AtomicU64::new(0);
 
-impl Drop for Lease {
-    fn drop(&mut self) {
-        // If the release is lost the lease still expires on its own.
-        self.releaser
-            .release(std::mem::take(&mut self.key), std::mem::take(&mut self.id));
-    }
-}
-
-/// Frees leases in batches: a finished request hands its lease to one background task,
-/// which removes whatever has gathered meanwhile in one round trip (a task and a Redis
-/// write per request were a noticeable share of the worker's time under load).
-///
-/// A release that fails (Redis away, or failing over) is tried again, once a second,
-/// until the lease would have expired anyway: after a failover the replica that took
-/// over holds the leases of requests that finished while Redis was away, and each one
-/// left there would keep an in-flight slot of its IP booked for the whole lease.
-#[derive(Clone)]
-struct Releaser(Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>);
-
-/// A lease to free and when it expires by itself (then it need not be freed).
-type Pending = (String, String, Instant);
-
-impl Releaser {
-    /// Starts the releasing task on the current Tokio runtime; without one, leases are
-    /// left to expire.
-    fn start(pool: RedisPool, timeout: Duration, lease: Duration) -> Releaser {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Releaser(None);
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-        runtime.spawn(async move {
-            let mut fresh = Vec::new();
-            let mut pending: Vec<Pending> = Vec::new();
-            loop {
-                // With releases to retry, wait at most RETRY_REDIS_AFTER for new ones.
-                let got = if pending.is_empty() {
-                    rx.recv_many(&mut fresh, 512).await
-                } else {
-                    tokio::time::timeout(RETRY_REDIS_AFTER, rx.recv_many(&mut fresh, 512))
-                        .await
-                        .unwrap_or(1)
-                };
-                if got == 0 {
-                    // The limiter and every lease are gone.
-                    break;
-                }
-                let now = Instant::now();
-                pending.retain(|(_, _, expires)| *expires > now);
-                pending.extend(fresh.drain(..).map(|(k, id)| (k, id, now + lease)));
-                if pending.is_empty() {
-                    continue;
-                }
-                match tokio::time::timeout(timeout, release_all(&pool, &pending)).await {
-                    Ok(Ok(())) => pending.clear(),
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, leases = pending.len(), "lease release failed; trying again");
-                    }
-                    Err(_) => {
-                        tracing::debug!(leases = pending.len(), "lease release timed out; trying again");
-                    }
-                }
-                if !pending.is_empty() {
-                    tokio::time::sleep(RETRY_REDIS_AFTER).await;
-                }
-            }
-        });
-        Releaser(Some(tx))
-    }
-
-    fn release(&self, key: String, id: String) {
-        if let Some(tx) = &self.0 {
-            let _ = tx.send((key, id));
-        }
-    }
-}
-
-/// Removes the leases in `batch` from their in-flight sets.
-async fn release_all(pool: &RedisPool, batch: &[Pending]) -> Result<(), String> {
-    let mut conn = pool.get().await?;
-    if pool.is_cluster() {
-        // Leases of different IPs live in different slots: one command each, all in
-        // flight at once on the multiplexed connection.
-        let calls = batch.iter().map(|(key, id, _)| {
-            let pool = pool.clone();
-            async move {
-                let mut c = pool.get().await?;
-                redis::cmd("ZREM")
-                    .arg(key)
-                    .arg(id)
-                    .query_async::<i64>(&mut c)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-        });
-        futures_util::future::join_all(calls)
-            .await
-            .into_iter()
-            .find_map(Result::err)
-            .map_or(Ok(()), Err)
-    } else {
-        let mut pipe = redis::pipe();
-        for (key, id, _) in batch {
-            pipe.cmd("ZREM").arg(key).arg(id).ignore();
-        }
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| e.to_string())
-    }
+/// A lease id prefix no other worker uses, even one with the same name: the name, the
+/// process, this limiter and the time it was made.
+fn lease_prefix(worker: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!(
+        "{worker}-{}-{}-{nanos:x}",
+        std::process::id(),
+        INSTANCE.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl RedisLimiter {
-    /// A limiter over `pool`. `lease` is how long an in-flight slot is held at most
-    /// (longer than any request: the probe timeout plus a margin).
+    /// A limiter over `pool`. `lease` is how long an in-flight slot lasts without
+    /// renewal (this worker renews its leases every third of it while they are in use).
     pub fn new(
         pool: RedisPool,
         redis: &RedisSettings,
@@ -216,15 +91,17 @@ impl RedisLimiter {
             pool: pool.clone(),
             prefix: redis.key_prefix.clone(),
             rules: Rules::new(settings),
-            script: redis::Script::new(SCRIPT),
+            script: redis::Script::new(scripts::BOOK),
             lease,
             timeout: redis.timeout,
+            backoff: settings.backoff,
             fallback: LocalLimiter::with_share(settings, settings.fallback_share),
             down_until: Mutex::new(None),
             in_fallback: AtomicBool::new(false),
             next_lease: AtomicU64::new(0),
-            lease_prefix: worker.to_string(),
+            lease_prefix: lease_prefix(worker),
             releaser: Releaser::start(pool.clone(), redis.timeout, lease),
+            views: Mutex::new(HashMap::new()),
         }
     }
 
@@ -234,6 +111,34 @@ impl RedisLimiter {
             format!("{}limit:{{{key}}}:tat", self.prefix),
             format!("{}limit:{{{key}}}:inflight", self.prefix),
         )
+    }
+
+    /// The standing hash of a limit key (same hash slot as its other keys).
+    fn standing_key(&self, key: &str) -> String {
+        format!("{}limit:{{{key}}}:standing", self.prefix)
+    }
+
+    fn view(&self, key: &str, f: impl FnOnce(&mut View)) -> View {
+        let mut views = self
+            .views
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if views.len() > SWEEP_ABOVE {
+            let now = Instant::now();
+            views.retain(|_, v| {
+                v.level > 0
+                    || v.last_ok
+                        .is_some_and(|t| now.duration_since(t) < standing::OK_WINDOW)
+            });
+        }
+        let v = views.entry(key.to_string()).or_insert(View {
+            last_ok: None,
+            level: 0,
+            decay_asked: None,
+            pace: Pace::default(),
+        });
+        f(v);
+        *v
     }
 
     fn redis_resting(&self) -> bool {
@@ -266,30 +171,117 @@ impl RedisLimiter {
         }
     }
 
-    async fn book(
+    /// Runs a script call within `redis.timeout`.
+    async fn call<T: redis::FromRedisValue>(
         &self,
-        tat: &str,
-        inflight: &str,
-        interval_ms: f64,
-        args: [u64; 4],
-        id: &str,
-    ) -> Result<(i64, u64), String> {
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, String> {
         let call = async {
             let mut conn = self.pool.get().await?;
-            let mut inv = self.script.key(tat);
-            inv.key(inflight);
-            inv.arg(format!("{interval_ms:.6}"));
-            for a in args {
-                inv.arg(a);
-            }
-            inv.arg(id);
-            inv.invoke_async::<(i64, u64)>(&mut conn)
+            inv.invoke_async::<T>(&mut conn)
                 .await
                 .map_err(|e| e.to_string())
         };
         match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+
+    /// One booking attempt (see [`scripts::BOOK`]): (code, wait ms, back-off level).
+    async fn book(
+        &self,
+        req: &Request<'_>,
+        key: &str,
+        left: Duration,
+        id: &str,
+    ) -> Result<(i64, u64, i64), String> {
+        let rate = self.rules.rate_for(req);
+        let pace_ms = self.view(key, |_| {}).pace.interval_ms();
+        if pace_ms > 1000.0 / rate.rate {
+            metric::paced();
+        }
+        let (tat, inflight) = self.keys(key);
+        let mut inv = self.script.key(&tat);
+        inv.key(&inflight)
+            .key(self.standing_key(key))
+            .arg(format!("{:.6}", 1000.0 / rate.rate))
+            .arg(rate.burst)
+            .arg(rate.max_inflight)
+            .arg(left.as_millis() as u64)
+            .arg(self.lease.as_millis() as u64)
+            .arg(id)
+            .arg(req.host.to_ascii_lowercase())
+            .arg(format!("{pace_ms:.3}"));
+        self.call(inv).await
+    }
+
+    /// A refusal from `req.host` (see [`scripts::REFUSE`]).
+    async fn refuse(
+        &self,
+        req: &Request<'_>,
+        key: &str,
+        signal: Signal,
+    ) -> Result<Option<Refusal>, String> {
+        let now = Instant::now();
+        let recent_ok = self
+            .view(key, |_| {})
+            .last_ok
+            .is_some_and(|t| now.duration_since(t) < standing::OK_WINDOW);
+        let (tat, _) = self.keys(key);
+        let script = redis::Script::new(scripts::REFUSE);
+        let mut inv = script.key(&tat);
+        inv.key(self.standing_key(key))
+            .arg(req.host.to_ascii_lowercase())
+            .arg(u8::from(recent_ok))
+            .arg(standing::REFUSAL_WINDOW.as_millis() as u64)
+            .arg(standing::OK_WINDOW.as_millis() as u64)
+            .arg(standing::STORM_HOSTS)
+            .arg(self.backoff.as_millis() as u64)
+            .arg(standing::MAX_HOLD.as_millis() as u64)
+            .arg(standing::MAX_LEVEL);
+        let (storm, hold_ms, level, hosts): (i64, u64, i64, i64) = self.call(inv).await?;
+        if storm == 0 {
+            return Ok(None);
+        }
+        self.view(key, |v| v.level = level);
+        let hold = Duration::from_millis(hold_ms);
+        let level = u32::try_from(level).unwrap_or(0);
+        let ip = super::canonical(req.ip).to_string();
+        let hosts = usize::try_from(hosts).unwrap_or(0);
+        metric::ip_backoff();
+        Ok(Some(Refusal {
+            hold,
+            level,
+            detail: standing::describe(signal.code(), hosts, &ip, hold, level),
+        }))
+    }
+
+    /// An answer from `key`'s IP: remembered, and when the IP is backed off, Redis is
+    /// asked (at most once a decay period) to step it down.
+    async fn fine(&self, key: &str) {
+        let now = Instant::now();
+        let mut due = false;
+        self.view(key, |v| {
+            v.last_ok = Some(now);
+            due = v.level > 0
+                && v.decay_asked
+                    .is_none_or(|t| now.duration_since(t) >= standing::DECAY_AFTER);
+            if due {
+                v.decay_asked = Some(now);
+            }
+        });
+        if !due {
+            return;
+        }
+        let script = redis::Script::new(scripts::DECAY);
+        let mut inv = script.key(self.standing_key(key));
+        inv.arg(standing::DECAY_AFTER.as_millis() as u64);
+        match self.call::<i64>(inv).await {
+            Ok(level) => {
+                self.view(key, |v| v.level = level);
+            }
+            Err(e) => self.redis_failed(&e),
         }
     }
 }
@@ -300,24 +292,44 @@ impl Limiter for RedisLimiter {
             // The local fallback remembers too, in case Redis is the problem.
             self.fallback.hold(req, pause).await;
             let rate = self.rules.rate_for(&req);
-            let (tat, _) = self.keys(&self.rules.key(&req));
-            let interval_ms = 1000.0 / rate.rate;
-            let call = async {
-                let mut conn = self.pool.get().await?;
-                redis::Script::new(HOLD_SCRIPT)
-                    .key(&tat)
-                    .arg(pause.as_millis() as u64)
-                    .arg(format!("{interval_ms:.6}"))
-                    .arg(rate.burst)
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())
-            };
-            if let Ok(Err(e)) | Err(e) = tokio::time::timeout(self.timeout, call)
-                .await
-                .map_err(|_| "timed out".to_string())
-            {
+            let key = self.rules.key(&req);
+            let (tat, _) = self.keys(&key);
+            let script = redis::Script::new(scripts::HOLD);
+            let mut inv = script.key(&tat);
+            inv.key(self.standing_key(&key))
+                .arg(pause.as_millis() as u64)
+                .arg(format!("{:.6}", 1000.0 / rate.rate))
+                .arg(rate.burst)
+                .arg(req.host.to_ascii_lowercase())
+                .arg(standing::STORM_HOSTS);
+            if let Err(e) = self.call::<i64>(inv).await {
                 self.redis_failed(&e);
+            }
+        })
+    }
+
+    fn latency(&self, req: &Request<'_>, latency: Duration) {
+        self.fallback.latency(req, latency);
+        self.view(&self.rules.key(req), |v| v.pace.observe(latency));
+    }
+
+    fn answered<'a>(&'a self, req: Request<'a>, signal: Signal) -> BoxFuture<'a, Option<Refusal>> {
+        Box::pin(async move {
+            let key = self.rules.key(&req);
+            if signal == Signal::Fine {
+                self.fallback.answered(req, signal).await;
+                self.fine(&key).await;
+                return None;
+            }
+            if self.redis_resting() {
+                return self.fallback.answered(req, signal).await;
+            }
+            match self.refuse(&req, &key, signal).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.redis_failed(&e);
+                    self.fallback.answered(req, signal).await
+                }
             }
         })
     }
@@ -328,27 +340,19 @@ impl Limiter for RedisLimiter {
                 return self.fallback.acquire(req).await;
             }
             let start = Instant::now();
-            let rate = self.rules.rate_for(&req);
-            let (tat, inflight) = self.keys(&self.rules.key(&req));
+            let key = self.rules.key(&req);
             let id = format!(
                 "{}-{}",
                 self.lease_prefix,
                 self.next_lease.fetch_add(1, Ordering::Relaxed)
             );
-            let interval_ms = 1000.0 / rate.rate;
             let mut pause = Duration::from_millis(10);
             // Time spent waiting for the limit (not the script's round trips), for the
             // metrics and the result's queue time.
             let mut waited = Duration::ZERO;
             loop {
                 let left = req.max_wait.saturating_sub(start.elapsed());
-                let args = [
-                    u64::from(rate.burst),
-                    u64::from(rate.max_inflight),
-                    left.as_millis() as u64,
-                    self.lease.as_millis() as u64,
-                ];
-                match self.book(&tat, &inflight, interval_ms, args, &id).await {
+                match self.book(&req, &key, left, &id).await {
                     Err(e) => {
                         self.redis_failed(&e);
                         let rest = Request {
@@ -357,22 +361,29 @@ impl Limiter for RedisLimiter {
                         };
                         return self.fallback.acquire(rest).await;
                     }
-                    Ok((1, wait_ms)) => {
+                    Ok((1, wait_ms, level)) => {
                         self.redis_worked();
+                        self.view(&key, |v| v.level = level);
+                        // Renewed from now on: the lease outlives the wait and the
+                        // request, and no longer than this worker.
+                        let (_, inflight) = self.keys(&key);
+                        let lease = Lease::new(&self.releaser, inflight, id);
                         if wait_ms > 0 {
                             tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                             waited += Duration::from_millis(wait_ms);
                         }
-                        let lease = Lease {
-                            releaser: self.releaser.clone(),
-                            key: inflight,
-                            id,
-                        };
                         return Grant::Go(Permit::holding(waited, Box::new(lease)));
                     }
-                    Ok((-1, wait_ms)) => {
+                    Ok((-1, wait_ms, _)) => {
                         self.redis_worked();
                         return Grant::Defer(Duration::from_millis(wait_ms));
+                    }
+                    Ok((2, wait_ms, _)) => {
+                        // The host asked for a pause: wait it out, then book.
+                        self.redis_worked();
+                        let held = Duration::from_millis(wait_ms.max(1));
+                        tokio::time::sleep(held).await;
+                        waited += held;
                     }
                     Ok(_) => {
                         // In-flight cap reached: poll, backing off a little, until a lease

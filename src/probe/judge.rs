@@ -219,6 +219,10 @@ fn challenge(text: &str) -> Option<&'static str> {
 
 /// Judges one attempt.
 pub fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) -> Judgement {
+    // A defence refusing us says nothing about the site (the limiter has backed off).
+    if let Some(refusal) = &obs.refusal {
+        return Judgement::new(Verdict::Unknown, Reason::Blocked, refusal.clone());
+    }
     match &obs.outcome {
         Outcome::Failure(f) => judge_failure(f, obs.recent_answers, settings),
         Outcome::Answer(a) => judge_answer(plan, obs, a, settings),
@@ -839,5 +843,16 @@ mod tests {
         let mut o = failure(FailureKind::Connect);
         o.recent_answers = 10;
         assert_eq!(j(&p, &o), (Verdict::Down, Reason::Connect));
+    }
+
+    #[test]
+    fn a_refusal_of_us_is_blocked_not_down() {
+        let p = plan(Expect::default());
+        let mut o = answer(403, "<html>Forbidden</html>");
+        assert_eq!(j(&p, &o), (Verdict::Down, Reason::HttpStatus));
+        o.refusal = Some("403 Forbidden (a mod_evasive-style 403 storm) from 2 hosts".into());
+        assert_eq!(j(&p, &o), (Verdict::Unknown, Reason::Blocked));
+        let judged = judge(&p, &o, &SETTINGS);
+        assert!(judged.detail.contains("mod_evasive"), "{}", judged.detail);
     }
 }

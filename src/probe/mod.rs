@@ -187,6 +187,10 @@ pub struct Observation {
     /// On a failure: how many answers the same IP gave us just before it (through this
     /// egress). A reset right after a burst of answers is a ban, not an outage.
     pub recent_answers: u32,
+    /// Set when the limiter took this attempt's refusal (403/429/503 or a reset) for a
+    /// refusal of *us* (several hosts of the IP right after it answered us): what
+    /// refused us, in words.
+    pub refusal: Option<String>,
 }
 
 impl Observation {
@@ -208,6 +212,7 @@ impl Observation {
             deferred: None,
             notes: Vec::new(),
             recent_answers: 0,
+            refusal: None,
         }
     }
 }

@@ -98,3 +98,4 @@ pub fn servers() -> &'static Servers {
     }
 }
 pub mod picket;
+pub mod real;

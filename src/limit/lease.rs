@@ -1,0 +1,213 @@
+//! In-flight leases of the shared limiter: a lease is a member of an IP's `inflight`
+//! sorted set, scored by its expiry. It is short (`lease`), renewed while its request
+//! waits and runs, and removed when the request is done; a worker that dies stops
+//! renewing, so its slots free themselves within one lease, however long the request
+//! or the wait it had booked.
+//!
+//! Releases and renewals go through one background task each, in batches: a task and a
+//! Redis write per request were a noticeable share of the worker's time under load.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use super::scripts;
+use crate::redis_pool::RedisPool;
+
+/// Live leases: inflight key → lease ids.
+type Live = Mutex<HashMap<String, HashSet<String>>>;
+
+/// Frees an in-flight lease when the request is done.
+pub(super) struct Lease {
+    releaser: Releaser,
+    key: String,
+    id: String,
+}
+
+impl Lease {
+    /// A lease `id` in `key`, renewed from now on until dropped.
+    pub(super) fn new(releaser: &Releaser, key: String, id: String) -> Lease {
+        releaser
+            .lock()
+            .entry(key.clone())
+            .or_default()
+            .insert(id.clone());
+        Lease {
+            releaser: releaser.clone(),
+            key,
+            id,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        {
+            let mut live = self.releaser.lock();
+            if let Some(ids) = live.get_mut(&self.key) {
+                ids.remove(&self.id);
+                if ids.is_empty() {
+                    live.remove(&self.key);
+                }
+            }
+        }
+        // If the release is lost the lease still expires on its own.
+        self.releaser
+            .release(std::mem::take(&mut self.key), std::mem::take(&mut self.id));
+    }
+}
+
+/// Hands finished leases to the releasing task and keeps the live ones renewed.
+#[derive(Clone)]
+pub(super) struct Releaser {
+    tx: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
+    live: Arc<Live>,
+}
+
+impl Releaser {
+    /// Starts the releasing and renewing tasks on the current Tokio runtime; without
+    /// one, leases are left to expire.
+    pub(super) fn start(pool: RedisPool, timeout: Duration, lease: Duration) -> Releaser {
+        let live: Arc<Live> = Arc::default();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Releaser { tx: None, live };
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+        runtime.spawn(release_batches(pool.clone(), timeout, lease, rx));
+        runtime.spawn(renew(pool, timeout, lease, Arc::downgrade(&live)));
+        Releaser { tx: Some(tx), live }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn release(&self, key: String, id: String) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send((key, id));
+        }
+    }
+}
+
+/// How long a failed release waits before it is tried again.
+const RETRY_RELEASE_AFTER: Duration = Duration::from_secs(1);
+
+/// Removes released leases, whatever has gathered meanwhile in one round trip. Ends
+/// when the limiter and every lease are gone.
+///
+/// A release that fails (Redis away, or failing over) is tried again, once a second,
+/// until the lease would have expired anyway: after a failover the replica that took
+/// over holds the leases of requests that finished while Redis was away, and each one
+/// left there would keep an in-flight slot of its IP booked for the whole lease.
+async fn release_batches(
+    pool: RedisPool,
+    timeout: Duration,
+    lease: Duration,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) {
+    let mut fresh = Vec::new();
+    let mut pending: Vec<(String, String, tokio::time::Instant)> = Vec::new();
+    loop {
+        // With releases to retry, wait at most RETRY_RELEASE_AFTER for new ones.
+        let got = if pending.is_empty() {
+            rx.recv_many(&mut fresh, 512).await
+        } else {
+            tokio::time::timeout(RETRY_RELEASE_AFTER, rx.recv_many(&mut fresh, 512))
+                .await
+                .unwrap_or(1)
+        };
+        if got == 0 {
+            break;
+        }
+        let now = tokio::time::Instant::now();
+        pending.retain(|(_, _, expires)| *expires > now);
+        pending.extend(fresh.drain(..).map(|(k, id)| (k, id, now + lease)));
+        if pending.is_empty() {
+            continue;
+        }
+        let batch: Vec<(String, String)> = pending
+            .iter()
+            .map(|(k, id, _)| (k.clone(), id.clone()))
+            .collect();
+        match tokio::time::timeout(timeout, release(&pool, &batch)).await {
+            Ok(Ok(())) => pending.clear(),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, leases = pending.len(), "lease release failed; trying again");
+            }
+            Err(_) => {
+                tracing::debug!(
+                    leases = pending.len(),
+                    "lease release timed out; trying again"
+                );
+            }
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(RETRY_RELEASE_AFTER).await;
+        }
+    }
+}
+
+async fn release(pool: &RedisPool, batch: &[(String, String)]) -> Result<(), String> {
+    if pool.is_cluster() {
+        // Leases of different IPs live in different slots: one command each, all in
+        // flight at once on the multiplexed connection.
+        let calls = batch.iter().map(|(key, id)| async move {
+            let mut c = pool.get().await?;
+            redis::cmd("ZREM")
+                .arg(key)
+                .arg(id)
+                .query_async::<i64>(&mut c)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        return futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err);
+    }
+    let mut conn = pool.get().await?;
+    let mut pipe = redis::pipe();
+    for (key, id) in batch {
+        pipe.cmd("ZREM").arg(key).arg(id).ignore();
+    }
+    pipe.query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Every third of a lease, renews every live lease (one script call per IP). Ends when
+/// the limiter and every lease are gone.
+async fn renew(pool: RedisPool, timeout: Duration, lease: Duration, live: Weak<Live>) {
+    let script = redis::Script::new(scripts::RENEW);
+    let every = (lease / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(live) = live.upgrade() else { return };
+        let snapshot: Vec<(String, Vec<String>)> = live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, ids)| (k.clone(), ids.iter().cloned().collect()))
+            .collect();
+        drop(live);
+        for (key, ids) in snapshot {
+            let call = async {
+                let mut conn = pool.get().await?;
+                let mut inv = script.key(&key);
+                inv.arg(lease.as_millis() as u64);
+                for id in &ids {
+                    inv.arg(id);
+                }
+                inv.invoke_async::<i64>(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            if let Ok(Err(e)) = tokio::time::timeout(timeout, call).await {
+                tracing::debug!(error = %e, "lease renewal failed; it is tried again");
+            }
+        }
+    }
+}

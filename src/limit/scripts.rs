@@ -1,0 +1,168 @@
+//! The Lua scripts of the shared limiter, one atomic step each, all on Redis's own clock
+//! (`TIME`), so worker clocks do not matter. Every script's keys belong to one limit key
+//! and share its `{hash tag}`, so they run on Redis Cluster too.
+//!
+//! Per limit key (an IP, or egress and IP):
+//! - `…:tat`: the GCRA "theoretical arrival time", fractional ms;
+//! - `…:inflight`: sorted set of in-flight lease ids scored by expiry (ms);
+//! - `…:standing`: hash of our standing with the IP (`limit::standing`): `level`,
+//!   `until` (end of the back-off hold), `last` (last refusal or step down), `ok` (the
+//!   last time a reporting worker had an answer from it), `r:<host>` (a refusal from
+//!   that host, ms) and `hold:<host>` (that host's `Retry-After`, until ms).
+
+/// Books a request. KEYS: tat, inflight, standing. ARGV: interval_ms, burst,
+/// max_inflight, max_wait_ms, lease_ms, lease_id, host, pace_ms (the worker's smoothed
+/// answer latency of the IP: the least spacing, with no burst, when it is wider).
+/// Returns {1, wait_ms, level} booked; {-1, wait_ms, level} would wait too long (nothing
+/// booked); {0, 0, level} in-flight cap reached (nothing booked); {2, wait_ms, 0} the
+/// host is held by its `Retry-After` for wait_ms more (nothing booked: ask again then).
+/// A backed-off IP is asked at interval·2^level with no burst. A lease expires `lease`
+/// from now; its worker renews it while the request waits and runs.
+pub const BOOK: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local st = redis.call('HMGET', KEYS[3], 'level', 'hold:' .. ARGV[7])
+local held = tonumber(st[2] or '0')
+if held > now then
+  local left = math.ceil(held - now)
+  if left > tonumber(ARGV[4]) then return {-1, left, 0} end
+  return {2, left, 0}
+end
+local level = tonumber(st[1] or '0')
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+if level > 0 then
+  interval = interval * 2 ^ level
+  burst = 1
+end
+local pace = tonumber(ARGV[8])
+if pace > interval then
+  interval = pace
+  burst = 1
+end
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local wait = new_tat - interval * burst - now
+if wait < 0 then wait = 0 end
+-- The rate decides first: a job that would wait too long anyway is told so at once,
+-- instead of polling for an in-flight slot until its max_wait runs out.
+if wait > tonumber(ARGV[4]) then
+  return {-1, math.ceil(wait), level}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  return {0, 0, level}
+end
+redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+local lease = tonumber(ARGV[5])
+redis.call('ZADD', KEYS[2], now + lease, ARGV[6])
+redis.call('PEXPIRE', KEYS[2], lease + 1000)
+return {1, math.ceil(wait), level}
+";
+
+/// Renews leases. KEYS: inflight. ARGV: lease_ms, then the lease ids. Only leases still
+/// there are renewed (`XX`): a released one stays released.
+pub const RENEW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local lease = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], lease + 1000)
+return 1
+";
+
+/// A host said `Retry-After`. KEYS: tat, standing. ARGV: pause_ms, interval_ms, burst,
+/// host, storm_hosts. Holds the host; when `storm_hosts` hosts are held at once, the
+/// whole IP too, until the earliest of their holds ends. Returns the hosts held.
+pub const HOLD: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local pause = tonumber(ARGV[1])
+redis.call('HSET', KEYS[2], 'hold:' .. ARGV[4], string.format('%.3f', now + pause))
+local all = redis.call('HGETALL', KEYS[2])
+local active = 0
+local earliest = nil
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, 5) == 'hold:' then
+    local u = tonumber(all[i + 1])
+    if u <= now then
+      redis.call('HDEL', KEYS[2], all[i])
+    else
+      active = active + 1
+      if earliest == nil or u < earliest then earliest = u end
+    end
+  end
+end
+if active >= tonumber(ARGV[5]) then
+  local held = earliest + tonumber(ARGV[2]) * (tonumber(ARGV[3]) - 1)
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if held > tat then
+    redis.call('SET', KEYS[1], string.format('%.3f', held), 'PX', math.ceil(held - now) + 1000)
+  end
+end
+redis.call('PEXPIRE', KEYS[2], math.ceil(pause) + 3600000)
+return active
+";
+
+/// A host refused us (403/429/503 or a reset). KEYS: tat, standing. ARGV: host,
+/// recent_ok (1 when the reporting worker had an answer from the IP lately),
+/// refusal_window_ms, ok_window_ms, storm_hosts, backoff_ms, max_hold_ms, max_level.
+/// Returns {0, 0, 0, hosts} not (yet) a refusal of us; {1, hold_ms, level, hosts} a
+/// refusal of us: the IP is held until the back-off hold ends (a new, doubled hold only
+/// once the running one is over: one storm, one step).
+pub const REFUSE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local s = KEYS[2]
+if ARGV[2] == '1' then redis.call('HSET', s, 'ok', string.format('%.3f', now)) end
+redis.call('HSET', s, 'r:' .. ARGV[1], string.format('%.3f', now))
+local all = redis.call('HGETALL', s)
+local f = {}
+local hosts = 0
+for i = 1, #all, 2 do
+  f[all[i]] = all[i + 1]
+  if string.sub(all[i], 1, 2) == 'r:' then
+    if now - tonumber(all[i + 1]) < tonumber(ARGV[3]) then
+      hosts = hosts + 1
+    else
+      redis.call('HDEL', s, all[i])
+    end
+  end
+end
+redis.call('PEXPIRE', s, 3600000)
+local level = tonumber(f['level'] or '0')
+local ok = tonumber(f['ok'] or '-1e18')
+if level == 0 and not (hosts >= tonumber(ARGV[5]) and now - ok < tonumber(ARGV[4])) then
+  return {0, 0, 0, hosts}
+end
+local hold_end = tonumber(f['until'] or '0')
+if now >= hold_end then
+  level = math.min(level + 1, tonumber(ARGV[8]))
+  local hold = math.min(tonumber(ARGV[6]) * 2 ^ (level - 1), tonumber(ARGV[7]))
+  hold_end = now + hold
+  redis.call('HSET', s, 'level', level, 'until', string.format('%.3f', hold_end))
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if hold_end > tat then
+    redis.call('SET', KEYS[1], string.format('%.3f', hold_end), 'PX', math.ceil(hold) + 1000)
+  end
+end
+redis.call('HSET', s, 'last', string.format('%.3f', now))
+return {1, math.ceil(hold_end - now), level, hosts}
+";
+
+/// Answers came back from a backed-off IP. KEYS: standing. ARGV: decay_ms. One step
+/// down when the last refusal (or step) is older than decay_ms. Returns the level.
+pub const DECAY: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local f = redis.call('HMGET', KEYS[1], 'level', 'last')
+local level = tonumber(f[1] or '0')
+if level == 0 then return 0 end
+if now - tonumber(f[2] or '0') < tonumber(ARGV[1]) then return level end
+level = level - 1
+redis.call('HSET', KEYS[1], 'level', level, 'last', string.format('%.3f', now))
+return level
+";

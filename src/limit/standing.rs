@@ -1,0 +1,305 @@
+//! Our standing with one target IP: whether it is refusing *us*, and the holds that
+//! follow.
+//!
+//! A defence that trips (mod_evasive's 403 storm, nginx `limit_req`'s 503s, a 429, a
+//! firewall's resets) refuses every host on the address at once, right after it was
+//! answering us. One site failing does not look like that: its neighbours keep
+//! answering. So a refusal counts as a refusal of us when [`STORM_HOSTS`] different
+//! hosts of the IP refused within [`REFUSAL_WINDOW`] and the IP had answered us within
+//! [`OK_WINDOW`] before, or when the IP is already backed off. Then the IP is held for
+//! `backoff · 2^(level-1)` (capped at [`MAX_HOLD`]) and asked at `rate / 2^level` with no
+//! burst afterwards; a refusal after the hold raises the level, and answers without
+//! refusal for [`DECAY_AFTER`] lower it by one.
+//!
+//! A `Retry-After` holds only the host that sent it; the IP is held when several of its
+//! hosts say so at once. [`Standing`] is the in-memory form (the local limiter); the
+//! shared limiter keeps the same fields in one Redis hash per IP (`limit/redis.rs`).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Refusals from different hosts within this window are one storm.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+/// The IP answered us within this long before the refusals: they follow our requests.
+pub const OK_WINDOW: Duration = Duration::from_secs(30);
+/// Different hosts that must refuse before the IP is taken to refuse us.
+pub const STORM_HOSTS: usize = 2;
+/// The longest hold.
+pub const MAX_HOLD: Duration = Duration::from_secs(600);
+/// The highest back-off level (the rate is divided by 2^level).
+pub const MAX_LEVEL: u32 = 6;
+/// Answers without a refusal for this long lower the level by one.
+pub const DECAY_AFTER: Duration = Duration::from_secs(60);
+/// Hosts remembered per IP (refusals and host holds each).
+const MAX_HOSTS: usize = 32;
+
+/// Weight of the newest latency in the smoothed one.
+const PACE_ALPHA: f64 = 0.3;
+/// The widest spacing latency pacing asks for.
+pub const MAX_PACE: Duration = Duration::from_secs(30);
+/// Smoothed latencies below this do not pace: a server answering within two seconds is
+/// not struggling, and below it our own scheduling (a busy worker, a loaded machine)
+/// would be taken for the server's slowness and throttle healthy hosts.
+pub const PACE_ABOVE: Duration = Duration::from_secs(2);
+
+/// The smoothed answer latency of one IP: the least spacing of requests to it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pace {
+    ewma_ms: f64,
+}
+
+impl Pace {
+    /// One more latency (starting from zero, so one slow answer alone weighs little).
+    pub fn observe(&mut self, latency: Duration) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        self.ewma_ms = PACE_ALPHA * ms + (1.0 - PACE_ALPHA) * self.ewma_ms;
+    }
+
+    /// The least spacing of requests, in ms (0 while answers come within
+    /// [`PACE_ABOVE`]).
+    pub fn interval_ms(&self) -> f64 {
+        if self.ewma_ms < PACE_ABOVE.as_secs_f64() * 1000.0 {
+            return 0.0;
+        }
+        self.ewma_ms.min(MAX_PACE.as_secs_f64() * 1000.0)
+    }
+}
+
+/// How an IP answered one request, as far as our standing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// An answer that is not a refusal.
+    Fine,
+    /// 403, 429 or 503.
+    Refused(u16),
+    /// The connection was reset before an answer.
+    Reset,
+}
+
+impl Signal {
+    /// The signal of an HTTP status (403, 429 and 503 are what defences answer).
+    pub fn of_status(status: u16) -> Signal {
+        match status {
+            403 | 429 | 503 => Signal::Refused(status),
+            _ => Signal::Fine,
+        }
+    }
+
+    /// The code kept in Redis: the status, or 0 for a reset.
+    pub fn code(self) -> u16 {
+        match self {
+            Signal::Fine => 200,
+            Signal::Refused(s) => s,
+            Signal::Reset => 0,
+        }
+    }
+}
+
+/// A refusal of us, recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// How long the IP is held from now.
+    pub hold: Duration,
+    /// The back-off level now.
+    pub level: u32,
+    /// One readable line naming what refused us.
+    pub detail: String,
+}
+
+/// The hold for back-off `level` (1 = the first).
+pub fn hold_for(base: Duration, level: u32) -> Duration {
+    let doublings = level.saturating_sub(1).min(16);
+    (base * 2u32.pow(doublings)).min(MAX_HOLD)
+}
+
+/// What refused us, in words (`code` as in [`Signal::code`]).
+pub fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level: u32) -> String {
+    let what = match code {
+        403 => "403 Forbidden (a mod_evasive-style 403 storm)",
+        503 => "503 Service Unavailable (a limit_req-style refusal)",
+        429 => "429 Too Many Requests",
+        0 => "connection resets (a firewall-style ban)",
+        other => return format!("{other} from {hosts} hosts of {ip}"),
+    };
+    format!(
+        "{what} from {hosts} hosts of {ip} right after it answered us: it refuses us, not \
+         the site failing; {ip} is left alone for {} s (back-off level {level})",
+        hold.as_secs()
+    )
+}
+
+/// The standing with one IP, in memory.
+#[derive(Debug, Default)]
+pub struct Standing {
+    last_ok: Option<Instant>,
+    /// (host, when) of recent refusals.
+    refusals: Vec<(String, Instant)>,
+    level: u32,
+    /// The end of the IP's current hold.
+    until: Option<Instant>,
+    /// The last refusal, or the last step down.
+    last: Option<Instant>,
+    /// (host, until) of `Retry-After` holds.
+    host_holds: Vec<(String, Instant)>,
+}
+
+impl Standing {
+    /// The back-off level (0: none).
+    pub fn level(&self) -> u32 {
+        self.level
+    }
+
+    /// An answer that is not a refusal: remembered, and the level decays.
+    pub fn fine(&mut self, now: Instant) {
+        self.last_ok = Some(now);
+        if self.level > 0
+            && self
+                .last
+                .is_none_or(|t| now.duration_since(t) >= DECAY_AFTER)
+        {
+            self.level -= 1;
+            self.last = Some(now);
+        }
+    }
+
+    /// A refusal from `host`; `Some` when it is taken for a refusal of us, and then the
+    /// IP must be held for `hold` (unless a hold is still running: one storm, one step).
+    pub fn refused(
+        &mut self,
+        host: &str,
+        code: u16,
+        ip: &str,
+        base: Duration,
+        now: Instant,
+    ) -> Option<Refusal> {
+        self.refusals
+            .retain(|(h, t)| h != host && now.duration_since(*t) < REFUSAL_WINDOW);
+        if self.refusals.len() >= MAX_HOSTS {
+            self.refusals.remove(0);
+        }
+        self.refusals.push((host.to_string(), now));
+        let hosts = self.refusals.len();
+        let after_ok = self
+            .last_ok
+            .is_some_and(|t| now.duration_since(t) < OK_WINDOW);
+        if self.level == 0 && !(hosts >= STORM_HOSTS && after_ok) {
+            return None;
+        }
+        if self.until.is_none_or(|u| now >= u) {
+            self.level = (self.level + 1).min(MAX_LEVEL);
+            self.until = Some(now + hold_for(base, self.level));
+        }
+        self.last = Some(now);
+        let hold = self
+            .until
+            .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
+        Some(Refusal {
+            hold,
+            level: self.level,
+            detail: describe(code, hosts, ip, hold, self.level),
+        })
+    }
+
+    /// `host` said `Retry-After`: it is held until `until`. Returns when the whole IP
+    /// is to be held: when several hosts are held at once, until the earliest release.
+    pub fn hold_host(&mut self, host: &str, until: Instant, now: Instant) -> Option<Instant> {
+        self.host_holds.retain(|(h, u)| h != host && *u > now);
+        if self.host_holds.len() >= MAX_HOSTS {
+            self.host_holds.remove(0);
+        }
+        self.host_holds.push((host.to_string(), until));
+        if self.host_holds.len() >= STORM_HOSTS {
+            self.host_holds.iter().map(|(_, u)| *u).min()
+        } else {
+            None
+        }
+    }
+
+    /// How long `host` is still held by its own `Retry-After`.
+    pub fn host_held(&self, host: &str, now: Instant) -> Option<Duration> {
+        self.host_holds
+            .iter()
+            .find(|(h, u)| h == host && *u > now)
+            .map(|(_, u)| *u - now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: Duration = Duration::from_secs(15);
+
+    #[tokio::test(start_paused = true)]
+    async fn one_host_refusing_is_that_site_not_us() {
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        assert_eq!(s.refused("a.test", 503, "192.0.2.1", BASE, now), None);
+        // The same host again is still one host.
+        assert_eq!(s.refused("a.test", 503, "192.0.2.1", BASE, now), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hosts_refusing_right_after_answers_are_a_refusal_of_us() {
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        assert!(s.refused("a.test", 403, "192.0.2.1", BASE, now).is_none());
+        let r = s
+            .refused("b.test", 403, "192.0.2.1", BASE, now)
+            .expect("a storm");
+        assert_eq!((r.hold, r.level), (BASE, 1));
+        assert!(r.detail.contains("mod_evasive"), "{}", r.detail);
+        // More refusals during the hold are the same storm: no second doubling.
+        let r = s.refused(
+            "c.test",
+            403,
+            "192.0.2.1",
+            BASE,
+            now + Duration::from_secs(5),
+        );
+        assert_eq!(r.map(|r| r.level), Some(1));
+        // A refusal after the hold doubles it; answers for a minute undo one step.
+        let later = now + Duration::from_secs(16);
+        let r = s
+            .refused("a.test", 403, "192.0.2.1", BASE, later)
+            .expect("still refused");
+        assert_eq!((r.hold, r.level), (BASE * 2, 2));
+        s.fine(later + DECAY_AFTER);
+        assert_eq!(s.level(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_without_earlier_answers_are_the_sites_own() {
+        // haproxy with a dead backend: 503 on every host from the first request.
+        let mut s = Standing::default();
+        let now = Instant::now();
+        assert!(s.refused("a.test", 503, "192.0.2.1", BASE, now).is_none());
+        assert!(s.refused("b.test", 503, "192.0.2.1", BASE, now).is_none());
+    }
+
+    #[test]
+    fn pace_follows_latency_smoothly() {
+        let mut p = Pace::default();
+        p.observe(Duration::from_secs(4));
+        // One slow answer weighs little: 1.2 s smoothed, below the floor.
+        assert_eq!(p.interval_ms(), 0.0);
+        for _ in 0..20 {
+            p.observe(Duration::from_secs(4));
+        }
+        assert!(p.interval_ms() > 3990.0, "{}", p.interval_ms());
+        for _ in 0..20 {
+            p.observe(Duration::from_millis(10));
+        }
+        assert_eq!(p.interval_ms(), 0.0);
+    }
+
+    #[test]
+    fn holds_double_up_to_ten_minutes() {
+        assert_eq!(hold_for(BASE, 1), BASE);
+        assert_eq!(hold_for(BASE, 3), BASE * 4);
+        assert_eq!(hold_for(BASE, 9), MAX_HOLD);
+    }
+}

@@ -1,0 +1,460 @@
+//! picket against real server software (tests/support/real): Apache with mod_evasive at
+//! its documented defaults, nginx with `limit_req`/`limit_conn`, Apache with ModSecurity
+//! and the OWASP CRS at paranoia level 2, haproxy with a dead backend, squid and dante as
+//! egresses. With the default limits, many virtual hosts on one address checked in
+//! rounds with and without pauses are never refused; a proxy's refusal or death never
+//! makes a site `down`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use picket::config::Settings;
+use picket::engine::Engine;
+use picket::job::{Report, Verdict};
+
+use crate::support::real::apache::{Apache, Evasive};
+use crate::support::real::dante::Dante;
+use crate::support::real::haproxy::Haproxy;
+use crate::support::real::nginx::{Nginx, Site};
+use crate::support::real::squid::Squid;
+use crate::support::real::{now_us, Hits};
+use crate::support::{free_port, serve, servers, unique};
+
+/// `n` virtual host names under `prefix`.
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}.county.test")).collect()
+}
+
+/// `[dns.static]` entries for `names` on `ip`.
+fn static_dns(names: &[String], ip: &str) -> String {
+    let mut toml = String::from("[dns.static]\n");
+    for n in names {
+        toml.push_str(&format!("\"{n}\" = \"{ip}\"\n"));
+    }
+    toml
+}
+
+/// Settings as a new user has them (default limits, the shared Redis limiter), on the
+/// test servers, private targets allowed; `extra` is appended.
+fn settings(extra: &str) -> Settings {
+    let text = format!(
+        "[redis]\nurl = \"{}\"\nkey_prefix = \"{}:\"\n[targets]\nallow_private = true\n{extra}",
+        servers().redis_url,
+        unique("real")
+    );
+    Settings::from_toml(&text).unwrap_or_else(|e| panic!("settings: {e}\n{text}"))
+}
+
+/// The engine a worker runs over `s`: Redis limiter shared as between workers.
+fn engine(s: &Settings) -> Arc<Engine> {
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("redis pool");
+    let limiter = picket::limit::redis::shared(
+        pool,
+        &s.redis,
+        &s.rate_limit,
+        s.probe.timeout + Duration::from_secs(10),
+        "real-test",
+    );
+    let cache = Arc::new(picket::state::MemoryState::default());
+    Arc::new(picket::app::engine(s, cache, limiter).expect("engine"))
+}
+
+/// Checks every URL at once (as a worker with jobs for all of them would).
+async fn round(engine: &Arc<Engine>, urls: &[String]) -> Vec<Report> {
+    let tasks: Vec<_> = urls
+        .iter()
+        .map(|u| {
+            let engine = engine.clone();
+            let job = picket::job::job_for_url(u, "real").expect("job");
+            tokio::spawn(async move { engine.run(&job).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("check task"));
+    }
+    out
+}
+
+fn assert_all_up(reports: &[Report], what: &str) {
+    let bad: Vec<String> = reports
+        .iter()
+        .filter(|r| r.verdict != Verdict::Up)
+        .map(|r| format!("{} {:?}/{}: {}", r.url, r.verdict, r.reason, r.detail))
+        .collect();
+    assert!(bad.is_empty(), "{what}: not up:\n{}", bad.join("\n"));
+}
+
+/// Rounds over `urls`: one with a full bucket, one right after (empty bucket), then
+/// short rounds after pauses of different lengths (the bucket refilled, each round
+/// starting at another phase of the calendar second).
+async fn rounds(engine: &Arc<Engine>, urls: &[String], what: &str) -> usize {
+    let mut checked = 0;
+    let full = round(engine, urls).await;
+    assert_all_up(&full, &format!("{what}, full bucket"));
+    checked += full.len();
+    let empty = round(engine, &urls[..urls.len() / 2]).await;
+    assert_all_up(&empty, &format!("{what}, empty bucket"));
+    checked += empty.len();
+    for (i, pause) in [1100u64, 1650, 2300, 3050].iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(*pause)).await;
+        let some: Vec<String> = urls.iter().skip(i * 3).take(3).cloned().collect();
+        let r = round(engine, &some).await;
+        assert_all_up(&r, &format!("{what}, after a {pause} ms pause"));
+        checked += r.len();
+    }
+    checked
+}
+
+fn report_line(server: &str, hits: &Hits, refused: usize) {
+    eprintln!(
+        "{server}: {} requests, at most {} in one calendar second, {} in any 1 s window, \
+         shortest gap {:?}, refused {refused}",
+        hits.all.len(),
+        hits.max_per_calendar_second(),
+        hits.max_in_window(Duration::from_secs(1)),
+        hits.min_gap().unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mod_evasive_defaults_never_refuse_the_default_limits_on_any_schedule() {
+    let ip = "127.0.12.1";
+    let hosts = names("ev", 40);
+    let apache = Apache::evasive(ip, &hosts, Evasive::default());
+    let s = settings(&static_dns(&hosts, ip));
+    let engine = engine(&s);
+    let urls: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("http://{h}:{}/", apache.port))
+        .collect();
+    let start = now_us();
+    let checked = rounds(&engine, &urls, "mod_evasive").await;
+    let hits = apache.hits().since(start);
+    let refused = hits.with_status(403);
+    report_line("apache2 mod_evasive defaults", &hits, refused);
+    assert_eq!(refused, 0, "mod_evasive refused us:\n{}", apache.errors());
+    assert_eq!(hits.all.len(), checked, "one request per check");
+    assert!(hits.max_per_calendar_second() <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_limit_req_and_limit_conn_never_refuse_the_default_limits() {
+    let strict = Site {
+        ip: "127.0.12.2".into(),
+        rate: 2,
+        burst: 0,
+        nodelay: false,
+        conn: 4,
+        hosts: names("ngx", 30),
+    };
+    let lenient = Site {
+        ip: "127.0.12.3".into(),
+        rate: 2,
+        burst: 5,
+        nodelay: true,
+        conn: 4,
+        hosts: names("ngxb", 10),
+    };
+    let nginx = Nginx::start(&[strict.clone(), lenient.clone()]);
+    let mut dns = static_dns(&strict.hosts, &strict.ip);
+    dns.push_str(&static_dns(&lenient.hosts, &lenient.ip).replace("[dns.static]\n", ""));
+    let s = settings(&dns);
+    let engine = engine(&s);
+    let urls = |site: &Site| -> Vec<String> {
+        site.hosts
+            .iter()
+            .map(|h| format!("http://{h}:{}/", nginx.port))
+            .collect()
+    };
+    let (strict_urls, lenient_urls) = (urls(&strict), urls(&lenient));
+    let start = now_us();
+    let (a, b) = tokio::join!(
+        rounds(&engine, &strict_urls, "nginx rate=2r/s"),
+        rounds(&engine, &lenient_urls, "nginx rate=2r/s burst=5 nodelay")
+    );
+    let hits = nginx.hits().since(start);
+    for (site, checked, what) in [
+        (&strict, a, "nginx limit_req 2r/s, limit_conn 4"),
+        (
+            &lenient,
+            b,
+            "nginx limit_req 2r/s burst=5 nodelay, limit_conn 4",
+        ),
+    ] {
+        let mine = hits.for_hosts(&site.hosts);
+        let refused = mine.with_status(503);
+        report_line(what, &mine, refused);
+        assert_eq!(
+            refused,
+            0,
+            "{what} refused us:\n{}",
+            nginx.daemon.read("error.log")
+        );
+        assert_eq!(mine.all.len(), checked, "{what}: one request per check");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modsecurity_crs_paranoia_2_passes_every_probe() {
+    let ip = "127.0.12.4";
+    let hosts = names("waf", 8);
+    let apache = Apache::waf(ip, &hosts, 2);
+    // Not a rate test: the WAF is the point, so this IP may be asked quickly.
+    let s = settings(&format!(
+        "{}[[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 50.0\nburst = 10\nmax_inflight = 8\n",
+        static_dns(&hosts, ip)
+    ));
+    let engine = engine(&s);
+    let mut urls: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("http://{h}:{}/", apache.port))
+        .collect();
+    urls.push(format!(
+        "http://{}:{}/index.html?lang=en&page=2",
+        hosts[0], apache.port
+    ));
+    urls.push(format!("http://{}:{}/", ip, apache.port));
+    let reports = round(&engine, &urls).await;
+    let hits = apache.hits();
+    report_line("apache2 ModSecurity CRS PL2", &hits, hits.with_status(403));
+    assert_all_up(&reports, "ModSecurity CRS PL2");
+    assert_eq!(hits.with_status(403), 0, "{}", apache.errors());
+    assert!(
+        !apache.errors().contains("Access denied"),
+        "ModSecurity denied a probe:\n{}",
+        apache.errors()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_with_a_dead_backend_is_down_on_every_host() {
+    let ip = "127.0.12.5";
+    let hosts = names("hap", 3);
+    let haproxy = Haproxy::dead_backend(ip);
+    // Let haproxy's health check mark the backend down.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let s = settings(&format!(
+        "{}[probe]\nretry_delay = \"300ms\"\n[[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 20.0\nburst = 5\nmax_inflight = 4\n",
+        static_dns(&hosts, ip)
+    ));
+    let engine = engine(&s);
+    let urls: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("http://{h}:{}/", haproxy.port))
+        .collect();
+    for r in round(&engine, &urls).await {
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Down, "http_status"),
+            "{}: {}",
+            r.url,
+            r.detail
+        );
+        assert!(r.detail.contains("503"), "{}", r.detail);
+    }
+}
+
+/// A plain target on `ip` for the egress tests (proxies resolve names themselves, so
+/// these use the address).
+async fn plain_target(ip: &str) -> String {
+    let router = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async {
+            axum::response::Html(crate::support::real::page("egress target"))
+        }),
+    );
+    let addr = serve(ip, router).await;
+    format!("http://{addr}/")
+}
+
+fn egress_settings(egresses: &[(&str, &str)]) -> Settings {
+    let mut toml = String::from("[probe]\nretry_delay = \"200ms\"\n");
+    for (name, proxy) in egresses {
+        if proxy.is_empty() {
+            toml.push_str(&format!("[[egress]]\nname = \"{name}\"\n"));
+        } else {
+            toml.push_str(&format!(
+                "[[egress]]\nname = \"{name}\"\nproxy = \"{proxy}\"\n"
+            ));
+        }
+    }
+    settings(&toml)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squid_and_dante_carry_probes_and_their_refusals_never_make_a_site_down() {
+    let target = plain_target("127.0.12.9").await;
+    let squid = Squid::start("127.0.12.6", false);
+    let squid_deny = Squid::start("127.0.12.7", true);
+    let dante = Dante::start("127.0.12.8", false);
+    let dante_deny = Dante::start("127.0.12.11", true);
+    let dead = format!("http://127.0.12.10:{}", free_port());
+    // (what, egresses as (name, proxy URL or "" for direct), the verdict wanted or None
+    // for "anything but down")
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<Verdict>);
+    let cases: Vec<Case> = vec![
+        (
+            "squid",
+            vec![("squid", squid.url.as_str())],
+            Some(Verdict::Up),
+        ),
+        (
+            "dante",
+            vec![("dante", dante.url.as_str())],
+            Some(Verdict::Up),
+        ),
+        (
+            "squid refusing",
+            vec![("deny", squid_deny.url.as_str())],
+            None,
+        ),
+        (
+            "squid refusing, then direct",
+            vec![("deny", squid_deny.url.as_str()), ("direct", "")],
+            None,
+        ),
+        (
+            "dante refusing",
+            vec![("deny", dante_deny.url.as_str())],
+            None,
+        ),
+        ("dead proxy", vec![("dead", dead.as_str())], None),
+    ];
+    for (what, egresses, want) in cases {
+        let s = egress_settings(&egresses);
+        let engine = engine(&s);
+        let r = round(&engine, std::slice::from_ref(&target))
+            .await
+            .remove(0);
+        eprintln!("{what}: {:?}/{}: {}", r.verdict, r.reason, r.detail);
+        match want {
+            Some(v) => assert_eq!(r.verdict, v, "{what}: {}", r.detail),
+            None => assert_ne!(
+                r.verdict,
+                Verdict::Down,
+                "{what}: {}/{}",
+                r.reason,
+                r.detail
+            ),
+        }
+    }
+    assert!(
+        squid_deny
+            .daemon
+            .read("access.log")
+            .contains("TCP_DENIED/403"),
+        "the refusing squid was asked and refused"
+    );
+}
+
+/// Every report is `up`, or `unknown/blocked` naming `status`: never `down`.
+fn assert_never_down(reports: &[Report], status: &str, what: &str) -> usize {
+    let mut up = 0;
+    for r in reports {
+        eprintln!(
+            "{what}: {} {:?}/{}: {}",
+            r.url, r.verdict, r.reason, r.detail
+        );
+        match r.verdict {
+            Verdict::Up => up += 1,
+            Verdict::Unknown if r.reason == "blocked" => {
+                assert!(r.detail.contains(status), "{what}: {}", r.detail);
+            }
+            _ => panic!(
+                "{what}: {} is {:?}/{}: {}",
+                r.url, r.verdict, r.reason, r.detail
+            ),
+        }
+    }
+    up
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tripped_mod_evasive_is_backed_off_and_asked_again_never_down() {
+    let ip = "127.0.12.12";
+    let hosts = names("trip", 12);
+    // Tighter than the operator's override below: 4/s with a burst of 4 sends a fifth
+    // request for `/` within the first second; half of it (2/s) fits.
+    let evasive = Evasive {
+        page_count: 3,
+        site_count: 50,
+        blocking_period: 2,
+    };
+    let apache = Apache::evasive(ip, &hosts, evasive);
+    let s = settings(&format!(
+        "{}[probe]\nretry_delay = \"500ms\"\n[rate_limit]\nbackoff = \"5s\"\n\
+         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 4.0\nburst = 4\nmax_inflight = 4\n",
+        static_dns(&hosts, ip)
+    ));
+    let engine = engine(&s);
+    let urls: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("http://{h}:{}/", apache.port))
+        .collect();
+    let reports = round(&engine, &urls).await;
+    let hits = apache.hits();
+    let refused = hits.with_status(403);
+    report_line(
+        "apache2 mod_evasive DOSPageCount 3, picket 4/s burst 4",
+        &hits,
+        refused,
+    );
+    assert!(
+        refused > 0,
+        "the defence never tripped: the test proves nothing"
+    );
+    let up = assert_never_down(&reports, "403", "mod_evasive tripped");
+    assert!(
+        up >= hosts.len() / 2,
+        "only {up} of {} up after the hold",
+        hosts.len()
+    );
+    // The hold: after the refusals began nothing reached the server for a while.
+    let mut t: Vec<u64> = hits.all.iter().map(|h| h.0).collect();
+    t.sort_unstable();
+    let longest = t.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    assert!(
+        longest >= 4_000_000,
+        "no hold of the IP seen (longest gap {longest} µs)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tripped_nginx_limit_req_is_backed_off_and_asked_again_never_down() {
+    let site = Site {
+        ip: "127.0.12.13".into(),
+        rate: 3,
+        burst: 0,
+        nodelay: false,
+        conn: 8,
+        hosts: names("tripngx", 12),
+    };
+    let nginx = Nginx::start(std::slice::from_ref(&site));
+    let s = settings(&format!(
+        "{}[probe]\nretry_delay = \"500ms\"\n[rate_limit]\nbackoff = \"2s\"\n\
+         [[rate_limit.override]]\ncidr = \"{}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 8\n",
+        static_dns(&site.hosts, &site.ip),
+        site.ip
+    ));
+    let engine = engine(&s);
+    let urls: Vec<String> = site
+        .hosts
+        .iter()
+        .map(|h| format!("http://{h}:{}/", nginx.port))
+        .collect();
+    let reports = round(&engine, &urls).await;
+    let hits = nginx.hits();
+    let refused = hits.with_status(503);
+    report_line("nginx limit_req 3r/s, picket 10/s burst 10", &hits, refused);
+    assert!(
+        refused > 0,
+        "the defence never tripped: the test proves nothing"
+    );
+    let up = assert_never_down(&reports, "503", "limit_req tripped");
+    assert!(
+        up >= site.hosts.len() / 2,
+        "only {up} of {} up",
+        site.hosts.len()
+    );
+}

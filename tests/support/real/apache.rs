@@ -1,0 +1,169 @@
+//! Apache 2.4 as Debian ships it, one child process (so mod_evasive has one hit table):
+//! name-based virtual hosts on one loopback address, with mod_evasive at its documented
+//! defaults (or tighter), or with ModSecurity and the OWASP CRS at a paranoia level.
+
+use std::path::Path;
+
+use super::{page, scratch, write, Daemon, Hits};
+use crate::support::free_port;
+
+const MODULES: &str = "/usr/lib/apache2/modules";
+
+/// mod_evasive's settings; [`Evasive::default`] is the module's documented defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Evasive {
+    /// DOSPageCount: hits for one (client, URI path) within the page interval.
+    pub page_count: u32,
+    /// DOSSiteCount: hits from one client within the site interval.
+    pub site_count: u32,
+    /// DOSBlockingPeriod, seconds.
+    pub blocking_period: u32,
+}
+
+impl Default for Evasive {
+    fn default() -> Evasive {
+        Evasive {
+            page_count: 2,
+            site_count: 50,
+            blocking_period: 10,
+        }
+    }
+}
+
+/// A running Apache.
+pub struct Apache {
+    /// The server.
+    pub daemon: Daemon,
+    /// Its address.
+    pub ip: String,
+    /// Its port.
+    pub port: u16,
+}
+
+/// The common head of a configuration: one child process with threads, an access log
+/// with µs arrival times, and a page per virtual host.
+fn head(dir: &Path, ip: &str, port: u16, hosts: &[String]) -> String {
+    let mut conf = format!(
+        r#"ServerRoot {dir}
+PidFile {dir}/httpd.pid
+ErrorLog {dir}/error.log
+LogLevel warn
+LoadModule mpm_event_module {MODULES}/mod_mpm_event.so
+LoadModule authz_core_module {MODULES}/mod_authz_core.so
+LoadModule dir_module {MODULES}/mod_dir.so
+LoadModule mime_module {MODULES}/mod_mime.so
+TypesConfig /etc/mime.types
+User www-data
+Group www-data
+StartServers 1
+ServerLimit 1
+MinSpareThreads 1
+MaxSpareThreads 32
+ThreadsPerChild 32
+MaxRequestWorkers 32
+Listen {ip}:{port}
+ServerName default.test
+LogFormat "%{{usec}}t %>s %{{Host}}i" usec
+CustomLog {dir}/access.log usec
+DirectoryIndex index.html
+DocumentRoot {dir}/www/default
+<Directory {dir}/www>
+  Require all granted
+</Directory>
+"#,
+        dir = dir.display()
+    );
+    write(dir, "www/default/index.html", &page("default"));
+    for h in hosts {
+        write(dir, &format!("www/{h}/index.html"), &page(h));
+        conf.push_str(&format!(
+            "<VirtualHost {ip}:{port}>\n  ServerName {h}\n  DocumentRoot {}/www/{h}\n</VirtualHost>\n",
+            dir.display()
+        ));
+    }
+    conf
+}
+
+impl Apache {
+    fn run(what: &str, dir: &Path, ip: &str, port: u16, conf: &str) -> Apache {
+        let path = write(dir, "httpd.conf", conf);
+        let daemon = Daemon::start(
+            what,
+            "apache2",
+            &[
+                "-f".into(),
+                path.display().to_string(),
+                "-DFOREGROUND".into(),
+            ],
+            dir,
+            &format!("{ip}:{port}"),
+        );
+        Apache {
+            daemon,
+            ip: ip.to_string(),
+            port,
+        }
+    }
+
+    /// Apache with mod_evasive serving `hosts` on `ip`.
+    pub fn evasive(ip: &str, hosts: &[String], e: Evasive) -> Apache {
+        let dir = scratch("apache-evasive");
+        let port = free_port();
+        let mut conf = head(&dir, ip, port, hosts);
+        conf.push_str(&format!(
+            r#"LoadModule evasive20_module {MODULES}/mod_evasive20.so
+<IfModule mod_evasive20.c>
+  DOSHashTableSize 3097
+  DOSPageCount {}
+  DOSSiteCount {}
+  DOSPageInterval 1
+  DOSSiteInterval 1
+  DOSBlockingPeriod {}
+  DOSLogDir {}
+</IfModule>
+"#,
+            e.page_count,
+            e.site_count,
+            e.blocking_period,
+            dir.display()
+        ));
+        Apache::run("apache2 (mod_evasive)", &dir, ip, port, &conf)
+    }
+
+    /// Apache with ModSecurity and the OWASP CRS (blocking, anomaly scoring) at
+    /// `paranoia` serving `hosts` on `ip`.
+    pub fn waf(ip: &str, hosts: &[String], paranoia: u8) -> Apache {
+        let dir = scratch("apache-waf");
+        let port = free_port();
+        let mut conf = head(&dir, ip, port, hosts);
+        std::fs::create_dir_all(dir.join("modsec")).expect("modsec dir");
+        conf.push_str(&format!(
+            r#"LoadModule unique_id_module {MODULES}/mod_unique_id.so
+LoadModule security2_module {MODULES}/mod_security2.so
+SecRuleEngine On
+SecRequestBodyAccess On
+SecResponseBodyAccess Off
+SecTmpDir {dir}/modsec
+SecDataDir {dir}/modsec
+SecAuditEngine RelevantOnly
+SecAuditLogParts ABHZ
+SecAuditLog {dir}/modsec_audit.log
+SecAction "id:900000,phase:1,nolog,pass,t:none,setvar:tx.paranoia_level={paranoia}"
+Include /etc/modsecurity/crs/crs-setup.conf
+Include /usr/share/modsecurity-crs/rules/*.conf
+"#,
+            dir = dir.display()
+        ));
+        Apache::run("apache2 (ModSecurity CRS)", &dir, ip, port, &conf)
+    }
+
+    /// What the access log holds.
+    pub fn hits(&self) -> Hits {
+        Hits::parse(&self.daemon.read("access.log"))
+    }
+
+    /// The error log (mod_evasive's and ModSecurity's refusals are written there).
+    pub fn errors(&self) -> String {
+        self.daemon.read("error.log")
+    }
+}

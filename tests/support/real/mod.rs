@@ -1,0 +1,236 @@
+//! Real server software from Debian packages, started by the tests as their own child
+//! processes on loopback addresses and free ports, with every file in a scratch dir:
+//! Apache with mod_evasive at its defaults and Apache with ModSecurity + the OWASP CRS
+//! (`apache`), nginx with `limit_req`/`limit_conn` (`nginx`), haproxy with a dead backend
+//! (`haproxy`), and squid and dante as egresses (`squid`, `dante`).
+//!
+//! Each server runs in its own process group; dropping its [`Daemon`] stops the whole
+//! group, and a watchdog does the same if the test process dies first. The servers'
+//! access logs carry microsecond arrival times, read back by [`Hits`] to tell what
+//! picket sent at most per second and how often it was refused.
+
+pub mod apache;
+pub mod dante;
+pub mod haproxy;
+pub mod nginx;
+pub mod squid;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use super::procs::{self, Watchdog};
+
+/// What to install when a server binary is missing.
+pub const REAL_INSTALL_HINT: &str =
+    "run scripts/deps (it installs apache2, libapache2-mod-evasive, \
+     libapache2-mod-security2, modsecurity-crs, nginx-light, haproxy, squid, dante-server)";
+
+/// A server process (and its children) of ours.
+pub struct Daemon {
+    /// What it is, for messages.
+    pub what: String,
+    /// Its scratch dir (config, logs).
+    pub dir: PathBuf,
+    child: Child,
+    _watchdog: Watchdog,
+}
+
+impl Daemon {
+    /// Starts `bin args` in `dir` (made by [`scratch`]) in its own process group and
+    /// waits until `ready` accepts TCP connections.
+    pub fn start(what: &str, bin: &str, args: &[String], dir: &Path, ready: &str) -> Daemon {
+        let bin = procs::find_binary(bin, &["/usr/sbin", "/usr/bin", "/sbin"])
+            .unwrap_or_else(|| panic!("{bin} not found: {REAL_INSTALL_HINT}"));
+        let log = dir.join("stdout.log");
+        // The group of the server (its PID) is killed, workers included, when the test
+        // process is gone; the needle (our scratch dir) keeps a recycled PID safe.
+        let watchdog = Watchdog::spawn(
+            what,
+            &dir.join("watchdog.log"),
+            r#"
+pid=$(cat "$1/daemon.pid" 2>/dev/null)
+if ours "$pid" "$2"; then kill -KILL -- "-$pid" 2>/dev/null; fi
+sweep "$2"
+tidy "$1"
+"#,
+            &[dir.display().to_string(), dir.display().to_string()],
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut cmd = Command::new(&bin);
+        cmd.args(args).current_dir(dir);
+        procs::background(&mut cmd, &log).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        std::fs::write(dir.join("daemon.pid"), child.id().to_string())
+            .unwrap_or_else(|e| panic!("{what}: daemon.pid: {e}"));
+        let addr = ready.to_string();
+        if let Err(e) = procs::wait_ready(what, &mut child, &log, Duration::from_secs(30), || {
+            TcpStream::connect_timeout(
+                &addr.parse().expect("ready address"),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        }) {
+            let _ = child.kill();
+            panic!("{e}\nother logs in {}", dir.display());
+        }
+        Daemon {
+            what: what.to_string(),
+            dir: dir.to_path_buf(),
+            child,
+            _watchdog: watchdog,
+        }
+    }
+
+    /// The text of a file in its dir (a log), or "" when absent.
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        let needle = self.dir.display().to_string();
+        if procs::pid_matches(pid, &needle) {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{pid}")])
+                .status();
+        }
+        if !procs::wait_exit(&mut self.child, Duration::from_secs(5)) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A scratch dir for a server, readable by the unprivileged users the servers switch
+/// to (www-data, nobody, proxy).
+pub fn scratch(kind: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = procs::scratch_dir(kind).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
+    dir
+}
+
+/// Writes `text` to `dir/name`, world-readable.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{}: {e}", parent.display()));
+    }
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
+}
+
+/// A page comfortably over picket's `min_body_bytes`, naming `host`.
+pub fn page(host: &str) -> String {
+    format!(
+        "<!doctype html><html><head><title>{host}</title></head><body><h1>{host}</h1>\
+         <p>Welcome to the county office. Opening hours, forms and services are listed \
+         below; call us during office hours.</p></body></html>\n"
+    )
+}
+
+/// Requests as a server logged them: arrival (Unix seconds, microsecond precision),
+/// status and Host, one line each as `<time> <status> <host>` (time in µs, or in
+/// seconds with a fraction).
+#[derive(Debug, Clone, Default)]
+pub struct Hits {
+    /// (arrival in µs since the epoch, status, host)
+    pub all: Vec<(u64, u16, String)>,
+}
+
+impl Hits {
+    /// Parses an access log written with the `<usec> <status> <host>` format.
+    pub fn parse(log: &str) -> Hits {
+        let all = log
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                // Apache's %{usec}t is whole µs; nginx's $msec is seconds with a fraction.
+                let raw = f.next()?;
+                let t = match raw.parse::<u64>() {
+                    Ok(us) => us,
+                    Err(_) => (raw.parse::<f64>().ok()? * 1e6) as u64,
+                };
+                let status = f.next()?.parse::<u16>().ok()?;
+                let host = f.next().unwrap_or("").to_string();
+                Some((t, status, host))
+            })
+            .collect();
+        Hits { all }
+    }
+
+    /// Hits at or after `since_us`.
+    pub fn since(&self, since_us: u64) -> Hits {
+        Hits {
+            all: self
+                .all
+                .iter()
+                .filter(|h| h.0 >= since_us)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Hits for one of `hosts`.
+    pub fn for_hosts(&self, hosts: &[String]) -> Hits {
+        Hits {
+            all: self
+                .all
+                .iter()
+                .filter(|h| hosts.iter().any(|n| h.2.eq_ignore_ascii_case(n)))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Requests answered with `status`.
+    pub fn with_status(&self, status: u16) -> usize {
+        self.all.iter().filter(|h| h.1 == status).count()
+    }
+
+    /// Most requests that arrived within one calendar second (what mod_evasive counts).
+    pub fn max_per_calendar_second(&self) -> usize {
+        let mut per: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+        for h in &self.all {
+            *per.entry(h.0 / 1_000_000).or_default() += 1;
+        }
+        per.values().copied().max().unwrap_or(0)
+    }
+
+    /// Most requests within any sliding window of `window`.
+    pub fn max_in_window(&self, window: Duration) -> usize {
+        let mut t: Vec<u64> = self.all.iter().map(|h| h.0).collect();
+        t.sort_unstable();
+        let w = window.as_micros() as u64;
+        (0..t.len())
+            .map(|i| t[i..].iter().take_while(|x| **x - t[i] < w).count())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The shortest gap between two consecutive arrivals.
+    pub fn min_gap(&self) -> Option<Duration> {
+        let mut t: Vec<u64> = self.all.iter().map(|h| h.0).collect();
+        t.sort_unstable();
+        t.windows(2)
+            .map(|w| Duration::from_micros(w[1] - w[0]))
+            .min()
+    }
+}
+
+/// Now, in µs since the epoch (to cut a log at a test's start).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

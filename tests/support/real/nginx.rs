@@ -1,0 +1,101 @@
+//! nginx as an operator typically sets it up against floods: `limit_req` keyed by the
+//! client address (one zone for every virtual host), with or without `burst`/`nodelay`,
+//! and `limit_conn` per client address; name-based virtual hosts on one address.
+
+use super::{page, scratch, write, Daemon, Hits};
+use crate::support::free_port;
+
+/// One listening address with its limits.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Loopback address.
+    pub ip: String,
+    /// Requests per second in `limit_req_zone`.
+    pub rate: u32,
+    /// `burst=` (0: none).
+    pub burst: u32,
+    /// `nodelay`.
+    pub nodelay: bool,
+    /// `limit_conn` per client address.
+    pub conn: u32,
+    /// Virtual host names.
+    pub hosts: Vec<String>,
+}
+
+/// A running nginx.
+pub struct Nginx {
+    /// The server.
+    pub daemon: Daemon,
+    /// The port every site listens on.
+    pub port: u16,
+}
+
+impl Nginx {
+    /// nginx serving `sites`, each on its own address and zone.
+    pub fn start(sites: &[Site]) -> Nginx {
+        let dir = scratch("nginx");
+        let d = dir.display().to_string();
+        let port = free_port();
+        let mut conf = format!(
+            r#"daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+  log_format usec '$msec $status $host';
+  access_log {d}/access.log usec;
+  client_body_temp_path {d}/tmp;
+  proxy_temp_path {d}/tmp;
+  fastcgi_temp_path {d}/tmp;
+  uwsgi_temp_path {d}/tmp;
+  scgi_temp_path {d}/tmp;
+  default_type text/html;
+"#
+        );
+        std::fs::create_dir_all(dir.join("tmp")).expect("nginx tmp");
+        for (i, s) in sites.iter().enumerate() {
+            let burst = match (s.burst, s.nodelay) {
+                (0, _) => String::new(),
+                (b, false) => format!(" burst={b}"),
+                (b, true) => format!(" burst={b} nodelay"),
+            };
+            conf.push_str(&format!(
+                "  limit_req_zone $binary_remote_addr zone=req{i}:1m rate={}r/s;\n  \
+                 limit_conn_zone $binary_remote_addr zone=conn{i}:1m;\n",
+                s.rate
+            ));
+            for h in &s.hosts {
+                write(&dir, &format!("www/{h}/index.html"), &page(h));
+                conf.push_str(&format!(
+                    "  server {{ listen {ip}:{port}; server_name {h}; root {d}/www/{h}; \
+                     limit_req zone=req{i}{burst}; limit_conn conn{i} {conn}; }}\n",
+                    ip = s.ip,
+                    conn = s.conn
+                ));
+            }
+        }
+        conf.push_str("}\n");
+        let path = write(&dir, "nginx.conf", &conf);
+        let daemon = Daemon::start(
+            "nginx",
+            "nginx",
+            &[
+                "-c".into(),
+                path.display().to_string(),
+                "-p".into(),
+                format!("{d}/"),
+                "-e".into(),
+                format!("{d}/error.log"),
+            ],
+            &dir,
+            &format!("{}:{port}", sites[0].ip),
+        );
+        Nginx { daemon, port }
+    }
+
+    /// What the access log holds (nginx writes each line when the request ends).
+    pub fn hits(&self) -> Hits {
+        Hits::parse(&self.daemon.read("access.log"))
+    }
+}
