@@ -4,12 +4,8 @@
 //! at any step, state that outlives `verdict_ttl`, and results that keep flowing while
 //! Redis is away.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::Router;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -18,45 +14,10 @@ use picket::job::Verdict;
 use picket::state::{step, Delivery, Record, RedisState, StateStore};
 use serde_json::{json, Value};
 
-use crate::support::picket::{base_toml, page, Client, Worker};
+use crate::support::picket::{base_toml, Client, Worker};
+use crate::support::targets::FlippingSite as Site;
 use crate::support::worker_process::WorkerProcess;
-use crate::support::{serve, unique, RedisServer};
-
-/// A site that is up (a page saying "alpha") until told to fail (503).
-struct Site {
-    url: String,
-    up: Arc<AtomicBool>,
-}
-
-impl Site {
-    async fn start(ip: &str) -> Site {
-        let up = Arc::new(AtomicBool::new(true));
-        let flag = up.clone();
-        let router = Router::new().route(
-            "/",
-            get(move || {
-                let up = flag.load(Ordering::SeqCst);
-                async move {
-                    let status = if up {
-                        axum::http::StatusCode::OK
-                    } else {
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE
-                    };
-                    (status, axum::response::Html(page("<p>alpha</p>")))
-                }
-            }),
-        );
-        let addr = serve(ip, router).await;
-        Site {
-            url: format!("http://{addr}/"),
-            up,
-        }
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
-    }
-}
+use crate::support::{unique, RedisServer};
 
 fn toml(extra: &str) -> String {
     format!("{}\n[targets]\nallow_private = true\n{extra}", base_toml())

@@ -8,6 +8,7 @@ mod accuracy;
 mod cluster;
 mod commands;
 mod egress;
+mod examples;
 mod failover;
 mod holes;
 mod limiter;

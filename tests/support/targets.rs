@@ -1,7 +1,7 @@
 //! Target servers for picket to probe, on our own loopback addresses: a real
 //! HTTP server for any axum router, and a raw TCP server for targets that
 //! misbehave below HTTP (never answer, trickle, reset), plus a few such
-//! handlers ready to use.
+//! handlers ready to use, and [`FlippingSite`], a page a test turns up or down.
 //!
 //! Linux routes all of 127.0.0.0/8 to `lo`, so `127.0.0.2`, `127.0.0.3`, ...
 //! can be bound without setup; a test that needs "different sites" or
@@ -10,11 +10,16 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::routing::get;
+use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::picket::page;
 
 async fn bind(ip: &str) -> TcpListener {
     let addr: IpAddr = ip
@@ -68,6 +73,45 @@ where
         }
     });
     addr
+}
+
+/// A site that is up (a page saying "alpha") until told to fail (503).
+pub struct FlippingSite {
+    /// `http://IP:PORT/`
+    pub url: String,
+    up: Arc<AtomicBool>,
+}
+
+impl FlippingSite {
+    /// Starts the site, up, on `ip` and a free port.
+    pub async fn start(ip: &str) -> FlippingSite {
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        let router = Router::new().route(
+            "/",
+            get(move || {
+                let up = flag.load(Ordering::SeqCst);
+                async move {
+                    let status = if up {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, axum::response::Html(page("<p>alpha</p>")))
+                }
+            }),
+        );
+        let addr = serve(ip, router).await;
+        FlippingSite {
+            url: format!("http://{addr}/"),
+            up,
+        }
+    }
+
+    /// Up (200) or failing (503) from the next request on.
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
 }
 
 /// Reads an HTTP request head (up to the blank line, at most 64 KiB) so a
