@@ -277,3 +277,148 @@ async fn the_jobs_of_a_broken_session_stop_and_free_their_slots() {
     }
     worker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_queue_deleted_under_a_running_worker_loses_no_deferred_job() {
+    let site = serve(
+        "127.0.42.6",
+        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
+    )
+    .await;
+    let mut s = settings();
+    s.targets.allow_private = true;
+    // One request every 500 ms to the site, and no waiting for it: most jobs are deferred.
+    s.rate_limit.per_ip.rate = 2.0;
+    s.rate_limit.per_ip.burst = 1;
+    s.rate_limit.max_wait = Duration::from_millis(50);
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    for bucket in picket::amqp::DELAY_BUCKETS {
+        c.ch.queue_delete(
+            picket::amqp::delay_queue_name(&s.amqp, bucket)
+                .as_str()
+                .into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("delete a delay queue");
+    }
+    let w = Worker::start(&s);
+    // The worker declared its topology when it started; the queue goes again under it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for bucket in picket::amqp::DELAY_BUCKETS {
+        c.ch.queue_delete(
+            picket::amqp::delay_queue_name(&s.amqp, bucket)
+                .as_str()
+                .into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("delete a delay queue");
+    }
+    for i in 0..20 {
+        c.job(
+            &s,
+            json!({"id": format!("busy-{i}"), "url": format!("http://{site}/?n={i}")}),
+        )
+        .await;
+    }
+    let results = c.results(&s, 20, Duration::from_secs(90)).await;
+    let mut ids: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r["job_id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        20,
+        "every busy job answered once its deferral had a queue"
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_deferral_never_holds_back_a_short_one() {
+    let s = settings();
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let persistent = lapin::BasicProperties::default().with_delivery_mode(2);
+    let long = picket::amqp::delay_queue_name(&s.amqp, 300);
+    let short = picket::amqp::delay_queue_name(&s.amqp, 1);
+    c.publish(
+        &long,
+        br#"{"url":"http://a.example/","id":"long"}"#,
+        persistent.clone(),
+    )
+    .await;
+    c.publish(
+        &short,
+        br#"{"url":"http://a.example/","id":"short"}"#,
+        persistent,
+    )
+    .await;
+    let back = c.take(&s.amqp.jobs_queue, 1, Duration::from_secs(5)).await;
+    let body: serde_json::Value = serde_json::from_slice(&back[0].data).expect("json");
+    assert_eq!(body["id"], "short", "the 1 s deferral came home first");
+    assert_eq!(c.depth(&long).await, 1, "the 300 s one still waits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_results_queue_never_dead_letters_a_job_of_a_quorum_queue() {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    let site = serve(
+        "127.0.42.7",
+        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
+    )
+    .await;
+    let mut s = settings();
+    s.targets.allow_private = true;
+    s.amqp.queue_type = picket::config::QueueType::Quorum;
+    let c = Client::connect().await;
+    // An operator capped the results queue at one message, refusing what does not fit.
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    c.ch.queue_declare(s.amqp.results_queue.as_str().into(), durable, args)
+        .await
+        .expect("capped results queue");
+    c.declare(&s).await;
+    c.publish(
+        &s.amqp.results_queue,
+        b"{\"filler\":true}",
+        lapin::BasicProperties::default(),
+    )
+    .await;
+    let w = Worker::start(&s);
+    c.job(
+        &s,
+        json!({"id": "patient", "url": format!("http://{site}/")}),
+    )
+    .await;
+    // Refused again and again for longer than x-delivery-limit (5) hand-backs would take.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        c.depth(&s.amqp.dead_letter_queue).await,
+        0,
+        "a healthy job was dead-lettered"
+    );
+    let taken = c
+        .take(&s.amqp.results_queue, 1, Duration::from_secs(5))
+        .await;
+    assert_eq!(taken[0].data, b"{\"filler\":true}".to_vec());
+    let r = c.results(&s, 1, Duration::from_secs(30)).await.remove(0);
+    assert_eq!(
+        (r["job_id"].as_str(), r["verdict"].as_str()),
+        (Some("patient"), Some("up"))
+    );
+    w.shutdown().await;
+}

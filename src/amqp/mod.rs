@@ -46,8 +46,25 @@ pub const MAX_DEFERRALS: i64 = 20;
 const NACK_PAUSE: Duration = Duration::from_secs(1);
 /// Deliveries of one message (quorum queues) before the broker dead-letters it.
 pub const DELIVERY_LIMIT: i32 = 5;
-/// Bounds of how long a deferred job stays in the delay queue.
-const DEFER_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+/// How long deferred jobs wait, in seconds: one delay queue each, `{delay_queue}.{N}s`,
+/// with a queue-wide TTL. A queue expires messages only at its head, so per-message
+/// TTLs in one queue would let a 300 s deferral hold back a 1 s one; with one TTL per
+/// queue they leave in the order they came.
+pub const DELAY_BUCKETS: [u64; 5] = [1, 5, 30, 120, 300];
+
+/// The delay queue for a deferral of `wait`: the shortest that waits at least as long
+/// (the longest for anything longer).
+pub fn delay_bucket(wait: Duration) -> u64 {
+    DELAY_BUCKETS
+        .into_iter()
+        .find(|&b| Duration::from_secs(b) >= wait)
+        .unwrap_or(DELAY_BUCKETS[DELAY_BUCKETS.len() - 1])
+}
+
+/// The name of the delay queue of `bucket` seconds.
+pub fn delay_queue_name(s: &AmqpSettings, bucket: u64) -> String {
+    format!("{}.{bucket}s", s.delay_queue)
+}
 
 /// A broker operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -139,24 +156,15 @@ pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpErro
     // queue. Classic, unless the queues are replicated (see `nodes::delay_queue_args`).
     let mut delay_args = nodes::delay_queue_args(s.queue_type);
     dead_letter_into(&mut delay_args, &s.jobs_queue);
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    // A delay queue that does not dead-letter into the jobs queue would lose every
-    // deferred job: refuse it rather than use it.
-    if let Err(e) = ch
-        .queue_declare(short(&s.delay_queue), durable, delay_args)
-        .await
-    {
-        return Err(if precondition_failed(&e) {
-            AmqpError::Topology(format!(
-                "the delay queue {:?} exists with other arguments than picket's (it must dead-letter into {:?}): deferred jobs would be lost there; delete it or set amqp.delay_queue to another name",
-                s.delay_queue, s.jobs_queue
-            ))
-        } else {
-            e.into()
-        });
+    // `delay_queue` itself takes no new deferrals (those go to the buckets) but is
+    // declared so that what it still holds comes home.
+    declare_delay_queue(&ch, s, &s.delay_queue, delay_args).await?;
+    for bucket in DELAY_BUCKETS {
+        let mut args = nodes::delay_queue_args(s.queue_type);
+        dead_letter_into(&mut args, &s.jobs_queue);
+        let ttl = i64::try_from(bucket * 1000).unwrap_or(i64::MAX);
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+        declare_delay_queue(&ch, s, &delay_queue_name(s, bucket), args).await?;
     }
     declare_topic(&ch, &s.results_exchange, "amqp.results_exchange").await?;
     declare_topic(&ch, &s.changes_exchange, "amqp.changes_exchange").await?;
@@ -177,6 +185,28 @@ pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpErro
     .await?;
     let _ = ch.close(200, "topology declared".into()).await;
     Ok(())
+}
+
+/// Declares a delay queue. One that does not dead-letter into the jobs queue would lose
+/// every deferred job: refused rather than used.
+async fn declare_delay_queue(
+    ch: &Channel,
+    s: &AmqpSettings,
+    name: &str,
+    args: FieldTable,
+) -> Result<(), AmqpError> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    match ch.queue_declare(short(name), durable, args).await {
+        Ok(_) => Ok(()),
+        Err(e) if precondition_failed(&e) => Err(AmqpError::Topology(format!(
+            "the delay queue {name:?} exists with other arguments than picket's (it must dead-letter into {:?}): deferred jobs would be lost there; delete it or set amqp.delay_queue to another name",
+            s.jobs_queue
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Declares a durable topic exchange; one that exists as another type is refused: its
@@ -728,7 +758,12 @@ async fn deliver(
     let fallback_id = message_id
         .map(str::to_string)
         .unwrap_or_else(|| worker::stable_id(&delivery.data, timestamp));
-    let delivery_id = worker::delivery_id(message_id, &delivery.data, timestamp);
+    // A job handed back as a copy (see `hand_back`) is a redelivery of the message it
+    // copies, for the key's state.
+    let retry_of = header_text(props, RETRY_OF_HEADER);
+    let redelivered = delivery.redelivered || retry_of.is_some();
+    let delivery_id =
+        retry_of.unwrap_or_else(|| worker::delivery_id(message_id, &delivery.data, timestamp));
     // A panic on some message is caught here (no task of its own: a spawn and a join per
     // job cost more than the handler's bookkeeping): the first time the job goes back to
     // the queue, a second time it is poison.
@@ -739,7 +774,7 @@ async fn deliver(
             fallback_id: &fallback_id,
             delivery: crate::state::Delivery {
                 id: &delivery_id,
-                redelivered: delivery.redelivered,
+                redelivered,
             },
         };
         let handle = worker::handle(engine, message, settings.max_message_bytes, max_wait);
@@ -766,16 +801,9 @@ async fn deliver(
                 DEFERRALS_HEADER.into(),
                 AMQPValue::LongLongInt(deferrals + 1),
             );
-            let ttl = wait
-                .clamp(DEFER_BOUNDS.0, DEFER_BOUNDS.1)
-                .as_millis()
-                .to_string();
-            let p = props
-                .clone()
-                .with_headers(headers)
-                .with_delivery_mode(2)
-                .with_expiration(ttl.as_str().into());
-            let delay = ("", settings.delay_queue.as_str());
+            let p = props.clone().with_headers(headers).with_delivery_mode(2);
+            let queue = delay_queue_name(settings, delay_bucket(wait));
+            let delay = ("", queue.as_str());
             let r = publish_confirmed(publish, delay, Route::Mandatory, &delivery.data, p).await;
             if r.is_ok() {
                 metric::deferred();
@@ -825,11 +853,62 @@ async fn deliver(
                 // it back after a pause rather than in a hot loop.
                 tokio::time::sleep(NACK_PAUSE).await;
             }
-            requeue(&delivery, acks).await;
+            if !(matches!(e, AmqpError::Nacked)
+                && hand_back(publish, settings, &delivery, &delivery_id, acks).await)
+            {
+                requeue(&delivery, acks).await;
+            }
             // A nack leaves the session fine; a missing queue is declared again by a new
             // session, and a failed publish may mean the channel is gone.
             matches!(e, AmqpError::Nacked)
         }
+    }
+}
+
+/// Header of a job's copy handed back through a delay queue: the delivery id of the
+/// message it copies, so that the copy is a redelivery for the key's state.
+pub const RETRY_OF_HEADER: &str = "x-picket-retry-of";
+
+/// A short-string or long-string header's text.
+fn header_text(props: &BasicProperties, name: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// Hands a job whose result the broker refused (a full results queue) back as a copy
+/// through the shortest delay queue, then acks it: a nack would count as a delivery on a
+/// quorum queue, whose `x-delivery-limit` would dead-letter a healthy job after a few
+/// refusals of a full queue that is not its fault. False when the copy was not
+/// confirmed either (the caller nacks then).
+async fn hand_back(
+    publish: &Channel,
+    settings: &AmqpSettings,
+    delivery: &lapin::message::Delivery,
+    delivery_id: &str,
+    acks: &Acks,
+) -> bool {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        RETRY_OF_HEADER.into(),
+        AMQPValue::LongString(delivery_id.into()),
+    );
+    let props = delivery
+        .properties
+        .clone()
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    let queue = delay_queue_name(settings, DELAY_BUCKETS[0]);
+    let to = ("", queue.as_str());
+    match publish_confirmed(publish, to, Route::Mandatory, &delivery.data, props).await {
+        Ok(()) => {
+            metric::requeued();
+            acks.ack(delivery.delivery_tag);
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -929,6 +1008,13 @@ mod tests {
         );
         let f = Failures(std::sync::Mutex::new(std::collections::HashMap::new()));
         assert_eq!((f.count("a"), f.count("b"), f.count("a")), (1, 1, 2));
+    }
+
+    #[test]
+    fn a_deferral_waits_in_the_shortest_queue_that_waits_long_enough() {
+        let s = |secs: f64| delay_bucket(Duration::from_secs_f64(secs));
+        assert_eq!((s(0.0), s(0.3), s(1.0), s(1.2)), (1, 1, 1, 5));
+        assert_eq!((s(29.0), s(31.0), s(299.0), s(3600.0)), (30, 120, 300, 300));
     }
 
     #[test]

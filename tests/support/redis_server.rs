@@ -222,6 +222,9 @@ tidy "$1"
                 .args(["--appendonly", "no"])
                 .args(["--daemonize", "no"])
                 .args(["--cluster-enabled", "yes"])
+                // The bus port defaults to port + 10000, which can fall in the kernel's
+                // ephemeral range and be taken by any outgoing connection: pick one.
+                .args(["--cluster-port", &procs::free_port().to_string()])
                 .arg("--cluster-config-file")
                 .arg(cluster.dir.join(format!("nodes-{port}.conf")))
                 .args(["--cluster-node-timeout", "2000"])
