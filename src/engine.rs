@@ -217,16 +217,20 @@ impl Engine {
             Run::Done(report) => *report,
             // Without a max_wait the prober never defers; answer honestly if it did.
             Run::Defer(_) => {
-                let mut r = self.report_without_probe(
-                    job,
-                    Verdict::Unknown,
-                    Reason::RateLimited,
-                    "the per-IP limit allowed no request in time".into(),
-                );
-                self.settle(&mut r, delivery).await;
-                r
+                self.too_busy(job, delivery, "the per-IP limit allowed no request in time")
+                    .await
             }
         }
+    }
+
+    /// The `unknown/rate_limited` answer to a job our own per-IP limit kept from asking
+    /// the site (its IP stayed busy): our limit, not the site's failure.
+    pub async fn too_busy(&self, job: &Job, delivery: Delivery<'_>, why: &str) -> Report {
+        metric::result(Verdict::Unknown, Reason::RateLimited.as_str(), false);
+        let mut r =
+            self.report_without_probe(job, Verdict::Unknown, Reason::RateLimited, why.into());
+        self.settle(&mut r, delivery).await;
+        r
     }
 
     /// Answers a job, or says to defer it when a per-IP limit would make it wait longer

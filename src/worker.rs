@@ -28,6 +28,9 @@ pub struct Message<'a> {
     pub fallback_id: &'a str,
     /// Which delivery of which message this is, for the key's state.
     pub delivery: Delivery<'a>,
+    /// The job was deferred as often as it may be: if its IP is still busy it is
+    /// answered `unknown/rate_limited` instead of holding a probe slot while it waits.
+    pub last_deferral: bool,
 }
 
 /// Handles a message. `max_bytes` is the largest job accepted; `max_wait` is how long a
@@ -59,6 +62,11 @@ pub async fn handle(
                         }
                     });
                     Disposition::Answer(report)
+                }
+                Run::Defer(_) if message.last_deferral => {
+                    let why = "the per-IP limit kept this job's IP busy through every deferral";
+                    let report = engine.too_busy(&job, message.delivery, why).await;
+                    Disposition::Answer(Box::new(report))
                 }
                 Run::Defer(wait) => {
                     span.in_scope(|| {

@@ -422,3 +422,49 @@ async fn a_full_results_queue_never_dead_letters_a_job_of_a_quorum_queue() {
     );
     w.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_out_of_deferrals_is_answered_at_once_instead_of_holding_a_slot() {
+    use lapin::types::{AMQPValue, FieldTable};
+    let site = serve(
+        "127.0.42.8",
+        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
+    )
+    .await;
+    let mut s = settings();
+    s.targets.allow_private = true;
+    s.probe.timeout = Duration::from_secs(120);
+    // One request a minute to the site: after the first, its IP is busy for a minute,
+    // which a job may wait (within its timeout) but not after its last deferral.
+    s.rate_limit.per_ip.rate = 1.0 / 60.0;
+    s.rate_limit.per_ip.burst = 1;
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let w = Worker::start(&s);
+    c.job(&s, json!({"id": "first", "url": format!("http://{site}/")}))
+        .await;
+    let first = c.results(&s, 1, Duration::from_secs(30)).await.remove(0);
+    assert_eq!(first["verdict"], "up");
+    let mut headers = FieldTable::default();
+    headers.insert(
+        picket::amqp::DEFERRALS_HEADER.into(),
+        AMQPValue::LongLongInt(picket::amqp::MAX_DEFERRALS),
+    );
+    let props = lapin::BasicProperties::default().with_headers(headers);
+    let job = json!({"id": "last-chance", "url": format!("http://{site}/")});
+    let asked = tokio::time::Instant::now();
+    c.publish(&s.amqp.jobs_queue, job.to_string().as_bytes(), props)
+        .await;
+    let r = c.results(&s, 1, Duration::from_secs(60)).await.remove(0);
+    assert_eq!(
+        (r["verdict"].as_str(), r["reason"].as_str()),
+        (Some("unknown"), Some("rate_limited")),
+        "{r}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "held a probe slot for {:?}",
+        asked.elapsed()
+    );
+    w.shutdown().await;
+}

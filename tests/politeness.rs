@@ -248,14 +248,22 @@ async fn jobs_over_max_wait_are_deferred_and_come_back_exactly_once() {
             )
             .await;
     }
-    // Watch the delay queue while the jobs are worked off: deferral must really happen.
-    let delay = s.amqp.delay_queue.clone();
+    // Watch the delay queues while the jobs are worked off: deferral must really happen.
+    let delays: Vec<String> = picket::amqp::DELAY_BUCKETS
+        .iter()
+        .map(|b| picket::amqp::delay_queue_name(&s.amqp, *b))
+        .collect();
+    let watched = delays.clone();
     let watcher = {
         let c = Client::connect().await;
         tokio::spawn(async move {
             let mut seen = 0;
             for _ in 0..100 {
-                seen = seen.max(c.depth(&delay).await);
+                let mut now = 0;
+                for q in &watched {
+                    now += c.depth(q).await;
+                }
+                seen = seen.max(now);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             seen
@@ -282,7 +290,9 @@ async fn jobs_over_max_wait_are_deferred_and_come_back_exactly_once() {
         0,
         "every job was acked"
     );
-    assert_eq!(client.depth(&s.amqp.delay_queue).await, 0);
+    for q in &delays {
+        assert_eq!(client.depth(q).await, 0, "{q}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,8 @@ pub use nodes::{connect_url, connection_name, Node, Nodes};
 pub const REASON_HEADER: &str = "x-picket-reason";
 /// Header counting how often a job was deferred because its IP was busy.
 pub const DEFERRALS_HEADER: &str = "x-picket-deferrals";
-/// After this many deferrals a job waits for its IP instead (it cannot loop for ever).
+/// After this many deferrals a job whose IP is still busy is answered unknown/rate_limited
+/// (it cannot loop for ever, nor hold a probe slot while it waits).
 pub const MAX_DEFERRALS: i64 = 20;
 /// Pause before handing back a job whose result the broker refused.
 const NACK_PAUSE: Duration = Duration::from_secs(1);
@@ -751,7 +752,7 @@ async fn deliver(
         Some(AMQPValue::LongInt(n)) => i64::from(n),
         _ => 0,
     };
-    let max_wait = (deferrals < MAX_DEFERRALS).then_some(max_wait);
+    let last_deferral = deferrals >= MAX_DEFERRALS;
     let props = &delivery.properties;
     let message_id = props.message_id().as_ref().map(|m| m.as_str());
     let timestamp = props.timestamp().as_ref().copied();
@@ -776,8 +777,9 @@ async fn deliver(
                 id: &delivery_id,
                 redelivered,
             },
+            last_deferral,
         };
-        let handle = worker::handle(engine, message, settings.max_message_bytes, max_wait);
+        let handle = worker::handle(engine, message, settings.max_message_bytes, Some(max_wait));
         std::panic::AssertUnwindSafe(handle).catch_unwind().await
     };
     let disposition = match handled {
