@@ -468,3 +468,146 @@ async fn a_job_out_of_deferrals_is_answered_at_once_instead_of_holding_a_slot() 
     );
     w.shutdown().await;
 }
+
+/// Publishes `body` to `queue` over a raw AMQP 0-9-1 connection, with `message_id` set
+/// to bytes that are not UTF-8: no client library lets one build such a message, but
+/// the protocol carries bytes and the broker passes them on.
+async fn publish_with_raw_message_id(amqp_port: u16, queue: &str, message_id: &[u8], body: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    fn short(s: &[u8]) -> Vec<u8> {
+        let mut v = vec![s.len() as u8];
+        v.extend_from_slice(s);
+        v
+    }
+    fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![kind];
+        f.extend_from_slice(&channel.to_be_bytes());
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(payload);
+        f.push(0xCE);
+        f
+    }
+    fn method(class: u16, id: u16, args: &[u8]) -> Vec<u8> {
+        let mut m = class.to_be_bytes().to_vec();
+        m.extend_from_slice(&id.to_be_bytes());
+        m.extend_from_slice(args);
+        m
+    }
+    async fn read_frame(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 7];
+        s.read_exact(&mut head).await.expect("frame head");
+        let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+        let mut payload = vec![0u8; size + 1];
+        s.read_exact(&mut payload).await.expect("frame payload");
+        payload.pop();
+        (head[0], payload)
+    }
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", amqp_port))
+        .await
+        .expect("connect to RabbitMQ");
+    s.write_all(b"AMQP\x00\x00\x09\x01")
+        .await
+        .expect("protocol header");
+    read_frame(&mut s).await; // connection.start
+    let mut start_ok = 0u32.to_be_bytes().to_vec(); // no client properties
+    start_ok.extend(short(b"PLAIN"));
+    start_ok.extend_from_slice(&12u32.to_be_bytes());
+    start_ok.extend_from_slice(b"\0guest\0guest");
+    start_ok.extend(short(b"en_US"));
+    s.write_all(&frame(1, 0, &method(10, 11, &start_ok)))
+        .await
+        .expect("start-ok");
+    let (_, tune) = read_frame(&mut s).await;
+    let mut tune_ok = tune[4..10].to_vec(); // channel-max and frame-max as offered
+    tune_ok.extend_from_slice(&0u16.to_be_bytes()); // no heartbeats
+    s.write_all(&frame(1, 0, &method(10, 31, &tune_ok)))
+        .await
+        .expect("tune-ok");
+    let mut open = short(b"/");
+    open.extend(short(b""));
+    open.push(0);
+    s.write_all(&frame(1, 0, &method(10, 40, &open)))
+        .await
+        .expect("open");
+    read_frame(&mut s).await; // connection.open-ok
+    s.write_all(&frame(1, 1, &method(20, 10, &short(b""))))
+        .await
+        .expect("channel.open");
+    read_frame(&mut s).await; // channel.open-ok
+    let mut publish = 0u16.to_be_bytes().to_vec();
+    publish.extend(short(b""));
+    publish.extend(short(queue.as_bytes()));
+    publish.push(0);
+    s.write_all(&frame(1, 1, &method(60, 40, &publish)))
+        .await
+        .expect("publish");
+    let mut header = 60u16.to_be_bytes().to_vec();
+    header.extend_from_slice(&0u16.to_be_bytes());
+    header.extend_from_slice(&(body.len() as u64).to_be_bytes());
+    header.extend_from_slice(&(0x1000u16 | 0x0080).to_be_bytes()); // delivery-mode, message-id
+    header.push(2);
+    header.extend(short(message_id));
+    s.write_all(&frame(2, 1, &header))
+        .await
+        .expect("content header");
+    s.write_all(&frame(3, 1, body)).await.expect("body");
+    // channel.close, and wait for close-ok: the publish has been taken by then.
+    let mut close = 200u16.to_be_bytes().to_vec();
+    close.extend(short(b"bye"));
+    close.extend_from_slice(&[0, 0, 0, 0]);
+    s.write_all(&frame(1, 1, &method(20, 40, &close)))
+        .await
+        .expect("channel.close");
+    read_frame(&mut s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_lapin_cannot_parse_ends_in_the_dead_letter_queue_of_a_quorum_queue() {
+    let site = serve(
+        "127.0.42.9",
+        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
+    )
+    .await;
+    let mut s = settings();
+    s.targets.allow_private = true;
+    s.amqp.queue_type = picket::config::QueueType::Quorum;
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let port = url::Url::parse(&s.amqp.url)
+        .expect("amqp url")
+        .port()
+        .expect("port");
+    let job = json!({"id": "bad-bytes", "url": format!("http://{site}/")}).to_string();
+    publish_with_raw_message_id(
+        port,
+        &s.amqp.jobs_queue,
+        b"\xff\xfe-not-utf8",
+        job.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        c.depth(&s.amqp.jobs_queue).await,
+        1,
+        "the broker took the message"
+    );
+    let w = Worker::start(&s);
+    // Each delivery closes the worker's connection; the quorum queue's delivery limit
+    // ends the loop in the dead-letter queue.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while c.depth(&s.amqp.dead_letter_queue).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the message never left the jobs queue"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // And the worker works on.
+    c.job(&s, json!({"id": "after", "url": format!("http://{site}/")}))
+        .await;
+    let r = c.results(&s, 1, Duration::from_secs(60)).await.remove(0);
+    assert_eq!(
+        (r["job_id"].as_str(), r["verdict"].as_str()),
+        (Some("after"), Some("up"))
+    );
+    w.shutdown().await;
+}
