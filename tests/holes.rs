@@ -13,6 +13,15 @@ use serde_json::json;
 use crate::support::picket::{check, engine_with, page, settings, Client, Worker};
 use crate::support::serve;
 
+/// A site on `ip` serving a page that is up.
+async fn healthy_site(ip: &str) -> std::net::SocketAddr {
+    serve(
+        ip,
+        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
+    )
+    .await
+}
+
 /// A listener on 127.0.0.1 that counts the connections it gets and answers none.
 async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -123,11 +132,7 @@ async fn the_jobs_credentials_never_follow_a_redirect_to_another_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_with_a_300_byte_id_and_a_long_worker_name_is_answered() {
-    let site = serve(
-        "127.0.42.3",
-        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
-    )
-    .await;
+    let site = healthy_site("127.0.42.3").await;
     let mut s = settings();
     s.targets.allow_private = true;
     s.worker.name = "w".repeat(300);
@@ -149,11 +154,7 @@ async fn a_job_with_a_300_byte_id_and_a_long_worker_name_is_answered() {
 
 /// `picket check` of 200 healthy pages under a file-descriptor limit set by prlimit.
 async fn check_under_nofile(limit: &str) -> Vec<serde_json::Value> {
-    let site = serve(
-        "127.0.42.4",
-        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
-    )
-    .await;
+    let site = healthy_site("127.0.42.4").await;
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("picket.toml");
     std::fs::write(
@@ -280,11 +281,7 @@ async fn the_jobs_of_a_broken_session_stop_and_free_their_slots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delay_queue_deleted_under_a_running_worker_loses_no_deferred_job() {
-    let site = serve(
-        "127.0.42.6",
-        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
-    )
-    .await;
+    let site = healthy_site("127.0.42.6").await;
     let mut s = settings();
     s.targets.allow_private = true;
     // One request every 500 ms to the site, and no waiting for it: most jobs are deferred.
@@ -368,11 +365,7 @@ async fn a_long_deferral_never_holds_back_a_short_one() {
 async fn a_full_results_queue_never_dead_letters_a_job_of_a_quorum_queue() {
     use lapin::options::QueueDeclareOptions;
     use lapin::types::{AMQPValue, FieldTable};
-    let site = serve(
-        "127.0.42.7",
-        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
-    )
-    .await;
+    let site = healthy_site("127.0.42.7").await;
     let mut s = settings();
     s.targets.allow_private = true;
     s.amqp.queue_type = picket::config::QueueType::Quorum;
@@ -426,11 +419,7 @@ async fn a_full_results_queue_never_dead_letters_a_job_of_a_quorum_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_out_of_deferrals_is_answered_at_once_instead_of_holding_a_slot() {
     use lapin::types::{AMQPValue, FieldTable};
-    let site = serve(
-        "127.0.42.8",
-        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
-    )
-    .await;
+    let site = healthy_site("127.0.42.8").await;
     let mut s = settings();
     s.targets.allow_private = true;
     s.probe.timeout = Duration::from_secs(120);
@@ -563,11 +552,7 @@ async fn publish_with_raw_message_id(amqp_port: u16, queue: &str, message_id: &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_lapin_cannot_parse_ends_in_the_dead_letter_queue_of_a_quorum_queue() {
-    let site = serve(
-        "127.0.42.9",
-        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
-    )
-    .await;
+    let site = healthy_site("127.0.42.9").await;
     let mut s = settings();
     s.targets.allow_private = true;
     s.amqp.queue_type = picket::config::QueueType::Quorum;

@@ -188,6 +188,14 @@ pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpErro
     Ok(())
 }
 
+/// A durable queue's declaration.
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
 /// Declares a delay queue. One that does not dead-letter into the jobs queue would lose
 /// every deferred job: refused rather than used.
 async fn declare_delay_queue(
@@ -196,11 +204,7 @@ async fn declare_delay_queue(
     name: &str,
     args: FieldTable,
 ) -> Result<(), AmqpError> {
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    match ch.queue_declare(short(name), durable, args).await {
+    match ch.queue_declare(short(name), durable(), args).await {
         Ok(_) => Ok(()),
         Err(e) if precondition_failed(&e) => Err(AmqpError::Topology(format!(
             "the delay queue {name:?} exists with other arguments than picket's (it must dead-letter into {:?}): deferred jobs would be lost there; delete it or set amqp.delay_queue to another name",
@@ -237,11 +241,7 @@ async fn declare_queue(
     name: &str,
     args: FieldTable,
 ) -> Result<(), AmqpError> {
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    match ch.queue_declare(short(name), durable, args).await {
+    match ch.queue_declare(short(name), durable(), args).await {
         Ok(_) => Ok(()),
         Err(e) if precondition_failed(&e) => {
             tracing::warn!(queue = %name, error = %e,
