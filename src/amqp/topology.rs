@@ -1,0 +1,208 @@
+//! The broker's topology: the queues and exchanges picket declares, with the arguments
+//! that keep work safe (dead-lettering, delivery limits, delay buckets), and the refusal
+//! of existing ones that would lose it.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ExchangeKind};
+
+use super::{nodes, short, AmqpError};
+use crate::config::{AmqpSettings, QueueType};
+
+/// Deliveries of one message (quorum queues) before the broker dead-letters it.
+pub const DELIVERY_LIMIT: i32 = 5;
+/// How long deferred jobs wait, in seconds: one delay queue each, `{delay_queue}.{N}s`,
+/// with a queue-wide TTL. A queue expires messages only at its head, so per-message
+/// TTLs in one queue would let a 300 s deferral hold back a 1 s one; with one TTL per
+/// queue they leave in the order they came.
+pub const DELAY_BUCKETS: [u64; 5] = [1, 5, 30, 120, 300];
+
+/// The delay queue for a deferral of `wait`: the shortest that waits at least as long
+/// (the longest for anything longer).
+pub fn delay_bucket(wait: Duration) -> u64 {
+    DELAY_BUCKETS
+        .into_iter()
+        .find(|&b| Duration::from_secs(b) >= wait)
+        .unwrap_or(DELAY_BUCKETS[DELAY_BUCKETS.len() - 1])
+}
+
+/// The name of the delay queue of `bucket` seconds.
+pub fn delay_queue_name(s: &AmqpSettings, bucket: u64) -> String {
+    format!("{}.{bucket}s", s.delay_queue)
+}
+
+fn queue_args(settings: &AmqpSettings) -> FieldTable {
+    let mut args = FieldTable::default();
+    let kind = match settings.queue_type {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+    };
+    args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+    if settings.queue_type == QueueType::Quorum {
+        // The broker counts deliveries of quorum queues: a message that keeps coming back
+        // (its workers die on it) is dead-lettered after this many.
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(DELIVERY_LIMIT),
+        );
+    }
+    args
+}
+
+/// Makes a queue dead-letter (rejected or expired messages) into `queue`.
+fn dead_letter_into(args: &mut FieldTable, queue: &str) {
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(queue.into()),
+    );
+}
+
+/// Declares the whole topology (idempotent; the same arguments every time so a
+/// restart never fails on a mismatch), on a channel of its own that is closed after.
+///
+/// A queue or exchange that already exists with other arguments (upstream declared the
+/// jobs queue as a plain durable queue, a subscriber capped the results queue) is used
+/// as it is, with a warning: refusing to start over it would stop all probing, and
+/// picket does its own dead-lettering by publishing.
+///
+/// # Errors
+/// The broker refused a declaration for another reason (e.g. no permission).
+pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpError> {
+    let mut ch = conn.create_channel().await?;
+    declare_queue(conn, &mut ch, &s.dead_letter_queue, queue_args(s)).await?;
+    let mut jobs_args = queue_args(s);
+    dead_letter_into(&mut jobs_args, &s.dead_letter_queue);
+    declare_queue(conn, &mut ch, &s.jobs_queue, jobs_args).await?;
+    // Deferred jobs expire out of the delay queue (per-message TTL) back into the jobs
+    // queue. Classic, unless the queues are replicated (see `nodes::delay_queue_args`).
+    let mut delay_args = nodes::delay_queue_args(s.queue_type);
+    dead_letter_into(&mut delay_args, &s.jobs_queue);
+    // `delay_queue` itself takes no new deferrals (those go to the buckets) but is
+    // declared so that what it still holds comes home.
+    declare_delay_queue(&ch, s, &s.delay_queue, delay_args).await?;
+    for bucket in DELAY_BUCKETS {
+        let mut args = nodes::delay_queue_args(s.queue_type);
+        dead_letter_into(&mut args, &s.jobs_queue);
+        let ttl = i64::try_from(bucket * 1000).unwrap_or(i64::MAX);
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+        declare_delay_queue(&ch, s, &delay_queue_name(s, bucket), args).await?;
+    }
+    declare_topic(&ch, &s.results_exchange, "amqp.results_exchange").await?;
+    declare_topic(&ch, &s.changes_exchange, "amqp.changes_exchange").await?;
+    declare_queue(
+        conn,
+        &mut ch,
+        &s.results_queue,
+        nodes::results_queue_args(s.queue_type),
+    )
+    .await?;
+    ch.queue_bind(
+        short(&s.results_queue),
+        short(&s.results_exchange),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let _ = ch.close(200, "topology declared".into()).await;
+    Ok(())
+}
+
+/// A durable queue's declaration.
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Declares a delay queue. One that does not dead-letter into the jobs queue would lose
+/// every deferred job: refused rather than used.
+async fn declare_delay_queue(
+    ch: &Channel,
+    s: &AmqpSettings,
+    name: &str,
+    args: FieldTable,
+) -> Result<(), AmqpError> {
+    match ch.queue_declare(short(name), durable(), args).await {
+        Ok(_) => Ok(()),
+        Err(e) if precondition_failed(&e) => Err(AmqpError::Topology(format!(
+            "the delay queue {name:?} exists with other arguments than picket's (it must dead-letter into {:?}): deferred jobs would be lost there; delete it or set amqp.delay_queue to another name",
+            s.jobs_queue
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Declares a durable topic exchange; one that exists as another type is refused: its
+/// routing would not be what subscribers bind for.
+async fn declare_topic(ch: &Channel, name: &str, setting: &str) -> Result<(), AmqpError> {
+    let topic = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    match ch
+        .exchange_declare(short(name), ExchangeKind::Topic, topic, FieldTable::default())
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if precondition_failed(&e) => Err(AmqpError::Topology(format!(
+            "the exchange {name:?} ({setting}) exists, but not as a durable topic exchange: results routed by verdict would go astray there; delete it or set {setting} to another name ({e})"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Declares a durable queue with `args`; if it exists with others, checks that it is
+/// there (on a new channel: the refusal closed `ch`) and uses it as it is.
+async fn declare_queue(
+    conn: &Connection,
+    ch: &mut Channel,
+    name: &str,
+    args: FieldTable,
+) -> Result<(), AmqpError> {
+    match ch.queue_declare(short(name), durable(), args).await {
+        Ok(_) => Ok(()),
+        Err(e) if precondition_failed(&e) => {
+            tracing::warn!(queue = %name, error = %e,
+                "the queue exists with other arguments than picket's; using it as it is (broker-side dead-lettering and delivery limits set by picket do not apply to it)");
+            *ch = conn.create_channel().await?;
+            ch.queue_declare(
+                short(name),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The broker's 406: the thing exists with other arguments.
+fn precondition_failed(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(p)
+        if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deferral_waits_in_the_shortest_queue_that_waits_long_enough() {
+        let s = |secs: f64| delay_bucket(Duration::from_secs_f64(secs));
+        assert_eq!((s(0.0), s(0.3), s(1.0), s(1.2)), (1, 1, 1, 5));
+        assert_eq!((s(29.0), s(31.0), s(299.0), s(3600.0)), (30, 120, 300, 300));
+    }
+}
