@@ -596,3 +596,48 @@ async fn a_message_lapin_cannot_parse_ends_in_the_dead_letter_queue_of_a_quorum_
     );
     w.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_results_exchange_of_the_wrong_type_keeps_the_worker_unready_and_consuming_nothing() {
+    let site = healthy_site("127.0.42.10").await;
+    let mut s = settings();
+    s.targets.allow_private = true;
+    let c = Client::connect().await;
+    // Someone declared the results exchange as a fanout: results routed by verdict
+    // would go astray there.
+    c.ch.exchange_declare(
+        s.amqp.results_exchange.as_str().into(),
+        lapin::ExchangeKind::Fanout,
+        lapin::options::ExchangeDeclareOptions {
+            durable: true,
+            ..lapin::options::ExchangeDeclareOptions::default()
+        },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .expect("fanout exchange");
+    c.ch.queue_declare(
+        s.amqp.jobs_queue.as_str().into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..lapin::options::QueueDeclareOptions::default()
+        },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .expect("jobs queue");
+    c.job(&s, json!({"id": "waits", "url": format!("http://{site}/")}))
+        .await;
+    let w = Worker::start(&s);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ready = reqwest::get(format!("http://{}/readyz", s.http.listen))
+        .await
+        .expect("readyz answers");
+    assert_eq!(ready.status().as_u16(), 503, "ready with a wrong exchange");
+    assert_eq!(
+        c.depth(&s.amqp.jobs_queue).await,
+        1,
+        "a job was taken and could be lost"
+    );
+    w.shutdown().await;
+}
