@@ -212,6 +212,12 @@ fn builder(
         // reqwest sends a request again by itself on HTTP/2 REFUSED_STREAM or GOAWAY:
         // that request was never counted by the per-IP limit, so it is not sent.
         .retry(reqwest::retry::never())
+        // A probe's connection lives at most its timeout: TCP keepalive and the user
+        // timeout would never fire before it, and cost five setsockopt calls a probe.
+        .tcp_keepalive(None)
+        .tcp_keepalive_interval(None)
+        .tcp_keepalive_retries(None)
+        .tcp_user_timeout(None)
         .tls_info(true)
         // Deflate is decoded here: servers send raw deflate as often as zlib, and
         // browsers accept both.
