@@ -325,7 +325,11 @@ impl HttpProber {
             let port = url.port_or_known_default().unwrap_or(80);
 
             let dns_start = Instant::now();
-            let lookup = tokio::time::timeout_at(deadline, self.resolver.lookup(&host)).await;
+            // Boxed: hickory's lookup future is large, and inline it would make every
+            // probe's future twice as big for the whole probe, not just its lookup
+            // (4.5 → 2.3 KB a probe in flight; docs/BENCHMARKS.md).
+            let lookup =
+                tokio::time::timeout_at(deadline, Box::pin(self.resolver.lookup(&host))).await;
             if obs.dns.is_none() {
                 obs.dns = Some(dns_start.elapsed());
             }
