@@ -209,7 +209,8 @@ impl Resolver {
 }
 
 /// reqwest's resolver for the only names it may still look up itself: proxy hosts.
-/// Target names are always pinned with `resolve_to_addrs`, so they never reach it.
+/// Target names are answered with the counted address by `http::pin` first, so they
+/// never reach it.
 #[derive(Clone)]
 pub struct ProxyNameResolver(pub Resolver);
 

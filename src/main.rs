@@ -6,7 +6,10 @@
 use std::process::ExitCode;
 
 // jemalloc: about 20 % less CPU per probe than the system allocator in scripts/bench,
-// for about 10 % more memory per probe in flight (docs/BENCHMARKS.md).
+// for about 10 % more memory per probe in flight (docs/BENCHMARKS.md). The
+// `system-alloc` feature leaves it out, so that valgrind's heap profilers see every
+// allocation.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

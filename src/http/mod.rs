@@ -1,10 +1,12 @@
 //! The one place that talks HTTP to sites: a [`Plan`] in, an [`Observation`] out.
 //!
 //! Each hop is resolved here, checked against the address policy, counted by the
-//! per-IP limiter, and then requested from exactly that address: the reqwest client of
-//! a hop is pinned to it with `resolve_to_addrs` and has pooling off, so neither a second
-//! DNS answer nor a stale pooled connection can change where the request goes or fake a
-//! failure. Redirects are followed here, hop by hop, for the same reasons.
+//! per-IP limiter, and then requested from exactly that address: the reqwest clients
+//! (one per egress and TLS mode, built once) have pooling off and are pinned per request
+//! by a resolver and a connector layer that read the hop from the task (`pin`), so
+//! neither a second DNS answer nor a stale pooled connection can change where the
+//! request goes or fake a failure, and a connection that reached another peer is our
+//! error, never the site's. Redirects are followed here, hop by hop, for the same reasons.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::config::{EgressSettings, TlsSettings};
-use crate::dns::{DnsError, ProxyNameResolver, Resolver};
+use crate::dns::{DnsError, Resolver};
 use crate::engine::Prober;
 use crate::job::Method;
 use crate::limit::{Grant, Limiter, Request, Signal};
@@ -25,10 +27,12 @@ use crate::probe::{policy, text, Answer, Failure, FailureKind, Observation, Outc
 
 mod failure;
 mod phase;
+mod pin;
 mod recent;
 
 use failure::{classify, root_cause};
-use phase::{MarkConnected, MarkHello, PhaseClock};
+use phase::MarkHello;
+use pin::{pin_error, Hop, PinLayer, PinnedResolver, Route};
 use recent::RecentAnswers;
 
 /// Addresses of one name tried before the probe gives up on connecting.
@@ -72,15 +76,18 @@ struct Egress {
     proxy: Option<reqwest::Proxy>,
     /// The proxy speaks SOCKS (else HTTP, when there is a proxy).
     socks: bool,
+    /// What the connection's peer can be checked against.
+    route: Route,
+    /// The egress's client over rustls, shared by every probe.
+    client: reqwest::Client,
+    /// The same over OpenSSL, for servers that speak only legacy TLS.
+    legacy: reqwest::Client,
 }
 
 /// Probes sites over HTTP(S).
 pub struct HttpProber {
     resolver: Resolver,
     limiter: Arc<dyn Limiter>,
-    tls: rustls::ClientConfig,
-    /// `tls.extra_ca_file` for the OpenSSL fallback.
-    extra_ca: Vec<reqwest::Certificate>,
     allow_private: bool,
     egress: Vec<Egress>,
     recent: RecentAnswers,
@@ -142,6 +149,117 @@ fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificate>, SetupEr
         .collect()
 }
 
+impl Egress {
+    /// The egress with its two clients, built once for every probe through it.
+    fn new(
+        e: &EgressSettings,
+        resolve: &Arc<dyn reqwest::dns::Resolve>,
+        tls: &rustls::ClientConfig,
+        extra_ca: &[reqwest::Certificate],
+    ) -> Result<Egress, SetupError> {
+        let proxy = match &e.proxy {
+            None => None,
+            Some(url) => {
+                Some(
+                    reqwest::Proxy::all(url.as_str()).map_err(|err| SetupError::Proxy {
+                        name: e.name.clone(),
+                        message: err.to_string(),
+                    })?,
+                )
+            }
+        };
+        let scheme = e.proxy.as_ref().map(|u| u.scheme());
+        let route = match scheme {
+            None => Route::Direct,
+            // socks5 and socks4 are given the address we resolved; socks5h, socks4a
+            // and HTTP proxies resolve the name themselves.
+            Some("socks5" | "socks4") => Route::SocksLocal,
+            Some(_) => Route::ProxyResolves,
+        };
+        let tls_err = |err: reqwest::Error| SetupError::Tls(err.to_string());
+        let client =
+            rustls_client(builder(resolve.clone(), proxy.as_ref()), tls).map_err(tls_err)?;
+        let legacy =
+            legacy_client(builder(resolve.clone(), proxy.as_ref()), extra_ca).map_err(tls_err)?;
+        Ok(Egress {
+            name: e.name.clone(),
+            socks: scheme.is_some_and(|s| s.starts_with("socks")),
+            proxy,
+            route,
+            client,
+            legacy,
+        })
+    }
+}
+
+/// What every shared client has: no redirects, no pooling, requests pinned by
+/// `resolve` and [`PinLayer`], the egress's proxy. Timeouts are the request's.
+fn builder(
+    resolve: Arc<dyn reqwest::dns::Resolve>,
+    proxy: Option<&reqwest::Proxy>,
+) -> reqwest::ClientBuilder {
+    let b = reqwest::Client::builder()
+        .connector_layer(PinLayer)
+        .redirect(reqwest::redirect::Policy::none())
+        // Pooling off: every probe is a first visitor, and a pooled connection would
+        // go to whatever address it was opened for, not the one just counted.
+        .pool_max_idle_per_host(0)
+        // hyper stops at 100 header lines; browsers only limit the head's size
+        // (256 KB in Chrome), and a site that sets many cookies still works in them.
+        .http1_max_headers(MAX_HEADER_LINES)
+        // The same for HTTP/2, whose header list hyper caps at 16 KB.
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        // reqwest sends a request again by itself on HTTP/2 REFUSED_STREAM or GOAWAY:
+        // that request was never counted by the per-IP limit, so it is not sent.
+        .retry(reqwest::retry::never())
+        // A probe's connection lives at most its timeout: TCP keepalive and the user
+        // timeout would never fire before it, and cost five setsockopt calls a probe.
+        .tcp_keepalive(None)
+        .tcp_keepalive_interval(None)
+        .tcp_keepalive_retries(None)
+        .tcp_user_timeout(None)
+        .tls_info(true)
+        // Deflate is decoded here: servers send raw deflate as often as zlib, and
+        // browsers accept both.
+        .no_deflate()
+        .dns_resolver(resolve);
+    match proxy {
+        Some(p) => b.proxy(p.clone()),
+        None => b.no_proxy(),
+    }
+}
+
+/// A shared client over rustls.
+fn rustls_client(
+    builder: reqwest::ClientBuilder,
+    tls: &rustls::ClientConfig,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut tls = tls.clone();
+    // No session resumption: a resumed session skips the certificate check and shows
+    // no certificate, and every probe must see the site as a first visitor does. The
+    // store is asked for a session when the ClientHello is built, which is the moment
+    // the connection is up: that splits connect from TLS time.
+    tls.resumption = rustls::client::Resumption::store(Arc::new(MarkHello));
+    builder.use_preconfigured_tls(tls).build()
+}
+
+/// A shared client over OpenSSL, for a server that shares no TLS version or cipher
+/// suite with rustls: TLS 1.2 at least, as browsers require, but with the CBC suites
+/// browsers still offer. Roots: the system's and `tls.extra_ca_file`. OpenSSL keeps no
+/// client-side session cache unless asked, so nothing is resumed here either.
+fn legacy_client(
+    builder: reqwest::ClientBuilder,
+    extra_ca: &[reqwest::Certificate],
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut b = builder
+        .use_native_tls()
+        .min_tls_version(reqwest::tls::Version::TLS_1_2);
+    for ca in extra_ca {
+        b = b.add_root_certificate(ca.clone());
+    }
+    b.build()
+}
+
 impl HttpProber {
     /// A prober for the given egress list, sharing `resolver` and `limiter`.
     ///
@@ -150,110 +268,25 @@ impl HttpProber {
     pub fn new(
         resolver: Resolver,
         limiter: Arc<dyn Limiter>,
-        tls: &TlsSettings,
+        tls_settings: &TlsSettings,
         egress: &[EgressSettings],
         allow_private: bool,
     ) -> Result<HttpProber, SetupError> {
+        let tls = tls_config(tls_settings)?;
+        let extra_ca = extra_ca(tls_settings)?;
+        let resolve: Arc<dyn reqwest::dns::Resolve> =
+            Arc::new(PinnedResolver::new(resolver.clone()));
         let egress = egress
             .iter()
-            .map(|e| {
-                let proxy = match &e.proxy {
-                    None => None,
-                    Some(url) => Some(reqwest::Proxy::all(url.as_str()).map_err(|err| {
-                        SetupError::Proxy {
-                            name: e.name.clone(),
-                            message: err.to_string(),
-                        }
-                    })?),
-                };
-                Ok(Egress {
-                    name: e.name.clone(),
-                    proxy,
-                    socks: e
-                        .proxy
-                        .as_ref()
-                        .is_some_and(|u| u.scheme().starts_with("socks")),
-                })
-            })
+            .map(|e| Egress::new(e, &resolve, &tls, &extra_ca))
             .collect::<Result<Vec<_>, SetupError>>()?;
         Ok(HttpProber {
             resolver,
             limiter,
-            extra_ca: extra_ca(tls)?,
-            tls: tls_config(tls)?,
             allow_private,
             egress,
             recent: RecentAnswers::default(),
         })
-    }
-
-    /// What every hop's client has: no redirects, no pooling, pinned to `addr`, the
-    /// egress's proxy, our timeouts, and the connect-time mark.
-    fn builder(
-        &self,
-        egress: &Egress,
-        host: &str,
-        addr: SocketAddr,
-        connect_timeout: Duration,
-        timeout: Duration,
-        clock: &PhaseClock,
-    ) -> reqwest::ClientBuilder {
-        let b = reqwest::Client::builder()
-            .connector_layer(MarkConnected(clock.connected.clone()))
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(0)
-            // hyper stops at 100 header lines; browsers only limit the head's size
-            // (256 KB in Chrome), and a site that sets many cookies still works in them.
-            .http1_max_headers(MAX_HEADER_LINES)
-            // The same for HTTP/2, whose header list hyper caps at 16 KB.
-            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-            // reqwest sends a request again by itself on HTTP/2 REFUSED_STREAM or GOAWAY:
-            // that request was never counted by the per-IP limit, so it is not sent.
-            .retry(reqwest::retry::never())
-            .connect_timeout(connect_timeout)
-            .tls_info(true)
-            // Deflate is decoded here: servers send raw deflate as often as zlib, and
-            // browsers accept both.
-            .no_deflate()
-            .timeout(timeout)
-            .dns_resolver(Arc::new(ProxyNameResolver(self.resolver.clone())))
-            .resolve_to_addrs(host, &[addr]);
-        match &egress.proxy {
-            Some(p) => b.proxy(p.clone()),
-            None => b.no_proxy(),
-        }
-    }
-
-    /// The hop's client, over rustls.
-    fn client(
-        &self,
-        builder: reqwest::ClientBuilder,
-        clock: &PhaseClock,
-    ) -> Result<reqwest::Client, reqwest::Error> {
-        let mut tls = self.tls.clone();
-        // No session resumption: a resumed session skips the certificate check and shows
-        // no certificate, and every probe must see the site as a first visitor does. The
-        // store is asked for a session when the ClientHello is built, which is the moment
-        // the connection is up: that splits connect from TLS time.
-        tls.resumption =
-            rustls::client::Resumption::store(Arc::new(MarkHello(clock.hello.clone())));
-        builder.use_preconfigured_tls(tls).build()
-    }
-
-    /// The hop's client over OpenSSL, for a server that shares no TLS version or
-    /// cipher suite with rustls: TLS 1.2 at least, as browsers require, but with the
-    /// CBC suites browsers still offer. Roots: the system's and `tls.extra_ca_file`.
-    fn legacy_client(
-        &self,
-        builder: reqwest::ClientBuilder,
-    ) -> Result<reqwest::Client, reqwest::Error> {
-        let mut b = builder
-            .use_native_tls()
-            .min_tls_version(reqwest::tls::Version::TLS_1_2);
-        for ca in &self.extra_ca {
-            b = b.add_root_certificate(ca.clone());
-        }
-        b.build()
     }
 
     async fn observe_with(&self, plan: &Plan, egress: &Egress, index: usize) -> Observation {
@@ -294,7 +327,11 @@ impl HttpProber {
             let port = url.port_or_known_default().unwrap_or(80);
 
             let dns_start = Instant::now();
-            let lookup = tokio::time::timeout_at(deadline, self.resolver.lookup(&host)).await;
+            // Boxed: hickory's lookup future is large, and inline it would make every
+            // probe's future twice as big for the whole probe, not just its lookup
+            // (4.5 → 2.3 KB a probe in flight; docs/BENCHMARKS.md).
+            let lookup =
+                tokio::time::timeout_at(deadline, Box::pin(self.resolver.lookup(&host))).await;
             if obs.dns.is_none() {
                 obs.dns = Some(dns_start.elapsed());
             }
@@ -385,32 +422,15 @@ impl HttpProber {
                         format!("no time left after {redirects} redirects"),
                     );
                 }
-                let clock = PhaseClock::default();
-                let builder = |clock: &PhaseClock, remaining: Duration| {
-                    self.builder(
-                        egress,
-                        &host,
-                        SocketAddr::new(ip, port),
-                        plan.connect_timeout.min(remaining),
-                        remaining,
-                        clock,
-                    )
-                };
-                let client = match self.client(builder(&clock, remaining), &clock) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        return fail(
-                            FailureKind::Egress,
-                            format!("HTTP client could not be built: {e}"),
-                        )
-                    }
-                };
-                let request = |client: &reqwest::Client| {
+                let addr = SocketAddr::new(ip, port);
+                let connect_timeout = plan.connect_timeout.min(remaining);
+                let hop = Hop::new(&host, addr, connect_timeout, egress.route);
+                let request = |client: &reqwest::Client, timeout: Duration| {
                     let method = match plan.method {
                         Method::Get => reqwest::Method::GET,
                         Method::Head => reqwest::Method::HEAD,
                     };
-                    let mut req = client.request(method, url.clone());
+                    let mut req = client.request(method, url.clone()).timeout(timeout);
                     for (name, value) in &plan.headers {
                         if credentials || !is_credential(name) {
                             req = req.header(name.as_str(), value.as_str());
@@ -422,30 +442,33 @@ impl HttpProber {
                     req
                 };
                 let sent = Instant::now();
-                let mut result = request(&client).send().await;
-                clock.write(sent, obs);
-                let mut ready = clock.ready(sent);
+                let mut result = hop.scope(request(&egress.client, remaining).send()).await;
+                hop.clock.write(sent, obs);
+                let mut ready = hop.clock.ready(sent);
                 // A server that speaks only TLS that rustls never will (CBC suites) but
                 // browsers still do: ask again over OpenSSL. Whatever that finds wrong is
                 // not reported in place of the first failure, which says what happened.
                 if let Err(first) = &result {
                     if url.scheme() == "https" && failure::no_common_tls(first) {
-                        let legacy_clock = PhaseClock::default();
                         let legacy_sent = Instant::now();
                         // Within what is left of the probe's time, like any other step.
                         let left = deadline.saturating_duration_since(legacy_sent);
+                        let legacy_hop =
+                            Hop::new(&host, addr, plan.connect_timeout.min(left), egress.route);
                         let retried = if left.is_zero() {
                             Err(None)
                         } else {
-                            match self.legacy_client(builder(&legacy_clock, left)) {
-                                Ok(c) => request(&c).send().await.map_err(Some),
-                                Err(e) => Err(Some(e)),
-                            }
+                            legacy_hop
+                                .scope(request(&egress.legacy, left).send())
+                                .await
+                                .map_err(Some)
                         };
                         match retried {
                             Ok(r) => {
-                                legacy_clock.write_legacy(legacy_sent, &clock, sent, obs);
-                                ready = legacy_clock.ready(legacy_sent);
+                                legacy_hop
+                                    .clock
+                                    .write_legacy(legacy_sent, &hop.clock, sent, obs);
+                                ready = legacy_hop.clock.ready(legacy_sent);
                                 obs.notes.push(
                                     "the server speaks only legacy TLS (no TLS 1.3 and no AEAD \
                                      cipher suite), which browsers still accept: answered over \
@@ -485,6 +508,14 @@ impl HttpProber {
                         break;
                     }
                     Err(e) => {
+                        if let Some(pin) = pin_error(&e) {
+                            // Where the request would go is not where it was counted:
+                            // nothing is known about the site, and nothing was sent.
+                            return fail(
+                                FailureKind::Egress,
+                                format!("{host}: not probed, picket's own error: {pin}"),
+                            );
+                        }
                         let outcome = classify(&e, &host, ip, port, plan, egress);
                         if let Outcome::Failure(Failure {
                             kind: FailureKind::Reset,

@@ -1,11 +1,11 @@
 //! Splitting a connection's time into connect and TLS without touching reqwest's
-//! internals: a tower layer around its connector notes when the connection is ready,
-//! and a rustls session store that stores nothing notes when the ClientHello is built,
-//! which is the moment TCP (and a proxy's handshake) is done.
+//! internals: the pinning layer around its connector notes when the connection is
+//! ready (`pin::PinLayer`), and a rustls session store that stores nothing notes when
+//! the ClientHello is built, which is the moment TCP (and a proxy's handshake) is done.
+//! Both write into the clock of the hop whose request the task is sending.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use futures_util::future::BoxFuture;
 use rustls::pki_types::ServerName;
 use tokio::time::Instant;
 
@@ -16,9 +16,9 @@ use crate::probe::Observation;
 #[derive(Default)]
 pub(super) struct PhaseClock {
     /// The ClientHello was built: TCP (and the proxy's handshake) done.
-    pub(super) hello: Arc<OnceLock<Instant>>,
+    pub(super) hello: OnceLock<Instant>,
     /// The connector returned a usable connection.
-    pub(super) connected: Arc<OnceLock<Instant>>,
+    pub(super) connected: OnceLock<Instant>,
 }
 
 impl PhaseClock {
@@ -70,13 +70,17 @@ impl PhaseClock {
     }
 }
 
-/// A session store that keeps nothing and notes when rustls first asks it.
+/// A session store that keeps nothing (every probe is a first visitor: a resumed
+/// session would skip the certificate check) and notes when rustls first asks it, in
+/// the clock of the hop being sent.
 #[derive(Debug)]
-pub(super) struct MarkHello(pub(super) Arc<OnceLock<Instant>>);
+pub(super) struct MarkHello;
 
 impl MarkHello {
     fn mark(&self) {
-        let _ = self.0.set(Instant::now());
+        if let Some(hop) = super::pin::current() {
+            let _ = hop.clock.hello.set(Instant::now());
+        }
     }
 }
 
@@ -109,54 +113,5 @@ impl rustls::client::ClientSessionStore for MarkHello {
     ) -> Option<rustls::client::Tls13ClientSessionValue> {
         self.mark();
         None
-    }
-}
-
-/// A connector layer that notes when the connection is ready.
-#[derive(Clone)]
-pub(super) struct MarkConnected(pub(super) Arc<OnceLock<Instant>>);
-
-impl<S> tower_layer::Layer<S> for MarkConnected {
-    type Service = Marked<S>;
-    fn layer(&self, inner: S) -> Marked<S> {
-        Marked {
-            inner,
-            at: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(super) struct Marked<S> {
-    inner: S,
-    at: Arc<OnceLock<Instant>>,
-}
-
-impl<S, R> tower_service::Service<R> for Marked<S>
-where
-    S: tower_service::Service<R>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: R) -> Self::Future {
-        let connecting = self.inner.call(req);
-        let at = self.at.clone();
-        Box::pin(async move {
-            let conn = connecting.await;
-            if conn.is_ok() {
-                let _ = at.set(Instant::now());
-            }
-            conn
-        })
     }
 }
