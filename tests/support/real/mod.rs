@@ -234,3 +234,17 @@ pub fn now_us() -> u64 {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
+
+/// The hits since `since_us` once at least `expected` are logged, or what is logged
+/// after 3 s: a server writes its access-log line after it sent the answer, so the last
+/// one may land a moment after the client has read it.
+pub async fn settled_hits(read: impl Fn() -> Hits, since_us: u64, expected: usize) -> Hits {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let hits = read().since(since_us);
+        if hits.all.len() >= expected || tokio::time::Instant::now() >= deadline {
+            return hits;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
