@@ -320,18 +320,18 @@ async fn a_delay_queue_deleted_under_a_running_worker_loses_no_deferred_job() {
         )
         .await;
     }
-    let results = c.results(&s, 20, Duration::from_secs(90)).await;
-    let mut ids: Vec<&str> = results
-        .iter()
-        .filter_map(|r| r["job_id"].as_str())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    assert_eq!(
-        ids.len(),
-        20,
-        "every busy job answered once its deferral had a queue"
-    );
+    // At least once: a job whose ack died with a rebuilt session is answered again.
+    let mut ids = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while ids.len() < 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of 20 busy jobs answered: {ids:?}",
+            ids.len()
+        );
+        let r = c.results(&s, 1, Duration::from_secs(60)).await.remove(0);
+        ids.insert(r["job_id"].as_str().unwrap_or_default().to_string());
+    }
     w.shutdown().await;
 }
 
