@@ -641,3 +641,119 @@ async fn a_results_exchange_of_the_wrong_type_keeps_the_worker_unready_and_consu
     );
     w.shutdown().await;
 }
+
+/// How an HTTP/2 test site answers each stream.
+#[derive(Clone, Copy)]
+enum H2Answer {
+    /// `RST_STREAM(REFUSED_STREAM)`: the server did not process the request, so a
+    /// client may send it again (RFC 9113 §8.7), which is what an uncounted retry does.
+    Refuse,
+    /// A page behind 64 header fields of 1000 bytes (64 KB, four times the 16 KB
+    /// header list hyper accepts by default; HTTP/1 takes such answers).
+    BigHeaders,
+}
+
+/// An HTTP/2-only TLS site for `name` on `ip` (certificate from the farm's CA, written
+/// to `ca_file`), answering as `answer` says; counts the streams it was asked.
+async fn h2_site(
+    ip: &str,
+    name: &str,
+    ca_file: &std::path::Path,
+    answer: H2Answer,
+) -> (u16, Arc<AtomicUsize>) {
+    use crate::support::farm::{server_config, Pki, Signer};
+    let pki = Pki::new();
+    std::fs::write(ca_file, pki.ca.pem()).expect("write the CA file");
+    let mut config = (*server_config(&pki, name, -1, 90, Signer::Ca)).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let streams = Arc::new(AtomicUsize::new(0));
+    let count = streams.clone();
+    let addr = crate::support::serve_raw(ip, move |stream| {
+        let (acceptor, count) = (acceptor.clone(), count.clone());
+        async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let Ok(mut conn) = h2::server::handshake(tls).await else {
+                return;
+            };
+            while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                match answer {
+                    H2Answer::Refuse => respond.send_reset(h2::Reason::REFUSED_STREAM),
+                    H2Answer::BigHeaders => {
+                        let mut head = http::Response::builder()
+                            .status(200)
+                            .header("content-type", "text/html; charset=utf-8");
+                        for i in 0..64 {
+                            head = head.header(format!("x-filler-{i}"), "a".repeat(1000));
+                        }
+                        let head = head.body(()).expect("a response head");
+                        if let Ok(mut body) = respond.send_response(head, false) {
+                            let _ = body.send_data(bytes::Bytes::from(page("")), true);
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    (addr.port(), streams)
+}
+
+/// An engine that trusts the CA in `ca_file` and resolves `name` to `ip`.
+fn engine_for(name: &str, ip: &str, ca_file: &std::path::Path) -> picket::engine::Engine {
+    engine_with(
+        "attempts = 2",
+        &format!(
+            "[dns]\nstatic = {{ \"{name}\" = \"{ip}\" }}\n[tls]\nextra_ca_file = \"{}\"\n",
+            ca_file.display()
+        ),
+    )
+}
+
+/// Every request that reaches an IP was counted by the limiter: the HTTP client never
+/// sends one again on its own when an HTTP/2 server refuses a stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_http2_stream_is_never_sent_again_behind_the_limiters_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("ca.pem");
+    let (name, ip) = ("refuses.test", "127.0.44.1");
+    let (port, streams) = h2_site(ip, name, &ca, H2Answer::Refuse).await;
+    let r = check(
+        &engine_for(name, ip, &ca),
+        &format!("https://{name}:{port}/"),
+    )
+    .await;
+    assert_ne!(r.verdict.as_str(), "up", "{}", r.detail);
+    assert_eq!(
+        streams.load(Ordering::SeqCst),
+        r.attempts as usize,
+        "one request per counted attempt ({}: {})",
+        r.reason,
+        r.detail
+    );
+}
+
+/// An answer whose header list is larger than HTTP/2 clients take by default is read,
+/// as HTTP/1 reads it: a CMS with a long Content-Security-Policy and many cookies is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_answer_with_64_kb_of_headers_is_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("ca.pem");
+    let (name, ip) = ("big-headers.test", "127.0.44.2");
+    let (port, streams) = h2_site(ip, name, &ca, H2Answer::BigHeaders).await;
+    let r = check(
+        &engine_for(name, ip, &ca),
+        &format!("https://{name}:{port}/"),
+    )
+    .await;
+    assert_eq!(
+        (r.verdict.as_str(), r.reason.as_str()),
+        ("up", "ok"),
+        "{}",
+        r.detail
+    );
+    assert_eq!(streams.load(Ordering::SeqCst), 1);
+}

@@ -1337,8 +1337,9 @@ async fn bodies(b: &mut Builder) {
 // ---------------------------------------------------------------------------
 // TLS: a test CA, leaf certificates good and bad
 
-struct Pki {
-    ca: Certificate,
+/// A test CA with an intermediate, made with rcgen (also used by `tests/holes.rs`).
+pub struct Pki {
+    pub ca: Certificate,
     ca_key: KeyPair,
     intermediate: Certificate,
     intermediate_key: KeyPair,
@@ -1384,7 +1385,7 @@ fn leaf_params(name: &str, from_days: i64, to_days: i64) -> CertificateParams {
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub fn new() -> Pki {
         let ca_key = KeyPair::generate().expect("CA key");
         let ca = ca_params("picket farm root CA")
             .self_signed(&ca_key)
@@ -1404,14 +1405,14 @@ impl Pki {
     }
 }
 
-enum Signer {
+pub enum Signer {
     SelfSigned,
     Ca,
     Intermediate { send_intermediate: bool },
 }
 
 /// A server config presenting a certificate for `name`, valid over the given days.
-fn server_config(
+pub fn server_config(
     pki: &Pki,
     name: &str,
     from_days: i64,
