@@ -239,7 +239,7 @@ async fn the_jobs_of_a_broken_session_stop_and_free_their_slots() {
     );
     let c = Client::connect_to(rabbit.url()).await;
     c.declare(&s).await;
-    let worker = WorkerProcess::start(&text, &[]);
+    let worker = WorkerProcess::plain(&text);
     // Persistent, so they outlive the broker's restart.
     let persistent = lapin::BasicProperties::default().with_delivery_mode(2);
     for i in 0..4 {

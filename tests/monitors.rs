@@ -204,7 +204,7 @@ async fn no_change_is_lost_when_killed(point: &str, ip: &str) {
     let c = Client::connect().await;
     c.declare(&s).await;
     let changes = changes_queue(&c, &s).await;
-    let first = WorkerProcess::start(&text, &[]);
+    let first = WorkerProcess::plain(&text);
     assert_eq!(
         one(&c, &s, json!({"url": site.url, "id": "before"})).await["verdict"],
         "up"
@@ -219,7 +219,7 @@ async fn no_change_is_lost_when_killed(point: &str, ip: &str) {
     let status = doomed.exited(Duration::from_secs(30)).await;
     assert!(!status.success(), "the hook ended the worker: {status:?}");
 
-    let next = WorkerProcess::start(&text, &[]);
+    let next = WorkerProcess::plain(&text);
     // Killed after publishing, the job was answered once already and is answered again.
     let expected = if point == "after_publish" { 2 } else { 1 };
     let mut results = Vec::new();

@@ -5,94 +5,21 @@
 //!
 //! Targets are our own servers on 127.0.17.x; every load is a handful of jobs.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
+use crate::support::ops::{get_ops, wait_readyz};
 use crate::support::picket::{base_toml, page, Client};
 use crate::support::serve;
+use crate::support::worker_process::WorkerProcess;
 
 // ---------------------------------------------------------------------------------------
 // A worker process that has done some work, and its /metrics
 // ---------------------------------------------------------------------------------------
-
-/// A `picket worker` process (its own metrics registry), killed on drop.
-struct Proc {
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(config: &Path, log: PathBuf, env: &[(&str, String)]) -> Proc {
-        let file = std::fs::File::create(&log).expect("worker log");
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"));
-        cmd.arg("worker")
-            .arg("--config")
-            .arg(config)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(file)
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Proc {
-            child: cmd.spawn().expect("start picket worker"),
-            log,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for the exit.
-    async fn terminate(mut self) {
-        let pid = self.child.id().expect("worker pid");
-        let ok = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(ok.success());
-        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
-            .await
-            .expect("worker exits within 40 s of SIGTERM")
-            .expect("wait");
-        assert!(status.success(), "worker exit: {status}");
-    }
-}
-
-async fn get_ops(listen: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let r = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .expect("http client")
-        .get(format!("http://{listen}{path}"))
-        .send()
-        .await
-        .ok()?;
-    let code = r.status().as_u16();
-    Some((code, r.text().await.unwrap_or_default()))
-}
-
-async fn wait_ready(listen: SocketAddr, within: Duration) {
-    let t = Instant::now();
-    loop {
-        if matches!(get_ops(listen, "/readyz").await, Some((200, _))) {
-            return;
-        }
-        assert!(
-            t.elapsed() < within,
-            "/readyz on {listen} not 200 in {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// What a worker process wrote: its `/metrics` after a few jobs (three to one target at
 /// 2 requests/s with a burst of 1, so two of them wait for the limit; one refused job;
@@ -106,17 +33,13 @@ struct Exercised {
 async fn exercised_worker(ip: &str, name: &str) -> Exercised {
     let router = Router::new().route("/", get(|| async { axum::response::Html(page("ok")) }));
     let addr = serve(ip, router).await;
-    let dir = tempfile::tempdir().expect("tempdir");
     let toml = format!(
         "{}\n[targets]\nallow_private = true\n[log]\nformat = \"json\"\n",
         base_toml()
     );
-    let config = dir.path().join("picket.toml");
-    std::fs::write(&config, &toml).expect("write config");
     let s = picket::config::Settings::from_toml(&toml).expect("settings");
-    let worker = Proc::spawn(
-        &config,
-        dir.path().join("w.log"),
+    let worker = WorkerProcess::start(
+        &toml,
         &[
             ("PICKET__WORKER__NAME", name.to_string()),
             ("PICKET__RATE_LIMIT__PER_IP__RATE", "2".into()),
@@ -124,7 +47,7 @@ async fn exercised_worker(ip: &str, name: &str) -> Exercised {
             ("PICKET__PROBE__ATTEMPTS", "1".into()),
         ],
     );
-    wait_ready(s.http.listen, Duration::from_secs(30)).await;
+    wait_readyz(s.http.listen, 200, Duration::from_secs(30)).await;
     let client = Client::connect().await;
     for i in 0..3 {
         client

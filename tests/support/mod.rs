@@ -24,10 +24,12 @@
 
 pub mod dns;
 pub mod farm;
+pub mod ops;
 pub mod procs;
 pub mod proxy;
 pub mod rabbitmq;
 pub mod redis_server;
+pub mod run;
 pub mod schema;
 pub mod targets;
 pub mod worker_process;

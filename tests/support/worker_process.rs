@@ -14,8 +14,13 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
+    /// Starts `picket worker` with `toml` as its config file.
+    pub fn plain(toml: &str) -> WorkerProcess {
+        WorkerProcess::start::<&str>(toml, &[])
+    }
+
     /// Starts `picket worker` with `toml` as its config file and `env` added.
-    pub fn start(toml: &str, env: &[(&str, &str)]) -> WorkerProcess {
+    pub fn start<V: AsRef<std::ffi::OsStr>>(toml: &str, env: &[(&str, V)]) -> WorkerProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("picket.toml");
         std::fs::write(&config, toml).expect("write config");
@@ -45,6 +50,27 @@ impl WorkerProcess {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Its whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics, with its log, if the process has already ended.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "worker exited early ({status}); its log:\n{}",
+                self.log_tail(40)
+            );
+        }
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would end it; waits for the end.
+    pub async fn kill(&mut self) -> ExitStatus {
+        self.child.start_kill().expect("SIGKILL the worker");
+        self.exited(Duration::from_secs(10)).await
     }
 
     /// Waits for the process to end by itself.
