@@ -1,0 +1,145 @@
+//! Failures below HTTP: refused, silent, trickling, empty reply, a first connection
+//! reset, and the like.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Failures below HTTP: refused, silent, trickling, empty reply, first connection reset,
+// idle keep-alive connections closed early
+
+pub(super) async fn failures(b: &mut Builder) {
+    let addr = b.refusing();
+    b.add(
+        "connection-refused",
+        "http",
+        addr,
+        "/",
+        None,
+        truth(
+            "down",
+            Some("connect"),
+            "nothing listens on the port: ERR_CONNECTION_REFUSED",
+        ),
+        said("down", "connect"),
+        vec![Fact::Attempts(2)],
+    );
+
+    b.raw(
+        "never-answers",
+        raw::never_answer,
+        truth(
+            "down",
+            Some("timeout"),
+            "accepts the connection and never says a word",
+        ),
+        said("down", "timeout"),
+        vec![Fact::Attempts(2)],
+    )
+    .await;
+
+    let body = page("County office", "Served one byte a second.");
+    let response = raw_response("200 OK", &[("Content-Type", HTML_UTF8)], body.as_bytes());
+    b.raw(
+        "trickle",
+        raw::trickle(response, 1, Duration::from_secs(1)),
+        truth(
+            "down",
+            Some("timeout"),
+            "one byte a second: the page would take minutes",
+        ),
+        said("down", "timeout"),
+        vec![Fact::Attempts(2)],
+    )
+    .await;
+
+    b.raw(
+        "empty-reply",
+        raw::close_without_answer,
+        truth(
+            "down",
+            None,
+            "closes the connection without a byte: ERR_EMPTY_RESPONSE",
+        ),
+        said("down", "connect"),
+        vec![Fact::Attempts(2)],
+    )
+    .await;
+
+    let body = page("County office", "Second time lucky.");
+    let ok = Arc::new(raw_response(
+        "200 OK",
+        &[("Content-Type", HTML_UTF8), ("Connection", "close")],
+        body.as_bytes(),
+    ));
+    let connections = Arc::new(AtomicUsize::new(0));
+    b.raw(
+        "reset-first-connection",
+        move |mut stream: TcpStream| {
+            let ok = Arc::clone(&ok);
+            let n = connections.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    raw::reset(stream).await;
+                } else {
+                    let _ = crate::support::targets::read_request_head(&mut stream).await;
+                    let _ = stream.write_all(&ok).await;
+                    let _ = stream.shutdown().await;
+                }
+            }
+        },
+        truth(
+            "up",
+            Some("ok"),
+            "resets the first connection, then answers: a reload works",
+        ),
+        said("up", "ok"),
+        vec![Fact::Attempts(2), Fact::FirstAttemptReason("connect")],
+    )
+    .await;
+
+    let home = Arc::new(page("County office", "Keep-alive, briefly.").into_bytes());
+    b.raw(
+        "keepalive-closer",
+        move |mut stream: TcpStream| {
+            let home = Arc::clone(&home);
+            async move {
+                loop {
+                    let head = crate::support::targets::read_request_head(&mut stream).await;
+                    if head.is_empty() {
+                        return;
+                    }
+                    // Promises a minute of keep-alive, closes after 50 ms idle.
+                    let keep = [
+                        ("Content-Type", HTML_UTF8),
+                        ("Connection", "keep-alive"),
+                        ("Keep-Alive", "timeout=60, max=100"),
+                    ];
+                    let response = if request_path(&head) == "/" {
+                        let mut h = keep.to_vec();
+                        h.push(("Location", "/home"));
+                        raw_response("302 Found", &h, b"")
+                    } else {
+                        raw_response("200 OK", &keep, &home)
+                    };
+                    if stream.write_all(&response).await.is_err() {
+                        return;
+                    }
+                    let idle =
+                        tokio::time::timeout(Duration::from_millis(50), stream.readable()).await;
+                    if idle.is_err() {
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                }
+            }
+        },
+        truth(
+            "up",
+            Some("ok"),
+            "promises keep-alive but closes idle connections after 50 ms; a fresh connection works",
+        ),
+        said("up", "ok"),
+        vec![Fact::Redirects(1)],
+    )
+    .await;
+}

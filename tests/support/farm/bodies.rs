@@ -1,0 +1,130 @@
+//! Bodies: compressed (gzip, deflate, br, raw deflate), and far too large.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Bodies: compressed (gzip, deflate, br, raw deflate), and far too large
+
+pub(super) fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+pub(super) fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("zlib");
+    e.finish().expect("zlib")
+}
+
+pub(super) fn raw_deflate(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("deflate");
+    e.finish().expect("deflate")
+}
+
+pub(super) fn br(data: &[u8]) -> Vec<u8> {
+    let mut w = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+    w.write_all(data).expect("brotli");
+    w.into_inner()
+}
+
+pub(super) async fn bodies(b: &mut Builder) {
+    let text = page(
+        "County office",
+        "欢迎光临 — this page travels compressed. The county office publishes its opening hours.",
+    );
+    struct Encoded {
+        name: &'static str,
+        encoding: &'static str,
+        compress: fn(&[u8]) -> Vec<u8>,
+        truth: Truth,
+        said: Said,
+    }
+    let up = |says| truth("up", Some("ok"), says);
+    let cases = [
+        Encoded {
+            name: "gzip",
+            encoding: "gzip",
+            compress: gzip,
+            truth: up("gzip-encoded page containing 欢迎光临"),
+            said: said("up", "ok"),
+        },
+        Encoded {
+            name: "deflate",
+            encoding: "deflate",
+            compress: zlib,
+            truth: up("deflate-encoded (zlib-wrapped, as RFC 9110 says) page containing 欢迎光临"),
+            said: said("up", "ok"),
+        },
+        Encoded {
+            name: "brotli",
+            encoding: "br",
+            compress: br,
+            truth: up("br-encoded page containing 欢迎光临"),
+            said: said("up", "ok"),
+        },
+        // Old IIS and some embedded servers send raw deflate; Chrome and Firefox accept
+        // it. reqwest's deflate decoder (tower-http's ZlibDecoder) only takes the zlib
+        // wrapper.
+        Encoded {
+            name: "deflate-raw",
+            encoding: "deflate",
+            compress: raw_deflate,
+            truth: up(
+                "\"deflate\" sent as a raw deflate stream without the zlib wrapper; browsers decode it",
+            ),
+            said: said("up", "ok"),
+        },
+    ];
+    for Encoded {
+        name,
+        encoding,
+        compress,
+        truth: truth_,
+        said: said_,
+    } in cases
+    {
+        let body = Bytes::from(compress(text.as_bytes()));
+        let router = Router::new().route(
+            "/",
+            any(move || async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, HTML_UTF8),
+                        (header::CONTENT_ENCODING, encoding),
+                    ],
+                    body,
+                )
+                    .into_response()
+            }),
+        );
+        b.http(
+            name,
+            router,
+            Some(json!({"body_contains": "欢迎光临"})),
+            truth_,
+            said_,
+            vec![Fact::Charset("UTF-8")],
+        )
+        .await;
+    }
+
+    // 5 MB of page; picket reads 2 MB (probe.max_body_bytes) and stops.
+    let mut huge = String::from("<!doctype html><html><head><title>Archive</title></head><body>");
+    let line = "<p>Minutes of the county council meeting, item by item, with all annexes.</p>\n";
+    while huge.len() < 5 * 1024 * 1024 {
+        huge.push_str(line);
+    }
+    huge.push_str("</body></html>");
+    let huge = Bytes::from(huge);
+    b.http(
+        "huge-body",
+        Router::new().route("/", any(move || async move { html(StatusCode::OK, huge) })),
+        None,
+        truth("up", Some("ok"), "a 5 MB page; the first 2 MB are plenty"),
+        said("up", "ok"),
+        vec![Fact::Truncated(true), Fact::BodyBytes(2 * 1024 * 1024)],
+    )
+    .await;
+}

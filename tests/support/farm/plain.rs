@@ -1,0 +1,296 @@
+//! Plain HTTP sites of the farm: healthy, slow, picky, empty, tiny, block pages, statuses.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Plain HTTP sites: healthy, slow, picky, empty, tiny, block pages, statuses
+
+pub(super) async fn plain_http(b: &mut Builder) {
+    let healthy = page("County office", "Welcome.");
+    b.http(
+        "healthy",
+        Router::new().route(
+            "/",
+            any(move || async move { html(StatusCode::OK, healthy) }),
+        ),
+        None,
+        truth("up", Some("ok"), "an ordinary page"),
+        said("up", "ok"),
+        vec![Fact::Attempts(1), Fact::Redirects(0)],
+    )
+    .await;
+
+    let slow = page("County office", "This one thinks for a while.");
+    b.http(
+        "slow-first-byte",
+        Router::new().route(
+            "/",
+            any(move || async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                html(StatusCode::OK, slow)
+            }),
+        ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "the page comes after 1.5 s, well within any patience (timeout 5 s)",
+        ),
+        said("up", "ok"),
+        vec![Fact::TotalAtLeastMs(1500), Fact::Attempts(1)],
+    )
+    .await;
+
+    let p = page("County office", "GET works; HEAD does not.");
+    b.http(
+        "head-405",
+        Router::new().route(
+            "/",
+            any(move |method: Method| async move {
+                if method == Method::GET {
+                    html(StatusCode::OK, p)
+                } else {
+                    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET")], "").into_response()
+                }
+            }),
+        ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "HEAD answers 405, but browsers GET and the page is fine",
+        ),
+        said("up", "ok"),
+        vec![],
+    )
+    .await;
+
+    let p = page("County office", "Only for browsers.");
+    b.http(
+        "browsers-only",
+        Router::new().route(
+            "/",
+            any(move |headers: HeaderMap| async move {
+                let get = |h: header::HeaderName| {
+                    headers
+                        .get(h)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let ua = get(header::USER_AGENT);
+                let browser = ua.starts_with("Mozilla/5.0")
+                    && ["Chrome/", "Firefox/", "Safari/"].iter().any(|b| ua.contains(b))
+                    && get(header::ACCEPT).contains("text/html")
+                    && !get(header::ACCEPT_LANGUAGE).is_empty();
+                if browser {
+                    html(StatusCode::OK, p)
+                } else {
+                    html(
+                        StatusCode::FORBIDDEN,
+                        "<html><body><h1>403 Forbidden</h1>Robots are not welcome here.</body></html>",
+                    )
+                }
+            }),
+        ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "403 to clients without a browser's User-Agent, Accept and Accept-Language; browsers get the page",
+        ),
+        said("up", "ok"),
+        vec![],
+    )
+    .await;
+
+    b.http(
+        "empty-200",
+        Router::new().route("/", any(|| async { html(StatusCode::OK, "") })),
+        None,
+        truth("down", None, "a blank page"),
+        said("down", "body_too_small"),
+        vec![Fact::BodyBytes(0), Fact::Attempts(2)],
+    )
+    .await;
+
+    b.http(
+        "tiny-200",
+        Router::new().route("/", any(|| async { html(StatusCode::OK, "ok") })),
+        None,
+        truth(
+            "down",
+            None,
+            "a page that says just \"ok\": a stub or a health check, not the site",
+        ),
+        said("down", "body_too_small"),
+        vec![Fact::BodyBytes(2)],
+    )
+    .await;
+
+    b.http(
+        "no-content-204",
+        Router::new().route("/", any(|| async { StatusCode::NO_CONTENT })),
+        None,
+        truth(
+            "down",
+            None,
+            "204 No Content for a page: a browser shows nothing (a job that lists 204 in expect.status accepts it)",
+        ),
+        said("down", "body_too_small"),
+        vec![Fact::BodyBytes(0)],
+    )
+    .await;
+
+    let cookie_storm = page("Portal", "Welcome.");
+    b.http(
+        "many-headers",
+        Router::new().route(
+            "/",
+            any(move || async move {
+                // 150 header lines (hyper stops at 100 by default); browsers take them.
+                let mut headers = HeaderMap::new();
+                for i in 0..150 {
+                    headers.append(
+                        header::SET_COOKIE,
+                        format!("tracker{i}=1; Path=/")
+                            .parse()
+                            .expect("cookie header"),
+                    );
+                }
+                (headers, html(StatusCode::OK, cookie_storm)).into_response()
+            }),
+        ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "a page sent with 150 header lines (a cookie storm)",
+        ),
+        said("up", "ok"),
+        vec![Fact::Attempts(1)],
+    )
+    .await;
+
+    let denied = "<html><head><title>Access Denied</title></head><body><h1>Access Denied</h1>\
+                  You don't have permission to access \"http://www.example.gov/\" on this server.\
+                  <p>Reference #18.5c2e3b17.1732456789.1a2b3c4d</p></body></html>";
+    b.http(
+        "block-page",
+        Router::new().route(
+            "/",
+            any(move || async move { html(StatusCode::OK, denied) }),
+        ),
+        Some(json!({"body_not_contains": "Access Denied"})),
+        truth(
+            "down",
+            Some("body_mismatch"),
+            "200, but the page is \"Access Denied\" (the job forbids that text)",
+        ),
+        said("down", "body_mismatch"),
+        vec![],
+    )
+    .await;
+
+    let denied_zh = "<html><head><meta charset=\"utf-8\"><title>访问被拒绝</title></head><body>\
+                     <h1>访问被拒绝</h1><p>您的请求已被网站防火墙拦截，如有疑问请联系网站管理员。</p>\
+                     </body></html>";
+    b.http(
+        "block-page-zh",
+        Router::new().route(
+            "/",
+            any(move || async move { html(StatusCode::OK, denied_zh) }),
+        ),
+        Some(json!({"body_not_contains": "访问被拒绝"})),
+        truth(
+            "down",
+            Some("body_mismatch"),
+            "200, but the page is \"访问被拒绝\" (the job forbids that text)",
+        ),
+        said("down", "body_mismatch"),
+        vec![Fact::Charset("UTF-8")],
+    )
+    .await;
+
+    b.http(
+        "block-page-no-expect",
+        Router::new().route(
+            "/",
+            any(move || async move { html(StatusCode::OK, denied) }),
+        ),
+        None,
+        truth(
+            "not up",
+            None,
+            "200, but the page is \"Access Denied\"; the job sets no expectation",
+        ),
+        said("degraded", "body_mismatch"),
+        vec![],
+    )
+    .await;
+
+    let challenge = "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>\
+                     <div>Checking your browser before accessing the site.</div>\
+                     <script src=\"/cdn-cgi/challenge-platform/h/g/orchestrate/chl_page/v1\"></script>\
+                     </body></html>";
+    b.http(
+        "bot-challenge",
+        Router::new().route(
+            "/",
+            any(move || async move { html(StatusCode::FORBIDDEN, challenge) }),
+        ),
+        None,
+        truth(
+            "unknown",
+            Some("blocked"),
+            "403 JavaScript challenge: people pass it and see the site, a probe cannot tell",
+        ),
+        said("unknown", "blocked"),
+        vec![],
+    )
+    .await;
+
+    b.http(
+        "status-503",
+        Router::new().route(
+            "/",
+            any(|| async {
+                html(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "<html><head><title>503 Service Unavailable</title></head><body><h1>Service \
+                     Unavailable</h1>The server is temporarily unable to service your request \
+                     due to maintenance downtime.</body></html>",
+                )
+            }),
+        ),
+        None,
+        truth("down", Some("http_status"), "503 Service Unavailable"),
+        said("down", "http_status"),
+        vec![Fact::Attempts(2)],
+    )
+    .await;
+
+    b.http(
+        "status-429",
+        Router::new().route(
+            "/",
+            any(|| async {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::CONTENT_TYPE, HTML_UTF8), (header::RETRY_AFTER, "120")],
+                    "<html><body><h1>Too Many Requests</h1>Slow down and retry in two minutes.</body></html>",
+                )
+                    .into_response()
+            }),
+        ),
+        None,
+        truth(
+            "unknown",
+            Some("blocked"),
+            "429 with Retry-After: the site works, it is throttling us",
+        ),
+        said("unknown", "blocked"),
+        vec![Fact::DetailContains("Retry-After 120")],
+    )
+    .await;
+}

@@ -1,0 +1,101 @@
+//! Redirect games: a chain, a loop, and a cookie check.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Redirects: a chain, a loop, and a cookie check
+
+pub(super) async fn redirects(b: &mut Builder) {
+    fn to(status: StatusCode, location: String) -> Response {
+        (status, [(header::LOCATION, location)], "").into_response()
+    }
+    let last = page("County office", "Three hops later.");
+    b.http(
+        "redirect-chain",
+        Router::new()
+            .route(
+                "/",
+                any(|| async { to(StatusCode::MOVED_PERMANENTLY, "/two".into()) }),
+            )
+            .route(
+                "/two",
+                any(|headers: HeaderMap| async move {
+                    // An absolute Location this time, built from the Host header.
+                    let host = headers
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    to(StatusCode::FOUND, format!("http://{host}/three"))
+                }),
+            )
+            .route(
+                "/three",
+                any(|| async { to(StatusCode::TEMPORARY_REDIRECT, "four".into()) }),
+            )
+            .route(
+                "/four",
+                any(move || async move { html(StatusCode::OK, last) }),
+            ),
+        None,
+        truth("up", Some("ok"), "301, 302, 307, then the page"),
+        said("up", "ok"),
+        vec![Fact::Redirects(3), Fact::DetailContains("200 OK")],
+    )
+    .await;
+
+    b.http(
+        "redirect-loop",
+        Router::new()
+            .route("/", any(|| async { to(StatusCode::FOUND, "/b".into()) }))
+            .route("/b", any(|| async { to(StatusCode::FOUND, "/".into()) })),
+        None,
+        truth(
+            "down",
+            Some("too_many_redirects"),
+            "/ → /b → /: ERR_TOO_MANY_REDIRECTS",
+        ),
+        said("down", "too_many_redirects"),
+        vec![],
+    )
+    .await;
+
+    let p = page("County office", "Cookies are on.");
+    b.http(
+        "cookie-redirect",
+        Router::new().route(
+            "/",
+            any(move |headers: HeaderMap| async move {
+                let has_cookie = headers
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| v.contains("visited=1"));
+                if has_cookie {
+                    html(StatusCode::OK, p)
+                } else {
+                    (
+                        StatusCode::FOUND,
+                        [
+                            (header::LOCATION, "/"),
+                            (header::SET_COOKIE, "visited=1; Path=/"),
+                        ],
+                        "",
+                    )
+                        .into_response()
+                }
+            }),
+        ),
+        None,
+        // Browsers keep the cookie and get the page on the second request; picket keeps
+        // no cookies and sees the same URL again.
+        truth(
+            "up",
+            Some("ok"),
+            "sets a cookie and redirects to itself; with the cookie, the page (a common load-balancer check)",
+        ),
+        said("up", "ok"),
+        vec![],
+    )
+    .await;
+}

@@ -1,0 +1,379 @@
+//! TLS targets: a test CA with an intermediate (rcgen), leaf certificates good and bad,
+//! HTTP/2 only, and a legacy server that speaks only a CBC cipher suite.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// TLS: a test CA, leaf certificates good and bad
+
+/// A test CA with an intermediate, made with rcgen (also used by `tests/holes.rs`).
+pub struct Pki {
+    pub ca: Certificate,
+    ca_key: KeyPair,
+    intermediate: Certificate,
+    intermediate_key: KeyPair,
+}
+
+/// Sets a certificate's validity to [now + from_days, now + to_days].
+pub(super) fn validity(p: &mut CertificateParams, from_days: i64, to_days: i64) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    let at = |days: i64| epoch + Duration::from_secs((now + days * 86_400) as u64);
+    p.not_before = at(from_days);
+    p.not_after = at(to_days);
+}
+
+pub(super) fn ca_params(name: &str) -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.distinguished_name
+        .push(DnType::OrganizationName, "picket test farm");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut p, -1, 3650);
+    p
+}
+
+pub(super) fn leaf_params(name: &str, from_days: i64, to_days: i64) -> CertificateParams {
+    let mut p = CertificateParams::new(vec![name.to_string()]).expect("leaf params");
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.use_authority_key_identifier_extension = true;
+    validity(&mut p, from_days, to_days);
+    p
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca = ca_params("picket farm root CA")
+            .self_signed(&ca_key)
+            .expect("CA certificate");
+        let intermediate_key = KeyPair::generate().expect("intermediate key");
+        let mut ip = ca_params("picket farm intermediate CA");
+        ip.use_authority_key_identifier_extension = true;
+        let intermediate = ip
+            .signed_by(&intermediate_key, &ca, &ca_key)
+            .expect("intermediate certificate");
+        Pki {
+            ca,
+            ca_key,
+            intermediate,
+            intermediate_key,
+        }
+    }
+}
+
+pub enum Signer {
+    SelfSigned,
+    Ca,
+    Intermediate { send_intermediate: bool },
+}
+
+/// A server config presenting a certificate for `name`, valid over the given days.
+pub fn server_config(
+    pki: &Pki,
+    name: &str,
+    from_days: i64,
+    to_days: i64,
+    signer: Signer,
+) -> Arc<rustls::ServerConfig> {
+    let key = KeyPair::generate().expect("leaf key");
+    let params = leaf_params(name, from_days, to_days);
+    let (cert, chain_extra): (Certificate, Vec<CertificateDer<'static>>) = match signer {
+        Signer::SelfSigned => (params.self_signed(&key).expect("self-signed"), vec![]),
+        Signer::Ca => (
+            params.signed_by(&key, &pki.ca, &pki.ca_key).expect("leaf"),
+            vec![],
+        ),
+        Signer::Intermediate { send_intermediate } => (
+            params
+                .signed_by(&key, &pki.intermediate, &pki.intermediate_key)
+                .expect("leaf"),
+            if send_intermediate {
+                vec![pki.intermediate.der().clone()]
+            } else {
+                vec![]
+            },
+        ),
+    };
+    let mut chain = vec![cert.der().clone()];
+    chain.extend(chain_extra);
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server certificate");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Serves a fixed page over TLS with `config` on a fresh address.
+pub(super) async fn serve_tls(
+    ip: &str,
+    config: Arc<rustls::ServerConfig>,
+    body: &str,
+) -> SocketAddr {
+    let response = Arc::new(raw_response(
+        "200 OK",
+        &[("Content-Type", HTML_UTF8), ("Connection", "close")],
+        body.as_bytes(),
+    ));
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    serve_raw(ip, move |stream: TcpStream| {
+        let acceptor = acceptor.clone();
+        let response = Arc::clone(&response);
+        async move {
+            // A client that rejects the certificate ends the handshake here.
+            let Ok(mut tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let _ = crate::support::targets::read_request_head(&mut tls).await;
+            let _ = tls.write_all(&response).await;
+            let _ = tls.shutdown().await;
+        }
+    })
+    .await
+}
+
+/// Serves `router` over TLS that offers HTTP/2 only (ALPN `h2`), as many sites' front
+/// ends prefer: a client that cannot speak HTTP/2 gets nothing from it.
+pub(super) async fn serve_h2(
+    ip: &str,
+    mut config: rustls::ServerConfig,
+    router: Router,
+) -> SocketAddr {
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    serve_raw(ip, move |stream: TcpStream| {
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .http2_only()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+        }
+    })
+    .await
+}
+
+/// One TLS target: its certificate's name, validity (days from now) and signer.
+pub(super) struct TlsCase {
+    name: &'static str,
+    cert: &'static str,
+    from: i64,
+    to: i64,
+    signer: Signer,
+    truth: Truth,
+    said: Said,
+    facts: Vec<Fact>,
+}
+
+pub(super) async fn tls(b: &mut Builder, pki: &Pki) {
+    let body = page("County office", "Served over TLS.");
+    // Certificate errors come out as down/connect today, not degraded/tls: tokio-rustls
+    // wraps the rustls::Error in an io::Error, and io::Error::source() skips the error
+    // it wraps (it returns the inner error's own source), so http::classify never sees
+    // the rustls::Error and falls through to "connection failed".
+    let ok = |says| truth("up", Some("ok"), says);
+    let cert_error = |says| truth("degraded", Some("tls"), says);
+    let cases = [
+        TlsCase {
+            name: "tls-valid",
+            cert: "tls-valid",
+            from: -1,
+            to: 365,
+            signer: Signer::Ca,
+            truth: ok("a valid certificate from a trusted CA"),
+            said: said("up", "ok"),
+            facts: vec![Fact::TlsDaysLeft(360, 365)],
+        },
+        TlsCase {
+            name: "tls-full-chain",
+            cert: "tls-full-chain",
+            from: -1,
+            to: 365,
+            signer: Signer::Intermediate {
+                send_intermediate: true,
+            },
+            truth: ok("leaf signed by an intermediate the server sends along"),
+            said: said("up", "ok"),
+            facts: vec![],
+        },
+        TlsCase {
+            name: "tls-self-signed",
+            cert: "tls-self-signed",
+            from: -1,
+            to: 365,
+            signer: Signer::SelfSigned,
+            truth: cert_error("self-signed certificate: the browser shows a full-page warning"),
+            said: said("degraded", "tls"),
+            facts: vec![],
+        },
+        TlsCase {
+            name: "tls-expired",
+            cert: "tls-expired",
+            from: -60,
+            to: -2,
+            signer: Signer::Ca,
+            truth: cert_error("certificate expired two days ago: NET::ERR_CERT_DATE_INVALID"),
+            said: said("degraded", "tls"),
+            facts: vec![],
+        },
+        TlsCase {
+            name: "tls-wrong-name",
+            cert: "somewhere-else.farm.test",
+            from: -1,
+            to: 365,
+            signer: Signer::Ca,
+            truth: cert_error("certificate for another name: NET::ERR_CERT_COMMON_NAME_INVALID"),
+            said: said("degraded", "tls"),
+            facts: vec![],
+        },
+        TlsCase {
+            name: "tls-incomplete-chain",
+            cert: "tls-incomplete-chain",
+            from: -1,
+            to: 365,
+            signer: Signer::Intermediate {
+                send_intermediate: false,
+            },
+            truth: cert_error(
+                "leaf signed by an intermediate the server does not send (and no AIA URL to fetch it): certificate error",
+            ),
+            said: said("degraded", "tls"),
+            facts: vec![],
+        },
+        TlsCase {
+            name: "tls-expiring-soon",
+            cert: "tls-expiring-soon",
+            from: -80,
+            to: 5,
+            signer: Signer::Ca,
+            truth: cert_error(
+                "works, but the certificate expires in 5 days (tls.expiry_warn_days = 14)",
+            ),
+            said: said("degraded", "tls"),
+            facts: vec![Fact::TlsDaysLeft(4, 5)],
+        },
+    ];
+    for c in cases {
+        // The certificate's name: the target's own unless the case names another.
+        let cert_name = if c.cert.contains('.') {
+            c.cert.to_string()
+        } else {
+            format!("{}.{DOMAIN}", c.cert)
+        };
+        let config = server_config(pki, &cert_name, c.from, c.to, c.signer);
+        let ip = b.ip();
+        let addr = serve_tls(&ip, config, &body).await;
+        b.add(c.name, "https", addr, "/", None, c.truth, c.said, c.facts);
+    }
+
+    // Most sites' TLS front ends negotiate HTTP/2; this one speaks nothing else.
+    let name = "tls-h2-only";
+    let config = server_config(pki, &format!("{name}.{DOMAIN}"), -1, 90, Signer::Ca);
+    let page_h2 = page("County office", "Served over HTTP/2.");
+    let router = Router::new().route(
+        "/",
+        any(move || async move { html(StatusCode::OK, page_h2) }),
+    );
+    let ip = b.ip();
+    let addr = serve_h2(&ip, (*config).clone(), router).await;
+    b.add(
+        name,
+        "https",
+        addr,
+        "/",
+        None,
+        truth("up", Some("ok"), "a page served only over HTTP/2 (ALPN h2)"),
+        said("up", "ok"),
+        // Only an HTTP/2 client gets an answer at all.
+        vec![Fact::Attempts(1)],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Legacy TLS: a server that speaks only a CBC cipher suite
+
+/// `openssl s_server` with TLS 1.2 and ECDHE-RSA-AES128-SHA only: an old but still
+/// common setup that Chrome still negotiates and rustls never will.
+pub(super) async fn legacy_tls(b: &mut Builder, pki: &Pki, dir: &std::path::Path) {
+    let name = "tls-legacy-cbc";
+    let openssl = crate::support::procs::find_binary("openssl", &[]).unwrap_or_else(|| {
+        panic!(
+            "openssl not found (the farm's legacy TLS server): {}",
+            crate::support::procs::INSTALL_HINT
+        )
+    });
+    let key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("RSA leaf key");
+    let cert = leaf_params(&format!("{name}.{DOMAIN}"), -1, 90)
+        .signed_by(&key, &pki.ca, &pki.ca_key)
+        .expect("leaf");
+    let cert_file = dir.join("legacy-cert.pem");
+    let key_file = dir.join("legacy-key.pem");
+    std::fs::write(&cert_file, cert.pem()).expect("write the legacy cert");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write the legacy key");
+    let ip = b.ip();
+    let port = std::net::TcpListener::bind((ip.as_str(), 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    // The shell stops the server once our end of its stdin closes, however we exit.
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#""$0" s_server -quiet -www -accept "$1" -cert "$2" -key "$3" -tls1_2 -cipher ECDHE-RSA-AES128-SHA </dev/null >/dev/null 2>&1 & pid=$!; read _; kill "$pid""#)
+        .arg(&openssl)
+        .arg(format!("{ip}:{port}"))
+        .arg(&cert_file)
+        .arg(&key_file)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("start openssl s_server");
+    b.helpers.push(child);
+    let addr = SocketAddr::new(ip.parse().expect("farm ip"), port);
+    let t = std::time::Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "openssl s_server did not listen on {addr} within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.add(
+        name,
+        "https",
+        addr,
+        "/",
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "TLS 1.2 with only ECDHE-RSA-AES128-SHA (a CBC suite): Chrome still negotiates it and shows the page",
+        ),
+        said("up", "ok"),
+        vec![
+            Fact::DetailContains("legacy TLS"),
+            Fact::Attempts(1),
+            Fact::TlsDaysLeft(89, 90),
+        ],
+    );
+}
