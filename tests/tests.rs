@@ -5,6 +5,7 @@
 mod support;
 
 mod accuracy;
+mod boundaries;
 mod cluster;
 mod commands;
 mod egress;
