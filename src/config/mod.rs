@@ -16,7 +16,7 @@ use url::Url;
 pub mod origin;
 
 /// The default configuration, compiled in so that a file only has to name what it changes.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// More runtime threads than this is a typo, not a machine.
 const MAX_THREADS: usize = 1024;
