@@ -1,7 +1,12 @@
 //! picket tells, at scale and without false alarms, whether websites are up.
 //!
 //! # Layout
-//! - [`config`]: layered, validated settings (one struct per section).
+//! - [`config`]: layered, validated settings: `config/mod.rs` loads the layers and
+//!   assembles the sections, each in its own file with its raw shape and its validation
+//!   ([`config::amqp`], [`config::redis`], [`config::probe`], [`config::rate_limit`],
+//!   [`config::dns`], [`config::tls`], [`config::egress`] with `[targets]`,
+//!   [`config::process`] for `[http]`, `[log]`, `[worker]`); shared value parsers in
+//!   [`config::parse`]; where each value came from in [`config::origin`].
 //! - [`job`]: wire types, the job in and the [`job::Report`] out.
 //! - [`probe`]: the pure core: plan, observation, judgement, address policy, charsets.
 //! - [`engine`]: job → report with attempts and the cache, over the [`engine::Prober`] seam.
@@ -13,7 +18,8 @@
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`; [`metric`]: metric names.
 //! - [`app`]: wiring of the worker and the engine.
 //! - [`cli`]: the commands as a person types them: arguments, tables or JSON lines,
-//!   progress, exit codes, `config show`, completions and the man page.
+//!   progress, `config show`, completions and the man page; exit codes chosen by type
+//!   in [`cli::exit`].
 //! - [`log`]: log lines (text, or JSON with the worker's name).
 
 pub mod admin;

@@ -1,7 +1,8 @@
 //! The `picket` binary: the command line lives in the library (`picket::cli`, so the
 //! completions, the man page and the tests see the same definitions); this file only
 //! chooses the allocator and calls it. Exit codes: 0 success (for `check`: all up),
-//! 1 failure (for `check`: any not up), 2 usage, configuration or input error.
+//! 1 failure (for `check`: any not up), 2 usage, configuration or input error, each
+//! chosen by type in `picket::cli::exit`.
 
 use std::process::ExitCode;
 

@@ -4,7 +4,6 @@
 //! stderr; the exit code says whether every site was up.
 
 use std::io::{BufRead, Write};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +12,7 @@ use clap::Args;
 use futures_util::StreamExt;
 
 use super::output::{report_table, Style, Tally};
-use super::UsageError;
+use super::{Exit, UsageError};
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::job::{decode, job_for_url, Decoded, Rejected, Report};
@@ -132,7 +131,7 @@ fn progress(total: usize, style: Style) -> indicatif::ProgressBar {
 /// # Errors
 /// Nothing to check, unreadable input ([`UsageError`]), set-up failures, or stdout
 /// that cannot be written.
-pub async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<Exit> {
     let lines = inputs(&args)?;
     let style = Style::detect(args.json);
     let limiter: Arc<dyn Limiter> = Arc::new(LocalLimiter::new(&settings.rate_limit));
@@ -172,8 +171,8 @@ pub async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<ExitCode
     }
     eprintln!("{}", tally.summary("checked", started.elapsed()));
     Ok(if tally.all_up() {
-        ExitCode::SUCCESS
+        Exit::Success
     } else {
-        ExitCode::from(1)
+        Exit::Failure
     })
 }

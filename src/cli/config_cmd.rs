@@ -4,13 +4,12 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::process::ExitCode;
 
 use clap::Args;
 use comfy_table::Cell;
 
 use super::output::{pad_columns, plain_table, terminal_width, Style};
-use super::ConfigCommand;
+use super::{ConfigCommand, Exit};
 use crate::config::origin::{self, Entry, Source};
 use crate::config::Settings;
 
@@ -29,18 +28,18 @@ fn environment() -> HashMap<String, String> {
 }
 
 /// Runs `picket config check|show` (no runtime needed).
-pub fn run(command: &ConfigCommand, file: Option<&Path>) -> ExitCode {
+pub fn run(command: &ConfigCommand, file: Option<&Path>) -> Exit {
     let env = environment();
     // Validation first: `show` of a configuration the worker would refuse says so.
     if let Err(e) = Settings::load_with_env(file, env.clone()) {
         eprintln!("picket: {e}");
-        return ExitCode::from(2);
+        return Exit::from(&e);
     }
     let entries = match origin::entries(file, &env) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("picket: {e}");
-            return ExitCode::from(2);
+            return Exit::from(&e);
         }
     };
     let written = match command {
@@ -48,10 +47,10 @@ pub fn run(command: &ConfigCommand, file: Option<&Path>) -> ExitCode {
         ConfigCommand::Show(args) => show(&entries, Style::detect(args.json)),
     };
     match written {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success,
         Err(e) => {
             eprintln!("picket: cannot write: {e}");
-            ExitCode::from(1)
+            Exit::Failure
         }
     }
 }

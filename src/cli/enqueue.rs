@@ -6,7 +6,6 @@
 //! when there is a first job to publish.
 
 use std::io::IsTerminal;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -14,7 +13,7 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
-use super::UsageError;
+use super::{Exit, UsageError};
 use crate::amqp::commands::JobPublisher;
 use crate::config::Settings;
 use crate::job::{decode, Decoded};
@@ -204,7 +203,7 @@ fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
 ///
 /// # Errors
 /// An unreadable input ([`UsageError`]).
-pub async fn run(settings: Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(settings: Settings, args: EnqueueArgs) -> anyhow::Result<Exit> {
     let source = args.source.clone().unwrap_or_else(|| "-".to_string());
     let (input, total) = open_input(&source).await?;
     let bar = progress_bar(total);
@@ -228,11 +227,11 @@ pub async fn run(settings: Settings, args: EnqueueArgs) -> anyhow::Result<ExitCo
     let outcome = outcome.and(settled);
     // The error first, then what was done and where to resume: the last lines on the
     // screen are the ones to act on.
-    let code = match &outcome {
-        Ok(()) => ExitCode::SUCCESS,
+    let exit = match &outcome {
+        Ok(()) => Exit::Success,
         Err(e) => {
             super::report_error(e);
-            ExitCode::from(if e.is::<UsageError>() { 2 } else { 1 })
+            Exit::of(e)
         }
     };
     report(
@@ -245,7 +244,7 @@ pub async fn run(settings: Settings, args: EnqueueArgs) -> anyhow::Result<ExitCo
     if let Some(p) = publisher {
         p.close().await;
     }
-    Ok(code)
+    Ok(exit)
 }
 
 /// The line printed on every exit.

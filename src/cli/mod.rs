@@ -3,7 +3,8 @@
 //! pipe is in [`output`]; each command has its own module.
 //!
 //! Exit codes, for every command: 0 success, 1 failure at run time (for `check`: some
-//! site is not up), 2 usage, configuration or input error.
+//! site is not up), 2 usage, configuration or input error. Each command returns an
+//! [`Exit`], and an error that ends one gets its exit by its type ([`exit`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,8 +16,11 @@ use crate::config::Settings;
 pub mod check;
 pub mod config_cmd;
 pub mod enqueue;
+pub mod exit;
 pub mod output;
 pub mod results;
+
+pub use exit::{Exit, UsageError};
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 failure at run time (check: a site is not up); \
 2 usage, configuration or input error.\n\
@@ -85,21 +89,21 @@ pub fn command() -> clap::Command {
     Cli::command()
 }
 
-/// An error that is the user's to fix (usage, configuration, input): exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
 /// Parses the command line and runs the command; the whole `main`.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    let exit = match Cli::try_parse() {
+        Ok(cli) => run(cli),
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+            // A closed stdout or stderr leaves nothing to tell; the exit code still says it.
             let _ = e.print();
-            return ExitCode::from(code);
+            Exit::of_clap(&e)
         }
     };
+    exit.into()
+}
+
+/// Runs a parsed command line.
+fn run(cli: Cli) -> Exit {
     let settings = match &cli.command {
         Command::Completions(a) => return completions(a.shell),
         Command::Man => return man(),
@@ -108,7 +112,7 @@ pub fn main() -> ExitCode {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("picket: {e}");
-                return ExitCode::from(2);
+                return Exit::from(&e);
             }
         },
     };
@@ -119,25 +123,23 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("picket: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            return Exit::Failure;
         }
     };
     let outcome = runtime.block_on(async move {
         match cli.command {
-            Command::Worker => crate::app::worker(settings)
-                .await
-                .map(|()| ExitCode::SUCCESS),
+            Command::Worker => crate::app::worker(settings).await.map(|()| Exit::Success),
             Command::Check(args) => check::run(settings, args).await,
             Command::Enqueue(args) => enqueue::run(settings, args).await,
             Command::Results(args) => results::run(settings, args).await,
-            Command::Config(_) | Command::Completions(_) | Command::Man => Ok(ExitCode::SUCCESS),
+            Command::Config(_) | Command::Completions(_) | Command::Man => Ok(Exit::Success),
         }
     });
     match outcome {
-        Ok(code) => code,
+        Ok(exit) => exit,
         Err(e) => {
             report_error(&e);
-            ExitCode::from(if e.is::<UsageError>() { 2 } else { 1 })
+            Exit::of(&e)
         }
     }
 }
@@ -159,18 +161,18 @@ fn runtime(settings: &Settings) -> std::io::Result<tokio::runtime::Runtime> {
     builder.build()
 }
 
-fn completions(shell: clap_complete::Shell) -> ExitCode {
+fn completions(shell: clap_complete::Shell) -> Exit {
     let mut cmd = command();
     clap_complete::generate(shell, &mut cmd, "picket", &mut std::io::stdout());
-    ExitCode::SUCCESS
+    Exit::Success
 }
 
-fn man() -> ExitCode {
+fn man() -> Exit {
     match clap_mangen::Man::new(command()).render(&mut std::io::stdout()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success,
         Err(e) => {
             eprintln!("picket: cannot write the manual page: {e}");
-            ExitCode::from(1)
+            Exit::Failure
         }
     }
 }

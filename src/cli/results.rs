@@ -9,12 +9,12 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
-use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use super::output::{RowPrinter, Style};
+use super::Exit;
 use crate::amqp::commands::{self, Binding, Written};
 use crate::config::Settings;
 use crate::job::{Report, Verdict};
@@ -156,7 +156,7 @@ impl Writer<'_> {
 ///
 /// # Errors
 /// The broker, or writing the output.
-pub async fn run(settings: Settings, args: ResultsArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(settings: Settings, args: ResultsArgs) -> anyhow::Result<Exit> {
     let style = Style::detect(args.json);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -186,7 +186,7 @@ pub async fn run(settings: Settings, args: ResultsArgs) -> anyhow::Result<ExitCo
     if writer.style.table || n == 0 {
         eprintln!("{n} results {what}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 #[cfg(test)]

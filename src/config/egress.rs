@@ -1,0 +1,115 @@
+//! `[[egress]]` and `[targets]`: the ways out to the internet (direct, or through an
+//! HTTP or SOCKS5 proxy), and which target addresses they may be used for at all.
+
+use serde::Deserialize;
+use url::Url;
+
+use super::parse::{nonempty, url_with_scheme};
+use super::{invalid, ConfigError};
+
+/// One `[[egress]]` exactly as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEgress {
+    name: String,
+    #[serde(default)]
+    proxy: Option<String>,
+}
+
+/// `[targets]` exactly as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTargets {
+    allow_private: bool,
+}
+
+/// One `[[egress]]` entry.
+#[derive(Debug, Clone)]
+pub struct EgressSettings {
+    /// Name reported in results.
+    pub name: String,
+    /// `http://host:port`, `socks5://host:port`, or none for a direct connection.
+    pub proxy: Option<Url>,
+}
+
+/// `[targets]`
+#[derive(Debug, Clone, Copy)]
+pub struct TargetSettings {
+    /// Allow loopback, private, link-local and metadata addresses.
+    pub allow_private: bool,
+}
+
+impl From<RawTargets> for TargetSettings {
+    fn from(t: RawTargets) -> Self {
+        TargetSettings {
+            allow_private: t.allow_private,
+        }
+    }
+}
+
+/// Every `[[egress]]` entry: at least one, each name once.
+///
+/// # Errors
+/// No entry, or the first bad one, named `egress[i].name` or `egress[i].proxy`.
+pub(super) fn build(raw: Vec<RawEgress>) -> Result<Vec<EgressSettings>, ConfigError> {
+    if raw.is_empty() {
+        return Err(invalid("egress", "at least one [[egress]] entry is needed"));
+    }
+    let mut egress: Vec<EgressSettings> = Vec::new();
+    for (i, e) in raw.into_iter().enumerate() {
+        let name = nonempty(&format!("egress[{i}].name"), &e.name)?;
+        let proxy = proxy(&format!("egress[{i}].proxy"), e.proxy.as_deref())?;
+        if egress.iter().any(|x| x.name == name) {
+            return Err(invalid(
+                &format!("egress[{i}].name"),
+                format!("{name:?} is used twice"),
+            ));
+        }
+        egress.push(EgressSettings { name, proxy });
+    }
+    Ok(egress)
+}
+
+/// An egress's proxy URL; none or blank is a direct connection.
+fn proxy(key: &str, value: Option<&str>) -> Result<Option<Url>, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        // socks5h hands the name to the proxy, which resolves it where the address
+        // policy and the per-IP limit cannot see: refused, socks5 does the same with the
+        // name resolved, checked and counted here.
+        Some(p) if p.to_ascii_lowercase().starts_with("socks5h:") => Err(invalid(
+            key,
+            "socks5h:// lets the proxy resolve names past the address policy and the per-IP limit: use socks5://, which sends the address picket resolved and counted",
+        )),
+        Some(p) => url_with_scheme(key, p, &["http", "https", "socks5"]).map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{err, Settings};
+
+    #[test]
+    fn a_socks5h_egress_is_refused_because_the_proxy_would_resolve_names() {
+        let e = err("[[egress]]\nname = \"p\"\nproxy = \"socks5h://127.0.0.1:1080\"\n");
+        assert!(
+            e.contains("egress[0].proxy") && e.contains("socks5://"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn egress_names_are_needed_once_each() {
+        let two = "[[egress]]\nname = \"a\"\n[[egress]]\nname = \"b\"\nproxy = \"socks5://127.0.0.1:1080\"\n";
+        let s = Settings::from_toml(two).expect("two egresses");
+        assert_eq!(s.egress.len(), 2);
+        assert!(s.egress[0].proxy.is_none());
+        assert_eq!(
+            s.egress[1].proxy.as_ref().map(url::Url::scheme),
+            Some("socks5")
+        );
+        let e = err("[[egress]]\nname = \"a\"\n[[egress]]\nname = \"a\"\n");
+        assert!(e.contains("egress[1].name") && e.contains("twice"), "{e}");
+        assert!(err("[[egress]]\nname = \"\"\n").contains("egress[0].name"));
+    }
+}

@@ -1,0 +1,157 @@
+//! The value parsers every section shares: durations, AMQP-sized names, URLs with a
+//! scheme, and the redaction of a URL's password for messages and logs. Each takes the
+//! dotted key it reads, so that its error names the key.
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::{invalid, ConfigError};
+
+/// Longest duration any key takes.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
+/// Longest AMQP name (queues, exchanges, consumer tags): the protocol's short string.
+const MAX_AMQP_NAME: usize = 255;
+
+/// Most requests a burst or an in-flight cap, and probes a worker, may allow.
+pub(super) const MAX_COUNT: u32 = 100_000;
+
+/// Parses `"1500ms"`, `"30s"`, `"10m"`.
+///
+/// # Errors
+/// A message saying what the value should look like.
+pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("{value:?} is not a duration like \"1500ms\", \"30s\" or \"10m\" ({e})"),
+        )
+    })?;
+    // Past a year a duration is a typo, and adding it to a clock could overflow.
+    if d > MAX_DURATION {
+        return Err(invalid(key, format!("{value:?} is longer than a year")));
+    }
+    Ok(d)
+}
+
+/// A duration that must not be zero (a timeout, a TTL).
+pub(super) fn positive_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(key, value)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// A name that must not be blank and must fit an AMQP short string.
+pub(super) fn nonempty(key: &str, value: &str) -> Result<String, ConfigError> {
+    if value.trim().is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    if value.len() > MAX_AMQP_NAME {
+        return Err(invalid(
+            key,
+            format!(
+                "is {} bytes; AMQP names are at most {MAX_AMQP_NAME}",
+                value.len()
+            ),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// A URL with a host and one of `schemes`; the message never shows its password.
+pub(super) fn url_with_scheme(
+    key: &str,
+    value: &str,
+    schemes: &[&str],
+) -> Result<Url, ConfigError> {
+    let url = Url::parse(value)
+        .map_err(|e| invalid(key, format!("{:?} is not a URL ({e})", redact_url(value))))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(invalid(
+            key,
+            format!(
+                "scheme {:?} is not one of {}",
+                url.scheme(),
+                schemes.join(", ")
+            ),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(key, "URL has no host"));
+    }
+    Ok(url)
+}
+
+/// Validates each URL of a list, naming the bad one as `key[i]`.
+pub(super) fn each_url(key: &str, values: &[String], schemes: &[&str]) -> Result<(), ConfigError> {
+    for (i, value) in values.iter().enumerate() {
+        url_with_scheme(&format!("{key}[{i}]"), value, schemes)?;
+    }
+    Ok(())
+}
+
+/// Replaces the password of a URL (and any userinfo) so that it can be logged.
+pub fn redact_url(value: &str) -> String {
+    match Url::parse(value) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => match value.rfind('@') {
+            Some(at) => format!("***{}", &value[at..]),
+            None => value.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("amqp://user:secret@host:5672/%2f"),
+            "amqp://user:***@host:5672/%2f"
+        );
+        assert!(!redact_url("redis://:pw@h:1/0").contains("pw"));
+    }
+
+    #[test]
+    fn durations_are_bounded_and_name_their_key() {
+        assert_eq!(
+            parse_duration("k.d", " 1500ms ").expect("ms"),
+            Duration::from_millis(1500)
+        );
+        assert!(parse_duration("k.d", "2y").is_err());
+        let e = parse_duration("k.d", "soon")
+            .expect_err("words")
+            .to_string();
+        assert!(e.contains("k.d") && e.contains("soon"), "{e}");
+        assert!(positive_duration("k.d", "0s")
+            .expect_err("zero")
+            .to_string()
+            .contains("greater than zero"));
+    }
+
+    #[test]
+    fn names_must_be_present_and_fit_amqp() {
+        assert_eq!(nonempty("k.n", "q").expect("ok"), "q");
+        assert!(nonempty("k.n", "  ").is_err());
+        assert!(nonempty("k.n", &"q".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn a_list_of_urls_names_the_bad_entry_without_its_password() {
+        let urls = vec!["amqp://a:5672".to_string(), "amqp://u:secret@".to_string()];
+        let e = each_url("amqp.urls", &urls, &["amqp"])
+            .expect_err("no host")
+            .to_string();
+        assert!(e.contains("amqp.urls[1]") && !e.contains("secret"), "{e}");
+    }
+}

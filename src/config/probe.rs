@@ -1,0 +1,157 @@
+//! `[probe]`: how a site is asked (timeouts, body limits, redirects, the browser's
+//! headers), how a failure is confirmed (attempts, canaries), and when an egress that
+//! fails for many sites is rested.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::parse::{nonempty, parse_duration, positive_duration, url_with_scheme, MAX_COUNT};
+use super::{invalid, ConfigError};
+use crate::job::Verdict;
+
+/// `[probe]` exactly as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProbe {
+    concurrency: u32,
+    connect_timeout: String,
+    timeout: String,
+    max_body_bytes: u64,
+    min_body_bytes: u64,
+    max_redirects: u32,
+    attempts: u32,
+    retry_delay: String,
+    user_agent: String,
+    accept: String,
+    accept_language: String,
+    canaries: Vec<String>,
+    soft_failures: String,
+    egress_fail_targets: u32,
+    egress_rest: String,
+}
+
+/// `[probe]`
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    /// Probes in flight per worker process.
+    pub concurrency: usize,
+    /// Time allowed to open a connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Time allowed for the whole request, redirects and body included.
+    pub timeout: Duration,
+    /// Read at most this much of a decoded body.
+    pub max_body_bytes: usize,
+    /// A 2xx/3xx answer with a smaller body is not `up`.
+    pub min_body_bytes: usize,
+    /// Redirect hops followed before `too_many_redirects`.
+    pub max_redirects: u32,
+    /// Probes made before a failure is called `down`.
+    pub attempts: u32,
+    /// Pause between attempts.
+    pub retry_delay: Duration,
+    /// The User-Agent sent, a current desktop browser's.
+    pub user_agent: String,
+    /// The Accept header sent.
+    pub accept: String,
+    /// The Accept-Language header sent.
+    pub accept_language: String,
+    /// Known-good URLs re-checked when failures look like our own problem.
+    pub canaries: Vec<Url>,
+    /// Verdict for a page that matches a built-in block, parked, suspended or
+    /// default-server pattern; `None` = patterns off.
+    pub soft_failures: Option<Verdict>,
+    /// When an egress failing for many sites is rested.
+    pub egress_health: crate::egress::HealthSettings,
+}
+
+/// A byte count from the file as this machine's size; one that does not fit is no limit
+/// the machine could reach anyway.
+fn bytes(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+impl TryFrom<RawProbe> for ProbeSettings {
+    type Error = ConfigError;
+
+    fn try_from(p: RawProbe) -> Result<Self, ConfigError> {
+        if p.concurrency == 0 || p.concurrency > MAX_COUNT {
+            return Err(invalid(
+                "probe.concurrency",
+                format!("must be from 1 to {MAX_COUNT}"),
+            ));
+        }
+        if p.attempts == 0 || p.attempts > 10 {
+            return Err(invalid("probe.attempts", "must be between 1 and 10"));
+        }
+        if p.max_body_bytes == 0 {
+            return Err(invalid("probe.max_body_bytes", "must be greater than zero"));
+        }
+        if p.max_redirects > 50 {
+            return Err(invalid("probe.max_redirects", "must be at most 50"));
+        }
+        let canaries = p
+            .canaries
+            .iter()
+            .enumerate()
+            .map(|(i, c)| url_with_scheme(&format!("probe.canaries[{i}]"), c, &["http", "https"]))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ProbeSettings {
+            concurrency: p.concurrency as usize,
+            connect_timeout: positive_duration("probe.connect_timeout", &p.connect_timeout)?,
+            timeout: positive_duration("probe.timeout", &p.timeout)?,
+            max_body_bytes: bytes(p.max_body_bytes),
+            min_body_bytes: bytes(p.min_body_bytes),
+            max_redirects: p.max_redirects,
+            attempts: p.attempts,
+            retry_delay: parse_duration("probe.retry_delay", &p.retry_delay)?,
+            user_agent: nonempty("probe.user_agent", &p.user_agent)?,
+            accept: nonempty("probe.accept", &p.accept)?,
+            accept_language: p.accept_language,
+            canaries,
+            soft_failures: soft_failures(&p.soft_failures)?,
+            egress_health: crate::egress::HealthSettings {
+                fail_targets: p.egress_fail_targets as usize,
+                rest: positive_duration("probe.egress_rest", &p.egress_rest)?,
+            },
+        })
+    }
+}
+
+/// `probe.soft_failures`: what a block, parked or default-server page makes of a site.
+fn soft_failures(value: &str) -> Result<Option<Verdict>, ConfigError> {
+    match value {
+        "off" => Ok(None),
+        "degraded" => Ok(Some(Verdict::Degraded)),
+        "down" => Ok(Some(Verdict::Down)),
+        other => Err(invalid(
+            "probe.soft_failures",
+            format!("{other:?} is not \"off\", \"degraded\" or \"down\""),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{err, Settings};
+    use super::*;
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let e = err("[probe]\ntimeout = \"thirty seconds\"\n");
+        assert!(e.contains("probe.timeout"), "{e}");
+    }
+
+    #[test]
+    fn counts_and_soft_failures_name_their_keys() {
+        assert!(err("[probe]\nconcurrency = 0\n").contains("probe.concurrency"));
+        assert!(err("[probe]\nattempts = 11\n").contains("probe.attempts"));
+        assert!(err("[probe]\nmax_body_bytes = 0\n").contains("probe.max_body_bytes"));
+        assert!(err("[probe]\nmax_redirects = 51\n").contains("probe.max_redirects"));
+        assert!(err("[probe]\nsoft_failures = \"maybe\"\n").contains("probe.soft_failures"));
+        let s = Settings::from_toml("[probe]\nsoft_failures = \"off\"\n").expect("off");
+        assert_eq!(s.probe.soft_failures, None);
+        assert_eq!(soft_failures("down").expect("down"), Some(Verdict::Down));
+    }
+}
