@@ -719,7 +719,7 @@ fn engine_for(name: &str, ip: &str, ca_file: &std::path::Path) -> picket::engine
 async fn a_refused_http2_stream_is_never_sent_again_behind_the_limiters_back() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = dir.path().join("ca.pem");
-    let (name, ip) = ("refuses.test", "127.0.44.1");
+    let (name, ip) = ("refuses.test", "127.0.45.1");
     let (port, streams) = h2_site(ip, name, &ca, H2Answer::Refuse).await;
     let r = check(
         &engine_for(name, ip, &ca),
@@ -742,7 +742,7 @@ async fn a_refused_http2_stream_is_never_sent_again_behind_the_limiters_back() {
 async fn an_http2_answer_with_64_kb_of_headers_is_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = dir.path().join("ca.pem");
-    let (name, ip) = ("big-headers.test", "127.0.44.2");
+    let (name, ip) = ("big-headers.test", "127.0.45.2");
     let (port, streams) = h2_site(ip, name, &ca, H2Answer::BigHeaders).await;
     let r = check(
         &engine_for(name, ip, &ca),
