@@ -229,10 +229,9 @@ impl Limiter for LocalLimiter {
                 }
                 let host = req.host.to_ascii_lowercase();
                 let ip = super::canonical(req.ip).to_string();
-                let refusal =
-                    entry
-                        .standing
-                        .refused(&host, signal.code(), &ip, self.backoff, now)?;
+                let refusal = entry
+                    .standing
+                    .refused(&host, signal, &ip, self.backoff, now)?;
                 // Asked again after the hold one at a time (no burst).
                 let one = Rate { burst: 1, ..rate };
                 hold_ip(entry, one, now + refusal.hold);

@@ -269,7 +269,8 @@ impl RedisLimiter {
             .arg(standing::STORM_HOSTS)
             .arg(self.backoff.as_millis() as u64)
             .arg(standing::MAX_HOLD.as_millis() as u64)
-            .arg(standing::MAX_LEVEL);
+            .arg(standing::MAX_LEVEL)
+            .arg(u8::from(standing::after_hold_is_the_sites(signal)));
         let (storm, hold_ms, level, hosts): (i64, u64, i64, i64) = self.call(inv).await?;
         if storm == 0 {
             return Ok(None);

@@ -122,9 +122,11 @@ redis.call('PEXPIRE', KEYS[2], math.ceil(pause) + 3600000)
 return active
 ";
 
-/// A host refused us (403/429/503 or a reset). KEYS: tat, standing. ARGV: host,
-/// recent_ok (1 when the reporting worker had an answer from the IP lately),
-/// refusal_window_ms, ok_window_ms, storm_hosts, backoff_ms, max_hold_ms, max_level.
+/// A host refused us (403/429/503, a reset or a refused connection). KEYS: tat,
+/// standing. ARGV: host, recent_ok (1 when the reporting worker had an answer from the
+/// IP lately), refusal_window_ms, ok_window_ms, storm_hosts, backoff_ms, max_hold_ms,
+/// max_level, once (1 for a refused connection: after a hold it is the site's failure,
+/// see `standing::after_hold_is_the_sites`).
 /// Returns {0, 0, 0, hosts} not (yet) a refusal of us; {1, hold_ms, level, hosts} a
 /// refusal of us: the IP is held until the back-off hold ends (a new, doubled hold only
 /// once the running one is over: one storm, one step).
@@ -154,6 +156,9 @@ if level == 0 and not (hosts >= tonumber(ARGV[5]) and now - ok < tonumber(ARGV[4
   return {0, 0, 0, hosts}
 end
 local hold_end = tonumber(f['until'] or '0')
+if ARGV[9] == '1' and level > 0 and now >= hold_end then
+  return {0, 0, 0, hosts}
+end
 if now >= hold_end then
   level = math.min(level + 1, tonumber(ARGV[8]))
   local hold = math.min(tonumber(ARGV[6]) * 2 ^ (level - 1), tonumber(ARGV[7]))
