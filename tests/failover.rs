@@ -505,8 +505,8 @@ struct RedisSide {
 /// Two workers on the shared broker, jobs spread over `ips` at RATE each; `fail` kills
 /// the primary serving `ips[0]`'s limiter keys once a third of the results are in, and
 /// returns when the new primary serves. Asserts nothing is lost, every IP stays within
-/// its limit (plus what a switch to and from the local fallback may add), and the
-/// limiter writes to the new primary afterwards.
+/// its limit through the switch to and from the local fallback, and the limiter writes
+/// to the new primary afterwards.
 async fn limiter_through_a_failover(
     ips: &[String],
     redis: RedisSide,
@@ -601,13 +601,15 @@ name = "{name}"
     assert!(all.iter().all(|g| g.verdict == "up"), "all up");
 
     let arrivals = arrivals.lock().expect("arrivals").clone();
-    // Through the switch to the local fallback, the slots booked in Redis just before
-    // (callers sleeping until them, up to max_wait ahead) still run out while the
-    // fallback grants at its share in every worker (2 x 0.5 = the whole rate here);
-    // coming back, the arrival time on the new primary is older than the fallback's
-    // requests. So around a failover an IP may see up to twice its limit for a moment.
-    // This is the price of a failover, written down in docs/OPERATIONS.md; from a few
-    // seconds after the new primary serves, the shared limit holds exactly again.
+    // Through the switch to the local fallback and back, every IP stays within
+    // `burst + rate·T` (issue 13): the fallback starts each IP at the horizon Redis had
+    // booked (the slots callers are still sleeping until), and the first booking on the
+    // new primary carries the fallback's horizon back (the new primary may have lost the
+    // last writes). One request of slack, no more: a worker knows only the horizon of its
+    // own last answer from Redis, so a slot the other worker booked in the instant
+    // between that answer and the kill is unknown to it; and coming back, a worker
+    // still resting on its fallback grants its share while the other already books on
+    // the new primary, until its next try (see docs/OPERATIONS.md, "Clusters").
     let settled = back_at + Duration::from_secs(3);
     for ip in ips {
         let times = arrivals.get(ip).cloned().unwrap_or_default();
@@ -635,7 +637,10 @@ name = "{name}"
             eprintln!(
                 "{ip}: at most {whole} requests in {t} s over the run, {after} from 3 s after the limiter was back (burst + rate*T = {strict})"
             );
-            assert!(whole <= 2 * strict, "{ip}: {whole} in {t} s");
+            assert!(
+                whole <= strict + 1,
+                "{ip}: {whole} in {t} s across the failover (burst + rate*T = {strict})"
+            );
             assert!(after <= strict, "{ip}: {after} in {t} s on the new primary");
         }
     }

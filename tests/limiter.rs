@@ -138,6 +138,41 @@ async fn a_refusal_of_us_seen_by_one_worker_holds_the_ip_for_all() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_hold_the_ip_once_for_all_workers() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "wa");
+    let b = limiter(&s, Duration::from_secs(30), "wb");
+    let refused = Signal::ConnectionRefused;
+    let _ = go(&a, "one.test").await;
+    assert!(a
+        .answered(req("one.test", Duration::ZERO), Signal::Fine)
+        .await
+        .is_none());
+    assert!(a
+        .answered(req("one.test", Duration::ZERO), refused)
+        .await
+        .is_none());
+    let r = b
+        .answered(req("two.test", Duration::ZERO), refused)
+        .await
+        .expect("two hosts refusing connections right after an answer");
+    assert_eq!(r.level, 1);
+    assert!(r.detail.contains("connections refused"), "{}", r.detail);
+    // After the hold (backoff 2 s) refused connections are the site's failure: no
+    // second step; a 403 storm still is one.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(a
+        .answered(req("one.test", Duration::ZERO), refused)
+        .await
+        .is_none());
+    let r = a
+        .answered(req("three.test", Duration::ZERO), Signal::Refused(403))
+        .await
+        .expect("a refusal while backed off");
+    assert_eq!(r.level, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_answers_space_requests_to_that_ip_further() {
     let s = settings(100.0, 10, 10);
     let a = limiter(&s, Duration::from_secs(30), "pace");

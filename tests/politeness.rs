@@ -434,3 +434,76 @@ async fn retry_after_pauses_every_request_to_that_ip() {
     let queued = second[0]["timing_ms"]["queue"].as_u64().unwrap_or(0);
     assert!(queued >= 1500, "{}", second[0]);
 }
+
+/// Issue 11 item 12: connections refused by several hosts of one IP right after it
+/// answered us (a fail2ban-style ban, `iptables -j REJECT`) hold the IP, and are
+/// reported as what they may be, not as the sites failing. After the hold, the IP is
+/// asked again; still refusing, it is judged as what it then is: a server that stopped
+/// listening, down once confirmed (a ban is not lengthened by the connections it
+/// refuses, so asking again after the hold costs it nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_refused_by_hosts_of_an_ip_hold_it_once() {
+    let ip = "127.0.44.1";
+    let listener = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .expect("bind the target");
+    let port = listener.local_addr().expect("target address").port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let router = Router::new().route("/", get(|| async { axum::response::Html(page("")) }));
+    let shutdown = stop.clone().cancelled_owned();
+    let served = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    let (names, dns) = hosts("refuse", 2, ip);
+    let e = crate::support::picket::engine_with(
+        "attempts = 2\nconnect_timeout = \"2s\"",
+        &format!("[rate_limit]\nbackoff = \"3s\"\n{dns}"),
+    );
+    let urls: Vec<String> = names
+        .iter()
+        .map(|h| format!("http://{h}:{port}/"))
+        .collect();
+    let check = |i: usize| crate::support::picket::check(&e, &urls[i]);
+    for i in 0..2 {
+        assert_eq!(check(i).await.verdict.as_str(), "up");
+    }
+    // The server stops listening: every connection to the port is refused.
+    stop.cancel();
+    let _ = served.await;
+    // One host refusing is that site: asked again and confirmed down.
+    let first = check(0).await;
+    assert_eq!(
+        (first.verdict.as_str(), first.reason.as_str()),
+        ("down", "connect"),
+        "{}",
+        first.detail
+    );
+    // A second host of the IP refusing too, right after answers: a refusal of us.
+    let t0 = Instant::now();
+    let second = check(1).await;
+    assert_eq!(
+        (second.verdict.as_str(), second.reason.as_str()),
+        ("unknown", "blocked"),
+        "{}",
+        second.detail
+    );
+    assert!(
+        second.detail.contains("connections refused") && second.detail.contains("2 hosts"),
+        "{}",
+        second.detail
+    );
+    // The IP is held: the next request waits for the hold, then the IP still refuses
+    // and that is the site's failure again.
+    let third = check(0).await;
+    let waited = t0.elapsed();
+    eprintln!("after the refusal of us, the next check of the IP took {waited:?}");
+    assert!(waited >= Duration::from_millis(2800), "{waited:?}");
+    assert_eq!(
+        (third.verdict.as_str(), third.reason.as_str()),
+        ("down", "connect"),
+        "{}",
+        third.detail
+    );
+}

@@ -96,6 +96,22 @@ pub(super) fn classify(
     fail(FailureKind::Protocol, format!("{at}: {cause}"))
 }
 
+/// Whether the target refused the connection itself (ECONNREFUSED: a TCP reset or an
+/// ICMP port unreachable in answer to our SYN), as a firewall ban does; a proxy's
+/// refusal reaches us as words, not as this error.
+pub(super) fn connection_refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Through a proxy, tells the proxy's own failure (nothing known about the site) from
 /// the site's failure as the proxy reports it. reqwest and hyper-util expose these only
 /// as messages, so this reads the error chain's words.

@@ -30,7 +30,7 @@ mod phase;
 mod pin;
 mod recent;
 
-use failure::{classify, root_cause};
+use failure::{classify, connection_refused, root_cause};
 use phase::MarkHello;
 use pin::{pin_error, Hop, PinLayer, PinnedResolver, Route};
 use recent::RecentAnswers;
@@ -517,13 +517,20 @@ impl HttpProber {
                             );
                         }
                         let outcome = classify(&e, &host, ip, port, plan, egress);
-                        if let Outcome::Failure(Failure {
-                            kind: FailureKind::Reset,
-                            ..
-                        }) = &outcome
-                        {
+                        let signal = match &outcome {
+                            Outcome::Failure(Failure {
+                                kind: FailureKind::Reset,
+                                ..
+                            }) => Some(Signal::Reset),
+                            Outcome::Failure(Failure {
+                                kind: FailureKind::Connect,
+                                ..
+                            }) if connection_refused(&e) => Some(Signal::ConnectionRefused),
+                            _ => None,
+                        };
+                        if let Some(signal) = signal {
                             obs.recent_answers = self.recent.count(ip, index);
-                            obs.refusal = self.standing(ip, &host, egress, Signal::Reset).await;
+                            obs.refusal = self.standing(ip, &host, egress, signal).await;
                         }
                         // A broken address (a backend down, a broken address family) is
                         // not a broken site: try the next one, as browsers do.

@@ -16,6 +16,9 @@ use crate::config::{Rate, RateLimitSettings};
 struct KeyState {
     /// Theoretical arrival time of the next request (GCRA).
     tat: Instant,
+    /// The arrival time after this limiter's own last grant (not a seed): how far ahead
+    /// its callers are booked.
+    granted_until: Instant,
     inflight: Arc<Semaphore>,
     max_inflight: u32,
     /// Refusals, back-off and host holds.
@@ -74,6 +77,7 @@ impl LocalLimiter {
         map.entry(key.to_string())
             .or_insert_with(|| KeyState {
                 tat: now,
+                granted_until: now,
                 inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
                 max_inflight: rate.max_inflight,
                 standing: Standing::default(),
@@ -99,12 +103,35 @@ impl LocalLimiter {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = map.entry(key).or_insert_with(|| KeyState {
             tat: now,
+            granted_until: now,
             inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
             max_inflight: rate.max_inflight,
             standing: Standing::default(),
             pace: Pace::default(),
         });
         f(entry)
+    }
+
+    /// Nothing for `req`'s key is granted before `horizon`: the shared limiter's
+    /// fallback starts an IP where Redis had booked it up to, so the slots callers are
+    /// still sleeping until are not granted a second time when Redis goes away.
+    pub fn seed(&self, req: &Request<'_>, horizon: Instant) {
+        let rate = self.scaled(self.rules.rate_for(req));
+        let now = Instant::now();
+        self.with_state(req, rate, now, |entry| entry.tat = entry.tat.max(horizon));
+    }
+
+    /// How far ahead of now this limiter has granted `req`'s key itself (seeds do not
+    /// count): what the shared limiter carries back to Redis when it returns.
+    pub fn booked_ahead(&self, req: &Request<'_>) -> Duration {
+        let key = self.rules.key(req);
+        let map = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&key).map_or(Duration::ZERO, |s| {
+            s.granted_until.saturating_duration_since(Instant::now())
+        })
     }
 
     /// How long `req.host` is still held by its own `Retry-After`.
@@ -165,6 +192,7 @@ impl LocalLimiter {
             return Err(wait);
         }
         entry.tat = new_tat;
+        entry.granted_until = new_tat;
         Ok(allowed_at)
     }
 }
@@ -201,10 +229,9 @@ impl Limiter for LocalLimiter {
                 }
                 let host = req.host.to_ascii_lowercase();
                 let ip = super::canonical(req.ip).to_string();
-                let refusal =
-                    entry
-                        .standing
-                        .refused(&host, signal.code(), &ip, self.backoff, now)?;
+                let refusal = entry
+                    .standing
+                    .refused(&host, signal, &ip, self.backoff, now)?;
                 // Asked again after the hold one at a time (no burst).
                 let one = Rate { burst: 1, ..rate };
                 hold_ip(entry, one, now + refusal.hold);
@@ -376,6 +403,31 @@ mod tests {
         assert_eq!(t0.elapsed(), Duration::ZERO, "other IPs go on");
         let _ = go(&l, "192.0.2.1").await;
         assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_seeded_horizon_is_not_granted_twice() {
+        // Redis had booked the IP 1 s ahead when it went away: the fallback (2/s, burst
+        // 1 at share 0.5) grants its first slot then, not at once.
+        let l = LocalLimiter::with_share(&settings(4.0, 2, 100), 0.5);
+        let r = req("192.0.2.1", Duration::from_secs(60));
+        let t0 = Instant::now();
+        l.seed(&r, t0 + Duration::from_secs(1));
+        assert_eq!(
+            l.booked_ahead(&r),
+            Duration::ZERO,
+            "a seed is not ours to carry"
+        );
+        let _ = go(&l, "192.0.2.1").await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(1));
+        assert_eq!(l.booked_ahead(&r), Duration::from_millis(500));
+        let _ = go(&l, "192.0.2.1").await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(1500));
+        // A horizon behind the local one changes nothing; other IPs are not held.
+        l.seed(&r, t0);
+        assert_eq!(l.booked_ahead(&r), Duration::from_millis(500));
+        let _ = go(&l, "192.0.2.2").await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(1500));
     }
 
     #[tokio::test(start_paused = true)]

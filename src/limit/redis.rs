@@ -11,6 +11,10 @@
 //!
 //! When Redis fails, requests go through a [`LocalLimiter`] at `fallback_share` of the
 //! rates; Redis is tried again after a pause and the shared limit resumes by itself.
+//! Through the switch each IP keeps to its limit: every answer from Redis tells how far
+//! ahead the IP is booked there, and the fallback starts the IP at that horizon (the
+//! callers sleeping until those slots still go); coming back, each booking carries the
+//! fallback's own horizon into Redis (a new primary may also have lost the last writes).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,8 +31,11 @@ use crate::config::{RateLimitSettings, RedisSettings};
 use crate::metric;
 use crate::redis_pool::RedisPool;
 
-/// How long Redis is left alone after a failure before it is tried again.
-const RETRY_REDIS_AFTER: Duration = Duration::from_secs(1);
+/// How long Redis is left alone after a failure before one call tries it again. Short:
+/// once Redis is back, a worker still resting on its fallback grants its share on top
+/// of what the others already book in Redis. One call tries at a time, so a Redis that
+/// hangs costs one caller a timeout per try, not every caller.
+const RETRY_REDIS_AFTER: Duration = Duration::from_millis(250);
 
 /// Keys whose local view is kept before old ones are swept.
 const SWEEP_ABOVE: usize = 10_000;
@@ -141,12 +148,23 @@ impl RedisLimiter {
         *v
     }
 
+    /// Whether Redis rests after a failure (limit locally). When the rest is over, the
+    /// caller that finds it so tries Redis and the rest is pushed on for the others
+    /// until that try answers (or, were it abandoned, until the next one).
     fn redis_resting(&self) -> bool {
-        let guard = self
+        let mut guard = self
             .down_until
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.is_some_and(|until| Instant::now() < until)
+        let now = Instant::now();
+        match *guard {
+            Some(until) if now < until => true,
+            Some(_) => {
+                *guard = Some(now + self.timeout.max(RETRY_REDIS_AFTER));
+                false
+            }
+            None => false,
+        }
     }
 
     fn redis_failed(&self, error: &str) {
@@ -166,6 +184,10 @@ impl RedisLimiter {
 
     fn redis_worked(&self) {
         if self.in_fallback.swap(false, Ordering::SeqCst) {
+            *self
+                .down_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
             tracing::info!("shared rate limiter is back");
             metric::limiter_fallback(false);
         }
@@ -189,6 +211,8 @@ impl RedisLimiter {
     }
 
     /// One booking attempt (see [`scripts::BOOK`]): (code, wait ms, back-off level).
+    /// Carries the fallback's own bookings of the IP into Redis, and starts the
+    /// fallback's IP at the horizon Redis answers with.
     async fn book(
         &self,
         req: &Request<'_>,
@@ -212,8 +236,14 @@ impl RedisLimiter {
             .arg(self.lease.as_millis() as u64)
             .arg(id)
             .arg(req.host.to_ascii_lowercase())
-            .arg(format!("{pace_ms:.3}"));
-        self.call(inv).await
+            .arg(format!("{pace_ms:.3}"))
+            .arg(self.fallback.booked_ahead(req).as_millis() as u64);
+        let (code, wait_ms, level, ahead_ms): (i64, u64, i64, u64) = self.call(inv).await?;
+        // Taken on receipt, a little after Redis's clock said it: the fallback would
+        // start the IP late by the answer's way back, never early.
+        self.fallback
+            .seed(req, Instant::now() + Duration::from_millis(ahead_ms));
+        Ok((code, wait_ms, level))
     }
 
     /// A refusal from `req.host` (see [`scripts::REFUSE`]).
@@ -239,7 +269,8 @@ impl RedisLimiter {
             .arg(standing::STORM_HOSTS)
             .arg(self.backoff.as_millis() as u64)
             .arg(standing::MAX_HOLD.as_millis() as u64)
-            .arg(standing::MAX_LEVEL);
+            .arg(standing::MAX_LEVEL)
+            .arg(u8::from(standing::after_hold_is_the_sites(signal)));
         let (storm, hold_ms, level, hosts): (i64, u64, i64, i64) = self.call(inv).await?;
         if storm == 0 {
             return Ok(None);
@@ -325,7 +356,10 @@ impl Limiter for RedisLimiter {
                 return self.fallback.answered(req, signal).await;
             }
             match self.refuse(&req, &key, signal).await {
-                Ok(r) => r,
+                Ok(r) => {
+                    self.redis_worked();
+                    r
+                }
                 Err(e) => {
                     self.redis_failed(&e);
                     self.fallback.answered(req, signal).await

@@ -12,21 +12,37 @@
 
 /// Books a request. KEYS: tat, inflight, standing. ARGV: interval_ms, burst,
 /// max_inflight, max_wait_ms, lease_ms, lease_id, host, pace_ms (the worker's smoothed
-/// answer latency of the IP: the least spacing, with no burst, when it is wider).
-/// Returns {1, wait_ms, level} booked; {-1, wait_ms, level} would wait too long (nothing
-/// booked); {0, 0, level} in-flight cap reached (nothing booked); {2, wait_ms, 0} the
-/// host is held by its `Retry-After` for wait_ms more (nothing booked: ask again then).
+/// answer latency of the IP: the least spacing, with no burst, when it is wider),
+/// carry_ms (how far ahead of now the worker's local fallback has booked the IP; 0 for
+/// nothing).
+/// Returns {1, wait_ms, level, ahead_ms} booked; {-1, wait_ms, level, ahead_ms} would
+/// wait too long (nothing booked); {0, 0, level, ahead_ms} in-flight cap reached
+/// (nothing booked); {2, wait_ms, 0, ahead_ms} the host is held by its `Retry-After` for
+/// wait_ms more (nothing booked: ask again then). `ahead_ms` is how far ahead of now the
+/// IP is booked after this call: the worker starts its local fallback there.
 /// A backed-off IP is asked at interval·2^level with no burst. A lease expires `lease`
 /// from now; its worker renews it while the request waits and runs.
+///
+/// The arrival time is first raised to now + carry_ms: slots a worker granted on its
+/// fallback while Redis was away (or failing over, when the new primary may have lost
+/// the last writes) are still running, and booking over them would let the IP see
+/// both.
 pub const BOOK: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local carried = now + tonumber(ARGV[9])
+if carried > tat and carried > now then
+  tat = carried
+  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
+end
+local ahead = math.max(0, math.ceil(tat - now))
 local st = redis.call('HMGET', KEYS[3], 'level', 'hold:' .. ARGV[7])
 local held = tonumber(st[2] or '0')
 if held > now then
   local left = math.ceil(held - now)
-  if left > tonumber(ARGV[4]) then return {-1, left, 0} end
-  return {2, left, 0}
+  if left > tonumber(ARGV[4]) then return {-1, left, 0, ahead} end
+  return {2, left, 0, ahead}
 end
 local level = tonumber(st[1] or '0')
 local interval = tonumber(ARGV[1])
@@ -40,7 +56,6 @@ if pace > interval then
   interval = pace
   burst = 1
 end
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local new_tat = tat + interval
 local wait = new_tat - interval * burst - now
@@ -48,17 +63,17 @@ if wait < 0 then wait = 0 end
 -- The rate decides first: a job that would wait too long anyway is told so at once,
 -- instead of polling for an in-flight slot until its max_wait runs out.
 if wait > tonumber(ARGV[4]) then
-  return {-1, math.ceil(wait), level}
+  return {-1, math.ceil(wait), level, ahead}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-  return {0, 0, level}
+  return {0, 0, level, ahead}
 end
 redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
 local lease = tonumber(ARGV[5])
 redis.call('ZADD', KEYS[2], now + lease, ARGV[6])
 redis.call('PEXPIRE', KEYS[2], lease + 1000)
-return {1, math.ceil(wait), level}
+return {1, math.ceil(wait), level, math.ceil(new_tat - now)}
 ";
 
 /// Renews leases. KEYS: inflight. ARGV: lease_ms, then the lease ids. Only leases still
@@ -107,9 +122,11 @@ redis.call('PEXPIRE', KEYS[2], math.ceil(pause) + 3600000)
 return active
 ";
 
-/// A host refused us (403/429/503 or a reset). KEYS: tat, standing. ARGV: host,
-/// recent_ok (1 when the reporting worker had an answer from the IP lately),
-/// refusal_window_ms, ok_window_ms, storm_hosts, backoff_ms, max_hold_ms, max_level.
+/// A host refused us (403/429/503, a reset or a refused connection). KEYS: tat,
+/// standing. ARGV: host, recent_ok (1 when the reporting worker had an answer from the
+/// IP lately), refusal_window_ms, ok_window_ms, storm_hosts, backoff_ms, max_hold_ms,
+/// max_level, once (1 for a refused connection: after a hold it is the site's failure,
+/// see `standing::after_hold_is_the_sites`).
 /// Returns {0, 0, 0, hosts} not (yet) a refusal of us; {1, hold_ms, level, hosts} a
 /// refusal of us: the IP is held until the back-off hold ends (a new, doubled hold only
 /// once the running one is over: one storm, one step).
@@ -139,6 +156,9 @@ if level == 0 and not (hosts >= tonumber(ARGV[5]) and now - ok < tonumber(ARGV[4
   return {0, 0, 0, hosts}
 end
 local hold_end = tonumber(f['until'] or '0')
+if ARGV[9] == '1' and level > 0 and now >= hold_end then
+  return {0, 0, 0, hosts}
+end
 if now >= hold_end then
   level = math.min(level + 1, tonumber(ARGV[8]))
   local hold = math.min(tonumber(ARGV[6]) * 2 ^ (level - 1), tonumber(ARGV[7]))

@@ -2,14 +2,18 @@
 //! follow.
 //!
 //! A defence that trips (mod_evasive's 403 storm, nginx `limit_req`'s 503s, a 429, a
-//! firewall's resets) refuses every host on the address at once, right after it was
-//! answering us. One site failing does not look like that: its neighbours keep
+//! firewall's resets or refused connections) refuses every host on the address at
+//! once, right after it was answering us. One site failing does not look like that: its neighbours keep
 //! answering. So a refusal counts as a refusal of us when [`STORM_HOSTS`] different
 //! hosts of the IP refused within [`REFUSAL_WINDOW`] and the IP had answered us within
 //! [`OK_WINDOW`] before, or when the IP is already backed off. Then the IP is held for
 //! `backoff · 2^(level-1)` (capped at [`MAX_HOLD`]) and asked at `rate / 2^level` with no
 //! burst afterwards; a refusal after the hold raises the level, and answers without
 //! refusal for [`DECAY_AFTER`] lower it by one.
+//!
+//! Refused connections count once: a server that stopped listening refuses them just
+//! as a firewall ban does, so after one hold they are the site's failure again
+//! ([`after_hold_is_the_sites`]).
 //!
 //! A `Retry-After` holds only the host that sent it; the IP is held when several of its
 //! hosts say so at once. [`Standing`] is the in-memory form (the local limiter); the
@@ -75,6 +79,10 @@ pub enum Signal {
     Refused(u16),
     /// The connection was reset before an answer.
     Reset,
+    /// The connection was refused (TCP RST or ICMP port unreachable to our SYN): what a
+    /// firewall ban (iptables `REJECT`, fail2ban) looks like, and also a server that
+    /// stopped listening.
+    ConnectionRefused,
 }
 
 impl Signal {
@@ -86,12 +94,14 @@ impl Signal {
         }
     }
 
-    /// The code kept in Redis: the status, or 0 for a reset.
+    /// The code that names it in words ([`describe`]): the status, 0 for a reset, 1 for
+    /// a refused connection.
     pub fn code(self) -> u16 {
         match self {
             Signal::Fine => 200,
             Signal::Refused(s) => s,
             Signal::Reset => 0,
+            Signal::ConnectionRefused => 1,
         }
     }
 }
@@ -120,6 +130,7 @@ pub fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level: u32) -
         503 => "503 Service Unavailable (a limit_req-style refusal)",
         429 => "429 Too Many Requests",
         0 => "connection resets (a firewall-style ban)",
+        1 => "connections refused (a firewall-style ban, as fail2ban's REJECT)",
         other => return format!("{other} from {hosts} hosts of {ip}"),
     };
     format!(
@@ -127,6 +138,20 @@ pub fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level: u32) -
          the site failing; {ip} is left alone for {} s (back-off level {level})",
         hold.as_secs()
     )
+}
+
+/// Whether `signal`, from a backed-off IP whose hold is over, is the site's own failure
+/// rather than more of the refusal of us.
+///
+/// Refused connections right after answers, from several hosts, look like a firewall
+/// ban and the IP is held once. But a server that just stopped listening refuses every
+/// connection in the same way, and we cannot tell the two apart from here. A firewall
+/// ban is not lengthened by the connections it refuses (unlike mod_evasive's hold, which
+/// every request extends), so asking again after the hold costs the IP nothing; if it
+/// still refuses then, it is judged as the failure it is (`down` once confirmed), not
+/// held again and again as `unknown` for as long as the server stays dead.
+pub fn after_hold_is_the_sites(signal: Signal) -> bool {
+    signal == Signal::ConnectionRefused
 }
 
 /// The standing with one IP, in memory.
@@ -165,10 +190,13 @@ impl Standing {
 
     /// A refusal from `host`; `Some` when it is taken for a refusal of us, and then the
     /// IP must be held for `hold` (unless a hold is still running: one storm, one step).
+    ///
+    /// Refused connections count once: after the hold they are the site's failure again
+    /// (see [`Signal::ConnectionRefused`] and [`after_hold_is_the_sites`]).
     pub fn refused(
         &mut self,
         host: &str,
-        code: u16,
+        signal: Signal,
         ip: &str,
         base: Duration,
         now: Instant,
@@ -186,7 +214,11 @@ impl Standing {
         if self.level == 0 && !(hosts >= STORM_HOSTS && after_ok) {
             return None;
         }
-        if self.until.is_none_or(|u| now >= u) {
+        let hold_over = self.until.is_none_or(|u| now >= u);
+        if hold_over && self.level > 0 && after_hold_is_the_sites(signal) {
+            return None;
+        }
+        if hold_over {
             self.level = (self.level + 1).min(MAX_LEVEL);
             self.until = Some(now + hold_for(base, self.level));
         }
@@ -197,7 +229,7 @@ impl Standing {
         Some(Refusal {
             hold,
             level: self.level,
-            detail: describe(code, hosts, ip, hold, self.level),
+            detail: describe(signal.code(), hosts, ip, hold, self.level),
         })
     }
 
@@ -236,9 +268,15 @@ mod tests {
         let mut s = Standing::default();
         let now = Instant::now();
         s.fine(now);
-        assert_eq!(s.refused("a.test", 503, "192.0.2.1", BASE, now), None);
+        assert_eq!(
+            s.refused("a.test", Signal::Refused(503), "192.0.2.1", BASE, now),
+            None
+        );
         // The same host again is still one host.
-        assert_eq!(s.refused("a.test", 503, "192.0.2.1", BASE, now), None);
+        assert_eq!(
+            s.refused("a.test", Signal::Refused(503), "192.0.2.1", BASE, now),
+            None
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -246,16 +284,18 @@ mod tests {
         let mut s = Standing::default();
         let now = Instant::now();
         s.fine(now);
-        assert!(s.refused("a.test", 403, "192.0.2.1", BASE, now).is_none());
+        assert!(s
+            .refused("a.test", Signal::Refused(403), "192.0.2.1", BASE, now)
+            .is_none());
         let r = s
-            .refused("b.test", 403, "192.0.2.1", BASE, now)
+            .refused("b.test", Signal::Refused(403), "192.0.2.1", BASE, now)
             .expect("a storm");
         assert_eq!((r.hold, r.level), (BASE, 1));
         assert!(r.detail.contains("mod_evasive"), "{}", r.detail);
         // More refusals during the hold are the same storm: no second doubling.
         let r = s.refused(
             "c.test",
-            403,
+            Signal::Refused(403),
             "192.0.2.1",
             BASE,
             now + Duration::from_secs(5),
@@ -264,7 +304,7 @@ mod tests {
         // A refusal after the hold doubles it; answers for a minute undo one step.
         let later = now + Duration::from_secs(16);
         let r = s
-            .refused("a.test", 403, "192.0.2.1", BASE, later)
+            .refused("a.test", Signal::Refused(403), "192.0.2.1", BASE, later)
             .expect("still refused");
         assert_eq!((r.hold, r.level), (BASE * 2, 2));
         s.fine(later + DECAY_AFTER);
@@ -276,8 +316,62 @@ mod tests {
         // haproxy with a dead backend: 503 on every host from the first request.
         let mut s = Standing::default();
         let now = Instant::now();
-        assert!(s.refused("a.test", 503, "192.0.2.1", BASE, now).is_none());
-        assert!(s.refused("b.test", 503, "192.0.2.1", BASE, now).is_none());
+        assert!(s
+            .refused("a.test", Signal::Refused(503), "192.0.2.1", BASE, now)
+            .is_none());
+        assert!(s
+            .refused("b.test", Signal::Refused(503), "192.0.2.1", BASE, now)
+            .is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_refused_by_hosts_right_after_answers_hold_the_ip_once() {
+        // fail2ban (iptables REJECT) bans our address: every host of the IP refuses
+        // connections right after it answered us.
+        let refused = Signal::ConnectionRefused;
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        assert!(s
+            .refused("a.test", refused, "192.0.2.1", BASE, now)
+            .is_none());
+        let r = s
+            .refused(
+                "b.test",
+                refused,
+                "192.0.2.1",
+                BASE,
+                now + Duration::from_secs(1),
+            )
+            .expect("a firewall-style ban");
+        assert_eq!((r.hold, r.level), (BASE, 1));
+        assert!(r.detail.contains("connections refused"), "{}", r.detail);
+        // During the hold: the same storm.
+        let during = s.refused("c.test", refused, "192.0.2.1", BASE, now + BASE);
+        assert_eq!(during.map(|r| r.level), Some(1));
+        // Still refused after the hold: a ban is not lengthened by refused connections, so
+        // asking again cost nothing, and a server that stopped listening looks exactly
+        // like this: the site's failure (down once confirmed), not a second step.
+        let after = now + BASE + Duration::from_secs(2);
+        assert_eq!(s.refused("a.test", refused, "192.0.2.1", BASE, after), None);
+        assert_eq!(s.refused("b.test", refused, "192.0.2.1", BASE, after), None);
+        assert_eq!(s.level(), 1);
+        // A 403 storm after the hold is a refusal of us as ever.
+        let r = s.refused("a.test", Signal::Refused(403), "192.0.2.1", BASE, after);
+        assert_eq!(r.map(|r| r.level), Some(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_refused_without_earlier_answers_are_the_sites_own() {
+        let mut s = Standing::default();
+        let now = Instant::now();
+        let refused = Signal::ConnectionRefused;
+        assert!(s
+            .refused("a.test", refused, "192.0.2.1", BASE, now)
+            .is_none());
+        assert!(s
+            .refused("b.test", refused, "192.0.2.1", BASE, now)
+            .is_none());
     }
 
     #[test]

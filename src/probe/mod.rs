@@ -187,9 +187,9 @@ pub struct Observation {
     /// On a failure: how many answers the same IP gave us just before it (through this
     /// egress). A reset right after a burst of answers is a ban, not an outage.
     pub recent_answers: u32,
-    /// Set when the limiter took this attempt's refusal (403/429/503 or a reset) for a
-    /// refusal of *us* (several hosts of the IP right after it answered us): what
-    /// refused us, in words.
+    /// Set when the limiter took this attempt's refusal (403/429/503, a reset or a
+    /// refused connection) for a refusal of *us* (several hosts of the IP right after
+    /// it answered us): what refused us, in words.
     pub refusal: Option<String>,
 }
 
