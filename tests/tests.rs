@@ -16,6 +16,7 @@ mod monitors;
 mod operator;
 mod our_side;
 mod politeness;
+mod proxy_pin;
 mod real_servers;
 mod reliability;
 mod support_smoke;

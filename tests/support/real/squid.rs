@@ -1,6 +1,8 @@
 //! squid 5 as an HTTP egress (plain requests and CONNECT), either letting every client
 //! on loopback through or refusing every request with its own
-//! `403 Forbidden` / `X-Squid-Error: ERR_ACCESS_DENIED` page.
+//! `403 Forbidden` / `X-Squid-Error: ERR_ACCESS_DENIED` page. Its own name lookups can
+//! be given a hosts file ([`Squid::with_hosts`]) so a test can tell whether squid or
+//! picket chose the address a request went to.
 
 use super::{scratch, write, Daemon};
 use crate::support::free_port;
@@ -16,6 +18,14 @@ pub struct Squid {
 impl Squid {
     /// squid on `ip`; with `deny`, `http_access deny all`.
     pub fn start(ip: &str, deny: bool) -> Squid {
+        Squid::with_hosts(ip, deny, &[])
+    }
+
+    /// Like [`start`](Self::start), with squid's own name lookups answered from `hosts`
+    /// (name, address) and nothing else: no DNS server is asked, so a name not listed
+    /// does not resolve at squid. Its connect timeout is 1 s, so an address that does
+    /// not answer is reported (503, `ERR_CONNECT_FAIL`) before picket gives up.
+    pub fn with_hosts(ip: &str, deny: bool, hosts: &[(&str, &str)]) -> Squid {
         let dir = scratch("squid");
         let d = dir.display().to_string();
         let port = free_port();
@@ -24,8 +34,16 @@ impl Squid {
         } else {
             "acl loop src 127.0.0.0/8\nhttp_access allow loop\nhttp_access deny all"
         };
+        let mut lines = String::new();
+        for (name, addr) in hosts {
+            lines.push_str(&format!("{addr} {name}\n"));
+        }
+        let hosts_file = write(&dir, "hosts", &lines);
         let conf = format!(
             r#"http_port {ip}:{port}
+hosts_file {hosts}
+dns_nameservers 127.0.0.1
+connect_timeout 1 second
 {access}
 cache deny all
 cache_mem 8 MB
@@ -37,7 +55,8 @@ shutdown_lifetime 1 second
 dns_v4_first on
 via on
 forwarded_for delete
-"#
+"#,
+            hosts = hosts_file.display()
         );
         let path = write(&dir, "squid.conf", &conf);
         let daemon = Daemon::start(
