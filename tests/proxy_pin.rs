@@ -240,9 +240,9 @@ async fn a_name_the_policy_refuses_is_never_sent_to_squid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_resolving_the_name_elsewhere_cannot_reach_a_refused_address() {
-    // DNS rebinding or split horizon: picket's resolver says a public address (which
-    // answers nothing here), the proxy's says the private site. The private site must
-    // never be asked.
+    // DNS rebinding or split horizon: picket's resolver says a public address, the
+    // proxy's says the private site. The private site must never be asked (before the
+    // tunnel, squid went there and the site was `up`).
     let rebind = "rebind.pin.test";
     let public = "203.0.113.7";
     let site_ip = "127.0.12.35";
@@ -254,8 +254,9 @@ async fn a_proxy_resolving_the_name_elsewhere_cannot_reach_a_refused_address() {
         format!("https://{rebind}:{}/", site.https),
     ] {
         let r = check(&e, &url).await;
+        // Whatever answers at the public address (nothing, or a sandbox's interceptor)
+        // decides the verdict; what matters is where the request went.
         eprintln!("{url}: {:?}/{}: {}", r.verdict, r.reason, r.detail);
-        assert_ne!(r.verdict, Verdict::Up, "{url}: {}", r.detail);
         assert_eq!(r.ip.as_deref(), Some(public), "{url}");
     }
     let log = squid_log(&squid, 2).await;
