@@ -20,7 +20,7 @@ const NAME: &str = "site.pin.test";
 /// nginx with name-based virtual hosts on one address: [`NAME`] on a plain and a TLS
 /// port (HTTP/2), and a default server on each that answers `421 Misdirected Request`
 /// with a certificate for another name, so a request without the right `Host` or SNI
-/// is no success.
+/// is no success. Pages are sent gzipped.
 struct Vhosts {
     daemon: Daemon,
     http: u16,
@@ -63,7 +63,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 64; }}
 http {{
-  log_format usec '$msec $status $host';
+  log_format usec '$msec $status $host $gzip_ratio';
   access_log {d}/access.log usec;
   client_body_temp_path {d}/tmp;
   proxy_temp_path {d}/tmp;
@@ -71,6 +71,9 @@ http {{
   uwsgi_temp_path {d}/tmp;
   scgi_temp_path {d}/tmp;
   default_type text/html;
+  # Every page compressed: picket must decode it on the tunnel's path too.
+  gzip on;
+  gzip_min_length 1;
   server {{ listen {ip}:{http} default_server; location / {{ return 421; }} }}
   server {{ listen {ip}:{http}; server_name {server_names}; root {d}/www; }}
   server {{ listen {ip}:{https} ssl http2 default_server;
@@ -187,6 +190,9 @@ async fn squid_is_asked_for_the_counted_address_and_the_site_sees_its_name() {
             "{url}: {}",
             r.detail
         );
+        // The decoded page, not the gzipped bytes.
+        let body = r.http.as_ref().map(|h| h.body_bytes);
+        assert_eq!(body, Some(page(NAME).len() as u64), "{url}: {:?}", r.http);
         if url.starts_with("https") {
             assert!(r.tls_days_left.is_some(), "certificate read: {r:?}");
             assert!(r.timing_ms.tls.is_some(), "{:?}", r.timing_ms);
@@ -211,6 +217,11 @@ async fn squid_is_asked_for_the_counted_address_and_the_site_sees_its_name() {
             .iter()
             .all(|(_, status, host)| *status == 200 && host == NAME),
         "{hits:?}"
+    );
+    let log = site.daemon.read("access.log");
+    assert!(
+        log.lines().all(|l| !l.ends_with(" -")),
+        "every answer was gzipped (the last field is nginx's $gzip_ratio):\n{log}"
     );
 }
 
