@@ -288,3 +288,28 @@ async fn a_proxy_resolving_the_name_elsewhere_cannot_reach_a_refused_address() {
         site.hits()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_squid_refusing_the_tunnel_is_the_egress_failing_never_the_site() {
+    let site_ip = "127.0.12.37";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    // `http_access deny all`: squid answers CONNECT with its own 403 page.
+    let squid = Squid::with_hosts("127.0.12.38", true, &[]);
+    let e = engine(&squid, &site.ca_file, true, &[(NAME, site_ip)]);
+    for url in [
+        format!("https://{NAME}:{}/", site.https),
+        format!("http://{NAME}:{}/", site.http),
+    ] {
+        let r = check(&e, &url).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Unknown, "egress_unavailable"),
+            "{url}: {}",
+            r.detail
+        );
+        assert!(r.detail.contains("ERR_ACCESS_DENIED"), "{}", r.detail);
+    }
+    let log = squid_log(&squid, 2).await;
+    assert_eq!(log.matches("TCP_DENIED/403").count(), 2, "{log}");
+    assert!(site.hits().all.is_empty(), "the site was never asked");
+}
