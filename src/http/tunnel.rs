@@ -35,7 +35,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
+use futures_util::future::{select, BoxFuture, Either};
 use http::{HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Empty;
@@ -109,8 +109,8 @@ impl Tunnel {
         })
     }
 
-    /// Sends `request` to `addr` (the counted address) through the proxy, `host` (from
-    /// the URL) as the name the site sees. The connection's stages must be done within
+    /// Sends `request` to `addr` (the counted address) through the proxy, the URL's host
+    /// as the name the site sees. The connection's stages must be done within
     /// `connect_timeout`, the answer's head and body within the request's timeout.
     ///
     /// # Errors
@@ -236,7 +236,6 @@ impl Tunnel {
         // The connection is driven here, in the probe's task, until it hands the
         // stream over: nothing of it outlives the probe.
         let asked = Box::pin(sender.send_request(connect));
-        use futures_util::future::{select, Either};
         // The connection may finish first: it ends as soon as it handed the stream to
         // the answer's upgrade (or the proxy closed it), and the answer is waiting then.
         let (answer, ended) = match select(asked, conn.as_mut()).await {
@@ -307,13 +306,17 @@ async fn ask(
         // HTTP/2 takes the name from the absolute URI (`:authority`), as browsers send it.
         head = head.uri(url.as_str());
     } else {
-        // Origin form, and the name in Host (with the port unless it is the default).
+        // Origin form, and the name in Host (with the port unless it is the default),
+        // unless the job set its own Host, as on reqwest's path.
         let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
-        let host = match url.port() {
-            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_string(),
-        };
-        head = head.uri(path).header(http::header::HOST, host);
+        head = head.uri(path);
+        if !request.headers().contains_key(http::header::HOST) {
+            let host = match url.port() {
+                Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+                None => url.host_str().unwrap_or_default().to_string(),
+            };
+            head = head.header(http::header::HOST, host);
+        }
     }
     for (name, value) in request.headers() {
         head = head.header(name, value);
@@ -336,6 +339,8 @@ async fn ask(
             .handshake(io)
             .await
             .map_err(TunnelError::Http)?;
+        // Driven beside the probe while it reads the body; it ends when the body is
+        // read or dropped, as the sender is gone by then.
         tokio::spawn(conn);
         sender.send_request(built).await
     };
