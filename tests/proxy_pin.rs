@@ -112,9 +112,9 @@ http {{
     }
 }
 
-/// picket through `squid` alone, `hosts` in `dns.static`.
+/// picket through the HTTP proxy at `proxy` alone, `hosts` in `dns.static`.
 fn engine(
-    squid: &Squid,
+    proxy: &str,
     ca_file: &str,
     allow_private: bool,
     hosts: &[(&str, &str)],
@@ -140,9 +140,8 @@ extra_ca_file = "{ca_file}"
 {dns}
 [[egress]]
 name = "squid"
-proxy = "{url}"
-"#,
-        url = squid.url
+proxy = "{proxy}"
+"#
     ))
 }
 
@@ -177,7 +176,7 @@ async fn squid_is_asked_for_the_counted_address_and_the_site_sees_its_name() {
     let site = Vhosts::start(site_ip, &[NAME]);
     // Were squid to look the name up itself, it would go where nothing listens.
     let squid = Squid::with_hosts("127.0.12.32", false, &[(NAME, "127.0.12.31")]);
-    let e = engine(&squid, &site.ca_file, true, &[(NAME, site_ip)]);
+    let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
     let since = now_us();
     for url in [
         format!("https://{NAME}:{}/", site.https),
@@ -231,7 +230,7 @@ async fn a_name_the_policy_refuses_is_never_sent_to_squid() {
     let site = Vhosts::start(site_ip, &[NAME]);
     let squid = Squid::with_hosts("127.0.12.34", false, &[(NAME, site_ip)]);
     // Private addresses refused: the name resolves to loopback here.
-    let e = engine(&squid, &site.ca_file, false, &[(NAME, site_ip)]);
+    let e = engine(&squid.url, &site.ca_file, false, &[(NAME, site_ip)]);
     for url in [
         format!("https://{NAME}:{}/", site.https),
         format!("http://{NAME}:{}/", site.http),
@@ -259,7 +258,7 @@ async fn a_proxy_resolving_the_name_elsewhere_cannot_reach_a_refused_address() {
     let site_ip = "127.0.12.35";
     let site = Vhosts::start(site_ip, &[NAME, rebind]);
     let squid = Squid::with_hosts("127.0.12.36", false, &[(rebind, site_ip)]);
-    let e = engine(&squid, &site.ca_file, false, &[(rebind, public)]);
+    let e = engine(&squid.url, &site.ca_file, false, &[(rebind, public)]);
     for url in [
         format!("http://{rebind}:{}/", site.http),
         format!("https://{rebind}:{}/", site.https),
@@ -295,7 +294,7 @@ async fn a_squid_refusing_the_tunnel_is_the_egress_failing_never_the_site() {
     let site = Vhosts::start(site_ip, &[NAME]);
     // `http_access deny all`: squid answers CONNECT with its own 403 page.
     let squid = Squid::with_hosts("127.0.12.38", true, &[]);
-    let e = engine(&squid, &site.ca_file, true, &[(NAME, site_ip)]);
+    let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
     for url in [
         format!("https://{NAME}:{}/", site.https),
         format!("http://{NAME}:{}/", site.http),
@@ -312,4 +311,37 @@ async fn a_squid_refusing_the_tunnel_is_the_egress_failing_never_the_site() {
     let log = squid_log(&squid, 2).await;
     assert_eq!(log.matches("TCP_DENIED/403").count(), 2, "{log}");
     assert!(site.hits().all.is_empty(), "the site was never asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_egress_urls_credentials_open_the_tunnel() {
+    let site_ip = "127.0.12.39";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    // `openssl passwd -1 -salt picketpn 'p@ss w'`
+    let squid = Squid::with_auth(
+        "127.0.12.40",
+        &[],
+        "pinuser:$1$picketpn$h41hRNHMi9EJUdYunK5Bm.\n",
+    );
+    let authed = squid.url.replace("http://", "http://pinuser:p%40ss%20w@");
+    let good = engine(&authed, &site.ca_file, true, &[(NAME, site_ip)]);
+    let none = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
+    for url in [
+        format!("https://{NAME}:{}/", site.https),
+        format!("http://{NAME}:{}/", site.http),
+    ] {
+        let r = check(&good, &url).await;
+        assert_eq!(r.verdict, Verdict::Up, "{url}: {}", r.detail);
+        // Without them squid answers 407 itself: the egress failing, not the site.
+        let r = check(&none, &url).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Unknown, "egress_unavailable"),
+            "{url}: {}",
+            r.detail
+        );
+    }
+    let log = squid_log(&squid, 4).await;
+    eprintln!("squid access log:\n{log}");
+    assert_eq!(log.matches(" pinuser ").count(), 2, "{log}");
 }

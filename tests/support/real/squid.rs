@@ -26,13 +26,39 @@ impl Squid {
     /// does not resolve at squid. Its connect timeout is 1 s, so an address that does
     /// not answer is reported (503, `ERR_CONNECT_FAIL`) before picket gives up.
     pub fn with_hosts(ip: &str, deny: bool, hosts: &[(&str, &str)]) -> Squid {
-        let dir = scratch("squid");
-        let d = dir.display().to_string();
-        let port = free_port();
         let access = if deny {
             "http_access deny all"
         } else {
             "acl loop src 127.0.0.0/8\nhttp_access allow loop\nhttp_access deny all"
+        };
+        Squid::launch(ip, access, hosts, None)
+    }
+
+    /// squid letting through only clients with Basic credentials from `passwd` (an
+    /// NCSA file: `user:crypt-or-md5-hash` lines), checked by squid's own helper.
+    pub fn with_auth(ip: &str, hosts: &[(&str, &str)], passwd: &str) -> Squid {
+        Squid::launch(
+            ip,
+            "acl authed proxy_auth REQUIRED\nhttp_access allow authed\nhttp_access deny all",
+            hosts,
+            Some(passwd),
+        )
+    }
+
+    fn launch(ip: &str, access: &str, hosts: &[(&str, &str)], passwd: Option<&str>) -> Squid {
+        let dir = scratch("squid");
+        let d = dir.display().to_string();
+        let port = free_port();
+        let auth = match passwd {
+            None => String::new(),
+            Some(lines) => {
+                let file = write(&dir, "passwd", lines);
+                format!(
+                    "auth_param basic program /usr/lib/squid/basic_ncsa_auth {}\n\
+                     auth_param basic children 1\n",
+                    file.display()
+                )
+            }
         };
         let mut lines = String::new();
         for (name, addr) in hosts {
@@ -44,7 +70,7 @@ impl Squid {
 hosts_file {hosts}
 dns_nameservers 127.0.0.1
 connect_timeout 1 second
-{access}
+{auth}{access}
 cache deny all
 cache_mem 8 MB
 pid_filename {d}/squid.pid
