@@ -398,3 +398,35 @@ async fn https_through_either_proxy_is_judged_on_the_site_certificate() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_tls_server_is_not_asked_again_over_openssl_through_an_http_proxy() {
+    // The OpenSSL retry cannot run over picket's own CONNECT tunnel (docs/OPERATIONS
+    // "Guarantees"): through an HTTP proxy the rustls failure is the verdict, saying
+    // what it likely is; through SOCKS5 the retry still answers.
+    let farm = Farm::start().await;
+    let hosts: HashMap<String, IpAddr> = farm
+        .static_hosts
+        .iter()
+        .filter_map(|(h, ips)| Some((h.clone(), ips.split(',').next()?.trim().parse().ok()?)))
+        .collect();
+    let (web, _) = proxy::http("127.0.6.104", "127.0.6.105", hosts.clone()).await;
+    let (socks, _) = proxy::socks5("127.0.6.106", "127.0.6.107", hosts).await;
+    let url = &farm.target("tls-legacy-cbc").url;
+    let through = |proxy_url: String| {
+        engine_from_toml(&format!(
+            "{}\n[[egress]]\nname = \"p\"\nproxy = \"{proxy_url}\"\n",
+            farm.config_toml()
+        ))
+    };
+    let r = check(&through(format!("http://{web}")), url).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Degraded, "tls"),
+        "{}",
+        r.detail
+    );
+    assert!(r.detail.contains("legacy"), "{}", r.detail);
+    let r = check(&through(format!("socks5://{socks}")), url).await;
+    assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+}
