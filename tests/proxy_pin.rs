@@ -31,9 +31,13 @@ struct Vhosts {
 
 impl Vhosts {
     fn start(ip: &str, names: &[&str]) -> Vhosts {
+        Vhosts::start_at(ip, names, free_port(), free_port())
+    }
+
+    /// The same sites on given ports (another address may use the same ones).
+    fn start_at(ip: &str, names: &[&str], http: u16, https: u16) -> Vhosts {
         let dir = scratch("nginx-vhosts");
         let d = dir.display().to_string();
-        let (http, https) = (free_port(), free_port());
         let ca_key = rcgen::KeyPair::generate().expect("CA key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -249,42 +253,45 @@ async fn a_name_the_policy_refuses_is_never_sent_to_squid() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_proxy_resolving_the_name_elsewhere_cannot_reach_a_refused_address() {
-    // DNS rebinding or split horizon: picket's resolver says a public address, the
-    // proxy's says the private site. The private site must never be asked (before the
-    // tunnel, squid went there and the site was `up`).
+async fn a_proxy_resolving_the_name_elsewhere_cannot_send_the_request_there() {
+    // DNS rebinding or split horizon: picket's resolver gives one address, the proxy's
+    // another, where the same sites listen on the same ports. The request must go to
+    // picket's address, the one its policy checked and its limiter counted; before the
+    // tunnel, squid went to its own and the page came from the other site. (Both are
+    // loopback here, so `allow_private` is on; in production the proxy's address is the
+    // private one the policy would have refused.)
     let rebind = "rebind.pin.test";
-    let public = "203.0.113.7";
-    let site_ip = "127.0.12.35";
-    let site = Vhosts::start(site_ip, &[NAME, rebind]);
-    let squid = Squid::with_hosts("127.0.12.36", false, &[(rebind, site_ip)]);
-    let e = engine(&squid.url, &site.ca_file, false, &[(rebind, public)]);
+    let (counted_ip, elsewhere_ip) = ("127.0.12.37", "127.0.12.35");
+    let counted = Vhosts::start(counted_ip, &[NAME, rebind]);
+    let elsewhere = Vhosts::start_at(elsewhere_ip, &[NAME, rebind], counted.http, counted.https);
+    let squid = Squid::with_hosts("127.0.12.36", false, &[(rebind, elsewhere_ip)]);
+    let e = engine(&squid.url, &counted.ca_file, true, &[(rebind, counted_ip)]);
     for url in [
-        format!("http://{rebind}:{}/", site.http),
-        format!("https://{rebind}:{}/", site.https),
+        format!("http://{rebind}:{}/", counted.http),
+        format!("https://{rebind}:{}/", counted.https),
     ] {
         let r = check(&e, &url).await;
-        // Whatever answers at the public address (nothing, or a sandbox's interceptor)
-        // decides the verdict; what matters is where the request went.
-        eprintln!("{url}: {:?}/{}: {}", r.verdict, r.reason, r.detail);
-        assert_eq!(r.ip.as_deref(), Some(public), "{url}");
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Up, "ok"),
+            "{url}: {}",
+            r.detail
+        );
+        assert_eq!(r.ip.as_deref(), Some(counted_ip), "{url}");
     }
     let log = squid_log(&squid, 2).await;
-    eprintln!("squid access log:\n{log}");
-    assert!(
-        log.contains(&format!("{public}:{}", site.http)),
-        "http asked by address"
-    );
-    assert!(
-        log.contains(&format!("{public}:{}", site.https)),
-        "https asked by address"
-    );
-    assert!(!log.contains(rebind), "squid never saw the name");
+    for port in [counted.http, counted.https] {
+        assert!(
+            log.contains(&format!("{counted_ip}:{port}")),
+            "squid asked for {counted_ip}:{port}:\n{log}"
+        );
+    }
+    assert!(!log.contains(rebind), "squid never saw the name:\n{log}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(
-        site.hits().all.is_empty(),
-        "the private site was reached: {:?}",
-        site.hits()
+        elsewhere.hits().all.is_empty(),
+        "the proxy's own address was reached: {:?}",
+        elsewhere.hits()
     );
 }
 
