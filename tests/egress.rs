@@ -107,7 +107,8 @@ async fn proxies_carry_the_probe_from_their_own_address_to_the_counted_ip() {
         r.detail
     );
     assert_eq!(peers.lock().expect("peers").last(), Some(&ip("127.0.6.21")));
-    assert_eq!(http_log.asked().len(), 1);
+    // An HTTP proxy too is asked for the counted address (CONNECT ip:port), not the name.
+    assert_eq!(http_log.asked(), vec![site.to_string()]);
 }
 
 #[tokio::test]
@@ -388,15 +389,44 @@ async fn https_through_either_proxy_is_judged_on_the_site_certificate() {
             r.detail
         );
     }
-    // The HTTP proxy was asked by name (it resolves it), the SOCKS5 one by address.
-    assert!(
-        web_log.asked().iter().any(|a| a.starts_with("tls-valid.")),
-        "{:?}",
-        web_log.asked()
+    // Both proxies were asked for the address picket counted, never the name (the
+    // HTTP one with CONNECT ip:port, the name going to the site in SNI).
+    for (what, asked) in [("http", web_log.asked()), ("socks5", socks_log.asked())] {
+        assert!(
+            !asked.is_empty() && asked.iter().all(|a| a.starts_with("127.0.2.")),
+            "{what}: {asked:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_tls_server_is_not_asked_again_over_openssl_through_an_http_proxy() {
+    // The OpenSSL retry cannot run over picket's own CONNECT tunnel (docs/OPERATIONS
+    // "Guarantees"): through an HTTP proxy the rustls failure is the verdict, saying
+    // what it likely is; through SOCKS5 the retry still answers.
+    let farm = Farm::start().await;
+    let hosts: HashMap<String, IpAddr> = farm
+        .static_hosts
+        .iter()
+        .filter_map(|(h, ips)| Some((h.clone(), ips.split(',').next()?.trim().parse().ok()?)))
+        .collect();
+    let (web, _) = proxy::http("127.0.6.104", "127.0.6.105", hosts.clone()).await;
+    let (socks, _) = proxy::socks5("127.0.6.106", "127.0.6.107", hosts).await;
+    let url = &farm.target("tls-legacy-cbc").url;
+    let through = |proxy_url: String| {
+        engine_from_toml(&format!(
+            "{}\n[[egress]]\nname = \"p\"\nproxy = \"{proxy_url}\"\n",
+            farm.config_toml()
+        ))
+    };
+    let r = check(&through(format!("http://{web}")), url).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Degraded, "tls"),
+        "{}",
+        r.detail
     );
-    assert!(
-        socks_log.asked().iter().all(|a| a.starts_with("127.0.2.")),
-        "{:?}",
-        socks_log.asked()
-    );
+    assert!(r.detail.contains("legacy"), "{}", r.detail);
+    let r = check(&through(format!("socks5://{socks}")), url).await;
+    assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
 }

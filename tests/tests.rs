@@ -18,6 +18,7 @@ mod monitors;
 mod operator;
 mod our_side;
 mod politeness;
+mod proxy_pin;
 mod real_servers;
 mod redelivery;
 mod reliability;

@@ -191,7 +191,7 @@ fn tls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
     None
 }
 
-fn rustls_inside(io: &std::io::Error) -> Option<&rustls::Error> {
+pub(super) fn rustls_inside(io: &std::io::Error) -> Option<&rustls::Error> {
     let mut inner = io.get_ref();
     while let Some(e) = inner {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
@@ -217,7 +217,7 @@ pub(super) fn no_common_tls(e: &reqwest::Error) -> bool {
     )
 }
 
-fn tls_problem(e: &rustls::Error) -> String {
+pub(super) fn tls_problem(e: &rustls::Error) -> String {
     use rustls::AlertDescription as A;
     match e {
         rustls::Error::InvalidCertificate(c) => format!("certificate {}", cert_problem(c)),

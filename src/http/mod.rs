@@ -29,10 +29,11 @@ mod failure;
 mod phase;
 mod pin;
 mod recent;
+mod tunnel;
 
-use failure::{classify, connection_refused, root_cause};
+use failure::root_cause;
 use phase::MarkHello;
-use pin::{pin_error, Hop, PinLayer, PinnedResolver, Route};
+use pin::{Hop, PinLayer, PinnedResolver, Route};
 use recent::RecentAnswers;
 
 /// Addresses of one name tried before the probe gives up on connecting.
@@ -82,6 +83,9 @@ struct Egress {
     client: reqwest::Client,
     /// The same over OpenSSL, for servers that speak only legacy TLS.
     legacy: reqwest::Client,
+    /// For an HTTP proxy, how requests reach it with the counted address in place of
+    /// the name (tunnel.rs): the clients above only build those requests.
+    tunnel: Option<tunnel::Tunnel>,
 }
 
 /// Probes sites over HTTP(S).
@@ -188,6 +192,7 @@ impl Egress {
             route,
             client,
             legacy,
+            tunnel: tunnel::Tunnel::for_egress(e, resolve, tls),
         })
     }
 }
@@ -442,14 +447,25 @@ impl HttpProber {
                     req
                 };
                 let sent = Instant::now();
-                let mut result = hop.scope(request(&egress.client, remaining).send()).await;
+                // HTTP-proxy egress: reqwest would ask the proxy for the name, which the
+                // proxy resolves again; the tunnel asks for the counted address (tunnel.rs).
+                let mut result = match &egress.tunnel {
+                    Some(t) => {
+                        let req = request(&egress.client, remaining);
+                        t.send(req, addr, connect_timeout, &hop).await
+                    }
+                    None => hop
+                        .scope(request(&egress.client, remaining).send())
+                        .await
+                        .map_err(tunnel::SendError::from),
+                };
                 hop.clock.write(sent, obs);
                 let mut ready = hop.clock.ready(sent);
                 // A server that speaks only TLS that rustls never will (CBC suites) but
                 // browsers still do: ask again over OpenSSL. Whatever that finds wrong is
                 // not reported in place of the first failure, which says what happened.
                 if let Err(first) = &result {
-                    if url.scheme() == "https" && failure::no_common_tls(first) {
+                    if url.scheme() == "https" && first.no_common_tls() {
                         let legacy_sent = Instant::now();
                         // Within what is left of the probe's time, like any other step.
                         let left = deadline.saturating_duration_since(legacy_sent);
@@ -508,7 +524,7 @@ impl HttpProber {
                         break;
                     }
                     Err(e) => {
-                        if let Some(pin) = pin_error(&e) {
+                        if let Some(pin) = e.pin_error() {
                             // Where the request would go is not where it was counted:
                             // nothing is known about the site, and nothing was sent.
                             return fail(
@@ -516,7 +532,7 @@ impl HttpProber {
                                 format!("{host}: not probed, picket's own error: {pin}"),
                             );
                         }
-                        let outcome = classify(&e, &host, ip, port, plan, egress);
+                        let outcome = e.classify(&host, ip, port, plan, egress);
                         let signal = match &outcome {
                             Outcome::Failure(Failure {
                                 kind: FailureKind::Reset,
@@ -525,7 +541,7 @@ impl HttpProber {
                             Outcome::Failure(Failure {
                                 kind: FailureKind::Connect,
                                 ..
-                            }) if connection_refused(&e) => Some(Signal::ConnectionRefused),
+                            }) if e.connection_refused() => Some(Signal::ConnectionRefused),
                             _ => None,
                         };
                         if let Some(signal) = signal {
@@ -565,6 +581,8 @@ impl HttpProber {
                 .extensions()
                 .get::<reqwest::tls::TlsInfo>()
                 .and_then(reqwest::tls::TlsInfo::peer_certificate)
+                // Through a tunnel the TLS is ours, not reqwest's.
+                .or_else(|| tunnel::peer_certificate(&resp))
                 .and_then(cert_days_left);
 
             if let (429 | 503, Some(ip)) = (status, obs.ip) {
@@ -821,7 +839,8 @@ impl CookieJar {
 /// the site's (its own reverse proxy's pages included), and a refused CONNECT is an
 /// error, not an answer.
 fn proxy_refusal(egress: &Egress, url: &Url, resp: &reqwest::Response) -> Option<String> {
-    if egress.proxy.is_none() || egress.socks || url.scheme() != "http" {
+    // Through a tunnel (tunnel.rs) plain http is the site's answer too.
+    if egress.proxy.is_none() || egress.socks || egress.tunnel.is_some() || url.scheme() != "http" {
         return None;
     }
     let status = resp.status();

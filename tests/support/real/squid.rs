@@ -1,6 +1,8 @@
 //! squid 5 as an HTTP egress (plain requests and CONNECT), either letting every client
 //! on loopback through or refusing every request with its own
-//! `403 Forbidden` / `X-Squid-Error: ERR_ACCESS_DENIED` page.
+//! `403 Forbidden` / `X-Squid-Error: ERR_ACCESS_DENIED` page. Its own name lookups can
+//! be given a hosts file ([`Squid::with_hosts`]) so a test can tell whether squid or
+//! picket chose the address a request went to.
 
 use super::{scratch, write, Daemon};
 use crate::support::free_port;
@@ -16,17 +18,59 @@ pub struct Squid {
 impl Squid {
     /// squid on `ip`; with `deny`, `http_access deny all`.
     pub fn start(ip: &str, deny: bool) -> Squid {
-        let dir = scratch("squid");
-        let d = dir.display().to_string();
-        let port = free_port();
+        Squid::with_hosts(ip, deny, &[])
+    }
+
+    /// Like [`start`](Self::start), with squid's own name lookups answered from `hosts`
+    /// (name, address) and nothing else: no DNS server is asked, so a name not listed
+    /// does not resolve at squid. Its connect timeout is 1 s, so an address that does
+    /// not answer is reported (503, `ERR_CONNECT_FAIL`) before picket gives up.
+    pub fn with_hosts(ip: &str, deny: bool, hosts: &[(&str, &str)]) -> Squid {
         let access = if deny {
             "http_access deny all"
         } else {
             "acl loop src 127.0.0.0/8\nhttp_access allow loop\nhttp_access deny all"
         };
+        Squid::launch(ip, access, hosts, None)
+    }
+
+    /// squid letting through only clients with Basic credentials from `passwd` (an
+    /// NCSA file: `user:crypt-or-md5-hash` lines), checked by squid's own helper.
+    pub fn with_auth(ip: &str, hosts: &[(&str, &str)], passwd: &str) -> Squid {
+        Squid::launch(
+            ip,
+            "acl authed proxy_auth REQUIRED\nhttp_access allow authed\nhttp_access deny all",
+            hosts,
+            Some(passwd),
+        )
+    }
+
+    fn launch(ip: &str, access: &str, hosts: &[(&str, &str)], passwd: Option<&str>) -> Squid {
+        let dir = scratch("squid");
+        let d = dir.display().to_string();
+        let port = free_port();
+        let auth = match passwd {
+            None => String::new(),
+            Some(lines) => {
+                let file = write(&dir, "passwd", lines);
+                format!(
+                    "auth_param basic program /usr/lib/squid/basic_ncsa_auth {}\n\
+                     auth_param basic children 1\n",
+                    file.display()
+                )
+            }
+        };
+        let mut lines = String::new();
+        for (name, addr) in hosts {
+            lines.push_str(&format!("{addr} {name}\n"));
+        }
+        let hosts_file = write(&dir, "hosts", &lines);
         let conf = format!(
             r#"http_port {ip}:{port}
-{access}
+hosts_file {hosts}
+dns_nameservers 127.0.0.1
+connect_timeout 1 second
+{auth}{access}
 cache deny all
 cache_mem 8 MB
 pid_filename {d}/squid.pid
@@ -37,7 +81,8 @@ shutdown_lifetime 1 second
 dns_v4_first on
 via on
 forwarded_for delete
-"#
+"#,
+            hosts = hosts_file.display()
         );
         let path = write(&dir, "squid.conf", &conf);
         let daemon = Daemon::start(

@@ -1,0 +1,354 @@
+//! Through an HTTP proxy (a real squid), the request goes to the address picket
+//! resolved, checked against the address policy and counted, never to one the proxy
+//! looks up itself: squid is asked for `127.0.x.y:port`, and the site still sees its
+//! own name (TLS SNI and certificate, `Host`), so name-based virtual hosts answer.
+//!
+//! squid's own lookups are answered from a hosts file that sends the test names
+//! elsewhere (or to a site the policy refuses), so a request that squid routed by name
+//! would go wrong in a way the test sees.
+
+use picket::job::Verdict;
+
+use crate::support::free_port;
+use crate::support::picket::{check, engine_from_toml};
+use crate::support::real::squid::Squid;
+use crate::support::real::{now_us, page, scratch, settled_hits, write, Daemon, Hits};
+
+/// The name every test site is asked by.
+const NAME: &str = "site.pin.test";
+
+/// nginx with name-based virtual hosts on one address: [`NAME`] on a plain and a TLS
+/// port (HTTP/2), and a default server on each that answers `421 Misdirected Request`
+/// with a certificate for another name, so a request without the right `Host` or SNI
+/// is no success. Pages are sent gzipped.
+struct Vhosts {
+    daemon: Daemon,
+    http: u16,
+    https: u16,
+    /// The test CA (PEM file), for `tls.extra_ca_file`.
+    ca_file: String,
+}
+
+impl Vhosts {
+    fn start(ip: &str, names: &[&str]) -> Vhosts {
+        Vhosts::start_at(ip, names, free_port(), free_port())
+    }
+
+    /// The same sites on given ports (another address may use the same ones).
+    fn start_at(ip: &str, names: &[&str], http: u16, https: u16) -> Vhosts {
+        let dir = scratch("nginx-vhosts");
+        let d = dir.display().to_string();
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "picket proxy-pin test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let leaf = |file: &str, names: Vec<String>| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = rcgen::CertificateParams::new(names)
+                .expect("leaf")
+                .signed_by(&key, &ca, &ca_key)
+                .expect("leaf certificate");
+            write(&dir, &format!("{file}.pem"), &cert.pem());
+            write(&dir, &format!("{file}.key"), &key.serialize_pem());
+        };
+        leaf("site", names.iter().map(|n| n.to_string()).collect());
+        leaf("decoy", vec!["decoy.pin.test".into()]);
+        let ca_file = write(&dir, "ca.pem", &ca.pem()).display().to_string();
+        write(&dir, "www/index.html", &page(NAME));
+        std::fs::create_dir_all(dir.join("tmp")).expect("nginx tmp");
+        let server_names = names.join(" ");
+        let conf = format!(
+            r#"daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+  log_format usec '$msec $status $host $gzip_ratio';
+  access_log {d}/access.log usec;
+  client_body_temp_path {d}/tmp;
+  proxy_temp_path {d}/tmp;
+  fastcgi_temp_path {d}/tmp;
+  uwsgi_temp_path {d}/tmp;
+  scgi_temp_path {d}/tmp;
+  default_type text/html;
+  # Every page compressed: picket must decode it on the tunnel's path too.
+  gzip on;
+  gzip_min_length 1;
+  server {{ listen {ip}:{http} default_server; location / {{ return 421; }} }}
+  server {{ listen {ip}:{http}; server_name {server_names}; root {d}/www; }}
+  server {{ listen {ip}:{https} ssl http2 default_server;
+    ssl_certificate {d}/decoy.pem; ssl_certificate_key {d}/decoy.key;
+    location / {{ return 421; }} }}
+  server {{ listen {ip}:{https} ssl http2; server_name {server_names};
+    ssl_certificate {d}/site.pem; ssl_certificate_key {d}/site.key; root {d}/www; }}
+}}
+"#
+        );
+        let path = write(&dir, "nginx.conf", &conf);
+        let daemon = Daemon::start(
+            "nginx",
+            "nginx",
+            &[
+                "-c".into(),
+                path.display().to_string(),
+                "-p".into(),
+                format!("{d}/"),
+                "-e".into(),
+                format!("{d}/error.log"),
+            ],
+            &dir,
+            &format!("{ip}:{http}"),
+        );
+        Vhosts {
+            daemon,
+            http,
+            https,
+            ca_file,
+        }
+    }
+
+    fn hits(&self) -> Hits {
+        Hits::parse(&self.daemon.read("access.log"))
+    }
+}
+
+/// picket through the HTTP proxy at `proxy` alone, `hosts` in `dns.static`.
+fn engine(
+    proxy: &str,
+    ca_file: &str,
+    allow_private: bool,
+    hosts: &[(&str, &str)],
+) -> picket::engine::Engine {
+    let mut dns = String::from("[dns.static]\n");
+    for (name, ip) in hosts {
+        dns.push_str(&format!("\"{name}\" = \"{ip}\"\n"));
+    }
+    engine_from_toml(&format!(
+        r#"[probe]
+timeout = "5s"
+connect_timeout = "3s"
+retry_delay = "50ms"
+attempts = 1
+[rate_limit.per_ip]
+rate = 1000.0
+burst = 1000
+max_inflight = 100
+[targets]
+allow_private = {allow_private}
+[tls]
+extra_ca_file = "{ca_file}"
+{dns}
+[[egress]]
+name = "squid"
+proxy = "{proxy}"
+"#
+    ))
+}
+
+/// The requests in squid's access log: not the line of the readiness check's bare
+/// TCP connection (`transaction-end-before-headers`).
+fn squid_requests(squid: &Squid) -> String {
+    squid
+        .daemon
+        .read("access.log")
+        .lines()
+        .filter(|l| !l.contains("transaction-end-before-headers"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// squid's requests once `lines` are logged, or what is logged after 3 s (squid logs a
+/// tunnel when it closes, a moment after picket read the answer).
+async fn squid_log(squid: &Squid, lines: usize) -> String {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let log = squid_requests(squid);
+        if log.lines().count() >= lines || tokio::time::Instant::now() >= deadline {
+            return log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squid_is_asked_for_the_counted_address_and_the_site_sees_its_name() {
+    let site_ip = "127.0.12.30";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    // Were squid to look the name up itself, it would go where nothing listens.
+    let squid = Squid::with_hosts("127.0.12.32", false, &[(NAME, "127.0.12.31")]);
+    let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
+    let since = now_us();
+    for url in [
+        format!("https://{NAME}:{}/", site.https),
+        format!("http://{NAME}:{}/", site.http),
+    ] {
+        let r = check(&e, &url).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str(), r.ip.as_deref()),
+            (Verdict::Up, "ok", Some(site_ip)),
+            "{url}: {}",
+            r.detail
+        );
+        // The decoded page, not the gzipped bytes.
+        let body = r.http.as_ref().map(|h| h.body_bytes);
+        assert_eq!(body, Some(page(NAME).len() as u64), "{url}: {:?}", r.http);
+        if url.starts_with("https") {
+            assert!(r.tls_days_left.is_some(), "certificate read: {r:?}");
+            assert!(r.timing_ms.tls.is_some(), "{:?}", r.timing_ms);
+        }
+    }
+    let log = squid_log(&squid, 2).await;
+    eprintln!("squid access log:\n{log}");
+    assert!(
+        log.contains(&format!("CONNECT {site_ip}:{}", site.https)),
+        "https: squid asked for the counted address"
+    );
+    assert!(
+        log.contains(&format!("{site_ip}:{}", site.http)),
+        "http: squid asked for the counted address"
+    );
+    assert!(!log.contains(NAME), "squid never saw the name");
+    // The site saw its own name (Host, and SNI: else the decoy server answers 421).
+    let hits = settled_hits(|| site.hits(), since, 2).await;
+    assert_eq!(hits.all.len(), 2, "{hits:?}");
+    assert!(
+        hits.all
+            .iter()
+            .all(|(_, status, host)| *status == 200 && host == NAME),
+        "{hits:?}"
+    );
+    let log = site.daemon.read("access.log");
+    assert!(
+        log.lines().all(|l| !l.ends_with(" -")),
+        "every answer was gzipped (the last field is nginx's $gzip_ratio):\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_the_policy_refuses_is_never_sent_to_squid() {
+    let site_ip = "127.0.12.33";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let squid = Squid::with_hosts("127.0.12.34", false, &[(NAME, site_ip)]);
+    // Private addresses refused: the name resolves to loopback here.
+    let e = engine(&squid.url, &site.ca_file, false, &[(NAME, site_ip)]);
+    for url in [
+        format!("https://{NAME}:{}/", site.https),
+        format!("http://{NAME}:{}/", site.http),
+    ] {
+        let r = check(&e, &url).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Invalid, "blocked_target"),
+            "{url}: {}",
+            r.detail
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(squid_requests(&squid), "", "squid was never asked");
+    assert!(site.hits().all.is_empty(), "the site was never reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_resolving_the_name_elsewhere_cannot_send_the_request_there() {
+    // DNS rebinding or split horizon: picket's resolver gives one address, the proxy's
+    // another, where the same sites listen on the same ports. The request must go to
+    // picket's address, the one its policy checked and its limiter counted; before the
+    // tunnel, squid went to its own and the page came from the other site. (Both are
+    // loopback here, so `allow_private` is on; in production the proxy's address is the
+    // private one the policy would have refused.)
+    let rebind = "rebind.pin.test";
+    let (counted_ip, elsewhere_ip) = ("127.0.12.37", "127.0.12.35");
+    let counted = Vhosts::start(counted_ip, &[NAME, rebind]);
+    let elsewhere = Vhosts::start_at(elsewhere_ip, &[NAME, rebind], counted.http, counted.https);
+    let squid = Squid::with_hosts("127.0.12.36", false, &[(rebind, elsewhere_ip)]);
+    let e = engine(&squid.url, &counted.ca_file, true, &[(rebind, counted_ip)]);
+    for url in [
+        format!("http://{rebind}:{}/", counted.http),
+        format!("https://{rebind}:{}/", counted.https),
+    ] {
+        let r = check(&e, &url).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Up, "ok"),
+            "{url}: {}",
+            r.detail
+        );
+        assert_eq!(r.ip.as_deref(), Some(counted_ip), "{url}");
+    }
+    let log = squid_log(&squid, 2).await;
+    for port in [counted.http, counted.https] {
+        assert!(
+            log.contains(&format!("{counted_ip}:{port}")),
+            "squid asked for {counted_ip}:{port}:\n{log}"
+        );
+    }
+    assert!(!log.contains(rebind), "squid never saw the name:\n{log}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        elsewhere.hits().all.is_empty(),
+        "the proxy's own address was reached: {:?}",
+        elsewhere.hits()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_squid_refusing_the_tunnel_is_the_egress_failing_never_the_site() {
+    let site_ip = "127.0.12.37";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    // `http_access deny all`: squid answers CONNECT with its own 403 page.
+    let squid = Squid::with_hosts("127.0.12.38", true, &[]);
+    let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
+    for url in [
+        format!("https://{NAME}:{}/", site.https),
+        format!("http://{NAME}:{}/", site.http),
+    ] {
+        let r = check(&e, &url).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Unknown, "egress_unavailable"),
+            "{url}: {}",
+            r.detail
+        );
+        assert!(r.detail.contains("ERR_ACCESS_DENIED"), "{}", r.detail);
+    }
+    let log = squid_log(&squid, 2).await;
+    assert_eq!(log.matches("TCP_DENIED/403").count(), 2, "{log}");
+    assert!(site.hits().all.is_empty(), "the site was never asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_egress_urls_credentials_open_the_tunnel() {
+    let site_ip = "127.0.12.39";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    // `openssl passwd -1 -salt picketpn 'p@ss w'`
+    let squid = Squid::with_auth(
+        "127.0.12.40",
+        &[],
+        "pinuser:$1$picketpn$h41hRNHMi9EJUdYunK5Bm.\n",
+    );
+    let authed = squid.url.replace("http://", "http://pinuser:p%40ss%20w@");
+    let good = engine(&authed, &site.ca_file, true, &[(NAME, site_ip)]);
+    let none = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
+    for url in [
+        format!("https://{NAME}:{}/", site.https),
+        format!("http://{NAME}:{}/", site.http),
+    ] {
+        let r = check(&good, &url).await;
+        assert_eq!(r.verdict, Verdict::Up, "{url}: {}", r.detail);
+        // Without them squid answers 407 itself: the egress failing, not the site.
+        let r = check(&none, &url).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Unknown, "egress_unavailable"),
+            "{url}: {}",
+            r.detail
+        );
+    }
+    let log = squid_log(&squid, 4).await;
+    eprintln!("squid access log:\n{log}");
+    assert_eq!(log.matches(" pinuser ").count(), 2, "{log}");
+}
