@@ -14,11 +14,11 @@ use futures_util::future::BoxFuture;
 use crate::config::{ProbeSettings, Settings};
 use crate::egress::{EgressHealth, Health, NetworkWatch, Signal};
 use crate::job::{
-    now_rfc3339, AttemptRecord, HttpFacts, Job, RawJson, Rejected, Report, SchemaVersion, Timing,
-    Verdict,
+    now_rfc3339, AttemptRecord, HttpFacts, Job, RawJson, Reason, Rejected, Report, SchemaVersion,
+    Timing, Verdict,
 };
 use crate::metric;
-use crate::probe::judge::{combine, judge, settled, JudgeSettings, Judgement, Reason};
+use crate::probe::judge::{combine, judge, settled, JudgeSettings, Judgement};
 use crate::probe::FailureKind;
 use crate::probe::{Observation, Outcome, Plan};
 use crate::state::{Delivery, StateStore};
@@ -226,7 +226,7 @@ impl Engine {
     /// The `unknown/rate_limited` answer to a job our own per-IP limit kept from asking
     /// the site (its IP stayed busy): our limit, not the site's failure.
     pub async fn too_busy(&self, job: &Job, delivery: Delivery<'_>, why: &str) -> Report {
-        metric::result(Verdict::Unknown, Reason::RateLimited.as_str(), false);
+        metric::result(Verdict::Unknown, Reason::RateLimited, false);
         let mut r =
             self.report_without_probe(job, Verdict::Unknown, Reason::RateLimited, why.into());
         self.settle(&mut r, delivery).await;
@@ -246,7 +246,7 @@ impl Engine {
         if delivery.redelivered {
             if let Some(report) = self.state.replay(&job.key, delivery.id).await {
                 metric::state_replayed();
-                metric::result(report.verdict, &report.reason, false);
+                metric::result(report.verdict, report.reason, false);
                 return Run::Done(Box::new(report));
             }
         }
@@ -259,7 +259,7 @@ impl Engine {
                 // A served verdict is no new observation: it changes nothing.
                 cached.previous_verdict = Some(cached.verdict).filter(|v| v.is_about_the_site());
                 cached.changed = false;
-                metric::result(cached.verdict, &cached.reason, true);
+                metric::result(cached.verdict, cached.reason, true);
                 return Run::Done(Box::new(cached));
             }
         }
@@ -268,7 +268,7 @@ impl Engine {
             Err(wait) => return Run::Defer(wait),
         };
         self.settle(&mut report, delivery).await;
-        metric::result(report.verdict, &report.reason, false);
+        metric::result(report.verdict, report.reason, false);
         Run::Done(Box::new(report))
     }
 
@@ -398,7 +398,7 @@ impl Engine {
             .map(|(o, j)| AttemptRecord {
                 egress: o.egress.clone(),
                 verdict: j.verdict,
-                reason: j.reason.as_str().to_string(),
+                reason: j.reason,
                 detail: j.detail.clone(),
                 ip: o.ip.map(|ip| ip.to_string()),
                 total_ms: ms(o.total),
@@ -409,7 +409,7 @@ impl Engine {
             job_id: job.id.clone(),
             url: job.url.to_string(),
             verdict,
-            reason: reason.as_str().to_string(),
+            reason,
             detail,
             http,
             timing_ms: Timing {
@@ -456,7 +456,7 @@ impl Engine {
     /// The `invalid` answer to a job that was refused before probing, with its key's
     /// state when it has a key.
     pub async fn rejected(&self, r: &Rejected, delivery: Delivery<'_>) -> Report {
-        metric::result(Verdict::Invalid, Reason::InvalidJob.as_str(), false);
+        metric::result(Verdict::Invalid, Reason::InvalidJob, false);
         let mut report = self.bare_report(
             (&r.id, r.key.as_ref()),
             &r.url,
@@ -485,7 +485,7 @@ impl Engine {
             since: None,
             url: url.to_string(),
             verdict,
-            reason: reason.as_str().to_string(),
+            reason,
             detail,
             http: None,
             timing_ms: Timing::default(),

@@ -9,72 +9,8 @@ use std::sync::OnceLock;
 use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::config::TlsOnError;
-use crate::job::Verdict;
+use crate::job::{Reason, Verdict};
 use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
-
-/// Stable reason codes (`CONTRACT.md`); new ones may be added, none renamed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// All is well.
-    Ok,
-    /// The name did not resolve.
-    Dns,
-    /// No connection.
-    Connect,
-    /// TLS handshake or certificate.
-    Tls,
-    /// Out of time.
-    Timeout,
-    /// Unexpected status code.
-    HttpStatus,
-    /// The page is empty or tiny.
-    BodyTooSmall,
-    /// The page lacks the expected text or has a forbidden one.
-    BodyMismatch,
-    /// Slower than `max_latency_ms`.
-    Slow,
-    /// Too many redirect hops, or a loop.
-    TooManyRedirects,
-    /// The target is refused by policy.
-    BlockedTarget,
-    /// We are throttled or refused as a bot.
-    Blocked,
-    /// Every egress failed.
-    EgressUnavailable,
-    /// The job is wrong.
-    InvalidJob,
-    /// The server broke HTTP.
-    Protocol,
-    /// Our own per-IP limit left no time to ask the site.
-    RateLimited,
-    /// This worker ran out of file descriptors or buffers.
-    LocalResources,
-}
-
-impl Reason {
-    /// The snake_case code written in results and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Ok => "ok",
-            Reason::Dns => "dns",
-            Reason::Connect => "connect",
-            Reason::Tls => "tls",
-            Reason::Timeout => "timeout",
-            Reason::HttpStatus => "http_status",
-            Reason::BodyTooSmall => "body_too_small",
-            Reason::BodyMismatch => "body_mismatch",
-            Reason::Slow => "slow",
-            Reason::TooManyRedirects => "too_many_redirects",
-            Reason::BlockedTarget => "blocked_target",
-            Reason::Blocked => "blocked",
-            Reason::EgressUnavailable => "egress_unavailable",
-            Reason::InvalidJob => "invalid_job",
-            Reason::Protocol => "protocol",
-            Reason::RateLimited => "rate_limited",
-            Reason::LocalResources => "local_resources",
-        }
-    }
-}
 
 /// A verdict with its reason and detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
