@@ -4,7 +4,9 @@
 //! - [`config`]: layered, validated settings (one struct per section).
 //! - [`job`]: wire types, the job in and the [`job::Report`] out.
 //! - [`probe`]: the pure core: plan, observation, judgement, address policy, charsets.
-//! - [`engine`]: job → report with attempts and the cache, over the [`engine::Prober`] seam.
+//! - [`engine`]: job → report with attempts and the cache, over the [`engine::Prober`] seam;
+//!   within it, `our_side` tells our own failure from the site's (egress health, the
+//!   network watch, canaries) and `report` builds every result message.
 //! - [`http`]: the HTTP prober (resolve, pin, fetch, redirects); [`dns`]: name resolution.
 //! - [`limit`]: per-IP politeness; [`state`]: each monitored key's state across checks
 //!   (memory, Redis); [`key`]: what names a monitored check.

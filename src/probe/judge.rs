@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-use crate::config::TlsOnError;
+use crate::config::{ProbeSettings, TlsOnError, TlsSettings};
 use crate::job::{Reason, Verdict};
 use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
@@ -47,6 +47,17 @@ pub struct JudgeSettings {
     pub expiry_warn_days: i64,
     /// Verdict for a page matching a built-in soft-failure pattern; `None` = off.
     pub soft_failures: Option<Verdict>,
+}
+
+impl JudgeSettings {
+    /// The judge's settings out of the `[probe]` and `[tls]` sections.
+    pub fn new(probe: &ProbeSettings, tls: &TlsSettings) -> JudgeSettings {
+        JudgeSettings {
+            tls_on_error: tls.on_error,
+            expiry_warn_days: tls.expiry_warn_days,
+            soft_failures: probe.soft_failures,
+        }
+    }
 }
 
 /// Pages up to this size are read as text and checked for soft failures; block, parked

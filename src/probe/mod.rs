@@ -179,9 +179,6 @@ pub struct Observation {
     pub queued: Duration,
     /// The whole attempt.
     pub total: Duration,
-    /// Set when the per-IP limit asked for a wait longer than `Plan::max_wait`: the job
-    /// should come back after about this long.
-    pub deferred: Option<Duration>,
     /// Things worth telling that did not decide the verdict (e.g. a broken IPv6 path).
     pub notes: Vec<String>,
     /// On a failure: how many answers the same IP gave us just before it (through this
@@ -209,7 +206,6 @@ impl Observation {
             first_byte: None,
             queued: Duration::ZERO,
             total: Duration::ZERO,
-            deferred: None,
             notes: Vec::new(),
             recent_answers: 0,
             refusal: None,
