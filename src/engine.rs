@@ -19,7 +19,8 @@ use futures_util::future::BoxFuture;
 use crate::config::{ProbeSettings, Settings};
 use crate::job::{now_rfc3339, Job, Reason, Rejected, Report, Verdict};
 use crate::metric;
-use crate::probe::judge::{combine, judge, settled, JudgeSettings, Judgement};
+use crate::probe::combine::{combine, settled};
+use crate::probe::judge::{judge, JudgeSettings, Judgement};
 use crate::probe::{Observation, Outcome, Plan};
 use crate::state::{Delivery, StateStore};
 

@@ -1,11 +1,14 @@
 //! The pure probe core: a [`Plan`] made from a job and the probe settings, the
-//! [`Observation`] an adapter fills by actually asking the site, and the judgement of
-//! that observation into a verdict with a reason and a detail line.
+//! [`Observation`] an adapter fills by actually asking the site, the judgement of that
+//! observation into a verdict with a reason and a detail line ([`judge`], reading pages
+//! with [`pages`]), and the combination of several attempts into one ([`combine`]).
 //!
 //! Nothing here does I/O, so every rule about what counts as `up` is tested directly.
 //! A failing site is data (an [`Outcome::Failure`]), never an `Err`.
 
+pub mod combine;
 pub mod judge;
+pub mod pages;
 pub mod policy;
 pub mod text;
 
