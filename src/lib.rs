@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: layered, validated settings (one struct per section).
-//! - [`job`]: wire types, the job in and the [`job::Report`] out.
+//! - [`job`]: wire types, the job in and the [`job::Report`] out, with its
+//!   [`job::Verdict`] and [`job::Reason`] code.
 //! - [`probe`]: the pure core: plan, observation, judgement, address policy, charsets.
 //! - [`engine`]: job → report with attempts and the cache, over the [`engine::Prober`] seam;
 //!   within it, `our_side` tells our own failure from the site's (egress health, the
