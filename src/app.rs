@@ -13,6 +13,7 @@ use crate::dns::Resolver;
 use crate::engine::{worker_name, Engine};
 use crate::http::HttpProber;
 use crate::limit::Limiter;
+use crate::probe::judge::JudgeSettings;
 use crate::redis_pool::redis_pool;
 use crate::state::{RedisState, StateStore};
 use std::time::Duration;
@@ -43,7 +44,8 @@ pub fn engine(
     Ok(Engine::new(
         Arc::new(prober),
         state,
-        settings,
+        &settings.probe,
+        JudgeSettings::new(&settings.probe, &settings.tls),
         worker_name(settings),
     ))
 }

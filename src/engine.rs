@@ -5,6 +5,11 @@
 //! `down` is only said after every attempt failed.
 //!
 //! The engine knows no broker, no Redis and no HTTP library: those come in as traits.
+//! What tells our own failure from the site's (egress health, the network watch, the
+//! canaries) is in `our_side`; the result message is built in one place, `report`.
+
+mod our_side;
+mod report;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,23 +17,35 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::config::{ProbeSettings, Settings};
-use crate::egress::{EgressHealth, Health, NetworkWatch, Signal};
-use crate::job::{
-    now_rfc3339, AttemptRecord, HttpFacts, Job, RawJson, Rejected, Report, SchemaVersion, Timing,
-    Verdict,
-};
+use crate::job::{now_rfc3339, Job, Reason, Rejected, Report, Verdict};
 use crate::metric;
-use crate::probe::judge::{combine, judge, settled, JudgeSettings, Judgement, Reason};
-use crate::probe::FailureKind;
+use crate::probe::combine::{combine, settled};
+use crate::probe::judge::{judge, JudgeSettings, Judgement};
 use crate::probe::{Observation, Outcome, Plan};
 use crate::state::{Delivery, StateStore};
+
+use our_side::OurSide;
+use report::{Attempts, Stamp, Subject, Word};
 
 /// Observes a site once: resolve, connect, ask, read.
 pub trait Prober: Send + Sync {
     /// How many egresses there are to rotate through.
     fn egress_count(&self) -> usize;
     /// One probe through egress number `egress` (taken modulo the count).
-    fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Observation>;
+    fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Attempt>;
+}
+
+/// What came of asking a [`Prober`] to observe a site once.
+// Nearly every attempt is observed, and an observation was always returned by value:
+// boxing it would cost every probe an allocation to shrink only the rare deferral.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Attempt {
+    /// The probe was made (whatever the site did).
+    Observed(Observation),
+    /// The per-IP limit asked for a wait longer than [`Plan::max_wait`]: no probe was
+    /// made, and the job should come back after about this long.
+    Deferred(Duration),
 }
 
 /// What became of a job.
@@ -47,23 +64,7 @@ pub struct Engine {
     probe: ProbeSettings,
     judge: JudgeSettings,
     worker: String,
-    canaries: Canaries,
-    health: EgressHealth,
-    network: NetworkWatch,
-}
-
-/// How long a canary check answers for all failures that ask.
-const CANARY_FRESH: Duration = Duration::from_secs(30);
-
-/// The same while many sites are failing at once.
-const CANARY_FRESH_IN_WAVE: Duration = Duration::from_secs(3);
-
-/// Known-good sites that tell our own network failing from theirs.
-struct Canaries {
-    plans: Vec<Plan>,
-    /// When the last check ran and whether any canary answered; the async mutex makes
-    /// a wave of failures wait for one check instead of starting one each.
-    last: tokio::sync::Mutex<Option<(tokio::time::Instant, bool)>>,
+    our_side: OurSide,
 }
 
 /// The name a worker writes in its results: `worker.name`, or host name and PID.
@@ -79,132 +80,31 @@ pub fn worker_name(settings: &Settings) -> String {
     }
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// The attempts made for one job, in order, each with its judgement.
+struct Tried {
+    observations: Vec<Observation>,
+    judgements: Vec<Judgement>,
 }
 
 impl Engine {
-    /// An engine over the given prober and state store.
+    /// An engine over the given prober and state store, probing as `probe` says, judging
+    /// with `judge`, and signing its results as `worker`.
     pub fn new(
         prober: Arc<dyn Prober>,
         state: Arc<dyn StateStore>,
-        settings: &Settings,
+        probe: &ProbeSettings,
+        judge: JudgeSettings,
         worker: String,
     ) -> Engine {
-        let prober_egresses = prober.egress_count();
+        let our_side = OurSide::new(probe, prober.egress_count());
         Engine {
             prober,
             state,
-            probe: settings.probe.clone(),
-            judge: JudgeSettings {
-                tls_on_error: settings.tls.on_error,
-                expiry_warn_days: settings.tls.expiry_warn_days,
-                soft_failures: settings.probe.soft_failures,
-            },
+            probe: probe.clone(),
+            judge,
             worker,
-            canaries: Canaries {
-                plans: settings
-                    .probe
-                    .canaries
-                    .iter()
-                    .map(|url| {
-                        let job = Job {
-                            id: "canary".into(),
-                            key: "canary".into(),
-                            url: url.clone(),
-                            method: crate::job::Method::Get,
-                            headers: Vec::new(),
-                            timeout: None,
-                            expect: crate::job::Expect::default(),
-                            max_age: None,
-                            meta: None,
-                        };
-                        let mut plan = Plan::new(&job, &settings.probe);
-                        plan.min_body_bytes = 0;
-                        plan
-                    })
-                    .collect(),
-                last: tokio::sync::Mutex::new(None),
-            },
-            health: EgressHealth::new(prober_egresses, settings.probe.egress_health),
-            network: NetworkWatch::default(),
+            our_side,
         }
-    }
-
-    /// Tells the egress bookkeeping what an attempt showed about its egress.
-    fn note_health(&self, egress: usize, obs: &Observation) {
-        let health = match &obs.outcome {
-            Outcome::Answer(_) => Health::Works,
-            Outcome::Failure(f) => match f.kind {
-                FailureKind::Connect
-                | FailureKind::Unreachable
-                | FailureKind::Reset
-                | FailureKind::Timeout
-                | FailureKind::Tls
-                | FailureKind::Protocol
-                | FailureKind::Egress => Health::Failed,
-                // These came after an answer: the way out worked.
-                FailureKind::TooManyRedirects | FailureKind::BadRedirect => Health::Works,
-                FailureKind::Dns
-                | FailureKind::BlockedTarget
-                | FailureKind::Throttled
-                | FailureKind::LocalResources => Health::Silent,
-            },
-        };
-        let now = tokio::time::Instant::now();
-        let signal = match &obs.outcome {
-            Outcome::Answer(_) => Signal::Answered,
-            Outcome::Failure(f) => match f.kind {
-                // A connection that never came up, or no route: nothing came back.
-                FailureKind::Timeout if obs.connect.is_none() => Signal::Silent,
-                FailureKind::Unreachable | FailureKind::Egress => Signal::Silent,
-                _ => Signal::Other,
-            },
-        };
-        self.network.record(obs.ip, signal, now);
-        if self.health.record(egress, obs.ip, health, now) {
-            metric::egress_rested(&obs.egress);
-            tracing::warn!(
-                egress = %obs.egress,
-                rest_s = self.probe.egress_health.rest.as_secs(),
-                "egress fails for many sites while others answer: resting it"
-            );
-        }
-    }
-
-    /// Whether our own network works: true when no canaries are configured or any
-    /// canary answers (any HTTP answer below 500) through any egress.
-    async fn network_ok(&self) -> bool {
-        if self.canaries.plans.is_empty() {
-            return true;
-        }
-        // In a wave of failures an answer from before it is stale: check again.
-        let fresh = if self.network.wave(tokio::time::Instant::now()).is_some() {
-            CANARY_FRESH_IN_WAVE
-        } else {
-            CANARY_FRESH
-        };
-        let mut last = self.canaries.last.lock().await;
-        if let Some((at, ok)) = *last {
-            if at.elapsed() < fresh {
-                return ok;
-            }
-        }
-        let mut ok = false;
-        'all: for egress in 0..self.prober.egress_count().max(1) {
-            for plan in &self.canaries.plans {
-                let obs = self.prober.observe(plan, egress).await;
-                if matches!(&obs.outcome, Outcome::Answer(a) if a.status < 500) {
-                    ok = true;
-                    break 'all;
-                }
-            }
-        }
-        if !ok {
-            tracing::warn!("every canary failed through every egress: our own network looks down");
-        }
-        *last = Some((tokio::time::Instant::now(), ok));
-        ok
     }
 
     /// Answers a job, waiting for per-IP limits as long as its timeout allows.
@@ -226,9 +126,8 @@ impl Engine {
     /// The `unknown/rate_limited` answer to a job our own per-IP limit kept from asking
     /// the site (its IP stayed busy): our limit, not the site's failure.
     pub async fn too_busy(&self, job: &Job, delivery: Delivery<'_>, why: &str) -> Report {
-        metric::result(Verdict::Unknown, Reason::RateLimited.as_str(), false);
-        let mut r =
-            self.report_without_probe(job, Verdict::Unknown, Reason::RateLimited, why.into());
+        metric::result(Verdict::Unknown, Reason::RateLimited, false);
+        let mut r = self.unprobed(job, Verdict::Unknown, Reason::RateLimited, why.into());
         self.settle(&mut r, delivery).await;
         r
     }
@@ -246,7 +145,7 @@ impl Engine {
         if delivery.redelivered {
             if let Some(report) = self.state.replay(&job.key, delivery.id).await {
                 metric::state_replayed();
-                metric::result(report.verdict, &report.reason, false);
+                metric::result(report.verdict, report.reason, false);
                 return Run::Done(Box::new(report));
             }
         }
@@ -259,7 +158,7 @@ impl Engine {
                 // A served verdict is no new observation: it changes nothing.
                 cached.previous_verdict = Some(cached.verdict).filter(|v| v.is_about_the_site());
                 cached.changed = false;
-                metric::result(cached.verdict, &cached.reason, true);
+                metric::result(cached.verdict, cached.reason, true);
                 return Run::Done(Box::new(cached));
             }
         }
@@ -268,7 +167,7 @@ impl Engine {
             Err(wait) => return Run::Defer(wait),
         };
         self.settle(&mut report, delivery).await;
-        metric::result(report.verdict, &report.reason, false);
+        metric::result(report.verdict, report.reason, false);
         Run::Done(Box::new(report))
     }
 
@@ -290,58 +189,16 @@ impl Engine {
     async fn probe(&self, job: &Job, max_wait: Option<Duration>) -> Result<Report, Duration> {
         let mut plan = Plan::new(job, &self.probe);
         plan.max_wait = max_wait;
-        let egresses = self.prober.egress_count().max(1);
         let required = self.probe.attempts as usize;
-        // Failed egresses and bot walls cost attempts without telling anything about the
-        // site, so with other egresses to try there is room for a few more.
-        let budget = if egresses > 1 { 2 * required } else { required };
-        // Spread first attempts over the egresses; a retry moves on to the next one.
-        let mut next = (fxhash(job.url.as_str()) as usize) % egresses;
-        // Egresses that have told all they can about this site.
-        let mut spent: Vec<usize> = Vec::new();
-        let mut observations: Vec<Observation> = Vec::new();
-        let mut judgements: Vec<Judgement> = Vec::new();
-        while judgements.len() < budget {
-            let now = tokio::time::Instant::now();
-            let Some(egress) = self.health.pick(next, &spent, now) else {
-                break;
-            };
-            if !judgements.is_empty() {
-                tokio::time::sleep(self.probe.retry_delay).await;
-            }
-            let obs = self.prober.observe(&plan, egress).await;
-            if let Some(wait) = obs.deferred {
-                return Err(wait);
-            }
-            metric::probe_observed(&obs);
-            metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
-            self.note_health(egress, &obs);
-            let j = judge(&plan, &obs, &self.judge);
-            tracing::debug!(attempt = judgements.len(), egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");
-            // Asking again through an egress the site refused as a bot tells nothing, and
-            // a failed egress says nothing about the site; with one egress only, a failed
-            // egress may still recover for the next attempt.
-            if j.reason == Reason::Blocked
-                || (j.reason == Reason::EgressUnavailable && egresses > 1)
-            {
-                spent.push(egress);
-            }
-            observations.push(obs);
-            judgements.push(j);
-            if settled(&judgements, required) {
-                break;
-            }
-            next = egress + 1;
-        }
-        let Some((i, decisive)) = combine(&judgements, required) else {
-            return Ok(self.report_without_probe(
+        let tried = self.attempts(&plan, job, required).await?;
+        let Some((i, decisive)) = combine(&tried.judgements, required) else {
+            return Ok(self.unprobed(
                 job,
                 Verdict::Unknown,
                 Reason::EgressUnavailable,
                 "no attempt was made".into(),
             ));
         };
-        let obs = &observations[i];
         let mut verdict = decisive.verdict;
         let mut reason = decisive.reason;
         let mut detail = decisive.detail.clone();
@@ -350,157 +207,124 @@ impl Engine {
         if verdict == Verdict::Down
             && matches!(reason, Reason::Connect | Reason::Timeout | Reason::Dns)
         {
-            if !self.network_ok().await {
+            if let Some(why) = self.our_side.blames_us(self.prober.as_ref()).await {
                 verdict = Verdict::Unknown;
                 reason = Reason::EgressUnavailable;
-                detail = format!(
-                    "{detail}; every canary failed too, so this is our network, not the site"
-                );
-            } else if self.canaries.plans.is_empty() {
-                // Without canaries to ask, a wave of silence is taken for what it almost
-                // always is.
-                if let Some(wave) = self.network.wave(tokio::time::Instant::now()) {
-                    verdict = Verdict::Unknown;
-                    reason = Reason::EgressUnavailable;
-                    detail = format!("{detail}; {wave}: this looks like our network, not the site (configure probe.canaries to be sure)");
-                }
+                detail = format!("{detail}; {why}");
             }
         }
-        for note in &obs.notes {
-            detail = format!("{detail}; {note}");
-        }
-        if judgements.len() > 1 && verdict == Verdict::Down {
-            detail = format!("{detail} (confirmed by {} attempts)", judgements.len());
-        } else if i > 0 && !decisive.wants_confirmation() {
-            detail = format!(
-                "{detail} (attempt {} failed first: {})",
-                1, judgements[0].detail
-            );
-        }
-        let http = match &obs.outcome {
-            Outcome::Answer(a) => Some(HttpFacts {
-                status: a.status,
-                body_bytes: a.body_bytes as u64,
-                final_url: a.final_url.clone(),
-                redirects: a.redirects,
-                charset: a.charset.clone(),
-                truncated: a.truncated,
-            }),
-            Outcome::Failure(_) => None,
+        let attempts = Attempts {
+            observations: &tried.observations,
+            judgements: &tried.judgements,
+            decisive: i,
         };
-        let tls_days_left = match &obs.outcome {
-            Outcome::Answer(a) => a.tls_days_left,
-            Outcome::Failure(_) => None,
-        };
-        let attempt_log = observations
-            .iter()
-            .zip(&judgements)
-            .map(|(o, j)| AttemptRecord {
-                egress: o.egress.clone(),
-                verdict: j.verdict,
-                reason: j.reason.as_str().to_string(),
-                detail: j.detail.clone(),
-                ip: o.ip.map(|ip| ip.to_string()),
-                total_ms: ms(o.total),
-            })
-            .collect();
-        Ok(Report {
-            schema: SchemaVersion,
-            job_id: job.id.clone(),
-            url: job.url.to_string(),
-            verdict,
-            reason: reason.as_str().to_string(),
-            detail,
-            http,
-            timing_ms: Timing {
-                total: ms(obs.total),
-                dns: obs.dns.map(ms),
-                connect: obs.connect.map(ms),
-                tls: obs.tls.map(ms),
-                first_byte: obs.first_byte.map(ms),
-                queue: Some(ms(observations.iter().map(|o| o.queued).sum())),
+        let detail = report::detail(detail, verdict, &attempts);
+        Ok(report::build(
+            self.subject(job),
+            Word {
+                verdict,
+                reason,
+                detail,
             },
-            ip: obs.ip.map(|ip| ip.to_string()),
-            egress: Some(obs.egress.clone()),
-            attempts: judgements.len() as u32,
-            attempt_log,
-            checked_at: now_rfc3339(),
-            cached: false,
-            key: Some(job.key.clone()),
-            previous_verdict: None,
-            changed: false,
-            streak: 1,
-            since: None,
-            worker: self.worker.clone(),
-            meta: job.meta.clone(),
-            tls_days_left,
-        })
+            Some(attempts),
+            self.stamp(),
+        ))
     }
 
-    fn report_without_probe(
-        &self,
-        job: &Job,
-        verdict: Verdict,
-        reason: Reason,
-        detail: String,
-    ) -> Report {
-        self.bare_report(
-            (&job.id, Some(&job.key)),
-            job.url.as_str(),
-            job.meta.clone(),
-            (verdict, reason),
+    /// Makes attempts until they settle the verdict (a good one, or `required`
+    /// failures) or the budget is spent; `Err(wait)` when the job should be deferred.
+    async fn attempts(&self, plan: &Plan, job: &Job, required: usize) -> Result<Tried, Duration> {
+        let egresses = self.prober.egress_count().max(1);
+        // Failed egresses and bot walls cost attempts without telling anything about the
+        // site, so with other egresses to try there is room for a few more.
+        let budget = if egresses > 1 { 2 * required } else { required };
+        // Spread first attempts over the egresses; a retry moves on to the next one.
+        let mut next = (fxhash(job.url.as_str()) as usize) % egresses;
+        // Egresses that have told all they can about this site.
+        let mut spent: Vec<usize> = Vec::new();
+        let mut tried = Tried {
+            observations: Vec::new(),
+            judgements: Vec::new(),
+        };
+        while tried.judgements.len() < budget {
+            let now = tokio::time::Instant::now();
+            let Some(egress) = self.our_side.pick(next, &spent, now) else {
+                break;
+            };
+            if !tried.judgements.is_empty() {
+                tokio::time::sleep(self.probe.retry_delay).await;
+            }
+            let obs = match self.prober.observe(plan, egress).await {
+                Attempt::Observed(obs) => obs,
+                Attempt::Deferred(wait) => return Err(wait),
+            };
+            metric::probe_observed(&obs);
+            metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
+            self.our_side.record(egress, &obs);
+            let j = judge(plan, &obs, &self.judge);
+            tracing::debug!(attempt = tried.judgements.len(), egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");
+            // Asking again through an egress the site refused as a bot tells nothing, and
+            // a failed egress says nothing about the site; with one egress only, a failed
+            // egress may still recover for the next attempt.
+            if j.reason == Reason::Blocked
+                || (j.reason == Reason::EgressUnavailable && egresses > 1)
+            {
+                spent.push(egress);
+            }
+            tried.observations.push(obs);
+            tried.judgements.push(j);
+            if settled(&tried.judgements, required) {
+                break;
+            }
+            next = egress + 1;
+        }
+        Ok(tried)
+    }
+
+    fn subject<'a>(&self, job: &'a Job) -> Subject<'a> {
+        Subject {
+            id: &job.id,
+            key: Some(&job.key),
+            url: job.url.as_str(),
+            meta: job.meta.clone(),
+        }
+    }
+
+    fn stamp(&self) -> Stamp<'_> {
+        Stamp {
+            worker: &self.worker,
+            checked_at: now_rfc3339(),
+        }
+    }
+
+    /// A report on a job with no probe behind it (no attempt possible, or none allowed).
+    fn unprobed(&self, job: &Job, verdict: Verdict, reason: Reason, detail: String) -> Report {
+        let word = Word {
+            verdict,
+            reason,
             detail,
-        )
+        };
+        report::build(self.subject(job), word, None, self.stamp())
     }
 
     /// The `invalid` answer to a job that was refused before probing, with its key's
     /// state when it has a key.
     pub async fn rejected(&self, r: &Rejected, delivery: Delivery<'_>) -> Report {
-        metric::result(Verdict::Invalid, Reason::InvalidJob.as_str(), false);
-        let mut report = self.bare_report(
-            (&r.id, r.key.as_ref()),
-            &r.url,
-            r.meta.clone(),
-            (Verdict::Invalid, Reason::InvalidJob),
-            r.detail.clone(),
-        );
+        metric::result(Verdict::Invalid, Reason::InvalidJob, false);
+        let subject = Subject {
+            id: &r.id,
+            key: r.key.as_deref(),
+            url: &r.url,
+            meta: r.meta.clone(),
+        };
+        let word = Word {
+            verdict: Verdict::Invalid,
+            reason: Reason::InvalidJob,
+            detail: r.detail.clone(),
+        };
+        let mut report = report::build(subject, word, None, self.stamp());
         self.settle(&mut report, delivery).await;
         report
-    }
-
-    /// A report with no probe behind it (a refused job, or no attempt possible).
-    fn bare_report(
-        &self,
-        (id, key): (&str, Option<&String>),
-        url: &str,
-        meta: Option<RawJson>,
-        (verdict, reason): (Verdict, Reason),
-        detail: String,
-    ) -> Report {
-        Report {
-            schema: SchemaVersion,
-            job_id: id.to_string(),
-            key: key.cloned(),
-            streak: 1,
-            since: None,
-            url: url.to_string(),
-            verdict,
-            reason: reason.as_str().to_string(),
-            detail,
-            http: None,
-            timing_ms: Timing::default(),
-            ip: None,
-            egress: None,
-            attempts: 0,
-            attempt_log: Vec::new(),
-            checked_at: now_rfc3339(),
-            cached: false,
-            previous_verdict: None,
-            changed: false,
-            worker: self.worker.clone(),
-            meta,
-            tls_days_left: None,
-        }
     }
 }
 
@@ -514,7 +338,7 @@ fn fxhash(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::job_for_url;
+    use crate::job::{job_for_url, RawJson};
     use crate::probe::{Answer, Failure, FailureKind};
     use crate::state::MemoryState;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -543,7 +367,7 @@ mod tests {
         fn egress_count(&self) -> usize {
             self.egress_count
         }
-        fn observe<'a>(&'a self, _plan: &'a Plan, egress: usize) -> BoxFuture<'a, Observation> {
+        fn observe<'a>(&'a self, _plan: &'a Plan, egress: usize) -> BoxFuture<'a, Attempt> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 self.egresses.lock().expect("lock").push(egress % 2);
@@ -552,7 +376,7 @@ mod tests {
                 o.ip = Some("192.0.2.1".parse().expect("ip"));
                 o.outcome = outcome;
                 o.total = Duration::from_millis(3);
-                o
+                Attempt::Observed(o)
             })
         }
     }
@@ -577,7 +401,14 @@ mod tests {
         let mut s =
             Settings::from_toml("[probe]\nretry_delay = \"1ms\"\nattempts = 3\n").expect("cfg");
         s.worker.name = "w".into();
-        Engine::new(p, Arc::new(MemoryState::default()), &s, "w".into())
+        let judge = JudgeSettings::new(&s.probe, &s.tls);
+        Engine::new(
+            p,
+            Arc::new(MemoryState::default()),
+            &s.probe,
+            judge,
+            "w".into(),
+        )
     }
 
     #[tokio::test]

@@ -29,6 +29,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 // The JSON Schemas under `schema/` are generated from these types by a test.
 #[cfg(test)]
 mod schema;
+mod verdict;
+
+pub use verdict::{Reason, Verdict};
 
 /// What a job expects of the site, all optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -475,36 +478,6 @@ pub fn job_for_url(url: &str, id: &str) -> Result<Job, String> {
     })
 }
 
-/// The verdict on a site.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(test, derive(schemars::JsonSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// Works as a person's browser would see it.
-    Up,
-    /// Reachable but not right (slow, certificate problem).
-    Degraded,
-    /// Not available, confirmed.
-    Down,
-    /// We could not tell: our problem, not the site's.
-    Unknown,
-    /// The job itself is wrong.
-    Invalid,
-}
-
-impl Verdict {
-    /// The snake_case name, also the routing key of its results.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Up => "up",
-            Verdict::Degraded => "degraded",
-            Verdict::Down => "down",
-            Verdict::Unknown => "unknown",
-            Verdict::Invalid => "invalid",
-        }
-    }
-}
-
 /// HTTP facts of the final answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
@@ -557,7 +530,7 @@ pub struct AttemptRecord {
     /// Its verdict on its own.
     pub verdict: Verdict,
     /// Its reason code.
-    pub reason: String,
+    pub reason: Reason,
     /// Its detail line.
     pub detail: String,
     /// Address it reached, when one was resolved.
@@ -582,7 +555,7 @@ pub struct Report {
     /// The verdict.
     pub verdict: Verdict,
     /// Stable snake_case reason code.
-    pub reason: String,
+    pub reason: Reason,
     /// One readable line.
     pub detail: String,
     /// The final HTTP answer, when there was one.
@@ -623,27 +596,6 @@ pub struct Report {
     /// Days until the certificate expires (https only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_days_left: Option<i64>,
-}
-
-impl Verdict {
-    /// Whether this is a verdict on the site, which a key's history keeps: `unknown`
-    /// (our own trouble) and `invalid` (the job is wrong) are reported, never kept.
-    pub fn is_about_the_site(self) -> bool {
-        !matches!(self, Verdict::Unknown | Verdict::Invalid)
-    }
-
-    /// The verdict named `s` (its snake_case name).
-    pub fn parse(s: &str) -> Option<Verdict> {
-        [
-            Verdict::Up,
-            Verdict::Degraded,
-            Verdict::Down,
-            Verdict::Unknown,
-            Verdict::Invalid,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
-    }
 }
 
 /// The `schema` field of a result: always [`SCHEMA_VERSION`] when written; whatever an
@@ -870,7 +822,7 @@ mod tests {
             job_id: "a".into(),
             url: "http://x/".into(),
             verdict: Verdict::Up,
-            reason: "ok".into(),
+            reason: Reason::Ok,
             detail: "d".into(),
             http: None,
             timing_ms: Timing {

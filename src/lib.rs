@@ -7,9 +7,12 @@
 //!   [`config::dns`], [`config::tls`], [`config::egress`] with `[targets]`,
 //!   [`config::process`] for `[http]`, `[log]`, `[worker]`); shared value parsers in
 //!   [`config::parse`]; where each value came from in [`config::origin`].
-//! - [`job`]: wire types, the job in and the [`job::Report`] out.
+//! - [`job`]: wire types, the job in and the [`job::Report`] out, with its
+//!   [`job::Verdict`] and [`job::Reason`] code.
 //! - [`probe`]: the pure core: plan, observation, judgement, address policy, charsets.
-//! - [`engine`]: job → report with attempts and the cache, over the [`engine::Prober`] seam.
+//! - [`engine`]: job → report with attempts and the cache, over the [`engine::Prober`] seam;
+//!   within it, `our_side` tells our own failure from the site's (egress health, the
+//!   network watch, canaries) and `report` builds every result message.
 //! - [`http`]: the HTTP prober (resolve, pin, fetch, redirects); [`dns`]: name resolution.
 //! - [`limit`]: per-IP politeness; [`state`]: each monitored key's state across checks
 //!   (memory, Redis); [`key`]: what names a monitored check.

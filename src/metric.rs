@@ -8,7 +8,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::job::Verdict;
+use crate::job::{Reason, Verdict};
 use crate::probe::Observation;
 
 const JOBS_CONSUMED: &str = "picket_jobs_consumed_total";
@@ -227,8 +227,8 @@ pub fn job_consumed() {
 }
 
 /// A result was produced.
-pub fn result(verdict: Verdict, reason: &str, cached: bool) {
-    counter!(RESULTS, "verdict" => verdict.as_str(), "reason" => reason.to_string(), "cached" => if cached { "true" } else { "false" }).increment(1);
+pub fn result(verdict: Verdict, reason: Reason, cached: bool) {
+    counter!(RESULTS, "verdict" => verdict.as_str(), "reason" => reason.as_str(), "cached" => if cached { "true" } else { "false" }).increment(1);
 }
 
 /// A message was dead-lettered.

@@ -73,7 +73,7 @@ fn cells(r: &Report, colour: bool) -> Vec<Cell> {
         .map_or_else(|| "-".to_string(), |h| h.status.to_string());
     vec![
         verdict,
-        Cell::new(&r.reason),
+        Cell::new(r.reason.as_str()),
         Cell::new(status),
         Cell::new(millis(r.timing_ms.total)),
         Cell::new(display_url(&r.url)),

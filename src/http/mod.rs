@@ -20,7 +20,7 @@ use url::Url;
 
 use crate::config::{EgressSettings, TlsSettings};
 use crate::dns::{DnsError, Resolver};
-use crate::engine::Prober;
+use crate::engine::{Attempt, Prober};
 use crate::job::Method;
 use crate::limit::{Grant, Limiter, Request, Signal};
 use crate::probe::{policy, text, Answer, Failure, FailureKind, Observation, Outcome, Plan};
@@ -294,11 +294,24 @@ impl HttpProber {
         })
     }
 
-    async fn observe_with(&self, plan: &Plan, egress: &Egress, index: usize) -> Observation {
+    async fn observe_with(
+        &self,
+        plan: &Plan,
+        egress: &Egress,
+        index: usize,
+        deferred: &mut Option<Duration>,
+    ) -> Observation {
         let start = Instant::now();
         let mut obs = Observation::new(&egress.name);
         let outcome = self
-            .follow(plan, egress, index, start + plan.timeout, &mut obs)
+            .follow(
+                plan,
+                egress,
+                index,
+                start + plan.timeout,
+                &mut obs,
+                deferred,
+            )
             .await;
         obs.outcome = outcome;
         obs.total = start.elapsed();
@@ -312,6 +325,7 @@ impl HttpProber {
         index: usize,
         mut deadline: Instant,
         obs: &mut Observation,
+        deferred: &mut Option<Duration>,
     ) -> Outcome {
         let mut url = plan.url.clone();
         // Cookies set along the redirect chain, sent on later hops as a browser would:
@@ -405,7 +419,7 @@ impl HttpProber {
                     Grant::Go(p) => p,
                     Grant::Defer(wait) => {
                         if plan.max_wait.is_some() {
-                            obs.deferred = Some(wait);
+                            *deferred = Some(wait);
                         }
                         return fail(
                             FailureKind::Throttled,
@@ -771,10 +785,17 @@ impl Prober for HttpProber {
         self.egress.len()
     }
 
-    fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Observation> {
+    fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
             let index = egress % self.egress.len();
-            self.observe_with(plan, &self.egress[index], index).await
+            let mut deferred = None;
+            let obs = self
+                .observe_with(plan, &self.egress[index], index, &mut deferred)
+                .await;
+            match deferred {
+                Some(wait) => Attempt::Deferred(wait),
+                None => Attempt::Observed(obs),
+            }
         })
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
 
-use super::{Report, SchemaVersion, WireJob, SCHEMA_VERSION};
+use super::{Reason, Report, SchemaVersion, WireJob, SCHEMA_VERSION};
 
 /// A job's `id`: a string or a number.
 #[derive(JsonSchema)]
@@ -29,6 +29,26 @@ impl JsonSchema for SchemaVersion {
             "description": "Version of the result schema; raised when a field changes meaning or goes away, not when one is added.",
             "type": "integer",
             "const": SCHEMA_VERSION,
+        })
+    }
+}
+
+// A string with today's codes as examples, not a closed enum: the contract lets codes be
+// added, and a subscriber validating against this file must not reject a result for one.
+impl JsonSchema for Reason {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Reason".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        json_schema!({
+            "type": "string",
+            "examples": codes,
         })
     }
 }

@@ -1,80 +1,19 @@
-//! The judgement: an [`Observation`] against a [`Plan`] gives a verdict, a stable reason
-//! code and one readable detail line; several attempts combine into the final word.
+//! The judgement of one attempt: an [`Observation`] against a [`Plan`] gives a verdict,
+//! a stable reason code and one readable detail line. Several attempts are combined in
+//! [`crate::probe::combine`]; what a page's text shows is read in [`crate::probe::pages`].
 //!
-//! Order of the rules matters and is the same as a person's reading of a page: no answer
-//! at all, then the status, then whether there is a page, then what it says, then speed.
+//! An answer goes through an ordered list of small rules (after Gatus's conditions), each
+//! over what was seen and free of I/O: the first that has something to say decides. The
+//! order is a person's reading of a page: no answer at all, then the status, then whether
+//! there is a page, then what it says, then speed.
 
-use std::sync::OnceLock;
-
-use aho_corasick::{AhoCorasick, MatchKind};
-
-use crate::config::TlsOnError;
-use crate::job::Verdict;
+use crate::config::{ProbeSettings, TlsOnError, TlsSettings};
+use crate::job::{Method, Reason, Verdict};
+use crate::probe::pages::{challenge, soft_failure};
 use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
-/// Stable reason codes (`CONTRACT.md`); new ones may be added, none renamed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// All is well.
-    Ok,
-    /// The name did not resolve.
-    Dns,
-    /// No connection.
-    Connect,
-    /// TLS handshake or certificate.
-    Tls,
-    /// Out of time.
-    Timeout,
-    /// Unexpected status code.
-    HttpStatus,
-    /// The page is empty or tiny.
-    BodyTooSmall,
-    /// The page lacks the expected text or has a forbidden one.
-    BodyMismatch,
-    /// Slower than `max_latency_ms`.
-    Slow,
-    /// Too many redirect hops, or a loop.
-    TooManyRedirects,
-    /// The target is refused by policy.
-    BlockedTarget,
-    /// We are throttled or refused as a bot.
-    Blocked,
-    /// Every egress failed.
-    EgressUnavailable,
-    /// The job is wrong.
-    InvalidJob,
-    /// The server broke HTTP.
-    Protocol,
-    /// Our own per-IP limit left no time to ask the site.
-    RateLimited,
-    /// This worker ran out of file descriptors or buffers.
-    LocalResources,
-}
-
-impl Reason {
-    /// The snake_case code written in results and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Ok => "ok",
-            Reason::Dns => "dns",
-            Reason::Connect => "connect",
-            Reason::Tls => "tls",
-            Reason::Timeout => "timeout",
-            Reason::HttpStatus => "http_status",
-            Reason::BodyTooSmall => "body_too_small",
-            Reason::BodyMismatch => "body_mismatch",
-            Reason::Slow => "slow",
-            Reason::TooManyRedirects => "too_many_redirects",
-            Reason::BlockedTarget => "blocked_target",
-            Reason::Blocked => "blocked",
-            Reason::EgressUnavailable => "egress_unavailable",
-            Reason::InvalidJob => "invalid_job",
-            Reason::Protocol => "protocol",
-            Reason::RateLimited => "rate_limited",
-            Reason::LocalResources => "local_resources",
-        }
-    }
-}
+/// Read here by the HTTP prober too, which reads that much of a page as text.
+pub use crate::probe::pages::SNIFF_BYTES;
 
 /// A verdict with its reason and detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +27,8 @@ pub struct Judgement {
 }
 
 impl Judgement {
-    fn new(verdict: Verdict, reason: Reason, detail: impl Into<String>) -> Judgement {
+    /// A judgement from its parts.
+    pub fn new(verdict: Verdict, reason: Reason, detail: impl Into<String>) -> Judgement {
         Judgement {
             verdict,
             reason,
@@ -113,108 +53,15 @@ pub struct JudgeSettings {
     pub soft_failures: Option<Verdict>,
 }
 
-/// Pages up to this size are read as text and checked for soft failures; block, parked
-/// and default pages are small, real pages that mention "access denied" are not.
-pub const SNIFF_BYTES: usize = 64 * 1024;
-
-/// Markers of bot walls and challenge pages (matched lower-cased).
-const CHALLENGE_MARKERS: &[&str] = &[
-    "cf-chl",
-    "challenge-platform",
-    "just a moment...",
-    "attention required! | cloudflare",
-    "checking your browser",
-    "ddos protection by",
-    "captcha",
-    "请完成安全验证",
-    "人机验证",
-];
-
-/// Built-in soft-failure patterns: (kind, phrase) matched lower-cased in small pages.
-const SOFT_PATTERNS: &[(&str, &str)] = &[
-    ("block page", "access denied"),
-    ("block page", "访问被拒绝"),
-    ("block page", "您的访问被阻断"),
-    ("block page", "request blocked"),
-    ("block page", "the requested url was rejected"),
-    ("block page", "web application firewall"),
-    ("parked domain", "this domain is for sale"),
-    ("parked domain", "domain is parked"),
-    ("parked domain", "buy this domain"),
-    ("parked domain", "域名出售"),
-    ("suspended account", "account has been suspended"),
-    ("suspended account", "account suspended"),
-    ("suspended account", "website is suspended"),
-    ("suspended account", "网站已暂停"),
-    ("suspended account", "网站暂停访问"),
-];
-
-/// Default-server pages, matched in the page title only.
-const DEFAULT_TITLES: &[&str] = &[
-    "welcome to nginx!",
-    "apache2 debian default page",
-    "apache2 ubuntu default page",
-    "test page for the apache",
-    "iis windows server",
-    "welcome to centos",
-    "test page for the nginx",
-];
-
-/// The patterns above, compiled once. A page is ASCII-lower-cased once (a fast byte
-/// pass) and then searched for all patterns in one go, which the SIMD prefilter of a
-/// case-sensitive search makes several times faster than a case-insensitive automaton.
-/// The patterns are ASCII or CJK, which has no case, so nothing is lost.
-struct Finders {
-    soft: AhoCorasick,
-    challenge: AhoCorasick,
-}
-
-fn finders() -> &'static Finders {
-    static FINDERS: OnceLock<Finders> = OnceLock::new();
-    FINDERS.get_or_init(|| {
-        let build = |patterns: &[&str]| {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostFirst)
-                .build(patterns)
-                // The patterns are constants: a failure here is a bug caught by every test.
-                .expect("built-in page patterns compile")
-        };
-        let soft: Vec<&str> = SOFT_PATTERNS.iter().map(|(_, p)| *p).collect();
-        Finders {
-            soft: build(&soft),
-            challenge: build(CHALLENGE_MARKERS),
-        }
-    })
-}
-
-/// The title of a lower-cased page.
-fn title(lower: &[u8]) -> Option<&[u8]> {
-    let start = memchr::memmem::find(lower, b"<title")?;
-    let open_end = start + memchr::memchr(b'>', &lower[start..])? + 1;
-    let close = open_end + memchr::memmem::find(&lower[open_end..], b"</title")?;
-    Some(lower[open_end..close].trim_ascii())
-}
-
-/// The soft failure a small page shows, if any: "block page (\"access denied\")".
-fn soft_failure(text: &str) -> Option<String> {
-    let lower = text.as_bytes().to_ascii_lowercase();
-    if let Some(t) = title(&lower) {
-        if let Some(d) = DEFAULT_TITLES
-            .iter()
-            .find(|d| memchr::memmem::find(t, d.as_bytes()).is_some())
-        {
-            return Some(format!("default server page ({d:?} in the title)"));
+impl JudgeSettings {
+    /// The judge's settings out of the `[probe]` and `[tls]` sections.
+    pub fn new(probe: &ProbeSettings, tls: &TlsSettings) -> JudgeSettings {
+        JudgeSettings {
+            tls_on_error: tls.on_error,
+            expiry_warn_days: tls.expiry_warn_days,
+            soft_failures: probe.soft_failures,
         }
     }
-    let found = finders().soft.find(&lower)?;
-    let (kind, phrase) = SOFT_PATTERNS[found.pattern().as_usize()];
-    Some(format!("{kind} ({phrase:?})"))
-}
-
-fn challenge(text: &str) -> Option<&'static str> {
-    let lower = text.as_bytes().to_ascii_lowercase();
-    let found = finders().challenge.find(&lower)?;
-    Some(CHALLENGE_MARKERS[found.pattern().as_usize()])
 }
 
 /// Judges one attempt.
@@ -225,7 +72,29 @@ pub fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) -> Judgem
     }
     match &obs.outcome {
         Outcome::Failure(f) => judge_failure(f, obs.recent_answers, settings),
-        Outcome::Answer(a) => judge_answer(plan, obs, a, settings),
+        Outcome::Answer(answer) => {
+            let seen = Seen {
+                plan,
+                answer,
+                settings,
+                status: status_text(answer.status),
+                // The site's latency: our own wait for the per-IP limit is not its slowness.
+                ms: obs.total.saturating_sub(obs.queued).as_millis(),
+            };
+            ANSWER_RULES
+                .iter()
+                .find_map(|rule| rule(&seen))
+                .unwrap_or_else(|| {
+                    Judgement::new(
+                        Verdict::Up,
+                        Reason::Ok,
+                        format!(
+                            "{}, {} bytes in {} ms",
+                            seen.status, answer.body_bytes, seen.ms
+                        ),
+                    )
+                })
+        }
     }
 }
 
@@ -297,205 +166,185 @@ fn status_text(status: u16) -> String {
     }
 }
 
-fn judge_answer(plan: &Plan, obs: &Observation, a: &Answer, settings: &JudgeSettings) -> Judgement {
-    // The site's latency: our own wait for the per-IP limit is not its slowness.
-    let latency = obs.total.saturating_sub(obs.queued);
-    let ms = latency.as_millis();
-    let status = status_text(a.status);
-    let status_ok = match &plan.expect.status {
+/// What the rules over an answer look at.
+struct Seen<'a> {
+    plan: &'a Plan,
+    answer: &'a Answer,
+    settings: &'a JudgeSettings,
+    /// The status as a person reads it ("200 OK"), which every detail line starts with.
+    status: String,
+    /// The site's own latency in milliseconds.
+    ms: u128,
+}
+
+/// One rule over an answer: its judgement when it applies, `None` to let the next speak.
+type Rule = fn(&Seen<'_>) -> Option<Judgement>;
+
+/// The rules over an answer, in order; an answer no rule objects to is `up`.
+const ANSWER_RULES: &[Rule] = &[
+    wrong_status,
+    no_page,
+    keyword_missing,
+    keyword_forbidden,
+    soft_failure_page,
+    slow,
+    certificate_expiring,
+];
+
+/// Whether the job lists `code` in `expect.status`.
+fn asked_for(plan: &Plan, code: u16) -> bool {
+    plan.expect
+        .status
+        .as_ref()
+        .is_some_and(|list| list.contains(&code))
+}
+
+/// A status the job does not accept: a bot wall or throttling refuses *us* (`unknown`),
+/// anything else is the site's failure.
+fn wrong_status(s: &Seen<'_>) -> Option<Judgement> {
+    let (a, status) = (s.answer, &s.status);
+    let status_ok = match &s.plan.expect.status {
         Some(list) => list.contains(&a.status),
         None => (200..400).contains(&a.status),
     };
-    if !status_ok {
-        if matches!(a.status, 403 | 503) && a.body_bytes <= SNIFF_BYTES {
-            if let Some(marker) = challenge(&a.text) {
-                return Judgement::new(
-                    Verdict::Unknown,
-                    Reason::Blocked,
-                    format!("{status}: a bot challenge page ({marker:?}) refuses us; the site itself may be fine"),
-                );
-            }
-        }
-        if a.status == 429 {
-            let after = a
-                .retry_after
-                .as_deref()
-                .map(|r| format!(", Retry-After {r}"))
-                .unwrap_or_default();
-            return Judgement::new(
+    if status_ok {
+        return None;
+    }
+    if matches!(a.status, 403 | 503) && a.body_bytes <= SNIFF_BYTES {
+        if let Some(marker) = challenge(&a.text) {
+            return Some(Judgement::new(
                 Verdict::Unknown,
                 Reason::Blocked,
-                format!("{status}: the site is throttling us{after}"),
-            );
+                format!("{status}: a bot challenge page ({marker:?}) refuses us; the site itself may be fine"),
+            ));
         }
-        let wanted = match &plan.expect.status {
-            Some(list) => format!(
-                "expected {}",
-                list.iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            None => "expected 2xx or 3xx".to_string(),
-        };
-        return Judgement::new(
-            Verdict::Down,
-            Reason::HttpStatus,
-            format!("{status} ({wanted}) after {ms} ms"),
-        );
     }
-    // HEAD answers carry no body by design, and so do 204 and 304, but a page that
-    // answers with no body is a blank page to a browser: only a job that lists the
-    // status in `expect.status` (a health endpoint) accepts it without one.
-    let asked_for = |code: u16| {
-        plan.expect
-            .status
-            .as_ref()
-            .is_some_and(|list| list.contains(&code))
+    if a.status == 429 {
+        let after = a
+            .retry_after
+            .as_deref()
+            .map(|r| format!(", Retry-After {r}"))
+            .unwrap_or_default();
+        return Some(Judgement::new(
+            Verdict::Unknown,
+            Reason::Blocked,
+            format!("{status}: the site is throttling us{after}"),
+        ));
+    }
+    let wanted = match &s.plan.expect.status {
+        Some(list) => format!(
+            "expected {}",
+            list.iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "expected 2xx or 3xx".to_string(),
     };
-    let bodyless = plan.method == crate::job::Method::Head
-        || (matches!(a.status, 204 | 304) && asked_for(a.status));
-    if !bodyless && a.body_bytes < plan.min_body_bytes {
-        return Judgement::new(
+    Some(Judgement::new(
+        Verdict::Down,
+        Reason::HttpStatus,
+        format!("{status} ({wanted}) after {} ms", s.ms),
+    ))
+}
+
+/// An empty or tiny body. HEAD answers carry no body by design, and so do 204 and 304,
+/// but a page that answers with no body is a blank page to a browser: only a job that
+/// lists the status in `expect.status` (a health endpoint) accepts it without one.
+fn no_page(s: &Seen<'_>) -> Option<Judgement> {
+    let a = s.answer;
+    let bodyless = s.plan.method == Method::Head
+        || (matches!(a.status, 204 | 304) && asked_for(s.plan, a.status));
+    (!bodyless && a.body_bytes < s.plan.min_body_bytes).then(|| {
+        Judgement::new(
             Verdict::Down,
             Reason::BodyTooSmall,
             format!(
-                "{status} but the body is {} bytes (at least {} expected)",
-                a.body_bytes, plan.min_body_bytes
+                "{} but the body is {} bytes (at least {} expected)",
+                s.status, a.body_bytes, s.plan.min_body_bytes
             ),
-        );
-    }
-    if let Some(needle) = &plan.expect.body_contains {
-        if !a.text.contains(needle.as_str()) {
-            return Judgement::new(
-                Verdict::Down,
-                Reason::BodyMismatch,
-                format!(
-                    "{status}, {} bytes, but the page does not contain {needle:?}{}",
-                    a.body_bytes,
-                    if a.truncated {
-                        " (in the part read)"
-                    } else {
-                        ""
-                    }
-                ),
-            );
-        }
-    }
-    if let Some(needle) = &plan.expect.body_not_contains {
-        if a.text.contains(needle.as_str()) {
-            return Judgement::new(
-                Verdict::Down,
-                Reason::BodyMismatch,
-                format!(
-                    "{status}, {} bytes, but the page contains {needle:?}",
-                    a.body_bytes
-                ),
-            );
-        }
-    }
-    let keyword_matched = plan.expect.body_contains.is_some();
-    if let Some(verdict) = settings.soft_failures {
-        if !keyword_matched && a.body_bytes <= SNIFF_BYTES {
-            if let Some(what) = soft_failure(&a.text) {
-                return Judgement::new(
-                    verdict,
-                    Reason::BodyMismatch,
-                    format!("{status}, {} bytes, but it is a {what}", a.body_bytes),
-                );
-            }
-        }
-    }
-    if let Some(limit) = plan.expect.max_latency_ms {
-        if ms > u128::from(limit) {
-            return Judgement::new(
-                Verdict::Degraded,
-                Reason::Slow,
-                format!(
-                    "{status}, {} bytes in {ms} ms (more than {limit} ms)",
-                    a.body_bytes
-                ),
-            );
-        }
-    }
-    if let Some(days) = a.tls_days_left {
-        if days < settings.expiry_warn_days {
-            return Judgement::new(
-                Verdict::Degraded,
-                Reason::Tls,
-                format!("{status}, but the certificate expires in {days} days"),
-            );
-        }
-    }
-    Judgement::new(
-        Verdict::Up,
-        Reason::Ok,
-        format!("{status}, {} bytes in {ms} ms", a.body_bytes),
-    )
+        )
+    })
 }
 
-/// Combines the attempts' judgements (in order) into the final one and the index of the
-/// attempt it comes from. `required` is how many failures make a `down` (`probe.attempts`).
-///
-/// One good attempt wins: a failure that another probe did not see is a blip, not an
-/// outage. `down` needs `required` failing attempts that are evidence about the site:
-/// an egress that failed says nothing about it, and once the site refused us as a bot
-/// only an answer through another egress that shows the site failing (a bad status or
-/// page) confirms it; a connection failure there may be the same ban. Short of that the
-/// verdict is `unknown`, with the reason that kept us from knowing.
-pub fn combine(judgements: &[Judgement], required: usize) -> Option<(usize, &Judgement)> {
-    if judgements.is_empty() {
+/// The page lacks the text the job expects.
+fn keyword_missing(s: &Seen<'_>) -> Option<Judgement> {
+    let a = s.answer;
+    let needle = s.plan.expect.body_contains.as_ref()?;
+    (!a.text.contains(needle.as_str())).then(|| {
+        let part = if a.truncated {
+            " (in the part read)"
+        } else {
+            ""
+        };
+        Judgement::new(
+            Verdict::Down,
+            Reason::BodyMismatch,
+            format!(
+                "{}, {} bytes, but the page does not contain {needle:?}{part}",
+                s.status, a.body_bytes
+            ),
+        )
+    })
+}
+
+/// The page has the text the job forbids.
+fn keyword_forbidden(s: &Seen<'_>) -> Option<Judgement> {
+    let a = s.answer;
+    let needle = s.plan.expect.body_not_contains.as_ref()?;
+    a.text.contains(needle.as_str()).then(|| {
+        Judgement::new(
+            Verdict::Down,
+            Reason::BodyMismatch,
+            format!(
+                "{}, {} bytes, but the page contains {needle:?}",
+                s.status, a.body_bytes
+            ),
+        )
+    })
+}
+
+/// A small page that is a block, parked, suspended or default-server page; a job that
+/// found its own keyword knows its page better than the built-in patterns do.
+fn soft_failure_page(s: &Seen<'_>) -> Option<Judgement> {
+    let a = s.answer;
+    let verdict = s.settings.soft_failures?;
+    if s.plan.expect.body_contains.is_some() || a.body_bytes > SNIFF_BYTES {
         return None;
     }
-    if let Some(i) = judgements.iter().rposition(|j| !j.wants_confirmation()) {
-        return Some((i, &judgements[i]));
-    }
-    if let Some(i) = confirmed_down(judgements, required) {
-        return Some((i, &judgements[i]));
-    }
-    let unknown = |reason: Option<Reason>| {
-        judgements
-            .iter()
-            .rposition(|j| j.verdict == Verdict::Unknown && reason.is_none_or(|r| j.reason == r))
-    };
-    if let Some(i) = unknown(Some(Reason::Blocked)).or_else(|| unknown(None)) {
-        return Some((i, &judgements[i]));
-    }
-    let last = judgements.len() - 1;
-    Some((last, &judgements[last]))
+    let what = soft_failure(&a.text)?;
+    Some(Judgement::new(
+        verdict,
+        Reason::BodyMismatch,
+        format!("{}, {} bytes, but it is a {what}", s.status, a.body_bytes),
+    ))
 }
 
-/// Whether the judgements so far settle the verdict: a good attempt, or `required`
-/// failures (a confirmed down, or after a bot wall, as much as can be learned).
-pub fn settled(judgements: &[Judgement], required: usize) -> bool {
-    judgements.iter().any(|j| !j.wants_confirmation())
-        || judgements
-            .iter()
-            .filter(|j| j.verdict == Verdict::Down)
-            .count()
-            >= required.max(1)
+/// Slower than the job's `max_latency_ms`.
+fn slow(s: &Seen<'_>) -> Option<Judgement> {
+    let limit = s.plan.expect.max_latency_ms?;
+    (s.ms > u128::from(limit)).then(|| {
+        Judgement::new(
+            Verdict::Degraded,
+            Reason::Slow,
+            format!(
+                "{}, {} bytes in {} ms (more than {limit} ms)",
+                s.status, s.answer.body_bytes, s.ms
+            ),
+        )
+    })
 }
 
-/// The last of at least `required` failures that are evidence about the site.
-fn confirmed_down(judgements: &[Judgement], required: usize) -> Option<usize> {
-    let blocked = judgements.iter().any(|j| j.reason == Reason::Blocked);
-    let evidence =
-        |j: &&Judgement| j.verdict == Verdict::Down && (!blocked || site_answered_badly(j.reason));
-    let count = judgements.iter().filter(evidence).count();
-    if count >= required.max(1) {
-        judgements.iter().rposition(|j| evidence(&j))
-    } else {
-        None
-    }
-}
-
-/// Reasons that come from an HTTP answer the site gave: proof that the site itself is
-/// failing even when another egress was refused as a bot.
-fn site_answered_badly(reason: Reason) -> bool {
-    matches!(
-        reason,
-        Reason::HttpStatus | Reason::BodyTooSmall | Reason::BodyMismatch | Reason::TooManyRedirects
-    )
+/// A certificate that expires sooner than `tls.expiry_warn_days`.
+fn certificate_expiring(s: &Seen<'_>) -> Option<Judgement> {
+    let days = s.answer.tls_days_left?;
+    (days < s.settings.expiry_warn_days).then(|| {
+        Judgement::new(
+            Verdict::Degraded,
+            Reason::Tls,
+            format!("{}, but the certificate expires in {days} days", s.status),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -761,75 +610,6 @@ mod tests {
             a.tls_days_left = Some(3);
         }
         assert_eq!(j(&p, &o), (Verdict::Degraded, Reason::Tls));
-    }
-
-    #[test]
-    fn combine_needs_consistent_failure_for_down() {
-        let down = Judgement::new(Verdict::Down, Reason::Connect, "a");
-        let up = Judgement::new(Verdict::Up, Reason::Ok, "b");
-        let blocked = Judgement::new(Verdict::Unknown, Reason::Blocked, "c");
-        assert_eq!(
-            combine(&[down.clone(), up.clone()], 2).map(|x| x.0),
-            Some(1)
-        );
-        assert_eq!(
-            combine(&[up.clone(), down.clone()], 2).map(|x| x.0),
-            Some(0)
-        );
-        assert_eq!(
-            combine(&[down.clone(), down.clone()], 2).map(|x| x.1.verdict),
-            Some(Verdict::Down)
-        );
-        assert_eq!(
-            combine(&[down.clone(), blocked], 2).map(|x| x.1.verdict),
-            Some(Verdict::Unknown)
-        );
-        // One failure is not confirmed when two are required.
-        assert_eq!(
-            combine(std::slice::from_ref(&down), 2).map(|x| x.1.verdict),
-            Some(Verdict::Down)
-        );
-        assert!(!settled(std::slice::from_ref(&down), 2));
-        assert!(settled(std::slice::from_ref(&down), 1));
-        assert!(settled(&[down.clone(), down], 2));
-        assert!(combine(&[], 2).is_none());
-    }
-
-    #[test]
-    fn a_failed_egress_is_no_evidence_about_the_site() {
-        let down = Judgement::new(Verdict::Down, Reason::Connect, "refused");
-        let egress = Judgement::new(Verdict::Unknown, Reason::EgressUnavailable, "proxy");
-        let seen = [down.clone(), egress.clone()];
-        assert!(!settled(&seen, 2));
-        let (_, j) = combine(&seen, 2).expect("some");
-        assert_eq!(
-            (j.verdict, j.reason),
-            (Verdict::Unknown, Reason::EgressUnavailable)
-        );
-        // A third attempt through a working egress confirms it.
-        let seen = [down.clone(), egress, down];
-        assert!(settled(&seen, 2));
-        assert_eq!(combine(&seen, 2).map(|x| x.1.verdict), Some(Verdict::Down));
-    }
-
-    #[test]
-    fn blocked_is_confirmed_only_by_a_bad_answer_through_another_egress() {
-        let blocked = Judgement::new(Verdict::Unknown, Reason::Blocked, "429");
-        let refused = Judgement::new(Verdict::Down, Reason::Connect, "refused");
-        let error = Judgement::new(Verdict::Down, Reason::HttpStatus, "500");
-        let up = Judgement::new(Verdict::Up, Reason::Ok, "200");
-        // The server answered us (429) on one path: a refused connection on the other
-        // may be the same ban.
-        let verdict = |seen: &[Judgement]| combine(seen, 2).map(|(_, j)| (j.verdict, j.reason));
-        assert_eq!(
-            verdict(&[blocked.clone(), refused.clone(), refused]),
-            Some((Verdict::Unknown, Reason::Blocked))
-        );
-        assert_eq!(
-            verdict(&[blocked.clone(), error.clone(), error]),
-            Some((Verdict::Down, Reason::HttpStatus))
-        );
-        assert_eq!(verdict(&[blocked, up]), Some((Verdict::Up, Reason::Ok)));
     }
 
     #[test]

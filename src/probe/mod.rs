@@ -1,11 +1,14 @@
 //! The pure probe core: a [`Plan`] made from a job and the probe settings, the
-//! [`Observation`] an adapter fills by actually asking the site, and the judgement of
-//! that observation into a verdict with a reason and a detail line.
+//! [`Observation`] an adapter fills by actually asking the site, the judgement of that
+//! observation into a verdict with a reason and a detail line ([`judge`], reading pages
+//! with [`pages`]), and the combination of several attempts into one ([`combine`]).
 //!
 //! Nothing here does I/O, so every rule about what counts as `up` is tested directly.
 //! A failing site is data (an [`Outcome::Failure`]), never an `Err`.
 
+pub mod combine;
 pub mod judge;
+pub mod pages;
 pub mod policy;
 pub mod text;
 
@@ -179,9 +182,6 @@ pub struct Observation {
     pub queued: Duration,
     /// The whole attempt.
     pub total: Duration,
-    /// Set when the per-IP limit asked for a wait longer than `Plan::max_wait`: the job
-    /// should come back after about this long.
-    pub deferred: Option<Duration>,
     /// Things worth telling that did not decide the verdict (e.g. a broken IPv6 path).
     pub notes: Vec<String>,
     /// On a failure: how many answers the same IP gave us just before it (through this
@@ -209,7 +209,6 @@ impl Observation {
             first_byte: None,
             queued: Duration::ZERO,
             total: Duration::ZERO,
-            deferred: None,
             notes: Vec::new(),
             recent_answers: 0,
             refusal: None,

@@ -1,0 +1,250 @@
+//! Our side: what tells our own failure from the site's. Every attempt tells the egress
+//! bookkeeping ([`EgressHealth`]) and the network watch ([`NetworkWatch`]) what it showed
+//! about our way out; a `down` that may be ours (no connection, no answer, no name) is
+//! asked about again against the canaries, known-good sites, before it is believed.
+//!
+//! The mapping from an attempt to what it says about us is pure ([`health_of`],
+//! [`signal_of`]); the canary check is the one place here that probes.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::ProbeSettings;
+use crate::egress::{EgressHealth, Health, HealthSettings, NetworkWatch, Signal};
+use crate::engine::{Attempt, Prober};
+use crate::job::{Expect, Job, Method};
+use crate::metric;
+use crate::probe::{FailureKind, Observation, Outcome, Plan};
+
+/// How long a canary check answers for all failures that ask.
+const CANARY_FRESH: Duration = Duration::from_secs(30);
+
+/// The same while many sites are failing at once.
+const CANARY_FRESH_IN_WAVE: Duration = Duration::from_secs(3);
+
+/// The state of our own side: egress health, the network watch and the canaries.
+pub(super) struct OurSide {
+    health: EgressHealth,
+    health_settings: HealthSettings,
+    network: NetworkWatch,
+    canaries: Canaries,
+}
+
+/// Known-good sites that tell our own network failing from theirs.
+struct Canaries {
+    plans: Vec<Plan>,
+    /// When the last check ran and whether any canary answered; the async mutex makes
+    /// a wave of failures wait for one check instead of starting one each.
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+}
+
+/// What an attempt through an egress says about that egress.
+pub(super) fn health_of(outcome: &Outcome) -> Health {
+    match outcome {
+        Outcome::Answer(_) => Health::Works,
+        Outcome::Failure(f) => match f.kind {
+            FailureKind::Connect
+            | FailureKind::Unreachable
+            | FailureKind::Reset
+            | FailureKind::Timeout
+            | FailureKind::Tls
+            | FailureKind::Protocol
+            | FailureKind::Egress => Health::Failed,
+            // These came after an answer: the way out worked.
+            FailureKind::TooManyRedirects | FailureKind::BadRedirect => Health::Works,
+            FailureKind::Dns
+            | FailureKind::BlockedTarget
+            | FailureKind::Throttled
+            | FailureKind::LocalResources => Health::Silent,
+        },
+    }
+}
+
+/// What an attempt says about our own network as a whole.
+pub(super) fn signal_of(obs: &Observation) -> Signal {
+    match &obs.outcome {
+        Outcome::Answer(_) => Signal::Answered,
+        Outcome::Failure(f) => match f.kind {
+            // A connection that never came up, or no route: nothing came back.
+            FailureKind::Timeout if obs.connect.is_none() => Signal::Silent,
+            FailureKind::Unreachable | FailureKind::Egress => Signal::Silent,
+            _ => Signal::Other,
+        },
+    }
+}
+
+/// The plan of a canary: a plain GET, where any answer at all will do.
+fn canary_plan(url: &url::Url, probe: &ProbeSettings) -> Plan {
+    let job = Job {
+        id: "canary".into(),
+        key: "canary".into(),
+        url: url.clone(),
+        method: Method::Get,
+        headers: Vec::new(),
+        timeout: None,
+        expect: Expect::default(),
+        max_age: None,
+        meta: None,
+    };
+    let mut plan = Plan::new(&job, probe);
+    plan.min_body_bytes = 0;
+    plan
+}
+
+impl OurSide {
+    /// Our side with `egresses` ways out and the canaries of `probe`.
+    pub(super) fn new(probe: &ProbeSettings, egresses: usize) -> OurSide {
+        OurSide {
+            health: EgressHealth::new(egresses, probe.egress_health),
+            health_settings: probe.egress_health,
+            network: NetworkWatch::default(),
+            canaries: Canaries {
+                plans: probe
+                    .canaries
+                    .iter()
+                    .map(|url| canary_plan(url, probe))
+                    .collect(),
+                last: tokio::sync::Mutex::new(None),
+            },
+        }
+    }
+
+    /// The egress for the next attempt: `preferred` unless it is rested or `spent`.
+    pub(super) fn pick(&self, preferred: usize, spent: &[usize], now: Instant) -> Option<usize> {
+        self.health.pick(preferred, spent, now)
+    }
+
+    /// Tells the egress bookkeeping and the network watch what an attempt showed.
+    pub(super) fn record(&self, egress: usize, obs: &Observation) {
+        let now = Instant::now();
+        self.network.record(obs.ip, signal_of(obs), now);
+        if self
+            .health
+            .record(egress, obs.ip, health_of(&obs.outcome), now)
+        {
+            metric::egress_rested(&obs.egress);
+            tracing::warn!(
+                egress = %obs.egress,
+                rest_s = self.health_settings.rest.as_secs(),
+                "egress fails for many sites while others answer: resting it"
+            );
+        }
+    }
+
+    /// Why a site that seems unreachable (a `down` for no connection, no answer or no
+    /// name) is more likely our own network failing, if it is: every canary failed too,
+    /// or, with no canaries to ask, a wave of silence is going on. `None`: believe it.
+    pub(super) async fn blames_us(&self, prober: &dyn Prober) -> Option<String> {
+        if !self.network_ok(prober).await {
+            return Some(
+                "every canary failed too, so this is our network, not the site".to_string(),
+            );
+        }
+        if !self.canaries.plans.is_empty() {
+            return None;
+        }
+        // Without canaries to ask, a wave of silence is taken for what it almost always is.
+        let wave = self.network.wave(Instant::now())?;
+        Some(format!(
+            "{wave}: this looks like our network, not the site (configure probe.canaries to be sure)"
+        ))
+    }
+
+    /// Whether our own network works: true when no canaries are configured or any
+    /// canary answers (any HTTP answer below 500) through any egress.
+    async fn network_ok(&self, prober: &dyn Prober) -> bool {
+        if self.canaries.plans.is_empty() {
+            return true;
+        }
+        // In a wave of failures an answer from before it is stale: check again.
+        let fresh = if self.network.wave(Instant::now()).is_some() {
+            CANARY_FRESH_IN_WAVE
+        } else {
+            CANARY_FRESH
+        };
+        let mut last = self.canaries.last.lock().await;
+        if let Some((at, ok)) = *last {
+            if at.elapsed() < fresh {
+                return ok;
+            }
+        }
+        let mut ok = false;
+        'all: for egress in 0..prober.egress_count().max(1) {
+            for plan in &self.canaries.plans {
+                // A canary's plan has no max_wait, so it is never deferred; were it,
+                // that would be no answer.
+                let answered = matches!(
+                    prober.observe(plan, egress).await,
+                    Attempt::Observed(obs) if matches!(&obs.outcome, Outcome::Answer(a) if a.status < 500)
+                );
+                if answered {
+                    ok = true;
+                    break 'all;
+                }
+            }
+        }
+        if !ok {
+            tracing::warn!("every canary failed through every egress: our own network looks down");
+        }
+        *last = Some((Instant::now(), ok));
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{Answer, Failure};
+
+    fn failed(kind: FailureKind) -> Observation {
+        let mut o = Observation::new("e");
+        o.outcome = Outcome::Failure(Failure {
+            kind,
+            detail: "x".into(),
+        });
+        o
+    }
+
+    #[test]
+    fn what_an_attempt_says_about_the_egress() {
+        let answer = Outcome::Answer(Answer::default());
+        assert_eq!(health_of(&answer), Health::Works);
+        let table = [
+            (FailureKind::Connect, Health::Failed),
+            (FailureKind::Unreachable, Health::Failed),
+            (FailureKind::Reset, Health::Failed),
+            (FailureKind::Timeout, Health::Failed),
+            (FailureKind::Tls, Health::Failed),
+            (FailureKind::Protocol, Health::Failed),
+            (FailureKind::Egress, Health::Failed),
+            (FailureKind::TooManyRedirects, Health::Works),
+            (FailureKind::BadRedirect, Health::Works),
+            (FailureKind::Dns, Health::Silent),
+            (FailureKind::BlockedTarget, Health::Silent),
+            (FailureKind::Throttled, Health::Silent),
+            (FailureKind::LocalResources, Health::Silent),
+        ];
+        for (kind, health) in table {
+            assert_eq!(health_of(&failed(kind).outcome), health, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn only_silence_counts_towards_a_wave() {
+        let mut answered = Observation::new("e");
+        answered.outcome = Outcome::Answer(Answer::default());
+        assert_eq!(signal_of(&answered), Signal::Answered);
+        assert_eq!(signal_of(&failed(FailureKind::Timeout)), Signal::Silent);
+        assert_eq!(signal_of(&failed(FailureKind::Unreachable)), Signal::Silent);
+        assert_eq!(signal_of(&failed(FailureKind::Egress)), Signal::Silent);
+        // A timeout after the connection came up is a slow server, not silence.
+        let mut late = failed(FailureKind::Timeout);
+        late.connect = Some(Duration::from_millis(5));
+        assert_eq!(signal_of(&late), Signal::Other);
+        // A refusal or a reset is an answer of sorts.
+        assert_eq!(signal_of(&failed(FailureKind::Connect)), Signal::Other);
+        assert_eq!(signal_of(&failed(FailureKind::Reset)), Signal::Other);
+        assert_eq!(signal_of(&failed(FailureKind::Dns)), Signal::Other);
+    }
+}

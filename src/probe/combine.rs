@@ -1,0 +1,143 @@
+//! Combining attempts: several judgements of one job, in order, become its final word.
+//! One good attempt wins; `down` needs enough failures that are evidence about the site.
+
+use crate::job::{Reason, Verdict};
+use crate::probe::judge::Judgement;
+
+/// Combines the attempts' judgements (in order) into the final one and the index of the
+/// attempt it comes from. `required` is how many failures make a `down` (`probe.attempts`).
+///
+/// One good attempt wins: a failure that another probe did not see is a blip, not an
+/// outage. `down` needs `required` failing attempts that are evidence about the site:
+/// an egress that failed says nothing about it, and once the site refused us as a bot
+/// only an answer through another egress that shows the site failing (a bad status or
+/// page) confirms it; a connection failure there may be the same ban. Short of that the
+/// verdict is `unknown`, with the reason that kept us from knowing.
+pub fn combine(judgements: &[Judgement], required: usize) -> Option<(usize, &Judgement)> {
+    if judgements.is_empty() {
+        return None;
+    }
+    if let Some(i) = judgements.iter().rposition(|j| !j.wants_confirmation()) {
+        return Some((i, &judgements[i]));
+    }
+    if let Some(i) = confirmed_down(judgements, required) {
+        return Some((i, &judgements[i]));
+    }
+    let unknown = |reason: Option<Reason>| {
+        judgements
+            .iter()
+            .rposition(|j| j.verdict == Verdict::Unknown && reason.is_none_or(|r| j.reason == r))
+    };
+    if let Some(i) = unknown(Some(Reason::Blocked)).or_else(|| unknown(None)) {
+        return Some((i, &judgements[i]));
+    }
+    let last = judgements.len() - 1;
+    Some((last, &judgements[last]))
+}
+
+/// Whether the judgements so far settle the verdict: a good attempt, or `required`
+/// failures (a confirmed down, or after a bot wall, as much as can be learned).
+pub fn settled(judgements: &[Judgement], required: usize) -> bool {
+    judgements.iter().any(|j| !j.wants_confirmation())
+        || judgements
+            .iter()
+            .filter(|j| j.verdict == Verdict::Down)
+            .count()
+            >= required.max(1)
+}
+
+/// The last of at least `required` failures that are evidence about the site.
+fn confirmed_down(judgements: &[Judgement], required: usize) -> Option<usize> {
+    let blocked = judgements.iter().any(|j| j.reason == Reason::Blocked);
+    let evidence =
+        |j: &&Judgement| j.verdict == Verdict::Down && (!blocked || site_answered_badly(j.reason));
+    let count = judgements.iter().filter(evidence).count();
+    if count >= required.max(1) {
+        judgements.iter().rposition(|j| evidence(&j))
+    } else {
+        None
+    }
+}
+
+/// Reasons that come from an HTTP answer the site gave: proof that the site itself is
+/// failing even when another egress was refused as a bot.
+fn site_answered_badly(reason: Reason) -> bool {
+    matches!(
+        reason,
+        Reason::HttpStatus | Reason::BodyTooSmall | Reason::BodyMismatch | Reason::TooManyRedirects
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combine_needs_consistent_failure_for_down() {
+        let down = Judgement::new(Verdict::Down, Reason::Connect, "a");
+        let up = Judgement::new(Verdict::Up, Reason::Ok, "b");
+        let blocked = Judgement::new(Verdict::Unknown, Reason::Blocked, "c");
+        assert_eq!(
+            combine(&[down.clone(), up.clone()], 2).map(|x| x.0),
+            Some(1)
+        );
+        assert_eq!(
+            combine(&[up.clone(), down.clone()], 2).map(|x| x.0),
+            Some(0)
+        );
+        assert_eq!(
+            combine(&[down.clone(), down.clone()], 2).map(|x| x.1.verdict),
+            Some(Verdict::Down)
+        );
+        assert_eq!(
+            combine(&[down.clone(), blocked], 2).map(|x| x.1.verdict),
+            Some(Verdict::Unknown)
+        );
+        // One failure is not confirmed when two are required.
+        assert_eq!(
+            combine(std::slice::from_ref(&down), 2).map(|x| x.1.verdict),
+            Some(Verdict::Down)
+        );
+        assert!(!settled(std::slice::from_ref(&down), 2));
+        assert!(settled(std::slice::from_ref(&down), 1));
+        assert!(settled(&[down.clone(), down], 2));
+        assert!(combine(&[], 2).is_none());
+    }
+
+    #[test]
+    fn a_failed_egress_is_no_evidence_about_the_site() {
+        let down = Judgement::new(Verdict::Down, Reason::Connect, "refused");
+        let egress = Judgement::new(Verdict::Unknown, Reason::EgressUnavailable, "proxy");
+        let seen = [down.clone(), egress.clone()];
+        assert!(!settled(&seen, 2));
+        let (_, j) = combine(&seen, 2).expect("some");
+        assert_eq!(
+            (j.verdict, j.reason),
+            (Verdict::Unknown, Reason::EgressUnavailable)
+        );
+        // A third attempt through a working egress confirms it.
+        let seen = [down.clone(), egress, down];
+        assert!(settled(&seen, 2));
+        assert_eq!(combine(&seen, 2).map(|x| x.1.verdict), Some(Verdict::Down));
+    }
+
+    #[test]
+    fn blocked_is_confirmed_only_by_a_bad_answer_through_another_egress() {
+        let blocked = Judgement::new(Verdict::Unknown, Reason::Blocked, "429");
+        let refused = Judgement::new(Verdict::Down, Reason::Connect, "refused");
+        let error = Judgement::new(Verdict::Down, Reason::HttpStatus, "500");
+        let up = Judgement::new(Verdict::Up, Reason::Ok, "200");
+        // The server answered us (429) on one path: a refused connection on the other
+        // may be the same ban.
+        let verdict = |seen: &[Judgement]| combine(seen, 2).map(|(_, j)| (j.verdict, j.reason));
+        assert_eq!(
+            verdict(&[blocked.clone(), refused.clone(), refused]),
+            Some((Verdict::Unknown, Reason::Blocked))
+        );
+        assert_eq!(
+            verdict(&[blocked.clone(), error.clone(), error]),
+            Some((Verdict::Down, Reason::HttpStatus))
+        );
+        assert_eq!(verdict(&[blocked, up]), Some((Verdict::Up, Reason::Ok)));
+    }
+}
