@@ -23,8 +23,9 @@ use crate::dns::{DnsError, Resolver};
 use crate::engine::Prober;
 use crate::job::Method;
 use crate::limit::{Grant, Limiter, Request, Signal};
-use crate::probe::{policy, text, Answer, Failure, FailureKind, Observation, Outcome, Plan};
+use crate::probe::{policy, Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
+mod body;
 mod failure;
 mod phase;
 mod pin;
@@ -654,58 +655,15 @@ impl HttpProber {
                 }
             }
 
-            let content_type = resp
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let deflated = resp
-                .headers()
-                .get(reqwest::header::CONTENT_ENCODING)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("deflate"));
-            let read = read_body(resp, plan.max_body_bytes).await;
-            let read = match read {
-                Ok((raw, cut)) if deflated => Ok(inflate(&raw, plan.max_body_bytes, cut)),
-                other => other,
-            };
-            let (body, truncated) = match read {
-                Ok(b) => b,
-                Err((e, got)) => {
-                    if e.is_timeout() {
-                        return fail(
-                            FailureKind::Timeout,
-                            format!(
-                                "{status} but the body did not arrive in time ({got} bytes read)"
-                            ),
-                        );
-                    }
-                    return fail(
-                        FailureKind::Protocol,
-                        format!(
-                            "{status} but the body broke off after {got} bytes: {}",
-                            root_cause(&e)
-                        ),
-                    );
-                }
+            let content_type = body::header(resp.headers(), reqwest::header::CONTENT_TYPE);
+            let retry_after = body::header(resp.headers(), reqwest::header::RETRY_AFTER);
+            let (body, truncated) = match body::read(resp, plan.max_body_bytes, status).await {
+                Ok(read) => read,
+                Err(outcome) => return outcome,
             };
             drop(permit);
             let body_bytes = body.len();
-            // Small pages are always read as text: block and parked pages are small.
-            let needs_text = plan.expect.body_contains.is_some()
-                || plan.expect.body_not_contains.is_some()
-                || body.len() <= crate::probe::judge::SNIFF_BYTES;
-            let (text, charset) = if needs_text {
-                let (t, cs) = text::decode_owned(body, content_type.as_deref());
-                (t, Some(cs.to_string()))
-            } else {
-                (String::new(), None)
-            };
+            let (text, charset) = body::decode(body, content_type.as_deref(), plan);
             return Outcome::Answer(Answer {
                 status,
                 body_bytes,
@@ -882,54 +840,6 @@ fn pick_addresses(ips: &[IpAddr], allow_private: bool) -> Vec<IpAddr> {
     }
     picked.truncate(MAX_ADDRESSES);
     picked
-}
-
-async fn read_body(
-    mut resp: reqwest::Response,
-    max: usize,
-) -> Result<(Vec<u8>, bool), (reqwest::Error, usize)> {
-    let mut body = Vec::with_capacity(
-        resp.content_length()
-            .map_or(16 * 1024, |l| (l as usize).min(max)),
-    );
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = max - body.len();
-                if chunk.len() >= room {
-                    body.extend_from_slice(&chunk[..room]);
-                    // Enough read to judge; the rest is not ours to wait for.
-                    let more = chunk.len() > room;
-                    return Ok((
-                        body,
-                        more || resp.content_length().is_some_and(|l| l as usize > max),
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok((body, false)),
-            Err(e) => return Err((e, body.len())),
-        }
-    }
-}
-
-/// Decodes a deflate body, zlib-wrapped or raw, to at most `max` bytes. A stream cut
-/// short (by the read limit) yields what decoded before the cut.
-fn inflate(raw: &[u8], max: usize, cut: bool) -> (Vec<u8>, bool) {
-    use std::io::Read;
-    let mut out = Vec::new();
-    let zlib = flate2::read::ZlibDecoder::new(raw)
-        .take(max as u64 + 1)
-        .read_to_end(&mut out);
-    if zlib.is_err() && out.is_empty() {
-        out.clear();
-        let _ = flate2::read::DeflateDecoder::new(raw)
-            .take(max as u64 + 1)
-            .read_to_end(&mut out);
-    }
-    let over = out.len() > max;
-    out.truncate(max);
-    (out, cut || over)
 }
 
 #[cfg(test)]
