@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use tokio::time::Instant;
 use url::Url;
 
@@ -26,24 +24,24 @@ use crate::limit::{Grant, Limiter, Request, Signal};
 use crate::probe::{policy, Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
 mod body;
+mod client;
 mod failure;
 mod phase;
 mod pin;
 mod recent;
+mod tls;
 
+use client::Egress;
+// pin's tests build a bare client the way every client is built.
+#[cfg(test)]
+use client::builder;
 use failure::{classify, root_cause};
-use phase::MarkHello;
-use pin::{pin_error, Hop, PinLayer, PinnedResolver, Route};
+use pin::{pin_error, Hop, PinnedResolver};
 use recent::RecentAnswers;
+pub use tls::tls_config;
 
 /// Addresses of one name tried before the probe gives up on connecting.
 const MAX_ADDRESSES: usize = 8;
-
-/// Header lines of an answer we accept (hyper's default is 100).
-const MAX_HEADER_LINES: usize = 512;
-
-/// Largest HTTP/2 header list accepted: what Chrome takes for a whole response head.
-const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 
 /// Something that stops the prober from being built.
 #[derive(Debug, thiserror::Error)]
@@ -72,19 +70,6 @@ pub enum SetupError {
     Dns(#[from] DnsError),
 }
 
-struct Egress {
-    name: String,
-    proxy: Option<reqwest::Proxy>,
-    /// The proxy speaks SOCKS (else HTTP, when there is a proxy).
-    socks: bool,
-    /// What the connection's peer can be checked against.
-    route: Route,
-    /// The egress's client over rustls, shared by every probe.
-    client: reqwest::Client,
-    /// The same over OpenSSL, for servers that speak only legacy TLS.
-    legacy: reqwest::Client,
-}
-
 /// Probes sites over HTTP(S).
 pub struct HttpProber {
     resolver: Resolver,
@@ -92,173 +77,6 @@ pub struct HttpProber {
     allow_private: bool,
     egress: Vec<Egress>,
     recent: RecentAnswers,
-}
-
-/// Builds the rustls configuration: bundled roots, system roots, and the extra CA file.
-///
-/// # Errors
-/// The extra CA file is unreadable or empty, or rustls refuses the configuration.
-pub fn tls_config(settings: &TlsSettings) -> Result<rustls::ClientConfig, SetupError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    // System roots are a bonus: a machine without them still has the bundled ones.
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = &settings.extra_ca_file {
-        let ca_err = |message: String| SetupError::CaFile {
-            path: path.display().to_string(),
-            message,
-        };
-        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
-            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(ca_err("no PEM certificate in the file".into()));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SetupError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// The certificates of `tls.extra_ca_file`, for the OpenSSL fallback.
-fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificate>, SetupError> {
-    let Some(path) = &settings.extra_ca_file else {
-        return Ok(Vec::new());
-    };
-    let ca_err = |message: String| SetupError::CaFile {
-        path: path.display().to_string(),
-        message,
-    };
-    let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-    CertificateDer::pem_slice_iter(&pem)
-        .map(|c| {
-            let der = c.map_err(|e| ca_err(e.to_string()))?;
-            reqwest::Certificate::from_der(&der).map_err(|e| ca_err(e.to_string()))
-        })
-        .collect()
-}
-
-impl Egress {
-    /// The egress with its two clients, built once for every probe through it.
-    fn new(
-        e: &EgressSettings,
-        resolve: &Arc<dyn reqwest::dns::Resolve>,
-        tls: &rustls::ClientConfig,
-        extra_ca: &[reqwest::Certificate],
-    ) -> Result<Egress, SetupError> {
-        let proxy = match &e.proxy {
-            None => None,
-            Some(url) => {
-                Some(
-                    reqwest::Proxy::all(url.as_str()).map_err(|err| SetupError::Proxy {
-                        name: e.name.clone(),
-                        message: err.to_string(),
-                    })?,
-                )
-            }
-        };
-        let scheme = e.proxy.as_ref().map(|u| u.scheme());
-        let route = match scheme {
-            None => Route::Direct,
-            // socks5 and socks4 are given the address we resolved; socks5h, socks4a
-            // and HTTP proxies resolve the name themselves.
-            Some("socks5" | "socks4") => Route::SocksLocal,
-            Some(_) => Route::ProxyResolves,
-        };
-        let tls_err = |err: reqwest::Error| SetupError::Tls(err.to_string());
-        let client =
-            rustls_client(builder(resolve.clone(), proxy.as_ref()), tls).map_err(tls_err)?;
-        let legacy =
-            legacy_client(builder(resolve.clone(), proxy.as_ref()), extra_ca).map_err(tls_err)?;
-        Ok(Egress {
-            name: e.name.clone(),
-            socks: scheme.is_some_and(|s| s.starts_with("socks")),
-            proxy,
-            route,
-            client,
-            legacy,
-        })
-    }
-}
-
-/// What every shared client has: no redirects, no pooling, requests pinned by
-/// `resolve` and [`PinLayer`], the egress's proxy. Timeouts are the request's.
-fn builder(
-    resolve: Arc<dyn reqwest::dns::Resolve>,
-    proxy: Option<&reqwest::Proxy>,
-) -> reqwest::ClientBuilder {
-    let b = reqwest::Client::builder()
-        .connector_layer(PinLayer)
-        .redirect(reqwest::redirect::Policy::none())
-        // Pooling off: every probe is a first visitor, and a pooled connection would
-        // go to whatever address it was opened for, not the one just counted.
-        .pool_max_idle_per_host(0)
-        // hyper stops at 100 header lines; browsers only limit the head's size
-        // (256 KB in Chrome), and a site that sets many cookies still works in them.
-        .http1_max_headers(MAX_HEADER_LINES)
-        // The same for HTTP/2, whose header list hyper caps at 16 KB.
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        // reqwest sends a request again by itself on HTTP/2 REFUSED_STREAM or GOAWAY:
-        // that request was never counted by the per-IP limit, so it is not sent.
-        .retry(reqwest::retry::never())
-        // A probe's connection lives at most its timeout: TCP keepalive and the user
-        // timeout would never fire before it, and cost five setsockopt calls a probe.
-        .tcp_keepalive(None)
-        .tcp_keepalive_interval(None)
-        .tcp_keepalive_retries(None)
-        .tcp_user_timeout(None)
-        .tls_info(true)
-        // Deflate is decoded here: servers send raw deflate as often as zlib, and
-        // browsers accept both.
-        .no_deflate()
-        .dns_resolver(resolve);
-    match proxy {
-        Some(p) => b.proxy(p.clone()),
-        None => b.no_proxy(),
-    }
-}
-
-/// A shared client over rustls.
-fn rustls_client(
-    builder: reqwest::ClientBuilder,
-    tls: &rustls::ClientConfig,
-) -> Result<reqwest::Client, reqwest::Error> {
-    let mut tls = tls.clone();
-    // No session resumption: a resumed session skips the certificate check and shows
-    // no certificate, and every probe must see the site as a first visitor does. The
-    // store is asked for a session when the ClientHello is built, which is the moment
-    // the connection is up: that splits connect from TLS time.
-    tls.resumption = rustls::client::Resumption::store(Arc::new(MarkHello));
-    builder.use_preconfigured_tls(tls).build()
-}
-
-/// A shared client over OpenSSL, for a server that shares no TLS version or cipher
-/// suite with rustls: TLS 1.2 at least, as browsers require, but with the CBC suites
-/// browsers still offer. Roots: the system's and `tls.extra_ca_file`. OpenSSL keeps no
-/// client-side session cache unless asked, so nothing is resumed here either.
-fn legacy_client(
-    builder: reqwest::ClientBuilder,
-    extra_ca: &[reqwest::Certificate],
-) -> Result<reqwest::Client, reqwest::Error> {
-    let mut b = builder
-        .use_native_tls()
-        .min_tls_version(reqwest::tls::Version::TLS_1_2);
-    for ca in extra_ca {
-        b = b.add_root_certificate(ca.clone());
-    }
-    b.build()
 }
 
 impl HttpProber {
@@ -274,7 +92,7 @@ impl HttpProber {
         allow_private: bool,
     ) -> Result<HttpProber, SetupError> {
         let tls = tls_config(tls_settings)?;
-        let extra_ca = extra_ca(tls_settings)?;
+        let extra_ca = tls::extra_ca(tls_settings)?;
         let resolve: Arc<dyn reqwest::dns::Resolve> =
             Arc::new(PinnedResolver::new(resolver.clone()));
         let egress = egress
@@ -555,11 +373,7 @@ impl HttpProber {
                 // The proxy answered for itself: nothing is known about the site.
                 return fail(FailureKind::Egress, refusal);
             }
-            let tls_days_left = resp
-                .extensions()
-                .get::<reqwest::tls::TlsInfo>()
-                .and_then(reqwest::tls::TlsInfo::peer_certificate)
-                .and_then(cert_days_left);
+            let tls_days_left = tls::days_left(&resp);
 
             if let (429 | 503, Some(ip)) = (status, obs.ip) {
                 if let Some(pause) = resp
@@ -710,16 +524,6 @@ impl Prober for HttpProber {
             self.observe_with(plan, &self.egress[index], index).await
         })
     }
-}
-
-/// Whole days until the certificate in `der` expires (negative when expired).
-fn cert_days_left(der: &[u8]) -> Option<i64> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs() as i64;
-    Some((cert.validity().not_after.timestamp() - now).div_euclid(86_400))
 }
 
 /// The cookies of one probe's redirect chain, by host (no paths, no expiry: the chain
