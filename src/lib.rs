@@ -5,7 +5,8 @@
 //! - [`job`]: wire types, the job in and the [`job::Report`] out.
 //! - [`probe`]: the pure core: plan, observation, judgement, address policy, charsets.
 //! - [`engine`]: job → report with attempts and the cache, over the [`engine::Prober`] seam.
-//! - [`http`]: the HTTP prober (resolve, pin, fetch, redirects); [`dns`]: name resolution.
+//! - [`http`]: the HTTP prober (resolve, pin, fetch, redirects), one room per hop step
+//!   (`connect`, `redirect`, `body`, `client`, `tls`); [`dns`]: name resolution.
 //! - [`limit`]: per-IP politeness; [`state`]: each monitored key's state across checks
 //!   (memory, Redis); [`key`]: what names a monitored check.
 //! - [`redis_pool`]: connections to a single Redis or a Redis Cluster.
