@@ -18,7 +18,7 @@ use super::{fail, HttpProber, Probe};
 use crate::dns::DnsError;
 use crate::job::Method;
 use crate::limit::{Grant, Permit, Request, Signal};
-use crate::probe::{policy, Failure, FailureKind, Observation, Outcome};
+use crate::probe::{policy, Failure, FailureKind, Observation, Outcome, Plan};
 
 /// Addresses of one name tried before the probe gives up on connecting.
 const MAX_ADDRESSES: usize = 8;
@@ -44,13 +44,13 @@ pub(super) struct Answered {
 /// What every address of one hop is asked: the job's method and headers (credentials
 /// only within the origin the job named) and the cookies of the chain so far.
 struct Ask<'a> {
-    plan: &'a crate::probe::Plan,
+    plan: &'a Plan,
     chain: &'a Chain,
     cookie: Option<String>,
 }
 
 impl<'a> Ask<'a> {
-    fn new(plan: &'a crate::probe::Plan, chain: &'a Chain) -> Ask<'a> {
+    fn new(plan: &'a Plan, chain: &'a Chain) -> Ask<'a> {
         let cookie = chain.cookies.header_for(&chain.url);
         Ask {
             plan,
@@ -59,10 +59,12 @@ impl<'a> Ask<'a> {
         }
     }
 
+    /// The URL of the hop.
     fn url(&self) -> &Url {
         &self.chain.url
     }
 
+    /// The request for `client`, given `timeout` for all of it.
     fn build(&self, client: &reqwest::Client, timeout: Duration) -> reqwest::RequestBuilder {
         let method = match self.plan.method {
             Method::Get => reqwest::Method::GET,
