@@ -13,7 +13,9 @@
 //! - [`engine`]: job → report with attempts and the cache, over the [`engine::Prober`] seam;
 //!   within it, `our_side` tells our own failure from the site's (egress health, the
 //!   network watch, canaries) and `report` builds every result message.
-//! - [`http`]: the HTTP prober (resolve, pin, fetch, redirects); [`dns`]: name resolution.
+//! - [`http`]: the HTTP prober (resolve, pin, fetch, redirects), one room per hop step
+//!   (`connect`, `redirect`, `body`, `client`, `tls`, and `tunnel` for HTTP proxies);
+//!   [`dns`]: name resolution.
 //! - [`limit`]: per-IP politeness; [`state`]: each monitored key's state across checks
 //!   (memory, Redis); [`key`]: what names a monitored check.
 //! - [`redis_pool`]: connections to a single Redis or a Redis Cluster.

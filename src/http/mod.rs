@@ -7,43 +7,56 @@
 //! neither a second DNS answer nor a stale pooled connection can change where the
 //! request goes or fake a failure, and a connection that reached another peer is our
 //! error, never the site's. Redirects are followed here, hop by hop, for the same reasons.
+//!
+//! # Layout
+//! `follow` (here) is a loop over hops; each hop is the same steps, each in its room:
+//! - `connect`: resolve and screen by policy (`pick_addresses`), then ask the addresses
+//!   in turn, each after its per-IP permit; `ask_address` is the one place a request
+//!   goes to one address (rustls, then OpenSSL for legacy TLS), `send` the one place it
+//!   is handed to a client.
+//! - here: the proxy's own answers (`proxy_refusal`), `Retry-After` and the limiter's
+//!   standing signals, then the redirect decision or the final answer.
+//! - `redirect`: the chain with no I/O: `Chain::decide` (follow, final, or why not),
+//!   the cookie jar, and which of the job's headers still go (credentials by origin).
+//! - `body`: reading, inflating and decoding the final answer's body.
+//! - `client`: the shared clients per egress and TLS mode; `tls`: roots, extra CA and
+//!   certificate days-left; `pin` and `phase`: pinning and timing of a connection;
+//!   `failure`: a request error as a failure; `recent`: answers kept for a later reset.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use tokio::time::Instant;
 use url::Url;
 
 use crate::config::{EgressSettings, TlsSettings};
 use crate::dns::{DnsError, Resolver};
 use crate::engine::{Attempt, Prober};
-use crate::job::Method;
-use crate::limit::{Grant, Limiter, Request, Signal};
-use crate::probe::{policy, text, Answer, Failure, FailureKind, Observation, Outcome, Plan};
+use crate::limit::{Limiter, Permit, Request, Signal};
+use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
+mod body;
+mod client;
+mod connect;
 mod failure;
 mod phase;
 mod pin;
 mod recent;
+mod redirect;
+mod tls;
 mod tunnel;
 
-use failure::root_cause;
-use phase::MarkHello;
-use pin::{Hop, PinLayer, PinnedResolver, Route};
+use client::Egress;
+// pin's tests build a bare client the way every client is built.
+#[cfg(test)]
+use client::builder;
+use connect::Answered;
+use pin::PinnedResolver;
 use recent::RecentAnswers;
-
-/// Addresses of one name tried before the probe gives up on connecting.
-const MAX_ADDRESSES: usize = 8;
-
-/// Header lines of an answer we accept (hyper's default is 100).
-const MAX_HEADER_LINES: usize = 512;
-
-/// Largest HTTP/2 header list accepted: what Chrome takes for a whole response head.
-const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
+use redirect::{Chain, Next};
+pub use tls::tls_config;
 
 /// Something that stops the prober from being built.
 #[derive(Debug, thiserror::Error)]
@@ -72,20 +85,24 @@ pub enum SetupError {
     Dns(#[from] DnsError),
 }
 
-struct Egress {
-    name: String,
-    proxy: Option<reqwest::Proxy>,
-    /// The proxy speaks SOCKS (else HTTP, when there is a proxy).
-    socks: bool,
-    /// What the connection's peer can be checked against.
-    route: Route,
-    /// The egress's client over rustls, shared by every probe.
-    client: reqwest::Client,
-    /// The same over OpenSSL, for servers that speak only legacy TLS.
-    legacy: reqwest::Client,
-    /// For an HTTP proxy, how requests reach it with the counted address in place of
-    /// the name (tunnel.rs): the clients above only build those requests.
-    tunnel: Option<tunnel::Tunnel>,
+/// One probe's fixed parts: what is asked, through which egress, until when.
+struct Probe<'a> {
+    plan: &'a Plan,
+    egress: &'a Egress,
+    /// The egress's place in the list, which the remembered answers are kept by.
+    index: usize,
+    /// When the probe's time is up; our own waits for the per-IP limit extend it.
+    deadline: Instant,
+    /// The per-IP limit asked to send the job back after this wait (a deferral).
+    deferred: Option<Duration>,
+}
+
+/// Where a hop leaves the chain.
+enum Step {
+    /// Ask again: the next hop of a redirect, or the same URL after a hold.
+    Again,
+    /// The final answer.
+    Answer(Answer),
 }
 
 /// Probes sites over HTTP(S).
@@ -95,174 +112,6 @@ pub struct HttpProber {
     allow_private: bool,
     egress: Vec<Egress>,
     recent: RecentAnswers,
-}
-
-/// Builds the rustls configuration: bundled roots, system roots, and the extra CA file.
-///
-/// # Errors
-/// The extra CA file is unreadable or empty, or rustls refuses the configuration.
-pub fn tls_config(settings: &TlsSettings) -> Result<rustls::ClientConfig, SetupError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    // System roots are a bonus: a machine without them still has the bundled ones.
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = &settings.extra_ca_file {
-        let ca_err = |message: String| SetupError::CaFile {
-            path: path.display().to_string(),
-            message,
-        };
-        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
-            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(ca_err("no PEM certificate in the file".into()));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SetupError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// The certificates of `tls.extra_ca_file`, for the OpenSSL fallback.
-fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificate>, SetupError> {
-    let Some(path) = &settings.extra_ca_file else {
-        return Ok(Vec::new());
-    };
-    let ca_err = |message: String| SetupError::CaFile {
-        path: path.display().to_string(),
-        message,
-    };
-    let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-    CertificateDer::pem_slice_iter(&pem)
-        .map(|c| {
-            let der = c.map_err(|e| ca_err(e.to_string()))?;
-            reqwest::Certificate::from_der(&der).map_err(|e| ca_err(e.to_string()))
-        })
-        .collect()
-}
-
-impl Egress {
-    /// The egress with its two clients, built once for every probe through it.
-    fn new(
-        e: &EgressSettings,
-        resolve: &Arc<dyn reqwest::dns::Resolve>,
-        tls: &rustls::ClientConfig,
-        extra_ca: &[reqwest::Certificate],
-    ) -> Result<Egress, SetupError> {
-        let proxy = match &e.proxy {
-            None => None,
-            Some(url) => {
-                Some(
-                    reqwest::Proxy::all(url.as_str()).map_err(|err| SetupError::Proxy {
-                        name: e.name.clone(),
-                        message: err.to_string(),
-                    })?,
-                )
-            }
-        };
-        let scheme = e.proxy.as_ref().map(|u| u.scheme());
-        let route = match scheme {
-            None => Route::Direct,
-            // socks5 and socks4 are given the address we resolved; socks5h, socks4a
-            // and HTTP proxies resolve the name themselves.
-            Some("socks5" | "socks4") => Route::SocksLocal,
-            Some(_) => Route::ProxyResolves,
-        };
-        let tls_err = |err: reqwest::Error| SetupError::Tls(err.to_string());
-        let client =
-            rustls_client(builder(resolve.clone(), proxy.as_ref()), tls).map_err(tls_err)?;
-        let legacy =
-            legacy_client(builder(resolve.clone(), proxy.as_ref()), extra_ca).map_err(tls_err)?;
-        Ok(Egress {
-            name: e.name.clone(),
-            socks: scheme.is_some_and(|s| s.starts_with("socks")),
-            proxy,
-            route,
-            client,
-            legacy,
-            tunnel: tunnel::Tunnel::for_egress(e, resolve, tls),
-        })
-    }
-}
-
-/// What every shared client has: no redirects, no pooling, requests pinned by
-/// `resolve` and [`PinLayer`], the egress's proxy. Timeouts are the request's.
-fn builder(
-    resolve: Arc<dyn reqwest::dns::Resolve>,
-    proxy: Option<&reqwest::Proxy>,
-) -> reqwest::ClientBuilder {
-    let b = reqwest::Client::builder()
-        .connector_layer(PinLayer)
-        .redirect(reqwest::redirect::Policy::none())
-        // Pooling off: every probe is a first visitor, and a pooled connection would
-        // go to whatever address it was opened for, not the one just counted.
-        .pool_max_idle_per_host(0)
-        // hyper stops at 100 header lines; browsers only limit the head's size
-        // (256 KB in Chrome), and a site that sets many cookies still works in them.
-        .http1_max_headers(MAX_HEADER_LINES)
-        // The same for HTTP/2, whose header list hyper caps at 16 KB.
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        // reqwest sends a request again by itself on HTTP/2 REFUSED_STREAM or GOAWAY:
-        // that request was never counted by the per-IP limit, so it is not sent.
-        .retry(reqwest::retry::never())
-        // A probe's connection lives at most its timeout: TCP keepalive and the user
-        // timeout would never fire before it, and cost five setsockopt calls a probe.
-        .tcp_keepalive(None)
-        .tcp_keepalive_interval(None)
-        .tcp_keepalive_retries(None)
-        .tcp_user_timeout(None)
-        .tls_info(true)
-        // Deflate is decoded here: servers send raw deflate as often as zlib, and
-        // browsers accept both.
-        .no_deflate()
-        .dns_resolver(resolve);
-    match proxy {
-        Some(p) => b.proxy(p.clone()),
-        None => b.no_proxy(),
-    }
-}
-
-/// A shared client over rustls.
-fn rustls_client(
-    builder: reqwest::ClientBuilder,
-    tls: &rustls::ClientConfig,
-) -> Result<reqwest::Client, reqwest::Error> {
-    let mut tls = tls.clone();
-    // No session resumption: a resumed session skips the certificate check and shows
-    // no certificate, and every probe must see the site as a first visitor does. The
-    // store is asked for a session when the ClientHello is built, which is the moment
-    // the connection is up: that splits connect from TLS time.
-    tls.resumption = rustls::client::Resumption::store(Arc::new(MarkHello));
-    builder.use_preconfigured_tls(tls).build()
-}
-
-/// A shared client over OpenSSL, for a server that shares no TLS version or cipher
-/// suite with rustls: TLS 1.2 at least, as browsers require, but with the CBC suites
-/// browsers still offer. Roots: the system's and `tls.extra_ca_file`. OpenSSL keeps no
-/// client-side session cache unless asked, so nothing is resumed here either.
-fn legacy_client(
-    builder: reqwest::ClientBuilder,
-    extra_ca: &[reqwest::Certificate],
-) -> Result<reqwest::Client, reqwest::Error> {
-    let mut b = builder
-        .use_native_tls()
-        .min_tls_version(reqwest::tls::Version::TLS_1_2);
-    for ca in extra_ca {
-        b = b.add_root_certificate(ca.clone());
-    }
-    b.build()
 }
 
 impl HttpProber {
@@ -278,7 +127,7 @@ impl HttpProber {
         allow_private: bool,
     ) -> Result<HttpProber, SetupError> {
         let tls = tls_config(tls_settings)?;
-        let extra_ca = extra_ca(tls_settings)?;
+        let extra_ca = tls::extra_ca(tls_settings)?;
         let resolve: Arc<dyn reqwest::dns::Resolve> =
             Arc::new(PinnedResolver::new(resolver.clone()));
         let egress = egress
@@ -294,470 +143,152 @@ impl HttpProber {
         })
     }
 
-    async fn observe_with(
-        &self,
-        plan: &Plan,
-        egress: &Egress,
-        index: usize,
-        deferred: &mut Option<Duration>,
-    ) -> Observation {
+    async fn observe_with(&self, plan: &Plan, egress: &Egress, index: usize) -> Attempt {
         let start = Instant::now();
         let mut obs = Observation::new(&egress.name);
-        let outcome = self
-            .follow(
-                plan,
-                egress,
-                index,
-                start + plan.timeout,
-                &mut obs,
-                deferred,
-            )
-            .await;
+        let mut probe = Probe {
+            plan,
+            egress,
+            index,
+            deadline: start + plan.timeout,
+            deferred: None,
+        };
+        let outcome = self.follow(&mut probe, &mut obs).await;
+        if let Some(wait) = probe.deferred {
+            return Attempt::Deferred(wait);
+        }
         obs.outcome = outcome;
         obs.total = start.elapsed();
-        obs
+        Attempt::Observed(obs)
     }
 
-    async fn follow(
-        &self,
-        plan: &Plan,
-        egress: &Egress,
-        index: usize,
-        mut deadline: Instant,
-        obs: &mut Observation,
-        deferred: &mut Option<Duration>,
-    ) -> Outcome {
-        let mut url = plan.url.clone();
-        // Cookies set along the redirect chain, sent on later hops as a browser would:
-        // many sites set a cookie and redirect to the same URL to check it.
-        let mut cookies = CookieJar::default();
-        let mut seen: Vec<(Url, usize)> = vec![(url.clone(), 0)];
-        let mut redirects = 0u32;
-        // The job's credentials go only to the origin it named, as browsers and curl do:
-        // once a redirect leaves it they are not sent again.
-        let mut credentials = true;
+    /// Follows the plan's URL hop by hop (resolve, connect, read the answer) to the
+    /// final answer or the failure that ends the probe.
+    async fn follow(&self, probe: &mut Probe<'_>, obs: &mut Observation) -> Outcome {
+        let mut chain = Chain::new(&probe.plan.url);
         // A refusal of us is asked again once, after the IP's hold.
         let mut reasked = false;
         loop {
-            credentials &= same_origin(&plan.url, &url);
-            let Some(host) = url.host_str().map(str::to_string) else {
-                return fail(FailureKind::BadRedirect, format!("{url} has no host"));
-            };
-            let port = url.port_or_known_default().unwrap_or(80);
+            match self.hop(probe, &mut chain, &mut reasked, obs).await {
+                Ok(Step::Again) => {}
+                Ok(Step::Answer(answer)) => return Outcome::Answer(answer),
+                Err(failure) => return failure,
+            }
+        }
+    }
 
-            let dns_start = Instant::now();
-            // Boxed: hickory's lookup future is large, and inline it would make every
-            // probe's future twice as big for the whole probe, not just its lookup
-            // (4.5 → 2.3 KB a probe in flight; docs/BENCHMARKS.md).
-            let lookup =
-                tokio::time::timeout_at(deadline, Box::pin(self.resolver.lookup(&host))).await;
-            if obs.dns.is_none() {
-                obs.dns = Some(dns_start.elapsed());
+    /// One hop of the chain: the answer of [`Chain::url`], or the next hop to ask.
+    async fn hop(
+        &self,
+        probe: &mut Probe<'_>,
+        chain: &mut Chain,
+        reasked: &mut bool,
+        obs: &mut Observation,
+    ) -> Result<Step, Outcome> {
+        let target = self
+            .resolve(&chain.url, probe.deadline, chain.redirects, obs)
+            .await?;
+        let Answered { resp, permit, ip } = self.connect_any(probe, chain, &target, obs).await?;
+        if let Some(refusal) = proxy_refusal(probe.egress, &chain.url, &resp) {
+            // The proxy answered for itself: nothing is known about the site.
+            return Err(fail(FailureKind::Egress, refusal));
+        }
+        let status = resp.status().as_u16();
+        let expected_here = probe
+            .plan
+            .expect
+            .status
+            .as_ref()
+            .is_some_and(|s| s.contains(&status));
+        let signal = if expected_here {
+            Signal::Fine
+        } else {
+            Signal::of_status(status)
+        };
+        let refusal = self.heed(probe, &target.host, ip, &resp, signal).await;
+        if let Some(refusal) = refusal {
+            if !*reasked {
+                // The request for it waits for the hold (or the job is deferred).
+                *reasked = true;
+                obs.notes
+                    .push(format!("{refusal}; asked again after the hold"));
+                return Ok(Step::Again);
             }
-            let ips = match lookup {
-                Err(_) => {
-                    return fail(
-                        FailureKind::Timeout,
-                        format!("{host}: DNS lookup ran out of time"),
-                    )
-                }
-                Ok(Err(e @ DnsError::LocalResources { .. })) => {
-                    return fail(FailureKind::LocalResources, e.to_string())
-                }
-                Ok(Err(e)) => return fail(FailureKind::Dns, e.to_string()),
-                Ok(Ok(ips)) => ips,
-            };
-            // A name that resolves only to 0.0.0.0 (or ::) is a resolver's sinkhole: no
-            // visitor reaches the site, and on Linux dialling it reaches this host.
-            if url
-                .host()
-                .is_some_and(|h| matches!(h, url::Host::Domain(_)))
-                && ips.iter().all(IpAddr::is_unspecified)
-            {
-                obs.ip = ips.first().copied();
-                return fail(
-                    FailureKind::Dns,
-                    format!(
-                        "{host} resolves only to {} (a DNS sinkhole): no visitor can reach it",
-                        ips[0]
-                    ),
-                );
+            obs.refusal = Some(refusal);
+        }
+        if resp.status().is_redirection() && !expected_here {
+            match chain.decide(status, resp.headers(), probe.plan.max_redirects) {
+                Next::Follow => return Ok(Step::Again),
+                Next::Fail(failure) => return Err(failure),
+                Next::Final => {}
             }
-            let candidates = pick_addresses(&ips, self.allow_private);
-            if candidates.is_empty() {
-                let why = policy::refusal(ips[0], self.allow_private).unwrap_or("refused");
-                obs.ip = Some(ips[0]);
-                let hop = if redirects == 0 {
-                    String::new()
-                } else {
-                    format!(" (redirect hop {redirects})")
-                };
-                return fail(
-                    FailureKind::BlockedTarget,
-                    format!(
-                        "{host} resolves to {} which is {why}; refused by policy{hop}{}",
-                        ips[0],
-                        policy::how_to_allow(ips[0])
-                    ),
-                );
-            }
-            let mut response = None;
-            let mut permit_held = None;
-            // Addresses that refused or did not connect before one answered (or none did).
-            let mut unreachable: Vec<String> = Vec::new();
-            for (n, &ip) in candidates.iter().enumerate() {
-                obs.ip = Some(ip);
-                // Waiting for our own limit is not the site's time: it extends the deadline.
-                let max_wait = plan.max_wait.unwrap_or(WAIT_WITHOUT_DEFERRAL);
-                let request = Request {
-                    ip,
-                    host: &host,
-                    egress: &egress.name,
-                    max_wait,
-                };
-                let permit = match self.limiter.acquire(request).await {
-                    Grant::Go(p) => p,
-                    Grant::Defer(wait) => {
-                        if plan.max_wait.is_some() {
-                            *deferred = Some(wait);
-                        }
-                        return fail(
-                            FailureKind::Throttled,
-                            format!(
-                                "the per-IP limit of {ip} allows no request for {} ms",
-                                wait.as_millis()
-                            ),
-                        );
-                    }
-                };
-                crate::metric::throttle_wait(permit.waited);
-                obs.queued += permit.waited;
-                deadline += permit.waited;
+        }
+        let answer = finish(resp, permit, probe.plan, chain).await?;
+        Ok(Step::Answer(answer))
+    }
 
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if remaining.is_zero() {
-                    return fail(
-                        FailureKind::Timeout,
-                        format!("no time left after {redirects} redirects"),
-                    );
-                }
-                let addr = SocketAddr::new(ip, port);
-                let connect_timeout = plan.connect_timeout.min(remaining);
-                let hop = Hop::new(&host, addr, connect_timeout, egress.route);
-                let request = |client: &reqwest::Client, timeout: Duration| {
-                    let method = match plan.method {
-                        Method::Get => reqwest::Method::GET,
-                        Method::Head => reqwest::Method::HEAD,
-                    };
-                    let mut req = client.request(method, url.clone()).timeout(timeout);
-                    for (name, value) in &plan.headers {
-                        if credentials || !is_credential(name) {
-                            req = req.header(name.as_str(), value.as_str());
-                        }
-                    }
-                    if let Some(cookie) = cookies.header_for(&url) {
-                        req = req.header(reqwest::header::COOKIE, cookie);
-                    }
-                    req
-                };
-                let sent = Instant::now();
-                // HTTP-proxy egress: reqwest would ask the proxy for the name, which the
-                // proxy resolves again; the tunnel asks for the counted address (tunnel.rs).
-                let mut result = match &egress.tunnel {
-                    Some(t) => {
-                        let req = request(&egress.client, remaining);
-                        t.send(req, addr, connect_timeout, &hop).await
-                    }
-                    None => hop
-                        .scope(request(&egress.client, remaining).send())
-                        .await
-                        .map_err(tunnel::SendError::from),
-                };
-                hop.clock.write(sent, obs);
-                let mut ready = hop.clock.ready(sent);
-                // A server that speaks only TLS that rustls never will (CBC suites) but
-                // browsers still do: ask again over OpenSSL. Whatever that finds wrong is
-                // not reported in place of the first failure, which says what happened.
-                if let Err(first) = &result {
-                    if url.scheme() == "https" && first.no_common_tls() {
-                        let legacy_sent = Instant::now();
-                        // Within what is left of the probe's time, like any other step.
-                        let left = deadline.saturating_duration_since(legacy_sent);
-                        let legacy_hop =
-                            Hop::new(&host, addr, plan.connect_timeout.min(left), egress.route);
-                        let retried = if left.is_zero() {
-                            Err(None)
-                        } else {
-                            legacy_hop
-                                .scope(request(&egress.legacy, left).send())
-                                .await
-                                .map_err(Some)
-                        };
-                        match retried {
-                            Ok(r) => {
-                                legacy_hop
-                                    .clock
-                                    .write_legacy(legacy_sent, &hop.clock, sent, obs);
-                                ready = legacy_hop.clock.ready(legacy_sent);
-                                obs.notes.push(
-                                    "the server speaks only legacy TLS (no TLS 1.3 and no AEAD \
-                                     cipher suite), which browsers still accept: answered over \
-                                     OpenSSL"
-                                        .to_string(),
-                                );
-                                result = Ok(r);
-                            }
-                            Err(Some(e)) => obs.notes.push(format!(
-                                "asked again as browsers still would (OpenSSL, TLS 1.2 or \
-                                 later, CBC suites allowed): {}",
-                                root_cause(&e)
-                            )),
-                            Err(None) => {}
-                        }
-                    }
-                }
-                match result {
-                    Ok(r) => {
-                        if !unreachable.is_empty() {
-                            obs.notes.push(format!(
-                                "{} failed; {ip} answered instead",
-                                unreachable.join(", ")
-                            ));
-                        }
-                        self.recent.answered(ip, index);
-                        obs.first_byte = Some(ready.elapsed());
-                        let answered = Request {
-                            ip,
-                            host: &host,
-                            egress: &egress.name,
-                            max_wait: Duration::ZERO,
-                        };
-                        self.limiter.latency(&answered, ready.elapsed());
-                        response = Some(r);
-                        permit_held = Some(permit);
-                        break;
-                    }
-                    Err(e) => {
-                        if let Some(pin) = e.pin_error() {
-                            // Where the request would go is not where it was counted:
-                            // nothing is known about the site, and nothing was sent.
-                            return fail(
-                                FailureKind::Egress,
-                                format!("{host}: not probed, picket's own error: {pin}"),
-                            );
-                        }
-                        let outcome = e.classify(&host, ip, port, plan, egress);
-                        let signal = match &outcome {
-                            Outcome::Failure(Failure {
-                                kind: FailureKind::Reset,
-                                ..
-                            }) => Some(Signal::Reset),
-                            Outcome::Failure(Failure {
-                                kind: FailureKind::Connect,
-                                ..
-                            }) if e.connection_refused() => Some(Signal::ConnectionRefused),
-                            _ => None,
-                        };
-                        if let Some(signal) = signal {
-                            obs.recent_answers = self.recent.count(ip, index);
-                            obs.refusal = self.standing(ip, &host, egress, signal).await;
-                        }
-                        // A broken address (a backend down, a broken address family) is
-                        // not a broken site: try the next one, as browsers do.
-                        if e.is_connect() && n + 1 < candidates.len() {
-                            let why = match &outcome {
-                                Outcome::Failure(f) => f.detail.clone(),
-                                Outcome::Answer(_) => String::new(),
-                            };
-                            unreachable.push(format!("{ip} ({why})"));
-                            continue;
-                        }
-                        if !unreachable.is_empty() {
-                            obs.notes
-                                .push(format!("also tried: {}", unreachable.join(", ")));
-                        }
-                        return outcome;
-                    }
-                }
-            }
-            let (Some(resp), Some(permit)) = (response, permit_held) else {
-                return fail(
-                    FailureKind::Connect,
-                    format!("{host}: no address could be reached"),
-                );
-            };
-            let status = resp.status().as_u16();
-            if let Some(refusal) = proxy_refusal(egress, &url, &resp) {
-                // The proxy answered for itself: nothing is known about the site.
-                return fail(FailureKind::Egress, refusal);
-            }
-            let tls_days_left = resp
-                .extensions()
-                .get::<reqwest::tls::TlsInfo>()
-                .and_then(reqwest::tls::TlsInfo::peer_certificate)
-                // Through a tunnel the TLS is ours, not reqwest's.
-                .or_else(|| tunnel::peer_certificate(&resp))
-                .and_then(cert_days_left);
-
-            if let (429 | 503, Some(ip)) = (status, obs.ip) {
-                if let Some(pause) = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                {
-                    // The server asked for a pause: no worker sends to this host before
-                    // it ends, nor to the IP when several of its hosts ask (capped, so a
-                    // silly value cannot silence a site for days).
-                    let pause = Duration::from_secs(pause).min(MAX_RETRY_AFTER);
-                    let request = Request {
-                        ip,
-                        host: &host,
-                        egress: &egress.name,
-                        max_wait: Duration::ZERO,
-                    };
-                    self.limiter.hold(request, pause).await;
-                }
-            }
-
-            let expected_here = plan
-                .expect
-                .status
-                .as_ref()
-                .is_some_and(|s| s.contains(&status));
-            if let Some(ip) = obs.ip {
-                let signal = if expected_here {
-                    Signal::Fine
-                } else {
-                    Signal::of_status(status)
-                };
-                if let Some(refusal) = self.standing(ip, &host, egress, signal).await {
-                    if !reasked {
-                        // The request for it waits for the hold (or the job is deferred).
-                        reasked = true;
-                        obs.notes
-                            .push(format!("{refusal}; asked again after the hold"));
-                        drop(resp);
-                        drop(permit);
-                        continue;
-                    }
-                    obs.refusal = Some(refusal);
-                }
-            }
-            if resp.status().is_redirection() && !expected_here {
-                cookies.take(&url, resp.headers());
-                if let Some(location) = resp.headers().get(reqwest::header::LOCATION) {
-                    let next = match location.to_str().ok().and_then(|l| url.join(l).ok()) {
-                        Some(n) => n,
-                        None => {
-                            return fail(
-                                FailureKind::BadRedirect,
-                                format!("{status} with a Location that is not a URL"),
-                            )
-                        }
-                    };
-                    if next.scheme() != "http" && next.scheme() != "https" {
-                        return fail(
-                            FailureKind::BadRedirect,
-                            format!(
-                                "{status} redirect to unsupported scheme {:?}",
-                                next.scheme()
-                            ),
-                        );
-                    }
-                    drop(resp);
-                    drop(permit);
-                    redirects += 1;
-                    // The same URL again is a loop only if nothing changed: a new cookie
-                    // makes the next visit a different request.
-                    if seen.contains(&(next.clone(), cookies.len())) {
-                        return fail(
-                            FailureKind::TooManyRedirects,
-                            format!(
-                                "redirect loop: {next} was already visited after {redirects} hops"
-                            ),
-                        );
-                    }
-                    if redirects > plan.max_redirects {
-                        return fail(
-                            FailureKind::TooManyRedirects,
-                            format!(
-                                "more than {} redirects (last to {next})",
-                                plan.max_redirects
-                            ),
-                        );
-                    }
-                    seen.push((next.clone(), cookies.len()));
-                    url = next;
-                    continue;
-                }
-            }
-
-            let content_type = resp
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let retry_after = resp
+    /// Tells the limiter what the answer of `ip` said: a `Retry-After` pause asked by a
+    /// 429 or 503, and its `signal`. `Some(detail)` when the site refuses *us*.
+    async fn heed(
+        &self,
+        probe: &Probe<'_>,
+        host: &str,
+        ip: IpAddr,
+        resp: &reqwest::Response,
+        signal: Signal,
+    ) -> Option<String> {
+        let status = resp.status().as_u16();
+        if let 429 | 503 = status {
+            if let Some(pause) = resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let deflated = resp
-                .headers()
-                .get(reqwest::header::CONTENT_ENCODING)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("deflate"));
-            let read = read_body(resp, plan.max_body_bytes).await;
-            let read = match read {
-                Ok((raw, cut)) if deflated => Ok(inflate(&raw, plan.max_body_bytes, cut)),
-                other => other,
-            };
-            let (body, truncated) = match read {
-                Ok(b) => b,
-                Err((e, got)) => {
-                    if e.is_timeout() {
-                        return fail(
-                            FailureKind::Timeout,
-                            format!(
-                                "{status} but the body did not arrive in time ({got} bytes read)"
-                            ),
-                        );
-                    }
-                    return fail(
-                        FailureKind::Protocol,
-                        format!(
-                            "{status} but the body broke off after {got} bytes: {}",
-                            root_cause(&e)
-                        ),
-                    );
-                }
-            };
-            drop(permit);
-            let body_bytes = body.len();
-            // Small pages are always read as text: block and parked pages are small.
-            let needs_text = plan.expect.body_contains.is_some()
-                || plan.expect.body_not_contains.is_some()
-                || body.len() <= crate::probe::judge::SNIFF_BYTES;
-            let (text, charset) = if needs_text {
-                let (t, cs) = text::decode_owned(body, content_type.as_deref());
-                (t, Some(cs.to_string()))
-            } else {
-                (String::new(), None)
-            };
-            return Outcome::Answer(Answer {
-                status,
-                body_bytes,
-                truncated,
-                text,
-                charset,
-                final_url: url.to_string(),
-                redirects,
-                retry_after,
-                tls_days_left,
-            });
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                // The server asked for a pause: no worker sends to this host before
+                // it ends, nor to the IP when several of its hosts ask (capped, so a
+                // silly value cannot silence a site for days).
+                let pause = Duration::from_secs(pause).min(MAX_RETRY_AFTER);
+                let request = Request {
+                    ip,
+                    host,
+                    egress: &probe.egress.name,
+                    max_wait: Duration::ZERO,
+                };
+                self.limiter.hold(request, pause).await;
+            }
         }
+        self.standing(ip, host, probe.egress, signal).await
     }
+}
+
+/// The final answer of the chain: its body read (the per-IP permit is held until then),
+/// decoded when the judgement needs its text.
+async fn finish(
+    resp: reqwest::Response,
+    permit: Permit,
+    plan: &Plan,
+    chain: &Chain,
+) -> Result<Answer, Outcome> {
+    let status = resp.status().as_u16();
+    let tls_days_left = tls::days_left(&resp);
+    let content_type = body::header(resp.headers(), reqwest::header::CONTENT_TYPE);
+    let retry_after = body::header(resp.headers(), reqwest::header::RETRY_AFTER);
+    let (body, truncated) = body::read(resp, plan.max_body_bytes, status).await?;
+    drop(permit);
+    let body_bytes = body.len();
+    let (text, charset) = body::decode(body, content_type.as_deref(), plan);
+    Ok(Answer {
+        status,
+        body_bytes,
+        truncated,
+        text,
+        charset,
+        final_url: chain.url.to_string(),
+        redirects: chain.redirects,
+        retry_after,
+        tls_days_left,
+    })
 }
 
 impl HttpProber {
@@ -788,68 +319,8 @@ impl Prober for HttpProber {
     fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
             let index = egress % self.egress.len();
-            let mut deferred = None;
-            let obs = self
-                .observe_with(plan, &self.egress[index], index, &mut deferred)
-                .await;
-            match deferred {
-                Some(wait) => Attempt::Deferred(wait),
-                None => Attempt::Observed(obs),
-            }
+            self.observe_with(plan, &self.egress[index], index).await
         })
-    }
-}
-
-/// Whole days until the certificate in `der` expires (negative when expired).
-fn cert_days_left(der: &[u8]) -> Option<i64> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs() as i64;
-    Some((cert.validity().not_after.timestamp() - now).div_euclid(86_400))
-}
-
-/// The cookies of one probe's redirect chain, by host (no paths, no expiry: the chain
-/// lasts seconds).
-#[derive(Default)]
-struct CookieJar {
-    cookies: Vec<(String, String, String)>,
-}
-
-impl CookieJar {
-    /// Keeps the `Set-Cookie` name=value pairs of a response from `url`'s host.
-    fn take(&mut self, url: &Url, headers: &reqwest::header::HeaderMap) {
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        for value in headers.get_all(reqwest::header::SET_COOKIE) {
-            let Some(pair) = value.to_str().ok().and_then(|v| v.split(';').next()) else {
-                continue;
-            };
-            let Some((name, val)) = pair.split_once('=') else {
-                continue;
-            };
-            let (name, val) = (name.trim().to_string(), val.trim().to_string());
-            self.cookies.retain(|(h, n, _)| !(h == &host && n == &name));
-            if self.cookies.len() < 50 {
-                self.cookies.push((host.clone(), name, val));
-            }
-        }
-    }
-
-    /// The `Cookie` header for a request to `url`, if any cookie applies.
-    fn header_for(&self, url: &Url) -> Option<String> {
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        let pairs: Vec<String> = self
-            .cookies
-            .iter()
-            .filter(|(h, _, _)| *h == host)
-            .map(|(_, n, v)| format!("{n}={v}"))
-            .collect();
-        (!pairs.is_empty()).then(|| pairs.join("; "))
-    }
-
-    fn len(&self) -> usize {
-        self.cookies.len()
     }
 }
 
@@ -886,154 +357,6 @@ fn proxy_refusal(egress: &Egress, url: &Url, resp: &reqwest::Response) -> Option
 /// Longest `Retry-After` pause honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
-/// Longest wait for a per-IP limit when the job cannot be deferred (`picket check`, or a
-/// job deferred too often): long enough for any sane limit, bounded all the same.
-const WAIT_WITHOUT_DEFERRAL: Duration = Duration::from_secs(600);
-
-/// Whether two URLs have one origin (scheme, host and port): a redirect from https to
-/// http is another origin, so credentials never travel in clear text after TLS.
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
-}
-
-/// Request headers that carry a user's credentials.
-fn is_credential(name: &str) -> bool {
-    ["authorization", "cookie", "proxy-authorization"]
-        .iter()
-        .any(|c| name.eq_ignore_ascii_case(c))
-}
-
 fn fail(kind: FailureKind, detail: String) -> Outcome {
     Outcome::Failure(Failure { kind, detail })
-}
-
-/// The addresses to try: the first allowed IPv4 address, then the first allowed IPv6
-/// one (IPv6 paths are more often broken, and a site that works over one family is up).
-/// The addresses to try in turn, as a browser does when a connect fails: every
-/// address the policy allows (at most [`MAX_ADDRESSES`]), IPv4 and IPv6 alternating,
-/// IPv4 first (a broken AAAA is the commoner fault), each family in the resolver's
-/// order. A load-balanced site with one backend down is not down.
-fn pick_addresses(ips: &[IpAddr], allow_private: bool) -> Vec<IpAddr> {
-    let ok = |ip: &&IpAddr| policy::refusal(**ip, allow_private).is_none();
-    let mut v4 = ips.iter().filter(|ip| ip.is_ipv4()).filter(ok);
-    let mut v6 = ips.iter().filter(|ip| ip.is_ipv6()).filter(ok);
-    let mut picked = Vec::new();
-    while picked.len() < MAX_ADDRESSES {
-        let (a, b) = (v4.next(), v6.next());
-        if a.is_none() && b.is_none() {
-            break;
-        }
-        picked.extend(a.into_iter().chain(b).copied());
-    }
-    picked.truncate(MAX_ADDRESSES);
-    picked
-}
-
-async fn read_body(
-    mut resp: reqwest::Response,
-    max: usize,
-) -> Result<(Vec<u8>, bool), (reqwest::Error, usize)> {
-    let mut body = Vec::with_capacity(
-        resp.content_length()
-            .map_or(16 * 1024, |l| (l as usize).min(max)),
-    );
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = max - body.len();
-                if chunk.len() >= room {
-                    body.extend_from_slice(&chunk[..room]);
-                    // Enough read to judge; the rest is not ours to wait for.
-                    let more = chunk.len() > room;
-                    return Ok((
-                        body,
-                        more || resp.content_length().is_some_and(|l| l as usize > max),
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok((body, false)),
-            Err(e) => return Err((e, body.len())),
-        }
-    }
-}
-
-/// Decodes a deflate body, zlib-wrapped or raw, to at most `max` bytes. A stream cut
-/// short (by the read limit) yields what decoded before the cut.
-fn inflate(raw: &[u8], max: usize, cut: bool) -> (Vec<u8>, bool) {
-    use std::io::Read;
-    let mut out = Vec::new();
-    let zlib = flate2::read::ZlibDecoder::new(raw)
-        .take(max as u64 + 1)
-        .read_to_end(&mut out);
-    if zlib.is_err() && out.is_empty() {
-        out.clear();
-        let _ = flate2::read::DeflateDecoder::new(raw)
-            .take(max as u64 + 1)
-            .read_to_end(&mut out);
-    }
-    let over = out.len() > max;
-    out.truncate(max);
-    (out, cut || over)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_stay_with_the_origin_the_job_named() {
-        let u = |s: &str| Url::parse(s).expect("url");
-        let first = u("https://a.example/login");
-        assert!(same_origin(&first, &u("https://a.example:443/next")));
-        assert!(!same_origin(&first, &u("https://b.example/")));
-        assert!(
-            !same_origin(&first, &u("http://a.example/")),
-            "https → http"
-        );
-        assert!(!same_origin(&first, &u("https://a.example:8443/")));
-        for name in ["Authorization", "cookie", "PROXY-AUTHORIZATION"] {
-            assert!(is_credential(name), "{name}");
-        }
-        assert!(!is_credential("Accept-Language"));
-    }
-
-    fn ips(list: &[&str]) -> Vec<IpAddr> {
-        list.iter().map(|s| s.parse().expect("ip")).collect()
-    }
-
-    #[test]
-    fn every_allowed_address_is_tried_families_alternating_ipv4_first() {
-        let got = pick_addresses(
-            &ips(&[
-                "2a00:1450::1",
-                "192.0.2.1",
-                "192.0.2.2",
-                "2a00:1450::2",
-                "192.0.2.3",
-            ]),
-            false,
-        );
-        assert_eq!(
-            got,
-            ips(&[
-                "192.0.2.1",
-                "2a00:1450::1",
-                "192.0.2.2",
-                "2a00:1450::2",
-                "192.0.2.3"
-            ])
-        );
-    }
-
-    #[test]
-    fn refused_addresses_are_skipped_and_the_list_is_capped() {
-        let got = pick_addresses(&ips(&["10.0.0.1", "192.0.2.1"]), false);
-        assert_eq!(got, ips(&["192.0.2.1"]));
-        assert!(pick_addresses(&ips(&["10.0.0.1", "127.0.0.1"]), false).is_empty());
-        let many: Vec<IpAddr> = (1..=20).map(|i| IpAddr::from([192, 0, 2, i])).collect();
-        assert_eq!(pick_addresses(&many, false).len(), MAX_ADDRESSES);
-    }
 }

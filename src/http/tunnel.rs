@@ -47,10 +47,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use url::Url;
 
+use super::client::{Egress, MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
+use super::fail;
 use super::failure::{root_cause, rustls_inside, tls_problem};
 use super::phase::MarkHello;
 use super::pin::{pin_error, Hop, PinError};
-use super::{fail, Egress, MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
 use crate::config::EgressSettings;
 use crate::probe::{FailureKind, Outcome, Plan};
 

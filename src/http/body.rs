@@ -1,0 +1,171 @@
+//! The body of a final answer: read up to the plan's limit, inflated when the server
+//! deflated it (zlib-wrapped or raw, as browsers accept both), and decoded to text when
+//! the judgement needs it.
+
+use reqwest::header::{HeaderMap, HeaderName, CONTENT_ENCODING};
+
+use super::fail;
+use super::failure::root_cause;
+use crate::probe::{text, FailureKind, Outcome, Plan};
+
+/// A header's value as text, if it is text.
+pub(super) fn header(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Reads the body of `resp` (answered with `status`), inflated, to at most `max` bytes,
+/// and whether it was cut there.
+///
+/// # Errors
+/// A failure when the body did not arrive in time or broke off.
+pub(super) async fn read(
+    resp: reqwest::Response,
+    max: usize,
+    status: u16,
+) -> Result<(Vec<u8>, bool), Outcome> {
+    let deflated = resp
+        .headers()
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("deflate"));
+    match read_body(resp, max).await {
+        Ok((raw, cut)) if deflated => Ok(inflate(&raw, max, cut)),
+        Ok(read) => Ok(read),
+        Err((e, got)) if e.is_timeout() => Err(fail(
+            FailureKind::Timeout,
+            format!("{status} but the body did not arrive in time ({got} bytes read)"),
+        )),
+        Err((e, got)) => Err(fail(
+            FailureKind::Protocol,
+            format!(
+                "{status} but the body broke off after {got} bytes: {}",
+                root_cause(&e)
+            ),
+        )),
+    }
+}
+
+/// The body as text and the charset it was decoded from, when the judgement reads it.
+pub(super) fn decode(
+    body: Vec<u8>,
+    content_type: Option<&str>,
+    plan: &Plan,
+) -> (String, Option<String>) {
+    // Small pages are always read as text: block and parked pages are small.
+    let needs_text = plan.expect.body_contains.is_some()
+        || plan.expect.body_not_contains.is_some()
+        || body.len() <= crate::probe::judge::SNIFF_BYTES;
+    if !needs_text {
+        return (String::new(), None);
+    }
+    let (t, cs) = text::decode_owned(body, content_type);
+    (t, Some(cs.to_string()))
+}
+
+async fn read_body(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<(Vec<u8>, bool), (reqwest::Error, usize)> {
+    let mut body = Vec::with_capacity(
+        resp.content_length()
+            .map_or(16 * 1024, |l| (l as usize).min(max)),
+    );
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max - body.len();
+                if chunk.len() >= room {
+                    body.extend_from_slice(&chunk[..room]);
+                    // Enough read to judge; the rest is not ours to wait for.
+                    let more = chunk.len() > room;
+                    return Ok((
+                        body,
+                        more || resp.content_length().is_some_and(|l| l as usize > max),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok((body, false)),
+            Err(e) => return Err((e, body.len())),
+        }
+    }
+}
+
+/// Decodes a deflate body, zlib-wrapped or raw, to at most `max` bytes. A stream cut
+/// short (by the read limit) yields what decoded before the cut.
+fn inflate(raw: &[u8], max: usize, cut: bool) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let zlib = flate2::read::ZlibDecoder::new(raw)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out);
+    if zlib.is_err() && out.is_empty() {
+        out.clear();
+        let _ = flate2::read::DeflateDecoder::new(raw)
+            .take(max as u64 + 1)
+            .read_to_end(&mut out);
+    }
+    let over = out.len() > max;
+    out.truncate(max);
+    (out, cut || over)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    const PAGE: &[u8] = b"<html><title>up</title><body>all is well</body></html>";
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).expect("write");
+        e.finish().expect("finish")
+    }
+
+    fn raw_deflate(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).expect("write");
+        e.finish().expect("finish")
+    }
+
+    #[test]
+    fn zlib_wrapped_and_raw_deflate_both_inflate() {
+        assert_eq!(inflate(&zlib(PAGE), 1024, false), (PAGE.to_vec(), false));
+        assert_eq!(
+            inflate(&raw_deflate(PAGE), 1024, false),
+            (PAGE.to_vec(), false)
+        );
+    }
+
+    #[test]
+    fn a_body_larger_than_the_limit_is_cut_and_says_so() {
+        let (out, cut) = inflate(&zlib(PAGE), 10, false);
+        assert_eq!(out, &PAGE[..10]);
+        assert!(cut);
+        // Exactly the limit is not cut.
+        assert_eq!(
+            inflate(&zlib(PAGE), PAGE.len(), false),
+            (PAGE.to_vec(), false)
+        );
+    }
+
+    #[test]
+    fn a_stream_cut_by_the_read_limit_yields_what_decoded_before_the_cut() {
+        let big: Vec<u8> = (0..20_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let packed = zlib(&big);
+        let (out, cut) = inflate(&packed[..packed.len() / 2], big.len(), true);
+        assert!(cut, "the read was cut, so the body is");
+        assert!(!out.is_empty(), "what decoded before the cut is kept");
+        assert_eq!(out, &big[..out.len()]);
+    }
+
+    #[test]
+    fn bytes_that_are_not_deflate_give_an_empty_body() {
+        assert_eq!(inflate(b"plain text", 1024, false), (Vec::new(), false));
+    }
+}

@@ -1,0 +1,147 @@
+//! The reqwest clients, built once per egress and TLS mode (rustls, and OpenSSL for
+//! servers that speak only legacy TLS) and shared by every probe: no redirects, no
+//! pooling, every request pinned to its counted address by [`PinLayer`] and the pinned
+//! resolver.
+
+use std::sync::Arc;
+
+use super::phase::MarkHello;
+use super::pin::{PinLayer, Route};
+use super::tunnel::Tunnel;
+use super::SetupError;
+use crate::config::EgressSettings;
+
+/// Header lines of an answer we accept (hyper's default is 100).
+pub(super) const MAX_HEADER_LINES: usize = 512;
+
+/// Largest HTTP/2 header list accepted: what Chrome takes for a whole response head.
+pub(super) const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
+
+/// One egress: its proxy, if any, and its two clients.
+pub(super) struct Egress {
+    pub(super) name: String,
+    pub(super) proxy: Option<reqwest::Proxy>,
+    /// The proxy speaks SOCKS (else HTTP, when there is a proxy).
+    pub(super) socks: bool,
+    /// What the connection's peer can be checked against.
+    pub(super) route: Route,
+    /// The egress's client over rustls, shared by every probe.
+    pub(super) client: reqwest::Client,
+    /// The same over OpenSSL, for servers that speak only legacy TLS.
+    pub(super) legacy: reqwest::Client,
+    /// For an HTTP proxy, how requests reach it with the counted address in place of
+    /// the name (tunnel.rs): the clients above only build those requests.
+    pub(super) tunnel: Option<Tunnel>,
+}
+
+impl Egress {
+    /// The egress with its two clients, built once for every probe through it.
+    pub(super) fn new(
+        e: &EgressSettings,
+        resolve: &Arc<dyn reqwest::dns::Resolve>,
+        tls: &rustls::ClientConfig,
+        extra_ca: &[reqwest::Certificate],
+    ) -> Result<Egress, SetupError> {
+        let proxy = match &e.proxy {
+            None => None,
+            Some(url) => {
+                Some(
+                    reqwest::Proxy::all(url.as_str()).map_err(|err| SetupError::Proxy {
+                        name: e.name.clone(),
+                        message: err.to_string(),
+                    })?,
+                )
+            }
+        };
+        let scheme = e.proxy.as_ref().map(|u| u.scheme());
+        let route = match scheme {
+            None => Route::Direct,
+            // socks5 and socks4 are given the address we resolved; socks5h, socks4a
+            // and HTTP proxies resolve the name themselves.
+            Some("socks5" | "socks4") => Route::SocksLocal,
+            Some(_) => Route::ProxyResolves,
+        };
+        let tls_err = |err: reqwest::Error| SetupError::Tls(err.to_string());
+        let client =
+            rustls_client(builder(resolve.clone(), proxy.as_ref()), tls).map_err(tls_err)?;
+        let legacy =
+            legacy_client(builder(resolve.clone(), proxy.as_ref()), extra_ca).map_err(tls_err)?;
+        Ok(Egress {
+            name: e.name.clone(),
+            socks: scheme.is_some_and(|s| s.starts_with("socks")),
+            proxy,
+            route,
+            client,
+            legacy,
+            tunnel: Tunnel::for_egress(e, resolve, tls),
+        })
+    }
+}
+
+/// What every shared client has: no redirects, no pooling, requests pinned by
+/// `resolve` and [`PinLayer`], the egress's proxy. Timeouts are the request's.
+pub(super) fn builder(
+    resolve: Arc<dyn reqwest::dns::Resolve>,
+    proxy: Option<&reqwest::Proxy>,
+) -> reqwest::ClientBuilder {
+    let b = reqwest::Client::builder()
+        .connector_layer(PinLayer)
+        .redirect(reqwest::redirect::Policy::none())
+        // Pooling off: every probe is a first visitor, and a pooled connection would
+        // go to whatever address it was opened for, not the one just counted.
+        .pool_max_idle_per_host(0)
+        // hyper stops at 100 header lines; browsers only limit the head's size
+        // (256 KB in Chrome), and a site that sets many cookies still works in them.
+        .http1_max_headers(MAX_HEADER_LINES)
+        // The same for HTTP/2, whose header list hyper caps at 16 KB.
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        // reqwest sends a request again by itself on HTTP/2 REFUSED_STREAM or GOAWAY:
+        // that request was never counted by the per-IP limit, so it is not sent.
+        .retry(reqwest::retry::never())
+        // A probe's connection lives at most its timeout: TCP keepalive and the user
+        // timeout would never fire before it, and cost five setsockopt calls a probe.
+        .tcp_keepalive(None)
+        .tcp_keepalive_interval(None)
+        .tcp_keepalive_retries(None)
+        .tcp_user_timeout(None)
+        .tls_info(true)
+        // Deflate is decoded here: servers send raw deflate as often as zlib, and
+        // browsers accept both.
+        .no_deflate()
+        .dns_resolver(resolve);
+    match proxy {
+        Some(p) => b.proxy(p.clone()),
+        None => b.no_proxy(),
+    }
+}
+
+/// A shared client over rustls.
+fn rustls_client(
+    builder: reqwest::ClientBuilder,
+    tls: &rustls::ClientConfig,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut tls = tls.clone();
+    // No session resumption: a resumed session skips the certificate check and shows
+    // no certificate, and every probe must see the site as a first visitor does. The
+    // store is asked for a session when the ClientHello is built, which is the moment
+    // the connection is up: that splits connect from TLS time.
+    tls.resumption = rustls::client::Resumption::store(Arc::new(MarkHello));
+    builder.use_preconfigured_tls(tls).build()
+}
+
+/// A shared client over OpenSSL, for a server that shares no TLS version or cipher
+/// suite with rustls: TLS 1.2 at least, as browsers require, but with the CBC suites
+/// browsers still offer. Roots: the system's and `tls.extra_ca_file`. OpenSSL keeps no
+/// client-side session cache unless asked, so nothing is resumed here either.
+fn legacy_client(
+    builder: reqwest::ClientBuilder,
+    extra_ca: &[reqwest::Certificate],
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut b = builder
+        .use_native_tls()
+        .min_tls_version(reqwest::tls::Version::TLS_1_2);
+    for ca in extra_ca {
+        b = b.add_root_certificate(ca.clone());
+    }
+    b.build()
+}

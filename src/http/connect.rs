@@ -1,0 +1,528 @@
+//! From one hop's URL to an answer: resolve the host, keep the addresses the policy
+//! allows ([`pick_addresses`]), then ask them in turn, each counted by the per-IP limiter
+//! first, until one answers. [`HttpProber::ask_address`] is the one place a request goes
+//! to one candidate address (over rustls, and once more over OpenSSL for a server that
+//! speaks only legacy TLS), and [`send`] the one place it is handed to a client.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use url::Url;
+
+use super::failure::root_cause;
+use super::pin::Hop;
+use super::redirect::Chain;
+use super::tunnel::SendError;
+use super::{fail, HttpProber, Probe};
+use crate::dns::DnsError;
+use crate::job::Method;
+use crate::limit::{Grant, Permit, Request, Signal};
+use crate::probe::{policy, Failure, FailureKind, Observation, Outcome, Plan};
+
+/// Addresses of one name tried before the probe gives up on connecting.
+const MAX_ADDRESSES: usize = 8;
+
+/// Longest wait for a per-IP limit when the job cannot be deferred (`picket check`, or a
+/// job deferred too often): long enough for any sane limit, bounded all the same.
+const WAIT_WITHOUT_DEFERRAL: Duration = Duration::from_secs(600);
+
+/// Where one hop may go: its host and port, and the addresses the policy allows.
+pub(super) struct Target {
+    pub(super) host: String,
+    port: u16,
+    candidates: Vec<IpAddr>,
+}
+
+/// The answer of one address, with the per-IP permit held until its body is read.
+pub(super) struct Answered {
+    pub(super) resp: reqwest::Response,
+    pub(super) permit: Permit,
+    pub(super) ip: IpAddr,
+}
+
+/// What every address of one hop is asked: the job's method and headers (credentials
+/// only within the origin the job named) and the cookies of the chain so far.
+struct Ask<'a> {
+    plan: &'a Plan,
+    chain: &'a Chain,
+    cookie: Option<String>,
+}
+
+impl<'a> Ask<'a> {
+    fn new(plan: &'a Plan, chain: &'a Chain) -> Ask<'a> {
+        let cookie = chain.cookies.header_for(&chain.url);
+        Ask {
+            plan,
+            chain,
+            cookie,
+        }
+    }
+
+    /// The URL of the hop.
+    fn url(&self) -> &Url {
+        &self.chain.url
+    }
+
+    /// The request for `client`, given `timeout` for all of it.
+    fn build(&self, client: &reqwest::Client, timeout: Duration) -> reqwest::RequestBuilder {
+        let method = match self.plan.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Head => reqwest::Method::HEAD,
+        };
+        let mut req = client.request(method, self.url().clone()).timeout(timeout);
+        for (name, value) in &self.plan.headers {
+            if self.chain.sends(name) {
+                req = req.header(name.as_str(), value.as_str());
+            }
+        }
+        if let Some(cookie) = &self.cookie {
+            req = req.header(reqwest::header::COOKIE, cookie);
+        }
+        req
+    }
+}
+
+impl HttpProber {
+    /// Resolves the host of `url` (hop number `redirects`) and keeps the addresses the
+    /// policy allows.
+    pub(super) async fn resolve(
+        &self,
+        url: &Url,
+        deadline: Instant,
+        redirects: u32,
+        obs: &mut Observation,
+    ) -> Result<Target, Outcome> {
+        let Some(host) = url.host_str().map(str::to_string) else {
+            return Err(fail(FailureKind::BadRedirect, format!("{url} has no host")));
+        };
+        let port = url.port_or_known_default().unwrap_or(80);
+        let ips = self.lookup(&host, deadline, obs).await?;
+        match screen(url, &host, &ips, self.allow_private, redirects) {
+            Ok(candidates) => Ok(Target {
+                host,
+                port,
+                candidates,
+            }),
+            Err(refused) => {
+                obs.ip = ips.first().copied();
+                Err(Outcome::Failure(refused))
+            }
+        }
+    }
+
+    async fn lookup(
+        &self,
+        host: &str,
+        deadline: Instant,
+        obs: &mut Observation,
+    ) -> Result<Vec<IpAddr>, Outcome> {
+        let dns_start = Instant::now();
+        // Boxed: hickory's lookup future is large, and inline it would make every
+        // probe's future twice as big for the whole probe, not just its lookup
+        // (4.5 → 2.3 KB a probe in flight; docs/BENCHMARKS.md).
+        let lookup = tokio::time::timeout_at(deadline, Box::pin(self.resolver.lookup(host))).await;
+        if obs.dns.is_none() {
+            obs.dns = Some(dns_start.elapsed());
+        }
+        match lookup {
+            Err(_) => Err(fail(
+                FailureKind::Timeout,
+                format!("{host}: DNS lookup ran out of time"),
+            )),
+            Ok(Err(e @ DnsError::LocalResources { .. })) => {
+                Err(fail(FailureKind::LocalResources, e.to_string()))
+            }
+            Ok(Err(e)) => Err(fail(FailureKind::Dns, e.to_string())),
+            Ok(Ok(ips)) => Ok(ips),
+        }
+    }
+
+    /// Asks the target's addresses in turn until one answers: a broken address (a
+    /// backend down, a broken address family) is not a broken site.
+    pub(super) async fn connect_any(
+        &self,
+        probe: &mut Probe<'_>,
+        chain: &Chain,
+        target: &Target,
+        obs: &mut Observation,
+    ) -> Result<Answered, Outcome> {
+        let ask = Ask::new(probe.plan, chain);
+        // Addresses that refused or did not connect before one answered (or none did).
+        let mut unreachable: Vec<String> = Vec::new();
+        for (n, &ip) in target.candidates.iter().enumerate() {
+            obs.ip = Some(ip);
+            let permit = self.permit(probe, &target.host, ip, obs).await?;
+            let remaining = probe.deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(fail(
+                    FailureKind::Timeout,
+                    format!("no time left after {} redirects", chain.redirects),
+                ));
+            }
+            let addr = SocketAddr::new(ip, target.port);
+            let (result, ready) = self
+                .ask_address(probe, &ask, &target.host, addr, remaining, obs)
+                .await;
+            let e = match result {
+                Ok(resp) => {
+                    self.answered(probe, &target.host, ip, ready, &unreachable, obs);
+                    return Ok(Answered { resp, permit, ip });
+                }
+                Err(e) => e,
+            };
+            if let Some(pin) = e.pin_error() {
+                // Where the request would go is not where it was counted: nothing is
+                // known about the site, and nothing was sent.
+                return Err(fail(
+                    FailureKind::Egress,
+                    format!("{}: not probed, picket's own error: {pin}", target.host),
+                ));
+            }
+            let outcome = self.failed(probe, &target.host, addr, &e, obs).await;
+            if e.is_connect() && n + 1 < target.candidates.len() {
+                let why = match &outcome {
+                    Outcome::Failure(f) => f.detail.clone(),
+                    Outcome::Answer(_) => String::new(),
+                };
+                unreachable.push(format!("{ip} ({why})"));
+                continue;
+            }
+            if !unreachable.is_empty() {
+                obs.notes
+                    .push(format!("also tried: {}", unreachable.join(", ")));
+            }
+            return Err(outcome);
+        }
+        Err(fail(
+            FailureKind::Connect,
+            format!("{}: no address could be reached", target.host),
+        ))
+    }
+
+    /// The per-IP limiter's permit for `ip`. Waiting for our own limit is not the
+    /// site's time: it extends the probe's deadline.
+    async fn permit(
+        &self,
+        probe: &mut Probe<'_>,
+        host: &str,
+        ip: IpAddr,
+        obs: &mut Observation,
+    ) -> Result<Permit, Outcome> {
+        let request = Request {
+            ip,
+            host,
+            egress: &probe.egress.name,
+            max_wait: probe.plan.max_wait.unwrap_or(WAIT_WITHOUT_DEFERRAL),
+        };
+        let permit = match self.limiter.acquire(request).await {
+            Grant::Go(p) => p,
+            Grant::Defer(wait) => {
+                if probe.plan.max_wait.is_some() {
+                    probe.deferred = Some(wait);
+                }
+                return Err(fail(
+                    FailureKind::Throttled,
+                    format!(
+                        "the per-IP limit of {ip} allows no request for {} ms",
+                        wait.as_millis()
+                    ),
+                ));
+            }
+        };
+        crate::metric::throttle_wait(permit.waited);
+        obs.queued += permit.waited;
+        probe.deadline += permit.waited;
+        Ok(permit)
+    }
+
+    /// Asks one candidate address, within `remaining` of the probe's time: the one
+    /// place a request goes to an address. Returns the result and when the connection
+    /// was ready (the start of the server's own time).
+    async fn ask_address(
+        &self,
+        probe: &Probe<'_>,
+        ask: &Ask<'_>,
+        host: &str,
+        addr: SocketAddr,
+        remaining: Duration,
+        obs: &mut Observation,
+    ) -> (Result<reqwest::Response, SendError>, Instant) {
+        let connect_timeout = probe.plan.connect_timeout.min(remaining);
+        let hop = Hop::new(host, addr, connect_timeout, probe.egress.route);
+        let sent = Instant::now();
+        // HTTP-proxy egress: reqwest would ask the proxy for the name, which the proxy
+        // resolves again; the tunnel asks for the counted address (tunnel.rs).
+        let result = match &probe.egress.tunnel {
+            Some(t) => {
+                let req = ask.build(&probe.egress.client, remaining);
+                t.send(req, addr, connect_timeout, &hop).await
+            }
+            None => send(&hop, &probe.egress.client, ask, remaining)
+                .await
+                .map_err(SendError::from),
+        };
+        hop.clock.write(sent, obs);
+        let ready = hop.clock.ready(sent);
+        // A server that speaks only TLS that rustls never will (CBC suites) but
+        // browsers still do: ask again over OpenSSL. Whatever that finds wrong is not
+        // reported in place of the first failure, which says what happened.
+        match result {
+            Err(first) if ask.url().scheme() == "https" && first.no_common_tls() => {
+                match self
+                    .ask_legacy(probe, ask, host, addr, (&hop, sent), obs)
+                    .await
+                {
+                    Some((resp, ready)) => (Ok(resp), ready),
+                    None => (Err(first), ready),
+                }
+            }
+            other => (other, ready),
+        }
+    }
+
+    /// Asks `addr` again over OpenSSL, after rustls (its hop and send time in `first`)
+    /// shared no TLS version or cipher suite with it. The answer and when its connection
+    /// was ready, or nothing when OpenSSL failed too (said in a note) or no time is left.
+    async fn ask_legacy(
+        &self,
+        probe: &Probe<'_>,
+        ask: &Ask<'_>,
+        host: &str,
+        addr: SocketAddr,
+        first: (&Arc<Hop>, Instant),
+        obs: &mut Observation,
+    ) -> Option<(reqwest::Response, Instant)> {
+        let sent = Instant::now();
+        // Within what is left of the probe's time, like any other step.
+        let left = probe.deadline.saturating_duration_since(sent);
+        if left.is_zero() {
+            return None;
+        }
+        let connect_timeout = probe.plan.connect_timeout.min(left);
+        let hop = Hop::new(host, addr, connect_timeout, probe.egress.route);
+        match send(&hop, &probe.egress.legacy, ask, left).await {
+            Ok(resp) => {
+                hop.clock.write_legacy(sent, &first.0.clock, first.1, obs);
+                obs.notes.push(
+                    "the server speaks only legacy TLS (no TLS 1.3 and no AEAD cipher suite), \
+                     which browsers still accept: answered over OpenSSL"
+                        .to_string(),
+                );
+                Some((resp, hop.clock.ready(sent)))
+            }
+            Err(e) => {
+                obs.notes.push(format!(
+                    "asked again as browsers still would (OpenSSL, TLS 1.2 or later, CBC \
+                     suites allowed): {}",
+                    root_cause(&e)
+                ));
+                None
+            }
+        }
+    }
+
+    /// What an answer from `ip` tells: the notes on addresses that failed before it,
+    /// the answers remembered for a later reset, the first byte's time.
+    fn answered(
+        &self,
+        probe: &Probe<'_>,
+        host: &str,
+        ip: IpAddr,
+        ready: Instant,
+        unreachable: &[String],
+        obs: &mut Observation,
+    ) {
+        if !unreachable.is_empty() {
+            obs.notes.push(format!(
+                "{} failed; {ip} answered instead",
+                unreachable.join(", ")
+            ));
+        }
+        self.recent.answered(ip, probe.index);
+        obs.first_byte = Some(ready.elapsed());
+        let answered = Request {
+            ip,
+            host,
+            egress: &probe.egress.name,
+            max_wait: Duration::ZERO,
+        };
+        self.limiter.latency(&answered, ready.elapsed());
+    }
+
+    /// The failure a request error is; a reset or a refused connection is also told
+    /// to the limiter, which may say the site refuses us.
+    async fn failed(
+        &self,
+        probe: &Probe<'_>,
+        host: &str,
+        addr: SocketAddr,
+        e: &SendError,
+        obs: &mut Observation,
+    ) -> Outcome {
+        let ip = addr.ip();
+        let outcome = e.classify(host, ip, addr.port(), probe.plan, probe.egress);
+        let signal = match &outcome {
+            Outcome::Failure(Failure {
+                kind: FailureKind::Reset,
+                ..
+            }) => Some(Signal::Reset),
+            Outcome::Failure(Failure {
+                kind: FailureKind::Connect,
+                ..
+            }) if e.connection_refused() => Some(Signal::ConnectionRefused),
+            _ => None,
+        };
+        if let Some(signal) = signal {
+            obs.recent_answers = self.recent.count(ip, probe.index);
+            obs.refusal = self.standing(ip, host, probe.egress, signal).await;
+        }
+        outcome
+    }
+}
+
+/// Hands the request to `client` with `hop` as its pinning context: the one place a
+/// request of a probe leaves picket.
+async fn send(
+    hop: &Arc<Hop>,
+    client: &reqwest::Client,
+    ask: &Ask<'_>,
+    timeout: Duration,
+) -> reqwest::Result<reqwest::Response> {
+    hop.scope(ask.build(client, timeout).send()).await
+}
+
+/// The addresses of `host` (the host of `url`, hop number `redirects`) that may be
+/// asked, or why none may.
+fn screen(
+    url: &Url,
+    host: &str,
+    ips: &[IpAddr],
+    allow_private: bool,
+    redirects: u32,
+) -> Result<Vec<IpAddr>, Failure> {
+    // A name that resolves only to 0.0.0.0 (or ::) is a resolver's sinkhole: no
+    // visitor reaches the site, and on Linux dialling it reaches this host.
+    if url
+        .host()
+        .is_some_and(|h| matches!(h, url::Host::Domain(_)))
+        && ips.iter().all(IpAddr::is_unspecified)
+    {
+        return Err(Failure {
+            kind: FailureKind::Dns,
+            detail: format!(
+                "{host} resolves only to {} (a DNS sinkhole): no visitor can reach it",
+                ips[0]
+            ),
+        });
+    }
+    let candidates = pick_addresses(ips, allow_private);
+    if candidates.is_empty() {
+        let why = policy::refusal(ips[0], allow_private).unwrap_or("refused");
+        let hop = if redirects == 0 {
+            String::new()
+        } else {
+            format!(" (redirect hop {redirects})")
+        };
+        return Err(Failure {
+            kind: FailureKind::BlockedTarget,
+            detail: format!(
+                "{host} resolves to {} which is {why}; refused by policy{hop}{}",
+                ips[0],
+                policy::how_to_allow(ips[0])
+            ),
+        });
+    }
+    Ok(candidates)
+}
+/// The addresses to try in turn, as a browser does when a connect fails: every
+/// address the policy allows (at most [`MAX_ADDRESSES`]), IPv4 and IPv6 alternating,
+/// IPv4 first (a broken AAAA is the commoner fault), each family in the resolver's
+/// order. A load-balanced site with one backend down is not down.
+pub(super) fn pick_addresses(ips: &[IpAddr], allow_private: bool) -> Vec<IpAddr> {
+    let ok = |ip: &&IpAddr| policy::refusal(**ip, allow_private).is_none();
+    let mut v4 = ips.iter().filter(|ip| ip.is_ipv4()).filter(ok);
+    let mut v6 = ips.iter().filter(|ip| ip.is_ipv6()).filter(ok);
+    let mut picked = Vec::new();
+    while picked.len() < MAX_ADDRESSES {
+        let (a, b) = (v4.next(), v6.next());
+        if a.is_none() && b.is_none() {
+            break;
+        }
+        picked.extend(a.into_iter().chain(b).copied());
+    }
+    picked.truncate(MAX_ADDRESSES);
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().expect("ip")).collect()
+    }
+
+    #[test]
+    fn every_allowed_address_is_tried_families_alternating_ipv4_first() {
+        let got = pick_addresses(
+            &ips(&[
+                "2a00:1450::1",
+                "192.0.2.1",
+                "192.0.2.2",
+                "2a00:1450::2",
+                "192.0.2.3",
+            ]),
+            false,
+        );
+        assert_eq!(
+            got,
+            ips(&[
+                "192.0.2.1",
+                "2a00:1450::1",
+                "192.0.2.2",
+                "2a00:1450::2",
+                "192.0.2.3"
+            ])
+        );
+    }
+
+    #[test]
+    fn refused_addresses_are_skipped_and_the_list_is_capped() {
+        let got = pick_addresses(&ips(&["10.0.0.1", "192.0.2.1"]), false);
+        assert_eq!(got, ips(&["192.0.2.1"]));
+        assert!(pick_addresses(&ips(&["10.0.0.1", "127.0.0.1"]), false).is_empty());
+        let many: Vec<IpAddr> = (1..=20).map(|i| IpAddr::from([192, 0, 2, i])).collect();
+        assert_eq!(pick_addresses(&many, false).len(), MAX_ADDRESSES);
+    }
+
+    fn refusal(url: &str, list: &[&str], redirects: u32) -> Failure {
+        let url = Url::parse(url).expect("url");
+        let host = url.host_str().expect("host").to_string();
+        screen(&url, &host, &ips(list), false, redirects).expect_err("refused")
+    }
+
+    #[test]
+    fn a_name_resolving_only_to_the_unspecified_address_is_a_dns_sinkhole() {
+        let f = refusal("http://parked.example/", &["0.0.0.0"], 0);
+        assert_eq!(f.kind, FailureKind::Dns);
+        assert!(f.detail.contains("DNS sinkhole"), "{}", f.detail);
+        // An address literal is not a name: it is refused by policy instead.
+        let f = refusal("http://0.0.0.0/", &["0.0.0.0"], 0);
+        assert_eq!(f.kind, FailureKind::BlockedTarget);
+    }
+
+    #[test]
+    fn a_refused_address_names_the_redirect_hop_that_led_there() {
+        let first = refusal("http://a.example/", &["10.0.0.1"], 0);
+        assert_eq!(first.kind, FailureKind::BlockedTarget);
+        assert!(!first.detail.contains("redirect hop"), "{}", first.detail);
+        let later = refusal("http://a.example/", &["10.0.0.1"], 2);
+        assert!(
+            later.detail.contains("(redirect hop 2)"),
+            "{}",
+            later.detail
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! What TLS trusts and what a certificate says: the rustls configuration (bundled and
+//! system roots, `tls.extra_ca_file`), the extra CA for the OpenSSL fallback, and how
+//! many days a site's certificate has left.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+use super::SetupError;
+use crate::config::TlsSettings;
+
+/// Builds the rustls configuration: bundled roots, system roots, and the extra CA file.
+///
+/// # Errors
+/// The extra CA file is unreadable or empty, or rustls refuses the configuration.
+pub fn tls_config(settings: &TlsSettings) -> Result<rustls::ClientConfig, SetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // System roots are a bonus: a machine without them still has the bundled ones.
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &settings.extra_ca_file {
+        let ca_err = |message: String| SetupError::CaFile {
+            path: path.display().to_string(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ca_err("no PEM certificate in the file".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SetupError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The certificates of `tls.extra_ca_file`, for the OpenSSL fallback.
+pub(super) fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificate>, SetupError> {
+    let Some(path) = &settings.extra_ca_file else {
+        return Ok(Vec::new());
+    };
+    let ca_err = |message: String| SetupError::CaFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+    CertificateDer::pem_slice_iter(&pem)
+        .map(|c| {
+            let der = c.map_err(|e| ca_err(e.to_string()))?;
+            reqwest::Certificate::from_der(&der).map_err(|e| ca_err(e.to_string()))
+        })
+        .collect()
+}
+
+/// Whole days until the site's certificate on `resp` expires (negative when expired).
+pub(super) fn days_left(resp: &reqwest::Response) -> Option<i64> {
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(reqwest::tls::TlsInfo::peer_certificate)
+        // Through a tunnel the TLS is ours, not reqwest's.
+        .or_else(|| super::tunnel::peer_certificate(resp))
+        .and_then(|der| cert_days_left(der, SystemTime::now()))
+}
+
+/// Whole days from `now` until the certificate in `der` expires (negative when
+/// expired): a certificate with hours left has 0 days, one expired an hour ago -1.
+fn cert_days_left(der: &[u8], now: SystemTime) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let now = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs() as i64;
+    Some((cert.validity().not_after.timestamp() - now).div_euclid(86_400))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const DAY: u64 = 86_400;
+
+    /// A certificate expiring at midnight UTC on 2030-01-31, and that moment.
+    fn expiring() -> (Vec<u8>, SystemTime) {
+        let mut p = rcgen::CertificateParams::new(vec!["a.test".into()]).expect("params");
+        p.not_before = rcgen::date_time_ymd(2029, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2030, 1, 31);
+        let end = p.not_after.unix_timestamp() as u64;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = p.self_signed(&key).expect("cert");
+        (
+            cert.der().to_vec(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(end),
+        )
+    }
+
+    #[test]
+    fn days_left_count_whole_days_and_go_negative_once_expired() {
+        let (der, end) = expiring();
+        let at = |secs_before: i64| {
+            let t = if secs_before >= 0 {
+                end - Duration::from_secs(secs_before as u64)
+            } else {
+                end + Duration::from_secs(secs_before.unsigned_abs())
+            };
+            cert_days_left(&der, t)
+        };
+        assert_eq!(at(30 * DAY as i64), Some(30));
+        assert_eq!(at(30 * DAY as i64 - 1), Some(29), "29 days and some hours");
+        assert_eq!(at(3600), Some(0), "an hour left");
+        assert_eq!(at(0), Some(0));
+        assert_eq!(at(-1), Some(-1), "expired a second ago");
+        assert_eq!(at(-(DAY as i64)), Some(-1));
+        assert_eq!(at(-(DAY as i64) - 1), Some(-2));
+    }
+
+    #[test]
+    fn bytes_that_are_no_certificate_have_no_days_left() {
+        assert_eq!(cert_days_left(b"not DER", SystemTime::now()), None);
+    }
+}
