@@ -1,0 +1,178 @@
+//! The request through an open tunnel and its answer: hyper's HTTP/1 or HTTP/2 client
+//! with the name in `Host` or `:authority`, and the answer decoded (gzip, br) by the
+//! decoder reqwest uses, bounded by the probe's deadline, as a `reqwest::Response`.
+
+use std::error::Error as StdError;
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::time::Instant;
+
+use super::error::TunnelError;
+use super::Io;
+use crate::http::client::{MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Sends `request` over `io` with HTTP/2 or HTTP/1.1 and returns the answer's head.
+pub(super) async fn ask(
+    io: Box<dyn Io>,
+    h2: bool,
+    request: reqwest::Request,
+) -> Result<http::Response<Incoming>, TunnelError> {
+    let url = request.url();
+    let mut head = http::Request::builder().method(request.method().clone());
+    let io = TokioIo::new(io);
+    if h2 {
+        // HTTP/2 takes the name from the absolute URI (`:authority`), as browsers send it.
+        head = head.uri(url.as_str());
+    } else {
+        // Origin form, and the name in Host (with the port unless it is the default),
+        // unless the job set its own Host, as on reqwest's path.
+        let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
+        head = head.uri(path);
+        if !request.headers().contains_key(http::header::HOST) {
+            let host = match url.port() {
+                Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+                None => url.host_str().unwrap_or_default().to_string(),
+            };
+            head = head.header(http::header::HOST, host);
+        }
+    }
+    for (name, value) in request.headers() {
+        head = head.header(name, value);
+    }
+    let built = head.body(Empty::<Bytes>::new()).map_err(|e| {
+        TunnelError::Proxy(format!("the request for {url} could not be built: {e}"))
+    })?;
+    let answer = if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .max_header_list_size(MAX_HEADER_LIST_BYTES)
+            .handshake(io)
+            .await
+            .map_err(TunnelError::Http)?;
+        // Ends once the answer and the sender are dropped (pooling is off here too).
+        tokio::spawn(conn);
+        sender.send_request(built).await
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_headers(MAX_HEADER_LINES)
+            .handshake(io)
+            .await
+            .map_err(TunnelError::Http)?;
+        // Driven beside the probe while it reads the body; it ends when the body is
+        // read or dropped, as the sender is gone by then.
+        tokio::spawn(conn);
+        sender.send_request(built).await
+    };
+    answer.map_err(TunnelError::Http)
+}
+
+/// The site's certificate as the tunnel's TLS saw it (reqwest's `TlsInfo` is its own).
+#[derive(Clone)]
+struct PeerCertificate(Vec<u8>);
+
+/// The DER certificate of the site, when the answer came through a tunnel over TLS.
+pub(in crate::http) fn peer_certificate(resp: &reqwest::Response) -> Option<&[u8]> {
+    resp.extensions()
+        .get::<PeerCertificate>()
+        .map(|c| c.0.as_slice())
+}
+
+/// The answer as the rest of the prober expects it from reqwest: gzip and br decoded
+/// (deflate is left to the prober, as on reqwest's path), the body bounded by the
+/// probe's deadline, the certificate in the extensions.
+pub(super) async fn answer_to_reqwest(
+    answer: http::Response<Incoming>,
+    certificate: Option<Vec<u8>>,
+    deadline: Instant,
+) -> reqwest::Response {
+    let decoded = decode(answer).await;
+    let (mut parts, body) = decoded.into_parts();
+    if let Some(der) = certificate {
+        parts.extensions.insert(PeerCertificate(der));
+    }
+    let body = Deadline {
+        inner: Box::pin(body),
+        sleep: Box::pin(tokio::time::sleep_until(deadline)),
+    };
+    reqwest::Response::from(http::Response::from_parts(parts, reqwest::Body::wrap(body)))
+}
+
+/// The decoder reqwest uses (tower-http's), driven through its `Service`: its body
+/// type has no other public constructor.
+async fn decode(
+    answer: http::Response<Incoming>,
+) -> http::Response<tower_http::decompression::DecompressionBody<Incoming>> {
+    use tower_service::Service as _;
+    let mut decoder = tower_http::decompression::Decompression::new(Given(Some(answer)))
+        .no_deflate()
+        .no_zstd();
+    match decoder.call(http::Request::new(())).await {
+        Ok(decoded) => decoded,
+        Err(never) => match never {},
+    }
+}
+
+/// A service that hands out the one answer it was given.
+struct Given(Option<http::Response<Incoming>>);
+
+impl tower_service::Service<http::Request<()>> for Given {
+    type Response = http::Response<Incoming>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        match self.0.take() {
+            Some(answer) => std::future::ready(Ok(answer)),
+            // Called once, by `decode`.
+            None => unreachable!("the answer was handed out already"),
+        }
+    }
+}
+
+/// A body that fails with `TimedOut` once the probe's deadline passed (reqwest's total
+/// timeout does the same on its own path).
+struct Deadline<B> {
+    inner: Pin<Box<B>>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> Body for Deadline<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            let late =
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "the body ran out of time");
+            return Poll::Ready(Some(Err(Box::new(late))));
+        }
+        self.inner.as_mut().poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

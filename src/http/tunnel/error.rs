@@ -1,0 +1,345 @@
+//! Why a request through a tunnel failed, and what that is in the prober's terms: the
+//! proxy failing (the egress, nothing known about the site) or the site failing, read
+//! from the proxy's own status and markers (`X-Squid-Error`, RFC 9209 `Proxy-Status`).
+//! [`SendError`] is either path's failure to send, reqwest's or the tunnel's.
+
+use std::error::Error as StdError;
+use std::net::IpAddr;
+
+use http::StatusCode;
+
+use crate::http::client::Egress;
+use crate::http::fail;
+use crate::http::failure::{root_cause, rustls_inside, tls_problem};
+use crate::http::pin::{pin_error, PinError};
+use crate::probe::{FailureKind, Outcome, Plan};
+
+/// How far a tunnel got when its connect time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::http) enum Stage {
+    /// Reaching the proxy.
+    Proxy,
+    /// Waiting for the proxy's answer to CONNECT (it is connecting to the site).
+    Connect,
+    /// The TLS handshake with the site.
+    Tls,
+}
+
+/// Why a request through a tunnel got no answer.
+#[derive(Debug, thiserror::Error)]
+pub(in crate::http) enum TunnelError {
+    /// The proxy could not be reached or broke off: nothing is known about the site.
+    #[error("{0}")]
+    Proxy(String),
+    /// The proxy answered the CONNECT with something other than 200.
+    #[error("the proxy answered CONNECT with {}", .0.status)]
+    Refused(Refusal),
+    /// The connection was not ready within the connect timeout.
+    #[error("not connected in time ({0:?})")]
+    ConnectTimeout(Stage),
+    /// The TLS handshake with the site failed.
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
+    /// The HTTP exchange with the site failed.
+    #[error("HTTP: {0}")]
+    Http(#[source] hyper::Error),
+    /// No answer within the probe's time.
+    #[error("no answer in time")]
+    Timeout,
+}
+
+/// A proxy's non-200 answer to CONNECT, with its own words about why.
+#[derive(Debug)]
+pub(in crate::http) struct Refusal {
+    status: StatusCode,
+    /// squid's `X-Squid-Error`, e.g. `ERR_CONNECT_FAIL 111` or `ERR_ACCESS_DENIED 0`.
+    squid: Option<String>,
+    /// An RFC 9209 `Proxy-Status` error, e.g. `connection_refused`.
+    proxy_status: Option<String>,
+}
+
+impl Refusal {
+    pub(super) fn of<B>(answer: &http::Response<B>) -> Refusal {
+        let header = |name: &str| {
+            answer
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Refusal {
+            status: answer.status(),
+            squid: header("x-squid-error"),
+            proxy_status: header("proxy-status").and_then(|v| {
+                let (_, after) = v.split_once("error=")?;
+                Some(
+                    after
+                        .split([';', ','])
+                        .next()?
+                        .trim()
+                        .trim_matches('"')
+                        .to_string(),
+                )
+            }),
+        }
+    }
+
+    /// What the site did, when the proxy says the site is why (else `None`: the proxy
+    /// refused for its own reasons).
+    fn site_failure(&self) -> Option<(FailureKind, &'static str)> {
+        let squid = self.squid.as_deref().unwrap_or("");
+        let code = squid.strip_prefix("ERR_CONNECT_FAIL ").map(str::trim);
+        let said = self.proxy_status.as_deref();
+        if code == Some("111") || said == Some("connection_refused") {
+            return Some((FailureKind::Connect, "the proxy reports connection refused"));
+        }
+        if matches!(code, Some("101" | "113")) || said == Some("destination_ip_unroutable") {
+            return Some((FailureKind::Unreachable, "the proxy reports no route to it"));
+        }
+        if code == Some("110")
+            || squid.starts_with("ERR_READ_TIMEOUT")
+            || said == Some("connection_timeout")
+        {
+            return Some((
+                FailureKind::Timeout,
+                "the proxy got no connection to it in time",
+            ));
+        }
+        if self.squid.is_some() || self.proxy_status.is_some() {
+            return None;
+        }
+        // A proxy that says nothing more: a gateway error is the site's, as before.
+        match self.status.as_u16() {
+            502 | 503 => Some((
+                FailureKind::Connect,
+                "the proxy could not open a tunnel to it",
+            )),
+            504 => Some((
+                FailureKind::Timeout,
+                "the proxy got no connection to it in time",
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl TunnelError {
+    /// Whether the next address of the site is worth trying (the site's connect failed).
+    fn is_connect(&self) -> bool {
+        match self {
+            TunnelError::Refused(r) => r.site_failure().is_some(),
+            TunnelError::ConnectTimeout(stage) => *stage != Stage::Proxy,
+            TunnelError::Tls(_) => true,
+            TunnelError::Proxy(_) | TunnelError::Http(_) | TunnelError::Timeout => false,
+        }
+    }
+
+    fn classify(&self, at: &str, plan: &Plan, egress: &Egress) -> Outcome {
+        let proxy_failed = |why: String| {
+            fail(
+                FailureKind::Egress,
+                format!(
+                    "egress {} failed, so nothing is known about {at}: {why}",
+                    egress.name
+                ),
+            )
+        };
+        let connect_ms = plan.connect_timeout.as_millis();
+        match self {
+            TunnelError::Proxy(why) => proxy_failed(why.clone()),
+            TunnelError::Refused(r) => match r.site_failure() {
+                Some((kind, what)) => {
+                    fail(kind, format!("{at} via egress {}: {what}", egress.name))
+                }
+                None => proxy_failed(format!(
+                    "the proxy refused the tunnel itself ({}{}); the site was not asked",
+                    r.status,
+                    r.squid
+                        .as_deref()
+                        .or(r.proxy_status.as_deref())
+                        .map(|m| format!(", {m}"))
+                        .unwrap_or_default()
+                )),
+            },
+            TunnelError::ConnectTimeout(Stage::Proxy) => {
+                proxy_failed(format!("no connection to the proxy within {connect_ms} ms"))
+            }
+            TunnelError::ConnectTimeout(_) => fail(
+                FailureKind::Timeout,
+                format!(
+                    "{at}: no connection within {connect_ms} ms (through egress {})",
+                    egress.name
+                ),
+            ),
+            TunnelError::Tls(io) => match rustls_inside(io) {
+                Some(tls) => fail(
+                    FailureKind::Tls,
+                    format!("{at}: TLS failed: {}", tls_problem(tls)),
+                ),
+                None => site_failure(io, at),
+            },
+            TunnelError::Http(e) => site_failure(e, at),
+            TunnelError::Timeout => fail(
+                FailureKind::Timeout,
+                format!("{at}: no answer within {} ms", plan.timeout.as_millis()),
+            ),
+        }
+    }
+}
+
+/// A failure of the site's connection inside the tunnel, sorted by its I/O kind as
+/// `failure::classify` sorts reqwest's errors.
+fn site_failure(e: &(dyn StdError + 'static), at: &str) -> Outcome {
+    use std::io::ErrorKind as K;
+    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            let found = match io.kind() {
+                K::ConnectionReset => Some((FailureKind::Reset, "connection reset by the server")),
+                K::ConnectionAborted => Some((FailureKind::Reset, "connection aborted")),
+                K::UnexpectedEof => {
+                    Some((FailureKind::Connect, "connection closed before an answer"))
+                }
+                _ => None,
+            };
+            if let Some((kind, what)) = found {
+                return fail(kind, format!("{at}: {what}"));
+            }
+        }
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() {
+                return fail(
+                    FailureKind::Connect,
+                    format!("{at}: connection closed before an answer"),
+                );
+            }
+        }
+        source = err.source();
+    }
+    let cause = root_cause(e);
+    let kind = if cause.contains("reset") {
+        FailureKind::Reset
+    } else if cause.contains("closed") || cause.contains("incomplete") {
+        FailureKind::Connect
+    } else {
+        FailureKind::Protocol
+    };
+    fail(kind, format!("{at}: {cause}"))
+}
+
+/// Why sending one request to one address failed, on either path.
+#[derive(Debug)]
+pub(in crate::http) enum SendError {
+    /// reqwest's path (direct and SOCKS egresses).
+    Client(reqwest::Error),
+    /// The tunnel through an HTTP proxy.
+    Tunnel(TunnelError),
+}
+
+impl SendError {
+    /// The pinning layer's refusal, if that is why (reqwest's path only: the tunnel asks
+    /// for the literal address and needs no pin).
+    pub(in crate::http) fn pin_error(&self) -> Option<&PinError> {
+        match self {
+            SendError::Client(e) => pin_error(e),
+            SendError::Tunnel(_) => None,
+        }
+    }
+
+    /// Whether the connection to the site failed (the next address is tried).
+    pub(in crate::http) fn is_connect(&self) -> bool {
+        match self {
+            SendError::Client(e) => e.is_connect(),
+            SendError::Tunnel(e) => e.is_connect(),
+        }
+    }
+
+    /// Whether the site's address refused the TCP connection itself. Through a tunnel
+    /// the proxy connects, and its report of a refusal is an answer, not ours to see.
+    pub(in crate::http) fn connection_refused(&self) -> bool {
+        match self {
+            SendError::Client(e) => crate::http::failure::connection_refused(e),
+            SendError::Tunnel(_) => false,
+        }
+    }
+
+    /// Whether the OpenSSL retry applies: never through a tunnel (module docs).
+    pub(in crate::http) fn no_common_tls(&self) -> bool {
+        match self {
+            SendError::Client(e) => crate::http::failure::no_common_tls(e),
+            SendError::Tunnel(_) => false,
+        }
+    }
+
+    /// The failure this is, in the prober's terms.
+    pub(in crate::http) fn classify(
+        &self,
+        host: &str,
+        ip: IpAddr,
+        port: u16,
+        plan: &Plan,
+        egress: &Egress,
+    ) -> Outcome {
+        match self {
+            SendError::Client(e) => crate::http::failure::classify(e, host, ip, port, plan, egress),
+            SendError::Tunnel(e) => e.classify(&format!("{host} ({ip}:{port})"), plan, egress),
+        }
+    }
+}
+
+impl From<reqwest::Error> for SendError {
+    fn from(e: reqwest::Error) -> SendError {
+        SendError::Client(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(status: u16, headers: &[(&str, &str)]) -> Refusal {
+        let mut answer = http::Response::builder().status(status);
+        for (k, v) in headers {
+            answer = answer.header(*k, *v);
+        }
+        Refusal::of(&answer.body(()).expect("answer"))
+    }
+
+    #[test]
+    fn a_refused_connect_is_the_sites_only_when_the_proxy_says_the_site_is_why() {
+        let kind = |r: Refusal| r.site_failure().map(|(k, _)| k);
+        let squid = |code: &str| refusal(503, &[("X-Squid-Error", code)]);
+        assert_eq!(
+            kind(squid("ERR_CONNECT_FAIL 111")),
+            Some(FailureKind::Connect)
+        );
+        assert_eq!(
+            kind(squid("ERR_CONNECT_FAIL 113")),
+            Some(FailureKind::Unreachable)
+        );
+        assert_eq!(
+            kind(squid("ERR_CONNECT_FAIL 110")),
+            Some(FailureKind::Timeout)
+        );
+        // squid's own refusals: the egress, not the site.
+        assert_eq!(
+            kind(refusal(403, &[("X-Squid-Error", "ERR_ACCESS_DENIED 0")])),
+            None
+        );
+        assert_eq!(kind(refusal(407, &[])), None);
+        assert_eq!(kind(refusal(403, &[])), None);
+        assert_eq!(kind(squid("ERR_DNS_FAIL 0")), None);
+        let status = |v: &str| refusal(502, &[("Proxy-Status", v)]);
+        assert_eq!(
+            kind(status("proxy.example; error=connection_refused")),
+            Some(FailureKind::Connect)
+        );
+        assert_eq!(
+            kind(status("proxy.example; error=http_request_denied")),
+            None
+        );
+        // A bare gateway error, as from a plain proxy: the site's, as before.
+        assert_eq!(kind(refusal(502, &[])), Some(FailureKind::Connect));
+        assert_eq!(kind(refusal(504, &[])), Some(FailureKind::Timeout));
+    }
+}

@@ -1,0 +1,186 @@
+//! Requests through an HTTP-proxy egress, sent to the address picket counted.
+//!
+//! reqwest asks an HTTP proxy for the *name* (`CONNECT name:443`, `GET http://name/`),
+//! and the proxy resolves it again: DNS rebinding or split-horizon DNS would take the
+//! request past the address policy, to an address the per-IP limit never counted.
+//! reqwest cannot ask for the address and still present the name to the site, so this
+//! module does it beside reqwest with the crates reqwest is built on:
+//!
+//! 1. a TCP (or TLS, for `https://` proxies) connection to the proxy;
+//! 2. `CONNECT ip:port` over hyper's HTTP/1 client, with `Proxy-Authorization` from the
+//!    egress URL's userinfo; a refusal is read from the proxy's own status and markers
+//!    (`X-Squid-Error`, RFC 9209 `Proxy-Status`), so the proxy failing is told from the
+//!    site failing;
+//! 3. for https, TLS over the tunnel with the probes' rustls configuration (roots, extra
+//!    CA, ALPN h2 and http/1.1, no resumption) and the *host name* as SNI;
+//! 4. the request over hyper's HTTP/1 or HTTP/2 client with the name in `Host` or
+//!    `:authority`; the answer is decoded (gzip, br) by the decoder reqwest itself uses,
+//!    bounded by the probe's deadline, and handed on as a `reqwest::Response`.
+//!
+//! Plain http goes through a tunnel too. The absolute form with the address
+//! (`GET http://ip:port/` with `Host: name`) would lose the name: squid, like RFC 9112
+//! asks of proxies, replaces `Host` with the request target's authority, so name-based
+//! virtual hosts would answer for another site. A proxy must therefore allow CONNECT to
+//! every port probed; one that refuses is the egress failing, never the site.
+//!
+//! The OpenSSL retry for servers speaking only legacy TLS is not made through these
+//! egresses: the rustls failure is the verdict.
+//!
+//! # Layout
+//! - here: the [`Tunnel`] of an egress and [`Tunnel::send`], one request's way through it;
+//! - `open`: the connection to the proxy, its `CONNECT ip:port`, and TLS with the site;
+//! - `answer`: the request over HTTP/1 or HTTP/2, and its answer decoded and bounded by
+//!   the deadline as a `reqwest::Response`;
+//! - `error`: [`TunnelError`] and [`SendError`], and what each failure is in the
+//!   prober's terms (the proxy's, or the site's).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::HeaderValue;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use url::Url;
+
+use super::phase::MarkHello;
+use super::pin::Hop;
+use crate::config::EgressSettings;
+
+mod answer;
+mod error;
+mod open;
+
+pub(super) use answer::peer_certificate;
+use answer::{answer_to_reqwest, ask};
+pub(super) use error::SendError;
+use error::{Stage, TunnelError};
+
+/// A byte stream of either side of the tunnel (TCP or TLS, to the proxy or the site).
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// How one HTTP-proxy egress reaches sites.
+pub(super) struct Tunnel {
+    /// The proxy's host (a name or an address) and port.
+    host: String,
+    port: u16,
+    /// The proxy is spoken to over TLS (`https://`), with this configuration.
+    proxy_tls: Option<Arc<rustls::ClientConfig>>,
+    /// `Proxy-Authorization` for the CONNECT, from the URL's userinfo.
+    auth: Option<HeaderValue>,
+    /// The shared clients' resolver: the proxy's name is looked up as reqwest would.
+    resolve: Arc<dyn reqwest::dns::Resolve>,
+    /// The probes' rustls configuration, with no resumption and the hello mark.
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Tunnel {
+    /// The tunnel of `e` when it names an HTTP(S) proxy; `None` for the direct route and
+    /// SOCKS (reqwest hands those the counted address itself).
+    pub(super) fn for_egress(
+        e: &EgressSettings,
+        resolve: &Arc<dyn reqwest::dns::Resolve>,
+        tls: &rustls::ClientConfig,
+    ) -> Option<Tunnel> {
+        let url = e.proxy.as_ref()?;
+        let secure = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            _ => return None,
+        };
+        let mut site_tls = tls.clone();
+        // As on reqwest's path: every probe a first visitor, and the ClientHello marks
+        // the end of connecting (here: TCP, the proxy, and its CONNECT).
+        site_tls.resumption = rustls::client::Resumption::store(Arc::new(MarkHello));
+        let proxy_tls = secure.then(|| {
+            let mut c = tls.clone();
+            // The proxy speaks HTTP/1.1 for CONNECT.
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(c)
+        });
+        Some(Tunnel {
+            host: url.host_str()?.to_string(),
+            port: url.port_or_known_default()?,
+            proxy_tls,
+            auth: basic_auth(url),
+            resolve: resolve.clone(),
+            tls: Arc::new(site_tls),
+        })
+    }
+
+    /// Sends `request` to `addr` (the counted address) through the proxy, the URL's host
+    /// as the name the site sees. The connection's stages must be done within
+    /// `connect_timeout`, the answer's head and body within the request's timeout.
+    ///
+    /// # Errors
+    /// See [`TunnelError`]; a request reqwest cannot build is [`SendError::Client`].
+    pub(super) fn send<'a>(
+        &'a self,
+        request: reqwest::RequestBuilder,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        hop: &'a Arc<Hop>,
+    ) -> BoxFuture<'a, Result<reqwest::Response, SendError>> {
+        // Boxed: the tunnel's future is large, and only HTTP-proxy egresses carry it.
+        Box::pin(async move {
+            let request = request.build().map_err(SendError::Client)?;
+            let total = request.timeout().copied().unwrap_or(connect_timeout);
+            let deadline = Instant::now() + total;
+            let url = request.url().clone();
+            let exchange = async move {
+                let mut stage = Stage::Proxy;
+                let opened =
+                    tokio::time::timeout(connect_timeout, self.open(&url, addr, &mut stage)).await;
+                let (io, h2, certificate) = match opened {
+                    Err(_) => return Err(TunnelError::ConnectTimeout(stage)),
+                    Ok(opened) => opened?,
+                };
+                let _ = hop.clock.connected.set(Instant::now());
+                let answer = tokio::time::timeout_at(deadline, ask(io, h2, request))
+                    .await
+                    .map_err(|_| TunnelError::Timeout)??;
+                Ok(answer_to_reqwest(answer, certificate, deadline).await)
+            };
+            hop.scope(exchange).await.map_err(SendError::Tunnel)
+        })
+    }
+}
+
+/// `Proxy-Authorization: Basic …` from a proxy URL's (percent-encoded) userinfo.
+fn basic_auth(url: &Url) -> Option<HeaderValue> {
+    use base64::Engine as _;
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let pair = format!(
+        "{}:{}",
+        decode(url.username()),
+        decode(url.password().unwrap_or(""))
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_credentials_come_from_the_urls_userinfo() {
+        let url = Url::parse("http://us%40er:p%3Ass@proxy.example:3128").expect("url");
+        let value = basic_auth(&url).expect("credentials");
+        // base64("us@er:p:ss")
+        assert_eq!(value.to_str().expect("ascii"), "Basic dXNAZXI6cDpzcw==");
+        assert!(value.is_sensitive());
+        assert!(basic_auth(&Url::parse("http://proxy.example:3128").expect("url")).is_none());
+    }
+}

@@ -1,0 +1,143 @@
+//! Opening a tunnel: the connection to the proxy (TCP, or TLS for `https://` proxies),
+//! its `CONNECT ip:port` over hyper's HTTP/1 client, and for https the TLS handshake
+//! with the site over the tunnel, with the host name as SNI.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use futures_util::future::{select, Either};
+use http::StatusCode;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use url::Url;
+
+use super::error::{Refusal, Stage, TunnelError};
+use super::{Io, Tunnel};
+
+impl Tunnel {
+    /// A connection to the site at `addr` through the proxy, TLS set up for https, with
+    /// whether it speaks HTTP/2 and the site's certificate. `stage` tells how far it got.
+    pub(super) async fn open(
+        &self,
+        url: &Url,
+        addr: SocketAddr,
+        stage: &mut Stage,
+    ) -> Result<(Box<dyn Io>, bool, Option<Vec<u8>>), TunnelError> {
+        let proxy = self.connect_proxy().await?;
+        *stage = Stage::Connect;
+        let tunnel = self.connect(proxy, addr).await?;
+        if url.scheme() != "https" {
+            return Ok((tunnel, false, None));
+        }
+        *stage = Stage::Tls;
+        let name = match url.host() {
+            Some(url::Host::Domain(d)) => ServerName::try_from(d.to_string())
+                .map_err(|e| TunnelError::Proxy(format!("{d} is no TLS server name: {e}")))?,
+            _ => ServerName::IpAddress(addr.ip().into()),
+        };
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tunnel)
+            .await
+            .map_err(TunnelError::Tls)?;
+        let session = tls.get_ref().1;
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let certificate = session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
+        Ok((Box::new(tls), h2, certificate))
+    }
+
+    /// A connection to the proxy: each of its addresses in turn until one answers.
+    async fn connect_proxy(&self) -> Result<Box<dyn Io>, TunnelError> {
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, self.port)],
+            Err(_) => {
+                let name = bare.parse::<reqwest::dns::Name>().map_err(|e| {
+                    TunnelError::Proxy(format!("proxy host {bare} is not a name: {e}"))
+                })?;
+                let found = self.resolve.resolve(name).await.map_err(|e| {
+                    TunnelError::Proxy(format!("the proxy's name {bare} did not resolve: {e}"))
+                })?;
+                found.map(|a| SocketAddr::new(a.ip(), self.port)).collect()
+            }
+        };
+        let mut last = format!("no address for the proxy {bare}");
+        for a in addrs {
+            let tcp = match TcpStream::connect(a).await {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    last = format!("proxy {a}: {e}");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let Some(config) = &self.proxy_tls else {
+                return Ok(Box::new(tcp));
+            };
+            let name = ServerName::try_from(bare.to_string())
+                .map_err(|e| TunnelError::Proxy(format!("proxy {bare}: {e}")))?;
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| TunnelError::Proxy(format!("TLS with the proxy {a}: {e}")))?;
+            return Ok(Box::new(tls));
+        }
+        Err(TunnelError::Proxy(last))
+    }
+
+    /// Asks the proxy on `proxy` for a tunnel to `addr`, the literal address.
+    async fn connect(
+        &self,
+        proxy: Box<dyn Io>,
+        addr: SocketAddr,
+    ) -> Result<Box<dyn Io>, TunnelError> {
+        let broken = |e: hyper::Error| TunnelError::Proxy(format!("CONNECT failed: {e}"));
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(proxy))
+            .await
+            .map_err(broken)?;
+        let connect = self
+            .connect_request(addr)
+            .map_err(|e| TunnelError::Proxy(format!("CONNECT {addr}: {e}")))?;
+        let mut conn = std::pin::pin!(conn.with_upgrades());
+        // The connection is driven here, in the probe's task, until it hands the
+        // stream over: nothing of it outlives the probe.
+        let asked = Box::pin(sender.send_request(connect));
+        // The connection may finish first: it ends as soon as it handed the stream to
+        // the answer's upgrade (or the proxy closed it), and the answer is waiting then.
+        let (answer, ended) = match select(asked, conn.as_mut()).await {
+            Either::Left((answer, _)) => (answer.map_err(broken)?, false),
+            Either::Right((ended, asked)) => {
+                ended.map_err(broken)?;
+                (asked.await.map_err(broken)?, true)
+            }
+        };
+        if answer.status() != StatusCode::OK {
+            return Err(TunnelError::Refused(Refusal::of(&answer)));
+        }
+        if !ended {
+            // Hands the stream over to the upgrade, then ends.
+            conn.as_mut().await.map_err(broken)?;
+        }
+        let upgraded = hyper::upgrade::on(answer).await.map_err(broken)?;
+        Ok(Box::new(TokioIo::new(upgraded)))
+    }
+
+    /// `CONNECT ip:port`, with the proxy's credentials.
+    fn connect_request(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<http::Request<Empty<Bytes>>, http::Error> {
+        let authority = addr.to_string();
+        let mut connect = http::Request::connect(authority.as_str())
+            .header(http::header::HOST, authority.as_str());
+        if let Some(auth) = &self.auth {
+            connect = connect.header(http::header::PROXY_AUTHORIZATION, auth.clone());
+        }
+        connect.body(Empty::new())
+    }
+}
