@@ -30,7 +30,7 @@ pub(super) struct Egress {
     /// The same over OpenSSL, for servers that speak only legacy TLS.
     pub(super) legacy: reqwest::Client,
     /// For an HTTP proxy, how requests reach it with the counted address in place of
-    /// the name (tunnel.rs): the clients above only build those requests.
+    /// the name (`tunnel/`): the clients above only build those requests.
     pub(super) tunnel: Option<Tunnel>,
 }
 

@@ -253,7 +253,7 @@ impl HttpProber {
         let hop = Hop::new(host, addr, connect_timeout, probe.egress.route);
         let sent = Instant::now();
         // HTTP-proxy egress: reqwest would ask the proxy for the name, which the proxy
-        // resolves again; the tunnel asks for the counted address (tunnel.rs).
+        // resolves again; the tunnel asks for the counted address (`tunnel/`).
         let result = match &probe.egress.tunnel {
             Some(t) => {
                 let req = ask.build(&probe.egress.client, remaining);

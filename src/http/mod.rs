@@ -22,6 +22,8 @@
 //! - `client`: the shared clients per egress and TLS mode; `tls`: roots, extra CA and
 //!   certificate days-left; `pin` and `phase`: pinning and timing of a connection;
 //!   `failure`: a request error as a failure; `recent`: answers kept for a later reset.
+//! - `tunnel/`: requests through HTTP proxies, sent to the counted address (`CONNECT
+//!   ip:port`), in place of `send`'s client; its `SendError` is either path's failure.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -331,7 +333,7 @@ impl Prober for HttpProber {
 /// the site's (its own reverse proxy's pages included), and a refused CONNECT is an
 /// error, not an answer.
 fn proxy_refusal(egress: &Egress, url: &Url, resp: &reqwest::Response) -> Option<String> {
-    // Through a tunnel (tunnel.rs) plain http is the site's answer too.
+    // Through a tunnel (`tunnel/`) plain http is the site's answer too.
     if egress.proxy.is_none() || egress.socks || egress.tunnel.is_some() || url.scheme() != "http" {
         return None;
     }
