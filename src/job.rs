@@ -29,8 +29,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 // The JSON Schemas under `schema/` are generated from these types by a test.
 #[cfg(test)]
 mod schema;
+mod validate;
 mod verdict;
 
+pub use validate::parse_target_url;
+use validate::validate;
 pub use verdict::{Reason, Verdict};
 
 /// What a job expects of the site, all optional.
@@ -322,141 +325,6 @@ fn json_kind(v: &Value) -> &'static str {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     }
-}
-
-/// Parses and checks a URL the way every job URL is checked.
-///
-/// # Errors
-/// A sentence saying what is wrong.
-pub fn parse_target_url(raw: &str) -> Result<Url, String> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Err("url is empty".into());
-    }
-    if raw.len() > MAX_URL_LEN {
-        return Err(format!("url is longer than {MAX_URL_LEN} bytes"));
-    }
-    let url = Url::parse(raw).map_err(|e| format!("url {raw:?} is not a valid URL: {e}"))?;
-    if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(format!(
-            "url scheme {:?} is not supported (only http and https)",
-            url.scheme()
-        ));
-    }
-    match url.host_str() {
-        None | Some("") => return Err("url has no host".into()),
-        Some(_) => {}
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("url must not carry credentials (user:password@)".into());
-    }
-    if url.port() == Some(0) {
-        return Err("url port 0 is not valid".into());
-    }
-    Ok(url)
-}
-
-/// An RFC 9110 token: what a header name may be made of.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-fn validate(w: WireJob, id: &str) -> Result<Job, String> {
-    let url = parse_target_url(&w.url)?;
-    let method = match w.method.as_deref().map(str::to_ascii_uppercase).as_deref() {
-        None | Some("GET") => Method::Get,
-        Some("HEAD") => Method::Head,
-        Some(other) => return Err(format!("method {other:?} is not supported (GET or HEAD)")),
-    };
-    let headers = w.headers.unwrap_or_default();
-    if headers.len() > MAX_HEADERS {
-        return Err(format!("more than {MAX_HEADERS} headers"));
-    }
-    let mut out_headers = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        if name.len() + value.len() > MAX_HEADER_LEN {
-            return Err(format!(
-                "header {name:?} is longer than {MAX_HEADER_LEN} bytes"
-            ));
-        }
-        if !is_token(&name) {
-            return Err(format!("header name {name:?} is not valid"));
-        }
-        if value
-            .chars()
-            .any(|c| (c.is_control() && c != '\t') || !c.is_ascii())
-        {
-            return Err(format!("header {name:?} has a value that is not valid"));
-        }
-        let lower = name.to_ascii_lowercase();
-        if matches!(
-            lower.as_str(),
-            "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade" | "te"
-        ) {
-            return Err(format!("header {name:?} may not be set by a job"));
-        }
-        out_headers.push((name, value));
-    }
-    let timeout = match w.timeout_ms {
-        None => None,
-        Some(ms) if ms < TIMEOUT_MS_RANGE.0 || ms > TIMEOUT_MS_RANGE.1 => {
-            return Err(format!(
-                "timeout_ms {ms} is outside {}..={}",
-                TIMEOUT_MS_RANGE.0, TIMEOUT_MS_RANGE.1
-            ))
-        }
-        Some(ms) => Some(Duration::from_millis(ms)),
-    };
-    let expect = w.expect.unwrap_or_default();
-    if let Some(codes) = &expect.status {
-        if codes.is_empty() {
-            return Err("expect.status is empty".into());
-        }
-        if let Some(bad) = codes.iter().find(|c| !(100..=599).contains(*c)) {
-            return Err(format!("expect.status {bad} is not an HTTP status"));
-        }
-    }
-    for (key, text) in [
-        ("expect.body_contains", &expect.body_contains),
-        ("expect.body_not_contains", &expect.body_not_contains),
-    ] {
-        if let Some(t) = text {
-            if t.is_empty() {
-                return Err(format!("{key} is empty"));
-            }
-            if t.len() > MAX_PATTERN_LEN {
-                return Err(format!("{key} is longer than {MAX_PATTERN_LEN} bytes"));
-            }
-        }
-    }
-    if expect.max_latency_ms == Some(0) {
-        return Err("expect.max_latency_ms must be greater than zero".into());
-    }
-    let key = match w.key {
-        Some(k) => {
-            crate::key::check_given(&k)?;
-            k
-        }
-        None => crate::key::derive(url.as_str(), method, &out_headers, &expect),
-    };
-    let max_age = match w.max_age_s {
-        None | Some(0) => None,
-        Some(s) if s > 30 * 86_400 => return Err(format!("max_age_s {s} is more than 30 days")),
-        Some(s) => Some(Duration::from_secs(s)),
-    };
-    Ok(Job {
-        id: id.to_string(),
-        key,
-        url,
-        method,
-        headers: out_headers,
-        timeout,
-        expect,
-        max_age,
-        meta: w.meta,
-    })
 }
 
 /// A job made from a bare URL (for `picket check` and `picket enqueue`).
@@ -905,16 +773,6 @@ mod properties {
                 prop_assert!(job.url.scheme() == "http" || job.url.scheme() == "https");
                 prop_assert!(job.url.host_str().is_some_and(|h| !h.is_empty()));
                 prop_assert!(job.url.as_str().len() <= MAX_URL_LEN + 16);
-            }
-        }
-
-        /// Whatever the input, an accepted URL is http(s), has a host and no credentials.
-        #[test]
-        fn accepted_urls_are_sane(raw in "(https?|ftp|javascript|file)?:?/{0,3}[a-zA-Z0-9.@:\\[\\]%/_-]{0,60}") {
-            if let Ok(u) = parse_target_url(&raw) {
-                prop_assert!(u.scheme() == "http" || u.scheme() == "https");
-                prop_assert!(u.host_str().is_some_and(|h| !h.is_empty()));
-                prop_assert!(u.username().is_empty() && u.password().is_none());
             }
         }
     }

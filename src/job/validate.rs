@@ -1,0 +1,226 @@
+//! The checks that make a decoded job a [`Job`]: its URL (the same checks as every job
+//! URL, [`parse_target_url`]), method, headers, timeout, expectations, key and cache
+//! age, each in a function of its own. A failure is the sentence of the job's
+//! `invalid` result, and the first one found is the one reported.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use url::Url;
+
+use super::{
+    Expect, Job, Method, WireJob, MAX_HEADERS, MAX_HEADER_LEN, MAX_PATTERN_LEN, MAX_URL_LEN,
+    TIMEOUT_MS_RANGE,
+};
+
+/// Longest `max_age_s` a job may ask for: 30 days.
+const MAX_AGE_S: u64 = 30 * 86_400;
+
+/// Parses and checks a URL the way every job URL is checked.
+///
+/// # Errors
+/// A sentence saying what is wrong.
+pub fn parse_target_url(raw: &str) -> Result<Url, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err("url is empty".into());
+    }
+    if raw.len() > MAX_URL_LEN {
+        return Err(format!("url is longer than {MAX_URL_LEN} bytes"));
+    }
+    let url = Url::parse(raw).map_err(|e| format!("url {raw:?} is not a valid URL: {e}"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!(
+            "url scheme {:?} is not supported (only http and https)",
+            url.scheme()
+        ));
+    }
+    match url.host_str() {
+        None | Some("") => return Err("url has no host".into()),
+        Some(_) => {}
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("url must not carry credentials (user:password@)".into());
+    }
+    if url.port() == Some(0) {
+        return Err("url port 0 is not valid".into());
+    }
+    Ok(url)
+}
+
+/// An RFC 9110 token: what a header name may be made of.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Checks `w`, the job as it arrived, and makes it the [`Job`] with id `id`.
+///
+/// # Errors
+/// A sentence saying the first thing that is wrong.
+pub(super) fn validate(w: WireJob, id: &str) -> Result<Job, String> {
+    let url = parse_target_url(&w.url)?;
+    let method = method_of(w.method.as_deref())?;
+    let headers = headers_of(w.headers.unwrap_or_default())?;
+    let timeout = timeout_of(w.timeout_ms)?;
+    let expect = w.expect.unwrap_or_default();
+    check_expect(&expect)?;
+    let key = key_of(w.key, &url, method, &headers, &expect)?;
+    let max_age = max_age_of(w.max_age_s)?;
+    Ok(Job {
+        id: id.to_string(),
+        key,
+        url,
+        method,
+        headers,
+        timeout,
+        expect,
+        max_age,
+        meta: w.meta,
+    })
+}
+
+/// GET unless the job asks for HEAD, in any case.
+fn method_of(given: Option<&str>) -> Result<Method, String> {
+    match given.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("GET") => Ok(Method::Get),
+        Some("HEAD") => Ok(Method::Head),
+        Some(other) => Err(format!("method {other:?} is not supported (GET or HEAD)")),
+    }
+}
+
+/// The job's headers, in name order, each checked by [`check_header`].
+fn headers_of(headers: BTreeMap<String, String>) -> Result<Vec<(String, String)>, String> {
+    if headers.len() > MAX_HEADERS {
+        return Err(format!("more than {MAX_HEADERS} headers"));
+    }
+    headers
+        .into_iter()
+        .map(|(name, value)| check_header(&name, &value).map(|()| (name, value)))
+        .collect()
+}
+
+/// One header: bounded, a token for a name, a printable ASCII value, and none of the
+/// headers that frame the request or name its target (the prober sets those).
+fn check_header(name: &str, value: &str) -> Result<(), String> {
+    if name.len() + value.len() > MAX_HEADER_LEN {
+        return Err(format!(
+            "header {name:?} is longer than {MAX_HEADER_LEN} bytes"
+        ));
+    }
+    if !is_token(name) {
+        return Err(format!("header name {name:?} is not valid"));
+    }
+    if value
+        .chars()
+        .any(|c| (c.is_control() && c != '\t') || !c.is_ascii())
+    {
+        return Err(format!("header {name:?} has a value that is not valid"));
+    }
+    let lower = name.to_ascii_lowercase();
+    if matches!(
+        lower.as_str(),
+        "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade" | "te"
+    ) {
+        return Err(format!("header {name:?} may not be set by a job"));
+    }
+    Ok(())
+}
+
+/// The job's own timeout, within [`TIMEOUT_MS_RANGE`].
+fn timeout_of(ms: Option<u64>) -> Result<Option<Duration>, String> {
+    let Some(ms) = ms else {
+        return Ok(None);
+    };
+    let (min, max) = TIMEOUT_MS_RANGE;
+    if !(min..=max).contains(&ms) {
+        return Err(format!("timeout_ms {ms} is outside {min}..={max}"));
+    }
+    Ok(Some(Duration::from_millis(ms)))
+}
+
+/// What the job expects: status codes that are HTTP statuses, body texts neither empty
+/// nor too long, and a latency bound above zero.
+fn check_expect(expect: &Expect) -> Result<(), String> {
+    if let Some(codes) = &expect.status {
+        check_status(codes)?;
+    }
+    check_pattern("expect.body_contains", expect.body_contains.as_deref())?;
+    check_pattern(
+        "expect.body_not_contains",
+        expect.body_not_contains.as_deref(),
+    )?;
+    if expect.max_latency_ms == Some(0) {
+        return Err("expect.max_latency_ms must be greater than zero".into());
+    }
+    Ok(())
+}
+
+/// `expect.status`: at least one code, each an HTTP status.
+fn check_status(codes: &[u16]) -> Result<(), String> {
+    if codes.is_empty() {
+        return Err("expect.status is empty".into());
+    }
+    if let Some(bad) = codes.iter().find(|c| !(100..=599).contains(*c)) {
+        return Err(format!("expect.status {bad} is not an HTTP status"));
+    }
+    Ok(())
+}
+
+/// A body text to look for, named `field` in what is said.
+fn check_pattern(field: &str, text: Option<&str>) -> Result<(), String> {
+    let Some(text) = text else {
+        return Ok(());
+    };
+    if text.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    if text.len() > MAX_PATTERN_LEN {
+        return Err(format!("{field} is longer than {MAX_PATTERN_LEN} bytes"));
+    }
+    Ok(())
+}
+
+/// The job's own key when it is usable, else the one derived from what makes the check.
+fn key_of(
+    given: Option<String>,
+    url: &Url,
+    method: Method,
+    headers: &[(String, String)],
+    expect: &Expect,
+) -> Result<String, String> {
+    match given {
+        Some(k) => crate::key::check_given(&k).map(|()| k),
+        None => Ok(crate::key::derive(url.as_str(), method, headers, expect)),
+    }
+}
+
+/// How old a cached verdict may be; 0 (or none) always probes.
+fn max_age_of(seconds: Option<u64>) -> Result<Option<Duration>, String> {
+    match seconds {
+        None | Some(0) => Ok(None),
+        Some(s) if s > MAX_AGE_S => Err(format!("max_age_s {s} is more than 30 days")),
+        Some(s) => Ok(Some(Duration::from_secs(s))),
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the input, an accepted URL is http(s), has a host and no credentials.
+        #[test]
+        fn accepted_urls_are_sane(raw in "(https?|ftp|javascript|file)?:?/{0,3}[a-zA-Z0-9.@:\\[\\]%/_-]{0,60}") {
+            if let Ok(u) = parse_target_url(&raw) {
+                prop_assert!(u.scheme() == "http" || u.scheme() == "https");
+                prop_assert!(u.host_str().is_some_and(|h| !h.is_empty()));
+                prop_assert!(u.username().is_empty() && u.password().is_none());
+            }
+        }
+    }
+}
