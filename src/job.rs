@@ -2,7 +2,8 @@
 //! goes out, and the decoding that sorts incoming bytes into a valid job, a job that is
 //! wrong (answered with verdict `invalid`), or bytes that are no job at all (dead-lettered).
 //!
-//! Nothing here does I/O; the shapes follow `CONTRACT.md` exactly.
+//! Nothing here does I/O; the shapes follow `CONTRACT.md` exactly. What makes a decoded
+//! job valid is in `validate`, the verdict and reason codes in `verdict`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

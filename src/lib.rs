@@ -8,7 +8,8 @@
 //!   [`config::process`] for `[http]`, `[log]`, `[worker]`); shared value parsers in
 //!   [`config::parse`]; where each value came from in [`config::origin`].
 //! - [`job`]: wire types, the job in and the [`job::Report`] out, with its
-//!   [`job::Verdict`] and [`job::Reason`] code.
+//!   [`job::Verdict`] and [`job::Reason`] code (`job/verdict.rs`); a decoded job's
+//!   checks in `job/validate.rs`.
 //! - [`probe`]: the pure core: plan, observation, judgement, address policy, charsets.
 //! - [`engine`]: job → report with attempts and the cache, over the [`engine::Prober`] seam;
 //!   within it, `our_side` tells our own failure from the site's (egress health, the
