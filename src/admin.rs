@@ -18,7 +18,7 @@ use crate::redis_pool::RedisPool;
 
 /// What the endpoint reads.
 #[derive(Clone)]
-pub struct Admin {
+pub(crate) struct Admin {
     /// Broker flags kept by the consumer loop.
     pub broker: Arc<BrokerState>,
     /// Redis pool to ping, if any.
@@ -66,7 +66,7 @@ async fn metrics(State(a): State<Admin>) -> String {
 }
 
 /// The router, for serving or testing.
-pub fn router(admin: Admin) -> Router {
+pub(crate) fn router(admin: Admin) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -78,7 +78,7 @@ pub fn router(admin: Admin) -> Router {
 ///
 /// # Errors
 /// The server failed.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     admin: Admin,
     shutdown: CancellationToken,

@@ -19,7 +19,7 @@ use crate::state::{RedisState, StateStore};
 use std::time::Duration;
 
 /// Sets up logging to stderr (see [`crate::log`]).
-pub fn init_logging(settings: &Settings, quiet: bool) {
+pub(crate) fn init_logging(settings: &Settings, quiet: bool) {
     crate::log::init(&settings.log, &worker_name(settings), quiet);
 }
 
@@ -54,7 +54,7 @@ pub fn engine(
 /// 1024, which `probe.concurrency` probes and their lookups outgrow), and warns when even
 /// the hard limit is below what `concurrency` probes need: past it, probes fail as our
 /// own trouble (`unknown/local_resources`), never as the site's.
-pub fn raise_file_limit(concurrency: usize) {
+pub(crate) fn raise_file_limit(concurrency: usize) {
     // A probe holds a socket, and often a resolver socket and a proxy connection besides;
     // the rest is the broker, Redis, the listener and the runtime.
     let needed = concurrency as u64 * 3 + 256;
@@ -70,7 +70,7 @@ pub fn raise_file_limit(concurrency: usize) {
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
-pub async fn termination() {
+pub(crate) async fn termination() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -96,7 +96,7 @@ pub async fn termination() {
 ///
 /// # Errors
 /// Set-up failures (Redis URL, TLS files, the operations port taken).
-pub async fn worker(settings: Settings) -> anyhow::Result<()> {
+pub(crate) async fn worker(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {

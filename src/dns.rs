@@ -71,7 +71,7 @@ impl Resolver {
     ///
     /// # Errors
     /// The system configuration could not be read (and no nameservers were given).
-    pub fn new(settings: &DnsSettings) -> Result<Resolver, DnsError> {
+    pub(crate) fn new(settings: &DnsSettings) -> Result<Resolver, DnsError> {
         let setup = |e: &dyn std::fmt::Display| DnsError::Setup(e.to_string());
         let (builder, servers) = if settings.nameservers.is_empty() {
             let servers = hickory_resolver::system_conf::read_system_conf()
@@ -138,7 +138,7 @@ impl Resolver {
     ///
     /// # Errors
     /// See [`DnsError`]; a missing name is data for the judge, not a worker fault.
-    pub async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+    pub(crate) async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(vec![ip]);
@@ -212,7 +212,7 @@ impl Resolver {
 /// Target names are answered with the counted address by `http::pin` first, so they
 /// never reach it.
 #[derive(Clone)]
-pub struct ProxyNameResolver(pub Resolver);
+pub(crate) struct ProxyNameResolver(pub Resolver);
 
 impl reqwest::dns::Resolve for ProxyNameResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {

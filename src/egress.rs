@@ -25,14 +25,14 @@ pub struct HealthSettings {
 }
 
 /// How far back failures and successes are remembered.
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 
 /// Events kept per egress, so a busy worker's bookkeeping stays small.
 const MAX_EVENTS: usize = 512;
 
 /// What one attempt through an egress says about the egress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
+pub(crate) enum Health {
     /// An HTTP answer came back: the way out works, whatever the site said.
     Works,
     /// No answer (refused, reset, timeout, TLS, proxy failure).
@@ -62,14 +62,14 @@ impl Track {
 
 /// The health of every egress of one worker.
 #[derive(Debug)]
-pub struct EgressHealth {
+pub(crate) struct EgressHealth {
     settings: HealthSettings,
     tracks: Mutex<Vec<Track>>,
 }
 
 impl EgressHealth {
     /// Health bookkeeping for `count` egresses, all usable.
-    pub fn new(count: usize, settings: HealthSettings) -> EgressHealth {
+    pub(crate) fn new(count: usize, settings: HealthSettings) -> EgressHealth {
         EgressHealth {
             settings,
             tracks: Mutex::new((0..count.max(1)).map(|_| Track::default()).collect()),
@@ -86,7 +86,7 @@ impl EgressHealth {
 
     /// Records an attempt through egress `egress` to `target`. Returns true when this
     /// attempt put the egress to rest.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         egress: usize,
         target: Option<IpAddr>,
@@ -139,7 +139,8 @@ impl EgressHealth {
     }
 
     /// Whether egress `egress` is resting at `now`.
-    pub fn resting(&self, egress: usize, now: Instant) -> bool {
+    #[cfg(test)]
+    pub(crate) fn resting(&self, egress: usize, now: Instant) -> bool {
         let tracks = self.tracks();
         let n = tracks.len();
         tracks[egress % n].resting(now)
@@ -148,7 +149,7 @@ impl EgressHealth {
     /// The egress to use next: from `preferred` on, the first one not in `excluded` and
     /// not resting; when all those left are resting, the first one not excluded (a rest
     /// is advice, and a probe must go somewhere). `None` when every egress is excluded.
-    pub fn pick(&self, preferred: usize, excluded: &[usize], now: Instant) -> Option<usize> {
+    pub(crate) fn pick(&self, preferred: usize, excluded: &[usize], now: Instant) -> Option<usize> {
         let tracks = self.tracks();
         let n = tracks.len();
         let order = (0..n).map(|k| (preferred + k) % n);
@@ -161,10 +162,10 @@ impl EgressHealth {
 }
 
 /// How far back [`NetworkWatch`] looks for a wave of failures.
-pub const WAVE_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const WAVE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Distinct target IPs failing silently within [`WAVE_WINDOW`] that make a wave.
-pub const WAVE_IPS: usize = 20;
+pub(crate) const WAVE_IPS: usize = 20;
 
 /// What one attempt says about our own network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,13 +181,13 @@ pub enum Signal {
 /// Watches for a wave: many unrelated IPs failing silently at once while almost nothing
 /// answers, which is our own network failing, not dozens of sites at the same moment.
 #[derive(Debug, Default)]
-pub struct NetworkWatch {
+pub(crate) struct NetworkWatch {
     events: Mutex<VecDeque<(Instant, Option<IpAddr>, Signal)>>,
 }
 
 impl NetworkWatch {
     /// Records one attempt.
-    pub fn record(&self, ip: Option<IpAddr>, signal: Signal, now: Instant) {
+    pub(crate) fn record(&self, ip: Option<IpAddr>, signal: Signal, now: Instant) {
         let mut events = self
             .events
             .lock()
@@ -202,7 +203,7 @@ impl NetworkWatch {
     }
 
     /// A description of the wave going on at `now`, if there is one.
-    pub fn wave(&self, now: Instant) -> Option<String> {
+    pub(crate) fn wave(&self, now: Instant) -> Option<String> {
         let events = self
             .events
             .lock()

@@ -28,7 +28,7 @@ use our_side::OurSide;
 use report::{Attempts, Stamp, Subject, Word};
 
 /// Observes a site once: resolve, connect, ask, read.
-pub trait Prober: Send + Sync {
+pub(crate) trait Prober: Send + Sync {
     /// How many egresses there are to rotate through.
     fn egress_count(&self) -> usize;
     /// One probe through egress number `egress` (taken modulo the count).
@@ -40,7 +40,7 @@ pub trait Prober: Send + Sync {
 // boxing it would cost every probe an allocation to shrink only the rare deferral.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// The probe was made (whatever the site did).
     Observed(Observation),
     /// The per-IP limit asked for a wait longer than [`Plan::max_wait`]: no probe was
@@ -50,7 +50,7 @@ pub enum Attempt {
 
 /// What became of a job.
 #[derive(Debug)]
-pub enum Run {
+pub(crate) enum Run {
     /// Its result.
     Done(Box<Report>),
     /// Its IP is busy: bring it back after about this long.
@@ -68,7 +68,7 @@ pub struct Engine {
 }
 
 /// The name a worker writes in its results: `worker.name`, or host name and PID.
-pub fn worker_name(settings: &Settings) -> String {
+pub(crate) fn worker_name(settings: &Settings) -> String {
     if settings.worker.name.is_empty() {
         format!(
             "{}-{}",
@@ -89,7 +89,7 @@ struct Tried {
 impl Engine {
     /// An engine over the given prober and state store, probing as `probe` says, judging
     /// with `judge`, and signing its results as `worker`.
-    pub fn new(
+    pub(crate) fn new(
         prober: Arc<dyn Prober>,
         state: Arc<dyn StateStore>,
         probe: &ProbeSettings,
@@ -125,7 +125,7 @@ impl Engine {
 
     /// The `unknown/rate_limited` answer to a job our own per-IP limit kept from asking
     /// the site (its IP stayed busy): our limit, not the site's failure.
-    pub async fn too_busy(&self, job: &Job, delivery: Delivery<'_>, why: &str) -> Report {
+    pub(crate) async fn too_busy(&self, job: &Job, delivery: Delivery<'_>, why: &str) -> Report {
         metric::result(Verdict::Unknown, Reason::RateLimited, false);
         let mut r = self.unprobed(job, Verdict::Unknown, Reason::RateLimited, why.into());
         self.settle(&mut r, delivery).await;
@@ -136,7 +136,7 @@ impl Engine {
     /// than `max_wait` (`None`: never defer). A message the broker hands out again gets
     /// the result its first delivery produced when the state still keeps it: a repeat,
     /// never a different story.
-    pub async fn run_or_defer(
+    pub(crate) async fn run_or_defer(
         &self,
         job: &Job,
         max_wait: Option<Duration>,
@@ -309,7 +309,7 @@ impl Engine {
 
     /// The `invalid` answer to a job that was refused before probing, with its key's
     /// state when it has a key.
-    pub async fn rejected(&self, r: &Rejected, delivery: Delivery<'_>) -> Report {
+    pub(crate) async fn rejected(&self, r: &Rejected, delivery: Delivery<'_>) -> Report {
         metric::result(Verdict::Invalid, Reason::InvalidJob, false);
         let subject = Subject {
             id: &r.id,

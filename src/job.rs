@@ -14,18 +14,18 @@ use serde_json::Value;
 use url::Url;
 
 /// Longest URL accepted; longer ones are `invalid` (browsers and servers choke past ~8 KB).
-pub const MAX_URL_LEN: usize = 4096;
+pub(crate) const MAX_URL_LEN: usize = 4096;
 /// Most request headers a job may add.
-pub const MAX_HEADERS: usize = 32;
+pub(crate) const MAX_HEADERS: usize = 32;
 /// Longest header name plus value a job may add.
-pub const MAX_HEADER_LEN: usize = 2048;
+pub(crate) const MAX_HEADER_LEN: usize = 2048;
 /// Bounds of a job's `timeout_ms`.
-pub const TIMEOUT_MS_RANGE: (u64, u64) = (100, 300_000);
+pub(crate) const TIMEOUT_MS_RANGE: (u64, u64) = (100, 300_000);
 /// Longest `body_contains` / `body_not_contains` text.
-pub const MAX_PATTERN_LEN: usize = 4096;
+pub(crate) const MAX_PATTERN_LEN: usize = 4096;
 /// Version of the message schemas in `schema/` (written in every result's `schema`):
 /// raised when a field changes meaning or goes away, not when one is added.
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 // The JSON Schemas under `schema/` are generated from these types by a test.
 #[cfg(test)]

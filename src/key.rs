@@ -23,13 +23,13 @@ use sha2::{Digest, Sha256};
 use crate::job::{Expect, Method};
 
 /// Longest `key` a job may give.
-pub const MAX_KEY_LEN: usize = 200;
+pub(crate) const MAX_KEY_LEN: usize = 200;
 
 /// Checks a job's own `key`.
 ///
 /// # Errors
 /// A sentence saying what is wrong (empty, too long, or control characters).
-pub fn check_given(key: &str) -> Result<(), String> {
+pub(crate) fn check_given(key: &str) -> Result<(), String> {
     if key.is_empty() {
         return Err("key is empty".into());
     }
@@ -43,7 +43,12 @@ pub fn check_given(key: &str) -> Result<(), String> {
 }
 
 /// The canonical text the derived key hashes (see the module documentation).
-pub fn canonical(url: &str, method: Method, headers: &[(String, String)], e: &Expect) -> String {
+pub(crate) fn canonical(
+    url: &str,
+    method: Method,
+    headers: &[(String, String)],
+    e: &Expect,
+) -> String {
     use std::fmt::Write;
     let method = match method {
         Method::Get => "GET",
@@ -81,13 +86,18 @@ pub fn canonical(url: &str, method: Method, headers: &[(String, String)], e: &Ex
 }
 
 /// The derived key of a check.
-pub fn derive(url: &str, method: Method, headers: &[(String, String)], e: &Expect) -> String {
+pub(crate) fn derive(
+    url: &str,
+    method: Method,
+    headers: &[(String, String)],
+    e: &Expect,
+) -> String {
     format!("sha256:{}", short_hash(&canonical(url, method, headers, e)))
 }
 
 /// The first 32 hex digits of the SHA-256 of `text`: also what names a key's records in
 /// Redis, so that any key, whatever characters it has, makes a valid hash tag.
-pub fn short_hash(text: &str) -> String {
+pub(crate) fn short_hash(text: &str) -> String {
     use std::fmt::Write;
     let digest = Sha256::digest(text.as_bytes());
     digest[..16]

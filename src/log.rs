@@ -15,7 +15,7 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Sets up logging to stderr: JSON or text as configured; `RUST_LOG` wins over `level`.
 /// `worker` is written into every JSON line; `quiet` lowers the default level to warn.
-pub fn init(settings: &LogSettings, worker: &str, quiet: bool) {
+pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
     let default = if quiet {
         "warn"
     } else {

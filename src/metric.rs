@@ -52,7 +52,7 @@ const PACED: &str = "picket_paced_requests_total";
 ///
 /// # Errors
 /// Another recorder was installed by someone else.
-pub fn install() -> Result<PrometheusHandle, String> {
+pub(crate) fn install() -> Result<PrometheusHandle, String> {
     static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, String>> =
         std::sync::OnceLock::new();
     HANDLE.get_or_init(install_once).clone()
@@ -105,7 +105,7 @@ fn zero() {
 }
 
 /// Exports the per-egress counters at 0 for each configured egress.
-pub fn egresses<'a>(names: impl IntoIterator<Item = &'a str>) {
+pub(crate) fn egresses<'a>(names: impl IntoIterator<Item = &'a str>) {
     for name in names {
         counter!(EGRESS_RESTS, "egress" => name.to_string()).increment(0);
         for outcome in ["answered", "failed"] {
@@ -122,7 +122,7 @@ fn process_collector() -> &'static metrics_process::Collector {
 
 /// The Prometheus text of `/metrics`, with the process metrics (CPU, memory, file
 /// descriptors, threads) read just now.
-pub fn render(handle: &PrometheusHandle) -> String {
+pub(crate) fn render(handle: &PrometheusHandle) -> String {
     process_collector().collect();
     handle.render()
 }
@@ -217,32 +217,32 @@ fn describe() {
 }
 
 /// Ack frames sent for one batch of finished jobs.
-pub fn acks_sent(frames: usize) {
+pub(crate) fn acks_sent(frames: usize) {
     counter!(ACK_FRAMES).increment(frames as u64);
 }
 
 /// A delivery was taken from the jobs queue.
-pub fn job_consumed() {
+pub(crate) fn job_consumed() {
     counter!(JOBS_CONSUMED).increment(1);
 }
 
 /// A result was produced.
-pub fn result(verdict: Verdict, reason: Reason, cached: bool) {
+pub(crate) fn result(verdict: Verdict, reason: Reason, cached: bool) {
     counter!(RESULTS, "verdict" => verdict.as_str(), "reason" => reason.as_str(), "cached" => if cached { "true" } else { "false" }).increment(1);
 }
 
 /// A message was dead-lettered.
-pub fn dead_lettered() {
+pub(crate) fn dead_lettered() {
     counter!(DEAD_LETTERED).increment(1);
 }
 
 /// A delivery was handed back to the broker.
-pub fn requeued() {
+pub(crate) fn requeued() {
     counter!(REQUEUED).increment(1);
 }
 
 /// One probe attempt was made: its whole duration and each phase that it reached.
-pub fn probe_observed(obs: &Observation) {
+pub(crate) fn probe_observed(obs: &Observation) {
     histogram!(PROBE_SECONDS).record(obs.total.as_secs_f64());
     let phases = [
         ("dns", obs.dns),
@@ -258,53 +258,53 @@ pub fn probe_observed(obs: &Observation) {
 }
 
 /// Jobs in flight changed by `delta`.
-pub fn in_flight(delta: f64) {
+pub(crate) fn in_flight(delta: f64) {
     gauge!(IN_FLIGHT).increment(delta);
 }
 
 /// The broker connection is up or down.
-pub fn broker_up(up: bool) {
+pub(crate) fn broker_up(up: bool) {
     gauge!(BROKER_UP).set(if up { 1.0 } else { 0.0 });
 }
 
 /// The last Redis call worked or not.
-pub fn redis_up(up: bool) {
+pub(crate) fn redis_up(up: bool) {
     gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
 }
 
 /// A Redis call failed.
-pub fn redis_error(what: &'static str) {
+pub(crate) fn redis_error(what: &'static str) {
     redis_up(false);
     counter!(REDIS_ERRORS, "call" => what).increment(1);
 }
 
 /// The broker connection was made again after a loss.
-pub fn reconnected() {
+pub(crate) fn reconnected() {
     counter!(RECONNECTS).increment(1);
 }
 
 /// A session was opened on another broker node than the previous one.
-pub fn broker_failover() {
+pub(crate) fn broker_failover() {
     counter!(FAILOVERS).increment(1);
 }
 
 /// Consuming resumed `d` after the previous session was lost.
-pub fn broker_unavailable(d: Duration) {
+pub(crate) fn broker_unavailable(d: Duration) {
     histogram!(BROKER_OUTAGE_SECONDS).record(d.as_secs_f64());
 }
 
 /// A result publish was not confirmed.
-pub fn publish_failed() {
+pub(crate) fn publish_failed() {
     counter!(PUBLISH_FAILURES).increment(1);
 }
 
 /// The limiter switched to (or back from) its local fallback.
-pub fn limiter_fallback(on: bool) {
+pub(crate) fn limiter_fallback(on: bool) {
     gauge!(LIMITER_FALLBACK).set(if on { 1.0 } else { 0.0 });
 }
 
 /// A request waited `d` for its IP's limit.
-pub fn throttle_wait(d: Duration) {
+pub(crate) fn throttle_wait(d: Duration) {
     if !d.is_zero() {
         counter!(THROTTLE_WAITS).increment(1);
         histogram!(THROTTLE_WAIT_SECONDS).record(d.as_secs_f64());
@@ -312,48 +312,48 @@ pub fn throttle_wait(d: Duration) {
 }
 
 /// A refusal of us was recognised and its IP held (a back-off step or its storm).
-pub fn ip_backoff() {
+pub(crate) fn ip_backoff() {
     counter!(IP_BACKOFFS).increment(1);
 }
 
 /// A request was spaced further than its rate because its IP answers slowly.
-pub fn paced() {
+pub(crate) fn paced() {
     counter!(PACED).increment(1);
 }
 
 /// A job was deferred to the delay queue.
-pub fn deferred() {
+pub(crate) fn deferred() {
     counter!(DEFERRALS).increment(1);
 }
 
 /// One probe attempt through `egress` got an HTTP answer or not.
-pub fn egress_attempt(egress: &str, answered: bool) {
+pub(crate) fn egress_attempt(egress: &str, answered: bool) {
     let outcome = if answered { "answered" } else { "failed" };
     counter!(EGRESS_ATTEMPTS, "egress" => egress.to_string(), "outcome" => outcome).increment(1);
 }
 
 /// `egress` was put to rest after failing for many sites while others answered.
-pub fn egress_rested(egress: &str) {
+pub(crate) fn egress_rested(egress: &str) {
     counter!(EGRESS_RESTS, "egress" => egress.to_string()).increment(1);
 }
 
 /// A result changed its key's verdict from `from` to `to` (flapping shows here).
-pub fn state_changed(from: Verdict, to: Verdict) {
+pub(crate) fn state_changed(from: Verdict, to: Verdict) {
     counter!(STATE_CHANGES, "from" => from.as_str(), "to" => to.as_str()).increment(1);
 }
 
 /// A key's state could not be read or written (Redis away): the result went out with
 /// no previous verdict and no change.
-pub fn state_unavailable() {
+pub(crate) fn state_unavailable() {
     counter!(STATE_UNAVAILABLE).increment(1);
 }
 
 /// A redelivered job was answered with the result it had already produced.
-pub fn state_replayed() {
+pub(crate) fn state_replayed() {
     counter!(STATE_REPLAYS).increment(1);
 }
 
 /// A change was published to the changes exchange and confirmed.
-pub fn change_published() {
+pub(crate) fn change_published() {
     counter!(CHANGES_PUBLISHED).increment(1);
 }

@@ -228,7 +228,8 @@ impl RedisPool {
     }
 
     /// How long a caller waits for a connection at most.
-    pub fn wait_timeout(&self) -> Option<Duration> {
+    #[cfg(test)]
+    pub(crate) fn wait_timeout(&self) -> Option<Duration> {
         match &self.kind {
             PoolKind::Single(p) => p.timeouts().wait,
             PoolKind::Sentinel(p) => p.timeouts().wait,

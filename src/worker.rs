@@ -10,7 +10,7 @@ use crate::state::Delivery;
 
 /// What must be done with a message.
 #[derive(Debug)]
-pub enum Disposition {
+pub(crate) enum Disposition {
     /// Publish this result (and a reply if asked), then ack.
     Answer(Box<Report>),
     /// Not a job: move it to the dead-letter queue with this reason, then ack.
@@ -21,7 +21,7 @@ pub enum Disposition {
 
 /// A message as the broker handed it over.
 #[derive(Debug, Clone, Copy)]
-pub struct Message<'a> {
+pub(crate) struct Message<'a> {
     /// Its body.
     pub body: &'a [u8],
     /// The AMQP `message_id`, or a stable id made from the message.
@@ -35,7 +35,7 @@ pub struct Message<'a> {
 
 /// Handles a message. `max_bytes` is the largest job accepted; `max_wait` is how long a
 /// per-IP limit may hold it before it is deferred (`None`: never).
-pub async fn handle(
+pub(crate) async fn handle(
     engine: &Engine,
     message: Message<'_>,
     max_bytes: usize,
@@ -84,7 +84,7 @@ pub async fn handle(
 
 /// A job id for a message with neither `id` nor `message_id`: a hash of its body and
 /// timestamp, so that a redelivery of the same message carries the same `job_id`.
-pub fn stable_id(body: &[u8], timestamp: Option<u64>) -> String {
+pub(crate) fn stable_id(body: &[u8], timestamp: Option<u64>) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in body
         .iter()
@@ -98,7 +98,7 @@ pub fn stable_id(body: &[u8], timestamp: Option<u64>) -> String {
 /// What tells one published message from another for the key's state: its
 /// `message_id` (when it has one) and a hash of its body and timestamp. A redelivery
 /// of the message has the same.
-pub fn delivery_id(message_id: Option<&str>, body: &[u8], timestamp: Option<u64>) -> String {
+pub(crate) fn delivery_id(message_id: Option<&str>, body: &[u8], timestamp: Option<u64>) -> String {
     format!(
         "{}|{}",
         message_id.unwrap_or(""),
@@ -107,7 +107,7 @@ pub fn delivery_id(message_id: Option<&str>, body: &[u8], timestamp: Option<u64>
 }
 
 /// A unique id: name, time and a counter (for messages picket publishes itself).
-pub fn make_id(worker: &str) -> String {
+pub(crate) fn make_id(worker: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -40,19 +40,19 @@ pub(crate) struct AckLedger {
 
 impl AckLedger {
     /// A delivery arrived (tags grow by one per delivery on a channel).
-    pub fn delivered(&mut self, tag: u64) {
+    pub(crate) fn delivered(&mut self, tag: u64) {
         self.unsettled.insert(tag);
     }
 
     /// A delivery was settled some other way (nacked): a later `multiple` ack may
     /// pass over it.
-    pub fn forget(&mut self, tag: u64) {
+    pub(crate) fn forget(&mut self, tag: u64) {
         self.unsettled.remove(&tag);
     }
 
     /// Plans the acks of `finished` and takes them out of the ledger. Tags the ledger
     /// does not hold are dropped: acking an unknown tag would close the channel.
-    pub fn settle(&mut self, mut finished: Vec<u64>) -> AckPlan {
+    pub(crate) fn settle(&mut self, mut finished: Vec<u64>) -> AckPlan {
         finished.sort_unstable();
         finished.dedup();
         finished.retain(|t| self.unsettled.contains(t));
@@ -87,7 +87,7 @@ pub(crate) struct Acks {
 impl Acks {
     /// Starts the batching task for `channel` on `tracker`, so that draining the
     /// tracker also flushes the last acks.
-    pub fn start(channel: Channel, tracker: &TaskTracker) -> Acks {
+    pub(crate) fn start(channel: Channel, tracker: &TaskTracker) -> Acks {
         let ledger = Arc::new(Mutex::new(AckLedger::default()));
         let (finished, rx) = mpsc::unbounded_channel();
         tracker.spawn(run(channel, ledger.clone(), rx));
@@ -99,12 +99,12 @@ impl Acks {
     }
 
     /// Registers a delivery before its job starts.
-    pub fn delivered(&self, tag: u64) {
+    pub(crate) fn delivered(&self, tag: u64) {
         self.ledger().delivered(tag);
     }
 
     /// The job is done and its result confirmed: ack it (soon, with others).
-    pub fn ack(&self, tag: u64) {
+    pub(crate) fn ack(&self, tag: u64) {
         if self.finished.send(tag).is_err() {
             // Only after the session's task ended: the broker redelivers the job.
             tracing::warn!(
@@ -115,7 +115,7 @@ impl Acks {
     }
 
     /// The delivery was nacked (and the nack sent).
-    pub fn forget(&self, tag: u64) {
+    pub(crate) fn forget(&self, tag: u64) {
         self.ledger().forget(tag);
     }
 }

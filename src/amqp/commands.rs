@@ -34,14 +34,14 @@ use crate::config::AmqpSettings;
 
 /// Publishes not yet confirmed at most, per window: enough to keep the broker busy,
 /// small enough that an interrupted run has little in doubt.
-pub const CONFIRM_WINDOW: usize = 1024;
+pub(crate) const CONFIRM_WINDOW: usize = 1024;
 
 /// Unacknowledged results a `--follow` or `--drain` reader takes at a time.
 const READ_PREFETCH: u16 = 64;
 
 /// A failure of a results reader: the broker, or writing what was read.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The broker refused or went away.
     #[error(transparent)]
     Broker(#[from] AmqpError),
@@ -59,7 +59,7 @@ impl From<lapin::Error> for ReadError {
 
 /// What the reader's `write` callback did with one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
+pub(crate) enum Written {
     /// Printed (counts towards `--limit`).
     Printed,
     /// Filtered out (not printed, not counted).
@@ -67,7 +67,7 @@ pub enum Written {
 }
 
 /// Publishes jobs to the jobs queue with confirms, a window at a time.
-pub struct JobPublisher {
+pub(crate) struct JobPublisher {
     conn: Connection,
     ch: Channel,
     queue: String,
@@ -83,7 +83,7 @@ impl JobPublisher {
     ///
     /// # Errors
     /// The broker cannot be reached or refused the declarations.
-    pub async fn open(settings: &AmqpSettings) -> Result<JobPublisher, AmqpError> {
+    pub(crate) async fn open(settings: &AmqpSettings) -> Result<JobPublisher, AmqpError> {
         let conn = connect(settings, &super::nodes::connection_name("enqueue", None)).await?;
         declare(&conn, settings).await?;
         let ch = conn.create_channel().await?;
@@ -104,7 +104,7 @@ impl JobPublisher {
     /// # Errors
     /// The broker refused (nack) or the connection failed; what was confirmed before
     /// stays counted.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &mut self,
         line: u64,
         payload: &[u8],
@@ -135,7 +135,7 @@ impl JobPublisher {
     ///
     /// # Errors
     /// As [`JobPublisher::publish`].
-    pub async fn finish(&mut self) -> Result<(), AmqpError> {
+    pub(crate) async fn finish(&mut self) -> Result<(), AmqpError> {
         while !self.pending.is_empty() {
             self.settle_oldest().await?;
         }
@@ -155,17 +155,17 @@ impl JobPublisher {
     }
 
     /// Jobs the broker confirmed so far, all of them before any that is in doubt.
-    pub fn confirmed(&self) -> u64 {
+    pub(crate) fn confirmed(&self) -> u64 {
         self.confirmed
     }
 
     /// The input line of the last confirmed job.
-    pub fn last_confirmed_line(&self) -> Option<u64> {
+    pub(crate) fn last_confirmed_line(&self) -> Option<u64> {
         self.last_line
     }
 
     /// Closes the connection (after [`JobPublisher::finish`], nothing is in doubt).
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.conn.close(200, "enqueue done".into()).await;
     }
 }
@@ -194,7 +194,7 @@ async fn ready_count(ch: &Channel, queue: &str) -> Result<u32, AmqpError> {
 ///
 /// # Errors
 /// The broker failed, or `write` did (its error is returned after the hand-back).
-pub async fn peek(
+pub(crate) async fn peek(
     settings: &AmqpSettings,
     limit: Option<u64>,
     mut write: impl FnMut(&[u8]) -> io::Result<Written>,
@@ -249,7 +249,7 @@ pub async fn peek(
 
 /// Which exchange `follow` listens to, with which binding keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binding {
+pub(crate) struct Binding {
     /// The exchange (`amqp.results_exchange`, or the changes exchange).
     pub exchange: String,
     /// Binding patterns (`#`, `down`, `*.down`, ...).
@@ -262,7 +262,7 @@ pub struct Binding {
 ///
 /// # Errors
 /// The broker failed, or `write` did.
-pub async fn follow(
+pub(crate) async fn follow(
     settings: &AmqpSettings,
     binding: &Binding,
     limit: Option<u64>,
@@ -319,7 +319,7 @@ pub async fn follow(
 ///
 /// # Errors
 /// The broker failed, or `write` did.
-pub async fn drain(
+pub(crate) async fn drain(
     settings: &AmqpSettings,
     follow: bool,
     limit: Option<u64>,

@@ -15,11 +15,11 @@ use lapin::Connection;
 use crate::config::AmqpSettings;
 
 mod ack;
-pub mod commands;
-pub mod consumer;
+pub(crate) mod commands;
+pub(crate) mod consumer;
 mod nodes;
-pub mod publish;
-pub mod topology;
+pub(crate) mod publish;
+pub(crate) mod topology;
 
 pub use consumer::{
     run_worker, ConsumerOptions, DEFERRALS_HEADER, MAX_DEFERRALS, REASON_HEADER, RETRY_OF_HEADER,
@@ -81,7 +81,7 @@ pub struct BrokerState {
 
 impl BrokerState {
     /// The node of the current (or last) session.
-    pub fn node(&self) -> Option<String> {
+    pub(crate) fn node(&self) -> Option<String> {
         self.node
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -97,7 +97,7 @@ impl BrokerState {
 }
 
 /// Capped, jittered exponential backoff: 0.5 s, 1 s, 2 s ... up to 30 s, each ±20 %.
-pub fn backoff() -> impl Iterator<Item = Duration> {
+pub(crate) fn backoff() -> impl Iterator<Item = Duration> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| {
@@ -107,7 +107,7 @@ pub fn backoff() -> impl Iterator<Item = Duration> {
 }
 
 /// [`backoff`] with a given jitter seed (for tests).
-pub fn backoff_seeded(seed: u64) -> impl Iterator<Item = Duration> {
+pub(crate) fn backoff_seeded(seed: u64) -> impl Iterator<Item = Duration> {
     let mut seed = seed | 1;
     (0u32..).map(move |n| {
         // xorshift: enough randomness to keep workers from reconnecting in lockstep

@@ -35,12 +35,12 @@ pub struct Node {
 impl Nodes {
     /// The nodes of `settings` (`amqp.urls`, or `amqp.url` alone) in an order of this
     /// process's own.
-    pub fn new(settings: &AmqpSettings) -> Nodes {
+    pub(crate) fn new(settings: &AmqpSettings) -> Nodes {
         Nodes::shuffled(settings.nodes(), seed())
     }
 
     /// The nodes in the order `seed` gives (for tests).
-    pub fn shuffled(mut urls: Vec<String>, seed: u64) -> Nodes {
+    pub(crate) fn shuffled(mut urls: Vec<String>, seed: u64) -> Nodes {
         // Fisher-Yates over xorshift: no need for more randomness than "workers differ".
         let mut x = seed | 1;
         for i in (1..urls.len()).rev() {
@@ -58,7 +58,8 @@ impl Nodes {
     }
 
     /// The URLs in the order they are tried from the start.
-    pub fn order(&self) -> &[String] {
+    #[cfg(test)]
+    pub(crate) fn order(&self) -> &[String] {
         &self.urls
     }
 
@@ -134,7 +135,7 @@ pub async fn connect_url(
 /// classic queue lives on one node, and while that node is down results routed to it
 /// are lost and every worker's declaration of it fails (so none could consume).
 /// Classic otherwise, declared without arguments as it always was.
-pub fn results_queue_args(kind: QueueType) -> FieldTable {
+pub(crate) fn results_queue_args(kind: QueueType) -> FieldTable {
     let mut args = FieldTable::default();
     if kind == QueueType::Quorum {
         args.insert(
@@ -150,7 +151,7 @@ pub fn results_queue_args(kind: QueueType) -> FieldTable {
 /// dead-letters at least once: the default, at most once, would drop a deferred job
 /// that expires while the jobs queue has no leader. At-least-once dead-lettering
 /// needs `reject-publish` overflow (the queue has no length limit, so it never acts).
-pub fn delay_queue_args(kind: QueueType) -> FieldTable {
+pub(crate) fn delay_queue_args(kind: QueueType) -> FieldTable {
     let mut args = FieldTable::default();
     let text = |v: &str| AMQPValue::LongString(v.into());
     match kind {

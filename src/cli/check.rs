@@ -20,7 +20,8 @@ use crate::limit::{Limiter, LocalLimiter};
 use crate::state::{Delivery, MemoryState};
 
 /// `picket check --help`, after the options.
-pub const HELP: &str = "Input: URLs, or job JSON objects ({\"url\": ..., \"expect\": ...}), as \
+pub(crate) const HELP: &str =
+    "Input: URLs, or job JSON objects ({\"url\": ..., \"expect\": ...}), as \
 arguments, one per line from --file, or from stdin with `-`; blank lines and # comments are \
 skipped.\n\
 Output: a table on a terminal, one result JSON per line when piped or with --json; in input \
@@ -30,7 +31,7 @@ option or key).";
 
 /// `picket check` arguments.
 #[derive(Args, Debug)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// URLs or job JSON; `-` reads lines from stdin.
     pub urls: Vec<String>,
     /// Read URLs or job JSON lines from this file (`-` for stdin).
@@ -131,7 +132,7 @@ fn progress(total: usize, style: Style) -> indicatif::ProgressBar {
 /// # Errors
 /// Nothing to check, unreadable input ([`UsageError`]), set-up failures, or stdout
 /// that cannot be written.
-pub async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<Exit> {
+pub(crate) async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<Exit> {
     let lines = inputs(&args)?;
     let style = Style::detect(args.json);
     let limiter: Arc<dyn Limiter> = Arc::new(LocalLimiter::new(&settings.rate_limit));

@@ -15,7 +15,7 @@ use crate::config::Settings;
 
 /// `picket config show` arguments.
 #[derive(Args, Debug)]
-pub struct ShowArgs {
+pub(crate) struct ShowArgs {
     /// JSON lines (`{"key", "value", "source"}`) even on a terminal.
     #[arg(long)]
     pub json: bool,
@@ -28,7 +28,7 @@ fn environment() -> HashMap<String, String> {
 }
 
 /// Runs `picket config check|show` (no runtime needed).
-pub fn run(command: &ConfigCommand, file: Option<&Path>) -> Exit {
+pub(crate) fn run(command: &ConfigCommand, file: Option<&Path>) -> Exit {
     let env = environment();
     // Validation first: `show` of a configuration the worker would refuse says so.
     if let Err(e) = Settings::load_with_env(file, env.clone()) {

@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::job::{decode, Decoded};
 
 /// `picket enqueue --help`, after the options.
-pub const HELP: &str = "Input: one URL or one job JSON object per line; blank lines and # \
+pub(crate) const HELP: &str = "Input: one URL or one job JSON object per line; blank lines and # \
 comments are skipped. Each line is checked as a job before it is published: a bad line stops \
 the run there (its number is printed; the lines before it are published), or is skipped with \
 --skip-invalid. The job options (--key, --expect-status, ...) apply to plain URL lines; JSON \
@@ -35,7 +35,7 @@ const MAX_KEY_BYTES: usize = 200;
 
 /// `picket enqueue` arguments.
 #[derive(Args, Debug, Default)]
-pub struct EnqueueArgs {
+pub(crate) struct EnqueueArgs {
     /// File to read, or `-` (the default) for stdin.
     pub source: Option<String>,
     /// Start at this line of the input (1 = the first): resume an interrupted run.
@@ -120,7 +120,7 @@ impl EnqueueArgs {
     ///
     /// # Errors
     /// What is wrong with the line, for the message naming its number.
-    pub fn payload(&self, line: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
+    pub(crate) fn payload(&self, line: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
         let (payload, check) = if line.starts_with('{') {
             (line.as_bytes().to_vec(), line.as_bytes().to_vec())
         } else {
@@ -203,7 +203,7 @@ fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
 ///
 /// # Errors
 /// An unreadable input ([`UsageError`]).
-pub async fn run(settings: Settings, args: EnqueueArgs) -> anyhow::Result<Exit> {
+pub(crate) async fn run(settings: Settings, args: EnqueueArgs) -> anyhow::Result<Exit> {
     let source = args.source.clone().unwrap_or_else(|| "-".to_string());
     let (input, total) = open_input(&source).await?;
     let bar = progress_bar(total);

@@ -10,11 +10,11 @@ use crate::config::ConfigError;
 /// An error that is the user's to fix (usage, configuration, input): exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// 0: done; for `check`, every site was up.
     Success,
     /// 1: failed at run time (the broker, the output, the runtime); for `check`, some
@@ -27,7 +27,7 @@ pub enum Exit {
 
 impl Exit {
     /// The process exit code.
-    pub const fn code(self) -> u8 {
+    pub(crate) const fn code(self) -> u8 {
         match self {
             Exit::Success => 0,
             Exit::Failure => 1,
@@ -38,7 +38,7 @@ impl Exit {
     /// The exit for an error that ended a command: [`Exit::Usage`] when a
     /// [`UsageError`] or a [`ConfigError`] is anywhere in its chain (context added on
     /// the way up does not hide it), [`Exit::Failure`] otherwise.
-    pub fn of(e: &anyhow::Error) -> Exit {
+    pub(crate) fn of(e: &anyhow::Error) -> Exit {
         let the_users = e
             .chain()
             .any(|c| c.is::<UsageError>() || c.is::<ConfigError>());
@@ -51,7 +51,7 @@ impl Exit {
 
     /// The exit for a command line clap could not parse, or for `--help` and
     /// `--version`, which clap also hands back as an error (printed to stdout).
-    pub fn of_clap(e: &clap::Error) -> Exit {
+    pub(crate) fn of_clap(e: &clap::Error) -> Exit {
         if e.use_stderr() {
             Exit::Usage
         } else {

@@ -13,14 +13,14 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::Settings;
 
-pub mod check;
-pub mod config_cmd;
-pub mod enqueue;
-pub mod exit;
-pub mod output;
-pub mod results;
+pub(crate) mod check;
+pub(crate) mod config_cmd;
+pub(crate) mod enqueue;
+pub(crate) mod exit;
+pub(crate) mod output;
+pub(crate) mod results;
 
-pub use exit::{Exit, UsageError};
+pub(crate) use exit::{Exit, UsageError};
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 failure at run time (check: a site is not up); \
 2 usage, configuration or input error.\n\
@@ -35,7 +35,7 @@ PICKET__SECTION__KEY environment variables; `picket config show` says which set 
     about = "Tells, without false alarms, whether websites are up",
     after_help = EXIT_CODES
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file (TOML); keys it does not name keep their defaults.
     #[arg(long, global = true, value_name = "FILE", env = "PICKET_CONFIG")]
     pub config: Option<PathBuf>,
@@ -46,7 +46,7 @@ pub struct Cli {
 
 /// The commands.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Consume jobs from RabbitMQ, probe, publish results; runs until SIGTERM/SIGINT.
     Worker,
     /// Probe URLs (or job JSON lines) now, without broker or Redis.
@@ -69,7 +69,7 @@ pub enum Command {
 
 /// `picket config ...`
 #[derive(Subcommand, Debug)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Load and validate the configuration; exit 0 when it is valid, 2 with the reason.
     Check,
     /// Print every effective value (secrets redacted) and where it came from.
@@ -78,14 +78,14 @@ pub enum ConfigCommand {
 
 /// `picket completions SHELL`
 #[derive(Args, Debug)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }
 
 /// The clap command (for completions, the man page and tests).
-pub fn command() -> clap::Command {
+pub(crate) fn command() -> clap::Command {
     Cli::command()
 }
 
@@ -145,7 +145,7 @@ fn run(cli: Cli) -> Exit {
 }
 
 /// Prints an error, and what to try when there is a hint for it.
-pub fn report_error(e: &anyhow::Error) {
+pub(crate) fn report_error(e: &anyhow::Error) {
     eprintln!("picket: {e:#}");
     if let Some(hint) = output::hint(e) {
         eprintln!("{hint}");

@@ -17,7 +17,7 @@ use crate::job::{Report, Verdict};
 
 /// How a command prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Style {
+pub(crate) struct Style {
     /// A table (stdout is a terminal and `--json` was not given), else JSON lines.
     pub table: bool,
     /// Colours in the table.
@@ -26,7 +26,7 @@ pub struct Style {
 
 impl Style {
     /// Decides from stdout and the environment.
-    pub fn detect(json: bool) -> Style {
+    pub(crate) fn detect(json: bool) -> Style {
         let stdout = std::io::stdout();
         let table = !json && stdout.is_terminal();
         let colour = table && anstream::AutoStream::choice(&stdout) != anstream::ColorChoice::Never;
@@ -83,7 +83,7 @@ fn cells(r: &Report, colour: bool) -> Vec<Cell> {
 
 /// A URL as a person wrote it: the host in Unicode (not `xn--`), the path and query
 /// percent-decoded where that gives UTF-8 text. For display only; JSON keeps the URL.
-pub fn display_url(url: &str) -> String {
+pub(crate) fn display_url(url: &str) -> String {
     let Ok(parsed) = url::Url::parse(url) else {
         return url.to_string();
     };
@@ -100,7 +100,7 @@ pub fn display_url(url: &str) -> String {
 }
 
 /// A borderless table: columns separated by spaces, like `ls -l` or `kubectl get`.
-pub fn plain_table(colour: bool) -> Table {
+pub(crate) fn plain_table(colour: bool) -> Table {
     let mut t = Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
     for c in [
@@ -150,14 +150,14 @@ fn header_row(colour: bool) -> Vec<Cell> {
 }
 
 /// Two cells between columns, none before the first.
-pub fn pad_columns(t: &mut Table) {
+pub(crate) fn pad_columns(t: &mut Table) {
     for col in t.column_iter_mut() {
         col.set_padding((0, 2));
     }
 }
 
 /// The terminal's width in cells.
-pub fn terminal_width() -> u16 {
+pub(crate) fn terminal_width() -> u16 {
     Table::new()
         .width()
         .filter(|w| *w >= 40)
@@ -165,7 +165,7 @@ pub fn terminal_width() -> u16 {
 }
 
 /// All reports in one table, columns as wide as they need within the terminal.
-pub fn report_table(reports: &[Report], colour: bool) -> String {
+pub(crate) fn report_table(reports: &[Report], colour: bool) -> String {
     let mut t = plain_table(colour);
     t.set_width(terminal_width());
     t.set_header(header_row(colour));
@@ -178,7 +178,7 @@ pub fn report_table(reports: &[Report], colour: bool) -> String {
 
 /// Prints reports one at a time (they arrive over time) as rows of fixed widths, so
 /// that every row lines up with the header printed first.
-pub struct RowPrinter {
+pub(crate) struct RowPrinter {
     constraints: Vec<ColumnConstraint>,
     width: u16,
     colour: bool,
@@ -187,7 +187,7 @@ pub struct RowPrinter {
 impl RowPrinter {
     /// Widths from the terminal: the fixed columns, then the URL and the detail sharing
     /// the rest (nearly half for the URL).
-    pub fn new(colour: bool) -> RowPrinter {
+    pub(crate) fn new(colour: bool) -> RowPrinter {
         let width = terminal_width();
         let fixed: u16 = FIXED.iter().sum();
         let rest = width.saturating_sub(fixed).max(30);
@@ -215,23 +215,23 @@ impl RowPrinter {
     }
 
     /// The header line.
-    pub fn header(&self) -> String {
+    pub(crate) fn header(&self) -> String {
         self.render(header_row(self.colour))
     }
 
     /// One report's row (several lines when a cell wraps).
-    pub fn row(&self, r: &Report) -> String {
+    pub(crate) fn row(&self, r: &Report) -> String {
         self.render(cells(r, self.colour))
     }
 }
 
 /// Counts per verdict, in the contract's order.
 #[derive(Debug, Default)]
-pub struct Tally(BTreeMap<u8, (Verdict, u64)>);
+pub(crate) struct Tally(BTreeMap<u8, (Verdict, u64)>);
 
 impl Tally {
     /// Counts one verdict.
-    pub fn add(&mut self, v: Verdict) {
+    pub(crate) fn add(&mut self, v: Verdict) {
         let order = match v {
             Verdict::Up => 0,
             Verdict::Degraded => 1,
@@ -243,17 +243,17 @@ impl Tally {
     }
 
     /// How many were counted.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.0.values().map(|(_, n)| n).sum()
     }
 
     /// Whether every one was `up` (and there was one).
-    pub fn all_up(&self) -> bool {
+    pub(crate) fn all_up(&self) -> bool {
         self.total() > 0 && self.0.len() == 1 && self.0.contains_key(&0)
     }
 
     /// `3 checked in 1.2 s: 2 up, 1 down`.
-    pub fn summary(&self, what: &str, took: Duration) -> String {
+    pub(crate) fn summary(&self, what: &str, took: Duration) -> String {
         let parts: Vec<String> = self
             .0
             .values()
@@ -273,7 +273,7 @@ impl Tally {
 }
 
 /// What to try, for errors a person can act on.
-pub fn hint(e: &anyhow::Error) -> Option<String> {
+pub(crate) fn hint(e: &anyhow::Error) -> Option<String> {
     let amqp = e.chain().find_map(|c| c.downcast_ref::<AmqpError>());
     let amqp = amqp.or_else(|| {
         e.chain()

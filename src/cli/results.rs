@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::job::{Report, Verdict};
 
 /// `picket results --help`, after the options.
-pub const HELP: &str = "Without --follow or --drain it prints the results waiting on the \
+pub(crate) const HELP: &str = "Without --follow or --drain it prints the results waiting on the \
 results queue and leaves every one of them there, in order (the broker marks them \
 redelivered). --follow prints new results until Ctrl-C through a private queue of its own, \
 so no other subscriber loses any. --drain takes results off the queue: each is acked only \
@@ -31,7 +31,7 @@ configuration error.";
 
 /// A verdict to filter on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub enum VerdictArg {
+pub(crate) enum VerdictArg {
     /// The site works.
     Up,
     /// Reachable but not right.
@@ -58,7 +58,7 @@ impl VerdictArg {
 
 /// `picket results` arguments.
 #[derive(Args, Debug, Default)]
-pub struct ResultsArgs {
+pub(crate) struct ResultsArgs {
     /// Keep printing new results until interrupted.
     #[arg(long)]
     pub follow: bool,
@@ -84,7 +84,7 @@ pub struct ResultsArgs {
 
 impl ResultsArgs {
     /// The exchange and binding keys `--follow` listens with.
-    pub fn binding(&self, settings: &Settings) -> Binding {
+    pub(crate) fn binding(&self, settings: &Settings) -> Binding {
         let verdicts: BTreeSet<&str> = self.verdict.iter().map(|v| v.verdict().as_str()).collect();
         let (exchange, keys) = if self.changes {
             // Routing key of a change: PREVIOUS.VERDICT, e.g. `up.down`.
@@ -156,7 +156,7 @@ impl Writer<'_> {
 ///
 /// # Errors
 /// The broker, or writing the output.
-pub async fn run(settings: Settings, args: ResultsArgs) -> anyhow::Result<Exit> {
+pub(crate) async fn run(settings: Settings, args: ResultsArgs) -> anyhow::Result<Exit> {
     let style = Style::detect(args.json);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

@@ -70,7 +70,7 @@ pub struct AmqpSettings {
 
 impl AmqpSettings {
     /// The broker nodes to connect to, at least one: `amqp.urls` when given, else `url`.
-    pub fn nodes(&self) -> Vec<String> {
+    pub(crate) fn nodes(&self) -> Vec<String> {
         if self.urls.is_empty() {
             vec![self.url.clone()]
         } else {

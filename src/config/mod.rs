@@ -17,29 +17,29 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub mod amqp;
-pub mod dns;
-pub mod egress;
-pub mod origin;
-pub mod parse;
-pub mod probe;
-pub mod process;
-pub mod rate_limit;
+pub(crate) mod amqp;
+pub(crate) mod dns;
+pub(crate) mod egress;
+pub(crate) mod origin;
+pub(crate) mod parse;
+pub(crate) mod probe;
+pub(crate) mod process;
+pub(crate) mod rate_limit;
 pub mod redis;
-pub mod tls;
+pub(crate) mod tls;
 
 pub use amqp::{AmqpSettings, QueueType};
-pub use dns::DnsSettings;
-pub use egress::{EgressSettings, TargetSettings};
-pub use parse::{parse_duration, redact_url};
-pub use probe::ProbeSettings;
-pub use process::{HttpSettings, LogFormat, LogSettings, WorkerSettings};
-pub use rate_limit::{LimitScope, OverrideMatch, Rate, RateLimitSettings, RateOverride};
+pub(crate) use dns::DnsSettings;
+pub(crate) use egress::{EgressSettings, TargetSettings};
+pub(crate) use parse::redact_url;
+pub(crate) use probe::ProbeSettings;
+pub(crate) use process::{HttpSettings, LogFormat, LogSettings, WorkerSettings};
+pub(crate) use rate_limit::{LimitScope, OverrideMatch, Rate, RateLimitSettings};
 pub use redis::RedisSettings;
-pub use tls::{TlsOnError, TlsSettings};
+pub(crate) use tls::{TlsOnError, TlsSettings};
 
 /// The default configuration, compiled in so that a file only has to name what it changes.
-pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+pub(crate) const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// A configuration that could not be loaded or is not valid.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +126,7 @@ impl Settings {
     ///
     /// # Errors
     /// The first problem found, naming its key.
-    pub fn load_with_env(
+    pub(crate) fn load_with_env(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {

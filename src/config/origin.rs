@@ -6,7 +6,7 @@
 //! [`Settings::load`](super::Settings::load): every key whose default is a list may be
 //! given comma-separated in the environment.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -22,7 +22,7 @@ const ENV_PREFIX: &str = "PICKET__";
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// The built-in default.
     Default,
     /// The configuration file.
@@ -43,7 +43,7 @@ impl fmt::Display for Source {
 
 /// One effective value.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Dotted key, e.g. `probe.timeout`.
     pub key: String,
     /// The value as TOML would write it, secrets redacted.
@@ -55,7 +55,7 @@ pub struct Entry {
 }
 
 /// The environment variable that sets `key`.
-pub fn env_var(key: &str) -> String {
+pub(crate) fn env_var(key: &str) -> String {
     format!(
         "{ENV_PREFIX}{}",
         key.replace('.', "__").to_ascii_uppercase()
@@ -189,7 +189,7 @@ impl Layers {
 ///
 /// # Errors
 /// [`ConfigError::Load`] for the first unknown key.
-pub fn check_unknown(
+pub(crate) fn check_unknown(
     file: Option<&Path>,
     env: &HashMap<String, String>,
 ) -> Result<(), ConfigError> {
@@ -203,7 +203,7 @@ pub fn check_unknown(
 ///
 /// # Errors
 /// A layer that cannot be read, or an unknown key.
-pub fn entries(
+pub(crate) fn entries(
     file: Option<&Path>,
     env: &HashMap<String, String>,
 ) -> Result<Vec<Entry>, ConfigError> {
@@ -308,13 +308,6 @@ fn json(v: &Value) -> serde_json::Value {
         ValueKind::Array(a) => J::Array(a.iter().map(json).collect()),
         ValueKind::Table(t) => J::Object(t.iter().map(|(k, v)| (k.clone(), json(v))).collect()),
     }
-}
-
-/// Keys picket knows, for shell completion and docs.
-pub fn known_keys() -> BTreeSet<String> {
-    Layers::read(None, &HashMap::new())
-        .map(|l| l.defaults.into_keys().collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub(super) const MAX_COUNT: u32 = 100_000;
 ///
 /// # Errors
 /// A message saying what the value should look like.
-pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     let d = humantime::parse_duration(value.trim()).map_err(|e| {
         invalid(
             key,
@@ -94,7 +94,7 @@ pub(super) fn each_url(key: &str, values: &[String], schemes: &[&str]) -> Result
 }
 
 /// Replaces the password of a URL (and any userinfo) so that it can be logged.
-pub fn redact_url(value: &str) -> String {
+pub(crate) fn redact_url(value: &str) -> String {
     match Url::parse(value) {
         Ok(mut url) => {
             if url.password().is_some() {

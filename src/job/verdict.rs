@@ -34,12 +34,12 @@ impl Verdict {
 
     /// Whether this is a verdict on the site, which a key's history keeps: `unknown`
     /// (our own trouble) and `invalid` (the job is wrong) are reported, never kept.
-    pub fn is_about_the_site(self) -> bool {
+    pub(crate) fn is_about_the_site(self) -> bool {
         !matches!(self, Verdict::Unknown | Verdict::Invalid)
     }
 
     /// The verdict named `s` (its snake_case name).
-    pub fn parse(s: &str) -> Option<Verdict> {
+    pub(crate) fn parse(s: &str) -> Option<Verdict> {
         [
             Verdict::Up,
             Verdict::Degraded,
@@ -96,7 +96,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the contract's order, picket's own additions last.
-    pub const ALL: [Reason; 17] = [
+    pub(crate) const ALL: [Reason; 17] = [
         Reason::Ok,
         Reason::Dns,
         Reason::Connect,
@@ -140,7 +140,7 @@ impl Reason {
     }
 
     /// The reason whose code is `s`.
-    pub fn parse(s: &str) -> Option<Reason> {
+    pub(crate) fn parse(s: &str) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }

@@ -46,7 +46,7 @@ impl LocalLimiter {
     }
 
     /// A limiter using `share` (0..=1) of every rate, burst and in-flight cap.
-    pub fn with_share(settings: &RateLimitSettings, share: f64) -> LocalLimiter {
+    pub(crate) fn with_share(settings: &RateLimitSettings, share: f64) -> LocalLimiter {
         LocalLimiter {
             rules: Rules::new(settings),
             share,
@@ -115,7 +115,7 @@ impl LocalLimiter {
     /// Nothing for `req`'s key is granted before `horizon`: the shared limiter's
     /// fallback starts an IP where Redis had booked it up to, so the slots callers are
     /// still sleeping until are not granted a second time when Redis goes away.
-    pub fn seed(&self, req: &Request<'_>, horizon: Instant) {
+    pub(crate) fn seed(&self, req: &Request<'_>, horizon: Instant) {
         let rate = self.scaled(self.rules.rate_for(req));
         let now = Instant::now();
         self.with_state(req, rate, now, |entry| entry.tat = entry.tat.max(horizon));
@@ -123,7 +123,7 @@ impl LocalLimiter {
 
     /// How far ahead of now this limiter has granted `req`'s key itself (seeds do not
     /// count): what the shared limiter carries back to Redis when it returns.
-    pub fn booked_ahead(&self, req: &Request<'_>) -> Duration {
+    pub(crate) fn booked_ahead(&self, req: &Request<'_>) -> Duration {
         let key = self.rules.key(req);
         let map = self
             .state

@@ -15,7 +15,7 @@ mod lease;
 pub mod local;
 pub mod redis;
 mod scripts;
-pub mod standing;
+pub(crate) mod standing;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -24,8 +24,7 @@ use futures_util::future::BoxFuture;
 
 use crate::config::{LimitScope, OverrideMatch, Rate, RateLimitSettings};
 
-pub use self::local::LocalLimiter;
-pub use self::redis::RedisLimiter;
+pub(crate) use self::local::LocalLimiter;
 pub use self::standing::{Refusal, Signal};
 
 /// One request about to be sent.
@@ -49,16 +48,8 @@ pub struct Permit {
 }
 
 impl Permit {
-    /// A permit that holds nothing.
-    pub fn free(waited: Duration) -> Permit {
-        Permit {
-            waited,
-            _slot: None,
-        }
-    }
-
     /// A permit that releases `slot` when dropped.
-    pub fn holding(waited: Duration, slot: Box<dyn Send + Sync>) -> Permit {
+    pub(crate) fn holding(waited: Duration, slot: Box<dyn Send + Sync>) -> Permit {
         Permit {
             waited,
             _slot: Some(slot),
@@ -104,13 +95,13 @@ pub trait Limiter: Send + Sync {
 
 /// Which limits apply to a request, and the key they are kept under.
 #[derive(Debug, Clone)]
-pub struct Rules {
+pub(crate) struct Rules {
     settings: RateLimitSettings,
 }
 
 impl Rules {
     /// Rules from `[rate_limit]`.
-    pub fn new(settings: &RateLimitSettings) -> Rules {
+    pub(crate) fn new(settings: &RateLimitSettings) -> Rules {
         Rules {
             settings: settings.clone(),
         }
@@ -118,7 +109,7 @@ impl Rules {
 
     /// The limits for a request: the first matching CIDR override, else the first
     /// matching host-suffix override, else the default.
-    pub fn rate_for(&self, req: &Request<'_>) -> Rate {
+    pub(crate) fn rate_for(&self, req: &Request<'_>) -> Rate {
         let overrides = &self.settings.overrides;
         let by_cidr = overrides.iter().find(|o| match &o.matches {
             OverrideMatch::Cidr(net) => net.contains(&canonical(req.ip)),
@@ -139,7 +130,7 @@ impl Rules {
     }
 
     /// The key a request's budget is kept under (an IP, or egress and IP).
-    pub fn key(&self, req: &Request<'_>) -> String {
+    pub(crate) fn key(&self, req: &Request<'_>) -> String {
         let ip = canonical(req.ip);
         match self.settings.scope {
             LimitScope::Target => ip.to_string(),
@@ -153,15 +144,6 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
-    }
-}
-
-/// A limiter that never waits (for tests of other parts).
-pub struct Unlimited;
-
-impl Limiter for Unlimited {
-    fn acquire<'a>(&'a self, _req: Request<'a>) -> BoxFuture<'a, Grant> {
-        Box::pin(async { Grant::Go(Permit::free(Duration::ZERO)) })
     }
 }
 

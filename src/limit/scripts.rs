@@ -27,7 +27,7 @@
 /// fallback while Redis was away (or failing over, when the new primary may have lost
 /// the last writes) are still running, and booking over them would let the IP see
 /// both.
-pub const BOOK: &str = r"
+pub(crate) const BOOK: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -78,7 +78,7 @@ return {1, math.ceil(wait), level, math.ceil(new_tat - now)}
 
 /// Renews leases. KEYS: inflight. ARGV: lease_ms, then the lease ids. Only leases still
 /// there are renewed (`XX`): a released one stays released.
-pub const RENEW: &str = r"
+pub(crate) const RENEW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local lease = tonumber(ARGV[1])
@@ -92,7 +92,7 @@ return 1
 /// A host said `Retry-After`. KEYS: tat, standing. ARGV: pause_ms, interval_ms, burst,
 /// host, storm_hosts. Holds the host; when `storm_hosts` hosts are held at once, the
 /// whole IP too, until the earliest of their holds ends. Returns the hosts held.
-pub const HOLD: &str = r"
+pub(crate) const HOLD: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local pause = tonumber(ARGV[1])
@@ -130,7 +130,7 @@ return active
 /// Returns {0, 0, 0, hosts} not (yet) a refusal of us; {1, hold_ms, level, hosts} a
 /// refusal of us: the IP is held until the back-off hold ends (a new, doubled hold only
 /// once the running one is over: one storm, one step).
-pub const REFUSE: &str = r"
+pub(crate) const REFUSE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local s = KEYS[2]
@@ -175,7 +175,7 @@ return {1, math.ceil(hold_end - now), level, hosts}
 
 /// Answers came back from a backed-off IP. KEYS: standing. ARGV: decay_ms. One step
 /// down when the last refusal (or step) is older than decay_ms. Returns the level.
-pub const DECAY: &str = r"
+pub(crate) const DECAY: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local f = redis.call('HMGET', KEYS[1], 'level', 'last')

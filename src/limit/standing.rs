@@ -24,45 +24,45 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Refusals from different hosts within this window are one storm.
-pub const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 /// The IP answered us within this long before the refusals: they follow our requests.
-pub const OK_WINDOW: Duration = Duration::from_secs(30);
+pub(crate) const OK_WINDOW: Duration = Duration::from_secs(30);
 /// Different hosts that must refuse before the IP is taken to refuse us.
-pub const STORM_HOSTS: usize = 2;
+pub(crate) const STORM_HOSTS: usize = 2;
 /// The longest hold.
-pub const MAX_HOLD: Duration = Duration::from_secs(600);
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(600);
 /// The highest back-off level (the rate is divided by 2^level).
-pub const MAX_LEVEL: u32 = 6;
+pub(crate) const MAX_LEVEL: u32 = 6;
 /// Answers without a refusal for this long lower the level by one.
-pub const DECAY_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const DECAY_AFTER: Duration = Duration::from_secs(60);
 /// Hosts remembered per IP (refusals and host holds each).
 const MAX_HOSTS: usize = 32;
 
 /// Weight of the newest latency in the smoothed one.
 const PACE_ALPHA: f64 = 0.3;
 /// The widest spacing latency pacing asks for.
-pub const MAX_PACE: Duration = Duration::from_secs(30);
+pub(crate) const MAX_PACE: Duration = Duration::from_secs(30);
 /// Smoothed latencies below this do not pace: a server answering within two seconds is
 /// not struggling, and below it our own scheduling (a busy worker, a loaded machine)
 /// would be taken for the server's slowness and throttle healthy hosts.
-pub const PACE_ABOVE: Duration = Duration::from_secs(2);
+pub(crate) const PACE_ABOVE: Duration = Duration::from_secs(2);
 
 /// The smoothed answer latency of one IP: the least spacing of requests to it.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Pace {
+pub(crate) struct Pace {
     ewma_ms: f64,
 }
 
 impl Pace {
     /// One more latency (starting from zero, so one slow answer alone weighs little).
-    pub fn observe(&mut self, latency: Duration) {
+    pub(crate) fn observe(&mut self, latency: Duration) {
         let ms = latency.as_secs_f64() * 1000.0;
         self.ewma_ms = PACE_ALPHA * ms + (1.0 - PACE_ALPHA) * self.ewma_ms;
     }
 
     /// The least spacing of requests, in ms (0 while answers come within
     /// [`PACE_ABOVE`]).
-    pub fn interval_ms(&self) -> f64 {
+    pub(crate) fn interval_ms(&self) -> f64 {
         if self.ewma_ms < PACE_ABOVE.as_secs_f64() * 1000.0 {
             return 0.0;
         }
@@ -87,7 +87,7 @@ pub enum Signal {
 
 impl Signal {
     /// The signal of an HTTP status (403, 429 and 503 are what defences answer).
-    pub fn of_status(status: u16) -> Signal {
+    pub(crate) fn of_status(status: u16) -> Signal {
         match status {
             403 | 429 | 503 => Signal::Refused(status),
             _ => Signal::Fine,
@@ -96,7 +96,7 @@ impl Signal {
 
     /// The code that names it in words ([`describe`]): the status, 0 for a reset, 1 for
     /// a refused connection.
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         match self {
             Signal::Fine => 200,
             Signal::Refused(s) => s,
@@ -118,13 +118,13 @@ pub struct Refusal {
 }
 
 /// The hold for back-off `level` (1 = the first).
-pub fn hold_for(base: Duration, level: u32) -> Duration {
+pub(crate) fn hold_for(base: Duration, level: u32) -> Duration {
     let doublings = level.saturating_sub(1).min(16);
     (base * 2u32.pow(doublings)).min(MAX_HOLD)
 }
 
 /// What refused us, in words (`code` as in [`Signal::code`]).
-pub fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level: u32) -> String {
+pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level: u32) -> String {
     let what = match code {
         403 => "403 Forbidden (a mod_evasive-style 403 storm)",
         503 => "503 Service Unavailable (a limit_req-style refusal)",
@@ -150,13 +150,13 @@ pub fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level: u32) -
 /// every request extends), so asking again after the hold costs the IP nothing; if it
 /// still refuses then, it is judged as the failure it is (`down` once confirmed), not
 /// held again and again as `unknown` for as long as the server stays dead.
-pub fn after_hold_is_the_sites(signal: Signal) -> bool {
+pub(crate) fn after_hold_is_the_sites(signal: Signal) -> bool {
     signal == Signal::ConnectionRefused
 }
 
 /// The standing with one IP, in memory.
 #[derive(Debug, Default)]
-pub struct Standing {
+pub(crate) struct Standing {
     last_ok: Option<Instant>,
     /// (host, when) of recent refusals.
     refusals: Vec<(String, Instant)>,
@@ -171,12 +171,12 @@ pub struct Standing {
 
 impl Standing {
     /// The back-off level (0: none).
-    pub fn level(&self) -> u32 {
+    pub(crate) fn level(&self) -> u32 {
         self.level
     }
 
     /// An answer that is not a refusal: remembered, and the level decays.
-    pub fn fine(&mut self, now: Instant) {
+    pub(crate) fn fine(&mut self, now: Instant) {
         self.last_ok = Some(now);
         if self.level > 0
             && self
@@ -193,7 +193,7 @@ impl Standing {
     ///
     /// Refused connections count once: after the hold they are the site's failure again
     /// (see [`Signal::ConnectionRefused`] and [`after_hold_is_the_sites`]).
-    pub fn refused(
+    pub(crate) fn refused(
         &mut self,
         host: &str,
         signal: Signal,
@@ -235,7 +235,12 @@ impl Standing {
 
     /// `host` said `Retry-After`: it is held until `until`. Returns when the whole IP
     /// is to be held: when several hosts are held at once, until the earliest release.
-    pub fn hold_host(&mut self, host: &str, until: Instant, now: Instant) -> Option<Instant> {
+    pub(crate) fn hold_host(
+        &mut self,
+        host: &str,
+        until: Instant,
+        now: Instant,
+    ) -> Option<Instant> {
         self.host_holds.retain(|(h, u)| h != host && *u > now);
         if self.host_holds.len() >= MAX_HOSTS {
             self.host_holds.remove(0);
@@ -249,7 +254,7 @@ impl Standing {
     }
 
     /// How long `host` is still held by its own `Retry-After`.
-    pub fn host_held(&self, host: &str, now: Instant) -> Option<Duration> {
+    pub(crate) fn host_held(&self, host: &str, now: Instant) -> Option<Duration> {
         self.host_holds
             .iter()
             .find(|(h, u)| h == host && *u > now)

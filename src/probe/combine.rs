@@ -13,7 +13,7 @@ use crate::probe::judge::Judgement;
 /// only an answer through another egress that shows the site failing (a bad status or
 /// page) confirms it; a connection failure there may be the same ban. Short of that the
 /// verdict is `unknown`, with the reason that kept us from knowing.
-pub fn combine(judgements: &[Judgement], required: usize) -> Option<(usize, &Judgement)> {
+pub(crate) fn combine(judgements: &[Judgement], required: usize) -> Option<(usize, &Judgement)> {
     if judgements.is_empty() {
         return None;
     }
@@ -37,7 +37,7 @@ pub fn combine(judgements: &[Judgement], required: usize) -> Option<(usize, &Jud
 
 /// Whether the judgements so far settle the verdict: a good attempt, or `required`
 /// failures (a confirmed down, or after a bot wall, as much as can be learned).
-pub fn settled(judgements: &[Judgement], required: usize) -> bool {
+pub(crate) fn settled(judgements: &[Judgement], required: usize) -> bool {
     judgements.iter().any(|j| !j.wants_confirmation())
         || judgements
             .iter()

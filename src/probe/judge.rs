@@ -13,11 +13,11 @@ use crate::probe::pages::{challenge, soft_failure};
 use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
 /// Read here by the HTTP prober too, which reads that much of a page as text.
-pub use crate::probe::pages::SNIFF_BYTES;
+pub(crate) use crate::probe::pages::SNIFF_BYTES;
 
 /// A verdict with its reason and detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Judgement {
+pub(crate) struct Judgement {
     /// The verdict.
     pub verdict: Verdict,
     /// Why.
@@ -28,7 +28,7 @@ pub struct Judgement {
 
 impl Judgement {
     /// A judgement from its parts.
-    pub fn new(verdict: Verdict, reason: Reason, detail: impl Into<String>) -> Judgement {
+    pub(crate) fn new(verdict: Verdict, reason: Reason, detail: impl Into<String>) -> Judgement {
         Judgement {
             verdict,
             reason,
@@ -37,14 +37,14 @@ impl Judgement {
     }
 
     /// Whether another attempt could change this judgement (a failure to confirm).
-    pub fn wants_confirmation(&self) -> bool {
+    pub(crate) fn wants_confirmation(&self) -> bool {
         matches!(self.verdict, Verdict::Down | Verdict::Unknown)
     }
 }
 
 /// Judge-wide settings that do not come from the job.
 #[derive(Debug, Clone, Copy)]
-pub struct JudgeSettings {
+pub(crate) struct JudgeSettings {
     /// Verdict for a certificate problem.
     pub tls_on_error: TlsOnError,
     /// Fewer days to expiry than this is `degraded`.
@@ -55,7 +55,7 @@ pub struct JudgeSettings {
 
 impl JudgeSettings {
     /// The judge's settings out of the `[probe]` and `[tls]` sections.
-    pub fn new(probe: &ProbeSettings, tls: &TlsSettings) -> JudgeSettings {
+    pub(crate) fn new(probe: &ProbeSettings, tls: &TlsSettings) -> JudgeSettings {
         JudgeSettings {
             tls_on_error: tls.on_error,
             expiry_warn_days: tls.expiry_warn_days,
@@ -65,7 +65,7 @@ impl JudgeSettings {
 }
 
 /// Judges one attempt.
-pub fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) -> Judgement {
+pub(crate) fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) -> Judgement {
     // A defence refusing us says nothing about the site (the limiter has backed off).
     if let Some(refusal) = &obs.refusal {
         return Judgement::new(Verdict::Unknown, Reason::Blocked, refusal.clone());
@@ -100,7 +100,7 @@ pub fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) -> Judgem
 
 /// Answers from one IP shortly before a reset that make the reset look like a ban: a
 /// server that just answered this often did not crash, it stopped talking to us.
-pub const BURST_ANSWERS: u32 = 3;
+pub(crate) const BURST_ANSWERS: u32 = 3;
 
 fn judge_failure(f: &Failure, recent_answers: u32, settings: &JudgeSettings) -> Judgement {
     if f.kind == FailureKind::Reset && recent_answers >= BURST_ANSWERS {

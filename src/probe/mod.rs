@@ -6,11 +6,11 @@
 //! Nothing here does I/O, so every rule about what counts as `up` is tested directly.
 //! A failing site is data (an [`Outcome::Failure`]), never an `Err`.
 
-pub mod combine;
-pub mod judge;
-pub mod pages;
-pub mod policy;
-pub mod text;
+pub(crate) mod combine;
+pub(crate) mod judge;
+pub(crate) mod pages;
+pub(crate) mod policy;
+pub(crate) mod text;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use crate::job::{Expect, Job, Method};
 
 /// Everything one probe of a site needs, decided before any I/O.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Where to start.
     pub url: Url,
     /// GET unless the job said HEAD.
@@ -48,7 +48,7 @@ pub struct Plan {
 
 impl Plan {
     /// Builds the plan for `job` under `settings`.
-    pub fn new(job: &Job, settings: &ProbeSettings) -> Plan {
+    pub(crate) fn new(job: &Job, settings: &ProbeSettings) -> Plan {
         let mut headers: Vec<(String, String)> = vec![
             ("User-Agent".into(), settings.user_agent.clone()),
             ("Accept".into(), settings.accept.clone()),
@@ -110,7 +110,7 @@ pub struct Answer {
 
 /// What kind of failure stopped a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// The name did not resolve.
     Dns,
     /// The connection was refused: the host is there, nothing listens.
@@ -144,7 +144,7 @@ pub enum FailureKind {
 
 /// A probe that did not end in an HTTP answer.
 #[derive(Debug, Clone)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// What failed.
     pub kind: FailureKind,
     /// A readable account of it.
@@ -153,7 +153,7 @@ pub struct Failure {
 
 /// How one probe ended.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The site answered.
     Answer(Answer),
     /// It did not.
@@ -162,7 +162,7 @@ pub enum Outcome {
 
 /// Everything seen during one probe attempt.
 #[derive(Debug, Clone)]
-pub struct Observation {
+pub(crate) struct Observation {
     /// Egress used.
     pub egress: String,
     /// Address of the last hop reached (or tried).
@@ -195,7 +195,7 @@ pub struct Observation {
 
 impl Observation {
     /// An observation through `egress` that has seen nothing yet.
-    pub fn new(egress: &str) -> Observation {
+    pub(crate) fn new(egress: &str) -> Observation {
         Observation {
             egress: egress.to_string(),
             ip: None,
@@ -218,12 +218,12 @@ impl Observation {
 
 /// Whether an OS error number says this process ran out of its own resources: EMFILE,
 /// ENFILE (file descriptors) or ENOBUFS (socket buffers) on Linux.
-pub fn local_resource_errno(errno: i32) -> bool {
+pub(crate) fn local_resource_errno(errno: i32) -> bool {
     matches!(errno, 23 | 24 | 105)
 }
 
 /// The same, read from an error message (resolvers keep only the words).
-pub fn local_resource_words(message: &str) -> bool {
+pub(crate) fn local_resource_words(message: &str) -> bool {
     ["Too many open files", "No buffer space available"]
         .iter()
         .any(|w| message.contains(w))

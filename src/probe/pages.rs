@@ -8,7 +8,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 
 /// Pages up to this size are read as text and checked for soft failures; block, parked
 /// and default pages are small, real pages that mention "access denied" are not.
-pub const SNIFF_BYTES: usize = 64 * 1024;
+pub(crate) const SNIFF_BYTES: usize = 64 * 1024;
 
 /// Markers of bot walls and challenge pages (matched lower-cased).
 const CHALLENGE_MARKERS: &[&str] = &[
@@ -89,7 +89,7 @@ fn title(lower: &[u8]) -> Option<&[u8]> {
 }
 
 /// The soft failure a small page shows, if any: "block page (\"access denied\")".
-pub fn soft_failure(text: &str) -> Option<String> {
+pub(crate) fn soft_failure(text: &str) -> Option<String> {
     let lower = text.as_bytes().to_ascii_lowercase();
     if let Some(t) = title(&lower) {
         if let Some(d) = DEFAULT_TITLES
@@ -105,7 +105,7 @@ pub fn soft_failure(text: &str) -> Option<String> {
 }
 
 /// The bot-challenge marker a page shows, if any.
-pub fn challenge(text: &str) -> Option<&'static str> {
+pub(crate) fn challenge(text: &str) -> Option<&'static str> {
     let lower = text.as_bytes().to_ascii_lowercase();
     let found = finders().challenge.find(&lower)?;
     Some(CHALLENGE_MARKERS[found.pattern().as_usize()])

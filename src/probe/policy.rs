@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// `allow_private` lets loopback, private, link-local, CGNAT and metadata addresses
 /// through (for test farms and intranets); unspecified, multicast and broadcast
 /// addresses are never probe targets.
-pub fn refusal(ip: IpAddr, allow_private: bool) -> Option<&'static str> {
+pub(crate) fn refusal(ip: IpAddr, allow_private: bool) -> Option<&'static str> {
     let class = match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),
@@ -24,7 +24,7 @@ pub fn refusal(ip: IpAddr, allow_private: bool) -> Option<&'static str> {
 
 /// What an operator can do about a refused address: `targets.allow_private` lets
 /// private ranges through (for intranets and test farms); nothing allows the others.
-pub fn how_to_allow(ip: IpAddr) -> &'static str {
+pub(crate) fn how_to_allow(ip: IpAddr) -> &'static str {
     if refusal(ip, true).is_none() {
         " (targets.allow_private = true allows it)"
     } else {

@@ -12,7 +12,7 @@ use encoding_rs::{Encoding, UTF_8};
 const META_SCAN_BYTES: usize = 4096;
 
 /// Decodes `body`, returning the text and the name of the charset used.
-pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static str) {
+pub(crate) fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static str) {
     if let Some((enc, bom_len)) = Encoding::for_bom(body) {
         let (text, _) = enc.decode_without_bom_handling(&body[bom_len..]);
         return (text.into_owned(), enc.name());
@@ -27,7 +27,7 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static str)
 
 /// [`decode`] for a body that is not needed afterwards: a UTF-8 page, the common case,
 /// becomes the text without being copied.
-pub fn decode_owned(body: Vec<u8>, content_type: Option<&str>) -> (String, &'static str) {
+pub(crate) fn decode_owned(body: Vec<u8>, content_type: Option<&str>) -> (String, &'static str) {
     if Encoding::for_bom(&body).is_some() {
         return decode(&body, content_type);
     }

@@ -21,12 +21,12 @@ mod redis;
 pub use self::redis::RedisState;
 
 /// How many of a key's latest deliveries keep their answer for a redelivery.
-pub const MEMO_JOBS: usize = 8;
+pub(crate) const MEMO_JOBS: usize = 8;
 
 /// How long a delivery's answer is kept for its redelivery. Brokers hand back an unacked
 /// message at once (a killed worker's, a nack); the bound keeps a publisher that sends
 /// the same message again and again from meeting an old answer after a crash.
-pub const MEMO_MAX_AGE_MS: u64 = 3_600_000;
+pub(crate) const MEMO_MAX_AGE_MS: u64 = 3_600_000;
 
 /// Which delivery of a message a result comes from.
 #[derive(Debug, Clone, Copy)]
@@ -130,7 +130,7 @@ pub trait StateStore: Send + Sync {
 }
 
 /// Fills a report's state fields from the key's answer (or from its absence).
-pub fn fill(report: &mut Report, answer: Option<Answer>) {
+pub(crate) fn fill(report: &mut Report, answer: Option<Answer>) {
     match answer {
         Some(a) => {
             report.previous_verdict = a.previous;
@@ -148,7 +148,7 @@ pub fn fill(report: &mut Report, answer: Option<Answer>) {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -179,7 +179,7 @@ pub struct MemoryState {
 
 impl MemoryState {
     /// A store whose reports may be served for `max_age_s` for at most `verdict_ttl`.
-    pub fn new(verdict_ttl: Duration) -> MemoryState {
+    pub(crate) fn new(verdict_ttl: Duration) -> MemoryState {
         MemoryState {
             keys: Mutex::new(HashMap::new()),
             verdict_ttl,
