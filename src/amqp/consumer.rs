@@ -320,14 +320,7 @@ async fn job(
     let tag = delivery.delivery_tag;
     let acker = delivery.acker.clone();
     let s = &session;
-    let work = deliver(
-        &s.engine,
-        &s.publish,
-        &s.settings,
-        s.max_wait,
-        delivery,
-        &s.acks,
-    );
+    let work = deliver(s, delivery);
     tokio::select! {
         () = s.over.cancelled() => {
             tracing::info!("session over; the broker hands this job out again");
@@ -348,18 +341,57 @@ async fn job(
     drop(permit);
 }
 
-/// Handles one delivery to the end (ack or nack); false when publishing failed, which
-/// means the session should be rebuilt.
-async fn deliver(
-    engine: &Arc<Engine>,
-    publish: &Channel,
-    settings: &AmqpSettings,
-    max_wait: Duration,
-    delivery: lapin::message::Delivery,
-    acks: &Acks,
-) -> bool {
-    let deferrals = match delivery
-        .properties
+/// Handles one delivery to the end (ack or nack): decode, engine, publish, settle.
+/// False when publishing failed, which means the session should be rebuilt.
+async fn deliver(s: &Session, delivery: lapin::message::Delivery) -> bool {
+    let received = Received::read(&delivery);
+    let Some(disposition) = decide(s, &delivery, &received).await else {
+        requeue(&delivery, &s.acks).await;
+        return true;
+    };
+    crash_point(CrashPoint::AfterState, &disposition);
+    let outcome = publish_disposition(s, &delivery, &received, &disposition).await;
+    settle(s, &delivery, &received, &disposition, outcome).await
+}
+
+/// What a delivery's properties say about it, read once.
+struct Received {
+    /// How often it was deferred already (`x-picket-deferrals`).
+    deferrals: i64,
+    /// The job id a message without one is answered under.
+    fallback_id: String,
+    /// The delivery's id for the key's state: the copied message's for a handed-back copy.
+    delivery_id: String,
+    /// Seen before: redelivered by the broker, or a copy handed back by us.
+    redelivered: bool,
+}
+
+impl Received {
+    fn read(delivery: &lapin::message::Delivery) -> Self {
+        let props = &delivery.properties;
+        let message_id = props.message_id().as_ref().map(|m| m.as_str());
+        let timestamp = props.timestamp().as_ref().copied();
+        let fallback_id = message_id
+            .map(str::to_string)
+            .unwrap_or_else(|| worker::stable_id(&delivery.data, timestamp));
+        // A job handed back as a copy (see `hand_back`) is a redelivery of the message it
+        // copies, for the key's state.
+        let retry_of = header_text(props, RETRY_OF_HEADER);
+        let redelivered = delivery.redelivered || retry_of.is_some();
+        let delivery_id =
+            retry_of.unwrap_or_else(|| worker::delivery_id(message_id, &delivery.data, timestamp));
+        Received {
+            deferrals: deferrals(props),
+            fallback_id,
+            delivery_id,
+            redelivered,
+        }
+    }
+}
+
+/// The `x-picket-deferrals` count (0 when absent).
+fn deferrals(props: &BasicProperties) -> i64 {
+    match props
         .headers()
         .as_ref()
         .and_then(|h| h.inner().get(DEFERRALS_HEADER).cloned())
@@ -367,120 +399,121 @@ async fn deliver(
         Some(AMQPValue::LongLongInt(n)) => n,
         Some(AMQPValue::LongInt(n)) => i64::from(n),
         _ => 0,
-    };
-    let last_deferral = deferrals >= MAX_DEFERRALS;
-    let props = &delivery.properties;
-    let message_id = props.message_id().as_ref().map(|m| m.as_str());
-    let timestamp = props.timestamp().as_ref().copied();
-    let fallback_id = message_id
-        .map(str::to_string)
-        .unwrap_or_else(|| worker::stable_id(&delivery.data, timestamp));
-    // A job handed back as a copy (see `hand_back`) is a redelivery of the message it
-    // copies, for the key's state.
-    let retry_of = header_text(props, RETRY_OF_HEADER);
-    let redelivered = delivery.redelivered || retry_of.is_some();
-    let delivery_id =
-        retry_of.unwrap_or_else(|| worker::delivery_id(message_id, &delivery.data, timestamp));
+    }
+}
+
+/// Runs the handler (decode and engine) over the delivery. `None` when it panicked for
+/// the first time on this message: the caller hands the job back once.
+async fn decide(
+    s: &Session,
+    delivery: &lapin::message::Delivery,
+    received: &Received,
+) -> Option<Disposition> {
+    use futures_util::FutureExt;
     // A panic on some message is caught here (no task of its own: a spawn and a join per
     // job cost more than the handler's bookkeeping): the first time the job goes back to
     // the queue, a second time it is poison.
-    let handled = {
-        use futures_util::FutureExt;
-        let message = worker::Message {
-            body: &delivery.data,
-            fallback_id: &fallback_id,
-            delivery: crate::state::Delivery {
-                id: &delivery_id,
-                redelivered,
-            },
-            last_deferral,
-        };
-        let handle = worker::handle(engine, message, settings.max_message_bytes, Some(max_wait));
-        std::panic::AssertUnwindSafe(handle).catch_unwind().await
+    let message = worker::Message {
+        body: &delivery.data,
+        fallback_id: &received.fallback_id,
+        delivery: crate::state::Delivery {
+            id: &received.delivery_id,
+            redelivered: received.redelivered,
+        },
+        last_deferral: received.deferrals >= MAX_DEFERRALS,
     };
-    let disposition = match handled {
-        Ok(d) => d,
+    let limit = s.settings.max_message_bytes;
+    let handle = worker::handle(&s.engine, message, limit, Some(s.max_wait));
+    match std::panic::AssertUnwindSafe(handle).catch_unwind().await {
+        Ok(d) => Some(d),
         Err(e) => {
             let why = panic_text(e);
-            if let Some(reason) = poison_reason(failures().count(&delivery_id), &why) {
-                Disposition::DeadLetter(reason)
-            } else {
+            let poison = poison_reason(failures().count(&received.delivery_id), &why);
+            if poison.is_none() {
                 tracing::error!(error = %why, "handler failed; handing the job back once");
-                requeue(&delivery, acks).await;
-                return true;
             }
+            poison.map(Disposition::DeadLetter)
         }
-    };
-    crash_point(CrashPoint::AfterState, &disposition);
-    let outcome = match disposition {
+    }
+}
+
+/// Publishes what the disposition says (a deferred copy, the result, a dead letter) and
+/// waits for the broker's confirmation.
+async fn publish_disposition(
+    s: &Session,
+    delivery: &lapin::message::Delivery,
+    received: &Received,
+    disposition: &Disposition,
+) -> Result<(), AmqpError> {
+    let props = &delivery.properties;
+    match disposition {
         Disposition::Defer(wait) => {
-            let mut headers = props.headers().clone().unwrap_or_default();
-            headers.insert(
-                DEFERRALS_HEADER.into(),
-                AMQPValue::LongLongInt(deferrals + 1),
-            );
-            let p = props.clone().with_headers(headers).with_delivery_mode(2);
-            let queue = delay_queue_name(settings, delay_bucket(wait));
+            let count = AMQPValue::LongLongInt(received.deferrals + 1);
+            let p = copy_with(props, DEFERRALS_HEADER, count);
+            let queue = delay_queue_name(&s.settings, delay_bucket(*wait));
             let delay = ("", queue.as_str());
-            let r = publish_confirmed(publish, delay, Route::Mandatory, &delivery.data, p).await;
+            let r = publish_confirmed(&s.publish, delay, Route::Mandatory, &delivery.data, p).await;
             if r.is_ok() {
                 metric::deferred();
             }
             r
         }
-        Disposition::Answer(ref report) => {
-            publish_report(
-                publish,
-                settings,
-                report,
-                props.reply_to().as_ref(),
-                props.correlation_id().as_ref(),
-            )
-            .await
+        Disposition::Answer(report) => {
+            let reply_to = props.reply_to().as_ref();
+            let correlation = props.correlation_id().as_ref();
+            publish_report(&s.publish, &s.settings, report, reply_to, correlation).await
         }
-        Disposition::DeadLetter(ref reason) => {
+        Disposition::DeadLetter(reason) => {
             tracing::warn!(reason = %reason, "not a job; dead-lettering");
-            let mut headers = props.headers().clone().unwrap_or_default();
-            headers.insert(
-                REASON_HEADER.into(),
-                AMQPValue::LongString(reason.as_str().into()),
-            );
-            let p = props.clone().with_headers(headers).with_delivery_mode(2);
-            let dead = ("", settings.dead_letter_queue.as_str());
-            let r = publish_confirmed(publish, dead, Route::Mandatory, &delivery.data, p).await;
+            let why = AMQPValue::LongString(reason.as_str().into());
+            let p = copy_with(props, REASON_HEADER, why);
+            let dead = ("", s.settings.dead_letter_queue.as_str());
+            let r = publish_confirmed(&s.publish, dead, Route::Mandatory, &delivery.data, p).await;
             if r.is_ok() {
                 metric::dead_lettered();
             }
             r
         }
-    };
-    match outcome {
-        Ok(()) => {
-            crash_point(CrashPoint::AfterPublish, &disposition);
-            // If the ack is lost the broker redelivers the job: a duplicate result,
-            // never a lost job.
-            acks.ack(delivery.delivery_tag);
-            true
-        }
-        Err(e) => {
-            metric::publish_failed();
-            tracing::warn!(error = %e, "result not confirmed; handing the job back");
-            let refused = matches!(e, AmqpError::Nacked | AmqpError::Unroutable { .. });
-            if refused {
-                // The broker refused this one message (a full queue, a missing one): hand
-                // it back after a pause rather than in a hot loop.
-                tokio::time::sleep(NACK_PAUSE).await;
-            }
-            if !(matches!(e, AmqpError::Nacked)
-                && hand_back(publish, settings, &delivery, &delivery_id, acks).await)
-            {
-                requeue(&delivery, acks).await;
-            }
-            // A nack leaves the session fine; a missing queue is declared again by a new
-            // session, and a failed publish may mean the channel is gone.
-            matches!(e, AmqpError::Nacked)
-        }
     }
+}
+
+/// The delivery's properties with one header added, persistent: for the copies we publish.
+fn copy_with(props: &BasicProperties, header: &str, value: AMQPValue) -> BasicProperties {
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(header.into(), value);
+    props.clone().with_headers(headers).with_delivery_mode(2)
+}
+
+/// Acks the delivery once its publish was confirmed, or hands it back. False when the
+/// session should be rebuilt.
+async fn settle(
+    s: &Session,
+    delivery: &lapin::message::Delivery,
+    received: &Received,
+    disposition: &Disposition,
+    outcome: Result<(), AmqpError>,
+) -> bool {
+    let Err(e) = outcome else {
+        crash_point(CrashPoint::AfterPublish, disposition);
+        // If the ack is lost the broker redelivers the job: a duplicate result,
+        // never a lost job.
+        s.acks.ack(delivery.delivery_tag);
+        return true;
+    };
+    metric::publish_failed();
+    tracing::warn!(error = %e, "result not confirmed; handing the job back");
+    let nacked = matches!(e, AmqpError::Nacked);
+    if nacked || matches!(e, AmqpError::Unroutable { .. }) {
+        // The broker refused this one message (a full queue, a missing one): hand
+        // it back after a pause rather than in a hot loop.
+        tokio::time::sleep(NACK_PAUSE).await;
+    }
+    if !(nacked && hand_back(s, delivery, &received.delivery_id).await) {
+        requeue(delivery, &s.acks).await;
+    }
+    // A nack leaves the session fine; a missing queue is declared again by a new
+    // session, and a failed publish may mean the channel is gone.
+    nacked
 }
 
 /// Header of a job's copy handed back through a delay queue: the delivery id of the
@@ -501,29 +534,15 @@ fn header_text(props: &BasicProperties, name: &str) -> Option<String> {
 /// quorum queue, whose `x-delivery-limit` would dead-letter a healthy job after a few
 /// refusals of a full queue that is not its fault. False when the copy was not
 /// confirmed either (the caller nacks then).
-async fn hand_back(
-    publish: &Channel,
-    settings: &AmqpSettings,
-    delivery: &lapin::message::Delivery,
-    delivery_id: &str,
-    acks: &Acks,
-) -> bool {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    headers.insert(
-        RETRY_OF_HEADER.into(),
-        AMQPValue::LongString(delivery_id.into()),
-    );
-    let props = delivery
-        .properties
-        .clone()
-        .with_headers(headers)
-        .with_delivery_mode(2);
-    let queue = delay_queue_name(settings, DELAY_BUCKETS[0]);
+async fn hand_back(s: &Session, delivery: &lapin::message::Delivery, delivery_id: &str) -> bool {
+    let of = AMQPValue::LongString(delivery_id.into());
+    let props = copy_with(&delivery.properties, RETRY_OF_HEADER, of);
+    let queue = delay_queue_name(&s.settings, DELAY_BUCKETS[0]);
     let to = ("", queue.as_str());
-    match publish_confirmed(publish, to, Route::Mandatory, &delivery.data, props).await {
+    match publish_confirmed(&s.publish, to, Route::Mandatory, &delivery.data, props).await {
         Ok(()) => {
             metric::requeued();
-            acks.ack(delivery.delivery_tag);
+            s.acks.ack(delivery.delivery_tag);
             true
         }
         Err(_) => false,
