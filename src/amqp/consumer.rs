@@ -60,41 +60,112 @@ pub async fn run_worker(
     state: Arc<BrokerState>,
     shutdown: CancellationToken,
 ) {
-    let ConsumerOptions {
-        concurrency,
-        grace,
-        max_wait,
-        worker_name,
-    } = options;
-    let permits = Arc::new(Semaphore::new(concurrency));
-    // Shared by every job, not cloned for each.
-    let shared_settings = Arc::new(settings.clone());
-    let tracker = TaskTracker::new();
-    let mut delays = backoff();
-    let mut first = true;
-    let mut nodes = Nodes::new(&settings);
-    // When the last session broke: the time without a broker is counted from there.
-    let mut lost_at: Option<tokio::time::Instant> = None;
-    'session: while !shutdown.is_cancelled() {
+    let mut worker = Worker::new(settings, engine, options, state, shutdown);
+    while !worker.shutdown.is_cancelled() {
+        // No session: the pause after the failure was taken, or shutdown came.
+        let Some((mut live, session)) = worker.open().await else {
+            continue;
+        };
+        worker.consume(&mut live, &session).await;
+        let over = worker.release(session);
+        if worker.shutdown.is_cancelled() {
+            worker.shut_down(live, over).await;
+            return;
+        }
+        worker.end(live, over).await;
+    }
+    worker.tracker.close();
+    let _ = tokio::time::timeout(worker.grace, worker.tracker.wait()).await;
+    worker.state.connected.store(false, Ordering::SeqCst);
+}
+
+/// What the consumer keeps from one broker session to the next.
+struct Worker {
+    settings: AmqpSettings,
+    /// Shared by every job, not cloned for each.
+    shared_settings: Arc<AmqpSettings>,
+    engine: Arc<Engine>,
+    grace: Duration,
+    max_wait: Duration,
+    worker_name: String,
+    state: Arc<BrokerState>,
+    shutdown: CancellationToken,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    delays: Box<dyn Iterator<Item = Duration> + Send + Sync>,
+    first: bool,
+    nodes: Nodes,
+    /// When the last session broke: the time without a broker is counted from there.
+    lost_at: Option<tokio::time::Instant>,
+}
+
+/// One open broker session's connection, channels and consumer. Its fields drop in
+/// this order, after the connection was closed.
+struct Live {
+    consumer: lapin::Consumer,
+    consume: Channel,
+    /// Held, not read: the publishing channel stays open until the session ends, even
+    /// when its jobs (which hold clones) are done first.
+    _publish: Channel,
+    conn: Connection,
+}
+
+impl Worker {
+    fn new(
+        settings: AmqpSettings,
+        engine: Arc<Engine>,
+        options: ConsumerOptions,
+        state: Arc<BrokerState>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let ConsumerOptions {
+            concurrency,
+            grace,
+            max_wait,
+            worker_name,
+        } = options;
+        Worker {
+            shared_settings: Arc::new(settings.clone()),
+            nodes: Nodes::new(&settings),
+            settings,
+            engine,
+            grace,
+            max_wait,
+            worker_name,
+            state,
+            shutdown,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            tracker: TaskTracker::new(),
+            delays: Box::new(backoff()),
+            first: true,
+            lost_at: None,
+        }
+    }
+
+    fn consumer_tag(&self) -> String {
+        format!("picket-{}", self.worker_name)
+    }
+
+    /// Connects, declares and starts consuming. `None` after a failure (and the pause
+    /// that follows it) or when shutdown came first.
+    async fn open(&mut self) -> Option<(Live, Session)> {
         let session = tokio::select! {
-            () = shutdown.cancelled() => break 'session,
-            s = open_session(&settings, &mut nodes, &worker_name) => s,
+            () = self.shutdown.cancelled() => return None,
+            s = open_session(&self.settings, &mut self.nodes, &self.worker_name) => s,
         };
         let (conn, publish, consume, node) = match session {
             Ok(s) => s,
             Err(e) => {
-                let d = delays.next().unwrap_or(Duration::from_secs(30));
+                let d = self.next_delay(30);
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "broker unavailable");
-                tokio::select! {
-                    () = shutdown.cancelled() => break 'session,
-                    () = tokio::time::sleep(d) => continue 'session,
-                }
+                self.pause(d).await;
+                return None;
             }
         };
-        let mut consumer = match consume
+        let consumer = match consume
             .basic_consume(
-                short(&settings.jobs_queue),
-                short(&format!("picket-{worker_name}")),
+                short(&self.settings.jobs_queue),
+                short(&self.consumer_tag()),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -105,59 +176,79 @@ pub async fn run_worker(
                 // E.g. another consumer holds the queue exclusively, or no permission:
                 // retrying at once would only hammer the broker.
                 let _ = conn.close(200, "cannot consume".into()).await;
-                let d = delays.next().unwrap_or(Duration::from_secs(30));
+                let d = self.next_delay(30);
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot consume; reconnecting");
-                tokio::select! {
-                    () = shutdown.cancelled() => break 'session,
-                    () = tokio::time::sleep(d) => continue 'session,
-                }
+                self.pause(d).await;
+                return None;
             }
         };
-        delays = backoff();
-        if !first {
+        let session = self.started(&conn, &publish, &consume, node);
+        let live = Live {
+            consumer,
+            consume,
+            _publish: publish,
+            conn,
+        };
+        Some((live, session))
+    }
+
+    /// Counts and announces a session that is consuming, and builds what its jobs share.
+    fn started(
+        &mut self,
+        conn: &Connection,
+        publish: &Channel,
+        consume: &Channel,
+        node: Node,
+    ) -> Session {
+        self.delays = Box::new(backoff());
+        if !self.first {
             metric::reconnected();
         }
         if node.moved {
             metric::broker_failover();
         }
-        if let Some(at) = lost_at.take() {
+        if let Some(at) = self.lost_at.take() {
             metric::broker_unavailable(at.elapsed());
         }
-        first = false;
-        // Cancelled by a task whose publish failed: the channel may be gone, so the
-        // session is rebuilt (and the topology declared again) rather than nacking
-        // every job in a loop.
-        let broken = CancellationToken::new();
-        state.connected.store(true, Ordering::SeqCst);
-        state.consuming.store(true, Ordering::SeqCst);
+        self.first = false;
+        self.state.connected.store(true, Ordering::SeqCst);
+        self.state.consuming.store(true, Ordering::SeqCst);
         metric::broker_up(true);
-        tracing::info!(queue = %settings.jobs_queue, node = %node.label, moved = node.moved, "consuming");
-        state.set_node(node.label);
-        let acks = Acks::start(consume.clone(), &tracker);
+        tracing::info!(queue = %self.settings.jobs_queue, node = %node.label, moved = node.moved, "consuming");
+        self.state.set_node(node.label);
         let session = Session {
-            engine: engine.clone(),
+            engine: self.engine.clone(),
             publish: publish.clone(),
-            settings: shared_settings.clone(),
-            max_wait,
-            acks: acks.clone(),
-            broken: broken.clone(),
+            settings: self.shared_settings.clone(),
+            max_wait: self.max_wait,
+            acks: Acks::start(consume.clone(), &self.tracker),
+            // Cancelled by a task whose publish failed: the channel may be gone, so the
+            // session is rebuilt (and the topology declared again) rather than nacking
+            // every job in a loop.
+            broken: CancellationToken::new(),
             over: CancellationToken::new(),
         };
         // While every slot is taken the loop waits for a permit, not for the consumer:
         // the connection's own events tell it that the session is gone.
-        watch_connection(&conn, session.broken.clone(), session.over.clone());
+        watch_connection(conn, session.broken.clone(), session.over.clone());
+        session
+    }
+
+    /// Takes deliveries, each after a probe permit, into tasks of their own until
+    /// shutdown, a broken session, or the consumer's end.
+    async fn consume(&self, live: &mut Live, session: &Session) {
         loop {
             // Take the permit before pulling the next delivery: no job waits in memory
             // without a probe slot.
             let permit = tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = broken.cancelled() => break,
-                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                () = self.shutdown.cancelled() => break,
+                () = session.broken.cancelled() => break,
+                p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
             let delivery = tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = broken.cancelled() => break,
-                d = consumer.next() => d,
+                () = self.shutdown.cancelled() => break,
+                () = session.broken.cancelled() => break,
+                d = live.consumer.next() => d,
             };
             let delivery = match delivery {
                 Some(Ok(d)) => d,
@@ -171,63 +262,83 @@ pub async fn run_worker(
                 }
             };
             metric::job_consumed();
-            acks.delivered(delivery.delivery_tag);
-            tracker.spawn(job(session.clone(), delivery, permit));
+            session.acks.delivered(delivery.delivery_tag);
+            self.tracker.spawn(job(session.clone(), delivery, permit));
         }
-        // The ack task ends, after sending the last acks, once the jobs' handles are
-        // gone too: waiting for the tracker below waits for it.
-        drop(acks);
+    }
+
+    /// Lets go of the session's shared handles and returns its `over` token. The ack
+    /// task ends, after sending the last acks, once the jobs' handles are gone too:
+    /// waiting for the tracker waits for it.
+    fn release(&self, session: Session) -> CancellationToken {
         let Session { over, .. } = session;
-        state.consuming.store(false, Ordering::SeqCst);
-        if shutdown.is_cancelled() {
-            // Stop the flow first, let in-flight jobs finish within the grace period,
-            // then close: whatever is still unacked goes back to the queue.
-            let _ = consume
-                .basic_cancel(
-                    short(&format!("picket-{worker_name}")),
-                    BasicCancelOptions::default(),
-                )
-                .await;
-            tracker.close();
-            if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-                tracing::warn!(
-                    left = tracker.len(),
-                    "shutdown grace over; unfinished jobs go back to the queue"
-                );
-                over.cancel();
-            }
-            over.cancel();
-            let _ = conn.close(200, "picket worker shutting down".into()).await;
-            state.connected.store(false, Ordering::SeqCst);
-            metric::broker_up(false);
-            return;
+        self.state.consuming.store(false, Ordering::SeqCst);
+        over
+    }
+
+    /// Ends the last session on shutdown: stop the flow first, let in-flight jobs finish
+    /// within the grace period, then close: whatever is still unacked goes back to the queue.
+    async fn shut_down(&self, live: Live, over: CancellationToken) {
+        let _ = live
+            .consume
+            .basic_cancel(short(&self.consumer_tag()), BasicCancelOptions::default())
+            .await;
+        self.tracker.close();
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.tracker.len(),
+                "shutdown grace over; unfinished jobs go back to the queue"
+            );
         }
-        state.connected.store(false, Ordering::SeqCst);
+        over.cancel();
+        let _ = live
+            .conn
+            .close(200, "picket worker shutting down".into())
+            .await;
+        self.state.connected.store(false, Ordering::SeqCst);
         metric::broker_up(false);
-        lost_at = Some(tokio::time::Instant::now());
+    }
+
+    /// Ends a session that broke (shutdown not asked), then pauses before the next.
+    async fn end(&mut self, live: Live, over: CancellationToken) {
+        self.state.connected.store(false, Ordering::SeqCst);
+        metric::broker_up(false);
+        self.lost_at = Some(tokio::time::Instant::now());
         // Jobs in flight may still publish and ack on a channel that works: give them
         // the grace period before the connection goes. On a dead connection (its node
         // died) they cannot, and the broker hands their deliveries to others: move to the
         // next node at once instead of idling through the grace period.
-        if conn.status().connected() {
-            tracker.close();
-            let _ = tokio::time::timeout(grace, tracker.wait()).await;
-            tracker.reopen();
+        if live.conn.status().connected() {
+            self.tracker.close();
+            let _ = tokio::time::timeout(self.grace, self.tracker.wait()).await;
+            self.tracker.reopen();
         }
         // What is still running cannot be acked on this session: the broker hands those
         // jobs out again, so they stop here rather than probe on and hold their slots.
         over.cancel();
-        let _ = conn.close(200, "reconnecting".into()).await;
+        let _ = live.conn.close(200, "reconnecting".into()).await;
         // A broken session is rebuilt after a pause, not in a hot loop.
-        let d = delays.next().unwrap_or(Duration::from_secs(1));
+        let d = self.next_delay(1);
+        self.pause(d).await;
+    }
+
+    /// The next backoff step (`fallback_secs` once the iterator is spent, which it never is).
+    fn next_delay(&mut self, fallback_secs: u64) -> Duration {
+        self.delays
+            .next()
+            .unwrap_or(Duration::from_secs(fallback_secs))
+    }
+
+    /// Sleeps for `d`, or less when shutdown comes.
+    async fn pause(&self, d: Duration) {
         tokio::select! {
-            () = shutdown.cancelled() => {}
+            () = self.shutdown.cancelled() => {}
             () = tokio::time::sleep(d) => {}
         }
     }
-    tracker.close();
-    let _ = tokio::time::timeout(grace, tracker.wait()).await;
-    state.connected.store(false, Ordering::SeqCst);
 }
 
 async fn open_session(
