@@ -127,6 +127,7 @@ pub(crate) fn render(handle: &PrometheusHandle) -> String {
     handle.render()
 }
 
+/// Long and left whole: pure data, one description per metric, easier to check as one list.
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(JOBS_CONSUMED, "Job messages taken from the jobs queue");

@@ -1,6 +1,7 @@
-//! The worker's consumer: one session per broker connection, a permit before each
-//! delivery, each delivery handled to its ack (or nack, hand-back, dead letter) in a task
-//! of its own, and the session's jobs stopped when it is over.
+//! The worker's consumer: one session per broker connection (connect, declare, consume;
+//! back off and reconnect when it breaks), a permit before each delivery, each delivery
+//! handled in a task of its own (`delivery`), and the session's jobs stopped when it is
+//! over.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,35 +9,22 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    ConfirmSelectOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ack::Acks;
-use super::topology::{declare, delay_bucket, delay_queue_name, DELAY_BUCKETS};
-use super::{
-    backoff, connection_name, publish_confirmed, publish_report, short, AmqpError, BrokerState,
-    Node, Nodes, Route,
-};
+use super::delivery::{job, Session};
+use super::topology::declare;
+use super::{backoff, connection_name, short, AmqpError, BrokerState, Node, Nodes};
 use crate::config::AmqpSettings;
 use crate::engine::Engine;
 use crate::metric;
-use crate::worker::{self, Disposition};
 
-/// Header carrying why a message was dead-lettered.
-pub const REASON_HEADER: &str = "x-picket-reason";
-/// Header counting how often a job was deferred because its IP was busy.
-pub const DEFERRALS_HEADER: &str = "x-picket-deferrals";
-/// After this many deferrals a job whose IP is still busy is answered unknown/rate_limited
-/// (it cannot loop for ever, nor hold a probe slot while it waits).
-pub const MAX_DEFERRALS: i64 = 20;
-/// Pause before handing back a job whose result the broker refused.
-const NACK_PAUSE: Duration = Duration::from_secs(1);
 /// How the consumer runs.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
@@ -60,41 +48,112 @@ pub async fn run_worker(
     state: Arc<BrokerState>,
     shutdown: CancellationToken,
 ) {
-    let ConsumerOptions {
-        concurrency,
-        grace,
-        max_wait,
-        worker_name,
-    } = options;
-    let permits = Arc::new(Semaphore::new(concurrency));
-    // Shared by every job, not cloned for each.
-    let shared_settings = Arc::new(settings.clone());
-    let tracker = TaskTracker::new();
-    let mut delays = backoff();
-    let mut first = true;
-    let mut nodes = Nodes::new(&settings);
-    // When the last session broke: the time without a broker is counted from there.
-    let mut lost_at: Option<tokio::time::Instant> = None;
-    'session: while !shutdown.is_cancelled() {
+    let mut worker = Worker::new(settings, engine, options, state, shutdown);
+    while !worker.shutdown.is_cancelled() {
+        // No session: the pause after the failure was taken, or shutdown came.
+        let Some((mut live, session)) = worker.open().await else {
+            continue;
+        };
+        worker.consume(&mut live, &session).await;
+        let over = worker.release(session);
+        if worker.shutdown.is_cancelled() {
+            worker.shut_down(live, over).await;
+            return;
+        }
+        worker.end(live, over).await;
+    }
+    worker.tracker.close();
+    let _ = tokio::time::timeout(worker.grace, worker.tracker.wait()).await;
+    worker.state.connected.store(false, Ordering::SeqCst);
+}
+
+/// What the consumer keeps from one broker session to the next.
+struct Worker {
+    settings: AmqpSettings,
+    /// Shared by every job, not cloned for each.
+    shared_settings: Arc<AmqpSettings>,
+    engine: Arc<Engine>,
+    grace: Duration,
+    max_wait: Duration,
+    worker_name: String,
+    state: Arc<BrokerState>,
+    shutdown: CancellationToken,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    delays: Box<dyn Iterator<Item = Duration> + Send + Sync>,
+    first: bool,
+    nodes: Nodes,
+    /// When the last session broke: the time without a broker is counted from there.
+    lost_at: Option<tokio::time::Instant>,
+}
+
+/// One open broker session's connection, channels and consumer. Its fields drop in
+/// this order, after the connection was closed.
+struct Live {
+    consumer: lapin::Consumer,
+    consume: Channel,
+    /// Held, not read: the publishing channel stays open until the session ends, even
+    /// when its jobs (which hold clones) are done first.
+    _publish: Channel,
+    conn: Connection,
+}
+
+impl Worker {
+    fn new(
+        settings: AmqpSettings,
+        engine: Arc<Engine>,
+        options: ConsumerOptions,
+        state: Arc<BrokerState>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let ConsumerOptions {
+            concurrency,
+            grace,
+            max_wait,
+            worker_name,
+        } = options;
+        Worker {
+            shared_settings: Arc::new(settings.clone()),
+            nodes: Nodes::new(&settings),
+            settings,
+            engine,
+            grace,
+            max_wait,
+            worker_name,
+            state,
+            shutdown,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            tracker: TaskTracker::new(),
+            delays: Box::new(backoff()),
+            first: true,
+            lost_at: None,
+        }
+    }
+
+    fn consumer_tag(&self) -> String {
+        format!("picket-{}", self.worker_name)
+    }
+
+    /// Connects, declares and starts consuming. `None` after a failure (and the pause
+    /// that follows it) or when shutdown came first.
+    async fn open(&mut self) -> Option<(Live, Session)> {
         let session = tokio::select! {
-            () = shutdown.cancelled() => break 'session,
-            s = open_session(&settings, &mut nodes, &worker_name) => s,
+            () = self.shutdown.cancelled() => return None,
+            s = open_session(&self.settings, &mut self.nodes, &self.worker_name) => s,
         };
         let (conn, publish, consume, node) = match session {
             Ok(s) => s,
             Err(e) => {
-                let d = delays.next().unwrap_or(Duration::from_secs(30));
+                let d = self.next_delay(30);
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "broker unavailable");
-                tokio::select! {
-                    () = shutdown.cancelled() => break 'session,
-                    () = tokio::time::sleep(d) => continue 'session,
-                }
+                self.pause(d).await;
+                return None;
             }
         };
-        let mut consumer = match consume
+        let consumer = match consume
             .basic_consume(
-                short(&settings.jobs_queue),
-                short(&format!("picket-{worker_name}")),
+                short(&self.settings.jobs_queue),
+                short(&self.consumer_tag()),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -105,59 +164,79 @@ pub async fn run_worker(
                 // E.g. another consumer holds the queue exclusively, or no permission:
                 // retrying at once would only hammer the broker.
                 let _ = conn.close(200, "cannot consume".into()).await;
-                let d = delays.next().unwrap_or(Duration::from_secs(30));
+                let d = self.next_delay(30);
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot consume; reconnecting");
-                tokio::select! {
-                    () = shutdown.cancelled() => break 'session,
-                    () = tokio::time::sleep(d) => continue 'session,
-                }
+                self.pause(d).await;
+                return None;
             }
         };
-        delays = backoff();
-        if !first {
+        let session = self.started(&conn, &publish, &consume, node);
+        let live = Live {
+            consumer,
+            consume,
+            _publish: publish,
+            conn,
+        };
+        Some((live, session))
+    }
+
+    /// Counts and announces a session that is consuming, and builds what its jobs share.
+    fn started(
+        &mut self,
+        conn: &Connection,
+        publish: &Channel,
+        consume: &Channel,
+        node: Node,
+    ) -> Session {
+        self.delays = Box::new(backoff());
+        if !self.first {
             metric::reconnected();
         }
         if node.moved {
             metric::broker_failover();
         }
-        if let Some(at) = lost_at.take() {
+        if let Some(at) = self.lost_at.take() {
             metric::broker_unavailable(at.elapsed());
         }
-        first = false;
-        // Cancelled by a task whose publish failed: the channel may be gone, so the
-        // session is rebuilt (and the topology declared again) rather than nacking
-        // every job in a loop.
-        let broken = CancellationToken::new();
-        state.connected.store(true, Ordering::SeqCst);
-        state.consuming.store(true, Ordering::SeqCst);
+        self.first = false;
+        self.state.connected.store(true, Ordering::SeqCst);
+        self.state.consuming.store(true, Ordering::SeqCst);
         metric::broker_up(true);
-        tracing::info!(queue = %settings.jobs_queue, node = %node.label, moved = node.moved, "consuming");
-        state.set_node(node.label);
-        let acks = Acks::start(consume.clone(), &tracker);
+        tracing::info!(queue = %self.settings.jobs_queue, node = %node.label, moved = node.moved, "consuming");
+        self.state.set_node(node.label);
         let session = Session {
-            engine: engine.clone(),
+            engine: self.engine.clone(),
             publish: publish.clone(),
-            settings: shared_settings.clone(),
-            max_wait,
-            acks: acks.clone(),
-            broken: broken.clone(),
+            settings: self.shared_settings.clone(),
+            max_wait: self.max_wait,
+            acks: Acks::start(consume.clone(), &self.tracker),
+            // Cancelled by a task whose publish failed: the channel may be gone, so the
+            // session is rebuilt (and the topology declared again) rather than nacking
+            // every job in a loop.
+            broken: CancellationToken::new(),
             over: CancellationToken::new(),
         };
         // While every slot is taken the loop waits for a permit, not for the consumer:
         // the connection's own events tell it that the session is gone.
-        watch_connection(&conn, session.broken.clone(), session.over.clone());
+        watch_connection(conn, session.broken.clone(), session.over.clone());
+        session
+    }
+
+    /// Takes deliveries, each after a probe permit, into tasks of their own until
+    /// shutdown, a broken session, or the consumer's end.
+    async fn consume(&self, live: &mut Live, session: &Session) {
         loop {
             // Take the permit before pulling the next delivery: no job waits in memory
             // without a probe slot.
             let permit = tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = broken.cancelled() => break,
-                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                () = self.shutdown.cancelled() => break,
+                () = session.broken.cancelled() => break,
+                p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
             let delivery = tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = broken.cancelled() => break,
-                d = consumer.next() => d,
+                () = self.shutdown.cancelled() => break,
+                () = session.broken.cancelled() => break,
+                d = live.consumer.next() => d,
             };
             let delivery = match delivery {
                 Some(Ok(d)) => d,
@@ -171,63 +250,83 @@ pub async fn run_worker(
                 }
             };
             metric::job_consumed();
-            acks.delivered(delivery.delivery_tag);
-            tracker.spawn(job(session.clone(), delivery, permit));
+            session.acks.delivered(delivery.delivery_tag);
+            self.tracker.spawn(job(session.clone(), delivery, permit));
         }
-        // The ack task ends, after sending the last acks, once the jobs' handles are
-        // gone too: waiting for the tracker below waits for it.
-        drop(acks);
+    }
+
+    /// Lets go of the session's shared handles and returns its `over` token. The ack
+    /// task ends, after sending the last acks, once the jobs' handles are gone too:
+    /// waiting for the tracker waits for it.
+    fn release(&self, session: Session) -> CancellationToken {
         let Session { over, .. } = session;
-        state.consuming.store(false, Ordering::SeqCst);
-        if shutdown.is_cancelled() {
-            // Stop the flow first, let in-flight jobs finish within the grace period,
-            // then close: whatever is still unacked goes back to the queue.
-            let _ = consume
-                .basic_cancel(
-                    short(&format!("picket-{worker_name}")),
-                    BasicCancelOptions::default(),
-                )
-                .await;
-            tracker.close();
-            if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-                tracing::warn!(
-                    left = tracker.len(),
-                    "shutdown grace over; unfinished jobs go back to the queue"
-                );
-                over.cancel();
-            }
-            over.cancel();
-            let _ = conn.close(200, "picket worker shutting down".into()).await;
-            state.connected.store(false, Ordering::SeqCst);
-            metric::broker_up(false);
-            return;
+        self.state.consuming.store(false, Ordering::SeqCst);
+        over
+    }
+
+    /// Ends the last session on shutdown: stop the flow first, let in-flight jobs finish
+    /// within the grace period, then close: whatever is still unacked goes back to the queue.
+    async fn shut_down(&self, live: Live, over: CancellationToken) {
+        let _ = live
+            .consume
+            .basic_cancel(short(&self.consumer_tag()), BasicCancelOptions::default())
+            .await;
+        self.tracker.close();
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.tracker.len(),
+                "shutdown grace over; unfinished jobs go back to the queue"
+            );
         }
-        state.connected.store(false, Ordering::SeqCst);
+        over.cancel();
+        let _ = live
+            .conn
+            .close(200, "picket worker shutting down".into())
+            .await;
+        self.state.connected.store(false, Ordering::SeqCst);
         metric::broker_up(false);
-        lost_at = Some(tokio::time::Instant::now());
+    }
+
+    /// Ends a session that broke (shutdown not asked), then pauses before the next.
+    async fn end(&mut self, live: Live, over: CancellationToken) {
+        self.state.connected.store(false, Ordering::SeqCst);
+        metric::broker_up(false);
+        self.lost_at = Some(tokio::time::Instant::now());
         // Jobs in flight may still publish and ack on a channel that works: give them
         // the grace period before the connection goes. On a dead connection (its node
         // died) they cannot, and the broker hands their deliveries to others: move to the
         // next node at once instead of idling through the grace period.
-        if conn.status().connected() {
-            tracker.close();
-            let _ = tokio::time::timeout(grace, tracker.wait()).await;
-            tracker.reopen();
+        if live.conn.status().connected() {
+            self.tracker.close();
+            let _ = tokio::time::timeout(self.grace, self.tracker.wait()).await;
+            self.tracker.reopen();
         }
         // What is still running cannot be acked on this session: the broker hands those
         // jobs out again, so they stop here rather than probe on and hold their slots.
         over.cancel();
-        let _ = conn.close(200, "reconnecting".into()).await;
+        let _ = live.conn.close(200, "reconnecting".into()).await;
         // A broken session is rebuilt after a pause, not in a hot loop.
-        let d = delays.next().unwrap_or(Duration::from_secs(1));
+        let d = self.next_delay(1);
+        self.pause(d).await;
+    }
+
+    /// The next backoff step (`fallback_secs` once the iterator is spent, which it never is).
+    fn next_delay(&mut self, fallback_secs: u64) -> Duration {
+        self.delays
+            .next()
+            .unwrap_or(Duration::from_secs(fallback_secs))
+    }
+
+    /// Sleeps for `d`, or less when shutdown comes.
+    async fn pause(&self, d: Duration) {
         tokio::select! {
-            () = shutdown.cancelled() => {}
+            () = self.shutdown.cancelled() => {}
             () = tokio::time::sleep(d) => {}
         }
     }
-    tracker.close();
-    let _ = tokio::time::timeout(grace, tracker.wait()).await;
-    state.connected.store(false, Ordering::SeqCst);
 }
 
 async fn open_session(
@@ -290,351 +389,4 @@ fn watch_connection(conn: &Connection, broken: CancellationToken, over: Cancella
             }
         }
     });
-}
-
-/// What the jobs of one broker session share.
-#[derive(Clone)]
-struct Session {
-    engine: Arc<Engine>,
-    publish: Channel,
-    settings: Arc<AmqpSettings>,
-    max_wait: Duration,
-    acks: Acks,
-    /// Cancelled by a job whose publish failed: the session is rebuilt.
-    broken: CancellationToken,
-    /// Cancelled when the session is over: its unfinished jobs stop.
-    over: CancellationToken,
-}
-
-/// One delivery's task: handled to the end, or stopped when its session is over. A
-/// panic anywhere in the handling, publishing included, ends in a nack (the failure is
-/// counted: a second one makes the message poison), never in a delivery that stays
-/// unacked for good.
-async fn job(
-    session: Session,
-    delivery: lapin::message::Delivery,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    use futures_util::FutureExt;
-    metric::in_flight(1.0);
-    let tag = delivery.delivery_tag;
-    let acker = delivery.acker.clone();
-    let s = &session;
-    let work = deliver(
-        &s.engine,
-        &s.publish,
-        &s.settings,
-        s.max_wait,
-        delivery,
-        &s.acks,
-    );
-    tokio::select! {
-        () = s.over.cancelled() => {
-            tracing::info!("session over; the broker hands this job out again");
-        }
-        handled = std::panic::AssertUnwindSafe(work).catch_unwind() => match handled {
-            Ok(true) => {}
-            Ok(false) => s.broken.cancel(),
-            Err(e) => {
-                tracing::error!(error = %panic_text(e), "publishing a result failed unexpectedly; handing the job back");
-                metric::requeued();
-                let nack = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
-                let _ = acker.nack(nack).await;
-                s.acks.forget(tag);
-            }
-        },
-    }
-    metric::in_flight(-1.0);
-    drop(permit);
-}
-
-/// Handles one delivery to the end (ack or nack); false when publishing failed, which
-/// means the session should be rebuilt.
-async fn deliver(
-    engine: &Arc<Engine>,
-    publish: &Channel,
-    settings: &AmqpSettings,
-    max_wait: Duration,
-    delivery: lapin::message::Delivery,
-    acks: &Acks,
-) -> bool {
-    let deferrals = match delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(DEFERRALS_HEADER).cloned())
-    {
-        Some(AMQPValue::LongLongInt(n)) => n,
-        Some(AMQPValue::LongInt(n)) => i64::from(n),
-        _ => 0,
-    };
-    let last_deferral = deferrals >= MAX_DEFERRALS;
-    let props = &delivery.properties;
-    let message_id = props.message_id().as_ref().map(|m| m.as_str());
-    let timestamp = props.timestamp().as_ref().copied();
-    let fallback_id = message_id
-        .map(str::to_string)
-        .unwrap_or_else(|| worker::stable_id(&delivery.data, timestamp));
-    // A job handed back as a copy (see `hand_back`) is a redelivery of the message it
-    // copies, for the key's state.
-    let retry_of = header_text(props, RETRY_OF_HEADER);
-    let redelivered = delivery.redelivered || retry_of.is_some();
-    let delivery_id =
-        retry_of.unwrap_or_else(|| worker::delivery_id(message_id, &delivery.data, timestamp));
-    // A panic on some message is caught here (no task of its own: a spawn and a join per
-    // job cost more than the handler's bookkeeping): the first time the job goes back to
-    // the queue, a second time it is poison.
-    let handled = {
-        use futures_util::FutureExt;
-        let message = worker::Message {
-            body: &delivery.data,
-            fallback_id: &fallback_id,
-            delivery: crate::state::Delivery {
-                id: &delivery_id,
-                redelivered,
-            },
-            last_deferral,
-        };
-        let handle = worker::handle(engine, message, settings.max_message_bytes, Some(max_wait));
-        std::panic::AssertUnwindSafe(handle).catch_unwind().await
-    };
-    let disposition = match handled {
-        Ok(d) => d,
-        Err(e) => {
-            let why = panic_text(e);
-            if let Some(reason) = poison_reason(failures().count(&delivery_id), &why) {
-                Disposition::DeadLetter(reason)
-            } else {
-                tracing::error!(error = %why, "handler failed; handing the job back once");
-                requeue(&delivery, acks).await;
-                return true;
-            }
-        }
-    };
-    crash_point(CrashPoint::AfterState, &disposition);
-    let outcome = match disposition {
-        Disposition::Defer(wait) => {
-            let mut headers = props.headers().clone().unwrap_or_default();
-            headers.insert(
-                DEFERRALS_HEADER.into(),
-                AMQPValue::LongLongInt(deferrals + 1),
-            );
-            let p = props.clone().with_headers(headers).with_delivery_mode(2);
-            let queue = delay_queue_name(settings, delay_bucket(wait));
-            let delay = ("", queue.as_str());
-            let r = publish_confirmed(publish, delay, Route::Mandatory, &delivery.data, p).await;
-            if r.is_ok() {
-                metric::deferred();
-            }
-            r
-        }
-        Disposition::Answer(ref report) => {
-            publish_report(
-                publish,
-                settings,
-                report,
-                props.reply_to().as_ref(),
-                props.correlation_id().as_ref(),
-            )
-            .await
-        }
-        Disposition::DeadLetter(ref reason) => {
-            tracing::warn!(reason = %reason, "not a job; dead-lettering");
-            let mut headers = props.headers().clone().unwrap_or_default();
-            headers.insert(
-                REASON_HEADER.into(),
-                AMQPValue::LongString(reason.as_str().into()),
-            );
-            let p = props.clone().with_headers(headers).with_delivery_mode(2);
-            let dead = ("", settings.dead_letter_queue.as_str());
-            let r = publish_confirmed(publish, dead, Route::Mandatory, &delivery.data, p).await;
-            if r.is_ok() {
-                metric::dead_lettered();
-            }
-            r
-        }
-    };
-    match outcome {
-        Ok(()) => {
-            crash_point(CrashPoint::AfterPublish, &disposition);
-            // If the ack is lost the broker redelivers the job: a duplicate result,
-            // never a lost job.
-            acks.ack(delivery.delivery_tag);
-            true
-        }
-        Err(e) => {
-            metric::publish_failed();
-            tracing::warn!(error = %e, "result not confirmed; handing the job back");
-            let refused = matches!(e, AmqpError::Nacked | AmqpError::Unroutable { .. });
-            if refused {
-                // The broker refused this one message (a full queue, a missing one): hand
-                // it back after a pause rather than in a hot loop.
-                tokio::time::sleep(NACK_PAUSE).await;
-            }
-            if !(matches!(e, AmqpError::Nacked)
-                && hand_back(publish, settings, &delivery, &delivery_id, acks).await)
-            {
-                requeue(&delivery, acks).await;
-            }
-            // A nack leaves the session fine; a missing queue is declared again by a new
-            // session, and a failed publish may mean the channel is gone.
-            matches!(e, AmqpError::Nacked)
-        }
-    }
-}
-
-/// Header of a job's copy handed back through a delay queue: the delivery id of the
-/// message it copies, so that the copy is a redelivery for the key's state.
-pub const RETRY_OF_HEADER: &str = "x-picket-retry-of";
-
-/// A short-string or long-string header's text.
-fn header_text(props: &BasicProperties, name: &str) -> Option<String> {
-    match props.headers().as_ref()?.inner().get(name)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
-        _ => None,
-    }
-}
-
-/// Hands a job whose result the broker refused (a full results queue) back as a copy
-/// through the shortest delay queue, then acks it: a nack would count as a delivery on a
-/// quorum queue, whose `x-delivery-limit` would dead-letter a healthy job after a few
-/// refusals of a full queue that is not its fault. False when the copy was not
-/// confirmed either (the caller nacks then).
-async fn hand_back(
-    publish: &Channel,
-    settings: &AmqpSettings,
-    delivery: &lapin::message::Delivery,
-    delivery_id: &str,
-    acks: &Acks,
-) -> bool {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    headers.insert(
-        RETRY_OF_HEADER.into(),
-        AMQPValue::LongString(delivery_id.into()),
-    );
-    let props = delivery
-        .properties
-        .clone()
-        .with_headers(headers)
-        .with_delivery_mode(2);
-    let queue = delay_queue_name(settings, DELAY_BUCKETS[0]);
-    let to = ("", queue.as_str());
-    match publish_confirmed(publish, to, Route::Mandatory, &delivery.data, props).await {
-        Ok(()) => {
-            metric::requeued();
-            acks.ack(delivery.delivery_tag);
-            true
-        }
-        Err(_) => false,
-    }
-}
-
-/// Hands a delivery back to the queue (the broker redelivers it, to us or another worker).
-async fn requeue(delivery: &lapin::message::Delivery, acks: &Acks) {
-    metric::requeued();
-    let _ = delivery
-        .acker
-        .nack(BasicNackOptions {
-            requeue: true,
-            ..BasicNackOptions::default()
-        })
-        .await;
-    // Only now, with the nack sent: a multiple ack sent before it would have settled
-    // this delivery as done.
-    acks.forget(delivery.delivery_tag);
-}
-
-/// After the handler failed on a message for the `failures`-th time: `None` = hand it
-/// back once more; `Some(reason)` = it is poison, dead-letter it with that reason.
-fn poison_reason(failures: u32, why: &str) -> Option<String> {
-    (failures >= 2).then(|| format!("the handler failed on this message {failures} times: {why}"))
-}
-
-/// Handler failures by message in this process. Counting them, rather than trusting
-/// the broker's `redelivered` flag, keeps a job that was merely handed back (a broken
-/// session, a killed worker) from being called poison at its first failure.
-struct Failures(std::sync::Mutex<std::collections::HashMap<String, u32>>);
-
-impl Failures {
-    /// Counts one more failure of `delivery_id` and returns how many there were.
-    fn count(&self, delivery_id: &str) -> u32 {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Failures are rare; a bound keeps a storm of them from growing without end.
-        if map.len() > 10_000 {
-            map.clear();
-        }
-        let n = map.entry(delivery_id.to_string()).or_insert(0);
-        *n += 1;
-        *n
-    }
-}
-
-fn failures() -> &'static Failures {
-    static FAILURES: std::sync::OnceLock<Failures> = std::sync::OnceLock::new();
-    FAILURES.get_or_init(|| Failures(std::sync::Mutex::new(std::collections::HashMap::new())))
-}
-
-/// Where the test hook `PICKET_TEST_CRASH=POINT:JOB_ID` ends the process, as `kill -9`
-/// would, so that tests kill a worker at an exact step instead of by luck.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CrashPoint {
-    /// The key's state was stepped, nothing published yet.
-    AfterState,
-    /// The result (and change) were confirmed, the job not yet acked.
-    AfterPublish,
-}
-
-fn crash_point(point: CrashPoint, disposition: &Disposition) {
-    static HOOK: std::sync::OnceLock<Option<(String, String)>> = std::sync::OnceLock::new();
-    let hook = HOOK.get_or_init(|| {
-        let v = std::env::var("PICKET_TEST_CRASH").ok()?;
-        let (at, job) = v.split_once(':')?;
-        Some((at.to_string(), job.to_string()))
-    });
-    let Some((at, job)) = hook else { return };
-    let name = match point {
-        CrashPoint::AfterState => "after_state",
-        CrashPoint::AfterPublish => "after_publish",
-    };
-    if let Disposition::Answer(report) = disposition {
-        if at == name && &report.job_id == job {
-            eprintln!("PICKET_TEST_CRASH: ending the process {name} of job {job}");
-            std::process::abort();
-        }
-    }
-}
-
-fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_handler_failure_is_retried_once_then_the_message_is_poison() {
-        assert_eq!(poison_reason(1, "boom"), None);
-        let reason = poison_reason(2, "boom").expect("poison");
-        assert!(
-            reason.contains("boom") && reason.contains("2 times"),
-            "{reason}"
-        );
-        let f = Failures(std::sync::Mutex::new(std::collections::HashMap::new()));
-        assert_eq!((f.count("a"), f.count("b"), f.count("a")), (1, 1, 2));
-    }
-
-    #[tokio::test]
-    async fn panic_text_reads_the_panic_message() {
-        use futures_util::FutureExt;
-        let e = std::panic::AssertUnwindSafe(async { panic!("bad input {}", 7) })
-            .catch_unwind()
-            .await
-            .expect_err("panics");
-        assert_eq!(panic_text(e), "bad input 7");
-    }
 }

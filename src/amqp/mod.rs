@@ -1,7 +1,8 @@
 //! The RabbitMQ adapter, a file per role: [`topology`] (what is declared and why),
-//! [`publish`] (confirmed, mandatory publishing), [`consumer`] (the worker's sessions
-//! and deliveries), `ack` (acks in batches), `nodes` (the cluster's nodes and failover),
-//! and [`commands`] (the broker side of `enqueue` and `results`).
+//! [`publish`] (confirmed, mandatory publishing), [`consumer`] (the worker's sessions),
+//! `delivery` (one delivery, from the message to its ack), `ack` (acks in batches),
+//! `nodes` (the cluster's nodes and failover), and [`commands`] (the broker side of
+//! `enqueue` and `results`).
 //!
 //! The rule that keeps jobs safe: a delivery is acked only after its result (and its
 //! change, and its reply) were confirmed by the broker; if that fails, it is handed back.
@@ -17,13 +18,13 @@ use crate::config::AmqpSettings;
 mod ack;
 pub(crate) mod commands;
 pub(crate) mod consumer;
+mod delivery;
 mod nodes;
 pub(crate) mod publish;
 pub(crate) mod topology;
 
-pub use consumer::{
-    run_worker, ConsumerOptions, DEFERRALS_HEADER, MAX_DEFERRALS, REASON_HEADER, RETRY_OF_HEADER,
-};
+pub use consumer::{run_worker, ConsumerOptions};
+pub use delivery::{DEFERRALS_HEADER, MAX_DEFERRALS, REASON_HEADER, RETRY_OF_HEADER};
 pub use nodes::{connect_url, connection_name, Node, Nodes};
 pub use publish::{publish_confirmed, publish_report, short, Route};
 pub use topology::{declare, delay_bucket, delay_queue_name, DELAY_BUCKETS, DELIVERY_LIMIT};

@@ -1,0 +1,401 @@
+//! One delivery's handling, from the message to its ack: read its headers, run the
+//! handler (decode and engine) under a panic guard, publish what it decided and wait for
+//! the broker's confirmation, then ack, or hand the job back (a nack, or a copy through a
+//! delay queue). Poison messages and the `PICKET_TEST_CRASH` hook live here too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::BasicNackOptions;
+use lapin::types::AMQPValue;
+use lapin::{BasicProperties, Channel};
+use tokio_util::sync::CancellationToken;
+
+use super::ack::Acks;
+use super::topology::{delay_bucket, delay_queue_name, DELAY_BUCKETS};
+use super::{publish_confirmed, publish_report, AmqpError, Route};
+use crate::config::AmqpSettings;
+use crate::engine::Engine;
+use crate::metric;
+use crate::worker::{self, Disposition};
+
+/// Header carrying why a message was dead-lettered.
+pub const REASON_HEADER: &str = "x-picket-reason";
+/// Header counting how often a job was deferred because its IP was busy.
+pub const DEFERRALS_HEADER: &str = "x-picket-deferrals";
+/// After this many deferrals a job whose IP is still busy is answered unknown/rate_limited
+/// (it cannot loop for ever, nor hold a probe slot while it waits).
+pub const MAX_DEFERRALS: i64 = 20;
+/// Pause before handing back a job whose result the broker refused.
+const NACK_PAUSE: Duration = Duration::from_secs(1);
+
+/// What the jobs of one broker session share.
+#[derive(Clone)]
+pub(super) struct Session {
+    /// The engine that handles each job.
+    pub(super) engine: Arc<Engine>,
+    /// The session's publishing channel (confirm mode).
+    pub(super) publish: Channel,
+    /// The broker settings (queue names, message size limit).
+    pub(super) settings: Arc<AmqpSettings>,
+    /// Longest wait for a per-IP limit before a job is deferred.
+    pub(super) max_wait: Duration,
+    /// The session's ack task.
+    pub(super) acks: Acks,
+    /// Cancelled by a job whose publish failed: the session is rebuilt.
+    pub(super) broken: CancellationToken,
+    /// Cancelled when the session is over: its unfinished jobs stop.
+    pub(super) over: CancellationToken,
+}
+
+/// One delivery's task: handled to the end, or stopped when its session is over. A
+/// panic anywhere in the handling, publishing included, ends in a nack (the failure is
+/// counted: a second one makes the message poison), never in a delivery that stays
+/// unacked for good.
+pub(super) async fn job(
+    session: Session,
+    delivery: lapin::message::Delivery,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    use futures_util::FutureExt;
+    metric::in_flight(1.0);
+    let tag = delivery.delivery_tag;
+    let acker = delivery.acker.clone();
+    let s = &session;
+    let work = deliver(s, delivery);
+    tokio::select! {
+        () = s.over.cancelled() => {
+            tracing::info!("session over; the broker hands this job out again");
+        }
+        handled = std::panic::AssertUnwindSafe(work).catch_unwind() => match handled {
+            Ok(true) => {}
+            Ok(false) => s.broken.cancel(),
+            Err(e) => {
+                tracing::error!(error = %panic_text(e), "publishing a result failed unexpectedly; handing the job back");
+                metric::requeued();
+                let nack = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+                let _ = acker.nack(nack).await;
+                s.acks.forget(tag);
+            }
+        },
+    }
+    metric::in_flight(-1.0);
+    drop(permit);
+}
+
+/// Handles one delivery to the end (ack or nack): decode, engine, publish, settle.
+/// False when publishing failed, which means the session should be rebuilt.
+async fn deliver(s: &Session, delivery: lapin::message::Delivery) -> bool {
+    let received = Received::read(&delivery);
+    let Some(disposition) = decide(s, &delivery, &received).await else {
+        requeue(&delivery, &s.acks).await;
+        return true;
+    };
+    crash_point(CrashPoint::AfterState, &disposition);
+    let outcome = publish_disposition(s, &delivery, &received, &disposition).await;
+    settle(s, &delivery, &received, &disposition, outcome).await
+}
+
+/// What a delivery's properties say about it, read once.
+struct Received {
+    /// How often it was deferred already (`x-picket-deferrals`).
+    deferrals: i64,
+    /// The job id a message without one is answered under.
+    fallback_id: String,
+    /// The delivery's id for the key's state: the copied message's for a handed-back copy.
+    delivery_id: String,
+    /// Seen before: redelivered by the broker, or a copy handed back by us.
+    redelivered: bool,
+}
+
+impl Received {
+    fn read(delivery: &lapin::message::Delivery) -> Self {
+        let props = &delivery.properties;
+        let message_id = props.message_id().as_ref().map(|m| m.as_str());
+        let timestamp = props.timestamp().as_ref().copied();
+        let fallback_id = message_id
+            .map(str::to_string)
+            .unwrap_or_else(|| worker::stable_id(&delivery.data, timestamp));
+        // A job handed back as a copy (see `hand_back`) is a redelivery of the message it
+        // copies, for the key's state.
+        let retry_of = header_text(props, RETRY_OF_HEADER);
+        let redelivered = delivery.redelivered || retry_of.is_some();
+        let delivery_id =
+            retry_of.unwrap_or_else(|| worker::delivery_id(message_id, &delivery.data, timestamp));
+        Received {
+            deferrals: deferrals(props),
+            fallback_id,
+            delivery_id,
+            redelivered,
+        }
+    }
+}
+
+/// The `x-picket-deferrals` count (0 when absent).
+fn deferrals(props: &BasicProperties) -> i64 {
+    match props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(DEFERRALS_HEADER).cloned())
+    {
+        Some(AMQPValue::LongLongInt(n)) => n,
+        Some(AMQPValue::LongInt(n)) => i64::from(n),
+        _ => 0,
+    }
+}
+
+/// Runs the handler (decode and engine) over the delivery. `None` when it panicked for
+/// the first time on this message: the caller hands the job back once.
+async fn decide(
+    s: &Session,
+    delivery: &lapin::message::Delivery,
+    received: &Received,
+) -> Option<Disposition> {
+    use futures_util::FutureExt;
+    // A panic on some message is caught here (no task of its own: a spawn and a join per
+    // job cost more than the handler's bookkeeping): the first time the job goes back to
+    // the queue, a second time it is poison.
+    let message = worker::Message {
+        body: &delivery.data,
+        fallback_id: &received.fallback_id,
+        delivery: crate::state::Delivery {
+            id: &received.delivery_id,
+            redelivered: received.redelivered,
+        },
+        last_deferral: received.deferrals >= MAX_DEFERRALS,
+    };
+    let limit = s.settings.max_message_bytes;
+    let handle = worker::handle(&s.engine, message, limit, Some(s.max_wait));
+    match std::panic::AssertUnwindSafe(handle).catch_unwind().await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            let why = panic_text(e);
+            let poison = poison_reason(failures().count(&received.delivery_id), &why);
+            if poison.is_none() {
+                tracing::error!(error = %why, "handler failed; handing the job back once");
+            }
+            poison.map(Disposition::DeadLetter)
+        }
+    }
+}
+
+/// Publishes what the disposition says (a deferred copy, the result, a dead letter) and
+/// waits for the broker's confirmation.
+async fn publish_disposition(
+    s: &Session,
+    delivery: &lapin::message::Delivery,
+    received: &Received,
+    disposition: &Disposition,
+) -> Result<(), AmqpError> {
+    let props = &delivery.properties;
+    match disposition {
+        Disposition::Defer(wait) => {
+            let count = AMQPValue::LongLongInt(received.deferrals + 1);
+            let p = copy_with(props, DEFERRALS_HEADER, count);
+            let queue = delay_queue_name(&s.settings, delay_bucket(*wait));
+            let delay = ("", queue.as_str());
+            let r = publish_confirmed(&s.publish, delay, Route::Mandatory, &delivery.data, p).await;
+            if r.is_ok() {
+                metric::deferred();
+            }
+            r
+        }
+        Disposition::Answer(report) => {
+            let reply_to = props.reply_to().as_ref();
+            let correlation = props.correlation_id().as_ref();
+            publish_report(&s.publish, &s.settings, report, reply_to, correlation).await
+        }
+        Disposition::DeadLetter(reason) => {
+            tracing::warn!(reason = %reason, "not a job; dead-lettering");
+            let why = AMQPValue::LongString(reason.as_str().into());
+            let p = copy_with(props, REASON_HEADER, why);
+            let dead = ("", s.settings.dead_letter_queue.as_str());
+            let r = publish_confirmed(&s.publish, dead, Route::Mandatory, &delivery.data, p).await;
+            if r.is_ok() {
+                metric::dead_lettered();
+            }
+            r
+        }
+    }
+}
+
+/// The delivery's properties with one header added, persistent: for the copies we publish.
+fn copy_with(props: &BasicProperties, header: &str, value: AMQPValue) -> BasicProperties {
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(header.into(), value);
+    props.clone().with_headers(headers).with_delivery_mode(2)
+}
+
+/// Acks the delivery once its publish was confirmed, or hands it back. False when the
+/// session should be rebuilt.
+async fn settle(
+    s: &Session,
+    delivery: &lapin::message::Delivery,
+    received: &Received,
+    disposition: &Disposition,
+    outcome: Result<(), AmqpError>,
+) -> bool {
+    let Err(e) = outcome else {
+        crash_point(CrashPoint::AfterPublish, disposition);
+        // If the ack is lost the broker redelivers the job: a duplicate result,
+        // never a lost job.
+        s.acks.ack(delivery.delivery_tag);
+        return true;
+    };
+    metric::publish_failed();
+    tracing::warn!(error = %e, "result not confirmed; handing the job back");
+    let nacked = matches!(e, AmqpError::Nacked);
+    if nacked || matches!(e, AmqpError::Unroutable { .. }) {
+        // The broker refused this one message (a full queue, a missing one): hand
+        // it back after a pause rather than in a hot loop.
+        tokio::time::sleep(NACK_PAUSE).await;
+    }
+    if !(nacked && hand_back(s, delivery, &received.delivery_id).await) {
+        requeue(delivery, &s.acks).await;
+    }
+    // A nack leaves the session fine; a missing queue is declared again by a new
+    // session, and a failed publish may mean the channel is gone.
+    nacked
+}
+
+/// Header of a job's copy handed back through a delay queue: the delivery id of the
+/// message it copies, so that the copy is a redelivery for the key's state.
+pub const RETRY_OF_HEADER: &str = "x-picket-retry-of";
+
+/// A short-string or long-string header's text.
+fn header_text(props: &BasicProperties, name: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// Hands a job whose result the broker refused (a full results queue) back as a copy
+/// through the shortest delay queue, then acks it: a nack would count as a delivery on a
+/// quorum queue, whose `x-delivery-limit` would dead-letter a healthy job after a few
+/// refusals of a full queue that is not its fault. False when the copy was not
+/// confirmed either (the caller nacks then).
+async fn hand_back(s: &Session, delivery: &lapin::message::Delivery, delivery_id: &str) -> bool {
+    let of = AMQPValue::LongString(delivery_id.into());
+    let props = copy_with(&delivery.properties, RETRY_OF_HEADER, of);
+    let queue = delay_queue_name(&s.settings, DELAY_BUCKETS[0]);
+    let to = ("", queue.as_str());
+    match publish_confirmed(&s.publish, to, Route::Mandatory, &delivery.data, props).await {
+        Ok(()) => {
+            metric::requeued();
+            s.acks.ack(delivery.delivery_tag);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Hands a delivery back to the queue (the broker redelivers it, to us or another worker).
+async fn requeue(delivery: &lapin::message::Delivery, acks: &Acks) {
+    metric::requeued();
+    let _ = delivery
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        })
+        .await;
+    // Only now, with the nack sent: a multiple ack sent before it would have settled
+    // this delivery as done.
+    acks.forget(delivery.delivery_tag);
+}
+
+/// After the handler failed on a message for the `failures`-th time: `None` = hand it
+/// back once more; `Some(reason)` = it is poison, dead-letter it with that reason.
+fn poison_reason(failures: u32, why: &str) -> Option<String> {
+    (failures >= 2).then(|| format!("the handler failed on this message {failures} times: {why}"))
+}
+
+/// Handler failures by message in this process. Counting them, rather than trusting
+/// the broker's `redelivered` flag, keeps a job that was merely handed back (a broken
+/// session, a killed worker) from being called poison at its first failure.
+struct Failures(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+impl Failures {
+    /// Counts one more failure of `delivery_id` and returns how many there were.
+    fn count(&self, delivery_id: &str) -> u32 {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Failures are rare; a bound keeps a storm of them from growing without end.
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        let n = map.entry(delivery_id.to_string()).or_insert(0);
+        *n += 1;
+        *n
+    }
+}
+
+fn failures() -> &'static Failures {
+    static FAILURES: std::sync::OnceLock<Failures> = std::sync::OnceLock::new();
+    FAILURES.get_or_init(|| Failures(std::sync::Mutex::new(std::collections::HashMap::new())))
+}
+
+/// Where the test hook `PICKET_TEST_CRASH=POINT:JOB_ID` ends the process, as `kill -9`
+/// would, so that tests kill a worker at an exact step instead of by luck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashPoint {
+    /// The key's state was stepped, nothing published yet.
+    AfterState,
+    /// The result (and change) were confirmed, the job not yet acked.
+    AfterPublish,
+}
+
+fn crash_point(point: CrashPoint, disposition: &Disposition) {
+    static HOOK: std::sync::OnceLock<Option<(String, String)>> = std::sync::OnceLock::new();
+    let hook = HOOK.get_or_init(|| {
+        let v = std::env::var("PICKET_TEST_CRASH").ok()?;
+        let (at, job) = v.split_once(':')?;
+        Some((at.to_string(), job.to_string()))
+    });
+    let Some((at, job)) = hook else { return };
+    let name = match point {
+        CrashPoint::AfterState => "after_state",
+        CrashPoint::AfterPublish => "after_publish",
+    };
+    if let Disposition::Answer(report) = disposition {
+        if at == name && &report.job_id == job {
+            eprintln!("PICKET_TEST_CRASH: ending the process {name} of job {job}");
+            std::process::abort();
+        }
+    }
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handler_failure_is_retried_once_then_the_message_is_poison() {
+        assert_eq!(poison_reason(1, "boom"), None);
+        let reason = poison_reason(2, "boom").expect("poison");
+        assert!(
+            reason.contains("boom") && reason.contains("2 times"),
+            "{reason}"
+        );
+        let f = Failures(std::sync::Mutex::new(std::collections::HashMap::new()));
+        assert_eq!((f.count("a"), f.count("b"), f.count("a")), (1, 1, 2));
+    }
+
+    #[tokio::test]
+    async fn panic_text_reads_the_panic_message() {
+        use futures_util::FutureExt;
+        let e = std::panic::AssertUnwindSafe(async { panic!("bad input {}", 7) })
+            .catch_unwind()
+            .await
+            .expect_err("panics");
+        assert_eq!(panic_text(e), "bad input 7");
+    }
+}
