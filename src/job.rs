@@ -334,17 +334,25 @@ fn json_kind(v: &Value) -> &'static str {
 /// The same sentences as a job's URL validation.
 pub fn job_for_url(url: &str, id: &str) -> Result<Job, String> {
     let url = parse_target_url(url)?;
-    Ok(Job {
-        id: id.to_string(),
-        key: crate::key::derive(url.as_str(), Method::Get, &[], &Expect::default()),
-        url,
-        method: Method::Get,
-        headers: Vec::new(),
-        timeout: None,
-        expect: Expect::default(),
-        max_age: None,
-        meta: None,
-    })
+    let key = crate::key::derive(url.as_str(), Method::Get, &[], &Expect::default());
+    Ok(Job::plain_get(id, key, url))
+}
+
+impl Job {
+    /// A plain GET of `url`, expecting nothing in particular.
+    pub(crate) fn plain_get(id: &str, key: String, url: Url) -> Job {
+        Job {
+            id: id.to_string(),
+            key,
+            url,
+            method: Method::Get,
+            headers: Vec::new(),
+            timeout: None,
+            expect: Expect::default(),
+            max_age: None,
+            meta: None,
+        }
+    }
 }
 
 /// HTTP facts of the final answer.

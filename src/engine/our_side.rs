@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::config::ProbeSettings;
 use crate::egress::{EgressHealth, Health, HealthSettings, NetworkWatch, Signal};
 use crate::engine::{Attempt, Prober};
-use crate::job::{Expect, Job, Method};
+use crate::job::Job;
 use crate::metric;
 use crate::probe::{FailureKind, Observation, Outcome, Plan};
 
@@ -76,17 +76,7 @@ pub(super) fn signal_of(obs: &Observation) -> Signal {
 
 /// The plan of a canary: a plain GET, where any answer at all will do.
 fn canary_plan(url: &url::Url, probe: &ProbeSettings) -> Plan {
-    let job = Job {
-        id: "canary".into(),
-        key: "canary".into(),
-        url: url.clone(),
-        method: Method::Get,
-        headers: Vec::new(),
-        timeout: None,
-        expect: Expect::default(),
-        max_age: None,
-        meta: None,
-    };
+    let job = Job::plain_get("canary", "canary".into(), url.clone());
     let mut plan = Plan::new(&job, probe);
     plan.min_body_bytes = 0;
     plan
