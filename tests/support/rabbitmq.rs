@@ -420,6 +420,24 @@ pub struct RabbitCluster {
     _epmd_watchdog: Watchdog,
 }
 
+/// Joins the stopped `node` to `seed`'s cluster and starts it; a join whose start
+/// fails is undone (`reset`) and tried again, twice at most.
+fn join(node: &RabbitServer, seed: &str) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let joined = node
+            .ctl(&["join_cluster", seed])
+            .and_then(|_| node.ctl(&["start_app"]));
+        match joined {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
+        }
+        let _ = node.ctl(&["stop_app"]);
+        node.ctl(&["reset"])?;
+    }
+    Err(format!("{} did not join {seed}: {last}", node.node()))
+}
+
 impl RabbitCluster {
     /// Starts `n` nodes (the joiners boot in parallel), joins them to the
     /// first, and waits until every node lists all `n` as running.
@@ -466,25 +484,27 @@ tidy "$1"
             cookie: Some(procs::unique("cookie").replace('-', "")),
         };
         let first = RabbitServer::launch_with(&setup)?;
+        // The joiners boot in parallel (the slow part) and join one by one.
         let joiners: Vec<_> = (1..n)
             .map(|_| {
                 let setup = setup.clone();
-                let seed = first.node().to_string();
                 std::thread::spawn(move || -> Result<RabbitServer, String> {
                     let node = RabbitServer::launch_with(&setup)?;
                     node.ctl(&["stop_app"])?;
-                    node.ctl(&["join_cluster", &seed])?;
-                    node.ctl(&["start_app"])?;
                     Ok(node)
                 })
             })
             .collect();
+        let seed = first.node().to_string();
         let mut nodes = vec![first];
         for j in joiners {
-            nodes.push(
-                j.join()
-                    .map_err(|_| "a joining node panicked".to_string())??,
-            );
+            let node = j
+                .join()
+                .map_err(|_| "a joining node panicked".to_string())??;
+            // One at a time: two nodes joining the seed at once can leave one whose
+            // Mnesia will not start (`start_app` fails with `mnesia_app`, seen in CI).
+            join(&node, &seed)?;
+            nodes.push(node);
         }
         let cluster = RabbitCluster {
             nodes,
