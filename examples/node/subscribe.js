@@ -116,6 +116,8 @@ async function listen(opts) {
   try {
     await subscribe(conn, opts, stop, () => done);
   } catch (e) {
+    // Stopped while subscribing: the error is only the closing connection's.
+    if (done) return finished;
     done = true;
     await conn.close().catch(() => {});
     throw e;
@@ -134,7 +136,6 @@ async function subscribe(conn, opts, stop, stopping) {
   await ch.assertExchange(opts.exchange, 'topic', { durable: true });
   const { queue } = await ch.assertQueue('', { exclusive: true }); // server-named, ours alone
   for (const key of opts.keys) await ch.bindQueue(queue, opts.exchange, key);
-  console.error(`subscribe: listening on ${opts.exchange} for ${opts.keys.join(' ')}`);
   let seen = 0;
   await ch.consume(queue, (msg) => {
     if (msg === null) {
@@ -151,6 +152,8 @@ async function subscribe(conn, opts, stop, stopping) {
     seen += 1;
     if (opts.count > 0 && seen >= opts.count) stop(0);
   });
+  // Said once the subscription is in place: a change published after this line is seen.
+  console.error(`subscribe: listening on ${opts.exchange} for ${opts.keys.join(' ')}`);
 }
 
 async function main() {
