@@ -193,3 +193,160 @@ async fn slow_answers_space_requests_to_that_ip_further() {
         t0.elapsed()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Through a Redis failure and back (issue 13): the fallback never adds to what Redis
+// booked, and a worker back on Redis never adds to what another's fallback grants.
+// ---------------------------------------------------------------------------------------
+
+const FAILOVER_RATE: f64 = 4.0;
+const FAILOVER_BURST: u32 = 2;
+
+/// Rate 4/s, burst 2, fallback share 0.5 (two workers), on the Redis at `url`.
+fn failover_settings(url: &str, prefix: &str) -> Settings {
+    let text = format!(
+        "[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}:\"\ntimeout = \"300ms\"\n\
+         [rate_limit]\nfallback_share = 0.5\n[rate_limit.per_ip]\nrate = {FAILOVER_RATE}\n\
+         burst = {FAILOVER_BURST}\nmax_inflight = 100\n"
+    );
+    Settings::from_toml(&text).expect("settings")
+}
+
+type Sends = std::sync::Arc<std::sync::Mutex<Vec<Instant>>>;
+
+/// `n` requests through `l` at once; each records when it was let go.
+fn send(
+    l: &std::sync::Arc<RedisLimiter>,
+    n: usize,
+    sends: &Sends,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let (l, sends) = (l.clone(), sends.clone());
+            tokio::spawn(async move {
+                let _permit = go(&l, "h.test").await;
+                sends.lock().expect("sends").push(Instant::now());
+            })
+        })
+        .collect()
+}
+
+/// The most sends in any window `[t, t + window)` starting at a send.
+fn most_in(sends: &Sends, window: Duration) -> usize {
+    let mut s = sends.lock().expect("sends").clone();
+    s.sort();
+    (0..s.len())
+        .map(|i| {
+            s[i..]
+                .iter()
+                .take_while(|x| x.duration_since(s[i]) < window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn assert_within_the_limit(sends: &Sends, what: &str) {
+    let mut all = sends.lock().expect("sends").clone();
+    all.sort();
+    let first = all[0];
+    let ms: Vec<u128> = all
+        .iter()
+        .map(|t| t.duration_since(first).as_millis())
+        .collect();
+    eprintln!("{what}: sends at {ms:?} ms");
+    for t in [0.5, 1.0, 2.0] {
+        let limit = (f64::from(FAILOVER_BURST) + FAILOVER_RATE * t).floor() as usize;
+        let most = most_in(sends, Duration::from_secs_f64(t));
+        assert!(
+            most <= limit,
+            "{what}: {most} sends in {t} s (burst + rate*T = {limit})"
+        );
+    }
+}
+
+async fn join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        t.await.expect("a sender");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_dying_under_booked_slots_never_lets_a_fallback_add_to_them() {
+    let redis = tokio::task::spawn_blocking(crate::support::RedisServer::launch)
+        .await
+        .expect("launch")
+        .expect("a private Redis");
+    let s = failover_settings(redis.url(), &unique("fo"));
+    let a = std::sync::Arc::new(limiter(&s, Duration::from_secs(30), "fa"));
+    let b = std::sync::Arc::new(limiter(&s, Duration::from_secs(30), "fb"));
+    let sends: Sends = Default::default();
+    // b's last answer from Redis is old by the time Redis dies; a books six slots, the
+    // last ones still ahead (their callers asleep) when it dies.
+    join(send(&b, 1, &sends)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let booked = send(&a, 6, &sends);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    redis.stop();
+    let mut fallback = send(&b, 3, &sends);
+    fallback.extend(send(&a, 2, &sends));
+    join(booked).await;
+    join(fallback).await;
+    assert_within_the_limit(&sends, "into the fallback");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_back_on_redis_never_adds_to_another_still_on_its_fallback() {
+    let redis = tokio::task::spawn_blocking(crate::support::RedisServer::launch)
+        .await
+        .expect("launch")
+        .expect("a private Redis");
+    let prefix = unique("fo");
+    let a = std::sync::Arc::new(limiter(
+        &failover_settings(redis.url(), &prefix),
+        Duration::from_secs(30),
+        "ra",
+    ));
+    // b's Redis stays away (nothing listens on port 9): it limits on its fallback all
+    // along, as a worker does whose client has not found the new primary yet.
+    let b = std::sync::Arc::new(limiter(
+        &failover_settings("redis://127.0.0.1:9/0", &prefix),
+        Duration::from_secs(30),
+        "rb",
+    ));
+    redis.stop();
+    let sends: Sends = Default::default();
+    join(send(&a, 1, &sends)).await;
+    let restarted = tokio::task::spawn_blocking(move || {
+        redis.start();
+        redis
+    });
+    let redis = restarted.await.expect("restart");
+    // a books again in Redis (its first try may meet the connection the restart broke).
+    let tat = format!("{prefix}:limit:{{192.0.2.77}}:tat");
+    let mut conn = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a connection to the restarted Redis");
+    let t = Instant::now();
+    while redis::cmd("GET")
+        .arg(&tat)
+        .query_async::<Option<String>>(&mut conn)
+        .await
+        .expect("GET")
+        .is_none()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "a never booked in Redis again"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        join(send(&a, 1, &sends)).await;
+    }
+    let mut both = send(&a, 5, &sends);
+    both.extend(send(&b, 5, &sends));
+    join(both).await;
+    assert_within_the_limit(&sends, "back from the fallback");
+    drop(redis);
+}

@@ -55,7 +55,8 @@ impl LocalLimiter {
         }
     }
 
-    fn scaled(&self, r: Rate) -> Rate {
+    /// `r` at this limiter's share (the fallback's rate, burst and in-flight cap).
+    pub(crate) fn scaled(&self, r: Rate) -> Rate {
         Rate {
             rate: r.rate * self.share,
             burst: ((f64::from(r.burst) * self.share).floor() as u32).max(1),
@@ -113,8 +114,7 @@ impl LocalLimiter {
     }
 
     /// Nothing for `req`'s key is granted before `horizon`: the shared limiter's
-    /// fallback starts an IP where Redis had booked it up to, so the slots callers are
-    /// still sleeping until are not granted a second time when Redis goes away.
+    /// fallback starts an IP after what may have gone through Redis just before.
     pub(crate) fn seed(&self, req: &Request<'_>, horizon: Instant) {
         let rate = self.scaled(self.rules.rate_for(req));
         let now = Instant::now();

@@ -11,10 +11,12 @@
 //!
 //! When Redis fails, requests go through a [`LocalLimiter`] at `fallback_share` of the
 //! rates; Redis is tried again after a pause and the shared limit resumes by itself.
-//! Through the switch each IP keeps to its limit: every answer from Redis tells how far
-//! ahead the IP is booked there, and the fallback starts the IP at that horizon (the
-//! callers sleeping until those slots still go); coming back, each booking carries the
-//! fallback's own horizon into Redis (a new primary may also have lost the last writes).
+//! Through the switch each IP keeps to its limit: the fallback starts an IP a burst
+//! after the failure, and callers asleep on Redis slots queue in it instead of sending
+//! beside the other workers' fallbacks; coming back, each booking carries the
+//! fallback's own horizon into Redis (a new primary may also have lost the last writes)
+//! and, for a while, books only the fallback share, as other workers may still be on
+//! theirs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +29,7 @@ use tokio::time::Instant;
 use super::lease::{Lease, Releaser};
 use super::standing::{self, Pace, Refusal, Signal};
 use super::{scripts, Grant, Limiter, LocalLimiter, Permit, Request, Rules};
-use crate::config::{RateLimitSettings, RedisSettings};
+use crate::config::{Rate, RateLimitSettings, RedisSettings};
 use crate::metric;
 use crate::redis_pool::RedisPool;
 
@@ -36,6 +38,23 @@ use crate::redis_pool::RedisPool;
 /// of what the others already book in Redis. One call tries at a time, so a Redis that
 /// hangs costs one caller a timeout per try, not every caller.
 const RETRY_REDIS_AFTER: Duration = Duration::from_millis(250);
+
+/// How long a worker back on Redis still books at its fallback share. The other workers
+/// find Redis back on their own next try (a rest, a call, their client finding the new
+/// primary), and until then their fallbacks grant their shares beside it: booking only
+/// its own share meanwhile keeps the sum within the limit. A few seconds at half speed
+/// after a failover cost little.
+const RETURN_WINDOW: Duration = Duration::from_secs(5);
+
+/// How much later than a burst after the switch a fallback starts an IP: the workers
+/// find a failure at their own next calls, and a caller of a worker that has not yet
+/// found it still sends on its Redis slot meanwhile. A busy worker calls Redis many
+/// times a second.
+const FALLBACK_MARGIN: Duration = Duration::from_millis(250);
+
+/// Longer than any wait a limiter books (`max_wait` is at most an hour): bounds the
+/// sums of intervals added to an instant.
+const AN_HOUR: Duration = Duration::from_secs(3600);
 
 /// Keys whose local view is kept before old ones are swept.
 const SWEEP_ABOVE: usize = 10_000;
@@ -48,6 +67,17 @@ struct View {
     level: i64,
     decay_asked: Option<Instant>,
     pace: Pace,
+    /// The fallback episode this key's fallback was last started for.
+    seeded: u64,
+}
+
+/// When this worker last switched to its fallback and back.
+#[derive(Debug, Default, Clone, Copy)]
+struct Switches {
+    /// Counts the switches to the fallback; each key is started once per episode.
+    episode: u64,
+    fell: Option<Instant>,
+    returned: Option<Instant>,
 }
 
 /// The per-IP limiter shared by all workers through Redis.
@@ -62,6 +92,7 @@ pub struct RedisLimiter {
     fallback: LocalLimiter,
     down_until: Mutex<Option<Instant>>,
     in_fallback: AtomicBool,
+    switches: Mutex<Switches>,
     next_lease: AtomicU64,
     lease_prefix: String,
     releaser: Releaser,
@@ -105,6 +136,7 @@ impl RedisLimiter {
             fallback: LocalLimiter::with_share(settings, settings.fallback_share),
             down_until: Mutex::new(None),
             in_fallback: AtomicBool::new(false),
+            switches: Mutex::new(Switches::default()),
             next_lease: AtomicU64::new(0),
             lease_prefix: lease_prefix(worker),
             releaser: Releaser::start(pool.clone(), redis.timeout, lease),
@@ -143,6 +175,7 @@ impl RedisLimiter {
             level: 0,
             decay_asked: None,
             pace: Pace::default(),
+            seeded: 0,
         });
         f(v);
         *v
@@ -174,6 +207,10 @@ impl RedisLimiter {
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some(Instant::now() + RETRY_REDIS_AFTER);
         if !self.in_fallback.swap(true, Ordering::SeqCst) {
+            self.switched(|s| {
+                s.episode += 1;
+                s.fell = Some(Instant::now());
+            });
             tracing::warn!(
                 error,
                 "shared rate limiter unavailable; limiting locally at the fallback share"
@@ -188,8 +225,87 @@ impl RedisLimiter {
                 .down_until
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            self.switched(|s| s.returned = Some(Instant::now()));
             tracing::info!("shared rate limiter is back");
             metric::limiter_fallback(false);
+        }
+    }
+
+    fn switched(&self, f: impl FnOnce(&mut Switches)) -> Switches {
+        let mut switches = self
+            .switches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut switches);
+        *switches
+    }
+
+    /// The rate this worker books `req` at in Redis: its fallback share for a while
+    /// after it came back, the whole rate otherwise.
+    fn booking_rate(&self, req: &Request<'_>) -> Rate {
+        let rate = self.rules.rate_for(req);
+        let back = self.switched(|_| {}).returned;
+        match back {
+            Some(t) if t.elapsed() < RETURN_WINDOW => self.fallback.scaled(rate),
+            _ => rate,
+        }
+    }
+
+    /// The spacing of requests to `key`'s IP now: the rate's, or longer when the IP
+    /// is backed off or answers slowly.
+    fn interval(&self, req: &Request<'_>, key: &str) -> Duration {
+        let view = self.view(key, |_| {});
+        let base = 1.0 / self.rules.rate_for(req).rate;
+        let backed_off = base * f64::from(1u32 << view.level.clamp(0, 16));
+        Duration::from_secs_f64(backed_off.max(view.pace.interval_ms() / 1000.0))
+    }
+
+    /// Limits `req` locally. The first time a key is limited so after a switch, its
+    /// IP starts a burst (and [`FALLBACK_MARGIN`]) after the switch: requests sent
+    /// through Redis just before it may have used the burst, and the callers of every
+    /// worker still asleep on a Redis slot queue in their own fallbacks instead (each
+    /// worker finds the failure on its own next call, a little apart).
+    async fn through_fallback(&self, req: Request<'_>, key: &str) -> Grant {
+        let switches = self.switched(|_| {});
+        let mut first = false;
+        self.view(key, |v| {
+            first = v.seeded != switches.episode;
+            v.seeded = switches.episode;
+        });
+        if let (true, Some(fell)) = (first, switches.fell) {
+            let burst = self.rules.rate_for(&req).burst;
+            let a_burst = self.interval(&req, key).saturating_mul(burst);
+            self.fallback
+                .seed(&req, fell + a_burst.min(AN_HOUR) + FALLBACK_MARGIN);
+        }
+        self.fallback.acquire(req).await
+    }
+
+    /// Whether this worker is on its fallback, switched there after `episode`.
+    fn fell_since(&self, episode: u64) -> bool {
+        self.in_fallback.load(Ordering::SeqCst) && self.switched(|_| {}).episode != episode
+    }
+
+    /// A caller that slept on a Redis slot while Redis failed: the other workers'
+    /// fallbacks may grant that moment too, so it queues in this worker's fallback
+    /// instead, which starts where theirs do.
+    async fn requeue(
+        &self,
+        req: Request<'_>,
+        key: &str,
+        left: Duration,
+        waited: Duration,
+    ) -> Grant {
+        let rest = Request {
+            max_wait: left,
+            ..req
+        };
+        match self.through_fallback(rest, key).await {
+            Grant::Go(mut permit) => {
+                permit.waited += waited;
+                Grant::Go(permit)
+            }
+            defer => defer,
         }
     }
 
@@ -211,8 +327,7 @@ impl RedisLimiter {
     }
 
     /// One booking attempt (see [`scripts::BOOK`]): (code, wait ms, back-off level).
-    /// Carries the fallback's own bookings of the IP into Redis, and starts the
-    /// fallback's IP at the horizon Redis answers with.
+    /// Carries the fallback's own bookings of the IP into Redis.
     async fn book(
         &self,
         req: &Request<'_>,
@@ -220,7 +335,7 @@ impl RedisLimiter {
         left: Duration,
         id: &str,
     ) -> Result<(i64, u64, i64), String> {
-        let rate = self.rules.rate_for(req);
+        let rate = self.booking_rate(req);
         let pace_ms = self.view(key, |_| {}).pace.interval_ms();
         if pace_ms > 1000.0 / rate.rate {
             metric::paced();
@@ -238,12 +353,7 @@ impl RedisLimiter {
             .arg(req.host.to_ascii_lowercase())
             .arg(format!("{pace_ms:.3}"))
             .arg(self.fallback.booked_ahead(req).as_millis() as u64);
-        let (code, wait_ms, level, ahead_ms): (i64, u64, i64, u64) = self.call(inv).await?;
-        // Taken on receipt, a little after Redis's clock said it: the fallback would
-        // start the IP late by the answer's way back, never early.
-        self.fallback
-            .seed(req, Instant::now() + Duration::from_millis(ahead_ms));
-        Ok((code, wait_ms, level))
+        self.call(inv).await
     }
 
     /// A refusal from `req.host` (see [`scripts::REFUSE`]).
@@ -370,11 +480,11 @@ impl Limiter for RedisLimiter {
 
     fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant> {
         Box::pin(async move {
+            let key = self.rules.key(&req);
             if self.redis_resting() {
-                return self.fallback.acquire(req).await;
+                return self.through_fallback(req, &key).await;
             }
             let start = Instant::now();
-            let key = self.rules.key(&req);
             let id = format!(
                 "{}-{}",
                 self.lease_prefix,
@@ -393,11 +503,12 @@ impl Limiter for RedisLimiter {
                             max_wait: left,
                             ..req
                         };
-                        return self.fallback.acquire(rest).await;
+                        return self.through_fallback(rest, &key).await;
                     }
                     Ok((1, wait_ms, level)) => {
                         self.redis_worked();
                         self.view(&key, |v| v.level = level);
+                        let episode = self.switched(|_| {}).episode;
                         // Renewed from now on: the lease outlives the wait and the
                         // request, and no longer than this worker.
                         let (_, inflight) = self.keys(&key);
@@ -405,6 +516,11 @@ impl Limiter for RedisLimiter {
                         if wait_ms > 0 {
                             tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                             waited += Duration::from_millis(wait_ms);
+                        }
+                        if self.fell_since(episode) {
+                            drop(lease);
+                            let left = req.max_wait.saturating_sub(start.elapsed());
+                            return self.requeue(req, &key, left, waited).await;
                         }
                         return Grant::Go(Permit::holding(waited, Box::new(lease)));
                     }

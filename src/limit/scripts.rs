@@ -15,11 +15,10 @@
 /// answer latency of the IP: the least spacing, with no burst, when it is wider),
 /// carry_ms (how far ahead of now the worker's local fallback has booked the IP; 0 for
 /// nothing).
-/// Returns {1, wait_ms, level, ahead_ms} booked; {-1, wait_ms, level, ahead_ms} would
-/// wait too long (nothing booked); {0, 0, level, ahead_ms} in-flight cap reached
-/// (nothing booked); {2, wait_ms, 0, ahead_ms} the host is held by its `Retry-After` for
-/// wait_ms more (nothing booked: ask again then). `ahead_ms` is how far ahead of now the
-/// IP is booked after this call: the worker starts its local fallback there.
+/// Returns {1, wait_ms, level} booked; {-1, wait_ms, level} would wait too long
+/// (nothing booked); {0, 0, level} in-flight cap reached (nothing booked); {2, wait_ms,
+/// 0} the host is held by its `Retry-After` for wait_ms more (nothing booked: ask again
+/// then).
 /// A backed-off IP is asked at interval·2^level with no burst. A lease expires `lease`
 /// from now; its worker renews it while the request waits and runs.
 ///
@@ -36,13 +35,12 @@ if carried > tat and carried > now then
   tat = carried
   redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
 end
-local ahead = math.max(0, math.ceil(tat - now))
 local st = redis.call('HMGET', KEYS[3], 'level', 'hold:' .. ARGV[7])
 local held = tonumber(st[2] or '0')
 if held > now then
   local left = math.ceil(held - now)
-  if left > tonumber(ARGV[4]) then return {-1, left, 0, ahead} end
-  return {2, left, 0, ahead}
+  if left > tonumber(ARGV[4]) then return {-1, left, 0} end
+  return {2, left, 0}
 end
 local level = tonumber(st[1] or '0')
 local interval = tonumber(ARGV[1])
@@ -63,17 +61,17 @@ if wait < 0 then wait = 0 end
 -- The rate decides first: a job that would wait too long anyway is told so at once,
 -- instead of polling for an in-flight slot until its max_wait runs out.
 if wait > tonumber(ARGV[4]) then
-  return {-1, math.ceil(wait), level, ahead}
+  return {-1, math.ceil(wait), level}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-  return {0, 0, level, ahead}
+  return {0, 0, level}
 end
 redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
 local lease = tonumber(ARGV[5])
 redis.call('ZADD', KEYS[2], now + lease, ARGV[6])
 redis.call('PEXPIRE', KEYS[2], lease + 1000)
-return {1, math.ceil(wait), level, math.ceil(new_tat - now)}
+return {1, math.ceil(wait), level}
 ";
 
 /// Renews leases. KEYS: inflight. ARGV: lease_ms, then the lease ids. Only leases still
