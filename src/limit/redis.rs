@@ -52,8 +52,9 @@ const RETURN_WINDOW: Duration = Duration::from_secs(5);
 /// times a second.
 const FALLBACK_MARGIN: Duration = Duration::from_millis(250);
 
-/// Longer than any wait a limiter books (`max_wait` is at most an hour): bounds the
-/// sums of intervals added to an instant.
+/// Bounds the pause a fallback adds when it starts an IP (a burst of intervals, which a
+/// deep back-off could make huge): past an hour it would only keep an instant sum from
+/// overflowing.
 const AN_HOUR: Duration = Duration::from_secs(3600);
 
 /// Keys whose local view is kept before old ones are swept.
