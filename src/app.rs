@@ -107,11 +107,28 @@ pub(crate) async fn worker(settings: Settings) -> anyhow::Result<()> {
     run_worker(settings, shutdown).await
 }
 
-/// The worker with its shutdown given by the caller (tests pass their own).
+/// The worker with its shutdown given by the caller, its operations endpoint on
+/// `http.listen`.
+///
+/// # Errors
+/// The address cannot be listened on; set-up failures.
+pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ops = tokio::net::TcpListener::bind(settings.http.listen)
+        .await
+        .with_context(|| format!("http.listen {}: cannot listen", settings.http.listen))?;
+    serve_worker(settings, ops, shutdown).await
+}
+
+/// The worker with its operations endpoint served on `ops`, a listener the caller bound
+/// (tests bind port 0 and read the address back, so no two workers race for a port).
 ///
 /// # Errors
 /// Set-up failures.
-pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve_worker(
+    settings: Settings,
+    ops: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let metrics = crate::metric::install().ok();
     crate::metric::egresses(settings.egress.iter().map(|e| e.name.as_str()));
     for key in &settings.ignored_keys {
@@ -131,17 +148,17 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyh
     );
     let engine = Arc::new(engine(&settings, state, limiter)?);
     let state = Arc::new(BrokerState::default());
-    let listener = tokio::net::TcpListener::bind(settings.http.listen)
-        .await
-        .with_context(|| format!("http.listen {}: cannot listen", settings.http.listen))?;
+    let listen = ops
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string());
     let admin = Admin {
         broker: state.clone(),
         redis: Some(pool),
         metrics,
     };
     let admin_stop = CancellationToken::new();
-    let admin_task = tokio::spawn(admin::serve(listener, admin, admin_stop.clone()));
-    tracing::info!(name = %name, listen = %settings.http.listen, concurrency = settings.probe.concurrency, "picket worker starting");
+    let admin_task = tokio::spawn(admin::serve(ops, admin, admin_stop.clone()));
+    tracing::info!(name = %name, listen = %listen, concurrency = settings.probe.concurrency, "picket worker starting");
     let options = amqp::ConsumerOptions {
         concurrency: settings.probe.concurrency,
         grace: settings.worker.shutdown_grace,

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::picket::{page, Worker};
 use crate::support::redis_server::SENTINEL_MASTER;
 use crate::support::{
-    free_port, serve, servers, unique, RabbitCluster, RedisCluster, RedisSentinels, RedisServer,
+    serve, servers, unique, RabbitCluster, RedisCluster, RedisSentinels, RedisServer,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -244,8 +244,6 @@ connect_timeout = "3s"
 [redis]
 url = "{redis}"
 key_prefix = "{id}:"
-[http]
-listen = "127.0.0.1:{port}"
 [probe]
 concurrency = 40
 retry_delay = "200ms"
@@ -265,7 +263,6 @@ shutdown_grace = "5s"
 "#,
         urls = urls.join(", "),
         redis = redis.url(),
-        port = free_port(),
     );
     Settings::from_toml(&toml).unwrap_or_else(|e| panic!("settings: {e}\n{toml}"))
 }
@@ -364,17 +361,14 @@ async fn a_rabbitmq_cluster_loses_no_job_when_a_workers_node_and_the_queue_leade
     let _ = conn.close(200, "published".into()).await;
     let results = Collector::start(cluster.urls(), a.amqp.results_queue.clone());
 
-    let workers = [
-        ("qq-a".to_string(), a.http.listen),
-        ("qq-b".to_string(), b.http.listen),
-    ];
     let wa = Worker::start(&a);
     let wb = Worker::start(&b);
+    let workers = [("qq-a".to_string(), wa.ops), ("qq-b".to_string(), wb.ops)];
     let run = Instant::now();
 
     // Kill 1: the node worker A is consuming through.
     wait_results(&results, 600, Duration::from_secs(60)).await;
-    let body = get_text(a.http.listen, "/readyz")
+    let body = get_text(wa.ops, "/readyz")
         .await
         .map(|r| r.1)
         .unwrap_or_default();
@@ -424,7 +418,7 @@ async fn a_rabbitmq_cluster_loses_no_job_when_a_workers_node_and_the_queue_leade
 
     wait_results(&results, JOBS, Duration::from_secs(120)).await;
     let elapsed = run.elapsed();
-    let metrics = get_text(a.http.listen, "/metrics")
+    let metrics = get_text(wa.ops, "/metrics")
         .await
         .map(|r| r.1)
         .unwrap_or_default();
@@ -524,8 +518,6 @@ results_exchange = "{id}.results"
 results_queue = "{id}.results"
 dead_letter_queue = "{id}.dead"
 delay_queue = "{id}.delay"
-[http]
-listen = "127.0.0.1:{port}"
 [probe]
 concurrency = 20
 retry_delay = "200ms"
@@ -544,7 +536,6 @@ name = "{name}"
 {redis}
 "#,
             amqp = servers().amqp_url,
-            port = free_port(),
             redis = redis.toml.replace("PREFIX", &format!("{id}:")),
         )
     };

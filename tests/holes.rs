@@ -630,7 +630,7 @@ async fn a_results_exchange_of_the_wrong_type_keeps_the_worker_unready_and_consu
         .await;
     let w = Worker::start(&s);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let ready = reqwest::get(format!("http://{}/readyz", s.http.listen))
+    let ready = reqwest::get(format!("http://{}/readyz", w.ops))
         .await
         .expect("readyz answers");
     assert_eq!(ready.status().as_u16(), 503, "ready with a wrong exchange");

@@ -493,9 +493,9 @@ async fn a_barrage_of_malformed_messages_never_stops_the_worker() {
     // Both workers are still up, ready, and answer a job sent last.
     for (s, w) in [(&open, &w_open), (&strict, &w_strict)] {
         assert!(!w.task.is_finished(), "worker still running");
-        let health = get_ops(s.http.listen, "/healthz").await;
+        let health = get_ops(w.ops, "/healthz").await;
         assert_eq!(health.map(|h| h.0), Some(200));
-        let ready = get_ops(s.http.listen, "/readyz").await;
+        let ready = get_ops(w.ops, "/readyz").await;
         assert_eq!(ready.map(|h| h.0), Some(200));
         assert_eq!(client.depth(&s.amqp.jobs_queue).await, 0);
     }

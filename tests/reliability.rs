@@ -179,11 +179,10 @@ async fn broker_restart_and_redis_outage_mid_run_lose_no_job() {
     s.targets.allow_private = true;
     s.probe.concurrency = 50;
     s.worker.name = "restart-worker".into();
-    let listen = s.http.listen;
-
     let client = Client::connect_to(rabbit.url()).await;
     client.declare(&s).await;
     let worker = Worker::start(&s);
+    let listen = worker.ops;
     wait_readyz(listen, 200, Duration::from_secs(30)).await;
     let mut all_ids = Vec::new();
 

@@ -394,7 +394,7 @@ async fn operations_endpoint_reports_health_readiness_and_metrics() {
     let client = Client::connect().await;
     client.declare(&s).await;
     let worker = Worker::start(&s);
-    let base = format!("http://{}", s.http.listen);
+    let base = format!("http://{}", worker.ops);
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()

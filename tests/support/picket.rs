@@ -60,17 +60,28 @@ pub fn settings() -> Settings {
     Settings::from_toml(&toml).unwrap_or_else(|e| panic!("test settings: {e}\n{toml}"))
 }
 
-/// A worker running in this process.
+/// A worker running in this process, its operations endpoint on a port of its own.
 pub struct Worker {
     pub stop: CancellationToken,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Where `/healthz`, `/readyz` and `/metrics` answer (`http.listen` is not used).
+    pub ops: std::net::SocketAddr,
 }
 
 impl Worker {
     pub fn start(settings: &Settings) -> Worker {
+        let bound = std::net::TcpListener::bind("127.0.0.1:0").expect("an ops port");
+        bound
+            .set_nonblocking(true)
+            .expect("non-blocking ops listener");
+        let ops = bound.local_addr().expect("ops address");
         let stop = CancellationToken::new();
-        let task = tokio::spawn(picket::app::run_worker(settings.clone(), stop.clone()));
-        Worker { stop, task }
+        let (settings, token) = (settings.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(bound)?;
+            picket::app::serve_worker(settings, listener, token).await
+        });
+        Worker { stop, task, ops }
     }
 
     pub async fn shutdown(self) {
