@@ -13,16 +13,14 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use picket::config::Settings;
-use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
+use serde_json::json;
 
 use crate::support::picket::{page, Worker};
 use crate::support::redis_server::SENTINEL_MASTER;
+use crate::support::run::{Collector, Taken};
 use crate::support::{
     serve, servers, unique, RabbitCluster, RedisCluster, RedisSentinels, RedisServer,
 };
@@ -74,128 +72,18 @@ fn max_in_window(arrivals: &[Instant], t: Duration, from: Instant) -> usize {
         .unwrap_or(0)
 }
 
-/// One result taken by the [`Collector`].
-#[derive(Clone, Debug)]
-struct Got {
-    at: Instant,
-    job_id: String,
-    worker: String,
-    verdict: String,
-    raw: Vec<u8>,
-}
-
-/// Consumes the results queue of a cluster, reconnecting to the next node when its node
-/// dies (acks after taking; a lost ack brings a message back, counted apart).
-struct Collector {
-    got: Arc<Mutex<Vec<Got>>>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Collector {
-    fn start(urls: Vec<String>, queue: String) -> Collector {
-        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
-        let stop = CancellationToken::new();
-        let (g, st) = (got.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut i = 0;
-            while !st.is_cancelled() {
-                let url = &urls[i % urls.len()];
-                i += 1;
-                if let Err(e) = collect(url, &queue, &g, &st).await {
-                    eprintln!("collector: {e}; trying the next node");
-                }
-                tokio::select! {
-                    () = st.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-            }
-        });
-        Collector { got, stop, task }
-    }
-
-    fn distinct(&self) -> usize {
-        let got = self.got.lock().expect("collector");
-        got.iter()
-            .map(|g| g.job_id.as_str())
-            .collect::<std::collections::HashSet<_>>()
-            .len()
-    }
-
-    /// Whether `worker` has a result that arrived after `t`.
-    fn has_result_after(&self, worker: &str, t: Instant) -> bool {
-        let got = self.got.lock().expect("collector");
-        got.iter().any(|g| g.worker == worker && g.at > t)
-    }
-
-    async fn finish(self) -> Vec<Got> {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        self.stop.cancel();
-        let _ = self.task.await;
-        let got = self.got.lock().expect("collector");
-        got.clone()
-    }
-}
-
-async fn collect(
-    url: &str,
-    queue: &str,
-    got: &Mutex<Vec<Got>>,
-    stop: &CancellationToken,
-) -> Result<(), String> {
-    let conn = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-    ch.basic_qos(500, BasicQosOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            unique("collect").as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    loop {
-        let d = tokio::select! {
-            () = stop.cancelled() => break,
-            d = consumer.next() => d,
-        };
-        let d = match d {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => return Err(e.to_string()),
-            None => return Err("consumer ended".into()),
-        };
-        let v: Value = serde_json::from_slice(&d.data).unwrap_or(Value::Null);
-        let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        got.lock().expect("collector").push(Got {
-            at: Instant::now(),
-            job_id: field("job_id"),
-            worker: field("worker"),
-            verdict: field("verdict"),
-            raw: d.data.clone(),
-        });
-        let _ = d.acker.ack(BasicAckOptions::default()).await;
-    }
-    let _ = conn.close(200, "done".into()).await;
-    Ok(())
-}
-
 /// Job ids answered, results that were the same message again (a collector ack lost
 /// with its node), and results that were a second answer (a job probed twice).
-fn tally(all: &[Got]) -> (BTreeMap<&str, usize>, usize, usize) {
+fn tally(all: &[Taken]) -> (BTreeMap<&str, usize>, usize, usize) {
     let mut by_id: BTreeMap<&str, usize> = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
     let mut same = 0;
     for g in all {
-        if !seen.insert(g.raw.as_slice()) {
+        if !seen.insert(g.data.as_slice()) {
             same += 1;
             continue;
         }
-        *by_id.entry(g.job_id.as_str()).or_default() += 1;
+        *by_id.entry(g.job_id().unwrap_or_default()).or_default() += 1;
     }
     let twice = by_id.values().map(|n| n - 1).sum();
     (by_id, same, twice)
@@ -359,7 +247,7 @@ async fn a_rabbitmq_cluster_loses_no_job_when_a_workers_node_and_the_queue_leade
         }
     }
     let _ = conn.close(200, "published".into()).await;
-    let results = Collector::start(cluster.urls(), a.amqp.results_queue.clone());
+    let results = Collector::follow(cluster.urls(), a.amqp.results_queue.clone());
 
     let wa = Worker::start(&a);
     let wb = Worker::start(&b);
@@ -382,7 +270,7 @@ async fn a_rabbitmq_cluster_loses_no_job_when_a_workers_node_and_the_queue_leade
     eprintln!(
         "kill -9 of node {victim} (worker A's) at {:?} ({} results): both workers consuming again through other nodes after {first:?}",
         killed - run,
-        results.distinct()
+        results.distinct_ids()
     );
     let c = cluster.clone();
     blocking(move || {
@@ -406,7 +294,7 @@ async fn a_rabbitmq_cluster_loses_no_job_when_a_workers_node_and_the_queue_leade
     eprintln!(
         "kill -9 of node {leader} (jobs queue leader) at {:?} ({} results): both workers consuming again after {second:?}",
         killed - run,
-        results.distinct()
+        results.distinct_ids()
     );
     let c = cluster.clone();
     blocking(move || {
@@ -424,13 +312,13 @@ async fn a_rabbitmq_cluster_loses_no_job_when_a_workers_node_and_the_queue_leade
         .unwrap_or_default();
     wa.shutdown().await;
     wb.shutdown().await;
-    let all = results.finish().await;
+    let all = results.finish(Duration::from_secs(1)).await;
     let (by_id, same, twice) = tally(&all);
     let missing: Vec<&String> = ids
         .iter()
         .filter(|i| !by_id.contains_key(i.as_str()))
         .collect();
-    let not_up = all.iter().filter(|g| g.verdict != "up").count();
+    let not_up = all.iter().filter(|g| g.field("verdict") != "up").count();
     let failovers = metric_sum(&metrics, "picket_broker_failovers_total");
     eprintln!(
         "cluster run: {JOBS} jobs in {elapsed:?}; {} results, {} ids, {twice} answered twice, \
@@ -460,11 +348,11 @@ async fn a_rabbitmq_cluster_loses_no_job_when_a_workers_node_and_the_queue_leade
 
 async fn wait_results(results: &Collector, n: usize, within: Duration) {
     let t = Instant::now();
-    while results.distinct() < n {
+    while results.distinct_ids() < n {
         assert!(
             t.elapsed() < within,
             "only {} of {n} job ids answered within {within:?}",
-            results.distinct()
+            results.distinct_ids()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -554,7 +442,7 @@ name = "{name}"
             )
             .await;
     }
-    let results = Collector::start(
+    let results = Collector::follow(
         vec![servers().amqp_url.clone()],
         a.amqp.results_queue.clone(),
     );
@@ -568,7 +456,7 @@ name = "{name}"
     eprintln!(
         "primary killed at {:?} ({} results); the new primary serving {took:?} later",
         killed_at - run,
-        results.distinct()
+        results.distinct_ids()
     );
     // The limiter writes to the new primary: the first IP's arrival time key moves on.
     let (tat_key, _) = (format!("{id}:limit:{{{}}}:tat", ips[0]), ());
@@ -586,10 +474,10 @@ name = "{name}"
     wait_results(&results, total, Duration::from_secs(120)).await;
     wa.shutdown().await;
     wb.shutdown().await;
-    let all = results.finish().await;
+    let all = results.finish(Duration::from_secs(1)).await;
     let (by_id, _, twice) = tally(&all);
     assert_eq!(by_id.len(), total, "every job answered");
-    assert!(all.iter().all(|g| g.verdict == "up"), "all up");
+    assert!(all.iter().all(|g| g.field("verdict") == "up"), "all up");
 
     let arrivals = arrivals.lock().expect("arrivals").clone();
     // Through the switch to the local fallback and back, every IP stays within

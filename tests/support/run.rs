@@ -1,7 +1,8 @@
 //! A run of jobs through the real broker, seen from outside: target servers that count
 //! their requests, publishing a batch of persistent jobs, a [`Collector`] that keeps
-//! everything a queue gives, and waits with a deadline. Used by the fault tests
-//! (`reliability`, `malformed`, `redelivery`).
+//! everything a queue gives (on one broker, or following a cluster's nodes), and waits
+//! with a deadline. Used by the fault tests (`reliability`, `malformed`, `redelivery`,
+//! `failover`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -12,9 +13,10 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -114,6 +116,8 @@ pub fn jobs(prefix: &str, n: usize, url: &str) -> (Vec<String>, Vec<(Vec<u8>, Ba
 /// One message taken from a queue by a [`Collector`].
 #[derive(Clone, Debug)]
 pub struct Taken {
+    /// When the collector took it.
+    pub at: Instant,
     pub routing_key: String,
     pub message_id: Option<String>,
     pub reason: Option<String>,
@@ -169,24 +173,41 @@ impl Collector {
                     d = consumer.next() => d,
                 };
                 let Some(Ok(d)) = d else { break };
-                let reason = d.properties.headers().as_ref().and_then(|h| {
-                    match h.inner().get("x-picket-reason") {
-                        Some(AMQPValue::LongString(s)) => Some(s.to_string()),
-                        _ => None,
-                    }
-                });
-                let taken = Taken {
-                    routing_key: d.routing_key.to_string(),
-                    message_id: d.properties.message_id().as_ref().map(|m| m.to_string()),
-                    reason,
-                    json: serde_json::from_slice(&d.data).ok(),
-                    data: d.data,
-                };
-                g.lock().expect("collector lock").push(taken);
+                g.lock().expect("collector lock").push(Taken::from(d));
             }
             let _ = ch.close(200, "done".into()).await;
         });
         Collector { got, stop, task }
+    }
+
+    /// Consumes `queue` of a cluster whose nodes are `urls`, connecting to the next
+    /// node when its node dies. Acks each message once taken: an ack lost with its node
+    /// brings the message back, taken twice (the same bytes; see [`Taken::data`]).
+    pub fn follow(urls: Vec<String>, queue: String) -> Collector {
+        let got: Arc<Mutex<Vec<Taken>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let (g, st) = (got.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut i = 0;
+            while !st.is_cancelled() {
+                let url = &urls[i % urls.len()];
+                i += 1;
+                if let Err(e) = follow_node(url, &queue, &g, &st).await {
+                    eprintln!("collector: {e}; trying the next node");
+                }
+                tokio::select! {
+                    () = st.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        });
+        Collector { got, stop, task }
+    }
+
+    /// Whether a result from `worker` was taken after `t`.
+    pub fn has_result_after(&self, worker: &str, t: Instant) -> bool {
+        let got = self.got.lock().expect("collector lock");
+        got.iter().any(|g| g.field("worker") == worker && g.at > t)
     }
 
     pub fn len(&self) -> usize {
@@ -217,6 +238,68 @@ impl Collector {
         let got = self.got.lock().expect("collector lock");
         got.clone()
     }
+}
+
+impl From<Delivery> for Taken {
+    fn from(d: Delivery) -> Taken {
+        let reason =
+            d.properties
+                .headers()
+                .as_ref()
+                .and_then(|h| match h.inner().get("x-picket-reason") {
+                    Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+                    _ => None,
+                });
+        Taken {
+            at: Instant::now(),
+            routing_key: d.routing_key.to_string(),
+            message_id: d.properties.message_id().as_ref().map(|m| m.to_string()),
+            reason,
+            json: serde_json::from_slice(&d.data).ok(),
+            data: d.data,
+        }
+    }
+}
+
+/// Takes `queue` from the node at `url` until `stop` or the node fails.
+async fn follow_node(
+    url: &str,
+    queue: &str,
+    got: &Mutex<Vec<Taken>>,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+    ch.basic_qos(500, BasicQosOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            unique("collect").as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let d = tokio::select! {
+            () = stop.cancelled() => break,
+            d = consumer.next() => d,
+        };
+        let d = match d {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("consumer ended".into()),
+        };
+        let acker = d.acker.clone();
+        got.lock().expect("collector lock").push(Taken::from(d));
+        let _ = acker.ack(BasicAckOptions::default()).await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    Ok(())
 }
 
 /// Polls `cond` every 50 ms until it holds; panics with `what` after `within`.
