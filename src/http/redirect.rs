@@ -2,13 +2,15 @@
 //! not followed), the cookies set along the way, and which of the job's headers may
 //! still be sent.
 
-use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::header::{HeaderMap, HeaderValue, LOCATION, SET_COOKIE};
 use url::Url;
 
 use super::fail;
 use crate::probe::{FailureKind, Outcome};
 
-/// Most cookies kept along one chain: enough for any cookie check, bounded all the same.
+/// Most `Set-Cookie` headers taken along one chain: enough for any cookie check, bounded
+/// all the same.
 const MAX_COOKIES: usize = 50;
 
 /// What to do after an answer that may be a redirect.
@@ -33,8 +35,8 @@ pub(super) struct Chain {
     /// Cookies set along the chain, sent on later hops as a browser would: many sites
     /// set a cookie and redirect to the same URL to check it.
     pub(super) cookies: CookieJar,
-    /// URLs asked, each with the number of cookies it was asked with.
-    seen: Vec<(Url, usize)>,
+    /// URLs asked, each with the cookies it was asked with.
+    seen: Vec<(Url, Option<String>)>,
     /// The job's credentials go only to the origin it named, as browsers and curl do:
     /// once a redirect leaves it they are not sent again.
     credentials: bool,
@@ -48,7 +50,7 @@ impl Chain {
             url: url.clone(),
             redirects: 0,
             cookies: CookieJar::default(),
-            seen: vec![(url.clone(), 0)],
+            seen: vec![(url.clone(), None)],
             credentials: true,
         }
     }
@@ -86,7 +88,8 @@ impl Chain {
         self.redirects += 1;
         // The same URL again is a loop only if nothing changed: a new cookie makes the
         // next visit a different request.
-        let visit = (next, self.cookies.len());
+        let cookies = self.cookies.header_for(&next);
+        let visit = (next, cookies);
         if self.seen.contains(&visit) {
             return Next::Fail(fail(
                 FailureKind::TooManyRedirects,
@@ -109,47 +112,30 @@ impl Chain {
     }
 }
 
-/// The cookies of one probe's redirect chain, by host (no paths, no expiry: the chain
-/// lasts seconds). `Domain` and `Path` are not read: a cookie goes back only to the
-/// host that set it, on any path.
+/// The cookies of one probe's redirect chain, kept as a browser keeps them (RFC 6265:
+/// `Domain`, `Path`, `Secure`, `Max-Age` and `Expires`), by reqwest's cookie store.
+/// No public suffix list: a cookie a site scopes to a whole suffix (`Domain=gov`)
+/// reaches only the hosts that same site redirects the probe to, for seconds.
 #[derive(Default)]
 pub(super) struct CookieJar {
-    cookies: Vec<(String, String, String)>,
+    jar: Jar,
+    /// `Set-Cookie` headers taken so far: the chain keeps at most [`MAX_COOKIES`].
+    taken: usize,
 }
 
 impl CookieJar {
-    /// Keeps the `Set-Cookie` name=value pairs of a response from `url`'s host.
+    /// Keeps the cookies a response from `url` sets.
     pub(super) fn take(&mut self, url: &Url, headers: &HeaderMap) {
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        for value in headers.get_all(SET_COOKIE) {
-            let Some(pair) = value.to_str().ok().and_then(|v| v.split(';').next()) else {
-                continue;
-            };
-            let Some((name, val)) = pair.split_once('=') else {
-                continue;
-            };
-            let (name, val) = (name.trim().to_string(), val.trim().to_string());
-            self.cookies.retain(|(h, n, _)| !(h == &host && n == &name));
-            if self.cookies.len() < MAX_COOKIES {
-                self.cookies.push((host.clone(), name, val));
-            }
-        }
+        let room = MAX_COOKIES.saturating_sub(self.taken);
+        let values: Vec<&HeaderValue> = headers.get_all(SET_COOKIE).iter().take(room).collect();
+        self.taken += values.len();
+        self.jar.set_cookies(&mut values.into_iter(), url);
     }
 
     /// The `Cookie` header for a request to `url`, if any cookie applies.
     pub(super) fn header_for(&self, url: &Url) -> Option<String> {
-        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        let pairs: Vec<String> = self
-            .cookies
-            .iter()
-            .filter(|(h, _, _)| *h == host)
-            .map(|(_, n, v)| format!("{n}={v}"))
-            .collect();
-        (!pairs.is_empty()).then(|| pairs.join("; "))
-    }
-
-    fn len(&self) -> usize {
-        self.cookies.len()
+        let header = self.jar.cookies(url)?;
+        header.to_str().ok().map(str::to_string)
     }
 }
 
@@ -309,33 +295,78 @@ mod tests {
         );
     }
 
+    /// The `Cookie` header `jar` sends to `url`, its pairs sorted (RFC 6265 leaves the
+    /// order of equally long paths to the user agent).
+    fn sent(jar: &CookieJar, url: &str) -> Option<String> {
+        let header = jar.header_for(&u(url))?;
+        let mut pairs: Vec<&str> = header.split("; ").collect();
+        pairs.sort_unstable();
+        Some(pairs.join("; "))
+    }
+
     #[test]
-    fn cookies_go_back_only_to_the_host_that_set_them_whatever_domain_and_path_say() {
+    fn a_cookie_goes_where_its_domain_and_path_say_as_in_a_browser() {
         let mut jar = CookieJar::default();
-        let from = u("https://WWW.example.com/a/b");
         jar.take(
-            &from,
+            &u("https://WWW.example.com/a/b"),
             &headers(&[
                 ("set-cookie", "wide=1; Domain=example.com; Path=/"),
                 ("set-cookie", "narrow=2; Path=/a"),
+                ("set-cookie", "here=3"),
                 ("set-cookie", "no value"),
             ]),
         );
-        let sent = |jar: &CookieJar, url: &str| jar.header_for(&u(url));
-        // Path is not read: the chain lasts seconds, and any path of the host gets them.
+        // `Domain` widens a cookie to the domain and its subdomains.
+        assert_eq!(
+            sent(&jar, "https://example.com/").as_deref(),
+            Some("wide=1")
+        );
+        assert_eq!(
+            sent(&jar, "https://sub.example.com/x").as_deref(),
+            Some("wide=1")
+        );
+        // Without it, the setting host only; `Path` narrows it, and with no `Path`
+        // the default is the directory of the URL that set it (`/a`).
+        assert_eq!(
+            sent(&jar, "https://www.example.com/a/c").as_deref(),
+            Some("here=3; narrow=2; wide=1")
+        );
         assert_eq!(
             sent(&jar, "https://www.example.com/other").as_deref(),
-            Some("wide=1; narrow=2")
+            Some("wide=1")
         );
-        // Domain is not read either: a cookie is the setting host's only.
-        assert_eq!(sent(&jar, "https://example.com/"), None);
-        assert_eq!(sent(&jar, "https://sub.www.example.com/"), None);
-        assert_eq!(sent(&jar, "https://other.test/"), None);
-        // A cookie set again replaces the old value.
-        jar.take(&from, &headers(&[("set-cookie", "wide=3")]));
         assert_eq!(
-            sent(&jar, "http://www.example.com/").as_deref(),
-            Some("narrow=2; wide=3")
+            sent(&jar, "https://www.example.com/ab").as_deref(),
+            Some("wide=1")
+        );
+        assert_eq!(sent(&jar, "https://other.test/"), None);
+        assert_eq!(sent(&jar, "https://badexample.com/"), None);
+    }
+
+    #[test]
+    fn a_cookie_for_another_domain_a_secure_one_over_http_and_an_expired_one_are_not_sent() {
+        let mut jar = CookieJar::default();
+        let from = u("https://www.example.com/");
+        jar.take(
+            &from,
+            &headers(&[
+                ("set-cookie", "foreign=1; Domain=other.test"),
+                ("set-cookie", "secure=2; Secure"),
+                ("set-cookie", "gone=3"),
+            ]),
+        );
+        jar.take(&from, &headers(&[("set-cookie", "gone=; Max-Age=0")]));
+        assert_eq!(sent(&jar, "https://other.test/"), None);
+        assert_eq!(
+            sent(&jar, "https://www.example.com/").as_deref(),
+            Some("secure=2")
+        );
+        assert_eq!(sent(&jar, "http://www.example.com/"), None);
+        // A cookie set again replaces the old value.
+        jar.take(&from, &headers(&[("set-cookie", "secure=4; Secure")]));
+        assert_eq!(
+            sent(&jar, "https://www.example.com/").as_deref(),
+            Some("secure=4")
         );
     }
 
@@ -346,6 +377,7 @@ mod tests {
         for i in 0..60 {
             jar.take(&url, &headers(&[("set-cookie", &format!("c{i}=v"))]));
         }
-        assert_eq!(jar.len(), MAX_COOKIES);
+        let header = jar.header_for(&url).expect("cookies");
+        assert_eq!(header.split("; ").count(), MAX_COOKIES);
     }
 }
