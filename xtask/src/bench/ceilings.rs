@@ -56,9 +56,9 @@ pub fn job_url(bed: &Bed) -> String {
 }
 
 pub fn measure(args: &BenchArgs, bed: &Bed) -> Result<Ceilings> {
+    let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut c = Ceilings {
-        load_start: fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
+        load_start: loadavg
             .split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -68,29 +68,7 @@ pub fn measure(args: &BenchArgs, bed: &Bed) -> Result<Ceilings> {
     for r in 1..=args.rounds {
         let round = format!("{r}/{}", args.rounds);
         brokers(args, bed, &round, &mut c)?;
-        c.note_load();
-        let url = format!("http://{}:{}/page?n=1", SITE_IPS[0], bed.site_port);
-        say!("H ({round}): wrk -t2 -c16 -d5s -H 'Connection: close' {url}");
-        let (rate, cpu, errors) = wrk(&url, &bed.tmp.join("wrk.out"))?;
-        c.hs.push(rate);
-        c.h_cpus.push(cpu);
-        say!("   H = {rate:.0} requests/s {errors}");
-        c.note_load();
-        let url = format!("https://{}:{}/page?n=1", SITE_IPS[0], bed.tls_port);
-        say!("H_tls ({round}): wrk -t2 -c16 -d5s -H 'Connection: close' {url} (a full handshake each)");
-        let (rate, cpu, _) = wrk(&url, &bed.tmp.join("wrk-tls.out"))?;
-        c.hts.push(rate);
-        c.ht_cpus.push(cpu);
-        say!("   H_tls = {rate:.0} requests/s");
-        c.note_load();
-        say!(
-            "D ({round}): dnsperf -c 4 -l 5 against dnsmasq ({DNS_IP}:{}, TTL 0)",
-            bed.dns_port
-        );
-        let (rate, cpu) = dnsperf(bed)?;
-        c.qs.push(rate);
-        c.q_cpus.push(cpu);
-        say!("   D = {rate:.0} queries/s");
+        http_and_dns(bed, &round, &mut c)?;
     }
     let list = |v: &[f64]| {
         v.iter()
@@ -98,24 +76,48 @@ pub fn measure(args: &BenchArgs, bed: &Bed) -> Result<Ceilings> {
             .collect::<Vec<_>>()
             .join(" ")
     };
+    let (b_in, b_out, h) = (median(&c.b_ins), median(&c.b_outs), median(&c.hs));
     say!(
-        "   medians: B_in {:.0} ({}), B_out {:.0} ({}), H {:.0} ({})",
-        median(&c.b_ins),
+        "   medians: B_in {b_in:.0} ({}), B_out {b_out:.0} ({}), H {h:.0} ({})",
         list(&c.b_ins),
-        median(&c.b_outs),
         list(&c.b_outs),
-        median(&c.hs),
         list(&c.hs)
     );
     say!("   C = 1 / (1/B_in + 1/B_out + 1/H) = {:.0} jobs/s", c.c());
-    say!(
-        "   clients' CPU-s per 1000: B_in {:.3}, B_out {:.3}, wrk {:.3}; sum {:.3}",
+    let (b_in, b_out, h) = (
         median(&c.b_in_cpus),
         median(&c.b_out_cpus),
         median(&c.h_cpus),
-        c.floor_cpu()
     );
+    let sum = c.floor_cpu();
+    say!("   clients' CPU-s per 1000: B_in {b_in:.3}, B_out {b_out:.3}, wrk {h:.3}; sum {sum:.3}");
     Ok(c)
+}
+
+/// H and H_tls (wrk against nginx) and D (dnsperf against dnsmasq).
+fn http_and_dns(bed: &Bed, round: &str, c: &mut Ceilings) -> Result<()> {
+    c.note_load();
+    let url = format!("http://{}:{}/page?n=1", SITE_IPS[0], bed.site_port);
+    say!("H ({round}): wrk -t2 -c16 -d5s -H 'Connection: close' {url}");
+    let (rate, cpu, errors) = wrk(&url, &bed.tmp.join("wrk.out"))?;
+    c.hs.push(rate);
+    c.h_cpus.push(cpu);
+    say!("   H = {rate:.0} requests/s {errors}");
+    c.note_load();
+    let url = format!("https://{}:{}/page?n=1", SITE_IPS[0], bed.tls_port);
+    say!("H_tls ({round}): wrk -t2 -c16 -d5s -H 'Connection: close' {url} (a full handshake each)");
+    let (rate, cpu, _) = wrk(&url, &bed.tmp.join("wrk-tls.out"))?;
+    c.hts.push(rate);
+    c.ht_cpus.push(cpu);
+    say!("   H_tls = {rate:.0} requests/s");
+    c.note_load();
+    let port = bed.dns_port;
+    say!("D ({round}): dnsperf -c 4 -l 5 against dnsmasq ({DNS_IP}:{port}, TTL 0)");
+    let (rate, cpu) = dnsperf(bed)?;
+    c.qs.push(rate);
+    c.q_cpus.push(cpu);
+    say!("   D = {rate:.0} queries/s");
+    Ok(())
 }
 
 /// B_in and B_out: the helper fills and drains a queue, then publishes with

@@ -54,69 +54,38 @@ struct Spec<'a> {
     perf: bool,
 }
 
-pub fn all(args: &BenchArgs, bed: &mut Bed, c: &mut Ceilings) -> Result<Runs> {
-    let watch = watch_args(bed)?;
-    let url = job_url(bed);
-    let (mut rates, mut mains) = (Vec::new(), Vec::new());
-    for r in 1..=args.rounds {
-        c.note_load();
-        say!(
-            "worker run ({r}/{}): {} jobs over {SITE_HOSTS} host names on {} nginx addresses",
-            args.rounds,
-            args.jobs,
-            SITE_IPS.len()
-        );
-        let name = format!("main{r}");
-        let spec = Spec {
-            name: &name,
-            config: &bed.conf,
-            jobs: args.jobs,
-            url: &url,
-            hosts: SITE_HOSTS,
+impl<'a> Spec<'a> {
+    /// A run that drains its jobs within 240 s, without perf.
+    fn new(name: &'a str, config: &'a Path, jobs: u64, url: &'a str, hosts: usize) -> Self {
+        Spec {
+            name,
+            config,
+            jobs,
+            url,
+            hosts,
             limit: 240,
             perf: false,
-        };
-        let (m, _) = worker_run(bed, &spec, &watch)?;
-        say!(
-            "   {} results in {} s: {} jobs/s; not up: {}; {}",
-            m.get("unique"),
-            m.get("secs"),
-            m.get("rate"),
-            m.get("not_up"),
-            m.get("verdicts")
-        );
-        if m.get("stopped_by") != "complete" {
-            say!(
-                "   WARNING: the collector stopped by {}: {} results missing",
-                m.get("stopped_by"),
-                m.get("missing")
-            );
         }
-        rates.push(m.num("rate"));
-        mains.push(m);
     }
+}
+
+pub fn all(args: &BenchArgs, bed: &mut Bed, c: &mut Ceilings) -> Result<Runs> {
+    let watch = watch_args(bed)?;
+    let (rates, mains) = main_rounds(args, bed, c, &watch)?;
     let main = pick_median(bed, &rates, &mains)?;
     c.note_load();
     let tls = tls_run(args, bed, &watch)?;
     c.note_load();
-    let dns_spec = Spec {
-        name: "dns",
-        config: &bed.dns_conf,
-        jobs: args.jobs,
-        url: &url,
-        hosts: SITE_HOSTS,
-        limit: 240,
-        perf: false,
-    };
+    let url = job_url(bed);
     say!(
         "DNS worker run: {} jobs, every name through dnsmasq (TTL 0)",
         args.jobs
     );
-    let (dns, _) = worker_run(bed, &dns_spec, &watch)?;
+    let spec = Spec::new("dns", &bed.dns_conf, args.jobs, &url, SITE_HOSTS);
+    let (dns, _) = worker_run(bed, &spec, &watch)?;
+    let (rate, cpu) = (dns.get("rate"), dns.get("cpu_s_per_1000"));
     say!(
-        "   {} jobs/s, {} CPU-s per 1000; not up: {}",
-        dns.get("rate"),
-        dns.get("cpu_s_per_1000"),
+        "   {rate} jobs/s, {cpu} CPU-s per 1000; not up: {}",
         dns.get("not_up")
     );
     if args.profile {
@@ -138,6 +107,41 @@ pub fn all(args: &BenchArgs, bed: &mut Bed, c: &mut Ceilings) -> Result<Runs> {
         dns,
         inflight,
     })
+}
+
+/// The main run, `--rounds` times: each round's rate and figures.
+fn main_rounds(
+    args: &BenchArgs,
+    bed: &Bed,
+    c: &mut Ceilings,
+    watch: &[String],
+) -> Result<(Vec<f64>, Vec<Kv>)> {
+    let url = job_url(bed);
+    let (mut rates, mut mains) = (Vec::new(), Vec::new());
+    for r in 1..=args.rounds {
+        c.note_load();
+        let (jobs, ips) = (args.jobs, SITE_IPS.len());
+        say!("worker run ({r}/{}): {jobs} jobs over {SITE_HOSTS} host names on {ips} nginx addresses", args.rounds);
+        let name = format!("main{r}");
+        let (m, _) = worker_run(
+            bed,
+            &Spec::new(&name, &bed.conf, jobs, &url, SITE_HOSTS),
+            watch,
+        )?;
+        let (unique, secs, rate) = (m.get("unique"), m.get("secs"), m.get("rate"));
+        say!(
+            "   {unique} results in {secs} s: {rate} jobs/s; not up: {}; {}",
+            m.get("not_up"),
+            m.get("verdicts")
+        );
+        if m.get("stopped_by") != "complete" {
+            let (by, missing) = (m.get("stopped_by"), m.get("missing"));
+            say!("   WARNING: the collector stopped by {by}: {missing} results missing");
+        }
+        rates.push(m.num("rate"));
+        mains.push(m);
+    }
+    Ok((rates, mains))
 }
 
 /// The median round stands for all: its figures, metrics and Redis counts
@@ -171,13 +175,8 @@ fn tls_run(args: &BenchArgs, bed: &Bed, watch: &[String]) -> Result<Kv> {
     fs::write(bed.tmp.join("tls-sample.json"), text)?;
     let url = format!("https://site{{k}}.bench.test:{}/page?n={{i}}", bed.tls_port);
     let spec = Spec {
-        name: "tls",
-        config: &bed.tls_conf,
-        jobs: args.jobs,
-        url: &url,
-        hosts: SITE_HOSTS,
         limit: 900,
-        perf: false,
+        ..Spec::new("tls", &bed.tls_conf, args.jobs, &url, SITE_HOSTS)
     };
     let (t, _) = worker_run(bed, &spec, watch)?;
     say!(
@@ -242,8 +241,7 @@ fn epoch_ms() -> u128 {
 /// in NAME.out, the worker's metrics in NAME.metrics and Redis's command
 /// counts in NAME.redis. Returns the figures and when the worker started.
 fn worker_run(bed: &Bed, spec: &Spec, watch: &[String]) -> Result<(Kv, u128)> {
-    let tmp = &bed.tmp;
-    let name = spec.name;
+    let (tmp, name) = (&bed.tmp, spec.name);
     let config = spec.config.display().to_string();
     let (jobs, hosts) = (spec.jobs.to_string(), spec.hosts.to_string());
     let prefill = util::output(
@@ -253,24 +251,8 @@ fn worker_run(bed: &Bed, spec: &Spec, watch: &[String]) -> Result<(Kv, u128)> {
         ]),
     )?;
     fs::write(tmp.join(format!("{name}.prefill")), prefill)?;
-    let (pid_file, ready) = (
-        tmp.join(format!("{name}.pid")),
-        tmp.join(format!("{name}.ready")),
-    );
-    let _ = fs::remove_file(&pid_file);
-    let _ = fs::remove_file(&ready);
     let listen = format!("127.0.0.1:{}", listen_port(spec.config)?);
     let mut collect = collector(bed, spec, watch, &listen)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready.exists() {
-        if !collect.is_alive() || Instant::now() >= deadline {
-            bail!(
-                "the collector is not consuming: {}",
-                util::tail(&tmp.join(format!("{name}.err")), 30)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
     // Redis's command counters from zero: the run's round trips per job are read after it.
     redis_cli(bed, &["config", "resetstat"])?;
     let start_ms = epoch_ms();
@@ -280,57 +262,64 @@ fn worker_run(bed: &Bed, spec: &Spec, watch: &[String]) -> Result<(Kv, u128)> {
     let needle = bed.picket.display().to_string();
     let mut worker = Guard::spawn(&format!("worker-{name}"), &mut cmd, &log, &needle)
         .map_err(anyhow::Error::msg)?;
-    fs::write(&pid_file, worker.pid().to_string())?;
-    let perf = if spec.perf {
-        Some(start_perf(bed, worker.pid())?)
-    } else {
-        None
+    fs::write(tmp.join(format!("{name}.pid")), worker.pid().to_string())?;
+    let perf = match spec.perf {
+        true => Some(start_perf(bed, worker.pid())?),
+        false => None,
     };
-    // The collector ends by itself (every result, or its time limit); a
-    // worker that dies meanwhile ends the run at once.
-    while collect.is_alive() {
-        if !worker.is_alive() {
-            bail!(
-                "the worker exited during the run:\n{}",
-                util::tail(&log, 30)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    drain(&mut collect, &mut worker, &log)?;
     if let Some(mut perf) = perf {
         perf.signal("INT");
         perf.wait(Duration::from_secs(30));
     }
-    let (status, metrics) = util::http_get(&listen, "/metrics").unwrap_or((0, String::new()));
+    after_run(bed, name, &listen, worker, &log)?;
+    Ok((Kv::read(&tmp.join(format!("{name}.out"))), start_ms))
+}
+
+/// Waits while the collector runs: it ends by itself (every result, or its
+/// time limit); a worker that dies meanwhile ends the run at once.
+fn drain(collect: &mut Guard, worker: &mut Guard, log: &Path) -> Result<()> {
+    while collect.is_alive() {
+        if !worker.is_alive() {
+            bail!("the worker exited during the run:\n{}", util::tail(log, 30));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// Saves the worker's metrics and Redis's command counts, stops the worker,
+/// and checks that the collector left its figures.
+fn after_run(bed: &Bed, name: &str, listen: &str, mut worker: Guard, log: &Path) -> Result<()> {
+    let tmp = &bed.tmp;
+    let (status, metrics) = util::http_get(listen, "/metrics").unwrap_or((0, String::new()));
     if status == 200 {
         fs::write(tmp.join(format!("{name}.metrics")), metrics)?;
     }
-    fs::write(
-        tmp.join(format!("{name}.redis")),
-        redis_cli(bed, &["info", "commandstats"])?,
-    )?;
+    let counts = redis_cli(bed, &["info", "commandstats"])?;
+    fs::write(tmp.join(format!("{name}.redis")), counts)?;
     if !worker.is_alive() {
-        bail!("the worker died during the run:\n{}", util::tail(&log, 30));
+        bail!("the worker died during the run:\n{}", util::tail(log, 30));
     }
     worker.stop(Duration::from_secs(30));
-    eprint!(
-        "{}",
-        fs::read_to_string(tmp.join(format!("{name}.err"))).unwrap_or_default()
-    );
-    let out = Kv::read(&tmp.join(format!("{name}.out")));
-    if out.get("stopped_by").is_empty() {
-        bail!(
-            "the collector failed: {}",
-            util::tail(&tmp.join(format!("{name}.err")), 30)
-        );
+    let err = tmp.join(format!("{name}.err"));
+    eprint!("{}", fs::read_to_string(&err).unwrap_or_default());
+    if Kv::read(&tmp.join(format!("{name}.out")))
+        .get("stopped_by")
+        .is_empty()
+    {
+        bail!("the collector failed: {}", util::tail(&err, 30));
     }
-    Ok((out, start_ms))
+    Ok(())
 }
 
-/// The helper's `collect`, stdout to NAME.out and stderr to NAME.err.
+/// Starts the helper's `collect` (stdout to NAME.out, stderr to NAME.err)
+/// and waits until it consumes the results queue.
 fn collector(bed: &Bed, spec: &Spec, watch: &[String], listen: &str) -> Result<Guard> {
-    let tmp = &bed.tmp;
-    let name = spec.name;
+    let (tmp, name) = (&bed.tmp, spec.name);
+    let ready = tmp.join(format!("{name}.ready"));
+    let _ = fs::remove_file(tmp.join(format!("{name}.pid")));
+    let _ = fs::remove_file(&ready);
     let clk_tck = util::output("getconf CLK_TCK", Command::new("getconf").arg("CLK_TCK"))?;
     let mut cmd = Command::new(&bed.ceiling);
     cmd.arg("collect")
@@ -361,13 +350,18 @@ fn collector(bed: &Bed, spec: &Spec, watch: &[String], listen: &str) -> Result<G
         .stdout(fs::File::create(tmp.join(format!("{name}.out")))?)
         .stderr(fs::File::create(tmp.join(format!("{name}.err")))?);
     let needle = bed.ceiling.display().to_string();
-    Guard::start(
-        &format!("collect-{name}"),
-        &mut cmd,
-        &tmp.join(format!("collect-{name}.watchdog.log")),
-        &needle,
-    )
-    .map_err(anyhow::Error::msg)
+    let watchdog_log = tmp.join(format!("collect-{name}.watchdog.log"));
+    let mut collect = Guard::start(&format!("collect-{name}"), &mut cmd, &watchdog_log, &needle)
+        .map_err(anyhow::Error::msg)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        if !collect.is_alive() || Instant::now() >= deadline {
+            let err = util::tail(&tmp.join(format!("{name}.err")), 30);
+            bail!("the collector is not consuming: {err}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(collect)
 }
 
 /// `listen = "HOST:PORT"` of a configuration we wrote: its port.
@@ -437,49 +431,11 @@ fn profile(args: &BenchArgs, bed: &Bed, watch: &[String]) -> Result<()> {
     );
     let url = job_url(bed);
     let spec = Spec {
-        name: "profile",
-        config: &bed.conf,
-        jobs: args.jobs,
-        url: &url,
-        hosts: SITE_HOSTS,
-        limit: 240,
         perf: true,
+        ..Spec::new("profile", &bed.conf, args.jobs, &url, SITE_HOSTS)
     };
     let (p, _) = worker_run(bed, &spec, watch)?;
-    let data = bed.tmp.join("perf.data").display().to_string();
-    let report = |extra: &[&str]| -> String {
-        let out = Command::new("perf")
-            .args(["report", "-i", &data, "--stdio"])
-            .args(extra)
-            .stderr(Stdio::null())
-            .output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    };
-    let children: String = report(&[
-        "--children",
-        "--sort",
-        "sym",
-        "--percent-limit",
-        "4",
-        "-g",
-        "none",
-    ])
-    .lines()
-    .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.starts_with(' '))
-    .map(|l| format!("{l}\n"))
-    .collect();
-    let text = format!(
-        "# scripts/bench --profile: the worker draining {} jobs under perf record -F 499 --call-graph dwarf\n\
-         # Inclusive (children) time of the functions at 4 % and more: where the worker's CPU goes by subsystem:\n{children}\
-         # Flat (self time, symbols at 0.5 % and more):\n{}\
-         # By shared object:\n{}\
-         # With call graphs (perf report --no-children --percent-limit 3 --stdio, callers):\n{}",
-        args.jobs,
-        report(&["--no-children", "--percent-limit", "0.5", "-g", "none"]),
-        report(&["--no-children", "--sort", "dso", "-g", "none"]),
-        report(&["--no-children", "--percent-limit", "3", "-g", "caller,0.5,callee", "--max-stack", "24"]),
-    );
+    let text = perf_report(&bed.tmp.join("perf.data"), args.jobs);
     fs::write(util::root().join("target/bench/profile.txt"), text)?;
     say!(
         "   perf report: target/bench/profile.txt ({} jobs/s under perf)",
@@ -488,41 +444,49 @@ fn profile(args: &BenchArgs, bed: &Bed, watch: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// What target/bench/profile.txt holds: perf report's views of the drain.
+fn perf_report(data: &Path, jobs: u64) -> String {
+    let report = |extra: &str| -> String {
+        let out = Command::new("perf")
+            .arg("report")
+            .arg("-i")
+            .arg(data)
+            .arg("--stdio")
+            .args(extra.split_whitespace())
+            .stderr(Stdio::null())
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    // Only the symbol lines (as `grep -E '^ +[0-9]'`), not perf's header.
+    let children: String = report("--children --sort sym --percent-limit 4 -g none")
+        .lines()
+        .filter(|l| l.starts_with(' ') && l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    format!(
+        "# scripts/bench --profile: the worker draining {jobs} jobs under perf record -F 499 --call-graph dwarf\n\
+         # Inclusive (children) time of the functions at 4 % and more: where the worker's CPU goes by subsystem:\n{children}\
+         # Flat (self time, symbols at 0.5 % and more):\n{}\
+         # By shared object:\n{}\
+         # With call graphs (perf report --no-children --percent-limit 3 --stdio, callers):\n{}",
+        report("--no-children --percent-limit 0.5 -g none"),
+        report("--no-children --sort dso -g none"),
+        report("--no-children --percent-limit 3 -g caller,0.5,callee --max-stack 24"),
+    )
+}
+
 /// The in-flight run: every job held open at once by the helper's slow
 /// server; the worker's peak memory is the figure.
 fn inflight_run(bed: &mut Bed, n: u64, mut watch: Vec<String>) -> Result<Inflight> {
     if bed.nofile < n + 1000 {
-        say!(
-            "WARNING: open files are limited to {} here; {n} connections at once may fail",
-            bed.nofile
-        );
+        let nofile = bed.nofile;
+        say!("WARNING: open files are limited to {nofile} here; {n} connections at once may fail");
     }
     let ips: Vec<String> = (1..=HOLD_IPS).map(|i| format!("127.0.4.{i}")).collect();
     let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
     let port = pick_port(&ip_refs)?;
-    say!(
-        "in-flight run: hold server on {}..{}:{port} holds each request {HOLD_SECS} s",
-        ips[0],
-        ips[HOLD_IPS - 1]
-    );
-    let log = bed.tmp.join("hold.log");
-    let mut cmd = Command::new(&bed.ceiling);
-    cmd.args([
-        "hold",
-        "--ips",
-        &ips.join(","),
-        "--port",
-        &port.to_string(),
-        "--hold",
-        &HOLD_SECS.to_string(),
-    ])
-    .args(["--lifetime", "600", "--max-conns", &(n + 1000).to_string()]);
-    let mut hold = Guard::spawn("hold", &mut cmd, &log, &bed.ceiling.display().to_string())
-        .map_err(anyhow::Error::msg)?;
-    hold.wait_ready(&log, Duration::from_secs(15), || {
-        util::listening(&ips[HOLD_IPS - 1], port)
-    })
-    .map_err(anyhow::Error::msg)?;
+    let hold = start_hold(bed, &ips, port, n)?;
     watch.push(format!("hold:{}", hold.pid()));
     bed.hold = Some(hold);
     let listen = pick_port(&["127.0.0.1"])?;
@@ -532,35 +496,16 @@ fn inflight_run(bed: &mut Bed, n: u64, mut watch: Vec<String>) -> Result<Infligh
         bed.config(n, listen, n, n, "hold", HOLD_HOSTS, &ip_refs),
     )?;
     let url = format!("http://hold{{k}}.bench.test:{port}/hold?n={{i}}");
-    let spec = Spec {
-        name: "inflight",
-        config: &config,
-        jobs: n,
-        url: &url,
-        hosts: HOLD_HOSTS,
-        limit: 240,
-        perf: false,
-    };
+    let spec = Spec::new("inflight", &config, n, &url, HOLD_HOSTS);
     let (f, start_ms) = worker_run(bed, &spec, &watch)?;
     let wall = (f.num("last_ms") - start_ms as f64) / 1000.0;
     if let Some(mut hold) = bed.hold.take() {
         hold.stop(Duration::from_secs(10));
     }
-    let hold_peak = fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            l.split_once("peak=")?
-                .1
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .map(str::to_string)
-        })
-        .rfind(|p| !p.is_empty());
+    let hold_peak = last_peak(&fs::read_to_string(bed.tmp.join("hold.log")).unwrap_or_default());
+    let (up, rss) = (f.get("up"), super::summary::mb(f.get("hwm_kb")));
     say!(
-        "   {} of {n} up in {wall:.1} s; worker peak RSS {}; peak in flight {}",
-        f.get("up"),
-        super::summary::mb(f.get("hwm_kb")),
+        "   {up} of {n} up in {wall:.1} s; worker peak RSS {rss}; peak in flight {}",
         f.get("peak_in_flight")
     );
     Ok(Inflight {
@@ -568,4 +513,50 @@ fn inflight_run(bed: &mut Bed, n: u64, mut watch: Vec<String>) -> Result<Infligh
         wall,
         hold_peak,
     })
+}
+
+/// The helper's hold server on `ips`, for `n` connections at once.
+fn start_hold(bed: &Bed, ips: &[String], port: u16, n: u64) -> Result<Guard> {
+    let last = &ips[ips.len() - 1];
+    say!(
+        "in-flight run: hold server on {}..{last}:{port} holds each request {HOLD_SECS} s",
+        ips[0]
+    );
+    let log = bed.tmp.join("hold.log");
+    let mut cmd = Command::new(&bed.ceiling);
+    cmd.args(["hold", "--ips", &ips.join(","), "--port", &port.to_string()])
+        .args(["--hold", &HOLD_SECS.to_string(), "--lifetime", "600"])
+        .args(["--max-conns", &(n + 1000).to_string()]);
+    let needle = bed.ceiling.display().to_string();
+    let mut hold = Guard::spawn("hold", &mut cmd, &log, &needle).map_err(anyhow::Error::msg)?;
+    hold.wait_ready(&log, Duration::from_secs(15), || {
+        util::listening(last, port)
+    })
+    .map_err(anyhow::Error::msg)?;
+    Ok(hold)
+}
+
+/// The last `peak=N` the hold server logged: the most connections it had open.
+fn last_peak(log: &str) -> Option<String> {
+    log.lines()
+        .filter_map(|l| {
+            let digits = l.split_once("peak=")?.1;
+            digits
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .map(str::to_string)
+        })
+        .rfind(|p| !p.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_peak_of_the_hold_log_counts() {
+        let log = "listening=20\nhold: open=3 peak=150 served=9 refused=0\nhold: open=0 peak=200 served=200 refused=0\n";
+        assert_eq!(last_peak(log).as_deref(), Some("200"));
+        assert_eq!(last_peak("nothing"), None);
+    }
 }
