@@ -1,4 +1,6 @@
-//! The benchmark's helper: the parts of `scripts/bench` that bash cannot do well.
+//! The benchmark's helper: the parts of `cargo xtask bench` that measure the broker and
+//! time a worker run, built in release mode beside the worker so that its own cost is
+//! a lean client's.
 //!
 //! - `b-in`: the broker's delivery ceiling. Fills a durable queue with persistent
 //!   job-sized messages, then drains it with manual acks at the worker's prefetch.
@@ -13,8 +15,8 @@
 //!   answers 200 with a small page.
 //!
 //! Everything it talks to is on loopback; every wait is bounded. Each subcommand prints
-//! `key=value` lines on stdout for the script to read. Built and run by `scripts/bench`;
-//! by hand: `cargo bench --bench ceiling -- b-in --config bench.toml --jobs 20000`.
+//! `key=value` lines on stdout for `cargo xtask bench` (and `scripts/bench-probe`) to
+//! read. By hand: `cargo run --release -p ceiling -- b-in --config bench.toml --jobs 20000`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -51,7 +53,7 @@ const SAMPLE_RESULT: &str = r#"{"job_id":"bench-1234567","url":"http://site123.b
 #[derive(Parser)]
 #[command(
     name = "ceiling",
-    about = "scripts/bench's helper: broker ceilings, prefill, result timing, a slow server"
+    about = "cargo xtask bench's helper: broker ceilings, prefill, result timing, a slow server"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -174,8 +176,7 @@ impl JobShape {
 }
 
 fn main() -> ExitCode {
-    // `cargo bench` passes `--bench` to a harness-less bench: not ours to parse.
-    let cli = Cli::parse_from(std::env::args().filter(|a| a != "--bench"));
+    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
