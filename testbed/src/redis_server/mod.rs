@@ -1,0 +1,181 @@
+//! A private redis-server on 127.0.0.1, with nothing persisted, that a test
+//! can stop and start again on the same port to see how picket behaves while
+//! its cache is gone; a private Redis Cluster (with replicas, whose primaries
+//! can be killed); and a primary with a replica watched by three Sentinels.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::procs::{self, Watchdog};
+
+mod cluster;
+mod sentinels;
+
+pub use cluster::RedisCluster;
+pub use sentinels::{RedisSentinels, SENTINEL_MASTER};
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct RedisServer {
+    port: u16,
+    url: String,
+    dir: PathBuf,
+    bin: PathBuf,
+    child: Mutex<Option<Child>>,
+    _watchdog: Watchdog,
+}
+
+impl RedisServer {
+    /// Starts a new server on a free port and waits until it answers PING.
+    ///
+    /// Panics with the install hint if redis-server is not installed: a test
+    /// that needs Redis must never pass by skipping.
+    pub fn launch() -> Result<RedisServer, String> {
+        let bin = find_server()
+            .unwrap_or_else(|| panic!("redis-server not found: {}", procs::INSTALL_HINT));
+        let dir = procs::scratch_dir("redis")?;
+        let port = procs::free_port();
+        // The cleanup reads the PID file we write after each start, because a
+        // restart gives the server a new PID the watchdog cannot know ahead.
+        let watchdog = Watchdog::spawn(
+            "redis",
+            &dir.join("watchdog.log"),
+            r#"
+pid=$(cat "$1/redis.pid" 2>/dev/null)
+if ours "$pid" "$2"; then kill -KILL "$pid"; fi
+tidy "$1"
+"#,
+            &[dir.display().to_string(), format!("127.0.0.1:{port}")],
+            &[],
+        )?;
+        let server = RedisServer {
+            port,
+            url: format!("redis://127.0.0.1:{port}/0"),
+            dir,
+            bin,
+            child: Mutex::new(None),
+            _watchdog: watchdog,
+        };
+        server.try_start()?;
+        Ok(server)
+    }
+
+    /// `redis://127.0.0.1:PORT/0`
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        procs::lock(&self.child).as_ref().map(Child::id)
+    }
+
+    /// True if the server process is running (it may still be booting).
+    pub fn is_running(&self) -> bool {
+        let mut child = procs::lock(&self.child);
+        match child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Kills the server abruptly, as a crash or an OOM kill would, and waits
+    /// until it is gone. Does nothing if it is already stopped.
+    pub fn stop(&self) {
+        let mut guard = procs::lock(&self.child);
+        if let Some(mut child) = guard.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.join("redis.pid"));
+    }
+
+    /// Starts the server again on the same port (empty: nothing is saved)
+    /// and waits until it answers PING. Does nothing if it is running.
+    pub fn start(&self) {
+        self.try_start()
+            .unwrap_or_else(|e| panic!("restarting redis-server failed: {e}"));
+    }
+
+    pub fn restart(&self) {
+        self.stop();
+        self.start();
+    }
+
+    fn try_start(&self) -> Result<(), String> {
+        let mut guard = procs::lock(&self.child);
+        if let Some(child) = guard.as_mut() {
+            if matches!(child.try_wait(), Ok(None)) {
+                return Ok(());
+            }
+        }
+        let log = self.dir.join("redis.log");
+        let mut cmd = server_command(&self.bin, self.port, &self.dir);
+        procs::background(&mut cmd, &log)?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
+        std::fs::write(self.dir.join("redis.pid"), child.id().to_string())
+            .map_err(|e| format!("cannot write redis.pid in {}: {e}", self.dir.display()))?;
+        let port = self.port;
+        let ready = procs::wait_ready("redis-server", &mut child, &log, STARTUP_TIMEOUT, || {
+            answers_ping(port)
+        });
+        if let Err(e) = ready {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        *guard = Some(child);
+        Ok(())
+    }
+}
+
+/// The redis-server executable, from PATH or the usual directories.
+pub fn find_server() -> Option<PathBuf> {
+    procs::find_binary("redis-server", &["/usr/bin", "/usr/sbin", "/usr/local/bin"])
+}
+
+/// A private redis-server on 127.0.0.1:`port` that persists nothing: what the
+/// tests, `cargo xtask bench` and `cargo xtask demo` all run.
+pub fn server_command(bin: &Path, port: u16, dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .args(["--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir);
+    cmd
+}
+
+impl Drop for RedisServer {
+    /// A private server made by a test stops when the test drops it; the
+    /// watchdog then only removes the directory.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Speaks just enough RESP to know the server serves commands, not merely
+/// that the port accepts connections.
+pub fn answers_ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}

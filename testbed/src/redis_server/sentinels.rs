@@ -1,0 +1,221 @@
+//! A Redis primary with a replica, watched by three Sentinels, on 127.0.0.1: a test
+//! kills the primary to see the Sentinels promote the replica.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{answers_ping, STARTUP_TIMEOUT};
+use crate::procs::{self, Watchdog};
+
+/// A Redis primary with one replica, watched by three Sentinels (quorum 2,
+/// `down-after-milliseconds` 1000), all on 127.0.0.1 with nothing persisted.
+pub struct RedisSentinels {
+    primary: u16,
+    replica: u16,
+    sentinels: Vec<u16>,
+    dir: PathBuf,
+    cli: PathBuf,
+    children: Mutex<Vec<(u16, Child)>>,
+    _watchdog: Watchdog,
+}
+
+/// The name the Sentinels monitor the primary under.
+pub const SENTINEL_MASTER: &str = "picket-primary";
+
+impl RedisSentinels {
+    /// Starts the primary, the replica (and waits until it is in sync), then
+    /// the Sentinels (and waits until each sees the replica and the others).
+    ///
+    /// Panics with the install hint if redis-server, redis-sentinel or
+    /// redis-cli is missing.
+    pub fn launch() -> Result<RedisSentinels, String> {
+        let dirs = &["/usr/bin", "/usr/sbin", "/usr/local/bin"];
+        let find = |name: &str| {
+            procs::find_binary(name, dirs)
+                .unwrap_or_else(|| panic!("{name} not found: {}", procs::INSTALL_HINT))
+        };
+        let (server, sentinel, cli) = (
+            find("redis-server"),
+            find("redis-sentinel"),
+            find("redis-cli"),
+        );
+        let dir = procs::scratch_dir("redis-sentinel")?;
+        let watchdog = Watchdog::spawn(
+            "redis-sentinel",
+            &dir.join("watchdog.log"),
+            r#"
+for f in "$1"/redis-*.pid; do
+  [ -e "$f" ] || continue
+  port=${f##*/redis-}; port=${port%.pid}
+  pid=$(cat "$f" 2>/dev/null)
+  if ours "$pid" "127.0.0.1:$port"; then kill -KILL "$pid"; fi
+done
+tidy "$1"
+"#,
+            &[dir.display().to_string()],
+            &[],
+        )?;
+        let set = RedisSentinels {
+            primary: procs::free_port(),
+            replica: procs::free_port(),
+            sentinels: (0..3).map(|_| procs::free_port()).collect(),
+            dir,
+            cli,
+            children: Mutex::new(Vec::new()),
+            _watchdog: watchdog,
+        };
+        let primary = set.primary.to_string();
+        set.spawn(&server, set.primary, &[])?;
+        set.spawn(
+            &server,
+            set.replica,
+            &["--replicaof", "127.0.0.1", &primary],
+        )?;
+        set.wait("the replica in sync", || {
+            set.cli(set.replica, &["info", "replication"])
+                .contains("master_link_status:up")
+        })?;
+        for &port in &set.sentinels {
+            let conf = set.dir.join(format!("sentinel-{port}.conf"));
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
+                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {primary} 2\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 10000\n\
+                 sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+                dir = set.dir.display()
+            );
+            std::fs::write(&conf, text)
+                .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+            set.spawn_with(&sentinel, port, &[conf.display().to_string()])?;
+        }
+        set.wait(
+            "every Sentinel seeing the replica and the other two",
+            || {
+                set.sentinels.iter().all(|&p| {
+                    let info = set.cli(p, &["sentinel", "master", SENTINEL_MASTER]);
+                    let field = |name: &str| {
+                        let lines: Vec<&str> = info.lines().map(str::trim).collect();
+                        lines
+                            .iter()
+                            .position(|l| *l == name)
+                            .and_then(|i| lines.get(i + 1))
+                            .and_then(|v| v.parse::<u32>().ok())
+                            .unwrap_or(0)
+                    };
+                    field("num-slaves") >= 1 && field("num-other-sentinels") >= 2
+                })
+            },
+        )?;
+        Ok(set)
+    }
+
+    /// The Sentinels as `redis://127.0.0.1:PORT` URLs.
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    pub fn primary_port(&self) -> u16 {
+        self.primary
+    }
+
+    pub fn replica_port(&self) -> u16 {
+        self.replica
+    }
+
+    /// The port the Sentinels name as the primary now.
+    pub fn current_primary(&self) -> Option<u16> {
+        self.sentinels.iter().find_map(|&p| {
+            let out = self.cli(p, &["sentinel", "get-master-addr-by-name", SENTINEL_MASTER]);
+            out.lines().nth(1).and_then(|l| l.trim().parse().ok())
+        })
+    }
+
+    /// Kills the server on `port` with SIGKILL and waits until it is gone.
+    pub fn kill(&self, port: u16) {
+        let mut children = procs::lock(&self.children);
+        if let Some((_, child)) = children.iter_mut().find(|(p, _)| *p == port) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `redis-cli -p PORT ARGS...` (empty output on failure).
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        Command::new(&self.cli)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn spawn(&self, bin: &std::path::Path, port: u16, extra: &[&str]) -> Result<(), String> {
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push("--dir".into());
+        args.push(self.dir.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn_with(bin, port, &args)
+    }
+
+    fn spawn_with(&self, bin: &std::path::Path, port: u16, args: &[String]) -> Result<(), String> {
+        let log = self.dir.join(format!("redis-{port}.log"));
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        procs::background(&mut cmd, &log)?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let pid_file = self.dir.join(format!("redis-{port}.pid"));
+        std::fs::write(&pid_file, child.id().to_string())
+            .map_err(|e| format!("cannot write {}: {e}", pid_file.display()))?;
+        let mut children = procs::lock(&self.children);
+        children.push((port, child));
+        let (_, child) = children.last_mut().expect("just pushed");
+        procs::wait_ready("redis (sentinel set)", child, &log, STARTUP_TIMEOUT, || {
+            answers_ping(port)
+        })
+    }
+
+    fn wait(&self, what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        while !ready() {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "no {what} within {STARTUP_TIMEOUT:?} (logs in {})",
+                    self.dir.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisSentinels {
+    fn drop(&mut self) {
+        for (_, mut child) in procs::lock(&self.children).drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
