@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use lapin::Connection;
 
 use crate::{deadline, load, per_second, RunArgs};
 
@@ -160,16 +161,159 @@ pub(crate) async fn watch_in_flight(url: String, peak: Arc<AtomicU64>) {
     }
 }
 
-pub(crate) async fn collect(run: &RunArgs, opts: &CollectOptions) -> Result<()> {
-    let settings = load(&run.config)?;
-    let deadline = deadline(run);
-    let n = run.jobs;
-    let conn = picket::amqp::connect(&settings.amqp, "picket bench collect").await?;
+/// The results of a run, counted as they arrive.
+#[derive(Default)]
+struct Tally {
+    seen: HashSet<String>,
+    kinds: BTreeMap<String, usize>,
+    examples: Vec<String>,
+    totals_ms: Vec<u64>,
+    results: usize,
+    duplicates: usize,
+    unparsable: usize,
+    up: usize,
+    bytes: usize,
+}
+
+impl Tally {
+    /// Counts one result message.
+    fn take(&mut self, data: &[u8]) {
+        self.results += 1;
+        self.bytes += data.len();
+        let Ok(report) = serde_json::from_slice::<serde_json::Value>(data) else {
+            self.unparsable += 1;
+            return;
+        };
+        let text = |k: &str| report.get(k).and_then(|v| v.as_str()).unwrap_or("?");
+        if !self.seen.insert(text("job_id").to_string()) {
+            self.duplicates += 1;
+            return;
+        }
+        let verdict = text("verdict");
+        *self
+            .kinds
+            .entry(format!("{verdict}/{}", text("reason")))
+            .or_default() += 1;
+        if verdict == "up" {
+            self.up += 1;
+        } else if self.examples.len() < 5 {
+            self.examples.push(format!(
+                "{} {verdict}/{}: {}",
+                text("url"),
+                text("reason"),
+                text("detail")
+            ));
+        }
+        if let Some(ms) = report
+            .get("timing_ms")
+            .and_then(|t| t.get("total"))
+            .and_then(serde_json::Value::as_u64)
+        {
+            self.totals_ms.push(ms);
+        }
+    }
+
+    /// Prints the counts of `n` expected jobs as `key=value` lines.
+    fn print_counts(&self, n: usize) {
+        let unique = self.seen.len();
+        println!("expected={n}");
+        println!("results={}", self.results);
+        println!("unique={unique}");
+        println!("missing={}", n.saturating_sub(unique));
+        println!("duplicates={}", self.duplicates);
+        println!("unparsable={}", self.unparsable);
+        println!("up={}", self.up);
+        println!("not_up={}", unique - self.up);
+    }
+
+    /// Prints the sizes, probe times and verdicts (and up to five results not up).
+    fn print_shape(&mut self) {
+        self.totals_ms.sort_unstable();
+        let totals = &self.totals_ms;
+        println!(
+            "result_bytes={}",
+            self.bytes.checked_div(self.results).unwrap_or(0)
+        );
+        println!("probe_ms_p50={}", percentile(totals, 0.5));
+        println!("probe_ms_p99={}", percentile(totals, 0.99));
+        println!("probe_ms_max={}", totals.last().copied().unwrap_or(0));
+    }
+
+    fn print_verdicts(&self) {
+        let kinds: Vec<String> = self.kinds.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        println!("verdicts={}", kinds.join(","));
+        for e in &self.examples {
+            eprintln!("collect: not up: {e}");
+        }
+    }
+}
+
+/// When the first and the last result came, and why taking stopped.
+struct Span {
+    first: Option<(Instant, u128, CpuSnapshot)>,
+    last: (Instant, u128),
+    stopped_by: &'static str,
+    pid: Option<u32>,
+}
+
+/// Takes results until `n` distinct jobs are answered, the deadline passes, or none came
+/// for `opts.idle` after the first. The worker's CPU is sampled at the first result.
+async fn drain(
+    consumer: &mut lapin::Consumer,
+    n: usize,
+    deadline: tokio::time::Instant,
+    opts: &CollectOptions,
+    tally: &mut Tally,
+) -> Result<Span> {
+    let mut span = Span {
+        first: None,
+        last: (Instant::now(), 0),
+        stopped_by: "complete",
+        pid: None,
+    };
+    while tally.seen.len() < n {
+        let wait_until = match span.first {
+            None => deadline,
+            Some(_) => deadline.min(tokio::time::Instant::now() + opts.idle),
+        };
+        let Ok(next) = tokio::time::timeout_at(wait_until, consumer.next()).await else {
+            span.stopped_by = if span.first.is_some() && wait_until < deadline {
+                "idle"
+            } else {
+                "timeout"
+            };
+            break;
+        };
+        let delivery = match next {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!(
+                "collect: the consumer ended after {} results",
+                tally.results
+            ),
+        };
+        let now = Instant::now();
+        if span.first.is_none() {
+            span.pid = read_pid(&opts.pid_file);
+            span.first = Some((now, epoch_ms(), CpuSnapshot::take(span.pid, opts)));
+        }
+        span.last = (now, epoch_ms());
+        tally.take(&delivery.data);
+    }
+    Ok(span)
+}
+
+/// Consumes the results queue (no acks: the collector must never be what limits the
+/// rate it measures), and says it is ready in `opts.ready_file`.
+async fn results_consumer(
+    conn: &Connection,
+    settings: &picket::config::Settings,
+    opts: &CollectOptions,
+) -> Result<lapin::Consumer> {
     let ch = conn.create_channel().await?;
-    picket::amqp::declare(&conn, &settings.amqp).await?;
+    picket::amqp::declare(conn, &settings.amqp).await?;
     ch.basic_qos(4096, BasicQosOptions::default()).await?;
-    // No acks: the collector must never be what limits the rate it measures.
-    let mut consumer = ch
+    let consumer = ch
         .basic_consume(
             settings.amqp.results_queue.as_str().into(),
             "picket-bench-collect".into(),
@@ -182,104 +326,39 @@ pub(crate) async fn collect(run: &RunArgs, opts: &CollectOptions) -> Result<()> 
         .await?;
     std::fs::write(&opts.ready_file, "ready\n")
         .with_context(|| format!("{}: cannot write", opts.ready_file.display()))?;
+    Ok(consumer)
+}
 
+pub(crate) async fn collect(run: &RunArgs, opts: &CollectOptions) -> Result<()> {
+    let settings = load(&run.config)?;
+    let deadline = deadline(run);
+    let n = run.jobs;
+    let conn = picket::amqp::connect(&settings.amqp, "picket bench collect").await?;
+    let mut consumer = results_consumer(&conn, &settings, opts).await?;
     let peak_in_flight = Arc::new(AtomicU64::new(0));
     let watcher = opts
         .metrics
         .clone()
         .map(|url| tokio::spawn(watch_in_flight(url, peak_in_flight.clone())));
-
-    let mut seen: HashSet<String> = HashSet::with_capacity(n);
-    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-    let mut examples: Vec<String> = Vec::new();
-    let mut totals_ms: Vec<u64> = Vec::with_capacity(n);
-    let (mut results, mut duplicates, mut unparsable, mut up, mut bytes) = (0, 0, 0, 0, 0);
-    let mut first: Option<(Instant, u128, CpuSnapshot)> = None;
-    let mut last = (Instant::now(), 0u128);
-    let mut pid = None;
-    let mut stopped_by = "complete";
-    while seen.len() < n {
-        let wait_until = match first {
-            None => deadline,
-            Some(_) => deadline.min(tokio::time::Instant::now() + opts.idle),
-        };
-        let Ok(next) = tokio::time::timeout_at(wait_until, consumer.next()).await else {
-            stopped_by = if first.is_some() && wait_until < deadline {
-                "idle"
-            } else {
-                "timeout"
-            };
-            break;
-        };
-        let delivery = match next {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => return Err(e.into()),
-            None => bail!("collect: the consumer ended after {results} results"),
-        };
-        let now = Instant::now();
-        if first.is_none() {
-            pid = read_pid(&opts.pid_file);
-            first = Some((now, epoch_ms(), CpuSnapshot::take(pid, opts)));
-        }
-        last = (now, epoch_ms());
-        results += 1;
-        bytes += delivery.data.len();
-        let Ok(report) = serde_json::from_slice::<serde_json::Value>(&delivery.data) else {
-            unparsable += 1;
-            continue;
-        };
-        let text = |k: &str| report.get(k).and_then(|v| v.as_str()).unwrap_or("?");
-        if !seen.insert(text("job_id").to_string()) {
-            duplicates += 1;
-            continue;
-        }
-        let verdict = text("verdict");
-        *kinds
-            .entry(format!("{verdict}/{}", text("reason")))
-            .or_default() += 1;
-        if verdict == "up" {
-            up += 1;
-        } else if examples.len() < 5 {
-            examples.push(format!(
-                "{} {verdict}/{}: {}",
-                text("url"),
-                text("reason"),
-                text("detail")
-            ));
-        }
-        if let Some(ms) = report
-            .get("timing_ms")
-            .and_then(|t| t.get("total"))
-            .and_then(serde_json::Value::as_u64)
-        {
-            totals_ms.push(ms);
-        }
-    }
-    let cpu_last = CpuSnapshot::take(pid, opts);
-    let hwm_kb = pid.and_then(|p| status_kb(p, "VmHWM"));
-    let rss_kb = pid.and_then(|p| status_kb(p, "VmRSS"));
+    let mut tally = Tally::default();
+    let span = drain(&mut consumer, n, deadline, opts, &mut tally).await?;
+    let cpu_last = CpuSnapshot::take(span.pid, opts);
+    let hwm_kb = span.pid.and_then(|p| status_kb(p, "VmHWM"));
+    let rss_kb = span.pid.and_then(|p| status_kb(p, "VmRSS"));
     if let Some(w) = watcher {
         w.abort();
     }
     let _ = conn.close(200, "done".into()).await;
 
-    let unique = seen.len();
-    totals_ms.sort_unstable();
-    let (secs, first_ms, cpu_first) = match first {
-        Some((at, ms, cpu)) => ((last.0 - at).as_secs_f64(), ms, Some(cpu)),
+    let unique = tally.seen.len();
+    let (secs, first_ms, cpu_first) = match span.first {
+        Some((at, ms, cpu)) => ((span.last.0 - at).as_secs_f64(), ms, Some(cpu)),
         None => (0.0, 0, None),
     };
-    println!("stopped_by={stopped_by}");
-    println!("expected={n}");
-    println!("results={results}");
-    println!("unique={unique}");
-    println!("missing={}", n.saturating_sub(unique));
-    println!("duplicates={duplicates}");
-    println!("unparsable={unparsable}");
-    println!("up={up}");
-    println!("not_up={}", unique - up);
+    println!("stopped_by={}", span.stopped_by);
+    tally.print_counts(n);
     println!("first_ms={first_ms}");
-    println!("last_ms={}", last.1);
+    println!("last_ms={}", span.last.1);
     println!("secs={secs:.3}");
     println!("rate={:.0}", per_second(unique.saturating_sub(1), secs));
     if let Some(a) = &cpu_first {
@@ -291,18 +370,11 @@ pub(crate) async fn collect(run: &RunArgs, opts: &CollectOptions) -> Result<()> 
     if let Some(kb) = rss_kb {
         println!("rss_kb={kb}");
     }
-    println!("result_bytes={}", bytes.checked_div(results).unwrap_or(0));
-    println!("probe_ms_p50={}", percentile(&totals_ms, 0.5));
-    println!("probe_ms_p99={}", percentile(&totals_ms, 0.99));
-    println!("probe_ms_max={}", totals_ms.last().copied().unwrap_or(0));
+    tally.print_shape();
     if opts.metrics.is_some() {
         println!("peak_in_flight={}", peak_in_flight.load(Ordering::Relaxed));
     }
-    let kinds: Vec<String> = kinds.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-    println!("verdicts={}", kinds.join(","));
-    for e in examples {
-        eprintln!("collect: not up: {e}");
-    }
+    tally.print_verdicts();
     Ok(())
 }
 
