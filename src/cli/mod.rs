@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{RuntimeShape, Settings};
 
 pub(crate) mod check;
 pub(crate) mod config_cmd;
@@ -119,7 +119,7 @@ fn run(cli: Cli) -> Exit {
     let quiet = !matches!(cli.command, Command::Worker);
     crate::app::init_logging(&settings, quiet);
     crate::app::raise_file_limit(settings.probe.concurrency);
-    let runtime = match runtime(&settings) {
+    let runtime = match runtime(&settings, &cli.command) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("picket: cannot start the runtime: {e}");
@@ -152,13 +152,28 @@ pub(crate) fn report_error(e: &anyhow::Error) {
     }
 }
 
-fn runtime(settings: &Settings) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(n) = settings.worker.threads {
-        builder.worker_threads(n);
-    }
-    builder.build()
+/// The async runtime for `command`. `picket check` runs on one thread by default
+/// (`probe.runtime`): each probe's future, hyper's connection task and the I/O driver
+/// then share that thread, where on the work-stealing pool every response crossed
+/// threads (futex wake-ups, context switches) — about a fifth of a plain-HTTP probe's
+/// CPU (docs/BENCHMARKS.md). The worker keeps the pool: it must use every core, and its
+/// broker and Redis clients have tasks of their own.
+fn runtime(settings: &Settings, command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let shape = match command {
+        Command::Check(_) => settings.probe.runtime,
+        _ => RuntimeShape::MultiThread,
+    };
+    let mut builder = match shape {
+        RuntimeShape::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        RuntimeShape::MultiThread => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = settings.worker.threads {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    builder.enable_all().build()
 }
 
 fn completions(shell: clap_complete::Shell) -> Exit {

@@ -30,6 +30,7 @@ pub(super) struct RawProbe {
     soft_failures: String,
     egress_fail_targets: u32,
     egress_rest: String,
+    runtime: String,
 }
 
 /// `[probe]`
@@ -64,6 +65,18 @@ pub struct ProbeSettings {
     pub soft_failures: Option<Verdict>,
     /// When an egress failing for many sites is rested.
     pub egress_health: crate::egress::HealthSettings,
+    /// The shape of `picket check`'s async runtime.
+    pub runtime: RuntimeShape,
+}
+
+/// `probe.runtime`: how `picket check` schedules its probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeShape {
+    /// Every probe, hyper's connection tasks and the I/O driver on one thread: no
+    /// wake-up crosses threads, at the price of one core's worth of CPU at most.
+    CurrentThread,
+    /// Tokio's work-stealing pool, `worker.threads` threads.
+    MultiThread,
 }
 
 /// A byte count from the file as this machine's size; one that does not fit is no limit
@@ -115,7 +128,20 @@ impl TryFrom<RawProbe> for ProbeSettings {
                 fail_targets: p.egress_fail_targets as usize,
                 rest: positive_duration("probe.egress_rest", &p.egress_rest)?,
             },
+            runtime: runtime_shape(&p.runtime)?,
         })
+    }
+}
+
+/// `probe.runtime`.
+fn runtime_shape(value: &str) -> Result<RuntimeShape, ConfigError> {
+    match value {
+        "current_thread" => Ok(RuntimeShape::CurrentThread),
+        "multi_thread" => Ok(RuntimeShape::MultiThread),
+        other => Err(invalid(
+            "probe.runtime",
+            format!("{other:?} is not \"current_thread\" or \"multi_thread\""),
+        )),
     }
 }
 
@@ -153,5 +179,14 @@ mod tests {
         let s = Settings::from_toml("[probe]\nsoft_failures = \"off\"\n").expect("off");
         assert_eq!(s.probe.soft_failures, None);
         assert_eq!(soft_failures("down").expect("down"), Some(Verdict::Down));
+    }
+
+    #[test]
+    fn runtime_defaults_to_one_thread_and_names_its_key() {
+        let s = Settings::from_toml("").expect("defaults");
+        assert_eq!(s.probe.runtime, RuntimeShape::CurrentThread);
+        let s = Settings::from_toml("[probe]\nruntime = \"multi_thread\"\n").expect("multi");
+        assert_eq!(s.probe.runtime, RuntimeShape::MultiThread);
+        assert!(err("[probe]\nruntime = \"threads\"\n").contains("probe.runtime"));
     }
 }
