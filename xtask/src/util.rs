@@ -112,9 +112,25 @@ pub fn tail(path: &Path, lines: usize) -> String {
     testbed::procs::tail(path, lines)
 }
 
+/// The parent of process `pid`, from `/proc/PID/stat` (the field after the command
+/// name, which may itself hold spaces and parentheses: hence the last `") "`).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parent_of_this_process_is_the_one_the_kernel_names() {
+        assert_eq!(
+            parent_of(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
+        assert_eq!(parent_of(u32::MAX), None);
+    }
 
     #[test]
     fn median_takes_the_lower_middle() {

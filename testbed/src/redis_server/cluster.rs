@@ -43,21 +43,7 @@ impl RedisCluster {
         let ports: Vec<u16> = (0..n).map(|_| procs::free_port()).collect();
         // One PID file per node, named by its port: the cleanup kills each
         // node only if that PID still runs a redis-server on that port.
-        let watchdog = Watchdog::spawn(
-            "redis-cluster",
-            &dir.join("watchdog.log"),
-            r#"
-for f in "$1"/redis-*.pid; do
-  [ -e "$f" ] || continue
-  port=${f##*/redis-}; port=${port%.pid}
-  pid=$(cat "$f" 2>/dev/null)
-  if ours "$pid" "127.0.0.1:$port"; then kill -KILL "$pid"; fi
-done
-tidy "$1"
-"#,
-            &[dir.display().to_string()],
-            &[],
-        )?;
+        let watchdog = super::watch_pid_files("redis-cluster", &dir)?;
         let cluster = RedisCluster {
             ports,
             dir,

@@ -179,3 +179,23 @@ pub fn answers_ping(port: u16) -> bool {
     let mut buf = [0u8; 7];
     s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
+
+/// A watchdog for servers that each write `DIR/redis-PORT.pid`: the cleanup kills each
+/// only if that PID still runs a redis-server (or Sentinel) on that port.
+fn watch_pid_files(name: &str, dir: &Path) -> Result<Watchdog, String> {
+    Watchdog::spawn(
+        name,
+        &dir.join("watchdog.log"),
+        r#"
+for f in "$1"/redis-*.pid; do
+  [ -e "$f" ] || continue
+  port=${f##*/redis-}; port=${port%.pid}
+  pid=$(cat "$f" 2>/dev/null)
+  if ours "$pid" "127.0.0.1:$port"; then kill -KILL "$pid"; fi
+done
+tidy "$1"
+"#,
+        &[dir.display().to_string()],
+        &[],
+    )
+}

@@ -42,21 +42,7 @@ impl RedisSentinels {
             find("redis-cli"),
         );
         let dir = procs::scratch_dir("redis-sentinel")?;
-        let watchdog = Watchdog::spawn(
-            "redis-sentinel",
-            &dir.join("watchdog.log"),
-            r#"
-for f in "$1"/redis-*.pid; do
-  [ -e "$f" ] || continue
-  port=${f##*/redis-}; port=${port%.pid}
-  pid=$(cat "$f" 2>/dev/null)
-  if ours "$pid" "127.0.0.1:$port"; then kill -KILL "$pid"; fi
-done
-tidy "$1"
-"#,
-            &[dir.display().to_string()],
-            &[],
-        )?;
+        let watchdog = super::watch_pid_files("redis-sentinel", &dir)?;
         let set = RedisSentinels {
             primary: procs::free_port(),
             replica: procs::free_port(),

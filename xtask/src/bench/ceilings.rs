@@ -291,17 +291,7 @@ fn compilers_running() -> usize {
 fn ancestors() -> Vec<u32> {
     let mut chain = vec![std::process::id()];
     while let Some(&pid) = chain.last() {
-        let parent = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| {
-                stat.rsplit_once(") ")?
-                    .1
-                    .split(' ')
-                    .nth(1)?
-                    .parse::<u32>()
-                    .ok()
-            });
-        match parent {
+        match util::parent_of(pid) {
             Some(p) if p > 1 && !chain.contains(&p) => chain.push(p),
             _ => break,
         }

@@ -214,19 +214,7 @@ fn children_of(parent: u32) -> Vec<u32> {
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    stat.rsplit_once(") ")?
-                        .1
-                        .split(' ')
-                        .nth(1)?
-                        .parse::<u32>()
-                        .ok()
-                })
-                == Some(parent)
-        })
+        .filter(|&pid| util::parent_of(pid) == Some(parent))
         .collect()
 }
 
