@@ -69,12 +69,7 @@ impl RedisCluster {
                 .arg("--dir")
                 .arg(&cluster.dir);
             procs::background(&mut cmd, &log)?;
-            let child = cmd
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-            let pid_file = cluster.dir.join(format!("redis-{port}.pid"));
-            std::fs::write(&pid_file, child.id().to_string())
-                .map_err(|e| format!("cannot write {}: {e}", pid_file.display()))?;
+            let child = super::spawn_watched(&mut cmd, &cluster.dir, port)?;
             let mut children = procs::lock(&cluster.children);
             children.push(child);
             let child = children.last_mut().expect("just pushed");

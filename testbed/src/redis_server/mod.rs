@@ -199,3 +199,20 @@ tidy "$1"
         &[],
     )
 }
+
+/// Starts `cmd` (a server on `port`) and records its PID in `DIR/redis-PORT.pid`, where
+/// the watchdog of [`watch_pid_files`] finds it.
+fn spawn_watched(cmd: &mut Command, dir: &Path, port: u16) -> Result<Child, String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let pid_file = dir.join(format!("redis-{port}.pid"));
+    if let Err(e) = std::fs::write(&pid_file, child.id().to_string()) {
+        // Unrecorded, the watchdog could not stop it: stop it now.
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("cannot write {}: {e}", pid_file.display()));
+    }
+    Ok(child)
+}

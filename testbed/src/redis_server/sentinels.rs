@@ -168,12 +168,7 @@ impl RedisSentinels {
         let mut cmd = Command::new(bin);
         cmd.args(args);
         procs::background(&mut cmd, &log)?;
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let pid_file = self.dir.join(format!("redis-{port}.pid"));
-        std::fs::write(&pid_file, child.id().to_string())
-            .map_err(|e| format!("cannot write {}: {e}", pid_file.display()))?;
+        let child = super::spawn_watched(&mut cmd, &self.dir, port)?;
         let mut children = procs::lock(&self.children);
         children.push((port, child));
         let (_, child) = children.last_mut().expect("just pushed");
