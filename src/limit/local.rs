@@ -160,26 +160,17 @@ impl LocalLimiter {
         let Some(entry) = map.get_mut(key) else {
             return Ok(now);
         };
-        // An IP that refused us is asked at half the rate per back-off level, no burst.
-        let level = entry.standing.level();
-        let rate = if level > 0 {
-            Rate {
-                rate: rate.rate / f64::from(1u32 << level),
-                burst: 1,
-                ..rate
-            }
-        } else {
-            rate
-        };
-        // A server answering slowly is asked no faster than it answers.
-        let pace = entry.pace.interval_ms() / 1000.0;
-        let rate = if pace > 1.0 / rate.rate {
+        let spacing = super::Spacing::of(rate, entry.standing.level(), entry.pace.interval_ms());
+        if spacing.paced {
             crate::metric::paced();
-            Rate { burst: 1, ..rate }
-        } else {
-            rate
-        };
-        let interval = Duration::from_secs_f64((1.0 / rate.rate).max(pace));
+        }
+        let (interval, rate) = (
+            spacing.interval,
+            Rate {
+                burst: spacing.burst,
+                ..rate
+            },
+        );
         let tat = entry.tat.max(now);
         let new_tat = tat + interval;
         // `burst` requests may be booked ahead of the steady rate.

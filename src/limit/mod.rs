@@ -93,6 +93,33 @@ pub trait Limiter: Send + Sync {
     }
 }
 
+/// How requests to one IP are spaced now (the Lua `BOOK` script does the same in Redis).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Spacing {
+    /// Between two requests.
+    pub(crate) interval: Duration,
+    /// Requests that may go ahead of the steady rate.
+    pub(crate) burst: u32,
+    /// Whether the IP's answer time, not the rate, sets the interval.
+    pub(crate) paced: bool,
+}
+
+impl Spacing {
+    /// `rate`, halved per back-off `level` of an IP that refused us, and no faster than
+    /// the IP answers (`pace_ms`, its smoothed latency); no burst once either applies.
+    pub(crate) fn of(rate: Rate, level: u32, pace_ms: f64) -> Spacing {
+        let per_second = rate.rate / f64::from(1u32 << level.min(16));
+        let steady = 1.0 / per_second;
+        let pace = pace_ms / 1000.0;
+        let paced = pace > steady;
+        Spacing {
+            interval: Duration::from_secs_f64(steady.max(pace)),
+            burst: if level > 0 || paced { 1 } else { rate.burst },
+            paced,
+        }
+    }
+}
+
 /// Which limits apply to a request, and the key they are kept under.
 #[derive(Debug, Clone)]
 pub(crate) struct Rules {
@@ -159,6 +186,24 @@ mod tests {
             egress,
             max_wait: Duration::from_secs(1),
         }
+    }
+
+    #[test]
+    fn spacing_halves_per_back_off_level_and_waits_for_a_slow_ip_without_burst() {
+        let rate = Rate {
+            rate: 4.0,
+            burst: 3,
+            max_inflight: 2,
+        };
+        let ms = |s: Spacing| s.interval.as_millis();
+        let plain = Spacing::of(rate, 0, 0.0);
+        assert_eq!((ms(plain), plain.burst, plain.paced), (250, 3, false));
+        let backed_off = Spacing::of(rate, 2, 0.0);
+        assert_eq!((ms(backed_off), backed_off.burst), (1000, 1));
+        let slow = Spacing::of(rate, 0, 2500.0);
+        assert_eq!((ms(slow), slow.burst, slow.paced), (2500, 1, true));
+        // A pace under the interval changes nothing.
+        assert_eq!(Spacing::of(rate, 0, 100.0), plain);
     }
 
     #[test]

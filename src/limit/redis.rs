@@ -256,9 +256,8 @@ impl RedisLimiter {
     /// is backed off or answers slowly.
     fn interval(&self, req: &Request<'_>, key: &str) -> Duration {
         let view = self.view(key, |_| {});
-        let base = 1.0 / self.rules.rate_for(req).rate;
-        let backed_off = base * f64::from(1u32 << view.level.clamp(0, 16));
-        Duration::from_secs_f64(backed_off.max(view.pace.interval_ms() / 1000.0))
+        let level = u32::try_from(view.level).unwrap_or(0);
+        super::Spacing::of(self.rules.rate_for(req), level, view.pace.interval_ms()).interval
     }
 
     /// Limits `req` locally. The first time a key is limited so after a switch, its
