@@ -46,10 +46,11 @@ const RETRY_REDIS_AFTER: Duration = Duration::from_millis(250);
 /// after a failover cost little.
 const RETURN_WINDOW: Duration = Duration::from_secs(5);
 
-/// How much later than a burst after the switch a fallback starts an IP: the workers
-/// find a failure at their own next calls, and a caller of a worker that has not yet
-/// found it still sends on its Redis slot meanwhile. A busy worker calls Redis many
-/// times a second.
+/// How much later than a burst after the switch a fallback starts an IP, beyond
+/// `redis.timeout`: the workers find a failure at their own next calls, which may fail
+/// at once (a refused connection) or only after the timeout (a cluster client retrying
+/// a dead node), and a caller of a worker that has not yet found it still sends on its
+/// Redis slot meanwhile. A busy worker calls Redis many times a second.
 const FALLBACK_MARGIN: Duration = Duration::from_millis(250);
 
 /// Bounds the pause a fallback adds when it starts an IP (a burst of intervals, which a
@@ -261,7 +262,7 @@ impl RedisLimiter {
     }
 
     /// Limits `req` locally. The first time a key is limited so after a switch, its
-    /// IP starts a burst (and [`FALLBACK_MARGIN`]) after the switch: requests sent
+    /// IP starts a burst (and `redis.timeout` + [`FALLBACK_MARGIN`]) after the switch: requests sent
     /// through Redis just before it may have used the burst, and the callers of every
     /// worker still asleep on a Redis slot queue in their own fallbacks instead (each
     /// worker finds the failure on its own next call, a little apart).
@@ -275,8 +276,10 @@ impl RedisLimiter {
         if let (true, Some(fell)) = (first, switches.fell) {
             let burst = self.rules.rate_for(&req).burst;
             let a_burst = self.interval(&req, key).saturating_mul(burst);
-            self.fallback
-                .seed(&req, fell + a_burst.min(AN_HOUR) + FALLBACK_MARGIN);
+            self.fallback.seed(
+                &req,
+                fell + a_burst.min(AN_HOUR) + self.timeout + FALLBACK_MARGIN,
+            );
         }
         self.fallback.acquire(req).await
     }
