@@ -757,3 +757,55 @@ async fn an_http2_answer_with_64_kb_of_headers_is_up() {
     );
     assert_eq!(streams.load(Ordering::SeqCst), 1);
 }
+
+/// lapin hands a `basic.return` to whichever confirm completes next on the channel, and
+/// RabbitMQ acks several publishes at once (`multiple`): with publishes in flight side by
+/// side, an unroutable one can come back confirmed (its job acked, the copy gone) while a
+/// routed one is called unroutable. Every publish must learn its own fate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_each_learn_whether_they_were_routed() {
+    let s = settings();
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let broken = tokio_util::sync::CancellationToken::new();
+    let publisher = picket::amqp::Publisher::open(&c.conn, 8, broken.clone())
+        .await
+        .expect("publishing channels");
+    let missing = format!("{}.nowhere", s.amqp.jobs_queue);
+    let mut wrong = Vec::new();
+    for round in 0..20 {
+        let publishes = (0..50).map(|i| {
+            let publisher = publisher.clone();
+            let to = if i % 2 == 0 {
+                s.amqp.dead_letter_queue.clone()
+            } else {
+                missing.clone()
+            };
+            async move {
+                let props = lapin::BasicProperties::default().with_delivery_mode(2);
+                let r = picket::amqp::publish_confirmed(
+                    &publisher,
+                    ("", to.as_str()),
+                    picket::amqp::Route::Mandatory,
+                    b"{}",
+                    props,
+                )
+                .await;
+                (i, r)
+            }
+        });
+        for (i, r) in futures_util::future::join_all(publishes).await {
+            let returned = matches!(r, Err(picket::amqp::AmqpError::Unroutable { .. }));
+            if returned != (i % 2 == 1) {
+                wrong.push((round, i, returned));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of 1000 publishes were told the wrong fate (round, index, told unroutable): {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    assert!(!broken.is_cancelled(), "no publish was abandoned");
+}

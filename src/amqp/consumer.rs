@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use tokio::sync::Semaphore;
@@ -19,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::ack::Acks;
 use super::delivery::{job, Session};
+use super::publish::Publisher;
 use super::topology::declare;
 use super::{backoff, connection_name, short, AmqpError, BrokerState, Node, Nodes};
 use crate::config::AmqpSettings;
@@ -67,6 +66,11 @@ pub async fn run_worker(
     worker.state.connected.store(false, Ordering::SeqCst);
 }
 
+/// Publishing channels per session at most: publishes run one per channel (see
+/// [`Publisher`]), and a broker confirms a persistent message in a few milliseconds, so
+/// this many keep up with thousands of jobs a second.
+const PUBLISH_CHANNELS: usize = 64;
+
 /// What the consumer keeps from one broker session to the next.
 struct Worker {
     settings: AmqpSettings,
@@ -79,6 +83,8 @@ struct Worker {
     state: Arc<BrokerState>,
     shutdown: CancellationToken,
     permits: Arc<Semaphore>,
+    /// Publishing channels per session: no more than jobs can publish at once.
+    publish_channels: usize,
     tracker: TaskTracker,
     delays: Box<dyn Iterator<Item = Duration> + Send + Sync>,
     first: bool,
@@ -92,9 +98,9 @@ struct Worker {
 struct Live {
     consumer: lapin::Consumer,
     consume: Channel,
-    /// Held, not read: the publishing channel stays open until the session ends, even
+    /// Held, not read: the publishing channels stay open until the session ends, even
     /// when its jobs (which hold clones) are done first.
-    _publish: Channel,
+    _publish: Publisher,
     conn: Connection,
 }
 
@@ -123,6 +129,7 @@ impl Worker {
             state,
             shutdown,
             permits: Arc::new(Semaphore::new(concurrency)),
+            publish_channels: concurrency.clamp(1, PUBLISH_CHANNELS),
             tracker: TaskTracker::new(),
             delays: Box::new(backoff()),
             first: true,
@@ -137,9 +144,19 @@ impl Worker {
     /// Connects, declares and starts consuming. `None` after a failure (and the pause
     /// that follows it) or when shutdown came first.
     async fn open(&mut self) -> Option<(Live, Session)> {
+        // Cancelled by a task whose publish failed: the channel may be gone, so the
+        // session is rebuilt (and the topology declared again) rather than nacking
+        // every job in a loop.
+        let broken = CancellationToken::new();
+        let opening = SessionOpening {
+            settings: &self.settings,
+            worker_name: &self.worker_name,
+            publish_channels: self.publish_channels,
+            broken: broken.clone(),
+        };
         let session = tokio::select! {
             () = self.shutdown.cancelled() => return None,
-            s = open_session(&self.settings, &mut self.nodes, &self.worker_name) => s,
+            s = opening.open(&mut self.nodes) => s,
         };
         let (conn, publish, consume, node) = match session {
             Ok(s) => s,
@@ -170,7 +187,7 @@ impl Worker {
                 return None;
             }
         };
-        let session = self.started(&conn, &publish, &consume, node);
+        let session = self.started(&conn, &publish, &consume, node, broken);
         let live = Live {
             consumer,
             consume,
@@ -184,9 +201,10 @@ impl Worker {
     fn started(
         &mut self,
         conn: &Connection,
-        publish: &Channel,
+        publish: &Publisher,
         consume: &Channel,
         node: Node,
+        broken: CancellationToken,
     ) -> Session {
         self.delays = Box::new(backoff());
         if !self.first {
@@ -210,10 +228,7 @@ impl Worker {
             settings: self.shared_settings.clone(),
             max_wait: self.max_wait,
             acks: Acks::start(consume.clone(), &self.tracker),
-            // Cancelled by a task whose publish failed: the channel may be gone, so the
-            // session is rebuilt (and the topology declared again) rather than nacking
-            // every job in a loop.
-            broken: CancellationToken::new(),
+            broken,
             over: CancellationToken::new(),
         };
         // While every slot is taken the loop waits for a permit, not for the consumer:
@@ -329,40 +344,45 @@ impl Worker {
     }
 }
 
-async fn open_session(
-    settings: &AmqpSettings,
-    nodes: &mut Nodes,
-    worker_name: &str,
-) -> Result<(Connection, Channel, Channel, Node), AmqpError> {
-    let name = connection_name("worker", Some(worker_name));
-    let (conn, node) = nodes.connect(settings, &name).await?;
-    match channels(&conn, settings).await {
-        Ok((publish, consume)) => Ok((conn, publish, consume, node)),
-        Err(e) => {
-            // A node that takes the connection but cannot serve the topology (e.g. it is
-            // still joining its cluster): let it go; the next attempt tries another node.
-            let _ = conn.close(200, "session set-up failed".into()).await;
-            Err(e)
-        }
-    }
+/// What a new session is opened with.
+struct SessionOpening<'a> {
+    settings: &'a AmqpSettings,
+    worker_name: &'a str,
+    publish_channels: usize,
+    broken: CancellationToken,
 }
 
-/// The session's publishing channel (confirm mode) and consuming channel (QoS), with
-/// the topology declared.
-async fn channels(
-    conn: &Connection,
-    settings: &AmqpSettings,
-) -> Result<(Channel, Channel), AmqpError> {
-    let publish = conn.create_channel().await?;
-    publish
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    declare(conn, settings).await?;
-    let consume = conn.create_channel().await?;
-    consume
-        .basic_qos(settings.prefetch, BasicQosOptions::default())
-        .await?;
-    Ok((publish, consume))
+impl SessionOpening<'_> {
+    /// Connects to a node and sets up the session's channels and topology.
+    async fn open(
+        self,
+        nodes: &mut Nodes,
+    ) -> Result<(Connection, Publisher, Channel, Node), AmqpError> {
+        let name = connection_name("worker", Some(self.worker_name));
+        let (conn, node) = nodes.connect(self.settings, &name).await?;
+        match self.channels(&conn).await {
+            Ok((publish, consume)) => Ok((conn, publish, consume, node)),
+            Err(e) => {
+                // A node that takes the connection but cannot serve the topology (e.g. it
+                // is still joining its cluster): let it go; the next attempt tries
+                // another node.
+                let _ = conn.close(200, "session set-up failed".into()).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The session's publishing channels (confirm mode) and consuming channel (QoS),
+    /// with the topology declared.
+    async fn channels(&self, conn: &Connection) -> Result<(Publisher, Channel), AmqpError> {
+        let publish = Publisher::open(conn, self.publish_channels, self.broken.clone()).await?;
+        declare(conn, self.settings).await?;
+        let consume = conn.create_channel().await?;
+        consume
+            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+            .await?;
+        Ok((publish, consume))
+    }
 }
 
 /// Cancels `broken` when the connection reports an error (the broker closed it, its

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use lapin::options::BasicNackOptions;
 use lapin::types::AMQPValue;
-use lapin::{BasicProperties, Channel};
+use lapin::BasicProperties;
 use tokio_util::sync::CancellationToken;
 
 use super::ack::Acks;
 use super::topology::{delay_bucket, delay_queue_name, DELAY_BUCKETS};
-use super::{publish_confirmed, publish_report, AmqpError, Route};
+use super::{publish_confirmed, publish_report, AmqpError, Publisher, Route};
 use crate::config::AmqpSettings;
 use crate::engine::Engine;
 use crate::metric;
@@ -34,8 +34,8 @@ const NACK_PAUSE: Duration = Duration::from_secs(1);
 pub(super) struct Session {
     /// The engine that handles each job.
     pub(super) engine: Arc<Engine>,
-    /// The session's publishing channel (confirm mode).
-    pub(super) publish: Channel,
+    /// The session's publishing channels (confirm mode).
+    pub(super) publish: Publisher,
     /// The broker settings (queue names, message size limit).
     pub(super) settings: Arc<AmqpSettings>,
     /// Longest wait for a per-IP limit before a job is deferred.

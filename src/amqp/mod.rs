@@ -26,7 +26,7 @@ pub(crate) mod topology;
 pub use consumer::{run_worker, ConsumerOptions};
 pub use delivery::{DEFERRALS_HEADER, MAX_DEFERRALS, REASON_HEADER, RETRY_OF_HEADER};
 pub use nodes::{connect_url, connection_name, Node, Nodes};
-pub use publish::{publish_confirmed, publish_report, short, Route};
+pub use publish::{publish_confirmed, publish_report, short, Publisher, Route};
 pub use topology::{declare, delay_bucket, delay_queue_name, DELAY_BUCKETS, DELIVERY_LIMIT};
 
 /// A broker operation that failed.

@@ -1,10 +1,16 @@
 //! Publishing with publisher confirms: a result, its change and its reply, each
 //! confirmed before the job is acked; `mandatory` where a message routed nowhere would
-//! be work lost.
+//! be work lost. A [`Publisher`] lends each publish a confirm channel of its own, so
+//! that the return a confirm carries is the publish's own.
 
-use lapin::options::BasicPublishOptions;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::future::try_join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, Channel, Connection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::AmqpError;
 use crate::config::AmqpSettings;
@@ -21,12 +27,106 @@ pub enum Route {
     Optional,
 }
 
-/// Publishes and waits for the broker's confirm (the channel must be in confirm mode).
+/// A session's publishing channels, each in confirm mode and lent to one publish at a
+/// time.
+///
+/// AMQP's `basic.return` does not say which publish it returns, and lapin hands it to
+/// whichever confirm completes next on the channel, while RabbitMQ acks several
+/// publishes with one frame: with publishes side by side on one channel, an unroutable
+/// one could come back confirmed (its job acked, its copy gone) and a routed one be
+/// called unroutable. With one publish at a time on a channel, the return that precedes
+/// its confirm is its own. Several channels keep publishes concurrent.
+#[derive(Clone)]
+pub struct Publisher {
+    idle: Arc<Mutex<Vec<Channel>>>,
+    free: Arc<Semaphore>,
+    /// Cancelled when a publish was abandoned half-way: its channel may still get that
+    /// publish's return, so it is closed, and the pool is short of one until rebuilt.
+    broken: CancellationToken,
+}
+
+/// A channel lent to one publish; back to the pool once its confirm arrived.
+struct Lent {
+    channel: Option<Channel>,
+    publisher: Publisher,
+    settled: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Publisher {
+    /// Opens `channels` confirm channels on `conn`. `broken` is cancelled when one of
+    /// them can no longer be trusted (see [`Publisher`]).
+    ///
+    /// # Errors
+    /// The broker refused a channel or confirm mode.
+    pub async fn open(
+        conn: &Connection,
+        channels: usize,
+        broken: CancellationToken,
+    ) -> Result<Publisher, AmqpError> {
+        let open = (0..channels.max(1)).map(|_| async {
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            Ok::<_, AmqpError>(ch)
+        });
+        let idle = try_join_all(open).await?;
+        Ok(Publisher {
+            free: Arc::new(Semaphore::new(idle.len())),
+            idle: Arc::new(Mutex::new(idle)),
+            broken,
+        })
+    }
+
+    async fn lend(&self) -> Result<Lent, AmqpError> {
+        let permit = self
+            .free
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AmqpError::Topology("the publishing channels are closed".into()))?;
+        // A permit is only given while a channel is idle: it is taken with the lock.
+        let channel = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        Ok(Lent {
+            channel,
+            publisher: self.clone(),
+            settled: false,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let Some(channel) = self.channel.take() else {
+            return;
+        };
+        if self.settled {
+            // Back before the permit is released (fields drop after this body).
+            let idle = &self.publisher.idle;
+            idle.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(channel);
+            return;
+        }
+        self.publisher.broken.cancel();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = channel.close(200, "publish abandoned".into()).await;
+            });
+        }
+    }
+}
+
+/// Publishes on a channel of its own and waits for the broker's confirm.
 ///
 /// # Errors
 /// The publish failed, was nacked, or (mandatory) reached no queue.
 pub async fn publish_confirmed(
-    channel: &Channel,
+    publisher: &Publisher,
     (exchange, routing_key): (&str, &str),
     route: Route,
     payload: &[u8],
@@ -36,10 +136,17 @@ pub async fn publish_confirmed(
         mandatory: route == Route::Mandatory,
         ..BasicPublishOptions::default()
     };
+    let mut lent = publisher.lend().await?;
+    let Some(channel) = lent.channel.as_ref() else {
+        return Err(AmqpError::Topology("no idle publishing channel".into()));
+    };
     let confirm = channel
         .basic_publish(short(exchange), short(routing_key), options, payload, props)
         .await?
         .await?;
+    // The confirm arrived, and with it any return of this publish: the channel is clean.
+    lent.settled = true;
+    drop(lent);
     if confirm.is_nack() {
         return Err(AmqpError::Nacked);
     }
@@ -72,7 +179,7 @@ fn persistent_json() -> BasicProperties {
 /// # Errors
 /// Any publish not confirmed.
 pub async fn publish_report(
-    channel: &Channel,
+    publisher: &Publisher,
     s: &AmqpSettings,
     report: &Report,
     reply_to: Option<&ShortString>,
@@ -81,14 +188,21 @@ pub async fn publish_report(
     let payload = serde_json::to_vec(report).unwrap_or_default();
     let props = persistent_json().with_message_id(short(&report.job_id));
     let results = (s.results_exchange.as_str(), report.verdict.as_str());
-    publish_confirmed(channel, results, Route::Mandatory, &payload, props.clone()).await?;
+    publish_confirmed(
+        publisher,
+        results,
+        Route::Mandatory,
+        &payload,
+        props.clone(),
+    )
+    .await?;
     if report.changed {
         if let Some(previous) = report.previous_verdict {
             // Confirmed before the job is acked, like the result: a change is never lost
             // between the two (a redelivery repeats it, with the same job id).
             let key = format!("{}.{}", previous.as_str(), report.verdict.as_str());
             let changes = (s.changes_exchange.as_str(), key.as_str());
-            publish_confirmed(channel, changes, Route::Optional, &payload, props.clone()).await?;
+            publish_confirmed(publisher, changes, Route::Optional, &payload, props.clone()).await?;
             metric::change_published();
         }
     }
@@ -100,7 +214,7 @@ pub async fn publish_report(
         // The result itself is safe on the exchange: a reply the broker refuses (a full
         // or missing reply queue) is the requester's loss, not a reason to redo the job.
         let reply = ("", reply_to.as_str());
-        if let Err(e) = publish_confirmed(channel, reply, Route::Optional, &payload, p).await {
+        if let Err(e) = publish_confirmed(publisher, reply, Route::Optional, &payload, p).await {
             metric::publish_failed();
             tracing::warn!(error = %e, reply_to = %reply_to, "reply not delivered; the result is on the results exchange");
             if !matches!(e, AmqpError::Nacked) {

@@ -85,6 +85,7 @@ impl Servers {
 pub fn servers() -> &'static Servers {
     static SERVERS: OnceLock<Result<Servers, String>> = OnceLock::new();
     let started = SERVERS.get_or_init(|| {
+        log_worker_output();
         let redis = RedisServer::launch().map_err(|e| format!("starting redis-server: {e}"))?;
         let rabbit = RabbitServer::launch().map_err(|e| format!("starting RabbitMQ: {e}"))?;
         Ok(Servers {
@@ -99,5 +100,18 @@ pub fn servers() -> &'static Servers {
         Err(e) => panic!("test servers are unavailable: {e}"),
     }
 }
+
+/// The in-process workers' logs go to the test's captured output, which the harness
+/// prints only for a failed test: a failure in CI shows what the worker did.
+/// `PICKET_TEST_LOG` is the filter (`picket=info` unless set; `off` for none).
+fn log_worker_output() {
+    let filter = std::env::var("PICKET_TEST_LOG").unwrap_or_else(|_| "picket=info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
+
 pub mod picket;
 pub mod real;
