@@ -217,13 +217,16 @@ pub(crate) async fn b_out(run: &RunArgs, payload: Option<&Path>, inflight: usize
         let payload = payload.clone();
         let failed = failed.clone();
         tracker.spawn(async move {
+            // The broker's own rate: confirms pipelined on one channel (the worker lends
+            // each publish a channel of its own, which this ceiling does not grant it).
             let props = persistent().with_message_id(format!("bench-{i}").as_str().into());
-            let to = (OUT_NAME, "up");
-            let route = picket::amqp::Route::Optional;
-            if picket::amqp::publish_confirmed(&ch, to, route, &payload, props)
-                .await
-                .is_err()
-            {
+            let options = BasicPublishOptions::default();
+            let publish = ch.basic_publish(OUT_NAME.into(), "up".into(), options, &payload, props);
+            let confirmed = match publish.await {
+                Ok(confirm) => confirm.await.is_ok_and(|c| c.is_ack()),
+                Err(_) => false,
+            };
+            if !confirmed {
                 failed.fetch_add(1, Ordering::Relaxed);
             }
             drop(permit);
