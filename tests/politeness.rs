@@ -505,3 +505,44 @@ async fn connections_refused_by_hosts_of_an_ip_hold_it_once() {
         third.detail
     );
 }
+
+/// Jobs deferred for a busy IP come back while its slots are still being used up, not
+/// long after: a deferral that waits longer than the IP needs leaves the IP idle while
+/// its jobs sit in a delay queue (with these limits, the first 13 jobs fill the 6 s of
+/// `max_wait`, and the rest once waited in the 30 s queue, the IP idle for 23 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_jobs_come_back_before_their_ip_goes_idle() {
+    let (port, rec) = recording_target("127.0.0.13", Duration::from_millis(5), None).await;
+    let (names, static_toml) = hosts("idle", 24, "127.0.0.13");
+    let base = with_limits(&base_toml(), 2.0, 1, 100);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}")
+        .replace("[worker]\n", "[rate_limit]\nmax_wait = \"6s\"\n[worker]\n");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    for (i, host) in names.iter().enumerate() {
+        let job = json!({"id": format!("i{i}"), "url": format!("http://{host}:{port}/")});
+        client.job(&s, job).await;
+    }
+    let rs = client
+        .results(&s, names.len(), Duration::from_secs(90))
+        .await;
+    worker.shutdown().await;
+    assert!(rs.iter().all(|r| r["verdict"] == "up"), "{rs:?}");
+    assert_eq!(results_by_id(&rs).len(), names.len(), "every job answered");
+    let mut arrivals = rec.arrivals.lock().expect("lock").clone();
+    arrivals.sort();
+    let longest_idle = arrivals
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    // One request every 500 ms is the limit; a deferral comes back within its queue's
+    // TTL (1 s or 5 s here), and waits in process for the rest.
+    assert!(
+        longest_idle < Duration::from_secs(5),
+        "the IP sat idle for {longest_idle:?} while its jobs waited in a delay queue; requests at (ms): {:?}",
+        arrivals.iter().map(|a| (*a - arrivals[0]).as_millis()).collect::<Vec<_>>()
+    );
+}

@@ -19,13 +19,16 @@ pub const DELIVERY_LIMIT: i32 = 5;
 /// queue they leave in the order they came.
 pub const DELAY_BUCKETS: [u64; 5] = [1, 5, 30, 120, 300];
 
-/// The delay queue for a deferral of `wait`: the shortest that waits at least as long
-/// (the longest for anything longer).
+/// The delay queue for a deferral of `wait`: the longest that waits no longer (the
+/// shortest for anything shorter). A job comes back early rather than late, then waits
+/// the rest in process (`rate_limit.max_wait`) or is deferred again: one that came back
+/// late would leave its IP idle meanwhile (a 6.5 s wait once sat 30 s).
 pub fn delay_bucket(wait: Duration) -> u64 {
     DELAY_BUCKETS
         .into_iter()
-        .find(|&b| Duration::from_secs(b) >= wait)
-        .unwrap_or(DELAY_BUCKETS[DELAY_BUCKETS.len() - 1])
+        .rev()
+        .find(|&b| Duration::from_secs(b) <= wait)
+        .unwrap_or(DELAY_BUCKETS[0])
 }
 
 /// The name of the delay queue of `bucket` seconds.
@@ -200,9 +203,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_deferral_waits_in_the_shortest_queue_that_waits_long_enough() {
+    fn a_deferral_waits_in_the_longest_queue_that_is_not_too_long() {
         let s = |secs: f64| delay_bucket(Duration::from_secs_f64(secs));
-        assert_eq!((s(0.0), s(0.3), s(1.0), s(1.2)), (1, 1, 1, 5));
-        assert_eq!((s(29.0), s(31.0), s(299.0), s(3600.0)), (30, 120, 300, 300));
+        assert_eq!((s(0.0), s(0.3), s(1.0), s(1.2), s(4.9)), (1, 1, 1, 1, 1));
+        assert_eq!((s(5.0), s(6.5), s(29.0), s(31.0)), (5, 5, 5, 30));
+        assert_eq!(
+            (s(119.0), s(299.0), s(300.0), s(3600.0)),
+            (30, 120, 300, 300)
+        );
     }
 }
