@@ -586,6 +586,63 @@ async fn enqueue_prints_the_confirmed_count_when_the_broker_dies() {
     );
 }
 
+/// A jobs queue deleted while `enqueue` streams into it: the broker drops what reaches
+/// no queue, so each publish is `mandatory`, and the run stops at the first job returned
+/// and says to resume from it (not "all confirmed" over jobs that went nowhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_into_a_deleted_jobs_queue_stops_and_resumes_from_the_first_lost_job() {
+    let cfg = setup("");
+    let s = &cfg.settings;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"))
+        .args(["enqueue", "--config", cfg.path.to_str().expect("path"), "-"])
+        .env_remove("PICKET_CONFIG")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let batch = |from: usize| -> String {
+        (from..from + 2000)
+            .map(|i| format!("http://s{i}.example/\n"))
+            .collect()
+    };
+    use tokio::io::AsyncWriteExt;
+    stdin
+        .write_all(batch(0).as_bytes())
+        .await
+        .expect("first lines");
+    let client = Client::connect().await;
+    client.declare(s).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.depth(&s.amqp.jobs_queue).await < 2000 {
+        assert!(Instant::now() < deadline, "2000 jobs never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .ch
+        .queue_delete(
+            s.amqp.jobs_queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("delete the jobs queue");
+    let _ = stdin.write_all(batch(2000).as_bytes()).await;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("enqueue ends")
+        .expect("output");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "jobs went nowhere: {err}");
+    assert!(
+        err.contains("2000 jobs confirmed (through line 2000)"),
+        "{err}"
+    );
+    assert!(err.contains("--from-line 2001"), "{err}");
+}
+
 /// Display column (terminal cells) where `needle` starts in `line`.
 fn column_of(line: &str, needle: &str) -> Option<usize> {
     use unicode_width::UnicodeWidthStr;

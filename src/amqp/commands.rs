@@ -24,7 +24,7 @@ use lapin::options::{
     BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::PublisherConfirm;
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use tokio_util::sync::CancellationToken;
@@ -73,8 +73,8 @@ pub(crate) struct JobPublisher {
     queue: String,
     /// Input line of each publish still waiting for its confirm, oldest first.
     pending: VecDeque<(u64, PublisherConfirm)>,
-    confirmed: u64,
-    last_line: Option<u64>,
+    /// What the broker holds, by input line.
+    tally: Tally,
 }
 
 impl JobPublisher {
@@ -93,8 +93,7 @@ impl JobPublisher {
             ch,
             queue: settings.jobs_queue.clone(),
             pending: VecDeque::with_capacity(CONFIRM_WINDOW),
-            confirmed: 0,
-            last_line: None,
+            tally: Tally::default(),
         })
     }
 
@@ -102,8 +101,9 @@ impl JobPublisher {
     /// when the window is full.
     ///
     /// # Errors
-    /// The broker refused (nack) or the connection failed; what was confirmed before
-    /// stays counted.
+    /// The broker refused (nack), returned a job (the jobs queue is gone: it drops what
+    /// reaches no queue, so each job is `mandatory`), or the connection failed; what
+    /// was confirmed before stays counted.
     pub(crate) async fn publish(
         &mut self,
         line: u64,
@@ -113,16 +113,26 @@ impl JobPublisher {
         while self.pending.len() >= CONFIRM_WINDOW {
             self.settle_oldest().await?;
         }
+        if self.tally.returned.is_some() {
+            return self.finish().await;
+        }
+        let mut headers = FieldTable::default();
+        headers.insert(LINE_HEADER.into(), AMQPValue::LongLongInt(line_value(line)));
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_message_id(message_id.into());
+            .with_message_id(message_id.into())
+            .with_headers(headers);
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
         let confirm = self
             .ch
             .basic_publish(
                 "".into(),
                 self.queue.as_str().into(),
-                BasicPublishOptions::default(),
+                options,
                 payload,
                 props,
             )
@@ -139,6 +149,12 @@ impl JobPublisher {
         while !self.pending.is_empty() {
             self.settle_oldest().await?;
         }
+        if self.tally.returned.is_some() {
+            return Err(AmqpError::Unroutable {
+                exchange: String::new(),
+                routing_key: self.queue.clone(),
+            });
+        }
         Ok(())
     }
 
@@ -146,27 +162,93 @@ impl JobPublisher {
         let Some((line, confirm)) = self.pending.pop_front() else {
             return Ok(());
         };
-        if confirm.await?.is_nack() {
+        let confirmation = confirm.await?;
+        if confirmation.is_nack() {
             return Err(AmqpError::Nacked);
         }
-        self.confirmed += 1;
-        self.last_line = Some(line);
+        self.tally.settled(line);
+        if let Some(returned) = confirmation.take_message() {
+            // Not necessarily this line's: lapin hands a return to the next confirm to
+            // complete. The job itself says which line it was.
+            let of = returned_line(&returned.properties).unwrap_or(line);
+            self.tally.returned(of);
+        }
         Ok(())
     }
 
-    /// Jobs the broker confirmed so far, all of them before any that is in doubt.
+    /// Jobs the broker holds, all of them before any that is in doubt.
     pub(crate) fn confirmed(&self) -> u64 {
-        self.confirmed
+        self.tally.held().0
     }
 
-    /// The input line of the last confirmed job.
+    /// The input line of the last job the broker holds (with all before it).
     pub(crate) fn last_confirmed_line(&self) -> Option<u64> {
-        self.last_line
+        self.tally.held().1
     }
 
     /// Closes the connection (after [`JobPublisher::finish`], nothing is in doubt).
     pub(crate) async fn close(self) {
         let _ = self.conn.close(200, "enqueue done".into()).await;
+    }
+}
+
+/// Header of an enqueued job: its input line, so that a job the broker returns names
+/// its line whichever confirm it came with.
+pub(crate) const LINE_HEADER: &str = "x-picket-line";
+
+fn line_value(line: u64) -> i64 {
+    i64::try_from(line).unwrap_or(i64::MAX)
+}
+
+fn returned_line(props: &BasicProperties) -> Option<u64> {
+    match props.headers().as_ref()?.inner().get(LINE_HEADER)? {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// Which input lines the broker holds. Confirms are settled oldest first, so the lines
+/// held are a prefix of the input, up to the first line the broker returned. A return
+/// can come with a later line's confirm, after its own line was counted: the lines
+/// settled lately are remembered with the count before each (two windows: a return
+/// comes with a confirm that was pending beside its own).
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    confirmed: u64,
+    last_line: Option<u64>,
+    /// (line, jobs held before it, the line before it), newest last.
+    recent: VecDeque<(u64, u64, Option<u64>)>,
+    /// The first input line the broker returned.
+    returned: Option<u64>,
+}
+
+impl Tally {
+    /// `line`'s confirm arrived.
+    pub(crate) fn settled(&mut self, line: u64) {
+        if self.recent.len() >= 2 * CONFIRM_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent
+            .push_back((line, self.confirmed, self.last_line));
+        self.confirmed += 1;
+        self.last_line = Some(line);
+    }
+
+    /// The broker returned the job of `line`: it is not on the queue.
+    pub(crate) fn returned(&mut self, line: u64) {
+        self.returned = Some(self.returned.map_or(line, |r| r.min(line)));
+    }
+
+    /// Jobs held and the last line among them: those before the first returned line.
+    pub(crate) fn held(&self) -> (u64, Option<u64>) {
+        let before = self
+            .returned
+            .and_then(|r| self.recent.iter().find(|(line, _, _)| *line == r));
+        match before {
+            Some(&(_, count, last)) => (count, last),
+            // Not settled yet: every settled line came before it.
+            None => (self.confirmed, self.last_line),
+        }
     }
 }
 
@@ -413,5 +495,42 @@ async fn settle(
                 .await;
             Err(ReadError::Write(e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settled(lines: &[u64]) -> Tally {
+        let mut t = Tally::default();
+        for &l in lines {
+            t.settled(l);
+        }
+        t
+    }
+
+    #[test]
+    fn without_returns_every_settled_line_is_held() {
+        assert_eq!(settled(&[1, 2, 4]).held(), (3, Some(4)));
+        assert_eq!(Tally::default().held(), (0, None));
+    }
+
+    #[test]
+    fn a_return_that_came_with_a_later_confirm_takes_back_its_line_and_all_after() {
+        let mut t = settled(&[1, 2, 3, 5, 6]);
+        t.returned(5);
+        assert_eq!(t.held(), (3, Some(3)), "lines 1-3 held; resume at 5");
+        t.returned(6);
+        assert_eq!(t.held(), (3, Some(3)), "the first returned line decides");
+        t.returned(2);
+        assert_eq!(t.held(), (1, Some(1)));
+    }
+
+    #[test]
+    fn a_returned_line_not_settled_yet_leaves_the_settled_ones_held() {
+        let mut t = settled(&[1, 2]);
+        t.returned(4);
+        assert_eq!(t.held(), (2, Some(2)));
     }
 }
