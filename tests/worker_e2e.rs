@@ -843,3 +843,25 @@ async fn a_jobs_queue_declared_by_upstream_with_other_arguments_is_consumed() {
     assert_eq!(dead[0].data, b"not json");
     worker.shutdown().await;
 }
+
+/// A broker (or proxy) that allows few channels per connection: the worker fits its
+/// publishing channels into what the connection negotiated, instead of failing to open
+/// its session and never consuming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_with_few_channels_still_consumes_and_answers() {
+    let (addr, _) = target("127.0.77.7").await;
+    let mut s = private_settings("few-channels.test", "127.0.77.7");
+    let sep = if s.amqp.url.contains('?') { '&' } else { '?' };
+    s.amqp.url = format!("{}{sep}channel_max=8", s.amqp.url);
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let w = Worker::start(&s);
+    for i in 0..20 {
+        let url = format!("http://few-channels.test:{}/?n={i}", addr.port());
+        c.job(&s, json!({"id": format!("few-{i}"), "url": url}))
+            .await;
+    }
+    let results = c.results(&s, 20, Duration::from_secs(60)).await;
+    w.shutdown().await;
+    assert!(results.iter().all(|r| r["verdict"] == "up"), "{results:?}");
+}

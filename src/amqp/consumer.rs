@@ -375,13 +375,24 @@ impl SessionOpening<'_> {
     /// The session's publishing channels (confirm mode) and consuming channel (QoS),
     /// with the topology declared.
     async fn channels(&self, conn: &Connection) -> Result<(Publisher, Channel), AmqpError> {
-        let publish = Publisher::open(conn, self.publish_channels, self.broken.clone()).await?;
+        let channels = self.publish_channels.min(publishing_room(conn));
+        let publish = Publisher::open(conn, channels, self.broken.clone()).await?;
         declare(conn, self.settings).await?;
         let consume = conn.create_channel().await?;
         consume
             .basic_qos(self.settings.prefetch, BasicQosOptions::default())
             .await?;
         Ok((publish, consume))
+    }
+}
+
+/// Publishing channels the connection has room for: what it negotiated (`channel_max`,
+/// 0 for no limit; a broker or proxy may allow only a few) less the consuming channel
+/// and the topology's, which may need a second one after a refused declaration.
+fn publishing_room(conn: &Connection) -> usize {
+    match conn.configuration().channel_max() {
+        0 => usize::MAX,
+        max => usize::from(max).saturating_sub(3).max(1),
     }
 }
 
