@@ -519,6 +519,45 @@ async fn enqueue_streams_100000_lines_in_bounded_memory() {
     client.purge(&cfg.settings.amqp.jobs_queue).await;
 }
 
+/// `picket enqueue -` with the configuration at `path`, reading the test's pipe.
+fn enqueue_from_pipe(
+    path: &std::path::Path,
+) -> (tokio::process::Child, tokio::process::ChildStdin) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"))
+        .args(["enqueue", "--config", path.to_str().expect("path"), "-"])
+        .env_remove("PICKET_CONFIG")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let stdin = child.stdin.take().expect("stdin");
+    (child, stdin)
+}
+
+/// Writes `more` after a fault, ends the input, and checks that `enqueue` failed and
+/// says that the first `held` lines are on the queue and to resume after them.
+async fn stopped_at(
+    child: tokio::process::Child,
+    mut stdin: tokio::process::ChildStdin,
+    more: &str,
+    held: usize,
+) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stdin.write_all(more.as_bytes()).await;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("enqueue ends after the fault")
+        .expect("output");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let count = format!("{held} jobs confirmed (through line {held})");
+    assert!(err.contains(&count), "{err}");
+    assert!(err.contains(&format!("--from-line {}", held + 1)), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_prints_the_confirmed_count_when_the_broker_dies() {
     let rabbit = tokio::task::spawn_blocking(crate::support::RabbitServer::launch)
@@ -530,16 +569,7 @@ async fn enqueue_prints_the_confirmed_count_when_the_broker_dies() {
     let path = dir.path().join("picket.toml");
     std::fs::write(&path, &text_cfg).expect("config");
     let s = Settings::from_toml(&text_cfg).expect("settings");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"))
-        .args(["enqueue", "--config", path.to_str().expect("path"), "-"])
-        .env_remove("PICKET_CONFIG")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
+    let (child, mut stdin) = enqueue_from_pipe(&path);
     let batch: String = (0..3000)
         .map(|i| format!("http://s{i}.example/\n"))
         .collect();
@@ -562,19 +592,7 @@ async fn enqueue_prints_the_confirmed_count_when_the_broker_dies() {
         .await
         .expect("stop");
     // More input after the broker went away: the publish fails and picket says so.
-    let _ = stdin.write_all(batch.as_bytes()).await;
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("picket exits after the broker died")
-        .expect("output");
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("3000 jobs confirmed (through line 3000)"),
-        "{err}"
-    );
-    assert!(err.contains("--from-line 3001"), "{err}");
+    stopped_at(child, stdin, &batch, 3000).await;
     let r = rabbit.clone();
     tokio::task::spawn_blocking(move || r.start())
         .await
@@ -593,16 +611,7 @@ async fn enqueue_prints_the_confirmed_count_when_the_broker_dies() {
 async fn enqueue_into_a_deleted_jobs_queue_stops_and_resumes_from_the_first_lost_job() {
     let cfg = setup("");
     let s = &cfg.settings;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"))
-        .args(["enqueue", "--config", cfg.path.to_str().expect("path"), "-"])
-        .env_remove("PICKET_CONFIG")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
+    let (child, mut stdin) = enqueue_from_pipe(&cfg.path);
     let batch = |from: usize| -> String {
         (from..from + 2000)
             .map(|i| format!("http://s{i}.example/\n"))
@@ -628,19 +637,7 @@ async fn enqueue_into_a_deleted_jobs_queue_stops_and_resumes_from_the_first_lost
         )
         .await
         .expect("delete the jobs queue");
-    let _ = stdin.write_all(batch(2000).as_bytes()).await;
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("enqueue ends")
-        .expect("output");
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "jobs went nowhere: {err}");
-    assert!(
-        err.contains("2000 jobs confirmed (through line 2000)"),
-        "{err}"
-    );
-    assert!(err.contains("--from-line 2001"), "{err}");
+    stopped_at(child, stdin, &batch(2000), 2000).await;
 }
 
 /// Display column (terminal cells) where `needle` starts in `line`.
