@@ -21,14 +21,14 @@ use std::io;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::PublisherConfirm;
-use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection};
 use tokio_util::sync::CancellationToken;
 
+use super::topology::declare_topic;
 use super::{connect, declare, AmqpError};
 use crate::config::AmqpSettings;
 
@@ -359,16 +359,12 @@ pub(crate) async fn follow(
     let ch = conn.create_channel().await?;
     // The exchange may not exist yet (no worker ran, or the changes exchange is new):
     // declaring it as picket does is harmless and lets the bind succeed.
-    ch.exchange_declare(
-        binding.exchange.as_str().into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
+    let setting = if binding.exchange == settings.changes_exchange {
+        "amqp.changes_exchange"
+    } else {
+        "amqp.results_exchange"
+    };
+    declare_topic(&ch, &binding.exchange, setting).await?;
     let queue = ch
         .queue_declare(
             "".into(),

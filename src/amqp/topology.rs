@@ -145,7 +145,11 @@ async fn declare_delay_queue(
 
 /// Declares a durable topic exchange; one that exists as another type is refused: its
 /// routing would not be what subscribers bind for.
-async fn declare_topic(ch: &Channel, name: &str, setting: &str) -> Result<(), AmqpError> {
+pub(crate) async fn declare_topic(
+    ch: &Channel,
+    name: &str,
+    setting: &str,
+) -> Result<(), AmqpError> {
     let topic = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
