@@ -196,12 +196,7 @@ impl RedisCluster {
     /// Runs `redis-cli -p PORT ARGS...` against one node, without following
     /// redirects, and returns its output (empty on failure).
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        Command::new(&self.cli)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+        super::redis_cli(&self.cli, port, args)
     }
 }
 

@@ -182,6 +182,17 @@ pub fn answers_ping(port: u16) -> bool {
 
 /// A watchdog for servers that each write `DIR/redis-PORT.pid`: the cleanup kills each
 /// only if that PID still runs a redis-server (or Sentinel) on that port.
+/// Runs `redis-cli -h 127.0.0.1 -p PORT ARGS...` without following redirects and
+/// returns its output (empty on failure).
+fn redis_cli(cli: &Path, port: u16, args: &[&str]) -> String {
+    Command::new(cli)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 fn watch_pid_files(name: &str, dir: &Path) -> Result<Watchdog, String> {
     Watchdog::spawn(
         name,

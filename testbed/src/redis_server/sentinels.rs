@@ -133,12 +133,7 @@ impl RedisSentinels {
 
     /// Runs `redis-cli -p PORT ARGS...` (empty output on failure).
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        Command::new(&self.cli)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+        super::redis_cli(&self.cli, port, args)
     }
 
     fn spawn(&self, bin: &std::path::Path, port: u16, extra: &[&str]) -> Result<(), String> {
