@@ -7,10 +7,10 @@
 //! stops them by those PIDs (a PID whose command line no longer holds what we
 //! started is never signalled). Everything lives in `.picket-run/`:
 //!
-//!   AMQP 127.0.0.1:35672   (Erlang distribution 35673, its port mapper 35674)
-//!   Redis 127.0.0.1:36379
-//!   demo website http://127.0.0.1:38080/   (/broken answers 500)
-//!   worker metrics http://127.0.0.1:39464/metrics
+//!   AMQP 127.0.0.1:18672   (Erlang distribution 18673, its port mapper 18674)
+//!   Redis 127.0.0.1:18379
+//!   demo website http://127.0.0.1:18080/   (/broken answers 500)
+//!   worker metrics http://127.0.0.1:18464/metrics
 
 use std::fs;
 use std::io::Write;
@@ -26,14 +26,14 @@ use testbed::redis_server;
 
 use crate::util::{self, say};
 
-const AMQP_PORT: u16 = 35672;
-const DIST_PORT: u16 = 35673;
-const EPMD_PORT: u16 = 35674;
-const REDIS_PORT: u16 = 36379;
-const SITE_PORT: u16 = 38080;
-const HTTP_PORT: u16 = 39464;
+const AMQP_PORT: u16 = 18672;
+const DIST_PORT: u16 = 18673;
+const EPMD_PORT: u16 = 18674;
+const REDIS_PORT: u16 = 18379;
+const SITE_PORT: u16 = 18080;
+const HTTP_PORT: u16 = 18464;
 /// The worker's /metrics, /healthz and /readyz (HTTP_PORT).
-const HTTP_LISTEN: &str = "127.0.0.1:39464";
+const HTTP_LISTEN: &str = "127.0.0.1:18464";
 const NODE: &str = "picket-demo@localhost";
 
 #[derive(Subcommand, Clone, Copy, Default)]
@@ -438,4 +438,39 @@ allow_private = true
 listen = "{HTTP_LISTEN}"
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo's fixed ports must lie below the kernel's range for outgoing
+    /// connections: a port in that range is taken now and then as the local end of
+    /// some connection, and left in TIME_WAIT it keeps epmd and RabbitMQ from
+    /// listening ("try again in a minute"). Below it sits the tests' own range
+    /// (`testbed::procs`, 20000 and up), which the demo stays out of as well.
+    #[test]
+    fn fixed_ports_stay_out_of_the_ephemeral_and_the_tests_ranges() {
+        let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .expect("the kernel's local port range");
+        let low: u16 = range
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("its lower end");
+        let listen: std::net::SocketAddr = HTTP_LISTEN.parse().expect("HTTP_LISTEN");
+        assert_eq!(listen.port(), HTTP_PORT);
+        for port in [
+            AMQP_PORT, DIST_PORT, EPMD_PORT, REDIS_PORT, SITE_PORT, HTTP_PORT,
+        ] {
+            assert!(
+                port < low,
+                "port {port} is in the ephemeral range ({low} and up)"
+            );
+            assert!(
+                port < 20_000,
+                "port {port} is in the tests' range (20000 and up)"
+            );
+        }
+    }
 }
