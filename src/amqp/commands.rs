@@ -292,13 +292,9 @@ pub(crate) async fn peek(
             if limit.is_some_and(|l| printed >= l) {
                 break;
             }
-            let get = ch
-                .basic_get(
-                    settings.results_queue.as_str().into(),
-                    BasicGetOptions { no_ack: false },
-                )
-                .await?;
-            let Some(m) = get else { break };
+            let Some(m) = get_unacked(&ch, &settings.results_queue).await? else {
+                break;
+            };
             last_tag = Some(m.delivery.delivery_tag);
             match write(&m.delivery.data) {
                 Ok(Written::Printed) => printed += 1,
@@ -417,13 +413,9 @@ pub(crate) async fn drain(
         async {
             let mut printed = 0u64;
             while limit.is_none_or(|l| printed < l) && !shutdown.is_cancelled() {
-                let get = ch
-                    .basic_get(
-                        settings.results_queue.as_str().into(),
-                        BasicGetOptions { no_ack: false },
-                    )
-                    .await?;
-                let Some(m) = get else { break };
+                let Some(m) = get_unacked(&ch, &settings.results_queue).await? else {
+                    break;
+                };
                 settle(&m.delivery, write(&m.delivery.data), &mut printed).await?;
             }
             Ok(printed)
@@ -432,6 +424,15 @@ pub(crate) async fn drain(
     };
     let _ = conn.close(200, "drain done".into()).await;
     outcome
+}
+
+/// The next message of `queue`, if any, left unacknowledged for the caller to settle.
+async fn get_unacked(
+    ch: &Channel,
+    queue: &str,
+) -> Result<Option<lapin::message::BasicGetMessage>, lapin::Error> {
+    ch.basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await
 }
 
 /// Consumes `queue` (acking after each write) until `shutdown`, `limit`, or the end.
