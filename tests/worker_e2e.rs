@@ -722,6 +722,56 @@ fn when_the_canaries_fail_too_an_unreachable_site_is_unknown_not_down() {
     );
 }
 
+#[tokio::test]
+async fn a_broker_that_refuses_the_topology_is_not_logged_as_unavailable() {
+    // The broker takes the connection but refuses the declarations (the user may not
+    // configure anything): the operator must read a refused set-up naming the node and
+    // the refusal, not "broker unavailable", which sends them to the network instead.
+    let s = crate::support::servers();
+    let user = unique("cannot-configure");
+    s.rabbit
+        .ctl(&["add_user", &user, "pw"])
+        .expect("add the user");
+    s.rabbit
+        .ctl(&["set_permissions", "-p", "/", &user, "^$", ".*", ".*"])
+        .expect("its permissions");
+    let url = format!("amqp://{user}:pw@127.0.0.1:{}/%2f", s.rabbit.port());
+    let toml = base_toml().replace(
+        &format!("url = \"{}\"", s.amqp_url),
+        &format!("url = \"{url}\""),
+    );
+    assert!(
+        toml.contains(&user),
+        "the config uses the new user:\n{toml}"
+    );
+    let worker = crate::support::worker_process::WorkerProcess::plain(&toml);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !worker.log_text().contains("retry_in_ms") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failure logged:\n{}",
+            worker.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = worker.log_text();
+    worker.terminate().await;
+    let _ = s.rabbit.ctl(&["delete_user", &user]);
+    assert!(
+        !log.contains("broker unavailable"),
+        "a refusal called unavailable:\n{log}"
+    );
+    assert!(log.contains("broker refused the session's set-up"), "{log}");
+    assert!(
+        log.contains("ACCESS_REFUSED") || log.contains("access to"),
+        "the refusal named:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("{user}:***@127.0.0.1")),
+        "the node named, redacted:\n{log}"
+    );
+}
+
 #[test]
 fn passwords_never_reach_the_logs() {
     // A worker that cannot reach its broker logs the failure, with the URL redacted.

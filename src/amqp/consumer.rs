@@ -160,9 +160,17 @@ impl Worker {
         };
         let (conn, publish, consume, node) = match session {
             Ok(s) => s,
-            Err(e) => {
+            Err(failure) => {
                 let d = self.next_delay(30);
-                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "broker unavailable");
+                let retry_in_ms = d.as_millis() as u64;
+                match failure {
+                    OpenFailure::Unreachable(e) => {
+                        tracing::warn!(error = %e, retry_in_ms, "broker unavailable");
+                    }
+                    OpenFailure::SetUp { node, error } => {
+                        tracing::warn!(node = %node, error = %error, retry_in_ms, "broker refused the session's set-up (channels, declarations or QoS); check the user's permissions and the queues' arguments");
+                    }
+                }
                 self.pause(d).await;
                 return None;
             }
@@ -352,22 +360,41 @@ struct SessionOpening<'a> {
     broken: CancellationToken,
 }
 
+/// Why a session could not be opened: the operator's next step differs.
+enum OpenFailure {
+    /// No node took the connection (down, unreachable, wrong credentials).
+    Unreachable(AmqpError),
+    /// A node took it but refused what the session needs: channels, the topology's
+    /// declarations (permissions, a queue declared with other arguments) or QoS.
+    SetUp {
+        /// The node, password redacted.
+        node: String,
+        error: AmqpError,
+    },
+}
+
 impl SessionOpening<'_> {
     /// Connects to a node and sets up the session's channels and topology.
     async fn open(
         self,
         nodes: &mut Nodes,
-    ) -> Result<(Connection, Publisher, Channel, Node), AmqpError> {
+    ) -> Result<(Connection, Publisher, Channel, Node), OpenFailure> {
         let name = connection_name("worker", Some(self.worker_name));
-        let (conn, node) = nodes.connect(self.settings, &name).await?;
+        let (conn, node) = nodes
+            .connect(self.settings, &name)
+            .await
+            .map_err(OpenFailure::Unreachable)?;
         match self.channels(&conn).await {
             Ok((publish, consume)) => Ok((conn, publish, consume, node)),
-            Err(e) => {
+            Err(error) => {
                 // A node that takes the connection but cannot serve the topology (e.g. it
                 // is still joining its cluster): let it go; the next attempt tries
                 // another node.
                 let _ = conn.close(200, "session set-up failed".into()).await;
-                Err(e)
+                Err(OpenFailure::SetUp {
+                    node: node.label,
+                    error,
+                })
             }
         }
     }
