@@ -327,6 +327,42 @@ async fn results_follow_binds_by_verdict_and_takes_nothing_from_the_queue() {
     assert!(out.contains("changed.example"), "{out}");
 }
 
+#[tokio::test]
+async fn results_filtered_by_verdict_keep_a_reason_code_from_a_newer_worker() {
+    // Reason codes may be added (CONTRACT.md). During a rolling upgrade a newer worker's
+    // `down` with a code this build does not know must still pass `--verdict down`, not
+    // vanish from an operator's filtered view.
+    let cfg = setup("");
+    let s = cfg.settings.clone();
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let mut newer =
+        serde_json::to_value(report(Verdict::Down, "http://newer.example/").await).expect("json");
+    newer["reason"] = "a_code_from_a_newer_worker".into();
+    newer["a_field_from_a_newer_worker"] = serde_json::json!({"n": 1});
+    let body = serde_json::to_vec(&newer).expect("json");
+    let (c, st, b) = (&client, &s, &body);
+    let out = follow_one(&cfg, &["--verdict", "down"], move || async move {
+        let confirm =
+            c.ch.basic_publish(
+                st.amqp.results_exchange.as_str().into(),
+                "down".into(),
+                BasicPublishOptions::default(),
+                b,
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack());
+    })
+    .await;
+    let printed: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!(printed["reason"], "a_code_from_a_newer_worker", "{out}");
+    assert_eq!(printed["url"], "http://newer.example/", "{out}");
+}
+
 fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())

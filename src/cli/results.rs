@@ -107,11 +107,27 @@ impl ResultsArgs {
 
     /// Whether a result passes the filters (the bindings already chose by verdict when
     /// following; checking again costs nothing).
-    fn wanted(&self, r: &Report) -> bool {
-        (self.verdict.is_empty() || self.verdict.iter().any(|v| v.verdict() == r.verdict))
+    fn wanted(&self, r: &Filtered) -> bool {
+        (self.verdict.is_empty()
+            || self
+                .verdict
+                .iter()
+                .any(|v| v.verdict().as_str() == r.verdict))
             && (!self.changes || r.changed)
             && self.url.as_ref().is_none_or(|u| r.url.contains(u.as_str()))
     }
+}
+
+/// The fields the filters read, and only those: a result from a newer worker (a reason
+/// code or a field this build does not know) is still filtered by what it says, where
+/// reading it as a whole [`Report`] would fail and drop it.
+#[derive(serde::Deserialize)]
+struct Filtered {
+    verdict: String,
+    #[serde(default)]
+    changed: bool,
+    #[serde(default)]
+    url: String,
 }
 
 /// Writes results as they come: a row of a table, or the message's own JSON line.
@@ -124,14 +140,17 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<Written> {
-        let report = serde_json::from_slice::<Report>(bytes).ok();
         let filtering =
             !self.args.verdict.is_empty() || self.args.changes || self.args.url.is_some();
-        match &report {
-            Some(r) if !self.args.wanted(r) => return Ok(Written::Skipped),
-            None if filtering => return Ok(Written::Skipped),
-            _ => {}
+        if filtering {
+            match serde_json::from_slice::<Filtered>(bytes) {
+                Ok(r) if self.args.wanted(&r) => {}
+                // Not a result at all: nothing to match a filter against.
+                _ => return Ok(Written::Skipped),
+            }
         }
+        // A result this build cannot read whole is printed as its own JSON line.
+        let report = serde_json::from_slice::<Report>(bytes).ok();
         let mut out = io::stdout().lock();
         match (&self.rows, report) {
             (Some(rows), Some(r)) => {
