@@ -92,11 +92,35 @@ pub(crate) async fn termination() {
     }
 }
 
+/// Keeps SIGHUP from ending the worker. Its default action kills the process at once,
+/// dropping every probe in flight, and it is what `systemctl reload`, logrotate's
+/// `postrotate` and a closed terminal send. The configuration is read only at start, so
+/// a hangup changes nothing: the worker says so and goes on.
+fn survive_hangups() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        tracing::warn!("SIGHUP ignored: the configuration is read only at start; restart the worker (SIGTERM drains it) to apply a change");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGHUP; a hangup will end the worker at once")
+            }
+        }
+    }
+}
+
 /// `picket worker`: consumes until SIGTERM/SIGINT, then drains.
 ///
 /// # Errors
 /// Set-up failures (Redis URL, TLS files, the operations port taken).
 pub(crate) async fn worker(settings: Settings) -> anyhow::Result<()> {
+    survive_hangups();
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {

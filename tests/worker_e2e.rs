@@ -772,6 +772,41 @@ async fn a_broker_that_refuses_the_topology_is_not_logged_as_unavailable() {
     );
 }
 
+#[tokio::test]
+async fn a_hangup_neither_stops_the_worker_nor_loses_its_jobs() {
+    // SIGHUP is what `systemctl reload`, logrotate's postrotate and a closed terminal
+    // send; by default it ends a process at once, dropping every probe in flight. The
+    // worker reads its configuration only at start, so it says so and goes on.
+    let site = serve(
+        "127.0.0.18",
+        Router::new().route("/", get(|| async { axum::response::Html(page("hup")) })),
+    )
+    .await;
+    let toml = format!("{}\n[targets]\nallow_private = true\n", base_toml());
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let mut worker = crate::support::worker_process::WorkerProcess::plain(&toml);
+    worker.signal("HUP").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker.assert_running();
+    client
+        .job(
+            &s,
+            json!({"id": "after-hup", "url": format!("http://{site}/")}),
+        )
+        .await;
+    let results = client.results(&s, 1, Duration::from_secs(30)).await;
+    assert_eq!(results[0]["job_id"], "after-hup");
+    assert_eq!(results[0]["verdict"], "up", "{}", results[0]);
+    assert!(
+        worker.log_text().contains("SIGHUP"),
+        "the hangup is acknowledged in the log:\n{}",
+        worker.log_tail(20)
+    );
+    worker.terminate().await;
+}
+
 #[test]
 fn passwords_never_reach_the_logs() {
     // A worker that cannot reach its broker logs the failure, with the URL redacted.

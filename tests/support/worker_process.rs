@@ -85,9 +85,21 @@ impl WorkerProcess {
         }
     }
 
-    /// SIGTERM, then waits for a clean exit. A worker that has not yet installed its
-    /// signal handler would die of the signal, so this first waits for it to start.
-    pub async fn terminate(mut self) {
+    /// Sends `signal` (a name `kill` knows, e.g. `HUP`) once the worker has installed
+    /// its handlers.
+    pub async fn signal(&mut self, signal: &str) {
+        self.started().await;
+        let pid = self.child.id().expect("worker pid");
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits until the log says the worker started (its signal handlers are in place).
+    async fn started(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while !std::fs::read_to_string(&self.log)
             .unwrap_or_default()
@@ -100,6 +112,12 @@ impl WorkerProcess {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// SIGTERM, then waits for a clean exit. A worker that has not yet installed its
+    /// signal handler would die of the signal, so this first waits for it to start.
+    pub async fn terminate(mut self) {
+        self.started().await;
         let pid = self.child.id().expect("worker pid");
         let ok = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
