@@ -49,7 +49,12 @@ async fn readyz(State(a): State<Admin>) -> (StatusCode, String) {
     // The node of the current (or, while reconnecting, the last) broker session: on a
     // cluster, which node this worker depends on.
     let node = a.broker.node().unwrap_or_else(|| "none".to_string());
-    let body = format!("consuming={consuming} broker={broker} redis={redis} node={node}\n");
+    // Still ready while blocked: the worker consumes, and its results go out once the
+    // broker's alarm lifts; taking it out of service would change nothing.
+    let blocked = a.broker.blocked.load(Ordering::SeqCst);
+    let body = format!(
+        "consuming={consuming} broker={broker} redis={redis} node={node} blocked={blocked}\n"
+    );
     let code = if consuming && broker && redis {
         StatusCode::OK
     } else {

@@ -18,6 +18,7 @@ const REQUEUED: &str = "picket_jobs_requeued_total";
 const PROBE_SECONDS: &str = "picket_probe_duration_seconds";
 const IN_FLIGHT: &str = "picket_jobs_in_flight";
 const BROKER_UP: &str = "picket_broker_connected";
+const BROKER_BLOCKED: &str = "picket_broker_blocked";
 const REDIS_UP: &str = "picket_redis_connected";
 const REDIS_ERRORS: &str = "picket_redis_errors_total";
 const RECONNECTS: &str = "picket_broker_reconnects_total";
@@ -154,6 +155,10 @@ fn describe() {
     );
     describe_gauge!(IN_FLIGHT, "Jobs being handled right now");
     describe_gauge!(BROKER_UP, "1 while the worker is connected to RabbitMQ");
+    describe_gauge!(
+        BROKER_BLOCKED,
+        "1 while RabbitMQ blocks this worker's publishing (a memory or disk alarm): results wait"
+    );
     describe_gauge!(REDIS_UP, "1 while the last Redis call succeeded");
     describe_counter!(REDIS_ERRORS, "Redis calls that failed or timed out");
     describe_counter!(RECONNECTS, "Connections to RabbitMQ re-established");
@@ -277,6 +282,11 @@ pub(crate) fn redis_up(up: bool) {
 pub(crate) fn redis_error(what: &'static str) {
     redis_up(false);
     counter!(REDIS_ERRORS, "call" => what).increment(1);
+}
+
+/// The broker blocks (or no longer blocks) publishing.
+pub(crate) fn broker_blocked(blocked: bool) {
+    gauge!(BROKER_BLOCKED).set(if blocked { 1.0 } else { 0.0 });
 }
 
 /// The broker connection was made again after a loss.

@@ -411,3 +411,75 @@ async fn readyz_and_metrics_follow_a_broker_outage() {
     worker.terminate().await;
     eprintln!("broker outage test done in {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_resource_alarm_is_reported_and_its_results_wait_for_it() {
+    // On a memory or disk alarm RabbitMQ blocks every connection that publishes: the
+    // results of jobs in flight wait for their confirms. An operator must see why nothing
+    // comes out (the log, /metrics and /readyz say the broker blocks us), nothing may be
+    // lost, and the worker goes on by itself once the alarm clears.
+    let rabbit = private_rabbit().await;
+    let (addr, hits) = target("127.0.0.19", Duration::from_secs(2)).await;
+    let toml = format!(
+        "{}\n[targets]\nallow_private = true\n[log]\nformat = \"json\"\n",
+        base_toml()
+    );
+    let mut s = picket::config::Settings::from_toml(&toml).expect("settings");
+    s.amqp.url = rabbit.url().into();
+    let listen = s.http.listen;
+    let mut worker = WorkerProcess::start(&toml, &[("PICKET__AMQP__URL", rabbit.url())]);
+    wait_readyz(listen, 200, Duration::from_secs(30)).await;
+    let client = Client::connect_to(rabbit.url()).await;
+    client.declare(&s).await;
+    client
+        .job(
+            &s,
+            json!({"id": "in-the-alarm", "url": format!("http://127.0.0.19:{}/", addr.port())}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while hits.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the probe never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One byte of memory allowed: the alarm is on while the probe still runs.
+    rabbit
+        .ctl(&["set_vm_memory_high_watermark", "absolute", "1"])
+        .expect("raise the memory alarm");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, text) = get_ops(listen, "/metrics").await.expect("metrics");
+        if metric(&text, "picket_broker_blocked") == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "picket_broker_blocked never 1 during the alarm: {:?}\n{}",
+            metric(&text, "picket_broker_blocked"),
+            worker.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, body) = get_ops(listen, "/readyz").await.expect("readyz");
+    assert!(body.contains("blocked=true"), "{code} {body}");
+    assert!(
+        worker.log_text().contains("the broker blocks publishing"),
+        "{}",
+        worker.log_tail(20)
+    );
+    worker.assert_running();
+
+    rabbit
+        .ctl(&["set_vm_memory_high_watermark", "0.4"])
+        .expect("clear the memory alarm");
+    // A connection of its own: the one that published the job is blocked too.
+    let reader = Client::connect_to(rabbit.url()).await;
+    let r = reader.results(&s, 1, Duration::from_secs(30)).await;
+    assert_eq!(r[0]["job_id"], "in-the-alarm");
+    assert_eq!(r[0]["verdict"], "up", "{}", r[0]);
+    let (_, text) = get_ops(listen, "/metrics").await.expect("metrics");
+    assert_eq!(metric(&text, "picket_broker_blocked"), Some(0.0), "{text}");
+    let (_, body) = get_ops(listen, "/readyz").await.expect("readyz");
+    assert!(body.contains("blocked=false"), "{body}");
+    worker.terminate().await;
+}

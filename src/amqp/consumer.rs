@@ -228,6 +228,7 @@ impl Worker {
         self.state.connected.store(true, Ordering::SeqCst);
         self.state.consuming.store(true, Ordering::SeqCst);
         metric::broker_up(true);
+        broker_blocked(&self.state, false);
         tracing::info!(queue = %self.settings.jobs_queue, node = %node.label, moved = node.moved, "consuming");
         self.state.set_node(node.label);
         let session = Session {
@@ -241,7 +242,12 @@ impl Worker {
         };
         // While every slot is taken the loop waits for a permit, not for the consumer:
         // the connection's own events tell it that the session is gone.
-        watch_connection(conn, session.broken.clone(), session.over.clone());
+        watch_connection(
+            conn,
+            self.state.clone(),
+            session.broken.clone(),
+            session.over.clone(),
+        );
         session
     }
 
@@ -311,12 +317,16 @@ impl Worker {
             .await;
         self.state.connected.store(false, Ordering::SeqCst);
         metric::broker_up(false);
+        // A new session starts unblocked: the broker tells it again if the alarm holds.
+        broker_blocked(&self.state, false);
     }
 
     /// Ends a session that broke (shutdown not asked), then pauses before the next.
     async fn end(&mut self, live: Live, over: CancellationToken) {
         self.state.connected.store(false, Ordering::SeqCst);
         metric::broker_up(false);
+        // A new session starts unblocked: the broker tells it again if the alarm holds.
+        broker_blocked(&self.state, false);
         self.lost_at = Some(tokio::time::Instant::now());
         // Jobs in flight may still publish and ack on a channel that works: give them
         // the grace period before the connection goes. On a dead connection (its node
@@ -424,8 +434,14 @@ fn publishing_room(conn: &Connection) -> usize {
 }
 
 /// Cancels `broken` when the connection reports an error (the broker closed it, its
-/// node died); ends with the session.
-fn watch_connection(conn: &Connection, broken: CancellationToken, over: CancellationToken) {
+/// node died), and tells when the broker blocks and unblocks its publishing; ends with
+/// the session.
+fn watch_connection(
+    conn: &Connection,
+    state: Arc<BrokerState>,
+    broken: CancellationToken,
+    over: CancellationToken,
+) {
     let events = conn.events_listener();
     tokio::spawn(async move {
         futures_util::pin_mut!(events);
@@ -438,6 +454,14 @@ fn watch_connection(conn: &Connection, broken: CancellationToken, over: Cancella
                         broken.cancel();
                         break;
                     }
+                    Some(lapin::Event::ConnectionBlocked(reason)) => {
+                        tracing::warn!(reason = %reason, "the broker blocks publishing (a memory or disk alarm): results wait for their confirms, jobs stay unacked, nothing is lost; it goes on when the alarm clears");
+                        broker_blocked(&state, true);
+                    }
+                    Some(lapin::Event::ConnectionUnblocked) => {
+                        tracing::info!("the broker unblocked publishing");
+                        broker_blocked(&state, false);
+                    }
                     Some(_) => {}
                     None => {
                         broken.cancel();
@@ -447,4 +471,10 @@ fn watch_connection(conn: &Connection, broken: CancellationToken, over: Cancella
             }
         }
     });
+}
+
+/// Whether the broker blocks publishing, for `/readyz` and the gauge together.
+fn broker_blocked(state: &BrokerState, blocked: bool) {
+    state.blocked.store(blocked, Ordering::SeqCst);
+    metric::broker_blocked(blocked);
 }

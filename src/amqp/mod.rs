@@ -78,6 +78,9 @@ pub struct BrokerState {
     pub consuming: AtomicBool,
     /// The node of the current (or last) session, password redacted.
     pub node: std::sync::Mutex<Option<String>>,
+    /// The broker blocks this connection's publishing (`connection.blocked`: a memory or
+    /// disk alarm): results wait for their confirms until it lifts.
+    pub blocked: AtomicBool,
 }
 
 impl BrokerState {
