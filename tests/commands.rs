@@ -595,6 +595,77 @@ async fn stopped_at(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_says_when_a_broker_alarm_blocks_it_and_finishes_after() {
+    // On a memory or disk alarm RabbitMQ stops reading from publishing connections: an
+    // enqueue would hang without a word. It must say why it waits, then finish.
+    let rabbit = tokio::task::spawn_blocking(crate::support::RabbitServer::launch)
+        .await
+        .expect("join")
+        .expect("private RabbitMQ");
+    let text_cfg = base_toml().replace(crate::support::servers().amqp_url.as_str(), rabbit.url());
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("picket.toml");
+    std::fs::write(&path, &text_cfg).expect("config");
+    let s = Settings::from_toml(&text_cfg).expect("settings");
+    let (mut child, mut stdin) = enqueue_from_pipe(&path);
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stderr = child.stderr.take().expect("stderr");
+    let into = said.clone();
+    let reading = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .expect("lock")
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let lines = |from: usize| -> String {
+        (from..from + 10)
+            .map(|i| format!("http://s{i}.example/\n"))
+            .collect()
+    };
+    use tokio::io::AsyncWriteExt;
+    stdin.write_all(lines(0).as_bytes()).await.expect("lines");
+    let client = Client::connect_to(rabbit.url()).await;
+    client.declare(&s).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.depth(&s.amqp.jobs_queue).await < 10 {
+        assert!(Instant::now() < deadline, "the first 10 jobs never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rabbit
+        .ctl(&["set_vm_memory_high_watermark", "absolute", "1"])
+        .expect("raise the memory alarm");
+    stdin.write_all(lines(10).as_bytes()).await.expect("lines");
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !said.lock().expect("lock").contains("blocks publishing") {
+        assert!(
+            Instant::now() < deadline,
+            "enqueue never said why it waits: {}",
+            said.lock().expect("lock")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rabbit
+        .ctl(&["set_vm_memory_high_watermark", "0.4"])
+        .expect("clear the memory alarm");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("enqueue ends once the alarm clears")
+        .expect("status");
+    reading.await.expect("stderr read");
+    let err = said.lock().expect("lock").clone();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("20 jobs confirmed (through line 20)"), "{err}");
+    assert!(err.contains("unblocked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_prints_the_confirmed_count_when_the_broker_dies() {
     let rabbit = tokio::task::spawn_blocking(crate::support::RabbitServer::launch)
         .await

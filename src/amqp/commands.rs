@@ -66,9 +66,16 @@ pub(crate) enum Written {
     Skipped,
 }
 
+/// Told when the broker blocks publishing (`Some(reason)`: a memory or disk alarm) and
+/// when it lets it go on (`None`). The broker then stops reading from the connection, so
+/// a publisher waiting for confirms would otherwise hang without a word.
+pub(crate) type BlockedNotice = Box<dyn Fn(Option<&str>) + Send + Sync>;
+
 /// Publishes jobs to the jobs queue with confirms, a window at a time.
 pub(crate) struct JobPublisher {
     conn: Connection,
+    /// Ends with the publisher: passes the connection's blocked events to the notice.
+    watch: tokio::task::JoinHandle<()>,
     ch: Channel,
     queue: String,
     /// Input line of each publish still waiting for its confirm, oldest first.
@@ -83,13 +90,18 @@ impl JobPublisher {
     ///
     /// # Errors
     /// The broker cannot be reached or refused the declarations.
-    pub(crate) async fn open(settings: &AmqpSettings) -> Result<JobPublisher, AmqpError> {
+    pub(crate) async fn open(
+        settings: &AmqpSettings,
+        on_blocked: BlockedNotice,
+    ) -> Result<JobPublisher, AmqpError> {
         let conn = connect(settings, &super::nodes::connection_name("enqueue", None)).await?;
+        let watch = tokio::spawn(tell_blocked(conn.events_listener(), on_blocked));
         declare(&conn, settings).await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok(JobPublisher {
             conn,
+            watch,
             ch,
             queue: settings.jobs_queue.clone(),
             pending: VecDeque::with_capacity(CONFIRM_WINDOW),
@@ -188,7 +200,29 @@ impl JobPublisher {
 
     /// Closes the connection (after [`JobPublisher::finish`], nothing is in doubt).
     pub(crate) async fn close(self) {
+        self.watch.abort();
         let _ = self.conn.close(200, "enqueue done".into()).await;
+    }
+}
+
+impl Drop for JobPublisher {
+    fn drop(&mut self) {
+        self.watch.abort();
+    }
+}
+
+/// Passes the connection's blocked and unblocked events to `notice` until they end.
+async fn tell_blocked(
+    events: impl futures_util::Stream<Item = lapin::Event>,
+    notice: BlockedNotice,
+) {
+    futures_util::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            lapin::Event::ConnectionBlocked(reason) => notice(Some(&reason)),
+            lapin::Event::ConnectionUnblocked => notice(None),
+            _ => {}
+        }
     }
 }
 

@@ -285,6 +285,21 @@ fn report(
     }
 }
 
+/// Says on stderr (above the progress bar) why the count stopped, and when it goes on.
+fn blocked_notice(bar: &indicatif::ProgressBar) -> crate::amqp::commands::BlockedNotice {
+    let bar = bar.clone();
+    Box::new(move |blocked: Option<&str>| {
+        match blocked {
+        Some(reason) => bar.suspend(|| {
+            eprintln!(
+                "picket: the broker blocks publishing ({reason}): a memory or disk alarm; waiting for it to clear (Ctrl-C stops; the count printed then says where to resume)"
+            );
+        }),
+        None => bar.suspend(|| eprintln!("picket: the broker unblocked publishing; going on")),
+    }
+    })
+}
+
 async fn publish_all(
     settings: &Settings,
     args: &EnqueueArgs,
@@ -334,7 +349,7 @@ async fn publish_all(
             Err(why) => return Err(UsageError(format!("line {line_no}: {why}")).into()),
         };
         if publisher.is_none() {
-            *publisher = Some(JobPublisher::open(&settings.amqp).await?);
+            *publisher = Some(JobPublisher::open(&settings.amqp, blocked_notice(bar)).await?);
         }
         if let Some(p) = publisher.as_mut() {
             p.publish(line_no, &payload, &format!("{run_id}-{line_no}"))
