@@ -594,10 +594,82 @@ async fn stopped_at(
     assert!(err.contains(&format!("--from-line {}", held + 1)), "{err}");
 }
 
+/// A `picket enqueue -` whose stderr is gathered as it comes.
+struct Enqueue {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    said: std::sync::Arc<std::sync::Mutex<String>>,
+    reading: tokio::task::JoinHandle<()>,
+}
+
+impl Enqueue {
+    fn start(path: &std::path::Path) -> Enqueue {
+        let (mut child, stdin) = enqueue_from_pipe(path);
+        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().expect("stderr");
+        let into = said.clone();
+        let reading = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                into.lock()
+                    .expect("lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Enqueue {
+            child,
+            stdin: Some(stdin),
+            said,
+            reading,
+        }
+    }
+
+    /// Writes ten URL lines, numbered from `from`.
+    async fn ten(&mut self, from: usize) {
+        use tokio::io::AsyncWriteExt;
+        let lines: String = (from..from + 10)
+            .map(|i| format!("http://s{i}.example/\n"))
+            .collect();
+        let stdin = self.stdin.as_mut().expect("input still open");
+        stdin.write_all(lines.as_bytes()).await.expect("lines");
+    }
+
+    fn said(&self) -> String {
+        self.said.lock().expect("lock").clone()
+    }
+
+    async fn until_it_says(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.said().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "enqueue never said {what:?}: {}",
+                self.said()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for the end (within 30 s) and returns the exit status and all it said.
+    async fn ended(mut self) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("enqueue did not end: {}", self.said()))
+            .expect("status");
+        (&mut self.reading).await.expect("stderr read");
+        (status, self.said())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_says_when_a_broker_alarm_blocks_it_and_finishes_after() {
     // On a memory or disk alarm RabbitMQ stops reading from publishing connections: an
-    // enqueue would hang without a word. It must say why it waits, then finish.
+    // enqueue would hang without a word. It must say why it waits, then finish; and
+    // Ctrl-C meanwhile must still end it with the count, though the broker reads nothing.
     let rabbit = tokio::task::spawn_blocking(crate::support::RabbitServer::launch)
         .await
         .expect("join")
@@ -607,59 +679,40 @@ async fn enqueue_says_when_a_broker_alarm_blocks_it_and_finishes_after() {
     let path = dir.path().join("picket.toml");
     std::fs::write(&path, &text_cfg).expect("config");
     let s = Settings::from_toml(&text_cfg).expect("settings");
-    let (mut child, mut stdin) = enqueue_from_pipe(&path);
-    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut stderr = child.stderr.take().expect("stderr");
-    let into = said.clone();
-    let reading = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            into.lock()
-                .expect("lock")
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let lines = |from: usize| -> String {
-        (from..from + 10)
-            .map(|i| format!("http://s{i}.example/\n"))
-            .collect()
-    };
-    use tokio::io::AsyncWriteExt;
-    stdin.write_all(lines(0).as_bytes()).await.expect("lines");
+    let (mut waits, mut stops) = (Enqueue::start(&path), Enqueue::start(&path));
+    waits.ten(0).await;
+    stops.ten(0).await;
     let client = Client::connect_to(rabbit.url()).await;
     client.declare(&s).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while client.depth(&s.amqp.jobs_queue).await < 10 {
-        assert!(Instant::now() < deadline, "the first 10 jobs never arrived");
+    while client.depth(&s.amqp.jobs_queue).await < 20 {
+        assert!(Instant::now() < deadline, "the first 20 jobs never arrived");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     rabbit
         .ctl(&["set_vm_memory_high_watermark", "absolute", "1"])
         .expect("raise the memory alarm");
-    stdin.write_all(lines(10).as_bytes()).await.expect("lines");
-    drop(stdin);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !said.lock().expect("lock").contains("blocks publishing") {
-        assert!(
-            Instant::now() < deadline,
-            "enqueue never said why it waits: {}",
-            said.lock().expect("lock")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    waits.ten(10).await;
+    stops.ten(10).await;
+    drop(waits.stdin.take());
+    waits.until_it_says("blocks publishing").await;
+    stops.until_it_says("blocks publishing").await;
+
+    let pid = stops.child.id().expect("pid").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let (status, err) = stops.ended().await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("10 jobs confirmed (through line 10)"), "{err}");
+    assert!(err.contains("--from-line 11"), "{err}");
+
     rabbit
         .ctl(&["set_vm_memory_high_watermark", "0.4"])
         .expect("clear the memory alarm");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("enqueue ends once the alarm clears")
-        .expect("status");
-    reading.await.expect("stderr read");
-    let err = said.lock().expect("lock").clone();
+    let (status, err) = waits.ended().await;
     assert!(status.success(), "{err}");
     assert!(err.contains("20 jobs confirmed (through line 20)"), "{err}");
     assert!(err.contains("unblocked"), "{err}");

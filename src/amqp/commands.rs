@@ -66,6 +66,9 @@ pub(crate) enum Written {
     Skipped,
 }
 
+/// How long closing waits for the broker's answer.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Told when the broker blocks publishing (`Some(reason)`: a memory or disk alarm) and
 /// when it lets it go on (`None`). The broker then stops reading from the connection, so
 /// a publisher waiting for confirms would otherwise hang without a word.
@@ -198,10 +201,13 @@ impl JobPublisher {
         self.tally.held().1
     }
 
-    /// Closes the connection (after [`JobPublisher::finish`], nothing is in doubt).
+    /// Closes the connection (after [`JobPublisher::finish`], nothing is in doubt). A
+    /// broker that blocks us reads nothing, not even the close, so the wait is bounded:
+    /// the process ends anyway, and the broker drops the connection with it.
     pub(crate) async fn close(self) {
         self.watch.abort();
-        let _ = self.conn.close(200, "enqueue done".into()).await;
+        let closing = self.conn.close(200, "enqueue done".into());
+        let _ = tokio::time::timeout(CLOSE_WAIT, closing).await;
     }
 }
 
