@@ -483,3 +483,70 @@ async fn a_broker_resource_alarm_is_reported_and_its_results_wait_for_it() {
     assert!(body.contains("blocked=false"), "{body}");
     worker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_broker_alarm_exits_cleanly_and_loses_no_job() {
+    // A blocked connection is not read by the broker at all, not even its close: a
+    // worker told to stop must still end within its grace period, and the job whose
+    // result never got out must be answered once the alarm clears.
+    let rabbit = private_rabbit().await;
+    let (addr, hits) = target("127.0.0.20", Duration::from_secs(2)).await;
+    let toml = format!(
+        "{}\n[targets]\nallow_private = true\n[log]\nformat = \"json\"\n",
+        base_toml()
+    )
+    .replace("shutdown_grace = \"10s\"", "shutdown_grace = \"2s\"");
+    let mut s = picket::config::Settings::from_toml(&toml).expect("settings");
+    s.amqp.url = rabbit.url().into();
+    assert_eq!(s.worker.shutdown_grace, Duration::from_secs(2));
+    let listen = s.http.listen;
+    let mut worker = WorkerProcess::start(&toml, &[("PICKET__AMQP__URL", rabbit.url())]);
+    wait_readyz(listen, 200, Duration::from_secs(30)).await;
+    let client = Client::connect_to(rabbit.url()).await;
+    client.declare(&s).await;
+    client
+        .job(
+            &s,
+            json!({"id": "stopped-in-the-alarm", "url": format!("http://127.0.0.20:{}/", addr.port())}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while hits.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the probe never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // While the probe runs: its result is published into the alarm.
+    rabbit
+        .ctl(&["set_vm_memory_high_watermark", "absolute", "1"])
+        .expect("raise the memory alarm");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !worker.log_text().contains("the broker blocks publishing") {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never saw the alarm (probes: {}):\n{}",
+            hits.load(Ordering::SeqCst),
+            worker.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopping = Instant::now();
+    let pid = worker.pid().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(sent.success());
+    let status = worker.exited(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}\n{}", worker.log_tail(20));
+    eprintln!("stopped in the alarm after {:?}", stopping.elapsed());
+
+    rabbit
+        .ctl(&["set_vm_memory_high_watermark", "0.4"])
+        .expect("clear the memory alarm");
+    let next = WorkerProcess::start(&toml, &[("PICKET__AMQP__URL", rabbit.url())]);
+    let reader = Client::connect_to(rabbit.url()).await;
+    let r = reader.results(&s, 1, Duration::from_secs(30)).await;
+    assert_eq!(r[0]["job_id"], "stopped-in-the-alarm");
+    assert_eq!(r[0]["verdict"], "up", "{}", r[0]);
+    next.terminate().await;
+}

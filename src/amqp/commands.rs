@@ -29,7 +29,7 @@ use lapin::{BasicProperties, Channel, Connection};
 use tokio_util::sync::CancellationToken;
 
 use super::topology::declare_topic;
-use super::{connect, declare, AmqpError};
+use super::{close_connection, connect, declare, AmqpError};
 use crate::config::AmqpSettings;
 
 /// Publishes not yet confirmed at most, per window: enough to keep the broker busy,
@@ -65,9 +65,6 @@ pub(crate) enum Written {
     /// Filtered out (not printed, not counted).
     Skipped,
 }
-
-/// How long closing waits for the broker's answer.
-const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Told when the broker blocks publishing (`Some(reason)`: a memory or disk alarm) and
 /// when it lets it go on (`None`). The broker then stops reading from the connection, so
@@ -206,8 +203,7 @@ impl JobPublisher {
     /// the process ends anyway, and the broker drops the connection with it.
     pub(crate) async fn close(self) {
         self.watch.abort();
-        let closing = self.conn.close(200, "enqueue done".into());
-        let _ = tokio::time::timeout(CLOSE_WAIT, closing).await;
+        close_connection(&self.conn, "enqueue done").await;
     }
 }
 
@@ -361,7 +357,7 @@ pub(crate) async fn peek(
     // Closing the channel would hand back anything still unacknowledged too (for
     // instance when the nack above failed): the queue keeps every message either way.
     let _ = ch.close(200, "peek done".into()).await;
-    let _ = conn.close(200, "peek done".into()).await;
+    close_connection(&conn, "peek done").await;
     outcome
 }
 
@@ -423,7 +419,7 @@ pub(crate) async fn follow(
         .await?;
     }
     let outcome = consume(&ch, queue.name().as_str(), limit, shutdown, write).await;
-    let _ = conn.close(200, "follow done".into()).await;
+    close_connection(&conn, "follow done").await;
     outcome
 }
 
@@ -462,7 +458,7 @@ pub(crate) async fn drain(
         }
         .await
     };
-    let _ = conn.close(200, "drain done".into()).await;
+    close_connection(&conn, "drain done").await;
     outcome
 }
 

@@ -19,7 +19,10 @@ use super::ack::Acks;
 use super::delivery::{job, Session};
 use super::publish::Publisher;
 use super::topology::declare;
-use super::{backoff, connection_name, short, AmqpError, BrokerState, Node, Nodes};
+use super::{
+    backoff, close_connection, connection_name, short, AmqpError, BrokerState, Node, Nodes,
+    CLOSE_WAIT,
+};
 use crate::config::AmqpSettings;
 use crate::engine::Engine;
 use crate::metric;
@@ -188,7 +191,7 @@ impl Worker {
             Err(e) => {
                 // E.g. another consumer holds the queue exclusively, or no permission:
                 // retrying at once would only hammer the broker.
-                let _ = conn.close(200, "cannot consume".into()).await;
+                close_connection(&conn, "cannot consume").await;
                 let d = self.next_delay(30);
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot consume; reconnecting");
                 self.pause(d).await;
@@ -296,10 +299,10 @@ impl Worker {
     /// Ends the last session on shutdown: stop the flow first, let in-flight jobs finish
     /// within the grace period, then close: whatever is still unacked goes back to the queue.
     async fn shut_down(&self, live: Live, over: CancellationToken) {
-        let _ = live
+        let cancel = live
             .consume
-            .basic_cancel(short(&self.consumer_tag()), BasicCancelOptions::default())
-            .await;
+            .basic_cancel(short(&self.consumer_tag()), BasicCancelOptions::default());
+        let _ = tokio::time::timeout(CLOSE_WAIT, cancel).await;
         self.tracker.close();
         if tokio::time::timeout(self.grace, self.tracker.wait())
             .await
@@ -311,10 +314,7 @@ impl Worker {
             );
         }
         over.cancel();
-        let _ = live
-            .conn
-            .close(200, "picket worker shutting down".into())
-            .await;
+        close_connection(&live.conn, "picket worker shutting down").await;
         self.state.connected.store(false, Ordering::SeqCst);
         metric::broker_up(false);
         // A new session starts unblocked: the broker tells it again if the alarm holds.
@@ -340,7 +340,7 @@ impl Worker {
         // What is still running cannot be acked on this session: the broker hands those
         // jobs out again, so they stop here rather than probe on and hold their slots.
         over.cancel();
-        let _ = live.conn.close(200, "reconnecting".into()).await;
+        close_connection(&live.conn, "reconnecting").await;
         // A broken session is rebuilt after a pause, not in a hot loop.
         let d = self.next_delay(1);
         self.pause(d).await;
@@ -400,7 +400,7 @@ impl SessionOpening<'_> {
                 // A node that takes the connection but cannot serve the topology (e.g. it
                 // is still joining its cluster): let it go; the next attempt tries
                 // another node.
-                let _ = conn.close(200, "session set-up failed".into()).await;
+                close_connection(&conn, "session set-up failed").await;
                 Err(OpenFailure::SetUp {
                     node: node.label,
                     error,

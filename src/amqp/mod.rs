@@ -100,6 +100,17 @@ impl BrokerState {
     }
 }
 
+/// How long closing a connection or channel, or cancelling a consumer, waits for the
+/// broker's answer. A broker in a memory or disk alarm reads nothing from a connection
+/// that published, not even its close: unbounded, a worker told to stop would never end.
+/// The broker drops the connection (and hands back its unacked jobs) once we are gone.
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Closes `conn`, waiting at most [`CLOSE_WAIT`] for the broker.
+pub(crate) async fn close_connection(conn: &Connection, why: &str) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, conn.close(200, why.into())).await;
+}
+
 /// Capped, jittered exponential backoff: 0.5 s, 1 s, 2 s ... up to 30 s, each ±20 %.
 pub(crate) fn backoff() -> impl Iterator<Item = Duration> {
     let seed = std::time::SystemTime::now()

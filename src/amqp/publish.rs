@@ -115,7 +115,8 @@ impl Drop for Lent {
         self.publisher.broken.cancel();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = channel.close(200, "publish abandoned".into()).await;
+                let closing = channel.close(200, "publish abandoned".into());
+                let _ = tokio::time::timeout(super::CLOSE_WAIT, closing).await;
             });
         }
     }
