@@ -594,6 +594,27 @@ async fn stopped_at(
     assert!(err.contains(&format!("--from-line {}", held + 1)), "{err}");
 }
 
+/// A private RabbitMQ (a test may stop it or raise its alarms) and a config file for it.
+async fn private_broker() -> (crate::support::RabbitServer, Setup) {
+    let rabbit = tokio::task::spawn_blocking(crate::support::RabbitServer::launch)
+        .await
+        .expect("join")
+        .expect("private RabbitMQ");
+    let text = base_toml().replace(crate::support::servers().amqp_url.as_str(), rabbit.url());
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("picket.toml");
+    std::fs::write(&path, &text).expect("config");
+    let settings = Settings::from_toml(&text).expect("settings");
+    (
+        rabbit,
+        Setup {
+            dir,
+            path,
+            settings,
+        },
+    )
+}
+
 /// A `picket enqueue -` whose stderr is gathered as it comes.
 struct Enqueue {
     child: tokio::process::Child,
@@ -670,20 +691,13 @@ async fn enqueue_says_when_a_broker_alarm_blocks_it_and_finishes_after() {
     // On a memory or disk alarm RabbitMQ stops reading from publishing connections: an
     // enqueue would hang without a word. It must say why it waits, then finish; and
     // Ctrl-C meanwhile must still end it with the count, though the broker reads nothing.
-    let rabbit = tokio::task::spawn_blocking(crate::support::RabbitServer::launch)
-        .await
-        .expect("join")
-        .expect("private RabbitMQ");
-    let text_cfg = base_toml().replace(crate::support::servers().amqp_url.as_str(), rabbit.url());
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("picket.toml");
-    std::fs::write(&path, &text_cfg).expect("config");
-    let s = Settings::from_toml(&text_cfg).expect("settings");
-    let (mut waits, mut stops) = (Enqueue::start(&path), Enqueue::start(&path));
+    let (rabbit, cfg) = private_broker().await;
+    let (path, s) = (&cfg.path, &cfg.settings);
+    let (mut waits, mut stops) = (Enqueue::start(path), Enqueue::start(path));
     waits.ten(0).await;
     stops.ten(0).await;
     let client = Client::connect_to(rabbit.url()).await;
-    client.declare(&s).await;
+    client.declare(s).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.depth(&s.amqp.jobs_queue).await < 20 {
         assert!(Instant::now() < deadline, "the first 20 jobs never arrived");
@@ -720,16 +734,9 @@ async fn enqueue_says_when_a_broker_alarm_blocks_it_and_finishes_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_prints_the_confirmed_count_when_the_broker_dies() {
-    let rabbit = tokio::task::spawn_blocking(crate::support::RabbitServer::launch)
-        .await
-        .expect("join")
-        .expect("private RabbitMQ");
-    let text_cfg = base_toml().replace(crate::support::servers().amqp_url.as_str(), rabbit.url());
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("picket.toml");
-    std::fs::write(&path, &text_cfg).expect("config");
-    let s = Settings::from_toml(&text_cfg).expect("settings");
-    let (child, mut stdin) = enqueue_from_pipe(&path);
+    let (rabbit, cfg) = private_broker().await;
+    let (path, s) = (&cfg.path, &cfg.settings);
+    let (child, mut stdin) = enqueue_from_pipe(path);
     let batch: String = (0..3000)
         .map(|i| format!("http://s{i}.example/\n"))
         .collect();
@@ -739,7 +746,7 @@ async fn enqueue_prints_the_confirmed_count_when_the_broker_dies() {
         .await
         .expect("first lines");
     let client = Client::connect_to(rabbit.url()).await;
-    client.declare(&s).await;
+    client.declare(s).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.depth(&s.amqp.jobs_queue).await < 3000 {
         assert!(Instant::now() < deadline, "3000 jobs never arrived");

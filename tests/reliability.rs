@@ -412,40 +412,88 @@ async fn readyz_and_metrics_follow_a_broker_outage() {
     eprintln!("broker outage test done in {:?}", started.elapsed());
 }
 
+/// A worker process on a private broker, one job whose probe (2 s at `ip`) is running
+/// when a memory alarm is raised (one byte allowed), so that its result is published
+/// into the alarm.
+struct InAnAlarm {
+    rabbit: std::sync::Arc<crate::support::RabbitServer>,
+    worker: WorkerProcess,
+    settings: picket::config::Settings,
+    toml: String,
+    job_id: &'static str,
+}
+
+impl InAnAlarm {
+    async fn start(ip: &str, job_id: &'static str, grace: &str) -> InAnAlarm {
+        let rabbit = private_rabbit().await;
+        let (addr, hits) = target(ip, Duration::from_secs(2)).await;
+        let toml = format!(
+            "{}\n[targets]\nallow_private = true\n[log]\nformat = \"json\"\n",
+            base_toml()
+        )
+        .replace(
+            "shutdown_grace = \"10s\"",
+            &format!("shutdown_grace = \"{grace}\""),
+        );
+        let mut settings = picket::config::Settings::from_toml(&toml).expect("settings");
+        settings.amqp.url = rabbit.url().into();
+        let worker = WorkerProcess::start(&toml, &[("PICKET__AMQP__URL", rabbit.url())]);
+        wait_readyz(settings.http.listen, 200, Duration::from_secs(30)).await;
+        let client = Client::connect_to(rabbit.url()).await;
+        client.declare(&settings).await;
+        client
+            .job(
+                &settings,
+                json!({"id": job_id, "url": format!("http://{ip}:{}/", addr.port())}),
+            )
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while hits.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the probe never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        rabbit
+            .ctl(&["set_vm_memory_high_watermark", "absolute", "1"])
+            .expect("raise the memory alarm");
+        InAnAlarm {
+            rabbit,
+            worker,
+            settings,
+            toml,
+            job_id,
+        }
+    }
+
+    fn listen(&self) -> SocketAddr {
+        self.settings.http.listen
+    }
+
+    fn clear(&self) {
+        self.rabbit
+            .ctl(&["set_vm_memory_high_watermark", "0.4"])
+            .expect("clear the memory alarm");
+    }
+
+    /// The job's result, read through a connection of its own (the one that published
+    /// the job is blocked too).
+    async fn answered(&self) {
+        let reader = Client::connect_to(self.rabbit.url()).await;
+        let r = reader
+            .results(&self.settings, 1, Duration::from_secs(30))
+            .await;
+        assert_eq!(r[0]["job_id"], self.job_id);
+        assert_eq!(r[0]["verdict"], "up", "{}", r[0]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_resource_alarm_is_reported_and_its_results_wait_for_it() {
     // On a memory or disk alarm RabbitMQ blocks every connection that publishes: the
     // results of jobs in flight wait for their confirms. An operator must see why nothing
     // comes out (the log, /metrics and /readyz say the broker blocks us), nothing may be
     // lost, and the worker goes on by itself once the alarm clears.
-    let rabbit = private_rabbit().await;
-    let (addr, hits) = target("127.0.0.19", Duration::from_secs(2)).await;
-    let toml = format!(
-        "{}\n[targets]\nallow_private = true\n[log]\nformat = \"json\"\n",
-        base_toml()
-    );
-    let mut s = picket::config::Settings::from_toml(&toml).expect("settings");
-    s.amqp.url = rabbit.url().into();
-    let listen = s.http.listen;
-    let mut worker = WorkerProcess::start(&toml, &[("PICKET__AMQP__URL", rabbit.url())]);
-    wait_readyz(listen, 200, Duration::from_secs(30)).await;
-    let client = Client::connect_to(rabbit.url()).await;
-    client.declare(&s).await;
-    client
-        .job(
-            &s,
-            json!({"id": "in-the-alarm", "url": format!("http://127.0.0.19:{}/", addr.port())}),
-        )
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while hits.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the probe never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // One byte of memory allowed: the alarm is on while the probe still runs.
-    rabbit
-        .ctl(&["set_vm_memory_high_watermark", "absolute", "1"])
-        .expect("raise the memory alarm");
+    let mut alarm = InAnAlarm::start("127.0.0.19", "in-the-alarm", "10s").await;
+    let listen = alarm.listen();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, text) = get_ops(listen, "/metrics").await.expect("metrics");
@@ -456,32 +504,29 @@ async fn a_broker_resource_alarm_is_reported_and_its_results_wait_for_it() {
             Instant::now() < deadline,
             "picket_broker_blocked never 1 during the alarm: {:?}\n{}",
             metric(&text, "picket_broker_blocked"),
-            worker.log_tail(20)
+            alarm.worker.log_tail(20)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (code, body) = get_ops(listen, "/readyz").await.expect("readyz");
     assert!(body.contains("blocked=true"), "{code} {body}");
     assert!(
-        worker.log_text().contains("the broker blocks publishing"),
+        alarm
+            .worker
+            .log_text()
+            .contains("the broker blocks publishing"),
         "{}",
-        worker.log_tail(20)
+        alarm.worker.log_tail(20)
     );
-    worker.assert_running();
+    alarm.worker.assert_running();
 
-    rabbit
-        .ctl(&["set_vm_memory_high_watermark", "0.4"])
-        .expect("clear the memory alarm");
-    // A connection of its own: the one that published the job is blocked too.
-    let reader = Client::connect_to(rabbit.url()).await;
-    let r = reader.results(&s, 1, Duration::from_secs(30)).await;
-    assert_eq!(r[0]["job_id"], "in-the-alarm");
-    assert_eq!(r[0]["verdict"], "up", "{}", r[0]);
+    alarm.clear();
+    alarm.answered().await;
     let (_, text) = get_ops(listen, "/metrics").await.expect("metrics");
     assert_eq!(metric(&text, "picket_broker_blocked"), Some(0.0), "{text}");
     let (_, body) = get_ops(listen, "/readyz").await.expect("readyz");
     assert!(body.contains("blocked=false"), "{body}");
-    worker.terminate().await;
+    alarm.worker.terminate().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,64 +534,37 @@ async fn sigterm_during_a_broker_alarm_exits_cleanly_and_loses_no_job() {
     // A blocked connection is not read by the broker at all, not even its close: a
     // worker told to stop must still end within its grace period, and the job whose
     // result never got out must be answered once the alarm clears.
-    let rabbit = private_rabbit().await;
-    let (addr, hits) = target("127.0.0.20", Duration::from_secs(2)).await;
-    let toml = format!(
-        "{}\n[targets]\nallow_private = true\n[log]\nformat = \"json\"\n",
-        base_toml()
-    )
-    .replace("shutdown_grace = \"10s\"", "shutdown_grace = \"2s\"");
-    let mut s = picket::config::Settings::from_toml(&toml).expect("settings");
-    s.amqp.url = rabbit.url().into();
-    assert_eq!(s.worker.shutdown_grace, Duration::from_secs(2));
-    let listen = s.http.listen;
-    let mut worker = WorkerProcess::start(&toml, &[("PICKET__AMQP__URL", rabbit.url())]);
-    wait_readyz(listen, 200, Duration::from_secs(30)).await;
-    let client = Client::connect_to(rabbit.url()).await;
-    client.declare(&s).await;
-    client
-        .job(
-            &s,
-            json!({"id": "stopped-in-the-alarm", "url": format!("http://127.0.0.20:{}/", addr.port())}),
-        )
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while hits.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the probe never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // While the probe runs: its result is published into the alarm.
-    rabbit
-        .ctl(&["set_vm_memory_high_watermark", "absolute", "1"])
-        .expect("raise the memory alarm");
+    let mut alarm = InAnAlarm::start("127.0.0.20", "stopped-in-the-alarm", "2s").await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !worker.log_text().contains("the broker blocks publishing") {
+    while !alarm
+        .worker
+        .log_text()
+        .contains("the broker blocks publishing")
+    {
         assert!(
             Instant::now() < deadline,
-            "the worker never saw the alarm (probes: {}):\n{}",
-            hits.load(Ordering::SeqCst),
-            worker.log_tail(20)
+            "the worker never saw the alarm:\n{}",
+            alarm.worker.log_tail(20)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stopping = Instant::now();
-    let pid = worker.pid().to_string();
+    let pid = alarm.worker.pid().to_string();
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill -TERM");
     assert!(sent.success());
-    let status = worker.exited(Duration::from_secs(15)).await;
-    assert!(status.success(), "{status:?}\n{}", worker.log_tail(20));
+    let status = alarm.worker.exited(Duration::from_secs(15)).await;
+    assert!(
+        status.success(),
+        "{status:?}\n{}",
+        alarm.worker.log_tail(20)
+    );
     eprintln!("stopped in the alarm after {:?}", stopping.elapsed());
 
-    rabbit
-        .ctl(&["set_vm_memory_high_watermark", "0.4"])
-        .expect("clear the memory alarm");
-    let next = WorkerProcess::start(&toml, &[("PICKET__AMQP__URL", rabbit.url())]);
-    let reader = Client::connect_to(rabbit.url()).await;
-    let r = reader.results(&s, 1, Duration::from_secs(30)).await;
-    assert_eq!(r[0]["job_id"], "stopped-in-the-alarm");
-    assert_eq!(r[0]["verdict"], "up", "{}", r[0]);
+    alarm.clear();
+    let next = WorkerProcess::start(&alarm.toml, &[("PICKET__AMQP__URL", alarm.rabbit.url())]);
+    alarm.answered().await;
     next.terminate().await;
 }
