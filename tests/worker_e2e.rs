@@ -339,6 +339,67 @@ async fn reply_to_gets_the_result_with_the_correlation_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_reply_to_gets_the_result() {
+    // RabbitMQ's direct reply-to, the usual RPC pattern of AMQP clients: the requester
+    // consumes the pseudo-queue amq.rabbitmq.reply-to (no ack) and names it in reply_to;
+    // the broker gives the job a reply_to of that channel's own.
+    let (addr, _) = target("127.0.0.40").await;
+    let s = private_settings("direct-reply.test", "127.0.0.40");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    let rpc = client.conn.create_channel().await.expect("channel");
+    let mut replies = rpc
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "rpc".into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("consume amq.rabbitmq.reply-to");
+    let body = json!({"id": "rpc-1", "url": format!("http://direct-reply.test:{}/", addr.port())})
+        .to_string();
+    rpc.basic_publish(
+        "".into(),
+        s.amqp.jobs_queue.as_str().into(),
+        lapin::options::BasicPublishOptions::default(),
+        body.as_bytes(),
+        BasicProperties::default()
+            .with_reply_to("amq.rabbitmq.reply-to".into())
+            .with_correlation_id("corr-rpc".into()),
+    )
+    .await
+    .expect("publish the job");
+    let reply = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures_util::StreamExt::next(&mut replies),
+    )
+    .await
+    .expect("a reply within 20 s")
+    .expect("consumer open")
+    .expect("delivery");
+    assert_eq!(
+        reply
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str()),
+        Some("corr-rpc")
+    );
+    let r: serde_json::Value = serde_json::from_slice(&reply.data).expect("json");
+    assert_eq!(
+        (r["job_id"].as_str(), r["verdict"].as_str()),
+        (Some("rpc-1"), Some("up")),
+        "{r}"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_and_metadata_targets_are_refused_without_a_request() {
     let (addr, hits) = target("127.0.0.5").await;
     let mut s = settings();
