@@ -327,6 +327,65 @@ async fn results_flow_without_state_while_redis_is_away_and_state_resumes() {
     w.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_out_of_memory_neither_stops_results_nor_swallows_a_change() {
+    // Redis at its maxmemory with the default policy (noeviction) refuses every write
+    // with an OOM error while reads and PING still work: the limiter's and the state's
+    // scripts fail on each call. Results must keep coming, and the change that happened
+    // meanwhile must be announced once Redis takes writes again (its state still holds
+    // the verdict from before).
+    let redis = tokio::task::spawn_blocking(RedisServer::launch)
+        .await
+        .expect("join")
+        .expect("private redis");
+    let site = Site::start("127.0.40.9").await;
+    let text = toml("").replace(
+        &format!("url = \"{}\"", crate::support::servers().redis_url),
+        &format!("url = \"{}\"\ntimeout = \"500ms\"", redis.url()),
+    );
+    let s = settings_of(&text);
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let changes = changes_queue(&c, &s).await;
+    let w = Worker::start(&s);
+    let job = json!({"url": site.url});
+    assert_eq!(one(&c, &s, job.clone()).await["verdict"], "up");
+    let mut admin = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let set_max = |bytes: &'static str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .to_owned()
+    };
+    let _: () = set_max("1")
+        .query_async(&mut admin)
+        .await
+        .expect("maxmemory 1");
+    site.set_up(false);
+    let r = one(&c, &s, job.clone()).await;
+    assert_eq!(r["verdict"], "down", "{r}");
+    assert_eq!(r["changed"], false, "no state, no claim of a change: {r}");
+    let _: () = set_max("0")
+        .query_async(&mut admin)
+        .await
+        .expect("maxmemory 0");
+    let r = one(&c, &s, job.clone()).await;
+    assert_eq!(
+        (r["previous_verdict"].as_str(), r["changed"].as_bool()),
+        (Some("up"), Some(true)),
+        "the change made during the refusal is announced after it: {r}"
+    );
+    let seen = drain(&c, &changes, Duration::from_secs(2)).await;
+    let keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["up.down"], "{seen:?}");
+    w.shutdown().await;
+}
+
 /// The Lua script and the Rust transition agree, step by step, on a long mixed run of
 /// verdicts, deliveries and redeliveries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
