@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// Keep the temp dir (configs, logs) afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// The picket binary whose worker is measured, e.g. an older build for a
+    /// before/after run (default: target/release/picket, built first).
+    #[arg(long, value_name = "PATH")]
+    pub picket: Option<PathBuf>,
 }
 
 /// Targets of the worker run: nginx on these loopback addresses, reached
@@ -122,7 +126,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     )?;
     let release = util::target_dir().join("release");
     let bins = Bins {
-        picket: release.join("picket"),
+        picket: args
+            .picket
+            .clone()
+            .unwrap_or_else(|| release.join("picket")),
         ceiling: release.join("ceiling"),
     };
     let out = root.join("target").join("bench");

@@ -96,8 +96,15 @@ fn header(s: &mut String, args: &BenchArgs, bed: &Bed, c: &Ceilings) {
     let _ = write!(shared, "; load average before them {}", c.load_start);
     let _ = writeln!(
         s,
-        "### Run of {now}: `scripts/bench --jobs {} --inflight {} --rounds {} --threads {}`\n",
-        args.jobs, args.inflight, args.rounds, args.threads
+        "### Run of {now}: `scripts/bench --jobs {} --inflight {} --rounds {} --threads {}{}`\n",
+        args.jobs,
+        args.inflight,
+        args.rounds,
+        args.threads,
+        args.picket
+            .as_ref()
+            .map(|p| format!(" --picket {}", p.display()))
+            .unwrap_or_default()
     );
     let _ = writeln!(
         s,
