@@ -277,18 +277,25 @@ async fn a_worker_killed_between_publish_and_ack_loses_no_change() {
     no_change_is_lost_when_killed("after_publish", "127.0.40.7").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn results_flow_without_state_while_redis_is_away_and_state_resumes() {
+/// A Redis of the test's own (to stop, or to fill), a site on `ip` that can go down, and
+/// settings that use that Redis with a short timeout.
+async fn on_a_private_redis(ip: &str) -> (RedisServer, Site, Settings) {
     let redis = tokio::task::spawn_blocking(RedisServer::launch)
         .await
         .expect("join")
         .expect("private redis");
-    let site = Site::start("127.0.40.8").await;
+    let site = Site::start(ip).await;
     let text = toml("").replace(
         &format!("url = \"{}\"", crate::support::servers().redis_url),
         &format!("url = \"{}\"\ntimeout = \"500ms\"", redis.url()),
     );
     let s = settings_of(&text);
+    (redis, site, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_flow_without_state_while_redis_is_away_and_state_resumes() {
+    let (redis, site, s) = on_a_private_redis("127.0.40.8").await;
     assert_eq!(s.redis.url, redis.url());
     let c = Client::connect().await;
     c.declare(&s).await;
@@ -334,16 +341,7 @@ async fn a_redis_out_of_memory_neither_stops_results_nor_swallows_a_change() {
     // scripts fail on each call. Results must keep coming, and the change that happened
     // meanwhile must be announced once Redis takes writes again (its state still holds
     // the verdict from before).
-    let redis = tokio::task::spawn_blocking(RedisServer::launch)
-        .await
-        .expect("join")
-        .expect("private redis");
-    let site = Site::start("127.0.40.9").await;
-    let text = toml("").replace(
-        &format!("url = \"{}\"", crate::support::servers().redis_url),
-        &format!("url = \"{}\"\ntimeout = \"500ms\"", redis.url()),
-    );
-    let s = settings_of(&text);
+    let (redis, site, s) = on_a_private_redis("127.0.40.9").await;
     let c = Client::connect().await;
     c.declare(&s).await;
     let changes = changes_queue(&c, &s).await;
