@@ -202,7 +202,7 @@ impl JobPublisher {
     /// broker that blocks us reads nothing, not even the close, so the wait is bounded:
     /// the process ends anyway, and the broker drops the connection with it.
     pub(crate) async fn close(self) {
-        self.watch.abort();
+        // The watch ends when `self` drops, after the close.
         close_connection(&self.conn, "enqueue done").await;
     }
 }

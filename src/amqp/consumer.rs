@@ -66,7 +66,7 @@ pub async fn run_worker(
     }
     worker.tracker.close();
     let _ = tokio::time::timeout(worker.grace, worker.tracker.wait()).await;
-    worker.state.connected.store(false, Ordering::SeqCst);
+    worker.disconnected();
 }
 
 /// Publishing channels per session at most: publishes run one per channel (see
@@ -315,18 +315,20 @@ impl Worker {
         }
         over.cancel();
         close_connection(&live.conn, "picket worker shutting down").await;
+        self.disconnected();
+    }
+
+    /// `/readyz` and the gauges without a session. Not blocked either: a new session
+    /// is told again by the broker if its alarm still holds.
+    fn disconnected(&self) {
         self.state.connected.store(false, Ordering::SeqCst);
         metric::broker_up(false);
-        // A new session starts unblocked: the broker tells it again if the alarm holds.
         broker_blocked(&self.state, false);
     }
 
     /// Ends a session that broke (shutdown not asked), then pauses before the next.
     async fn end(&mut self, live: Live, over: CancellationToken) {
-        self.state.connected.store(false, Ordering::SeqCst);
-        metric::broker_up(false);
-        // A new session starts unblocked: the broker tells it again if the alarm holds.
-        broker_blocked(&self.state, false);
+        self.disconnected();
         self.lost_at = Some(tokio::time::Instant::now());
         // Jobs in flight may still publish and ack on a channel that works: give them
         // the grace period before the connection goes. On a dead connection (its node

@@ -289,14 +289,13 @@ fn report(
 fn blocked_notice(bar: &indicatif::ProgressBar) -> crate::amqp::commands::BlockedNotice {
     let bar = bar.clone();
     Box::new(move |blocked: Option<&str>| {
-        match blocked {
-        Some(reason) => bar.suspend(|| {
-            eprintln!(
-                "picket: the broker blocks publishing ({reason}): a memory or disk alarm; waiting for it to clear (Ctrl-C stops; the count printed then says where to resume)"
-            );
-        }),
-        None => bar.suspend(|| eprintln!("picket: the broker unblocked publishing; going on")),
-    }
+        let said = match blocked {
+            Some(reason) => format!(
+                "the broker blocks publishing ({reason}): a memory or disk alarm; waiting for it to clear (Ctrl-C stops; the count printed then says where to resume)"
+            ),
+            None => "the broker unblocked publishing; going on".to_string(),
+        };
+        bar.suspend(|| eprintln!("picket: {said}"));
     })
 }
 
