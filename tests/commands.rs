@@ -901,6 +901,70 @@ async fn check_on_a_terminal_prints_an_aligned_table_with_chinese_text() {
     );
 }
 
+/// `picket check … | head -n 1`: the reader leaving is how a pipe ends, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_into_a_reader_that_leaves_ends_quietly_and_stops_probing() {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = hits.clone();
+    let page = crate::support::picket::page("<p>Town hall opening hours.</p>");
+    let router = axum::Router::new().fallback(move || {
+        let page = page.clone();
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { axum::response::Html(page) }
+    });
+    let addr = serve("127.0.0.41", router).await;
+    let cfg = setup("[targets]\nallow_private = true\n");
+    let input = cfg.dir.path().join("sites.txt");
+    let sites = 2000;
+    let lines: String = (0..sites).map(|n| format!("http://{addr}/{n}\n")).collect();
+    std::fs::write(&input, lines).expect("input");
+    let input = input.to_str().expect("a UTF-8 temp path");
+    let mut child = picket(&["check", "--file", input], &cfg)
+        .env("PICKET__PROBE__CONCURRENCY", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("picket check");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).expect("a first line");
+    drop(stdout);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("picket ends");
+    let stderr = text(&out.stderr);
+    assert!(first.contains("\"verdict\":\"up\""), "{first} {stderr}");
+    assert!(
+        !stderr.contains("picket:") && !stderr.to_lowercase().contains("broken pipe"),
+        "no error for a reader that left: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let probed = hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        probed < sites,
+        "it stops probing: {probed} of {sites} probed"
+    );
+}
+
+#[test]
+fn the_manual_page_into_a_reader_that_left_ends_quietly() {
+    let cfg = setup("");
+    let mut child = picket(&["man"], &cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("picket man");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("picket ends");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.is_empty(),
+        "no error for a reader that left: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
 #[test]
 fn config_show_names_each_values_source() {
     let cfg = setup("");

@@ -60,6 +60,17 @@ impl Exit {
     }
 }
 
+/// Whether `e` is the reader of our standard output going away (`picket check | head`):
+/// how a pipe ends, not a failure, so the command stops quietly with 0, as ripgrep
+/// does. Anything not yet written was not handed over (`results --drain` acks only
+/// what it wrote).
+pub(crate) fn reader_left(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 impl From<&ConfigError> for Exit {
     /// A configuration that cannot be loaded or is not valid is the user's to fix.
     fn from(_: &ConfigError) -> Exit {
@@ -79,6 +90,15 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn a_broken_pipe_anywhere_in_the_chain_is_the_reader_leaving() {
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let wrapped = Err::<(), _>(pipe).context("writing to stdout").unwrap_err();
+        assert!(reader_left(&wrapped));
+        let full = std::io::Error::other("No space left on device");
+        assert!(!reader_left(&anyhow::Error::from(full)));
+    }
 
     #[test]
     fn the_codes_are_the_contracts() {

@@ -137,6 +137,7 @@ fn run(cli: Cli) -> Exit {
     });
     match outcome {
         Ok(exit) => exit,
+        Err(e) if exit::reader_left(&e) => Exit::Success,
         Err(e) => {
             report_error(&e);
             Exit::of(&e)
@@ -178,15 +179,32 @@ fn runtime(settings: &Settings, command: &Command) -> std::io::Result<tokio::run
 
 fn completions(shell: clap_complete::Shell) -> Exit {
     let mut cmd = command();
-    clap_complete::generate(shell, &mut cmd, "picket", &mut std::io::stdout());
-    Exit::Success
+    // Into memory first: clap_complete panics on a failed write.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "picket", &mut script);
+    print_generated(&script, "the completions")
 }
 
 fn man() -> Exit {
-    match clap_mangen::Man::new(command()).render(&mut std::io::stdout()) {
-        Ok(()) => Exit::Success,
+    let mut page = Vec::new();
+    match clap_mangen::Man::new(command()).render(&mut page) {
+        Ok(()) => print_generated(&page, "the manual page"),
         Err(e) => {
-            eprintln!("picket: cannot write the manual page: {e}");
+            eprintln!("picket: cannot render the manual page: {e}");
+            Exit::Failure
+        }
+    }
+}
+
+/// Writes generated text to stdout; a reader that left early is not an error.
+fn print_generated(text: &[u8], what: &str) -> Exit {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Ok(()) => Exit::Success,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Success,
+        Err(e) => {
+            eprintln!("picket: cannot write {what}: {e}");
             Exit::Failure
         }
     }
