@@ -2,12 +2,16 @@
 //! nameservers (or the system's), with a timeout. The engine resolves once, checks the
 //! addresses against policy and the limiter, and then connects to exactly that address:
 //! reqwest itself never resolves a target name.
+//!
+//! A name's A records are asked first and its AAAA records only when IPv4 gives no
+//! address that answers, since the prober tries IPv4 first anyway ([`Resolver::lookup`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::lookup_ip::LookupIp;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 
@@ -49,6 +53,32 @@ pub enum DnsError {
     /// The resolver could not be set up.
     #[error("DNS resolver could not be configured: {0}")]
     Setup(String),
+}
+
+/// What [`Resolver::lookup`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Addresses {
+    /// The addresses, in the resolver's order.
+    pub(crate) ips: Vec<IpAddr>,
+    /// The name's IPv6 addresses were not asked, as it had IPv4 ones.
+    pub(crate) ipv6_unasked: bool,
+}
+
+/// The record type of one query.
+#[derive(Debug, Clone, Copy)]
+enum Family {
+    /// A.
+    V4,
+    /// AAAA.
+    V6,
+}
+
+/// A host as the resolver sees it.
+enum Name {
+    /// An IP literal or a `dns.static` entry.
+    Known(Vec<IpAddr>),
+    /// A name for the nameservers, lower-cased, without its final dot.
+    Ask(String),
 }
 
 /// Resolves target names; cheap to clone.
@@ -134,27 +164,102 @@ impl Resolver {
         })
     }
 
-    /// All addresses of `host` (an IP literal answers itself).
+    /// The addresses of `host` a probe tries first (an IP literal answers itself).
+    ///
+    /// The prober connects over IPv4 first and to IPv6 only when no IPv4 address
+    /// answers (`http::connect`), so a name's A records are asked first and its AAAA
+    /// records only when there are no A records or the A lookup failed; otherwise
+    /// [`Addresses::ipv6_unasked`] says that [`Resolver::lookup_ipv6`] is still to ask.
+    /// Half the queries of asking both every time (docs/BENCHMARKS.md).
     ///
     /// # Errors
     /// See [`DnsError`]; a missing name is data for the judge, not a worker fault.
-    pub(crate) async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            return Ok(vec![ip]);
-        }
-        let lower = host.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(ips) = self.inner.static_hosts.get(&lower) {
-            return Ok(ips.clone());
-        }
+    pub(crate) async fn lookup(&self, host: &str) -> Result<Addresses, DnsError> {
+        let name = match self.name(host) {
+            Name::Known(ips) => {
+                return Ok(Addresses {
+                    ips,
+                    ipv6_unasked: false,
+                })
+            }
+            Name::Ask(lower) => lower,
+        };
         // Closed never: the semaphore lives as long as the resolver.
         let _slot = self.inner.lookups.acquire().await.ok();
-        let first = self.ask(&self.inner.hickory, &lower).await;
+        let ipv4 = match self.ask_each(&name, Family::V4).await {
+            Ok(ips) => {
+                return Ok(Addresses {
+                    ips,
+                    ipv6_unasked: true,
+                })
+            }
+            Err(e) => e,
+        };
+        match self.ask_each(&name, Family::V6).await {
+            Ok(ips) => Ok(Addresses {
+                ips,
+                ipv6_unasked: false,
+            }),
+            // Neither: an A lookup that failed (timeout, SERVFAIL) says why; an A
+            // lookup that found nothing lets the AAAA lookup's answer speak.
+            Err(ipv6) => Err(match ipv4 {
+                DnsError::NotFound { .. } => ipv6,
+                other => other,
+            }),
+        }
+    }
+
+    /// The IPv6 addresses of `host`, for when [`Resolver::lookup`] left them unasked.
+    ///
+    /// # Errors
+    /// See [`DnsError`].
+    pub(crate) async fn lookup_ipv6(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        match self.name(host) {
+            Name::Known(ips) => Ok(ips.into_iter().filter(IpAddr::is_ipv6).collect()),
+            Name::Ask(lower) => {
+                let _slot = self.inner.lookups.acquire().await.ok();
+                self.ask_each(&lower, Family::V6).await
+            }
+        }
+    }
+
+    /// Every address of `host`, both families.
+    ///
+    /// # Errors
+    /// See [`DnsError`].
+    pub(crate) async fn lookup_all(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let mut found = self.lookup(host).await?;
+        if found.ipv6_unasked {
+            found
+                .ips
+                .extend(self.lookup_ipv6(host).await.unwrap_or_default());
+        }
+        Ok(found.ips)
+    }
+
+    /// An IP literal or a `dns.static` name answers itself; anything else is asked,
+    /// lower-cased and without its final dot.
+    fn name(&self, host: &str) -> Name {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Name::Known(vec![ip]);
+        }
+        let lower = host.trim_end_matches('.').to_ascii_lowercase();
+        match self.inner.static_hosts.get(&lower) {
+            Some(ips) => Name::Known(ips.clone()),
+            None => Name::Ask(lower),
+        }
+    }
+
+    /// One family of `lower` through the nameservers together, then each alone when
+    /// that failed.
+    async fn ask_each(&self, lower: &str, family: Family) -> Result<Vec<IpAddr>, DnsError> {
+        let first = self.ask(&self.inner.hickory, lower, family).await;
         let Err(DnsError::Timeout { .. } | DnsError::Failed { .. }) = &first else {
             return first;
         };
         for (n, one) in self.inner.each.iter().enumerate() {
-            match self.ask(one, &lower).await {
+            match self.ask(one, lower, family).await {
                 Ok(ips) => {
                     tracing::debug!(host = %lower, nameserver = n, "answered by a later nameserver after: {}", first.as_ref().err().map(ToString::to_string).unwrap_or_default());
                     return Ok(ips);
@@ -167,18 +272,29 @@ impl Resolver {
     }
 
     /// One lookup through `resolver`, sorted into a [`DnsError`].
-    async fn ask(&self, resolver: &TokioResolver, lower: &str) -> Result<Vec<IpAddr>, DnsError> {
+    async fn ask(
+        &self,
+        resolver: &TokioResolver,
+        lower: &str,
+        family: Family,
+    ) -> Result<Vec<IpAddr>, DnsError> {
         // Two resolver attempts plus slack: the resolver's own timeout applies per try.
         let limit = self.inner.timeout * 3;
         let fqdn = format!("{lower}.");
         let host = lower.to_string();
-        match tokio::time::timeout(limit, resolver.lookup_ip(fqdn.as_str())).await {
+        let query = async {
+            match family {
+                Family::V4 => resolver.ipv4_lookup(fqdn.as_str()).await,
+                Family::V6 => resolver.ipv6_lookup(fqdn.as_str()).await,
+            }
+        };
+        match tokio::time::timeout(limit, query).await {
             Err(_) => Err(DnsError::Timeout {
                 host,
                 ms: limit.as_millis(),
             }),
             Ok(Ok(found)) => {
-                let ips: Vec<IpAddr> = found.iter().collect();
+                let ips: Vec<IpAddr> = LookupIp::from(found).iter().collect();
                 if ips.is_empty() {
                     Err(DnsError::NotFound { host })
                 } else {
@@ -219,7 +335,7 @@ impl reqwest::dns::Resolve for ProxyNameResolver {
         let resolver = self.0.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let ips = resolver.lookup(&host).await?;
+            let ips = resolver.lookup_all(&host).await?;
             let addrs: reqwest::dns::Addrs =
                 Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)

@@ -31,7 +31,7 @@ async fn a_failing_or_silent_nameserver_is_passed_over_for_the_next() {
     let web = site("127.0.7.1").await;
     let table = HashMap::from([(
         "www.ours.test".to_string(),
-        "127.0.7.1".parse().expect("ip"),
+        vec!["127.0.7.1".parse().expect("ip")],
     )]);
     let (good, good_queries) = dns::serve("127.0.7.2", Mode::Answer(table)).await;
     let (servfail, servfail_queries) = dns::serve("127.0.7.3", Mode::Servfail).await;

@@ -22,5 +22,6 @@ mod proxy_pin;
 mod real_servers;
 mod redelivery;
 mod reliability;
+mod resolving;
 mod support_smoke;
 mod worker_e2e;

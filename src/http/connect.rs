@@ -16,7 +16,7 @@ use super::pin::Hop;
 use super::redirect::Chain;
 use super::tunnel::SendError;
 use super::{fail, HttpProber, Probe};
-use crate::dns::DnsError;
+use crate::dns::{Addresses, DnsError};
 use crate::job::Method;
 use crate::limit::{Grant, Permit, Request, Signal};
 use crate::probe::{policy, Failure, FailureKind, Observation, Outcome, Plan};
@@ -33,6 +33,8 @@ pub(super) struct Target {
     pub(super) host: String,
     port: u16,
     candidates: Vec<IpAddr>,
+    /// The name's IPv6 addresses are still to be asked, when no IPv4 one answers.
+    ipv6_unasked: bool,
 }
 
 /// The answer of one address, with the per-IP permit held until its body is read.
@@ -98,12 +100,19 @@ impl HttpProber {
             return Err(fail(FailureKind::BadRedirect, format!("{url} has no host")));
         };
         let port = url.port_or_known_default().unwrap_or(80);
-        let ips = self.lookup(&host, deadline, obs).await?;
+        let mut found = self.lookup(&host, deadline, obs).await?;
+        if found.ipv6_unasked && pick_addresses(&found.ips, self.allow_private).is_empty() {
+            // Every IPv4 address refused by policy: an IPv6 one may still be allowed.
+            found.ips.extend(self.ipv6_of(&host, deadline).await);
+            found.ipv6_unasked = false;
+        }
+        let ips = found.ips;
         match screen(url, &host, &ips, self.allow_private, redirects) {
             Ok(candidates) => Ok(Target {
                 host,
                 port,
                 candidates,
+                ipv6_unasked: found.ipv6_unasked,
             }),
             Err(refused) => {
                 obs.ip = ips.first().copied();
@@ -117,7 +126,7 @@ impl HttpProber {
         host: &str,
         deadline: Instant,
         obs: &mut Observation,
-    ) -> Result<Vec<IpAddr>, Outcome> {
+    ) -> Result<Addresses, Outcome> {
         let dns_start = Instant::now();
         // Boxed: hickory's lookup future is large, and inline it would make every
         // probe's future twice as big for the whole probe, not just its lookup
@@ -135,8 +144,38 @@ impl HttpProber {
                 Err(fail(FailureKind::LocalResources, e.to_string()))
             }
             Ok(Err(e)) => Err(fail(FailureKind::Dns, e.to_string())),
-            Ok(Ok(ips)) => Ok(ips),
+            Ok(Ok(found)) => Ok(found),
         }
+    }
+
+    /// The IPv6 addresses of `host` left unasked by [`HttpProber::lookup`]; none when
+    /// that lookup fails or runs out of time (the IPv4 addresses' failure then stands).
+    async fn ipv6_of(&self, host: &str, deadline: Instant) -> Vec<IpAddr> {
+        let lookup = Box::pin(self.resolver.lookup_ipv6(host));
+        match tokio::time::timeout_at(deadline, lookup).await {
+            Ok(Ok(ips)) => ips,
+            Ok(Err(e)) => {
+                tracing::debug!(host, "no IPv6 address to fall back on: {e}");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// More addresses for a target whose candidates all failed to connect: its IPv6
+    /// ones, when they were left unasked, screened by policy like the first.
+    async fn more_candidates(&self, target: &mut Target, deadline: Instant) {
+        if !std::mem::take(&mut target.ipv6_unasked) {
+            return;
+        }
+        let ipv6 = self.ipv6_of(&target.host, deadline).await;
+        let room = MAX_ADDRESSES.saturating_sub(target.candidates.len());
+        let fresh: Vec<IpAddr> = pick_addresses(&ipv6, self.allow_private)
+            .into_iter()
+            .filter(|ip| !target.candidates.contains(ip))
+            .take(room)
+            .collect();
+        target.candidates.extend(fresh);
     }
 
     /// Asks the target's addresses in turn until one answers: a broken address (a
@@ -145,13 +184,15 @@ impl HttpProber {
         &self,
         probe: &mut Probe<'_>,
         chain: &Chain,
-        target: &Target,
+        target: &mut Target,
         obs: &mut Observation,
     ) -> Result<Answered, Outcome> {
         let ask = Ask::new(probe.plan, chain);
         // Addresses that refused or did not connect before one answered (or none did).
         let mut unreachable: Vec<String> = Vec::new();
-        for (n, &ip) in target.candidates.iter().enumerate() {
+        let mut n = 0;
+        while let Some(&ip) = target.candidates.get(n) {
+            n += 1;
             obs.ip = Some(ip);
             let permit = self.permit(probe, &target.host, ip, obs).await?;
             let remaining = probe.deadline.saturating_duration_since(Instant::now());
@@ -181,7 +222,10 @@ impl HttpProber {
                 ));
             }
             let outcome = self.failed(probe, &target.host, addr, &e, obs).await;
-            if e.is_connect() && n + 1 < target.candidates.len() {
+            if e.is_connect() && n == target.candidates.len() {
+                self.more_candidates(target, probe.deadline).await;
+            }
+            if e.is_connect() && n < target.candidates.len() {
                 let why = match &outcome {
                     Outcome::Failure(f) => f.detail.clone(),
                     Outcome::Answer(_) => String::new(),

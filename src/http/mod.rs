@@ -187,10 +187,11 @@ impl HttpProber {
         reasked: &mut bool,
         obs: &mut Observation,
     ) -> Result<Step, Outcome> {
-        let target = self
+        let mut target = self
             .resolve(&chain.url, probe.deadline, chain.redirects, obs)
             .await?;
-        let Answered { resp, permit, ip } = self.connect_any(probe, chain, &target, obs).await?;
+        let Answered { resp, permit, ip } =
+            self.connect_any(probe, chain, &mut target, obs).await?;
         if let Some(refusal) = proxy_refusal(probe.egress, &chain.url, &resp) {
             // The proxy answered for itself: nothing is known about the site.
             return Err(fail(FailureKind::Egress, refusal));

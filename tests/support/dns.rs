@@ -1,17 +1,18 @@
-//! A tiny DNS server on loopback for resolver tests: it answers A queries from a fixed
-//! table, or fails every query with SERVFAIL, or never answers at all.
+//! A tiny DNS server on loopback for resolver tests: it answers A and AAAA queries from
+//! a fixed table, or fails every query with SERVFAIL, or never answers at all.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// How the server behaves.
 #[derive(Clone)]
 pub enum Mode {
-    /// A records from the table (lower-case names without the final dot); other names
-    /// get NXDOMAIN, other query types an empty answer.
-    Answer(HashMap<String, Ipv4Addr>),
+    /// A and AAAA records from the table (lower-case names without the final dot):
+    /// a name's IPv4 addresses to A queries, its IPv6 ones to AAAA, an empty answer
+    /// (NODATA) where it has none of the kind asked; other names get NXDOMAIN.
+    Answer(HashMap<String, Vec<IpAddr>>),
     /// RCODE 2 for everything: a broken recursive resolver.
     Servfail,
     /// Reads queries and never replies.
@@ -21,29 +22,58 @@ pub enum Mode {
 /// Starts a server on `ip` (UDP, free port); returns its address and a count of the
 /// queries it received.
 pub async fn serve(ip: &str, mode: Mode) -> (SocketAddr, Arc<AtomicUsize>) {
+    let (addr, asked) = serve_counting(ip, mode).await;
+    (addr, asked.all)
+}
+
+/// The queries a server received: all, and the AAAA ones among them.
+#[derive(Clone, Default)]
+pub struct Asked {
+    pub all: Arc<AtomicUsize>,
+    pub aaaa: Arc<AtomicUsize>,
+}
+
+impl Asked {
+    /// (all, AAAA) so far.
+    pub fn now(&self) -> (usize, usize) {
+        (
+            self.all.load(Ordering::SeqCst),
+            self.aaaa.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// [`serve`], counting AAAA queries apart.
+pub async fn serve_counting(ip: &str, mode: Mode) -> (SocketAddr, Asked) {
     let socket = tokio::net::UdpSocket::bind((ip, 0))
         .await
         .expect("bind the test DNS server");
     let addr = socket.local_addr().expect("DNS server address");
-    let queries = Arc::new(AtomicUsize::new(0));
-    let q = queries.clone();
+    let asked = Asked::default();
+    let q = asked.clone();
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         loop {
             let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
                 continue;
             };
-            q.fetch_add(1, Ordering::SeqCst);
+            q.all.fetch_add(1, Ordering::SeqCst);
+            if qtype(&buf[..n]) == Some(AAAA) {
+                q.aaaa.fetch_add(1, Ordering::SeqCst);
+            }
             if let Some(reply) = reply(&buf[..n], &mode) {
                 let _ = socket.send_to(&reply, peer).await;
             }
         }
     });
-    (addr, queries)
+    (addr, asked)
 }
 
-/// The reply to one query, by `mode`.
-fn reply(q: &[u8], mode: &Mode) -> Option<Vec<u8>> {
+const A: u16 = 1;
+const AAAA: u16 = 28;
+
+/// The type asked by query `q`, and where its question ends.
+fn question(q: &[u8]) -> Option<(Vec<String>, u16, usize)> {
     if q.len() < 12 || q[4..6] != [0, 1] {
         return None;
     }
@@ -64,28 +94,50 @@ fn reply(q: &[u8], mode: &Mode) -> Option<Vec<u8>> {
     if end > q.len() {
         return None;
     }
-    let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+    Some((labels, u16::from_be_bytes([q[i + 1], q[i + 2]]), end))
+}
+
+fn qtype(q: &[u8]) -> Option<u16> {
+    question(q).map(|(_, t, _)| t)
+}
+
+/// The reply to one query, by `mode`.
+fn reply(q: &[u8], mode: &Mode) -> Option<Vec<u8>> {
+    let (labels, qtype, end) = question(q)?;
     let name = labels.join(".");
-    let (rcode, answer) = match mode {
+    let (rcode, answers): (u8, Vec<IpAddr>) = match mode {
         Mode::Silent => return None,
-        Mode::Servfail => (2, None),
+        Mode::Servfail => (2, Vec::new()),
         Mode::Answer(table) => match table.get(&name) {
-            None => (3, None),
-            Some(ip) if qtype == 1 => (0, Some(*ip)),
-            Some(_) => (0, None),
+            None => (3, Vec::new()),
+            Some(ips) => {
+                let kind = |ip: &&IpAddr| match qtype {
+                    A => ip.is_ipv4(),
+                    AAAA => ip.is_ipv6(),
+                    _ => false,
+                };
+                (0, ips.iter().filter(kind).copied().collect())
+            }
         },
     };
-    let mut r = Vec::with_capacity(end + 16);
+    let count = u8::try_from(answers.len()).ok()?;
+    let mut r = Vec::with_capacity(end + 28 * answers.len());
     r.extend_from_slice(&q[..2]);
     // QR, the query's opcode and RD; then RA and the RCODE.
     r.push(0x80 | (q[2] & 0x79));
     r.push(0x80 | rcode);
-    r.extend_from_slice(&[0, 1, 0, u8::from(answer.is_some()), 0, 0, 0, 0]);
+    r.extend_from_slice(&[0, 1, 0, count, 0, 0, 0, 0]);
     r.extend_from_slice(&q[12..end]);
-    if let Some(ip) = answer {
-        // The question's name by pointer, A, IN, TTL 60 s, four bytes of address.
-        r.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        r.extend_from_slice(&ip.octets());
+    for ip in answers {
+        // The question's name by pointer, the type, IN, TTL 60 s, the address.
+        let (kind, bytes): (u16, Vec<u8>) = match ip {
+            IpAddr::V4(v4) => (A, v4.octets().to_vec()),
+            IpAddr::V6(v6) => (AAAA, v6.octets().to_vec()),
+        };
+        r.extend_from_slice(&[0xC0, 0x0C]);
+        r.extend_from_slice(&kind.to_be_bytes());
+        r.extend_from_slice(&[0, 1, 0, 0, 0, 60, 0, bytes.len() as u8]);
+        r.extend_from_slice(&bytes);
     }
     Some(r)
 }
