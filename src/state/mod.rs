@@ -171,17 +171,48 @@ impl Kept {
     }
 }
 
-/// State in this process.
+/// State in this process, for at most [`MemoryState::MAX_KEYS`] keys: `picket check`
+/// over a file of a million URLs holds the latest keys' state, not a million reports.
 pub struct MemoryState {
-    keys: Mutex<HashMap<String, (Record, Option<Kept>)>>,
+    keys: Mutex<Keys>,
     verdict_ttl: Duration,
 }
 
+/// The keys' state, and the keys in the order they came, oldest first.
+#[derive(Default)]
+struct Keys {
+    state: HashMap<String, (Record, Option<Kept>)>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Keys {
+    fn get(&self, key: &str) -> Option<&(Record, Option<Kept>)> {
+        self.state.get(key)
+    }
+
+    /// The state of `key`, made (and the oldest key let go, when full) if new.
+    fn entry(&mut self, key: &str) -> &mut (Record, Option<Kept>) {
+        if !self.state.contains_key(key) {
+            if self.state.len() >= MemoryState::MAX_KEYS {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.state.remove(&oldest);
+                }
+            }
+            self.order.push_back(key.to_string());
+        }
+        self.state.entry(key.to_string()).or_default()
+    }
+}
+
 impl MemoryState {
+    /// Keys held at most. A key seen again after this many others starts afresh
+    /// (`previous_verdict: null`, never a false change).
+    pub(crate) const MAX_KEYS: usize = 8192;
+
     /// A store whose reports may be served for `max_age_s` for at most `verdict_ttl`.
     pub(crate) fn new(verdict_ttl: Duration) -> MemoryState {
         MemoryState {
-            keys: Mutex::new(HashMap::new()),
+            keys: Mutex::new(Keys::default()),
             verdict_ttl,
         }
     }
@@ -224,7 +255,7 @@ impl StateStore for MemoryState {
         Box::pin(async move {
             let key = report.key.as_deref()?;
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            let (record, kept) = keys.entry(key.to_string()).or_default();
+            let (record, kept) = keys.entry(key);
             let at_ms = now_ms();
             let answer = step(record, delivery, report.verdict, at_ms);
             *kept = Some(Kept {
@@ -329,6 +360,52 @@ mod tests {
         let a = step(&mut r, new("j2"), Down, 2000);
         let b = step(&mut r, new("j3"), Down, 2000);
         assert!(a.changed(Down) && !b.changed(Down));
+    }
+
+    fn report(key: &str, verdict: Verdict) -> Report {
+        Report {
+            schema: crate::job::SchemaVersion,
+            job_id: key.into(),
+            url: format!("http://{key}.test/"),
+            verdict,
+            reason: crate::job::Reason::Ok,
+            detail: String::new(),
+            http: None,
+            timing_ms: crate::job::Timing::default(),
+            ip: None,
+            egress: None,
+            attempts: 1,
+            attempt_log: vec![],
+            checked_at: crate::job::now_rfc3339(),
+            cached: false,
+            key: Some(key.into()),
+            previous_verdict: None,
+            changed: false,
+            streak: 1,
+            since: None,
+            worker: "w".into(),
+            meta: None,
+            tls_days_left: None,
+        }
+    }
+
+    /// `picket check` over a million URLs must not keep a million reports.
+    #[tokio::test]
+    async fn the_memory_store_keeps_a_bounded_number_of_keys_the_latest() {
+        let store = MemoryState::default();
+        let keys = MemoryState::MAX_KEYS + 500;
+        for n in 0..keys {
+            let r = report(&format!("site-{n}"), Up);
+            store.step(&r, new(&format!("j{n}"))).await;
+        }
+        let held = store.keys.lock().expect("lock").state.len();
+        assert!(held <= MemoryState::MAX_KEYS, "{held} keys held");
+        let latest = report(&format!("site-{}", keys - 1), Down);
+        let a = store.step(&latest, new("again")).await.expect("an answer");
+        assert_eq!(a.previous, Some(Up), "the latest keys keep their state");
+        let oldest = report("site-0", Down);
+        let a = store.step(&oldest, new("again")).await.expect("an answer");
+        assert_eq!(a.previous, None, "the oldest were let go");
     }
 
     #[test]
