@@ -350,3 +350,60 @@ async fn a_worker_back_on_redis_never_adds_to_another_still_on_its_fallback() {
     assert_within_the_limit(&sends, "back from the fallback");
     drop(redis);
 }
+
+/// Requests granted through Redis are still in flight when it dies: the fallback's
+/// in-flight cap counts them, so this worker never has more in flight than it had, or
+/// than its share, whichever is more (issue 13 left this open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_dying_under_requests_in_flight_never_lets_the_fallback_add_to_them() {
+    let redis = tokio::task::spawn_blocking(crate::support::RedisServer::launch)
+        .await
+        .expect("launch")
+        .expect("a private Redis");
+    let text = format!(
+        "[redis]\nurl = \"{}\"\nkey_prefix = \"{}:\"\ntimeout = \"300ms\"\n\
+         [rate_limit]\nfallback_share = 0.5\n[rate_limit.per_ip]\nrate = 1000.0\n\
+         burst = 1000\nmax_inflight = 4\n",
+        redis.url(),
+        unique("fi")
+    );
+    let s = Settings::from_toml(&text).expect("settings");
+    let a = std::sync::Arc::new(limiter(&s, Duration::from_secs(30), "fi"));
+    let mut old: Vec<Permit> = Vec::new();
+    for _ in 0..4 {
+        old.push(go(&a, "h.test").await);
+    }
+    redis.stop();
+    // Three more, each in flight for as long as the test runs.
+    let granted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let more: Vec<_> = (0..3)
+        .map(|_| {
+            let (a, granted) = (a.clone(), granted.clone());
+            tokio::spawn(async move {
+                if let Grant::Go(p) = a.acquire(req("h.test", Duration::from_secs(5))).await {
+                    granted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    drop(p);
+                }
+            })
+        })
+        .collect();
+    let in_flight =
+        |old: &Vec<Permit>| old.len() + granted.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(in_flight(&old), 4, "nothing added to the 4 in flight");
+    // As the old requests end, the fallback lets new ones go up to the cap, never past.
+    while let Some(p) = old.pop() {
+        drop(p);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(in_flight(&old) <= 4, "{} in flight", in_flight(&old));
+    }
+    assert_eq!(
+        granted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the fallback's share of 4 in flight, once the old requests ended"
+    );
+    for t in more {
+        t.abort();
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::standing::{Pace, Refusal, Signal, Standing};
@@ -111,6 +111,18 @@ impl LocalLimiter {
             pace: Pace::default(),
         });
         f(entry)
+    }
+
+    /// One of `key`'s in-flight slots for a request the shared limiter granted, when
+    /// one is free. While Redis works this limiter grants nothing itself; should Redis
+    /// fail, the requests still in flight hold these slots, so the fallback adds to
+    /// them only up to its own cap (this worker never has more in flight than it had
+    /// at the switch, or than its share, whichever is more).
+    pub(crate) fn shadow(&self, req: &Request<'_>, key: &str) -> Option<OwnedSemaphorePermit> {
+        let rate = self.scaled(self.rules.rate_for(req));
+        self.semaphore(key, rate, Instant::now())
+            .try_acquire_owned()
+            .ok()
     }
 
     /// Nothing for `req`'s key is granted before `horizon`: the shared limiter's

@@ -13,7 +13,9 @@
 //! rates; Redis is tried again after a pause and the shared limit resumes by itself.
 //! Through the switch each IP keeps to its limit: the fallback starts an IP a burst
 //! after the failure, and callers asleep on Redis slots queue in it instead of sending
-//! beside the other workers' fallbacks; coming back, each booking carries the
+//! beside the other workers' fallbacks; requests granted through Redis and still in
+//! flight hold slots of the fallback's in-flight cap ([`LocalLimiter::shadow`]), so it
+//! adds to them only up to its share; coming back, each booking carries the
 //! fallback's own horizon into Redis (a new primary may also have lost the last writes)
 //! and, for a while, books only the fallback share, as other workers may still be on
 //! theirs.
@@ -525,7 +527,8 @@ impl Limiter for RedisLimiter {
                             let left = req.max_wait.saturating_sub(start.elapsed());
                             return self.requeue(req, &key, left, waited).await;
                         }
-                        return Grant::Go(Permit::holding(waited, Box::new(lease)));
+                        let shadow = self.fallback.shadow(&req, &key);
+                        return Grant::Go(Permit::holding(waited, Box::new((lease, shadow))));
                     }
                     Ok((-1, wait_ms, _)) => {
                         self.redis_worked();
