@@ -181,13 +181,15 @@ pub struct MemoryState {
 /// The keys' state, and the keys in the order they came, oldest first.
 #[derive(Default)]
 struct Keys {
-    state: HashMap<String, (Record, Option<Kept>)>,
+    /// Boxed: a kept report is large, and inline it made every growth of the table
+    /// move (and fault in) megabytes: 7 % of `picket check`'s CPU (docs/BENCHMARKS.md).
+    state: HashMap<String, Box<(Record, Option<Kept>)>>,
     order: std::collections::VecDeque<String>,
 }
 
 impl Keys {
     fn get(&self, key: &str) -> Option<&(Record, Option<Kept>)> {
-        self.state.get(key)
+        self.state.get(key).map(|b| &**b)
     }
 
     /// The state of `key`, made (and the oldest key let go, when full) if new.
