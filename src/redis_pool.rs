@@ -103,6 +103,8 @@ pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, RedisSetupError
             .map_err(|e| setup(&e))
     } else if !settings.sentinels.is_empty() {
         sentinel_pool(settings).map(|p| RedisPool::new(PoolKind::Sentinel(p)))
+    } else if let Some(ca) = &settings.ca_file {
+        tls_pool(settings, ca).map(|p| RedisPool::new(PoolKind::Single(p)))
     } else {
         let mut cfg = deadpool_redis::Config::from_url(settings.url.clone());
         cfg.pool = Some(pool_config(settings));
@@ -110,6 +112,31 @@ pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, RedisSetupError
             .map(|p| RedisPool::new(PoolKind::Single(p)))
             .map_err(|e| setup(&e))
     }
+}
+
+/// A pool to a single Redis over TLS whose certificate `ca` signed (`redis.ca_file`):
+/// deadpool's configuration has no place for a CA, so the connection info comes from a
+/// redis-rs client built with it.
+fn tls_pool(
+    settings: &RedisSettings,
+    ca: &std::path::Path,
+) -> Result<deadpool_redis::Pool, RedisSetupError> {
+    let setup = |e: &dyn std::fmt::Display| RedisSetupError(e.to_string());
+    let pem = std::fs::read(ca)
+        .map_err(|e| RedisSetupError(format!("redis.ca_file {}: {e}", ca.display())))?;
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    let client =
+        redis::Client::build_with_tls(settings.url.as_str(), certs).map_err(|e| setup(&e))?;
+    let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
+        .map_err(|e| setup(&e))?;
+    deadpool_redis::Pool::builder(manager)
+        .config(pool_config(settings))
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .map_err(|e| setup(&e))
 }
 
 /// A pool of connections to the primary the Sentinels name; `redis.url` gives the

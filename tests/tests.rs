@@ -21,6 +21,7 @@ mod politeness;
 mod proxy_pin;
 mod real_servers;
 mod redelivery;
+mod redis_tls;
 mod reliability;
 mod resolving;
 mod support_smoke;

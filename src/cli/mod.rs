@@ -91,6 +91,9 @@ pub(crate) fn command() -> clap::Command {
 
 /// Parses the command line and runs the command; the whole `main`.
 pub fn main() -> ExitCode {
+    // redis-rs builds its TLS configuration with rustls's process-wide provider: name
+    // it, so that a second provider compiled in later cannot make that choice fail.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let exit = match Cli::try_parse() {
         Ok(cli) => run(cli),
         Err(e) => {

@@ -1,6 +1,7 @@
 //! `[redis]`: where the shared state lives (one Redis, a Cluster, or a primary found
 //! through Sentinels), the prefix of picket's keys and how long they are kept.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -20,6 +21,7 @@ pub(super) struct RawRedis {
     nodes: Vec<String>,
     sentinels: Vec<String>,
     sentinel_master: String,
+    ca_file: String,
     key_prefix: String,
     verdict_ttl: String,
     state_ttl: String,
@@ -55,6 +57,9 @@ pub struct RedisSettings {
     pub sentinels: Vec<String>,
     /// The name the Sentinels know the primary by (`redis.sentinel_master`).
     pub sentinel_master: String,
+    /// The CA that signed a `rediss://` Redis's certificate, trusted instead of the
+    /// system's (`redis.ca_file`; a single Redis only).
+    pub ca_file: Option<PathBuf>,
     /// Prefix of every key picket writes.
     pub key_prefix: String,
     /// How long a key's latest report may be served for `max_age_s`.
@@ -78,6 +83,7 @@ impl TryFrom<RawRedis> for RedisSettings {
             ));
         }
         each_url("redis.sentinels", &r.sentinels, SCHEMES)?;
+        let ca_file = ca_file(&r)?;
         if r.cluster && !r.sentinels.is_empty() {
             return Err(invalid(
                 "redis.sentinels",
@@ -101,12 +107,46 @@ impl TryFrom<RawRedis> for RedisSettings {
             nodes,
             sentinels: r.sentinels,
             sentinel_master,
+            ca_file,
             key_prefix: r.key_prefix,
             verdict_ttl: positive_duration("redis.verdict_ttl", &r.verdict_ttl)?,
             state_ttl: positive_duration("redis.state_ttl", &r.state_ttl)?,
             timeout: positive_duration("redis.timeout", &r.timeout)?,
         })
     }
+}
+
+/// `redis.ca_file`: a file, for a single Redis reached over TLS. Checked here, so that a
+/// typo stops the start instead of leaving every worker on its fallback.
+fn ca_file(r: &RawRedis) -> Result<Option<PathBuf>, ConfigError> {
+    if r.ca_file.trim().is_empty() {
+        return Ok(None);
+    }
+    let path = PathBuf::from(&r.ca_file);
+    if !path.is_file() {
+        return Err(invalid(
+            "redis.ca_file",
+            format!("{}: no such file", path.display()),
+        ));
+    }
+    if r.cluster || !r.sentinels.is_empty() {
+        return Err(invalid(
+            "redis.ca_file",
+            "works with a single Redis only; for a cluster or Sentinels over TLS, add the CA to the system's trust store",
+        ));
+    }
+    if !r
+        .url
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("rediss://")
+    {
+        return Err(invalid(
+            "redis.ca_file",
+            "is set but redis.url does not use TLS: write rediss:// (or leave ca_file empty)",
+        ));
+    }
+    Ok(Some(path))
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RedisServer {
     port: u16,
     url: String,
+    /// The TLS port and the server's TLS arguments, when it has one.
+    tls: Option<(u16, Vec<String>)>,
     dir: PathBuf,
     bin: PathBuf,
     child: Mutex<Option<Child>>,
@@ -35,6 +37,30 @@ impl RedisServer {
     /// Panics with the install hint if redis-server is not installed: a test
     /// that needs Redis must never pass by skipping.
     pub fn launch() -> Result<RedisServer, String> {
+        Self::launch_with(None)
+    }
+
+    /// [`RedisServer::launch`], also serving TLS on a port of its own with the PEM
+    /// files given (clients are not asked for certificates): [`RedisServer::tls_url`].
+    pub fn launch_tls(cert: &Path, key: &Path, ca: &Path) -> Result<RedisServer, String> {
+        let port = procs::free_port();
+        let file = |p: &Path| p.display().to_string();
+        let args = vec![
+            "--tls-port".to_string(),
+            port.to_string(),
+            "--tls-cert-file".to_string(),
+            file(cert),
+            "--tls-key-file".to_string(),
+            file(key),
+            "--tls-ca-cert-file".to_string(),
+            file(ca),
+            "--tls-auth-clients".to_string(),
+            "no".to_string(),
+        ];
+        Self::launch_with(Some((port, args)))
+    }
+
+    fn launch_with(tls: Option<(u16, Vec<String>)>) -> Result<RedisServer, String> {
         let bin = find_server()
             .unwrap_or_else(|| panic!("redis-server not found: {}", procs::INSTALL_HINT));
         let dir = procs::scratch_dir("redis")?;
@@ -55,6 +81,7 @@ tidy "$1"
         let server = RedisServer {
             port,
             url: format!("redis://127.0.0.1:{port}/0"),
+            tls,
             dir,
             bin,
             child: Mutex::new(None),
@@ -71,6 +98,13 @@ tidy "$1"
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT/0`, for a server made by [`RedisServer::launch_tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(port, _)| format!("rediss://127.0.0.1:{port}/0"))
     }
 
     /// The server's PID while it runs.
@@ -119,6 +153,9 @@ tidy "$1"
         }
         let log = self.dir.join("redis.log");
         let mut cmd = server_command(&self.bin, self.port, &self.dir);
+        if let Some((_, args)) = &self.tls {
+            cmd.args(args);
+        }
         procs::background(&mut cmd, &log)?;
         let mut child = cmd
             .spawn()

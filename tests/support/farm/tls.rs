@@ -74,6 +74,18 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A certificate for `name` signed by the root CA, and its key, in PEM: for servers
+    /// that read files (redis-server).
+    pub fn leaf_pem(&self, name: &str) -> (String, String) {
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = leaf_params(name, -1, 365)
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("leaf");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
 pub enum Signer {
     SelfSigned,
     Ca,
