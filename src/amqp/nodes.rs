@@ -10,7 +10,7 @@
 //! worker, host and PID), so an operator finds a worker in the management UI.
 
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Connect, Connection, ConnectionProperties};
 
 use super::AmqpError;
 use crate::config::{redact_url, AmqpSettings, QueueType};
@@ -121,14 +121,38 @@ pub async fn connect_url(
         url: redact_url(url),
         message,
     };
-    match tokio::time::timeout(settings.connect_timeout, Connection::connect(url, props)).await {
+    let connect = async {
+        match &settings.ca_file {
+            None => Connection::connect(url, props)
+                .await
+                .map_err(|e| e.to_string()),
+            Some(ca) => {
+                let tls = broker_ca(ca)?;
+                let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+                url.connect_with_config(props, tls, runtime)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    };
+    match tokio::time::timeout(settings.connect_timeout, connect).await {
         Err(_) => Err(err(format!(
             "timed out after {:?}",
             settings.connect_timeout
         ))),
-        Ok(Err(e)) => Err(err(e.to_string())),
+        Ok(Err(e)) => Err(err(e)),
         Ok(Ok(c)) => Ok(c),
     }
+}
+
+/// TLS settings trusting `amqp.ca_file` beside the system's roots.
+fn broker_ca(ca: &std::path::Path) -> Result<lapin::tcp::OwnedTLSConfig, String> {
+    let pem =
+        std::fs::read_to_string(ca).map_err(|e| format!("amqp.ca_file {}: {e}", ca.display()))?;
+    Ok(lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: Some(pem),
+    })
 }
 
 /// Arguments of the results queue. With `quorum`, a quorum queue: on a cluster a

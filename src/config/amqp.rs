@@ -1,11 +1,12 @@
 //! `[amqp]`: the broker's nodes, the names of the queues and exchanges picket declares,
 //! and how much the broker may push ahead.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::parse::{each_url, nonempty, positive_duration, url_with_scheme};
+use super::parse::{self, each_url, nonempty, positive_duration, url_with_scheme};
 use super::{invalid, ConfigError};
 
 /// Schemes a broker URL may have.
@@ -27,6 +28,7 @@ pub(super) struct RawAmqp {
     queue_type: String,
     max_message_bytes: u64,
     connect_timeout: String,
+    ca_file: String,
 }
 
 /// Durable or replicated queues.
@@ -66,6 +68,9 @@ pub struct AmqpSettings {
     pub max_message_bytes: usize,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
+    /// The CA that signed an `amqps://` broker's certificate, trusted beside the
+    /// system's (`amqp.ca_file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl AmqpSettings {
@@ -103,7 +108,14 @@ impl TryFrom<RawAmqp> for AmqpSettings {
             return Err(invalid("amqp.max_message_bytes", "must be at least 1024"));
         }
         each_url("amqp.urls", &a.urls, SCHEMES)?;
+        let nodes: Vec<&str> = if a.urls.is_empty() {
+            vec![a.url.as_str()]
+        } else {
+            a.urls.iter().map(String::as_str).collect()
+        };
+        let ca_file = parse::ca_file("amqp.ca_file", &a.ca_file, &nodes, "amqps")?;
         Ok(AmqpSettings {
+            ca_file,
             url: a.url,
             urls: a.urls,
             jobs_queue: nonempty("amqp.jobs_queue", &a.jobs_queue)?,

@@ -2,6 +2,7 @@
 //! scheme, and the redaction of a URL's password for messages and logs. Each takes the
 //! dotted key it reads, so that its error names the key.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use url::Url;
@@ -109,9 +110,61 @@ pub(crate) fn redact_url(value: &str) -> String {
     }
 }
 
+/// A CA file for a server reached over TLS (`key`): empty is none; otherwise a file
+/// that exists (checked at start, so a typo does not leave every connection failing),
+/// and every URL in `urls` must use `tls_scheme`, so that a CA file never sits beside a
+/// connection that would go unencrypted.
+pub(super) fn ca_file(
+    key: &str,
+    value: &str,
+    urls: &[&str],
+    tls_scheme: &str,
+) -> Result<Option<PathBuf>, ConfigError> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    let path = PathBuf::from(value);
+    if !path.is_file() {
+        return Err(invalid(key, format!("{}: no such file", path.display())));
+    }
+    let prefix = format!("{tls_scheme}://");
+    if let Some(plain) = urls
+        .iter()
+        .find(|u| !u.trim_start().to_ascii_lowercase().starts_with(&prefix))
+    {
+        let scheme = plain.split("://").next().unwrap_or(plain);
+        return Err(invalid(
+            key,
+            format!(
+                "is set but a URL uses {scheme}://, without TLS: write {tls_scheme}:// (or leave {key} empty)"
+            ),
+        ));
+    }
+    Ok(Some(path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_file_exists_and_only_sits_beside_tls_urls() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "PEM").expect("write");
+        let file = ca.to_str().expect("utf-8 path");
+        let tls = ["amqps://a:5671/%2f", "AMQPS://b:5671/%2f"];
+        assert_eq!(ca_file("k", "", &tls, "amqps").expect("none"), None);
+        assert_eq!(
+            ca_file("k", file, &tls, "amqps").expect("ok"),
+            Some(ca.clone())
+        );
+        let mixed = ["amqps://a:5671/%2f", "amqp://b:5672/%2f"];
+        let e = ca_file("k", file, &mixed, "amqps").expect_err("a plain node");
+        assert!(e.to_string().contains("amqp://, without TLS"), "{e}");
+        let e = ca_file("k", "/no/such/ca.pem", &tls, "amqps").expect_err("missing");
+        assert!(e.to_string().contains("no such file"), "{e}");
+    }
 
     #[test]
     fn passwords_are_redacted() {

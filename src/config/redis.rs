@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::parse::{each_url, nonempty, positive_duration, url_with_scheme};
+use super::parse::{self, each_url, nonempty, positive_duration, url_with_scheme};
 use super::{invalid, ConfigError};
 
 /// Schemes a Redis URL may have.
@@ -116,37 +116,15 @@ impl TryFrom<RawRedis> for RedisSettings {
     }
 }
 
-/// `redis.ca_file`: a file, for a single Redis reached over TLS. Checked here, so that a
-/// typo stops the start instead of leaving every worker on its fallback.
+/// `redis.ca_file`, for a single Redis reached over TLS.
 fn ca_file(r: &RawRedis) -> Result<Option<PathBuf>, ConfigError> {
-    if r.ca_file.trim().is_empty() {
-        return Ok(None);
-    }
-    let path = PathBuf::from(&r.ca_file);
-    if !path.is_file() {
-        return Err(invalid(
-            "redis.ca_file",
-            format!("{}: no such file", path.display()),
-        ));
-    }
-    if r.cluster || !r.sentinels.is_empty() {
+    if !r.ca_file.trim().is_empty() && (r.cluster || !r.sentinels.is_empty()) {
         return Err(invalid(
             "redis.ca_file",
             "works with a single Redis only; for a cluster or Sentinels over TLS, add the CA to the system's trust store",
         ));
     }
-    if !r
-        .url
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("rediss://")
-    {
-        return Err(invalid(
-            "redis.ca_file",
-            "is set but redis.url does not use TLS: write rediss:// (or leave ca_file empty)",
-        ));
-    }
-    Ok(Some(path))
+    parse::ca_file("redis.ca_file", &r.ca_file, &[r.url.as_str()], "rediss")
 }
 
 #[cfg(test)]

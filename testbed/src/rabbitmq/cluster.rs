@@ -76,6 +76,7 @@ tidy "$1"
         let setup = NodeSetup {
             epmd_port: Some(epmd_port),
             cookie: Some(procs::unique("cookie").replace('-', "")),
+            tls: None,
         };
         let first = RabbitServer::launch_with(&setup)?;
         // The joiners boot in parallel (the slow part) and join one by one.

@@ -45,6 +45,8 @@ pub struct RabbitServer {
     node: String,
     amqp_port: u16,
     url: String,
+    /// The AMQP-over-TLS port, when the node has one.
+    amqps_port: Option<u16>,
     dir: PathBuf,
     server_bin: PathBuf,
     ctl_bin: PathBuf,
@@ -60,6 +62,33 @@ pub struct NodeSetup {
     pub epmd_port: Option<u16>,
     /// The cluster's Erlang cookie; `None` = the node makes its own.
     pub cookie: Option<String>,
+    /// Also serve AMQP over TLS with these PEM files (no client certificates asked).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A TLS listener's certificate, key and CA, in PEM files.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// The lines of `rabbitmq.conf` for a TLS listener on 127.0.0.1:`port`.
+    fn conf(&self, port: u16) -> String {
+        format!(
+            "listeners.ssl.1 = 127.0.0.1:{port}\n\
+             ssl_options.cacertfile = {}\n\
+             ssl_options.certfile = {}\n\
+             ssl_options.keyfile = {}\n\
+             ssl_options.verify = verify_none\n\
+             ssl_options.fail_if_no_peer_cert = false\n",
+            self.ca.display(),
+            self.cert.display(),
+            self.key.display()
+        )
+    }
 }
 
 /// Where a private node lives and which ports it takes: what the tests' nodes,
@@ -167,6 +196,18 @@ impl RabbitServer {
         // A nearly full test disk must not make the broker block publishers,
         // which would look like a picket bug.
         layout.prepare("1MB")?;
+        let amqps_port = match &setup.tls {
+            None => None,
+            Some(tls) => {
+                let port = procs::free_port();
+                let conf = dir.join("rabbitmq.conf");
+                let mut text = std::fs::read_to_string(&conf)
+                    .map_err(|e| format!("cannot read {}: {e}", conf.display()))?;
+                text.push_str(&tls.conf(port));
+                write(&conf, &text)?;
+                Some(port)
+            }
+        };
         let home = dir.join("home");
         let mnesia = dir.join("mnesia");
         if let Some(cookie) = &setup.cookie {
@@ -241,6 +282,7 @@ tidy "$1"
             node,
             amqp_port,
             url: format!("amqp://guest:guest@127.0.0.1:{amqp_port}/%2f"),
+            amqps_port,
             dir,
             server_bin,
             ctl_bin,
@@ -256,6 +298,13 @@ tidy "$1"
     /// loopback, which is where the tests are).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// `amqps://guest:guest@127.0.0.1:TLS_PORT/%2f`, for a node launched with
+    /// [`NodeSetup::tls`].
+    pub fn amqps_url(&self) -> Option<String> {
+        self.amqps_port
+            .map(|port| format!("amqps://guest:guest@127.0.0.1:{port}/%2f"))
     }
 
     pub fn port(&self) -> u16 {

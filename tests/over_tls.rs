@@ -1,0 +1,216 @@
+//! The broker and Redis over TLS (`amqps://`, `rediss://`), as managed services and
+//! careful operators require: a real RabbitMQ and a real redis-server serving TLS with
+//! certificates from a test CA, trusted through `amqp.ca_file` and `redis.ca_file`.
+//! Jobs, results and state go through them, and a certificate that cannot be verified
+//! is refused, never used.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use picket::config::Settings;
+use picket::job::Verdict;
+use picket::state::{Delivery, RedisState, StateStore};
+
+use crate::support::farm::Pki;
+use crate::support::picket::{base_toml, page};
+use crate::support::rabbitmq::{NodeSetup, RabbitServer, TlsFiles};
+use crate::support::{serve, servers, unique, RedisServer};
+
+/// A certificate for 127.0.0.1 signed by a fresh test CA, in PEM files in `dir`.
+fn certificate(dir: &std::path::Path) -> TlsFiles {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf_pem("127.0.0.1");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write a PEM file");
+        path
+    };
+    TlsFiles {
+        ca: write("ca.pem", &pki.ca.pem()),
+        cert: write("server.pem", &cert),
+        key: write("server.key", &key),
+    }
+}
+
+/// A redis-server with TLS on a port of its own; and the CA's PEM file.
+fn redis_over_tls(dir: &std::path::Path) -> (RedisServer, std::path::PathBuf) {
+    let files = certificate(dir);
+    let server =
+        RedisServer::launch_tls(&files.cert, &files.key, &files.ca).expect("redis-server with TLS");
+    (server, files.ca)
+}
+
+fn settings(url: &str, ca: Option<&std::path::Path>) -> Settings {
+    let ca = ca.map_or(String::new(), |p| {
+        format!("ca_file = \"{}\"\n", p.display())
+    });
+    let text = format!(
+        "[redis]\nurl = \"{url}\"\n{ca}key_prefix = \"{}:\"\ntimeout = \"2s\"\n",
+        unique("tls")
+    );
+    Settings::from_toml(&text).expect("settings")
+}
+
+async fn step_twice(s: &Settings) -> Vec<Option<Verdict>> {
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let state = RedisState::new(pool, &s.redis);
+    let engine = crate::support::picket::engine_from_toml("");
+    let job = picket::job::job_for_url("http://127.0.0.1:1/", "tls").expect("job");
+    let mut previous = Vec::new();
+    for n in 0..2 {
+        let mut report = engine.run(&job).await;
+        report.verdict = Verdict::Down;
+        let id = format!("job-{n}");
+        let delivery = Delivery {
+            id: &id,
+            redelivered: false,
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(10), state.step(&report, delivery))
+            .await
+            .expect("a step within its timeout");
+        previous.push(answer.and_then(|a| a.previous));
+    }
+    previous
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_kept_in_a_redis_over_tls_whose_ca_is_configured() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (redis, ca) = redis_over_tls(dir.path());
+    let url = redis.tls_url().expect("a TLS port");
+    let kept = step_twice(&settings(&url, Some(&ca))).await;
+    assert_eq!(
+        kept,
+        vec![None, Some(Verdict::Down)],
+        "the second check sees the first one's verdict, kept in Redis over TLS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_certificate_that_cannot_be_verified_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (redis, _ca) = redis_over_tls(dir.path());
+    let url = redis.tls_url().expect("a TLS port");
+    // No CA configured: the system's trust store does not know the test CA.
+    let kept = step_twice(&settings(&url, None)).await;
+    assert_eq!(
+        kept,
+        vec![None, None],
+        "no state through an unverified connection"
+    );
+}
+
+#[test]
+fn a_ca_file_for_a_redis_without_tls_is_a_configuration_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not used").expect("write");
+    let text = format!(
+        "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\nca_file = \"{}\"\n",
+        ca.display()
+    );
+    let e = Settings::from_toml(&text).expect_err("plain redis:// with a CA file");
+    assert!(e.to_string().contains("redis.ca_file"), "{e}");
+    assert!(e.to_string().contains("rediss://"), "{e}");
+}
+
+/// A RabbitMQ node that also serves AMQP over TLS, and a configuration whose broker URL
+/// is that TLS listener (`ca_file` in `[amqp]` when given).
+async fn broker_over_tls(
+    dir: &std::path::Path,
+    ca_file: bool,
+) -> (RabbitServer, std::path::PathBuf) {
+    let files = certificate(dir);
+    let setup = NodeSetup {
+        tls: Some(files.clone()),
+        ..NodeSetup::default()
+    };
+    let rabbit = tokio::task::spawn_blocking(move || RabbitServer::launch_with(&setup))
+        .await
+        .expect("join")
+        .expect("RabbitMQ with a TLS listener");
+    let amqps = rabbit.amqps_url().expect("a TLS listener");
+    let ca = if ca_file {
+        format!("ca_file = \"{}\"\n", files.ca.display())
+    } else {
+        String::new()
+    };
+    let text = base_toml()
+        .replace(servers().amqp_url.as_str(), &amqps)
+        .replace("[amqp]\n", &format!("[amqp]\n{ca}"))
+        + "[targets]\nallow_private = true\n";
+    let path = dir.join("picket.toml");
+    std::fs::write(&path, text).expect("config");
+    (rabbit, path)
+}
+
+fn picket(args: &[&str], config: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_picket"));
+    c.args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("PICKET_CONFIG")
+        .env("NO_COLOR", "1");
+    c
+}
+
+fn enqueue(config: &std::path::Path, line: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = picket(&["enqueue", "-"], config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("picket enqueue");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(line.as_bytes())
+        .expect("a job line");
+    child.wait_with_output().expect("picket enqueue ends")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_and_results_go_through_a_broker_over_tls_whose_ca_is_configured() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_rabbit, config) = broker_over_tls(dir.path(), true).await;
+    let router = axum::Router::new().fallback(|| async { axum::response::Html(page("Over TLS.")) });
+    let site = serve("127.0.0.42", router).await;
+    let sent = enqueue(&config, &format!("http://{site}/\n"));
+    let said = String::from_utf8_lossy(&sent.stderr).into_owned();
+    assert_eq!(sent.status.code(), Some(0), "enqueue over amqps: {said}");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let worker = crate::support::worker_process::WorkerProcess::plain(&text);
+    let start = Instant::now();
+    let result = loop {
+        let out = picket(&["results", "--drain", "--limit", "1", "--json"], &config)
+            .output()
+            .expect("picket results");
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !printed.trim().is_empty() {
+            break printed;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no result over amqps within 60 s; the worker said:\n{}",
+            worker.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(result.contains("\"verdict\":\"up\""), "{result}");
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_certificate_that_cannot_be_verified_is_refused_and_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_rabbit, config) = broker_over_tls(dir.path(), false).await;
+    let sent = enqueue(&config, "http://127.0.0.42:1/\n");
+    let said = String::from_utf8_lossy(&sent.stderr).into_owned();
+    assert_eq!(sent.status.code(), Some(1), "{said}");
+    assert!(
+        said.to_lowercase().contains("certificate"),
+        "the reason is named: {said}"
+    );
+}
