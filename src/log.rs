@@ -5,10 +5,13 @@
 use std::fmt;
 use std::io::IsTerminal;
 
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, JsonFields, Writer};
 use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
@@ -21,9 +24,13 @@ pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
     } else {
         settings.level.as_str()
     };
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(default))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let from_env = EnvFilter::try_from_default_env().ok();
+    // RUST_LOG shows everything it asks for, lapin's duplicates included.
+    let everything = from_env.is_some();
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(default).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let not_twice = filter_fn(move |meta| everything || !said_by_picket(meta));
     let json = match settings.format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -40,10 +47,31 @@ pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
         builder
             .fmt_fields(JsonFields::new())
             .event_format(WithWorker::new(inner, worker))
+            .finish()
+            .with(not_twice)
             .try_init()
     } else {
-        builder.try_init()
+        builder.finish().with(not_twice).try_init()
     };
+}
+
+/// lapin's error lines for a close the broker sent ("Channel closed", "Connection
+/// closed": they carry the broker's `method`) and for the connection's end ("Connection
+/// error"): picket logs each of these itself, with the node, the step and what it does
+/// next, at the level it deserves (a refused set-up, a failover, an outage). Left in,
+/// they doubled every such line as an ERROR, which alerts on error lines page for even
+/// when picket recovers on its own. Matched by their fields, so a lapin that changes
+/// them shows its lines again (`worker_e2e` checks the refusal's log).
+fn said_by_picket(meta: &Metadata<'_>) -> bool {
+    if *meta.level() != Level::ERROR {
+        return false;
+    }
+    let fields = meta.fields();
+    match meta.target() {
+        "lapin::channel" => fields.field("method").is_some(),
+        "lapin::channels" => fields.field("error").is_some() && fields.len() == 2,
+        _ => false,
+    }
 }
 
 /// A JSON event format with a `worker` key first in every object.

@@ -823,6 +823,17 @@ async fn a_broker_that_refuses_the_topology_is_not_logged_as_unavailable() {
         "a refusal called unavailable:\n{log}"
     );
     assert!(log.contains("broker refused the session's set-up"), "{log}");
+    // Said once, by picket: not also as an ERROR of lapin's, which an operator's alert
+    // on error lines would page for at every retry of a refusal picket handles.
+    let lapin_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lapin") && l.contains("ERROR"))
+        .collect();
+    assert!(
+        lapin_errors.is_empty(),
+        "lapin's own error lines:\n{}",
+        lapin_errors.join("\n")
+    );
     assert!(
         log.contains("ACCESS_REFUSED") || log.contains("access to"),
         "the refusal named:\n{log}"
