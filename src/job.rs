@@ -504,6 +504,37 @@ pub fn rfc3339_of_ms(ms: u64) -> String {
 }
 
 #[cfg(test)]
+impl Report {
+    /// A report of `verdict` for `key`, with nothing else to say: for unit tests.
+    pub(crate) fn sample(key: &str, verdict: Verdict) -> Report {
+        Report {
+            schema: SchemaVersion,
+            job_id: key.into(),
+            url: format!("http://{key}.test/"),
+            verdict,
+            reason: Reason::Ok,
+            detail: String::new(),
+            http: None,
+            timing_ms: Timing::default(),
+            ip: None,
+            egress: Some("direct".into()),
+            attempts: 1,
+            attempt_log: vec![],
+            checked_at: now_rfc3339(),
+            cached: false,
+            key: Some(key.into()),
+            previous_verdict: None,
+            changed: false,
+            streak: 1,
+            since: None,
+            worker: "w".into(),
+            meta: None,
+            tls_days_left: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -695,31 +726,11 @@ mod tests {
     #[test]
     fn report_serializes_contract_fields() {
         let r = Report {
-            schema: SchemaVersion,
-            job_id: "a".into(),
-            url: "http://x/".into(),
-            verdict: Verdict::Up,
-            reason: Reason::Ok,
-            detail: "d".into(),
-            http: None,
             timing_ms: Timing {
                 total: 5,
                 ..Timing::default()
             },
-            ip: None,
-            egress: Some("direct".into()),
-            attempts: 1,
-            attempt_log: vec![],
-            checked_at: now_rfc3339(),
-            cached: false,
-            key: Some("k".into()),
-            previous_verdict: None,
-            changed: false,
-            streak: 1,
-            since: None,
-            worker: "w".into(),
-            meta: None,
-            tls_days_left: None,
+            ..Report::sample("k", Verdict::Up)
         };
         let v = serde_json::to_value(&r).expect("json");
         for key in [

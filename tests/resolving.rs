@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use picket::job::Verdict;
+use picket::job::{Report, Verdict};
 
-use crate::support::dns::{self, Mode};
+use crate::support::dns::{self, Asked, Mode};
 use crate::support::picket::{check, engine_with, page};
 use crate::support::serve;
 
@@ -41,46 +41,35 @@ fn ipv6_loopback() {
     );
 }
 
+/// Probes `name` on the port of a site served on `site_ip`, through a test nameserver
+/// on `ns_ip` that gives `name` the addresses `ips`: the report, and the queries asked.
+async fn probe(name: &str, ips: &[&str], site_ip: &str, ns_ip: &str) -> (Report, Asked) {
+    ipv6_loopback();
+    let web = site(site_ip).await;
+    let (ns, asked) = dns::serve_counting(ns_ip, Mode::Answer(table(name, ips))).await;
+    let r = check(&engine(ns), &format!("http://{name}:{}/", web.port())).await;
+    (r, asked)
+}
+
+fn assert_up_from(r: &Report, ip: &str) {
+    let got = (r.verdict, r.reason.as_str(), r.ip.as_deref());
+    assert_eq!(got, (Verdict::Up, "ok", Some(ip)), "{}", r.detail);
+}
+
 #[tokio::test]
 async fn a_name_that_answers_over_ipv4_costs_one_query() {
-    ipv6_loopback();
-    let web = site("127.0.7.21").await;
-    let zone = table("www.four.test", &["127.0.7.21", "::1"]);
-    let (ns, asked) = dns::serve_counting("127.0.7.22", Mode::Answer(zone)).await;
-    let r = check(
-        &engine(ns),
-        &format!("http://www.four.test:{}/", web.port()),
-    )
-    .await;
-    assert_eq!(
-        (r.verdict, r.reason.as_str()),
-        (Verdict::Up, "ok"),
-        "{}",
-        r.detail
-    );
-    assert_eq!(r.ip.as_deref(), Some("127.0.7.21"));
+    let ips = ["127.0.7.21", "::1"];
+    let (r, asked) = probe("www.four.test", &ips, "127.0.7.21", "127.0.7.22").await;
+    assert_up_from(&r, "127.0.7.21");
     assert_eq!(asked.now(), (1, 0), "one A query, no AAAA: (all, AAAA)");
 }
 
 #[tokio::test]
 async fn ipv6_is_asked_when_no_ipv4_address_answers() {
-    ipv6_loopback();
-    let web = site("::1").await;
-    // Nothing listens on this address's port: the IPv4 address refuses.
-    let zone = table("www.dual.test", &["127.0.7.23", "::1"]);
-    let (ns, asked) = dns::serve_counting("127.0.7.24", Mode::Answer(zone)).await;
-    let r = check(
-        &engine(ns),
-        &format!("http://www.dual.test:{}/", web.port()),
-    )
-    .await;
-    assert_eq!(
-        (r.verdict, r.reason.as_str()),
-        (Verdict::Up, "ok"),
-        "{}",
-        r.detail
-    );
-    assert_eq!(r.ip.as_deref(), Some("::1"), "{}", r.detail);
+    // Nothing listens on 127.0.7.23 at the site's port: the IPv4 address refuses.
+    let ips = ["127.0.7.23", "::1"];
+    let (r, asked) = probe("www.dual.test", &ips, "::1", "127.0.7.24").await;
+    assert_up_from(&r, "::1");
     assert!(
         r.detail.contains("127.0.7.23"),
         "the refused address is named: {}",
@@ -91,26 +80,14 @@ async fn ipv6_is_asked_when_no_ipv4_address_answers() {
 
 #[tokio::test]
 async fn an_ipv6_only_name_is_found() {
-    ipv6_loopback();
-    let web = site("::1").await;
-    let zone = table("www.six.test", &["::1"]);
-    let (ns, asked) = dns::serve_counting("127.0.7.25", Mode::Answer(zone)).await;
-    let r = check(&engine(ns), &format!("http://www.six.test:{}/", web.port())).await;
-    assert_eq!(
-        (r.verdict, r.reason.as_str()),
-        (Verdict::Up, "ok"),
-        "{}",
-        r.detail
-    );
-    assert_eq!(r.ip.as_deref(), Some("::1"));
+    let (r, asked) = probe("www.six.test", &["::1"], "::1", "127.0.7.25").await;
+    assert_up_from(&r, "::1");
     assert_eq!(asked.now(), (2, 1), "A (no data), then AAAA");
 }
 
 #[tokio::test]
 async fn a_name_with_no_address_of_either_kind_is_down_for_dns() {
-    let zone = table("www.none.test", &[]);
-    let (ns, asked) = dns::serve_counting("127.0.7.26", Mode::Answer(zone)).await;
-    let r = check(&engine(ns), "http://www.none.test/").await;
+    let (r, asked) = probe("www.none.test", &[], "127.0.7.26", "127.0.7.27").await;
     assert_eq!(
         (r.verdict, r.reason.as_str()),
         (Verdict::Down, "dns"),

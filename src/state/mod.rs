@@ -365,30 +365,7 @@ mod tests {
     }
 
     fn report(key: &str, verdict: Verdict) -> Report {
-        Report {
-            schema: crate::job::SchemaVersion,
-            job_id: key.into(),
-            url: format!("http://{key}.test/"),
-            verdict,
-            reason: crate::job::Reason::Ok,
-            detail: String::new(),
-            http: None,
-            timing_ms: crate::job::Timing::default(),
-            ip: None,
-            egress: None,
-            attempts: 1,
-            attempt_log: vec![],
-            checked_at: crate::job::now_rfc3339(),
-            cached: false,
-            key: Some(key.into()),
-            previous_verdict: None,
-            changed: false,
-            streak: 1,
-            since: None,
-            worker: "w".into(),
-            meta: None,
-            tls_days_left: None,
-        }
+        Report::sample(key, verdict)
     }
 
     /// `picket check` over a million URLs must not keep a million reports.
