@@ -144,7 +144,7 @@ fn tls_pool(
 fn sentinel_pool(
     settings: &RedisSettings,
 ) -> Result<deadpool_redis::sentinel::Pool, RedisSetupError> {
-    use deadpool_redis::sentinel::{Config, SentinelNodeConnectionInfo, SentinelServerType};
+    use deadpool_redis::sentinel::{Config, SentinelServerType};
     use redis::IntoConnectionInfo;
     let setup = |e: &dyn std::fmt::Display| RedisSetupError(e.to_string());
     let info = settings
@@ -152,16 +152,7 @@ fn sentinel_pool(
         .as_str()
         .into_connection_info()
         .map_err(|e| setup(&e))?;
-    let redis_info = info.redis_settings();
-    let node = SentinelNodeConnectionInfo {
-        tls_mode: None,
-        redis_connection_info: Some(deadpool_redis::RedisConnectionInfo {
-            db: redis_info.db(),
-            username: redis_info.username().map(str::to_string),
-            password: redis_info.password().map(str::to_string),
-            protocol: deadpool_redis::ProtocolVersion::RESP2,
-        }),
-    };
+    let node = primary_info(&info);
     let mut cfg = Config::from_urls(
         settings.sentinels.clone(),
         settings.sentinel_master.clone(),
@@ -171,6 +162,26 @@ fn sentinel_pool(
     cfg.pool = Some(pool_config(settings));
     cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
         .map_err(|e| setup(&e))
+}
+
+/// How to reach the primary the Sentinels name: the database and credentials of
+/// `redis.url`, over TLS when that URL is `rediss://` (a deployment that serves TLS
+/// only would otherwise refuse the primary's plain connection for ever).
+fn primary_info(
+    info: &redis::ConnectionInfo,
+) -> deadpool_redis::sentinel::SentinelNodeConnectionInfo {
+    use deadpool_redis::sentinel::{SentinelNodeConnectionInfo, TlsMode};
+    let redis_info = info.redis_settings();
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    SentinelNodeConnectionInfo {
+        tls_mode: tls.then_some(TlsMode::Secure),
+        redis_connection_info: Some(deadpool_redis::RedisConnectionInfo {
+            db: redis_info.db(),
+            username: redis_info.username().map(str::to_string),
+            password: redis_info.password().map(str::to_string),
+            protocol: deadpool_redis::ProtocolVersion::RESP2,
+        }),
+    }
 }
 
 impl RedisPool {
@@ -351,6 +362,26 @@ mod tests {
         let pool = redis_pool(&cluster.redis).expect("pool");
         assert!(pool.is_cluster());
         assert_eq!(pool.wait_timeout(), Some(Duration::from_millis(750)));
+    }
+
+    #[test]
+    fn the_primary_behind_sentinels_is_reached_over_tls_when_the_url_says_rediss() {
+        use redis::IntoConnectionInfo;
+        let info = |url: &str| primary_info(&url.into_connection_info().expect("a URL"));
+        let tls = info("rediss://:pw@primary.invalid:6380/3");
+        assert!(
+            matches!(
+                tls.tls_mode,
+                Some(deadpool_redis::sentinel::TlsMode::Secure)
+            ),
+            "{:?}",
+            tls.tls_mode
+        );
+        let db = tls.redis_connection_info.as_ref().map(|r| r.db);
+        assert_eq!(db, Some(3));
+        assert!(info("redis://:pw@primary.invalid:6379/0")
+            .tls_mode
+            .is_none());
     }
 
     #[test]
