@@ -407,3 +407,75 @@ async fn a_redis_dying_under_requests_in_flight_never_lets_the_fallback_add_to_t
         t.abort();
     }
 }
+
+/// Back on Redis after an outage, the requests the fallback granted hold no lease in
+/// Redis: for the return window new requests also wait for a slot of the fallback's
+/// cap, so this worker stays within its share while the others may still be on theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_back_on_redis_never_adds_to_what_its_fallback_has_in_flight() {
+    let redis = tokio::task::spawn_blocking(crate::support::RedisServer::launch)
+        .await
+        .expect("launch")
+        .expect("a private Redis");
+    let text = format!(
+        "[redis]\nurl = \"{}\"\nkey_prefix = \"{}:\"\ntimeout = \"300ms\"\n\
+         [rate_limit]\nfallback_share = 0.5\n[rate_limit.per_ip]\nrate = 1000.0\n\
+         burst = 1000\nmax_inflight = 4\n",
+        redis.url(),
+        unique("ri")
+    );
+    let s = Settings::from_toml(&text).expect("settings");
+    let a = std::sync::Arc::new(limiter(&s, Duration::from_secs(30), "ri"));
+    redis.stop();
+    // The fallback's share of 4 in flight: 2, both held.
+    let held = vec![go(&a, "h.test").await, go(&a, "h.test").await];
+    let redis = tokio::task::spawn_blocking(move || {
+        redis.start();
+        redis
+    })
+    .await
+    .expect("restart");
+    // Back on Redis (through another IP: the first try may meet the broken connection).
+    let elsewhere = |max_wait| Request {
+        ip: "192.0.2.78".parse().expect("ip"),
+        host: "other.test",
+        egress: "direct",
+        max_wait,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let booked = format!("{}limit:{{192.0.2.78}}:tat", s.redis.key_prefix);
+        let _ = a.acquire(elsewhere(Duration::from_secs(1))).await;
+        let mut conn = redis::Client::open(redis.url())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection");
+        let in_redis: bool = redis::cmd("EXISTS")
+            .arg(&booked)
+            .query_async(&mut conn)
+            .await
+            .expect("EXISTS");
+        if in_redis {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the limiter never went back to Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let more = a.acquire(req("h.test", Duration::from_secs(1))).await;
+    assert!(
+        matches!(more, Grant::Defer(_)),
+        "a third request in flight beside the fallback's two, at a share of 2"
+    );
+    drop(held);
+    assert!(
+        matches!(
+            a.acquire(req("h.test", Duration::from_secs(1))).await,
+            Grant::Go(_)
+        ),
+        "granted once the fallback's requests ended"
+    );
+}

@@ -125,6 +125,21 @@ impl LocalLimiter {
             .ok()
     }
 
+    /// One of `key`'s in-flight slots, waited for up to `wait`.
+    pub(crate) async fn slot(
+        &self,
+        req: &Request<'_>,
+        key: &str,
+        wait: Duration,
+    ) -> Option<OwnedSemaphorePermit> {
+        let rate = self.scaled(self.rules.rate_for(req));
+        let sem = self.semaphore(key, rate, Instant::now());
+        tokio::time::timeout(wait, sem.acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// Nothing for `req`'s key is granted before `horizon`: the shared limiter's
     /// fallback starts an IP after what may have gone through Redis just before.
     pub(crate) fn seed(&self, req: &Request<'_>, horizon: Instant) {

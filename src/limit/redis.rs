@@ -75,6 +75,13 @@ struct View {
     seeded: u64,
 }
 
+/// A slot of the fallback's in-flight cap held beside a Redis lease, and how long it
+/// was waited for.
+struct Shadow {
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    waited: Duration,
+}
+
 /// When this worker last switched to its fallback and back.
 #[derive(Debug, Default, Clone, Copy)]
 struct Switches {
@@ -284,6 +291,29 @@ impl RedisLimiter {
             );
         }
         self.fallback.acquire(req).await
+    }
+
+    /// The fallback's in-flight slot for a request Redis granted: one if free; for the
+    /// return window, one waited for (up to `left`; `None` when none came), because
+    /// what the fallback granted holds no lease in Redis and may still be in flight.
+    async fn shadow(&self, req: &Request<'_>, key: &str, left: Duration) -> Option<Shadow> {
+        let free = self.fallback.shadow(req, key);
+        let returning = self
+            .switched(|_| {})
+            .returned
+            .is_some_and(|t| t.elapsed() < RETURN_WINDOW);
+        if free.is_some() || !returning {
+            return Some(Shadow {
+                slot: free,
+                waited: Duration::ZERO,
+            });
+        }
+        let start = Instant::now();
+        let slot = self.fallback.slot(req, key, left).await?;
+        Some(Shadow {
+            slot: Some(slot),
+            waited: start.elapsed(),
+        })
     }
 
     /// Whether this worker is on its fallback, switched there after `episode`.
@@ -527,8 +557,14 @@ impl Limiter for RedisLimiter {
                             let left = req.max_wait.saturating_sub(start.elapsed());
                             return self.requeue(req, &key, left, waited).await;
                         }
-                        let shadow = self.fallback.shadow(&req, &key);
-                        return Grant::Go(Permit::holding(waited, Box::new((lease, shadow))));
+                        let left = req.max_wait.saturating_sub(start.elapsed());
+                        let Some(shadow) = self.shadow(&req, &key, left).await else {
+                            drop(lease);
+                            return Grant::Defer(left);
+                        };
+                        waited += shadow.waited;
+                        let slot = (lease, shadow.slot);
+                        return Grant::Go(Permit::holding(waited, Box::new(slot)));
                     }
                     Ok((-1, wait_ms, _)) => {
                         self.redis_worked();
