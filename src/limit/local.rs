@@ -75,6 +75,11 @@ impl LocalLimiter {
                 s.tat > now || s.inflight.available_permits() < s.max_inflight as usize
             });
         }
+        // Looked up before made: the shared limiter asks on every grant it makes
+        // (`shadow`), and a key of its own each time would be an allocation a request.
+        if let Some(known) = map.get(key) {
+            return known.inflight.clone();
+        }
         map.entry(key.to_string())
             .or_insert_with(|| KeyState {
                 tat: now,
