@@ -351,11 +351,15 @@ async fn a_worker_back_on_redis_never_adds_to_another_still_on_its_fallback() {
     drop(redis);
 }
 
-/// Requests granted through Redis are still in flight when it dies: the fallback's
-/// in-flight cap counts them, so this worker never has more in flight than it had, or
-/// than its share, whichever is more (issue 13 left this open).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_dying_under_requests_in_flight_never_lets_the_fallback_add_to_them() {
+/// A limiter on a Redis of its own: rates high enough never to wait, 4 in flight, and a
+/// fallback share of 0.5 (2 in flight); named `worker`.
+async fn in_flight_on_a_private_redis(
+    worker: &str,
+) -> (
+    crate::support::RedisServer,
+    Settings,
+    std::sync::Arc<RedisLimiter>,
+) {
     let redis = tokio::task::spawn_blocking(crate::support::RedisServer::launch)
         .await
         .expect("launch")
@@ -365,10 +369,19 @@ async fn a_redis_dying_under_requests_in_flight_never_lets_the_fallback_add_to_t
          [rate_limit]\nfallback_share = 0.5\n[rate_limit.per_ip]\nrate = 1000.0\n\
          burst = 1000\nmax_inflight = 4\n",
         redis.url(),
-        unique("fi")
+        unique(worker)
     );
     let s = Settings::from_toml(&text).expect("settings");
-    let a = std::sync::Arc::new(limiter(&s, Duration::from_secs(30), "fi"));
+    let a = std::sync::Arc::new(limiter(&s, Duration::from_secs(30), worker));
+    (redis, s, a)
+}
+
+/// Requests granted through Redis are still in flight when it dies: the fallback's
+/// in-flight cap counts them, so this worker never has more in flight than it had, or
+/// than its share, whichever is more (issue 13 left this open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_dying_under_requests_in_flight_never_lets_the_fallback_add_to_them() {
+    let (redis, _, a) = in_flight_on_a_private_redis("fi").await;
     let mut old: Vec<Permit> = Vec::new();
     for _ in 0..4 {
         old.push(go(&a, "h.test").await);
@@ -413,19 +426,7 @@ async fn a_redis_dying_under_requests_in_flight_never_lets_the_fallback_add_to_t
 /// cap, so this worker stays within its share while the others may still be on theirs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_back_on_redis_never_adds_to_what_its_fallback_has_in_flight() {
-    let redis = tokio::task::spawn_blocking(crate::support::RedisServer::launch)
-        .await
-        .expect("launch")
-        .expect("a private Redis");
-    let text = format!(
-        "[redis]\nurl = \"{}\"\nkey_prefix = \"{}:\"\ntimeout = \"300ms\"\n\
-         [rate_limit]\nfallback_share = 0.5\n[rate_limit.per_ip]\nrate = 1000.0\n\
-         burst = 1000\nmax_inflight = 4\n",
-        redis.url(),
-        unique("ri")
-    );
-    let s = Settings::from_toml(&text).expect("settings");
-    let a = std::sync::Arc::new(limiter(&s, Duration::from_secs(30), "ri"));
+    let (redis, s, a) = in_flight_on_a_private_redis("ri").await;
     redis.stop();
     // The fallback's share of 4 in flight: 2, both held.
     let held = vec![go(&a, "h.test").await, go(&a, "h.test").await];
