@@ -168,7 +168,8 @@ impl Resolver {
     ///
     /// The prober connects over IPv4 first and to IPv6 only when no IPv4 address
     /// answers (`http::connect`), so a name's A records are asked first and its AAAA
-    /// records only when there are no A records or the A lookup failed; otherwise
+    /// records only when there are no A records or the A lookup failed (not when it
+    /// timed out: that nameserver would not answer AAAA either); otherwise
     /// [`Addresses::ipv6_unasked`] says that [`Resolver::lookup_ipv6`] is still to ask.
     /// Half the queries of asking both every time (docs/BENCHMARKS.md).
     ///
@@ -193,6 +194,10 @@ impl Resolver {
                     ipv6_unasked: true,
                 })
             }
+            // A nameserver that did not answer A will not answer AAAA either: asking
+            // would double the wait (both used to go out at once) and let the probe's
+            // own deadline, not the lookup's, end it.
+            Err(e @ (DnsError::Timeout { .. } | DnsError::LocalResources { .. })) => return Err(e),
             Err(e) => e,
         };
         match self.ask_each(&name, Family::V6).await {

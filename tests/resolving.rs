@@ -100,3 +100,20 @@ async fn a_name_with_no_address_of_either_kind_is_down_for_dns() {
         "A and AAAA both asked before calling it down"
     );
 }
+
+#[tokio::test]
+async fn a_nameserver_that_never_answers_a_is_not_asked_for_aaaa_too() {
+    // Asking AAAA after the A query timed out would double the wait for a silent
+    // nameserver (both used to go out at once) for an answer that will not come.
+    let (ns, asked) = dns::serve_counting("127.0.7.28", Mode::Silent).await;
+    let r = check(&engine(ns), "http://www.silent.test/").await;
+    assert_ne!(r.verdict, Verdict::Up, "{}", r.detail);
+    let (all, aaaa) = asked.now();
+    assert!(all > 0, "the nameserver was asked");
+    assert_eq!(aaaa, 0, "no AAAA after the A query timed out: {}", r.detail);
+    assert!(
+        r.detail.contains("DNS lookup timed out after"),
+        "the lookup's own timeout ended it, not the probe's deadline: {}",
+        r.detail
+    );
+}
