@@ -124,10 +124,7 @@ impl LocalLimiter {
     /// them only up to its own cap (this worker never has more in flight than it had
     /// at the switch, or than its share, whichever is more).
     pub(crate) fn shadow(&self, req: &Request<'_>, key: &str) -> Option<OwnedSemaphorePermit> {
-        let rate = self.scaled(self.rules.rate_for(req));
-        self.semaphore(key, rate, Instant::now())
-            .try_acquire_owned()
-            .ok()
+        self.inflight(req, key).try_acquire_owned().ok()
     }
 
     /// One of `key`'s in-flight slots, waited for up to `wait`.
@@ -137,12 +134,17 @@ impl LocalLimiter {
         key: &str,
         wait: Duration,
     ) -> Option<OwnedSemaphorePermit> {
-        let rate = self.scaled(self.rules.rate_for(req));
-        let sem = self.semaphore(key, rate, Instant::now());
+        let sem = self.inflight(req, key);
         tokio::time::timeout(wait, sem.acquire_owned())
             .await
             .ok()?
             .ok()
+    }
+
+    /// The in-flight semaphore of `key` (`req`'s), at this limiter's share.
+    fn inflight(&self, req: &Request<'_>, key: &str) -> Arc<Semaphore> {
+        let rate = self.scaled(self.rules.rate_for(req));
+        self.semaphore(key, rate, Instant::now())
     }
 
     /// Nothing for `req`'s key is granted before `horizon`: the shared limiter's

@@ -298,11 +298,13 @@ impl RedisLimiter {
     /// what the fallback granted holds no lease in Redis and may still be in flight.
     async fn shadow(&self, req: &Request<'_>, key: &str, left: Duration) -> Option<Shadow> {
         let free = self.fallback.shadow(req, key);
-        let returning = self
-            .switched(|_| {})
-            .returned
-            .is_some_and(|t| t.elapsed() < RETURN_WINDOW);
-        if free.is_some() || !returning {
+        // The switches' lock only when no slot was free: most grants find one.
+        let returning = || {
+            self.switched(|_| {})
+                .returned
+                .is_some_and(|t| t.elapsed() < RETURN_WINDOW)
+        };
+        if free.is_some() || !returning() {
             return Some(Shadow {
                 slot: free,
                 waited: Duration::ZERO,
