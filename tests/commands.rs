@@ -4,7 +4,7 @@
 //! `check` on a pseudo-terminal, `config show` naming each value's source.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
@@ -12,7 +12,7 @@ use lapin::BasicProperties;
 use picket::config::Settings;
 use picket::job::{Report, Verdict};
 
-use crate::support::picket::{base_toml, engine_from_toml, Client};
+use crate::support::picket::{base_toml, engine_from_toml, picket_command, run_with_stdin, Client};
 use crate::support::{serve, unique};
 
 /// A test's configuration file (on the shared servers, names of its own) and settings.
@@ -37,13 +37,7 @@ fn setup(extra: &str) -> Setup {
 }
 
 fn picket(args: &[&str], cfg: &Setup) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_picket"));
-    c.args(args)
-        .arg("--config")
-        .arg(&cfg.path)
-        .env_remove("PICKET_CONFIG")
-        .env("NO_COLOR", "1");
-    c
+    picket_command(args, &cfg.path)
 }
 
 fn text(b: &[u8]) -> String {
@@ -361,22 +355,6 @@ async fn results_filtered_by_verdict_keep_a_reason_code_from_a_newer_worker() {
     let printed: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
     assert_eq!(printed["reason"], "a_code_from_a_newer_worker", "{out}");
     assert_eq!(printed["url"], "http://newer.example/", "{out}");
-}
-
-fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn picket");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("picket exits")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

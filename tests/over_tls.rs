@@ -4,7 +4,6 @@
 //! Jobs, results and state go through them, and a certificate that cannot be verified
 //! is refused, never used.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use picket::config::Settings;
@@ -12,7 +11,7 @@ use picket::job::Verdict;
 use picket::state::{Delivery, RedisState, StateStore};
 
 use crate::support::farm::Pki;
-use crate::support::picket::{base_toml, page};
+use crate::support::picket::{base_toml, page, picket_command, run_with_stdin};
 use crate::support::rabbitmq::{NodeSetup, RabbitServer, TlsFiles};
 use crate::support::{serve, servers, unique, RedisServer};
 
@@ -144,31 +143,8 @@ async fn broker_over_tls(
     (rabbit, path)
 }
 
-fn picket(args: &[&str], config: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_picket"));
-    c.args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("PICKET_CONFIG")
-        .env("NO_COLOR", "1");
-    c
-}
-
 fn enqueue(config: &std::path::Path, line: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = picket(&["enqueue", "-"], config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("picket enqueue");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(line.as_bytes())
-        .expect("a job line");
-    child.wait_with_output().expect("picket enqueue ends")
+    run_with_stdin(picket_command(&["enqueue", "-"], config), line)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +160,7 @@ async fn jobs_and_results_go_through_a_broker_over_tls_whose_ca_is_configured() 
     let worker = crate::support::worker_process::WorkerProcess::plain(&text);
     let start = Instant::now();
     let result = loop {
-        let out = picket(&["results", "--drain", "--limit", "1", "--json"], &config)
+        let out = picket_command(&["results", "--drain", "--limit", "1", "--json"], &config)
             .output()
             .expect("picket results");
         let printed = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -302,3 +302,34 @@ pub fn state_keys(s: &Settings, url: &str) -> (String, String) {
     let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
     picket::state::RedisState::new(pool, &s.redis).keys(&job.key)
 }
+
+/// The real `picket` binary with `args` and `--config config`, no `PICKET_CONFIG`
+/// from the environment, and no colour.
+pub fn picket_command(args: &[&str], config: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_picket"));
+    c.args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("PICKET_CONFIG")
+        .env("NO_COLOR", "1");
+    c
+}
+
+/// Runs `cmd` with `input` on its standard input and gathers what it printed.
+pub fn run_with_stdin(mut cmd: std::process::Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn picket");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("picket exits")
+}
