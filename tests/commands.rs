@@ -879,7 +879,8 @@ async fn check_on_a_terminal_prints_an_aligned_table_with_chinese_text() {
     );
 }
 
-/// `picket check … | head -n 1`: the reader leaving is how a pipe ends, not an error.
+/// `picket check … | head -n 1`: the reader leaving is how a pipe ends: no error
+/// message, but no exit 0 either, which would say every site was up, the unprobed too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_into_a_reader_that_leaves_ends_quietly_and_stops_probing() {
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -917,7 +918,11 @@ async fn check_into_a_reader_that_leaves_ends_quietly_and_stops_probing() {
         !stderr.contains("picket:") && !stderr.to_lowercase().contains("broken pipe"),
         "no error for a reader that left: {stderr}"
     );
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "not all checked, so not 'all up': {stderr}"
+    );
     let probed = hits.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         probed < sites,
@@ -940,7 +945,7 @@ fn the_manual_page_into_a_reader_that_left_ends_quietly() {
         stderr.is_empty(),
         "no error for a reader that left: {stderr}"
     );
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "not all written: {stderr}");
 }
 
 #[test]

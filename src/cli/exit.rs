@@ -61,9 +61,10 @@ impl Exit {
 }
 
 /// Whether `e` is the reader of our standard output going away (`picket check | head`):
-/// how a pipe ends, not a failure, so the command stops quietly with 0, as ripgrep
-/// does. Anything not yet written was not handed over (`results --drain` acks only
-/// what it wrote).
+/// how a pipe ends, so the command stops without a message. Its exit stays 1 (the
+/// output could not all be written): 0 would tell a script that `check` found every
+/// site up, sites it never probed included (CONTRACT.md). Anything not yet written was
+/// not handed over (`results --drain` acks only what it wrote).
 pub(crate) fn reader_left(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()

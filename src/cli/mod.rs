@@ -140,7 +140,7 @@ fn run(cli: Cli) -> Exit {
     });
     match outcome {
         Ok(exit) => exit,
-        Err(e) if exit::reader_left(&e) => Exit::Success,
+        Err(e) if exit::reader_left(&e) => Exit::Failure,
         Err(e) => {
             report_error(&e);
             Exit::of(&e)
@@ -199,13 +199,14 @@ fn man() -> Exit {
     }
 }
 
-/// Writes generated text to stdout; a reader that left early is not an error.
+/// Writes generated text to stdout; a reader that left early ends it without a
+/// message, with 1 like every command whose output could not all be written.
 fn print_generated(text: &[u8], what: &str) -> Exit {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text).and_then(|()| out.flush()) {
         Ok(()) => Exit::Success,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Success,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Failure,
         Err(e) => {
             eprintln!("picket: cannot write {what}: {e}");
             Exit::Failure
