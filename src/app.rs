@@ -186,7 +186,10 @@ pub async fn serve_worker(
     let options = amqp::ConsumerOptions {
         concurrency: settings.probe.concurrency,
         grace: settings.worker.shutdown_grace,
-        max_wait: settings.rate_limit.max_wait,
+        deferral: crate::worker::Deferral {
+            max_wait: settings.rate_limit.max_wait,
+            max_defer: settings.rate_limit.max_defer,
+        },
         worker_name: name,
     };
     amqp::run_worker(settings.amqp.clone(), engine, options, state, shutdown).await;

@@ -2,7 +2,7 @@
 //! engine, and say what must happen next ([`Disposition`]). The AMQP adapter carries
 //! the disposition out (publish with confirms, then ack; or dead-letter).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::engine::{Engine, Run};
 use crate::job::{decode, Decoded, Report};
@@ -17,6 +17,44 @@ pub(crate) enum Disposition {
     DeadLetter(String),
     /// Its IP is busy: put it back on the broker to return after about this long, then ack.
     Defer(Duration),
+    /// It came back before its place in its IP's line of deferred jobs (the delay
+    /// queues round down): put it back as it is, for about this long, then ack.
+    Early(Duration),
+}
+
+/// How long a busy IP may hold a job in the worker, and how far ahead it may be deferred.
+#[derive(Debug, Clone, Copy)]
+pub struct Deferral {
+    /// `rate_limit.max_wait`: a longer wait is deferred.
+    pub max_wait: Duration,
+    /// `rate_limit.max_defer`: a job told to come back later than this is answered.
+    pub max_defer: Duration,
+}
+
+/// How a job that was deferred stands against its place in its IP's line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Its place has come (or it has none): run it.
+    Come,
+    /// Its place is this close: wait for it here, as the limiter would, then run it.
+    Near(Duration),
+    /// Its place is further than the worker waits for an IP: back to the delay queues.
+    Far(Duration),
+}
+
+impl Deferral {
+    /// Where a job told to come back at `not_before` stands at `now`. A job that ran
+    /// ahead of its place would take the slot of the one whose place it is, which would
+    /// then be deferred again, to the end of the line. A place further ahead than
+    /// `max_defer` came from a wrong clock or not from picket: it is not waited for.
+    pub(crate) fn place(&self, not_before: SystemTime, now: SystemTime) -> Place {
+        match not_before.duration_since(now) {
+            Ok(rest) if rest > self.max_defer || rest.is_zero() => Place::Come,
+            Ok(rest) if rest > self.max_wait => Place::Far(rest),
+            Ok(rest) => Place::Near(rest),
+            Err(_) => Place::Come,
+        }
+    }
 }
 
 /// A message as the broker handed it over.
@@ -31,16 +69,26 @@ pub(crate) struct Message<'a> {
     /// The job was deferred as often as it may be: if its IP is still busy it is
     /// answered `unknown/rate_limited` instead of holding a probe slot while it waits.
     pub last_deferral: bool,
+    /// When a deferral told it to come back (its place in its IP's line).
+    pub not_before: Option<SystemTime>,
 }
 
-/// Handles a message. `max_bytes` is the largest job accepted; `max_wait` is how long a
-/// per-IP limit may hold it before it is deferred (`None`: never).
+/// Handles a message. `max_bytes` is the largest job accepted; `deferral` says how long
+/// a per-IP limit may hold it before it is deferred (`None`: never).
 pub(crate) async fn handle(
     engine: &Engine,
     message: Message<'_>,
     max_bytes: usize,
-    max_wait: Option<Duration>,
+    deferral: Option<Deferral>,
 ) -> Disposition {
+    let place = deferral
+        .zip(message.not_before)
+        .map_or(Place::Come, |(d, at)| d.place(at, SystemTime::now()));
+    match place {
+        Place::Far(rest) => return Disposition::Early(rest),
+        Place::Near(rest) => tokio::time::sleep(rest).await,
+        Place::Come => {}
+    }
     match decode(message.body, message.fallback_id, max_bytes) {
         Err(not_a_job) => Disposition::DeadLetter(not_a_job.0),
         Ok(Decoded::Rejected(r)) => {
@@ -49,6 +97,7 @@ pub(crate) async fn handle(
         }
         Ok(Decoded::Job(job)) => {
             let span = tracing::info_span!("job", job_id = %job.id, url = %job.url);
+            let max_wait = deferral.map(|d| d.max_wait);
             let run = engine.run_or_defer(&job, max_wait, message.delivery);
             match tracing::Instrument::instrument(run, span.clone()).await {
                 Run::Done(report) => {
@@ -63,9 +112,13 @@ pub(crate) async fn handle(
                     });
                     Disposition::Answer(report)
                 }
-                Run::Defer(_) if message.last_deferral => {
-                    let why = "the per-IP limit kept this job's IP busy through every deferral";
-                    let report = engine.too_busy(&job, message.delivery, why).await;
+                Run::Defer(wait) if message.last_deferral || too_far(deferral, wait) => {
+                    let why = if message.last_deferral {
+                        "the per-IP limit kept this job's IP busy through every deferral".into()
+                    } else {
+                        format!("this job's IP has more jobs waiting than its rate allows within rate_limit.max_defer: its place would be {} s away", wait.as_secs())
+                    };
+                    let report = engine.too_busy(&job, message.delivery, &why).await;
                     Disposition::Answer(Box::new(report))
                 }
                 Run::Defer(wait) => {
@@ -80,6 +133,11 @@ pub(crate) async fn handle(
             }
         }
     }
+}
+
+/// Whether a deferral of `wait` is further ahead than a job may be deferred.
+fn too_far(deferral: Option<Deferral>, wait: Duration) -> bool {
+    deferral.is_some_and(|d| wait > d.max_defer)
 }
 
 /// A job id for a message with neither `id` nor `message_id`: a hash of its body and
@@ -131,5 +189,22 @@ mod tests {
             stable_id(br#"{"url":"http://a.example/"}"#, Some(1_700_000_000))
         );
         assert_ne!(make_id("w"), make_id("w"));
+    }
+
+    #[test]
+    fn a_job_back_before_its_place_waits_for_it_unless_the_place_is_implausible() {
+        let d = Deferral {
+            max_wait: Duration::from_secs(30),
+            max_defer: Duration::from_secs(600),
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |s: u64| now + Duration::from_secs(s);
+        // 65 s early: more than the worker waits itself, so back to the delay queues.
+        assert_eq!(d.place(at(65), now), Place::Far(Duration::from_secs(65)));
+        // Within max_wait it waits for its place here; past it, it runs.
+        assert_eq!(d.place(at(30), now), Place::Near(Duration::from_secs(30)));
+        assert_eq!(d.place(now - Duration::from_secs(5), now), Place::Come);
+        // Further than any deferral goes: a wrong clock or not ours, so not waited for.
+        assert_eq!(d.place(at(601), now), Place::Come);
     }
 }

@@ -173,6 +173,31 @@ async fn refused_connections_hold_the_ip_once_for_all_workers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_jobs_line_up_one_interval_apart_across_workers() {
+    let mut s = settings(1.0, 1, 100);
+    s.rate_limit.max_defer = Duration::from_millis(3500);
+    let (a, b) = (
+        limiter(&s, Duration::from_secs(30), "line-a"),
+        limiter(&s, Duration::from_secs(30), "line-b"),
+    );
+    let _ = go(&a, "line.test").await; // the next slot is 1 s away
+    let mut waits = Vec::new();
+    for l in [&a, &b, &a, &b, &a] {
+        match l
+            .acquire(req("line.test", Duration::from_millis(500)))
+            .await
+        {
+            Grant::Defer(d) => waits.push((d.as_millis() + 500) / 1000),
+            Grant::Go(_) => panic!("should defer"),
+        }
+    }
+    // Whichever worker defers it, each job is told a place of its own in the IP's line
+    // (in seconds, rounded: Redis's clock runs on between the calls); one past
+    // max_defer keeps none, and the next is told the same.
+    assert_eq!(waits, [1, 2, 3, 4, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_answers_space_requests_to_that_ip_further() {
     let s = settings(100.0, 10, 10);
     let a = limiter(&s, Duration::from_secs(30), "pace");

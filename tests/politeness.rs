@@ -546,3 +546,92 @@ async fn deferred_jobs_come_back_before_their_ip_goes_idle() {
         arrivals.iter().map(|a| (*a - arrivals[0]).as_millis()).collect::<Vec<_>>()
     );
 }
+
+/// A shared server with more sites than its rate gets through within `max_wait`: each
+/// deferred job is told a place of its own in the IP's line, one interval after the one
+/// before, and comes back then (through the shorter delay queues while it is early).
+/// Before, every deferred job was told the IP's next free slot, so they all came back at
+/// once, one or two of them got it, and the rest were deferred again, round after round,
+/// until the twentieth deferral answered them `unknown/rate_limited`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_a_crowded_ip_line_up_instead_of_going_round_again() {
+    let (port, rec) = recording_target("127.0.0.43", Duration::from_millis(5), None).await;
+    let (names, static_toml) = hosts("line", 120, "127.0.0.43");
+    let base = with_limits(&base_toml(), 4.0, 1, 100);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}")
+        .replace("[worker]\n", "[rate_limit]\nmax_wait = \"1s\"\n[worker]\n");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    for (i, host) in names.iter().enumerate() {
+        let job = json!({"id": format!("l{i}"), "url": format!("http://{host}:{port}/")});
+        client.job(&s, job).await;
+    }
+    let rs = client
+        .results(&s, names.len(), Duration::from_secs(120))
+        .await;
+    worker.shutdown().await;
+    let not_up: Vec<_> = rs.iter().filter(|r| r["verdict"] != "up").collect();
+    assert!(not_up.is_empty(), "{} not up: {not_up:?}", not_up.len());
+    assert_eq!(results_by_id(&rs).len(), names.len(), "every job answered");
+    let mut arrivals = rec.arrivals.lock().expect("lock").clone();
+    arrivals.sort();
+    let at: Vec<_> = arrivals
+        .iter()
+        .map(|a| (*a - arrivals[0]).as_millis())
+        .collect();
+    // 4/s with a burst of 1: at most one more in a second when one request was late.
+    assert!(
+        max_in_window(&arrivals, Duration::from_millis(999)) <= 5,
+        "{at:?}"
+    );
+    // The line keeps the IP busy: its jobs come back as its slots open, not in one
+    // crowd after a queue's TTL with the IP idle meanwhile.
+    let longest_idle = arrivals.windows(2).map(|w| w[1] - w[0]).max();
+    assert!(
+        longest_idle < Some(Duration::from_secs(2)),
+        "the IP sat idle for {longest_idle:?}; requests at (ms): {at:?}"
+    );
+}
+
+/// A job whose place in its IP's line would be further ahead than `rate_limit.max_defer`
+/// is answered `unknown/rate_limited` at once, not deferred: the IP has more sites than
+/// its rate can check in time, and the operator hears it now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_place_is_beyond_max_defer_is_answered_at_once() {
+    let (port, _rec) = recording_target("127.0.0.44", Duration::from_millis(5), None).await;
+    let (names, static_toml) = hosts("far", 12, "127.0.0.44");
+    let base = with_limits(&base_toml(), 2.0, 1, 100);
+    let limits = "[rate_limit]\nmax_wait = \"300ms\"\nmax_defer = \"2s\"\n[worker]\n";
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}")
+        .replace("[worker]\n", limits);
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    for (i, host) in names.iter().enumerate() {
+        let job = json!({"id": format!("f{i}"), "url": format!("http://{host}:{port}/")});
+        client.job(&s, job).await;
+    }
+    let rs = client
+        .results(&s, names.len(), Duration::from_secs(30))
+        .await;
+    worker.shutdown().await;
+    assert_eq!(results_by_id(&rs).len(), names.len(), "every job answered");
+    let up = rs.iter().filter(|r| r["verdict"] == "up").count();
+    let too_far: Vec<_> = rs
+        .iter()
+        .filter(|r| r["verdict"] == "unknown" && r["reason"] == "rate_limited")
+        .collect();
+    // At 2/s one goes at once and four places fit within 2 s (a little more if the
+    // first comes back while the others are still being published).
+    assert!((5..=8).contains(&up), "{up} up: {rs:?}");
+    assert_eq!(up + too_far.len(), names.len(), "{rs:?}");
+    assert!(
+        too_far.iter().all(|r| r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("rate_limit.max_defer"))),
+        "{too_far:?}"
+    );
+}

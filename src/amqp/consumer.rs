@@ -34,8 +34,8 @@ pub struct ConsumerOptions {
     pub concurrency: usize,
     /// Time in-flight jobs get after shutdown (`worker.shutdown_grace`).
     pub grace: Duration,
-    /// Longest wait for a per-IP limit before a job is deferred (`rate_limit.max_wait`).
-    pub max_wait: Duration,
+    /// How long a per-IP limit may hold a job before it is deferred, and how far ahead.
+    pub deferral: crate::worker::Deferral,
     /// This worker's name.
     pub worker_name: String,
 }
@@ -81,7 +81,7 @@ struct Worker {
     shared_settings: Arc<AmqpSettings>,
     engine: Arc<Engine>,
     grace: Duration,
-    max_wait: Duration,
+    deferral: crate::worker::Deferral,
     worker_name: String,
     state: Arc<BrokerState>,
     shutdown: CancellationToken,
@@ -118,7 +118,7 @@ impl Worker {
         let ConsumerOptions {
             concurrency,
             grace,
-            max_wait,
+            deferral,
             worker_name,
         } = options;
         Worker {
@@ -127,7 +127,7 @@ impl Worker {
             settings,
             engine,
             grace,
-            max_wait,
+            deferral,
             worker_name,
             state,
             shutdown,
@@ -238,7 +238,7 @@ impl Worker {
             engine: self.engine.clone(),
             publish: publish.clone(),
             settings: self.shared_settings.clone(),
-            max_wait: self.max_wait,
+            deferral: self.deferral,
             acks: Acks::start(consume.clone(), &self.tracker),
             broken,
             over: CancellationToken::new(),

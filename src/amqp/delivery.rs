@@ -4,7 +4,7 @@
 //! delay queue). Poison messages and the `PICKET_TEST_CRASH` hook live here too.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use lapin::options::BasicNackOptions;
 use lapin::types::AMQPValue;
@@ -23,6 +23,9 @@ use crate::worker::{self, Disposition};
 pub const REASON_HEADER: &str = "x-picket-reason";
 /// Header counting how often a job was deferred because its IP was busy.
 pub const DEFERRALS_HEADER: &str = "x-picket-deferrals";
+/// Header carrying when a deferred job's place in its IP's line comes (ms since the Unix
+/// epoch, by the deferring worker's clock).
+pub const NOT_BEFORE_HEADER: &str = "x-picket-not-before";
 /// After this many deferrals a job whose IP is still busy is answered unknown/rate_limited
 /// (it cannot loop for ever, nor hold a probe slot while it waits).
 pub const MAX_DEFERRALS: i64 = 20;
@@ -38,8 +41,8 @@ pub(super) struct Session {
     pub(super) publish: Publisher,
     /// The broker settings (queue names, message size limit).
     pub(super) settings: Arc<AmqpSettings>,
-    /// Longest wait for a per-IP limit before a job is deferred.
-    pub(super) max_wait: Duration,
+    /// How long a per-IP limit may hold a job, and how far ahead it may be deferred.
+    pub(super) deferral: worker::Deferral,
     /// The session's ack task.
     pub(super) acks: Acks,
     /// Cancelled by a job whose publish failed: the session is rebuilt.
@@ -100,6 +103,8 @@ async fn deliver(s: &Session, delivery: lapin::message::Delivery) -> bool {
 struct Received {
     /// How often it was deferred already (`x-picket-deferrals`).
     deferrals: i64,
+    /// Its place in its IP's line, when it was deferred (`x-picket-not-before`).
+    not_before: Option<SystemTime>,
     /// The job id a message without one is answered under.
     fallback_id: String,
     /// The delivery's id for the key's state: the copied message's for a handed-back copy.
@@ -124,6 +129,9 @@ impl Received {
             retry_of.unwrap_or_else(|| worker::delivery_id(message_id, &delivery.data, timestamp));
         Received {
             deferrals: deferrals(props),
+            not_before: header_int(props, NOT_BEFORE_HEADER)
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
             fallback_id,
             delivery_id,
             redelivered,
@@ -133,14 +141,15 @@ impl Received {
 
 /// The `x-picket-deferrals` count (0 when absent).
 fn deferrals(props: &BasicProperties) -> i64 {
-    match props
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(DEFERRALS_HEADER).cloned())
-    {
-        Some(AMQPValue::LongLongInt(n)) => n,
-        Some(AMQPValue::LongInt(n)) => i64::from(n),
-        _ => 0,
+    header_int(props, DEFERRALS_HEADER).unwrap_or(0)
+}
+
+/// An integer header.
+fn header_int(props: &BasicProperties, name: &str) -> Option<i64> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        _ => None,
     }
 }
 
@@ -163,9 +172,10 @@ async fn decide(
             redelivered: received.redelivered,
         },
         last_deferral: received.deferrals >= MAX_DEFERRALS,
+        not_before: received.not_before,
     };
     let limit = s.settings.max_message_bytes;
-    let handle = worker::handle(&s.engine, message, limit, Some(s.max_wait));
+    let handle = worker::handle(&s.engine, message, limit, Some(s.deferral));
     match std::panic::AssertUnwindSafe(handle).catch_unwind().await {
         Ok(d) => Some(d),
         Err(e) => {
@@ -192,13 +202,21 @@ async fn publish_disposition(
         Disposition::Defer(wait) => {
             let count = AMQPValue::LongLongInt(received.deferrals + 1);
             let p = copy_with(props, DEFERRALS_HEADER, count);
-            let queue = delay_queue_name(&s.settings, delay_bucket(*wait));
-            let delay = ("", queue.as_str());
-            let r = publish_confirmed(&s.publish, delay, Route::Mandatory, &delivery.data, p).await;
+            let place = SystemTime::now() + *wait;
+            let ms = place
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            let at = AMQPValue::LongLongInt(i64::try_from(ms.as_millis()).unwrap_or(i64::MAX));
+            let p = copy_with(&p, NOT_BEFORE_HEADER, at);
+            let r = delay(s, delivery, *wait, p).await;
             if r.is_ok() {
                 metric::deferred();
             }
             r
+        }
+        Disposition::Early(rest) => {
+            let p = props.clone().with_delivery_mode(2);
+            delay(s, delivery, *rest, p).await
         }
         Disposition::Answer(report) => {
             let reply_to = props.reply_to().as_ref();
@@ -217,6 +235,18 @@ async fn publish_disposition(
             r
         }
     }
+}
+
+/// Publishes a copy of the job to the delay queue for `wait`.
+async fn delay(
+    s: &Session,
+    delivery: &lapin::message::Delivery,
+    wait: Duration,
+    props: BasicProperties,
+) -> Result<(), AmqpError> {
+    let queue = delay_queue_name(&s.settings, delay_bucket(wait));
+    let to = ("", queue.as_str());
+    publish_confirmed(&s.publish, to, Route::Mandatory, &delivery.data, props).await
 }
 
 /// The delivery's properties with one header added, persistent: for the copies we publish.

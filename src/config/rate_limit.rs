@@ -17,6 +17,7 @@ const RATE_RANGE: (f64, f64) = (1.0 / 86_400.0, 100_000.0);
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRateLimit {
     max_wait: String,
+    max_defer: String,
     fallback_share: f64,
     backoff: String,
     per_ip: RawPerIp,
@@ -94,6 +95,9 @@ pub struct RateLimitSettings {
     pub scope: LimitScope,
     /// A job that would wait longer than this for its IP is deferred back to the broker.
     pub max_wait: Duration,
+    /// How far ahead a deferred job may be given a place in its IP's line; a job whose
+    /// place would be later is answered `unknown/rate_limited` at once.
+    pub max_defer: Duration,
     /// Share of each rate one worker uses on its own while Redis is unavailable.
     pub fallback_share: f64,
     /// How long an IP that refused us is left alone the first time; doubled on every
@@ -128,10 +132,19 @@ impl TryFrom<RawRateLimit> for RateLimitSettings {
             .enumerate()
             .map(|(i, o)| rate_override(&format!("rate_limit.override[{i}]"), o))
             .collect::<Result<Vec<_>, _>>()?;
+        let max_wait = parse_duration("rate_limit.max_wait", &rl.max_wait)?;
+        let max_defer = parse_duration("rate_limit.max_defer", &rl.max_defer)?;
+        if max_defer < max_wait {
+            return Err(invalid(
+                "rate_limit.max_defer",
+                "must be at least rate_limit.max_wait (a job waits that long in the worker before it is deferred)",
+            ));
+        }
         Ok(RateLimitSettings {
             per_ip,
             scope,
-            max_wait: parse_duration("rate_limit.max_wait", &rl.max_wait)?,
+            max_wait,
+            max_defer,
             fallback_share: rl.fallback_share,
             backoff: positive_duration("rate_limit.backoff", &rl.backoff)?,
             overrides,
@@ -193,6 +206,14 @@ fn rate(key: &str, rate: f64, burst: u32, max_inflight: u32) -> Result<Rate, Con
 mod tests {
     use super::super::{err, Settings};
     use super::*;
+
+    #[test]
+    fn a_deferral_reaches_at_least_as_far_as_the_wait_in_the_worker() {
+        let s = Settings::from_toml("").expect("defaults");
+        assert_eq!(s.rate_limit.max_defer, Duration::from_secs(600));
+        let e = err("[rate_limit]\nmax_wait = \"60s\"\nmax_defer = \"30s\"\n");
+        assert!(e.contains("rate_limit.max_defer"), "{e}");
+    }
 
     #[test]
     fn zero_rate_is_refused() {

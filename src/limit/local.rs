@@ -19,12 +19,30 @@ struct KeyState {
     /// The arrival time after this limiter's own last grant (not a seed): how far ahead
     /// its callers are booked.
     granted_until: Instant,
+    /// The place given to the last job deferred for this IP: the next deferred one is
+    /// told a place one interval after it.
+    line: Instant,
     inflight: Arc<Semaphore>,
     max_inflight: u32,
     /// Refusals, back-off and host holds.
     standing: Standing,
     /// Smoothed answer latency: the least spacing of requests.
     pace: Pace,
+}
+
+impl KeyState {
+    /// A key first limited at `now`: nothing booked, no job in line.
+    fn new(rate: Rate, now: Instant) -> KeyState {
+        KeyState {
+            tat: now,
+            granted_until: now,
+            line: now,
+            inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
+            max_inflight: rate.max_inflight,
+            standing: Standing::default(),
+            pace: Pace::default(),
+        }
+    }
 }
 
 /// A per-key GCRA plus in-flight cap held in memory, each rate scaled by `share`.
@@ -72,7 +90,9 @@ impl LocalLimiter {
         if map.len() > SWEEP_ABOVE {
             // An entry whose next slot is in the past and that nobody holds is idle.
             map.retain(|_, s| {
-                s.tat > now || s.inflight.available_permits() < s.max_inflight as usize
+                s.tat > now
+                    || s.line > now
+                    || s.inflight.available_permits() < s.max_inflight as usize
             });
         }
         // Looked up before made: the shared limiter asks on every grant it makes
@@ -81,14 +101,7 @@ impl LocalLimiter {
             return known.inflight.clone();
         }
         map.entry(key.to_string())
-            .or_insert_with(|| KeyState {
-                tat: now,
-                granted_until: now,
-                inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
-                max_inflight: rate.max_inflight,
-                standing: Standing::default(),
-                pace: Pace::default(),
-            })
+            .or_insert_with(|| KeyState::new(rate, now))
             .inflight
             .clone()
     }
@@ -107,14 +120,7 @@ impl LocalLimiter {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = map.entry(key).or_insert_with(|| KeyState {
-            tat: now,
-            granted_until: now,
-            inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
-            max_inflight: rate.max_inflight,
-            standing: Standing::default(),
-            pace: Pace::default(),
-        });
+        let entry = map.entry(key).or_insert_with(|| KeyState::new(rate, now));
         f(entry)
     }
 
@@ -214,7 +220,7 @@ impl LocalLimiter {
             .max(now);
         let wait = allowed_at - now;
         if wait > max_wait {
-            return Err(wait);
+            return Err(line_up(entry, now, wait, interval, self.rules.max_defer()));
         }
         entry.tat = new_tat;
         entry.granted_until = new_tat;
@@ -306,6 +312,24 @@ impl Limiter for LocalLimiter {
     }
 }
 
+/// The wait of a job deferred for `entry`'s IP, whose own next slot is `wait` away: a
+/// place in the IP's line one interval after the last deferred job's, kept only when it
+/// is no further than `max_defer` (a job told more is answered, not deferred).
+fn line_up(
+    entry: &mut KeyState,
+    now: Instant,
+    wait: Duration,
+    interval: Duration,
+    max_defer: Duration,
+) -> Duration {
+    let place = (now + wait).max(entry.line + interval);
+    let wait = place.saturating_duration_since(now);
+    if wait <= max_defer {
+        entry.line = place;
+    }
+    wait
+}
+
 /// No request to `entry`'s IP before `until` (the next slot opens then, burst or not).
 fn hold_ip(entry: &mut KeyState, rate: Rate, until: Instant) {
     let interval = Duration::from_secs_f64(1.0 / rate.rate);
@@ -328,6 +352,7 @@ mod tests {
             },
             scope: LimitScope::Target,
             max_wait: Duration::from_secs(30),
+            max_defer: Duration::from_secs(600),
             fallback_share: 0.5,
             backoff: Duration::from_secs(15),
             overrides: vec![],
@@ -413,6 +438,42 @@ mod tests {
         let t0 = Instant::now();
         let _ = go(&l, "192.0.2.1").await;
         assert!(t0.elapsed() <= Duration::from_millis(2000));
+    }
+
+    /// The deferral waits `max_wait` 500 ms gets from an IP at 1/s with one slot used.
+    async fn deferrals(l: &LocalLimiter, n: usize) -> Vec<u128> {
+        let mut waits = Vec::new();
+        for _ in 0..n {
+            match l
+                .acquire(req("192.0.2.1", Duration::from_millis(500)))
+                .await
+            {
+                Grant::Defer(d) => waits.push(d.as_millis()),
+                Grant::Go(_) => panic!("should defer"),
+            }
+        }
+        waits
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deferred_requests_line_up_one_interval_apart() {
+        let mut s = settings(1.0, 1, 100);
+        s.max_defer = Duration::from_millis(3500);
+        let l = LocalLimiter::new(&s);
+        let _ = go(&l, "192.0.2.1").await; // the next slot is 1 s away
+                                           // Each deferred job is told a slot of its own, so they come back spread at the
+                                           // IP's rate instead of all at once (to be deferred again, and again). One that
+                                           // would come back later than max_defer keeps no place: it is answered, not
+                                           // deferred, and the next is told the same.
+        assert_eq!(deferrals(&l, 5).await, [1000, 2000, 3000, 4000, 4000]);
+        // The line holds no slot of the IP: 1.5 s later, before any deferred job is
+        // back, a request that finds the IP free goes at once; the next one is deferred
+        // behind the line, which is 1.5 s shorter now.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let t0 = Instant::now();
+        let _ = go(&l, "192.0.2.1").await;
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        assert_eq!(deferrals(&l, 1).await, [2500]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -156,6 +156,11 @@ impl Rules {
             .map_or(self.settings.per_ip, |o| o.rate)
     }
 
+    /// How far ahead a deferred job may be given a place in its IP's line.
+    pub(crate) fn max_defer(&self) -> Duration {
+        self.settings.max_defer
+    }
+
     /// The key a request's budget is kept under (an IP, or egress and IP).
     pub(crate) fn key(&self, req: &Request<'_>) -> String {
         let ip = canonical(req.ip);

@@ -381,6 +381,7 @@ impl RedisLimiter {
         let mut inv = self.script.key(&tat);
         inv.key(&inflight)
             .key(self.standing_key(key))
+            .key(format!("{}limit:{{{key}}}:line", self.prefix))
             .arg(format!("{:.6}", 1000.0 / rate.rate))
             .arg(rate.burst)
             .arg(rate.max_inflight)
@@ -389,7 +390,8 @@ impl RedisLimiter {
             .arg(id)
             .arg(req.host.to_ascii_lowercase())
             .arg(format!("{pace_ms:.3}"))
-            .arg(self.fallback.booked_ahead(req).as_millis() as u64);
+            .arg(self.fallback.booked_ahead(req).as_millis() as u64)
+            .arg(self.rules.max_defer().as_millis() as u64);
         self.call(inv).await
     }
 

@@ -5,18 +5,22 @@
 //! Per limit key (an IP, or egress and IP):
 //! - `…:tat`: the GCRA "theoretical arrival time", fractional ms;
 //! - `…:inflight`: sorted set of in-flight lease ids scored by expiry (ms);
+//! - `…:line`: the place (ms) given to the last job deferred for the key: the next one
+//!   deferred is told a place one interval later, so deferred jobs come back spread at
+//!   the key's rate instead of all at once;
 //! - `…:standing`: hash of our standing with the IP (`limit::standing`): `level`,
 //!   `until` (end of the back-off hold), `last` (last refusal or step down), `ok` (the
 //!   last time a reporting worker had an answer from it), `r:<host>` (a refusal from
 //!   that host, ms) and `hold:<host>` (that host's `Retry-After`, until ms).
 
-/// Books a request. KEYS: tat, inflight, standing. ARGV: interval_ms, burst,
+/// Books a request. KEYS: tat, inflight, standing, line. ARGV: interval_ms, burst,
 /// max_inflight, max_wait_ms, lease_ms, lease_id, host, pace_ms (the worker's smoothed
 /// answer latency of the IP: the least spacing, with no burst, when it is wider),
 /// carry_ms (how far ahead of now the worker's local fallback has booked the IP; 0 for
-/// nothing).
+/// nothing), max_defer_ms.
 /// Returns {1, wait_ms, level} booked; {-1, wait_ms, level} would wait too long
-/// (nothing booked); {0, 0, level} in-flight cap reached (nothing booked); {2, wait_ms,
+/// (nothing booked; wait_ms is the job's place in the key's line of deferred jobs, kept
+/// when it is no further than max_defer_ms); {0, 0, level} in-flight cap reached (nothing booked); {2, wait_ms,
 /// 0} the host is held by its `Retry-After` for wait_ms more (nothing booked: ask again
 /// then).
 /// A backed-off IP is asked at interval·2^level with no burst. A lease expires `lease`
@@ -61,7 +65,14 @@ if wait < 0 then wait = 0 end
 -- The rate decides first: a job that would wait too long anyway is told so at once,
 -- instead of polling for an in-flight slot until its max_wait runs out.
 if wait > tonumber(ARGV[4]) then
-  return {-1, math.ceil(wait), level}
+  local place = now + wait
+  local line = tonumber(redis.call('GET', KEYS[4]) or '0') + interval
+  if line > place then place = line end
+  local ahead = place - now
+  if ahead <= tonumber(ARGV[10]) then
+    redis.call('SET', KEYS[4], string.format('%.3f', place), 'PX', math.ceil(ahead) + 1000)
+  end
+  return {-1, math.ceil(ahead), level}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
