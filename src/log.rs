@@ -56,8 +56,10 @@ pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
 }
 
 /// lapin's error lines for a close the broker sent ("Channel closed", "Connection
-/// closed": they carry the broker's `method`) and for the connection's end ("Connection
-/// error"): picket logs each of these itself, with the node, the step and what it does
+/// closed": they carry the broker's `method`), for the connection's end ("Connection
+/// error") and for a frame lapin did not expect (its `error` alone: lapin ends the
+/// connection for it; a close-ok crossing a close of the broker's after a refusal is
+/// one): picket logs each of these itself, with the node, the step and what it does
 /// next, at the level it deserves (a refused set-up, a failover, an outage). Left in,
 /// they doubled every such line as an ERROR, which alerts on error lines page for even
 /// when picket recovers on its own. Matched by their fields, so a lapin that changes
@@ -68,7 +70,10 @@ fn said_by_picket(meta: &Metadata<'_>) -> bool {
     }
     let fields = meta.fields();
     match meta.target() {
-        "lapin::channel" => fields.field("method").is_some(),
+        "lapin::channel" => {
+            fields.field("method").is_some()
+                || (fields.field("error").is_some() && fields.len() == 1)
+        }
         "lapin::channels" => fields.field("error").is_some() && fields.len() == 2,
         _ => false,
     }
@@ -149,5 +154,31 @@ mod tests {
         assert_eq!(line["message"], "drained");
         assert_eq!(line["jobs"], 3);
         assert_eq!(line["level"], "INFO");
+    }
+
+    /// The events lapin logs, by their callsites' shapes, against what is left out.
+    #[test]
+    fn only_lapins_lines_for_what_picket_logs_itself_are_left_out() {
+        let sink = Sink::default();
+        let out = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .finish()
+            .with(filter_fn(|meta| !said_by_picket(meta)));
+        let (method, error) = ("Close", "ACCESS_REFUSED");
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "lapin::channel", channel = 1, ?method, %error, "Channel closed");
+            tracing::error!(target: "lapin::channels", %error, "Connection error");
+            // A protocol violation: lapin ends the connection for it, and picket logs
+            // that end with the same error ("broker connection failed").
+            tracing::error!(target: "lapin::channel", %error);
+            tracing::error!(target: "lapin::channel", "Got a bad acknowledgement from server");
+            tracing::warn!(target: "lapin::channel", %error);
+        });
+        let text = String::from_utf8(out.0.lock().expect("sink").clone()).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("bad acknowledgement"), "{text}");
+        assert!(lines[1].contains("WARN"), "{text}");
     }
 }
