@@ -930,6 +930,63 @@ async fn check_into_a_reader_that_leaves_ends_quietly_and_stops_probing() {
     );
 }
 
+/// `tail -f sites.txt | picket check -`: a line is checked as soon as it is read, not
+/// when the input ends, and the input is not all held in memory first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_answers_each_line_of_stdin_before_the_input_ends() {
+    use std::io::{BufRead, Write};
+    let page = crate::support::picket::page("<p>Parish council minutes.</p>");
+    let router = axum::Router::new().fallback(move || {
+        let page = page.clone();
+        async move { axum::response::Html(page) }
+    });
+    let addr = serve("127.0.0.45", router).await;
+    let cfg = setup("[targets]\nallow_private = true\n");
+    let mut child = picket(&["check", "-"], &cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("picket check");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for n in 0..2 {
+        writeln!(stdin, "http://{addr}/{n}")
+            .and_then(|()| stdin.flush())
+            .expect("a line");
+        let answer = rx.recv_timeout(Duration::from_secs(20));
+        assert!(
+            answer
+                .as_deref()
+                .is_ok_and(|a| a.contains("\"verdict\":\"up\"")),
+            "line {n} answered while the input is still open: {answer:?}"
+        );
+    }
+    drop(stdin);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("picket ends");
+    reader.join().expect("reader");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("2 checked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn the_manual_page_into_a_reader_that_left_ends_quietly() {
     let cfg = setup("");

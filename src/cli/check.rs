@@ -1,4 +1,6 @@
 //! `picket check`: the worker's engine on URLs given now, without broker or Redis.
+//! Input is read as the probes are ready for it, so a long list is never all in memory
+//! and a line from a pipe is checked as soon as it comes.
 //! Results come out in input order (probes still run `probe.concurrency` at a time),
 //! as a table on a terminal or JSON lines otherwise, followed by a summary line on
 //! stderr; the exit code says whether every site was up.
@@ -9,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use super::output::{report_table, Style, Tally};
@@ -23,7 +26,7 @@ use crate::state::{Delivery, MemoryState};
 pub(crate) const HELP: &str =
     "Input: URLs, or job JSON objects ({\"url\": ..., \"expect\": ...}), as \
 arguments, one per line from --file, or from stdin with `-`; blank lines and # comments are \
-skipped.\n\
+skipped. Lines are checked as they are read (`tail -f sites | picket check -` works).\n\
 Output: a table on a terminal, one result JSON per line when piped or with --json; in input \
 order; a summary line (counts per verdict, time) on stderr.\n\
 Exit codes: 0 all up; 1 any not up; 2 usage or configuration error (nothing to check, a bad \
@@ -42,44 +45,69 @@ pub(crate) struct CheckArgs {
     pub json: bool,
 }
 
-/// Reads the lines of a file, or of stdin for `-`, skipping blanks and `#` comments.
-fn read_lines(source: &str) -> anyhow::Result<Vec<String>> {
-    let reader: Box<dyn BufRead> = if source == "-" {
+/// Input lines read ahead of the probes: enough to keep every probe slot busy, while a
+/// list of a million sites is never all in memory.
+const READ_AHEAD: usize = 1024;
+
+/// One input line, or why the input could not be read.
+type Line = anyhow::Result<String>;
+
+/// Reads the lines of a file, or of stdin for `-`, on a thread of its own (a blocked
+/// read of stdin never holds up the probes or the end of the run), skipping blanks and
+/// `#` comments. The file is opened now, so a missing one is a usage error at once.
+fn read_lines(source: &str) -> anyhow::Result<BoxStream<'static, Line>> {
+    let reader: Box<dyn BufRead + Send> = if source == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
         let f = std::fs::File::open(source)
             .map_err(|e| UsageError(format!("{source}: cannot open: {e}")))?;
         Box::new(std::io::BufReader::new(f))
     };
-    let mut out = Vec::new();
-    for line in reader.lines() {
-        let line = line.with_context(|| format!("{source}: cannot read"))?;
-        let t = line.trim();
-        if !t.is_empty() && !t.starts_with('#') {
-            out.push(t.to_string());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Line>(READ_AHEAD);
+    let name = source.to_string();
+    std::thread::spawn(move || {
+        for line in reader.lines() {
+            let line = line.with_context(|| format!("{name}: cannot read"));
+            let failed = line.is_err();
+            let line = match line {
+                Ok(l) if l.trim().is_empty() || l.trim().starts_with('#') => continue,
+                Ok(l) => Ok(l.trim().to_string()),
+                Err(e) => Err(e),
+            };
+            // A closed channel: the run is over (a reader that left, or an error).
+            if tx.blocking_send(line).is_err() || failed {
+                break;
+            }
         }
-    }
-    Ok(out)
+    });
+    Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|line| (line, rx))
+    })
+    .boxed())
 }
 
-fn inputs(args: &CheckArgs) -> anyhow::Result<Vec<String>> {
-    let mut inputs = Vec::new();
+/// The input lines in order (the arguments, with stdin where `-` is, then `--file`),
+/// each read when the probes are ready for it.
+fn inputs(args: &CheckArgs) -> anyhow::Result<BoxStream<'static, Line>> {
+    if args.urls.is_empty() && args.file.is_none() {
+        return Err(nothing_to_check());
+    }
+    let mut parts = Vec::new();
     for u in &args.urls {
         if u == "-" {
-            inputs.extend(read_lines("-")?);
+            parts.push(read_lines("-")?);
         } else {
-            inputs.push(u.clone());
+            parts.push(futures_util::stream::iter([Ok(u.clone())]).boxed());
         }
     }
     if let Some(f) = &args.file {
-        inputs.extend(read_lines(f)?);
+        parts.push(read_lines(f)?);
     }
-    if inputs.is_empty() {
-        return Err(
-            UsageError("nothing to check: give URLs, --file FILE, or - for stdin".into()).into(),
-        );
-    }
-    Ok(inputs)
+    Ok(futures_util::stream::iter(parts).flatten().boxed())
+}
+
+fn nothing_to_check() -> anyhow::Error {
+    UsageError("nothing to check: give URLs, --file FILE, or - for stdin".into()).into()
 }
 
 /// Probes one input line: a job JSON object or a URL.
@@ -114,11 +142,12 @@ async fn check_one(engine: &Engine, line: String, n: usize, max_bytes: usize) ->
     }
 }
 
-fn progress(total: usize, style: Style) -> indicatif::ProgressBar {
+/// The progress bar on a terminal; its length grows as lines are read.
+fn progress(style: Style) -> indicatif::ProgressBar {
     if !style.table {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(total as u64);
+    let bar = indicatif::ProgressBar::new(0);
     if let Ok(s) =
         indicatif::ProgressStyle::with_template("checking {pos}/{len} {wide_bar} {elapsed}")
     {
@@ -135,6 +164,7 @@ fn progress(total: usize, style: Style) -> indicatif::ProgressBar {
 pub(crate) async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<Exit> {
     let lines = inputs(&args)?;
     let style = Style::detect(args.json);
+    let bar = progress(style);
     let limiter: Arc<dyn Limiter> = Arc::new(LocalLimiter::new(&settings.rate_limit));
     let engine = Arc::new(crate::app::engine(
         &settings,
@@ -142,12 +172,14 @@ pub(crate) async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<E
         limiter,
     )?);
     let started = Instant::now();
-    let bar = progress(lines.len(), style);
     let max = settings.amqp.max_message_bytes;
-    let mut results = futures_util::stream::iter(lines.into_iter().enumerate())
+    let counted = bar.clone();
+    let mut results = lines
+        .enumerate()
         .map(|(i, line)| {
             let engine = engine.clone();
-            async move { check_one(&engine, line, i + 1, max).await }
+            counted.inc_length(1);
+            async move { Ok::<_, anyhow::Error>(check_one(&engine, line?, i + 1, max).await) }
         })
         // In input order: a slow site holds back the lines after it, never reorders them.
         .buffered(settings.probe.concurrency);
@@ -155,6 +187,7 @@ pub(crate) async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<E
     let mut table = Vec::new();
     let mut out = std::io::stdout().lock();
     while let Some(report) = results.next().await {
+        let report = report?;
         tally.add(report.verdict);
         bar.inc(1);
         if style.table {
@@ -167,6 +200,9 @@ pub(crate) async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<E
         }
     }
     bar.finish_and_clear();
+    if tally.total() == 0 {
+        return Err(nothing_to_check());
+    }
     if style.table {
         writeln!(out, "{}", report_table(&table, style.colour)).context("writing to stdout")?;
     }
