@@ -103,8 +103,8 @@ pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, RedisSetupError
             .map_err(|e| setup(&e))
     } else if !settings.sentinels.is_empty() {
         sentinel_pool(settings).map(|p| RedisPool::new(PoolKind::Sentinel(p)))
-    } else if let Some(ca) = &settings.ca_file {
-        tls_pool(settings, ca).map(|p| RedisPool::new(PoolKind::Single(p)))
+    } else if settings.ca_file.is_some() || settings.client_identity.is_some() {
+        tls_pool(settings).map(|p| RedisPool::new(PoolKind::Single(p)))
     } else {
         let mut cfg = deadpool_redis::Config::from_url(settings.url.clone());
         cfg.pool = Some(pool_config(settings));
@@ -114,19 +114,29 @@ pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, RedisSetupError
     }
 }
 
-/// A pool to a single Redis over TLS whose certificate `ca` signed (`redis.ca_file`):
-/// deadpool's configuration has no place for a CA, so the connection info comes from a
-/// redis-rs client built with it.
-fn tls_pool(
-    settings: &RedisSettings,
-    ca: &std::path::Path,
-) -> Result<deadpool_redis::Pool, RedisSetupError> {
+/// A pool to a single Redis over TLS with a private CA (`redis.ca_file`) or a client
+/// certificate: deadpool's configuration has no place for either, so the connection
+/// info comes from a redis-rs client built with them.
+fn tls_pool(settings: &RedisSettings) -> Result<deadpool_redis::Pool, RedisSetupError> {
     let setup = |e: &dyn std::fmt::Display| RedisSetupError(e.to_string());
-    let pem = std::fs::read(ca)
-        .map_err(|e| RedisSetupError(format!("redis.ca_file {}: {e}", ca.display())))?;
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| RedisSetupError(format!("redis.{key} {}: {e}", path.display())))
+    };
+    let root_cert = match &settings.ca_file {
+        Some(ca) => Some(read("ca_file", ca)?),
+        None => None,
+    };
+    let client_tls = match &settings.client_identity {
+        Some(id) => Some(redis::ClientTlsConfig {
+            client_cert: read("client_cert_file", &id.cert_file)?,
+            client_key: read("client_key_file", &id.key_file)?,
+        }),
+        None => None,
+    };
     let certs = redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(pem),
+        client_tls,
+        root_cert,
     };
     let client =
         redis::Client::build_with_tls(settings.url.as_str(), certs).map_err(|e| setup(&e))?;

@@ -15,8 +15,9 @@ use crate::support::picket::{base_toml, page, picket_command, run_with_stdin};
 use crate::support::rabbitmq::{NodeSetup, RabbitServer, TlsFiles};
 use crate::support::{serve, servers, unique, RedisServer};
 
-/// A certificate for 127.0.0.1 signed by a fresh test CA, in PEM files in `dir`.
-fn certificate(dir: &std::path::Path) -> TlsFiles {
+/// A certificate for 127.0.0.1 signed by a fresh test CA, in PEM files in `dir`; and
+/// picket's client certificate from the same CA, in `client.pem` and `client.key`.
+fn certificate(dir: &std::path::Path, verify_clients: bool) -> TlsFiles {
     let pki = Pki::new();
     let (cert, key) = pki.leaf_pem("127.0.0.1");
     let write = |name: &str, text: &str| {
@@ -24,27 +25,51 @@ fn certificate(dir: &std::path::Path) -> TlsFiles {
         std::fs::write(&path, text).expect("write a PEM file");
         path
     };
+    let (client, client_key) = pki.client_pem("picket-worker");
+    write("client.pem", &client);
+    write("client.key", &client_key);
     TlsFiles {
         ca: write("ca.pem", &pki.ca.pem()),
         cert: write("server.pem", &cert),
         key: write("server.key", &key),
+        verify_clients,
     }
 }
 
-/// A redis-server with TLS on a port of its own; and the CA's PEM file.
-fn redis_over_tls(dir: &std::path::Path) -> (RedisServer, std::path::PathBuf) {
-    let files = certificate(dir);
-    let server =
-        RedisServer::launch_tls(&files.cert, &files.key, &files.ca).expect("redis-server with TLS");
-    (server, files.ca)
+/// The `client_cert_file` and `client_key_file` lines for the client certificate in `dir`.
+fn client_identity(dir: &std::path::Path) -> String {
+    format!(
+        "client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+        dir.join("client.pem").display(),
+        dir.join("client.key").display()
+    )
+}
+
+/// A redis-server with TLS on a port of its own (asking clients for a certificate when
+/// `verify_clients`); and the CA's PEM file.
+fn redis_over_tls(
+    dir: &std::path::Path,
+    verify_clients: bool,
+) -> (RedisServer, std::path::PathBuf) {
+    let f = certificate(dir, verify_clients);
+    let server = if verify_clients {
+        RedisServer::launch_mutual_tls(&f.cert, &f.key, &f.ca)
+    } else {
+        RedisServer::launch_tls(&f.cert, &f.key, &f.ca)
+    };
+    (server.expect("redis-server with TLS"), f.ca)
 }
 
 fn settings(url: &str, ca: Option<&std::path::Path>) -> Settings {
+    settings_with(url, ca, "")
+}
+
+fn settings_with(url: &str, ca: Option<&std::path::Path>, more: &str) -> Settings {
     let ca = ca.map_or(String::new(), |p| {
         format!("ca_file = \"{}\"\n", p.display())
     });
     let text = format!(
-        "[redis]\nurl = \"{url}\"\n{ca}key_prefix = \"{}:\"\ntimeout = \"2s\"\n",
+        "[redis]\nurl = \"{url}\"\n{ca}{more}key_prefix = \"{}:\"\ntimeout = \"2s\"\n",
         unique("tls")
     );
     Settings::from_toml(&text).expect("settings")
@@ -75,7 +100,7 @@ async fn step_twice(s: &Settings) -> Vec<Option<Verdict>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_is_kept_in_a_redis_over_tls_whose_ca_is_configured() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (redis, ca) = redis_over_tls(dir.path());
+    let (redis, ca) = redis_over_tls(dir.path(), false);
     let url = redis.tls_url().expect("a TLS port");
     let kept = step_twice(&settings(&url, Some(&ca))).await;
     assert_eq!(
@@ -88,7 +113,7 @@ async fn state_is_kept_in_a_redis_over_tls_whose_ca_is_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_certificate_that_cannot_be_verified_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (redis, _ca) = redis_over_tls(dir.path());
+    let (redis, _ca) = redis_over_tls(dir.path(), false);
     let url = redis.tls_url().expect("a TLS port");
     // No CA configured: the system's trust store does not know the test CA.
     let kept = step_twice(&settings(&url, None)).await;
@@ -97,6 +122,43 @@ async fn a_redis_certificate_that_cannot_be_verified_is_refused() {
         vec![None, None],
         "no state through an unverified connection"
     );
+}
+
+/// redis-server asks TLS clients for a certificate by default (`tls-auth-clients yes`):
+/// picket shows its own from `redis.client_cert_file` and `redis.client_key_file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_asks_for_a_client_certificate_gets_picket_s() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (redis, ca) = redis_over_tls(dir.path(), true);
+    let url = redis.tls_url().expect("a TLS port");
+    let identity = client_identity(dir.path());
+    let kept = step_twice(&settings_with(&url, Some(&ca), &identity)).await;
+    assert_eq!(
+        kept,
+        vec![None, Some(Verdict::Down)],
+        "state kept through a connection that showed picket's certificate"
+    );
+    let without = step_twice(&settings(&url, Some(&ca))).await;
+    assert_eq!(without, vec![None, None], "no state without a certificate");
+}
+
+#[test]
+fn a_client_certificate_needs_its_key_and_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cert = dir.path().join("client.pem");
+    std::fs::write(&cert, "not used").expect("write");
+    let only_cert = format!(
+        "[amqp]\nurl = \"amqps://127.0.0.1:5671/%2f\"\nclient_cert_file = \"{}\"\n",
+        cert.display()
+    );
+    let e = Settings::from_toml(&only_cert).expect_err("a certificate without its key");
+    assert!(e.to_string().contains("amqp.client_key_file"), "{e}");
+    let plain = format!(
+        "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\nclient_cert_file = \"{0}\"\nclient_key_file = \"{0}\"\n",
+        cert.display()
+    );
+    let e = Settings::from_toml(&plain).expect_err("a client certificate over plain redis://");
+    assert!(e.to_string().contains("rediss://"), "{e}");
 }
 
 #[test]
@@ -119,7 +181,17 @@ async fn broker_over_tls(
     dir: &std::path::Path,
     ca_file: bool,
 ) -> (RabbitServer, std::path::PathBuf) {
-    let files = certificate(dir);
+    broker_over_tls_with(dir, ca_file, false).await
+}
+
+/// [`broker_over_tls`], the broker asking clients for a certificate when
+/// `verify_clients`.
+async fn broker_over_tls_with(
+    dir: &std::path::Path,
+    ca_file: bool,
+    verify_clients: bool,
+) -> (RabbitServer, std::path::PathBuf) {
+    let files = certificate(dir, verify_clients);
     let setup = NodeSetup {
         tls: Some(files.clone()),
         ..NodeSetup::default()
@@ -188,5 +260,38 @@ async fn a_broker_certificate_that_cannot_be_verified_is_refused_and_named() {
     assert!(
         said.to_lowercase().contains("certificate"),
         "the reason is named: {said}"
+    );
+}
+
+/// A broker that asks clients for a certificate (`ssl_options.verify = verify_peer`,
+/// `fail_if_no_peer_cert = true`) is reached with `amqp.client_cert_file` and
+/// `amqp.client_key_file`, and refuses picket without them, the reason named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_asks_for_a_client_certificate_gets_picket_s() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_rabbit, config) = broker_over_tls_with(dir.path(), true, true).await;
+    let without = enqueue(&config, "http://127.0.0.42:1/\n");
+    let said = String::from_utf8_lossy(&without.stderr).into_owned();
+    assert_eq!(
+        without.status.code(),
+        Some(1),
+        "refused without a certificate: {said}"
+    );
+    assert!(
+        said.to_lowercase().contains("certificate"),
+        "the reason is named: {said}"
+    );
+    let text = std::fs::read_to_string(&config).expect("config");
+    let with = text.replace(
+        "[amqp]\n",
+        &format!("[amqp]\n{}", client_identity(dir.path())),
+    );
+    std::fs::write(&config, with).expect("config with the client certificate");
+    let sent = enqueue(&config, "http://127.0.0.42:1/\n");
+    let said = String::from_utf8_lossy(&sent.stderr).into_owned();
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "enqueue with picket's certificate: {said}"
     );
 }

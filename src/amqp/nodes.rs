@@ -122,18 +122,16 @@ pub async fn connect_url(
         message,
     };
     let connect = async {
-        match &settings.ca_file {
-            None => Connection::connect(url, props)
+        if settings.ca_file.is_none() && settings.client_identity.is_none() {
+            return Connection::connect(url, props)
                 .await
-                .map_err(|e| e.to_string()),
-            Some(ca) => {
-                let tls = broker_ca(ca)?;
-                let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
-                url.connect_with_config(props, tls, runtime)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+                .map_err(|e| e.to_string());
         }
+        let tls = broker_tls(settings)?;
+        let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+        url.connect_with_config(props, tls, runtime)
+            .await
+            .map_err(|e| e.to_string())
     };
     match tokio::time::timeout(settings.connect_timeout, connect).await {
         Err(_) => Err(err(format!(
@@ -145,13 +143,27 @@ pub async fn connect_url(
     }
 }
 
-/// TLS settings trusting `amqp.ca_file` beside the system's roots.
-fn broker_ca(ca: &std::path::Path) -> Result<lapin::tcp::OwnedTLSConfig, String> {
-    let pem =
-        std::fs::read_to_string(ca).map_err(|e| format!("amqp.ca_file {}: {e}", ca.display()))?;
+/// TLS settings trusting `amqp.ca_file` beside the system's roots, and showing the
+/// client certificate when one is configured. Read at every connect, so renewed files
+/// are used without a restart.
+fn broker_tls(settings: &AmqpSettings) -> Result<lapin::tcp::OwnedTLSConfig, String> {
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("amqp.{key} {}: {e}", path.display()))
+    };
+    let cert_chain = match &settings.ca_file {
+        Some(ca) => Some(String::from_utf8_lossy(&read("ca_file", ca)?).into_owned()),
+        None => None,
+    };
+    let identity = match &settings.client_identity {
+        Some(id) => Some(lapin::tcp::OwnedIdentity::PKCS8 {
+            pem: read("client_cert_file", &id.cert_file)?,
+            key: read("client_key_file", &id.key_file)?,
+        }),
+        None => None,
+    };
     Ok(lapin::tcp::OwnedTLSConfig {
-        identity: None,
-        cert_chain: Some(pem),
+        identity,
+        cert_chain,
     })
 }
 

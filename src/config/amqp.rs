@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::parse::{self, each_url, nonempty, positive_duration, url_with_scheme};
+use super::parse::{self, each_url, nonempty, positive_duration, url_with_scheme, ClientIdentity};
 use super::{invalid, ConfigError};
 
 /// Schemes a broker URL may have.
@@ -29,6 +29,8 @@ pub(super) struct RawAmqp {
     max_message_bytes: u64,
     connect_timeout: String,
     ca_file: String,
+    client_cert_file: String,
+    client_key_file: String,
 }
 
 /// Durable or replicated queues.
@@ -71,6 +73,9 @@ pub struct AmqpSettings {
     /// The CA that signed an `amqps://` broker's certificate, trusted beside the
     /// system's (`amqp.ca_file`).
     pub ca_file: Option<PathBuf>,
+    /// The certificate and key shown to a broker that asks for one
+    /// (`amqp.client_cert_file`, `amqp.client_key_file`).
+    pub client_identity: Option<ClientIdentity>,
 }
 
 impl AmqpSettings {
@@ -113,9 +118,12 @@ impl TryFrom<RawAmqp> for AmqpSettings {
         } else {
             a.urls.iter().map(String::as_str).collect()
         };
-        let ca_file = parse::ca_file("amqp.ca_file", &a.ca_file, &nodes, "amqps")?;
+        let ca_file = parse::tls_file("amqp.ca_file", &a.ca_file, &nodes, "amqps")?;
+        let (cert, key) = (&a.client_cert_file, &a.client_key_file);
+        let client_identity = parse::client_identity("amqp", cert, key, &nodes, "amqps")?;
         Ok(AmqpSettings {
             ca_file,
+            client_identity,
             url: a.url,
             urls: a.urls,
             jobs_queue: nonempty("amqp.jobs_queue", &a.jobs_queue)?,

@@ -32,6 +32,7 @@ pub use amqp::{AmqpSettings, QueueType};
 pub(crate) use dns::DnsSettings;
 pub(crate) use egress::{EgressSettings, TargetSettings};
 pub(crate) use parse::redact_url;
+pub use parse::ClientIdentity;
 pub(crate) use probe::{ProbeSettings, RuntimeShape};
 pub(crate) use process::{HttpSettings, LogFormat, LogSettings, WorkerSettings};
 pub(crate) use rate_limit::{LimitScope, OverrideMatch, Rate, RateLimitSettings};

@@ -114,7 +114,7 @@ pub(crate) fn redact_url(value: &str) -> String {
 /// that exists (checked at start, so a typo does not leave every connection failing),
 /// and every URL in `urls` must use `tls_scheme`, so that a CA file never sits beside a
 /// connection that would go unencrypted.
-pub(super) fn ca_file(
+pub(super) fn tls_file(
     key: &str,
     value: &str,
     urls: &[&str],
@@ -143,6 +143,44 @@ pub(super) fn ca_file(
     Ok(Some(path))
 }
 
+/// A client certificate and its private key (PEM files), shown to a TLS server that
+/// asks for one (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The certificate (and any intermediates), PEM.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// `{section}.client_cert_file` and `{section}.client_key_file`: both or neither, each
+/// an existing file, and only beside URLs that use `tls_scheme`.
+pub(super) fn client_identity(
+    section: &str,
+    cert: &str,
+    key: &str,
+    urls: &[&str],
+    tls_scheme: &str,
+) -> Result<Option<ClientIdentity>, ConfigError> {
+    let cert_key = format!("{section}.client_cert_file");
+    let key_key = format!("{section}.client_key_file");
+    let both = "give both the certificate and its key, or neither";
+    match (cert.trim().is_empty(), key.trim().is_empty()) {
+        (true, true) => Ok(None),
+        (false, true) => Err(invalid(&key_key, format!("is empty: {both}"))),
+        (true, false) => Err(invalid(&cert_key, format!("is empty: {both}"))),
+        (false, false) => {
+            let file = |k: &str, v: &str| {
+                tls_file(k, v, urls, tls_scheme)?.ok_or_else(|| invalid(k, "is empty"))
+            };
+            Ok(Some(ClientIdentity {
+                cert_file: file(&cert_key, cert)?,
+                key_file: file(&key_key, key)?,
+            }))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,15 +192,15 @@ mod tests {
         std::fs::write(&ca, "PEM").expect("write");
         let file = ca.to_str().expect("utf-8 path");
         let tls = ["amqps://a:5671/%2f", "AMQPS://b:5671/%2f"];
-        assert_eq!(ca_file("k", "", &tls, "amqps").expect("none"), None);
+        assert_eq!(tls_file("k", "", &tls, "amqps").expect("none"), None);
         assert_eq!(
-            ca_file("k", file, &tls, "amqps").expect("ok"),
+            tls_file("k", file, &tls, "amqps").expect("ok"),
             Some(ca.clone())
         );
         let mixed = ["amqps://a:5671/%2f", "amqp://b:5672/%2f"];
-        let e = ca_file("k", file, &mixed, "amqps").expect_err("a plain node");
+        let e = tls_file("k", file, &mixed, "amqps").expect_err("a plain node");
         assert!(e.to_string().contains("amqp://, without TLS"), "{e}");
-        let e = ca_file("k", "/no/such/ca.pem", &tls, "amqps").expect_err("missing");
+        let e = tls_file("k", "/no/such/ca.pem", &tls, "amqps").expect_err("missing");
         assert!(e.to_string().contains("no such file"), "{e}");
     }
 

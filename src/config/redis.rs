@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::parse::{self, each_url, nonempty, positive_duration, url_with_scheme};
+use super::parse::{self, each_url, nonempty, positive_duration, url_with_scheme, ClientIdentity};
 use super::{invalid, ConfigError};
 
 /// Schemes a Redis URL may have.
@@ -22,6 +22,8 @@ pub(super) struct RawRedis {
     sentinels: Vec<String>,
     sentinel_master: String,
     ca_file: String,
+    client_cert_file: String,
+    client_key_file: String,
     key_prefix: String,
     verdict_ttl: String,
     state_ttl: String,
@@ -60,6 +62,9 @@ pub struct RedisSettings {
     /// The CA that signed a `rediss://` Redis's certificate, trusted instead of the
     /// system's (`redis.ca_file`; a single Redis only).
     pub ca_file: Option<PathBuf>,
+    /// The certificate and key shown to a Redis that asks for one
+    /// (`redis.client_cert_file`, `redis.client_key_file`; a single Redis only).
+    pub client_identity: Option<ClientIdentity>,
     /// Prefix of every key picket writes.
     pub key_prefix: String,
     /// How long a key's latest report may be served for `max_age_s`.
@@ -83,7 +88,7 @@ impl TryFrom<RawRedis> for RedisSettings {
             ));
         }
         each_url("redis.sentinels", &r.sentinels, SCHEMES)?;
-        let ca_file = ca_file(&r)?;
+        let (ca_file, client_identity) = tls_files(&r)?;
         if r.cluster && !r.sentinels.is_empty() {
             return Err(invalid(
                 "redis.sentinels",
@@ -108,6 +113,7 @@ impl TryFrom<RawRedis> for RedisSettings {
             sentinels: r.sentinels,
             sentinel_master,
             ca_file,
+            client_identity,
             key_prefix: r.key_prefix,
             verdict_ttl: positive_duration("redis.verdict_ttl", &r.verdict_ttl)?,
             state_ttl: positive_duration("redis.state_ttl", &r.state_ttl)?,
@@ -116,15 +122,25 @@ impl TryFrom<RawRedis> for RedisSettings {
     }
 }
 
-/// `redis.ca_file`, for a single Redis reached over TLS.
-fn ca_file(r: &RawRedis) -> Result<Option<PathBuf>, ConfigError> {
-    if !r.ca_file.trim().is_empty() && (r.cluster || !r.sentinels.is_empty()) {
-        return Err(invalid(
-            "redis.ca_file",
-            "works with a single Redis only; for a cluster or Sentinels over TLS, add the CA to the system's trust store",
-        ));
+/// `redis.ca_file` and the client certificate, for a single Redis reached over TLS.
+fn tls_files(r: &RawRedis) -> Result<(Option<PathBuf>, Option<ClientIdentity>), ConfigError> {
+    let several = r.cluster || !r.sentinels.is_empty();
+    for (key, value) in [
+        ("redis.ca_file", &r.ca_file),
+        ("redis.client_cert_file", &r.client_cert_file),
+    ] {
+        if several && !value.trim().is_empty() {
+            return Err(invalid(
+                key,
+                "works with a single Redis only; for a cluster or Sentinels over TLS, add the CA to the system's trust store (client certificates are not supported there yet)",
+            ));
+        }
     }
-    parse::ca_file("redis.ca_file", &r.ca_file, &[r.url.as_str()], "rediss")
+    let url = [r.url.as_str()];
+    let ca = parse::tls_file("redis.ca_file", &r.ca_file, &url, "rediss")?;
+    let (cert, key) = (&r.client_cert_file, &r.client_key_file);
+    let identity = parse::client_identity("redis", cert, key, &url, "rediss")?;
+    Ok((ca, identity))
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ pub struct NodeSetup {
     pub epmd_port: Option<u16>,
     /// The cluster's Erlang cookie; `None` = the node makes its own.
     pub cookie: Option<String>,
-    /// Also serve AMQP over TLS with these PEM files (no client certificates asked).
+    /// Also serve AMQP over TLS with these PEM files.
     pub tls: Option<TlsFiles>,
 }
 
@@ -72,6 +72,8 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
+    /// Ask every client for a certificate signed by `ca`, and refuse one without.
+    pub verify_clients: bool,
 }
 
 impl TlsFiles {
@@ -82,11 +84,17 @@ impl TlsFiles {
              ssl_options.cacertfile = {}\n\
              ssl_options.certfile = {}\n\
              ssl_options.keyfile = {}\n\
-             ssl_options.verify = verify_none\n\
-             ssl_options.fail_if_no_peer_cert = false\n",
+             ssl_options.verify = {}\n\
+             ssl_options.fail_if_no_peer_cert = {}\n",
             self.ca.display(),
             self.cert.display(),
-            self.key.display()
+            self.key.display(),
+            if self.verify_clients {
+                "verify_peer"
+            } else {
+                "verify_none"
+            },
+            self.verify_clients,
         )
     }
 }

@@ -43,6 +43,21 @@ impl RedisServer {
     /// [`RedisServer::launch`], also serving TLS on a port of its own with the PEM
     /// files given (clients are not asked for certificates): [`RedisServer::tls_url`].
     pub fn launch_tls(cert: &Path, key: &Path, ca: &Path) -> Result<RedisServer, String> {
+        Self::launch_tls_asking(cert, key, ca, false)
+    }
+
+    /// [`RedisServer::launch_tls`] that also asks every client for a certificate
+    /// signed by `ca` (`tls-auth-clients yes`, redis-server's own default with TLS).
+    pub fn launch_mutual_tls(cert: &Path, key: &Path, ca: &Path) -> Result<RedisServer, String> {
+        Self::launch_tls_asking(cert, key, ca, true)
+    }
+
+    fn launch_tls_asking(
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+        clients: bool,
+    ) -> Result<RedisServer, String> {
         let port = procs::free_port();
         let file = |p: &Path| p.display().to_string();
         let args = vec![
@@ -55,7 +70,7 @@ impl RedisServer {
             "--tls-ca-cert-file".to_string(),
             file(ca),
             "--tls-auth-clients".to_string(),
-            "no".to_string(),
+            if clients { "yes" } else { "no" }.to_string(),
         ];
         Self::launch_with(Some((port, args)))
     }

@@ -84,6 +84,17 @@ impl Pki {
             .expect("leaf");
         (cert.pem(), key.serialize_pem())
     }
+
+    /// A client certificate (`clientAuth`) for `name` and its key, PEM.
+    pub fn client_pem(&self, name: &str) -> (String, String) {
+        let key = KeyPair::generate().expect("client key");
+        let mut params = leaf_params(name, -1, 365);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("client certificate");
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 pub enum Signer {
