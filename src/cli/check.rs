@@ -45,9 +45,12 @@ pub(crate) struct CheckArgs {
     pub json: bool,
 }
 
-/// Input lines read ahead of the probes: enough to keep every probe slot busy, while a
-/// list of a million sites is never all in memory.
-const READ_AHEAD: usize = 1024;
+/// Input lines sent to the probes at a time: a hand-over between threads per chunk, not
+/// per line, which cost a fifth of a plain-HTTP probe's CPU (docs/BENCHMARKS.md).
+const CHUNK: usize = 256;
+/// Chunks read ahead of the probes: enough to keep every probe slot busy, while a list
+/// of a million sites is never all in memory.
+const CHUNKS_AHEAD: usize = 4;
 
 /// One input line, or why the input could not be read.
 type Line = anyhow::Result<String>;
@@ -56,34 +59,59 @@ type Line = anyhow::Result<String>;
 /// read of stdin never holds up the probes or the end of the run), skipping blanks and
 /// `#` comments. The file is opened now, so a missing one is a usage error at once.
 fn read_lines(source: &str) -> anyhow::Result<BoxStream<'static, Line>> {
-    let reader: Box<dyn BufRead + Send> = if source == "-" {
-        Box::new(std::io::BufReader::new(std::io::stdin()))
+    let input: Box<dyn std::io::Read + Send> = if source == "-" {
+        Box::new(std::io::stdin())
     } else {
         let f = std::fs::File::open(source)
             .map_err(|e| UsageError(format!("{source}: cannot open: {e}")))?;
-        Box::new(std::io::BufReader::new(f))
+        Box::new(f)
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Line>(READ_AHEAD);
+    let reader = std::io::BufReader::with_capacity(64 * 1024, input);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Line>>(CHUNKS_AHEAD);
     let name = source.to_string();
-    std::thread::spawn(move || {
-        for line in reader.lines() {
-            let line = line.with_context(|| format!("{name}: cannot read"));
-            let failed = line.is_err();
-            let line = match line {
-                Ok(l) if l.trim().is_empty() || l.trim().starts_with('#') => continue,
-                Ok(l) => Ok(l.trim().to_string()),
-                Err(e) => Err(e),
-            };
-            // A closed channel: the run is over (a reader that left, or an error).
-            if tx.blocking_send(line).is_err() || failed {
-                break;
-            }
-        }
+    std::thread::spawn(move || read_chunks(reader, &name, &tx));
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
     });
-    Ok(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|line| (line, rx))
-    })
-    .boxed())
+    Ok(chunks.flat_map(futures_util::stream::iter).boxed())
+}
+
+/// Sends `reader`'s lines in chunks until its end, a read error (sent last), or a
+/// closed channel (the run is over: a reader that left, or an error).
+fn read_chunks<R: std::io::Read>(
+    mut reader: std::io::BufReader<R>,
+    name: &str,
+    tx: &tokio::sync::mpsc::Sender<Vec<Line>>,
+) {
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut text = String::new();
+    loop {
+        text.clear();
+        let (line, end) = match reader.read_line(&mut text) {
+            Ok(0) => (None, true),
+            Ok(_) => {
+                let t = text.trim();
+                let kept = !(t.is_empty() || t.starts_with('#'));
+                (kept.then(|| Ok(t.to_string())), false)
+            }
+            Err(e) => (
+                Some(Err(
+                    anyhow::Error::new(e).context(format!("{name}: cannot read"))
+                )),
+                true,
+            ),
+        };
+        chunk.extend(line);
+        // Sent when full, at the end, and before a read that may wait (a pipe's next
+        // line): a line is never held back for lines not written yet.
+        let full = chunk.len() >= CHUNK || end || reader.buffer().is_empty();
+        if full && !chunk.is_empty() && tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
+            return;
+        }
+        if end {
+            return;
+        }
+    }
 }
 
 /// The input lines in order (the arguments, with stdin where `-` is, then `--file`),
