@@ -265,7 +265,9 @@ async fn a_broker_certificate_that_cannot_be_verified_is_refused_and_named() {
 
 /// A broker that asks clients for a certificate (`ssl_options.verify = verify_peer`,
 /// `fail_if_no_peer_cert = true`) is reached with `amqp.client_cert_file` and
-/// `amqp.client_key_file`, and refuses picket without them, the reason named.
+/// `amqp.client_key_file`, and refuses picket without them. Under TLS 1.3 it refuses
+/// only after the handshake, and picket often sees no more than a reset: its hint then
+/// names the client certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_asks_for_a_client_certificate_gets_picket_s() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -278,8 +280,8 @@ async fn a_broker_that_asks_for_a_client_certificate_gets_picket_s() {
         "refused without a certificate: {said}"
     );
     assert!(
-        said.to_lowercase().contains("certificate"),
-        "the reason is named: {said}"
+        said.contains("amqp.client_cert_file"),
+        "the client certificate is named: {said}"
     );
     let text = std::fs::read_to_string(&config).expect("config");
     let with = text.replace(

@@ -284,6 +284,13 @@ pub(crate) fn hint(e: &anyhow::Error) -> Option<String> {
             })
     });
     match amqp {
+        Some(AmqpError::Connect { url, message }) if ended_by_broker_tls(url, message) => Some(
+            "hint: the broker's TLS ended the connection. If the message names the broker's \
+             certificate, trust the CA that signed it with amqp.ca_file; if the broker asks \
+             clients for a certificate (mutual TLS), it ends the connection so when none is \
+             shown: give picket's with amqp.client_cert_file and amqp.client_key_file."
+                .to_string(),
+        ),
         Some(AmqpError::Connect { .. }) => Some(
             "hint: is RabbitMQ running and reachable there? Set the broker with amqp.url in the \
              configuration file (--config or PICKET_CONFIG) or PICKET__AMQP__URL; \
@@ -294,9 +301,42 @@ pub(crate) fn hint(e: &anyhow::Error) -> Option<String> {
     }
 }
 
+/// Whether a failed `amqps://` connection ended in its TLS: a certificate refused, or
+/// the connection reset or alerted just after the handshake. Under TLS 1.3 a broker
+/// that wants a client certificate refuses it only then, and the client often sees no
+/// more than the reset.
+fn ended_by_broker_tls(url: &str, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    url.starts_with("amqps://")
+        && ["certificate", "reset by peer", "handshake", "alert"]
+            .iter()
+            .any(|w| m.contains(w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_connection_the_broker_ended_is_hinted_at_certificates() {
+        let connect = |url: &str, message: &str| {
+            anyhow::Error::from(AmqpError::Connect {
+                url: url.into(),
+                message: message.into(),
+            })
+        };
+        let reset = "IO error: Connection reset by peer (os error 104)";
+        let tls = hint(&connect("amqps://guest:***@mq:5671/%2f", reset)).expect("a hint");
+        assert!(
+            tls.contains("amqp.client_cert_file") && tls.contains("amqp.ca_file"),
+            "{tls}"
+        );
+        let plain = hint(&connect("amqp://guest:***@mq:5672/%2f", reset)).expect("a hint");
+        assert!(plain.contains("is RabbitMQ running"), "{plain}");
+        let refused = "IO error: Connection refused (os error 111)";
+        let down = hint(&connect("amqps://guest:***@mq:5671/%2f", refused)).expect("a hint");
+        assert!(down.contains("is RabbitMQ running"), "{down}");
+    }
 
     #[test]
     fn tally_counts_in_order_and_knows_all_up() {
