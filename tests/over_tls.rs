@@ -284,6 +284,20 @@ async fn a_broker_that_asks_for_a_client_certificate_gets_picket_s() {
         "the client certificate is named: {said}"
     );
     let text = std::fs::read_to_string(&config).expect("config");
+    // A worker says so too, in its log line for each attempt.
+    let worker = crate::support::worker_process::WorkerProcess::plain(&text);
+    let start = Instant::now();
+    while !worker.log_text().contains("broker unavailable") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no failed attempt logged:\n{}",
+            worker.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = worker.log_text();
+    worker.terminate().await;
+    assert!(log.contains("amqp.client_cert_file"), "{log}");
     let with = text.replace(
         "[amqp]\n",
         &format!("[amqp]\n{}", client_identity(dir.path())),

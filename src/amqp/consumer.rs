@@ -167,6 +167,9 @@ impl Worker {
                 let d = self.next_delay(30);
                 let retry_in_ms = d.as_millis() as u64;
                 match failure {
+                    OpenFailure::Unreachable(e) if e.ended_in_tls() => {
+                        tracing::warn!(error = %e, retry_in_ms, hint = super::TLS_HINT, "broker unavailable");
+                    }
                     OpenFailure::Unreachable(e) => {
                         tracing::warn!(error = %e, retry_in_ms, "broker unavailable");
                     }

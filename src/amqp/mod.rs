@@ -59,6 +59,30 @@ pub enum AmqpError {
     Topology(String),
 }
 
+/// What to do about an `amqps://` connection that ended in its TLS
+/// ([`AmqpError::ended_in_tls`]).
+pub const TLS_HINT: &str = "the broker's TLS ended the connection. If the message names \
+the broker's certificate, trust the CA that signed it with amqp.ca_file; if the broker asks \
+clients for a certificate (mutual TLS), it ends the connection so when none is shown: give \
+picket's with amqp.client_cert_file and amqp.client_key_file.";
+
+impl AmqpError {
+    /// Whether an `amqps://` connection failed in its TLS: a certificate refused, or the
+    /// connection reset or alerted just after the handshake. Under TLS 1.3 a broker that
+    /// wants a client certificate refuses it only then, and the client often sees no
+    /// more than the reset.
+    pub fn ended_in_tls(&self) -> bool {
+        let AmqpError::Connect { url, message } = self else {
+            return false;
+        };
+        let m = message.to_ascii_lowercase();
+        url.starts_with("amqps://")
+            && ["certificate", "reset by peer", "handshake", "alert"]
+                .iter()
+                .any(|w| m.contains(w))
+    }
+}
+
 /// Connects to the first broker node that answers (`amqp.urls` in this process's
 /// order, or `amqp.url`), each within `connect_timeout`.
 ///

@@ -284,13 +284,7 @@ pub(crate) fn hint(e: &anyhow::Error) -> Option<String> {
             })
     });
     match amqp {
-        Some(AmqpError::Connect { url, message }) if ended_by_broker_tls(url, message) => Some(
-            "hint: the broker's TLS ended the connection. If the message names the broker's \
-             certificate, trust the CA that signed it with amqp.ca_file; if the broker asks \
-             clients for a certificate (mutual TLS), it ends the connection so when none is \
-             shown: give picket's with amqp.client_cert_file and amqp.client_key_file."
-                .to_string(),
-        ),
+        Some(e) if e.ended_in_tls() => Some(format!("hint: {}", crate::amqp::TLS_HINT)),
         Some(AmqpError::Connect { .. }) => Some(
             "hint: is RabbitMQ running and reachable there? Set the broker with amqp.url in the \
              configuration file (--config or PICKET_CONFIG) or PICKET__AMQP__URL; \
@@ -299,18 +293,6 @@ pub(crate) fn hint(e: &anyhow::Error) -> Option<String> {
         ),
         _ => None,
     }
-}
-
-/// Whether a failed `amqps://` connection ended in its TLS: a certificate refused, or
-/// the connection reset or alerted just after the handshake. Under TLS 1.3 a broker
-/// that wants a client certificate refuses it only then, and the client often sees no
-/// more than the reset.
-fn ended_by_broker_tls(url: &str, message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    url.starts_with("amqps://")
-        && ["certificate", "reset by peer", "handshake", "alert"]
-            .iter()
-            .any(|w| m.contains(w))
 }
 
 #[cfg(test)]
