@@ -29,6 +29,7 @@ const LIMITER_FALLBACK: &str = "picket_limiter_fallback";
 const THROTTLE_WAITS: &str = "picket_throttle_waits_total";
 const THROTTLE_WAIT_SECONDS: &str = "picket_throttle_wait_seconds";
 const DEFERRALS: &str = "picket_jobs_deferred_total";
+const TOO_BUSY: &str = "picket_jobs_too_busy_total";
 const EGRESS_ATTEMPTS: &str = "picket_egress_attempts_total";
 const EGRESS_RESTS: &str = "picket_egress_rests_total";
 const ACK_FRAMES: &str = "picket_ack_frames_total";
@@ -97,6 +98,9 @@ fn zero() {
         ACK_FRAMES,
     ] {
         counter!(name).increment(0);
+    }
+    for limit in BUSY_LIMITS {
+        counter!(TOO_BUSY, "limit" => limit).increment(0);
     }
     for call in ["get", "set"] {
         counter!(REDIS_ERRORS, "call" => call).increment(0);
@@ -191,6 +195,10 @@ fn describe() {
     describe_counter!(
         DEFERRALS,
         "Jobs put back on the broker because their IP was busy"
+    );
+    describe_counter!(
+        TOO_BUSY,
+        "Jobs answered unknown/rate_limited unprobed, by the limit they met: max_defer (their IP has more sites than its rate checks in time) or max_deferrals"
     );
     describe_counter!(
         EGRESS_ATTEMPTS,
@@ -335,6 +343,17 @@ pub(crate) fn paced() {
 /// A job was deferred to the delay queue.
 pub(crate) fn deferred() {
     counter!(DEFERRALS).increment(1);
+}
+
+/// The limits that answer a job unprobed: its place in its IP's line was beyond
+/// `rate_limit.max_defer`, or it was deferred as often as it may be.
+const BUSY_LIMITS: [&str; 2] = ["max_defer", "max_deferrals"];
+
+/// A job was answered `unknown/rate_limited` without a probe (`max_defer` true: its
+/// place in its IP's line was too far; false: it was deferred too often).
+pub(crate) fn too_busy(max_defer: bool) {
+    let limit = BUSY_LIMITS[usize::from(!max_defer)];
+    counter!(TOO_BUSY, "limit" => limit).increment(1);
 }
 
 /// One probe attempt through `egress` got an HTTP answer or not.

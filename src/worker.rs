@@ -113,11 +113,11 @@ pub(crate) async fn handle(
                     Disposition::Answer(report)
                 }
                 Run::Defer(wait) if message.last_deferral || too_far(deferral, wait) => {
-                    let why = if message.last_deferral {
-                        "the per-IP limit kept this job's IP busy through every deferral".into()
-                    } else {
-                        format!("this job's IP has more jobs waiting than its rate allows within rate_limit.max_defer: its place would be {} s away", wait.as_secs())
-                    };
+                    let why = too_busy(message.last_deferral, wait);
+                    span.in_scope(|| {
+                        crate::metric::too_busy(!message.last_deferral);
+                        tracing::warn!(wait_ms = wait.as_millis() as u64, detail = %why, "IP too busy; answered unknown/rate_limited unprobed");
+                    });
                     let report = engine.too_busy(&job, message.delivery, &why).await;
                     Disposition::Answer(Box::new(report))
                 }
@@ -132,6 +132,18 @@ pub(crate) async fn handle(
                 }
             }
         }
+    }
+}
+
+/// The `detail` of a job answered unprobed because its IP stays busy.
+fn too_busy(last_deferral: bool, wait: Duration) -> String {
+    if last_deferral {
+        "the per-IP limit kept this job's IP busy through every deferral".into()
+    } else {
+        format!(
+            "this job's IP has more jobs waiting than its rate allows within rate_limit.max_defer: its place would be {} s away",
+            wait.as_secs()
+        )
     }
 }
 

@@ -507,14 +507,9 @@ async fn connections_refused_by_hosts_of_an_ip_hold_it_once() {
 }
 
 /// `n` jobs for as many hosts on `ip`, all published at once to a worker at `rate`/s
-/// with burst 1 and `rate_limit` lines added; every result, and what the IP saw.
-async fn crowd(
-    ip: &str,
-    n: usize,
-    rate: f64,
-    rate_limit: &str,
-    within: Duration,
-) -> (Vec<serde_json::Value>, Vec<Instant>) {
+/// with burst 1 and `rate_limit` lines added: every result, what the IP saw, and the
+/// worker's metrics.
+async fn crowd(ip: &str, n: usize, rate: f64, rate_limit: &str, within: Duration) -> Crowd {
     let (port, rec) = recording_target(ip, Duration::from_millis(5), None).await;
     let prefix = unique("crowd");
     let (names, static_toml) = hosts(&prefix, n, ip);
@@ -532,11 +527,30 @@ async fn crowd(
         client.job(&s, job).await;
     }
     let rs = client.results(&s, n, within).await;
+    let metrics = reqwest::get(format!("http://{}/metrics", worker.ops))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
     worker.shutdown().await;
     assert_eq!(results_by_id(&rs).len(), n, "every job answered");
     let mut arrivals = rec.arrivals.lock().expect("lock").clone();
     arrivals.sort();
-    (rs, arrivals)
+    Crowd {
+        results: rs,
+        arrivals,
+        metrics,
+    }
+}
+
+/// What [`crowd`] saw.
+struct Crowd {
+    results: Vec<serde_json::Value>,
+    /// When the IP saw each request, in order.
+    arrivals: Vec<Instant>,
+    /// The worker's `/metrics` after the last result (shared with the tests beside).
+    metrics: String,
 }
 
 /// The request times in ms from the first, for a failure's message.
@@ -554,7 +568,8 @@ fn offsets(arrivals: &[Instant]) -> Vec<u128> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_jobs_come_back_before_their_ip_goes_idle() {
     let within = Duration::from_secs(90);
-    let (rs, arrivals) = crowd("127.0.0.13", 24, 2.0, "max_wait = \"6s\"\n", within).await;
+    let c = crowd("127.0.0.13", 24, 2.0, "max_wait = \"6s\"\n", within).await;
+    let (rs, arrivals) = (c.results, c.arrivals);
     assert!(rs.iter().all(|r| r["verdict"] == "up"), "{rs:?}");
     let longest_idle = arrivals
         .windows(2)
@@ -579,7 +594,8 @@ async fn deferred_jobs_come_back_before_their_ip_goes_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_of_a_crowded_ip_line_up_instead_of_going_round_again() {
     let within = Duration::from_secs(120);
-    let (rs, arrivals) = crowd("127.0.0.43", 120, 4.0, "max_wait = \"1s\"\n", within).await;
+    let c = crowd("127.0.0.43", 120, 4.0, "max_wait = \"1s\"\n", within).await;
+    let (rs, arrivals) = (c.results, c.arrivals);
     let not_up: Vec<_> = rs.iter().filter(|r| r["verdict"] != "up").collect();
     assert!(not_up.is_empty(), "{} not up: {not_up:?}", not_up.len());
     let at = offsets(&arrivals);
@@ -603,7 +619,8 @@ async fn jobs_of_a_crowded_ip_line_up_instead_of_going_round_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_place_is_beyond_max_defer_is_answered_at_once() {
     let limits = "max_wait = \"300ms\"\nmax_defer = \"2s\"\n";
-    let (rs, _) = crowd("127.0.0.44", 12, 2.0, limits, Duration::from_secs(30)).await;
+    let c = crowd("127.0.0.44", 12, 2.0, limits, Duration::from_secs(30)).await;
+    let rs = c.results;
     let up = rs.iter().filter(|r| r["verdict"] == "up").count();
     let too_far: Vec<_> = rs
         .iter()
@@ -618,5 +635,17 @@ async fn a_job_whose_place_is_beyond_max_defer_is_answered_at_once() {
             .as_str()
             .is_some_and(|d| d.contains("rate_limit.max_defer"))),
         "{too_far:?}"
+    );
+    // Counted for an alert (process-wide: other tests here may add to it, never less).
+    let counted = c
+        .metrics
+        .lines()
+        .find(|l| l.starts_with("picket_jobs_too_busy_total{limit=\"max_defer\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(
+        counted.is_some_and(|n| n >= too_far.len() as f64),
+        "{counted:?} for {} answered: {}",
+        too_far.len(),
+        c.metrics
     );
 }
