@@ -95,42 +95,51 @@ pub(crate) async fn handle(
             tracing::info!(job_id = %r.id, detail = %r.detail, "invalid job");
             Disposition::Answer(Box::new(engine.rejected(&r, message.delivery).await))
         }
-        Ok(Decoded::Job(job)) => {
-            let span = tracing::info_span!("job", job_id = %job.id, url = %job.url);
-            let max_wait = deferral.map(|d| d.max_wait);
-            let run = engine.run_or_defer(&job, max_wait, message.delivery);
-            match tracing::Instrument::instrument(run, span.clone()).await {
-                Run::Done(report) => {
-                    // Every result is published; the log keeps what needs a look, so a
-                    // busy worker does not spend its time writing "up" lines.
-                    span.in_scope(|| {
-                        if report.verdict == crate::job::Verdict::Up {
-                            tracing::debug!(verdict = report.verdict.as_str(), reason = %report.reason, cached = report.cached, "result");
-                        } else {
-                            tracing::info!(verdict = report.verdict.as_str(), reason = %report.reason, cached = report.cached, "result");
-                        }
-                    });
-                    Disposition::Answer(report)
+        Ok(Decoded::Job(job)) => run_job(engine, &job, message, deferral).await,
+    }
+}
+
+/// Runs a decoded job: its result, or a deferral, or `unknown/rate_limited` when its
+/// IP stays busy beyond what a deferral may cover.
+async fn run_job(
+    engine: &Engine,
+    job: &crate::job::Job,
+    message: Message<'_>,
+    deferral: Option<Deferral>,
+) -> Disposition {
+    let span = tracing::info_span!("job", job_id = %job.id, url = %job.url);
+    let max_wait = deferral.map(|d| d.max_wait);
+    let run = engine.run_or_defer(job, max_wait, message.delivery);
+    match tracing::Instrument::instrument(run, span.clone()).await {
+        Run::Done(report) => {
+            // Every result is published; the log keeps what needs a look, so a busy
+            // worker does not spend its time writing "up" lines.
+            span.in_scope(|| {
+                if report.verdict == crate::job::Verdict::Up {
+                    tracing::debug!(verdict = report.verdict.as_str(), reason = %report.reason, cached = report.cached, "result");
+                } else {
+                    tracing::info!(verdict = report.verdict.as_str(), reason = %report.reason, cached = report.cached, "result");
                 }
-                Run::Defer(wait) if message.last_deferral || too_far(deferral, wait) => {
-                    let why = too_busy(message.last_deferral, wait);
-                    span.in_scope(|| {
-                        crate::metric::too_busy(!message.last_deferral);
-                        tracing::warn!(wait_ms = wait.as_millis() as u64, detail = %why, "IP too busy; answered unknown/rate_limited unprobed");
-                    });
-                    let report = engine.too_busy(&job, message.delivery, &why).await;
-                    Disposition::Answer(Box::new(report))
-                }
-                Run::Defer(wait) => {
-                    span.in_scope(|| {
-                        tracing::info!(
-                            wait_ms = wait.as_millis() as u64,
-                            "IP busy; deferring the job"
-                        );
-                    });
-                    Disposition::Defer(wait)
-                }
-            }
+            });
+            Disposition::Answer(report)
+        }
+        Run::Defer(wait) if message.last_deferral || too_far(deferral, wait) => {
+            let why = too_busy(message.last_deferral, wait);
+            span.in_scope(|| {
+                crate::metric::too_busy(!message.last_deferral);
+                tracing::warn!(wait_ms = wait.as_millis() as u64, detail = %why, "IP too busy; answered unknown/rate_limited unprobed");
+            });
+            let report = engine.too_busy(job, message.delivery, &why).await;
+            Disposition::Answer(Box::new(report))
+        }
+        Run::Defer(wait) => {
+            span.in_scope(|| {
+                tracing::info!(
+                    wait_ms = wait.as_millis() as u64,
+                    "IP busy; deferring the job"
+                );
+            });
+            Disposition::Defer(wait)
         }
     }
 }
