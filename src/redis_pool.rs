@@ -40,6 +40,9 @@ pub struct RedisPool {
     /// last failure: calls that waited behind a failed attempt fail at once instead of
     /// each trying again, one after the other, while Redis is down.
     making: Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, String)>>>,
+    /// Whether Redis is reached over TLS (`rediss://`): a failure in its handshake
+    /// then says which setting to look at.
+    tls: bool,
 }
 
 #[derive(Clone)]
@@ -93,25 +96,49 @@ fn pool_config(settings: &RedisSettings) -> deadpool_redis::PoolConfig {
 /// # Errors
 /// A URL is not one redis-rs accepts.
 pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, RedisSetupError> {
+    let tls = std::iter::once(&settings.url)
+        .chain(&settings.nodes)
+        .any(|u| u.trim_start().to_ascii_lowercase().starts_with("rediss://"));
+    pool_kind(settings).map(|kind| RedisPool::new(kind, tls))
+}
+
+/// The pool `settings` ask for: a cluster's, the Sentinels' primary's, or one server's.
+fn pool_kind(settings: &RedisSettings) -> Result<PoolKind, RedisSetupError> {
     let runtime = Some(deadpool_redis::Runtime::Tokio1);
     let setup = |e: &dyn std::fmt::Display| RedisSetupError(e.to_string());
     if settings.cluster {
         let mut cfg = deadpool_redis::cluster::Config::from_urls(settings.nodes.clone());
         cfg.pool = Some(pool_config(settings));
         cfg.create_pool(runtime)
-            .map(|p| RedisPool::new(PoolKind::Cluster(p)))
+            .map(PoolKind::Cluster)
             .map_err(|e| setup(&e))
     } else if !settings.sentinels.is_empty() {
-        sentinel_pool(settings).map(|p| RedisPool::new(PoolKind::Sentinel(p)))
+        sentinel_pool(settings).map(PoolKind::Sentinel)
     } else if settings.ca_file.is_some() || settings.client_identity.is_some() {
-        tls_pool(settings).map(|p| RedisPool::new(PoolKind::Single(p)))
+        tls_pool(settings).map(PoolKind::Single)
     } else {
         let mut cfg = deadpool_redis::Config::from_url(settings.url.clone());
         cfg.pool = Some(pool_config(settings));
         cfg.create_pool(runtime)
-            .map(|p| RedisPool::new(PoolKind::Single(p)))
+            .map(PoolKind::Single)
             .map_err(|e| setup(&e))
     }
+}
+
+/// A failure to connect, with what to set when it ended in TLS: a certificate refused,
+/// or an alert such as the `CertificateRequired` of a Redis that asks clients for one.
+fn with_tls_hint(tls: bool, error: String) -> String {
+    let m = error.to_ascii_lowercase();
+    let in_tls = ["certificate", "alert", "handshake", "reset by peer"]
+        .iter()
+        .any(|w| m.contains(w));
+    if !(tls && in_tls) {
+        return error;
+    }
+    format!(
+        "{error} (TLS: if Redis asks clients for a certificate, set redis.client_cert_file and \
+         redis.client_key_file; if this names Redis's certificate, trust its CA with redis.ca_file)"
+    )
 }
 
 /// A pool to a single Redis over TLS with a private CA (`redis.ca_file`) or a client
@@ -195,11 +222,12 @@ fn primary_info(
 }
 
 impl RedisPool {
-    fn new(kind: PoolKind) -> RedisPool {
+    fn new(kind: PoolKind, tls: bool) -> RedisPool {
         RedisPool {
             kind,
             shared: Arc::new(Mutex::new(None)),
             making: Arc::new(tokio::sync::Mutex::new(None)),
+            tls,
         }
     }
 
@@ -255,7 +283,7 @@ impl RedisPool {
                         conn
                     }
                     Err(e) => {
-                        let error = e.to_string();
+                        let error = with_tls_hint(self.tls, e.to_string());
                         *making = Some((tokio::time::Instant::now(), error.clone()));
                         return Err(error);
                     }

@@ -138,8 +138,20 @@ async fn a_redis_that_asks_for_a_client_certificate_gets_picket_s() {
         vec![None, Some(Verdict::Down)],
         "state kept through a connection that showed picket's certificate"
     );
-    let without = step_twice(&settings(&url, Some(&ca))).await;
-    assert_eq!(without, vec![None, None], "no state without a certificate");
+    let without = settings(&url, Some(&ca));
+    assert_eq!(
+        step_twice(&without).await,
+        vec![None, None],
+        "no state without a certificate"
+    );
+    // What the worker logs says what to set.
+    let pool = picket::redis_pool::redis_pool(&without.redis).expect("pool");
+    let error = pool
+        .get()
+        .await
+        .err()
+        .expect("refused without a certificate");
+    assert!(error.contains("redis.client_cert_file"), "{error}");
 }
 
 #[test]
