@@ -40,6 +40,16 @@ fn picket(args: &[&str], cfg: &Setup) -> Command {
     picket_command(args, &cfg.path)
 }
 
+/// A site on `ip` answering every path with a real page holding `body`.
+async fn site(ip: &str, body: &str) -> std::net::SocketAddr {
+    let page = crate::support::picket::page(body);
+    let router = axum::Router::new().fallback(move || {
+        let page = page.clone();
+        async move { axum::response::Html(page) }
+    });
+    serve(ip, router).await
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -793,12 +803,7 @@ fn column_of(line: &str, needle: &str) -> Option<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_on_a_terminal_prints_an_aligned_table_with_chinese_text() {
-    let page = crate::support::picket::page("<p>县政府门户网站</p>");
-    let router = axum::Router::new().fallback(move || {
-        let page = page.clone();
-        async move { axum::response::Html(page) }
-    });
-    let addr = serve("127.0.0.1", router).await;
+    let addr = site("127.0.0.1", "<p>县政府门户网站</p>").await;
     let cfg = setup("[targets]\nallow_private = true\n");
     let input = cfg.dir.path().join("sites.txt");
     std::fs::write(
@@ -935,12 +940,7 @@ async fn check_into_a_reader_that_leaves_ends_quietly_and_stops_probing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_answers_each_line_of_stdin_before_the_input_ends() {
     use std::io::{BufRead, Write};
-    let page = crate::support::picket::page("<p>Parish council minutes.</p>");
-    let router = axum::Router::new().fallback(move || {
-        let page = page.clone();
-        async move { axum::response::Html(page) }
-    });
-    let addr = serve("127.0.0.45", router).await;
+    let addr = site("127.0.0.45", "<p>Parish council minutes.</p>").await;
     let cfg = setup("[targets]\nallow_private = true\n");
     let mut child = picket(&["check", "-"], &cfg)
         .stdin(Stdio::piped())

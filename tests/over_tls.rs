@@ -154,37 +154,45 @@ async fn a_redis_that_asks_for_a_client_certificate_gets_picket_s() {
     assert!(error.contains("redis.client_cert_file"), "{error}");
 }
 
+/// The configuration error of `text`, given the path of a PEM file that exists.
+fn refused(what: &str, text: impl Fn(&std::path::Path) -> String) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("some.pem");
+    std::fs::write(&file, "not used").expect("write");
+    Settings::from_toml(&text(&file))
+        .map(|_| ())
+        .expect_err(what)
+        .to_string()
+}
+
 #[test]
 fn a_client_certificate_needs_its_key_and_tls() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cert = dir.path().join("client.pem");
-    std::fs::write(&cert, "not used").expect("write");
-    let only_cert = format!(
-        "[amqp]\nurl = \"amqps://127.0.0.1:5671/%2f\"\nclient_cert_file = \"{}\"\n",
-        cert.display()
-    );
-    let e = Settings::from_toml(&only_cert).expect_err("a certificate without its key");
-    assert!(e.to_string().contains("amqp.client_key_file"), "{e}");
-    let plain = format!(
-        "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\nclient_cert_file = \"{0}\"\nclient_key_file = \"{0}\"\n",
-        cert.display()
-    );
-    let e = Settings::from_toml(&plain).expect_err("a client certificate over plain redis://");
-    assert!(e.to_string().contains("rediss://"), "{e}");
+    let e = refused("a certificate without its key", |cert| {
+        format!(
+            "[amqp]\nurl = \"amqps://127.0.0.1:5671/%2f\"\nclient_cert_file = \"{}\"\n",
+            cert.display()
+        )
+    });
+    assert!(e.contains("amqp.client_key_file"), "{e}");
+    let e = refused("a client certificate over plain redis://", |pem| {
+        format!(
+            "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\nclient_cert_file = \"{0}\"\nclient_key_file = \"{0}\"\n",
+            pem.display()
+        )
+    });
+    assert!(e.contains("rediss://"), "{e}");
 }
 
 #[test]
 fn a_ca_file_for_a_redis_without_tls_is_a_configuration_error() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, "not used").expect("write");
-    let text = format!(
-        "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\nca_file = \"{}\"\n",
-        ca.display()
-    );
-    let e = Settings::from_toml(&text).expect_err("plain redis:// with a CA file");
-    assert!(e.to_string().contains("redis.ca_file"), "{e}");
-    assert!(e.to_string().contains("rediss://"), "{e}");
+    let e = refused("plain redis:// with a CA file", |ca| {
+        format!(
+            "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\nca_file = \"{}\"\n",
+            ca.display()
+        )
+    });
+    assert!(e.contains("redis.ca_file"), "{e}");
+    assert!(e.contains("rediss://"), "{e}");
 }
 
 /// A RabbitMQ node that also serves AMQP over TLS, and a configuration whose broker URL
