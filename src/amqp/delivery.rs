@@ -129,9 +129,7 @@ impl Received {
             retry_of.unwrap_or_else(|| worker::delivery_id(message_id, &delivery.data, timestamp));
         Received {
             deferrals: deferrals(props),
-            not_before: header_int(props, NOT_BEFORE_HEADER)
-                .and_then(|ms| u64::try_from(ms).ok())
-                .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+            not_before: not_before(props),
             fallback_id,
             delivery_id,
             redelivered,
@@ -142,6 +140,13 @@ impl Received {
 /// The `x-picket-deferrals` count (0 when absent).
 fn deferrals(props: &BasicProperties) -> i64 {
     header_int(props, DEFERRALS_HEADER).unwrap_or(0)
+}
+
+/// The `x-picket-not-before` place, when it is a time at all: a header of any other type
+/// or range (not set by picket) is no place, never a failure of the job.
+fn not_before(props: &BasicProperties) -> Option<SystemTime> {
+    let ms = u64::try_from(header_int(props, NOT_BEFORE_HEADER)?).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
 /// An integer header.
@@ -417,6 +422,22 @@ mod tests {
         );
         let f = Failures(std::sync::Mutex::new(std::collections::HashMap::new()));
         assert_eq!((f.count("a"), f.count("b"), f.count("a")), (1, 1, 2));
+    }
+
+    #[test]
+    fn a_place_header_of_any_value_is_read_without_failing() {
+        let with = |v: AMQPValue| {
+            let mut h = lapin::types::FieldTable::default();
+            h.insert(NOT_BEFORE_HEADER.into(), v);
+            not_before(&BasicProperties::default().with_headers(h))
+        };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+        assert_eq!(with(AMQPValue::LongLongInt(1_800_000_000_000)), Some(at));
+        assert_eq!(with(AMQPValue::LongLongInt(-5)), None);
+        assert_eq!(with(AMQPValue::LongString("soon".into())), None);
+        // Far beyond any deferral: read, then ignored by `Deferral::place`.
+        assert!(with(AMQPValue::LongLongInt(i64::MAX)).is_some());
+        assert_eq!(not_before(&BasicProperties::default()), None);
     }
 
     #[tokio::test]
