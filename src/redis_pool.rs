@@ -128,11 +128,7 @@ fn pool_kind(settings: &RedisSettings) -> Result<PoolKind, RedisSetupError> {
 /// A failure to connect, with what to set when it ended in TLS: a certificate refused,
 /// or an alert such as the `CertificateRequired` of a Redis that asks clients for one.
 fn with_tls_hint(tls: bool, error: String) -> String {
-    let m = error.to_ascii_lowercase();
-    let in_tls = ["certificate", "alert", "handshake", "reset by peer"]
-        .iter()
-        .any(|w| m.contains(w));
-    if !(tls && in_tls) {
+    if !(tls && crate::config::parse::ended_in_tls(&error)) {
         return error;
     }
     format!(

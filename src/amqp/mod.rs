@@ -67,19 +67,13 @@ clients for a certificate (mutual TLS), it ends the connection so when none is s
 picket's with amqp.client_cert_file and amqp.client_key_file.";
 
 impl AmqpError {
-    /// Whether an `amqps://` connection failed in its TLS: a certificate refused, or the
-    /// connection reset or alerted just after the handshake. Under TLS 1.3 a broker that
-    /// wants a client certificate refuses it only then, and the client often sees no
-    /// more than the reset.
+    /// Whether an `amqps://` connection failed in its TLS
+    /// ([`crate::config::parse::ended_in_tls`]).
     pub fn ended_in_tls(&self) -> bool {
         let AmqpError::Connect { url, message } = self else {
             return false;
         };
-        let m = message.to_ascii_lowercase();
-        url.starts_with("amqps://")
-            && ["certificate", "reset by peer", "handshake", "alert"]
-                .iter()
-                .any(|w| m.contains(w))
+        url.starts_with("amqps://") && crate::config::parse::ended_in_tls(message)
     }
 }
 

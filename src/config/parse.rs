@@ -143,6 +143,17 @@ pub(super) fn tls_file(
     Ok(Some(path))
 }
 
+/// Whether a connection's error says it ended in its TLS: a certificate refused, an
+/// alert (a server's `CertificateRequired`), or a reset right after the handshake, which
+/// is all a client often sees of a TLS 1.3 server refusing a missing client certificate.
+/// For hints that name the TLS settings (`ca_file`, `client_cert_file`).
+pub(crate) fn ended_in_tls(error: &str) -> bool {
+    let m = error.to_ascii_lowercase();
+    ["certificate", "alert", "handshake", "reset by peer"]
+        .iter()
+        .any(|w| m.contains(w))
+}
+
 /// A client certificate and its private key (PEM files), shown to a TLS server that
 /// asks for one (mutual TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]
