@@ -13,7 +13,9 @@ use picket::state::{Delivery, RedisState, StateStore};
 use crate::support::farm::Pki;
 use crate::support::picket::{base_toml, page, picket_command, run_with_stdin};
 use crate::support::rabbitmq::{NodeSetup, RabbitServer, TlsFiles};
-use crate::support::{serve, servers, unique, RedisServer};
+use crate::support::redis_server::SENTINEL_MASTER;
+use crate::support::{serve, servers, unique, RedisCluster, RedisSentinels, RedisServer};
+use testbed::tls::RedisTls;
 
 /// A certificate for 127.0.0.1 signed by a fresh test CA, in PEM files in `dir`; and
 /// picket's client certificate from the same CA, in `client.pem` and `client.key`.
@@ -152,6 +154,125 @@ async fn a_redis_that_asks_for_a_client_certificate_gets_picket_s() {
         .err()
         .expect("refused without a certificate");
     assert!(error.contains("redis.client_cert_file"), "{error}");
+}
+
+/// Redis servers over mutual TLS with certificates from a fresh test CA in `dir`: they
+/// show each other picket's client certificate; and the CA's PEM file.
+fn redis_set_tls(dir: &std::path::Path) -> (RedisTls, std::path::PathBuf) {
+    let served = certificate(dir, true);
+    let ca = served.ca.clone();
+    let tls = RedisTls {
+        served,
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    };
+    (tls, ca)
+}
+
+/// The `[redis]` lines naming `urls` as the Sentinels.
+fn sentinel_lines(urls: &[String], identity: &str) -> String {
+    let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        "sentinels = [{}]\nsentinel_master = \"{SENTINEL_MASTER}\"\n{identity}",
+        urls.join(", ")
+    )
+}
+
+/// Sentinels and the servers they watch, all over TLS that asks for client
+/// certificates: picket finds the primary through the Sentinels and keeps state on it
+/// with `redis.ca_file` and its certificate, for both; and on the replica the Sentinels
+/// promote when the primary dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_kept_through_sentinels_over_mutual_tls_and_across_a_failover() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (tls, ca) = redis_set_tls(dir.path());
+    let set = tokio::task::spawn_blocking(move || RedisSentinels::launch_tls(&tls))
+        .await
+        .expect("launcher")
+        .expect("Sentinels over TLS");
+    let urls = set.sentinel_urls();
+    assert!(urls.iter().all(|u| u.starts_with("rediss://")), "{urls:?}");
+    // The primary's URL gives only its database and credentials.
+    let primary = "rediss://127.0.0.1:1/0";
+    let identity = client_identity(dir.path());
+    let with = |identity: &str| settings_with(primary, Some(&ca), &sentinel_lines(&urls, identity));
+    assert_eq!(
+        step_twice(&with(&identity)).await,
+        vec![None, Some(Verdict::Down)],
+        "state kept on the primary the Sentinels named, both over TLS with picket's certificate"
+    );
+    assert_eq!(
+        step_twice(&with("")).await,
+        vec![None, None],
+        "no state without a certificate"
+    );
+
+    let old = set.primary_port();
+    let set = std::sync::Arc::new(set);
+    let killer = set.clone();
+    tokio::task::spawn_blocking(move || {
+        killer.kill(old);
+        let t = Instant::now();
+        while killer.current_primary() != Some(killer.replica_port())
+            || !killer
+                .cli(killer.replica_port(), &["role"])
+                .starts_with("master")
+        {
+            assert!(t.elapsed() < Duration::from_secs(30), "no failover in 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .expect("failover");
+    assert_eq!(
+        step_twice(&with(&identity)).await,
+        vec![None, Some(Verdict::Down)],
+        "state kept on the promoted replica, reached over TLS with picket's certificate"
+    );
+}
+
+/// A Redis Cluster whose nodes serve TLS only to clients with a certificate: picket
+/// finds every node from one seed and keeps state on the one owning its keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_kept_in_a_redis_cluster_over_mutual_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (tls, ca) = redis_set_tls(dir.path());
+    let cluster = tokio::task::spawn_blocking(move || RedisCluster::launch_tls(3, &tls))
+        .await
+        .expect("launcher")
+        .expect("a Redis Cluster over TLS");
+    let seed = cluster.urls().remove(0);
+    let lines = |identity: &str| format!("cluster = true\nnodes = [{seed:?}]\n{identity}");
+    let identity = client_identity(dir.path());
+    assert_eq!(
+        step_twice(&settings_with(&seed, Some(&ca), &lines(&identity))).await,
+        vec![None, Some(Verdict::Down)],
+        "state kept in the cluster over TLS with picket's certificate"
+    );
+    assert_eq!(
+        step_twice(&settings_with(&seed, Some(&ca), &lines(""))).await,
+        vec![None, None],
+        "no state without a certificate"
+    );
+}
+
+#[test]
+fn a_ca_file_beside_a_plain_sentinel_or_cluster_node_is_a_configuration_error() {
+    for (what, lines) in [
+        (
+            "a plain Sentinel",
+            "url = \"rediss://127.0.0.1:6380/0\"\nsentinels = [\"rediss://127.0.0.1:26379\", \"redis://127.0.0.1:26380\"]\nsentinel_master = \"m\"\n",
+        ),
+        (
+            "a plain cluster node",
+            "cluster = true\nnodes = [\"rediss://127.0.0.1:7000\", \"redis://127.0.0.1:7001\"]\n",
+        ),
+    ] {
+        let e = refused(what, |ca| {
+            format!("[redis]\n{lines}ca_file = \"{}\"\n", ca.display())
+        });
+        assert!(e.contains("redis.ca_file") && e.contains("redis://"), "{what}: {e}");
+    }
 }
 
 /// The configuration error of `text`, given the path of a PEM file that exists.

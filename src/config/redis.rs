@@ -60,10 +60,10 @@ pub struct RedisSettings {
     /// The name the Sentinels know the primary by (`redis.sentinel_master`).
     pub sentinel_master: String,
     /// The CA that signed a `rediss://` Redis's certificate, trusted instead of the
-    /// system's (`redis.ca_file`; a single Redis only).
+    /// system's (`redis.ca_file`), for every Redis server and Sentinel picket reaches.
     pub ca_file: Option<PathBuf>,
     /// The certificate and key shown to a Redis that asks for one
-    /// (`redis.client_cert_file`, `redis.client_key_file`; a single Redis only).
+    /// (`redis.client_cert_file`, `redis.client_key_file`), to every server and Sentinel.
     pub client_identity: Option<ClientIdentity>,
     /// Prefix of every key picket writes.
     pub key_prefix: String,
@@ -122,24 +122,19 @@ impl TryFrom<RawRedis> for RedisSettings {
     }
 }
 
-/// `redis.ca_file` and the client certificate, for a single Redis reached over TLS.
+/// `redis.ca_file` and the client certificate, for Redis reached over TLS: one server,
+/// a cluster's seed nodes, or the Sentinels and the primary they name. Every one of
+/// those URLs must be `rediss://`, so that no certificate sits beside a plain connection.
 fn tls_files(r: &RawRedis) -> Result<(Option<PathBuf>, Option<ClientIdentity>), ConfigError> {
-    let several = r.cluster || !r.sentinels.is_empty();
-    for (key, value) in [
-        ("redis.ca_file", &r.ca_file),
-        ("redis.client_cert_file", &r.client_cert_file),
-    ] {
-        if several && !value.trim().is_empty() {
-            return Err(invalid(
-                key,
-                "works with a single Redis only; for a cluster or Sentinels over TLS, add the CA to the system's trust store (client certificates are not supported there yet)",
-            ));
-        }
+    let mut urls = vec![r.url.as_str()];
+    if r.cluster && !r.nodes.is_empty() {
+        // The seeds are the cluster; `url` is then not used.
+        urls = r.nodes.iter().map(String::as_str).collect();
     }
-    let url = [r.url.as_str()];
-    let ca = parse::tls_file("redis.ca_file", &r.ca_file, &url, "rediss")?;
+    urls.extend(r.sentinels.iter().map(String::as_str));
+    let ca = parse::tls_file("redis.ca_file", &r.ca_file, &urls, "rediss")?;
     let (cert, key) = (&r.client_cert_file, &r.client_key_file);
-    let identity = parse::client_identity("redis", cert, key, &url, "rediss")?;
+    let identity = parse::client_identity("redis", cert, key, &urls, "rediss")?;
     Ok((ca, identity))
 }
 

@@ -10,6 +10,7 @@
 //!   the demo's long-lived node.
 //! - [`redis_server`]: a private redis-server ([`RedisServer`]), a Redis
 //!   Cluster ([`RedisCluster`]) and a Sentinel setup ([`RedisSentinels`]).
+//! - [`tls`]: the PEM files of a server that serves TLS.
 //!
 //! It is a library of the workspace, not published: picket takes it as a
 //! dev-dependency only, so nothing here reaches the worker's binary.
@@ -17,6 +18,7 @@
 pub mod procs;
 pub mod rabbitmq;
 pub mod redis_server;
+pub mod tls;
 
 pub use procs::{free_port, unique};
 pub use rabbitmq::{RabbitCluster, RabbitServer};

@@ -66,15 +66,7 @@ pub struct NodeSetup {
     pub tls: Option<TlsFiles>,
 }
 
-/// A TLS listener's certificate, key and CA, in PEM files.
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub ca: PathBuf,
-    /// Ask every client for a certificate signed by `ca`, and refuse one without.
-    pub verify_clients: bool,
-}
+pub use crate::tls::TlsFiles;
 
 impl TlsFiles {
     /// The lines of `rabbitmq.conf` for a TLS listener on 127.0.0.1:`port`.

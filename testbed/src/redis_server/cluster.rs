@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use super::{answers_ping, STARTUP_TIMEOUT};
 use crate::procs::{self, Watchdog};
+use crate::tls::RedisTls;
 
 /// A private Redis Cluster of `n` masters (and optionally replicas) on
 /// 127.0.0.1, nothing persisted, stopped when dropped or when the test process
 /// dies.
 pub struct RedisCluster {
     ports: Vec<u16>,
+    /// With TLS: each node's TLS port, in the order of `ports`, which then serve only
+    /// this launcher's `redis-cli`; the nodes' bus is TLS too (`tls-cluster yes`).
+    tls_ports: Vec<u16>,
     dir: PathBuf,
     cli: PathBuf,
     children: Mutex<Vec<Child>>,
@@ -33,6 +37,20 @@ impl RedisCluster {
     /// `masters` primaries, each with `replicas` replicas that take over
     /// (after `cluster-node-timeout`, 2 s) when their primary dies.
     pub fn launch_with_replicas(masters: usize, replicas: usize) -> Result<RedisCluster, String> {
+        Self::launch_with(masters, replicas, None)
+    }
+
+    /// [`RedisCluster::launch`] whose nodes also serve TLS and speak TLS to each other:
+    /// a client reaching them over TLS is told their TLS ports ([`RedisCluster::urls`]).
+    pub fn launch_tls(n: usize, tls: &RedisTls) -> Result<RedisCluster, String> {
+        Self::launch_with(n, 0, Some(tls))
+    }
+
+    fn launch_with(
+        masters: usize,
+        replicas: usize,
+        tls: Option<&RedisTls>,
+    ) -> Result<RedisCluster, String> {
         let n = masters * (1 + replicas);
         let dirs = &["/usr/bin", "/usr/sbin", "/usr/local/bin"];
         let bin = procs::find_binary("redis-server", dirs)
@@ -44,14 +62,19 @@ impl RedisCluster {
         // One PID file per node, named by its port: the cleanup kills each
         // node only if that PID still runs a redis-server on that port.
         let watchdog = super::watch_pid_files("redis-cluster", &dir)?;
+        let tls_ports = match tls {
+            Some(_) => (0..n).map(|_| procs::free_port()).collect(),
+            None => Vec::new(),
+        };
         let cluster = RedisCluster {
             ports,
+            tls_ports,
             dir,
             cli,
             children: Mutex::new(Vec::new()),
             _watchdog: watchdog,
         };
-        for &port in &cluster.ports {
+        for (i, &port) in cluster.ports.iter().enumerate() {
             let log = cluster.dir.join(format!("redis-{port}.log"));
             let mut cmd = Command::new(&bin);
             cmd.args(["--port", &port.to_string()])
@@ -68,6 +91,9 @@ impl RedisCluster {
                 .args(["--cluster-node-timeout", "2000"])
                 .arg("--dir")
                 .arg(&cluster.dir);
+            if let (Some(tls), Some(&tls_port)) = (tls, cluster.tls_ports.get(i)) {
+                cmd.args(tls.args(tls_port)).args(["--tls-cluster", "yes"]);
+            }
             procs::background(&mut cmd, &log)?;
             let child = super::spawn_watched(&mut cmd, &cluster.dir, port)?;
             let mut children = procs::lock(&cluster.children);
@@ -159,8 +185,16 @@ impl RedisCluster {
         }
     }
 
-    /// The nodes as `redis://127.0.0.1:PORT` URLs.
+    /// The nodes as `redis://127.0.0.1:PORT` URLs, or `rediss://` ones on their TLS
+    /// ports.
     pub fn urls(&self) -> Vec<String> {
+        if !self.tls_ports.is_empty() {
+            return self
+                .tls_ports
+                .iter()
+                .map(|p| format!("rediss://127.0.0.1:{p}"))
+                .collect();
+        }
         self.ports
             .iter()
             .map(|p| format!("redis://127.0.0.1:{p}"))

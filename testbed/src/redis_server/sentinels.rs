@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::{answers_ping, STARTUP_TIMEOUT};
 use crate::procs::{self, Watchdog};
+use crate::tls::RedisTls;
 
 /// A Redis primary with one replica, watched by three Sentinels (quorum 2,
 /// `down-after-milliseconds` 1000), all on 127.0.0.1 with nothing persisted.
@@ -15,6 +16,10 @@ pub struct RedisSentinels {
     primary: u16,
     replica: u16,
     sentinels: Vec<u16>,
+    /// With TLS: each server's and Sentinel's TLS port beside its plain one, as
+    /// (plain, TLS). The servers name each other by their TLS ports then, and the
+    /// plain ones serve only this launcher's `redis-cli`.
+    tls: Option<(RedisTls, Vec<(u16, u16)>)>,
     dir: PathBuf,
     cli: PathBuf,
     children: Mutex<Vec<(u16, Child)>>,
@@ -31,6 +36,16 @@ impl RedisSentinels {
     /// Panics with the install hint if redis-server, redis-sentinel or
     /// redis-cli is missing.
     pub fn launch() -> Result<RedisSentinels, String> {
+        Self::launch_with(None)
+    }
+
+    /// [`RedisSentinels::launch`] with every server and Sentinel serving TLS too, and
+    /// reaching the others over TLS only: the Sentinels name the TLS ports.
+    pub fn launch_tls(tls: &RedisTls) -> Result<RedisSentinels, String> {
+        Self::launch_with(Some(tls.clone()))
+    }
+
+    fn launch_with(tls: Option<RedisTls>) -> Result<RedisSentinels, String> {
         let dirs = &["/usr/bin", "/usr/sbin", "/usr/local/bin"];
         let find = |name: &str| {
             procs::find_binary(name, dirs)
@@ -43,16 +58,26 @@ impl RedisSentinels {
         );
         let dir = procs::scratch_dir("redis-sentinel")?;
         let watchdog = super::watch_pid_files("redis-sentinel", &dir)?;
+        let primary = procs::free_port();
+        let replica = procs::free_port();
+        let sentinels: Vec<u16> = (0..3).map(|_| procs::free_port()).collect();
+        let tls = tls.map(|t| {
+            let all = [primary, replica]
+                .into_iter()
+                .chain(sentinels.iter().copied());
+            (t, all.map(|p| (p, procs::free_port())).collect())
+        });
         let set = RedisSentinels {
-            primary: procs::free_port(),
-            replica: procs::free_port(),
-            sentinels: (0..3).map(|_| procs::free_port()).collect(),
+            primary,
+            replica,
+            sentinels,
+            tls,
             dir,
             cli,
             children: Mutex::new(Vec::new()),
             _watchdog: watchdog,
         };
-        let primary = set.primary.to_string();
+        let primary = set.announced(set.primary).to_string();
         set.spawn(&server, set.primary, &[])?;
         set.spawn(
             &server,
@@ -75,7 +100,9 @@ impl RedisSentinels {
             );
             std::fs::write(&conf, text)
                 .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
-            set.spawn_with(&sentinel, port, &[conf.display().to_string()])?;
+            let mut args = vec![conf.display().to_string()];
+            args.extend(set.tls_args(port));
+            set.spawn_with(&sentinel, port, &args)?;
         }
         set.wait(
             "every Sentinel seeing the replica and the other two",
@@ -98,20 +125,52 @@ impl RedisSentinels {
         Ok(set)
     }
 
-    /// The Sentinels as `redis://127.0.0.1:PORT` URLs.
+    /// The Sentinels as `redis://127.0.0.1:PORT` URLs, or `rediss://` ones on their TLS
+    /// ports.
     pub fn sentinel_urls(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.sentinels
             .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .map(|&p| format!("{scheme}://127.0.0.1:{}", self.announced(p)))
             .collect()
     }
 
+    /// The first primary's port, as the Sentinels name it.
     pub fn primary_port(&self) -> u16 {
-        self.primary
+        self.announced(self.primary)
     }
 
+    /// The replica's port, as the Sentinels name it.
     pub fn replica_port(&self) -> u16 {
-        self.replica
+        self.announced(self.replica)
+    }
+
+    /// The port the servers and Sentinels give for `plain`: its TLS port with TLS.
+    fn announced(&self, plain: u16) -> u16 {
+        self.tls
+            .as_ref()
+            .and_then(|(_, ports)| ports.iter().find(|(p, _)| *p == plain))
+            .map_or(plain, |&(_, tls)| tls)
+    }
+
+    /// The plain port of the server that `port` (plain or TLS) belongs to.
+    fn plain(&self, port: u16) -> u16 {
+        self.tls
+            .as_ref()
+            .and_then(|(_, ports)| ports.iter().find(|(_, t)| *t == port))
+            .map_or(port, |&(plain, _)| plain)
+    }
+
+    /// The TLS arguments of the server or Sentinel on plain port `port`, if any.
+    fn tls_args(&self, port: u16) -> Vec<String> {
+        match &self.tls {
+            Some((tls, _)) => tls.args(self.announced(port)),
+            None => Vec::new(),
+        }
     }
 
     /// The port the Sentinels name as the primary now.
@@ -122,8 +181,9 @@ impl RedisSentinels {
         })
     }
 
-    /// Kills the server on `port` with SIGKILL and waits until it is gone.
+    /// Kills the server on `port` (plain or TLS) with SIGKILL and waits until it is gone.
     pub fn kill(&self, port: u16) {
+        let port = self.plain(port);
         let mut children = procs::lock(&self.children);
         if let Some((_, child)) = children.iter_mut().find(|(p, _)| *p == port) {
             let _ = child.kill();
@@ -131,9 +191,10 @@ impl RedisSentinels {
         }
     }
 
-    /// Runs `redis-cli -p PORT ARGS...` (empty output on failure).
+    /// Runs `redis-cli -p PORT ARGS...` on the server's plain port (empty output on
+    /// failure).
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        super::redis_cli(&self.cli, port, args)
+        super::redis_cli(&self.cli, self.plain(port), args)
     }
 
     fn spawn(&self, bin: &std::path::Path, port: u16, extra: &[&str]) -> Result<(), String> {
@@ -154,6 +215,7 @@ impl RedisSentinels {
         .collect();
         args.push("--dir".into());
         args.push(self.dir.display().to_string());
+        args.extend(self.tls_args(port));
         args.extend(extra.iter().map(|s| s.to_string()));
         self.spawn_with(bin, port, &args)
     }

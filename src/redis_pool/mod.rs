@@ -29,6 +29,10 @@ use redis::cluster_async::ClusterConnection;
 
 use crate::config::RedisSettings;
 
+mod connect;
+
+use connect::{pool_kind, PoolKind};
+
 /// Connections to Redis, made lazily and kept for reuse.
 #[derive(Clone)]
 pub struct RedisPool {
@@ -43,16 +47,6 @@ pub struct RedisPool {
     /// Whether Redis is reached over TLS (`rediss://`): a failure in its handshake
     /// then says which setting to look at.
     tls: bool,
-}
-
-#[derive(Clone)]
-enum PoolKind {
-    /// One Redis server.
-    Single(deadpool_redis::Pool),
-    /// The primary that Redis Sentinels point at.
-    Sentinel(deadpool_redis::sentinel::Pool),
-    /// A Redis Cluster, found from its seed nodes.
-    Cluster(deadpool_redis::cluster::Pool),
 }
 
 #[derive(Clone)]
@@ -76,17 +70,17 @@ const FAIL_FAST: Duration = Duration::from_millis(250);
 #[error("redis: {0}")]
 pub struct RedisSetupError(String);
 
-fn pool_config(settings: &RedisSettings) -> deadpool_redis::PoolConfig {
-    deadpool_redis::PoolConfig {
+fn pool_config(settings: &RedisSettings) -> deadpool::managed::PoolConfig {
+    deadpool::managed::PoolConfig {
         // The shared connection is cloned out and its pool object handed straight back:
         // one is all the pool ever holds.
         max_size: 1,
-        timeouts: deadpool_redis::Timeouts {
+        timeouts: deadpool::managed::Timeouts {
             wait: Some(settings.timeout),
             create: Some(settings.timeout),
             recycle: Some(settings.timeout),
         },
-        ..deadpool_redis::PoolConfig::default()
+        ..deadpool::managed::PoolConfig::default()
     }
 }
 
@@ -102,29 +96,6 @@ pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, RedisSetupError
     pool_kind(settings).map(|kind| RedisPool::new(kind, tls))
 }
 
-/// The pool `settings` ask for: a cluster's, the Sentinels' primary's, or one server's.
-fn pool_kind(settings: &RedisSettings) -> Result<PoolKind, RedisSetupError> {
-    let runtime = Some(deadpool_redis::Runtime::Tokio1);
-    let setup = |e: &dyn std::fmt::Display| RedisSetupError(e.to_string());
-    if settings.cluster {
-        let mut cfg = deadpool_redis::cluster::Config::from_urls(settings.nodes.clone());
-        cfg.pool = Some(pool_config(settings));
-        cfg.create_pool(runtime)
-            .map(PoolKind::Cluster)
-            .map_err(|e| setup(&e))
-    } else if !settings.sentinels.is_empty() {
-        sentinel_pool(settings).map(PoolKind::Sentinel)
-    } else if settings.ca_file.is_some() || settings.client_identity.is_some() {
-        tls_pool(settings).map(PoolKind::Single)
-    } else {
-        let mut cfg = deadpool_redis::Config::from_url(settings.url.clone());
-        cfg.pool = Some(pool_config(settings));
-        cfg.create_pool(runtime)
-            .map(PoolKind::Single)
-            .map_err(|e| setup(&e))
-    }
-}
-
 /// A failure to connect, with what to set when it ended in TLS: a certificate refused,
 /// or an alert such as the `CertificateRequired` of a Redis that asks clients for one.
 fn with_tls_hint(tls: bool, error: String) -> String {
@@ -135,86 +106,6 @@ fn with_tls_hint(tls: bool, error: String) -> String {
         "{error} (TLS: if Redis asks clients for a certificate, set redis.client_cert_file and \
          redis.client_key_file; if this names Redis's certificate, trust its CA with redis.ca_file)"
     )
-}
-
-/// A pool to a single Redis over TLS with a private CA (`redis.ca_file`) or a client
-/// certificate: deadpool's configuration has no place for either, so the connection
-/// info comes from a redis-rs client built with them.
-fn tls_pool(settings: &RedisSettings) -> Result<deadpool_redis::Pool, RedisSetupError> {
-    let setup = |e: &dyn std::fmt::Display| RedisSetupError(e.to_string());
-    let read = |key: &str, path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| RedisSetupError(format!("redis.{key} {}: {e}", path.display())))
-    };
-    let root_cert = match &settings.ca_file {
-        Some(ca) => Some(read("ca_file", ca)?),
-        None => None,
-    };
-    let client_tls = match &settings.client_identity {
-        Some(id) => Some(redis::ClientTlsConfig {
-            client_cert: read("client_cert_file", &id.cert_file)?,
-            client_key: read("client_key_file", &id.key_file)?,
-        }),
-        None => None,
-    };
-    let certs = redis::TlsCertificates {
-        client_tls,
-        root_cert,
-    };
-    let client =
-        redis::Client::build_with_tls(settings.url.as_str(), certs).map_err(|e| setup(&e))?;
-    let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
-        .map_err(|e| setup(&e))?;
-    deadpool_redis::Pool::builder(manager)
-        .config(pool_config(settings))
-        .runtime(deadpool_redis::Runtime::Tokio1)
-        .build()
-        .map_err(|e| setup(&e))
-}
-
-/// A pool of connections to the primary the Sentinels name; `redis.url` gives the
-/// database and the credentials used on it.
-fn sentinel_pool(
-    settings: &RedisSettings,
-) -> Result<deadpool_redis::sentinel::Pool, RedisSetupError> {
-    use deadpool_redis::sentinel::{Config, SentinelServerType};
-    use redis::IntoConnectionInfo;
-    let setup = |e: &dyn std::fmt::Display| RedisSetupError(e.to_string());
-    let info = settings
-        .url
-        .as_str()
-        .into_connection_info()
-        .map_err(|e| setup(&e))?;
-    let node = primary_info(&info);
-    let mut cfg = Config::from_urls(
-        settings.sentinels.clone(),
-        settings.sentinel_master.clone(),
-        SentinelServerType::Master,
-    )
-    .with_node_connection_info(Some(node));
-    cfg.pool = Some(pool_config(settings));
-    cfg.create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map_err(|e| setup(&e))
-}
-
-/// How to reach the primary the Sentinels name: the database and credentials of
-/// `redis.url`, over TLS when that URL is `rediss://` (a deployment that serves TLS
-/// only would otherwise refuse the primary's plain connection for ever).
-fn primary_info(
-    info: &redis::ConnectionInfo,
-) -> deadpool_redis::sentinel::SentinelNodeConnectionInfo {
-    use deadpool_redis::sentinel::{SentinelNodeConnectionInfo, TlsMode};
-    let redis_info = info.redis_settings();
-    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
-    SentinelNodeConnectionInfo {
-        tls_mode: tls.then_some(TlsMode::Secure),
-        redis_connection_info: Some(deadpool_redis::RedisConnectionInfo {
-            db: redis_info.db(),
-            username: redis_info.username().map(str::to_string),
-            password: redis_info.password().map(str::to_string),
-            protocol: deadpool_redis::ProtocolVersion::RESP2,
-        }),
-    }
 }
 
 impl RedisPool {
@@ -267,11 +158,11 @@ impl RedisPool {
                     PoolKind::Sentinel(p) => p
                         .get()
                         .await
-                        .map(|c| Shared::Single(deadpool_redis::sentinel::Connection::take(c))),
+                        .map(|c| Shared::Single(deadpool::managed::Object::take(c))),
                     PoolKind::Cluster(p) => p
                         .get()
                         .await
-                        .map(|c| Shared::Cluster(deadpool_redis::cluster::Connection::take(c))),
+                        .map(|c| Shared::Cluster(deadpool::managed::Object::take(c))),
                 };
                 let fresh = match made {
                     Ok(conn) => {
@@ -396,26 +287,6 @@ mod tests {
         let pool = redis_pool(&cluster.redis).expect("pool");
         assert!(pool.is_cluster());
         assert_eq!(pool.wait_timeout(), Some(Duration::from_millis(750)));
-    }
-
-    #[test]
-    fn the_primary_behind_sentinels_is_reached_over_tls_when_the_url_says_rediss() {
-        use redis::IntoConnectionInfo;
-        let info = |url: &str| primary_info(&url.into_connection_info().expect("a URL"));
-        let tls = info("rediss://:pw@primary.invalid:6380/3");
-        assert!(
-            matches!(
-                tls.tls_mode,
-                Some(deadpool_redis::sentinel::TlsMode::Secure)
-            ),
-            "{:?}",
-            tls.tls_mode
-        );
-        let db = tls.redis_connection_info.as_ref().map(|r| r.db);
-        assert_eq!(db, Some(3));
-        assert!(info("redis://:pw@primary.invalid:6379/0")
-            .tls_mode
-            .is_none());
     }
 
     #[test]
