@@ -16,36 +16,66 @@ pub(super) fn header(headers: &HeaderMap, name: HeaderName) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Reads the body of `resp` (answered with `status`), inflated, to at most `max` bytes,
-/// and whether it was cut there.
+/// A body as it was read.
+pub(super) struct Body {
+    /// The bytes, inflated, at most the plan's limit.
+    pub(super) bytes: Vec<u8>,
+    /// Cut at the limit: there was more.
+    pub(super) truncated: bool,
+    /// The connection ended the body before its announced end (a `Content-Length` not
+    /// reached, a chunked body without its last chunk): why, in words. What came is
+    /// judged, as a browser shows it.
+    pub(super) broke_off: Option<String>,
+}
+
+/// Reads the body of `resp` (answered with `status`), inflated, to at most `max` bytes.
 ///
 /// # Errors
-/// A failure when the body did not arrive in time or broke off.
+/// A failure when the body did not arrive in time, or broke off before a byte of it.
 pub(super) async fn read(
     resp: reqwest::Response,
     max: usize,
     status: u16,
-) -> Result<(Vec<u8>, bool), Outcome> {
+) -> Result<Body, Outcome> {
     let deflated = resp
         .headers()
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("deflate"));
-    match read_body(resp, max).await {
-        Ok((raw, cut)) if deflated => Ok(inflate(&raw, max, cut)),
-        Ok(read) => Ok(read),
-        Err((e, got)) if e.is_timeout() => Err(fail(
-            FailureKind::Timeout,
-            format!("{status} but the body did not arrive in time ({got} bytes read)"),
-        )),
-        Err((e, got)) => Err(fail(
-            FailureKind::Protocol,
-            format!(
-                "{status} but the body broke off after {got} bytes: {}",
+    let (raw, truncated, broke_off) = match read_body(resp, max).await {
+        Ok((raw, cut)) => (raw, cut, None),
+        Err((e, raw)) if e.is_timeout() => {
+            return Err(fail(
+                FailureKind::Timeout,
+                format!(
+                    "{status} but the body did not arrive in time ({} bytes read)",
+                    raw.len()
+                ),
+            ))
+        }
+        Err((e, raw)) => {
+            let why = format!(
+                "the body broke off after {} bytes: {}",
+                raw.len(),
                 root_cause(&e)
-            ),
-        )),
-    }
+            );
+            if raw.is_empty() {
+                // Nothing of the page came (or it could not be decoded at all).
+                return Err(fail(FailureKind::Protocol, format!("{status} but {why}")));
+            }
+            (raw, false, Some(why))
+        }
+    };
+    let (bytes, truncated) = if deflated {
+        inflate(&raw, max, truncated || broke_off.is_some())
+    } else {
+        (raw, truncated)
+    };
+    Ok(Body {
+        bytes,
+        truncated: truncated && broke_off.is_none(),
+        broke_off,
+    })
 }
 
 /// The body as text and the charset it was decoded from, when the judgement reads it.
@@ -68,7 +98,7 @@ pub(super) fn decode(
 async fn read_body(
     mut resp: reqwest::Response,
     max: usize,
-) -> Result<(Vec<u8>, bool), (reqwest::Error, usize)> {
+) -> Result<(Vec<u8>, bool), (reqwest::Error, Vec<u8>)> {
     let mut body = Vec::with_capacity(
         resp.content_length()
             .map_or(16 * 1024, |l| (l as usize).min(max)),
@@ -89,7 +119,7 @@ async fn read_body(
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok((body, false)),
-            Err(e) => return Err((e, body.len())),
+            Err(e) => return Err((e, body)),
         }
     }
 }

@@ -93,6 +93,12 @@ pub(super) fn builder(
         // hyper stops at 100 header lines; browsers only limit the head's size
         // (256 KB in Chrome), and a site that sets many cookies still works in them.
         .http1_max_headers(MAX_HEADER_LINES)
+        // Header lines that break the grammar in ways browsers forgive (a space before
+        // the colon, a folded line, a line without a colon) are read as browsers read
+        // them: a page they show is not "down" for its server's old formatting.
+        .http1_allow_spaces_after_header_name_in_responses(true)
+        .http1_allow_obsolete_multiline_headers_in_responses(true)
+        .http1_ignore_invalid_headers_in_responses(true)
         // The same for HTTP/2, whose header list hyper caps at 16 KB.
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         // reqwest sends a request again by itself on HTTP/2 REFUSED_STREAM or GOAWAY:

@@ -277,14 +277,15 @@ async fn finish(
     let tls_days_left = tls::days_left(&resp);
     let content_type = body::header(resp.headers(), reqwest::header::CONTENT_TYPE);
     let retry_after = body::header(resp.headers(), reqwest::header::RETRY_AFTER);
-    let (body, truncated) = body::read(resp, plan.max_body_bytes, status).await?;
+    let body = body::read(resp, plan.max_body_bytes, status).await?;
     drop(permit);
-    let body_bytes = body.len();
-    let (text, charset) = body::decode(body, content_type.as_deref(), plan);
+    let body_bytes = body.bytes.len();
+    let (text, charset) = body::decode(body.bytes, content_type.as_deref(), plan);
     Ok(Answer {
         status,
         body_bytes,
-        truncated,
+        truncated: body.truncated,
+        broke_off: body.broke_off,
         text,
         charset,
         final_url: chain.url.to_string(),

@@ -73,6 +73,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_body_that_broke_off_once_is_a_blip_and_twice_is_degraded() {
+        let cut = Judgement::new(Verdict::Degraded, Reason::Protocol, "broke off");
+        let up = Judgement::new(Verdict::Up, Reason::Ok, "b");
+        assert!(!settled(std::slice::from_ref(&cut), 2), "asked again");
+        assert_eq!(
+            combine(&[cut.clone(), up], 2).map(|x| x.1.verdict),
+            Some(Verdict::Up)
+        );
+        assert!(!settled(&[cut.clone(), cut.clone()], 2));
+        assert_eq!(
+            combine(&[cut.clone(), cut], 2).map(|x| (x.1.verdict, x.1.reason)),
+            Some((Verdict::Degraded, Reason::Protocol))
+        );
+    }
+
+    #[test]
     fn combine_needs_consistent_failure_for_down() {
         let down = Judgement::new(Verdict::Down, Reason::Connect, "a");
         let up = Judgement::new(Verdict::Up, Reason::Ok, "b");

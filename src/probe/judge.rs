@@ -36,9 +36,11 @@ impl Judgement {
         }
     }
 
-    /// Whether another attempt could change this judgement (a failure to confirm).
+    /// Whether another attempt could change this judgement (a failure to confirm, or a
+    /// page whose body broke off, which a blip of the network does too).
     pub(crate) fn wants_confirmation(&self) -> bool {
         matches!(self.verdict, Verdict::Down | Verdict::Unknown)
+            || (self.verdict == Verdict::Degraded && self.reason == Reason::Protocol)
     }
 }
 
@@ -183,12 +185,14 @@ type Rule = fn(&Seen<'_>) -> Option<Judgement>;
 /// The rules over an answer, in order; an answer no rule objects to is `up`.
 const ANSWER_RULES: &[Rule] = &[
     wrong_status,
+    broke_off_before_the_page,
     no_page,
     keyword_missing,
     keyword_forbidden,
     soft_failure_page,
     slow,
     certificate_expiring,
+    broke_off_after_the_page,
 ];
 
 /// Whether the job lists `code` in `expect.status`.
@@ -267,12 +271,38 @@ fn no_page(s: &Seen<'_>) -> Option<Judgement> {
     })
 }
 
+/// The body broke off before enough of it came to be a page.
+fn broke_off_before_the_page(s: &Seen<'_>) -> Option<Judgement> {
+    let why = s.answer.broke_off.as_ref()?;
+    (s.answer.body_bytes < s.plan.min_body_bytes).then(|| {
+        Judgement::new(
+            Verdict::Down,
+            Reason::Protocol,
+            format!("{} but {why}", s.status),
+        )
+    })
+}
+
+/// A page that passed every rule, but whose body broke off before its announced end: a
+/// browser shows what came, so the site works for people, and its server is broken.
+fn broke_off_after_the_page(s: &Seen<'_>) -> Option<Judgement> {
+    let why = s.answer.broke_off.as_ref()?;
+    Some(Judgement::new(
+        Verdict::Degraded,
+        Reason::Protocol,
+        format!(
+            "{}, {} bytes in {} ms, but {why} (a browser shows the page that came)",
+            s.status, s.answer.body_bytes, s.ms
+        ),
+    ))
+}
+
 /// The page lacks the text the job expects.
 fn keyword_missing(s: &Seen<'_>) -> Option<Judgement> {
     let a = s.answer;
     let needle = s.plan.expect.body_contains.as_ref()?;
     (!a.text.contains(needle.as_str())).then(|| {
-        let part = if a.truncated {
+        let part = if a.truncated || a.broke_off.is_some() {
             " (in the part read)"
         } else {
             ""
@@ -388,6 +418,41 @@ mod tests {
         expiry_warn_days: 14,
         soft_failures: Some(Verdict::Degraded),
     };
+
+    #[test]
+    fn a_page_whose_body_broke_off_is_degraded_and_confirmed_only_a_scrap_is_down() {
+        let p = plan(Expect::default());
+        let cut = |body: &str| {
+            let mut o = answer(200, body);
+            if let Outcome::Answer(a) = &mut o.outcome {
+                a.broke_off = Some("the body broke off after N bytes: eof".into());
+            }
+            judge(&p, &o, &SETTINGS)
+        };
+        let page = format!(
+            "<html><title>County</title><body>{}</body></html>",
+            "x".repeat(200)
+        );
+        let shown = cut(&page);
+        assert_eq!(
+            (shown.verdict, shown.reason),
+            (Verdict::Degraded, Reason::Protocol)
+        );
+        assert!(shown.detail.contains("broke off"), "{}", shown.detail);
+        // A network blip cuts bodies too: another attempt is made before saying so.
+        assert!(shown.wants_confirmation());
+        let scrap = cut("<html>");
+        assert_eq!(
+            (scrap.verdict, scrap.reason),
+            (Verdict::Down, Reason::Protocol)
+        );
+        // The rules over the page still speak first: a wrong status is the site's failure.
+        let mut o = answer(500, &page);
+        if let Outcome::Answer(a) = &mut o.outcome {
+            a.broke_off = Some("eof".into());
+        }
+        assert_eq!(judge(&p, &o, &SETTINGS).reason, Reason::HttpStatus);
+    }
 
     #[test]
     fn soft_failures_are_recognised_on_small_pages() {

@@ -94,6 +94,9 @@ pub struct Answer {
     pub body_bytes: usize,
     /// True when the body was longer than the plan allows and was cut.
     pub truncated: bool,
+    /// Set when the connection ended the body before its announced end: why. The part
+    /// that came is what was judged (a browser shows it too).
+    pub broke_off: Option<String>,
     /// The body as text, whatever its charset.
     pub text: String,
     /// Charset used to decode it.

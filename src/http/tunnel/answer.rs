@@ -61,8 +61,12 @@ pub(super) async fn ask(
         tokio::spawn(conn);
         sender.send_request(built).await
     } else {
+        // Read as the direct clients read (`http::client::builder`): as browsers do.
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .max_headers(MAX_HEADER_LINES)
+            .allow_spaces_after_header_name_in_responses(true)
+            .allow_obsolete_multiline_headers_in_responses(true)
+            .ignore_invalid_headers_in_responses(true)
             .handshake(io)
             .await
             .map_err(TunnelError::Http)?;

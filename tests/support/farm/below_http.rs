@@ -65,6 +65,49 @@ pub(super) async fn failures(b: &mut Builder) {
     )
     .await;
 
+    // The page whole, but the server closes before the length it announced (a PHP
+    // plugin's stale Content-Length, a proxy that recompressed): browsers show it.
+    let body = page("County office", "Opening hours and services.");
+    let mut short = raw_response("200 OK", &[("Content-Type", HTML_UTF8)], body.as_bytes());
+    let announced = format!("Content-Length: {}", body.len());
+    let lying = format!("Content-Length: {}", body.len() + 4096);
+    short = String::from_utf8(short)
+        .expect("ASCII head")
+        .replacen(&announced, &lying, 1)
+        .into_bytes();
+    b.raw(
+        "short-body",
+        raw::fixed(short),
+        truth(
+            "degraded",
+            Some("protocol"),
+            "the whole page, but the connection closes 4 KB short of the length announced: browsers show the page",
+        ),
+        said("degraded", "protocol"),
+        vec![Fact::Attempts(2), Fact::DetailContains("broke off")],
+    )
+    .await;
+
+    // Header lines browsers read and a strict parser refuses: a space before the colon,
+    // a folded continuation line, a line without a colon (old CGI scripts, appliances).
+    let body = page("County office", "Council meeting minutes.");
+    let mut sloppy = b"HTTP/1.1 200 OK\r\nContent-Type : text/html; charset=utf-8\r\n\
+        X-Powered-By: an old\r\n  appliance\r\nthis line has no colon\r\n"
+        .to_vec();
+    sloppy.extend_from_slice(format!("Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    b.raw(
+        "sloppy-headers",
+        raw::fixed(sloppy),
+        truth(
+            "up",
+            Some("ok"),
+            "a page whose header lines break the grammar in ways browsers forgive",
+        ),
+        said("up", "ok"),
+        vec![Fact::Attempts(1)],
+    )
+    .await;
+
     let body = page("County office", "Second time lucky.");
     let ok = Arc::new(raw_response(
         "200 OK",
