@@ -70,7 +70,7 @@ impl Chain {
         let Some(location) = headers.get(LOCATION) else {
             return Next::Final;
         };
-        let Some(next) = location.to_str().ok().and_then(|l| self.url.join(l).ok()) else {
+        let Some(next) = self.url.join(&location_text(location.as_bytes())).ok() else {
             return Next::Fail(fail(
                 FailureKind::BadRedirect,
                 format!("{status} with a Location that is not a URL"),
@@ -153,6 +153,19 @@ fn is_credential(name: &str) -> bool {
         .iter()
         .any(|c| name.eq_ignore_ascii_case(c))
 }
+/// A `Location` as browsers read it: UTF-8 when it is (the URL parser then escapes the
+/// path and turns a non-ASCII host into punycode), otherwise each byte past ASCII
+/// escaped as it is (a GBK or Latin-1 path from an old server).
+fn location_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.into(),
+        // Every byte past ASCII is escaped; of ASCII only the controls no header holds.
+        Err(_) => percent_encoding::percent_encode(bytes, percent_encoding::CONTROLS)
+            .to_string()
+            .into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +226,32 @@ mod tests {
         ));
         assert_eq!(chain.url, u("https://b.example/x"));
         assert_eq!(chain.redirects, 3);
+    }
+
+    #[test]
+    fn a_location_in_raw_utf8_or_legacy_bytes_is_followed_as_browsers_follow_it() {
+        let raw = |bytes: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                LOCATION,
+                reqwest::header::HeaderValue::from_bytes(bytes).expect("obs-text is allowed"),
+            );
+            h
+        };
+        let mut chain = Chain::new(&u("http://a.example/"));
+        let utf8 = "/欢迎/index.html".as_bytes();
+        assert!(matches!(chain.decide(302, &raw(utf8), 10), Next::Follow));
+        assert_eq!(
+            chain.url,
+            u("http://a.example/%E6%AC%A2%E8%BF%8E/index.html")
+        );
+        // GBK bytes are no UTF-8: each is escaped as it is, as browsers do.
+        let gbk = b"/\xbb\xb6\xd3\xad/index.html";
+        assert!(matches!(chain.decide(302, &raw(gbk), 10), Next::Follow));
+        assert_eq!(chain.url, u("http://a.example/%BB%B6%D3%AD/index.html"));
+        let idn = "http://例え.jp/".as_bytes();
+        assert!(matches!(chain.decide(302, &raw(idn), 10), Next::Follow));
+        assert_eq!(chain.url, u("http://xn--r8jz45g.jp/"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Redirect games: a chain, a loop, and a cookie check.
+//! Redirect games: a chain, a loop, a cookie check, and a Location in raw UTF-8.
 
 use super::*;
 
@@ -41,6 +41,35 @@ pub(super) async fn redirects(b: &mut Builder) {
         truth("up", Some("ok"), "301, 302, 307, then the page"),
         said("up", "ok"),
         vec![Fact::Redirects(3), Fact::DetailContains("200 OK")],
+    )
+    .await;
+
+    // Raw UTF-8 in the Location (a Chinese path as many servers send it, unescaped):
+    // browsers escape it and follow.
+    let landing = page("县政府", "欢迎光临。");
+    b.http(
+        "redirect-utf8-location",
+        Router::new()
+            .route(
+                "/",
+                any(|| async {
+                    let raw = header::HeaderValue::from_bytes("/欢迎/".as_bytes())
+                        .expect("bytes past ASCII are allowed in a header value");
+                    (StatusCode::FOUND, [(header::LOCATION, raw)], "").into_response()
+                }),
+            )
+            .route(
+                "/%E6%AC%A2%E8%BF%8E/",
+                any(move || async move { html(StatusCode::OK, landing) }),
+            ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "302 to a Location with an unescaped UTF-8 path (/欢迎/): browsers escape it and show the page",
+        ),
+        said("up", "ok"),
+        vec![Fact::Redirects(1)],
     )
     .await;
 
