@@ -226,7 +226,20 @@ impl HttpProber {
                 Next::Final => {}
             }
         }
+        // A page a browser leaves by itself keeps its cookies as a redirect does.
+        let page = resp.status().is_success() && probe.plan.method != crate::job::Method::Head;
+        let refresh_header = page
+            .then(|| body::header(resp.headers(), reqwest::header::REFRESH))
+            .flatten();
+        if page {
+            chain.cookies.take(&chain.url, resp.headers());
+        }
         let answer = finish(resp, permit, probe.plan, chain).await?;
+        if page {
+            if let Some(step) = refresh(chain, &answer, refresh_header, probe.plan, obs) {
+                return step;
+            }
+        }
         Ok(Step::Answer(answer))
     }
 
@@ -262,6 +275,28 @@ impl HttpProber {
             }
         }
         self.standing(ip, host, probe.egress, signal).await
+    }
+}
+
+/// Where a page that answered sends a browser by itself at once (`probe::refresh`): the
+/// next hop, as a redirect; `None` when it stays.
+fn refresh(
+    chain: &mut Chain,
+    answer: &Answer,
+    header: Option<String>,
+    plan: &Plan,
+    obs: &mut Observation,
+) -> Option<Result<Step, Outcome>> {
+    let target = crate::probe::refresh::target(header.as_deref(), &answer.text)?;
+    let from = chain.url.clone();
+    match chain.refresh(answer.status, &target, plan.max_redirects) {
+        Next::Follow => {
+            obs.notes
+                .push(format!("{from} refreshes to {} by itself", chain.url));
+            Some(Ok(Step::Again))
+        }
+        Next::Fail(failure) => Some(Err(failure)),
+        Next::Final => None,
     }
 }
 

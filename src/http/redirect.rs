@@ -76,6 +76,25 @@ impl Chain {
                 format!("{status} with a Location that is not a URL"),
             ));
         };
+        self.go(status, next, max_redirects)
+    }
+
+    /// Reads a page that answered with `status` and refreshes to `target` by itself (a
+    /// `Refresh` header or a `<meta http-equiv="refresh">`, see `probe::refresh`): a
+    /// redirect as a browser makes it. A refresh to the page itself, or to no http(s)
+    /// URL, leaves the browser on the page: that answer is final.
+    pub(super) fn refresh(&mut self, status: u16, target: &str, max_redirects: u32) -> Next {
+        match self.url.join(target) {
+            Ok(next) if next != self.url && matches!(next.scheme(), "http" | "https") => {
+                self.go(status, next, max_redirects)
+            }
+            _ => Next::Final,
+        }
+    }
+
+    /// Moves on to `next`, unless it is no http(s) URL, the chain runs in a loop, or it
+    /// is longer than `max_redirects`.
+    fn go(&mut self, status: u16, next: Url, max_redirects: u32) -> Next {
         if next.scheme() != "http" && next.scheme() != "https" {
             return Next::Fail(fail(
                 FailureKind::BadRedirect,
@@ -126,6 +145,9 @@ pub(super) struct CookieJar {
 impl CookieJar {
     /// Keeps the cookies a response from `url` sets.
     pub(super) fn take(&mut self, url: &Url, headers: &HeaderMap) {
+        if !headers.contains_key(SET_COOKIE) {
+            return;
+        }
         let room = MAX_COOKIES.saturating_sub(self.taken);
         let values: Vec<&HeaderValue> = headers.get_all(SET_COOKIE).iter().take(room).collect();
         self.taken += values.len();
@@ -252,6 +274,23 @@ mod tests {
         let idn = "http://例え.jp/".as_bytes();
         assert!(matches!(chain.decide(302, &raw(idn), 10), Next::Follow));
         assert_eq!(chain.url, u("http://xn--r8jz45g.jp/"));
+    }
+
+    #[test]
+    fn a_refresh_elsewhere_is_followed_and_one_to_the_page_itself_is_not() {
+        let mut chain = Chain::new(&u("http://a.example/dir/"));
+        assert!(matches!(chain.refresh(200, "./", 10), Next::Final));
+        assert!(matches!(
+            chain.refresh(200, "javascript:go()", 10),
+            Next::Final
+        ));
+        assert_eq!(chain.redirects, 0);
+        assert!(matches!(chain.refresh(200, "/portal/", 10), Next::Follow));
+        assert_eq!(chain.url, u("http://a.example/portal/"));
+        assert_eq!(chain.redirects, 1);
+        // Back where it began, with nothing changed: a loop, as browsers find it.
+        let back = chain.refresh(200, "/dir/", 10);
+        assert_eq!(failure(back).kind, FailureKind::TooManyRedirects);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub(crate) mod combine;
 pub(crate) mod judge;
 pub(crate) mod pages;
 pub(crate) mod policy;
+pub(crate) mod refresh;
 pub(crate) mod text;
 
 use std::net::IpAddr;

@@ -1,4 +1,5 @@
-//! Redirect games: a chain, a loop, a cookie check, and a Location in raw UTF-8.
+//! Redirect games: a chain, a loop, a cookie check, a Location in raw UTF-8, and the
+//! redirects browsers make from a page (`<meta http-equiv=refresh>`, `Refresh`).
 
 use super::*;
 
@@ -70,6 +71,107 @@ pub(super) async fn redirects(b: &mut Builder) {
         ),
         said("up", "ok"),
         vec![Fact::Redirects(1)],
+    )
+    .await;
+
+    // Redirects a browser makes by itself from a page that answered 200: a stub whose
+    // only content is a <meta http-equiv="refresh"> (shorter than min_body_bytes), a
+    // `Refresh` header, a whole page refreshing at once to a page that is gone, and a
+    // page that only reloads itself every five minutes.
+    let portal = page("County portal", "Services and news.");
+    b.http(
+        "meta-refresh-stub",
+        Router::new()
+            .route(
+                "/",
+                any(|| async {
+                    html(
+                        StatusCode::OK,
+                        "<meta http-equiv=\"Refresh\" content=\"0; URL='/portal/'\">",
+                    )
+                }),
+            )
+            .route(
+                "/portal/",
+                any(move || async move { html(StatusCode::OK, portal) }),
+            ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "a 60-byte page that is only a <meta http-equiv=refresh> to the portal, which works",
+        ),
+        said("up", "ok"),
+        vec![Fact::Redirects(1), Fact::DetailContains("200 OK")],
+    )
+    .await;
+
+    let portal = page("County portal", "Services and news.");
+    b.http(
+        "refresh-header",
+        Router::new()
+            .route(
+                "/",
+                any(|| async {
+                    (StatusCode::OK, [(header::REFRESH, "0;url=/portal/")], "").into_response()
+                }),
+            )
+            .route(
+                "/portal/",
+                any(move || async move { html(StatusCode::OK, portal) }),
+            ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "an empty 200 whose Refresh header sends browsers to the portal, which works",
+        ),
+        said("up", "ok"),
+        vec![Fact::Redirects(1)],
+    )
+    .await;
+
+    let moved = format!(
+        "<html><head><meta http-equiv=\"refresh\" content=\"1;url=/new-site/\"></head>{}</html>",
+        page("We have moved", "You will be taken to our new site.")
+    );
+    b.http(
+        "meta-refresh-to-missing",
+        Router::new()
+            .route("/", any(move || async move { html(StatusCode::OK, moved) }))
+            .route(
+                "/new-site/",
+                any(|| async { html(StatusCode::NOT_FOUND, page("Not Found", "No such page.")) }),
+            ),
+        None,
+        truth(
+            "down",
+            Some("http_status"),
+            "\"we have moved\", refreshing after 1 s to a page that is 404: people land on Not Found",
+        ),
+        said("down", "http_status"),
+        vec![Fact::Redirects(1)],
+    )
+    .await;
+
+    let ticker = format!(
+        "<html><head><meta http-equiv=\"refresh\" content=\"300\"></head>{}</html>",
+        page("Road conditions", "Updated every five minutes.")
+    );
+    b.http(
+        "meta-refresh-reload",
+        Router::new().route(
+            "/",
+            any(move || async move { html(StatusCode::OK, ticker) }),
+        ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "a page that reloads itself every 5 minutes: not a redirect",
+        ),
+        said("up", "ok"),
+        vec![Fact::Redirects(0)],
     )
     .await;
 

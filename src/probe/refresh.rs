@@ -1,0 +1,144 @@
+//! The redirects a browser makes by itself from a page that answered: a `Refresh`
+//! header, or a `<meta http-equiv="refresh">` in the page. Plain text in, the URL a
+//! person soon lands on out; no I/O.
+//!
+//! Only a refresh that names a URL and comes within [`MAX_WAIT_S`] is one: a page that
+//! reloads itself (no URL, or every few minutes) is the page a person reads.
+
+/// The longest wait of a refresh taken for a redirect. "We have moved, you will be taken
+/// to the new site in 5 seconds" is one; a page reloading every minute or more is not.
+pub(crate) const MAX_WAIT_S: f64 = 30.0;
+
+/// Where the page sends the browser: the `Refresh` header first (browsers obey it before
+/// reading the page), then the first `<meta http-equiv="refresh">` of `text`. The URL as
+/// written, to be joined to the page's own.
+pub(crate) fn target(header: Option<&str>, text: &str) -> Option<String> {
+    if let Some(url) = header.and_then(redirect_in) {
+        return Some(url);
+    }
+    meta_refreshes(text).find_map(|content| redirect_in(&content))
+}
+
+/// The URL of a refresh's `content` ("5; url=/new/"), when it has one and comes soon
+/// enough; the grammar of the HTML standard's "shared declarative refresh steps".
+fn redirect_in(content: &str) -> Option<String> {
+    let rest = content.trim_start();
+    let digits = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let wait: f64 = rest[..digits].parse().ok()?;
+    if wait > MAX_WAIT_S {
+        return None;
+    }
+    let rest = rest[digits..].trim_start();
+    let rest = rest.strip_prefix([';', ',']).unwrap_or(rest).trim_start();
+    let rest = match rest.get(..3) {
+        Some(word) if word.eq_ignore_ascii_case("url") => {
+            let after = rest[3..].trim_start();
+            after.strip_prefix('=').map_or(rest, str::trim_start)
+        }
+        _ => rest,
+    };
+    let url = match rest.chars().next() {
+        Some(quote @ ('"' | '\'')) => rest[1..].split(quote).next().unwrap_or(""),
+        _ => rest,
+    };
+    let url = url.trim();
+    (!url.is_empty()).then(|| url.to_string())
+}
+
+/// The `content` of every `<meta http-equiv="refresh">` in `text`, in order.
+fn meta_refreshes(text: &str) -> impl Iterator<Item = String> + '_ {
+    let mut from = 0;
+    std::iter::from_fn(move || loop {
+        let start = from + find_ascii_ci(&text[from..], "<meta")?;
+        let end = text[start..].find('>').map_or(text.len(), |e| start + e);
+        from = end;
+        let tag = &text[start + "<meta".len()..end];
+        let refresh =
+            attribute(tag, "http-equiv").is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"));
+        if let (true, Some(content)) = (refresh, attribute(tag, "content")) {
+            return Some(content.to_string());
+        }
+    })
+}
+
+/// Where `needle` (ASCII, not empty) first occurs in `hay`, whatever its case. Every
+/// page up to `SNIFF_BYTES` is searched for `<meta`, so its first byte is found with
+/// memchr's vector search, not byte by byte.
+fn find_ascii_ci(hay: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let first = *n.first()?;
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), h).find(|&i| {
+        h.get(i..i + n.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(n))
+    })
+}
+
+/// The value of attribute `name` in the inside of a tag: quoted with `"` or `'`, or
+/// unquoted up to white space.
+fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let mut from = 0;
+    while let Some(at) = find_ascii_ci(&tag[from..], name).map(|i| from + i) {
+        from = at + name.len();
+        // A whole attribute name: not the end of another one (`data-content`).
+        let starts_word = tag[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_ascii_whitespace() || c == '"' || c == '\'' || c == '/');
+        let rest = tag[from..].trim_start();
+        let (true, Some(value)) = (starts_word, rest.strip_prefix('=')) else {
+            continue;
+        };
+        let value = value.trim_start();
+        return Some(match value.chars().next() {
+            Some(quote @ ('"' | '\'')) => value[1..].split(quote).next().unwrap_or(""),
+            _ => value
+                .split(|c: char| c.is_ascii_whitespace())
+                .next()
+                .unwrap_or(""),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refresh_that_names_a_url_soon_is_a_redirect_in_every_common_spelling() {
+        for (content, url) in [
+            ("0; url=/portal/", "/portal/"),
+            ("0;URL='/portal/'", "/portal/"),
+            ("5, url = \"http://new.example/\"", "http://new.example/"),
+            ("0;/portal/index.jsp", "/portal/index.jsp"),
+            ("1.5; url=next.html", "next.html"),
+        ] {
+            assert_eq!(redirect_in(content).as_deref(), Some(url), "{content}");
+        }
+        for reload in ["300", "600; url=/same", "", "0", "0; url=", "soon; url=/x"] {
+            assert_eq!(redirect_in(reload), None, "{reload:?}");
+        }
+    }
+
+    #[test]
+    fn the_header_speaks_first_then_the_first_meta_refresh_of_the_page() {
+        let page = r#"<html><head><META content="0; url=/from-meta/" HTTP-EQUIV=Refresh>
+            <meta http-equiv="refresh" content="0; url=/second/"></head></html>"#;
+        assert_eq!(target(None, page).as_deref(), Some("/from-meta/"));
+        assert_eq!(
+            target(Some("0;url=/from-header/"), page).as_deref(),
+            Some("/from-header/")
+        );
+        // Other meta tags, and attributes that only end in the names, are not it.
+        let other = r#"<meta name="description" content="0; url=/no/">
+            <meta data-http-equiv="refresh" content="0; url=/no/">"#;
+        assert_eq!(target(None, other), None);
+        // A page that reloads itself every five minutes stays the page.
+        assert_eq!(
+            target(None, r#"<meta http-equiv="refresh" content="300">"#),
+            None
+        );
+    }
+}
