@@ -156,6 +156,41 @@ async fn a_redis_that_asks_for_a_client_certificate_gets_picket_s() {
     assert!(error.contains("redis.client_cert_file"), "{error}");
 }
 
+/// Certificates are renewed in place (cert-manager, Vault, a cron job): the next
+/// connection to Redis shows the certificate the files hold then, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_redis_client_certificate_is_used_at_the_next_connection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (redis, ca) = redis_over_tls(dir.path(), true);
+    let url = redis.tls_url().expect("a TLS port");
+    let (cert, key) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    let renewed = (
+        std::fs::read(&cert).expect("cert"),
+        std::fs::read(&key).expect("key"),
+    );
+    // Until the renewal, the files hold a certificate Redis does not trust.
+    let (stale_cert, stale_key) = Pki::new().client_pem("picket-worker");
+    std::fs::write(&cert, stale_cert).expect("write");
+    std::fs::write(&key, stale_key).expect("write");
+    let s = settings_with(&url, Some(&ca), &client_identity(dir.path()));
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    assert!(
+        pool.get().await.is_err(),
+        "a certificate Redis does not trust is refused"
+    );
+
+    std::fs::write(&cert, &renewed.0).expect("renew");
+    std::fs::write(&key, &renewed.1).expect("renew");
+    // Past the pool's pause after a failed connect.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut conn = pool.get().await.expect("the renewed certificate is shown");
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .expect("PING");
+    assert_eq!(pong, "PONG");
+}
+
 /// Redis servers over mutual TLS with certificates from a fresh test CA in `dir`: they
 /// show each other picket's client certificate; and the CA's PEM file.
 fn redis_set_tls(dir: &std::path::Path) -> (RedisTls, std::path::PathBuf) {

@@ -2,17 +2,23 @@
 //! Redis Cluster, each over TLS with a private CA (`redis.ca_file`) and a client
 //! certificate (`redis.client_cert_file`) when the settings give them.
 //!
-//! deadpool-redis's own configurations have no place for certificates, so every pool is
-//! built from a redis-rs client made here, with the certificates in it: for Sentinels,
-//! the same files serve the Sentinels and the primary they name; for a cluster, every
-//! node, including those found from the seeds.
+//! deadpool-redis's managers (no longer a dependency) have no place for certificates
+//! and read nothing anew; so the pool's managers here make each connection with a
+//! redis-rs client built for it, from the certificate files as they are then: a
+//! certificate renewed in place is shown at the next connection, as the broker's is.
+//! For Sentinels the same files serve the Sentinels and the primary they name; for a
+//! cluster, every node, including those found from the seeds. The settings are checked
+//! once at start (URLs, files readable, PEM that redis-rs takes), so a mistake stops
+//! picket there, not at every reconnect.
 
 use deadpool::managed::{Manager, Metrics, RecycleError, RecycleResult};
 use redis::aio::MultiplexedConnection;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, TlsCertificates, TlsMode};
+use redis::{
+    ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult, TlsCertificates, TlsMode,
+};
 
 use super::{pool_config, RedisSetupError};
 use crate::config::RedisSettings;
@@ -20,61 +26,46 @@ use crate::config::RedisSettings;
 /// A pool of one kind of Redis deployment.
 #[derive(Clone)]
 pub(super) enum PoolKind {
-    /// One Redis server.
-    Single(deadpool_redis::Pool),
-    /// The primary that Redis Sentinels point at.
-    Sentinel(deadpool::managed::Pool<Sentinels>),
+    /// One Redis server, or the primary that Redis Sentinels point at.
+    Server(deadpool::managed::Pool<Server>),
     /// A Redis Cluster, found from its seed nodes.
     Cluster(deadpool::managed::Pool<Cluster>),
 }
 
-fn setup(e: &dyn std::fmt::Display) -> RedisSetupError {
-    RedisSetupError(e.to_string())
-}
-
-/// The pool `settings` ask for: a cluster's, the Sentinels' primary's, or one server's.
+/// The pool `settings` ask for, its settings checked by building its client once.
 pub(super) fn pool_kind(settings: &RedisSettings) -> Result<PoolKind, RedisSetupError> {
-    let certs = certificates(settings)?;
+    let setup = |e: &RedisError| RedisSetupError(e.to_string());
+    let certs = certificates(settings).map_err(RedisSetupError)?;
     if settings.cluster {
-        let mut nodes = ClusterClientBuilder::new(settings.nodes.clone());
-        if let Some(certs) = certs {
-            nodes = nodes.certs(certs);
-        }
-        let client = nodes.build().map_err(|e| setup(&e))?;
-        pool(Cluster(client), settings).map(PoolKind::Cluster)
-    } else if !settings.sentinels.is_empty() {
-        let client = sentinel_client(settings, certs)?;
-        pool(Sentinels(tokio::sync::Mutex::new(client)), settings).map(PoolKind::Sentinel)
+        cluster_client(settings, certs).map_err(|e| setup(&e))?;
+        pool(Cluster(settings.clone()), settings).map(PoolKind::Cluster)
     } else {
-        let client = match certs {
-            Some(certs) => redis::Client::build_with_tls(settings.url.as_str(), certs),
-            None => redis::Client::open(settings.url.as_str()),
+        if settings.sentinels.is_empty() {
+            single_client(settings, certs).map_err(|e| setup(&e))?;
+        } else {
+            sentinel_client(settings, certs).map_err(|e| setup(&e))?;
         }
-        .map_err(|e| setup(&e))?;
-        let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
-            .map_err(|e| setup(&e))?;
-        pool(manager, settings).map(PoolKind::Single)
+        pool(Server(settings.clone()), settings).map(PoolKind::Server)
     }
 }
 
-/// A pool (of one connection, see the module above) with picket's timeouts; `W` is the
-/// type a pooled connection is handed out as.
-fn pool<M: Manager, W: From<deadpool::managed::Object<M>>>(
+/// A pool (of one connection, see `RedisPool`) with picket's timeouts.
+fn pool<M: Manager>(
     manager: M,
     settings: &RedisSettings,
-) -> Result<deadpool::managed::Pool<M, W>, RedisSetupError> {
-    deadpool::managed::Pool::<M, W>::builder(manager)
+) -> Result<deadpool::managed::Pool<M>, RedisSetupError> {
+    deadpool::managed::Pool::builder(manager)
         .config(pool_config(settings))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
-        .map_err(|e| setup(&e))
+        .map_err(|e| RedisSetupError(e.to_string()))
 }
 
-/// `redis.ca_file` and the client certificate, read once; none when neither is set.
-fn certificates(settings: &RedisSettings) -> Result<Option<TlsCertificates>, RedisSetupError> {
+/// `redis.ca_file` and the client certificate as the files hold them now; none when
+/// neither is set.
+fn certificates(settings: &RedisSettings) -> Result<Option<TlsCertificates>, String> {
     let read = |key: &str, path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| RedisSetupError(format!("redis.{key} {}: {e}", path.display())))
+        std::fs::read(path).map_err(|e| format!("redis.{key} {}: {e}", path.display()))
     };
     let root_cert = match &settings.ca_file {
         Some(ca) => Some(read("ca_file", ca)?),
@@ -95,6 +86,40 @@ fn certificates(settings: &RedisSettings) -> Result<Option<TlsCertificates>, Red
     )
 }
 
+/// The certificates of a connection about to be made, or why they cannot be read.
+fn certificates_now(settings: &RedisSettings) -> RedisResult<Option<TlsCertificates>> {
+    certificates(settings).map_err(|e| {
+        RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "TLS files unreadable",
+            e,
+        ))
+    })
+}
+
+/// A client of `redis.url`.
+fn single_client(
+    settings: &RedisSettings,
+    certs: Option<TlsCertificates>,
+) -> RedisResult<redis::Client> {
+    match certs {
+        Some(certs) => redis::Client::build_with_tls(settings.url.as_str(), certs),
+        None => redis::Client::open(settings.url.as_str()),
+    }
+}
+
+/// A client of the cluster seeded by `redis.nodes`.
+fn cluster_client(
+    settings: &RedisSettings,
+    certs: Option<TlsCertificates>,
+) -> RedisResult<ClusterClient> {
+    let mut nodes = ClusterClientBuilder::new(settings.nodes.clone());
+    if let Some(certs) = certs {
+        nodes = nodes.certs(certs);
+    }
+    nodes.build()
+}
+
 /// A client that asks the Sentinels for the primary, then connects to it with the
 /// database and credentials of `redis.url`, over TLS when that URL is `rediss://` (a
 /// deployment that serves TLS only would otherwise refuse the primary's plain
@@ -102,26 +127,20 @@ fn certificates(settings: &RedisSettings) -> Result<Option<TlsCertificates>, Red
 fn sentinel_client(
     settings: &RedisSettings,
     certs: Option<TlsCertificates>,
-) -> Result<SentinelClient, RedisSetupError> {
-    let primary = settings
-        .url
-        .as_str()
-        .into_connection_info()
-        .map_err(|e| setup(&e))?;
+) -> RedisResult<SentinelClient> {
+    let primary = settings.url.as_str().into_connection_info()?;
     let sentinels = settings
         .sentinels
         .iter()
         .map(|u| u.as_str().into_connection_info())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| setup(&e))?;
+        .collect::<RedisResult<Vec<_>>>()?;
     let (username, password) = sentinel_credentials(&sentinels)?;
     let addrs = sentinels.iter().map(|s| s.addr().clone());
     let mut builder = SentinelClientBuilder::new(
         addrs,
         settings.sentinel_master.as_str(),
         SentinelServerType::Master,
-    )
-    .map_err(|e| setup(&e))?;
+    )?;
     let on_primary = primary.redis_settings();
     builder = builder.set_client_to_redis_db(on_primary.db());
     if let Some(user) = on_primary.username() {
@@ -146,7 +165,7 @@ fn sentinel_client(
         // The configuration lets certificates sit only beside `rediss://` Sentinels.
         builder = builder.set_client_to_sentinel_certificates(certs);
     }
-    builder.build().map_err(|e| setup(&e))
+    builder.build()
 }
 
 /// The one username and password every Sentinel is asked with: redis-rs takes one for
@@ -154,7 +173,7 @@ fn sentinel_client(
 /// failing at every failover.
 fn sentinel_credentials(
     sentinels: &[redis::ConnectionInfo],
-) -> Result<(Option<String>, Option<String>), RedisSetupError> {
+) -> RedisResult<(Option<String>, Option<String>)> {
     let of = |s: &redis::ConnectionInfo| {
         let r = s.redis_settings();
         (
@@ -164,22 +183,33 @@ fn sentinel_credentials(
     };
     let first = sentinels.first().map(of).unwrap_or_default();
     if sentinels.iter().any(|s| of(s) != first) {
-        return Err(RedisSetupError(
-            "redis.sentinels: every Sentinel URL must carry the same username and password".into(),
-        ));
+        return Err(RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "redis.sentinels: every Sentinel URL must carry the same username and password",
+        )));
     }
     Ok(first)
 }
 
-/// Makes connections to the primary the Sentinels name, asking them anew each time.
-pub(super) struct Sentinels(tokio::sync::Mutex<SentinelClient>);
+/// Makes connections to `redis.url`, or to the primary the Sentinels name (asked anew
+/// each time), with the certificate files as they are then.
+pub(super) struct Server(RedisSettings);
 
-impl Manager for Sentinels {
+impl Manager for Server {
     type Type = MultiplexedConnection;
     type Error = RedisError;
 
-    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        self.0.lock().await.get_async_connection().await
+    async fn create(&self) -> RedisResult<MultiplexedConnection> {
+        let certs = certificates_now(&self.0)?;
+        if self.0.sentinels.is_empty() {
+            single_client(&self.0, certs)?
+                .get_multiplexed_async_connection()
+                .await
+        } else {
+            sentinel_client(&self.0, certs)?
+                .get_async_connection()
+                .await
+        }
     }
 
     async fn recycle(
@@ -191,15 +221,17 @@ impl Manager for Sentinels {
     }
 }
 
-/// Makes connections to a Redis Cluster, which find its nodes from the seeds.
-pub(super) struct Cluster(ClusterClient);
+/// Makes connections to a Redis Cluster, which find its nodes from the seeds, with the
+/// certificate files as they are then.
+pub(super) struct Cluster(RedisSettings);
 
 impl Manager for Cluster {
     type Type = ClusterConnection;
     type Error = RedisError;
 
-    async fn create(&self) -> Result<ClusterConnection, RedisError> {
-        self.0.get_async_connection().await
+    async fn create(&self) -> RedisResult<ClusterConnection> {
+        let certs = certificates_now(&self.0)?;
+        cluster_client(&self.0, certs)?.get_async_connection().await
     }
 
     async fn recycle(
@@ -212,8 +244,8 @@ impl Manager for Cluster {
 }
 
 /// The pool's check of a connection it hands out again. picket takes its one
-/// connection out of the pool for good (see the module above), so this runs only if
-/// that ever changes.
+/// connection out of the pool for good (`RedisPool::get`), so this runs only if that
+/// ever changes.
 async fn ping(conn: &mut impl redis::aio::ConnectionLike) -> RecycleResult<RedisError> {
     let pong: String = redis::cmd("PING").query_async(conn).await?;
     if pong == "PONG" {

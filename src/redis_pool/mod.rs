@@ -151,11 +151,7 @@ impl RedisPool {
                 // Taken out of the pool for good: a connection dropped after READONLY
                 // still answers PING, and the pool would hand it out again.
                 let made = match &self.kind {
-                    PoolKind::Single(p) => p
-                        .get()
-                        .await
-                        .map(|c| Shared::Single(deadpool_redis::Connection::take(c))),
-                    PoolKind::Sentinel(p) => p
+                    PoolKind::Server(p) => p
                         .get()
                         .await
                         .map(|c| Shared::Single(deadpool::managed::Object::take(c))),
@@ -194,8 +190,7 @@ impl RedisPool {
     #[cfg(test)]
     pub(crate) fn wait_timeout(&self) -> Option<Duration> {
         match &self.kind {
-            PoolKind::Single(p) => p.timeouts().wait,
-            PoolKind::Sentinel(p) => p.timeouts().wait,
+            PoolKind::Server(p) => p.timeouts().wait,
             PoolKind::Cluster(p) => p.timeouts().wait,
         }
     }
@@ -314,14 +309,21 @@ mod tests {
     }
 
     #[test]
-    fn sentinels_choose_the_sentinel_pool_and_keep_the_url_database() {
-        let s = Settings::from_toml(
-            "[redis]\nurl = \"redis://:pw@127.0.0.1:6379/3\"\nsentinels = [\"redis://127.0.0.1:26379\"]\n",
-        )
-        .expect("settings");
-        let pool = redis_pool(&s.redis).expect("pool");
-        assert!(matches!(pool.kind, PoolKind::Sentinel(_)));
+    fn sentinels_are_checked_at_start_and_differing_passwords_refused() {
+        let with = |second: &str| {
+            Settings::from_toml(&format!(
+                "[redis]\nurl = \"redis://:pw@127.0.0.1:6379/3\"\n\
+                 sentinels = [\"redis://:s@127.0.0.1:26379\", \"{second}\"]\n"
+            ))
+            .expect("settings")
+        };
+        let pool = redis_pool(&with("redis://:s@127.0.0.1:26380").redis).expect("pool");
         assert!(!pool.is_cluster());
+        let differ = redis_pool(&with("redis://:t@127.0.0.1:26380").redis).err();
+        assert!(
+            differ.is_some_and(|e| e.to_string().contains("same username and password")),
+            "refused at start"
+        );
     }
 
     #[tokio::test]
