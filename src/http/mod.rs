@@ -291,8 +291,10 @@ fn refresh(
     let from = chain.url.clone();
     match chain.refresh(answer.status, &target, plan.max_redirects) {
         Next::Follow => {
-            obs.notes
-                .push(format!("{from} refreshes to {} by itself", chain.url));
+            obs.notes.push(format!(
+                "{from} sends browsers on to {} by itself",
+                chain.url
+            ));
             Some(Ok(Step::Again))
         }
         Next::Fail(failure) => Some(Err(failure)),

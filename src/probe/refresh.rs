@@ -1,13 +1,26 @@
 //! The redirects a browser makes by itself from a page that answered: a `Refresh`
-//! header, or a `<meta http-equiv="refresh">` in the page. Plain text in, the URL a
-//! person soon lands on out; no I/O.
+//! header, a `<meta http-equiv="refresh">` in the page, or the script of a stub page
+//! that is nothing but a redirect. Plain text in, the URL a person soon lands on out;
+//! no I/O.
 //!
 //! Only a refresh that names a URL and comes within [`MAX_WAIT_S`] is one: a page that
-//! reloads itself (no URL, or every few minutes) is the page a person reads.
+//! reloads itself (no URL, or every few minutes) is the page a person reads. A script's
+//! redirect is taken only from a stub (at most [`STUB_BYTES`], with at most
+//! [`STUB_TEXT_CHARS`] characters to read): without a script engine a redirect cannot
+//! be told from a menu's `onclick` on a real page, but a page with nothing to read
+//! whose script sends the browser on is a redirect whatever the script's conditions,
+//! since staying would show a person nothing.
 
 /// The longest wait of a refresh taken for a redirect. "We have moved, you will be taken
 /// to the new site in 5 seconds" is one; a page reloading every minute or more is not.
 pub(crate) const MAX_WAIT_S: f64 = 30.0;
+
+/// The largest page whose script's redirect is taken: a stub.
+const STUB_BYTES: usize = 2048;
+
+/// The most characters a stub shows to read (outside tags, scripts and styles), such as
+/// "Loading…" or "页面跳转中".
+const STUB_TEXT_CHARS: usize = 200;
 
 /// Where the page sends the browser: the `Refresh` header first (browsers obey it before
 /// reading the page), then the first `<meta http-equiv="refresh">` of `text`. The URL as
@@ -16,7 +29,111 @@ pub(crate) fn target(header: Option<&str>, text: &str) -> Option<String> {
     if let Some(url) = header.and_then(redirect_in) {
         return Some(url);
     }
-    meta_refreshes(text).find_map(|content| redirect_in(&content))
+    meta_refreshes(text)
+        .find_map(|content| redirect_in(&content))
+        .or_else(|| script_redirect(text))
+}
+
+/// Where a stub's script sends the browser: a string literal assigned to `location`
+/// (`window.location.href = "/portal/"`) or given to `location.replace` or `.assign`.
+fn script_redirect(text: &str) -> Option<String> {
+    if text.len() > STUB_BYTES {
+        return None;
+    }
+    let scripts = elements(text, "script");
+    if scripts.is_empty() || visible_chars(text) > STUB_TEXT_CHARS {
+        return None;
+    }
+    scripts.into_iter().find_map(location_literal)
+}
+
+/// The insides of every `<name …>…</name>` element of `text`.
+fn elements<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{name}"), format!("</{name}"));
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(start) = find_ascii_ci(&text[from..], &open).map(|i| from + i) {
+        let Some(body) = text[start..].find('>').map(|e| start + e + 1) else {
+            break;
+        };
+        let end = find_ascii_ci(&text[body..], &close).map_or(text.len(), |e| body + e);
+        found.push(&text[body..end]);
+        from = end;
+    }
+    found
+}
+
+/// How many characters a person reads on the page: outside tags, scripts and styles,
+/// white space left out.
+fn visible_chars(text: &str) -> usize {
+    let mut hidden: Vec<(usize, usize)> = Vec::new();
+    for name in ["script", "style"] {
+        for inner in elements(text, name) {
+            let start = inner.as_ptr() as usize - text.as_ptr() as usize;
+            hidden.push((start, start + inner.len()));
+        }
+    }
+    let mut in_tag = false;
+    text.char_indices()
+        .filter(|(i, c)| {
+            if hidden.iter().any(|&(a, b)| (a..b).contains(i)) {
+                return false;
+            }
+            match c {
+                '<' => in_tag = true,
+                '>' if in_tag => {
+                    in_tag = false;
+                    return false;
+                }
+                _ => {}
+            }
+            !in_tag && !c.is_whitespace()
+        })
+        .count()
+}
+
+/// The URL a script gives to `location`: `location = "…"`, `location.href = '…'`
+/// (after `window.`, `top.`, `self.` or `document.`, or none), `location.replace("…")`
+/// or `location.assign("…")`. A literal only: a computed URL is not followed.
+fn location_literal(script: &str) -> Option<String> {
+    let mut from = 0;
+    while let Some(at) = script[from..].find("location").map(|i| from + i) {
+        from = at + "location".len();
+        // `location` itself, not the end of a longer name (`mylocation`).
+        let alone = script[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '$'));
+        if !alone {
+            continue;
+        }
+        let rest = script[from..].trim_start();
+        let rest = rest.strip_prefix(".href").map_or(rest, str::trim_start);
+        let value = if let Some(v) = rest.strip_prefix('=') {
+            if v.starts_with('=') {
+                continue; // a comparison
+            }
+            v.trim_start()
+        } else if let Some(v) = rest
+            .strip_prefix(".replace(")
+            .or_else(|| rest.strip_prefix(".assign("))
+        {
+            v.trim_start()
+        } else {
+            continue;
+        };
+        let Some(quote @ ('"' | '\'')) = value.chars().next() else {
+            continue;
+        };
+        if let Some(url) = value[1..]
+            .split(quote)
+            .next()
+            .filter(|u| !u.trim().is_empty())
+        {
+            return Some(url.trim().to_string());
+        }
+    }
+    None
 }
 
 /// The URL of a refresh's `content` ("5; url=/new/"), when it has one and comes soon
@@ -119,6 +236,42 @@ mod tests {
         }
         for reload in ["300", "600; url=/same", "", "0", "0; url=", "soon; url=/x"] {
             assert_eq!(redirect_in(reload), None, "{reload:?}");
+        }
+    }
+
+    #[test]
+    fn a_stub_whose_script_sends_the_browser_on_is_a_redirect_and_a_real_page_is_not() {
+        for (page, url) in [
+            (
+                "<html><script>window.location.href = \"/portal/index.jsp\";</script></html>",
+                "/portal/index.jsp",
+            ),
+            (
+                "<script type='text/javascript'>top.location='http://new.example/'</script>",
+                "http://new.example/",
+            ),
+            (
+                "<html><body>页面跳转中……<script>location.replace('/zh/');</script></body></html>",
+                "/zh/",
+            ),
+            (
+                "<script>\nif (location.href == '/x') {}\nlocation.assign( \"/y\" );</script>",
+                "/y",
+            ),
+        ] {
+            assert_eq!(target(None, page).as_deref(), Some(url), "{page}");
+        }
+        let menu = format!(
+            "<html><body><h1>County office</h1><p>{}</p><script>function go() {{ \
+             location.href = '/search'; }}</script></body></html>",
+            "Opening hours, services and contacts of the county office. ".repeat(5)
+        );
+        for page in [
+            menu.as_str(),
+            "<script>var mylocation = '/no/'; location = someUrl;</script>",
+            "<p>location = '/not-a-script/'</p>",
+        ] {
+            assert_eq!(target(None, page), None, "{page}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! Redirect games: a chain, a loop, a cookie check, a Location in raw UTF-8, and the
-//! redirects browsers make from a page (`<meta http-equiv=refresh>`, `Refresh`).
+//! redirects browsers make from a page (`<meta http-equiv=refresh>`, `Refresh`, a stub's
+//! script).
 
 use super::*;
 
@@ -172,6 +173,42 @@ pub(super) async fn redirects(b: &mut Builder) {
         ),
         said("up", "ok"),
         vec![Fact::Redirects(0)],
+    )
+    .await;
+
+    // The index page of many an old site: nothing but a script that sends the browser
+    // to the real site, which is failing.
+    b.http(
+        "script-redirect-stub",
+        Router::new()
+            .route(
+                "/",
+                any(|| async {
+                    html(
+                        StatusCode::OK,
+                        "<html><head><script type=\"text/javascript\">\
+                         window.location.href = \"/portal/index.jsp\";</script></head>\
+                         <body></body></html>",
+                    )
+                }),
+            )
+            .route(
+                "/portal/index.jsp",
+                any(|| async {
+                    html(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        page("500 Internal Server Error", "The portal failed."),
+                    )
+                }),
+            ),
+        None,
+        truth(
+            "down",
+            Some("http_status"),
+            "an index page that is only a script sending browsers to the portal, which answers 500",
+        ),
+        said("down", "http_status"),
+        vec![Fact::Redirects(1)],
     )
     .await;
 
