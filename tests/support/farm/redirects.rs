@@ -51,19 +51,15 @@ pub(super) async fn redirects(b: &mut Builder) {
     let landing = page("县政府", "欢迎光临。");
     b.http(
         "redirect-utf8-location",
-        Router::new()
-            .route(
-                "/",
-                any(|| async {
-                    let raw = header::HeaderValue::from_bytes("/欢迎/".as_bytes())
-                        .expect("bytes past ASCII are allowed in a header value");
-                    (StatusCode::FOUND, [(header::LOCATION, raw)], "").into_response()
-                }),
-            )
-            .route(
-                "/%E6%AC%A2%E8%BF%8E/",
-                any(move || async move { html(StatusCode::OK, landing) }),
-            ),
+        two_pages(
+            || {
+                let raw = header::HeaderValue::from_bytes("/欢迎/".as_bytes())
+                    .expect("bytes past ASCII are allowed in a header value");
+                (StatusCode::FOUND, [(header::LOCATION, raw)], "").into_response()
+            },
+            "/%E6%AC%A2%E8%BF%8E/",
+            move || html(StatusCode::OK, landing.clone()),
+        ),
         None,
         truth(
             "up",
@@ -77,25 +73,21 @@ pub(super) async fn redirects(b: &mut Builder) {
 
     // Redirects a browser makes by itself from a page that answered 200: a stub whose
     // only content is a <meta http-equiv="refresh"> (shorter than min_body_bytes), a
-    // `Refresh` header, a whole page refreshing at once to a page that is gone, and a
-    // page that only reloads itself every five minutes.
+    // `Refresh` header, a whole page refreshing at once to a page that is gone, a page
+    // that only reloads itself every five minutes, and the index page of many an old
+    // site: nothing but a script sending browsers to the real site, which is failing.
     let portal = page("County portal", "Services and news.");
+    let works = move || html(StatusCode::OK, portal.clone());
     b.http(
         "meta-refresh-stub",
-        Router::new()
-            .route(
-                "/",
-                any(|| async {
-                    html(
-                        StatusCode::OK,
-                        "<meta http-equiv=\"Refresh\" content=\"0; URL='/portal/'\">",
-                    )
-                }),
-            )
-            .route(
-                "/portal/",
-                any(move || async move { html(StatusCode::OK, portal) }),
-            ),
+        two_pages(
+            || {
+                let stub = "<meta http-equiv=\"Refresh\" content=\"0; URL='/portal/'\">";
+                html(StatusCode::OK, stub)
+            },
+            "/portal/",
+            works.clone(),
+        ),
         None,
         truth(
             "up",
@@ -107,20 +99,13 @@ pub(super) async fn redirects(b: &mut Builder) {
     )
     .await;
 
-    let portal = page("County portal", "Services and news.");
     b.http(
         "refresh-header",
-        Router::new()
-            .route(
-                "/",
-                any(|| async {
-                    (StatusCode::OK, [(header::REFRESH, "0;url=/portal/")], "").into_response()
-                }),
-            )
-            .route(
-                "/portal/",
-                any(move || async move { html(StatusCode::OK, portal) }),
-            ),
+        two_pages(
+            || (StatusCode::OK, [(header::REFRESH, "0;url=/portal/")], "").into_response(),
+            "/portal/",
+            works,
+        ),
         None,
         truth(
             "up",
@@ -138,12 +123,11 @@ pub(super) async fn redirects(b: &mut Builder) {
     );
     b.http(
         "meta-refresh-to-missing",
-        Router::new()
-            .route("/", any(move || async move { html(StatusCode::OK, moved) }))
-            .route(
-                "/new-site/",
-                any(|| async { html(StatusCode::NOT_FOUND, page("Not Found", "No such page.")) }),
-            ),
+        two_pages(
+            move || html(StatusCode::OK, moved.clone()),
+            "/new-site/",
+            || html(StatusCode::NOT_FOUND, page("Not Found", "No such page.")),
+        ),
         None,
         truth(
             "down",
@@ -176,31 +160,21 @@ pub(super) async fn redirects(b: &mut Builder) {
     )
     .await;
 
-    // The index page of many an old site: nothing but a script that sends the browser
-    // to the real site, which is failing.
     b.http(
         "script-redirect-stub",
-        Router::new()
-            .route(
-                "/",
-                any(|| async {
-                    html(
-                        StatusCode::OK,
-                        "<html><head><script type=\"text/javascript\">\
-                         window.location.href = \"/portal/index.jsp\";</script></head>\
-                         <body></body></html>",
-                    )
-                }),
-            )
-            .route(
-                "/portal/index.jsp",
-                any(|| async {
-                    html(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        page("500 Internal Server Error", "The portal failed."),
-                    )
-                }),
-            ),
+        two_pages(
+            || {
+                let stub = "<html><head><script type=\"text/javascript\">\
+                            window.location.href = \"/portal/index.jsp\";</script></head>\
+                            <body></body></html>";
+                html(StatusCode::OK, stub)
+            },
+            "/portal/index.jsp",
+            || {
+                let failed = page("500 Internal Server Error", "The portal failed.");
+                html(StatusCode::INTERNAL_SERVER_ERROR, failed)
+            },
+        ),
         None,
         truth(
             "down",
@@ -266,4 +240,28 @@ pub(super) async fn redirects(b: &mut Builder) {
         vec![],
     )
     .await;
+}
+
+/// A site whose `/` answers `first` and whose `next` answers `then`: the two pages of a
+/// redirect.
+fn two_pages<F, G>(first: F, next: &'static str, then: G) -> Router
+where
+    F: Fn() -> Response + Clone + Send + Sync + 'static,
+    G: Fn() -> Response + Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route(
+            "/",
+            any(move || {
+                let first = first.clone();
+                async move { first() }
+            }),
+        )
+        .route(
+            next,
+            any(move || {
+                let then = then.clone();
+                async move { then() }
+            }),
+        )
 }
