@@ -29,6 +29,7 @@ const LIMITER_FALLBACK: &str = "picket_limiter_fallback";
 const THROTTLE_WAITS: &str = "picket_throttle_waits_total";
 const THROTTLE_WAIT_SECONDS: &str = "picket_throttle_wait_seconds";
 const DEFERRALS: &str = "picket_jobs_deferred_total";
+const BACK_EARLY: &str = "picket_jobs_back_early_total";
 const TOO_BUSY: &str = "picket_jobs_too_busy_total";
 const EGRESS_ATTEMPTS: &str = "picket_egress_attempts_total";
 const EGRESS_RESTS: &str = "picket_egress_rests_total";
@@ -95,6 +96,7 @@ fn zero() {
         PUBLISH_FAILURES,
         THROTTLE_WAITS,
         DEFERRALS,
+        BACK_EARLY,
         ACK_FRAMES,
     ] {
         counter!(name).increment(0);
@@ -195,6 +197,10 @@ fn describe() {
     describe_counter!(
         DEFERRALS,
         "Jobs put back on the broker because their IP was busy"
+    );
+    describe_counter!(
+        BACK_EARLY,
+        "Jobs back from a delay queue long before their place in their IP's line, put back until then (not deferrals)"
     );
     describe_counter!(
         TOO_BUSY,
@@ -343,6 +349,12 @@ pub(crate) fn paced() {
 /// A job was deferred to the delay queue.
 pub(crate) fn deferred() {
     counter!(DEFERRALS).increment(1);
+}
+
+/// A job came back from a delay queue more than `max_wait` before its place and was put
+/// back: many of them mean the delay queues' steps are coarse for the IPs' lines.
+pub(crate) fn back_early() {
+    counter!(BACK_EARLY).increment(1);
 }
 
 /// The limits that answer a job unprobed: its place in its IP's line was beyond

@@ -221,7 +221,11 @@ async fn publish_disposition(
         }
         Disposition::Early(rest) => {
             let p = props.clone().with_delivery_mode(2);
-            delay(s, delivery, *rest, p).await
+            let r = delay(s, delivery, *rest, p).await;
+            if r.is_ok() {
+                metric::back_early();
+            }
+            r
         }
         Disposition::Answer(report) => {
             let reply_to = props.reply_to().as_ref();
