@@ -11,7 +11,7 @@ use crate::amqp::{self, BrokerState};
 use crate::config::Settings;
 use crate::dns::Resolver;
 use crate::engine::{worker_name, Engine};
-use crate::http::HttpProber;
+use crate::http::{HttpProber, Targets};
 use crate::limit::Limiter;
 use crate::probe::judge::JudgeSettings;
 use crate::redis_pool::redis_pool;
@@ -39,7 +39,10 @@ pub fn engine(
         limiter,
         &settings.tls,
         &settings.egress,
-        settings.targets.allow_private,
+        Targets {
+            allow_private: settings.targets.allow_private,
+            suspect_hold: settings.rate_limit.backoff,
+        },
     )?;
     Ok(Engine::new(
         Arc::new(prober),

@@ -657,3 +657,89 @@ async fn a_job_whose_place_is_beyond_max_defer_is_answered_at_once() {
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
     assert!(early.is_some_and(|n| n >= 1.0), "{early:?}: {}", c.metrics);
 }
+
+/// A defence that bans a client for 2 s once it asks a fourth time within a second, and
+/// keeps the ban while the client asks (mod_evasive's `DOSBlockingPeriod`), caught by
+/// one host's request only, as mod_evasive's per-process counters can: that host's
+/// confirmation, sent at `retry_delay`, would extend the ban and make a working site
+/// `down`. It is held for `rate_limit.backoff` instead, and finds the ban over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_refused_right_after_a_burst_is_asked_again_after_the_backoff() {
+    let ip = "127.0.0.46";
+    // Requests of the last second, and the end of the ban.
+    let ban = Arc::new(Mutex::new((Vec::<Instant>::new(), None::<Instant>)));
+    let seen = Arc::new(Mutex::new(Vec::<(String, Instant, u16)>::new()));
+    let (ban2, seen2) = (ban.clone(), seen.clone());
+    let addr = crate::support::serve_raw(ip, move |mut stream| {
+        let (ban, seen) = (ban2.clone(), seen2.clone());
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let head = crate::support::targets::read_request_head(&mut stream).await;
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let host = head
+                .lines()
+                .find_map(|l| l.strip_prefix("host:"))
+                .map(|h| h.trim().split(':').next().unwrap_or("").to_string())
+                .unwrap_or_default();
+            let now = Instant::now();
+            let status = {
+                let mut b = ban.lock().expect("lock");
+                b.0.retain(|t| now.duration_since(*t) < Duration::from_secs(1));
+                b.0.push(now);
+                if b.1.is_some_and(|until| now < until) || b.0.len() > 3 {
+                    b.1 = Some(now + Duration::from_secs(2));
+                    403
+                } else {
+                    200
+                }
+            };
+            seen.lock().expect("lock").push((host, now, status));
+            let body = if status == 200 {
+                page("")
+            } else {
+                "<html><body><h1>Forbidden</h1><p>You don't have permission to access this resource.</p></body></html>".to_string()
+            };
+            let reason = if status == 200 { "OK" } else { "Forbidden" };
+            let response = format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    })
+    .await;
+    let (names, static_toml) = hosts("ban", 4, ip);
+    let engine = crate::support::picket::engine_from_toml(&format!(
+        "[probe]\nretry_delay = \"500ms\"\ntimeout = \"5s\"\n[rate_limit]\nbackoff = \"3s\"\n\
+         [rate_limit.per_ip]\nrate = 1000.0\nburst = 1000\nmax_inflight = 100\n\
+         [targets]\nallow_private = true\n{static_toml}"
+    ));
+    let mut reports = Vec::new();
+    for name in &names {
+        let job = picket::job::job_for_url(&format!("http://{name}:{}/", addr.port()), name)
+            .expect("job");
+        reports.push(engine.run(&job).await);
+    }
+    let seen = seen.lock().expect("lock").clone();
+    let last = &reports[3];
+    assert_eq!(
+        (last.verdict, last.reason.as_str()),
+        (picket::job::Verdict::Up, "ok"),
+        "{}; requests: {seen:?}",
+        last.detail
+    );
+    let asked: Vec<Instant> = seen
+        .iter()
+        .filter(|(h, _, _)| h == &names[3])
+        .map(|(_, t, _)| *t)
+        .collect();
+    assert_eq!(asked.len(), 2, "refused once, then asked again: {seen:?}");
+    assert!(
+        asked[1].duration_since(asked[0]) >= Duration::from_millis(2900),
+        "asked again after the 3 s hold, not the 500 ms retry delay: {seen:?}"
+    );
+    assert!(reports[..3]
+        .iter()
+        .all(|r| r.verdict == picket::job::Verdict::Up));
+}

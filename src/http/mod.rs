@@ -107,6 +107,16 @@ enum Step {
     Answer(Answer),
 }
 
+/// What the prober needs to know of the targets beside how to reach them.
+#[derive(Debug, Clone, Copy)]
+pub struct Targets {
+    /// Loopback, private and link-local addresses may be probed (`targets.allow_private`).
+    pub allow_private: bool,
+    /// How long one host that refused us right after its IP answered a burst is held
+    /// before it is asked again (`rate_limit.backoff`).
+    pub suspect_hold: Duration,
+}
+
 /// Probes sites over HTTP(S).
 pub struct HttpProber {
     resolver: Resolver,
@@ -114,6 +124,9 @@ pub struct HttpProber {
     allow_private: bool,
     egress: Vec<Egress>,
     recent: RecentAnswers,
+    /// How long a host that alone refused us right after its IP answered a burst is
+    /// held before it is asked again (`rate_limit.backoff`; see [`HttpProber::heed`]).
+    suspect_hold: Duration,
 }
 
 impl HttpProber {
@@ -126,7 +139,7 @@ impl HttpProber {
         limiter: Arc<dyn Limiter>,
         tls_settings: &TlsSettings,
         egress: &[EgressSettings],
-        allow_private: bool,
+        targets: Targets,
     ) -> Result<HttpProber, SetupError> {
         let tls = tls_config(tls_settings)?;
         let extra_ca = tls::extra_ca(tls_settings)?;
@@ -139,9 +152,10 @@ impl HttpProber {
         Ok(HttpProber {
             resolver,
             limiter,
-            allow_private,
+            allow_private: targets.allow_private,
             egress,
             recent: RecentAnswers::default(),
+            suspect_hold: targets.suspect_hold,
         })
     }
 
@@ -253,29 +267,51 @@ impl HttpProber {
         resp: &reqwest::Response,
         signal: Signal,
     ) -> Option<String> {
-        let status = resp.status().as_u16();
-        if let 429 | 503 = status {
-            if let Some(pause) = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            {
-                // The server asked for a pause: no worker sends to this host before
-                // it ends, nor to the IP when several of its hosts ask (capped, so a
-                // silly value cannot silence a site for days).
-                let pause = Duration::from_secs(pause).min(MAX_RETRY_AFTER);
-                let request = Request {
-                    ip,
-                    host,
-                    egress: &probe.egress.name,
-                    max_wait: Duration::ZERO,
-                };
-                self.limiter.hold(request, pause).await;
+        let request = Request {
+            ip,
+            host,
+            egress: &probe.egress.name,
+            max_wait: Duration::ZERO,
+        };
+        let asked = retry_after(resp);
+        if let Some(pause) = asked {
+            // The server asked for a pause: no worker sends to this host before it ends,
+            // nor to the IP when several of its hosts ask.
+            self.limiter.hold(request, pause).await;
+        }
+        let refusal = self.standing(ip, host, probe.egress, signal).await;
+        if refusal.is_none() && asked.is_none() && matches!(signal, Signal::Refused(_)) {
+            // One host refused right after its IP answered a burst: a per-client ban
+            // (mod_evasive blocks a client for its DOSBlockingPeriod, and every request
+            // meanwhile extends it) may have caught only this host's request, and a
+            // confirmation at `probe.retry_delay` would be refused by the same ban and
+            // make a working site `down`. So the host is held for `rate_limit.backoff`,
+            // as if it had said Retry-After; a site that refuses its visitors still
+            // refuses then. (The answer itself was counted as one of the burst.)
+            let before = self.recent.count(ip, probe.index).saturating_sub(1);
+            if before >= crate::probe::judge::BURST_ANSWERS {
+                self.limiter.hold(request, self.suspect_hold).await;
             }
         }
-        self.standing(ip, host, probe.egress, signal).await
+        refusal
     }
+}
+
+/// The pause a 429 or 503 asks for in whole seconds (`Retry-After`), capped so a silly
+/// value cannot silence a site for days.
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    if !matches!(resp.status().as_u16(), 429 | 503) {
+        return None;
+    }
+    let seconds = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 /// Where a page that answered sends a browser by itself at once (`probe::refresh`): the
