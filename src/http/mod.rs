@@ -273,6 +273,9 @@ impl HttpProber {
             egress: &probe.egress.name,
             max_wait: Duration::ZERO,
         };
+        if matches!(signal, Signal::Refused(_)) {
+            self.recent.refused(ip, probe.index);
+        }
         let asked = retry_after(resp);
         if let Some(pause) = asked {
             // The server asked for a pause: no worker sends to this host before it ends,
@@ -287,9 +290,8 @@ impl HttpProber {
             // confirmation at `probe.retry_delay` would be refused by the same ban and
             // make a working site `down`. So the host is held for `rate_limit.backoff`,
             // as if it had said Retry-After; a site that refuses its visitors still
-            // refuses then. (The answer itself was counted as one of the burst.)
-            let before = self.recent.count(ip, probe.index).saturating_sub(1);
-            if before >= crate::probe::judge::BURST_ANSWERS {
+            // refuses then. A wall of refusals (a bot wall on this egress) is no burst.
+            if self.recent.served(ip, probe.index) >= crate::probe::judge::BURST_ANSWERS {
                 self.limiter.hold(request, self.suspect_hold).await;
             }
         }

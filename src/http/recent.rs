@@ -16,14 +16,18 @@ const BURST_WINDOW: Duration = Duration::from_secs(10);
 /// are all old are dropped when the map grows.
 #[derive(Default)]
 pub(super) struct RecentAnswers {
-    seen: Mutex<HashMap<(IpAddr, usize), VecDeque<Instant>>>,
+    seen: Mutex<Seen>,
 }
+
+/// Per (target IP, egress index): when each answer came, and whether it served us (not
+/// a refusal).
+type Seen = HashMap<(IpAddr, usize), VecDeque<(Instant, bool)>>;
 
 impl RecentAnswers {
     const PER_KEY: usize = 8;
     const MAX_KEYS: usize = 8192;
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, usize), VecDeque<Instant>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
         self.seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -35,7 +39,7 @@ impl RecentAnswers {
         if seen.len() >= Self::MAX_KEYS {
             seen.retain(|_, v| {
                 v.back()
-                    .is_some_and(|t| now.duration_since(*t) < BURST_WINDOW)
+                    .is_some_and(|(t, _)| now.duration_since(*t) < BURST_WINDOW)
             });
             if seen.len() >= Self::MAX_KEYS {
                 seen.clear();
@@ -45,14 +49,35 @@ impl RecentAnswers {
         if times.len() >= Self::PER_KEY {
             times.pop_front();
         }
-        times.push_back(now);
+        times.push_back((now, true));
+    }
+
+    /// The newest answer from `ip` through `egress` was a refusal (403, 429, 503): it
+    /// does not count among the answers that served us.
+    pub(super) fn refused(&self, ip: IpAddr, egress: usize) {
+        if let Some(last) = self
+            .lock()
+            .get_mut(&(ip, egress))
+            .and_then(VecDeque::back_mut)
+        {
+            last.1 = false;
+        }
     }
 
     pub(super) fn count(&self, ip: IpAddr, egress: usize) -> u32 {
+        self.count_where(ip, egress, |_| true)
+    }
+
+    /// How many of the recent answers served us (refusals left out).
+    pub(super) fn served(&self, ip: IpAddr, egress: usize) -> u32 {
+        self.count_where(ip, egress, |fine| fine)
+    }
+
+    fn count_where(&self, ip: IpAddr, egress: usize, keep: impl Fn(bool) -> bool) -> u32 {
         let now = Instant::now();
         self.lock().get(&(ip, egress)).map_or(0, |v| {
             v.iter()
-                .filter(|t| now.duration_since(**t) < BURST_WINDOW)
+                .filter(|(t, fine)| now.duration_since(*t) < BURST_WINDOW && keep(*fine))
                 .count() as u32
         })
     }
@@ -71,6 +96,9 @@ mod tests {
         }
         r.answered(ip, 1);
         assert_eq!((r.count(ip, 0), r.count(ip, 1)), (3, 1));
+        // A refusal is an answer, but not one that served us.
+        r.refused(ip, 0);
+        assert_eq!((r.count(ip, 0), r.served(ip, 0)), (3, 2));
         assert_eq!(r.count("192.0.2.2".parse().expect("ip"), 0), 0);
         tokio::time::advance(BURST_WINDOW + Duration::from_millis(1)).await;
         assert_eq!(r.count(ip, 0), 0);
