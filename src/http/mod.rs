@@ -240,25 +240,12 @@ impl HttpProber {
                 Next::Final => {}
             }
         }
-        // A page a browser leaves by itself keeps its cookies as a redirect does.
-        let page = resp.status().is_success() && probe.plan.method != crate::job::Method::Head;
-        let refresh_header = page
-            .then(|| body::header(resp.headers(), reqwest::header::REFRESH))
-            .flatten();
-        if page {
-            chain.cookies.take(&chain.url, resp.headers());
-        }
-        let answer = finish(resp, permit, probe.plan, chain).await?;
-        if page {
-            if let Some(step) = refresh(chain, &answer, refresh_header, probe.plan, obs) {
-                return step;
-            }
-        }
-        Ok(Step::Answer(answer))
+        last_hop(resp, permit, probe.plan, chain, obs).await
     }
 
     /// Tells the limiter what the answer of `ip` said: a `Retry-After` pause asked by a
-    /// 429 or 503, and its `signal`. `Some(detail)` when the site refuses *us*.
+    /// 429 or 503, its `signal`, and a refusal by one host right after its IP served a
+    /// burst (that host is held). `Some(detail)` when the site refuses *us*.
     async fn heed(
         &self,
         probe: &Probe<'_>,
@@ -314,6 +301,32 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
         .parse::<u64>()
         .ok()?;
     Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+/// The answer that ended the redirects: read, and followed on when it is a page a
+/// browser leaves by itself (`Refresh`, `<meta http-equiv="refresh">`, a stub's script).
+async fn last_hop(
+    resp: reqwest::Response,
+    permit: Permit,
+    plan: &Plan,
+    chain: &mut Chain,
+    obs: &mut Observation,
+) -> Result<Step, Outcome> {
+    let page = resp.status().is_success() && plan.method != crate::job::Method::Head;
+    let refresh_header = page
+        .then(|| body::header(resp.headers(), reqwest::header::REFRESH))
+        .flatten();
+    if page {
+        // A page a browser leaves keeps its cookies as a redirect does.
+        chain.cookies.take(&chain.url, resp.headers());
+    }
+    let answer = finish(resp, permit, plan, chain).await?;
+    if page {
+        if let Some(step) = refresh(chain, &answer, refresh_header, plan, obs) {
+            return step;
+        }
+    }
+    Ok(Step::Answer(answer))
 }
 
 /// Where a page that answered sends a browser by itself at once (`probe::refresh`): the
