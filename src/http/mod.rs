@@ -260,7 +260,8 @@ impl HttpProber {
             egress: &probe.egress.name,
             max_wait: Duration::ZERO,
         };
-        if matches!(signal, Signal::Refused(_)) {
+        let refused = matches!(signal, Signal::Refused(_));
+        if refused {
             self.recent.refused(ip, probe.index);
         }
         let asked = retry_after(resp);
@@ -270,7 +271,7 @@ impl HttpProber {
             self.limiter.hold(request, pause).await;
         }
         let refusal = self.standing(ip, host, probe.egress, signal).await;
-        if refusal.is_none() && asked.is_none() && matches!(signal, Signal::Refused(_)) {
+        if refused && refusal.is_none() && asked.is_none() {
             // One host refused right after its IP answered a burst: a per-client ban
             // (mod_evasive blocks a client for its DOSBlockingPeriod, and every request
             // meanwhile extends it) may have caught only this host's request, and a
