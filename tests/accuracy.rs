@@ -243,3 +243,16 @@ async fn truth_wrong_name_certificate_is_degraded_tls() {
 async fn truth_incomplete_chain_is_degraded_tls() {
     tells_the_truth("tls-incomplete-chain").await;
 }
+
+/// A site that sends its certificate without the intermediate, but whose certificate
+/// names where the intermediate is (AIA `caIssuers`), is shown by browsers: they fetch
+/// it. picket said degraded/tls, as curl does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_incomplete_chain_naming_its_issuer_is_up() {
+    tells_the_truth("tls-incomplete-chain-aia").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_incomplete_chain_naming_a_missing_issuer_is_degraded_tls() {
+    tells_the_truth("tls-incomplete-chain-aia-gone").await;
+}

@@ -14,6 +14,7 @@ use url::Url;
 use super::failure::root_cause;
 use super::pin::Hop;
 use super::redirect::Chain;
+use super::tls;
 use super::tunnel::SendError;
 use super::{fail, HttpProber, Probe};
 use crate::dns::{Addresses, DnsError};
@@ -293,27 +294,16 @@ impl HttpProber {
         remaining: Duration,
         obs: &mut Observation,
     ) -> (Result<reqwest::Response, SendError>, Instant) {
-        let connect_timeout = probe.plan.connect_timeout.min(remaining);
-        let hop = Hop::new(host, addr, connect_timeout, probe.egress.route);
         let sent = Instant::now();
-        // HTTP-proxy egress: reqwest would ask the proxy for the name, which the proxy
-        // resolves again; the tunnel asks for the counted address (`tunnel/`).
-        let result = match &probe.egress.tunnel {
-            Some(t) => {
-                let req = ask.build(&probe.egress.client, remaining);
-                t.send(req, addr, connect_timeout, &hop).await
-            }
-            None => send(&hop, &probe.egress.client, ask, remaining)
-                .await
-                .map_err(SendError::from),
-        };
+        let (result, hop) = ask_once(probe, ask, host, addr, remaining).await;
         hop.clock.write(sent, obs);
         let ready = hop.clock.ready(sent);
+        let https = ask.url().scheme() == "https";
         // A server that speaks only TLS that rustls never will (CBC suites) but
         // browsers still do: ask again over OpenSSL. Whatever that finds wrong is not
         // reported in place of the first failure, which says what happened.
         match result {
-            Err(first) if ask.url().scheme() == "https" && first.no_common_tls() => {
+            Err(first) if https && first.no_common_tls() => {
                 match self
                     .ask_legacy(probe, ask, host, addr, (&hop, sent), obs)
                     .await
@@ -322,7 +312,66 @@ impl HttpProber {
                     None => (Err(first), ready),
                 }
             }
+            // A chain sent without its intermediate: fetched as browsers fetch it,
+            // then the site is asked again.
+            Err(first) if https && first.missing_issuer().is_some() => {
+                match self
+                    .ask_completed(probe, ask, host, addr, &first, obs)
+                    .await
+                {
+                    Some(answer) => answer,
+                    None => (Err(first), ready),
+                }
+            }
+            Ok(resp) => {
+                self.note_completed(&resp, obs);
+                (Ok(resp), ready)
+            }
             other => (other, ready),
+        }
+    }
+
+    /// Asks `addr` again once the chain whose issuer was missing (`first`'s error) is
+    /// complete; `None` when it cannot be completed (said in a note) or no time is left.
+    async fn ask_completed(
+        &self,
+        probe: &Probe<'_>,
+        ask: &Ask<'_>,
+        host: &str,
+        addr: SocketAddr,
+        first: &SendError,
+        obs: &mut Observation,
+    ) -> Option<(Result<reqwest::Response, SendError>, Instant)> {
+        let missing = first.missing_issuer()?;
+        if let Err(why) = self.complete_chain(probe, host, missing).await {
+            obs.notes.push(format!(
+                "browsers fetch the missing intermediate from the URL the certificate \
+                 names, which failed here: {why}"
+            ));
+            return None;
+        }
+        let sent = Instant::now();
+        let left = probe.deadline.saturating_duration_since(sent);
+        if left.is_zero() {
+            return None;
+        }
+        let (result, hop) = ask_once(probe, ask, host, addr, left).await;
+        hop.clock.write(sent, obs);
+        if let Ok(resp) = &result {
+            self.note_completed(resp, obs);
+        }
+        Some((result, hop.clock.ready(sent)))
+    }
+
+    /// Notes an answer whose chain only a fetched intermediate completed.
+    fn note_completed(&self, resp: &reqwest::Response, obs: &mut Observation) {
+        if tls::leaf(resp).is_some_and(|der| self.issuers.was_completed(der)) {
+            obs.notes.push(
+                "the server does not send the intermediate certificate that signs its own \
+                 (an incomplete chain): browsers fetch it from the URL the certificate names, \
+                 as picket did, but curl and most HTTP libraries fail"
+                    .to_string(),
+            );
         }
     }
 
@@ -424,6 +473,31 @@ impl HttpProber {
         }
         outcome
     }
+}
+
+/// Sends the hop's request to `addr` within `time` through the probe's egress (its
+/// tunnel for an HTTP proxy, else its rustls client), pinned by a fresh [`Hop`].
+async fn ask_once(
+    probe: &Probe<'_>,
+    ask: &Ask<'_>,
+    host: &str,
+    addr: SocketAddr,
+    time: Duration,
+) -> (Result<reqwest::Response, SendError>, Arc<Hop>) {
+    let connect_timeout = probe.plan.connect_timeout.min(time);
+    let hop = Hop::new(host, addr, connect_timeout, probe.egress.route);
+    // HTTP-proxy egress: reqwest would ask the proxy for the name, which the proxy
+    // resolves again; the tunnel asks for the counted address (`tunnel/`).
+    let result = match &probe.egress.tunnel {
+        Some(t) => {
+            let req = ask.build(&probe.egress.client, time);
+            t.send(req, addr, connect_timeout, &hop).await
+        }
+        None => send(&hop, &probe.egress.client, ask, time)
+            .await
+            .map_err(SendError::from),
+    };
+    (result, hop)
 }
 
 /// Hands the request to `client` with `hop` as its pinning context: the one place a

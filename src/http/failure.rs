@@ -217,6 +217,11 @@ pub(super) fn no_common_tls(e: &reqwest::Error) -> bool {
     )
 }
 
+/// The chain `e` failed on lacks an issuer whose URL its certificates name.
+pub(super) fn missing_issuer(e: &reqwest::Error) -> Option<&super::issuers::MissingIssuer> {
+    tls_error(e).and_then(super::issuers::missing_issuer)
+}
+
 pub(super) fn tls_problem(e: &rustls::Error) -> String {
     use rustls::AlertDescription as A;
     match e {
@@ -240,6 +245,9 @@ fn cert_problem(c: &rustls::CertificateError) -> String {
         C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet".into(),
         C::UnknownIssuer => {
             "is not signed by a trusted authority (self-signed or incomplete chain)".into()
+        }
+        C::Other(rustls::OtherError(inner)) if inner.is::<super::issuers::MissingIssuer>() => {
+            "is not signed by a trusted authority (incomplete chain)".into()
         }
         C::NotValidForName | C::NotValidForNameContext { .. } => {
             "is not valid for this host name".into()

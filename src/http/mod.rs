@@ -20,7 +20,7 @@
 //!   the cookie jar, and which of the job's headers still go (credentials by origin).
 //! - `body`: reading, inflating and decoding the final answer's body.
 //! - `client`: the shared clients per egress and TLS mode; `tls`: roots, extra CA and
-//!   certificate days-left; `pin` and `phase`: pinning and timing of a connection;
+//!   certificate days-left; `issuers`: chains sent incomplete, completed as browsers do; `pin` and `phase`: pinning and timing of a connection;
 //!   `failure`: a request error as a failure; `recent`: answers kept for a later reset.
 //! - `tunnel/`: requests through HTTP proxies, sent to the counted address (`CONNECT
 //!   ip:port`), in place of `send`'s client; its `SendError` is either path's failure.
@@ -43,6 +43,7 @@ mod body;
 mod client;
 mod connect;
 mod failure;
+mod issuers;
 mod phase;
 mod pin;
 mod recent;
@@ -127,6 +128,8 @@ pub struct HttpProber {
     /// How long a host that alone refused us right after its IP answered a burst is
     /// held before it is asked again (`rate_limit.backoff`; see [`HttpProber::heed`]).
     suspect_hold: Duration,
+    /// Intermediates fetched for sites that send their chain incomplete (`issuers`).
+    issuers: Arc<issuers::Issuers>,
 }
 
 impl HttpProber {
@@ -141,7 +144,7 @@ impl HttpProber {
         egress: &[EgressSettings],
         targets: Targets,
     ) -> Result<HttpProber, SetupError> {
-        let tls = tls_config(tls_settings)?;
+        let (tls, issuers) = tls::trust(tls_settings)?;
         let extra_ca = tls::extra_ca(tls_settings)?;
         let resolve: Arc<dyn reqwest::dns::Resolve> =
             Arc::new(PinnedResolver::new(resolver.clone()));
@@ -156,6 +159,7 @@ impl HttpProber {
             egress,
             recent: RecentAnswers::default(),
             suspect_hold: targets.suspect_hold,
+            issuers,
         })
     }
 

@@ -8,14 +8,43 @@ use std::time::SystemTime;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
+use super::issuers::{ChainVerifier, Issuers};
 use super::SetupError;
 use crate::config::TlsSettings;
 
-/// Builds the rustls configuration: bundled roots, system roots, and the extra CA file.
+/// Builds the rustls configuration: bundled roots, system roots, and the extra CA file,
+/// verified as browsers verify (a chain the server sends incomplete is completed:
+/// `issuers`).
 ///
 /// # Errors
 /// The extra CA file is unreadable or empty, or rustls refuses the configuration.
 pub fn tls_config(settings: &TlsSettings) -> Result<rustls::ClientConfig, SetupError> {
+    trust(settings).map(|(config, _)| config)
+}
+
+/// The rustls configuration, and the intermediates its verifier completes chains with.
+pub(super) fn trust(
+    settings: &TlsSettings,
+) -> Result<(rustls::ClientConfig, Arc<Issuers>), SetupError> {
+    let roots = Arc::new(roots(settings)?);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let webpki =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| SetupError::Tls(e.to_string()))?;
+    let issuers = Arc::new(Issuers::new(webpki));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SetupError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ChainVerifier(issuers.clone())))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((config, issuers))
+}
+
+/// The roots: bundled, the system's, and `tls.extra_ca_file`.
+fn roots(settings: &TlsSettings) -> Result<rustls::RootCertStore, SetupError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     // System roots are a bonus: a machine without them still has the bundled ones.
@@ -39,14 +68,7 @@ pub fn tls_config(settings: &TlsSettings) -> Result<rustls::ClientConfig, SetupE
             return Err(ca_err("no PEM certificate in the file".into()));
         }
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SetupError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok(roots)
 }
 
 /// The certificates of `tls.extra_ca_file`, for the OpenSSL fallback.
@@ -69,12 +91,16 @@ pub(super) fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificat
 
 /// Whole days until the site's certificate on `resp` expires (negative when expired).
 pub(super) fn days_left(resp: &reqwest::Response) -> Option<i64> {
+    leaf(resp).and_then(|der| cert_days_left(der, SystemTime::now()))
+}
+
+/// The site's own certificate (DER) on `resp`, when it came over TLS.
+pub(super) fn leaf(resp: &reqwest::Response) -> Option<&[u8]> {
     resp.extensions()
         .get::<reqwest::tls::TlsInfo>()
         .and_then(reqwest::tls::TlsInfo::peer_certificate)
         // Through a tunnel the TLS is ours, not reqwest's.
         .or_else(|| super::tunnel::peer_certificate(resp))
-        .and_then(|der| cert_days_left(der, SystemTime::now()))
 }
 
 /// Whole days from `now` until the certificate in `der` expires (negative when

@@ -271,6 +271,17 @@ impl SendError {
         }
     }
 
+    /// The issuer the site's chain lacks, when that is why the handshake failed.
+    pub(in crate::http) fn missing_issuer(&self) -> Option<&crate::http::issuers::MissingIssuer> {
+        match self {
+            SendError::Client(e) => crate::http::failure::missing_issuer(e),
+            SendError::Tunnel(TunnelError::Tls(io)) => {
+                rustls_inside(io).and_then(crate::http::issuers::missing_issuer)
+            }
+            SendError::Tunnel(_) => None,
+        }
+    }
+
     /// The failure this is, in the prober's terms.
     pub(in crate::http) fn classify(
         &self,

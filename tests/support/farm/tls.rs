@@ -100,7 +100,12 @@ impl Pki {
 pub enum Signer {
     SelfSigned,
     Ca,
-    Intermediate { send_intermediate: bool },
+    Intermediate {
+        send_intermediate: bool,
+    },
+    /// Signed by the intermediate, which is not sent: the leaf names this URL as where
+    /// to fetch it (Authority Information Access, `caIssuers`).
+    IntermediateAt(String),
 }
 
 /// A server config presenting a certificate for `name`, valid over the given days.
@@ -112,7 +117,7 @@ pub fn server_config(
     signer: Signer,
 ) -> Arc<rustls::ServerConfig> {
     let key = KeyPair::generate().expect("leaf key");
-    let params = leaf_params(name, from_days, to_days);
+    let mut params = leaf_params(name, from_days, to_days);
     let (cert, chain_extra): (Certificate, Vec<CertificateDer<'static>>) = match signer {
         Signer::SelfSigned => (params.self_signed(&key).expect("self-signed"), vec![]),
         Signer::Ca => (
@@ -129,6 +134,16 @@ pub fn server_config(
                 vec![]
             },
         ),
+        Signer::IntermediateAt(url) => {
+            params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+                testbed::tls::AIA_OID,
+                testbed::tls::aia_ca_issuers(&url),
+            )];
+            let cert = params
+                .signed_by(&key, &pki.intermediate, &pki.intermediate_key)
+                .expect("leaf");
+            (cert, vec![])
+        }
     };
     let mut chain = vec![cert.der().clone()];
     chain.extend(chain_extra);
@@ -332,6 +347,74 @@ pub(super) async fn tls(b: &mut Builder, pki: &Pki) {
         // Only an HTTP/2 client gets an answer at all.
         vec![Fact::Attempts(1)],
     );
+}
+
+/// Chains sent without their intermediate whose leaf names where it is (AIA
+/// `caIssuers`), as many small sites' are: browsers fetch it and show the page.
+pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki) {
+    // The CA's own server: the intermediate (DER, as CAs serve it), and nothing else.
+    let der = pki.intermediate.der().to_vec();
+    let router = Router::new().route(
+        "/intermediate.crt",
+        any(move || {
+            let der = der.clone();
+            async move { ([(header::CONTENT_TYPE, "application/pkix-cert")], der) }
+        }),
+    );
+    let ip = b.ip();
+    let ca = serve(&ip, router).await;
+    let ca_host = b.host("ca", &ip);
+    let sinkhole = b.host("ca-sinkhole", "0.0.0.0");
+    let at = |path: &str| format!("http://{ca_host}:{}{path}", ca.port());
+    let body = page("County office", "Served over TLS with an incomplete chain.");
+    let cases = [
+        (
+            "tls-incomplete-chain-aia",
+            at("/intermediate.crt"),
+            truth(
+                "up",
+                Some("ok"),
+                "leaf signed by an intermediate the server does not send, whose URL the leaf names (AIA): browsers fetch it and show the page",
+            ),
+            said("up", "ok"),
+            vec![Fact::DetailContains("incomplete chain"), Fact::Attempts(1)],
+        ),
+        (
+            "tls-incomplete-chain-aia-gone",
+            at("/gone.crt"),
+            truth(
+                "degraded",
+                Some("tls"),
+                "the same, but the URL the leaf names answers 404: no browser can complete the chain",
+            ),
+            said("degraded", "tls"),
+            vec![Fact::DetailContains("404")],
+        ),
+        (
+            // The URL is the site's word: it must not reach what the policy refuses.
+            "tls-incomplete-chain-aia-sinkhole",
+            format!("http://{sinkhole}:{}/intermediate.crt", ca.port()),
+            truth(
+                "degraded",
+                Some("tls"),
+                "the same, but the URL the leaf names is on a host that resolves to 0.0.0.0: refused by policy, not fetched",
+            ),
+            said("degraded", "tls"),
+            vec![Fact::DetailContains("refused by policy")],
+        ),
+    ];
+    for (name, url, truth, said, facts) in cases {
+        let config = server_config(
+            pki,
+            &format!("{name}.{DOMAIN}"),
+            -1,
+            365,
+            Signer::IntermediateAt(url),
+        );
+        let ip = b.ip();
+        let addr = serve_tls(&ip, config, &body).await;
+        b.add(name, "https", addr, "/", None, truth, said, facts);
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,185 @@
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, CustomExtension, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+
+use super::*;
+
+const AIA: &str = "http://ca.test/intermediate.crt";
+
+/// A CA: its certificate and key.
+struct Ca {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, name.to_string());
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p
+}
+
+fn root(name: &str) -> Ca {
+    let key = KeyPair::generate().expect("key");
+    let cert = ca_params(name).self_signed(&key).expect("root");
+    Ca { cert, key }
+}
+
+fn intermediate(name: &str, by: &Ca) -> Ca {
+    let key = KeyPair::generate().expect("key");
+    let cert = ca_params(name)
+        .signed_by(&key, &by.cert, &by.key)
+        .expect("intermediate");
+    Ca { cert, key }
+}
+
+/// A leaf for `host` signed by `by`, naming `aia` as where its issuer is.
+fn leaf(host: &str, by: &Ca, aia: Option<&str>) -> CertificateDer<'static> {
+    let key = KeyPair::generate().expect("key");
+    let mut p = CertificateParams::new(vec![host.to_string()]).expect("params");
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    if let Some(url) = aia {
+        p.custom_extensions = vec![CustomExtension::from_oid_content(
+            testbed::tls::AIA_OID,
+            testbed::tls::aia_ca_issuers(url),
+        )];
+    }
+    p.signed_by(&key, &by.cert, &by.key)
+        .expect("leaf")
+        .der()
+        .clone()
+}
+
+/// The verifier's store, trusting `root` only.
+fn issuers(root: &Ca) -> Issuers {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.cert.der().clone()).expect("root");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .expect("verifier");
+    Issuers::new(webpki)
+}
+
+fn verify(i: &Issuers, leaf: &CertificateDer<'_>, host: &str) -> Result<ServerCertVerified, Error> {
+    let name = ServerName::try_from(host.to_string()).expect("name");
+    i.verify(leaf, &[], &name, &[], UnixTime::now())
+}
+
+fn missing_of(e: &Error) -> &MissingIssuer {
+    missing_issuer(e).unwrap_or_else(|| panic!("not a missing issuer: {e:?}"))
+}
+
+#[test]
+fn a_chain_sent_without_its_intermediate_fails_naming_where_to_fetch_it() {
+    let root = root("root");
+    let int = intermediate("intermediate", &root);
+    let leaf = leaf("site.test", &int, Some(AIA));
+    let i = issuers(&root);
+    let err = verify(&i, &leaf, "site.test").expect_err("incomplete");
+    assert_eq!(missing_of(&err).urls, [AIA]);
+    assert!(!i.was_completed(&leaf));
+}
+
+#[test]
+fn without_a_url_to_fetch_from_the_unknown_issuer_error_stands() {
+    let root = root("root");
+    let int = intermediate("intermediate", &root);
+    let leaf = leaf("site.test", &int, None);
+    let err = verify(&issuers(&root), &leaf, "site.test").expect_err("incomplete");
+    assert!(unknown_issuer(&err), "{err:?}");
+}
+
+#[test]
+fn a_fetched_intermediate_completes_the_chain_and_serves_later_probes() {
+    let root = root("root");
+    let int = intermediate("intermediate", &root);
+    let leaf = leaf("site.test", &int, Some(AIA));
+    let i = issuers(&root);
+    let err = verify(&i, &leaf, "site.test").expect_err("incomplete");
+    let fetched = [int.cert.der().clone()];
+    assert!(matches!(
+        i.complete(missing_of(&err), "site.test", &fetched),
+        Ok(true)
+    ));
+    verify(&i, &leaf, "site.test").expect("completed from the kept intermediate");
+    assert!(i.was_completed(&leaf));
+    // Another site of the same CA needs no fetch of its own.
+    let other = leaf_for_other_site(&int);
+    verify(&i, &other, "other.test").expect("the same intermediate serves it");
+}
+
+fn leaf_for_other_site(int: &Ca) -> CertificateDer<'static> {
+    leaf("other.test", int, Some(AIA))
+}
+
+#[test]
+fn a_certificate_that_is_not_the_issuer_completes_nothing_and_is_not_kept() {
+    let root = root("root");
+    let int = intermediate("intermediate", &root);
+    let stranger = intermediate("another intermediate", &root);
+    let leaf = leaf("site.test", &int, Some(AIA));
+    let i = issuers(&root);
+    let err = verify(&i, &leaf, "site.test").expect_err("incomplete");
+    let fetched = [stranger.cert.der().clone()];
+    assert!(matches!(
+        i.complete(missing_of(&err), "site.test", &fetched),
+        Ok(false)
+    ));
+    assert!(i.kept(UnixTime::now()).is_empty());
+}
+
+#[test]
+fn a_site_cannot_make_its_own_ca_trusted_by_naming_it() {
+    // The site's certificate is signed by a CA nobody trusts, and names that CA's
+    // certificate as its issuer: fetched, it is still no trusted root.
+    let trusted = root("trusted root");
+    let own = root("the site's own CA");
+    let leaf = leaf("site.test", &own, Some(AIA));
+    let i = issuers(&trusted);
+    let err = verify(&i, &leaf, "site.test").expect_err("untrusted");
+    let fetched = [own.cert.der().clone()];
+    assert!(matches!(
+        i.complete(missing_of(&err), "site.test", &fetched),
+        Ok(false)
+    ));
+    assert!(verify(&i, &leaf, "site.test").is_err());
+}
+
+#[test]
+fn once_the_chain_is_whole_the_certificates_own_fault_is_told() {
+    let root = root("root");
+    let int = intermediate("intermediate", &root);
+    let leaf = leaf("site.test", &int, Some(AIA));
+    let i = issuers(&root);
+    let err = verify(&i, &leaf, "elsewhere.test").expect_err("incomplete");
+    let fetched = [int.cert.der().clone()];
+    assert!(matches!(
+        i.complete(missing_of(&err), "elsewhere.test", &fetched),
+        Ok(true)
+    ));
+    // With the intermediate kept, the handshake fails on the name, not the chain.
+    let told = verify(&i, &leaf, "elsewhere.test").expect_err("wrong name");
+    assert!(
+        matches!(
+            told,
+            Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+            )
+        ),
+        "{told:?}"
+    );
+}
+
+#[test]
+fn certificates_are_read_as_der_or_pem_and_nothing_else() {
+    let root = root("root");
+    let der = root.cert.der().clone();
+    assert_eq!(parse_certificate(&der), Some(der.clone()));
+    assert_eq!(parse_certificate(root.cert.pem().as_bytes()), Some(der));
+    assert_eq!(parse_certificate(b"<html>Not Found</html>"), None);
+    assert_eq!(parse_certificate(b""), None);
+}
