@@ -388,6 +388,28 @@ async fn https_through_either_proxy_is_judged_on_the_site_certificate() {
             "through {name}: {}",
             r.detail
         );
+        // The certificate's days left are read through either proxy (reqwest keeps no
+        // TLS info on its SOCKS path), so an expiry warning holds through both.
+        let r = check(&e, &farm.target("tls-expiring-soon").url).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str(), r.tls_days_left.is_some()),
+            (Verdict::Degraded, "tls", true),
+            "through {name}: {}",
+            r.detail
+        );
+        // A chain sent incomplete is completed through the proxy too: the intermediate
+        // is fetched through the same egress.
+        let r = check(&e, &farm.target("tls-incomplete-chain-aia").url).await;
+        assert_eq!(
+            (r.verdict, r.egress.as_deref()),
+            (Verdict::Up, Some(name)),
+            "through {name}: {}",
+            r.detail
+        );
+        assert!(
+            r.detail.contains("incomplete chain"),
+            "through {name}: {r:?}"
+        );
     }
     // Both proxies were asked for the address picket counted, never the name (the
     // HTTP one with CONNECT ip:port, the name going to the site in SNI).

@@ -497,6 +497,10 @@ async fn ask_once(
             .await
             .map_err(SendError::from),
     };
+    let result = result.map(|mut resp| {
+        tls::keep_leaf(&mut resp, &hop);
+        resp
+    });
     (result, hop)
 }
 

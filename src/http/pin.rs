@@ -18,7 +18,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -58,6 +58,9 @@ pub(super) struct Hop {
     resolved: AtomicBool,
     /// When the connection was up and when it was ready.
     pub(super) clock: PhaseClock,
+    /// The site's certificate (DER), as the TLS verifier saw it: reqwest keeps none on
+    /// its SOCKS path.
+    pub(super) leaf: OnceLock<Vec<u8>>,
 }
 
 impl Hop {
@@ -76,6 +79,7 @@ impl Hop {
             route,
             resolved: AtomicBool::new(false),
             clock: PhaseClock::default(),
+            leaf: OnceLock::new(),
         })
     }
 

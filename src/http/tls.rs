@@ -99,8 +99,28 @@ pub(super) fn leaf(resp: &reqwest::Response) -> Option<&[u8]> {
     resp.extensions()
         .get::<reqwest::tls::TlsInfo>()
         .and_then(reqwest::tls::TlsInfo::peer_certificate)
-        // Through a tunnel the TLS is ours, not reqwest's.
-        .or_else(|| super::tunnel::peer_certificate(resp))
+        // Through a tunnel the TLS is ours, and on its SOCKS path reqwest keeps no
+        // `TlsInfo`: the certificate is then the one the verifier saw.
+        .or_else(|| {
+            resp.extensions()
+                .get::<SiteCertificate>()
+                .map(|c| c.0.as_slice())
+        })
+}
+
+/// The site's certificate (DER) as picket's own TLS code saw it, kept on an answer
+/// that has no reqwest `TlsInfo`.
+#[derive(Clone)]
+pub(super) struct SiteCertificate(pub(super) Vec<u8>);
+
+/// Keeps the certificate `hop`'s handshake verified on `resp`, when reqwest kept none.
+pub(super) fn keep_leaf(resp: &mut reqwest::Response, hop: &super::pin::Hop) {
+    if leaf(resp).is_some() {
+        return;
+    }
+    if let Some(der) = hop.leaf.get() {
+        resp.extensions_mut().insert(SiteCertificate(der.clone()));
+    }
 }
 
 /// Whole days from `now` until the certificate in `der` expires (negative when

@@ -279,6 +279,9 @@ impl ServerCertVerifier for ChainVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
+        if let Some(hop) = super::pin::current() {
+            let _ = hop.leaf.set(end_entity.to_vec());
+        }
         self.0
             .verify(end_entity, intermediates, server_name, ocsp_response, now)
     }

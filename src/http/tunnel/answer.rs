@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::error::TunnelError;
 use super::Io;
 use crate::http::client::{MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
+use crate::http::tls::SiteCertificate;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -78,17 +79,6 @@ pub(super) async fn ask(
     answer.map_err(TunnelError::Http)
 }
 
-/// The site's certificate as the tunnel's TLS saw it (reqwest's `TlsInfo` is its own).
-#[derive(Clone)]
-struct PeerCertificate(Vec<u8>);
-
-/// The DER certificate of the site, when the answer came through a tunnel over TLS.
-pub(in crate::http) fn peer_certificate(resp: &reqwest::Response) -> Option<&[u8]> {
-    resp.extensions()
-        .get::<PeerCertificate>()
-        .map(|c| c.0.as_slice())
-}
-
 /// The answer as the rest of the prober expects it from reqwest: gzip and br decoded
 /// (deflate is left to the prober, as on reqwest's path), the body bounded by the
 /// probe's deadline, the certificate in the extensions.
@@ -100,7 +90,7 @@ pub(super) async fn answer_to_reqwest(
     let decoded = decode(answer).await;
     let (mut parts, body) = decoded.into_parts();
     if let Some(der) = certificate {
-        parts.extensions.insert(PeerCertificate(der));
+        parts.extensions.insert(SiteCertificate(der));
     }
     let body = Deadline {
         inner: Box::pin(body),

@@ -52,7 +52,6 @@ mod answer;
 mod error;
 mod open;
 
-pub(super) use answer::peer_certificate;
 use answer::{answer_to_reqwest, ask};
 pub(super) use error::SendError;
 use error::{Stage, TunnelError};
