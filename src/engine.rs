@@ -21,7 +21,7 @@ use crate::job::{now_rfc3339, Job, Reason, Rejected, Report, Verdict};
 use crate::metric;
 use crate::probe::combine::{combine, settled};
 use crate::probe::judge::{judge, JudgeSettings, Judgement};
-use crate::probe::{Observation, Outcome, Plan};
+use crate::probe::{Line, Observation, Outcome, Plan};
 use crate::state::{Delivery, StateStore};
 
 use our_side::OurSide;
@@ -113,7 +113,7 @@ impl Engine {
             id: &job.id,
             redelivered: false,
         };
-        match self.run_or_defer(job, None, delivery).await {
+        match self.run_or_defer(job, None, Line::Outside, delivery).await {
             Run::Done(report) => *report,
             // Without a max_wait the prober never defers; answer honestly if it did.
             Run::Defer(_) => {
@@ -133,13 +133,14 @@ impl Engine {
     }
 
     /// Answers a job, or says to defer it when a per-IP limit would make it wait longer
-    /// than `max_wait` (`None`: never defer). A message the broker hands out again gets
-    /// the result its first delivery produced when the state still keeps it: a repeat,
-    /// never a different story.
+    /// than `max_wait` (`None`: never defer); `line` is where it stands in its IP's line
+    /// of deferred jobs. A message the broker hands out again gets the result its first
+    /// delivery produced when the state still keeps it: a repeat, never a different story.
     pub(crate) async fn run_or_defer(
         &self,
         job: &Job,
         max_wait: Option<Duration>,
+        line: Line,
         delivery: Delivery<'_>,
     ) -> Run {
         if delivery.redelivered {
@@ -162,7 +163,7 @@ impl Engine {
                 return Run::Done(Box::new(cached));
             }
         }
-        let mut report = match self.probe(job, max_wait).await {
+        let mut report = match self.probe(job, max_wait, line).await {
             Ok(r) => r,
             Err(wait) => return Run::Defer(wait),
         };
@@ -186,11 +187,17 @@ impl Engine {
     }
 
     /// Probes with confirmation; `Err(wait)` when the job should be deferred.
-    async fn probe(&self, job: &Job, max_wait: Option<Duration>) -> Result<Report, Duration> {
+    async fn probe(
+        &self,
+        job: &Job,
+        max_wait: Option<Duration>,
+        line: Line,
+    ) -> Result<Report, Duration> {
         let mut plan = Plan::new(job, &self.probe);
         plan.max_wait = max_wait;
+        plan.line = line;
         let required = self.probe.attempts as usize;
-        let tried = self.attempts(&plan, job, required).await?;
+        let tried = self.attempts(&mut plan, job, required).await?;
         let Some((i, decisive)) = combine(&tried.judgements, required) else {
             return Ok(self.unprobed(
                 job,
@@ -233,7 +240,12 @@ impl Engine {
 
     /// Makes attempts until they settle the verdict (a good one, or `required`
     /// failures) or the budget is spent; `Err(wait)` when the job should be deferred.
-    async fn attempts(&self, plan: &Plan, job: &Job, required: usize) -> Result<Tried, Duration> {
+    async fn attempts(
+        &self,
+        plan: &mut Plan,
+        job: &Job,
+        required: usize,
+    ) -> Result<Tried, Duration> {
         let egresses = self.prober.egress_count().max(1);
         // Failed egresses and bot walls cost attempts without telling anything about the
         // site, so with other egresses to try there is room for a few more.
@@ -258,6 +270,8 @@ impl Engine {
                 Attempt::Observed(obs) => obs,
                 Attempt::Deferred(wait) => return Err(wait),
             };
+            // The job has had its turn at the IP: a confirmation is no newcomer.
+            plan.line = Line::Outside;
             metric::probe_observed(&obs);
             metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
             self.our_side.record(egress, &obs);

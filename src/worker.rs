@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::engine::{Engine, Run};
 use crate::job::{decode, Decoded, Report};
+use crate::probe::Line;
 use crate::state::Delivery;
 
 /// What must be done with a message.
@@ -109,7 +110,12 @@ async fn run_job(
 ) -> Disposition {
     let span = tracing::info_span!("job", job_id = %job.id, url = %job.url);
     let max_wait = deferral.map(|d| d.max_wait);
-    let run = engine.run_or_defer(job, max_wait, message.delivery);
+    let line = match (deferral, message.not_before) {
+        (None, _) => Line::Outside,
+        (Some(_), None) => Line::Fresh,
+        (Some(_), Some(_)) => Line::Placed,
+    };
+    let run = engine.run_or_defer(job, max_wait, line, message.delivery);
     match tracing::Instrument::instrument(run, span.clone()).await {
         Run::Done(report) => {
             // Every result is published; the log keeps what needs a look, so a busy

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use picket::config::Settings;
 use picket::limit::redis::RedisLimiter;
-use picket::limit::{Grant, Limiter, Permit, Request, Signal};
+use picket::limit::{Grant, Limiter, Line, Permit, Request, Signal};
 
 use crate::support::{servers, unique};
 
@@ -31,6 +31,7 @@ fn req(host: &str, max_wait: Duration) -> Request<'_> {
         host,
         egress: "direct",
         max_wait,
+        line: picket::limit::Line::Outside,
     }
 }
 
@@ -195,6 +196,46 @@ async fn deferred_jobs_line_up_one_interval_apart_across_workers() {
     // (in seconds, rounded: Redis's clock runs on between the calls); one past
     // max_defer keeps none, and the next is told the same.
     assert_eq!(waits, [1, 2, 3, 4, 4]);
+}
+
+/// A fresh job joins the IP's line whichever worker holds it, rather than take a slot
+/// a place was given for; a line nobody comes back to (its jobs purged from a delay
+/// queue, say) lapses after `LINE_GRACE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_job_joins_the_line_across_workers_until_the_line_lapses() {
+    let mut s = settings(1.0, 1, 100);
+    s.rate_limit.max_defer = Duration::from_secs(60);
+    let (a, b) = (
+        limiter(&s, Duration::from_secs(30), "join-a"),
+        limiter(&s, Duration::from_secs(30), "join-b"),
+    );
+    let t0 = Instant::now();
+    let _ = go(&a, "line.test").await; // the next slot is 1 s away
+    for _ in 0..10 {
+        let deferred = a
+            .acquire(req("line.test", Duration::from_millis(500)))
+            .await;
+        assert!(matches!(deferred, Grant::Defer(_)));
+    }
+    let turn = |line: Line| {
+        let mut r = req("line.test", Duration::from_millis(800));
+        r.line = line;
+        r
+    };
+    tokio::time::sleep(Duration::from_millis(600).saturating_sub(t0.elapsed())).await;
+    // The IP's next slot is 0.4 s away, within the 0.8 s this job may wait, but ten
+    // places wait before it: it is told the eleventh.
+    match b.acquire(turn(Line::Fresh)).await {
+        Grant::Defer(d) => assert_eq!((d.as_millis() + 500) / 1000, 10, "{d:?}"),
+        Grant::Go(_) => panic!("a fresh job went ahead of the line"),
+    }
+    tokio::time::sleep(Duration::from_millis(1000).saturating_sub(t0.elapsed())).await;
+    // The first job back for its place goes.
+    assert!(matches!(a.acquire(turn(Line::Placed)).await, Grant::Go(_)));
+    // Nobody comes back for the other places: after LINE_GRACE (5 s) the line lapses,
+    // and a fresh job goes.
+    tokio::time::sleep(Duration::from_millis(6500).saturating_sub(t0.elapsed())).await;
+    assert!(matches!(b.acquire(turn(Line::Fresh)).await, Grant::Go(_)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,6 +508,7 @@ async fn a_worker_back_on_redis_never_adds_to_what_its_fallback_has_in_flight() 
         host: "other.test",
         egress: "direct",
         max_wait,
+        line: picket::limit::Line::Outside,
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -613,6 +613,74 @@ async fn jobs_of_a_crowded_ip_line_up_instead_of_going_round_again() {
     );
 }
 
+/// Jobs that arrive while an IP's line of deferred jobs waits join its end instead of
+/// taking the slots the line's jobs come back for: a fresh job going ahead pushes every
+/// job of the line back, and the last ones are deferred again, round after round, while
+/// jobs that came later are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_arriving_while_a_line_waits_join_its_end() {
+    let ip = "127.0.0.47";
+    // The host of every request, in the order the IP saw them.
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen2 = seen.clone();
+    let handler = move |headers: axum::http::HeaderMap| {
+        let seen = seen2.clone();
+        async move {
+            let host = headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.split(':').next())
+                .unwrap_or_default()
+                .to_string();
+            seen.lock().expect("lock").push(host);
+            axum::response::Html(page(""))
+        }
+    };
+    let port = serve(ip, Router::new().fallback(get(handler))).await.port();
+    let prefix = unique("line");
+    let (names, static_toml) = hosts(&prefix, 36, ip);
+    let base = with_limits(&base_toml(), 4.0, 1, 100);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}")
+        .replace("[worker]\n", "[rate_limit]\nmax_wait = \"1s\"\n[worker]\n");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    let job = |i: usize| json!({"id": format!("{prefix}-{i}"), "url": format!("http://{}:{port}/", names[i])});
+    // 24 jobs at once: a second's worth go, the rest line up over the next 5 s.
+    for i in 0..24 {
+        client.job(&s, job(i)).await;
+    }
+    let t = Instant::now();
+    while seen.lock().expect("lock").len() < 5 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the first jobs never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 12 more while the line waits.
+    for i in 24..36 {
+        client.job(&s, job(i)).await;
+    }
+    let rs = client.results(&s, 36, Duration::from_secs(60)).await;
+    worker.shutdown().await;
+    assert!(rs.iter().all(|r| r["verdict"] == "up"), "{rs:?}");
+    let order = seen.lock().expect("lock").clone();
+    let index = |host: &String| names.iter().position(|n| n == host).unwrap_or(usize::MAX);
+    let last_of_first = order.iter().rposition(|h| index(h) < 24);
+    let later_ahead: Vec<&String> = order
+        .iter()
+        .take(last_of_first.unwrap_or(0))
+        .filter(|h| index(h) >= 24)
+        .collect();
+    assert!(
+        later_ahead.is_empty(),
+        "{} jobs published later went ahead of the line: {later_ahead:?} in {order:?}",
+        later_ahead.len()
+    );
+}
+
 /// A job whose place in its IP's line would be further ahead than `rate_limit.max_defer`
 /// is answered `unknown/rate_limited` at once, not deferred: the IP has more sites than
 /// its rate can check in time, and the operator hears it now.

@@ -260,6 +260,7 @@ impl HttpProber {
             host,
             egress: &probe.egress.name,
             max_wait: probe.plan.max_wait.unwrap_or(WAIT_WITHOUT_DEFERRAL),
+            line: std::mem::take(&mut probe.line),
         };
         let permit = match self.limiter.acquire(request).await {
             Grant::Go(p) => p,
@@ -440,6 +441,7 @@ impl HttpProber {
             host,
             egress: &probe.egress.name,
             max_wait: Duration::ZERO,
+            line: crate::limit::Line::Outside,
         };
         self.limiter.latency(&answered, ready.elapsed());
     }

@@ -98,6 +98,9 @@ struct Probe<'a> {
     deadline: Instant,
     /// The per-IP limit asked to send the job back after this wait (a deferral).
     deferred: Option<Duration>,
+    /// Where the next request stands in its IP's line of deferred jobs: the plan's for
+    /// the first request, outside it for every later one.
+    line: crate::probe::Line,
 }
 
 /// Where a hop leaves the chain.
@@ -172,6 +175,7 @@ impl HttpProber {
             index,
             deadline: start + plan.timeout,
             deferred: None,
+            line: plan.line,
         };
         let outcome = self.follow(&mut probe, &mut obs).await;
         if let Some(wait) = probe.deferred {
@@ -263,6 +267,7 @@ impl HttpProber {
             host,
             egress: &probe.egress.name,
             max_wait: Duration::ZERO,
+            line: crate::limit::Line::Outside,
         };
         let refused = matches!(signal, Signal::Refused(_));
         if refused {
@@ -402,6 +407,7 @@ impl HttpProber {
             host,
             egress: &egress.name,
             max_wait: Duration::ZERO,
+            line: crate::limit::Line::Outside,
         };
         let refusal = self.limiter.answered(request, signal).await?;
         Some(refusal.detail)

@@ -10,7 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::standing::{Pace, Refusal, Signal, Standing};
-use super::{Grant, Limiter, Permit, Request, Rules};
+use super::{Grant, Limiter, Line, Permit, Request, Rules};
 use crate::config::{Rate, RateLimitSettings};
 
 struct KeyState {
@@ -19,9 +19,8 @@ struct KeyState {
     /// The arrival time after this limiter's own last grant (not a seed): how far ahead
     /// its callers are booked.
     granted_until: Instant,
-    /// The place given to the last job deferred for this IP: the next deferred one is
-    /// told a place one interval after it.
-    line: Instant,
+    /// The IP's line of deferred jobs.
+    line: Queue,
     inflight: Arc<Semaphore>,
     max_inflight: u32,
     /// Refusals, back-off and host holds.
@@ -36,12 +35,35 @@ impl KeyState {
         KeyState {
             tat: now,
             granted_until: now,
-            line: now,
+            line: Queue {
+                last: now,
+                start: now,
+                seen: now,
+            },
             inflight: Arc::new(Semaphore::new(rate.max_inflight as usize)),
             max_inflight: rate.max_inflight,
             standing: Standing::default(),
             pace: Pace::default(),
         }
+    }
+}
+
+/// An IP's line of deferred jobs, as the `BOOK` script keeps it in `…:queue`.
+struct Queue {
+    /// The place given to the last job deferred: the next one is told a place one
+    /// interval after it.
+    last: Instant,
+    /// The place of the line's first job.
+    start: Instant,
+    /// When a job back for its place last booked.
+    seen: Instant,
+}
+
+impl Queue {
+    /// Whether the line still waits for its jobs at `now`: its last place is ahead, and
+    /// its jobs came back within `grace` of when they were due.
+    fn live(&self, now: Instant, grace: Duration) -> bool {
+        self.last > now && now <= self.start.max(self.seen) + grace
     }
 }
 
@@ -91,7 +113,7 @@ impl LocalLimiter {
             // An entry whose next slot is in the past and that nobody holds is idle.
             map.retain(|_, s| {
                 s.tat > now
-                    || s.line > now
+                    || s.line.last > now
                     || s.inflight.available_permits() < s.max_inflight as usize
             });
         }
@@ -185,13 +207,15 @@ impl LocalLimiter {
         map.get(&key)?.standing.host_held(&host, Instant::now())
     }
 
-    /// Books the next slot for `key` unless the wait would exceed `max_wait`.
+    /// Books the next slot for `key` unless the wait would exceed `max_wait`, or the
+    /// request is a fresh job's and a line of deferred jobs waits for the IP.
     fn book(
         &self,
         key: &str,
         rate: Rate,
         now: Instant,
         max_wait: Duration,
+        line: Line,
     ) -> Result<Instant, Duration> {
         let mut map = self
             .state
@@ -219,11 +243,21 @@ impl LocalLimiter {
             .unwrap_or(now)
             .max(now);
         let wait = allowed_at - now;
-        if wait > max_wait {
-            return Err(line_up(entry, now, wait, interval, self.rules.max_defer()));
+        let grace = super::LINE_GRACE.max(interval * 2);
+        let live = entry.line.live(now, grace);
+        if wait > max_wait || (line == Line::Fresh && live) {
+            let ahead = Ahead {
+                wait,
+                interval,
+                live,
+            };
+            return Err(line_up(&mut entry.line, now, ahead, self.rules.max_defer()));
         }
         entry.tat = new_tat;
         entry.granted_until = new_tat;
+        if line == Line::Placed && live {
+            entry.line.seen = now;
+        }
         Ok(allowed_at)
     }
 }
@@ -298,7 +332,7 @@ impl Limiter for LocalLimiter {
             };
             let left = req.max_wait.saturating_sub(start.elapsed());
             let booked = Instant::now();
-            match self.book(&key, rate, booked, left) {
+            match self.book(&key, rate, booked, left, req.line) {
                 Ok(at) => {
                     if at > booked {
                         tokio::time::sleep_until(at).await;
@@ -312,20 +346,29 @@ impl Limiter for LocalLimiter {
     }
 }
 
-/// The wait of a job deferred for `entry`'s IP, whose own next slot is `wait` away: a
-/// place in the IP's line one interval after the last deferred job's, kept only when it
-/// is no further than `max_defer` (a job told more is answered, not deferred).
-fn line_up(
-    entry: &mut KeyState,
-    now: Instant,
+/// Where a deferred job's IP stands: its own next slot `wait` away, requests
+/// `interval` apart, and whether a line of deferred jobs is live.
+struct Ahead {
     wait: Duration,
     interval: Duration,
-    max_defer: Duration,
-) -> Duration {
-    let place = (now + wait).max(entry.line + interval);
+    live: bool,
+}
+
+/// The wait of a job deferred for an IP: a place in its `line` one interval after the
+/// last deferred job's (or at the IP's next slot, if later or when no line is live, which
+/// then starts one), kept only when it is no further than `max_defer` (a job told more is
+/// answered, not deferred).
+fn line_up(line: &mut Queue, now: Instant, ahead: Ahead, max_defer: Duration) -> Duration {
+    let mut place = now + ahead.wait;
+    if ahead.live {
+        place = place.max(line.last + ahead.interval);
+    }
     let wait = place.saturating_duration_since(now);
     if wait <= max_defer {
-        entry.line = place;
+        if !ahead.live {
+            line.start = place;
+        }
+        line.last = place;
     }
     wait
 }
@@ -365,6 +408,7 @@ mod tests {
             host: "h.test",
             egress: "direct",
             max_wait,
+            line: crate::limit::Line::Outside,
         }
     }
 
@@ -476,6 +520,40 @@ mod tests {
         assert_eq!(deferrals(&l, 1).await, [2500]);
     }
 
+    /// What `line`'s request for 192.0.2.1, allowed 500 ms of waiting, is granted: the
+    /// wait it went after, or `Err` with the deferral's.
+    async fn turn(l: &LocalLimiter, line: Line) -> Result<u128, u128> {
+        let mut r = req("192.0.2.1", Duration::from_millis(500));
+        r.line = line;
+        let t0 = Instant::now();
+        match l.acquire(r).await {
+            Grant::Go(_) => Ok(t0.elapsed().as_millis()),
+            Grant::Defer(d) => Err(d.as_millis()),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_job_joins_a_live_line_and_a_line_nobody_comes_back_to_lapses() {
+        let mut s = settings(1.0, 1, 100);
+        s.max_defer = Duration::from_secs(60);
+        let l = LocalLimiter::new(&s);
+        let _ = go(&l, "192.0.2.1").await; // the next slot is 1 s away
+        assert_eq!(deferrals(&l, 20).await.last(), Some(&20_000));
+        // 0.6 s later the IP's next slot is 0.4 s away, within max_wait: a request
+        // outside the line would take it, but a fresh job joins the line's end.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(turn(&l, Line::Fresh).await, Err(20_400));
+        // The first job back for its place goes, and keeps the line live.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(turn(&l, Line::Placed).await, Ok(0));
+        tokio::time::sleep(Duration::from_millis(4900)).await;
+        assert!(turn(&l, Line::Fresh).await.is_err(), "still live");
+        // Nobody came back for the places since: 5 s (LINE_GRACE) after the last one
+        // did, the line lapses (its jobs were purged, say), and a fresh job goes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(turn(&l, Line::Fresh).await, Ok(0));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn hold_pauses_only_that_ip() {
         let l = LocalLimiter::new(&settings(10.0, 5, 100));
@@ -552,6 +630,7 @@ mod defaults_against_defences {
                 host: "county.test",
                 egress: "direct",
                 max_wait: Duration::from_secs(600),
+                line: crate::limit::Line::Outside,
             };
             match l.acquire(req).await {
                 Grant::Go(_) => times.push(t0.elapsed()),
@@ -614,6 +693,7 @@ mod retry_after_per_host {
             host,
             egress: "direct",
             max_wait: Duration::from_secs(60),
+            line: crate::limit::Line::Outside,
         }
     }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::config::{LimitScope, OverrideMatch, Rate, RateLimitSettings};
+pub use crate::probe::Line;
 
 pub(crate) use self::local::LocalLimiter;
 pub use self::standing::{Refusal, Signal};
@@ -38,6 +39,8 @@ pub struct Request<'a> {
     pub egress: &'a str,
     /// Longest acceptable wait; past it the answer is [`Grant::Defer`].
     pub max_wait: Duration,
+    /// Where its job stands in the IP's line of deferred jobs.
+    pub line: Line,
 }
 
 /// Leave to send one request; the in-flight slot is freed when it is dropped.
@@ -92,6 +95,11 @@ pub trait Limiter: Send + Sync {
         Box::pin(async { None })
     }
 }
+
+/// How long after its jobs were due a line of deferred jobs stays live with none of them
+/// back (at least two intervals): a line whose jobs were purged from a delay queue, or
+/// that nobody came back to, is not waited behind.
+pub(crate) const LINE_GRACE: Duration = Duration::from_secs(5);
 
 /// How requests to one IP are spaced now (the Lua `BOOK` script does the same in Redis).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -190,6 +198,7 @@ mod tests {
             host,
             egress,
             max_wait: Duration::from_secs(1),
+            line: crate::limit::Line::Outside,
         }
     }
 

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use super::lease::{Lease, Releaser};
 use super::standing::{self, Pace, Refusal, Signal};
-use super::{scripts, Grant, Limiter, LocalLimiter, Permit, Request, Rules};
+use super::{scripts, Grant, Limiter, Line, LocalLimiter, Permit, Request, Rules};
 use crate::config::{Rate, RateLimitSettings, RedisSettings};
 use crate::metric;
 use crate::redis_pool::RedisPool;
@@ -381,7 +381,7 @@ impl RedisLimiter {
         let mut inv = self.script.key(&tat);
         inv.key(&inflight)
             .key(self.standing_key(key))
-            .key(format!("{}limit:{{{key}}}:line", self.prefix))
+            .key(format!("{}limit:{{{key}}}:queue", self.prefix))
             .arg(format!("{:.6}", 1000.0 / rate.rate))
             .arg(rate.burst)
             .arg(rate.max_inflight)
@@ -391,7 +391,13 @@ impl RedisLimiter {
             .arg(req.host.to_ascii_lowercase())
             .arg(format!("{pace_ms:.3}"))
             .arg(self.fallback.booked_ahead(req).as_millis() as u64)
-            .arg(self.rules.max_defer().as_millis() as u64);
+            .arg(self.rules.max_defer().as_millis() as u64)
+            .arg(match req.line {
+                Line::Outside => 0,
+                Line::Fresh => 1,
+                Line::Placed => 2,
+            })
+            .arg(super::LINE_GRACE.as_millis() as u64);
         self.call(inv).await
     }
 
@@ -630,6 +636,7 @@ mod tests {
             host: "h.test",
             egress: "direct",
             max_wait: Duration::from_secs(10),
+            line: crate::limit::Line::Outside,
         };
         let start = Instant::now();
         let mut waits = Vec::new();

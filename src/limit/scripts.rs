@@ -5,19 +5,23 @@
 //! Per limit key (an IP, or egress and IP):
 //! - `…:tat`: the GCRA "theoretical arrival time", fractional ms;
 //! - `…:inflight`: sorted set of in-flight lease ids scored by expiry (ms);
-//! - `…:line`: the place (ms) given to the last job deferred for the key: the next one
-//!   deferred is told a place one interval later, so deferred jobs come back spread at
-//!   the key's rate instead of all at once;
+//! - `…:queue`: hash of the key's line of deferred jobs: `last`, the place (ms) given to
+//!   the last job deferred (the next one is told a place one interval later, so deferred
+//!   jobs come back spread at the key's rate instead of all at once); `start`, the place
+//!   of the line's first job; `seen`, when a job back for its place last booked. A line
+//!   is live while its last place is ahead and its jobs have come back within the grace
+//!   of when they were due; a fresh job joins a live line instead of going ahead of it;
 //! - `…:standing`: hash of our standing with the IP (`limit::standing`): `level`,
 //!   `until` (end of the back-off hold), `last` (last refusal or step down), `ok` (the
 //!   last time a reporting worker had an answer from it), `r:<host>` (a refusal from
 //!   that host, ms) and `hold:<host>` (that host's `Retry-After`, until ms).
 
-/// Books a request. KEYS: tat, inflight, standing, line. ARGV: interval_ms, burst,
+/// Books a request. KEYS: tat, inflight, standing, queue. ARGV: interval_ms, burst,
 /// max_inflight, max_wait_ms, lease_ms, lease_id, host, pace_ms (the worker's smoothed
 /// answer latency of the IP: the least spacing, with no burst, when it is wider),
 /// carry_ms (how far ahead of now the worker's local fallback has booked the IP; 0 for
-/// nothing), max_defer_ms.
+/// nothing), max_defer_ms, line (0: the request is outside the line, 1: a fresh job's,
+/// 2: the first of a job back for its place), grace_ms (see `…:queue` above).
 /// Returns {1, wait_ms, level} booked; {-1, wait_ms, level} would wait too long
 /// (nothing booked; wait_ms is the job's place in the key's line of deferred jobs, kept
 /// when it is no further than max_defer_ms); {0, 0, level} in-flight cap reached (nothing booked); {2, wait_ms,
@@ -62,15 +66,25 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local wait = new_tat - interval * burst - now
 if wait < 0 then wait = 0 end
+local q = redis.call('HMGET', KEYS[4], 'last', 'start', 'seen')
+local last = tonumber(q[1] or '0')
+local start = tonumber(q[2] or '0')
+local grace = math.max(tonumber(ARGV[12]), 2 * interval)
+local live = last > now and now <= math.max(start, tonumber(q[3] or '0')) + grace
 -- The rate decides first: a job that would wait too long anyway is told so at once,
--- instead of polling for an in-flight slot until its max_wait runs out.
-if wait > tonumber(ARGV[4]) then
+-- instead of polling for an in-flight slot until its max_wait runs out. A fresh job
+-- joins a live line rather than take the slots its places were given for.
+if wait > tonumber(ARGV[4]) or (ARGV[11] == '1' and live) then
   local place = now + wait
-  local line = tonumber(redis.call('GET', KEYS[4]) or '0') + interval
-  if line > place then place = line end
+  if live then
+    if last + interval > place then place = last + interval end
+  else
+    start = place
+  end
   local ahead = place - now
   if ahead <= tonumber(ARGV[10]) then
-    redis.call('SET', KEYS[4], string.format('%.3f', place), 'PX', math.ceil(ahead) + 1000)
+    redis.call('HSET', KEYS[4], 'last', string.format('%.3f', place), 'start', string.format('%.3f', start))
+    redis.call('PEXPIRE', KEYS[4], math.ceil(ahead + grace) + 1000)
   end
   return {-1, math.ceil(ahead), level}
 end
@@ -82,6 +96,9 @@ redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_t
 local lease = tonumber(ARGV[5])
 redis.call('ZADD', KEYS[2], now + lease, ARGV[6])
 redis.call('PEXPIRE', KEYS[2], lease + 1000)
+if ARGV[11] == '2' and live then
+  redis.call('HSET', KEYS[4], 'seen', string.format('%.3f', now))
+end
 return {1, math.ceil(wait), level}
 ";
 

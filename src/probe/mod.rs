@@ -45,6 +45,23 @@ pub(crate) struct Plan {
     /// Longest wait for a per-IP limit before the job is deferred; `None` = wait up to
     /// the timeout (no deferral possible, e.g. in `picket check`).
     pub max_wait: Option<Duration>,
+    /// Where the job stands in its IP's line of deferred jobs (its first request only).
+    pub line: Line,
+}
+
+/// Where a job stands in its IP's line of deferred jobs: jobs deferred for a busy IP are
+/// given places one interval apart, and come back for them (docs/POLITENESS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Line {
+    /// Not in it: the job cannot be deferred (`picket check`), or the request is not the
+    /// job's first (a confirmation, a redirect hop).
+    #[default]
+    Outside,
+    /// A job that may be deferred and holds no place: while a line waits for the IP, its
+    /// first request joins the end of it rather than take a slot a place was given for.
+    Fresh,
+    /// A job back for its place: its first request keeps the line going.
+    Placed,
 }
 
 impl Plan {
@@ -82,6 +99,7 @@ impl Plan {
             max_redirects: settings.max_redirects,
             expect: job.expect.clone(),
             max_wait: None,
+            line: Line::Outside,
         }
     }
 }

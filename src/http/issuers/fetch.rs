@@ -92,6 +92,7 @@ impl HttpProber {
             host: &host,
             egress: &probe.egress.name,
             max_wait: time,
+            line: crate::limit::Line::Outside,
         };
         let Grant::Go(permit) = self.limiter.acquire(request).await else {
             return Err(format!("the per-IP limit of {ip} allows no request now"));
