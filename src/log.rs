@@ -38,6 +38,9 @@ pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person at a terminal: in a file, journald or `docker
+        // logs` the escape codes are noise that breaks every grep.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if json {
         let inner = tracing_subscriber::fmt::format()
