@@ -185,7 +185,13 @@ pub async fn serve_worker(
     };
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(ops, admin, admin_stop.clone()));
-    tracing::info!(name = %name, listen = %listen, concurrency = settings.probe.concurrency, "picket worker starting");
+    let handle = tokio::runtime::Handle::current();
+    let runtime = match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+        _ => "multi_thread",
+    };
+    let runtime_threads = handle.metrics().num_workers();
+    tracing::info!(name = %name, listen = %listen, concurrency = settings.probe.concurrency, runtime, runtime_threads, "picket worker starting");
     let options = amqp::ConsumerOptions {
         concurrency: settings.probe.concurrency,
         grace: settings.worker.shutdown_grace,

@@ -504,7 +504,28 @@ async fn operations_endpoint_reports_health_readiness_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
-    let (addr, hits) = target("127.0.0.6").await;
+    let log = sigterm_drains("127.0.0.6", &[]).await;
+    assert!(log.contains("runtime=\"multi_thread\""), "{log}");
+    // Text logs to a pipe (a file, journald, `docker logs`) carry no colour codes.
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+}
+
+/// `worker.threads = 1` runs the worker on one thread, no pool: its jobs still run at
+/// once (all six held at the target together), and SIGTERM drains them the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_one_thread_runs_its_jobs_at_once_and_drains_on_sigterm() {
+    let log = sigterm_drains("127.0.0.48", &[("PICKET__WORKER__THREADS", "1")]).await;
+    assert!(
+        log.contains("runtime=\"current_thread\" runtime_threads=1"),
+        "{log}"
+    );
+}
+
+/// Starts `picket worker` (with `env`) on six slow jobs for a target on `ip`, sends it
+/// SIGTERM once all six are in flight, and checks that it answers them and exits 0.
+/// Returns what it logged.
+async fn sigterm_drains(ip: &str, env: &[(&str, &str)]) -> String {
+    let (addr, hits) = target(ip).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let toml = format!(
         "{}\n[targets]\nallow_private = true\n[log]\nformat = \"text\"\n",
@@ -518,15 +539,16 @@ async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
     let n = 6;
     for i in 0..n {
         client
-            .job(&s, json!({"id": format!("slow{i}"), "url": format!("http://127.0.0.6:{}/slow", addr.port())}))
+            .job(&s, json!({"id": format!("slow{i}"), "url": format!("http://{ip}:{}/slow", addr.port())}))
             .await;
     }
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"))
         .arg("worker")
         .arg("--config")
         .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start picket worker");
@@ -545,11 +567,16 @@ async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
         .status()
         .expect("kill");
     assert!(kill.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
         .expect("worker exits within 30 s")
         .expect("wait");
-    assert!(status.success(), "exit status {status:?}");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "exit status {:?}: {log}", out.status);
     let rs = client.results(&s, n, Duration::from_secs(5)).await;
     assert!(rs.iter().all(|r| r["verdict"] == "up"), "{rs:?}");
     assert_eq!(
@@ -558,7 +585,7 @@ async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
         "nothing left unacked or queued"
     );
     assert_eq!(hits.load(Ordering::SeqCst), n, "no job was probed twice");
-    let _ = unique("done");
+    log
 }
 
 #[test]

@@ -160,11 +160,13 @@ pub(crate) fn report_error(e: &anyhow::Error) {
 /// (`probe.runtime`): each probe's future, hyper's connection task and the I/O driver
 /// then share that thread, where on the work-stealing pool every response crossed
 /// threads (futex wake-ups, context switches) — about a fifth of a plain-HTTP probe's
-/// CPU (docs/BENCHMARKS.md). The worker keeps the pool: it must use every core, and its
-/// broker and Redis clients have tasks of their own.
+/// CPU (docs/BENCHMARKS.md). The worker keeps the pool, to use every core, unless
+/// `worker.threads = 1` asks for one thread: then there is no pool at all, which saves
+/// the hand-offs as for `picket check` (a worker per core).
 fn runtime(settings: &Settings, command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
     let shape = match command {
         Command::Check(_) => settings.probe.runtime,
+        _ if settings.worker.threads == Some(1) => RuntimeShape::CurrentThread,
         _ => RuntimeShape::MultiThread,
     };
     let mut builder = match shape {
