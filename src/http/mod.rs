@@ -296,21 +296,33 @@ impl HttpProber {
     }
 }
 
-/// The pause a 429 or 503 asks for in whole seconds (`Retry-After`), capped so a silly
-/// value cannot silence a site for days.
+/// The pause a 429 or 503 asks for (`Retry-After`), capped so a silly value cannot
+/// silence a site for days.
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     if !matches!(resp.status().as_u16(), 429 | 503) {
         return None;
     }
-    let seconds = resp
+    let value = resp
         .headers()
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
         .ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+    pause_asked(value, std::time::SystemTime::now())
+}
+
+/// The pause a `Retry-After` value asks for at `now`: whole seconds, or an HTTP date
+/// (RFC 9110, 10.2.3; a maintenance page's "back at"), at most [`MAX_RETRY_AFTER`].
+fn pause_asked(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let pause = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .ok()
+            .filter(|d| !d.is_zero())?,
+    };
+    Some(pause.min(MAX_RETRY_AFTER))
 }
 
 /// The answer that ended the redirects: read, and followed on when it is a page a
@@ -462,4 +474,31 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 fn fail(kind: FailureKind, detail: String) -> Outcome {
     Outcome::Failure(Failure { kind, detail })
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::pause_asked;
+
+    #[test]
+    fn a_retry_after_in_seconds_or_as_a_date_is_a_pause_capped_at_ten_minutes() {
+        // Tue, 01 Dec 2026 08:00:00 GMT
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_112_000);
+        assert_eq!(pause_asked(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(pause_asked("86400", now), Some(Duration::from_secs(600)));
+        assert_eq!(
+            pause_asked("Tue, 01 Dec 2026 08:02:30 GMT", now),
+            Some(Duration::from_secs(150))
+        );
+        assert_eq!(
+            pause_asked("Wed, 02 Dec 2026 08:00:00 GMT", now),
+            Some(Duration::from_secs(600))
+        );
+        // A date gone by asks for no pause; words ask for nothing.
+        assert_eq!(pause_asked("Tue, 01 Dec 2026 07:00:00 GMT", now), None);
+        assert_eq!(pause_asked("soon", now), None);
+        assert_eq!(pause_asked("-5", now), None);
+    }
 }
