@@ -112,6 +112,7 @@ async fn run_job(
     let max_wait = deferral.map(|d| d.max_wait);
     let line = match (deferral, message.not_before) {
         (None, _) => Line::Outside,
+        (Some(_), _) if message.last_deferral => Line::Last,
         (Some(_), None) => Line::Fresh,
         (Some(_), Some(_)) => Line::Placed,
     };

@@ -198,6 +198,27 @@ async fn deferred_jobs_line_up_one_interval_apart_across_workers() {
     assert_eq!(waits, [1, 2, 3, 4, 4]);
 }
 
+/// A job on its last deferral, told its IP is still busy, is answered, not deferred: it
+/// takes no place, or the jobs after it would wait an interval for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_its_last_deferral_takes_no_place_in_the_line() {
+    let s = settings(1.0, 1, 100);
+    let a = limiter(&s, Duration::from_secs(30), "last");
+    let _ = go(&a, "line.test").await; // the next slot is 1 s away
+    let mut places = Vec::new();
+    for line in [Line::Outside, Line::Last, Line::Outside] {
+        let mut r = req("line.test", Duration::from_millis(500));
+        r.line = line;
+        match a.acquire(r).await {
+            Grant::Defer(d) => places.push((d.as_millis() + 500) / 1000),
+            Grant::Go(_) => panic!("should defer"),
+        }
+    }
+    // In seconds, rounded: the last-chance job is told the second place, which stays
+    // free for the next job.
+    assert_eq!(places, [1, 2, 2]);
+}
+
 /// A fresh job joins the IP's line whichever worker holds it, rather than take a slot
 /// a place was given for; a line nobody comes back to (its jobs purged from a delay
 /// queue, say) lapses after `LINE_GRACE`.

@@ -251,11 +251,17 @@ impl LocalLimiter {
                 interval,
                 live,
             };
-            return Err(line_up(&mut entry.line, now, ahead, self.rules.max_defer()));
+            // A job on its last deferral is answered, not deferred: no place for it.
+            let max_defer = if line == Line::Last {
+                Duration::ZERO
+            } else {
+                self.rules.max_defer()
+            };
+            return Err(line_up(&mut entry.line, now, ahead, max_defer));
         }
         entry.tat = new_tat;
         entry.granted_until = new_tat;
-        if line == Line::Placed && live {
+        if matches!(line, Line::Placed | Line::Last) && live {
             entry.line.seen = now;
         }
         Ok(allowed_at)
@@ -552,6 +558,17 @@ mod tests {
         // did, the line lapses (its jobs were purged, say), and a fresh job goes.
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(turn(&l, Line::Fresh).await, Ok(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_on_its_last_deferral_takes_no_place_in_the_line() {
+        let l = LocalLimiter::new(&settings(1.0, 1, 100));
+        let _ = go(&l, "192.0.2.1").await; // the next slot is 1 s away
+        assert_eq!(deferrals(&l, 2).await, [1000, 2000]);
+        // Told the IP is busy, it is answered, not deferred: a place given to it would
+        // stay empty, and every job after it would wait an interval for nothing.
+        assert!(turn(&l, Line::Last).await.is_err());
+        assert_eq!(deferrals(&l, 1).await, [3000]);
     }
 
     #[tokio::test(start_paused = true)]

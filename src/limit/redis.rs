@@ -396,6 +396,7 @@ impl RedisLimiter {
                 Line::Outside => 0,
                 Line::Fresh => 1,
                 Line::Placed => 2,
+                Line::Last => 3,
             })
             .arg(super::LINE_GRACE.as_millis() as u64);
         self.call(inv).await

@@ -21,7 +21,8 @@
 /// answer latency of the IP: the least spacing, with no burst, when it is wider),
 /// carry_ms (how far ahead of now the worker's local fallback has booked the IP; 0 for
 /// nothing), max_defer_ms, line (0: the request is outside the line, 1: a fresh job's,
-/// 2: the first of a job back for its place), grace_ms (see `…:queue` above).
+/// 2: the first of a job back for its place, 3: the same on its last deferral, which
+/// takes no new place), grace_ms (see `…:queue` above).
 /// Returns {1, wait_ms, level} booked; {-1, wait_ms, level} would wait too long
 /// (nothing booked; wait_ms is the job's place in the key's line of deferred jobs, kept
 /// when it is no further than max_defer_ms); {0, 0, level} in-flight cap reached (nothing booked); {2, wait_ms,
@@ -82,7 +83,7 @@ if wait > tonumber(ARGV[4]) or (ARGV[11] == '1' and live) then
     start = place
   end
   local ahead = place - now
-  if ahead <= tonumber(ARGV[10]) then
+  if ahead <= tonumber(ARGV[10]) and ARGV[11] ~= '3' then
     redis.call('HSET', KEYS[4], 'last', string.format('%.3f', place), 'start', string.format('%.3f', start))
     redis.call('PEXPIRE', KEYS[4], math.ceil(ahead + grace) + 1000)
   end
@@ -96,7 +97,7 @@ redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_t
 local lease = tonumber(ARGV[5])
 redis.call('ZADD', KEYS[2], now + lease, ARGV[6])
 redis.call('PEXPIRE', KEYS[2], lease + 1000)
-if ARGV[11] == '2' and live then
+if (ARGV[11] == '2' or ARGV[11] == '3') and live then
   redis.call('HSET', KEYS[4], 'seen', string.format('%.3f', now))
 end
 return {1, math.ceil(wait), level}

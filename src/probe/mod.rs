@@ -62,6 +62,9 @@ pub enum Line {
     Fresh,
     /// A job back for its place: its first request keeps the line going.
     Placed,
+    /// The same, on its last deferral: if its IP is still busy it is answered, so it
+    /// takes no new place (which would stay empty, the jobs after it waiting for it).
+    Last,
 }
 
 impl Plan {
