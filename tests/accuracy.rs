@@ -252,6 +252,13 @@ async fn truth_incomplete_chain_naming_its_issuer_is_up() {
     tells_the_truth("tls-incomplete-chain-aia").await;
 }
 
+/// The URL the certificate names redirects (a CA that moved its files): browsers follow
+/// it. picket said degraded/tls ("answered 301 Moved Permanently").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_incomplete_chain_naming_a_moved_issuer_is_up() {
+    tells_the_truth("tls-incomplete-chain-aia-moved").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truth_incomplete_chain_naming_a_missing_issuer_is_degraded_tls() {
     tells_the_truth("tls-incomplete-chain-aia-gone").await;

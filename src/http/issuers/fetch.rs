@@ -1,6 +1,6 @@
 //! Fetching a missing intermediate from the URL a certificate names, as browsers do: a
 //! plain GET through the probe's egress, to an address the policy allows, counted by
-//! the per-IP limit like any request, within the probe's time.
+//! the per-IP limit like any request, within the probe's time; redirects followed.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +27,16 @@ const FETCH_TIME: Duration = Duration::from_secs(5);
 
 /// Largest answer read: an intermediate is 1–2 KB.
 const MAX_CERT_BYTES: usize = 64 * 1024;
+
+/// Redirects followed from a `caIssuers` URL (a CA that moved its files).
+const MAX_MOVES: usize = 3;
+
+/// What one GET of a `caIssuers` URL gave.
+enum Fetched {
+    Certificate(CertificateDer<'static>),
+    /// A redirect to this URL.
+    Moved(Url),
+}
 
 impl HttpProber {
     /// Fetches what `host`'s chain lacks, following `caIssuers` URLs up to
@@ -68,15 +78,27 @@ impl HttpProber {
         Err(why)
     }
 
-    /// One certificate from `url`.
+    /// One certificate from `url`, following up to [`MAX_MOVES`] redirects as browsers'
+    /// certificate fetchers do (each hop screened and counted like the first).
     async fn fetch_issuer(
         &self,
         probe: &Probe<'_>,
         url: &str,
     ) -> Result<CertificateDer<'static>, String> {
-        let url = Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
+        let mut url = Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
+        for _ in 0..=MAX_MOVES {
+            match self.fetch_once(probe, &url).await? {
+                Fetched::Certificate(cert) => return Ok(cert),
+                Fetched::Moved(to) => url = to,
+            }
+        }
+        Err(format!("more than {MAX_MOVES} redirects"))
+    }
+
+    /// What one GET of `url` gave: the certificate, or where it moved.
+    async fn fetch_once(&self, probe: &Probe<'_>, url: &Url) -> Result<Fetched, String> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err("not an http URL".into());
+            return Err(format!("{url} is not an http URL"));
         }
         let host = url.host_str().ok_or("no host")?.to_string();
         let port = url.port_or_known_default().unwrap_or(80);
@@ -110,6 +132,15 @@ impl HttpProber {
             SendError::Tunnel(e) => e.to_string(),
         })?;
         let status = resp.status();
+        if status.is_redirection() {
+            let to = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url.join(l).ok())
+                .ok_or_else(|| format!("answered {status} without a Location to follow"))?;
+            return Ok(Fetched::Moved(to));
+        }
         if !status.is_success() {
             return Err(format!("answered {status}"));
         }
@@ -120,9 +151,11 @@ impl HttpProber {
         if body.truncated {
             return Err(format!("more than {MAX_CERT_BYTES} bytes"));
         }
-        parse_certificate(&body.bytes).ok_or_else(|| {
-            "not a certificate (DER or PEM; a PKCS#7 bundle is not read)".to_string()
-        })
+        parse_certificate(&body.bytes)
+            .map(Fetched::Certificate)
+            .ok_or_else(|| {
+                "not a certificate (DER or PEM; a PKCS#7 bundle is not read)".to_string()
+            })
     }
 
     /// The address a `caIssuers` host may be asked at: the name a certificate gave is

@@ -354,13 +354,24 @@ pub(super) async fn tls(b: &mut Builder, pki: &Pki) {
 pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki) {
     // The CA's own server: the intermediate (DER, as CAs serve it), and nothing else.
     let der = pki.intermediate.der().to_vec();
-    let router = Router::new().route(
-        "/intermediate.crt",
-        any(move || {
-            let der = der.clone();
-            async move { ([(header::CONTENT_TYPE, "application/pkix-cert")], der) }
-        }),
-    );
+    let router = Router::new()
+        .route(
+            "/intermediate.crt",
+            any(move || {
+                let der = der.clone();
+                async move { ([(header::CONTENT_TYPE, "application/pkix-cert")], der) }
+            }),
+        )
+        // A CA that moved its files keeps the old URLs as redirects.
+        .route(
+            "/old/intermediate.crt",
+            any(|| async {
+                (
+                    StatusCode::MOVED_PERMANENTLY,
+                    [(header::LOCATION, "/intermediate.crt")],
+                )
+            }),
+        );
     let ip = b.ip();
     let ca = serve(&ip, router).await;
     let ca_host = b.host("ca", &ip);
@@ -375,6 +386,17 @@ pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki) {
                 "up",
                 Some("ok"),
                 "leaf signed by an intermediate the server does not send, whose URL the leaf names (AIA): browsers fetch it and show the page",
+            ),
+            said("up", "ok"),
+            vec![Fact::DetailContains("incomplete chain"), Fact::Attempts(1)],
+        ),
+        (
+            "tls-incomplete-chain-aia-moved",
+            at("/old/intermediate.crt"),
+            truth(
+                "up",
+                Some("ok"),
+                "the same, but the URL the leaf names redirects to where the intermediate is now: browsers follow it",
             ),
             said("up", "ok"),
             vec![Fact::DetailContains("incomplete chain"), Fact::Attempts(1)],
