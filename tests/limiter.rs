@@ -247,7 +247,8 @@ async fn a_fresh_job_joins_the_line_across_workers_until_the_line_lapses() {
     // The IP's next slot is 0.4 s away, within the 0.8 s this job may wait, but ten
     // places wait before it: it is told the eleventh.
     match b.acquire(turn(Line::Fresh)).await {
-        Grant::Defer(d) => assert_eq!((d.as_millis() + 500) / 1000, 10, "{d:?}"),
+        // (About 10 s ahead; at least 8 s however slow the calls before it were.)
+        Grant::Defer(d) => assert!(d >= Duration::from_secs(8), "{d:?}"),
         Grant::Go(_) => panic!("a fresh job went ahead of the line"),
     }
     tokio::time::sleep(Duration::from_millis(1000).saturating_sub(t0.elapsed())).await;
@@ -255,7 +256,7 @@ async fn a_fresh_job_joins_the_line_across_workers_until_the_line_lapses() {
     assert!(matches!(a.acquire(turn(Line::Placed)).await, Grant::Go(_)));
     // Nobody comes back for the other places: after LINE_GRACE (5 s) the line lapses,
     // and a fresh job goes.
-    tokio::time::sleep(Duration::from_millis(6500).saturating_sub(t0.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(7500).saturating_sub(t0.elapsed())).await;
     assert!(matches!(b.acquire(turn(Line::Fresh)).await, Grant::Go(_)));
 }
 
