@@ -262,13 +262,7 @@ impl HttpProber {
         resp: &reqwest::Response,
         signal: Signal,
     ) -> Option<String> {
-        let request = Request {
-            ip,
-            host,
-            egress: &probe.egress.name,
-            max_wait: Duration::ZERO,
-            line: crate::limit::Line::Outside,
-        };
+        let request = Request::sent(ip, host, &probe.egress.name);
         let refused = matches!(signal, Signal::Refused(_));
         if refused {
             self.recent.refused(ip, probe.index);
@@ -414,13 +408,7 @@ impl HttpProber {
         egress: &Egress,
         signal: Signal,
     ) -> Option<String> {
-        let request = Request {
-            ip,
-            host,
-            egress: &egress.name,
-            max_wait: Duration::ZERO,
-            line: crate::limit::Line::Outside,
-        };
+        let request = Request::sent(ip, host, &egress.name);
         let refusal = self.limiter.answered(request, signal).await?;
         Some(refusal.detail)
     }

@@ -43,6 +43,20 @@ pub struct Request<'a> {
     pub line: Line,
 }
 
+impl<'a> Request<'a> {
+    /// A request already sent, as the limiter is told how its IP answered: it waits
+    /// for nothing and stands in no line.
+    pub fn sent(ip: IpAddr, host: &'a str, egress: &'a str) -> Request<'a> {
+        Request {
+            ip,
+            host,
+            egress,
+            max_wait: Duration::ZERO,
+            line: Line::Outside,
+        }
+    }
+}
+
 /// Leave to send one request; the in-flight slot is freed when it is dropped.
 pub struct Permit {
     /// Time spent waiting for it.
