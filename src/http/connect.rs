@@ -295,9 +295,7 @@ impl HttpProber {
         remaining: Duration,
         obs: &mut Observation,
     ) -> (Result<reqwest::Response, SendError>, Instant) {
-        let sent = Instant::now();
-        let (result, hop) = ask_once(probe, ask, host, addr, remaining).await;
-        hop.clock.write(sent, obs);
+        let (result, hop, sent) = self.ask_once(probe, ask, host, addr, remaining, obs).await;
         let ready = hop.clock.ready(sent);
         let https = ask.url().scheme() == "https";
         // A server that speaks only TLS that rustls never will (CBC suites) but
@@ -324,10 +322,6 @@ impl HttpProber {
                     None => (Err(first), ready),
                 }
             }
-            Ok(resp) => {
-                self.note_completed(&resp, obs);
-                (Ok(resp), ready)
-            }
             other => (other, ready),
         }
     }
@@ -351,17 +345,48 @@ impl HttpProber {
             ));
             return None;
         }
-        let sent = Instant::now();
-        let left = probe.deadline.saturating_duration_since(sent);
+        let left = probe.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return None;
         }
-        let (result, hop) = ask_once(probe, ask, host, addr, left).await;
-        hop.clock.write(sent, obs);
-        if let Ok(resp) = &result {
-            self.note_completed(resp, obs);
-        }
+        let (result, hop, sent) = self.ask_once(probe, ask, host, addr, left, obs).await;
         Some((result, hop.clock.ready(sent)))
+    }
+
+    /// Sends the hop's request to `addr` within `time` through the probe's egress (its
+    /// tunnel for an HTTP proxy, else its rustls client), pinned by a fresh [`Hop`]:
+    /// the connection's times go into `obs`, and so does a note when only a fetched
+    /// intermediate completed the site's chain. Returns the hop and when it was sent.
+    async fn ask_once(
+        &self,
+        probe: &Probe<'_>,
+        ask: &Ask<'_>,
+        host: &str,
+        addr: SocketAddr,
+        time: Duration,
+        obs: &mut Observation,
+    ) -> (Result<reqwest::Response, SendError>, Arc<Hop>, Instant) {
+        let sent = Instant::now();
+        let connect_timeout = probe.plan.connect_timeout.min(time);
+        let hop = Hop::new(host, addr, connect_timeout, probe.egress.route);
+        // HTTP-proxy egress: reqwest would ask the proxy for the name, which the proxy
+        // resolves again; the tunnel asks for the counted address (`tunnel/`).
+        let result = match &probe.egress.tunnel {
+            Some(t) => {
+                let req = ask.build(&probe.egress.client, time);
+                t.send(req, addr, connect_timeout, &hop).await
+            }
+            None => send(&hop, &probe.egress.client, ask, time)
+                .await
+                .map_err(SendError::from),
+        };
+        hop.clock.write(sent, obs);
+        let result = result.map(|mut resp| {
+            tls::keep_leaf(&mut resp, &hop);
+            self.note_completed(&resp, obs);
+            resp
+        });
+        (result, hop, sent)
     }
 
     /// Notes an answer whose chain only a fetched intermediate completed.
@@ -436,13 +461,7 @@ impl HttpProber {
         }
         self.recent.answered(ip, probe.index);
         obs.first_byte = Some(ready.elapsed());
-        let answered = Request {
-            ip,
-            host,
-            egress: &probe.egress.name,
-            max_wait: Duration::ZERO,
-            line: crate::limit::Line::Outside,
-        };
+        let answered = Request::sent(ip, host, &probe.egress.name);
         self.limiter.latency(&answered, ready.elapsed());
     }
 
@@ -475,35 +494,6 @@ impl HttpProber {
         }
         outcome
     }
-}
-
-/// Sends the hop's request to `addr` within `time` through the probe's egress (its
-/// tunnel for an HTTP proxy, else its rustls client), pinned by a fresh [`Hop`].
-async fn ask_once(
-    probe: &Probe<'_>,
-    ask: &Ask<'_>,
-    host: &str,
-    addr: SocketAddr,
-    time: Duration,
-) -> (Result<reqwest::Response, SendError>, Arc<Hop>) {
-    let connect_timeout = probe.plan.connect_timeout.min(time);
-    let hop = Hop::new(host, addr, connect_timeout, probe.egress.route);
-    // HTTP-proxy egress: reqwest would ask the proxy for the name, which the proxy
-    // resolves again; the tunnel asks for the counted address (`tunnel/`).
-    let result = match &probe.egress.tunnel {
-        Some(t) => {
-            let req = ask.build(&probe.egress.client, time);
-            t.send(req, addr, connect_timeout, &hop).await
-        }
-        None => send(&hop, &probe.egress.client, ask, time)
-            .await
-            .map_err(SendError::from),
-    };
-    let result = result.map(|mut resp| {
-        tls::keep_leaf(&mut resp, &hop);
-        resp
-    });
-    (result, hop)
 }
 
 /// Hands the request to `client` with `hop` as its pinning context: the one place a
