@@ -239,6 +239,13 @@ async fn truth_wrong_name_certificate_is_degraded_tls() {
     tells_the_truth("tls-wrong-name").await;
 }
 
+/// LinkedIn-style sites answer scripts 999 while people see the page: picket said
+/// down/http_status, crying wolf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_999_refusal_of_scripts_is_unknown_blocked() {
+    tells_the_truth("status-999").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truth_incomplete_chain_is_degraded_tls() {
     tells_the_truth("tls-incomplete-chain").await;

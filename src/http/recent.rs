@@ -52,7 +52,7 @@ impl RecentAnswers {
         times.push_back((now, true));
     }
 
-    /// The newest answer from `ip` through `egress` was a refusal (403, 429, 503): it
+    /// The newest answer from `ip` through `egress` was a refusal (403, 429, 503, 999): it
     /// does not count among the answers that served us.
     pub(super) fn refused(&self, ip: IpAddr, egress: usize) {
         if let Some(last) = self

@@ -75,7 +75,7 @@ impl Pace {
 pub enum Signal {
     /// An answer that is not a refusal.
     Fine,
-    /// 403, 429 or 503.
+    /// 403, 429, 503 or 999.
     Refused(u16),
     /// The connection was reset before an answer.
     Reset,
@@ -86,10 +86,11 @@ pub enum Signal {
 }
 
 impl Signal {
-    /// The signal of an HTTP status (403, 429 and 503 are what defences answer).
+    /// The signal of an HTTP status (403, 429 and 503 are what defences answer; 999 is
+    /// what LinkedIn-style sites answer automated clients).
     pub(crate) fn of_status(status: u16) -> Signal {
         match status {
-            403 | 429 | 503 => Signal::Refused(status),
+            403 | 429 | 503 | 999 => Signal::Refused(status),
             _ => Signal::Fine,
         }
     }
@@ -129,6 +130,7 @@ pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level:
         403 => "403 Forbidden (a mod_evasive-style 403 storm)",
         503 => "503 Service Unavailable (a limit_req-style refusal)",
         429 => "429 Too Many Requests",
+        999 => "999 Request Denied (a refusal of automated clients)",
         0 => "connection resets (a firewall-style ban)",
         1 => "connections refused (a firewall-style ban, as fail2ban's REJECT)",
         other => return format!("{other} from {hosts} hosts of {ip}"),
@@ -314,6 +316,17 @@ mod tests {
         assert_eq!((r.hold, r.level), (BASE * 2, 2));
         s.fine(later + DECAY_AFTER);
         assert_eq!(s.level(), 1);
+    }
+
+    #[test]
+    fn a_999_is_a_refusal_of_us_named_as_one() {
+        assert_eq!(Signal::of_status(999), Signal::Refused(999));
+        assert_eq!(Signal::of_status(404), Signal::Fine);
+        let d = describe(999, 2, "192.0.2.1", BASE, 1);
+        assert!(
+            d.contains("999 Request Denied") && d.contains("refuses us"),
+            "{d}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

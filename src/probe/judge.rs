@@ -235,6 +235,13 @@ fn wrong_status(s: &Seen<'_>) -> Option<Judgement> {
             format!("{status}: the site is throttling us{after}"),
         ));
     }
+    if a.status == 999 {
+        return Some(Judgement::new(
+            Verdict::Unknown,
+            Reason::Blocked,
+            format!("{status}: a refusal of automated clients (LinkedIn-style \"Request denied\") refuses us; the site itself may be fine"),
+        ));
+    }
     let wanted = match &s.plan.expect.status {
         Some(list) => format!(
             "expected {}",
@@ -507,6 +514,23 @@ mod tests {
             j(&p, &answer(403, PAGE)),
             (Verdict::Down, Reason::HttpStatus)
         );
+    }
+
+    /// LinkedIn-style sites answer automated clients 999 ("Request denied") while people
+    /// see the page: a refusal of us, as a 429 is, not the site down.
+    #[test]
+    fn a_999_refusal_is_blocked_not_down() {
+        let p = plan(Expect::default());
+        let o = answer(999, "<html><body>Request denied</body></html>");
+        assert_eq!(j(&p, &o), (Verdict::Unknown, Reason::Blocked));
+        let d = judge(&p, &o, &SETTINGS).detail;
+        assert!(d.contains("refuses us"), "{d}");
+        // A job that asks for 999 gets it.
+        let p = plan(Expect {
+            status: Some(vec![999]),
+            ..Expect::default()
+        });
+        assert_eq!(j(&p, &answer(999, PAGE)), (Verdict::Up, Reason::Ok));
     }
 
     fn j(plan: &Plan, obs: &Observation) -> (Verdict, Reason) {

@@ -293,4 +293,29 @@ pub(super) async fn plain_http(b: &mut Builder) {
         vec![Fact::DetailContains("Retry-After 120")],
     )
     .await;
+
+    // LinkedIn's answer to automated clients: people see the page, scripts get 999.
+    b.http(
+        "status-999",
+        Router::new().route(
+            "/",
+            any(|| async {
+                (
+                    StatusCode::from_u16(999).expect("999 is a status code"),
+                    [(header::CONTENT_TYPE, HTML_UTF8)],
+                    "<html><head><script>window.location.href=\"/authwall\";</script></head><body>Request denied</body></html>",
+                )
+                    .into_response()
+            }),
+        ),
+        None,
+        truth(
+            "unknown",
+            Some("blocked"),
+            "999 (LinkedIn-style \"Request denied\"): the site refuses automated clients, people see it",
+        ),
+        said("unknown", "blocked"),
+        vec![Fact::DetailContains("999")],
+    )
+    .await;
 }
