@@ -809,3 +809,46 @@ async fn concurrent_publishes_each_learn_whether_they_were_routed() {
     );
     assert!(!broken.is_cancelled(), "no publish was abandoned");
 }
+
+/// A site whose chain is incomplete names a `caIssuers` URL that is gone (404). The
+/// answer would be the same at every attempt of every check, so the URL is fetched once
+/// and its failure said again for a while: before, each attempt fetched it again (up to
+/// 5 s each against a CA server that hangs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_issuer_url_that_failed_is_not_fetched_at_every_check() {
+    use crate::support::farm::{serve_tls, server_config, Pki, Signer};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    let pki = Pki::new();
+    std::fs::write(&ca_file, pki.ca.pem()).expect("write the CA file");
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    let gone = Router::new().fallback(move || {
+        let count = count.clone();
+        async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            axum::http::StatusCode::NOT_FOUND
+        }
+    });
+    let ca = serve("127.0.0.49", gone).await;
+    let name = "county-aia.test";
+    let aia = format!("http://127.0.0.49:{}/gone.crt", ca.port());
+    let config = server_config(&pki, name, -1, 90, Signer::IntermediateAt(aia));
+    let site = serve_tls("127.0.0.50", config, &page("")).await;
+    let engine = engine_for(name, "127.0.0.50", &ca_file);
+    for round in 0..3 {
+        let r = check(&engine, &format!("https://{name}:{}/", site.port())).await;
+        assert_eq!(
+            (r.verdict.as_str(), r.reason.as_str()),
+            ("degraded", "tls"),
+            "round {round}: {}",
+            r.detail
+        );
+        assert!(r.detail.contains("404"), "round {round}: {}", r.detail);
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "the gone URL is fetched once, not at every check"
+    );
+}

@@ -1,6 +1,7 @@
 //! Fetching a missing intermediate from the URL a certificate names, as browsers do: a
 //! plain GET through the probe's egress, to an address the policy allows, counted by
-//! the per-IP limit like any request, within the probe's time; redirects followed.
+//! the per-IP limit like any request, within the probe's time; redirects followed. A
+//! URL that failed on its own is remembered and not asked again for a while (`failed`).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +32,22 @@ const MAX_CERT_BYTES: usize = 64 * 1024;
 /// Redirects followed from a `caIssuers` URL (a CA that moved its files).
 const MAX_MOVES: usize = 3;
 
+/// Why a fetch failed: the URL's own failure (an error answer, no certificate, a host
+/// that is refused or does not answer in full time), remembered; or a moment of ours (the
+/// probe's time running out, the per-IP limit, the egress's proxy), which is not.
+enum Failure {
+    Url(String),
+    Ours(String),
+}
+
+impl Failure {
+    fn why(&self) -> &str {
+        match self {
+            Failure::Url(why) | Failure::Ours(why) => why,
+        }
+    }
+}
+
 /// What one GET of a `caIssuers` URL gave.
 enum Fetched {
     Certificate(CertificateDer<'static>),
@@ -55,10 +72,17 @@ impl HttpProber {
             if fetched.len() == MAX_FETCHES {
                 break;
             }
+            if let Some(then) = self.issuers.failed.lately(&url, Instant::now()) {
+                why = format!("{url}: {then}");
+                continue;
+            }
             let cert = match self.fetch_issuer(probe, &url).await {
                 Ok(cert) => cert,
-                Err(e) => {
-                    why = format!("{url}: {e}");
+                Err(failure) => {
+                    if let Failure::Url(e) = &failure {
+                        self.issuers.failed.failed(&url, e, Instant::now());
+                    }
+                    why = format!("{url}: {}", failure.why());
                     continue;
                 }
             };
@@ -84,94 +108,141 @@ impl HttpProber {
         &self,
         probe: &Probe<'_>,
         url: &str,
-    ) -> Result<CertificateDer<'static>, String> {
-        let mut url = Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
+    ) -> Result<CertificateDer<'static>, Failure> {
+        let mut url = Url::parse(url).map_err(|e| Failure::Url(format!("not a URL ({e})")))?;
         for _ in 0..=MAX_MOVES {
             match self.fetch_once(probe, &url).await? {
                 Fetched::Certificate(cert) => return Ok(cert),
                 Fetched::Moved(to) => url = to,
             }
         }
-        Err(format!("more than {MAX_MOVES} redirects"))
+        Err(Failure::Url(format!("more than {MAX_MOVES} redirects")))
     }
 
     /// What one GET of `url` gave: the certificate, or where it moved.
-    async fn fetch_once(&self, probe: &Probe<'_>, url: &Url) -> Result<Fetched, String> {
+    async fn fetch_once(&self, probe: &Probe<'_>, url: &Url) -> Result<Fetched, Failure> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("{url} is not an http URL"));
+            return Err(Failure::Url(format!("{url} is not an http URL")));
         }
-        let host = url.host_str().ok_or("no host")?.to_string();
+        let host = url.host_str().ok_or(Failure::Url("no host".into()))?;
         let port = url.port_or_known_default().unwrap_or(80);
         let left = probe.deadline.saturating_duration_since(Instant::now());
         let time = left.min(FETCH_TIME);
         if time.is_zero() {
-            return Err("no time left".into());
+            return Err(Failure::Ours("no time left".into()));
         }
+        // Within the fetch's full time a host that does not answer is the URL's
+        // failure; within what the probe had left, it may be only our time running out.
+        let transport = |why: String| {
+            if left < FETCH_TIME {
+                Failure::Ours(why)
+            } else {
+                Failure::Url(why)
+            }
+        };
         let deadline = Instant::now() + time;
-        let ip = self.issuer_address(&host, deadline).await?;
+        let ip = self
+            .issuer_address(host, deadline)
+            .await
+            .map_err(|e| match e {
+                Address::Refused(why) => Failure::Url(why),
+                Address::NotFound(why) => transport(why),
+            })?;
         let request = Request {
             ip,
-            host: &host,
+            host,
             egress: &probe.egress.name,
             max_wait: time,
             line: crate::limit::Line::Outside,
         };
         let Grant::Go(permit) = self.limiter.acquire(request).await else {
-            return Err(format!("the per-IP limit of {ip} allows no request now"));
+            return Err(Failure::Ours(format!(
+                "the per-IP limit of {ip} allows no request now"
+            )));
         };
         let time = deadline.saturating_duration_since(Instant::now());
         let addr = SocketAddr::new(ip, port);
-        let hop = Hop::new(&host, addr, time, probe.egress.route);
+        let hop = Hop::new(host, addr, time, probe.egress.route);
         let req = probe.egress.client.get(url.clone()).timeout(time);
         let sent = match &probe.egress.tunnel {
             Some(t) => t.send(req, addr, time, &hop).await,
             None => hop.scope(req.send()).await.map_err(SendError::from),
         };
         let resp = sent.map_err(|e| match e {
-            SendError::Client(e) => root_cause(&e),
-            SendError::Tunnel(e) => e.to_string(),
+            SendError::Client(e) => transport(root_cause(&e)),
+            SendError::Tunnel(e) => Failure::Ours(e.to_string()),
         })?;
-        let status = resp.status();
-        if status.is_redirection() {
-            let to = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .and_then(|l| url.join(l).ok())
-                .ok_or_else(|| format!("answered {status} without a Location to follow"))?;
-            return Ok(Fetched::Moved(to));
-        }
-        if !status.is_success() {
-            return Err(format!("answered {status}"));
-        }
-        let body = crate::http::body::read(resp, MAX_CERT_BYTES, status.as_u16())
-            .await
-            .map_err(|_| "the answer broke off".to_string())?;
+        let fetched = read_answer(resp, url).await.map_err(|e| match e {
+            Answer::Broke(why) => transport(why),
+            Answer::Wrong(why) => Failure::Url(why),
+        });
         drop(permit);
-        if body.truncated {
-            return Err(format!("more than {MAX_CERT_BYTES} bytes"));
-        }
-        parse_certificate(&body.bytes)
-            .map(Fetched::Certificate)
-            .ok_or_else(|| {
-                "not a certificate (DER or PEM; a PKCS#7 bundle is not read)".to_string()
-            })
+        fetched
     }
 
     /// The address a `caIssuers` host may be asked at: the name a certificate gave is
     /// the site's word, so it is screened by the address policy like a redirect.
-    async fn issuer_address(&self, host: &str, deadline: Instant) -> Result<IpAddr, String> {
+    async fn issuer_address(&self, host: &str, deadline: Instant) -> Result<IpAddr, Address> {
         let found = tokio::time::timeout_at(deadline, Box::pin(self.resolver.lookup(host)))
             .await
-            .map_err(|_| "DNS lookup ran out of time".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| Address::NotFound("DNS lookup ran out of time".into()))?
+            .map_err(|e| Address::NotFound(e.to_string()))?;
         if let Some(ip) = pick_addresses(&found.ips, self.allow_private).first() {
             return Ok(*ip);
         }
-        let first = found.ips.first().ok_or("no address")?;
-        Err(format!(
+        let first = found
+            .ips
+            .first()
+            .ok_or(Address::NotFound("no address".into()))?;
+        Err(Address::Refused(format!(
             "{host} resolves to {first}, which is {}; refused by policy",
             policy::refusal(*first, self.allow_private).unwrap_or("refused")
-        ))
+        )))
     }
+}
+
+/// Why a `caIssuers` host has no address to ask.
+enum Address {
+    /// Its name gave none (or not in time).
+    NotFound(String),
+    /// Its address is one the policy refuses.
+    Refused(String),
+}
+
+/// Why an answer gave no certificate.
+enum Answer {
+    /// It broke off.
+    Broke(String),
+    /// It was an error, too big, or not a certificate.
+    Wrong(String),
+}
+
+/// The certificate in `resp`, or where it moved.
+async fn read_answer(resp: reqwest::Response, url: &Url) -> Result<Fetched, Answer> {
+    let status = resp.status();
+    if status.is_redirection() {
+        let to = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| url.join(l).ok())
+            .ok_or_else(|| {
+                Answer::Wrong(format!("answered {status} without a Location to follow"))
+            })?;
+        return Ok(Fetched::Moved(to));
+    }
+    if !status.is_success() {
+        return Err(Answer::Wrong(format!("answered {status}")));
+    }
+    let body = crate::http::body::read(resp, MAX_CERT_BYTES, status.as_u16())
+        .await
+        .map_err(|_| Answer::Broke("the answer broke off".into()))?;
+    if body.truncated {
+        return Err(Answer::Wrong(format!("more than {MAX_CERT_BYTES} bytes")));
+    }
+    parse_certificate(&body.bytes)
+        .map(Fetched::Certificate)
+        .ok_or_else(|| {
+            Answer::Wrong("not a certificate (DER or PEM; a PKCS#7 bundle is not read)".into())
+        })
 }

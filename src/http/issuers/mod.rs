@@ -15,6 +15,7 @@
 //! A fetched certificate is only ever a candidate intermediate: the chain must still end
 //! at a trusted root and pass every check WebPKI makes, so it adds no trust of its own.
 
+mod failed;
 mod fetch;
 
 use std::collections::{HashSet, VecDeque};
@@ -39,6 +40,8 @@ pub(super) struct Issuers {
     kept: Mutex<VecDeque<Kept>>,
     /// Hashes of leaves whose chain only a kept intermediate completed.
     completed: Mutex<HashSet<u64>>,
+    /// `caIssuers` URLs that failed lately, not asked again for a while.
+    failed: failed::FailedUrls,
 }
 
 #[derive(Debug)]
@@ -75,6 +78,7 @@ impl Issuers {
             webpki,
             kept: Mutex::new(VecDeque::new()),
             completed: Mutex::new(HashSet::new()),
+            failed: failed::FailedUrls::default(),
         }
     }
 

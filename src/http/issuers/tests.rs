@@ -183,3 +183,20 @@ fn certificates_are_read_as_der_or_pem_and_nothing_else() {
     assert_eq!(parse_certificate(b"<html>Not Found</html>"), None);
     assert_eq!(parse_certificate(b""), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_url_is_said_again_until_it_may_be_asked_again() {
+    let failed = failed::FailedUrls::default();
+    let now = tokio::time::Instant::now();
+    assert_eq!(failed.lately(AIA, now), None);
+    failed.failed(AIA, "answered 404 Not Found", now);
+    let later = now + std::time::Duration::from_secs(30);
+    let said = failed.lately(AIA, later).expect("remembered");
+    assert!(
+        said.starts_with("answered 404 Not Found (30 s ago"),
+        "{said}"
+    );
+    assert_eq!(failed.lately("http://other.test/ca.crt", later), None);
+    // After a while the URL is asked again: a CA's server back up serves again.
+    assert_eq!(failed.lately(AIA, now + failed::FAILED_FOR), None);
+}

@@ -160,11 +160,7 @@ pub fn server_config(
 }
 
 /// Serves a fixed page over TLS with `config` on a fresh address.
-pub(super) async fn serve_tls(
-    ip: &str,
-    config: Arc<rustls::ServerConfig>,
-    body: &str,
-) -> SocketAddr {
+pub async fn serve_tls(ip: &str, config: Arc<rustls::ServerConfig>, body: &str) -> SocketAddr {
     let response = Arc::new(raw_response(
         "200 OK",
         &[("Content-Type", HTML_UTF8), ("Connection", "close")],
