@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
@@ -568,15 +569,36 @@ async fn stopped_at(
     more: &str,
     held: usize,
 ) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut child = child;
+    // Its stderr is read meanwhile, so that a run that does not end says where it was.
+    let said = Arc::new(Mutex::new(Vec::new()));
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = {
+        let said = Arc::clone(&said);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf).await {
+                said.lock()
+                    .expect("stderr buffer")
+                    .extend_from_slice(&buf[..n]);
+            }
+        })
+    };
     let _ = stdin.write_all(more.as_bytes()).await;
     drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("enqueue ends after the fault")
-        .expect("output");
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // Generous: the machine may be busy starting clusters for other tests.
+    let Ok(status) = tokio::time::timeout(Duration::from_secs(120), child.wait()).await else {
+        let _ = child.kill().await;
+        panic!(
+            "enqueue did not end within 120 s after the fault; it said: {}",
+            text(&said.lock().expect("stderr buffer"))
+        );
+    };
+    let status = status.expect("status");
+    let _ = reader.await;
+    let err = text(&said.lock().expect("stderr buffer"));
+    assert_eq!(status.code(), Some(1), "{err}");
     let count = format!("{held} jobs confirmed (through line {held})");
     assert!(err.contains(&count), "{err}");
     assert!(err.contains(&format!("--from-line {}", held + 1)), "{err}");
@@ -779,9 +801,16 @@ async fn enqueue_into_a_deleted_jobs_queue_stops_and_resumes_from_the_first_lost
         .expect("first lines");
     let client = Client::connect().await;
     client.declare(s).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.depth(&s.amqp.jobs_queue).await < 2000 {
-        assert!(Instant::now() < deadline, "2000 jobs never arrived");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let depth = client.depth(&s.amqp.jobs_queue).await;
+        if depth >= 2000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "2000 jobs never arrived (the queue holds {depth})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     client
