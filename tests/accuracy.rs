@@ -266,6 +266,14 @@ async fn truth_incomplete_chain_naming_a_moved_issuer_is_up() {
     tells_the_truth("tls-incomplete-chain-aia-moved").await;
 }
 
+/// The URL the certificate names serves a certs-only PKCS#7 bundle (`.p7c`), as US
+/// federal and other government CAs do: browsers read it. picket said degraded/tls ("not
+/// a certificate").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_incomplete_chain_naming_a_pkcs7_bundle_is_up() {
+    tells_the_truth("tls-incomplete-chain-aia-p7c").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truth_incomplete_chain_naming_a_missing_issuer_is_degraded_tls() {
     tells_the_truth("tls-incomplete-chain-aia-gone").await;

@@ -3,7 +3,7 @@
 //! the per-IP limit like any request, within the probe's time; redirects followed. A
 //! URL that failed on its own is remembered and not asked again for a while (`failed`).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use rustls::pki_types::CertificateDer;
 use tokio::time::Instant;
 use url::Url;
 
-use super::{ca_issuers, parse_certificate, MissingIssuer};
+use super::formats::parse_certificates;
+use super::{ca_issuers, MissingIssuer};
 use crate::http::connect::pick_addresses;
 use crate::http::failure::{root_cause, tls_problem};
 use crate::http::pin::Hop;
@@ -20,13 +21,13 @@ use crate::http::{HttpProber, Probe};
 use crate::limit::{Grant, Request};
 use crate::probe::policy;
 
-/// Certificates fetched for one chain at most: an intermediate, and the one above it.
+/// `caIssuers` answers fetched for one chain at most: an intermediate, and the one above.
 const MAX_FETCHES: usize = 3;
 
 /// Longest time one fetch may take (within the probe's own time).
 const FETCH_TIME: Duration = Duration::from_secs(5);
 
-/// Largest answer read: an intermediate is 1–2 KB.
+/// Largest answer read: an intermediate is 1–2 KB, a government CA's bundle 10–30 KB.
 const MAX_CERT_BYTES: usize = 64 * 1024;
 
 /// Redirects followed from a `caIssuers` URL (a CA that moved its files).
@@ -50,15 +51,16 @@ impl Failure {
 
 /// What one GET of a `caIssuers` URL gave.
 enum Fetched {
-    Certificate(CertificateDer<'static>),
+    /// One certificate, or a bundle's.
+    Certificates(Vec<CertificateDer<'static>>),
     /// A redirect to this URL.
     Moved(Url),
 }
 
 impl HttpProber {
-    /// Fetches what `host`'s chain lacks, following `caIssuers` URLs up to
-    /// [`MAX_FETCHES`] certificates, until the chain is complete (`Ok`: the site is to
-    /// be asked again) or it cannot be (why, in words).
+    /// Fetches what `host`'s chain lacks, following `caIssuers` URLs (up to
+    /// [`MAX_FETCHES`] of them), until the chain is complete (`Ok`: the site is to be
+    /// asked again) or it cannot be (why, in words).
     pub(in crate::http) async fn complete_chain(
         &self,
         probe: &Probe<'_>,
@@ -66,28 +68,27 @@ impl HttpProber {
         missing: &MissingIssuer,
     ) -> Result<(), String> {
         let mut urls: VecDeque<String> = missing.urls.iter().cloned().collect();
+        let mut seen: HashSet<String> = urls.iter().cloned().collect();
         let mut fetched: Vec<CertificateDer<'static>> = Vec::new();
+        let mut fetches = 0;
         let mut why = String::from("no caIssuers URL could be fetched");
         while let Some(url) = urls.pop_front() {
-            if fetched.len() == MAX_FETCHES {
+            if fetches == MAX_FETCHES {
                 break;
             }
-            if let Some(then) = self.issuers.failed.lately(&url, Instant::now()) {
-                why = format!("{url}: {then}");
-                continue;
-            }
-            let cert = match self.fetch_issuer(probe, &url).await {
-                Ok(cert) => cert,
-                Err(failure) => {
-                    if let Failure::Url(e) = &failure {
-                        self.issuers.failed.failed(&url, e, Instant::now());
-                    }
-                    why = format!("{url}: {}", failure.why());
+            fetches += 1;
+            let certs = match self.fetch_remembering(probe, &url).await {
+                Ok(certs) => certs,
+                Err(e) => {
+                    why = format!("{url}: {e}");
                     continue;
                 }
             };
-            urls.extend(ca_issuers(&cert));
-            fetched.push(cert);
+            for cert in &certs {
+                let named = ca_issuers(cert).into_iter();
+                urls.extend(named.filter(|u| seen.insert(u.clone())));
+            }
+            fetched.extend(certs);
             match self.issuers.complete(missing, host, &fetched) {
                 Ok(true) => return Ok(()),
                 Ok(false) => why = format!("{url} does not serve the missing issuer"),
@@ -102,17 +103,35 @@ impl HttpProber {
         Err(why)
     }
 
-    /// One certificate from `url`, following up to [`MAX_MOVES`] redirects as browsers'
+    /// The certificates at `url`, or why not: a failure of the URL's own is remembered
+    /// for a while and said again instead of fetching.
+    async fn fetch_remembering(
+        &self,
+        probe: &Probe<'_>,
+        url: &str,
+    ) -> Result<Vec<CertificateDer<'static>>, String> {
+        if let Some(then) = self.issuers.failed.lately(url, Instant::now()) {
+            return Err(then);
+        }
+        self.fetch_issuer(probe, url).await.map_err(|failure| {
+            if let Failure::Url(e) = &failure {
+                self.issuers.failed.failed(url, e, Instant::now());
+            }
+            failure.why().to_string()
+        })
+    }
+
+    /// The certificates at `url`, following up to [`MAX_MOVES`] redirects as browsers'
     /// certificate fetchers do (each hop screened and counted like the first).
     async fn fetch_issuer(
         &self,
         probe: &Probe<'_>,
         url: &str,
-    ) -> Result<CertificateDer<'static>, Failure> {
+    ) -> Result<Vec<CertificateDer<'static>>, Failure> {
         let mut url = Url::parse(url).map_err(|e| Failure::Url(format!("not a URL ({e})")))?;
         for _ in 0..=MAX_MOVES {
             match self.fetch_once(probe, &url).await? {
-                Fetched::Certificate(cert) => return Ok(cert),
+                Fetched::Certificates(certs) => return Ok(certs),
                 Fetched::Moved(to) => url = to,
             }
         }
@@ -240,9 +259,11 @@ async fn read_answer(resp: reqwest::Response, url: &Url) -> Result<Fetched, Answ
     if body.truncated {
         return Err(Answer::Wrong(format!("more than {MAX_CERT_BYTES} bytes")));
     }
-    parse_certificate(&body.bytes)
-        .map(Fetched::Certificate)
-        .ok_or_else(|| {
-            Answer::Wrong("not a certificate (DER or PEM; a PKCS#7 bundle is not read)".into())
-        })
+    let certs = parse_certificates(&body.bytes);
+    if certs.is_empty() {
+        return Err(Answer::Wrong(
+            "not a certificate (DER, PKCS#7 or PEM)".into(),
+        ));
+    }
+    Ok(Fetched::Certificates(certs))
 }

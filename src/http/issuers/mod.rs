@@ -17,6 +17,7 @@
 
 mod failed;
 mod fetch;
+mod formats;
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -258,18 +259,6 @@ pub(super) fn ca_issuers(der: &[u8]) -> Vec<String> {
 fn ca_not_after(der: &[u8]) -> Option<i64> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     cert.is_ca().then(|| cert.validity().not_after.timestamp())
-}
-
-/// A certificate in the forms `caIssuers` URLs serve: DER (most CAs) or PEM. A PKCS#7
-/// bundle (`.p7c`) is not read.
-pub(super) fn parse_certificate(bytes: &[u8]) -> Option<CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    if x509_parser::parse_x509_certificate(bytes).is_ok() {
-        return Some(CertificateDer::from(bytes.to_vec()));
-    }
-    let der = CertificateDer::pem_slice_iter(bytes).next()?.ok()?;
-    x509_parser::parse_x509_certificate(&der).ok()?;
-    Some(der)
 }
 
 /// rustls's WebPKI verifier with the chain completion above.

@@ -174,14 +174,105 @@ fn once_the_chain_is_whole_the_certificates_own_fault_is_told() {
     );
 }
 
+/// DER: `tag`, the content's length, the content.
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let len = content.len().to_be_bytes();
+    let skip = len.iter().take_while(|b| **b == 0).count();
+    let mut out = vec![tag];
+    match content.len() {
+        n if n < 0x80 => out.push(len[len.len() - 1]),
+        _ => {
+            out.push(0x80 | u8::try_from(len.len() - skip).expect("short"));
+            out.extend(&len[skip..]);
+        }
+    }
+    out.extend(content);
+    out
+}
+
+/// BER: `tag`, an indefinite length, the content, end-of-contents.
+fn indefinite(tag: u8, content: &[u8]) -> Vec<u8> {
+    [&[tag, 0x80][..], content, &[0, 0]].concat()
+}
+
+/// A certs-only PKCS#7 bundle holding `certs`, as `openssl crl2pkcs7 -nocrl` makes one
+/// (DER), or with indefinite lengths (BER), as some CAs' tools make it.
+fn p7c(certs: &[CertificateDer<'_>], ber: bool) -> Vec<u8> {
+    let wrap = |tag: u8, content: &[u8]| {
+        if ber {
+            indefinite(tag, content)
+        } else {
+            tlv(tag, content)
+        }
+    };
+    let oid = |last: u8| {
+        tlv(
+            0x06,
+            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, last],
+        )
+    };
+    let all: Vec<u8> = certs.iter().flat_map(|c| c.to_vec()).collect();
+    let signed_data = [
+        tlv(0x02, &[1]),    // version
+        tlv(0x31, &[]),     // digestAlgorithms
+        tlv(0x30, &oid(1)), // encapContentInfo: data, no content
+        wrap(0xa0, &all),   // certificates [0] IMPLICIT
+        tlv(0x31, &[]),     // signerInfos
+    ]
+    .concat();
+    let content = wrap(0xa0, &wrap(0x30, &signed_data));
+    wrap(0x30, &[oid(2), content].concat())
+}
+
 #[test]
-fn certificates_are_read_as_der_or_pem_and_nothing_else() {
+fn certificates_are_read_as_der_pkcs7_or_pem_and_nothing_else() {
     let root = root("root");
-    let der = root.cert.der().clone();
-    assert_eq!(parse_certificate(&der), Some(der.clone()));
-    assert_eq!(parse_certificate(root.cert.pem().as_bytes()), Some(der));
-    assert_eq!(parse_certificate(b"<html>Not Found</html>"), None);
-    assert_eq!(parse_certificate(b""), None);
+    let int = intermediate("intermediate", &root);
+    let (r, i) = (root.cert.der().clone(), int.cert.der().clone());
+    assert_eq!(formats::parse_certificates(&r), std::slice::from_ref(&r));
+    assert_eq!(
+        formats::parse_certificates(root.cert.pem().as_bytes()),
+        std::slice::from_ref(&r)
+    );
+    let two = format!("{}{}", int.cert.pem(), root.cert.pem());
+    assert_eq!(
+        formats::parse_certificates(two.as_bytes()),
+        [i.clone(), r.clone()]
+    );
+    for ber in [false, true] {
+        let bundle = p7c(&[i.clone(), r.clone()], ber);
+        assert_eq!(
+            formats::parse_certificates(&bundle),
+            [i.clone(), r.clone()],
+            "BER: {ber}"
+        );
+        assert!(formats::parse_certificates(&p7c(&[], ber)).is_empty());
+    }
+    let many = p7c(&vec![i.clone(); formats::MAX_CERTS + 4], false);
+    assert_eq!(formats::parse_certificates(&many).len(), formats::MAX_CERTS);
+    for nothing in [&b"<html>Not Found</html>"[..], b"", &[0x30, 0x80, 0x06]] {
+        assert!(formats::parse_certificates(nothing).is_empty());
+    }
+}
+
+#[test]
+fn an_intermediate_in_a_bundle_completes_the_chain() {
+    let root = root("root");
+    let int = intermediate("intermediate", &root);
+    let stranger = intermediate("another intermediate", &root);
+    let leaf = leaf("site.test", &int, Some(AIA));
+    let i = issuers(&root);
+    let err = verify(&i, &leaf, "site.test").expect_err("incomplete");
+    let bundle = p7c(
+        &[stranger.cert.der().clone(), int.cert.der().clone()],
+        false,
+    );
+    let fetched = formats::parse_certificates(&bundle);
+    assert!(matches!(
+        i.complete(missing_of(&err), "site.test", &fetched),
+        Ok(true)
+    ));
+    verify(&i, &leaf, "site.test").expect("completed from the bundle's intermediate");
 }
 
 #[tokio::test(start_paused = true)]

@@ -315,7 +315,7 @@ timeout = "2s"
         redirects(&mut b).await;
         bodies(&mut b).await;
         tls(&mut b, &pki).await;
-        incomplete_chains_with_aia(&mut b, &pki).await;
+        incomplete_chains_with_aia(&mut b, &pki, dir.path()).await;
         legacy_tls(&mut b, &pki, dir.path()).await;
         dual_stack(&mut b).await;
         second_address(&mut b).await;

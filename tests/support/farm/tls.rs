@@ -347,15 +347,24 @@ pub(super) async fn tls(b: &mut Builder, pki: &Pki) {
 
 /// Chains sent without their intermediate whose leaf names where it is (AIA
 /// `caIssuers`), as many small sites' are: browsers fetch it and show the page.
-pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki) {
-    // The CA's own server: the intermediate (DER, as CAs serve it), and nothing else.
+pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki, dir: &std::path::Path) {
+    // The CA's own server: the intermediate (DER, as CAs serve it; and in a PKCS#7
+    // bundle, as government CAs serve theirs), and nothing else.
     let der = pki.intermediate.der().to_vec();
+    let bundle = pkcs7_bundle(&pki.intermediate.pem(), dir);
     let router = Router::new()
         .route(
             "/intermediate.crt",
             any(move || {
                 let der = der.clone();
                 async move { ([(header::CONTENT_TYPE, "application/pkix-cert")], der) }
+            }),
+        )
+        .route(
+            "/intermediate.p7c",
+            any(move || {
+                let bundle = bundle.clone();
+                async move { ([(header::CONTENT_TYPE, "application/pkcs7-mime")], bundle) }
             }),
         )
         // A CA that moved its files keeps the old URLs as redirects.
@@ -398,6 +407,17 @@ pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki) {
             vec![Fact::DetailContains("incomplete chain"), Fact::Attempts(1)],
         ),
         (
+            "tls-incomplete-chain-aia-p7c",
+            at("/intermediate.p7c"),
+            truth(
+                "up",
+                Some("ok"),
+                "the same, but the URL serves the intermediate in a certs-only PKCS#7 bundle (.p7c), as government CAs do: browsers read it",
+            ),
+            said("up", "ok"),
+            vec![Fact::DetailContains("incomplete chain"), Fact::Attempts(1)],
+        ),
+        (
             "tls-incomplete-chain-aia-gone",
             at("/gone.crt"),
             truth(
@@ -433,6 +453,28 @@ pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki) {
         let addr = serve_tls(&ip, config, &body).await;
         b.add(name, "https", addr, "/", None, truth, said, facts);
     }
+}
+
+/// `pem` as a certs-only PKCS#7 bundle (DER), made by `openssl crl2pkcs7` as CAs make
+/// theirs.
+fn pkcs7_bundle(pem: &str, dir: &std::path::Path) -> Vec<u8> {
+    let openssl = crate::support::procs::find_binary("openssl", &[]).unwrap_or_else(|| {
+        panic!(
+            "openssl not found (the farm's PKCS#7 bundle): {}",
+            crate::support::procs::INSTALL_HINT
+        )
+    });
+    let (pem_file, p7c_file) = (dir.join("intermediate.pem"), dir.join("intermediate.p7c"));
+    std::fs::write(&pem_file, pem).expect("write the intermediate");
+    let status = std::process::Command::new(openssl)
+        .args(["crl2pkcs7", "-nocrl", "-outform", "DER", "-certfile"])
+        .arg(&pem_file)
+        .arg("-out")
+        .arg(&p7c_file)
+        .status()
+        .expect("run openssl crl2pkcs7");
+    assert!(status.success(), "openssl crl2pkcs7 failed: {status}");
+    std::fs::read(&p7c_file).expect("read the bundle")
 }
 
 // ---------------------------------------------------------------------------
