@@ -39,6 +39,7 @@ const STATE_UNAVAILABLE: &str = "picket_state_unavailable_total";
 const STATE_REPLAYS: &str = "picket_state_replays_total";
 const CHANGES_PUBLISHED: &str = "picket_changes_published_total";
 const PHASE_SECONDS: &str = "picket_phase_duration_seconds";
+const ISSUER_FETCHES: &str = "picket_issuer_fetches_total";
 const BUILD_INFO: &str = "picket_build_info";
 
 /// Buckets of the probe and phase histograms: a loopback connect to a 60 s timeout.
@@ -106,6 +107,9 @@ fn zero() {
     }
     for call in ["get", "set"] {
         counter!(REDIS_ERRORS, "call" => call).increment(0);
+    }
+    for outcome in ISSUER_OUTCOMES {
+        counter!(ISSUER_FETCHES, "outcome" => outcome).increment(0);
     }
     gauge!(IN_FLIGHT).increment(0.0);
     gauge!(LIMITER_FALLBACK).set(0.0);
@@ -229,6 +233,10 @@ fn describe() {
     describe_counter!(
         STATE_REPLAYS,
         "Redelivered jobs answered with the result they had already produced"
+    );
+    describe_counter!(
+        ISSUER_FETCHES,
+        "Missing intermediates sought at a caIssuers URL (incomplete chains), by outcome: fetched, failed (the URL's own failure, remembered for 5 min), remembered (that failure said again, no fetch), skipped (ours: no time or no permit left, or the egress's proxy failing)"
     );
     describe_counter!(
         CHANGES_PUBLISHED,
@@ -366,6 +374,22 @@ const BUSY_LIMITS: [&str; 2] = ["max_defer", "max_deferrals"];
 pub(crate) fn too_busy(max_defer: bool) {
     let limit = BUSY_LIMITS[usize::from(!max_defer)];
     counter!(TOO_BUSY, "limit" => limit).increment(1);
+}
+
+/// What seeking a missing intermediate at a `caIssuers` URL came to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum IssuerFetch {
+    Fetched,
+    Failed,
+    Remembered,
+    Skipped,
+}
+
+const ISSUER_OUTCOMES: [&str; 4] = ["fetched", "failed", "remembered", "skipped"];
+
+/// A missing intermediate was sought at a `caIssuers` URL.
+pub(crate) fn issuer_fetch(outcome: IssuerFetch) {
+    counter!(ISSUER_FETCHES, "outcome" => ISSUER_OUTCOMES[outcome as usize]).increment(1);
 }
 
 /// One probe attempt through `egress` got an HTTP answer or not.

@@ -1049,3 +1049,54 @@ async fn a_connection_with_few_channels_still_consumes_and_answers() {
     w.shutdown().await;
     assert!(results.iter().all(|r| r["verdict"] == "up"), "{results:?}");
 }
+
+/// Missing intermediates sought at `caIssuers` URLs show in `/metrics` by outcome, and a
+/// URL that fails is logged once (its failure is then remembered): an operator sees what
+/// completing chains costs and which CA's server fails the sites that name it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_fetches_are_counted_and_a_failing_issuer_url_is_logged_once() {
+    use crate::support::farm::Farm;
+    use crate::support::ops::{get_ops, metric, wait_readyz};
+    let farm = Farm::start().await;
+    let farm_toml = farm.config_toml();
+    // The farm's DNS, CA and policy; the base's probe and limit settings.
+    let farm_part = &farm_toml[farm_toml.find("[targets]").expect("a [targets] table")..];
+    let toml = format!("{}\n{farm_part}", base_toml());
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let worker = crate::support::worker_process::WorkerProcess::start(
+        &toml,
+        &[("PICKET__LOG__LEVEL", "info")],
+    );
+    wait_readyz(s.http.listen, 200, Duration::from_secs(30)).await;
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let check = |name: &'static str| {
+        let (client, s) = (&client, &s);
+        let url = farm.target(name).url.clone();
+        async move {
+            client.job(s, json!({ "url": url })).await;
+            let rs = client.results(s, 1, Duration::from_secs(30)).await;
+            format!("{}/{}", rs[0]["verdict"], rs[0]["reason"]).replace('"', "")
+        }
+    };
+    // One at a time: two probes of one site may each fetch before either remembers.
+    assert_eq!(check("tls-incomplete-chain-aia").await, "up/ok");
+    assert_eq!(check("tls-incomplete-chain-aia-gone").await, "degraded/tls");
+    assert_eq!(check("tls-incomplete-chain-aia-gone").await, "degraded/tls");
+    let (_, text) = get_ops(s.http.listen, "/metrics").await.expect("metrics");
+    let fetches = |outcome: &str| {
+        metric(
+            &text,
+            &format!("picket_issuer_fetches_total{{outcome=\"{outcome}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no {outcome} series in {text}"))
+    };
+    assert_eq!(fetches("fetched"), 1.0, "{text}");
+    assert_eq!(fetches("failed"), 1.0, "{text}");
+    assert!(fetches("remembered") >= 1.0, "{text}");
+    assert_eq!(fetches("skipped"), 0.0, "{text}");
+    let log = worker.log_text();
+    assert_eq!(log.matches("a caIssuers URL failed").count(), 1, "{log}");
+    assert!(log.contains("gone.crt") && log.contains("404"), "{log}");
+    worker.terminate().await;
+}

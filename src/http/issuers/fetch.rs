@@ -110,15 +110,27 @@ impl HttpProber {
         probe: &Probe<'_>,
         url: &str,
     ) -> Result<Vec<CertificateDer<'static>>, String> {
+        use crate::metric::{issuer_fetch, IssuerFetch};
         if let Some(then) = self.issuers.failed.lately(url, Instant::now()) {
+            issuer_fetch(IssuerFetch::Remembered);
             return Err(then);
         }
-        self.fetch_issuer(probe, url).await.map_err(|failure| {
-            if let Failure::Url(e) = &failure {
-                self.issuers.failed.failed(url, e, Instant::now());
+        let fetched = self.fetch_issuer(probe, url).await;
+        match &fetched {
+            Ok(_) => issuer_fetch(IssuerFetch::Fetched),
+            Err(Failure::Url(why)) => {
+                // Once per URL and FAILED_FOR: the failure is then remembered.
+                tracing::info!(
+                    url,
+                    why = why.as_str(),
+                    "a caIssuers URL failed; sites naming it keep an incomplete chain"
+                );
+                issuer_fetch(IssuerFetch::Failed);
+                self.issuers.failed.failed(url, why, Instant::now());
             }
-            failure.why().to_string()
-        })
+            Err(Failure::Ours(_)) => issuer_fetch(IssuerFetch::Skipped),
+        }
+        fetched.map_err(|failure| failure.why().to_string())
     }
 
     /// The certificates at `url`, following up to [`MAX_MOVES`] redirects as browsers'

@@ -12,6 +12,10 @@ pub struct Pki {
     ca_key: KeyPair,
     intermediate: Certificate,
     intermediate_key: KeyPair,
+    /// Another intermediate, which no `caIssuers` URL serves: a site it signed stays
+    /// incomplete whatever intermediates a prober fetched for other sites before.
+    unserved: Certificate,
+    unserved_key: KeyPair,
 }
 
 /// Sets a certificate's validity to [now + from_days, now + to_days].
@@ -59,17 +63,24 @@ impl Pki {
         let ca = ca_params("picket farm root CA")
             .self_signed(&ca_key)
             .expect("CA certificate");
-        let intermediate_key = KeyPair::generate().expect("intermediate key");
-        let mut ip = ca_params("picket farm intermediate CA");
-        ip.use_authority_key_identifier_extension = true;
-        let intermediate = ip
-            .signed_by(&intermediate_key, &ca, &ca_key)
-            .expect("intermediate certificate");
+        let intermediate_ca = |name: &str| {
+            let key = KeyPair::generate().expect("intermediate key");
+            let mut p = ca_params(name);
+            p.use_authority_key_identifier_extension = true;
+            let cert = p
+                .signed_by(&key, &ca, &ca_key)
+                .expect("intermediate certificate");
+            (cert, key)
+        };
+        let (intermediate, intermediate_key) = intermediate_ca("picket farm intermediate CA");
+        let (unserved, unserved_key) = intermediate_ca("picket farm unserved intermediate CA");
         Pki {
             ca,
             ca_key,
             intermediate,
             intermediate_key,
+            unserved,
+            unserved_key,
         }
     }
 }
@@ -106,6 +117,8 @@ pub enum Signer {
     /// Signed by the intermediate, which is not sent: the leaf names this URL as where
     /// to fetch it (Authority Information Access, `caIssuers`).
     IntermediateAt(String),
+    /// The same, signed by the intermediate that no URL serves.
+    UnservedIntermediateAt(String),
 }
 
 /// A server config presenting a certificate for `name`, valid over the given days.
@@ -117,7 +130,7 @@ pub fn server_config(
     signer: Signer,
 ) -> Arc<rustls::ServerConfig> {
     let key = KeyPair::generate().expect("leaf key");
-    let mut params = leaf_params(name, from_days, to_days);
+    let params = leaf_params(name, from_days, to_days);
     let (cert, chain_extra): (Certificate, Vec<CertificateDer<'static>>) = match signer {
         Signer::SelfSigned => (params.self_signed(&key).expect("self-signed"), vec![]),
         Signer::Ca => (
@@ -134,16 +147,14 @@ pub fn server_config(
                 vec![]
             },
         ),
-        Signer::IntermediateAt(url) => {
-            params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
-                testbed::tls::AIA_OID,
-                testbed::tls::aia_ca_issuers(&url),
-            )];
-            let cert = params
-                .signed_by(&key, &pki.intermediate, &pki.intermediate_key)
-                .expect("leaf");
-            (cert, vec![])
-        }
+        Signer::IntermediateAt(url) => (
+            aia_leaf(params, &key, &url, &pki.intermediate, &pki.intermediate_key),
+            vec![],
+        ),
+        Signer::UnservedIntermediateAt(url) => (
+            aia_leaf(params, &key, &url, &pki.unserved, &pki.unserved_key),
+            vec![],
+        ),
     };
     let mut chain = vec![cert.der().clone()];
     chain.extend(chain_extra);
@@ -157,6 +168,21 @@ pub fn server_config(
         .expect("server certificate");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
+}
+
+/// A leaf from `params` signed by `by`, naming `url` as where `by` is (AIA `caIssuers`).
+fn aia_leaf(
+    mut params: CertificateParams,
+    key: &KeyPair,
+    url: &str,
+    by: &Certificate,
+    by_key: &KeyPair,
+) -> Certificate {
+    params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        testbed::tls::AIA_OID,
+        testbed::tls::aia_ca_issuers(url),
+    )];
+    params.signed_by(key, by, by_key).expect("leaf")
 }
 
 /// Serves a fixed page over TLS with `config` on a fresh address.
@@ -386,7 +412,7 @@ pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki, dir: 
     let cases = [
         (
             "tls-incomplete-chain-aia",
-            at("/intermediate.crt"),
+            Signer::IntermediateAt(at("/intermediate.crt")),
             truth(
                 "up",
                 Some("ok"),
@@ -397,7 +423,7 @@ pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki, dir: 
         ),
         (
             "tls-incomplete-chain-aia-moved",
-            at("/old/intermediate.crt"),
+            Signer::IntermediateAt(at("/old/intermediate.crt")),
             truth(
                 "up",
                 Some("ok"),
@@ -408,7 +434,7 @@ pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki, dir: 
         ),
         (
             "tls-incomplete-chain-aia-p7c",
-            at("/intermediate.p7c"),
+            Signer::IntermediateAt(at("/intermediate.p7c")),
             truth(
                 "up",
                 Some("ok"),
@@ -419,7 +445,9 @@ pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki, dir: 
         ),
         (
             "tls-incomplete-chain-aia-gone",
-            at("/gone.crt"),
+            // Signed by an intermediate no URL serves, so what the farm's other sites
+            // had fetched cannot complete it (as in one process's accuracy run).
+            Signer::UnservedIntermediateAt(at("/gone.crt")),
             truth(
                 "degraded",
                 Some("tls"),
@@ -431,7 +459,10 @@ pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki, dir: 
         (
             // The URL is the site's word: it must not reach what the policy refuses.
             "tls-incomplete-chain-aia-sinkhole",
-            format!("http://{sinkhole}:{}/intermediate.crt", ca.port()),
+            Signer::UnservedIntermediateAt(format!(
+                "http://{sinkhole}:{}/intermediate.crt",
+                ca.port()
+            )),
             truth(
                 "degraded",
                 Some("tls"),
@@ -441,14 +472,8 @@ pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki, dir: 
             vec![Fact::DetailContains("refused by policy")],
         ),
     ];
-    for (name, url, truth, said, facts) in cases {
-        let config = server_config(
-            pki,
-            &format!("{name}.{DOMAIN}"),
-            -1,
-            365,
-            Signer::IntermediateAt(url),
-        );
+    for (name, signer, truth, said, facts) in cases {
+        let config = server_config(pki, &format!("{name}.{DOMAIN}"), -1, 365, signer);
         let ip = b.ip();
         let addr = serve_tls(&ip, config, &body).await;
         b.add(name, "https", addr, "/", None, truth, said, facts);
