@@ -852,3 +852,54 @@ async fn a_missing_issuer_url_that_failed_is_not_fetched_at_every_check() {
         "the gone URL is fetched once, not at every check"
     );
 }
+
+/// A site that closed its port 80 and serves only HTTPS, as hardened government sites
+/// do. Browsers ask a plain-HTTP address over HTTPS first (Chrome's HTTPS-Upgrades,
+/// Firefox's HTTPS-First) and show it; picket said down/connect. Where HTTPS fails too,
+/// the plain-HTTP failure stands, with both in the detail; an address browsers do not
+/// upgrade (an IP, a port of its own) is asked as given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_url_whose_port_80_is_closed_is_asked_over_https_as_browsers_do() {
+    use crate::support::farm::{serve_tls_at, server_config, Pki, Signer};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    let pki = Pki::new();
+    std::fs::write(&ca_file, pki.ca.pem()).expect("write the CA file");
+    let name = "county-https-only.test";
+    let config = server_config(&pki, name, -1, 90, Signer::Ca);
+    let addr = "127.0.0.51:443".parse().expect("address");
+    serve_tls_at(addr, config, &page("")).await;
+    let engine = engine_for(name, "127.0.0.51", &ca_file);
+    let r = check(&engine, &format!("http://{name}/")).await;
+    assert_eq!(
+        (r.verdict.as_str(), r.reason.as_str()),
+        ("up", "ok"),
+        "{}",
+        r.detail
+    );
+    assert!(
+        r.detail.contains(&format!("asked https://{name}/ instead")),
+        "{}",
+        r.detail
+    );
+    let http = r.http.as_ref().expect("an answer");
+    assert_eq!(http.final_url, format!("https://{name}/"));
+    // Nothing listens on either port: the site is down, for the plain-HTTP failure.
+    let gone = "county-gone.test";
+    let engine = engine_for(gone, "127.0.0.52", &ca_file);
+    let r = check(&engine, &format!("http://{gone}/")).await;
+    assert_eq!(
+        (r.verdict.as_str(), r.reason.as_str()),
+        ("down", "connect"),
+        "{}",
+        r.detail
+    );
+    assert!(
+        r.detail.contains(&format!("https://{gone}/ failed too")),
+        "{}",
+        r.detail
+    );
+    // Browsers do not upgrade an IP address.
+    let r = check(&engine, "http://127.0.0.51/").await;
+    assert_eq!(r.verdict.as_str(), "down", "{}", r.detail);
+}

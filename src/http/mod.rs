@@ -192,11 +192,35 @@ impl HttpProber {
         let mut chain = Chain::new(&probe.plan.url);
         // A refusal of us is asked again once, after the IP's hold.
         let mut reasked = false;
+        // The plain-HTTP failure a hop asked again over HTTPS stands for, until HTTPS
+        // answers: when it fails too, browsers fall back and show that failure.
+        let mut fallback: Option<Outcome> = None;
         loop {
             match self.hop(probe, &mut chain, &mut reasked, obs).await {
-                Ok(Step::Again) => {}
+                Ok(Step::Again) => fallback = None,
                 Ok(Step::Answer(answer)) => return Outcome::Answer(answer),
-                Err(failure) => return failure,
+                Err(failure) => {
+                    if let Some(first) = fallback.take() {
+                        obs.notes.push(format!(
+                            "{} failed too: {}",
+                            chain.url,
+                            failure_detail(&failure)
+                        ));
+                        return first;
+                    }
+                    let Outcome::Failure(f) = &failure else {
+                        return failure;
+                    };
+                    let Some(from) = chain.upgrade(f.kind) else {
+                        return failure;
+                    };
+                    obs.notes.push(format!(
+                        "{from} failed ({}); asked {} instead, as browsers ask a plain-HTTP \
+                         address over HTTPS first",
+                        f.detail, chain.url
+                    ));
+                    fallback = Some(failure);
+                }
             }
         }
     }
@@ -462,6 +486,14 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 fn fail(kind: FailureKind, detail: String) -> Outcome {
     Outcome::Failure(Failure { kind, detail })
+}
+
+/// A failure's account; an answer has none.
+fn failure_detail(outcome: &Outcome) -> &str {
+    match outcome {
+        Outcome::Failure(f) => &f.detail,
+        Outcome::Answer(_) => "",
+    }
 }
 
 #[cfg(test)]

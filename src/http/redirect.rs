@@ -40,6 +40,8 @@ pub(super) struct Chain {
     /// The job's credentials go only to the origin it named, as browsers and curl do:
     /// once a redirect leaves it they are not sent again.
     credentials: bool,
+    /// Whether a hop was already asked again over HTTPS ([`Chain::upgrade`]).
+    upgraded: bool,
 }
 
 impl Chain {
@@ -52,7 +54,33 @@ impl Chain {
             cookies: CookieJar::default(),
             seen: vec![(url.clone(), None)],
             credentials: true,
+            upgraded: false,
         }
+    }
+
+    /// After the hop to [`Chain::url`] failed with `kind` before any answer, moves to the
+    /// same URL over HTTPS and returns the URL that failed. Browsers ask a plain-HTTP
+    /// address over HTTPS first (Chrome's HTTPS-Upgrades, Firefox's HTTPS-First, HSTS)
+    /// and fall back to HTTP only when that fails, so a site that closed its port 80
+    /// still shows. Only once a chain, and only where browsers upgrade: `http` on its
+    /// default port, to a host name with a dot (not an IP address or an intranet name),
+    /// after the connection failed (refused, reset, silent), not the name.
+    pub(super) fn upgrade(&mut self, kind: FailureKind) -> Option<Url> {
+        let upgradable = !self.upgraded
+            && self.url.scheme() == "http"
+            && self.url.port().is_none()
+            && matches!(self.url.host(), Some(url::Host::Domain(h)) if h.contains('.'))
+            && matches!(
+                kind,
+                FailureKind::Connect | FailureKind::Reset | FailureKind::Timeout
+            );
+        if !upgradable {
+            return None;
+        }
+        let mut https = self.url.clone();
+        https.set_scheme("https").ok()?;
+        self.upgraded = true;
+        Some(std::mem::replace(&mut self.url, https))
     }
 
     /// Whether the job's header `name` is sent to [`Chain::url`].
@@ -233,6 +261,34 @@ mod tests {
             Next::Fail(Outcome::Failure(f)) => f,
             other => panic!("not a failure: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_plain_http_hop_that_could_not_connect_is_upgraded_once_where_browsers_upgrade() {
+        let mut chain = Chain::new(&u("http://county.example.gov/news?p=1"));
+        assert_eq!(chain.upgrade(FailureKind::Dns), None, "the name failed");
+        assert_eq!(
+            chain.upgrade(FailureKind::Connect),
+            Some(u("http://county.example.gov/news?p=1"))
+        );
+        assert_eq!(chain.url, u("https://county.example.gov/news?p=1"));
+        assert_eq!(chain.redirects, 0, "an upgrade is no redirect");
+        assert_eq!(chain.upgrade(FailureKind::Connect), None, "once");
+        for kind in [FailureKind::Reset, FailureKind::Timeout] {
+            let mut chain = Chain::new(&u("http://county.example.gov/"));
+            assert!(chain.upgrade(kind).is_some(), "{kind:?}");
+        }
+        for asked in [
+            "http://county.example.gov:8080/",
+            "http://192.0.2.7/",
+            "http://intranet/",
+            "https://county.example.gov/",
+        ] {
+            let mut chain = Chain::new(&u(asked));
+            assert_eq!(chain.upgrade(FailureKind::Connect), None, "{asked}");
+        }
+        let mut chain = Chain::new(&u("http://county.example.gov/"));
+        assert_eq!(chain.upgrade(FailureKind::Protocol), None, "it answered");
     }
 
     #[test]

@@ -52,7 +52,27 @@ where
     F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let listener = bind(ip).await;
+    accept(bind(ip).await, handler)
+}
+
+/// As [`serve_raw`] on a given address (a well-known port, say).
+pub async fn serve_raw_at<F, Fut>(addr: SocketAddr, handler: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("serve: cannot bind {addr}: {e}"));
+    accept(listener, handler)
+}
+
+/// Hands each connection `listener` accepts to `handler`, in a task of its own.
+fn accept<F, Fut>(listener: TcpListener, handler: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let addr = listener
         .local_addr()
         .expect("local address of the target listener");

@@ -49,7 +49,7 @@ use dual_stack::*;
 use plain::*;
 use redirects::*;
 use tls::*;
-pub use tls::{serve_tls, server_config, Pki, Signer};
+pub use tls::{serve_tls, serve_tls_at, server_config, Pki, Signer};
 
 /// Host names of the farm end in this.
 pub const DOMAIN: &str = "farm.test";

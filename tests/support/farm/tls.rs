@@ -187,16 +187,33 @@ fn aia_leaf(
 
 /// Serves a fixed page over TLS with `config` on a fresh address.
 pub async fn serve_tls(ip: &str, config: Arc<rustls::ServerConfig>, body: &str) -> SocketAddr {
+    serve_raw(ip, tls_page(config, body)).await
+}
+
+/// As [`serve_tls`] on a given address (port 443, say).
+pub async fn serve_tls_at(
+    addr: SocketAddr,
+    config: Arc<rustls::ServerConfig>,
+    body: &str,
+) -> SocketAddr {
+    crate::support::targets::serve_raw_at(addr, tls_page(config, body)).await
+}
+
+/// A connection handler answering one request over TLS with a fixed page.
+fn tls_page(
+    config: Arc<rustls::ServerConfig>,
+    body: &str,
+) -> impl Fn(TcpStream) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync + 'static {
     let response = Arc::new(raw_response(
         "200 OK",
         &[("Content-Type", HTML_UTF8), ("Connection", "close")],
         body.as_bytes(),
     ));
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    serve_raw(ip, move |stream: TcpStream| {
+    move |stream: TcpStream| {
         let acceptor = acceptor.clone();
         let response = Arc::clone(&response);
-        async move {
+        Box::pin(async move {
             // A client that rejects the certificate ends the handshake here.
             let Ok(mut tls) = acceptor.accept(stream).await else {
                 return;
@@ -204,9 +221,8 @@ pub async fn serve_tls(ip: &str, config: Arc<rustls::ServerConfig>, body: &str) 
             let _ = crate::support::targets::read_request_head(&mut tls).await;
             let _ = tls.write_all(&response).await;
             let _ = tls.shutdown().await;
-        }
-    })
-    .await
+        })
+    }
 }
 
 /// Serves `router` over TLS that offers HTTP/2 only (ALPN `h2`), as many sites' front
