@@ -40,6 +40,7 @@ const STATE_REPLAYS: &str = "picket_state_replays_total";
 const CHANGES_PUBLISHED: &str = "picket_changes_published_total";
 const PHASE_SECONDS: &str = "picket_phase_duration_seconds";
 const ISSUER_FETCHES: &str = "picket_issuer_fetches_total";
+const HTTPS_UPGRADES: &str = "picket_https_upgrades_total";
 const BUILD_INFO: &str = "picket_build_info";
 
 /// Buckets of the probe and phase histograms: a loopback connect to a 60 s timeout.
@@ -110,6 +111,9 @@ fn zero() {
     }
     for outcome in ISSUER_OUTCOMES {
         counter!(ISSUER_FETCHES, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["answered", "failed"] {
+        counter!(HTTPS_UPGRADES, "outcome" => outcome).increment(0);
     }
     gauge!(IN_FLIGHT).increment(0.0);
     gauge!(LIMITER_FALLBACK).set(0.0);
@@ -237,6 +241,10 @@ fn describe() {
     describe_counter!(
         ISSUER_FETCHES,
         "Missing intermediates sought at a caIssuers URL (incomplete chains), by outcome: fetched, failed (the URL's own failure, remembered for 5 min), remembered (that failure said again, no fetch), skipped (ours: no time or no permit left, or the egress's proxy failing)"
+    );
+    describe_counter!(
+        HTTPS_UPGRADES,
+        "Plain-HTTP hops that failed before any answer and were asked over HTTPS instead, as browsers ask them, by outcome: answered, failed"
     );
     describe_counter!(
         CHANGES_PUBLISHED,
@@ -390,6 +398,13 @@ const ISSUER_OUTCOMES: [&str; 4] = ["fetched", "failed", "remembered", "skipped"
 /// A missing intermediate was sought at a `caIssuers` URL.
 pub(crate) fn issuer_fetch(outcome: IssuerFetch) {
     counter!(ISSUER_FETCHES, "outcome" => ISSUER_OUTCOMES[outcome as usize]).increment(1);
+}
+
+/// A plain-HTTP hop asked over HTTPS instead got an answer or not: many answers mean
+/// jobs name `http://` sites that now live on HTTPS only.
+pub(crate) fn https_upgrade(answered: bool) {
+    let outcome = if answered { "answered" } else { "failed" };
+    counter!(HTTPS_UPGRADES, "outcome" => outcome).increment(1);
 }
 
 /// One probe attempt through `egress` got an HTTP answer or not.

@@ -1100,3 +1100,62 @@ async fn issuer_fetches_are_counted_and_a_failing_issuer_url_is_logged_once() {
     assert!(log.contains("gone.crt") && log.contains("404"), "{log}");
     worker.terminate().await;
 }
+
+/// Plain-HTTP hops asked over HTTPS instead (a site that closed its port 80) show in
+/// `/metrics` by outcome: many `answered` mean jobs name `http://` sites that now live
+/// on HTTPS only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upgrades_are_counted_by_outcome() {
+    use crate::support::farm::{serve_tls_at, server_config, Pki, Signer};
+    use crate::support::ops::{get_ops, metric, wait_readyz};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    let pki = Pki::new();
+    std::fs::write(&ca_file, pki.ca.pem()).expect("write the CA file");
+    let (moved, gone) = ("county-moved.test", "county-closed.test");
+    let config = server_config(&pki, moved, -1, 90, Signer::Ca);
+    let addr = "127.0.0.53:443".parse().expect("address");
+    serve_tls_at(addr, config, &page("")).await;
+    let toml = format!(
+        "{}\n[targets]\nallow_private = true\n[tls]\nextra_ca_file = \"{}\"\n\
+         [dns.static]\n\"{moved}\" = \"127.0.0.53\"\n\"{gone}\" = \"127.0.0.54\"\n",
+        base_toml(),
+        ca_file.display()
+    );
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let worker = crate::support::worker_process::WorkerProcess::start::<&str>(&toml, &[]);
+    wait_readyz(s.http.listen, 200, Duration::from_secs(30)).await;
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    for host in [moved, gone] {
+        client
+            .job(&s, json!({"url": format!("http://{host}/")}))
+            .await;
+    }
+    let rs = client.results(&s, 2, Duration::from_secs(30)).await;
+    let mut said: Vec<String> = rs
+        .iter()
+        .map(|r| format!("{} {}", r["url"], r["verdict"]).replace('"', ""))
+        .collect();
+    said.sort();
+    assert_eq!(
+        said,
+        [
+            format!("http://{gone}/ down"),
+            format!("http://{moved}/ up")
+        ],
+        "{rs:?}"
+    );
+    let (_, text) = get_ops(s.http.listen, "/metrics").await.expect("metrics");
+    let upgrades = |outcome: &str| {
+        metric(
+            &text,
+            &format!("picket_https_upgrades_total{{outcome=\"{outcome}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no {outcome} series in {text}"))
+    };
+    assert_eq!(upgrades("answered"), 1.0, "{text}");
+    // The closed site is asked twice (attempts = 2), each time over HTTPS too.
+    assert_eq!(upgrades("failed"), 2.0, "{text}");
+    worker.terminate().await;
+}

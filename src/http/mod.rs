@@ -196,30 +196,18 @@ impl HttpProber {
         // answers: when it fails too, browsers fall back and show that failure.
         let mut fallback: Option<Outcome> = None;
         loop {
-            match self.hop(probe, &mut chain, &mut reasked, obs).await {
-                Ok(Step::Again) => fallback = None,
+            let step = self.hop(probe, &mut chain, &mut reasked, obs).await;
+            if fallback.is_some() && step.is_ok() {
+                crate::metric::https_upgrade(true);
+                fallback = None;
+            }
+            match step {
+                Ok(Step::Again) => {}
                 Ok(Step::Answer(answer)) => return Outcome::Answer(answer),
                 Err(failure) => {
-                    if let Some(first) = fallback.take() {
-                        obs.notes.push(format!(
-                            "{} failed too: {}",
-                            chain.url,
-                            failure_detail(&failure)
-                        ));
-                        return first;
+                    if let Some(end) = upgrade_or_end(&mut chain, failure, &mut fallback, obs) {
+                        return end;
                     }
-                    let Outcome::Failure(f) = &failure else {
-                        return failure;
-                    };
-                    let Some(from) = chain.upgrade(f.kind) else {
-                        return failure;
-                    };
-                    obs.notes.push(format!(
-                        "{from} failed ({}); asked {} instead, as browsers ask a plain-HTTP \
-                         address over HTTPS first",
-                        f.detail, chain.url
-                    ));
-                    fallback = Some(failure);
                 }
             }
         }
@@ -486,6 +474,40 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 fn fail(kind: FailureKind, detail: String) -> Outcome {
     Outcome::Failure(Failure { kind, detail })
+}
+
+/// After a hop failed with `failure`: the outcome that ends the probe, or `None` when
+/// the hop is to be asked again over HTTPS ([`Chain::upgrade`]; the failure is kept in
+/// `fallback`). When that fails too, the plain-HTTP failure it stood for ends the probe,
+/// as browsers fall back to it.
+fn upgrade_or_end(
+    chain: &mut Chain,
+    failure: Outcome,
+    fallback: &mut Option<Outcome>,
+    obs: &mut Observation,
+) -> Option<Outcome> {
+    if let Some(first) = fallback.take() {
+        crate::metric::https_upgrade(false);
+        obs.notes.push(format!(
+            "{} failed too: {}",
+            chain.url,
+            failure_detail(&failure)
+        ));
+        return Some(first);
+    }
+    let Outcome::Failure(f) = &failure else {
+        return Some(failure);
+    };
+    let Some(from) = chain.upgrade(f.kind) else {
+        return Some(failure);
+    };
+    obs.notes.push(format!(
+        "{from} failed ({}); asked {} instead, as browsers ask a plain-HTTP address over \
+         HTTPS first",
+        f.detail, chain.url
+    ));
+    *fallback = Some(failure);
+    None
 }
 
 /// A failure's account; an answer has none.
