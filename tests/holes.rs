@@ -818,9 +818,7 @@ async fn concurrent_publishes_each_learn_whether_they_were_routed() {
 async fn a_missing_issuer_url_that_failed_is_not_fetched_at_every_check() {
     use crate::support::farm::{serve_tls, server_config, Pki, Signer};
     let dir = tempfile::tempdir().expect("temp dir");
-    let ca_file = dir.path().join("ca.pem");
-    let pki = Pki::new();
-    std::fs::write(&ca_file, pki.ca.pem()).expect("write the CA file");
+    let (pki, ca_file) = Pki::with_ca_file(dir.path());
     let asked = Arc::new(AtomicUsize::new(0));
     let count = asked.clone();
     let gone = Router::new().fallback(move || {
@@ -862,9 +860,7 @@ async fn a_missing_issuer_url_that_failed_is_not_fetched_at_every_check() {
 async fn an_http_url_whose_port_80_is_closed_is_asked_over_https_as_browsers_do() {
     use crate::support::farm::{serve_tls_at, server_config, Pki, Signer};
     let dir = tempfile::tempdir().expect("temp dir");
-    let ca_file = dir.path().join("ca.pem");
-    let pki = Pki::new();
-    std::fs::write(&ca_file, pki.ca.pem()).expect("write the CA file");
+    let (pki, ca_file) = Pki::with_ca_file(dir.path());
     let name = "county-https-only.test";
     let config = server_config(&pki, name, -1, 90, Signer::Ca);
     let addr = "127.0.0.51:443".parse().expect("address");

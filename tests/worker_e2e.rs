@@ -1056,7 +1056,7 @@ async fn a_connection_with_few_channels_still_consumes_and_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_fetches_are_counted_and_a_failing_issuer_url_is_logged_once() {
     use crate::support::farm::Farm;
-    use crate::support::ops::{get_ops, metric, wait_readyz};
+    use crate::support::ops::{get_ops, outcome_count, wait_readyz};
     let farm = Farm::start().await;
     let farm_toml = farm.config_toml();
     // The farm's DNS, CA and policy; the base's probe and limit settings.
@@ -1084,13 +1084,7 @@ async fn issuer_fetches_are_counted_and_a_failing_issuer_url_is_logged_once() {
     assert_eq!(check("tls-incomplete-chain-aia-gone").await, "degraded/tls");
     assert_eq!(check("tls-incomplete-chain-aia-gone").await, "degraded/tls");
     let (_, text) = get_ops(s.http.listen, "/metrics").await.expect("metrics");
-    let fetches = |outcome: &str| {
-        metric(
-            &text,
-            &format!("picket_issuer_fetches_total{{outcome=\"{outcome}\"}}"),
-        )
-        .unwrap_or_else(|| panic!("no {outcome} series in {text}"))
-    };
+    let fetches = |outcome: &str| outcome_count(&text, "picket_issuer_fetches_total", outcome);
     assert_eq!(fetches("fetched"), 1.0, "{text}");
     assert_eq!(fetches("failed"), 1.0, "{text}");
     assert!(fetches("remembered") >= 1.0, "{text}");
@@ -1107,11 +1101,9 @@ async fn issuer_fetches_are_counted_and_a_failing_issuer_url_is_logged_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upgrades_are_counted_by_outcome() {
     use crate::support::farm::{serve_tls_at, server_config, Pki, Signer};
-    use crate::support::ops::{get_ops, metric, wait_readyz};
+    use crate::support::ops::{get_ops, outcome_count, wait_readyz};
     let dir = tempfile::tempdir().expect("temp dir");
-    let ca_file = dir.path().join("ca.pem");
-    let pki = Pki::new();
-    std::fs::write(&ca_file, pki.ca.pem()).expect("write the CA file");
+    let (pki, ca_file) = Pki::with_ca_file(dir.path());
     let (moved, gone) = ("county-moved.test", "county-closed.test");
     let config = server_config(&pki, moved, -1, 90, Signer::Ca);
     let addr = "127.0.0.53:443".parse().expect("address");
@@ -1147,13 +1139,7 @@ async fn https_upgrades_are_counted_by_outcome() {
         "{rs:?}"
     );
     let (_, text) = get_ops(s.http.listen, "/metrics").await.expect("metrics");
-    let upgrades = |outcome: &str| {
-        metric(
-            &text,
-            &format!("picket_https_upgrades_total{{outcome=\"{outcome}\"}}"),
-        )
-        .unwrap_or_else(|| panic!("no {outcome} series in {text}"))
-    };
+    let upgrades = |outcome: &str| outcome_count(&text, "picket_https_upgrades_total", outcome);
     assert_eq!(upgrades("answered"), 1.0, "{text}");
     // The closed site is asked twice (attempts = 2), each time over HTTPS too.
     assert_eq!(upgrades("failed"), 2.0, "{text}");

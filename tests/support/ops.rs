@@ -46,3 +46,10 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         (parts.next() == Some(name)).then(|| parts.next()?.parse().ok())?
     })
 }
+
+/// The value of the series of counter `name` with label `outcome` in Prometheus `text`
+/// (panics, showing the text, when the series is missing).
+pub fn outcome_count(text: &str, name: &str, outcome: &str) -> f64 {
+    metric(text, &format!("{name}{{outcome=\"{outcome}\"}}"))
+        .unwrap_or_else(|| panic!("no {name} series for outcome {outcome} in {text}"))
+}

@@ -86,6 +86,15 @@ impl Pki {
 }
 
 impl Pki {
+    /// A new test CA, its certificate written to `ca.pem` in `dir` (for
+    /// `tls.extra_ca_file`), and that file's path.
+    pub fn with_ca_file(dir: &std::path::Path) -> (Pki, std::path::PathBuf) {
+        let pki = Pki::new();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, pki.ca.pem()).expect("write the CA file");
+        (pki, ca_file)
+    }
+
     /// A certificate for `name` signed by the root CA, and its key, in PEM: for servers
     /// that read files (redis-server).
     pub fn leaf_pem(&self, name: &str) -> (String, String) {
