@@ -227,11 +227,7 @@ impl HttpProber {
                 self.more_candidates(target, probe.deadline).await;
             }
             if e.is_connect() && n < target.candidates.len() {
-                let why = match &outcome {
-                    Outcome::Failure(f) => f.detail.clone(),
-                    Outcome::Answer(_) => String::new(),
-                };
-                unreachable.push(format!("{ip} ({why})"));
+                unreachable.push(format!("{ip} ({})", outcome.failure_detail()));
                 continue;
             }
             if !unreachable.is_empty() {

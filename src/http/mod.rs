@@ -491,7 +491,7 @@ fn upgrade_or_end(
         obs.notes.push(format!(
             "{} failed too: {}",
             chain.url,
-            failure_detail(&failure)
+            failure.failure_detail()
         ));
         return Some(first);
     }
@@ -508,14 +508,6 @@ fn upgrade_or_end(
     ));
     *fallback = Some(failure);
     None
-}
-
-/// A failure's account; an answer has none.
-fn failure_detail(outcome: &Outcome) -> &str {
-    match outcome {
-        Outcome::Failure(f) => &f.detail,
-        Outcome::Answer(_) => "",
-    }
 }
 
 #[cfg(test)]

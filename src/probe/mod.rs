@@ -185,6 +185,16 @@ pub(crate) enum Outcome {
     Failure(Failure),
 }
 
+impl Outcome {
+    /// The failure's account; empty for an answer.
+    pub(crate) fn failure_detail(&self) -> &str {
+        match self {
+            Outcome::Failure(f) => &f.detail,
+            Outcome::Answer(_) => "",
+        }
+    }
+}
+
 /// Everything seen during one probe attempt.
 #[derive(Debug, Clone)]
 pub(crate) struct Observation {

@@ -38,7 +38,7 @@ fn pem(bytes: &[u8]) -> Vec<CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::pem_slice_iter(bytes)
         .map_while(Result::ok)
-        .filter(|der| leading_certificate(der).is_some())
+        .filter(|der| x509_parser::parse_x509_certificate(der).is_ok())
         .collect()
 }
 
