@@ -216,6 +216,15 @@ async fn truth_raw_deflate_body_is_up() {
     tells_the_truth("deflate-raw").await;
 }
 
+/// reqwest decodes only the exact lower-case names "gzip" and "br": a page labelled
+/// "x-gzip" or "GZIP" was judged as its compressed bytes, so `body_contains` failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_gzip_under_its_old_name_or_in_capitals_is_up() {
+    tells_the_truth("x-gzip").await;
+    tells_the_truth("gzip-capitals").await;
+    tells_the_truth("brotli-capitals").await;
+}
+
 /// rustls speaks no CBC cipher suite, so a server that allows only those failed the
 /// handshake and was `degraded/tls` where Chrome shows the page; such a handshake is
 /// now asked again over OpenSSL.

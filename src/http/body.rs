@@ -1,6 +1,7 @@
-//! The body of a final answer: read up to the plan's limit, inflated when the server
-//! deflated it (zlib-wrapped or raw, as browsers accept both), and decoded to text when
-//! the judgement needs it.
+//! The body of a final answer: read up to the plan's limit, decompressed where reqwest's
+//! decoders leave it as it came (deflate, zlib-wrapped or raw, as browsers accept both;
+//! gzip under its old name `x-gzip` or in capitals, and `br` in capitals), and decoded
+//! to text when the judgement needs it.
 
 use reqwest::header::{HeaderMap, HeaderName, CONTENT_ENCODING};
 
@@ -37,11 +38,7 @@ pub(super) async fn read(
     max: usize,
     status: u16,
 ) -> Result<Body, Outcome> {
-    let deflated = resp
-        .headers()
-        .get(CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("deflate"));
+    let coding = own_coding(resp.headers());
     let (raw, truncated, broke_off) = match read_body(resp, max).await {
         Ok((raw, cut)) => (raw, cut, None),
         Err((e, raw)) if e.is_timeout() => {
@@ -66,10 +63,9 @@ pub(super) async fn read(
             (raw, false, Some(why))
         }
     };
-    let (bytes, truncated) = if deflated {
-        inflate(&raw, max, truncated || broke_off.is_some())
-    } else {
-        (raw, truncated)
+    let (bytes, truncated) = match coding {
+        Some(coding) => decompress(coding, &raw, max, truncated || broke_off.is_some()),
+        None => (raw, truncated),
     };
     Ok(Body {
         bytes,
@@ -124,19 +120,63 @@ async fn read_body(
     }
 }
 
-/// Decodes a deflate body, zlib-wrapped or raw, to at most `max` bytes. A stream cut
-/// short (by the read limit) yields what decoded before the cut.
-fn inflate(raw: &[u8], max: usize, cut: bool) -> (Vec<u8>, bool) {
+/// A content coding picket decodes itself, where reqwest's decoders do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    /// `deflate`: servers send raw deflate as often as the zlib wrapper RFC 9110 names.
+    Deflate,
+    /// `x-gzip`, or `gzip` in capitals.
+    Gzip,
+    /// `br` in capitals.
+    Brotli,
+}
+
+/// The coding of an answer that picket must decode itself. Codings are case-insensitive
+/// (RFC 9110 8.4.1) and browsers take `x-gzip` for gzip, but reqwest decodes only the
+/// exact names `gzip` and `br`, passing the others on compressed.
+fn own_coding(headers: &HeaderMap) -> Option<Coding> {
+    let name = headers.get(CONTENT_ENCODING)?.to_str().ok()?.trim();
+    let is = |coding: &str| name.eq_ignore_ascii_case(coding);
+    if is("deflate") {
+        Some(Coding::Deflate)
+    } else if (is("gzip") && name != "gzip") || is("x-gzip") {
+        Some(Coding::Gzip)
+    } else if is("br") && name != "br" {
+        Some(Coding::Brotli)
+    } else {
+        None
+    }
+}
+
+/// Decodes a body to at most `max` bytes. A stream cut short (by the read limit, or by
+/// the connection) yields what decoded before the cut; bytes that do not decode at all
+/// yield nothing.
+fn decompress(coding: Coding, raw: &[u8], max: usize, cut: bool) -> (Vec<u8>, bool) {
     use std::io::Read;
+    let limit = max as u64 + 1;
     let mut out = Vec::new();
-    let zlib = flate2::read::ZlibDecoder::new(raw)
-        .take(max as u64 + 1)
-        .read_to_end(&mut out);
-    if zlib.is_err() && out.is_empty() {
-        out.clear();
-        let _ = flate2::read::DeflateDecoder::new(raw)
-            .take(max as u64 + 1)
-            .read_to_end(&mut out);
+    match coding {
+        Coding::Deflate => {
+            let zlib = flate2::read::ZlibDecoder::new(raw)
+                .take(limit)
+                .read_to_end(&mut out);
+            if zlib.is_err() && out.is_empty() {
+                out.clear();
+                let _ = flate2::read::DeflateDecoder::new(raw)
+                    .take(limit)
+                    .read_to_end(&mut out);
+            }
+        }
+        Coding::Gzip => {
+            let _ = flate2::read::MultiGzDecoder::new(raw)
+                .take(limit)
+                .read_to_end(&mut out);
+        }
+        Coding::Brotli => {
+            let _ = brotli_decompressor::Decompressor::new(raw, 4096)
+                .take(limit)
+                .read_to_end(&mut out);
+        }
     }
     let over = out.len() > max;
     out.truncate(max);
@@ -165,21 +205,24 @@ mod tests {
 
     #[test]
     fn zlib_wrapped_and_raw_deflate_both_inflate() {
-        assert_eq!(inflate(&zlib(PAGE), 1024, false), (PAGE.to_vec(), false));
         assert_eq!(
-            inflate(&raw_deflate(PAGE), 1024, false),
+            decompress(Coding::Deflate, &zlib(PAGE), 1024, false),
+            (PAGE.to_vec(), false)
+        );
+        assert_eq!(
+            decompress(Coding::Deflate, &raw_deflate(PAGE), 1024, false),
             (PAGE.to_vec(), false)
         );
     }
 
     #[test]
     fn a_body_larger_than_the_limit_is_cut_and_says_so() {
-        let (out, cut) = inflate(&zlib(PAGE), 10, false);
+        let (out, cut) = decompress(Coding::Deflate, &zlib(PAGE), 10, false);
         assert_eq!(out, &PAGE[..10]);
         assert!(cut);
         // Exactly the limit is not cut.
         assert_eq!(
-            inflate(&zlib(PAGE), PAGE.len(), false),
+            decompress(Coding::Deflate, &zlib(PAGE), PAGE.len(), false),
             (PAGE.to_vec(), false)
         );
     }
@@ -188,14 +231,64 @@ mod tests {
     fn a_stream_cut_by_the_read_limit_yields_what_decoded_before_the_cut() {
         let big: Vec<u8> = (0..20_000u32).flat_map(|i| i.to_le_bytes()).collect();
         let packed = zlib(&big);
-        let (out, cut) = inflate(&packed[..packed.len() / 2], big.len(), true);
+        let (out, cut) = decompress(
+            Coding::Deflate,
+            &packed[..packed.len() / 2],
+            big.len(),
+            true,
+        );
         assert!(cut, "the read was cut, so the body is");
         assert!(!out.is_empty(), "what decoded before the cut is kept");
         assert_eq!(out, &big[..out.len()]);
     }
 
     #[test]
+    fn codings_reqwest_leaves_compressed_are_ours_whatever_their_case() {
+        let coding = |name: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_ENCODING, name.parse().expect("header value"));
+            own_coding(&headers)
+        };
+        assert_eq!(coding("deflate"), Some(Coding::Deflate));
+        assert_eq!(coding("Deflate"), Some(Coding::Deflate));
+        assert_eq!(coding("x-gzip"), Some(Coding::Gzip));
+        assert_eq!(coding("X-GZIP"), Some(Coding::Gzip));
+        assert_eq!(coding("GZIP"), Some(Coding::Gzip));
+        assert_eq!(coding("BR"), Some(Coding::Brotli));
+        // reqwest decodes these itself: decoding them again would fail.
+        assert_eq!(coding("gzip"), None);
+        assert_eq!(coding("br"), None);
+        assert_eq!(coding("identity"), None);
+        assert_eq!(own_coding(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn gzip_and_brotli_bodies_decode() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(PAGE).expect("write");
+        let gz = gz.finish().expect("finish");
+        assert_eq!(
+            decompress(Coding::Gzip, &gz, 1024, false),
+            (PAGE.to_vec(), false)
+        );
+        let mut br = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+        br.write_all(PAGE).expect("write");
+        let br = br.into_inner();
+        assert_eq!(
+            decompress(Coding::Brotli, &br, 1024, false),
+            (PAGE.to_vec(), false)
+        );
+        assert_eq!(
+            decompress(Coding::Brotli, &br, 10, false),
+            (PAGE[..10].to_vec(), true)
+        );
+    }
+
+    #[test]
     fn bytes_that_are_not_deflate_give_an_empty_body() {
-        assert_eq!(inflate(b"plain text", 1024, false), (Vec::new(), false));
+        assert_eq!(
+            decompress(Coding::Deflate, b"plain text", 1024, false),
+            (Vec::new(), false)
+        );
     }
 }

@@ -76,6 +76,30 @@ pub(super) async fn bodies(b: &mut Builder) {
             ),
             said: said("up", "ok"),
         },
+        // Content codings are case-insensitive (RFC 9110 8.4.1), and "x-gzip" is gzip's
+        // old name, still in Apache's stock `AddEncoding x-gzip .gz`: Chrome and Firefox
+        // decode both.
+        Encoded {
+            name: "x-gzip",
+            encoding: "x-gzip",
+            compress: gzip,
+            truth: up("gzip-encoded page labelled \"x-gzip\", gzip's old name; browsers decode it"),
+            said: said("up", "ok"),
+        },
+        Encoded {
+            name: "gzip-capitals",
+            encoding: "GZIP",
+            compress: gzip,
+            truth: up("gzip-encoded page labelled \"GZIP\": codings are case-insensitive"),
+            said: said("up", "ok"),
+        },
+        Encoded {
+            name: "brotli-capitals",
+            encoding: "BR",
+            compress: br,
+            truth: up("br-encoded page labelled \"BR\": codings are case-insensitive"),
+            said: said("up", "ok"),
+        },
     ];
     for Encoded {
         name,
