@@ -225,6 +225,19 @@ async fn truth_gzip_under_its_old_name_or_in_capitals_is_up() {
     tells_the_truth("brotli-capitals").await;
 }
 
+/// A bot manager that refuses a Chrome User-Agent without the client hints, fetch
+/// metadata and codings Chrome sends on every HTTPS navigation: picket sent none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_bot_manager_checking_chromes_https_headers_lets_picket_in() {
+    tells_the_truth("bot-manager").await;
+}
+
+/// Chrome and Firefox ask for zstd over HTTPS and CDNs serve it to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_zstd_encoded_page_is_up() {
+    tells_the_truth("zstd").await;
+}
+
 /// rustls speaks no CBC cipher suite, so a server that allows only those failed the
 /// handshake and was `degraded/tls` where Chrome shows the page; such a handshake is
 /// now asked again over OpenSSL.

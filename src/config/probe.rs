@@ -58,6 +58,8 @@ pub struct ProbeSettings {
     pub accept: String,
     /// The Accept-Language header sent.
     pub accept_language: String,
+    /// The headers sent with every page request, derived from the three above.
+    pub(crate) browser: std::sync::Arc<crate::probe::browser::Browser>,
     /// Known-good URLs re-checked when failures look like our own problem.
     pub canaries: Vec<Url>,
     /// Verdict for a page that matches a built-in block, parked, suspended or
@@ -110,6 +112,8 @@ impl TryFrom<RawProbe> for ProbeSettings {
             .enumerate()
             .map(|(i, c)| url_with_scheme(&format!("probe.canaries[{i}]"), c, &["http", "https"]))
             .collect::<Result<Vec<_>, _>>()?;
+        let user_agent = nonempty("probe.user_agent", &p.user_agent)?;
+        let accept = nonempty("probe.accept", &p.accept)?;
         Ok(ProbeSettings {
             concurrency: p.concurrency as usize,
             connect_timeout: positive_duration("probe.connect_timeout", &p.connect_timeout)?,
@@ -119,8 +123,13 @@ impl TryFrom<RawProbe> for ProbeSettings {
             max_redirects: p.max_redirects,
             attempts: p.attempts,
             retry_delay: parse_duration("probe.retry_delay", &p.retry_delay)?,
-            user_agent: nonempty("probe.user_agent", &p.user_agent)?,
-            accept: nonempty("probe.accept", &p.accept)?,
+            browser: std::sync::Arc::new(crate::probe::browser::Browser::new(
+                &user_agent,
+                &accept,
+                &p.accept_language,
+            )),
+            user_agent,
+            accept,
             accept_language: p.accept_language,
             canaries,
             soft_failures: soft_failures(&p.soft_failures)?,

@@ -75,9 +75,10 @@ impl<'a> Ask<'a> {
             Method::Head => reqwest::Method::HEAD,
         };
         let mut req = client.request(method, self.url().clone()).timeout(timeout);
-        for (name, value) in &self.plan.headers {
+        let secure = self.url().scheme() == "https";
+        for (name, value) in self.plan.headers(secure) {
             if self.chain.sends(name) {
-                req = req.header(name.as_str(), value.as_str());
+                req = req.header(name, value);
             }
         }
         if let Some(cookie) = &self.cookie {

@@ -6,6 +6,7 @@
 //! Nothing here does I/O, so every rule about what counts as `up` is tested directly.
 //! A failing site is data (an [`Outcome::Failure`]), never an `Err`.
 
+pub(crate) mod browser;
 pub(crate) mod combine;
 pub(crate) mod judge;
 pub(crate) mod pages;
@@ -28,8 +29,10 @@ pub(crate) struct Plan {
     pub url: Url,
     /// GET unless the job said HEAD.
     pub method: Method,
-    /// Request headers: browser defaults, then the job's own, which win.
-    pub headers: Vec<(String, String)>,
+    /// The browser's headers, for plain HTTP and for HTTPS ([`Plan::headers`]).
+    pub browser: std::sync::Arc<browser::Browser>,
+    /// The job's own headers, which replace the browser's of the same name.
+    pub job_headers: Vec<(String, String)>,
     /// Whole request, redirects and body included.
     pub timeout: Duration,
     /// Opening one connection.
@@ -70,19 +73,6 @@ pub enum Line {
 impl Plan {
     /// Builds the plan for `job` under `settings`.
     pub(crate) fn new(job: &Job, settings: &ProbeSettings) -> Plan {
-        let mut headers: Vec<(String, String)> = vec![
-            ("User-Agent".into(), settings.user_agent.clone()),
-            ("Accept".into(), settings.accept.clone()),
-            ("Accept-Encoding".into(), "gzip, deflate, br".into()),
-            ("Upgrade-Insecure-Requests".into(), "1".into()),
-        ];
-        if !settings.accept_language.is_empty() {
-            headers.push(("Accept-Language".into(), settings.accept_language.clone()));
-        }
-        for (name, value) in &job.headers {
-            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-            headers.push((name.clone(), value.clone()));
-        }
         let min_body_bytes = job
             .expect
             .min_body_bytes
@@ -92,7 +82,8 @@ impl Plan {
         Plan {
             url: job.url.clone(),
             method: job.method,
-            headers,
+            browser: std::sync::Arc::clone(&settings.browser),
+            job_headers: job.headers.clone(),
             timeout: job.timeout.unwrap_or(settings.timeout),
             connect_timeout: settings
                 .connect_timeout
@@ -104,6 +95,26 @@ impl Plan {
             max_wait: None,
             line: Line::Outside,
         }
+    }
+
+    /// The headers of a request over HTTPS (`secure`) or plain HTTP: the browser's, in
+    /// its order, less those the job sets, then the job's own.
+    pub(crate) fn headers(&self, secure: bool) -> impl Iterator<Item = (&str, &str)> {
+        let browser = if secure {
+            &self.browser.secure
+        } else {
+            &self.browser.plain
+        };
+        let set_by_job = |name: &str| {
+            self.job_headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        };
+        browser
+            .iter()
+            .filter(move |(name, _)| !set_by_job(name))
+            .chain(&self.job_headers)
+            .map(|(name, value)| (name.as_str(), value.as_str()))
     }
 }
 

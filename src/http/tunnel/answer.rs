@@ -105,9 +105,8 @@ async fn decode(
     answer: http::Response<Incoming>,
 ) -> http::Response<tower_http::decompression::DecompressionBody<Incoming>> {
     use tower_service::Service as _;
-    let mut decoder = tower_http::decompression::Decompression::new(Given(Some(answer)))
-        .no_deflate()
-        .no_zstd();
+    let mut decoder =
+        tower_http::decompression::Decompression::new(Given(Some(answer))).no_deflate();
     match decoder.call(http::Request::new(())).await {
         Ok(decoded) => decoded,
         Err(never) => match never {},

@@ -234,14 +234,27 @@ fn tls_page(
     }
 }
 
-/// Serves `router` over TLS that offers HTTP/2 only (ALPN `h2`), as many sites' front
-/// ends prefer: a client that cannot speak HTTP/2 gets nothing from it.
-pub(super) async fn serve_h2(
+/// What a TLS target's ALPN offers.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Alpn {
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only, as many sites' front ends prefer: a client that cannot speak HTTP/2
+    /// gets nothing from it.
+    H2Only,
+}
+
+/// Serves `router` over TLS with `config`, speaking what `alpn` offers.
+pub(super) async fn serve_tls_router(
     ip: &str,
     mut config: rustls::ServerConfig,
     router: Router,
+    alpn: Alpn,
 ) -> SocketAddr {
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = match alpn {
+        Alpn::Http1 => vec![b"http/1.1".to_vec()],
+        Alpn::H2Only => vec![b"h2".to_vec()],
+    };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     serve_raw(ip, move |stream: TcpStream| {
         let acceptor = acceptor.clone();
@@ -250,11 +263,16 @@ pub(super) async fn serve_h2(
             let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .http2_only()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
+            let mut server =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if alpn == Alpn::H2Only {
+                server = server.http2_only();
+            } else {
+                server = server.http1_only();
+            }
+            let _ = server
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
         }
     })
     .await
@@ -382,7 +400,7 @@ pub(super) async fn tls(b: &mut Builder, pki: &Pki) {
         any(move || async move { html(StatusCode::OK, page_h2) }),
     );
     let ip = b.ip();
-    let addr = serve_h2(&ip, (*config).clone(), router).await;
+    let addr = serve_tls_router(&ip, (*config).clone(), router, Alpn::H2Only).await;
     b.add(
         name,
         "https",
@@ -393,6 +411,119 @@ pub(super) async fn tls(b: &mut Builder, pki: &Pki) {
         said("up", "ok"),
         // Only an HTTP/2 client gets an answer at all.
         vec![Fact::Attempts(1)],
+    );
+
+    browser_checks(b, pki).await;
+}
+
+/// Whether `headers` carry what Chrome sends with every HTTPS navigation besides its
+/// User-Agent: the client hints matching that User-Agent (a Windows desktop Chrome
+/// here), the fetch metadata of a page the user asked for, and zstd among the codings.
+fn chrome_over_https(headers: &HeaderMap) -> bool {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let ua = get("user-agent");
+    let Some(major) = ua.split("Chrome/").nth(1).and_then(|v| v.split('.').next()) else {
+        return false;
+    };
+    let brands = get("sec-ch-ua");
+    brands.contains(&format!("\"Google Chrome\";v=\"{major}\""))
+        && brands.contains(&format!("\"Chromium\";v=\"{major}\""))
+        && get("sec-ch-ua-mobile") == "?0"
+        && ua.contains("Windows")
+        && get("sec-ch-ua-platform") == "\"Windows\""
+        && get("sec-fetch-site") == "none"
+        && get("sec-fetch-mode") == "navigate"
+        && get("sec-fetch-user") == "?1"
+        && get("sec-fetch-dest") == "document"
+        && get("accept-encoding")
+            .split(',')
+            .any(|c| c.trim() == "zstd")
+}
+
+/// Sites that judge the client by more than its User-Agent, over HTTPS.
+async fn browser_checks(b: &mut Builder, pki: &Pki) {
+    // A bot manager in front of the site (as many government sites have): a request
+    // that calls itself Chrome but lacks what Chrome sends on every HTTPS navigation is
+    // refused as a bot. Chrome gets the page.
+    let name = "bot-manager";
+    let config = server_config(pki, &format!("{name}.{DOMAIN}"), -1, 90, Signer::Ca);
+    let home = page("County office", "Permits, licences and council minutes.");
+    let router = Router::new().route(
+        "/",
+        any(move |headers: HeaderMap| {
+            let home = home.clone();
+            async move {
+                if chrome_over_https(&headers) {
+                    html(StatusCode::OK, home)
+                } else {
+                    html(
+                        StatusCode::FORBIDDEN,
+                        "<html><head><title>Access Denied</title></head><body><h1>Access Denied</h1>\
+                         You don't have permission to access this server. Reference #18.4f2e</body></html>"
+                            .to_string(),
+                    )
+                }
+            }
+        }),
+    );
+    let ip = b.ip();
+    let addr = serve_tls_router(&ip, (*config).clone(), router, Alpn::Http1).await;
+    b.add(
+        name,
+        "https",
+        addr,
+        "/",
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "refuses a Chrome User-Agent without Chrome's client hints, fetch metadata and codings; Chrome gets the page",
+        ),
+        said("up", "ok"),
+        vec![Fact::Attempts(1)],
+    );
+
+    // zstd, which Chrome (123 and later) and Firefox (126 and later) ask for over HTTPS,
+    // and CDNs serve to them.
+    let name = "zstd";
+    let config = server_config(pki, &format!("{name}.{DOMAIN}"), -1, 90, Signer::Ca);
+    let text = page(
+        "County office",
+        "欢迎光临 — this page travels compressed with zstd. Opening hours and services.",
+    );
+    let packed = Bytes::from(zstd::encode_all(text.as_bytes(), 3).expect("zstd"));
+    let router = Router::new().route(
+        "/",
+        any(move || {
+            let packed = packed.clone();
+            async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, HTML_UTF8),
+                        (header::CONTENT_ENCODING, "zstd"),
+                    ],
+                    packed,
+                )
+                    .into_response()
+            }
+        }),
+    );
+    let ip = b.ip();
+    let addr = serve_tls_router(&ip, (*config).clone(), router, Alpn::Http1).await;
+    b.add(
+        name,
+        "https",
+        addr,
+        "/",
+        Some(json!({"body_contains": "欢迎光临"})),
+        truth("up", Some("ok"), "a zstd-encoded page containing 欢迎光临"),
+        said("up", "ok"),
+        vec![Fact::Charset("UTF-8")],
     );
 }
 
