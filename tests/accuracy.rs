@@ -238,6 +238,15 @@ async fn truth_a_zstd_encoded_page_is_up() {
     tells_the_truth("zstd").await;
 }
 
+/// A web application firewall's block page is the firewall refusing us, as a bot
+/// challenge is: it was judged down/http_status, confirmed, a false alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_firewalls_block_page_is_unknown_blocked() {
+    tells_the_truth("waf-akamai").await;
+    tells_the_truth("waf-imperva").await;
+    tells_the_truth("waf-alibaba").await;
+}
+
 /// rustls speaks no CBC cipher suite, so a server that allows only those failed the
 /// handshake and was `degraded/tls` where Chrome shows the page; such a handshake is
 /// now asked again over OpenSSL.

@@ -9,7 +9,7 @@
 
 use crate::config::{ProbeSettings, TlsOnError, TlsSettings};
 use crate::job::{Method, Reason, Verdict};
-use crate::probe::pages::{challenge, soft_failure};
+use crate::probe::pages::{challenge, firewall_block, soft_failure};
 use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
 /// Read here by the HTTP prober too, which reads that much of a page as text.
@@ -220,6 +220,15 @@ fn wrong_status(s: &Seen<'_>) -> Option<Judgement> {
                 Verdict::Unknown,
                 Reason::Blocked,
                 format!("{status}: a bot challenge page ({marker:?}) refuses us; the site itself may be fine"),
+            ));
+        }
+    }
+    if a.status >= 400 && a.body_bytes <= SNIFF_BYTES {
+        if let Some((firewall, marker)) = firewall_block(&a.text) {
+            return Some(Judgement::new(
+                Verdict::Unknown,
+                Reason::Blocked,
+                format!("{status}: {firewall}'s block page ({marker:?}) refuses us; the site itself may be fine"),
             ));
         }
     }
@@ -513,6 +522,33 @@ mod tests {
         assert_eq!(
             j(&p, &answer(403, PAGE)),
             (Verdict::Down, Reason::HttpStatus)
+        );
+    }
+
+    #[test]
+    fn firewall_block_pages_are_blocked_and_a_sites_own_refusal_is_not() {
+        let p = plan(Expect::default());
+        let akamai = "<TITLE>Access Denied</TITLE>You don't have permission to access this server.\
+                      <P>Reference&#32;&#35;18&#46;6f2e1402&#46;1764500000";
+        for status in [403, 405, 406, 503] {
+            assert_eq!(
+                j(&p, &answer(status, akamai)),
+                (Verdict::Unknown, Reason::Blocked),
+                "{status}"
+            );
+        }
+        let o = judge(&p, &answer(403, akamai), &SETTINGS);
+        assert!(o.detail.contains("Akamai's block page"), "{}", o.detail);
+        // IIS's and Apache's own 403 pages say "access denied" too, for every visitor.
+        let iis = "<title>403 - Forbidden: Access is denied.</title>You do not have permission to view this directory or page.";
+        assert_eq!(
+            j(&p, &answer(403, iis)),
+            (Verdict::Down, Reason::HttpStatus)
+        );
+        // A page the job accepts is judged as a page, whatever it says.
+        assert_eq!(
+            j(&p, &answer(200, &format!("{PAGE} errors.edgesuite.net"))),
+            (Verdict::Up, Reason::Ok)
         );
     }
 

@@ -250,6 +250,50 @@ pub(super) async fn plain_http(b: &mut Builder) {
     )
     .await;
 
+    // Web application firewalls' block pages: the firewall refused this client (its
+    // address's reputation, a rule that took it for a bot), not the site its visitors.
+    let firewalls: [(&'static str, StatusCode, &'static str, &'static str); 3] = [
+        (
+            "waf-akamai",
+            StatusCode::FORBIDDEN,
+            "<HTML><HEAD>\n<TITLE>Access Denied</TITLE>\n</HEAD><BODY>\n<H1>Access Denied</H1>\n \n\
+             You don't have permission to access \"http&#58;&#47;&#47;www&#46;example&#46;gov&#47;\" on this server.<P>\n\
+             Reference&#32;&#35;18&#46;6f2e1402&#46;1764500000&#46;3a9c1d2\n\
+             <P>https&#58;&#47;&#47;errors&#46;edgesuite&#46;net&#47;18&#46;6f2e1402&#46;1764500000&#46;3a9c1d2</P>\n\
+             </BODY>\n</HTML>\n",
+            "Akamai's 403 \"Access Denied … Reference #18.…\": its edge refused this client",
+        ),
+        (
+            "waf-imperva",
+            StatusCode::FORBIDDEN,
+            "<html style=\"height:100%\"><head><META NAME=\"ROBOTS\" CONTENT=\"NOINDEX, NOFOLLOW\">\
+             </head><body style=\"margin:0px;height:100%\"><iframe id=\"main-iframe\" \
+             src=\"/_Incapsula_Resource?CWUDNSAI=24&xinfo=8-1234567-0%200NNN\" frameborder=0 \
+             width=\"100%\" height=\"100%\">Request unsuccessful. Incapsula incident ID: \
+             877000190123456789-123456789012345678</iframe></body></html>",
+            "Imperva's 403 \"Request unsuccessful. Incapsula incident ID\": its edge refused this client",
+        ),
+        (
+            "waf-alibaba",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>405</title></head><body>\
+             <div class=\"content\"><h2>很抱歉，由于您访问的URL有可能对网站造成安全威胁，您的访问被阻断。</h2>\
+             <p>您的请求ID是: 0b8f3a2c17645000001234567e</p></div></body></html>",
+            "Alibaba Cloud WAF's 405 \"您的访问被阻断\" (your access is blocked): its firewall refused this client",
+        ),
+    ];
+    for (name, status, page, says) in firewalls {
+        b.http(
+            name,
+            Router::new().route("/", any(move || async move { html(status, page) })),
+            None,
+            truth("unknown", Some("blocked"), says),
+            said("unknown", "blocked"),
+            vec![],
+        )
+        .await;
+    }
+
     b.http(
         "status-503",
         Router::new().route(
