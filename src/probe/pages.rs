@@ -63,15 +63,36 @@ const SOFT_PATTERNS: &[(&str, &str)] = &[
     ("suspended account", "网站暂停访问"),
 ];
 
-/// Default-server pages, matched in the page title only.
-const DEFAULT_TITLES: &[&str] = &[
-    "welcome to nginx!",
-    "apache2 debian default page",
-    "apache2 ubuntu default page",
-    "test page for the apache",
-    "iis windows server",
-    "welcome to centos",
-    "test page for the nginx",
+/// Pages a server shows in place of the site, told by their title only (the same words
+/// in a page's body are a page about them): (kind, phrase), matched lower-cased.
+const TITLE_PATTERNS: &[(&str, &str)] = &[
+    ("default server page", "welcome to nginx!"),
+    ("default server page", "welcome to tengine!"),
+    ("default server page", "welcome to openresty!"),
+    ("default server page", "apache2 debian default page"),
+    ("default server page", "apache2 ubuntu default page"),
+    ("default server page", "test page for the apache"),
+    ("default server page", "apache http server test page"),
+    ("default server page", "test page for the nginx"),
+    ("default server page", "iis windows server"),
+    ("default server page", "welcome to centos"),
+    ("default server page", "caddy works!"),
+    ("default server page", "apache tomcat/"),
+    // cPanel's and Plesk's pages for a domain with no site yet.
+    ("default server page", "default web site page"),
+    ("default server page", "future home of something quite cool"),
+    ("default server page", "web server's default page"),
+    ("default server page", "domain default page"),
+    // Apache's and nginx's autoindex: the home page is gone and the files show.
+    ("directory listing", "index of /"),
+    ("maintenance page", "under maintenance"),
+    ("maintenance page", "site maintenance"),
+    ("maintenance page", "maintenance mode"),
+    ("maintenance page", "down for maintenance"),
+    ("maintenance page", "维护中"),
+    ("maintenance page", "网站维护"),
+    ("maintenance page", "系统维护"),
+    ("maintenance page", "系统升级"),
 ];
 
 /// The patterns above, compiled once. A page is ASCII-lower-cased once (a fast byte
@@ -116,11 +137,11 @@ fn title(lower: &[u8]) -> Option<&[u8]> {
 pub(crate) fn soft_failure(text: &str) -> Option<String> {
     let lower = text.as_bytes().to_ascii_lowercase();
     if let Some(t) = title(&lower) {
-        if let Some(d) = DEFAULT_TITLES
+        if let Some((kind, phrase)) = TITLE_PATTERNS
             .iter()
-            .find(|d| memchr::memmem::find(t, d.as_bytes()).is_some())
+            .find(|(_, phrase)| memchr::memmem::find(t, phrase.as_bytes()).is_some())
         {
-            return Some(format!("default server page ({d:?} in the title)"));
+            return Some(format!("{kind} ({phrase:?} in the title)"));
         }
     }
     let found = finders().soft.find(&lower)?;
@@ -162,6 +183,27 @@ mod tests {
         );
         assert_eq!(
             soft_failure("<html><body>Opening hours</body></html>"),
+            None
+        );
+    }
+
+    #[test]
+    fn listings_and_maintenance_notices_are_told_by_their_titles() {
+        assert_eq!(
+            soft_failure("<title>Index of /</title><h1>Index of /</h1>").as_deref(),
+            Some("directory listing (\"index of /\" in the title)")
+        );
+        assert_eq!(
+            soft_failure("<title>网站维护中</title><p>请稍后访问</p>").as_deref(),
+            Some("maintenance page (\"维护中\" in the title)")
+        );
+        assert_eq!(
+            soft_failure("<title>Site Under Maintenance</title>").as_deref(),
+            Some("maintenance page (\"under maintenance\" in the title)")
+        );
+        // A county's road maintenance department is a site, not a notice.
+        assert_eq!(
+            soft_failure("<title>Road Maintenance | County</title><p>Potholes</p>"),
             None
         );
     }

@@ -250,6 +250,50 @@ pub(super) async fn plain_http(b: &mut Builder) {
     )
     .await;
 
+    // Pages a server shows in place of the site, with a 200: a person sees at once that
+    // the site is not there.
+    let listing = "<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 3.2 Final//EN\">\n<html>\n <head>\n  \
+        <title>Index of /</title>\n </head>\n <body>\n<h1>Index of /</h1>\n  <table>\n   \
+        <tr><th valign=\"top\"><img src=\"/icons/blank.gif\" alt=\"[ICO]\"></th><th><a href=\"?C=N;O=D\">Name</a></th>\
+        <th><a href=\"?C=M;O=A\">Last modified</a></th><th><a href=\"?C=S;O=A\">Size</a></th></tr>\n   \
+        <tr><td valign=\"top\"><img src=\"/icons/folder.gif\" alt=\"[DIR]\"></td><td><a href=\"backup/\">backup/</a></td>\
+        <td align=\"right\">2026-10-02 09:14  </td><td align=\"right\">  - </td></tr>\n  </table>\n\
+        <address>Apache/2.4.62 (Debian) Server at www.example.gov Port 80</address>\n</body></html>\n";
+    let maintenance = "<!doctype html><html><head><meta charset=\"utf-8\"><title>网站维护中</title></head>\
+        <body><div class=\"notice\"><h1>系统维护中</h1><p>为了给您提供更好的服务，本站正在进行系统升级维护，\
+        请稍后再访问。给您带来的不便，敬请谅解。</p></div></body></html>";
+    let tengine = "<!DOCTYPE html>\n<html>\n<head>\n<title>Welcome to tengine!</title>\n</head>\n<body>\n\
+        <h1>Welcome to tengine!</h1>\n<p>If you see this page, the tengine web server is successfully installed and \
+        working. Further configuration is required.</p>\n</body>\n</html>\n";
+    let stand_ins: [(&'static str, &'static str, &'static str); 3] = [
+        (
+            "directory-listing",
+            listing,
+            "200 with the server's list of files (\"Index of /\"): the site's home page is gone",
+        ),
+        (
+            "maintenance-page",
+            maintenance,
+            "200 with \"网站维护中\" (site under maintenance) in place of the site",
+        ),
+        (
+            "default-tengine",
+            tengine,
+            "200 with tengine's (Alibaba's nginx) default page: the site is not set up",
+        ),
+    ];
+    for (name, page, says) in stand_ins {
+        b.http(
+            name,
+            Router::new().route("/", any(move || async move { html(StatusCode::OK, page) })),
+            None,
+            truth("not up", None, says),
+            said("degraded", "body_mismatch"),
+            vec![],
+        )
+        .await;
+    }
+
     // Web application firewalls' block pages: the firewall refused this client (its
     // address's reputation, a rule that took it for a bot), not the site its visitors.
     let firewalls: [(&'static str, StatusCode, &'static str, &'static str); 3] = [
