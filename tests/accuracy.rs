@@ -247,13 +247,14 @@ async fn truth_a_firewalls_block_page_is_unknown_blocked() {
     tells_the_truth("waf-alibaba").await;
 }
 
-/// A directory listing, a maintenance notice or a web server's default page in place of
-/// the site, answered 200: it was judged up.
+/// A directory listing, a maintenance notice, a web server's default page or an error
+/// page in place of the site, answered 200: it was judged up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truth_a_page_standing_in_for_the_site_is_not_up() {
     tells_the_truth("directory-listing").await;
     tells_the_truth("maintenance-page").await;
     tells_the_truth("default-tengine").await;
+    tells_the_truth("soft-404").await;
 }
 
 /// rustls speaks no CBC cipher suite, so a server that allows only those failed the

@@ -358,6 +358,11 @@ fn soft_failure_page(s: &Seen<'_>) -> Option<Judgement> {
     if s.plan.expect.body_contains.is_some() || a.body_bytes > SNIFF_BYTES {
         return None;
     }
+    // A job that lists an error status wants that status's page: its 404 page says
+    // "404 Not Found", its 403 page "Access Denied".
+    if !(200..300).contains(&a.status) && asked_for(s.plan, a.status) {
+        return None;
+    }
     let what = soft_failure(&a.text)?;
     Some(Judgement::new(
         verdict,
@@ -522,6 +527,28 @@ mod tests {
         assert_eq!(
             j(&p, &answer(403, PAGE)),
             (Verdict::Down, Reason::HttpStatus)
+        );
+    }
+
+    #[test]
+    fn an_error_page_the_job_asked_for_is_no_soft_failure() {
+        let page = format!(
+            "<title>404 Not Found</title><h1>Not Found</h1>{}",
+            "x".repeat(80)
+        );
+        let gone = plan(Expect {
+            status: Some(vec![404]),
+            ..Expect::default()
+        });
+        assert_eq!(j(&gone, &answer(404, &page)), (Verdict::Up, Reason::Ok));
+        // The same page with a 200 is a soft 404, whatever the job lists.
+        let home = plan(Expect {
+            status: Some(vec![200, 404]),
+            ..Expect::default()
+        });
+        assert_eq!(
+            j(&home, &answer(200, &page)),
+            (Verdict::Degraded, Reason::BodyMismatch)
         );
     }
 

@@ -85,6 +85,14 @@ const TITLE_PATTERNS: &[(&str, &str)] = &[
     ("default server page", "domain default page"),
     // Apache's and nginx's autoindex: the home page is gone and the files show.
     ("directory listing", "index of /"),
+    // A "soft 404": the site's error page, answered 200 (often after a redirect).
+    ("error page", "404 not found"),
+    ("error page", "page not found"),
+    ("error page", "404 - not found"),
+    ("error page", "页面不存在"),
+    ("error page", "页面未找到"),
+    ("error page", "找不到页面"),
+    ("error page", "404错误"),
     ("maintenance page", "under maintenance"),
     ("maintenance page", "site maintenance"),
     ("maintenance page", "maintenance mode"),
@@ -200,6 +208,10 @@ mod tests {
         assert_eq!(
             soft_failure("<title>Site Under Maintenance</title>").as_deref(),
             Some("maintenance page (\"under maintenance\" in the title)")
+        );
+        assert_eq!(
+            soft_failure("<title>404 Not Found</title><h1>Not Found</h1>").as_deref(),
+            Some("error page (\"404 not found\" in the title)")
         );
         // A county's road maintenance department is a site, not a notice.
         assert_eq!(

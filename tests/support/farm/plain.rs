@@ -294,6 +294,35 @@ pub(super) async fn plain_http(b: &mut Builder) {
         .await;
     }
 
+    // A "soft 404": the home page sends the visitor to the site's error page, which
+    // answers 200 (IIS custom errors in redirect mode, many CMSs).
+    let missing = "<!DOCTYPE html><html><head><title>404 Not Found</title></head><body>\
+        <h1>Not Found</h1><p>The requested URL was not found on this server. Please check the \
+        address or return to the home page.</p></body></html>";
+    b.http(
+        "soft-404",
+        Router::new()
+            .route(
+                "/",
+                any(|| async {
+                    (StatusCode::FOUND, [(header::LOCATION, "/errors/404.html")]).into_response()
+                }),
+            )
+            .route(
+                "/errors/404.html",
+                any(move || async move { html(StatusCode::OK, missing) }),
+            ),
+        None,
+        truth(
+            "not up",
+            None,
+            "the home page redirects to an error page saying \"404 Not Found\", answered 200",
+        ),
+        said("degraded", "body_mismatch"),
+        vec![Fact::Redirects(1)],
+    )
+    .await;
+
     // Web application firewalls' block pages: the firewall refused this client (its
     // address's reputation, a rule that took it for a bot), not the site its visitors.
     let firewalls: [(&'static str, StatusCode, &'static str, &'static str); 3] = [
