@@ -257,6 +257,13 @@ async fn truth_a_page_standing_in_for_the_site_is_not_up() {
     tells_the_truth("soft-404").await;
 }
 
+/// hyper writes HTTP/1 header names in lower case ("host:"); browsers and curl write
+/// "Host:", and some old servers read only that: picket was answered 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_server_reading_header_names_case_sensitively_is_up() {
+    tells_the_truth("header-case-sensitive").await;
+}
+
 /// rustls speaks no CBC cipher suite, so a server that allows only those failed the
 /// handshake and was `degraded/tls` where Chrome shows the page; such a handshake is
 /// now asked again over OpenSSL.

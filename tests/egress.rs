@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::farm::Farm;
-use crate::support::picket::{check, engine_from_toml, engine_with, page};
+use crate::support::picket::{check, check_job, engine_from_toml, engine_with, page};
 use crate::support::targets::read_request_head;
 use crate::support::{free_port, proxy, serve_raw};
 
@@ -406,6 +406,18 @@ async fn through_either_proxy_a_site_is_judged_as_it_is_directly() {
             "through {name}: {}",
             r.detail
         );
+        // The browser's headers, their case and the codings it asks for hold through
+        // either proxy (through the HTTP one the request is written by the tunnel's
+        // own hyper connection).
+        for target in ["header-case-sensitive", "bot-manager", "zstd", "x-gzip"] {
+            let r = check_job(&e, farm.target(target).job()).await;
+            assert_eq!(
+                (r.verdict, r.reason.as_str()),
+                (Verdict::Up, "ok"),
+                "{target} through {name}: {}",
+                r.detail
+            );
+        }
         // A chain sent incomplete is completed through the proxy too: the intermediate
         // is fetched through the same egress.
         let r = check(&e, &farm.target("tls-incomplete-chain-aia").url).await;

@@ -92,6 +92,10 @@ pub(super) fn builder(
         .pool_max_idle_per_host(0)
         // hyper stops at 100 header lines; browsers only limit the head's size
         // (256 KB in Chrome), and a site that sets many cookies still works in them.
+        // Header names as browsers and curl write them ("Host:", "User-Agent:"), not in
+        // hyper's lower case: old servers and appliances that read them case-sensitively
+        // answer a lower-case "host:" with 400.
+        .http1_title_case_headers()
         .http1_max_headers(MAX_HEADER_LINES)
         // Header lines that break the grammar in ways browsers forgive (a space before
         // the colon, a folded line, a line without a colon) are read as browsers read

@@ -296,6 +296,21 @@ pub async fn check(engine: &picket::engine::Engine, url: &str) -> picket::job::R
     report
 }
 
+/// Runs one job, given as its JSON, through `engine`.
+pub async fn check_job(
+    engine: &picket::engine::Engine,
+    job: serde_json::Value,
+) -> picket::job::Report {
+    let bytes = serde_json::to_vec(&job).expect("job JSON");
+    let job = match picket::job::decode(&bytes, "in-process", 1 << 20) {
+        Ok(picket::job::Decoded::Job(job)) => job,
+        other => panic!("not a valid job: {job}: {:?}", other.err()),
+    };
+    let report = engine.run(&job).await;
+    super::schema::assert_valid_result(&serde_json::to_value(&report).expect("report is JSON"));
+    report
+}
+
 /// The Redis keys (record, last report) of the state of a plain check of `url`.
 pub fn state_keys(s: &Settings, url: &str) -> (String, String) {
     let job = picket::job::job_for_url(url, "k").expect("a job for the URL");

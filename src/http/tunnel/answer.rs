@@ -64,6 +64,7 @@ pub(super) async fn ask(
     } else {
         // Read as the direct clients read (`http::client::builder`): as browsers do.
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .title_case_headers(true)
             .max_headers(MAX_HEADER_LINES)
             .allow_spaces_after_header_name_in_responses(true)
             .allow_obsolete_multiline_headers_in_responses(true)

@@ -108,6 +108,40 @@ pub(super) async fn failures(b: &mut Builder) {
     )
     .await;
 
+    // An old embedded server (a county's appliance, an ISAPI filter) that looks for its
+    // header names as browsers and curl write them: "Host:", not "host:".
+    let body = page("County office", "Served by an old appliance.");
+    let ok = Arc::new(raw_response(
+        "200 OK",
+        &[("Content-Type", HTML_UTF8), ("Connection", "close")],
+        body.as_bytes(),
+    ));
+    let bad = Arc::new(raw_response(
+        "400 Bad Request",
+        &[("Content-Type", HTML_UTF8), ("Connection", "close")],
+        b"<html><body><h1>400 Bad Request</h1>HTTP/1.1 request without a Host header.</body></html>",
+    ));
+    b.raw(
+        "header-case-sensitive",
+        move |mut stream: TcpStream| {
+            let (ok, bad) = (Arc::clone(&ok), Arc::clone(&bad));
+            async move {
+                let head = crate::support::targets::read_request_head(&mut stream).await;
+                let has_host = head.windows(8).any(|w| w == b"\r\nHost: ");
+                let _ = stream.write_all(if has_host { &ok } else { &bad }).await;
+                let _ = stream.shutdown().await;
+            }
+        },
+        truth(
+            "up",
+            Some("ok"),
+            "reads header names case-sensitively, as browsers and curl write them (\"Host:\")",
+        ),
+        said("up", "ok"),
+        vec![Fact::Attempts(1)],
+    )
+    .await;
+
     let body = page("County office", "Second time lucky.");
     let ok = Arc::new(raw_response(
         "200 OK",
