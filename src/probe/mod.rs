@@ -82,7 +82,7 @@ impl Plan {
         Plan {
             url: job.url.clone(),
             method: job.method,
-            browser: std::sync::Arc::clone(&settings.browser),
+            browser: browser_for(job, settings),
             job_headers: job.headers.clone(),
             timeout: job.timeout.unwrap_or(settings.timeout),
             connect_timeout: settings
@@ -115,6 +115,24 @@ impl Plan {
             .filter(move |(name, _)| !set_by_job(name))
             .chain(&self.job_headers)
             .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+}
+
+/// The browser `job` asks as: the configured one, or the one its own User-Agent names.
+fn browser_for(job: &Job, settings: &ProbeSettings) -> std::sync::Arc<browser::Browser> {
+    let own = job
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("user-agent"))
+        .map(|(_, ua)| ua)
+        .filter(|ua| **ua != settings.user_agent);
+    match own {
+        Some(ua) => std::sync::Arc::new(browser::Browser::new(
+            ua,
+            &settings.accept,
+            &settings.accept_language,
+        )),
+        None => std::sync::Arc::clone(&settings.browser),
     }
 }
 
@@ -276,4 +294,57 @@ pub(crate) fn local_resource_words(message: &str) -> bool {
         || ["os error 23)", "os error 24)", "os error 105)"]
             .iter()
             .any(|w| message.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::job::job_for_url;
+
+    fn headers(job_headers: &[(&str, &str)], secure: bool) -> Vec<(String, String)> {
+        let s = Settings::from_toml("").expect("defaults");
+        let mut job = job_for_url("https://site.example/", "t").expect("job");
+        job.headers = job_headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let plan = Plan::new(&job, &s.probe);
+        plan.headers(secure)
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn get<'a>(list: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        list.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_jobs_headers_replace_the_browsers_of_the_same_name() {
+        let h = headers(&[("accept-language", "zh-CN")], true);
+        assert_eq!(get(&h, "Accept-Language"), Some("zh-CN"));
+        assert_eq!(
+            h.iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("accept-language"))
+                .count(),
+            1
+        );
+        assert!(get(&h, "sec-ch-ua").is_some_and(|v| v.contains("Chrome")));
+        assert_eq!(get(&headers(&[], false), "sec-ch-ua"), None);
+    }
+
+    /// A job asking as another browser gets that browser's headers, not Chrome's hints
+    /// beside a Firefox User-Agent, which bot managers take for a script.
+    #[test]
+    fn a_jobs_own_user_agent_brings_its_own_browsers_headers() {
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+        let h = headers(&[("User-Agent", firefox)], true);
+        assert_eq!(get(&h, "User-Agent"), Some(firefox));
+        assert_eq!(get(&h, "sec-ch-ua"), None);
+        assert_eq!(get(&h, "Sec-Fetch-Mode"), Some("navigate"));
+        let script = headers(&[("user-agent", "curl/8.5.0")], true);
+        assert_eq!(get(&script, "Sec-Fetch-Mode"), None);
+    }
 }
