@@ -48,8 +48,9 @@ impl TryFrom<RawDns> for DnsSettings {
             .collect::<Result<Vec<_>, _>>()?;
         let mut static_hosts = BTreeMap::new();
         for (host, ip) in d.static_hosts {
-            let ips = static_addresses(&format!("dns.static.{host}"), &ip)?;
-            static_hosts.insert(host.to_ascii_lowercase(), ips);
+            let key = format!("dns.static.{host}");
+            let ips = static_addresses(&key, &ip)?;
+            static_hosts.insert(static_name(&key, &host)?, ips);
         }
         Ok(DnsSettings {
             nameservers,
@@ -60,6 +61,16 @@ impl TryFrom<RawDns> for DnsSettings {
                 n => n as usize,
             },
         })
+    }
+}
+
+/// A `dns.static` name as a job URL's host carries it: IDNA (punycode), lower case, no
+/// final dot. The resolver looks names up in that form.
+fn static_name(key: &str, host: &str) -> Result<String, ConfigError> {
+    match url::Host::parse(host.trim_end_matches('.')) {
+        Ok(url::Host::Domain(name)) => Ok(name),
+        Ok(ip) => Ok(ip.to_string()),
+        Err(e) => Err(invalid(key, format!("{host:?} is not a host name: {e}"))),
     }
 }
 
@@ -111,6 +122,31 @@ mod tests {
             .expect("two addresses");
         assert_eq!(s.dns.static_hosts.get("b.example").map(Vec::len), Some(2));
         assert!(err("[dns.static]\n\"a.example\" = \"nope\"\n").contains("dns.static.a.example"));
+    }
+
+    /// Job URLs carry a name as the URL parser writes it (IDNA, lower case, no final
+    /// dot), so a `dns.static` name written otherwise must be read the same way, or it
+    /// never answers: a Chinese government domain, or a name copied from a zone file.
+    #[test]
+    fn static_names_are_read_as_urls_write_them() {
+        let s = Settings::from_toml(
+            "[dns.static]\n\"政府.Example\" = \"127.0.0.2\"\n\"zone.example.\" = \"127.0.0.3\"\n",
+        )
+        .expect("ok");
+        let url = url::Url::parse("http://政府.example/").expect("url");
+        let host = url.host_str().expect("host");
+        assert!(host.starts_with("xn--"), "{host}");
+        assert!(
+            s.dns.static_hosts.contains_key(host),
+            "{:?}",
+            s.dns.static_hosts
+        );
+        assert!(
+            s.dns.static_hosts.contains_key("zone.example"),
+            "{:?}",
+            s.dns.static_hosts
+        );
+        assert!(err("[dns.static]\n\"bad host\" = \"127.0.0.2\"\n").contains("dns.static"));
     }
 
     #[test]
