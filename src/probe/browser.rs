@@ -178,13 +178,15 @@ fn brands(brand: &str, major: u32) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const CHROME_131: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
     const ACCEPT: &str = "text/html,*/*;q=0.8";
 
-    fn get<'a>(list: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    /// The value of header `name` in `list`, whatever its case (for the tests of the
+    /// plan's headers too).
+    pub(crate) fn get<'a>(list: &'a [(String, String)], name: &str) -> Option<&'a str> {
         list.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())

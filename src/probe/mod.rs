@@ -298,6 +298,7 @@ pub(crate) fn local_resource_words(message: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::browser::tests::get;
     use super::*;
     use crate::config::Settings;
     use crate::job::job_for_url;
@@ -313,12 +314,6 @@ mod tests {
         plan.headers(secure)
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect()
-    }
-
-    fn get<'a>(list: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        list.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
     }
 
     #[test]
