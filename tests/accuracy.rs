@@ -264,6 +264,13 @@ async fn truth_a_server_reading_header_names_case_sensitively_is_up() {
     tells_the_truth("header-case-sensitive").await;
 }
 
+/// A frameset stub (a registrar's masked forwarding) was judged by its own empty text,
+/// so the job's keyword, shown to people in the frame, was not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_frameset_is_judged_by_the_page_in_its_frame() {
+    tells_the_truth("frameset-masking").await;
+}
+
 /// rustls speaks no CBC cipher suite, so a server that allows only those failed the
 /// handshake and was `degraded/tls` where Chrome shows the page; such a handshake is
 /// now asked again over OpenSSL.

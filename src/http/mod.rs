@@ -357,8 +357,8 @@ async fn last_hop(
     Ok(Step::Answer(answer))
 }
 
-/// Where a page that answered sends a browser by itself at once (`probe::refresh`): the
-/// next hop, as a redirect; `None` when it stays.
+/// Where a page that answered sends a browser by itself at once, or the page its frames
+/// show (`probe::refresh`): the next hop, as a redirect; `None` when it stays.
 fn refresh(
     chain: &mut Chain,
     answer: &Answer,
@@ -366,14 +366,19 @@ fn refresh(
     plan: &Plan,
     obs: &mut Observation,
 ) -> Option<Result<Step, Outcome>> {
-    let target = crate::probe::refresh::target(header.as_deref(), &answer.text)?;
+    use crate::probe::refresh;
+    let (target, framed) = match refresh::target(header.as_deref(), &answer.text) {
+        Some(target) => (target, false),
+        None => (refresh::frame(&answer.text)?, true),
+    };
     let from = chain.url.clone();
     match chain.refresh(answer.status, &target, plan.max_redirects) {
         Next::Follow => {
-            obs.notes.push(format!(
-                "{from} sends browsers on to {} by itself",
-                chain.url
-            ));
+            obs.notes.push(if framed {
+                format!("{from} shows {} in a frame", chain.url)
+            } else {
+                format!("{from} sends browsers on to {} by itself", chain.url)
+            });
             Some(Ok(Step::Again))
         }
         Next::Fail(failure) => Some(Err(failure)),

@@ -1,7 +1,7 @@
 //! The redirects a browser makes by itself from a page that answered: a `Refresh`
 //! header, a `<meta http-equiv="refresh">` in the page, or the script of a stub page
-//! that is nothing but a redirect. Plain text in, the URL a person soon lands on out;
-//! no I/O.
+//! that is nothing but a redirect; and the page a frame stub shows ([`frame`]). Plain
+//! text in, the URL a person soon lands on, or reads, out; no I/O.
 //!
 //! Only a refresh that names a URL and comes within [`MAX_WAIT_S`] is one: a page that
 //! reloads itself (no URL, or every few minutes) is the page a person reads. A script's
@@ -32,6 +32,60 @@ pub(crate) fn target(header: Option<&str>, text: &str) -> Option<String> {
     meta_refreshes(text)
         .find_map(|content| redirect_in(&content))
         .or_else(|| script_redirect(text))
+}
+
+/// The page a frame stub shows: a page with nothing to read but frames (a `<frameset>`,
+/// or an `<iframe>` filling the page), as a registrar's "forwarding with masking" and
+/// the home pages of many old sites are. A person reads the framed page, so that is the
+/// page to judge: the frame named as the main one (`main…`, `…content…`), else the
+/// first with a source. The URL as written, to be joined to the page's own.
+pub(crate) fn frame(text: &str) -> Option<String> {
+    if text.len() > STUB_BYTES || visible_chars(text) > STUB_TEXT_CHARS {
+        return None;
+    }
+    let frames: Vec<&str> = tags(text, "frame")
+        .into_iter()
+        .chain(tags(text, "iframe"))
+        .filter(|tag| attribute(tag, "src").is_some_and(shows_a_page))
+        .collect();
+    let named_main = |tag: &&&str| {
+        ["name", "id"].iter().any(|a| {
+            attribute(tag, a).is_some_and(|n| {
+                let n = n.to_ascii_lowercase();
+                n.starts_with("main") || n.contains("content")
+            })
+        })
+    };
+    let chosen = frames.iter().find(named_main).or(frames.first())?;
+    attribute(chosen, "src").map(|src| src.trim().to_string())
+}
+
+/// Whether a frame's source is a page to fetch (not empty, `about:blank` or a script).
+fn shows_a_page(src: &str) -> bool {
+    let src = src.trim().to_ascii_lowercase();
+    !src.is_empty() && !src.starts_with("about:") && !src.starts_with("javascript:")
+}
+
+/// The insides of every `<name …>` tag of `text` (`<frame …>` but not `<frameset …>`).
+fn tags<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let open = format!("<{name}");
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(start) = find_ascii_ci(&text[from..], &open).map(|i| from + i) {
+        let inside = start + open.len();
+        let Some(end) = text[inside..].find('>').map(|e| inside + e) else {
+            break;
+        };
+        if text[inside..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_whitespace() || c == '/' || c == '>')
+        {
+            found.push(&text[inside..end]);
+        }
+        from = end;
+    }
+    found
 }
 
 /// Where a stub's script sends the browser: a string literal assigned to `location`
@@ -272,6 +326,31 @@ mod tests {
             "<p>location = '/not-a-script/'</p>",
         ] {
             assert_eq!(target(None, page), None, "{page}");
+        }
+    }
+
+    #[test]
+    fn a_frame_stub_shows_its_main_frame_and_a_real_page_shows_itself() {
+        let masking = r#"<html><head><title>County</title></head><frameset rows="100%,*">
+            <frame src="http://real.example/" name="mainwindow"><frame src="about:blank">
+            </frameset><noframes>County office</noframes></html>"#;
+        assert_eq!(frame(masking).as_deref(), Some("http://real.example/"));
+        let layout = r#"<FRAMESET cols="200,*"><FRAME SRC="menu.html" NAME="nav">
+            <FRAME SRC="home.html" NAME="mainFrame"></FRAMESET>"#;
+        assert_eq!(frame(layout).as_deref(), Some("home.html"));
+        let filled = r#"<body style="margin:0"><iframe src='/portal/' width="100%"
+            height="100%"></iframe></body>"#;
+        assert_eq!(frame(filled).as_deref(), Some("/portal/"));
+        let article = format!(
+            "<html><body><h1>County office</h1><p>{}</p><iframe src=\"/map\"></iframe></body></html>",
+            "Opening hours, services and contacts of the county office. ".repeat(5)
+        );
+        for page in [
+            article.as_str(),
+            "<frameset><frame src=\"about:blank\"></frameset>",
+            "<html><body>nothing framed</body></html>",
+        ] {
+            assert_eq!(frame(page), None, "{page}");
         }
     }
 

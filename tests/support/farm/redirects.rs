@@ -71,6 +71,38 @@ pub(super) async fn redirects(b: &mut Builder) {
     )
     .await;
 
+    // A registrar's "forwarding with masking", and the home page of many an old site: a
+    // frameset with nothing to read, whose frame shows the site. A person sees the
+    // framed page, and the job's keyword is there.
+    let framed = page(
+        "County office",
+        "欢迎光临 — the county office, shown in a frame.",
+    );
+    b.http(
+        "frameset-masking",
+        two_pages(
+            || {
+                let frameset = "<html><head><title>County office</title></head>\
+                    <frameset rows=\"100%,*\" border=\"0\">\
+                    <frame src=\"/site/index.html\" name=\"mainwindow\" frameborder=\"0\">\
+                    <frame src=\"about:blank\" frameborder=\"0\">\
+                    </frameset><noframes>County office</noframes></html>";
+                html(StatusCode::OK, frameset)
+            },
+            "/site/index.html",
+            move || html(StatusCode::OK, framed.clone()),
+        ),
+        Some(json!({"body_contains": "欢迎光临"})),
+        truth(
+            "up",
+            Some("ok"),
+            "a frameset (a registrar's masked forwarding) whose frame shows the page with 欢迎光临",
+        ),
+        said("up", "ok"),
+        vec![Fact::DetailContains("200 OK")],
+    )
+    .await;
+
     // Redirects a browser makes by itself from a page that answered 200: a stub whose
     // only content is a <meta http-equiv="refresh"> (shorter than min_body_bytes), a
     // `Refresh` header, a whole page refreshing at once to a page that is gone, a page
