@@ -43,9 +43,12 @@ pub(crate) fn frame(text: &str) -> Option<String> {
     if text.len() > STUB_BYTES || visible_chars(text) > STUB_TEXT_CHARS {
         return None;
     }
+    // An iframe is the page only when it fills it: a small page with a video or a map
+    // in an iframe is a page of its own.
+    let filling = |tag: &&str| tag.contains("100%");
     let frames: Vec<&str> = tags(text, "frame")
         .into_iter()
-        .chain(tags(text, "iframe"))
+        .chain(tags(text, "iframe").into_iter().filter(filling))
         .filter(|tag| attribute(tag, "src").is_some_and(shows_a_page))
         .collect();
     let named_main = |tag: &&&str| {
@@ -348,6 +351,7 @@ mod tests {
         for page in [
             article.as_str(),
             "<frameset><frame src=\"about:blank\"></frameset>",
+            "<p>Our office</p><iframe src=\"https://video.example/embed/1\" width=\"560\" height=\"315\"></iframe>",
             "<html><body>nothing framed</body></html>",
         ] {
             assert_eq!(frame(page), None, "{page}");
