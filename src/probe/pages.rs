@@ -64,7 +64,8 @@ const SOFT_PATTERNS: &[(&str, &str)] = &[
 ];
 
 /// Pages a server shows in place of the site, told by their title only (the same words
-/// in a page's body are a page about them): (kind, phrase), matched lower-cased.
+/// in a page's body are a page about them): (kind, phrase), matched lower-cased; the
+/// phrase found first in the title names it.
 const TITLE_PATTERNS: &[(&str, &str)] = &[
     ("default server page", "welcome to nginx!"),
     ("default server page", "welcome to tengine!"),
@@ -111,6 +112,7 @@ struct Finders {
     soft: AhoCorasick,
     challenge: AhoCorasick,
     firewall: AhoCorasick,
+    title: AhoCorasick,
 }
 
 fn finders() -> &'static Finders {
@@ -125,10 +127,12 @@ fn finders() -> &'static Finders {
         };
         let soft: Vec<&str> = SOFT_PATTERNS.iter().map(|(_, p)| *p).collect();
         let firewall: Vec<&str> = FIREWALL_MARKERS.iter().map(|(_, m)| *m).collect();
+        let title: Vec<&str> = TITLE_PATTERNS.iter().map(|(_, p)| *p).collect();
         Finders {
             soft: build(&soft),
             challenge: build(CHALLENGE_MARKERS),
             firewall: build(&firewall),
+            title: build(&title),
         }
     })
 }
@@ -144,13 +148,9 @@ fn title(lower: &[u8]) -> Option<&[u8]> {
 /// The soft failure a small page shows, if any: "block page (\"access denied\")".
 pub(crate) fn soft_failure(text: &str) -> Option<String> {
     let lower = text.as_bytes().to_ascii_lowercase();
-    if let Some(t) = title(&lower) {
-        if let Some((kind, phrase)) = TITLE_PATTERNS
-            .iter()
-            .find(|(_, phrase)| memchr::memmem::find(t, phrase.as_bytes()).is_some())
-        {
-            return Some(format!("{kind} ({phrase:?} in the title)"));
-        }
+    if let Some(found) = title(&lower).and_then(|t| finders().title.find(t)) {
+        let (kind, phrase) = TITLE_PATTERNS[found.pattern().as_usize()];
+        return Some(format!("{kind} ({phrase:?} in the title)"));
     }
     let found = finders().soft.find(&lower)?;
     let (kind, phrase) = SOFT_PATTERNS[found.pattern().as_usize()];
@@ -203,7 +203,7 @@ mod tests {
         );
         assert_eq!(
             soft_failure("<title>网站维护中</title><p>请稍后访问</p>").as_deref(),
-            Some("maintenance page (\"维护中\" in the title)")
+            Some("maintenance page (\"网站维护\" in the title)")
         );
         assert_eq!(
             soft_failure("<title>Site Under Maintenance</title>").as_deref(),

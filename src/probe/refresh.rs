@@ -47,8 +47,7 @@ pub(crate) fn frame(text: &str) -> Option<String> {
     // in an iframe is a page of its own.
     let filling = |tag: &&str| tag.contains("100%");
     let frames: Vec<&str> = tags(text, "frame")
-        .into_iter()
-        .chain(tags(text, "iframe").into_iter().filter(filling))
+        .chain(tags(text, "iframe").filter(filling))
         .filter(|tag| attribute(tag, "src").is_some_and(shows_a_page))
         .collect();
     let named_main = |tag: &&&str| {
@@ -69,26 +68,23 @@ fn shows_a_page(src: &str) -> bool {
     !src.is_empty() && !src.starts_with("about:") && !src.starts_with("javascript:")
 }
 
-/// The insides of every `<name …>` tag of `text` (`<frame …>` but not `<frameset …>`).
-fn tags<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+/// The insides of the `<name …>` tags of `text`, in order (`<frame …>` but not
+/// `<frameset …>`); lazy, so a search that stops at the first match reads no further.
+fn tags<'a>(text: &'a str, name: &str) -> impl Iterator<Item = &'a str> + 'a {
     let open = format!("<{name}");
-    let mut found = Vec::new();
     let mut from = 0;
-    while let Some(start) = find_ascii_ci(&text[from..], &open).map(|i| from + i) {
-        let inside = start + open.len();
-        let Some(end) = text[inside..].find('>').map(|e| inside + e) else {
-            break;
-        };
-        if text[inside..]
+    std::iter::from_fn(move || loop {
+        let inside = from + find_ascii_ci(&text[from..], &open)? + open.len();
+        let end = text[inside..].find('>').map_or(text.len(), |e| inside + e);
+        from = end;
+        let whole_name = text[inside..]
             .chars()
             .next()
-            .is_some_and(|c| c.is_ascii_whitespace() || c == '/' || c == '>')
-        {
-            found.push(&text[inside..end]);
+            .is_some_and(|c| c.is_ascii_whitespace() || c == '/' || c == '>');
+        if whole_name {
+            return Some(&text[inside..end]);
         }
-        from = end;
-    }
-    found
+    })
 }
 
 /// Where a stub's script sends the browser: a string literal assigned to `location`
@@ -223,17 +219,12 @@ fn redirect_in(content: &str) -> Option<String> {
 
 /// The `content` of every `<meta http-equiv="refresh">` in `text`, in order.
 fn meta_refreshes(text: &str) -> impl Iterator<Item = String> + '_ {
-    let mut from = 0;
-    std::iter::from_fn(move || loop {
-        let start = from + find_ascii_ci(&text[from..], "<meta")?;
-        let end = text[start..].find('>').map_or(text.len(), |e| start + e);
-        from = end;
-        let tag = &text[start + "<meta".len()..end];
-        let refresh =
-            attribute(tag, "http-equiv").is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"));
-        if let (true, Some(content)) = (refresh, attribute(tag, "content")) {
-            return Some(content.to_string());
-        }
+    tags(text, "meta").filter_map(|tag| {
+        attribute(tag, "http-equiv")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"))
+            .then(|| attribute(tag, "content"))
+            .flatten()
+            .map(str::to_string)
     })
 }
 
