@@ -291,7 +291,12 @@ pub fn engine_from_toml(text: &str) -> picket::engine::Engine {
 /// Runs one URL through `engine`.
 pub async fn check(engine: &picket::engine::Engine, url: &str) -> picket::job::Report {
     let job = picket::job::job_for_url(url, "in-process").expect("a job for the URL");
-    let report = engine.run(&job).await;
+    run_valid(engine, &job).await
+}
+
+/// Runs `job` through `engine`; its result must hold to the result schema.
+async fn run_valid(engine: &picket::engine::Engine, job: &picket::job::Job) -> picket::job::Report {
+    let report = engine.run(job).await;
     super::schema::assert_valid_result(&serde_json::to_value(&report).expect("report is JSON"));
     report
 }
@@ -306,9 +311,7 @@ pub async fn check_job(
         Ok(picket::job::Decoded::Job(job)) => job,
         other => panic!("not a valid job: {job}: {:?}", other.err()),
     };
-    let report = engine.run(&job).await;
-    super::schema::assert_valid_result(&serde_json::to_value(&report).expect("report is JSON"));
-    report
+    run_valid(engine, &job).await
 }
 
 /// The Redis keys (record, last report) of the state of a plain check of `url`.
