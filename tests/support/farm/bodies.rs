@@ -77,7 +77,8 @@ pub(super) async fn bodies(b: &mut Builder) {
             said: said("up", "ok"),
         },
         // Content codings are case-insensitive (RFC 9110 8.4.1), and "x-gzip" is gzip's
-        // old name, still in Apache's stock `AddEncoding x-gzip .gz`: Chrome and Firefox
+        // old name, in the `AddEncoding x-gzip .gz .tgz` line of Apache's mime.conf (shipped
+        // commented out in Debian, enabled by sites that serve .gz files): Chrome and Firefox
         // decode both.
         Encoded {
             name: "x-gzip",
