@@ -134,51 +134,54 @@ impl RedisPool {
         let current = self.slot().clone();
         let conn = match current {
             Some(c) => c,
-            None => {
-                let mut making = self.making.lock().await;
-                if let Some(c) = self.slot().clone() {
-                    // Made while this call waited.
-                    return Ok(RedisConn {
-                        conn: c,
-                        slot: self.shared.clone(),
-                    });
-                }
-                if let Some((at, error)) = making.as_ref() {
-                    if at.elapsed() < FAIL_FAST {
-                        return Err(error.clone());
-                    }
-                }
-                // Taken out of the pool for good: a connection dropped after READONLY
-                // still answers PING, and the pool would hand it out again.
-                let made = match &self.kind {
-                    PoolKind::Server(p) => p
-                        .get()
-                        .await
-                        .map(|c| Shared::Single(deadpool::managed::Object::take(c))),
-                    PoolKind::Cluster(p) => p
-                        .get()
-                        .await
-                        .map(|c| Shared::Cluster(deadpool::managed::Object::take(c))),
-                };
-                let fresh = match made {
-                    Ok(conn) => {
-                        *making = None;
-                        conn
-                    }
-                    Err(e) => {
-                        let error = with_tls_hint(self.tls, e.to_string());
-                        *making = Some((tokio::time::Instant::now(), error.clone()));
-                        return Err(error);
-                    }
-                };
-                *self.slot() = Some(fresh.clone());
-                fresh
-            }
+            // Boxed: making a connection (a cluster's above all) is a future of about
+            // 12 KB, which every call's future would otherwise carry, and copy, while
+            // it only ever uses the shared connection.
+            None => Box::pin(self.make()).await?,
         };
         Ok(RedisConn {
             conn,
             slot: self.shared.clone(),
         })
+    }
+
+    /// A new shared connection, unless another call made one meanwhile or the last
+    /// attempt failed within [`FAIL_FAST`].
+    async fn make(&self) -> Result<Shared, String> {
+        let mut making = self.making.lock().await;
+        if let Some(c) = self.slot().clone() {
+            // Made while this call waited.
+            return Ok(c);
+        }
+        if let Some((at, error)) = making.as_ref() {
+            if at.elapsed() < FAIL_FAST {
+                return Err(error.clone());
+            }
+        }
+        // Taken out of the pool for good: a connection dropped after READONLY
+        // still answers PING, and the pool would hand it out again.
+        let made = match &self.kind {
+            PoolKind::Server(p) => p
+                .get()
+                .await
+                .map(|c| Shared::Single(deadpool::managed::Object::take(c))),
+            PoolKind::Cluster(p) => p
+                .get()
+                .await
+                .map(|c| Shared::Cluster(deadpool::managed::Object::take(c))),
+        };
+        match made {
+            Ok(fresh) => {
+                *making = None;
+                *self.slot() = Some(fresh.clone());
+                Ok(fresh)
+            }
+            Err(e) => {
+                let error = with_tls_hint(self.tls, e.to_string());
+                *making = Some((tokio::time::Instant::now(), error.clone()));
+                Err(error)
+            }
+        }
     }
 
     /// Whether this pool speaks to a cluster.
@@ -282,6 +285,22 @@ mod tests {
         let pool = redis_pool(&cluster.redis).expect("pool");
         assert!(pool.is_cluster());
         assert_eq!(pool.wait_timeout(), Some(Duration::from_millis(750)));
+    }
+
+    #[test]
+    fn a_call_on_the_shared_connection_carries_no_connect_future() {
+        // Every Redis call of every job awaits `get`; making a connection is a future of
+        // about 12 KB, which each call's future (and every future it is part of) was
+        // copied around with although it only ever used the shared connection.
+        for toml in [
+            "",
+            "[redis]\ncluster = true\nnodes = [\"redis://127.0.0.1:7000\"]\n",
+        ] {
+            let s = Settings::from_toml(toml).expect("settings");
+            let pool = redis_pool(&s.redis).expect("pool");
+            let size = std::mem::size_of_val(&pool.get());
+            assert!(size <= 512, "get() is a {size}-byte future");
+        }
     }
 
     #[test]
