@@ -26,7 +26,7 @@ use crate::state::{Delivery, MemoryState};
 pub(crate) const HELP: &str =
     "Input: URLs, or job JSON objects ({\"url\": ..., \"expect\": ...}), as \
 arguments, one per line from --file, or from stdin with `-`; blank lines and # comments are \
-skipped. Lines are checked as they are read (`tail -f sites | picket check -` works).\n\
+skipped, and a byte order mark or CRLF line ends (files saved on Windows) are read past. Lines are checked as they are read (`tail -f sites | picket check -` works).\n\
 Output: a table on a terminal, one result JSON per line when piped or with --json; in input \
 order; a summary line (counts per verdict, time) on stderr.\n\
 Exit codes: 0 all up; 1 any not up; 2 usage or configuration error (nothing to check, a bad \
@@ -90,9 +90,8 @@ fn read_chunks<R: std::io::Read>(
         let (line, end) = match reader.read_line(&mut text) {
             Ok(0) => (None, true),
             Ok(_) => {
-                let t = text.trim();
-                let kept = !(t.is_empty() || t.starts_with('#'));
-                (kept.then(|| Ok(t.to_string())), false)
+                let kept = super::input::text(&text);
+                (kept.map(|t| Ok(t.to_string())), false)
             }
             Err(e) => (
                 Some(Err(

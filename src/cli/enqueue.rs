@@ -20,7 +20,8 @@ use crate::job::{decode, Decoded};
 
 /// `picket enqueue --help`, after the options.
 pub(crate) const HELP: &str = "Input: one URL or one job JSON object per line; blank lines and # \
-comments are skipped. Each line is checked as a job before it is published: a bad line stops \
+comments are skipped, and a byte order mark or CRLF line ends (files saved on Windows) are read \
+past. Each line is checked as a job before it is published: a bad line stops \
 the run there (its number is printed; the lines before it are published), or is skipped with \
 --skip-invalid. The job options (--key, --expect-status, ...) apply to plain URL lines; JSON \
 lines are published as they are.\n\
@@ -327,12 +328,12 @@ async fn publish_all(
         }
         progress.read += 1;
         let text = match std::str::from_utf8(&buf) {
-            Ok(t) => t.trim(),
+            Ok(t) => match super::input::text(t) {
+                Some(t) => t,
+                None => continue,
+            },
             Err(_) => "\u{fffd}",
         };
-        if text.is_empty() || text.starts_with('#') {
-            continue;
-        }
         let payload = if text == "\u{fffd}" {
             Err("the line is not UTF-8".to_string())
         } else {

@@ -17,6 +17,7 @@ pub(crate) mod check;
 pub(crate) mod config_cmd;
 pub(crate) mod enqueue;
 pub(crate) mod exit;
+pub(crate) mod input;
 pub(crate) mod output;
 pub(crate) mod results;
 
