@@ -264,6 +264,15 @@ async fn truth_a_server_reading_header_names_case_sensitively_is_up() {
     tells_the_truth("header-case-sensitive").await;
 }
 
+/// hyper reads only the strict status line; a lower-case version, two spaces before the
+/// code or an HTTP/1.2 (which Chrome reads, and curl the first two) was down/protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_status_line_browsers_forgive_is_up() {
+    tells_the_truth("status-line-lower-case").await;
+    tells_the_truth("status-line-two-spaces").await;
+    tells_the_truth("status-line-http-1-2").await;
+}
+
 /// A frameset stub (a registrar's masked forwarding) was judged by its own empty text,
 /// so the job's keyword, shown to people in the frame, was not found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

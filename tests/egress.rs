@@ -408,8 +408,17 @@ async fn through_either_proxy_a_site_is_judged_as_it_is_directly() {
         );
         // The browser's headers, their case and the codings it asks for hold through
         // either proxy (through the HTTP one the request is written by the tunnel's
-        // own hyper connection).
-        for target in ["header-case-sensitive", "bot-manager", "zstd", "x-gzip"] {
+        // own hyper connection), and so does reading a status line as browsers do
+        // (through SOCKS it is asked again through the same proxy).
+        for target in [
+            "header-case-sensitive",
+            "bot-manager",
+            "zstd",
+            "x-gzip",
+            "status-line-lower-case",
+            "status-line-two-spaces",
+            "status-line-http-1-2",
+        ] {
             let r = check_job(&e, farm.target(target).job()).await;
             assert_eq!(
                 (r.verdict, r.reason.as_str()),

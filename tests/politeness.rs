@@ -811,3 +811,35 @@ async fn one_host_refused_right_after_a_burst_is_asked_again_after_the_backoff()
         .iter()
         .all(|r| r.verdict == picket::job::Verdict::Up));
 }
+
+/// A status line hyper cannot read is asked again, to be read as browsers read it
+/// (`tunnel/mend`): a second request to the site's address, which the per-IP limit
+/// counts like any other. At one request at once and two a second, the second waits
+/// about half a second for its turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_line_asked_again_is_counted_by_the_per_ip_limit() {
+    use crate::support::farm::Farm;
+    use crate::support::picket::{check, engine_from_toml};
+    let farm = Farm::start().await;
+    let toml = farm
+        .config_toml()
+        .replace("rate = 1000.0\nburst = 1000\n", "rate = 2.0\nburst = 1\n");
+    assert!(
+        toml.contains("burst = 1\n"),
+        "the farm's limits changed: {toml}"
+    );
+    let e = engine_from_toml(&toml);
+    let r = check(&e, &farm.target("status-line-lower-case").url).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (picket::job::Verdict::Up, "ok"),
+        "{}",
+        r.detail
+    );
+    let queued = r.timing_ms.queue.unwrap_or(0);
+    assert!(
+        queued >= 400,
+        "the second request waited {queued} ms for the limit: {}",
+        r.detail
+    );
+}

@@ -32,6 +32,9 @@ pub(super) struct Egress {
     /// For an HTTP proxy, how requests reach it with the counted address in place of
     /// the name (`tunnel/`): the clients above only build those requests.
     pub(super) tunnel: Option<Tunnel>,
+    /// For the direct and SOCKS egresses, the route a request is asked again on when
+    /// reqwest's client could not read the answer's status line (`tunnel/mend`).
+    pub(super) mended: Option<Tunnel>,
 }
 
 impl Egress {
@@ -74,6 +77,7 @@ impl Egress {
             client,
             legacy,
             tunnel: Tunnel::for_egress(e, resolve, tls),
+            mended: Tunnel::mended(e, tls),
         })
     }
 }

@@ -215,6 +215,15 @@ impl HttpProber {
                 }
                 Err(e) => e,
             };
+            if e.unreadable_status_line() {
+                // The first request's slot is ours no longer: the second asks anew.
+                drop(permit);
+                let mended = self.ask_mended(probe, &ask, &target.host, addr, &e, obs);
+                if let Some((resp, ready, permit)) = mended.await? {
+                    self.answered(probe, &target.host, ip, ready, &unreachable, obs);
+                    return Ok(Answered { resp, permit, ip });
+                }
+            }
             if let Some(pin) = e.pin_error() {
                 // Where the request would go is not where it was counted: nothing is
                 // known about the site, and nothing was sent.
@@ -384,6 +393,55 @@ impl HttpProber {
             resp
         });
         (result, hop, sent)
+    }
+
+    /// Asks `addr` again on the direct route's own HTTP/1 client, which reads a status
+    /// line as browsers and curl do (`tunnel/mend`), after reqwest's could not read it
+    /// (`first`). A second request, so the limiter is asked again. The answer, when its
+    /// connection was ready, and its permit; `None` when the egress has no such route
+    /// (SOCKS) or no time is left, and the first failure stands.
+    async fn ask_mended(
+        &self,
+        probe: &mut Probe<'_>,
+        ask: &Ask<'_>,
+        host: &str,
+        addr: SocketAddr,
+        first: &SendError,
+        obs: &mut Observation,
+    ) -> Result<Option<(reqwest::Response, Instant, Permit)>, Outcome> {
+        let egress = probe.egress;
+        let Some(direct) = &egress.mended else {
+            return Ok(None);
+        };
+        let permit = self.permit(probe, host, addr.ip(), obs).await?;
+        let sent = Instant::now();
+        let left = probe.deadline.saturating_duration_since(sent);
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let connect_timeout = probe.plan.connect_timeout.min(left);
+        let hop = Hop::new(host, addr, connect_timeout, egress.route);
+        let request = ask.build(&egress.client, left);
+        let result = direct.send(request, addr, connect_timeout, &hop).await;
+        hop.clock.write(sent, obs);
+        match result {
+            Ok(mut resp) => {
+                tls::keep_leaf(&mut resp, &hop);
+                obs.notes.push(format!(
+                    "the status line breaks HTTP's grammar ({}) in a way browsers and curl \
+                     forgive: asked again and read as they read it",
+                    first.cause()
+                ));
+                Ok(Some((resp, hop.clock.ready(sent), permit)))
+            }
+            Err(e) => {
+                obs.notes.push(format!(
+                    "asked again to read its status line as browsers do: {}",
+                    e.cause()
+                ));
+                Ok(None)
+            }
+        }
     }
 
     /// Notes an answer whose chain only a fetched intermediate completed.

@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
 use super::error::TunnelError;
+use super::mend::Mended;
 use super::Io;
 use crate::http::client::{MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
 use crate::http::tls::SiteCertificate;
@@ -29,7 +30,6 @@ pub(super) async fn ask(
 ) -> Result<http::Response<Incoming>, TunnelError> {
     let url = request.url();
     let mut head = http::Request::builder().method(request.method().clone());
-    let io = TokioIo::new(io);
     if h2 {
         // HTTP/2 takes the name from the absolute URI (`:authority`), as browsers send it.
         head = head.uri(url.as_str());
@@ -55,21 +55,22 @@ pub(super) async fn ask(
     let answer = if h2 {
         let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .max_header_list_size(MAX_HEADER_LIST_BYTES)
-            .handshake(io)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(TunnelError::Http)?;
         // Ends once the answer and the sender are dropped (pooling is off here too).
         tokio::spawn(conn);
         sender.send_request(built).await
     } else {
-        // Read as the direct clients read (`http::client::builder`): as browsers do.
+        // Read as the direct clients read (`http::client::builder`), and the status line
+        // as browsers read it (`mend`): as browsers do.
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .title_case_headers(true)
             .max_headers(MAX_HEADER_LINES)
             .allow_spaces_after_header_name_in_responses(true)
             .allow_obsolete_multiline_headers_in_responses(true)
             .ignore_invalid_headers_in_responses(true)
-            .handshake(io)
+            .handshake(TokioIo::new(Mended::new(io)))
             .await
             .map_err(TunnelError::Http)?;
         // Driven beside the probe while it reads the body; it ends when the body is

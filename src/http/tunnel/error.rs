@@ -37,6 +37,9 @@ pub(in crate::http) enum TunnelError {
     /// The connection was not ready within the connect timeout.
     #[error("not connected in time ({0:?})")]
     ConnectTimeout(Stage),
+    /// The direct route's TCP connection to the site failed.
+    #[error("{0}")]
+    Site(#[source] std::io::Error),
     /// The TLS handshake with the site failed.
     #[error("TLS: {0}")]
     Tls(#[source] std::io::Error),
@@ -129,7 +132,7 @@ impl TunnelError {
         match self {
             TunnelError::Refused(r) => r.site_failure().is_some(),
             TunnelError::ConnectTimeout(stage) => *stage != Stage::Proxy,
-            TunnelError::Tls(_) => true,
+            TunnelError::Site(_) | TunnelError::Tls(_) => true,
             TunnelError::Proxy(_) | TunnelError::Http(_) | TunnelError::Timeout => false,
         }
     }
@@ -170,6 +173,13 @@ impl TunnelError {
                     "{at}: no connection within {connect_ms} ms (through egress {})",
                     egress.name
                 ),
+            ),
+            TunnelError::Site(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                fail(FailureKind::Connect, format!("{at}: connection refused"))
+            }
+            TunnelError::Site(io) => fail(
+                FailureKind::Connect,
+                format!("{at}: connection failed: {io}"),
             ),
             TunnelError::Tls(io) => match rustls_inside(io) {
                 Some(tls) => fail(
@@ -259,6 +269,23 @@ impl SendError {
     pub(in crate::http) fn connection_refused(&self) -> bool {
         match self {
             SendError::Client(e) => crate::http::failure::connection_refused(e),
+            SendError::Tunnel(_) => false,
+        }
+    }
+
+    /// What went wrong, in the deepest error's words.
+    pub(in crate::http) fn cause(&self) -> String {
+        match self {
+            SendError::Client(e) => root_cause(e),
+            SendError::Tunnel(e) => root_cause(e),
+        }
+    }
+
+    /// Whether hyper could not read the answer's status line (reqwest's path: the
+    /// tunnel reads it as browsers do, `mend`).
+    pub(in crate::http) fn unreadable_status_line(&self) -> bool {
+        match self {
+            SendError::Client(e) => crate::http::failure::unreadable_status_line(e),
             SendError::Tunnel(_) => false,
         }
     }

@@ -26,11 +26,16 @@
 //! The OpenSSL retry for servers speaking only legacy TLS is not made through these
 //! egresses: the rustls failure is the verdict.
 //!
+//! The same client also asks again, directly or through a SOCKS5 egress's proxy, a
+//! request whose status line reqwest's client could not read ([`Tunnel::mended`]): it
+//! reads every answer's first line as browsers do (`mend`).
+//!
 //! # Layout
 //! - here: the [`Tunnel`] of an egress and [`Tunnel::send`], one request's way through it;
 //! - `open`: the connection to the proxy, its `CONNECT ip:port`, and TLS with the site;
 //! - `answer`: the request over HTTP/1 or HTTP/2, and its answer decoded and bounded by
 //!   the deadline as a `reqwest::Response`;
+//! - `mend`: the HTTP/1 answer's status line as browsers read it;
 //! - `error`: [`TunnelError`] and [`SendError`], and what each failure is in the
 //!   prober's terms (the proxy's, or the site's).
 
@@ -50,6 +55,7 @@ use crate::config::EgressSettings;
 
 mod answer;
 mod error;
+mod mend;
 mod open;
 
 use answer::{answer_to_reqwest, ask};
@@ -60,19 +66,44 @@ use error::{Stage, TunnelError};
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// How one HTTP-proxy egress reaches sites.
+/// How requests reach sites through one HTTP-proxy egress, or, to be asked again when
+/// reqwest's client could not read a status line, directly or through a SOCKS5 proxy
+/// ([`Tunnel::mended`]): the answers are read by hyper's own HTTP/1 client here, which
+/// is handed the status line as browsers read it (`mend`).
 pub(super) struct Tunnel {
+    /// What every connection goes through.
+    via: Via,
+    /// The probes' rustls configuration, with no resumption and the hello mark.
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// The way to the site's address.
+enum Via {
+    /// A TCP connection to it.
+    Direct,
+    /// A tunnel from an HTTP(S) proxy (`CONNECT ip:port`).
+    Proxy(Proxy),
+    /// A SOCKS5 proxy, asked for the address (hyper-util's connector, as reqwest's).
+    Socks(SocksProxy),
+}
+
+/// A SOCKS5 proxy and its credentials.
+struct SocksProxy {
+    uri: http::Uri,
+    auth: Option<(String, String)>,
+}
+
+/// An HTTP(S) proxy, and what it takes to be asked for a tunnel.
+struct Proxy {
     /// The proxy's host (a name or an address) and port.
     host: String,
     port: u16,
     /// The proxy is spoken to over TLS (`https://`), with this configuration.
-    proxy_tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// `Proxy-Authorization` for the CONNECT, from the URL's userinfo.
     auth: Option<HeaderValue>,
     /// The shared clients' resolver: the proxy's name is looked up as reqwest would.
     resolve: Arc<dyn reqwest::dns::Resolve>,
-    /// The probes' rustls configuration, with no resumption and the hello mark.
-    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Tunnel {
@@ -89,10 +120,6 @@ impl Tunnel {
             "https" => true,
             _ => return None,
         };
-        let mut site_tls = tls.clone();
-        // As on reqwest's path: every probe a first visitor, and the ClientHello marks
-        // the end of connecting (here: TCP, the proxy, and its CONNECT).
-        site_tls.resumption = rustls::client::Resumption::store(Arc::new(MarkHello));
         let proxy_tls = secure.then(|| {
             let mut c = tls.clone();
             // The proxy speaks HTTP/1.1 for CONNECT.
@@ -100,17 +127,46 @@ impl Tunnel {
             Arc::new(c)
         });
         Some(Tunnel {
-            host: url.host_str()?.to_string(),
-            port: url.port_or_known_default()?,
-            proxy_tls,
-            auth: basic_auth(url),
-            resolve: resolve.clone(),
-            tls: Arc::new(site_tls),
+            via: Via::Proxy(Proxy {
+                host: url.host_str()?.to_string(),
+                port: url.port_or_known_default()?,
+                tls: proxy_tls,
+                auth: basic_auth(url),
+                resolve: resolve.clone(),
+            }),
+            tls: site_tls(tls),
         })
     }
 
-    /// Sends `request` to `addr` (the counted address) through the proxy, the URL's host
-    /// as the name the site sees. The connection's stages must be done within
+    /// The route on which a request of egress `e` is asked again when reqwest's client
+    /// could not read the answer's status line: directly, or through `e`'s SOCKS5
+    /// proxy. `None` for an HTTP-proxy egress, whose tunnel reads status lines as
+    /// browsers do from the start.
+    pub(super) fn mended(e: &EgressSettings, tls: &rustls::ClientConfig) -> Option<Tunnel> {
+        let via = match &e.proxy {
+            None => Via::Direct,
+            Some(url) if url.scheme().starts_with("socks5") => Via::Socks(SocksProxy {
+                uri: format!(
+                    "socks5://{}:{}",
+                    url.host_str()?,
+                    url.port_or_known_default()?
+                )
+                .parse()
+                .ok()?,
+                auth: userinfo(url),
+            }),
+            Some(_) => return None,
+        };
+        Some(Tunnel {
+            via,
+            tls: site_tls(tls),
+        })
+    }
+}
+
+impl Tunnel {
+    /// Sends `request` to `addr` (the counted address) on its route, the URL's host as
+    /// the name the site sees. The connection's stages must be done within
     /// `connect_timeout`, the answer's head and body within the request's timeout.
     ///
     /// # Errors
@@ -122,7 +178,8 @@ impl Tunnel {
         connect_timeout: Duration,
         hop: &'a Arc<Hop>,
     ) -> BoxFuture<'a, Result<reqwest::Response, SendError>> {
-        // Boxed: the tunnel's future is large, and only HTTP-proxy egresses carry it.
+        // Boxed: the tunnel's future is large, and only HTTP-proxy egresses (and a status
+        // line asked again) carry it.
         Box::pin(async move {
             let request = request.build().map_err(SendError::Client)?;
             let total = request.timeout().copied().unwrap_or(connect_timeout);
@@ -147,9 +204,17 @@ impl Tunnel {
     }
 }
 
-/// `Proxy-Authorization: Basic …` from a proxy URL's (percent-encoded) userinfo.
-fn basic_auth(url: &Url) -> Option<HeaderValue> {
-    use base64::Engine as _;
+/// The probes' rustls configuration as reqwest's path has it: every probe a first
+/// visitor, and the ClientHello marks the end of connecting (here: TCP, the proxy and
+/// its CONNECT).
+fn site_tls(tls: &rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
+    let mut site = tls.clone();
+    site.resumption = rustls::client::Resumption::store(Arc::new(MarkHello));
+    Arc::new(site)
+}
+
+/// The user name and password of a proxy URL's (percent-encoded) userinfo.
+fn userinfo(url: &Url) -> Option<(String, String)> {
     if url.username().is_empty() && url.password().is_none() {
         return None;
     }
@@ -158,11 +223,14 @@ fn basic_auth(url: &Url) -> Option<HeaderValue> {
             .decode_utf8_lossy()
             .into_owned()
     };
-    let pair = format!(
-        "{}:{}",
-        decode(url.username()),
-        decode(url.password().unwrap_or(""))
-    );
+    Some((decode(url.username()), decode(url.password().unwrap_or(""))))
+}
+
+/// `Proxy-Authorization: Basic …` from a proxy URL's (percent-encoded) userinfo.
+fn basic_auth(url: &Url) -> Option<HeaderValue> {
+    use base64::Engine as _;
+    let (user, password) = userinfo(url)?;
+    let pair = format!("{user}:{password}");
     let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
     let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
     value.set_sensitive(true);

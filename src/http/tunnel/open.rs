@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use url::Url;
 
 use super::error::{Refusal, Stage, TunnelError};
-use super::{Io, Tunnel};
+use super::{Io, Proxy, SocksProxy, Tunnel, Via};
 
 impl Tunnel {
     /// A connection to the site at `addr` through the proxy, TLS set up for https, with
@@ -25,9 +25,23 @@ impl Tunnel {
         addr: SocketAddr,
         stage: &mut Stage,
     ) -> Result<(Box<dyn Io>, bool, Option<Vec<u8>>), TunnelError> {
-        let proxy = self.connect_proxy().await?;
-        *stage = Stage::Connect;
-        let tunnel = self.connect(proxy, addr).await?;
+        let tunnel = match &self.via {
+            Via::Proxy(proxy) => {
+                let to_proxy = proxy.reach().await?;
+                *stage = Stage::Connect;
+                proxy.connect(to_proxy, addr).await?
+            }
+            Via::Socks(socks) => {
+                *stage = Stage::Connect;
+                socks.connect(addr).await?
+            }
+            Via::Direct => {
+                *stage = Stage::Connect;
+                let tcp = TcpStream::connect(addr).await.map_err(TunnelError::Site)?;
+                let _ = tcp.set_nodelay(true);
+                Box::new(tcp)
+            }
+        };
         if url.scheme() != "https" {
             return Ok((tunnel, false, None));
         }
@@ -49,9 +63,11 @@ impl Tunnel {
             .map(|c| c.to_vec());
         Ok((Box::new(tls), h2, certificate))
     }
+}
 
+impl Proxy {
     /// A connection to the proxy: each of its addresses in turn until one answers.
-    async fn connect_proxy(&self) -> Result<Box<dyn Io>, TunnelError> {
+    async fn reach(&self) -> Result<Box<dyn Io>, TunnelError> {
         let bare = self.host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, self.port)],
@@ -75,7 +91,7 @@ impl Tunnel {
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let Some(config) = &self.proxy_tls else {
+            let Some(config) = &self.tls else {
                 return Ok(Box::new(tcp));
             };
             let name = ServerName::try_from(bare.to_string())
@@ -139,5 +155,30 @@ impl Tunnel {
             connect = connect.header(http::header::PROXY_AUTHORIZATION, auth.clone());
         }
         connect.body(Empty::new())
+    }
+}
+
+impl SocksProxy {
+    /// A connection to `addr` through the SOCKS5 proxy, asked for the address itself.
+    async fn connect(&self, addr: SocketAddr) -> Result<Box<dyn Io>, TunnelError> {
+        use tower_service::Service as _;
+        let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+        // The proxy's own URI is socks5://, which the connector refuses by default.
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        let mut socks =
+            hyper_util::client::legacy::connect::proxy::SocksV5::new(self.uri.clone(), tcp)
+                .local_dns(true);
+        if let Some((user, password)) = &self.auth {
+            socks = socks.with_auth(user.clone(), password.clone());
+        }
+        let target: http::Uri = format!("http://{addr}")
+            .parse()
+            .map_err(|e| TunnelError::Proxy(format!("{addr} is no address to ask for: {e}")))?;
+        let stream = socks
+            .call(target)
+            .await
+            .map_err(|e| TunnelError::Proxy(format!("SOCKS5 to {addr}: {e}")))?;
+        Ok(Box::new(stream.into_inner()))
     }
 }

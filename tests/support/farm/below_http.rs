@@ -108,6 +108,44 @@ pub(super) async fn failures(b: &mut Builder) {
     )
     .await;
 
+    // Status lines hyper's parser refuses and browsers read: a lower-case version (an
+    // old appliance's own server), two spaces before the code, a version HTTP/1 never
+    // had. Chrome finds "http" in any case, skips spaces and reads HTTP/1.2 as the newest
+    // version it knows; curl reads the first two.
+    for (name, line, how) in [
+        (
+            "status-line-lower-case",
+            "http/1.1 200 OK",
+            "writes its status line in lower case (\"http/1.1 200 OK\")",
+        ),
+        (
+            "status-line-two-spaces",
+            "HTTP/1.1  200 OK",
+            "puts two spaces before the status code",
+        ),
+        (
+            "status-line-http-1-2",
+            "HTTP/1.2 200 OK",
+            "says its version is HTTP/1.2",
+        ),
+    ] {
+        let body = page("County office", "Served by an old appliance.");
+        let mut answer = raw_response(
+            "200 OK",
+            &[("Content-Type", HTML_UTF8), ("Connection", "close")],
+            body.as_bytes(),
+        );
+        answer.splice(..b"HTTP/1.1 200 OK".len(), line.bytes());
+        b.raw(
+            name,
+            raw::fixed(answer),
+            truth("up", Some("ok"), how),
+            said("up", "ok"),
+            vec![Fact::Attempts(1)],
+        )
+        .await;
+    }
+
     // An old embedded server (a county's appliance, an ISAPI filter) that looks for its
     // header names as browsers and curl write them: "Host:", not "host:".
     let body = page("County office", "Served by an old appliance.");
