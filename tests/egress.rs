@@ -441,6 +441,21 @@ async fn through_either_proxy_a_site_is_judged_as_it_is_directly() {
             "through {name}: {r:?}"
         );
     }
+    // A SOCKS5 egress named by its host name: a status line is asked again through
+    // the proxy found by the shared resolver (here `dns.static`), as reqwest found it.
+    let e = engine_from_toml(&format!(
+        "{}\"socks-proxy.test\" = \"{}\"\n[[egress]]\nname = \"socks\"\nproxy = \"socks5://socks-proxy.test:{}\"\n",
+        farm.config_toml(),
+        socks.ip(),
+        socks.port()
+    ));
+    let r = check(&e, &farm.target("status-line-lower-case").url).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Up, "ok"),
+        "through the SOCKS5 proxy by name: {}",
+        r.detail
+    );
     // Both proxies were asked for the address picket counted, never the name (the
     // HTTP one with CONNECT ip:port, the name going to the site in SNI).
     for (what, asked) in [("http", web_log.asked()), ("socks5", socks_log.asked())] {

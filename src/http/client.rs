@@ -77,7 +77,7 @@ impl Egress {
             client,
             legacy,
             tunnel: Tunnel::for_egress(e, resolve, tls),
-            mended: Tunnel::mended(e, tls),
+            mended: Tunnel::mended(e, resolve, tls),
         })
     }
 }

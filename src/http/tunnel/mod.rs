@@ -89,8 +89,11 @@ enum Via {
 
 /// A SOCKS5 proxy and its credentials.
 struct SocksProxy {
-    uri: http::Uri,
+    host: String,
+    port: u16,
     auth: Option<(String, String)>,
+    /// The shared clients' resolver: the proxy's name is looked up as reqwest would.
+    resolve: Arc<dyn reqwest::dns::Resolve>,
 }
 
 /// An HTTP(S) proxy, and what it takes to be asked for a tunnel.
@@ -142,18 +145,18 @@ impl Tunnel {
     /// could not read the answer's status line: directly, or through `e`'s SOCKS5
     /// proxy. `None` for an HTTP-proxy egress, whose tunnel reads status lines as
     /// browsers do from the start.
-    pub(super) fn mended(e: &EgressSettings, tls: &rustls::ClientConfig) -> Option<Tunnel> {
+    pub(super) fn mended(
+        e: &EgressSettings,
+        resolve: &Arc<dyn reqwest::dns::Resolve>,
+        tls: &rustls::ClientConfig,
+    ) -> Option<Tunnel> {
         let via = match &e.proxy {
             None => Via::Direct,
             Some(url) if url.scheme().starts_with("socks5") => Via::Socks(SocksProxy {
-                uri: format!(
-                    "socks5://{}:{}",
-                    url.host_str()?,
-                    url.port_or_known_default()?
-                )
-                .parse()
-                .ok()?,
+                host: url.host_str()?.to_string(),
+                port: url.port_or_known_default()?,
                 auth: userinfo(url),
+                resolve: resolve.clone(),
             }),
             Some(_) => return None,
         };

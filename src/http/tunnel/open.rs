@@ -3,6 +3,7 @@
 //! with the site over the tunnel, with the host name as SNI.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::{select, Either};
@@ -68,19 +69,8 @@ impl Tunnel {
 impl Proxy {
     /// A connection to the proxy: each of its addresses in turn until one answers.
     async fn reach(&self) -> Result<Box<dyn Io>, TunnelError> {
-        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, self.port)],
-            Err(_) => {
-                let name = bare.parse::<reqwest::dns::Name>().map_err(|e| {
-                    TunnelError::Proxy(format!("proxy host {bare} is not a name: {e}"))
-                })?;
-                let found = self.resolve.resolve(name).await.map_err(|e| {
-                    TunnelError::Proxy(format!("the proxy's name {bare} did not resolve: {e}"))
-                })?;
-                found.map(|a| SocketAddr::new(a.ip(), self.port)).collect()
-            }
-        };
+        let bare = bare_host(&self.host);
+        let addrs = addresses(bare, self.port, &self.resolve).await?;
         let mut last = format!("no address for the proxy {bare}");
         for a in addrs {
             let tcp = match TcpStream::connect(a).await {
@@ -159,26 +149,57 @@ impl Proxy {
 }
 
 impl SocksProxy {
-    /// A connection to `addr` through the SOCKS5 proxy, asked for the address itself.
+    /// A connection to `addr` through the SOCKS5 proxy, asked for the address itself:
+    /// each of the proxy's addresses in turn until one answers.
     async fn connect(&self, addr: SocketAddr) -> Result<Box<dyn Io>, TunnelError> {
+        use hyper_util::client::legacy::connect::{proxy::SocksV5, HttpConnector};
         use tower_service::Service as _;
-        let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
-        // The proxy's own URI is socks5://, which the connector refuses by default.
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        let mut socks =
-            hyper_util::client::legacy::connect::proxy::SocksV5::new(self.uri.clone(), tcp)
-                .local_dns(true);
-        if let Some((user, password)) = &self.auth {
-            socks = socks.with_auth(user.clone(), password.clone());
-        }
         let target: http::Uri = format!("http://{addr}")
             .parse()
             .map_err(|e| TunnelError::Proxy(format!("{addr} is no address to ask for: {e}")))?;
-        let stream = socks
-            .call(target)
-            .await
-            .map_err(|e| TunnelError::Proxy(format!("SOCKS5 to {addr}: {e}")))?;
-        Ok(Box::new(stream.into_inner()))
+        let bare = bare_host(&self.host);
+        let mut last = format!("no address for the proxy {bare}");
+        for proxy in addresses(bare, self.port, &self.resolve).await? {
+            let Ok(uri) = format!("socks5://{proxy}").parse::<http::Uri>() else {
+                continue;
+            };
+            let mut tcp = HttpConnector::new();
+            // The proxy's own URI is socks5://, which the connector refuses by default.
+            tcp.enforce_http(false);
+            tcp.set_nodelay(true);
+            let mut socks = SocksV5::new(uri, tcp).local_dns(true);
+            if let Some((user, password)) = &self.auth {
+                socks = socks.with_auth(user.clone(), password.clone());
+            }
+            match socks.call(target.clone()).await {
+                Ok(stream) => return Ok(Box::new(stream.into_inner())),
+                Err(e) => last = format!("SOCKS5 proxy {proxy} to {addr}: {e}"),
+            }
+        }
+        Err(TunnelError::Proxy(last))
     }
+}
+
+/// A proxy's host as written, without the brackets of an IPv6 address.
+fn bare_host(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// The addresses of a proxy's host (an address, or a name looked up as reqwest would).
+async fn addresses(
+    bare: &str,
+    port: u16,
+    resolve: &Arc<dyn reqwest::dns::Resolve>,
+) -> Result<Vec<SocketAddr>, TunnelError> {
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let name = bare
+        .parse::<reqwest::dns::Name>()
+        .map_err(|e| TunnelError::Proxy(format!("proxy host {bare} is not a name: {e}")))?;
+    let found = resolve
+        .resolve(name)
+        .await
+        .map_err(|e| TunnelError::Proxy(format!("the proxy's name {bare} did not resolve: {e}")))?;
+    Ok(found.map(|a| SocketAddr::new(a.ip(), port)).collect())
 }
