@@ -1112,48 +1112,61 @@ fn completions_and_the_manual_page() {
     );
 }
 
-/// A URL list as Windows tools save it (Notepad, Excel's "CSV UTF-8", PowerShell 5's
-/// `Out-File`): a byte order mark before the first line, CRLF line ends. `check` and
-/// `enqueue` read the URLs written, not a first URL with U+FEFF in front.
+/// A URL list as Windows tools save it: UTF-8 with a byte order mark (Notepad, Excel's
+/// "CSV UTF-8", PowerShell 7's `Out-File -Encoding utf8BOM`) or UTF-16 with one (Windows
+/// PowerShell 5's `>` and `Out-File`, Notepad's "Unicode"), CRLF line ends. `check` and
+/// `enqueue` read the URLs written: before, the first URL had U+FEFF in front of it,
+/// and a UTF-16 file was "not valid UTF-8".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_list_saved_by_windows_tools_is_read_as_written() {
     let addr = site("127.0.0.55", "<p>Parish council minutes.</p>").await;
     let cfg = setup("[targets]\nallow_private = true\n");
-    let input = cfg.dir.path().join("sites.txt");
-    let urls = [format!("http://{addr}/a"), format!("http://{addr}/b")];
-    let quoted = urls.clone().map(|u| format!("{u:?}"));
-    let file = format!("\u{feff}{}\r\n# the second\r\n{}\r\n", urls[0], urls[1]);
-    std::fs::write(&input, file).expect("input");
-    let path = input.to_str().expect("path");
-
-    let out = tokio::process::Command::from(picket(&["check", "--file", path], &cfg))
-        .output()
-        .await
-        .expect("picket check");
-    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "both up: {said}");
-    let checked: Vec<String> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a result")["url"].to_string())
-        .collect();
-    assert_eq!(checked, quoted, "{said}");
-
     let s = &cfg.settings;
     let client = Client::connect().await;
     client.declare(s).await;
-    let out = tokio::process::Command::from(picket(&["enqueue", path], &cfg))
-        .output()
-        .await
-        .expect("picket enqueue");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let jobs = client
-        .take(&s.amqp.jobs_queue, 2, Duration::from_secs(5))
-        .await;
-    let queued: Vec<String> = jobs
-        .iter()
-        .map(|j| {
-            serde_json::from_slice::<serde_json::Value>(&j.data).expect("job")["url"].to_string()
-        })
-        .collect();
-    assert_eq!(queued, quoted);
+    let urls = [format!("http://{addr}/a"), format!("http://{addr}/b")];
+    let quoted = urls.clone().map(|u| format!("{u:?}"));
+    let list = format!("\u{feff}{}\r\n# the second\r\n{}\r\n", urls[0], urls[1]);
+    let utf16: Vec<u8> = list.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    for (encoding, bytes) in [("UTF-8", list.clone().into_bytes()), ("UTF-16LE", utf16)] {
+        let input = cfg.dir.path().join(format!("sites-{encoding}.txt"));
+        std::fs::write(&input, bytes).expect("input");
+        let path = input.to_str().expect("path");
+
+        let out = tokio::process::Command::from(picket(&["check", "--file", path], &cfg))
+            .output()
+            .await
+            .expect("picket check");
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{encoding}: both up: {said}");
+        let checked: Vec<String> = text(&out.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("a result")["url"].to_string()
+            })
+            .collect();
+        assert_eq!(checked, quoted, "{encoding}: {said}");
+
+        let out = tokio::process::Command::from(picket(&["enqueue", path], &cfg))
+            .output()
+            .await
+            .expect("picket enqueue");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{encoding}: {}",
+            text(&out.stderr)
+        );
+        let jobs = client
+            .take(&s.amqp.jobs_queue, 2, Duration::from_secs(5))
+            .await;
+        let queued: Vec<String> = jobs
+            .iter()
+            .map(|j| {
+                serde_json::from_slice::<serde_json::Value>(&j.data).expect("job")["url"]
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(queued, quoted, "{encoding}");
+    }
 }

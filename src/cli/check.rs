@@ -26,7 +26,8 @@ use crate::state::{Delivery, MemoryState};
 pub(crate) const HELP: &str =
     "Input: URLs, or job JSON objects ({\"url\": ..., \"expect\": ...}), as \
 arguments, one per line from --file, or from stdin with `-`; blank lines and # comments are \
-skipped, and a byte order mark or CRLF line ends (files saved on Windows) are read past. Lines are checked as they are read (`tail -f sites | picket check -` works).\n\
+skipped; UTF-8 with or without a byte order mark, UTF-16 with one, and CRLF line ends (files \
+saved on Windows) are read as written. Lines are checked as they are read (`tail -f sites | picket check -` works).\n\
 Output: a table on a terminal, one result JSON per line when piped or with --json; in input \
 order; a summary line (counts per verdict, time) on stderr.\n\
 Exit codes: 0 all up; 1 any not up; 2 usage or configuration error (nothing to check, a bad \
@@ -69,7 +70,13 @@ fn read_lines(source: &str) -> anyhow::Result<BoxStream<'static, Line>> {
     let reader = std::io::BufReader::with_capacity(64 * 1024, input);
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Line>>(CHUNKS_AHEAD);
     let name = source.to_string();
-    std::thread::spawn(move || read_chunks(reader, &name, &tx));
+    std::thread::spawn(move || match super::input::utf8(reader) {
+        Ok(reader) => read_chunks(reader, &name, &tx),
+        Err(e) => {
+            let e = anyhow::Error::new(e).context(format!("{name}: cannot read"));
+            let _ = tx.blocking_send(vec![Err(e)]);
+        }
+    });
     let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
     });
@@ -78,8 +85,8 @@ fn read_lines(source: &str) -> anyhow::Result<BoxStream<'static, Line>> {
 
 /// Sends `reader`'s lines in chunks until its end, a read error (sent last), or a
 /// closed channel (the run is over: a reader that left, or an error).
-fn read_chunks<R: std::io::Read>(
-    mut reader: std::io::BufReader<R>,
+fn read_chunks(
+    mut reader: std::io::BufReader<Box<dyn std::io::Read + Send>>,
     name: &str,
     tx: &tokio::sync::mpsc::Sender<Vec<Line>>,
 ) {

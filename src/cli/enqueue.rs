@@ -20,8 +20,8 @@ use crate::job::{decode, Decoded};
 
 /// `picket enqueue --help`, after the options.
 pub(crate) const HELP: &str = "Input: one URL or one job JSON object per line; blank lines and # \
-comments are skipped, and a byte order mark or CRLF line ends (files saved on Windows) are read \
-past. Each line is checked as a job before it is published: a bad line stops \
+comments are skipped; UTF-8 with or without a byte order mark, UTF-16 with one, and CRLF line \
+ends (files saved on Windows) are read as written. Each line is checked as a job before it is published: a bad line stops \
 the run there (its number is printed; the lines before it are published), or is skipped with \
 --skip-invalid. The job options (--key, --expect-status, ...) apply to plain URL lines; JSON \
 lines are published as they are.\n\
@@ -152,15 +152,24 @@ struct Progress {
     skipped: u64,
 }
 
-async fn open_input(source: &str) -> anyhow::Result<(Box<dyn AsyncBufRead + Unpin>, Option<u64>)> {
-    if source == "-" {
-        return Ok((Box::new(BufReader::new(tokio::io::stdin())), None));
-    }
-    let file = tokio::fs::File::open(source)
+async fn open_input(
+    source: &str,
+) -> anyhow::Result<(Box<dyn AsyncBufRead + Unpin + Send>, Option<u64>)> {
+    let (input, lines): (Box<dyn AsyncBufRead + Unpin + Send>, _) = if source == "-" {
+        (Box::new(BufReader::new(tokio::io::stdin())), None)
+    } else {
+        let file = tokio::fs::File::open(source)
+            .await
+            .map_err(|e| UsageError(format!("{source}: cannot open: {e}")))?;
+        (
+            Box::new(BufReader::new(file)),
+            count_lines(source).await.ok(),
+        )
+    };
+    let input = super::input::utf8_async(input)
         .await
-        .map_err(|e| UsageError(format!("{source}: cannot open: {e}")))?;
-    let lines = count_lines(source).await.ok();
-    Ok((Box::new(BufReader::new(file)), lines))
+        .map_err(|e| UsageError(format!("{source}: cannot read: {e}")))?;
+    Ok((input, lines))
 }
 
 /// Lines in a regular file, for the progress bar's ETA (one quick pass, bounded memory).
