@@ -28,11 +28,13 @@ pub fn parse_target_url(raw: &str) -> Result<Url, String> {
     if raw.len() > MAX_URL_LEN {
         return Err(format!("url is longer than {MAX_URL_LEN} bytes"));
     }
-    let url = Url::parse(raw).map_err(|e| format!("url {raw:?} is not a valid URL: {e}"))?;
+    let url = Url::parse(raw)
+        .map_err(|e| format!("url {raw:?} is not a valid URL: {e}{}", scheme_hint(raw)))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
-            "url scheme {:?} is not supported (only http and https)",
-            url.scheme()
+            "url scheme {:?} is not supported (only http and https){}",
+            url.scheme(),
+            scheme_hint(raw)
         ));
     }
     match url.host_str() {
@@ -46,6 +48,22 @@ pub fn parse_target_url(raw: &str) -> Result<Url, String> {
         return Err("url port 0 is not valid".into());
     }
     Ok(url)
+}
+
+/// What to say of a URL written without its scheme, as people write a site's address
+/// (`www.county.gov`, `county.gov:8080/x`, `localhost:8080`): the URL meant. Nothing
+/// for a URL with a scheme of its own (`mailto:`), or text that names no host.
+fn scheme_hint(raw: &str) -> String {
+    if raw.contains("://") {
+        return String::new();
+    }
+    let host = raw.split([':', '/', '?', '#']).next().unwrap_or("");
+    let named = host.eq_ignore_ascii_case("localhost")
+        || (host.contains('.') && !host.contains(char::is_whitespace) && !host.contains('@'));
+    if !named {
+        return String::new();
+    }
+    format!(" (a URL starts with its scheme: \"http://{raw}\" or \"https://{raw}\")")
 }
 
 /// An RFC 9110 token: what a header name may be made of.
@@ -202,6 +220,34 @@ fn max_age_of(seconds: Option<u64>) -> Result<Option<Duration>, String> {
         None | Some(0) => Ok(None),
         Some(s) if s > MAX_AGE_S => Err(format!("max_age_s {s} is more than 30 days")),
         Some(s) => Ok(Some(Duration::from_secs(s))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_written_without_its_scheme_says_what_was_meant() {
+        for (raw, meant) in [
+            ("www.county.gov", "http://www.county.gov"),
+            ("county.gov/news", "http://county.gov/news"),
+            ("county.gov:8080/x", "http://county.gov:8080/x"),
+            ("localhost:8080", "http://localhost:8080"),
+        ] {
+            let e = parse_target_url(raw).expect_err(raw);
+            assert!(e.contains(&format!("\"{meant}\"")), "{raw}: {e}");
+        }
+        // A scheme of its own, or no host at all, gets no guess.
+        for raw in [
+            "mailto:clerk@county.gov",
+            "javascript:alert(1)",
+            "ftp://county.gov/",
+            "not a url",
+        ] {
+            let e = parse_target_url(raw).expect_err(raw);
+            assert!(!e.contains("http://"), "{raw}: {e}");
+        }
     }
 }
 
