@@ -395,11 +395,12 @@ impl HttpProber {
         (result, hop, sent)
     }
 
-    /// Asks `addr` again on the direct route's own HTTP/1 client, which reads a status
-    /// line as browsers and curl do (`tunnel/mend`), after reqwest's could not read it
-    /// (`first`). A second request, so the limiter is asked again. The answer, when its
-    /// connection was ready, and its permit; `None` when the egress has no such route
-    /// (SOCKS) or no time is left, and the first failure stands.
+    /// Asks `addr` again on the tunnel's own HTTP/1 client (directly, or through the
+    /// egress's SOCKS5 proxy), which reads a status line as browsers and curl do
+    /// (`tunnel/mend`), after reqwest's could not read it (`first`). A second request,
+    /// so the limiter is asked again. The answer, when its connection was ready, and its
+    /// permit; `None` when the egress has no such route (an HTTP proxy's tunnel reads
+    /// every status line so) or no time is left, and the first failure stands.
     async fn ask_mended(
         &self,
         probe: &mut Probe<'_>,
@@ -410,7 +411,7 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Result<Option<(reqwest::Response, Instant, Permit)>, Outcome> {
         let egress = probe.egress;
-        let Some(direct) = &egress.mended else {
+        let Some(route) = &egress.mended else {
             return Ok(None);
         };
         let permit = self.permit(probe, host, addr.ip(), obs).await?;
@@ -422,7 +423,7 @@ impl HttpProber {
         let connect_timeout = probe.plan.connect_timeout.min(left);
         let hop = Hop::new(host, addr, connect_timeout, egress.route);
         let request = ask.build(&egress.client, left);
-        let result = direct.send(request, addr, connect_timeout, &hop).await;
+        let result = route.send(request, addr, connect_timeout, &hop).await;
         hop.clock.write(sent, obs);
         match result {
             Ok(mut resp) => {
