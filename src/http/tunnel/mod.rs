@@ -165,9 +165,7 @@ impl Tunnel {
             tls: site_tls(tls),
         })
     }
-}
 
-impl Tunnel {
     /// Sends `request` to `addr` (the counted address) on its route, the URL's host as
     /// the name the site sees. The connection's stages must be done within
     /// `connect_timeout`, the answer's head and body within the request's timeout.
