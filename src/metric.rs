@@ -22,6 +22,7 @@ const BROKER_BLOCKED: &str = "picket_broker_blocked";
 const REDIS_UP: &str = "picket_redis_connected";
 const REDIS_ERRORS: &str = "picket_redis_errors_total";
 const RECONNECTS: &str = "picket_broker_reconnects_total";
+const UNREADABLE: &str = "picket_unreadable_messages_total";
 const FAILOVERS: &str = "picket_broker_failovers_total";
 const BROKER_OUTAGE_SECONDS: &str = "picket_broker_outage_seconds";
 const PUBLISH_FAILURES: &str = "picket_publish_failures_total";
@@ -95,6 +96,7 @@ fn zero() {
         DEAD_LETTERED,
         REQUEUED,
         RECONNECTS,
+        UNREADABLE,
         PUBLISH_FAILURES,
         THROTTLE_WAITS,
         DEFERRALS,
@@ -176,6 +178,10 @@ fn describe() {
     describe_gauge!(REDIS_UP, "1 while the last Redis call succeeded");
     describe_counter!(REDIS_ERRORS, "Redis calls that failed or timed out");
     describe_counter!(RECONNECTS, "Connections to RabbitMQ re-established");
+    describe_counter!(
+        UNREADABLE,
+        "Connections ended by a delivered message whose AMQP frames the client cannot read"
+    );
     describe_counter!(
         FAILOVERS,
         "Sessions opened on another RabbitMQ node than the previous one (amqp.urls)"
@@ -322,6 +328,11 @@ pub(crate) fn broker_blocked(blocked: bool) {
 /// The broker connection was made again after a loss.
 pub(crate) fn reconnected() {
     counter!(RECONNECTS).increment(1);
+}
+
+/// The connection ended on a delivered message the AMQP client cannot read.
+pub(crate) fn unreadable_message() {
+    counter!(UNREADABLE).increment(1);
 }
 
 /// A session was opened on another broker node than the previous one.

@@ -586,6 +586,16 @@ async fn a_message_lapin_cannot_parse_ends_in_the_dead_letter_queue_of_a_quorum_
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Said as what it is, with a counter to alert on: on a classic queue the message
+    // would come back forever (OPERATIONS, "Not yet").
+    let (_, metrics) = crate::support::ops::get_ops(w.ops, "/metrics")
+        .await
+        .expect("/metrics answers");
+    let unreadable = crate::support::ops::metric(&metrics, "picket_unreadable_messages_total");
+    assert!(
+        unreadable.is_some_and(|n| n >= 1.0),
+        "picket_unreadable_messages_total: {unreadable:?}"
+    );
     // And the worker works on.
     c.job(&s, json!({"id": "after", "url": format!("http://{site}/")}))
         .await;

@@ -250,6 +250,7 @@ impl Worker {
         // the connection's own events tell it that the session is gone.
         watch_connection(
             conn,
+            &self.settings.jobs_queue,
             self.state.clone(),
             session.broken.clone(),
             session.over.clone(),
@@ -438,22 +439,36 @@ fn publishing_room(conn: &Connection) -> usize {
     }
 }
 
+/// Whether the connection ended on frames the client could not read: a delivered
+/// message's properties (the broker's own frames are always readable).
+fn unreadable(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ParsingError(_))
+}
+
 /// Cancels `broken` when the connection reports an error (the broker closed it, its
 /// node died), and tells when the broker blocks and unblocks its publishing; ends with
 /// the session.
 fn watch_connection(
     conn: &Connection,
+    jobs_queue: &str,
     state: Arc<BrokerState>,
     broken: CancellationToken,
     over: CancellationToken,
 ) {
     let events = conn.events_listener();
+    let jobs_queue = jobs_queue.to_string();
     tokio::spawn(async move {
         futures_util::pin_mut!(events);
         loop {
             tokio::select! {
                 () = over.cancelled() => break,
                 event = events.next() => match event {
+                    Some(lapin::Event::Error(e)) if unreadable(&e) => {
+                        metric::unreadable_message();
+                        tracing::error!(error = %e, queue = %jobs_queue, "a message delivered from the jobs queue has AMQP properties the client cannot read (bytes that are not UTF-8 in a short string such as message_id), which ends the connection and requeues the jobs in flight; it is handed to the next worker and, on a classic queue, comes back forever: remove it (see OPERATIONS, \"Not yet\")");
+                        broken.cancel();
+                        break;
+                    }
                     Some(lapin::Event::Error(e)) => {
                         tracing::warn!(error = %e, "broker connection failed; ending the session");
                         broken.cancel();
