@@ -1,6 +1,7 @@
 //! Opening a tunnel: the connection to the proxy (TCP, or TLS for `https://` proxies),
 //! its `CONNECT ip:port` over hyper's HTTP/1 client, and for https the TLS handshake
-//! with the site over the tunnel, with the host name as SNI.
+//! with the site over the tunnel, with the host name as SNI. A status line asked again
+//! takes the same way from a TCP connection to the site, or one through a SOCKS5 proxy.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
