@@ -10,8 +10,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 /// The text of an input line, or `None` for a blank line or a comment. Surrounding
 /// white space (a CRLF's CR included) is not part of it, nor is a byte order mark:
-/// Notepad, Excel's "CSV UTF-8" and PowerShell 5's `Out-File` start UTF-8 files with
-/// one, and `cat` of such files puts one at the start of a line further on. U+FEFF is
+/// Notepad, Excel's "CSV UTF-8" and PowerShell's `Out-File -Encoding utf8` (5) or
+/// `utf8BOM` (7) start UTF-8 files with one, and `cat` of such files puts one at the
+/// start of a line further on. U+FEFF is
 /// not white space to `str::trim`, and a URL behind it is no URL.
 pub(crate) fn text(line: &str) -> Option<&str> {
     let t = line.trim().trim_start_matches('\u{feff}').trim_start();
