@@ -123,6 +123,17 @@ fn engine(
     allow_private: bool,
     hosts: &[(&str, &str)],
 ) -> picket::engine::Engine {
+    engine_with(proxy, ca_file, allow_private, hosts, "")
+}
+
+/// [`engine`], with more keys (`egress_keys`) in its `[[egress]]`.
+fn engine_with(
+    proxy: &str,
+    ca_file: &str,
+    allow_private: bool,
+    hosts: &[(&str, &str)],
+    egress_keys: &str,
+) -> picket::engine::Engine {
     let mut dns = String::from("[dns.static]\n");
     for (name, ip) in hosts {
         dns.push_str(&format!("\"{name}\" = \"{ip}\"\n"));
@@ -145,6 +156,7 @@ extra_ca_file = "{ca_file}"
 [[egress]]
 name = "squid"
 proxy = "{proxy}"
+{egress_keys}
 "#
     ))
 }
@@ -299,14 +311,27 @@ async fn a_proxy_resolving_the_name_elsewhere_cannot_send_the_request_there() {
 async fn a_squid_refusing_the_tunnel_is_the_egress_failing_never_the_site() {
     let site_ip = "127.0.12.37";
     let site = Vhosts::start(site_ip, &[NAME]);
-    // `http_access deny all`: squid answers CONNECT with its own 403 page.
+    // `http_access deny all`: squid answers CONNECT, and a URL asked by name, with its
+    // own 403 page.
     let squid = Squid::with_hosts("127.0.12.38", true, &[]);
     let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
-    for url in [
-        format!("https://{NAME}:{}/", site.https),
-        format!("http://{NAME}:{}/", site.http),
+    let only = engine_with(
+        &squid.url,
+        &site.ca_file,
+        true,
+        &[(NAME, site_ip)],
+        "plain_http = \"connect_only\"",
+    );
+    let https = format!("https://{NAME}:{}/", site.https);
+    let http = format!("http://{NAME}:{}/", site.http);
+    // https is tunnelled only; plain http is asked by name after the refused tunnel,
+    // unless the egress is `connect_only`.
+    for (e, url, refused) in [
+        (&e, &https, "the tunnel"),
+        (&e, &http, "the request"),
+        (&only, &http, "the tunnel"),
     ] {
-        let r = check(&e, &url).await;
+        let r = check(e, url).await;
         assert_eq!(
             (r.verdict, r.reason.as_str()),
             (Verdict::Unknown, "egress_unavailable"),
@@ -314,9 +339,23 @@ async fn a_squid_refusing_the_tunnel_is_the_egress_failing_never_the_site() {
             r.detail
         );
         assert!(r.detail.contains("ERR_ACCESS_DENIED"), "{}", r.detail);
+        assert!(
+            r.detail.contains(&format!("refused {refused} itself")),
+            "{}",
+            r.detail
+        );
     }
-    let log = squid_log(&squid, 2).await;
-    assert_eq!(log.matches("TCP_DENIED/403").count(), 2, "{log}");
+    let log = squid_log(&squid, 4).await;
+    let denied = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains("TCP_DENIED/403") && l.contains(what))
+            .count()
+    };
+    assert_eq!(
+        (denied(" CONNECT "), denied(&format!(" GET {http} "))),
+        (3, 1),
+        "{log}"
+    );
     assert!(site.hits().all.is_empty(), "the site was never asked");
 }
 
@@ -351,4 +390,93 @@ async fn the_egress_urls_credentials_open_the_tunnel() {
     let log = squid_log(&squid, 4).await;
     eprintln!("squid access log:\n{log}");
     assert_eq!(log.matches(" pinuser ").count(), 2, "{log}");
+}
+
+/// A proxy with the rules most ship (squid's `http_access deny CONNECT !SSL_ports`)
+/// refuses to tunnel to a plain-http port. The request is then asked by name, in the
+/// absolute form browsers and curl send to such a proxy, and the result says that the
+/// proxy chose the address; the refusal is remembered, so the proxy is not asked for a
+/// tunnel on every probe. What the proxy reports of the site is still the site's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_refusing_to_tunnel_plain_http_is_asked_for_the_url_by_name() {
+    let site_ip = "127.0.12.41";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let squid = Squid::stock("127.0.12.42", &[(NAME, site_ip)]);
+    let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
+    let since = now_us();
+    let url = format!("http://{NAME}:{}/", site.http);
+    for _ in 0..2 {
+        let r = check(&e, &url).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str(), r.ip.as_deref()),
+            (Verdict::Up, "ok", Some(site_ip)),
+            "{url}: {}",
+            r.detail
+        );
+        assert!(r.detail.contains("by name"), "{}", r.detail);
+        let body = r.http.as_ref().map(|h| h.body_bytes);
+        assert_eq!(body, Some(page(NAME).len() as u64), "{url}: {:?}", r.http);
+    }
+    // Nothing listens on this port of the site's address: squid's ERR_CONNECT_FAIL page
+    // is the site refusing the connection, not the proxy failing.
+    let closed = format!("http://{NAME}:{}/", free_port());
+    let r = check(&e, &closed).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "connect"),
+        "{closed}: {}",
+        r.detail
+    );
+    // A server that closes every connection without a word: squid's
+    // ERR_ZERO_SIZE_OBJECT page is the site's failure too (browsers: ERR_EMPTY_RESPONSE).
+    let silent = tokio::net::TcpListener::bind((site_ip, 0))
+        .await
+        .expect("bind");
+    let silent_port = silent.local_addr().expect("port").port();
+    let closer = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt as _;
+        while let Ok((mut conn, _)) = silent.accept().await {
+            // Reads the request first: closing with it unread would be a reset.
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head).await;
+            drop(conn);
+        }
+    });
+    let empty = format!("http://{NAME}:{silent_port}/");
+    let r = check(&e, &empty).await;
+    closer.abort();
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "connect"),
+        "{empty}: {}",
+        r.detail
+    );
+    assert!(r.detail.contains("closed before an answer"), "{}", r.detail);
+    let log = squid_log(&squid, 4).await;
+    eprintln!("squid access log:\n{log}");
+    let refused = |port: &str| {
+        let connect = format!("CONNECT {site_ip}:{port} ");
+        log.lines()
+            .filter(|l| l.contains("TCP_DENIED/403") && l.contains(&connect))
+            .count()
+    };
+    let closed_port = closed
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    assert_eq!(
+        (refused(&site.http.to_string()), refused(closed_port)),
+        (1, 1),
+        "one refused CONNECT for each port, then remembered:\n{log}"
+    );
+    assert_eq!(log.matches(&format!("GET {url}")).count(), 2, "{log}");
+    let hits = settled_hits(|| site.hits(), since, 2).await;
+    assert_eq!(hits.all.len(), 2, "{hits:?}");
+    assert!(
+        hits.all
+            .iter()
+            .all(|(_, status, host)| *status == 200 && host == NAME),
+        "{hits:?}"
+    );
 }

@@ -14,6 +14,8 @@ pub(super) struct RawEgress {
     name: String,
     #[serde(default)]
     proxy: Option<String>,
+    #[serde(default)]
+    plain_http: Option<String>,
 }
 
 /// `[targets]` exactly as written.
@@ -30,6 +32,21 @@ pub struct EgressSettings {
     pub name: String,
     /// `http://host:port`, `socks5://host:port`, or none for a direct connection.
     pub proxy: Option<Url>,
+    /// How an HTTP proxy is asked for a plain-http URL.
+    pub plain_http: PlainHttp,
+}
+
+/// How an HTTP-proxy egress is asked for a plain-http URL (`egress.plain_http`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlainHttp {
+    /// `CONNECT ip:port` to the counted address; when the proxy refuses to tunnel to that
+    /// port (most ship with CONNECT to 443 only), the URL is asked by name in absolute
+    /// form, as browsers ask, and the proxy chooses the address.
+    #[default]
+    ConnectOrName,
+    /// `CONNECT ip:port` only: a refusal is the egress failing, and no request ever
+    /// goes to an address picket did not count.
+    ConnectOnly,
 }
 
 /// `[targets]`
@@ -59,13 +76,18 @@ pub(super) fn build(raw: Vec<RawEgress>) -> Result<Vec<EgressSettings>, ConfigEr
     for (i, e) in raw.into_iter().enumerate() {
         let name = nonempty(&format!("egress[{i}].name"), &e.name)?;
         let proxy = proxy(&format!("egress[{i}].proxy"), e.proxy.as_deref())?;
+        let plain_http = plain_http(&format!("egress[{i}].plain_http"), &e, proxy.as_ref())?;
         if egress.iter().any(|x| x.name == name) {
             return Err(invalid(
                 &format!("egress[{i}].name"),
                 format!("{name:?} is used twice"),
             ));
         }
-        egress.push(EgressSettings { name, proxy });
+        egress.push(EgressSettings {
+            name,
+            proxy,
+            plain_http,
+        });
     }
     Ok(egress)
 }
@@ -82,6 +104,27 @@ fn proxy(key: &str, value: Option<&str>) -> Result<Option<Url>, ConfigError> {
             "socks5h:// lets the proxy resolve names past the address policy and the per-IP limit: use socks5://, which sends the address picket resolved and counted",
         )),
         Some(p) => url_with_scheme(key, p, &["http", "https", "socks5"]).map(Some),
+    }
+}
+
+/// `egress.plain_http`: only for an HTTP(S) proxy, which is what it is about.
+fn plain_http(key: &str, e: &RawEgress, proxy: Option<&Url>) -> Result<PlainHttp, ConfigError> {
+    let Some(value) = e.plain_http.as_deref().map(str::trim) else {
+        return Ok(PlainHttp::default());
+    };
+    if !proxy.is_some_and(|p| matches!(p.scheme(), "http" | "https")) {
+        return Err(invalid(
+            key,
+            "is only for an egress whose proxy is http:// or https:// (direct and SOCKS5 egresses always connect to the counted address)",
+        ));
+    }
+    match value {
+        "connect_or_name" => Ok(PlainHttp::ConnectOrName),
+        "connect_only" => Ok(PlainHttp::ConnectOnly),
+        other => Err(invalid(
+            key,
+            format!("{other:?} is not \"connect_or_name\" or \"connect_only\""),
+        )),
     }
 }
 
@@ -111,5 +154,26 @@ mod tests {
         let e = err("[[egress]]\nname = \"a\"\n[[egress]]\nname = \"a\"\n");
         assert!(e.contains("egress[1].name") && e.contains("twice"), "{e}");
         assert!(err("[[egress]]\nname = \"\"\n").contains("egress[0].name"));
+    }
+
+    #[test]
+    fn plain_http_is_a_choice_of_http_proxies_only() {
+        use super::PlainHttp;
+        let squid =
+            |v: &str| format!("[[egress]]\nname = \"p\"\nproxy = \"http://127.0.0.1:3128\"\n{v}");
+        let s = Settings::from_toml(&squid("")).expect("default");
+        assert_eq!(s.egress[0].plain_http, PlainHttp::ConnectOrName);
+        let s = Settings::from_toml(&squid("plain_http = \"connect_only\"\n")).expect("set");
+        assert_eq!(s.egress[0].plain_http, PlainHttp::ConnectOnly);
+        let e = err(&squid("plain_http = \"name\"\n"));
+        assert!(
+            e.contains("egress[0].plain_http") && e.contains("connect_only"),
+            "{e}"
+        );
+        let e = err("[[egress]]\nname = \"d\"\nplain_http = \"connect_only\"\n");
+        assert!(
+            e.contains("egress[0].plain_http") && e.contains("http://"),
+            "{e}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use super::failure::root_cause;
 use super::pin::Hop;
 use super::redirect::Chain;
 use super::tls;
-use super::tunnel::SendError;
+use super::tunnel::{AskedByName, SendError};
 use super::{fail, HttpProber, Probe};
 use crate::dns::{Addresses, DnsError};
 use crate::job::Method;
@@ -390,6 +390,7 @@ impl HttpProber {
         let result = result.map(|mut resp| {
             tls::keep_leaf(&mut resp, &hop);
             self.note_completed(&resp, obs);
+            note_by_name(&resp, probe, addr, obs);
             resp
         });
         (result, hop, sent)
@@ -549,6 +550,24 @@ impl HttpProber {
             obs.refusal = self.standing(ip, host, probe.egress, signal).await;
         }
         outcome
+    }
+}
+
+/// Notes an answer an HTTP proxy fetched by name, as it refused to tunnel to the port.
+fn note_by_name(
+    resp: &reqwest::Response,
+    probe: &Probe<'_>,
+    addr: SocketAddr,
+    obs: &mut Observation,
+) {
+    if let Some(AskedByName { port }) = resp.extensions().get::<AskedByName>() {
+        obs.notes.push(format!(
+            "egress {} refuses to tunnel to port {port}, so it was asked for the URL by name, \
+             as browsers ask it, and chose the address itself (picket counted {}); let it \
+             CONNECT to port {port} to keep requests on the counted address",
+            probe.egress.name,
+            addr.ip()
+        ));
     }
 }
 

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Empty;
 use hyper::body::Incoming;
@@ -22,29 +23,45 @@ use crate::http::tls::SiteCertificate;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// Sends `request` over `io` with HTTP/2 or HTTP/1.1 and returns the answer's head.
+/// How the request's target is written.
+pub(super) enum Form {
+    /// HTTP/2 to the site: the name in `:authority`, from the absolute URI.
+    H2,
+    /// HTTP/1.1 to the site: origin form, the name in `Host`.
+    Origin,
+    /// HTTP/1.1 to the proxy, for it to forward: the absolute URI (by name), the name in
+    /// `Host` too, and the proxy's credentials.
+    Absolute(Option<HeaderValue>),
+}
+
+/// Sends `request` over `io` in `form` and returns the answer's head.
 pub(super) async fn ask(
     io: Box<dyn Io>,
-    h2: bool,
+    form: Form,
     request: reqwest::Request,
 ) -> Result<http::Response<Incoming>, TunnelError> {
     let url = request.url();
+    let h2 = matches!(form, Form::H2);
     let mut head = http::Request::builder().method(request.method().clone());
-    if h2 {
+    match form {
         // HTTP/2 takes the name from the absolute URI (`:authority`), as browsers send it.
-        head = head.uri(url.as_str());
-    } else {
-        // Origin form, and the name in Host (with the port unless it is the default),
-        // unless the job set its own Host, as on reqwest's path.
-        let path = &url[url::Position::BeforePath..url::Position::AfterQuery];
-        head = head.uri(path);
-        if !request.headers().contains_key(http::header::HOST) {
-            let host = match url.port() {
-                Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
-                None => url.host_str().unwrap_or_default().to_string(),
-            };
-            head = head.header(http::header::HOST, host);
+        Form::H2 => head = head.uri(url.as_str()),
+        Form::Origin => head = head.uri(&url[url::Position::BeforePath..url::Position::AfterQuery]),
+        Form::Absolute(auth) => {
+            head = head.uri(&url[..url::Position::AfterQuery]);
+            if let Some(auth) = auth {
+                head = head.header(http::header::PROXY_AUTHORIZATION, auth);
+            }
         }
+    }
+    if !h2 && !request.headers().contains_key(http::header::HOST) {
+        // The name in Host (with the port unless it is the default), unless the job set
+        // its own Host, as on reqwest's path.
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
+        head = head.header(http::header::HOST, host);
     }
     for (name, value) in request.headers() {
         head = head.header(name, value);

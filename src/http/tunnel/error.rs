@@ -59,10 +59,30 @@ pub(in crate::http) struct Refusal {
     squid: Option<String>,
     /// An RFC 9209 `Proxy-Status` error, e.g. `connection_refused`.
     proxy_status: Option<String>,
+    /// What the proxy refused: "the tunnel" (CONNECT) or "the request" (by name).
+    refused: &'static str,
 }
 
 impl Refusal {
+    /// The proxy's answer to CONNECT.
     pub(super) fn of<B>(answer: &http::Response<B>) -> Refusal {
+        Refusal::read(answer, "the tunnel")
+    }
+
+    /// The proxy's own error page in answer to a request asked by name, if it is one:
+    /// it carries the proxy's markers. Anything else is the site's answer.
+    pub(super) fn reported<B>(answer: &http::Response<B>) -> Option<Refusal> {
+        let r = Refusal::read(answer, "the request");
+        (r.squid.is_some() || r.proxy_status.is_some()).then_some(r)
+    }
+
+    /// Whether the proxy refused to tunnel for its own reasons, its rules rather than
+    /// the site or missing credentials (407): the URL may be asked by name instead.
+    pub(super) fn refuses_tunnels(&self) -> bool {
+        self.site_failure().is_none() && self.status != StatusCode::PROXY_AUTHENTICATION_REQUIRED
+    }
+
+    fn read<B>(answer: &http::Response<B>, refused: &'static str) -> Refusal {
         let header = |name: &str| {
             answer
                 .headers()
@@ -84,6 +104,7 @@ impl Refusal {
                         .to_string(),
                 )
             }),
+            refused,
         }
     }
 
@@ -107,6 +128,33 @@ impl Refusal {
                 FailureKind::Timeout,
                 "the proxy got no connection to it in time",
             ));
+        }
+        // What a proxy asked by name reports of the site's answer (a tunnel's bytes are
+        // the site's own and never get these).
+        let (error, _) = squid.split_once(' ').unwrap_or((squid, ""));
+        match (error, said) {
+            ("ERR_ZERO_SIZE_OBJECT", _) | (_, Some("http_response_incomplete")) => {
+                return Some((
+                    FailureKind::Connect,
+                    "the proxy reports the connection closed before an answer",
+                ))
+            }
+            ("ERR_READ_ERROR", _) => {
+                return Some((FailureKind::Reset, "the proxy reports the connection reset"))
+            }
+            ("ERR_LIFETIME_EXP", _) | (_, Some("http_response_timeout")) => {
+                return Some((
+                    FailureKind::Timeout,
+                    "the proxy got no answer from it in time",
+                ))
+            }
+            ("ERR_INVALID_RESP", _) | (_, Some("http_protocol_error")) => {
+                return Some((
+                    FailureKind::Protocol,
+                    "the proxy reports an answer that breaks HTTP",
+                ))
+            }
+            _ => {}
         }
         if self.squid.is_some() || self.proxy_status.is_some() {
             return None;
@@ -155,7 +203,8 @@ impl TunnelError {
                     fail(kind, format!("{at} via egress {}: {what}", egress.name))
                 }
                 None => proxy_failed(format!(
-                    "the proxy refused the tunnel itself ({}{}); the site was not asked",
+                    "the proxy refused {} itself ({}{}); the site was not asked",
+                    r.refused,
                     r.status,
                     r.squid
                         .as_deref()
@@ -379,5 +428,54 @@ mod tests {
         // A bare gateway error, as from a plain proxy: the site's, as before.
         assert_eq!(kind(refusal(502, &[])), Some(FailureKind::Connect));
         assert_eq!(kind(refusal(504, &[])), Some(FailureKind::Timeout));
+    }
+
+    #[test]
+    fn a_proxy_asked_by_name_reports_the_sites_answer_failing() {
+        let kind = |r: Refusal| r.site_failure().map(|(k, _)| k);
+        let squid = |code: &str| refusal(502, &[("X-Squid-Error", code)]);
+        assert_eq!(
+            kind(squid("ERR_ZERO_SIZE_OBJECT 0")),
+            Some(FailureKind::Connect)
+        );
+        assert_eq!(kind(squid("ERR_READ_ERROR 104")), Some(FailureKind::Reset));
+        assert_eq!(
+            kind(squid("ERR_LIFETIME_EXP 0")),
+            Some(FailureKind::Timeout)
+        );
+        assert_eq!(
+            kind(squid("ERR_INVALID_RESP 0")),
+            Some(FailureKind::Protocol)
+        );
+        let status = |v: &str| refusal(502, &[("Proxy-Status", v)]);
+        assert_eq!(
+            kind(status("p; error=http_response_incomplete")),
+            Some(FailureKind::Connect)
+        );
+        assert_eq!(
+            kind(status("p; error=http_protocol_error")),
+            Some(FailureKind::Protocol)
+        );
+    }
+
+    #[test]
+    fn only_a_proxys_own_page_is_its_report_and_only_its_rules_send_a_url_by_name() {
+        let answer = |status: u16, headers: &[(&str, &str)]| {
+            let mut a = http::Response::builder().status(status);
+            for (k, v) in headers {
+                a = a.header(*k, *v);
+            }
+            a.body(()).expect("answer")
+        };
+        // The site's own 503, passed on by the proxy: the site's answer.
+        assert!(Refusal::reported(&answer(503, &[])).is_none());
+        assert!(Refusal::reported(&answer(200, &[("Proxy-Status", "squid")])).is_none());
+        let own = Refusal::reported(&answer(403, &[("X-Squid-Error", "ERR_ACCESS_DENIED 0")]));
+        assert!(own.is_some_and(|r| r.refuses_tunnels()));
+        // Credentials missing, or the site refusing: not a reason to ask by name.
+        assert!(!refusal(407, &[]).refuses_tunnels());
+        assert!(!refusal(503, &[("X-Squid-Error", "ERR_CONNECT_FAIL 111")]).refuses_tunnels());
+        assert!(refusal(403, &[]).refuses_tunnels());
+        assert!(refusal(405, &[]).refuses_tunnels());
     }
 }

@@ -20,8 +20,9 @@
 //! Plain http goes through a tunnel too. The absolute form with the address
 //! (`GET http://ip:port/` with `Host: name`) would lose the name: squid, like RFC 9112
 //! asks of proxies, replaces `Host` with the request target's authority, so name-based
-//! virtual hosts would answer for another site. A proxy must therefore allow CONNECT to
-//! every port probed; one that refuses is the egress failing, never the site.
+//! virtual hosts would answer for another site. A proxy that refuses to tunnel to a
+//! plain-http port, as most ship, is asked for the URL by name instead (`by_name`),
+//! unless the egress is `plain_http = "connect_only"`.
 //!
 //! The OpenSSL retry for servers speaking only legacy TLS is not made through these
 //! egresses: the rustls failure is the verdict.
@@ -35,6 +36,7 @@
 //! - `open`: the connection to the proxy, its `CONNECT ip:port`, and TLS with the site;
 //! - `answer`: the request over HTTP/1 or HTTP/2, and its answer decoded and bounded by
 //!   the deadline as a `reqwest::Response`;
+//! - `by_name`: a plain-http URL asked of a proxy that refuses to tunnel to its port;
 //! - `mend`: the HTTP/1 answer's status line as browsers read it;
 //! - `error`: [`TunnelError`] and [`SendError`], and what each failure is in the
 //!   prober's terms (the proxy's, or the site's).
@@ -51,14 +53,16 @@ use url::Url;
 
 use super::phase::MarkHello;
 use super::pin::Hop;
-use crate::config::EgressSettings;
+use crate::config::{EgressSettings, PlainHttp};
 
 mod answer;
+mod by_name;
 mod error;
 mod mend;
 mod open;
 
-use answer::{answer_to_reqwest, ask};
+use answer::{answer_to_reqwest, ask, Form};
+pub(super) use by_name::AskedByName;
 pub(super) use error::SendError;
 use error::{Stage, TunnelError};
 
@@ -107,6 +111,10 @@ struct Proxy {
     auth: Option<HeaderValue>,
     /// The shared clients' resolver: the proxy's name is looked up as reqwest would.
     resolve: Arc<dyn reqwest::dns::Resolve>,
+    /// A plain-http URL is asked by name when the proxy refuses to tunnel to its port.
+    by_name: bool,
+    /// The ports the proxy lately refused to tunnel to, and when (`by_name`).
+    refused: std::sync::Mutex<std::collections::HashMap<u16, Instant>>,
 }
 
 impl Tunnel {
@@ -136,6 +144,8 @@ impl Tunnel {
                 tls: proxy_tls,
                 auth: basic_auth(url),
                 resolve: resolve.clone(),
+                by_name: e.plain_http == PlainHttp::ConnectOrName,
+                refused: Default::default(),
             }),
             tls: site_tls(tls),
         })
@@ -185,23 +195,57 @@ impl Tunnel {
             let request = request.build().map_err(SendError::Client)?;
             let total = request.timeout().copied().unwrap_or(connect_timeout);
             let deadline = Instant::now() + total;
-            let url = request.url().clone();
-            let exchange = async move {
-                let mut stage = Stage::Proxy;
-                let opened =
-                    tokio::time::timeout(connect_timeout, self.open(&url, addr, &mut stage)).await;
-                let (io, h2, certificate) = match opened {
-                    Err(_) => return Err(TunnelError::ConnectTimeout(stage)),
-                    Ok(opened) => opened?,
-                };
-                let _ = hop.clock.connected.set(Instant::now());
-                let answer = tokio::time::timeout_at(deadline, ask(io, h2, request))
-                    .await
-                    .map_err(|_| TunnelError::Timeout)??;
-                Ok(answer_to_reqwest(answer, certificate, deadline).await)
-            };
-            hop.scope(exchange).await.map_err(SendError::Tunnel)
+            let by_name = self.by_name(request.url());
+            let port = request.url().port_or_known_default().unwrap_or(80);
+            if let Some(proxy) = by_name.filter(|p| p.refused_lately(port)) {
+                let asked = proxy.forward(request, connect_timeout, deadline, hop);
+                return hop.scope(asked).await.map_err(SendError::Tunnel);
+            }
+            let again = by_name.and_then(|_| request.try_clone());
+            let tunnelled = self.tunnelled(request, addr, connect_timeout, deadline, hop);
+            match (hop.scope(tunnelled).await, by_name.zip(again)) {
+                (Err(TunnelError::Refused(r)), Some((proxy, again))) if r.refuses_tunnels() => {
+                    proxy.remember_refusal(port);
+                    let asked = proxy.forward(again, connect_timeout, deadline, hop);
+                    hop.scope(asked).await
+                }
+                (result, _) => result,
+            }
+            .map_err(SendError::Tunnel)
         })
+    }
+
+    /// The proxy to ask for a plain-http `url` by name should it refuse the tunnel
+    /// (`egress.plain_http`), if any.
+    fn by_name(&self, url: &Url) -> Option<&Proxy> {
+        match &self.via {
+            Via::Proxy(p) if p.by_name && url.scheme() == "http" => Some(p),
+            _ => None,
+        }
+    }
+
+    /// `request` through a connection to the site at `addr` (a tunnel, for a proxy).
+    async fn tunnelled(
+        &self,
+        request: reqwest::Request,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        deadline: Instant,
+        hop: &Hop,
+    ) -> Result<reqwest::Response, TunnelError> {
+        let mut stage = Stage::Proxy;
+        let opened =
+            tokio::time::timeout(connect_timeout, self.open(request.url(), addr, &mut stage)).await;
+        let (io, h2, certificate) = match opened {
+            Err(_) => return Err(TunnelError::ConnectTimeout(stage)),
+            Ok(opened) => opened?,
+        };
+        let _ = hop.clock.connected.set(Instant::now());
+        let form = if h2 { Form::H2 } else { Form::Origin };
+        let answer = tokio::time::timeout_at(deadline, ask(io, form, request))
+            .await
+            .map_err(|_| TunnelError::Timeout)??;
+        Ok(answer_to_reqwest(answer, certificate, deadline).await)
     }
 }
 

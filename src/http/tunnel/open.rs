@@ -69,7 +69,7 @@ impl Tunnel {
 
 impl Proxy {
     /// A connection to the proxy: each of its addresses in turn until one answers.
-    async fn reach(&self) -> Result<Box<dyn Io>, TunnelError> {
+    pub(super) async fn reach(&self) -> Result<Box<dyn Io>, TunnelError> {
         let bare = bare_host(&self.host);
         let addrs = addresses(bare, self.port, &self.resolve).await?;
         let mut last = format!("no address for the proxy {bare}");

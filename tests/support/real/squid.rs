@@ -1,6 +1,7 @@
 //! squid 5 as an HTTP egress (plain requests and CONNECT), either letting every client
-//! on loopback through or refusing every request with its own
-//! `403 Forbidden` / `X-Squid-Error: ERR_ACCESS_DENIED` page. Its own name lookups can
+//! on loopback through, or refusing every request with its own
+//! `403 Forbidden` / `X-Squid-Error: ERR_ACCESS_DENIED` page, or with the access rules
+//! Debian's `squid.conf` ships ([`Squid::stock`]: CONNECT only to port 443). Its own name lookups can
 //! be given a hosts file ([`Squid::with_hosts`]) so a test can tell whether squid or
 //! picket chose the address a request went to.
 
@@ -31,6 +32,21 @@ impl Squid {
         } else {
             "acl loop src 127.0.0.0/8\nhttp_access allow loop\nhttp_access deny all"
         };
+        Squid::launch(ip, access, hosts, None)
+    }
+
+    /// squid with the access rules of the `squid.conf` Debian ships, letting clients on
+    /// loopback through: plain requests to the "safe" ports (80, 443, 1025–65535 and a
+    /// few more), CONNECT to port 443 only. Operators keep these rules; most proxies
+    /// (tinyproxy's `ConnectPort`, Apache's `AllowCONNECT`) default to the same.
+    pub fn stock(ip: &str, hosts: &[(&str, &str)]) -> Squid {
+        let access = "acl SSL_ports port 443\n\
+             acl Safe_ports port 80 21 443 70 210 1025-65535 280 488 591 777\n\
+             http_access deny !Safe_ports\n\
+             http_access deny CONNECT !SSL_ports\n\
+             acl loop src 127.0.0.0/8\n\
+             http_access allow loop\n\
+             http_access deny all";
         Squid::launch(ip, access, hosts, None)
     }
 

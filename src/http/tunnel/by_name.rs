@@ -1,0 +1,78 @@
+//! A plain-http URL asked of an HTTP proxy by name, when the proxy refuses to tunnel to
+//! its port. Most proxies ship that way (squid's `http_access deny CONNECT !SSL_ports`,
+//! tinyproxy's `ConnectPort 443`, Apache's `AllowCONNECT 443 563`) and operators keep
+//! it, so without this every plain-http site would be the egress failing. Browsers and
+//! curl send such a proxy `GET http://name/` and let it resolve the name: so does this,
+//! and the proxy, not picket, then chooses the address (the result says so).
+//!
+//! The refusal is remembered per port for a while, so that the proxy is not asked for a
+//! tunnel it refuses on every probe. The proxy's own error pages (`X-Squid-Error`, RFC
+//! 9209 `Proxy-Status`) are read as its reports, the site's or its own, as a refused
+//! CONNECT is.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::answer::{answer_to_reqwest, ask, Form};
+use super::error::{Refusal, Stage, TunnelError};
+use super::Proxy;
+use crate::http::pin::Hop;
+
+/// How long a refused tunnel port is remembered before the proxy is asked again (its
+/// rules may change).
+const REMEMBERED: Duration = Duration::from_secs(600);
+
+/// Marks an answer the proxy fetched by name, for the port it refused to tunnel to.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::http) struct AskedByName {
+    pub port: u16,
+}
+
+impl Proxy {
+    /// Whether the proxy refused to tunnel to `port` within [`REMEMBERED`].
+    pub(super) fn refused_lately(&self, port: u16) -> bool {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        match refused.get(&port) {
+            Some(at) if at.elapsed() < REMEMBERED => true,
+            Some(_) => {
+                refused.remove(&port);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Notes that the proxy refused to tunnel to `port`.
+    pub(super) fn remember_refusal(&self, port: u16) {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused.insert(port, Instant::now());
+    }
+
+    /// `request` asked of the proxy by name, in absolute form: connected within
+    /// `connect_timeout`, answered by `deadline`.
+    pub(super) async fn forward(
+        &self,
+        request: reqwest::Request,
+        connect_timeout: Duration,
+        deadline: Instant,
+        hop: &Hop,
+    ) -> Result<reqwest::Response, TunnelError> {
+        let port = request.url().port_or_known_default().unwrap_or(80);
+        let io = match tokio::time::timeout(connect_timeout, self.reach()).await {
+            Err(_) => return Err(TunnelError::ConnectTimeout(Stage::Proxy)),
+            Ok(io) => io?,
+        };
+        let _ = hop.clock.connected.set(Instant::now());
+        let form = Form::Absolute(self.auth.clone());
+        let answer = tokio::time::timeout_at(deadline, ask(io, form, request))
+            .await
+            .map_err(|_| TunnelError::Timeout)??;
+        if let Some(report) = Refusal::reported(&answer) {
+            return Err(TunnelError::Refused(report));
+        }
+        let mut answer = answer_to_reqwest(answer, None, deadline).await;
+        answer.extensions_mut().insert(AskedByName { port });
+        Ok(answer)
+    }
+}
