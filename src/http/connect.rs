@@ -15,7 +15,7 @@ use super::failure::root_cause;
 use super::pin::Hop;
 use super::redirect::Chain;
 use super::tls;
-use super::tunnel::{AskedByName, SendError};
+use super::tunnel::{AskedByName, MendedLine, SendError};
 use super::{fail, HttpProber, Probe};
 use crate::dns::{Addresses, DnsError};
 use crate::job::Method;
@@ -391,13 +391,14 @@ impl HttpProber {
             tls::keep_leaf(&mut resp, &hop);
             self.note_completed(&resp, obs);
             note_by_name(&resp, probe, addr, obs);
+            note_mended(&resp, obs);
             resp
         });
         (result, hop, sent)
     }
 
     /// Asks `addr` again on the tunnel's own HTTP/1 client (directly, or through the
-    /// egress's SOCKS5 proxy), which reads a status line as browsers and curl do
+    /// egress's SOCKS5 proxy), which reads a status line as browsers do
     /// (`tunnel/mend`), after reqwest's could not read it (`first`). A second request,
     /// so the limiter is asked again. The answer, when its connection was ready, and its
     /// permit; `None` when the egress has no such route (an HTTP proxy's tunnel reads
@@ -430,7 +431,7 @@ impl HttpProber {
             Ok(mut resp) => {
                 tls::keep_leaf(&mut resp, &hop);
                 obs.notes.push(format!(
-                    "the status line breaks HTTP's grammar ({}) in a way browsers and curl \
+                    "the status line breaks HTTP's grammar ({}) in a way browsers \
                      forgive: asked again and read as they read it",
                     first.cause()
                 ));
@@ -550,6 +551,17 @@ impl HttpProber {
             obs.refusal = self.standing(ip, host, probe.egress, signal).await;
         }
         outcome
+    }
+}
+
+/// Notes an answer whose status line the tunnel read as browsers do (an HTTP-proxy
+/// egress reads every answer so; the other routes ask again and say so themselves).
+fn note_mended(resp: &reqwest::Response, obs: &mut Observation) {
+    if let Some(MendedLine(line)) = resp.extensions().get::<MendedLine>() {
+        obs.notes.push(format!(
+            "the status line {line:?} breaks HTTP's grammar in a way browsers \
+             forgive: read as they read it"
+        ));
     }
 }
 

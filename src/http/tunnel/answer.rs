@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
 use super::error::TunnelError;
-use super::mend::Mended;
+use super::mend::{Mended, MendedLine};
 use super::Io;
 use crate::http::client::{MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
 use crate::http::tls::SiteCertificate;
@@ -81,19 +81,26 @@ pub(super) async fn ask(
     } else {
         // Read as the direct clients read (`http::client::builder`), and the status line
         // as browsers read it (`mend`): as browsers do.
+        let mended = Mended::new(io);
+        let original = mended.original();
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .title_case_headers(true)
             .max_headers(MAX_HEADER_LINES)
             .allow_spaces_after_header_name_in_responses(true)
             .allow_obsolete_multiline_headers_in_responses(true)
             .ignore_invalid_headers_in_responses(true)
-            .handshake(TokioIo::new(Mended::new(io)))
+            .handshake(TokioIo::new(mended))
             .await
             .map_err(TunnelError::Http)?;
         // Driven beside the probe while it reads the body; it ends when the body is
         // read or dropped, as the sender is gone by then.
         tokio::spawn(conn);
-        sender.send_request(built).await
+        sender.send_request(built).await.map(|mut answer| {
+            if let Some(line) = original.get() {
+                answer.extensions_mut().insert(MendedLine(line.clone()));
+            }
+            answer
+        })
     };
     answer.map_err(TunnelError::Http)
 }

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -46,11 +47,17 @@ pub(super) fn status_line(line: &[u8]) -> Option<Vec<u8>> {
     (mended != line).then_some(mended)
 }
 
+/// Marks an answer whose status line was mended, with the line as it came.
+#[derive(Debug, Clone)]
+pub(in crate::http) struct MendedLine(pub String);
+
 /// A stream whose first line, when it is a status line browsers forgive, is handed on
 /// mended ([`status_line`]); writes and every later byte pass through.
 pub(super) struct Mended<I> {
     inner: I,
     state: State,
+    /// The first line as it came, once it was mended.
+    original: Arc<OnceLock<String>>,
 }
 
 enum State {
@@ -66,7 +73,14 @@ impl<I> Mended<I> {
         Mended {
             inner,
             state: State::Head(Vec::new()),
+            original: Arc::default(),
         }
+    }
+
+    /// Where the first line as it came is kept once it was mended (it is, if at all,
+    /// before hyper has the answer's head).
+    pub(super) fn original(&self) -> Arc<OnceLock<String>> {
+        self.original.clone()
     }
 }
 
@@ -103,6 +117,8 @@ impl<I: AsyncRead + Unpin> AsyncRead for Mended<I> {
                     let mut head = std::mem::take(head);
                     if let Some(end) = end {
                         if let Some(line) = status_line(&head[..=end]) {
+                            let came = String::from_utf8_lossy(&head[..=end]);
+                            let _ = this.original.set(came.trim_end().to_string());
                             head.splice(..=end, line);
                         }
                     }
