@@ -173,6 +173,53 @@ async fn refused_connections_hold_the_ip_once_for_all_workers() {
     assert_eq!(r.level, 2);
 }
 
+/// nginx's `limit_req_status 444` closes refused connections without an answer. Like
+/// refused connections they hold the IP once and are the site's after the hold, unless
+/// the IP answered since the hold ended: then the limit is still refusing what is too
+/// fast, and it is a refusal of us again (the rate halves once more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_connections_count_again_once_the_ip_answered_after_the_hold() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "ca");
+    let b = limiter(&s, Duration::from_secs(30), "cb");
+    let closed = Signal::Closed;
+    let _ = go(&a, "one.test").await;
+    assert!(a
+        .answered(req("one.test", Duration::ZERO), Signal::Fine)
+        .await
+        .is_none());
+    assert!(a
+        .answered(req("one.test", Duration::ZERO), closed)
+        .await
+        .is_none());
+    let r = a
+        .answered(req("two.test", Duration::ZERO), closed)
+        .await
+        .expect("two hosts closing connections right after an answer");
+    assert_eq!(r.level, 1);
+    assert!(
+        r.detail.contains("closed without an answer"),
+        "{}",
+        r.detail
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // No answer since the hold: a server closing every connection, the site's failure.
+    assert!(b
+        .answered(req("one.test", Duration::ZERO), closed)
+        .await
+        .is_none());
+    // An answer after the hold, then closed connections again: the limit, once more.
+    assert!(a
+        .answered(req("two.test", Duration::ZERO), Signal::Fine)
+        .await
+        .is_none());
+    let r = a
+        .answered(req("three.test", Duration::ZERO), closed)
+        .await
+        .expect("closed again after an answer that followed the hold");
+    assert_eq!(r.level, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_jobs_line_up_one_interval_apart_across_workers() {
     let mut s = settings(1.0, 1, 100);

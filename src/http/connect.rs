@@ -233,6 +233,7 @@ impl HttpProber {
                 ));
             }
             let outcome = self.failed(probe, &target.host, addr, &e, obs).await;
+            probe.closed_on_us = obs.refusal.is_some() && e.closed_before_answer();
             if e.is_connect() && n == target.candidates.len() {
                 self.more_candidates(target, probe.deadline).await;
             }
@@ -523,8 +524,8 @@ impl HttpProber {
         self.limiter.latency(&answered, ready.elapsed());
     }
 
-    /// The failure a request error is; a reset or a refused connection is also told
-    /// to the limiter, which may say the site refuses us.
+    /// The failure a request error is; a reset, a refused connection or one closed
+    /// without an answer is also told to the limiter, which may say the site refuses us.
     async fn failed(
         &self,
         probe: &Probe<'_>,
@@ -544,6 +545,10 @@ impl HttpProber {
                 kind: FailureKind::Connect,
                 ..
             }) if e.connection_refused() => Some(Signal::ConnectionRefused),
+            Outcome::Failure(Failure {
+                kind: FailureKind::Connect,
+                ..
+            }) if e.closed_before_answer() => Some(Signal::Closed),
             _ => None,
         };
         if let Some(signal) = signal {

@@ -55,7 +55,8 @@ pub(super) fn classify(
                 K::ConnectionRefused => (FailureKind::Connect, "connection refused"),
                 K::ConnectionReset => (FailureKind::Reset, "connection reset by the server"),
                 K::ConnectionAborted => (FailureKind::Reset, "connection aborted"),
-                // A clean close is how a crashing backend behind a proxy looks: not a ban.
+                // A clean close: a crashing backend behind a proxy, or nginx's 444 refusal
+                // (the limiter tells them apart, `Signal::Closed`); not a reset.
                 K::UnexpectedEof => (FailureKind::Connect, "connection closed before an answer"),
                 K::HostUnreachable | K::NetworkUnreachable => {
                     (FailureKind::Unreachable, "no route to host")
@@ -106,6 +107,22 @@ pub(super) fn connection_refused(e: &reqwest::Error) -> bool {
             if io.kind() == std::io::ErrorKind::ConnectionRefused {
                 return true;
             }
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Whether the server closed the connection before a whole answer's head came (nginx's
+/// 444, a crashed backend).
+pub(super) fn closed_before_answer(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message();
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::UnexpectedEof;
         }
         source = err.source();
     }

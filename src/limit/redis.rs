@@ -410,10 +410,12 @@ impl RedisLimiter {
         signal: Signal,
     ) -> Result<Option<Refusal>, String> {
         let now = Instant::now();
-        let recent_ok = self
-            .view(key, |_| {})
-            .last_ok
-            .is_some_and(|t| now.duration_since(t) < standing::OK_WINDOW);
+        let last_ok = self.view(key, |_| {}).last_ok;
+        let recent_ok = last_ok.is_some_and(|t| now.duration_since(t) < standing::OK_WINDOW);
+        // An age, not a time: the script compares it on Redis's clock.
+        let ok_age_ms = last_ok.map_or(-1, |t| {
+            now.duration_since(t).as_millis().min(i64::MAX as u128) as i64
+        });
         let (tat, _) = self.keys(key);
         let script = redis::Script::new(scripts::REFUSE);
         let mut inv = script.key(&tat);
@@ -426,7 +428,8 @@ impl RedisLimiter {
             .arg(self.backoff.as_millis() as u64)
             .arg(standing::MAX_HOLD.as_millis() as u64)
             .arg(standing::MAX_LEVEL)
-            .arg(u8::from(standing::after_hold_is_the_sites(signal)));
+            .arg(standing::AfterHold::of(signal).code())
+            .arg(ok_age_ms);
         let (storm, hold_ms, level, hosts): (i64, u64, i64, i64) = self.call(inv).await?;
         if storm == 0 {
             return Ok(None);

@@ -152,8 +152,10 @@ return active
 /// A host refused us (403/429/503, a reset or a refused connection). KEYS: tat,
 /// standing. ARGV: host, recent_ok (1 when the reporting worker had an answer from the
 /// IP lately), refusal_window_ms, ok_window_ms, storm_hosts, backoff_ms, max_hold_ms,
-/// max_level, once (1 for a refused connection: after a hold it is the site's failure,
-/// see `standing::after_hold_is_the_sites`).
+/// max_level, after_hold (how a refusal after a hold is read, `standing::AfterHold`:
+/// 0 a refusal of us, 1 the site's failure, 2 the site's unless the IP answered since
+/// the hold ended), ok_age_ms (how long ago the reporting worker last had an answer from
+/// the IP; -1 for never).
 /// Returns {0, 0, 0, hosts} not (yet) a refusal of us; {1, hold_ms, level, hosts} a
 /// refusal of us: the IP is held until the back-off hold ends (a new, doubled hold only
 /// once the running one is over: one storm, one step).
@@ -183,8 +185,12 @@ if level == 0 and not (hosts >= tonumber(ARGV[5]) and now - ok < tonumber(ARGV[4
   return {0, 0, 0, hosts}
 end
 local hold_end = tonumber(f['until'] or '0')
-if ARGV[9] == '1' and level > 0 and now >= hold_end then
-  return {0, 0, 0, hosts}
+if level > 0 and now >= hold_end then
+  local age = tonumber(ARGV[10])
+  local answered = age >= 0 and now - age >= hold_end
+  if ARGV[9] == '1' or (ARGV[9] == '2' and not answered) then
+    return {0, 0, 0, hosts}
+  end
 end
 if now >= hold_end then
   level = math.min(level + 1, tonumber(ARGV[8]))

@@ -1,8 +1,8 @@
 //! Our standing with one target IP: whether it is refusing *us*, and the holds that
 //! follow.
 //!
-//! A defence that trips (mod_evasive's 403 storm, nginx `limit_req`'s 503s, a 429, a
-//! firewall's resets or refused connections) refuses every host on the address at
+//! A defence that trips (mod_evasive's 403 storm, nginx `limit_req`'s 503s or 444s, a
+//! 429, a firewall's resets or refused connections) refuses every host on the address at
 //! once, right after it was answering us. One site failing does not look like that: its neighbours keep
 //! answering. So a refusal counts as a refusal of us when [`STORM_HOSTS`] different
 //! hosts of the IP refused within [`REFUSAL_WINDOW`] and the IP had answered us within
@@ -11,9 +11,11 @@
 //! burst afterwards; a refusal after the hold raises the level, and answers without
 //! refusal for [`DECAY_AFTER`] lower it by one.
 //!
-//! Refused connections count once: a server that stopped listening refuses them just
-//! as a firewall ban does, so after one hold they are the site's failure again
-//! ([`after_hold_is_the_sites`]).
+//! Refused connections, and connections closed without an answer, count once: a server
+//! that stopped listening refuses them just as a firewall ban does, and a crashed
+//! backend closes them just as nginx's 444 refusal does, so after one hold they are the
+//! site's failure again ([`AfterHold`]). Closed connections count again once the IP
+//! answered after the hold: nginx's limit refuses only what is still too fast.
 //!
 //! A `Retry-After` holds only the host that sent it; the IP is held when several of its
 //! hosts say so at once. [`Standing`] is the in-memory form (the local limiter); the
@@ -83,6 +85,9 @@ pub enum Signal {
     /// firewall ban (iptables `REJECT`, fail2ban) looks like, and also a server that
     /// stopped listening.
     ConnectionRefused,
+    /// The connection was closed without an answer: nginx's 444, which many hardening
+    /// guides make `limit_req_status`, and also a backend crashing behind a proxy.
+    Closed,
 }
 
 impl Signal {
@@ -103,6 +108,7 @@ impl Signal {
             Signal::Refused(s) => s,
             Signal::Reset => 0,
             Signal::ConnectionRefused => 1,
+            Signal::Closed => 2,
         }
     }
 }
@@ -133,6 +139,7 @@ pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level:
         999 => "999 Request Denied (a refusal of automated clients)",
         0 => "connection resets (a firewall-style ban)",
         1 => "connections refused (a firewall-style ban, as fail2ban's REJECT)",
+        2 => "connections closed without an answer (nginx's 444, a limit_req-style refusal)",
         other => return format!("{other} from {hosts} hosts of {ip}"),
     };
     format!(
@@ -142,18 +149,57 @@ pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level:
     )
 }
 
-/// Whether `signal`, from a backed-off IP whose hold is over, is the site's own failure
-/// rather than more of the refusal of us.
-///
-/// Refused connections right after answers, from several hosts, look like a firewall
-/// ban and the IP is held once. But a server that just stopped listening refuses every
-/// connection in the same way, and we cannot tell the two apart from here. A firewall
-/// ban is not lengthened by the connections it refuses (unlike mod_evasive's hold, which
-/// every request extends), so asking again after the hold costs the IP nothing; if it
-/// still refuses then, it is judged as the failure it is (`down` once confirmed), not
-/// held again and again as `unknown` for as long as the server stays dead.
-pub(crate) fn after_hold_is_the_sites(signal: Signal) -> bool {
-    signal == Signal::ConnectionRefused
+/// How `signal`, from a backed-off IP whose hold is over, is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterHold {
+    /// More of the refusal of us (403/429/503/999, resets): a server that is there.
+    Refusal,
+    /// The site's own failure.
+    ///
+    /// Refused connections right after answers, from several hosts, look like a
+    /// firewall ban and the IP is held once. But a server that just stopped listening
+    /// refuses every connection in the same way, and we cannot tell the two apart from
+    /// here. A firewall ban is not lengthened by the connections it refuses (unlike
+    /// mod_evasive's hold, which every request extends), so asking again after the hold
+    /// costs the IP nothing; if it still refuses then, it is judged as the failure it is
+    /// (`down` once confirmed), not held again and again as `unknown` for as long as the
+    /// server stays dead.
+    Sites,
+    /// The site's own failure, unless the IP answered since the hold ended: nginx's 444
+    /// refusal lets the first request after a hold through (its bucket drained) and
+    /// refuses again only what is still too fast, while a backend that crashed closes
+    /// every connection and answers none.
+    SitesUnlessAnswered,
+}
+
+impl AfterHold {
+    /// How `signal` is read after a hold.
+    pub(crate) fn of(signal: Signal) -> AfterHold {
+        match signal {
+            Signal::ConnectionRefused => AfterHold::Sites,
+            Signal::Closed => AfterHold::SitesUnlessAnswered,
+            Signal::Fine | Signal::Refused(_) | Signal::Reset => AfterHold::Refusal,
+        }
+    }
+
+    /// Whether it is the site's, `answered` telling whether the IP answered since the
+    /// hold ended.
+    pub(crate) fn is_the_sites(self, answered: bool) -> bool {
+        match self {
+            AfterHold::Refusal => false,
+            AfterHold::Sites => true,
+            AfterHold::SitesUnlessAnswered => !answered,
+        }
+    }
+
+    /// Its code for the `REFUSE` script.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            AfterHold::Refusal => 0,
+            AfterHold::Sites => 1,
+            AfterHold::SitesUnlessAnswered => 2,
+        }
+    }
 }
 
 /// The standing with one IP, in memory.
@@ -193,8 +239,9 @@ impl Standing {
     /// A refusal from `host`; `Some` when it is taken for a refusal of us, and then the
     /// IP must be held for `hold` (unless a hold is still running: one storm, one step).
     ///
-    /// Refused connections count once: after the hold they are the site's failure again
-    /// (see [`Signal::ConnectionRefused`] and [`after_hold_is_the_sites`]).
+    /// Refused connections count once, and connections closed without an answer until
+    /// the IP answers after a hold: then they are the site's failure again
+    /// ([`AfterHold`]).
     pub(crate) fn refused(
         &mut self,
         host: &str,
@@ -217,7 +264,8 @@ impl Standing {
             return None;
         }
         let hold_over = self.until.is_none_or(|u| now >= u);
-        if hold_over && self.level > 0 && after_hold_is_the_sites(signal) {
+        let answered = self.last_ok.zip(self.until).is_some_and(|(ok, u)| ok >= u);
+        if hold_over && self.level > 0 && AfterHold::of(signal).is_the_sites(answered) {
             return None;
         }
         if hold_over {
@@ -343,40 +391,73 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn connections_refused_by_hosts_right_after_answers_hold_the_ip_once() {
+    async fn connections_refused_or_closed_by_hosts_right_after_answers_hold_the_ip_once() {
         // fail2ban (iptables REJECT) bans our address: every host of the IP refuses
-        // connections right after it answered us.
-        let refused = Signal::ConnectionRefused;
+        // connections right after it answered us. nginx's `limit_req_status 444` closes
+        // them without an answer.
+        for (refused, said) in [
+            (Signal::ConnectionRefused, "connections refused"),
+            (Signal::Closed, "closed without an answer (nginx's 444"),
+        ] {
+            let mut s = Standing::default();
+            let now = Instant::now();
+            s.fine(now);
+            assert!(s
+                .refused("a.test", refused, "192.0.2.1", BASE, now)
+                .is_none());
+            let r = s
+                .refused(
+                    "b.test",
+                    refused,
+                    "192.0.2.1",
+                    BASE,
+                    now + Duration::from_secs(1),
+                )
+                .expect("a refusal of us");
+            assert_eq!((r.hold, r.level), (BASE, 1));
+            assert!(r.detail.contains(said), "{}", r.detail);
+            // During the hold: the same storm.
+            let during = s.refused("c.test", refused, "192.0.2.1", BASE, now + BASE);
+            assert_eq!(during.map(|r| r.level), Some(1));
+            // Still so after the hold: neither a ban nor nginx's limit is lengthened by
+            // what it refused, so asking again cost nothing, and a server that stopped
+            // listening (or a crashed backend) looks exactly like this: the site's
+            // failure (down once confirmed), not a second step.
+            let after = now + BASE + Duration::from_secs(2);
+            assert_eq!(s.refused("a.test", refused, "192.0.2.1", BASE, after), None);
+            assert_eq!(s.refused("b.test", refused, "192.0.2.1", BASE, after), None);
+            assert_eq!(s.level(), 1);
+            // A 403 storm after the hold is a refusal of us as ever.
+            let r = s.refused("a.test", Signal::Refused(403), "192.0.2.1", BASE, after);
+            assert_eq!(r.map(|r| r.level), Some(2));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_closed_after_an_answer_that_followed_the_hold_are_refusals_again() {
+        // nginx's 444: the first request after the hold gets through (its bucket
+        // drained), the next ones at a rate still too fast are closed again.
+        let closed = Signal::Closed;
         let mut s = Standing::default();
         let now = Instant::now();
         s.fine(now);
-        assert!(s
-            .refused("a.test", refused, "192.0.2.1", BASE, now)
-            .is_none());
-        let r = s
-            .refused(
-                "b.test",
-                refused,
-                "192.0.2.1",
-                BASE,
-                now + Duration::from_secs(1),
-            )
-            .expect("a firewall-style ban");
-        assert_eq!((r.hold, r.level), (BASE, 1));
-        assert!(r.detail.contains("connections refused"), "{}", r.detail);
-        // During the hold: the same storm.
-        let during = s.refused("c.test", refused, "192.0.2.1", BASE, now + BASE);
-        assert_eq!(during.map(|r| r.level), Some(1));
-        // Still refused after the hold: a ban is not lengthened by refused connections, so
-        // asking again cost nothing, and a server that stopped listening looks exactly
-        // like this: the site's failure (down once confirmed), not a second step.
-        let after = now + BASE + Duration::from_secs(2);
-        assert_eq!(s.refused("a.test", refused, "192.0.2.1", BASE, after), None);
-        assert_eq!(s.refused("b.test", refused, "192.0.2.1", BASE, after), None);
-        assert_eq!(s.level(), 1);
-        // A 403 storm after the hold is a refusal of us as ever.
-        let r = s.refused("a.test", Signal::Refused(403), "192.0.2.1", BASE, after);
-        assert_eq!(r.map(|r| r.level), Some(2));
+        let _ = s.refused("a.test", closed, "192.0.2.1", BASE, now);
+        let r = s.refused("b.test", closed, "192.0.2.1", BASE, now);
+        assert_eq!(r.map(|r| r.level), Some(1));
+        let after = now + BASE + Duration::from_millis(100);
+        s.fine(after);
+        let r = s.refused(
+            "c.test",
+            closed,
+            "192.0.2.1",
+            BASE,
+            after + Duration::from_millis(300),
+        );
+        assert_eq!(
+            r.map(|r| (r.level, r.hold)),
+            Some((2, BASE * 2)),
+            "a second step: the rate halves again"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -108,6 +108,15 @@ impl Refusal {
         }
     }
 
+    /// Whether the proxy, asked by name, reports that the site closed the connection
+    /// without an answer.
+    fn closed_before_answer(&self) -> bool {
+        self.squid
+            .as_deref()
+            .is_some_and(|s| s.starts_with("ERR_ZERO_SIZE_OBJECT"))
+            || self.proxy_status.as_deref() == Some("http_response_incomplete")
+    }
+
     /// What the site did, when the proxy says the site is why (else `None`: the proxy
     /// refused for its own reasons).
     fn site_failure(&self) -> Option<(FailureKind, &'static str)> {
@@ -327,6 +336,16 @@ impl SendError {
         match self {
             SendError::Client(e) => root_cause(e),
             SendError::Tunnel(e) => root_cause(e),
+        }
+    }
+
+    /// Whether the site closed the connection before a whole answer's head came.
+    pub(in crate::http) fn closed_before_answer(&self) -> bool {
+        match self {
+            SendError::Client(e) => crate::http::failure::closed_before_answer(e),
+            SendError::Tunnel(TunnelError::Http(h)) => h.is_incomplete_message(),
+            SendError::Tunnel(TunnelError::Refused(r)) => r.closed_before_answer(),
+            SendError::Tunnel(_) => false,
         }
     }
 

@@ -18,6 +18,9 @@ pub struct Site {
     pub nodelay: bool,
     /// `limit_conn` per client address.
     pub conn: u32,
+    /// What a refused request gets (`limit_req_status`, `limit_conn_status`): nginx's
+    /// 503, or the 444 many hardening guides set (the connection closed, no answer).
+    pub status: u16,
     /// Virtual host names.
     pub hosts: Vec<String>,
 }
@@ -69,9 +72,11 @@ http {{
                 write(&dir, &format!("www/{h}/index.html"), &page(h));
                 conf.push_str(&format!(
                     "  server {{ listen {ip}:{port}; server_name {h}; root {d}/www/{h}; \
-                     limit_req zone=req{i}{burst}; limit_conn conn{i} {conn}; }}\n",
+                     limit_req zone=req{i}{burst}; limit_conn conn{i} {conn}; \
+                     limit_req_status {status}; limit_conn_status {status}; }}\n",
                     ip = s.ip,
-                    conn = s.conn
+                    conn = s.conn,
+                    status = s.status
                 ));
             }
         }
