@@ -11,6 +11,7 @@ use picket::job::Verdict;
 
 use crate::support::free_port;
 use crate::support::picket::{check, engine_from_toml};
+use crate::support::real::haproxy::Haproxy;
 use crate::support::real::squid::Squid;
 use crate::support::real::{now_us, page, scratch, settled_hits, write, Daemon, Hits};
 
@@ -27,7 +28,12 @@ struct Vhosts {
     https: u16,
     /// The test CA (PEM file), for `tls.extra_ca_file`.
     ca_file: String,
+    /// A certificate and its key for [`PROXY`], in one PEM file (as haproxy takes them).
+    proxy_pem: String,
 }
+
+/// The name an `https://` proxy is asked by.
+const PROXY: &str = "proxy.pin.test";
 
 impl Vhosts {
     fn start(ip: &str, names: &[&str]) -> Vhosts {
@@ -56,6 +62,14 @@ impl Vhosts {
         };
         leaf("site", names.iter().map(|n| n.to_string()).collect());
         leaf("decoy", vec!["decoy.pin.test".into()]);
+        leaf("proxy", vec![PROXY.into()]);
+        let proxy_pem = [dir.join("proxy.pem"), dir.join("proxy.key")]
+            .iter()
+            .map(|f| std::fs::read_to_string(f).expect("proxy certificate"))
+            .collect::<String>();
+        let proxy_pem = write(&dir, "proxy-both.pem", &proxy_pem)
+            .display()
+            .to_string();
         let ca_file = write(&dir, "ca.pem", &ca.pem()).display().to_string();
         write(&dir, "www/index.html", &page(NAME));
         std::fs::create_dir_all(dir.join("tmp")).expect("nginx tmp");
@@ -108,6 +122,7 @@ http {{
             http,
             https,
             ca_file,
+            proxy_pem,
         }
     }
 
@@ -478,5 +493,60 @@ async fn a_proxy_refusing_to_tunnel_plain_http_is_asked_for_the_url_by_name() {
             .iter()
             .all(|(_, status, host)| *status == 200 && host == NAME),
         "{hits:?}"
+    );
+}
+
+/// An `https://` egress: the proxy is spoken to over TLS, its certificate checked
+/// against its name (here haproxy terminating TLS in front of squid, as operators put a
+/// load balancer before their proxies), and the CONNECT inside that TLS still asks for
+/// the counted address, for https and plain http.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_proxy_is_spoken_to_over_tls_and_asked_for_the_counted_address() {
+    let site_ip = "127.0.12.43";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let squid = Squid::with_hosts("127.0.12.44", false, &[(NAME, "127.0.12.31")]);
+    let squid_at = squid.url.trim_start_matches("http://").to_string();
+    let front = Haproxy::tls_front("127.0.12.45", &squid_at, &site.proxy_pem);
+    let url = format!("https://{PROXY}:{}", front.port);
+    let e = engine(
+        &url,
+        &site.ca_file,
+        true,
+        &[(NAME, site_ip), (PROXY, "127.0.12.45")],
+    );
+    for target in [
+        format!("https://{NAME}:{}/", site.https),
+        format!("http://{NAME}:{}/", site.http),
+    ] {
+        let r = check(&e, &target).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str(), r.ip.as_deref()),
+            (Verdict::Up, "ok", Some(site_ip)),
+            "{target}: {}",
+            r.detail
+        );
+    }
+    let log = squid_log(&squid, 2).await;
+    eprintln!("squid access log:\n{log}");
+    for port in [site.https, site.http] {
+        assert!(
+            log.contains(&format!("CONNECT {site_ip}:{port} ")),
+            "squid asked for the counted address:\n{log}"
+        );
+    }
+    // The proxy's certificate is checked: another name for the same address fails, and
+    // that is the egress failing, not the site.
+    let wrong = engine(
+        &format!("https://127.0.12.45:{}", front.port),
+        &site.ca_file,
+        true,
+        &[(NAME, site_ip)],
+    );
+    let r = check(&wrong, &format!("https://{NAME}:{}/", site.https)).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "egress_unavailable"),
+        "{}",
+        r.detail
     );
 }

@@ -1,5 +1,6 @@
-//! haproxy 2.6 in front of a backend that is gone: every request gets haproxy's own
-//! `503 Service Unavailable` ("No server is available to handle this request").
+//! haproxy 2.6 in front of a backend that is gone (every request gets haproxy's own
+//! `503 Service Unavailable`, "No server is available to handle this request"), or
+//! terminating TLS in front of another server.
 
 use super::{scratch, write, Daemon};
 use crate::support::free_port;
@@ -39,12 +40,41 @@ backend app
 "#,
             d = dir.display()
         );
-        let path = write(&dir, "haproxy.cfg", &conf);
+        Haproxy::launch(&dir, &conf, ip, port)
+    }
+
+    /// haproxy on `ip` taking TLS with the certificate and key in `pem` and passing the
+    /// bytes inside on to `backend` (`ip:port`), as a load balancer before a proxy does.
+    pub fn tls_front(ip: &str, backend: &str, pem: &str) -> Haproxy {
+        let dir = scratch("haproxy-tls");
+        let port = free_port();
+        let conf = format!(
+            r#"global
+  maxconn 256
+  pidfile {d}/haproxy.pid
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 10s
+  timeout server 10s
+frontend front
+  bind {ip}:{port} ssl crt {pem}
+  default_backend back
+backend back
+  server back1 {backend}
+"#,
+            d = dir.display()
+        );
+        Haproxy::launch(&dir, &conf, ip, port)
+    }
+
+    fn launch(dir: &std::path::Path, conf: &str, ip: &str, port: u16) -> Haproxy {
+        let path = write(dir, "haproxy.cfg", conf);
         let daemon = Daemon::start(
             "haproxy",
             "haproxy",
             &["-db".into(), "-f".into(), path.display().to_string()],
-            &dir,
+            dir,
             &format!("{ip}:{port}"),
         );
         Haproxy {
