@@ -255,6 +255,7 @@ async fn truth_a_page_standing_in_for_the_site_is_not_up() {
     tells_the_truth("maintenance-page").await;
     tells_the_truth("default-tengine").await;
     tells_the_truth("soft-404").await;
+    tells_the_truth("php-fatal-error").await;
 }
 
 /// hyper writes HTTP/1 header names in lower case ("host:"); browsers and curl write

@@ -367,8 +367,21 @@ fn soft_failure_page(s: &Seen<'_>) -> Option<Judgement> {
     Some(Judgement::new(
         verdict,
         Reason::BodyMismatch,
-        format!("{}, {} bytes, but it is a {what}", s.status, a.body_bytes),
+        format!(
+            "{}, {} bytes, but it is {} {what}",
+            s.status,
+            a.body_bytes,
+            article(&what)
+        ),
     ))
+}
+
+/// "a" or "an" before `what`.
+fn article(what: &str) -> &'static str {
+    match what.chars().next() {
+        Some(c) if "aeiou".contains(c.to_ascii_lowercase()) => "an",
+        _ => "a",
+    }
 }
 
 /// Slower than the job's `max_latency_ms`.

@@ -61,6 +61,10 @@ const SOFT_PATTERNS: &[(&str, &str)] = &[
     ("suspended account", "website is suspended"),
     ("suspended account", "网站已暂停"),
     ("suspended account", "网站暂停访问"),
+    // PHP's own error where the page should be, as display_errors writes it (status
+    // 200): the markup, which a page about PHP errors would show escaped.
+    ("PHP error", "<b>fatal error</b>:"),
+    ("PHP error", "<b>parse error</b>:"),
 ];
 
 /// Pages a server shows in place of the site, told by their title only (the same words
@@ -208,6 +212,15 @@ mod tests {
         assert_eq!(
             soft_failure("<title>Site Under Maintenance</title>").as_deref(),
             Some("maintenance page (\"under maintenance\" in the title)")
+        );
+        assert_eq!(
+            soft_failure("<h1>Clerk</h1><br />\n<b>Fatal error</b>:  Uncaught Error").as_deref(),
+            Some("PHP error (\"<b>fatal error</b>:\")")
+        );
+        // A page about PHP errors shows the markup escaped.
+        assert_eq!(
+            soft_failure("<p>PHP prints &lt;b&gt;Fatal error&lt;/b&gt;: when</p>"),
+            None
         );
         assert_eq!(
             soft_failure("<title>404 Not Found</title><h1>Not Found</h1>").as_deref(),

@@ -265,7 +265,15 @@ pub(super) async fn plain_http(b: &mut Builder) {
     let tengine = "<!DOCTYPE html>\n<html>\n<head>\n<title>Welcome to tengine!</title>\n</head>\n<body>\n\
         <h1>Welcome to tengine!</h1>\n<p>If you see this page, the tengine web server is successfully installed and \
         working. Further configuration is required.</p>\n</body>\n</html>\n";
-    let stand_ins: [(&'static str, &'static str, &'static str); 3] = [
+    // PHP with display_errors on (shared hosting keeps it so) answers a fatal error
+    // with 200: the site's header, then the error where the page should be.
+    let php_fatal = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Harlan County Clerk</title>\
+        </head><body><div id=\"header\"><h1>Harlan County Clerk</h1><ul class=\"nav\"><li>Home</li>\
+        <li>Records</li><li>Elections</li></ul></div><br />\n<b>Fatal error</b>:  Uncaught Error: Call to \
+        undefined function mysql_connect() in /var/www/html/includes/db.php:14\nStack trace:\n#0 \
+        /var/www/html/index.php(3): require_once()\n#1 {main}\n  thrown in <b>/var/www/html/includes/db.php\
+        </b> on line <b>14</b><br />\n";
+    let stand_ins: [(&'static str, &'static str, &'static str); 4] = [
         (
             "directory-listing",
             listing,
@@ -280,6 +288,11 @@ pub(super) async fn plain_http(b: &mut Builder) {
             "default-tengine",
             tengine,
             "200 with tengine's (Alibaba's nginx) default page: the site is not set up",
+        ),
+        (
+            "php-fatal-error",
+            php_fatal,
+            "200 with PHP's fatal error where the page should be (display_errors on)",
         ),
     ];
     for (name, page, says) in stand_ins {
