@@ -129,6 +129,24 @@ http {{
     fn hits(&self) -> Hits {
         Hits::parse(&self.daemon.read("access.log"))
     }
+
+    /// The site's page over https and over plain http.
+    fn urls(&self) -> [String; 2] {
+        [
+            format!("https://{NAME}:{}/", self.https),
+            format!("http://{NAME}:{}/", self.http),
+        ]
+    }
+}
+
+/// `r` (of `url`) is up, answered from `ip`.
+fn assert_up_at(r: &picket::job::Report, ip: &str, url: &str) {
+    assert_eq!(
+        (r.verdict, r.reason.as_str(), r.ip.as_deref()),
+        (Verdict::Up, "ok", Some(ip)),
+        "{url}: {}",
+        r.detail
+    );
 }
 
 /// picket through the HTTP proxy at `proxy` alone, `hosts` in `dns.static`.
@@ -209,17 +227,9 @@ async fn squid_is_asked_for_the_counted_address_and_the_site_sees_its_name() {
     let squid = Squid::with_hosts("127.0.12.32", false, &[(NAME, "127.0.12.31")]);
     let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
     let since = now_us();
-    for url in [
-        format!("https://{NAME}:{}/", site.https),
-        format!("http://{NAME}:{}/", site.http),
-    ] {
+    for url in site.urls() {
         let r = check(&e, &url).await;
-        assert_eq!(
-            (r.verdict, r.reason.as_str(), r.ip.as_deref()),
-            (Verdict::Up, "ok", Some(site_ip)),
-            "{url}: {}",
-            r.detail
-        );
+        assert_up_at(&r, site_ip, &url);
         // The decoded page, not the gzipped bytes.
         let body = r.http.as_ref().map(|h| h.body_bytes);
         assert_eq!(body, Some(page(NAME).len() as u64), "{url}: {:?}", r.http);
@@ -262,10 +272,7 @@ async fn a_name_the_policy_refuses_is_never_sent_to_squid() {
     let squid = Squid::with_hosts("127.0.12.34", false, &[(NAME, site_ip)]);
     // Private addresses refused: the name resolves to loopback here.
     let e = engine(&squid.url, &site.ca_file, false, &[(NAME, site_ip)]);
-    for url in [
-        format!("https://{NAME}:{}/", site.https),
-        format!("http://{NAME}:{}/", site.http),
-    ] {
+    for url in site.urls() {
         let r = check(&e, &url).await;
         assert_eq!(
             (r.verdict, r.reason.as_str()),
@@ -337,8 +344,7 @@ async fn a_squid_refusing_the_tunnel_is_the_egress_failing_never_the_site() {
         &[(NAME, site_ip)],
         "plain_http = \"connect_only\"",
     );
-    let https = format!("https://{NAME}:{}/", site.https);
-    let http = format!("http://{NAME}:{}/", site.http);
+    let [https, http] = site.urls();
     // https is tunnelled only; plain http is asked by name after the refused tunnel,
     // unless the egress is `connect_only`.
     for (e, url, refused) in [
@@ -387,10 +393,7 @@ async fn the_egress_urls_credentials_open_the_tunnel() {
     let authed = squid.url.replace("http://", "http://pinuser:p%40ss%20w@");
     let good = engine(&authed, &site.ca_file, true, &[(NAME, site_ip)]);
     let none = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
-    for url in [
-        format!("https://{NAME}:{}/", site.https),
-        format!("http://{NAME}:{}/", site.http),
-    ] {
+    for url in site.urls() {
         let r = check(&good, &url).await;
         assert_eq!(r.verdict, Verdict::Up, "{url}: {}", r.detail);
         // Without them squid answers 407 itself: the egress failing, not the site.
@@ -422,12 +425,7 @@ async fn a_proxy_refusing_to_tunnel_plain_http_is_asked_for_the_url_by_name() {
     let url = format!("http://{NAME}:{}/", site.http);
     for _ in 0..2 {
         let r = check(&e, &url).await;
-        assert_eq!(
-            (r.verdict, r.reason.as_str(), r.ip.as_deref()),
-            (Verdict::Up, "ok", Some(site_ip)),
-            "{url}: {}",
-            r.detail
-        );
+        assert_up_at(&r, site_ip, &url);
         assert!(r.detail.contains("by name"), "{}", r.detail);
         let body = r.http.as_ref().map(|h| h.body_bytes);
         assert_eq!(body, Some(page(NAME).len() as u64), "{url}: {:?}", r.http);
@@ -514,17 +512,8 @@ async fn an_https_proxy_is_spoken_to_over_tls_and_asked_for_the_counted_address(
         true,
         &[(NAME, site_ip), (PROXY, "127.0.12.45")],
     );
-    for target in [
-        format!("https://{NAME}:{}/", site.https),
-        format!("http://{NAME}:{}/", site.http),
-    ] {
-        let r = check(&e, &target).await;
-        assert_eq!(
-            (r.verdict, r.reason.as_str(), r.ip.as_deref()),
-            (Verdict::Up, "ok", Some(site_ip)),
-            "{target}: {}",
-            r.detail
-        );
+    for url in site.urls() {
+        assert_up_at(&check(&e, &url).await, site_ip, &url);
     }
     let log = squid_log(&squid, 2).await;
     eprintln!("squid access log:\n{log}");
@@ -542,7 +531,8 @@ async fn an_https_proxy_is_spoken_to_over_tls_and_asked_for_the_counted_address(
         true,
         &[(NAME, site_ip)],
     );
-    let r = check(&wrong, &format!("https://{NAME}:{}/", site.https)).await;
+    let [https, _] = site.urls();
+    let r = check(&wrong, &https).await;
     assert_eq!(
         (r.verdict, r.reason.as_str()),
         (Verdict::Unknown, "egress_unavailable"),
