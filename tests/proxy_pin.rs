@@ -342,11 +342,11 @@ async fn a_squid_refusing_the_tunnel_is_the_egress_failing_never_the_site() {
         &site.ca_file,
         true,
         &[(NAME, site_ip)],
-        "plain_http = \"connect_only\"",
+        "by_name = \"never\"",
     );
     let [https, http] = site.urls();
-    // https is tunnelled only; plain http is asked by name after the refused tunnel,
-    // unless the egress is `connect_only`.
+    // After the refused tunnel to the address, https asks for a tunnel by name and plain
+    // http for the URL by name, unless the egress says `by_name = "never"`.
     for (e, url, refused) in [
         (&e, &https, "the tunnel"),
         (&e, &http, "the request"),
@@ -366,15 +366,19 @@ async fn a_squid_refusing_the_tunnel_is_the_egress_failing_never_the_site() {
             r.detail
         );
     }
-    let log = squid_log(&squid, 4).await;
+    let log = squid_log(&squid, 5).await;
     let denied = |what: &str| {
         log.lines()
             .filter(|l| l.contains("TCP_DENIED/403") && l.contains(what))
             .count()
     };
     assert_eq!(
-        (denied(" CONNECT "), denied(&format!(" GET {http} "))),
-        (3, 1),
+        (
+            denied(&format!(" CONNECT {site_ip}:")),
+            denied(&format!(" CONNECT {NAME}:{} ", site.https)),
+            denied(&format!(" GET {http} "))
+        ),
+        (3, 1, 1),
         "{log}"
     );
     assert!(site.hits().all.is_empty(), "the site was never asked");
@@ -538,5 +542,42 @@ async fn an_https_proxy_is_spoken_to_over_tls_and_asked_for_the_counted_address(
         (Verdict::Unknown, "egress_unavailable"),
         "{}",
         r.detail
+    );
+}
+
+/// A proxy that lets through only the sites its allow list names (squid's `dstdomain`,
+/// the way companies fence their egress) refuses a tunnel to an address. It is then
+/// asked for the tunnel by name (https), or for the URL by name (plain http), and the
+/// site is up; the result says that the proxy chose the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_allowing_only_named_sites_is_asked_by_name() {
+    let site_ip = "127.0.12.46";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let squid = Squid::named_sites("127.0.12.47", ".pin.test", &[(NAME, site_ip)]);
+    let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
+    for url in site.urls() {
+        let r = check(&e, &url).await;
+        assert_up_at(&r, site_ip, &url);
+        assert!(r.detail.contains("by name"), "{}", r.detail);
+        if url.starts_with("https") {
+            assert!(
+                r.tls_days_left.is_some(),
+                "the site's certificate read: {r:?}"
+            );
+        }
+    }
+    let log = squid_log(&squid, 4).await;
+    eprintln!("squid access log:\n{log}");
+    let denied = |what: &str| {
+        log.lines()
+            .any(|l| l.contains("TCP_DENIED/403") && l.contains(what))
+    };
+    assert!(
+        denied(&format!("CONNECT {site_ip}:{} ", site.https)),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("CONNECT {NAME}:{} ", site.https)),
+        "the tunnel asked for by name:\n{log}"
     );
 }

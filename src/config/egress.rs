@@ -15,7 +15,7 @@ pub(super) struct RawEgress {
     #[serde(default)]
     proxy: Option<String>,
     #[serde(default)]
-    plain_http: Option<String>,
+    by_name: Option<String>,
 }
 
 /// `[targets]` exactly as written.
@@ -32,21 +32,23 @@ pub struct EgressSettings {
     pub name: String,
     /// `http://host:port`, `socks5://host:port`, or none for a direct connection.
     pub proxy: Option<Url>,
-    /// How an HTTP proxy is asked for a plain-http URL.
-    pub plain_http: PlainHttp,
+    /// Whether an HTTP proxy that refuses the counted address is asked by name.
+    pub by_name: ByName,
 }
 
-/// How an HTTP-proxy egress is asked for a plain-http URL (`egress.plain_http`).
+/// Whether an HTTP-proxy egress that refuses a tunnel to the counted address is asked
+/// by name instead (`egress.by_name`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PlainHttp {
-    /// `CONNECT ip:port` to the counted address; when the proxy refuses to tunnel to that
-    /// port (most ship with CONNECT to 443 only), the URL is asked by name in absolute
-    /// form, as browsers ask, and the proxy chooses the address.
+pub enum ByName {
+    /// `CONNECT ip:port` to the counted address first; when the proxy refuses it for its
+    /// own reasons (most ship allowing CONNECT to 443 only; an allow list names sites,
+    /// not addresses), https is asked for with `CONNECT name:port` and plain http in
+    /// absolute form, as browsers ask, and the proxy chooses the address.
     #[default]
-    ConnectOrName,
+    WhenRefused,
     /// `CONNECT ip:port` only: a refusal is the egress failing, and no request ever
     /// goes to an address picket did not count.
-    ConnectOnly,
+    Never,
 }
 
 /// `[targets]`
@@ -76,7 +78,7 @@ pub(super) fn build(raw: Vec<RawEgress>) -> Result<Vec<EgressSettings>, ConfigEr
     for (i, e) in raw.into_iter().enumerate() {
         let name = nonempty(&format!("egress[{i}].name"), &e.name)?;
         let proxy = proxy(&format!("egress[{i}].proxy"), e.proxy.as_deref())?;
-        let plain_http = plain_http(&format!("egress[{i}].plain_http"), &e, proxy.as_ref())?;
+        let by_name = by_name(&format!("egress[{i}].by_name"), &e, proxy.as_ref())?;
         if egress.iter().any(|x| x.name == name) {
             return Err(invalid(
                 &format!("egress[{i}].name"),
@@ -86,7 +88,7 @@ pub(super) fn build(raw: Vec<RawEgress>) -> Result<Vec<EgressSettings>, ConfigEr
         egress.push(EgressSettings {
             name,
             proxy,
-            plain_http,
+            by_name,
         });
     }
     Ok(egress)
@@ -107,10 +109,10 @@ fn proxy(key: &str, value: Option<&str>) -> Result<Option<Url>, ConfigError> {
     }
 }
 
-/// `egress.plain_http`: only for an HTTP(S) proxy, which is what it is about.
-fn plain_http(key: &str, e: &RawEgress, proxy: Option<&Url>) -> Result<PlainHttp, ConfigError> {
-    let Some(value) = e.plain_http.as_deref().map(str::trim) else {
-        return Ok(PlainHttp::default());
+/// `egress.by_name`: only for an HTTP(S) proxy, which is what it is about.
+fn by_name(key: &str, e: &RawEgress, proxy: Option<&Url>) -> Result<ByName, ConfigError> {
+    let Some(value) = e.by_name.as_deref().map(str::trim) else {
+        return Ok(ByName::default());
     };
     if !proxy.is_some_and(|p| matches!(p.scheme(), "http" | "https")) {
         return Err(invalid(
@@ -119,11 +121,11 @@ fn plain_http(key: &str, e: &RawEgress, proxy: Option<&Url>) -> Result<PlainHttp
         ));
     }
     match value {
-        "connect_or_name" => Ok(PlainHttp::ConnectOrName),
-        "connect_only" => Ok(PlainHttp::ConnectOnly),
+        "when_refused" => Ok(ByName::WhenRefused),
+        "never" => Ok(ByName::Never),
         other => Err(invalid(
             key,
-            format!("{other:?} is not \"connect_or_name\" or \"connect_only\""),
+            format!("{other:?} is not \"when_refused\" or \"never\""),
         )),
     }
 }
@@ -157,22 +159,22 @@ mod tests {
     }
 
     #[test]
-    fn plain_http_is_a_choice_of_http_proxies_only() {
-        use super::PlainHttp;
+    fn by_name_is_a_choice_of_http_proxies_only() {
+        use super::ByName;
         let squid =
             |v: &str| format!("[[egress]]\nname = \"p\"\nproxy = \"http://127.0.0.1:3128\"\n{v}");
         let s = Settings::from_toml(&squid("")).expect("default");
-        assert_eq!(s.egress[0].plain_http, PlainHttp::ConnectOrName);
-        let s = Settings::from_toml(&squid("plain_http = \"connect_only\"\n")).expect("set");
-        assert_eq!(s.egress[0].plain_http, PlainHttp::ConnectOnly);
-        let e = err(&squid("plain_http = \"name\"\n"));
+        assert_eq!(s.egress[0].by_name, ByName::WhenRefused);
+        let s = Settings::from_toml(&squid("by_name = \"never\"\n")).expect("set");
+        assert_eq!(s.egress[0].by_name, ByName::Never);
+        let e = err(&squid("by_name = \"always\"\n"));
         assert!(
-            e.contains("egress[0].plain_http") && e.contains("connect_only"),
+            e.contains("egress[0].by_name") && e.contains("when_refused"),
             "{e}"
         );
-        let e = err("[[egress]]\nname = \"d\"\nplain_http = \"connect_only\"\n");
+        let e = err("[[egress]]\nname = \"d\"\nby_name = \"never\"\n");
         assert!(
-            e.contains("egress[0].plain_http") && e.contains("http://"),
+            e.contains("egress[0].by_name") && e.contains("http://"),
             "{e}"
         );
     }

@@ -30,7 +30,7 @@ pub(crate) mod tls;
 
 pub use amqp::{AmqpSettings, QueueType};
 pub(crate) use dns::DnsSettings;
-pub(crate) use egress::{EgressSettings, PlainHttp, TargetSettings};
+pub(crate) use egress::{ByName, EgressSettings, TargetSettings};
 pub(crate) use parse::redact_url;
 pub use parse::ClientIdentity;
 pub(crate) use probe::{ProbeSettings, RuntimeShape};

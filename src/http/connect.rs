@@ -570,7 +570,8 @@ fn note_mended(resp: &reqwest::Response, obs: &mut Observation) {
     }
 }
 
-/// Notes an answer an HTTP proxy fetched by name, as it refused to tunnel to the port.
+/// Notes an answer an HTTP proxy was asked for by name, as it refused a tunnel to the
+/// counted address.
 fn note_by_name(
     resp: &reqwest::Response,
     probe: &Probe<'_>,
@@ -579,11 +580,10 @@ fn note_by_name(
 ) {
     if let Some(AskedByName { port }) = resp.extensions().get::<AskedByName>() {
         obs.notes.push(format!(
-            "egress {} refuses to tunnel to port {port}, so it was asked for the URL by name, \
-             as browsers ask it, and chose the address itself (picket counted {}); let it \
-             CONNECT to port {port} to keep requests on the counted address",
-            probe.egress.name,
-            addr.ip()
+            "egress {} refuses a tunnel to the address picket counted ({addr}), so it was \
+             asked by name, as browsers ask it, and chose the address itself; let it \
+             CONNECT to addresses on port {port} to keep requests on the counted address",
+            probe.egress.name
         ));
     }
 }

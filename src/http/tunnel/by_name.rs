@@ -1,9 +1,13 @@
-//! A plain-http URL asked of an HTTP proxy by name, when the proxy refuses to tunnel to
-//! its port. Most proxies ship that way (squid's `http_access deny CONNECT !SSL_ports`,
-//! tinyproxy's `ConnectPort 443`, Apache's `AllowCONNECT 443 563`) and operators keep
-//! it, so without this every plain-http site would be the egress failing. Browsers and
-//! curl send such a proxy `GET http://name/` and let it resolve the name: so does this,
-//! and the proxy, not picket, then chooses the address (the result says so).
+//! A URL asked of an HTTP proxy by name, when the proxy refuses a tunnel to the address
+//! picket counted. Operators keep two habits that do: rules that allow CONNECT to port
+//! 443 only (squid's `http_access deny CONNECT !SSL_ports`, tinyproxy's `ConnectPort
+//! 443`, Apache's `AllowCONNECT 443 563`), which refuse every plain-http tunnel, and
+//! allow lists that name sites (squid's `dstdomain`), which refuse every tunnel to an
+//! address. Without this every such site would be the egress failing. Browsers and curl
+//! ask such a proxy by name and let it resolve the name: so does this, https with
+//! `CONNECT name:port` (TLS with the site as ever) and plain http in absolute form
+//! (`GET http://name/`, here), and the proxy, not picket, then chooses the address (the
+//! result says so).
 //!
 //! The refusal is remembered per port for a while, so that the proxy is not asked for a
 //! tunnel it refuses on every probe. The proxy's own error pages (`X-Squid-Error`, RFC
@@ -23,7 +27,8 @@ use crate::http::pin::Hop;
 /// rules may change).
 const REMEMBERED: Duration = Duration::from_secs(600);
 
-/// Marks an answer the proxy fetched by name, for the port it refused to tunnel to.
+/// Marks an answer the proxy was asked for by name, as it refused a tunnel to the counted
+/// address on this port.
 #[derive(Debug, Clone, Copy)]
 pub(in crate::http) struct AskedByName {
     pub port: u16,
@@ -49,7 +54,7 @@ impl Proxy {
         refused.insert(port, Instant::now());
     }
 
-    /// `request` asked of the proxy by name, in absolute form: connected within
+    /// A plain-http `request` asked of the proxy by name, in absolute form: connected within
     /// `connect_timeout`, answered by `deadline`.
     pub(super) async fn forward(
         &self,
@@ -58,7 +63,6 @@ impl Proxy {
         deadline: Instant,
         hop: &Hop,
     ) -> Result<reqwest::Response, TunnelError> {
-        let port = request.url().port_or_known_default().unwrap_or(80);
         let io = match tokio::time::timeout(connect_timeout, self.reach()).await {
             Err(_) => return Err(TunnelError::ConnectTimeout(Stage::Proxy)),
             Ok(io) => io?,
@@ -71,8 +75,6 @@ impl Proxy {
         if let Some(report) = Refusal::reported(&answer) {
             return Err(TunnelError::Refused(report));
         }
-        let mut answer = answer_to_reqwest(answer, None, deadline).await;
-        answer.extensions_mut().insert(AskedByName { port });
-        Ok(answer)
+        Ok(answer_to_reqwest(answer, None, deadline).await)
     }
 }

@@ -20,9 +20,9 @@
 //! Plain http goes through a tunnel too. The absolute form with the address
 //! (`GET http://ip:port/` with `Host: name`) would lose the name: squid, like RFC 9112
 //! asks of proxies, replaces `Host` with the request target's authority, so name-based
-//! virtual hosts would answer for another site. A proxy that refuses to tunnel to a
-//! plain-http port, as most ship, is asked for the URL by name instead (`by_name`),
-//! unless the egress is `plain_http = "connect_only"`.
+//! virtual hosts would answer for another site. A proxy that refuses a tunnel to the
+//! address (most ship allowing CONNECT to 443 only; allow lists name sites) is asked by
+//! name instead (`by_name`), unless the egress says `by_name = "never"`.
 //!
 //! The OpenSSL retry for servers speaking only legacy TLS is not made through these
 //! egresses: the rustls failure is the verdict.
@@ -36,7 +36,7 @@
 //! - `open`: the connection to the proxy, its `CONNECT ip:port`, and TLS with the site;
 //! - `answer`: the request over HTTP/1 or HTTP/2, and its answer decoded and bounded by
 //!   the deadline as a `reqwest::Response`;
-//! - `by_name`: a plain-http URL asked of a proxy that refuses to tunnel to its port;
+//! - `by_name`: a URL asked of a proxy that refuses a tunnel to the counted address;
 //! - `mend`: the HTTP/1 answer's status line as browsers read it;
 //! - `error`: [`TunnelError`] and [`SendError`], and what each failure is in the
 //!   prober's terms (the proxy's, or the site's).
@@ -53,7 +53,7 @@ use url::Url;
 
 use super::phase::MarkHello;
 use super::pin::Hop;
-use crate::config::{EgressSettings, PlainHttp};
+use crate::config::{ByName, EgressSettings};
 
 mod answer;
 mod by_name;
@@ -112,9 +112,9 @@ struct Proxy {
     auth: Option<HeaderValue>,
     /// The shared clients' resolver: the proxy's name is looked up as reqwest would.
     resolve: Arc<dyn reqwest::dns::Resolve>,
-    /// A plain-http URL is asked by name when the proxy refuses to tunnel to its port.
+    /// A URL is asked by name when the proxy refuses a tunnel to the counted address.
     by_name: bool,
-    /// The ports the proxy lately refused to tunnel to, and when (`by_name`).
+    /// The ports the proxy lately refused to tunnel to by address, and when (`by_name`).
     refused: std::sync::Mutex<std::collections::HashMap<u16, Instant>>,
 }
 
@@ -145,7 +145,7 @@ impl Tunnel {
                 tls: proxy_tls,
                 auth: basic_auth(url),
                 resolve: resolve.clone(),
-                by_name: e.plain_http == PlainHttp::ConnectOrName,
+                by_name: e.by_name == ByName::WhenRefused,
                 refused: Default::default(),
             }),
             tls: site_tls(tls),
@@ -196,18 +196,18 @@ impl Tunnel {
             let request = request.build().map_err(SendError::Client)?;
             let total = request.timeout().copied().unwrap_or(connect_timeout);
             let deadline = Instant::now() + total;
-            let by_name = self.by_name(request.url());
+            let by_name = self.by_name();
             let port = request.url().port_or_known_default().unwrap_or(80);
             if let Some(proxy) = by_name.filter(|p| p.refused_lately(port)) {
-                let asked = proxy.forward(request, connect_timeout, deadline, hop);
+                let asked = self.asked_by_name(proxy, request, connect_timeout, deadline, hop);
                 return hop.scope(asked).await.map_err(SendError::Tunnel);
             }
             let again = by_name.and_then(|_| request.try_clone());
-            let tunnelled = self.tunnelled(request, addr, connect_timeout, deadline, hop);
+            let tunnelled = self.tunnelled(request, Some(addr), connect_timeout, deadline, hop);
             match (hop.scope(tunnelled).await, by_name.zip(again)) {
                 (Err(TunnelError::Refused(r)), Some((proxy, again))) if r.refuses_tunnels() => {
                     proxy.remember_refusal(port);
-                    let asked = proxy.forward(again, connect_timeout, deadline, hop);
+                    let asked = self.asked_by_name(proxy, again, connect_timeout, deadline, hop);
                     hop.scope(asked).await
                 }
                 (result, _) => result,
@@ -216,27 +216,51 @@ impl Tunnel {
         })
     }
 
-    /// The proxy to ask for a plain-http `url` by name should it refuse the tunnel
-    /// (`egress.plain_http`), if any.
-    fn by_name(&self, url: &Url) -> Option<&Proxy> {
+    /// The proxy to ask by name should it refuse a tunnel to the counted address
+    /// (`egress.by_name`), if any.
+    fn by_name(&self) -> Option<&Proxy> {
         match &self.via {
-            Via::Proxy(p) if p.by_name && url.scheme() == "http" => Some(p),
+            Via::Proxy(p) if p.by_name => Some(p),
             _ => None,
         }
     }
 
-    /// `request` through a connection to the site at `addr` (a tunnel, for a proxy).
+    /// `request` asked of `proxy` by name (`by_name`): https through `CONNECT name:port`,
+    /// plain http in absolute form. The answer is marked [`AskedByName`].
+    async fn asked_by_name(
+        &self,
+        proxy: &Proxy,
+        request: reqwest::Request,
+        connect_timeout: Duration,
+        deadline: Instant,
+        hop: &Hop,
+    ) -> Result<reqwest::Response, TunnelError> {
+        let port = request.url().port_or_known_default().unwrap_or(80);
+        let mut answer = if request.url().scheme() == "https" {
+            self.tunnelled(request, None, connect_timeout, deadline, hop)
+                .await?
+        } else {
+            proxy
+                .forward(request, connect_timeout, deadline, hop)
+                .await?
+        };
+        answer.extensions_mut().insert(AskedByName { port });
+        Ok(answer)
+    }
+
+    /// `request` through a connection to the site at `addr` (a tunnel, for a proxy), or
+    /// with no address a tunnel the proxy is asked for by the URL's name.
     async fn tunnelled(
         &self,
         request: reqwest::Request,
-        addr: SocketAddr,
+        addr: Option<SocketAddr>,
         connect_timeout: Duration,
         deadline: Instant,
         hop: &Hop,
     ) -> Result<reqwest::Response, TunnelError> {
         let mut stage = Stage::Proxy;
-        let opened =
-            tokio::time::timeout(connect_timeout, self.open(request.url(), addr, &mut stage)).await;
+        let open = self.open(request.url(), addr, &mut stage);
+        let opened = tokio::time::timeout(connect_timeout, open).await;
         let (io, h2, certificate) = match opened {
             Err(_) => return Err(TunnelError::ConnectTimeout(stage)),
             Ok(opened) => opened?,

@@ -20,28 +20,38 @@ use super::{Io, Proxy, SocksProxy, Tunnel, Via};
 
 impl Tunnel {
     /// A connection to the site at `addr` through the proxy, TLS set up for https, with
-    /// whether it speaks HTTP/2 and the site's certificate. `stage` tells how far it got.
+    /// whether it speaks HTTP/2 and the site's certificate; with no `addr`, a tunnel the
+    /// proxy is asked for by the URL's name (`by_name`). `stage` tells how far it got.
     pub(super) async fn open(
         &self,
         url: &Url,
-        addr: SocketAddr,
+        addr: Option<SocketAddr>,
         stage: &mut Stage,
     ) -> Result<(Box<dyn Io>, bool, Option<Vec<u8>>), TunnelError> {
-        let tunnel = match &self.via {
-            Via::Proxy(proxy) => {
+        let site = match addr {
+            Some(addr) => addr.to_string(),
+            None => by_name(url)?,
+        };
+        let tunnel = match (&self.via, addr) {
+            (Via::Proxy(proxy), _) => {
                 let to_proxy = proxy.reach().await?;
                 *stage = Stage::Connect;
-                proxy.connect(to_proxy, addr).await?
+                proxy.connect(to_proxy, &site).await?
             }
-            Via::Socks(socks) => {
+            (Via::Socks(socks), Some(addr)) => {
                 *stage = Stage::Connect;
                 socks.connect(addr).await?
             }
-            Via::Direct => {
+            (Via::Direct, Some(addr)) => {
                 *stage = Stage::Connect;
                 let tcp = TcpStream::connect(addr).await.map_err(TunnelError::Site)?;
                 let _ = tcp.set_nodelay(true);
                 Box::new(tcp)
+            }
+            (Via::Socks(_) | Via::Direct, None) => {
+                return Err(TunnelError::Proxy(format!(
+                    "{site}: only an HTTP proxy is asked by name"
+                )))
             }
         };
         if url.scheme() != "https" {
@@ -51,7 +61,9 @@ impl Tunnel {
         let name = match url.host() {
             Some(url::Host::Domain(d)) => ServerName::try_from(d.to_string())
                 .map_err(|e| TunnelError::Proxy(format!("{d} is no TLS server name: {e}")))?,
-            _ => ServerName::IpAddress(addr.ip().into()),
+            Some(url::Host::Ipv4(ip)) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
+            Some(url::Host::Ipv6(ip)) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
+            None => return Err(TunnelError::Proxy(format!("{url} names no host"))),
         };
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, tunnel)
@@ -96,20 +108,17 @@ impl Proxy {
         Err(TunnelError::Proxy(last))
     }
 
-    /// Asks the proxy on `proxy` for a tunnel to `addr`, the literal address.
-    async fn connect(
-        &self,
-        proxy: Box<dyn Io>,
-        addr: SocketAddr,
-    ) -> Result<Box<dyn Io>, TunnelError> {
+    /// Asks the proxy on `proxy` for a tunnel to `site`: the literal address, or
+    /// `name:port` when it is asked by name.
+    async fn connect(&self, proxy: Box<dyn Io>, site: &str) -> Result<Box<dyn Io>, TunnelError> {
         let broken = |e: hyper::Error| TunnelError::Proxy(format!("CONNECT failed: {e}"));
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake::<_, Empty<Bytes>>(TokioIo::new(proxy))
             .await
             .map_err(broken)?;
         let connect = self
-            .connect_request(addr)
-            .map_err(|e| TunnelError::Proxy(format!("CONNECT {addr}: {e}")))?;
+            .connect_request(site)
+            .map_err(|e| TunnelError::Proxy(format!("CONNECT {site}: {e}")))?;
         let mut conn = std::pin::pin!(conn.with_upgrades());
         // The connection is driven here, in the probe's task, until it hands the
         // stream over: nothing of it outlives the probe.
@@ -134,14 +143,9 @@ impl Proxy {
         Ok(Box::new(TokioIo::new(upgraded)))
     }
 
-    /// `CONNECT ip:port`, with the proxy's credentials.
-    fn connect_request(
-        &self,
-        addr: SocketAddr,
-    ) -> Result<http::Request<Empty<Bytes>>, http::Error> {
-        let authority = addr.to_string();
-        let mut connect = http::Request::connect(authority.as_str())
-            .header(http::header::HOST, authority.as_str());
+    /// `CONNECT site` (`ip:port`, or `name:port`), with the proxy's credentials.
+    fn connect_request(&self, site: &str) -> Result<http::Request<Empty<Bytes>>, http::Error> {
+        let mut connect = http::Request::connect(site).header(http::header::HOST, site);
         if let Some(auth) = &self.auth {
             connect = connect.header(http::header::PROXY_AUTHORIZATION, auth.clone());
         }
@@ -178,6 +182,14 @@ impl SocksProxy {
             }
         }
         Err(TunnelError::Proxy(last))
+    }
+}
+
+/// `name:port` of `url`, to ask a proxy for a tunnel by name.
+fn by_name(url: &Url) -> Result<String, TunnelError> {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => Ok(format!("{host}:{port}")),
+        _ => Err(TunnelError::Proxy(format!("{url} names no host and port"))),
     }
 }
 

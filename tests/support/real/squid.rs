@@ -50,6 +50,18 @@ impl Squid {
         Squid::launch(ip, access, hosts, None)
     }
 
+    /// squid letting clients on loopback through to the sites under `domain` only
+    /// (`dstdomain -n`: an address is never looked up backwards, as a hosting
+    /// provider's address would not lead back to the site's name), the way companies
+    /// fence their egress: a CONNECT to an address is refused.
+    pub fn named_sites(ip: &str, domain: &str, hosts: &[(&str, &str)]) -> Squid {
+        let access = format!(
+            "acl loop src 127.0.0.0/8\nacl named dstdomain -n {domain}\n\
+             http_access allow loop named\nhttp_access deny all"
+        );
+        Squid::launch(ip, &access, hosts, None)
+    }
+
     /// squid letting through only clients with Basic credentials from `passwd` (an
     /// NCSA file: `user:crypt-or-md5-hash` lines), checked by squid's own helper.
     pub fn with_auth(ip: &str, hosts: &[(&str, &str)], passwd: &str) -> Squid {
