@@ -233,7 +233,6 @@ impl HttpProber {
                 ));
             }
             let outcome = self.failed(probe, &target.host, addr, &e, obs).await;
-            probe.closed_on_us = obs.refusal.is_some() && e.closed_before_answer();
             if e.is_connect() && n == target.candidates.len() {
                 self.more_candidates(target, probe.deadline).await;
             }
@@ -525,10 +524,11 @@ impl HttpProber {
     }
 
     /// The failure a request error is; a reset, a refused connection or one closed
-    /// without an answer is also told to the limiter, which may say the site refuses us.
+    /// without an answer is also told to the limiter, which may say the site refuses us
+    /// (a closed one is then asked again after the hold: `Probe::closed_on_us`).
     async fn failed(
         &self,
-        probe: &Probe<'_>,
+        probe: &mut Probe<'_>,
         host: &str,
         addr: SocketAddr,
         e: &SendError,
@@ -554,6 +554,7 @@ impl HttpProber {
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
             obs.refusal = self.standing(ip, host, probe.egress, signal).await;
+            probe.closed_on_us = signal == Signal::Closed && obs.refusal.is_some();
         }
         outcome
     }
