@@ -2,7 +2,8 @@
 //! processes on loopback addresses and free ports, with every file in a scratch dir:
 //! Apache with mod_evasive at its defaults and Apache with ModSecurity + the OWASP CRS
 //! (`apache`), nginx with `limit_req`/`limit_conn` (`nginx`), haproxy with a dead backend
-//! (`haproxy`), and squid and dante as egresses (`squid`, `dante`).
+//! (`haproxy`), squid and dante as egresses (`squid`, `dante`), and fail2ban banning
+//! with iptables what a server's log blames (`fail2ban`).
 //!
 //! Each server runs in its own process group; dropping its [`Daemon`] stops the whole
 //! group, and a watchdog does the same if the test process dies first. The servers'
@@ -11,6 +12,7 @@
 
 pub mod apache;
 pub mod dante;
+pub mod fail2ban;
 pub mod haproxy;
 pub mod nginx;
 pub mod squid;
@@ -25,7 +27,8 @@ use super::procs::{self, Watchdog};
 /// What to install when a server binary is missing.
 pub const REAL_INSTALL_HINT: &str =
     "run scripts/deps (it installs apache2, libapache2-mod-evasive, \
-     libapache2-mod-security2, modsecurity-crs, nginx-light, haproxy, squid, dante-server)";
+     libapache2-mod-security2, modsecurity-crs, nginx-light, haproxy, squid, dante-server, \
+     fail2ban, iptables)";
 
 /// A server process (and its children) of ours.
 pub struct Daemon {
@@ -41,6 +44,21 @@ impl Daemon {
     /// Starts `bin args` in `dir` (made by [`scratch`]) in its own process group and
     /// waits until `ready` accepts TCP connections.
     pub fn start(what: &str, bin: &str, args: &[String], dir: &Path, ready: &str) -> Daemon {
+        let addr = ready.parse().expect("ready address");
+        Daemon::start_until(what, bin, args, dir, || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        })
+    }
+
+    /// [`start`](Self::start) for a server that listens on no TCP port: ready once
+    /// `ready` says so.
+    pub fn start_until(
+        what: &str,
+        bin: &str,
+        args: &[String],
+        dir: &Path,
+        ready: impl FnMut() -> bool,
+    ) -> Daemon {
         let bin = procs::find_binary(bin, &["/usr/sbin", "/usr/bin", "/sbin"])
             .unwrap_or_else(|| panic!("{bin} not found: {REAL_INSTALL_HINT}"));
         let log = dir.join("stdout.log");
@@ -67,14 +85,7 @@ tidy "$1"
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         std::fs::write(dir.join("daemon.pid"), child.id().to_string())
             .unwrap_or_else(|e| panic!("{what}: daemon.pid: {e}"));
-        let addr = ready.to_string();
-        if let Err(e) = procs::wait_ready(what, &mut child, &log, Duration::from_secs(30), || {
-            TcpStream::connect_timeout(
-                &addr.parse().expect("ready address"),
-                Duration::from_millis(200),
-            )
-            .is_ok()
-        }) {
+        if let Err(e) = procs::wait_ready(what, &mut child, &log, Duration::from_secs(30), ready) {
             let _ = child.kill();
             panic!("{e}\nother logs in {}", dir.display());
         }
