@@ -220,6 +220,52 @@ async fn closed_connections_count_again_once_the_ip_answered_after_the_hold() {
     assert_eq!(r.level, 2);
 }
 
+/// fail2ban bans the address whose requests nginx refused, mod_evasive runs its
+/// `DOSSystemCommand`: after a server's own refusal of us, connections it refuses or
+/// drops are that ban, for every worker, until the IP answers after a hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_following_the_servers_refusal_holds_the_ip_until_it_answers() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "ban-a");
+    let b = limiter(&s, Duration::from_secs(30), "ban-b");
+    let _ = go(&a, "one.test").await;
+    a.answered(req("one.test", Duration::ZERO), Signal::Fine)
+        .await;
+    let _ = a
+        .answered(req("one.test", Duration::ZERO), Signal::Refused(503))
+        .await;
+    let r = a
+        .answered(req("two.test", Duration::ZERO), Signal::Refused(503))
+        .await
+        .expect("a 503 storm right after an answer");
+    assert_eq!(r.level, 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // After the hold, refused connections: the ban, seen by another worker too.
+    let r = b
+        .answered(req("one.test", Duration::ZERO), Signal::ConnectionRefused)
+        .await
+        .expect("a ban following the 503s");
+    assert_eq!(r.level, 2);
+    assert!(
+        r.detail.contains("ban following") && r.detail.contains("503 Service Unavailable"),
+        "{}",
+        r.detail
+    );
+    let r = a
+        .answered(req("three.test", Duration::ZERO), Signal::TimedOut)
+        .await
+        .expect("dropped connections during the hold: the same ban");
+    assert!(r.detail.contains("timing out"), "{}", r.detail);
+    // An answer after that hold: the ban is over, and a refused connection is the site's.
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    a.answered(req("two.test", Duration::ZERO), Signal::Fine)
+        .await;
+    assert!(a
+        .answered(req("one.test", Duration::ZERO), Signal::ConnectionRefused)
+        .await
+        .is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_jobs_line_up_one_interval_apart_across_workers() {
     let mut s = settings(1.0, 1, 100);

@@ -14,6 +14,7 @@ use picket::job::{Report, Verdict};
 
 use crate::support::real::apache::{Apache, Evasive};
 use crate::support::real::dante::Dante;
+use crate::support::real::fail2ban::{Block, Fail2ban};
 use crate::support::real::haproxy::Haproxy;
 use crate::support::real::nginx::{Nginx, Site};
 use crate::support::real::squid::Squid;
@@ -478,5 +479,88 @@ async fn tripped_nginx(ip: &str, status: u16, said: &str) {
         up >= site.hosts.len() / 2,
         "only {up} of {} up",
         site.hosts.len()
+    );
+}
+
+/// fail2ban's `nginx-limit-req` jail, as operators run it beside nginx, bans the client
+/// whose requests nginx refused, with an iptables rule that drops its connections: every
+/// host of the IP then times out. That follows our tripping the limit; it is not the
+/// sites failing, and none may be `down` for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail2ban_ban_dropping_us_after_a_tripped_limit_is_never_down() {
+    banned_after_nginx("127.0.56.1", Block::Drop).await;
+}
+
+/// The same ban with fail2ban's default blocktype, REJECT: every connection is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail2ban_ban_rejecting_us_after_a_tripped_limit_is_never_down() {
+    banned_after_nginx("127.0.56.2", Block::Reject).await;
+}
+
+/// nginx at 3r/s refusing with 503 under an override of 10/s, and fail2ban banning on
+/// the second refusal it reads, with `block`. No site is `down`; those asked while the
+/// ban lasts are `unknown/blocked`, named as a ban that follows the tripped limit.
+async fn banned_after_nginx(ip: &str, block: Block) {
+    let site = Site {
+        ip: ip.into(),
+        rate: 3,
+        burst: 0,
+        nodelay: false,
+        conn: 8,
+        status: 503,
+        hosts: names(&format!("ban{}", ip.replace('.', "")), 12),
+    };
+    let nginx = Nginx::start(std::slice::from_ref(&site));
+    let fail2ban = Fail2ban::nginx_limit_req(
+        &nginx.daemon.dir.join("error.log"),
+        ip,
+        nginx.port,
+        block,
+        2,
+        120,
+    );
+    // The hold outlasts fail2ban's reaction (it polls the log each second), as the
+    // default 15 s does: the refused requests are asked again into the ban.
+    let s = settings(&format!(
+        "{}[probe]\nretry_delay = \"500ms\"\nconnect_timeout = \"1s\"\n\
+         [rate_limit]\nbackoff = \"4s\"\n\
+         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 8\n",
+        static_dns(&site.hosts, ip),
+    ));
+    let engine = engine(&s);
+    let urls: Vec<String> = site
+        .hosts
+        .iter()
+        .map(|h| format!("http://{h}:{}/", nginx.port))
+        .collect();
+    let reports = round(&engine, &urls).await;
+    let hits = nginx.hits();
+    report_line(
+        &format!("nginx limit_req 3r/s, fail2ban {block:?} on the 2nd refusal"),
+        &hits,
+        hits.with_status(503),
+    );
+    assert!(
+        fail2ban.bans() > 0,
+        "fail2ban never banned: the test proves nothing"
+    );
+    let mut banned = 0;
+    for r in &reports {
+        eprintln!(
+            "{block:?}: {} {:?}/{}: {}",
+            r.url, r.verdict, r.reason, r.detail
+        );
+        assert_ne!(
+            r.verdict,
+            Verdict::Down,
+            "{block:?}: {} is down: {}",
+            r.url,
+            r.detail
+        );
+        banned += usize::from(r.reason == "blocked" && r.detail.contains("ban following"));
+    }
+    assert!(
+        banned > 0,
+        "no site was asked during the ban: the test proves nothing"
     );
 }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::failure::root_cause;
-use super::pin::Hop;
+use super::pin::{Hop, Route};
 use super::redirect::Chain;
 use super::tls;
 use super::tunnel::{AskedByName, MendedLine, SendError};
@@ -523,8 +523,8 @@ impl HttpProber {
         self.limiter.latency(&answered, ready.elapsed());
     }
 
-    /// The failure a request error is; a reset, a refused connection or one closed
-    /// without an answer is also told to the limiter, which may say the site refuses us
+    /// The failure a request error is; a reset, or a connection refused, timed out or
+    /// closed without an answer, is also told to the limiter, which may say the site refuses us
     /// (a closed one is then asked again after the hold: `Probe::closed_on_us`).
     async fn failed(
         &self,
@@ -549,6 +549,14 @@ impl HttpProber {
                 kind: FailureKind::Connect,
                 ..
             }) if e.closed_before_answer() => Some(Signal::Closed),
+            // Only straight to the site is the connect ours: through a SOCKS proxy it
+            // also covers the proxy, whose slowness says nothing of the site's IP.
+            Outcome::Failure(Failure {
+                kind: FailureKind::Timeout,
+                ..
+            }) if e.connect_timed_out() && probe.egress.route == Route::Direct => {
+                Some(Signal::TimedOut)
+            }
             _ => None,
         };
         if let Some(signal) = signal {

@@ -429,8 +429,14 @@ impl RedisLimiter {
             .arg(standing::MAX_HOLD.as_millis() as u64)
             .arg(standing::MAX_LEVEL)
             .arg(standing::AfterHold::of(signal).code())
-            .arg(ok_age_ms);
-        let (storm, hold_ms, level, hosts): (i64, u64, i64, i64) = self.call(inv).await?;
+            .arg(ok_age_ms)
+            .arg(standing::BAN_MEMORY.as_millis() as u64)
+            .arg(if signal.is_the_servers() {
+                i64::from(signal.code())
+            } else {
+                -1
+            });
+        let (storm, hold_ms, level, hosts, by): (i64, u64, i64, i64, i64) = self.call(inv).await?;
         if storm == 0 {
             return Ok(None);
         }
@@ -440,10 +446,14 @@ impl RedisLimiter {
         let ip = super::canonical(req.ip).to_string();
         let hosts = usize::try_from(hosts).unwrap_or(0);
         metric::ip_backoff();
+        let detail = match u16::try_from(by) {
+            Ok(by) => standing::describe_ban(signal.code(), by, &ip, hold, level),
+            Err(_) => standing::describe(signal.code(), hosts, &ip, hold, level),
+        };
         Ok(Some(Refusal {
             hold,
             level,
-            detail: standing::describe(signal.code(), hosts, &ip, hold, level),
+            detail,
         }))
     }
 

@@ -13,7 +13,8 @@
 //!   of when they were due; a fresh job joins a live line instead of going ahead of it;
 //! - `…:standing`: hash of our standing with the IP (`limit::standing`): `level`,
 //!   `until` (end of the back-off hold), `last` (last refusal or step down), `ok` (the
-//!   last time a reporting worker had an answer from it), `r:<host>` (a refusal from
+//!   last time a reporting worker had an answer from it), `srv` and `srvc` (when the
+//!   server itself last refused us, and how: `Signal::code`), `r:<host>` (a refusal from
 //!   that host, ms) and `hold:<host>` (that host's `Retry-After`, until ms).
 
 /// Books a request. KEYS: tat, inflight, standing, queue. ARGV: interval_ms, burst,
@@ -149,16 +150,19 @@ redis.call('PEXPIRE', KEYS[2], math.ceil(pause) + 3600000)
 return active
 ";
 
-/// A host refused us (403/429/503, a reset or a refused connection). KEYS: tat,
-/// standing. ARGV: host, recent_ok (1 when the reporting worker had an answer from the
-/// IP lately), refusal_window_ms, ok_window_ms, storm_hosts, backoff_ms, max_hold_ms,
-/// max_level, after_hold (how a refusal after a hold is read, `standing::AfterHold`:
-/// 0 a refusal of us, 1 the site's failure, 2 the site's unless the IP answered since
-/// the hold ended), ok_age_ms (how long ago the reporting worker last had an answer from
-/// the IP; -1 for never).
-/// Returns {0, 0, 0, hosts} not (yet) a refusal of us; {1, hold_ms, level, hosts} a
-/// refusal of us: the IP is held until the back-off hold ends (a new, doubled hold only
-/// once the running one is over: one storm, one step).
+/// A host refused us (403/429/503, a reset, a connection refused, timed out or closed).
+/// KEYS: tat, standing. ARGV: host, recent_ok (1 when the reporting worker had an answer
+/// from the IP lately), refusal_window_ms, ok_window_ms, storm_hosts, backoff_ms,
+/// max_hold_ms, max_level, after_hold (how a refusal after a hold is read,
+/// `standing::AfterHold`: 0 a refusal of us, 1 the site's failure unless a ban may follow
+/// the server's refusal of us, 2 the site's unless the IP answered since the hold
+/// ended), ok_age_ms (how long ago the reporting worker last had an answer from the IP;
+/// -1 for never), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
+/// code when the server itself refused us, else -1).
+/// Returns {0, 0, 0, hosts, -1} not (yet) a refusal of us; {1, hold_ms, level, hosts,
+/// by} a refusal of us: the IP is held until the back-off hold ends (a new, doubled hold
+/// only once the running one is over: one storm, one step); `by` is the code of the
+/// server's refusal a ban follows, or -1.
 pub(crate) const REFUSE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -182,14 +186,16 @@ redis.call('PEXPIRE', s, 3600000)
 local level = tonumber(f['level'] or '0')
 local ok = tonumber(f['ok'] or '-1e18')
 if level == 0 and not (hosts >= tonumber(ARGV[5]) and now - ok < tonumber(ARGV[4])) then
-  return {0, 0, 0, hosts}
+  return {0, 0, 0, hosts, -1}
 end
 local hold_end = tonumber(f['until'] or '0')
+local age = tonumber(ARGV[10])
+local answered = f['until'] ~= nil and age >= 0 and now - age >= hold_end
+local srv = tonumber(f['srv'] or '-1e18')
+local banned = ARGV[9] == '1' and now - srv < tonumber(ARGV[11]) and not answered
 if level > 0 and now >= hold_end then
-  local age = tonumber(ARGV[10])
-  local answered = age >= 0 and now - age >= hold_end
-  if ARGV[9] == '1' or (ARGV[9] == '2' and not answered) then
-    return {0, 0, 0, hosts}
+  if (ARGV[9] == '1' and not banned) or (ARGV[9] == '2' and not answered) then
+    return {0, 0, 0, hosts, -1}
   end
 end
 if now >= hold_end then
@@ -203,7 +209,12 @@ if now >= hold_end then
   end
 end
 redis.call('HSET', s, 'last', string.format('%.3f', now))
-return {1, math.ceil(hold_end - now), level, hosts}
+if tonumber(ARGV[12]) >= 0 then
+  redis.call('HSET', s, 'srv', string.format('%.3f', now), 'srvc', ARGV[12])
+end
+local by = -1
+if banned then by = tonumber(f['srvc'] or '-1') end
+return {1, math.ceil(hold_end - now), level, hosts, by}
 ";
 
 /// Answers came back from a backed-off IP. KEYS: standing. ARGV: decay_ms. One step

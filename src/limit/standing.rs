@@ -11,11 +11,14 @@
 //! burst afterwards; a refusal after the hold raises the level, and answers without
 //! refusal for [`DECAY_AFTER`] lower it by one.
 //!
-//! Refused connections, and connections closed without an answer, count once: a server
-//! that stopped listening refuses them just as a firewall ban does, and a crashed
-//! backend closes them just as nginx's 444 refusal does, so after one hold they are the
-//! site's failure again ([`AfterHold`]). Closed connections count again once the IP
-//! answered after the hold: nginx's limit refuses only what is still too fast.
+//! Refused, timed-out and closed connections count once: a server that stopped
+//! listening (or a host gone from the network) refuses or drops them just as a firewall
+//! ban does, and a crashed backend closes them just as nginx's 444 refusal does, so after
+//! one hold they are the site's failure again ([`AfterHold`]). Closed connections count
+//! again once the IP answered after the hold: nginx's limit refuses only what is still
+//! too fast. Refused and timed-out connections count again while a ban may follow the
+//! server's own refusal of us ([`BAN_MEMORY`]): fail2ban reads the refusals in the
+//! server's log and bans the address, mod_evasive runs its `DOSSystemCommand`.
 //!
 //! A `Retry-After` holds only the host that sent it; the IP is held when several of its
 //! hosts say so at once. [`Standing`] is the in-memory form (the local limiter); the
@@ -37,6 +40,11 @@ pub(crate) const MAX_HOLD: Duration = Duration::from_secs(600);
 pub(crate) const MAX_LEVEL: u32 = 6;
 /// Answers without a refusal for this long lower the level by one.
 pub(crate) const DECAY_AFTER: Duration = Duration::from_secs(60);
+/// How long after a server's own refusal of us (a 403 storm, `limit_req`'s 503s or 444s)
+/// connections it refuses or drops are taken for a firewall ban that followed, while the
+/// IP has not answered since a hold ended: fail2ban's default `bantime` is 10 minutes,
+/// and operators often raise it to an hour.
+pub(crate) const BAN_MEMORY: Duration = Duration::from_secs(3600);
 /// Hosts remembered per IP (refusals and host holds each).
 const MAX_HOSTS: usize = 32;
 
@@ -88,6 +96,10 @@ pub enum Signal {
     /// The connection was closed without an answer: nginx's 444, which many hardening
     /// guides make `limit_req_status`, and also a backend crashing behind a proxy.
     Closed,
+    /// No connection in time (our SYN unanswered): what a firewall ban that drops
+    /// packets looks like (fail2ban's `blocktype = DROP`, mod_evasive's `iptables -j
+    /// DROP`), and also a host gone from the network.
+    TimedOut,
 }
 
 impl Signal {
@@ -101,7 +113,7 @@ impl Signal {
     }
 
     /// The code that names it in words ([`describe`]): the status, 0 for a reset, 1 for
-    /// a refused connection.
+    /// a refused connection, 2 for one closed without an answer, 3 for one timed out.
     pub(crate) fn code(self) -> u16 {
         match self {
             Signal::Fine => 200,
@@ -109,7 +121,14 @@ impl Signal {
             Signal::Reset => 0,
             Signal::ConnectionRefused => 1,
             Signal::Closed => 2,
+            Signal::TimedOut => 3,
         }
+    }
+
+    /// Whether it came from a server that is there and turned us away (an answer, a
+    /// reset or a close), not from a door shut before any server saw us.
+    pub(crate) fn is_the_servers(self) -> bool {
+        !matches!(self, Signal::ConnectionRefused | Signal::TimedOut)
     }
 }
 
@@ -130,9 +149,9 @@ pub(crate) fn hold_for(base: Duration, level: u32) -> Duration {
     (base * 2u32.pow(doublings)).min(MAX_HOLD)
 }
 
-/// What refused us, in words (`code` as in [`Signal::code`]).
-pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level: u32) -> String {
-    let what = match code {
+/// A signal's code ([`Signal::code`]) in words.
+fn in_words(code: u16) -> Option<&'static str> {
+    Some(match code {
         403 => "403 Forbidden (a mod_evasive-style 403 storm)",
         503 => "503 Service Unavailable (a limit_req-style refusal)",
         429 => "429 Too Many Requests",
@@ -140,10 +159,33 @@ pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level:
         0 => "connection resets (a firewall-style ban)",
         1 => "connections refused (a firewall-style ban, as fail2ban's REJECT)",
         2 => "connections closed without an answer (nginx's 444, a limit_req-style refusal)",
-        other => return format!("{other} from {hosts} hosts of {ip}"),
+        3 => {
+            "connections timing out (a firewall-style ban dropping our packets, as fail2ban's DROP)"
+        }
+        _ => return None,
+    })
+}
+
+/// What refused us, in words (`code` as in [`Signal::code`]).
+pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level: u32) -> String {
+    let Some(what) = in_words(code) else {
+        return format!("{code} from {hosts} hosts of {ip}");
     };
     format!(
         "{what} from {hosts} hosts of {ip} right after it answered us: it refuses us, not \
+         the site failing; {ip} is left alone for {} s (back-off level {level})",
+        hold.as_secs()
+    )
+}
+
+/// A refused or timed-out connection (`code`) taken for a ban that followed the server's
+/// own refusal of us (`by`), in words.
+pub(crate) fn describe_ban(code: u16, by: u16, ip: &str, hold: Duration, level: u32) -> String {
+    let what = in_words(code).unwrap_or("connections failing");
+    let by = in_words(by).unwrap_or("a refusal");
+    format!(
+        "{what} from {ip} after it refused us with {by}: a ban following the tripped \
+         defence (fail2ban reading the server's log, mod_evasive's DOSSystemCommand), not \
          the site failing; {ip} is left alone for {} s (back-off level {level})",
         hold.as_secs()
     )
@@ -154,7 +196,8 @@ pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level:
 pub(crate) enum AfterHold {
     /// More of the refusal of us (403/429/503/999, resets): a server that is there.
     Refusal,
-    /// The site's own failure.
+    /// The site's own failure, unless a ban may follow the server's refusal of us
+    /// ([`BAN_MEMORY`]) and the IP has not answered since the hold ended.
     ///
     /// Refused connections right after answers, from several hosts, look like a
     /// firewall ban and the IP is held once. But a server that just stopped listening
@@ -163,8 +206,10 @@ pub(crate) enum AfterHold {
     /// mod_evasive's hold, which every request extends), so asking again after the hold
     /// costs the IP nothing; if it still refuses then, it is judged as the failure it is
     /// (`down` once confirmed), not held again and again as `unknown` for as long as the
-    /// server stays dead.
-    Sites,
+    /// server stays dead. But when the server itself refused us shortly before, the
+    /// shut door is what fail2ban and mod_evasive's `DOSSystemCommand` do next: a
+    /// server that was there refusing our requests does not vanish on its own.
+    SitesUnlessBanned,
     /// The site's own failure, unless the IP answered since the hold ended: nginx's 444
     /// refusal lets the first request after a hold through (its bucket drained) and
     /// refuses again only what is still too fast, while a backend that crashed closes
@@ -176,18 +221,18 @@ impl AfterHold {
     /// How `signal` is read after a hold.
     pub(crate) fn of(signal: Signal) -> AfterHold {
         match signal {
-            Signal::ConnectionRefused => AfterHold::Sites,
+            Signal::ConnectionRefused | Signal::TimedOut => AfterHold::SitesUnlessBanned,
             Signal::Closed => AfterHold::SitesUnlessAnswered,
             Signal::Fine | Signal::Refused(_) | Signal::Reset => AfterHold::Refusal,
         }
     }
 
     /// Whether it is the site's, `answered` telling whether the IP answered since the
-    /// hold ended.
-    pub(crate) fn is_the_sites(self, answered: bool) -> bool {
+    /// hold ended, `banned` whether a ban may follow the server's refusal of us.
+    pub(crate) fn is_the_sites(self, answered: bool, banned: bool) -> bool {
         match self {
             AfterHold::Refusal => false,
-            AfterHold::Sites => true,
+            AfterHold::SitesUnlessBanned => !banned,
             AfterHold::SitesUnlessAnswered => !answered,
         }
     }
@@ -196,7 +241,7 @@ impl AfterHold {
     pub(crate) fn code(self) -> u8 {
         match self {
             AfterHold::Refusal => 0,
-            AfterHold::Sites => 1,
+            AfterHold::SitesUnlessBanned => 1,
             AfterHold::SitesUnlessAnswered => 2,
         }
     }
@@ -215,6 +260,8 @@ pub(crate) struct Standing {
     last: Option<Instant>,
     /// (host, until) of `Retry-After` holds.
     host_holds: Vec<(String, Instant)>,
+    /// When the server itself last refused us, and how ([`Signal::code`]).
+    server_refused: Option<(Instant, u16)>,
 }
 
 impl Standing {
@@ -265,7 +312,13 @@ impl Standing {
         }
         let hold_over = self.until.is_none_or(|u| now >= u);
         let answered = self.last_ok.zip(self.until).is_some_and(|(ok, u)| ok >= u);
-        if hold_over && self.level > 0 && AfterHold::of(signal).is_the_sites(answered) {
+        let ban_after = self
+            .server_refused
+            .filter(|(t, _)| !signal.is_the_servers() && now.duration_since(*t) < BAN_MEMORY)
+            .filter(|_| !answered)
+            .map(|(_, by)| by);
+        let after_hold = AfterHold::of(signal);
+        if hold_over && self.level > 0 && after_hold.is_the_sites(answered, ban_after.is_some()) {
             return None;
         }
         if hold_over {
@@ -273,13 +326,20 @@ impl Standing {
             self.until = Some(now + hold_for(base, self.level));
         }
         self.last = Some(now);
+        if signal.is_the_servers() {
+            self.server_refused = Some((now, signal.code()));
+        }
         let hold = self
             .until
             .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
+        let detail = match ban_after {
+            Some(by) => describe_ban(signal.code(), by, ip, hold, self.level),
+            None => describe(signal.code(), hosts, ip, hold, self.level),
+        };
         Some(Refusal {
             hold,
             level: self.level,
-            detail: describe(signal.code(), hosts, ip, hold, self.level),
+            detail,
         })
     }
 
@@ -392,11 +452,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn connections_refused_or_closed_by_hosts_right_after_answers_hold_the_ip_once() {
-        // fail2ban (iptables REJECT) bans our address: every host of the IP refuses
-        // connections right after it answered us. nginx's `limit_req_status 444` closes
-        // them without an answer.
+        // fail2ban (iptables REJECT or DROP) bans our address: every host of the IP
+        // refuses or drops connections right after it answered us. nginx's
+        // `limit_req_status 444` closes them without an answer.
         for (refused, said) in [
             (Signal::ConnectionRefused, "connections refused"),
+            (Signal::TimedOut, "connections timing out"),
             (Signal::Closed, "closed without an answer (nginx's 444"),
         ] {
             let mut s = Standing::default();
@@ -431,6 +492,62 @@ mod tests {
             let r = s.refused("a.test", Signal::Refused(403), "192.0.2.1", BASE, after);
             assert_eq!(r.map(|r| r.level), Some(2));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_shut_after_the_servers_refusal_are_a_ban_until_it_answers() {
+        // nginx refused us with 503s; fail2ban read them and bans our address.
+        for (shut, said) in [
+            (Signal::ConnectionRefused, "connections refused"),
+            (Signal::TimedOut, "connections timing out"),
+        ] {
+            let mut s = Standing::default();
+            let now = Instant::now();
+            s.fine(now);
+            let _ = s.refused("a.test", Signal::Refused(503), "192.0.2.1", BASE, now);
+            let r = s.refused("b.test", Signal::Refused(503), "192.0.2.1", BASE, now);
+            assert_eq!(r.map(|r| r.level), Some(1));
+            let after = now + BASE + Duration::from_secs(1);
+            let r = s
+                .refused("a.test", shut, "192.0.2.1", BASE, after)
+                .expect("the ban that follows");
+            assert_eq!((r.level, r.hold), (2, BASE * 2));
+            assert!(
+                r.detail.contains(said)
+                    && r.detail.contains("ban following")
+                    && r.detail.contains("503 Service Unavailable"),
+                "{}",
+                r.detail
+            );
+            // The IP answers after that hold: the ban is over, and a shut door now is the
+            // site's failure.
+            let lifted = after + BASE * 2 + Duration::from_secs(1);
+            s.fine(lifted);
+            assert_eq!(s.refused("b.test", shut, "192.0.2.1", BASE, lifted), None);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ban_is_not_assumed_an_hour_after_the_servers_refusal() {
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        let _ = s.refused("a.test", Signal::Refused(403), "192.0.2.1", BASE, now);
+        let _ = s.refused("b.test", Signal::Refused(403), "192.0.2.1", BASE, now);
+        let mut t = now;
+        // Still refused and dropped, no answer: the levels climb while the ban may last.
+        while t.duration_since(now) < BAN_MEMORY - MAX_HOLD {
+            t += MAX_HOLD;
+            assert!(s
+                .refused("a.test", Signal::TimedOut, "192.0.2.1", BASE, t)
+                .is_some());
+        }
+        // An hour on, a server that still drops everything is judged as what it is.
+        let late = now + BAN_MEMORY + Duration::from_secs(1);
+        assert_eq!(
+            s.refused("a.test", Signal::TimedOut, "192.0.2.1", BASE, late),
+            None
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -331,6 +331,15 @@ impl SendError {
         }
     }
 
+    /// Whether no connection to the site's address came in time: our own connect timed
+    /// out. Through a tunnel the proxy connects, and its report is an answer.
+    pub(in crate::http) fn connect_timed_out(&self) -> bool {
+        match self {
+            SendError::Client(e) => e.is_connect() && e.is_timeout(),
+            SendError::Tunnel(_) => false,
+        }
+    }
+
     /// What went wrong, in the deepest error's words.
     pub(in crate::http) fn cause(&self) -> String {
         match self {
