@@ -245,6 +245,7 @@ async fn truth_a_firewalls_block_page_is_unknown_blocked() {
     tells_the_truth("waf-akamai").await;
     tells_the_truth("waf-imperva").await;
     tells_the_truth("waf-alibaba").await;
+    tells_the_truth("waf-modsecurity-406").await;
 }
 
 /// A directory listing, a maintenance notice, a web server's default page or an error
