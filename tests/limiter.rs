@@ -252,7 +252,10 @@ async fn a_ban_following_the_servers_refusal_holds_the_ip_until_it_answers() {
         r.detail
     );
     let r = a
-        .answered(req("three.test", Duration::ZERO), Signal::TimedOut)
+        .answered(
+            req("three.test", Duration::ZERO),
+            Signal::TimedOut(Duration::from_secs(1)),
+        )
         .await
         .expect("dropped connections during the hold: the same ban");
     assert!(r.detail.contains("timing out"), "{}", r.detail);

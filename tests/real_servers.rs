@@ -15,7 +15,7 @@ use picket::job::{Report, Verdict};
 use crate::support::real::apache::{Apache, Evasive};
 use crate::support::real::dante::Dante;
 use crate::support::real::fail2ban::{Block, Fail2ban};
-use crate::support::real::haproxy::Haproxy;
+use crate::support::real::haproxy::{Haproxy, Limit};
 use crate::support::real::nginx::{Nginx, Site};
 use crate::support::real::squid::Squid;
 use crate::support::real::{now_us, Hits};
@@ -563,4 +563,63 @@ async fn banned_after_nginx(ip: &str, block: Block) {
         banned > 0,
         "no site was asked during the ban: the test proves nothing"
     );
+}
+
+/// haproxy's stick-table rate limits, as its operators write them: over 3 requests a
+/// second from one client, each `limit` turns it away in its own way, on every host of
+/// the IP at once. Right after the IP answered us, that is a refusal of us: no site is
+/// `down`, and those refused are asked again after the hold where the time allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_rate_limits_turning_us_away_are_never_down() {
+    for (ip, limit) in [
+        ("127.0.56.3", Limit::Reject),
+        ("127.0.56.4", Limit::ConnectionReject),
+        ("127.0.56.5", Limit::SilentDrop),
+    ] {
+        let haproxy = Haproxy::rate_limited(ip, 3, limit);
+        let hosts = names(&format!("hx{}", ip.replace('.', "")), 12);
+        let s = settings(&format!(
+            "{}[probe]\nretry_delay = \"500ms\"\ntimeout = \"3s\"\n[rate_limit]\nbackoff = \"2s\"\n\
+             [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 8\n",
+            static_dns(&hosts, ip),
+        ));
+        let engine = engine(&s);
+        let urls: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("http://{h}:{}/", haproxy.port))
+            .collect();
+        let reports = round(&engine, &urls).await;
+        let mut up = 0;
+        for r in &reports {
+            eprintln!(
+                "{limit:?}: {} {:?}/{}: {}",
+                r.url, r.verdict, r.reason, r.detail
+            );
+            assert_ne!(
+                r.verdict,
+                Verdict::Down,
+                "{limit:?}: {} is down: {}",
+                r.url,
+                r.detail
+            );
+            up += usize::from(r.verdict == Verdict::Up);
+        }
+        let tripped = reports.iter().any(|r| {
+            r.detail
+                .contains(&format!("hosts of {ip} right after it answered us"))
+        });
+        assert!(
+            tripped,
+            "{limit:?}: the limit never tripped: the test proves nothing"
+        );
+        eprintln!("{limit:?}: {up} of {} up", hosts.len());
+        if !matches!(limit, Limit::SilentDrop) {
+            // Asked again after the hold, when the limit lets requests through again.
+            assert!(
+                up >= hosts.len() / 2,
+                "{limit:?}: only {up} of {} up",
+                hosts.len()
+            );
+        }
+    }
 }

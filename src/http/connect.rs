@@ -205,6 +205,7 @@ impl HttpProber {
                 ));
             }
             let addr = SocketAddr::new(ip, target.port);
+            let asked = Instant::now();
             let (result, ready) = self
                 .ask_address(probe, &ask, &target.host, addr, remaining, obs)
                 .await;
@@ -232,7 +233,10 @@ impl HttpProber {
                     format!("{}: not probed, picket's own error: {pin}", target.host),
                 ));
             }
-            let outcome = self.failed(probe, &target.host, addr, &e, obs).await;
+            let waited = asked.elapsed();
+            let outcome = self
+                .failed(probe, &target.host, addr, (&e, waited), obs)
+                .await;
             if e.is_connect() && n == target.candidates.len() {
                 self.more_candidates(target, probe.deadline).await;
             }
@@ -523,48 +527,59 @@ impl HttpProber {
         self.limiter.latency(&answered, ready.elapsed());
     }
 
-    /// The failure a request error is; a reset, or a connection refused, timed out or
-    /// closed without an answer, is also told to the limiter, which may say the site refuses us
-    /// (a closed one is then asked again after the hold: `Probe::closed_on_us`).
+    /// The failure a request error (`e`, after `waited`) is; a reset, a connection
+    /// refused, timed out or closed without an answer, or a request left unanswered, is
+    /// also told to the limiter, which may say the site refuses us (a reset or closed one
+    /// is then asked again after the hold: `Probe::refused_on_us`).
     async fn failed(
         &self,
         probe: &mut Probe<'_>,
         host: &str,
         addr: SocketAddr,
-        e: &SendError,
+        (e, waited): (&SendError, Duration),
         obs: &mut Observation,
     ) -> Outcome {
         let ip = addr.ip();
         let outcome = e.classify(host, ip, addr.port(), probe.plan, probe.egress);
-        let signal = match &outcome {
-            Outcome::Failure(Failure {
-                kind: FailureKind::Reset,
-                ..
-            }) => Some(Signal::Reset),
-            Outcome::Failure(Failure {
-                kind: FailureKind::Connect,
-                ..
-            }) if e.connection_refused() => Some(Signal::ConnectionRefused),
-            Outcome::Failure(Failure {
-                kind: FailureKind::Connect,
-                ..
-            }) if e.closed_before_answer() => Some(Signal::Closed),
-            // Only straight to the site is the connect ours: through a SOCKS proxy it
-            // also covers the proxy, whose slowness says nothing of the site's IP.
-            Outcome::Failure(Failure {
-                kind: FailureKind::Timeout,
-                ..
-            }) if e.connect_timed_out() && probe.egress.route == Route::Direct => {
-                Some(Signal::TimedOut)
-            }
-            _ => None,
-        };
+        let signal = signal_of(&outcome, e, probe.egress.route, waited);
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
             obs.refusal = self.standing(ip, host, probe.egress, signal).await;
-            probe.closed_on_us = signal == Signal::Closed && obs.refusal.is_some();
+            // A request left unanswered used the probe's time up: nothing is left to
+            // ask again with.
+            probe.refused_on_us =
+                matches!(signal, Signal::Closed | Signal::Reset) && obs.refusal.is_some();
         }
         outcome
+    }
+}
+
+/// What a failed request tells the limiter of our standing with the IP, if anything.
+fn signal_of(outcome: &Outcome, e: &SendError, route: Route, waited: Duration) -> Option<Signal> {
+    match outcome {
+        Outcome::Failure(Failure {
+            kind: FailureKind::Reset,
+            ..
+        }) => Some(Signal::Reset),
+        Outcome::Failure(Failure {
+            kind: FailureKind::Connect,
+            ..
+        }) if e.connection_refused() => Some(Signal::ConnectionRefused),
+        Outcome::Failure(Failure {
+            kind: FailureKind::Connect,
+            ..
+        }) if e.closed_before_answer() => Some(Signal::Closed),
+        // Only straight to the site is the connect ours: through a SOCKS proxy it
+        // also covers the proxy, whose slowness says nothing of the site's IP.
+        Outcome::Failure(Failure {
+            kind: FailureKind::Timeout,
+            ..
+        }) if route == Route::Direct => Some(if e.connect_timed_out() {
+            Signal::TimedOut(waited)
+        } else {
+            Signal::Unanswered(waited)
+        }),
+        _ => None,
     }
 }
 

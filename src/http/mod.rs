@@ -101,10 +101,10 @@ struct Probe<'a> {
     /// Where the next request stands in its IP's line of deferred jobs: the plan's for
     /// the first request, outside it for every later one.
     line: crate::probe::Line,
-    /// The last request's connection was closed without an answer, and the limiter took
-    /// that for a refusal of us (nginx's 444 for `limit_req`): the URL is asked again
-    /// once after the hold, as after a 503.
-    closed_on_us: bool,
+    /// The last request's connection was reset or closed without an answer, and the
+    /// limiter took that for a refusal of us (nginx's 444 for `limit_req`, haproxy's
+    /// `reject`): the URL is asked again once after the hold, as after a 503.
+    refused_on_us: bool,
 }
 
 /// Where a hop leaves the chain.
@@ -179,7 +179,7 @@ impl HttpProber {
             index,
             deadline: start + plan.timeout,
             deferred: None,
-            closed_on_us: false,
+            refused_on_us: false,
             line: plan.line,
         };
         let outcome = self.follow(&mut probe, &mut obs).await;
@@ -231,7 +231,7 @@ impl HttpProber {
             .await?;
         let answered = self.connect_any(probe, chain, &mut target, obs).await;
         let Answered { resp, permit, ip } = match answered {
-            Err(_) if std::mem::take(&mut probe.closed_on_us) && !*reasked => {
+            Err(_) if std::mem::take(&mut probe.refused_on_us) && !*reasked => {
                 // The request for it waits for the hold (or the job is deferred).
                 *reasked = true;
                 if let Some(refusal) = obs.refusal.take() {

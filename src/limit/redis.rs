@@ -411,7 +411,10 @@ impl RedisLimiter {
     ) -> Result<Option<Refusal>, String> {
         let now = Instant::now();
         let last_ok = self.view(key, |_| {}).last_ok;
-        let recent_ok = last_ok.is_some_and(|t| now.duration_since(t) < standing::OK_WINDOW);
+        // Right after an answer counts from when the request was sent.
+        let asked = now.checked_sub(signal.waited()).unwrap_or(now);
+        let recent_ok =
+            last_ok.is_some_and(|t| asked.saturating_duration_since(t) < standing::OK_WINDOW);
         // An age, not a time: the script compares it on Redis's clock.
         let ok_age_ms = last_ok.map_or(-1, |t| {
             now.duration_since(t).as_millis().min(i64::MAX as u128) as i64

@@ -96,10 +96,14 @@ pub enum Signal {
     /// The connection was closed without an answer: nginx's 444, which many hardening
     /// guides make `limit_req_status`, and also a backend crashing behind a proxy.
     Closed,
-    /// No connection in time (our SYN unanswered): what a firewall ban that drops
-    /// packets looks like (fail2ban's `blocktype = DROP`, mod_evasive's `iptables -j
-    /// DROP`), and also a host gone from the network.
-    TimedOut,
+    /// No connection in time (our SYN unanswered), after waiting this long: what a
+    /// firewall ban that drops packets looks like (fail2ban's `blocktype = DROP`,
+    /// mod_evasive's `iptables -j DROP`), and also a host gone from the network.
+    TimedOut(Duration),
+    /// Connected and asked, but no answer in time, after waiting this long: haproxy's
+    /// `silent-drop` (the connection vanishes without a word to us), and also a server
+    /// that hangs.
+    Unanswered(Duration),
 }
 
 impl Signal {
@@ -121,14 +125,24 @@ impl Signal {
             Signal::Reset => 0,
             Signal::ConnectionRefused => 1,
             Signal::Closed => 2,
-            Signal::TimedOut => 3,
+            Signal::TimedOut(_) => 3,
+            Signal::Unanswered(_) => 4,
+        }
+    }
+
+    /// How long the request waited before this came: a refusal is of the moment the
+    /// request was sent, and "right after it answered us" counts from then.
+    pub(crate) fn waited(self) -> Duration {
+        match self {
+            Signal::TimedOut(d) | Signal::Unanswered(d) => d,
+            _ => Duration::ZERO,
         }
     }
 
     /// Whether it came from a server that is there and turned us away (an answer, a
     /// reset or a close), not from a door shut before any server saw us.
     pub(crate) fn is_the_servers(self) -> bool {
-        !matches!(self, Signal::ConnectionRefused | Signal::TimedOut)
+        !matches!(self, Signal::ConnectionRefused | Signal::TimedOut(_))
     }
 }
 
@@ -158,10 +172,14 @@ fn in_words(code: u16) -> Option<&'static str> {
         999 => "999 Request Denied (a refusal of automated clients)",
         0 => "connection resets (a firewall-style ban)",
         1 => "connections refused (a firewall-style ban, as fail2ban's REJECT)",
-        2 => "connections closed without an answer (nginx's 444, a limit_req-style refusal)",
+        2 => {
+            "connections closed without an answer (nginx's 444 or haproxy's reject, a rate \
+             limit's refusal)"
+        }
         3 => {
             "connections timing out (a firewall-style ban dropping our packets, as fail2ban's DROP)"
         }
+        4 => "requests left without an answer (haproxy's silent-drop, a rate limit's refusal)",
         _ => return None,
     })
 }
@@ -221,8 +239,8 @@ impl AfterHold {
     /// How `signal` is read after a hold.
     pub(crate) fn of(signal: Signal) -> AfterHold {
         match signal {
-            Signal::ConnectionRefused | Signal::TimedOut => AfterHold::SitesUnlessBanned,
-            Signal::Closed => AfterHold::SitesUnlessAnswered,
+            Signal::ConnectionRefused | Signal::TimedOut(_) => AfterHold::SitesUnlessBanned,
+            Signal::Closed | Signal::Unanswered(_) => AfterHold::SitesUnlessAnswered,
             Signal::Fine | Signal::Refused(_) | Signal::Reset => AfterHold::Refusal,
         }
     }
@@ -304,9 +322,10 @@ impl Standing {
         }
         self.refusals.push((host.to_string(), now));
         let hosts = self.refusals.len();
+        let asked = now.checked_sub(signal.waited()).unwrap_or(now);
         let after_ok = self
             .last_ok
-            .is_some_and(|t| now.duration_since(t) < OK_WINDOW);
+            .is_some_and(|t| asked.saturating_duration_since(t) < OK_WINDOW);
         if self.level == 0 && !(hosts >= STORM_HOSTS && after_ok) {
             return None;
         }
@@ -457,8 +476,12 @@ mod tests {
         // `limit_req_status 444` closes them without an answer.
         for (refused, said) in [
             (Signal::ConnectionRefused, "connections refused"),
-            (Signal::TimedOut, "connections timing out"),
+            (Signal::TimedOut(BASE), "connections timing out"),
             (Signal::Closed, "closed without an answer (nginx's 444"),
+            (
+                Signal::Unanswered(BASE),
+                "without an answer (haproxy's silent-drop",
+            ),
         ] {
             let mut s = Standing::default();
             let now = Instant::now();
@@ -499,7 +522,7 @@ mod tests {
         // nginx refused us with 503s; fail2ban read them and bans our address.
         for (shut, said) in [
             (Signal::ConnectionRefused, "connections refused"),
-            (Signal::TimedOut, "connections timing out"),
+            (Signal::TimedOut(BASE), "connections timing out"),
         ] {
             let mut s = Standing::default();
             let now = Instant::now();
@@ -528,6 +551,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn right_after_an_answer_counts_from_when_a_request_left_unanswered_was_sent() {
+        // haproxy's silent-drop: the requests of two hosts, sent 5 s after the IP
+        // answered, are told unanswered 30 s later.
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        let told = now + Duration::from_secs(35);
+        let dropped = Signal::Unanswered(Duration::from_secs(30));
+        assert!(s
+            .refused("a.test", dropped, "192.0.2.1", BASE, told)
+            .is_none());
+        let r = s.refused("b.test", dropped, "192.0.2.1", BASE, told);
+        assert_eq!(r.map(|r| r.level), Some(1));
+        // Sent 31 s after the answer: not right after it.
+        let mut s = Standing::default();
+        s.fine(now);
+        let late = Signal::Unanswered(Duration::from_secs(4));
+        let _ = s.refused("a.test", late, "192.0.2.1", BASE, told);
+        assert_eq!(s.refused("b.test", late, "192.0.2.1", BASE, told), None);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_ban_is_not_assumed_an_hour_after_the_servers_refusal() {
         let mut s = Standing::default();
         let now = Instant::now();
@@ -539,13 +584,13 @@ mod tests {
         while t.duration_since(now) < BAN_MEMORY - MAX_HOLD {
             t += MAX_HOLD;
             assert!(s
-                .refused("a.test", Signal::TimedOut, "192.0.2.1", BASE, t)
+                .refused("a.test", Signal::TimedOut(BASE), "192.0.2.1", BASE, t)
                 .is_some());
         }
         // An hour on, a server that still drops everything is judged as what it is.
         let late = now + BAN_MEMORY + Duration::from_secs(1);
         assert_eq!(
-            s.refused("a.test", Signal::TimedOut, "192.0.2.1", BASE, late),
+            s.refused("a.test", Signal::TimedOut(BASE), "192.0.2.1", BASE, late),
             None
         );
     }

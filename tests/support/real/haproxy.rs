@@ -1,9 +1,22 @@
 //! haproxy 2.6 in front of a backend that is gone (every request gets haproxy's own
-//! `503 Service Unavailable`, "No server is available to handle this request"), or
-//! terminating TLS in front of another server.
+//! `503 Service Unavailable`, "No server is available to handle this request"),
+//! terminating TLS in front of another server, or serving pages behind a stick-table
+//! rate limit.
 
 use super::{scratch, write, Daemon};
 use crate::support::free_port;
+
+/// What a stick-table rate limit does with a client over its rate.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    /// `http-request reject`: the connection closed without an answer.
+    Reject,
+    /// `http-request silent-drop`: the connection vanishes without a word to the
+    /// client (TCP_REPAIR), which waits for an answer that never comes.
+    SilentDrop,
+    /// `tcp-request connection reject`: closed as it is accepted, the request unread.
+    ConnectionReject,
+}
 
 /// A running haproxy.
 pub struct Haproxy {
@@ -62,6 +75,45 @@ frontend front
   default_backend back
 backend back
   server back1 {backend}
+"#,
+            d = dir.display()
+        );
+        Haproxy::launch(&dir, &conf, ip, port)
+    }
+
+    /// haproxy on `ip` serving every host a page of its own, with the rate limit its
+    /// operators write from the stick-table recipes: over `rate` requests a second from
+    /// one client, `limit` turns them away.
+    pub fn rate_limited(ip: &str, rate: u32, limit: Limit) -> Haproxy {
+        let dir = scratch("haproxy-limit");
+        let port = free_port();
+        let rule = match limit {
+            Limit::Reject => format!(
+                "  http-request track-sc0 src\n  \
+                 http-request reject if {{ sc_http_req_rate(0) gt {rate} }}\n"
+            ),
+            Limit::SilentDrop => format!(
+                "  http-request track-sc0 src\n  \
+                 http-request silent-drop if {{ sc_http_req_rate(0) gt {rate} }}\n"
+            ),
+            Limit::ConnectionReject => format!(
+                "  tcp-request connection track-sc0 src\n  \
+                 tcp-request connection reject if {{ sc_conn_rate(0) gt {rate} }}\n"
+            ),
+        };
+        let conf = format!(
+            r#"global
+  maxconn 256
+  pidfile {d}/haproxy.pid
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 10s
+  timeout server 10s
+frontend site
+  bind {ip}:{port}
+  stick-table type ip size 1k expire 10s store http_req_rate(1s),conn_rate(1s)
+{rule}  http-request return status 200 content-type "text/html" lf-string "<!doctype html><html><head><title>%[req.hdr(host)]</title></head><body><h1>%[req.hdr(host)]</h1><p>Welcome to the county office. Opening hours, forms and services are listed below; call us during office hours.</p></body></html>"
 "#,
             d = dir.display()
         );
