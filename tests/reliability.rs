@@ -568,3 +568,73 @@ async fn sigterm_during_a_broker_alarm_exits_cleanly_and_loses_no_job() {
     alarm.answered().await;
     next.terminate().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// 5. The path to the worker's broker node falls silent
+// ---------------------------------------------------------------------------------------
+
+/// A node whose host freezes or loses power, or a partition between the worker and it,
+/// sends no reset: the worker's connection just stops carrying anything. The worker must
+/// tell that from a quiet broker by the AMQP heartbeat and move to another node, instead
+/// of waiting for TCP to give up (many minutes) or for the broker's own heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_broker_falls_silent_moves_to_another_node() {
+    use crate::support::relay::Relay;
+    let (addr, hits) = target("127.0.0.25", Duration::ZERO).await;
+    let url = format!("http://127.0.0.25:{}/", addr.port());
+    let mut s = settings();
+    let direct = s.amqp.url.clone();
+    let broker: SocketAddr = format!("127.0.0.1:{}", crate::support::servers().rabbit.port())
+        .parse()
+        .expect("broker address");
+    // The same node on two paths: the worker takes one (its own order), and that path
+    // falls silent.
+    let paths = [Relay::start(broker).await, Relay::start(broker).await];
+    s.amqp.urls = paths
+        .iter()
+        .map(|r| direct.replace(&broker.to_string(), &r.addr.to_string()))
+        .collect();
+    s.amqp.heartbeat = Duration::from_secs(2);
+    s.targets.allow_private = true;
+    s.worker.name = "silent-broker".into();
+    let client = Client::connect_to(&direct).await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    wait_readyz(worker.ops, 200, Duration::from_secs(30)).await;
+    let (_, msgs) = jobs("before", 20, &url);
+    publish_all(&client.ch, &s.amqp.jobs_queue, &msgs).await;
+    wait_for("jobs before", Duration::from_secs(30), || {
+        hits.load(Ordering::SeqCst) >= 20
+    })
+    .await;
+    let ready = get_ops(worker.ops, "/readyz").await.unwrap_or_default().1;
+    let on = |r: &Relay, ready: &str| ready.contains(&format!(":{}/", r.addr.port()));
+    let used = paths
+        .iter()
+        .position(|r| on(r, &ready))
+        .unwrap_or_else(|| panic!("the worker is on neither path: {ready}"));
+
+    paths[used].fall_silent();
+    let silent = Instant::now();
+    let (_, msgs) = jobs("after", 20, &url);
+    publish_all(&client.ch, &s.amqp.jobs_queue, &msgs).await;
+    wait_for(
+        "jobs after the path fell silent",
+        Duration::from_secs(30),
+        || hits.load(Ordering::SeqCst) >= 40,
+    )
+    .await;
+    let ready = get_ops(worker.ops, "/readyz").await.unwrap_or_default().1;
+    eprintln!(
+        "path fell silent: the worker probing again after {:?}; {ready}",
+        silent.elapsed()
+    );
+    assert!(on(&paths[1 - used], &ready), "{ready}");
+    assert!(
+        silent.elapsed() < Duration::from_secs(15),
+        "the worker took {:?} to leave a silent node (heartbeat 2 s)",
+        silent.elapsed()
+    );
+    worker.stop.cancel();
+    let _ = worker.task.await;
+}

@@ -10,6 +10,7 @@
 //! worker, host and PID), so an operator finds a worker in the management UI.
 
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::uri::AMQPUri;
 use lapin::{Connect, Connection, ConnectionProperties};
 
 use super::AmqpError;
@@ -122,14 +123,15 @@ pub async fn connect_url(
         message,
     };
     let connect = async {
+        let uri = with_heartbeat(url, settings.heartbeat)?;
         if settings.ca_file.is_none() && settings.client_identity.is_none() {
-            return Connection::connect(url, props)
+            return Connection::connect_uri(uri, props)
                 .await
                 .map_err(|e| e.to_string());
         }
         let tls = broker_tls(settings)?;
         let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
-        url.connect_with_config(props, tls, runtime)
+        uri.connect_with_config(props, tls, runtime)
             .await
             .map_err(|e| e.to_string())
     };
@@ -141,6 +143,17 @@ pub async fn connect_url(
         Ok(Err(e)) => Err(err(e)),
         Ok(Ok(c)) => Ok(c),
     }
+}
+
+/// `url` parsed, asking for `heartbeat` (whole seconds) unless the URL names one or it
+/// is zero (then the broker's own applies).
+fn with_heartbeat(url: &str, heartbeat: std::time::Duration) -> Result<AMQPUri, String> {
+    let mut uri: AMQPUri = url.parse()?;
+    if uri.query.heartbeat.is_none() && !heartbeat.is_zero() {
+        // Whole seconds within 16 bits, checked when the settings were read.
+        uri.query.heartbeat = Some(u16::try_from(heartbeat.as_secs()).unwrap_or(u16::MAX));
+    }
+    Ok(uri)
 }
 
 /// TLS settings trusting `amqp.ca_file` beside the system's roots, and showing the
@@ -264,6 +277,17 @@ mod tests {
         assert!(start.elapsed() < std::time::Duration::from_secs(2));
         // Each node was tried once; the round starts where the last one ended.
         assert_eq!(nodes.next % 2, 0);
+    }
+
+    #[test]
+    fn the_heartbeat_is_asked_unless_the_url_names_one() {
+        let ten = std::time::Duration::from_secs(10);
+        let uri = with_heartbeat("amqp://u:p@a:5672/%2f", ten).expect("uri");
+        assert_eq!(uri.query.heartbeat, Some(10));
+        let own = with_heartbeat("amqp://a:5672/%2f?heartbeat=30", ten).expect("uri");
+        assert_eq!(own.query.heartbeat, Some(30));
+        let broker = with_heartbeat("amqp://a:5672/%2f", std::time::Duration::ZERO);
+        assert_eq!(broker.expect("uri").query.heartbeat, None);
     }
 
     #[test]

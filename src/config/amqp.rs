@@ -28,6 +28,7 @@ pub(super) struct RawAmqp {
     queue_type: String,
     max_message_bytes: u64,
     connect_timeout: String,
+    heartbeat: String,
     ca_file: String,
     client_cert_file: String,
     client_key_file: String,
@@ -70,6 +71,10 @@ pub struct AmqpSettings {
     pub max_message_bytes: usize,
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
+    /// The AMQP heartbeat asked of the broker (whole seconds; zero: the broker's own),
+    /// unless a node's URL names one (`?heartbeat=N`). A connection that carries
+    /// nothing for twice this long is taken for dead and another node is tried.
+    pub heartbeat: Duration,
     /// The CA that signed an `amqps://` broker's certificate, trusted beside the
     /// system's (`amqp.ca_file`).
     pub ca_file: Option<PathBuf>,
@@ -137,8 +142,21 @@ impl TryFrom<RawAmqp> for AmqpSettings {
             // A u64 that does not fit this machine's usize is no limit it could reach.
             max_message_bytes: usize::try_from(a.max_message_bytes).unwrap_or(usize::MAX),
             connect_timeout: positive_duration("amqp.connect_timeout", &a.connect_timeout)?,
+            heartbeat: heartbeat(&a.heartbeat)?,
         })
     }
+}
+
+/// `amqp.heartbeat`: whole seconds that fit the protocol's 16 bits.
+fn heartbeat(value: &str) -> Result<Duration, ConfigError> {
+    let d = parse::parse_duration("amqp.heartbeat", value)?;
+    if d.subsec_nanos() != 0 || d.as_secs() > u64::from(u16::MAX) {
+        return Err(invalid(
+            "amqp.heartbeat",
+            "must be whole seconds, at most 65535 (\"0s\": the broker's own)",
+        ));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -165,6 +183,16 @@ mod tests {
         )];
         let s = Settings::load_with_env(None, env).expect("env config");
         assert_eq!(s.amqp.nodes(), ["amqp://a:5672/%2f", "amqp://b:5672/%2f"]);
+    }
+
+    #[test]
+    fn the_heartbeat_is_whole_seconds_of_sixteen_bits() {
+        let s = Settings::from_toml("").expect("defaults");
+        assert_eq!(s.amqp.heartbeat, std::time::Duration::from_secs(10));
+        assert!(err("[amqp]\nheartbeat = \"1500ms\"\n").contains("amqp.heartbeat"));
+        assert!(err("[amqp]\nheartbeat = \"70000s\"\n").contains("amqp.heartbeat"));
+        let off = Settings::from_toml("[amqp]\nheartbeat = \"0s\"\n").expect("0s");
+        assert!(off.amqp.heartbeat.is_zero());
     }
 
     #[test]

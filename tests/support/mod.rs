@@ -29,6 +29,7 @@ pub mod procs;
 pub mod proxy;
 pub mod rabbitmq;
 pub mod redis_server;
+pub mod relay;
 pub mod run;
 pub mod schema;
 pub mod targets;
