@@ -537,10 +537,10 @@ async fn wait_some<T>(mut f: impl FnMut() -> Option<T>, within: Duration) -> T {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_limiter_follows_a_sentinel_failover_and_loses_nothing() {
+/// [`limiter_through_a_failover`] under Redis Sentinel, the primary ended by `fail`.
+async fn sentinel_failover(ips: &[&str], fail: fn(&RedisSentinels, u16)) {
     let set = Arc::new(blocking(RedisSentinels::launch).await.expect("sentinels"));
-    let ips: Vec<String> = (1..=3).map(|i| format!("127.0.6.{i}")).collect();
+    let ips: Vec<String> = ips.iter().map(|ip| ip.to_string()).collect();
     let sentinels: Vec<String> = set
         .sentinel_urls()
         .iter()
@@ -561,7 +561,7 @@ async fn the_limiter_follows_a_sentinel_failover_and_loses_nothing() {
     limiter_through_a_failover(&ips, RedisSide { toml, read }, move || {
         let old = killer.primary_port();
         let t = Instant::now();
-        killer.kill(old);
+        fail(&killer, old);
         while killer.current_primary() != Some(killer.replica_port())
             || !killer
                 .cli(killer.replica_port(), &["role"])
@@ -575,6 +575,27 @@ async fn the_limiter_follows_a_sentinel_failover_and_loses_nothing() {
         }
         t.elapsed()
     })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limiter_follows_a_sentinel_failover_and_loses_nothing() {
+    sentinel_failover(
+        &["127.0.6.1", "127.0.6.2", "127.0.6.3"],
+        RedisSentinels::kill,
+    )
+    .await;
+}
+
+/// A primary whose host hangs or loses power sends no reset: the workers' connection to
+/// it stays open and answers nothing. The Sentinels promote the replica all the same,
+/// and the workers must leave the silent connection for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limiter_follows_a_sentinel_failover_of_a_frozen_primary() {
+    sentinel_failover(
+        &["127.0.6.4", "127.0.6.5", "127.0.6.6"],
+        RedisSentinels::freeze,
+    )
     .await;
 }
 

@@ -665,3 +665,60 @@ async fn a_worker_back_on_redis_never_adds_to_what_its_fallback_has_in_flight() 
         "granted once the fallback's requests ended"
     );
 }
+
+/// `redis.timeout` is how long a call waits: a Redis that stalls for less (a fork for
+/// BGSAVE on a big dataset, a slow script) is waited for, not given up on at the
+/// client library's own 500 ms, which took the connection down with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_call_waits_out_a_stall_shorter_than_redis_timeout() {
+    let redis = tokio::task::spawn_blocking(crate::support::RedisServer::launch)
+        .await
+        .expect("launch")
+        .expect("a private Redis");
+    let s = Settings::from_toml(&format!(
+        "[redis]\nurl = \"{}\"\ntimeout = \"3s\"\n",
+        redis.url()
+    ))
+    .expect("settings");
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let mut conn = pool.get().await.expect("a connection");
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .expect("PING");
+    // Another client keeps Redis busy for 1.2 s with a script (Redis runs one at a time).
+    let url = redis.url().to_string();
+    let stall = tokio::spawn(async move {
+        let client = redis::Client::open(url.as_str()).expect("client");
+        let mut c = client
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+            )
+            .await
+            .expect("stalling client");
+        let busy = "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
+                    repeat local n = redis.call('TIME') until n[1] * 1000000 + n[2] - s > 1200000 \
+                    return 1";
+        let _: i64 = redis::cmd("EVAL")
+            .arg(busy)
+            .arg(0)
+            .query_async(&mut c)
+            .await
+            .expect("busy");
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = std::time::Instant::now();
+    let mut conn = pool.get().await.expect("the shared connection");
+    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+    eprintln!(
+        "PING during a 1.2 s stall: {pong:?} after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        pong.ok().as_deref(),
+        Some("PONG"),
+        "after {:?}",
+        t.elapsed()
+    );
+    stall.await.expect("stall");
+}

@@ -113,7 +113,9 @@ fn cluster_client(
     settings: &RedisSettings,
     certs: Option<TlsCertificates>,
 ) -> RedisResult<ClusterClient> {
-    let mut nodes = ClusterClientBuilder::new(settings.nodes.clone());
+    let mut nodes = ClusterClientBuilder::new(settings.nodes.clone())
+        .connection_timeout(settings.timeout)
+        .response_timeout(settings.timeout);
     if let Some(certs) = certs {
         nodes = nodes.certs(certs);
     }
@@ -191,6 +193,17 @@ fn sentinel_credentials(
     Ok(first)
 }
 
+/// `redis.timeout` for connecting and for each answer. redis-rs's own defaults (1 s to
+/// connect, 500 ms for an answer) would give up on a Redis that stalls for less than
+/// the setting allows (a fork for BGSAVE, a slow script), and take the shared
+/// connection down with it. A connection that gets no answer within it is replaced, so
+/// a primary that froze is left for the one the Sentinels name next.
+fn connection_config(settings: &RedisSettings) -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(settings.timeout))
+        .set_response_timeout(Some(settings.timeout))
+}
+
 /// Makes connections to `redis.url`, or to the primary the Sentinels name (asked anew
 /// each time), with the certificate files as they are then.
 pub(super) struct Server(RedisSettings);
@@ -201,13 +214,14 @@ impl Manager for Server {
 
     async fn create(&self) -> RedisResult<MultiplexedConnection> {
         let certs = certificates_now(&self.0)?;
+        let config = connection_config(&self.0);
         if self.0.sentinels.is_empty() {
             single_client(&self.0, certs)?
-                .get_multiplexed_async_connection()
+                .get_multiplexed_async_connection_with_config(&config)
                 .await
         } else {
             sentinel_client(&self.0, certs)?
-                .get_async_connection()
+                .get_async_connection_with_config(&config)
                 .await
         }
     }

@@ -191,6 +191,19 @@ impl RedisSentinels {
         }
     }
 
+    /// Freezes the server on `port` (plain or TLS) with SIGSTOP, as a host that hangs
+    /// or loses power does: its connections stay open and carry nothing. SIGKILL (its
+    /// stop at the end) still ends it.
+    pub fn freeze(&self, port: u16) {
+        let port = self.plain(port);
+        let children = procs::lock(&self.children);
+        if let Some((_, child)) = children.iter().find(|(p, _)| *p == port) {
+            let _ = std::process::Command::new("kill")
+                .args(["-STOP", &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Runs `redis-cli -p PORT ARGS...` on the server's plain port (empty output on
     /// failure).
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
