@@ -298,6 +298,9 @@ impl Limiter for LocalLimiter {
                     entry.standing.fine(now);
                     return None;
                 }
+                if !signal.may_refuse(&entry.pace) {
+                    return None;
+                }
                 let host = req.host.to_ascii_lowercase();
                 let ip = super::canonical(req.ip).to_string();
                 let refusal = entry
@@ -769,6 +772,24 @@ mod retry_after_per_host {
         // Then 5/s instead of 10/s, one at a time.
         go(&l, "c.test").await;
         assert_eq!(t0.elapsed(), Duration::from_millis(15_200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_left_unanswered_are_a_refusal_only_where_answers_were_quick() {
+        let dropped = Signal::Unanswered(Duration::from_secs(30));
+        // haproxy's silent-drop: the IP answered at once, then leaves two hosts hanging.
+        let l = limiter();
+        l.answered(on("a.test"), Signal::Fine).await;
+        assert!(l.answered(on("a.test"), dropped).await.is_none());
+        assert!(l.answered(on("b.test"), dropped).await.is_some());
+        // An overloaded server: its answers took 5 s, then two hosts time out.
+        let l = limiter();
+        for _ in 0..10 {
+            l.latency(&on("a.test"), Duration::from_secs(5));
+        }
+        l.answered(on("a.test"), Signal::Fine).await;
+        assert!(l.answered(on("a.test"), dropped).await.is_none());
+        assert!(l.answered(on("b.test"), dropped).await.is_none());
     }
 
     #[tokio::test(start_paused = true)]

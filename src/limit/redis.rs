@@ -524,6 +524,9 @@ impl Limiter for RedisLimiter {
                 self.fine(&key).await;
                 return None;
             }
+            if !signal.may_refuse(&self.view(&key, |_| {}).pace) {
+                return None;
+            }
             if self.redis_resting() {
                 return self.fallback.answered(req, signal).await;
             }

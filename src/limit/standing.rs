@@ -139,6 +139,14 @@ impl Signal {
         }
     }
 
+    /// Whether it may be a refusal of us, given how the IP has answered lately (`pace`):
+    /// requests timing out at an IP whose answers were already slow are a server
+    /// struggling under its load, not one dropping us (haproxy's `silent-drop` and a
+    /// firewall's DROP turn away a client the server was answering at once).
+    pub(crate) fn may_refuse(self, pace: &Pace) -> bool {
+        !matches!(self, Signal::TimedOut(_) | Signal::Unanswered(_)) || pace.interval_ms() == 0.0
+    }
+
     /// Whether it came from a server that is there and turned us away (an answer, a
     /// reset or a close), not from a door shut before any server saw us.
     pub(crate) fn is_the_servers(self) -> bool {
@@ -633,6 +641,24 @@ mod tests {
         assert!(s
             .refused("b.test", refused, "192.0.2.1", BASE, now)
             .is_none());
+    }
+
+    #[test]
+    fn timeouts_at_an_ip_that_was_answering_slowly_are_not_a_refusal() {
+        let mut slow = Pace::default();
+        for _ in 0..20 {
+            slow.observe(Duration::from_secs(5));
+        }
+        let fast = Pace::default();
+        for timeout in [Signal::TimedOut(BASE), Signal::Unanswered(BASE)] {
+            assert!(timeout.may_refuse(&fast));
+            assert!(
+                !timeout.may_refuse(&slow),
+                "{timeout:?}: a struggling server"
+            );
+        }
+        assert!(Signal::Refused(503).may_refuse(&slow));
+        assert!(Signal::Closed.may_refuse(&slow));
     }
 
     #[test]
