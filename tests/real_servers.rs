@@ -437,9 +437,9 @@ async fn a_tripped_nginx_closing_without_an_answer_is_backed_off_never_down() {
     tripped_nginx("127.0.12.14", 444, "closed without an answer").await;
 }
 
-/// nginx at 3r/s without burst, refusing with `status`, under an override of 10/s: the
-/// defence trips, and no site is down (`said` is in the detail of those held).
-async fn tripped_nginx(ip: &str, status: u16, said: &str) {
+/// nginx on `ip` at 3r/s without burst, refusing with `status`, for 12 hosts named
+/// after `prefix`.
+fn strict_nginx(ip: &str, status: u16, prefix: &str) -> (Site, Nginx) {
     let site = Site {
         ip: ip.into(),
         rate: 3,
@@ -447,22 +447,39 @@ async fn tripped_nginx(ip: &str, status: u16, said: &str) {
         nodelay: false,
         conn: 8,
         status,
-        hosts: names(&format!("trip{status}ngx"), 12),
+        hosts: names(prefix, 12),
     };
     let nginx = Nginx::start(std::slice::from_ref(&site));
+    (site, nginx)
+}
+
+/// One round over `hosts` of `ip` on `port` by an engine that trips the defences there:
+/// an override of 10/s with a burst of 10, the IP held `backoff` when it refuses us, and
+/// `probe` (lines of `[probe]`).
+async fn round_over_the_limit(
+    hosts: &[String],
+    ip: &str,
+    port: u16,
+    probe: &str,
+    backoff: &str,
+) -> Vec<Report> {
     let s = settings(&format!(
-        "{}[probe]\nretry_delay = \"500ms\"\n[rate_limit]\nbackoff = \"2s\"\n\
-         [[rate_limit.override]]\ncidr = \"{}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 8\n",
-        static_dns(&site.hosts, &site.ip),
-        site.ip
+        "{}[probe]\nretry_delay = \"500ms\"\n{probe}[rate_limit]\nbackoff = \"{backoff}\"\n\
+         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 8\n",
+        static_dns(hosts, ip),
     ));
-    let engine = engine(&s);
-    let urls: Vec<String> = site
-        .hosts
+    let urls: Vec<String> = hosts
         .iter()
-        .map(|h| format!("http://{h}:{}/", nginx.port))
+        .map(|h| format!("http://{h}:{port}/"))
         .collect();
-    let reports = round(&engine, &urls).await;
+    round(&engine(&s), &urls).await
+}
+
+/// nginx at 3r/s without burst, refusing with `status`, under an override of 10/s: the
+/// defence trips, and no site is down (`said` is in the detail of those held).
+async fn tripped_nginx(ip: &str, status: u16, said: &str) {
+    let (site, nginx) = strict_nginx(ip, status, &format!("trip{status}ngx"));
+    let reports = round_over_the_limit(&site.hosts, ip, nginx.port, "", "2s").await;
     let hits = nginx.hits();
     let refused = hits.with_status(status);
     report_line(
@@ -501,16 +518,7 @@ async fn a_fail2ban_ban_rejecting_us_after_a_tripped_limit_is_never_down() {
 /// the second refusal it reads, with `block`. No site is `down`; those asked while the
 /// ban lasts are `unknown/blocked`, named as a ban that follows the tripped limit.
 async fn banned_after_nginx(ip: &str, block: Block) {
-    let site = Site {
-        ip: ip.into(),
-        rate: 3,
-        burst: 0,
-        nodelay: false,
-        conn: 8,
-        status: 503,
-        hosts: names(&format!("ban{}", ip.replace('.', "")), 12),
-    };
-    let nginx = Nginx::start(std::slice::from_ref(&site));
+    let (site, nginx) = strict_nginx(ip, 503, &format!("ban{}", ip.replace('.', "")));
     let fail2ban = Fail2ban::nginx_limit_req(
         &nginx.daemon.dir.join("error.log"),
         ip,
@@ -521,19 +529,8 @@ async fn banned_after_nginx(ip: &str, block: Block) {
     );
     // The hold outlasts fail2ban's reaction (it polls the log each second), as the
     // default 15 s does: the refused requests are asked again into the ban.
-    let s = settings(&format!(
-        "{}[probe]\nretry_delay = \"500ms\"\nconnect_timeout = \"1s\"\n\
-         [rate_limit]\nbackoff = \"4s\"\n\
-         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 8\n",
-        static_dns(&site.hosts, ip),
-    ));
-    let engine = engine(&s);
-    let urls: Vec<String> = site
-        .hosts
-        .iter()
-        .map(|h| format!("http://{h}:{}/", nginx.port))
-        .collect();
-    let reports = round(&engine, &urls).await;
+    let timeout = "connect_timeout = \"1s\"\n";
+    let reports = round_over_the_limit(&site.hosts, ip, nginx.port, timeout, "4s").await;
     let hits = nginx.hits();
     report_line(
         &format!("nginx limit_req 3r/s, fail2ban {block:?} on the 2nd refusal"),
@@ -578,17 +575,8 @@ async fn haproxy_rate_limits_turning_us_away_are_never_down() {
     ] {
         let haproxy = Haproxy::rate_limited(ip, 3, limit);
         let hosts = names(&format!("hx{}", ip.replace('.', "")), 12);
-        let s = settings(&format!(
-            "{}[probe]\nretry_delay = \"500ms\"\ntimeout = \"3s\"\n[rate_limit]\nbackoff = \"2s\"\n\
-             [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 8\n",
-            static_dns(&hosts, ip),
-        ));
-        let engine = engine(&s);
-        let urls: Vec<String> = hosts
-            .iter()
-            .map(|h| format!("http://{h}:{}/", haproxy.port))
-            .collect();
-        let reports = round(&engine, &urls).await;
+        let timeout = "timeout = \"3s\"\n";
+        let reports = round_over_the_limit(&hosts, ip, haproxy.port, timeout, "2s").await;
         let mut up = 0;
         for r in &reports {
             eprintln!(

@@ -6,6 +6,15 @@
 use super::{scratch, write, Daemon};
 use crate::support::free_port;
 
+/// The `global` and `defaults` sections of every test haproxy, in `mode`.
+fn head(dir: &std::path::Path, mode: &str) -> String {
+    format!(
+        "global\n  maxconn 256\n  pidfile {}/haproxy.pid\ndefaults\n  mode {mode}\n  \
+         timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n",
+        dir.display()
+    )
+}
+
 /// What a stick-table rate limit does with a client over its rate.
 #[derive(Debug, Clone, Copy)]
 pub enum Limit {
@@ -36,22 +45,14 @@ impl Haproxy {
         let port = free_port();
         let dead = free_port();
         let conf = format!(
-            r#"global
-  maxconn 256
-  pidfile {d}/haproxy.pid
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 10s
-  timeout server 10s
-frontend site
+            r#"{head}frontend site
   bind {ip}:{port}
   default_backend app
 backend app
   option httpchk GET /
   server app1 {ip}:{dead} check inter 500ms fall 1 rise 1
 "#,
-            d = dir.display()
+            head = head(&dir, "http")
         );
         Haproxy::launch(&dir, &conf, ip, port)
     }
@@ -62,21 +63,13 @@ backend app
         let dir = scratch("haproxy-tls");
         let port = free_port();
         let conf = format!(
-            r#"global
-  maxconn 256
-  pidfile {d}/haproxy.pid
-defaults
-  mode tcp
-  timeout connect 1s
-  timeout client 10s
-  timeout server 10s
-frontend front
+            r#"{head}frontend front
   bind {ip}:{port} ssl crt {pem}
   default_backend back
 backend back
   server back1 {backend}
 "#,
-            d = dir.display()
+            head = head(&dir, "tcp")
         );
         Haproxy::launch(&dir, &conf, ip, port)
     }
@@ -102,20 +95,12 @@ backend back
             ),
         };
         let conf = format!(
-            r#"global
-  maxconn 256
-  pidfile {d}/haproxy.pid
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 10s
-  timeout server 10s
-frontend site
+            r#"{head}frontend site
   bind {ip}:{port}
   stick-table type ip size 1k expire 10s store http_req_rate(1s),conn_rate(1s)
 {rule}  http-request return status 200 content-type "text/html" lf-string "<!doctype html><html><head><title>%[req.hdr(host)]</title></head><body><h1>%[req.hdr(host)]</h1><p>Welcome to the county office. Opening hours, forms and services are listed below; call us during office hours.</p></body></html>"
 "#,
-            d = dir.display()
+            head = head(&dir, "http")
         );
         Haproxy::launch(&dir, &conf, ip, port)
     }
