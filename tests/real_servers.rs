@@ -454,18 +454,19 @@ fn strict_nginx(ip: &str, status: u16, prefix: &str) -> (Site, Nginx) {
 }
 
 /// One round over `hosts` of `ip` on `port` by an engine that trips the defences there:
-/// an override of 10/s with a burst of 10, the IP held `backoff` when it refuses us, and
-/// `probe` (lines of `[probe]`).
+/// an override of 10/s with a burst of 10, the IP held `backoff` when it refuses us,
+/// `probe` (lines of `[probe]`), and `tail` (more tables) last.
 async fn round_over_the_limit(
     hosts: &[String],
-    ip: &str,
-    port: u16,
+    (ip, port): (&str, u16),
     probe: &str,
     backoff: &str,
+    tail: &str,
 ) -> Vec<Report> {
     let s = settings(&format!(
         "{}[probe]\nretry_delay = \"500ms\"\n{probe}[rate_limit]\nbackoff = \"{backoff}\"\n\
-         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 8\n",
+         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 8\n\
+         {tail}",
         static_dns(hosts, ip),
     ));
     let urls: Vec<String> = hosts
@@ -479,7 +480,7 @@ async fn round_over_the_limit(
 /// defence trips, and no site is down (`said` is in the detail of those held).
 async fn tripped_nginx(ip: &str, status: u16, said: &str) {
     let (site, nginx) = strict_nginx(ip, status, &format!("trip{status}ngx"));
-    let reports = round_over_the_limit(&site.hosts, ip, nginx.port, "", "2s").await;
+    let reports = round_over_the_limit(&site.hosts, (ip, nginx.port), "", "2s", "").await;
     let hits = nginx.hits();
     let refused = hits.with_status(status);
     report_line(
@@ -505,19 +506,28 @@ async fn tripped_nginx(ip: &str, status: u16, said: &str) {
 /// sites failing, and none may be `down` for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fail2ban_ban_dropping_us_after_a_tripped_limit_is_never_down() {
-    banned_after_nginx("127.0.56.1", Block::Drop).await;
+    banned_after_nginx("127.0.56.1", Block::Drop, None).await;
 }
 
 /// The same ban with fail2ban's default blocktype, REJECT: every connection is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fail2ban_ban_rejecting_us_after_a_tripped_limit_is_never_down() {
-    banned_after_nginx("127.0.56.2", Block::Reject).await;
+    banned_after_nginx("127.0.56.2", Block::Reject, None).await;
+}
+
+/// The same bans of an HTTP proxy egress, which reports them (`ERR_CONNECT_FAIL 111`
+/// and `110`, squid's connect timeout being 1 s here) instead of our seeing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail2ban_ban_of_our_proxy_after_a_tripped_limit_is_never_down() {
+    banned_after_nginx("127.0.56.6", Block::Reject, Some("127.0.56.7")).await;
+    banned_after_nginx("127.0.56.8", Block::Drop, Some("127.0.56.9")).await;
 }
 
 /// nginx at 3r/s refusing with 503 under an override of 10/s, and fail2ban banning on
-/// the second refusal it reads, with `block`. No site is `down`; those asked while the
-/// ban lasts are `unknown/blocked`, named as a ban that follows the tripped limit.
-async fn banned_after_nginx(ip: &str, block: Block) {
+/// the second refusal it reads, with `block`; the probes go through a squid started on
+/// `proxy`, or straight. No site is `down`; those asked while the ban lasts are
+/// `unknown/blocked`, named as a ban that follows the tripped limit.
+async fn banned_after_nginx(ip: &str, block: Block, proxy: Option<&str>) {
     let (site, nginx) = strict_nginx(ip, 503, &format!("ban{}", ip.replace('.', "")));
     let fail2ban = Fail2ban::nginx_limit_req(
         &nginx.daemon.dir.join("error.log"),
@@ -527,10 +537,19 @@ async fn banned_after_nginx(ip: &str, block: Block) {
         2,
         120,
     );
+    let squid = proxy.map(|at| Squid::start(at, false));
+    // Through squid its own report comes first (its connect timeout is 1 s).
+    let (timeout, egress) = match &squid {
+        None => ("connect_timeout = \"1s\"\n", String::new()),
+        Some(squid) => (
+            "connect_timeout = \"3s\"\n",
+            format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url),
+        ),
+    };
     // The hold outlasts fail2ban's reaction (it polls the log each second), as the
     // default 15 s does: the refused requests are asked again into the ban.
-    let timeout = "connect_timeout = \"1s\"\n";
-    let reports = round_over_the_limit(&site.hosts, ip, nginx.port, timeout, "4s").await;
+    let at = (ip, nginx.port);
+    let reports = round_over_the_limit(&site.hosts, at, timeout, "4s", &egress).await;
     let hits = nginx.hits();
     report_line(
         &format!("nginx limit_req 3r/s, fail2ban {block:?} on the 2nd refusal"),
@@ -576,7 +595,7 @@ async fn haproxy_rate_limits_turning_us_away_are_never_down() {
         let haproxy = Haproxy::rate_limited(ip, 3, limit);
         let hosts = names(&format!("hx{}", ip.replace('.', "")), 12);
         let timeout = "timeout = \"3s\"\n";
-        let reports = round_over_the_limit(&hosts, ip, haproxy.port, timeout, "2s").await;
+        let reports = round_over_the_limit(&hosts, (ip, haproxy.port), timeout, "2s", "").await;
         let mut up = 0;
         for r in &reports {
             eprintln!(

@@ -570,7 +570,8 @@ fn signal_of(outcome: &Outcome, e: &SendError, route: Route, waited: Duration) -
             ..
         }) if e.closed_before_answer() => Some(Signal::Closed),
         // Only straight to the site is the connect ours: through a SOCKS proxy it
-        // also covers the proxy, whose slowness says nothing of the site's IP.
+        // also covers the proxy, whose slowness says nothing of the site's IP. An HTTP
+        // proxy says when its own connect to the site timed out.
         Outcome::Failure(Failure {
             kind: FailureKind::Timeout,
             ..
@@ -579,6 +580,10 @@ fn signal_of(outcome: &Outcome, e: &SendError, route: Route, waited: Duration) -
         } else {
             Signal::Unanswered(waited)
         }),
+        Outcome::Failure(Failure {
+            kind: FailureKind::Timeout,
+            ..
+        }) if e.proxy_connect_timed_out() => Some(Signal::TimedOut(waited)),
         _ => None,
     }
 }

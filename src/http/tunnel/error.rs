@@ -108,6 +108,24 @@ impl Refusal {
         }
     }
 
+    /// squid's errno of a failed connect (`ERR_CONNECT_FAIL 111`), if that is its report.
+    fn connect_errno(&self) -> Option<&str> {
+        let squid = self.squid.as_deref()?;
+        squid.strip_prefix("ERR_CONNECT_FAIL ").map(str::trim)
+    }
+
+    /// Whether the proxy reports that the site's address refused its connection.
+    fn reports_refused(&self) -> bool {
+        self.connect_errno() == Some("111")
+            || self.proxy_status.as_deref() == Some("connection_refused")
+    }
+
+    /// Whether the proxy reports that its connection to the site's address timed out.
+    fn reports_connect_timeout(&self) -> bool {
+        self.connect_errno() == Some("110")
+            || self.proxy_status.as_deref() == Some("connection_timeout")
+    }
+
     /// Whether the proxy, asked by name, reports that the site closed the connection
     /// without an answer.
     fn closed_before_answer(&self) -> bool {
@@ -121,18 +139,16 @@ impl Refusal {
     /// refused for its own reasons).
     fn site_failure(&self) -> Option<(FailureKind, &'static str)> {
         let squid = self.squid.as_deref().unwrap_or("");
-        let code = squid.strip_prefix("ERR_CONNECT_FAIL ").map(str::trim);
         let said = self.proxy_status.as_deref();
-        if code == Some("111") || said == Some("connection_refused") {
+        if self.reports_refused() {
             return Some((FailureKind::Connect, "the proxy reports connection refused"));
         }
-        if matches!(code, Some("101" | "113")) || said == Some("destination_ip_unroutable") {
+        if matches!(self.connect_errno(), Some("101" | "113"))
+            || said == Some("destination_ip_unroutable")
+        {
             return Some((FailureKind::Unreachable, "the proxy reports no route to it"));
         }
-        if code == Some("110")
-            || squid.starts_with("ERR_READ_TIMEOUT")
-            || said == Some("connection_timeout")
-        {
+        if self.reports_connect_timeout() || squid.starts_with("ERR_READ_TIMEOUT") {
             return Some((
                 FailureKind::Timeout,
                 "the proxy got no connection to it in time",
@@ -322,22 +338,29 @@ impl SendError {
         }
     }
 
-    /// Whether the site's address refused the TCP connection itself. Through a tunnel
-    /// the proxy connects, and its report of a refusal is an answer, not ours to see.
+    /// Whether the site's address refused the TCP connection: ours, or the HTTP proxy's
+    /// as it reports it (`ERR_CONNECT_FAIL 111`, `Proxy-Status: connection_refused`).
     pub(in crate::http) fn connection_refused(&self) -> bool {
         match self {
             SendError::Client(e) => crate::http::failure::connection_refused(e),
+            SendError::Tunnel(TunnelError::Refused(r)) => r.reports_refused(),
             SendError::Tunnel(_) => false,
         }
     }
 
     /// Whether no connection to the site's address came in time: our own connect timed
-    /// out. Through a tunnel the proxy connects, and its report is an answer.
+    /// out (through a SOCKS proxy this covers the proxy too).
     pub(in crate::http) fn connect_timed_out(&self) -> bool {
         match self {
             SendError::Client(e) => e.is_connect() && e.is_timeout(),
             SendError::Tunnel(_) => false,
         }
+    }
+
+    /// Whether the HTTP proxy reports that its connection to the site's address timed
+    /// out (`ERR_CONNECT_FAIL 110`, `Proxy-Status: connection_timeout`).
+    pub(in crate::http) fn proxy_connect_timed_out(&self) -> bool {
+        matches!(self, SendError::Tunnel(TunnelError::Refused(r)) if r.reports_connect_timeout())
     }
 
     /// What went wrong, in the deepest error's words.
@@ -505,5 +528,21 @@ mod tests {
         assert!(!refusal(503, &[("X-Squid-Error", "ERR_CONNECT_FAIL 111")]).refuses_tunnels());
         assert!(refusal(403, &[]).refuses_tunnels());
         assert!(refusal(405, &[]).refuses_tunnels());
+    }
+
+    #[test]
+    fn a_proxys_report_of_a_refused_or_timed_out_connect_is_told_to_the_limiter() {
+        let refused = |r: Refusal| SendError::Tunnel(TunnelError::Refused(r));
+        let squid = |e: &str| refusal(503, &[("X-Squid-Error", e)]);
+        assert!(refused(squid("ERR_CONNECT_FAIL 111")).connection_refused());
+        assert!(refused(refusal(
+            502,
+            &[("Proxy-Status", "p; error=connection_refused")]
+        ))
+        .connection_refused());
+        assert!(refused(squid("ERR_CONNECT_FAIL 110")).proxy_connect_timed_out());
+        assert!(!refused(squid("ERR_CONNECT_FAIL 110")).connection_refused());
+        assert!(!refused(squid("ERR_ACCESS_DENIED 0")).connection_refused());
+        assert!(!refused(squid("ERR_ACCESS_DENIED 0")).proxy_connect_timed_out());
     }
 }
