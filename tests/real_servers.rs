@@ -560,21 +560,11 @@ async fn banned_after_nginx(ip: &str, block: Block, proxy: Option<&str>) {
         fail2ban.bans() > 0,
         "fail2ban never banned: the test proves nothing"
     );
-    let mut banned = 0;
-    for r in &reports {
-        eprintln!(
-            "{block:?}: {} {:?}/{}: {}",
-            r.url, r.verdict, r.reason, r.detail
-        );
-        assert_ne!(
-            r.verdict,
-            Verdict::Down,
-            "{block:?}: {} is down: {}",
-            r.url,
-            r.detail
-        );
-        banned += usize::from(r.reason == "blocked" && r.detail.contains("ban following"));
-    }
+    assert_never_down(&reports, ip, &format!("{block:?}"));
+    let banned = reports
+        .iter()
+        .filter(|r| r.detail.contains("ban following"))
+        .count();
     assert!(
         banned > 0,
         "no site was asked during the ban: the test proves nothing"
@@ -596,21 +586,7 @@ async fn haproxy_rate_limits_turning_us_away_are_never_down() {
         let hosts = names(&format!("hx{}", ip.replace('.', "")), 12);
         let timeout = "timeout = \"3s\"\n";
         let reports = round_over_the_limit(&hosts, (ip, haproxy.port), timeout, "2s", "").await;
-        let mut up = 0;
-        for r in &reports {
-            eprintln!(
-                "{limit:?}: {} {:?}/{}: {}",
-                r.url, r.verdict, r.reason, r.detail
-            );
-            assert_ne!(
-                r.verdict,
-                Verdict::Down,
-                "{limit:?}: {} is down: {}",
-                r.url,
-                r.detail
-            );
-            up += usize::from(r.verdict == Verdict::Up);
-        }
+        let up = assert_never_down(&reports, ip, &format!("{limit:?}"));
         let tripped = reports.iter().any(|r| {
             r.detail
                 .contains(&format!("hosts of {ip} right after it answered us"))
