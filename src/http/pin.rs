@@ -100,6 +100,21 @@ impl Hop {
         }
     }
 
+    /// Whether the connection, whose socket's peer is `peer`, may carry this hop's request.
+    ///
+    /// Straight to the site, a socket with no peer any more was reset as soon as it was
+    /// accepted (haproxy's `tcp-request connection reject`, a firewall resetting new
+    /// connections): the site's reset, with nothing sent, not a connection gone astray.
+    fn admit(&self, peer: Option<SocketAddr>) -> Result<(), BoxError> {
+        if peer.is_none() && self.route == Route::Direct {
+            return Err(Box::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset as it was accepted",
+            )));
+        }
+        self.check(peer).map_err(|e| Box::new(e) as BoxError)
+    }
+
     /// A failed connect is the site's only when it was made to the counted address.
     fn check_failed(&self) -> Result<(), PinError> {
         match self.route {
@@ -238,7 +253,7 @@ where
                 }
                 Ok(Ok(conn)) => conn,
             };
-            hop.check(peer(&conn))?;
+            hop.admit(peer(&conn))?;
             let _ = hop.clock.connected.set(Instant::now());
             Ok(conn)
         })
@@ -317,6 +332,21 @@ mod tests {
         let url = format!("http://pinned.test:{}/", hop.addr.port());
         let resp = hop.scope(client.get(url).send()).await?;
         Ok(resp.status().as_u16())
+    }
+
+    #[test]
+    fn a_connection_gone_before_its_peer_was_read_is_a_reset_not_our_error() {
+        // haproxy's `tcp-request connection reject` resets the connection as it accepts
+        // it: by the time the peer is asked for, the socket has none.
+        let counted: SocketAddr = "127.0.0.1:8080".parse().expect("address");
+        let direct = Hop::new("site.test", counted, Duration::from_secs(5), Route::Direct);
+        let e = direct.admit(None).expect_err("nothing may be sent");
+        let io = e.downcast_ref::<std::io::Error>().expect("an I/O error");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        assert!(direct.admit(Some(counted)).is_ok());
+        let other: SocketAddr = "127.0.0.2:8080".parse().expect("address");
+        let e = direct.admit(Some(other)).expect_err("another peer");
+        assert!(e.downcast_ref::<PinError>().is_some(), "{e}");
     }
 
     #[tokio::test]
