@@ -25,6 +25,9 @@ pub enum Limit {
     SilentDrop,
     /// `tcp-request connection reject`: closed as it is accepted, the request unread.
     ConnectionReject,
+    /// `http-request tarpit`: held for `timeout tarpit` (1 s here), then haproxy's own
+    /// 500 page.
+    Tarpit,
 }
 
 /// A running haproxy.
@@ -88,6 +91,10 @@ backend back
             Limit::SilentDrop => format!(
                 "  http-request track-sc0 src\n  \
                  http-request silent-drop if {{ sc_http_req_rate(0) gt {rate} }}\n"
+            ),
+            Limit::Tarpit => format!(
+                "  timeout tarpit 1s\n  http-request track-sc0 src\n  \
+                 http-request tarpit if {{ sc_http_req_rate(0) gt {rate} }}\n"
             ),
             Limit::ConnectionReject => format!(
                 "  tcp-request connection track-sc0 src\n  \
