@@ -1,9 +1,11 @@
 //! picket against real server software (tests/support/real): Apache with mod_evasive at
 //! its documented defaults, nginx with `limit_req`/`limit_conn`, Apache with ModSecurity
-//! and the OWASP CRS at paranoia level 2, haproxy with a dead backend, squid and dante as
+//! and the OWASP CRS at paranoia level 2, haproxy with a dead backend and with
+//! stick-table rate limits, fail2ban banning what nginx refused, squid and dante as
 //! egresses. With the default limits, many virtual hosts on one address checked in
-//! rounds with and without pauses are never refused; a proxy's refusal or death never
-//! makes a site `down`.
+//! rounds with and without pauses are never refused; a defence tripped by a generous
+//! override, the ban that follows, and a proxy's refusal or death never make a site
+//! `down`.
 
 use std::sync::Arc;
 use std::time::Duration;
