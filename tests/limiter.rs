@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use picket::config::Settings;
 use picket::limit::redis::RedisLimiter;
-use picket::limit::{Grant, Limiter, Line, Permit, Request, Signal};
+use picket::limit::{Grant, Limiter, Line, Permit, Refusal, Request, Signal};
 
 use crate::support::{servers, unique};
 
@@ -33,6 +33,24 @@ fn req(host: &str, max_wait: Duration) -> Request<'_> {
         max_wait,
         line: picket::limit::Line::Outside,
     }
+}
+
+/// The IP answers `first`, then refuses it (`signal`, one host: not yet us) and
+/// `second` (a second host right after the answer: a refusal of us at level 1).
+async fn storm(first: &RedisLimiter, second: &RedisLimiter, signal: Signal) -> Refusal {
+    let _ = go(first, "one.test").await;
+    let now = |host| req(host, Duration::ZERO);
+    assert!(first
+        .answered(now("one.test"), Signal::Fine)
+        .await
+        .is_none());
+    assert!(first.answered(now("one.test"), signal).await.is_none());
+    let r = second
+        .answered(now("two.test"), signal)
+        .await
+        .unwrap_or_else(|| panic!("two hosts {signal:?} right after an answer"));
+    assert_eq!(r.level, 1);
+    r
 }
 
 async fn go(l: &RedisLimiter, host: &str) -> Permit {
@@ -144,20 +162,7 @@ async fn refused_connections_hold_the_ip_once_for_all_workers() {
     let a = limiter(&s, Duration::from_secs(30), "wa");
     let b = limiter(&s, Duration::from_secs(30), "wb");
     let refused = Signal::ConnectionRefused;
-    let _ = go(&a, "one.test").await;
-    assert!(a
-        .answered(req("one.test", Duration::ZERO), Signal::Fine)
-        .await
-        .is_none());
-    assert!(a
-        .answered(req("one.test", Duration::ZERO), refused)
-        .await
-        .is_none());
-    let r = b
-        .answered(req("two.test", Duration::ZERO), refused)
-        .await
-        .expect("two hosts refusing connections right after an answer");
-    assert_eq!(r.level, 1);
+    let r = storm(&a, &b, refused).await;
     assert!(r.detail.contains("connections refused"), "{}", r.detail);
     // After the hold (backoff 2 s) refused connections are the site's failure: no
     // second step; a 403 storm still is one.
@@ -183,20 +188,7 @@ async fn closed_connections_count_again_once_the_ip_answered_after_the_hold() {
     let a = limiter(&s, Duration::from_secs(30), "ca");
     let b = limiter(&s, Duration::from_secs(30), "cb");
     let closed = Signal::Closed;
-    let _ = go(&a, "one.test").await;
-    assert!(a
-        .answered(req("one.test", Duration::ZERO), Signal::Fine)
-        .await
-        .is_none());
-    assert!(a
-        .answered(req("one.test", Duration::ZERO), closed)
-        .await
-        .is_none());
-    let r = a
-        .answered(req("two.test", Duration::ZERO), closed)
-        .await
-        .expect("two hosts closing connections right after an answer");
-    assert_eq!(r.level, 1);
+    let r = storm(&a, &a, closed).await;
     assert!(
         r.detail.contains("closed without an answer"),
         "{}",
@@ -228,17 +220,7 @@ async fn a_ban_following_the_servers_refusal_holds_the_ip_until_it_answers() {
     let s = settings(100.0, 10, 10);
     let a = limiter(&s, Duration::from_secs(30), "ban-a");
     let b = limiter(&s, Duration::from_secs(30), "ban-b");
-    let _ = go(&a, "one.test").await;
-    a.answered(req("one.test", Duration::ZERO), Signal::Fine)
-        .await;
-    let _ = a
-        .answered(req("one.test", Duration::ZERO), Signal::Refused(503))
-        .await;
-    let r = a
-        .answered(req("two.test", Duration::ZERO), Signal::Refused(503))
-        .await
-        .expect("a 503 storm right after an answer");
-    assert_eq!(r.level, 1);
+    storm(&a, &a, Signal::Refused(503)).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // After the hold, refused connections: the ban, seen by another worker too.
     let r = b
