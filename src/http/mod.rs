@@ -253,12 +253,14 @@ impl HttpProber {
             .status
             .as_ref()
             .is_some_and(|s| s.contains(&status));
-        let signal = if expected_here {
-            Signal::Fine
+        let asked = retry_after(&resp);
+        let (reply, signal) = if expected_here {
+            (Reply::Unread(resp, permit), Signal::Fine)
         } else {
-            Signal::of_status(status)
+            read_if_error(resp, permit, probe.plan, chain).await?
         };
-        let refusal = self.heed(probe, &target.host, ip, &resp, signal).await;
+        let refusal = self.heed(probe, &target.host, ip, asked, signal).await;
+        let refusal = refusal.map(|r| reply.naming_its_firewall(r));
         if let Some(refusal) = refusal {
             if !*reasked {
                 // The request for it waits for the hold (or the job is deferred).
@@ -269,6 +271,10 @@ impl HttpProber {
             }
             obs.refusal = Some(refusal);
         }
+        let (resp, permit) = match reply {
+            Reply::Read(answer) => return Ok(Step::Answer(answer)),
+            Reply::Unread(resp, permit) => (resp, permit),
+        };
         if resp.status().is_redirection() && !expected_here {
             match chain.decide(status, resp.headers(), probe.plan.max_redirects) {
                 Next::Follow => return Ok(Step::Again),
@@ -279,7 +285,7 @@ impl HttpProber {
         last_hop(resp, permit, probe.plan, chain, obs).await
     }
 
-    /// Tells the limiter what the answer of `ip` said: a `Retry-After` pause asked by a
+    /// Tells the limiter what the answer of `ip` said: a `Retry-After` pause `asked` by a
     /// 429 or 503, its `signal`, and a refusal by one host right after its IP served a
     /// burst (that host is held). `Some(detail)` when the site refuses *us*.
     async fn heed(
@@ -287,7 +293,7 @@ impl HttpProber {
         probe: &Probe<'_>,
         host: &str,
         ip: IpAddr,
-        resp: &reqwest::Response,
+        asked: Option<Duration>,
         signal: Signal,
     ) -> Option<String> {
         let request = Request::sent(ip, host, &probe.egress.name);
@@ -295,7 +301,6 @@ impl HttpProber {
         if refused {
             self.recent.refused(ip, probe.index);
         }
-        let asked = retry_after(resp);
         if let Some(pause) = asked {
             // The server asked for a pause: no worker sends to this host before it ends,
             // nor to the IP when several of its hosts ask.
@@ -400,6 +405,50 @@ fn refresh(
         Next::Fail(failure) => Some(Err(failure)),
         Next::Final => None,
     }
+}
+
+/// An answer, its body read or not yet.
+enum Reply {
+    /// Not read: a page, a redirect, or an error whose status says all.
+    Unread(reqwest::Response, Permit),
+    /// Read, as the final answer of the chain.
+    Read(Answer),
+}
+
+impl Reply {
+    /// A refusal's detail, naming the firewall whose page refused us, if this is one.
+    fn naming_its_firewall(&self, detail: String) -> String {
+        match self {
+            Reply::Read(answer) => match crate::probe::pages::firewall_block(&answer.text) {
+                Some((firewall, _)) => format!("{firewall}'s page: {detail}"),
+                None => detail,
+            },
+            Reply::Unread(..) => detail,
+        }
+    }
+}
+
+/// The answer and what it says of us, for an answer that was not expected. An error
+/// page whose status is no refusal of us may still be one by its words (haproxy's
+/// tarpit 500, ModSecurity's 406 on LiteSpeed: `Signal::of_block_page`), so it is
+/// read before the limiter is told: a storm of them then holds the IP as a 403 storm
+/// does, instead of the limit being tripped again and again. An error ends the chain
+/// in any case, and a block page is small.
+async fn read_if_error(
+    resp: reqwest::Response,
+    permit: Permit,
+    plan: &Plan,
+    chain: &Chain,
+) -> Result<(Reply, Signal), Outcome> {
+    let status = resp.status().as_u16();
+    let signal = Signal::of_status(status);
+    let error = resp.status().is_client_error() || resp.status().is_server_error();
+    if signal != Signal::Fine || !error || plan.method == crate::job::Method::Head {
+        return Ok((Reply::Unread(resp, permit), signal));
+    }
+    let answer = finish(resp, permit, plan, chain).await?;
+    let signal = Signal::of_block_page(status, &answer.text);
+    Ok((Reply::Read(answer), signal))
 }
 
 /// The final answer of the chain: its body read (the per-IP permit is held until then),

@@ -116,6 +116,18 @@ impl Signal {
         }
     }
 
+    /// The signal of an error page whose status says nothing of us but whose words do:
+    /// a firewall's or rate limit's own page (`probe::pages::firewall_block`), as
+    /// haproxy's tarpit 500 or ModSecurity's 406 on LiteSpeed. `Fine` for anything else.
+    pub(crate) fn of_block_page(status: u16, text: &str) -> Signal {
+        let error = (400..=599).contains(&status);
+        if error && crate::probe::pages::firewall_block(text).is_some() {
+            Signal::Refused(status)
+        } else {
+            Signal::of_status(status)
+        }
+    }
+
     /// The code that names it in words ([`describe`]): the status, 0 for a reset, 1 for
     /// a refused connection, 2 for one closed without an answer, 3 for one timed out.
     pub(crate) fn code(self) -> u16 {
@@ -172,7 +184,7 @@ pub(crate) fn hold_for(base: Duration, level: u32) -> Duration {
 }
 
 /// A signal's code ([`Signal::code`]) in words.
-fn in_words(code: u16) -> Option<&'static str> {
+fn in_words(code: u16) -> Option<std::borrow::Cow<'static, str>> {
     Some(match code {
         403 => "403 Forbidden (a mod_evasive-style 403 storm)",
         503 => "503 Service Unavailable (a limit_req-style refusal)",
@@ -188,8 +200,13 @@ fn in_words(code: u16) -> Option<&'static str> {
             "connections timing out (a firewall-style ban dropping our packets, as fail2ban's DROP)"
         }
         4 => "requests left without an answer (haproxy's silent-drop, a rate limit's refusal)",
+        // Any other status refuses us only by its page (`Signal::of_block_page`).
+        100..=599 => {
+            return Some(format!("{code} block pages (a firewall's or rate limit's own page)").into())
+        }
         _ => return None,
-    })
+    }
+    .into())
 }
 
 /// What refused us, in words (`code` as in [`Signal::code`]).
@@ -207,8 +224,8 @@ pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level:
 /// A refused or timed-out connection (`code`) taken for a ban that followed the server's
 /// own refusal of us (`by`), in words.
 pub(crate) fn describe_ban(code: u16, by: u16, ip: &str, hold: Duration, level: u32) -> String {
-    let what = in_words(code).unwrap_or("connections failing");
-    let by = in_words(by).unwrap_or("a refusal");
+    let what = in_words(code).unwrap_or("connections failing".into());
+    let by = in_words(by).unwrap_or("a refusal".into());
     format!(
         "{what} from {ip} after it refused us with {by}: a ban following the tripped \
          defence (fail2ban reading the server's log, mod_evasive's DOSSystemCommand), not \
@@ -460,6 +477,28 @@ mod tests {
         let d = describe(999, 2, "192.0.2.1", BASE, 1);
         assert!(
             d.contains("999 Request Denied") && d.contains("refuses us"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn an_error_page_refuses_us_by_its_words_not_its_status() {
+        let tarpit = "<html><body><h1>500 Internal Server Error</h1>\nAn internal server \
+                      error occurred.\n</body></html>";
+        assert_eq!(Signal::of_block_page(500, tarpit), Signal::Refused(500));
+        let modsec = "Not Acceptable! An appropriate representation of the requested \
+                      resource could not be found on this server. This error was generated \
+                      by Mod_Security.";
+        assert_eq!(Signal::of_block_page(406, modsec), Signal::Refused(406));
+        // A site's own error page is no refusal of us; a 503 is one whatever it says.
+        assert_eq!(Signal::of_block_page(500, "Database error"), Signal::Fine);
+        assert_eq!(
+            Signal::of_block_page(503, "back soon"),
+            Signal::Refused(503)
+        );
+        let d = describe(500, 3, "192.0.2.1", BASE, 1);
+        assert!(
+            d.contains("500 block pages") && d.contains("refuses us"),
             "{d}"
         );
     }
