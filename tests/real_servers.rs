@@ -260,6 +260,63 @@ async fn haproxy_with_a_dead_backend_is_down_on_every_host() {
     }
 }
 
+/// A shared server's backend (PHP-FPM, an application server) dying while we check its
+/// sites: every host answers the front's own 503 at once, right after it answered us,
+/// just as a tripped `limit_req` does. But no limit refuses the first requests after a
+/// pause, and these still get 503 after the hold: the sites are failing, `down` once
+/// confirmed, never `unknown/blocked` for as long as the outage lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_dying_under_our_checks_is_down_not_a_refusal_of_us() {
+    for (front_ip, backend_ip, front) in [
+        ("127.0.57.1", "127.0.57.2", "apache mod_proxy"),
+        ("127.0.57.3", "127.0.57.4", "haproxy"),
+    ] {
+        let hosts = names(&format!("bk{}x", front_ip.replace('.', "")), 12);
+        let backend = Nginx::start(&[Site {
+            ip: backend_ip.into(),
+            rate: 1000,
+            burst: 1000,
+            nodelay: true,
+            conn: 512,
+            status: 503,
+            hosts: hosts.clone(),
+        }]);
+        let to = format!("{backend_ip}:{}", backend.port);
+        let (port, _front): (u16, Box<dyn std::any::Any>) = if front == "haproxy" {
+            let h = Haproxy::in_front_of(front_ip, &to);
+            (h.port, Box::new(h))
+        } else {
+            let a = Apache::proxy(front_ip, &hosts, &to);
+            (a.port, Box::new(a))
+        };
+        let s = settings(&format!(
+            "{}[probe]\nretry_delay = \"500ms\"\n[rate_limit]\nbackoff = \"2s\"\n\
+             [[rate_limit.override]]\ncidr = \"{front_ip}/32\"\nrate = 10.0\nburst = 10\n\
+             max_inflight = 8\n",
+            static_dns(&hosts, front_ip),
+        ));
+        let engine = engine(&s);
+        let urls: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("http://{h}:{port}/"))
+            .collect();
+        assert_all_up(&round(&engine, &urls).await, front);
+        drop(backend);
+        // Let haproxy's check see the server gone (Apache finds out at the next request).
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        for r in round(&engine, &urls).await {
+            assert_eq!(
+                (r.verdict, r.reason.as_str()),
+                (Verdict::Down, "http_status"),
+                "{front}: {}: {}",
+                r.url,
+                r.detail
+            );
+            assert!(r.detail.contains("503"), "{front}: {}", r.detail);
+        }
+    }
+}
+
 /// A plain target on `ip` for the egress tests (proxies resolve names themselves, so
 /// these use the address).
 async fn plain_target(ip: &str) -> String {

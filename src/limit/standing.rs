@@ -11,12 +11,13 @@
 //! burst afterwards; a refusal after the hold raises the level, and answers without
 //! refusal for [`DECAY_AFTER`] lower it by one.
 //!
-//! Refused, timed-out and closed connections count once: a server that stopped
+//! Refused, timed-out and closed connections and 503s count once: a server that stopped
 //! listening (or a host gone from the network) refuses or drops them just as a firewall
-//! ban does, and a crashed backend closes them just as nginx's 444 refusal does, so after
-//! one hold they are the site's failure again ([`AfterHold`]). Closed connections count
-//! again once the IP answered after the hold: nginx's limit refuses only what is still
-//! too fast. Refused and timed-out connections count again while a ban may follow the
+//! ban does, a crashed backend closes them just as nginx's 444 refusal does, and a shared
+//! server whose backend died answers its front's 503 on every host just as a tripped
+//! `limit_req` does, so after one hold they are the site's failure again
+//! ([`AfterHold`]). Closed connections and 503s count again once the IP answered after
+//! the hold: nginx's limit refuses only what is still too fast. Refused and timed-out connections count again while a ban may follow the
 //! server's own refusal of us ([`BAN_MEMORY`]): fail2ban reads the refusals in the
 //! server's log and bans the address, mod_evasive runs its `DOSSystemCommand`.
 //!
@@ -237,7 +238,9 @@ pub(crate) fn describe_ban(code: u16, by: u16, ip: &str, hold: Duration, level: 
 /// How `signal`, from a backed-off IP whose hold is over, is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AfterHold {
-    /// More of the refusal of us (403/429/503/999, resets): a server that is there.
+    /// More of the refusal of us (403/429/999, a firewall's page, resets): a server that
+    /// is there, and a status or page that says it refuses. mod_evasive's block outlasts
+    /// a hold when its `DOSBlockingPeriod` is longer, and each request lengthens it.
     Refusal,
     /// The site's own failure, unless a ban may follow the server's refusal of us
     /// ([`BAN_MEMORY`]) and the IP has not answered since the hold ended.
@@ -254,9 +257,11 @@ pub(crate) enum AfterHold {
     /// server that was there refusing our requests does not vanish on its own.
     SitesUnlessBanned,
     /// The site's own failure, unless the IP answered since the hold ended: nginx's 444
-    /// refusal lets the first request after a hold through (its bucket drained) and
-    /// refuses again only what is still too fast, while a backend that crashed closes
-    /// every connection and answers none.
+    /// or 503 refusal lets the first request after a hold through (its bucket drained)
+    /// and refuses again only what is still too fast, while a backend that crashed
+    /// closes every connection and answers none, and a shared server whose backend
+    /// (PHP-FPM, an application server) died answers its front's 503 to every request,
+    /// the first after a pause too.
     SitesUnlessAnswered,
 }
 
@@ -265,7 +270,9 @@ impl AfterHold {
     pub(crate) fn of(signal: Signal) -> AfterHold {
         match signal {
             Signal::ConnectionRefused | Signal::TimedOut(_) => AfterHold::SitesUnlessBanned,
-            Signal::Closed | Signal::Unanswered(_) => AfterHold::SitesUnlessAnswered,
+            Signal::Closed | Signal::Unanswered(_) | Signal::Refused(503) => {
+                AfterHold::SitesUnlessAnswered
+            }
             Signal::Fine | Signal::Refused(_) | Signal::Reset => AfterHold::Refusal,
         }
     }
@@ -667,6 +674,43 @@ mod tests {
             Some((2, BASE * 2)),
             "a second step: the rate halves again"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_503_storm_going_on_after_the_hold_without_an_answer_is_the_sites() {
+        // A shared server's backend (PHP-FPM, an application server) dies: every host
+        // answers the front's 503 at once, right after it answered us, as a tripped
+        // limit_req does. Held once; but the first requests after the hold still get
+        // 503, which no limit does: the sites are failing.
+        let refused = Signal::Refused(503);
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        let _ = s.refused("a.test", refused, "192.0.2.1", BASE, now);
+        let r = s.refused("b.test", refused, "192.0.2.1", BASE, now);
+        assert_eq!(r.map(|r| r.level), Some(1));
+        let after = now + BASE + Duration::from_millis(100);
+        assert_eq!(s.refused("a.test", refused, "192.0.2.1", BASE, after), None);
+        assert_eq!(s.refused("c.test", refused, "192.0.2.1", BASE, after), None);
+        // limit_req lets the first request after the hold through; the next ones, still
+        // too fast, are a refusal of us again.
+        let mut s = Standing::default();
+        s.fine(now);
+        let _ = s.refused("a.test", refused, "192.0.2.1", BASE, now);
+        let _ = s.refused("b.test", refused, "192.0.2.1", BASE, now);
+        s.fine(after);
+        let r = s.refused("c.test", refused, "192.0.2.1", BASE, after);
+        assert_eq!(r.map(|r| r.level), Some(2));
+        // A 403 or 429 storm says so by its status: mod_evasive's block outlasts a
+        // hold, and every request meanwhile lengthens it.
+        for status in [403, 429] {
+            let mut s = Standing::default();
+            s.fine(now);
+            let _ = s.refused("a.test", Signal::Refused(status), "192.0.2.1", BASE, now);
+            let _ = s.refused("b.test", Signal::Refused(status), "192.0.2.1", BASE, now);
+            let r = s.refused("a.test", Signal::Refused(status), "192.0.2.1", BASE, after);
+            assert_eq!(r.map(|r| r.level), Some(2), "{status}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -157,6 +157,34 @@ Include /usr/share/modsecurity-crs/rules/*.conf
         Apache::run("apache2 (ModSecurity CRS)", &dir, ip, port, &conf)
     }
 
+    /// Apache on `ip` serving `hosts` from the backend at `backend` (`ip:port`) through
+    /// mod_proxy, as a shared host passes its sites to PHP-FPM or an application
+    /// server: when the backend is gone, every host answers Apache's own 503.
+    pub fn proxy(ip: &str, hosts: &[String], backend: &str) -> Apache {
+        let dir = scratch("apache-proxy");
+        let port = free_port();
+        let mut conf = head(&dir, ip, port, &[]);
+        conf.push_str(&format!(
+            "LoadModule proxy_module {MODULES}/mod_proxy.so
+             LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
+"
+        ));
+        for h in hosts {
+            conf.push_str(&format!(
+                "<VirtualHost {ip}:{port}>
+  ServerName {h}
+  ProxyPreserveHost On
+  \
+                 ProxyPass / http://{backend}/
+  ProxyPassReverse / http://{backend}/
+\
+                 </VirtualHost>
+"
+            ));
+        }
+        Apache::run("apache2 (mod_proxy)", &dir, ip, port, &conf)
+    }
+
     /// What the access log holds.
     pub fn hits(&self) -> Hits {
         Hits::parse(&self.daemon.read("access.log"))

@@ -60,6 +60,24 @@ backend app
         Haproxy::launch(&dir, &conf, ip, port)
     }
 
+    /// haproxy on `ip` balancing to the server at `backend` (`ip:port`), which it checks
+    /// twice a second: when that server is gone, every host answers haproxy's 503.
+    pub fn in_front_of(ip: &str, backend: &str) -> Haproxy {
+        let dir = scratch("haproxy-lb");
+        let port = free_port();
+        let conf = format!(
+            r#"{head}frontend site
+  bind {ip}:{port}
+  default_backend app
+backend app
+  option httpchk GET /
+  server app1 {backend} check inter 500ms fall 1 rise 1
+"#,
+            head = head(&dir, "http")
+        );
+        Haproxy::launch(&dir, &conf, ip, port)
+    }
+
     /// haproxy on `ip` taking TLS with the certificate and key in `pem` and passing the
     /// bytes inside on to `backend` (`ip:port`), as a load balancer before a proxy does.
     pub fn tls_front(ip: &str, backend: &str, pem: &str) -> Haproxy {
