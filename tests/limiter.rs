@@ -251,6 +251,31 @@ async fn a_ban_following_the_servers_refusal_holds_the_ip_until_it_answers() {
         .is_none());
 }
 
+/// A shared server's backend dies: 503 on every host right after answers, held once.
+/// After the hold it answers 503 still, and no worker has had an answer since: the
+/// sites failing, for every worker, and no ban is taken to follow those 503s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_storm_going_on_after_the_hold_is_the_sites_and_no_ban_follows_it() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "dead-a");
+    let b = limiter(&s, Duration::from_secs(30), "dead-b");
+    storm(&a, &b, Signal::Refused(503)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let now = |host| req(host, Duration::ZERO);
+    assert!(
+        b.answered(now("three.test"), Signal::Refused(503))
+            .await
+            .is_none(),
+        "a 503 after the hold with no answer since is the site's"
+    );
+    assert!(
+        a.answered(now("one.test"), Signal::ConnectionRefused)
+            .await
+            .is_none(),
+        "the server restarting is no ban following the outage's 503s"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_jobs_line_up_one_interval_apart_across_workers() {
     let mut s = settings(1.0, 1, 100);

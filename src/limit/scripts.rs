@@ -195,6 +195,8 @@ local srv = tonumber(f['srv'] or '-1e18')
 local banned = ARGV[9] == '1' and now - srv < tonumber(ARGV[11]) and not answered
 if level > 0 and now >= hold_end then
   if (ARGV[9] == '1' and not banned) or (ARGV[9] == '2' and not answered) then
+    -- The server's refusals before the hold were that failure too: no ban follows.
+    if tonumber(ARGV[12]) >= 0 then redis.call('HDEL', s, 'srv', 'srvc') end
     return {0, 0, 0, hosts, -1}
   end
 end

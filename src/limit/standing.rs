@@ -370,6 +370,11 @@ impl Standing {
             .map(|(_, by)| by);
         let after_hold = AfterHold::of(signal);
         if hold_over && self.level > 0 && after_hold.is_the_sites(answered, ban_after.is_some()) {
+            if signal.is_the_servers() {
+                // Its refusals before the hold were that failure too (a dead backend's
+                // 503s): no ban follows them.
+                self.server_refused = None;
+            }
             return None;
         }
         if hold_over {
@@ -692,6 +697,10 @@ mod tests {
         let after = now + BASE + Duration::from_millis(100);
         assert_eq!(s.refused("a.test", refused, "192.0.2.1", BASE, after), None);
         assert_eq!(s.refused("c.test", refused, "192.0.2.1", BASE, after), None);
+        // Those 503s were the outage, not the server refusing us: its restart refusing
+        // connections is no ban that follows a refusal.
+        let restart = Signal::ConnectionRefused;
+        assert_eq!(s.refused("a.test", restart, "192.0.2.1", BASE, after), None);
         // limit_req lets the first request after the hold through; the next ones, still
         // too fast, are a refusal of us again.
         let mut s = Standing::default();
