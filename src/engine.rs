@@ -449,6 +449,41 @@ mod tests {
         })
     }
 
+    fn maintenance(pause_s: u64) -> Outcome {
+        Outcome::Answer(Answer {
+            status: 503,
+            body_bytes: 500,
+            retry_after: Some(pause_s.to_string()),
+            pause_asked: Some(Duration::from_secs(pause_s)),
+            ..Answer::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_503_asking_a_pause_longer_than_a_confirmation_may_wait_confirms_itself() {
+        // WordPress's maintenance mode, and maintenance pages generally: 503 with
+        // Retry-After 600. Asking again before then would disregard it, and waiting for
+        // it would hold the job for ten minutes, only to be told the same.
+        let job = job_for_url("http://a.example/", "j").expect("job");
+        let p = Scripted::new(vec![maintenance(600), ok()]);
+        let r = engine(p.clone()).run(&job).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Down, "http_status")
+        );
+        assert_eq!(p.calls.load(Ordering::SeqCst), 1, "not asked again");
+        assert!(
+            r.detail.contains("Retry-After") && r.detail.contains("600 s"),
+            "{}",
+            r.detail
+        );
+        // A pause a confirmation can wait for is waited for, and the site asked again.
+        let p = Scripted::new(vec![maintenance(5), ok()]);
+        let r = engine(p.clone()).run(&job).await;
+        assert_eq!(r.verdict, Verdict::Up);
+        assert_eq!(p.calls.load(Ordering::SeqCst), 2);
+    }
+
     #[tokio::test]
     async fn blocked_is_confirmed_only_through_another_egress() {
         let job = job_for_url("http://a.example/", "j").expect("job");

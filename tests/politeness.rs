@@ -843,3 +843,46 @@ async fn a_status_line_asked_again_is_counted_by_the_per_ip_limit() {
         r.detail
     );
 }
+
+/// A site in maintenance, as operators (and WordPress) switch it on: 503 with
+/// `Retry-After: 600`. Its confirmation may not be asked before then, and a worker that
+/// deferred the job to ask again later held the answer for ten minutes, only to be told
+/// the same (and then again, deferral after deferral). The site's own word confirms the
+/// `down`, at once, and nothing more is sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_in_maintenance_is_down_at_once_and_left_alone_for_its_retry_after() {
+    let ip = "127.0.57.5";
+    let (names, static_toml) = hosts("upkeep", 1, ip);
+    let nginx = crate::support::real::nginx::Nginx::maintenance(ip, &names, 600);
+    let base = with_limits(&base_toml(), 2.0, 2, 4);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    let url = format!("http://{}:{}/", names[0], nginx.port);
+    client.job(&s, json!({"id": "upkeep", "url": url})).await;
+    let rs = client.results(&s, 1, Duration::from_secs(20)).await;
+    worker.shutdown().await;
+    assert_eq!(rs.len(), 1, "answered within 20 s, not deferred: {rs:?}");
+    let r = &rs[0];
+    assert_eq!(
+        (
+            r["verdict"].as_str(),
+            r["reason"].as_str(),
+            r["attempts"].as_u64()
+        ),
+        (Some("down"), Some("http_status"), Some(1)),
+        "{r}"
+    );
+    let detail = r["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("503") && detail.contains("600 s (Retry-After)"),
+        "{detail}"
+    );
+    assert_eq!(
+        nginx.hits().with_status(503),
+        1,
+        "asked once: the site asked to be left alone"
+    );
+}

@@ -204,6 +204,7 @@ mod tests {
             verdict,
             reason,
             detail: detail.into(),
+            confirmed_by_site: false,
         }
     }
 

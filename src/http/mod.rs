@@ -463,6 +463,7 @@ async fn finish(
     let tls_days_left = tls::days_left(&resp);
     let content_type = body::header(resp.headers(), reqwest::header::CONTENT_TYPE);
     let retry_after = body::header(resp.headers(), reqwest::header::RETRY_AFTER);
+    let pause_asked = self::retry_after(&resp);
     let body = body::read(resp, plan.max_body_bytes, status).await?;
     drop(permit);
     let body_bytes = body.bytes.len();
@@ -477,6 +478,7 @@ async fn finish(
         final_url: chain.url.to_string(),
         redirects: chain.redirects,
         retry_after,
+        pause_asked,
         tls_days_left,
     })
 }

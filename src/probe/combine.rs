@@ -38,7 +38,9 @@ pub(crate) fn combine(judgements: &[Judgement], required: usize) -> Option<(usiz
 /// Whether the judgements so far settle the verdict: a good attempt, or `required`
 /// failures (a confirmed down, or after a bot wall, as much as can be learned).
 pub(crate) fn settled(judgements: &[Judgement], required: usize) -> bool {
-    judgements.iter().any(|j| !j.wants_confirmation())
+    judgements
+        .iter()
+        .any(|j| !j.wants_confirmation() || j.confirmed_by_site)
         || judgements
             .iter()
             .filter(|j| j.verdict == Verdict::Down)
@@ -52,6 +54,12 @@ fn confirmed_down(judgements: &[Judgement], required: usize) -> Option<usize> {
     let evidence =
         |j: &&Judgement| j.verdict == Verdict::Down && (!blocked || site_answered_badly(j.reason));
     let count = judgements.iter().filter(evidence).count();
+    if let Some(i) = judgements
+        .iter()
+        .rposition(|j| evidence(&j) && j.confirmed_by_site)
+    {
+        return Some(i);
+    }
     if count >= required.max(1) {
         judgements.iter().rposition(|j| evidence(&j))
     } else {

@@ -24,6 +24,9 @@ pub(crate) struct Judgement {
     pub reason: Reason,
     /// One readable line.
     pub detail: String,
+    /// The site's own words confirm it: a 503 whose `Retry-After` asks for a pause
+    /// longer than a confirmation may wait, so no attempt may follow it in time.
+    pub confirmed_by_site: bool,
 }
 
 impl Judgement {
@@ -33,6 +36,7 @@ impl Judgement {
             verdict,
             reason,
             detail: detail.into(),
+            confirmed_by_site: false,
         }
     }
 
@@ -261,11 +265,30 @@ fn wrong_status(s: &Seen<'_>) -> Option<Judgement> {
         ),
         None => "expected 2xx or 3xx".to_string(),
     };
-    Some(Judgement::new(
+    let mut j = Judgement::new(
         Verdict::Down,
         Reason::HttpStatus,
         format!("{status} ({wanted}) after {} ms", s.ms),
-    ))
+    );
+    if let Some(pause) = pause_beyond_confirmation(s) {
+        j.detail = format!(
+            "{}; it asks to be left alone for {} s (Retry-After), longer than a \
+             confirmation may wait: its own word confirms it",
+            j.detail,
+            pause.as_secs()
+        );
+        j.confirmed_by_site = true;
+    }
+    Some(j)
+}
+
+/// The pause a 503 asks for (a maintenance page's `Retry-After`) when it is longer than
+/// a confirmation may wait for it: the job's `max_wait` for the IP in a worker (beyond
+/// it the job would be deferred, and asked anew from the start), the probe's time
+/// otherwise. The limiter keeps every request from the host until then.
+fn pause_beyond_confirmation(s: &Seen<'_>) -> Option<std::time::Duration> {
+    let pause = s.answer.pause_asked.filter(|_| s.answer.status == 503)?;
+    (pause > s.plan.max_wait.unwrap_or(s.plan.timeout)).then_some(pause)
 }
 
 /// An empty or tiny body. HEAD answers carry no body by design, and so do 204 and 304,

@@ -158,6 +158,9 @@ pub struct Answer {
     pub redirects: u32,
     /// The `Retry-After` header, if any.
     pub retry_after: Option<String>,
+    /// The pause a 429's or 503's `Retry-After` asks for, read when the answer came
+    /// (seconds, or an HTTP date), capped as the limiter caps it.
+    pub pause_asked: Option<std::time::Duration>,
     /// Days until the server certificate expires (https).
     pub tls_days_left: Option<i64>,
 }

@@ -411,6 +411,40 @@ pub(super) async fn plain_http(b: &mut Builder) {
     )
     .await;
 
+    // WordPress's maintenance mode (`wp_maintenance`): 503 with Retry-After 600. The
+    // site's own word confirms it: no confirmation may be asked for ten minutes.
+    b.http(
+        "maintenance-503-retry-after",
+        Router::new().route(
+            "/",
+            any(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [
+                        (header::CONTENT_TYPE, HTML_UTF8),
+                        (header::RETRY_AFTER, "600"),
+                    ],
+                    "<!DOCTYPE html><html><head><title>Maintenance</title></head><body>\
+                     <p>Briefly unavailable for scheduled maintenance. Check back in a \
+                     minute.</p></body></html>",
+                )
+                    .into_response()
+            }),
+        ),
+        None,
+        truth(
+            "down",
+            Some("http_status"),
+            "maintenance mode: 503 with Retry-After 600",
+        ),
+        said("down", "http_status"),
+        vec![
+            Fact::Attempts(1),
+            Fact::DetailContains("600 s (Retry-After)"),
+        ],
+    )
+    .await;
+
     b.http(
         "status-429",
         Router::new().route(

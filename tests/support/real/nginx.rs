@@ -99,6 +99,66 @@ http {{
         Nginx { daemon, port }
     }
 
+    /// nginx on `ip` with every host of `hosts` in maintenance, as operators switch it
+    /// on: `return 503` with a maintenance page and `Retry-After: {retry_after}`.
+    pub fn maintenance(ip: &str, hosts: &[String], retry_after: u32) -> Nginx {
+        let dir = scratch("nginx-maintenance");
+        let d = dir.display().to_string();
+        let port = free_port();
+        write(
+            &dir,
+            "www/maintenance.html",
+            "<!doctype html><html><head><title>Down for maintenance</title></head><body>\
+             <h1>We'll be back soon</h1><p>The county's web site is being upgraded \
+             tonight. Please come back in an hour; for urgent matters call the office.</p>\
+             </body></html>",
+        );
+        std::fs::create_dir_all(dir.join("tmp")).expect("nginx tmp");
+        let names = hosts.join(" ");
+        let conf = format!(
+            r#"daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+  log_format usec '$msec $status $host';
+  access_log {d}/access.log usec;
+  client_body_temp_path {d}/tmp;
+  proxy_temp_path {d}/tmp;
+  fastcgi_temp_path {d}/tmp;
+  uwsgi_temp_path {d}/tmp;
+  scgi_temp_path {d}/tmp;
+  default_type text/html;
+  server {{
+    listen {ip}:{port};
+    server_name {names};
+    root {d}/www;
+    error_page 503 /maintenance.html;
+    location = /maintenance.html {{ internal; add_header Retry-After {retry_after} always; }}
+    location / {{ return 503; }}
+  }}
+}}
+"#
+        );
+        let path = write(&dir, "nginx.conf", &conf);
+        let daemon = Daemon::start(
+            "nginx (maintenance)",
+            "nginx",
+            &[
+                "-c".into(),
+                path.display().to_string(),
+                "-p".into(),
+                format!("{d}/"),
+                "-e".into(),
+                format!("{d}/error.log"),
+            ],
+            &dir,
+            &format!("{ip}:{port}"),
+        );
+        Nginx { daemon, port }
+    }
+
     /// What the access log holds (nginx writes each line when the request ends).
     pub fn hits(&self) -> Hits {
         Hits::parse(&self.daemon.read("access.log"))
