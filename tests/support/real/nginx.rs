@@ -113,8 +113,19 @@ http {{
              tonight. Please come back in an hour; for urgent matters call the office.</p>\
              </body></html>",
         );
-        std::fs::create_dir_all(dir.join("tmp")).expect("nginx tmp");
         let names = hosts.join(" ");
+        let server = format!(
+            "  server {{\n    listen {ip}:{port};\n    server_name {names};\n    root {d}/www;\n    \
+             error_page 503 /maintenance.html;\n    location = /maintenance.html {{ internal; \
+             add_header Retry-After {retry_after} always; }}\n    location / {{ return 503; }}\n  }}\n"
+        );
+        Nginx::run("nginx (maintenance)", &dir, ip, port, &server)
+    }
+
+    /// nginx with the usual `http` head around `servers`, listening on `ip:port`.
+    fn run(what: &str, dir: &std::path::Path, ip: &str, port: u16, servers: &str) -> Nginx {
+        let d = dir.display().to_string();
+        std::fs::create_dir_all(dir.join("tmp")).expect("nginx tmp");
         let conf = format!(
             r#"daemon off;
 worker_processes 1;
@@ -130,20 +141,12 @@ http {{
   uwsgi_temp_path {d}/tmp;
   scgi_temp_path {d}/tmp;
   default_type text/html;
-  server {{
-    listen {ip}:{port};
-    server_name {names};
-    root {d}/www;
-    error_page 503 /maintenance.html;
-    location = /maintenance.html {{ internal; add_header Retry-After {retry_after} always; }}
-    location / {{ return 503; }}
-  }}
-}}
+{servers}}}
 "#
         );
-        let path = write(&dir, "nginx.conf", &conf);
+        let path = write(dir, "nginx.conf", &conf);
         let daemon = Daemon::start(
-            "nginx (maintenance)",
+            what,
             "nginx",
             &[
                 "-c".into(),
@@ -153,7 +156,7 @@ http {{
                 "-e".into(),
                 format!("{d}/error.log"),
             ],
-            &dir,
+            dir,
             &format!("{ip}:{port}"),
         );
         Nginx { daemon, port }
