@@ -544,11 +544,12 @@ impl HttpProber {
         let signal = signal_of(&outcome, e, probe.egress.route, waited);
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
-            obs.refusal = self.standing(ip, host, probe.egress, signal).await;
+            let refusal = self.standing(ip, host, probe.egress, signal).await;
             // A request left unanswered used the probe's time up: nothing is left to
-            // ask again with.
-            probe.refused_on_us =
-                matches!(signal, Signal::Closed | Signal::Reset) && obs.refusal.is_some();
+            // ask again with; nor is a refusal that holds nothing worth asking at once.
+            probe.refused_on_us = matches!(signal, Signal::Closed | Signal::Reset)
+                && refusal.as_ref().is_some_and(|r| !r.hold.is_zero());
+            obs.refusal = refusal.map(|r| r.detail);
         }
         outcome
     }

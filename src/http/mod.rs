@@ -36,7 +36,7 @@ use url::Url;
 use crate::config::{EgressSettings, TlsSettings};
 use crate::dns::{DnsError, Resolver};
 use crate::engine::{Attempt, Prober};
-use crate::limit::{Limiter, Permit, Request, Signal};
+use crate::limit::{Limiter, Permit, Refusal, Request, Signal};
 use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
 mod body;
@@ -260,9 +260,11 @@ impl HttpProber {
             read_if_error(resp, permit, probe.plan, chain).await?
         };
         let refusal = self.heed(probe, &target.host, ip, asked, signal).await;
-        let refusal = refusal.map(|r| reply.naming_its_firewall(r));
-        if let Some(refusal) = refusal {
-            if !*reasked {
+        if let Some(Refusal { hold, detail, .. }) = refusal {
+            let refusal = reply.naming_its_firewall(detail);
+            // Asked again once after a hold; a refusal that holds nothing (the same host
+            // again while its neighbours answer) would only be asked at once.
+            if !*reasked && !hold.is_zero() {
                 // The request for it waits for the hold (or the job is deferred).
                 *reasked = true;
                 obs.notes
@@ -295,7 +297,7 @@ impl HttpProber {
         ip: IpAddr,
         asked: Option<Duration>,
         signal: Signal,
-    ) -> Option<String> {
+    ) -> Option<Refusal> {
         let request = Request::sent(ip, host, &probe.egress.name);
         let refused = matches!(signal, Signal::Refused(_));
         if refused {
@@ -484,17 +486,16 @@ async fn finish(
 }
 
 impl HttpProber {
-    /// Tells the limiter how `ip` answered; `Some(detail)` when it refuses *us*.
+    /// Tells the limiter how `ip` answered; `Some` when it refuses *us*.
     async fn standing(
         &self,
         ip: IpAddr,
         host: &str,
         egress: &Egress,
         signal: Signal,
-    ) -> Option<String> {
+    ) -> Option<Refusal> {
         let request = Request::sent(ip, host, &egress.name);
-        let refusal = self.limiter.answered(request, signal).await?;
-        Some(refusal.detail)
+        self.limiter.answered(request, signal).await
     }
 }
 

@@ -306,9 +306,11 @@ impl Limiter for LocalLimiter {
                 let refusal = entry
                     .standing
                     .refused(&host, signal, &ip, self.backoff, now)?;
-                // Asked again after the hold one at a time (no burst).
-                let one = Rate { burst: 1, ..rate };
-                hold_ip(entry, one, now + refusal.hold);
+                if !refusal.hold.is_zero() {
+                    // Asked again after the hold one at a time (no burst).
+                    let one = Rate { burst: 1, ..rate };
+                    hold_ip(entry, one, now + refusal.hold);
+                }
                 Some(refusal)
             })
         })

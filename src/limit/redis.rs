@@ -448,11 +448,19 @@ impl RedisLimiter {
         let level = u32::try_from(level).unwrap_or(0);
         let ip = super::canonical(req.ip).to_string();
         let hosts = usize::try_from(hosts).unwrap_or(0);
-        metric::ip_backoff();
         let detail = match u16::try_from(by) {
+            _ if by == -2 => standing::again_while_answering(
+                signal.code(),
+                &req.host.to_ascii_lowercase(),
+                &ip,
+                level,
+            ),
             Ok(by) => standing::describe_ban(signal.code(), by, &ip, hold, level),
             Err(_) => standing::describe(signal.code(), hosts, &ip, hold, level),
         };
+        if !hold.is_zero() {
+            metric::ip_backoff();
+        }
         Ok(Some(Refusal {
             hold,
             level,

@@ -15,7 +15,8 @@
 //!   `until` (end of the back-off hold), `last` (last refusal or step down), `ok` (the
 //!   last time a reporting worker had an answer from it), `srv` and `srvc` (when the
 //!   server itself last refused us, and how: `Signal::code`), `r:<host>` (a refusal from
-//!   that host, ms) and `hold:<host>` (that host's `Retry-After`, until ms).
+//!   that host, ms), `c:<host>` (when a refusal of that host was last taken for one of
+//!   us) and `hold:<host>` (that host's `Retry-After`, until ms).
 
 /// Books a request. KEYS: tat, inflight, standing, queue. ARGV: interval_ms, burst,
 /// max_inflight, max_wait_ms, lease_ms, lease_id, host, pace_ms (the worker's smoothed
@@ -162,7 +163,10 @@ return active
 /// Returns {0, 0, 0, hosts, -1} not (yet) a refusal of us; {1, hold_ms, level, hosts,
 /// by} a refusal of us: the IP is held until the back-off hold ends (a new, doubled hold
 /// only once the running one is over: one storm, one step); `by` is the code of the
-/// server's refusal a ban follows, or -1.
+/// server's refusal a ban follows, or -1; or -2 with hold_ms 0: a host whose refusal was
+/// taken for one of us before (field `c:<host>`, kept ban_memory_ms) refuses again
+/// after the hold while the IP answers (`standing::again_while_answering`), and the
+/// hold is not stepped up.
 pub(crate) const REFUSE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -172,14 +176,19 @@ redis.call('HSET', s, 'r:' .. ARGV[1], string.format('%.3f', now))
 local all = redis.call('HGETALL', s)
 local f = {}
 local hosts = 0
+local storm = {}
 for i = 1, #all, 2 do
   f[all[i]] = all[i + 1]
-  if string.sub(all[i], 1, 2) == 'r:' then
+  local kind = string.sub(all[i], 1, 2)
+  if kind == 'r:' then
     if now - tonumber(all[i + 1]) < tonumber(ARGV[3]) then
       hosts = hosts + 1
+      storm[#storm + 1] = string.sub(all[i], 3)
     else
       redis.call('HDEL', s, all[i])
     end
+  elseif kind == 'c:' and now - tonumber(all[i + 1]) >= tonumber(ARGV[11]) then
+    redis.call('HDEL', s, all[i])
   end
 end
 redis.call('PEXPIRE', s, 3600000)
@@ -199,6 +208,14 @@ if level > 0 and now >= hold_end then
     if tonumber(ARGV[12]) >= 0 then redis.call('HDEL', s, 'srv', 'srvc') end
     return {0, 0, 0, hosts, -1}
   end
+  -- The same host again while the IP answers its others: not stepped up.
+  local before = tonumber(f['c:' .. ARGV[1]] or '-1e18')
+  if answered and now - before < tonumber(ARGV[11]) then
+    return {1, 0, level, hosts, -2}
+  end
+end
+for _, h in ipairs(storm) do
+  redis.call('HSET', s, 'c:' .. h, string.format('%.3f', now))
 end
 if now >= hold_end then
   level = math.min(level + 1, tonumber(ARGV[8]))

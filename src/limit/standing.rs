@@ -222,6 +222,23 @@ pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level:
     )
 }
 
+/// A refusal (`code`) from `host` again, after a hold, while the IP answers its other
+/// hosts: not stepped up. A client-keyed defence refuses whichever host is asked, and
+/// one still tripping refuses hosts that had not refused before (those step it up);
+/// the same few hosts refusing check after check while their neighbours answer are as
+/// likely those sites failing on their own (a deleted index's 403, a dead pool's 503),
+/// and stepping up for them would halve the IP's rate again and again, starving every
+/// neighbour. With one egress the two cannot be told apart, so the verdict stays
+/// `unknown/blocked`; the IP is not held again.
+pub(crate) fn again_while_answering(code: u16, host: &str, ip: &str, level: u32) -> String {
+    let what = in_words(code).unwrap_or_else(|| format!("{code}").into());
+    format!(
+        "{what} again from {host}, which refused before the last hold, while {ip} answers \
+         its other hosts: these sites may be failing on their own, or a limit refusing \
+         what is still too fast; not held again (back-off level {level})"
+    )
+}
+
 /// A refused or timed-out connection (`code`) taken for a ban that followed the server's
 /// own refusal of us (`by`), in words.
 pub(crate) fn describe_ban(code: u16, by: u16, ip: &str, hold: Duration, level: u32) -> String {
@@ -312,6 +329,9 @@ pub(crate) struct Standing {
     host_holds: Vec<(String, Instant)>,
     /// When the server itself last refused us, and how ([`Signal::code`]).
     server_refused: Option<(Instant, u16)>,
+    /// (host, when) of the refusals taken for a refusal of us, to know a host that
+    /// refuses again ([`again_while_answering`]).
+    counted: Vec<(String, Instant)>,
 }
 
 impl Standing {
@@ -376,6 +396,26 @@ impl Standing {
                 self.server_refused = None;
             }
             return None;
+        }
+        let refused_before = self
+            .counted
+            .iter()
+            .any(|(h, t)| h == host && now.duration_since(*t) < BAN_MEMORY);
+        if hold_over && self.level > 0 && answered && refused_before {
+            return Some(Refusal {
+                hold: Duration::ZERO,
+                level: self.level,
+                detail: again_while_answering(signal.code(), host, ip, self.level),
+            });
+        }
+        // Every host of the storm refused us, this one and those before it.
+        let storm: Vec<String> = self.refusals.iter().map(|(h, _)| h.clone()).collect();
+        for h in storm {
+            self.counted.retain(|(c, _)| *c != h);
+            if self.counted.len() >= MAX_HOSTS {
+                self.counted.remove(0);
+            }
+            self.counted.push((h, now));
         }
         if hold_over {
             self.level = (self.level + 1).min(MAX_LEVEL);
@@ -720,6 +760,62 @@ mod tests {
             let r = s.refused("a.test", Signal::Refused(status), "192.0.2.1", BASE, after);
             assert_eq!(r.map(|r| r.level), Some(2), "{status}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_same_hosts_refusing_again_while_the_ip_answers_do_not_step_the_hold_up() {
+        // Two sites of a shared server broken (a deleted index's 403, a dead pool's 503),
+        // checked among working neighbours: a storm at first sight, held once. After the
+        // hold the neighbours answer and the same two refuse again, check after check:
+        // stepping up for them would halve the IP's rate again and again and starve
+        // every neighbour, for no limit of ours.
+        for status in [403, 503] {
+            let r = Signal::Refused(status);
+            let mut s = Standing::default();
+            let t0 = Instant::now();
+            s.fine(t0);
+            let _ = s.refused("a.test", r, "192.0.2.1", BASE, t0);
+            let first = s.refused("b.test", r, "192.0.2.1", BASE, t0);
+            assert_eq!(first.map(|r| r.level), Some(1), "{status}");
+            let t1 = t0 + BASE + Duration::from_millis(100);
+            s.fine(t1);
+            let again = s
+                .refused(
+                    "a.test",
+                    r,
+                    "192.0.2.1",
+                    BASE,
+                    t1 + Duration::from_millis(50),
+                )
+                .expect("still a refusal for the verdict");
+            assert_eq!(
+                (again.level, again.hold),
+                (1, Duration::ZERO),
+                "{status}: {}",
+                again.detail
+            );
+            assert!(again.detail.contains("not held again"), "{}", again.detail);
+            // A host that had not refused steps it up: the limit still trips.
+            let fresh = s.refused(
+                "c.test",
+                r,
+                "192.0.2.1",
+                BASE,
+                t1 + Duration::from_millis(90),
+            );
+            assert_eq!(fresh.map(|r| r.level), Some(2), "{status}");
+        }
+        // With nothing answered since the hold, the same host steps it up: a block (or
+        // a limit) still refusing everything.
+        let r = Signal::Refused(403);
+        let mut s = Standing::default();
+        let t0 = Instant::now();
+        s.fine(t0);
+        let _ = s.refused("a.test", r, "192.0.2.1", BASE, t0);
+        let _ = s.refused("b.test", r, "192.0.2.1", BASE, t0);
+        let t1 = t0 + BASE + Duration::from_millis(100);
+        let again = s.refused("a.test", r, "192.0.2.1", BASE, t1);
+        assert_eq!(again.map(|r| r.level), Some(2));
     }
 
     #[tokio::test(start_paused = true)]

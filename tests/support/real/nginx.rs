@@ -99,6 +99,27 @@ http {{
         Nginx { daemon, port }
     }
 
+    /// nginx on `ip` serving `hosts`, of which those in `failing` answer `status` to
+    /// everything (broken sites beside working ones on a shared server), with no limit.
+    pub fn some_failing(ip: &str, hosts: &[String], failing: &[String], status: u16) -> Nginx {
+        let dir = scratch("nginx-some-failing");
+        let d = dir.display().to_string();
+        let port = free_port();
+        let mut servers = String::new();
+        for h in hosts {
+            write(&dir, &format!("www/{h}/index.html"), &page(h));
+            let what = if failing.contains(h) {
+                format!("location / {{ return {status}; }}")
+            } else {
+                String::new()
+            };
+            servers.push_str(&format!(
+                "  server {{ listen {ip}:{port}; server_name {h}; root {d}/www/{h}; {what} }}\n"
+            ));
+        }
+        Nginx::run("nginx (some sites failing)", &dir, ip, port, &servers)
+    }
+
     /// nginx on `ip` with every host of `hosts` in maintenance, as operators switch it
     /// on: `return 503` with a maintenance page and `Retry-After: {retry_after}`.
     pub fn maintenance(ip: &str, hosts: &[String], retry_after: u32) -> Nginx {
