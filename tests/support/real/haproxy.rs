@@ -44,20 +44,7 @@ impl Haproxy {
     /// haproxy on `ip` whose only backend server (a free port on `ip`, nothing there)
     /// is checked and down.
     pub fn dead_backend(ip: &str) -> Haproxy {
-        let dir = scratch("haproxy");
-        let port = free_port();
-        let dead = free_port();
-        let conf = format!(
-            r#"{head}frontend site
-  bind {ip}:{port}
-  default_backend app
-backend app
-  option httpchk GET /
-  server app1 {ip}:{dead} check inter 500ms fall 1 rise 1
-"#,
-            head = head(&dir, "http")
-        );
-        Haproxy::launch(&dir, &conf, ip, port)
+        Haproxy::in_front_of(ip, &format!("{ip}:{}", free_port()))
     }
 
     /// haproxy on `ip` balancing to the server at `backend` (`ip:port`), which it checks

@@ -39,24 +39,7 @@ impl Nginx {
         let dir = scratch("nginx");
         let d = dir.display().to_string();
         let port = free_port();
-        let mut conf = format!(
-            r#"daemon off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 512; }}
-http {{
-  log_format usec '$msec $status $host';
-  access_log {d}/access.log usec;
-  client_body_temp_path {d}/tmp;
-  proxy_temp_path {d}/tmp;
-  fastcgi_temp_path {d}/tmp;
-  uwsgi_temp_path {d}/tmp;
-  scgi_temp_path {d}/tmp;
-  default_type text/html;
-"#
-        );
-        std::fs::create_dir_all(dir.join("tmp")).expect("nginx tmp");
+        let mut conf = String::new();
         for (i, s) in sites.iter().enumerate() {
             let burst = match (s.burst, s.nodelay) {
                 (0, _) => String::new(),
@@ -80,23 +63,7 @@ http {{
                 ));
             }
         }
-        conf.push_str("}\n");
-        let path = write(&dir, "nginx.conf", &conf);
-        let daemon = Daemon::start(
-            "nginx",
-            "nginx",
-            &[
-                "-c".into(),
-                path.display().to_string(),
-                "-p".into(),
-                format!("{d}/"),
-                "-e".into(),
-                format!("{d}/error.log"),
-            ],
-            &dir,
-            &format!("{}:{port}", sites[0].ip),
-        );
-        Nginx { daemon, port }
+        Nginx::run("nginx", &dir, &sites[0].ip, port, &conf)
     }
 
     /// nginx on `ip` serving `hosts`, of which those in `failing` answer `status` to
@@ -152,7 +119,7 @@ http {{
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
-events {{ worker_connections 64; }}
+events {{ worker_connections 512; }}
 http {{
   log_format usec '$msec $status $host';
   access_log {d}/access.log usec;
