@@ -17,9 +17,15 @@
 //! server whose backend died answers its front's 503 on every host just as a tripped
 //! `limit_req` does, so after one hold they are the site's failure again
 //! ([`AfterHold`]). Closed connections and 503s count again once the IP answered after
-//! the hold: nginx's limit refuses only what is still too fast. Refused and timed-out connections count again while a ban may follow the
-//! server's own refusal of us ([`BAN_MEMORY`]): fail2ban reads the refusals in the
-//! server's log and bans the address, mod_evasive runs its `DOSSystemCommand`.
+//! the hold: nginx's limit refuses only what is still too fast. Refused and timed-out
+//! connections count again while a ban may follow the server's own refusal of us
+//! ([`BAN_MEMORY`]): fail2ban reads the refusals in the server's log and bans the
+//! address, mod_evasive runs its `DOSSystemCommand`.
+//!
+//! A host whose refusal was taken for one of us before, refusing again after a hold
+//! while the IP answers its other hosts, does not step the hold up
+//! ([`again_while_answering`]): broken sites beside working ones on a shared server
+//! would otherwise halve the IP's rate check after check.
 //!
 //! A `Retry-After` holds only the host that sent it; the IP is held when several of its
 //! hosts say so at once. [`Standing`] is the in-memory form (the local limiter); the
