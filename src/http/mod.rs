@@ -232,13 +232,8 @@ impl HttpProber {
         let answered = self.connect_any(probe, chain, &mut target, obs).await;
         let Answered { resp, permit, ip } = match answered {
             Err(_) if std::mem::take(&mut probe.refused_on_us) && !*reasked => {
-                // The request for it waits for the hold (or the job is deferred).
-                *reasked = true;
-                if let Some(refusal) = obs.refusal.take() {
-                    obs.notes
-                        .push(format!("{refusal}; asked again after the hold"));
-                }
-                return Ok(Step::Again);
+                let refusal = obs.refusal.take();
+                return Ok(ask_again_after_the_hold(reasked, refusal, obs));
             }
             answered => answered?,
         };
@@ -265,11 +260,7 @@ impl HttpProber {
             // Asked again once after a hold; a refusal that holds nothing (the same host
             // again while its neighbours answer) would only be asked at once.
             if !*reasked && !hold.is_zero() {
-                // The request for it waits for the hold (or the job is deferred).
-                *reasked = true;
-                obs.notes
-                    .push(format!("{refusal}; asked again after the hold"));
-                return Ok(Step::Again);
+                return Ok(ask_again_after_the_hold(reasked, Some(refusal), obs));
             }
             obs.refusal = Some(refusal);
         }
@@ -407,6 +398,21 @@ fn refresh(
         Next::Fail(failure) => Some(Err(failure)),
         Next::Final => None,
     }
+}
+
+/// The request a refusal of us turned away is asked once more: its next request waits
+/// for the hold (or the job is deferred), and the refusal is noted.
+fn ask_again_after_the_hold(
+    reasked: &mut bool,
+    refusal: Option<String>,
+    obs: &mut Observation,
+) -> Step {
+    *reasked = true;
+    if let Some(refusal) = refusal {
+        obs.notes
+            .push(format!("{refusal}; asked again after the hold"));
+    }
+    Step::Again
 }
 
 /// An answer, its body read or not yet.
