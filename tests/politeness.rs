@@ -848,9 +848,11 @@ async fn a_status_line_asked_again_is_counted_by_the_per_ip_limit() {
 /// `Retry-After: 600`. Its confirmation may not be asked before then, and a worker that
 /// deferred the job to ask again later held the answer for ten minutes, only to be told
 /// the same (and then again, deferral after deferral). The site's own word confirms the
-/// `down`, at once, and nothing more is sent to it.
+/// `down`, at once, and nothing more is sent to it. The next checks of the site are new
+/// jobs: held for the ten minutes, each waited in the delay queue and the site coming back
+/// went unseen; each asks once, as a visitor would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_site_in_maintenance_is_down_at_once_and_left_alone_for_its_retry_after() {
+async fn a_site_in_maintenance_is_down_at_once_and_each_check_is_answered_in_time() {
     let ip = "127.0.57.5";
     let (names, static_toml) = hosts("upkeep", 1, ip);
     let nginx = crate::support::real::nginx::Nginx::maintenance(ip, &names, 600);
@@ -861,28 +863,83 @@ async fn a_site_in_maintenance_is_down_at_once_and_left_alone_for_its_retry_afte
     client.declare(&s).await;
     let worker = Worker::start(&s);
     let url = format!("http://{}:{}/", names[0], nginx.port);
-    client.job(&s, json!({"id": "upkeep", "url": url})).await;
-    let rs = client.results(&s, 1, Duration::from_secs(20)).await;
+    // A monitored site is checked again and again; its Retry-After asks for ten minutes.
+    let mut seen = Vec::new();
+    for (check, maintenance) in [(1, true), (2, true), (3, false)] {
+        if !maintenance {
+            nginx.end_maintenance();
+        }
+        let id = format!("upkeep-{check}");
+        client.job(&s, json!({"id": id, "url": url})).await;
+        let rs = client.results(&s, 1, Duration::from_secs(20)).await;
+        assert_eq!(rs.len(), 1, "check {check} answered within 20 s: {rs:?}");
+        seen.push(rs[0].clone());
+    }
     worker.shutdown().await;
-    assert_eq!(rs.len(), 1, "answered within 20 s, not deferred: {rs:?}");
-    let r = &rs[0];
-    assert_eq!(
-        (
-            r["verdict"].as_str(),
-            r["reason"].as_str(),
-            r["attempts"].as_u64()
-        ),
-        (Some("down"), Some("http_status"), Some(1)),
-        "{r}"
-    );
-    let detail = r["detail"].as_str().unwrap_or_default();
-    assert!(
-        detail.contains("503") && detail.contains("600 s (Retry-After)"),
-        "{detail}"
-    );
+    for r in &seen[..2] {
+        assert_eq!(
+            (
+                r["verdict"].as_str(),
+                r["reason"].as_str(),
+                r["attempts"].as_u64()
+            ),
+            (Some("down"), Some("http_status"), Some(1)),
+            "{r}"
+        );
+        let detail = r["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("503") && detail.contains("600 s (Retry-After)"),
+            "{detail}"
+        );
+    }
     assert_eq!(
         nginx.hits().with_status(503),
-        1,
-        "asked once: the site asked to be left alone"
+        2,
+        "asked once a check: its own word confirms each down"
     );
+    let back = &seen[2];
+    assert_eq!(
+        (
+            back["verdict"].as_str(),
+            back["changed"].as_bool(),
+            back["previous_verdict"].as_str()
+        ),
+        (Some("up"), Some(true), Some("down")),
+        "the check after the maintenance ended sees the site back: {back}"
+    );
+}
+
+/// A whole shared server switched to maintenance (every virtual host's 503 with
+/// `Retry-After: 600`): several hosts asking for a pause at once hold the IP, and the
+/// next round of checks of every site on it waited in the delay queue for ten minutes.
+/// Each check is answered in time, and each site asked once a check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_server_in_maintenance_answers_every_round_of_checks_in_time() {
+    let ip = "127.0.57.8";
+    let (names, static_toml) = hosts("county", 4, ip);
+    let nginx = crate::support::real::nginx::Nginx::maintenance(ip, &names, 600);
+    let base = with_limits(&base_toml(), 2.0, 2, 4);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    for round in 1..=2 {
+        for (i, name) in names.iter().enumerate() {
+            let url = format!("http://{name}:{}/", nginx.port);
+            client
+                .job(&s, json!({"id": format!("county-{round}-{i}"), "url": url}))
+                .await;
+        }
+        let rs = client.results(&s, names.len(), Duration::from_secs(20)).await;
+        for r in &rs {
+            assert_eq!(
+                (r["verdict"].as_str(), r["reason"].as_str()),
+                (Some("down"), Some("http_status")),
+                "round {round}: {r}"
+            );
+        }
+    }
+    worker.shutdown().await;
+    assert_eq!(nginx.hits().with_status(503), 2 * names.len());
 }

@@ -254,7 +254,9 @@ impl HttpProber {
         } else {
             read_if_error(resp, permit, probe.plan, chain).await?
         };
-        let refusal = self.heed(probe, &target.host, ip, asked, signal).await;
+        let refusal = self
+            .heed(probe, &target.host, ip, status, asked, signal)
+            .await;
         if let Some(Refusal { hold, detail, .. }) = refusal {
             let refusal = reply.naming_its_firewall(detail);
             // Asked again once after a hold; a refusal that holds nothing (the same host
@@ -279,13 +281,14 @@ impl HttpProber {
     }
 
     /// Tells the limiter what the answer of `ip` said: a `Retry-After` pause `asked` by a
-    /// 429 or 503, its `signal`, and a refusal by one host right after its IP served a
+    /// 429 or 503 (`status`), its `signal`, and a refusal by one host right after its IP served a
     /// burst (that host is held). `Some(detail)` when the site refuses *us*.
     async fn heed(
         &self,
         probe: &Probe<'_>,
         host: &str,
         ip: IpAddr,
+        status: u16,
         asked: Option<Duration>,
         signal: Signal,
     ) -> Option<Refusal> {
@@ -294,9 +297,12 @@ impl HttpProber {
         if refused {
             self.recent.refused(ip, probe.index);
         }
-        if let Some(pause) = asked {
+        if let Some(pause) = asked.filter(|p| !probe.plan.confirmed_by_pause(status, *p)) {
             // The server asked for a pause: no worker sends to this host before it ends,
-            // nor to the IP when several of its hosts ask.
+            // nor to the IP when several of its hosts ask. A maintenance page's longer
+            // pause is not held: its own word confirms this check's `down` with nothing
+            // more sent, and the next check of the site (a new job) asks it once, as a
+            // visitor would, to see whether it is back.
             self.limiter.hold(request, pause).await;
         }
         let refusal = self.standing(ip, host, probe.egress, signal).await;

@@ -282,13 +282,13 @@ fn wrong_status(s: &Seen<'_>) -> Option<Judgement> {
     Some(j)
 }
 
-/// The pause a 503 asks for (a maintenance page's `Retry-After`) when it is longer than
-/// a confirmation may wait for it: the job's `max_wait` for the IP in a worker (beyond
-/// it the job would be deferred, and asked anew from the start), the probe's time
-/// otherwise. The limiter keeps every request from the host until then.
+/// The pause a 503 asks for (a maintenance page's `Retry-After`) when it confirms the
+/// `down` by itself ([`Plan::confirmed_by_pause`]).
 fn pause_beyond_confirmation(s: &Seen<'_>) -> Option<std::time::Duration> {
-    let pause = s.answer.pause_asked.filter(|_| s.answer.status == 503)?;
-    (pause > s.plan.max_wait.unwrap_or(s.plan.timeout)).then_some(pause)
+    let pause = s.answer.pause_asked?;
+    s.plan
+        .confirmed_by_pause(s.answer.status, pause)
+        .then_some(pause)
 }
 
 /// An empty or tiny body. HEAD answers carry no body by design, and so do 204 and 304,

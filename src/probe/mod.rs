@@ -97,6 +97,14 @@ impl Plan {
         }
     }
 
+    /// Whether a 503 asking for `pause` (a maintenance page's `Retry-After`) confirms
+    /// itself: the pause is longer than a confirmation may wait for it (the job's
+    /// `max_wait` in a worker, beyond which it would be deferred; the probe's time
+    /// otherwise). Its own word then confirms the `down` and nothing more is sent.
+    pub(crate) fn confirmed_by_pause(&self, status: u16, pause: Duration) -> bool {
+        status == 503 && pause > self.max_wait.unwrap_or(self.timeout)
+    }
+
     /// The headers of a request over HTTPS (`secure`) or plain HTTP: the browser's, in
     /// its order, less those the job sets, then the job's own.
     pub(crate) fn headers(&self, secure: bool) -> impl Iterator<Item = (&str, &str)> {
@@ -344,5 +352,22 @@ mod tests {
         assert_eq!(get(&h, "Sec-Fetch-Mode"), Some("navigate"));
         let script = headers(&[("user-agent", "curl/8.5.0")], true);
         assert_eq!(get(&script, "Sec-Fetch-Mode"), None);
+    }
+
+    #[test]
+    fn only_a_503_asking_longer_than_a_confirmation_may_wait_confirms_itself() {
+        let s = Settings::from_toml("").expect("defaults");
+        let job = job_for_url("https://site.example/", "t").expect("job");
+        let mut plan = Plan::new(&job, &s.probe);
+        plan.timeout = Duration::from_secs(10);
+        let secs = Duration::from_secs;
+        // `picket check`: the probe's time is what a confirmation may wait.
+        assert!(plan.confirmed_by_pause(503, secs(11)));
+        assert!(!plan.confirmed_by_pause(503, secs(10)));
+        assert!(!plan.confirmed_by_pause(429, secs(600)), "a 429 throttles us");
+        // A worker: the job's max_wait, beyond which it would be deferred.
+        plan.max_wait = Some(secs(30));
+        assert!(!plan.confirmed_by_pause(503, secs(20)));
+        assert!(plan.confirmed_by_pause(503, secs(31)));
     }
 }

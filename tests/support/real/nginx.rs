@@ -25,6 +25,9 @@ pub struct Site {
     pub hosts: Vec<String>,
 }
 
+/// The file whose presence puts [`Nginx::maintenance`]'s sites in maintenance.
+const MAINTENANCE_SWITCH: &str = "maintenance.on";
+
 /// A running nginx.
 pub struct Nginx {
     /// The server.
@@ -88,7 +91,8 @@ impl Nginx {
     }
 
     /// nginx on `ip` with every host of `hosts` in maintenance, as operators switch it
-    /// on: `return 503` with a maintenance page and `Retry-After: {retry_after}`.
+    /// on: a file whose presence makes every request `return 503` with a maintenance page
+    /// and `Retry-After: {retry_after}`; [`Nginx::end_maintenance`] removes it.
     pub fn maintenance(ip: &str, hosts: &[String], retry_after: u32) -> Nginx {
         let dir = scratch("nginx-maintenance");
         let d = dir.display().to_string();
@@ -101,13 +105,21 @@ impl Nginx {
              tonight. Please come back in an hour; for urgent matters call the office.</p>\
              </body></html>",
         );
+        write(&dir, "www/index.html", &page(&hosts.join(" ")));
+        write(&dir, MAINTENANCE_SWITCH, "on");
         let names = hosts.join(" ");
         let server = format!(
             "  server {{\n    listen {ip}:{port};\n    server_name {names};\n    root {d}/www;\n    \
              error_page 503 /maintenance.html;\n    location = /maintenance.html {{ internal; \
-             add_header Retry-After {retry_after} always; }}\n    location / {{ return 503; }}\n  }}\n"
+             add_header Retry-After {retry_after} always; }}\n    location / {{ \
+             if (-f {d}/{MAINTENANCE_SWITCH}) {{ return 503; }} }}\n  }}\n"
         );
         Nginx::run("nginx (maintenance)", &dir, ip, port, &server)
+    }
+
+    /// Switches the maintenance of [`Nginx::maintenance`] off: the sites answer again.
+    pub fn end_maintenance(&self) {
+        std::fs::remove_file(self.daemon.dir.join(MAINTENANCE_SWITCH)).expect("maintenance off");
     }
 
     /// nginx with the usual `http` head around `servers`, listening on `ip:port`.
