@@ -931,7 +931,9 @@ async fn a_shared_server_in_maintenance_answers_every_round_of_checks_in_time() 
                 .job(&s, json!({"id": format!("county-{round}-{i}"), "url": url}))
                 .await;
         }
-        let rs = client.results(&s, names.len(), Duration::from_secs(20)).await;
+        let rs = client
+            .results(&s, names.len(), Duration::from_secs(20))
+            .await;
         for r in &rs {
             assert_eq!(
                 (r["verdict"].as_str(), r["reason"].as_str()),

@@ -364,7 +364,10 @@ mod tests {
         // `picket check`: the probe's time is what a confirmation may wait.
         assert!(plan.confirmed_by_pause(503, secs(11)));
         assert!(!plan.confirmed_by_pause(503, secs(10)));
-        assert!(!plan.confirmed_by_pause(429, secs(600)), "a 429 throttles us");
+        assert!(
+            !plan.confirmed_by_pause(429, secs(600)),
+            "a 429 throttles us"
+        );
         // A worker: the job's max_wait, beyond which it would be deferred.
         plan.max_wait = Some(secs(30));
         assert!(!plan.confirmed_by_pause(503, secs(20)));

@@ -30,7 +30,10 @@ pub struct Runs {
     /// The median round, which stands for all.
     pub main: Kv,
     pub tls: Kv,
+    /// The DNS run of the round whose DNS run ÷ main run is the median.
     pub dns: Kv,
+    /// Each round's DNS run CPU ÷ its main run's.
+    pub dns_ratios: Vec<f64>,
     pub inflight: Option<Inflight>,
 }
 
@@ -71,23 +74,17 @@ impl<'a> Spec<'a> {
 
 pub fn all(args: &BenchArgs, bed: &mut Bed, c: &mut Ceilings) -> Result<Runs> {
     let watch = watch_args(bed)?;
-    let (rates, mains) = main_rounds(args, bed, c, &watch)?;
-    let main = pick_median(bed, &rates, &mains)?;
+    let rounds = main_rounds(args, bed, c, &watch)?;
+    let main = pick_median(bed, "main", &rounds.rates, &rounds.mains)?;
+    let dns_ratios: Vec<f64> = rounds
+        .mains
+        .iter()
+        .zip(&rounds.dnses)
+        .map(|(m, d)| d.num("cpu_s_per_1000") / m.num("cpu_s_per_1000"))
+        .collect();
+    let dns = pick_median(bed, "dns", &dns_ratios, &rounds.dnses)?;
     c.note_load();
     let tls = tls_run(args, bed, &watch)?;
-    c.note_load();
-    let url = job_url(bed);
-    say!(
-        "DNS worker run: {} jobs, every name through dnsmasq (TTL 0)",
-        args.jobs
-    );
-    let spec = Spec::new("dns", &bed.dns_conf, args.jobs, &url, SITE_HOSTS);
-    let (dns, _) = worker_run(bed, &spec, &watch)?;
-    let (rate, cpu) = (dns.get("rate"), dns.get("cpu_s_per_1000"));
-    say!(
-        "   {rate} jobs/s, {cpu} CPU-s per 1000; not up: {}",
-        dns.get("not_up")
-    );
     if args.profile {
         c.note_load();
         profile(args, bed, &watch)?;
@@ -100,24 +97,34 @@ pub fn all(args: &BenchArgs, bed: &mut Bed, c: &mut Ceilings) -> Result<Runs> {
         }
     };
     Ok(Runs {
-        rates,
-        mains,
+        rates: rounds.rates,
+        mains: rounds.mains,
         main,
         tls,
         dns,
+        dns_ratios,
         inflight,
     })
 }
 
-/// The main run, `--rounds` times: each round's rate and figures.
-fn main_rounds(
-    args: &BenchArgs,
-    bed: &Bed,
-    c: &mut Ceilings,
-    watch: &[String],
-) -> Result<(Vec<f64>, Vec<Kv>)> {
+/// Each round's figures: the main run's rate, the main run, and the DNS run made right
+/// after it (the same jobs with every name through dnsmasq), so that the DNS run's CPU is
+/// divided by a `dns.static` run of the same minute: this machine's speed moves from one
+/// minute to the next more than the ratio's margin.
+struct Rounds {
+    rates: Vec<f64>,
+    mains: Vec<Kv>,
+    dnses: Vec<Kv>,
+}
+
+/// The main run and its DNS run, `--rounds` times.
+fn main_rounds(args: &BenchArgs, bed: &Bed, c: &mut Ceilings, watch: &[String]) -> Result<Rounds> {
     let url = job_url(bed);
-    let (mut rates, mut mains) = (Vec::new(), Vec::new());
+    let mut rounds = Rounds {
+        rates: Vec::new(),
+        mains: Vec::new(),
+        dnses: Vec::new(),
+    };
     for r in 1..=args.rounds {
         c.note_load();
         let (jobs, ips) = (args.jobs, SITE_IPS.len());
@@ -138,29 +145,45 @@ fn main_rounds(
             let (by, missing) = (m.get("stopped_by"), m.get("missing"));
             say!("   WARNING: the collector stopped by {by}: {missing} results missing");
         }
-        rates.push(m.num("rate"));
-        mains.push(m);
+        say!(
+            "DNS worker run ({r}/{}): the same jobs, every name through dnsmasq (TTL 0)",
+            args.rounds
+        );
+        let name = format!("dns{r}");
+        let (d, _) = worker_run(
+            bed,
+            &Spec::new(&name, &bed.dns_conf, jobs, &url, SITE_HOSTS),
+            watch,
+        )?;
+        let (rate, cpu) = (d.get("rate"), d.get("cpu_s_per_1000"));
+        say!(
+            "   {rate} jobs/s, {cpu} CPU-s per 1000 ({:.2} × the main run's); not up: {}",
+            d.num("cpu_s_per_1000") / m.num("cpu_s_per_1000"),
+            d.get("not_up")
+        );
+        rounds.rates.push(m.num("rate"));
+        rounds.mains.push(m);
+        rounds.dnses.push(d);
     }
-    Ok((rates, mains))
+    Ok(rounds)
 }
 
-/// The median round stands for all: its figures, metrics and Redis counts
-/// are copied to main.*.
-fn pick_median(bed: &Bed, rates: &[f64], mains: &[Kv]) -> Result<Kv> {
-    let rate = median(rates);
-    let r = rates.iter().position(|x| *x == rate).unwrap_or(0);
+/// The round with the median of `figures` stands for all: its files (`{run}N.*`)
+/// are copied to `{run}.*`.
+fn pick_median(bed: &Bed, run: &str, figures: &[f64], kvs: &[Kv]) -> Result<Kv> {
+    let mid = median(figures);
+    let r = figures.iter().position(|x| *x == mid).unwrap_or(0);
     for ext in ["out", "metrics", "redis"] {
-        let from = bed.tmp.join(format!("main{}.{ext}", r + 1));
+        let from = bed.tmp.join(format!("{run}{}.{ext}", r + 1));
         if from.exists() {
-            fs::copy(&from, bed.tmp.join(format!("main.{ext}")))?;
+            fs::copy(&from, bed.tmp.join(format!("{run}.{ext}")))?;
         }
     }
-    let all: Vec<String> = rates.iter().map(|x| format!("{x:.0}")).collect();
-    say!("   median: {rate:.0} jobs/s ({})", all.join(" "));
-    mains
-        .get(r)
-        .cloned()
-        .ok_or_else(|| anyhow!("no worker run"))
+    // Rates are whole numbers; ratios need their hundredths.
+    let digits = if mid >= 100.0 { 0 } else { 2 };
+    let all: Vec<String> = figures.iter().map(|x| format!("{x:.digits$}")).collect();
+    say!("   {run}: median {mid:.digits$} ({})", all.join(" "));
+    kvs.get(r).cloned().ok_or_else(|| anyhow!("no {run} run"))
 }
 
 /// Production's shape: TLS with a full handshake per probe.
