@@ -844,6 +844,34 @@ async fn a_status_line_asked_again_is_counted_by_the_per_ip_limit() {
     );
 }
 
+/// `hosts` sites on `ip` in maintenance (nginx's 503 with `Retry-After: 600`) and a
+/// worker to check them.
+struct InMaintenance {
+    names: Vec<String>,
+    nginx: crate::support::real::nginx::Nginx,
+    s: picket::config::Settings,
+    client: Client,
+    worker: Worker,
+}
+
+async fn in_maintenance(ip: &str, prefix: &str, hosts_on_ip: usize) -> InMaintenance {
+    let (names, static_toml) = hosts(prefix, hosts_on_ip, ip);
+    let nginx = crate::support::real::nginx::Nginx::maintenance(ip, &names, 600);
+    let base = with_limits(&base_toml(), 2.0, 2, 4);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    InMaintenance {
+        names,
+        nginx,
+        s,
+        client,
+        worker,
+    }
+}
+
 /// A site in maintenance, as operators (and WordPress) switch it on: 503 with
 /// `Retry-After: 600`. Its confirmation may not be asked before then, and a worker that
 /// deferred the job to ask again later held the answer for ten minutes, only to be told
@@ -853,15 +881,13 @@ async fn a_status_line_asked_again_is_counted_by_the_per_ip_limit() {
 /// went unseen; each asks once, as a visitor would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_in_maintenance_is_down_at_once_and_each_check_is_answered_in_time() {
-    let ip = "127.0.57.5";
-    let (names, static_toml) = hosts("upkeep", 1, ip);
-    let nginx = crate::support::real::nginx::Nginx::maintenance(ip, &names, 600);
-    let base = with_limits(&base_toml(), 2.0, 2, 4);
-    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}");
-    let s = picket::config::Settings::from_toml(&toml).expect("settings");
-    let client = Client::connect().await;
-    client.declare(&s).await;
-    let worker = Worker::start(&s);
+    let InMaintenance {
+        names,
+        nginx,
+        s,
+        client,
+        worker,
+    } = in_maintenance("127.0.57.5", "upkeep", 1).await;
     let url = format!("http://{}:{}/", names[0], nginx.port);
     // A monitored site is checked again and again; its Retry-After asks for ten minutes.
     let mut seen = Vec::new();
@@ -915,15 +941,13 @@ async fn a_site_in_maintenance_is_down_at_once_and_each_check_is_answered_in_tim
 /// Each check is answered in time, and each site asked once a check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_server_in_maintenance_answers_every_round_of_checks_in_time() {
-    let ip = "127.0.57.8";
-    let (names, static_toml) = hosts("county", 4, ip);
-    let nginx = crate::support::real::nginx::Nginx::maintenance(ip, &names, 600);
-    let base = with_limits(&base_toml(), 2.0, 2, 4);
-    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}");
-    let s = picket::config::Settings::from_toml(&toml).expect("settings");
-    let client = Client::connect().await;
-    client.declare(&s).await;
-    let worker = Worker::start(&s);
+    let InMaintenance {
+        names,
+        nginx,
+        s,
+        client,
+        worker,
+    } = in_maintenance("127.0.57.8", "county", 4).await;
     for round in 1..=2 {
         for (i, name) in names.iter().enumerate() {
             let url = format!("http://{name}:{}/", nginx.port);
