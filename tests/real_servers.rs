@@ -692,6 +692,36 @@ async fn banned_after_nginx(ip: &str, block: Block, proxy: Option<&str>) {
     );
 }
 
+/// The `http-get-dos` jail of fail2ban tutorials counts every request a client makes and
+/// bans it at one a second sustained (300 in 300 s; here 12 in 12 s, the tutorials'
+/// ratio). Checking a shared server's sites at the default limits must stay under it:
+/// a ban shows nothing before it (no refusal, just every connection refused), so with
+/// one egress the sites checked during it would be reported `down`, all at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_limits_stay_under_a_fail2ban_jail_counting_requests() {
+    let ip = "127.0.57.9";
+    let hosts = names("getdos", 20);
+    let nginx = Nginx::some_failing(ip, &hosts, &[], 200);
+    let fail2ban = Fail2ban::http_get_dos(
+        &nginx.daemon.dir.join("combined.log"),
+        (ip, nginx.port),
+        12,
+        12,
+        120,
+    );
+    let s = settings(&static_dns(&hosts, ip));
+    let engine = engine(&s);
+    let urls: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("http://{h}:{}/", nginx.port))
+        .collect();
+    let reports = round(&engine, &urls).await;
+    let hits = nginx.hits();
+    report_line("nginx with fail2ban http-get-dos 12 in 12 s", &hits, 0);
+    assert_all_up(&reports, "fail2ban http-get-dos");
+    assert_eq!(fail2ban.bans(), 0, "fail2ban banned us");
+}
+
 /// haproxy's stick-table rate limits, as its operators write them: over 3 requests a
 /// second from one client, each `limit` turns it away in its own way, on every host of
 /// the IP at once. Right after the IP answered us, that is a refusal of us: no site is

@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(s.probe.min_body_bytes, 64);
         // Not the contract's example (2.0 / 2 / 4): safe against the defences' defaults
         // (docs/POLITENESS.md).
-        assert_eq!(s.rate_limit.per_ip.rate, 1.0);
+        assert_eq!(s.rate_limit.per_ip.rate, 0.8);
         assert_eq!(s.rate_limit.per_ip.burst, 1);
         assert_eq!(s.rate_limit.per_ip.max_inflight, 2);
         assert_eq!(s.rate_limit.scope, LimitScope::Target);

@@ -1,5 +1,6 @@
-//! fail2ban watching a server's error log, as operators run it beside nginx: its stock
-//! `nginx-limit-req` filter (Debian's `filter.d`), banning the client nginx blames with
+//! fail2ban watching a server's logs, as operators run it beside nginx: its stock
+//! `nginx-limit-req` filter (Debian's `filter.d`) over the error log, or the tutorials'
+//! `http-get-dos` jail counting every request in the access log, banning the client with
 //! an iptables rule. The rule is narrowed to the test server's address and port, so a
 //! ban of 127.0.0.1 (where picket connects from) touches nothing else on the machine.
 //!
@@ -37,6 +38,16 @@ pub struct Fail2ban {
     _watchdog: Watchdog,
 }
 
+/// One jail: the filter it reads the log with, and when and how long it bans.
+struct Jail<'a> {
+    name: &'a str,
+    filter: String,
+    log: &'a Path,
+    maxretry: u32,
+    findtime: u32,
+    bantime: u32,
+}
+
 impl Fail2ban {
     /// fail2ban's `nginx-limit-req` jail over nginx's `error_log`, banning after
     /// `maxretry` refusals within a minute, for `bantime` seconds; the ban covers
@@ -49,13 +60,49 @@ impl Fail2ban {
         maxretry: u32,
         bantime: u32,
     ) -> Fail2ban {
-        let dir = scratch("fail2ban");
-        let d = dir.display().to_string();
         let filter = std::fs::read_to_string("/etc/fail2ban/filter.d/nginx-limit-req.conf")
             .unwrap_or_else(|e| {
                 panic!("fail2ban's nginx-limit-req filter: {e}: {REAL_INSTALL_HINT}")
             });
-        write(&dir, "filter.d/nginx-limit-req.conf", &filter);
+        let jail = Jail {
+            name: "nginx-limit-req",
+            filter,
+            log: error_log,
+            maxretry,
+            findtime: 60,
+            bantime,
+        };
+        Fail2ban::start(&jail, ip, port, block)
+    }
+
+    /// The `http-get-dos` jail that tutorials for protecting a web server with fail2ban
+    /// have operators add: every GET or POST line of the access log (combined format)
+    /// counts, and a client with `maxretry` of them within `findtime` seconds is banned
+    /// (the tutorials' 300 in 300 s: one request a second), here for `bantime` seconds.
+    pub fn http_get_dos(
+        access_log: &Path,
+        (ip, port): (&str, u16),
+        maxretry: u32,
+        findtime: u32,
+        bantime: u32,
+    ) -> Fail2ban {
+        let jail = Jail {
+            name: "http-get-dos",
+            filter: "[Definition]\nfailregex = ^<HOST> -.*\"(GET|POST).*\nignoreregex =\n".into(),
+            log: access_log,
+            maxretry,
+            findtime,
+            bantime,
+        };
+        Fail2ban::start(&jail, ip, port, Block::Reject)
+    }
+
+    /// fail2ban running `jail`, its bans covering `ip:port` only, with `block`.
+    fn start(jail: &Jail<'_>, ip: &str, port: u16, block: Block) -> Fail2ban {
+        let dir = scratch("fail2ban");
+        let d = dir.display().to_string();
+        let name = jail.name;
+        write(&dir, &format!("filter.d/{name}.conf"), &jail.filter);
         let rule = format!("-d {ip} -p tcp --dport {port} -j {}", block.target());
         // Every rule for this address and port, whoever it bans, as `iptables -D` arguments.
         let cleanup = format!(
@@ -85,10 +132,13 @@ impl Fail2ban {
             "jail.conf",
             &format!(
                 "[DEFAULT]\nignoreself = false\nignoreip =\nbackend = polling\n\
-                 [nginx-limit-req]\nenabled = true\nfilter = nginx-limit-req\n\
-                 logpath = {}\nmaxretry = {maxretry}\nfindtime = 60\nbantime = {bantime}\n\
+                 [{name}]\nenabled = true\nfilter = {name}\n\
+                 logpath = {}\nmaxretry = {}\nfindtime = {}\nbantime = {}\n\
                  action = picket-test\n",
-                error_log.display()
+                jail.log.display(),
+                jail.maxretry,
+                jail.findtime,
+                jail.bantime
             ),
         );
         let watchdog = Watchdog::spawn(
@@ -100,6 +150,7 @@ impl Fail2ban {
         )
         .unwrap_or_else(|e| panic!("fail2ban: {e}"));
         let log = dir.join("fail2ban.log");
+        let started = format!("Jail '{name}' started");
         let daemon = Daemon::start_until(
             "fail2ban",
             "fail2ban-server",
@@ -114,10 +165,7 @@ impl Fail2ban {
                 format!("{d}/fail2ban.pid"),
             ],
             &dir,
-            || {
-                std::fs::read_to_string(&log)
-                    .is_ok_and(|l| l.contains("Jail 'nginx-limit-req' started"))
-            },
+            || std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&started)),
         );
         Fail2ban {
             daemon,

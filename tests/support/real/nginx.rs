@@ -135,6 +135,7 @@ events {{ worker_connections 512; }}
 http {{
   log_format usec '$msec $status $host';
   access_log {d}/access.log usec;
+  access_log {d}/combined.log combined;
   client_body_temp_path {d}/tmp;
   proxy_temp_path {d}/tmp;
   fastcgi_temp_path {d}/tmp;
