@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn overrides_match_by_cidr_first_then_host_suffix() {
         let s = Settings::from_toml(
-            "[[rate_limit.override]]\nhost_suffix = \".gov.example\"\nrate = 1.0\nburst = 1\nmax_inflight = 2\n\
+            "[[rate_limit.override]]\nhost_suffix = \".gov.example\"\nrate = 1.5\nburst = 1\nmax_inflight = 2\n\
              [[rate_limit.override]]\ncidr = \"198.51.100.0/24\"\nrate = 0.5\nburst = 1\nmax_inflight = 1\n",
         )
         .expect("settings");
@@ -256,17 +256,18 @@ mod tests {
         );
         assert_eq!(
             rules.rate_for(&req("192.0.2.1", "a.gov.example", "d")).rate,
-            1.0
+            1.5
         );
         assert_eq!(
             rules.rate_for(&req("192.0.2.1", "gov.example", "d")).rate,
-            1.0
+            1.5
         );
         assert_eq!(
             rules
                 .rate_for(&req("192.0.2.1", "notgov.example", "d"))
                 .rate,
-            1.0
+            s.rate_limit.per_ip.rate,
+            "no rule: the default"
         );
     }
 
