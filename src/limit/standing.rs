@@ -373,13 +373,7 @@ impl Standing {
         base: Duration,
         now: Instant,
     ) -> Option<Refusal> {
-        self.refusals
-            .retain(|(h, t)| h != host && now.duration_since(*t) < REFUSAL_WINDOW);
-        if self.refusals.len() >= MAX_HOSTS {
-            self.refusals.remove(0);
-        }
-        self.refusals.push((host.to_string(), now));
-        let hosts = self.refusals.len();
+        let hosts = self.note_refusal(host, now);
         let asked = now.checked_sub(signal.waited()).unwrap_or(now);
         let after_ok = self
             .last_ok
@@ -389,11 +383,7 @@ impl Standing {
         }
         let hold_over = self.until.is_none_or(|u| now >= u);
         let answered = self.last_ok.zip(self.until).is_some_and(|(ok, u)| ok >= u);
-        let ban_after = self
-            .server_refused
-            .filter(|(t, _)| !signal.is_the_servers() && now.duration_since(*t) < BAN_MEMORY)
-            .filter(|_| !answered)
-            .map(|(_, by)| by);
+        let ban_after = self.ban_after(signal, answered, now);
         let after_hold = AfterHold::of(signal);
         if hold_over && self.level > 0 && after_hold.is_the_sites(answered, ban_after.is_some()) {
             if signal.is_the_servers() {
@@ -403,26 +393,14 @@ impl Standing {
             }
             return None;
         }
-        let refused_before = self
-            .counted
-            .iter()
-            .any(|(h, t)| h == host && now.duration_since(*t) < BAN_MEMORY);
-        if hold_over && self.level > 0 && answered && refused_before {
+        if hold_over && self.level > 0 && answered && self.counted_before(host, now) {
             return Some(Refusal {
                 hold: Duration::ZERO,
                 level: self.level,
                 detail: again_while_answering(signal.code(), host, ip, self.level),
             });
         }
-        // Every host of the storm refused us, this one and those before it.
-        let storm: Vec<String> = self.refusals.iter().map(|(h, _)| h.clone()).collect();
-        for h in storm {
-            self.counted.retain(|(c, _)| *c != h);
-            if self.counted.len() >= MAX_HOSTS {
-                self.counted.remove(0);
-            }
-            self.counted.push((h, now));
-        }
+        self.count_the_storm(now);
         if hold_over {
             self.level = (self.level + 1).min(MAX_LEVEL);
             self.until = Some(now + hold_for(base, self.level));
@@ -443,6 +421,46 @@ impl Standing {
             level: self.level,
             detail,
         })
+    }
+
+    /// Remembers that `host` refused at `now`; returns how many hosts refused within
+    /// [`REFUSAL_WINDOW`], this one included.
+    fn note_refusal(&mut self, host: &str, now: Instant) -> usize {
+        self.refusals
+            .retain(|(h, t)| h != host && now.duration_since(*t) < REFUSAL_WINDOW);
+        if self.refusals.len() >= MAX_HOSTS {
+            self.refusals.remove(0);
+        }
+        self.refusals.push((host.to_string(), now));
+        self.refusals.len()
+    }
+
+    /// The server's own refusal of us (its status) that a refused or dropped connection
+    /// (`signal`) may be a ban following, while the IP has not `answered` since the hold.
+    fn ban_after(&self, signal: Signal, answered: bool, now: Instant) -> Option<u16> {
+        self.server_refused
+            .filter(|(t, _)| !signal.is_the_servers() && now.duration_since(*t) < BAN_MEMORY)
+            .filter(|_| !answered)
+            .map(|(_, by)| by)
+    }
+
+    /// Whether `host`'s refusal was taken for one of us within [`BAN_MEMORY`].
+    fn counted_before(&self, host: &str, now: Instant) -> bool {
+        self.counted
+            .iter()
+            .any(|(h, t)| h == host && now.duration_since(*t) < BAN_MEMORY)
+    }
+
+    /// Every host of the storm refused us, the newest and those before it.
+    fn count_the_storm(&mut self, now: Instant) {
+        let storm: Vec<String> = self.refusals.iter().map(|(h, _)| h.clone()).collect();
+        for h in storm {
+            self.counted.retain(|(c, _)| *c != h);
+            if self.counted.len() >= MAX_HOSTS {
+                self.counted.remove(0);
+            }
+            self.counted.push((h, now));
+        }
     }
 
     /// `host` said `Retry-After`: it is held until `until`. Returns when the whole IP
