@@ -107,6 +107,11 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// Kilobytes as "N MB".
+pub fn mb(kb: &str) -> String {
+    format!("{:.0} MB", kb.parse::<f64>().unwrap_or(0.0) / 1024.0)
+}
+
 /// The last `lines` lines of a file, for error messages.
 pub fn tail(path: &Path, lines: usize) -> String {
     testbed::procs::tail(path, lines)

@@ -12,12 +12,7 @@ use super::ceilings::Ceilings;
 use super::setup::Bed;
 use super::worker_run::{Runs, HOLD_SECS};
 use super::{BenchArgs, CONCURRENCY};
-use crate::util::median;
-
-/// Kilobytes as "N MB".
-pub fn mb(kb: &str) -> String {
-    format!("{:.0} MB", kb.parse::<f64>().unwrap_or(0.0) / 1024.0)
-}
+use crate::util::{mb, median};
 
 /// Whole numbers, space-separated, as the script listed each round's figures.
 fn list(v: &[f64]) -> String {

@@ -514,7 +514,7 @@ fn inflight_run(bed: &mut Bed, n: u64, mut watch: Vec<String>) -> Result<Infligh
         hold.stop(Duration::from_secs(10));
     }
     let hold_peak = last_peak(&fs::read_to_string(bed.tmp.join("hold.log")).unwrap_or_default());
-    let (up, rss) = (f.get("up"), super::summary::mb(f.get("hwm_kb")));
+    let (up, rss) = (f.get("up"), util::mb(f.get("hwm_kb")));
     say!(
         "   {up} of {n} up in {wall:.1} s; worker peak RSS {rss}; peak in flight {}",
         f.get("peak_in_flight")
