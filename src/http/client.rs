@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::phase::MarkHello;
+use super::pin::MarkHello;
 use super::pin::{PinLayer, Route};
 use super::tunnel::Tunnel;
 use super::SetupError;

@@ -1,12 +1,12 @@
 //! Splitting a connection's time into connect and TLS without touching reqwest's
 //! internals: the pinning layer around its connector notes when the connection is
 //! ready (`pin::PinLayer`), and a rustls session store that stores nothing notes when
-//! the ClientHello is built, which is the moment TCP (and a proxy's handshake) is done.
-//! Both write into the clock of the hop whose request the task is sending.
+//! the ClientHello is built, which is the moment TCP (and a proxy's handshake) is done
+//! (`pin::MarkHello`). Both write into the clock of the hop whose request the task is
+//! sending.
 
 use std::sync::OnceLock;
 
-use rustls::pki_types::ServerName;
 use tokio::time::Instant;
 
 use crate::probe::Observation;
@@ -67,51 +67,5 @@ impl PhaseClock {
     /// When the connection was ready for the request.
     pub(super) fn ready(&self, sent: Instant) -> Instant {
         self.connected.get().copied().unwrap_or(sent)
-    }
-}
-
-/// A session store that keeps nothing (every probe is a first visitor: a resumed
-/// session would skip the certificate check) and notes when rustls first asks it, in
-/// the clock of the hop being sent.
-#[derive(Debug)]
-pub(super) struct MarkHello;
-
-impl MarkHello {
-    fn mark(&self) {
-        if let Some(hop) = super::pin::current() {
-            let _ = hop.clock.hello.set(Instant::now());
-        }
-    }
-}
-
-impl rustls::client::ClientSessionStore for MarkHello {
-    fn set_kx_hint(&self, _: ServerName<'static>, _: rustls::NamedGroup) {}
-    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
-        self.mark();
-        None
-    }
-    fn set_tls12_session(
-        &self,
-        _: ServerName<'static>,
-        _: rustls::client::Tls12ClientSessionValue,
-    ) {
-    }
-    fn tls12_session(&self, _: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
-        self.mark();
-        None
-    }
-    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
-    fn insert_tls13_ticket(
-        &self,
-        _: ServerName<'static>,
-        _: rustls::client::Tls13ClientSessionValue,
-    ) {
-    }
-    fn take_tls13_ticket(
-        &self,
-        _: &ServerName<'static>,
-    ) -> Option<rustls::client::Tls13ClientSessionValue> {
-        self.mark();
-        None
     }
 }

@@ -11,7 +11,8 @@
 //!   (other names, a proxy's, go to the real resolver);
 //! - [`PinLayer`] wraps reqwest's connector: it applies the hop's connect timeout,
 //!   notes when the connection is ready, and fails closed when the connection reached
-//!   another peer than the counted one (before a byte of the request is written).
+//!   another peer than the counted one (before a byte of the request is written);
+//! - [`MarkHello`], the rustls session store, notes when the ClientHello is built.
 //!
 //! Outside a hop's scope the resolver and the layer refuse to work: a request that was
 //! not counted is never sent.
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use hyper_util::client::legacy::connect::{Connection, HttpInfo};
+use rustls::pki_types::ServerName;
 use tokio::time::Instant;
 
 use super::phase::PhaseClock;
@@ -137,6 +139,52 @@ impl Hop {
 /// The hop whose request the current task is sending, if any.
 pub(super) fn current() -> Option<Arc<Hop>> {
     HOP.try_with(Arc::clone).ok()
+}
+
+/// A session store that keeps nothing (every probe is a first visitor: a resumed
+/// session would skip the certificate check) and notes when rustls first asks it, in
+/// the clock of the hop being sent.
+#[derive(Debug)]
+pub(super) struct MarkHello;
+
+impl MarkHello {
+    fn mark(&self) {
+        if let Some(hop) = current() {
+            let _ = hop.clock.hello.set(Instant::now());
+        }
+    }
+}
+
+impl rustls::client::ClientSessionStore for MarkHello {
+    fn set_kx_hint(&self, _: ServerName<'static>, _: rustls::NamedGroup) {}
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.mark();
+        None
+    }
+    fn set_tls12_session(
+        &self,
+        _: ServerName<'static>,
+        _: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.mark();
+        None
+    }
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+    fn insert_tls13_ticket(
+        &self,
+        _: ServerName<'static>,
+        _: rustls::client::Tls13ClientSessionValue,
+    ) {
+    }
+    fn take_tls13_ticket(
+        &self,
+        _: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.mark();
+        None
+    }
 }
 
 /// The connection would not have gone where the limiter counted: our fault, never the

@@ -51,8 +51,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use url::Url;
 
-use super::phase::MarkHello;
 use super::pin::Hop;
+use super::pin::MarkHello;
 use crate::config::{ByName, EgressSettings};
 
 mod answer;
