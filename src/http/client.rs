@@ -5,17 +5,11 @@
 
 use std::sync::Arc;
 
-use super::pin::MarkHello;
-use super::pin::{PinLayer, Route};
+use super::head::{MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
+use super::pin::{MarkHello, PinLayer, Route};
 use super::tunnel::Tunnel;
 use super::SetupError;
 use crate::config::EgressSettings;
-
-/// Header lines of an answer we accept (hyper's default is 100).
-pub(super) const MAX_HEADER_LINES: usize = 512;
-
-/// Largest HTTP/2 header list accepted: what Chrome takes for a whole response head.
-pub(super) const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 
 /// One egress: its proxy, if any, and its two clients.
 pub(super) struct Egress {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use url::Url;
 
+use super::client::Egress;
 use super::failure::root_cause;
 use super::pin::{Hop, Route};
 use super::redirect::Chain;
@@ -540,7 +541,7 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Outcome {
         let ip = addr.ip();
-        let outcome = e.classify(host, ip, addr.port(), probe.plan, probe.egress);
+        let outcome = classify(e, host, addr, probe.plan, probe.egress);
         let signal = signal_of(&outcome, e, probe.egress.route, waited);
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
@@ -690,6 +691,16 @@ pub(super) fn pick_addresses(ips: &[IpAddr], allow_private: bool) -> Vec<IpAddr>
     }
     picked.truncate(MAX_ADDRESSES);
     picked
+}
+
+/// The failure a request error is, in the prober's terms: reqwest's errors as
+/// `failure::classify` sorts them, the tunnel's by where they happened.
+fn classify(e: &SendError, host: &str, addr: SocketAddr, plan: &Plan, egress: &Egress) -> Outcome {
+    let (ip, port) = (addr.ip(), addr.port());
+    match e {
+        SendError::Client(e) => super::failure::classify(e, host, ip, port, plan, egress),
+        SendError::Tunnel(e) => e.classify(&format!("{host} ({ip}:{port})"), plan, &egress.name),
+    }
 }
 
 #[cfg(test)]

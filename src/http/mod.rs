@@ -43,6 +43,7 @@ mod body;
 mod client;
 mod connect;
 mod failure;
+mod head;
 mod issuers;
 mod phase;
 mod pin;

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::error::TunnelError;
 use super::mend::{Mended, MendedLine};
 use super::Io;
-use crate::http::client::{MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
+use crate::http::head::{MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
 use crate::http::tls::SiteCertificate;
 
 type BoxError = Box<dyn StdError + Send + Sync>;

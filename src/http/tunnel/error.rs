@@ -4,11 +4,9 @@
 //! [`SendError`] is either path's failure to send, reqwest's or the tunnel's.
 
 use std::error::Error as StdError;
-use std::net::IpAddr;
 
 use http::StatusCode;
 
-use crate::http::client::Egress;
 use crate::http::fail;
 use crate::http::failure::{root_cause, rustls_inside, tls_problem};
 use crate::http::pin::{pin_error, PinError};
@@ -210,13 +208,15 @@ impl TunnelError {
         }
     }
 
-    fn classify(&self, at: &str, plan: &Plan, egress: &Egress) -> Outcome {
+    /// The failure this is, in the prober's terms, for the site `at` through the egress
+    /// named `egress`.
+    pub(in crate::http) fn classify(&self, at: &str, plan: &Plan, egress: &str) -> Outcome {
         let proxy_failed = |why: String| {
             fail(
                 FailureKind::Egress,
                 format!(
                     "egress {} failed, so nothing is known about {at}: {why}",
-                    egress.name
+                    egress
                 ),
             )
         };
@@ -224,9 +224,7 @@ impl TunnelError {
         match self {
             TunnelError::Proxy(why) => proxy_failed(why.clone()),
             TunnelError::Refused(r) => match r.site_failure() {
-                Some((kind, what)) => {
-                    fail(kind, format!("{at} via egress {}: {what}", egress.name))
-                }
+                Some((kind, what)) => fail(kind, format!("{at} via egress {}: {what}", egress)),
                 None => proxy_failed(format!(
                     "the proxy refused {} itself ({}{}); the site was not asked",
                     r.refused,
@@ -245,7 +243,7 @@ impl TunnelError {
                 FailureKind::Timeout,
                 format!(
                     "{at}: no connection within {connect_ms} ms (through egress {})",
-                    egress.name
+                    egress
                 ),
             ),
             TunnelError::Site(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
@@ -406,21 +404,6 @@ impl SendError {
                 rustls_inside(io).and_then(crate::http::issuers::missing_issuer)
             }
             SendError::Tunnel(_) => None,
-        }
-    }
-
-    /// The failure this is, in the prober's terms.
-    pub(in crate::http) fn classify(
-        &self,
-        host: &str,
-        ip: IpAddr,
-        port: u16,
-        plan: &Plan,
-        egress: &Egress,
-    ) -> Outcome {
-        match self {
-            SendError::Client(e) => crate::http::failure::classify(e, host, ip, port, plan, egress),
-            SendError::Tunnel(e) => e.classify(&format!("{host} ({ip}:{port})"), plan, egress),
         }
     }
 }
