@@ -3,7 +3,8 @@
 //! wrong (answered with verdict `invalid`), or bytes that are no job at all (dead-lettered).
 //!
 //! Nothing here does I/O; the shapes follow `CONTRACT.md` exactly. What makes a decoded
-//! job valid is in `validate`, the verdict and reason codes in `verdict`.
+//! job valid is in `validate`, what it asks of the site in `asks`, the verdict and reason
+//! codes in `verdict`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,37 +28,17 @@ pub(crate) const MAX_PATTERN_LEN: usize = 4096;
 /// raised when a field changes meaning or goes away, not when one is added.
 pub(crate) const SCHEMA_VERSION: u32 = 1;
 
+pub(crate) mod asks;
 // The JSON Schemas under `schema/` are generated from these types by a test.
 #[cfg(test)]
 mod schema;
 mod validate;
 mod verdict;
 
+pub use asks::{Expect, Method};
 pub use validate::parse_target_url;
 use validate::validate;
 pub use verdict::{Reason, Verdict};
-
-/// What a job expects of the site, all optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct Expect {
-    /// Acceptable final status codes; default: any 2xx or 3xx.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<Vec<u16>>,
-    /// Smaller bodies are not `up`; default: `probe.min_body_bytes`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_body_bytes: Option<u64>,
-    /// Text the decoded page must contain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body_contains: Option<String>,
-    /// Text the decoded page must not contain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body_not_contains: Option<String>,
-    /// Slower answers are `degraded` / `slow`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_latency_ms: Option<u64>,
-}
 
 /// JSON kept exactly as it was sent (number forms, key order, spacing): a job's `meta`
 /// comes back byte for byte, so a 30-digit integer or a long decimal is not rounded.
@@ -130,15 +111,6 @@ struct WireJob {
     #[serde(default)]
     #[cfg_attr(test, schemars(with = "Option<Value>"))]
     meta: Option<RawJson>,
-}
-
-/// HTTP method of a probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// The default: some servers mishandle HEAD.
-    Get,
-    /// Allowed when a job asks for it.
-    Head,
 }
 
 /// A validated job, ready to plan.

@@ -20,7 +20,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::job::{Expect, Method};
+use crate::job::asks::{Expect, Method};
 
 /// Longest `key` a job may give.
 pub(crate) const MAX_KEY_LEN: usize = 200;
