@@ -110,7 +110,7 @@ async fn limiter_on_a_cluster_grants_at_the_shared_rate_per_ip() {
                 };
                 match limiter.acquire(req).await {
                     Grant::Go(p) => waits.push(p.waited),
-                    Grant::Defer(d) => panic!("{ip}: deferred {d:?}"),
+                    Grant::Defer(d) | Grant::Paused(d) => panic!("{ip}: deferred {d:?}"),
                 }
             }
             (ip, begin.elapsed(), waits)

@@ -56,7 +56,7 @@ async fn storm(first: &RedisLimiter, second: &RedisLimiter, signal: Signal) -> R
 async fn go(l: &RedisLimiter, host: &str) -> Permit {
     match l.acquire(req(host, Duration::from_secs(30))).await {
         Grant::Go(p) => p,
-        Grant::Defer(d) => panic!("deferred {d:?}"),
+        Grant::Defer(d) | Grant::Paused(d) => panic!("deferred {d:?}"),
     }
 }
 
@@ -292,7 +292,7 @@ async fn deferred_jobs_line_up_one_interval_apart_across_workers() {
             .await
         {
             Grant::Defer(d) => waits.push((d.as_millis() + 500) / 1000),
-            Grant::Go(_) => panic!("should defer"),
+            Grant::Go(_) | Grant::Paused(_) => panic!("should defer"),
         }
     }
     // Whichever worker defers it, each job is told a place of its own in the IP's line
@@ -314,7 +314,7 @@ async fn a_job_on_its_last_deferral_takes_no_place_in_the_line() {
         r.line = line;
         match a.acquire(r).await {
             Grant::Defer(d) => places.push((d.as_millis() + 500) / 1000),
-            Grant::Go(_) => panic!("should defer"),
+            Grant::Go(_) | Grant::Paused(_) => panic!("should defer"),
         }
     }
     // In seconds, rounded: the last-chance job is told the second place, which stays
@@ -352,7 +352,7 @@ async fn a_fresh_job_joins_the_line_across_workers_until_the_line_lapses() {
     match b.acquire(turn(Line::Fresh)).await {
         // (About 10 s ahead; at least 8 s however slow the calls before it were.)
         Grant::Defer(d) => assert!(d >= Duration::from_secs(8), "{d:?}"),
-        Grant::Go(_) => panic!("a fresh job went ahead of the line"),
+        Grant::Go(_) | Grant::Paused(_) => panic!("a fresh job went ahead of the line"),
     }
     tokio::time::sleep(Duration::from_millis(1000).saturating_sub(t0.elapsed())).await;
     // The first job back for its place goes.

@@ -12,6 +12,7 @@ use axum::Router;
 use serde_json::json;
 
 use crate::support::picket::{base_toml, page, Client, Worker};
+use crate::support::real::nginx::Nginx;
 use crate::support::{free_port, serve, unique};
 
 /// A target that records when each request arrived and how many were in flight.
@@ -844,26 +845,33 @@ async fn a_status_line_asked_again_is_counted_by_the_per_ip_limit() {
     );
 }
 
-/// `hosts` sites on `ip` in maintenance (nginx's 503 with `Retry-After: 600`) and a
-/// worker to check them.
-struct InMaintenance {
+/// `hosts_on_ip` sites on `ip` asking a pause of ten minutes (`Retry-After: 600`) from
+/// the nginx that `start` runs, and a worker to check them.
+struct AskingAPause {
     names: Vec<String>,
-    nginx: crate::support::real::nginx::Nginx,
+    nginx: Nginx,
     s: picket::config::Settings,
     client: Client,
     worker: Worker,
 }
 
-async fn in_maintenance(ip: &str, prefix: &str, hosts_on_ip: usize) -> InMaintenance {
+type StartNginx = fn(&str, &[String], u32) -> Nginx;
+
+async fn asking_a_pause(
+    ip: &str,
+    prefix: &str,
+    hosts_on_ip: usize,
+    start: StartNginx,
+) -> AskingAPause {
     let (names, static_toml) = hosts(prefix, hosts_on_ip, ip);
-    let nginx = crate::support::real::nginx::Nginx::maintenance(ip, &names, 600);
+    let nginx = start(ip, &names, 600);
     let base = with_limits(&base_toml(), 2.0, 2, 4);
     let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}");
     let s = picket::config::Settings::from_toml(&toml).expect("settings");
     let client = Client::connect().await;
     client.declare(&s).await;
     let worker = Worker::start(&s);
-    InMaintenance {
+    AskingAPause {
         names,
         nginx,
         s,
@@ -881,13 +889,13 @@ async fn in_maintenance(ip: &str, prefix: &str, hosts_on_ip: usize) -> InMainten
 /// went unseen; each asks once, as a visitor would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_in_maintenance_is_down_at_once_and_each_check_is_answered_in_time() {
-    let InMaintenance {
+    let AskingAPause {
         names,
         nginx,
         s,
         client,
         worker,
-    } = in_maintenance("127.0.57.5", "upkeep", 1).await;
+    } = asking_a_pause("127.0.57.5", "upkeep", 1, Nginx::maintenance).await;
     let url = format!("http://{}:{}/", names[0], nginx.port);
     // A monitored site is checked again and again; its Retry-After asks for ten minutes.
     let mut seen = Vec::new();
@@ -941,13 +949,13 @@ async fn a_site_in_maintenance_is_down_at_once_and_each_check_is_answered_in_tim
 /// Each check is answered in time, and each site asked once a check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_server_in_maintenance_answers_every_round_of_checks_in_time() {
-    let InMaintenance {
+    let AskingAPause {
         names,
         nginx,
         s,
         client,
         worker,
-    } = in_maintenance("127.0.57.8", "county", 4).await;
+    } = asking_a_pause("127.0.57.8", "county", 4, Nginx::maintenance).await;
     for round in 1..=2 {
         for (i, name) in names.iter().enumerate() {
             let url = format!("http://{name}:{}/", nginx.port);
@@ -968,4 +976,47 @@ async fn a_shared_server_in_maintenance_answers_every_round_of_checks_in_time() 
     }
     worker.shutdown().await;
     assert_eq!(nginx.hits().with_status(503), 2 * names.len());
+}
+
+/// A site throttling us (429 with `Retry-After: 600`) is `unknown/blocked`, and a check
+/// of it while the pause it asked for lasts is answered at once, with nothing sent: the
+/// job used to be deferred through the delay queue for the ten minutes, and every check
+/// in between piled up behind it, to be told the same 429 when the pause ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_of_a_site_throttling_us_is_answered_at_once_and_sends_nothing() {
+    let AskingAPause {
+        names,
+        nginx,
+        s,
+        client,
+        worker,
+    } = asking_a_pause("127.0.57.10", "throttled", 1, Nginx::throttling).await;
+    let url = format!("http://{}:{}/", names[0], nginx.port);
+    let mut seen = Vec::new();
+    for check in 1..=2 {
+        client
+            .job(&s, json!({"id": format!("throttled-{check}"), "url": url}))
+            .await;
+        let rs = client.results(&s, 1, Duration::from_secs(20)).await;
+        assert_eq!(rs.len(), 1, "check {check} answered within 20 s: {rs:?}");
+        seen.push(rs[0].clone());
+    }
+    worker.shutdown().await;
+    for r in &seen {
+        assert_eq!(
+            (r["verdict"].as_str(), r["reason"].as_str()),
+            (Some("unknown"), Some("blocked")),
+            "{r}"
+        );
+    }
+    let detail = seen[1]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("Retry-After") && detail.contains("not asked"),
+        "{detail}"
+    );
+    assert_eq!(
+        nginx.hits().with_status(429),
+        1,
+        "asked once: the second check waits for the pause it asked for"
+    );
 }

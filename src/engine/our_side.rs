@@ -56,6 +56,7 @@ pub(super) fn health_of(outcome: &Outcome) -> Health {
             FailureKind::Dns
             | FailureKind::BlockedTarget
             | FailureKind::Throttled
+            | FailureKind::Paused
             | FailureKind::LocalResources => Health::Silent,
         },
     }
@@ -213,6 +214,7 @@ mod tests {
             (FailureKind::Dns, Health::Silent),
             (FailureKind::BlockedTarget, Health::Silent),
             (FailureKind::Throttled, Health::Silent),
+            (FailureKind::Paused, Health::Silent),
             (FailureKind::LocalResources, Health::Silent),
         ];
         for (kind, health) in table {

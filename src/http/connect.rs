@@ -287,6 +287,16 @@ impl HttpProber {
                     ),
                 ));
             }
+            Grant::Paused(left) => {
+                return Err(fail(
+                    FailureKind::Paused,
+                    format!(
+                        "{host} asked us (Retry-After) to send it nothing for {} s more, \
+                         longer than a check may wait: not asked, as it asked",
+                        left.as_secs().max(1)
+                    ),
+                ))
+            }
         };
         crate::metric::throttle_wait(permit.waited);
         obs.queued += permit.waited;

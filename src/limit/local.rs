@@ -322,7 +322,7 @@ impl Limiter for LocalLimiter {
             let mut req = req;
             let held = self.host_held(&req).unwrap_or_default();
             if held > req.max_wait {
-                return Grant::Defer(held);
+                return Grant::Paused(held);
             }
             if !held.is_zero() {
                 tokio::time::sleep(held).await;
@@ -427,7 +427,7 @@ mod tests {
     async fn go(l: &LocalLimiter, ip: &str) -> Permit {
         match l.acquire(req(ip, Duration::from_secs(60))).await {
             Grant::Go(p) => p,
-            Grant::Defer(d) => panic!("deferred {d:?}"),
+            Grant::Defer(d) | Grant::Paused(d) => panic!("deferred {d:?}"),
         }
     }
 
@@ -488,7 +488,7 @@ mod tests {
             .await
         {
             Grant::Defer(d) => assert!(d > Duration::from_millis(500), "{d:?}"),
-            Grant::Go(_) => panic!("should defer"),
+            Grant::Go(_) | Grant::Paused(_) => panic!("should defer"),
         }
         // the deferred request booked nothing: the next slot is still 2 s from start
         let t0 = Instant::now();
@@ -505,7 +505,7 @@ mod tests {
                 .await
             {
                 Grant::Defer(d) => waits.push(d.as_millis()),
-                Grant::Go(_) => panic!("should defer"),
+                Grant::Go(_) | Grant::Paused(_) => panic!("should defer"),
             }
         }
         waits
@@ -540,7 +540,7 @@ mod tests {
         let t0 = Instant::now();
         match l.acquire(r).await {
             Grant::Go(_) => Ok(t0.elapsed().as_millis()),
-            Grant::Defer(d) => Err(d.as_millis()),
+            Grant::Defer(d) | Grant::Paused(d) => Err(d.as_millis()),
         }
     }
 
@@ -657,7 +657,7 @@ mod defaults_against_defences {
             };
             match l.acquire(req).await {
                 Grant::Go(_) => times.push(t0.elapsed()),
-                Grant::Defer(d) => panic!("deferred {d:?}"),
+                Grant::Defer(d) | Grant::Paused(d) => panic!("deferred {d:?}"),
             }
         }
         times

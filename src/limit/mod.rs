@@ -80,6 +80,10 @@ pub enum Grant {
     Go(Permit),
     /// Waiting would take about this long, more than allowed: try again later.
     Defer(Duration),
+    /// The host asked (`Retry-After`, a 429's) to be sent nothing for this long more,
+    /// longer than the request may wait: nothing is to be sent, and coming back later
+    /// would only be told the same by the next check; the job is answered at once.
+    Paused(Duration),
 }
 
 /// Grants leave to send a request to an address.

@@ -608,6 +608,10 @@ impl Limiter for RedisLimiter {
                         self.redis_worked();
                         return Grant::Defer(Duration::from_millis(wait_ms));
                     }
+                    Ok((-2, wait_ms, _)) => {
+                        self.redis_worked();
+                        return Grant::Paused(Duration::from_millis(wait_ms));
+                    }
                     Ok((2, wait_ms, _)) => {
                         // The host asked for a pause: wait it out, then book.
                         self.redis_worked();
@@ -671,7 +675,7 @@ mod tests {
         for _ in 0..3 {
             match limiter.acquire(req).await {
                 Grant::Go(p) => waits.push(p.waited),
-                Grant::Defer(d) => panic!("deferred {d:?}"),
+                Grant::Defer(d) | Grant::Paused(d) => panic!("deferred {d:?}"),
             }
         }
         assert!(limiter.in_fallback.load(Ordering::SeqCst));

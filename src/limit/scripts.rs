@@ -29,7 +29,8 @@
 /// (nothing booked; wait_ms is the job's place in the key's line of deferred jobs, kept
 /// when it is no further than max_defer_ms); {0, 0, level} in-flight cap reached (nothing booked); {2, wait_ms,
 /// 0} the host is held by its `Retry-After` for wait_ms more (nothing booked: ask again
-/// then).
+/// then); {-2, wait_ms, 0} the same, longer than max_wait_ms (nothing booked: the job
+/// is answered without asking).
 /// A backed-off IP is asked at interval·2^level with no burst. A lease expires `lease`
 /// from now; its worker renews it while the request waits and runs.
 ///
@@ -50,7 +51,7 @@ local st = redis.call('HMGET', KEYS[3], 'level', 'hold:' .. ARGV[7])
 local held = tonumber(st[2] or '0')
 if held > now then
   local left = math.ceil(held - now)
-  if left > tonumber(ARGV[4]) then return {-1, left, 0} end
+  if left > tonumber(ARGV[4]) then return {-2, left, 0} end
   return {2, left, 0}
 end
 local level = tonumber(st[1] or '0')

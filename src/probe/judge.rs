@@ -138,6 +138,7 @@ fn judge_failure(f: &Failure, recent_answers: u32, settings: &JudgeSettings) -> 
         FailureKind::Protocol => (Verdict::Down, Reason::Protocol),
         FailureKind::Egress => (Verdict::Unknown, Reason::EgressUnavailable),
         FailureKind::Throttled => (Verdict::Unknown, Reason::RateLimited),
+        FailureKind::Paused => (Verdict::Unknown, Reason::Blocked),
         FailureKind::LocalResources => (Verdict::Unknown, Reason::LocalResources),
     };
     Judgement::new(verdict, reason, f.detail.clone())

@@ -202,6 +202,9 @@ pub(crate) enum FailureKind {
     Egress,
     /// Our own per-IP limit allowed no request before the deadline.
     Throttled,
+    /// The host asked us (a 429's `Retry-After`) to send it nothing for longer than the
+    /// job may wait: not asked, as it asked.
+    Paused,
     /// This worker ran out of its own resources (file descriptors, socket buffers): our
     /// failure, never the site's.
     LocalResources,

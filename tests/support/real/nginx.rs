@@ -94,30 +94,49 @@ impl Nginx {
     /// on: a file whose presence makes every request `return 503` with a maintenance page
     /// and `Retry-After: {retry_after}`; [`Nginx::end_maintenance`] removes it.
     pub fn maintenance(ip: &str, hosts: &[String], retry_after: u32) -> Nginx {
-        let dir = scratch("nginx-maintenance");
+        let page = "<!doctype html><html><head><title>Down for maintenance</title></head>\
+                    <body><h1>We'll be back soon</h1><p>The county's web site is being \
+                    upgraded tonight. Please come back in an hour; for urgent matters call \
+                    the office.</p></body></html>";
+        Nginx::asking_a_pause(ip, hosts, (503, retry_after), page)
+    }
+
+    /// nginx on `ip` throttling every request to `hosts` (a firewall or an application
+    /// limiting its clients): 429 with `Retry-After: {retry_after}`, until
+    /// [`Nginx::end_maintenance`] lifts it.
+    pub fn throttling(ip: &str, hosts: &[String], retry_after: u32) -> Nginx {
+        let page = "<!doctype html><html><head><title>Too many requests</title></head>\
+                    <body><h1>Too many requests</h1><p>Please slow down and try again \
+                    later.</p></body></html>";
+        Nginx::asking_a_pause(ip, hosts, (429, retry_after), page)
+    }
+
+    /// nginx answering `status` with `page` and `Retry-After` to every request to `hosts`
+    /// while its switch file is there.
+    fn asking_a_pause(
+        ip: &str,
+        hosts: &[String],
+        (status, retry_after): (u16, u32),
+        page: &str,
+    ) -> Nginx {
+        let dir = scratch("nginx-pause");
         let d = dir.display().to_string();
         let port = free_port();
-        write(
-            &dir,
-            "www/maintenance.html",
-            "<!doctype html><html><head><title>Down for maintenance</title></head><body>\
-             <h1>We'll be back soon</h1><p>The county's web site is being upgraded \
-             tonight. Please come back in an hour; for urgent matters call the office.</p>\
-             </body></html>",
-        );
-        write(&dir, "www/index.html", &page(&hosts.join(" ")));
+        write(&dir, "www/pause.html", page);
+        write(&dir, "www/index.html", &super::page(&hosts.join(" ")));
         write(&dir, MAINTENANCE_SWITCH, "on");
         let names = hosts.join(" ");
         let server = format!(
             "  server {{\n    listen {ip}:{port};\n    server_name {names};\n    root {d}/www;\n    \
-             error_page 503 /maintenance.html;\n    location = /maintenance.html {{ internal; \
+             error_page {status} /pause.html;\n    location = /pause.html {{ internal; \
              add_header Retry-After {retry_after} always; }}\n    location / {{ \
-             if (-f {d}/{MAINTENANCE_SWITCH}) {{ return 503; }} }}\n  }}\n"
+             if (-f {d}/{MAINTENANCE_SWITCH}) {{ return {status}; }} }}\n  }}\n"
         );
-        Nginx::run("nginx (maintenance)", &dir, ip, port, &server)
+        Nginx::run("nginx (asking a pause)", &dir, ip, port, &server)
     }
 
-    /// Switches the maintenance of [`Nginx::maintenance`] off: the sites answer again.
+    /// Switches the maintenance of [`Nginx::maintenance`] (or the throttling of
+    /// [`Nginx::throttling`]) off: the sites answer again.
     pub fn end_maintenance(&self) {
         std::fs::remove_file(self.daemon.dir.join(MAINTENANCE_SWITCH)).expect("maintenance off");
     }
