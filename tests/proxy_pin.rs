@@ -12,6 +12,7 @@ use picket::job::Verdict;
 use crate::support::free_port;
 use crate::support::picket::{check, engine_from_toml};
 use crate::support::real::haproxy::Haproxy;
+use crate::support::real::nginx::Nginx;
 use crate::support::real::squid::Squid;
 use crate::support::real::{now_us, page, scratch, settled_hits, write, Daemon, Hits};
 
@@ -72,24 +73,9 @@ impl Vhosts {
             .to_string();
         let ca_file = write(&dir, "ca.pem", &ca.pem()).display().to_string();
         write(&dir, "www/index.html", &page(NAME));
-        std::fs::create_dir_all(dir.join("tmp")).expect("nginx tmp");
         let server_names = names.join(" ");
-        let conf = format!(
-            r#"daemon off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-  log_format usec '$msec $status $host $gzip_ratio';
-  access_log {d}/access.log usec;
-  client_body_temp_path {d}/tmp;
-  proxy_temp_path {d}/tmp;
-  fastcgi_temp_path {d}/tmp;
-  uwsgi_temp_path {d}/tmp;
-  scgi_temp_path {d}/tmp;
-  default_type text/html;
-  # Every page compressed: picket must decode it on the tunnel's path too.
+        let servers = format!(
+            r#"  # Every page compressed: picket must decode it on the tunnel's path too.
   gzip on;
   gzip_min_length 1;
   server {{ listen {ip}:{http} default_server; location / {{ return 421; }} }}
@@ -99,24 +85,9 @@ http {{
     location / {{ return 421; }} }}
   server {{ listen {ip}:{https} ssl http2; server_name {server_names};
     ssl_certificate {d}/site.pem; ssl_certificate_key {d}/site.key; root {d}/www; }}
-}}
 "#
         );
-        let path = write(&dir, "nginx.conf", &conf);
-        let daemon = Daemon::start(
-            "nginx",
-            "nginx",
-            &[
-                "-c".into(),
-                path.display().to_string(),
-                "-p".into(),
-                format!("{d}/"),
-                "-e".into(),
-                format!("{d}/error.log"),
-            ],
-            &dir,
-            &format!("{ip}:{http}"),
-        );
+        let daemon = Nginx::run("nginx", &dir, ip, http, &servers).daemon;
         Vhosts {
             daemon,
             http,

@@ -141,8 +141,10 @@ impl Nginx {
         std::fs::remove_file(self.daemon.dir.join(MAINTENANCE_SWITCH)).expect("maintenance off");
     }
 
-    /// nginx with the usual `http` head around `servers`, listening on `ip:port`.
-    fn run(what: &str, dir: &std::path::Path, ip: &str, port: u16, servers: &str) -> Nginx {
+    /// nginx with the usual `http` head around `servers` (server blocks, and any more
+    /// `http`-level directives), ready once `ip:port` accepts connections. The access
+    /// log's last field is `$gzip_ratio` (`-` for an answer sent uncompressed).
+    pub fn run(what: &str, dir: &std::path::Path, ip: &str, port: u16, servers: &str) -> Nginx {
         let d = dir.display().to_string();
         std::fs::create_dir_all(dir.join("tmp")).expect("nginx tmp");
         let conf = format!(
@@ -152,7 +154,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 512; }}
 http {{
-  log_format usec '$msec $status $host';
+  log_format usec '$msec $status $host $gzip_ratio';
   access_log {d}/access.log usec;
   access_log {d}/combined.log combined;
   client_body_temp_path {d}/tmp;
