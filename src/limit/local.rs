@@ -756,6 +756,26 @@ mod retry_after_per_host {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_pause_longer_than_the_wait_answers_at_once_without_booking() {
+        let l = limiter();
+        l.hold(on("throttling.test"), Duration::from_secs(120))
+            .await;
+        let t0 = Instant::now();
+        let short = Request {
+            max_wait: Duration::from_secs(30),
+            ..on("throttling.test")
+        };
+        match l.acquire(short).await {
+            Grant::Paused(left) => assert!(left > Duration::from_secs(119), "{left:?}"),
+            Grant::Go(_) => panic!("sent to a host that asked for a pause"),
+            Grant::Defer(d) => panic!("deferred {d:?}: the site asked, not our rate"),
+        }
+        assert_eq!(t0.elapsed(), Duration::ZERO, "answered at once");
+        go(&l, "neighbour.test").await;
+        assert_eq!(t0.elapsed(), Duration::ZERO, "nothing of the IP was booked");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn several_hosts_saying_retry_after_hold_the_ip() {
         let l = limiter();
         l.hold(on("a.test"), Duration::from_secs(3)).await;
