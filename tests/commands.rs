@@ -696,6 +696,31 @@ impl Enqueue {
     }
 }
 
+/// Ctrl-C while `enqueue -` waits for more input from a pipe that is still open (a
+/// producer not done yet) ends it with the count. tokio reads stdin on a blocking
+/// thread whose read cannot be cancelled, and the runtime waited for that read when
+/// the command returned: the count was printed, and the process hung until the pipe
+/// closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_interrupted_while_its_input_stays_open_exits() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("picket.toml");
+    std::fs::write(&path, base_toml()).expect("config");
+    let mut e = Enqueue::start(&path);
+    e.ten(0).await;
+    // Published and confirmed by then, and reading on: the pipe stays open.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = e.child.id().expect("pid").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let (status, err) = e.ended().await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("10 jobs confirmed (through line 10)"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_says_when_a_broker_alarm_blocks_it_and_finishes_after() {
     // On a memory or disk alarm RabbitMQ stops reading from publishing connections: an
