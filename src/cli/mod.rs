@@ -139,6 +139,11 @@ fn run(cli: Cli) -> Exit {
             Command::Config(_) | Command::Completions(_) | Command::Man => Ok(Exit::Success),
         }
     });
+    // tokio reads stdin on a blocking thread whose read cannot be cancelled: dropping
+    // the runtime would wait for it, so a command interrupted while its input pipe
+    // stays open (a producer not done yet) would print its count and hang. Everything
+    // the command had to say is said by now.
+    runtime.shutdown_timeout(RUNTIME_EXIT);
     match outcome {
         Ok(exit) => exit,
         Err(e) if exit::reader_left(&e) => Exit::Failure,
@@ -156,6 +161,9 @@ pub(crate) fn report_error(e: &anyhow::Error) {
         eprintln!("{hint}");
     }
 }
+
+/// How long the end of a command waits for blocking threads (a read of stdin) to return.
+const RUNTIME_EXIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The async runtime for `command`. `picket check` runs on one thread by default
 /// (`probe.runtime`): each probe's future, hyper's connection task and the I/O driver
