@@ -685,6 +685,16 @@ impl Enqueue {
         }
     }
 
+    /// Ctrl-C: SIGINT to the enqueue.
+    fn interrupt(&self) {
+        let pid = self.child.id().expect("pid").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill -INT");
+        assert!(sent.success());
+    }
+
     /// Waits for the end (within 30 s) and returns the exit status and all it said.
     async fn ended(mut self) -> (std::process::ExitStatus, String) {
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
@@ -710,12 +720,7 @@ async fn enqueue_interrupted_while_its_input_stays_open_exits() {
     e.ten(0).await;
     // Published and confirmed by then, and reading on: the pipe stays open.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let pid = e.child.id().expect("pid").to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill -INT");
-    assert!(sent.success());
+    e.interrupt();
     let (status, err) = e.ended().await;
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("10 jobs confirmed (through line 10)"), "{err}");
@@ -747,12 +752,7 @@ async fn enqueue_says_when_a_broker_alarm_blocks_it_and_finishes_after() {
     waits.until_it_says("blocks publishing").await;
     stops.until_it_says("blocks publishing").await;
 
-    let pid = stops.child.id().expect("pid").to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill -INT");
-    assert!(sent.success());
+    stops.interrupt();
     let (status, err) = stops.ended().await;
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("10 jobs confirmed (through line 10)"), "{err}");
