@@ -82,6 +82,38 @@ struct Shadow {
     waited: Duration,
 }
 
+/// What one booking attempt answered ([`scripts::BOOK`]'s codes, read once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Booking {
+    /// A slot, usable after `wait`; the IP's back-off level.
+    Booked { wait: Duration, level: i64 },
+    /// Nothing booked: the rate allows no slot within the wait; the job's place in
+    /// the IP's line of deferred jobs is this far ahead.
+    TooLong(Duration),
+    /// Nothing booked: the host's `Retry-After` holds it this much longer, more than
+    /// the request may wait.
+    Paused(Duration),
+    /// Nothing booked: the host's `Retry-After` holds it this much longer; ask again
+    /// then.
+    HostHeld(Duration),
+    /// Nothing booked: the IP's in-flight cap is reached.
+    Full,
+}
+
+impl Booking {
+    /// The script's answer: (code, wait ms, back-off level).
+    fn of((code, wait_ms, level): (i64, u64, i64)) -> Booking {
+        let wait = Duration::from_millis(wait_ms);
+        match code {
+            1 => Booking::Booked { wait, level },
+            -1 => Booking::TooLong(wait),
+            -2 => Booking::Paused(wait),
+            2 => Booking::HostHeld(wait.max(Duration::from_millis(1))),
+            _ => Booking::Full,
+        }
+    }
+}
+
 /// When this worker last switched to its fallback and back.
 #[derive(Debug, Default, Clone, Copy)]
 struct Switches {
@@ -346,6 +378,40 @@ impl RedisLimiter {
         }
     }
 
+    /// A slot booked in Redis (`id`, usable after `wait`), taken: its lease is renewed
+    /// from now on (it outlives the wait and the request, and no longer than this
+    /// worker), and beside it the fallback's in-flight slot. `start` is when the
+    /// request began to wait, `waited` how long it has waited so far.
+    async fn take(
+        &self,
+        req: Request<'_>,
+        key: &str,
+        id: String,
+        wait: Duration,
+        start: Instant,
+        mut waited: Duration,
+    ) -> Grant {
+        let episode = self.switched(|_| {}).episode;
+        let (_, inflight) = self.keys(key);
+        let lease = Lease::new(&self.releaser, inflight, id);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+            waited += wait;
+        }
+        let left = req.max_wait.saturating_sub(start.elapsed());
+        if self.fell_since(episode) {
+            drop(lease);
+            return self.requeue(req, key, left, waited).await;
+        }
+        let Some(shadow) = self.shadow(&req, key, left).await else {
+            drop(lease);
+            return Grant::Defer(left);
+        };
+        waited += shadow.waited;
+        let slot = (lease, shadow.slot);
+        Grant::Go(Permit::holding(waited, Box::new(slot)))
+    }
+
     /// Runs a script call within `redis.timeout`.
     async fn call<T: redis::FromRedisValue>(
         &self,
@@ -363,15 +429,15 @@ impl RedisLimiter {
         }
     }
 
-    /// One booking attempt (see [`scripts::BOOK`]): (code, wait ms, back-off level).
-    /// Carries the fallback's own bookings of the IP into Redis.
+    /// One booking attempt (see [`scripts::BOOK`]). Carries the fallback's own
+    /// bookings of the IP into Redis.
     async fn book(
         &self,
         req: &Request<'_>,
         key: &str,
         left: Duration,
         id: &str,
-    ) -> Result<(i64, u64, i64), String> {
+    ) -> Result<Booking, String> {
         let rate = self.booking_rate(req);
         let pace_ms = self.view(key, |_| {}).pace.interval_ms();
         if pace_ms > 1000.0 / rate.rate {
@@ -399,7 +465,7 @@ impl RedisLimiter {
                 Line::Last => 3,
             })
             .arg(super::LINE_GRACE.as_millis() as u64);
-        self.call(inv).await
+        self.call(inv).await.map(Booking::of)
     }
 
     /// A refusal from `req.host` (see [`scripts::REFUSE`]).
@@ -569,7 +635,8 @@ impl Limiter for RedisLimiter {
             let mut waited = Duration::ZERO;
             loop {
                 let left = req.max_wait.saturating_sub(start.elapsed());
-                match self.book(&req, &key, left, &id).await {
+                let booking = match self.book(&req, &key, left, &id).await {
+                    Ok(booking) => booking,
                     Err(e) => {
                         self.redis_failed(&e);
                         let rest = Request {
@@ -578,51 +645,23 @@ impl Limiter for RedisLimiter {
                         };
                         return self.through_fallback(rest, &key).await;
                     }
-                    Ok((1, wait_ms, level)) => {
-                        self.redis_worked();
+                };
+                self.redis_worked();
+                match booking {
+                    Booking::Booked { wait, level } => {
                         self.view(&key, |v| v.level = level);
-                        let episode = self.switched(|_| {}).episode;
-                        // Renewed from now on: the lease outlives the wait and the
-                        // request, and no longer than this worker.
-                        let (_, inflight) = self.keys(&key);
-                        let lease = Lease::new(&self.releaser, inflight, id);
-                        if wait_ms > 0 {
-                            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                            waited += Duration::from_millis(wait_ms);
-                        }
-                        if self.fell_since(episode) {
-                            drop(lease);
-                            let left = req.max_wait.saturating_sub(start.elapsed());
-                            return self.requeue(req, &key, left, waited).await;
-                        }
-                        let left = req.max_wait.saturating_sub(start.elapsed());
-                        let Some(shadow) = self.shadow(&req, &key, left).await else {
-                            drop(lease);
-                            return Grant::Defer(left);
-                        };
-                        waited += shadow.waited;
-                        let slot = (lease, shadow.slot);
-                        return Grant::Go(Permit::holding(waited, Box::new(slot)));
+                        return self.take(req, &key, id, wait, start, waited).await;
                     }
-                    Ok((-1, wait_ms, _)) => {
-                        self.redis_worked();
-                        return Grant::Defer(Duration::from_millis(wait_ms));
-                    }
-                    Ok((-2, wait_ms, _)) => {
-                        self.redis_worked();
-                        return Grant::Paused(Duration::from_millis(wait_ms));
-                    }
-                    Ok((2, wait_ms, _)) => {
+                    Booking::TooLong(wait) => return Grant::Defer(wait),
+                    Booking::Paused(left) => return Grant::Paused(left),
+                    Booking::HostHeld(held) => {
                         // The host asked for a pause: wait it out, then book.
-                        self.redis_worked();
-                        let held = Duration::from_millis(wait_ms.max(1));
                         tokio::time::sleep(held).await;
                         waited += held;
                     }
-                    Ok(_) => {
-                        // In-flight cap reached: poll, backing off a little, until a lease
-                        // frees or the wait is no longer acceptable.
-                        self.redis_worked();
+                    Booking::Full => {
+                        // In-flight cap reached: poll, backing off a little, until a
+                        // lease frees or the wait is no longer acceptable.
                         if start.elapsed() + pause > req.max_wait {
                             return Grant::Defer(req.max_wait);
                         }
