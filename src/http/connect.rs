@@ -46,6 +46,15 @@ pub(super) struct Answered {
     pub(super) ip: IpAddr,
 }
 
+/// What one address did with a hop's request.
+enum AtAddress {
+    /// It answered: the answer, when its connection was ready, and the permit it was
+    /// sent under.
+    Answered(reqwest::Response, Instant, Permit),
+    /// It failed: the error, and how long the request waited for it.
+    Failed(SendError, Duration),
+}
+
 /// What every address of one hop is asked: the job's method and headers (credentials
 /// only within the origin the job named) and the cookies of the chain so far.
 struct Ask<'a> {
@@ -197,44 +206,14 @@ impl HttpProber {
         while let Some(&ip) = target.candidates.get(n) {
             n += 1;
             obs.ip = Some(ip);
-            let permit = self.permit(probe, &target.host, ip, obs).await?;
-            let remaining = probe.deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(fail(
-                    FailureKind::Timeout,
-                    format!("no time left after {} redirects", chain.redirects),
-                ));
-            }
             let addr = SocketAddr::new(ip, target.port);
-            let asked = Instant::now();
-            let (result, ready) = self
-                .ask_address(probe, &ask, &target.host, addr, remaining, obs)
-                .await;
-            let e = match result {
-                Ok(resp) => {
+            let (e, waited) = match self.ask_ip(probe, &ask, &target.host, addr, obs).await? {
+                AtAddress::Answered(resp, ready, permit) => {
                     self.answered(probe, &target.host, ip, ready, &unreachable, obs);
                     return Ok(Answered { resp, permit, ip });
                 }
-                Err(e) => e,
+                AtAddress::Failed(e, waited) => (e, waited),
             };
-            if e.unreadable_status_line() {
-                // The first request's slot is ours no longer: the second asks anew.
-                drop(permit);
-                let mended = self.ask_mended(probe, &ask, &target.host, addr, &e, obs);
-                if let Some((resp, ready, permit)) = mended.await? {
-                    self.answered(probe, &target.host, ip, ready, &unreachable, obs);
-                    return Ok(Answered { resp, permit, ip });
-                }
-            }
-            if let Some(pin) = e.pin_error() {
-                // Where the request would go is not where it was counted: nothing is
-                // known about the site, and nothing was sent.
-                return Err(fail(
-                    FailureKind::Egress,
-                    format!("{}: not probed, picket's own error: {pin}", target.host),
-                ));
-            }
-            let waited = asked.elapsed();
             let outcome = self
                 .failed(probe, &target.host, addr, (&e, waited), obs)
                 .await;
@@ -255,6 +234,53 @@ impl HttpProber {
             FailureKind::Connect,
             format!("{}: no address could be reached", target.host),
         ))
+    }
+
+    /// Asks one address of `host`, counted by the per-IP limiter first: its answer
+    /// (asked again once to read a status line as browsers do), or its error and how
+    /// long the request waited for it. `Err` when the probe must end here: no permit,
+    /// no time left, or a connection that reached another address than the counted one.
+    async fn ask_ip(
+        &self,
+        probe: &mut Probe<'_>,
+        ask: &Ask<'_>,
+        host: &str,
+        addr: SocketAddr,
+        obs: &mut Observation,
+    ) -> Result<AtAddress, Outcome> {
+        let permit = self.permit(probe, host, addr.ip(), obs).await?;
+        let remaining = probe.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(fail(
+                FailureKind::Timeout,
+                format!("no time left after {} redirects", ask.chain.redirects),
+            ));
+        }
+        let asked = Instant::now();
+        let (result, ready) = self
+            .ask_address(probe, ask, host, addr, remaining, obs)
+            .await;
+        let e = match result {
+            Ok(resp) => return Ok(AtAddress::Answered(resp, ready, permit)),
+            Err(e) => e,
+        };
+        if e.unreadable_status_line() {
+            // The first request's slot is ours no longer: the second asks anew.
+            drop(permit);
+            let mended = self.ask_mended(probe, ask, host, addr, &e, obs);
+            if let Some((resp, ready, permit)) = mended.await? {
+                return Ok(AtAddress::Answered(resp, ready, permit));
+            }
+        }
+        if let Some(pin) = e.pin_error() {
+            // Where the request would go is not where it was counted: nothing is
+            // known about the site, and nothing was sent.
+            return Err(fail(
+                FailureKind::Egress,
+                format!("{host}: not probed, picket's own error: {pin}"),
+            ));
+        }
+        Ok(AtAddress::Failed(e, asked.elapsed()))
     }
 
     /// The per-IP limiter's permit for `ip`. Waiting for our own limit is not the
