@@ -172,27 +172,7 @@ pub struct NotAJob(pub String);
 /// # Errors
 /// [`NotAJob`] when the bytes are not a UTF-8 JSON object.
 pub fn decode(bytes: &[u8], fallback_id: &str, max_bytes: usize) -> Result<Decoded, NotAJob> {
-    if bytes.len() > max_bytes {
-        return Err(NotAJob(format!(
-            "message of {} bytes is larger than amqp.max_message_bytes ({max_bytes})",
-            bytes.len()
-        )));
-    }
-    let text =
-        std::str::from_utf8(bytes).map_err(|e| NotAJob(format!("message is not UTF-8: {e}")))?;
-    let text = text.trim_start_matches('\u{feff}');
-    // The fields are read as raw JSON so that `meta` keeps its exact text.
-    let fields: BTreeMap<String, &RawValue> = match serde_json::from_str(text) {
-        Ok(f) => f,
-        Err(e) => {
-            let value: Value = serde_json::from_str(text)
-                .map_err(|_| NotAJob(format!("message is not JSON: {e}")))?;
-            return Err(NotAJob(format!(
-                "message is JSON but not an object (a {})",
-                json_kind(&value)
-            )));
-        }
-    };
+    let (text, fields) = json_object(bytes, max_bytes)?;
     // From here on it is meant as a job: whatever is wrong is reported as `invalid`,
     // so the publisher sees its mistake in the results.
     let field = |name: &str| -> Option<Value> {
@@ -209,20 +189,7 @@ pub fn decode(bytes: &[u8], fallback_id: &str, max_bytes: usize) -> Result<Decod
         Some(Value::String(s)) => s.chars().take(MAX_URL_LEN).collect::<String>(),
         _ => String::new(),
     };
-    let meta = fields
-        .get("meta")
-        .filter(|raw| raw.get() != "null")
-        .map(|raw| RawJson((*raw).to_owned()));
-    // Kept as raw text, `meta` is still held to what any JSON reader takes (serde_json's
-    // nesting limit): subscribers must be able to read the result it is echoed in.
-    if meta
-        .as_ref()
-        .is_some_and(|m| nesting(m.get()) > MAX_META_NESTING)
-    {
-        return Err(NotAJob(format!(
-            "meta is nested deeper than {MAX_META_NESTING} levels, more than JSON readers take"
-        )));
-    }
+    let meta = echoed_meta(&fields)?;
     let reject = |detail: String| {
         Ok(Decoded::Rejected(Rejected {
             id: id.clone(),
@@ -244,6 +211,53 @@ pub fn decode(bytes: &[u8], fallback_id: &str, max_bytes: usize) -> Result<Decod
         Ok(job) => Ok(Decoded::Job(Box::new(job))),
         Err(detail) => reject(detail),
     }
+}
+
+/// The message as a JSON object: its text and its fields, each kept as raw JSON so
+/// that `meta` keeps its exact text.
+fn json_object(
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<(&str, BTreeMap<String, &RawValue>), NotAJob> {
+    if bytes.len() > max_bytes {
+        return Err(NotAJob(format!(
+            "message of {} bytes is larger than amqp.max_message_bytes ({max_bytes})",
+            bytes.len()
+        )));
+    }
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| NotAJob(format!("message is not UTF-8: {e}")))?;
+    let text = text.trim_start_matches('\u{feff}');
+    match serde_json::from_str(text) {
+        Ok(fields) => Ok((text, fields)),
+        Err(e) => {
+            let value: Value = serde_json::from_str(text)
+                .map_err(|_| NotAJob(format!("message is not JSON: {e}")))?;
+            Err(NotAJob(format!(
+                "message is JSON but not an object (a {})",
+                json_kind(&value)
+            )))
+        }
+    }
+}
+
+/// The job's `meta`, to be echoed as its exact text. Kept raw, it is still held to
+/// what any JSON reader takes (serde_json's nesting limit): subscribers must be able
+/// to read the result it is echoed in.
+fn echoed_meta(fields: &BTreeMap<String, &RawValue>) -> Result<Option<RawJson>, NotAJob> {
+    let meta = fields
+        .get("meta")
+        .filter(|raw| raw.get() != "null")
+        .map(|raw| RawJson((*raw).to_owned()));
+    if meta
+        .as_ref()
+        .is_some_and(|m| nesting(m.get()) > MAX_META_NESTING)
+    {
+        return Err(NotAJob(format!(
+            "meta is nested deeper than {MAX_META_NESTING} levels, more than JSON readers take"
+        )));
+    }
+    Ok(meta)
 }
 
 /// The key of a job that is refused: its own when usable, else one derived from its URL
