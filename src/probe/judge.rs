@@ -211,51 +211,63 @@ fn asked_for(plan: &Plan, code: u16) -> bool {
 /// A status the job does not accept: a bot wall or throttling refuses *us* (`unknown`),
 /// anything else is the site's failure.
 fn wrong_status(s: &Seen<'_>) -> Option<Judgement> {
-    let (a, status) = (s.answer, &s.status);
     let status_ok = match &s.plan.expect.status {
-        Some(list) => list.contains(&a.status),
-        None => (200..400).contains(&a.status),
+        Some(list) => list.contains(&s.answer.status),
+        None => (200..400).contains(&s.answer.status),
     };
     if status_ok {
         return None;
     }
-    if matches!(a.status, 403 | 503) && a.body_bytes <= SNIFF_BYTES {
+    let refusal = refusal_of_us(s).map(|why| {
+        Judgement::new(
+            Verdict::Unknown,
+            Reason::Blocked,
+            format!("{}: {why}", s.status),
+        )
+    });
+    Some(refusal.unwrap_or_else(|| site_failing(s)))
+}
+
+/// Why a status the job does not accept refuses *us*, not the site failing: a bot
+/// challenge, a firewall's block page, throttling, a refusal of automated clients.
+fn refusal_of_us(s: &Seen<'_>) -> Option<String> {
+    let a = s.answer;
+    let small = a.body_bytes <= SNIFF_BYTES;
+    if matches!(a.status, 403 | 503) && small {
         if let Some(marker) = challenge(&a.text) {
-            return Some(Judgement::new(
-                Verdict::Unknown,
-                Reason::Blocked,
-                format!("{status}: a bot challenge page ({marker:?}) refuses us; the site itself may be fine"),
+            return Some(format!(
+                "a bot challenge page ({marker:?}) refuses us; the site itself may be fine"
             ));
         }
     }
-    if a.status >= 400 && a.body_bytes <= SNIFF_BYTES {
+    if a.status >= 400 && small {
         if let Some((firewall, marker)) = firewall_block(&a.text) {
-            return Some(Judgement::new(
-                Verdict::Unknown,
-                Reason::Blocked,
-                format!("{status}: {firewall}'s block page ({marker:?}) refuses us; the site itself may be fine"),
+            return Some(format!(
+                "{firewall}'s block page ({marker:?}) refuses us; the site itself may be fine"
             ));
         }
     }
-    if a.status == 429 {
-        let after = a
-            .retry_after
-            .as_deref()
-            .map(|r| format!(", Retry-After {r}"))
-            .unwrap_or_default();
-        return Some(Judgement::new(
-            Verdict::Unknown,
-            Reason::Blocked,
-            format!("{status}: the site is throttling us{after}"),
-        ));
+    match a.status {
+        429 => {
+            let after = a
+                .retry_after
+                .as_deref()
+                .map(|r| format!(", Retry-After {r}"))
+                .unwrap_or_default();
+            Some(format!("the site is throttling us{after}"))
+        }
+        999 => Some(
+            "a refusal of automated clients (LinkedIn-style \"Request denied\") refuses us; \
+             the site itself may be fine"
+                .to_string(),
+        ),
+        _ => None,
     }
-    if a.status == 999 {
-        return Some(Judgement::new(
-            Verdict::Unknown,
-            Reason::Blocked,
-            format!("{status}: a refusal of automated clients (LinkedIn-style \"Request denied\") refuses us; the site itself may be fine"),
-        ));
-    }
+}
+
+/// A status the job does not accept, from the site itself: `down`, confirmed by the
+/// site's own word when its `Retry-After` outlasts any confirmation.
+fn site_failing(s: &Seen<'_>) -> Judgement {
     let wanted = match &s.plan.expect.status {
         Some(list) => format!(
             "expected {}",
@@ -269,7 +281,7 @@ fn wrong_status(s: &Seen<'_>) -> Option<Judgement> {
     let mut j = Judgement::new(
         Verdict::Down,
         Reason::HttpStatus,
-        format!("{status} ({wanted}) after {} ms", s.ms),
+        format!("{} ({wanted}) after {} ms", s.status, s.ms),
     );
     if let Some(pause) = pause_beyond_confirmation(s) {
         j.detail = format!(
@@ -280,7 +292,7 @@ fn wrong_status(s: &Seen<'_>) -> Option<Judgement> {
         );
         j.confirmed_by_site = true;
     }
-    Some(j)
+    j
 }
 
 /// The pause a 503 asks for (a maintenance page's `Retry-After`) when it confirms the
