@@ -13,7 +13,9 @@ use std::time::Duration;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::lookup_ip::LookupIp;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::TokioResolver;
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::rr::{Name as DnsName, RecordType};
+use hickory_resolver::{ResolverBuilder, TokioResolver};
 
 use crate::config::DnsSettings;
 
@@ -81,6 +83,36 @@ enum Name {
     Ask(String),
 }
 
+/// A resolver builder for the configured nameservers (the system's when none are
+/// given), and those nameservers.
+fn pool(
+    settings: &DnsSettings,
+) -> Result<(ResolverBuilder<TokioRuntimeProvider>, Vec<NameServerConfig>), DnsError> {
+    if settings.nameservers.is_empty() {
+        let servers = hickory_resolver::system_conf::read_system_conf()
+            .map(|(config, _)| config.name_servers().to_vec())
+            .unwrap_or_default();
+        let builder = TokioResolver::builder_tokio().map_err(|e| DnsError::Setup(e.to_string()))?;
+        return Ok((builder, servers));
+    }
+    let servers: Vec<NameServerConfig> = settings
+        .nameservers
+        .iter()
+        .map(|addr| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    let builder = TokioResolver::builder_with_config(
+        ResolverConfig::from_parts(None, vec![], servers.clone()),
+        TokioRuntimeProvider::default(),
+    );
+    Ok((builder, servers))
+}
+
 /// Resolves target names; cheap to clone.
 #[derive(Clone)]
 pub struct Resolver {
@@ -90,6 +122,8 @@ pub struct Resolver {
 struct Inner {
     static_hosts: std::collections::BTreeMap<String, Vec<IpAddr>>,
     hickory: TokioResolver,
+    /// The same nameservers with no cache, for [`Resolver::answers`].
+    health: TokioResolver,
     /// Each nameserver alone, when there are several.
     each: Vec<TokioResolver>,
     timeout: Duration,
@@ -103,40 +137,17 @@ impl Resolver {
     /// The system configuration could not be read (and no nameservers were given).
     pub(crate) fn new(settings: &DnsSettings) -> Result<Resolver, DnsError> {
         let setup = |e: &dyn std::fmt::Display| DnsError::Setup(e.to_string());
-        let (builder, servers) = if settings.nameservers.is_empty() {
-            let servers = hickory_resolver::system_conf::read_system_conf()
-                .map(|(config, _)| config.name_servers().to_vec())
-                .unwrap_or_default();
-            (
-                TokioResolver::builder_tokio().map_err(|e| setup(&e))?,
-                servers,
-            )
-        } else {
-            let servers: Vec<NameServerConfig> = settings
-                .nameservers
-                .iter()
-                .map(|addr| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = addr.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = addr.port();
-                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            let builder = TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], servers.clone()),
-                TokioRuntimeProvider::default(),
-            );
-            (builder, servers)
-        };
-        let build = |mut builder: hickory_resolver::ResolverBuilder<TokioRuntimeProvider>| {
+        let build = |mut builder: ResolverBuilder<TokioRuntimeProvider>, cache_size: u64| {
             let opts = builder.options_mut();
             opts.timeout = settings.timeout;
             opts.attempts = 2;
-            opts.cache_size = 4096;
+            opts.cache_size = cache_size;
             builder.build().map_err(|e| setup(&e))
         };
-        let hickory = build(builder)?;
+        let (builder, servers) = pool(settings)?;
+        let hickory = build(builder, 4096)?;
+        // Without a cache: it asks whether the nameservers answer now.
+        let health = build(pool(settings)?.0, 0)?;
         // One resolver per nameserver, asked in turn when the pool's answer was a
         // failure: the pool takes a SERVFAIL as final, and one broken resolver must not
         // make a site "down" for DNS.
@@ -144,10 +155,10 @@ impl Resolver {
             servers
                 .into_iter()
                 .map(|server| {
-                    build(TokioResolver::builder_with_config(
-                        ResolverConfig::from_parts(None, vec![], vec![server]),
-                        TokioRuntimeProvider::default(),
-                    ))
+                    let config = ResolverConfig::from_parts(None, vec![], vec![server]);
+                    let one =
+                        TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+                    build(one, 4096)
                 })
                 .collect::<Result<Vec<_>, _>>()?
         } else {
@@ -157,11 +168,28 @@ impl Resolver {
             inner: Arc::new(Inner {
                 static_hosts: settings.static_hosts.clone(),
                 hickory,
+                health,
                 each,
                 timeout: settings.timeout,
                 lookups: tokio::sync::Semaphore::new(settings.max_concurrent),
             }),
         })
+    }
+
+    /// Whether any of our nameservers answers at all, now: asked for the root zone's
+    /// nameservers, which every recursive resolver holds, so no query leaves it. Any
+    /// reply counts, an error code too (a resolver may refuse what it does not serve):
+    /// only silence, a closed port or no route says that our resolver is what fails.
+    pub(crate) async fn answers(&self) -> bool {
+        let query = self.inner.health.lookup(DnsName::root(), RecordType::NS);
+        match tokio::time::timeout(self.inner.timeout * 3, query).await {
+            Ok(Ok(_) | Err(NetError::Dns(_))) => true,
+            Ok(Err(e)) => {
+                tracing::debug!("our nameservers did not answer: {e}");
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// The addresses of `host` a probe tries first (an IP literal answers itself).

@@ -33,6 +33,11 @@ pub(crate) trait Prober: Send + Sync {
     fn egress_count(&self) -> usize;
     /// One probe through egress number `egress` (taken modulo the count).
     fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Attempt>;
+    /// Whether our nameservers answer at all now: a prober that resolves nothing
+    /// itself has none to fail.
+    fn nameservers_answer(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { true })
+    }
 }
 
 /// What came of asking a [`Prober`] to observe a site once.
@@ -214,7 +219,10 @@ impl Engine {
         if verdict == Verdict::Down
             && matches!(reason, Reason::Connect | Reason::Timeout | Reason::Dns)
         {
-            if let Some(why) = self.our_side.blames_us(self.prober.as_ref()).await {
+            let blamed = self
+                .our_side
+                .blames_us(self.prober.as_ref(), &tried.observations[i]);
+            if let Some(why) = blamed.await {
                 verdict = Verdict::Unknown;
                 reason = Reason::EgressUnavailable;
                 detail = format!("{detail}; {why}");

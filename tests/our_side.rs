@@ -1,6 +1,7 @@
 //! Our side failing is not their side failing: a nameserver that fails or stays silent
-//! is passed over for the next one before a site is called down for DNS, and a wave of
-//! unrelated sites failing at once while nothing answers is our network, `unknown`.
+//! is passed over for the next one before a site is called down for DNS, nameservers
+//! that answer nothing at all are our resolver failing, and a wave of unrelated sites
+//! failing at once while nothing answers is our network: both `unknown`.
 //!
 //! Engine in process, as in `egress`.
 
@@ -67,6 +68,39 @@ async fn a_failing_or_silent_nameserver_is_passed_over_for_the_next() {
         "{}",
         r.detail
     );
+}
+
+/// Our nameservers answering nothing at all (a resolver that stopped, its port closed
+/// or its host gone) are our side failing, not the site: `unknown`, never `down`, even
+/// for one check alone with no canaries. A nameserver that answers, be it SERVFAIL, is
+/// believed (above): it says the site's name does not resolve.
+#[tokio::test]
+async fn nameservers_answering_nothing_are_our_side_never_a_sites_down() {
+    let web = site("127.0.58.1").await;
+    let (silent, silent_queries) = dns::serve("127.0.58.2", Mode::Silent).await;
+    let closed = {
+        let socket = std::net::UdpSocket::bind("127.0.58.3:0").expect("bind");
+        socket.local_addr().expect("address")
+    };
+    let url = format!("http://www.ours.test:{}/", web.port());
+    for ns in [silent, closed] {
+        let e = engine(&format!(
+            "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n"
+        ));
+        let r = check(&e, &url).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Unknown, "egress_unavailable"),
+            "nameserver {ns}: {}",
+            r.detail
+        );
+        assert!(
+            r.detail.contains("our nameservers answered nothing"),
+            "the detail names our resolver: {}",
+            r.detail
+        );
+    }
+    assert!(silent_queries.load(std::sync::atomic::Ordering::SeqCst) > 0);
 }
 
 /// A listener on `ip` whose accept queue is full and never drained: the kernel drops

@@ -23,12 +23,18 @@ const CANARY_FRESH: Duration = Duration::from_secs(30);
 /// The same while many sites are failing at once.
 const CANARY_FRESH_IN_WAVE: Duration = Duration::from_secs(3);
 
+/// How long one answer to "do our nameservers answer?" stands for all failed lookups.
+const RESOLVER_FRESH: Duration = Duration::from_secs(5);
+
 /// The state of our own side: egress health, the network watch and the canaries.
 pub(super) struct OurSide {
     health: EgressHealth,
     health_settings: HealthSettings,
     network: NetworkWatch,
     canaries: Canaries,
+    /// When our nameservers were last asked whether they answer, and whether they did;
+    /// the async mutex makes a wave of failed lookups wait for one question.
+    resolver: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 /// Known-good sites that tell our own network failing from theirs.
@@ -54,6 +60,7 @@ pub(super) fn health_of(outcome: &Outcome) -> Health {
             // These came after an answer: the way out worked.
             FailureKind::TooManyRedirects | FailureKind::BadRedirect => Health::Works,
             FailureKind::Dns
+            | FailureKind::DnsFailed
             | FailureKind::BlockedTarget
             | FailureKind::Throttled
             | FailureKind::Paused
@@ -98,6 +105,7 @@ impl OurSide {
                     .collect(),
                 last: tokio::sync::Mutex::new(None),
             },
+            resolver: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -124,9 +132,26 @@ impl OurSide {
     }
 
     /// Why a site that seems unreachable (a `down` for no connection, no answer or no
-    /// name) is more likely our own network failing, if it is: every canary failed too,
-    /// or, with no canaries to ask, a wave of silence is going on. `None`: believe it.
-    pub(super) async fn blames_us(&self, prober: &dyn Prober) -> Option<String> {
+    /// name, as `decisive` showed) is more likely our own network failing, if it is: a
+    /// name not resolved while our nameservers answer nothing at all, every canary
+    /// failing too, or, with no canaries to ask, a wave of silence going on. `None`:
+    /// believe it.
+    pub(super) async fn blames_us(
+        &self,
+        prober: &dyn Prober,
+        decisive: &Observation,
+    ) -> Option<String> {
+        let lookup_failed = matches!(
+            &decisive.outcome,
+            Outcome::Failure(f) if f.kind == FailureKind::DnsFailed
+        );
+        if lookup_failed && !self.resolver_ok(prober).await {
+            return Some(
+                "our nameservers answered nothing, not even a query for the root zone that \
+                 any resolver answers: our resolver is failing, not the site's name"
+                    .to_string(),
+            );
+        }
         if !self.network_ok(prober).await {
             return Some(
                 "every canary failed too, so this is our network, not the site".to_string(),
@@ -140,6 +165,22 @@ impl OurSide {
         Some(format!(
             "{wave}: this looks like our network, not the site (configure probe.canaries to be sure)"
         ))
+    }
+
+    /// Whether our nameservers answer, asked at most once per [`RESOLVER_FRESH`].
+    async fn resolver_ok(&self, prober: &dyn Prober) -> bool {
+        let mut last = self.resolver.lock().await;
+        if let Some((at, ok)) = *last {
+            if at.elapsed() < RESOLVER_FRESH {
+                return ok;
+            }
+        }
+        let ok = prober.nameservers_answer().await;
+        if !ok {
+            tracing::warn!("our nameservers answer nothing: lookups that fail now are our resolver's failure, not the sites'");
+        }
+        *last = Some((Instant::now(), ok));
+        ok
     }
 
     /// Whether our own network works: true when no canaries are configured or any
@@ -212,6 +253,7 @@ mod tests {
             (FailureKind::TooManyRedirects, Health::Works),
             (FailureKind::BadRedirect, Health::Works),
             (FailureKind::Dns, Health::Silent),
+            (FailureKind::DnsFailed, Health::Silent),
             (FailureKind::BlockedTarget, Health::Silent),
             (FailureKind::Throttled, Health::Silent),
             (FailureKind::Paused, Health::Silent),

@@ -155,7 +155,8 @@ impl HttpProber {
             Ok(Err(e @ DnsError::LocalResources { .. })) => {
                 Err(fail(FailureKind::LocalResources, e.to_string()))
             }
-            Ok(Err(e)) => Err(fail(FailureKind::Dns, e.to_string())),
+            Ok(Err(e @ DnsError::NotFound { .. })) => Err(fail(FailureKind::Dns, e.to_string())),
+            Ok(Err(e)) => Err(fail(FailureKind::DnsFailed, e.to_string())),
             Ok(Ok(found)) => Ok(found),
         }
     }

@@ -523,6 +523,10 @@ impl Prober for HttpProber {
             self.observe_with(plan, &self.egress[index], index).await
         })
     }
+
+    fn nameservers_answer(&self) -> BoxFuture<'_, bool> {
+        Box::pin(self.resolver.answers())
+    }
 }
 
 /// An answer an HTTP proxy made itself (its refusal or error page), not the site's:

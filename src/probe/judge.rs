@@ -120,7 +120,7 @@ fn judge_failure(f: &Failure, recent_answers: u32, settings: &JudgeSettings) -> 
         );
     }
     let (verdict, reason) = match f.kind {
-        FailureKind::Dns => (Verdict::Down, Reason::Dns),
+        FailureKind::Dns | FailureKind::DnsFailed => (Verdict::Down, Reason::Dns),
         FailureKind::Connect | FailureKind::Unreachable | FailureKind::Reset => {
             (Verdict::Down, Reason::Connect)
         }

@@ -176,8 +176,13 @@ pub struct Answer {
 /// What kind of failure stopped a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FailureKind {
-    /// The name did not resolve.
+    /// The name does not resolve: the nameservers said it has no address (NXDOMAIN,
+    /// no records), or it resolves only to a sinkhole.
     Dns,
+    /// The name was not resolved, and the nameservers did not say it has no address:
+    /// no answer in time, an error code (SERVFAIL, REFUSED) or no way to reach them.
+    /// The site's DNS failing, or our resolver.
+    DnsFailed,
     /// The connection was refused: the host is there, nothing listens.
     Connect,
     /// No route to the host or its network: either the site's network is down or ours.
