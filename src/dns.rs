@@ -13,7 +13,6 @@ use std::time::Duration;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::lookup_ip::LookupIp;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{Name as DnsName, RecordType};
 use hickory_resolver::{ResolverBuilder, TokioResolver};
 
@@ -122,8 +121,9 @@ pub struct Resolver {
 struct Inner {
     static_hosts: std::collections::BTreeMap<String, Vec<IpAddr>>,
     hickory: TokioResolver,
-    /// The same nameservers with no cache, for [`Resolver::answers`].
-    health: TokioResolver,
+    /// The same nameservers with no cache, each alone when there are several, for
+    /// [`Resolver::answers`].
+    health: Vec<TokioResolver>,
     /// Each nameserver alone, when there are several.
     each: Vec<TokioResolver>,
     timeout: Duration,
@@ -146,23 +146,27 @@ impl Resolver {
         };
         let (builder, servers) = pool(settings)?;
         let hickory = build(builder, 4096)?;
-        // Without a cache: it asks whether the nameservers answer now.
-        let health = build(pool(settings)?.0, 0)?;
         // One resolver per nameserver, asked in turn when the pool's answer was a
         // failure: the pool takes a SERVFAIL as final, and one broken resolver must not
         // make a site "down" for DNS.
-        let each = if servers.len() > 1 {
+        let alone = |cache_size: u64| {
             servers
-                .into_iter()
+                .iter()
                 .map(|server| {
-                    let config = ResolverConfig::from_parts(None, vec![], vec![server]);
+                    let config = ResolverConfig::from_parts(None, vec![], vec![server.clone()]);
                     let one =
                         TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
-                    build(one, 4096)
+                    build(one, cache_size)
                 })
-                .collect::<Result<Vec<_>, _>>()?
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let several = servers.len() > 1;
+        let each = if several { alone(4096)? } else { Vec::new() };
+        // Without a cache: they are asked whether they answer now.
+        let health = if several {
+            alone(0)?
         } else {
-            Vec::new()
+            vec![build(pool(settings)?.0, 0)?]
         };
         Ok(Resolver {
             inner: Arc::new(Inner {
@@ -176,20 +180,19 @@ impl Resolver {
         })
     }
 
-    /// Whether any of our nameservers answers at all, now: asked for the root zone's
-    /// nameservers, which every recursive resolver holds, so no query leaves it. Any
-    /// reply counts, an error code too (a resolver may refuse what it does not serve):
-    /// only silence, a closed port or no route says that our resolver is what fails.
+    /// Whether any of our nameservers works, now: asked for the root zone's nameservers,
+    /// which every recursive resolver holds (so no query leaves it), each nameserver
+    /// alone when there are several. Silence, a closed port or no route, and SERVFAIL or
+    /// REFUSED to that question, say that our resolver is what fails: it could resolve
+    /// no name at all. NXDOMAIN or an empty answer is an answer (a server that serves
+    /// only its own zones says so).
     pub(crate) async fn answers(&self) -> bool {
-        let query = self.inner.health.lookup(DnsName::root(), RecordType::NS);
-        match tokio::time::timeout(self.inner.timeout * 3, query).await {
-            Ok(Ok(_) | Err(NetError::Dns(_))) => true,
-            Ok(Err(e)) => {
-                tracing::debug!("our nameservers did not answer: {e}");
-                false
-            }
-            Err(_) => false,
-        }
+        let limit = self.inner.timeout * 3;
+        let asked = self.inner.health.iter().map(|one| answers_root(one, limit));
+        futures_util::future::join_all(asked)
+            .await
+            .into_iter()
+            .any(|works| works)
     }
 
     /// The addresses of `host` a probe tries first (an IP literal answers itself).
@@ -354,6 +357,21 @@ impl Resolver {
                 }
             }
         }
+    }
+}
+
+/// Whether `resolver` answers the root zone's NS question within `limit` (see
+/// [`Resolver::answers`]).
+async fn answers_root(resolver: &TokioResolver, limit: Duration) -> bool {
+    let query = resolver.lookup(DnsName::root(), RecordType::NS);
+    match tokio::time::timeout(limit, query).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) if e.is_nx_domain() || e.is_no_records_found() => true,
+        Ok(Err(e)) => {
+            tracing::debug!("a nameserver did not answer for the root zone: {e}");
+            false
+        }
+        Err(_) => false,
     }
 }
 

@@ -57,9 +57,15 @@ async fn a_failing_or_silent_nameserver_is_passed_over_for_the_next() {
     }
     assert!(good_queries.load(std::sync::atomic::Ordering::SeqCst) >= 2);
 
-    // With only a failing nameserver, the name cannot be resolved: dns, and said why.
+    // A nameserver that works but cannot resolve the site's name (its own DNS broken, a
+    // lame delegation): dns, and said why.
+    let (lame, _) = dns::serve(
+        "127.0.7.5",
+        Mode::ServfailFor(vec!["www.ours.test".to_string()]),
+    )
+    .await;
     let e = engine(&format!(
-        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{servfail}\"]\n"
+        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{lame}\"]\n"
     ));
     let r = check(&e, &url).await;
     assert_eq!(
@@ -68,12 +74,14 @@ async fn a_failing_or_silent_nameserver_is_passed_over_for_the_next() {
         "{}",
         r.detail
     );
+    assert!(r.detail.contains("www.ours.test"), "{}", r.detail);
 }
 
 /// Our nameservers answering nothing at all (a resolver that stopped, its port closed
-/// or its host gone) are our side failing, not the site: `unknown`, never `down`, even
-/// for one check alone with no canaries. A nameserver that answers, be it SERVFAIL, is
-/// believed (above): it says the site's name does not resolve.
+/// or its host gone), or failing or refusing everything (its own upstream lost, an ACL
+/// that leaves us out), are our side failing, not the site: `unknown`, never `down`,
+/// even for one check alone with no canaries. A nameserver that works but fails the
+/// site's name is believed (above): the site's DNS is broken.
 #[tokio::test]
 async fn nameservers_answering_nothing_are_our_side_never_a_sites_down() {
     let web = site("127.0.58.1").await;
@@ -82,8 +90,10 @@ async fn nameservers_answering_nothing_are_our_side_never_a_sites_down() {
         let socket = std::net::UdpSocket::bind("127.0.58.3:0").expect("bind");
         socket.local_addr().expect("address")
     };
+    let (servfail, _) = dns::serve("127.0.58.4", Mode::Servfail).await;
+    let (refused, _) = dns::serve("127.0.58.5", Mode::Refused).await;
     let url = format!("http://www.ours.test:{}/", web.port());
-    for ns in [silent, closed] {
+    for ns in [silent, closed, servfail, refused] {
         let e = engine(&format!(
             "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n"
         ));
@@ -95,7 +105,7 @@ async fn nameservers_answering_nothing_are_our_side_never_a_sites_down() {
             r.detail
         );
         assert!(
-            r.detail.contains("our nameservers answered nothing"),
+            r.detail.contains("our nameservers answer no question"),
             "the detail names our resolver: {}",
             r.detail
         );

@@ -147,8 +147,8 @@ impl OurSide {
         );
         if lookup_failed && !self.resolver_ok(prober).await {
             return Some(
-                "our nameservers answered nothing, not even a query for the root zone that \
-                 any resolver answers: our resolver is failing, not the site's name"
+                "our nameservers answer no question, not even for the root zone, which every \
+                 resolver answers: our resolver is failing, not the site's name"
                     .to_string(),
             );
         }

@@ -1,5 +1,5 @@
 //! A tiny DNS server on loopback for resolver tests: it answers A and AAAA queries from
-//! a fixed table, or fails every query with SERVFAIL, or never answers at all.
+//! a fixed table, or fails queries with SERVFAIL or REFUSED, or never answers at all.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +15,11 @@ pub enum Mode {
     Answer(HashMap<String, Vec<IpAddr>>),
     /// RCODE 2 for everything: a broken recursive resolver.
     Servfail,
+    /// RCODE 2 for these names (lower-case, without the final dot), NXDOMAIN for the
+    /// rest: a working resolver, and names whose own DNS is broken.
+    ServfailFor(Vec<String>),
+    /// RCODE 5 for everything: a resolver that does not serve us (its ACL).
+    Refused,
     /// Reads queries and never replies.
     Silent,
 }
@@ -108,6 +113,9 @@ fn reply(q: &[u8], mode: &Mode) -> Option<Vec<u8>> {
     let (rcode, answers): (u8, Vec<IpAddr>) = match mode {
         Mode::Silent => return None,
         Mode::Servfail => (2, Vec::new()),
+        Mode::ServfailFor(broken) if broken.contains(&name) => (2, Vec::new()),
+        Mode::ServfailFor(_) => (3, Vec::new()),
+        Mode::Refused => (5, Vec::new()),
         Mode::Answer(table) => match table.get(&name) {
             None => (3, Vec::new()),
             Some(ips) => {
