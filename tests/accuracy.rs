@@ -211,6 +211,20 @@ async fn truth_cookie_check_redirect_is_up() {
     tells_the_truth("cookie-redirect").await;
 }
 
+/// A cookie whose value is raw UTF-8 made the whole `Cookie` header unreadable as text,
+/// so none was sent and the cookie check beside it looped: down/too_many_redirects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_cookie_with_a_utf8_value_is_sent_with_the_others() {
+    tells_the_truth("cookie-utf8").await;
+}
+
+/// A 302 with an empty Location was followed to the same URL: down/too_many_redirects,
+/// where browsers, following only a non-empty Location, show the page under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_an_empty_location_is_no_redirect() {
+    tells_the_truth("empty-location").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truth_raw_deflate_body_is_up() {
     tells_the_truth("deflate-raw").await;
@@ -257,6 +271,8 @@ async fn truth_a_page_standing_in_for_the_site_is_not_up() {
     tells_the_truth("default-tengine").await;
     tells_the_truth("soft-404").await;
     tells_the_truth("php-fatal-error").await;
+    tells_the_truth("php-source").await;
+    tells_the_truth("php-source-text").await;
 }
 
 /// hyper writes HTTP/1 header names in lower case ("host:"); browsers and curl write

@@ -60,7 +60,7 @@ enum AtAddress {
 struct Ask<'a> {
     plan: &'a Plan,
     chain: &'a Chain,
-    cookie: Option<String>,
+    cookie: Option<reqwest::header::HeaderValue>,
 }
 
 impl<'a> Ask<'a> {

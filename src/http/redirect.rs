@@ -36,7 +36,7 @@ pub(super) struct Chain {
     /// set a cookie and redirect to the same URL to check it.
     pub(super) cookies: CookieJar,
     /// URLs asked, each with the cookies it was asked with.
-    seen: Vec<(Url, Option<String>)>,
+    seen: Vec<(Url, Option<HeaderValue>)>,
     /// The job's credentials go only to the origin it named, as browsers and curl do:
     /// once a redirect leaves it they are not sent again.
     credentials: bool,
@@ -91,11 +91,17 @@ impl Chain {
     /// Reads a redirect answer (`status` with `headers`) from [`Chain::url`]: keeps its
     /// cookies and moves on to its `Location`, unless that is no http(s) URL, the chain
     /// runs in a loop, or it is longer than `max_redirects`. An answer without a
-    /// `Location` is final. The caller asks only when the status is a redirection the
-    /// job did not expect.
+    /// `Location` is final, and so is one whose `Location` is empty (PHP's `header()`
+    /// given an empty URL): browsers follow the first non-empty one and otherwise show
+    /// the page under it. The caller asks only when the status is a redirection the job
+    /// did not expect.
     pub(super) fn decide(&mut self, status: u16, headers: &HeaderMap, max_redirects: u32) -> Next {
         self.cookies.take(&self.url, headers);
-        let Some(location) = headers.get(LOCATION) else {
+        let given = headers.get_all(LOCATION).iter();
+        let Some(location) = given
+            .into_iter()
+            .find(|l| !l.as_bytes().trim_ascii().is_empty())
+        else {
             return Next::Final;
         };
         let Some(next) = self.url.join(&location_text(location.as_bytes())).ok() else {
@@ -182,10 +188,10 @@ impl CookieJar {
         self.jar.set_cookies(&mut values.into_iter(), url);
     }
 
-    /// The `Cookie` header for a request to `url`, if any cookie applies.
-    pub(super) fn header_for(&self, url: &Url) -> Option<String> {
-        let header = self.jar.cookies(url)?;
-        header.to_str().ok().map(str::to_string)
+    /// The `Cookie` header for a request to `url`, if any cookie applies: as bytes, since
+    /// a cookie's value may be raw UTF-8 (a city's name), which browsers keep and send.
+    pub(super) fn header_for(&self, url: &Url) -> Option<HeaderValue> {
+        self.jar.cookies(url)
     }
 }
 
@@ -386,8 +392,8 @@ mod tests {
         assert!(matches!(chain.decide(302, &set, 10), Next::Follow));
         assert_eq!(chain.url, u("http://a.example/"));
         assert_eq!(
-            chain.cookies.header_for(&chain.url).as_deref(),
-            Some("check=1")
+            chain.cookies.header_for(&chain.url),
+            Some(HeaderValue::from_static("check=1"))
         );
         // The same cookie again changes nothing: now it is a loop.
         let f = failure(chain.decide(302, &set, 10));
@@ -433,6 +439,7 @@ mod tests {
     /// order of equally long paths to the user agent).
     fn sent(jar: &CookieJar, url: &str) -> Option<String> {
         let header = jar.header_for(&u(url))?;
+        let header = String::from_utf8_lossy(header.as_bytes()).into_owned();
         let mut pairs: Vec<&str> = header.split("; ").collect();
         pairs.sort_unstable();
         Some(pairs.join("; "))
@@ -505,6 +512,32 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_location_is_no_redirect_and_the_first_non_empty_one_is() {
+        let mut chain = Chain::new(&u("http://a.example/"));
+        let empty = headers(&[("location", "")]);
+        assert!(matches!(chain.decide(302, &empty, 10), Next::Final));
+        let mut two = headers(&[("location", " ")]);
+        two.append(LOCATION, HeaderValue::from_static("/next"));
+        assert!(matches!(chain.decide(302, &two, 10), Next::Follow));
+        assert_eq!(chain.url, u("http://a.example/next"));
+    }
+
+    #[test]
+    fn a_cookie_with_a_utf8_value_is_sent_with_the_others() {
+        let mut jar = CookieJar::default();
+        let url = u("http://a.example/");
+        let mut set = HeaderMap::new();
+        let utf8 = HeaderValue::from_bytes("city=北京; Path=/".as_bytes()).expect("obs-text");
+        set.append(SET_COOKIE, utf8);
+        set.append(SET_COOKIE, HeaderValue::from_static("lb=1; Path=/"));
+        jar.take(&url, &set);
+        assert_eq!(
+            sent(&jar, "http://a.example/").as_deref(),
+            Some("city=北京; lb=1")
+        );
+    }
+
+    #[test]
     fn the_jar_keeps_at_most_fifty_cookies() {
         let mut jar = CookieJar::default();
         let url = u("http://a.example/");
@@ -512,6 +545,7 @@ mod tests {
             jar.take(&url, &headers(&[("set-cookie", &format!("c{i}=v"))]));
         }
         let header = jar.header_for(&url).expect("cookies");
+        let header = header.to_str().expect("ASCII cookies");
         assert_eq!(header.split("; ").count(), MAX_COOKIES);
     }
 }

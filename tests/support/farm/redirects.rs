@@ -272,6 +272,66 @@ pub(super) async fn redirects(b: &mut Builder) {
         vec![],
     )
     .await;
+
+    // The same check beside a cookie whose value is raw UTF-8, as Chinese sites set a
+    // city or a name: browsers keep and send both.
+    let p = page("County office", "Cookies are on.");
+    b.http(
+        "cookie-utf8",
+        Router::new().route(
+            "/",
+            any(move |headers: HeaderMap| async move {
+                let has_cookie = headers
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .any(|v| String::from_utf8_lossy(v.as_bytes()).contains("lb=1"));
+                if has_cookie {
+                    return html(StatusCode::OK, p);
+                }
+                let utf8 = header::HeaderValue::from_bytes("city=北京; Path=/".as_bytes())
+                    .expect("a header value of UTF-8 bytes");
+                let mut r = (StatusCode::FOUND, [(header::LOCATION, "/")], "").into_response();
+                r.headers_mut().append(header::SET_COOKIE, utf8);
+                r.headers_mut()
+                    .append(header::SET_COOKIE, header::HeaderValue::from_static("lb=1; Path=/"));
+                r
+            }),
+        ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "a cookie check beside a cookie with a raw UTF-8 value (city=北京): browsers keep both and get the page",
+        ),
+        said("up", "ok"),
+        vec![],
+    )
+    .await;
+
+    // PHP's `header("Location: " . $url)` with an empty `$url`: a 302 whose Location is
+    // empty, over the page. Browsers follow only a non-empty Location, and show the page.
+    let p = page("County office", "Welcome to the county.");
+    b.http(
+        "empty-location",
+        Router::new().route(
+            "/",
+            any(move || async move {
+                let mut r = html(StatusCode::FOUND, p);
+                r.headers_mut()
+                    .insert(header::LOCATION, header::HeaderValue::from_static(""));
+                r
+            }),
+        ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "a 302 with an empty Location over the whole page (PHP's header() given an empty URL): browsers show the page",
+        ),
+        said("up", "ok"),
+        vec![],
+    )
+    .await;
 }
 
 /// A site whose `/` answers `first` and whose `next` answers `then`: the two pages of a
