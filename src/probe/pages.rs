@@ -161,6 +161,13 @@ fn title(lower: &[u8]) -> Option<&[u8]> {
 
 /// The soft failure a small page shows, if any: "block page (\"access denied\")".
 pub(crate) fn soft_failure(text: &str) -> Option<String> {
+    if is_php_source(text) {
+        return Some(
+            "PHP script itself, not the page it makes (the server's PHP handler is gone: \
+             browsers download it or show its code)"
+                .to_string(),
+        );
+    }
     let lower = text.as_bytes().to_ascii_lowercase();
     if let Some(found) = title(&lower).and_then(|t| finders().title.find(t)) {
         let (kind, phrase) = TITLE_PATTERNS[found.pattern().as_usize()];
@@ -169,6 +176,15 @@ pub(crate) fn soft_failure(text: &str) -> Option<String> {
     let found = finders().soft.find(&lower)?;
     let (kind, phrase) = SOFT_PATTERNS[found.pattern().as_usize()];
     Some(format!("{kind} ({phrase:?})"))
+}
+
+/// Whether `text` is a PHP script rather than a page: it opens with `<?php`, which no
+/// page does (a page showing PHP code escapes it, and a page's own PHP never leaves the
+/// server). What Apache sends when the handler an `.htaccess` names is gone, as after
+/// a change of PHP version on shared hosting.
+fn is_php_source(text: &str) -> bool {
+    let start = text.trim_start_matches('\u{feff}').trim_start().as_bytes();
+    start.len() >= 5 && start[..5].eq_ignore_ascii_case(b"<?php")
 }
 
 /// The bot-challenge marker a page shows, if any.
@@ -188,6 +204,18 @@ pub(crate) fn firewall_block(text: &str) -> Option<(&'static str, &'static str)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_php_script_sent_as_it_is_is_no_page() {
+        let script = "\u{feff}\n<?PHP\nrequire __DIR__ . '/wp-blog-header.php';\n";
+        assert!(soft_failure(script).is_some_and(|w| w.starts_with("PHP script itself")));
+        // A page that shows PHP code escapes it; one mentioning the tag is a page.
+        assert_eq!(
+            soft_failure("<html><pre>&lt;?php echo 1; ?&gt;</pre></html>"),
+            None
+        );
+        assert_eq!(soft_failure("<p>Begin every file with <?php</p>"), None);
+    }
 
     #[test]
     fn soft_failures_are_named_by_kind_and_phrase() {

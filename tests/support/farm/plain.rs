@@ -307,6 +307,41 @@ pub(super) async fn plain_http(b: &mut Builder) {
         .await;
     }
 
+    // PHP's handler lost (a PHP version changed under an .htaccess naming the old one):
+    // Apache sends the script itself, which browsers download or show as code.
+    let source =
+        "<?php\n/** Front to the WordPress application. */\ndefine('WP_USE_THEMES', true);\n\
+        require __DIR__ . '/wp-blog-header.php';\n";
+    for (name, kind, says) in [
+        (
+            "php-source",
+            "application/x-httpd-php",
+            "200 with the PHP script itself as application/x-httpd-php: the server's PHP \
+             handler is gone; browsers download the file",
+        ),
+        (
+            "php-source-text",
+            "text/plain",
+            "200 with the PHP script itself as text/plain: the server's PHP handler is \
+             gone; browsers show the code",
+        ),
+    ] {
+        b.http(
+            name,
+            Router::new().route(
+                "/",
+                any(move || async move {
+                    (StatusCode::OK, [(header::CONTENT_TYPE, kind)], source).into_response()
+                }),
+            ),
+            None,
+            truth("not up", None, says),
+            said("degraded", "body_mismatch"),
+            vec![],
+        )
+        .await;
+    }
+
     // A "soft 404": the home page sends the visitor to the site's error page, which
     // answers 200 (IIS custom errors in redirect mode, many CMSs).
     let missing = "<!DOCTYPE html><html><head><title>404 Not Found</title></head><body>\
