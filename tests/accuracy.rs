@@ -218,6 +218,14 @@ async fn truth_a_cookie_with_a_utf8_value_is_sent_with_the_others() {
     tells_the_truth("cookie-utf8").await;
 }
 
+/// A whole page whose connection then stays open (a stale length on a kept-alive
+/// connection, PHP working on after its output) was down/timeout once the probe's time
+/// ran out, though browsers show the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_whole_page_on_a_connection_held_open_is_shown() {
+    tells_the_truth("whole-page-held-open").await;
+}
+
 /// A 302 with an empty Location was followed to the same URL: down/too_many_redirects,
 /// where browsers, following only a non-empty Location, show the page under it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,16 @@ pub(super) async fn read(
     let coding = own_coding(resp.headers());
     let (raw, truncated, broke_off) = match read_body(resp, max).await {
         Ok((raw, cut)) => (raw, cut, None),
+        // The page came to its end, and the server held the connection open for more
+        // than it sent: browsers show the page and go on loading.
+        Err((e, raw)) if e.is_timeout() && coding.is_none() && ends_a_page(&raw) => {
+            let why = format!(
+                "after the whole page ({} bytes, to its </html>) the rest of the body \
+                 announced did not come in time: the server held the connection open",
+                raw.len()
+            );
+            (raw, false, Some(why))
+        }
         Err((e, raw)) if e.is_timeout() => {
             return Err(fail(
                 FailureKind::Timeout,
@@ -72,6 +82,13 @@ pub(super) async fn read(
         truncated: truncated && broke_off.is_none(),
         broke_off,
     })
+}
+
+/// Whether `raw` holds a whole HTML page: it ends with `</html>` (white space after it
+/// aside), whatever else the server meant to send.
+fn ends_a_page(raw: &[u8]) -> bool {
+    let text = raw.trim_ascii_end();
+    text.len() >= 7 && text[text.len() - 7..].eq_ignore_ascii_case(b"</html>")
 }
 
 /// The body as text and the charset it was decoded from, when the judgement reads it.
@@ -188,6 +205,14 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn a_page_ends_with_its_closing_html_tag() {
+        assert!(ends_a_page(b"<html><body>x</body></HTML>\r\n\n"));
+        assert!(!ends_a_page(b"<html><body>x</body>"));
+        assert!(!ends_a_page(b"</html"));
+        assert!(!ends_a_page(b""));
+    }
 
     const PAGE: &[u8] = b"<html><title>up</title><body>all is well</body></html>";
 

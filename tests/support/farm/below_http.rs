@@ -88,6 +88,33 @@ pub(super) async fn failures(b: &mut Builder) {
     )
     .await;
 
+    // The same whole page, but the server keeps the connection open instead of closing
+    // it (PHP still working after its output, keep-alive with a stale length): browsers
+    // show the page and go on loading.
+    let body = page("County office", "Opening hours and services.");
+    let held = raw_response("200 OK", &[("Content-Type", HTML_UTF8)], body.as_bytes());
+    let held = String::from_utf8(held)
+        .expect("ASCII head")
+        .replacen(
+            &format!("Content-Length: {}", body.len()),
+            &format!("Content-Length: {}", body.len() + 4096),
+            1,
+        )
+        .into_bytes();
+    let whole = held.len();
+    b.raw(
+        "whole-page-held-open",
+        raw::trickle(held, whole, Duration::from_secs(60)),
+        truth(
+            "degraded",
+            Some("protocol"),
+            "the whole page, to its </html>, then the connection held open 4 KB short of the length announced: browsers show the page, still loading",
+        ),
+        said("degraded", "protocol"),
+        vec![Fact::DetailContains("</html>")],
+    )
+    .await;
+
     // Header lines browsers read and a strict parser refuses: a space before the colon,
     // a folded continuation line, a line without a colon (old CGI scripts, appliances).
     let body = page("County office", "Council meeting minutes.");
