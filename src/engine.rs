@@ -246,6 +246,59 @@ impl Engine {
         ))
     }
 
+    /// Tells the metrics and our side what an attempt showed.
+    fn observed(&self, egress: usize, obs: &Observation) {
+        metric::probe_observed(obs);
+        metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
+        self.our_side.record(egress, obs);
+    }
+
+    /// Browsers ask a plain-HTTP address over HTTPS first (Chrome's HTTPS-Upgrades,
+    /// Firefox's HTTPS-First) and fall back only when HTTPS fails: where port 80 answers
+    /// with no site (a default server's page or error, the site's plain-HTTP virtual host
+    /// gone) and HTTPS serves it, people see the site. So a plain-HTTP answer that is not
+    /// up, from the job's own URL, is asked once more over HTTPS, and that answer stands
+    /// when it is up. (A connection that failed is asked so by the prober itself.)
+    async fn as_browsers_upgrade(
+        &self,
+        plan: &Plan,
+        egress: usize,
+        obs: Observation,
+        j: Judgement,
+    ) -> (Observation, Judgement) {
+        let answered_here = matches!(&obs.outcome, Outcome::Answer(a) if a.redirects == 0);
+        let about_the_site = matches!(j.verdict, Verdict::Down | Verdict::Degraded);
+        let Some(https) = crate::probe::over_https(&plan.url) else {
+            return (obs, j);
+        };
+        if !answered_here || !about_the_site {
+            return (obs, j);
+        }
+        let upgraded = Plan {
+            url: https,
+            line: Line::Outside,
+            ..plan.clone()
+        };
+        let Attempt::Observed(mut second) = self.prober.observe(&upgraded, egress).await else {
+            return (obs, j);
+        };
+        self.observed(egress, &second);
+        let j2 = judge(&upgraded, &second, &self.judge);
+        metric::https_upgrade(j2.verdict == Verdict::Up);
+        if j2.verdict != Verdict::Up {
+            return (obs, j);
+        }
+        second.notes.insert(
+            0,
+            format!(
+                "{} answered: {}; asked {} instead, as browsers ask a plain-HTTP address \
+                 over HTTPS first",
+                plan.url, j.detail, upgraded.url
+            ),
+        );
+        (second, j2)
+    }
+
     /// Makes attempts until they settle the verdict (a good one, or `required`
     /// failures) or the budget is spent; `Err(wait)` when the job should be deferred.
     async fn attempts(
@@ -280,10 +333,9 @@ impl Engine {
             };
             // The job has had its turn at the IP: a confirmation is no newcomer.
             plan.line = Line::Outside;
-            metric::probe_observed(&obs);
-            metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
-            self.our_side.record(egress, &obs);
+            self.observed(egress, &obs);
             let j = judge(plan, &obs, &self.judge);
+            let (obs, j) = self.as_browsers_upgrade(plan, egress, obs, j).await;
             tracing::debug!(attempt = tried.judgements.len(), egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");
             // Asking again through an egress the site refused as a bot tells nothing, and
             // a failed egress says nothing about the site; with one egress only, a failed
@@ -407,7 +459,7 @@ mod tests {
         Outcome::Answer(Answer {
             status: 200,
             body_bytes: 500,
-            final_url: "http://a.example/".into(),
+            final_url: "https://a.example/".into(),
             ..Answer::default()
         })
     }
@@ -433,12 +485,47 @@ mod tests {
         )
     }
 
+    fn status(code: u16) -> Outcome {
+        Outcome::Answer(Answer {
+            status: code,
+            body_bytes: 500,
+            ..Answer::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_answer_that_is_not_up_is_asked_over_https_as_browsers_do() {
+        // Port 80 answers 403, HTTPS the page: up at once, on the HTTPS answer.
+        let p = Scripted::new(vec![status(403), ok()]);
+        let r = engine(p.clone())
+            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+        assert_eq!(p.calls.load(Ordering::SeqCst), 2);
+        assert!(r.detail.contains("asked https://a.example/ instead"), "{}", r.detail);
+        // HTTPS no better: the plain-HTTP answer stands, confirmed as before (each of
+        // the three attempts asked both ways).
+        let p = Scripted::new(vec![status(500); 6]);
+        let r = engine(p.clone())
+            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .await;
+        assert_eq!(r.verdict, Verdict::Down, "{}", r.detail);
+        assert_eq!(p.calls.load(Ordering::SeqCst), 6);
+        // An address browsers do not upgrade is asked as given.
+        let p = Scripted::new(vec![status(403), status(403), status(403)]);
+        let r = engine(p.clone())
+            .run(&job_for_url("http://a.example:8080/", "j").expect("job"))
+            .await;
+        assert_eq!(r.verdict, Verdict::Down, "{}", r.detail);
+        assert_eq!(p.calls.load(Ordering::SeqCst), 3);
+    }
+
     #[tokio::test]
     async fn a_blip_is_not_down_and_retries_change_egress() {
         let p = Scripted::new(vec![refused(), ok()]);
         let e = engine(p.clone());
         let r = e
-            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .run(&job_for_url("https://a.example/", "j").expect("job"))
             .await;
         assert_eq!(r.verdict, Verdict::Up);
         assert_eq!(r.attempts, 2);
@@ -472,7 +559,7 @@ mod tests {
         // WordPress's maintenance mode, and maintenance pages generally: 503 with
         // Retry-After 600. Asking again before then would disregard it, and waiting for
         // it would hold the job for ten minutes, only to be told the same.
-        let job = job_for_url("http://a.example/", "j").expect("job");
+        let job = job_for_url("https://a.example/", "j").expect("job");
         let p = Scripted::new(vec![maintenance(600), ok()]);
         let r = engine(p.clone()).run(&job).await;
         assert_eq!(
@@ -494,7 +581,7 @@ mod tests {
 
     #[tokio::test]
     async fn blocked_is_confirmed_only_through_another_egress() {
-        let job = job_for_url("http://a.example/", "j").expect("job");
+        let job = job_for_url("https://a.example/", "j").expect("job");
         let mut one = Scripted::new(vec![throttled(), ok()]);
         if let Some(p) = Arc::get_mut(&mut one) {
             p.egress_count = 1;
@@ -518,7 +605,7 @@ mod tests {
         let p = Scripted::new(vec![refused(), refused(), refused()]);
         let e = engine(p.clone());
         let r = e
-            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .run(&job_for_url("https://a.example/", "j").expect("job"))
             .await;
         assert_eq!(r.verdict, Verdict::Down);
         assert_eq!(r.reason, "connect");
@@ -530,7 +617,7 @@ mod tests {
     async fn up_needs_one_attempt_and_previous_verdict_is_tracked() {
         let p = Scripted::new(vec![ok(), refused(), refused(), refused(), ok()]);
         let e = engine(p.clone());
-        let job = job_for_url("http://a.example/", "j").expect("job");
+        let job = job_for_url("https://a.example/", "j").expect("job");
         let r1 = e.run(&job).await;
         assert_eq!(
             (r1.verdict, r1.attempts, r1.previous_verdict, r1.changed),
@@ -552,7 +639,7 @@ mod tests {
     async fn max_age_serves_from_cache_without_probing() {
         let p = Scripted::new(vec![ok()]);
         let e = engine(p.clone());
-        let mut job = job_for_url("http://a.example/", "first").expect("job");
+        let mut job = job_for_url("https://a.example/", "first").expect("job");
         let _ = e.run(&job).await;
         job.id = "second".into();
         job.max_age = Some(Duration::from_secs(60));
@@ -583,7 +670,7 @@ mod tests {
     async fn a_failed_egress_is_left_and_the_failure_confirmed_through_another() {
         let p = Scripted::new(vec![proxy_failed(), refused(), refused(), refused()]);
         let r = engine(p.clone())
-            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .run(&job_for_url("https://a.example/", "j").expect("job"))
             .await;
         assert_eq!((r.verdict, r.reason.as_str()), (Verdict::Down, "connect"));
         assert_eq!(
@@ -601,7 +688,7 @@ mod tests {
     async fn every_egress_failing_is_unknown_not_down() {
         let p = Scripted::new(vec![proxy_failed(), proxy_failed()]);
         let r = engine(p.clone())
-            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .run(&job_for_url("https://a.example/", "j").expect("job"))
             .await;
         assert_eq!(
             (r.verdict, r.reason.as_str(), r.attempts),
@@ -618,7 +705,7 @@ mod tests {
             server_error(),
         ]);
         let r = engine(p.clone())
-            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .run(&job_for_url("https://a.example/", "j").expect("job"))
             .await;
         assert_eq!(
             (r.verdict, r.reason.as_str()),
@@ -626,7 +713,7 @@ mod tests {
         );
         let p = Scripted::new(vec![throttled(), refused(), refused(), refused()]);
         let r = engine(p.clone())
-            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .run(&job_for_url("https://a.example/", "j").expect("job"))
             .await;
         assert_eq!(
             (r.verdict, r.reason.as_str()),

@@ -861,6 +861,83 @@ async fn a_missing_issuer_url_that_failed_is_not_fetched_at_every_check() {
     );
 }
 
+/// The same, when port 80 answers but not with the site: a bare default server's 403, or
+/// nginx's default page (the site's plain-HTTP virtual host gone), while HTTPS serves
+/// it. Browsers ask over HTTPS first and show the site; picket said down/http_status and
+/// degraded/body_mismatch. Where HTTPS shows no site either (its certificate names
+/// another), the plain-HTTP answer stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_url_whose_port_80_answers_no_site_is_asked_over_https_as_browsers_do() {
+    use crate::support::farm::{serve_tls_at, server_config, Pki, Signer};
+    use crate::support::targets::{raw, serve_raw_at};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (pki, ca_file) = Pki::with_ca_file(dir.path());
+    let answer = |status: &str, body: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let forbidden = answer(
+        "403 Forbidden",
+        "<html><head><title>403 Forbidden</title></head><body><center><h1>403 Forbidden\
+         </h1></center><hr><center>nginx</center></body></html>",
+    );
+    let default_page = answer(
+        "200 OK",
+        "<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body><h1>\
+         Welcome to nginx!</h1><p>If you see this page, the nginx web server is \
+         successfully installed and working. Further configuration is required.</p>\
+         </body></html>",
+    );
+    let broken = answer(
+        "500 Internal Server Error",
+        "<html><body><h1>Internal Server Error</h1><p>The server encountered an \
+         internal error.</p></body></html>",
+    );
+    let cases = [
+        ("county-80-forbidden.test", "127.0.58.11", forbidden, true),
+        ("county-80-default.test", "127.0.58.12", default_page, true),
+        ("county-80-broken.test", "127.0.58.13", broken, false),
+    ];
+    for (name, ip, port_80, https_serves_it) in cases {
+        let at = |port: u16| format!("{ip}:{port}").parse().expect("address");
+        serve_raw_at(at(80), raw::fixed(port_80)).await;
+        let certified = if https_serves_it {
+            name
+        } else {
+            "another-site.test"
+        };
+        let config = server_config(&pki, certified, -1, 90, Signer::Ca);
+        serve_tls_at(at(443), config, &page("")).await;
+        let r = check(&engine_for(name, ip, &ca_file), &format!("http://{name}/")).await;
+        if https_serves_it {
+            assert_eq!(
+                (r.verdict.as_str(), r.reason.as_str()),
+                ("up", "ok"),
+                "{name}: {}",
+                r.detail
+            );
+            let http = r.http.as_ref().expect("an answer");
+            assert_eq!(http.final_url, format!("https://{name}/"));
+            assert!(
+                r.detail.contains(&format!("asked https://{name}/ instead")),
+                "{name}: {}",
+                r.detail
+            );
+        } else {
+            assert_eq!(
+                (r.verdict.as_str(), r.reason.as_str()),
+                ("down", "http_status"),
+                "{name}: {}",
+                r.detail
+            );
+        }
+    }
+}
+
 /// A site that closed its port 80 and serves only HTTPS, as hardened government sites
 /// do. Browsers ask a plain-HTTP address over HTTPS first (Chrome's HTTPS-Upgrades,
 /// Firefox's HTTPS-First) and show it; picket said down/connect. Where HTTPS fails too,

@@ -66,19 +66,14 @@ impl Chain {
     /// default port, to a host name with a dot (not an IP address or an intranet name),
     /// after the connection failed (refused, reset, silent), not the name.
     pub(super) fn upgrade(&mut self, kind: FailureKind) -> Option<Url> {
-        let upgradable = !self.upgraded
-            && self.url.scheme() == "http"
-            && self.url.port().is_none()
-            && matches!(self.url.host(), Some(url::Host::Domain(h)) if h.contains('.'))
-            && matches!(
-                kind,
-                FailureKind::Connect | FailureKind::Reset | FailureKind::Timeout
-            );
-        if !upgradable {
+        let failed_to_connect = matches!(
+            kind,
+            FailureKind::Connect | FailureKind::Reset | FailureKind::Timeout
+        );
+        if self.upgraded || !failed_to_connect {
             return None;
         }
-        let mut https = self.url.clone();
-        https.set_scheme("https").ok()?;
+        let https = crate::probe::over_https(&self.url)?;
         self.upgraded = true;
         Some(std::mem::replace(&mut self.url, https))
     }

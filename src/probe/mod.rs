@@ -52,6 +52,22 @@ pub(crate) struct Plan {
     pub line: Line,
 }
 
+/// The address browsers ask first for a plain-HTTP `url` (Chrome's HTTPS-Upgrades,
+/// Firefox's HTTPS-First): the same over HTTPS, for a host name on the default port.
+/// `None` where they do not upgrade: an IP address, a single-label name, a port of its
+/// own, or HTTPS already.
+pub(crate) fn over_https(url: &Url) -> Option<Url> {
+    let upgradable = url.scheme() == "http"
+        && url.port().is_none()
+        && matches!(url.host(), Some(url::Host::Domain(h)) if h.contains('.'));
+    if !upgradable {
+        return None;
+    }
+    let mut https = url.clone();
+    https.set_scheme("https").ok()?;
+    Some(https)
+}
+
 /// Where a job stands in its IP's line of deferred jobs: jobs deferred for a busy IP are
 /// given places one interval apart, and come back for them (docs/POLITENESS.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
