@@ -502,7 +502,11 @@ mod tests {
             .await;
         assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
         assert_eq!(p.calls.load(Ordering::SeqCst), 2);
-        assert!(r.detail.contains("asked https://a.example/ instead"), "{}", r.detail);
+        assert!(
+            r.detail.contains("asked https://a.example/ instead"),
+            "{}",
+            r.detail
+        );
         // HTTPS no better: the plain-HTTP answer stands, confirmed as before (each of
         // the three attempts asked both ways).
         let p = Scripted::new(vec![status(500); 6]);
