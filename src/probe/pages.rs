@@ -78,45 +78,118 @@ const SOFT_PATTERNS: &[(&str, &str)] = &[
 ];
 
 /// Pages a server shows in place of the site, told by their title only (the same words
-/// in a page's body are a page about them): (kind, phrase), matched lower-cased; the
-/// phrase found first in the title names it.
-const TITLE_PATTERNS: &[(&str, &str)] = &[
-    ("default server page", "welcome to nginx!"),
-    ("default server page", "welcome to tengine!"),
-    ("default server page", "welcome to openresty!"),
-    ("default server page", "apache2 debian default page"),
-    ("default server page", "apache2 ubuntu default page"),
-    ("default server page", "test page for the apache"),
-    ("default server page", "apache http server test page"),
-    ("default server page", "test page for the nginx"),
-    ("default server page", "iis windows server"),
-    ("default server page", "welcome to centos"),
-    ("default server page", "caddy works!"),
-    ("default server page", "apache tomcat/"),
+/// in a page's body are a page about them): (kind, phrase, how it must sit in the
+/// title), matched lower-cased; the first phrase that fits names it.
+const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
+    ("default server page", "welcome to nginx!", Fit::Anywhere),
+    ("default server page", "welcome to tengine!", Fit::Anywhere),
+    (
+        "default server page",
+        "welcome to openresty!",
+        Fit::Anywhere,
+    ),
+    (
+        "default server page",
+        "apache2 debian default page",
+        Fit::Anywhere,
+    ),
+    (
+        "default server page",
+        "apache2 ubuntu default page",
+        Fit::Anywhere,
+    ),
+    (
+        "default server page",
+        "test page for the apache",
+        Fit::Anywhere,
+    ),
+    (
+        "default server page",
+        "apache http server test page",
+        Fit::Anywhere,
+    ),
+    (
+        "default server page",
+        "test page for the nginx",
+        Fit::Anywhere,
+    ),
+    ("default server page", "iis windows server", Fit::Anywhere),
+    ("default server page", "welcome to centos", Fit::Anywhere),
+    ("default server page", "caddy works!", Fit::Anywhere),
+    ("default server page", "apache tomcat/", Fit::Anywhere),
     // cPanel's and Plesk's pages for a domain with no site yet.
-    ("default server page", "default web site page"),
-    ("default server page", "future home of something quite cool"),
-    ("default server page", "web server's default page"),
-    ("default server page", "domain default page"),
+    (
+        "default server page",
+        "default web site page",
+        Fit::Anywhere,
+    ),
+    (
+        "default server page",
+        "future home of something quite cool",
+        Fit::Anywhere,
+    ),
+    (
+        "default server page",
+        "web server's default page",
+        Fit::Anywhere,
+    ),
+    ("default server page", "domain default page", Fit::Anywhere),
     // Apache's and nginx's autoindex: the home page is gone and the files show.
-    ("directory listing", "index of /"),
-    // A "soft 404": the site's error page, answered 200 (often after a redirect).
-    ("error page", "404 not found"),
-    ("error page", "page not found"),
-    ("error page", "404 - not found"),
-    ("error page", "页面不存在"),
-    ("error page", "页面未找到"),
-    ("error page", "找不到页面"),
-    ("error page", "404错误"),
-    ("maintenance page", "under maintenance"),
-    ("maintenance page", "site maintenance"),
-    ("maintenance page", "maintenance mode"),
-    ("maintenance page", "down for maintenance"),
-    ("maintenance page", "维护中"),
-    ("maintenance page", "网站维护"),
-    ("maintenance page", "系统维护"),
-    ("maintenance page", "系统升级"),
+    ("directory listing", "index of /", Fit::First),
+    // A "soft 404": the site's error page, answered 200 (often after a redirect). Its
+    // title opens with the error ("Page Not Found - County"); an article about one
+    // ("How to fix a 404 Not Found error") does not.
+    ("error page", "404 not found", Fit::First),
+    ("error page", "page not found", Fit::First),
+    ("error page", "404 - not found", Fit::First),
+    ("error page", "页面不存在", Fit::First),
+    ("error page", "页面未找到", Fit::First),
+    ("error page", "找不到页面", Fit::First),
+    ("error page", "404错误", Fit::First),
+    // A notice that the site is in maintenance says so ("维护中": under maintenance, but
+    // not "维护中心", a maintenance centre). A bare noun ("网站维护": website
+    // maintenance) names a notice only when it is nearly the whole title: in a longer
+    // one it is a service offered, or an announcement on a working site.
+    ("maintenance page", "under maintenance", Fit::Anywhere),
+    ("maintenance page", "maintenance mode", Fit::Anywhere),
+    ("maintenance page", "down for maintenance", Fit::Anywhere),
+    ("maintenance page", "site maintenance", Fit::Alone),
+    ("maintenance page", "维护中", Fit::NotBefore("心")),
+    ("maintenance page", "网站维护", Fit::Alone),
+    ("maintenance page", "系统维护", Fit::Alone),
+    ("maintenance page", "系统升级", Fit::Alone),
 ];
+
+/// How a title phrase must sit in the title to name the page.
+#[derive(Debug, Clone, Copy)]
+enum Fit {
+    /// Anywhere in it.
+    Anywhere,
+    /// Opening it.
+    First,
+    /// Anywhere, but not followed by this (the start of a longer word).
+    NotBefore(&'static str),
+    /// Nearly the whole title: at most [`ALONE_SLACK`] more characters ("网站维护通知").
+    Alone,
+}
+
+/// Characters a title may hold besides a [`Fit::Alone`] phrase.
+const ALONE_SLACK: usize = 3;
+
+impl Fit {
+    /// Whether the phrase found at `at..end` of `title` sits as this asks.
+    fn fits(self, title: &str, at: usize, end: usize) -> bool {
+        match self {
+            Fit::Anywhere => true,
+            Fit::First => at == 0,
+            Fit::NotBefore(next) => !title[end..].starts_with(next),
+            Fit::Alone => {
+                let phrase = title[at..end].chars().count();
+                title.chars().count() <= phrase + ALONE_SLACK
+            }
+        }
+    }
+}
 
 /// The patterns above, compiled once. A page is ASCII-lower-cased once (a fast byte
 /// pass) and then searched for all patterns in one go, which the SIMD prefilter of a
@@ -141,12 +214,16 @@ fn finders() -> &'static Finders {
         };
         let soft: Vec<&str> = SOFT_PATTERNS.iter().map(|(_, p)| *p).collect();
         let firewall: Vec<&str> = FIREWALL_MARKERS.iter().map(|(_, m)| *m).collect();
-        let title: Vec<&str> = TITLE_PATTERNS.iter().map(|(_, p)| *p).collect();
+        let title: Vec<&str> = TITLE_PATTERNS.iter().map(|(_, p, _)| *p).collect();
         Finders {
             soft: build(&soft),
             challenge: build(CHALLENGE_MARKERS),
             firewall: build(&firewall),
-            title: build(&title),
+            // Overlapping: a phrase that does not fit must not hide one that does.
+            title: AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(&title)
+                .expect("built-in title patterns compile"),
         }
     })
 }
@@ -159,6 +236,24 @@ fn title(lower: &[u8]) -> Option<&[u8]> {
     Some(lower[open_end..close].trim_ascii())
 }
 
+/// The stand-in page a lower-cased title names, if any: (kind, phrase).
+fn title_names(title: &[u8]) -> Option<(&'static str, &'static str)> {
+    let title = std::str::from_utf8(title).ok()?;
+    let mut fitting = finders()
+        .title
+        .find_overlapping_iter(title)
+        .filter(|m| {
+            let fit = TITLE_PATTERNS[m.pattern().as_usize()].2;
+            fit.fits(title, m.start(), m.end())
+        })
+        .map(|m| m.pattern().as_usize());
+    // The first pattern in the table's order, as a leftmost-first search would take.
+    let first = fitting.next()?;
+    let pattern = fitting.fold(first, usize::min);
+    let (kind, phrase, _) = TITLE_PATTERNS[pattern];
+    Some((kind, phrase))
+}
+
 /// The soft failure a small page shows, if any: "block page (\"access denied\")".
 pub(crate) fn soft_failure(text: &str) -> Option<String> {
     if is_php_source(text) {
@@ -169,8 +264,7 @@ pub(crate) fn soft_failure(text: &str) -> Option<String> {
         );
     }
     let lower = text.as_bytes().to_ascii_lowercase();
-    if let Some(found) = title(&lower).and_then(|t| finders().title.find(t)) {
-        let (kind, phrase) = TITLE_PATTERNS[found.pattern().as_usize()];
+    if let Some((kind, phrase)) = title(&lower).and_then(title_names) {
         return Some(format!("{kind} ({phrase:?} in the title)"));
     }
     let found = finders().soft.find(&lower)?;
@@ -245,7 +339,7 @@ mod tests {
         );
         assert_eq!(
             soft_failure("<title>网站维护中</title><p>请稍后访问</p>").as_deref(),
-            Some("maintenance page (\"网站维护\" in the title)")
+            Some("maintenance page (\"维护中\" in the title)")
         );
         assert_eq!(
             soft_failure("<title>Site Under Maintenance</title>").as_deref(),
@@ -269,6 +363,33 @@ mod tests {
             soft_failure("<title>Road Maintenance | County</title><p>Potholes</p>"),
             None
         );
+    }
+
+    #[test]
+    fn a_title_phrase_names_a_notice_only_where_it_says_so() {
+        let named = |t: &str| soft_failure(&format!("<title>{t}</title><p>x</p>"));
+        for notice in [
+            "网站维护中",
+            "XX县人民政府网站维护中",
+            "系统维护",
+            "系统升级公告",
+            "系统维护中，请稍后访问",
+            "Site Maintenance",
+            "Page Not Found - County of Example",
+            "页面不存在_XX网",
+        ] {
+            assert!(named(notice).is_some(), "{notice} names a stand-in page");
+        }
+        for site in [
+            "XX市电梯维护中心",
+            "网站建设_网站维护_网站优化-华信科技",
+            "智慧校园系统升级改造项目公示",
+            "关于系统维护工作的通知 - XX县人民政府",
+            "Green Lawn Care & Site Maintenance Services",
+            "How to fix a 404 Not Found error - Tech Blog",
+        ] {
+            assert_eq!(named(site), None, "{site} is a site's own title");
+        }
     }
 
     #[test]
