@@ -267,9 +267,22 @@ pub(crate) fn soft_failure(text: &str) -> Option<String> {
     if let Some((kind, phrase)) = title(&lower).and_then(title_names) {
         return Some(format!("{kind} ({phrase:?} in the title)"));
     }
-    let found = finders().soft.find(&lower)?;
+    // Words in a script are not shown (a login form's `alert('Access denied')`).
+    let found = finders()
+        .soft
+        .find_iter(&lower)
+        .find(|m| !in_script(&lower, m.start()))?;
     let (kind, phrase) = SOFT_PATTERNS[found.pattern().as_usize()];
     Some(format!("{kind} ({phrase:?})"))
+}
+
+/// Whether byte `at` of a lower-cased page lies inside a `<script>` element.
+fn in_script(lower: &[u8], at: usize) -> bool {
+    let before = &lower[..at];
+    let Some(open) = memchr::memmem::rfind(before, b"<script") else {
+        return false;
+    };
+    memchr::memmem::find(&before[open..], b"</script").is_none()
 }
 
 /// Whether `text` is a PHP script rather than a page: it opens with `<?php`, which no
@@ -298,6 +311,16 @@ pub(crate) fn firewall_block(text: &str) -> Option<(&'static str, &'static str)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_in_a_script_are_not_on_the_page() {
+        let login = "<html><body><form>Name <input name=u></form><script>\
+            if (bad) { alert('Access denied: wrong password'); }</script></body></html>";
+        assert_eq!(soft_failure(login), None);
+        // After the script, the page's own words count again.
+        let blocked = "<script>var a = 1;</script><h1>Access Denied</h1>";
+        assert!(soft_failure(blocked).is_some());
+    }
 
     #[test]
     fn a_php_script_sent_as_it_is_is_no_page() {
