@@ -240,12 +240,7 @@ pub(super) async fn redirects(b: &mut Builder) {
         Router::new().route(
             "/",
             any(move |headers: HeaderMap| async move {
-                let has_cookie = headers
-                    .get_all(header::COOKIE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .any(|v| v.contains("visited=1"));
-                if has_cookie {
+                if sends_cookie(&headers, "visited=1") {
                     html(StatusCode::OK, p)
                 } else {
                     (
@@ -281,11 +276,7 @@ pub(super) async fn redirects(b: &mut Builder) {
         Router::new().route(
             "/",
             any(move |headers: HeaderMap| async move {
-                let has_cookie = headers
-                    .get_all(header::COOKIE)
-                    .iter()
-                    .any(|v| String::from_utf8_lossy(v.as_bytes()).contains("lb=1"));
-                if has_cookie {
+                if sends_cookie(&headers, "lb=1") {
                     return html(StatusCode::OK, p);
                 }
                 let utf8 = header::HeaderValue::from_bytes("city=北京; Path=/".as_bytes())
@@ -332,6 +323,15 @@ pub(super) async fn redirects(b: &mut Builder) {
         vec![],
     )
     .await;
+}
+
+/// Whether a request's `Cookie` headers carry `pair` (read as bytes: a cookie's value
+/// may be raw UTF-8).
+fn sends_cookie(headers: &HeaderMap, pair: &str) -> bool {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| String::from_utf8_lossy(v.as_bytes()).contains(pair))
 }
 
 /// A site whose `/` answers `first` and whose `next` answers `then`: the two pages of a
