@@ -978,6 +978,91 @@ async fn a_shared_server_in_maintenance_answers_every_round_of_checks_in_time() 
     assert_eq!(nginx.hits().with_status(503), 2 * names.len());
 }
 
+/// The same in a worker, through the shared limiter: jobs of a host that booked their
+/// slots before its 429 came (one every two seconds here) were each sent when their
+/// slot came, pause or not. Each is now answered at once, with nothing sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_asked_while_jobs_wait_for_their_slots_is_heeded_by_the_worker() {
+    let ip = "127.0.57.12";
+    let (names, static_toml) = hosts("booked", 1, ip);
+    let nginx = Nginx::throttling(ip, &names, 600);
+    let base = with_limits(&base_toml(), 0.5, 1, 4);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let url = format!("http://{}:{}/", names[0], nginx.port);
+    for n in 0..3 {
+        let page = format!("{url}page{n}");
+        client
+            .job(&s, json!({"id": format!("booked-{n}"), "url": page}))
+            .await;
+    }
+    let worker = Worker::start(&s);
+    let rs = client.results(&s, 3, Duration::from_secs(30)).await;
+    worker.shutdown().await;
+    assert_eq!(rs.len(), 3, "{rs:?}");
+    for r in &rs {
+        assert_eq!(
+            (r["verdict"].as_str(), r["reason"].as_str()),
+            (Some("unknown"), Some("blocked")),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        nginx.hits().with_status(429),
+        1,
+        "the paused host asked once"
+    );
+}
+
+/// `picket check` of two pages of a host that answers 429 with `Retry-After: 600`: the
+/// second request had booked its slot (1.25 s after the first, at the default rate)
+/// before the 429 came, and was sent when the slot came, pause or not: the host was
+/// asked twice. A hold that begins while a request waits for its slot now stands: the
+/// second page is answered at once, with nothing sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_asked_while_a_request_waits_for_its_slot_is_heeded_by_picket_check() {
+    let ip = "127.0.57.11";
+    let (names, static_toml) = hosts("paused", 1, ip);
+    let nginx = Nginx::throttling(ip, &names, 600);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("check.toml");
+    let toml = format!("[probe]\ntimeout = \"5s\"\n[targets]\nallow_private = true\n{static_toml}");
+    std::fs::write(&config, toml).expect("config");
+    let first = format!("http://{}:{}/", names[0], nginx.port);
+    let second = format!("{first}news");
+    let cmd = crate::support::picket::picket_command(&["check", &first, &second], &config);
+    let started = Instant::now();
+    let run = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("picket check ends within 60 s, not after the site's ten minutes")
+        .expect("picket check ran");
+    let took = started.elapsed();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a result line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for r in &lines {
+        assert_eq!(
+            (r["verdict"].as_str(), r["reason"].as_str()),
+            (Some("unknown"), Some("blocked")),
+            "{r}"
+        );
+    }
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_eq!(
+        nginx.hits().with_status(429),
+        1,
+        "the paused host asked once"
+    );
+}
+
 /// A site throttling us (429 with `Retry-After: 600`) is `unknown/blocked`, and a check
 /// of it while the pause it asked for lasts is answered at once, with nothing sent: the
 /// job used to be deferred through the delay queue for the ten minutes, and every check

@@ -318,43 +318,92 @@ impl Limiter for LocalLimiter {
 
     fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant> {
         Box::pin(async move {
-            // A host that asked for a pause waits for it without taking its IP's slots.
             let mut req = req;
-            let held = self.host_held(&req).unwrap_or_default();
-            if held > req.max_wait {
-                return Grant::Paused(held);
-            }
-            if !held.is_zero() {
-                tokio::time::sleep(held).await;
-                req.max_wait -= held;
-            }
-            let start = Instant::now();
-            let rate = self.scaled(self.rules.rate_for(&req));
-            let key = self.rules.key(&req);
-            // The in-flight slot first: a rate slot is only booked when it can be used.
-            let sem = self.semaphore(&key, rate, start);
-            // Only real waiting is reported (metrics, the result's queue time): a free
-            // slot costs nothing.
-            let (slot, mut waited) = match sem.clone().try_acquire_owned() {
-                Ok(slot) => (slot, Duration::ZERO),
-                Err(_) => match tokio::time::timeout(req.max_wait, sem.acquire_owned()).await {
-                    Ok(Ok(slot)) => (slot, start.elapsed()),
-                    Ok(Err(_)) | Err(_) => return Grant::Defer(req.max_wait),
-                },
-            };
-            let left = req.max_wait.saturating_sub(start.elapsed());
-            let booked = Instant::now();
-            match self.book(&key, rate, booked, left, req.line) {
-                Ok(at) => {
-                    if at > booked {
-                        tokio::time::sleep_until(at).await;
-                        waited += at - booked;
+            let mut before = Duration::ZERO;
+            loop {
+                let start = Instant::now();
+                match self.take_a_slot(&mut req).await {
+                    Taken::Grant(Grant::Go(mut permit)) => {
+                        permit.waited += before;
+                        return Grant::Go(permit);
                     }
-                    Grant::Go(Permit::holding(held + waited, Box::new(slot)))
+                    Taken::Grant(other) => return other,
+                    Taken::HoldBegan => {
+                        let spent = start.elapsed();
+                        before += spent;
+                        req.max_wait = req.max_wait.saturating_sub(spent);
+                    }
                 }
-                Err(wait) => Grant::Defer(wait),
             }
         })
+    }
+}
+
+/// What one try for a slot came to.
+enum Taken {
+    /// The answer.
+    Grant(Grant),
+    /// A hold began while the request waited for the slot it had booked (the host's
+    /// `Retry-After`, the IP's back-off after a refusal of us): the slot, booked before
+    /// the hold, is given up and the request books again.
+    HoldBegan,
+}
+
+impl LocalLimiter {
+    /// One try for a slot of `req`'s IP: a host that asked for a pause waits for it
+    /// without taking its IP's slots; then an in-flight slot, then the rate's, waited
+    /// for; a hold that began meanwhile stands ([`Taken::HoldBegan`]).
+    async fn take_a_slot(&self, req: &mut Request<'_>) -> Taken {
+        let held = self.host_held(req).unwrap_or_default();
+        if held > req.max_wait {
+            return Taken::Grant(Grant::Paused(held));
+        }
+        if !held.is_zero() {
+            tokio::time::sleep(held).await;
+            req.max_wait -= held;
+        }
+        let start = Instant::now();
+        let rate = self.scaled(self.rules.rate_for(req));
+        let key = self.rules.key(req);
+        // The in-flight slot first: a rate slot is only booked when it can be used.
+        let sem = self.semaphore(&key, rate, start);
+        // Only real waiting is reported (metrics, the result's queue time): a free
+        // slot costs nothing.
+        let (slot, mut waited) = match sem.clone().try_acquire_owned() {
+            Ok(slot) => (slot, Duration::ZERO),
+            Err(_) => match tokio::time::timeout(req.max_wait, sem.acquire_owned()).await {
+                Ok(Ok(slot)) => (slot, start.elapsed()),
+                Ok(Err(_)) | Err(_) => return Taken::Grant(Grant::Defer(req.max_wait)),
+            },
+        };
+        let left = req.max_wait.saturating_sub(start.elapsed());
+        let booked = Instant::now();
+        let at = match self.book(&key, rate, booked, left, req.line) {
+            Ok(at) => at,
+            Err(wait) => return Taken::Grant(Grant::Defer(wait)),
+        };
+        if at > booked {
+            tokio::time::sleep_until(at).await;
+            waited += at - booked;
+            if self.hold_began(req, &key) {
+                return Taken::HoldBegan;
+            }
+        }
+        Taken::Grant(Grant::Go(Permit::holding(held + waited, Box::new(slot))))
+    }
+
+    /// Whether `req`'s host or its IP (`key`) is held now.
+    fn hold_began(&self, req: &Request<'_>, key: &str) -> bool {
+        let map = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(entry) = map.get(key) else {
+            return false;
+        };
+        let now = Instant::now();
+        let host = req.host.to_ascii_lowercase();
+        entry.standing.host_held(&host, now).is_some() || entry.standing.held(now)
     }
 }
 

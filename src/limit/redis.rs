@@ -378,38 +378,59 @@ impl RedisLimiter {
         }
     }
 
+    /// A fresh lease id: one per booking.
+    fn lease_id(&self) -> String {
+        format!(
+            "{}-{}",
+            self.lease_prefix,
+            self.next_lease.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
     /// A slot booked in Redis (`id`, usable after `wait`), taken: its lease is renewed
     /// from now on (it outlives the wait and the request, and no longer than this
-    /// worker), and beside it the fallback's in-flight slot. `start` is when the
-    /// request began to wait, `waited` how long it has waited so far.
+    /// worker), and beside it the fallback's in-flight slot. `since` is when the
+    /// request began to wait and how long it has waited so far. `None` when a hold
+    /// began on the host or its IP while it waited: the slot is given up.
     async fn take(
         &self,
         req: Request<'_>,
         key: &str,
         id: String,
         wait: Duration,
-        start: Instant,
-        mut waited: Duration,
-    ) -> Grant {
+        (start, mut waited): (Instant, Duration),
+    ) -> Option<Grant> {
         let episode = self.switched(|_| {}).episode;
         let (_, inflight) = self.keys(key);
         let lease = Lease::new(&self.releaser, inflight, id);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
+            if self.hold_began(&req, key).await {
+                return None;
+            }
             waited += wait;
         }
         let left = req.max_wait.saturating_sub(start.elapsed());
         if self.fell_since(episode) {
             drop(lease);
-            return self.requeue(req, key, left, waited).await;
+            return Some(self.requeue(req, key, left, waited).await);
         }
         let Some(shadow) = self.shadow(&req, key, left).await else {
             drop(lease);
-            return Grant::Defer(left);
+            return Some(Grant::Defer(left));
         };
         waited += shadow.waited;
         let slot = (lease, shadow.slot);
-        Grant::Go(Permit::holding(waited, Box::new(slot)))
+        Some(Grant::Go(Permit::holding(waited, Box::new(slot))))
+    }
+
+    /// Whether a hold runs now on `req`'s host or its IP (see [`scripts::HELD`]); a
+    /// Redis that does not answer holds nothing here (the booking stands).
+    async fn hold_began(&self, req: &Request<'_>, key: &str) -> bool {
+        let script = redis::Script::new(scripts::HELD);
+        let mut inv = script.key(self.standing_key(key));
+        inv.arg(req.host.to_ascii_lowercase());
+        matches!(self.call::<i64>(inv).await, Ok(1))
     }
 
     /// Runs a script call within `redis.timeout`.
@@ -624,11 +645,7 @@ impl Limiter for RedisLimiter {
                 return self.through_fallback(req, &key).await;
             }
             let start = Instant::now();
-            let id = format!(
-                "{}-{}",
-                self.lease_prefix,
-                self.next_lease.fetch_add(1, Ordering::Relaxed)
-            );
+            let mut id = self.lease_id();
             let mut pause = Duration::from_millis(10);
             // Time spent waiting for the limit (not the script's round trips), for the
             // metrics and the result's queue time.
@@ -650,7 +667,13 @@ impl Limiter for RedisLimiter {
                 match booking {
                     Booking::Booked { wait, level } => {
                         self.view(&key, |v| v.level = level);
-                        return self.take(req, &key, id, wait, start, waited).await;
+                        let booked = std::mem::replace(&mut id, self.lease_id());
+                        let taken = self.take(req, &key, booked, wait, (start, waited));
+                        match taken.await {
+                            Some(grant) => return grant,
+                            // A hold began while it waited: book again (and meet it).
+                            None => waited += wait,
+                        }
                     }
                     Booking::TooLong(wait) => return Grant::Defer(wait),
                     Booking::Paused(left) => return Grant::Paused(left),

@@ -106,6 +106,19 @@ end
 return {1, math.ceil(wait), level}
 ";
 
+/// Whether a hold runs now on a host or its IP: the host's `Retry-After`, or the IP's
+/// back-off after a refusal of us. KEYS: standing. ARGV: host. Returns 1 or 0. Asked by
+/// a request that booked its slot and waited for it: a hold that began meanwhile stands.
+pub(crate) const HELD: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local st = redis.call('HMGET', KEYS[1], 'until', 'hold:' .. ARGV[1])
+if tonumber(st[1] or '0') > now or tonumber(st[2] or '0') > now then
+  return 1
+end
+return 0
+";
+
 /// Renews leases. KEYS: inflight. ARGV: lease_ms, then the lease ids. Only leases still
 /// there are renewed (`XX`): a released one stays released.
 pub(crate) const RENEW: &str = r"

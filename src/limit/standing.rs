@@ -484,6 +484,11 @@ impl Standing {
     }
 
     /// How long `host` is still held by its own `Retry-After`.
+    /// Whether the IP is in a back-off hold at `now`.
+    pub(crate) fn held(&self, now: Instant) -> bool {
+        self.until.is_some_and(|u| u > now)
+    }
+
     pub(crate) fn host_held(&self, host: &str, now: Instant) -> Option<Duration> {
         self.host_holds
             .iter()
