@@ -106,6 +106,7 @@ async fn limiter_on_a_cluster_grants_at_the_shared_rate_per_ip() {
                     host: "cluster.test",
                     egress: "direct",
                     max_wait: Duration::from_secs(10),
+                    max_pause: Duration::from_secs(10),
                     line: picket::limit::Line::Outside,
                 };
                 match limiter.acquire(req).await {

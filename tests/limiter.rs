@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use picket::config::Settings;
 use picket::limit::redis::RedisLimiter;
-use picket::limit::{Grant, Limiter, Line, Permit, Refusal, Request, Signal};
+use picket::limit::{Grant, Hold, Limiter, Line, Permit, Refusal, Request, Signal};
 
 use crate::support::{servers, unique};
 
@@ -31,6 +31,7 @@ fn req(host: &str, max_wait: Duration) -> Request<'_> {
         host,
         egress: "direct",
         max_wait,
+        max_pause: max_wait,
         line: picket::limit::Line::Outside,
     }
 }
@@ -143,8 +144,11 @@ async fn a_refusal_of_us_seen_by_one_worker_holds_the_ip_for_all() {
         t0.elapsed()
     );
     // A Retry-After from one host holds that host only, for every worker.
-    a.hold(req("busy.test", Duration::ZERO), Duration::from_secs(2))
-        .await;
+    a.hold(
+        req("busy.test", Duration::ZERO),
+        Hold::Asked(Duration::from_secs(2)),
+    )
+    .await;
     let t0 = Instant::now();
     let _ = go(&b, "quiet.test").await;
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
@@ -154,6 +158,67 @@ async fn a_refusal_of_us_seen_by_one_worker_holds_the_ip_for_all() {
         "{:?}",
         t0.elapsed()
     );
+}
+
+/// A request that may not wait out a site's long pause (`max_pause`: `picket check`'s
+/// probe time) is answered at once when the host asked for it, but waits for a hold of
+/// ours (after a burst) like for the rate, in every worker that shares the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_pause_the_host_asked_for_is_bounded_by_max_pause() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "wa");
+    let b = limiter(&s, Duration::from_secs(30), "wb");
+    let now = |host| req(host, Duration::ZERO);
+    a.hold(now("asked.test"), Hold::Asked(Duration::from_secs(2)))
+        .await;
+    a.hold(now("ours.test"), Hold::Ours(Duration::from_secs(2)))
+        .await;
+    let check = |host| Request {
+        max_pause: Duration::from_millis(500),
+        ..req(host, Duration::from_secs(30))
+    };
+    let t0 = Instant::now();
+    match b.acquire(check("asked.test")).await {
+        Grant::Paused(left) => assert!(left > Duration::from_secs(1), "{left:?}"),
+        Grant::Go(_) => panic!("sent to a host that asked for a pause"),
+        Grant::Defer(d) => panic!("deferred {d:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    let Grant::Go(permit) = b.acquire(check("ours.test")).await else {
+        panic!("a hold of ours is waited for");
+    };
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1800),
+        "{:?}",
+        t0.elapsed()
+    );
+    drop(permit);
+}
+
+/// A slot one worker booked before several hosts of its IP asked another worker for a
+/// pause is not used when it comes: the IP's pause stands for requests already waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_paused_while_a_request_waits_for_its_slot_holds_it_too() {
+    let s = settings(1.0, 1, 10);
+    let a = limiter(&s, Duration::from_secs(30), "wa");
+    let b = std::sync::Arc::new(limiter(&s, Duration::from_secs(30), "wb"));
+    drop(go(&b, "c.test").await);
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let t0 = Instant::now();
+            drop(go(&b, "c.test").await);
+            t0.elapsed()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let now = |host| req(host, Duration::ZERO);
+    a.hold(now("a.test"), Hold::Asked(Duration::from_secs(3)))
+        .await;
+    a.hold(now("b.test"), Hold::Asked(Duration::from_secs(3)))
+        .await;
+    let waited = waiting.await.expect("the waiting request");
+    assert!(waited >= Duration::from_millis(2900), "{waited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -633,6 +698,7 @@ async fn a_worker_back_on_redis_never_adds_to_what_its_fallback_has_in_flight() 
         host: "other.test",
         egress: "direct",
         max_wait,
+        max_pause: max_wait,
         line: picket::limit::Line::Outside,
     };
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -978,6 +978,55 @@ async fn a_shared_server_in_maintenance_answers_every_round_of_checks_in_time() 
     assert_eq!(nginx.hits().with_status(503), 2 * names.len());
 }
 
+/// `picket check` waits for our own per-IP limit as long as a list needs, but not for a
+/// site's own pause longer than a probe may take: the second page of a host that asked
+/// for a minute (429, `Retry-After: 60`) waited the minute out, and the command with it.
+/// It is answered at once, with nothing sent, as a worker answers a pause longer than
+/// its `max_wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn picket_check_answers_a_pause_longer_than_a_probe_at_once() {
+    let ip = "127.0.57.13";
+    let (names, static_toml) = hosts("minute", 1, ip);
+    let nginx = Nginx::throttling(ip, &names, 60);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("check.toml");
+    let toml = format!("[probe]\ntimeout = \"5s\"\n[targets]\nallow_private = true\n{static_toml}");
+    std::fs::write(&config, toml).expect("config");
+    let first = format!("http://{}:{}/", names[0], nginx.port);
+    // The second page's request comes after the first's 429 (at the default rate).
+    let second = format!("{first}news");
+    let cmd = crate::support::picket::picket_command(&["check", &first, &second], &config);
+    let started = Instant::now();
+    let run = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(45), run)
+        .await
+        .expect("picket check ends within 45 s, not after the site's minute")
+        .expect("picket check ran");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    for line in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).expect("a result line");
+        assert_eq!(
+            (r["verdict"].as_str(), r["reason"].as_str()),
+            (Some("unknown"), Some("blocked")),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        nginx.hits().with_status(429),
+        1,
+        "the paused host asked once"
+    );
+}
+
 /// The same in a worker, through the shared limiter: jobs of a host that booked their
 /// slots before its 429 came (one every two seconds here) were each sent when their
 /// slot came, pause or not. Each is now answered at once, with nothing sent.

@@ -298,6 +298,9 @@ impl HttpProber {
             host,
             egress: &probe.egress.name,
             max_wait: probe.plan.max_wait.unwrap_or(WAIT_WITHOUT_DEFERRAL),
+            // A job that cannot be deferred (`picket check`) waits out our own limit for
+            // as long as a list needs, but not a site's pause longer than a probe takes.
+            max_pause: probe.plan.max_wait.unwrap_or(probe.plan.timeout),
             line: std::mem::take(&mut probe.line),
         };
         let permit = match self.limiter.acquire(request).await {

@@ -36,7 +36,7 @@ use url::Url;
 use crate::config::{EgressSettings, TlsSettings};
 use crate::dns::{DnsError, Resolver};
 use crate::engine::{Attempt, Prober};
-use crate::limit::{Limiter, Permit, Refusal, Request, Signal};
+use crate::limit::{Hold, Limiter, Permit, Refusal, Request, Signal};
 use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
 mod body;
@@ -304,7 +304,7 @@ impl HttpProber {
             // pause is not held: its own word confirms this check's `down` with nothing
             // more sent, and the next check of the site (a new job) asks it once, as a
             // visitor would, to see whether it is back.
-            self.limiter.hold(request, pause).await;
+            self.limiter.hold(request, Hold::Asked(pause)).await;
         }
         let refusal = self.standing(ip, host, probe.egress, signal).await;
         if refused && refusal.is_none() && asked.is_none() {
@@ -316,7 +316,9 @@ impl HttpProber {
             // as if it had said Retry-After; a site that refuses its visitors still
             // refuses then. A wall of refusals (a bot wall on this egress) is no burst.
             if self.recent.served(ip, probe.index) >= crate::probe::judge::BURST_ANSWERS {
-                self.limiter.hold(request, self.suspect_hold).await;
+                self.limiter
+                    .hold(request, Hold::Ours(self.suspect_hold))
+                    .await;
             }
         }
         refusal

@@ -10,7 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::standing::{Pace, Refusal, Signal, Standing};
-use super::{Grant, Limiter, Line, Permit, Request, Rules};
+use super::{Grant, Hold, Limiter, Line, Permit, Request, Rules};
 use crate::config::{Rate, RateLimitSettings};
 
 struct KeyState {
@@ -196,8 +196,8 @@ impl LocalLimiter {
         })
     }
 
-    /// How long `req.host` is still held by its own `Retry-After`.
-    fn host_held(&self, req: &Request<'_>) -> Option<Duration> {
+    /// The hold on `req.host` now, with what is left of it.
+    fn host_held(&self, req: &Request<'_>) -> Option<Hold> {
         let key = self.rules.key(req);
         let map = self
             .state
@@ -269,13 +269,13 @@ impl LocalLimiter {
 }
 
 impl Limiter for LocalLimiter {
-    fn hold<'a>(&'a self, req: Request<'a>, pause: Duration) -> BoxFuture<'a, ()> {
+    fn hold<'a>(&'a self, req: Request<'a>, hold: Hold) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let rate = self.scaled(self.rules.rate_for(&req));
             let now = Instant::now();
             self.with_state(&req, rate, now, |entry| {
                 let host = req.host.to_ascii_lowercase();
-                if let Some(until) = entry.standing.hold_host(&host, now + pause, now) {
+                if let Some(until) = entry.standing.hold_host(&host, hold, now) {
                     hold_ip(entry, rate, until);
                 }
             });
@@ -350,12 +350,18 @@ enum Taken {
 }
 
 impl LocalLimiter {
-    /// One try for a slot of `req`'s IP: a host that asked for a pause waits for it
-    /// without taking its IP's slots; then an in-flight slot, then the rate's, waited
-    /// for; a hold that began meanwhile stands ([`Taken::HoldBegan`]).
+    /// One try for a slot of `req`'s IP: a held host waits for its hold without taking
+    /// its IP's slots (a pause it asked for only up to `max_pause`); then an in-flight
+    /// slot, then the rate's, waited for; a hold that began meanwhile stands
+    /// ([`Taken::HoldBegan`]).
     async fn take_a_slot(&self, req: &mut Request<'_>) -> Taken {
-        let held = self.host_held(req).unwrap_or_default();
-        if held > req.max_wait {
+        let hold = self.host_held(req);
+        let held = hold.map_or(Duration::ZERO, Hold::pause);
+        let longest = match hold {
+            Some(Hold::Asked(_)) => req.max_pause.min(req.max_wait),
+            _ => req.max_wait,
+        };
+        if held > longest {
             return Taken::Grant(Grant::Paused(held));
         }
         if !held.is_zero() {
@@ -403,7 +409,9 @@ impl LocalLimiter {
         };
         let now = Instant::now();
         let host = req.host.to_ascii_lowercase();
-        entry.standing.host_held(&host, now).is_some() || entry.standing.held(now)
+        entry.standing.host_held(&host, now).is_some()
+            || entry.standing.held(now)
+            || entry.standing.ip_paused(now)
     }
 }
 
@@ -469,6 +477,7 @@ mod tests {
             host: "h.test",
             egress: "direct",
             max_wait,
+            max_pause: max_wait,
             line: crate::limit::Line::Outside,
         }
     }
@@ -631,7 +640,7 @@ mod tests {
         let l = LocalLimiter::new(&settings(10.0, 5, 100));
         l.hold(
             req("192.0.2.1", Duration::from_secs(60)),
-            Duration::from_secs(3),
+            Hold::Asked(Duration::from_secs(3)),
         )
         .await;
         let t0 = Instant::now();
@@ -702,6 +711,7 @@ mod defaults_against_defences {
                 host: "county.test",
                 egress: "direct",
                 max_wait: Duration::from_secs(600),
+                max_pause: Duration::from_secs(600),
                 line: crate::limit::Line::Outside,
             };
             match l.acquire(req).await {
@@ -765,6 +775,7 @@ mod retry_after_per_host {
             host,
             egress: "direct",
             max_wait: Duration::from_secs(60),
+            max_pause: Duration::from_secs(60),
             line: crate::limit::Line::Outside,
         }
     }
@@ -783,7 +794,8 @@ mod retry_after_per_host {
     #[tokio::test(start_paused = true)]
     async fn retry_after_holds_the_host_not_its_neighbours() {
         let l = limiter();
-        l.hold(on("busy.test"), Duration::from_secs(3)).await;
+        l.hold(on("busy.test"), Hold::Asked(Duration::from_secs(3)))
+            .await;
         let t0 = Instant::now();
         go(&l, "quiet.test").await;
         assert_eq!(
@@ -807,7 +819,7 @@ mod retry_after_per_host {
     #[tokio::test(start_paused = true)]
     async fn a_pause_longer_than_the_wait_answers_at_once_without_booking() {
         let l = limiter();
-        l.hold(on("throttling.test"), Duration::from_secs(120))
+        l.hold(on("throttling.test"), Hold::Asked(Duration::from_secs(120)))
             .await;
         let t0 = Instant::now();
         let short = Request {
@@ -824,11 +836,72 @@ mod retry_after_per_host {
         assert_eq!(t0.elapsed(), Duration::ZERO, "nothing of the IP was booked");
     }
 
+    /// `picket check` may not wait out a site's long pause (`max_pause`, the probe's
+    /// time), but waits for a hold of ours like for the rate: a check of a host held
+    /// after a burst is still asked once the hold ends.
+    #[tokio::test(start_paused = true)]
+    async fn only_a_pause_the_host_asked_for_is_bounded_by_max_pause() {
+        let l = limiter();
+        let check = |host| Request {
+            max_pause: Duration::from_secs(1),
+            ..on(host)
+        };
+        l.hold(on("asked.test"), Hold::Asked(Duration::from_secs(3)))
+            .await;
+        l.hold(on("ours.test"), Hold::Ours(Duration::from_secs(3)))
+            .await;
+        let t0 = Instant::now();
+        assert!(matches!(
+            l.acquire(check("asked.test")).await,
+            Grant::Paused(_)
+        ));
+        assert_eq!(t0.elapsed(), Duration::ZERO, "answered at once");
+        let Grant::Go(permit) = l.acquire(check("ours.test")).await else {
+            panic!("a hold of ours is waited for");
+        };
+        assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
+        assert!(
+            permit.waited >= Duration::from_secs(3),
+            "{:?}",
+            permit.waited
+        );
+    }
+
+    /// A slot booked before several hosts of its IP asked for a pause is not used
+    /// when it comes: the IP's pause stands for a request that was already waiting.
+    #[tokio::test(start_paused = true)]
+    async fn an_ip_paused_while_a_request_waits_for_its_slot_holds_it_too() {
+        let mut s = Settings::from_toml("").expect("defaults");
+        s.rate_limit.per_ip.rate = 1.0;
+        s.rate_limit.per_ip.burst = 1;
+        let l = std::sync::Arc::new(LocalLimiter::new(&s.rate_limit));
+        go(&l, "c.test").await;
+        let waiting = tokio::spawn({
+            let l = l.clone();
+            async move {
+                let t0 = Instant::now();
+                let Grant::Go(_) = l.acquire(on("c.test")).await else {
+                    panic!("a grant within max_wait");
+                };
+                t0.elapsed()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        l.hold(on("a.test"), Hold::Asked(Duration::from_secs(3)))
+            .await;
+        l.hold(on("b.test"), Hold::Asked(Duration::from_secs(3)))
+            .await;
+        let waited = waiting.await.expect("the waiting request");
+        assert!(waited >= Duration::from_millis(3200), "{waited:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn several_hosts_saying_retry_after_hold_the_ip() {
         let l = limiter();
-        l.hold(on("a.test"), Duration::from_secs(3)).await;
-        l.hold(on("b.test"), Duration::from_secs(5)).await;
+        l.hold(on("a.test"), Hold::Asked(Duration::from_secs(3)))
+            .await;
+        l.hold(on("b.test"), Hold::Asked(Duration::from_secs(5)))
+            .await;
         let t0 = Instant::now();
         go(&l, "c.test").await;
         assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());

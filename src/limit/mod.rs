@@ -39,6 +39,9 @@ pub struct Request<'a> {
     pub egress: &'a str,
     /// Longest acceptable wait; past it the answer is [`Grant::Defer`].
     pub max_wait: Duration,
+    /// Longest pause a host asked for ([`Hold::Asked`]) that is waited out; past it the
+    /// answer is [`Grant::Paused`]. A hold of ours is waited for up to `max_wait`.
+    pub max_pause: Duration,
     /// Where its job stands in the IP's line of deferred jobs.
     pub line: Line,
 }
@@ -52,7 +55,36 @@ impl<'a> Request<'a> {
             host,
             egress,
             max_wait: Duration::ZERO,
+            max_pause: Duration::ZERO,
             line: Line::Outside,
+        }
+    }
+}
+
+/// A hold on one host: no request goes to it before the pause ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// The host asked for the pause (`Retry-After`): a request that may not wait it out
+    /// ([`Request::max_pause`]) is answered at once, nothing sent.
+    Asked(Duration),
+    /// Ours: the host refused right after its IP served a burst, and a per-client ban may
+    /// have caught only its request. Our own limit, waited for like the rate.
+    Ours(Duration),
+}
+
+impl Hold {
+    /// How long the hold lasts.
+    pub fn pause(self) -> Duration {
+        match self {
+            Hold::Asked(p) | Hold::Ours(p) => p,
+        }
+    }
+
+    /// The same hold, `left` from now.
+    pub(crate) fn with_pause(self, left: Duration) -> Hold {
+        match self {
+            Hold::Asked(_) => Hold::Asked(left),
+            Hold::Ours(_) => Hold::Ours(left),
         }
     }
 }
@@ -91,10 +123,11 @@ pub trait Limiter: Send + Sync {
     /// Waits (up to `req.max_wait`) until the request is allowed.
     fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant>;
 
-    /// `req.host` said `Retry-After: pause`: no request goes to that host before it
-    /// ends, and none to the whole IP when several of its hosts say so at once.
-    fn hold<'a>(&'a self, req: Request<'a>, pause: Duration) -> BoxFuture<'a, ()> {
-        let _ = (req, pause);
+    /// `req.host` is held (it said `Retry-After`, or we hold it): no request goes to that
+    /// host before the pause ends, and none to the whole IP when several of its hosts are
+    /// held at once.
+    fn hold<'a>(&'a self, req: Request<'a>, hold: Hold) -> BoxFuture<'a, ()> {
+        let _ = (req, hold);
         Box::pin(async {})
     }
 
@@ -216,6 +249,7 @@ mod tests {
             host,
             egress,
             max_wait: Duration::from_secs(1),
+            max_pause: Duration::from_secs(1),
             line: crate::limit::Line::Outside,
         }
     }

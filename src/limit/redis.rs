@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use super::lease::{Lease, Releaser};
 use super::standing::{self, Pace, Refusal, Signal};
-use super::{scripts, Grant, Limiter, Line, LocalLimiter, Permit, Request, Rules};
+use super::{scripts, Grant, Hold, Limiter, Line, LocalLimiter, Permit, Request, Rules};
 use crate::config::{Rate, RateLimitSettings, RedisSettings};
 use crate::metric;
 use crate::redis_pool::RedisPool;
@@ -485,7 +485,8 @@ impl RedisLimiter {
                 Line::Placed => 2,
                 Line::Last => 3,
             })
-            .arg(super::LINE_GRACE.as_millis() as u64);
+            .arg(super::LINE_GRACE.as_millis() as u64)
+            .arg(req.max_pause.min(left).as_millis() as u64);
         self.call(inv).await.map(Booking::of)
     }
 
@@ -585,21 +586,25 @@ impl RedisLimiter {
 }
 
 impl Limiter for RedisLimiter {
-    fn hold<'a>(&'a self, req: Request<'a>, pause: Duration) -> BoxFuture<'a, ()> {
+    fn hold<'a>(&'a self, req: Request<'a>, hold: Hold) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             // The local fallback remembers too, in case Redis is the problem.
-            self.fallback.hold(req, pause).await;
+            self.fallback.hold(req, hold).await;
             let rate = self.rules.rate_for(&req);
             let key = self.rules.key(&req);
             let (tat, _) = self.keys(&key);
             let script = redis::Script::new(scripts::HOLD);
             let mut inv = script.key(&tat);
             inv.key(self.standing_key(&key))
-                .arg(pause.as_millis() as u64)
+                .arg(hold.pause().as_millis() as u64)
                 .arg(format!("{:.6}", 1000.0 / rate.rate))
                 .arg(rate.burst)
                 .arg(req.host.to_ascii_lowercase())
-                .arg(standing::STORM_HOSTS);
+                .arg(standing::STORM_HOSTS)
+                .arg(match hold {
+                    Hold::Asked(_) => "hold",
+                    Hold::Ours(_) => "ours",
+                });
             if let Err(e) = self.call::<i64>(inv).await {
                 self.redis_failed(&e);
             }
@@ -730,6 +735,7 @@ mod tests {
             host: "h.test",
             egress: "direct",
             max_wait: Duration::from_secs(10),
+            max_pause: Duration::from_secs(10),
             line: crate::limit::Line::Outside,
         };
         let start = Instant::now();

@@ -16,7 +16,9 @@
 //!   last time a reporting worker had an answer from it), `srv` and `srvc` (when the
 //!   server itself last refused us, and how: `Signal::code`), `r:<host>` (a refusal from
 //!   that host, ms), `c:<host>` (when a refusal of that host was last taken for one of
-//!   us) and `hold:<host>` (that host's `Retry-After`, until ms).
+//!   us), `hold:<host>` (that host's `Retry-After`, until ms) and `ours:<host>` (our own
+//!   hold on that host after a refusal right after a burst, until ms); `pause` (until when
+//!   the IP is paused because several of its hosts are held at once).
 
 /// Books a request. KEYS: tat, inflight, standing, queue. ARGV: interval_ms, burst,
 /// max_inflight, max_wait_ms, lease_ms, lease_id, host, pace_ms (the worker's smoothed
@@ -24,13 +26,15 @@
 /// carry_ms (how far ahead of now the worker's local fallback has booked the IP; 0 for
 /// nothing), max_defer_ms, line (0: the request is outside the line, 1: a fresh job's,
 /// 2: the first of a job back for its place, 3: the same on its last deferral, which
-/// takes no new place), grace_ms (see `…:queue` above).
+/// takes no new place), grace_ms (see `…:queue` above), max_pause_ms (the longest
+/// pause the host asked for, `Retry-After`, that is waited out; a hold of ours is waited
+/// out up to max_wait_ms).
 /// Returns {1, wait_ms, level} booked; {-1, wait_ms, level} would wait too long
 /// (nothing booked; wait_ms is the job's place in the key's line of deferred jobs, kept
 /// when it is no further than max_defer_ms); {0, 0, level} in-flight cap reached (nothing booked); {2, wait_ms,
-/// 0} the host is held by its `Retry-After` for wait_ms more (nothing booked: ask again
-/// then); {-2, wait_ms, 0} the same, longer than max_wait_ms (nothing booked: the job
-/// is answered without asking).
+/// 0} the host is held for wait_ms more (nothing booked: ask again then); {-2, wait_ms,
+/// 0} the same, longer than may be waited (nothing booked: the job is answered without
+/// asking).
 /// A backed-off IP is asked at interval·2^level with no burst. A lease expires `lease`
 /// from now; its worker renews it while the request waits and runs.
 ///
@@ -47,11 +51,14 @@ if carried > tat and carried > now then
   tat = carried
   redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
 end
-local st = redis.call('HMGET', KEYS[3], 'level', 'hold:' .. ARGV[7])
-local held = tonumber(st[2] or '0')
+local st = redis.call('HMGET', KEYS[3], 'level', 'hold:' .. ARGV[7], 'ours:' .. ARGV[7])
+local asked = tonumber(st[2] or '0')
+local held = math.max(asked, tonumber(st[3] or '0'))
 if held > now then
   local left = math.ceil(held - now)
-  if left > tonumber(ARGV[4]) then return {-2, left, 0} end
+  if left > tonumber(ARGV[4]) or math.ceil(asked - now) > tonumber(ARGV[13]) then
+    return {-2, left, 0}
+  end
   return {2, left, 0}
 end
 local level = tonumber(st[1] or '0')
@@ -106,15 +113,15 @@ end
 return {1, math.ceil(wait), level}
 ";
 
-/// Whether a hold runs now on a host or its IP: the host's `Retry-After`, or the IP's
-/// back-off after a refusal of us. KEYS: standing. ARGV: host. Returns 1 or 0. Asked by
+/// Whether a hold runs now on a host or its IP: the host's (asked or ours), the IP's
+/// back-off after a refusal of us, or its pause while several of its hosts are held. KEYS: standing. ARGV: host. Returns 1 or 0. Asked by
 /// a request that booked its slot and waited for it: a hold that began meanwhile stands.
 pub(crate) const HELD: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local st = redis.call('HMGET', KEYS[1], 'until', 'hold:' .. ARGV[1])
-if tonumber(st[1] or '0') > now or tonumber(st[2] or '0') > now then
-  return 1
+local st = redis.call('HMGET', KEYS[1], 'until', 'pause', 'hold:' .. ARGV[1], 'ours:' .. ARGV[1])
+for i = 1, 4 do
+  if tonumber(st[i] or '0') > now then return 1 end
 end
 return 0
 ";
@@ -132,19 +139,25 @@ redis.call('PEXPIRE', KEYS[1], lease + 1000)
 return 1
 ";
 
-/// A host said `Retry-After`. KEYS: tat, standing. ARGV: pause_ms, interval_ms, burst,
-/// host, storm_hosts. Holds the host; when `storm_hosts` hosts are held at once, the
-/// whole IP too, until the earliest of their holds ends. Returns the hosts held.
+/// A host is held. KEYS: tat, standing. ARGV: pause_ms, interval_ms, burst, host,
+/// storm_hosts, kind (`hold`: the host asked, `Retry-After`; `ours`: our own hold).
+/// Holds the host (the field of the other kind is dropped); when `storm_hosts` hosts are
+/// held at once, the whole IP too, until the earliest of their holds ends. Returns the
+/// hosts held.
 pub(crate) const HOLD: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local pause = tonumber(ARGV[1])
-redis.call('HSET', KEYS[2], 'hold:' .. ARGV[4], string.format('%.3f', now + pause))
+local other = 'hold:'
+if ARGV[6] == 'hold' then other = 'ours:' end
+redis.call('HDEL', KEYS[2], other .. ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[6] .. ':' .. ARGV[4], string.format('%.3f', now + pause))
 local all = redis.call('HGETALL', KEYS[2])
 local active = 0
 local earliest = nil
 for i = 1, #all, 2 do
-  if string.sub(all[i], 1, 5) == 'hold:' then
+  local kind = string.sub(all[i], 1, 5)
+  if kind == 'hold:' or kind == 'ours:' then
     local u = tonumber(all[i + 1])
     if u <= now then
       redis.call('HDEL', KEYS[2], all[i])
@@ -155,6 +168,7 @@ for i = 1, #all, 2 do
   end
 end
 if active >= tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[2], 'pause', string.format('%.3f', earliest))
   local held = earliest + tonumber(ARGV[2]) * (tonumber(ARGV[3]) - 1)
   local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
   if held > tat then

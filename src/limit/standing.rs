@@ -35,6 +35,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::Hold;
+
 /// Refusals from different hosts within this window are one storm.
 pub(crate) const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 /// The IP answered us within this long before the refusals: they follow our requests.
@@ -331,8 +333,8 @@ pub(crate) struct Standing {
     until: Option<Instant>,
     /// The last refusal, or the last step down.
     last: Option<Instant>,
-    /// (host, until) of `Retry-After` holds.
-    host_holds: Vec<(String, Instant)>,
+    /// (host, until, how) of the holds on single hosts.
+    host_holds: Vec<(String, Instant, Hold)>,
     /// When the server itself last refused us, and how ([`Signal::code`]).
     server_refused: Option<(Instant, u16)>,
     /// (host, when) of the refusals taken for a refusal of us, to know a host that
@@ -463,37 +465,38 @@ impl Standing {
         }
     }
 
-    /// `host` said `Retry-After`: it is held until `until`. Returns when the whole IP
-    /// is to be held: when several hosts are held at once, until the earliest release.
-    pub(crate) fn hold_host(
-        &mut self,
-        host: &str,
-        until: Instant,
-        now: Instant,
-    ) -> Option<Instant> {
-        self.host_holds.retain(|(h, u)| h != host && *u > now);
+    /// `host` is held (`hold`, from `now`). Returns when the whole IP is to be held:
+    /// when several hosts are held at once, until the earliest release.
+    pub(crate) fn hold_host(&mut self, host: &str, hold: Hold, now: Instant) -> Option<Instant> {
+        self.host_holds.retain(|(h, u, _)| h != host && *u > now);
         if self.host_holds.len() >= MAX_HOSTS {
             self.host_holds.remove(0);
         }
-        self.host_holds.push((host.to_string(), until));
+        self.host_holds
+            .push((host.to_string(), now + hold.pause(), hold));
         if self.host_holds.len() >= STORM_HOSTS {
-            self.host_holds.iter().map(|(_, u)| *u).min()
+            self.host_holds.iter().map(|(_, u, _)| *u).min()
         } else {
             None
         }
     }
 
-    /// How long `host` is still held by its own `Retry-After`.
     /// Whether the IP is in a back-off hold at `now`.
     pub(crate) fn held(&self, now: Instant) -> bool {
         self.until.is_some_and(|u| u > now)
     }
 
-    pub(crate) fn host_held(&self, host: &str, now: Instant) -> Option<Duration> {
+    /// Whether several hosts are held at `now`, and with them the IP ([`Self::hold_host`]).
+    pub(crate) fn ip_paused(&self, now: Instant) -> bool {
+        self.host_holds.iter().filter(|(_, u, _)| *u > now).count() >= STORM_HOSTS
+    }
+
+    /// The hold on `host` at `now`, with what is left of it.
+    pub(crate) fn host_held(&self, host: &str, now: Instant) -> Option<Hold> {
         self.host_holds
             .iter()
-            .find(|(h, u)| h == host && *u > now)
-            .map(|(_, u)| *u - now)
+            .find(|(h, u, _)| h == host && *u > now)
+            .map(|(_, u, hold)| hold.with_pause(*u - now))
     }
 }
 

@@ -184,6 +184,7 @@ impl HttpProber {
             host,
             egress: &probe.egress.name,
             max_wait: time,
+            max_pause: time,
             line: crate::limit::Line::Outside,
         };
         let Grant::Go(permit) = self.limiter.acquire(request).await else {
