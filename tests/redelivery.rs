@@ -219,6 +219,56 @@ async fn a_refused_reply_does_not_starve_other_jobs() {
     );
 }
 
+/// The defect: a job whose `reply_to` is a direct reply-to name of a node the broker
+/// does not know (the requester's node left the cluster) got its result confirmed, and
+/// then the reply made RabbitMQ close the worker's whole connection (INTERNAL_ERROR):
+/// the job could not be acked, came back, and did the same, every ~0.6 s for ever, with
+/// a duplicate result each time and every other job in flight cut off. A reply is the
+/// requester's: it goes over a connection of its own, and the job is acked once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_closes_its_connection_answers_the_job_once() {
+    let (addr, hits) = target("127.0.59.30", Duration::from_millis(1500)).await;
+    let mut s = settings();
+    s.targets.allow_private = true;
+    s.worker.name = "reply-gone".into();
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let results = Collector::start(&client.conn, &s.amqp.results_queue).await;
+    let worker = Worker::start(&s);
+    let url = format!("http://127.0.59.30:{}/", addr.port());
+    let (slow_ids, msgs) = jobs("slow", 10, &url);
+    publish_all(&client.ch, &s.amqp.jobs_queue, &msgs).await;
+    // A process on node `reply@27796420`, which is not in this broker's cluster.
+    let gone = "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAyNzc5NjQyMAAAC1oAAAAAYL7TFQ==.5/F5mXJKXXnR8wNm1q2gGw==";
+    client
+        .publish(
+            &s.amqp.jobs_queue,
+            br#"{"id": "orphan", "url": "ftp://orphan.test/"}"#,
+            BasicProperties::default()
+                .with_reply_to(gone.into())
+                .with_correlation_id("c".into()),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let all = results.finish(Duration::from_millis(500)).await;
+    let orphan = all.iter().filter(|r| r.job_id() == Some("orphan")).count();
+    let slow = all
+        .iter()
+        .filter(|r| {
+            r.job_id()
+                .is_some_and(|id| slow_ids.iter().any(|s| s == id))
+        })
+        .count();
+    eprintln!(
+        "8 s: {orphan} results for the orphaned reply's job, {slow} of 10 slow jobs \
+         answered, {} requests to the slow target",
+        hits.load(Ordering::SeqCst)
+    );
+    worker.shutdown().await;
+    assert_eq!(slow, 10, "every other job is answered");
+    assert_eq!(orphan, 1, "the job is answered once, not again and again");
+}
+
 /// The defect: when the jobs queue could not be consumed (here another consumer holds
 /// it exclusively; in production also a user without read permission), the worker
 /// reconnected at once, with no backoff: about 25 connections a second, two log lines

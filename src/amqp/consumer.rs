@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use super::ack::Acks;
 use super::delivery::{job, Session};
 use super::publish::Publisher;
+use super::reply::Replies;
 use super::topology::declare;
 use super::{
     backoff, close_connection, connection_name, short, AmqpError, BrokerState, Node, Nodes,
@@ -66,6 +67,7 @@ pub async fn run_worker(
     }
     worker.tracker.close();
     let _ = tokio::time::timeout(worker.grace, worker.tracker.wait()).await;
+    worker.replies.close().await;
     worker.disconnected();
 }
 
@@ -86,6 +88,8 @@ struct Worker {
     state: Arc<BrokerState>,
     shutdown: CancellationToken,
     permits: Arc<Semaphore>,
+    /// Replies to `reply_to`, over a connection of their own that outlives sessions.
+    replies: Arc<Replies>,
     /// Publishing channels per session: no more than jobs can publish at once.
     publish_channels: usize,
     tracker: TaskTracker,
@@ -121,8 +125,10 @@ impl Worker {
             deferral,
             worker_name,
         } = options;
+        let shared_settings = Arc::new(settings.clone());
         Worker {
-            shared_settings: Arc::new(settings.clone()),
+            replies: Arc::new(Replies::new(shared_settings.clone(), &worker_name)),
+            shared_settings,
             nodes: Nodes::new(&settings),
             settings,
             engine,
@@ -240,6 +246,7 @@ impl Worker {
         let session = Session {
             engine: self.engine.clone(),
             publish: publish.clone(),
+            replies: self.replies.clone(),
             settings: self.shared_settings.clone(),
             deferral: self.deferral,
             acks: Acks::start(consume.clone(), &self.tracker),
@@ -318,6 +325,7 @@ impl Worker {
             );
         }
         over.cancel();
+        self.replies.close().await;
         close_connection(&live.conn, "picket worker shutting down").await;
         self.disconnected();
     }

@@ -12,6 +12,8 @@ use lapin::BasicProperties;
 use tokio_util::sync::CancellationToken;
 
 use super::ack::Acks;
+use super::publish::report_message;
+use super::reply::Replies;
 use super::topology::{delay_bucket, delay_queue_name, DELAY_BUCKETS};
 use super::{publish_confirmed, publish_report, AmqpError, Publisher, Route};
 use crate::config::AmqpSettings;
@@ -39,6 +41,8 @@ pub(super) struct Session {
     pub(super) engine: Arc<Engine>,
     /// The session's publishing channels (confirm mode).
     pub(super) publish: Publisher,
+    /// The worker's replies to `reply_to`, over a connection of their own.
+    pub(super) replies: Arc<Replies>,
     /// The broker settings (queue names, message size limit).
     pub(super) settings: Arc<AmqpSettings>,
     /// How long a per-IP limit may hold a job, and how far ahead it may be deferred.
@@ -228,9 +232,16 @@ async fn publish_disposition(
             r
         }
         Disposition::Answer(report) => {
-            let reply_to = props.reply_to().as_ref();
-            let correlation = props.correlation_id().as_ref();
-            publish_report(&s.publish, &s.settings, report, reply_to, correlation).await
+            let message = report_message(report);
+            publish_report(&s.publish, &s.settings, &message, report).await?;
+            if let Some(reply_to) = props.reply_to() {
+                let (payload, mut p) = message;
+                if let Some(c) = props.correlation_id() {
+                    p = p.with_correlation_id(c.clone());
+                }
+                s.replies.send(reply_to, &payload, p).await;
+            }
+            Ok(())
         }
         Disposition::DeadLetter(reason) => {
             tracing::warn!(reason = %reason, "not a job; dead-lettering");

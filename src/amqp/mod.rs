@@ -1,11 +1,14 @@
 //! The RabbitMQ adapter, a file per role: [`topology`] (what is declared and why),
 //! [`publish`] (confirmed, mandatory publishing), [`consumer`] (the worker's sessions),
 //! `delivery` (one delivery, from the message to its ack), `ack` (acks in batches),
+//! `reply` (replies to `reply_to`),
 //! `nodes` (the cluster's nodes and failover), and [`commands`] (the broker side of
 //! `enqueue` and `results`).
 //!
 //! The rule that keeps jobs safe: a delivery is acked only after its result (and its
-//! change, and its reply) were confirmed by the broker; if that fails, it is handed back.
+//! change) were confirmed by the broker; if that fails, it is handed back. Its reply
+//! (`reply`) is sent, confirmed, over a connection of its own, and is the requester's:
+//! a reply lost does not hand the job back.
 //! Dead-lettering publishes a copy with the reason header, confirmed, then acks.
 
 use std::sync::atomic::AtomicBool;
@@ -21,6 +24,7 @@ pub(crate) mod consumer;
 mod delivery;
 mod nodes;
 pub(crate) mod publish;
+mod reply;
 pub(crate) mod topology;
 
 pub use consumer::{run_worker, ConsumerOptions};

@@ -1,5 +1,5 @@
-//! Publishing with publisher confirms: a result, its change and its reply, each
-//! confirmed before the job is acked; `mandatory` where a message routed nowhere would
+//! Publishing with publisher confirms: a result and its change, each confirmed before
+//! the job is acked (its reply goes over a connection of its own, `reply`); `mandatory` where a message routed nowhere would
 //! be work lost. A [`Publisher`] lends each publish a confirm channel of its own, so
 //! that the return a confirm carries is the publish's own.
 
@@ -174,53 +174,36 @@ fn persistent_json() -> BasicProperties {
         .with_content_type("application/json".into())
 }
 
-/// Publishes a result to the results exchange (routing key = verdict) and, when the job
-/// asked for it, to its `reply_to` queue with its `correlation_id`.
+/// The message of a result: its JSON and properties.
+pub(crate) fn report_message(report: &Report) -> (Vec<u8>, BasicProperties) {
+    let payload = serde_json::to_vec(report).unwrap_or_default();
+    (
+        payload,
+        persistent_json().with_message_id(short(&report.job_id)),
+    )
+}
+
+/// Publishes a result to the results exchange (routing key = verdict), and its change
+/// to the changes exchange.
 ///
 /// # Errors
 /// Any publish not confirmed.
 pub async fn publish_report(
     publisher: &Publisher,
     s: &AmqpSettings,
+    (payload, props): &(Vec<u8>, BasicProperties),
     report: &Report,
-    reply_to: Option<&ShortString>,
-    correlation_id: Option<&ShortString>,
 ) -> Result<(), AmqpError> {
-    let payload = serde_json::to_vec(report).unwrap_or_default();
-    let props = persistent_json().with_message_id(short(&report.job_id));
     let results = (s.results_exchange.as_str(), report.verdict.as_str());
-    publish_confirmed(
-        publisher,
-        results,
-        Route::Mandatory,
-        &payload,
-        props.clone(),
-    )
-    .await?;
+    publish_confirmed(publisher, results, Route::Mandatory, payload, props.clone()).await?;
     if report.changed {
         if let Some(previous) = report.previous_verdict {
             // Confirmed before the job is acked, like the result: a change is never lost
             // between the two (a redelivery repeats it, with the same job id).
             let key = format!("{}.{}", previous.as_str(), report.verdict.as_str());
             let changes = (s.changes_exchange.as_str(), key.as_str());
-            publish_confirmed(publisher, changes, Route::Optional, &payload, props.clone()).await?;
+            publish_confirmed(publisher, changes, Route::Optional, payload, props.clone()).await?;
             metric::change_published();
-        }
-    }
-    if let Some(reply_to) = reply_to {
-        let mut p = props;
-        if let Some(c) = correlation_id {
-            p = p.with_correlation_id(c.clone());
-        }
-        // The result itself is safe on the exchange: a reply the broker refuses (a full
-        // or missing reply queue) is the requester's loss, not a reason to redo the job.
-        let reply = ("", reply_to.as_str());
-        if let Err(e) = publish_confirmed(publisher, reply, Route::Optional, &payload, p).await {
-            metric::publish_failed();
-            tracing::warn!(error = %e, reply_to = %reply_to, "reply not delivered; the result is on the results exchange");
-            if !matches!(e, AmqpError::Nacked) {
-                return Err(e);
-            }
         }
     }
     Ok(())
