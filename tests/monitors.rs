@@ -277,6 +277,49 @@ async fn a_worker_killed_between_publish_and_ack_loses_no_change() {
     no_change_is_lost_when_killed("after_publish", "127.0.40.7").await;
 }
 
+/// A publisher that sends the same job again and again, with no message id of its own:
+/// every copy has the same delivery id. A copy handed out and handed back before it was
+/// answered (a worker stopped with deliveries it had not started) was answered with the
+/// previous copy's report: `up` from minutes ago while the site was down, and the change
+/// up → down announced as down → up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_repeated_job_handed_back_unanswered_is_checked_afresh() {
+    let site = Site::start("127.0.40.20").await;
+    let s = settings_of(&toml(""));
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let job = json!({"url": site.url, "key": unique("repeated")});
+    let worker = Worker::start(&s);
+    site.set_up(false);
+    assert_eq!(one(&c, &s, job.clone()).await["verdict"], "down");
+    site.set_up(true);
+    assert_eq!(one(&c, &s, job.clone()).await["verdict"], "up");
+    worker.shutdown().await;
+
+    site.set_up(false);
+    c.job(&s, job.clone()).await;
+    // Handed out and back, unanswered: the broker marks it redelivered.
+    let ch = c.conn.create_channel().await.expect("channel");
+    let got = ch
+        .basic_get(
+            s.amqp.jobs_queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: false },
+        )
+        .await
+        .expect("basic.get");
+    assert!(got.is_some(), "the copy was in the queue");
+    ch.close(200, "handed back".into()).await.expect("close");
+    let worker = Worker::start(&s);
+    let r = c.results(&s, 1, Duration::from_secs(30)).await.remove(0);
+    worker.shutdown().await;
+    assert_eq!(
+        (r["verdict"].as_str(), r["previous_verdict"].as_str()),
+        (Some("down"), Some("up")),
+        "{r}"
+    );
+    assert_eq!(r["changed"], true, "{r}");
+}
+
 /// A Redis of the test's own (to stop, or to fill), a site on `ip` that can go down, and
 /// settings that use that Redis with a short timeout.
 async fn on_a_private_redis(ip: &str) -> (RedisServer, Site, Settings) {
@@ -385,7 +428,7 @@ async fn a_redis_out_of_memory_neither_stops_results_nor_swallows_a_change() {
 }
 
 /// The Lua script and the Rust transition agree, step by step, on a long mixed run of
-/// verdicts, deliveries and redeliveries.
+/// verdicts, deliveries, redeliveries and messages sharing an id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_script_and_the_pure_step_agree() {
     use picket::job::Verdict::{Degraded, Down, Invalid, Unknown, Up};
@@ -397,15 +440,20 @@ async fn the_redis_script_and_the_pure_step_agree() {
         Up, Up, Down, Unknown, Down, Invalid, Up, Degraded, Up, Unknown, Unknown, Down,
     ];
     let mut seed = 7u64;
-    for i in 0..60usize {
+    let mut used: Vec<String> = Vec::new();
+    for i in 0..90usize {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let verdict: Verdict = verdicts[(seed >> 33) as usize % verdicts.len()];
-        // Every third step is a redelivery of one of the last few deliveries.
+        // Every third step is a redelivery of one of the last few deliveries; now and
+        // then a new message reuses an earlier one's id (a publisher repeating a job).
         let (id, redelivered) = if i % 3 == 2 {
-            (format!("d{}", i - 1 - (seed >> 40) as usize % 2), true)
+            (used[i - 1 - (seed >> 40) as usize % 2].clone(), true)
+        } else if i % 5 == 0 && i > 0 {
+            (used[i - 5].clone(), false)
         } else {
             (format!("d{i}"), false)
         };
+        used.push(id.clone());
         let delivery = Delivery {
             id: &id,
             redelivered,

@@ -63,24 +63,47 @@ pub struct Record {
     verdict: Option<(Verdict, u64, u64)>,
     /// The run of results that are no verdict on the site (`unknown`, `invalid`) since it.
     other: Option<(u64, u64)>,
-    /// The latest deliveries' answers, newest first, with when they were given.
-    memo: Vec<(String, Verdict, Answer, u64)>,
+    /// The latest deliveries' answers, newest first.
+    memo: Vec<Memo>,
+}
+
+/// One delivery's answer, kept for its redelivery.
+#[derive(Debug, Clone, PartialEq)]
+struct Memo {
+    delivery: String,
+    verdict: Verdict,
+    answer: Answer,
+    /// When it was given (ms since the epoch).
+    at_ms: u64,
+    /// Several messages were answered under this delivery id: a publisher that sends
+    /// the same message again and again, with no id of its own. A redelivery cannot tell
+    /// whose answer it was (an earlier copy's would be a stale verdict, a change
+    /// swallowed or told twice), so none is recalled.
+    shared: bool,
+}
+
+/// Whether `id`'s answer in `record` is shared by several messages ([`Memo::shared`]).
+fn shared(record: &Record, id: &str) -> bool {
+    record.memo.iter().any(|m| m.delivery == id && m.shared)
 }
 
 /// One result's step of a key's state; a redelivered message whose first delivery took
 /// its step gets the `previous_verdict` it got then.
 pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_ms: u64) -> Answer {
-    let seen = record.memo.iter().position(|m| m.0 == delivery.id);
+    let seen = record.memo.iter().position(|m| m.delivery == delivery.id);
     let recalled = seen.filter(|&i| {
-        delivery.redelivered && now_ms.saturating_sub(record.memo[i].3) <= MEMO_MAX_AGE_MS
+        let m = &record.memo[i];
+        delivery.redelivered && !m.shared && now_ms.saturating_sub(m.at_ms) <= MEMO_MAX_AGE_MS
     });
     let previous = match recalled {
-        Some(i) if record.memo[i].1 == verdict => return record.memo[i].2,
+        Some(i) if record.memo[i].verdict == verdict => return record.memo[i].answer,
         // The site moved between the deliveries: the state follows the new verdict, but
         // the previous verdict stays the one the first delivery saw.
-        Some(i) => record.memo[i].2.previous,
+        Some(i) => record.memo[i].answer.previous,
         None => record.verdict.map(|(v, _, _)| v),
     };
+    // An id answered before and not this message's own first answer: copies share it.
+    let shared = seen.is_some() && recalled.is_none();
     if let Some(i) = seen {
         record.memo.remove(i);
     }
@@ -105,9 +128,14 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
         streak,
         since_ms,
     };
-    record
-        .memo
-        .insert(0, (delivery.id.to_string(), verdict, answer, now_ms));
+    let memo = Memo {
+        delivery: delivery.id.to_string(),
+        verdict,
+        answer,
+        at_ms: now_ms,
+        shared,
+    };
+    record.memo.insert(0, memo);
     record.memo.truncate(MEMO_JOBS);
     answer
 }
@@ -159,8 +187,17 @@ pub(crate) fn now_ms() -> u64 {
 struct Kept {
     at_ms: u64,
     delivery: String,
+    /// Its delivery id's answer is shared by several messages ([`Memo::shared`]).
+    shared: bool,
     answer: Answer,
     report: Report,
+}
+
+/// Whether a redelivery of `delivery` gets the kept report again: the one its first
+/// delivery produced (`kept_for`, at `at_ms`), unless several messages share the id
+/// (`shared`) or the answer is older than a broker takes to hand an unacked message back.
+pub(crate) fn replays(kept_for: &str, shared: bool, at_ms: u64, delivery: &str) -> bool {
+    kept_for == delivery && !shared && now_ms().saturating_sub(at_ms) <= MEMO_MAX_AGE_MS
 }
 
 impl Kept {
@@ -245,7 +282,7 @@ impl StateStore for MemoryState {
     fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>> {
         Box::pin(async move {
             let kept = self.kept(key)?;
-            (kept.delivery == delivery).then(|| kept.filled())
+            replays(&kept.delivery, kept.shared, kept.at_ms, delivery).then(|| kept.filled())
         })
     }
 
@@ -263,6 +300,7 @@ impl StateStore for MemoryState {
             *kept = Some(Kept {
                 at_ms,
                 delivery: delivery.id.to_string(),
+                shared: shared(record, delivery.id),
                 answer,
                 report: report.clone(),
             });
@@ -387,6 +425,36 @@ mod tests {
         assert_eq!(a.previous, None, "the oldest were let go");
     }
 
+    /// A publisher that sends the same message again and again (no message id, the same
+    /// body) gives each copy the same delivery id: a copy handed out, not answered, and
+    /// handed out again never gets an earlier copy's answer (a false `up`, a change
+    /// swallowed).
+    #[test]
+    fn a_delivery_id_shared_by_copies_is_never_recalled_for_a_redelivery() {
+        let mut r = Record::default();
+        step(&mut r, new("m"), Down, 1000);
+        let second = step(&mut r, new("m"), Up, 2000);
+        assert_eq!(second.previous, Some(Down));
+        let third = step(&mut r, again("m"), Down, 3000);
+        assert_eq!(third.previous, Some(Up), "the key's verdict before it");
+        assert!(third.changed(Down), "the change up → down is told");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_id_shared_by_copies_replays_nothing() {
+        let store = MemoryState::default();
+        store.step(&report("k", Down), new("m")).await;
+        assert!(
+            store.replay("k", "m").await.is_some(),
+            "one copy: its answer"
+        );
+        store.step(&report("k", Up), new("m")).await;
+        assert!(
+            store.replay("k", "m").await.is_none(),
+            "two copies answered: whose answer is unknown"
+        );
+    }
+
     #[test]
     fn the_memo_keeps_the_latest_deliveries_only() {
         let mut r = Record::default();
@@ -394,6 +462,6 @@ mod tests {
             step(&mut r, new(&format!("j{i}")), Up, 1000 + i);
         }
         assert_eq!(r.memo.len(), MEMO_JOBS);
-        assert_eq!(r.memo[0].0, "j19");
+        assert_eq!(r.memo[0].delivery, "j19");
     }
 }

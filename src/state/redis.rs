@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{fill, now_ms, Answer, Delivery, StateStore, MEMO_JOBS, MEMO_MAX_AGE_MS};
+use super::{fill, now_ms, replays, Answer, Delivery, StateStore, MEMO_JOBS, MEMO_MAX_AGE_MS};
 use crate::config::RedisSettings;
 use crate::job::{Report, Verdict};
 use crate::metric;
@@ -20,7 +20,9 @@ use crate::redis_pool::{RedisConn, RedisPool};
 /// The transition of `super::step`, in Lua. KEYS: record, report. ARGV: delivery id,
 /// verdict, "1" when it is a verdict on the site, now (ms), state TTL (s), verdict TTL
 /// (s), the report's JSON, memo size, "1" when redelivered, memo age (ms). Returns
-/// {previous verdict or "", streak, since (ms)}.
+/// {previous verdict or "", streak, since (ms)}. A memo entry is {delivery id, verdict,
+/// previous, streak, since, when, shared} (`super::Memo`; entries written before
+/// `shared` existed read as not shared).
 const STEP: &str = r#"
 local raw = redis.call('GET', KEYS[1])
 local st = {v = '', s = 0, n = 0, o = 0, os = 0, m = {}}
@@ -31,11 +33,14 @@ local at = nil
 for i, e in ipairs(st.m) do
   if e[1] == job then at = i; break end
 end
+local shared = false
 if at then
   local e = st.m[at]
-  if ARGV[9] == '1' and now - e[6] <= tonumber(ARGV[10]) then
+  if ARGV[9] == '1' and not e[7] and now - e[6] <= tonumber(ARGV[10]) then
     if e[2] == v then return {e[3], e[4], e[5]} end
     prev = e[3]
+  else
+    shared = true
   end
   table.remove(st.m, at)
 end
@@ -49,12 +54,13 @@ else
   st.o = st.o + 1
   streak, since = st.o, st.os
 end
-table.insert(st.m, 1, {job, v, prev, streak, since, now})
+table.insert(st.m, 1, {job, v, prev, streak, since, now, shared})
 while #st.m > tonumber(ARGV[8]) do table.remove(st.m) end
 redis.call('SET', KEYS[1], cjson.encode(st), 'EX', ARGV[5])
 redis.call('SET', KEYS[2], '{"at":' .. string.format('%d', now) .. ',"delivery":' .. cjson.encode(job)
   .. ',"prev":' .. cjson.encode(prev)
   .. ',"streak":' .. string.format('%d', streak) .. ',"since":' .. string.format('%d', since)
+  .. ',"shared":' .. tostring(shared)
   .. ',"report":' .. ARGV[7] .. '}', 'EX', ARGV[6])
 return {prev, streak, since}
 "#;
@@ -64,6 +70,9 @@ return {prev, streak, since}
 struct Kept {
     at: u64,
     delivery: String,
+    /// Its delivery id's answer is shared by several messages (`super::Memo::shared`).
+    #[serde(default)]
+    shared: bool,
     prev: String,
     streak: u64,
     since: u64,
@@ -164,7 +173,7 @@ impl StateStore for RedisState {
     fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>> {
         Box::pin(async move {
             let kept = self.kept(key).await?;
-            (kept.delivery == delivery).then(|| kept.filled())
+            replays(&kept.delivery, kept.shared, kept.at, delivery).then(|| kept.filled())
         })
     }
 
