@@ -810,6 +810,46 @@ fn when_the_canaries_fail_too_an_unreachable_site_is_unknown_not_down() {
     );
 }
 
+/// A dead letter is a copy of the job the worker publishes: it carried the job's own
+/// `expiration` (the dead-letter queue dropped it when that ran out: the message was
+/// lost) and its `user_id`, which RabbitMQ checks against the publishing connection's
+/// user (a worker connecting as its own user was refused the copy, channel closed, and
+/// the job handed back again and again). Neither is the copy's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_kept_whatever_the_jobs_expiration_and_user_id() {
+    let servers = crate::support::servers();
+    let user = unique("picket-worker");
+    servers
+        .rabbit
+        .ctl(&["add_user", &user, "pw"])
+        .expect("add the user");
+    servers
+        .rabbit
+        .ctl(&["set_permissions", "-p", "/", &user, ".*", ".*", ".*"])
+        .expect("its permissions");
+    let mut s = settings();
+    s.amqp.url = format!("amqp://{user}:pw@127.0.0.1:{}/%2f", servers.rabbit.port());
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    let props = BasicProperties::default()
+        .with_expiration("2000".into())
+        .with_user_id("guest".into());
+    client
+        .publish(&s.amqp.jobs_queue, b"not json, expiring", props)
+        .await;
+    // Past the job's expiration: a dead letter that kept it would be gone by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let dead = client
+        .take(&s.amqp.dead_letter_queue, 1, Duration::from_secs(10))
+        .await;
+    worker.shutdown().await;
+    let _ = servers.rabbit.ctl(&["delete_user", &user]);
+    assert_eq!(dead[0].data, b"not json, expiring");
+    let headers = dead[0].properties.headers().clone().expect("headers");
+    assert!(headers.inner().contains_key("x-picket-reason"));
+}
+
 #[tokio::test]
 async fn a_broker_that_refuses_the_topology_is_not_logged_as_unavailable() {
     // The broker takes the connection but refuses the declarations (the user may not

@@ -224,7 +224,7 @@ async fn publish_disposition(
             r
         }
         Disposition::Early(rest) => {
-            let p = props.clone().with_delivery_mode(2);
+            let p = republished(props);
             let r = delay(s, delivery, *rest, p).await;
             if r.is_ok() {
                 metric::back_early();
@@ -269,11 +269,55 @@ async fn delay(
     publish_confirmed(&s.publish, to, Route::Mandatory, &delivery.data, props).await
 }
 
-/// The delivery's properties with one header added, persistent: for the copies we publish.
+/// The delivery's properties with one header added: for the copies we publish.
 fn copy_with(props: &BasicProperties, header: &str, value: AMQPValue) -> BasicProperties {
     let mut headers = props.headers().clone().unwrap_or_default();
     headers.insert(header.into(), value);
-    props.clone().with_headers(headers).with_delivery_mode(2)
+    republished(props).with_headers(headers)
+}
+
+/// The properties of a copy of the job we publish (dead letter, deferral, hand-back):
+/// the job's own, persistent, without two that are the original publish's and not
+/// the copy's. `expiration` would drop the copy when it runs out (a dead letter lost; a
+/// deferred job back early again and again), and RabbitMQ refuses a publish whose
+/// `user_id` is not the publishing connection's user (a worker with a user of its own
+/// was refused every copy, and the job handed back for ever).
+fn republished(props: &BasicProperties) -> BasicProperties {
+    let mut p = BasicProperties::default().with_delivery_mode(2);
+    if let Some(v) = props.content_type() {
+        p = p.with_content_type(v.clone());
+    }
+    if let Some(v) = props.content_encoding() {
+        p = p.with_content_encoding(v.clone());
+    }
+    if let Some(v) = props.headers() {
+        p = p.with_headers(v.clone());
+    }
+    if let Some(v) = props.priority() {
+        p = p.with_priority(*v);
+    }
+    if let Some(v) = props.correlation_id() {
+        p = p.with_correlation_id(v.clone());
+    }
+    if let Some(v) = props.reply_to() {
+        p = p.with_reply_to(v.clone());
+    }
+    if let Some(v) = props.message_id() {
+        p = p.with_message_id(v.clone());
+    }
+    if let Some(v) = props.timestamp() {
+        p = p.with_timestamp(*v);
+    }
+    if let Some(v) = props.kind() {
+        p = p.with_type(v.clone());
+    }
+    if let Some(v) = props.app_id() {
+        p = p.with_app_id(v.clone());
+    }
+    if let Some(v) = props.cluster_id() {
+        p = p.with_cluster_id(v.clone());
+    }
+    p
 }
 
 /// Acks the delivery once its publish was confirmed, or hands it back. False when the
@@ -453,6 +497,31 @@ mod tests {
         // Far beyond any deferral: read, then ignored by `Deferral::place`.
         assert!(with(AMQPValue::LongLongInt(i64::MAX)).is_some());
         assert_eq!(not_before(&BasicProperties::default()), None);
+    }
+
+    #[test]
+    fn a_copy_keeps_the_jobs_properties_but_its_expiration_and_user() {
+        let job = BasicProperties::default()
+            .with_message_id("m-1".into())
+            .with_correlation_id("c-1".into())
+            .with_reply_to("replies".into())
+            .with_timestamp(1_800_000_000)
+            .with_priority(3)
+            .with_app_id("scheduler".into())
+            .with_expiration("2000".into())
+            .with_user_id("upstream".into());
+        let copy = copy_with(&job, REASON_HEADER, AMQPValue::LongString("why".into()));
+        assert_eq!(copy.expiration(), &None);
+        assert_eq!(copy.user_id(), &None);
+        assert_eq!(copy.delivery_mode(), &Some(2), "persistent");
+        assert_eq!(copy.message_id(), job.message_id());
+        assert_eq!(copy.correlation_id(), job.correlation_id());
+        assert_eq!(copy.reply_to(), job.reply_to());
+        assert_eq!(copy.timestamp(), job.timestamp());
+        assert_eq!(copy.priority(), job.priority());
+        assert_eq!(copy.app_id(), job.app_id());
+        let headers = copy.headers().clone().expect("headers");
+        assert!(headers.inner().contains_key(REASON_HEADER));
     }
 
     #[tokio::test]
