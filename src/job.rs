@@ -91,8 +91,9 @@ struct WireJob {
     #[serde(default)]
     #[cfg_attr(test, schemars(length(min = 1, max = 200)))]
     key: Option<String>,
-    /// Request headers replacing the browser's defaults of the same name (at most 32;
-    /// not Host, Content-Length, Transfer-Encoding, Connection, Upgrade or TE).
+    /// Request headers replacing the browser's defaults of the same name (at most 32,
+    /// each name once in any case; not Host, Content-Length, Transfer-Encoding,
+    /// Connection, Upgrade or TE, nor If-* or Range: a check asks for the whole page).
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
     /// Whole-request timeout in milliseconds, instead of `probe.timeout`.

@@ -108,10 +108,17 @@ fn method_of(given: Option<&str>) -> Result<Method, String> {
     }
 }
 
-/// The job's headers, in name order, each checked by [`check_header`].
+/// The job's headers, in name order, each checked by [`check_header`], and no name
+/// twice in other cases (HTTP's names are case-insensitive: both would be sent).
 fn headers_of(headers: BTreeMap<String, String>) -> Result<Vec<(String, String)>, String> {
     if headers.len() > MAX_HEADERS {
         return Err(format!("more than {MAX_HEADERS} headers"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for name in headers.keys() {
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(format!("header {name:?} is given twice"));
+        }
     }
     headers
         .into_iter()
@@ -120,7 +127,8 @@ fn headers_of(headers: BTreeMap<String, String>) -> Result<Vec<(String, String)>
 }
 
 /// One header: bounded, a token for a name, a printable ASCII value, and none of the
-/// headers that frame the request or name its target (the prober sets those).
+/// headers that frame the request or name its target (the prober sets those) or ask
+/// for less than the whole page.
 fn check_header(name: &str, value: &str) -> Result<(), String> {
     if name.len() + value.len() > MAX_HEADER_LEN {
         return Err(format!(
@@ -142,6 +150,12 @@ fn check_header(name: &str, value: &str) -> Result<(), String> {
         "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade" | "te"
     ) {
         return Err(format!("header {name:?} may not be set by a job"));
+    }
+    // A conditional or partial request is answered 304 or 206, with no page to judge.
+    if lower.starts_with("if-") || lower == "range" {
+        return Err(format!(
+            "header {name:?} may not be set by a job: a check asks for the whole page"
+        ));
     }
     Ok(())
 }
@@ -226,6 +240,40 @@ fn max_age_of(seconds: Option<u64>) -> Result<Option<Duration>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(list: &[(&str, &str)]) -> Result<Vec<(String, String)>, String> {
+        headers_of(
+            list.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// A conditional or partial request gets 304 or 206 and no page to judge: a site
+    /// that works was `down` ("304 Not Modified but the body is 0 bytes").
+    #[test]
+    fn headers_asking_for_less_than_the_whole_page_are_refused() {
+        for name in [
+            "If-Modified-Since",
+            "if-none-match",
+            "If-Match",
+            "If-Unmodified-Since",
+            "If-Range",
+            "Range",
+        ] {
+            let e = headers(&[(name, "x")]).expect_err(name);
+            assert!(e.contains("whole page"), "{name}: {e}");
+        }
+        assert!(headers(&[("Accept-Language", "zh-CN"), ("Cookie", "a=1")]).is_ok());
+    }
+
+    /// Names are case-insensitive: `Accept` and `accept` were both sent.
+    #[test]
+    fn a_header_given_twice_in_other_cases_is_refused() {
+        let e = headers(&[("Accept", "text/plain"), ("accept", "application/json")])
+            .expect_err("the same header twice");
+        assert!(e.contains("twice"), "{e}");
+    }
 
     #[test]
     fn a_url_written_without_its_scheme_says_what_was_meant() {
