@@ -183,7 +183,10 @@ pub fn decode(bytes: &[u8], fallback_id: &str, max_bytes: usize) -> Result<Decod
     };
     let id = match field("id") {
         Some(Value::String(s)) if !s.is_empty() => s,
-        Some(Value::Number(n)) => n.to_string(),
+        // As written: read as a float, a big number would lose digits.
+        Some(Value::Number(n)) => fields
+            .get("id")
+            .map_or_else(|| n.to_string(), |raw| raw.get().trim().to_string()),
         _ => fallback_id.to_string(),
     };
     let url_given = match field("url") {
@@ -589,6 +592,21 @@ mod tests {
     fn id_falls_back_to_message_id() {
         assert_eq!(job(r#"{"url":"http://a.example/"}"#).id, "fallback");
         assert_eq!(job(r#"{"id":17,"url":"http://a.example/"}"#).id, "17");
+    }
+
+    /// A numeric id is its digits as written: read as a float, big ones lost digits and
+    /// two jobs' ids could become one ("1.8446744073709552e+19").
+    #[test]
+    fn a_numeric_id_keeps_every_digit() {
+        for n in [
+            "18446744073709551616",
+            "12345678901234567890123",
+            "-3",
+            "2.50",
+        ] {
+            let text = format!(r#"{{"id": {n} ,"url":"http://a.example/"}}"#);
+            assert_eq!(job(&text).id, n);
+        }
     }
 
     #[test]
