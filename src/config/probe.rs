@@ -100,8 +100,15 @@ impl TryFrom<RawProbe> for ProbeSettings {
         if p.attempts == 0 || p.attempts > 10 {
             return Err(invalid("probe.attempts", "must be between 1 and 10"));
         }
-        if p.max_body_bytes == 0 {
-            return Err(invalid("probe.max_body_bytes", "must be greater than zero"));
+        if p.max_body_bytes == 0 || p.max_body_bytes < p.min_body_bytes {
+            return Err(invalid(
+                "probe.max_body_bytes",
+                format!(
+                    "must be greater than zero and at least probe.min_body_bytes ({}): \
+                     a body read no further could never be a working page",
+                    p.min_body_bytes
+                ),
+            ));
         }
         if p.max_redirects > 50 {
             return Err(invalid("probe.max_redirects", "must be at most 50"));
@@ -112,12 +119,14 @@ impl TryFrom<RawProbe> for ProbeSettings {
             .enumerate()
             .map(|(i, c)| url_with_scheme(&format!("probe.canaries[{i}]"), c, &["http", "https"]))
             .collect::<Result<Vec<_>, _>>()?;
-        let user_agent = nonempty("probe.user_agent", &p.user_agent)?;
-        let accept = nonempty("probe.accept", &p.accept)?;
+        let user_agent = header_value("probe.user_agent", &p.user_agent, Empty::Refused)?;
+        let accept = header_value("probe.accept", &p.accept, Empty::Refused)?;
+        let accept_language =
+            header_value("probe.accept_language", &p.accept_language, Empty::LeftOut)?;
         Ok(ProbeSettings {
             concurrency: p.concurrency as usize,
-            connect_timeout: positive_duration("probe.connect_timeout", &p.connect_timeout)?,
-            timeout: positive_duration("probe.timeout", &p.timeout)?,
+            connect_timeout: site_time("probe.connect_timeout", &p.connect_timeout)?,
+            timeout: site_time("probe.timeout", &p.timeout)?,
             max_body_bytes: bytes(p.max_body_bytes),
             min_body_bytes: bytes(p.min_body_bytes),
             max_redirects: p.max_redirects,
@@ -126,11 +135,11 @@ impl TryFrom<RawProbe> for ProbeSettings {
             browser: std::sync::Arc::new(crate::probe::browser::Browser::new(
                 &user_agent,
                 &accept,
-                &p.accept_language,
+                &accept_language,
             )),
             user_agent,
             accept,
-            accept_language: p.accept_language,
+            accept_language,
             canaries,
             soft_failures: soft_failures(&p.soft_failures)?,
             egress_health: crate::egress::HealthSettings {
@@ -140,6 +149,48 @@ impl TryFrom<RawProbe> for ProbeSettings {
             runtime: runtime_shape(&p.runtime)?,
         })
     }
+}
+
+/// The least time a site is given to connect or answer: the floor of a job's own
+/// `timeout_ms` too. Less made every site `down/timeout` with nothing sent.
+const LEAST_SITE_TIME: Duration = Duration::from_millis(crate::job::TIMEOUT_MS_RANGE.0);
+
+/// A time given to a site, at least [`LEAST_SITE_TIME`].
+fn site_time(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = positive_duration(key, value)?;
+    if d < LEAST_SITE_TIME {
+        return Err(invalid(
+            key,
+            format!("{value:?} is less than {LEAST_SITE_TIME:?}: no site could answer in time"),
+        ));
+    }
+    Ok(d)
+}
+
+/// A header the browser sends: surrounding whitespace (a newline an environment variable
+/// or a secret file brings) trimmed, and what is left sendable; empty only when the
+/// header may be left out. A control character made every request fail to build, every
+/// site `down/protocol`.
+fn header_value(key: &str, value: &str, may_be_empty: Empty) -> Result<String, ConfigError> {
+    let trimmed = match may_be_empty {
+        Empty::Refused => nonempty(key, value.trim())?,
+        Empty::LeftOut => value.trim().to_string(),
+    };
+    if reqwest::header::HeaderValue::from_str(&trimmed).is_err() {
+        return Err(invalid(
+            key,
+            "must be printable ASCII (no control characters): it is sent as a header",
+        ));
+    }
+    Ok(trimmed)
+}
+
+/// Whether a browser header may be empty ([`header_value`]).
+#[derive(Clone, Copy)]
+enum Empty {
+    Refused,
+    /// The header is not sent.
+    LeftOut,
 }
 
 /// `probe.runtime`.
@@ -188,6 +239,39 @@ mod tests {
         let s = Settings::from_toml("[probe]\nsoft_failures = \"off\"\n").expect("off");
         assert_eq!(s.probe.soft_failures, None);
         assert_eq!(soft_failures("down").expect("down"), Some(Verdict::Down));
+    }
+
+    /// A newline at the end of a value (an env var or a secret file's) made every
+    /// request fail to build: every site `down/protocol`, and `config check` said valid.
+    #[test]
+    fn header_values_are_trimmed_and_must_be_sendable() {
+        let s =
+            Settings::from_toml("[probe]\nuser_agent = \"Mozilla/5.0 X\\n\"\n").expect("trimmed");
+        assert_eq!(s.probe.user_agent, "Mozilla/5.0 X");
+        let s = Settings::from_toml("[probe]\naccept_language = \"\"\n").expect("left out");
+        assert_eq!(s.probe.accept_language, "");
+        for key in ["user_agent", "accept", "accept_language"] {
+            let e = err(&format!("[probe]\n{key} = \"a\\u0007b\"\n"));
+            assert!(e.contains(&format!("probe.{key}")), "{e}");
+        }
+    }
+
+    /// A body limit under the least body a working page has made every site `down`.
+    #[test]
+    fn a_body_limit_below_the_least_page_is_refused() {
+        let e = err("[probe]\nmax_body_bytes = 10\n");
+        assert!(
+            e.contains("probe.max_body_bytes") && e.contains("min_body_bytes"),
+            "{e}"
+        );
+    }
+
+    /// A timeout no site can meet made every site `down/timeout`, with nothing sent.
+    #[test]
+    fn timeouts_too_short_for_any_site_are_refused() {
+        assert!(err("[probe]\ntimeout = \"1ms\"\n").contains("probe.timeout"));
+        assert!(err("[probe]\nconnect_timeout = \"5ms\"\n").contains("probe.connect_timeout"));
+        assert!(Settings::from_toml("[probe]\ntimeout = \"100ms\"\n").is_ok());
     }
 
     #[test]
