@@ -1195,3 +1195,31 @@ async fn a_url_list_saved_by_windows_tools_is_read_as_written() {
         assert_eq!(queued, quoted, "{encoding}");
     }
 }
+
+/// A closed standard error (`picket enqueue … 2>&1 | head -1`, a full disk) made every
+/// command panic on its first message: exit 101 instead of the contract's code, and an
+/// `enqueue` stopped half-way with part of its input published.
+#[test]
+fn a_closed_standard_error_changes_no_exit_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("check.toml");
+    std::fs::write(
+        &config,
+        "[targets]\nallow_private = true\n[probe]\nattempts = 1\n",
+    )
+    .expect("config");
+    let run = |args: &[&str], config: &std::path::Path| {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        picket_command(args, config)
+            .stdout(Stdio::null())
+            .stderr(writer)
+            .status()
+            .expect("picket ran")
+            .code()
+    };
+    let missing = dir.path().join("missing.toml");
+    assert_eq!(run(&["check", "http://127.0.59.61:1/"], &missing), Some(2));
+    // A closed port: not up, and the summary goes to the closed standard error.
+    assert_eq!(run(&["check", "http://127.0.59.61:1/"], &config), Some(1));
+}

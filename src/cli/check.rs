@@ -240,7 +240,7 @@ pub(crate) async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<E
     if style.table {
         writeln!(out, "{}", report_table(&table, style.colour)).context("writing to stdout")?;
     }
-    eprintln!("{}", tally.summary("checked", started.elapsed()));
+    say!("{}", tally.summary("checked", started.elapsed()));
     Ok(if tally.all_up() {
         Exit::Success
     } else {

@@ -32,13 +32,13 @@ pub(crate) fn run(command: &ConfigCommand, file: Option<&Path>) -> Exit {
     let env = environment();
     // Validation first: `show` of a configuration the worker would refuse says so.
     if let Err(e) = Settings::load_with_env(file, env.clone()) {
-        eprintln!("picket: {e}");
+        say!("picket: {e}");
         return Exit::from(&e);
     }
     let entries = match origin::entries(file, &env) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("picket: {e}");
+            say!("picket: {e}");
             return Exit::from(&e);
         }
     };
@@ -49,7 +49,7 @@ pub(crate) fn run(command: &ConfigCommand, file: Option<&Path>) -> Exit {
     match written {
         Ok(()) => Exit::Success,
         Err(e) => {
-            eprintln!("picket: cannot write: {e}");
+            say!("picket: cannot write: {e}");
             Exit::Failure
         }
     }

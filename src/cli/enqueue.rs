@@ -266,7 +266,7 @@ fn report(
     ok: bool,
 ) {
     if publisher.is_none() && ok && progress.skipped == 0 {
-        eprintln!(
+        say!(
             "picket: nothing to enqueue ({} lines read, no jobs among them)",
             progress.read
         );
@@ -283,7 +283,7 @@ fn report(
         Some(l) => format!(" (through line {l})"),
         None => String::new(),
     };
-    eprintln!(
+    say!(
         "picket: {confirmed} {} confirmed{span}{skipped}, {} lines read in {:.1} s",
         if confirmed == 1 { "job" } else { "jobs" },
         progress.read,
@@ -291,7 +291,7 @@ fn report(
     );
     if !ok {
         let resume = last.map_or(args.from_line, |l| l + 1);
-        eprintln!("picket: to resume, run again with --from-line {resume}");
+        say!("picket: to resume, run again with --from-line {resume}");
     }
 }
 
@@ -305,7 +305,7 @@ fn blocked_notice(bar: &indicatif::ProgressBar) -> crate::amqp::commands::Blocke
             ),
             None => "the broker unblocked publishing; going on".to_string(),
         };
-        bar.suspend(|| eprintln!("picket: {said}"));
+        bar.suspend(|| say!("picket: {said}"));
     })
 }
 
@@ -352,7 +352,7 @@ async fn publish_all(
             Ok(p) => p,
             Err(why) if args.skip_invalid => {
                 progress.skipped += 1;
-                bar.suspend(|| eprintln!("picket: line {line_no}: skipped: {why}"));
+                bar.suspend(|| say!("picket: line {line_no}: skipped: {why}"));
                 continue;
             }
             Err(why) => return Err(UsageError(format!("line {line_no}: {why}")).into()),

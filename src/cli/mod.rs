@@ -13,6 +13,16 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::{RuntimeShape, Settings};
 
+/// `eprintln!` that never panics: a closed or full standard error (`2>&1 | head -1`, a
+/// full disk) made `eprintln!` panic, every command exited 101, and an `enqueue` stopped
+/// half-way. What cannot be said there is dropped; the exit code still tells.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub(crate) mod check;
 pub(crate) mod config_cmd;
 pub(crate) mod enqueue;
@@ -115,7 +125,7 @@ fn run(cli: Cli) -> Exit {
         _ => match Settings::load(cli.config.as_deref()) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("picket: {e}");
+                say!("picket: {e}");
                 return Exit::from(&e);
             }
         },
@@ -126,7 +136,7 @@ fn run(cli: Cli) -> Exit {
     let runtime = match runtime(&settings, &cli.command) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("picket: cannot start the runtime: {e}");
+            say!("picket: cannot start the runtime: {e}");
             return Exit::Failure;
         }
     };
@@ -156,9 +166,9 @@ fn run(cli: Cli) -> Exit {
 
 /// Prints an error, and what to try when there is a hint for it.
 pub(crate) fn report_error(e: &anyhow::Error) {
-    eprintln!("picket: {e:#}");
+    say!("picket: {e:#}");
     if let Some(hint) = output::hint(e) {
-        eprintln!("{hint}");
+        say!("{hint}");
     }
 }
 
@@ -204,7 +214,7 @@ fn man() -> Exit {
     match clap_mangen::Man::new(command()).render(&mut page) {
         Ok(()) => print_generated(&page, "the manual page"),
         Err(e) => {
-            eprintln!("picket: cannot render the manual page: {e}");
+            say!("picket: cannot render the manual page: {e}");
             Exit::Failure
         }
     }
@@ -219,7 +229,7 @@ fn print_generated(text: &[u8], what: &str) -> Exit {
         Ok(()) => Exit::Success,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Failure,
         Err(e) => {
-            eprintln!("picket: cannot write {what}: {e}");
+            say!("picket: cannot write {what}: {e}");
             Exit::Failure
         }
     }

@@ -203,7 +203,7 @@ pub(crate) async fn run(settings: Settings, args: ResultsArgs) -> anyhow::Result
         (n, format!("left on the queue {}", a.results_queue))
     };
     if writer.style.table || n == 0 {
-        eprintln!("{n} results {what}");
+        say!("{n} results {what}");
     }
     Ok(Exit::Success)
 }
