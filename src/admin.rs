@@ -27,15 +27,51 @@ pub(crate) struct Admin {
     pub metrics: Option<PrometheusHandle>,
 }
 
-async fn redis_ok(pool: &RedisPool) -> bool {
+/// Whether Redis answers a PING within a second, and why not.
+async fn redis_ping(pool: &RedisPool) -> Result<(), String> {
     let ping = async {
-        let mut c = pool.get().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+        let mut c = pool.get().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), ping).await,
-        Ok(Some(_))
-    )
+    match tokio::time::timeout(Duration::from_secs(1), ping).await {
+        Ok(r) => r,
+        Err(_) => Err("no answer within 1s".into()),
+    }
+}
+
+async fn redis_ok(pool: &RedisPool) -> bool {
+    redis_ping(pool).await.is_ok()
+}
+
+/// How often [`watch_redis`] asks.
+const REDIS_WATCH_EVERY: Duration = Duration::from_secs(10);
+
+/// Asks Redis every [`REDIS_WATCH_EVERY`] until `shutdown`: `picket_redis_connected` is
+/// there from the start, and Redis going away (or coming back) is logged when it
+/// happens, jobs or none. An idle worker whose Redis was away said nothing of it, and
+/// the gauge (set only by calls) was missing, so its alert had nothing to fire on.
+pub(crate) async fn watch_redis(pool: RedisPool, label: String, shutdown: CancellationToken) {
+    let mut was_up = None;
+    loop {
+        let now = redis_ping(&pool).await;
+        crate::metric::redis_up(now.is_ok());
+        match (&now, was_up) {
+            (Err(e), None | Some(true)) => {
+                tracing::warn!(redis = %label, error = %e, "redis unavailable: results go on without state, the limiter on its local fallback");
+            }
+            (Ok(()), Some(false)) => tracing::info!(redis = %label, "redis answers again"),
+            _ => {}
+        }
+        was_up = Some(now.is_ok());
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(REDIS_WATCH_EVERY) => {}
+        }
+    }
 }
 
 async fn readyz(State(a): State<Admin>) -> (StatusCode, String) {

@@ -146,6 +146,27 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyh
     serve_worker(settings, ops, shutdown).await
 }
 
+/// Where the worker's Redis is, for its log lines, passwords redacted.
+fn redis_label(r: &crate::config::RedisSettings) -> String {
+    let redacted = |urls: &[String]| {
+        urls.iter()
+            .map(|u| crate::config::redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if !r.sentinels.is_empty() {
+        format!(
+            "sentinels {} (master {})",
+            redacted(&r.sentinels),
+            r.sentinel_master
+        )
+    } else if r.cluster {
+        format!("cluster {}", redacted(&r.nodes))
+    } else {
+        crate::config::redact_url(&r.url)
+    }
+}
+
 /// The worker with its operations endpoint served on `ops`, a listener the caller bound
 /// (tests bind port 0 and read the address back, so no two workers race for a port).
 ///
@@ -178,12 +199,14 @@ pub async fn serve_worker(
     let listen = ops
         .local_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string());
+    let admin_stop = CancellationToken::new();
+    let label = redis_label(&settings.redis);
+    tokio::spawn(admin::watch_redis(pool.clone(), label, admin_stop.clone()));
     let admin = Admin {
         broker: state.clone(),
         redis: Some(pool),
         metrics,
     };
-    let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(ops, admin, admin_stop.clone()));
     let handle = tokio::runtime::Handle::current();
     let runtime = match handle.runtime_flavor() {

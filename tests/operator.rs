@@ -310,3 +310,45 @@ fn kubernetes_manifests_keep_their_invariants() {
         deploy["metadata"]["name"]
     );
 }
+
+/// A worker whose Redis is away at start, with no jobs coming, said nothing of it: no log
+/// line, and `picket_redis_connected` missing from `/metrics` until something called
+/// `/readyz` or a job ran, so the shipped alert on it had nothing to fire on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_redis_is_away_says_so_while_idle() {
+    let redis = crate::support::servers().redis_url.clone();
+    // Port 1 on loopback: nothing listens there.
+    let toml = format!("{}\n[log]\nformat = \"json\"\n", base_toml()).replace(
+        &format!("url = \"{redis}\""),
+        "url = \"redis://127.0.0.1:1/0\"",
+    );
+    assert!(toml.contains("127.0.0.1:1/0"), "{toml}");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let worker = WorkerProcess::plain(&toml);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let gauge = loop {
+        if let Some((_, text)) = get_ops(s.http.listen, "/metrics").await {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("picket_redis_connected"))
+                .map(str::to_string);
+            if let Some(l) = line.filter(|_| worker.log_text().contains("redis")) {
+                break l;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing said of Redis in 15 s:\n{}",
+            worker.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let log = worker.log_text();
+    worker.terminate().await;
+    assert!(gauge.ends_with(" 0"), "{gauge}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("redis") && l.contains("127.0.0.1:1")),
+        "{log}"
+    );
+}
