@@ -124,6 +124,9 @@ impl TryFrom<RawAmqp> for AmqpSettings {
             a.urls.iter().map(String::as_str).collect()
         };
         let ca_file = parse::tls_file("amqp.ca_file", &a.ca_file, &nodes, "amqps")?;
+        if let Some(path) = &ca_file {
+            parse::pem_certificates("amqp.ca_file", path)?;
+        }
         let (cert, key) = (&a.client_cert_file, &a.client_key_file);
         let client_identity = parse::client_identity("amqp", cert, key, &nodes, "amqps")?;
         Ok(AmqpSettings {

@@ -110,6 +110,41 @@ pub(crate) fn redact_url(value: &str) -> String {
     }
 }
 
+/// `value` as the path of a file that exists (checked at start, so that a typo stops
+/// the start, not every connection).
+pub(super) fn existing_file(key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+    let path = PathBuf::from(value);
+    if path.is_dir() {
+        return Err(invalid(
+            key,
+            format!("{}: is a directory, not a file", path.display()),
+        ));
+    }
+    if !path.is_file() {
+        return Err(invalid(key, format!("{}: no such file", path.display())));
+    }
+    Ok(path)
+}
+
+/// A file of CA certificates (`key`): readable, and at least one PEM certificate, each
+/// well formed. Checked at start: a file that is no PEM passed `config check` and then
+/// failed every connection made with it.
+pub(super) fn pem_certificates(key: &str, path: &std::path::Path) -> Result<(), ConfigError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::CertificateDer;
+    let at = |why: String| invalid(key, format!("{}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| at(format!("cannot read: {e}")))?;
+    let mut certificates = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| at(format!("not a PEM certificate: {e}")))?;
+        certificates += 1;
+    }
+    if certificates == 0 {
+        return Err(at("holds no PEM certificate".into()));
+    }
+    Ok(())
+}
+
 /// A CA file for a server reached over TLS (`key`): empty is none; otherwise a file
 /// that exists (checked at start, so a typo does not leave every connection failing),
 /// and every URL in `urls` must use `tls_scheme`, so that a CA file never sits beside a
@@ -123,10 +158,7 @@ pub(super) fn tls_file(
     if value.trim().is_empty() {
         return Ok(None);
     }
-    let path = PathBuf::from(value);
-    if !path.is_file() {
-        return Err(invalid(key, format!("{}: no such file", path.display())));
-    }
+    let path = existing_file(key, value)?;
     let prefix = format!("{tls_scheme}://");
     if let Some(plain) = urls
         .iter()

@@ -133,6 +133,9 @@ fn tls_files(r: &RawRedis) -> Result<(Option<PathBuf>, Option<ClientIdentity>), 
     }
     urls.extend(r.sentinels.iter().map(String::as_str));
     let ca = parse::tls_file("redis.ca_file", &r.ca_file, &urls, "rediss")?;
+    if let Some(path) = &ca {
+        parse::pem_certificates("redis.ca_file", path)?;
+    }
     let (cert, key) = (&r.client_cert_file, &r.client_key_file);
     let identity = parse::client_identity("redis", cert, key, &urls, "rediss")?;
     Ok((ca, identity))

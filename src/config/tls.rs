@@ -54,13 +54,8 @@ impl TryFrom<RawTls> for TlsSettings {
             None
         } else {
             // Checked here, so that a typo stops the start, not every HTTPS probe.
-            let path = PathBuf::from(&t.extra_ca_file);
-            if !path.is_file() {
-                return Err(invalid(
-                    "tls.extra_ca_file",
-                    format!("{}: no such file", path.display()),
-                ));
-            }
+            let path = super::parse::existing_file("tls.extra_ca_file", &t.extra_ca_file)?;
+            super::parse::pem_certificates("tls.extra_ca_file", &path)?;
             Some(path)
         };
         if t.expiry_warn_days < 0 {
@@ -91,5 +86,28 @@ mod tests {
             "{e}"
         );
         assert!(err("[tls]\nexpiry_warn_days = -1\n").contains("tls.expiry_warn_days"));
+    }
+
+    /// A CA file that is no PEM passed `config check`, and then failed every start of
+    /// `picket check` with exit 1 instead of 2; a directory was called "no such file".
+    #[test]
+    fn a_ca_file_must_hold_pem_certificates() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let junk = dir.path().join("ca.pem");
+        std::fs::write(&junk, "not a certificate\n").expect("write");
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        for (path, says) in [
+            (&junk, "PEM"),
+            (&broken, "PEM"),
+            (&dir.path().to_path_buf(), "directory"),
+        ] {
+            let e = err(&format!("[tls]\nextra_ca_file = \"{}\"\n", path.display()));
+            assert!(e.contains("tls.extra_ca_file") && e.contains(says), "{e}");
+        }
     }
 }
