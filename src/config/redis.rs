@@ -88,6 +88,9 @@ impl TryFrom<RawRedis> for RedisSettings {
             ));
         }
         each_url("redis.sentinels", &r.sentinels, SCHEMES)?;
+        client_accepts("redis.url", std::slice::from_ref(&r.url))?;
+        client_accepts("redis.nodes", &r.nodes)?;
+        client_accepts("redis.sentinels", &r.sentinels)?;
         let (ca_file, client_identity) = tls_files(&r)?;
         if r.cluster && !r.sentinels.is_empty() {
             return Err(invalid(
@@ -122,6 +125,20 @@ impl TryFrom<RawRedis> for RedisSettings {
     }
 }
 
+/// Each of `urls` as redis-rs reads it (`key`'s): a database that is no number or an
+/// unknown protocol passed the scheme check, and ended the worker naming no key.
+fn client_accepts(key: &str, urls: &[String]) -> Result<(), ConfigError> {
+    for url in urls {
+        if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+            return Err(invalid(
+                key,
+                format!("{}: {e}", crate::config::redact_url(url)),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `redis.ca_file` and the client certificate, for Redis reached over TLS: one server,
 /// a cluster's seed nodes, or the Sentinels and the primary they name. Every one of
 /// those URLs must be `rediss://`, so that no certificate sits beside a plain connection.
@@ -153,6 +170,26 @@ mod tests {
             .is_empty());
         let old = Settings::from_toml("[redis]\npool_size = 16\n").expect("old file loads");
         assert_eq!(old.ignored_keys, vec!["redis.pool_size".to_string()]);
+    }
+
+    /// A URL redis-rs refuses (a database that is no number, an unknown protocol)
+    /// passed `config check`; the worker then ended with exit 1 naming no key.
+    #[test]
+    fn a_redis_url_the_client_refuses_names_its_key() {
+        for (toml, key) in [
+            ("[redis]\nurl = \"redis://127.0.0.1:6379/x\"\n", "redis.url"),
+            (
+                "[redis]\nurl = \"redis://127.0.0.1:6379/0?protocol=bogus\"\n",
+                "redis.url",
+            ),
+            (
+                "[redis]\nsentinels = [\"redis://127.0.0.1:26379/y\"]\n",
+                "redis.sentinels",
+            ),
+        ] {
+            let e = err(toml);
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]
