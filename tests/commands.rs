@@ -1223,3 +1223,56 @@ fn a_closed_standard_error_changes_no_exit_code() {
     // A closed port: not up, and the summary goes to the closed standard error.
     assert_eq!(run(&["check", "http://127.0.59.61:1/"], &config), Some(1));
 }
+
+/// One line of a `--file` that is not UTF-8 ended the whole run ("cannot read: stream
+/// did not contain valid UTF-8", exit 1, the lines after it never checked), and a line
+/// without end was read whole into memory. Each is now that line's `invalid` result.
+#[test]
+fn a_bad_line_in_a_list_is_its_own_invalid_result_and_the_rest_is_checked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("check.toml");
+    std::fs::write(
+        &config,
+        "[targets]\nallow_private = true\n[probe]\nattempts = 1\n",
+    )
+    .expect("config");
+    let list = dir.path().join("list.txt");
+    let mut bytes = b"http://127.0.59.62:1/first\n\xff\xfe bad bytes\n".to_vec();
+    bytes.extend(vec![b'a'; 200_000]);
+    bytes.extend(b"\nhttp://127.0.59.62:1/last\n");
+    std::fs::write(&list, bytes).expect("list");
+    let out = picket_command(
+        &["check", "--json", "--file", list.to_str().expect("path")],
+        &config,
+    )
+    .output()
+    .expect("picket ran");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let results: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(results.len(), 4, "{text}");
+    assert_eq!(results[0]["reason"], "connect", "{}", results[0]);
+    assert_eq!(results[1]["verdict"], "invalid", "{}", results[1]);
+    assert!(results[1]["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("UTF-8"));
+    assert_eq!(results[2]["verdict"], "invalid", "{}", results[2]);
+    assert!(results[2]["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("longer"));
+    assert_eq!(
+        results[3]["url"], "http://127.0.59.62:1/last",
+        "{}",
+        results[3]
+    );
+}

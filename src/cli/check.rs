@@ -54,12 +54,23 @@ const CHUNK: usize = 256;
 const CHUNKS_AHEAD: usize = 4;
 
 /// One input line, or why the input could not be read.
-type Line = anyhow::Result<String>;
+type Line = anyhow::Result<Input>;
+
+/// One line of input: its text, or why it has none that can be checked. A bad line is
+/// that line's `invalid` result; the lines after it are checked all the same.
+enum Input {
+    Text(String),
+    /// Line `.0` of its file: bytes that are not UTF-8.
+    NotUtf8(usize),
+    /// Line `.0` of its file: `.1` bytes, longer than a job message may be
+    /// (`amqp.max_message_bytes`), skipped unread.
+    TooLong(usize, usize),
+}
 
 /// Reads the lines of a file, or of stdin for `-`, on a thread of its own (a blocked
 /// read of stdin never holds up the probes or the end of the run), skipping blanks and
 /// `#` comments. The file is opened now, so a missing one is a usage error at once.
-fn read_lines(source: &str) -> anyhow::Result<BoxStream<'static, Line>> {
+fn read_lines(source: &str, max_bytes: usize) -> anyhow::Result<BoxStream<'static, Line>> {
     let input: Box<dyn std::io::Read + Send> = if source == "-" {
         Box::new(std::io::stdin())
     } else {
@@ -71,7 +82,7 @@ fn read_lines(source: &str) -> anyhow::Result<BoxStream<'static, Line>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Line>>(CHUNKS_AHEAD);
     let name = source.to_string();
     std::thread::spawn(move || match super::input::utf8(reader) {
-        Ok(reader) => read_chunks(reader, &name, &tx),
+        Ok(reader) => read_chunks(reader, &name, max_bytes, &tx),
         Err(e) => {
             let e = anyhow::Error::new(e).context(format!("{name}: cannot read"));
             let _ = tx.blocking_send(vec![Err(e)]);
@@ -88,18 +99,25 @@ fn read_lines(source: &str) -> anyhow::Result<BoxStream<'static, Line>> {
 fn read_chunks(
     mut reader: std::io::BufReader<Box<dyn std::io::Read + Send>>,
     name: &str,
+    max_bytes: usize,
     tx: &tokio::sync::mpsc::Sender<Vec<Line>>,
 ) {
     let mut chunk = Vec::with_capacity(CHUNK);
-    let mut text = String::new();
+    let mut bytes = Vec::new();
+    let mut line_no = 0;
     loop {
-        text.clear();
-        let (line, end) = match reader.read_line(&mut text) {
-            Ok(0) => (None, true),
-            Ok(_) => {
-                let kept = super::input::text(&text);
-                (kept.map(|t| Ok(t.to_string())), false)
-            }
+        bytes.clear();
+        line_no += 1;
+        let (line, end) = match read_line_within(&mut reader, &mut bytes, max_bytes) {
+            Ok((0, _)) => (None, true),
+            Ok((n, false)) => (Some(Ok(Input::TooLong(line_no, n))), false),
+            Ok((_, true)) => match std::str::from_utf8(&bytes) {
+                Ok(text) => (
+                    super::input::text(text).map(|t| Ok(Input::Text(t.into()))),
+                    false,
+                ),
+                Err(_) => (Some(Ok(Input::NotUtf8(line_no))), false),
+            },
             Err(e) => (
                 Some(Err(
                     anyhow::Error::new(e).context(format!("{name}: cannot read"))
@@ -120,22 +138,56 @@ fn read_chunks(
     }
 }
 
+/// Reads one line into `bytes`, keeping at most `max_bytes` of it: the bytes the line
+/// had (its end included) and whether it was kept whole. The rest of a longer line is
+/// read past, so a file without line ends is never held in memory.
+fn read_line_within(
+    reader: &mut impl std::io::BufRead,
+    bytes: &mut Vec<u8>,
+    max_bytes: usize,
+) -> std::io::Result<(usize, bool)> {
+    use std::io::Read as _;
+    let limit = u64::try_from(max_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(2);
+    let n = reader.by_ref().take(limit).read_until(b'\n', bytes)?;
+    if n == 0 || bytes.ends_with(b"\n") || bytes.len() <= max_bytes {
+        return Ok((n, true));
+    }
+    let mut skipped = n;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((skipped, false));
+        }
+        let (used, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        reader.consume(used);
+        skipped += used;
+        if done {
+            return Ok((skipped, false));
+        }
+    }
+}
+
 /// The input lines in order (the arguments, with stdin where `-` is, then `--file`),
 /// each read when the probes are ready for it.
-fn inputs(args: &CheckArgs) -> anyhow::Result<BoxStream<'static, Line>> {
+fn inputs(args: &CheckArgs, max_bytes: usize) -> anyhow::Result<BoxStream<'static, Line>> {
     if args.urls.is_empty() && args.file.is_none() {
         return Err(nothing_to_check());
     }
     let mut parts = Vec::new();
     for u in &args.urls {
         if u == "-" {
-            parts.push(read_lines("-")?);
+            parts.push(read_lines("-", max_bytes)?);
         } else {
-            parts.push(futures_util::stream::iter([Ok(u.clone())]).boxed());
+            parts.push(futures_util::stream::iter([Ok(Input::Text(u.clone()))]).boxed());
         }
     }
     if let Some(f) = &args.file {
-        parts.push(read_lines(f)?);
+        parts.push(read_lines(f, max_bytes)?);
     }
     Ok(futures_util::stream::iter(parts).flatten().boxed())
 }
@@ -145,7 +197,7 @@ fn nothing_to_check() -> anyhow::Error {
 }
 
 /// Probes one input line: a job JSON object or a URL.
-async fn check_one(engine: &Engine, line: String, n: usize, max_bytes: usize) -> Report {
+async fn check_one(engine: &Engine, input: Input, n: usize, max_bytes: usize) -> Report {
     let id = format!("check-{n}");
     let delivery = Delivery {
         id: &id,
@@ -157,6 +209,19 @@ async fn check_one(engine: &Engine, line: String, n: usize, max_bytes: usize) ->
         key: None,
         meta: None,
         detail,
+    };
+    let line = match input {
+        Input::Text(line) => line,
+        Input::NotUtf8(line) => {
+            let r = rejected(String::new(), format!("line {line}: the line is not UTF-8"));
+            return engine.rejected(&r, delivery).await;
+        }
+        Input::TooLong(line, len) => {
+            let why = format!("line {line}: the line is {len} bytes, longer than {max_bytes}");
+            return engine
+                .rejected(&rejected(String::new(), why), delivery)
+                .await;
+        }
     };
     if line.starts_with('{') {
         match decode(line.as_bytes(), &id, max_bytes) {
@@ -196,7 +261,8 @@ fn progress(style: Style) -> indicatif::ProgressBar {
 /// Nothing to check, unreadable input ([`UsageError`]), set-up failures, or stdout
 /// that cannot be written.
 pub(crate) async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<Exit> {
-    let lines = inputs(&args)?;
+    let max = settings.amqp.max_message_bytes;
+    let lines = inputs(&args, max)?;
     let style = Style::detect(args.json);
     let bar = progress(style);
     let limiter: Arc<dyn Limiter> = Arc::new(LocalLimiter::new(&settings.rate_limit));
@@ -206,7 +272,6 @@ pub(crate) async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<E
         limiter,
     )?);
     let started = Instant::now();
-    let max = settings.amqp.max_message_bytes;
     let counted = bar.clone();
     let mut results = lines
         .enumerate()
