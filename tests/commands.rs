@@ -1276,3 +1276,23 @@ fn a_bad_line_in_a_list_is_its_own_invalid_result_and_the_rest_is_checked() {
         results[3]
     );
 }
+
+/// `PICKET_PROBE__TIMEOUT=1s` (one underscore) was dropped without a word, and
+/// `config check` said "no environment variables": the operator believed it was set.
+#[test]
+fn an_environment_variable_that_is_no_setting_is_told() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("check.toml");
+    std::fs::write(&config, "").expect("config");
+    for args in [&["config", "check"][..], &["check", "http://[::1"][..]] {
+        let out = picket_command(args, &config)
+            .env("PICKET_PROBE__TIMEOUT", "1s")
+            .output()
+            .expect("picket ran");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("PICKET_PROBE__TIMEOUT") && err.contains("PICKET__"),
+            "{args:?}: {err}"
+        );
+    }
+}

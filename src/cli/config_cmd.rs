@@ -30,6 +30,9 @@ fn environment() -> HashMap<String, String> {
 /// Runs `picket config check|show` (no runtime needed).
 pub(crate) fn run(command: &ConfigCommand, file: Option<&Path>) -> Exit {
     let env = environment();
+    for var in origin::stray_env(std::env::vars().map(|(k, _)| k)) {
+        say!("picket: warning: {}", origin::stray_env_warning(&var));
+    }
     // Validation first: `show` of a configuration the worker would refuse says so.
     if let Err(e) = Settings::load_with_env(file, env.clone()) {
         say!("picket: {e}");

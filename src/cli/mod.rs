@@ -132,6 +132,9 @@ fn run(cli: Cli) -> Exit {
     };
     let quiet = !matches!(cli.command, Command::Worker);
     crate::app::init_logging(&settings, quiet);
+    for var in crate::config::origin::stray_env(std::env::vars().map(|(k, _)| k)) {
+        tracing::warn!("{}", crate::config::origin::stray_env_warning(&var));
+    }
     crate::app::raise_file_limit(settings.probe.concurrency);
     let runtime = match runtime(&settings, &cli.command) {
         Ok(r) => r,

@@ -62,6 +62,36 @@ pub(crate) fn env_var(key: &str) -> String {
     )
 }
 
+/// Variables named like picket's that picket does not read as settings.
+const OTHER_VARS: &[&str] = &[
+    "PICKET_CONFIG",
+    "PICKET_TEST_CRASH",
+    "PICKET_TEST_LOG",
+    "PICKET_SCHEMA_WRITE",
+];
+
+/// The environment variables in `vars` that look meant for picket but are no setting
+/// (`PICKET_PROBE__TIMEOUT`, one underscore short; `PICKETS__…`): they were dropped
+/// without a word, and the operator believed them set. Told, not refused: a variable of
+/// some other tool's that happens to start so must not stop a worker.
+pub(crate) fn stray_env(vars: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut stray: Vec<String> = vars
+        .into_iter()
+        .filter(|v| v.to_ascii_uppercase().starts_with("PICKET"))
+        .filter(|v| !v.starts_with(ENV_PREFIX) && !OTHER_VARS.contains(&v.as_str()))
+        .collect();
+    stray.sort();
+    stray
+}
+
+/// What to say of a [`stray_env`] variable.
+pub(crate) fn stray_env_warning(var: &str) -> String {
+    format!(
+        "environment variable {var} is not read: settings are {ENV_PREFIX}SECTION__KEY \
+         (two underscores after PICKET and between levels)"
+    )
+}
+
 fn env_key(var: &str) -> Option<String> {
     var.strip_prefix(ENV_PREFIX)
         .map(|k| k.to_ascii_lowercase().replace("__", "."))
@@ -313,6 +343,21 @@ fn json(v: &Value) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_variables_named_like_settings_but_not_read_are_stray() {
+        let vars = [
+            "PICKET_PROBE__TIMEOUT",
+            "PICKETS__PROBE__TIMEOUT",
+            "PICKET__PROBE__TIMEOUT",
+            "PICKET_CONFIG",
+            "PATH",
+        ];
+        assert_eq!(
+            stray_env(vars.iter().map(|v| v.to_string())),
+            vec!["PICKETS__PROBE__TIMEOUT", "PICKET_PROBE__TIMEOUT"]
+        );
+    }
 
     fn env(vars: &[(&str, &str)]) -> HashMap<String, String> {
         vars.iter()
