@@ -1296,3 +1296,28 @@ fn an_environment_variable_that_is_no_setting_is_told() {
         );
     }
 }
+
+/// A wrong password was hinted at as a broker not running ("is RabbitMQ running and
+/// reachable there?"), sending the operator to the network instead of the credentials.
+#[test]
+fn a_refused_login_is_hinted_at_the_credentials() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("wrong.toml");
+    let port = crate::support::servers().rabbit.port();
+    std::fs::write(
+        &path,
+        format!(
+            "[amqp]\nurl = \"amqp://guest:wrong@127.0.0.1:{port}/%2f\"\nconnect_timeout = \"5s\"\n"
+        ),
+    )
+    .expect("config");
+    let out = run_with_stdin(picket_command(&["enqueue"], &path), "http://a.example/\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("is RabbitMQ running"), "{err}");
+    assert!(err.contains("password"), "{err}");
+    assert!(
+        !err.contains("wrong"),
+        "the password is never printed: {err}"
+    );
+}

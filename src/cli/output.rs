@@ -285,6 +285,18 @@ pub(crate) fn hint(e: &anyhow::Error) -> Option<String> {
     });
     match amqp {
         Some(e) if e.ended_in_tls() => Some(format!("hint: {}", crate::amqp::TLS_HINT)),
+        // The broker answered: it is running, and refused who we said we are.
+        Some(AmqpError::Connect { message, .. }) if message.contains("ACCESS_REFUSED") => Some(
+            "hint: RabbitMQ refused the login: check the user name and password in amqp.url \
+             (`picket config show` prints the URL in use, password hidden, and where it came \
+             from)."
+                .to_string(),
+        ),
+        Some(AmqpError::Connect { message, .. }) if message.contains("NOT_ALLOWED") => Some(
+            "hint: RabbitMQ refused this user the virtual host named at the end of amqp.url \
+             (%2f is the default, \"/\"): grant it with rabbitmqctl set_permissions."
+                .to_string(),
+        ),
         Some(AmqpError::Connect { .. }) => Some(
             "hint: is RabbitMQ running and reachable there? Set the broker with amqp.url in the \
              configuration file (--config or PICKET_CONFIG) or PICKET__AMQP__URL; \

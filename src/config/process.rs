@@ -106,6 +106,10 @@ impl TryFrom<RawLog> for LogSettings {
                 ))
             }
         };
+        // Read now: a filter the log cannot read fell back to `info` without a word.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&l.level) {
+            return Err(invalid("log.level", format!("{:?}: {e}", l.level)));
+        }
         Ok(LogSettings {
             format,
             level: l.level,
@@ -146,6 +150,14 @@ impl TryFrom<RawWorker> for WorkerSettings {
 mod tests {
     use super::super::{err, Settings};
     use super::*;
+
+    /// `log.level = "bogus=="` was accepted, and the log fell back to `info` unsaid.
+    #[test]
+    fn a_log_level_the_filter_cannot_read_names_its_key() {
+        assert!(err("[log]\nlevel = \"bogus==\"\n").contains("log.level"));
+        let s = Settings::from_toml("[log]\nlevel = \"warn,picket=debug\"\n").expect("a filter");
+        assert_eq!(s.log.level, "warn,picket=debug");
+    }
 
     #[test]
     fn runtime_threads_default_to_one_per_core_and_are_bounded() {
