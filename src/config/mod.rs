@@ -135,12 +135,7 @@ impl Settings {
         let mut builder =
             Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError::Load(format!(
-                    "{}: no such file",
-                    path.display()
-                )));
-            }
+            readable_text(path)?;
             builder = builder.add_source(File::from(path).format(FileFormat::Toml));
         }
         let env_map: std::collections::HashMap<String, String> = env
@@ -205,6 +200,24 @@ impl Settings {
 }
 
 /// The message of the error `toml` (over the defaults) is refused with.
+/// Checks that the configuration file at `path` can be read as text, saying why not
+/// and where: a directory was called "no such file", an unreadable file a bare
+/// "Permission denied", and bytes that are not UTF-8 were replaced without a word.
+fn readable_text(path: &Path) -> Result<(), ConfigError> {
+    let at = |why: String| ConfigError::Load(format!("{}: {why}", path.display()));
+    if path.is_dir() {
+        return Err(at("is a directory, not a configuration file".into()));
+    }
+    if !path.exists() {
+        return Err(at("no such file".into()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| at(format!("cannot read: {e}")))?;
+    if let Err(e) = std::str::from_utf8(&bytes) {
+        return Err(at(format!("not UTF-8 text (at byte {})", e.valid_up_to())));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 fn err(toml: &str) -> String {
     Settings::from_toml(toml)
@@ -220,6 +233,28 @@ mod tests {
 
     /// Values no operator means but a typo makes: a clear error (exit 2), never a panic,
     /// and nothing built from settings that pass panics either.
+    /// A directory, an unreadable file and one that is not UTF-8 were told as "no such
+    /// file", as a bare "Permission denied" without the path, or read with the bad bytes
+    /// replaced (a worker name of "a\u{fffd}b") and called valid.
+    #[test]
+    fn a_config_file_that_cannot_be_read_says_why_and_where() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let load = |p: &std::path::Path| {
+            Settings::load_with_env(Some(p), Vec::new())
+                .expect_err("refused")
+                .to_string()
+        };
+        let e = load(dir.path());
+        assert!(
+            e.contains("directory") && e.contains(&dir.path().display().to_string()),
+            "{e}"
+        );
+        let bad = dir.path().join("latin1.toml");
+        std::fs::write(&bad, b"[worker]\nname = \"a\xe9b\"\n").expect("write");
+        let e = load(&bad);
+        assert!(e.contains("UTF-8") && e.contains("latin1.toml"), "{e}");
+    }
+
     #[test]
     fn exotic_values_are_refused_or_work_never_panic() {
         let long = "q".repeat(300);
