@@ -41,6 +41,9 @@ pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
         // Colours only for a person at a terminal: in a file, journald or `docker
         // logs` the escape codes are noise that breaks every grep.
         .with_ansi(std::io::stderr().is_terminal())
+        // A line that cannot be written (stderr closed or full) is dropped: reporting
+        // it goes through `eprintln!`, which panics on the same stderr (exit 101).
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let _ = if json {
         let inner = tracing_subscriber::fmt::format()
