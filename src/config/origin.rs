@@ -70,14 +70,16 @@ const OTHER_VARS: &[&str] = &[
     "PICKET_SCHEMA_WRITE",
 ];
 
-/// The environment variables in `vars` that look meant for picket but are no setting
-/// (`PICKET_PROBE__TIMEOUT`, one underscore short; `PICKETS__…`): they were dropped
-/// without a word, and the operator believed them set. Told, not refused: a variable of
-/// some other tool's that happens to start so must not stop a worker.
+/// The environment variables in `vars` that look meant as picket's settings but are
+/// not read (`PICKET_PROBE__TIMEOUT`, one underscore short; `PICKETS__…`): they were
+/// dropped without a word, and the operator believed them set. Only names with a `__`
+/// (a setting's separator): Kubernetes gives every pod `PICKET_SERVICE_HOST`,
+/// `PICKET_PORT_9464_TCP` and the like for a Service named `picket`. Told, not refused:
+/// some other tool's variable must not stop a worker.
 pub(crate) fn stray_env(vars: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut stray: Vec<String> = vars
         .into_iter()
-        .filter(|v| v.to_ascii_uppercase().starts_with("PICKET"))
+        .filter(|v| v.to_ascii_uppercase().starts_with("PICKET") && v.contains("__"))
         .filter(|v| !v.starts_with(ENV_PREFIX) && !OTHER_VARS.contains(&v.as_str()))
         .collect();
     stray.sort();
@@ -352,6 +354,9 @@ mod tests {
             "PICKET__PROBE__TIMEOUT",
             "PICKET_CONFIG",
             "PATH",
+            // Kubernetes's links to a Service named `picket`: not meant for picket.
+            "PICKET_SERVICE_HOST",
+            "PICKET_PORT_9464_TCP_ADDR",
         ];
         assert_eq!(
             stray_env(vars.iter().map(|v| v.to_string())),
