@@ -211,6 +211,10 @@ fn readable_text(path: &Path) -> Result<(), ConfigError> {
     if !path.exists() {
         return Err(at("no such file".into()));
     }
+    // A pipe or a device would be read to its end, or for ever.
+    if !path.is_file() {
+        return Err(at("not a regular file".into()));
+    }
     let bytes = std::fs::read(path).map_err(|e| at(format!("cannot read: {e}")))?;
     if let Err(e) = std::str::from_utf8(&bytes) {
         return Err(at(format!("not UTF-8 text (at byte {})", e.valid_up_to())));
@@ -249,6 +253,8 @@ mod tests {
             e.contains("directory") && e.contains(&dir.path().display().to_string()),
             "{e}"
         );
+        let e = load(std::path::Path::new("/dev/null"));
+        assert!(e.contains("not a regular file"), "{e}");
         let bad = dir.path().join("latin1.toml");
         std::fs::write(&bad, b"[worker]\nname = \"a\xe9b\"\n").expect("write");
         let e = load(&bad);
