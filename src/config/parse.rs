@@ -134,12 +134,16 @@ pub(super) fn pem_certificates(key: &str, path: &std::path::Path) -> Result<(), 
     use rustls::pki_types::CertificateDer;
     let at = |why: String| invalid(key, format!("{}: {why}", path.display()));
     let pem = std::fs::read(path).map_err(|e| at(format!("cannot read: {e}")))?;
-    let mut certificates = 0;
+    // Parsed as the TLS set-up parses them: a PEM block of base64 that is no X.509
+    // certificate passes the PEM reading alone.
+    let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        cert.map_err(|e| at(format!("not a PEM certificate: {e}")))?;
-        certificates += 1;
+        let cert = cert.map_err(|e| at(format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| at(format!("not a certificate: {e}")))?;
     }
-    if certificates == 0 {
+    if roots.is_empty() {
         return Err(at("holds no PEM certificate".into()));
     }
     Ok(())

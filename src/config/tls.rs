@@ -95,6 +95,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let junk = dir.path().join("ca.pem");
         std::fs::write(&junk, "not a certificate\n").expect("write");
+        let hello = dir.path().join("hello.pem");
+        std::fs::write(
+            &hello,
+            "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let e = err(&format!("[tls]\nextra_ca_file = \"{}\"\n", hello.display()));
+        assert!(
+            e.contains("tls.extra_ca_file") && e.contains("certificate"),
+            "{e}"
+        );
         let broken = dir.path().join("broken.pem");
         std::fs::write(
             &broken,
