@@ -111,6 +111,10 @@ fn read_chunks(
         let (line, end) = match read_line_within(&mut reader, &mut bytes, max_bytes) {
             Ok((0, _)) => (None, true),
             Ok((n, false)) => (Some(Ok(Input::TooLong(line_no, n))), false),
+            Ok((_, true)) if super::input::is_comment(&bytes) => (None, false),
+            Ok((n, true)) if bytes.trim_ascii_end().len() > max_bytes => {
+                (Some(Ok(Input::TooLong(line_no, n))), false)
+            }
             Ok((_, true)) => match std::str::from_utf8(&bytes) {
                 Ok(text) => (
                     super::input::text(text).map(|t| Ok(Input::Text(t.into()))),

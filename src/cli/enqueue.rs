@@ -336,6 +336,9 @@ async fn publish_all(
             continue;
         }
         progress.read += 1;
+        if super::input::is_comment(&buf) {
+            continue;
+        }
         let text = match std::str::from_utf8(&buf) {
             Ok(t) => match super::input::text(t) {
                 Some(t) => t,

@@ -19,6 +19,13 @@ pub(crate) fn text(line: &str) -> Option<&str> {
     (!t.is_empty() && !t.starts_with('#')).then_some(t)
 }
 
+/// Whether `line` is a `#` comment, whatever its bytes (a comment in Latin-1 is still a
+/// comment, not a line that is no UTF-8).
+pub(crate) fn is_comment(line: &[u8]) -> bool {
+    let start = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
+    start.trim_ascii_start().starts_with(b"#")
+}
+
 /// The UTF-16 encoding whose byte order mark `head` starts with, if any.
 fn utf16(head: &[u8]) -> Option<&'static Encoding> {
     Encoding::for_bom(head)
