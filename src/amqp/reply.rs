@@ -29,6 +29,9 @@ pub(super) struct Replies {
     settings: Arc<AmqpSettings>,
     worker_name: String,
     link: tokio::sync::Mutex<Option<Arc<Link>>>,
+    /// Set by [`Replies::close`]: no connection is opened after it (a job finishing
+    /// late would open one that nothing closes).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The reply connection and its confirm channels.
@@ -51,6 +54,7 @@ impl Replies {
             settings,
             worker_name: worker_name.to_string(),
             link: tokio::sync::Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -88,6 +92,9 @@ impl Replies {
         if let Some(old) = current.take() {
             close_connection(&old.conn, "reply connection broken").await;
         }
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AmqpError::Topology("the worker is shutting down".into()));
+        }
         let name = connection_name("replies", Some(&self.worker_name));
         let conn = connect(&self.settings, &name).await?;
         let broken = CancellationToken::new();
@@ -118,8 +125,32 @@ impl Replies {
 
     /// Closes the reply connection, if one is open (the worker is shutting down).
     pub(super) async fn close(&self) {
-        if let Some(link) = self.link.lock().await.take() {
+        let mut current = self.link.lock().await;
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(link) = current.take() {
             close_connection(&link.conn, "picket worker shutting down").await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job finishing after the worker closed its replies opened a connection that
+    /// nothing closed.
+    #[tokio::test]
+    async fn no_reply_connection_is_opened_once_closed() {
+        let settings = crate::config::Settings::from_toml(
+            "[amqp]\nurl = \"amqp://guest:guest@127.0.0.1:1/%2f\"\nconnect_timeout = \"1s\"\n",
+        )
+        .expect("settings");
+        let replies = Replies::new(Arc::new(settings.amqp), "w");
+        replies.close().await;
+        match replies.link().await {
+            Err(AmqpError::Topology(why)) => assert!(why.contains("shutting down"), "{why}"),
+            Err(e) => panic!("tried to connect: {e}"),
+            Ok(_) => panic!("a connection after close"),
         }
     }
 }
