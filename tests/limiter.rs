@@ -221,6 +221,31 @@ async fn an_ip_paused_while_a_request_waits_for_its_slot_holds_it_too() {
     assert!(waited >= Duration::from_millis(2900), "{waited:?}");
 }
 
+/// An IP paused because several of its hosts asked for long pauses is such a pause for
+/// its other hosts too, in every worker: a request that may not wait it out is
+/// answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_ip_pause_is_bounded_by_max_pause() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "wa");
+    let b = limiter(&s, Duration::from_secs(30), "wb");
+    let now = |host| req(host, Duration::ZERO);
+    a.hold(now("a.test"), Hold::Asked(Duration::from_secs(120)))
+        .await;
+    a.hold(now("b.test"), Hold::Asked(Duration::from_secs(120)))
+        .await;
+    let check = Request {
+        max_pause: Duration::from_secs(5),
+        ..req("c.test", Duration::from_secs(600))
+    };
+    let t0 = Instant::now();
+    let grant = tokio::time::timeout(Duration::from_secs(10), b.acquire(check))
+        .await
+        .expect("answered within 10 s, not after the IP's two minutes");
+    assert!(matches!(grant, Grant::Paused(_)));
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connections_hold_the_ip_once_for_all_workers() {
     let s = settings(100.0, 10, 10);

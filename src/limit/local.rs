@@ -196,7 +196,8 @@ impl LocalLimiter {
         })
     }
 
-    /// The hold on `req.host` now, with what is left of it.
+    /// The longest hold on `req.host` now, with what is left of it: its own, or its IP's
+    /// pause while several hosts are held (a pause they asked for).
     fn host_held(&self, req: &Request<'_>) -> Option<Hold> {
         let key = self.rules.key(req);
         let map = self
@@ -204,7 +205,14 @@ impl LocalLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let host = req.host.to_ascii_lowercase();
-        map.get(&key)?.standing.host_held(&host, Instant::now())
+        let standing = &map.get(&key)?.standing;
+        let now = Instant::now();
+        let own = standing.host_held(&host, now);
+        let ip = standing.ip_pause_left(now).map(Hold::Asked);
+        match (own, ip) {
+            (Some(a), Some(b)) if b.pause() > a.pause() => Some(b),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Books the next slot for `key` unless the wait would exceed `max_wait`, or the
@@ -893,6 +901,25 @@ mod retry_after_per_host {
             .await;
         let waited = waiting.await.expect("the waiting request");
         assert!(waited >= Duration::from_millis(3200), "{waited:?}");
+    }
+
+    /// An IP paused because several of its hosts asked for long pauses is such a pause
+    /// for its other hosts too: `picket check` answers at once rather than wait it out.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_ip_pause_is_bounded_by_max_pause() {
+        let l = limiter();
+        l.hold(on("a.test"), Hold::Asked(Duration::from_secs(120)))
+            .await;
+        l.hold(on("b.test"), Hold::Asked(Duration::from_secs(120)))
+            .await;
+        let t0 = Instant::now();
+        let check = Request {
+            max_wait: Duration::from_secs(600),
+            max_pause: Duration::from_secs(5),
+            ..on("c.test")
+        };
+        assert!(matches!(l.acquire(check).await, Grant::Paused(_)));
+        assert_eq!(t0.elapsed(), Duration::ZERO, "answered at once");
     }
 
     #[tokio::test(start_paused = true)]

@@ -51,8 +51,9 @@ if carried > tat and carried > now then
   tat = carried
   redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
 end
-local st = redis.call('HMGET', KEYS[3], 'level', 'hold:' .. ARGV[7], 'ours:' .. ARGV[7])
-local asked = tonumber(st[2] or '0')
+local st = redis.call('HMGET', KEYS[3], 'level', 'hold:' .. ARGV[7], 'ours:' .. ARGV[7], 'pause')
+-- The IP's pause while several of its hosts are held is a pause they asked for.
+local asked = math.max(tonumber(st[2] or '0'), tonumber(st[4] or '0'))
 local held = math.max(asked, tonumber(st[3] or '0'))
 if held > now then
   local left = math.ceil(held - now)
@@ -141,9 +142,9 @@ return 1
 
 /// A host is held. KEYS: tat, standing. ARGV: pause_ms, interval_ms, burst, host,
 /// storm_hosts, kind (`hold`: the host asked, `Retry-After`; `ours`: our own hold).
-/// Holds the host (the field of the other kind is dropped); when `storm_hosts` hosts are
-/// held at once, the whole IP too, until the earliest of their holds ends. Returns the
-/// hosts held.
+/// Holds the host (the field of the other kind is dropped); when `storm_hosts` hosts
+/// asked for a pause at once, the whole IP too (field `pause`, and the arrival time
+/// pushed), until the earliest of their holds ends. Returns the hosts that asked.
 pub(crate) const HOLD: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -161,7 +162,7 @@ for i = 1, #all, 2 do
     local u = tonumber(all[i + 1])
     if u <= now then
       redis.call('HDEL', KEYS[2], all[i])
-    else
+    elseif kind == 'hold:' then
       active = active + 1
       if earliest == nil or u < earliest then earliest = u end
     end

@@ -335,6 +335,9 @@ pub(crate) struct Standing {
     last: Option<Instant>,
     /// (host, until, how) of the holds on single hosts.
     host_holds: Vec<(String, Instant, Hold)>,
+    /// The end of the IP's pause while several of its hosts are held: the earliest end
+    /// of their holds when the last of them began (the Redis script `HOLD`'s `pause`).
+    paused_until: Option<Instant>,
     /// When the server itself last refused us, and how ([`Signal::code`]).
     server_refused: Option<(Instant, u16)>,
     /// (host, when) of the refusals taken for a refusal of us, to know a host that
@@ -466,7 +469,8 @@ impl Standing {
     }
 
     /// `host` is held (`hold`, from `now`). Returns when the whole IP is to be held:
-    /// when several hosts are held at once, until the earliest release.
+    /// when several hosts asked for a pause at once, until the earliest release. Holds of
+    /// ours pause no IP: several hosts refusing us is [`Self`]'s refusal of us already.
     pub(crate) fn hold_host(&mut self, host: &str, hold: Hold, now: Instant) -> Option<Instant> {
         self.host_holds.retain(|(h, u, _)| h != host && *u > now);
         if self.host_holds.len() >= MAX_HOSTS {
@@ -474,11 +478,15 @@ impl Standing {
         }
         self.host_holds
             .push((host.to_string(), now + hold.pause(), hold));
-        if self.host_holds.len() >= STORM_HOSTS {
-            self.host_holds.iter().map(|(_, u, _)| *u).min()
-        } else {
-            None
+        let asked = self
+            .host_holds
+            .iter()
+            .filter(|(_, _, h)| matches!(h, Hold::Asked(_)));
+        if asked.clone().count() < STORM_HOSTS {
+            return None;
         }
+        self.paused_until = asked.map(|(_, u, _)| *u).min();
+        self.paused_until
     }
 
     /// Whether the IP is in a back-off hold at `now`.
@@ -486,9 +494,15 @@ impl Standing {
         self.until.is_some_and(|u| u > now)
     }
 
-    /// Whether several hosts are held at `now`, and with them the IP ([`Self::hold_host`]).
+    /// Whether the IP is paused at `now` because several of its hosts are held
+    /// ([`Self::hold_host`]).
     pub(crate) fn ip_paused(&self, now: Instant) -> bool {
-        self.host_holds.iter().filter(|(_, u, _)| *u > now).count() >= STORM_HOSTS
+        self.ip_pause_left(now).is_some()
+    }
+
+    /// What is left at `now` of the IP's pause while several of its hosts are held.
+    pub(crate) fn ip_pause_left(&self, now: Instant) -> Option<Duration> {
+        self.paused_until.filter(|u| *u > now).map(|u| u - now)
     }
 
     /// The hold on `host` at `now`, with what is left of it.
@@ -895,6 +909,27 @@ mod tests {
             p.observe(Duration::from_millis(10));
         }
         assert_eq!(p.interval_ms(), 0.0);
+    }
+
+    /// The IP's pause runs to the earliest end of the holds that made it, as the Redis
+    /// script `HOLD` keeps it (field `pause`): a later host's hold does not lengthen it.
+    #[test]
+    fn an_ip_pause_ends_with_the_earliest_hold_that_made_it() {
+        let t0 = Instant::now();
+        let mut s = Standing::default();
+        let asked = |secs| Hold::Asked(Duration::from_secs(secs));
+        assert_eq!(s.hold_host("a", asked(3), t0), None);
+        assert_eq!(
+            s.hold_host("b", asked(100), t0),
+            Some(t0 + Duration::from_secs(3))
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        s.hold_host("c", asked(100), t1);
+        assert!(s.ip_paused(t0 + Duration::from_millis(2900)));
+        assert!(
+            !s.ip_paused(t0 + Duration::from_millis(3100)),
+            "b and c hold only themselves"
+        );
     }
 
     #[test]
