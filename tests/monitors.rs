@@ -281,7 +281,9 @@ async fn a_worker_killed_between_publish_and_ack_loses_no_change() {
 /// every copy has the same delivery id. A copy handed out and handed back before it was
 /// answered (a worker stopped with deliveries it had not started) was answered with the
 /// previous copy's report: `up` from minutes ago while the site was down, and the change
-/// up → down announced as down → up again.
+/// up → down announced as down → up again. (The previous copy's answer is made two
+/// minutes old in Redis: one given within a minute is taken for this copy's own, as a
+/// redelivery after a crash would need.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_a_repeated_job_handed_back_unanswered_is_checked_afresh() {
     let site = Site::start("127.0.40.20").await;
@@ -295,6 +297,7 @@ async fn a_copy_of_a_repeated_job_handed_back_unanswered_is_checked_afresh() {
     site.set_up(true);
     assert_eq!(one(&c, &s, job.clone()).await["verdict"], "up");
     worker.shutdown().await;
+    two_minutes_ago(&s, job["key"].as_str().expect("key")).await;
 
     site.set_up(false);
     c.job(&s, job.clone()).await;
@@ -318,6 +321,44 @@ async fn a_copy_of_a_repeated_job_handed_back_unanswered_is_checked_afresh() {
         "{r}"
     );
     assert_eq!(r["changed"], true, "{r}");
+}
+
+/// Moves the times of `key`'s memo and kept report two minutes back, as if its last
+/// answer had been given then.
+async fn two_minutes_ago(s: &Settings, key: &str) {
+    const BACK: u64 = 120_000;
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let (record_key, report_key) = RedisState::new(pool, &s.redis).keys(key);
+    let client = redis::Client::open(s.redis.url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let raw: String = redis::cmd("GET")
+        .arg(&record_key)
+        .query_async(&mut conn)
+        .await
+        .expect("the record");
+    let mut record: Value = serde_json::from_str(&raw).expect("record JSON");
+    for entry in record["m"].as_array_mut().expect("memo") {
+        entry[5] = json!(entry[5].as_u64().expect("when") - BACK);
+    }
+    let raw: String = redis::cmd("GET")
+        .arg(&report_key)
+        .query_async(&mut conn)
+        .await
+        .expect("the kept report");
+    let mut kept: Value = serde_json::from_str(&raw).expect("kept JSON");
+    kept["at"] = json!(kept["at"].as_u64().expect("at") - BACK);
+    for (k, v) in [(&record_key, record), (&report_key, kept)] {
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg(v.to_string())
+            .arg("KEEPTTL")
+            .query_async(&mut conn)
+            .await
+            .expect("set");
+    }
 }
 
 /// A Redis of the test's own (to stop, or to fill), a site on `ip` that can go down, and

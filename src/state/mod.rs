@@ -28,6 +28,20 @@ pub(crate) const MEMO_JOBS: usize = 8;
 /// the same message again and again from meeting an old answer after a crash.
 pub(crate) const MEMO_MAX_AGE_MS: u64 = 3_600_000;
 
+/// How long an answer under a delivery id shared by several messages
+/// ([`Memo::shared`]) is recalled for a redelivery. A message whose worker died between
+/// its step and its ack comes back at once (a dead connection is seen within a few
+/// heartbeats, a handed-back copy within a second): it must get its own answer, or the
+/// change it made is swallowed by a state that already has it. A later copy of a
+/// publisher's repeated job (a minute or more after the one answered) must not.
+pub(crate) const SHARED_RECALL_MS: u64 = 60_000;
+
+/// Whether a memo entry given at `at_ms`, `shared` or not, is recalled at `now_ms`.
+fn recallable(shared: bool, at_ms: u64, now_ms: u64) -> bool {
+    let age = now_ms.saturating_sub(at_ms);
+    age <= MEMO_MAX_AGE_MS && (!shared || age <= SHARED_RECALL_MS)
+}
+
 /// Which delivery of a message a result comes from.
 #[derive(Debug, Clone, Copy)]
 pub struct Delivery<'a> {
@@ -77,8 +91,8 @@ struct Memo {
     at_ms: u64,
     /// Several messages were answered under this delivery id: a publisher that sends
     /// the same message again and again, with no id of its own. A redelivery cannot tell
-    /// whose answer it was (an earlier copy's would be a stale verdict, a change
-    /// swallowed or told twice), so none is recalled.
+    /// whose answer it was (an earlier copy's would be a stale verdict, a change told
+    /// twice), so it is recalled only within [`SHARED_RECALL_MS`].
     shared: bool,
 }
 
@@ -93,7 +107,7 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
     let seen = record.memo.iter().position(|m| m.delivery == delivery.id);
     let recalled = seen.filter(|&i| {
         let m = &record.memo[i];
-        delivery.redelivered && !m.shared && now_ms.saturating_sub(m.at_ms) <= MEMO_MAX_AGE_MS
+        delivery.redelivered && recallable(m.shared, m.at_ms, now_ms)
     });
     let previous = match recalled {
         Some(i) if record.memo[i].verdict == verdict => return record.memo[i].answer,
@@ -103,7 +117,7 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
         None => record.verdict.map(|(v, _, _)| v),
     };
     // An id answered before and not this message's own first answer: copies share it.
-    let shared = seen.is_some() && recalled.is_none();
+    let shared = seen.is_some_and(|i| recalled.is_none() || record.memo[i].shared);
     if let Some(i) = seen {
         record.memo.remove(i);
     }
@@ -194,10 +208,10 @@ struct Kept {
 }
 
 /// Whether a redelivery of `delivery` gets the kept report again: the one its first
-/// delivery produced (`kept_for`, at `at_ms`), unless several messages share the id
-/// (`shared`) or the answer is older than a broker takes to hand an unacked message back.
+/// delivery produced (`kept_for`, at `at_ms`), when it is as recent as a memo entry must
+/// be to be recalled ([`recallable`]).
 pub(crate) fn replays(kept_for: &str, shared: bool, at_ms: u64, delivery: &str) -> bool {
-    kept_for == delivery && !shared && now_ms().saturating_sub(at_ms) <= MEMO_MAX_AGE_MS
+    kept_for == delivery && recallable(shared, at_ms, now_ms())
 }
 
 impl Kept {
@@ -427,21 +441,40 @@ mod tests {
 
     /// A publisher that sends the same message again and again (no message id, the same
     /// body) gives each copy the same delivery id: a copy handed out, not answered, and
-    /// handed out again never gets an earlier copy's answer (a false `up`, a change
-    /// swallowed).
+    /// handed out again later than a redelivery comes never gets an earlier copy's
+    /// answer (a false `up`, a change swallowed).
     #[test]
-    fn a_delivery_id_shared_by_copies_is_never_recalled_for_a_redelivery() {
+    fn a_delivery_id_shared_by_copies_is_not_recalled_once_a_minute_old() {
         let mut r = Record::default();
         step(&mut r, new("m"), Down, 1000);
         let second = step(&mut r, new("m"), Up, 2000);
         assert_eq!(second.previous, Some(Down));
-        let third = step(&mut r, again("m"), Down, 3000);
+        let later = 2000 + SHARED_RECALL_MS + 1;
+        let third = step(&mut r, again("m"), Down, later);
         assert_eq!(third.previous, Some(Up), "the key's verdict before it");
         assert!(third.changed(Down), "the change up → down is told");
     }
 
+    /// But a copy whose step was taken and whose worker died before it was acked comes
+    /// back at once: it gets its own answer, and the change it made is told again, not
+    /// swallowed by a state that already has it.
+    #[test]
+    fn a_shared_ids_redelivery_right_after_its_step_gets_its_answer() {
+        let mut r = Record::default();
+        step(&mut r, new("m"), Up, 1000);
+        let second = step(&mut r, new("m"), Down, 600_000);
+        assert_eq!(second.previous, Some(Up));
+        let again = step(&mut r, again("m"), Down, 610_000);
+        assert_eq!(
+            again.previous,
+            Some(Up),
+            "its first delivery's previous verdict"
+        );
+        assert!(again.changed(Down));
+    }
+
     #[tokio::test]
-    async fn a_delivery_id_shared_by_copies_replays_nothing() {
+    async fn a_delivery_id_shared_by_copies_replays_only_a_fresh_answer() {
         let store = MemoryState::default();
         store.step(&report("k", Down), new("m")).await;
         assert!(
@@ -450,8 +483,17 @@ mod tests {
         );
         store.step(&report("k", Up), new("m")).await;
         assert!(
+            store.replay("k", "m").await.is_some(),
+            "a redelivery right after the step: its answer"
+        );
+        if let Some(entry) = store.keys.lock().expect("lock").state.get_mut("k") {
+            if let Some(kept) = entry.1.as_mut() {
+                kept.at_ms -= SHARED_RECALL_MS + 1;
+            }
+        }
+        assert!(
             store.replay("k", "m").await.is_none(),
-            "two copies answered: whose answer is unknown"
+            "two copies answered, the last a minute ago: whose answer is unknown"
         );
     }
 

@@ -11,7 +11,10 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{fill, now_ms, replays, Answer, Delivery, StateStore, MEMO_JOBS, MEMO_MAX_AGE_MS};
+use super::{
+    fill, now_ms, replays, Answer, Delivery, StateStore, MEMO_JOBS, MEMO_MAX_AGE_MS,
+    SHARED_RECALL_MS,
+};
 use crate::config::RedisSettings;
 use crate::job::{Report, Verdict};
 use crate::metric;
@@ -19,7 +22,8 @@ use crate::redis_pool::{RedisConn, RedisPool};
 
 /// The transition of `super::step`, in Lua. KEYS: record, report. ARGV: delivery id,
 /// verdict, "1" when it is a verdict on the site, now (ms), state TTL (s), verdict TTL
-/// (s), the report's JSON, memo size, "1" when redelivered, memo age (ms). Returns
+/// (s), the report's JSON, memo size, "1" when redelivered, memo age (ms), shared memo
+/// age (ms: `super::SHARED_RECALL_MS`). Returns
 /// {previous verdict or "", streak, since (ms)}. A memo entry is {delivery id, verdict,
 /// previous, streak, since, when, shared} (`super::Memo`; entries written before
 /// `shared` existed read as not shared).
@@ -36,12 +40,14 @@ end
 local shared = false
 if at then
   local e = st.m[at]
-  if ARGV[9] == '1' and not e[7] and now - e[6] <= tonumber(ARGV[10]) then
+  local age = now - e[6]
+  if ARGV[9] == '1' and age <= tonumber(ARGV[10]) and (not e[7] or age <= tonumber(ARGV[11])) then
     if e[2] == v then return {e[3], e[4], e[5]} end
     prev = e[3]
   else
     shared = true
   end
+  if e[7] then shared = true end
   table.remove(st.m, at)
 end
 local streak, since
@@ -204,7 +210,8 @@ impl StateStore for RedisState {
                         .arg(&json)
                         .arg(MEMO_JOBS)
                         .arg(if delivery.redelivered { "1" } else { "0" })
-                        .arg(MEMO_MAX_AGE_MS);
+                        .arg(MEMO_MAX_AGE_MS)
+                        .arg(SHARED_RECALL_MS);
                     inv.invoke_async(c).await
                 })
                 .await?;
