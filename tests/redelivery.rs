@@ -172,33 +172,37 @@ async fn refusing_queue(client: &Client) -> String {
     name
 }
 
-/// The defect: one job whose `reply_to` queue refuses publishes got its result
-/// confirmed on the results exchange and its reply nacked, so the job was nacked back
-/// and the whole session torn down, every ~0.3 s, for ever; every other job in flight
-/// lost its channel, and jobs slower than a session's life were never answered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_reply_does_not_starve_other_jobs() {
-    let (addr, hits) = target("127.0.0.27", Duration::from_millis(1500)).await;
+/// Ten slow jobs to a target on `ip` and one job `odd` with `props` (a reply that goes
+/// wrong), run by a worker named `name` for `run`: how many results `odd` got, and how
+/// many of the slow jobs were answered. `reply_to` makes the properties from the test's
+/// client (which may declare a queue for it).
+async fn slow_jobs_beside_one_with(
+    ip: &str,
+    name: &str,
+    run: Duration,
+    props: impl AsyncFnOnce(&Client) -> BasicProperties,
+) -> (usize, usize) {
+    let (addr, hits) = target(ip, Duration::from_millis(1500)).await;
     let mut s = settings();
     s.targets.allow_private = true;
-    s.worker.name = "reply-refused".into();
+    s.worker.name = name.into();
     let client = Client::connect().await;
     client.declare(&s).await;
-    let full = refusing_queue(&client).await;
+    let props = props(&client).await;
     let results = Collector::start(&client.conn, &s.amqp.results_queue).await;
     let worker = Worker::start(&s);
-    let (slow_ids, msgs) = jobs("slow", 10, &format!("http://127.0.0.27:{}/", addr.port()));
+    let (slow_ids, msgs) = jobs("slow", 10, &format!("http://{ip}:{}/", addr.port()));
     publish_all(&client.ch, &s.amqp.jobs_queue, &msgs).await;
     client
         .publish(
             &s.amqp.jobs_queue,
-            br#"{"id": "poison", "url": "ftp://poison.test/"}"#,
-            BasicProperties::default().with_reply_to(full.as_str().into()),
+            br#"{"id": "odd", "url": "ftp://odd.test/"}"#,
+            props,
         )
         .await;
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(run).await;
     let all = results.finish(Duration::from_millis(500)).await;
-    let poison = all.iter().filter(|r| r.job_id() == Some("poison")).count();
+    let odd = all.iter().filter(|r| r.job_id() == Some("odd")).count();
     let slow = all
         .iter()
         .filter(|r| {
@@ -207,11 +211,27 @@ async fn a_refused_reply_does_not_starve_other_jobs() {
         })
         .count();
     eprintln!(
-        "12 s: {poison} results for the poison job, {slow} of 10 slow jobs answered, \
+        "{run:?}: {odd} results for the odd job, {slow} of 10 slow jobs answered, \
          {} requests to the slow target",
         hits.load(Ordering::SeqCst)
     );
     worker.shutdown().await;
+    (odd, slow)
+}
+
+/// The defect: one job whose `reply_to` queue refuses publishes got its result
+/// confirmed on the results exchange and its reply nacked, so the job was nacked back
+/// and the whole session torn down, every ~0.3 s, for ever; every other job in flight
+/// lost its channel, and jobs slower than a session's life were never answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reply_does_not_starve_other_jobs() {
+    let refusing = async |client: &Client| {
+        let full = refusing_queue(client).await;
+        BasicProperties::default().with_reply_to(full.as_str().into())
+    };
+    let run = Duration::from_secs(12);
+    let (poison, slow) =
+        slow_jobs_beside_one_with("127.0.0.27", "reply-refused", run, refusing).await;
     assert_eq!(slow, 10, "every other job is answered");
     assert!(
         poison <= 2,
@@ -227,44 +247,15 @@ async fn a_refused_reply_does_not_starve_other_jobs() {
 /// requester's: it goes over a connection of its own, and the job is acked once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_that_closes_its_connection_answers_the_job_once() {
-    let (addr, hits) = target("127.0.59.30", Duration::from_millis(1500)).await;
-    let mut s = settings();
-    s.targets.allow_private = true;
-    s.worker.name = "reply-gone".into();
-    let client = Client::connect().await;
-    client.declare(&s).await;
-    let results = Collector::start(&client.conn, &s.amqp.results_queue).await;
-    let worker = Worker::start(&s);
-    let url = format!("http://127.0.59.30:{}/", addr.port());
-    let (slow_ids, msgs) = jobs("slow", 10, &url);
-    publish_all(&client.ch, &s.amqp.jobs_queue, &msgs).await;
     // A process on node `reply@27796420`, which is not in this broker's cluster.
-    let gone = "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAyNzc5NjQyMAAAC1oAAAAAYL7TFQ==.5/F5mXJKXXnR8wNm1q2gGw==";
-    client
-        .publish(
-            &s.amqp.jobs_queue,
-            br#"{"id": "orphan", "url": "ftp://orphan.test/"}"#,
-            BasicProperties::default()
-                .with_reply_to(gone.into())
-                .with_correlation_id("c".into()),
-        )
-        .await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let all = results.finish(Duration::from_millis(500)).await;
-    let orphan = all.iter().filter(|r| r.job_id() == Some("orphan")).count();
-    let slow = all
-        .iter()
-        .filter(|r| {
-            r.job_id()
-                .is_some_and(|id| slow_ids.iter().any(|s| s == id))
-        })
-        .count();
-    eprintln!(
-        "8 s: {orphan} results for the orphaned reply's job, {slow} of 10 slow jobs \
-         answered, {} requests to the slow target",
-        hits.load(Ordering::SeqCst)
-    );
-    worker.shutdown().await;
+    let gone = async |_: &Client| {
+        let name = "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAyNzc5NjQyMAAAC1oAAAAAYL7TFQ==.5/F5mXJKXXnR8wNm1q2gGw==";
+        BasicProperties::default()
+            .with_reply_to(name.into())
+            .with_correlation_id("c".into())
+    };
+    let run = Duration::from_secs(8);
+    let (orphan, slow) = slow_jobs_beside_one_with("127.0.59.30", "reply-gone", run, gone).await;
     assert_eq!(slow, 10, "every other job is answered");
     assert_eq!(orphan, 1, "the job is answered once, not again and again");
 }
