@@ -1196,18 +1196,25 @@ async fn a_url_list_saved_by_windows_tools_is_read_as_written() {
     }
 }
 
+/// A `picket check` configuration in `dir` for our own servers on loopback, one attempt
+/// a probe (a closed port is `down` at once).
+fn one_attempt_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("check.toml");
+    std::fs::write(
+        &config,
+        "[targets]\nallow_private = true\n[probe]\nattempts = 1\n",
+    )
+    .expect("config");
+    config
+}
+
 /// A closed standard error (`picket enqueue … 2>&1 | head -1`, a full disk) made every
 /// command panic on its first message: exit 101 instead of the contract's code, and an
 /// `enqueue` stopped half-way with part of its input published.
 #[test]
 fn a_closed_standard_error_changes_no_exit_code() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("check.toml");
-    std::fs::write(
-        &config,
-        "[targets]\nallow_private = true\n[probe]\nattempts = 1\n",
-    )
-    .expect("config");
+    let config = one_attempt_config(dir.path());
     let run = |args: &[&str], config: &std::path::Path, env: &[(&str, &str)]| {
         let (reader, writer) = std::io::pipe().expect("a pipe");
         drop(reader);
@@ -1235,12 +1242,7 @@ fn a_closed_standard_error_changes_no_exit_code() {
 #[test]
 fn a_bad_line_in_a_list_is_its_own_invalid_result_and_the_rest_is_checked() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("check.toml");
-    std::fs::write(
-        &config,
-        "[targets]\nallow_private = true\n[probe]\nattempts = 1\n",
-    )
-    .expect("config");
+    let config = one_attempt_config(dir.path());
     let list = dir.path().join("list.txt");
     let mut bytes = b"http://127.0.59.62:1/first\n\xff\xfe bad bytes\n".to_vec();
     // A comment in Latin-1 is a comment all the same.
