@@ -24,8 +24,10 @@ pub(super) struct RawAmqp {
     changes_exchange: String,
     dead_letter_queue: String,
     delay_queue: String,
+    #[serde(deserialize_with = "super::parse::whole")]
     prefetch: u32,
     queue_type: String,
+    #[serde(deserialize_with = "super::parse::whole")]
     max_message_bytes: u64,
     connect_timeout: String,
     heartbeat: String,

@@ -18,6 +18,7 @@ pub(super) struct RawDns {
     #[serde(rename = "static")]
     static_hosts: BTreeMap<String, String>,
     timeout: String,
+    #[serde(deserialize_with = "super::parse::whole")]
     max_concurrent: u32,
 }
 

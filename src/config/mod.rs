@@ -328,6 +328,39 @@ mod tests {
         assert!(e.contains("tls.on_error"), "{e}");
     }
 
+    /// The config crate rounds a decimal into a whole-number key: `attempts = 1.5` ran
+    /// with 2 attempts and `config check` called it valid.
+    #[test]
+    fn a_decimal_in_a_whole_number_key_is_refused_naming_it() {
+        for (toml, key) in [
+            ("[probe]\nattempts = 1.5\n", "probe.attempts"),
+            ("[amqp]\nprefetch = 10.5\n", "amqp.prefetch"),
+            (
+                "[rate_limit.per_ip]\nburst = 0.5\n",
+                "rate_limit.per_ip.burst",
+            ),
+            ("[tls]\nexpiry_warn_days = 13.9\n", "tls.expiry_warn_days"),
+            ("[worker]\nthreads = 1.5\n", "worker.threads"),
+        ] {
+            let e = err(toml);
+            assert!(e.contains(key) && e.contains("whole number"), "{toml}: {e}");
+        }
+        let env = vec![(
+            "PICKET__PROBE__MAX_REDIRECTS".to_string(),
+            "2.5".to_string(),
+        )];
+        let e = Settings::load_with_env(None, env)
+            .expect_err("decimal")
+            .to_string();
+        assert!(
+            e.contains("probe.max_redirects") && e.contains("whole number"),
+            "{e}"
+        );
+        // A whole number written as a decimal means that number.
+        let s = Settings::from_toml("[probe]\nattempts = 3.0\n").expect("3.0 is 3");
+        assert_eq!(s.probe.attempts, 3);
+    }
+
     #[test]
     fn unknown_key_is_named() {
         let e = err("[probe]\ntimout = \"3s\"\n");

@@ -18,6 +18,61 @@ const MAX_AMQP_NAME: usize = 255;
 /// Most requests a burst or an in-flight cap, and probes a worker, may allow.
 pub(super) const MAX_COUNT: u32 = 100_000;
 
+/// Deserializes a whole number for a count, a size or a number of days, refusing a
+/// decimal: the config crate rounds `attempts = 1.5` to 2, and `config check` then
+/// calls a value valid that the operator did not write. A decimal that is whole
+/// (`3.0`) means that number.
+pub(super) fn whole<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    use serde::de::{Error, Unexpected};
+    let n = d.deserialize_any(WholeVisitor)?;
+    T::try_from(n).map_err(|_| {
+        D::Error::invalid_value(
+            Unexpected::Other(&n.to_string()),
+            &"a whole number in range",
+        )
+    })
+}
+
+/// The visitor of [`whole`]: integers as they are, whole decimals, and digits in a
+/// string (an environment variable the crate did not parse).
+struct WholeVisitor;
+
+impl serde::de::Visitor<'_> for WholeVisitor {
+    type Value = i128;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a whole number")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i128, E> {
+        Ok(i128::from(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i128, E> {
+        Ok(i128::from(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i128, E> {
+        // Beyond 2^53 a decimal no longer says which whole number it is.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        if v.is_finite() && v.fract() == 0.0 && v.abs() <= EXACT {
+            #[allow(clippy::cast_possible_truncation)] // whole and within ±2^53
+            return Ok(v as i128);
+        }
+        Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<i128, E> {
+        v.trim()
+            .parse()
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+    }
+}
+
 /// Parses `"1500ms"`, `"30s"`, `"10m"`.
 ///
 /// # Errors

@@ -15,12 +15,17 @@ use crate::job::Verdict;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProbe {
+    #[serde(deserialize_with = "super::parse::whole")]
     concurrency: u32,
     connect_timeout: String,
     timeout: String,
+    #[serde(deserialize_with = "super::parse::whole")]
     max_body_bytes: u64,
+    #[serde(deserialize_with = "super::parse::whole")]
     min_body_bytes: u64,
+    #[serde(deserialize_with = "super::parse::whole")]
     max_redirects: u32,
+    #[serde(deserialize_with = "super::parse::whole")]
     attempts: u32,
     retry_delay: String,
     user_agent: String,
@@ -28,6 +33,7 @@ pub(super) struct RawProbe {
     accept_language: String,
     canaries: Vec<String>,
     soft_failures: String,
+    #[serde(deserialize_with = "super::parse::whole")]
     egress_fail_targets: u32,
     egress_rest: String,
     runtime: String,

@@ -36,6 +36,7 @@ pub(super) struct RawLog {
 pub(super) struct RawWorker {
     name: String,
     shutdown_grace: String,
+    #[serde(deserialize_with = "super::parse::whole")]
     threads: usize,
 }
 

@@ -30,7 +30,9 @@ pub(super) struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 struct RawPerIp {
     rate: f64,
+    #[serde(deserialize_with = "super::parse::whole")]
     burst: u32,
+    #[serde(deserialize_with = "super::parse::whole")]
     max_inflight: u32,
     scope: String,
 }
@@ -44,7 +46,9 @@ struct RawOverride {
     #[serde(default)]
     host_suffix: Option<String>,
     rate: f64,
+    #[serde(deserialize_with = "super::parse::whole")]
     burst: u32,
+    #[serde(deserialize_with = "super::parse::whole")]
     max_inflight: u32,
 }
 

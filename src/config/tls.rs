@@ -13,6 +13,7 @@ use super::{invalid, ConfigError};
 pub(super) struct RawTls {
     extra_ca_file: String,
     on_error: String,
+    #[serde(deserialize_with = "super::parse::whole")]
     expiry_warn_days: i64,
 }
 
