@@ -17,6 +17,7 @@ const SCHEMES: &[&str] = &["amqp", "amqps"];
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAmqp {
     url: String,
+    #[serde(deserialize_with = "super::parse::entries")]
     urls: Vec<String>,
     jobs_queue: String,
     results_exchange: String,

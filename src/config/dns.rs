@@ -14,6 +14,7 @@ use super::{invalid, ConfigError};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDns {
+    #[serde(deserialize_with = "super::parse::entries")]
     nameservers: Vec<String>,
     #[serde(rename = "static")]
     static_hosts: BTreeMap<String, String>,
@@ -40,11 +41,9 @@ impl TryFrom<RawDns> for DnsSettings {
     type Error = ConfigError;
 
     fn try_from(d: RawDns) -> Result<Self, ConfigError> {
-        // A blank entry is what an empty environment list leaves: not a nameserver.
         let nameservers = d
             .nameservers
             .iter()
-            .filter(|s| !s.trim().is_empty())
             .map(|s| parse_nameserver(s))
             .collect::<Result<Vec<_>, _>>()?;
         let mut static_hosts = BTreeMap::new();

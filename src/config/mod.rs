@@ -403,6 +403,40 @@ mod tests {
         assert_eq!(s.probe.timeout, Duration::from_secs(7));
     }
 
+    /// A trailing comma (or an empty value) in an environment list was no entry for
+    /// `dns.nameservers` but refused as `"" is not a URL` for the four other lists.
+    #[test]
+    fn a_blank_entry_in_an_environment_list_is_no_entry_in_every_list() {
+        let env = |pairs: &[(&str, &str)]| {
+            let env = pairs
+                .iter()
+                .map(|(k, v)| (format!("PICKET__{k}"), v.to_string()));
+            Settings::load_with_env(None, env.collect::<Vec<_>>())
+        };
+        let s = env(&[
+            ("DNS__NAMESERVERS", "127.0.0.1:5353,"),
+            (
+                "AMQP__URLS",
+                "amqp://127.0.0.1:5672/,amqp://127.0.0.2:5672/,",
+            ),
+            ("PROBE__CANARIES", ",http://127.0.0.1/"),
+        ])
+        .expect("trailing commas");
+        assert_eq!(s.dns.nameservers.len(), 1);
+        assert_eq!(s.amqp.urls.len(), 2);
+        assert_eq!(s.probe.canaries.len(), 1);
+        let s = env(&[("REDIS__SENTINELS", "redis://127.0.0.1:26379/, ")]).expect("sentinels");
+        assert_eq!(s.redis.sentinels.len(), 1);
+        let s = env(&[
+            ("REDIS__CLUSTER", "true"),
+            ("REDIS__NODES", "redis://127.0.0.1:7000/,"),
+        ])
+        .expect("nodes");
+        assert_eq!(s.redis.nodes.len(), 1);
+        let s = env(&[("AMQP__URLS", "")]).expect("an empty list");
+        assert!(s.amqp.urls.is_empty());
+    }
+
     #[test]
     fn bad_environment_value_names_the_key() {
         let env = vec![("PICKET__PROBE__RETRY_DELAY".to_string(), "soon".to_string())];

@@ -73,6 +73,17 @@ impl serde::de::Visitor<'_> for WholeVisitor {
     }
 }
 
+/// Deserializes a list of strings without its blank entries: what a trailing comma or
+/// an empty value leaves in an environment list (`PICKET__AMQP__URLS=a,b,`) is no entry,
+/// in every list alike.
+pub(super) fn entries<'de, D>(d: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let all: Vec<String> = serde::Deserialize::deserialize(d)?;
+    Ok(all.into_iter().filter(|s| !s.trim().is_empty()).collect())
+}
+
 /// Parses `"1500ms"`, `"30s"`, `"10m"`.
 ///
 /// # Errors

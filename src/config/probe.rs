@@ -31,6 +31,7 @@ pub(super) struct RawProbe {
     user_agent: String,
     accept: String,
     accept_language: String,
+    #[serde(deserialize_with = "super::parse::entries")]
     canaries: Vec<String>,
     soft_failures: String,
     #[serde(deserialize_with = "super::parse::whole")]

@@ -18,7 +18,9 @@ const SCHEMES: &[&str] = &["redis", "rediss"];
 pub(super) struct RawRedis {
     url: String,
     cluster: bool,
+    #[serde(deserialize_with = "super::parse::entries")]
     nodes: Vec<String>,
+    #[serde(deserialize_with = "super::parse::entries")]
     sentinels: Vec<String>,
     sentinel_master: String,
     ca_file: String,
