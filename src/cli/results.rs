@@ -75,7 +75,7 @@ pub(crate) struct ResultsArgs {
     #[arg(long, value_name = "TEXT")]
     pub url: Option<String>,
     /// Stop after printing this many.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
     /// JSON lines even on a terminal.
     #[arg(long)]
@@ -214,6 +214,22 @@ mod tests {
 
     fn settings() -> Settings {
         Settings::from_toml("").expect("defaults")
+    }
+
+    /// `--limit 0` printed nothing, and on a terminal "0 results left on the queue"
+    /// about a queue it had not looked at.
+    #[test]
+    fn a_limit_of_none_is_a_usage_error() {
+        use clap::Parser;
+        #[derive(Parser, Debug)]
+        struct T {
+            #[command(flatten)]
+            a: ResultsArgs,
+        }
+        let e = T::try_parse_from(["results", "--limit", "0"]).expect_err("refused");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+        let one = T::try_parse_from(["results", "--limit", "1"]).expect("one");
+        assert_eq!(one.a.limit, Some(1));
     }
 
     #[test]
