@@ -1139,9 +1139,11 @@ fn completions_and_the_manual_page() {
 
 /// A URL list as Windows tools save it: UTF-8 with a byte order mark (Notepad, Excel's
 /// "CSV UTF-8", PowerShell 7's `Out-File -Encoding utf8BOM`) or UTF-16 with one (Windows
-/// PowerShell 5's `>` and `Out-File`, Notepad's "Unicode"), CRLF line ends. `check` and
-/// `enqueue` read the URLs written: before, the first URL had U+FEFF in front of it,
-/// and a UTF-16 file was "not valid UTF-8".
+/// PowerShell 5's `>` and `Out-File`, Notepad's "Unicode"), CRLF line ends, or the lone
+/// CR of Excel for Mac's "CSV (Macintosh)". `check` and `enqueue` read the URLs written:
+/// before, the first URL had U+FEFF in front of it, a UTF-16 file was "not valid UTF-8",
+/// and CR-ended lines were one line, `http://a/\rhttp://b/`, which the URL parser reads
+/// as `http://a/http://b/`: a page nobody asked for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_list_saved_by_windows_tools_is_read_as_written() {
     let addr = site("127.0.0.55", "<p>Parish council minutes.</p>").await;
@@ -1153,7 +1155,12 @@ async fn a_url_list_saved_by_windows_tools_is_read_as_written() {
     let quoted = urls.clone().map(|u| format!("{u:?}"));
     let list = format!("\u{feff}{}\r\n# the second\r\n{}\r\n", urls[0], urls[1]);
     let utf16: Vec<u8> = list.encode_utf16().flat_map(u16::to_le_bytes).collect();
-    for (encoding, bytes) in [("UTF-8", list.clone().into_bytes()), ("UTF-16LE", utf16)] {
+    let mac = format!("{}\r# the second\r{}\r", urls[0], urls[1]).into_bytes();
+    for (encoding, bytes) in [
+        ("UTF-8", list.clone().into_bytes()),
+        ("UTF-16LE", utf16),
+        ("CR-ended", mac),
+    ] {
         let input = cfg.dir.path().join(format!("sites-{encoding}.txt"));
         std::fs::write(&input, bytes).expect("input");
         let path = input.to_str().expect("path");

@@ -5,7 +5,7 @@
 //! as a table on a terminal or JSON lines otherwise, followed by a summary line on
 //! stderr; the exit code says whether every site was up.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -105,10 +105,13 @@ fn read_chunks(
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut bytes = Vec::new();
     let mut line_no = 0;
+    let mut ends = super::input::LineEnds::default();
+    // Room for the longest job and its CRLF.
+    let cap = max_bytes.saturating_add(2);
     loop {
         bytes.clear();
         line_no += 1;
-        let (line, end) = match read_line_within(&mut reader, &mut bytes, max_bytes) {
+        let (line, end) = match ends.read(&mut reader, &mut bytes, cap) {
             Ok((0, _)) => (None, true),
             Ok((n, false)) => (Some(Ok(Input::TooLong(line_no, n))), false),
             Ok((_, true)) if super::input::is_comment(&bytes) => (None, false),
@@ -138,40 +141,6 @@ fn read_chunks(
         }
         if end {
             return;
-        }
-    }
-}
-
-/// Reads one line into `bytes`, keeping at most `max_bytes` of it: the bytes the line
-/// had (its end included) and whether it was kept whole. The rest of a longer line is
-/// read past, so a file without line ends is never held in memory.
-fn read_line_within(
-    reader: &mut impl std::io::BufRead,
-    bytes: &mut Vec<u8>,
-    max_bytes: usize,
-) -> std::io::Result<(usize, bool)> {
-    use std::io::Read as _;
-    let limit = u64::try_from(max_bytes)
-        .unwrap_or(u64::MAX)
-        .saturating_add(2);
-    let n = reader.by_ref().take(limit).read_until(b'\n', bytes)?;
-    if n == 0 || bytes.ends_with(b"\n") || bytes.len() <= max_bytes {
-        return Ok((n, true));
-    }
-    let mut skipped = n;
-    loop {
-        let buf = reader.fill_buf()?;
-        if buf.is_empty() {
-            return Ok((skipped, false));
-        }
-        let (used, done) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
-        reader.consume(used);
-        skipped += used;
-        if done {
-            return Ok((skipped, false));
         }
     }
 }

@@ -176,12 +176,13 @@ async fn open_input(
 async fn count_lines(source: &str) -> std::io::Result<u64> {
     let mut r = BufReader::new(tokio::fs::File::open(source).await?);
     let mut n = 0;
+    let mut ends = super::input::LineEnds::default();
     loop {
         let buf = r.fill_buf().await?;
         if buf.is_empty() {
             return Ok(n);
         }
-        n += memchr::memchr_iter(b'\n', buf).count() as u64;
+        n += ends.count(buf);
         let len = buf.len();
         r.consume(len);
     }
@@ -321,10 +322,12 @@ async fn publish_all(
     let max = settings.amqp.max_message_bytes;
     let mut buf = Vec::new();
     let mut line_no = 0u64;
+    let mut ends = super::input::LineEnds::default();
     loop {
         buf.clear();
-        let n = input
-            .read_until(b'\n', &mut buf)
+        // Room for the longest job and its CRLF; a longer line is read past, not held.
+        let (n, whole) = ends
+            .read_async(&mut input, &mut buf, max.saturating_add(2))
             .await
             .context("reading the input")?;
         if n == 0 {
@@ -346,7 +349,11 @@ async fn publish_all(
             },
             Err(_) => "\u{fffd}",
         };
-        let payload = if text == "\u{fffd}" {
+        let payload = if !whole {
+            Err(format!(
+                "the line is {n} bytes, longer than a job may be ({max} bytes, amqp.max_message_bytes)"
+            ))
+        } else if text == "\u{fffd}" {
             Err("the line is not UTF-8".to_string())
         } else {
             args.payload(text, max)

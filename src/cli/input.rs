@@ -1,7 +1,8 @@
 //! Lines of the lists a person gives `check` and `enqueue`: one URL or job per line,
 //! blank lines and `#` comments skipped, read as the person wrote them whatever tool
-//! saved the file: UTF-8 with or without a byte order mark, CRLF or LF line ends, and
-//! the UTF-16 that Windows PowerShell 5's `>` and `Out-File` write by default.
+//! saved the file: UTF-8 with or without a byte order mark, LF, CRLF or lone CR line
+//! ends (Excel for Mac's "CSV (Macintosh)"), and the UTF-16 that Windows PowerShell 5's
+//! `>` and `Out-File` write by default.
 
 use std::io::{BufRead, BufReader, Cursor, Read};
 
@@ -24,6 +25,122 @@ pub(crate) fn text(line: &str) -> Option<&str> {
 pub(crate) fn is_comment(line: &[u8]) -> bool {
     let start = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
     start.trim_ascii_start().starts_with(b"#")
+}
+
+/// Where the lines of an input end: at an LF, a CRLF or a lone CR. Read as one line, two
+/// CR-ended URLs `http://a/\rhttp://b/` are `http://a/http://b/` to the URL parser (it
+/// drops a CR): a page nobody asked for.
+#[derive(Debug, Default)]
+pub(crate) struct LineEnds {
+    /// The last line ended with a CR: an LF first thing is the rest of that line's end
+    /// (waiting for the next byte instead would hold a line typed into a pipe).
+    after_cr: bool,
+}
+
+/// The part of a buffer that belongs to the line being read.
+struct Piece {
+    /// An LF finishing the previous line's CRLF.
+    skip: usize,
+    /// The line's bytes after `skip`, its end included when it has one.
+    len: usize,
+    /// Whether the line's end is among them.
+    ended: bool,
+}
+
+impl LineEnds {
+    fn piece(&mut self, available: &[u8]) -> Piece {
+        let skip =
+            usize::from(std::mem::take(&mut self.after_cr) && available.first() == Some(&b'\n'));
+        let rest = &available[skip..];
+        match memchr::memchr2(b'\n', b'\r', rest) {
+            Some(i) => {
+                self.after_cr = rest[i] == b'\r';
+                Piece {
+                    skip,
+                    len: i + 1,
+                    ended: true,
+                }
+            }
+            None => Piece {
+                skip,
+                len: rest.len(),
+                ended: false,
+            },
+        }
+    }
+
+    /// Appends the next line of `reader` to `line`, its end included, keeping at most
+    /// `cap` bytes of it: returns the bytes the line had (0 at the input's end) and
+    /// whether it was kept whole. The rest of a longer line is read past, so an input
+    /// without line ends is never held in memory.
+    pub(crate) fn read(
+        &mut self,
+        reader: &mut impl BufRead,
+        line: &mut Vec<u8>,
+        cap: usize,
+    ) -> std::io::Result<(usize, bool)> {
+        let mut n = 0;
+        loop {
+            let available = reader.fill_buf()?;
+            if available.is_empty() {
+                return Ok((n, n <= cap));
+            }
+            let p = self.piece(available);
+            keep(
+                line,
+                &available[p.skip..p.skip + p.len],
+                cap.saturating_sub(n),
+            );
+            n += p.len;
+            reader.consume(p.skip + p.len);
+            if p.ended {
+                return Ok((n, n <= cap));
+            }
+        }
+    }
+
+    /// [`LineEnds::read`], for an asynchronous reader.
+    pub(crate) async fn read_async(
+        &mut self,
+        reader: &mut (impl AsyncBufRead + Unpin + ?Sized),
+        line: &mut Vec<u8>,
+        cap: usize,
+    ) -> std::io::Result<(usize, bool)> {
+        let mut n = 0;
+        loop {
+            let available = reader.fill_buf().await?;
+            if available.is_empty() {
+                return Ok((n, n <= cap));
+            }
+            let p = self.piece(available);
+            keep(
+                line,
+                &available[p.skip..p.skip + p.len],
+                cap.saturating_sub(n),
+            );
+            n += p.len;
+            reader.consume(p.skip + p.len);
+            if p.ended {
+                return Ok((n, n <= cap));
+            }
+        }
+    }
+
+    /// The line ends in `buffer`, the next part of an input (for a count of its lines).
+    pub(crate) fn count(&mut self, mut buffer: &[u8]) -> u64 {
+        let mut ends = 0;
+        while !buffer.is_empty() {
+            let p = self.piece(buffer);
+            ends += u64::from(p.ended);
+            buffer = &buffer[p.skip + p.len..];
+        }
+        ends
+    }
+}
+
+/// Appends at most `room` bytes of `bytes` to `line`.
+fn keep(line: &mut Vec<u8>, bytes: &[u8], room: usize) {
+    line.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }
 
 /// The UTF-16 encoding whose byte order mark `head` starts with, if any.
@@ -70,6 +187,48 @@ pub(crate) async fn utf8_async(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every line and how it was kept, read through a buffer of `size` bytes (a CRLF
+    /// split between two reads is still one line end).
+    fn lines(input: &[u8], size: usize, cap: usize) -> Vec<(String, bool)> {
+        let mut reader = BufReader::with_capacity(size, input);
+        let mut ends = LineEnds::default();
+        let mut all = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            match ends.read(&mut reader, &mut line, cap).expect("read") {
+                (0, _) => return all,
+                (_, whole) => all.push((String::from_utf8(line).expect("utf-8"), whole)),
+            }
+        }
+    }
+
+    #[test]
+    fn lines_end_at_lf_crlf_or_a_lone_cr() {
+        let input = b"a\nb\r\nc\rd\r\re";
+        for size in 1..=input.len() {
+            let got = lines(input, size, 100);
+            let got: Vec<&str> = got.iter().map(|(l, _)| l.as_str()).collect();
+            // A CRLF's LF is read past with it (the line ended at its CR).
+            assert_eq!(
+                got,
+                ["a\n", "b\r", "c\r", "d\r", "\r", "e"],
+                "buffer {size}"
+            );
+            assert_eq!(LineEnds::default().count(input), 5);
+        }
+        let mut split = LineEnds::default();
+        assert_eq!(split.count(b"a\r") + split.count(b"\nb\n"), 2);
+    }
+
+    #[test]
+    fn a_long_line_is_kept_to_the_cap_and_read_past() {
+        let got = lines(b"0123456789\r\nab\n", 4, 6);
+        assert_eq!(
+            got,
+            [("012345".to_string(), false), ("ab\n".to_string(), true)]
+        );
+    }
 
     #[test]
     fn a_line_is_read_as_written_whatever_saved_it() {
