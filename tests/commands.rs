@@ -249,19 +249,57 @@ where
         publish().await;
         match tokio::time::timeout(Duration::from_millis(300), child.wait()).await {
             Ok(status) => {
+                use tokio::io::AsyncReadExt;
                 let status = status.expect("wait");
-                let mut out = String::new();
+                let (mut out, mut err) = (String::new(), String::new());
                 if let Some(mut o) = child.stdout.take() {
-                    use tokio::io::AsyncReadExt;
                     o.read_to_string(&mut out).await.expect("read");
                 }
-                assert!(status.success(), "picket results --follow failed: {out}");
+                if let Some(mut e) = child.stderr.take() {
+                    e.read_to_string(&mut err).await.expect("read");
+                }
+                assert!(
+                    status.success(),
+                    "picket results --follow failed: {out}{err}"
+                );
+                assert!(
+                    !err.contains("did not exist"),
+                    "the exchange existed: {err}"
+                );
                 return out;
             }
             Err(_) if Instant::now() < deadline => continue,
             Err(_) => panic!("picket results --follow printed nothing matching in 20 s"),
         }
     }
+}
+
+/// `results --follow` on an exchange nobody had declared (a misspelt
+/// `amqp.results_exchange`, or no worker run yet with this configuration) declared it
+/// and waited in silence for results that would never come there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_follow_says_when_its_exchange_did_not_exist() {
+    use tokio::io::AsyncBufReadExt;
+    let cfg = setup("");
+    let mut child = tokio::process::Command::from(picket(&["results", "--follow", "--json"], &cfg))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let said = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+        .await
+        .expect("picket results --follow said nothing in 15 s")
+        .expect("read")
+        .unwrap_or_default();
+    let exchange = &cfg.settings.amqp.results_exchange;
+    assert!(
+        said.contains("did not exist") && said.contains(exchange.as_str()),
+        "{said}"
+    );
+    child.kill().await.expect("kill");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

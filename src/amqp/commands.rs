@@ -373,6 +373,7 @@ pub(crate) struct Binding {
 /// Prints new results until `shutdown` (or `limit` printed) through a private queue:
 /// server-named, exclusive and auto-delete, bound to `binding`. It takes nothing from
 /// the shared results queue; what arrives while nobody follows is not shown.
+/// `declared` is told when the exchange did not exist and `follow` declared it.
 ///
 /// # Errors
 /// The broker failed, or `write` did.
@@ -381,6 +382,7 @@ pub(crate) async fn follow(
     binding: &Binding,
     limit: Option<u64>,
     shutdown: CancellationToken,
+    declared: impl FnOnce(&str),
     write: impl FnMut(&[u8]) -> io::Result<Written>,
 ) -> Result<u64, ReadError> {
     let conn = connect(
@@ -388,15 +390,20 @@ pub(crate) async fn follow(
         &super::nodes::connection_name("results --follow", None),
     )
     .await?;
+    let existed = exchange_exists(&conn, &binding.exchange).await;
     let ch = conn.create_channel().await?;
     // The exchange may not exist yet (no worker ran, or the changes exchange is new):
-    // declaring it as picket does is harmless and lets the bind succeed.
+    // declaring it as picket does is harmless and lets the bind succeed. But a name
+    // nobody declared may be a misspelt one, where nothing will ever come: said.
     let setting = if binding.exchange == settings.changes_exchange {
         "amqp.changes_exchange"
     } else {
         "amqp.results_exchange"
     };
     declare_topic(&ch, &binding.exchange, setting).await?;
+    if !existed {
+        declared(setting);
+    }
     let queue = ch
         .queue_declare(
             "".into(),
@@ -421,6 +428,37 @@ pub(crate) async fn follow(
     let outcome = consume(&ch, queue.name().as_str(), limit, shutdown, write).await;
     close_connection(&conn, "follow done").await;
     outcome
+}
+
+/// Whether the exchange `name` exists, asked on a channel of its own (the broker closes
+/// a channel that asks for one it does not have). An answer other than "not found"
+/// counts as yes: the declaration that follows reports it.
+async fn exchange_exists(conn: &Connection, name: &str) -> bool {
+    use lapin::options::ExchangeDeclareOptions;
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    let Ok(ch) = conn.create_channel().await else {
+        return true;
+    };
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    let asked = ch
+        .exchange_declare(
+            super::short(name),
+            lapin::ExchangeKind::Topic,
+            passive,
+            FieldTable::default(),
+        )
+        .await;
+    match asked {
+        Ok(()) => {
+            let _ = ch.close(200, "asked".into()).await;
+            true
+        }
+        Err(e) => !matches!(e.kind(), lapin::ErrorKind::ProtocolError(p)
+            if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))),
+    }
 }
 
 /// Consumes the shared results queue, acking each result only after `write` took it;

@@ -196,7 +196,13 @@ pub(crate) async fn run(settings: Settings, args: ResultsArgs) -> anyhow::Result
         (n, format!("taken from the queue {}", a.results_queue))
     } else if args.follow {
         let binding = args.binding(&settings);
-        let n = commands::follow(a, &binding, args.limit, shutdown, write).await?;
+        let declared = |setting: &str| {
+            say!(
+                "picket: the exchange {} did not exist: declared it, but no worker has published there yet; if workers run, is {setting} theirs?",
+                binding.exchange
+            );
+        };
+        let n = commands::follow(a, &binding, args.limit, shutdown, declared, write).await?;
         (n, format!("followed on the exchange {}", binding.exchange))
     } else {
         let n = commands::peek(a, args.limit, write).await?;
