@@ -13,7 +13,9 @@
 //! header:NAME:VALUE\n           one line per job header, NAME lower-cased, sorted
 //! expect:FIELD:VALUE\n          one line per expect field present, in this order:
 //!                               status (codes sorted, comma-separated), min_body_bytes,
-//!                               body_contains, body_not_contains, max_latency_ms
+//!                               body_contains, body_not_contains, max_latency_ms;
+//!                               a pattern holding a line end is written
+//!                               expect:FIELD~json:"JSON string"\n instead
 //! ```
 //!
 //! Nothing here does I/O.
@@ -74,15 +76,29 @@ pub(crate) fn canonical(
         let _ = writeln!(text, "expect:min_body_bytes:{n}");
     }
     if let Some(t) = &e.body_contains {
-        let _ = writeln!(text, "expect:body_contains:{t}");
+        pattern_line(&mut text, "body_contains", t);
     }
     if let Some(t) = &e.body_not_contains {
-        let _ = writeln!(text, "expect:body_not_contains:{t}");
+        pattern_line(&mut text, "body_not_contains", t);
     }
     if let Some(n) = e.max_latency_ms {
         let _ = writeln!(text, "expect:max_latency_ms:{n}");
     }
     text
+}
+
+/// The line of a body pattern. One holding a line end, written as it is, would make the
+/// lines of other fields (`"a\nexpect:max_latency_ms:5000"`): it is written as a JSON
+/// string under a label of its own (`FIELD~json:`), which no value without a line end
+/// can produce, as every line starts after one. Any other value keeps its v1 line.
+fn pattern_line(text: &mut String, field: &str, value: &str) {
+    use std::fmt::Write;
+    if value.contains('\n') {
+        let json = serde_json::Value::from(value);
+        let _ = writeln!(text, "expect:{field}~json:{json}");
+    } else {
+        let _ = writeln!(text, "expect:{field}:{value}");
+    }
 }
 
 /// The derived key of a check.
@@ -179,6 +195,38 @@ mod tests {
         );
         // sha256("abc") begins ba7816bf8f01cfea414140de5dae2223.
         assert_eq!(short_hash("abc"), "ba7816bf8f01cfea414140de5dae2223");
+    }
+
+    /// A pattern may hold a line end, and written as it is it made the lines of another
+    /// expectation: `body_contains: "alpha\nexpect:max_latency_ms:5000"` and
+    /// `body_contains: "alpha", max_latency_ms: 5000` had one key, so one check was
+    /// served the other's verdict under `max_age_s` and their changes mixed.
+    #[test]
+    fn a_pattern_with_a_line_end_cannot_pass_for_other_fields() {
+        let forged = expect("alpha\nexpect:max_latency_ms:5000");
+        let real = Expect {
+            max_latency_ms: Some(5000),
+            ..expect("alpha")
+        };
+        let url = "http://a.example/";
+        assert_ne!(
+            derive(url, Method::Get, &[], &forged),
+            derive(url, Method::Get, &[], &real)
+        );
+        let forged = expect("omega\nexpect:body_not_contains:alpha");
+        let real = Expect {
+            body_not_contains: Some("alpha".into()),
+            ..expect("omega")
+        };
+        assert_ne!(
+            derive(url, Method::Get, &[], &forged),
+            derive(url, Method::Get, &[], &real)
+        );
+        // As documented: such a value is written as a JSON string, under its own label.
+        assert_eq!(
+            canonical(url, Method::Get, &[], &expect("a\nb")),
+            "picket-key-v1\nGET\nhttp://a.example/\nexpect:body_contains~json:\"a\\nb\"\n"
+        );
     }
 
     #[test]
