@@ -101,14 +101,31 @@ fn shared(record: &Record, id: &str) -> bool {
     record.memo.iter().any(|m| m.delivery == id && m.shared)
 }
 
+impl Memo {
+    /// The key's verdict on the site right after this delivery's step: its own, or
+    /// for `unknown` and `invalid` (which are none) the one it found.
+    fn left(&self) -> Option<Verdict> {
+        if self.verdict.is_about_the_site() {
+            Some(self.verdict)
+        } else {
+            self.answer.previous
+        }
+    }
+}
+
 /// One result's step of a key's state; a redelivered message whose first delivery took
-/// its step gets the `previous_verdict` it got then.
+/// its step gets the `previous_verdict` it got then, while the key's verdict is still
+/// the one that step left. Once another job changed it (and told that change), the
+/// redelivery is a step of its own: recalling its old change would announce one the
+/// key's state contradicts.
 pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_ms: u64) -> Answer {
     let seen = record.memo.iter().position(|m| m.delivery == delivery.id);
-    let recalled = seen.filter(|&i| {
+    let own = seen.filter(|&i| {
         let m = &record.memo[i];
         delivery.redelivered && recallable(m.shared, m.at_ms, now_ms)
     });
+    let current = record.verdict.map(|(v, _, _)| v);
+    let recalled = own.filter(|&i| record.memo[i].left() == current);
     let previous = match recalled {
         Some(i) if record.memo[i].verdict == verdict => return record.memo[i].answer,
         // The site moved between the deliveries: the state follows the new verdict, but
@@ -117,7 +134,7 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
         None => record.verdict.map(|(v, _, _)| v),
     };
     // An id answered before and not this message's own first answer: copies share it.
-    let shared = seen.is_some_and(|i| recalled.is_none() || record.memo[i].shared);
+    let shared = seen.is_some_and(|i| own.is_none() || record.memo[i].shared);
     if let Some(i) = seen {
         record.memo.remove(i);
     }
@@ -385,6 +402,32 @@ mod tests {
         let back = step(&mut r, again("j2"), Up, 3500);
         assert_eq!(back.previous, Some(Up));
         assert!(!back.changed(Up));
+    }
+
+    /// A redelivery's first answer is recalled only while the key's verdict is the one
+    /// that delivery left. After another job changed it (and told that change),
+    /// recalling `up → down` announced a change against a state that says up, and the
+    /// key stayed up while the site was down: subscribers kept "down" for good.
+    #[test]
+    fn a_redelivery_after_the_key_moved_on_is_a_step_of_its_own() {
+        use Verdict::Degraded;
+        let mut r = Record::default();
+        step(&mut r, new("j1"), Up, 1000);
+        step(&mut r, new("j2"), Down, 2000); // up → down, never published
+        step(&mut r, new("j3"), Up, 3000); // down → up, told
+        let a = step(&mut r, again("j2"), Down, 4000);
+        assert_eq!((a.previous, a.streak, a.since_ms), (Some(Up), 1, 4000));
+        let next = step(&mut r, new("j4"), Up, 5000);
+        assert_eq!(next.previous, Some(Down), "the key follows the site");
+        assert!(next.changed(Up));
+
+        let mut r = Record::default();
+        step(&mut r, new("j1"), Up, 1000);
+        step(&mut r, new("j2"), Down, 2000);
+        step(&mut r, new("j3"), Degraded, 3000); // down → degraded, told
+        let a = step(&mut r, again("j2"), Degraded, 4000);
+        assert_eq!((a.previous, a.streak), (Some(Degraded), 2));
+        assert!(!a.changed(Degraded), "the key's verdict did not change");
     }
 
     #[test]

@@ -42,8 +42,13 @@ if at then
   local e = st.m[at]
   local age = now - e[6]
   if ARGV[9] == '1' and age <= tonumber(ARGV[10]) and (not e[7] or age <= tonumber(ARGV[11])) then
-    if e[2] == v then return {e[3], e[4], e[5]} end
-    prev = e[3]
+    -- Recalled while the key's verdict is the one that step left (`Memo::left`).
+    local left = e[2]
+    if left ~= 'up' and left ~= 'degraded' and left ~= 'down' then left = e[3] end
+    if left == st.v then
+      if e[2] == v then return {e[3], e[4], e[5]} end
+      prev = e[3]
+    end
   else
     shared = true
   end
