@@ -155,8 +155,16 @@ impl Engine {
                 return Run::Done(Box::new(report));
             }
         }
-        if let Some(max_age) = job.max_age {
-            if let Some(mut cached) = self.state.fresh(&job.key, max_age).await {
+        // A redelivery may carry a change its first delivery made and never told: it is
+        // checked and stepped, never served a later job's verdict.
+        let max_age = job.max_age.filter(|_| !delivery.redelivered);
+        if let Some(max_age) = max_age {
+            let served = self.state.fresh(&job.key, max_age).await.filter(|r| {
+                // A verdict on this site: not our own trouble, not a refused job,
+                // not another URL's answer under a key they share.
+                r.verdict.is_about_the_site() && r.url == job.url.as_str()
+            });
+            if let Some(mut cached) = served {
                 cached.job_id = job.id.clone();
                 cached.meta = job.meta.clone();
                 cached.cached = true;
@@ -522,6 +530,74 @@ mod tests {
             .await;
         assert_eq!(r.verdict, Verdict::Down, "{}", r.detail);
         assert_eq!(p.calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// Runs `job` as the worker does, as a first delivery or a redelivery.
+    async fn deliver(e: &Engine, job: &Job, redelivered: bool) -> Report {
+        let delivery = Delivery {
+            id: &job.id,
+            redelivered,
+        };
+        match e.run_or_defer(job, None, Line::Outside, delivery).await {
+            Run::Done(r) => *r,
+            Run::Defer(_) => panic!("deferred"),
+        }
+    }
+
+    /// A job whose step took `up → down` and whose worker died before publishing it can
+    /// tell that change only on its redelivery: with `max_age_s` it was served the kept
+    /// verdict of a later job instead (`changed: false`), and the outage never reached
+    /// the changes exchange.
+    #[tokio::test]
+    async fn a_redelivered_job_is_checked_not_served_a_cached_verdict() {
+        let p = Scripted::new(vec![ok(), refused(), refused(), refused()]);
+        p.outcomes.lock().expect("lock").extend(vec![refused(); 6]);
+        let e = engine(p.clone());
+        let job = |id: &str| job_for_url("https://a.example/", id).expect("job");
+        deliver(&e, &job("j1"), false).await;
+        let died = deliver(&e, &job("j2"), false).await;
+        assert!(died.changed, "{died:?}");
+        let later = deliver(&e, &job("j3"), false).await;
+        assert!(!later.changed);
+        let mut again = job("j2");
+        again.max_age = Some(Duration::from_secs(600));
+        let r = deliver(&e, &again, true).await;
+        assert!(!r.cached, "a redelivery is not served the cache");
+        assert_eq!((r.previous_verdict, r.changed), (Some(Verdict::Up), true));
+    }
+
+    /// `max_age_s` serves a verdict on the site of the same URL: an `unknown` (our own
+    /// trouble) or `invalid` result, or the verdict of another URL given the same
+    /// `key`, was served as this job's answer.
+    #[tokio::test]
+    async fn max_age_serves_only_a_verdict_on_the_same_site() {
+        let p = Scripted::new(vec![ok(), ok(), ok()]);
+        let e = engine(p.clone());
+        let mut busy = job_for_url("https://a.example/", "j1").expect("job");
+        busy.key = "k".into();
+        let delivery = Delivery {
+            id: "j1",
+            redelivered: false,
+        };
+        let r = e.too_busy(&busy, delivery, "busy").await;
+        assert_eq!(r.verdict, Verdict::Unknown);
+        let mut cached = job_for_url("https://a.example/", "j2").expect("job");
+        cached.key = "k".into();
+        cached.max_age = Some(Duration::from_secs(600));
+        let r = deliver(&e, &cached, false).await;
+        assert_eq!(
+            (r.cached, r.verdict),
+            (false, Verdict::Up),
+            "not the unknown"
+        );
+        let mut other = job_for_url("https://b.example/", "j3").expect("job");
+        other.key = "k".into();
+        other.max_age = Some(Duration::from_secs(600));
+        let r = deliver(&e, &other, false).await;
+        assert!(!r.cached, "another URL's verdict");
+        assert_eq!(r.url, "https://b.example/");
+        let r = deliver(&e, &other, false).await;
+        assert!(r.cached, "its own verdict is served");
     }
 
     #[tokio::test]

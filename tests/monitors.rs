@@ -137,7 +137,7 @@ async fn one_key_given_to_two_urls_is_one_history_and_max_age_keeps_to_its_key()
     let again = one(
         &c,
         &s,
-        json!({"url": up.url, "key": "county-7", "max_age_s": 600}),
+        json!({"url": down.url, "key": "county-7", "max_age_s": 600}),
     )
     .await;
     assert_eq!(
@@ -145,6 +145,17 @@ async fn one_key_given_to_two_urls_is_one_history_and_max_age_keeps_to_its_key()
         (Some(true), Some("down"))
     );
     assert_eq!(again["changed"], false, "a served verdict changes nothing");
+    // But not to another URL under the key: "a verdict for the same URL".
+    let other = one(
+        &c,
+        &s,
+        json!({"url": up.url, "key": "county-7", "max_age_s": 600}),
+    )
+    .await;
+    assert_eq!(
+        (other["cached"].as_bool(), other["verdict"].as_str()),
+        (Some(false), Some("up"))
+    );
     w.shutdown().await;
 }
 
