@@ -479,6 +479,41 @@ async fn a_redis_out_of_memory_neither_stops_results_nor_swallows_a_change() {
     w.shutdown().await;
 }
 
+/// A Redis that is late, not away (a fork, an fsync, a stalled network), ran a step the
+/// worker had given up on: the result said `changed: false, previous_verdict: null`
+/// while the key's state took `up → down`, and that outage was never announced. The
+/// step is asked again, as a redelivery of the same delivery, which its memo answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_step_that_redis_answers_late_still_tells_its_change() {
+    use picket::job::Verdict::{Down, Up};
+    let (redis, _site, s) = on_a_private_redis("127.0.59.70").await;
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    let new = |id| Delivery {
+        id,
+        redelivered: false,
+    };
+    let first = store.step(&report_of("late", "j1", Up), new("j1")).await;
+    assert!(first.is_some(), "redis answers");
+    // Writes wait a little longer than the step's timeout (500 ms), scripts included.
+    let admin = redis::Client::open(redis.url()).expect("client");
+    let mut admin = admin
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin");
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(800)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .expect("pause");
+    let late = store.step(&report_of("late", "j2", Down), new("j2")).await;
+    let answer = late.expect("an answer, late");
+    assert_eq!(answer.previous, Some(Up));
+    assert!(answer.changed(Down));
+}
+
 /// The Lua script and the Rust transition agree, step by step, on a long mixed run of
 /// verdicts, deliveries, redeliveries and messages sharing an id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,14 @@ redis.call('SET', KEYS[2], '{"at":' .. string.format('%d', now) .. ',"delivery":
 return {prev, streak, since}
 "#;
 
+/// Why a Redis call gave no answer.
+enum Late {
+    /// It failed: the command did not run.
+    No,
+    /// It timed out: the command may have run, or may yet.
+    Maybe,
+}
+
 /// A kept report as the script writes it.
 #[derive(Deserialize)]
 struct Kept {
@@ -138,26 +146,69 @@ impl RedisState {
     where
         F: AsyncFnOnce(&mut RedisConn) -> redis::RedisResult<T>,
     {
+        self.attempt(what, f).await.ok()
+    }
+
+    /// [`RedisState::call`], telling a timeout (the command may have run) from a failure.
+    async fn attempt<T, F>(&self, what: &'static str, f: F) -> Result<T, Late>
+    where
+        F: AsyncFnOnce(&mut RedisConn) -> redis::RedisResult<T>,
+    {
         let work = async {
-            let mut conn = self.pool.get().await?;
-            f(&mut conn).await.map_err(|e| e.to_string())
+            let mut conn = self.pool.get().await.map_err(|e| (e, false))?;
+            // The connection's own response timeout (`redis.timeout`) usually ends it.
+            f(&mut conn)
+                .await
+                .map_err(|e| (e.to_string(), e.is_timeout()))
         };
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(Ok(v)) => {
-                metric::redis_up(true);
-                Some(v)
-            }
-            Ok(Err(e)) => {
-                metric::redis_error(what);
+        let outcome = tokio::time::timeout(self.timeout, work).await;
+        if let Ok(Ok(v)) = outcome {
+            metric::redis_up(true);
+            return Ok(v);
+        }
+        metric::redis_error(what);
+        match outcome {
+            Ok(Err((e, false))) => {
                 tracing::warn!(error = %e, "redis {what} failed; going on without the state");
-                None
+                Err(Late::No)
             }
-            Err(_) => {
-                metric::redis_error(what);
-                tracing::warn!("redis {what} timed out; going on without the state");
-                None
+            _ => {
+                tracing::warn!("redis {what} timed out");
+                Err(Late::Maybe)
             }
         }
+    }
+
+    /// One run of the step script for `report`'s key.
+    async fn run_step(
+        &self,
+        keys: &(String, String),
+        report: &Report,
+        json: &str,
+        delivery: Delivery<'_>,
+    ) -> Result<(String, u64, u64), Late> {
+        let site = if report.verdict.is_about_the_site() {
+            "1"
+        } else {
+            "0"
+        };
+        self.attempt("state step", async |c| {
+            let mut inv = self.script.key(&keys.0);
+            inv.key(&keys.1)
+                .arg(delivery.id)
+                .arg(report.verdict.as_str())
+                .arg(site)
+                .arg(now_ms())
+                .arg(self.state_ttl.as_secs().max(1))
+                .arg(self.verdict_ttl.as_secs().max(1))
+                .arg(json)
+                .arg(MEMO_JOBS)
+                .arg(if delivery.redelivered { "1" } else { "0" })
+                .arg(MEMO_MAX_AGE_MS)
+                .arg(SHARED_RECALL_MS);
+            inv.invoke_async(c).await
+        })
+        .await
     }
 
     async fn kept(&self, key: &str) -> Option<Kept> {
@@ -195,31 +246,26 @@ impl StateStore for RedisState {
     ) -> BoxFuture<'a, Option<Answer>> {
         Box::pin(async move {
             let key = report.key.as_deref()?;
-            let (record_key, report_key) = self.keys(key);
+            let keys = self.keys(key);
             let json = serde_json::to_string(report).ok()?;
-            let site = if report.verdict.is_about_the_site() {
-                "1"
-            } else {
-                "0"
+            let ran = match self.run_step(&keys, report, &json, delivery).await {
+                // A late Redis may have run the step all the same: going on without it
+                // would leave its change untold. Asked again as this delivery's
+                // redelivery, the memo gives the answer that step gave, or the step
+                // is taken now.
+                Err(Late::Maybe) => {
+                    let again = Delivery {
+                        redelivered: true,
+                        ..delivery
+                    };
+                    self.run_step(&keys, report, &json, again).await
+                }
+                ran => ran,
             };
-            let (prev, streak, since): (String, u64, u64) = self
-                .call("state step", async |c| {
-                    let mut inv = self.script.key(&record_key);
-                    inv.key(&report_key)
-                        .arg(delivery.id)
-                        .arg(report.verdict.as_str())
-                        .arg(site)
-                        .arg(now_ms())
-                        .arg(self.state_ttl.as_secs().max(1))
-                        .arg(self.verdict_ttl.as_secs().max(1))
-                        .arg(&json)
-                        .arg(MEMO_JOBS)
-                        .arg(if delivery.redelivered { "1" } else { "0" })
-                        .arg(MEMO_MAX_AGE_MS)
-                        .arg(SHARED_RECALL_MS);
-                    inv.invoke_async(c).await
-                })
-                .await?;
+            let Ok((prev, streak, since)) = ran else {
+                tracing::warn!("redis state step not answered; going on without the state");
+                return None;
+            };
             Some(Answer {
                 previous: Verdict::parse(&prev),
                 streak,
