@@ -79,7 +79,8 @@ impl Vhosts {
   gzip on;
   gzip_min_length 1;
   server {{ listen {ip}:{http} default_server; location / {{ return 421; }} }}
-  server {{ listen {ip}:{http}; server_name {server_names}; root {d}/www; }}
+  server {{ listen {ip}:{http}; server_name {server_names}; root {d}/www;
+    add_header Cache-Control "max-age=3600"; }}
   server {{ listen {ip}:{https} ssl http2 default_server;
     ssl_certificate {d}/decoy.pem; ssl_certificate_key {d}/decoy.key;
     location / {{ return 421; }} }}
@@ -390,6 +391,33 @@ async fn the_egress_urls_credentials_open_the_tunnel() {
 /// absolute form browsers and curl send to such a proxy, and the result says that the
 /// proxy chose the address; the refusal is remembered, so the proxy is not asked for a
 /// tunnel on every probe. What the proxy reports of the site is still the site's.
+/// A URL asked by name goes through the proxy's cache: squid as Debian ships it (memory
+/// cache on) answered a page the site had called fresh for an hour from its cache, and
+/// the site, down since, was `up`. A request asked by name says no cached copy will do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_asked_by_name_is_never_answered_from_the_proxys_cache() {
+    let site_ip = "127.0.59.71";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let squid = Squid::stock_caching("127.0.59.72", &[(NAME, site_ip)]);
+    let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
+    let url = format!("http://{NAME}:{}/", site.http);
+    for _ in 0..2 {
+        let r = check(&e, &url).await;
+        assert_up_at(&r, site_ip, &url);
+        assert!(r.detail.contains("by name"), "{}", r.detail);
+    }
+    drop(site);
+    let r = check(&e, &url).await;
+    let log = squid_requests(&squid);
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "connect"),
+        "{url}: {}\nsquid: {log}",
+        r.detail
+    );
+    assert!(!log.contains("HIT/"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_refusing_to_tunnel_plain_http_is_asked_for_the_url_by_name() {
     let site_ip = "127.0.12.41";

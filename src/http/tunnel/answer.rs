@@ -52,6 +52,13 @@ pub(super) async fn ask(
             if let Some(auth) = auth {
                 head = head.header(http::header::PROXY_AUTHORIZATION, auth);
             }
+            // The proxy is our egress, not the site's: a copy from its cache (squid as
+            // Debian ships it keeps one) is no sign of the site being up now.
+            if !request.headers().contains_key(http::header::CACHE_CONTROL) {
+                head = head
+                    .header(http::header::CACHE_CONTROL, "no-cache")
+                    .header(http::header::PRAGMA, "no-cache");
+            }
         }
     }
     if !h2 && !request.headers().contains_key(http::header::HOST) {
