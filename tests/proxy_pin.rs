@@ -391,6 +391,29 @@ async fn the_egress_urls_credentials_open_the_tunnel() {
 /// absolute form browsers and curl send to such a proxy, and the result says that the
 /// proxy chose the address; the refusal is remembered, so the proxy is not asked for a
 /// tunnel on every probe. What the proxy reports of the site is still the site's.
+/// An egress whose address is a web server, not a proxy (a typo, a port reused): nginx
+/// answers CONNECT with 400, which was taken for a proxy's rules, so every plain-http
+/// URL was asked "by name" and judged on nginx's own page, the site never reached: `up`
+/// or `down` as that page went. It is the egress failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_egress_that_is_no_proxy_is_the_egress_failing_never_the_sites_verdict() {
+    let site_ip = "127.0.59.73";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let web = Vhosts::start("127.0.59.74", &["elsewhere.pin.test"]);
+    let not_a_proxy = format!("http://127.0.59.74:{}", web.http);
+    let e = engine(&not_a_proxy, &site.ca_file, true, &[(NAME, site_ip)]);
+    for url in site.urls() {
+        let r = check(&e, &url).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Unknown, "egress_unavailable"),
+            "{url}: {}",
+            r.detail
+        );
+    }
+    assert!(site.hits().all.is_empty(), "the site was never asked");
+}
+
 /// A URL asked by name goes through the proxy's cache: squid as Debian ships it (memory
 /// cache on) answered a page the site had called fresh for an hour from its cache, and
 /// the site, down since, was `up`. A request asked by name says no cached copy will do.

@@ -74,10 +74,21 @@ impl Refusal {
         (r.squid.is_some() || r.proxy_status.is_some()).then_some(r)
     }
 
-    /// Whether the proxy refused to tunnel for its own reasons, its rules rather than
-    /// the site or missing credentials (407): the URL may be asked by name instead.
+    /// Whether the proxy refused to tunnel by its rules (squid's `ERR_ACCESS_DENIED`,
+    /// RFC 9209's `http_request_denied`, a 403 or 405): the URL may be asked by name
+    /// instead. Not missing credentials (407), not the site, and not a proxy failing
+    /// (squid's 500 `ERR_CANNOT_FORWARD`) or a server that is no proxy at all (a 400):
+    /// asked by name, that server's own page would pass for every site's.
     pub(super) fn refuses_tunnels(&self) -> bool {
-        self.site_failure().is_none() && self.status != StatusCode::PROXY_AUTHENTICATION_REQUIRED
+        let squid = self.squid.as_deref().unwrap_or("");
+        self.site_failure().is_none()
+            && (squid.starts_with("ERR_ACCESS_DENIED")
+                || self.proxy_status.as_deref() == Some("http_request_denied")
+                || (self.squid.is_none()
+                    && matches!(
+                        self.status,
+                        StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED
+                    )))
     }
 
     fn read<B>(answer: &http::Response<B>, refused: &'static str) -> Refusal {
@@ -154,7 +165,7 @@ impl Refusal {
         }
         // What a proxy asked by name reports of the site's answer (a tunnel's bytes are
         // the site's own and never get these).
-        let (error, _) = squid.split_once(' ').unwrap_or((squid, ""));
+        let (error, errno) = squid.split_once(' ').unwrap_or((squid, ""));
         match (error, said) {
             ("ERR_ZERO_SIZE_OBJECT", _) | (_, Some("http_response_incomplete")) => {
                 return Some((
@@ -162,7 +173,9 @@ impl Refusal {
                     "the proxy reports the connection closed before an answer",
                 ))
             }
-            ("ERR_READ_ERROR", _) => {
+            // With errno 0 squid never reached the site (its own DNS failed, or its
+            // parent is down): the egress's failure, below.
+            ("ERR_READ_ERROR", _) if errno.trim() != "0" => {
                 return Some((FailureKind::Reset, "the proxy reports the connection reset"))
             }
             ("ERR_LIFETIME_EXP", _) | (_, Some("http_response_timeout")) => {
@@ -511,6 +524,27 @@ mod tests {
         assert!(!refusal(503, &[("X-Squid-Error", "ERR_CONNECT_FAIL 111")]).refuses_tunnels());
         assert!(refusal(403, &[]).refuses_tunnels());
         assert!(refusal(405, &[]).refuses_tunnels());
+        // A web server that is no proxy (nginx's 400 to CONNECT) made every plain-http
+        // site `up` on its own page, asked "by name"; a proxy failing to forward
+        // (squid's 500 ERR_CANNOT_FORWARD, its parent down) sent every URL by name for
+        // ten minutes. Only a proxy's rules send a URL by name.
+        assert!(!refusal(400, &[]).refuses_tunnels());
+        assert!(!refusal(404, &[]).refuses_tunnels());
+        assert!(!refusal(500, &[("X-Squid-Error", "ERR_CANNOT_FORWARD 0")]).refuses_tunnels());
+        let denied = refusal(502, &[("Proxy-Status", "p; error=http_request_denied")]);
+        assert!(denied.refuses_tunnels());
+    }
+
+    /// squid 5 asked by name for a host its own DNS cannot resolve, or through a parent
+    /// that is down, answers 502 `ERR_READ_ERROR 0` without ever contacting the site: it
+    /// was read as the site resetting the connection, `down`. A reset by the site
+    /// carries its errno (104).
+    #[test]
+    fn a_read_error_without_the_sites_errno_is_the_proxys() {
+        let kind = |r: Refusal| r.site_failure().map(|(k, _)| k);
+        let squid = |code: &str| refusal(502, &[("X-Squid-Error", code)]);
+        assert_eq!(kind(squid("ERR_READ_ERROR 0")), None);
+        assert_eq!(kind(squid("ERR_READ_ERROR 104")), Some(FailureKind::Reset));
     }
 
     #[test]
