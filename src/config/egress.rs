@@ -105,7 +105,26 @@ fn proxy(key: &str, value: Option<&str>) -> Result<Option<Url>, ConfigError> {
             key,
             "socks5h:// lets the proxy resolve names past the address policy and the per-IP limit: use socks5://, which sends the address picket resolved and counted",
         )),
-        Some(p) => url_with_scheme(key, p, &["http", "https", "socks5"]).map(Some),
+        Some(p) => {
+            let mut url = url_with_scheme(key, p, &["http", "https", "socks5"])?;
+            // A proxy is a host and a port: anything after them was dropped unsaid.
+            if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some()
+            {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{:?}: a proxy URL has no path, query or fragment, only scheme://[user:password@]host:port",
+                        super::redact_url(p)
+                    ),
+                ));
+            }
+            // SOCKS5's port written out, so every route through it takes the same one
+            // (the URL crate knows no default port for socks5).
+            if url.scheme() == "socks5" && url.port().is_none() {
+                let _ = url.set_port(Some(1080));
+            }
+            Ok(Some(url))
+        }
     }
 }
 
@@ -156,6 +175,40 @@ mod tests {
         let e = err("[[egress]]\nname = \"a\"\n[[egress]]\nname = \"a\"\n");
         assert!(e.contains("egress[1].name") && e.contains("twice"), "{e}");
         assert!(err("[[egress]]\nname = \"\"\n").contains("egress[0].name"));
+    }
+
+    /// `socks5://host` took port 1080 for requests but no port at all for the route a
+    /// status line is asked again on, which was lost: a page browsers show was
+    /// `down/protocol` through it and `up` through `socks5://host:1080`. And a proxy
+    /// URL's path or query was dropped without a word.
+    #[test]
+    fn a_proxy_url_is_a_host_and_a_port_the_default_written_out() {
+        let proxy = |p: &str| format!("[[egress]]\nname = \"p\"\nproxy = \"{p}\"\n");
+        let s = Settings::from_toml(&proxy("socks5://127.0.0.1")).expect("socks5");
+        assert_eq!(
+            s.egress[0].proxy.as_ref().and_then(url::Url::port),
+            Some(1080)
+        );
+        let s = Settings::from_toml(&proxy("http://127.0.0.1")).expect("http");
+        assert_eq!(
+            s.egress[0]
+                .proxy
+                .as_ref()
+                .and_then(url::Url::port_or_known_default),
+            Some(80)
+        );
+        for bad in [
+            "http://127.0.0.1:3128/squid",
+            "http://127.0.0.1:3128/?a=1",
+            "socks5://h:1080/#x",
+        ] {
+            let e = err(&proxy(bad));
+            assert!(
+                e.contains("egress[0].proxy") && e.contains("path"),
+                "{bad}: {e}"
+            );
+        }
+        Settings::from_toml(&proxy("http://127.0.0.1:3128/")).expect("a bare slash");
     }
 
     #[test]
