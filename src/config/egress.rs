@@ -85,6 +85,18 @@ pub(super) fn build(raw: Vec<RawEgress>) -> Result<Vec<EgressSettings>, ConfigEr
                 format!("{name:?} is used twice"),
             ));
         }
+        // One proxy under two names is one way out counted as two (its rate doubled per
+        // site, a failure "confirmed" through itself); the same host with other
+        // credentials may be another way out (a provider's session or country).
+        if let Some(twin) = egress.iter().find(|x| proxy.is_some() && x.proxy == proxy) {
+            return Err(invalid(
+                &format!("egress[{i}].proxy"),
+                format!(
+                    "the same proxy as egress {:?}: one way out under two names",
+                    twin.name
+                ),
+            ));
+        }
         egress.push(EgressSettings {
             name,
             proxy,
@@ -209,6 +221,24 @@ mod tests {
             );
         }
         Settings::from_toml(&proxy("http://127.0.0.1:3128/")).expect("a bare slash");
+    }
+
+    /// One proxy under two names is one way out counted as two: with
+    /// `scope = "egress_and_target"` a site got twice its rate, and a failure was
+    /// "confirmed through another egress" that was the same one. (The same host with
+    /// other credentials may well be another way out: a provider's session or country.)
+    #[test]
+    fn one_proxy_is_one_egress() {
+        let two = |a: &str, b: &str| {
+            format!("[[egress]]\nname = \"a\"\nproxy = \"{a}\"\n[[egress]]\nname = \"b\"\nproxy = \"{b}\"\n")
+        };
+        let e = err(&two("http://127.0.0.1:3128", "http://127.0.0.1:3128/"));
+        assert!(e.contains("egress[1].proxy") && e.contains("\"a\""), "{e}");
+        Settings::from_toml(&two(
+            "http://u1:p@127.0.0.1:3128",
+            "http://u2:p@127.0.0.1:3128",
+        ))
+        .expect("other credentials, another way out");
     }
 
     #[test]
