@@ -65,7 +65,8 @@ pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
 /// closed": they carry the broker's `method`), for the connection's end ("Connection
 /// error") and for a frame lapin did not expect (its `error` alone: lapin ends the
 /// connection for it; a close-ok crossing a close of the broker's after a refusal is
-/// one): picket logs each of these itself, with the node, the step and what it does
+/// one), and lapin's I/O loop giving up on a connection ("aborting recovery"):
+/// picket logs each of these itself, with the node, the step and what it does
 /// next, at the level it deserves (a refused set-up, a failover, an outage). Left in,
 /// they doubled every such line as an ERROR, which alerts on error lines page for even
 /// when picket recovers on its own. Matched by their fields, so a lapin that changes
@@ -81,6 +82,10 @@ fn said_by_picket(meta: &Metadata<'_>) -> bool {
                 || (fields.field("error").is_some() && fields.len() == 1)
         }
         "lapin::channels" => fields.field("error").is_some() && fields.len() == 2,
+        // "Exponential backoff attempts exhausted, aborting recovery" (and a write of
+        // nothing, retried): a connection that could not be made or was lost, which
+        // picket reports with the node and what it does next.
+        "lapin::io_loop" => fields.len() == 1,
         _ => false,
     }
 }
@@ -178,6 +183,9 @@ mod tests {
             // A protocol violation: lapin ends the connection for it, and picket logs
             // that end with the same error ("broker connection failed").
             tracing::error!(target: "lapin::channel", %error);
+            // A connection that could not be made: picket says so, with a hint, and
+            // lapin's line ("aborting recovery") read as if something had been lost.
+            tracing::error!(target: "lapin::io_loop", "Exponential backoff attempts exhausted, aborting recovery");
             tracing::error!(target: "lapin::channel", "Got a bad acknowledgement from server");
             tracing::warn!(target: "lapin::channel", %error);
         });
