@@ -94,6 +94,9 @@ struct Memo {
     /// whose answer it was (an earlier copy's would be a stale verdict, a change told
     /// twice), so it is recalled only within [`SHARED_RECALL_MS`].
     shared: bool,
+    /// The key's verdict on the site right after this step: its answer is recalled
+    /// only while the key still has it.
+    left: Option<Verdict>,
 }
 
 /// Whether `id`'s answer in `record` is shared by several messages ([`Memo::shared`]).
@@ -101,21 +104,9 @@ fn shared(record: &Record, id: &str) -> bool {
     record.memo.iter().any(|m| m.delivery == id && m.shared)
 }
 
-impl Memo {
-    /// The key's verdict on the site right after this delivery's step: its own, or
-    /// for `unknown` and `invalid` (which are none) the one it found.
-    fn left(&self) -> Option<Verdict> {
-        if self.verdict.is_about_the_site() {
-            Some(self.verdict)
-        } else {
-            self.answer.previous
-        }
-    }
-}
-
 /// One result's step of a key's state; a redelivered message whose first delivery took
 /// its step gets the `previous_verdict` it got then, while the key's verdict is still
-/// the one that step left. Once another job changed it (and told that change), the
+/// the one that step left ([`Memo::left`]). Once another job changed it (and told that change), the
 /// redelivery is a step of its own: recalling its old change would announce one the
 /// key's state contradicts.
 pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_ms: u64) -> Answer {
@@ -125,7 +116,7 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
         delivery.redelivered && recallable(m.shared, m.at_ms, now_ms)
     });
     let current = record.verdict.map(|(v, _, _)| v);
-    let recalled = own.filter(|&i| record.memo[i].left() == current);
+    let recalled = own.filter(|&i| record.memo[i].left == current);
     let previous = match recalled {
         Some(i) if record.memo[i].verdict == verdict => return record.memo[i].answer,
         // The site moved between the deliveries: the state follows the new verdict, but
@@ -165,6 +156,7 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
         answer,
         at_ms: now_ms,
         shared,
+        left: record.verdict.map(|(v, _, _)| v),
     };
     record.memo.insert(0, memo);
     record.memo.truncate(MEMO_JOBS);
@@ -428,6 +420,23 @@ mod tests {
         let a = step(&mut r, again("j2"), Degraded, 4000);
         assert_eq!((a.previous, a.streak), (Some(Degraded), 2));
         assert!(!a.changed(Degraded), "the key's verdict did not change");
+    }
+
+    /// A job redelivered twice: its first step took `up → down` and was never told, its
+    /// second delivery was `unknown` (recalled: the key still down) and not told either.
+    /// The key's verdict after that second step is still down, but it was read as `up`
+    /// (the previous verdict the recall carried), so the third delivery was a step of
+    /// its own, `down` after `down`, and the change was never told.
+    #[test]
+    fn a_change_survives_two_redeliveries_the_middle_one_unknown() {
+        let mut r = Record::default();
+        step(&mut r, new("j1"), Up, 1000);
+        step(&mut r, new("j2"), Down, 2000);
+        let middle = step(&mut r, again("j2"), Unknown, 3000);
+        assert_eq!(middle.previous, Some(Up));
+        let last = step(&mut r, again("j2"), Down, 4000);
+        assert_eq!(last.previous, Some(Up));
+        assert!(last.changed(Down), "up → down is told at last");
     }
 
     #[test]

@@ -25,8 +25,9 @@ use crate::redis_pool::{RedisConn, RedisPool};
 /// (s), the report's JSON, memo size, "1" when redelivered, memo age (ms), shared memo
 /// age (ms: `super::SHARED_RECALL_MS`). Returns
 /// {previous verdict or "", streak, since (ms)}. A memo entry is {delivery id, verdict,
-/// previous, streak, since, when, shared} (`super::Memo`; entries written before
-/// `shared` existed read as not shared).
+/// previous, streak, since, when, shared, left} (`super::Memo`; entries written before
+/// `shared` existed read as not shared, before `left` as their own site verdict or the
+/// one they found).
 const STEP: &str = r#"
 local raw = redis.call('GET', KEYS[1])
 local st = {v = '', s = 0, n = 0, o = 0, os = 0, m = {}}
@@ -42,9 +43,13 @@ if at then
   local e = st.m[at]
   local age = now - e[6]
   if ARGV[9] == '1' and age <= tonumber(ARGV[10]) and (not e[7] or age <= tonumber(ARGV[11])) then
-    -- Recalled while the key's verdict is the one that step left (`Memo::left`).
-    local left = e[2]
-    if left ~= 'up' and left ~= 'degraded' and left ~= 'down' then left = e[3] end
+    -- Recalled while the key's verdict is the one that step left (`Memo::left`);
+    -- entries written before e[8] existed: their own verdict, or the one they found.
+    local left = e[8]
+    if left == nil then
+      left = e[2]
+      if left ~= 'up' and left ~= 'degraded' and left ~= 'down' then left = e[3] end
+    end
     if left == st.v then
       if e[2] == v then return {e[3], e[4], e[5]} end
       prev = e[3]
@@ -65,7 +70,7 @@ else
   st.o = st.o + 1
   streak, since = st.o, st.os
 end
-table.insert(st.m, 1, {job, v, prev, streak, since, now, shared})
+table.insert(st.m, 1, {job, v, prev, streak, since, now, shared, st.v})
 while #st.m > tonumber(ARGV[8]) do table.remove(st.m) end
 redis.call('SET', KEYS[1], cjson.encode(st), 'EX', ARGV[5])
 redis.call('SET', KEYS[2], '{"at":' .. string.format('%d', now) .. ',"delivery":' .. cjson.encode(job)
