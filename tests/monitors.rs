@@ -482,7 +482,8 @@ async fn a_redis_out_of_memory_neither_stops_results_nor_swallows_a_change() {
 /// A Redis that is late, not away (a fork, an fsync, a stalled network), ran a step the
 /// worker had given up on: the result said `changed: false, previous_verdict: null`
 /// while the key's state took `up → down`, and that outage was never announced. The
-/// step is asked again, as a redelivery of the same delivery, which its memo answers.
+/// step is asked again with the same nonce, which the late step's memo answers, so it
+/// is neither lost nor counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_step_that_redis_answers_late_still_tells_its_change() {
     use picket::job::Verdict::{Down, Up};
@@ -495,7 +496,53 @@ async fn a_state_step_that_redis_answers_late_still_tells_its_change() {
     };
     let first = store.step(&report_of("late", "j1", Up), new("j1")).await;
     assert!(first.is_some(), "redis answers");
-    // Writes wait a little longer than the step's timeout (500 ms), scripts included.
+    // Redis busy for 800 ms (a script spinning), longer than the step's timeout
+    // (500 ms): the step waits in its socket and runs late, after picket gave up on it.
+    let admin = redis::Client::open(redis.url()).expect("client");
+    let mut admin = admin
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin");
+    let busy = tokio::spawn(async move {
+        let spin = "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] \
+                    repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 800000 return 1";
+        let _: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(spin)
+            .arg(0)
+            .query_async(&mut admin)
+            .await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let late = store.step(&report_of("late", "j2", Down), new("j2")).await;
+    busy.await.expect("busy script");
+    let answer = late.expect("an answer, late");
+    assert_eq!(answer.previous, Some(Up));
+    assert!(answer.changed(Down));
+    let next = store.step(&report_of("late", "j3", Down), new("j3")).await;
+    let next = next.expect("an answer");
+    assert_eq!(
+        (next.previous, next.streak),
+        (Some(Down), 2),
+        "the late step and its retry are one step"
+    );
+}
+
+/// The step asked again after a timeout was asked as a redelivery: where the first run
+/// never reached Redis (here: writes paused, and the connection dropped with it), an
+/// earlier message under the same delivery id (a publisher repeating a job) had its
+/// answer recalled, `previous_verdict: null`, and this copy's `up → down` went untold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_asked_again_is_no_redelivery_of_an_earlier_copy() {
+    use picket::job::Verdict::{Down, Up};
+    let (redis, _site, s) = on_a_private_redis("127.0.59.78").await;
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    let copy = Delivery {
+        id: "m",
+        redelivered: false,
+    };
+    let first = store.step(&report_of("copies", "m", Up), copy).await;
+    assert!(first.is_some(), "redis answers");
     let admin = redis::Client::open(redis.url()).expect("client");
     let mut admin = admin
         .get_multiplexed_async_connection()
@@ -508,10 +555,10 @@ async fn a_state_step_that_redis_answers_late_still_tells_its_change() {
         .query_async(&mut admin)
         .await
         .expect("pause");
-    let late = store.step(&report_of("late", "j2", Down), new("j2")).await;
-    let answer = late.expect("an answer, late");
-    assert_eq!(answer.previous, Some(Up));
-    assert!(answer.changed(Down));
+    let second = store.step(&report_of("copies", "m", Down), copy).await;
+    let second = second.expect("an answer, late");
+    assert_eq!(second.previous, Some(Up));
+    assert!(second.changed(Down));
 }
 
 /// The Lua script and the Rust transition agree, step by step, on a long mixed run of

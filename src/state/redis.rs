@@ -23,9 +23,10 @@ use crate::redis_pool::{RedisConn, RedisPool};
 /// The transition of `super::step`, in Lua. KEYS: record, report. ARGV: delivery id,
 /// verdict, "1" when it is a verdict on the site, now (ms), state TTL (s), verdict TTL
 /// (s), the report's JSON, memo size, "1" when redelivered, memo age (ms), shared memo
-/// age (ms: `super::SHARED_RECALL_MS`). Returns
+/// age (ms: `super::SHARED_RECALL_MS`), the step's nonce (the same when it is asked
+/// again after a timeout: a run that finds it in the memo gives that run's answer). Returns
 /// {previous verdict or "", streak, since (ms)}. A memo entry is {delivery id, verdict,
-/// previous, streak, since, when, shared, left} (`super::Memo`; entries written before
+/// previous, streak, since, when, shared, left, nonce} (`super::Memo`; entries written before
 /// `shared` existed read as not shared, before `left` as their own site verdict or the
 /// one they found).
 const STEP: &str = r#"
@@ -39,6 +40,11 @@ for i, e in ipairs(st.m) do
   if e[1] == job then at = i; break end
 end
 local shared = false
+-- This very step run before (a call that timed out and ran late): its answer.
+if at and st.m[at][9] == ARGV[12] then
+  local e = st.m[at]
+  return {e[3], e[4], e[5]}
+end
 if at then
   local e = st.m[at]
   local age = now - e[6]
@@ -70,7 +76,7 @@ else
   st.o = st.o + 1
   streak, since = st.o, st.os
 end
-table.insert(st.m, 1, {job, v, prev, streak, since, now, shared, st.v})
+table.insert(st.m, 1, {job, v, prev, streak, since, now, shared, st.v, ARGV[12]})
 while #st.m > tonumber(ARGV[8]) do table.remove(st.m) end
 redis.call('SET', KEYS[1], cjson.encode(st), 'EX', ARGV[5])
 redis.call('SET', KEYS[2], '{"at":' .. string.format('%d', now) .. ',"delivery":' .. cjson.encode(job)
@@ -80,6 +86,15 @@ redis.call('SET', KEYS[2], '{"at":' .. string.format('%d', now) .. ',"delivery":
   .. ',"report":' .. ARGV[7] .. '}', 'EX', ARGV[6])
 return {prev, streak, since}
 "#;
+
+/// A name for one state step, unique among all workers' steps: this process, the
+/// time and a count.
+fn step_nonce() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STEPS: AtomicU64 = AtomicU64::new(0);
+    let n = STEPS.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}.{:x}.{n:x}", std::process::id(), now_ms())
+}
 
 /// Why a Redis call gave no answer.
 enum Late {
@@ -191,6 +206,7 @@ impl RedisState {
         report: &Report,
         json: &str,
         delivery: Delivery<'_>,
+        nonce: &str,
     ) -> Result<(String, u64, u64), Late> {
         let site = if report.verdict.is_about_the_site() {
             "1"
@@ -210,7 +226,8 @@ impl RedisState {
                 .arg(MEMO_JOBS)
                 .arg(if delivery.redelivered { "1" } else { "0" })
                 .arg(MEMO_MAX_AGE_MS)
-                .arg(SHARED_RECALL_MS);
+                .arg(SHARED_RECALL_MS)
+                .arg(nonce);
             inv.invoke_async(c).await
         })
         .await
@@ -253,18 +270,12 @@ impl StateStore for RedisState {
             let key = report.key.as_deref()?;
             let keys = self.keys(key);
             let json = serde_json::to_string(report).ok()?;
-            let ran = match self.run_step(&keys, report, &json, delivery).await {
-                // A late Redis may have run the step all the same: going on without it
-                // would leave its change untold. Asked again as this delivery's
-                // redelivery, the memo gives the answer that step gave, or the step
-                // is taken now.
-                Err(Late::Maybe) => {
-                    let again = Delivery {
-                        redelivered: true,
-                        ..delivery
-                    };
-                    self.run_step(&keys, report, &json, again).await
-                }
+            let nonce = step_nonce();
+            let ran = match self.run_step(&keys, report, &json, delivery, &nonce).await {
+                // A late Redis may have run the step all the same, or may yet: going
+                // on without it would leave its change untold. Asked again with the
+                // same nonce, whichever run comes second finds the first's answer.
+                Err(Late::Maybe) => self.run_step(&keys, report, &json, delivery, &nonce).await,
                 ran => ran,
             };
             let Ok((prev, streak, since)) = ran else {
