@@ -11,6 +11,7 @@ use picket::job::Verdict;
 
 use crate::support::free_port;
 use crate::support::picket::{check, engine_from_toml};
+use crate::support::real::apache::Apache;
 use crate::support::real::haproxy::Haproxy;
 use crate::support::real::nginx::Nginx;
 use crate::support::real::squid::Squid;
@@ -386,30 +387,31 @@ async fn the_egress_urls_credentials_open_the_tunnel() {
     assert_eq!(log.matches(" pinuser ").count(), 2, "{log}");
 }
 
-/// A proxy with the rules most ship (squid's `http_access deny CONNECT !SSL_ports`)
-/// refuses to tunnel to a plain-http port. The request is then asked by name, in the
-/// absolute form browsers and curl send to such a proxy, and the result says that the
-/// proxy chose the address; the refusal is remembered, so the proxy is not asked for a
-/// tunnel on every probe. What the proxy reports of the site is still the site's.
 /// An egress whose address is a web server, not a proxy (a typo, a port reused): nginx
-/// answers CONNECT with 400, which was taken for a proxy's rules, so every plain-http
-/// URL was asked "by name" and judged on nginx's own page, the site never reached: `up`
-/// or `down` as that page went. It is the egress failing.
+/// answers CONNECT with 400, Apache with 405, which were taken for a proxy's rules, so
+/// every plain-http URL was asked "by name" and judged on the server's own page (Apache
+/// serves `GET http://name/` from its own pages), the site never reached: `up` or
+/// `down` as that page went. It is the egress failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_egress_that_is_no_proxy_is_the_egress_failing_never_the_sites_verdict() {
     let site_ip = "127.0.59.73";
     let site = Vhosts::start(site_ip, &[NAME]);
-    let web = Vhosts::start("127.0.59.74", &["elsewhere.pin.test"]);
-    let not_a_proxy = format!("http://127.0.59.74:{}", web.http);
-    let e = engine(&not_a_proxy, &site.ca_file, true, &[(NAME, site_ip)]);
-    for url in site.urls() {
-        let r = check(&e, &url).await;
-        assert_eq!(
-            (r.verdict, r.reason.as_str()),
-            (Verdict::Unknown, "egress_unavailable"),
-            "{url}: {}",
-            r.detail
-        );
+    let nginx = Vhosts::start("127.0.59.74", &["elsewhere.pin.test"]);
+    let apache = Apache::plain("127.0.59.79", &["elsewhere.pin.test".into()]);
+    for not_a_proxy in [
+        format!("http://127.0.59.74:{}", nginx.http),
+        format!("http://127.0.59.79:{}", apache.port),
+    ] {
+        let e = engine(&not_a_proxy, &site.ca_file, true, &[(NAME, site_ip)]);
+        for url in site.urls() {
+            let r = check(&e, &url).await;
+            assert_eq!(
+                (r.verdict, r.reason.as_str()),
+                (Verdict::Unknown, "egress_unavailable"),
+                "{not_a_proxy} {url}: {}",
+                r.detail
+            );
+        }
     }
     assert!(site.hits().all.is_empty(), "the site was never asked");
 }
@@ -441,6 +443,11 @@ async fn a_url_asked_by_name_is_never_answered_from_the_proxys_cache() {
     assert!(!log.contains("HIT/"), "{log}");
 }
 
+/// A proxy with the rules most ship (squid's `http_access deny CONNECT !SSL_ports`)
+/// refuses to tunnel to a plain-http port. The request is then asked by name, in the
+/// absolute form browsers and curl send to such a proxy, and the result says that the
+/// proxy chose the address; the refusal is remembered, so the proxy is not asked for a
+/// tunnel on every probe. What the proxy reports of the site is still the site's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_refusing_to_tunnel_plain_http_is_asked_for_the_url_by_name() {
     let site_ip = "127.0.12.41";

@@ -55,9 +55,10 @@ pub(super) async fn ask(
             // The proxy is our egress, not the site's: a copy from its cache (squid as
             // Debian ships it keeps one) is no sign of the site being up now.
             if !request.headers().contains_key(http::header::CACHE_CONTROL) {
-                head = head
-                    .header(http::header::CACHE_CONTROL, "no-cache")
-                    .header(http::header::PRAGMA, "no-cache");
+                head = head.header(http::header::CACHE_CONTROL, "no-cache");
+            }
+            if !request.headers().contains_key(http::header::PRAGMA) {
+                head = head.header(http::header::PRAGMA, "no-cache");
             }
         }
     }

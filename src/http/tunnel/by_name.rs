@@ -27,6 +27,12 @@ use crate::http::pin::Hop;
 /// rules may change).
 const REMEMBERED: Duration = Duration::from_secs(600);
 
+/// What a proxy is asked for, once, before a URL is asked of it by name: `.invalid` names
+/// nothing (RFC 6761), so a proxy answers with its own error, while a web server that is
+/// no proxy (a typo in the egress, a port reused) serves one of its own pages, as it
+/// would for every site asked of it by name.
+const NO_SUCH_HOST: &str = "http://picket-egress-check.invalid/";
+
 /// Marks an answer the proxy was asked for by name, as it refused a tunnel to the counted
 /// address on this port.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +58,37 @@ impl Proxy {
     pub(super) fn remember_refusal(&self, port: u16) {
         let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
         refused.insert(port, Instant::now());
+    }
+
+    /// Whether the proxy forwards what it is asked by name (remembered for [`REMEMBERED`]):
+    /// asked for [`NO_SUCH_HOST`], a proxy reports an error, a web server serves a page
+    /// (2xx, or a redirect to its own). No answer within `connect_timeout` tells nothing:
+    /// taken as a proxy, whose by-name answers then speak for themselves.
+    pub(super) async fn forwards(&self, connect_timeout: Duration) -> bool {
+        let known = *self.forwards.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, forwards)) = known.filter(|(at, _)| at.elapsed() < REMEMBERED) {
+            return forwards;
+        }
+        let forwards = match self.serves_no_such_host(connect_timeout).await {
+            Some(status) => !(status.is_success() || status.is_redirection()),
+            None => true,
+        };
+        *self.forwards.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), forwards));
+        forwards
+    }
+
+    /// The status the proxy answers [`NO_SUCH_HOST`] with, asked by name.
+    async fn serves_no_such_host(&self, connect_timeout: Duration) -> Option<http::StatusCode> {
+        let url = reqwest::Url::parse(NO_SUCH_HOST).ok()?;
+        let request = reqwest::Request::new(reqwest::Method::GET, url);
+        let asked = async {
+            let io = self.reach().await.ok()?;
+            ask(io, Form::Absolute(self.auth.clone()), request)
+                .await
+                .ok()
+        };
+        let answer = tokio::time::timeout(connect_timeout, asked).await.ok()??;
+        Some(answer.status())
     }
 
     /// A plain-http `request` asked of the proxy by name, in absolute form: connected within

@@ -74,21 +74,38 @@ impl Refusal {
         (r.squid.is_some() || r.proxy_status.is_some()).then_some(r)
     }
 
-    /// Whether the proxy refused to tunnel by its rules (squid's `ERR_ACCESS_DENIED`,
-    /// RFC 9209's `http_request_denied`, a 403 or 405): the URL may be asked by name
-    /// instead. Not missing credentials (407), not the site, and not a proxy failing
+    /// The proxy's status line's code.
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Whether the proxy refused to tunnel by its rules (squid's `ERR_ACCESS_DENIED` or
+    /// `deny_info` page, RFC 9209's `http_request_denied`, a bare 403 or 405): the URL may
+    /// be asked by name instead. Not missing credentials (407), not the site, and not a proxy failing
     /// (squid's 500 `ERR_CANNOT_FORWARD`) or a server that is no proxy at all (a 400):
     /// asked by name, that server's own page would pass for every site's.
     pub(super) fn refuses_tunnels(&self) -> bool {
         let squid = self.squid.as_deref().unwrap_or("");
-        self.site_failure().is_none()
-            && (squid.starts_with("ERR_ACCESS_DENIED")
-                || self.proxy_status.as_deref() == Some("http_request_denied")
-                || (self.squid.is_none()
-                    && matches!(
-                        self.status,
-                        StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED
-                    )))
+        let denied = matches!(
+            self.proxy_status.as_deref(),
+            Some("http_request_denied" | "destination_ip_prohibited")
+        );
+        let by_rule = match (self.squid.as_deref(), self.proxy_status.as_deref()) {
+            // `deny_info` with a page of the operator's (any name, 403) or a URL (a
+            // redirect marked "403 Access Denied"); not a login asked for.
+            (Some(_), _) => {
+                squid.starts_with("ERR_ACCESS_DENIED")
+                    || squid.ends_with("Access Denied")
+                    || (self.status == StatusCode::FORBIDDEN
+                        && !squid.starts_with("ERR_CACHE_ACCESS_DENIED"))
+            }
+            (None, None) => matches!(
+                self.status,
+                StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED
+            ),
+            (None, Some(_)) => false,
+        };
+        self.site_failure().is_none() && (denied || by_rule)
     }
 
     fn read<B>(answer: &http::Response<B>, refused: &'static str) -> Refusal {
@@ -533,6 +550,13 @@ mod tests {
         assert!(!refusal(500, &[("X-Squid-Error", "ERR_CANNOT_FORWARD 0")]).refuses_tunnels());
         let denied = refusal(502, &[("Proxy-Status", "p; error=http_request_denied")]);
         assert!(denied.refuses_tunnels());
+        // squid's `deny_info`: a page of the operator's own (any ERR_ name, 403), or a
+        // redirect to a URL, marked with the status and "Access Denied".
+        assert!(refusal(403, &[("X-Squid-Error", "ERR_MYPAGE 0")]).refuses_tunnels());
+        assert!(refusal(302, &[("X-Squid-Error", "403 Access Denied")]).refuses_tunnels());
+        // A proxy asking for a login is no rule against the address.
+        let login = refusal(403, &[("X-Squid-Error", "ERR_CACHE_ACCESS_DENIED 0")]);
+        assert!(!login.refuses_tunnels());
     }
 
     /// squid 5 asked by name for a host its own DNS cannot resolve, or through a parent

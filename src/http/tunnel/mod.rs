@@ -116,6 +116,8 @@ struct Proxy {
     by_name: bool,
     /// The ports the proxy lately refused to tunnel to by address, and when (`by_name`).
     refused: std::sync::Mutex<std::collections::HashMap<u16, Instant>>,
+    /// Whether the proxy forwards what it is asked by name, and when that was found.
+    forwards: std::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl Tunnel {
@@ -147,6 +149,7 @@ impl Tunnel {
                 resolve: resolve.clone(),
                 by_name: e.by_name == ByName::WhenRefused,
                 refused: Default::default(),
+                forwards: Default::default(),
             }),
             tls: site_tls(tls),
         })
@@ -206,6 +209,12 @@ impl Tunnel {
             let tunnelled = self.tunnelled(request, Some(addr), connect_timeout, deadline, hop);
             match (hop.scope(tunnelled).await, by_name.zip(again)) {
                 (Err(TunnelError::Refused(r)), Some((proxy, again))) if r.refuses_tunnels() => {
+                    if !proxy.forwards(connect_timeout).await {
+                        return Err(SendError::Tunnel(TunnelError::Proxy(format!(
+                            "it refused the tunnel ({}), and asked by name for a host that does not exist it served a page: a web server, not a proxy",
+                            r.status()
+                        ))));
+                    }
                     proxy.remember_refusal(port);
                     let asked = self.asked_by_name(proxy, again, connect_timeout, deadline, hop);
                     hop.scope(asked).await

@@ -105,6 +105,16 @@ impl Apache {
         }
     }
 
+    /// Apache serving `hosts` on `ip` and nothing else: no proxy module, so it answers
+    /// CONNECT with 405 and serves a request in absolute form (`GET http://x/`) from its
+    /// own pages, as any web server does.
+    pub fn plain(ip: &str, hosts: &[String]) -> Apache {
+        let dir = scratch("apache-plain");
+        let port = free_port();
+        let conf = head(&dir, ip, port, hosts);
+        Apache::run("apache", &dir, ip, port, &conf)
+    }
+
     /// Apache with mod_evasive serving `hosts` on `ip`.
     pub fn evasive(ip: &str, hosts: &[String], e: Evasive) -> Apache {
         let dir = scratch("apache-evasive");
