@@ -85,16 +85,18 @@ pub(super) fn build(raw: Vec<RawEgress>) -> Result<Vec<EgressSettings>, ConfigEr
                 format!("{name:?} is used twice"),
             ));
         }
-        // One proxy under two names is one way out counted as two (its rate doubled per
-        // site, a failure "confirmed" through itself); the same host with other
-        // credentials may be another way out (a provider's session or country).
-        if let Some(twin) = egress.iter().find(|x| proxy.is_some() && x.proxy == proxy) {
+        // One proxy (or the direct route) under two names is one way out counted as two
+        // (its rate doubled per site, a failure "confirmed" through itself); the same
+        // host with other credentials may be another way out (a provider's session or
+        // country).
+        if let Some(twin) = egress.iter().find(|x| x.proxy == proxy) {
+            let (key, what) = match proxy {
+                Some(_) => (format!("egress[{i}].proxy"), "the same proxy as"),
+                None => (format!("egress[{i}]"), "a direct way out, as is"),
+            };
             return Err(invalid(
-                &format!("egress[{i}].proxy"),
-                format!(
-                    "the same proxy as egress {:?}: one way out under two names",
-                    twin.name
-                ),
+                &key,
+                format!("{what} egress {:?}: one way out under two names", twin.name),
             ));
         }
         egress.push(EgressSettings {
@@ -239,6 +241,9 @@ mod tests {
             "http://u2:p@127.0.0.1:3128",
         ))
         .expect("other credentials, another way out");
+        // Two entries without a proxy are the one direct way out.
+        let e = err("[[egress]]\nname = \"a\"\n[[egress]]\nname = \"b\"\n");
+        assert!(e.contains("egress[1]") && e.contains("\"a\""), "{e}");
     }
 
     #[test]
