@@ -54,6 +54,35 @@ fn queue_args(settings: &AmqpSettings) -> FieldTable {
     args
 }
 
+/// The jobs queue's arguments: dead-lettering into the dead-letter queue, and for
+/// quorum queues the delivery limit, at least once. The default, at most once, drops a
+/// job dead-lettered while the dead-letter queue has no leader, which the one node
+/// failure that hands a job back for the last time can also cause. At-least-once needs
+/// `reject-publish` overflow (the queue has no length limit, so it never acts).
+fn jobs_queue_args(s: &AmqpSettings) -> FieldTable {
+    let mut args = queue_args(s);
+    dead_letter_into(&mut args, &s.dead_letter_queue);
+    if s.queue_type == QueueType::Quorum {
+        let text = |v: &str| AMQPValue::LongString(v.into());
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        args.insert("x-overflow".into(), text("reject-publish"));
+    }
+    args
+}
+
+/// The dead-letter queue's arguments: its type only. With the jobs queue's delivery
+/// limit (and no dead-letter queue of its own), the broker deleted a dead letter an
+/// operator had read five times, handing it back each time as OPERATIONS says.
+fn dead_letter_queue_args(s: &AmqpSettings) -> FieldTable {
+    let mut args = FieldTable::default();
+    let kind = match s.queue_type {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+    };
+    args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+    args
+}
+
 /// Makes a queue dead-letter (rejected or expired messages) into `queue`.
 fn dead_letter_into(args: &mut FieldTable, queue: &str) {
     args.insert(
@@ -78,10 +107,14 @@ fn dead_letter_into(args: &mut FieldTable, queue: &str) {
 /// The broker refused a declaration for another reason (e.g. no permission).
 pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpError> {
     let mut ch = conn.create_channel().await?;
-    declare_queue(conn, &mut ch, &s.dead_letter_queue, queue_args(s)).await?;
-    let mut jobs_args = queue_args(s);
-    dead_letter_into(&mut jobs_args, &s.dead_letter_queue);
-    declare_queue(conn, &mut ch, &s.jobs_queue, jobs_args).await?;
+    declare_queue(
+        conn,
+        &mut ch,
+        &s.dead_letter_queue,
+        dead_letter_queue_args(s),
+    )
+    .await?;
+    declare_queue(conn, &mut ch, &s.jobs_queue, jobs_queue_args(s)).await?;
     // Deferred jobs expire out of the delay queue (per-message TTL) back into the jobs
     // queue. Classic, unless the queues are replicated (see `nodes::delay_queue_args`).
     let mut delay_args = nodes::delay_queue_args(s.queue_type);
@@ -205,6 +238,31 @@ fn precondition_failed(e: &lapin::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node failure that hands a job back for the fifth time, taking the dead-letter
+    /// queue's leader with it, dropped the job (at-most-once dead-lettering: the egress
+    /// broker hunt lost 9 of 9 so on a 3-node cluster). The jobs queue dead-letters at least
+    /// once; the dead-letter queue has no delivery limit (`worker_e2e` reads a dead
+    /// letter more times than the limit and finds it still there).
+    #[test]
+    fn quorum_jobs_dead_letter_at_least_once_into_a_queue_without_a_limit() {
+        let mut s = crate::config::Settings::from_toml("")
+            .expect("defaults")
+            .amqp;
+        s.queue_type = QueueType::Quorum;
+        let text = |v: &str| AMQPValue::LongString(v.into());
+        let jobs = jobs_queue_args(&s);
+        let jobs = jobs.inner();
+        assert_eq!(
+            jobs.get("x-dead-letter-strategy"),
+            Some(&text("at-least-once"))
+        );
+        assert_eq!(jobs.get("x-overflow"), Some(&text("reject-publish")));
+        assert!(jobs.contains_key("x-delivery-limit"));
+        let dead = dead_letter_queue_args(&s);
+        assert!(!dead.inner().contains_key("x-delivery-limit"));
+        assert_eq!(dead.inner().get("x-queue-type"), Some(&text("quorum")));
+    }
 
     #[test]
     fn a_deferral_waits_in_the_longest_queue_that_is_not_too_long() {
