@@ -65,7 +65,7 @@ impl Proxy {
     /// (2xx, or a redirect to its own). No answer within `connect_timeout` tells nothing:
     /// taken as a proxy, whose by-name answers then speak for themselves.
     pub(super) async fn forwards(&self, connect_timeout: Duration) -> bool {
-        let known = *self.forwards.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = self.forwards.lock().await;
         if let Some((_, forwards)) = known.filter(|(at, _)| at.elapsed() < REMEMBERED) {
             return forwards;
         }
@@ -73,7 +73,7 @@ impl Proxy {
             Some(status) => !(status.is_success() || status.is_redirection()),
             None => true,
         };
-        *self.forwards.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), forwards));
+        *known = Some((Instant::now(), forwards));
         forwards
     }
 

@@ -116,8 +116,9 @@ struct Proxy {
     by_name: bool,
     /// The ports the proxy lately refused to tunnel to by address, and when (`by_name`).
     refused: std::sync::Mutex<std::collections::HashMap<u16, Instant>>,
-    /// Whether the proxy forwards what it is asked by name, and when that was found.
-    forwards: std::sync::Mutex<Option<(Instant, bool)>>,
+    /// Whether the proxy forwards what it is asked by name, and when that was found;
+    /// held while it is being found, so that a burst of probes asks it once.
+    forwards: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl Tunnel {
