@@ -119,18 +119,22 @@ struct Received {
 
 impl Received {
     fn read(delivery: &lapin::message::Delivery) -> Self {
-        let props = &delivery.properties;
+        Received::of(&delivery.properties, &delivery.data, delivery.redelivered)
+    }
+
+    fn of(props: &BasicProperties, data: &[u8], redelivered: bool) -> Self {
         let message_id = props.message_id().as_ref().map(|m| m.as_str());
+        let message_id = message_id.filter(|m| !m.is_empty());
         let timestamp = props.timestamp().as_ref().copied();
         let fallback_id = message_id
             .map(str::to_string)
-            .unwrap_or_else(|| worker::stable_id(&delivery.data, timestamp));
+            .unwrap_or_else(|| worker::stable_id(data, timestamp));
         // A job handed back as a copy (see `hand_back`) is a redelivery of the message it
         // copies, for the key's state.
         let retry_of = header_text(props, RETRY_OF_HEADER);
-        let redelivered = delivery.redelivered || retry_of.is_some();
+        let redelivered = redelivered || retry_of.is_some();
         let delivery_id =
-            retry_of.unwrap_or_else(|| worker::delivery_id(message_id, &delivery.data, timestamp));
+            retry_of.unwrap_or_else(|| worker::delivery_id(message_id, data, timestamp));
         Received {
             deferrals: deferrals(props),
             not_before: not_before(props),
@@ -497,6 +501,25 @@ mod tests {
         // Far beyond any deferral: read, then ignored by `Deferral::place`.
         assert!(with(AMQPValue::LongLongInt(i64::MAX)).is_some());
         assert_eq!(not_before(&BasicProperties::default()), None);
+    }
+
+    /// An empty `message_id` was taken for an id: every such job had `job_id: ""`, one id
+    /// for all, and one delivery id for the key's memo. The contract's fallback is for
+    /// an absent id; an empty one is none.
+    #[test]
+    fn an_empty_message_id_is_no_id() {
+        let body = br#"{"url":"http://a.example/"}"#;
+        let empty = BasicProperties::default().with_message_id("".into());
+        let none = BasicProperties::default();
+        let (a, b) = (
+            Received::of(&empty, body, false),
+            Received::of(&none, body, false),
+        );
+        assert!(!a.fallback_id.is_empty());
+        assert_eq!(
+            (a.fallback_id, a.delivery_id),
+            (b.fallback_id, b.delivery_id)
+        );
     }
 
     #[test]
