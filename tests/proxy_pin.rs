@@ -339,7 +339,9 @@ async fn a_squid_refusing_the_tunnel_is_the_egress_failing_never_the_site() {
             r.detail
         );
     }
-    let log = squid_log(&squid, 5).await;
+    // Five refusals, and the question for a host that does not exist, asked before the
+    // first URL asked by name (to tell a proxy from a web server).
+    let log = squid_log(&squid, 6).await;
     let denied = |what: &str| {
         log.lines()
             .filter(|l| l.contains("TCP_DENIED/403") && l.contains(what))
