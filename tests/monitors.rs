@@ -592,15 +592,8 @@ async fn the_redis_script_and_the_pure_step_agree() {
             id: &id,
             redelivered,
         };
-        let report = report_of("the-key", &id, verdict);
-        let from_redis = store.step(&report, delivery).await.expect("redis answers");
-        let now = from_redis.since_ms.max(1);
-        let pure = step(&mut record, delivery, verdict, now);
-        assert_eq!(
-            (from_redis.previous, from_redis.streak),
-            (pure.previous, pure.streak),
-            "step {i}: {id} {verdict:?}"
-        );
+        let step_of = Step("the-key", delivery, verdict);
+        agree(&store, &mut record, step_of, &format!("step {i}")).await;
     }
     // Runs a random walk seldom makes: a job delivered three times, the middle one
     // unknown; and a redelivery after another job moved the key on.
@@ -623,17 +616,27 @@ async fn the_redis_script_and_the_pure_step_agree() {
         let key = format!("fixed-{n}");
         let mut record = Record::default();
         for (i, &(id, redelivered, verdict)) in run.iter().enumerate() {
-            let delivery = Delivery { id, redelivered };
-            let report = report_of(&key, id, verdict);
-            let from_redis = store.step(&report, delivery).await.expect("redis answers");
-            let pure = step(&mut record, delivery, verdict, from_redis.since_ms.max(1));
-            assert_eq!(
-                (from_redis.previous, from_redis.streak),
-                (pure.previous, pure.streak),
-                "run {n}, step {i}: {id} {verdict:?}"
-            );
+            let step_of = Step(&key, Delivery { id, redelivered }, verdict);
+            agree(&store, &mut record, step_of, &format!("run {n}, step {i}")).await;
         }
     }
+}
+
+/// A step of a key: the key, the delivery, its verdict.
+struct Step<'a>(&'a str, Delivery<'a>, Verdict);
+
+/// Takes `s` through the Lua script and through the pure step, which must agree.
+async fn agree(store: &RedisState, record: &mut Record, s: Step<'_>, label: &str) {
+    let Step(key, delivery, verdict) = s;
+    let report = report_of(key, delivery.id, verdict);
+    let from_redis = store.step(&report, delivery).await.expect("redis answers");
+    let pure = step(record, delivery, verdict, from_redis.since_ms.max(1));
+    assert_eq!(
+        (from_redis.previous, from_redis.streak),
+        (pure.previous, pure.streak),
+        "{label}: {} {verdict:?}",
+        delivery.id
+    );
 }
 
 fn report_of(key: &str, id: &str, verdict: Verdict) -> picket::job::Report {

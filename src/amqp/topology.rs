@@ -36,13 +36,22 @@ pub fn delay_queue_name(s: &AmqpSettings, bucket: u64) -> String {
     format!("{}.{bucket}s", s.delay_queue)
 }
 
-fn queue_args(settings: &AmqpSettings) -> FieldTable {
+/// A queue of `amqp.queue_type`, and nothing else: the dead-letter queue's arguments.
+/// With the jobs queue's delivery limit (and no dead-letter queue of its own), the
+/// broker deleted a dead letter an operator had read five times, handing it back each
+/// time as OPERATIONS says.
+fn typed(settings: &AmqpSettings) -> FieldTable {
     let mut args = FieldTable::default();
     let kind = match settings.queue_type {
         QueueType::Classic => "classic",
         QueueType::Quorum => "quorum",
     };
     args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+    args
+}
+
+fn queue_args(settings: &AmqpSettings) -> FieldTable {
+    let mut args = typed(settings);
     if settings.queue_type == QueueType::Quorum {
         // The broker counts deliveries of quorum queues: a message that keeps coming back
         // (its workers die on it) is dead-lettered after this many.
@@ -70,19 +79,6 @@ fn jobs_queue_args(s: &AmqpSettings) -> FieldTable {
     args
 }
 
-/// The dead-letter queue's arguments: its type only. With the jobs queue's delivery
-/// limit (and no dead-letter queue of its own), the broker deleted a dead letter an
-/// operator had read five times, handing it back each time as OPERATIONS says.
-fn dead_letter_queue_args(s: &AmqpSettings) -> FieldTable {
-    let mut args = FieldTable::default();
-    let kind = match s.queue_type {
-        QueueType::Classic => "classic",
-        QueueType::Quorum => "quorum",
-    };
-    args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
-    args
-}
-
 /// Makes a queue dead-letter (rejected or expired messages) into `queue`.
 fn dead_letter_into(args: &mut FieldTable, queue: &str) {
     args.insert(
@@ -107,13 +103,7 @@ fn dead_letter_into(args: &mut FieldTable, queue: &str) {
 /// The broker refused a declaration for another reason (e.g. no permission).
 pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpError> {
     let mut ch = conn.create_channel().await?;
-    declare_queue(
-        conn,
-        &mut ch,
-        &s.dead_letter_queue,
-        dead_letter_queue_args(s),
-    )
-    .await?;
+    declare_queue(conn, &mut ch, &s.dead_letter_queue, typed(s)).await?;
     declare_queue(conn, &mut ch, &s.jobs_queue, jobs_queue_args(s)).await?;
     // Deferred jobs expire out of the delay queue (per-message TTL) back into the jobs
     // queue. Classic, unless the queues are replicated (see `nodes::delay_queue_args`).
@@ -259,7 +249,7 @@ mod tests {
         );
         assert_eq!(jobs.get("x-overflow"), Some(&text("reject-publish")));
         assert!(jobs.contains_key("x-delivery-limit"));
-        let dead = dead_letter_queue_args(&s);
+        let dead = typed(&s);
         assert!(!dead.inner().contains_key("x-delivery-limit"));
         assert_eq!(dead.inner().get("x-queue-type"), Some(&text("quorum")));
     }

@@ -89,19 +89,9 @@ impl LineEnds {
     ) -> std::io::Result<(usize, bool)> {
         let mut n = 0;
         loop {
-            let available = reader.fill_buf()?;
-            if available.is_empty() {
-                return Ok((n, n <= cap));
-            }
-            let p = self.piece(available);
-            keep(
-                line,
-                &available[p.skip..p.skip + p.len],
-                cap.saturating_sub(n),
-            );
-            n += p.len;
-            reader.consume(p.skip + p.len);
-            if p.ended {
+            let (used, done) = self.take(reader.fill_buf()?, line, cap, &mut n);
+            reader.consume(used);
+            if done {
                 return Ok((n, n <= cap));
             }
         }
@@ -116,22 +106,31 @@ impl LineEnds {
     ) -> std::io::Result<(usize, bool)> {
         let mut n = 0;
         loop {
-            let available = reader.fill_buf().await?;
-            if available.is_empty() {
-                return Ok((n, n <= cap));
-            }
-            let p = self.piece(available);
-            keep(
-                line,
-                &available[p.skip..p.skip + p.len],
-                cap.saturating_sub(n),
-            );
-            n += p.len;
-            reader.consume(p.skip + p.len);
-            if p.ended {
+            let (used, done) = self.take(reader.fill_buf().await?, line, cap, &mut n);
+            reader.consume(used);
+            if done {
                 return Ok((n, n <= cap));
             }
         }
+    }
+
+    /// Takes what of `available` (the reader's buffer; empty at the input's end) belongs
+    /// to the line, `n` bytes so far: the bytes used, and whether the line is done.
+    fn take(
+        &mut self,
+        available: &[u8],
+        line: &mut Vec<u8>,
+        cap: usize,
+        n: &mut usize,
+    ) -> (usize, bool) {
+        if available.is_empty() {
+            return (0, true);
+        }
+        let p = self.piece(available);
+        let bytes = &available[p.skip..p.skip + p.len];
+        line.extend_from_slice(&bytes[..bytes.len().min(cap.saturating_sub(*n))]);
+        *n += p.len;
+        (p.skip + p.len, p.ended)
     }
 
     /// The line ends in `buffer`, the next part of an input (for a count of its lines).
@@ -144,11 +143,6 @@ impl LineEnds {
         }
         ends
     }
-}
-
-/// Appends at most `room` bytes of `bytes` to `line`.
-fn keep(line: &mut Vec<u8>, bytes: &[u8], room: usize) {
-    line.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }
 
 /// The UTF-16 encoding whose byte order mark `head` starts with, if any.
