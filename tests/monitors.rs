@@ -470,6 +470,28 @@ async fn a_redis_out_of_memory_neither_stops_results_nor_swallows_a_change() {
     w.shutdown().await;
 }
 
+/// A private Redis (500 ms timeout) whose key `key` took one step, `up` by `first`; the
+/// store over it, and a connection of the test's own to make Redis late.
+async fn a_stepped_key(
+    ip: &str,
+    key: &str,
+    first: Delivery<'_>,
+) -> (RedisServer, RedisState, redis::aio::MultiplexedConnection) {
+    let (redis, _site, s) = on_a_private_redis(ip).await;
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    let stepped = store
+        .step(&report_of(key, first.id, Verdict::Up), first)
+        .await;
+    assert!(stepped.is_some(), "redis answers");
+    let admin = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin");
+    (redis, store, admin)
+}
+
 /// A Redis that is late, not away (a fork, an fsync, a stalled network), ran a step the
 /// worker had given up on: the result said `changed: false, previous_verdict: null`
 /// while the key's state took `up → down`, and that outage was never announced. The
@@ -478,22 +500,13 @@ async fn a_redis_out_of_memory_neither_stops_results_nor_swallows_a_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_step_that_redis_answers_late_still_tells_its_change() {
     use picket::job::Verdict::{Down, Up};
-    let (redis, _site, s) = on_a_private_redis("127.0.59.70").await;
-    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
-    let store = RedisState::new(pool, &s.redis);
     let new = |id| Delivery {
         id,
         redelivered: false,
     };
-    let first = store.step(&report_of("late", "j1", Up), new("j1")).await;
-    assert!(first.is_some(), "redis answers");
+    let (_redis, store, mut admin) = a_stepped_key("127.0.59.70", "late", new("j1")).await;
     // Redis busy for 800 ms (a script spinning), longer than the step's timeout
     // (500 ms): the step waits in its socket and runs late, after picket gave up on it.
-    let admin = redis::Client::open(redis.url()).expect("client");
-    let mut admin = admin
-        .get_multiplexed_async_connection()
-        .await
-        .expect("admin");
     let busy = tokio::spawn(async move {
         let spin = "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] \
                     repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 800000 return 1";
@@ -525,20 +538,11 @@ async fn a_state_step_that_redis_answers_late_still_tells_its_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_asked_again_is_no_redelivery_of_an_earlier_copy() {
     use picket::job::Verdict::{Down, Up};
-    let (redis, _site, s) = on_a_private_redis("127.0.59.78").await;
-    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
-    let store = RedisState::new(pool, &s.redis);
     let copy = Delivery {
         id: "m",
         redelivered: false,
     };
-    let first = store.step(&report_of("copies", "m", Up), copy).await;
-    assert!(first.is_some(), "redis answers");
-    let admin = redis::Client::open(redis.url()).expect("client");
-    let mut admin = admin
-        .get_multiplexed_async_connection()
-        .await
-        .expect("admin");
+    let (_redis, store, mut admin) = a_stepped_key("127.0.59.78", "copies", copy).await;
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(800)
