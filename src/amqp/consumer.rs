@@ -252,6 +252,7 @@ impl Worker {
             acks: Acks::start(consume.clone(), &self.tracker),
             broken,
             over: CancellationToken::new(),
+            unreadable: Arc::default(),
         };
         // While every slot is taken the loop waits for a permit, not for the consumer:
         // the connection's own events tell it that the session is gone.
@@ -259,8 +260,7 @@ impl Worker {
             conn,
             &self.settings.jobs_queue,
             self.state.clone(),
-            session.broken.clone(),
-            session.over.clone(),
+            &session,
         );
         session
     }
@@ -283,6 +283,11 @@ impl Worker {
             };
             let delivery = match delivery {
                 Some(Ok(d)) => d,
+                // Often seen here before the connection's events say it.
+                Some(Err(e)) if unreadable(&e) => {
+                    tell_unreadable(&session.unreadable, &e, &self.settings.jobs_queue);
+                    break;
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer failed; reconnecting");
                     break;
@@ -460,11 +465,12 @@ fn watch_connection(
     conn: &Connection,
     jobs_queue: &str,
     state: Arc<BrokerState>,
-    broken: CancellationToken,
-    over: CancellationToken,
+    session: &Session,
 ) {
     let events = conn.events_listener();
     let jobs_queue = jobs_queue.to_string();
+    let (broken, over) = (session.broken.clone(), session.over.clone());
+    let told = session.unreadable.clone();
     tokio::spawn(async move {
         futures_util::pin_mut!(events);
         loop {
@@ -472,8 +478,7 @@ fn watch_connection(
                 () = over.cancelled() => break,
                 event = events.next() => match event {
                     Some(lapin::Event::Error(e)) if unreadable(&e) => {
-                        metric::unreadable_message();
-                        tracing::error!(error = %e, queue = %jobs_queue, "a message delivered from the jobs queue has AMQP properties the client cannot read (bytes that are not UTF-8 in a short string such as message_id), which ends the connection and requeues the jobs in flight; it is handed to the next worker and, on a classic queue, comes back forever: remove it (see OPERATIONS, \"Not yet\")");
+                        tell_unreadable(&told, &e, &jobs_queue);
                         broken.cancel();
                         break;
                     }
@@ -499,6 +504,16 @@ fn watch_connection(
             }
         }
     });
+}
+
+/// Says, once per session (`told`), that the connection ended on a delivered message
+/// the client cannot read, with a count to alert on.
+fn tell_unreadable(told: &std::sync::atomic::AtomicBool, e: &lapin::Error, jobs_queue: &str) {
+    if told.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    metric::unreadable_message();
+    tracing::error!(error = %e, queue = %jobs_queue, "a message delivered from the jobs queue has AMQP properties the client cannot read (bytes that are not UTF-8 in a short string such as message_id), which ends the connection and requeues the jobs in flight; it is handed to the next worker and, on a classic queue, comes back forever: remove it (see OPERATIONS, \"Not yet\")");
 }
 
 /// Whether the broker blocks publishing, for `/readyz` and the gauge together.

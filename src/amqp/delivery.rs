@@ -53,6 +53,9 @@ pub(super) struct Session {
     pub(super) broken: CancellationToken,
     /// Cancelled when the session is over: its unfinished jobs stop.
     pub(super) over: CancellationToken,
+    /// The connection ended on a message the client cannot read, and that was told
+    /// (the consumer and the connection's events both see it; told once).
+    pub(super) unreadable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One delivery's task: handled to the end, or stopped when its session is over. A
