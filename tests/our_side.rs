@@ -13,7 +13,7 @@ use picket::job::{Report, Verdict};
 
 use crate::support::dns::{self, Mode};
 use crate::support::picket::{check, engine_with, page};
-use crate::support::serve;
+use crate::support::{blackhole, serve};
 
 fn engine(toml: &str) -> Engine {
     engine_with("attempts = 2\nconnect_timeout = \"2s\"", toml)
@@ -111,29 +111,6 @@ async fn nameservers_answering_nothing_are_our_side_never_a_sites_down() {
         );
     }
     assert!(silent_queries.load(std::sync::atomic::Ordering::SeqCst) > 0);
-}
-
-/// A listener on `ip` whose accept queue is full and never drained: the kernel drops
-/// further SYNs, so a connect hangs until it times out, as to a blackholed site.
-async fn blackhole(ip: &str) -> (std::net::SocketAddr, Vec<tokio::net::TcpStream>) {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind((ip.parse::<std::net::Ipv4Addr>().expect("ip"), 0).into())
-        .expect("bind");
-    let listener = socket.listen(1).expect("listen");
-    let addr = listener.local_addr().expect("addr");
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        let connect = tokio::net::TcpStream::connect(addr);
-        if let Ok(Ok(s)) =
-            tokio::time::timeout(std::time::Duration::from_millis(200), connect).await
-        {
-            held.push(s);
-        }
-    }
-    // The listener must live on (not accepting) for the queue to stay full.
-    std::mem::forget(listener);
-    (addr, held)
 }
 
 async fn check_all(e: &Arc<Engine>, urls: &[String]) -> Vec<Report> {

@@ -770,3 +770,49 @@ async fn haproxy_rate_limits_turning_us_away_are_never_down() {
         }
     }
 }
+
+/// A SOCKS5 proxy that accepts connections and answers nothing (danted stopped with
+/// SIGSTOP: the kernel still completes the handshake) looks, to a client that only
+/// sees "not connected in time", like a site that never answers. The proxy is asked
+/// for a greeting then: a hung proxy is the egress failing, and the same danted
+/// running carries the same site's silence as the site's own `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_socks_proxy_is_the_egress_failing_not_the_site_timing_out() {
+    let target = plain_target("127.0.62.1").await;
+    let (hole, _held) = crate::support::blackhole("127.0.62.2").await;
+    let dante = Dante::start("127.0.62.3", false);
+    let mut s = egress_settings(&[("dante", dante.url.as_str())]);
+    s.probe.attempts = 1;
+    s.probe.connect_timeout = Duration::from_secs(1);
+    let engine = engine(&s);
+
+    let up = round(&engine, std::slice::from_ref(&target))
+        .await
+        .remove(0);
+    assert_eq!(up.verdict, Verdict::Up, "through dante: {}", up.detail);
+
+    let silent = round(&engine, &[format!("http://{hole}/")]).await.remove(0);
+    assert_eq!(
+        (silent.verdict, silent.reason.as_str()),
+        (Verdict::Down, "timeout"),
+        "a blackholed site through a working dante: {}",
+        silent.detail
+    );
+
+    dante.daemon.freeze();
+    let hung = round(&engine, std::slice::from_ref(&target))
+        .await
+        .remove(0);
+    dante.daemon.thaw();
+    assert_eq!(
+        (hung.verdict, hung.reason.as_str()),
+        (Verdict::Unknown, "egress_unavailable"),
+        "a working site through a hung dante: {}",
+        hung.detail
+    );
+    assert!(
+        hung.detail.contains("SOCKS5 proxy") && hung.detail.contains("greeting"),
+        "the detail says the proxy never answered: {}",
+        hung.detail
+    );
+}

@@ -218,10 +218,12 @@ impl HttpProber {
             let outcome = self
                 .failed(probe, &target.host, addr, (&e, waited), obs)
                 .await;
-            if e.is_connect() && n == target.candidates.len() {
+            // The egress failing is no address's fault: the next would fail the same.
+            let next = e.is_connect() && !outcome.is_egress_failure();
+            if next && n == target.candidates.len() {
                 self.more_candidates(target, probe.deadline).await;
             }
-            if e.is_connect() && n < target.candidates.len() {
+            if next && n < target.candidates.len() {
                 unreachable.push(format!("{ip} ({})", outcome.failure_detail()));
                 continue;
             }
@@ -581,6 +583,15 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Outcome {
         let ip = addr.ip();
+        if let Some(silent) = socks_silence(probe, e).await {
+            return fail(
+                FailureKind::Egress,
+                format!(
+                    "egress {} failed, so nothing is known about {host} ({addr}): {silent}",
+                    probe.egress.name
+                ),
+            );
+        }
         let outcome = classify(e, host, addr, probe.plan, probe.egress);
         let signal = signal_of(&outcome, e, probe.egress.route, waited);
         if let Some(signal) = signal {
@@ -595,6 +606,27 @@ impl HttpProber {
         outcome
     }
 }
+
+/// When no connection through a SOCKS5 egress came in time (`e`), why its proxy is
+/// the one not answering, if it is: asked for a greeting within the connect timeout
+/// (at most [`GREETING_TIME`]). reqwest's SOCKS connect is one step, so without
+/// this a hung proxy would be every site's `down/timeout`.
+async fn socks_silence(probe: &Probe<'_>, e: &SendError) -> Option<String> {
+    let route = probe
+        .egress
+        .mended
+        .as_ref()
+        .filter(|_| probe.egress.socks)?;
+    if !e.connect_timed_out() {
+        return None;
+    }
+    let within = probe.plan.connect_timeout.min(GREETING_TIME);
+    route.socks_silence(within).await
+}
+
+/// The longest a SOCKS5 proxy is given to answer a greeting: one on the path of every
+/// probe answers in milliseconds, and a proxy slower than this is failing anyway.
+const GREETING_TIME: Duration = Duration::from_secs(2);
 
 /// What a failed request tells the limiter of our standing with the IP, if anything.
 fn signal_of(outcome: &Outcome, e: &SendError, route: Route, waited: Duration) -> Option<Signal> {

@@ -250,6 +250,11 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// Whether this is the egress failing (nothing known about the site).
+    pub(crate) fn is_egress_failure(&self) -> bool {
+        matches!(self, Outcome::Failure(f) if f.kind == FailureKind::Egress)
+    }
+
     /// The failure's account; empty for an answer.
     pub(crate) fn failure_detail(&self) -> &str {
         match self {

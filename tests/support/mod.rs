@@ -40,7 +40,7 @@ use std::sync::OnceLock;
 pub use procs::{free_port, unique};
 pub use rabbitmq::{RabbitCluster, RabbitServer};
 pub use redis_server::{RedisCluster, RedisSentinels, RedisServer};
-pub use targets::{serve, serve_raw};
+pub use targets::{blackhole, serve, serve_raw};
 
 /// The servers every test of this binary shares.
 pub struct Servers {

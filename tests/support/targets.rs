@@ -225,3 +225,26 @@ pub mod raw {
         }
     }
 }
+
+/// A listener on `ip` whose accept queue is full and never drained: the kernel drops
+/// further SYNs, so a connect hangs until it times out, as to a blackholed site.
+pub async fn blackhole(ip: &str) -> (std::net::SocketAddr, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind((ip.parse::<std::net::Ipv4Addr>().expect("ip"), 0).into())
+        .expect("bind");
+    let listener = socket.listen(1).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let connect = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), connect).await
+        {
+            held.push(s);
+        }
+    }
+    // The listener must live on (not accepting) for the queue to stay full.
+    std::mem::forget(listener);
+    (addr, held)
+}

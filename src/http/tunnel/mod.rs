@@ -226,6 +226,17 @@ impl Tunnel {
         })
     }
 
+    /// For a SOCKS5 egress, why its proxy answers nothing, if it does not (asked when a
+    /// connection through it was not made in time: reqwest's SOCKS connect is one step
+    /// to us, so a hung proxy would look like a site that never answers). `None` when
+    /// the proxy answers, or this is no SOCKS route.
+    pub(super) async fn socks_silence(&self, within: Duration) -> Option<String> {
+        match &self.via {
+            Via::Socks(socks) => socks.silence(within).await,
+            Via::Direct | Via::Proxy(_) => None,
+        }
+    }
+
     /// The proxy to ask by name should it refuse a tunnel to the counted address
     /// (`egress.by_name`), if any.
     fn by_name(&self) -> Option<&Proxy> {

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::{select, Either};
@@ -182,6 +183,51 @@ impl SocksProxy {
             }
         }
         Err(TunnelError::Proxy(last))
+    }
+}
+
+impl SocksProxy {
+    /// Why the proxy is not answering, if it is not: each of its addresses is asked
+    /// for a SOCKS5 greeting (RFC 1928's method selection, the first thing any SOCKS5
+    /// proxy answers) within `within`. `None` when one of them answers it.
+    pub(super) async fn silence(&self, within: Duration) -> Option<String> {
+        let bare = bare_host(&self.host);
+        let addrs = match addresses(bare, self.port, &self.resolve).await {
+            Ok(addrs) => addrs,
+            Err(e) => return Some(e.to_string()),
+        };
+        let mut why = format!("no address for the proxy {bare}");
+        for proxy in addrs {
+            match tokio::time::timeout(within, self.greet(proxy)).await {
+                Ok(Ok(())) => return None,
+                Ok(Err(e)) => why = format!("SOCKS5 proxy {proxy}: {e}"),
+                Err(_) => {
+                    why = format!(
+                        "SOCKS5 proxy {proxy} did not answer a greeting within {} ms",
+                        within.as_millis()
+                    )
+                }
+            }
+        }
+        Some(why)
+    }
+
+    /// One greeting: the method we would use offered, the proxy's choice read back.
+    async fn greet(&self, proxy: SocketAddr) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        // 0x00: no authentication; 0x02: user name and password (RFC 1929).
+        let method = if self.auth.is_some() { 0x02 } else { 0x00 };
+        let mut tcp = TcpStream::connect(proxy).await?;
+        tcp.write_all(&[0x05, 0x01, method]).await?;
+        let mut answer = [0u8; 2];
+        tcp.read_exact(&mut answer).await?;
+        if answer[0] != 0x05 {
+            return Err(std::io::Error::other(format!(
+                "answered a SOCKS5 greeting with version {}",
+                answer[0]
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -97,6 +97,34 @@ tidy "$1"
         }
     }
 
+    /// Stops every process of the server (SIGSTOP to its group): the kernel still
+    /// accepts connections on its ports, and nothing answers them, as a hung server.
+    pub fn freeze(&self) {
+        self.signal_group("STOP");
+    }
+
+    /// Lets a [`freeze`](Self::freeze)d server run again.
+    pub fn thaw(&self) {
+        self.signal_group("CONT");
+    }
+
+    fn signal_group(&self, signal: &str) {
+        let pid = self.child.id();
+        assert!(
+            procs::pid_matches(pid, &self.dir.display().to_string()),
+            "{}: its process {pid} is gone",
+            self.what
+        );
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), "--", &format!("-{pid}")])
+            .status();
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "{}: kill -{signal} failed",
+            self.what
+        );
+    }
+
     /// The text of a file in its dir (a log), or "" when absent.
     pub fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
@@ -110,6 +138,10 @@ impl Drop for Daemon {
         if procs::pid_matches(pid, &needle) {
             let _ = Command::new("kill")
                 .args(["-TERM", "--", &format!("-{pid}")])
+                .status();
+            // A frozen server takes its TERM only once it runs again.
+            let _ = Command::new("kill")
+                .args(["-CONT", "--", &format!("-{pid}")])
                 .status();
         }
         if !procs::wait_exit(&mut self.child, Duration::from_secs(5)) {
