@@ -643,3 +643,75 @@ fn report_of(key: &str, id: &str, verdict: Verdict) -> picket::job::Report {
     }))
     .expect("report")
 }
+
+/// libfaketime's library for multithreaded programs, which `FAKETIME` sets the wall clock
+/// of (the monotonic clock left alone, so timers and timeouts stay true).
+fn libfaketime() -> std::path::PathBuf {
+    let found = std::fs::read_dir("/usr/lib")
+        .expect("/usr/lib")
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists());
+    found.expect("libfaketime not found: install Debian's faketime (scripts/deps does)")
+}
+
+/// The age of an RFC 3339 time as this process's clock tells it (negative: ahead).
+fn age_s(field: &Value) -> f64 {
+    let at = field.as_str().unwrap_or_else(|| panic!("a time: {field}"));
+    let at = humantime::parse_rfc3339(at).unwrap_or_else(|e| panic!("{at}: {e}"));
+    match std::time::SystemTime::now().duration_since(at) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// Workers' clocks differ (a container without NTP, a VM resumed), and the state they
+/// share must not: a worker whose clock ran two hours ahead wrote its verdict "two hours
+/// from now", so another worker served it for `max_age_s` long after the site went down,
+/// and the key's `since` was in the future. The state's times are Redis's (`TIME`), as
+/// the limiter's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_clock_runs_ahead_stales_no_verdict_and_moves_no_since() {
+    let site = Site::start("127.0.62.10").await;
+    let text = toml("");
+    let s = settings_of(&text);
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let key = unique("clock");
+    let ahead = WorkerProcess::start(
+        &text,
+        &[
+            ("LD_PRELOAD", libfaketime().into_os_string()),
+            ("FAKETIME", "+2h".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ],
+    );
+    let first = one(&c, &s, json!({"url": site.url, "key": key})).await;
+    ahead.terminate().await;
+    assert_eq!(first["verdict"], "up", "{first}");
+    assert!(
+        age_s(&first["checked_at"]) < -3000.0,
+        "the worker's clock runs ahead: {first}"
+    );
+    assert!(
+        age_s(&first["since"]).abs() < 60.0,
+        "since is the shared clock's, not the worker's: {first}"
+    );
+
+    site.set_up(false);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let w = WorkerProcess::plain(&text);
+    let r = one(&c, &s, json!({"url": site.url, "key": key, "max_age_s": 2})).await;
+    w.terminate().await;
+    assert_eq!(
+        (r["cached"].as_bool(), r["verdict"].as_str()),
+        (Some(false), Some("down")),
+        "a verdict older than max_age_s was served: {r}"
+    );
+    assert_eq!(
+        (r["previous_verdict"].as_str(), r["changed"].as_bool()),
+        (Some("up"), Some(true)),
+        "{r}"
+    );
+    assert!(age_s(&r["since"]).abs() < 60.0, "{r}");
+}

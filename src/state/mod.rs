@@ -218,9 +218,15 @@ struct Kept {
 
 /// Whether a redelivery of `delivery` gets the kept report again: the one its first
 /// delivery produced (`kept_for`, at `at_ms`), when it is as recent as a memo entry must
-/// be to be recalled ([`recallable`]).
-pub(crate) fn replays(kept_for: &str, shared: bool, at_ms: u64, delivery: &str) -> bool {
-    kept_for == delivery && recallable(shared, at_ms, now_ms())
+/// be to be recalled ([`recallable`]) at `now_ms`.
+pub(crate) fn replays(
+    kept_for: &str,
+    shared: bool,
+    at_ms: u64,
+    delivery: &str,
+    now_ms: u64,
+) -> bool {
+    kept_for == delivery && recallable(shared, at_ms, now_ms)
 }
 
 impl Kept {
@@ -305,7 +311,8 @@ impl StateStore for MemoryState {
     fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>> {
         Box::pin(async move {
             let kept = self.kept(key)?;
-            replays(&kept.delivery, kept.shared, kept.at_ms, delivery).then(|| kept.filled())
+            replays(&kept.delivery, kept.shared, kept.at_ms, delivery, now_ms())
+                .then(|| kept.filled())
         })
     }
 

@@ -5,6 +5,11 @@
 //!
 //! One Lua script does the step of [`super::step`] atomically, in one round trip: two
 //! workers finishing jobs of one key at once never both announce one transition.
+//!
+//! Every time kept here is Redis's (`TIME`), as the limiter's are: workers' clocks
+//! differ (a container without NTP, a VM resumed), and one running ahead would
+//! otherwise write a verdict "from the future" that others serve for `max_age_s` long
+//! after it aged, and a `since` that has not come yet.
 
 use std::time::Duration;
 
@@ -21,7 +26,8 @@ use crate::metric;
 use crate::redis_pool::{RedisConn, RedisPool};
 
 /// The transition of `super::step`, in Lua. KEYS: record, report. ARGV: delivery id,
-/// verdict, "1" when it is a verdict on the site, now (ms), state TTL (s), verdict TTL
+/// verdict, "1" when it is a verdict on the site, the worker's clock (ms; unused: the
+/// step's time is Redis's `TIME`, kept in the argument list for scripts' order), state TTL (s), verdict TTL
 /// (s), the report's JSON, memo size, "1" when redelivered, memo age (ms), shared memo
 /// age (ms: `super::SHARED_RECALL_MS`), the step's nonce (the same when it is asked
 /// again after a timeout: a run that finds it in the memo gives that run's answer). Returns
@@ -33,7 +39,11 @@ const STEP: &str = r#"
 local raw = redis.call('GET', KEYS[1])
 local st = {v = '', s = 0, n = 0, o = 0, os = 0, m = {}}
 if raw then st = cjson.decode(raw) end
-local job, v, site, now = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
+-- Redis before 5 replicates scripts verbatim and would refuse writes after TIME.
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local job, v, site = ARGV[1], ARGV[2], ARGV[3] == '1'
 local prev = st.v
 local at = nil
 for i, e in ipairs(st.m) do
@@ -233,31 +243,37 @@ impl RedisState {
         .await
     }
 
-    async fn kept(&self, key: &str) -> Option<Kept> {
+    /// The key's kept report, and Redis's clock (ms) when it was read.
+    async fn kept(&self, key: &str) -> Option<(Kept, u64)> {
         let (_, report_key) = self.keys(key);
-        let raw: Option<String> = self
+        let (raw, (secs, micros)): (Option<String>, (u64, u64)) = self
             .call("get", async |c| {
-                redis::cmd("GET").arg(&report_key).query_async(c).await
+                redis::pipe()
+                    .cmd("GET")
+                    .arg(&report_key)
+                    .cmd("TIME")
+                    .query_async(c)
+                    .await
             })
-            .await
-            .flatten();
-        serde_json::from_str(&raw?).ok()
+            .await?;
+        let kept = serde_json::from_str(&raw?).ok()?;
+        Some((kept, secs * 1000 + micros / 1000))
     }
 }
 
 impl StateStore for RedisState {
     fn fresh<'a>(&'a self, key: &'a str, max_age: Duration) -> BoxFuture<'a, Option<Report>> {
         Box::pin(async move {
-            let kept = self.kept(key).await?;
-            let age = now_ms().saturating_sub(kept.at);
+            let (kept, now) = self.kept(key).await?;
+            let age = now.saturating_sub(kept.at);
             (u128::from(age) <= max_age.as_millis()).then(|| kept.filled())
         })
     }
 
     fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>> {
         Box::pin(async move {
-            let kept = self.kept(key).await?;
-            replays(&kept.delivery, kept.shared, kept.at, delivery).then(|| kept.filled())
+            let (kept, now) = self.kept(key).await?;
+            replays(&kept.delivery, kept.shared, kept.at, delivery, now).then(|| kept.filled())
         })
     }
 
