@@ -42,6 +42,8 @@ pub(super) struct Chain {
     credentials: bool,
     /// Whether a hop was already asked again over HTTPS ([`Chain::upgrade`]).
     upgraded: bool,
+    /// Whether a page was already reloaded with the cookie it set ([`Chain::refresh`]).
+    reloaded: bool,
 }
 
 impl Chain {
@@ -55,6 +57,7 @@ impl Chain {
             seen: vec![(url.clone(), None)],
             credentials: true,
             upgraded: false,
+            reloaded: false,
         }
     }
 
@@ -110,15 +113,26 @@ impl Chain {
 
     /// Reads a page that answered with `status` and refreshes to `target` by itself (a
     /// `Refresh` header or a `<meta http-equiv="refresh">`, see `probe::refresh`): a
-    /// redirect as a browser makes it. A refresh to the page itself, or to no http(s)
-    /// URL, leaves the browser on the page: that answer is final.
+    /// redirect as a browser makes it. A refresh to no http(s) URL, or to the page
+    /// itself with nothing new to send, leaves the browser on the page: that answer is
+    /// final.
     pub(super) fn refresh(&mut self, status: u16, target: &str, max_redirects: u32) -> Next {
-        match self.url.join(target) {
-            Ok(next) if next != self.url && matches!(next.scheme(), "http" | "https") => {
-                self.go(status, next, max_redirects)
+        let next = match self.url.join(target) {
+            Ok(next) if matches!(next.scheme(), "http" | "https") => next,
+            _ => return Next::Final,
+        };
+        if next == self.url {
+            // The page itself again is another visit only with a cookie the page just
+            // set (a cookie check: "set it, reload, show the site"), and only once: a
+            // page that sets a new cookie on every answer and reloads every few seconds
+            // is the page a person reads.
+            let cookies = self.cookies.header_for(&next);
+            if self.reloaded || self.seen.contains(&(next.clone(), cookies)) {
+                return Next::Final;
             }
-            _ => Next::Final,
+            self.reloaded = true;
         }
+        self.go(status, next, max_redirects)
     }
 
     /// Moves on to `next`, unless it is no http(s) URL, the chain runs in a loop, or it
@@ -348,6 +362,24 @@ mod tests {
         // Back where it began, with nothing changed: a loop, as browsers find it.
         let back = chain.refresh(200, "/dir/", 10);
         assert_eq!(failure(back).kind, FailureKind::TooManyRedirects);
+    }
+
+    #[test]
+    fn a_page_reloading_itself_with_a_cookie_it_set_is_asked_again_once() {
+        let mut chain = Chain::new(&u("http://a.example/"));
+        // Nothing new to send: the page stays.
+        assert!(matches!(chain.refresh(200, "", 10), Next::Final));
+        let url = chain.url.clone();
+        chain
+            .cookies
+            .take(&url, &headers(&[("set-cookie", "checked=1; Path=/")]));
+        assert!(matches!(chain.refresh(200, "", 10), Next::Follow));
+        assert_eq!((chain.url.clone(), chain.redirects), (url.clone(), 1));
+        // A cookie rotated on every answer would reload for ever: once is enough.
+        chain
+            .cookies
+            .take(&url, &headers(&[("set-cookie", "checked=2; Path=/")]));
+        assert!(matches!(chain.refresh(200, "", 10), Next::Final));
     }
 
     #[test]

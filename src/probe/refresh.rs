@@ -3,8 +3,11 @@
 //! that is nothing but a redirect; and the page a frame stub shows ([`frame`]). Plain
 //! text in, the URL a person soon lands on, or reads, out; no I/O.
 //!
-//! Only a refresh that names a URL and comes within [`MAX_WAIT_S`] is one: a page that
-//! reloads itself (no URL, or every few minutes) is the page a person reads. A script's
+//! Only a refresh that comes within [`MAX_WAIT_S`] is one: a page reloading every few
+//! minutes is the page a person reads. One that reloads itself at once is read as a
+//! refresh to its own URL, which the chain follows only when a cookie it set makes the
+//! visit another (`http::redirect`). What a browser with scripts on never runs is not
+//! read for any of these: HTML comments, `<noscript>` and `<template>`. A script's
 //! redirect is taken only from a stub (at most [`STUB_BYTES`], with at most
 //! [`STUB_TEXT_CHARS`] characters to read): without a script engine a redirect cannot
 //! be told from a menu's `onclick` on a real page, but a page with nothing to read
@@ -29,9 +32,64 @@ pub(crate) fn target(header: Option<&str>, text: &str) -> Option<String> {
     if let Some(url) = header.and_then(redirect_in) {
         return Some(url);
     }
-    meta_refreshes(text)
-        .find_map(|content| redirect_in(&content))
-        .or_else(|| script_redirect(text))
+    // Most pages have no refresh and are no stub: they are not copied to be read again.
+    if text.len() > STUB_BYTES && meta_refreshes(text).next().is_none() {
+        return None;
+    }
+    let text = shown(text);
+    let meta = meta_refreshes(&text).find_map(|content| redirect_in(&content));
+    meta.or_else(|| script_redirect(&text))
+}
+
+/// `text` without what a browser with scripts on never acts on or shows: HTML comments
+/// (a refresh an old site's editor commented out), and the insides of `<noscript>` (the
+/// redirect for browsers without scripts) and `<template>`. Borrowed when there is none.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    let inert = |t: &str| {
+        find_ascii_ci(t, "<!--").is_some()
+            || find_ascii_ci(t, "<noscript").is_some()
+            || find_ascii_ci(t, "<template").is_some()
+    };
+    if !inert(text) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((start, end)) = next_inert(rest) {
+        out.push_str(&rest[..start]);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+/// The first inert stretch of `text` (a comment, or a `<noscript>` or `<template>`
+/// element), as byte offsets; an unclosed one runs to the end, as in browsers.
+fn next_inert(text: &str) -> Option<(usize, usize)> {
+    let comment = text.find("<!--").map(|at| {
+        let end = text[at + 4..]
+            .find("-->")
+            .map_or(text.len(), |e| at + 4 + e + 3);
+        (at, end)
+    });
+    let element = |name: &str| {
+        let at = tags(text, name).next()?;
+        let start = text[..at.as_ptr() as usize - text.as_ptr() as usize]
+            .rfind('<')
+            .unwrap_or(0);
+        let close = format!("</{name}");
+        let end = find_ascii_ci(&text[start..], &close).map_or(text.len(), |e| {
+            let after = start + e;
+            text[after..]
+                .find('>')
+                .map_or(text.len(), |g| after + g + 1)
+        });
+        Some((start, end))
+    };
+    [comment, element("noscript"), element("template")]
+        .into_iter()
+        .flatten()
+        .min_by_key(|&(start, _)| start)
 }
 
 /// The page a frame stub shows: a page with nothing to read but frames (a `<frameset>`,
@@ -40,7 +98,11 @@ pub(crate) fn target(header: Option<&str>, text: &str) -> Option<String> {
 /// page to judge: the frame named as the main one (`main…`, `…content…`), else the
 /// first with a source. The URL as written, to be joined to the page's own.
 pub(crate) fn frame(text: &str) -> Option<String> {
-    if text.len() > STUB_BYTES || visible_chars(text) > STUB_TEXT_CHARS {
+    if text.len() > STUB_BYTES {
+        return None;
+    }
+    let text = &*shown(text);
+    if visible_chars(text) > STUB_TEXT_CHARS {
         return None;
     }
     // An iframe is the page only when it fills it: a small page with a video or a map
@@ -48,7 +110,7 @@ pub(crate) fn frame(text: &str) -> Option<String> {
     let filling = |tag: &&str| tag.contains("100%");
     let frames: Vec<&str> = tags(text, "frame")
         .chain(tags(text, "iframe").filter(filling))
-        .filter(|tag| attribute(tag, "src").is_some_and(shows_a_page))
+        .filter(|tag| attribute(tag, "src").is_some_and(|src| shows_a_page(&decoded(src))))
         .collect();
     let named_main = |tag: &&&str| {
         ["name", "id"].iter().any(|a| {
@@ -59,7 +121,14 @@ pub(crate) fn frame(text: &str) -> Option<String> {
         })
     };
     let chosen = frames.iter().find(named_main).or(frames.first())?;
-    attribute(chosen, "src").map(|src| src.trim().to_string())
+    attribute(chosen, "src").map(|src| decoded(src).trim().to_string())
+}
+
+/// An attribute's value as a browser reads it: character references decoded
+/// (`?id=1&amp;lang=en` is `?id=1&lang=en`, `&#47;` is `/`), as every template engine
+/// writes them.
+fn decoded(value: &str) -> String {
+    html_escape::decode_html_entities(value).into_owned()
 }
 
 /// Whether a frame's source is a page to fetch (not empty, `about:blank` or a script).
@@ -189,8 +258,9 @@ fn location_literal(script: &str) -> Option<String> {
     None
 }
 
-/// The URL of a refresh's `content` ("5; url=/new/"), when it has one and comes soon
-/// enough; the grammar of the HTML standard's "shared declarative refresh steps".
+/// The URL of a refresh's `content` ("5; url=/new/"), when it comes soon enough; the
+/// grammar of the HTML standard's "shared declarative refresh steps". A refresh naming
+/// no URL reloads the page itself: `""`, which joins to the page's own URL.
 fn redirect_in(content: &str) -> Option<String> {
     let rest = content.trim_start();
     let digits = rest
@@ -213,8 +283,7 @@ fn redirect_in(content: &str) -> Option<String> {
         Some(quote @ ('"' | '\'')) => rest[1..].split(quote).next().unwrap_or(""),
         _ => rest,
     };
-    let url = url.trim();
-    (!url.is_empty()).then(|| url.to_string())
+    Some(url.trim().to_string())
 }
 
 /// The `content` of every `<meta http-equiv="refresh">` in `text`, in order.
@@ -224,7 +293,7 @@ fn meta_refreshes(text: &str) -> impl Iterator<Item = String> + '_ {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"))
             .then(|| attribute(tag, "content"))
             .flatten()
-            .map(str::to_string)
+            .map(decoded)
     })
 }
 
@@ -282,9 +351,47 @@ mod tests {
         ] {
             assert_eq!(redirect_in(content).as_deref(), Some(url), "{content}");
         }
-        for reload in ["300", "600; url=/same", "", "0", "0; url=", "soon; url=/x"] {
+        for reload in ["300", "600; url=/same", "", "soon; url=/x"] {
             assert_eq!(redirect_in(reload), None, "{reload:?}");
         }
+        // A refresh at once that names no URL reloads the page itself.
+        for itself in ["0", "0; url=", "2;"] {
+            assert_eq!(redirect_in(itself).as_deref(), Some(""), "{itself:?}");
+        }
+    }
+
+    #[test]
+    fn what_a_browser_with_scripts_never_runs_sends_it_nowhere() {
+        let page = |inert: &str| {
+            format!(
+                "<html><head>{inert}<title>County</title></head><body><h1>County office</h1>                 <p>{}</p></body></html>",
+                "Opening hours, services and contacts. ".repeat(80)
+            )
+        };
+        for inert in [
+            "<!-- <meta http-equiv=\"refresh\" content=\"0;url=/old/\"> -->",
+            "<!--[if lt IE 9]><meta http-equiv=\"refresh\" content=\"0;url=/ie/\"><![endif]-->",
+            "<NOSCRIPT><meta http-equiv=\"refresh\" content=\"0; URL=/nojs\"></NOSCRIPT>",
+            "<template><meta http-equiv=\"refresh\" content=\"0;url=/t/\"></template>",
+        ] {
+            assert_eq!(target(None, &page(inert)), None, "{inert}");
+        }
+        // After a closed comment, the page's own refresh still counts.
+        let both = page("<!-- old --><meta http-equiv=\"refresh\" content=\"0;url=/new/\">");
+        assert_eq!(target(None, &both).as_deref(), Some("/new/"));
+        // A stub's script in a comment is no redirect either.
+        let stub = "<html><!-- <script>location.href='/old/'</script> --></html>";
+        assert_eq!(target(None, stub), None);
+    }
+
+    #[test]
+    fn character_references_in_a_refresh_and_a_frame_are_decoded() {
+        let meta = "<meta http-equiv=\"refresh\" content=\"0;url=/p/?id=1&amp;lang=en\">";
+        assert_eq!(target(None, meta).as_deref(), Some("/p/?id=1&lang=en"));
+        let numeric = "<meta http-equiv=\"refresh\" content=\"0;url=&#47;ok&#x2F;\">";
+        assert_eq!(target(None, numeric).as_deref(), Some("/ok/"));
+        let frames = "<frameset><frame src=\"/main?a=1&amp;b=2\" name=\"main\"></frameset>";
+        assert_eq!(frame(frames).as_deref(), Some("/main?a=1&b=2"));
     }
 
     #[test]

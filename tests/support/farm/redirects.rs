@@ -192,6 +192,105 @@ pub(super) async fn redirects(b: &mut Builder) {
     )
     .await;
 
+    // What a browser with scripts on never acts on: a refresh an editor commented out,
+    // and the refresh for browsers without scripts, each to a page that fails.
+    let gone = || {
+        html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            page("Error", "Old site."),
+        )
+    };
+    for (name, inert, what) in [
+        (
+            "meta-refresh-commented",
+            "<!-- moved back: <meta http-equiv=\"refresh\" content=\"0;url=/old/\"> -->",
+            "a working page with a refresh commented out (to a page that answers 500)",
+        ),
+        (
+            "meta-refresh-noscript",
+            "<noscript><meta http-equiv=\"refresh\" content=\"0; URL=/old/\"></noscript>",
+            "a working page whose <noscript> refresh (to a page that answers 500) only browsers without scripts follow",
+        ),
+    ] {
+        let body = page("County office", "Welcome.").replace("<title>", &format!("{inert}<title>"));
+        b.http(
+            name,
+            two_pages(move || html(StatusCode::OK, body.clone()), "/old/", gone),
+            None,
+            truth("up", Some("ok"), what),
+            said("up", "ok"),
+            vec![Fact::Redirects(0)],
+        )
+        .await;
+    }
+
+    // A template engine writes `&` in an attribute as `&amp;`; browsers decode it.
+    let portal = page("County portal", "Services and news.");
+    b.http(
+        "meta-refresh-entities",
+        Router::new()
+            .route(
+                "/",
+                any(|| async {
+                    let stub = "<meta http-equiv=\"refresh\" content=\"0;url=/portal/?id=1&amp;lang=en\">";
+                    html(StatusCode::OK, stub)
+                }),
+            )
+            .route(
+                "/portal/",
+                any(move |uri: axum::http::Uri| async move {
+                    if uri.query() == Some("id=1&lang=en") {
+                        html(StatusCode::OK, portal)
+                    } else {
+                        html(StatusCode::NOT_FOUND, page("Not Found", "No such page."))
+                    }
+                }),
+            ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "a stub refreshing to /portal/?id=1&amp;lang=en, which is ?id=1&lang=en to a browser and works",
+        ),
+        said("up", "ok"),
+        vec![Fact::Redirects(1)],
+    )
+    .await;
+
+    // A cookie check by refresh: the page sets a cookie and reloads itself; with the
+    // cookie the site answers, here with its outage.
+    b.http(
+        "cookie-refresh-to-self",
+        Router::new().route(
+            "/",
+            any(|headers: HeaderMap| async move {
+                if sends_cookie(&headers, "checked=1") {
+                    return html(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        page("Unavailable", "Down."),
+                    );
+                }
+                let stub = "<html><head><meta http-equiv=\"refresh\" content=\"0;url=/\"></head>\
+                            <body></body></html>";
+                let mut r = html(StatusCode::OK, stub);
+                r.headers_mut().insert(
+                    header::SET_COOKIE,
+                    header::HeaderValue::from_static("checked=1; Path=/"),
+                );
+                r
+            }),
+        ),
+        None,
+        truth(
+            "down",
+            Some("http_status"),
+            "a 200 that sets a cookie and reloads itself; with the cookie the site answers 503",
+        ),
+        said("down", "http_status"),
+        vec![Fact::Redirects(1)],
+    )
+    .await;
+
     b.http(
         "script-redirect-stub",
         two_pages(
