@@ -820,3 +820,102 @@ async fn a_redis_call_waits_out_a_stall_shorter_than_redis_timeout() {
     );
     stall.await.expect("stall");
 }
+
+/// A request that waited for the IP's in-flight cap in Redis keeps that wait when Redis
+/// fails under it and the fallback grants it: the prober moves the probe's deadline on
+/// by the permit's wait, and a wait dropped here left the probe no time for the site
+/// (`down/timeout`, "no time left", for a site never asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wait_before_redis_failed_is_kept_in_the_fallbacks_permit() {
+    let (redis, _, a) = in_flight_on_a_private_redis("kw").await;
+    // The cap of 4 in Redis, all held: the fifth polls.
+    let held: Vec<Permit> = vec![
+        go(&a, "h.test").await,
+        go(&a, "h.test").await,
+        go(&a, "h.test").await,
+        go(&a, "h.test").await,
+    ];
+    let waiter = {
+        let a = a.clone();
+        tokio::spawn(async move { a.acquire(req("h.test", Duration::from_secs(10))).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(held);
+    let permit = match waiter.await.expect("the waiter") {
+        Grant::Go(p) => p,
+        Grant::Defer(d) | Grant::Paused(d) => panic!("deferred {d:?}"),
+    };
+    assert!(
+        permit.waited >= Duration::from_millis(1400),
+        "waited {:?}, of which 1.5 s for the cap in Redis",
+        permit.waited
+    );
+}
+
+/// `n` requests through `l` at once; each records when it was let go and is in flight
+/// for `held`, as a request to a site is, or is deferred.
+fn send_held(
+    l: &std::sync::Arc<RedisLimiter>,
+    n: usize,
+    sends: &Sends,
+    held: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let (l, sends) = (l.clone(), sends.clone());
+            tokio::spawn(async move {
+                // A request that would wait past its 30 s is deferred (sent nothing).
+                if let Grant::Go(permit) = l.acquire(req("h.test", Duration::from_secs(30))).await {
+                    sends.lock().expect("sends").push(Instant::now());
+                    tokio::time::sleep(held).await;
+                    drop(permit);
+                }
+            })
+        })
+        .collect()
+}
+
+/// Callers queued in a worker's fallback (for its in-flight cap) when Redis comes back
+/// are not let go on the fallback's own schedule beside what Redis grants meanwhile:
+/// two workers each granted their share locally and their bookings in Redis, and the
+/// IP saw 8–9 requests in a second against a limit of 6 (an adversarial run with two
+/// workers and `CLIENT PAUSE`; the Redis Cluster failover test's rare 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_queued_in_the_fallback_when_redis_returns_keep_to_the_limit() {
+    let redis = tokio::task::spawn_blocking(crate::support::RedisServer::launch)
+        .await
+        .expect("launch")
+        .expect("a private Redis");
+    // The failover settings with an in-flight cap of 4 (2 on each fallback).
+    let mut s = failover_settings(redis.url(), &unique("fq"));
+    s.rate_limit.per_ip.max_inflight = 4;
+    let a = std::sync::Arc::new(limiter(&s, Duration::from_secs(30), "qa"));
+    let b = std::sync::Arc::new(limiter(&s, Duration::from_secs(30), "qb"));
+    let sends: Sends = Default::default();
+    let held = Duration::from_millis(900);
+    redis.stop();
+    // A queue of about twelve seconds in each fallback (2 in flight, 2/s): it outlasts
+    // the return window, in which Redis's grants wait behind it for a fallback slot.
+    let mut queued = send_held(&a, 24, &sends, held);
+    queued.extend(send_held(&b, 24, &sends, held));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let redis = tokio::task::spawn_blocking(move || {
+        redis.start();
+        redis
+    })
+    .await
+    .expect("restart");
+    // New requests book in Redis while the queues are still long.
+    let mut fresh = Vec::new();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        fresh.extend(send_held(&a, 1, &sends, held));
+        fresh.extend(send_held(&b, 1, &sends, held));
+    }
+    join(queued).await;
+    join(fresh).await;
+    assert_within_the_limit(&sends, "queued in the fallback as Redis returned");
+    drop(redis);
+}

@@ -140,6 +140,8 @@ pub struct RedisLimiter {
     lease_prefix: String,
     releaser: Releaser,
     views: Mutex<HashMap<String, View>>,
+    /// Told when Redis answers again: callers waiting in the fallback go back to it.
+    back: tokio::sync::Notify,
 }
 
 /// Distinguishes limiters of one process (tests run several).
@@ -184,6 +186,7 @@ impl RedisLimiter {
             lease_prefix: lease_prefix(worker),
             releaser: Releaser::start(pool.clone(), redis.timeout, lease),
             views: Mutex::new(HashMap::new()),
+            back: tokio::sync::Notify::new(),
         }
     }
 
@@ -271,6 +274,61 @@ impl RedisLimiter {
             self.switched(|s| s.returned = Some(Instant::now()));
             tracing::info!("shared rate limiter is back");
             metric::limiter_fallback(false);
+            self.back.notify_waiters();
+        }
+    }
+
+    /// Resolves once Redis answers again for `key`: after another call found it back,
+    /// or after the rest following a failure, asked by this caller itself (a worker
+    /// whose every caller waits in its fallback makes no other call). Each caller asks
+    /// for its own key: on a Redis Cluster one node may answer while the one holding
+    /// this key still fails over.
+    async fn back_on_redis(&self, key: &str) {
+        let (tat, _) = self.keys(key);
+        loop {
+            let told = self.back.notified();
+            tokio::pin!(told);
+            // Registered before the check, so a return between the two is not missed.
+            told.as_mut().enable();
+            let elected = if self.in_fallback.load(Ordering::SeqCst) {
+                tokio::select! {
+                    () = &mut told => false,
+                    () = tokio::time::sleep(RETRY_REDIS_AFTER) => {
+                        if self.redis_resting() {
+                            continue;
+                        }
+                        true
+                    }
+                }
+            } else {
+                false
+            };
+            match self.reach(&tat).await {
+                Ok(()) => {
+                    self.redis_worked();
+                    return;
+                }
+                Err(e) if elected => self.redis_failed(&e),
+                Err(_) => tokio::time::sleep(RETRY_REDIS_AFTER).await,
+            }
+        }
+    }
+
+    /// Whether Redis answers for the limit key whose arrival time is `tat` (a read on
+    /// its node), within `redis.timeout`.
+    async fn reach(&self, tat: &str) -> Result<(), String> {
+        let read = async {
+            let mut conn = self.pool.get().await?;
+            redis::cmd("EXISTS")
+                .arg(tat)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         }
     }
 
@@ -322,7 +380,21 @@ impl RedisLimiter {
                 fell + a_burst.min(AN_HOUR) + self.timeout + FALLBACK_MARGIN,
             );
         }
-        self.fallback.acquire(req).await
+        // Once Redis is back, a caller still waiting here books there instead: the
+        // fallback's schedule knows nothing of what Redis grants from then on, and
+        // granting on both put a second stream of requests beside the first. What it
+        // had booked here stays booked, and is carried into Redis by the next booking.
+        let start = Instant::now();
+        tokio::select! {
+            grant = self.fallback.acquire(req) => grant,
+            () = self.back_on_redis(key) => {
+                let rest = Request {
+                    max_wait: req.max_wait.saturating_sub(start.elapsed()),
+                    ..req
+                };
+                Box::pin(self.through_redis(rest, key, start.elapsed())).await
+            }
+        }
     }
 
     /// The fallback's in-flight slot for a request Redis granted: one if free; for the
@@ -649,57 +721,61 @@ impl Limiter for RedisLimiter {
             if self.redis_resting() {
                 return self.through_fallback(req, &key).await;
             }
-            let start = Instant::now();
-            let mut id = self.lease_id();
-            let mut pause = Duration::from_millis(10);
-            // Time spent waiting for the limit (not the script's round trips), for the
-            // metrics and the result's queue time.
-            let mut waited = Duration::ZERO;
-            loop {
-                let left = req.max_wait.saturating_sub(start.elapsed());
-                let booking = match self.book(&req, &key, left, &id).await {
-                    Ok(booking) => booking,
-                    Err(e) => {
-                        self.redis_failed(&e);
-                        let rest = Request {
-                            max_wait: left,
-                            ..req
-                        };
-                        return self.through_fallback(rest, &key).await;
-                    }
-                };
-                self.redis_worked();
-                match booking {
-                    Booking::Booked { wait, level } => {
-                        self.view(&key, |v| v.level = level);
-                        let booked = std::mem::replace(&mut id, self.lease_id());
-                        let taken = self.take(req, &key, booked, wait, (start, waited));
-                        match taken.await {
-                            Some(grant) => return grant,
-                            // A hold began while it waited: book again (and meet it).
-                            None => waited += wait,
-                        }
-                    }
-                    Booking::TooLong(wait) => return Grant::Defer(wait),
-                    Booking::Paused(left) => return Grant::Paused(left),
-                    Booking::HostHeld(held) => {
-                        // The host asked for a pause: wait it out, then book.
-                        tokio::time::sleep(held).await;
-                        waited += held;
-                    }
-                    Booking::Full => {
-                        // In-flight cap reached: poll, backing off a little, until a
-                        // lease frees or the wait is no longer acceptable.
-                        if start.elapsed() + pause > req.max_wait {
-                            return Grant::Defer(req.max_wait);
-                        }
-                        tokio::time::sleep(pause).await;
-                        waited += pause;
-                        pause = (pause * 3 / 2).min(Duration::from_millis(100));
+            self.through_redis(req, &key, Duration::ZERO).await
+        })
+    }
+}
+
+impl RedisLimiter {
+    /// Books `req` in Redis, polling while the IP's in-flight cap is full; `waited` is
+    /// what it waited before (in the fallback, for a caller moved back to Redis). Should
+    /// Redis fail, the fallback takes it, the wait so far kept: the prober moves the
+    /// probe's deadline on by it.
+    async fn through_redis(&self, req: Request<'_>, key: &str, mut waited: Duration) -> Grant {
+        let key = key.to_string();
+        let start = Instant::now();
+        let mut id = self.lease_id();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let left = req.max_wait.saturating_sub(start.elapsed());
+            let booking = match self.book(&req, &key, left, &id).await {
+                Ok(booking) => booking,
+                Err(e) => {
+                    self.redis_failed(&e);
+                    return self.requeue(req, &key, left, waited).await;
+                }
+            };
+            self.redis_worked();
+            match booking {
+                Booking::Booked { wait, level } => {
+                    self.view(&key, |v| v.level = level);
+                    let booked = std::mem::replace(&mut id, self.lease_id());
+                    let taken = self.take(req, &key, booked, wait, (start, waited));
+                    match taken.await {
+                        Some(grant) => return grant,
+                        // A hold began while it waited: book again (and meet it).
+                        None => waited += wait,
                     }
                 }
+                Booking::TooLong(wait) => return Grant::Defer(wait),
+                Booking::Paused(left) => return Grant::Paused(left),
+                Booking::HostHeld(held) => {
+                    // The host asked for a pause: wait it out, then book.
+                    tokio::time::sleep(held).await;
+                    waited += held;
+                }
+                Booking::Full => {
+                    // In-flight cap reached: poll, backing off a little, until a
+                    // lease frees or the wait is no longer acceptable.
+                    if start.elapsed() + pause > req.max_wait {
+                        return Grant::Defer(req.max_wait);
+                    }
+                    tokio::time::sleep(pause).await;
+                    waited += pause;
+                    pause = (pause * 3 / 2).min(Duration::from_millis(100));
+                }
             }
-        })
+        }
     }
 }
 
