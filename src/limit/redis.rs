@@ -314,19 +314,24 @@ impl RedisLimiter {
         }
     }
 
-    /// Whether Redis answers for the limit key whose arrival time is `tat` (a read on
-    /// its node), within `redis.timeout`.
+    /// Whether Redis takes a write for the limit key whose arrival time is `tat` (on
+    /// its node: `…:alive`, in the same hash slot, kept for a second), within
+    /// `redis.timeout`. A write, as booking is: a Redis at its `maxmemory` answers reads
+    /// and refuses writes, and a read would send callers back to it in a loop.
     async fn reach(&self, tat: &str) -> Result<(), String> {
-        let read = async {
+        let alive = format!("{}alive", tat.trim_end_matches("tat"));
+        let write = async {
             let mut conn = self.pool.get().await?;
-            redis::cmd("EXISTS")
-                .arg(tat)
-                .query_async::<i64>(&mut conn)
+            redis::cmd("SET")
+                .arg(&alive)
+                .arg(1)
+                .arg("PX")
+                .arg(1000)
+                .query_async::<()>(&mut conn)
                 .await
-                .map(drop)
                 .map_err(|e| e.to_string())
         };
-        match tokio::time::timeout(self.timeout, read).await {
+        match tokio::time::timeout(self.timeout, write).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         }
@@ -365,7 +370,13 @@ impl RedisLimiter {
     /// through Redis just before it may have used the burst, and the callers of every
     /// worker still asleep on a Redis slot queue in their own fallbacks instead (each
     /// worker finds the failure on its own next call, a little apart).
-    async fn through_fallback(&self, req: Request<'_>, key: &str) -> Grant {
+    ///
+    /// Once Redis is back, a caller still waiting here books there instead
+    /// ([`Way::ToRedis`]): the fallback's schedule knows nothing of what Redis grants
+    /// from then on, and granting on both put a second stream of requests beside the
+    /// first. What it had booked here stays booked, and is carried into Redis by the
+    /// next booking.
+    async fn through_fallback(&self, req: Request<'_>, key: &str) -> Way {
         let switches = self.switched(|_| {});
         let mut first = false;
         self.view(key, |v| {
@@ -380,20 +391,10 @@ impl RedisLimiter {
                 fell + a_burst.min(AN_HOUR) + self.timeout + FALLBACK_MARGIN,
             );
         }
-        // Once Redis is back, a caller still waiting here books there instead: the
-        // fallback's schedule knows nothing of what Redis grants from then on, and
-        // granting on both put a second stream of requests beside the first. What it
-        // had booked here stays booked, and is carried into Redis by the next booking.
         let start = Instant::now();
         tokio::select! {
-            grant = self.fallback.acquire(req) => grant,
-            () = self.back_on_redis(key) => {
-                let rest = Request {
-                    max_wait: req.max_wait.saturating_sub(start.elapsed()),
-                    ..req
-                };
-                Box::pin(self.through_redis(rest, key, start.elapsed())).await
-            }
+            grant = self.fallback.acquire(req) => Way::Granted(grant),
+            () = self.back_on_redis(key) => Way::ToRedis(start.elapsed()),
         }
     }
 
@@ -427,29 +428,6 @@ impl RedisLimiter {
         self.in_fallback.load(Ordering::SeqCst) && self.switched(|_| {}).episode != episode
     }
 
-    /// A caller that slept on a Redis slot while Redis failed: the other workers'
-    /// fallbacks may grant that moment too, so it queues in this worker's fallback
-    /// instead, which starts where theirs do.
-    async fn requeue(
-        &self,
-        req: Request<'_>,
-        key: &str,
-        left: Duration,
-        waited: Duration,
-    ) -> Grant {
-        let rest = Request {
-            max_wait: left,
-            ..req
-        };
-        match self.through_fallback(rest, key).await {
-            Grant::Go(mut permit) => {
-                permit.waited += waited;
-                Grant::Go(permit)
-            }
-            defer => defer,
-        }
-    }
-
     /// A fresh lease id: one per booking.
     fn lease_id(&self) -> String {
         format!(
@@ -463,7 +441,10 @@ impl RedisLimiter {
     /// from now on (it outlives the wait and the request, and no longer than this
     /// worker), and beside it the fallback's in-flight slot. `since` is when the
     /// request began to wait and how long it has waited so far. `None` when a hold
-    /// began on the host or its IP while it waited: the slot is given up.
+    /// began on the host or its IP while it waited: the slot is given up. A caller
+    /// that slept on its slot while Redis failed gives it up too ([`Way::ToFallback`]):
+    /// the other workers' fallbacks may grant that moment, so it queues in this
+    /// worker's fallback instead, which starts where theirs do.
     async fn take(
         &self,
         req: Request<'_>,
@@ -471,7 +452,7 @@ impl RedisLimiter {
         id: String,
         wait: Duration,
         (start, mut waited): (Instant, Duration),
-    ) -> Option<Grant> {
+    ) -> Option<Way> {
         let episode = self.switched(|_| {}).episode;
         let (_, inflight) = self.keys(key);
         let lease = Lease::new(&self.releaser, inflight, id);
@@ -485,15 +466,18 @@ impl RedisLimiter {
         let left = req.max_wait.saturating_sub(start.elapsed());
         if self.fell_since(episode) {
             drop(lease);
-            return Some(self.requeue(req, key, left, waited).await);
+            return Some(Way::ToFallback(waited));
         }
         let Some(shadow) = self.shadow(&req, key, left).await else {
             drop(lease);
-            return Some(Grant::Defer(left));
+            return Some(Way::Granted(Grant::Defer(left)));
         };
         waited += shadow.waited;
         let slot = (lease, shadow.slot);
-        Some(Grant::Go(Permit::holding(waited, Box::new(slot))))
+        Some(Way::Granted(Grant::Go(Permit::holding(
+            waited,
+            Box::new(slot),
+        ))))
     }
 
     /// Whether a hold runs now on `req`'s host or its IP (see [`scripts::HELD`]); a
@@ -718,47 +702,83 @@ impl Limiter for RedisLimiter {
     fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant> {
         Box::pin(async move {
             let key = self.rules.key(&req);
-            if self.redis_resting() {
-                return self.through_fallback(req, &key).await;
+            let start = Instant::now();
+            // What the request waited before it changed ways: its permit says so, and
+            // the prober moves the probe's deadline on by it.
+            let mut waited = Duration::ZERO;
+            let mut on_redis = !self.redis_resting();
+            loop {
+                let rest = Request {
+                    max_wait: req.max_wait.saturating_sub(start.elapsed()),
+                    ..req
+                };
+                let way = if on_redis {
+                    self.through_redis(rest, &key, waited).await
+                } else {
+                    self.through_fallback(rest, &key).await
+                };
+                match way {
+                    Way::Granted(Grant::Go(mut permit)) if !on_redis => {
+                        permit.waited += waited;
+                        return Grant::Go(permit);
+                    }
+                    Way::Granted(grant) => return grant,
+                    Way::ToFallback(w) => {
+                        waited = w;
+                        on_redis = false;
+                    }
+                    Way::ToRedis(w) => {
+                        waited += w;
+                        on_redis = true;
+                    }
+                }
             }
-            self.through_redis(req, &key, Duration::ZERO).await
         })
     }
 }
 
+/// Where a request's way through the limiter led.
+enum Way {
+    /// The limiter's answer.
+    Granted(Grant),
+    /// Redis failed (or failed while it slept on its slot): on to the fallback, having
+    /// waited this long in all.
+    ToFallback(Duration),
+    /// Redis answers again: on to Redis, having waited this much longer in the fallback.
+    ToRedis(Duration),
+}
+
 impl RedisLimiter {
     /// Books `req` in Redis, polling while the IP's in-flight cap is full; `waited` is
-    /// what it waited before (in the fallback, for a caller moved back to Redis). Should
-    /// Redis fail, the fallback takes it, the wait so far kept: the prober moves the
-    /// probe's deadline on by it.
-    async fn through_redis(&self, req: Request<'_>, key: &str, mut waited: Duration) -> Grant {
-        let key = key.to_string();
+    /// what it waited before. Should Redis fail, the way goes on to the fallback with
+    /// the wait so far.
+    async fn through_redis(&self, req: Request<'_>, key: &str, mut waited: Duration) -> Way {
         let start = Instant::now();
         let mut id = self.lease_id();
         let mut pause = Duration::from_millis(10);
         loop {
             let left = req.max_wait.saturating_sub(start.elapsed());
-            let booking = match self.book(&req, &key, left, &id).await {
+            let booking = match self.book(&req, key, left, &id).await {
                 Ok(booking) => booking,
                 Err(e) => {
                     self.redis_failed(&e);
-                    return self.requeue(req, &key, left, waited).await;
+                    return Way::ToFallback(waited);
                 }
             };
             self.redis_worked();
             match booking {
                 Booking::Booked { wait, level } => {
-                    self.view(&key, |v| v.level = level);
+                    self.view(key, |v| v.level = level);
                     let booked = std::mem::replace(&mut id, self.lease_id());
-                    let taken = self.take(req, &key, booked, wait, (start, waited));
+                    let taken = self.take(req, key, booked, wait, (start, waited));
                     match taken.await {
-                        Some(grant) => return grant,
+                        Some(way) => return way,
                         // A hold began while it waited: book again (and meet it).
                         None => waited += wait,
                     }
                 }
-                Booking::TooLong(wait) => return Grant::Defer(wait),
-                Booking::Paused(left) => return Grant::Paused(left),
+                Booking::TooLong(wait) => return Way::Granted(Grant::Defer(wait)),
+                Booking::Paused(left) => return Way::Granted(Grant::Paused(left)),
                 Booking::HostHeld(held) => {
                     // The host asked for a pause: wait it out, then book.
                     tokio::time::sleep(held).await;
@@ -768,7 +788,7 @@ impl RedisLimiter {
                     // In-flight cap reached: poll, backing off a little, until a
                     // lease frees or the wait is no longer acceptable.
                     if start.elapsed() + pause > req.max_wait {
-                        return Grant::Defer(req.max_wait);
+                        return Way::Granted(Grant::Defer(req.max_wait));
                     }
                     tokio::time::sleep(pause).await;
                     waited += pause;
