@@ -531,6 +531,39 @@ async fn a_state_step_that_redis_answers_late_still_tells_its_change() {
     );
 }
 
+/// A Redis stalled for several of its timeouts (a busy script, a long fork or fsync)
+/// still runs the step sent before the stall: a single retry, which met the stall too
+/// (or failed to get a connection from the pool meanwhile), gave the result up with
+/// `previous_verdict: null` while the key went `up → down`, and the change was told
+/// nowhere. The step is asked again, with the same nonce, until Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_step_stalled_for_several_timeouts_still_tells_its_change() {
+    use picket::job::Verdict::{Down, Up};
+    let new = |id| Delivery {
+        id,
+        redelivered: false,
+    };
+    let (_redis, store, mut admin) = a_stepped_key("127.0.62.20", "stalled", new("j1")).await;
+    // Busy for 3 s: six of the step's 500 ms timeouts.
+    let busy = tokio::spawn(async move {
+        let spin = "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] \
+                    repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 3000000 return 1";
+        let _: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(spin)
+            .arg(0)
+            .query_async(&mut admin)
+            .await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let late = store
+        .step(&report_of("stalled", "j2", Down), new("j2"))
+        .await;
+    busy.await.expect("busy script");
+    let answer = late.expect("an answer, once Redis runs again");
+    assert_eq!(answer.previous, Some(Up));
+    assert!(answer.changed(Down));
+}
+
 /// The step asked again after a timeout was asked as a redelivery: where the first run
 /// never reached Redis (here: writes paused, and the connection dropped with it), an
 /// earlier message under the same delivery id (a publisher repeating a job) had its

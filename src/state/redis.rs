@@ -106,6 +106,15 @@ fn step_nonce() -> String {
     format!("{:x}.{:x}.{n:x}", std::process::id(), now_ms())
 }
 
+/// How long after Redis last answered a step that timed out is asked again: a stall
+/// (a busy script, a fork, an fsync) outlasts a few timeouts; past this, Redis hangs,
+/// and waiting on it would stop the results too.
+const STALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// The pause between asks of a stalled step that failed at once (no connection from
+/// the pool, a BUSY error).
+const STALL_PAUSE: Duration = Duration::from_millis(250);
+
 /// Why a Redis call gave no answer.
 enum Late {
     /// It failed: the command did not run.
@@ -148,6 +157,8 @@ pub struct RedisState {
     verdict_ttl: Duration,
     timeout: Duration,
     script: redis::Script,
+    /// When Redis last answered a call (`tokio::time::Instant`, for [`STALL_LIMIT`]).
+    answered: std::sync::Mutex<tokio::time::Instant>,
 }
 
 impl RedisState {
@@ -160,7 +171,17 @@ impl RedisState {
             verdict_ttl: settings.verdict_ttl,
             timeout: settings.timeout,
             script: redis::Script::new(STEP),
+            answered: std::sync::Mutex::new(tokio::time::Instant::now()),
         }
+    }
+
+    /// Whether Redis answered within [`STALL_LIMIT`]: a stall, not a hang.
+    fn stalled_briefly(&self) -> bool {
+        let answered = *self
+            .answered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        answered.elapsed() < STALL_LIMIT
     }
 
     /// The Redis keys of a key's record and of its last report.
@@ -194,6 +215,10 @@ impl RedisState {
         let outcome = tokio::time::timeout(self.timeout, work).await;
         if let Ok(Ok(v)) = outcome {
             metric::redis_up(true);
+            *self
+                .answered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
             return Ok(v);
         }
         metric::redis_error(what);
@@ -287,13 +312,19 @@ impl StateStore for RedisState {
             let keys = self.keys(key);
             let json = serde_json::to_string(report).ok()?;
             let nonce = step_nonce();
-            let ran = match self.run_step(&keys, report, &json, delivery, &nonce).await {
-                // A late Redis may have run the step all the same, or may yet: going
-                // on without it would leave its change untold. Asked again with the
-                // same nonce, whichever run comes second finds the first's answer.
-                Err(Late::Maybe) => self.run_step(&keys, report, &json, delivery, &nonce).await,
-                ran => ran,
-            };
+            let mut ran = self.run_step(&keys, report, &json, delivery, &nonce).await;
+            // A late Redis may have run the step all the same, or may yet (it runs
+            // what was sent before a stall): going on without it would leave its
+            // change untold. Asked again with the same nonce until Redis answers,
+            // whichever run comes second finds the first's answer. Only while Redis
+            // answered lately: one that hangs for good is asked once more.
+            if matches!(ran, Err(Late::Maybe)) {
+                ran = self.run_step(&keys, report, &json, delivery, &nonce).await;
+                while ran.is_err() && self.stalled_briefly() {
+                    tokio::time::sleep(STALL_PAUSE).await;
+                    ran = self.run_step(&keys, report, &json, delivery, &nonce).await;
+                }
+            }
             let Ok((prev, streak, since)) = ran else {
                 tracing::warn!("redis state step not answered; going on without the state");
                 return None;
