@@ -919,3 +919,40 @@ async fn callers_queued_in_the_fallback_when_redis_returns_keep_to_the_limit() {
     assert_within_the_limit(&sends, "queued in the fallback as Redis returned");
     drop(redis);
 }
+
+/// A Redis that loses its keys under requests in flight (restarted without
+/// persistence, FLUSHALL, an eviction policy taking the in-flight set) forgot their
+/// leases, and the IP's in-flight cap let as many again go beside them. The worker
+/// still renewing them puts them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_a_redis_lost_under_requests_in_flight_are_put_back() {
+    let (redis, s, _) = in_flight_on_a_private_redis("lost").await;
+    // Short leases: renewed every 300 ms.
+    let a = limiter(&s, Duration::from_millis(900), "lost");
+    let held: Vec<Permit> = vec![
+        go(&a, "h.test").await,
+        go(&a, "h.test").await,
+        go(&a, "h.test").await,
+        go(&a, "h.test").await,
+    ];
+    let mut admin = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin");
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut admin)
+        .await
+        .expect("FLUSHALL");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        refused(&a, Duration::from_millis(500)).await,
+        "a fifth request in flight beside four whose leases Redis lost"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !refused(&a, Duration::from_secs(2)).await,
+        "the put-back leases are released with their requests"
+    );
+}

@@ -185,14 +185,14 @@ async fn renew(pool: RedisPool, timeout: Duration, lease: Duration, live: Weak<L
     let every = (lease / 3).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
-        let Some(live) = live.upgrade() else { return };
-        let snapshot: Vec<(String, Vec<String>)> = live
+        let Some(strong) = live.upgrade() else { return };
+        let snapshot: Vec<(String, Vec<String>)> = strong
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .map(|(k, ids)| (k.clone(), ids.iter().cloned().collect()))
             .collect();
-        drop(live);
+        drop(strong);
         for (key, ids) in snapshot {
             let call = async {
                 let mut conn = pool.get().await?;
@@ -201,13 +201,49 @@ async fn renew(pool: RedisPool, timeout: Duration, lease: Duration, live: Weak<L
                 for id in &ids {
                     inv.arg(id);
                 }
-                inv.invoke_async::<i64>(&mut conn)
+                inv.invoke_async::<Vec<String>>(&mut conn)
                     .await
                     .map_err(|e| e.to_string())
             };
-            if let Ok(Err(e)) = tokio::time::timeout(timeout, call).await {
-                tracing::debug!(error = %e, "lease renewal failed; it is tried again");
+            match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(back)) if !back.is_empty() => {
+                    tracing::warn!(
+                        key,
+                        leases = back.len(),
+                        "redis lost the in-flight leases of requests still running; put back"
+                    );
+                    release_ended(&pool, timeout, &key, back, &live).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "lease renewal failed; it is tried again");
+                }
+                _ => {}
             }
         }
+    }
+}
+
+/// Of the leases just put back in `key`, releases at once those whose request ended
+/// since the renewal's snapshot (its release may have reached Redis first).
+async fn release_ended(
+    pool: &RedisPool,
+    timeout: Duration,
+    key: &str,
+    back: Vec<String>,
+    live: &Weak<Live>,
+) {
+    let Some(live) = live.upgrade() else { return };
+    let ended: Vec<(String, String)> = {
+        let live = live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let running = live.get(key);
+        back.into_iter()
+            .filter(|id| running.is_none_or(|ids| !ids.contains(id)))
+            .map(|id| (key.to_string(), id))
+            .collect()
+    };
+    if !ended.is_empty() {
+        let _ = tokio::time::timeout(timeout, release(pool, &ended)).await;
     }
 }

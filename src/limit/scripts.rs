@@ -128,16 +128,26 @@ return 0
 ";
 
 /// Renews leases. KEYS: inflight. ARGV: lease_ms, then the lease ids. Only leases still
-/// there are renewed (`XX`): a released one stays released.
+/// there are renewed (`XX`): a released one stays released. A set that is gone while
+/// its worker still renews leases in it was lost by Redis (restarted without its data,
+/// flushed, evicted): every lease is put back, and returned, so that the worker can
+/// release at once any whose request ended meanwhile.
 pub(crate) const RENEW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local lease = tonumber(ARGV[1])
+local lost = redis.call('EXISTS', KEYS[1]) == 0
+local back = {}
 for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i])
+  if lost then
+    redis.call('ZADD', KEYS[1], now + lease, ARGV[i])
+    back[#back + 1] = ARGV[i]
+  else
+    redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i])
+  end
 end
 redis.call('PEXPIRE', KEYS[1], lease + 1000)
-return 1
+return back
 ";
 
 /// A host is held. KEYS: tat, standing. ARGV: pause_ms, interval_ms, burst, host,
