@@ -1197,3 +1197,72 @@ async fn https_upgrades_are_counted_by_outcome() {
     assert_eq!(upgrades("failed"), 2.0, "{text}");
     worker.terminate().await;
 }
+
+/// A session that opens and then breaks on every result (the worker's user may not
+/// write to the results exchange: an operator's permissions, a policy) was rebuilt at
+/// once each time: the backoff started again with every session that opened, so the
+/// worker opened two sessions a second for ever, each consuming and handing back its
+/// jobs. The backoff starts again only once a session settled a job or lived a while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_that_break_on_every_result_are_rebuilt_ever_more_slowly() {
+    let servers = crate::support::servers();
+    let user = unique("no-results");
+    // The results exchange named apart from the results queue, so that only
+    // publishing to it is refused.
+    let text: String = base_toml()
+        .lines()
+        .map(|l| match l.strip_prefix("results_exchange = \"") {
+            Some(name) => format!("results_exchange = \"x-{name}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let s = picket::config::Settings::from_toml(&text).expect("settings");
+    servers
+        .rabbit
+        .ctl(&["add_user", &user, "pw"])
+        .expect("add the user");
+    let write = format!("^(?!{}$).*", s.amqp.results_exchange.replace('.', "\\."));
+    servers
+        .rabbit
+        .ctl(&["set_permissions", "-p", "/", &user, ".*", &write, ".*"])
+        .expect("its permissions");
+    let url = format!("amqp://{user}:pw@127.0.0.1:{}/%2f", servers.rabbit.port());
+    let toml = text.replace(
+        &format!("url = \"{}\"", servers.amqp_url),
+        &format!("url = \"{url}\""),
+    );
+    let (addr, _) = {
+        let router = Router::new().route("/", get(|| async { page("results refused") }));
+        (serve("127.0.62.30", router).await, ())
+    };
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    for i in 0..3 {
+        client
+            .job(
+                &s,
+                json!({"id": format!("r{i}"), "url": format!("http://{addr}/")}),
+            )
+            .await;
+    }
+    let worker = crate::support::worker_process::WorkerProcess::plain(&format!(
+        "{toml}\n[targets]\nallow_private = true\n"
+    ));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let log = worker.log_text();
+    worker.terminate().await;
+    let _ = servers.rabbit.ctl(&["delete_user", &user]);
+    let sessions = log
+        .lines()
+        .filter(|l| l.contains("\"consuming\"") || l.contains(" consuming"))
+        .count();
+    let refused = log
+        .lines()
+        .filter(|l| l.contains("result not confirmed"))
+        .count();
+    assert!(refused > 0, "the results were refused:\n{log}");
+    assert!(
+        sessions <= 6,
+        "{sessions} sessions in 8 s, each breaking on its results"
+    );
+}

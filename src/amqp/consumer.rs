@@ -58,18 +58,28 @@ pub async fn run_worker(
             continue;
         };
         worker.consume(&mut live, &session).await;
-        let over = worker.release(session);
+        let ended = worker.release(session);
         if worker.shutdown.is_cancelled() {
-            worker.shut_down(live, over).await;
+            worker.shut_down(live, ended.over).await;
             return;
         }
-        worker.end(live, over).await;
+        worker.end(live, ended).await;
     }
     worker.tracker.close();
     let _ = tokio::time::timeout(worker.grace, worker.tracker.wait()).await;
     worker.replies.close().await;
     worker.disconnected();
 }
+
+/// What a session leaves when it is over: the token that stops its unfinished jobs,
+/// and whether it settled any (its publishes were confirmed).
+struct Ended {
+    over: CancellationToken,
+    settled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How long a session must have lived to count as one that worked, even with no job.
+const A_WHILE: Duration = Duration::from_secs(30);
 
 /// Publishing channels per session at most: publishes run one per channel (see
 /// [`Publisher`]), and a broker confirms a persistent message in a few milliseconds, so
@@ -98,6 +108,8 @@ struct Worker {
     nodes: Nodes,
     /// When the last session broke: the time without a broker is counted from there.
     lost_at: Option<tokio::time::Instant>,
+    /// When the current session began consuming.
+    began: Option<tokio::time::Instant>,
 }
 
 /// One open broker session's connection, channels and consumer. Its fields drop in
@@ -143,6 +155,7 @@ impl Worker {
             delays: Box::new(backoff()),
             first: true,
             lost_at: None,
+            began: None,
         }
     }
 
@@ -226,7 +239,6 @@ impl Worker {
         node: Node,
         broken: CancellationToken,
     ) -> Session {
-        self.delays = Box::new(backoff());
         if !self.first {
             metric::reconnected();
         }
@@ -237,6 +249,7 @@ impl Worker {
             metric::broker_unavailable(at.elapsed());
         }
         self.first = false;
+        self.began = Some(tokio::time::Instant::now());
         self.state.connected.store(true, Ordering::SeqCst);
         self.state.consuming.store(true, Ordering::SeqCst);
         metric::broker_up(true);
@@ -253,6 +266,7 @@ impl Worker {
             broken,
             over: CancellationToken::new(),
             unreadable: Arc::default(),
+            settled: Arc::default(),
         };
         // While every slot is taken the loop waits for a permit, not for the consumer:
         // the connection's own events tell it that the session is gone.
@@ -306,10 +320,10 @@ impl Worker {
     /// Lets go of the session's shared handles and returns its `over` token. The ack
     /// task ends, after sending the last acks, once the jobs' handles are gone too:
     /// waiting for the tracker waits for it.
-    fn release(&self, session: Session) -> CancellationToken {
-        let Session { over, .. } = session;
+    fn release(&self, session: Session) -> Ended {
+        let Session { over, settled, .. } = session;
         self.state.consuming.store(false, Ordering::SeqCst);
-        over
+        Ended { over, settled }
     }
 
     /// Ends the last session on shutdown: stop the flow first, let in-flight jobs finish
@@ -343,8 +357,17 @@ impl Worker {
         broker_blocked(&self.state, false);
     }
 
-    /// Ends a session that broke (shutdown not asked), then pauses before the next.
-    async fn end(&mut self, live: Live, over: CancellationToken) {
+    /// Ends a session that broke (shutdown not asked), then pauses before the next:
+    /// the backoff starts again only after a session that worked (it settled a job, or
+    /// lived [`A_WHILE`]); one that opens and breaks on every result (the user may not
+    /// publish to the results exchange, a policy refuses it) is rebuilt ever more slowly,
+    /// not twice a second for ever.
+    async fn end(&mut self, live: Live, ended: Ended) {
+        let Ended { over, settled } = ended;
+        let lived = self.began.take().map_or(Duration::ZERO, |t| t.elapsed());
+        if settled.load(Ordering::SeqCst) || lived >= A_WHILE {
+            self.delays = Box::new(backoff());
+        }
         self.disconnected();
         self.lost_at = Some(tokio::time::Instant::now());
         // Jobs in flight may still publish and ack on a channel that works: give them

@@ -56,6 +56,8 @@ pub(super) struct Session {
     /// The connection ended on a message the client cannot read, and that was told
     /// (the consumer and the connection's events both see it; told once).
     pub(super) unreadable: Arc<std::sync::atomic::AtomicBool>,
+    /// A job's publish was confirmed and the job acked: the session works.
+    pub(super) settled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One delivery's task: handled to the end, or stopped when its session is over. A
@@ -341,6 +343,7 @@ async fn settle(
         // If the ack is lost the broker redelivers the job: a duplicate result,
         // never a lost job.
         s.acks.ack(delivery.delivery_tag);
+        s.settled.store(true, std::sync::atomic::Ordering::Relaxed);
         return true;
     };
     metric::publish_failed();
