@@ -781,7 +781,13 @@ async fn a_hung_socks_proxy_is_the_egress_failing_not_the_site_timing_out() {
     let target = plain_target("127.0.62.1").await;
     let (hole, _held) = crate::support::blackhole("127.0.62.2").await;
     let dante = Dante::start("127.0.62.3", false);
-    let mut s = egress_settings(&[("dante", dante.url.as_str())]);
+    // The proxy by name, as operators write it: its name is looked up for the check.
+    let named = dante.url.replace("127.0.62.3", "dante-proxy.test");
+    let mut s = egress_settings(&[("dante", named.as_str())]);
+    s.dns.static_hosts.insert(
+        "dante-proxy.test".into(),
+        vec!["127.0.62.3".parse().expect("ip")],
+    );
     s.probe.attempts = 1;
     s.probe.connect_timeout = Duration::from_secs(1);
     let engine = engine(&s);

@@ -583,7 +583,7 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Outcome {
         let ip = addr.ip();
-        if let Some(silent) = socks_silence(probe, e).await {
+        if let Some(silent) = socks_silence(probe, host, addr, e).await {
             return fail(
                 FailureKind::Egress,
                 format!(
@@ -611,7 +611,12 @@ impl HttpProber {
 /// the one not answering, if it is: asked for a greeting within the connect timeout
 /// (at most [`GREETING_TIME`]). reqwest's SOCKS connect is one step, so without
 /// this a hung proxy would be every site's `down/timeout`.
-async fn socks_silence(probe: &Probe<'_>, e: &SendError) -> Option<String> {
+async fn socks_silence(
+    probe: &Probe<'_>,
+    host: &str,
+    addr: SocketAddr,
+    e: &SendError,
+) -> Option<String> {
     let route = probe
         .egress
         .mended
@@ -621,7 +626,17 @@ async fn socks_silence(probe: &Probe<'_>, e: &SendError) -> Option<String> {
         return None;
     }
     let within = probe.plan.connect_timeout.min(GREETING_TIME);
-    route.socks_silence(within).await
+    // In the hop's scope, as the request was: the shared resolver looks the proxy's
+    // name up only for a hop (any other name than the site's is the proxy's).
+    let hop = Hop::new(host, addr, within, probe.egress.route);
+    let check = hop.scope(route.socks_silence(within));
+    match tokio::time::timeout(within, check).await {
+        Ok(silence) => silence,
+        Err(_) => Some(format!(
+            "its SOCKS5 proxy did not answer a greeting within {} ms",
+            within.as_millis()
+        )),
+    }
 }
 
 /// The longest a SOCKS5 proxy is given to answer a greeting: one on the path of every

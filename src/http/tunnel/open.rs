@@ -189,13 +189,11 @@ impl SocksProxy {
 impl SocksProxy {
     /// Why the proxy is not answering, if it is not: each of its addresses is asked
     /// for a SOCKS5 greeting (RFC 1928's method selection, the first thing any SOCKS5
-    /// proxy answers) within `within`. `None` when one of them answers it.
+    /// proxy answers) within `within`. `None` when one of them answers it, or when its
+    /// name cannot be looked up here (nothing is known then: the site's failure stands).
     pub(super) async fn silence(&self, within: Duration) -> Option<String> {
         let bare = bare_host(&self.host);
-        let addrs = match addresses(bare, self.port, &self.resolve).await {
-            Ok(addrs) => addrs,
-            Err(e) => return Some(e.to_string()),
-        };
+        let addrs = addresses(bare, self.port, &self.resolve).await.ok()?;
         let mut why = format!("no address for the proxy {bare}");
         for proxy in addrs {
             match tokio::time::timeout(within, self.greet(proxy)).await {
