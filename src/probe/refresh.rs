@@ -3,11 +3,12 @@
 //! that is nothing but a redirect; and the page a frame stub shows ([`frame`]). Plain
 //! text in, the URL a person soon lands on, or reads, out; no I/O.
 //!
-//! Only a refresh that comes within [`MAX_WAIT_S`] is one: a page reloading every few
-//! minutes is the page a person reads. One that reloads itself at once is read as a
-//! refresh to its own URL, which the chain follows only when a cookie it set makes the
-//! visit another (`http::redirect`). What a browser with scripts on never runs is not
-//! read for any of these: HTML comments, `<noscript>` and `<template>`. A script's
+//! Only a refresh that names a URL and comes within [`MAX_WAIT_S`] is one: a page
+//! reloading itself after a while is the page a person reads. One that reloads itself
+//! at once (`0`, no URL) is read as a refresh to its own URL, which the chain follows
+//! only when a cookie it set makes the visit another (`http::redirect`), and only when
+//! nothing names a URL. What a browser with scripts on never runs is not read for any
+//! of these: HTML comments (outside scripts), `<noscript>` and `<template>`. A script's
 //! redirect is taken only from a stub (at most [`STUB_BYTES`], with at most
 //! [`STUB_TEXT_CHARS`] characters to read): without a script engine a redirect cannot
 //! be told from a menu's `onclick` on a real page, but a page with nothing to read
@@ -29,24 +30,36 @@ const STUB_TEXT_CHARS: usize = 200;
 /// reading the page), then the first `<meta http-equiv="refresh">` of `text`. The URL as
 /// written, to be joined to the page's own.
 pub(crate) fn target(header: Option<&str>, text: &str) -> Option<String> {
-    if let Some(url) = header.and_then(redirect_in) {
-        return Some(url);
+    let from_header = header.and_then(redirect_in);
+    if let Some(url) = from_header.as_ref().filter(|u| !u.is_empty()) {
+        return Some(url.clone());
     }
-    // Most pages have no refresh and are no stub: they are not copied to be read again.
-    if text.len() > STUB_BYTES && meta_refreshes(text).next().is_none() {
-        return None;
+    // Most pages have no refresh soon enough and are no stub: they are not copied to be
+    // read again.
+    let soon = |text: &str| meta_refreshes(text).any(|c| redirect_in(&c).is_some());
+    if text.len() > STUB_BYTES && !soon(text) {
+        return from_header;
     }
     let text = shown(text);
-    let meta = meta_refreshes(&text).find_map(|content| redirect_in(&content));
-    meta.or_else(|| script_redirect(&text))
+    let metas: Vec<String> = meta_refreshes(&text)
+        .filter_map(|c| redirect_in(&c))
+        .collect();
+    // A URL named anywhere before a reload of the page itself.
+    let named = metas.iter().find(|u| !u.is_empty()).cloned();
+    named
+        .or_else(|| script_redirect(&text))
+        .or(from_header)
+        .or_else(|| metas.into_iter().next())
 }
 
 /// `text` without what a browser with scripts on never acts on or shows: HTML comments
 /// (a refresh an old site's editor commented out), and the insides of `<noscript>` (the
-/// redirect for browsers without scripts) and `<template>`. Borrowed when there is none.
+/// redirect for browsers without scripts) and `<template>`. Scripts and styles are kept
+/// as they are: inside them `<!--` is no comment (old pages wrap a whole redirect script
+/// in one). Borrowed when there is nothing to leave out; one pass otherwise.
 fn shown(text: &str) -> std::borrow::Cow<'_, str> {
     let inert = |t: &str| {
-        find_ascii_ci(t, "<!--").is_some()
+        t.contains("<!--")
             || find_ascii_ci(t, "<noscript").is_some()
             || find_ascii_ci(t, "<template").is_some()
     };
@@ -55,41 +68,67 @@ fn shown(text: &str) -> std::borrow::Cow<'_, str> {
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some((start, end)) = next_inert(rest) {
-        out.push_str(&rest[..start]);
-        rest = &rest[end..];
+    while let Some(found) = next_construct(rest) {
+        let upto = if found.kept { found.end } else { found.start };
+        out.push_str(&rest[..upto]);
+        rest = &rest[found.end..];
     }
     out.push_str(rest);
     std::borrow::Cow::Owned(out)
 }
 
-/// The first inert stretch of `text` (a comment, or a `<noscript>` or `<template>`
-/// element), as byte offsets; an unclosed one runs to the end, as in browsers.
-fn next_inert(text: &str) -> Option<(usize, usize)> {
-    let comment = text.find("<!--").map(|at| {
-        let end = text[at + 4..]
-            .find("-->")
-            .map_or(text.len(), |e| at + 4 + e + 3);
-        (at, end)
-    });
-    let element = |name: &str| {
-        let at = tags(text, name).next()?;
-        let start = text[..at.as_ptr() as usize - text.as_ptr() as usize]
-            .rfind('<')
-            .unwrap_or(0);
-        let close = format!("</{name}");
-        let end = find_ascii_ci(&text[start..], &close).map_or(text.len(), |e| {
-            let after = start + e;
-            text[after..]
-                .find('>')
-                .map_or(text.len(), |g| after + g + 1)
-        });
-        Some((start, end))
-    };
-    [comment, element("noscript"), element("template")]
-        .into_iter()
-        .flatten()
-        .min_by_key(|&(start, _)| start)
+/// A stretch of a page that [`shown`] keeps whole or leaves out.
+struct Construct {
+    start: usize,
+    end: usize,
+    /// A script or a style: kept whole, its text is no markup.
+    kept: bool,
+}
+
+/// The first comment, `<noscript>`, `<template>`, `<script>` or `<style>` element of
+/// `text`, as byte offsets; an unclosed one runs to the end, as in browsers.
+fn next_construct(text: &str) -> Option<Construct> {
+    const ELEMENTS: [(&str, bool); 4] = [
+        ("noscript", false),
+        ("template", false),
+        ("script", true),
+        ("style", true),
+    ];
+    for at in memchr::memchr_iter(b'<', text.as_bytes()) {
+        let after = &text[at + 1..];
+        if let Some(inside) = after.strip_prefix("!--") {
+            let end = inside.find("-->").map_or(text.len(), |e| at + 4 + e + 3);
+            return Some(Construct {
+                start: at,
+                end,
+                kept: false,
+            });
+        }
+        for (name, kept) in ELEMENTS {
+            let named = after
+                .get(..name.len())
+                .is_some_and(|n| n.eq_ignore_ascii_case(name));
+            let whole = after[name.len().min(after.len())..]
+                .chars()
+                .next()
+                .is_none_or(|c| c.is_ascii_whitespace() || c == '>' || c == '/');
+            if named && whole {
+                let close = format!("</{name}");
+                let end = find_ascii_ci(&text[at..], &close).map_or(text.len(), |e| {
+                    let closing = at + e;
+                    text[closing..]
+                        .find('>')
+                        .map_or(text.len(), |g| closing + g + 1)
+                });
+                return Some(Construct {
+                    start: at,
+                    end,
+                    kept,
+                });
+            }
+        }
+    }
+    None
 }
 
 /// The page a frame stub shows: a page with nothing to read but frames (a `<frameset>`,
@@ -259,8 +298,9 @@ fn location_literal(script: &str) -> Option<String> {
 }
 
 /// The URL of a refresh's `content` ("5; url=/new/"), when it comes soon enough; the
-/// grammar of the HTML standard's "shared declarative refresh steps". A refresh naming
-/// no URL reloads the page itself: `""`, which joins to the page's own URL.
+/// grammar of the HTML standard's "shared declarative refresh steps". A refresh at once
+/// naming no URL reloads the page itself: `""`, which joins to the page's own URL (a
+/// page reloading itself after a while is read as it is).
 fn redirect_in(content: &str) -> Option<String> {
     let rest = content.trim_start();
     let digits = rest
@@ -283,7 +323,8 @@ fn redirect_in(content: &str) -> Option<String> {
         Some(quote @ ('"' | '\'')) => rest[1..].split(quote).next().unwrap_or(""),
         _ => rest,
     };
-    Some(url.trim().to_string())
+    let url = url.trim();
+    (!url.is_empty() || wait == 0.0).then(|| url.to_string())
 }
 
 /// The `content` of every `<meta http-equiv="refresh">` in `text`, in order.
@@ -351,11 +392,11 @@ mod tests {
         ] {
             assert_eq!(redirect_in(content).as_deref(), Some(url), "{content}");
         }
-        for reload in ["300", "600; url=/same", "", "soon; url=/x"] {
+        for reload in ["300", "600; url=/same", "", "soon; url=/x", "5", "2; url="] {
             assert_eq!(redirect_in(reload), None, "{reload:?}");
         }
         // A refresh at once that names no URL reloads the page itself.
-        for itself in ["0", "0; url=", "2;"] {
+        for itself in ["0", "0; url=", "0;"] {
             assert_eq!(redirect_in(itself).as_deref(), Some(""), "{itself:?}");
         }
     }
@@ -382,6 +423,22 @@ mod tests {
         // A stub's script in a comment is no redirect either.
         let stub = "<html><!-- <script>location.href='/old/'</script> --></html>";
         assert_eq!(target(None, stub), None);
+        // Inside a script `<!--` is no comment: old pages wrap their redirect in one.
+        let wrapped = "<script language=\"javascript\"><!--\nwindow.location.href=\"/portal/\";\n//--></script>";
+        assert_eq!(target(None, wrapped).as_deref(), Some("/portal/"));
+        let styled = "<style><!-- p { color: red } --></style><!-- <meta http-equiv=\"refresh\" content=\"0;url=/x/\"> -->";
+        assert_eq!(target(None, styled), None);
+    }
+
+    #[test]
+    fn a_url_named_anywhere_comes_before_a_reload_of_the_page_itself() {
+        let page = "<meta http-equiv=\"refresh\" content=\"0;url=/portal/\">";
+        assert_eq!(target(Some("0"), page).as_deref(), Some("/portal/"));
+        assert_eq!(target(Some("0"), "<p>hi</p>").as_deref(), Some(""));
+        assert_eq!(
+            target(None, "<meta http-equiv=\"refresh\" content=\"0\">").as_deref(),
+            Some("")
+        );
     }
 
     #[test]

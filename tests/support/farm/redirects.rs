@@ -317,6 +317,34 @@ pub(super) async fn redirects(b: &mut Builder) {
     )
     .await;
 
+    // The same stub as old pages write it: the script wrapped in `<!-- … //-->`, which
+    // inside a script is no comment.
+    b.http(
+        "script-redirect-wrapped",
+        two_pages(
+            || {
+                let stub = "<html><head><script language=\"javascript\"><!--\n\
+                            window.location.href = \"/portal/index.jsp\";\n//--></script>\
+                            </head><body></body></html>";
+                html(StatusCode::OK, stub)
+            },
+            "/portal/index.jsp",
+            || {
+                let failed = page("500 Internal Server Error", "The portal failed.");
+                html(StatusCode::INTERNAL_SERVER_ERROR, failed)
+            },
+        ),
+        None,
+        truth(
+            "down",
+            Some("http_status"),
+            "an index page whose script, wrapped in <!-- //--> as old pages do, sends browsers to a portal that answers 500",
+        ),
+        said("down", "http_status"),
+        vec![Fact::Redirects(1)],
+    )
+    .await;
+
     b.http(
         "redirect-loop",
         Router::new()
