@@ -207,11 +207,6 @@ async fn renew(pool: RedisPool, timeout: Duration, lease: Duration, live: Weak<L
             };
             match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(back)) if !back.is_empty() => {
-                    tracing::warn!(
-                        key,
-                        leases = back.len(),
-                        "redis lost the in-flight leases of requests still running; put back"
-                    );
                     release_ended(&pool, timeout, &key, back, &live).await;
                 }
                 Ok(Err(e)) => {
@@ -233,17 +228,29 @@ async fn release_ended(
     live: &Weak<Live>,
 ) {
     let Some(live) = live.upgrade() else { return };
-    let ended: Vec<(String, String)> = {
+    let (running, ended): (Vec<String>, Vec<String>) = {
         let live = live
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let running = live.get(key);
+        let ids = live.get(key);
         back.into_iter()
-            .filter(|id| running.is_none_or(|ids| !ids.contains(id)))
-            .map(|id| (key.to_string(), id))
-            .collect()
+            .partition(|id| ids.is_some_and(|ids| ids.contains(id)))
     };
+    // A set emptied by the release of its last lease after the snapshot is no loss:
+    // only leases still running tell that Redis lost them.
+    if !running.is_empty() {
+        tracing::warn!(
+            key,
+            leases = running.len(),
+            "redis lost the in-flight leases of requests still running; put back"
+        );
+    }
     if !ended.is_empty() {
-        let _ = tokio::time::timeout(timeout, release(pool, &ended)).await;
+        let ended: Vec<(String, String)> =
+            ended.into_iter().map(|id| (key.to_string(), id)).collect();
+        if let Ok(Err(e)) = tokio::time::timeout(timeout, release(pool, &ended)).await {
+            // The lease then expires on its own, one lease from now at most.
+            tracing::debug!(error = %e, "release of a lease put back failed");
+        }
     }
 }

@@ -316,11 +316,14 @@ impl StateStore for RedisState {
             // A late Redis may have run the step all the same, or may yet (it runs
             // what was sent before a stall): going on without it would leave its
             // change untold. Asked again with the same nonce until Redis answers,
-            // whichever run comes second finds the first's answer. Only while Redis
-            // answered lately: one that hangs for good is asked once more.
+            // whichever run comes second finds the first's answer. For at most
+            // STALL_LIMIT, and only while Redis answered lately: one that hangs for
+            // good is asked once more.
             if matches!(ran, Err(Late::Maybe)) {
+                let until = tokio::time::Instant::now() + STALL_LIMIT;
                 ran = self.run_step(&keys, report, &json, delivery, &nonce).await;
-                while ran.is_err() && self.stalled_briefly() {
+                while ran.is_err() && self.stalled_briefly() && tokio::time::Instant::now() < until
+                {
                     tokio::time::sleep(STALL_PAUSE).await;
                     ran = self.run_step(&keys, report, &json, delivery, &nonce).await;
                 }
