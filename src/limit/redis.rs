@@ -365,6 +365,18 @@ impl RedisLimiter {
         super::Spacing::of(self.rules.rate_for(req), level, view.pace.interval_ms()).interval
     }
 
+    /// Keeps this worker's fallback behind a slot Redis just booked `wait` from now:
+    /// a caller of this worker still in the fallback (Redis failing for some keys and
+    /// not others, or back a moment ago) books its next slot at least one fallback
+    /// interval after it, not at the same moment. The fallback's own slots are carried
+    /// into Redis the other way ([`LocalLimiter::booked_ahead`]).
+    fn behind_redis(&self, req: &Request<'_>, wait: Duration) {
+        let share = self.fallback.scaled(self.rules.rate_for(req));
+        let interval = Duration::from_secs_f64(1.0 / share.rate.max(f64::MIN_POSITIVE));
+        let after = wait.saturating_add(interval.min(AN_HOUR));
+        self.fallback.seed(req, Instant::now() + after);
+    }
+
     /// Limits `req` locally. The first time a key is limited so after a switch, its
     /// IP starts a burst (and `redis.timeout` + [`FALLBACK_MARGIN`]) after the switch: requests sent
     /// through Redis just before it may have used the burst, and the callers of every
@@ -769,6 +781,7 @@ impl RedisLimiter {
             match booking {
                 Booking::Booked { wait, level } => {
                     self.view(key, |v| v.level = level);
+                    self.behind_redis(&req, wait);
                     let booked = std::mem::replace(&mut id, self.lease_id());
                     let taken = self.take(req, key, booked, wait, (start, waited));
                     match taken.await {
