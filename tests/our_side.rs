@@ -12,7 +12,7 @@ use picket::engine::Engine;
 use picket::job::{Report, Verdict};
 
 use crate::support::dns::{self, Mode};
-use crate::support::picket::{check, engine_with, page};
+use crate::support::picket::{check, check_job, engine_with, page};
 use crate::support::{blackhole, serve};
 
 fn engine(toml: &str) -> Engine {
@@ -111,6 +111,53 @@ async fn nameservers_answering_nothing_are_our_side_never_a_sites_down() {
         );
     }
     assert!(silent_queries.load(std::sync::atomic::Ordering::SeqCst) > 0);
+}
+
+/// A lookup the probe's own deadline cut short (a job's `timeout_ms`, or
+/// `probe.timeout`, shorter than the resolver's patience) is a lookup that failed, not a
+/// site that took too long: asked about as any failed lookup is. Our nameservers
+/// answering nothing make it ours (`unknown`); ones that answer everything else make it
+/// the site's name (`down`, dns).
+#[tokio::test]
+async fn a_lookup_cut_short_by_the_probes_deadline_is_a_failed_lookup() {
+    let closed = {
+        let socket = std::net::UdpSocket::bind("127.0.64.1:0").expect("bind");
+        socket.local_addr().expect("address")
+    };
+    let (silent, _) = dns::serve("127.0.64.2", Mode::Silent).await;
+    let job = serde_json::json!({"url": "http://c1.example.gov/", "timeout_ms": 500});
+    for ns in [closed, silent] {
+        let e = engine(&format!(
+            "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n"
+        ));
+        let r = check_job(&e, job.clone()).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Unknown, "egress_unavailable"),
+            "nameserver {ns}: {}",
+            r.detail
+        );
+        assert!(
+            r.detail.contains("our nameservers answer no question"),
+            "{}",
+            r.detail
+        );
+    }
+    let (lost, _) = dns::serve(
+        "127.0.64.3",
+        Mode::SilentFor(vec!["c1.example.gov".to_string()]),
+    )
+    .await;
+    let e = engine(&format!(
+        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{lost}\"]\n"
+    ));
+    let r = check_job(&e, job).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "dns"),
+        "{}",
+        r.detail
+    );
 }
 
 async fn check_all(e: &Arc<Engine>, urls: &[String]) -> Vec<Report> {

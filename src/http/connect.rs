@@ -148,8 +148,11 @@ impl HttpProber {
             obs.dns = Some(dns_start.elapsed());
         }
         match lookup {
+            // A lookup the probe's deadline cut short is a lookup that failed, like one
+            // the resolver gave up on: the site was never asked, so it is no slow site,
+            // and whether our nameservers answer at all tells whose failure it is.
             Err(_) => Err(fail(
-                FailureKind::Timeout,
+                FailureKind::DnsFailed,
                 format!("{host}: DNS lookup ran out of time"),
             )),
             Ok(Err(e @ DnsError::LocalResources { .. })) => {

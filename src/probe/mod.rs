@@ -196,7 +196,8 @@ pub(crate) enum FailureKind {
     /// no records), or it resolves only to a sinkhole.
     Dns,
     /// The name was not resolved, and the nameservers did not say it has no address:
-    /// no answer in time, an error code (SERVFAIL, REFUSED) or no way to reach them.
+    /// no answer in time (the resolver's, or the probe's deadline), an error code
+    /// (SERVFAIL, REFUSED) or no way to reach them.
     /// The site's DNS failing, or our resolver.
     DnsFailed,
     /// The connection was refused: the host is there, nothing listens.

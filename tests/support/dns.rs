@@ -22,6 +22,9 @@ pub enum Mode {
     Refused,
     /// Reads queries and never replies.
     Silent,
+    /// Never replies for these names (lower-case, without the final dot), NXDOMAIN for
+    /// the rest: a working resolver whose way to a site's nameservers is lost.
+    SilentFor(Vec<String>),
 }
 
 /// Starts a server on `ip` (UDP, free port); returns its address and a count of the
@@ -112,6 +115,8 @@ fn reply(q: &[u8], mode: &Mode) -> Option<Vec<u8>> {
     let name = labels.join(".");
     let (rcode, answers): (u8, Vec<IpAddr>) = match mode {
         Mode::Silent => return None,
+        Mode::SilentFor(lost) if lost.contains(&name) => return None,
+        Mode::SilentFor(_) => (3, Vec::new()),
         Mode::Servfail => (2, Vec::new()),
         Mode::ServfailFor(broken) if broken.contains(&name) => (2, Vec::new()),
         Mode::ServfailFor(_) => (3, Vec::new()),
