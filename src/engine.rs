@@ -463,10 +463,14 @@ mod tests {
         }
     }
 
+    /// The text of the pages answered here: a page that shows something.
+    const PAGE_TEXT: &str = "<html><body><h1>County office</h1></body></html>";
+
     fn ok() -> Outcome {
         Outcome::Answer(Answer {
             status: 200,
             body_bytes: 500,
+            text: PAGE_TEXT.into(),
             final_url: "https://a.example/".into(),
             ..Answer::default()
         })
@@ -497,6 +501,7 @@ mod tests {
         Outcome::Answer(Answer {
             status: code,
             body_bytes: 500,
+            text: PAGE_TEXT.into(),
             ..Answer::default()
         })
     }

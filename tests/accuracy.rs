@@ -189,16 +189,28 @@ async fn every_farm_target_gets_the_expected_verdict() {
 
 /// Runs one target alone and asserts the truth about it.
 async fn tells_the_truth(name: &str) {
+    all_tell_the_truth(&[name]).await;
+}
+
+/// [`tells_the_truth`] for several targets of one farm, in one run.
+async fn all_tell_the_truth(names: &[&str]) {
     let farm = Farm::start().await;
-    let (results, _) = check(&farm, &[name]).await;
-    let t = farm.target(name);
-    let (verdict, reason, detail) = got(&results[name]);
-    assert!(
-        t.truth.holds(verdict, reason),
-        "{name}: the truth is {} ({}), picket said {verdict}/{reason}: {detail}",
-        t.truth.code(),
-        t.truth.says
-    );
+    let (results, _) = check(&farm, names).await;
+    let wrong: Vec<String> = names
+        .iter()
+        .filter_map(|name| {
+            let t = farm.target(name);
+            let (verdict, reason, detail) = got(&results[*name]);
+            (!t.truth.holds(verdict, reason)).then(|| {
+                format!(
+                    "{name}: the truth is {} ({}), picket said {verdict}/{reason}: {detail}",
+                    t.truth.code(),
+                    t.truth.says
+                )
+            })
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,4 +379,20 @@ async fn truth_incomplete_chain_naming_a_pkcs7_bundle_is_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truth_incomplete_chain_naming_a_missing_issuer_is_degraded_tls() {
     tells_the_truth("tls-incomplete-chain-aia-gone").await;
+}
+
+/// A 200 above min_body_bytes on which a person sees nothing (white space, an empty
+/// document, a WordPress white screen, a byte-order mark, NUL bytes) was up/ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_blank_page_is_not_up() {
+    all_tell_the_truth(&[
+        "blank-whitespace",
+        "blank-empty-html",
+        "blank-white-screen",
+        "blank-bom-crlf",
+        "blank-nul-bytes",
+        "spa-shell",
+        "image-only",
+    ])
+    .await;
 }

@@ -9,7 +9,7 @@
 
 use crate::config::{ProbeSettings, TlsOnError, TlsSettings};
 use crate::job::{Method, Reason, Verdict};
-use crate::probe::pages::{challenge, firewall_block, soft_failure};
+use crate::probe::pages::{challenge, firewall_block, shows_nothing, soft_failure};
 use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
 /// Read here by the HTTP prober too, which reads that much of a page as text.
@@ -193,6 +193,7 @@ const ANSWER_RULES: &[Rule] = &[
     broke_off_before_the_page,
     no_page,
     keyword_missing,
+    blank_page,
     keyword_forbidden,
     soft_failure_page,
     slow,
@@ -364,6 +365,33 @@ fn keyword_missing(s: &Seen<'_>) -> Option<Judgement> {
             Reason::BodyMismatch,
             format!(
                 "{}, {} bytes, but the page does not contain {needle:?}{part}",
+                s.status, a.body_bytes
+            ),
+        )
+    })
+}
+
+/// A page that shows a person nothing (`pages::shows_nothing`), however many bytes it
+/// has: white space, an empty document, a white screen. A browser shows a blank page,
+/// so it is judged as a body too small. Only a 2xx page read whole as text, which no
+/// word of the job vouches for: a job that lists the status, accepts an empty body, or
+/// whose `body_contains` was found (the rule before this one) knows its page.
+fn blank_page(s: &Seen<'_>) -> Option<Judgement> {
+    let a = s.answer;
+    let p = s.plan;
+    let judged = (200..300).contains(&a.status)
+        && p.method != Method::Head
+        && p.min_body_bytes > 0
+        && p.expect.body_contains.is_none()
+        && !asked_for(p, a.status)
+        && a.body_bytes <= SNIFF_BYTES
+        && !a.truncated;
+    (judged && shows_nothing(&a.text)).then(|| {
+        Judgement::new(
+            Verdict::Down,
+            Reason::BodyTooSmall,
+            format!(
+                "{} but the page shows nothing: {} bytes with no text, image, script or frame",
                 s.status, a.body_bytes
             ),
         )
@@ -713,6 +741,60 @@ mod tests {
             ..Expect::default()
         });
         assert_eq!(j(&p, &answer(204, "")), (Verdict::Up, Reason::Ok));
+    }
+
+    /// What a browser shows as a blank page, above `min_body_bytes`.
+    const BLANK: &[&str] = &[
+        "                                                                                  ",
+        "<!DOCTYPE html>\n<html>\n<head><title></title></head>\n<body>\n</body>\n</html>\n",
+        "<!DOCTYPE html>\n<html lang=\"en-US\">\n<head>\n<meta charset=\"UTF-8\">\n<title>County</title>\n",
+        "\u{feff}\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n",
+        "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+    ];
+
+    #[test]
+    fn a_blank_page_is_no_page() {
+        let p = plan(Expect::default());
+        for page in BLANK {
+            assert!(page.len() >= p.min_body_bytes, "{page:?}");
+            let r = judge(&p, &answer(200, page), &SETTINGS);
+            assert_eq!(
+                (r.verdict, r.reason),
+                (Verdict::Down, Reason::BodyTooSmall),
+                "{page:?}: {}",
+                r.detail
+            );
+            assert!(r.detail.contains("shows nothing"), "{}", r.detail);
+        }
+    }
+
+    #[test]
+    fn a_blank_page_is_up_where_the_job_or_the_method_says_so() {
+        let blank = BLANK[1];
+        // A job listing the status, or whose keyword is on the page, knows its page.
+        let listed = plan(Expect {
+            status: Some(vec![200]),
+            ..Expect::default()
+        });
+        assert_eq!(j(&listed, &answer(200, blank)), (Verdict::Up, Reason::Ok));
+        let keyword = plan(Expect {
+            body_contains: Some("<body>".into()),
+            ..Expect::default()
+        });
+        assert_eq!(j(&keyword, &answer(200, blank)), (Verdict::Up, Reason::Ok));
+        // HEAD answers carry no page.
+        let mut head = plan(Expect::default());
+        head.method = Method::Head;
+        assert_eq!(j(&head, &answer(200, blank)), (Verdict::Up, Reason::Ok));
+        // Beyond what is read as text, nothing is said.
+        let p = plan(Expect::default());
+        let mut big = answer(200, blank);
+        if let Outcome::Answer(a) = &mut big.outcome {
+            a.body_bytes = SNIFF_BYTES + 1;
+        }
+        assert_eq!(j(&p, &big), (Verdict::Up, Reason::Ok));
+        // A redirect the prober did not follow is judged by its status, not as a page.
+        assert_eq!(j(&p, &answer(302, blank)), (Verdict::Up, Reason::Ok));
     }
 
     #[test]

@@ -294,6 +294,156 @@ fn is_php_source(text: &str) -> bool {
     start.len() >= 5 && start[..5].eq_ignore_ascii_case(b"<?php")
 }
 
+/// Elements that show something without text: what a script draws, images, frames,
+/// plugins and form controls. `<noscript>` needs no place here: its content is read as
+/// the page's own.
+const SHOWING_TAGS: &[&[u8]] = &[
+    b"script",
+    b"img",
+    b"image",
+    b"picture",
+    b"svg",
+    b"canvas",
+    b"video",
+    b"audio",
+    b"iframe",
+    b"frame",
+    b"frameset",
+    b"object",
+    b"embed",
+    b"applet",
+    b"input",
+    b"form",
+    b"button",
+    b"select",
+    b"textarea",
+];
+
+/// Elements whose content a browser never shows on the page.
+const UNSHOWN_ELEMENTS: &[&[u8]] = &[b"style", b"title", b"template"];
+
+/// Whether a page shows a person nothing at all: no text outside tags, comments,
+/// styles, the title and templates (white space, control characters, a byte-order mark
+/// and `&nbsp;` are no text), and nothing drawn without text ([`SHOWING_TAGS`], or a
+/// background image). One pass that stops at the first thing shown, so a real page
+/// costs a few bytes' reading; nothing is copied.
+pub(crate) fn shows_nothing(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        i = match b[i] {
+            b'<' => match markup_end(b, i) {
+                Some(end) => end,
+                None => return false,
+            },
+            b'&' => match blank_entity(&b[i..]) {
+                Some(len) => i + len,
+                None => return false,
+            },
+            c if c.is_ascii_whitespace() || c.is_ascii_control() => i + 1,
+            c if c.is_ascii() => return false,
+            _ => {
+                let c = text[i..].chars().next().unwrap_or(' ');
+                if !unseen(c) {
+                    return false;
+                }
+                i + c.len_utf8()
+            }
+        };
+    }
+    true
+}
+
+/// Where the markup opening at `b[at]` (`<`) ends, when it shows nothing: a comment, a
+/// tag, or a whole element that is never shown. `None` when it shows something.
+fn markup_end(b: &[u8], at: usize) -> Option<usize> {
+    let rest = &b[at..];
+    if rest.starts_with(b"<!--") {
+        return Some(memchr::memmem::find(&rest[4..], b"-->").map_or(b.len(), |e| at + 4 + e + 3));
+    }
+    let closing = rest.get(1) == Some(&b'/');
+    let name_at = at + 1 + usize::from(closing);
+    if !opens_markup(rest, closing) {
+        return None;
+    }
+    let name_len = b[name_at..]
+        .iter()
+        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-')
+        .count();
+    let name = &b[name_at..name_at + name_len];
+    let end = memchr::memchr(b'>', &b[at..]).map_or(b.len(), |e| at + e + 1);
+    let tag = &b[at..end];
+    let is = |list: &[&[u8]]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
+    if !closing && (is(SHOWING_TAGS) || has_background_image(tag)) {
+        return None;
+    }
+    if closing || !is(UNSHOWN_ELEMENTS) {
+        return Some(end);
+    }
+    // A style's background image shows; a title's or a template's words do not.
+    let close = closing_tag(b, end, name);
+    let inside = &b[end..close];
+    (!has_background_image(inside)).then_some(close)
+}
+
+/// Whether the `<` that `rest` opens with starts markup. A `<` before anything but a
+/// letter (`<3`, `a < b`) is text, as browsers read it; `<!DOCTYPE` and `<?xml` are
+/// markup. A PHP script sent as it is (`<?php`) is left for `soft_failure` to name.
+fn opens_markup(rest: &[u8], closing: bool) -> bool {
+    match rest.get(1 + usize::from(closing)) {
+        Some(c) if c.is_ascii_alphabetic() => true,
+        Some(b'!') => !closing,
+        Some(b'?') => rest
+            .get(..5)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"<?xml")),
+        _ => false,
+    }
+}
+
+/// Where the first `</name` at or after `from` starts; the end of `b` when there is none
+/// (an unclosed element runs to the end, as in browsers).
+fn closing_tag(b: &[u8], from: usize, name: &[u8]) -> usize {
+    memchr::memmem::find_iter(&b[from..], b"</")
+        .map(|e| from + e)
+        .find(|&at| {
+            b.get(at + 2..at + 2 + name.len())
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .unwrap_or(b.len())
+}
+
+/// Whether a tag or a style sets an image: `url(` in CSS, or an old `background=`.
+fn has_background_image(css_or_tag: &[u8]) -> bool {
+    find_ascii_ci(css_or_tag, b"url(").is_some()
+        || find_ascii_ci(css_or_tag, b"background=").is_some()
+}
+
+/// The length of a character reference at the start of `b` that shows no text (a
+/// non-breaking space), if it is one.
+fn blank_entity(b: &[u8]) -> Option<usize> {
+    ["&nbsp;", "&#160;", "&#xa0;"]
+        .iter()
+        .find(|e| {
+            b.get(..e.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(e.as_bytes()))
+        })
+        .map(|e| e.len())
+}
+
+/// Whether a character past ASCII draws nothing: white space (a non-breaking one
+/// included), a control or format character (a byte-order mark, a zero-width space).
+fn unseen(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c, '\u{feff}' | '\u{200b}'..='\u{200d}' | '\u{2060}')
+}
+
+/// Where `needle` (ASCII, lower case) first occurs in `hay`, whatever its case.
+fn find_ascii_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// The bot-challenge marker a page shows, if any.
 pub(crate) fn challenge(text: &str) -> Option<&'static str> {
     let lower = text.as_bytes().to_ascii_lowercase();
@@ -424,6 +574,42 @@ mod tests {
         );
         assert_eq!(title(b"<title>x</title>"), Some(&b"x"[..]));
         assert_eq!(title(b"<title>unclosed"), None);
+    }
+
+    #[test]
+    fn a_page_with_no_text_and_nothing_drawn_shows_nothing() {
+        for blank in [
+            " \n\t\r ",
+            "\u{feff}\r\n\r\n",
+            "\0\0\0\0",
+            "<!DOCTYPE html><html><head><title>County</title></head><body></body></html>",
+            "<html><!-- <p>old</p> --><style>p{color:red}</style><body>&nbsp; &#160;</body></html>",
+            "<html><head><meta charset=utf-8><link rel=stylesheet href=/a.css><title>",
+            "<?xml version=\"1.0\"?><!DOCTYPE html><html><body>\u{3000}</body></html>",
+        ] {
+            assert!(shows_nothing(blank), "{blank:?}");
+        }
+        for shown in [
+            "<html><body>County office</body></html>",
+            "<body>&copy;</body>",
+            "<body>\u{00a0}欢迎</body>",
+            "<body><div id=app></div><script src=/app.js></script></body>",
+            "<body><IMG src=/logo.png></body>",
+            "<body><svg viewBox='0 0 1 1'></svg></body>",
+            "<body><canvas></canvas></body>",
+            "<body><video src=/v.mp4></video></body>",
+            "<frameset><frame src=/main></frameset>",
+            "<body><iframe src=/portal></iframe></body>",
+            "<body><object data=/x.swf></object></body>",
+            "<body><embed src=/x.swf></body>",
+            "<body><form><input name=q></form></body>",
+            "<body><noscript>Turn on JavaScript</noscript></body>",
+            "<body style=\"background:url(/splash.jpg)\"></body>",
+            "<?php\nrequire __DIR__ . '/wp-blog-header.php';\n",
+            "<p>I <3 the county</p>",
+        ] {
+            assert!(!shows_nothing(shown), "{shown:?}");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod below_http;
 mod bodies;
 mod charsets;
 mod dual_stack;
+mod pages;
 mod plain;
 mod redirects;
 mod tls;
@@ -46,6 +47,7 @@ use below_http::*;
 use bodies::*;
 use charsets::*;
 use dual_stack::*;
+use pages::*;
 use plain::*;
 use redirects::*;
 use tls::*;
@@ -319,6 +321,7 @@ timeout = "2s"
         legacy_tls(&mut b, &pki, dir.path()).await;
         dual_stack(&mut b).await;
         second_address(&mut b).await;
+        blank_pages(&mut b).await;
 
         let ns_ip = b.ip();
         // Every name is unknown to it: NXDOMAIN.
