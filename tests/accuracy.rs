@@ -396,3 +396,19 @@ async fn truth_a_blank_page_is_not_up() {
     ])
     .await;
 }
+
+/// A bot wall that answers 200 (DDoS-Guard's "Checking your browser", a testcookie
+/// stub that sets a cookie and reloads) was up/ok, and Jiasule's 521 cookie wall
+/// down/http_status: all refuse us, and browsers pass them at once. Cloudflare's own
+/// 521 and a login page asking for a captcha stay what they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_bot_wall_on_any_status_is_unknown_blocked() {
+    all_tell_the_truth(&[
+        "challenge-200",
+        "cookie-wall-200",
+        "jiasule-521",
+        "cloudflare-521",
+        "captcha-login-200",
+    ])
+    .await;
+}

@@ -9,7 +9,10 @@
 
 use crate::config::{ProbeSettings, TlsOnError, TlsSettings};
 use crate::job::{Method, Reason, Verdict};
-use crate::probe::pages::{challenge, firewall_block, shows_nothing, soft_failure};
+use crate::probe::pages::{
+    challenge, cookie_wall, firewall_block, soft_failure, wall_on_success, COOKIE_WALL,
+};
+use crate::probe::shown::shows_nothing;
 use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
 /// Read here by the HTTP prober too, which reads that much of a page as text.
@@ -190,6 +193,7 @@ type Rule = fn(&Seen<'_>) -> Option<Judgement>;
 /// The rules over an answer, in order; an answer no rule objects to is `up`.
 const ANSWER_RULES: &[Rule] = &[
     wrong_status,
+    wall_answering_success,
     broke_off_before_the_page,
     no_page,
     keyword_missing,
@@ -241,6 +245,11 @@ fn refusal_of_us(s: &Seen<'_>) -> Option<String> {
             ));
         }
     }
+    if a.status >= 400 && cookie_wall(&a.text) {
+        return Some(format!(
+            "{COOKIE_WALL} refuses us: browsers pass it at once; the site itself may be fine"
+        ));
+    }
     if a.status >= 400 && small {
         if let Some((firewall, marker)) = firewall_block(&a.text) {
             return Some(format!(
@@ -264,6 +273,33 @@ fn refusal_of_us(s: &Seen<'_>) -> Option<String> {
         ),
         _ => None,
     }
+}
+
+/// A bot wall answering with a success (DDoS-Guard's 200 "Checking your browser", a
+/// testcookie stub): a refusal of us, as on a 403, since browsers pass it at once and
+/// the page behind it is unseen. A job whose own keyword is on the page has its page.
+fn wall_answering_success(s: &Seen<'_>) -> Option<Judgement> {
+    let a = s.answer;
+    if !(200..300).contains(&a.status) || a.body_bytes > SNIFF_BYTES {
+        return None;
+    }
+    let wall = wall_on_success(&a.text)?;
+    let keyword_found = s
+        .plan
+        .expect
+        .body_contains
+        .as_ref()
+        .is_some_and(|k| a.text.contains(k.as_str()));
+    (!keyword_found).then(|| {
+        Judgement::new(
+            Verdict::Unknown,
+            Reason::Blocked,
+            format!(
+                "{}: {wall} refuses us: browsers pass it at once; the site itself may be fine",
+                s.status
+            ),
+        )
+    })
 }
 
 /// A status the job does not accept, from the site itself: `down`, confirmed by the
@@ -371,7 +407,7 @@ fn keyword_missing(s: &Seen<'_>) -> Option<Judgement> {
     })
 }
 
-/// A page that shows a person nothing (`pages::shows_nothing`), however many bytes it
+/// A page that shows a person nothing (`shown::shows_nothing`), however many bytes it
 /// has: white space, an empty document, a white screen. A browser shows a blank page,
 /// so it is judged as a body too small. Only a 2xx page read whole as text, which no
 /// word of the job vouches for: a job that lists the status, accepts an empty body, or
@@ -603,6 +639,76 @@ mod tests {
         );
         assert_eq!(
             j(&p, &answer(403, PAGE)),
+            (Verdict::Down, Reason::HttpStatus)
+        );
+    }
+
+    const DDOS_GUARD: &str = "<html><head><title>DDoS-Guard</title></head><body><h1>Just a \
+        moment…</h1><p>Checking your browser before accessing county.example.</p><p>DDoS \
+        protection by DDoS-Guard</p><script src=\"/.well-known/ddos-guard/check\"></script></body></html>";
+    const JIASULE: &str = "<script>document.cookie=('_')+('_')+('j')+('s')+('l')+\
+        ';max-age=3600;path=/';location.href=location.pathname+location.search</script>";
+    const TESTCOOKIE: &str = "<html><body><script>document.cookie = \"TCK=4f2a; path=/\";\n\
+        location.reload();</script></body></html>";
+
+    #[test]
+    fn a_bot_wall_on_a_success_or_its_own_status_refuses_us() {
+        let p = plan(Expect::default());
+        for (status, page) in [
+            (200, DDOS_GUARD),
+            (200, TESTCOOKIE),
+            (521, JIASULE),
+            (403, JIASULE),
+        ] {
+            let r = judge(&p, &answer(status, page), &SETTINGS);
+            assert_eq!(
+                (r.verdict, r.reason),
+                (Verdict::Unknown, Reason::Blocked),
+                "{status} {page}: {}",
+                r.detail
+            );
+            assert!(r.detail.contains("refuses us"), "{}", r.detail);
+        }
+        // The job's own keyword on the page: the page is its.
+        let own = plan(Expect {
+            body_contains: Some("DDoS-Guard".into()),
+            ..Expect::default()
+        });
+        assert_eq!(j(&own, &answer(200, DDOS_GUARD)), (Verdict::Up, Reason::Ok));
+    }
+
+    #[test]
+    fn a_working_page_with_a_weak_challenge_word_is_up() {
+        let p = plan(Expect::default());
+        for page in [
+            // A login page asks for a captcha.
+            "<html><title>Sign in</title><body><form>User <input name=u> Type the captcha \
+             <img src=/captcha.png><input name=c></form></body></html>",
+            // An app's shell says it is loading.
+            "<html><title>Portal</title><body><div id=app>Just a moment...</div>\
+             <script src=/app.js></script></body></html>",
+            // Cloudflare's bot detection script on an ordinary page.
+            "<html><title>County</title><body><p>Opening hours</p><script>var a=document.\
+             createElement('script');a.src='/cdn-cgi/challenge-platform/scripts/jsd/main.js';\
+             </script></body></html>",
+            // A language chooser sets a cookie and reloads, when a person clicks.
+            "<html><body><a href=# onclick=\"document.cookie='lang=en';location.reload()\">\
+             English</a> <a href=# onclick=\"document.cookie='lang=zh';location.reload()\">\
+             中文</a></body></html>",
+        ] {
+            assert_eq!(
+                j(&p, &answer(200, page)),
+                (Verdict::Up, Reason::Ok),
+                "{page}"
+            );
+        }
+        // Cloudflare's own 521: the site's server refuses Cloudflare, a real outage.
+        let cloudflare = "<html><head><title>county.example | 521: Web server is down</title>\
+            </head><body><h1>Web server is down</h1><span>Error code 521</span><p>The web \
+            server is not returning a connection.</p><script>(function(){var a=document;\
+            a.getElementById('cf-footer-item-ip')})();</script></body></html>";
+        assert_eq!(
+            j(&p, &answer(521, cloudflare)),
             (Verdict::Down, Reason::HttpStatus)
         );
     }

@@ -12,6 +12,7 @@ pub(crate) mod judge;
 pub(crate) mod pages;
 pub(crate) mod policy;
 pub(crate) mod refresh;
+pub(crate) mod shown;
 pub(crate) mod text;
 
 use std::net::IpAddr;

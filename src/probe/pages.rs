@@ -10,18 +10,66 @@ use aho_corasick::{AhoCorasick, MatchKind};
 /// and default pages are small, real pages that mention "access denied" are not.
 pub(crate) const SNIFF_BYTES: usize = 64 * 1024;
 
-/// Markers of bot walls and challenge pages (matched lower-cased).
-const CHALLENGE_MARKERS: &[&str] = &[
-    "cf-chl",
-    "challenge-platform",
-    "just a moment...",
-    "attention required! | cloudflare",
-    "checking your browser",
-    "ddos protection by",
-    "captcha",
-    "请完成安全验证",
-    "人机验证",
+/// Markers of bot walls and challenge pages (matched lower-cased), and what each says
+/// on a page whose status is a success.
+const CHALLENGE_MARKERS: &[(&str, OnSuccess)] = &[
+    ("cf-chl", OnSuccess::Sure),
+    ("_cf_chl_opt", OnSuccess::Sure),
+    // Cloudflare puts a script from /cdn-cgi/challenge-platform/scripts/jsd/ into the
+    // ordinary pages of sites with its bot detection on: on a success it is no wall.
+    ("challenge-platform", OnSuccess::Nothing),
+    ("just a moment...", OnSuccess::InTitle),
+    ("just a moment…", OnSuccess::InTitle),
+    ("attention required! | cloudflare", OnSuccess::Nothing),
+    ("checking your browser", OnSuccess::Sure),
+    ("ddos protection by", OnSuccess::Sure),
+    // A login page asks for a captcha too.
+    ("captcha", OnSuccess::Nothing),
+    ("请完成安全验证", OnSuccess::Nothing),
+    ("人机验证", OnSuccess::Nothing),
 ];
+
+/// What a challenge marker says on a page whose status is a success (2xx): only what
+/// no working site's own page says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnSuccess {
+    /// A challenge wherever it is.
+    Sure,
+    /// A challenge in the title ("Just a moment..."); in a page's text, an app loading.
+    InTitle,
+    /// Nothing.
+    Nothing,
+}
+
+/// The most characters of text a challenge page shows on a success: a few sentences
+/// ("Checking your browser before accessing … DDoS protection by …").
+const CHALLENGE_TEXT_CHARS: usize = 800;
+
+/// The largest page, and the most characters it shows to read, taken for a JavaScript
+/// cookie wall: a stub, as `probe::refresh` reads stubs.
+const WALL_BYTES: usize = 2048;
+const WALL_TEXT_CHARS: usize = 200;
+
+/// What a cookie wall's script does to load the page again, matched lower-cased with
+/// white space left out.
+const SELF_NAVIGATION: &[&[u8]] = &[
+    b"location.reload(",
+    b"location.pathname",
+    b"location.search",
+    b"location.href=location.href",
+    b"location=location.href",
+    b"location.replace(location.href",
+    b"location.assign(location.href",
+    b"history.go(0)",
+];
+
+/// Markup a person clicks, besides links: a page with any is a page (a language
+/// chooser that sets a cookie), not a wall that runs by itself.
+const CLICKABLE: &[&[u8]] = &[b"<button", b"<form", b"onclick"];
+
+/// How a cookie wall is named in a verdict's detail.
+pub(crate) const COOKIE_WALL: &str =
+    "a JavaScript cookie wall (a script that sets a cookie and loads the page again)";
 
 /// Markers of web application firewalls' block pages (matched lower-cased), with the
 /// firewall's name. Each is what the firewall writes on its own page, never on a site's
@@ -213,11 +261,12 @@ fn finders() -> &'static Finders {
                 .expect("built-in page patterns compile")
         };
         let soft: Vec<&str> = SOFT_PATTERNS.iter().map(|(_, p)| *p).collect();
+        let challenge: Vec<&str> = CHALLENGE_MARKERS.iter().map(|(m, _)| *m).collect();
         let firewall: Vec<&str> = FIREWALL_MARKERS.iter().map(|(_, m)| *m).collect();
         let title: Vec<&str> = TITLE_PATTERNS.iter().map(|(_, p, _)| *p).collect();
         Finders {
             soft: build(&soft),
-            challenge: build(CHALLENGE_MARKERS),
+            challenge: build(&challenge),
             firewall: build(&firewall),
             // Overlapping: a phrase that does not fit must not hide one that does.
             title: AhoCorasick::builder()
@@ -294,161 +343,86 @@ fn is_php_source(text: &str) -> bool {
     start.len() >= 5 && start[..5].eq_ignore_ascii_case(b"<?php")
 }
 
-/// Elements that show something without text: what a script draws, images, frames,
-/// plugins and form controls. `<noscript>` needs no place here: its content is read as
-/// the page's own.
-const SHOWING_TAGS: &[&[u8]] = &[
-    b"script",
-    b"img",
-    b"image",
-    b"picture",
-    b"svg",
-    b"canvas",
-    b"video",
-    b"audio",
-    b"iframe",
-    b"frame",
-    b"frameset",
-    b"object",
-    b"embed",
-    b"applet",
-    b"input",
-    b"form",
-    b"button",
-    b"select",
-    b"textarea",
-];
-
-/// Elements whose content a browser never shows on the page.
-const UNSHOWN_ELEMENTS: &[&[u8]] = &[b"style", b"title", b"template"];
-
-/// Whether a page shows a person nothing at all: no text outside tags, comments,
-/// styles, the title and templates (white space, control characters, a byte-order mark
-/// and `&nbsp;` are no text), and nothing drawn without text ([`SHOWING_TAGS`], or a
-/// background image). One pass that stops at the first thing shown, so a real page
-/// costs a few bytes' reading; nothing is copied.
-pub(crate) fn shows_nothing(text: &str) -> bool {
-    let b = text.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        i = match b[i] {
-            b'<' => match markup_end(b, i) {
-                Some(end) => end,
-                None => return false,
-            },
-            b'&' => match blank_entity(&b[i..]) {
-                Some(len) => i + len,
-                None => return false,
-            },
-            c if c.is_ascii_whitespace() || c.is_ascii_control() => i + 1,
-            c if c.is_ascii() => return false,
-            _ => {
-                let c = text[i..].chars().next().unwrap_or(' ');
-                if !unseen(c) {
-                    return false;
-                }
-                i + c.len_utf8()
-            }
-        };
-    }
-    true
-}
-
-/// Where the markup opening at `b[at]` (`<`) ends, when it shows nothing: a comment, a
-/// tag, or a whole element that is never shown. `None` when it shows something.
-fn markup_end(b: &[u8], at: usize) -> Option<usize> {
-    let rest = &b[at..];
-    if rest.starts_with(b"<!--") {
-        return Some(memchr::memmem::find(&rest[4..], b"-->").map_or(b.len(), |e| at + 4 + e + 3));
-    }
-    let closing = rest.get(1) == Some(&b'/');
-    let name_at = at + 1 + usize::from(closing);
-    if !opens_markup(rest, closing) {
-        return None;
-    }
-    let name_len = b[name_at..]
-        .iter()
-        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-')
-        .count();
-    let name = &b[name_at..name_at + name_len];
-    let end = memchr::memchr(b'>', &b[at..]).map_or(b.len(), |e| at + e + 1);
-    let tag = &b[at..end];
-    let is = |list: &[&[u8]]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
-    if !closing && (is(SHOWING_TAGS) || has_background_image(tag)) {
-        return None;
-    }
-    if closing || !is(UNSHOWN_ELEMENTS) {
-        return Some(end);
-    }
-    // A style's background image shows; a title's or a template's words do not.
-    let close = closing_tag(b, end, name);
-    let inside = &b[end..close];
-    (!has_background_image(inside)).then_some(close)
-}
-
-/// Whether the `<` that `rest` opens with starts markup. A `<` before anything but a
-/// letter (`<3`, `a < b`) is text, as browsers read it; `<!DOCTYPE` and `<?xml` are
-/// markup. A PHP script sent as it is (`<?php`) is left for `soft_failure` to name.
-fn opens_markup(rest: &[u8], closing: bool) -> bool {
-    match rest.get(1 + usize::from(closing)) {
-        Some(c) if c.is_ascii_alphabetic() => true,
-        Some(b'!') => !closing,
-        Some(b'?') => rest
-            .get(..5)
-            .is_some_and(|w| w.eq_ignore_ascii_case(b"<?xml")),
-        _ => false,
-    }
-}
-
-/// Where the first `</name` at or after `from` starts; the end of `b` when there is none
-/// (an unclosed element runs to the end, as in browsers).
-fn closing_tag(b: &[u8], from: usize, name: &[u8]) -> usize {
-    memchr::memmem::find_iter(&b[from..], b"</")
-        .map(|e| from + e)
-        .find(|&at| {
-            b.get(at + 2..at + 2 + name.len())
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        })
-        .unwrap_or(b.len())
-}
-
-/// Whether a tag or a style sets an image: `url(` in CSS, or an old `background=`.
-fn has_background_image(css_or_tag: &[u8]) -> bool {
-    find_ascii_ci(css_or_tag, b"url(").is_some()
-        || find_ascii_ci(css_or_tag, b"background=").is_some()
-}
-
-/// The length of a character reference at the start of `b` that shows no text (a
-/// non-breaking space), if it is one.
-fn blank_entity(b: &[u8]) -> Option<usize> {
-    ["&nbsp;", "&#160;", "&#xa0;"]
-        .iter()
-        .find(|e| {
-            b.get(..e.len())
-                .is_some_and(|s| s.eq_ignore_ascii_case(e.as_bytes()))
-        })
-        .map(|e| e.len())
-}
-
-/// Whether a character past ASCII draws nothing: white space (a non-breaking one
-/// included), a control or format character (a byte-order mark, a zero-width space).
-fn unseen(c: char) -> bool {
-    c.is_whitespace()
-        || c.is_control()
-        || matches!(c, '\u{feff}' | '\u{200b}'..='\u{200d}' | '\u{2060}')
-}
-
-/// Where `needle` (ASCII, lower case) first occurs in `hay`, whatever its case.
-fn find_ascii_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
-}
-
 /// The bot-challenge marker a page shows, if any.
 pub(crate) fn challenge(text: &str) -> Option<&'static str> {
     let lower = text.as_bytes().to_ascii_lowercase();
     let found = finders().challenge.find(&lower)?;
-    Some(CHALLENGE_MARKERS[found.pattern().as_usize()])
+    Some(CHALLENGE_MARKERS[found.pattern().as_usize()].0)
+}
+
+/// The bot wall a page whose status is a success is, if it is one: a challenge page
+/// that shows little text and a marker no working site's page has, or a JavaScript
+/// cookie wall. Its description, for a verdict's detail. A page with much to read is
+/// the site (it may well mention a captcha or DDoS protection), and is not copied.
+pub(crate) fn wall_on_success(text: &str) -> Option<String> {
+    if text.len() > SNIFF_BYTES || crate::probe::shown::text_longer_than(text, CHALLENGE_TEXT_CHARS)
+    {
+        return None;
+    }
+    let lower = text.as_bytes().to_ascii_lowercase();
+    if let Some(marker) = sure_challenge(&lower) {
+        return Some(format!("a bot challenge page ({marker:?})"));
+    }
+    cookie_wall_in(text, &lower).then(|| COOKIE_WALL.to_string())
+}
+
+/// The first challenge marker of a lower-cased page that is sure on a success.
+fn sure_challenge(lower: &[u8]) -> Option<&'static str> {
+    let title = title(lower).map(|t| {
+        let start = t.as_ptr() as usize - lower.as_ptr() as usize;
+        start..start + t.len()
+    });
+    finders().challenge.find_iter(lower).find_map(|m| {
+        let (marker, on_success) = CHALLENGE_MARKERS[m.pattern().as_usize()];
+        let sure = match on_success {
+            OnSuccess::Sure => true,
+            OnSuccess::InTitle => title.as_ref().is_some_and(|t| t.contains(&m.start())),
+            OnSuccess::Nothing => false,
+        };
+        sure.then_some(marker)
+    })
+}
+
+/// Whether a page is a JavaScript cookie wall: a stub with nothing to read or click
+/// whose script sets a cookie and loads the page itself again (Jiasule's 521,
+/// testcookie's 200). Browsers pass it at once; without a script engine it cannot be.
+pub(crate) fn cookie_wall(text: &str) -> bool {
+    text.len() <= WALL_BYTES && cookie_wall_in(text, &text.as_bytes().to_ascii_lowercase())
+}
+
+/// Whether a lower-cased page has a link or anything else to click ([`CLICKABLE`]).
+fn clickable(lower: &[u8]) -> bool {
+    let link = memchr::memmem::find_iter(lower, b"<a").any(|at| {
+        lower
+            .get(at + 2)
+            .is_some_and(|c| c.is_ascii_whitespace() || *c == b'>')
+    });
+    link || CLICKABLE
+        .iter()
+        .any(|c| memchr::memmem::find(lower, c).is_some())
+}
+
+/// [`cookie_wall`] over the page and its lower-cased bytes.
+fn cookie_wall_in(text: &str, lower: &[u8]) -> bool {
+    if lower.len() > WALL_BYTES
+        || memchr::memmem::find(lower, b"<script").is_none()
+        || clickable(lower)
+        || crate::probe::shown::text_longer_than(text, WALL_TEXT_CHARS)
+    {
+        return false;
+    }
+    // Spaces around `=` and `(` are the script writer's choice.
+    let script: Vec<u8> = lower
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let sets_cookie = memchr::memmem::find_iter(&script, b"document.cookie=")
+        .any(|at| script.get(at + 16) != Some(&b'='));
+    sets_cookie
+        && SELF_NAVIGATION
+            .iter()
+            .any(|n| memchr::memmem::find(&script, n).is_some())
 }
 
 /// The firewall whose block page this is, and the marker that tells, if any.
@@ -577,38 +551,50 @@ mod tests {
     }
 
     #[test]
-    fn a_page_with_no_text_and_nothing_drawn_shows_nothing() {
-        for blank in [
-            " \n\t\r ",
-            "\u{feff}\r\n\r\n",
-            "\0\0\0\0",
-            "<!DOCTYPE html><html><head><title>County</title></head><body></body></html>",
-            "<html><!-- <p>old</p> --><style>p{color:red}</style><body>&nbsp; &#160;</body></html>",
-            "<html><head><meta charset=utf-8><link rel=stylesheet href=/a.css><title>",
-            "<?xml version=\"1.0\"?><!DOCTYPE html><html><body>\u{3000}</body></html>",
+    fn on_a_success_only_what_no_working_page_says_is_a_challenge() {
+        assert_eq!(
+            sure_challenge(b"<title>just a moment...</title><p>x</p>"),
+            Some("just a moment...")
+        );
+        assert_eq!(sure_challenge(b"<p>just a moment...</p>"), None);
+        assert_eq!(
+            sure_challenge(
+                b"<script src=/cdn-cgi/challenge-platform/x></script><p>checking your browser</p>"
+            ),
+            Some("checking your browser")
+        );
+        assert_eq!(sure_challenge(b"<p>enter the captcha</p>"), None);
+        // A page with much to read is the site, whatever it mentions.
+        let article = format!(
+            "<title>Just a moment...</title><p>{}</p>",
+            "Our county offers DDoS protection by default. ".repeat(40)
+        );
+        assert_eq!(wall_on_success(&article), None);
+    }
+
+    #[test]
+    fn a_cookie_wall_is_a_stub_whose_script_sets_a_cookie_and_loads_itself() {
+        for wall in [
+            "<script>document.cookie = 'a=1; path=/'; location.reload();</script>",
+            "<script>document.cookie=('_')+('_');location.href=location.pathname+location.search</script>",
+            "<script>document.cookie='a=1';window.location.href = location.href;</script>",
         ] {
-            assert!(shows_nothing(blank), "{blank:?}");
+            assert!(cookie_wall(wall), "{wall}");
         }
-        for shown in [
-            "<html><body>County office</body></html>",
-            "<body>&copy;</body>",
-            "<body>\u{00a0}欢迎</body>",
-            "<body><div id=app></div><script src=/app.js></script></body>",
-            "<body><IMG src=/logo.png></body>",
-            "<body><svg viewBox='0 0 1 1'></svg></body>",
-            "<body><canvas></canvas></body>",
-            "<body><video src=/v.mp4></video></body>",
-            "<frameset><frame src=/main></frameset>",
-            "<body><iframe src=/portal></iframe></body>",
-            "<body><object data=/x.swf></object></body>",
-            "<body><embed src=/x.swf></body>",
-            "<body><form><input name=q></form></body>",
-            "<body><noscript>Turn on JavaScript</noscript></body>",
-            "<body style=\"background:url(/splash.jpg)\"></body>",
-            "<?php\nrequire __DIR__ . '/wp-blog-header.php';\n",
-            "<p>I <3 the county</p>",
+        for page in [
+            // Reads the cookie, sets none.
+            "<script>if (document.cookie == '') { location.reload(); }</script>",
+            // Sets one and stays.
+            "<script>document.cookie='seen=1';</script><p>Welcome</p>",
+            // Sets one when a person clicks.
+            "<a href=# onclick=\"document.cookie='l=en';location.reload()\">English</a>",
+            // A page with much to read.
+            &format!(
+                "<p>{}</p><script>document.cookie='a=1';location.reload();</script>",
+                "Opening hours of the county office. ".repeat(10)
+            ),
         ] {
-            assert!(!shows_nothing(shown), "{shown:?}");
+            assert!(!cookie_wall(page), "{page}");
         }
     }
 

@@ -322,6 +322,7 @@ timeout = "2s"
         dual_stack(&mut b).await;
         second_address(&mut b).await;
         blank_pages(&mut b).await;
+        challenge_walls(&mut b).await;
 
         let ns_ip = b.ip();
         // Every name is unknown to it: NXDOMAIN.

@@ -454,7 +454,7 @@ pub(super) async fn redirects(b: &mut Builder) {
 
 /// Whether a request's `Cookie` headers carry `pair` (read as bytes: a cookie's value
 /// may be raw UTF-8).
-fn sends_cookie(headers: &HeaderMap, pair: &str) -> bool {
+pub(super) fn sends_cookie(headers: &HeaderMap, pair: &str) -> bool {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -1,0 +1,259 @@
+//! What a page shows a person, told from its markup without patterns: how much text,
+//! and whether anything is drawn without text (an image, a frame, what a script draws).
+//! One pass over the text that stops as soon as the question is settled, so a real page
+//! costs the reading of its first few hundred bytes; nothing is copied.
+
+/// Elements that show something without text: what a script draws, images, frames,
+/// plugins and form controls. `<noscript>` needs no place here: its content is read as
+/// the page's own.
+const DRAWING_TAGS: &[&[u8]] = &[
+    b"script",
+    b"img",
+    b"image",
+    b"picture",
+    b"svg",
+    b"canvas",
+    b"video",
+    b"audio",
+    b"iframe",
+    b"frame",
+    b"frameset",
+    b"object",
+    b"embed",
+    b"applet",
+    b"input",
+    b"form",
+    b"button",
+    b"select",
+    b"textarea",
+];
+
+/// Elements whose content a browser never shows on the page (a script's is read as
+/// drawing something, not as text).
+const UNSHOWN_ELEMENTS: &[&[u8]] = &[b"script", b"style", b"title", b"template"];
+
+/// What a page was seen to show, as far as it was read.
+#[derive(Debug, Default)]
+struct Shown {
+    /// Characters of text a person reads.
+    chars: usize,
+    /// Whether something is drawn without text.
+    drawn: bool,
+}
+
+/// Whether a page shows a person nothing at all: no text outside tags, comments,
+/// scripts, styles, the title and templates (white space, control characters, a
+/// byte-order mark and `&nbsp;` are no text), and nothing drawn without text
+/// ([`DRAWING_TAGS`], or a background image).
+pub(crate) fn shows_nothing(text: &str) -> bool {
+    let seen = read(text, |s| s.chars > 0 || s.drawn);
+    seen.chars == 0 && !seen.drawn
+}
+
+/// Whether a page shows more than `limit` characters of text (scripts, styles, the
+/// title and comments left out).
+pub(crate) fn text_longer_than(text: &str, limit: usize) -> bool {
+    read(text, |s| s.chars > limit).chars > limit
+}
+
+/// Reads what `text` shows until `settled` says enough was seen.
+fn read(text: &str, settled: impl Fn(&Shown) -> bool) -> Shown {
+    let b = text.as_bytes();
+    let mut seen = Shown::default();
+    let mut i = 0;
+    while i < b.len() && !settled(&seen) {
+        i = match b[i] {
+            b'<' => match markup(b, i) {
+                Markup::Text => {
+                    seen.chars += 1;
+                    i + 1
+                }
+                Markup::Hidden(end) => end,
+                Markup::Drawing(end) => {
+                    seen.drawn = true;
+                    end
+                }
+            },
+            b'&' => {
+                let (len, blank) = reference(&b[i..]);
+                seen.chars += usize::from(!blank);
+                i + len
+            }
+            c if c.is_ascii_whitespace() || c.is_ascii_control() => i + 1,
+            c if c.is_ascii() => {
+                seen.chars += 1;
+                i + 1
+            }
+            _ => {
+                let c = text[i..].chars().next().unwrap_or(' ');
+                seen.chars += usize::from(!unseen(c));
+                i + c.len_utf8()
+            }
+        };
+    }
+    seen
+}
+
+/// What a `<` opens.
+enum Markup {
+    /// Nothing: it is text (`<3`, `a < b`).
+    Text,
+    /// Markup that shows nothing, ending here: a comment, a tag, an unshown element.
+    Hidden(usize),
+    /// Markup that draws something, ending here.
+    Drawing(usize),
+}
+
+/// What the `<` at `b[at]` opens, and where it ends.
+fn markup(b: &[u8], at: usize) -> Markup {
+    let rest = &b[at..];
+    if rest.starts_with(b"<!--") {
+        let end = memchr::memmem::find(&rest[4..], b"-->").map_or(b.len(), |e| at + 4 + e + 3);
+        return Markup::Hidden(end);
+    }
+    let closing = rest.get(1) == Some(&b'/');
+    if !opens_markup(rest, closing) {
+        return Markup::Text;
+    }
+    let name_at = at + 1 + usize::from(closing);
+    let name_len = b[name_at..]
+        .iter()
+        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-')
+        .count();
+    let name = &b[name_at..name_at + name_len];
+    let end = memchr::memchr(b'>', rest).map_or(b.len(), |e| at + e + 1);
+    let is = |list: &[&[u8]]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
+    if closing {
+        return Markup::Hidden(end);
+    }
+    let drawing = is(DRAWING_TAGS) || has_background_image(&b[at..end]);
+    if !is(UNSHOWN_ELEMENTS) {
+        return if drawing {
+            Markup::Drawing(end)
+        } else {
+            Markup::Hidden(end)
+        };
+    }
+    // A script draws and a style's background image shows; a title's or a template's
+    // words do not.
+    let close = closing_tag(b, end, name);
+    if drawing || has_background_image(&b[end..close]) {
+        Markup::Drawing(close)
+    } else {
+        Markup::Hidden(close)
+    }
+}
+
+/// Whether the `<` that `rest` opens with starts markup. A `<` before anything but a
+/// letter (`<3`, `a < b`) is text, as browsers read it; `<!DOCTYPE` and `<?xml` are
+/// markup. A PHP script sent as it is (`<?php`) is text, for `pages::soft_failure` to
+/// name.
+fn opens_markup(rest: &[u8], closing: bool) -> bool {
+    match rest.get(1 + usize::from(closing)) {
+        Some(c) if c.is_ascii_alphabetic() => true,
+        Some(b'!') => !closing,
+        Some(b'?') => rest
+            .get(..5)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"<?xml")),
+        _ => false,
+    }
+}
+
+/// Where the first `</name` at or after `from` starts; the end of `b` when there is none
+/// (an unclosed element runs to the end, as in browsers).
+fn closing_tag(b: &[u8], from: usize, name: &[u8]) -> usize {
+    memchr::memmem::find_iter(&b[from..], b"</")
+        .map(|e| from + e)
+        .find(|&at| {
+            b.get(at + 2..at + 2 + name.len())
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .unwrap_or(b.len())
+}
+
+/// Whether a tag or a style sets an image: `url(` in CSS, or an old `background=`.
+fn has_background_image(css_or_tag: &[u8]) -> bool {
+    find_ascii_ci(css_or_tag, b"url(").is_some()
+        || find_ascii_ci(css_or_tag, b"background=").is_some()
+}
+
+/// The character reference at the start of `b` (`&amp;`, `&#160;`; a bare `&` is one
+/// character): its length, and whether it shows no text (a non-breaking space).
+fn reference(b: &[u8]) -> (usize, bool) {
+    let name = b[1..]
+        .iter()
+        .take(10)
+        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'#')
+        .count();
+    if name == 0 || b.get(1 + name) != Some(&b';') {
+        return (1, false);
+    }
+    let whole = &b[..name + 2];
+    let blank = [&b"&nbsp;"[..], b"&#160;", b"&#xa0;"]
+        .iter()
+        .any(|e| e.eq_ignore_ascii_case(whole));
+    (whole.len(), blank)
+}
+
+/// Whether a character past ASCII draws nothing: white space (a non-breaking one
+/// included), a control or format character (a byte-order mark, a zero-width space).
+fn unseen(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c, '\u{feff}' | '\u{200b}'..='\u{200d}' | '\u{2060}')
+}
+
+/// Where `needle` (ASCII, lower case) first occurs in `hay`, whatever its case.
+fn find_ascii_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_with_no_text_and_nothing_drawn_shows_nothing() {
+        for blank in [
+            " \n\t\r ",
+            "\u{feff}\r\n\r\n",
+            "\0\0\0\0",
+            "<!DOCTYPE html><html><head><title>County</title></head><body></body></html>",
+            "<html><!-- <p>old</p> --><style>p{color:red}</style><body>&nbsp; &#160;</body></html>",
+            "<html><head><meta charset=utf-8><link rel=stylesheet href=/a.css><title>",
+            "<?xml version=\"1.0\"?><!DOCTYPE html><html><body>\u{3000}</body></html>",
+        ] {
+            assert!(shows_nothing(blank), "{blank:?}");
+        }
+        for shown in [
+            "<html><body>County office</body></html>",
+            "<body>&copy;</body>",
+            "<body>\u{00a0}欢迎</body>",
+            "<body><div id=app></div><script src=/app.js></script></body>",
+            "<body><IMG src=/logo.png></body>",
+            "<body><svg viewBox='0 0 1 1'></svg></body>",
+            "<body><canvas></canvas></body>",
+            "<body><video src=/v.mp4></video></body>",
+            "<frameset><frame src=/main></frameset>",
+            "<body><iframe src=/portal></iframe></body>",
+            "<body><object data=/x.swf></object></body>",
+            "<body><embed src=/x.swf></body>",
+            "<body><form><input name=q></form></body>",
+            "<body><noscript>Turn on JavaScript</noscript></body>",
+            "<body style=\"background:url(/splash.jpg)\"></body>",
+            "<?php\nrequire __DIR__ . '/wp-blog-header.php';\n",
+            "<p>I <3 the county</p>",
+        ] {
+            assert!(!shows_nothing(shown), "{shown:?}");
+        }
+    }
+
+    #[test]
+    fn text_is_counted_outside_scripts_styles_titles_and_comments() {
+        let page = "<title>Just a moment</title><style>p{}</style><!-- note -->\
+                    <script>var a = 'many words here';</script><p>Wait &amp; see</p>"; // 8 characters
+        assert!(text_longer_than(page, 7));
+        assert!(!text_longer_than(page, 8));
+    }
+}
