@@ -412,3 +412,10 @@ async fn truth_a_bot_wall_on_any_status_is_unknown_blocked() {
     ])
     .await;
 }
+
+/// "Access denied" in a comment, a template, a style or an attribute of a working page
+/// made it degraded/body_mismatch, though no person reads it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_words_out_of_sight_are_not_a_soft_failure() {
+    tells_the_truth("phrases-out-of-sight").await;
+}

@@ -316,22 +316,47 @@ pub(crate) fn soft_failure(text: &str) -> Option<String> {
     if let Some((kind, phrase)) = title(&lower).and_then(title_names) {
         return Some(format!("{kind} ({phrase:?} in the title)"));
     }
-    // Words in a script are not shown (a login form's `alert('Access denied')`).
+    // Words where no person reads them are not on the page: a login form's
+    // `alert('Access denied')`, a comment, an image's `alt`.
     let found = finders()
         .soft
         .find_iter(&lower)
-        .find(|m| !in_script(&lower, m.start()))?;
+        .find(|m| !out_of_sight(&lower, m.start()))?;
     let (kind, phrase) = SOFT_PATTERNS[found.pattern().as_usize()];
     Some(format!("{kind} ({phrase:?})"))
 }
 
-/// Whether byte `at` of a lower-cased page lies inside a `<script>` element.
-fn in_script(lower: &[u8], at: usize) -> bool {
+/// Elements whose words a person never reads on the page.
+const UNREAD_ELEMENTS: &[(&[u8], &[u8])] = &[
+    (b"<script", b"</script"),
+    (b"<style", b"</style"),
+    (b"<template", b"</template"),
+];
+
+/// Whether byte `at` of a lower-cased page lies where a person never reads it: in a
+/// comment, a script, a style or a template, or inside a tag (an attribute's value:
+/// an image's `alt`, a link's `title`).
+fn out_of_sight(lower: &[u8], at: usize) -> bool {
     let before = &lower[..at];
-    let Some(open) = memchr::memmem::rfind(before, b"<script") else {
+    let open = |start: &[u8], end: &[u8]| {
+        memchr::memmem::rfind(before, start)
+            .is_some_and(|from| memchr::memmem::find(&before[from..], end).is_none())
+    };
+    open(b"<!--", b"-->")
+        || UNREAD_ELEMENTS.iter().any(|(start, end)| open(start, end))
+        || in_tag(before)
+}
+
+/// Whether the end of a lower-cased `before` lies inside a tag: after its last `<` that
+/// opens one (a letter or `/` follows), with no `>` since.
+fn in_tag(before: &[u8]) -> bool {
+    let Some(lt) = memchr::memrchr(b'<', before) else {
         return false;
     };
-    memchr::memmem::find(&before[open..], b"</script").is_none()
+    let opens = before
+        .get(lt + 1)
+        .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'/');
+    opens && memchr::memchr(b'>', &before[lt..]).is_none()
 }
 
 /// Whether `text` is a PHP script rather than a page: it opens with `<?php`, which no
@@ -444,6 +469,28 @@ mod tests {
         // After the script, the page's own words count again.
         let blocked = "<script>var a = 1;</script><h1>Access Denied</h1>";
         assert!(soft_failure(blocked).is_some());
+    }
+
+    #[test]
+    fn words_where_a_person_never_reads_them_are_not_on_the_page() {
+        for page in [
+            "<html><!-- TODO: show 'Access denied' to banned users --><p>Welcome</p></html>",
+            "<template id=err><h1>Access denied</h1></template><p>Welcome</p>",
+            "<style>.access-denied, /* access denied */ p{}</style><p>Welcome</p>",
+            "<p>Welcome <img src=lock.png alt=\"access denied icon\"></p>",
+            "<a title='Account suspended? Read more' href=/help>Help</a>",
+        ] {
+            assert_eq!(soft_failure(page), None, "{page}");
+        }
+        // After a comment, a template or a tag, the page's own words count again.
+        for page in [
+            "<!-- header --><h1>Access Denied</h1>",
+            "<template>x</template><h1>Access Denied</h1>",
+            "<img alt=\"logo\"> Access Denied",
+            "<!-- a > b --> Access Denied",
+        ] {
+            assert!(soft_failure(page).is_some(), "{page}");
+        }
     }
 
     #[test]

@@ -323,6 +323,7 @@ timeout = "2s"
         second_address(&mut b).await;
         blank_pages(&mut b).await;
         challenge_walls(&mut b).await;
+        hidden_phrases(&mut b).await;
 
         let ns_ip = b.ip();
         // Every name is unknown to it: NXDOMAIN.

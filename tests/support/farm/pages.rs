@@ -261,3 +261,36 @@ pub(super) async fn challenge_walls(b: &mut Builder) {
         .await;
     }
 }
+
+// ---------------------------------------------------------------------------
+// Soft-failure words where a person never reads them
+
+pub(super) async fn hidden_phrases(b: &mut Builder) {
+    b.http(
+        "phrases-out-of-sight",
+        Router::new().route(
+            "/",
+            any(|| async {
+                html(
+                    StatusCode::OK,
+                    "<!DOCTYPE html><html><head><title>County office</title><style>\
+                     .access-denied { color: red }</style></head><body>\
+                     <!-- Access denied page: see /errors/403.html -->\
+                     <template id=\"blocked\"><h1>Access denied</h1></template>\
+                     <h1>County office</h1><img src=\"/lock.png\" alt=\"access denied icon\">\
+                     <p>Opening hours, services and contact details of the county office.</p>\
+                     </body></html>",
+                )
+            }),
+        ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "a working page with \"access denied\" in a comment, a template, a style and an attribute, where no person reads it",
+        ),
+        said("up", "ok"),
+        vec![],
+    )
+    .await;
+}
