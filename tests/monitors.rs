@@ -492,6 +492,27 @@ async fn a_stepped_key(
     (redis, store, admin)
 }
 
+/// Keeps Redis busy for `micros` with a spinning script (as a slow command, a fork or
+/// an fsync stall would), from 50 ms after this returns; the task ends with it.
+async fn busy_for(
+    mut admin: redis::aio::MultiplexedConnection,
+    micros: u64,
+) -> tokio::task::JoinHandle<()> {
+    let busy = tokio::spawn(async move {
+        let spin = format!(
+            "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] \
+             repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > {micros} return 1"
+        );
+        let _: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(spin)
+            .arg(0)
+            .query_async(&mut admin)
+            .await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    busy
+}
+
 /// A Redis that is late, not away (a fork, an fsync, a stalled network), ran a step the
 /// worker had given up on: the result said `changed: false, previous_verdict: null`
 /// while the key's state took `up → down`, and that outage was never announced. The
@@ -504,19 +525,10 @@ async fn a_state_step_that_redis_answers_late_still_tells_its_change() {
         id,
         redelivered: false,
     };
-    let (_redis, store, mut admin) = a_stepped_key("127.0.59.70", "late", new("j1")).await;
+    let (_redis, store, admin) = a_stepped_key("127.0.59.70", "late", new("j1")).await;
     // Redis busy for 800 ms (a script spinning), longer than the step's timeout
     // (500 ms): the step waits in its socket and runs late, after picket gave up on it.
-    let busy = tokio::spawn(async move {
-        let spin = "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] \
-                    repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 800000 return 1";
-        let _: redis::RedisResult<i64> = redis::cmd("EVAL")
-            .arg(spin)
-            .arg(0)
-            .query_async(&mut admin)
-            .await;
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let busy = busy_for(admin, 800_000).await;
     let late = store.step(&report_of("late", "j2", Down), new("j2")).await;
     busy.await.expect("busy script");
     let answer = late.expect("an answer, late");
@@ -543,18 +555,9 @@ async fn a_state_step_stalled_for_several_timeouts_still_tells_its_change() {
         id,
         redelivered: false,
     };
-    let (_redis, store, mut admin) = a_stepped_key("127.0.62.20", "stalled", new("j1")).await;
+    let (_redis, store, admin) = a_stepped_key("127.0.62.20", "stalled", new("j1")).await;
     // Busy for 3 s: six of the step's 500 ms timeouts.
-    let busy = tokio::spawn(async move {
-        let spin = "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] \
-                    repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 3000000 return 1";
-        let _: redis::RedisResult<i64> = redis::cmd("EVAL")
-            .arg(spin)
-            .arg(0)
-            .query_async(&mut admin)
-            .await;
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let busy = busy_for(admin, 3_000_000).await;
     let late = store
         .step(&report_of("stalled", "j2", Down), new("j2"))
         .await;

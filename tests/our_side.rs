@@ -98,17 +98,7 @@ async fn nameservers_answering_nothing_are_our_side_never_a_sites_down() {
             "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n"
         ));
         let r = check(&e, &url).await;
-        assert_eq!(
-            (r.verdict, r.reason.as_str()),
-            (Verdict::Unknown, "egress_unavailable"),
-            "nameserver {ns}: {}",
-            r.detail
-        );
-        assert!(
-            r.detail.contains("our nameservers answer no question"),
-            "the detail names our resolver: {}",
-            r.detail
-        );
+        assert_our_nameservers_blamed(&r, ns);
     }
     assert!(silent_queries.load(std::sync::atomic::Ordering::SeqCst) > 0);
 }
@@ -131,17 +121,7 @@ async fn a_lookup_cut_short_by_the_probes_deadline_is_a_failed_lookup() {
             "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n"
         ));
         let r = check_job(&e, job.clone()).await;
-        assert_eq!(
-            (r.verdict, r.reason.as_str()),
-            (Verdict::Unknown, "egress_unavailable"),
-            "nameserver {ns}: {}",
-            r.detail
-        );
-        assert!(
-            r.detail.contains("our nameservers answer no question"),
-            "{}",
-            r.detail
-        );
+        assert_our_nameservers_blamed(&r, ns);
     }
     let (lost, _) = dns::serve(
         "127.0.64.3",
@@ -225,4 +205,19 @@ async fn a_wave_of_silent_sites_is_our_network_not_theirs() {
         );
     }
     drop(holes);
+}
+
+/// `r` is our side's failure, naming our nameservers (here `ns`), never the site's.
+fn assert_our_nameservers_blamed(r: &Report, ns: impl std::fmt::Display) {
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "egress_unavailable"),
+        "nameserver {ns}: {}",
+        r.detail
+    );
+    assert!(
+        r.detail.contains("our nameservers answer no question"),
+        "the detail names our resolver: {}",
+        r.detail
+    );
 }
