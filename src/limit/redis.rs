@@ -73,6 +73,20 @@ struct View {
     pace: Pace,
     /// The fallback episode this key's fallback was last started for.
     seeded: u64,
+    /// When a Redis call for this key last failed, and last answered: on a Redis
+    /// Cluster its node may be down while others answer, so a slot booked for it
+    /// before is judged by these ([`RedisLimiter::take`]).
+    fell: Option<Instant>,
+    answered: Option<Instant>,
+}
+
+impl View {
+    /// Whether a Redis call for this key failed at or after `since` and none has
+    /// answered since.
+    fn failing_since(&self, since: Instant) -> bool {
+        self.fell
+            .is_some_and(|f| f >= since && self.answered.is_none_or(|a| a < f))
+    }
 }
 
 /// A slot of the fallback's in-flight cap held beside a Redis lease, and how long it
@@ -210,11 +224,9 @@ impl RedisLimiter {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if views.len() > SWEEP_ABOVE {
             let now = Instant::now();
-            views.retain(|_, v| {
-                v.level > 0
-                    || v.last_ok
-                        .is_some_and(|t| now.duration_since(t) < standing::OK_WINDOW)
-            });
+            let recent =
+                |t: Option<Instant>| t.is_some_and(|t| now.duration_since(t) < standing::OK_WINDOW);
+            views.retain(|_, v| v.level > 0 || recent(v.last_ok) || recent(v.fell));
         }
         let v = views.entry(key.to_string()).or_insert(View {
             last_ok: None,
@@ -222,6 +234,8 @@ impl RedisLimiter {
             decay_asked: None,
             pace: Pace::default(),
             seeded: 0,
+            fell: None,
+            answered: None,
         });
         f(v);
         *v
@@ -265,6 +279,19 @@ impl RedisLimiter {
         }
     }
 
+    /// A Redis call for `key` failed: Redis rests, and `key`'s slots booked before
+    /// are not sent on while it fails ([`RedisLimiter::take`]).
+    fn key_failed(&self, key: &str, error: &str) {
+        self.view(key, |v| v.fell = Some(Instant::now()));
+        self.redis_failed(error);
+    }
+
+    /// A Redis call for `key` answered.
+    fn key_worked(&self, key: &str) {
+        self.view(key, |v| v.answered = Some(Instant::now()));
+        self.redis_worked();
+    }
+
     fn redis_worked(&self) {
         if self.in_fallback.swap(false, Ordering::SeqCst) {
             *self
@@ -305,11 +332,14 @@ impl RedisLimiter {
             };
             match self.reach(&tat).await {
                 Ok(()) => {
-                    self.redis_worked();
+                    self.key_worked(key);
                     return;
                 }
-                Err(e) if elected => self.redis_failed(&e),
-                Err(_) => tokio::time::sleep(RETRY_REDIS_AFTER).await,
+                Err(e) if elected => self.key_failed(key, &e),
+                Err(_) => {
+                    self.view(key, |v| v.fell = Some(Instant::now()));
+                    tokio::time::sleep(RETRY_REDIS_AFTER).await;
+                }
             }
         }
     }
@@ -435,11 +465,6 @@ impl RedisLimiter {
         })
     }
 
-    /// Whether this worker is on its fallback, switched there after `episode`.
-    fn fell_since(&self, episode: u64) -> bool {
-        self.in_fallback.load(Ordering::SeqCst) && self.switched(|_| {}).episode != episode
-    }
-
     /// A fresh lease id: one per booking.
     fn lease_id(&self) -> String {
         format!(
@@ -454,9 +479,13 @@ impl RedisLimiter {
     /// worker), and beside it the fallback's in-flight slot. `since` is when the
     /// request began to wait and how long it has waited so far. `None` when a hold
     /// began on the host or its IP while it waited: the slot is given up. A caller
-    /// that slept on its slot while Redis failed gives it up too ([`Way::ToFallback`]):
-    /// the other workers' fallbacks may grant that moment, so it queues in this
-    /// worker's fallback instead, which starts where theirs do.
+    /// whose check for a hold fails on waking (or, booked for now, whose key's calls
+    /// failed since and none answered) gives it up too ([`Way::ToFallback`]): the
+    /// other workers' fallbacks may grant that moment, so it queues in this worker's
+    /// fallback instead, which starts where theirs do. Its key's calls, not the
+    /// worker's: on a Redis Cluster other nodes answering says nothing of its node,
+    /// and its node failing a moment while it slept, then answering, leaves the slot
+    /// good (the fallbacks start `redis.timeout` + a burst after a failure).
     async fn take(
         &self,
         req: Request<'_>,
@@ -465,18 +494,20 @@ impl RedisLimiter {
         wait: Duration,
         (start, mut waited): (Instant, Duration),
     ) -> Option<Way> {
-        let episode = self.switched(|_| {}).episode;
+        let booked = Instant::now();
         let (_, inflight) = self.keys(key);
         let lease = Lease::new(&self.releaser, inflight, id);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
-            if self.hold_began(&req, key).await {
-                return None;
-            }
             waited += wait;
+            match self.hold_began(&req, key).await {
+                Ok(true) => return None,
+                Ok(false) => self.key_worked(key),
+                Err(e) => self.key_failed(key, &e),
+            }
         }
         let left = req.max_wait.saturating_sub(start.elapsed());
-        if self.fell_since(episode) {
+        if self.view(key, |_| {}).failing_since(booked) {
             drop(lease);
             return Some(Way::ToFallback(waited));
         }
@@ -492,13 +523,12 @@ impl RedisLimiter {
         ))))
     }
 
-    /// Whether a hold runs now on `req`'s host or its IP (see [`scripts::HELD`]); a
-    /// Redis that does not answer holds nothing here (the booking stands).
-    async fn hold_began(&self, req: &Request<'_>, key: &str) -> bool {
+    /// Whether a hold runs now on `req`'s host or its IP (see [`scripts::HELD`]).
+    async fn hold_began(&self, req: &Request<'_>, key: &str) -> Result<bool, String> {
         let script = redis::Script::new(scripts::HELD);
         let mut inv = script.key(self.standing_key(key));
         inv.arg(req.host.to_ascii_lowercase());
-        matches!(self.call::<i64>(inv).await, Ok(1))
+        self.call::<i64>(inv).await.map(|held| held == 1)
     }
 
     /// Runs a script call within `redis.timeout`.
@@ -648,7 +678,7 @@ impl RedisLimiter {
             Ok(level) => {
                 self.view(key, |v| v.level = level);
             }
-            Err(e) => self.redis_failed(&e),
+            Err(e) => self.key_failed(key, &e),
         }
     }
 }
@@ -674,7 +704,7 @@ impl Limiter for RedisLimiter {
                     Hold::Ours(_) => "ours",
                 });
             if let Err(e) = self.call::<i64>(inv).await {
-                self.redis_failed(&e);
+                self.key_failed(&key, &e);
             }
         })
     }
@@ -700,11 +730,11 @@ impl Limiter for RedisLimiter {
             }
             match self.refuse(&req, &key, signal).await {
                 Ok(r) => {
-                    self.redis_worked();
+                    self.key_worked(&key);
                     r
                 }
                 Err(e) => {
-                    self.redis_failed(&e);
+                    self.key_failed(&key, &e);
                     self.fallback.answered(req, signal).await
                 }
             }
@@ -773,14 +803,17 @@ impl RedisLimiter {
             let booking = match self.book(&req, key, left, &id).await {
                 Ok(booking) => booking,
                 Err(e) => {
-                    self.redis_failed(&e);
+                    self.key_failed(key, &e);
                     return Way::ToFallback(waited);
                 }
             };
             self.redis_worked();
             match booking {
                 Booking::Booked { wait, level } => {
-                    self.view(key, |v| v.level = level);
+                    self.view(key, |v| {
+                        v.level = level;
+                        v.answered = Some(Instant::now());
+                    });
                     self.behind_redis(&req, wait);
                     let booked = std::mem::replace(&mut id, self.lease_id());
                     let taken = self.take(req, key, booked, wait, (start, waited));
