@@ -1,4 +1,4 @@
-//! A hostile target farm: our own web servers on 127.0.2.x, each behaving like a
+//! A hostile target farm: our own web servers on 127.0.2.x ([`net`]), each behaving like a
 //! site picket meets in the wild (slow, picky, mis-encoded, compressed, broken TLS,
 //! redirect games, block pages, silence), with the truth about it, what a person
 //! with a browser would say, and the verdict and reason picket is expected to give.
@@ -52,6 +52,24 @@ use plain::*;
 use redirects::*;
 use tls::*;
 pub use tls::{serve_tls, serve_tls_at, server_config, Pki, Signer};
+
+/// The /24 the farm's targets bind in: `127.0.2`, or `PICKET_TEST_FARM_NET` (three
+/// octets of 127.0.0.0/8), so that two runs on one machine keep out of each other's way.
+pub fn net() -> String {
+    match std::env::var("PICKET_TEST_FARM_NET") {
+        Ok(net) => {
+            let octets: Vec<&str> = net.split('.').collect();
+            assert!(
+                octets.len() == 3
+                    && octets[0] == "127"
+                    && octets.iter().all(|o| o.parse::<u8>().is_ok()),
+                "PICKET_TEST_FARM_NET must be three octets in 127.0.0.0/8, like 127.0.65: {net:?}"
+            );
+            net
+        }
+        Err(_) => "127.0.2".to_string(),
+    }
+}
 
 /// Host names of the farm end in this.
 pub const DOMAIN: &str = "farm.test";
@@ -366,13 +384,11 @@ struct Builder {
 }
 
 impl Builder {
-    /// The next free farm address, 127.0.2.1 to 127.0.2.254.
+    /// The next free farm address, `NET.1` to `NET.254` ([`net`]).
     fn ip(&mut self) -> String {
-        assert!(
-            self.next_ip <= 254,
-            "the farm ran out of 127.0.2.x addresses"
-        );
-        let ip = format!("127.0.2.{}", self.next_ip);
+        let net = net();
+        assert!(self.next_ip <= 254, "the farm ran out of {net}.x addresses");
+        let ip = format!("{net}.{}", self.next_ip);
         self.next_ip += 1;
         ip
     }
