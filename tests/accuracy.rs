@@ -259,6 +259,13 @@ async fn truth_gzip_under_its_old_name_or_in_capitals_is_up() {
     tells_the_truth("brotli-capitals").await;
 }
 
+/// A page compressed twice says so with a list of codings (`gzip, gzip`, `deflate, gzip`),
+/// which browsers decode in reverse order: picket judged the compressed bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_page_compressed_twice_is_up() {
+    all_tell_the_truth(&["gzip-gzip", "deflate-gzip"]).await;
+}
+
 /// A bot manager that refuses a Chrome User-Agent without the client hints, fetch
 /// metadata and codings Chrome sends on every HTTPS navigation: picket sent none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! The body of a final answer: read up to the plan's limit, decompressed where reqwest's
 //! decoders leave it as it came (deflate, zlib-wrapped or raw, as browsers accept both;
-//! gzip under its old name `x-gzip` or in capitals, and `br` in capitals), and decoded
-//! to text when the judgement needs it.
+//! gzip under its old name `x-gzip` or in capitals, `br` in capitals, and a list of
+//! codings such as `gzip, gzip`, undone last first), and decoded to text when the
+//! judgement needs it.
 
 use reqwest::header::{HeaderMap, HeaderName, CONTENT_ENCODING};
 
@@ -38,12 +39,12 @@ pub(super) async fn read(
     max: usize,
     status: u16,
 ) -> Result<Body, Outcome> {
-    let coding = own_coding(resp.headers());
+    let codings = own_codings(resp.headers());
     let (raw, truncated, broke_off) = match read_body(resp, max).await {
         Ok((raw, cut)) => (raw, cut, None),
         // The page came to its end, and the server held the connection open for more
         // than it sent: browsers show the page and go on loading.
-        Err((e, raw)) if e.is_timeout() && coding.is_none() && ends_a_page(&raw) => {
+        Err((e, raw)) if e.is_timeout() && codings.is_none() && ends_a_page(&raw) => {
             let why = format!(
                 "after the whole page ({} bytes, to its </html>) the rest of the body \
                  announced did not come in time: the server held the connection open",
@@ -73,8 +74,8 @@ pub(super) async fn read(
             (raw, false, Some(why))
         }
     };
-    let (bytes, truncated) = match coding {
-        Some(coding) => decompress(coding, &raw, max, truncated || broke_off.is_some()),
+    let (bytes, truncated) = match codings {
+        Some(codings) => decompress_all(&codings, raw, max, truncated || broke_off.is_some()),
         None => (raw, truncated),
     };
     Ok(Body {
@@ -148,21 +149,61 @@ enum Coding {
     Brotli,
 }
 
-/// The coding of an answer that picket must decode itself. Codings are case-insensitive
-/// (RFC 9110 8.4.1) and browsers take `x-gzip` for gzip, but reqwest decodes only the
-/// exact names `gzip` and `br`, passing the others on compressed.
-fn own_coding(headers: &HeaderMap) -> Option<Coding> {
-    let name = headers.get(CONTENT_ENCODING)?.to_str().ok()?.trim();
-    let is = |coding: &str| name.eq_ignore_ascii_case(coding);
-    if is("deflate") {
-        Some(Coding::Deflate)
-    } else if (is("gzip") && name != "gzip") || is("x-gzip") {
-        Some(Coding::Gzip)
-    } else if is("br") && name != "br" {
-        Some(Coding::Brotli)
-    } else {
-        None
+impl Coding {
+    /// The coding a name in `Content-Encoding` stands for, if picket knows it. Names are
+    /// case-insensitive (RFC 9110 8.4.1) and browsers take `x-gzip` for gzip.
+    fn named(name: &str) -> Option<Coding> {
+        let is = |coding: &str| name.eq_ignore_ascii_case(coding);
+        if is("deflate") {
+            Some(Coding::Deflate)
+        } else if is("gzip") || is("x-gzip") {
+            Some(Coding::Gzip)
+        } else if is("br") {
+            Some(Coding::Brotli)
+        } else {
+            None
+        }
     }
+}
+
+/// The codings of an answer that picket must undo itself, in the order to undo them
+/// (the reverse of the order they were applied in, RFC 9110 8.4), or `None` when there
+/// is nothing for picket to do.
+///
+/// reqwest's decoders (tower-http's) decode only an answer labelled with exactly `gzip`,
+/// `br` or `zstd`, and then drop the header; any other label, a list of codings among
+/// them, reaches here as it came, its body untouched. A list naming a coding picket does
+/// not know is left as it is, as Chrome passes such a body on raw.
+fn own_codings(headers: &HeaderMap) -> Option<Vec<Coding>> {
+    let lines = headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect::<Option<Vec<&str>>>()?;
+    if let [line] = lines[..] {
+        // reqwest decodes these itself: decoding them again would fail.
+        if matches!(line, "gzip" | "br" | "zstd") {
+            return None;
+        }
+    }
+    // Several `Content-Encoding` lines make one list (RFC 9110 5.3).
+    let names: Vec<&str> = lines
+        .iter()
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && !n.eq_ignore_ascii_case("identity"))
+        .collect();
+    let codings: Option<Vec<Coding>> = names.iter().rev().map(|n| Coding::named(n)).collect();
+    codings.filter(|c| !c.is_empty())
+}
+
+/// Undoes `codings` in order, each to at most `max` bytes. A stream cut short (by the
+/// read limit, or by the connection) yields what decoded before the cut; bytes that do
+/// not decode at all yield nothing.
+fn decompress_all(codings: &[Coding], raw: Vec<u8>, max: usize, cut: bool) -> (Vec<u8>, bool) {
+    codings.iter().fold((raw, cut), |(bytes, cut), coding| {
+        decompress(*coding, &bytes, max, cut)
+    })
 }
 
 /// Decodes a body to at most `max` bytes. A stream cut short (by the read limit, or by
@@ -267,24 +308,60 @@ mod tests {
         assert_eq!(out, &big[..out.len()]);
     }
 
+    fn codings(lines: &[&str]) -> Option<Vec<Coding>> {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(CONTENT_ENCODING, line.parse().expect("header value"));
+        }
+        own_codings(&headers)
+    }
+
     #[test]
     fn codings_reqwest_leaves_compressed_are_ours_whatever_their_case() {
-        let coding = |name: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(CONTENT_ENCODING, name.parse().expect("header value"));
-            own_coding(&headers)
-        };
-        assert_eq!(coding("deflate"), Some(Coding::Deflate));
-        assert_eq!(coding("Deflate"), Some(Coding::Deflate));
-        assert_eq!(coding("x-gzip"), Some(Coding::Gzip));
-        assert_eq!(coding("X-GZIP"), Some(Coding::Gzip));
-        assert_eq!(coding("GZIP"), Some(Coding::Gzip));
-        assert_eq!(coding("BR"), Some(Coding::Brotli));
+        let coding = |name: &str| codings(&[name]);
+        assert_eq!(coding("deflate"), Some(vec![Coding::Deflate]));
+        assert_eq!(coding("Deflate"), Some(vec![Coding::Deflate]));
+        assert_eq!(coding("x-gzip"), Some(vec![Coding::Gzip]));
+        assert_eq!(coding("X-GZIP"), Some(vec![Coding::Gzip]));
+        assert_eq!(coding("GZIP"), Some(vec![Coding::Gzip]));
+        assert_eq!(coding("BR"), Some(vec![Coding::Brotli]));
         // reqwest decodes these itself: decoding them again would fail.
         assert_eq!(coding("gzip"), None);
         assert_eq!(coding("br"), None);
+        assert_eq!(coding("zstd"), None);
         assert_eq!(coding("identity"), None);
-        assert_eq!(own_coding(&HeaderMap::new()), None);
+        assert_eq!(codings(&[]), None);
+    }
+
+    #[test]
+    fn a_list_of_codings_is_undone_last_first() {
+        assert_eq!(
+            codings(&["gzip, gzip"]),
+            Some(vec![Coding::Gzip, Coding::Gzip])
+        );
+        assert_eq!(
+            codings(&["deflate, GZIP"]),
+            Some(vec![Coding::Gzip, Coding::Deflate])
+        );
+        // Several lines make one list; `identity` changes nothing.
+        assert_eq!(
+            codings(&["deflate", "identity, br"]),
+            Some(vec![Coding::Brotli, Coding::Deflate])
+        );
+        assert_eq!(codings(&["gzip, identity"]), Some(vec![Coding::Gzip]));
+        // A coding picket does not know: the body is left as it came.
+        assert_eq!(codings(&["compress, gzip"]), None);
+    }
+
+    #[test]
+    fn a_page_compressed_twice_decodes() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&zlib(PAGE)).expect("write");
+        let twice = gz.finish().expect("finish");
+        assert_eq!(
+            decompress_all(&[Coding::Gzip, Coding::Deflate], twice, 1024, false),
+            (PAGE.to_vec(), false)
+        );
     }
 
     #[test]

@@ -94,6 +94,24 @@ pub(super) async fn bodies(b: &mut Builder) {
             truth: up("gzip-encoded page labelled \"GZIP\": codings are case-insensitive"),
             said: said("up", "ok"),
         },
+        // A list of codings is applied in the order given, so decoded in reverse (RFC
+        // 9110 8.4): a page compressed twice (PHP's zlib.output_compression under Apache's
+        // mod_deflate, which adds its coding to the list) or by two layers that each
+        // chose their own. Chrome and Firefox decode the whole list.
+        Encoded {
+            name: "gzip-gzip",
+            encoding: "gzip, gzip",
+            compress: |d| gzip(&gzip(d)),
+            truth: up("page gzip-compressed twice, labelled \"gzip, gzip\"; browsers decode both"),
+            said: said("up", "ok"),
+        },
+        Encoded {
+            name: "deflate-gzip",
+            encoding: "deflate, gzip",
+            compress: |d| gzip(&zlib(d)),
+            truth: up("page deflated, then gzipped, labelled \"deflate, gzip\"; browsers decode both"),
+            said: said("up", "ok"),
+        },
         Encoded {
             name: "brotli-capitals",
             encoding: "BR",
