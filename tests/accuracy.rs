@@ -266,6 +266,14 @@ async fn truth_a_page_compressed_twice_is_up() {
     all_tell_the_truth(&["gzip-gzip", "deflate-gzip"]).await;
 }
 
+/// A plain page labelled `x-gzip` was judged as an empty body, down/body_too_small "0
+/// bytes": nothing of it decodes, a content encoding error to a browser, as the same
+/// page labelled `gzip` is down/protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_body_that_does_not_decode_is_down_protocol() {
+    all_tell_the_truth(&["gzip-undecodable", "x-gzip-undecodable"]).await;
+}
+
 /// A bot manager that refuses a Chrome User-Agent without the client hints, fetch
 /// metadata and codings Chrome sends on every HTTPS navigation: picket sent none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

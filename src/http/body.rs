@@ -62,11 +62,21 @@ pub(super) async fn read(
             ))
         }
         Err((e, raw)) => {
-            let why = format!(
-                "the body broke off after {} bytes: {}",
-                raw.len(),
-                root_cause(&e)
-            );
+            let why = if raw.is_empty() && decoder_failed(&e) {
+                undecodable(&root_cause(&e))
+            } else if decoder_failed(&e) {
+                format!(
+                    "the body could not be decoded after {} bytes: {}",
+                    raw.len(),
+                    root_cause(&e)
+                )
+            } else {
+                format!(
+                    "the body broke off after {} bytes: {}",
+                    raw.len(),
+                    root_cause(&e)
+                )
+            };
             if raw.is_empty() {
                 // Nothing of the page came (or it could not be decoded at all).
                 return Err(fail(FailureKind::Protocol, format!("{status} but {why}")));
@@ -75,7 +85,17 @@ pub(super) async fn read(
         }
     };
     let (bytes, truncated) = match codings {
-        Some(codings) => decompress_all(&codings, raw, max, truncated || broke_off.is_some()),
+        Some(codings) => decompress_all(&codings, raw, max, truncated || broke_off.is_some())
+            .map_err(|why| {
+                let broke_off = broke_off
+                    .as_deref()
+                    .map(|b| format!("; {b}"))
+                    .unwrap_or_default();
+                fail(
+                    FailureKind::Protocol,
+                    format!("{status} but {}{broke_off}", undecodable(&why)),
+                )
+            })?,
         None => (raw, truncated),
     };
     Ok(Body {
@@ -83,6 +103,34 @@ pub(super) async fn read(
         truncated: truncated && broke_off.is_none(),
         broke_off,
     })
+}
+
+/// Whether a body's error is its content coding failing to decode rather than the
+/// connection: reqwest's decoders (tower-http's) hand on the decoder's own `io::Error`,
+/// and the connection's failures as hyper's errors (an `io::Error` of the socket comes
+/// after hyper's in the chain); a tunnel's deadline is an `io::Error` too, but one that
+/// timed out.
+fn decoder_failed(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if err.is::<hyper::Error>() {
+            return false;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() != std::io::ErrorKind::TimedOut;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// A body none of which decodes, said as browsers say it: not a byte count, which
+/// would read as an empty page.
+fn undecodable(why: &str) -> String {
+    format!(
+        "the body could not be decoded: {why} (a browser shows a content encoding error, \
+         no page)"
+    )
 }
 
 /// Whether `raw` holds a whole HTML page: it ends with `</html>` (white space after it
@@ -150,6 +198,15 @@ enum Coding {
 }
 
 impl Coding {
+    /// The coding's name, for a verdict's detail.
+    fn name(self) -> &'static str {
+        match self {
+            Coding::Deflate => "deflate",
+            Coding::Gzip => "gzip",
+            Coding::Brotli => "br",
+        }
+    }
+
     /// The coding a name in `Content-Encoding` stands for, if picket knows it. Names are
     /// case-insensitive (RFC 9110 8.4.1) and browsers take `x-gzip` for gzip.
     fn named(name: &str) -> Option<Coding> {
@@ -198,47 +255,71 @@ fn own_codings(headers: &HeaderMap) -> Option<Vec<Coding>> {
 }
 
 /// Undoes `codings` in order, each to at most `max` bytes. A stream cut short (by the
-/// read limit, or by the connection) yields what decoded before the cut; bytes that do
-/// not decode at all yield nothing.
-fn decompress_all(codings: &[Coding], raw: Vec<u8>, max: usize, cut: bool) -> (Vec<u8>, bool) {
-    codings.iter().fold((raw, cut), |(bytes, cut), coding| {
+/// read limit, or by the connection) yields what decoded before the cut.
+///
+/// # Errors
+/// Why, when a coding decodes nothing at all: what browsers show as a content encoding
+/// error (Chrome's `ERR_CONTENT_DECODING_FAILED`), with no page.
+fn decompress_all(
+    codings: &[Coding],
+    raw: Vec<u8>,
+    max: usize,
+    cut: bool,
+) -> Result<(Vec<u8>, bool), String> {
+    codings.iter().try_fold((raw, cut), |(bytes, cut), coding| {
         decompress(*coding, &bytes, max, cut)
     })
 }
 
 /// Decodes a body to at most `max` bytes. A stream cut short (by the read limit, or by
-/// the connection) yields what decoded before the cut; bytes that do not decode at all
-/// yield nothing.
-fn decompress(coding: Coding, raw: &[u8], max: usize, cut: bool) -> (Vec<u8>, bool) {
+/// the connection) yields what decoded before the cut.
+///
+/// # Errors
+/// The decoder's complaint, when bytes there are decode to nothing.
+fn decompress(
+    coding: Coding,
+    raw: &[u8],
+    max: usize,
+    cut: bool,
+) -> Result<(Vec<u8>, bool), String> {
     use std::io::Read;
+    if raw.is_empty() {
+        // No body is no page, not a broken one: browsers show it blank.
+        return Ok((Vec::new(), cut));
+    }
     let limit = max as u64 + 1;
     let mut out = Vec::new();
-    match coding {
+    let decoded = match coding {
         Coding::Deflate => {
             let zlib = flate2::read::ZlibDecoder::new(raw)
                 .take(limit)
                 .read_to_end(&mut out);
             if zlib.is_err() && out.is_empty() {
                 out.clear();
-                let _ = flate2::read::DeflateDecoder::new(raw)
+                flate2::read::DeflateDecoder::new(raw)
                     .take(limit)
-                    .read_to_end(&mut out);
+                    .read_to_end(&mut out)
+            } else {
+                zlib
             }
         }
-        Coding::Gzip => {
-            let _ = flate2::read::MultiGzDecoder::new(raw)
-                .take(limit)
-                .read_to_end(&mut out);
-        }
-        Coding::Brotli => {
-            let _ = brotli_decompressor::Decompressor::new(raw, 4096)
-                .take(limit)
-                .read_to_end(&mut out);
+        Coding::Gzip => flate2::read::MultiGzDecoder::new(raw)
+            .take(limit)
+            .read_to_end(&mut out),
+        Coding::Brotli => brotli_decompressor::Decompressor::new(raw, 4096)
+            .take(limit)
+            .read_to_end(&mut out),
+    };
+    if let Err(e) = decoded {
+        // Some of the page is a page (a stream cut short ends in an error too); none of
+        // it is a content encoding error.
+        if out.is_empty() {
+            return Err(format!("{} ({e})", coding.name()));
         }
     }
     let over = out.len() > max;
     out.truncate(max);
-    (out, cut || over)
+    Ok((out, cut || over))
 }
 
 #[cfg(test)]
@@ -273,23 +354,23 @@ mod tests {
     fn zlib_wrapped_and_raw_deflate_both_inflate() {
         assert_eq!(
             decompress(Coding::Deflate, &zlib(PAGE), 1024, false),
-            (PAGE.to_vec(), false)
+            Ok((PAGE.to_vec(), false))
         );
         assert_eq!(
             decompress(Coding::Deflate, &raw_deflate(PAGE), 1024, false),
-            (PAGE.to_vec(), false)
+            Ok((PAGE.to_vec(), false))
         );
     }
 
     #[test]
     fn a_body_larger_than_the_limit_is_cut_and_says_so() {
-        let (out, cut) = decompress(Coding::Deflate, &zlib(PAGE), 10, false);
+        let (out, cut) = decompress(Coding::Deflate, &zlib(PAGE), 10, false).expect("decodes");
         assert_eq!(out, &PAGE[..10]);
         assert!(cut);
         // Exactly the limit is not cut.
         assert_eq!(
             decompress(Coding::Deflate, &zlib(PAGE), PAGE.len(), false),
-            (PAGE.to_vec(), false)
+            Ok((PAGE.to_vec(), false))
         );
     }
 
@@ -302,7 +383,8 @@ mod tests {
             &packed[..packed.len() / 2],
             big.len(),
             true,
-        );
+        )
+        .expect("what came before the cut decodes");
         assert!(cut, "the read was cut, so the body is");
         assert!(!out.is_empty(), "what decoded before the cut is kept");
         assert_eq!(out, &big[..out.len()]);
@@ -360,7 +442,7 @@ mod tests {
         let twice = gz.finish().expect("finish");
         assert_eq!(
             decompress_all(&[Coding::Gzip, Coding::Deflate], twice, 1024, false),
-            (PAGE.to_vec(), false)
+            Ok((PAGE.to_vec(), false))
         );
     }
 
@@ -371,26 +453,38 @@ mod tests {
         let gz = gz.finish().expect("finish");
         assert_eq!(
             decompress(Coding::Gzip, &gz, 1024, false),
-            (PAGE.to_vec(), false)
+            Ok((PAGE.to_vec(), false))
         );
         let mut br = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
         br.write_all(PAGE).expect("write");
         let br = br.into_inner();
         assert_eq!(
             decompress(Coding::Brotli, &br, 1024, false),
-            (PAGE.to_vec(), false)
+            Ok((PAGE.to_vec(), false))
         );
         assert_eq!(
             decompress(Coding::Brotli, &br, 10, false),
-            (PAGE[..10].to_vec(), true)
+            Ok((PAGE[..10].to_vec(), true))
         );
     }
 
     #[test]
-    fn bytes_that_are_not_deflate_give_an_empty_body() {
+    fn bytes_that_do_not_decode_are_a_decoding_error_not_an_empty_body() {
+        for coding in [Coding::Deflate, Coding::Gzip, Coding::Brotli] {
+            let why = decompress(coding, PAGE, 1024, false).expect_err("plain bytes");
+            assert!(why.starts_with(coding.name()), "{why}");
+        }
+        // The second coding of a list failing fails the body.
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(PAGE).expect("write");
+            e.finish().expect("finish")
+        };
+        assert!(decompress_all(&[Coding::Gzip, Coding::Gzip], gz, 1024, false).is_err());
+        // No bytes at all are an empty page, not a broken one.
         assert_eq!(
-            decompress(Coding::Deflate, b"plain text", 1024, false),
-            (Vec::new(), false)
+            decompress(Coding::Gzip, b"", 1024, false),
+            Ok((Vec::new(), false))
         );
     }
 }

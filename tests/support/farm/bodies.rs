@@ -153,6 +153,51 @@ pub(super) async fn bodies(b: &mut Builder) {
         .await;
     }
 
+    // A page labelled compressed that is not (a cache that stored the page decoded and
+    // kept the header, a PHP script that set the header itself): Chrome shows
+    // ERR_CONTENT_DECODING_FAILED and Firefox "Content Encoding Error", nothing of the
+    // page. The same whichever decoder picket uses: reqwest's for `gzip`, its own for
+    // the other names.
+    for (name, encoding, says) in [
+        (
+            "gzip-undecodable",
+            "gzip",
+            "a plain page labelled \"gzip\": the browser shows a content encoding error",
+        ),
+        (
+            "x-gzip-undecodable",
+            "x-gzip",
+            "a plain page labelled \"x-gzip\": the browser shows a content encoding error",
+        ),
+    ] {
+        let body = Bytes::from(text.clone());
+        let router = Router::new().route(
+            "/",
+            any(move || async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, HTML_UTF8),
+                        (header::CONTENT_ENCODING, encoding),
+                    ],
+                    body,
+                )
+                    .into_response()
+            }),
+        );
+        b.http(
+            name,
+            router,
+            None,
+            truth("down", Some("protocol"), says),
+            said("down", "protocol"),
+            vec![
+                Fact::Attempts(2),
+                Fact::DetailContains("could not be decoded"),
+            ],
+        )
+        .await;
+    }
+
     // 5 MB of page; picket reads 2 MB (probe.max_body_bytes) and stops.
     let mut huge = String::from("<!doctype html><html><head><title>Archive</title></head><body>");
     let line = "<p>Minutes of the county council meeting, item by item, with all annexes.</p>\n";
