@@ -274,6 +274,13 @@ async fn truth_a_body_that_does_not_decode_is_down_protocol() {
     all_tell_the_truth(&["gzip-undecodable", "x-gzip-undecodable"]).await;
 }
 
+/// A 300 was followed to its Location (a 500 here), where Chrome shows the 300's list of
+/// choices; an empty 305 to a working page, which no browser follows, was up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_300_and_305_are_no_redirects() {
+    all_tell_the_truth(&["status-300-choices", "status-305-use-proxy"]).await;
+}
+
 /// A bot manager that refuses a Chrome User-Agent without the client hints, fetch
 /// metadata and codings Chrome sends on every HTTPS navigation: picket sent none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

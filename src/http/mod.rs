@@ -271,7 +271,7 @@ impl HttpProber {
             Reply::Read(answer) => return Ok(Step::Answer(answer)),
             Reply::Unread(resp, permit) => (resp, permit),
         };
-        if resp.status().is_redirection() && !expected_here {
+        if redirect::is_followed(status) && !expected_here {
             match chain.decide(status, resp.headers(), probe.plan.max_redirects) {
                 Next::Follow => return Ok(Step::Again),
                 Next::Fail(failure) => return Err(failure),

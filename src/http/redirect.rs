@@ -24,6 +24,16 @@ pub(super) enum Next {
     Fail(Outcome),
 }
 
+/// Whether browsers follow an answer with `status` to its `Location`: the Fetch
+/// standard's redirect statuses, 301, 302, 303, 307 and 308, as Chrome follows them.
+/// Any other 3xx is a page: Chrome shows a 300's list of choices (Firefox alone follows
+/// it), no browser follows a 305 (Use Proxy: a site naming a proxy for the browser is
+/// an attack, Firefox bug 187996), and a 304 to a request that asked no question of a
+/// cache has nothing to show.
+pub(super) fn is_followed(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
 /// One probe's walk from the job's URL through its redirects.
 pub(super) struct Chain {
     /// The URL the job named: its origin alone gets the job's credentials.
@@ -380,6 +390,16 @@ mod tests {
             .cookies
             .take(&url, &headers(&[("set-cookie", "checked=2; Path=/")]));
         assert!(matches!(chain.refresh(200, "", 10), Next::Final));
+    }
+
+    #[test]
+    fn only_the_statuses_browsers_follow_are_redirects() {
+        for status in [301, 302, 303, 307, 308] {
+            assert!(is_followed(status), "{status}");
+        }
+        for status in [200, 300, 304, 305, 306, 399, 404] {
+            assert!(!is_followed(status), "{status}");
+        }
     }
 
     #[test]

@@ -450,6 +450,65 @@ pub(super) async fn redirects(b: &mut Builder) {
         vec![],
     )
     .await;
+
+    // 300 and 305 are no redirect statuses (the Fetch standard: 301, 302, 303, 307, 308).
+    // Chrome shows a 300's page, its list of choices ("Users probably want to see 300
+    // (multiple choice) pages"); Firefox follows its Location, Chrome's share being the
+    // larger. No browser follows a 305 (Firefox stopped in 2003, bug 187996: a site
+    // naming a proxy for the browser to use is an attack): it shows the 305's body.
+    let choices = "<!DOCTYPE html><html><head><title>300 Multiple Choices</title></head><body>\
+        <h1>Multiple Choices</h1><p>Available variants:</p><ul>\
+        <li><a href=\"/index.html.en\">index.html.en</a>, type text/html, language en</li>\
+        <li><a href=\"/index.html.fr\">index.html.fr</a>, type text/html, language fr</li>\
+        </ul></body></html>";
+    b.http(
+        "status-300-choices",
+        two_pages(
+            move || {
+                let mut r = html(StatusCode::MULTIPLE_CHOICES, choices);
+                r.headers_mut().insert(
+                    header::LOCATION,
+                    header::HeaderValue::from_static("/index.html.de"),
+                );
+                r
+            },
+            "/index.html.de",
+            || html(StatusCode::INTERNAL_SERVER_ERROR, "<h1>500</h1>"),
+        ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "300 with the list of variants (mod_negotiation's page) and a Location that answers 500: Chrome shows the list",
+        ),
+        said("up", "ok"),
+        vec![Fact::Redirects(0)],
+    )
+    .await;
+    b.http(
+        "status-305-use-proxy",
+        two_pages(
+            || {
+                let mut r = html(StatusCode::USE_PROXY, "");
+                r.headers_mut().insert(
+                    header::LOCATION,
+                    header::HeaderValue::from_static("/via-proxy"),
+                );
+                r
+            },
+            "/via-proxy",
+            || html(StatusCode::OK, page("County office", "Welcome to the county.")),
+        ),
+        None,
+        truth(
+            "down",
+            Some("body_too_small"),
+            "an empty 305 Use Proxy naming a working page: no browser follows a 305, the page is blank",
+        ),
+        said("down", "body_too_small"),
+        vec![Fact::Redirects(0)],
+    )
+    .await;
 }
 
 /// Whether a request's `Cookie` headers carry `pair` (read as bytes: a cookie's value
