@@ -435,6 +435,13 @@ async fn truth_a_bot_wall_on_any_status_is_unknown_blocked() {
     .await;
 }
 
+/// A 503 maintenance page with a reCAPTCHA on its contact form was taken for a bot wall,
+/// unknown/blocked, hiding the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_captcha_on_an_outage_page_is_no_wall() {
+    all_tell_the_truth(&["outage-503-recaptcha", "bot-challenge"]).await;
+}
+
 /// "Access denied" in a comment, a template, a style or an attribute of a working page
 /// made it degraded/body_mismatch, though no person reads it there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

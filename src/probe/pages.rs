@@ -368,11 +368,48 @@ fn is_php_source(text: &str) -> bool {
     start.len() >= 5 && start[..5].eq_ignore_ascii_case(b"<?php")
 }
 
-/// The bot-challenge marker a page shows, if any.
+/// Challenge markers that a site's own pages carry too, error pages among them: a
+/// reCAPTCHA on a contact or login form, Cloudflare's bot-detection script in every
+/// page it serves. On a page that says the site is unavailable they are no wall.
+const WEAK_MARKERS: &[&str] = &["captcha", "challenge-platform"];
+
+/// What a site's own outage page says, matched lower-cased where a person reads it: a
+/// page that says this is the site failing, whatever form it carries. No wall's page
+/// says it (a wall says to wait, or to prove one is human).
+const UNAVAILABLE: &[&[u8]] = &[
+    b"service unavailable",
+    b"temporarily unavailable",
+    b"currently unavailable",
+    b"down for maintenance",
+    b"under maintenance",
+    b"scheduled maintenance",
+    b"maintenance mode",
+    "服务不可用".as_bytes(),
+    "系统维护".as_bytes(),
+    "维护中".as_bytes(),
+];
+
+/// The bot-challenge marker a page shows, if any. A weak one ([`WEAK_MARKERS`]) counts
+/// only on a page that does not say the site is unavailable.
 pub(crate) fn challenge(text: &str) -> Option<&'static str> {
     let lower = text.as_bytes().to_ascii_lowercase();
-    let found = finders().challenge.find(&lower)?;
-    Some(CHALLENGE_MARKERS[found.pattern().as_usize()].0)
+    let mut weak = None;
+    for m in finders().challenge.find_iter(&lower) {
+        let marker = CHALLENGE_MARKERS[m.pattern().as_usize()].0;
+        if !WEAK_MARKERS.contains(&marker) {
+            return Some(marker);
+        }
+        weak = weak.or(Some(marker));
+    }
+    weak.filter(|_| !says_unavailable(&lower))
+}
+
+/// Whether a lower-cased page says, where a person reads it, that the site is
+/// unavailable ([`UNAVAILABLE`]).
+fn says_unavailable(lower: &[u8]) -> bool {
+    UNAVAILABLE
+        .iter()
+        .any(|phrase| memchr::memmem::find_iter(lower, phrase).any(|at| !out_of_sight(lower, at)))
 }
 
 /// The bot wall a page whose status is a success is, if it is one: a challenge page
@@ -643,6 +680,26 @@ mod tests {
         ] {
             assert!(!cookie_wall(page), "{page}");
         }
+    }
+
+    #[test]
+    fn a_captcha_on_a_page_saying_the_site_is_unavailable_is_no_challenge() {
+        let outage = "<title>Service Temporarily Unavailable</title><h1>Down for \
+            maintenance</h1><form><div class=\"g-recaptcha\"></div></form>";
+        assert_eq!(challenge(outage), None);
+        // Cloudflare's script on the site's own 503 page is no wall either.
+        let proxied = "<h1>Service Unavailable</h1><script \
+            src=\"/cdn-cgi/challenge-platform/scripts/jsd/main.js\"></script>";
+        assert_eq!(challenge(proxied), None);
+        // A captcha wall says nothing of the kind.
+        let wall = "<h1>Please verify you are a human</h1><div class=\"g-recaptcha\"></div>";
+        assert_eq!(challenge(wall), Some("captcha"));
+        // "Unavailable" only where nobody reads it changes nothing.
+        let hidden = "<!-- service unavailable --><div class=\"g-recaptcha\"></div>";
+        assert_eq!(challenge(hidden), Some("captcha"));
+        // A strong marker is a wall whatever the page says, wherever it comes.
+        let cloudflare = "<p>Service unavailable? captcha</p><div id=cf-chl-widget></div>";
+        assert_eq!(challenge(cloudflare), Some("cf-chl"));
     }
 
     #[test]

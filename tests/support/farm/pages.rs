@@ -248,6 +248,26 @@ pub(super) async fn challenge_walls(b: &mut Builder) {
             ),
             said("up", "ok"),
         ),
+        // A CMS's own maintenance page, served 503, with its contact form guarded by
+        // reCAPTCHA: the outage, not a wall (the page says so, and no wall's marker is
+        // on it).
+        (
+            "outage-503-recaptcha",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<!DOCTYPE html><html><head><title>Service temporarily unavailable | County \
+             portal</title><script src=\"https://www.google.com/recaptcha/api.js\" async \
+             defer></script></head><body><h1>Service temporarily unavailable</h1><p>The \
+             county portal is down for maintenance. Please try again later.</p><form \
+             method=\"post\" action=\"/contact\"><p>Urgent? Leave us a message.</p><textarea \
+             name=\"m\"></textarea><div class=\"g-recaptcha\" data-sitekey=\"6Lc-farm\"></div>\
+             <button>Send</button></form></body></html>",
+            truth(
+                "down",
+                Some("http_status"),
+                "503 maintenance page whose contact form carries a reCAPTCHA: the site is down",
+            ),
+            said("down", "http_status"),
+        ),
     ];
     for (name, status, body, truth, said) in outages {
         b.http(
