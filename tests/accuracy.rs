@@ -448,3 +448,12 @@ async fn truth_a_captcha_on_an_outage_page_is_no_wall() {
 async fn truth_words_out_of_sight_are_not_a_soft_failure() {
     tells_the_truth("phrases-out-of-sight").await;
 }
+
+/// "Access denied" in an element hidden by an inline `display:none` or
+/// `visibility:hidden`, or by the `hidden` attribute, made a working page
+/// degraded/body_mismatch, though no person sees it; a block page with hidden parts of
+/// its own stays what it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_words_in_hidden_elements_are_not_a_soft_failure() {
+    all_tell_the_truth(&["phrases-hidden", "block-page-hidden-parts"]).await;
+}

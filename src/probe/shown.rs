@@ -161,7 +161,7 @@ fn opens_markup(rest: &[u8], closing: bool) -> bool {
 
 /// Where the first `</name` at or after `from` starts; the end of `b` when there is none
 /// (an unclosed element runs to the end, as in browsers).
-fn closing_tag(b: &[u8], from: usize, name: &[u8]) -> usize {
+pub(crate) fn closing_tag(b: &[u8], from: usize, name: &[u8]) -> usize {
     memchr::memmem::find_iter(&b[from..], b"</")
         .map(|e| from + e)
         .find(|&at| {
