@@ -1,7 +1,8 @@
 //! Fetching a missing intermediate from the URL a certificate names, as browsers do: a
 //! plain GET through the probe's egress, to an address the policy allows, counted by
-//! the per-IP limit like any request, within the probe's time; redirects followed. A
-//! URL that failed on its own is remembered and not asked again for a while (`failed`).
+//! the per-IP limit like any request, within the probe's time; redirects followed (the
+//! statuses browsers follow, `redirect::is_followed`). A URL that failed on its own is
+//! remembered and not asked again for a while (`failed`).
 
 use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -252,7 +253,9 @@ enum Answer {
 /// The certificate in `resp`, or where it moved.
 async fn read_answer(resp: reqwest::Response, url: &Url) -> Result<Fetched, Answer> {
     let status = resp.status();
-    if status.is_redirection() {
+    // As for a page: a browser's certificate fetcher is its ordinary network stack,
+    // which follows only these; any other 3xx is an answer, and not a certificate.
+    if crate::http::redirect::is_followed(status.as_u16()) {
         let to = resp
             .headers()
             .get(reqwest::header::LOCATION)
@@ -279,4 +282,41 @@ async fn read_answer(resp: reqwest::Response, url: &Url) -> Result<Fetched, Answ
         ));
     }
     Ok(Fetched::Certificates(certs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer of `status` with a `Location` and a body that is no certificate.
+    fn answer(status: u16) -> reqwest::Response {
+        let answer = http::Response::builder()
+            .status(status)
+            .header("location", "/new/intermediate.crt")
+            .body("<html><body>Moved, or a list of choices</body></html>")
+            .expect("a valid answer");
+        reqwest::Response::from(answer)
+    }
+
+    #[tokio::test]
+    async fn only_the_redirects_browsers_follow_are_followed() {
+        let url = Url::parse("http://ca.test/old/intermediate.crt").expect("a URL");
+        for status in [301, 302, 303, 307, 308] {
+            match read_answer(answer(status), &url).await {
+                Ok(Fetched::Moved(to)) => {
+                    assert_eq!(to.as_str(), "http://ca.test/new/intermediate.crt");
+                }
+                _ => panic!("{status} is a redirect to follow"),
+            }
+        }
+        // A 300's list of choices, a 305's proxy and a 304 are no redirect to a
+        // browser's certificate fetcher either: the answer is an error.
+        for status in [300, 304, 305, 306, 399] {
+            match read_answer(answer(status), &url).await {
+                Err(Answer::Wrong(why)) => assert!(why.starts_with("answered 3"), "{why}"),
+                Ok(Fetched::Moved(to)) => panic!("{status} was followed to {to}"),
+                _ => panic!("{status}: neither followed nor an error answer"),
+            }
+        }
+    }
 }
