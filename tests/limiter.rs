@@ -956,3 +956,38 @@ async fn leases_a_redis_lost_under_requests_in_flight_are_put_back() {
         "the put-back leases are released with their requests"
     );
 }
+
+/// A Redis that takes the limiter's check for back but fails every booking (here an
+/// ACL that lets its user write the `…:alive` keys and no other) must not send a
+/// request round between the fallback and Redis until it is deferred: each trip
+/// started its fallback later, and the fallback never granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_taking_the_check_for_back_but_no_booking_still_lets_the_fallback_grant() {
+    let redis = tokio::task::spawn_blocking(crate::support::RedisServer::launch)
+        .await
+        .expect("launch")
+        .expect("a private Redis");
+    let mut admin = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "half", "on", ">pw", "~*:alive", "&*", "+@all"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let url = redis.url().replacen("redis://", "redis://half:pw@", 1);
+    let s = failover_settings(&url, &unique("half"));
+    let l = limiter(&s, Duration::from_secs(30), "half");
+    let start = Instant::now();
+    for i in 0..3 {
+        match l.acquire(req("half.test", Duration::from_secs(10))).await {
+            Grant::Go(_) => {}
+            Grant::Defer(d) | Grant::Paused(d) => {
+                panic!("request {i} deferred ({d:?}) after {:?}", start.elapsed())
+            }
+        }
+    }
+    println!("3 grants through the fallback in {:?}", start.elapsed());
+}

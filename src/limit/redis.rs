@@ -60,6 +60,10 @@ const FALLBACK_MARGIN: Duration = Duration::from_millis(250);
 /// overflowing.
 const AN_HOUR: Duration = Duration::from_secs(3600);
 
+/// How many times one request goes back from the fallback to Redis before it stays in
+/// the fallback until granted ([`RedisLimiter::through_fallback`]).
+const MAX_RETURNS: u32 = 2;
+
 /// Keys whose local view is kept before old ones are swept.
 const SWEEP_ABOVE: usize = 10_000;
 
@@ -344,27 +348,15 @@ impl RedisLimiter {
         }
     }
 
-    /// Whether Redis takes a write for the limit key whose arrival time is `tat` (on
-    /// its node: `…:alive`, in the same hash slot, kept for a second), within
-    /// `redis.timeout`. A write, as booking is: a Redis at its `maxmemory` answers reads
-    /// and refuses writes, and a read would send callers back to it in a loop.
+    /// Whether Redis takes a script that writes for the limit key whose arrival time is
+    /// `tat` (on its node: `…:alive`, in the same hash slot, kept for a second), within
+    /// `redis.timeout`: the kind of call booking is ([`scripts::ALIVE`]). A Redis at
+    /// its `maxmemory` answers reads and refuses writes, one under an ACL may refuse
+    /// scripts alone: a plainer call would send callers back to it in a loop.
     async fn reach(&self, tat: &str) -> Result<(), String> {
         let alive = format!("{}alive", tat.trim_end_matches("tat"));
-        let write = async {
-            let mut conn = self.pool.get().await?;
-            redis::cmd("SET")
-                .arg(&alive)
-                .arg(1)
-                .arg("PX")
-                .arg(1000)
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        match tokio::time::timeout(self.timeout, write).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        }
+        let script = redis::Script::new(scripts::ALIVE);
+        self.call::<i64>(script.key(alive)).await.map(drop)
     }
 
     fn switched(&self, f: impl FnOnce(&mut Switches)) -> Switches {
@@ -417,8 +409,11 @@ impl RedisLimiter {
     /// ([`Way::ToRedis`]): the fallback's schedule knows nothing of what Redis grants
     /// from then on, and granting on both put a second stream of requests beside the
     /// first. What it had booked here stays booked, and is carried into Redis by the
-    /// next booking.
-    async fn through_fallback(&self, req: Request<'_>, key: &str) -> Way {
+    /// next booking. Unless it came back here [`MAX_RETURNS`] times already
+    /// (`may_return` false): a Redis that takes the check for back and then fails every
+    /// booking (a script erring, a flapping node) would send it round for ever, each
+    /// trip starting its fallback later.
+    async fn through_fallback(&self, req: Request<'_>, key: &str, may_return: bool) -> Way {
         let switches = self.switched(|_| {});
         let mut first = false;
         self.view(key, |v| {
@@ -432,6 +427,9 @@ impl RedisLimiter {
                 &req,
                 fell + a_burst.min(AN_HOUR) + self.timeout + FALLBACK_MARGIN,
             );
+        }
+        if !may_return {
+            return Way::Granted(self.fallback.acquire(req).await);
         }
         let start = Instant::now();
         tokio::select! {
@@ -749,6 +747,7 @@ impl Limiter for RedisLimiter {
             // the prober moves the probe's deadline on by it.
             let mut waited = Duration::ZERO;
             let mut on_redis = !self.redis_resting();
+            let mut returns = 0;
             loop {
                 let rest = Request {
                     max_wait: req.max_wait.saturating_sub(start.elapsed()),
@@ -757,7 +756,8 @@ impl Limiter for RedisLimiter {
                 let way = if on_redis {
                     self.through_redis(rest, &key, waited).await
                 } else {
-                    self.through_fallback(rest, &key).await
+                    self.through_fallback(rest, &key, returns < MAX_RETURNS)
+                        .await
                 };
                 match way {
                     Way::Granted(Grant::Go(mut permit)) if !on_redis => {
@@ -772,6 +772,7 @@ impl Limiter for RedisLimiter {
                     Way::ToRedis(w) => {
                         waited += w;
                         on_redis = true;
+                        returns += 1;
                     }
                 }
             }

@@ -127,6 +127,14 @@ end
 return 0
 ";
 
+/// Marks a key's node alive for a second. KEYS: alive. Returns 1. A script that writes,
+/// as booking is: a Redis that answers other calls but refuses scripts (an ACL) or writes
+/// (at its `maxmemory`) is not taken for back.
+pub(crate) const ALIVE: &str = r"
+redis.call('SET', KEYS[1], '1', 'PX', 1000)
+return 1
+";
+
 /// Renews leases. KEYS: inflight. ARGV: lease_ms, then the lease ids. Only leases still
 /// there are renewed (`XX`): a released one stays released. A set that is gone while
 /// its worker still renews leases in it was lost by Redis (restarted without its data,
