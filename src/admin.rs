@@ -1,6 +1,6 @@
 //! The operations endpoint on `http.listen`: `/healthz` (the process answers),
-//! `/readyz` (consuming, broker connected, Redis answering; and which broker node) and `/metrics`
-//! (Prometheus text).
+//! `/readyz` (consuming, broker connected, Redis taking the worker's calls; and which
+//! broker node) and `/metrics` (Prometheus text).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,30 +21,80 @@ use crate::redis_pool::RedisPool;
 pub(crate) struct Admin {
     /// Broker flags kept by the consumer loop.
     pub broker: Arc<BrokerState>,
-    /// Redis pool to ping, if any.
-    pub redis: Option<RedisPool>,
+    /// Redis to check, if any.
+    pub redis: Option<RedisCheck>,
     /// Renders `/metrics`.
     pub metrics: Option<PrometheusHandle>,
 }
 
-/// Whether Redis answers a PING within a second, and why not.
-async fn redis_ping(pool: &RedisPool) -> Result<(), String> {
-    let ping = async {
-        let mut c = pool.get().await?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
-    };
-    match tokio::time::timeout(Duration::from_secs(1), ping).await {
-        Ok(r) => r,
-        Err(_) => Err("no answer within 1s".into()),
+/// The Redis the worker keeps its limits and states in, and the key it checks it with.
+#[derive(Clone)]
+pub(crate) struct RedisCheck {
+    pub pool: RedisPool,
+    /// `{key_prefix}ready`, written by each check.
+    pub key: String,
+}
+
+/// Writes the check key through a script, as every limiter and state call does.
+const CHECK: &str = "redis.call('SET', KEYS[1], '1', 'PX', 60000) return 1";
+
+impl RedisCheck {
+    /// Whether Redis takes the worker's kind of call within a second, and why not: a
+    /// script that writes. A PING alone answered for a Redis at its `maxmemory` (it
+    /// refuses writes) and for a user whose ACL refuses scripts, while every call of
+    /// the worker failed.
+    async fn takes_calls(&self) -> Result<(), String> {
+        let check = async {
+            let mut c = self.pool.get().await?;
+            redis::Script::new(CHECK)
+                .key(&self.key)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        let answer = match tokio::time::timeout(Duration::from_secs(1), check).await {
+            Ok(r) => r,
+            Err(_) => Err("no answer within 1s".into()),
+        };
+        if answer.is_ok() {
+            self.eviction().await;
+        }
+        answer
+    }
+
+    /// Sets `picket_redis_evicts` from what Redis says of its memory: whether it may
+    /// drop keys when full (a `maxmemory` with a policy other than `noeviction`), which
+    /// loses states and limits silently. Unknown (a Redis that refuses `INFO`, or a
+    /// cluster's answer of several nodes) leaves the gauge as it was.
+    async fn eviction(&self) {
+        let info = async {
+            let mut c = self.pool.get().await.ok()?;
+            redis::cmd("INFO")
+                .arg("memory")
+                .query_async::<String>(&mut c)
+                .await
+                .ok()
+        };
+        if let Ok(Some(text)) = tokio::time::timeout(Duration::from_secs(1), info).await {
+            if let Some(evicts) = evicts(&text) {
+                crate::metric::redis_evicts(evicts);
+            }
+        }
     }
 }
 
-async fn redis_ok(pool: &RedisPool) -> bool {
-    redis_ping(pool).await.is_ok()
+/// Whether an `INFO memory` answer says Redis may evict keys; `None` when it does not
+/// say.
+fn evicts(info: &str) -> Option<bool> {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let max: u64 = field("maxmemory")?.parse().ok()?;
+    let policy = field("maxmemory_policy")?;
+    Some(max > 0 && policy != "noeviction")
 }
 
 /// How often [`watch_redis`] asks.
@@ -54,10 +104,10 @@ const REDIS_WATCH_EVERY: Duration = Duration::from_secs(10);
 /// there from the start, and Redis going away (or coming back) is logged when it
 /// happens, jobs or none. An idle worker whose Redis was away said nothing of it, and
 /// the gauge (set only by calls) was missing, so its alert had nothing to fire on.
-pub(crate) async fn watch_redis(pool: RedisPool, label: String, shutdown: CancellationToken) {
+pub(crate) async fn watch_redis(redis: RedisCheck, label: String, shutdown: CancellationToken) {
     let mut was_up = None;
     loop {
-        let now = redis_ping(&pool).await;
+        let now = redis.takes_calls().await;
         crate::metric::redis_up(now.is_ok());
         match (&now, was_up) {
             (Err(e), None | Some(true)) => {
@@ -78,7 +128,7 @@ async fn readyz(State(a): State<Admin>) -> (StatusCode, String) {
     let consuming = a.broker.consuming.load(Ordering::SeqCst);
     let broker = a.broker.connected.load(Ordering::SeqCst);
     let redis = match &a.redis {
-        Some(p) => redis_ok(p).await,
+        Some(r) => r.takes_calls().await.is_ok(),
         None => true,
     };
     crate::metric::redis_up(redis);
@@ -127,4 +177,25 @@ pub(crate) async fn serve(
     axum::serve(listener, router(admin))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_is_read_from_info_memory() {
+        let info = |max: &str, policy: &str| {
+            format!("# Memory\r\nused_memory:1024\r\nmaxmemory:{max}\r\nmaxmemory_human:0B\r\nmaxmemory_policy:{policy}\r\n")
+        };
+        assert_eq!(
+            evicts(&info("0", "allkeys-lru")),
+            Some(false),
+            "no maxmemory"
+        );
+        assert_eq!(evicts(&info("104857600", "noeviction")), Some(false));
+        assert_eq!(evicts(&info("104857600", "allkeys-lru")), Some(true));
+        assert_eq!(evicts(&info("104857600", "volatile-ttl")), Some(true));
+        assert_eq!(evicts("# Memory\r\nused_memory:1\r\n"), None);
+    }
 }

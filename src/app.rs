@@ -201,10 +201,14 @@ pub async fn serve_worker(
         .map_or_else(|_| "?".into(), |a| a.to_string());
     let admin_stop = CancellationToken::new();
     let label = redis_label(&settings.redis);
-    tokio::spawn(admin::watch_redis(pool.clone(), label, admin_stop.clone()));
+    let check = admin::RedisCheck {
+        pool,
+        key: format!("{}ready", settings.redis.key_prefix),
+    };
+    tokio::spawn(admin::watch_redis(check.clone(), label, admin_stop.clone()));
     let admin = Admin {
         broker: state.clone(),
-        redis: Some(pool),
+        redis: Some(check),
         metrics,
     };
     let admin_task = tokio::spawn(admin::serve(ops, admin, admin_stop.clone()));

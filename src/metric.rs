@@ -20,6 +20,7 @@ const IN_FLIGHT: &str = "picket_jobs_in_flight";
 const BROKER_UP: &str = "picket_broker_connected";
 const BROKER_BLOCKED: &str = "picket_broker_blocked";
 const REDIS_UP: &str = "picket_redis_connected";
+const REDIS_EVICTS: &str = "picket_redis_evicts";
 const REDIS_ERRORS: &str = "picket_redis_errors_total";
 const RECONNECTS: &str = "picket_broker_reconnects_total";
 const UNREADABLE: &str = "picket_unreadable_messages_total";
@@ -176,6 +177,10 @@ fn describe() {
         "1 while RabbitMQ blocks this worker's publishing (a memory or disk alarm): results wait"
     );
     describe_gauge!(REDIS_UP, "1 while the last Redis call succeeded");
+    describe_gauge!(
+        REDIS_EVICTS,
+        "1 while Redis may evict keys when full (maxmemory with a policy other than noeviction): states and limits are lost silently"
+    );
     describe_counter!(REDIS_ERRORS, "Redis calls that failed or timed out");
     describe_counter!(RECONNECTS, "Connections to RabbitMQ re-established");
     describe_counter!(
@@ -312,6 +317,11 @@ pub(crate) fn broker_up(up: bool) {
 /// The last Redis call worked or not.
 pub(crate) fn redis_up(up: bool) {
     gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Whether Redis may evict keys when full.
+pub(crate) fn redis_evicts(evicts: bool) {
+    gauge!(REDIS_EVICTS).set(if evicts { 1.0 } else { 0.0 });
 }
 
 /// A Redis call failed.

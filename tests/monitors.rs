@@ -14,6 +14,7 @@ use picket::job::Verdict;
 use picket::state::{step, Delivery, Record, RedisState, StateStore};
 use serde_json::{json, Value};
 
+use crate::support::ops::{get_ops, metric};
 use crate::support::picket::{base_toml, Client, Worker};
 use crate::support::targets::FlippingSite as Site;
 use crate::support::worker_process::WorkerProcess;
@@ -450,6 +451,10 @@ async fn a_redis_out_of_memory_neither_stops_results_nor_swallows_a_change() {
         .query_async(&mut admin)
         .await
         .expect("maxmemory 1");
+    // It answers PING, but takes nothing the worker writes: as good as no Redis.
+    let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("redis=false"), "{body}");
     site.set_up(false);
     let r = one(&c, &s, job.clone()).await;
     assert_eq!(r["verdict"], "down", "{r}");
@@ -467,6 +472,78 @@ async fn a_redis_out_of_memory_neither_stops_results_nor_swallows_a_change() {
     let seen = drain(&c, &changes, Duration::from_secs(2)).await;
     let keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["up.down"], "{seen:?}");
+    w.shutdown().await;
+}
+
+/// Redis deployments restrict commands with ACLs. A user allowed PING but not scripts
+/// (each limiter and state call is one) leaves the worker on its fallback and without
+/// state at every call: `/readyz` says Redis is not there, and why is logged; a Redis
+/// that may evict keys under memory pressure (its policy not `noeviction`) drops
+/// states and limits silently: `picket_redis_evicts` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_refusing_scripts_is_not_ready_and_one_that_evicts_is_said() {
+    let (redis, site, s) = on_a_private_redis("127.0.40.21").await;
+    let mut admin = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let acl = |rules: &[&str]| {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER")
+            .arg("picket")
+            .arg("reset")
+            .arg("on")
+            .arg(">pw");
+        for r in rules {
+            cmd.arg(*r);
+        }
+        cmd
+    };
+    let _: () = acl(&["~*", "&*", "+@all", "-@scripting"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let mut s = s;
+    s.redis.url = redis.url().replacen("redis://", "redis://picket:pw@", 1);
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let w = Worker::start(&s);
+    assert_eq!(one(&c, &s, json!({"url": site.url})).await["verdict"], "up");
+    let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
+    assert_eq!(code, 503, "scripts refused: {body}");
+    assert!(body.contains("redis=false"), "{body}");
+    let _: () = acl(&["~*", "&*", "+@all"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
+    assert_eq!(code, 200, "scripts allowed: {body}");
+
+    let config = |name: &str, value: &str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .to_owned()
+    };
+    let evicts = |w: &Worker| {
+        let ops = w.ops;
+        async move {
+            let (_, text) = get_ops(ops, "/metrics").await.expect("metrics");
+            metric(&text, "picket_redis_evicts")
+        }
+    };
+    assert_eq!(evicts(&w).await, Some(0.0), "noeviction, no maxmemory");
+    for (name, value) in [("maxmemory", "100mb"), ("maxmemory-policy", "allkeys-lru")] {
+        let _: () = config(name, value)
+            .query_async(&mut admin)
+            .await
+            .expect("CONFIG SET");
+    }
+    // Asked when /readyz is.
+    let _ = get_ops(w.ops, "/readyz").await;
+    assert_eq!(evicts(&w).await, Some(1.0), "allkeys-lru at 100mb");
     w.shutdown().await;
 }
 
