@@ -429,9 +429,16 @@ impl Unseen {
         while let Some(lt) = memchr::memchr(b'<', &lower[i..]).map(|p| i + p) {
             let rest = &lower[lt..];
             if rest.starts_with(b"<!--") {
-                // An unclosed comment hides the rest, as in browsers.
-                let end = memchr::memmem::find(&rest[4..], b"-->")
-                    .map_or(lower.len(), |e| lt + 4 + e + 3);
+                // `<!-->` and `<!--->` are whole, empty comments to a browser (the
+                // "abrupt closing of empty comment" parse error); an unclosed comment
+                // hides the rest, as in browsers.
+                let end = if rest[4..].starts_with(b">") {
+                    lt + 5
+                } else if rest[4..].starts_with(b"->") {
+                    lt + 6
+                } else {
+                    memchr::memmem::find(&rest[4..], b"-->").map_or(lower.len(), |e| lt + 4 + e + 3)
+                };
                 spans.push(lt..end);
                 i = end;
                 continue;
@@ -929,6 +936,32 @@ mod tests {
             assert!(soft_failure(page).is_some(), "{page}");
         }
         let outage = "<div hidden>x</div><h1>Service unavailable</h1><div class=g-recaptcha>";
+        assert_eq!(challenge(outage), None);
+    }
+
+    #[test]
+    fn an_abruptly_closed_empty_comment_hides_nothing_after_it() {
+        // HTML's tokenizer ends a comment at once on `<!-->` and `<!--->` (the
+        // "abrupt closing of empty comment" parse error): a browser shows what
+        // follows. The one-pass scan looks for `-->` after the four bytes of `<!--`,
+        // so it reads the rest of the page (to the next `-->`, or the end) as a
+        // comment, and a real block page is up. The backward search it replaced
+        // (`out_of_sight`) found the `-->` inside `<!-->` and read on.
+        for opener in ["<!-->", "<!--->"] {
+            let page = format!(
+                "<html><head>{opener}<title>Error</title></head><body>\
+                 <h1>Access Denied</h1><p>You don't have permission to access this \
+                 server.</p></body></html>"
+            );
+            assert_eq!(
+                soft_failure(&page).as_deref(),
+                Some("block page (\"access denied\")"),
+                "{opener}"
+            );
+        }
+        // An outage page saying so after an empty comment says so: its captcha is
+        // no wall.
+        let outage = "<!---><h1>Service Unavailable</h1><div class=g-recaptcha></div>";
         assert_eq!(challenge(outage), None);
     }
 
