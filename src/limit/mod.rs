@@ -16,6 +16,7 @@ pub mod local;
 pub mod redis;
 mod scripts;
 pub(crate) mod standing;
+mod swept;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -201,10 +202,13 @@ impl Rules {
             OverrideMatch::Cidr(net) => net.contains(&canonical(req.ip)),
             OverrideMatch::HostSuffix(_) => false,
         });
-        let host = req.host.trim_end_matches('.').to_ascii_lowercase();
+        // Lower-cased only when a host rule is looked at: asked several times a request.
         let by_host = || {
+            let mut host = None;
             overrides.iter().find(|o| match &o.matches {
                 OverrideMatch::HostSuffix(suffix) => {
+                    let host = host
+                        .get_or_insert_with(|| req.host.trim_end_matches('.').to_ascii_lowercase());
                     host == suffix.trim_start_matches('.') || host.ends_with(suffix.as_str())
                 }
                 OverrideMatch::Cidr(_) => false,

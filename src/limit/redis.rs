@@ -20,7 +20,6 @@
 //! and, for a while, books only the fallback share, as other workers may still be on
 //! theirs.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +29,7 @@ use tokio::time::Instant;
 
 use super::lease::{Lease, Releaser};
 use super::standing::{self, Pace, Refusal, Signal};
+use super::swept::Swept;
 use super::{scripts, Grant, Hold, Limiter, Line, LocalLimiter, Permit, Request, Rules};
 use crate::config::{Rate, RateLimitSettings, RedisSettings};
 use crate::metric;
@@ -157,7 +157,7 @@ pub struct RedisLimiter {
     next_lease: AtomicU64,
     lease_prefix: String,
     releaser: Releaser,
-    views: Mutex<HashMap<String, View>>,
+    views: Mutex<Swept<View>>,
     /// Told when Redis answers again: callers waiting in the fallback go back to it.
     back: tokio::sync::Notify,
 }
@@ -203,7 +203,7 @@ impl RedisLimiter {
             next_lease: AtomicU64::new(0),
             lease_prefix: lease_prefix(worker),
             releaser: Releaser::start(pool.clone(), redis.timeout, lease),
-            views: Mutex::new(HashMap::new()),
+            views: Mutex::new(Swept::new(SWEEP_ABOVE)),
             back: tokio::sync::Notify::new(),
         }
     }
@@ -226,21 +226,22 @@ impl RedisLimiter {
             .views
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if views.len() > SWEEP_ABOVE {
-            let now = Instant::now();
-            let recent =
-                |t: Option<Instant>| t.is_some_and(|t| now.duration_since(t) < standing::OK_WINDOW);
-            views.retain(|_, v| v.level > 0 || recent(v.last_ok) || recent(v.fell));
-        }
-        let v = views.entry(key.to_string()).or_insert(View {
-            last_ok: None,
-            level: 0,
-            decay_asked: None,
-            pace: Pace::default(),
-            seeded: 0,
-            fell: None,
-            answered: None,
-        });
+        let now = Instant::now();
+        let recent =
+            |t: Option<Instant>| t.is_some_and(|t| now.duration_since(t) < standing::OK_WINDOW);
+        let v = views.entry(
+            key,
+            || View {
+                last_ok: None,
+                level: 0,
+                decay_asked: None,
+                pace: Pace::default(),
+                seeded: 0,
+                fell: None,
+                answered: None,
+            },
+            |v| v.level > 0 || recent(v.last_ok) || recent(v.fell),
+        );
         f(v);
         *v
     }
