@@ -318,10 +318,20 @@ impl Resolver {
         let limit = self.inner.timeout * 3;
         let fqdn = format!("{lower}.");
         let host = lower.to_string();
+        // Read as ASCII, label by label: hickory's reading of a `&str` applies IDNA's
+        // host-name rules and refuses an `_` inside a label (`my_dept.example.gov`)
+        // before asking, where browsers and curl ask and find the site. The URL parser
+        // has already turned a Unicode name into its ASCII (punycode) form.
+        let name = if fqdn.is_ascii() {
+            DnsName::from_ascii(&fqdn)
+        } else {
+            DnsName::from_utf8(&fqdn)
+        };
         let query = async {
+            let name = name?;
             match family {
-                Family::V4 => resolver.ipv4_lookup(fqdn.as_str()).await,
-                Family::V6 => resolver.ipv6_lookup(fqdn.as_str()).await,
+                Family::V4 => resolver.ipv4_lookup(name).await,
+                Family::V6 => resolver.ipv6_lookup(name).await,
             }
         };
         match tokio::time::timeout(limit, query).await {

@@ -64,6 +64,22 @@ async fn a_name_that_answers_over_ipv4_costs_one_query() {
     assert_eq!(asked.now(), (1, 0), "one A query, no AAAA: (all, AAAA)");
 }
 
+/// Host names with an underscore inside a label (`my_dept.example.gov`) break the rules
+/// for host names but not DNS's, and browsers and curl resolve them (getaddrinfo asks).
+/// picket refused them before asking: `down/dns`, "Label contains invalid characters".
+#[tokio::test]
+async fn a_name_with_an_underscore_in_a_label_is_asked_and_found() {
+    let (r, asked) = probe(
+        "my_dept.five.test",
+        &["127.0.7.29"],
+        "127.0.7.29",
+        "127.0.7.30",
+    )
+    .await;
+    assert_up_from(&r, "127.0.7.29");
+    assert_eq!(asked.now(), (1, 0), "one A query");
+}
+
 #[tokio::test]
 async fn ipv6_is_asked_when_no_ipv4_address_answers() {
     // Nothing listens on 127.0.7.23 at the site's port: the IPv4 address refuses.
