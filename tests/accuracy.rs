@@ -348,6 +348,13 @@ async fn truth_legacy_cbc_tls_is_up() {
     tells_the_truth("tls-legacy-cbc").await;
 }
 
+/// Found by an adversarial hunt (URLs and keys, 2026-12-01): degraded/tls, "received
+/// corrupt message of type InvalidContentType", as if a certificate were at fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_an_https_url_on_a_plain_http_port_is_down_tls() {
+    tells_the_truth("https-to-a-plain-port").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truth_self_signed_certificate_is_degraded_tls() {
     tells_the_truth("tls-self-signed").await;

@@ -55,6 +55,7 @@ pub(super) fn health_of(outcome: &Outcome) -> Health {
             | FailureKind::Reset
             | FailureKind::Timeout
             | FailureKind::Tls
+            | FailureKind::NoTls
             | FailureKind::Protocol
             | FailureKind::Egress => Health::Failed,
             // These came after an answer: the way out worked.

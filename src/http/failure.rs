@@ -28,10 +28,7 @@ pub(super) fn classify(
     // A TLS failure is the site's even through a proxy: the handshake runs end to end
     // inside the tunnel.
     if let Some(tls) = tls_error(e) {
-        return fail(
-            FailureKind::Tls,
-            format!("{at}: TLS failed: {}", tls_problem(tls)),
-        );
+        return tls_failure(tls, &at);
     }
     if egress.proxy.is_some() {
         if let Some(outcome) = classify_proxy(e, &at, egress) {
@@ -251,6 +248,21 @@ pub(super) fn unreadable_status_line(e: &reqwest::Error) -> bool {
 /// The chain `e` failed on lacks an issuer whose URL its certificates name.
 pub(super) fn missing_issuer(e: &reqwest::Error) -> Option<&super::issuers::MissingIssuer> {
     tls_error(e).and_then(super::issuers::missing_issuer)
+}
+
+/// A failed handshake as a failure: a certificate or TLS problem, or an answer that is
+/// no TLS at all (an `https://` URL naming a port that speaks plain HTTP).
+pub(super) fn tls_failure(e: &rustls::Error, at: &str) -> Outcome {
+    match e {
+        rustls::Error::InvalidMessage(_) => fail(
+            FailureKind::NoTls,
+            format!("{at}: TLS failed: the server does not speak TLS on this port ({e})"),
+        ),
+        _ => fail(
+            FailureKind::Tls,
+            format!("{at}: TLS failed: {}", tls_problem(e)),
+        ),
+    }
 }
 
 pub(super) fn tls_problem(e: &rustls::Error) -> String {

@@ -135,6 +135,7 @@ fn judge_failure(f: &Failure, recent_answers: u32, settings: &JudgeSettings) -> 
             },
             Reason::Tls,
         ),
+        FailureKind::NoTls => (Verdict::Down, Reason::Tls),
         FailureKind::TooManyRedirects => (Verdict::Down, Reason::TooManyRedirects),
         FailureKind::BadRedirect => (Verdict::Down, Reason::HttpStatus),
         FailureKind::BlockedTarget => (Verdict::Invalid, Reason::BlockedTarget),
@@ -974,6 +975,11 @@ mod tests {
         assert_eq!(
             j(&p, &failure(FailureKind::Tls)),
             (Verdict::Degraded, Reason::Tls)
+        );
+        assert_eq!(
+            j(&p, &failure(FailureKind::NoTls)),
+            (Verdict::Down, Reason::Tls),
+            "no TLS at all is no certificate problem: down whatever tls.on_error says"
         );
         assert_eq!(
             j(&p, &failure(FailureKind::BlockedTarget)),

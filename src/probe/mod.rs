@@ -211,6 +211,9 @@ pub(crate) enum FailureKind {
     Reset,
     /// The TLS handshake or the certificate failed.
     Tls,
+    /// What came back to the TLS handshake was no TLS at all (plain HTTP on the port,
+    /// another protocol): no browser gets a page, whatever the certificate policy.
+    NoTls,
     /// Out of time.
     Timeout,
     /// More redirect hops than allowed, or a loop.

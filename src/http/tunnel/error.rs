@@ -8,7 +8,7 @@ use std::error::Error as StdError;
 use http::StatusCode;
 
 use crate::http::fail;
-use crate::http::failure::{root_cause, rustls_inside, tls_problem};
+use crate::http::failure::{root_cause, rustls_inside, tls_failure};
 use crate::http::pin::{pin_error, PinError};
 use crate::probe::{FailureKind, Outcome, Plan};
 
@@ -284,10 +284,7 @@ impl TunnelError {
                 format!("{at}: connection failed: {io}"),
             ),
             TunnelError::Tls(io) => match rustls_inside(io) {
-                Some(tls) => fail(
-                    FailureKind::Tls,
-                    format!("{at}: TLS failed: {}", tls_problem(tls)),
-                ),
+                Some(tls) => tls_failure(tls, at),
                 None => site_failure(io, at),
             },
             TunnelError::Http(e) => site_failure(e, at),

@@ -413,6 +413,32 @@ pub(super) async fn tls(b: &mut Builder, pki: &Pki) {
         vec![Fact::Attempts(1)],
     );
 
+    // An `https://` URL naming a port that speaks plain HTTP (upstream lists carry
+    // `https://host:8080/` for plain ports): the server answers the ClientHello with an
+    // HTTP 400, which is no TLS record. Browsers show ERR_SSL_PROTOCOL_ERROR and no page:
+    // the site is down for them, whatever the certificate policy says.
+    let plain = page("County office", "Plain HTTP only.");
+    let ip = b.ip();
+    let addr = serve(
+        &ip,
+        Router::new().route("/", any(move || async move { html(StatusCode::OK, plain) })),
+    )
+    .await;
+    b.add(
+        "https-to-a-plain-port",
+        "https",
+        addr,
+        "/",
+        None,
+        truth(
+            "down",
+            Some("tls"),
+            "an https:// URL whose port speaks plain HTTP: browsers show a TLS protocol error, no page",
+        ),
+        said("down", "tls"),
+        vec![Fact::DetailContains("does not speak TLS")],
+    );
+
     browser_checks(b, pki).await;
 }
 
