@@ -105,13 +105,23 @@ impl Chain {
     /// did not expect.
     pub(super) fn decide(&mut self, status: u16, headers: &HeaderMap, max_redirects: u32) -> Next {
         self.cookies.take(&self.url, headers);
-        let given = headers.get_all(LOCATION).iter();
-        let Some(location) = given
-            .into_iter()
-            .find(|l| !l.as_bytes().trim_ascii().is_empty())
-        else {
+        let mut given = headers
+            .get_all(LOCATION)
+            .iter()
+            .filter(|l| !l.as_bytes().trim_ascii().is_empty());
+        let Some(location) = given.next() else {
             return Next::Final;
         };
+        // Two that differ: Chrome refuses the answer (ERR_RESPONSE_HEADERS_MULTIPLE_LOCATION,
+        // a defence against header injection), and Fetch's location URL fails to parse.
+        if given.any(|other| other.as_bytes().trim_ascii() != location.as_bytes().trim_ascii()) {
+            return Next::Fail(fail(
+                FailureKind::BadRedirect,
+                format!(
+                    "{status} with two different Location headers: browsers refuse the redirect"
+                ),
+            ));
+        }
         let Some(next) = self.url.join(&location_text(location.as_bytes())).ok() else {
             return Next::Fail(fail(
                 FailureKind::BadRedirect,
@@ -556,6 +566,24 @@ mod tests {
             sent(&jar, "https://www.example.com/").as_deref(),
             Some("secure=4")
         );
+    }
+
+    #[test]
+    fn two_different_locations_are_refused_and_the_same_one_twice_is_followed() {
+        let mut chain = Chain::new(&u("http://a.example/"));
+        let mut two = headers(&[("location", "/one")]);
+        two.append(LOCATION, HeaderValue::from_static("http://b.example/two"));
+        match chain.decide(302, &two, 10) {
+            Next::Fail(Outcome::Failure(f)) => assert!(
+                f.kind == FailureKind::BadRedirect
+                    && f.detail.contains("two different Location headers"),
+                "{f:?}"
+            ),
+            _ => panic!("two different Locations were followed"),
+        }
+        let mut same = headers(&[("location", "/next")]);
+        same.append(LOCATION, HeaderValue::from_static("/next"));
+        assert!(matches!(chain.decide(302, &same, 10), Next::Follow));
     }
 
     #[test]
