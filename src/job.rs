@@ -80,14 +80,17 @@ struct WireJob {
     #[serde(default, rename = "id")]
     #[cfg_attr(test, schemars(with = "Option<schema::JobId>"))]
     _id: Option<Value>,
-    /// The page to check: http or https, no credentials.
+    /// The page to check: http or https, no credentials; at most 4096 bytes of UTF-8
+    /// (`maxLength` counts characters: a URL of non-ASCII characters may pass it and
+    /// still be longer).
     #[cfg_attr(test, schemars(length(min = 1, max = 4096)))]
     url: String,
     /// GET (the default) or HEAD, in any case.
     #[serde(default)]
     #[cfg_attr(test, schemars(regex(pattern = r"^([Gg][Ee][Tt]|[Hh][Ee][Aa][Dd])$")))]
     method: Option<String>,
-    /// The identity of the monitored check (1 to 200 bytes); derived when absent.
+    /// The identity of the monitored check (1 to 200 bytes of UTF-8, no control
+    /// characters; `maxLength` counts characters); derived when absent.
     #[serde(default)]
     #[cfg_attr(test, schemars(length(min = 1, max = 200)))]
     key: Option<String>,

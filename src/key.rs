@@ -10,7 +10,8 @@
 //! METHOD\n                      GET or HEAD
 //! URL\n                         the URL as parsed (WHATWG: lower-case scheme and host,
 //!                               default port dropped, "/" for an empty path)
-//! header:NAME:VALUE\n           one line per job header, NAME lower-cased, sorted
+//! header:NAME:VALUE\n           one line per job header, NAME lower-cased, sorted by NAME
+//!                               then VALUE (`accept` before `accept-language`)
 //! expect:FIELD:VALUE\n          one line per expect field present, in this order:
 //!                               status (codes sorted, comma-separated), min_body_bytes,
 //!                               body_contains, body_not_contains, max_latency_ms;
@@ -192,6 +193,22 @@ mod tests {
             canonical("https://www.example.gov/", Method::Get, &h, &e),
             "picket-key-v1\nGET\nhttps://www.example.gov/\nheader:accept-language:zh-CN\n\
              expect:status:200,301\nexpect:body_contains:欢迎\nexpect:max_latency_ms:5000\n"
+        );
+        // Sorted by name, then value: not by the whole line, where `-` (0x2d) sorts
+        // before `:` (0x3a) and `accept-language:` would come first.
+        let h = vec![
+            ("Accept-Language".to_string(), "zh-CN".to_string()),
+            ("Accept".to_string(), "text/html".to_string()),
+        ];
+        assert_eq!(
+            canonical(
+                "https://www.example.gov/",
+                Method::Get,
+                &h,
+                &Expect::default()
+            ),
+            "picket-key-v1\nGET\nhttps://www.example.gov/\nheader:accept:text/html\n\
+             header:accept-language:zh-CN\n"
         );
         // sha256("abc") begins ba7816bf8f01cfea414140de5dae2223.
         assert_eq!(short_hash("abc"), "ba7816bf8f01cfea414140de5dae2223");
