@@ -155,6 +155,17 @@ pub struct Rejected {
     pub detail: String,
 }
 
+/// `url` with its password, if it has one, replaced by `***`; as given otherwise.
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// What a message turned out to be.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
@@ -196,12 +207,14 @@ pub fn decode(bytes: &[u8], fallback_id: &str, max_bytes: usize) -> Result<Decod
         Some(Value::String(s)) => s.chars().take(MAX_URL_LEN).collect::<String>(),
         _ => String::new(),
     };
+    // Echoed in the refusal, which every results subscriber reads: never a password.
+    let url_echoed = without_password(&url_given);
     let meta = echoed_meta(&fields)?;
     let reject = |detail: String| {
         Ok(Decoded::Rejected(Rejected {
             id: id.clone(),
             key: rejected_key(&fields, &url_given),
-            url: url_given.clone(),
+            url: url_echoed.clone(),
             meta: meta.clone(),
             detail,
         }))
@@ -543,6 +556,17 @@ mod tests {
             Decoded::Rejected(r) => r,
             Decoded::Job(j) => panic!("accepted: {j:?}"),
         }
+    }
+
+    /// The refusal goes to every subscriber of the results exchange and into
+    /// `picket results` tables: the password a publisher put in a URL must not.
+    #[test]
+    fn a_url_refused_for_its_credentials_is_echoed_without_its_password() {
+        let r = rejected(r#"{"url":"http://user:secretpw@a.example/priv"}"#);
+        assert!(r.detail.contains("credentials"), "{}", r.detail);
+        assert_eq!(r.url, "http://user:***@a.example/priv");
+        let r = rejected(r#"{"url":"ftp://a.example/x"}"#);
+        assert_eq!(r.url, "ftp://a.example/x", "nothing to hide: as given");
     }
 
     #[test]
