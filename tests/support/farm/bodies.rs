@@ -129,19 +129,7 @@ pub(super) async fn bodies(b: &mut Builder) {
     } in cases
     {
         let body = Bytes::from(compress(text.as_bytes()));
-        let router = Router::new().route(
-            "/",
-            any(move || async move {
-                (
-                    [
-                        (header::CONTENT_TYPE, HTML_UTF8),
-                        (header::CONTENT_ENCODING, encoding),
-                    ],
-                    body,
-                )
-                    .into_response()
-            }),
-        );
+        let router = encoded(body, encoding);
         b.http(
             name,
             router,
@@ -171,19 +159,7 @@ pub(super) async fn bodies(b: &mut Builder) {
         ),
     ] {
         let body = Bytes::from(text.clone());
-        let router = Router::new().route(
-            "/",
-            any(move || async move {
-                (
-                    [
-                        (header::CONTENT_TYPE, HTML_UTF8),
-                        (header::CONTENT_ENCODING, encoding),
-                    ],
-                    body,
-                )
-                    .into_response()
-            }),
-        );
+        let router = encoded(body, encoding);
         b.http(
             name,
             router,
@@ -215,4 +191,22 @@ pub(super) async fn bodies(b: &mut Builder) {
         vec![Fact::Truncated(true), Fact::BodyBytes(2 * 1024 * 1024)],
     )
     .await;
+}
+
+/// A site answering every path with `body` as UTF-8 HTML labelled `Content-Encoding:
+/// encoding`.
+fn encoded(body: Bytes, encoding: &'static str) -> Router {
+    Router::new().route(
+        "/",
+        any(move || async move {
+            (
+                [
+                    (header::CONTENT_TYPE, HTML_UTF8),
+                    (header::CONTENT_ENCODING, encoding),
+                ],
+                body,
+            )
+                .into_response()
+        }),
+    )
 }

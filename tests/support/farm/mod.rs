@@ -439,6 +439,19 @@ impl Builder {
         self.add(name, "http", addr, "/", expect, truth, picket, facts);
     }
 
+    /// As [`Builder::http`] for a site whose every path answers 200 with `body`, HTML.
+    async fn static_page(
+        &mut self,
+        name: &'static str,
+        body: &'static str,
+        truth: Truth,
+        picket: Said,
+    ) {
+        let router =
+            Router::new().route("/", any(move || async move { html(StatusCode::OK, body) }));
+        self.http(name, router, None, truth, picket, vec![]).await;
+    }
+
     /// As [`Builder::http`] for a raw TCP handler.
     async fn raw<F, Fut>(
         &mut self,

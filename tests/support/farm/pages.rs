@@ -316,14 +316,9 @@ pub(super) async fn hidden_phrases(b: &mut Builder) {
 
     // A CMS's page keeps its error messages in the markup, hidden until a script shows
     // one: a person sees the page.
-    b.http(
+    b.static_page(
         "phrases-hidden",
-        Router::new().route(
-            "/",
-            any(|| async {
-                html(
-                    StatusCode::OK,
-                    "<!DOCTYPE html><html><head><title>County office</title></head><body>\
+        "<!DOCTYPE html><html><head><title>County office</title></head><body>\
                      <div id=\"login-error\" style=\"DISPLAY : None\"><div class=\"msg\">\
                      Access denied: wrong password.</div></div>\
                      <p hidden>Your account has been suspended.</p>\
@@ -331,46 +326,31 @@ pub(super) async fn hidden_phrases(b: &mut Builder) {
                      </span><h1>County office</h1><br><img src=\"/map.png\" style=\"display:none\">\
                      <p>Opening hours, services and contact details of the county office.</p>\
                      </body></html>",
-                )
-            }),
-        ),
-        None,
         truth(
             "up",
             Some("ok"),
             "a working page with \"access denied\", \"account suspended\" and \"request blocked\" in elements hidden by an inline style or the hidden attribute",
         ),
         said("up", "ok"),
-        vec![],
     )
     .await;
 
     // A block page with hidden parts of its own: the words it shows still tell.
-    b.http(
+    b.static_page(
         "block-page-hidden-parts",
-        Router::new().route(
-            "/",
-            any(|| async {
-                html(
-                    StatusCode::OK,
-                    "<!DOCTYPE html><html><head><title>403</title></head><body>\
+        "<!DOCTYPE html><html><head><title>403</title></head><body>\
                      <div style=\"display:none\">Tracking pixel holder</div>\
                      <div class=\"debug\"><span hidden>Debug: rule 942100 matched</div>\
                      <h1 aria-hidden=\"true\">Access denied</h1>\
                      <p>You do not have permission to view this page on this server. \
                      Contact the administrator if you believe this is a mistake.</p>\
                      </body></html>",
-                )
-            }),
-        ),
-        None,
         truth(
             "not up",
             None,
             "200, but the page says \"Access denied\" (after an element hidden and left unclosed in its parent, in a heading hidden only from screen readers)",
         ),
         said("degraded", "body_mismatch"),
-        vec![],
     )
     .await;
 }
