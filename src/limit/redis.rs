@@ -60,10 +60,6 @@ const FALLBACK_MARGIN: Duration = Duration::from_millis(250);
 /// overflowing.
 const AN_HOUR: Duration = Duration::from_secs(3600);
 
-/// How many times one request goes back from the fallback to Redis before it stays in
-/// the fallback until granted ([`RedisLimiter::through_fallback`]).
-const MAX_RETURNS: u32 = 2;
-
 /// Keys whose local view is kept before old ones are swept.
 const SWEEP_ABOVE: usize = 10_000;
 
@@ -354,7 +350,7 @@ impl RedisLimiter {
     /// `redis.timeout`: the kind of call booking is ([`scripts::ALIVE`]). A Redis at
     /// its `maxmemory` answers reads and refuses writes, one under an ACL may refuse
     /// scripts alone: a plainer call would send callers back to it in a loop.
-    async fn reach(&self, tat: &str) -> Result<(), String> {
+    async fn reach(&self, tat: &str) -> Result<(), CallError> {
         let alive = format!("{}alive", tat.trim_end_matches("tat"));
         let script = redis::Script::new(scripts::ALIVE);
         self.call::<i64>(script.key(alive)).await.map(drop)
@@ -410,10 +406,12 @@ impl RedisLimiter {
     /// ([`Way::ToRedis`]): the fallback's schedule knows nothing of what Redis grants
     /// from then on, and granting on both put a second stream of requests beside the
     /// first. What it had booked here stays booked, and is carried into Redis by the
-    /// next booking. Unless it came back here [`MAX_RETURNS`] times already
-    /// (`may_return` false): a Redis that takes the check for back and then fails every
-    /// booking (a script erring, a flapping node) would send it round for ever, each
-    /// trip starting its fallback later.
+    /// next booking. Unless Redis refused its booking (`may_return` false, see
+    /// [`CallError::refused`]): a Redis that takes the check for back and then refuses
+    /// every booking (an ACL allowing some keys only) would send it round for ever, each
+    /// trip starting its fallback later. Failures that are no answer (a failover, a
+    /// stall) send it back as soon as Redis takes the check: staying would let the
+    /// fallback grant beside Redis.
     async fn through_fallback(&self, req: Request<'_>, key: &str, may_return: bool) -> Way {
         let switches = self.switched(|_| {});
         let mut first = false;
@@ -508,7 +506,7 @@ impl RedisLimiter {
         let left = req.max_wait.saturating_sub(start.elapsed());
         if self.view(key, |_| {}).failing_since(booked) {
             drop(lease);
-            return Some(Way::ToFallback(waited));
+            return Some(Way::ToFallback(waited, false));
         }
         let Some(shadow) = self.shadow(&req, key, left).await else {
             drop(lease);
@@ -523,7 +521,7 @@ impl RedisLimiter {
     }
 
     /// Whether a hold runs now on `req`'s host or its IP (see [`scripts::HELD`]).
-    async fn hold_began(&self, req: &Request<'_>, key: &str) -> Result<bool, String> {
+    async fn hold_began(&self, req: &Request<'_>, key: &str) -> Result<bool, CallError> {
         let script = redis::Script::new(scripts::HELD);
         let mut inv = script.key(self.standing_key(key));
         inv.arg(req.host.to_ascii_lowercase());
@@ -534,16 +532,19 @@ impl RedisLimiter {
     async fn call<T: redis::FromRedisValue>(
         &self,
         inv: redis::ScriptInvocation<'_>,
-    ) -> Result<T, String> {
+    ) -> Result<T, CallError> {
         let call = async {
-            let mut conn = self.pool.get().await?;
+            let mut conn = self.pool.get().await.map_err(CallError::away)?;
             inv.invoke_async::<T>(&mut conn)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| CallError::of(&e))
         };
         match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+            Err(_) => Err(CallError::away(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
         }
     }
 
@@ -555,7 +556,7 @@ impl RedisLimiter {
         key: &str,
         left: Duration,
         id: &str,
-    ) -> Result<Booking, String> {
+    ) -> Result<Booking, CallError> {
         let rate = self.booking_rate(req);
         let pace_ms = self.view(key, |_| {}).pace.interval_ms();
         if pace_ms > 1000.0 / rate.rate {
@@ -748,7 +749,7 @@ impl Limiter for RedisLimiter {
             // the prober moves the probe's deadline on by it.
             let mut waited = Duration::ZERO;
             let mut on_redis = !self.redis_resting();
-            let mut returns = 0;
+            let mut may_return = true;
             loop {
                 let rest = Request {
                     max_wait: req.max_wait.saturating_sub(start.elapsed()),
@@ -757,8 +758,7 @@ impl Limiter for RedisLimiter {
                 let way = if on_redis {
                     self.through_redis(rest, &key, waited).await
                 } else {
-                    self.through_fallback(rest, &key, returns < MAX_RETURNS)
-                        .await
+                    self.through_fallback(rest, &key, may_return).await
                 };
                 match way {
                     Way::Granted(Grant::Go(mut permit)) if !on_redis => {
@@ -766,18 +766,59 @@ impl Limiter for RedisLimiter {
                         return Grant::Go(permit);
                     }
                     Way::Granted(grant) => return grant,
-                    Way::ToFallback(w) => {
+                    Way::ToFallback(w, refused) => {
                         waited = w;
                         on_redis = false;
+                        may_return &= !refused;
                     }
                     Way::ToRedis(w) => {
                         waited += w;
                         on_redis = true;
-                        returns += 1;
                     }
                 }
             }
         })
+    }
+}
+
+/// Why a Redis call failed, and whether Redis itself said no.
+#[derive(Debug)]
+struct CallError {
+    text: String,
+    /// Redis answered a refusal that asking again will not change: an ACL (`NOPERM`),
+    /// its `maxmemory` (`OOM`), a script or type error (`ERR`, `WRONGTYPE`). Not a
+    /// failover's answers (`READONLY`, `MOVED`, `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`,
+    /// `BUSY`, `MASTERDOWN`), which pass.
+    refused: bool,
+}
+
+impl CallError {
+    /// No answer: Redis away, slow, or its connection lost.
+    fn away(text: String) -> CallError {
+        CallError {
+            text,
+            refused: false,
+        }
+    }
+
+    fn of(e: &redis::RedisError) -> CallError {
+        CallError {
+            text: e.to_string(),
+            refused: matches!(e.code(), Some("NOPERM" | "OOM" | "ERR" | "WRONGTYPE")),
+        }
+    }
+}
+
+impl std::ops::Deref for CallError {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl From<CallError> for String {
+    fn from(e: CallError) -> String {
+        e.text
     }
 }
 
@@ -786,8 +827,9 @@ enum Way {
     /// The limiter's answer.
     Granted(Grant),
     /// Redis failed (or failed while it slept on its slot): on to the fallback, having
-    /// waited this long in all.
-    ToFallback(Duration),
+    /// waited this long in all; to stay there when Redis refused the booking
+    /// ([`CallError::refused`]).
+    ToFallback(Duration, bool),
     /// Redis answers again: on to Redis, having waited this much longer in the fallback.
     ToRedis(Duration),
 }
@@ -806,7 +848,7 @@ impl RedisLimiter {
                 Ok(booking) => booking,
                 Err(e) => {
                     self.key_failed(key, &e);
-                    return Way::ToFallback(waited);
+                    return Way::ToFallback(waited, e.refused);
                 }
             };
             self.redis_worked();
