@@ -605,6 +605,43 @@ mod tests {
         assert!(r.cached, "its own verdict is served");
     }
 
+    /// A `down` must be the site's fault. An answer to the handshake that is no TLS may
+    /// come from our own way out (a captive portal, an intercepting proxy or firewall
+    /// answering port 443 with its plain-HTTP page): when the canaries fail the same
+    /// way, it is ours, as a refused connection is.
+    #[tokio::test]
+    async fn no_tls_from_the_canaries_too_is_our_network_not_the_site() {
+        let no_tls = Outcome::Failure(Failure {
+            kind: FailureKind::NoTls,
+            detail: "a.example (192.0.2.1:443): TLS failed: the server does not speak TLS \
+                     on this port (received corrupt message of type InvalidContentType)"
+                .into(),
+        });
+        let p = Scripted::new(vec![no_tls; 20]);
+        let mut s = Settings::from_toml(
+            "[probe]\nretry_delay = \"1ms\"\nattempts = 3\ncanaries = [\"https://canary.example/\"]\n",
+        )
+        .expect("cfg");
+        s.worker.name = "w".into();
+        let judge = JudgeSettings::new(&s.probe, &s.tls);
+        let e = Engine::new(
+            p.clone(),
+            Arc::new(MemoryState::default()),
+            &s.probe,
+            judge,
+            "w".into(),
+        );
+        let r = e
+            .run(&job_for_url("https://a.example/", "j").expect("job"))
+            .await;
+        assert_eq!(
+            (r.verdict, r.reason),
+            (Verdict::Unknown, Reason::EgressUnavailable),
+            "{}",
+            r.detail
+        );
+    }
+
     #[tokio::test]
     async fn a_blip_is_not_down_and_retries_change_egress() {
         let p = Scripted::new(vec![refused(), ok()]);

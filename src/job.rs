@@ -569,6 +569,28 @@ mod tests {
         assert_eq!(r.url, "ftp://a.example/x", "nothing to hide: as given");
     }
 
+    /// The same for a password in a URL refused for something else as well (a port out
+    /// of range: the URL does not parse), where the refusal's detail quotes the URL too.
+    #[test]
+    fn a_url_that_does_not_parse_is_echoed_without_its_password() {
+        let r = rejected(r#"{"url":"http://user:secretpw@a.example:99999/priv"}"#);
+        assert!(
+            !r.url.contains("secretpw") && !r.detail.contains("secretpw"),
+            "url {:?}, detail {:?}",
+            r.url,
+            r.detail
+        );
+    }
+
+    /// A token given as the URL's user (`https://TOKEN@host/`, as Git hosts and many
+    /// APIs take it) is as secret as a password, and refused for the same reason.
+    #[test]
+    fn a_token_in_the_user_of_a_refused_url_is_not_echoed() {
+        let r = rejected(r#"{"url":"https://ghp_secrettoken123@a.example/priv"}"#);
+        assert!(r.detail.contains("credentials"), "{}", r.detail);
+        assert!(!r.url.contains("ghp_secrettoken123"), "{}", r.url);
+    }
+
     #[test]
     fn an_unknown_job_field_is_refused_by_name_with_the_schema_version() {
         let Decoded::Rejected(r) =

@@ -300,3 +300,79 @@ fn cert_problem(c: &rustls::CertificateError) -> String {
         other => format!("is not valid: {other:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The error a rustls client gets from a server that does speak TLS but sends a
+    /// `Certificate` message of `chain_bytes` (a long chain, as some hosting and
+    /// government CAs issue), in memory.
+    fn handshake_with_a_chain_of(chain_bytes: usize) -> rustls::Error {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["big.test".into()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let leaf = rustls::pki_types::CertificateDer::from(cert.der().to_vec());
+        let mut chain = vec![leaf.clone()];
+        while chain.iter().map(|c| c.len() + 3).sum::<usize>() < chain_bytes {
+            chain.push(leaf.clone());
+        }
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key");
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("big.test").expect("name");
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name).expect("client");
+        let mut server = rustls::ServerConnection::new(Arc::new(server)).expect("server");
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).expect("client writes");
+            }
+            let mut rd = &wire[..];
+            while !rd.is_empty() {
+                server.read_tls(&mut rd).expect("server reads");
+                server.process_new_packets().expect("the server's side is fine");
+            }
+            let mut wire = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut wire).expect("server writes");
+            }
+            let mut rd = &wire[..];
+            while !rd.is_empty() {
+                client.read_tls(&mut rd).expect("client reads");
+                if let Err(e) = client.process_new_packets() {
+                    return e;
+                }
+            }
+        }
+        panic!("the handshake did not fail");
+    }
+
+    /// A server that speaks TLS, whose chain (here 80 KB: OpenSSL, curl and Chrome take
+    /// up to 100 KB) rustls refuses as too large, is no port "that does not speak TLS":
+    /// at most the TLS problem `tls.on_error` judges, never down/tls as if the port
+    /// spoke plain HTTP.
+    #[test]
+    fn a_tls_server_with_a_long_chain_is_not_said_to_speak_no_tls() {
+        let e = handshake_with_a_chain_of(80_000);
+        assert!(matches!(e, rustls::Error::InvalidMessage(_)), "{e:?}");
+        let Outcome::Failure(f) = tls_failure(&e, "big.test (192.0.2.7:443)") else {
+            panic!("a failure");
+        };
+        assert_ne!(f.kind, FailureKind::NoTls, "{}", f.detail);
+    }
+}

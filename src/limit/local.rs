@@ -838,6 +838,35 @@ mod retry_after_per_host {
         granted_after_waiting(l.acquire(on("busy.test")).await, t0, 3);
     }
 
+    /// A host's `Retry-After` kept by this limiter (`picket check`, and the worker's
+    /// fallback while Redis is away, where nothing else keeps it) holds however many
+    /// other IPs are asked meanwhile: the sweep of idle keys took an entry holding
+    /// only a host's hold for idle, and the host was asked again at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_host_hold_outlives_a_sweep_of_idle_keys() {
+        let l = limiter();
+        l.hold(on("throttling.test"), Hold::Asked(Duration::from_secs(120)))
+            .await;
+        for i in 0..=SWEEP_ABOVE as u32 {
+            let other = Request {
+                ip: format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)
+                    .parse()
+                    .expect("ip"),
+                ..on("other.test")
+            };
+            assert!(matches!(l.acquire(other).await, Grant::Go(_)));
+        }
+        let short = Request {
+            max_wait: Duration::from_secs(30),
+            ..on("throttling.test")
+        };
+        match l.acquire(short).await {
+            Grant::Paused(left) => assert!(left > Duration::from_secs(119), "{left:?}"),
+            Grant::Go(_) => panic!("sent to a host that asked for a pause (its hold was swept)"),
+            Grant::Defer(d) => panic!("deferred {d:?}"),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_pause_longer_than_the_wait_answers_at_once_without_booking() {
         let l = limiter();

@@ -966,6 +966,19 @@ mod tests {
     }
 
     #[test]
+    fn a_comment_closed_by_dash_dash_bang_hides_nothing_after_it() {
+        // `--!>` ends a comment in HTML's tokenizer too (the "incorrectly closed
+        // comment" parse error): a browser shows what follows.
+        let page = "<html><head><!-- build 42 --!><title>Error</title></head><body>\
+                    <h1>Access Denied</h1><p>You don't have permission to access this \
+                    server.</p></body></html>";
+        assert_eq!(
+            soft_failure(page).as_deref(),
+            Some("block page (\"access denied\")")
+        );
+    }
+
+    #[test]
     fn where_a_person_reads_nothing_is_found_in_one_pass() {
         let unseen = |page: &str| Unseen::of(page.as_bytes()).0;
         assert_eq!(unseen("a<!--b-->c<i>d</i>"), vec![1..9, 11..13, 15..18]);

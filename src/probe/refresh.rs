@@ -430,6 +430,16 @@ mod tests {
         assert_eq!(target(None, styled), None);
     }
 
+    /// `<!-->`, `<!--->` and a comment closed by `--!>` end where a browser ends them:
+    /// the refresh after them is followed (a stub was judged as the page it is not).
+    #[test]
+    fn a_refresh_after_an_abruptly_closed_comment_counts() {
+        for opener in ["<!-->", "<!--->", "<!-- stub --!>"] {
+            let stub = format!("{opener}<meta http-equiv=\"refresh\" content=\"0;url=/new/\">");
+            assert_eq!(target(None, &stub).as_deref(), Some("/new/"), "{stub}");
+        }
+    }
+
     #[test]
     fn a_url_named_anywhere_comes_before_a_reload_of_the_page_itself() {
         let page = "<meta http-equiv=\"refresh\" content=\"0;url=/portal/\">";

@@ -213,6 +213,18 @@ fn find_ascii_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// `<!-->` and `<!--->` are whole, empty comments to a browser, and `--!>` closes a
+    /// comment too: the page after them shows. A working page starting with one was
+    /// judged blank (`down/body_too_small`): the comment was taken to run to the next
+    /// `-->`, or the end of the page.
+    #[test]
+    fn a_page_after_an_abruptly_closed_comment_shows() {
+        for opener in ["<!-->", "<!--->", "<!-- build 42 --!>"] {
+            let page = format!("{opener}<html><body><h1>County office</h1></body></html>");
+            assert!(!shows_nothing(&page), "{page}");
+        }
+    }
+
     #[test]
     fn a_page_with_no_text_and_nothing_drawn_shows_nothing() {
         for blank in [
