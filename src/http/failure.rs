@@ -322,7 +322,9 @@ mod tests {
         while chain.iter().map(|c| c.len() + 3).sum::<usize>() < chain_bytes {
             chain.push(leaf.clone());
         }
-        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+            rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+        );
         let server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .expect("versions")
