@@ -65,22 +65,36 @@ impl RedisCheck {
 
     /// Sets `picket_redis_evicts` from what Redis says of its memory: whether it may
     /// drop keys when full (a `maxmemory` with a policy other than `noeviction`), which
-    /// loses states and limits silently. Unknown (a Redis that refuses `INFO`, or a
-    /// cluster's answer of several nodes) leaves the gauge as it was.
+    /// loses states and limits silently. A cluster answers for each primary (redis-rs
+    /// sends `INFO` to all of them and maps each node to its answer): one that may evict
+    /// is enough. Unknown (a Redis that refuses `INFO`) leaves the gauge as it was.
     async fn eviction(&self) {
         let info = async {
             let mut c = self.pool.get().await.ok()?;
             redis::cmd("INFO")
                 .arg("memory")
-                .query_async::<String>(&mut c)
+                .query_async::<redis::Value>(&mut c)
                 .await
                 .ok()
         };
-        if let Ok(Some(text)) = tokio::time::timeout(Duration::from_secs(1), info).await {
-            if let Some(evicts) = evicts(&text) {
+        if let Ok(Some(answer)) = tokio::time::timeout(Duration::from_secs(1), info).await {
+            if let Some(evicts) = evicts_in(&answer) {
                 crate::metric::redis_evicts(evicts);
             }
         }
+    }
+}
+
+/// Whether an `INFO memory` answer says Redis may evict keys: one node's text, or a
+/// cluster's map of node to text (any node that may evict says so; a node that
+/// failed says nothing); `None` when no node says.
+fn evicts_in(answer: &redis::Value) -> Option<bool> {
+    match answer {
+        redis::Value::Map(nodes) => nodes
+            .iter()
+            .filter_map(|(_, node)| evicts_in(node))
+            .reduce(|a, b| a || b),
+        text => evicts(&redis::from_redis_value_ref::<String>(text).ok()?),
     }
 }
 
@@ -197,5 +211,37 @@ mod tests {
         assert_eq!(evicts(&info("104857600", "allkeys-lru")), Some(true));
         assert_eq!(evicts(&info("104857600", "volatile-ttl")), Some(true));
         assert_eq!(evicts("# Memory\r\nused_memory:1\r\n"), None);
+    }
+
+    /// On a Redis Cluster, redis-rs sends `INFO` to every primary and answers with a
+    /// map of node to text (its `Special` response policy): read as one string it
+    /// failed, and `picket_redis_evicts` was never set for any cluster.
+    #[test]
+    fn eviction_is_read_from_each_node_of_a_cluster() {
+        use redis::Value;
+        let info = |policy: &str| {
+            Value::BulkString(
+                format!("# Memory\r\nmaxmemory:104857600\r\nmaxmemory_policy:{policy}\r\n")
+                    .into_bytes(),
+            )
+        };
+        let node = |n: u16| Value::BulkString(format!("127.0.0.1:{n}").into_bytes());
+        let cluster = |policies: &[&str]| {
+            Value::Map(
+                policies
+                    .iter()
+                    .zip(7000..)
+                    .map(|(p, n)| (node(n), info(p)))
+                    .collect(),
+            )
+        };
+        assert_eq!(evicts_in(&cluster(&["noeviction", "noeviction"])), Some(false));
+        assert_eq!(evicts_in(&cluster(&["noeviction", "allkeys-lru"])), Some(true));
+        assert_eq!(evicts_in(&info("volatile-lru")), Some(true), "a single Redis");
+        let failed = Value::Map(vec![(
+            node(7000),
+            Value::SimpleString("not text".into()),
+        )]);
+        assert_eq!(evicts_in(&failed), None, "no node says");
     }
 }

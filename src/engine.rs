@@ -223,9 +223,14 @@ impl Engine {
         let mut reason = decisive.reason;
         let mut detail = decisive.detail.clone();
         // A site we cannot reach while known-good sites are unreachable too says
-        // nothing about the site: our network is failing.
+        // nothing about the site: our network is failing. So is a TLS failure they
+        // share (a middlebox of ours answering port 443 with its own page or
+        // certificate).
         if verdict == Verdict::Down
-            && matches!(reason, Reason::Connect | Reason::Timeout | Reason::Dns)
+            && matches!(
+                reason,
+                Reason::Connect | Reason::Timeout | Reason::Dns | Reason::Tls
+            )
         {
             let blamed = self
                 .our_side

@@ -251,10 +251,15 @@ pub(super) fn missing_issuer(e: &reqwest::Error) -> Option<&super::issuers::Miss
 }
 
 /// A failed handshake as a failure: a certificate or TLS problem, or an answer that is
-/// no TLS at all (an `https://` URL naming a port that speaks plain HTTP).
+/// no TLS at all (an `https://` URL naming a port that speaks plain HTTP). Only a first
+/// record whose header is no TLS header says so (plain HTTP's `HTTP/1.1`, an SSH or
+/// SMTP banner: no content type, or no TLS version): the other `InvalidMessage`s are
+/// TLS that rustls finds malformed or too large (a chain over 64 KB, which OpenSSL and
+/// Chrome take up to 100 KB), from servers that do speak TLS.
 pub(super) fn tls_failure(e: &rustls::Error, at: &str) -> Outcome {
+    use rustls::InvalidMessage as M;
     match e {
-        rustls::Error::InvalidMessage(_) => fail(
+        rustls::Error::InvalidMessage(M::InvalidContentType | M::UnknownProtocolVersion) => fail(
             FailureKind::NoTls,
             format!("{at}: TLS failed: the server does not speak TLS on this port ({e})"),
         ),

@@ -80,10 +80,14 @@ pub struct LocalLimiter {
 const SWEEP_ABOVE: usize = 10_000;
 
 /// Whether a key's entry is still needed at `now`: a slot booked ahead, a line of
-/// deferred jobs, or a request in flight. (Sweeping an entry that holds only a hold or a
-/// back-off forgets it; the shared limiter keeps those in Redis.)
+/// deferred jobs, a request in flight, or a hold on the IP or one of its hosts (this
+/// limiter is `picket check`'s, and the worker's while Redis is away: nothing else
+/// keeps them then).
 fn busy(s: &KeyState, now: Instant) -> bool {
-    s.tat > now || s.line.last > now || s.inflight.available_permits() < s.max_inflight as usize
+    s.tat > now
+        || s.line.last > now
+        || s.inflight.available_permits() < s.max_inflight as usize
+        || s.standing.holds(now)
 }
 
 impl LocalLimiter {

@@ -346,6 +346,14 @@ pub(crate) struct Standing {
 }
 
 impl Standing {
+    /// Whether a hold on a host or on the IP runs at `now`: forgetting the standing
+    /// would lose it.
+    pub(crate) fn holds(&self, now: Instant) -> bool {
+        self.held(now)
+            || self.ip_paused(now)
+            || self.host_holds.iter().any(|(_, until, _)| *until > now)
+    }
+
     /// The back-off level (0: none).
     pub(crate) fn level(&self) -> u32 {
         self.level

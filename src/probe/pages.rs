@@ -429,16 +429,9 @@ impl Unseen {
         while let Some(lt) = memchr::memchr(b'<', &lower[i..]).map(|p| i + p) {
             let rest = &lower[lt..];
             if rest.starts_with(b"<!--") {
-                // `<!-->` and `<!--->` are whole, empty comments to a browser (the
-                // "abrupt closing of empty comment" parse error); an unclosed comment
-                // hides the rest, as in browsers.
-                let end = if rest[4..].starts_with(b">") {
-                    lt + 5
-                } else if rest[4..].starts_with(b"->") {
-                    lt + 6
-                } else {
-                    memchr::memmem::find(&rest[4..], b"-->").map_or(lower.len(), |e| lt + 4 + e + 3)
-                };
+                // Where a browser ends it: `<!-->` and `<!--->` are whole, empty
+                // comments, `--!>` closes one too; an unclosed comment hides the rest.
+                let end = crate::probe::shown::comment_end(lower, lt);
                 spans.push(lt..end);
                 i = end;
                 continue;

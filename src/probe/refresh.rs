@@ -96,8 +96,8 @@ fn next_construct(text: &str) -> Option<Construct> {
     ];
     for at in memchr::memchr_iter(b'<', text.as_bytes()) {
         let after = &text[at + 1..];
-        if let Some(inside) = after.strip_prefix("!--") {
-            let end = inside.find("-->").map_or(text.len(), |e| at + 4 + e + 3);
+        if after.starts_with("!--") {
+            let end = crate::probe::shown::comment_end(text.as_bytes(), at);
             return Some(Construct {
                 start: at,
                 end,

@@ -104,12 +104,39 @@ enum Markup {
     Drawing(usize),
 }
 
+/// Where the comment opened by the `<!--` at `b[at]` ends (just past it), as HTML's
+/// tokenizer ends it: at once for `<!-->` and `<!--->` (the "abrupt closing of empty
+/// comment" parse error), else at the first `-->` or `--!>` (the "incorrectly closed
+/// comment" one); a comment never closed runs to the end. Each byte is looked at a
+/// bounded number of times.
+pub(crate) fn comment_end(b: &[u8], at: usize) -> usize {
+    let from = at + 4;
+    let body = &b[from.min(b.len())..];
+    if body.starts_with(b">") {
+        return from + 1;
+    }
+    if body.starts_with(b"->") {
+        return from + 2;
+    }
+    let mut i = from;
+    while let Some(p) = memchr::memmem::find(&b[i..], b"--").map(|p| i + p) {
+        let after = &b[p + 2..];
+        if after.starts_with(b">") {
+            return p + 3;
+        }
+        if after.starts_with(b"!>") {
+            return p + 4;
+        }
+        i = p + 1;
+    }
+    b.len()
+}
+
 /// What the `<` at `b[at]` opens, and where it ends.
 fn markup(b: &[u8], at: usize) -> Markup {
     let rest = &b[at..];
     if rest.starts_with(b"<!--") {
-        let end = memchr::memmem::find(&rest[4..], b"-->").map_or(b.len(), |e| at + 4 + e + 3);
-        return Markup::Hidden(end);
+        return Markup::Hidden(comment_end(b, at));
     }
     let closing = rest.get(1) == Some(&b'/');
     if !opens_markup(rest, closing) {
