@@ -235,13 +235,20 @@ mod tests {
                     .collect(),
             )
         };
-        assert_eq!(evicts_in(&cluster(&["noeviction", "noeviction"])), Some(false));
-        assert_eq!(evicts_in(&cluster(&["noeviction", "allkeys-lru"])), Some(true));
-        assert_eq!(evicts_in(&info("volatile-lru")), Some(true), "a single Redis");
-        let failed = Value::Map(vec![(
-            node(7000),
-            Value::SimpleString("not text".into()),
-        )]);
+        assert_eq!(
+            evicts_in(&cluster(&["noeviction", "noeviction"])),
+            Some(false)
+        );
+        assert_eq!(
+            evicts_in(&cluster(&["noeviction", "allkeys-lru"])),
+            Some(true)
+        );
+        assert_eq!(
+            evicts_in(&info("volatile-lru")),
+            Some(true),
+            "a single Redis"
+        );
+        let failed = Value::Map(vec![(node(7000), Value::SimpleString("not text".into()))]);
         assert_eq!(evicts_in(&failed), None, "no node says");
     }
 }

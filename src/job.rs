@@ -155,15 +155,38 @@ pub struct Rejected {
     pub detail: String,
 }
 
-/// `url` with its password, if it has one, replaced by `***`; as given otherwise.
+/// `url` with its password, if it has one, replaced by `***`; as given otherwise. Text
+/// that does not parse as a URL (a port out of range, a space in the host) is masked
+/// where its authority's password would be: it is echoed, and quoted in the refusal.
 fn without_password(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));
             parsed.to_string()
         }
-        _ => url.to_string(),
+        Ok(_) => url.to_string(),
+        Err(_) => password_masked(url),
     }
+}
+
+/// `text`, a URL that does not parse, with what follows the first `:` of the userinfo
+/// of its authority (`scheme://user:password@host`) replaced by `***`.
+fn password_masked(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else {
+        return text.to_string();
+    };
+    let start = scheme_end + 3;
+    let authority_len = text[start..]
+        .find(['/', '?', '#', '\\'])
+        .unwrap_or(text.len() - start);
+    let authority = &text[start..start + authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return text.to_string();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return text.to_string();
+    };
+    format!("{}***{}", &text[..start + colon + 1], &text[start + at..])
 }
 
 /// What a message turned out to be.

@@ -352,7 +352,9 @@ mod tests {
             let mut rd = &wire[..];
             while !rd.is_empty() {
                 server.read_tls(&mut rd).expect("server reads");
-                server.process_new_packets().expect("the server's side is fine");
+                server
+                    .process_new_packets()
+                    .expect("the server's side is fine");
             }
             let mut wire = Vec::new();
             while server.wants_write() {

@@ -28,8 +28,11 @@ pub fn parse_target_url(raw: &str) -> Result<Url, String> {
     if raw.len() > MAX_URL_LEN {
         return Err(format!("url is longer than {MAX_URL_LEN} bytes"));
     }
-    let url = Url::parse(raw)
-        .map_err(|e| format!("url {raw:?} is not a valid URL: {e}{}", scheme_hint(raw)))?;
+    let url = Url::parse(raw).map_err(|e| {
+        // Quoted in the refusal every results subscriber reads: never a password.
+        let shown = super::without_password(raw);
+        format!("url {shown:?} is not a valid URL: {e}{}", scheme_hint(raw))
+    })?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
             "url scheme {:?} is not supported (only http and https){}",
