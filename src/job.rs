@@ -160,8 +160,12 @@ pub struct Rejected {
 /// where its authority's password would be: it is echoed, and quoted in the refusal.
 fn without_password(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            // A user alone may be a token (`https://ghp_…@host/`): both go.
+            let _ = parsed.set_username("***");
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
             parsed.to_string()
         }
         Ok(_) => url.to_string(),
@@ -169,8 +173,8 @@ fn without_password(url: &str) -> String {
     }
 }
 
-/// `text`, a URL that does not parse, with what follows the first `:` of the userinfo
-/// of its authority (`scheme://user:password@host`) replaced by `***`.
+/// `text`, a URL that does not parse, with the userinfo of its authority
+/// (`scheme://user:password@host`) replaced by `***`.
 fn password_masked(text: &str) -> String {
     let Some(scheme_end) = text.find("://") else {
         return text.to_string();
@@ -183,10 +187,7 @@ fn password_masked(text: &str) -> String {
     let Some(at) = authority.rfind('@') else {
         return text.to_string();
     };
-    let Some(colon) = authority[..at].find(':') else {
-        return text.to_string();
-    };
-    format!("{}***{}", &text[..start + colon + 1], &text[start + at..])
+    format!("{}***{}", &text[..start], &text[start + at..])
 }
 
 /// What a message turned out to be.
@@ -587,7 +588,7 @@ mod tests {
     fn a_url_refused_for_its_credentials_is_echoed_without_its_password() {
         let r = rejected(r#"{"url":"http://user:secretpw@a.example/priv"}"#);
         assert!(r.detail.contains("credentials"), "{}", r.detail);
-        assert_eq!(r.url, "http://user:***@a.example/priv");
+        assert_eq!(r.url, "http://***:***@a.example/priv");
         let r = rejected(r#"{"url":"ftp://a.example/x"}"#);
         assert_eq!(r.url, "ftp://a.example/x", "nothing to hide: as given");
     }
