@@ -317,3 +317,51 @@ async fn slots_booked_on_a_node_that_died_are_not_sent_on_while_other_nodes_answ
         "{most} grants in 1 s to the IP whose node died (burst + rate = 6): {offsets:?}"
     );
 }
+
+/// `/readyz` on a cluster: every primary must answer, not only the node of the key the
+/// check writes (the limits and states of the IPs and sites on a dead primary fail while
+/// it is down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_on_a_cluster_needs_every_primary() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::launch(3))
+        .await
+        .expect("join")
+        .expect("cluster");
+    let mut s = crate::support::picket::settings();
+    let nodes = cluster_settings(&cluster, "").redis;
+    s.redis.cluster = true;
+    s.redis.nodes = nodes.nodes;
+    s.redis.key_prefix = nodes.key_prefix;
+    s.redis.timeout = Duration::from_millis(500);
+    let ready_key = format!("{}ready", s.redis.key_prefix);
+    let w = crate::support::picket::Worker::start(&s);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = crate::support::ops::get_ops(w.ops, "/readyz").await;
+        if got.as_ref().is_some_and(|(code, _)| *code == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {got:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let holder = cluster.owner(&ready_key).expect("the ready key's node");
+    let other = *cluster
+        .ports()
+        .iter()
+        .find(|p| **p != holder)
+        .expect("another primary");
+    cluster.kill(other);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = crate::support::ops::get_ops(w.ops, "/readyz").await;
+        if last.as_ref().is_some_and(|(code, _)| *code == 503) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (code, body) = last.expect("readyz answers");
+    assert_eq!(code, 503, "a primary is down: {body}");
+    assert!(body.contains("redis=false"), "{body}");
+    w.stop.cancel();
+}
