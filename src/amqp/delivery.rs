@@ -562,4 +562,43 @@ mod tests {
             .expect_err("panics");
         assert_eq!(panic_text(e), "bad input 7");
     }
+
+    /// Review D. A redelivered job (its first delivery took `up → down` and its worker
+    /// died before publishing) that another job of the key overtook is not replayed but
+    /// probed again, and when its IP is busy it is deferred: the copy through the delay
+    /// queue carries neither the broker's `redelivered` flag nor `x-picket-retry-of`, so
+    /// when it comes back it is a new delivery for the key's state, stepped as `down`
+    /// after `down`, and `up → down` is told by no result.
+    #[test]
+    fn review_d_a_deferred_redelivery_is_still_a_redelivery_when_it_comes_back() {
+        use crate::job::Verdict::{Down, Up};
+        use crate::state::{step, Delivery, Record};
+        let body = br#"{"url":"http://a.example/","key":"k"}"#;
+        let props = BasicProperties::default().with_message_id("m-1".into());
+        let first = Received::of(&props, body, false);
+        let again = Received::of(&props, body, true);
+        // The copy `publish_disposition` makes for `Disposition::Defer`.
+        let count = AMQPValue::LongLongInt(again.deferrals + 1);
+        let p = copy_with(&props, DEFERRALS_HEADER, count);
+        let p = copy_with(&p, NOT_BEFORE_HEADER, AMQPValue::LongLongInt(1_800_000_000_000));
+        let back = Received::of(&p, body, false);
+        assert_eq!(back.delivery_id, first.delivery_id);
+        let of = |r: &Received| (r.delivery_id.clone(), r.redelivered);
+        let mut r = Record::default();
+        let new = |id| Delivery { id, redelivered: false };
+        step(&mut r, new("j1"), Up, 1000);
+        let (id, redelivered) = of(&first);
+        let told = step(&mut r, Delivery { id: &id, redelivered }, Down, 2000);
+        assert!(told.changed(Down), "up → down, never published: the worker died");
+        step(&mut r, new("j3"), Down, 3000); // so the redelivery is not replayed
+        // The redelivery (`again`) is deferred: no step. Its copy comes back:
+        let (id, redelivered) = of(&back);
+        let a = step(&mut r, Delivery { id: &id, redelivered }, Down, 5000);
+        assert!(
+            back.redelivered && a.changed(Down),
+            "the deferred copy of a redelivery came back as a new delivery \
+             (redelivered = {}) and up → down was swallowed: {a:?}",
+            back.redelivered
+        );
+    }
 }
