@@ -218,14 +218,7 @@ async fn publish_disposition(
     let props = &delivery.properties;
     match disposition {
         Disposition::Defer(wait) => {
-            let count = AMQPValue::LongLongInt(received.deferrals + 1);
-            let p = copy_with(props, DEFERRALS_HEADER, count);
-            let place = SystemTime::now() + *wait;
-            let ms = place
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-            let at = AMQPValue::LongLongInt(i64::try_from(ms.as_millis()).unwrap_or(i64::MAX));
-            let p = copy_with(&p, NOT_BEFORE_HEADER, at);
+            let p = deferred(props, received, SystemTime::now() + *wait);
             let r = delay(s, delivery, *wait, p).await;
             if r.is_ok() {
                 metric::deferred();
@@ -233,7 +226,7 @@ async fn publish_disposition(
             r
         }
         Disposition::Early(rest) => {
-            let p = republished(props);
+            let p = still_redelivered(republished(props), received);
             let r = delay(s, delivery, *rest, p).await;
             if r.is_ok() {
                 metric::back_early();
@@ -264,6 +257,31 @@ async fn publish_disposition(
             r
         }
     }
+}
+
+/// The properties of a deferred job's copy: one more deferral, its place in its IP's
+/// line (`place`), and, for a redelivery, the message it copies.
+fn deferred(props: &BasicProperties, received: &Received, place: SystemTime) -> BasicProperties {
+    let count = AMQPValue::LongLongInt(received.deferrals + 1);
+    let p = copy_with(props, DEFERRALS_HEADER, count);
+    let ms = place
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = AMQPValue::LongLongInt(i64::try_from(ms.as_millis()).unwrap_or(i64::MAX));
+    still_redelivered(copy_with(&p, NOT_BEFORE_HEADER, at), received)
+}
+
+/// A copy of a redelivered job stays a redelivery of the message it copies (see
+/// `hand_back`): its first delivery may have taken a step whose change was never told,
+/// and the copy comes back without the broker's `redelivered` flag.
+fn still_redelivered(p: BasicProperties, received: &Received) -> BasicProperties {
+    if !received.redelivered {
+        return p;
+    }
+    let of = AMQPValue::LongString(received.delivery_id.as_str().into());
+    let mut headers = p.headers().clone().unwrap_or_default();
+    headers.insert(RETRY_OF_HEADER.into(), of);
+    p.with_headers(headers)
 }
 
 /// Publishes a copy of the job to the delay queue for `wait`.
@@ -578,10 +596,11 @@ mod tests {
         let first = Received::of(&props, body, false);
         let again = Received::of(&props, body, true);
         // The copy `publish_disposition` makes for `Disposition::Defer`.
-        let count = AMQPValue::LongLongInt(again.deferrals + 1);
-        let p = copy_with(&props, DEFERRALS_HEADER, count);
-        let p = copy_with(&p, NOT_BEFORE_HEADER, AMQPValue::LongLongInt(1_800_000_000_000));
+        let place = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
+        let p = deferred(&props, &again, place);
         let back = Received::of(&p, body, false);
+        // And a first delivery's copy is no redelivery.
+        assert!(!Received::of(&deferred(&props, &first, place), body, false).redelivered);
         assert_eq!(back.delivery_id, first.delivery_id);
         let of = |r: &Received| (r.delivery_id.clone(), r.redelivered);
         let mut r = Record::default();
