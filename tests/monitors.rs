@@ -828,3 +828,87 @@ async fn a_worker_whose_clock_runs_ahead_stales_no_verdict_and_moves_no_since() 
     );
     assert!(age_s(&r["since"]).abs() < 60.0, "{r}");
 }
+
+/// Review D. A relay on 127.0.73.x that passes a Redis connection until `cut` is set,
+/// then drops the next answer from Redis with the connection (a connection reset after
+/// the command ran: a network blip, a proxy or a primary going away).
+async fn cutting_relay(
+    listen: &str,
+    server: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(listen).await.expect("relay port");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(server).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut ur, mut uw) = upstream.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut uw).await;
+                });
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = match ur.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cut.swap(false, Ordering::SeqCst) {
+                        break;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    })
+}
+
+/// Review D. A step whose script ran in Redis but whose answer was lost with its
+/// connection (not a timeout: `RedisState::attempt` calls that `Late::No`, "the command
+/// did not run") is not asked again: the result goes out with `previous_verdict: null`,
+/// `changed: false`, while the key's state took `up → down`; the next job finds `down`
+/// after `down`, and the outage is announced by no result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_d_a_step_whose_answer_is_lost_with_its_connection_still_tells_its_change() {
+    use picket::job::Verdict::{Down, Up};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let redis = tokio::task::spawn_blocking(RedisServer::launch)
+        .await
+        .expect("join")
+        .expect("private redis");
+    let server: std::net::SocketAddr = format!("127.0.0.1:{}", redis.port())
+        .parse()
+        .expect("addr");
+    let cut = std::sync::Arc::new(AtomicBool::new(false));
+    let relay = cutting_relay("127.0.73.10:44110", server, cut.clone()).await;
+    let text = toml("").replace(
+        &format!("url = \"{}\"", crate::support::servers().redis_url),
+        "url = \"redis://127.0.73.10:44110/0\"\ntimeout = \"500ms\"",
+    );
+    let s = settings_of(&text);
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    let new = |id| Delivery {
+        id,
+        redelivered: false,
+    };
+    let first = store.step(&report_of("cut", "j1", Up), new("j1")).await;
+    assert!(first.is_some(), "redis answers");
+    cut.store(true, Ordering::SeqCst);
+    let second = store.step(&report_of("cut", "j2", Down), new("j2")).await;
+    let third = store.step(&report_of("cut", "j3", Down), new("j3")).await;
+    relay.abort();
+    let third = third.expect("an answer once reconnected");
+    assert!(
+        second.is_some_and(|a| a.changed(Down)) || third.changed(Down),
+        "up → down was stepped in Redis but told by no result: j2 {second:?}, j3 {third:?}"
+    );
+}
