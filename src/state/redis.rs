@@ -119,7 +119,7 @@ const STALL_PAUSE: Duration = Duration::from_millis(250);
 enum Late {
     /// It failed: the command did not run.
     No,
-    /// It timed out: the command may have run, or may yet.
+    /// It timed out, or its connection dropped: the command may have run, or may yet.
     Maybe,
 }
 
@@ -208,9 +208,10 @@ impl RedisState {
         let work = async {
             let mut conn = self.pool.get().await.map_err(|e| (e, false))?;
             // The connection's own response timeout (`redis.timeout`) usually ends it.
+            // A connection that dropped with the command on it may have run it too.
             f(&mut conn)
                 .await
-                .map_err(|e| (e.to_string(), e.is_timeout()))
+                .map_err(|e| (e.to_string(), e.is_timeout() || e.is_connection_dropped()))
         };
         let outcome = tokio::time::timeout(self.timeout, work).await;
         if let Ok(Ok(v)) = outcome {
@@ -226,6 +227,10 @@ impl RedisState {
             Ok(Err((e, false))) => {
                 tracing::warn!(error = %e, "redis {what} failed; going on without the state");
                 Err(Late::No)
+            }
+            Ok(Err((e, true))) => {
+                tracing::warn!(error = %e, "redis {what} got no answer (timed out or connection dropped); it may have run");
+                Err(Late::Maybe)
             }
             _ => {
                 tracing::warn!("redis {what} timed out");
