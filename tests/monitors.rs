@@ -839,7 +839,9 @@ async fn cutting_relay(
 ) -> tokio::task::JoinHandle<()> {
     use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind(listen).await.expect("relay port");
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .expect("relay port");
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let cut = cut.clone();
@@ -884,9 +886,7 @@ async fn review_d_a_step_whose_answer_is_lost_with_its_connection_still_tells_it
         .await
         .expect("join")
         .expect("private redis");
-    let server: std::net::SocketAddr = format!("127.0.0.1:{}", redis.port())
-        .parse()
-        .expect("addr");
+    let server: std::net::SocketAddr = format!("127.0.0.1:{}", redis.port()).parse().expect("addr");
     let cut = std::sync::Arc::new(AtomicBool::new(false));
     let relay = cutting_relay("127.0.73.10:44110", server, cut.clone()).await;
     let text = toml("").replace(

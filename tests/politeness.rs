@@ -978,6 +978,102 @@ async fn a_shared_server_in_maintenance_answers_every_round_of_checks_in_time() 
     assert_eq!(nginx.hits().with_status(503), 2 * names.len());
 }
 
+/// Checks every host of `names` (on `nginx`'s port) at once through one in-process
+/// engine at 2 requests a second (burst 2, 2 in flight), as `picket check` does.
+async fn check_all_at_once(
+    names: &[String],
+    nginx: &Nginx,
+    static_toml: &str,
+) -> Vec<picket::job::Report> {
+    let engine = crate::support::picket::engine_from_toml(&format!(
+        "[probe]\nretry_delay = \"50ms\"\ntimeout = \"5s\"\n\
+         [rate_limit.per_ip]\nrate = 2.0\nburst = 2\nmax_inflight = 2\n\
+         [targets]\nallow_private = true\n{static_toml}"
+    ));
+    let jobs: Vec<_> = names
+        .iter()
+        .map(|name| {
+            picket::job::job_for_url(&format!("http://{name}:{}/", nginx.port), name).expect("job")
+        })
+        .collect();
+    futures_util::future::join_all(jobs.iter().map(|job| engine.run(job))).await
+}
+
+/// A shared server's limit that refuses a client after a burst with a 503 asking for a
+/// pause (`Retry-After: 120`, longer than a confirmation may wait): its neighbours refuse
+/// at once too, so it refuses *us*. The first of them was taken for a site in
+/// maintenance, whose own word confirms its `down` (found by a hunt: 7 of 12 sites
+/// `down` on one IP), and the IP was held 15 s, not the 120 s asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_asking_a_pause_right_after_a_burst_refuses_us_and_no_site_is_down() {
+    let ip = "127.0.76.5";
+    let (names, static_toml) = hosts("paused-limit", 8, ip);
+    let nginx = Nginx::limiting_with_a_pause(ip, &names, 3, 120);
+    let reports = check_all_at_once(&names, &nginx, &static_toml).await;
+    let said: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}/{}: {}",
+                r.url,
+                r.verdict.as_str(),
+                r.reason,
+                r.detail
+            )
+        })
+        .collect();
+    assert_eq!(
+        reports
+            .iter()
+            .filter(|r| r.verdict == picket::job::Verdict::Up)
+            .count(),
+        4,
+        "the burst's four are up: {said:#?}"
+    );
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.verdict != picket::job::Verdict::Down),
+        "a limit refusing us is no site down: {said:#?}"
+    );
+    let refused = nginx.hits().with_status(503);
+    assert!(
+        refused <= 3,
+        "the pause it asked for is kept: {refused} refused requests: {said:#?}"
+    );
+}
+
+/// One site of a shared server in maintenance (503, `Retry-After: 600`) while its
+/// neighbours answer: its own word confirms its `down`, even right after a burst of
+/// answers from the IP, since the IP goes on answering the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_site_in_maintenance_beside_working_neighbours_is_down_by_its_own_word() {
+    let ip = "127.0.76.6";
+    let (names, static_toml) = hosts("one-paused", 7, ip);
+    let paused = vec![names[3].clone()];
+    let nginx = Nginx::some_in_maintenance(ip, &names, &paused, 600);
+    let reports = check_all_at_once(&names, &nginx, &static_toml).await;
+    for r in &reports {
+        let expected = if r.url.contains(&paused[0]) {
+            (picket::job::Verdict::Down, "http_status")
+        } else {
+            (picket::job::Verdict::Up, "ok")
+        };
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            expected,
+            "{}: {}",
+            r.url,
+            r.detail
+        );
+    }
+    assert_eq!(
+        nginx.hits().with_status(503),
+        1,
+        "the paused site is asked once"
+    );
+}
+
 /// `picket check` of two pages of a host on `ip` that answers 429 with
 /// `Retry-After: retry_after`: both are `unknown/blocked`, the host is asked once, and
 /// the command ends within `within`. Returns how long it took.

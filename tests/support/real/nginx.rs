@@ -90,6 +90,79 @@ impl Nginx {
         Nginx::run("nginx (some sites failing)", &dir, ip, port, &servers)
     }
 
+    /// nginx on `ip` limiting every client to `burst` requests at once and one a minute
+    /// after that (`limit_req` with `burst=… nodelay`, one zone for all `hosts`), its
+    /// refusal a 503 that asks for a pause, `Retry-After: {retry_after}`, as operators
+    /// add to tell clients when to come back.
+    pub fn limiting_with_a_pause(
+        ip: &str,
+        hosts: &[String],
+        burst: u32,
+        retry_after: u32,
+    ) -> Nginx {
+        let dir = scratch("nginx-limit-pause");
+        let d = dir.display().to_string();
+        let port = free_port();
+        write(
+            &dir,
+            "www/slow-down.html",
+            "<!doctype html><html><head><title>Slow down</title></head>\
+               <body><h1>Slow down</h1><p>Please come back later.</p></body></html>",
+        );
+        let mut servers =
+            format!("  limit_req_zone $binary_remote_addr zone=pause:1m rate=1r/m;\n");
+        for h in hosts {
+            write(&dir, &format!("www/{h}/index.html"), &page(h));
+            servers.push_str(&format!(
+                "  server {{ listen {ip}:{port}; server_name {h}; root {d}/www/{h}; \
+                 error_page 503 /slow-down.html; \
+                 location = /slow-down.html {{ internal; root {d}/www; add_header Retry-After {retry_after} always; }} \
+                 location / {{ limit_req zone=pause burst={burst} nodelay; limit_req_status 503; }} }}\n"
+            ));
+        }
+        Nginx::run("nginx (limit asking a pause)", &dir, ip, port, &servers)
+    }
+
+    /// nginx on `ip` serving `hosts`, of which those in `paused` are in maintenance: 503
+    /// with a maintenance page and `Retry-After: {retry_after}` (one site of a shared
+    /// server switched off while its neighbours work).
+    pub fn some_in_maintenance(
+        ip: &str,
+        hosts: &[String],
+        paused: &[String],
+        retry_after: u32,
+    ) -> Nginx {
+        let dir = scratch("nginx-some-paused");
+        let d = dir.display().to_string();
+        let port = free_port();
+        write(
+            &dir,
+            "www/pause.html",
+            "<!doctype html><html><head><title>Down for maintenance</title></head>\
+               <body><h1>We'll be back soon</h1><p>The site is being upgraded.</p></body></html>",
+        );
+        let mut servers = String::new();
+        for h in hosts {
+            write(&dir, &format!("www/{h}/index.html"), &page(h));
+            let what = if paused.contains(h) {
+                format!("error_page 503 /pause.html; location = /pause.html {{ internal; root {d}/www; \
+                         add_header Retry-After {retry_after} always; }} location / {{ return 503; }}")
+            } else {
+                String::new()
+            };
+            servers.push_str(&format!(
+                "  server {{ listen {ip}:{port}; server_name {h}; root {d}/www/{h}; {what} }}\n"
+            ));
+        }
+        Nginx::run(
+            "nginx (some sites in maintenance)",
+            &dir,
+            ip,
+            port,
+            &servers,
+        )
+    }
+
     /// nginx on `ip` with every host of `hosts` in maintenance, as operators switch it
     /// on: a file whose presence makes every request `return 503` with a maintenance page
     /// and `Retry-After: {retry_after}`; [`Nginx::end_maintenance`] removes it.
