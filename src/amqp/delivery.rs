@@ -604,15 +604,37 @@ mod tests {
         assert_eq!(back.delivery_id, first.delivery_id);
         let of = |r: &Received| (r.delivery_id.clone(), r.redelivered);
         let mut r = Record::default();
-        let new = |id| Delivery { id, redelivered: false };
+        let new = |id| Delivery {
+            id,
+            redelivered: false,
+        };
         step(&mut r, new("j1"), Up, 1000);
         let (id, redelivered) = of(&first);
-        let told = step(&mut r, Delivery { id: &id, redelivered }, Down, 2000);
-        assert!(told.changed(Down), "up → down, never published: the worker died");
+        let told = step(
+            &mut r,
+            Delivery {
+                id: &id,
+                redelivered,
+            },
+            Down,
+            2000,
+        );
+        assert!(
+            told.changed(Down),
+            "up → down, never published: the worker died"
+        );
         step(&mut r, new("j3"), Down, 3000); // so the redelivery is not replayed
-        // The redelivery (`again`) is deferred: no step. Its copy comes back:
+                                             // The redelivery (`again`) is deferred: no step. Its copy comes back:
         let (id, redelivered) = of(&back);
-        let a = step(&mut r, Delivery { id: &id, redelivered }, Down, 5000);
+        let a = step(
+            &mut r,
+            Delivery {
+                id: &id,
+                redelivered,
+            },
+            Down,
+            5000,
+        );
         assert!(
             back.redelivered && a.changed(Down),
             "the deferred copy of a redelivery came back as a new delivery \
