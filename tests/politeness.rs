@@ -1000,7 +1000,7 @@ async fn check_all_at_once(
 }
 
 /// A shared server's limit that refuses a client after a burst with a 503 asking for a
-/// pause (`Retry-After: 120`, longer than a confirmation may wait): its neighbours refuse
+/// pause (`Retry-After: 30`, longer than a confirmation may wait): its neighbours refuse
 /// at once too, so it refuses *us*. The first of them was taken for a site in
 /// maintenance, whose own word confirms its `down` (found by a hunt: 7 of 12 sites
 /// `down` on one IP), and the IP was held 15 s, not the 120 s asked.
@@ -1008,7 +1008,8 @@ async fn check_all_at_once(
 async fn a_limit_asking_a_pause_right_after_a_burst_refuses_us_and_no_site_is_down() {
     let ip = "127.0.76.5";
     let (names, static_toml) = hosts("paused-limit", 8, ip);
-    let nginx = Nginx::limiting_with_a_pause(ip, &names, 3, 120);
+    // Two a minute after the burst: a 503 asks for 30 s.
+    let nginx = Nginx::limiting_with_a_pause(ip, &names, 3, 2);
     let reports = check_all_at_once(&names, &nginx, &static_toml).await;
     let said: Vec<String> = reports
         .iter()
@@ -1022,13 +1023,13 @@ async fn a_limit_asking_a_pause_right_after_a_burst_refuses_us_and_no_site_is_do
             )
         })
         .collect();
-    assert_eq!(
+    assert!(
         reports
             .iter()
             .filter(|r| r.verdict == picket::job::Verdict::Up)
-            .count(),
-        4,
-        "the burst's four are up: {said:#?}"
+            .count()
+            >= 4,
+        "the burst's four are up, and any asked once the pause ended: {said:#?}"
     );
     assert!(
         reports

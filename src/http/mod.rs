@@ -36,7 +36,7 @@ use url::Url;
 use crate::config::{EgressSettings, TlsSettings};
 use crate::dns::{DnsError, Resolver};
 use crate::engine::{Attempt, Prober};
-use crate::limit::{Hold, Limiter, Permit, Refusal, Request, Signal};
+use crate::limit::{Limiter, Permit, Refusal, Request, Signal};
 use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
 mod body;
@@ -44,6 +44,7 @@ mod client;
 mod connect;
 mod failure;
 mod head;
+mod heed;
 mod issuers;
 mod phase;
 mod pin;
@@ -255,14 +256,15 @@ impl HttpProber {
         } else {
             read_if_error(resp, permit, probe.plan, chain).await?
         };
-        let refusal = self
+        let heeded = self
             .heed(probe, &target.host, ip, status, asked, signal)
             .await;
-        if let Some(Refusal { hold, detail, .. }) = refusal {
+        if let Some(Refusal { hold, detail, .. }) = heeded.refusal {
             let refusal = reply.naming_its_firewall(detail);
             // Asked again once after a hold; a refusal that holds nothing (the same host
-            // again while its neighbours answer) would only be asked at once.
-            if !*reasked && !hold.is_zero() {
+            // again while its neighbours answer) would only be asked at once, and one
+            // that asked for a longer pause than the probe has is kept to.
+            if !*reasked && !hold.is_zero() && heeded.pause_in_doubt.is_none() {
                 return Ok(ask_again_after_the_hold(reasked, Some(refusal), obs));
             }
             obs.refusal = Some(refusal);
@@ -278,50 +280,11 @@ impl HttpProber {
                 Next::Final => {}
             }
         }
-        last_hop(resp, permit, probe.plan, chain, obs).await
-    }
-
-    /// Tells the limiter what the answer of `ip` said: a `Retry-After` pause `asked` by a
-    /// 429 or 503 (`status`), its `signal`, and a refusal by one host right after its IP served a
-    /// burst (that host is held). `Some(detail)` when the site refuses *us*.
-    async fn heed(
-        &self,
-        probe: &Probe<'_>,
-        host: &str,
-        ip: IpAddr,
-        status: u16,
-        asked: Option<Duration>,
-        signal: Signal,
-    ) -> Option<Refusal> {
-        let request = Request::sent(ip, host, &probe.egress.name);
-        let refused = matches!(signal, Signal::Refused(_));
-        if refused {
-            self.recent.refused(ip, probe.index);
+        let step = last_hop(resp, permit, probe.plan, chain, obs).await;
+        if let Some(pause) = heeded.pause_in_doubt.filter(|_| obs.refusal.is_none()) {
+            obs.refusal = self.pause_of_a_limit(probe, &target.host, ip, pause).await;
         }
-        if let Some(pause) = asked.filter(|p| !probe.plan.confirmed_by_pause(status, *p)) {
-            // The server asked for a pause: no worker sends to this host before it ends,
-            // nor to the IP when several of its hosts ask. A maintenance page's longer
-            // pause is not held: its own word confirms this check's `down` with nothing
-            // more sent, and the next check of the site (a new job) asks it once, as a
-            // visitor would, to see whether it is back.
-            self.limiter.hold(request, Hold::Asked(pause)).await;
-        }
-        let refusal = self.standing(ip, host, probe.egress, signal).await;
-        if refused && refusal.is_none() && asked.is_none() {
-            // One host refused right after its IP answered a burst: a per-client ban
-            // (mod_evasive blocks a client for its DOSBlockingPeriod, and every request
-            // meanwhile extends it) may have caught only this host's request, and a
-            // confirmation at `probe.retry_delay` would be refused by the same ban and
-            // make a working site `down`. So the host is held for `rate_limit.backoff`,
-            // as if it had said Retry-After; a site that refuses its visitors still
-            // refuses then. A wall of refusals (a bot wall on this egress) is no burst.
-            if self.recent.served(ip, probe.index) >= crate::probe::judge::BURST_ANSWERS {
-                self.limiter
-                    .hold(request, Hold::Ours(self.suspect_hold))
-                    .await;
-            }
-        }
-        refusal
+        step
     }
 }
 

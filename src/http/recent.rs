@@ -73,6 +73,22 @@ impl RecentAnswers {
         self.count_where(ip, egress, |fine| fine)
     }
 
+    /// How many answers from `ip` through `egress` came after `t`: those that served us,
+    /// and the refusals.
+    pub(super) fn since(&self, ip: IpAddr, egress: usize, t: Instant) -> (u32, u32) {
+        self.lock().get(&(ip, egress)).map_or((0, 0), |v| {
+            v.iter()
+                .filter(|(at, _)| *at > t)
+                .fold((0, 0), |(served, refused), (_, fine)| {
+                    if *fine {
+                        (served + 1, refused)
+                    } else {
+                        (served, refused + 1)
+                    }
+                })
+        })
+    }
+
     fn count_where(&self, ip: IpAddr, egress: usize, keep: impl Fn(bool) -> bool) -> u32 {
         let now = Instant::now();
         self.lock().get(&(ip, egress)).map_or(0, |v| {
@@ -102,6 +118,14 @@ mod tests {
         assert_eq!(r.count("192.0.2.2".parse().expect("ip"), 0), 0);
         tokio::time::advance(BURST_WINDOW + Duration::from_millis(1)).await;
         assert_eq!(r.count(ip, 0), 0);
+        // What came after an instant, served and refused apart.
+        let t = Instant::now();
+        assert_eq!(r.since(ip, 0, t), (0, 0));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        r.answered(ip, 0);
+        r.answered(ip, 0);
+        r.refused(ip, 0);
+        assert_eq!(r.since(ip, 0, t), (1, 1));
         // At most PER_KEY instants are kept for one key.
         for _ in 0..20 {
             r.answered(ip, 0);

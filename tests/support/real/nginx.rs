@@ -90,16 +90,12 @@ impl Nginx {
         Nginx::run("nginx (some sites failing)", &dir, ip, port, &servers)
     }
 
-    /// nginx on `ip` limiting every client to `burst` requests at once and one a minute
+    /// nginx on `ip` limiting every client to `burst` requests at once and `per_minute`
     /// after that (`limit_req` with `burst=… nodelay`, one zone for all `hosts`), its
-    /// refusal a 503 that asks for a pause, `Retry-After: {retry_after}`, as operators
-    /// add to tell clients when to come back.
-    pub fn limiting_with_a_pause(
-        ip: &str,
-        hosts: &[String],
-        burst: u32,
-        retry_after: u32,
-    ) -> Nginx {
+    /// refusal a 503 asking for the pause until the next request is allowed
+    /// (`Retry-After`), as operators add to tell clients when to come back.
+    pub fn limiting_with_a_pause(ip: &str, hosts: &[String], burst: u32, per_minute: u32) -> Nginx {
+        let retry_after = 60 / per_minute.max(1);
         let dir = scratch("nginx-limit-pause");
         let d = dir.display().to_string();
         let port = free_port();
@@ -110,7 +106,7 @@ impl Nginx {
                <body><h1>Slow down</h1><p>Please come back later.</p></body></html>",
         );
         let mut servers =
-            format!("  limit_req_zone $binary_remote_addr zone=pause:1m rate=1r/m;\n");
+            format!("  limit_req_zone $binary_remote_addr zone=pause:1m rate={per_minute}r/m;\n");
         for h in hosts {
             write(&dir, &format!("www/{h}/index.html"), &page(h));
             servers.push_str(&format!(

@@ -1,0 +1,128 @@
+//! What an answer tells the limiter about our standing with its IP, and a pause asked
+//! right after a burst: a site in maintenance, or a limit refusing us.
+//!
+//! A 503 whose `Retry-After` outlasts any confirmation confirms its own `down` (a site
+//! in maintenance says when to come back). But a shared server's limit may answer the
+//! same 503 and pause to a client that just sent it a burst, and then it refuses every
+//! host of the IP. Right after the IP answered us a burst, such a pause is kept (the
+//! host is held for it) and the IP's next answers tell the two apart: its other hosts
+//! refused too (a limit refusing us: `unknown/blocked`), or served us (the site's own
+//! maintenance: `down` by its word).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{HttpProber, Probe};
+use crate::limit::standing::REFUSAL_WINDOW;
+use crate::limit::{Hold, Refusal, Request, Signal};
+use crate::probe::judge::BURST_ANSWERS;
+
+/// How often the IP's answers are looked at while a pause is in doubt.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
+
+/// What [`HttpProber::heed`] made of an answer.
+pub(super) struct Heeded {
+    /// The answer refuses *us* (the limiter has backed off).
+    pub(super) refusal: Option<Refusal>,
+    /// A pause asked right after a burst, long enough to confirm a `down` by itself: a
+    /// site in maintenance, or a limit refusing us, which its IP's next answers tell.
+    pub(super) pause_in_doubt: Option<Duration>,
+}
+
+impl HttpProber {
+    /// Tells the limiter what the answer of `ip` said: a `Retry-After` pause `asked` by a
+    /// 429 or 503 (`status`), its `signal`, and a refusal by one host right after its IP
+    /// served a burst (that host is held).
+    pub(super) async fn heed(
+        &self,
+        probe: &Probe<'_>,
+        host: &str,
+        ip: IpAddr,
+        status: u16,
+        asked: Option<Duration>,
+        signal: Signal,
+    ) -> Heeded {
+        let request = Request::sent(ip, host, &probe.egress.name);
+        let refused = matches!(signal, Signal::Refused(_));
+        if refused {
+            self.recent.refused(ip, probe.index);
+        }
+        let after_burst = refused && self.recent.served(ip, probe.index) >= BURST_ANSWERS;
+        let confirms = |p: Duration| probe.plan.confirmed_by_pause(status, p);
+        let pause_in_doubt = asked.filter(|p| confirms(*p) && after_burst);
+        if let Some(pause) = asked.filter(|p| !confirms(*p) || pause_in_doubt.is_some()) {
+            // The server asked for a pause: no worker sends to this host before it ends,
+            // nor to the IP when several of its hosts ask. A maintenance page's longer
+            // pause is not held: its own word confirms this check's `down` with nothing
+            // more sent, and the next check of the site (a new job) asks it once, as a
+            // visitor would, to see whether it is back.
+            self.limiter.hold(request, Hold::Asked(pause)).await;
+        }
+        let refusal = self.standing(ip, host, probe.egress, signal).await;
+        if refused && refusal.is_none() && asked.is_none() && after_burst {
+            // One host refused right after its IP answered a burst: a per-client ban
+            // (mod_evasive blocks a client for its DOSBlockingPeriod, and every request
+            // meanwhile extends it) may have caught only this host's request, and a
+            // confirmation at `probe.retry_delay` would be refused by the same ban and
+            // make a working site `down`. So the host is held for `rate_limit.backoff`,
+            // as if it had said Retry-After; a site that refuses its visitors still
+            // refuses then. A wall of refusals (a bot wall on this egress) is no burst.
+            self.limiter
+                .hold(request, Hold::Ours(self.suspect_hold))
+                .await;
+        }
+        let refusal = refusal.map(|r| match pause_in_doubt {
+            Some(pause) => kept_to(r, host, pause),
+            None => r,
+        });
+        Heeded {
+            refusal,
+            pause_in_doubt,
+        }
+    }
+
+    /// Whether a pause in doubt (see [`Heeded::pause_in_doubt`]) came from a limit
+    /// refusing us: the IP's other hosts refused us too within [`REFUSAL_WINDOW`], before
+    /// it served any of them (then the refusal, in words). Waits for those answers, at
+    /// most the window and the probe's time; the per-IP permit is no longer held.
+    pub(super) async fn pause_of_a_limit(
+        &self,
+        probe: &Probe<'_>,
+        host: &str,
+        ip: IpAddr,
+        pause: Duration,
+    ) -> Option<String> {
+        let since = Instant::now();
+        let until = (since + REFUSAL_WINDOW).min(probe.deadline);
+        loop {
+            match self.recent.since(ip, probe.index, since) {
+                (0, 0) if Instant::now() < until => tokio::time::sleep(LOOK_EVERY).await,
+                (0, refused) if refused > 0 => {
+                    return Some(format!(
+                        "503 Service Unavailable asking a pause right after {ip} answered us, \
+                         and {refused} more of its requests refused at once: a limit refusing \
+                         us, not the site in maintenance; {host} is left alone for {} s as it \
+                         asked (Retry-After)",
+                        pause.as_secs()
+                    ))
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// A refusal recognised while its host asked for a pause longer than the probe has: the
+/// pause is kept, not asked again after our own hold.
+fn kept_to(r: Refusal, host: &str, pause: Duration) -> Refusal {
+    Refusal {
+        detail: format!(
+            "{}; {host} asked for {} s (Retry-After), which is kept",
+            r.detail,
+            pause.as_secs()
+        ),
+        ..r
+    }
+}
