@@ -294,6 +294,51 @@ async fn jobs_over_max_wait_are_deferred_and_come_back_exactly_once() {
     }
 }
 
+/// A redirect loop on an IP our limit asks slowly (2 s a request): each hop waited for
+/// its slot, and each wait moved the probe's deadline on, so one attempt held its job
+/// for up to (max_redirects + 1) × `rate_limit.max_wait` + the timeout (found by a hunt:
+/// 105 s unacked where the documented bound was 18 s, and with RabbitMQ's
+/// `consumer_timeout` set by that bound, the job handed back for ever). The hops of one
+/// attempt share one `max_wait` of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hops_of_a_redirect_chain_share_one_max_wait_for_the_limit() {
+    let ip = "127.0.76.7";
+    let (names, static_toml) = hosts("loop", 1, ip);
+    let port = free_port();
+    let nginx = Nginx::run(
+        "nginx (redirect loop)",
+        &crate::support::real::scratch("nginx-loop"),
+        ip,
+        port,
+        &format!(
+            "  server {{ listen {ip}:{port}; server_name {}; location / {{ return 302 $uri/x; }} }}\n",
+            names[0]
+        ),
+    );
+    let base = with_limits(&base_toml(), 0.5, 1, 1);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}");
+    let mut s = picket::config::Settings::from_toml(&toml).expect("settings");
+    s.rate_limit.max_wait = Duration::from_secs(3);
+    s.probe.attempts = 1;
+    s.probe.max_redirects = 10;
+    s.probe.timeout = Duration::from_secs(10);
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    let url = format!("http://{}:{}/", names[0], nginx.port);
+    client.job(&s, json!({"id": "loop", "url": url})).await;
+    let rs = client.results(&s, 1, Duration::from_secs(60)).await;
+    worker.shutdown().await;
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    let queued = rs[0]["timing_ms"]["queue"].as_u64().unwrap_or(0);
+    assert!(
+        queued <= 3500,
+        "the attempt waited {queued} ms for our limit, more than max_wait (3 s): {}",
+        rs[0]
+    );
+    assert_ne!(rs[0]["verdict"], "up", "{}", rs[0]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_ip_does_not_starve_jobs_for_other_ips() {
     let (slow_port, _) = recording_target("127.0.0.11", Duration::from_millis(5), None).await;
