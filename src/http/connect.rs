@@ -290,7 +290,10 @@ impl HttpProber {
     }
 
     /// The per-IP limiter's permit for `ip`. Waiting for our own limit is not the
-    /// site's time: it extends the probe's deadline.
+    /// site's time: it extends the probe's deadline, by at most `rate_limit.max_wait`
+    /// for all the requests of the probe together (a redirect chain on a slowly asked
+    /// IP waited that long at every hop, and held its job past a broker's
+    /// `consumer_timeout`).
     async fn permit(
         &self,
         probe: &mut Probe<'_>,
@@ -302,7 +305,10 @@ impl HttpProber {
             ip,
             host,
             egress: &probe.egress.name,
-            max_wait: probe.plan.max_wait.unwrap_or(WAIT_WITHOUT_DEFERRAL),
+            max_wait: probe
+                .plan
+                .max_wait
+                .map_or(WAIT_WITHOUT_DEFERRAL, |w| w.saturating_sub(obs.queued)),
             // A job that cannot be deferred (`picket check`) waits out our own limit for
             // as long as a list needs, but not a site's pause longer than a probe takes.
             max_pause: probe.plan.max_wait.unwrap_or(probe.plan.timeout),
@@ -310,7 +316,7 @@ impl HttpProber {
         };
         let permit = match self.limiter.acquire(request).await {
             Grant::Go(p) => p,
-            Grant::Defer(wait) => {
+            Grant::Defer(wait) if probe.followed == 0 => {
                 if probe.plan.max_wait.is_some() {
                     probe.deferred = Some(wait);
                 }
@@ -319,6 +325,18 @@ impl HttpProber {
                     format!(
                         "the per-IP limit of {ip} allows no request for {} ms",
                         wait.as_millis()
+                    ),
+                ));
+            }
+            // A chain half followed is not started again later: what it met is told
+            // (`unknown`: our limit, not the site, ended it).
+            Grant::Defer(_) => {
+                return Err(fail(
+                    FailureKind::Throttled,
+                    format!(
+                        "{host}: not asked: this probe's requests waited {} ms for the \
+                         per-IP limit of {ip}, as long as one may (rate_limit.max_wait)",
+                        obs.queued.as_millis()
                     ),
                 ));
             }

@@ -107,6 +107,8 @@ struct Probe<'a> {
     /// limiter took that for a refusal of us (nginx's 444 for `limit_req`, haproxy's
     /// `reject`): the URL is asked again once after the hold, as after a 503.
     refused_on_us: bool,
+    /// Redirects followed so far: a chain half followed is not deferred to start again.
+    followed: u32,
 }
 
 /// Where a hop leaves the chain.
@@ -182,6 +184,7 @@ impl HttpProber {
             deadline: start + plan.timeout,
             deferred: None,
             refused_on_us: false,
+            followed: 0,
             line: plan.line,
         };
         let outcome = self.follow(&mut probe, &mut obs).await;
@@ -203,6 +206,7 @@ impl HttpProber {
         // answers: when it fails too, browsers fall back and show that failure.
         let mut fallback: Option<Outcome> = None;
         loop {
+            probe.followed = chain.redirects;
             let step = self.hop(probe, &mut chain, &mut reasked, obs).await;
             if fallback.is_some() && step.is_ok() {
                 crate::metric::https_upgrade(true);
