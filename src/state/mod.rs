@@ -565,4 +565,65 @@ mod tests {
         assert_eq!(r.memo.len(), MEMO_JOBS);
         assert_eq!(r.memo[0].delivery, "j19");
     }
+
+    /// Review D. The first delivery of j2 took the key `down → up` and that change was
+    /// published (the worker died between publish and ack). Another job, j3, saw `up`
+    /// and was told `up` (previous `up`). j2 comes back after j3 (so it is not replayed),
+    /// is probed again and the site is down again: its step recalls the first delivery's
+    /// `previous_verdict` (`down`), says `changed: false`, and moves the key `up → down`.
+    /// The `up → down` transition is then told to nobody: the changes exchange's last
+    /// word on the key stays `down.up` while the site is down.
+    #[test]
+    fn review_d_a_redelivery_that_moves_the_key_back_tells_that_change() {
+        let mut r = Record::default();
+        step(&mut r, new("j1"), Down, 1000);
+        let first = step(&mut r, new("j2"), Up, 2000);
+        assert!(first.changed(Up), "down → up, published; the ack was lost");
+        let j3 = step(&mut r, new("j3"), Up, 3000);
+        assert_eq!((j3.previous, j3.changed(Up)), (Some(Up), false), "j3 told: up");
+        let again = step(&mut r, again("j2"), Down, 4000);
+        let next = step(&mut r, new("j4"), Down, 5000);
+        assert_eq!(r.verdict.map(|(v, _, _)| v), Some(Down), "the key is down");
+        assert!(
+            again.changed(Down) || next.changed(Down),
+            "the key went up → down (after j3 was told up) and no result announced it: \
+             redelivery {again:?}, next {next:?}"
+        );
+    }
+
+    /// Review D. A job whose step took `up → down` and whose worker died before it
+    /// published comes back after more than `MEMO_JOBS` other jobs of the key stepped
+    /// (a key checked often; the redelivery waits for the broker to see the connection
+    /// die): its memo entry is gone, it is stepped as new (`down` after `down`), and
+    /// `up → down` is announced by no result.
+    #[test]
+    fn review_d_a_change_survives_more_than_memo_jobs_steps_before_its_redelivery() {
+        let mut r = Record::default();
+        step(&mut r, new("j1"), Up, 1000);
+        let first = step(&mut r, new("j2"), Down, 2000);
+        assert!(first.changed(Down), "up → down; never published (killed)");
+        for i in 0..MEMO_JOBS {
+            let a = step(&mut r, new(&format!("k{i}")), Down, 3000 + i as u64);
+            assert!(!a.changed(Down));
+        }
+        let again = step(&mut r, again("j2"), Down, 20_000);
+        assert!(
+            again.changed(Down),
+            "j2's up → down is told by no result: {again:?}"
+        );
+    }
+
+    /// Review D. `unknown` and `invalid` share one run: an `invalid` right after an
+    /// `unknown` says `streak: 2` and a `since` of the `unknown`, though the key has had
+    /// `invalid` once (CONTRACT: "how many results in a row ... this key has had this
+    /// verdict").
+    #[test]
+    fn review_d_invalid_after_unknown_is_a_streak_of_one() {
+        use Verdict::Invalid;
+        let mut r = Record::default();
+        step(&mut r, new("j1"), Up, 1000);
+        step(&mut r, new("j2"), Unknown, 2000);
+        let a = step(&mut r, new("j3"), Invalid, 3000);
+        assert_eq!((a.streak, a.since_ms), (1, 3000), "{a:?}");
+    }
 }
