@@ -704,8 +704,9 @@ async fn the_redis_script_and_the_pure_step_agree() {
         agree(&store, &mut record, step_of, &format!("step {i}")).await;
     }
     // Runs a random walk seldom makes: a job delivered three times, the middle one
-    // unknown; and a redelivery after another job moved the key on.
-    let runs: [&[(&str, bool, Verdict)]; 2] = [
+    // unknown; a redelivery after another job moved the key on; redeliveries that move
+    // the key off the verdict their first delivery left.
+    let runs: [&[(&str, bool, Verdict)]; 4] = [
         &[
             ("a", false, Up),
             ("b", false, Down),
@@ -718,6 +719,22 @@ async fn the_redis_script_and_the_pure_step_agree() {
             ("c", false, Up),
             ("b", true, Down),
             ("d", false, Up),
+        ],
+        &[
+            ("a", false, Down),
+            ("b", false, Up),
+            ("c", false, Up),
+            ("b", true, Down),
+            ("d", false, Down),
+        ],
+        &[
+            ("a", false, Up),
+            ("b", false, Down),
+            ("c", false, Down),
+            ("b", true, Down),
+            ("b", true, Up),
+            ("b", true, Invalid),
+            ("b", true, Up),
         ],
     ];
     for (n, run) in runs.iter().enumerate() {

@@ -108,7 +108,8 @@ fn shared(record: &Record, id: &str) -> bool {
 /// its step gets the `previous_verdict` it got then, while the key's verdict is still
 /// the one that step left ([`Memo::left`]). Once another job changed it (and told that change), the
 /// redelivery is a step of its own: recalling its old change would announce one the
-/// key's state contradicts.
+/// key's state contradicts. A redelivery that moves the key off the verdict its first
+/// delivery left tells that move ([`previous_of`]).
 pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_ms: u64) -> Answer {
     let seen = record.memo.iter().position(|m| m.delivery == delivery.id);
     let own = seen.filter(|&i| {
@@ -119,10 +120,8 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
     let recalled = own.filter(|&i| record.memo[i].left == current);
     let previous = match recalled {
         Some(i) if record.memo[i].verdict == verdict => return record.memo[i].answer,
-        // The site moved between the deliveries: the state follows the new verdict, but
-        // the previous verdict stays the one the first delivery saw.
-        Some(i) => record.memo[i].answer.previous,
-        None => record.verdict.map(|(v, _, _)| v),
+        Some(i) => previous_of(&record.memo[i], verdict, current),
+        None => current,
     };
     // An id answered before and not this message's own first answer: copies share it.
     let shared = seen.is_some_and(|i| own.is_none() || record.memo[i].shared);
@@ -161,6 +160,21 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
     record.memo.insert(0, memo);
     record.memo.truncate(MEMO_JOBS);
     answer
+}
+
+/// The previous verdict of a recalled redelivery (its key's verdict still `current`, the
+/// one `memo`'s step left) whose verdict differs from the one it had then. When it moves
+/// the key, the move is `current → verdict`: the jobs stepped since its first delivery
+/// told `current` (else it would have been replayed), and giving it the first delivery's
+/// previous verdict left that move told by no result. When it does not (`unknown`,
+/// `invalid`, or the verdict the first delivery left after a middle `unknown` one), it
+/// keeps the first delivery's previous verdict, and with it that delivery's change.
+fn previous_of(memo: &Memo, verdict: Verdict, current: Option<Verdict>) -> Option<Verdict> {
+    if verdict.is_about_the_site() && Some(verdict) != current {
+        current
+    } else {
+        memo.answer.previous
+    }
 }
 
 /// Where keys' state is kept.
@@ -397,10 +411,11 @@ mod tests {
         // Another job of the key ran before j2 came back: j2 still announces up → down.
         step(&mut r, new("j3"), Down, 2500);
         assert_eq!(step(&mut r, again("j2"), Down, 3000), first);
-        // The site came back between the deliveries: same previous verdict, no change.
+        // The site came back between the deliveries, after j3 told `down`: the key
+        // moves down → up, and this result tells it.
         let back = step(&mut r, again("j2"), Up, 3500);
-        assert_eq!(back.previous, Some(Up));
-        assert!(!back.changed(Up));
+        assert_eq!(back.previous, Some(Down));
+        assert!(back.changed(Up));
     }
 
     /// A redelivery's first answer is recalled only while the key's verdict is the one
@@ -580,7 +595,11 @@ mod tests {
         let first = step(&mut r, new("j2"), Up, 2000);
         assert!(first.changed(Up), "down → up, published; the ack was lost");
         let j3 = step(&mut r, new("j3"), Up, 3000);
-        assert_eq!((j3.previous, j3.changed(Up)), (Some(Up), false), "j3 told: up");
+        assert_eq!(
+            (j3.previous, j3.changed(Up)),
+            (Some(Up), false),
+            "j3 told: up"
+        );
         let again = step(&mut r, again("j2"), Down, 4000);
         let next = step(&mut r, new("j4"), Down, 5000);
         assert_eq!(r.verdict.map(|(v, _, _)| v), Some(Down), "the key is down");

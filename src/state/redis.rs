@@ -68,7 +68,8 @@ if at then
     end
     if left == st.v then
       if e[2] == v then return {e[3], e[4], e[5]} end
-      prev = e[3]
+      -- A move off the verdict that step left is told as one (`super::previous_of`).
+      if not site or v == st.v then prev = e[3] end
     end
   else
     shared = true
