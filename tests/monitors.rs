@@ -738,13 +738,47 @@ async fn the_redis_script_and_the_pure_step_agree() {
         ],
     ];
     for (n, run) in runs.iter().enumerate() {
-        let key = format!("fixed-{n}");
-        let mut record = Record::default();
-        for (i, &(id, redelivered, verdict)) in run.iter().enumerate() {
-            let step_of = Step(&key, Delivery { id, redelivered }, verdict);
-            agree(&store, &mut record, step_of, &format!("run {n}, step {i}")).await;
-        }
+        let run = run.iter().map(|&(id, again, v)| (id.to_string(), again, v));
+        agree_on_run(&store, &format!("fixed-{n}"), run).await;
     }
+    agree_on_run(&store, "longer-than-the-memo", longer_than_the_memo()).await;
+}
+
+/// Steps of one key, a fresh one, through both: each must agree.
+async fn agree_on_run(
+    store: &RedisState,
+    key: &str,
+    run: impl IntoIterator<Item = (String, bool, Verdict)>,
+) {
+    let mut record = Record::default();
+    for (i, (id, redelivered, verdict)) in run.into_iter().enumerate() {
+        let step_of = Step(
+            key,
+            Delivery {
+                id: &id,
+                redelivered,
+            },
+            verdict,
+        );
+        agree(store, &mut record, step_of, &format!("{key}, step {i}")).await;
+    }
+}
+
+/// A run longer than the memo's 8 latest deliveries: a change redelivered after 12
+/// unchanged steps; then a key that flaps every third step, with ten changes (more than
+/// the memo keeps beyond its latest deliveries), whose oldest change, a kept one and a
+/// recent one come back.
+fn longer_than_the_memo() -> Vec<(String, bool, Verdict)> {
+    use picket::job::Verdict::{Down, Up};
+    let mut run = vec![("a".to_string(), false, Up), ("b".to_string(), false, Down)];
+    run.extend((0..12).map(|i| (format!("c{i}"), false, Down)));
+    run.push(("b".to_string(), true, Down));
+    let flap = |i: usize| if (i / 3).is_multiple_of(2) { Up } else { Down };
+    run.extend((0..30).map(|i| (format!("d{i}"), false, flap(i))));
+    for (id, verdict) in [("d0", Up), ("d9", Down), ("d6", Up), ("d27", Down)] {
+        run.push((id.to_string(), true, verdict));
+    }
+    run
 }
 
 /// A step of a key: the key, the delivery, its verdict.
@@ -757,8 +791,8 @@ async fn agree(store: &RedisState, record: &mut Record, s: Step<'_>, label: &str
     let from_redis = store.step(&report, delivery).await.expect("redis answers");
     let pure = step(record, delivery, verdict, from_redis.since_ms.max(1));
     assert_eq!(
-        (from_redis.previous, from_redis.streak),
-        (pure.previous, pure.streak),
+        (from_redis.previous, from_redis.streak, from_redis.since_ms),
+        (pure.previous, pure.streak, pure.since_ms),
         "{label}: {} {verdict:?}",
         delivery.id
     );

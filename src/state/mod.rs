@@ -23,6 +23,13 @@ pub use self::redis::RedisState;
 /// How many of a key's latest deliveries keep their answer for a redelivery.
 pub(crate) const MEMO_JOBS: usize = 8;
 
+/// How many of a key's latest changes keep their answer beyond [`MEMO_JOBS`]: a change
+/// whose worker died before telling it comes back when the broker sees the connection
+/// die, and a key checked often may take more than [`MEMO_JOBS`] steps meanwhile. Its
+/// answer is the one that must not be lost; unchanged steps cannot push it out. Both
+/// bounds together keep a record at most 16 entries (a few kB in Redis).
+pub(crate) const MEMO_CHANGES: usize = 8;
+
 /// How long a delivery's answer is kept for its redelivery. Brokers hand back an unacked
 /// message at once (a killed worker's, a nack); the bound keeps a publisher that sends
 /// the same message again and again from meeting an old answer after a crash.
@@ -77,7 +84,8 @@ pub struct Record {
     verdict: Option<(Verdict, u64, u64)>,
     /// The run of results that are no verdict on the site (`unknown`, `invalid`) since it.
     other: Option<(u64, u64)>,
-    /// The latest deliveries' answers, newest first.
+    /// The latest deliveries' answers and, older than those, the latest changes'
+    /// ([`MEMO_CHANGES`]), newest first.
     memo: Vec<Memo>,
 }
 
@@ -97,6 +105,27 @@ struct Memo {
     /// The key's verdict on the site right after this step: its answer is recalled
     /// only while the key still has it.
     left: Option<Verdict>,
+}
+
+impl Memo {
+    /// Whether its answer tells a change of the key's verdict: its previous verdict is
+    /// not the one its step left (its own change, or its first delivery's, carried by a
+    /// redelivery that said `unknown`).
+    fn tells_a_change(&self) -> bool {
+        self.answer.previous.is_some() && self.answer.previous != self.left
+    }
+}
+
+/// Keeps the latest [`MEMO_JOBS`] entries of a memo, newest first, and, older than
+/// those, the latest [`MEMO_CHANGES`] changes.
+fn prune(memo: &mut Vec<Memo>) {
+    let (mut n, mut changes) = (0, 0);
+    memo.retain(|m| {
+        n += 1;
+        let change = m.tells_a_change();
+        changes += usize::from(change);
+        n <= MEMO_JOBS || (change && changes <= MEMO_CHANGES)
+    });
 }
 
 /// Whether `id`'s answer in `record` is shared by several messages ([`Memo::shared`]).
@@ -158,7 +187,7 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
         left: record.verdict.map(|(v, _, _)| v),
     };
     record.memo.insert(0, memo);
-    record.memo.truncate(MEMO_JOBS);
+    prune(&mut record.memo);
     answer
 }
 
@@ -579,6 +608,28 @@ mod tests {
         }
         assert_eq!(r.memo.len(), MEMO_JOBS);
         assert_eq!(r.memo[0].delivery, "j19");
+    }
+
+    /// Changes outlive runs of unchanged steps, but are bounded too: a key keeps its
+    /// [`MEMO_JOBS`] latest deliveries and its [`MEMO_CHANGES`] latest changes, no more.
+    #[test]
+    fn the_memo_keeps_the_latest_changes_and_no_more() {
+        let mut r = Record::default();
+        // Up for 10 steps, down for 10, ...: a change at j10, j20, ..., j90.
+        for i in 0..100u64 {
+            let verdict = if (i / 10).is_multiple_of(2) { Up } else { Down };
+            step(&mut r, new(&format!("j{i}")), verdict, 1000 + i);
+        }
+        assert_eq!(r.memo.len(), MEMO_JOBS + MEMO_CHANGES);
+        assert_eq!(r.memo[0].delivery, "j99");
+        let older: Vec<&str> = r.memo[MEMO_JOBS..]
+            .iter()
+            .map(|m| m.delivery.as_str())
+            .collect();
+        assert_eq!(
+            older,
+            ["j90", "j80", "j70", "j60", "j50", "j40", "j30", "j20"]
+        );
     }
 
     /// Review D. The first delivery of j2 took the key `down → up` and that change was

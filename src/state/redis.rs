@@ -17,7 +17,7 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
 use super::{
-    fill, now_ms, replays, Answer, Delivery, StateStore, MEMO_JOBS, MEMO_MAX_AGE_MS,
+    fill, now_ms, replays, Answer, Delivery, StateStore, MEMO_CHANGES, MEMO_JOBS, MEMO_MAX_AGE_MS,
     SHARED_RECALL_MS,
 };
 use crate::config::RedisSettings;
@@ -30,7 +30,8 @@ use crate::redis_pool::{RedisConn, RedisPool};
 /// step's time is Redis's `TIME`, kept in the argument list for scripts' order), state TTL (s), verdict TTL
 /// (s), the report's JSON, memo size, "1" when redelivered, memo age (ms), shared memo
 /// age (ms: `super::SHARED_RECALL_MS`), the step's nonce (the same when it is asked
-/// again after a timeout: a run that finds it in the memo gives that run's answer). Returns
+/// again after a timeout: a run that finds it in the memo gives that run's answer), how
+/// many changes the memo keeps beyond its size (`super::MEMO_CHANGES`). Returns
 /// {previous verdict or "", streak, since (ms)}. A memo entry is {delivery id, verdict,
 /// previous, streak, since, when, shared, left, nonce} (`super::Memo`; entries written before
 /// `shared` existed read as not shared, before `left` as their own site verdict or the
@@ -44,6 +45,13 @@ if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local job, v, site = ARGV[1], ARGV[2], ARGV[3] == '1'
+-- The key's verdict an entry's step left (`Memo::left`); entries written before e[8]
+-- existed: their own verdict, or the one they found.
+local function left_of(e)
+  if e[8] ~= nil then return e[8] end
+  if e[2] == 'up' or e[2] == 'degraded' or e[2] == 'down' then return e[2] end
+  return e[3]
+end
 local prev = st.v
 local at = nil
 for i, e in ipairs(st.m) do
@@ -59,14 +67,8 @@ if at then
   local e = st.m[at]
   local age = now - e[6]
   if ARGV[9] == '1' and age <= tonumber(ARGV[10]) and (not e[7] or age <= tonumber(ARGV[11])) then
-    -- Recalled while the key's verdict is the one that step left (`Memo::left`);
-    -- entries written before e[8] existed: their own verdict, or the one they found.
-    local left = e[8]
-    if left == nil then
-      left = e[2]
-      if left ~= 'up' and left ~= 'degraded' and left ~= 'down' then left = e[3] end
-    end
-    if left == st.v then
+    -- Recalled while the key's verdict is the one that step left.
+    if left_of(e) == st.v then
       if e[2] == v then return {e[3], e[4], e[5]} end
       -- A move off the verdict that step left is told as one (`super::previous_of`).
       if not site or v == st.v then prev = e[3] end
@@ -88,7 +90,16 @@ else
   streak, since = st.o, st.os
 end
 table.insert(st.m, 1, {job, v, prev, streak, since, now, shared, st.v, ARGV[12]})
-while #st.m > tonumber(ARGV[8]) do table.remove(st.m) end
+-- The latest ARGV[8] entries and the latest ARGV[13] changes (`super::prune`).
+local kept, changes = {}, 0
+for i, e in ipairs(st.m) do
+  local change = e[3] ~= '' and e[3] ~= left_of(e)
+  if change then changes = changes + 1 end
+  if i <= tonumber(ARGV[8]) or (change and changes <= tonumber(ARGV[13])) then
+    kept[#kept + 1] = e
+  end
+end
+st.m = kept
 redis.call('SET', KEYS[1], cjson.encode(st), 'EX', ARGV[5])
 redis.call('SET', KEYS[2], '{"at":' .. string.format('%d', now) .. ',"delivery":' .. cjson.encode(job)
   .. ',"prev":' .. cjson.encode(prev)
@@ -268,7 +279,8 @@ impl RedisState {
                 .arg(if delivery.redelivered { "1" } else { "0" })
                 .arg(MEMO_MAX_AGE_MS)
                 .arg(SHARED_RECALL_MS)
-                .arg(nonce);
+                .arg(nonce)
+                .arg(MEMO_CHANGES);
             inv.invoke_async(c).await
         })
         .await
