@@ -705,8 +705,8 @@ async fn the_redis_script_and_the_pure_step_agree() {
     }
     // Runs a random walk seldom makes: a job delivered three times, the middle one
     // unknown; a redelivery after another job moved the key on; redeliveries that move
-    // the key off the verdict their first delivery left.
-    let runs: [&[(&str, bool, Verdict)]; 4] = [
+    // the key off the verdict their first delivery left; unknown and invalid, each a run.
+    let runs: [&[(&str, bool, Verdict)]; 5] = [
         &[
             ("a", false, Up),
             ("b", false, Down),
@@ -735,6 +735,15 @@ async fn the_redis_script_and_the_pure_step_agree() {
             ("b", true, Up),
             ("b", true, Invalid),
             ("b", true, Up),
+        ],
+        &[
+            ("a", false, Up),
+            ("b", false, Unknown),
+            ("c", false, Invalid),
+            ("d", false, Invalid),
+            ("e", false, Unknown),
+            ("c", true, Invalid),
+            ("f", false, Up),
         ],
     ];
     for (n, run) in runs.iter().enumerate() {
@@ -779,6 +788,62 @@ fn longer_than_the_memo() -> Vec<(String, bool, Verdict)> {
         run.push((id.to_string(), true, verdict));
     }
     run
+}
+
+/// A record a worker wrote before each of `unknown` and `invalid` had a run of its own
+/// (no `ov`), and before memo entries kept `left` and a nonce, steps on after an upgrade:
+/// its memo is recalled, its run of results that are no verdict goes on as the run of
+/// the next such result, and the key's verdict, start and streak are kept.
+#[tokio::test]
+async fn a_record_written_before_unknown_and_invalid_had_runs_of_their_own_steps_on() {
+    use picket::job::Verdict::{Invalid, Unknown, Up};
+    let s = settings_of(&toml(""));
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    let client = redis::Client::open(s.redis.url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut conn)
+        .await
+        .expect("time");
+    let now = secs * 1000 + micros / 1000;
+    // Up since 1000 (3 in a row: j1 told down → up), then 2 unknown since `now - 1000`.
+    let old = json!({"v": "up", "s": 1000, "n": 3, "o": 2, "os": now - 1000, "m": [
+        ["u2", "unknown", "up", 2, now - 1000, now - 500, false],
+        ["u1", "unknown", "up", 1, now - 1000, now - 1000, false],
+        ["j1", "up", "down", 3, 1000, now - 2000, false],
+    ]});
+    let key = unique("old-record");
+    let _: () = redis::cmd("SET")
+        .arg(store.keys(&key).0)
+        .arg(old.to_string())
+        .arg("EX")
+        .arg(600)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let answer = async |id: &str, redelivered, verdict| {
+        let report = report_of(&key, id, verdict);
+        let a = store.step(&report, Delivery { id, redelivered }).await;
+        let a = a.expect("redis answers");
+        (a.previous, a.streak, a.since_ms)
+    };
+    let j1 = answer("j1", true, Up).await;
+    assert_eq!(
+        j1,
+        (Some(Verdict::Down), 3, 1000),
+        "j1's first answer, recalled"
+    );
+    let unknown = answer("k1", false, Unknown).await;
+    assert_eq!(unknown, (Some(Up), 3, now - 1000), "the old run goes on");
+    let invalid = answer("k2", false, Invalid).await;
+    assert_eq!((invalid.0, invalid.1), (Some(Up), 1), "a run of its own");
+    assert!(invalid.2 >= now, "since the invalid result: {invalid:?}");
+    let up = answer("k3", false, Up).await;
+    assert_eq!(up, (Some(Up), 4, 1000), "the key's verdict kept");
 }
 
 /// A step of a key: the key, the delivery, its verdict.

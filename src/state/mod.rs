@@ -82,8 +82,9 @@ impl Answer {
 pub struct Record {
     /// The last verdict on the site, its start and its streak.
     verdict: Option<(Verdict, u64, u64)>,
-    /// The run of results that are no verdict on the site (`unknown`, `invalid`) since it.
-    other: Option<(u64, u64)>,
+    /// The run of results that are no verdict on the site since it: which one
+    /// (`unknown` or `invalid`, each a run of its own), its start and its streak.
+    other: Option<(Verdict, u64, u64)>,
     /// The latest deliveries' answers and, older than those, the latest changes'
     /// ([`MEMO_CHANGES`]), newest first.
     memo: Vec<Memo>,
@@ -157,21 +158,13 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
     if let Some(i) = seen {
         record.memo.remove(i);
     }
-    let (streak, since_ms) = if verdict.is_about_the_site() {
-        let run = match record.verdict {
-            Some((v, since, n)) if v == verdict => (verdict, since, n + 1),
-            _ => (verdict, now_ms, 1),
-        };
-        record.verdict = Some(run);
+    let (_, since_ms, streak) = if verdict.is_about_the_site() {
         record.other = None;
-        (run.2, run.1)
+        *record
+            .verdict
+            .insert(extend(record.verdict, verdict, now_ms))
     } else {
-        let run = match record.other {
-            Some((since, n)) => (since, n + 1),
-            None => (now_ms, 1),
-        };
-        record.other = Some(run);
-        (run.1, run.0)
+        *record.other.insert(extend(record.other, verdict, now_ms))
     };
     let answer = Answer {
         previous,
@@ -203,6 +196,14 @@ fn previous_of(memo: &Memo, verdict: Verdict, current: Option<Verdict>) -> Optio
         current
     } else {
         memo.answer.previous
+    }
+}
+
+/// A run (a verdict, its start, its streak) after one more result, with `verdict`.
+fn extend(run: Option<(Verdict, u64, u64)>, verdict: Verdict, now_ms: u64) -> (Verdict, u64, u64) {
+    match run {
+        Some((v, since, n)) if v == verdict => (verdict, since, n + 1),
+        _ => (verdict, now_ms, 1),
     }
 }
 

@@ -32,7 +32,10 @@ use crate::redis_pool::{RedisConn, RedisPool};
 /// age (ms: `super::SHARED_RECALL_MS`), the step's nonce (the same when it is asked
 /// again after a timeout: a run that finds it in the memo gives that run's answer), how
 /// many changes the memo keeps beyond its size (`super::MEMO_CHANGES`). Returns
-/// {previous verdict or "", streak, since (ms)}. A memo entry is {delivery id, verdict,
+/// {previous verdict or "", streak, since (ms)}. The record is {v, s, n: the key's verdict,
+/// its start and streak; o, os, ov: the run of `unknown` or `invalid` since it, its
+/// start and which (`super::Record::other`; in a record written before `ov` existed, the
+/// verdict of the step that reads it); m: the memo}. A memo entry is {delivery id, verdict,
 /// previous, streak, since, when, shared, left, nonce} (`super::Memo`; entries written before
 /// `shared` existed read as not shared, before `left` as their own site verdict or the
 /// one they found).
@@ -82,11 +85,14 @@ end
 local streak, since
 if site then
   if st.v == v then st.n = st.n + 1 else st.n = 1; st.s = now end
-  st.v = v; st.o = 0
+  st.v = v; st.o = 0; st.ov = nil
   streak, since = st.n, st.s
 else
-  if st.o == 0 then st.os = now end
-  st.o = st.o + 1
+  -- A run per verdict that is none on the site (`Record::other`): 'ov' says whose. A
+  -- record written before it had one run for unknown and invalid: taken as this
+  -- verdict's, so that a key's long run (an invalid job) keeps its streak on upgrade.
+  if st.o == 0 or (st.ov ~= nil and st.ov ~= v) then st.o = 0; st.os = now end
+  st.o = st.o + 1; st.ov = v
   streak, since = st.o, st.os
 end
 table.insert(st.m, 1, {job, v, prev, streak, since, now, shared, st.v, ARGV[12]})
