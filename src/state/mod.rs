@@ -633,15 +633,15 @@ mod tests {
         );
     }
 
-    /// Review D. The first delivery of j2 took the key `down → up` and that change was
-    /// published (the worker died between publish and ack). Another job, j3, saw `up`
-    /// and was told `up` (previous `up`). j2 comes back after j3 (so it is not replayed),
-    /// is probed again and the site is down again: its step recalls the first delivery's
-    /// `previous_verdict` (`down`), says `changed: false`, and moves the key `up → down`.
-    /// The `up → down` transition is then told to nobody: the changes exchange's last
-    /// word on the key stays `down.up` while the site is down.
+    /// The first delivery of j2 took the key `down → up` and that change was published
+    /// (the worker died between publish and ack). Another job, j3, saw `up` and was told
+    /// `up` (previous `up`). j2 comes back after j3 (so it is not replayed), is probed
+    /// again and the site is down again: the key moves `up → down`, and j2 tells it.
+    /// Before, its step recalled the first delivery's `previous_verdict` (`down`), said
+    /// `changed: false`, and the changes exchange's last word on the key stayed
+    /// `down.up` while the site was down.
     #[test]
-    fn review_d_a_redelivery_that_moves_the_key_back_tells_that_change() {
+    fn a_redelivery_that_moves_the_key_back_tells_that_change() {
         let mut r = Record::default();
         step(&mut r, new("j1"), Down, 1000);
         let first = step(&mut r, new("j2"), Up, 2000);
@@ -662,18 +662,18 @@ mod tests {
         );
     }
 
-    /// Review D. A job whose step took `up → down` and whose worker died before it
-    /// published comes back after more than `MEMO_JOBS` other jobs of the key stepped
-    /// (a key checked often; the redelivery waits for the broker to see the connection
-    /// die): its memo entry is gone, it is stepped as new (`down` after `down`), and
-    /// `up → down` is announced by no result.
+    /// A job whose step took `up → down` and whose worker died before it published
+    /// comes back after more than `MEMO_JOBS` other jobs of the key stepped (a key
+    /// checked often; the redelivery waits for the broker to see the connection die):
+    /// it gets its first answer and tells `up → down`. Before, its memo entry was gone,
+    /// it was stepped as new (`down` after `down`), and the change was told by no result.
     #[test]
-    fn review_d_a_change_survives_more_than_memo_jobs_steps_before_its_redelivery() {
+    fn a_change_survives_more_than_memo_jobs_steps_before_its_redelivery() {
         let mut r = Record::default();
         step(&mut r, new("j1"), Up, 1000);
         let first = step(&mut r, new("j2"), Down, 2000);
         assert!(first.changed(Down), "up → down; never published (killed)");
-        for i in 0..MEMO_JOBS {
+        for i in 0..2 * MEMO_JOBS {
             let a = step(&mut r, new(&format!("k{i}")), Down, 3000 + i as u64);
             assert!(!a.changed(Down));
         }
@@ -684,12 +684,11 @@ mod tests {
         );
     }
 
-    /// Review D. `unknown` and `invalid` share one run: an `invalid` right after an
-    /// `unknown` says `streak: 2` and a `since` of the `unknown`, though the key has had
-    /// `invalid` once (CONTRACT: "how many results in a row ... this key has had this
-    /// verdict").
+    /// `unknown` and `invalid` have a run each (CONTRACT: "how many results in a row ...
+    /// this key has had this verdict"). Before, they shared one: an `invalid` right after
+    /// an `unknown` said `streak: 2` and the `unknown`'s `since`.
     #[test]
-    fn review_d_invalid_after_unknown_is_a_streak_of_one() {
+    fn invalid_after_unknown_is_a_streak_of_one() {
         use Verdict::Invalid;
         let mut r = Record::default();
         step(&mut r, new("j1"), Up, 1000);
