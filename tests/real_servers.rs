@@ -822,3 +822,80 @@ async fn a_hung_socks_proxy_is_the_egress_failing_not_the_site_timing_out() {
         hung.detail
     );
 }
+
+/// A page of `bytes` bytes or more: `title` at its top, `last` at its very end.
+fn long_page(title: &str, bytes: usize, last: &str) -> String {
+    let para = "<p>Minutes of the county board meeting: the board heard reports on roads, \
+                parks and the library, and approved the budget for the coming year.</p>\n";
+    let mut page = format!("<!doctype html><html><head><title>{title}</title></head><body>\n");
+    while page.len() < bytes {
+        page.push_str(para);
+    }
+    page.push_str(&format!("<p>{last}</p></body></html>\n"));
+    page
+}
+
+/// A page nginx sends slowly (`limit_rate`) draws in a browser as it comes: the site is
+/// reachable but slow, `degraded/slow`, when what arrived within the probe's time passes
+/// the job's checks; when it does not (the expected text was still to come), the
+/// deadline is why it is not up: `down/timeout`, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_sent_slowly_is_degraded_when_what_came_passes_and_down_when_not() {
+    let ip = "127.0.75.1";
+    let host = "slow.county.test".to_string();
+    let pages = [
+        (
+            "/early.html",
+            long_page("County office", 40_000, "Last updated"),
+        ),
+        (
+            "/late.html",
+            long_page("Town office", 40_000, "County office"),
+        ),
+    ];
+    let nginx = Nginx::slow(ip, &host, ("8k", "4k"), &pages);
+    let s = settings(&format!(
+        "{}[probe]\nretry_delay = \"200ms\"\n\
+         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 10.0\nburst = 4\nmax_inflight = 4\n",
+        static_dns(std::slice::from_ref(&host), ip)
+    ));
+    let engine = engine(&s);
+    let check = |path: &str| {
+        let mut job =
+            picket::job::job_for_url(&format!("http://{host}:{}{path}", nginx.port), path)
+                .expect("job");
+        job.timeout = Some(Duration::from_secs(3));
+        job.expect.body_contains = Some("County office".into());
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.run(&job).await })
+    };
+    let (early, late) = (check("/early.html"), check("/late.html"));
+    let (early, late) = (early.await.expect("early"), late.await.expect("late"));
+    eprintln!(
+        "early: {:?}/{}: {}",
+        early.verdict, early.reason, early.detail
+    );
+    eprintln!("late: {:?}/{}: {}", late.verdict, late.reason, late.detail);
+    assert_eq!(
+        (early.verdict, early.reason.as_str()),
+        (Verdict::Degraded, "slow"),
+        "{}",
+        early.detail
+    );
+    assert!(
+        early.detail.contains("did not arrive in full"),
+        "{}",
+        early.detail
+    );
+    assert_eq!(
+        (late.verdict, late.reason.as_str()),
+        (Verdict::Down, "timeout"),
+        "{}",
+        late.detail
+    );
+    assert!(
+        late.detail.contains("did not arrive in time"),
+        "{}",
+        late.detail
+    );
+}

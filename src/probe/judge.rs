@@ -931,6 +931,77 @@ mod tests {
     }
 
     #[test]
+    fn a_page_cut_short_by_the_deadline_is_slow_when_what_came_passes_and_a_timeout_when_not() {
+        let p = plan(Expect {
+            body_contains: Some("County".into()),
+            ..Expect::default()
+        });
+        let late = |p: &Plan, status: u16, body: &str| {
+            let mut o = answer(status, body);
+            if let Outcome::Answer(a) = &mut o.outcome {
+                a.late = true;
+            }
+            o.total = Duration::from_secs(30);
+            judge(p, &o, &SETTINGS)
+        };
+        // What came is a page with the expected text: a slow site, shown as it comes.
+        let page = format!("<html><title>County</title><body>{}", "x".repeat(2000));
+        let shown = late(&p, 200, &page);
+        assert_eq!(
+            (shown.verdict, shown.reason),
+            (Verdict::Degraded, Reason::Slow),
+            "{}",
+            shown.detail
+        );
+        assert!(
+            shown.detail.contains("did not arrive in full")
+                && shown.detail.contains(&format!("{} bytes read", page.len())),
+            "{}",
+            shown.detail
+        );
+        assert!(!shown.wants_confirmation());
+        // The same with a latency limit: the deadline, not the limit, is what is said.
+        let limited = plan(Expect {
+            max_latency_ms: Some(5000),
+            ..Expect::default()
+        });
+        let shown = late(&limited, 200, &page);
+        assert_eq!(
+            (shown.verdict, shown.reason),
+            (Verdict::Degraded, Reason::Slow)
+        );
+        assert!(
+            shown.detail.contains("did not arrive in full"),
+            "{}",
+            shown.detail
+        );
+        // What came would not be up: too little of it, the expected text not (yet)
+        // there, a block page, a wrong status. The deadline is why, as before.
+        let unexpected = format!("<html><title>Town</title><body>{}", "x".repeat(2000));
+        let blocked = "<html><title>Access Denied</title><body>You don't have permission";
+        for (p, status, body) in [
+            (&p, 200, "<html><title>County"),
+            (&p, 200, unexpected.as_str()),
+            (&plan(Expect::default()), 200, blocked),
+            (&p, 500, page.as_str()),
+        ] {
+            let cut = late(p, status, body);
+            assert_eq!(
+                (cut.verdict, cut.reason),
+                (Verdict::Down, Reason::Timeout),
+                "{body}: {}",
+                cut.detail
+            );
+            assert!(
+                cut.detail.contains("did not arrive in time")
+                    && cut.detail.contains(&format!("({} bytes read)", body.len())),
+                "{}",
+                cut.detail
+            );
+        }
+    }
+
+    #[test]
     fn slow_is_degraded() {
         let p = plan(Expect {
             max_latency_ms: Some(100),

@@ -173,6 +173,9 @@ pub struct Answer {
     /// Set when the connection ended the body before its announced end: why. The part
     /// that came is what was judged (a browser shows it too).
     pub broke_off: Option<String>,
+    /// The probe's time ran out before the body's end: the part that had come is what
+    /// was judged (a browser shows a slow page as it comes).
+    pub late: bool,
     /// The body as text, whatever its charset.
     pub text: String,
     /// Charset used to decode it.

@@ -210,6 +210,29 @@ impl Nginx {
         std::fs::remove_file(self.daemon.dir.join(MAINTENANCE_SWITCH)).expect("maintenance off");
     }
 
+    /// nginx on `ip` sending `host`'s pages slowly, as operators cap a connection's
+    /// bandwidth: the first `after` bytes at full speed, then `rate` bytes a second
+    /// (`limit_rate_after`, `limit_rate`; sizes as nginx writes them, `8k`). `pages` are
+    /// (path, content).
+    pub fn slow(
+        ip: &str,
+        host: &str,
+        (after, rate): (&str, &str),
+        pages: &[(&str, String)],
+    ) -> Nginx {
+        let dir = scratch("nginx-slow");
+        let d = dir.display().to_string();
+        let port = free_port();
+        for (path, content) in pages {
+            write(&dir, &format!("www{path}"), content);
+        }
+        let server = format!(
+            "  server {{ listen {ip}:{port}; server_name {host}; root {d}/www; \
+             limit_rate_after {after}; limit_rate {rate}; }}\n"
+        );
+        Nginx::run("nginx (slow pages)", &dir, ip, port, &server)
+    }
+
     /// nginx with the usual `http` head around `servers` (server blocks, and any more
     /// `http`-level directives), ready once `ip:port` accepts connections. The access
     /// log's last field is `$gzip_ratio` (`-` for an answer sent uncompressed).
