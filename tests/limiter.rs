@@ -160,6 +160,32 @@ async fn a_refusal_of_us_seen_by_one_worker_holds_the_ip_for_all() {
     );
 }
 
+/// After a refusal of us (haproxy's `maxconn 1` answering 503 from its queue, a
+/// `limit_conn`) the IP gets one request at a time from all workers together: no burst,
+/// and one in flight whatever `max_inflight` says; one sent before the refusal counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backed_off_ip_has_one_request_in_flight_across_workers() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "wa");
+    let b = limiter(&s, Duration::from_secs(30), "wb");
+    let before = go(&a, "zero.test").await;
+    let _ = storm(&a, &b, Signal::Refused(503)).await;
+    // The hold (backoff 2 s) ends; the request sent before it is still in flight.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        refused(&b, Duration::from_millis(500)).await,
+        "a request went while one sent before the refusal was in flight"
+    );
+    drop(before);
+    let first = go(&a, "one.test").await;
+    assert!(
+        refused(&b, Duration::from_millis(500)).await,
+        "a second request went while the first was in flight (max_inflight 10)"
+    );
+    drop(first);
+    let _ = go(&b, "two.test").await;
+}
+
 /// A request that may not wait out a site's long pause (`max_pause`: `picket check`'s
 /// probe time) is answered at once when the host asked for it, but waits for a hold of
 /// ours (after a burst) like for the rate, in every worker that shares the limit.

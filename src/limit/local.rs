@@ -994,6 +994,49 @@ mod retry_after_per_host {
         assert_eq!(t0.elapsed(), Duration::from_millis(15_200));
     }
 
+    /// A grant for `host`, kept.
+    async fn permit(l: &LocalLimiter, host: &'static str) -> Permit {
+        match l.acquire(on(host)).await {
+            Grant::Go(p) => p,
+            Grant::Defer(d) | Grant::Paused(d) => panic!("deferred {d:?}"),
+        }
+    }
+
+    /// After a refusal of us (haproxy's `maxconn 1` answering 503 from its queue, a
+    /// `limit_conn`) the IP gets one request at a time: no burst, and one in flight,
+    /// whatever `max_inflight` says; one sent before the refusal counts too.
+    #[tokio::test(start_paused = true)]
+    async fn a_backed_off_ip_has_one_request_in_flight() {
+        let l = Arc::new(limiter());
+        let before = permit(&l, "a.test").await;
+        l.answered(on("a.test"), Signal::Fine).await;
+        let _ = l.answered(on("a.test"), Signal::Refused(503)).await;
+        let r = l
+            .answered(on("b.test"), Signal::Refused(503))
+            .await
+            .expect("two hosts refusing right after an answer");
+        assert_eq!(r.level, 1);
+        let l2 = l.clone();
+        let first = tokio::spawn(async move { permit(&l2, "c.test").await });
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        assert!(
+            !first.is_finished(),
+            "a request went while one sent before the refusal was in flight"
+        );
+        drop(before);
+        let first = first.await.expect("join");
+        let l2 = l.clone();
+        let second = tokio::spawn(async move { permit(&l2, "d.test").await });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            !second.is_finished(),
+            "a second request went while the first was in flight (max_inflight {})",
+            l.rules.rate_for(&on("d.test")).max_inflight
+        );
+        drop(first);
+        let _second = second.await.expect("join");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn requests_left_unanswered_are_a_refusal_only_where_answers_were_quick() {
         let dropped = Signal::Unanswered(Duration::from_secs(30));
