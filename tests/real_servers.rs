@@ -2,10 +2,11 @@
 //! its documented defaults, nginx with `limit_req`/`limit_conn`, Apache with ModSecurity
 //! and the OWASP CRS at paranoia level 2, haproxy with a dead backend and with
 //! stick-table rate limits, fail2ban banning what nginx refused, squid and dante as
-//! egresses. With the default limits, many virtual hosts on one address checked in
-//! rounds with and without pauses are never refused; a defence tripped by a generous
-//! override, the ban that follows, and a proxy's refusal or death never make a site
-//! `down`.
+//! egresses, nginx sending pages slowly (`limit_rate`). With the default limits, many
+//! virtual hosts on one address checked in rounds with and without pauses are never
+//! refused; a defence tripped by a generous override, the ban that follows, and a
+//! proxy's refusal or death never make a site `down`; a page sent slowly is judged by
+//! what came of it in time.
 
 use std::sync::Arc;
 use std::time::Duration;

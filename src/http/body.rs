@@ -28,20 +28,23 @@ pub(super) struct Body {
     /// reached, a chunked body without its last chunk): why, in words. What came is
     /// judged, as a browser shows it.
     pub(super) broke_off: Option<String>,
+    /// The probe's time ran out while the body was still coming: what came is judged,
+    /// as the part of a slow page a browser has drawn by then.
+    pub(super) late: bool,
 }
 
 /// Reads the body of `resp` (answered with `status`), inflated, to at most `max` bytes.
 ///
 /// # Errors
-/// A failure when the body did not arrive in time, or broke off before a byte of it.
+/// A failure when none of the body arrived in time, or it broke off before a byte of it.
 pub(super) async fn read(
     resp: reqwest::Response,
     max: usize,
     status: u16,
 ) -> Result<Body, Outcome> {
     let codings = own_codings(resp.headers());
-    let (raw, truncated, broke_off) = match read_body(resp, max).await {
-        Ok((raw, cut)) => (raw, cut, None),
+    let (raw, truncated, broke_off, late) = match read_body(resp, max).await {
+        Ok((raw, cut)) => (raw, cut, None, false),
         // The page came to its end, and the server held the connection open for more
         // than it sent: browsers show the page and go on loading.
         Err((e, raw)) if e.is_timeout() && codings.is_none() && ends_a_page(&raw) => {
@@ -50,17 +53,12 @@ pub(super) async fn read(
                  announced did not come in time: the server held the connection open",
                 raw.len()
             );
-            (raw, false, Some(why))
+            (raw, false, Some(why), false)
         }
-        Err((e, raw)) if e.is_timeout() => {
-            return Err(fail(
-                FailureKind::Timeout,
-                format!(
-                    "{status} but the body did not arrive in time ({} bytes read)",
-                    raw.len()
-                ),
-            ))
-        }
+        // The page was still coming: a browser has drawn what came, which the judge
+        // weighs (a slow site, or no page yet).
+        Err((e, raw)) if e.is_timeout() && !raw.is_empty() => (raw, false, None, true),
+        Err((e, _)) if e.is_timeout() => return Err(timed_out(status, 0)),
         Err((e, raw)) => {
             let why = if raw.is_empty() && decoder_failed(&e) {
                 undecodable(&root_cause(&e))
@@ -81,28 +79,45 @@ pub(super) async fn read(
                 // Nothing of the page came (or it could not be decoded at all).
                 return Err(fail(FailureKind::Protocol, format!("{status} but {why}")));
             }
-            (raw, false, Some(why))
+            (raw, false, Some(why), false)
         }
     };
+    let read = raw.len();
+    let cut = truncated || broke_off.is_some() || late;
     let (bytes, truncated) = match codings {
-        Some(codings) => decompress_all(&codings, raw, max, truncated || broke_off.is_some())
-            .map_err(|why| {
-                let broke_off = broke_off
-                    .as_deref()
-                    .map(|b| format!("; {b}"))
-                    .unwrap_or_default();
-                fail(
-                    FailureKind::Protocol,
-                    format!("{status} but {}{broke_off}", undecodable(&why)),
-                )
-            })?,
+        Some(codings) => decompress_all(&codings, raw, max, cut).map_err(|why| {
+            if late {
+                // Too little of a late body to decode: the time is what ran out.
+                timed_out(status, read)
+            } else {
+                not_decoded(status, &why, broke_off.as_deref())
+            }
+        })?,
         None => (raw, truncated),
     };
     Ok(Body {
         bytes,
-        truncated: truncated && broke_off.is_none(),
+        truncated: truncated && broke_off.is_none() && !late,
         broke_off,
+        late,
     })
+}
+
+/// A body none of which decodes (`why`), perhaps after it broke off.
+fn not_decoded(status: u16, why: &str, broke_off: Option<&str>) -> Outcome {
+    let broke_off = broke_off.map(|b| format!("; {b}")).unwrap_or_default();
+    fail(
+        FailureKind::Protocol,
+        format!("{status} but {}{broke_off}", undecodable(why)),
+    )
+}
+
+/// A body that did not arrive in time, `read` bytes of it read.
+fn timed_out(status: u16, read: usize) -> Outcome {
+    fail(
+        FailureKind::Timeout,
+        format!("{status} but the body did not arrive in time ({read} bytes read)"),
+    )
 }
 
 /// Whether a body's error is its content coding failing to decode rather than the

@@ -457,7 +457,7 @@ async fn finish(
         body_bytes,
         truncated: body.truncated,
         broke_off: body.broke_off,
-        late: false,
+        late: body.late,
         text,
         charset,
         final_url: chain.url.to_string(),

@@ -5,7 +5,9 @@
 //! An answer goes through an ordered list of small rules (after Gatus's conditions), each
 //! over what was seen and free of I/O: the first that has something to say decides. The
 //! order is a person's reading of a page: no answer at all, then the status, then whether
-//! there is a page, then what it says, then speed.
+//! there is a page, then what it says, then speed. A body still coming when the probe's
+//! time ran out is read as far as it came, as a browser draws it: a slow site when that
+//! much is the page, a timeout when it is not yet.
 
 use crate::config::{ProbeSettings, TlsOnError, TlsSettings};
 use crate::job::{Method, Reason, Verdict};
@@ -90,21 +92,29 @@ pub(crate) fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) ->
                 // The site's latency: our own wait for the per-IP limit is not its slowness.
                 ms: obs.total.saturating_sub(obs.queued).as_millis(),
             };
-            ANSWER_RULES
-                .iter()
-                .find_map(|rule| rule(&seen))
-                .unwrap_or_else(|| {
-                    Judgement::new(
-                        Verdict::Up,
-                        Reason::Ok,
-                        format!(
-                            "{}, {} bytes in {} ms",
-                            seen.status, answer.body_bytes, seen.ms
-                        ),
-                    )
-                })
+            judge_answer(&seen)
         }
     }
+}
+
+/// An answer through the rules: first what it is ([`PAGE_RULES`]), then how it came
+/// ([`DELIVERY_RULES`]); an answer no rule objects to is `up`.
+fn judge_answer(s: &Seen<'_>) -> Judgement {
+    if let Some(j) = PAGE_RULES.iter().find_map(|rule| rule(s)) {
+        // What came before the time ran out is no working page yet (too little of it,
+        // the job's text still to come): the time is why, as for any timeout.
+        return if s.answer.late { timed_out(s) } else { j };
+    }
+    DELIVERY_RULES
+        .iter()
+        .find_map(|rule| rule(s))
+        .unwrap_or_else(|| {
+            Judgement::new(
+                Verdict::Up,
+                Reason::Ok,
+                format!("{}, {} bytes in {} ms", s.status, s.answer.body_bytes, s.ms),
+            )
+        })
 }
 
 /// Answers from one IP shortly before a reset that make the reset look like a ban: a
@@ -193,8 +203,9 @@ struct Seen<'a> {
 /// One rule over an answer: its judgement when it applies, `None` to let the next speak.
 type Rule = fn(&Seen<'_>) -> Option<Judgement>;
 
-/// The rules over an answer, in order; an answer no rule objects to is `up`.
-const ANSWER_RULES: &[Rule] = &[
+/// The rules over what an answer is, in order: its status, then whether its body is the
+/// page the job expects. A body cut by the probe's deadline is judged by what came.
+const PAGE_RULES: &[Rule] = &[
     wrong_status,
     wall_answering_success,
     broke_off_before_the_page,
@@ -203,6 +214,11 @@ const ANSWER_RULES: &[Rule] = &[
     blank_page,
     keyword_forbidden,
     soft_failure_page,
+];
+
+/// The rules over how a page that passed [`PAGE_RULES`] came, in order.
+const DELIVERY_RULES: &[Rule] = &[
+    arrived_late,
     slow,
     certificate_expiring,
     broke_off_after_the_page,
@@ -485,6 +501,38 @@ fn article(what: &str) -> &'static str {
         Some(c) if "aeiou".contains(c.to_ascii_lowercase()) => "an",
         _ => "a",
     }
+}
+
+/// A page whose body was still coming when the probe's time ran out, and what came of
+/// it passed [`PAGE_RULES`]: a browser draws a slow page as it comes, so the site is
+/// reachable, and slow.
+fn arrived_late(s: &Seen<'_>) -> Option<Judgement> {
+    s.answer.late.then(|| {
+        Judgement::new(
+            Verdict::Degraded,
+            Reason::Slow,
+            format!(
+                "{}, but the body did not arrive in full within {} ms ({} bytes read): \
+                 the page comes slowly (a browser shows it as it comes)",
+                s.status,
+                s.plan.timeout.as_millis(),
+                s.answer.body_bytes
+            ),
+        )
+    })
+}
+
+/// A body cut by the probe's deadline before enough of it came to be the page the job
+/// expects.
+fn timed_out(s: &Seen<'_>) -> Judgement {
+    Judgement::new(
+        Verdict::Down,
+        Reason::Timeout,
+        format!(
+            "{} but the body did not arrive in time ({} bytes read)",
+            s.status, s.answer.body_bytes
+        ),
+    )
 }
 
 /// Slower than the job's `max_latency_ms`.
