@@ -115,14 +115,22 @@ impl LocalLimiter {
         }
     }
 
-    fn semaphore(&self, key: &str, rate: Rate, now: Instant) -> Arc<Semaphore> {
+    /// The in-flight semaphore of `key`, and how many of its permits a request takes:
+    /// one, or all of them while the IP is backed off, so that it has one request in
+    /// flight (any still out from before waited for): a connection limit (haproxy's
+    /// `maxconn`, nginx's `limit_conn`) may be what refused us.
+    fn slots(&self, key: &str, rate: Rate, now: Instant) -> (Arc<Semaphore>, u32) {
         let mut map = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.entry(key, || KeyState::new(rate, now), |s| busy(s, now))
-            .inflight
-            .clone()
+        let entry = map.entry(key, || KeyState::new(rate, now), |s| busy(s, now));
+        let weight = if entry.standing.level() > 0 {
+            entry.max_inflight
+        } else {
+            1
+        };
+        (entry.inflight.clone(), weight)
     }
 
     /// Runs `f` on the state of `req`'s key (made when missing).
@@ -167,7 +175,7 @@ impl LocalLimiter {
     /// The in-flight semaphore of `key` (`req`'s), at this limiter's share.
     fn inflight(&self, req: &Request<'_>, key: &str) -> Arc<Semaphore> {
         let rate = self.scaled(self.rules.rate_for(req));
-        self.semaphore(key, rate, Instant::now())
+        self.slots(key, rate, Instant::now()).0
     }
 
     /// Nothing for `req`'s key is granted before `horizon`: the shared limiter's
@@ -375,15 +383,9 @@ impl LocalLimiter {
         let rate = self.scaled(self.rules.rate_for(req));
         let key = self.rules.key(req);
         // The in-flight slot first: a rate slot is only booked when it can be used.
-        let sem = self.semaphore(&key, rate, start);
-        // Only real waiting is reported (metrics, the result's queue time): a free
-        // slot costs nothing.
-        let (slot, mut waited) = match sem.clone().try_acquire_owned() {
-            Ok(slot) => (slot, Duration::ZERO),
-            Err(_) => match tokio::time::timeout(req.max_wait, sem.acquire_owned()).await {
-                Ok(Ok(slot)) => (slot, start.elapsed()),
-                Ok(Err(_)) | Err(_) => return Taken::Grant(Grant::Defer(req.max_wait)),
-            },
+        let (sem, weight) = self.slots(&key, rate, start);
+        let Some((slot, mut waited)) = in_flight_slot(sem, weight, req.max_wait).await else {
+            return Taken::Grant(Grant::Defer(req.max_wait));
         };
         let left = req.max_wait.saturating_sub(start.elapsed());
         let booked = Instant::now();
@@ -416,6 +418,25 @@ impl LocalLimiter {
             || entry.standing.held(now)
             || entry.standing.ip_paused(now)
     }
+}
+
+/// `weight` permits of `sem`, waited for up to `max_wait`, with the time waited; `None`
+/// when they did not come. Only real waiting is reported (metrics, the result's queue
+/// time): a free slot costs nothing.
+async fn in_flight_slot(
+    sem: Arc<Semaphore>,
+    weight: u32,
+    max_wait: Duration,
+) -> Option<(OwnedSemaphorePermit, Duration)> {
+    if let Ok(slot) = sem.clone().try_acquire_many_owned(weight) {
+        return Some((slot, Duration::ZERO));
+    }
+    let start = Instant::now();
+    let slot = tokio::time::timeout(max_wait, sem.acquire_many_owned(weight))
+        .await
+        .ok()?
+        .ok()?;
+    Some((slot, start.elapsed()))
 }
 
 /// Where a deferred job's IP stands: its own next slot `wait` away, requests

@@ -35,8 +35,10 @@
 /// 0} the host is held for wait_ms more (nothing booked: ask again then); {-2, wait_ms,
 /// 0} the same, longer than may be waited (nothing booked: the job is answered without
 /// asking).
-/// A backed-off IP is asked at interval·2^level with no burst. A lease expires `lease`
-/// from now; its worker renews it while the request waits and runs.
+/// A backed-off IP is asked at interval·2^level with no burst, and has one request in
+/// flight whatever max_inflight says (a connection limit may be what refused us). A
+/// lease expires `lease` from now; its worker renews it while the request waits and
+/// runs.
 ///
 /// The arrival time is first raised to now + carry_ms: slots a worker granted on its
 /// fallback while Redis was away (or failing over, when the new primary may have lost
@@ -101,7 +103,9 @@ if wait > tonumber(ARGV[4]) or (ARGV[11] == '1' and live) then
   return {-1, math.ceil(ahead), level}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+local cap = tonumber(ARGV[3])
+if level > 0 then cap = 1 end
+if redis.call('ZCARD', KEYS[2]) >= cap then
   return {0, 0, level}
 end
 redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)

@@ -8,8 +8,9 @@
 //! hosts of the IP refused within [`REFUSAL_WINDOW`] and the IP had answered us within
 //! [`OK_WINDOW`] before, or when the IP is already backed off. Then the IP is held for
 //! `backoff · 2^(level-1)` (capped at [`MAX_HOLD`]) and asked at `rate / 2^level` with no
-//! burst afterwards; a refusal after the hold raises the level, and answers without
-//! refusal for [`DECAY_AFTER`] lower it by one.
+//! burst and one request in flight afterwards (a connection limit may be what refused
+//! us); a refusal after the hold raises the level, and answers without refusal for
+//! [`DECAY_AFTER`] lower it by one.
 //!
 //! Refused, timed-out and closed connections and 503s count once: a server that stopped
 //! listening (or a host gone from the network) refuses or drops them just as a firewall
