@@ -43,13 +43,25 @@ pub(crate) enum Place {
     Far(Duration),
 }
 
+/// When a deferred job was told to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Return {
+    /// Its place in its IP's line, by the deferring worker's clock.
+    pub at: SystemTime,
+    /// The most of its wait the delay queue left (the wait less the queue's delay, which
+    /// the broker kept): what is left of it on any clock. `None`: not said.
+    pub most_left: Option<Duration>,
+}
+
 impl Deferral {
-    /// Where a job told to come back at `not_before` stands at `now`. A job that ran
-    /// ahead of its place would take the slot of the one whose place it is, which would
-    /// then be deferred again, to the end of the line. A place further ahead than
-    /// `max_defer` came from a wrong clock or not from picket: it is not waited for.
-    pub(crate) fn place(&self, not_before: SystemTime, now: SystemTime) -> Place {
-        match not_before.duration_since(now) {
+    /// Where a job told to come back at `back` stands at `now`. A job that ran ahead of
+    /// its place would take the slot of the one whose place it is, which would then be
+    /// deferred again, to the end of the line. A place further ahead than `max_defer`
+    /// came from a wrong clock or not from picket: it is not waited for; nor longer than
+    /// the delay queue left of the wait (a deferring worker's clock ahead of ours).
+    pub(crate) fn place(&self, back: Return, now: SystemTime) -> Place {
+        let rest = back.at.duration_since(now);
+        match rest {
             Ok(rest) if rest > self.max_defer || rest.is_zero() => Place::Come,
             Ok(rest) if rest > self.max_wait => Place::Far(rest),
             Ok(rest) => Place::Near(rest),
@@ -71,7 +83,7 @@ pub(crate) struct Message<'a> {
     /// answered `unknown/rate_limited` instead of holding a probe slot while it waits.
     pub last_deferral: bool,
     /// When a deferral told it to come back (its place in its IP's line).
-    pub not_before: Option<SystemTime>,
+    pub not_before: Option<Return>,
 }
 
 /// Handles a message. `max_bytes` is the largest job accepted; `deferral` says how long
@@ -226,12 +238,19 @@ mod tests {
             max_defer: Duration::from_secs(600),
         };
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let at = |s: u64| now + Duration::from_secs(s);
+        let at = |s: u64| Return {
+            at: now + Duration::from_secs(s),
+            most_left: None,
+        };
         // 65 s early: more than the worker waits itself, so back to the delay queues.
         assert_eq!(d.place(at(65), now), Place::Far(Duration::from_secs(65)));
         // Within max_wait it waits for its place here; past it, it runs.
         assert_eq!(d.place(at(30), now), Place::Near(Duration::from_secs(30)));
-        assert_eq!(d.place(now - Duration::from_secs(5), now), Place::Come);
+        let past = Return {
+            at: now - Duration::from_secs(5),
+            most_left: None,
+        };
+        assert_eq!(d.place(past, now), Place::Come);
         // Further than any deferral goes: a wrong clock or not ours, so not waited for.
         assert_eq!(d.place(at(601), now), Place::Come);
     }

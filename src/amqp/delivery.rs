@@ -28,6 +28,9 @@ pub const DEFERRALS_HEADER: &str = "x-picket-deferrals";
 /// Header carrying when a deferred job's place in its IP's line comes (ms since the Unix
 /// epoch, by the deferring worker's clock).
 pub const NOT_BEFORE_HEADER: &str = "x-picket-not-before";
+/// Header carrying the most of a deferral's wait left once the delay queue has held the
+/// copy (ms): the wait less the queue's delay, whatever the clocks of the workers say.
+pub const MOST_LEFT_HEADER: &str = "x-picket-most-left";
 /// After this many deferrals a job whose IP is still busy is answered unknown/rate_limited
 /// (it cannot loop for ever, nor hold a probe slot while it waits).
 pub const MAX_DEFERRALS: i64 = 20;
@@ -112,8 +115,9 @@ async fn deliver(s: &Session, delivery: lapin::message::Delivery) -> bool {
 struct Received {
     /// How often it was deferred already (`x-picket-deferrals`).
     deferrals: i64,
-    /// Its place in its IP's line, when it was deferred (`x-picket-not-before`).
-    not_before: Option<SystemTime>,
+    /// Its place in its IP's line, when it was deferred (`x-picket-not-before`), and the
+    /// most of its wait left (`x-picket-most-left`).
+    not_before: Option<worker::Return>,
     /// The job id a message without one is answered under.
     fallback_id: String,
     /// The delivery's id for the key's state: the copied message's for a handed-back copy.
@@ -157,9 +161,13 @@ fn deferrals(props: &BasicProperties) -> i64 {
 
 /// The `x-picket-not-before` place, when it is a time at all: a header of any other type
 /// or range (not set by picket) is no place, never a failure of the job.
-fn not_before(props: &BasicProperties) -> Option<SystemTime> {
+fn not_before(props: &BasicProperties) -> Option<worker::Return> {
     let ms = u64::try_from(header_int(props, NOT_BEFORE_HEADER)?).ok()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+    let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms))?;
+    let most_left = header_int(props, MOST_LEFT_HEADER)
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(Duration::from_millis);
+    Some(worker::Return { at, most_left })
 }
 
 /// An integer header.
@@ -293,7 +301,19 @@ async fn delay(
 ) -> Result<(), AmqpError> {
     let queue = delay_queue_name(&s.settings, delay_bucket(wait));
     let to = ("", queue.as_str());
+    let props = delayed(props, wait);
     publish_confirmed(&s.publish, to, Route::Mandatory, &delivery.data, props).await
+}
+
+/// A copy's properties for a delay queue, for a wait of `wait`: the most of it left once
+/// the queue held it (its bucket rounds down), which no worker's clock can stretch.
+fn delayed(props: BasicProperties, wait: Duration) -> BasicProperties {
+    let bucket = Duration::from_secs(delay_bucket(wait));
+    let left = wait.saturating_sub(bucket).as_millis();
+    let left = AMQPValue::LongLongInt(i64::try_from(left).unwrap_or(i64::MAX));
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(MOST_LEFT_HEADER.into(), left);
+    props.with_headers(headers)
 }
 
 /// The delivery's properties with one header added: for the copies we publish.
@@ -516,7 +536,7 @@ mod tests {
         let with = |v: AMQPValue| {
             let mut h = lapin::types::FieldTable::default();
             h.insert(NOT_BEFORE_HEADER.into(), v);
-            not_before(&BasicProperties::default().with_headers(h))
+            not_before(&BasicProperties::default().with_headers(h)).map(|r| r.at)
         };
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000);
         assert_eq!(with(AMQPValue::LongLongInt(1_800_000_000_000)), Some(at));
@@ -579,6 +599,36 @@ mod tests {
             .await
             .expect_err("panics");
         assert_eq!(panic_text(e), "bad input 7");
+    }
+
+    /// A job deferred for 1 s by a worker whose clock runs three minutes ahead: its place
+    /// is three minutes ahead on every other worker's clock, and it went back to the delay
+    /// queues again and again while its IP sat idle (found by a hunt with `faketime`:
+    /// twelve jobs took 187 s instead of 12). The delay queue kept its wait: it runs.
+    #[test]
+    fn a_deferral_by_a_clock_ahead_is_not_held_for_the_clocks_lead() {
+        let props = BasicProperties::default().with_message_id("m-1".into());
+        let first = Received::of(&props, b"{}", false);
+        let ahead = SystemTime::now() + Duration::from_secs(180);
+        let wait = Duration::from_secs(1);
+        let copy = delayed(deferred(&props, &first, ahead + wait), wait);
+        let back = Received::of(&copy, b"{}", false);
+        let d = crate::worker::Deferral {
+            max_wait: Duration::from_secs(30),
+            max_defer: Duration::from_secs(600),
+        };
+        let place = d.place(back.not_before.expect("a place"), SystemTime::now());
+        assert_eq!(place, crate::worker::Place::Come);
+        // A wait the delay queue could not keep whole (6.5 s in the 5 s queue) is waited
+        // out here, at most what it left.
+        let wait = Duration::from_millis(6500);
+        let copy = delayed(deferred(&props, &first, ahead + wait), wait);
+        let back = Received::of(&copy, b"{}", false);
+        let place = d.place(back.not_before.expect("a place"), SystemTime::now());
+        assert_eq!(
+            place,
+            crate::worker::Place::Near(Duration::from_millis(1500))
+        );
     }
 
     /// Review D. A redelivered job (its first delivery took `up → down` and its worker
