@@ -60,7 +60,10 @@ impl Deferral {
     /// came from a wrong clock or not from picket: it is not waited for; nor longer than
     /// the delay queue left of the wait (a deferring worker's clock ahead of ours).
     pub(crate) fn place(&self, back: Return, now: SystemTime) -> Place {
-        let rest = back.at.duration_since(now);
+        let rest = back
+            .at
+            .duration_since(now)
+            .map(|rest| back.most_left.map_or(rest, |most| rest.min(most)));
         match rest {
             Ok(rest) if rest > self.max_defer || rest.is_zero() => Place::Come,
             Ok(rest) if rest > self.max_wait => Place::Far(rest),
