@@ -983,6 +983,44 @@ async fn leases_a_redis_lost_under_requests_in_flight_are_put_back() {
     );
 }
 
+/// A booking made after Redis lost the in-flight set (an operator's FLUSHALL) makes the
+/// set again before the renewal comes: the leases still running must be put back beside
+/// it, or the IP gets its whole cap again on top of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_lost_are_put_back_beside_a_booking_made_after_the_loss() {
+    let (redis, s, _) = in_flight_on_a_private_redis("lostb").await;
+    // Short leases: renewed every 300 ms.
+    let a = limiter(&s, Duration::from_millis(900), "lostb");
+    let b = limiter(&s, Duration::from_millis(900), "lostb-other");
+    let mut held: Vec<Permit> = Vec::new();
+    for _ in 0..4 {
+        held.push(go(&a, "h.test").await);
+    }
+    let mut admin = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin");
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut admin)
+        .await
+        .expect("FLUSHALL");
+    // Before the renewal nobody knows of the loss: one more goes, into a new set.
+    let _late = go(&b, "h.test").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        refused(&b, Duration::from_millis(500)).await,
+        "a sixth request in flight beside five, four of whose leases Redis lost"
+    );
+    // Five in flight: one ending leaves the cap (4) still full.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        refused(&b, Duration::from_millis(500)).await,
+        "a fifth request in flight beside four"
+    );
+}
+
 /// A Redis that takes the limiter's check for back but fails every booking (here an
 /// ACL that lets its user write the `…:alive` keys and no other) must not send a
 /// request round between the fallback and Redis until it is deferred: each trip
