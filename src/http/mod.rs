@@ -303,7 +303,17 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?;
-    pause_asked(value, std::time::SystemTime::now())
+    let date = resp
+        .headers()
+        .get(reqwest::header::DATE)
+        .and_then(|d| d.to_str().ok());
+    pause_asked(value, server_clock(date, std::time::SystemTime::now()))
+}
+
+/// The time on the clock that wrote a `Retry-After` date: for now, ours.
+fn server_clock(date: Option<&str>, ours: std::time::SystemTime) -> std::time::SystemTime {
+    let _ = date;
+    ours
 }
 
 /// The pause a `Retry-After` value asks for at `now`: whole seconds, or an HTTP date
@@ -574,7 +584,7 @@ fn upgrade_or_end(
 mod retry_after_tests {
     use std::time::{Duration, SystemTime};
 
-    use super::pause_asked;
+    use super::{pause_asked, server_clock};
 
     #[test]
     fn a_retry_after_in_seconds_or_as_a_date_is_a_pause_capped_at_ten_minutes() {
@@ -594,5 +604,43 @@ mod retry_after_tests {
         assert_eq!(pause_asked("Tue, 01 Dec 2026 07:00:00 GMT", now), None);
         assert_eq!(pause_asked("soon", now), None);
         assert_eq!(pause_asked("-5", now), None);
+    }
+
+    /// Tue, 01 Dec 2026 08:00:00 GMT on the server's clock, which asks for 2 minutes.
+    const DATE: &str = "Tue, 01 Dec 2026 08:00:00 GMT";
+    const BACK: &str = "Tue, 01 Dec 2026 08:02:00 GMT";
+
+    fn at(offset: i64) -> SystemTime {
+        let server = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_112_000);
+        let by = Duration::from_secs(offset.unsigned_abs());
+        if offset < 0 {
+            server - by
+        } else {
+            server + by
+        }
+    }
+
+    #[test]
+    fn a_retry_after_date_is_the_same_pause_for_a_worker_whose_clock_is_off() {
+        let asked = |ours| pause_asked(BACK, server_clock(Some(DATE), ours));
+        let two_minutes = Some(Duration::from_secs(120));
+        assert_eq!(asked(at(0)), two_minutes, "on time");
+        assert_eq!(asked(at(300)), two_minutes, "a worker 5 minutes ahead");
+        assert_eq!(asked(at(-600)), two_minutes, "a worker 10 minutes behind");
+    }
+
+    #[test]
+    fn a_retry_after_date_is_read_on_our_clock_without_a_sane_date_beside_it() {
+        let ours = at(60);
+        let asked = |date| pause_asked(BACK, server_clock(date, ours));
+        let one_minute = Some(Duration::from_secs(60));
+        assert_eq!(asked(None), one_minute, "no Date");
+        assert_eq!(asked(Some("soon")), one_minute, "a Date that is no date");
+        // A server clock reset to its epoch wrote neither the Date nor a pause.
+        assert_eq!(
+            asked(Some("Thu, 01 Jan 1970 00:00:00 GMT")),
+            one_minute,
+            "a Date decades off"
+        );
     }
 }
