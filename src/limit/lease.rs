@@ -185,15 +185,13 @@ async fn renew(pool: RedisPool, timeout: Duration, lease: Duration, live: Weak<L
     let every = (lease / 3).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
-        let Some(strong) = live.upgrade() else { return };
-        let snapshot: Vec<(String, Vec<String>)> = strong
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .map(|(k, ids)| (k.clone(), ids.iter().cloned().collect()))
-            .collect();
-        drop(strong);
-        for (key, ids) in snapshot {
+        let Some(keys) = live_keys(&live) else { return };
+        for key in keys {
+            // Each key's leases are read just before its call: one released since a
+            // snapshot of them all would be put back (then released again).
+            let Some(ids) = live_ids(&live, &key) else {
+                continue;
+            };
             let call = async {
                 let mut conn = pool.get().await?;
                 let mut inv = script.key(&key);
@@ -218,8 +216,30 @@ async fn renew(pool: RedisPool, timeout: Duration, lease: Duration, live: Weak<L
     }
 }
 
+/// The keys with live leases; `None` once the limiter and every lease are gone.
+fn live_keys(live: &Weak<Live>) -> Option<Vec<String>> {
+    let live = live.upgrade()?;
+    let keys = live
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .keys()
+        .cloned()
+        .collect();
+    Some(keys)
+}
+
+/// The live leases in `key`, if any.
+fn live_ids(live: &Weak<Live>, key: &str) -> Option<Vec<String>> {
+    let live = live.upgrade()?;
+    let live = live
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Some(live.get(key)?.iter().cloned().collect())
+}
+
 /// Of the leases just put back in `key`, releases at once those whose request ended
-/// since the renewal's snapshot (its release may have reached Redis first).
+/// since its key's leases were read for the renewal (its release may have reached
+/// Redis first).
 async fn release_ended(
     pool: &RedisPool,
     timeout: Duration,
@@ -236,8 +256,8 @@ async fn release_ended(
         back.into_iter()
             .partition(|id| ids.is_some_and(|ids| ids.contains(id)))
     };
-    // A set emptied by the release of its last lease after the snapshot is no loss:
-    // only leases still running tell that Redis lost them.
+    // A lease released after its key's leases were read is no loss: only leases still
+    // running tell that Redis lost them.
     if !running.is_empty() {
         tracing::warn!(
             key,

@@ -139,23 +139,21 @@ redis.call('SET', KEYS[1], '1', 'PX', 1000)
 return 1
 ";
 
-/// Renews leases. KEYS: inflight. ARGV: lease_ms, then the lease ids. Only leases still
-/// there are renewed (`XX`): a released one stays released. A set that is gone while
-/// its worker still renews leases in it was lost by Redis (restarted without its data,
-/// flushed, evicted): every lease is put back, and returned, so that the worker can
-/// release at once any whose request ended meanwhile.
+/// Renews leases. KEYS: inflight. ARGV: lease_ms, then the lease ids. Its worker renews
+/// only leases whose requests still wait or run, so one missing from the set was lost by
+/// Redis (restarted without its data, flushed, evicted, or expired while its worker
+/// stalled): it is put back, whatever else the set holds now (a booking after the loss
+/// makes the set again before this runs), so that bookings count it again. The leases
+/// put back are returned: one whose request ended since the worker's snapshot (its
+/// release may have come first) is released again at once.
 pub(crate) const RENEW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local lease = tonumber(ARGV[1])
-local lost = redis.call('EXISTS', KEYS[1]) == 0
 local back = {}
 for i = 2, #ARGV do
-  if lost then
-    redis.call('ZADD', KEYS[1], now + lease, ARGV[i])
+  if redis.call('ZADD', KEYS[1], now + lease, ARGV[i]) == 1 then
     back[#back + 1] = ARGV[i]
-  else
-    redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i])
   end
 end
 redis.call('PEXPIRE', KEYS[1], lease + 1000)
