@@ -310,11 +310,27 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     pause_asked(value, server_clock(date, std::time::SystemTime::now()))
 }
 
-/// The time on the clock that wrote a `Retry-After` date: for now, ours.
+/// The time on the clock that wrote a `Retry-After` date: the server's, as its answer's
+/// `Date` tells it (RFC 9110, 6.6.1), so that a worker whose clock is off holds the host
+/// (for every worker: the hold is shared) as long as the server asked; ours when the
+/// answer has no `Date` or one more than [`MAX_SERVER_SKEW`] off, a clock too broken
+/// (reset to its epoch) to have written the `Retry-After` by.
 fn server_clock(date: Option<&str>, ours: std::time::SystemTime) -> std::time::SystemTime {
-    let _ = date;
-    ours
+    let Some(server) = date.and_then(|d| httpdate::parse_http_date(d.trim()).ok()) else {
+        return ours;
+    };
+    let skew = server
+        .duration_since(ours)
+        .or_else(|_| ours.duration_since(server))
+        .unwrap_or(Duration::MAX);
+    if skew > MAX_SERVER_SKEW {
+        return ours;
+    }
+    server
 }
+
+/// How far a server's `Date` may be from our clock and still be read as its clock.
+const MAX_SERVER_SKEW: Duration = Duration::from_secs(24 * 3600);
 
 /// The pause a `Retry-After` value asks for at `now`: whole seconds, or an HTTP date
 /// (RFC 9110, 10.2.3; a maintenance page's "back at"), at most [`MAX_RETRY_AFTER`].
