@@ -221,3 +221,48 @@ fn assert_our_nameservers_blamed(r: &Report, ns: impl std::fmt::Display) {
         r.detail
     );
 }
+
+/// A worker short of CPU runs its own timers late: an attempt with a 100 ms timeout
+/// against a page that answers at once ran for many times that and came back
+/// `down/timeout`, "confirmed" by a second attempt just as late. The site had no fair
+/// chance: that is our side failing, never a `down`.
+///
+/// Our event loop is made late for real here: the probe shares a single-threaded
+/// runtime with a task that blocks its thread for 150 ms at a time (as a big page being
+/// decoded does), while the site runs on a thread of its own and answers at once. Only
+/// the verdict is asserted: `up` (had the probe slipped through) would be true as well.
+#[test]
+fn a_timeout_while_our_own_event_loop_ran_late_is_unknown_never_down() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("site runtime");
+        rt.block_on(async {
+            tx.send(site("127.0.79.1").await).expect("send");
+            std::future::pending::<()>().await;
+        });
+    });
+    let web = rx.recv().expect("the site's address");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("probe runtime");
+    let r = rt.block_on(async {
+        let e = engine("");
+        let job = serde_json::json!({"url": format!("http://{web}/"), "timeout_ms": 100});
+        // Bounded: long enough for both attempts to run while the thread is blocked.
+        let stall = async {
+            for _ in 0..20 {
+                std::thread::sleep(std::time::Duration::from_millis(150));
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::join!(check_job(&e, job), stall).0
+    });
+    assert_ne!(r.verdict, Verdict::Down, "{}", r.detail);
+    if r.verdict == Verdict::Unknown {
+        assert_eq!(r.reason.as_str(), "local_resources", "{}", r.detail);
+    }
+}

@@ -1151,4 +1151,53 @@ mod tests {
         let judged = judge(&p, &o, &SETTINGS);
         assert!(judged.detail.contains("mod_evasive"), "{}", judged.detail);
     }
+
+    /// A worker short of CPU runs its timers late: a 100 ms timeout that fired after
+    /// our event loop was 80 ms late gave the site a fraction of its time. That is our
+    /// side (`unknown/local_resources`), never `down`; a lag of a couple of ms is not.
+    #[test]
+    fn a_timeout_while_our_own_timers_ran_late_is_ours_not_the_sites() {
+        let mut p = plan(Expect {
+            body_contains: Some("County".into()),
+            ..Expect::default()
+        });
+        p.timeout = Duration::from_millis(100);
+        let lagged = |mut o: Observation, ms: u64| {
+            o.lag = Duration::from_millis(ms);
+            o.total = Duration::from_millis(180);
+            judge(&p, &o, &SETTINGS)
+        };
+        let ours = lagged(failure(FailureKind::Timeout), 80);
+        assert_eq!(
+            (ours.verdict, ours.reason),
+            (Verdict::Unknown, Reason::LocalResources),
+            "{}",
+            ours.detail
+        );
+        assert!(ours.detail.contains("80 ms late"), "{}", ours.detail);
+        let theirs = lagged(failure(FailureKind::Timeout), 2);
+        assert_eq!(
+            (theirs.verdict, theirs.reason),
+            (Verdict::Down, Reason::Timeout)
+        );
+        // A name our own resolver's timer gave up on is the same story.
+        let unresolved = lagged(failure(FailureKind::DnsFailed), 80);
+        assert_eq!(unresolved.verdict, Verdict::Unknown);
+        // A page still coming when the late timer fired: ours too.
+        let mut cut = answer(200, "<html>");
+        if let Outcome::Answer(a) = &mut cut.outcome {
+            a.late = true;
+        }
+        assert_eq!(
+            lagged(cut, 80).reason,
+            Reason::LocalResources,
+            "a page cut by a late timer"
+        );
+        // A refused connection is the site's answer, however late we were to read it.
+        let refused = lagged(failure(FailureKind::Connect), 80);
+        assert_eq!(
+            (refused.verdict, refused.reason),
+            (Verdict::Down, Reason::Connect)
+        );
+    }
 }

@@ -294,6 +294,9 @@ pub(crate) struct Observation {
     pub queued: Duration,
     /// The whole attempt.
     pub total: Duration,
+    /// How late our own timers and wake-ups ran, at worst, while this attempt ran: our
+    /// event loop's lag (a worker short of CPU), which the site's time does not include.
+    pub lag: Duration,
     /// Things worth telling that did not decide the verdict (e.g. a broken IPv6 path).
     pub notes: Vec<String>,
     /// On a failure: how many answers the same IP gave us just before it (through this
@@ -321,6 +324,7 @@ impl Observation {
             first_byte: None,
             queued: Duration::ZERO,
             total: Duration::ZERO,
+            lag: Duration::ZERO,
             notes: Vec::new(),
             recent_answers: 0,
             refusal: None,
