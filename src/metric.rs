@@ -43,11 +43,17 @@ const CHANGES_PUBLISHED: &str = "picket_changes_published_total";
 const PHASE_SECONDS: &str = "picket_phase_duration_seconds";
 const ISSUER_FETCHES: &str = "picket_issuer_fetches_total";
 const HTTPS_UPGRADES: &str = "picket_https_upgrades_total";
+const EVENT_LOOP_LAG: &str = "picket_event_loop_lag_seconds";
 const BUILD_INFO: &str = "picket_build_info";
 
 /// Buckets of the probe and phase histograms: a loopback connect to a 60 s timeout.
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Buckets of our event loop's lag: a millisecond is a healthy loop, a quarter of the
+/// shortest job timeout (25 ms) is where lag starts to turn timeouts into `unknown`.
+const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 /// Buckets of the limit's waits: `rate_limit.max_wait` is 30 s by default.
 const WAIT_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -73,6 +79,8 @@ fn install_once() -> Result<PrometheusHandle, String> {
         .set_buckets(LATENCY_BUCKETS)
         .map_err(e)?
         .set_buckets_for_metric(Matcher::Full(THROTTLE_WAIT_SECONDS.into()), WAIT_BUCKETS)
+        .map_err(e)?
+        .set_buckets_for_metric(Matcher::Full(EVENT_LOOP_LAG.into()), LAG_BUCKETS)
         .map_err(e)?
         .set_buckets_for_metric(
             Matcher::Full(BROKER_OUTAGE_SECONDS.to_string()),
@@ -162,6 +170,10 @@ fn describe() {
         "Deliveries handed back to the broker (result not confirmed, or a first handler failure)"
     );
     describe_histogram!(PROBE_SECONDS, "Duration of one probe attempt");
+    describe_histogram!(
+        EVENT_LOOP_LAG,
+        "How late the worker's own event loop woke a 20 ms timer: high when the worker is short of CPU"
+    );
     describe_histogram!(
         PHASE_SECONDS,
         "Duration of one phase of a probe attempt: dns, connect (TCP, and a proxy's handshake), tls, first_byte (request sent to response headers)"
@@ -458,4 +470,10 @@ pub(crate) fn state_replayed() {
 /// A change was published to the changes exchange and confirmed.
 pub(crate) fn change_published() {
     counter!(CHANGES_PUBLISHED).increment(1);
+}
+
+/// How late our event loop woke a timer that asked for a short sleep (sampled by the
+/// prober's lag watch): a worker short of CPU.
+pub(crate) fn event_loop_lag(late: Duration) {
+    histogram!(EVENT_LOOP_LAG).record(late.as_secs_f64());
 }

@@ -21,7 +21,8 @@
 //! - `body`: reading, inflating and decoding the final answer's body.
 //! - `client`: the shared clients per egress and TLS mode; `tls`: roots, extra CA and
 //!   certificate days-left; `issuers`: chains sent incomplete, completed as browsers do; `pin` and `phase`: pinning and timing of a connection;
-//!   `failure`: a request error as a failure; `recent`: answers kept for a later reset.
+//!   `failure`: a request error as a failure; `recent`: answers kept for a later reset;
+//!   `lag`: how late our own event loop runs, told with each observation.
 //! - `tunnel/`: requests through HTTP proxies, sent to the counted address (`CONNECT
 //!   ip:port`), in place of `send`'s client; its `SendError` is either path's failure.
 
@@ -46,6 +47,7 @@ mod failure;
 mod head;
 mod heed;
 mod issuers;
+mod lag;
 mod phase;
 mod pin;
 mod recent;
@@ -58,6 +60,7 @@ use client::Egress;
 #[cfg(test)]
 use client::builder;
 use connect::Answered;
+use lag::LagWatch;
 use pin::PinnedResolver;
 use recent::RecentAnswers;
 use redirect::{Chain, Next};
@@ -141,6 +144,9 @@ pub struct HttpProber {
     suspect_hold: Duration,
     /// Intermediates fetched for sites that send their chain incomplete (`issuers`).
     issuers: Arc<issuers::Issuers>,
+    /// The watch over our own event loop, started with the first probe (on the runtime
+    /// that probes).
+    lag: std::sync::OnceLock<LagWatch>,
 }
 
 impl HttpProber {
@@ -171,10 +177,12 @@ impl HttpProber {
             recent: RecentAnswers::default(),
             suspect_hold: targets.suspect_hold,
             issuers,
+            lag: std::sync::OnceLock::new(),
         })
     }
 
     async fn observe_with(&self, plan: &Plan, egress: &Egress, index: usize) -> Attempt {
+        let lag = self.lag.get_or_init(LagWatch::start);
         let start = Instant::now();
         let mut obs = Observation::new(&egress.name);
         let mut probe = Probe {
@@ -193,6 +201,10 @@ impl HttpProber {
         }
         obs.outcome = outcome;
         obs.total = start.elapsed();
+        // Nothing runs past the deadline but a timer that fired late: how long the
+        // attempt went on after it is lag too, whatever thread the watch ticks on.
+        let overran = Instant::now().saturating_duration_since(probe.deadline);
+        obs.lag = lag.worst_since(start).max(overran);
         Attempt::Observed(obs)
     }
 

@@ -81,7 +81,7 @@ pub(crate) fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) ->
     if let Some(refusal) = &obs.refusal {
         return Judgement::new(Verdict::Unknown, Reason::Blocked, refusal.clone());
     }
-    match &obs.outcome {
+    let judged = match &obs.outcome {
         Outcome::Failure(f) => judge_failure(f, obs.recent_answers, settings),
         Outcome::Answer(answer) => {
             let seen = Seen {
@@ -94,7 +94,39 @@ pub(crate) fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) ->
             };
             judge_answer(&seen)
         }
+    };
+    ours_if_our_timers_ran_late(plan, obs, judged)
+}
+
+/// The share of an attempt's time our own event loop may lag before a timeout is ours:
+/// a quarter. A probe waits on our scheduler at each of its steps (lookup, connect,
+/// handshake, request, the body's reads), and a loop that late at one is about as late
+/// at the next: over two or more such waits, a lag of a quarter of the time may have
+/// cost the site half of it, and a timeout then says nothing about the site. A smaller
+/// share would turn real timeouts into `unknown` on any busy machine (a 50 ms stall is
+/// common there); the shortest job timeout, 100 ms, puts this at 25 ms.
+const LAG_SHARE_OURS: u32 = 4;
+
+/// A timeout while our own timers and wake-ups ran late by a share of the attempt's
+/// time ([`LAG_SHARE_OURS`]): the site was not given its time, our worker (short of
+/// CPU) failed it: `unknown/local_resources`, never `down`. (A lookup our nameservers
+/// left unanswered has its own check of our side: `engine::our_side`.)
+fn ours_if_our_timers_ran_late(plan: &Plan, obs: &Observation, j: Judgement) -> Judgement {
+    let timed_out = j.verdict == Verdict::Down && j.reason == Reason::Timeout;
+    if !timed_out || obs.lag * LAG_SHARE_OURS < plan.timeout {
+        return j;
     }
+    Judgement::new(
+        Verdict::Unknown,
+        Reason::LocalResources,
+        format!(
+            "{}; meanwhile our own timers ran up to {} ms late (this worker is short of \
+             CPU), so the site did not get its {} ms: our side failed, not the site",
+            j.detail,
+            obs.lag.as_millis(),
+            plan.timeout.as_millis()
+        ),
+    )
 }
 
 /// An answer through the rules: first what it is ([`PAGE_RULES`]), then how it came
@@ -1180,9 +1212,13 @@ mod tests {
             (theirs.verdict, theirs.reason),
             (Verdict::Down, Reason::Timeout)
         );
-        // A name our own resolver's timer gave up on is the same story.
-        let unresolved = lagged(failure(FailureKind::DnsFailed), 80);
-        assert_eq!(unresolved.verdict, Verdict::Unknown);
+        // A quarter of the time is where it starts.
+        let edge = lagged(failure(FailureKind::Timeout), 24);
+        assert_eq!(edge.verdict, Verdict::Down);
+        assert_eq!(
+            lagged(failure(FailureKind::Timeout), 25).verdict,
+            Verdict::Unknown
+        );
         // A page still coming when the late timer fired: ours too.
         let mut cut = answer(200, "<html>");
         if let Outcome::Answer(a) = &mut cut.outcome {
