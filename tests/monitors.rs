@@ -669,6 +669,75 @@ async fn a_step_asked_again_is_no_redelivery_of_an_earlier_copy() {
     assert!(second.changed(Down));
 }
 
+/// Stops (SIGSTOP) a private Redis, as a fork or fsync stall, a paused VM or
+/// `DEBUG SLEEP` would; dropping it lets Redis run again, even when the test fails.
+struct Frozen(u32);
+
+impl Frozen {
+    fn new(redis: &RedisServer) -> Frozen {
+        let pid = redis.pid().expect("redis runs");
+        Frozen::signal(pid, "-STOP");
+        Frozen(pid)
+    }
+
+    fn signal(pid: u32, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill {signal} {pid}");
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        Frozen::signal(self.0, "-CONT");
+    }
+}
+
+/// A key `down` twice; the site comes back, and Redis stalls (a fork, an fsync, a
+/// paused VM) past the time the worker waits for the state step. The result goes out
+/// without state (`previous_verdict: null`, `changed: false`), honest so far; but Redis,
+/// once it ran again, ran the step it had been sent, and the key went `down → up` for
+/// no result: the next one found `up` after `up`, and the site's recovery was never
+/// announced. A step given up on must not change the key when it runs late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_step_redis_runs_after_it_was_given_up_changes_nothing() {
+    use picket::job::Verdict::{Down, Up};
+    let new = |id| Delivery {
+        id,
+        redelivered: false,
+    };
+    let (redis, _site, s) = on_a_private_redis("127.0.78.10").await;
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    for id in ["j1", "j2"] {
+        let down = store.step(&report_of("frozen", id, Down), new(id)).await;
+        assert!(down.is_some(), "redis answers");
+    }
+    // Frozen for longer than the worker waits for a stalled step (10 s).
+    let frozen = Frozen::new(&redis);
+    let thaw = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        drop(frozen);
+    });
+    let given_up = store.step(&report_of("frozen", "j3", Up), new("j3")).await;
+    thaw.await.expect("thawed");
+    // What Redis was sent before it stopped, it runs now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let next = store.step(&report_of("frozen", "j4", Up), new("j4")).await;
+    let next = next.expect("an answer, redis runs again");
+    let told = [given_up, Some(next)];
+    let changes: Vec<_> = told.iter().flatten().filter(|a| a.changed(Up)).collect();
+    assert_eq!(
+        changes.iter().map(|a| a.previous).collect::<Vec<_>>(),
+        [Some(Down)],
+        "down → up told by exactly one result: j3 {given_up:?}, j4 {next:?}"
+    );
+    let after = store.step(&report_of("frozen", "j5", Up), new("j5")).await;
+    let after = after.expect("an answer");
+    assert_eq!(after.previous, Some(Up), "the key is up");
+}
+
 /// The Lua script and the Rust transition agree, step by step, on a long mixed run of
 /// verdicts, deliveries, redeliveries and messages sharing an id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
