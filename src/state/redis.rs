@@ -26,13 +26,14 @@ use crate::metric;
 use crate::redis_pool::{RedisConn, RedisPool};
 
 /// The transition of `super::step`, in Lua. KEYS: record, report. ARGV: delivery id,
-/// verdict, "1" when it is a verdict on the site, the worker's clock (ms; unused: the
-/// step's time is Redis's `TIME`, kept in the argument list for scripts' order), state TTL (s), verdict TTL
+/// verdict, "1" when it is a verdict on the site, the step's expiry (ms, Redis's clock:
+/// a run at or after it writes nothing, see [`RedisState::step`]), state TTL (s), verdict TTL
 /// (s), the report's JSON, memo size, "1" when redelivered, memo age (ms), shared memo
 /// age (ms: `super::SHARED_RECALL_MS`), the step's nonce (the same when it is asked
 /// again after a timeout: a run that finds it in the memo gives that run's answer), how
 /// many changes the memo keeps beyond its size (`super::MEMO_CHANGES`). Returns
-/// {previous verdict or "", streak, since (ms)}. The record is {v, s, n: the key's verdict,
+/// {previous verdict or "", streak, since (ms), Redis's time (ms)}; streak 0: the step
+/// came after its expiry and took none. The record is {v, s, n: the key's verdict,
 /// its start and streak; o, os, ov: the run of `unknown` or `invalid` since it, its
 /// start and which (`super::Record::other`; in a record written before `ov` existed, the
 /// verdict of the step that reads it); m: the memo}. A memo entry is {delivery id, verdict,
@@ -64,15 +65,18 @@ local shared = false
 -- This very step run before (a call that timed out and ran late): its answer.
 if at and st.m[at][9] == ARGV[12] then
   local e = st.m[at]
-  return {e[3], e[4], e[5]}
+  return {e[3], e[4], e[5], now}
 end
+-- Past its expiry the worker may have given this step up, and told its result without
+-- state: taken now, its change would be told by no result.
+if now >= tonumber(ARGV[4]) then return {'', 0, 0, now} end
 if at then
   local e = st.m[at]
   local age = now - e[6]
   if ARGV[9] == '1' and age <= tonumber(ARGV[10]) and (not e[7] or age <= tonumber(ARGV[11])) then
     -- Recalled while the key's verdict is the one that step left.
     if left_of(e) == st.v then
-      if e[2] == v then return {e[3], e[4], e[5]} end
+      if e[2] == v then return {e[3], e[4], e[5], now} end
       -- A move off the verdict that step left is told as one (`super::previous_of`).
       if not site or v == st.v then prev = e[3] end
     end
@@ -112,7 +116,7 @@ redis.call('SET', KEYS[2], '{"at":' .. string.format('%d', now) .. ',"delivery":
   .. ',"streak":' .. string.format('%d', streak) .. ',"since":' .. string.format('%d', since)
   .. ',"shared":' .. tostring(shared)
   .. ',"report":' .. ARGV[7] .. '}', 'EX', ARGV[6])
-return {prev, streak, since}
+return {prev, streak, since, now}
 "#;
 
 /// A name for one state step, unique among all workers' steps: this process, the
@@ -124,10 +128,15 @@ fn step_nonce() -> String {
     format!("{:x}.{:x}.{n:x}", std::process::id(), now_ms())
 }
 
-/// How long after Redis last answered a step that timed out is asked again: a stall
-/// (a busy script, a fork, an fsync) outlasts a few timeouts; past this, Redis hangs,
-/// and waiting on it would stop the results too.
+/// How long a step that timed out is asked again, when Redis answered within this
+/// before it: a stall (a busy script, a fork, an fsync) outlasts a few timeouts; past
+/// this, Redis hangs, and waiting on it would stop the results too.
 const STALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// How old Redis's time may be (as last read) to date a step's expiry from it: past
+/// this it is read anew (`TIME`), so that clocks running at slightly different rates
+/// (NTP slews them by up to 0.05 %) part by some 30 ms at most.
+const CLOCK_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// The pause between asks of a stalled step that failed at once (no connection from
 /// the pool, a BUSY error).
@@ -139,6 +148,38 @@ enum Late {
     No,
     /// It timed out, or its connection dropped: the command may have run, or may yet.
     Maybe,
+    /// The step ran after its expiry and took no step: no run of it ever will. With
+    /// the time it ran at (the clock of the node holding its key).
+    Expired(RedisClock),
+}
+
+/// Redis's time as last read: a time (ms) it had, and when its answer came here, later.
+#[derive(Debug, Clone, Copy)]
+struct RedisClock {
+    ms: u64,
+    seen: tokio::time::Instant,
+}
+
+impl RedisClock {
+    /// A time Redis's clock has reached by `at` (it ran on while its answer came).
+    fn at_least(&self, at: tokio::time::Instant) -> u64 {
+        self.ms + millis(at.saturating_duration_since(self.seen))
+    }
+}
+
+/// A duration in whole milliseconds (rounded down).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
+}
+
+/// One state step as sent to Redis, each time it is asked.
+struct Step<'a> {
+    report: &'a Report,
+    json: &'a str,
+    /// The same for every ask of this step: a run finding it took the step already.
+    nonce: String,
+    /// When the step may no longer be taken (ms, Redis's clock).
+    expiry: u64,
 }
 
 /// A kept report as the script writes it.
@@ -177,6 +218,8 @@ pub struct RedisState {
     script: redis::Script,
     /// When Redis last answered a call (`tokio::time::Instant`, for [`STALL_LIMIT`]).
     answered: std::sync::Mutex<tokio::time::Instant>,
+    /// Redis's time as last read, to date steps' expiries in Redis's own clock.
+    clock: std::sync::Mutex<Option<RedisClock>>,
 }
 
 impl RedisState {
@@ -190,7 +233,41 @@ impl RedisState {
             timeout: settings.timeout,
             script: redis::Script::new(STEP),
             answered: std::sync::Mutex::new(tokio::time::Instant::now()),
+            clock: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Notes a time (ms) Redis just answered with.
+    fn learn_clock(&self, ms: u64) {
+        let seen = tokio::time::Instant::now();
+        *self
+            .clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(RedisClock { ms, seen });
+    }
+
+    /// A time (ms) Redis's clock has reached, and the instant it is for: from the last
+    /// answer when recent, else from `TIME`; `None` when Redis does not answer.
+    async fn redis_now(&self) -> Option<(u64, tokio::time::Instant)> {
+        let last = *self
+            .clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = tokio::time::Instant::now();
+        if let Some(clock) = last.filter(|c| now.saturating_duration_since(c.seen) < CLOCK_MAX_AGE)
+        {
+            return Some((clock.at_least(now), now));
+        }
+        let (secs, micros): (u64, u64) = self
+            .call("time", async |c| redis::cmd("TIME").query_async(c).await)
+            .await?;
+        self.learn_clock(secs * 1000 + micros / 1000);
+        let now = tokio::time::Instant::now();
+        let clock = *self
+            .clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        clock.map(|c| (c.at_least(now), now))
     }
 
     /// Whether Redis answered within [`STALL_LIMIT`]: a stall, not a hang.
@@ -257,39 +334,91 @@ impl RedisState {
         }
     }
 
-    /// One run of the step script for `report`'s key.
+    /// One run of `step`.
     async fn run_step(
         &self,
         keys: &(String, String),
-        report: &Report,
-        json: &str,
+        step: &Step<'_>,
         delivery: Delivery<'_>,
-        nonce: &str,
     ) -> Result<(String, u64, u64), Late> {
+        let Step {
+            report,
+            json,
+            ref nonce,
+            expiry,
+        } = *step;
         let site = if report.verdict.is_about_the_site() {
             "1"
         } else {
             "0"
         };
-        self.attempt("state step", async |c| {
-            let mut inv = self.script.key(&keys.0);
-            inv.key(&keys.1)
-                .arg(delivery.id)
-                .arg(report.verdict.as_str())
-                .arg(site)
-                .arg(now_ms())
-                .arg(self.state_ttl.as_secs().max(1))
-                .arg(self.verdict_ttl.as_secs().max(1))
-                .arg(json)
-                .arg(MEMO_JOBS)
-                .arg(if delivery.redelivered { "1" } else { "0" })
-                .arg(MEMO_MAX_AGE_MS)
-                .arg(SHARED_RECALL_MS)
-                .arg(nonce)
-                .arg(MEMO_CHANGES);
-            inv.invoke_async(c).await
-        })
-        .await
+        let ran: (String, u64, u64, u64) = self
+            .attempt("state step", async |c| {
+                let mut inv = self.script.key(&keys.0);
+                inv.key(&keys.1)
+                    .arg(delivery.id)
+                    .arg(report.verdict.as_str())
+                    .arg(site)
+                    .arg(expiry)
+                    .arg(self.state_ttl.as_secs().max(1))
+                    .arg(self.verdict_ttl.as_secs().max(1))
+                    .arg(json)
+                    .arg(MEMO_JOBS)
+                    .arg(if delivery.redelivered { "1" } else { "0" })
+                    .arg(MEMO_MAX_AGE_MS)
+                    .arg(SHARED_RECALL_MS)
+                    .arg(nonce)
+                    .arg(MEMO_CHANGES);
+                inv.invoke_async(c).await
+            })
+            .await?;
+        let (prev, streak, since, redis_ms) = ran;
+        self.learn_clock(redis_ms);
+        if streak == 0 {
+            let seen = tokio::time::Instant::now();
+            return Err(Late::Expired(RedisClock { ms: redis_ms, seen }));
+        }
+        Ok((prev, streak, since))
+    }
+
+    /// Runs a step until Redis answers it, or until `deadline`, when its expiry has
+    /// passed in Redis's clock too: a step given up on can never run.
+    async fn step_until(
+        &self,
+        keys: &(String, String),
+        mut step: Step<'_>,
+        delivery: Delivery<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(String, u64, u64), Late> {
+        let mut ran = self.run_step(keys, &step, delivery).await;
+        if matches!(ran, Err(Late::No)) {
+            return ran;
+        }
+        let mut dated_again = false;
+        // A late Redis may have run the step all the same, or may yet (it runs what was
+        // sent before a stall): asked again with the same nonce until Redis answers,
+        // whichever run comes second finds the first's answer.
+        while let Err(late) = &ran {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match late {
+                Late::No => tokio::time::sleep(STALL_PAUSE.min(deadline - now)).await,
+                Late::Maybe => {}
+                // Dated by another node's clock, ahead of this one's (a Redis Cluster,
+                // a failover): taken by no run, so taken anew, dated by the time this
+                // node answered with. Once: a second is no skew.
+                Late::Expired(_) if dated_again => break,
+                Late::Expired(clock) => {
+                    dated_again = true;
+                    step.nonce = step_nonce();
+                    step.expiry = clock.at_least(now) + millis(deadline - now);
+                }
+            }
+            ran = self.run_step(keys, &step, delivery).await;
+        }
+        ran
     }
 
     /// The key's kept report, and Redis's clock (ms) when it was read.
@@ -305,6 +434,7 @@ impl RedisState {
                     .await
             })
             .await?;
+        self.learn_clock(secs * 1000 + micros / 1000);
         let kept = serde_json::from_str(&raw?).ok()?;
         Some((kept, secs * 1000 + micros / 1000))
     }
@@ -335,23 +465,27 @@ impl StateStore for RedisState {
             let key = report.key.as_deref()?;
             let keys = self.keys(key);
             let json = serde_json::to_string(report).ok()?;
-            let nonce = step_nonce();
-            let mut ran = self.run_step(&keys, report, &json, delivery, &nonce).await;
-            // A late Redis may have run the step all the same, or may yet (it runs
-            // what was sent before a stall): going on without it would leave its
-            // change untold. Asked again with the same nonce until Redis answers,
-            // whichever run comes second finds the first's answer. For at most
-            // STALL_LIMIT, and only while Redis answered lately: one that hangs for
-            // good is asked once more.
-            if matches!(ran, Err(Late::Maybe)) {
-                let until = tokio::time::Instant::now() + STALL_LIMIT;
-                ran = self.run_step(&keys, report, &json, delivery, &nonce).await;
-                while ran.is_err() && self.stalled_briefly() && tokio::time::Instant::now() < until
-                {
-                    tokio::time::sleep(STALL_PAUSE).await;
-                    ran = self.run_step(&keys, report, &json, delivery, &nonce).await;
-                }
-            }
+            // Waited for up to STALL_LIMIT while Redis answered lately; one that hangs
+            // for good is asked once more.
+            let wait = if self.stalled_briefly() {
+                STALL_LIMIT
+            } else {
+                self.timeout * 2
+            };
+            // The step expires when the worker gives it up, in Redis's clock (workers'
+            // clocks differ): a run of it that Redis makes later, when it wakes from a
+            // stall, writes nothing, and the key's change is told by its next result.
+            let Some((redis_now, at)) = self.redis_now().await else {
+                tracing::warn!("redis has no time for the state step; going on without the state");
+                return None;
+            };
+            let step = Step {
+                report,
+                json: &json,
+                nonce: step_nonce(),
+                expiry: redis_now + millis(wait),
+            };
+            let ran = self.step_until(&keys, step, delivery, at + wait).await;
             let Ok((prev, streak, since)) = ran else {
                 tracing::warn!("redis state step not answered; going on without the state");
                 return None;
