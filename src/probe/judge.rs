@@ -1236,4 +1236,35 @@ mod tests {
             (Verdict::Down, Reason::Connect)
         );
     }
+
+    /// A refusal of *us* read from a body the deadline cut (a tarpit trickling its block
+    /// page, a 429 whose page comes slowly) is still a refusal of us (from the review:
+    /// the late-body rule turned the page rules' `unknown/blocked` into `down/timeout`).
+    #[test]
+    fn a_refusal_of_us_read_from_a_late_body_is_still_unknown() {
+        let p = plan(Expect::default());
+        let akamai = "<TITLE>Access Denied</TITLE>You don't have permission to access this server.\
+                      <P>Reference&#32;&#35;18&#46;6f2e1402&#46;1764500000";
+        for (status, body) in [
+            (403, akamai),
+            (429, "<html><body>Too many requests</body></html>"),
+        ] {
+            assert_eq!(
+                j(&p, &answer(status, body)).0,
+                Verdict::Unknown,
+                "on time: {status}"
+            );
+            let mut o = answer(status, body);
+            if let Outcome::Answer(a) = &mut o.outcome {
+                a.late = true;
+            }
+            let judged = judge(&p, &o, &SETTINGS);
+            assert_eq!(
+                (judged.verdict, judged.reason),
+                (Verdict::Unknown, Reason::Blocked),
+                "late {status}: {}",
+                judged.detail
+            );
+        }
+    }
 }
