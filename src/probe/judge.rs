@@ -134,8 +134,14 @@ fn ours_if_our_timers_ran_late(plan: &Plan, obs: &Observation, j: Judgement) -> 
 fn judge_answer(s: &Seen<'_>) -> Judgement {
     if let Some(j) = PAGE_RULES.iter().find_map(|rule| rule(s)) {
         // What came before the time ran out is no working page yet (too little of it,
-        // the job's text still to come): the time is why, as for any timeout.
-        return if s.answer.late { timed_out(s) } else { j };
+        // the job's text still to come): the time is why, as for any timeout. A
+        // refusal of us (a block page, a 429) says what it is however slowly it came.
+        let about_us = j.verdict == Verdict::Unknown;
+        return if s.answer.late && !about_us {
+            timed_out(s)
+        } else {
+            j
+        };
     }
     DELIVERY_RULES
         .iter()
