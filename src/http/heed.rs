@@ -4,10 +4,10 @@
 //! A 503 whose `Retry-After` outlasts any confirmation confirms its own `down` (a site
 //! in maintenance says when to come back). But a shared server's limit may answer the
 //! same 503 and pause to a client that just sent it a burst, and then it refuses every
-//! host of the IP. Right after the IP answered us a burst, such a pause is kept (the
-//! host is held for it) and the IP's next answers tell the two apart: its other hosts
-//! refused too (a limit refusing us: `unknown/blocked`), or served us (the site's own
-//! maintenance: `down` by its word).
+//! host of the IP. Right after the IP answered us a burst, the IP's next answers tell
+//! the two apart: its other hosts refused too (a limit refusing us: `unknown/blocked`,
+//! and the host held for the pause it asked), or served us (the site's own
+//! maintenance: `down` by its word, nothing held, so its next check asks it again).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -52,12 +52,13 @@ impl HttpProber {
         let after_burst = refused && self.recent.served(ip, probe.index) >= BURST_ANSWERS;
         let confirms = |p: Duration| probe.plan.confirmed_by_pause(status, p);
         let pause_in_doubt = asked.filter(|p| confirms(*p) && after_burst);
-        if let Some(pause) = asked.filter(|p| !confirms(*p) || pause_in_doubt.is_some()) {
+        if let Some(pause) = asked.filter(|p| !confirms(*p)) {
             // The server asked for a pause: no worker sends to this host before it ends,
             // nor to the IP when several of its hosts ask. A maintenance page's longer
             // pause is not held: its own word confirms this check's `down` with nothing
             // more sent, and the next check of the site (a new job) asks it once, as a
-            // visitor would, to see whether it is back.
+            // visitor would, to see whether it is back. One in doubt is held once it
+            // shows itself a limit's (`pause_of_a_limit`, or a storm below).
             self.limiter.hold(request, Hold::Asked(pause)).await;
         }
         let refusal = self.standing(ip, host, probe.egress, signal).await;
@@ -73,10 +74,13 @@ impl HttpProber {
                 .hold(request, Hold::Ours(self.suspect_hold))
                 .await;
         }
-        let refusal = refusal.map(|r| match pause_in_doubt {
-            Some(pause) => kept_to(r, host, pause),
-            None => r,
-        });
+        let refusal = match (refusal, pause_in_doubt) {
+            (Some(r), Some(pause)) => {
+                self.limiter.hold(request, Hold::Asked(pause)).await;
+                Some(kept_to(r, host, pause))
+            }
+            (refusal, _) => refusal,
+        };
         Heeded {
             refusal,
             pause_in_doubt,
@@ -100,13 +104,15 @@ impl HttpProber {
             match self.recent.since(ip, probe.index, since) {
                 (0, 0) if Instant::now() < until => tokio::time::sleep(LOOK_EVERY).await,
                 (0, refused) if refused > 0 => {
+                    let request = Request::sent(ip, host, &probe.egress.name);
+                    self.limiter.hold(request, Hold::Asked(pause)).await;
                     return Some(format!(
                         "503 Service Unavailable asking a pause right after {ip} answered us, \
                          and {refused} more of its requests refused at once: a limit refusing \
                          us, not the site in maintenance; {host} is left alone for {} s as it \
                          asked (Retry-After)",
                         pause.as_secs()
-                    ))
+                    ));
                 }
                 _ => return None,
             }
