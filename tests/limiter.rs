@@ -961,15 +961,7 @@ async fn leases_a_redis_lost_under_requests_in_flight_are_put_back() {
         go(&a, "h.test").await,
         go(&a, "h.test").await,
     ];
-    let mut admin = redis::Client::open(redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("admin");
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut admin)
-        .await
-        .expect("FLUSHALL");
+    flushall(redis.url()).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
         refused(&a, Duration::from_millis(500)).await,
@@ -981,6 +973,19 @@ async fn leases_a_redis_lost_under_requests_in_flight_are_put_back() {
         !refused(&a, Duration::from_secs(2)).await,
         "the put-back leases are released with their requests"
     );
+}
+
+/// Empties the Redis at `url`, as an operator's `FLUSHALL` does.
+async fn flushall(url: &str) {
+    let mut admin = redis::Client::open(url)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin");
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut admin)
+        .await
+        .expect("FLUSHALL");
 }
 
 /// A booking made after Redis lost the in-flight set (an operator's FLUSHALL) makes the
@@ -996,15 +1001,7 @@ async fn leases_lost_are_put_back_beside_a_booking_made_after_the_loss() {
     for _ in 0..4 {
         held.push(go(&a, "h.test").await);
     }
-    let mut admin = redis::Client::open(redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("admin");
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut admin)
-        .await
-        .expect("FLUSHALL");
+    flushall(redis.url()).await;
     // Before the renewal nobody knows of the loss: one more goes, into a new set.
     let _late = go(&b, "h.test").await;
     tokio::time::sleep(Duration::from_millis(700)).await;
