@@ -15,7 +15,7 @@ use picket::config::Settings;
 use picket::engine::Engine;
 use picket::job::{Report, Verdict};
 
-use crate::support::real::apache::{Apache, Evasive};
+use crate::support::real::apache::{Apache, Dos, Evasive};
 use crate::support::real::dante::Dante;
 use crate::support::real::fail2ban::{Block, Fail2ban};
 use crate::support::real::haproxy::{Haproxy, Limit};
@@ -620,6 +620,52 @@ async fn tripped_nginx(ip: &str, status: u16, said: &str) {
         "only {up} of {} up",
         site.hosts.len()
     );
+}
+
+/// The OWASP CRS's DoS protection, as operators turn it on in crs-setup.conf, blocks a
+/// client that made two bursts by dropping its connections without an answer (rule
+/// 912120's `drop`) for `tx.dos_block_timeout` (600 s in crs-setup's example): every
+/// host of the IP closes at once, right after answering us, and goes on closing long
+/// after one hold of ours. That is a ban of us, not the sites failing: none may be
+/// `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modsecurity_dos_block_dropping_us_is_never_down() {
+    let ip = "127.0.12.50";
+    let hosts = names("crsdos", 12);
+    let dos = Dos {
+        threshold: 3,
+        slice_s: 60,
+        block_s: 40,
+    };
+    let apache = Apache::waf_dos(ip, &hosts, dos);
+    // Two rounds: ModSecurity counts a burst after the requests end, and blocks after
+    // the second.
+    let s = settings(&format!(
+        "{}[probe]\nretry_delay = \"500ms\"\n[rate_limit]\nbackoff = \"2s\"\n\
+         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 8\n",
+        static_dns(&hosts, ip),
+    ));
+    let engine = engine(&s);
+    let urls: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("http://{h}:{}/", apache.port))
+        .collect();
+    let mut reports = round(&engine, &urls).await;
+    reports.extend(round(&engine, &urls).await);
+    let errors = apache.errors();
+    let dropped = errors
+        .matches("Access denied with connection close")
+        .count();
+    report_line(
+        "apache2 ModSecurity CRS DoS protection, 2 bursts of 3 in 60 s, block 40 s",
+        &apache.hits(),
+        dropped,
+    );
+    assert!(
+        dropped > 0,
+        "the defence never tripped: the test proves nothing"
+    );
+    assert_never_down(&reports, "closed without an answer", "CRS DoS block");
 }
 
 /// fail2ban's `nginx-limit-req` jail, as operators run it beside nginx, bans the client

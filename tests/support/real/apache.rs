@@ -30,6 +30,17 @@ impl Default for Evasive {
     }
 }
 
+/// The OWASP CRS's DoS protection settings (`tx.dos_*` of crs-setup.conf).
+#[derive(Debug, Clone, Copy)]
+pub struct Dos {
+    /// `tx.dos_counter_threshold`: requests that make a burst.
+    pub threshold: u32,
+    /// `tx.dos_burst_time_slice`, seconds.
+    pub slice_s: u32,
+    /// `tx.dos_block_timeout`, seconds.
+    pub block_s: u32,
+}
+
 /// A running Apache.
 pub struct Apache {
     /// The server.
@@ -143,10 +154,37 @@ impl Apache {
     /// Apache with ModSecurity and the OWASP CRS (blocking, anomaly scoring) at
     /// `paranoia` serving `hosts` on `ip`.
     pub fn waf(ip: &str, hosts: &[String], paranoia: u8) -> Apache {
+        Apache::crs(ip, hosts, paranoia, "")
+    }
+
+    /// Apache with ModSecurity and the OWASP CRS at paranoia 1 with its DoS protection
+    /// on (rules 912, as crs-setup.conf's rule 900700 turns them on): a client making
+    /// two bursts of `dos.threshold` requests within `dos.slice_s` has its connections
+    /// dropped without an answer for `dos.block_s`.
+    pub fn waf_dos(ip: &str, hosts: &[String], dos: Dos) -> Apache {
+        let setup = format!(
+            "SecAction \"id:900700,phase:1,nolog,pass,t:none,\
+             setvar:'tx.dos_burst_time_slice={}',setvar:'tx.dos_counter_threshold={}',\
+             setvar:'tx.dos_block_timeout={}'\"\n",
+            dos.slice_s, dos.threshold, dos.block_s
+        );
+        Apache::crs(ip, hosts, 1, &setup)
+    }
+
+    /// ModSecurity with the CRS at `paranoia`, `setup` (more `SecAction`s of
+    /// crs-setup.conf's kind) before the rules.
+    fn crs(ip: &str, hosts: &[String], paranoia: u8, setup: &str) -> Apache {
         let dir = scratch("apache-waf");
         let port = free_port();
         let mut conf = head(&dir, ip, port, hosts);
         std::fs::create_dir_all(dir.join("modsec")).expect("modsec dir");
+        // Its persistent collections (the DoS counters per client) are written by the
+        // child, which runs as www-data.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let open = std::fs::Permissions::from_mode(0o777);
+            std::fs::set_permissions(dir.join("modsec"), open).expect("modsec dir mode");
+        }
         conf.push_str(&format!(
             r#"LoadModule unique_id_module {MODULES}/mod_unique_id.so
 LoadModule security2_module {MODULES}/mod_security2.so
@@ -159,7 +197,7 @@ SecAuditEngine RelevantOnly
 SecAuditLogParts ABHZ
 SecAuditLog {dir}/modsec_audit.log
 SecAction "id:900000,phase:1,nolog,pass,t:none,setvar:tx.paranoia_level={paranoia}"
-Include /etc/modsecurity/crs/crs-setup.conf
+{setup}Include /etc/modsecurity/crs/crs-setup.conf
 Include /usr/share/modsecurity-crs/rules/*.conf
 "#,
             dir = dir.display()
