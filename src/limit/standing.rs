@@ -18,10 +18,11 @@
 //! server whose backend died answers its front's 503 on every host just as a tripped
 //! `limit_req` does, so after one hold they are the site's failure again
 //! ([`AfterHold`]). Closed connections and 503s count again once the IP answered after
-//! the hold: nginx's limit refuses only what is still too fast. Refused and timed-out
-//! connections count again while a ban may follow the server's own refusal of us
+//! the hold: nginx's limit refuses only what is still too fast. Refused, timed-out and
+//! closed connections count again while a ban may follow the server's own refusal of us
 //! ([`BAN_MEMORY`]): fail2ban reads the refusals in the server's log and bans the
-//! address, mod_evasive runs its `DOSSystemCommand`.
+//! address, mod_evasive runs its `DOSSystemCommand`, and ModSecurity's CRS drops the
+//! connections of a client it blocked for `dos_block_timeout` (10 minutes).
 //!
 //! A host whose refusal was taken for one of us before, refusing again after a hold
 //! while the IP answers its other hosts, does not step the hold up
@@ -248,11 +249,31 @@ pub(crate) fn again_while_answering(code: u16, host: &str, ip: &str, level: u32)
     )
 }
 
-/// A refused or timed-out connection (`code`) taken for a ban that followed the server's
-/// own refusal of us (`by`), in words.
-pub(crate) fn describe_ban(code: u16, by: u16, ip: &str, hold: Duration, level: u32) -> String {
+/// A refused, timed-out or closed connection (`code`) taken for a ban that followed the
+/// server's own refusal of us (`by_code`), in words.
+pub(crate) fn describe_ban(
+    code: u16,
+    by_code: u16,
+    ip: &str,
+    hold: Duration,
+    level: u32,
+) -> String {
     let what = in_words(code).unwrap_or("connections failing".into());
-    let by = in_words(by).unwrap_or("a refusal".into());
+    let by = in_words(by_code).unwrap_or("a refusal".into());
+    if code == Signal::Closed.code() {
+        let since = if in_words(code) == in_words(by_code) {
+            "still, as since it began refusing us right after answering".to_string()
+        } else {
+            format!("since it refused us with {by}")
+        };
+        return format!(
+            "{what} from {ip} {since}: a block outlasting our hold \
+             (ModSecurity CRS's DoS protection drops a blocked client's connections for \
+             minutes), not the site failing; {ip} is left alone for {} s (back-off level \
+             {level})",
+            hold.as_secs()
+        );
+    }
     format!(
         "{what} from {ip} after it refused us with {by}: a ban following the tripped \
          defence (fail2ban reading the server's log, mod_evasive's DOSSystemCommand), not \
@@ -284,11 +305,20 @@ pub(crate) enum AfterHold {
     SitesUnlessBanned,
     /// The site's own failure, unless the IP answered since the hold ended: nginx's 444
     /// or 503 refusal lets the first request after a hold through (its bucket drained)
-    /// and refuses again only what is still too fast, while a backend that crashed
-    /// closes every connection and answers none, and a shared server whose backend
-    /// (PHP-FPM, an application server) died answers its front's 503 to every request,
-    /// the first after a pause too.
+    /// and refuses again only what is still too fast, while a shared server whose
+    /// backend (PHP-FPM, an application server) died answers its front's 503 to every
+    /// request, the first after a pause too.
     SitesUnlessAnswered,
+    /// Connections closed without an answer: the site's own failure only when neither
+    /// the IP answered since the hold ended (nginx's 444, as above) nor a ban may follow
+    /// the server's refusal of us ([`BAN_MEMORY`]). ModSecurity's CRS blocks a client
+    /// that made two bursts by dropping its connections (rule 912120's `drop`) for
+    /// `dos_block_timeout`, 10 minutes in crs-setup's example, and haproxy's `reject`
+    /// on a stick table's ban flag lasts as long as its entry: a server that was
+    /// answering us does not start closing every connection on every host of its own
+    /// right after our requests, and one that does (a crashed backend) is judged so
+    /// once the ban's memory is over.
+    SitesUnlessAnsweredOrBanned,
 }
 
 impl AfterHold {
@@ -296,9 +326,8 @@ impl AfterHold {
     pub(crate) fn of(signal: Signal) -> AfterHold {
         match signal {
             Signal::ConnectionRefused | Signal::TimedOut(_) => AfterHold::SitesUnlessBanned,
-            Signal::Closed | Signal::Unanswered(_) | Signal::Refused(503) => {
-                AfterHold::SitesUnlessAnswered
-            }
+            Signal::Closed => AfterHold::SitesUnlessAnsweredOrBanned,
+            Signal::Unanswered(_) | Signal::Refused(503) => AfterHold::SitesUnlessAnswered,
             Signal::Fine | Signal::Refused(_) | Signal::Reset => AfterHold::Refusal,
         }
     }
@@ -310,7 +339,16 @@ impl AfterHold {
             AfterHold::Refusal => false,
             AfterHold::SitesUnlessBanned => !banned,
             AfterHold::SitesUnlessAnswered => !answered,
+            AfterHold::SitesUnlessAnsweredOrBanned => !answered && !banned,
         }
+    }
+
+    /// Whether a ban following the server's refusal of us may make it.
+    pub(crate) fn may_be_a_ban(self) -> bool {
+        matches!(
+            self,
+            AfterHold::SitesUnlessBanned | AfterHold::SitesUnlessAnsweredOrBanned
+        )
     }
 
     /// Its code for the `REFUSE` script.
@@ -319,6 +357,7 @@ impl AfterHold {
             AfterHold::Refusal => 0,
             AfterHold::SitesUnlessBanned => 1,
             AfterHold::SitesUnlessAnswered => 2,
+            AfterHold::SitesUnlessAnsweredOrBanned => 3,
         }
     }
 }
@@ -397,7 +436,10 @@ impl Standing {
         }
         let hold_over = self.until.is_none_or(|u| now >= u);
         let answered = self.last_ok.zip(self.until).is_some_and(|(ok, u)| ok >= u);
-        let ban_after = self.ban_after(signal, answered, now);
+        // The server's own refusals during the hold are the storm itself.
+        let ban_after = self
+            .ban_after(signal, answered, now)
+            .filter(|_| hold_over || !signal.is_the_servers());
         let after_hold = AfterHold::of(signal);
         if hold_over && self.level > 0 && after_hold.is_the_sites(answered, ban_after.is_some()) {
             if signal.is_the_servers() {
@@ -420,7 +462,9 @@ impl Standing {
             self.until = Some(now + hold_for(base, self.level));
         }
         self.last = Some(now);
-        if signal.is_the_servers() {
+        // A ban going on is no new refusal: its memory runs from the refusal it follows,
+        // so a server closing every connection for good is judged so in the end.
+        if signal.is_the_servers() && ban_after.is_none() {
             self.server_refused = Some((now, signal.code()));
         }
         let hold = self
@@ -453,7 +497,8 @@ impl Standing {
     /// (`signal`) may be a ban following, while the IP has not `answered` since the hold.
     fn ban_after(&self, signal: Signal, answered: bool, now: Instant) -> Option<u16> {
         self.server_refused
-            .filter(|(t, _)| !signal.is_the_servers() && now.duration_since(*t) < BAN_MEMORY)
+            .filter(|_| AfterHold::of(signal).may_be_a_ban())
+            .filter(|(t, _)| now.duration_since(*t) < BAN_MEMORY)
             .filter(|_| !answered)
             .map(|(_, by)| by)
     }
@@ -631,7 +676,6 @@ mod tests {
         for (refused, said) in [
             (Signal::ConnectionRefused, "connections refused"),
             (Signal::TimedOut(BASE), "connections timing out"),
-            (Signal::Closed, "closed without an answer (nginx's 444"),
             (
                 Signal::Unanswered(BASE),
                 "without an answer (haproxy's silent-drop",
@@ -669,6 +713,69 @@ mod tests {
             let r = s.refused("a.test", Signal::Refused(403), "192.0.2.1", BASE, after);
             assert_eq!(r.map(|r| r.level), Some(2));
         }
+    }
+
+    /// ModSecurity's CRS DoS protection drops a blocked client's connections for
+    /// `dos_block_timeout` (10 minutes in crs-setup's example): every host closes at
+    /// once right after answering us, and goes on closing after our hold. Before, that
+    /// was read after one hold as the sites' failure (`down/connect`).
+    #[tokio::test(start_paused = true)]
+    async fn connections_closed_after_the_hold_without_an_answer_are_a_block_until_it_answers() {
+        let closed = Signal::Closed;
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        let _ = s.refused("a.test", closed, "192.0.2.1", BASE, now);
+        let r = s.refused("b.test", closed, "192.0.2.1", BASE, now);
+        assert_eq!(r.map(|r| r.level), Some(1));
+        let during = s.refused("c.test", closed, "192.0.2.1", BASE, now + BASE / 2);
+        let during = during.expect("the storm").detail;
+        assert!(!during.contains("outlasting"), "{during}");
+        // Closed still after each hold, no answer: the block, and the holds grow.
+        let mut t = now;
+        for level in 2..=4 {
+            t += hold_for(BASE, level - 1) + Duration::from_secs(1);
+            let r = s
+                .refused("a.test", closed, "192.0.2.1", BASE, t)
+                .expect("the block going on");
+            assert_eq!((r.level, r.hold), (level, hold_for(BASE, level)));
+            assert!(
+                r.detail.contains("outlasting our hold") && r.detail.contains("still"),
+                "{}",
+                r.detail
+            );
+        }
+        // The block ends: the IP answers after a hold; then a host closing alone again
+        // while the IP answers, the first time, is a refusal again (nginx's 444).
+        t += hold_for(BASE, 4) + Duration::from_secs(1);
+        s.fine(t);
+        let r = s.refused(
+            "d.test",
+            closed,
+            "192.0.2.1",
+            BASE,
+            t + Duration::from_secs(1),
+        );
+        assert!(r.is_some_and(|r| !r.detail.contains("outlasting")));
+    }
+
+    /// A server closing every connection for good is judged so once the block's memory
+    /// is over: the ban going on does not renew it.
+    #[tokio::test(start_paused = true)]
+    async fn connections_closed_for_an_hour_are_the_sites_at_last() {
+        let closed = Signal::Closed;
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        let _ = s.refused("a.test", closed, "192.0.2.1", BASE, now);
+        let _ = s.refused("b.test", closed, "192.0.2.1", BASE, now);
+        let mut t = now;
+        while t.duration_since(now) < BAN_MEMORY - MAX_HOLD {
+            t += MAX_HOLD;
+            assert!(s.refused("a.test", closed, "192.0.2.1", BASE, t).is_some());
+        }
+        let late = now + BAN_MEMORY + Duration::from_secs(1);
+        assert_eq!(s.refused("a.test", closed, "192.0.2.1", BASE, late), None);
     }
 
     #[tokio::test(start_paused = true)]
