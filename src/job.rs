@@ -750,6 +750,22 @@ mod tests {
         assert_eq!(r.meta.as_ref().map(RawJson::get), Some(r#"{"k":1}"#));
     }
 
+    /// CONTRACT: `meta` is "echoed back unchanged"; a job's `"meta": null` came back
+    /// with no `meta` at all.
+    #[test]
+    fn a_null_meta_is_echoed_as_null() {
+        let j = job(r#"{"url":"http://a.example/","meta":null}"#);
+        assert_eq!(j.meta.as_ref().map(RawJson::get), Some("null"));
+        let r = rejected(r#"{"url":"ftp://a.example/","meta":null}"#);
+        assert_eq!(r.meta.as_ref().map(RawJson::get), Some("null"));
+        let mut report = Report::sample("k", Verdict::Up);
+        report.meta = j.meta.clone();
+        let text = serde_json::to_string(&report).expect("serializes");
+        assert!(text.contains(r#""meta":null"#), "{text}");
+        let absent = job(r#"{"url":"http://a.example/"}"#);
+        assert!(absent.meta.is_none(), "no meta sent, none echoed");
+    }
+
     #[test]
     fn meta_numbers_and_key_order_come_back_exactly_as_sent() {
         let meta = r#"{"z":123456789012345678901234567890,"a":0.1000000000000000055511151231257827,"m":[1e400,-0.0]}"#;

@@ -477,3 +477,42 @@ pub(crate) fn change_published() {
 pub(crate) fn event_loop_lag(late: Duration) {
     histogram!(EVENT_LOOP_LAG).record(late.as_secs_f64());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// OPERATIONS: "every counter is exported at 0 from the start, so `increase()`
+    /// alerts work before the first failure". Every `*_total` name of this file must be
+    /// in `/metrics` before anything happened, the shipped alerts' results series too.
+    #[test]
+    fn every_counter_is_exported_at_zero_from_the_start() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            zero();
+            egresses(["direct"]);
+        });
+        let text = handle.render();
+        let names: Vec<&str> = include_str!("metric.rs")
+            .lines()
+            .filter(|l| l.starts_with("const ") && l.ends_with("_total\";"))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert!(names.len() > 20, "the counters' names: {names:?}");
+        let missing: Vec<&&str> = names
+            .iter()
+            .filter(|n| !text.lines().any(|l| l.starts_with(&format!("{n}"))))
+            .collect();
+        assert!(missing.is_empty(), "not exported at 0: {missing:?}");
+        for verdict in ["up", "degraded", "down", "unknown", "invalid"] {
+            let series = format!("verdict=\"{verdict}\"");
+            assert!(
+                text.lines().any(|l| l.starts_with(RESULTS)
+                    && l.contains(&series)
+                    && l.contains("cached=\"false\"")),
+                "no {RESULTS} series for {verdict}"
+            );
+        }
+    }
+}

@@ -1097,6 +1097,48 @@ fn the_manual_page_into_a_reader_that_left_ends_quietly() {
     assert_eq!(out.status.code(), Some(1), "not all written: {stderr}");
 }
 
+/// CONTRACT: "built-in defaults, then `config/default.toml` (or the `--config` file),
+/// then environment variables". Without `--config`, a `config/default.toml` in the
+/// working directory is that layer; before, it was never read (the built-in defaults
+/// are its text as shipped, compiled in).
+#[test]
+fn config_default_toml_in_the_working_directory_is_read_without_config() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("config")).expect("config dir");
+    std::fs::write(
+        dir.join("config/default.toml"),
+        "[probe]\nattempts = 3\n[worker]\nname = \"from-cwd-default\"\n",
+    )
+    .expect("write");
+    let show = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_picket"))
+            .args(["config", "show", "--json"])
+            .args(extra)
+            .current_dir(dir)
+            .env_remove("PICKET_CONFIG")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+            .find(|r| r["key"] == "probe.attempts")
+            .expect("probe.attempts")
+    };
+    let row = show(&[]);
+    assert_eq!(row["value"], 3, "{row}");
+    assert_eq!(row["source"], "file config/default.toml", "{row}");
+    // --config names the file instead.
+    let other = dir.join("other.toml");
+    std::fs::write(&other, "[probe]\nretry_delay = \"1s\"\n").expect("write");
+    let row = show(&["--config", other.to_str().expect("utf-8 path")]);
+    assert_eq!(
+        (row["value"].clone(), row["source"].clone()),
+        (2.into(), "default".into())
+    );
+}
+
 #[test]
 fn config_show_names_each_values_source() {
     let cfg = setup("");
