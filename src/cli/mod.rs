@@ -35,7 +35,8 @@ pub(crate) use exit::{Exit, UsageError};
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 failure at run time (check: a site is not up); \
 2 usage, configuration or input error.\n\
-Configuration: built-in defaults, then --config FILE (or $PICKET_CONFIG), then \
+Configuration: built-in defaults, then --config FILE (or $PICKET_CONFIG; without either, \
+config/default.toml in the working directory if there is one), then \
 PICKET__SECTION__KEY environment variables; `picket config show` says which set what.";
 
 /// The `picket` command line.
@@ -118,11 +119,12 @@ pub fn main() -> ExitCode {
 
 /// Runs a parsed command line.
 fn run(cli: Cli) -> Exit {
+    let file = crate::config::file_to_read(cli.config.as_deref());
     let settings = match &cli.command {
         Command::Completions(a) => return completions(a.shell),
         Command::Man => return man(),
-        Command::Config(c) => return config_cmd::run(c, cli.config.as_deref()),
-        _ => match Settings::load(cli.config.as_deref()) {
+        Command::Config(c) => return config_cmd::run(c, file.as_deref()),
+        _ => match Settings::load(file.as_deref()) {
             Ok(s) => s,
             Err(e) => {
                 say!("picket: {e}");

@@ -42,6 +42,25 @@ pub(crate) use tls::{TlsOnError, TlsSettings};
 /// The default configuration, compiled in so that a file only has to name what it changes.
 pub(crate) const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
+/// The file read without `--config` (CONTRACT: "built-in defaults, then
+/// `config/default.toml` (or the `--config` file), then environment variables"),
+/// relative to the working directory.
+pub(crate) const DEFAULT_FILE: &str = "config/default.toml";
+
+/// The configuration file of a command: the one named (`--config`, `PICKET_CONFIG`), else
+/// [`DEFAULT_FILE`] when the working directory has one. A deployment that edits the
+/// shipped file in place, or a harness that writes one beside the binary's working
+/// directory, gets what it wrote; with neither, the built-in defaults (that same file's
+/// text as shipped) stand alone.
+pub(crate) fn file_to_read(named: Option<&Path>) -> Option<std::path::PathBuf> {
+    match named {
+        Some(path) => Some(path.to_path_buf()),
+        None => Some(Path::new(DEFAULT_FILE))
+            .filter(|p| p.is_file())
+            .map(Path::to_path_buf),
+    }
+}
+
 /// A configuration that could not be loaded or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
