@@ -252,7 +252,8 @@ pub fn decode(bytes: &[u8], fallback_id: &str, max_bytes: usize) -> Result<Decod
         }
     };
     match validate(wire, &id) {
-        Ok(job) => Ok(Decoded::Job(Box::new(job))),
+        // Its raw text: serde reads a `null` as no `meta` at all.
+        Ok(job) => Ok(Decoded::Job(Box::new(Job { meta, ..job }))),
         Err(detail) => reject(detail),
     }
 }
@@ -287,12 +288,9 @@ fn json_object(
 
 /// The job's `meta`, to be echoed as its exact text. Kept raw, it is still held to
 /// what any JSON reader takes (serde_json's nesting limit): subscribers must be able
-/// to read the result it is echoed in.
+/// to read the result it is echoed in. A `null` sent is echoed as `null`: unchanged.
 fn echoed_meta(fields: &BTreeMap<String, &RawValue>) -> Result<Option<RawJson>, NotAJob> {
-    let meta = fields
-        .get("meta")
-        .filter(|raw| raw.get() != "null")
-        .map(|raw| RawJson((*raw).to_owned()));
+    let meta = fields.get("meta").map(|raw| RawJson((*raw).to_owned()));
     if meta
         .as_ref()
         .is_some_and(|m| nesting(m.get()) > MAX_META_NESTING)
