@@ -111,8 +111,31 @@ fn zero() {
         DEFERRALS,
         BACK_EARLY,
         ACK_FRAMES,
+        FAILOVERS,
+        IP_BACKOFFS,
+        PACED,
+        STATE_UNAVAILABLE,
+        STATE_REPLAYS,
+        CHANGES_PUBLISHED,
     ] {
         counter!(name).increment(0);
+    }
+    // One series per verdict (with its commonest reason), so that a ratio of results
+    // by verdict (the shipped `PicketUnknownShareRising`) has both its terms from the start.
+    for (verdict, reason) in [
+        (Verdict::Up, Reason::Ok),
+        (Verdict::Degraded, Reason::Slow),
+        (Verdict::Down, Reason::Connect),
+        (Verdict::Unknown, Reason::Blocked),
+        (Verdict::Invalid, Reason::InvalidJob),
+    ] {
+        counter!(RESULTS, "verdict" => verdict.as_str(), "reason" => reason.as_str(), "cached" => "false").increment(0);
+    }
+    let site = [Verdict::Up, Verdict::Degraded, Verdict::Down];
+    for from in site {
+        for to in site.into_iter().filter(|to| *to != from) {
+            counter!(STATE_CHANGES, "from" => from.as_str(), "to" => to.as_str()).increment(0);
+        }
     }
     for limit in BUSY_LIMITS {
         counter!(TOO_BUSY, "limit" => limit).increment(0);
@@ -502,7 +525,7 @@ mod tests {
         assert!(names.len() > 20, "the counters' names: {names:?}");
         let missing: Vec<&&str> = names
             .iter()
-            .filter(|n| !text.lines().any(|l| l.starts_with(&format!("{n}"))))
+            .filter(|n| !text.lines().any(|l| l.starts_with(**n)))
             .collect();
         assert!(missing.is_empty(), "not exported at 0: {missing:?}");
         for verdict in ["up", "degraded", "down", "unknown", "invalid"] {
