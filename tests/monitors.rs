@@ -1097,3 +1097,121 @@ async fn review_d_a_step_whose_answer_is_lost_with_its_connection_still_tells_it
         "up → down was stepped in Redis but told by no result: j2 {second:?}, j3 {third:?}"
     );
 }
+
+/// Hunt F. A relay on 127.0.73.x that passes a Redis connection until a command holding
+/// `marker` goes through it; it then drops that command's answer with the connection,
+/// and refuses every connection for `blackout` (a network partition, a primary gone
+/// away and back), then passes them again.
+async fn partitioning_relay(
+    listen: &str,
+    server: std::net::SocketAddr,
+    marker: &'static [u8],
+    blackout: Duration,
+) -> tokio::task::JoinHandle<()> {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .expect("relay port");
+    let until: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let dark = |until: &Mutex<Option<Instant>>| {
+        until
+            .lock()
+            .expect("lock")
+            .is_some_and(|u| Instant::now() < u)
+    };
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            if dark(&until) {
+                continue;
+            }
+            let until = until.clone();
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(server).await else {
+                    return;
+                };
+                let (mut cr, mut uw) = {
+                    let (cr, cw) = client.into_split();
+                    let (ur, uw) = upstream.into_split();
+                    let marked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let (flag, until2) = (marked.clone(), until.clone());
+                    // Answers: the marked command's is dropped, and the partition begins.
+                    tokio::spawn(async move {
+                        let (mut ur, mut cw) = (ur, cw);
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok(n) = ur.read(&mut buf).await {
+                            if n == 0 || dark(&until2) {
+                                break;
+                            }
+                            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                                *until2.lock().expect("lock") = Some(Instant::now() + blackout);
+                                break;
+                            }
+                            if cw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let _ = &marked;
+                    (cr, (uw, marked))
+                };
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 || dark(&until) {
+                        break;
+                    }
+                    if buf[..n].windows(marker.len()).any(|w| w == marker) {
+                        uw.1.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    if uw.0.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// Hunt F. A state step Redis ran whose answer was lost with its connection, Redis then
+/// unreachable for longer than the worker asks a step again (`STALL_LIMIT`, 10 s): the
+/// result went out without state (`changed: false`) while the key took `up → down`, and
+/// the next result found `down` after `down`: the outage was told by no result, and
+/// the changes exchange never heard it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_ran_while_redis_went_away_for_longer_than_its_asks_still_tells_its_change() {
+    let redis = tokio::task::spawn_blocking(RedisServer::launch)
+        .await
+        .expect("join")
+        .expect("private redis");
+    let server: std::net::SocketAddr = format!("127.0.0.1:{}", redis.port()).parse().expect("addr");
+    let relay = partitioning_relay(
+        "127.0.73.11:44111",
+        server,
+        b"partition-me",
+        Duration::from_secs(13),
+    )
+    .await;
+    let text = toml("").replace(
+        &format!("url = \"{}\"", crate::support::servers().redis_url),
+        "url = \"redis://127.0.73.11:44111/0\"\ntimeout = \"500ms\"",
+    );
+    let s = settings_of(&text);
+    let site = Site::start("127.0.73.12").await;
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let changes = changes_queue(&c, &s).await;
+    let w = Worker::start(&s);
+    let first = one(&c, &s, json!({"url": site.url, "id": "before"})).await;
+    assert_eq!(first["verdict"], "up", "{first}");
+    site.set_up(false);
+    let lost = one(&c, &s, json!({"url": site.url, "id": "partition-me"})).await;
+    let next = one(&c, &s, json!({"url": site.url, "id": "after"})).await;
+    let told = drain(&c, &changes, Duration::from_secs(2)).await;
+    relay.abort();
+    w.shutdown().await;
+    assert!(
+        told.iter().any(|(route, _)| route == "up.down"),
+        "up → down was stepped in Redis but told by no result: {lost}\n{next}\nchanges: {told:?}"
+    );
+}
