@@ -22,7 +22,7 @@ use crate::metric;
 use crate::probe::combine::{combine, settled};
 use crate::probe::judge::{judge, JudgeSettings, Judgement};
 use crate::probe::{Line, Observation, Outcome, Plan};
-use crate::state::{Delivery, StateStore};
+use crate::state::{Delivery, StateStore, Stepped};
 
 use our_side::OurSide;
 use report::{Attempts, Stamp, Subject, Word};
@@ -60,6 +60,11 @@ pub(crate) enum Run {
     Done(Box<Report>),
     /// Its IP is busy: bring it back after about this long.
     Defer(Duration),
+    /// Its result, whose state step the store did not answer: `true` when the store may
+    /// have taken it all the same ([`Stepped::Unsure`]), `false` when a redelivery's step
+    /// did not run. Handed back as a redelivery, the job recalls the answer its step got
+    /// once the store is back, and tells the change it may have made.
+    Unsettled(Box<Report>, bool),
 }
 
 /// Runs jobs to reports.
@@ -119,7 +124,8 @@ impl Engine {
             redelivered: false,
         };
         match self.run_or_defer(job, None, Line::Outside, delivery).await {
-            Run::Done(report) => *report,
+            // Nothing to hand back to: the result as it is.
+            Run::Done(report) | Run::Unsettled(report, _) => *report,
             // Without a max_wait the prober never defers; answer honestly if it did.
             Run::Defer(_) => {
                 self.too_busy(job, delivery, "the per-IP limit allowed no request in time")
@@ -180,14 +186,25 @@ impl Engine {
             Ok(r) => r,
             Err(wait) => return Run::Defer(wait),
         };
-        self.settle(&mut report, delivery).await;
-        metric::result(report.verdict, report.reason, false);
-        Run::Done(Box::new(report))
+        let stepped = self.settle(&mut report, delivery).await;
+        let unsettled = match stepped {
+            Stepped::Answer(_) => None,
+            Stepped::Unsure => Some(true),
+            Stepped::Not => (delivery.redelivered && report.key.is_some()).then_some(false),
+        };
+        match unsettled {
+            Some(may_have_run) => Run::Unsettled(Box::new(report), may_have_run),
+            None => {
+                metric::result(report.verdict, report.reason, false);
+                Run::Done(Box::new(report))
+            }
+        }
     }
 
     /// Takes the key's state step for a report and fills its state fields.
-    async fn settle(&self, report: &mut Report, delivery: Delivery<'_>) {
-        let answer = self.state.step(report, delivery).await;
+    async fn settle(&self, report: &mut Report, delivery: Delivery<'_>) -> Stepped {
+        let stepped = self.state.take_step(report, delivery).await;
+        let answer = stepped.answer();
         if answer.is_none() && report.key.is_some() {
             metric::state_unavailable();
         }
@@ -197,6 +214,7 @@ impl Engine {
                 metric::state_changed(previous, report.verdict);
             }
         }
+        stepped
     }
 
     /// Probes with confirmation; `Err(wait)` when the job should be deferred.
@@ -550,6 +568,7 @@ mod tests {
         };
         match e.run_or_defer(job, None, Line::Outside, delivery).await {
             Run::Done(r) => *r,
+            Run::Unsettled(..) => panic!("unsettled: the memory store always answers"),
             Run::Defer(_) => panic!("deferred"),
         }
     }

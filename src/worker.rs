@@ -21,7 +21,22 @@ pub(crate) enum Disposition {
     /// It came back before its place in its IP's line of deferred jobs (the delay
     /// queues round down): put it back as it is, for about this long, then ack.
     Early(Duration),
+    /// Its state step got no answer and may have run: put it back as a redelivery of
+    /// itself (one more time unsettled), for about this long, then ack. When it comes
+    /// back with the store up, it recalls the answer its step got and tells the change.
+    Again(Duration),
 }
+
+/// How long a job whose state step is unsettled waits before each hand-back: once per
+/// delay queue, so about 7.5 minutes of a Redis away in all. After the last, its result
+/// goes out without state, as any result does while Redis is away.
+const UNSETTLED_WAITS: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(300),
+];
 
 /// How long a busy IP may hold a job in the worker, and how far ahead it may be deferred.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +102,9 @@ pub(crate) struct Message<'a> {
     pub last_deferral: bool,
     /// When a deferral told it to come back (its place in its IP's line).
     pub not_before: Option<Return>,
+    /// How often it was handed back because its state step was unsettled
+    /// ([`Disposition::Again`]).
+    pub unsettled: usize,
 }
 
 /// Handles a message. `max_bytes` is the largest job accepted; `deferral` says how long
@@ -145,6 +163,9 @@ async fn run_job(
             });
             Disposition::Answer(report)
         }
+        Run::Unsettled(report, may_have_run) => {
+            unsettled(report, may_have_run, message.unsettled, &span)
+        }
         Run::Defer(wait) if message.last_deferral || too_far(deferral, wait) => {
             let why = too_busy(message.last_deferral, wait);
             span.in_scope(|| {
@@ -162,6 +183,29 @@ async fn run_job(
                 );
             });
             Disposition::Defer(wait)
+        }
+    }
+}
+
+/// A result whose state step got no answer: handed back while the step may have run (or
+/// this is a hand-back whose first step may have) and hand-backs are left, else answered
+/// without state.
+fn unsettled(
+    report: Box<crate::job::Report>,
+    may_have_run: bool,
+    handed_back: usize,
+    span: &tracing::Span,
+) -> Disposition {
+    match UNSETTLED_WAITS.get(handed_back) {
+        Some(wait) if may_have_run || handed_back > 0 => {
+            span.in_scope(|| {
+                tracing::warn!(wait_ms = wait.as_millis() as u64, handed_back, "state step unanswered and it may have run; handing the job back to tell its change");
+            });
+            Disposition::Again(*wait)
+        }
+        _ => {
+            crate::metric::result(report.verdict, report.reason, false);
+            Disposition::Answer(report)
         }
     }
 }

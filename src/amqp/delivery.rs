@@ -124,6 +124,8 @@ struct Received {
     delivery_id: String,
     /// Seen before: redelivered by the broker, or a copy handed back by us.
     redelivered: bool,
+    /// How often it was handed back with its state step unsettled (`x-picket-unsettled`).
+    unsettled: usize,
 }
 
 impl Received {
@@ -150,6 +152,9 @@ impl Received {
             fallback_id,
             delivery_id,
             redelivered,
+            unsettled: header_int(props, UNSETTLED_HEADER)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0),
         }
     }
 }
@@ -199,6 +204,7 @@ async fn decide(
         },
         last_deferral: received.deferrals >= MAX_DEFERRALS,
         not_before: received.not_before,
+        unsettled: received.unsettled,
     };
     let limit = s.settings.max_message_bytes;
     let handle = worker::handle(&s.engine, message, limit, Some(s.deferral));
@@ -238,6 +244,16 @@ async fn publish_disposition(
             let r = delay(s, delivery, *rest, p).await;
             if r.is_ok() {
                 metric::back_early();
+            }
+            r
+        }
+        Disposition::Again(wait) => {
+            let count = i64::try_from(received.unsettled + 1).unwrap_or(i64::MAX);
+            let p = copy_with(props, UNSETTLED_HEADER, AMQPValue::LongLongInt(count));
+            let of = AMQPValue::LongString(received.delivery_id.as_str().into());
+            let r = delay(s, delivery, *wait, copy_with(&p, RETRY_OF_HEADER, of)).await;
+            if r.is_ok() {
+                metric::requeued();
             }
             r
         }
@@ -403,6 +419,10 @@ async fn settle(
 /// Header of a job's copy handed back through a delay queue: the delivery id of the
 /// message it copies, so that the copy is a redelivery for the key's state.
 pub const RETRY_OF_HEADER: &str = "x-picket-retry-of";
+
+/// Header of a job's copy handed back because its state step got no answer and may have
+/// run (`worker::Disposition::Again`): how often so far.
+pub const UNSETTLED_HEADER: &str = "x-picket-unsettled";
 
 /// A short-string or long-string header's text.
 fn header_text(props: &BasicProperties, name: &str) -> Option<String> {

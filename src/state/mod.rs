@@ -215,13 +215,46 @@ pub trait StateStore: Send + Sync {
     /// The report a redelivered message's first delivery produced for `key`, when it
     /// is the latest kept.
     fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>>;
-    /// The step of the report's key with this result, atomic per key; `None` when the
-    /// store is unavailable or the report has no key.
+    /// The step of the report's key with this result, atomic per key, and what came of
+    /// it.
+    fn take_step<'a>(
+        &'a self,
+        report: &'a Report,
+        delivery: Delivery<'a>,
+    ) -> BoxFuture<'a, Stepped>;
+
+    /// The key's answer to the step of the report's key ([`Self::take_step`]); `None`
+    /// when the store is unavailable or the report has no key.
     fn step<'a>(
         &'a self,
         report: &'a Report,
         delivery: Delivery<'a>,
-    ) -> BoxFuture<'a, Option<Answer>>;
+    ) -> BoxFuture<'a, Option<Answer>> {
+        Box::pin(async move { self.take_step(report, delivery).await.answer() })
+    }
+}
+
+/// What a state step came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stepped {
+    /// The key's answer.
+    Answer(Answer),
+    /// No step: the report has no key, or the store is unavailable (it did not run).
+    Not,
+    /// No answer, but the store may have taken the step all the same (its connection
+    /// dropped with the step on it, or it timed out, and it stayed away longer than the
+    /// step was asked again): the key may have changed with no result telling it.
+    Unsure,
+}
+
+impl Stepped {
+    /// The key's answer, if it gave one.
+    pub fn answer(self) -> Option<Answer> {
+        match self {
+            Stepped::Answer(a) => Some(a),
+            Stepped::Not | Stepped::Unsure => None,
+        }
+    }
 }
 
 /// Fills a report's state fields from the key's answer (or from its absence).
@@ -360,13 +393,15 @@ impl StateStore for MemoryState {
         })
     }
 
-    fn step<'a>(
+    fn take_step<'a>(
         &'a self,
         report: &'a Report,
         delivery: Delivery<'a>,
-    ) -> BoxFuture<'a, Option<Answer>> {
+    ) -> BoxFuture<'a, Stepped> {
         Box::pin(async move {
-            let key = report.key.as_deref()?;
+            let Some(key) = report.key.as_deref() else {
+                return Stepped::Not;
+            };
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
             let (record, kept) = keys.entry(key);
             let at_ms = now_ms();
@@ -378,7 +413,7 @@ impl StateStore for MemoryState {
                 answer,
                 report: report.clone(),
             });
-            Some(answer)
+            Stepped::Answer(answer)
         })
     }
 }

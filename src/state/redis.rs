@@ -17,8 +17,8 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
 use super::{
-    fill, now_ms, replays, Answer, Delivery, StateStore, MEMO_CHANGES, MEMO_JOBS, MEMO_MAX_AGE_MS,
-    SHARED_RECALL_MS,
+    fill, now_ms, replays, Answer, Delivery, StateStore, Stepped, MEMO_CHANGES, MEMO_JOBS,
+    MEMO_MAX_AGE_MS, SHARED_RECALL_MS,
 };
 use crate::config::RedisSettings;
 use crate::job::{Report, Verdict};
@@ -382,18 +382,21 @@ impl RedisState {
     }
 
     /// Runs a step until Redis answers it, or until `deadline`, when its expiry has
-    /// passed in Redis's clock too: a step given up on can never run.
+    /// passed in Redis's clock too: a step given up on can never run. With whether a
+    /// run of it may have taken the step though no answer came (one of its asks got no
+    /// answer, and none said it expired).
     async fn step_until(
         &self,
         keys: &(String, String),
         mut step: Step<'_>,
         delivery: Delivery<'_>,
         deadline: tokio::time::Instant,
-    ) -> Result<(String, u64, u64), Late> {
+    ) -> (Result<(String, u64, u64), Late>, bool) {
         let mut ran = self.run_step(keys, &step, delivery).await;
         if matches!(ran, Err(Late::No)) {
-            return ran;
+            return (ran, false);
         }
+        let mut maybe = matches!(ran, Err(Late::Maybe));
         let mut dated_again = false;
         // A late Redis may have run the step all the same, or may yet (it runs what was
         // sent before a stall): asked again with the same nonce until Redis answers,
@@ -412,13 +415,17 @@ impl RedisState {
                 Late::Expired(_) if dated_again => break,
                 Late::Expired(clock) => {
                     dated_again = true;
+                    // The earlier runs found it expired: none of them took it.
+                    maybe = false;
                     step.nonce = step_nonce();
                     step.expiry = clock.at_least(now) + millis(deadline - now);
                 }
             }
             ran = self.run_step(keys, &step, delivery).await;
+            maybe |= matches!(ran, Err(Late::Maybe));
         }
-        ran
+        let expired = matches!(ran, Err(Late::Expired(_)));
+        (ran, maybe && !expired)
     }
 
     /// The key's kept report, and Redis's clock (ms) when it was read.
@@ -456,15 +463,19 @@ impl StateStore for RedisState {
         })
     }
 
-    fn step<'a>(
+    fn take_step<'a>(
         &'a self,
         report: &'a Report,
         delivery: Delivery<'a>,
-    ) -> BoxFuture<'a, Option<Answer>> {
+    ) -> BoxFuture<'a, Stepped> {
         Box::pin(async move {
-            let key = report.key.as_deref()?;
+            let Some(key) = report.key.as_deref() else {
+                return Stepped::Not;
+            };
             let keys = self.keys(key);
-            let json = serde_json::to_string(report).ok()?;
+            let Ok(json) = serde_json::to_string(report) else {
+                return Stepped::Not;
+            };
             // Waited for up to STALL_LIMIT while Redis answered lately; one that hangs
             // for good is asked once more.
             let wait = if self.stalled_briefly() {
@@ -477,7 +488,7 @@ impl StateStore for RedisState {
             // stall, writes nothing, and the key's change is told by its next result.
             let Some((redis_now, at)) = self.redis_now().await else {
                 tracing::warn!("redis has no time for the state step; going on without the state");
-                return None;
+                return Stepped::Not;
             };
             let step = Step {
                 report,
@@ -485,12 +496,15 @@ impl StateStore for RedisState {
                 nonce: step_nonce(),
                 expiry: redis_now + millis(wait),
             };
-            let ran = self.step_until(&keys, step, delivery, at + wait).await;
+            let (ran, maybe) = self.step_until(&keys, step, delivery, at + wait).await;
             let Ok((prev, streak, since)) = ran else {
-                tracing::warn!("redis state step not answered; going on without the state");
-                return None;
+                tracing::warn!(
+                    may_have_run = maybe,
+                    "redis state step not answered; going on without the state"
+                );
+                return if maybe { Stepped::Unsure } else { Stepped::Not };
             };
-            Some(Answer {
+            Stepped::Answer(Answer {
                 previous: Verdict::parse(&prev),
                 streak,
                 since_ms: since,
