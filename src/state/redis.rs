@@ -300,15 +300,24 @@ impl RedisState {
     where
         F: AsyncFnOnce(&mut RedisConn) -> redis::RedisResult<T>,
     {
-        let work = async {
-            let mut conn = self.pool.get().await.map_err(|e| (e, false))?;
-            // The connection's own response timeout (`redis.timeout`) usually ends it.
-            // A connection that dropped with the command on it may have run it too.
-            f(&mut conn)
-                .await
-                .map_err(|e| (e.to_string(), e.is_timeout() || e.is_connection_dropped()))
+        // No connection (none in time, or none at all): the command was never sent.
+        let outcome = match tokio::time::timeout(self.timeout, self.pool.get()).await {
+            Ok(Ok(mut conn)) => {
+                // The connection's own response timeout (`redis.timeout`) usually ends
+                // it. A connection that dropped with the command on it may have run it.
+                let sent = async {
+                    f(&mut conn)
+                        .await
+                        .map_err(|e| (e.to_string(), e.is_timeout() || e.is_connection_dropped()))
+                };
+                tokio::time::timeout(self.timeout, sent).await
+            }
+            Ok(Err(e)) => Ok(Err((e, false))),
+            Err(_) => Ok(Err((
+                "no connection within redis.timeout".to_string(),
+                false,
+            ))),
         };
-        let outcome = tokio::time::timeout(self.timeout, work).await;
         if let Ok(Ok(v)) = outcome {
             metric::redis_up(true);
             *self
