@@ -103,6 +103,26 @@ impl RecentAnswers {
 mod tests {
     use super::*;
 
+    /// Review J (c). A refusal is told after its answer's body was read (`heed` comes
+    /// after `read_if_error`): another request to the IP may have answered meanwhile, and
+    /// marking the newest answer as the refusal marked that one, so a served answer
+    /// counted as a refusal and the refusal as served.
+    #[tokio::test(start_paused = true)]
+    async fn the_refused_answer_is_the_one_marked_not_the_newest() {
+        let r = RecentAnswers::default();
+        let ip: IpAddr = "192.0.2.9".parse().expect("ip");
+        let before = Instant::now();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        r.answered(ip, 0); // A: its 403 page is still being read
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let between = Instant::now();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        r.answered(ip, 0); // B: served
+        r.refused(ip, 0); // A's refusal, told now
+        assert_eq!(r.since(ip, 0, before), (1, 1));
+        assert_eq!(r.since(ip, 0, between), (1, 0), "B served us, A refused");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn answers_are_counted_per_ip_and_egress_and_forgotten() {
         let r = RecentAnswers::default();
