@@ -44,6 +44,8 @@ pub(super) struct Answered {
     pub(super) resp: reqwest::Response,
     pub(super) permit: Permit,
     pub(super) ip: IpAddr,
+    /// The answer's stamp among the IP's recent answers (`RecentAnswers::answered`).
+    pub(super) stamp: u64,
 }
 
 /// What one address did with a hop's request.
@@ -213,8 +215,13 @@ impl HttpProber {
             let addr = SocketAddr::new(ip, target.port);
             let (e, waited) = match self.ask_ip(probe, &ask, &target.host, addr, obs).await? {
                 AtAddress::Answered(resp, ready, permit) => {
-                    self.answered(probe, &target.host, ip, ready, &unreachable, obs);
-                    return Ok(Answered { resp, permit, ip });
+                    let stamp = self.answered(probe, &target.host, ip, ready, &unreachable, obs);
+                    return Ok(Answered {
+                        resp,
+                        permit,
+                        ip,
+                        stamp,
+                    });
                 }
                 AtAddress::Failed(e, waited) => (e, waited),
             };
@@ -578,17 +585,18 @@ impl HttpProber {
         ready: Instant,
         unreachable: &[String],
         obs: &mut Observation,
-    ) {
+    ) -> u64 {
         if !unreachable.is_empty() {
             obs.notes.push(format!(
                 "{} failed; {ip} answered instead",
                 unreachable.join(", ")
             ));
         }
-        self.recent.answered(ip, probe.index);
+        let stamp = self.recent.answered(ip, probe.index);
         obs.first_byte = Some(ready.elapsed());
         let answered = Request::sent(ip, host, &probe.egress.name);
         self.limiter.latency(&answered, ready.elapsed());
+        stamp
     }
 
     /// The failure a request error (`e`, after `waited`) is; a reset, a connection

@@ -39,7 +39,7 @@ impl HttpProber {
         &self,
         probe: &Probe<'_>,
         host: &str,
-        ip: IpAddr,
+        (ip, stamp): (IpAddr, u64),
         status: u16,
         asked: Option<Duration>,
         signal: Signal,
@@ -47,7 +47,7 @@ impl HttpProber {
         let request = Request::sent(ip, host, &probe.egress.name);
         let refused = matches!(signal, Signal::Refused(_));
         if refused {
-            self.recent.refused(ip, probe.index);
+            self.recent.refused(ip, probe.index, stamp);
         }
         let after_burst = refused && self.recent.served(ip, probe.index) >= BURST_ANSWERS;
         let confirms = |p: Duration| probe.plan.confirmed_by_pause(status, p);

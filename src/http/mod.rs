@@ -248,7 +248,12 @@ impl HttpProber {
             .resolve(&chain.url, probe.deadline, chain.redirects, obs)
             .await?;
         let answered = self.connect_any(probe, chain, &mut target, obs).await;
-        let Answered { resp, permit, ip } = match answered {
+        let Answered {
+            resp,
+            permit,
+            ip,
+            stamp,
+        } = match answered {
             Err(_) if std::mem::take(&mut probe.refused_on_us) && !*reasked => {
                 let refusal = obs.refusal.take();
                 return Ok(ask_again_after_the_hold(reasked, refusal, obs));
@@ -273,7 +278,7 @@ impl HttpProber {
             read_if_error(resp, permit, probe.plan, chain).await?
         };
         let heeded = self
-            .heed(probe, &target.host, ip, status, asked, signal)
+            .heed(probe, &target.host, (ip, stamp), status, asked, signal)
             .await;
         if let Some(Refusal { hold, detail, .. }) = heeded.refusal {
             let refusal = reply.naming_its_firewall(detail);

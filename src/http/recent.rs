@@ -19,9 +19,16 @@ pub(super) struct RecentAnswers {
     seen: Mutex<Seen>,
 }
 
-/// Per (target IP, egress index): when each answer came, and whether it served us (not
-/// a refusal).
-type Seen = HashMap<(IpAddr, usize), VecDeque<(Instant, bool)>>;
+/// Per (target IP, egress index): when each answer came, whether it served us (not a
+/// refusal), and its stamp ([`RecentAnswers::answered`]); and the last stamp given.
+#[derive(Default)]
+struct Seen {
+    answers: HashMap<(IpAddr, usize), VecDeque<OneAnswer>>,
+    stamps: u64,
+}
+
+/// One answer: when it came, whether it served us, its stamp.
+type OneAnswer = (Instant, bool, u64);
 
 impl RecentAnswers {
     const PER_KEY: usize = 8;
@@ -33,34 +40,39 @@ impl RecentAnswers {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(super) fn answered(&self, ip: IpAddr, egress: usize) {
+    /// An answer from `ip` through `egress` came now; its stamp names it to
+    /// [`Self::refused`].
+    pub(super) fn answered(&self, ip: IpAddr, egress: usize) -> u64 {
         let now = Instant::now();
         let mut seen = self.lock();
-        if seen.len() >= Self::MAX_KEYS {
-            seen.retain(|_, v| {
+        seen.stamps += 1;
+        let stamp = seen.stamps;
+        let answers = &mut seen.answers;
+        if answers.len() >= Self::MAX_KEYS {
+            answers.retain(|_, v| {
                 v.back()
-                    .is_some_and(|(t, _)| now.duration_since(*t) < BURST_WINDOW)
+                    .is_some_and(|(t, _, _)| now.duration_since(*t) < BURST_WINDOW)
             });
-            if seen.len() >= Self::MAX_KEYS {
-                seen.clear();
+            if answers.len() >= Self::MAX_KEYS {
+                answers.clear();
             }
         }
-        let times = seen.entry((ip, egress)).or_default();
+        let times = answers.entry((ip, egress)).or_default();
         if times.len() >= Self::PER_KEY {
             times.pop_front();
         }
-        times.push_back((now, true));
+        times.push_back((now, true, stamp));
+        stamp
     }
 
-    /// The newest answer from `ip` through `egress` was a refusal (403, 429, 503, 999): it
-    /// does not count among the answers that served us.
-    pub(super) fn refused(&self, ip: IpAddr, egress: usize) {
-        if let Some(last) = self
-            .lock()
-            .get_mut(&(ip, egress))
-            .and_then(VecDeque::back_mut)
-        {
-            last.1 = false;
+    /// The answer `stamp` from `ip` through `egress` was a refusal (403, 429, 503, 999):
+    /// it does not count among the answers that served us. Told once its page was read,
+    /// when other answers of the IP may have come since.
+    pub(super) fn refused(&self, ip: IpAddr, egress: usize, stamp: u64) {
+        let mut seen = self.lock();
+        let answers = seen.answers.get_mut(&(ip, egress));
+        if let Some(it) = answers.and_then(|v| v.iter_mut().find(|a| a.2 == stamp)) {
+            it.1 = false;
         }
     }
 
@@ -76,10 +88,10 @@ impl RecentAnswers {
     /// How many answers from `ip` through `egress` came after `t`: those that served us,
     /// and the refusals.
     pub(super) fn since(&self, ip: IpAddr, egress: usize, t: Instant) -> (u32, u32) {
-        self.lock().get(&(ip, egress)).map_or((0, 0), |v| {
+        self.lock().answers.get(&(ip, egress)).map_or((0, 0), |v| {
             v.iter()
-                .filter(|(at, _)| *at > t)
-                .fold((0, 0), |(served, refused), (_, fine)| {
+                .filter(|(at, _, _)| *at > t)
+                .fold((0, 0), |(served, refused), (_, fine, _)| {
                     if *fine {
                         (served + 1, refused)
                     } else {
@@ -91,9 +103,9 @@ impl RecentAnswers {
 
     fn count_where(&self, ip: IpAddr, egress: usize, keep: impl Fn(bool) -> bool) -> u32 {
         let now = Instant::now();
-        self.lock().get(&(ip, egress)).map_or(0, |v| {
+        self.lock().answers.get(&(ip, egress)).map_or(0, |v| {
             v.iter()
-                .filter(|(t, fine)| now.duration_since(*t) < BURST_WINDOW && keep(*fine))
+                .filter(|(t, fine, _)| now.duration_since(*t) < BURST_WINDOW && keep(*fine))
                 .count() as u32
         })
     }
@@ -113,12 +125,12 @@ mod tests {
         let ip: IpAddr = "192.0.2.9".parse().expect("ip");
         let before = Instant::now();
         tokio::time::advance(Duration::from_millis(1)).await;
-        r.answered(ip, 0); // A: its 403 page is still being read
+        let a = r.answered(ip, 0); // A: its 403 page is still being read
         tokio::time::advance(Duration::from_secs(5)).await;
         let between = Instant::now();
         tokio::time::advance(Duration::from_millis(1)).await;
         r.answered(ip, 0); // B: served
-        r.refused(ip, 0); // A's refusal, told now
+        r.refused(ip, 0, a); // A's refusal, told now
         assert_eq!(r.since(ip, 0, before), (1, 1));
         assert_eq!(r.since(ip, 0, between), (1, 0), "B served us, A refused");
     }
@@ -127,13 +139,14 @@ mod tests {
     async fn answers_are_counted_per_ip_and_egress_and_forgotten() {
         let r = RecentAnswers::default();
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let mut last = 0;
         for _ in 0..3 {
-            r.answered(ip, 0);
+            last = r.answered(ip, 0);
         }
         r.answered(ip, 1);
         assert_eq!((r.count(ip, 0), r.count(ip, 1)), (3, 1));
         // A refusal is an answer, but not one that served us.
-        r.refused(ip, 0);
+        r.refused(ip, 0, last);
         assert_eq!((r.count(ip, 0), r.served(ip, 0)), (3, 2));
         assert_eq!(r.count("192.0.2.2".parse().expect("ip"), 0), 0);
         tokio::time::advance(BURST_WINDOW + Duration::from_millis(1)).await;
@@ -143,8 +156,8 @@ mod tests {
         assert_eq!(r.since(ip, 0, t), (0, 0));
         tokio::time::advance(Duration::from_millis(1)).await;
         r.answered(ip, 0);
-        r.answered(ip, 0);
-        r.refused(ip, 0);
+        let refused = r.answered(ip, 0);
+        r.refused(ip, 0, refused);
         assert_eq!(r.since(ip, 0, t), (1, 1));
         // At most PER_KEY instants are kept for one key.
         for _ in 0..20 {
