@@ -521,3 +521,73 @@ impl StateStore for RedisState {
         })
     }
 }
+
+#[cfg(test)]
+mod review_k_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncReadExt;
+
+    /// Review K. `attempt` times the pool's `get` (making the shared connection, or
+    /// waiting behind the call making it) together with the command, and calls a timeout
+    /// of either `Late::Maybe`. A step that timed out while its connection was still being
+    /// made was never sent, so it cannot have run: yet `take_step` says `Unsure`, and the
+    /// worker hands the job back (1 s and more, a probe again) for nothing. Here Redis
+    /// answered a moment ago (its clock is known), then its address accepts connections
+    /// and answers nothing (a Redis that froze, a proxy in front of a failover): the step
+    /// is never written, and every concurrent step waiting on the pool is Unsure too.
+    #[tokio::test]
+    async fn review_k_a_step_never_sent_for_want_of_a_connection_is_not_unsure() {
+        let listener = tokio::net::TcpListener::bind("127.0.90.1:56101")
+            .await
+            .expect("bind");
+        let heard = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let h = heard.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        h.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        let s = crate::config::Settings::from_toml(
+            "[redis]\nurl = \"redis://127.0.90.1:56101/\"\ntimeout = \"300ms\"\n",
+        )
+        .expect("cfg");
+        let pool = crate::redis_pool::redis_pool(&s.redis).expect("pool");
+        // The call's own timeout ends before the pool's connection attempt does: the
+        // outcome of the race between the two equal `redis.timeout`s that a loaded
+        // worker sees (the same test with one setting failed so under a build, and
+        // passes on an idle machine), and always the case for a call that waited
+        // behind another's connection attempt (`RedisPool::make`'s lock).
+        let mut short = s.redis.clone();
+        short.timeout = std::time::Duration::from_millis(100);
+        let state = RedisState::new(pool, &short);
+        state.learn_clock(now_ms());
+        let report = Report::sample("k", Verdict::Down);
+        let delivery = Delivery {
+            id: "d",
+            redelivered: false,
+        };
+        let stepped = state.take_step(&report, delivery).await;
+        let heard = String::from_utf8_lossy(&heard.lock().unwrap()).to_string();
+        assert!(
+            !heard.to_ascii_uppercase().contains("EVAL"),
+            "the step was written after all: {heard:?}"
+        );
+        assert_eq!(
+            stepped,
+            Stepped::Not,
+            "a step never written to Redis was reported Unsure (may have run); Redis \
+             heard {} bytes, no EVAL (only connection handshakes)",
+            heard.len()
+        );
+    }
+}
