@@ -520,6 +520,97 @@ mod tests {
         )
     }
 
+    /// A store that is away: the first step may have run (its answer lost), the
+    /// hand-backs' steps do not run.
+    struct Away {
+        steps: AtomicUsize,
+    }
+
+    impl StateStore for Away {
+        fn fresh<'a>(&'a self, _: &'a str, _: Duration) -> BoxFuture<'a, Option<Report>> {
+            Box::pin(async { None })
+        }
+        fn replay<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Option<Report>> {
+            Box::pin(async { None })
+        }
+        fn take_step<'a>(&'a self, _: &'a Report, _: Delivery<'a>) -> BoxFuture<'a, Stepped> {
+            Box::pin(async move {
+                if self.steps.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Stepped::Unsure
+                } else {
+                    Stepped::Not
+                }
+            })
+        }
+    }
+
+    /// Review K. `picket_state_unavailable_total` counts "results sent without state
+    /// because Redis was away" (OPERATIONS, metric.rs). A job whose step is unsettled
+    /// is handed back five times and then answered once without state: one such result,
+    /// but `Engine::settle` counts every hand-back too (6 for 1), and a job handed back
+    /// once whose return finds Redis up is counted though its result has its state.
+    #[test]
+    fn review_k_state_unavailable_counts_each_result_once_not_each_hand_back() {
+        use metrics_exporter_prometheus::PrometheusBuilder;
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let mut s =
+            Settings::from_toml("[probe]\nretry_delay = \"1ms\"\nattempts = 1\n").expect("cfg");
+        s.worker.name = "w".into();
+        let judge = JudgeSettings::new(&s.probe, &s.tls);
+        let e = Engine::new(
+            Scripted::new(vec![ok(); 20]),
+            Arc::new(Away {
+                steps: AtomicUsize::new(0),
+            }),
+            &s.probe,
+            judge,
+            "w".into(),
+        );
+        let body = br#"{"url":"https://a.example/","key":"k"}"#;
+        let mut answered = 0;
+        metrics::with_local_recorder(&recorder, || {
+            rt.block_on(async {
+                for handed_back in 0..=5 {
+                    let message = crate::worker::Message {
+                        body,
+                        fallback_id: "j",
+                        delivery: Delivery {
+                            id: "m|j",
+                            redelivered: handed_back > 0,
+                        },
+                        last_deferral: false,
+                        not_before: None,
+                        unsettled: handed_back,
+                    };
+                    match crate::worker::handle(&e, message, 1 << 20, None).await {
+                        crate::worker::Disposition::Answer(_) => answered += 1,
+                        crate::worker::Disposition::Again(_) => {}
+                        other => panic!("{other:?}"),
+                    }
+                }
+            })
+        });
+        assert_eq!(answered, 1, "handed back five times, then answered once");
+        let text = handle.render();
+        let count = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        assert_eq!(count("picket_results_total"), 1.0, "{text}");
+        assert_eq!(
+            count("picket_state_unavailable_total"),
+            1.0,
+            "one result went out without state; the metric says:\n{text}"
+        );
+    }
+
     fn status(code: u16) -> Outcome {
         Outcome::Answer(Answer {
             status: code,
