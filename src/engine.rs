@@ -125,7 +125,12 @@ impl Engine {
         };
         match self.run_or_defer(job, None, Line::Outside, delivery).await {
             // Nothing to hand back to: the result as it is.
-            Run::Done(report) | Run::Unsettled(report, _) => *report,
+            Run::Done(report) => *report,
+            Run::Unsettled(report, _) => {
+                metric::result(report.verdict, report.reason, false);
+                without_state(&report);
+                *report
+            }
             // Without a max_wait the prober never defers; answer honestly if it did.
             Run::Defer(_) => {
                 self.too_busy(job, delivery, "the per-IP limit allowed no request in time")
@@ -139,7 +144,9 @@ impl Engine {
     pub(crate) async fn too_busy(&self, job: &Job, delivery: Delivery<'_>, why: &str) -> Report {
         metric::result(Verdict::Unknown, Reason::RateLimited, false);
         let mut r = self.unprobed(job, Verdict::Unknown, Reason::RateLimited, why.into());
-        self.settle(&mut r, delivery).await;
+        if self.settle(&mut r, delivery).await.answer().is_none() {
+            without_state(&r);
+        }
         r
     }
 
@@ -196,6 +203,9 @@ impl Engine {
             Some(may_have_run) => Run::Unsettled(Box::new(report), may_have_run),
             None => {
                 metric::result(report.verdict, report.reason, false);
+                if stepped.answer().is_none() {
+                    without_state(&report);
+                }
                 Run::Done(Box::new(report))
             }
         }
@@ -204,11 +214,7 @@ impl Engine {
     /// Takes the key's state step for a report and fills its state fields.
     async fn settle(&self, report: &mut Report, delivery: Delivery<'_>) -> Stepped {
         let stepped = self.state.take_step(report, delivery).await;
-        let answer = stepped.answer();
-        if answer.is_none() && report.key.is_some() {
-            metric::state_unavailable();
-        }
-        crate::state::fill(report, answer);
+        crate::state::fill(report, stepped.answer());
         if report.changed {
             if let Some(previous) = report.previous_verdict {
                 metric::state_changed(previous, report.verdict);
@@ -428,8 +434,18 @@ impl Engine {
             detail: r.detail.clone(),
         };
         let mut report = report::build(subject, word, None, self.stamp());
-        self.settle(&mut report, delivery).await;
+        if self.settle(&mut report, delivery).await.answer().is_none() {
+            without_state(&report);
+        }
         report
+    }
+}
+
+/// Counts a result that goes out without its key's state (the store gave no answer):
+/// once per result, where it is answered, not per hand-back of an unsettled step.
+pub(crate) fn without_state(report: &Report) {
+    if report.key.is_some() {
+        metric::state_unavailable();
     }
 }
 

@@ -205,6 +205,7 @@ fn unsettled(
         }
         _ => {
             crate::metric::result(report.verdict, report.reason, false);
+            crate::engine::without_state(&report);
             Disposition::Answer(report)
         }
     }
