@@ -381,6 +381,24 @@ fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
+    /// Hunt G: a small page in Chinese (or French) with a comment, `<noscript>` or
+    /// `<template>` panicked: the name's length was cut from the text after a `<`
+    /// whatever character stood there ("start byte index 8 is not a char boundary"),
+    /// and the job had no result at all (`picket check` exited 101; the worker
+    /// dead-lettered it after two tries).
+    #[test]
+    fn text_after_a_tag_in_any_script_never_breaks_the_reading() {
+        for page in [
+            "<html><head><title>欢迎访问</title><!-- x --></head><body><p>本站正常运行</p></body></html>",
+            "<p>Café résumé</p><!-- c --><p>à bientôt</p>",
+            "<title>智慧政务服务平台</title><noscript><strong>We're sorry</strong></noscript><div id=\"app\"></div><p>政务</p>",
+            "<template><p>é</p></template><p>日本語のページ</p><style>p{}</style>",
+            "<p>短</p><s<script>x</script>",
+        ] {
+            assert_eq!(target(None, page), None, "{page}");
+        }
+    }
+
     #[test]
     fn a_refresh_that_names_a_url_soon_is_a_redirect_in_every_common_spelling() {
         for (content, url) in [
