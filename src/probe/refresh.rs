@@ -105,14 +105,18 @@ fn next_construct(text: &str) -> Option<Construct> {
             });
         }
         for (name, kept) in ELEMENTS {
+            // `get` cuts only at a character's boundary: the text after a `<` may be
+            // in any script.
             let named = after
                 .get(..name.len())
                 .is_some_and(|n| n.eq_ignore_ascii_case(name));
-            let whole = after[name.len().min(after.len())..]
-                .chars()
-                .next()
-                .is_none_or(|c| c.is_ascii_whitespace() || c == '>' || c == '/');
-            if named && whole {
+            let whole = || {
+                after[name.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| c.is_ascii_whitespace() || c == '>' || c == '/')
+            };
+            if named && whole() {
                 let close = format!("</{name}");
                 let end = find_ascii_ci(&text[at..], &close).map_or(text.len(), |e| {
                     let closing = at + e;
