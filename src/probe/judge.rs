@@ -346,7 +346,7 @@ fn wall_answering_success(s: &Seen<'_>) -> Option<Judgement> {
         .expect
         .body_contains
         .as_ref()
-        .is_some_and(|k| a.text.contains(k.as_str()));
+        .is_some_and(|k| page_has(&a.text, k));
     (!keyword_found).then(|| {
         Judgement::new(
             Verdict::Unknown,
@@ -443,11 +443,37 @@ fn broke_off_after_the_page(s: &Seen<'_>) -> Option<Judgement> {
     ))
 }
 
+/// Whether the page has `needle` (`body_contains`): in its text as sent, markup and all
+/// (a keyword may be markup, `<body>`), or in what a person reads on it
+/// ([`crate::probe::shown::visible_text`]: "Smith & Sons" for `Smith &amp; Sons`, "欢迎"
+/// for `&#27426;&#36814;`, "Welcome to Springfield" across `<b>` and line breaks),
+/// which is where operators copy their keywords from.
+fn page_has(text: &str, needle: &str) -> bool {
+    text.contains(needle) || reads(text, needle)
+}
+
+/// Whether the page shows `needle` (`body_not_contains`): words are looked for in what a
+/// person reads, so a script's or a comment's words ("Access Denied" in a login form's
+/// script) do not make a working page `down`; markup, in the markup.
+fn page_shows(text: &str, needle: &str) -> bool {
+    if needle.contains(['<', '>']) || needle.trim().is_empty() {
+        text.contains(needle)
+    } else {
+        reads(text, needle)
+    }
+}
+
+/// Whether what a person reads on the page holds `needle`, white space collapsed in both.
+fn reads(text: &str, needle: &str) -> bool {
+    let needle = needle.split_whitespace().collect::<Vec<_>>().join(" ");
+    !needle.is_empty() && crate::probe::shown::visible_text(text).contains(&needle)
+}
+
 /// The page lacks the text the job expects.
 fn keyword_missing(s: &Seen<'_>) -> Option<Judgement> {
     let a = s.answer;
     let needle = s.plan.expect.body_contains.as_ref()?;
-    (!a.text.contains(needle.as_str())).then(|| {
+    (!page_has(&a.text, needle)).then(|| {
         let part = if a.truncated || a.broke_off.is_some() {
             " (in the part read)"
         } else {
@@ -495,7 +521,7 @@ fn blank_page(s: &Seen<'_>) -> Option<Judgement> {
 fn keyword_forbidden(s: &Seen<'_>) -> Option<Judgement> {
     let a = s.answer;
     let needle = s.plan.expect.body_not_contains.as_ref()?;
-    a.text.contains(needle.as_str()).then(|| {
+    page_shows(&a.text, needle).then(|| {
         Judgement::new(
             Verdict::Down,
             Reason::BodyMismatch,
@@ -990,6 +1016,68 @@ mod tests {
         assert_eq!(j(&p, &big), (Verdict::Up, Reason::Ok));
         // A redirect the prober did not follow is judged by its status, not as a page.
         assert_eq!(j(&p, &answer(302, blank)), (Verdict::Up, Reason::Ok));
+    }
+
+    /// Hunt G. CONTRACT: `body_contains` and `body_not_contains` match "the decoded text
+    /// of the page"; they matched its source. A keyword copied from the browser was not
+    /// found across a character reference, an inline tag or a line break (`down`
+    /// confirmed for a working page), and a forbidden word in a script or a comment made
+    /// a working page `down`.
+    #[test]
+    fn keywords_are_matched_in_what_a_person_reads() {
+        for (snippet, keyword) in [
+            ("<p>Smith &amp; Sons</p>", "Smith & Sons"),
+            ("<p>&#27426;&#36814;&#20809;&#20020;</p>", "欢迎光临"),
+            (
+                "<p>Bienvenue &agrave; la mairie</p>",
+                "Bienvenue à la mairie",
+            ),
+            (
+                "<p>Welcome to <b>Springfield</b></p>",
+                "Welcome to Springfield",
+            ),
+            (
+                "<p>Welcome to\n      Springfield</p>",
+                "Welcome to Springfield",
+            ),
+            ("<p>Springfield&nbsp;County</p>", "Springfield County"),
+            ("<p>We&#39;re open</p>", "We're open"),
+        ] {
+            let p = plan(Expect {
+                body_contains: Some(keyword.into()),
+                ..Expect::default()
+            });
+            let page = format!("{PAGE}{snippet}");
+            assert_eq!(
+                j(&p, &answer(200, &page)),
+                (Verdict::Up, Reason::Ok),
+                "{snippet}"
+            );
+        }
+        let forbid = |k: &str| {
+            plan(Expect {
+                body_not_contains: Some(k.into()),
+                ..Expect::default()
+            })
+        };
+        let script = format!("{PAGE}<script>alert('Access Denied: wrong password')</script>");
+        let comment = format!("{PAGE}<!-- Error log off -->");
+        let shown = format!("{PAGE}<h1>Access&nbsp;Denied</h1>");
+        let p = forbid("Access Denied");
+        assert_eq!(j(&p, &answer(200, &script)), (Verdict::Up, Reason::Ok));
+        assert_eq!(
+            j(&p, &answer(200, &shown)),
+            (Verdict::Down, Reason::BodyMismatch)
+        );
+        assert_eq!(
+            j(&forbid("Error"), &answer(200, &comment)),
+            (Verdict::Up, Reason::Ok)
+        );
+        // Markup is looked for in the markup.
+        assert_eq!(
+            j(&forbid("<!-- Error"), &answer(200, &comment)),
+            (Verdict::Down, Reason::BodyMismatch)
+        );
     }
 
     #[test]
