@@ -97,6 +97,17 @@ const FIREWALL_MARKERS: &[(&str, &str)] = &[
         "<html><body><h1>500 internal server error</h1>\nan internal server error occurred.\n</body></html>",
     ),
     ("F5 BIG-IP", "your support id is"),
+    // Cloudflare's pages for a site's own rules refusing the client (errors 1020, 1006,
+    // 1010, 1015); its 52x pages (the origin down) say none of this.
+    ("Cloudflare", "used cloudflare to restrict access"),
+    ("Cloudflare", "has banned your ip address"),
+    ("Cloudflare", "banned your access based on your browser's signature"),
+    ("Cloudflare", "you are being rate limited"),
+    // Imunify360, on most cPanel servers: its bot protection's refusal.
+    ("Imunify360", "access denied by imunify360"),
+    ("Imunify360", "imunify360 bot-protection"),
+    // Imperva's (Distil's) bot protection page.
+    ("Imperva", "pardon our interruption"),
     ("Alibaba Cloud WAF", "您的访问被阻断"),
     ("Tencent Cloud WAF", "您的访问请求可能对网站造成安全威胁"),
     ("Safedog", "您的请求带有不合法参数"),
@@ -115,9 +126,15 @@ const SOFT_PATTERNS: &[(&str, &str)] = &[
     ("parked domain", "domain is parked"),
     ("parked domain", "buy this domain"),
     ("parked domain", "域名出售"),
+    ("parked domain", "domain may be for sale"),
+    ("expired domain", "this domain has expired"),
+    ("expired domain", "domain name has expired"),
     ("suspended account", "account has been suspended"),
     ("suspended account", "account suspended"),
     ("suspended account", "website is suspended"),
+    ("suspended account", "site has been suspended"),
+    ("suspended account", "archived or suspended"),
+    ("database error", "error establishing a database connection"),
     ("suspended account", "网站已暂停"),
     ("suspended account", "网站暂停访问"),
     // PHP's own error where the page should be, as display_errors writes it (status
@@ -195,6 +212,10 @@ const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     ("error page", "页面未找到", Fit::First),
     ("error page", "找不到页面", Fit::First),
     ("error page", "404错误", Fit::First),
+    // A server's own error page answered with 200 (a proxy's, a PHP front's).
+    ("error page", "503 service unavailable", Fit::First),
+    ("error page", "500 internal server error", Fit::First),
+    ("error page", "database error", Fit::Alone),
     // A notice that the site is in maintenance says so ("维护中": under maintenance, but
     // not "维护中心", a maintenance centre). A bare noun ("网站维护": website
     // maintenance) names a notice only when it is nearly the whole title: in a longer
@@ -207,6 +228,12 @@ const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     ("maintenance page", "网站维护", Fit::Alone),
     ("maintenance page", "系统维护", Fit::Alone),
     ("maintenance page", "系统升级", Fit::Alone),
+    // The same in traditional characters, and in Japanese.
+    ("maintenance page", "維護中", Fit::NotBefore("心")),
+    ("maintenance page", "網站維護", Fit::Alone),
+    ("maintenance page", "系統維護", Fit::Alone),
+    ("maintenance page", "メンテナンス中", Fit::Anywhere),
+    ("maintenance page", "scheduled maintenance", Fit::First),
 ];
 
 /// How a title phrase must sit in the title to name the page.
@@ -322,13 +349,45 @@ pub(crate) fn soft_failure(text: &str) -> Option<String> {
     // hidden until a script shows it. Where they are is worked out once, and only when
     // a phrase is found.
     let mut unseen = None;
+    let mut short = None;
     let found = finders().soft.find_iter(&lower).find(|m| {
-        !unseen
-            .get_or_insert_with(|| Unseen::of(&lower))
-            .covers(m.start())
+        let (kind, _) = SOFT_PATTERNS[m.pattern().as_usize()];
+        let placed = kind == "PHP error"
+            || *short.get_or_insert_with(|| {
+                !crate::probe::shown::text_longer_than(text, SOFT_TEXT_CHARS)
+            })
+            || in_heading(&lower, m.start());
+        placed
+            && !unseen
+                .get_or_insert_with(|| Unseen::of(&lower))
+                .covers(m.start())
     })?;
     let (kind, phrase) = SOFT_PATTERNS[found.pattern().as_usize()];
     Some(format!("{kind} ({phrase:?})"))
+}
+
+/// The most characters of text a page may show for a soft-failure phrase anywhere in it
+/// to name the page: a block, parked or suspended page says little besides, and a
+/// working page that names one by the way (a news headline "网站暂停访问的公告", a link
+/// "if your account has been suspended", a host's "web application firewall included")
+/// says much more. Past it, only a phrase in the title or a top heading names the page.
+const SOFT_TEXT_CHARS: usize = 1000;
+
+/// Whether the phrase at `at` of a lower-cased page stands in its title or in an `<h1>`
+/// or `<h2>`: what the page is about, not a word in its text.
+fn in_heading(lower: &[u8], at: usize) -> bool {
+    [&b"title"[..], b"h1", b"h2"].iter().any(|name| {
+        let open = [b"<", *name].concat();
+        let close = [b"</", *name].concat();
+        let before = &lower[..at];
+        let Some(start) = memchr::memmem::rfind(before, &open) else {
+            return false;
+        };
+        let named = before
+            .get(start + open.len())
+            .is_none_or(|c| c.is_ascii_whitespace() || *c == b'>');
+        named && memchr::memmem::find(&before[start..], &close).is_none()
+    })
 }
 
 /// Elements whose words a person never reads on the page.
@@ -1064,6 +1123,59 @@ mod tests {
             None
         );
         assert_eq!(soft_failure("<p>Begin every file with <?php</p>"), None);
+    }
+
+    /// Hunt G: ordinary working pages that name a failure by the way were called
+    /// degraded (any page up to 64 KB), and stand-in pages the patterns missed were up.
+    #[test]
+    fn a_phrase_names_a_page_only_where_the_page_is_about_it() {
+        let long = "<p>County news, opening hours, permits, council minutes.</p>".repeat(25);
+        for by_the_way in [
+            "<li><a href=/n/1>关于12月6日网站暂停访问的公告</a></li>",
+            "<li><a href=/faq>What to do if your account has been suspended</a></li>",
+            "<h3>Access denied errors plague cloud migrations</h3>",
+            "<p>Every plan: SSL, backups, web application firewall included.</p>",
+            "<p>Register a name, or buy this domain from its owner.</p>",
+        ] {
+            let page = format!("<title>Home</title><body>{long}{by_the_way}{long}</body>");
+            assert_eq!(soft_failure(&page), None, "{by_the_way}");
+        }
+        // The same words as what a page is about: its title, a top heading, or a page
+        // that says little else.
+        let heading = format!("<body><h1>Account Suspended</h1>{long}</body>");
+        assert!(soft_failure(&heading).is_some());
+        for stand_in in [
+            "<title>系統維護中</title><p>請稍後再來</p>",
+            "<title>メンテナンス中</title><p>ただいまメンテナンス中です</p>",
+            "<title>Scheduled Maintenance</title><h1>We'll be back soon!</h1>",
+            "<title>503 Service Unavailable</title><h1>Service Unavailable</h1>",
+            "<title>Database Error</title><h1>Error establishing a database connection</h1>",
+            "<body><h1>This site has been suspended</h1><p>Contact your host.</p></body>",
+            "<body><p>This site has been archived or suspended.</p></body>",
+            "<body><h1>This domain has expired</h1><p>Renew it now.</p></body>",
+            "<body><h1>This domain may be for sale!</h1></body>",
+        ] {
+            assert!(soft_failure(stand_in).is_some(), "{stand_in}");
+        }
+        // A PHP error shows wherever it is.
+        let php = format!("<body>{long}<b>Fatal error</b>: Uncaught Error</body>");
+        assert!(soft_failure(&php).is_some());
+    }
+
+    /// Hunt G: firewalls' and Cloudflare's refusals of the client were `down/http_status`.
+    #[test]
+    fn more_firewalls_refusing_us_are_named() {
+        for (page, who) in [
+            ("<p>Access denied by Imunify360 bot-protection. IPs used for automation should be whitelisted</p>", "Imunify360"),
+            ("<title>Access denied | www.example.gov used Cloudflare to restrict access</title><div id=\"cf-error-details\">Error 1020</div>", "Cloudflare"),
+            ("<p>The owner of this website (www.example.gov) has banned your IP address (192.0.2.1).</p><p>Cloudflare Ray ID</p>", "Cloudflare"),
+            ("<title>Pardon Our Interruption</title><p>something about your browser made us think you were a bot</p>", "Imperva"),
+        ] {
+            assert_eq!(firewall_block(page).map(|(w, _)| w), Some(who), "{page}");
+        }
+        // Cloudflare's page for an origin that is down names no refusal of us.
+        let origin_down = "<title>example.gov | 521: Web server is down</title><div id=\"cf-error-details\">Error 521</div>";
+        assert_eq!(firewall_block(origin_down), None);
     }
 
     #[test]
