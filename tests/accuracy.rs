@@ -315,6 +315,9 @@ async fn truth_a_page_standing_in_for_the_site_is_not_up() {
     tells_the_truth("php-fatal-error").await;
     tells_the_truth("php-source").await;
     tells_the_truth("php-source-text").await;
+    tells_the_truth("octet-stream-html").await;
+    tells_the_truth("text-plain-html").await;
+    tells_the_truth("attachment-html").await;
 }
 
 /// hyper writes HTTP/1 header names in lower case ("host:"); browsers and curl write

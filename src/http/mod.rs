@@ -489,6 +489,9 @@ async fn finish(
     let status = resp.status().as_u16();
     let tls_days_left = tls::days_left(&resp);
     let content_type = body::header(resp.headers(), reqwest::header::CONTENT_TYPE);
+    let disposition = body::header(resp.headers(), reqwest::header::CONTENT_DISPOSITION);
+    let not_shown =
+        crate::probe::not_shown_as_a_page(content_type.as_deref(), disposition.as_deref());
     let retry_after = body::header(resp.headers(), reqwest::header::RETRY_AFTER);
     let pause_asked = self::retry_after(&resp);
     let body = body::read(resp, plan.max_body_bytes, status).await?;
@@ -508,6 +511,7 @@ async fn finish(
         retry_after,
         pause_asked,
         tls_days_left,
+        not_shown,
     })
 }
 

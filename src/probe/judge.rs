@@ -251,6 +251,7 @@ const PAGE_RULES: &[Rule] = &[
     keyword_missing,
     blank_page,
     keyword_forbidden,
+    page_not_shown,
     soft_failure_page,
 ];
 
@@ -557,6 +558,39 @@ fn soft_failure_page(s: &Seen<'_>) -> Option<Judgement> {
             article(&what)
         ),
     ))
+}
+
+/// A web page a browser does not show as one: HTML sent as a download (an
+/// `octet-stream`, S3's type for an upload without one; an `attachment`) or as plain
+/// text (its code shown). A person gets a file or markup, not the site. A file the job
+/// watches on purpose is no HTML, and a job whose keyword was found knows its answer.
+fn page_not_shown(s: &Seen<'_>) -> Option<Judgement> {
+    let a = s.answer;
+    let verdict = s.settings.soft_failures?;
+    let how = a.not_shown.as_deref()?;
+    let judged = (200..300).contains(&a.status)
+        && s.plan.method != Method::Head
+        && s.plan.expect.body_contains.is_none()
+        && looks_like_html(&a.text);
+    judged.then(|| {
+        Judgement::new(
+            verdict,
+            Reason::BodyMismatch,
+            format!(
+                "{}, {} bytes of HTML, but a browser {how} instead of showing the page",
+                s.status, a.body_bytes
+            ),
+        )
+    })
+}
+
+/// Whether a body opens as an HTML document does (a doctype or `<html>`, after white
+/// space and a byte-order mark).
+fn looks_like_html(text: &str) -> bool {
+    let start = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    let b = start.as_bytes();
+    let opens = |p: &[u8]| b.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+    opens(b"<!doctype html") || opens(b"<html")
 }
 
 /// "a" or "an" before `what`.
@@ -1078,6 +1112,61 @@ mod tests {
             j(&forbid("<!-- Error"), &answer(200, &comment)),
             (Verdict::Down, Reason::BodyMismatch)
         );
+    }
+
+    /// Hunt G: HTML a browser downloads (`application/octet-stream`, S3's
+    /// `binary/octet-stream`, `Content-Disposition: attachment`) or shows as its code
+    /// (`text/plain`) was up: a person gets a file or markup, not the site.
+    #[test]
+    fn a_page_a_browser_does_not_show_as_one_is_not_up() {
+        let p = plan(Expect::default());
+        let page = format!("<!DOCTYPE html>{PAGE}");
+        for (ct, cd) in [
+            (Some("application/octet-stream"), None),
+            (Some("binary/octet-stream"), None),
+            (
+                Some("text/html; charset=utf-8"),
+                Some("attachment; filename=index.html"),
+            ),
+            (Some("text/plain; charset=utf-8"), None),
+        ] {
+            let mut o = answer(200, &page);
+            if let Outcome::Answer(a) = &mut o.outcome {
+                a.not_shown = crate::probe::not_shown_as_a_page(ct, cd);
+            }
+            assert_eq!(
+                j(&p, &o),
+                (Verdict::Degraded, Reason::BodyMismatch),
+                "{ct:?} {cd:?}"
+            );
+        }
+        // Files watched on purpose (no HTML), HTML as HTML, and a job that found its
+        // keyword stay up.
+        let mut file = answer(
+            200,
+            "{\"status\":\"ok\",\"checks\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24]}",
+        );
+        if let Outcome::Answer(a) = &mut file.outcome {
+            a.not_shown = crate::probe::not_shown_as_a_page(Some("text/plain"), None);
+        }
+        assert_eq!(j(&p, &file), (Verdict::Up, Reason::Ok));
+        assert_eq!(
+            crate::probe::not_shown_as_a_page(Some("text/html"), None),
+            None
+        );
+        assert_eq!(
+            crate::probe::not_shown_as_a_page(None, Some("inline")),
+            None
+        );
+        let keyword = plan(Expect {
+            body_contains: Some("county".into()),
+            ..Expect::default()
+        });
+        let mut o = answer(200, &page);
+        if let Outcome::Answer(a) = &mut o.outcome {
+            a.not_shown = crate::probe::not_shown_as_a_page(Some("text/plain"), None);
+        }
+        assert_eq!(j(&keyword, &o), (Verdict::Up, Reason::Ok));
     }
 
     #[test]

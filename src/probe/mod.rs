@@ -191,6 +191,42 @@ pub struct Answer {
     pub pause_asked: Option<std::time::Duration>,
     /// Days until the server certificate expires (https).
     pub tls_days_left: Option<i64>,
+    /// How a browser takes the body instead of showing it as a page, when its headers
+    /// say so: "downloads it (Content-Type: application/octet-stream)", "shows its code
+    /// (Content-Type: text/plain)" ([`not_shown_as_a_page`]).
+    pub not_shown: Option<String>,
+}
+
+/// How a browser takes a body with this `Content-Type` and `Content-Disposition`
+/// instead of showing it as a page, if it does: an `attachment` or an `octet-stream`
+/// (S3's default for an upload without a type) is downloaded; `text/plain` is shown as
+/// text, its markup and all. `None` for any other type, or none (browsers sniff then).
+pub(crate) fn not_shown_as_a_page(
+    content_type: Option<&str>,
+    disposition: Option<&str>,
+) -> Option<String> {
+    let attachment = disposition.is_some_and(|d| {
+        d.split(';')
+            .next()
+            .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("attachment"))
+    });
+    if attachment {
+        return Some("downloads it (Content-Disposition: attachment)".into());
+    }
+    let ct = content_type?;
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/octet-stream" | "binary/octet-stream" => {
+            Some(format!("downloads it (Content-Type: {essence})"))
+        }
+        "text/plain" => Some(format!("shows its code (Content-Type: {essence})")),
+        _ => None,
+    }
 }
 
 /// What kind of failure stopped a probe.

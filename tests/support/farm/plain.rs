@@ -342,6 +342,61 @@ pub(super) async fn plain_http(b: &mut Builder) {
         .await;
     }
 
+    // A whole page a browser does not show as one: S3 serves an upload without a type
+    // as binary/octet-stream (downloaded), a misconfigured server sends HTML as
+    // text/plain (its code shown), or as an attachment.
+    let whole = super::page(
+        "Springfield County",
+        "Opening hours, permits and council minutes.",
+    );
+    for (name, kind, disposition, says) in [
+        (
+            "octet-stream-html",
+            "binary/octet-stream",
+            "inline",
+            "200 with the home page as binary/octet-stream (S3's type for an upload without              one): browsers download it",
+        ),
+        (
+            "text-plain-html",
+            "text/plain; charset=utf-8",
+            "inline",
+            "200 with the home page as text/plain: browsers show its code",
+        ),
+        (
+            "attachment-html",
+            "text/html; charset=utf-8",
+            "attachment; filename=\"index.html\"",
+            "200 with the home page as an attachment: browsers download it",
+        ),
+    ] {
+        let whole = whole.clone();
+        b.http(
+            name,
+            Router::new().route(
+                "/",
+                any(move || {
+                    let whole = whole.clone();
+                    async move {
+                        (
+                            StatusCode::OK,
+                            [
+                                (header::CONTENT_TYPE, kind),
+                                (header::CONTENT_DISPOSITION, disposition),
+                            ],
+                            whole,
+                        )
+                            .into_response()
+                    }
+                }),
+            ),
+            None,
+            truth("not up", None, says),
+            said("degraded", "body_mismatch"),
+            vec![],
+        )
+        .await;
+    }
+
     // A "soft 404": the home page sends the visitor to the site's error page, which
     // answers 200 (IIS custom errors in redirect mode, many CMSs).
     let missing = "<!DOCTYPE html><html><head><title>404 Not Found</title></head><body>\
