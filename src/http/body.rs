@@ -365,6 +365,43 @@ mod tests {
         assert!(!ends_a_page(b""));
     }
 
+    /// Review L: HTML sent as a download is judged not shown only when its text was
+    /// decoded, and `decode` leaves the text empty for a body over SNIFF_BYTES when the
+    /// job has no keyword. A 100 KB home page uploaded to S3 without a type
+    /// (`binary/octet-stream`), which browsers download, stays up/ok.
+    #[test]
+    fn review_l_a_big_html_page_sent_as_a_download_is_not_up() {
+        use crate::probe::judge::{judge, JudgeSettings};
+        use crate::job::Verdict;
+        use crate::probe::{Answer, Observation};
+        let s = crate::config::Settings::from_toml("").expect("defaults");
+        let job = crate::job::job_for_url("http://site.example/", "t").expect("job");
+        let plan = Plan::new(&job, &s.probe);
+        let page = format!(
+            "<!DOCTYPE html><html><head><title>County</title></head><body>{}</body></html>",
+            "<p>Opening hours, permits and council minutes.</p>".repeat(2500)
+        );
+        assert!(page.len() > crate::probe::judge::SNIFF_BYTES);
+        let ct = "binary/octet-stream";
+        let (text, _) = decode(page.clone().into_bytes(), Some(ct), &plan);
+        let mut o = Observation::new("direct");
+        o.outcome = Outcome::Answer(Answer {
+            status: 200,
+            body_bytes: page.len(),
+            text,
+            final_url: "http://site.example/".into(),
+            not_shown: crate::probe::not_shown_as_a_page(Some(ct), None),
+            ..Answer::default()
+        });
+        let settings = JudgeSettings {
+            tls_on_error: crate::config::TlsOnError::Degraded,
+            expiry_warn_days: 14,
+            soft_failures: Some(Verdict::Degraded),
+        };
+        let r = judge(&plan, &o, &settings);
+        assert_ne!(r.verdict, Verdict::Up, "{}", r.detail);
+    }
+
     const PAGE: &[u8] = b"<html><title>up</title><body>all is well</body></html>";
 
     fn zlib(data: &[u8]) -> Vec<u8> {
