@@ -1169,6 +1169,24 @@ mod tests {
         assert_eq!(j(&keyword, &o), (Verdict::Up, Reason::Ok));
     }
 
+    /// Review L: `body_not_contains` markup is looked for in the source only when it
+    /// holds `<` or `>`; markup without them (an attribute, `class="maintenance"`,
+    /// `status="DOWN"`) is now looked for in the visible text, where attributes never
+    /// are: a maintenance page the job was set to catch, down before cbe7880, is up.
+    #[test]
+    fn review_l_a_forbidden_attribute_is_still_found_in_the_markup() {
+        let p = plan(Expect {
+            body_not_contains: Some("class=\"maintenance\"".into()),
+            ..Expect::default()
+        });
+        let page = "<html><body class=\"maintenance\"><p>We are upgrading our systems and \
+                    will be back shortly. Thank you for your patience.</p></body></html>";
+        assert_eq!(
+            j(&p, &answer(200, page)),
+            (Verdict::Down, Reason::BodyMismatch)
+        );
+    }
+
     #[test]
     fn keywords() {
         let p = plan(Expect {
