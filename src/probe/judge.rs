@@ -1187,6 +1187,25 @@ mod tests {
         );
     }
 
+    /// Review L: `body_not_contains` is meant to match what a person reads, but
+    /// `shown::visible_text` keeps the words of an element hidden by the `hidden`
+    /// attribute or an inline `display:none` (a login form's error kept for a failed
+    /// login: no person reads it), which `pages::Unseen` already leaves out.
+    #[test]
+    fn review_l_a_forbidden_word_in_a_hidden_element_is_not_shown() {
+        let p = plan(Expect {
+            body_not_contains: Some("Access Denied".into()),
+            ..Expect::default()
+        });
+        for hidden in [
+            "<div class=err hidden>Access Denied</div>",
+            "<div class=err style=\"display:none\">Access Denied</div>",
+        ] {
+            let page = format!("{PAGE}<form>Name <input name=u>{hidden}</form>");
+            assert_eq!(j(&p, &answer(200, &page)), (Verdict::Up, Reason::Ok), "{hidden}");
+        }
+    }
+
     #[test]
     fn keywords() {
         let p = plan(Expect {
