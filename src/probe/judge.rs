@@ -1206,6 +1206,21 @@ mod tests {
         }
     }
 
+    /// Review L: `shown::visible_text` ends a tag at the first `>`, quoted or not, so
+    /// the rest of an attribute's value is read as text: a keyword copied from the
+    /// browser across the tag is not found (down, confirmed, on a working page).
+    #[test]
+    fn review_l_a_gt_in_a_quoted_attribute_does_not_end_the_tag() {
+        let p = plan(Expect {
+            body_contains: Some("Welcome to Springfield".into()),
+            ..Expect::default()
+        });
+        let page = format!(
+            "{PAGE}<p>Welcome to <a href=/ title=\"Home > News\">Springfield</a></p>"
+        );
+        assert_eq!(j(&p, &answer(200, &page)), (Verdict::Up, Reason::Ok));
+    }
+
     #[test]
     fn keywords() {
         let p = plan(Expect {
