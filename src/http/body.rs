@@ -371,8 +371,8 @@ mod tests {
     /// (`binary/octet-stream`), which browsers download, stays up/ok.
     #[test]
     fn review_l_a_big_html_page_sent_as_a_download_is_not_up() {
-        use crate::probe::judge::{judge, JudgeSettings};
         use crate::job::Verdict;
+        use crate::probe::judge::{judge, JudgeSettings};
         use crate::probe::{Answer, Observation};
         let s = crate::config::Settings::from_toml("").expect("defaults");
         let job = crate::job::job_for_url("http://site.example/", "t").expect("job");
@@ -390,7 +390,7 @@ mod tests {
             body_bytes: page.len(),
             text,
             final_url: "http://site.example/".into(),
-            not_shown: crate::probe::not_shown_as_a_page(Some(ct), None),
+            not_shown: crate::probe::not_shown_as_a_page(Some(ct), None, page.as_bytes()),
             ..Answer::default()
         });
         let settings = JudgeSettings {

@@ -490,13 +490,16 @@ async fn finish(
     let tls_days_left = tls::days_left(&resp);
     let content_type = body::header(resp.headers(), reqwest::header::CONTENT_TYPE);
     let disposition = body::header(resp.headers(), reqwest::header::CONTENT_DISPOSITION);
-    let not_shown =
-        crate::probe::not_shown_as_a_page(content_type.as_deref(), disposition.as_deref());
     let retry_after = body::header(resp.headers(), reqwest::header::RETRY_AFTER);
     let pause_asked = self::retry_after(&resp);
     let body = body::read(resp, plan.max_body_bytes, status).await?;
     drop(permit);
     let body_bytes = body.bytes.len();
+    let not_shown = crate::probe::not_shown_as_a_page(
+        content_type.as_deref(),
+        disposition.as_deref(),
+        &body.bytes,
+    );
     let (text, charset) = body::decode(body.bytes, content_type.as_deref(), plan);
     Ok(Answer {
         status,

@@ -446,7 +446,7 @@ fn broke_off_after_the_page(s: &Seen<'_>) -> Option<Judgement> {
 
 /// Whether the page has `needle` (`body_contains`): in its text as sent, markup and all
 /// (a keyword may be markup, `<body>`), or in what a person reads on it
-/// ([`crate::probe::shown::visible_text`]: "Smith & Sons" for `Smith &amp; Sons`, "欢迎"
+/// ([`crate::probe::pages::visible_text`]: "Smith & Sons" for `Smith &amp; Sons`, "欢迎"
 /// for `&#27426;&#36814;`, "Welcome to Springfield" across `<b>` and line breaks),
 /// which is where operators copy their keywords from.
 fn page_has(text: &str, needle: &str) -> bool {
@@ -454,20 +454,19 @@ fn page_has(text: &str, needle: &str) -> bool {
 }
 
 /// Whether the page shows `needle` (`body_not_contains`): words are looked for in what a
-/// person reads, so a script's or a comment's words ("Access Denied" in a login form's
-/// script) do not make a working page `down`; markup, in the markup.
+/// person reads, so the words of a script, a comment or a hidden element ("Access
+/// Denied" kept for a failed login) do not make a working page `down`; a needle written
+/// as markup (a tag, an attribute `class="maintenance"`, a reference `AT&amp;T`) is
+/// looked for in the source too.
 fn page_shows(text: &str, needle: &str) -> bool {
-    if needle.contains(['<', '>']) || needle.trim().is_empty() {
-        text.contains(needle)
-    } else {
-        reads(text, needle)
-    }
+    let markup = needle.contains(['<', '>', '=', '"', '\'', '&']) || needle.trim().is_empty();
+    (markup && text.contains(needle)) || reads(text, needle)
 }
 
 /// Whether what a person reads on the page holds `needle`, white space collapsed in both.
 fn reads(text: &str, needle: &str) -> bool {
     let needle = needle.split_whitespace().collect::<Vec<_>>().join(" ");
-    !needle.is_empty() && crate::probe::shown::visible_text(text).contains(&needle)
+    !needle.is_empty() && crate::probe::pages::visible_text(text).contains(&needle)
 }
 
 /// The page lacks the text the job expects.
@@ -570,8 +569,7 @@ fn page_not_shown(s: &Seen<'_>) -> Option<Judgement> {
     let how = a.not_shown.as_deref()?;
     let judged = (200..300).contains(&a.status)
         && s.plan.method != Method::Head
-        && s.plan.expect.body_contains.is_none()
-        && looks_like_html(&a.text);
+        && s.plan.expect.body_contains.is_none();
     judged.then(|| {
         Judgement::new(
             verdict,
@@ -582,15 +580,6 @@ fn page_not_shown(s: &Seen<'_>) -> Option<Judgement> {
             ),
         )
     })
-}
-
-/// Whether a body opens as an HTML document does (a doctype or `<html>`, after white
-/// space and a byte-order mark).
-fn looks_like_html(text: &str) -> bool {
-    let start = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
-    let b = start.as_bytes();
-    let opens = |p: &[u8]| b.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
-    opens(b"<!doctype html") || opens(b"<html")
 }
 
 /// "a" or "an" before `what`.
@@ -1132,7 +1121,7 @@ mod tests {
         ] {
             let mut o = answer(200, &page);
             if let Outcome::Answer(a) = &mut o.outcome {
-                a.not_shown = crate::probe::not_shown_as_a_page(ct, cd);
+                a.not_shown = crate::probe::not_shown_as_a_page(ct, cd, page.as_bytes());
             }
             assert_eq!(
                 j(&p, &o),
@@ -1142,20 +1131,19 @@ mod tests {
         }
         // Files watched on purpose (no HTML), HTML as HTML, and a job that found its
         // keyword stay up.
-        let mut file = answer(
-            200,
-            "{\"status\":\"ok\",\"checks\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24]}",
-        );
+        let json = "{\"status\":\"ok\",\"checks\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24]}";
+        let mut file = answer(200, json);
         if let Outcome::Answer(a) = &mut file.outcome {
-            a.not_shown = crate::probe::not_shown_as_a_page(Some("text/plain"), None);
+            a.not_shown =
+                crate::probe::not_shown_as_a_page(Some("text/plain"), None, json.as_bytes());
         }
         assert_eq!(j(&p, &file), (Verdict::Up, Reason::Ok));
         assert_eq!(
-            crate::probe::not_shown_as_a_page(Some("text/html"), None),
+            crate::probe::not_shown_as_a_page(Some("text/html"), None, page.as_bytes()),
             None
         );
         assert_eq!(
-            crate::probe::not_shown_as_a_page(None, Some("inline")),
+            crate::probe::not_shown_as_a_page(None, Some("inline"), page.as_bytes()),
             None
         );
         let keyword = plan(Expect {
@@ -1164,7 +1152,8 @@ mod tests {
         });
         let mut o = answer(200, &page);
         if let Outcome::Answer(a) = &mut o.outcome {
-            a.not_shown = crate::probe::not_shown_as_a_page(Some("text/plain"), None);
+            a.not_shown =
+                crate::probe::not_shown_as_a_page(Some("text/plain"), None, page.as_bytes());
         }
         assert_eq!(j(&keyword, &o), (Verdict::Up, Reason::Ok));
     }
@@ -1202,7 +1191,11 @@ mod tests {
             "<div class=err style=\"display:none\">Access Denied</div>",
         ] {
             let page = format!("{PAGE}<form>Name <input name=u>{hidden}</form>");
-            assert_eq!(j(&p, &answer(200, &page)), (Verdict::Up, Reason::Ok), "{hidden}");
+            assert_eq!(
+                j(&p, &answer(200, &page)),
+                (Verdict::Up, Reason::Ok),
+                "{hidden}"
+            );
         }
     }
 
@@ -1215,9 +1208,8 @@ mod tests {
             body_contains: Some("Welcome to Springfield".into()),
             ..Expect::default()
         });
-        let page = format!(
-            "{PAGE}<p>Welcome to <a href=/ title=\"Home > News\">Springfield</a></p>"
-        );
+        let page =
+            format!("{PAGE}<p>Welcome to <a href=/ title=\"Home > News\">Springfield</a></p>");
         assert_eq!(j(&p, &answer(200, &page)), (Verdict::Up, Reason::Ok));
     }
 

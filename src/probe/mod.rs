@@ -197,14 +197,20 @@ pub struct Answer {
     pub not_shown: Option<String>,
 }
 
-/// How a browser takes a body with this `Content-Type` and `Content-Disposition`
-/// instead of showing it as a page, if it does: an `attachment` or an `octet-stream`
-/// (S3's default for an upload without a type) is downloaded; `text/plain` is shown as
-/// text, its markup and all. `None` for any other type, or none (browsers sniff then).
+/// How a browser takes a web page (a `body` that opens as an HTML document) sent with
+/// this `Content-Type` and `Content-Disposition` instead of showing it, if it does: an
+/// `attachment` or an `octet-stream` (S3's default for an upload without a type) is
+/// downloaded; `text/plain` is shown as text, its markup and all. `None` for a body
+/// that is no HTML document (a file watched on purpose), any other type, or none
+/// (browsers sniff then).
 pub(crate) fn not_shown_as_a_page(
     content_type: Option<&str>,
     disposition: Option<&str>,
+    body: &[u8],
 ) -> Option<String> {
+    if !opens_as_html(body) {
+        return None;
+    }
     let attachment = disposition.is_some_and(|d| {
         d.split(';')
             .next()
@@ -227,6 +233,20 @@ pub(crate) fn not_shown_as_a_page(
         "text/plain" => Some(format!("shows its code (Content-Type: {essence})")),
         _ => None,
     }
+}
+
+/// Whether a body opens as an HTML document does (a doctype or `<html>`, after white
+/// space and a UTF-8 byte-order mark).
+fn opens_as_html(body: &[u8]) -> bool {
+    let body = body
+        .strip_prefix(b"\xef\xbb\xbf")
+        .unwrap_or(body)
+        .trim_ascii_start();
+    let opens = |p: &[u8]| {
+        body.get(..p.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(p))
+    };
+    opens(b"<!doctype html") || opens(b"<html")
 }
 
 /// What kind of failure stopped a probe.

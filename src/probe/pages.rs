@@ -107,7 +107,7 @@ const FIREWALL_MARKERS: &[(&str, &str)] = &[
     ("Imunify360", "access denied by imunify360"),
     ("Imunify360", "imunify360 bot-protection"),
     // Imperva's (Distil's) bot protection page.
-    ("Imperva", "pardon our interruption"),
+    ("Imperva", "made us think you were a bot"),
     ("Alibaba Cloud WAF", "您的访问被阻断"),
     ("Tencent Cloud WAF", "您的访问请求可能对网站造成安全威胁"),
     ("Safedog", "您的请求带有不合法参数"),
@@ -233,7 +233,7 @@ const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     ("maintenance page", "網站維護", Fit::Alone),
     ("maintenance page", "系統維護", Fit::Alone),
     ("maintenance page", "メンテナンス中", Fit::Anywhere),
-    ("maintenance page", "scheduled maintenance", Fit::First),
+    ("maintenance page", "scheduled maintenance", Fit::Alone),
 ];
 
 /// How a title phrase must sit in the title to name the page.
@@ -356,7 +356,7 @@ pub(crate) fn soft_failure(text: &str) -> Option<String> {
             || *short.get_or_insert_with(|| {
                 !crate::probe::shown::text_longer_than(text, SOFT_TEXT_CHARS)
             })
-            || in_heading(&lower, m.start());
+            || in_heading(&lower, m.start(), m.end());
         placed
             && !unseen
                 .get_or_insert_with(|| Unseen::of(&lower))
@@ -373,9 +373,14 @@ pub(crate) fn soft_failure(text: &str) -> Option<String> {
 /// says much more. Past it, only a phrase in the title or a top heading names the page.
 const SOFT_TEXT_CHARS: usize = 1000;
 
-/// Whether the phrase at `at` of a lower-cased page stands in its title or in an `<h1>`
-/// or `<h2>`: what the page is about, not a word in its text.
-fn in_heading(lower: &[u8], at: usize) -> bool {
+/// Characters a heading may hold besides a soft-failure phrase to be about it: "This
+/// site has been suspended", "Sorry, access denied." are; "Access denied errors plague
+/// cloud migrations", a news headline, is not.
+const HEADING_SLACK: usize = 12;
+
+/// Whether the phrase at `at..end` of a lower-cased page is what its title, an `<h1>` or
+/// an `<h2>` says: the heading holds it and little else ([`HEADING_SLACK`]).
+fn in_heading(lower: &[u8], at: usize, end: usize) -> bool {
     [&b"title"[..], b"h1", b"h2"].iter().any(|name| {
         let open = [b"<", *name].concat();
         let close = [b"</", *name].concat();
@@ -385,9 +390,106 @@ fn in_heading(lower: &[u8], at: usize) -> bool {
         };
         let named = before
             .get(start + open.len())
-            .is_none_or(|c| c.is_ascii_whitespace() || *c == b'>');
-        named && memchr::memmem::find(&before[start..], &close).is_none()
+            .is_some_and(|c| c.is_ascii_whitespace() || *c == b'>');
+        if !named || memchr::memmem::find(&before[start..], &close).is_some() {
+            return false;
+        }
+        let Some(gt) = crate::probe::shown::tag_gt(lower, start + 1).filter(|gt| *gt < at) else {
+            return false;
+        };
+        let Some(closed) = memchr::memmem::find(&lower[end..], &close).map(|c| end + c) else {
+            return false;
+        };
+        let words = String::from_utf8_lossy(&lower[gt + 1..closed]);
+        let heading = visible_text(&words).chars().count();
+        let phrase = String::from_utf8_lossy(&lower[at..end]).chars().count();
+        heading <= phrase + HEADING_SLACK
     })
+}
+
+/// Elements a browser lays out as blocks of their own: their edges part words ("a</p><p>b"
+/// reads "a b"), where an inline element's do not ("Spring<b>field</b>").
+const BLOCK_TAGS: &[&[u8]] = &[
+    b"address",
+    b"article",
+    b"aside",
+    b"blockquote",
+    b"br",
+    b"dd",
+    b"div",
+    b"dl",
+    b"dt",
+    b"fieldset",
+    b"figcaption",
+    b"figure",
+    b"footer",
+    b"form",
+    b"h1",
+    b"h2",
+    b"h3",
+    b"h4",
+    b"h5",
+    b"h6",
+    b"header",
+    b"hr",
+    b"li",
+    b"main",
+    b"nav",
+    b"ol",
+    b"p",
+    b"pre",
+    b"section",
+    b"table",
+    b"td",
+    b"th",
+    b"title",
+    b"tr",
+    b"ul",
+    b"body",
+    b"head",
+    b"html",
+];
+
+/// The text a person reads on a page, as a job's keywords are meant (CONTRACT: "the
+/// decoded text of the page"): what [`Unseen`] leaves (no tags, attributes, comments,
+/// scripts, styles, templates or hidden elements; the title kept, the tab shows it),
+/// character references decoded (`&amp;`, `&#27426;`, `&nbsp;`), white space collapsed
+/// to single spaces, a block element's edge a space. A JSON body is its own text.
+pub(crate) fn visible_text(text: &str) -> String {
+    let collapsed = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.trim_start().starts_with(['{', '[']) {
+        return collapsed(text);
+    }
+    let lower = text.as_bytes().to_ascii_lowercase();
+    let unseen = Unseen::of(&lower);
+    let mut kept = String::with_capacity(text.len());
+    let mut at = 0;
+    let whole = text.len()..text.len();
+    for span in unseen.0.iter().chain(std::iter::once(&whole)) {
+        // A tag's span starts after its `<`, which is no text either.
+        let start = match span.start.checked_sub(1) {
+            Some(lt) if lt >= at && lower[lt] == b'<' => lt,
+            _ => span.start,
+        };
+        if let Some(run) = text.get(at..start.max(at)) {
+            kept.push_str(run);
+        }
+        let name = lower[span.start.min(lower.len())..]
+            .iter()
+            .skip_while(|c| **c == b'/')
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .count();
+        let from = span.start + usize::from(lower.get(span.start) == Some(&b'/'));
+        let tag = &lower[from.min(lower.len())..(from + name).min(lower.len())];
+        if BLOCK_TAGS.contains(&tag) {
+            kept.push(' ');
+        }
+        at = at.max(span.end);
+        while at < text.len() && !text.is_char_boundary(at) {
+            at += 1;
+        }
+    }
+    collapsed(&html_escape::decode_html_entities(&kept))
 }
 
 /// Elements whose words a person never reads on the page.
@@ -648,7 +750,7 @@ impl<'a> Tag<'a> {
             .iter()
             .take_while(|c| !c.is_ascii_whitespace() && !matches!(c, b'/' | b'>'))
             .count();
-        let gt = memchr::memchr(b'>', &lower[name_at..]).map_or(lower.len(), |e| name_at + e);
+        let gt = crate::probe::shown::tag_gt(lower, name_at).unwrap_or(lower.len());
         let attributes = &lower[name_at + name_len..gt];
         Some(Tag {
             closing,

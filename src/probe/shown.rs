@@ -56,93 +56,6 @@ pub(crate) fn text_longer_than(text: &str, limit: usize) -> bool {
     read(text, |s| s.chars > limit).chars > limit
 }
 
-/// Elements a browser lays out as blocks of their own: their edges part words ("a</p><p>b"
-/// reads "a b"), where an inline element's do not ("Spring<b>field</b>").
-const BLOCK_TAGS: &[&[u8]] = &[
-    b"address",
-    b"article",
-    b"aside",
-    b"blockquote",
-    b"br",
-    b"dd",
-    b"div",
-    b"dl",
-    b"dt",
-    b"fieldset",
-    b"figcaption",
-    b"figure",
-    b"footer",
-    b"form",
-    b"h1",
-    b"h2",
-    b"h3",
-    b"h4",
-    b"h5",
-    b"h6",
-    b"header",
-    b"hr",
-    b"li",
-    b"main",
-    b"nav",
-    b"ol",
-    b"p",
-    b"pre",
-    b"section",
-    b"table",
-    b"td",
-    b"th",
-    b"title",
-    b"tr",
-    b"ul",
-    b"body",
-    b"head",
-    b"html",
-];
-
-/// The text a person reads on a page, as a job's keywords are meant (CONTRACT: "the
-/// decoded text of the page"): tags, comments, scripts, styles and templates left out
-/// (the title kept: the tab shows it), character references decoded (`&amp;`, `&#27426;`,
-/// `&nbsp;`), and white space collapsed to single spaces, as a browser lays it out.
-pub(crate) fn visible_text(text: &str) -> String {
-    let b = text.as_bytes();
-    let mut kept = String::with_capacity(text.len());
-    let (mut from, mut i) = (0, 0);
-    while let Some(at) = memchr::memchr(b'<', &b[i..]).map(|p| i + p) {
-        let rest = &b[at..];
-        let closing = rest.get(1) == Some(&b'/');
-        if !rest.starts_with(b"<!--") && !opens_markup(rest, closing) {
-            i = at + 1;
-            continue;
-        }
-        kept.push_str(&text[from..at]);
-        let end = if rest.starts_with(b"<!--") {
-            comment_end(b, at)
-        } else {
-            let name_at = at + 1 + usize::from(closing);
-            let name_len = b[name_at..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-')
-                .count();
-            let name = &b[name_at..name_at + name_len];
-            let is = |list: &[&[u8]]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
-            let end = memchr::memchr(b'>', rest).map_or(b.len(), |e| at + e + 1);
-            if is(BLOCK_TAGS) {
-                kept.push(' ');
-            }
-            let hidden: &[&[u8]] = &[b"script", b"style", b"template", b"noscript"];
-            if !closing && is(hidden) {
-                closing_tag(b, end, name)
-            } else {
-                end
-            }
-        };
-        (from, i) = (end, end);
-    }
-    kept.push_str(&text[from.min(text.len())..]);
-    let decoded = html_escape::decode_html_entities(&kept);
-    decoded.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 /// Reads what `text` shows until `settled` says enough was seen.
 fn read(text: &str, settled: impl Fn(&Shown) -> bool) -> Shown {
     let b = text.as_bytes();
@@ -235,7 +148,7 @@ fn markup(b: &[u8], at: usize) -> Markup {
         .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-')
         .count();
     let name = &b[name_at..name_at + name_len];
-    let end = memchr::memchr(b'>', rest).map_or(b.len(), |e| at + e + 1);
+    let end = tag_gt(b, name_at).map_or(b.len(), |gt| gt + 1);
     let is = |list: &[&[u8]]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
     if closing {
         return Markup::Hidden(end);
@@ -271,6 +184,32 @@ fn opens_markup(rest: &[u8], closing: bool) -> bool {
             .is_some_and(|w| w.eq_ignore_ascii_case(b"<?xml")),
         _ => false,
     }
+}
+
+/// Where the `>` that ends the tag whose name starts at `from` is, as HTML's tokenizer
+/// reads it: a `>` inside an attribute's quoted value (`title="Home > News"`) ends
+/// nothing; a quote never closed is no quote (rather than the rest of the page a tag).
+/// `None` when the tag is never closed.
+pub(crate) fn tag_gt(b: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    let mut after_equals = false;
+    while i < b.len() {
+        match b[i] {
+            b'>' => return Some(i),
+            // A quote never closed takes nothing with it: the first `>` ends the tag.
+            q @ (b'"' | b'\'') if after_equals => {
+                if let Some(e) = memchr::memchr(q, &b[i + 1..]) {
+                    i += 1 + e;
+                }
+                after_equals = false;
+            }
+            b'=' => after_equals = true,
+            c if c.is_ascii_whitespace() => {}
+            _ => after_equals = false,
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Where the first `</name` at or after `from` starts; the end of `b` when there is none
