@@ -407,54 +407,19 @@ fn in_heading(lower: &[u8], at: usize, end: usize) -> bool {
     })
 }
 
-/// Elements a browser lays out as blocks of their own: their edges part words ("a</p><p>b"
-/// reads "a b"), where an inline element's do not ("Spring<b>field</b>").
-const BLOCK_TAGS: &[&[u8]] = &[
-    b"address",
-    b"article",
-    b"aside",
-    b"blockquote",
-    b"br",
-    b"dd",
-    b"div",
-    b"dl",
-    b"dt",
-    b"fieldset",
-    b"figcaption",
-    b"figure",
-    b"footer",
-    b"form",
-    b"h1",
-    b"h2",
-    b"h3",
-    b"h4",
-    b"h5",
-    b"h6",
-    b"header",
-    b"hr",
-    b"li",
-    b"main",
-    b"nav",
-    b"ol",
-    b"p",
-    b"pre",
-    b"section",
-    b"table",
-    b"td",
-    b"th",
-    b"title",
-    b"tr",
-    b"ul",
-    b"body",
-    b"head",
-    b"html",
+/// Elements whose edges part words besides the blocks a `<p>` ends at ([`P_CLOSERS`]):
+/// "a<br>b" and "a</td><td>b" read "a b", where an inline element's edges part nothing
+/// ("Spring<b>field</b>").
+const ALSO_PARTING: &[&[u8]] = &[
+    b"br", b"td", b"th", b"tr", b"caption", b"option", b"title", b"head", b"body", b"html",
 ];
 
 /// The text a person reads on a page, as a job's keywords are meant (CONTRACT: "the
 /// decoded text of the page"): what [`Unseen`] leaves (no tags, attributes, comments,
 /// scripts, styles, templates or hidden elements; the title kept, the tab shows it),
 /// character references decoded (`&amp;`, `&#27426;`, `&nbsp;`), white space collapsed
-/// to single spaces, a block element's edge a space. A JSON body is its own text.
+/// to single spaces, a block element's edge a space ([`P_CLOSERS`], [`ALSO_PARTING`]). A JSON body is
+/// its own text.
 pub(crate) fn visible_text(text: &str) -> String {
     let collapsed = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
     if text.trim_start().starts_with(['{', '[']) {
@@ -481,7 +446,7 @@ pub(crate) fn visible_text(text: &str) -> String {
             .count();
         let from = span.start + usize::from(lower.get(span.start) == Some(&b'/'));
         let tag = &lower[from.min(lower.len())..(from + name).min(lower.len())];
-        if BLOCK_TAGS.contains(&tag) {
+        if P_CLOSERS.contains(&tag) || ALSO_PARTING.contains(&tag) {
             kept.push(' ');
         }
         at = at.max(span.end);
