@@ -715,6 +715,18 @@ mod tests {
         }
     }
 
+    /// Two hosts of an IP closing connections without an answer right after it answered
+    /// us: a refusal of us, the IP held (level 1).
+    fn closed_storm() -> (Standing, Instant) {
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        let _ = s.refused("a.test", Signal::Closed, "192.0.2.1", BASE, now);
+        let r = s.refused("b.test", Signal::Closed, "192.0.2.1", BASE, now);
+        assert_eq!(r.map(|r| r.level), Some(1));
+        (s, now)
+    }
+
     /// ModSecurity's CRS DoS protection drops a blocked client's connections for
     /// `dos_block_timeout` (10 minutes in crs-setup's example): every host closes at
     /// once right after answering us, and goes on closing after our hold. Before, that
@@ -722,12 +734,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn connections_closed_after_the_hold_without_an_answer_are_a_block_until_it_answers() {
         let closed = Signal::Closed;
-        let mut s = Standing::default();
-        let now = Instant::now();
-        s.fine(now);
-        let _ = s.refused("a.test", closed, "192.0.2.1", BASE, now);
-        let r = s.refused("b.test", closed, "192.0.2.1", BASE, now);
-        assert_eq!(r.map(|r| r.level), Some(1));
+        let (mut s, now) = closed_storm();
         let during = s.refused("c.test", closed, "192.0.2.1", BASE, now + BASE / 2);
         let during = during.expect("the storm").detail;
         assert!(!during.contains("outlasting"), "{during}");
@@ -764,11 +771,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn connections_closed_for_an_hour_are_the_sites_at_last() {
         let closed = Signal::Closed;
-        let mut s = Standing::default();
-        let now = Instant::now();
-        s.fine(now);
-        let _ = s.refused("a.test", closed, "192.0.2.1", BASE, now);
-        let _ = s.refused("b.test", closed, "192.0.2.1", BASE, now);
+        let (mut s, now) = closed_storm();
         let mut t = now;
         while t.duration_since(now) < BAN_MEMORY - MAX_HOLD {
             t += MAX_HOLD;
@@ -861,12 +864,7 @@ mod tests {
         // nginx's 444: the first request after the hold gets through (its bucket
         // drained), the next ones at a rate still too fast are closed again.
         let closed = Signal::Closed;
-        let mut s = Standing::default();
-        let now = Instant::now();
-        s.fine(now);
-        let _ = s.refused("a.test", closed, "192.0.2.1", BASE, now);
-        let r = s.refused("b.test", closed, "192.0.2.1", BASE, now);
-        assert_eq!(r.map(|r| r.level), Some(1));
+        let (mut s, now) = closed_storm();
         let after = now + BASE + Duration::from_millis(100);
         s.fine(after);
         let r = s.refused(
