@@ -24,6 +24,11 @@ const CHALLENGE_MARKERS: &[(&str, OnSuccess)] = &[
     ("attention required! | cloudflare", OnSuccess::Nothing),
     ("checking your browser", OnSuccess::Sure),
     ("ddos protection by", OnSuccess::Sure),
+    // Anubis (a proof-of-work wall many small sites put up against scrapers) and
+    // Sucuri's JavaScript cookie challenge: on a success, the wall, never the site.
+    ("making sure you're not a bot", OnSuccess::Sure),
+    ("making sure you&#39;re not a bot", OnSuccess::Sure),
+    ("sucuri_cloudproxy_js", OnSuccess::Sure),
     // A login page asks for a captcha too.
     ("captcha", OnSuccess::Nothing),
     ("请完成安全验证", OnSuccess::Nothing),
@@ -1366,6 +1371,12 @@ mod tests {
             Some("checking your browser")
         );
         assert_eq!(sure_challenge(b"<p>enter the captcha</p>"), None);
+        // Hunt G: Anubis's and Sucuri's walls answered 200 were up.
+        assert_eq!(
+            sure_challenge(b"<title>making sure you&#39;re not a bot!</title><script src=/.within.website/x/cmd/anubis/main.mjs></script>"),
+            Some("making sure you&#39;re not a bot")
+        );
+        assert!(sure_challenge(b"<html><title>you are being redirected...</title><script>var s='x',S='y';document.cookie='sucuri_cloudproxy_js='+s+S;location.reload();</script></html>").is_some());
         // A page with much to read is the site, whatever it mentions.
         let article = format!(
             "<title>Just a moment...</title><p>{}</p>",
