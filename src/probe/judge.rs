@@ -1213,6 +1213,23 @@ mod tests {
         assert_eq!(j(&p, &answer(200, &page)), (Verdict::Up, Reason::Ok));
     }
 
+    /// Review M: a `body_not_contains` word with an apostrophe ("We're sorry", "You
+    /// don't have permission") counts as markup since 9a31966 and is looked for in the
+    /// source: a working page whose script (or hidden element) holds the words, as a
+    /// login form's error or an app's message table does, is down, though no person
+    /// reads them (before 9a31966: up).
+    #[test]
+    fn review_m_an_apostrophe_makes_no_word_markup() {
+        let p = plan(Expect {
+            body_not_contains: Some("We're sorry".into()),
+            ..Expect::default()
+        });
+        let page = format!(
+            "{PAGE}<script>function fail() {{ alert(\"We're sorry, that password is wrong\") }}</script>"
+        );
+        assert_eq!(j(&p, &answer(200, &page)), (Verdict::Up, Reason::Ok));
+    }
+
     #[test]
     fn keywords() {
         let p = plan(Expect {
