@@ -1230,6 +1230,24 @@ mod tests {
         assert_eq!(j(&p, &answer(200, &page)), (Verdict::Up, Reason::Ok));
     }
 
+    /// Review M: `visible_text` (now `pages::Unseen`) reads a `<noscript>`'s words,
+    /// which the old `shown::visible_text` left out: a person's browser runs scripts
+    /// and never shows them. Every Vue CLI app says "We're sorry but … doesn't work
+    /// properly without JavaScript enabled" there: a job forbidding "sorry" is down on
+    /// a working app (before 9a31966: up).
+    #[test]
+    fn review_m_a_noscript_message_is_not_on_the_page() {
+        let p = plan(Expect {
+            body_not_contains: Some("sorry".into()),
+            ..Expect::default()
+        });
+        let page = "<!DOCTYPE html><html><head><title>County services</title></head><body>\
+                    <noscript><strong>We are sorry but county doesn't work properly without \
+                    JavaScript enabled. Please enable it to continue.</strong></noscript>\
+                    <div id=app></div><script src=/js/app.js></script></body></html>";
+        assert_eq!(j(&p, &answer(200, page)), (Verdict::Up, Reason::Ok));
+    }
+
     #[test]
     fn keywords() {
         let p = plan(Expect {
