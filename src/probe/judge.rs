@@ -1248,6 +1248,30 @@ mod tests {
         assert_eq!(j(&p, &answer(200, page)), (Verdict::Up, Reason::Ok));
     }
 
+    /// Review M: an element hidden by `hidden` or `display:none` that holds a
+    /// `<script>`, `<style>`, `<template>` or `<textarea>` (valid markup) hides
+    /// nothing: `pages::Unseen` skips to the end of that element without counting it
+    /// open, and takes its end tag for a stray one. The words stay, and a working
+    /// page whose hidden login error carries its own script is down.
+    #[test]
+    fn review_m_a_script_inside_a_hidden_element_keeps_it_hidden() {
+        let p = plan(Expect {
+            body_not_contains: Some("Access Denied".into()),
+            ..Expect::default()
+        });
+        for hidden in [
+            "<div class=err hidden><p>Access Denied</p><script>track('login-error')</script></div>",
+            "<div class=err style=\"display:none\"><style>.err p{color:red}</style><p>Access Denied</p></div>",
+        ] {
+            let page = format!("{PAGE}<form>Name <input name=u>{hidden}</form>");
+            assert_eq!(
+                j(&p, &answer(200, &page)),
+                (Verdict::Up, Reason::Ok),
+                "{hidden}"
+            );
+        }
+    }
+
     #[test]
     fn keywords() {
         let p = plan(Expect {
