@@ -1249,6 +1249,26 @@ mod tests {
         }
     }
 
+    /// Review M: `in_heading` reads the whole heading (`visible_text`) for every phrase
+    /// found past an open `<h1>`/`<h2>`: a 64 KB page whose heading is closed only at
+    /// its end (`<h2>Log</h3>`, a typo) and which lists a phrase 3000 times costs
+    /// 3000 readings of up to 64 KB, for a page that is no failure.
+    #[test]
+    fn review_m_a_heading_is_read_once_not_per_phrase() {
+        let rows = "<li>12:00 GET /admin access denied</li>".repeat(1500);
+        let page = format!("<title>Audit log</title><body><h2>Log</h3><ul>{rows}</ul><h2>End</h2></body>");
+        assert!(page.len() <= SNIFF_BYTES);
+        let t = std::time::Instant::now();
+        assert_eq!(soft_failure(&page), None);
+        let slow = t.elapsed();
+        let closed = page.replace("</h3>", "</h2>");
+        let t = std::time::Instant::now();
+        assert_eq!(soft_failure(&closed), None);
+        let fast = t.elapsed();
+        eprintln!("broken heading {slow:?}, closed {fast:?}");
+        assert!(slow < fast * 20 + std::time::Duration::from_millis(50), "{slow:?} vs {fast:?}");
+    }
+
     /// Hunt G: firewalls' and Cloudflare's refusals of the client were `down/http_status`.
     #[test]
     fn more_firewalls_refusing_us_are_named() {
