@@ -456,11 +456,23 @@ fn page_has(text: &str, needle: &str) -> bool {
 /// Whether the page shows `needle` (`body_not_contains`): words are looked for in what a
 /// person reads, so the words of a script, a comment or a hidden element ("Access
 /// Denied" kept for a failed login) do not make a working page `down`; a needle written
-/// as markup (a tag, an attribute `class="maintenance"`, a reference `AT&amp;T`) is
-/// looked for in the source too.
+/// as markup ([`is_markup`]) is looked for in the source too.
 fn page_shows(text: &str, needle: &str) -> bool {
-    let markup = needle.contains(['<', '>', '=', '"', '\'', '&']) || needle.trim().is_empty();
-    (markup && text.contains(needle)) || reads(text, needle)
+    (is_markup(needle) && text.contains(needle)) || reads(text, needle)
+}
+
+/// Whether a needle is written as markup: a tag, an attribute (`class="maintenance"`), a
+/// character reference (`AT&amp;T`), or nothing to read. Words with an apostrophe or
+/// quotes ("We're sorry") are words.
+fn is_markup(needle: &str) -> bool {
+    let reference = needle.split('&').skip(1).any(|after| {
+        after.split_once(';').is_some_and(|(name, _)| {
+            !name.is_empty()
+                && name.len() <= 10
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '#')
+        })
+    });
+    needle.contains(['<', '>', '=']) || reference || needle.trim().is_empty()
 }
 
 /// Whether what a person reads on the page holds `needle`, white space collapsed in both.
