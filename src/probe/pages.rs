@@ -1278,6 +1278,33 @@ mod tests {
         }
     }
 
+    /// A block or suspended page of a big site keeps the site's name in its title
+    /// ("Access Denied | Example University", and pages of nav and footer around its
+    /// message): the phrase is a whole part of the title, parted from the site's name as
+    /// titles part them, where an article's title holds it in a longer part.
+    #[test]
+    fn a_title_naming_the_failure_beside_the_sites_name_names_the_page() {
+        let long = "<p>County news, opening hours, permits, council minutes.</p>".repeat(25);
+        for title in [
+            "Access Denied | Example University",
+            "Example County Government - Account Suspended",
+            "Account Suspended — Example Hosting",
+            "Example Water District :: Access Denied",
+            "网站维护中 - 某某县人民政府",
+        ] {
+            let page = format!("<title>{title}</title><body>{long}</body>");
+            assert!(soft_failure(&page).is_some(), "{title}");
+        }
+        for title in [
+            "Access denied errors plague cloud migrations | Tech Weekly",
+            "What to do when access denied shows - Help Center",
+            "Example University | News",
+        ] {
+            let page = format!("<title>{title}</title><body>{long}</body>");
+            assert_eq!(soft_failure(&page), None, "{title}");
+        }
+    }
+
     #[test]
     fn a_doctype_or_an_xml_declaration_is_no_text() {
         let page = "<?xml version=\"1.0\"?><!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0//EN\"><html><body><p>Hi there</p></body></html>";
