@@ -415,11 +415,31 @@ fn in_heading(lower: &[u8], at: usize, end: usize) -> bool {
         if closed - gt > MAX_HEADING_BYTES {
             return false;
         }
-        let words = String::from_utf8_lossy(&lower[gt + 1..closed]);
-        let heading = visible_text(&words).chars().count();
-        let phrase = String::from_utf8_lossy(&lower[at..end]).chars().count();
-        heading <= phrase + HEADING_SLACK
+        let words = visible_text(&String::from_utf8_lossy(&lower[gt + 1..closed]));
+        let phrase = String::from_utf8_lossy(&lower[at..end]);
+        let about = |part: &str| {
+            part.contains(&*phrase)
+                && part.chars().count() <= phrase.chars().count() + HEADING_SLACK
+        };
+        if *name == b"title" {
+            title_parts(&words).any(about)
+        } else {
+            about(&words)
+        }
     })
+}
+
+/// How titles part a page's own words from the site's name: "Access Denied | Example
+/// University", "Example County - Account Suspended".
+const TITLE_PARTINGS: &[&str] = &[" | ", " - ", " – ", " — ", " :: ", " · ", " » ", " « "];
+
+/// The parts of a title, each trimmed: the whole title when nothing parts it.
+fn title_parts(title: &str) -> impl Iterator<Item = &str> {
+    let mut parts = vec![title];
+    for parting in TITLE_PARTINGS {
+        parts = parts.iter().flat_map(|p| p.split(parting)).collect();
+    }
+    parts.into_iter().map(str::trim)
 }
 
 /// Elements whose edges part words besides the blocks a `<p>` ends at ([`P_CLOSERS`]):
