@@ -1208,7 +1208,7 @@ mod tests {
     /// Review L: `body_not_contains` is meant to match what a person reads, but
     /// `shown::visible_text` keeps the words of an element hidden by the `hidden`
     /// attribute or an inline `display:none` (a login form's error kept for a failed
-    /// login: no person reads it), which `pages::Unseen` already leaves out.
+    /// login: no person reads it), which `pages::visible::Unseen` already leaves out.
     #[test]
     fn review_l_a_forbidden_word_in_a_hidden_element_is_not_shown() {
         a_hidden_login_error_is_unseen(&[
@@ -1248,7 +1248,7 @@ mod tests {
         assert_eq!(j(&p, &answer(200, &page)), (Verdict::Up, Reason::Ok));
     }
 
-    /// Review M: `visible_text` (now `pages::Unseen`) reads a `<noscript>`'s words,
+    /// Review M: `visible_text` (now `pages::visible::Unseen`) reads a `<noscript>`'s words,
     /// which the old `shown::visible_text` left out: a person's browser runs scripts
     /// and never shows them. Every Vue CLI app says "We're sorry but … doesn't work
     /// properly without JavaScript enabled" there: a job forbidding "sorry" is down on
@@ -1268,7 +1268,7 @@ mod tests {
 
     /// Review M: an element hidden by `hidden` or `display:none` that holds a
     /// `<script>`, `<style>`, `<template>` or `<textarea>` (valid markup) hides
-    /// nothing: `pages::Unseen` skips to the end of that element without counting it
+    /// nothing: `pages::visible::Unseen` skips to the end of that element without counting it
     /// open, and takes its end tag for a stray one. The words stay, and a working
     /// page whose hidden login error carries its own script is down.
     #[test]
