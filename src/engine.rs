@@ -773,6 +773,115 @@ mod tests {
         );
     }
 
+    /// A network of many sites for hunt J: `siteN.example` is 192.0.2.N, the canary
+    /// `canary.example`; `dead.example` never answers. Once `broken`, nothing answers.
+    /// A failure comes after `silence` (a connection that never came), an answer at once.
+    struct Net {
+        broken: std::sync::atomic::AtomicBool,
+        silence: Duration,
+    }
+
+    impl Prober for Net {
+        fn egress_count(&self) -> usize {
+            1
+        }
+        fn observe<'a>(&'a self, plan: &'a Plan, _egress: usize) -> BoxFuture<'a, Attempt> {
+            Box::pin(async move {
+                let host = plan.url.host_str().unwrap_or_default();
+                let n: u8 = host
+                    .trim_start_matches("site")
+                    .trim_end_matches(".example")
+                    .parse()
+                    .unwrap_or(200);
+                let mut o = Observation::new("direct");
+                o.ip = Some(std::net::IpAddr::from([192, 0, 2, n]));
+                if self.broken.load(Ordering::SeqCst) || host == "dead.example" {
+                    tokio::time::sleep(self.silence).await;
+                    o.outcome = Outcome::Failure(Failure {
+                        kind: FailureKind::Timeout,
+                        detail: "no connection".into(),
+                    });
+                    o.total = self.silence;
+                } else {
+                    o.outcome = ok();
+                }
+                Attempt::Observed(o)
+            })
+        }
+    }
+
+    fn engine_on(net: Arc<Net>, probe: &str) -> Arc<Engine> {
+        let mut s = Settings::from_toml(&format!("[probe]\n{probe}")).expect("cfg");
+        s.worker.name = "w".into();
+        let judge = JudgeSettings::new(&s.probe, &s.tls);
+        Arc::new(Engine::new(
+            net,
+            Arc::new(MemoryState::default()),
+            &s.probe,
+            judge,
+            "w".into(),
+        ))
+    }
+
+    async fn run_all(e: &Arc<Engine>, urls: impl Iterator<Item = String>) -> Vec<Report> {
+        let jobs: Vec<Job> = urls
+            .enumerate()
+            .map(|(i, u)| job_for_url(&u, &format!("j{i}")).expect("job"))
+            .collect();
+        futures_util::future::join_all(jobs.iter().map(|j| e.run(j))).await
+    }
+
+    /// Hunt J: our egress dropped every packet, 25 sites at once, no canaries, default
+    /// timings (a silent connect takes 10 s, the confirmation 2 s later another 10 s):
+    /// 19 of 25 were `down`. The wave looks back 10 s from when each job is judged, and
+    /// by then the first attempts of the wave had ended more than 10 s before; only the
+    /// jobs judged last saw 20 silent sites.
+    #[tokio::test(start_paused = true)]
+    async fn a_wave_of_attempts_longer_than_the_wave_window_is_still_our_network() {
+        let net = Arc::new(Net {
+            broken: std::sync::atomic::AtomicBool::new(true),
+            silence: Duration::from_secs(10),
+        });
+        let e = engine_on(net, "retry_delay = \"2s\"\nattempts = 2\n");
+        let urls = (1..=25).map(|n| format!("https://site{n}.example/"));
+        let down: Vec<String> = run_all(&e, urls)
+            .await
+            .into_iter()
+            .filter(|r| r.verdict != Verdict::Unknown)
+            .map(|r| format!("{} {:?}: {}", r.url, r.verdict, r.detail))
+            .collect();
+        assert!(down.is_empty(), "{} not unknown: {down:#?}", down.len());
+    }
+
+    /// Hunt J: a canary answer up to 30 s old stood for our network after it broke.
+    /// A dead site's failure asked the canaries (they answered); a moment later our
+    /// network broke, and the healthy sites' failures, all begun after that, were
+    /// `down` "confirmed", the canaries not asked again.
+    #[tokio::test(start_paused = true)]
+    async fn a_canary_answer_from_before_a_failure_began_does_not_stand_for_the_network() {
+        let net = Arc::new(Net {
+            broken: std::sync::atomic::AtomicBool::new(false),
+            silence: Duration::from_secs(5),
+        });
+        let e = engine_on(
+            net.clone(),
+            "retry_delay = \"1s\"\nattempts = 2\ncanaries = [\"https://canary.example/\"]\n",
+        );
+        let dead = run_all(&e, std::iter::once("https://dead.example/".to_string())).await;
+        assert_eq!(dead[0].verdict, Verdict::Down, "{}", dead[0].detail);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        net.broken.store(true, Ordering::SeqCst);
+        let urls = (1..=3).map(|n| format!("https://site{n}.example/"));
+        for r in run_all(&e, urls).await {
+            assert_eq!(
+                (r.verdict, r.reason),
+                (Verdict::Unknown, Reason::EgressUnavailable),
+                "{}",
+                r.detail
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_blip_is_not_down_and_retries_change_egress() {
         let p = Scripted::new(vec![refused(), ok()]);
