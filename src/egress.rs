@@ -161,8 +161,13 @@ impl EgressHealth {
     }
 }
 
-/// How far back [`NetworkWatch`] looks for a wave of failures.
+/// How far back [`NetworkWatch`] looks for a wave of failures at least.
 pub(crate) const WAVE_WINDOW: Duration = Duration::from_secs(10);
+
+/// How far back it looks at most: back to where the job asking began, so that a wave of
+/// attempts longer than [`WAVE_WINDOW`] (10 s connects, a confirmation after them)
+/// still shows its first round to the jobs judged first.
+pub(crate) const WAVE_LOOKBACK: Duration = Duration::from_secs(120);
 
 /// Distinct target IPs failing silently within [`WAVE_WINDOW`] that make a wave.
 pub(crate) const WAVE_IPS: usize = 20;
@@ -192,7 +197,7 @@ impl NetworkWatch {
             .events
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let cutoff = now.checked_sub(WAVE_WINDOW).unwrap_or(now);
+        let cutoff = now.checked_sub(WAVE_LOOKBACK).unwrap_or(now);
         while events.front().is_some_and(|(at, _, _)| *at < cutoff) {
             events.pop_front();
         }
@@ -202,13 +207,18 @@ impl NetworkWatch {
         events.push_back((now, ip, signal));
     }
 
-    /// A description of the wave going on at `now`, if there is one.
-    pub(crate) fn wave(&self, now: Instant) -> Option<String> {
+    /// A description of the wave going on at `now`, if there is one, for a job that
+    /// began at `began`: what ended since then counts (at least [`WAVE_WINDOW`], at most
+    /// [`WAVE_LOOKBACK`]).
+    pub(crate) fn wave(&self, now: Instant, began: Instant) -> Option<String> {
         let events = self
             .events
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let cutoff = now.checked_sub(WAVE_WINDOW).unwrap_or(now);
+        let window = now
+            .saturating_duration_since(began)
+            .clamp(WAVE_WINDOW, WAVE_LOOKBACK);
+        let cutoff = now.checked_sub(window).unwrap_or(now);
         let recent = events.iter().filter(|(at, _, _)| *at >= cutoff);
         let mut silent: Vec<IpAddr> = Vec::new();
         let (mut answered, mut total) = (0usize, 0usize);
@@ -224,7 +234,7 @@ impl NetworkWatch {
             format!(
                 "{} unrelated sites went silent within {} s and {answered} of {total} probes got an answer",
                 silent.len(),
-                WAVE_WINDOW.as_secs()
+                window.as_secs()
             )
         })
     }
@@ -348,11 +358,16 @@ mod tests {
         for n in 0..(WAVE_IPS as u8 - 1) {
             w.record(ip(n), Signal::Silent, t0);
         }
-        assert!(w.wave(t0).is_none(), "one short of a wave");
+        assert!(w.wave(t0, t0).is_none(), "one short of a wave");
         w.record(ip(200), Signal::Silent, t0);
-        assert!(w.wave(t0).is_some());
-        // Over after the window.
-        assert!(w.wave(t0 + WAVE_WINDOW + Duration::from_secs(1)).is_none());
+        assert!(w.wave(t0, t0).is_some());
+        // Over after the window, for a job that began after the wave ended.
+        let later = t0 + WAVE_WINDOW + Duration::from_secs(1);
+        assert!(w.wave(later, t0 + Duration::from_secs(1)).is_none());
+        // A job that began with it still sees it, up to the lookback.
+        assert!(w.wave(later, t0).is_some());
+        let much_later = t0 + WAVE_LOOKBACK + Duration::from_secs(1);
+        assert!(w.wave(much_later, t0).is_none());
     }
 
     #[test]
@@ -364,18 +379,21 @@ mod tests {
             w.record(ip(100 + n), Signal::Answered, t0);
         }
         assert!(
-            w.wave(t0).is_none(),
+            w.wave(t0, t0).is_none(),
             "half the probes answer: sites, not us"
         );
         let w = NetworkWatch::default();
         for _ in 0..100 {
             w.record(ip(1), Signal::Silent, t0);
         }
-        assert!(w.wave(t0).is_none(), "one site, however often");
+        assert!(w.wave(t0, t0).is_none(), "one site, however often");
         let w = NetworkWatch::default();
         for n in 0..40u8 {
             w.record(ip(n), Signal::Other, t0);
         }
-        assert!(w.wave(t0).is_none(), "refusals reach us: our network works");
+        assert!(
+            w.wave(t0, t0).is_none(),
+            "refusals reach us: our network works"
+        );
     }
 }

@@ -234,6 +234,7 @@ impl Engine {
         plan.max_wait = max_wait;
         plan.line = line;
         let required = self.probe.attempts as usize;
+        let began = tokio::time::Instant::now();
         let tried = self.attempts(&mut plan, job, required).await?;
         let Some((i, decisive)) = combine(&tried.judgements, required) else {
             return Ok(self.unprobed(
@@ -256,9 +257,9 @@ impl Engine {
                 Reason::Connect | Reason::Timeout | Reason::Dns | Reason::Tls
             )
         {
-            let blamed = self
-                .our_side
-                .blames_us(self.prober.as_ref(), &tried.observations[i]);
+            let blamed =
+                self.our_side
+                    .blames_us(self.prober.as_ref(), &tried.observations[i], began);
             if let Some(why) = blamed.await {
                 verdict = Verdict::Unknown;
                 reason = Reason::EgressUnavailable;

@@ -40,9 +40,20 @@ pub(super) struct OurSide {
 /// Known-good sites that tell our own network failing from theirs.
 struct Canaries {
     plans: Vec<Plan>,
-    /// When the last check ran and whether any canary answered; the async mutex makes
-    /// a wave of failures wait for one check instead of starting one each.
-    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    /// The last check; the async mutex makes a wave of failures wait for one check
+    /// instead of starting one each.
+    last: tokio::sync::Mutex<Option<CanaryCheck>>,
+}
+
+/// One check of the canaries.
+#[derive(Debug, Clone, Copy)]
+struct CanaryCheck {
+    /// When it began: it says nothing of failures begun later.
+    began: Instant,
+    /// When it ended: its answer stays fresh from then.
+    ended: Instant,
+    /// Whether any canary answered.
+    ok: bool,
 }
 
 /// What an attempt through an egress says about that egress.
@@ -137,10 +148,15 @@ impl OurSide {
     /// name not resolved while our nameservers answer nothing at all, every canary
     /// failing too, or, with no canaries to ask, a wave of silence going on. `None`:
     /// believe it.
+    ///
+    /// `began` is when the job's first attempt began: a wave since then counts. The
+    /// canaries stand for our network only if asked after the decisive attempt began
+    /// (an answer from before may predate our network breaking).
     pub(super) async fn blames_us(
         &self,
         prober: &dyn Prober,
         decisive: &Observation,
+        began: Instant,
     ) -> Option<String> {
         let lookup_failed = matches!(
             &decisive.outcome,
@@ -153,7 +169,9 @@ impl OurSide {
                     .to_string(),
             );
         }
-        if !self.network_ok(prober).await {
+        let now = Instant::now();
+        let failing_since = now.checked_sub(decisive.total).unwrap_or(now);
+        if !self.network_ok(prober, began, failing_since).await {
             return Some(
                 "every canary failed too, so this is our network, not the site".to_string(),
             );
@@ -162,7 +180,7 @@ impl OurSide {
             return None;
         }
         // Without canaries to ask, a wave of silence is taken for what it almost always is.
-        let wave = self.network.wave(Instant::now())?;
+        let wave = self.network.wave(Instant::now(), began)?;
         Some(format!(
             "{wave}: this looks like our network, not the site (configure probe.canaries to be sure)"
         ))
@@ -185,23 +203,34 @@ impl OurSide {
     }
 
     /// Whether our own network works: true when no canaries are configured or any
-    /// canary answers (any HTTP answer below 500) through any egress.
-    async fn network_ok(&self, prober: &dyn Prober) -> bool {
+    /// canary answers (any HTTP answer below 500) through any egress. A fresh check
+    /// answers for the failures that ask, but a good one only for a failure begun
+    /// before it (`failing_since`): the network may have broken since.
+    async fn network_ok(
+        &self,
+        prober: &dyn Prober,
+        began: Instant,
+        failing_since: Instant,
+    ) -> bool {
         if self.canaries.plans.is_empty() {
             return true;
         }
         // In a wave of failures an answer from before it is stale: check again.
-        let fresh = if self.network.wave(Instant::now()).is_some() {
+        let fresh = if self.network.wave(Instant::now(), began).is_some() {
             CANARY_FRESH_IN_WAVE
         } else {
             CANARY_FRESH
         };
         let mut last = self.canaries.last.lock().await;
-        if let Some((at, ok)) = *last {
-            if at.elapsed() < fresh {
-                return ok;
+        if let Some(check) = *last {
+            // A failed check stands for any failure while fresh (a wave waits for one
+            // check, not one each); a good one only for failures begun before it.
+            let speaks = !check.ok || check.began >= failing_since;
+            if speaks && check.ended.elapsed() < fresh {
+                return check.ok;
             }
         }
+        let check_began = Instant::now();
         let mut ok = false;
         'all: for egress in 0..prober.egress_count().max(1) {
             for plan in &self.canaries.plans {
@@ -220,7 +249,11 @@ impl OurSide {
         if !ok {
             tracing::warn!("every canary failed through every egress: our own network looks down");
         }
-        *last = Some((Instant::now(), ok));
+        *last = Some(CanaryCheck {
+            began: check_began,
+            ended: Instant::now(),
+            ok,
+        });
         ok
     }
 }
