@@ -638,3 +638,51 @@ async fn the_limiter_follows_a_redis_cluster_failover_and_loses_nothing() {
     })
     .await;
 }
+
+/// Hunt H: a Redis demoted to a replica under a connection that stays up (an operator's
+/// manual switch, a failover behind one address) was never left. redis-rs hands a
+/// command's error reply back as a value (`Value::ServerError`), which became an error
+/// only after the pool had looked, so READONLY never dropped the connection: every
+/// state step failed until the worker restarted, and every change was swallowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readonly_answer_drops_the_connection_so_the_next_call_reconnects() {
+    let primary = blocking(RedisServer::launch).await.expect("redis");
+    let replica = blocking(RedisServer::launch).await.expect("redis");
+    let admin = redis::Client::open(replica.url()).expect("client");
+    let mut admin = admin
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port())
+        .query_async(&mut admin)
+        .await
+        .expect("replicaof");
+    let s =
+        Settings::from_toml(&format!("[redis]\nurl = \"{}\"\n", replica.url())).expect("settings");
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let id = |pool: picket::redis_pool::RedisPool| async move {
+        let mut conn = pool.get().await.expect("a connection");
+        redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async::<i64>(&mut conn)
+            .await
+            .expect("client id")
+    };
+    let before = id(pool.clone()).await;
+    let mut conn = pool.get().await.expect("a connection");
+    let write = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async::<()>(&mut conn)
+        .await;
+    assert!(
+        write
+            .as_ref()
+            .is_err_and(|e| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)),
+        "{write:?}"
+    );
+    let after = id(pool.clone()).await;
+    assert_ne!(before, after, "the connection to the replica was kept");
+}
