@@ -202,15 +202,31 @@ impl RedisPool {
 impl RedisConn {
     /// Forgets the shared connection when `result` shows it is broken or talks to a
     /// node that no longer owns the data, so the next call makes a new one.
-    fn check<T>(slot: &Mutex<Option<Shared>>, result: &redis::RedisResult<T>) {
-        if let Err(e) = result {
-            if must_reconnect(e) {
-                *slot
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-            }
+    ///
+    /// redis-rs hands a command's error reply back as a value ([`redis::Value::ServerError`])
+    /// and makes it an error only later, in `query_async`: the replies are read too.
+    fn check(slot: &Mutex<Option<Shared>>, result: Result<&[redis::Value], &redis::RedisError>) {
+        let broken = match result {
+            Err(e) => must_reconnect(e),
+            Ok(replies) => replies.iter().any(names_another_node),
+        };
+        if broken {
+            *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
     }
+}
+
+/// Whether a reply says the node no longer serves what it was asked: READONLY (it was
+/// demoted) or MOVED (another node owns the slot).
+fn names_another_node(reply: &redis::Value) -> bool {
+    use redis::ServerErrorKind;
+    matches!(
+        reply,
+        redis::Value::ServerError(e)
+            if matches!(e.kind(), Some(ServerErrorKind::ReadOnly | ServerErrorKind::Moved))
+    )
 }
 
 /// Whether an error means the connection must be replaced: it broke, or it reaches a
@@ -237,7 +253,7 @@ impl ConnectionLike for RedisConn {
                 Shared::Single(c) => c.req_packed_command(cmd).await,
                 Shared::Cluster(c) => c.req_packed_command(cmd).await,
             };
-            RedisConn::check(&self.slot, &result);
+            RedisConn::check(&self.slot, result.as_ref().map(std::slice::from_ref));
             result
         })
     }
@@ -253,7 +269,7 @@ impl ConnectionLike for RedisConn {
                 Shared::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
                 Shared::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
             };
-            RedisConn::check(&self.slot, &result);
+            RedisConn::check(&self.slot, result.as_ref().map(Vec::as_slice));
             result
         })
     }
@@ -325,6 +341,18 @@ mod tests {
         assert!(!must_reconnect(&script_error));
         let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert!(must_reconnect(&io));
+        // The same as the reply values redis-rs hands back first.
+        let reply = |wire: &[u8]| redis::parse_redis_value(wire).expect("a reply");
+        assert!(names_another_node(&reply(
+            b"-READONLY You can't write against a read only replica.\r\n"
+        )));
+        assert!(names_another_node(&reply(
+            b"-MOVED 3999 127.0.0.1:6381\r\n"
+        )));
+        assert!(!names_another_node(&reply(
+            b"-ERR Error running script\r\n"
+        )));
+        assert!(!names_another_node(&reply(b"+OK\r\n")));
     }
 
     #[test]
