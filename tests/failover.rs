@@ -686,3 +686,66 @@ async fn a_readonly_answer_drops_the_connection_so_the_next_call_reconnects() {
     let after = id(pool.clone()).await;
     assert_ne!(before, after, "the connection to the replica was kept");
 }
+
+/// Hunt H: `SENTINEL FAILOVER` (an operator's switch, for an upgrade or a move)
+/// promotes the replica at once, and the Sentinels demote the old primary only when they
+/// next look at it, about 10 s later; until then it still answers as a primary. The
+/// shared connection stayed on it, so every state step of those seconds was written
+/// where the resync then wiped it: changes told twice, or swallowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_manual_sentinel_failover_within_a_second_or_two() {
+    let set = Arc::new(blocking(RedisSentinels::launch).await.expect("sentinels"));
+    let sentinels: Vec<String> = set
+        .sentinel_urls()
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect();
+    let s = Settings::from_toml(&format!(
+        "[redis]\nurl = \"redis://127.0.0.1:1/0\"\nsentinels = [{}]\nsentinel_master = \"{SENTINEL_MASTER}\"\ntimeout = \"500ms\"\n",
+        sentinels.join(", ")
+    ))
+    .expect("settings");
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let write = |pool: picket::redis_pool::RedisPool, value: String| async move {
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        redis::cmd("SET")
+            .arg("manual-failover")
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    write(pool.clone(), "before".into()).await.expect("a write");
+    let (old, new) = (set.primary_port(), set.replica_port());
+    let sentinel_port: u16 = set.sentinel_urls()[0]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a Sentinel port");
+    let asked = set.cli(sentinel_port, &["sentinel", "failover", SENTINEL_MASTER]);
+    assert!(asked.contains("OK"), "SENTINEL FAILOVER: {asked}");
+    let t = Instant::now();
+    while set.current_primary() != Some(new) {
+        assert!(t.elapsed() < Duration::from_secs(30), "no switch in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let switched = t.elapsed();
+    assert!(
+        set.cli(old, &["role"]).starts_with("master"),
+        "the old primary was demoted at once: this test shows nothing"
+    );
+    // Writes a second and a half after the switch land on the new primary.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for n in 0..5 {
+        let _ = write(pool.clone(), format!("after-{n}")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let on_new = set.cli(new, &["get", "manual-failover"]);
+    assert_eq!(
+        on_new.trim(),
+        "after-4",
+        "switched after {switched:?}; the old primary (role {:?}) has {:?}",
+        set.cli(old, &["role"]).lines().next(),
+        set.cli(old, &["get", "manual-failover"]).trim()
+    );
+}
