@@ -45,7 +45,11 @@ pub(super) fn pool_kind(settings: &RedisSettings) -> Result<PoolKind, RedisSetup
         } else {
             sentinel_client(settings, certs).map_err(|e| setup(&e))?;
         }
-        pool(Server(settings.clone()), settings).map(PoolKind::Server)
+        let server = Server {
+            settings: settings.clone(),
+            primary: std::sync::Mutex::new(None),
+        };
+        pool(server, settings).map(PoolKind::Server)
     }
 }
 
@@ -87,7 +91,7 @@ fn certificates(settings: &RedisSettings) -> Result<Option<TlsCertificates>, Str
 }
 
 /// The certificates of a connection about to be made, or why they cannot be read.
-fn certificates_now(settings: &RedisSettings) -> RedisResult<Option<TlsCertificates>> {
+pub(super) fn certificates_now(settings: &RedisSettings) -> RedisResult<Option<TlsCertificates>> {
     certificates(settings).map_err(|e| {
         RedisError::from((
             redis::ErrorKind::InvalidClientConfig,
@@ -126,7 +130,7 @@ fn cluster_client(
 /// database and credentials of `redis.url`, over TLS when that URL is `rediss://` (a
 /// deployment that serves TLS only would otherwise refuse the primary's plain
 /// connection for ever).
-fn sentinel_client(
+pub(super) fn sentinel_client(
     settings: &RedisSettings,
     certs: Option<TlsCertificates>,
 ) -> RedisResult<SentinelClient> {
@@ -198,7 +202,7 @@ fn sentinel_credentials(
 /// the setting allows (a fork for BGSAVE, a slow script), and take the shared
 /// connection down with it. A connection that gets no answer within it is replaced, so
 /// a primary that froze is left for the one the Sentinels name next.
-fn connection_config(settings: &RedisSettings) -> redis::AsyncConnectionConfig {
+pub(super) fn connection_config(settings: &RedisSettings) -> redis::AsyncConnectionConfig {
     redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(settings.timeout))
         .set_response_timeout(Some(settings.timeout))
@@ -206,24 +210,64 @@ fn connection_config(settings: &RedisSettings) -> redis::AsyncConnectionConfig {
 
 /// Makes connections to `redis.url`, or to the primary the Sentinels name (asked anew
 /// each time), with the certificate files as they are then.
-pub(super) struct Server(RedisSettings);
+pub(super) struct Server {
+    settings: RedisSettings,
+    /// The primary the Sentinels named for the last connection made (the pool's one
+    /// connection), which `sentinel_watch` holds against what they name now.
+    primary: std::sync::Mutex<Option<Primary>>,
+}
+
+/// A primary as the Sentinels name it: host and port.
+pub(super) type Primary = (String, u16);
+
+impl Server {
+    pub(super) fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    /// The primary the last connection was made to, with Sentinels.
+    pub(super) fn primary(&self) -> Option<Primary> {
+        self.primary
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The host and port of a TCP address.
+fn primary_of(addr: &ConnectionAddr) -> Option<Primary> {
+    match addr {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            Some((host.clone(), *port))
+        }
+        _ => None,
+    }
+}
 
 impl Manager for Server {
     type Type = MultiplexedConnection;
     type Error = RedisError;
 
     async fn create(&self) -> RedisResult<MultiplexedConnection> {
-        let certs = certificates_now(&self.0)?;
-        let config = connection_config(&self.0);
-        if self.0.sentinels.is_empty() {
-            single_client(&self.0, certs)?
+        let certs = certificates_now(&self.settings)?;
+        let config = connection_config(&self.settings);
+        if self.settings.sentinels.is_empty() {
+            return single_client(&self.settings, certs)?
                 .get_multiplexed_async_connection_with_config(&config)
-                .await
-        } else {
-            sentinel_client(&self.0, certs)?
-                .get_async_connection_with_config(&config)
-                .await
+                .await;
         }
+        let client = sentinel_client(&self.settings, certs)?
+            .async_get_client()
+            .await?;
+        let named = primary_of(client.get_connection_info().addr());
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        *self
+            .primary
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = named;
+        Ok(conn)
     }
 
     async fn recycle(

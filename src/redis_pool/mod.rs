@@ -15,9 +15,10 @@
 //! than one connection: one carries several times what a worker can ask of Redis
 //! (measured in docs/DESIGN.md), and more would not batch.
 //!
-//! Failover: a connection is dropped (never handed out again) when it breaks, or when
+//! Failover: a connection is dropped (never handed out again) when it breaks, when
 //! Redis answers READONLY (the node was demoted to a replica: a failover happened while
-//! the connection stayed up) or MOVED (the slot has another owner). The next call then
+//! the connection stayed up) or MOVED (the slot has another owner), or when the
+//! Sentinels name another primary ([`sentinel_watch`]). The next call then
 //! asks the Sentinels for the primary again, or the cluster for its slots, so the
 //! limiter and the cache leave their fallback by themselves once the new primary serves.
 
@@ -30,6 +31,7 @@ use redis::cluster_async::ClusterConnection;
 use crate::config::RedisSettings;
 
 mod connect;
+mod sentinel_watch;
 
 use connect::{pool_kind, PoolKind};
 
@@ -47,6 +49,9 @@ pub struct RedisPool {
     /// Whether Redis is reached over TLS (`rediss://`): a failure in its handshake
     /// then says which setting to look at.
     tls: bool,
+    /// Whether the Sentinels are watched yet (`sentinel_watch`; with Sentinels only,
+    /// from the first connection on).
+    watching: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -115,6 +120,7 @@ impl RedisPool {
             shared: Arc::new(Mutex::new(None)),
             making: Arc::new(tokio::sync::Mutex::new(None)),
             tls,
+            watching: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -174,6 +180,7 @@ impl RedisPool {
             Ok(fresh) => {
                 *making = None;
                 *self.slot() = Some(fresh.clone());
+                self.watch_sentinels();
                 Ok(fresh)
             }
             Err(e) => {
@@ -182,6 +189,22 @@ impl RedisPool {
                 Err(error)
             }
         }
+    }
+
+    /// Starts the watch of the Sentinels (`sentinel_watch`), once, if there are any.
+    fn watch_sentinels(&self) {
+        let PoolKind::Server(server) = &self.kind else {
+            return;
+        };
+        if server.manager().settings().sentinels.is_empty()
+            || self
+                .watching
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let shared = Arc::downgrade(&self.shared);
+        tokio::spawn(sentinel_watch::watch(server.clone(), shared));
     }
 
     /// Whether this pool speaks to a cluster.
