@@ -544,6 +544,15 @@ async fn a_redis_refusing_scripts_is_not_ready_and_one_that_evicts_is_said() {
     // Asked when /readyz is.
     let _ = get_ops(w.ops, "/readyz").await;
     assert_eq!(evicts(&w).await, Some(1.0), "allkeys-lru at 100mb");
+    // Hunt H: the ACL most guides give (`-@dangerous`) refuses INFO. Whether Redis may
+    // evict is then unknown, and says so (-1), instead of the last reading or nothing.
+    let _: () = acl(&["~*", "&*", "+@all", "-@dangerous"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
+    assert_eq!(code, 200, "-@dangerous leaves scripts: {body}");
+    assert_eq!(evicts(&w).await, Some(-1.0), "INFO refused: unknown");
     w.shutdown().await;
 }
 
