@@ -2,7 +2,7 @@
 //! `/readyz` (consuming, broker connected, Redis taking the worker's calls; and which
 //! broker node) and `/metrics` (Prometheus text).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ pub(crate) struct RedisCheck {
     pub pool: RedisPool,
     /// `{key_prefix}ready`, written by each check.
     pub key: String,
+    /// Whether the warning that eviction cannot be read was logged (once a time it
+    /// turns unknown).
+    pub told_unknown: Arc<AtomicBool>,
 }
 
 /// Writes the check key through a script, as every limiter and state call does.
@@ -67,20 +70,39 @@ impl RedisCheck {
     /// drop keys when full (a `maxmemory` with a policy other than `noeviction`), which
     /// loses states and limits silently. A cluster answers for each primary (redis-rs
     /// sends `INFO` to all of them and maps each node to its answer): one that may evict
-    /// is enough. Unknown (a Redis that refuses `INFO`) leaves the gauge as it was.
+    /// is enough. A Redis that refuses `INFO` (an ACL with `-@dangerous`, as most
+    /// guides give) makes it unknown: -1, and a warning once; one that does not answer
+    /// leaves it as it was (`/readyz` says that).
     async fn eviction(&self) {
         let info = async {
             let mut c = self.pool.get().await.ok()?;
-            redis::cmd("INFO")
-                .arg("memory")
-                .query_async::<redis::Value>(&mut c)
-                .await
-                .ok()
+            Some(
+                redis::cmd("INFO")
+                    .arg("memory")
+                    .query_async::<redis::Value>(&mut c)
+                    .await,
+            )
         };
-        if let Ok(Some(answer)) = tokio::time::timeout(Duration::from_secs(1), info).await {
-            if let Some(evicts) = evicts_in(&answer) {
-                crate::metric::redis_evicts(evicts);
+        let answer = match tokio::time::timeout(Duration::from_secs(1), info).await {
+            Ok(Some(answer)) => answer,
+            _ => return,
+        };
+        match answer.as_ref().map(evicts_in) {
+            Ok(Some(evicts)) => {
+                crate::metric::redis_evicts(Some(evicts));
+                self.told_unknown.store(false, Ordering::Relaxed);
             }
+            // An error reply (NOPERM): Redis answered, and will not say.
+            Err(e) if e.code().is_some() => {
+                crate::metric::redis_evicts(None);
+                if !self.told_unknown.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %e,
+                        "Redis refuses INFO: whether it may evict states and limits when full is unknown (allow +info to the user, or check its maxmemory-policy is noeviction)"
+                    );
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -204,6 +204,7 @@ pub async fn serve_worker(
     let check = admin::RedisCheck {
         pool,
         key: format!("{}ready", settings.redis.key_prefix),
+        told_unknown: Arc::default(),
     };
     tokio::spawn(admin::watch_redis(check.clone(), label, admin_stop.clone()));
     let admin = Admin {

@@ -354,9 +354,13 @@ pub(crate) fn redis_up(up: bool) {
     gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
 }
 
-/// Whether Redis may evict keys when full.
-pub(crate) fn redis_evicts(evicts: bool) {
-    gauge!(REDIS_EVICTS).set(if evicts { 1.0 } else { 0.0 });
+/// Whether Redis may evict keys when full: 1 or 0, -1 when it cannot be read.
+pub(crate) fn redis_evicts(evicts: Option<bool>) {
+    gauge!(REDIS_EVICTS).set(match evicts {
+        Some(true) => 1.0,
+        Some(false) => 0.0,
+        None => -1.0,
+    });
 }
 
 /// A Redis call failed.
