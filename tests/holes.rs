@@ -990,3 +990,50 @@ async fn an_http_url_whose_port_80_is_closed_is_asked_over_https_as_browsers_do(
     let r = check(&engine, "http://127.0.0.51/").await;
     assert_eq!(r.verdict.as_str(), "down", "{}", r.detail);
 }
+
+/// Hunt J: a site whose port 80 accepts and never answers (a hung plain-HTTP virtual
+/// host, a tarpit, a path that stalls after the handshake) while HTTPS serves it: a
+/// browser asks HTTPS first and shows it. picket asked HTTPS only after port 80 had
+/// spent the job's whole time, so HTTPS got none: `down/timeout` "confirmed", "https://…
+/// failed too: no time left".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_url_whose_port_80_hangs_is_asked_over_https_with_time_of_its_own() {
+    use crate::support::farm::{serve_tls_at, server_config, Pki, Signer};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (pki, ca_file) = Pki::with_ca_file(dir.path());
+    let name = "county-hung-80.test";
+    let config = server_config(&pki, name, -1, 90, Signer::Ca);
+    serve_tls_at(
+        "127.0.0.53:443".parse().expect("address"),
+        config,
+        &page(""),
+    )
+    .await;
+    let hung = tokio::net::TcpListener::bind("127.0.0.53:80")
+        .await
+        .expect("port 80");
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        // Accepts and never reads nor answers; at most a few connections.
+        for _ in 0..8 {
+            let Ok((conn, _)) = hung.accept().await else {
+                return;
+            };
+            keep.lock().expect("lock").push(conn);
+        }
+    });
+    let engine = engine_for(name, "127.0.0.53", &ca_file);
+    let job = json!({"url": format!("http://{name}/"), "timeout_ms": 1500});
+    let r = crate::support::picket::check_job(&engine, job).await;
+    assert_eq!(
+        (r.verdict.as_str(), r.reason.as_str()),
+        ("up", "ok"),
+        "{}",
+        r.detail
+    );
+    assert!(
+        !held.lock().expect("lock").is_empty(),
+        "port 80 was asked first"
+    );
+}
