@@ -1004,12 +1004,12 @@ async fn an_http_url_whose_port_80_hangs_is_asked_over_https_with_time_of_its_ow
     let name = "county-hung-80.test";
     let config = server_config(&pki, name, -1, 90, Signer::Ca);
     serve_tls_at(
-        "127.0.0.53:443".parse().expect("address"),
+        "127.0.0.57:443".parse().expect("address"),
         config,
         &page(""),
     )
     .await;
-    let hung = tokio::net::TcpListener::bind("127.0.0.53:80")
+    let hung = tokio::net::TcpListener::bind("127.0.0.57:80")
         .await
         .expect("port 80");
     let held = Arc::new(Mutex::new(Vec::new()));
@@ -1023,7 +1023,7 @@ async fn an_http_url_whose_port_80_hangs_is_asked_over_https_with_time_of_its_ow
             keep.lock().expect("lock").push(conn);
         }
     });
-    let engine = engine_for(name, "127.0.0.53", &ca_file);
+    let engine = engine_for(name, "127.0.0.57", &ca_file);
     let job = json!({"url": format!("http://{name}/"), "timeout_ms": 1500});
     let r = crate::support::picket::check_job(&engine, job).await;
     assert_eq!(
