@@ -231,6 +231,10 @@ impl HttpProber {
                     if let Some(end) = upgrade_or_end(&mut chain, failure, &mut fallback, obs) {
                         return end;
                     }
+                    // A browser asks HTTPS first, so its answer never waits behind a
+                    // port 80 that hung: the HTTPS ask is a request with time of its
+                    // own, not what the plain one left (none, when it timed out).
+                    probe.deadline = probe.deadline.max(Instant::now() + probe.plan.timeout);
                 }
             }
         }
