@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use lapin::types::AMQPValue;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use serde_json::json;
 
@@ -1265,4 +1265,41 @@ async fn sessions_that_break_on_every_result_are_rebuilt_ever_more_slowly() {
         sessions <= 6,
         "{sessions} sessions in 8 s, each breaking on its results"
     );
+}
+
+/// Hunt I: a message that is no job, with headers near the broker's frame size (131 KB
+/// by default), was dead-lettered as a copy with `x-picket-reason` added: the copy's
+/// header frame outgrew `frame_max`, the broker closed the whole connection
+/// (`FRAME_ERROR … frame_too_large`), and the message, redelivered first to every new
+/// session, kept every worker from consuming anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_whose_headers_fill_a_frame_is_dead_lettered_and_the_worker_goes_on() {
+    let s = settings();
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-big".into(),
+        AMQPValue::LongString(vec![b'h'; 131_000].into()),
+    );
+    client
+        .publish(
+            &s.amqp.jobs_queue,
+            b"garbage with big headers",
+            BasicProperties::default().with_headers(headers),
+        )
+        .await;
+    let worker = Worker::start(&s);
+    client
+        .job(&s, json!({"id": "after-big", "url": "http://127.0.0.1:9/"}))
+        .await;
+    let r = client.results(&s, 1, Duration::from_secs(20)).await;
+    assert_eq!(r[0]["job_id"], "after-big");
+    let dead = client
+        .take(&s.amqp.dead_letter_queue, 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(dead[0].data, b"garbage with big headers");
+    let kept = dead[0].properties.headers().clone().expect("headers");
+    assert!(kept.inner().contains_key("x-big"), "its headers are kept");
+    worker.shutdown().await;
 }
