@@ -267,6 +267,11 @@ impl Worker {
             over: CancellationToken::new(),
             unreadable: Arc::default(),
             settled: Arc::default(),
+            // 0: no limit was negotiated.
+            frame_max: match conn.configuration().frame_max() {
+                0 => usize::MAX,
+                max => usize::try_from(max).unwrap_or(usize::MAX),
+            },
         };
         // While every slot is taken the loop waits for a permit, not for the consumer:
         // the connection's own events tell it that the session is gone.

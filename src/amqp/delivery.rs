@@ -61,6 +61,8 @@ pub(super) struct Session {
     pub(super) unreadable: Arc<std::sync::atomic::AtomicBool>,
     /// A job's publish was confirmed and the job acked: the session works.
     pub(super) settled: Arc<std::sync::atomic::AtomicBool>,
+    /// The connection's largest frame: a message's properties must fit one.
+    pub(super) frame_max: usize,
 }
 
 /// One delivery's task: handled to the end, or stopped when its session is over. A
@@ -272,7 +274,15 @@ async fn publish_disposition(
         Disposition::DeadLetter(reason) => {
             tracing::warn!(reason = %reason, "not a job; dead-lettering");
             let why = AMQPValue::LongString(reason.as_str().into());
-            let p = copy_with(props, REASON_HEADER, why);
+            let mut p = copy_with(props, REASON_HEADER, why);
+            if super::frame::header_frame_len(&p) > s.frame_max {
+                // Its headers leave no room for ours: the broker would close the
+                // connection on the copy. Its reason is in the log line above.
+                p = republished(props);
+                if let Some(h) = props.headers() {
+                    p = p.with_headers(h.clone());
+                }
+            }
             let dead = ("", s.settings.dead_letter_queue.as_str());
             let r = publish_confirmed(&s.publish, dead, Route::Mandatory, &delivery.data, p).await;
             if r.is_ok() {

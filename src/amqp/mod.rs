@@ -22,6 +22,7 @@ mod ack;
 pub(crate) mod commands;
 pub(crate) mod consumer;
 mod delivery;
+mod frame;
 mod nodes;
 pub(crate) mod publish;
 mod reply;
