@@ -1303,3 +1303,53 @@ async fn garbage_whose_headers_fill_a_frame_is_dead_lettered_and_the_worker_goes
     assert!(kept.inner().contains_key("x-big"), "its headers are kept");
     worker.shutdown().await;
 }
+
+/// Hunt I: a result the broker refuses for good (a topic permission that leaves out a
+/// verdict's routing key, a `max_message_size` below the result's size) closed the
+/// publishing channel; the job was handed back and came again, first, to every new
+/// session: for ever, the worker rebuilding its session each time. Such a job is
+/// dead-lettered, with the broker's words, and the worker goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_broker_refuses_for_good_dead_letters_its_job() {
+    let servers = crate::support::servers();
+    let user = unique("picket-no-down");
+    let ctl = |args: &[&str]| servers.rabbit.ctl(args).expect("rabbitmqctl");
+    ctl(&["add_user", &user, "pw"]);
+    ctl(&["set_permissions", "-p", "/", &user, ".*", ".*", ".*"]);
+    let mut s = settings();
+    ctl(&[
+        "set_topic_permissions",
+        "-p",
+        "/",
+        &user,
+        &s.amqp.results_exchange,
+        "^(up|degraded|unknown|invalid)$",
+        ".*",
+    ]);
+    s.amqp.url = format!("amqp://{user}:pw@127.0.0.1:{}/%2f", servers.rabbit.port());
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    client
+        .job(
+            &s,
+            json!({"id": "refused-down", "url": "http://127.0.0.1:9/"}),
+        )
+        .await;
+    let dead = client
+        .take(&s.amqp.dead_letter_queue, 1, Duration::from_secs(30))
+        .await;
+    client
+        .job(&s, json!({"id": "after", "url": "ftp://files.example/"}))
+        .await;
+    let r = client.results(&s, 1, Duration::from_secs(20)).await;
+    worker.shutdown().await;
+    let _ = servers.rabbit.ctl(&["delete_user", &user]);
+    assert_eq!(r[0]["job_id"], "after");
+    let headers = dead[0].properties.headers().clone().expect("headers");
+    let reason = match headers.inner().get("x-picket-reason") {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("reason header missing: {other:?}"),
+    };
+    assert!(reason.contains("ACCESS_REFUSED"), "{reason}");
+}
