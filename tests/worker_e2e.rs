@@ -1317,6 +1317,7 @@ async fn a_result_the_broker_refuses_for_good_dead_letters_its_job() {
     ctl(&["add_user", &user, "pw"]);
     ctl(&["set_permissions", "-p", "/", &user, ".*", ".*", ".*"]);
     let mut s = settings();
+    s.targets.allow_private = true;
     ctl(&[
         "set_topic_permissions",
         "-p",
@@ -1336,16 +1337,23 @@ async fn a_result_the_broker_refuses_for_good_dead_letters_its_job() {
             json!({"id": "refused-down", "url": "http://127.0.0.1:9/"}),
         )
         .await;
+    // A result the broker takes: the refusal is the message's, not the worker's.
+    client
+        .job(&s, json!({"id": "taken", "url": "ftp://files.example/"}))
+        .await;
     let dead = client
         .take(&s.amqp.dead_letter_queue, 1, Duration::from_secs(30))
         .await;
     client
         .job(&s, json!({"id": "after", "url": "ftp://files.example/"}))
         .await;
-    let r = client.results(&s, 1, Duration::from_secs(20)).await;
+    let r = client.results(&s, 2, Duration::from_secs(20)).await;
     worker.shutdown().await;
     let _ = servers.rabbit.ctl(&["delete_user", &user]);
-    assert_eq!(r[0]["job_id"], "after");
+    let ids: Vec<&str> = r.iter().filter_map(|r| r["job_id"].as_str()).collect();
+    assert_eq!(ids, ["taken", "after"]);
+    let job: serde_json::Value = serde_json::from_slice(&dead[0].data).expect("the job");
+    assert_eq!(job["id"], "refused-down");
     let headers = dead[0].properties.headers().clone().expect("headers");
     let reason = match headers.inner().get("x-picket-reason") {
         Some(AMQPValue::LongString(s)) => s.to_string(),
