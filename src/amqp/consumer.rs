@@ -100,6 +100,8 @@ struct Worker {
     permits: Arc<Semaphore>,
     /// Replies to `reply_to`, over a connection of their own that outlives sessions.
     replies: Arc<Replies>,
+    /// Results the broker refused for good, remembered across sessions.
+    refusals: Arc<super::refusals::Refusals>,
     /// Publishing channels per session: no more than jobs can publish at once.
     publish_channels: usize,
     tracker: TaskTracker,
@@ -140,6 +142,7 @@ impl Worker {
         let shared_settings = Arc::new(settings.clone());
         Worker {
             replies: Arc::new(Replies::new(shared_settings.clone(), &worker_name)),
+            refusals: Arc::default(),
             shared_settings,
             nodes: Nodes::new(&settings),
             settings,
@@ -260,6 +263,7 @@ impl Worker {
             engine: self.engine.clone(),
             publish: publish.clone(),
             replies: self.replies.clone(),
+            refusals: self.refusals.clone(),
             settings: self.shared_settings.clone(),
             deferral: self.deferral,
             acks: Acks::start(consume.clone(), &self.tracker),

@@ -46,6 +46,8 @@ pub(super) struct Session {
     pub(super) publish: Publisher,
     /// The worker's replies to `reply_to`, over a connection of their own.
     pub(super) replies: Arc<Replies>,
+    /// Results the broker refused for good (kept across sessions).
+    pub(super) refusals: Arc<super::refusals::Refusals>,
     /// The broker settings (queue names, message size limit).
     pub(super) settings: Arc<AmqpSettings>,
     /// How long a per-IP limit may hold a job, and how far ahead it may be deferred.
@@ -104,7 +106,12 @@ pub(super) async fn job(
 /// False when publishing failed, which means the session should be rebuilt.
 async fn deliver(s: &Session, delivery: lapin::message::Delivery) -> bool {
     let received = Received::read(&delivery);
-    let Some(disposition) = decide(s, &delivery, &received).await else {
+    let refused = s.refusals.dead_letter(&received.delivery_id);
+    let decided = match refused {
+        Some(why) => Some(Disposition::DeadLetter(why)),
+        None => decide(s, &delivery, &received).await,
+    };
+    let Some(disposition) = decided else {
         requeue(&delivery, &s.acks).await;
         return true;
     };
@@ -412,6 +419,9 @@ async fn settle(
     };
     metric::publish_failed();
     tracing::warn!(error = %e, "result not confirmed; handing the job back");
+    if matches!(disposition, Disposition::Answer(_)) {
+        s.refusals.failed(&received.delivery_id, &e);
+    }
     let nacked = matches!(e, AmqpError::Nacked);
     if nacked || matches!(e, AmqpError::Unroutable { .. }) {
         // The broker refused this one message (a full queue, a missing one): hand

@@ -25,6 +25,7 @@ mod delivery;
 mod frame;
 mod nodes;
 pub(crate) mod publish;
+mod refusals;
 mod reply;
 pub(crate) mod topology;
 
