@@ -883,6 +883,125 @@ mod tests {
         }
     }
 
+    /// Like [`Net`], but `lined.example` (192.0.2.250) first waits `line` in its IP's
+    /// line (the per-IP limiter, inside `observe`, up to `rate_limit.max_wait`), and
+    /// `gone.example` (192.0.2.251) is refused at once; every request to the canary is
+    /// counted.
+    struct LinedNet {
+        broken: std::sync::atomic::AtomicBool,
+        silence: Duration,
+        line: Duration,
+        lined: std::sync::atomic::AtomicBool,
+        canary_asked: AtomicUsize,
+    }
+
+    impl LinedNet {
+        fn new(line: Duration) -> Arc<LinedNet> {
+            Arc::new(LinedNet {
+                broken: std::sync::atomic::AtomicBool::new(false),
+                silence: Duration::from_secs(10),
+                line,
+                lined: std::sync::atomic::AtomicBool::new(false),
+                canary_asked: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    impl Prober for LinedNet {
+        fn egress_count(&self) -> usize {
+            1
+        }
+        fn observe<'a>(&'a self, plan: &'a Plan, _egress: usize) -> BoxFuture<'a, Attempt> {
+            Box::pin(async move {
+                let host = plan.url.host_str().unwrap_or_default().to_string();
+                if host == "lined.example" && !self.lined.swap(true, Ordering::SeqCst) {
+                    tokio::time::sleep(self.line).await;
+                }
+                if host == "canary.example" {
+                    self.canary_asked.fetch_add(1, Ordering::SeqCst);
+                }
+                let n: u8 = match host.as_str() {
+                    "lined.example" => 250,
+                    "gone.example" => 251,
+                    h => h
+                        .trim_start_matches("site")
+                        .trim_end_matches(".example")
+                        .parse()
+                        .unwrap_or(200),
+                };
+                let mut o = Observation::new("direct");
+                o.ip = Some(std::net::IpAddr::from([192, 0, 2, n]));
+                if host == "gone.example" {
+                    o.outcome = Outcome::Failure(Failure {
+                        kind: FailureKind::Connect,
+                        detail: "connection refused".into(),
+                    });
+                    o.total = Duration::from_millis(2);
+                } else if self.broken.load(Ordering::SeqCst) {
+                    tokio::time::sleep(self.silence).await;
+                    o.outcome = Outcome::Failure(Failure {
+                        kind: FailureKind::Timeout,
+                        detail: "no connection".into(),
+                    });
+                    o.total = self.silence;
+                } else {
+                    o.outcome = ok();
+                }
+                Attempt::Observed(o)
+            })
+        }
+    }
+
+    /// Review R: `began` is taken before `attempts`, so it counts the time a job waits
+    /// in its IP's line (the limiter waits inside `observe`), and the wave then looks
+    /// back over the healthy traffic from before our network broke. With no canaries,
+    /// our egress dropping every packet, and 25 sites in the wave called `unknown`, the
+    /// one site that had waited 25 s for its IP's line is `down` "confirmed": 60 answers
+    /// from before the break, all older than its first attempt, outweigh the wave
+    /// (`answered * 10 < total` fails). Before 5260247 the 10 s window saw the wave.
+    #[tokio::test(start_paused = true)]
+    async fn review_r_a_job_that_waited_in_its_ips_line_sees_the_wave() {
+        let net = LinedNet::new(Duration::from_secs(25));
+        let e = engine_on_prober(net.clone(), "retry_delay = \"2s\"\nattempts = 2\n");
+        let lined = job_for_url("https://lined.example/", "lined").expect("job");
+        let lined_run = e.run(&lined);
+        let traffic = async {
+            // 20 s of ordinary traffic: 3 healthy sites a second.
+            for round in 0..20u8 {
+                let urls = (0..3u8).map(|k| format!("https://site{}.example/", 100 + 3 * round + k));
+                for r in run_all(&e, urls).await {
+                    assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            // Our network breaks; 25 sites are probed into it.
+            net.broken.store(true, Ordering::SeqCst);
+            run_all(&e, (1..=25).map(|n| format!("https://site{n}.example/"))).await
+        };
+        let (lined_report, wave) = tokio::join!(lined_run, traffic);
+        let unknown = wave.iter().filter(|r| r.verdict == Verdict::Unknown).count();
+        assert_eq!(unknown, 25, "the wave itself is ours");
+        assert_eq!(
+            (lined_report.verdict, lined_report.reason),
+            (Verdict::Unknown, Reason::EgressUnavailable),
+            "{}",
+            lined_report.detail
+        );
+    }
+
+    fn engine_on_prober(net: Arc<dyn Prober>, probe: &str) -> Arc<Engine> {
+        let mut s = Settings::from_toml(&format!("[probe]\n{probe}")).expect("cfg");
+        s.worker.name = "w".into();
+        let judge = JudgeSettings::new(&s.probe, &s.tls);
+        Arc::new(Engine::new(
+            net,
+            Arc::new(MemoryState::default()),
+            &s.probe,
+            judge,
+            "w".into(),
+        ))
+    }
+
     #[tokio::test]
     async fn a_blip_is_not_down_and_retries_change_egress() {
         let p = Scripted::new(vec![refused(), ok()]);
