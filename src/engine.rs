@@ -989,6 +989,29 @@ mod tests {
         );
     }
 
+    /// Review R: a good canary answer stands only for failures begun before the check,
+    /// so an ordinary stream of dead sites failing fast (refused, a name gone) asks the
+    /// canaries once per failing job: 10 dead sites 2 s apart made 10 canary requests,
+    /// where one answer stood for 30 s (`CANARY_FRESH`) before 5260247. Every failing
+    /// job waits for a canary round trip, queued on one mutex, and the canary sites
+    /// get a request per dead site of the fleet.
+    #[tokio::test(start_paused = true)]
+    async fn review_r_canaries_are_not_asked_once_per_failing_job() {
+        let net = LinedNet::new(Duration::ZERO);
+        let e = engine_on_prober(
+            net.clone(),
+            "retry_delay = \"1s\"\nattempts = 2\ncanaries = [\"https://canary.example/\"]\n",
+        );
+        for k in 0..10 {
+            let job = job_for_url("https://gone.example/", &format!("g{k}")).expect("job");
+            let r = e.run(&job).await;
+            assert_eq!(r.verdict, Verdict::Down, "{}", r.detail);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let asked = net.canary_asked.load(Ordering::SeqCst);
+        assert!(asked <= 2, "the canaries were asked {asked} times for 10 failures within 30 s");
+    }
+
     fn engine_on_prober(net: Arc<dyn Prober>, probe: &str) -> Arc<Engine> {
         let mut s = Settings::from_toml(&format!("[probe]\n{probe}")).expect("cfg");
         s.worker.name = "w".into();
