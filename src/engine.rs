@@ -94,6 +94,9 @@ pub(crate) fn worker_name(settings: &Settings) -> String {
 struct Tried {
     observations: Vec<Observation>,
     judgements: Vec<Judgement>,
+    /// When the first attempt's request set out (its wait for the per-IP limit left
+    /// out): where a wave of our network failing is looked for from.
+    sent: Option<tokio::time::Instant>,
 }
 
 impl Engine {
@@ -234,8 +237,8 @@ impl Engine {
         plan.max_wait = max_wait;
         plan.line = line;
         let required = self.probe.attempts as usize;
-        let began = tokio::time::Instant::now();
         let tried = self.attempts(&mut plan, job, required).await?;
+        let began = tried.sent.unwrap_or_else(tokio::time::Instant::now);
         let Some((i, decisive)) = combine(&tried.judgements, required) else {
             return Ok(self.unprobed(
                 job,
@@ -356,6 +359,7 @@ impl Engine {
         let mut tried = Tried {
             observations: Vec::new(),
             judgements: Vec::new(),
+            sent: None,
         };
         while tried.judgements.len() < budget {
             let now = tokio::time::Instant::now();
@@ -369,6 +373,11 @@ impl Engine {
                 Attempt::Observed(obs) => obs,
                 Attempt::Deferred(wait) => return Err(wait),
             };
+            let on_the_way = obs.total.saturating_sub(obs.queued);
+            tried.sent = tried.sent.or_else(|| {
+                let now = tokio::time::Instant::now();
+                Some(now.checked_sub(on_the_way).unwrap_or(now))
+            });
             // The job has had its turn at the IP: a confirmation is no newcomer.
             plan.line = Line::Outside;
             self.observed(egress, &obs);
@@ -968,7 +977,8 @@ mod tests {
         let traffic = async {
             // 20 s of ordinary traffic: 3 healthy sites a second.
             for round in 0..20u8 {
-                let urls = (0..3u8).map(|k| format!("https://site{}.example/", 100 + 3 * round + k));
+                let urls =
+                    (0..3u8).map(|k| format!("https://site{}.example/", 100 + 3 * round + k));
                 for r in run_all(&e, urls).await {
                     assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
                 }
@@ -979,7 +989,10 @@ mod tests {
             run_all(&e, (1..=25).map(|n| format!("https://site{n}.example/"))).await
         };
         let (lined_report, wave) = tokio::join!(lined_run, traffic);
-        let unknown = wave.iter().filter(|r| r.verdict == Verdict::Unknown).count();
+        let unknown = wave
+            .iter()
+            .filter(|r| r.verdict == Verdict::Unknown)
+            .count();
         assert_eq!(unknown, 25, "the wave itself is ours");
         assert_eq!(
             (lined_report.verdict, lined_report.reason),
@@ -1009,7 +1022,10 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         let asked = net.canary_asked.load(Ordering::SeqCst);
-        assert!(asked <= 2, "the canaries were asked {asked} times for 10 failures within 30 s");
+        assert!(
+            asked <= 2,
+            "the canaries were asked {asked} times for 10 failures within 30 s"
+        );
     }
 
     fn engine_on_prober(net: Arc<dyn Prober>, probe: &str) -> Arc<Engine> {

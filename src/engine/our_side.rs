@@ -149,9 +149,11 @@ impl OurSide {
     /// failing too, or, with no canaries to ask, a wave of silence going on. `None`:
     /// believe it.
     ///
-    /// `began` is when the job's first attempt began: a wave since then counts. The
-    /// canaries stand for our network only if asked after the decisive attempt began
-    /// (an answer from before may predate our network breaking).
+    /// `began` is when the job's first request set out: a wave since then counts. For a
+    /// silent failure (nothing came back), a good canary answer stands only if asked
+    /// after the decisive attempt began (one from before may predate our network
+    /// breaking); a failure that got something back (a refusal, a name error) is
+    /// answered by any fresh one, as silence is what a broken way out looks like.
     pub(super) async fn blames_us(
         &self,
         prober: &dyn Prober,
@@ -170,7 +172,8 @@ impl OurSide {
             );
         }
         let now = Instant::now();
-        let failing_since = now.checked_sub(decisive.total).unwrap_or(now);
+        let failing_since = (signal_of(decisive) == Signal::Silent)
+            .then(|| now.checked_sub(decisive.total).unwrap_or(now));
         if !self.network_ok(prober, began, failing_since).await {
             return Some(
                 "every canary failed too, so this is our network, not the site".to_string(),
@@ -204,13 +207,14 @@ impl OurSide {
 
     /// Whether our own network works: true when no canaries are configured or any
     /// canary answers (any HTTP answer below 500) through any egress. A fresh check
-    /// answers for the failures that ask, but a good one only for a failure begun
-    /// before it (`failing_since`): the network may have broken since.
+    /// answers for the failures that ask, but a good one, for a silent failure, only if
+    /// it began after the failure did (`failing_since`): the network may have broken
+    /// since.
     async fn network_ok(
         &self,
         prober: &dyn Prober,
         began: Instant,
-        failing_since: Instant,
+        failing_since: Option<Instant>,
     ) -> bool {
         if self.canaries.plans.is_empty() {
             return true;
@@ -224,8 +228,8 @@ impl OurSide {
         let mut last = self.canaries.last.lock().await;
         if let Some(check) = *last {
             // A failed check stands for any failure while fresh (a wave waits for one
-            // check, not one each); a good one only for failures begun before it.
-            let speaks = !check.ok || check.began >= failing_since;
+            // check, not one each); a good one only for silent failures begun before it.
+            let speaks = !check.ok || failing_since.is_none_or(|since| check.began >= since);
             if speaks && check.ended.elapsed() < fresh {
                 return check.ok;
             }
