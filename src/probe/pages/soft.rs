@@ -112,17 +112,27 @@ fn in_heading(lower: &[u8], at: usize, end: usize) -> bool {
         }
         let words = visible_text(&String::from_utf8_lossy(&lower[gt + 1..closed]));
         let phrase = String::from_utf8_lossy(&lower[at..end]);
-        let about = |part: &str| {
-            part.contains(&*phrase)
-                && part.chars().count() <= phrase.chars().count() + HEADING_SLACK
+        let about = |part: &str, slack: usize| {
+            part.contains(&*phrase) && part.chars().count() <= phrase.chars().count() + slack
         };
-        if *name == b"title" {
-            title_parts(&words).any(about)
-        } else {
-            about(&words)
+        if about(&words, HEADING_SLACK) {
+            return true;
         }
+        // A title's part beside the site's name: nearly the phrase alone, and a phrase
+        // that says what became of the site, not the name of a product.
+        *name == b"title"
+            && !NAMES_A_THING.contains(&&*phrase)
+            && title_parts(&words).any(|part| about(part, TITLE_PART_SLACK))
     })
 }
+
+/// Characters a title's part may hold besides the phrase: "This Account Has Been
+/// Suspended"; not "Web Application Firewall explained".
+const TITLE_PART_SLACK: usize = 6;
+
+/// Phrases that name a thing as often as a state: a part of a title that is one is a
+/// page about it ("Web Application Firewall | Example Hosting").
+const NAMES_A_THING: &[&str] = &["web application firewall"];
 
 /// How titles part a page's own words from the site's name: "Access Denied | Example
 /// University", "Example County - Account Suspended".
