@@ -92,8 +92,9 @@ impl RedisCheck {
                 crate::metric::redis_evicts(Some(evicts));
                 self.told_unknown.store(false, Ordering::Relaxed);
             }
-            // An error reply (NOPERM): Redis answered, and will not say.
-            Err(e) if e.code().is_some() => {
+            // Refused (an ACL's NOPERM, or INFO renamed away): Redis answered, and will
+            // not say. Other error replies (LOADING, BUSY) are passing states.
+            Err(e) if refuses_info(e) => {
                 crate::metric::redis_evicts(None);
                 if !self.told_unknown.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -105,6 +106,16 @@ impl RedisCheck {
             _ => {}
         }
     }
+}
+
+/// Whether an error reply to `INFO` is a refusal of it for good: NOPERM (an ACL), or
+/// an unknown command (renamed by `rename-command`).
+fn refuses_info(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOPERM")
+        || (e.code() == Some("ERR")
+            && e.to_string()
+                .to_ascii_lowercase()
+                .contains("unknown command"))
 }
 
 /// Whether an `INFO memory` answer says Redis may evict keys: one node's text, or a

@@ -220,13 +220,15 @@ impl NetworkWatch {
             .clamp(WAVE_WINDOW, WAVE_LOOKBACK);
         let cutoff = now.checked_sub(window).unwrap_or(now);
         let recent = events.iter().filter(|(at, _, _)| *at >= cutoff);
-        let mut silent: Vec<IpAddr> = Vec::new();
+        let mut silent: std::collections::HashSet<IpAddr> = std::collections::HashSet::new();
         let (mut answered, mut total) = (0usize, 0usize);
         for (_, ip, signal) in recent {
             total += 1;
             match (signal, ip) {
                 (Signal::Answered, _) => answered += 1,
-                (Signal::Silent, Some(ip)) if !silent.contains(ip) => silent.push(*ip),
+                (Signal::Silent, Some(ip)) => {
+                    silent.insert(*ip);
+                }
                 _ => {}
             }
         }
