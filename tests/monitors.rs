@@ -1224,3 +1224,44 @@ async fn a_step_that_ran_while_redis_went_away_for_longer_than_its_asks_still_te
         "up → down was stepped in Redis but told by no result: {lost}\n{next}\nchanges: {told:?}"
     );
 }
+
+/// Hunt H: Redis's `timeout` (operators set it to close idle clients) closed the shared
+/// connection while the worker was idle; a state step whose first call was the clock
+/// reading (`TIME`, asked when the clock known is a minute old or none yet) failed at
+/// once on the closed connection and was given up: the result went out without state.
+/// A read found on a closed connection is asked again on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_redis_closed_while_idle_costs_no_state_step() {
+    let (redis, _site, s) = on_a_private_redis("127.0.40.22").await;
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let mut conn = pool.get().await.expect("a connection");
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .expect("PING");
+    drop(conn);
+    let mut admin = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("timeout")
+        .arg("1")
+        .query_async(&mut admin)
+        .await
+        .expect("CONFIG SET timeout");
+    // Redis looks for idle clients about ten times a second; past 1 s ours is closed.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let store = RedisState::new(pool, &s.redis);
+    let first = Delivery {
+        id: "d1",
+        redelivered: false,
+    };
+    let stepped = store
+        .step(&report_of("idle", "d1", Verdict::Up), first)
+        .await;
+    assert!(stepped.is_some(), "the step was given up");
+    let _ = admin;
+}
