@@ -258,9 +258,17 @@ impl RedisState {
         {
             return Some((clock.at_least(now), now));
         }
-        let (secs, micros): (u64, u64) = self
-            .call("time", async |c| redis::cmd("TIME").query_async(c).await)
-            .await?;
+        let time = async |c: &mut RedisConn| redis::cmd("TIME").query_async(c).await;
+        let asked = tokio::time::Instant::now();
+        let (secs, micros): (u64, u64) = match self.attempt("time", time).await {
+            Ok(read) => read,
+            // A connection Redis closed while it was idle (its `timeout`) fails at once,
+            // and the pool makes a new one: a read is asked again on it.
+            Err(Late::Maybe) if asked.elapsed() < self.timeout / 4 => {
+                self.call("time", time).await?
+            }
+            Err(_) => return None,
+        };
         self.learn_clock(secs * 1000 + micros / 1000);
         let now = tokio::time::Instant::now();
         let clock = *self
