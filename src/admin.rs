@@ -47,14 +47,13 @@ impl RedisCheck {
     /// refuses writes) and for a user whose ACL refuses scripts, while every call of
     /// the worker failed.
     async fn takes_calls(&self) -> Result<(), String> {
+        // A connection Redis closed while it was idle (its `timeout`) fails at once and
+        // is replaced: the check is asked again on the new one, not reported not ready.
         let check = async {
-            let mut c = self.pool.get().await?;
-            redis::Script::new(CHECK)
-                .key(&self.key)
-                .invoke_async::<i64>(&mut c)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+            match self.write_check().await {
+                Err((_, true)) => self.write_check().await.map_err(|(e, _)| e),
+                other => other.map_err(|(e, _)| e),
+            }
         };
         let answer = match tokio::time::timeout(Duration::from_secs(1), check).await {
             Ok(r) => r,
@@ -64,6 +63,17 @@ impl RedisCheck {
             self.eviction().await;
         }
         answer
+    }
+
+    /// One write of the check key; on failure, why, and whether the connection dropped.
+    async fn write_check(&self) -> Result<(), (String, bool)> {
+        let mut c = self.pool.get().await.map_err(|e| (e, false))?;
+        redis::Script::new(CHECK)
+            .key(&self.key)
+            .invoke_async::<i64>(&mut c)
+            .await
+            .map(drop)
+            .map_err(|e| (e.to_string(), e.is_connection_dropped() || e.is_io_error()))
     }
 
     /// Sets `picket_redis_evicts` from what Redis says of its memory: whether it may

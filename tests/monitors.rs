@@ -1265,3 +1265,35 @@ async fn a_connection_redis_closed_while_idle_costs_no_state_step() {
     assert!(stepped.is_some(), "the step was given up");
     let _ = admin;
 }
+
+/// Hunt H: with Redis's `timeout` below the pause between two looks, `/readyz` said
+/// `redis=false` on every other poll: the check found the idle connection Redis had
+/// closed, and failed on it, instead of asking on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_does_not_flap_when_redis_closes_idle_connections() {
+    let (redis, _site, s) = on_a_private_redis("127.0.40.23").await;
+    let w = Worker::start(&s);
+    let ready = tokio::time::Instant::now() + Duration::from_secs(30);
+    while get_ops(w.ops, "/readyz").await.map(|(code, _)| code) != Some(200) {
+        assert!(tokio::time::Instant::now() < ready, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut admin = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("timeout")
+        .arg("1")
+        .query_async(&mut admin)
+        .await
+        .expect("CONFIG SET timeout");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
+        assert_eq!(code, 200, "after an idle pause: {body}");
+    }
+    w.shutdown().await;
+}
