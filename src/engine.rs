@@ -1028,6 +1028,79 @@ mod tests {
         );
     }
 
+    /// Behind a local caching resolver (the system's, `dns.nameservers = []`): once our
+    /// way out breaks, every name not in its cache fails at once (SERVFAIL), while the
+    /// root zone, in its cache, is still answered (`nameservers_answer`). Before the
+    /// break `dead.example` is silent, which asks the canaries (they answer).
+    struct CachingStub {
+        broken: std::sync::atomic::AtomicBool,
+    }
+
+    impl Prober for CachingStub {
+        fn egress_count(&self) -> usize {
+            1
+        }
+        fn observe<'a>(&'a self, plan: &'a Plan, _egress: usize) -> BoxFuture<'a, Attempt> {
+            Box::pin(async move {
+                let host = plan.url.host_str().unwrap_or_default().to_string();
+                let mut o = Observation::new("direct");
+                if self.broken.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    o.outcome = Outcome::Failure(Failure {
+                        kind: FailureKind::DnsFailed,
+                        detail: format!("{host}: SERVFAIL"),
+                    });
+                    o.total = Duration::from_millis(800);
+                } else if host == "dead.example" {
+                    o.ip = Some(std::net::IpAddr::from([192, 0, 2, 99]));
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    o.outcome = Outcome::Failure(Failure {
+                        kind: FailureKind::Timeout,
+                        detail: "no connection".into(),
+                    });
+                    o.total = Duration::from_secs(5);
+                } else {
+                    o.ip = Some(std::net::IpAddr::from([192, 0, 2, 1]));
+                    o.outcome = ok();
+                }
+                Attempt::Observed(o)
+            })
+        }
+        fn nameservers_answer(&self) -> BoxFuture<'_, bool> {
+            Box::pin(async { true })
+        }
+    }
+
+    /// Review S (c107271): a good canary answer now stands for any failure that is not
+    /// "silent", and a lookup that failed (DnsFailed: SERVFAIL, a lookup timed out) is
+    /// not silent. Our way out breaks a second after a canary check found it working;
+    /// behind a caching resolver every healthy site's lookup then fails at once, the
+    /// root zone still answered from the cache, and the 12 s old canary answer stands
+    /// for the network: healthy sites are `down/dns` "confirmed". Before c107271 the
+    /// check had to postdate the failure, the canaries were asked again, and failed.
+    #[tokio::test(start_paused = true)]
+    async fn review_s_a_lookup_failing_after_our_network_broke_is_not_vouched_for_by_an_older_canary() {
+        let net = Arc::new(CachingStub {
+            broken: std::sync::atomic::AtomicBool::new(false),
+        });
+        let e = engine_on_prober(
+            net.clone(),
+            "retry_delay = \"1s\"\nattempts = 2\ncanaries = [\"https://canary.example/\"]\n",
+        );
+        let dead = run_all(&e, std::iter::once("https://dead.example/".to_string())).await;
+        assert_eq!(dead[0].verdict, Verdict::Down, "{}", dead[0].detail);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        net.broken.store(true, Ordering::SeqCst);
+        let urls = (1..=3).map(|n| format!("https://site{n}.example/"));
+        let wrong: Vec<String> = run_all(&e, urls)
+            .await
+            .into_iter()
+            .filter(|r| r.verdict != Verdict::Unknown)
+            .map(|r| format!("{} {}/{}: {}", r.url, r.verdict.as_str(), r.reason.as_str(), r.detail))
+            .collect();
+        assert!(wrong.is_empty(), "healthy sites judged after our network broke: {wrong:#?}");
+    }
+
     fn engine_on_prober(net: Arc<dyn Prober>, probe: &str) -> Arc<Engine> {
         let mut s = Settings::from_toml(&format!("[probe]\n{probe}")).expect("cfg");
         s.worker.name = "w".into();
