@@ -74,3 +74,50 @@ fn refusal_of_the_message(error: &AmqpError) -> Option<String> {
     };
     of_the_message.then(|| words.to_string())
 }
+
+#[cfg(test)]
+mod review_s {
+    use super::*;
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+
+    fn topic_refused() -> AmqpError {
+        let words = "ACCESS_REFUSED - write access to topic 'down' in exchange 'picket.results' \
+                     in vhost '/' refused for user 'picket'";
+        let e = AMQPError::new(
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
+            words.into(),
+        );
+        AmqpError::Protocol(lapin::Error::from(lapin::ErrorKind::ProtocolError(e)))
+    }
+
+    /// Review S (82508ef): two workers (each with its own memory) take turns at a job
+    /// whose `down` result a topic permission refuses: both remember its delivery id,
+    /// the first one to see it again dead-letters it, and the other's memory is never
+    /// cleared. The id is `message_id|hash(body, timestamp)`, so the next check of the
+    /// same monitor (an upstream that publishes the same JSON, no `message_id` or
+    /// `timestamp`, every few minutes, as the contract allows) has the same id: once the
+    /// site is up again (a result the broker takes) or the permission is fixed, it is
+    /// still dead-lettered by the second worker, unprobed and unanswered, for as long as
+    /// that worker runs (no age, only 256 newer refusals push it out).
+    #[test]
+    fn review_s_a_refusal_remembered_by_a_worker_that_did_not_dead_letter_it_takes_a_later_good_job() {
+        let body = br#"{"url":"https://www.example.gov/"}"#;
+        let id = crate::worker::delivery_id(None, body, None);
+        let (one, two) = (Refusals::default(), Refusals::default());
+        // First delivery to worker one: refused, handed back.
+        assert!(one.dead_letter(&id).is_none());
+        one.failed(&id, &topic_refused());
+        // Redelivered to worker two: probed, refused, handed back.
+        assert!(two.dead_letter(&id).is_none());
+        two.failed(&id, &topic_refused());
+        // Redelivered to worker one: dead-lettered (as 82508ef means).
+        assert!(one.dead_letter(&id).is_some());
+        // Ten minutes later the same check, a new message, the site up: worker two.
+        let later = crate::worker::delivery_id(None, body, None);
+        let stale = two.dead_letter(&later);
+        assert!(
+            stale.is_none(),
+            "a later job that was never refused is dead-lettered unprobed: {stale:?}"
+        );
+    }
+}
