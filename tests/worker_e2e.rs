@@ -1361,3 +1361,71 @@ async fn a_result_the_broker_refuses_for_good_dead_letters_its_job() {
     };
     assert!(reason.contains("ACCESS_REFUSED"), "{reason}");
 }
+
+/// Review S (e24abad): only a dead letter's header frame is measured against
+/// `frame_max`; the other copies of a job add headers too (a deferral adds
+/// `x-picket-deferrals`, `x-picket-not-before` and `x-picket-most-left`, 85 bytes; a
+/// hand-back `x-picket-retry-of`). A real job whose headers fit a frame with less room
+/// than that, sent to an IP that is busy, is deferred by a copy that outgrows the frame:
+/// the broker closes the whole connection (FRAME_ERROR), the job comes back first to
+/// the next session, is deferred again, and so on for as long as its IP stays busy (a
+/// shared host asked all day: for ever), every other job of each session cut off with
+/// it. Expected: its copy waits in a delay queue, as any deferred job's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_s_a_job_whose_headers_nearly_fill_a_frame_is_deferred_without_closing_the_connection() {
+    let site = serve(
+        "127.0.123.45",
+        Router::new().route("/", get(|| async { axum::response::Html(page("")) })),
+    )
+    .await;
+    let mut s = settings();
+    s.targets.allow_private = true;
+    // One request a minute to the site: after the first, a job for it is deferred.
+    s.rate_limit.per_ip.rate = 1.0 / 60.0;
+    s.rate_limit.per_ip.burst = 1;
+    s.rate_limit.max_wait = Duration::from_millis(300);
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let worker = Worker::start(&s);
+    client
+        .job(&s, json!({"id": "first", "url": format!("http://{site}/")}))
+        .await;
+    let first = client.results(&s, 1, Duration::from_secs(20)).await;
+    assert_eq!(first[0]["verdict"], "up", "{}", first[0]);
+    // RabbitMQ's default frame_max is 131072: this header frame is 131022 bytes (22
+    // fixed, table 4, name 6, type 1, length 4, delivery mode 1, and the string), 50
+    // bytes short of it, as the broker took it from its publisher.
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-big".into(),
+        AMQPValue::LongString(vec![b'h'; 131_072 - 50 - 38].into()),
+    );
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    let job = json!({"id": "big", "url": format!("http://{site}/")});
+    client
+        .publish(&s.amqp.jobs_queue, job.to_string().as_bytes(), props)
+        .await;
+    let delays: Vec<String> = picket::amqp::DELAY_BUCKETS
+        .iter()
+        .map(|b| picket::amqp::delay_queue_name(&s.amqp, *b))
+        .collect();
+    let mut waiting = 0;
+    for _ in 0..100 {
+        waiting = 0;
+        for q in &delays {
+            waiting += client.depth(q).await;
+        }
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let in_jobs = client.depth(&s.amqp.jobs_queue).await;
+    worker.shutdown().await;
+    assert!(
+        waiting > 0,
+        "the deferred job never reached a delay queue in 10 s ({in_jobs} in the jobs queue)"
+    );
+}
