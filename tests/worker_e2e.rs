@@ -1429,3 +1429,37 @@ async fn review_s_a_job_whose_headers_nearly_fill_a_frame_is_deferred_without_cl
         "the deferred job never reached a delay queue in 10 s ({in_jobs} in the jobs queue)"
     );
 }
+
+/// Review S (e24abad): the dead letter that "keeps the message's own properties" is
+/// `republished(props)`, which adds `delivery_mode = 2` (one byte) to a message that
+/// had none. A message that is no job, whose header frame is exactly the broker's
+/// `frame_max` (131072 by default) and has no delivery mode, is copied into a frame of
+/// 131073 bytes. RabbitMQ takes it (it lets clients overshoot frame_max by 8 bytes)
+/// and hands it on as it is, so the dead letter is a frame larger than `frame_max`:
+/// a lapin consumer of the dead-letter queue (picket's own client, an operator's tool)
+/// has its connection ended on it, the message as it came was readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_s_garbage_whose_headers_exactly_fill_a_frame_is_dead_lettered() {
+    let s = settings();
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    // 22 fixed, table 4, name 1 + 5, type 1, length 4 and the string: 131072 bytes.
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-big".into(),
+        AMQPValue::LongString(vec![b'h'; 131_072 - 37].into()),
+    );
+    client
+        .publish(
+            &s.amqp.jobs_queue,
+            b"garbage filling a frame",
+            BasicProperties::default().with_headers(headers),
+        )
+        .await;
+    let worker = Worker::start(&s);
+    let dead = client
+        .take(&s.amqp.dead_letter_queue, 1, Duration::from_secs(15))
+        .await;
+    worker.shutdown().await;
+    assert_eq!(dead[0].data, b"garbage filling a frame");
+}
