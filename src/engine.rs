@@ -783,120 +783,13 @@ mod tests {
         );
     }
 
-    /// A network of many sites for hunt J: `siteN.example` is 192.0.2.N, the canary
-    /// `canary.example`; `dead.example` never answers. Once `broken`, nothing answers.
-    /// A failure comes after `silence` (a connection that never came), an answer at once.
+    /// A network of many sites (hunt J, review R): `siteN.example` is 192.0.2.N, the
+    /// canary `canary.example` (each request to it counted); `dead.example` never
+    /// answers, `gone.example` (192.0.2.251) is refused at once, and `lined.example`
+    /// (192.0.2.250) first waits `line` in its IP's line (the per-IP limiter waits
+    /// inside `observe`). Once `broken`, nothing answers. A silent failure comes after
+    /// `silence` (a connection that never came), an answer at once.
     struct Net {
-        broken: std::sync::atomic::AtomicBool,
-        silence: Duration,
-    }
-
-    impl Prober for Net {
-        fn egress_count(&self) -> usize {
-            1
-        }
-        fn observe<'a>(&'a self, plan: &'a Plan, _egress: usize) -> BoxFuture<'a, Attempt> {
-            Box::pin(async move {
-                let host = plan.url.host_str().unwrap_or_default();
-                let n: u8 = host
-                    .trim_start_matches("site")
-                    .trim_end_matches(".example")
-                    .parse()
-                    .unwrap_or(200);
-                let mut o = Observation::new("direct");
-                o.ip = Some(std::net::IpAddr::from([192, 0, 2, n]));
-                if self.broken.load(Ordering::SeqCst) || host == "dead.example" {
-                    tokio::time::sleep(self.silence).await;
-                    o.outcome = Outcome::Failure(Failure {
-                        kind: FailureKind::Timeout,
-                        detail: "no connection".into(),
-                    });
-                    o.total = self.silence;
-                } else {
-                    o.outcome = ok();
-                }
-                Attempt::Observed(o)
-            })
-        }
-    }
-
-    fn engine_on(net: Arc<Net>, probe: &str) -> Arc<Engine> {
-        let mut s = Settings::from_toml(&format!("[probe]\n{probe}")).expect("cfg");
-        s.worker.name = "w".into();
-        let judge = JudgeSettings::new(&s.probe, &s.tls);
-        Arc::new(Engine::new(
-            net,
-            Arc::new(MemoryState::default()),
-            &s.probe,
-            judge,
-            "w".into(),
-        ))
-    }
-
-    async fn run_all(e: &Arc<Engine>, urls: impl Iterator<Item = String>) -> Vec<Report> {
-        let jobs: Vec<Job> = urls
-            .enumerate()
-            .map(|(i, u)| job_for_url(&u, &format!("j{i}")).expect("job"))
-            .collect();
-        futures_util::future::join_all(jobs.iter().map(|j| e.run(j))).await
-    }
-
-    /// Hunt J: our egress dropped every packet, 25 sites at once, no canaries, default
-    /// timings (a silent connect takes 10 s, the confirmation 2 s later another 10 s):
-    /// 19 of 25 were `down`. The wave looks back 10 s from when each job is judged, and
-    /// by then the first attempts of the wave had ended more than 10 s before; only the
-    /// jobs judged last saw 20 silent sites.
-    #[tokio::test(start_paused = true)]
-    async fn a_wave_of_attempts_longer_than_the_wave_window_is_still_our_network() {
-        let net = Arc::new(Net {
-            broken: std::sync::atomic::AtomicBool::new(true),
-            silence: Duration::from_secs(10),
-        });
-        let e = engine_on(net, "retry_delay = \"2s\"\nattempts = 2\n");
-        let urls = (1..=25).map(|n| format!("https://site{n}.example/"));
-        let down: Vec<String> = run_all(&e, urls)
-            .await
-            .into_iter()
-            .filter(|r| r.verdict != Verdict::Unknown)
-            .map(|r| format!("{} {:?}: {}", r.url, r.verdict, r.detail))
-            .collect();
-        assert!(down.is_empty(), "{} not unknown: {down:#?}", down.len());
-    }
-
-    /// Hunt J: a canary answer up to 30 s old stood for our network after it broke.
-    /// A dead site's failure asked the canaries (they answered); a moment later our
-    /// network broke, and the healthy sites' failures, all begun after that, were
-    /// `down` "confirmed", the canaries not asked again.
-    #[tokio::test(start_paused = true)]
-    async fn a_canary_answer_from_before_a_failure_began_does_not_stand_for_the_network() {
-        let net = Arc::new(Net {
-            broken: std::sync::atomic::AtomicBool::new(false),
-            silence: Duration::from_secs(5),
-        });
-        let e = engine_on(
-            net.clone(),
-            "retry_delay = \"1s\"\nattempts = 2\ncanaries = [\"https://canary.example/\"]\n",
-        );
-        let dead = run_all(&e, std::iter::once("https://dead.example/".to_string())).await;
-        assert_eq!(dead[0].verdict, Verdict::Down, "{}", dead[0].detail);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        net.broken.store(true, Ordering::SeqCst);
-        let urls = (1..=3).map(|n| format!("https://site{n}.example/"));
-        for r in run_all(&e, urls).await {
-            assert_eq!(
-                (r.verdict, r.reason),
-                (Verdict::Unknown, Reason::EgressUnavailable),
-                "{}",
-                r.detail
-            );
-        }
-    }
-
-    /// Like [`Net`], but `lined.example` (192.0.2.250) first waits `line` in its IP's
-    /// line (the per-IP limiter, inside `observe`, up to `rate_limit.max_wait`), and
-    /// `gone.example` (192.0.2.251) is refused at once; every request to the canary is
-    /// counted.
-    struct LinedNet {
         broken: std::sync::atomic::AtomicBool,
         silence: Duration,
         line: Duration,
@@ -904,11 +797,11 @@ mod tests {
         canary_asked: AtomicUsize,
     }
 
-    impl LinedNet {
-        fn new(line: Duration) -> Arc<LinedNet> {
-            Arc::new(LinedNet {
-                broken: std::sync::atomic::AtomicBool::new(false),
-                silence: Duration::from_secs(10),
+    impl Net {
+        fn new(broken: bool, silence: Duration, line: Duration) -> Arc<Net> {
+            Arc::new(Net {
+                broken: std::sync::atomic::AtomicBool::new(broken),
+                silence,
                 line,
                 lined: std::sync::atomic::AtomicBool::new(false),
                 canary_asked: AtomicUsize::new(0),
@@ -916,7 +809,7 @@ mod tests {
         }
     }
 
-    impl Prober for LinedNet {
+    impl Prober for Net {
         fn egress_count(&self) -> usize {
             1
         }
@@ -946,7 +839,7 @@ mod tests {
                         detail: "connection refused".into(),
                     });
                     o.total = Duration::from_millis(2);
-                } else if self.broken.load(Ordering::SeqCst) {
+                } else if self.broken.load(Ordering::SeqCst) || host == "dead.example" {
                     tokio::time::sleep(self.silence).await;
                     o.outcome = Outcome::Failure(Failure {
                         kind: FailureKind::Timeout,
@@ -961,6 +854,72 @@ mod tests {
         }
     }
 
+    fn engine_on(net: Arc<dyn Prober>, probe: &str) -> Arc<Engine> {
+        let mut s = Settings::from_toml(&format!("[probe]\n{probe}")).expect("cfg");
+        s.worker.name = "w".into();
+        let judge = JudgeSettings::new(&s.probe, &s.tls);
+        Arc::new(Engine::new(
+            net,
+            Arc::new(MemoryState::default()),
+            &s.probe,
+            judge,
+            "w".into(),
+        ))
+    }
+
+    async fn run_all(e: &Arc<Engine>, urls: impl Iterator<Item = String>) -> Vec<Report> {
+        let jobs: Vec<Job> = urls
+            .enumerate()
+            .map(|(i, u)| job_for_url(&u, &format!("j{i}")).expect("job"))
+            .collect();
+        futures_util::future::join_all(jobs.iter().map(|j| e.run(j))).await
+    }
+
+    /// Hunt J: our egress dropped every packet, 25 sites at once, no canaries, default
+    /// timings (a silent connect takes 10 s, the confirmation 2 s later another 10 s):
+    /// 19 of 25 were `down`. The wave looks back 10 s from when each job is judged, and
+    /// by then the first attempts of the wave had ended more than 10 s before; only the
+    /// jobs judged last saw 20 silent sites.
+    #[tokio::test(start_paused = true)]
+    async fn a_wave_of_attempts_longer_than_the_wave_window_is_still_our_network() {
+        let net = Net::new(true, Duration::from_secs(10), Duration::ZERO);
+        let e = engine_on(net, "retry_delay = \"2s\"\nattempts = 2\n");
+        let urls = (1..=25).map(|n| format!("https://site{n}.example/"));
+        let down: Vec<String> = run_all(&e, urls)
+            .await
+            .into_iter()
+            .filter(|r| r.verdict != Verdict::Unknown)
+            .map(|r| format!("{} {:?}: {}", r.url, r.verdict, r.detail))
+            .collect();
+        assert!(down.is_empty(), "{} not unknown: {down:#?}", down.len());
+    }
+
+    /// Hunt J: a canary answer up to 30 s old stood for our network after it broke.
+    /// A dead site's failure asked the canaries (they answered); a moment later our
+    /// network broke, and the healthy sites' failures, all begun after that, were
+    /// `down` "confirmed", the canaries not asked again.
+    #[tokio::test(start_paused = true)]
+    async fn a_canary_answer_from_before_a_failure_began_does_not_stand_for_the_network() {
+        let net = Net::new(false, Duration::from_secs(5), Duration::ZERO);
+        let e = engine_on(
+            net.clone(),
+            "retry_delay = \"1s\"\nattempts = 2\ncanaries = [\"https://canary.example/\"]\n",
+        );
+        let dead = run_all(&e, std::iter::once("https://dead.example/".to_string())).await;
+        assert_eq!(dead[0].verdict, Verdict::Down, "{}", dead[0].detail);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        net.broken.store(true, Ordering::SeqCst);
+        let urls = (1..=3).map(|n| format!("https://site{n}.example/"));
+        for r in run_all(&e, urls).await {
+            assert_eq!(
+                (r.verdict, r.reason),
+                (Verdict::Unknown, Reason::EgressUnavailable),
+                "{}",
+                r.detail
+            );
+        }
+    }
+
     /// Review R: `began` is taken before `attempts`, so it counts the time a job waits
     /// in its IP's line (the limiter waits inside `observe`), and the wave then looks
     /// back over the healthy traffic from before our network broke. With no canaries,
@@ -970,8 +929,8 @@ mod tests {
     /// (`answered * 10 < total` fails). Before 5260247 the 10 s window saw the wave.
     #[tokio::test(start_paused = true)]
     async fn review_r_a_job_that_waited_in_its_ips_line_sees_the_wave() {
-        let net = LinedNet::new(Duration::from_secs(25));
-        let e = engine_on_prober(net.clone(), "retry_delay = \"2s\"\nattempts = 2\n");
+        let net = Net::new(false, Duration::from_secs(10), Duration::from_secs(25));
+        let e = engine_on(net.clone(), "retry_delay = \"2s\"\nattempts = 2\n");
         let lined = job_for_url("https://lined.example/", "lined").expect("job");
         let lined_run = e.run(&lined);
         let traffic = async {
@@ -1010,8 +969,8 @@ mod tests {
     /// get a request per dead site of the fleet.
     #[tokio::test(start_paused = true)]
     async fn review_r_canaries_are_not_asked_once_per_failing_job() {
-        let net = LinedNet::new(Duration::ZERO);
-        let e = engine_on_prober(
+        let net = Net::new(false, Duration::from_secs(10), Duration::ZERO);
+        let e = engine_on(
             net.clone(),
             "retry_delay = \"1s\"\nattempts = 2\ncanaries = [\"https://canary.example/\"]\n",
         );
@@ -1079,11 +1038,12 @@ mod tests {
     /// for the network: healthy sites are `down/dns` "confirmed". Before c107271 the
     /// check had to postdate the failure, the canaries were asked again, and failed.
     #[tokio::test(start_paused = true)]
-    async fn review_s_a_lookup_failing_after_our_network_broke_is_not_vouched_for_by_an_older_canary() {
+    async fn review_s_a_lookup_failing_after_our_network_broke_is_not_vouched_for_by_an_older_canary(
+    ) {
         let net = Arc::new(CachingStub {
             broken: std::sync::atomic::AtomicBool::new(false),
         });
-        let e = engine_on_prober(
+        let e = engine_on(
             net.clone(),
             "retry_delay = \"1s\"\nattempts = 2\ncanaries = [\"https://canary.example/\"]\n",
         );
@@ -1096,22 +1056,20 @@ mod tests {
             .await
             .into_iter()
             .filter(|r| r.verdict != Verdict::Unknown)
-            .map(|r| format!("{} {}/{}: {}", r.url, r.verdict.as_str(), r.reason.as_str(), r.detail))
+            .map(|r| {
+                format!(
+                    "{} {}/{}: {}",
+                    r.url,
+                    r.verdict.as_str(),
+                    r.reason.as_str(),
+                    r.detail
+                )
+            })
             .collect();
-        assert!(wrong.is_empty(), "healthy sites judged after our network broke: {wrong:#?}");
-    }
-
-    fn engine_on_prober(net: Arc<dyn Prober>, probe: &str) -> Arc<Engine> {
-        let mut s = Settings::from_toml(&format!("[probe]\n{probe}")).expect("cfg");
-        s.worker.name = "w".into();
-        let judge = JudgeSettings::new(&s.probe, &s.tls);
-        Arc::new(Engine::new(
-            net,
-            Arc::new(MemoryState::default()),
-            &s.probe,
-            judge,
-            "w".into(),
-        ))
+        assert!(
+            wrong.is_empty(),
+            "healthy sites judged after our network broke: {wrong:#?}"
+        );
     }
 
     #[tokio::test]

@@ -150,10 +150,10 @@ impl OurSide {
     /// believe it.
     ///
     /// `began` is when the job's first request set out: a wave since then counts. For a
-    /// silent failure (nothing came back), a good canary answer stands only if asked
-    /// after the decisive attempt began (one from before may predate our network
-    /// breaking); a failure that got something back (a refusal, a name error) is
-    /// answered by any fresh one, as silence is what a broken way out looks like.
+    /// silent failure (nothing came back) or a failed lookup, a good canary answer
+    /// stands only if asked after the decisive attempt began (one from before may
+    /// predate our network breaking); a refusal or a TLS failure is answered by any
+    /// fresh one.
     pub(super) async fn blames_us(
         &self,
         prober: &dyn Prober,
@@ -172,8 +172,12 @@ impl OurSide {
             );
         }
         let now = Instant::now();
-        let failing_since = (signal_of(decisive) == Signal::Silent)
-            .then(|| now.checked_sub(decisive.total).unwrap_or(now));
+        // Silence and failed lookups are what a broken way out shows (a caching
+        // resolver fails every uncached name at once); a refusal or a TLS failure is
+        // most often a dead site's, and asking the canaries for each would cost one
+        // request per dead site.
+        let strict = signal_of(decisive) == Signal::Silent || lookup_failed;
+        let failing_since = strict.then(|| now.checked_sub(decisive.total).unwrap_or(now));
         if !self.network_ok(prober, began, failing_since).await {
             return Some(
                 "every canary failed too, so this is our network, not the site".to_string(),
