@@ -8,6 +8,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 
@@ -16,15 +19,21 @@ use super::AmqpError;
 /// How many refused deliveries are remembered; the oldest are forgotten first.
 const REMEMBERED: usize = 256;
 
-/// The worker's memory of refused results, across its sessions: delivery ids and the
-/// broker's words.
+/// How long a refusal is remembered: a message handed back comes again within the
+/// sessions' back-off (at most 30 s), long before.
+const REMEMBERED_FOR: Duration = Duration::from_secs(600);
+
+type Refused = VecDeque<(String, Instant, String)>;
+
+/// The worker's memory of refused results, across its sessions: delivery ids, when,
+/// and the broker's words.
 #[derive(Debug, Default)]
 pub(crate) struct Refusals {
-    refused: Mutex<VecDeque<(String, String)>>,
+    refused: Mutex<Refused>,
 }
 
 impl Refusals {
-    fn refused(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, String)>> {
+    fn refused(&self) -> std::sync::MutexGuard<'_, Refused> {
         self.refused
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -37,18 +46,25 @@ impl Refusals {
             return;
         };
         let mut refused = self.refused();
-        refused.retain(|(id, _)| id != delivery_id);
+        refused.retain(|(id, _, _)| id != delivery_id);
         if refused.len() >= REMEMBERED {
             refused.pop_front();
         }
-        refused.push_back((delivery_id.to_string(), words));
+        refused.push_back((delivery_id.to_string(), Instant::now(), words));
     }
 
-    /// Why `delivery_id` is to be dead-lettered: its result was refused for good.
-    pub(super) fn dead_letter(&self, delivery_id: &str) -> Option<String> {
+    /// Why `delivery_id`, delivered again (`redelivered`), is to be dead-lettered: its
+    /// result was refused for good within [`REMEMBERED_FOR`]. A message published anew
+    /// is never taken for it, whatever its id: an upstream that sends the same job
+    /// without a `message_id` again makes the same id.
+    pub(super) fn dead_letter(&self, delivery_id: &str, redelivered: bool) -> Option<String> {
         let mut refused = self.refused();
-        let at = refused.iter().position(|(id, _)| id == delivery_id)?;
-        let (_, words) = refused.remove(at)?;
+        refused.retain(|(_, at, _)| at.elapsed() < REMEMBERED_FOR);
+        if !redelivered {
+            return None;
+        }
+        let at = refused.iter().position(|(id, _, _)| id == delivery_id)?;
+        let (_, _, words) = refused.remove(at)?;
         Some(format!(
             "the broker refuses this job's result ({words}); check the broker's \
              max_message_size and the worker user's topic permissions"
@@ -100,21 +116,22 @@ mod review_s {
     /// still dead-lettered by the second worker, unprobed and unanswered, for as long as
     /// that worker runs (no age, only 256 newer refusals push it out).
     #[test]
-    fn review_s_a_refusal_remembered_by_a_worker_that_did_not_dead_letter_it_takes_a_later_good_job() {
+    fn review_s_a_refusal_remembered_by_a_worker_that_did_not_dead_letter_it_takes_a_later_good_job(
+    ) {
         let body = br#"{"url":"https://www.example.gov/"}"#;
         let id = crate::worker::delivery_id(None, body, None);
         let (one, two) = (Refusals::default(), Refusals::default());
         // First delivery to worker one: refused, handed back.
-        assert!(one.dead_letter(&id).is_none());
+        assert!(one.dead_letter(&id, false).is_none());
         one.failed(&id, &topic_refused());
         // Redelivered to worker two: probed, refused, handed back.
-        assert!(two.dead_letter(&id).is_none());
+        assert!(two.dead_letter(&id, true).is_none());
         two.failed(&id, &topic_refused());
         // Redelivered to worker one: dead-lettered (as 82508ef means).
-        assert!(one.dead_letter(&id).is_some());
+        assert!(one.dead_letter(&id, true).is_some());
         // Ten minutes later the same check, a new message, the site up: worker two.
         let later = crate::worker::delivery_id(None, body, None);
-        let stale = two.dead_letter(&later);
+        let stale = two.dead_letter(&later, false);
         assert!(
             stale.is_none(),
             "a later job that was never refused is dead-lettered unprobed: {stale:?}"
