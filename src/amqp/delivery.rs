@@ -106,7 +106,9 @@ pub(super) async fn job(
 /// False when publishing failed, which means the session should be rebuilt.
 async fn deliver(s: &Session, delivery: lapin::message::Delivery) -> bool {
     let received = Received::read(&delivery);
-    let refused = s.refusals.dead_letter(&received.delivery_id);
+    let refused = s
+        .refusals
+        .dead_letter(&received.delivery_id, received.redelivered);
     let decided = match refused {
         Some(why) => Some(Disposition::DeadLetter(why)),
         None => decide(s, &delivery, &received).await,
@@ -204,6 +206,8 @@ async fn decide(
     // A panic on some message is caught here (no task of its own: a spawn and a join per
     // job cost more than the handler's bookkeeping): the first time the job goes back to
     // the queue, a second time it is poison.
+    let room_for_a_copy =
+        super::frame::header_frame_len(&delivery.properties) + COPY_HEADERS_ROOM <= s.frame_max;
     let message = worker::Message {
         body: &delivery.data,
         fallback_id: &received.fallback_id,
@@ -211,9 +215,16 @@ async fn decide(
             id: &received.delivery_id,
             redelivered: received.redelivered,
         },
-        last_deferral: received.deferrals >= MAX_DEFERRALS,
+        // A job whose own headers leave no room in a frame for a copy's (the broker
+        // would close the connection on it) is answered now: never deferred, never
+        // handed back.
+        last_deferral: received.deferrals >= MAX_DEFERRALS || !room_for_a_copy,
         not_before: received.not_before,
-        unsettled: received.unsettled,
+        unsettled: if room_for_a_copy {
+            received.unsettled
+        } else {
+            usize::MAX
+        },
     };
     let limit = s.settings.max_message_bytes;
     let handle = worker::handle(&s.engine, message, limit, Some(s.deferral));
@@ -282,13 +293,14 @@ async fn publish_disposition(
             tracing::warn!(reason = %reason, "not a job; dead-lettering");
             let why = AMQPValue::LongString(reason.as_str().into());
             let mut p = copy_with(props, REASON_HEADER, why);
-            if super::frame::header_frame_len(&p) > s.frame_max {
-                // Its headers leave no room for ours: the broker would close the
-                // connection on the copy. Its reason is in the log line above.
+            // Its headers leave no room for ours: the broker would close the connection
+            // on the copy. Its reason is in the log line above; the copy keeps what it
+            // came with, not even made persistent when that is one byte too many.
+            if !fits_a_frame(s, &p) {
                 p = republished(props);
-                if let Some(h) = props.headers() {
-                    p = p.with_headers(h.clone());
-                }
+            }
+            if !fits_a_frame(s, &p) {
+                p = copy_of(props, *props.delivery_mode());
             }
             let dead = ("", s.settings.dead_letter_queue.as_str());
             let r = publish_confirmed(&s.publish, dead, Route::Mandatory, &delivery.data, p).await;
@@ -363,7 +375,15 @@ fn copy_with(props: &BasicProperties, header: &str, value: AMQPValue) -> BasicPr
 /// `user_id` is not the publishing connection's user (a worker with a user of its own
 /// was refused every copy, and the job handed back for ever).
 fn republished(props: &BasicProperties) -> BasicProperties {
-    let mut p = BasicProperties::default().with_delivery_mode(2);
+    copy_of(props, Some(2))
+}
+
+/// [`republished`] with `delivery_mode` as given.
+fn copy_of(props: &BasicProperties, delivery_mode: Option<u8>) -> BasicProperties {
+    let mut p = BasicProperties::default();
+    if let Some(mode) = delivery_mode {
+        p = p.with_delivery_mode(mode);
+    }
     if let Some(v) = props.content_type() {
         p = p.with_content_type(v.clone());
     }
@@ -399,6 +419,16 @@ fn republished(props: &BasicProperties) -> BasicProperties {
     }
     p
 }
+
+/// Whether a message with `props` fits one header frame of the session's connection.
+fn fits_a_frame(s: &Session, props: &BasicProperties) -> bool {
+    super::frame::header_frame_len(props) <= s.frame_max
+}
+
+/// Room a job's copy needs for picket's own headers (a deferral's three, a hand-back's
+/// `x-picket-retry-of` with a delivery id of up to 255 bytes, `x-picket-unsettled`) and
+/// its delivery mode.
+const COPY_HEADERS_ROOM: usize = 512;
 
 /// Acks the delivery once its publish was confirmed, or hands it back. False when the
 /// session should be rebuilt.
@@ -461,6 +491,9 @@ fn header_text(props: &BasicProperties, name: &str) -> Option<String> {
 async fn hand_back(s: &Session, delivery: &lapin::message::Delivery, delivery_id: &str) -> bool {
     let of = AMQPValue::LongString(delivery_id.into());
     let props = copy_with(&delivery.properties, RETRY_OF_HEADER, of);
+    if !fits_a_frame(s, &props) {
+        return false;
+    }
     let queue = delay_queue_name(&s.settings, DELAY_BUCKETS[0]);
     let to = ("", queue.as_str());
     match publish_confirmed(&s.publish, to, Route::Mandatory, &delivery.data, props).await {
