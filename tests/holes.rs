@@ -949,13 +949,8 @@ async fn an_http_url_whose_port_80_answers_no_site_is_asked_over_https_as_browse
 /// upgrade (an IP, a port of its own) is asked as given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_url_whose_port_80_is_closed_is_asked_over_https_as_browsers_do() {
-    use crate::support::farm::{serve_tls_at, server_config, Pki, Signer};
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (pki, ca_file) = Pki::with_ca_file(dir.path());
     let name = "county-https-only.test";
-    let config = server_config(&pki, name, -1, 90, Signer::Ca);
-    let addr = "127.0.0.51:443".parse().expect("address");
-    serve_tls_at(addr, config, &page("")).await;
+    let (_dir, ca_file) = https_only(name, "127.0.0.51").await;
     let engine = engine_for(name, "127.0.0.51", &ca_file);
     let r = check(&engine, &format!("http://{name}/")).await;
     assert_eq!(
@@ -998,17 +993,8 @@ async fn an_http_url_whose_port_80_is_closed_is_asked_over_https_as_browsers_do(
 /// failed too: no time left".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_url_whose_port_80_hangs_is_asked_over_https_with_time_of_its_own() {
-    use crate::support::farm::{serve_tls_at, server_config, Pki, Signer};
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (pki, ca_file) = Pki::with_ca_file(dir.path());
     let name = "county-hung-80.test";
-    let config = server_config(&pki, name, -1, 90, Signer::Ca);
-    serve_tls_at(
-        "127.0.0.57:443".parse().expect("address"),
-        config,
-        &page(""),
-    )
-    .await;
+    let (_dir, ca_file) = https_only(name, "127.0.0.57").await;
     let hung = tokio::net::TcpListener::bind("127.0.0.57:80")
         .await
         .expect("port 80");
@@ -1036,4 +1022,16 @@ async fn an_http_url_whose_port_80_hangs_is_asked_over_https_with_time_of_its_ow
         !held.lock().expect("lock").is_empty(),
         "port 80 was asked first"
     );
+}
+
+/// An HTTPS site for `name` on `ip`:443 only, its certificate from a test CA; the temp
+/// dir that holds the CA (kept by the caller) and the CA's file.
+async fn https_only(name: &str, ip: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    use crate::support::farm::{serve_tls_at, server_config, Pki, Signer};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (pki, ca_file) = Pki::with_ca_file(dir.path());
+    let config = server_config(&pki, name, -1, 90, Signer::Ca);
+    let addr = format!("{ip}:443").parse().expect("address");
+    serve_tls_at(addr, config, &page("")).await;
+    (dir, ca_file)
 }

@@ -1240,18 +1240,7 @@ async fn a_connection_redis_closed_while_idle_costs_no_state_step() {
         .await
         .expect("PING");
     drop(conn);
-    let mut admin = redis::Client::open(redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("admin");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("timeout")
-        .arg("1")
-        .query_async(&mut admin)
-        .await
-        .expect("CONFIG SET timeout");
+    let admin = closing_idle_clients(&redis).await;
     // Redis looks for idle clients about ten times a second; past 1 s ours is closed.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let store = RedisState::new(pool, &s.redis);
@@ -1263,7 +1252,7 @@ async fn a_connection_redis_closed_while_idle_costs_no_state_step() {
         .step(&report_of("idle", "d1", Verdict::Up), first)
         .await;
     assert!(stepped.is_some(), "the step was given up");
-    let _ = admin;
+    drop(admin);
 }
 
 /// Hunt H: with Redis's `timeout` below the pause between two looks, `/readyz` said
@@ -1278,6 +1267,18 @@ async fn readiness_does_not_flap_when_redis_closes_idle_connections() {
         assert!(tokio::time::Instant::now() < ready, "never ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _admin = closing_idle_clients(&redis).await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
+        assert_eq!(code, 200, "after an idle pause: {body}");
+    }
+    w.shutdown().await;
+}
+
+/// Sets Redis's `timeout` to 1 s (it closes clients idle that long), on a connection of
+/// the test's own, kept by the caller.
+async fn closing_idle_clients(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     let mut admin = redis::Client::open(redis.url())
         .expect("client")
         .get_multiplexed_async_connection()
@@ -1290,10 +1291,5 @@ async fn readiness_does_not_flap_when_redis_closes_idle_connections() {
         .query_async(&mut admin)
         .await
         .expect("CONFIG SET timeout");
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
-        assert_eq!(code, 200, "after an idle pause: {body}");
-    }
-    w.shutdown().await;
+    admin
 }
