@@ -640,7 +640,7 @@ async fn a_modsecurity_dos_block_dropping_us_is_never_down() {
     let apache = Apache::waf_dos(ip, &hosts, dos);
     let s = settings(&format!(
         "{}[probe]\nretry_delay = \"500ms\"\n[rate_limit]\nbackoff = \"2s\"\n\
-         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 8\n",
+         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 2\n",
         static_dns(&hosts, ip),
     ));
     let engine = engine(&s);
