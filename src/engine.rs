@@ -677,6 +677,28 @@ mod tests {
         assert_eq!(p.calls.load(Ordering::SeqCst), 3);
     }
 
+    /// Review S. When port 80 failed the prober asked HTTPS itself, so an answer that came
+    /// over HTTPS is that upgrade's: asking it again cost a whole timeout more per
+    /// attempt (three or four in all) and told nothing new.
+    #[tokio::test]
+    async fn an_answer_the_prober_already_took_over_https_is_not_asked_again() {
+        let upgraded = || {
+            Outcome::Answer(Answer {
+                status: 500,
+                body_bytes: 500,
+                text: PAGE_TEXT.into(),
+                final_url: "https://a.example/".into(),
+                ..Answer::default()
+            })
+        };
+        let p = Scripted::new(vec![upgraded(); 6]);
+        let r = engine(p.clone())
+            .run(&job_for_url("http://a.example/", "j").expect("job"))
+            .await;
+        assert_eq!(r.verdict, Verdict::Down, "{}", r.detail);
+        assert_eq!(p.calls.load(Ordering::SeqCst), 3, "one request per attempt");
+    }
+
     /// Runs `job` as the worker does, as a first delivery or a redelivery.
     async fn deliver(e: &Engine, job: &Job, redelivered: bool) -> Report {
         let delivery = Delivery {
