@@ -307,7 +307,9 @@ impl Engine {
         obs: Observation,
         j: Judgement,
     ) -> (Observation, Judgement) {
-        let answered_here = matches!(&obs.outcome, Outcome::Answer(a) if a.redirects == 0);
+        // Not an answer the prober already took over HTTPS, after port 80 failed.
+        let answered_here = matches!(&obs.outcome,
+            Outcome::Answer(a) if a.redirects == 0 && !a.final_url.starts_with("https:"));
         let about_the_site = matches!(j.verdict, Verdict::Down | Verdict::Degraded);
         let Some(https) = crate::probe::over_https(&plan.url) else {
             return (obs, j);
