@@ -1024,6 +1024,78 @@ async fn an_http_url_whose_port_80_hangs_is_asked_over_https_with_time_of_its_ow
     );
 }
 
+/// Hunt J: a TLS handshake that never finishes (a stalled TLS terminator, a port that
+/// accepts and says nothing) was told as "no connection within N ms", though TCP was
+/// up: an operator who then finds the port open has been misled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_that_stalls_is_told_as_such_not_as_no_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.58:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        // Accepts and never answers the ClientHello; at most a few connections.
+        for _ in 0..8 {
+            let Ok((conn, _)) = listener.accept().await else {
+                return;
+            };
+            held.push(conn);
+        }
+    });
+    let engine = engine_with(
+        "attempts = 1\nconnect_timeout = \"700ms\"",
+        "[dns]\nstatic = { \"stalls.test\" = \"127.0.0.58\" }\n",
+    );
+    let job = json!({"url": format!("https://stalls.test:{port}/"), "timeout_ms": 2000});
+    let r = crate::support::picket::check_job(&engine, job).await;
+    assert_eq!(r.reason.as_str(), "timeout", "{}", r.detail);
+    assert!(r.detail.contains("TLS handshake"), "{}", r.detail);
+    assert!(!r.detail.contains("no connection"), "{}", r.detail);
+}
+
+/// Hunt J: a timeout's detail named the job's whole time ("no answer within 2500 ms")
+/// when the request that timed out had only what the hops before it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_says_how_long_the_request_that_timed_out_had() {
+    let router = Router::new()
+        .route(
+            "/",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                axum::response::Redirect::temporary("/hang")
+            }),
+        )
+        .route(
+            "/hang",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        );
+    let addr = serve("127.0.0.59", router).await;
+    let engine = engine_with(
+        "attempts = 1",
+        "[dns]\nstatic = { \"slow-hop.test\" = \"127.0.0.59\" }\n",
+    );
+    let url = format!("http://slow-hop.test:{}/", addr.port());
+    let job = json!({"url": url, "timeout_ms": 2500});
+    let r = crate::support::picket::check_job(&engine, job).await;
+    assert_eq!(r.reason.as_str(), "timeout", "{}", r.detail);
+    let within: u64 = r
+        .detail
+        .split("no answer within ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no time in the detail: {}", r.detail));
+    assert!(
+        within <= 1400,
+        "the /hang request had about 1300 ms, not {within}: {}",
+        r.detail
+    );
+}
+
 /// An HTTPS site for `name` on `ip`:443 only, its certificate from a test CA; the temp
 /// dir that holds the CA (kept by the caller) and the CA's file.
 async fn https_only(name: &str, ip: &str) -> (tempfile::TempDir, std::path::PathBuf) {
