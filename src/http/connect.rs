@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::client::Egress;
-use super::failure::root_cause;
+use super::failure::{root_cause, Allowed};
 use super::pin::{Hop, Route};
 use super::redirect::Chain;
 use super::tls;
@@ -53,8 +53,8 @@ enum AtAddress {
     /// It answered: the answer, when its connection was ready, and the permit it was
     /// sent under.
     Answered(reqwest::Response, Instant, Permit),
-    /// It failed: the error, and how long the request waited for it.
-    Failed(SendError, Duration),
+    /// It failed: the error, how long the request waited for it, and the time it had.
+    Failed(SendError, Duration, Allowed),
 }
 
 /// What every address of one hop is asked: the job's method and headers (credentials
@@ -213,20 +213,22 @@ impl HttpProber {
             n += 1;
             obs.ip = Some(ip);
             let addr = SocketAddr::new(ip, target.port);
-            let (e, waited) = match self.ask_ip(probe, &ask, &target.host, addr, obs).await? {
-                AtAddress::Answered(resp, ready, permit) => {
-                    let stamp = self.answered(probe, &target.host, ip, ready, &unreachable, obs);
-                    return Ok(Answered {
-                        resp,
-                        permit,
-                        ip,
-                        stamp,
-                    });
-                }
-                AtAddress::Failed(e, waited) => (e, waited),
-            };
+            let (e, waited, allowed) =
+                match self.ask_ip(probe, &ask, &target.host, addr, obs).await? {
+                    AtAddress::Answered(resp, ready, permit) => {
+                        let stamp =
+                            self.answered(probe, &target.host, ip, ready, &unreachable, obs);
+                        return Ok(Answered {
+                            resp,
+                            permit,
+                            ip,
+                            stamp,
+                        });
+                    }
+                    AtAddress::Failed(e, waited, allowed) => (e, waited, allowed),
+                };
             let outcome = self
-                .failed(probe, &target.host, addr, (&e, waited), obs)
+                .failed(probe, &target.host, addr, (&e, waited, &allowed), obs)
                 .await;
             // The egress failing is no address's fault: the next would fail the same.
             let next = e.is_connect() && !outcome.is_egress_failure();
@@ -293,7 +295,8 @@ impl HttpProber {
                 format!("{host}: not probed, picket's own error: {pin}"),
             ));
         }
-        Ok(AtAddress::Failed(e, asked.elapsed()))
+        let allowed = Allowed::new(remaining, probe.plan.connect_timeout, obs);
+        Ok(AtAddress::Failed(e, asked.elapsed(), allowed))
     }
 
     /// The per-IP limiter's permit for `ip`. Waiting for our own limit is not the
@@ -608,7 +611,7 @@ impl HttpProber {
         probe: &mut Probe<'_>,
         host: &str,
         addr: SocketAddr,
-        (e, waited): (&SendError, Duration),
+        (e, waited, allowed): (&SendError, Duration, &Allowed),
         obs: &mut Observation,
     ) -> Outcome {
         let ip = addr.ip();
@@ -621,7 +624,7 @@ impl HttpProber {
                 ),
             );
         }
-        let outcome = classify(e, host, addr, probe.plan, probe.egress);
+        let outcome = classify(e, host, addr, allowed, probe.egress);
         let signal = signal_of(&outcome, e, probe.egress.route, waited);
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
@@ -811,11 +814,17 @@ pub(super) fn pick_addresses(ips: &[IpAddr], allow_private: bool) -> Vec<IpAddr>
 
 /// The failure a request error is, in the prober's terms: reqwest's errors as
 /// `failure::classify` sorts them, the tunnel's by where they happened.
-fn classify(e: &SendError, host: &str, addr: SocketAddr, plan: &Plan, egress: &Egress) -> Outcome {
+fn classify(
+    e: &SendError,
+    host: &str,
+    addr: SocketAddr,
+    allowed: &Allowed,
+    egress: &Egress,
+) -> Outcome {
     let (ip, port) = (addr.ip(), addr.port());
     match e {
-        SendError::Client(e) => super::failure::classify(e, host, ip, port, plan, egress),
-        SendError::Tunnel(e) => e.classify(&format!("{host} ({ip}:{port})"), plan, &egress.name),
+        SendError::Client(e) => super::failure::classify(e, host, ip, port, allowed, egress),
+        SendError::Tunnel(e) => e.classify(&format!("{host} ({ip}:{port})"), allowed, &egress.name),
     }
 }
 

@@ -3,9 +3,52 @@
 //! the proxy's own failure told from the site's.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use super::{fail, Egress};
-use crate::probe::{FailureKind, Outcome, Plan};
+use crate::probe::{FailureKind, Observation, Outcome};
+
+/// The time one request had, and how far its connection got: what a timeout's detail
+/// says ran out (the job's whole time only for its first request).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Allowed {
+    /// All of the request's time: what the probe had left when it was sent.
+    pub(super) request: Duration,
+    /// The connect's time: TCP and, over HTTPS, the TLS handshake.
+    pub(super) connect: Duration,
+    /// How long TCP took, when it was up but the connection never got ready: the TLS
+    /// handshake (or, through a proxy, the tunnel) is what stalled.
+    pub(super) tcp: Option<Duration>,
+}
+
+impl Allowed {
+    /// For a request given `request`, whose hop wrote its connection's times into `obs`.
+    pub(super) fn new(request: Duration, connect: Duration, obs: &Observation) -> Allowed {
+        Allowed {
+            request,
+            connect: connect.min(request),
+            tcp: obs.connect.filter(|_| obs.tls.is_none()),
+        }
+    }
+
+    /// What a connect that ran out of time got to.
+    pub(super) fn no_connection(&self) -> String {
+        match self.tcp {
+            Some(tcp) => format!(
+                "TCP connected in {} ms, but the TLS handshake was not done within the \
+                 connect time ({} ms)",
+                tcp.as_millis(),
+                self.connect.as_millis()
+            ),
+            None => format!("no connection within {} ms", self.connect.as_millis()),
+        }
+    }
+
+    /// What an answer that did not come in time had.
+    pub(super) fn no_answer(&self) -> String {
+        format!("no answer within {} ms", self.request.as_millis())
+    }
+}
 
 pub(super) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur: &(dyn std::error::Error + 'static) = e;
@@ -21,7 +64,7 @@ pub(super) fn classify(
     host: &str,
     ip: IpAddr,
     port: u16,
-    plan: &Plan,
+    allowed: &Allowed,
     egress: &Egress,
 ) -> Outcome {
     let at = format!("{host} ({ip}:{port})");
@@ -69,12 +112,9 @@ pub(super) fn classify(
     }
     if e.is_timeout() {
         let phase = if e.is_connect() {
-            format!(
-                "no connection within {} ms",
-                plan.connect_timeout.as_millis()
-            )
+            allowed.no_connection()
         } else {
-            format!("no answer within {} ms", plan.timeout.as_millis())
+            allowed.no_answer()
         };
         return fail(FailureKind::Timeout, format!("{at}: {phase}"));
     }

@@ -8,9 +8,9 @@ use std::error::Error as StdError;
 use http::StatusCode;
 
 use crate::http::fail;
-use crate::http::failure::{root_cause, rustls_inside, tls_failure};
+use crate::http::failure::{root_cause, rustls_inside, tls_failure, Allowed};
 use crate::http::pin::{pin_error, PinError};
-use crate::probe::{FailureKind, Outcome, Plan};
+use crate::probe::{FailureKind, Outcome};
 
 /// How far a tunnel got when its connect time ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,7 +240,7 @@ impl TunnelError {
 
     /// The failure this is, in the prober's terms, for the site `at` through the egress
     /// named `egress`.
-    pub(in crate::http) fn classify(&self, at: &str, plan: &Plan, egress: &str) -> Outcome {
+    pub(in crate::http) fn classify(&self, at: &str, allowed: &Allowed, egress: &str) -> Outcome {
         let proxy_failed = |why: String| {
             fail(
                 FailureKind::Egress,
@@ -250,7 +250,7 @@ impl TunnelError {
                 ),
             )
         };
-        let connect_ms = plan.connect_timeout.as_millis();
+        let connect_ms = allowed.connect.as_millis();
         match self {
             TunnelError::Proxy(why) => proxy_failed(why.clone()),
             TunnelError::Refused(r) => match r.site_failure() {
@@ -272,7 +272,8 @@ impl TunnelError {
             TunnelError::ConnectTimeout(_) => fail(
                 FailureKind::Timeout,
                 format!(
-                    "{at}: no connection within {connect_ms} ms (through egress {})",
+                    "{at}: {} (through egress {})",
+                    allowed.no_connection(),
                     egress
                 ),
             ),
@@ -290,7 +291,7 @@ impl TunnelError {
             TunnelError::Http(e) => site_failure(e, at),
             TunnelError::Timeout => fail(
                 FailureKind::Timeout,
-                format!("{at}: no answer within {} ms", plan.timeout.as_millis()),
+                format!("{at}: {}", allowed.no_answer()),
             ),
         }
     }
