@@ -519,6 +519,41 @@ mod tests {
         }
     }
 
+    /// Hunt L: a stub whose redirect is in `<body onload="…">` (no `<script>` element) or
+    /// sets `location.pathname` was read as a page showing nothing: a confirmed
+    /// `down/body_too_small` for a site a browser lands on at once.
+    #[test]
+    fn a_stub_sending_the_browser_on_from_onload_or_by_its_path_is_a_redirect() {
+        for (page, url) in [
+            (
+                "<html><head><title>Riverside County</title></head>\
+                 <body onload=\"document.location.replace('/good/')\"></body></html>",
+                "/good/",
+            ),
+            (
+                "<html><body onLoad=\"window.location.href='good/'\"><p>Please wait...</p></body></html>",
+                "good/",
+            ),
+            (
+                "<body onload='location.href=&quot;/portal/&quot;'>",
+                "/portal/",
+            ),
+            (
+                "<html><script>window.location.pathname = \"/good/\";</script></html>",
+                "/good/",
+            ),
+            ("<script>location.pathname='good/'</script>", "/good/"),
+        ] {
+            assert_eq!(target(None, page).as_deref(), Some(url), "{page}");
+        }
+        // A real page's onload (a menu, a map) is no redirect.
+        let real = format!(
+            "<html><body onload=\"location.href='/search'\"><h1>County office</h1><p>{}</p></body></html>",
+            "Opening hours, services and contacts of the county office. ".repeat(5)
+        );
+        assert_eq!(target(None, &real), None);
+    }
+
     #[test]
     fn a_frame_stub_shows_its_main_frame_and_a_real_page_shows_itself() {
         let masking = r#"<html><head><title>County</title></head><frameset rows="100%,*">
