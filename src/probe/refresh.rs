@@ -200,16 +200,27 @@ fn tags<'a>(text: &'a str, name: &str) -> impl Iterator<Item = &'a str> + 'a {
 }
 
 /// Where a stub's script sends the browser: a string literal assigned to `location`
-/// (`window.location.href = "/portal/"`) or given to `location.replace` or `.assign`.
+/// (`window.location.href = "/portal/"`) or given to `location.replace` or `.assign`,
+/// in a `<script>` or in the page's `onload` (`<body onload="…">`, as old editors
+/// wrote redirects).
 fn script_redirect(text: &str) -> Option<String> {
     if text.len() > STUB_BYTES {
         return None;
     }
-    let scripts = elements(text, "script");
+    let onload = ["body", "frameset"]
+        .into_iter()
+        .flat_map(|name| tags(text, name))
+        .filter_map(|tag| attribute(tag, "onload"))
+        .map(decoded);
+    let scripts: Vec<String> = elements(text, "script")
+        .into_iter()
+        .map(str::to_string)
+        .chain(onload)
+        .collect();
     if scripts.is_empty() || visible_chars(text) > STUB_TEXT_CHARS {
         return None;
     }
-    scripts.into_iter().find_map(location_literal)
+    scripts.iter().find_map(|s| location_literal(s))
 }
 
 /// The insides of every `<name …>…</name>` element of `text`.
@@ -273,7 +284,11 @@ fn location_literal(script: &str) -> Option<String> {
             continue;
         }
         let rest = script[from..].trim_start();
-        let rest = rest.strip_prefix(".href").map_or(rest, str::trim_start);
+        // Setting the path keeps the rest of the URL, and the path begins with `/`.
+        let (rest, path) = match rest.strip_prefix(".pathname") {
+            Some(after) => (after.trim_start(), true),
+            None => (rest.strip_prefix(".href").map_or(rest, str::trim_start), false),
+        };
         let value = if let Some(v) = rest.strip_prefix('=') {
             if v.starts_with('=') {
                 continue; // a comparison
@@ -282,6 +297,7 @@ fn location_literal(script: &str) -> Option<String> {
         } else if let Some(v) = rest
             .strip_prefix(".replace(")
             .or_else(|| rest.strip_prefix(".assign("))
+            .filter(|_| !path)
         {
             v.trim_start()
         } else {
@@ -295,7 +311,11 @@ fn location_literal(script: &str) -> Option<String> {
             .next()
             .filter(|u| !u.trim().is_empty())
         {
-            return Some(url.trim().to_string());
+            let url = url.trim();
+            return Some(match path && !url.starts_with('/') {
+                true => format!("/{url}"),
+                false => url.to_string(),
+            });
         }
     }
     None
