@@ -4,6 +4,7 @@
 //! codings such as `gzip, gzip`, undone last first), and decoded to text when the
 //! judgement needs it.
 
+use futures_util::FutureExt;
 use reqwest::header::{HeaderMap, HeaderName, CONTENT_ENCODING};
 
 use super::fail;
@@ -186,12 +187,16 @@ async fn read_body(
                 let room = max - body.len();
                 if chunk.len() >= room {
                     body.extend_from_slice(&chunk[..room]);
-                    // Enough read to judge; the rest is not ours to wait for.
-                    let more = chunk.len() > room;
-                    return Ok((
-                        body,
-                        more || resp.content_length().is_some_and(|l| l as usize > max),
-                    ));
+                    // Enough read to judge; the rest is not ours to wait for. A chunk
+                    // that fills the limit exactly leaves more to come unless the
+                    // length says otherwise or the end is already here (reqwest's own
+                    // decoders drop `Content-Length`).
+                    let more = chunk.len() > room
+                        || match resp.content_length() {
+                            Some(l) => l as usize > max,
+                            None => !matches!(resp.chunk().now_or_never(), Some(Ok(None))),
+                        };
+                    return Ok((body, more));
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -356,6 +361,32 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    /// A body of unknown length (reqwest's own gzip decoding drops `Content-Length`)
+    /// whose chunks fill the limit exactly: the read stopped there with more to come,
+    /// so it was cut. Hunt L: a 3.2 MB page, gzip-encoded, read to exactly 2 MiB, was
+    /// not `truncated`, and a keyword past the cut made it a confirmed `down`.
+    #[tokio::test]
+    async fn a_body_whose_chunks_fill_the_limit_exactly_with_more_to_come_is_cut() {
+        let response = |chunks: usize| {
+            let stream = futures_util::stream::iter(
+                (0..chunks).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 8])),
+            );
+            reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(stream)))
+        };
+        let (bytes, cut) = read_body(response(3), 16).await.expect("read");
+        assert_eq!(
+            (bytes.len(), cut),
+            (16, true),
+            "three chunks of 8, read to 16"
+        );
+        let (bytes, cut) = read_body(response(2), 16).await.expect("read");
+        assert_eq!(
+            (bytes.len(), cut),
+            (16, false),
+            "two chunks of 8: the whole body"
+        );
+    }
 
     #[test]
     fn a_page_ends_with_its_closing_html_tag() {

@@ -287,7 +287,10 @@ fn location_literal(script: &str) -> Option<String> {
         // Setting the path keeps the rest of the URL, and the path begins with `/`.
         let (rest, path) = match rest.strip_prefix(".pathname") {
             Some(after) => (after.trim_start(), true),
-            None => (rest.strip_prefix(".href").map_or(rest, str::trim_start), false),
+            None => (
+                rest.strip_prefix(".href").map_or(rest, str::trim_start),
+                false,
+            ),
         };
         let value = if let Some(v) = rest.strip_prefix('=') {
             if v.starts_with('=') {
