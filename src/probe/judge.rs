@@ -775,6 +775,35 @@ mod tests {
         assert_eq!(judge(&p, &answer(200, &page), &off).verdict, Verdict::Up);
     }
 
+    /// Hunt L: a keyword past `max_body_bytes` (a 3.2 MB page with a pasted `data:` image
+    /// before its footer) is not in the part read: our own limit, not the page, keeps
+    /// it from us, so the check cannot be told. It was a confirmed `down/body_mismatch`.
+    #[test]
+    fn a_keyword_past_our_read_limit_is_unknown_not_down() {
+        let p = plan(Expect {
+            body_contains: Some("Contact the Clerk".into()),
+            ..Expect::default()
+        });
+        let mut o = answer(200, &format!("{PAGE}{}", "y".repeat(SNIFF_BYTES)));
+        if let Outcome::Answer(a) = &mut o.outcome {
+            a.truncated = true;
+        }
+        let judged = judge(&p, &o, &SETTINGS);
+        assert_eq!(
+            (judged.verdict, judged.reason),
+            (Verdict::Unknown, Reason::BodyMismatch),
+            "{}",
+            judged.detail
+        );
+        assert!(judged.detail.contains("max_body_bytes"), "{}", judged.detail);
+        // A body the site broke off is the site's: what came is what a browser shows.
+        if let Outcome::Answer(a) = &mut o.outcome {
+            a.truncated = false;
+            a.broke_off = Some("the body broke off".into());
+        }
+        assert_eq!(j(&p, &o), (Verdict::Down, Reason::BodyMismatch));
+    }
+
     #[test]
     fn challenge_pages_are_blocked_not_down() {
         let p = plan(Expect::default());
