@@ -486,7 +486,20 @@ fn keyword_missing(s: &Seen<'_>) -> Option<Judgement> {
     let a = s.answer;
     let needle = s.plan.expect.body_contains.as_ref()?;
     (!page_has(&a.text, needle)).then(|| {
-        let part = if a.truncated || a.broke_off.is_some() {
+        if a.truncated {
+            // Our own read limit, not the page, keeps the rest from us.
+            return Judgement::new(
+                Verdict::Unknown,
+                Reason::BodyMismatch,
+                format!(
+                    "{}, but {needle:?} is not in the first {} bytes, all that \
+                     probe.max_body_bytes lets picket read of a longer page: raise it to \
+                     check this page",
+                    s.status, a.body_bytes
+                ),
+            );
+        }
+        let part = if a.broke_off.is_some() {
             " (in the part read)"
         } else {
             ""
