@@ -128,6 +128,28 @@ mod tests {
         assert!(combine(&[], 2).is_none());
     }
 
+    /// Hunt M: an egress whose proxy answers its own bare 503 and another whose proxy
+    /// cannot open a tunnel are two failures, but not the same one: each may be its own
+    /// egress's. They confirmed a `down` while the direct egress, never asked, saw the
+    /// site fine. Failures that disagree leave the verdict open while attempts remain.
+    #[test]
+    fn failures_that_disagree_do_not_settle_a_down() {
+        let status = Judgement::new(Verdict::Down, Reason::HttpStatus, "503 via a");
+        let tunnel = Judgement::new(Verdict::Down, Reason::Connect, "no tunnel via b");
+        let up = Judgement::new(Verdict::Up, Reason::Ok, "direct");
+        assert!(!settled(&[status.clone(), tunnel.clone()], 2));
+        assert!(settled(&[status.clone(), tunnel.clone(), tunnel.clone()], 2));
+        assert_eq!(
+            combine(&[status.clone(), tunnel.clone(), up], 2).map(|x| x.1.verdict),
+            Some(Verdict::Up)
+        );
+        // With no attempt left, they are a down all the same.
+        assert_eq!(
+            combine(&[status, tunnel], 2).map(|x| x.1.verdict),
+            Some(Verdict::Down)
+        );
+    }
+
     #[test]
     fn a_failed_egress_is_no_evidence_about_the_site() {
         let down = Judgement::new(Verdict::Down, Reason::Connect, "refused");
