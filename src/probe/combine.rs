@@ -36,16 +36,24 @@ pub(crate) fn combine(judgements: &[Judgement], required: usize) -> Option<(usiz
 }
 
 /// Whether the judgements so far settle the verdict: a good attempt, or `required`
-/// failures (a confirmed down, or after a bot wall, as much as can be learned).
+/// failures of one kind (a confirmed down, or after a bot wall, as much as can be
+/// learned). Failures that disagree (one egress's proxy answering a bare 503, another's
+/// unable to open a tunnel) may each be its own egress's, so while attempts remain
+/// another is made; [`combine`] takes them for a down once none remain.
 pub(crate) fn settled(judgements: &[Judgement], required: usize) -> bool {
+    let downs = |reason: Reason| {
+        judgements
+            .iter()
+            .filter(|j| j.verdict == Verdict::Down && j.reason == reason)
+            .count()
+    };
     judgements
         .iter()
         .any(|j| !j.wants_confirmation() || j.confirmed_by_site)
         || judgements
             .iter()
             .filter(|j| j.verdict == Verdict::Down)
-            .count()
-            >= required.max(1)
+            .any(|j| downs(j.reason) >= required.max(1))
 }
 
 /// The last of at least `required` failures that are evidence about the site.
@@ -138,7 +146,10 @@ mod tests {
         let tunnel = Judgement::new(Verdict::Down, Reason::Connect, "no tunnel via b");
         let up = Judgement::new(Verdict::Up, Reason::Ok, "direct");
         assert!(!settled(&[status.clone(), tunnel.clone()], 2));
-        assert!(settled(&[status.clone(), tunnel.clone(), tunnel.clone()], 2));
+        assert!(settled(
+            &[status.clone(), tunnel.clone(), tunnel.clone()],
+            2
+        ));
         assert_eq!(
             combine(&[status.clone(), tunnel.clone(), up], 2).map(|x| x.1.verdict),
             Some(Verdict::Up)

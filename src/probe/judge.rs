@@ -808,7 +808,11 @@ mod tests {
             "{}",
             judged.detail
         );
-        assert!(judged.detail.contains("max_body_bytes"), "{}", judged.detail);
+        assert!(
+            judged.detail.contains("max_body_bytes"),
+            "{}",
+            judged.detail
+        );
         // A body the site broke off is the site's: what came is what a browser shows.
         if let Outcome::Answer(a) = &mut o.outcome {
             a.truncated = false;
