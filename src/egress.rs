@@ -109,8 +109,17 @@ impl EgressHealth {
         track
             .events
             .push_back((now, target, health == Health::Works));
-        if health == Health::Works || n < 2 || self.settings.fail_targets == 0 || track.resting(now)
-        {
+        if health == Health::Works {
+            return false;
+        }
+        self.rest_if_sick(&mut tracks, egress % n, now)
+    }
+
+    /// Rests egress `egress` when it fails for many sites while another works.
+    fn rest_if_sick(&self, tracks: &mut [Track], egress: usize, now: Instant) -> bool {
+        let n = tracks.len();
+        let track = &tracks[egress];
+        if n < 2 || self.settings.fail_targets == 0 || track.resting(now) {
             return false;
         }
         let mut failing: Vec<IpAddr> = Vec::new();
@@ -125,17 +134,38 @@ impl EgressHealth {
         let failed = track.events.len() - worked;
         // Mostly failing, for many different sites: not one bad site, a bad way out.
         let sick = failing.len() >= self.settings.fail_targets && failed >= 4 * worked;
-        let others_work = tracks.iter().enumerate().any(|(i, t)| {
-            i != egress % n && !t.resting(now) && t.events.iter().any(|(_, _, ok)| *ok)
-        });
+        let others_work = tracks
+            .iter()
+            .enumerate()
+            .any(|(i, t)| i != egress && !t.resting(now) && t.events.iter().any(|(_, _, ok)| *ok));
         if sick && others_work {
-            let track = &mut tracks[egress % n];
+            let track = &mut tracks[egress];
             track.resting_until = Some(now + self.settings.rest);
             // It starts afresh after its rest: old failures would rest it again at once.
             track.events.clear();
             return true;
         }
         false
+    }
+
+    /// Takes back the latest answer through `egress` from `target`: another egress's
+    /// good answer, in the same job, contradicted it (a proxy answering its own bare 503
+    /// for every site). It counts as a failure from now on. Returns true when this put
+    /// the egress to rest.
+    pub(crate) fn contradict(&self, egress: usize, target: Option<IpAddr>, now: Instant) -> bool {
+        let mut tracks = self.tracks();
+        let n = tracks.len();
+        let track = &mut tracks[egress % n];
+        let Some(event) = track
+            .events
+            .iter_mut()
+            .rev()
+            .find(|(_, ip, ok)| *ok && *ip == target)
+        else {
+            return false;
+        };
+        event.2 = false;
+        self.rest_if_sick(&mut tracks, egress % n, now)
     }
 
     /// Whether egress `egress` is resting at `now`.
@@ -270,6 +300,31 @@ mod tests {
         let later = t0 + SETTINGS.rest + Duration::from_millis(1);
         assert!(!h.resting(0, later));
         assert_eq!(h.pick(0, &[], later), Some(0));
+    }
+
+    /// Hunt M: a forward proxy whose upstream is dead answers every site with its own
+    /// bare 503. Each answer said the egress works, so it was never rested, though for
+    /// every site another egress got the page a moment later. An answer that another
+    /// egress's good answer contradicted, in the same job, is its egress failing.
+    #[test]
+    fn an_egress_whose_answers_other_egresses_contradict_is_rested() {
+        let h = EgressHealth::new(3, SETTINGS);
+        let t0 = Instant::now();
+        for n in 1..=3 {
+            assert!(!h.record(1, ip(n), Health::Works, t0), "its bare 503");
+            assert!(!h.record(0, ip(n), Health::Works, t0), "the page, direct");
+            let rested = h.contradict(1, ip(n), t0);
+            assert_eq!(rested, n == 3, "contradicted for {n} sites");
+        }
+        assert!(h.resting(1, t0));
+        assert!(!h.resting(0, t0));
+        // A site that flaps once is no sick egress.
+        let h = EgressHealth::new(2, SETTINGS);
+        for n in 1..=20 {
+            h.record(1, ip(n), Health::Works, t0);
+        }
+        assert!(!h.contradict(1, ip(5), t0));
+        assert!(!h.resting(1, t0));
     }
 
     #[test]

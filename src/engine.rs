@@ -94,6 +94,8 @@ pub(crate) fn worker_name(settings: &Settings) -> String {
 struct Tried {
     observations: Vec<Observation>,
     judgements: Vec<Judgement>,
+    /// The egress of each attempt.
+    egresses: Vec<usize>,
     /// When the first attempt's request set out (its wait for the per-IP limit left
     /// out): where a wave of our network failing is looked for from.
     sent: Option<tokio::time::Instant>,
@@ -361,6 +363,7 @@ impl Engine {
         let mut tried = Tried {
             observations: Vec::new(),
             judgements: Vec::new(),
+            egresses: Vec::new(),
             sent: None,
         };
         while tried.judgements.len() < budget {
@@ -394,14 +397,39 @@ impl Engine {
             {
                 spent.push(egress);
             }
+            if j.verdict == Verdict::Up {
+                self.contradicts(&tried, egress);
+            }
             tried.observations.push(obs);
             tried.judgements.push(j);
+            tried.egresses.push(egress);
             if settled(&tried.judgements, required) {
                 break;
             }
             next = egress + 1;
         }
         Ok(tried)
+    }
+
+    /// A good answer through `egress` takes back the bad answers other egresses gave
+    /// this job before it: a site that answers one way out is not failing, so an egress
+    /// whose answers keep being contradicted is failing itself (a forward proxy that
+    /// answers its own bare 503 for every site) and is rested like one that answers
+    /// nothing.
+    fn contradicts(&self, tried: &Tried, egress: usize) {
+        let bad_answers = tried
+            .judgements
+            .iter()
+            .zip(&tried.observations)
+            .zip(&tried.egresses)
+            .filter(|((j, obs), &e)| {
+                e != egress
+                    && j.verdict == Verdict::Down
+                    && matches!(obs.outcome, Outcome::Answer(_))
+            });
+        for ((_, obs), &e) in bad_answers {
+            self.our_side.contradicted(e, obs);
+        }
     }
 
     fn subject<'a>(&self, job: &'a Job) -> Subject<'a> {

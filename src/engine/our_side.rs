@@ -134,13 +134,26 @@ impl OurSide {
             .health
             .record(egress, obs.ip, health_of(&obs.outcome), now)
         {
-            metric::egress_rested(&obs.egress);
-            tracing::warn!(
-                egress = %obs.egress,
-                rest_s = self.health_settings.rest.as_secs(),
-                "egress fails for many sites while others answer: resting it"
-            );
+            self.rested(&obs.egress);
         }
+    }
+
+    /// Takes back the answer `obs` had through `egress`: another egress's good answer
+    /// in the same job contradicted it ([`crate::egress::EgressHealth::contradict`]).
+    pub(super) fn contradicted(&self, egress: usize, obs: &Observation) {
+        if self.health.contradict(egress, obs.ip, Instant::now()) {
+            self.rested(&obs.egress);
+        }
+    }
+
+    /// Tells the metrics and the log that `egress` is resting.
+    fn rested(&self, egress: &str) {
+        metric::egress_rested(egress);
+        tracing::warn!(
+            egress = %egress,
+            rest_s = self.health_settings.rest.as_secs(),
+            "egress fails for many sites while others answer: resting it"
+        );
     }
 
     /// Why a site that seems unreachable (a `down` for no connection, no answer or no
