@@ -445,6 +445,33 @@ async fn a_url_asked_by_name_is_never_answered_from_the_proxys_cache() {
     assert!(!log.contains("HIT/"), "{log}");
 }
 
+/// Hunt M: squid with `reload-into-ims` turns our `no-cache` into a revalidation, and
+/// when that fails (the site is gone) answers its stale copy: a 200 with `Warning: 111
+/// "Revalidation failed"`, and the dead site was `up`. A stale copy says nothing of
+/// the site but that the proxy could not reach it: the egress's failure, never `up`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_copy_a_proxy_serves_after_a_failed_revalidation_is_never_up() {
+    let site_ip = "127.0.59.75";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let squid = Squid::reload_into_ims("127.0.59.76", &[(NAME, site_ip)]);
+    let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
+    let url = format!("http://{NAME}:{}/", site.http);
+    for _ in 0..2 {
+        let r = check(&e, &url).await;
+        assert_up_at(&r, site_ip, &url);
+    }
+    drop(site);
+    let r = check(&e, &url).await;
+    let log = squid_requests(&squid);
+    assert_ne!(r.verdict, Verdict::Up, "{url}: {}\nsquid: {log}", r.detail);
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "egress_unavailable"),
+        "{url}: {}\nsquid: {log}",
+        r.detail
+    );
+}
+
 /// A proxy with the rules most ship (squid's `http_access deny CONNECT !SSL_ports`)
 /// refuses to tunnel to a plain-http port. The request is then asked by name, in the
 /// absolute form browsers and curl send to such a proxy, and the result says that the

@@ -32,7 +32,7 @@ impl Squid {
         } else {
             "acl loop src 127.0.0.0/8\nhttp_access allow loop\nhttp_access deny all"
         };
-        Squid::launch(ip, access, hosts, None, false)
+        Squid::launch(ip, access, hosts, None, None)
     }
 
     /// squid with the access rules of the `squid.conf` Debian ships, letting clients on
@@ -47,7 +47,7 @@ impl Squid {
              acl loop src 127.0.0.0/8\n\
              http_access allow loop\n\
              http_access deny all";
-        Squid::launch(ip, access, hosts, None, false)
+        Squid::launch(ip, access, hosts, None, None)
     }
 
     /// squid letting clients on loopback through to the sites under `domain` only
@@ -59,7 +59,7 @@ impl Squid {
             "acl loop src 127.0.0.0/8\nacl named dstdomain -n {domain}\n\
              http_access allow loop named\nhttp_access deny all"
         );
-        Squid::launch(ip, &access, hosts, None, false)
+        Squid::launch(ip, &access, hosts, None, None)
     }
 
     /// squid letting through only clients with Basic credentials from `passwd` (an
@@ -70,7 +70,7 @@ impl Squid {
             "acl authed proxy_auth REQUIRED\nhttp_access allow authed\nhttp_access deny all",
             hosts,
             Some(passwd),
-            false,
+            None,
         )
     }
 
@@ -83,7 +83,21 @@ impl Squid {
              acl loop src 127.0.0.0/8\n\
              http_access allow loop\n\
              http_access deny all";
-        Squid::launch(ip, access, hosts, None, true)
+        Squid::launch(ip, access, hosts, None, Some(""))
+    }
+
+    /// [`Squid::stock_caching`] with the refresh rule operators add to save bandwidth
+    /// (`reload-into-ims`: a client's `no-cache` becomes a revalidation). When the
+    /// revalidation fails (the site is gone), squid answers its stale copy, a 200 with
+    /// `Warning: 111 "Revalidation failed"`.
+    pub fn reload_into_ims(ip: &str, hosts: &[(&str, &str)]) -> Squid {
+        let access = "acl SSL_ports port 443\n\
+             http_access deny CONNECT !SSL_ports\n\
+             acl loop src 127.0.0.0/8\n\
+             http_access allow loop\n\
+             http_access deny all";
+        let refresh = "refresh_pattern . 60 50% 1440 reload-into-ims";
+        Squid::launch(ip, access, hosts, None, Some(refresh))
     }
 
     fn launch(
@@ -91,7 +105,7 @@ impl Squid {
         access: &str,
         hosts: &[(&str, &str)],
         passwd: Option<&str>,
-        cache: bool,
+        cache: Option<&str>,
     ) -> Squid {
         let dir = scratch("squid");
         let d = dir.display().to_string();
@@ -130,7 +144,7 @@ via on
 forwarded_for delete
 "#,
             hosts = hosts_file.display(),
-            cache = if cache { "" } else { "cache deny all" },
+            cache = cache.unwrap_or("cache deny all"),
         );
         let path = write(&dir, "squid.conf", &conf);
         let daemon = Daemon::start(
