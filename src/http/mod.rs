@@ -564,6 +564,13 @@ fn proxy_refusal(egress: &Egress, url: &Url, resp: &reqwest::Response) -> Option
     if egress.proxy.is_none() || egress.socks || egress.tunnel.is_some() || url.scheme() != "http" {
         return None;
     }
+    if let Some(warning) = tunnel::stale_copy(resp.headers()) {
+        return Some(format!(
+            "the proxy of egress {} answered a stale copy from its cache ({warning}): it \
+             could not reach the site, and the site was not heard",
+            egress.name
+        ));
+    }
     let status = resp.status();
     let header = |name: &str| {
         resp.headers()

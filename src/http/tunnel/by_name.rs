@@ -112,6 +112,53 @@ impl Proxy {
         if let Some(report) = Refusal::reported(&answer) {
             return Err(TunnelError::Refused(report));
         }
+        if let Some(warning) = stale_copy(answer.headers()) {
+            return Err(TunnelError::Proxy(format!(
+                "the proxy answered a stale copy from its cache ({warning}): it could not \
+                 reach the site, and the site was not heard"
+            )));
+        }
         Ok(answer_to_reqwest(answer, None, deadline).await)
+    }
+}
+
+/// The warning of a copy a cache served stale (RFC 7234's `Warning` codes 110 "Response
+/// is Stale", 111 "Revalidation Failed", 112 "Disconnected Operation"), when the answer
+/// carries one. squid sends them when it could not revalidate (`reload-into-ims`, a
+/// site gone); a cache deletes them once the copy is revalidated, so one present means
+/// the site was not heard.
+pub(in crate::http) fn stale_copy(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(http::header::WARNING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|w| {
+            ["110 ", "111 ", "112 "]
+                .iter()
+                .any(|code| w.starts_with(code))
+        })
+        .map(|w| format!("Warning: {w}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_of_a_stale_copy_is_read_and_others_are_not() {
+        let with = |value: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::WARNING, value.parse().expect("value"));
+            stale_copy(&h)
+        };
+        assert_eq!(
+            with(r#"111 squid/5.7 "Revalidation failed""#).as_deref(),
+            Some(r#"Warning: 111 squid/5.7 "Revalidation failed""#)
+        );
+        assert!(with(r#"199 - "misc", 110 - "Response is Stale""#).is_some());
+        assert!(with(r#"214 proxy "Transformation Applied""#).is_none());
+        assert!(stale_copy(&http::HeaderMap::new()).is_none());
     }
 }

@@ -62,7 +62,7 @@ mod mend;
 mod open;
 
 use answer::{answer_to_reqwest, ask, Form};
-pub(super) use by_name::AskedByName;
+pub(super) use by_name::{stale_copy, AskedByName};
 pub(super) use error::SendError;
 use error::{Stage, TunnelError};
 pub(super) use mend::MendedLine;
