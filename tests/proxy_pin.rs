@@ -472,6 +472,71 @@ async fn a_stale_copy_a_proxy_serves_after_a_failed_revalidation_is_never_up() {
     );
 }
 
+/// Hunt M: three egresses, the direct one working; a haproxy pool of proxies with no
+/// proxy left (its own 503 to CONNECT) and an Apache forward proxy whose upstream is
+/// gone (its own bare 503 to every URL asked by name). A job that met the two broken
+/// ones first was `down`, "confirmed", by two failures that disagreed, and the direct
+/// egress was never asked. Failures that disagree leave room for another egress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_broken_proxies_failing_differently_do_not_confirm_a_down() {
+    let site_ip = "127.0.59.77";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let pool = Haproxy::dead_backend("127.0.59.80");
+    let forward = Apache::forward_proxy("127.0.59.81", &format!("127.0.59.81:{}", free_port()));
+    // Let haproxy's health check mark its backend down.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let e = engine_from_toml(&format!(
+        r#"[probe]
+timeout = "5s"
+connect_timeout = "3s"
+retry_delay = "50ms"
+attempts = 2
+[rate_limit.per_ip]
+rate = 1000.0
+burst = 1000
+max_inflight = 100
+[targets]
+allow_private = true
+[tls]
+extra_ca_file = "{ca}"
+[dns.static]
+"{NAME}" = "{site_ip}"
+[[egress]]
+name = "direct"
+[[egress]]
+name = "pool"
+proxy = "http://127.0.59.80:{pool}"
+[[egress]]
+name = "forward"
+proxy = "http://127.0.59.81:{forward}"
+"#,
+        ca = site.ca_file,
+        pool = pool.port,
+        forward = forward.port,
+    ));
+    // URLs whose first attempt goes through each broken egress (the engine spreads
+    // first attempts by an FNV-1a hash of the URL over the egresses, in order).
+    let fnv = |s: &str| {
+        s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
+    let urls: Vec<String> = (0..40)
+        .map(|n| format!("http://{NAME}:{}/?n={n}", site.http))
+        .filter(|u| fnv(u) % 3 != 0)
+        .take(6)
+        .collect();
+    assert!(
+        urls.iter().any(|u| fnv(u) % 3 == 1),
+        "one starts at the pool"
+    );
+    for url in &urls {
+        let r = check(&e, url).await;
+        assert_up_at(&r, site_ip, url);
+        assert_eq!(r.egress.as_deref(), Some("direct"), "{url}: {}", r.detail);
+    }
+}
+
 /// A proxy with the rules most ship (squid's `http_access deny CONNECT !SSL_ports`)
 /// refuses to tunnel to a plain-http port. The request is then asked by name, in the
 /// absolute form browsers and curl send to such a proxy, and the result says that the

@@ -233,6 +233,30 @@ Include /usr/share/modsecurity-crs/rules/*.conf
         Apache::run("apache2 (mod_proxy)", &dir, ip, port, &conf)
     }
 
+    /// Apache as a forward proxy (`ProxyRequests On`; CONNECT to ports 443 and 563 only,
+    /// mod_proxy_connect's default) that hands every request to the upstream proxy at
+    /// `upstream` (`ip:port`, `ProxyRemote`), as a branch office chains to its head
+    /// office: when that upstream is gone, Apache answers every URL asked of it by name
+    /// with its own bare 503.
+    pub fn forward_proxy(ip: &str, upstream: &str) -> Apache {
+        let dir = scratch("apache-forward");
+        let port = free_port();
+        let mut conf = head(&dir, ip, port, &[]);
+        conf.push_str(&format!(
+            "LoadModule proxy_module {MODULES}/mod_proxy.so
+LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
+LoadModule proxy_connect_module {MODULES}/mod_proxy_connect.so
+ProxyRequests On
+AllowCONNECT 443 563
+ProxyRemote * http://{upstream}
+<Proxy *>
+  Require all granted
+</Proxy>
+"
+        ));
+        Apache::run("apache2 (forward proxy)", &dir, ip, port, &conf)
+    }
+
     /// What the access log holds.
     pub fn hits(&self) -> Hits {
         Hits::parse(&self.daemon.read("access.log"))
