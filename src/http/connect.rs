@@ -272,9 +272,12 @@ impl HttpProber {
             ));
         }
         let asked = Instant::now();
+        let checked = obs.checking;
         let (result, ready) = self
             .ask_address(probe, ask, host, addr, remaining, obs)
             .await;
+        // Our own question to the egress gave the request that much more time.
+        probe.deadline += obs.checking.saturating_sub(checked);
         let e = match result {
             Ok(resp) => return Ok(AtAddress::Answered(resp, ready, permit)),
             Err(e) => e,

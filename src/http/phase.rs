@@ -19,6 +19,9 @@ pub(super) struct PhaseClock {
     pub(super) hello: OnceLock<Instant>,
     /// The connector returned a usable connection.
     pub(super) connected: OnceLock<Instant>,
+    /// Time spent asking the egress about itself before the request (`tunnel`'s
+    /// question whether a proxy is one): not the site's.
+    pub(super) checking: OnceLock<std::time::Duration>,
 }
 
 impl PhaseClock {
@@ -27,9 +30,11 @@ impl PhaseClock {
     pub(super) fn write(&self, sent: Instant, obs: &mut Observation) {
         let hello = self.hello.get().copied();
         let connected = self.connected.get().copied();
+        let checking = self.checking.get().copied().unwrap_or_default();
+        obs.checking += checking;
         obs.connect = hello
             .or(connected)
-            .map(|t| t.saturating_duration_since(sent));
+            .map(|t| t.saturating_duration_since(sent).saturating_sub(checking));
         obs.tls = match (hello, connected) {
             (Some(h), Some(c)) => Some(c.saturating_duration_since(h)),
             _ => None,

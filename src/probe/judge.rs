@@ -89,8 +89,12 @@ pub(crate) fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) ->
                 answer,
                 settings,
                 status: status_text(answer.status),
-                // The site's latency: our own wait for the per-IP limit is not its slowness.
-                ms: obs.total.saturating_sub(obs.queued).as_millis(),
+                // The site's latency: our own wait for the per-IP limit, and our own
+                // questions to the egress, are not its slowness.
+                ms: obs
+                    .total
+                    .saturating_sub(obs.queued + obs.checking)
+                    .as_millis(),
             };
             judge_answer(&seen)
         }

@@ -348,6 +348,9 @@ pub(crate) struct Observation {
     pub first_byte: Option<Duration>,
     /// Waiting for the per-IP limit, all hops.
     pub queued: Duration,
+    /// Asking an egress about itself (whether a proxy refusing a tunnel is a proxy at
+    /// all), all hops: our own question, not the site's time.
+    pub checking: Duration,
     /// The whole attempt.
     pub total: Duration,
     /// How late our own timers and wake-ups ran, at worst, while this attempt ran: our
@@ -379,6 +382,7 @@ impl Observation {
             tls: None,
             first_byte: None,
             queued: Duration::ZERO,
+            checking: Duration::ZERO,
             total: Duration::ZERO,
             lag: Duration::ZERO,
             notes: Vec::new(),

@@ -199,7 +199,7 @@ impl Tunnel {
         Box::pin(async move {
             let request = request.build().map_err(SendError::Client)?;
             let total = request.timeout().copied().unwrap_or(connect_timeout);
-            let deadline = Instant::now() + total;
+            let mut deadline = Instant::now() + total;
             let by_name = self.by_name();
             let port = request.url().port_or_known_default().unwrap_or(80);
             if let Some(proxy) = by_name.filter(|p| p.refused_lately(port)) {
@@ -210,7 +210,12 @@ impl Tunnel {
             let tunnelled = self.tunnelled(request, Some(addr), connect_timeout, deadline, hop);
             match (hop.scope(tunnelled).await, by_name.zip(again)) {
                 (Err(TunnelError::Refused(r)), Some((proxy, again))) if r.refuses_tunnels() => {
-                    if !proxy.forwards(connect_timeout).await {
+                    // Our own question, not the site's time: the request keeps all of it.
+                    let asking = Instant::now();
+                    let forwards = proxy.forwards(connect_timeout).await;
+                    let _ = hop.clock.checking.set(asking.elapsed());
+                    deadline += asking.elapsed();
+                    if !forwards {
                         return Err(SendError::Tunnel(TunnelError::Proxy(format!(
                             "it refused the tunnel ({}), and asked by name for a host that does not exist it served a page: a web server, not a proxy",
                             r.status()
