@@ -175,6 +175,41 @@ mod tests {
 
     /// Hunt G: ordinary working pages that name a failure by the way were called
     /// degraded (any page up to 64 KB), and stand-in pages the patterns missed were up.
+    /// Hunt L: pages servers and CMSes show in place of the site, answered 200, were
+    /// `up/ok`: IIS 7 and 8's welcome pages, an IIS directory listing, Debian lighttpd's
+    /// placeholder, the "We'll be back soon!" maintenance template behind a rewrite,
+    /// Joomla's offline page, WordPress's maintenance notice, "Under Construction" and
+    /// "Coming Soon" pages.
+    #[test]
+    fn the_stand_in_pages_of_servers_and_cmses_name_themselves() {
+        let style = "<style>body { color:#000000; background-color:#B3B3B3; }</style>";
+        let pages = [
+            format!("<html><head><title>IIS7</title>{style}</head><body><a href=\"http://go.microsoft.com/fwlink/?linkid=66138\"><img src=\"welcome.png\" alt=\"IIS7\"></a></body></html>"),
+            format!("<html><head><title>Microsoft Internet Information Services 8</title>{style}</head><body><img src=\"welcome.png\" alt=\"IIS\"></body></html>"),
+            "<html><head><title>iisdir.l.test - /</title></head><body><H1>iisdir.l.test - /</H1><hr><pre> 3/14/2023  9:12 AM  &lt;dir&gt; <A HREF=\"/aspnet_client/\">aspnet_client</A><br></pre><hr></body></html>".to_string(),
+            format!("<html><head><title>Welcome page</title></head><body><div id=\"header\"><h1> Placeholder page </h1> The owner of this web site has not put up any web pages yet. Please come back later.</div><ul>{}</ul></body></html>", "<li>Configuration files can be found in /etc/lighttpd. Please read the README file.</li>".repeat(12)),
+            "<!doctype html><title>Lake County - Site Maintenance</title><article><h1>We&rsquo;ll be back soon!</h1><p>Sorry for the inconvenience but we&rsquo;re performing some maintenance at the moment.</p></article>".to_string(),
+            "<!doctype html><title>Maintenance</title><article><h1>We&rsquo;ll be back soon!</h1></article>".to_string(),
+            "<html><head><title>Lake County Clerk</title></head><body><h1>Lake County Clerk</h1><p>This site is down for maintenance.<br />Please check back again soon.</p><form><label>Username</label><input name=\"username\"></form></body></html>".to_string(),
+            "<html><head><title>Maintenance</title></head><body><p>Briefly unavailable for scheduled maintenance. Check back in a minute.</p></body></html>".to_string(),
+            "<html><head><title>Under Construction</title></head><body><h2>This site is under construction</h2><p>Please check back soon.</p></body></html>".to_string(),
+            "<html><head><title>Coming Soon</title></head><body><h1>Coming Soon</h1><p>Our new website is on its way. Stay tuned!</p></body></html>".to_string(),
+        ];
+        for page in &pages {
+            assert!(soft_failure(page).is_some(), "{page}");
+        }
+        // Working pages that say these words by the way.
+        let long = "<p>County news, opening hours, permits, council minutes.</p>".repeat(25);
+        for page in [
+            format!("<title>Coming soon: the new library - Lake County</title>{long}"),
+            format!("<title>Lake County</title><h2>Road maintenance schedule</h2>{long}<p>The payments portal will be down for maintenance on Saturday.</p>"),
+            format!("<title>Lake County / Parks</title>{long}"),
+            format!("<title>Microsoft Internet Information Services training - County IT</title>{long}"),
+        ] {
+            assert_eq!(soft_failure(&page), None, "{page}");
+        }
+    }
+
     #[test]
     fn a_phrase_names_a_page_only_where_the_page_is_about_it() {
         let long = "<p>County news, opening hours, permits, council minutes.</p>".repeat(25);
