@@ -105,6 +105,20 @@ pub(super) const SOFT_PATTERNS: &[(&str, &str)] = &[
     ("suspended account", "site has been suspended"),
     ("suspended account", "archived or suspended"),
     ("database error", "error establishing a database connection"),
+    // Notices a CMS or a rewrite to a maintenance page shows: WordPress's (which it
+    // sends as 503, but plugins and caches as 200), Joomla's offline page, and the
+    // "We'll be back soon!" template most hand-made maintenance pages copy.
+    (
+        "maintenance page",
+        "briefly unavailable for scheduled maintenance",
+    ),
+    ("maintenance page", "down for maintenance"),
+    ("maintenance page", "performing some maintenance"),
+    ("maintenance page", "under maintenance"),
+    ("placeholder page", "under construction"),
+    // Debian's lighttpd package's page (its title is only "Welcome page").
+    ("default server page", "placeholder page"),
+    ("default server page", "has not put up any web pages yet"),
     ("suspended account", "网站已暂停"),
     ("suspended account", "网站暂停访问"),
     // PHP's own error where the page should be, as display_errors writes it (status
@@ -150,6 +164,13 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
         Fit::Anywhere,
     ),
     ("default server page", "iis windows server", Fit::Anywhere),
+    // IIS 7's and IIS 8's welcome pages (IIS 10's is "IIS Windows Server").
+    ("default server page", "iis7", Fit::Alone),
+    (
+        "default server page",
+        "microsoft internet information services 8",
+        Fit::Alone,
+    ),
     ("default server page", "welcome to centos", Fit::Anywhere),
     ("default server page", "caddy works!", Fit::Anywhere),
     ("default server page", "apache tomcat/", Fit::Anywhere),
@@ -172,6 +193,11 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     ("default server page", "domain default page", Fit::Anywhere),
     // Apache's and nginx's autoindex: the home page is gone and the files show.
     ("directory listing", "index of /", Fit::First),
+    // IIS's directory browsing: "host - /".
+    ("directory listing", " - /", Fit::Last),
+    // A site not there yet.
+    ("placeholder page", "under construction", Fit::Alone),
+    ("placeholder page", "coming soon", Fit::Alone),
     // A "soft 404": the site's error page, answered 200 (often after a redirect). Its
     // title opens with the error ("Page Not Found - County"); an article about one
     // ("How to fix a 404 Not Found error") does not.
@@ -204,6 +230,7 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     ("maintenance page", "系統維護", Fit::Alone),
     ("maintenance page", "メンテナンス中", Fit::Anywhere),
     ("maintenance page", "scheduled maintenance", Fit::Alone),
+    ("maintenance page", "maintenance", Fit::Alone),
 ];
 
 /// How a title phrase must sit in the title to name the page.
@@ -213,6 +240,8 @@ pub(super) enum Fit {
     Anywhere,
     /// Opening it.
     First,
+    /// Ending it.
+    Last,
     /// Anywhere, but not followed by this (the start of a longer word).
     NotBefore(&'static str),
     /// Nearly the whole title: at most [`ALONE_SLACK`] more characters ("网站维护通知").
@@ -228,6 +257,7 @@ impl Fit {
         match self {
             Fit::Anywhere => true,
             Fit::First => at == 0,
+            Fit::Last => end == title.len(),
             Fit::NotBefore(next) => !title[end..].starts_with(next),
             Fit::Alone => {
                 let phrase = title[at..end].chars().count();
