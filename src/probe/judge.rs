@@ -825,6 +825,30 @@ mod tests {
         assert_eq!(j(&p, &o), (Verdict::Down, Reason::BodyMismatch));
     }
 
+    /// Hunt L: a 503 with `Retry-After: 3600` (or a date two hours ahead) was quoted as
+    /// asking "to be left alone for 600 s": picket's own cap, said as the site's word.
+    #[test]
+    fn a_pause_asked_is_quoted_as_asked_not_as_capped() {
+        let p = plan(Expect::default());
+        let asked = |raw: &str, held: u64| {
+            let mut o = answer(503, PAGE);
+            if let Outcome::Answer(a) = &mut o.outcome {
+                a.retry_after = Some(raw.into());
+                a.pause_asked = Some(Duration::from_secs(held));
+            }
+            judge(&p, &o, &SETTINGS).detail
+        };
+        let capped = asked("3600", 600);
+        assert!(capped.contains("3600 s"), "{capped}");
+        assert!(capped.contains("at most 600 s"), "{capped}");
+        let date = "Wed, 02 Dec 2026 10:00:00 GMT";
+        let capped = asked(date, 600);
+        assert!(capped.contains(date), "{capped}");
+        let as_asked = asked("120", 120);
+        assert!(as_asked.contains("for 120 s (Retry-After)"), "{as_asked}");
+        assert!(!as_asked.contains("at most"), "{as_asked}");
+    }
+
     #[test]
     fn challenge_pages_are_blocked_not_down() {
         let p = plan(Expect::default());
