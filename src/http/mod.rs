@@ -591,7 +591,7 @@ fn proxy_refusal(egress: &Egress, url: &Url, resp: &reqwest::Response) -> Option
 }
 
 /// Longest `Retry-After` pause honoured.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 fn fail(kind: FailureKind, detail: String) -> Outcome {
     Outcome::Failure(Failure { kind, detail })

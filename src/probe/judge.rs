@@ -384,14 +384,30 @@ fn site_failing(s: &Seen<'_>) -> Judgement {
     );
     if let Some(pause) = pause_beyond_confirmation(s) {
         j.detail = format!(
-            "{}; it asks to be left alone for {} s (Retry-After), longer than a \
-             confirmation may wait: its own word confirms it",
+            "{}; it asks to be left alone {}, longer than a confirmation may wait: its \
+             own word confirms it",
             j.detail,
-            pause.as_secs()
+            pause_in_words(pause, s.answer.retry_after.as_deref())
         );
         j.confirmed_by_site = true;
     }
     j
+}
+
+/// The pause a site asked for, as it asked (`raw`, the `Retry-After` value) when that
+/// was beyond the longest picket heeds (`pause` is then the cap).
+fn pause_in_words(pause: std::time::Duration, raw: Option<&str>) -> String {
+    let held = pause.as_secs();
+    match raw.map(str::trim) {
+        Some(raw) if pause >= crate::http::MAX_RETRY_AFTER && raw.parse() != Ok(held) => {
+            let asked = match raw.parse::<u64>() {
+                Ok(secs) => format!("for {secs} s"),
+                Err(_) => format!("until {raw}"),
+            };
+            format!("{asked} (Retry-After; picket holds a site back at most {held} s)")
+        }
+        _ => format!("for {held} s (Retry-After)"),
+    }
 }
 
 /// The pause a 503 asks for (a maintenance page's `Retry-After`) when it confirms the
