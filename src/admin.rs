@@ -222,6 +222,13 @@ pub(crate) fn router(admin: Admin) -> Router {
         .with_state(admin)
 }
 
+/// How many connections the endpoint holds at once, and how long one may stay silent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Guard {
+    pub connections: usize,
+    pub idle: Duration,
+}
+
 /// Serves the endpoint on `listener` until `shutdown`.
 ///
 /// # Errors
@@ -231,6 +238,22 @@ pub(crate) async fn serve(
     admin: Admin,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_guarded(listener, admin, shutdown, GUARD).await
+}
+
+/// The endpoint's guard: a scraper needs one connection for milliseconds.
+const GUARD: Guard = Guard {
+    connections: 64,
+    idle: Duration::from_secs(10),
+};
+
+/// [`serve`], with the given guard.
+async fn serve_guarded(
+    listener: tokio::net::TcpListener,
+    admin: Admin,
+    shutdown: CancellationToken,
+    _guard: Guard,
+) -> std::io::Result<()> {
     axum::serve(listener, router(admin))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -239,6 +262,54 @@ pub(crate) async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hunt N: connections to the endpoint that send nothing were held for ever, and
+    /// 20,000 of them took every file descriptor the worker had: every job was then
+    /// `unknown/local_resources`, and `/healthz` stopped answering. The endpoint holds
+    /// a few connections at once and closes a silent one.
+    #[tokio::test]
+    async fn silent_connections_are_closed_and_cannot_take_every_descriptor() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let admin = Admin {
+            broker: Arc::new(BrokerState::default()),
+            redis: None,
+            metrics: None,
+        };
+        let stop = CancellationToken::new();
+        let guard = Guard {
+            connections: 4,
+            idle: Duration::from_millis(300),
+        };
+        tokio::spawn(serve_guarded(listener, admin, stop.clone(), guard));
+        let mut silent = Vec::new();
+        for _ in 0..6 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        // The first ones are closed after their silence (the others wait their turn).
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(3), silent[0].read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "a silent connection is closed: {closed:?}"
+        );
+        drop(silent);
+        let mut probe = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(3), probe.read_to_string(&mut answer))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        stop.cancel();
+    }
 
     #[test]
     fn eviction_is_read_from_info_memory() {
