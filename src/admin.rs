@@ -247,16 +247,96 @@ const GUARD: Guard = Guard {
     idle: Duration::from_secs(10),
 };
 
-/// [`serve`], with the given guard.
+/// [`serve`], with the given guard: whatever connects to the endpoint (a scraper, a
+/// health check, anything on the network it listens on) never holds more than
+/// `guard.connections` of the worker's file descriptors, which its probes need.
 async fn serve_guarded(
     listener: tokio::net::TcpListener,
     admin: Admin,
     shutdown: CancellationToken,
-    _guard: Guard,
+    guard: Guard,
 ) -> std::io::Result<()> {
+    let listener = Guarded {
+        listener,
+        slots: Arc::new(tokio::sync::Semaphore::new(guard.connections)),
+        idle: guard.idle,
+    };
     axum::serve(listener, router(admin))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// The endpoint's listener: it takes a connection only when a slot is free, and a
+/// connection silent for `idle` either way is closed.
+struct Guarded {
+    listener: tokio::net::TcpListener,
+    slots: Arc<tokio::sync::Semaphore>,
+    idle: Duration,
+}
+
+impl axum::serve::Listener for Guarded {
+    type Io = Conn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Conn, std::net::SocketAddr) {
+        // The semaphore is never closed: an error cannot come.
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return std::future::pending().await;
+        };
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_read_timeout(Some(self.idle));
+        stream.set_write_timeout(Some(self.idle));
+        let conn = Conn {
+            stream: Box::pin(stream),
+            _slot: slot,
+        };
+        (conn, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// One connection of the endpoint, holding its slot until it closes.
+struct Conn {
+    stream: std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.get_mut().stream.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.get_mut().stream.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.get_mut().stream.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.get_mut().stream.as_mut().poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
