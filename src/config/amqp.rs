@@ -191,6 +191,23 @@ mod tests {
         assert_eq!(s.amqp.nodes(), ["amqp://a:5672/%2f", "amqp://b:5672/%2f"]);
     }
 
+    /// Hunt N: an env file with Windows line ends left `\r` on every name. RabbitMQ
+    /// drops it from the queue it declares but keeps it in the queue's dead-letter
+    /// arguments and in the consume, which then fails for ever, and the broken
+    /// arguments outlived the fix. A name with a control character is refused.
+    #[test]
+    fn a_name_with_a_control_character_is_refused() {
+        let env = vec![(
+            "PICKET__AMQP__JOBS_QUEUE".to_string(),
+            "picket.jobs\r".to_string(),
+        )];
+        let e = Settings::load_with_env(None, env).expect_err("refused");
+        assert!(e.to_string().contains("amqp.jobs_queue"), "{e}");
+        assert!(err("[amqp]\ndelay_queue = \"d\\u0007\"\n").contains("amqp.delay_queue"));
+        let e = err("[worker]\nname = \"w-crlf\\r\"\n");
+        assert!(e.contains("worker.name"), "{e}");
+    }
+
     #[test]
     fn the_heartbeat_is_whole_seconds_of_sixteen_bits() {
         let s = Settings::from_toml("").expect("defaults");

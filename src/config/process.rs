@@ -160,6 +160,21 @@ mod tests {
         assert_eq!(s.log.level, "warn,picket=debug");
     }
 
+    /// Hunt N: `warning`, `err`, `notice`, `critical`, an empty value: each was taken
+    /// for the name of a module to log, so every warning and error went unlogged, and
+    /// `picket config check` said the level was fine.
+    #[test]
+    fn a_level_the_log_does_not_know_is_refused_not_read_as_a_module() {
+        for level in ["warning", "err", "notice", "critical", "fatal", "verbose", "", " "] {
+            let e = err(&format!("[log]\nlevel = \"{level}\"\n"));
+            assert!(e.contains("log.level"), "{level:?}: {e}");
+        }
+        for level in ["WARN", "debug", "warn,picket=debug", "picket::http=trace", "off"] {
+            let s = Settings::from_toml(&format!("[log]\nlevel = \"{level}\"\n"));
+            assert!(s.is_ok(), "{level:?}: {:?}", s.err());
+        }
+    }
+
     #[test]
     fn runtime_threads_default_to_one_per_core_and_are_bounded() {
         assert_eq!(
