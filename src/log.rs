@@ -16,6 +16,33 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 
+/// The levels a filter directive may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Why `directives` (`log.level`, `RUST_LOG`) is no filter an operator means, if it is
+/// not: one the filter cannot read, an empty one, or a bare word that is no level
+/// (`warning`, `err`): the filter takes such a word for the name of a module to log,
+/// and every other line, warnings and errors too, goes unlogged. A module path
+/// (`picket::http`) or `target=level` is taken as written.
+pub(crate) fn filter_problem(directives: &str) -> Option<String> {
+    if directives.trim().is_empty() {
+        return Some("empty: say a level, such as \"info\"".to_string());
+    }
+    if let Err(e) = EnvFilter::try_new(directives) {
+        return Some(e.to_string());
+    }
+    let unknown = directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.contains('=') && !d.contains("::"))
+        .find(|d| !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(d)))?;
+    Some(format!(
+        "{unknown:?} is no level (one of {}); as a module's name it would leave every \
+         warning and error unlogged",
+        LEVELS.join(", ")
+    ))
+}
+
 /// Sets up logging to stderr: JSON or text as configured; `RUST_LOG` wins over `level`.
 /// `worker` is written into every JSON line; `quiet` lowers the default level to warn.
 pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
@@ -24,7 +51,18 @@ pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
     } else {
         settings.level.as_str()
     };
-    let from_env = EnvFilter::try_from_default_env().ok();
+    // A RUST_LOG set to what no operator means (`warning`, empty) is left aside with
+    // a word, rather than logging nothing.
+    // An empty one is as good as unset, as shells write it.
+    let rust_log = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let ignored = rust_log
+        .as_deref()
+        .and_then(|v| filter_problem(v).map(|why| (v.to_string(), why)));
+    let from_env = rust_log
+        .filter(|_| ignored.is_none())
+        .and_then(|v| EnvFilter::try_new(v).ok());
     // RUST_LOG shows everything it asks for, lapin's duplicates included.
     let everything = from_env.is_some();
     let filter = from_env
@@ -59,6 +97,9 @@ pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
     } else {
         builder.finish().with(not_twice).try_init()
     };
+    if let Some((value, why)) = ignored {
+        tracing::warn!(rust_log = %value, "RUST_LOG left aside, log.level used: {why}");
+    }
 }
 
 /// lapin's error lines for a close the broker sent ("Channel closed", "Connection

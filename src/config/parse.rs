@@ -116,6 +116,7 @@ pub(super) fn nonempty(key: &str, value: &str) -> Result<String, ConfigError> {
     if value.trim().is_empty() {
         return Err(invalid(key, "must not be empty"));
     }
+    no_control(key, value)?;
     if value.len() > MAX_AMQP_NAME {
         return Err(invalid(
             key,
@@ -126,6 +127,22 @@ pub(super) fn nonempty(key: &str, value: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(value.to_string())
+}
+
+/// Refuses a value with a control character: a `\r` an env file with Windows line ends
+/// leaves on every value (RabbitMQ drops it from a queue's name but keeps it in the
+/// queue's arguments and in a consume, which then fails for ever).
+pub(super) fn no_control(key: &str, value: &str) -> Result<(), ConfigError> {
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(invalid(
+            key,
+            format!(
+                "{value:?} holds a control character ({c:?}): an env file with Windows line \
+                 ends leaves \\r on every value"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A URL with a host and one of `schemes`; the message never shows its password.

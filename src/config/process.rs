@@ -108,7 +108,7 @@ impl TryFrom<RawLog> for LogSettings {
             }
         };
         // Read now: a filter the log cannot read fell back to `info` without a word.
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&l.level) {
+        if let Some(e) = crate::log::filter_problem(&l.level) {
             return Err(invalid("log.level", format!("{:?}: {e}", l.level)));
         }
         Ok(LogSettings {
@@ -122,6 +122,7 @@ impl TryFrom<RawWorker> for WorkerSettings {
     type Error = ConfigError;
 
     fn try_from(w: RawWorker) -> Result<Self, ConfigError> {
+        super::parse::no_control("worker.name", &w.name)?;
         if w.name.len() > MAX_WORKER_NAME {
             return Err(invalid(
                 "worker.name",
