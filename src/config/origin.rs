@@ -364,6 +364,21 @@ mod tests {
         );
     }
 
+    /// Hunt N: `PICKET_AMQP_URL` (one underscore, as `PICKET_CONFIG` has) was dropped
+    /// without a word, and the worker went to the default broker. A name that is a
+    /// setting's with single underscores is told, and its right name said; other
+    /// single-underscore names (a Kubernetes Service's) are still left alone.
+    #[test]
+    fn a_settings_name_with_single_underscores_is_stray_and_told_its_right_name() {
+        let vars = ["PICKET_AMQP_URL", "PICKET_PROBE_TIMEOUT", "PICKET_SERVICE_HOST"];
+        assert_eq!(
+            stray_env(vars.iter().map(|v| v.to_string())),
+            vec!["PICKET_AMQP_URL", "PICKET_PROBE_TIMEOUT"]
+        );
+        let told = stray_env_warning("PICKET_PROBE_TIMEOUT");
+        assert!(told.contains("PICKET__PROBE__TIMEOUT"), "{told}");
+    }
+
     fn env(vars: &[(&str, &str)]) -> HashMap<String, String> {
         vars.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
