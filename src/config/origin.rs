@@ -79,18 +79,47 @@ const OTHER_VARS: &[&str] = &[
 pub(crate) fn stray_env(vars: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut stray: Vec<String> = vars
         .into_iter()
-        .filter(|v| v.to_ascii_uppercase().starts_with("PICKET") && v.contains("__"))
+        .filter(|v| {
+            v.to_ascii_uppercase().starts_with("PICKET")
+                && (v.contains("__") || single_underscored(v).is_some())
+        })
         .filter(|v| !v.starts_with(ENV_PREFIX) && !OTHER_VARS.contains(&v.as_str()))
         .collect();
     stray.sort();
     stray
 }
 
+/// The setting `var` names with single underscores (`PICKET_AMQP_URL` for `amqp.url`),
+/// the guess `PICKET_CONFIG` invites.
+fn single_underscored(var: &str) -> Option<String> {
+    let rest = var.strip_prefix("PICKET_")?.to_ascii_lowercase();
+    default_keys()
+        .iter()
+        .find(|k| k.replace('.', "_") == rest)
+        .cloned()
+}
+
+/// Every key of the defaults.
+fn default_keys() -> &'static Vec<String> {
+    static KEYS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let source = File::from_str(DEFAULT_TOML, FileFormat::Toml);
+        let mut defaults = BTreeMap::new();
+        if let Ok(raw) = collect(Config::builder().add_source(source)) {
+            flatten(&raw, "", &|k| FREE_TABLES.contains(&k), &mut defaults);
+        }
+        defaults.into_keys().collect()
+    })
+}
+
 /// What to say of a [`stray_env`] variable.
 pub(crate) fn stray_env_warning(var: &str) -> String {
+    let meant = single_underscored(var)
+        .map(|key| format!("; for {key}, set {}", env_var(&key)))
+        .unwrap_or_default();
     format!(
         "environment variable {var} is not read: settings are {ENV_PREFIX}SECTION__KEY \
-         (two underscores after PICKET and between levels)"
+         (two underscores after PICKET and between levels){meant}"
     )
 }
 
