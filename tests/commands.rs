@@ -1418,3 +1418,22 @@ fn a_refused_login_is_hinted_at_the_credentials() {
         "the password is never printed: {err}"
     );
 }
+
+/// Hunt N: `check --file DIR` opened the directory (Linux lets one), failed reading it
+/// and exited 1, a runtime failure; input that cannot be read is a usage error (2), as
+/// a missing file is. `enqueue` the same.
+#[test]
+fn a_directory_given_as_the_input_file_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path().to_str().expect("utf-8 path");
+    for args in [vec!["check", "--file", d], vec!["enqueue", d]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_picket"))
+            .args(&args)
+            .env_remove("PICKET_CONFIG")
+            .output()
+            .expect("run picket");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("is a directory"), "{args:?}: {err}");
+    }
+}
