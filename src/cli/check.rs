@@ -76,6 +76,9 @@ fn read_lines(source: &str, max_bytes: usize) -> anyhow::Result<BoxStream<'stati
     } else {
         let f = std::fs::File::open(source)
             .map_err(|e| UsageError(format!("{source}: cannot open: {e}")))?;
+        if f.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(UsageError(format!("{source}: is a directory, not a file of jobs")).into());
+        }
         Box::new(f)
     };
     let reader = std::io::BufReader::with_capacity(64 * 1024, input);

@@ -161,6 +161,9 @@ async fn open_input(
         let file = tokio::fs::File::open(source)
             .await
             .map_err(|e| UsageError(format!("{source}: cannot open: {e}")))?;
+        if file.metadata().await.is_ok_and(|m| m.is_dir()) {
+            return Err(UsageError(format!("{source}: is a directory, not a file of jobs")).into());
+        }
         (
             Box::new(BufReader::new(file)),
             count_lines(source).await.ok(),

@@ -399,7 +399,11 @@ mod tests {
     /// single-underscore names (a Kubernetes Service's) are still left alone.
     #[test]
     fn a_settings_name_with_single_underscores_is_stray_and_told_its_right_name() {
-        let vars = ["PICKET_AMQP_URL", "PICKET_PROBE_TIMEOUT", "PICKET_SERVICE_HOST"];
+        let vars = [
+            "PICKET_AMQP_URL",
+            "PICKET_PROBE_TIMEOUT",
+            "PICKET_SERVICE_HOST",
+        ];
         assert_eq!(
             stray_env(vars.iter().map(|v| v.to_string())),
             vec!["PICKET_AMQP_URL", "PICKET_PROBE_TIMEOUT"]

@@ -166,11 +166,19 @@ mod tests {
     /// `picket config check` said the level was fine.
     #[test]
     fn a_level_the_log_does_not_know_is_refused_not_read_as_a_module() {
-        for level in ["warning", "err", "notice", "critical", "fatal", "verbose", "", " "] {
+        for level in [
+            "warning", "err", "notice", "critical", "fatal", "verbose", "", " ",
+        ] {
             let e = err(&format!("[log]\nlevel = \"{level}\"\n"));
             assert!(e.contains("log.level"), "{level:?}: {e}");
         }
-        for level in ["WARN", "debug", "warn,picket=debug", "picket::http=trace", "off"] {
+        for level in [
+            "WARN",
+            "debug",
+            "warn,picket=debug",
+            "picket::http=trace",
+            "off",
+        ] {
             let s = Settings::from_toml(&format!("[log]\nlevel = \"{level}\"\n"));
             assert!(s.is_ok(), "{level:?}: {:?}", s.err());
         }
