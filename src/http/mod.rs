@@ -519,6 +519,7 @@ async fn finish(
         pause_asked,
         tls_days_left,
         not_shown,
+        login: None,
     })
 }
 

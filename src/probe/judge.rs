@@ -865,6 +865,23 @@ mod tests {
         assert!(!as_asked.contains("at most"), "{as_asked}");
     }
 
+    /// Hunt L: a site behind Basic auth was "401 Unauthorized (expected 2xx or 3xx)
+    /// (confirmed)": true, but the detail never said the site asks for a password, which
+    /// a browser's prompt shows at once, nor how to check such a site.
+    #[test]
+    fn a_401_says_the_site_asks_for_a_password() {
+        let p = plan(Expect::default());
+        let mut o = answer(401, PAGE);
+        if let Outcome::Answer(a) = &mut o.outcome {
+            a.login = Some("Basic realm=\"County staff\"".into());
+        }
+        let judged = judge(&p, &o, &SETTINGS);
+        assert_eq!((judged.verdict, judged.reason), (Verdict::Down, Reason::HttpStatus));
+        assert!(judged.detail.contains("asks for a password"), "{}", judged.detail);
+        assert!(judged.detail.contains("County staff"), "{}", judged.detail);
+        assert!(judged.detail.contains("expect.status"), "{}", judged.detail);
+    }
+
     #[test]
     fn challenge_pages_are_blocked_not_down() {
         let p = plan(Expect::default());

@@ -195,6 +195,9 @@ pub struct Answer {
     /// say so: "downloads it (Content-Type: application/octet-stream)", "shows its code
     /// (Content-Type: text/plain)" ([`not_shown_as_a_page`]).
     pub not_shown: Option<String>,
+    /// The login the answer asks for (`WWW-Authenticate`, on a 401), as a browser's
+    /// prompt shows it.
+    pub login: Option<String>,
 }
 
 /// How a browser takes a web page (a `body` that opens as an HTML document) sent with
