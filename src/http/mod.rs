@@ -119,7 +119,7 @@ enum Step {
     /// Ask again: the next hop of a redirect, or the same URL after a hold.
     Again,
     /// The final answer.
-    Answer(Answer),
+    Answer(Box<Answer>),
 }
 
 /// What the prober needs to know of the targets beside how to reach them.
@@ -226,7 +226,7 @@ impl HttpProber {
             }
             match step {
                 Ok(Step::Again) => {}
-                Ok(Step::Answer(answer)) => return Outcome::Answer(answer),
+                Ok(Step::Answer(answer)) => return Outcome::Answer(*answer),
                 Err(failure) => {
                     if let Some(end) = upgrade_or_end(&mut chain, failure, &mut fallback, obs) {
                         return end;
@@ -295,13 +295,13 @@ impl HttpProber {
             obs.refusal = Some(refusal);
         }
         let (resp, permit) = match reply {
-            Reply::Read(answer) => return Ok(Step::Answer(answer)),
+            Reply::Read(answer) => return Ok(Step::Answer(Box::new(answer))),
             Reply::Unread(resp, permit) => (resp, permit),
         };
         if redirect::is_followed(status) && !expected_here {
             match chain.decide(status, resp.headers(), probe.plan.max_redirects) {
                 Next::Follow => return Ok(Step::Again),
-                Next::Fail(failure) => return Err(failure),
+                Next::Fail(failure) => return Err(Outcome::Failure(failure)),
                 Next::Final => {}
             }
         }
@@ -391,7 +391,7 @@ async fn last_hop(
             return step;
         }
     }
-    Ok(Step::Answer(answer))
+    Ok(Step::Answer(Box::new(answer)))
 }
 
 /// Where a page that answered sends a browser by itself at once, or the page its frames
@@ -418,7 +418,7 @@ fn refresh(
             });
             Some(Ok(Step::Again))
         }
-        Next::Fail(failure) => Some(Err(failure)),
+        Next::Fail(failure) => Some(Err(Outcome::Failure(failure))),
         Next::Final => None,
     }
 }
@@ -495,6 +495,9 @@ async fn finish(
     let content_type = body::header(resp.headers(), reqwest::header::CONTENT_TYPE);
     let disposition = body::header(resp.headers(), reqwest::header::CONTENT_DISPOSITION);
     let retry_after = body::header(resp.headers(), reqwest::header::RETRY_AFTER);
+    let login = (status == 401)
+        .then(|| body::header(resp.headers(), reqwest::header::WWW_AUTHENTICATE))
+        .flatten();
     let pause_asked = self::retry_after(&resp);
     let body = body::read(resp, plan.max_body_bytes, status).await?;
     drop(permit);
@@ -519,7 +522,7 @@ async fn finish(
         pause_asked,
         tls_days_left,
         not_shown,
-        login: None,
+        login,
     })
 }
 

@@ -6,8 +6,7 @@ use reqwest::cookie::{CookieStore, Jar};
 use reqwest::header::{HeaderMap, HeaderValue, LOCATION, SET_COOKIE};
 use url::Url;
 
-use super::fail;
-use crate::probe::{FailureKind, Outcome};
+use crate::probe::{Failure, FailureKind};
 
 /// Most `Set-Cookie` headers taken along one chain: enough for any cookie check, bounded
 /// all the same.
@@ -21,7 +20,7 @@ pub(super) enum Next {
     /// This answer is the final one.
     Final,
     /// The redirect cannot be followed.
-    Fail(Outcome),
+    Fail(Failure),
 }
 
 /// Whether browsers follow an answer with `status` to its `Location`: the Fetch
@@ -32,6 +31,11 @@ pub(super) enum Next {
 /// cache has nothing to show.
 pub(super) fn is_followed(status: u16) -> bool {
     matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// A redirect that cannot be followed, and why.
+fn failed(kind: FailureKind, detail: String) -> Failure {
+    Failure { kind, detail }
 }
 
 /// One probe's walk from the job's URL through its redirects.
@@ -115,7 +119,7 @@ impl Chain {
         // Two that differ: Chrome refuses the answer (ERR_RESPONSE_HEADERS_MULTIPLE_LOCATION,
         // a defence against header injection), and Fetch's location URL fails to parse.
         if given.any(|other| other.as_bytes().trim_ascii() != location.as_bytes().trim_ascii()) {
-            return Next::Fail(fail(
+            return Next::Fail(failed(
                 FailureKind::BadRedirect,
                 format!(
                     "{status} with two different Location headers: browsers refuse the redirect"
@@ -123,7 +127,7 @@ impl Chain {
             ));
         }
         let Some(next) = self.url.join(&location_text(location.as_bytes())).ok() else {
-            return Next::Fail(fail(
+            return Next::Fail(failed(
                 FailureKind::BadRedirect,
                 format!("{status} with a Location that is not a URL"),
             ));
@@ -159,7 +163,7 @@ impl Chain {
     /// is longer than `max_redirects`.
     fn go(&mut self, status: u16, next: Url, max_redirects: u32) -> Next {
         if next.scheme() != "http" && next.scheme() != "https" {
-            return Next::Fail(fail(
+            return Next::Fail(failed(
                 FailureKind::BadRedirect,
                 format!(
                     "{status} redirect to unsupported scheme {:?}",
@@ -173,7 +177,7 @@ impl Chain {
         let cookies = self.cookies.header_for(&next);
         let visit = (next, cookies);
         if self.seen.contains(&visit) {
-            return Next::Fail(fail(
+            return Next::Fail(failed(
                 FailureKind::TooManyRedirects,
                 format!(
                     "redirect loop: {} was already visited after {} hops",
@@ -182,7 +186,7 @@ impl Chain {
             ));
         }
         if self.redirects > max_redirects {
-            return Next::Fail(fail(
+            return Next::Fail(failed(
                 FailureKind::TooManyRedirects,
                 format!("more than {max_redirects} redirects (last to {})", visit.0),
             ));
@@ -293,7 +297,7 @@ mod tests {
 
     fn failure(next: Next) -> crate::probe::Failure {
         match next {
-            Next::Fail(Outcome::Failure(f)) => f,
+            Next::Fail(f) => f,
             other => panic!("not a failure: {other:?}"),
         }
     }
@@ -574,7 +578,7 @@ mod tests {
         let mut two = headers(&[("location", "/one")]);
         two.append(LOCATION, HeaderValue::from_static("http://b.example/two"));
         match chain.decide(302, &two, 10) {
-            Next::Fail(Outcome::Failure(f)) => assert!(
+            Next::Fail(f) => assert!(
                 f.kind == FailureKind::BadRedirect
                     && f.detail.contains("two different Location headers"),
                 "{f:?}"

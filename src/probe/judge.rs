@@ -382,6 +382,13 @@ fn site_failing(s: &Seen<'_>) -> Judgement {
         Reason::HttpStatus,
         format!("{} ({wanted}) after {} ms", s.status, s.ms),
     );
+    if let Some(login) = &s.answer.login {
+        j.detail = format!(
+            "{}; the site asks for a password ({login}), as a browser's login prompt \
+             shows: list 401 in the job's expect.status if that is how it should answer",
+            j.detail
+        );
+    }
     if let Some(pause) = pause_beyond_confirmation(s) {
         j.detail = format!(
             "{}; it asks to be left alone {}, longer than a confirmation may wait: its \
@@ -876,8 +883,15 @@ mod tests {
             a.login = Some("Basic realm=\"County staff\"".into());
         }
         let judged = judge(&p, &o, &SETTINGS);
-        assert_eq!((judged.verdict, judged.reason), (Verdict::Down, Reason::HttpStatus));
-        assert!(judged.detail.contains("asks for a password"), "{}", judged.detail);
+        assert_eq!(
+            (judged.verdict, judged.reason),
+            (Verdict::Down, Reason::HttpStatus)
+        );
+        assert!(
+            judged.detail.contains("asks for a password"),
+            "{}",
+            judged.detail
+        );
         assert!(judged.detail.contains("County staff"), "{}", judged.detail);
         assert!(judged.detail.contains("expect.status"), "{}", judged.detail);
     }
