@@ -729,6 +729,47 @@ mod tests {
         assert_eq!(p.calls.load(Ordering::SeqCst), 3, "one request per attempt");
     }
 
+    /// Hunt M: a page through a proxy throttled to 20 KB/s came slowly, and one attempt
+    /// said `degraded/slow` while the direct egress, never asked, got it in 3 ms. With
+    /// another egress to ask, a slow answer is asked again through it; a fast answer
+    /// there wins. With one egress, a slow answer stands at once, as before.
+    #[tokio::test]
+    async fn a_slow_answer_through_one_egress_is_asked_again_through_another() {
+        let slow = || {
+            Outcome::Answer(Answer {
+                status: 200,
+                body_bytes: 500,
+                text: PAGE_TEXT.into(),
+                late: true,
+                final_url: "https://a.example/".into(),
+                ..Answer::default()
+            })
+        };
+        let p = Scripted::new(vec![slow(), ok()]);
+        let r = engine(p.clone())
+            .run(&job_for_url("https://a.example/", "j").expect("job"))
+            .await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+        assert_eq!(p.calls.load(Ordering::SeqCst), 2);
+        let used = p.egresses.lock().expect("lock").clone();
+        assert!(
+            used.len() == 2 && used[0] != used[1],
+            "another egress: {used:?}"
+        );
+        // Slow through both: degraded/slow, after one attempt each.
+        let p = Scripted::new(vec![slow(), slow()]);
+        let r = engine(p.clone())
+            .run(&job_for_url("https://a.example/", "j").expect("job"))
+            .await;
+        assert_eq!(
+            (r.verdict, r.reason),
+            (Verdict::Degraded, Reason::Slow),
+            "{}",
+            r.detail
+        );
+        assert_eq!(p.calls.load(Ordering::SeqCst), 2);
+    }
+
     /// Runs `job` as the worker does, as a first delivery or a redelivery.
     async fn deliver(e: &Engine, job: &Job, redelivered: bool) -> Report {
         let delivery = Delivery {
