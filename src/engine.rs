@@ -403,7 +403,7 @@ impl Engine {
             tried.observations.push(obs);
             tried.judgements.push(j);
             tried.egresses.push(egress);
-            if settled(&tried.judgements, required) {
+            if settled(&tried.judgements, required) && !slow_on_one_way_out(&tried, egresses) {
                 break;
             }
             next = egress + 1;
@@ -479,6 +479,20 @@ impl Engine {
         }
         report
     }
+}
+
+/// Whether every answer so far came slowly through one egress while others are there:
+/// a proxy throttled or far away makes a fast site slow, so another egress is asked
+/// (its fast answer wins, `combine`). With one egress a slow answer stands at once: a
+/// page that took the whole timeout would take it again.
+fn slow_on_one_way_out(tried: &Tried, egresses: usize) -> bool {
+    let slow = |j: &Judgement| j.verdict == Verdict::Degraded && j.reason == Reason::Slow;
+    egresses > 1
+        && tried.judgements.iter().all(slow)
+        && tried
+            .egresses
+            .iter()
+            .all(|&e| Some(&e) == tried.egresses.first())
 }
 
 /// Counts a result that goes out without its key's state (the store gave no answer):
