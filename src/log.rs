@@ -236,4 +236,21 @@ mod tests {
         assert!(lines[0].contains("bad acknowledgement"), "{text}");
         assert!(lines[1].contains("WARN"), "{text}");
     }
+
+    /// reviewT: `filter_problem` (log.rs:27-44) refuses any directive with no `=` and
+    /// no `::` that is not a level word, so a bare crate or module name (`picket`,
+    /// `lapin`, the most common RUST_LOG an operator writes: "everything picket logs"),
+    /// a span directive (`[probe]`) and a numeric level (`4`, debug) are refused, though
+    /// EnvFilter reads each exactly as meant. `log.level = "picket"` in a config that
+    /// started before now stops the worker ("log.level: ... is no level"), and
+    /// RUST_LOG=picket is silently (a warn line) replaced by log.level.
+    #[test]
+    fn review_t_valid_directives_operators_use_are_no_problem() {
+        let refused: Vec<(&str, String)> = ["picket", "warn,picket", "info,[probe]", "4"]
+            .into_iter()
+            .inspect(|d| assert!(EnvFilter::try_new(*d).is_ok(), "{d}"))
+            .filter_map(|d| filter_problem(d).map(|why| (d, why)))
+            .collect();
+        assert!(refused.is_empty(), "refused: {refused:#?}");
+    }
 }
