@@ -424,4 +424,29 @@ mod tests {
         assert_eq!(title(b"<title>x</title>"), Some(&b"x"[..]));
         assert_eq!(title(b"<title>unclosed"), None);
     }
+    /// reviewT: the phrases hunt L added (patterns.rs:115-118, "under construction",
+    /// "under maintenance", "down for maintenance") are soft phrases, and a soft phrase
+    /// in a short `<h2>` (HEADING_SLACK, 12 characters more) names the page whatever
+    /// its length: a home builder's page with its "Under Construction" section, a theme
+    /// park's "Rides under maintenance" list, a transit agency's "Lifts under
+    /// maintenance", each a long working page, is called a placeholder / maintenance
+    /// page (degraded, or down with soft_failures = "down"). The title pattern
+    /// ("maintenance", Fit::Alone, patterns.rs:233) likewise names a resident portal's
+    /// working maintenance-request page, titled "Maintenance".
+    #[test]
+    fn review_t_working_pages_with_a_section_on_construction_or_maintenance_are_no_stand_in() {
+        let long = "<p>Floor plans, prices, open house hours and directions for each home.</p>"
+            .repeat(20);
+        let pages = [
+            format!("<title>New Homes in Austin | Acme Homes</title><h1>Our communities</h1>{long}<h2>Under Construction</h2><ul><li>12 Oak St, ready in May</li></ul><h2>Move-in Ready</h2>{long}"),
+            format!("<title>Park Status | Funland</title><h1>Today at Funland</h1>{long}<h2>Rides under maintenance</h2><ul><li>Log Flume</li></ul>"),
+            format!("<title>Accessibility | Metro</title><h1>Elevators and escalators</h1>{long}<h2>Lifts down for maintenance</h2><ul><li>Central station, exit B</li></ul>"),
+            format!("<title>Maintenance</title><h1>Submit a maintenance request</h1><form><label>Unit</label><input name=unit><label>Describe the problem</label><textarea name=d></textarea></form>{long}"),
+        ];
+        let named: Vec<String> = pages
+            .iter()
+            .filter_map(|p| soft_failure(p).map(|why| format!("{why}: {}", &p[..60])))
+            .collect();
+        assert!(named.is_empty(), "working pages named stand-ins: {named:#?}");
+    }
 }
