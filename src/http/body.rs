@@ -388,6 +388,29 @@ mod tests {
         );
     }
 
+    /// reviewT: read_body (body.rs:195-198, e695e3b) decides "more to come" for a
+    /// body of unknown length that fills max_body_bytes exactly by polling the next
+    /// chunk once (`now_or_never`). An end of body not yet arrived at that instant (the
+    /// chunked terminator `0\r\n\r\n` in the next TCP segment, a server that flushes
+    /// its last data before closing) is Pending, not the end, so a complete page of
+    /// exactly max_body_bytes is marked truncated: its missing keyword is `unknown`
+    /// ("raise it to check this page") instead of a `down`.
+    #[tokio::test]
+    async fn review_t_a_whole_body_whose_end_comes_a_moment_later_is_not_cut() {
+        use futures_util::StreamExt;
+        let chunks = futures_util::stream::iter(
+            (0..2).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 8])),
+        );
+        // The end of the body, a moment after its last byte.
+        let end = futures_util::stream::once(async { tokio::task::yield_now().await })
+            .filter_map(|()| async { None::<Result<Vec<u8>, std::io::Error>> });
+        let stream = chunks.chain(end);
+        let response =
+            reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(stream)));
+        let (bytes, cut) = read_body(response, 16).await.expect("read");
+        assert_eq!((bytes.len(), cut), (16, false), "two chunks of 8: the whole body");
+    }
+
     #[test]
     fn a_page_ends_with_its_closing_html_tag() {
         assert!(ends_a_page(b"<html><body>x</body></HTML>\r\n\n"));
