@@ -34,13 +34,50 @@ pub(crate) fn filter_problem(directives: &str) -> Option<String> {
     let unknown = directives
         .split(',')
         .map(str::trim)
-        .filter(|d| !d.is_empty() && !d.contains('=') && !d.contains("::"))
-        .find(|d| !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(d)))?;
+        .filter(|d| !d.contains('=') && !d.contains("::") && !d.contains('['))
+        .find(|d| meant_as_a_level(d))?;
     Some(format!(
         "{unknown:?} is no level (one of {}); as a module's name it would leave every \
          warning and error unlogged",
         LEVELS.join(", ")
     ))
+}
+
+/// Other logs' names for levels, which a bare directive is no module's name but meant
+/// as one of ours.
+const OTHER_LEVELS: &[&str] = &[
+    "warning",
+    "warnings",
+    "err",
+    "errors",
+    "notice",
+    "critical",
+    "crit",
+    "fatal",
+    "verbose",
+    "information",
+    "informational",
+    "emerg",
+    "emergency",
+    "alert",
+    "severe",
+    "all",
+    "none",
+];
+
+/// Whether a bare directive (no `=`, no module path, no span) was meant as a level that
+/// is none: another log's name for one (`warning`, `notice`) or a misspelt one
+/// (`debugg`). A crate's name (`picket`, `lapin`) and a number (`4`) are read as the
+/// filter reads them.
+fn meant_as_a_level(word: &str) -> bool {
+    let w = word.to_ascii_lowercase();
+    if w.is_empty() || LEVELS.contains(&w.as_str()) || w.parse::<u8>().is_ok() {
+        return false;
+    }
+    OTHER_LEVELS.contains(&w.as_str())
+        || LEVELS
+            .iter()
+            .any(|level| strsim::jaro_winkler(&w, level) > 0.85)
 }
 
 /// Sets up logging to stderr: JSON or text as configured; `RUST_LOG` wins over `level`.
