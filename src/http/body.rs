@@ -4,7 +4,6 @@
 //! codings such as `gzip, gzip`, undone last first), and decoded to text when the
 //! judgement needs it.
 
-use futures_util::FutureExt;
 use reqwest::header::{HeaderMap, HeaderName, CONTENT_ENCODING};
 
 use super::fail;
@@ -173,6 +172,9 @@ pub(super) fn decode(
     (t, Some(cs.to_string()))
 }
 
+/// How long a body that filled the read limit exactly is given to show its end.
+const END_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 async fn read_body(
     mut resp: reqwest::Response,
     max: usize,
@@ -194,7 +196,12 @@ async fn read_body(
                     let more = chunk.len() > room
                         || match resp.content_length() {
                             Some(l) => l as usize > max,
-                            None => !matches!(resp.chunk().now_or_never(), Some(Ok(None))),
+                            // The end of a body comes a moment after its last byte (a
+                            // chunked body's last chunk, a close): waited for briefly.
+                            None => !matches!(
+                                tokio::time::timeout(END_GRACE, resp.chunk()).await,
+                                Ok(Ok(None))
+                            ),
                         };
                     return Ok((body, more));
                 }
@@ -398,9 +405,8 @@ mod tests {
     #[tokio::test]
     async fn review_t_a_whole_body_whose_end_comes_a_moment_later_is_not_cut() {
         use futures_util::StreamExt;
-        let chunks = futures_util::stream::iter(
-            (0..2).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 8])),
-        );
+        let chunks =
+            futures_util::stream::iter((0..2).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 8])));
         // The end of the body, a moment after its last byte.
         let end = futures_util::stream::once(async { tokio::task::yield_now().await })
             .filter_map(|()| async { None::<Result<Vec<u8>, std::io::Error>> });
@@ -408,7 +414,11 @@ mod tests {
         let response =
             reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(stream)));
         let (bytes, cut) = read_body(response, 16).await.expect("read");
-        assert_eq!((bytes.len(), cut), (16, false), "two chunks of 8: the whole body");
+        assert_eq!(
+            (bytes.len(), cut),
+            (16, false),
+            "two chunks of 8: the whole body"
+        );
     }
 
     #[test]
