@@ -84,7 +84,8 @@ pub(super) const FIREWALL_MARKERS: &[(&str, &str)] = &[
     ("360 Website Guard", "已被网站管理员设置为拦截"),
 ];
 
-/// Built-in soft-failure patterns: (kind, phrase) matched lower-cased in small pages.
+/// Built-in soft-failure patterns: (kind, phrase) matched lower-cased in small pages
+/// (where each kind may stand: [`super::soft`]).
 pub(super) const SOFT_PATTERNS: &[(&str, &str)] = &[
     ("block page", "access denied"),
     ("block page", "访问被拒绝"),
@@ -116,6 +117,7 @@ pub(super) const SOFT_PATTERNS: &[(&str, &str)] = &[
     ("maintenance page", "performing some maintenance"),
     ("maintenance page", "under maintenance"),
     ("placeholder page", "under construction"),
+    ("placeholder page", "coming soon"),
     // Debian's lighttpd package's page (its title is only "Welcome page").
     ("default server page", "placeholder page"),
     ("default server page", "has not put up any web pages yet"),
@@ -195,9 +197,6 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     ("directory listing", "index of /", Fit::First),
     // IIS's directory browsing: "host - /".
     ("directory listing", " - /", Fit::Last),
-    // A site not there yet.
-    ("placeholder page", "under construction", Fit::Alone),
-    ("placeholder page", "coming soon", Fit::Alone),
     // A "soft 404": the site's error page, answered 200 (often after a redirect). Its
     // title opens with the error ("Page Not Found - County"); an article about one
     // ("How to fix a 404 Not Found error") does not.
@@ -230,7 +229,6 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     ("maintenance page", "系統維護", Fit::Alone),
     ("maintenance page", "メンテナンス中", Fit::Anywhere),
     ("maintenance page", "scheduled maintenance", Fit::Alone),
-    ("maintenance page", "maintenance", Fit::Alone),
 ];
 
 /// How a title phrase must sit in the title to name the page.

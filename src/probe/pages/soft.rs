@@ -52,11 +52,21 @@ pub(crate) fn soft_failure(text: &str) -> Option<String> {
     let mut short = None;
     let found = finders().soft.find_iter(&lower).find(|m| {
         let (kind, _) = SOFT_PATTERNS[m.pattern().as_usize()];
-        let placed = kind == "PHP error"
-            || *short.get_or_insert_with(|| {
+        let mut short = || {
+            *short.get_or_insert_with(|| {
                 !crate::probe::shown::text_longer_than(text, SOFT_TEXT_CHARS)
             })
-            || in_heading(&lower, m.start(), m.end());
+        };
+        let heading = || in_heading(&lower, m.start(), m.end());
+        // A maintenance notice is a page's whole word; a long working page has such
+        // sections ("Rides under maintenance"). "Coming soon" is a placeholder's
+        // heading, and in a small page's text only a line ("more coming soon").
+        let placed = match kind {
+            "PHP error" => true,
+            "maintenance page" => short(),
+            "placeholder page" => short() && heading(),
+            _ => short() || heading(),
+        };
         placed
             && !unseen
                 .get_or_insert_with(|| Unseen::of(&lower))
@@ -189,7 +199,7 @@ mod tests {
             "<html><head><title>iisdir.l.test - /</title></head><body><H1>iisdir.l.test - /</H1><hr><pre> 3/14/2023  9:12 AM  &lt;dir&gt; <A HREF=\"/aspnet_client/\">aspnet_client</A><br></pre><hr></body></html>".to_string(),
             format!("<html><head><title>Welcome page</title></head><body><div id=\"header\"><h1> Placeholder page </h1> The owner of this web site has not put up any web pages yet. Please come back later.</div><ul>{}</ul></body></html>", "<li>Configuration files can be found in /etc/lighttpd. Please read the README file.</li>".repeat(12)),
             "<!doctype html><title>Lake County - Site Maintenance</title><article><h1>We&rsquo;ll be back soon!</h1><p>Sorry for the inconvenience but we&rsquo;re performing some maintenance at the moment.</p></article>".to_string(),
-            "<!doctype html><title>Maintenance</title><article><h1>We&rsquo;ll be back soon!</h1></article>".to_string(),
+            "<!doctype html><title>Maintenance</title><article><h1>We&rsquo;ll be back soon!</h1><p>Sorry for the inconvenience but we&rsquo;re performing some maintenance at the moment.</p></article>".to_string(),
             "<html><head><title>Lake County Clerk</title></head><body><h1>Lake County Clerk</h1><p>This site is down for maintenance.<br />Please check back again soon.</p><form><label>Username</label><input name=\"username\"></form></body></html>".to_string(),
             "<html><head><title>Maintenance</title></head><body><p>Briefly unavailable for scheduled maintenance. Check back in a minute.</p></body></html>".to_string(),
             "<html><head><title>Under Construction</title></head><body><h2>This site is under construction</h2><p>Please check back soon.</p></body></html>".to_string(),
@@ -435,8 +445,8 @@ mod tests {
     /// working maintenance-request page, titled "Maintenance".
     #[test]
     fn review_t_working_pages_with_a_section_on_construction_or_maintenance_are_no_stand_in() {
-        let long = "<p>Floor plans, prices, open house hours and directions for each home.</p>"
-            .repeat(20);
+        let long =
+            "<p>Floor plans, prices, open house hours and directions for each home.</p>".repeat(20);
         let pages = [
             format!("<title>New Homes in Austin | Acme Homes</title><h1>Our communities</h1>{long}<h2>Under Construction</h2><ul><li>12 Oak St, ready in May</li></ul><h2>Move-in Ready</h2>{long}"),
             format!("<title>Park Status | Funland</title><h1>Today at Funland</h1>{long}<h2>Rides under maintenance</h2><ul><li>Log Flume</li></ul>"),
@@ -447,6 +457,9 @@ mod tests {
             .iter()
             .filter_map(|p| soft_failure(p).map(|why| format!("{why}: {}", &p[..60])))
             .collect();
-        assert!(named.is_empty(), "working pages named stand-ins: {named:#?}");
+        assert!(
+            named.is_empty(),
+            "working pages named stand-ins: {named:#?}"
+        );
     }
 }
