@@ -153,9 +153,14 @@ impl EgressHealth {
     /// for every site). It counts as a failure from now on. Returns true when this put
     /// the egress to rest.
     pub(crate) fn contradict(&self, egress: usize, target: Option<IpAddr>, now: Instant) -> bool {
+        // Without its target, the answer cannot be told from another job's.
+        if target.is_none() {
+            return false;
+        }
         let mut tracks = self.tracks();
         let n = tracks.len();
         let track = &mut tracks[egress % n];
+        track.forget_before(now.checked_sub(WINDOW).unwrap_or(now));
         let Some(event) = track
             .events
             .iter_mut()
@@ -325,6 +330,12 @@ mod tests {
         }
         assert!(!h.contradict(1, ip(5), t0));
         assert!(!h.resting(1, t0));
+        // Review T: an answer with no target (a proxy chose the address) is nobody's.
+        let h = EgressHealth::new(2, SETTINGS);
+        h.record(0, ip(1), Health::Works, t0);
+        h.record(1, None, Health::Works, t0);
+        assert!(!h.contradict(1, None, t0));
+        assert_eq!(h.tracks()[1].events.back().map(|e| e.2), Some(true));
     }
 
     #[test]

@@ -407,8 +407,8 @@ fn pause_in_words(pause: std::time::Duration, raw: Option<&str>) -> String {
     let held = pause.as_secs();
     match raw.map(str::trim) {
         Some(raw) if pause >= crate::http::MAX_RETRY_AFTER && raw.parse() != Ok(held) => {
-            let asked = match raw.parse::<u64>() {
-                Ok(secs) => format!("for {secs} s"),
+            let asked = match raw.parse::<f64>() {
+                Ok(_) => format!("for {raw} s"),
                 Err(_) => format!("until {raw}"),
             };
             format!("{asked} (Retry-After; picket holds a site back at most {held} s)")
@@ -867,6 +867,7 @@ mod tests {
         let date = "Wed, 02 Dec 2026 10:00:00 GMT";
         let capped = asked(date, 600);
         assert!(capped.contains(date), "{capped}");
+        assert!(asked("1200.5", 600).contains("for 1200.5 s"), "review T");
         let as_asked = asked("120", 120);
         assert!(as_asked.contains("for 120 s (Retry-After)"), "{as_asked}");
         assert!(!as_asked.contains("at most"), "{as_asked}");

@@ -315,6 +315,11 @@ fn location_literal(script: &str) -> Option<String> {
             .filter(|u| !u.trim().is_empty())
         {
             let url = url.trim();
+            // A path that opens with `//` stays on the page's host, which joined as a
+            // URL it would not: not followed.
+            if path && url.starts_with("//") {
+                continue;
+            }
             return Some(match path && !url.starts_with('/') {
                 true => format!("/{url}"),
                 false => url.to_string(),
@@ -567,6 +572,13 @@ mod tests {
             ),
             ("<script>location.pathname='good/'</script>", "/good/"),
         ] {
+            assert_eq!(target(None, page).as_deref(), Some(url), "{page}");
+        }
+        // Review T: a path opening with `//` is no other host's URL.
+        for page in ["<script>location.pathname = '//other.example/x';</script>"] {
+            assert_eq!(target(None, page), None, "{page}");
+        }
+        for (page, url) in [("<body onload=\"location='/a/'\">", "/a/")] {
             assert_eq!(target(None, page).as_deref(), Some(url), "{page}");
         }
         // A real page's onload (a menu, a map) is no redirect.
