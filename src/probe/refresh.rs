@@ -575,12 +575,10 @@ mod tests {
             assert_eq!(target(None, page).as_deref(), Some(url), "{page}");
         }
         // Review T: a path opening with `//` is no other host's URL.
-        for page in ["<script>location.pathname = '//other.example/x';</script>"] {
-            assert_eq!(target(None, page), None, "{page}");
-        }
-        for (page, url) in [("<body onload=\"location='/a/'\">", "/a/")] {
-            assert_eq!(target(None, page).as_deref(), Some(url), "{page}");
-        }
+        let page = "<script>location.pathname = '//other.example/x';</script>";
+        assert_eq!(target(None, page), None, "{page}");
+        let page = "<body onload=\"location='/a/'\">";
+        assert_eq!(target(None, page).as_deref(), Some("/a/"), "{page}");
         // A real page's onload (a menu, a map) is no redirect.
         let real = format!(
             "<html><body onload=\"location.href='/search'\"><h1>County office</h1><p>{}</p></body></html>",
