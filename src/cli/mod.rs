@@ -39,6 +39,10 @@ Configuration: built-in defaults, then --config FILE (or $PICKET_CONFIG; without
 config/default.toml in the working directory if there is one), then \
 PICKET__SECTION__KEY environment variables; `picket config show` says which set what.";
 
+/// The exit codes of the commands that print what picket carries.
+const PRINT_EXIT_CODES: &str = "Exit codes: 0 printed; 1 the output could not be written; \
+2 usage error.";
+
 /// The `picket` command line.
 #[derive(Parser, Debug)]
 #[command(
@@ -60,6 +64,12 @@ pub(crate) struct Cli {
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Consume jobs from RabbitMQ, probe, publish results; runs until SIGTERM/SIGINT.
+    #[command(
+        after_help = "Exit codes: 0 stopped by SIGTERM or SIGINT (jobs still running \
+are handed back after worker.shutdown_grace); 1 could not set up (the http.listen port \
+taken, a TLS file unreadable) or failed at run time; 2 configuration error. A broker or \
+Redis that is down is no error: the worker keeps trying, /readyz says 503."
+    )]
     Worker,
     /// Probe URLs (or job JSON lines) now, without broker or Redis.
     #[command(after_help = check::HELP)]
@@ -74,8 +84,10 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Print a shell completion script (e.g. `picket completions bash > /etc/bash_completion.d/picket`).
+    #[command(after_help = PRINT_EXIT_CODES)]
     Completions(CompletionsArgs),
     /// Print the manual page (roff), e.g. `picket man | man -l -`.
+    #[command(after_help = PRINT_EXIT_CODES)]
     Man,
 }
 
@@ -83,8 +95,16 @@ pub(crate) enum Command {
 #[derive(Subcommand, Debug)]
 pub(crate) enum ConfigCommand {
     /// Load and validate the configuration; exit 0 when it is valid, 2 with the reason.
+    #[command(
+        after_help = "Exit codes: 0 the configuration is valid; 2 it is not (the \
+key and the reason on stderr)."
+    )]
     Check,
     /// Print every effective value (secrets redacted) and where it came from.
+    #[command(
+        after_help = "Exit codes: 0 printed; 1 the output could not be written; 2 \
+the configuration is not valid."
+    )]
     Show(config_cmd::ShowArgs),
 }
 
@@ -262,6 +282,37 @@ mod tests {
         assert!(
             check.contains("0 all up") && check.contains("2 usage"),
             "{check}"
+        );
+    }
+
+    /// Hunt N: COMMANDS says each command's `--help` gives its exit codes; `worker`,
+    /// `config check`, `config show`, `completions` and `man` did not.
+    #[test]
+    fn every_commands_help_gives_its_exit_codes() {
+        let mut cmd = command();
+        let mut missing = Vec::new();
+        for path in [
+            vec!["worker"],
+            vec!["check"],
+            vec!["enqueue"],
+            vec!["results"],
+            vec!["config", "check"],
+            vec!["config", "show"],
+            vec!["completions"],
+            vec!["man"],
+        ] {
+            let mut sub = &mut cmd;
+            for name in &path {
+                sub = sub.find_subcommand_mut(name).expect("a command");
+            }
+            let help = sub.render_long_help().to_string();
+            if !help.contains("Exit codes: 0") {
+                missing.push(path.join(" "));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "no exit codes in the help of {missing:?}"
         );
     }
 }
