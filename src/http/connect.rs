@@ -390,8 +390,9 @@ impl HttpProber {
         // reported in place of the first failure, which says what happened.
         match result {
             Err(first) if https && first.no_common_tls() => {
+                let why = first.cause();
                 match self
-                    .ask_legacy(probe, ask, host, addr, (&hop, sent), obs)
+                    .ask_legacy(probe, ask, host, addr, (&hop, sent, &why), obs)
                     .await
                 {
                     Some((resp, ready)) => (Ok(resp), ready),
@@ -540,16 +541,17 @@ impl HttpProber {
         }
     }
 
-    /// Asks `addr` again over OpenSSL, after rustls (its hop and send time in `first`)
-    /// shared no TLS version or cipher suite with it. The answer and when its connection
-    /// was ready, or nothing when OpenSSL failed too (said in a note) or no time is left.
+    /// Asks `addr` again over OpenSSL, after rustls (its hop, send time and failure in
+    /// `first`) failed the handshake for want of something it does not speak. The answer
+    /// and when its connection was ready, or nothing when OpenSSL failed too (said in a
+    /// note) or no time is left.
     async fn ask_legacy(
         &self,
         probe: &Probe<'_>,
         ask: &Ask<'_>,
         host: &str,
         addr: SocketAddr,
-        first: (&Arc<Hop>, Instant),
+        first: (&Arc<Hop>, Instant, &str),
         obs: &mut Observation,
     ) -> Option<(reqwest::Response, Instant)> {
         let sent = Instant::now();
@@ -563,11 +565,14 @@ impl HttpProber {
         match send(&hop, &probe.egress.legacy, ask, left).await {
             Ok(resp) => {
                 hop.clock.write_legacy(sent, &first.0.clock, first.1, obs);
-                obs.notes.push(
-                    "the server speaks only legacy TLS (no TLS 1.3 and no AEAD cipher suite), \
-                     which browsers still accept: answered over OpenSSL"
-                        .to_string(),
-                );
+                // Which of the two it was, OpenSSL does not say.
+                obs.notes.push(format!(
+                    "rustls could not complete the handshake ({}): the server speaks only \
+                     legacy TLS (no TLS 1.3 and no AEAD cipher suite) or renegotiates to ask \
+                     for a client certificate, which browsers still accept: answered over \
+                     OpenSSL",
+                    first.2
+                ));
                 Some((resp, hop.clock.ready(sent)))
             }
             Err(e) => {
