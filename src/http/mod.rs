@@ -595,7 +595,7 @@ fn proxy_refusal(egress: &Egress, url: &Url, resp: &reqwest::Response) -> Option
 }
 
 /// Longest `Retry-After` pause honoured.
-pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+const MAX_RETRY_AFTER: Duration = crate::probe::MAX_RETRY_AFTER;
 
 fn fail(kind: FailureKind, detail: String) -> Outcome {
     Outcome::Failure(Failure { kind, detail })

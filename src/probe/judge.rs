@@ -406,7 +406,7 @@ fn site_failing(s: &Seen<'_>) -> Judgement {
 fn pause_in_words(pause: std::time::Duration, raw: Option<&str>) -> String {
     let held = pause.as_secs();
     match raw.map(str::trim) {
-        Some(raw) if pause >= crate::http::MAX_RETRY_AFTER && raw.parse() != Ok(held) => {
+        Some(raw) if pause >= crate::probe::MAX_RETRY_AFTER && raw.parse() != Ok(held) => {
             let asked = match raw.parse::<f64>() {
                 Ok(_) => format!("for {raw} s"),
                 Err(_) => format!("until {raw}"),

@@ -331,6 +331,10 @@ impl Outcome {
     }
 }
 
+/// The longest pause a site's `Retry-After` is heeded for: a silly value must not
+/// silence a site for days.
+pub(crate) const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Everything seen during one probe attempt.
 #[derive(Debug, Clone)]
 pub(crate) struct Observation {
