@@ -873,6 +873,48 @@ async fn a_hung_socks_proxy_is_the_egress_failing_not_the_site_timing_out() {
     );
 }
 
+/// Hunt M: the same for an HTTP proxy. squid stopped with SIGSTOP takes connections
+/// and answers no CONNECT: every site was `down/timeout`, "no connection within 3000
+/// ms (through egress squid1) (confirmed by 2 attempts)". The proxy is asked a question
+/// it answers itself then; a hung proxy is the egress failing, and the same squid
+/// running carries a silent site's silence as the site's own `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_http_proxy_is_the_egress_failing_not_the_site_timing_out() {
+    let target = plain_target("127.0.62.4").await;
+    let (hole, _held) = crate::support::blackhole("127.0.62.5").await;
+    let squid = Squid::start("127.0.62.6", false);
+    let mut s = egress_settings(&[("squid", squid.url.as_str())]);
+    s.probe.attempts = 1;
+    s.probe.connect_timeout = Duration::from_secs(1);
+    s.probe.timeout = Duration::from_secs(3);
+    let engine = engine(&s);
+
+    let up = round(&engine, std::slice::from_ref(&target))
+        .await
+        .remove(0);
+    assert_eq!(up.verdict, Verdict::Up, "through squid: {}", up.detail);
+
+    let silent = round(&engine, &[format!("http://{hole}/")]).await.remove(0);
+    assert_eq!(
+        (silent.verdict, silent.reason.as_str()),
+        (Verdict::Down, "timeout"),
+        "a silent site through a working squid: {}",
+        silent.detail
+    );
+
+    squid.daemon.freeze();
+    let hung = round(&engine, std::slice::from_ref(&target))
+        .await
+        .remove(0);
+    squid.daemon.thaw();
+    assert_eq!(
+        (hung.verdict, hung.reason.as_str()),
+        (Verdict::Unknown, "egress_unavailable"),
+        "a working site through a hung squid: {}",
+        hung.detail
+    );
+}
+
 /// A page of `bytes` bytes or more: `title` at its top, `last` at its very end.
 fn long_page(title: &str, bytes: usize, last: &str) -> String {
     let para = "<p>Minutes of the county board meeting: the board heard reports on roads, \
