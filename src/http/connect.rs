@@ -623,7 +623,7 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Outcome {
         let ip = addr.ip();
-        if let Some(silent) = socks_silence(probe, host, addr, e).await {
+        if let Some(silent) = proxy_silence(probe, host, addr, e).await {
             return fail(
                 FailureKind::Egress,
                 format!(
@@ -647,16 +647,27 @@ impl HttpProber {
     }
 }
 
-/// When no connection through a SOCKS5 egress came in time (`e`), why its proxy is
-/// the one not answering, if it is: asked for a greeting within the connect timeout
-/// (at most [`GREETING_TIME`]). reqwest's SOCKS connect is one step, so without
-/// this a hung proxy would be every site's `down/timeout`.
-async fn socks_silence(
+/// When no connection through a SOCKS5 egress came in time, or an HTTP proxy said
+/// nothing in time (`e`), why its proxy is the one not answering, if it is: asked for
+/// a greeting (SOCKS5) or a request it answers itself (HTTP), within the connect
+/// timeout (at most [`GREETING_TIME`]). Without this a hung proxy would be every
+/// site's `down/timeout`.
+async fn proxy_silence(
     probe: &Probe<'_>,
     host: &str,
     addr: SocketAddr,
     e: &SendError,
 ) -> Option<String> {
+    if let Some(tunnel) = probe
+        .egress
+        .tunnel
+        .as_ref()
+        .filter(|_| e.proxy_said_nothing())
+    {
+        let within = probe.plan.connect_timeout.min(GREETING_TIME);
+        let hop = Hop::new(host, addr, within, probe.egress.route);
+        return hop.scope(tunnel.proxy_silence(within)).await;
+    }
     let route = probe
         .egress
         .mended

@@ -383,6 +383,15 @@ impl SendError {
         }
     }
 
+    /// Whether an HTTP proxy said nothing in time: to the CONNECT, or to a URL asked of
+    /// it by name. A hung proxy does that too.
+    pub(in crate::http) fn proxy_said_nothing(&self) -> bool {
+        matches!(
+            self,
+            SendError::Tunnel(TunnelError::ConnectTimeout(Stage::Connect) | TunnelError::Timeout)
+        )
+    }
+
     /// Whether the HTTP proxy reports that its connection to the site's address timed
     /// out (`ERR_CONNECT_FAIL 110`, `Proxy-Status: connection_timeout`).
     pub(in crate::http) fn proxy_connect_timed_out(&self) -> bool {

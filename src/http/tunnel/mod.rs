@@ -242,6 +242,17 @@ impl Tunnel {
         }
     }
 
+    /// For an HTTP(S)-proxy egress, why its proxy answers nothing, if it does not
+    /// (asked when a CONNECT, or a URL asked by name, got no answer in time: a hung
+    /// proxy looks like a site that never answers). `None` when it answers, or this is
+    /// no HTTP-proxy route.
+    pub(super) async fn proxy_silence(&self, within: Duration) -> Option<String> {
+        match &self.via {
+            Via::Proxy(proxy) => proxy.silence(within).await,
+            Via::Direct | Via::Socks(_) => None,
+        }
+    }
+
     /// The proxy to ask by name should it refuse a tunnel to the counted address
     /// (`egress.by_name`), if any.
     fn by_name(&self) -> Option<&Proxy> {

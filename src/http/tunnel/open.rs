@@ -81,6 +81,38 @@ impl Tunnel {
 }
 
 impl Proxy {
+    /// Why the proxy answers nothing, if it does not: asked on a connection of its own
+    /// for a request any proxy answers itself at once (a path, not a URL: squid says
+    /// "invalid URL", tinyproxy "bad request", a web server serves its page), it says
+    /// not a byte within `within`. `None`: it answered.
+    pub(super) async fn silence(&self, within: Duration) -> Option<String> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let asked = async {
+            let mut io = self.reach().await.map_err(|e| e.to_string())?;
+            io.write_all(
+                b"GET / HTTP/1.1\r\nHost: picket-egress-check.invalid\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let mut byte = [0u8; 1];
+            match io.read(&mut byte).await {
+                Ok(1..) => Ok(()),
+                Ok(0) => Err("the proxy closed the connection without a word".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        match tokio::time::timeout(within, asked).await {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => Some(format!("its proxy {}:{}: {why}", self.host, self.port)),
+            Err(_) => Some(format!(
+                "its proxy {}:{} did not answer a request of its own within {} ms",
+                self.host,
+                self.port,
+                within.as_millis()
+            )),
+        }
+    }
+
     /// A connection to the proxy: each of its addresses in turn until one answers.
     pub(super) async fn reach(&self) -> Result<Box<dyn Io>, TunnelError> {
         let bare = bare_host(&self.host);
