@@ -485,19 +485,10 @@ async fn two_broken_proxies_failing_differently_do_not_confirm_a_down() {
     let forward = Apache::forward_proxy("127.0.59.81", &format!("127.0.59.81:{}", free_port()));
     // Let haproxy's health check mark its backend down.
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    let e = engine_from_toml(&format!(
-        r#"[probe]
-timeout = "5s"
-connect_timeout = "3s"
-retry_delay = "50ms"
-attempts = 2
-[rate_limit.per_ip]
-rate = 1000.0
-burst = 1000
-max_inflight = 100
-[targets]
-allow_private = true
-[tls]
+    let e = crate::support::picket::engine_with(
+        "connect_timeout = \"3s\"\nattempts = 2",
+        &format!(
+            r#"[tls]
 extra_ca_file = "{ca}"
 [dns.static]
 "{NAME}" = "{site_ip}"
@@ -510,10 +501,11 @@ proxy = "http://127.0.59.80:{pool}"
 name = "forward"
 proxy = "http://127.0.59.81:{forward}"
 "#,
-        ca = site.ca_file,
-        pool = pool.port,
-        forward = forward.port,
-    ));
+            ca = site.ca_file,
+            pool = pool.port,
+            forward = forward.port,
+        ),
+    );
     // URLs whose first attempt goes through each broken egress (the engine spreads
     // first attempts by an FNV-1a hash of the URL over the egresses, in order).
     let fnv = |s: &str| {

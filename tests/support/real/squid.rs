@@ -8,6 +8,13 @@
 use super::{scratch, write, Daemon};
 use crate::support::free_port;
 
+/// Access rules that let clients on loopback through and CONNECT to port 443 only.
+const CONNECT_TO_443: &str = "acl SSL_ports port 443\n\
+     http_access deny CONNECT !SSL_ports\n\
+     acl loop src 127.0.0.0/8\n\
+     http_access allow loop\n\
+     http_access deny all";
+
 /// A running squid.
 pub struct Squid {
     /// The server.
@@ -78,12 +85,7 @@ impl Squid {
     /// site says is fresh (`Cache-Control: max-age=3600`) is answered from the cache to
     /// a plain request, without asking the site.
     pub fn stock_caching(ip: &str, hosts: &[(&str, &str)]) -> Squid {
-        let access = "acl SSL_ports port 443\n\
-             http_access deny CONNECT !SSL_ports\n\
-             acl loop src 127.0.0.0/8\n\
-             http_access allow loop\n\
-             http_access deny all";
-        Squid::launch(ip, access, hosts, None, Some(""))
+        Squid::launch(ip, CONNECT_TO_443, hosts, None, Some(""))
     }
 
     /// [`Squid::stock_caching`] with the refresh rule operators add to save bandwidth
@@ -91,13 +93,8 @@ impl Squid {
     /// revalidation fails (the site is gone), squid answers its stale copy, a 200 with
     /// `Warning: 111 "Revalidation failed"`.
     pub fn reload_into_ims(ip: &str, hosts: &[(&str, &str)]) -> Squid {
-        let access = "acl SSL_ports port 443\n\
-             http_access deny CONNECT !SSL_ports\n\
-             acl loop src 127.0.0.0/8\n\
-             http_access allow loop\n\
-             http_access deny all";
         let refresh = "refresh_pattern . 60 50% 1440 reload-into-ims";
-        Squid::launch(ip, access, hosts, None, Some(refresh))
+        Squid::launch(ip, CONNECT_TO_443, hosts, None, Some(refresh))
     }
 
     fn launch(
