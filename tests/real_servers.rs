@@ -841,31 +841,7 @@ async fn a_hung_socks_proxy_is_the_egress_failing_not_the_site_timing_out() {
     s.probe.attempts = 1;
     s.probe.connect_timeout = Duration::from_secs(1);
     let engine = engine(&s);
-
-    let up = round(&engine, std::slice::from_ref(&target))
-        .await
-        .remove(0);
-    assert_eq!(up.verdict, Verdict::Up, "through dante: {}", up.detail);
-
-    let silent = round(&engine, &[format!("http://{hole}/")]).await.remove(0);
-    assert_eq!(
-        (silent.verdict, silent.reason.as_str()),
-        (Verdict::Down, "timeout"),
-        "a blackholed site through a working dante: {}",
-        silent.detail
-    );
-
-    dante.daemon.freeze();
-    let hung = round(&engine, std::slice::from_ref(&target))
-        .await
-        .remove(0);
-    dante.daemon.thaw();
-    assert_eq!(
-        (hung.verdict, hung.reason.as_str()),
-        (Verdict::Unknown, "egress_unavailable"),
-        "a working site through a hung dante: {}",
-        hung.detail
-    );
+    let hung = a_proxy_hung_and_working(&engine, &target, &hole, &dante.daemon).await;
     assert!(
         hung.detail.contains("SOCKS5 proxy") && hung.detail.contains("greeting"),
         "the detail says the proxy never answered: {}",
@@ -888,31 +864,37 @@ async fn a_hung_http_proxy_is_the_egress_failing_not_the_site_timing_out() {
     s.probe.connect_timeout = Duration::from_secs(1);
     s.probe.timeout = Duration::from_secs(3);
     let engine = engine(&s);
+    a_proxy_hung_and_working(&engine, &target, &hole, &squid.daemon).await;
+}
 
-    let up = round(&engine, std::slice::from_ref(&target))
-        .await
-        .remove(0);
-    assert_eq!(up.verdict, Verdict::Up, "through squid: {}", up.detail);
-
-    let silent = round(&engine, &[format!("http://{hole}/")]).await.remove(0);
+/// Through the proxy of `daemon` (its engine's only egress): `target` is up, the
+/// blackholed `hole` is `down/timeout`, and with the proxy stopped (SIGSTOP) `target`
+/// is the egress failing. That last report.
+async fn a_proxy_hung_and_working(
+    engine: &Arc<Engine>,
+    target: &str,
+    hole: &std::net::SocketAddr,
+    daemon: &crate::support::real::Daemon,
+) -> Report {
+    let up = round(engine, &[target.to_string()]).await.remove(0);
+    assert_eq!(up.verdict, Verdict::Up, "through the proxy: {}", up.detail);
+    let silent = round(engine, &[format!("http://{hole}/")]).await.remove(0);
     assert_eq!(
         (silent.verdict, silent.reason.as_str()),
         (Verdict::Down, "timeout"),
-        "a silent site through a working squid: {}",
+        "a blackholed site through a working proxy: {}",
         silent.detail
     );
-
-    squid.daemon.freeze();
-    let hung = round(&engine, std::slice::from_ref(&target))
-        .await
-        .remove(0);
-    squid.daemon.thaw();
+    daemon.freeze();
+    let hung = round(engine, &[target.to_string()]).await.remove(0);
+    daemon.thaw();
     assert_eq!(
         (hung.verdict, hung.reason.as_str()),
         (Verdict::Unknown, "egress_unavailable"),
-        "a working site through a hung squid: {}",
+        "a working site through a hung proxy: {}",
         hung.detail
     );
+    hung
 }
 
 /// A page of `bytes` bytes or more: `title` at its top, `last` at its very end.
