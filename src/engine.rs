@@ -481,18 +481,13 @@ impl Engine {
     }
 }
 
-/// Whether every answer so far came slowly through one egress while others are there:
-/// a proxy throttled or far away makes a fast site slow, so another egress is asked
-/// (its fast answer wins, `combine`). With one egress a slow answer stands at once: a
-/// page that took the whole timeout would take it again.
+/// Whether the first attempt's answer came slowly while other egresses are there: a
+/// proxy throttled or far away makes a fast site slow, so one more attempt is made,
+/// through the next egress (its fast answer wins, `combine`). With one egress a slow
+/// answer stands at once: a page that took the whole timeout would take it again.
 fn slow_on_one_way_out(tried: &Tried, egresses: usize) -> bool {
     let slow = |j: &Judgement| j.verdict == Verdict::Degraded && j.reason == Reason::Slow;
-    egresses > 1
-        && tried.judgements.iter().all(slow)
-        && tried
-            .egresses
-            .iter()
-            .all(|&e| Some(&e) == tried.egresses.first())
+    egresses > 1 && tried.judgements.len() == 1 && tried.judgements.iter().all(slow)
 }
 
 /// Counts a result that goes out without its key's state (the store gave no answer):
