@@ -24,5 +24,6 @@ mod real_servers;
 mod redelivery;
 mod reliability;
 mod resolving;
+mod review_u;
 mod support_smoke;
 mod worker_e2e;

@@ -1,0 +1,94 @@
+//! Review U: failing tests for the commits after a668c9e.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use picket::job::Verdict;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::picket::{check, check_job, engine_with, page};
+use crate::support::targets::read_request_head;
+use crate::support::{free_port, serve_raw};
+
+/// A site that takes connections and reads the request, and never answers.
+async fn silent_site(ip: &str) -> SocketAddr {
+    serve_raw(ip, |mut stream: TcpStream| async move {
+        let _ = read_request_head(&mut stream).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(stream);
+    })
+    .await
+}
+
+/// An HTTP proxy that tunnels CONNECT at once; any other request (a path, as the
+/// egress check `Proxy::silence` asks) gets `other`: `Some(delay)` answers 400 after
+/// `delay`, `None` closes the connection without a word (as CONNECT-only proxies do).
+async fn connect_proxy(ip: &str, other: Option<Duration>) -> SocketAddr {
+    serve_raw(ip, move |mut client: TcpStream| async move {
+        let head = read_request_head(&mut client).await;
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let mut words = text.split_whitespace();
+        let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        if method == "CONNECT" {
+            let Ok(addr) = target.parse::<SocketAddr>() else { return };
+            let Ok(mut up) = TcpStream::connect(addr).await else {
+                let _ = client
+                    .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+                return;
+            };
+            let _ = client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await;
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+            return;
+        }
+        match other {
+            Some(delay) => {
+                tokio::time::sleep(delay).await;
+                let _ = client
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            }
+            None => {
+                let mut rest = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_millis(10), client.read(&mut rest)).await;
+            }
+        }
+    })
+    .await
+}
+
+fn through(proxy: SocketAddr) -> picket::engine::Engine {
+    engine_with(
+        "attempts = 1\nconnect_timeout = \"1s\"",
+        &format!("[[egress]]\nname = \"web\"\nproxy = \"http://{proxy}\"\n"),
+    )
+}
+
+/// http/connect.rs:626 `proxy_silence` runs after the tunnel's `Timeout` fired at the
+/// probe's deadline; its time (asking a healthy proxy a request of its own) is past the
+/// deadline and http/mod.rs:206 counts it as our timers' lag: a healthy proxy that
+/// answers its own request in 350 ms turns a silent site's `down/timeout` into
+/// `unknown/local_resources` ("this worker is short of CPU").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_u_a_silent_site_through_a_healthy_proxy_is_down_not_our_cpu() {
+    let site = silent_site("127.0.170.1").await;
+    let proxy = connect_proxy("127.0.170.2", Some(Duration::from_millis(350))).await;
+    let e = through(proxy);
+    let r = check_job(
+        &e,
+        serde_json::json!({"url": format!("http://{site}/"), "timeout_ms": 1000}),
+    )
+    .await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "timeout"),
+        "a silent site through a healthy proxy: {}",
+        r.detail
+    );
+}
+
