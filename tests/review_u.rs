@@ -92,3 +92,25 @@ async fn review_u_a_silent_site_through_a_healthy_proxy_is_down_not_our_cpu() {
     );
 }
 
+/// http/tunnel/open.rs:90 `Proxy::silence` takes a proxy that closes a request it does
+/// not serve (a path, not CONNECT) without a word for a failing egress; such a proxy
+/// tunnels every CONNECT fine, and each silent site through it becomes
+/// `unknown/egress_unavailable`, never `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_u_a_connect_only_proxy_that_closes_a_path_request_is_no_failing_egress() {
+    let site = silent_site("127.0.170.3").await;
+    let proxy = connect_proxy("127.0.170.4", None).await;
+    let e = through(proxy);
+    let r = check_job(
+        &e,
+        serde_json::json!({"url": format!("http://{site}/"), "timeout_ms": 1000}),
+    )
+    .await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "timeout"),
+        "a silent site through a working CONNECT-only proxy: {}",
+        r.detail
+    );
+}
+
