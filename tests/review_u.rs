@@ -114,3 +114,85 @@ async fn review_u_a_connect_only_proxy_that_closes_a_path_request_is_no_failing_
     );
 }
 
+/// engine.rs:406 `slow_on_one_way_out`: with the other egress resting, `pick` hands
+/// back the same egress, and a slow answer is asked again through it until the whole
+/// budget (2 x attempts) is spent: four slow requests where one told all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_u_a_slow_answer_is_not_asked_again_through_the_same_egress() {
+    let dead = free_port();
+    let e = engine_with(
+        "attempts = 2\nconnect_timeout = \"2s\"\negress_fail_targets = 3",
+        &format!(
+            "[[egress]]\nname = \"dead\"\nproxy = \"socks5://127.0.0.1:{dead}\"\n\
+             [[egress]]\nname = \"direct\"\n"
+        ),
+    );
+    let mut sites = Vec::new();
+    for n in 0..8 {
+        let addr = serve_raw(&format!("127.0.170.{}", 10 + n), |mut s: TcpStream| async move {
+            let _ = read_request_head(&mut s).await;
+            let body = page("ok");
+            let _ = s
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        })
+        .await;
+        sites.push(addr);
+    }
+    let mut failed = std::collections::HashSet::new();
+    'rounds: for round in 0..16 {
+        for site in &sites {
+            if failed.len() >= 3 {
+                break 'rounds;
+            }
+            let r = check(&e, &format!("http://{site}/{round}")).await;
+            if r.attempt_log.iter().any(|a| a.egress == "dead") {
+                failed.insert(*site);
+            }
+        }
+    }
+    assert_eq!(failed.len(), 3, "the dead proxy rested");
+
+    let asked = Arc::new(AtomicUsize::new(0));
+    let a = asked.clone();
+    let slow = serve_raw("127.0.170.30", move |mut s: TcpStream| {
+        let a = a.clone();
+        async move {
+            let _ = read_request_head(&mut s).await;
+            a.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let body = page("slow");
+            let _ = s
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    })
+    .await;
+    let r = check_job(
+        &e,
+        serde_json::json!({"url": format!("http://{slow}/"), "expect": {"max_latency_ms": 100}}),
+    )
+    .await;
+    assert_eq!((r.verdict, r.reason.as_str()), (Verdict::Degraded, "slow"), "{}", r.detail);
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "asked again through the same egress: {:?}",
+        r.attempt_log
+            .iter()
+            .map(|a| (a.egress.as_str(), a.reason.as_str()))
+            .collect::<Vec<_>>()
+    );
+}
