@@ -873,6 +873,26 @@ mod tests {
         assert!(!as_asked.contains("at most"), "{as_asked}");
     }
 
+    /// Review U: judge.rs:385 gives every 401 with a WWW-Authenticate the advice "list 401
+    /// in the job's expect.status", also when the job sent its own Authorization: then
+    /// the job's password was refused (changed, expired), and the advice would hide that
+    /// for good.
+    #[test]
+    fn review_u_a_401_to_the_jobs_own_credentials_does_not_advise_expecting_401() {
+        let mut p = plan(Expect::default());
+        p.job_headers = vec![("Authorization".into(), "Basic dXNlcjpvbGQ=".into())];
+        let mut o = answer(401, PAGE);
+        if let Outcome::Answer(a) = &mut o.outcome {
+            a.login = Some("Basic realm=\"County staff\"".into());
+        }
+        let judged = judge(&p, &o, &SETTINGS);
+        assert!(
+            !judged.detail.contains("list 401"),
+            "the job's credentials were refused: {}",
+            judged.detail
+        );
+    }
+
     /// Hunt L: a site behind Basic auth was "401 Unauthorized (expected 2xx or 3xx)
     /// (confirmed)": true, but the detail never said the site asks for a password, which
     /// a browser's prompt shows at once, nor how to check such a site.
