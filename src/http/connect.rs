@@ -623,7 +623,11 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Outcome {
         let ip = addr.ip();
-        if let Some(silent) = proxy_silence(probe, host, addr, e).await {
+        // Our own question to the egress is no time of the site's, nor our timers' lag.
+        let asking = Instant::now();
+        let silence = proxy_silence(probe, host, addr, e).await;
+        probe.deadline += asking.elapsed();
+        if let Some(silent) = silence {
             return fail(
                 FailureKind::Egress,
                 format!(

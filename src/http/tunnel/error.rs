@@ -383,12 +383,13 @@ impl SendError {
         }
     }
 
-    /// Whether an HTTP proxy said nothing in time: to the CONNECT, or to a URL asked of
-    /// it by name. A hung proxy does that too.
+    /// Whether an HTTP proxy said nothing to a CONNECT in time, as a hung proxy does
+    /// too. (No answer inside a tunnel it opened is the site's silence, as is a URL asked
+    /// by name that the proxy took: review U.)
     pub(in crate::http) fn proxy_said_nothing(&self) -> bool {
         matches!(
             self,
-            SendError::Tunnel(TunnelError::ConnectTimeout(Stage::Connect) | TunnelError::Timeout)
+            SendError::Tunnel(TunnelError::ConnectTimeout(Stage::Connect))
         )
     }
 

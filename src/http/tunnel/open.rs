@@ -83,8 +83,8 @@ impl Tunnel {
 impl Proxy {
     /// Why the proxy answers nothing, if it does not: asked on a connection of its own
     /// for a request any proxy answers itself at once (a path, not a URL: squid says
-    /// "invalid URL", tinyproxy "bad request", a web server serves its page), it says
-    /// not a byte within `within`. `None`: it answered.
+    /// "invalid URL", tinyproxy "bad request", a web server serves its page, a proxy for
+    /// CONNECT alone closes), it says not a byte within `within`. `None`: it answered.
     pub(super) async fn silence(&self, within: Duration) -> Option<String> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let asked = async {
@@ -94,12 +94,13 @@ impl Proxy {
             )
             .await
             .map_err(|e| e.to_string())?;
+            // Any word, or a close (a proxy that serves CONNECT alone closes the rest),
+            // is a proxy at work; only silence is one hung.
             let mut byte = [0u8; 1];
-            match io.read(&mut byte).await {
-                Ok(1..) => Ok(()),
-                Ok(0) => Err("the proxy closed the connection without a word".to_string()),
-                Err(e) => Err(e.to_string()),
-            }
+            io.read(&mut byte)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
         match tokio::time::timeout(within, asked).await {
             Ok(Ok(())) => None,
