@@ -383,11 +383,19 @@ fn site_failing(s: &Seen<'_>) -> Judgement {
         format!("{} ({wanted}) after {} ms", s.status, s.ms),
     );
     if let Some(login) = &s.answer.login {
-        j.detail = format!(
-            "{}; the site asks for a password ({login}), as a browser's login prompt \
-             shows: list 401 in the job's expect.status if that is how it should answer",
-            j.detail
-        );
+        j.detail = if s.plan.sends_credentials() {
+            // The job's own password was refused (changed, expired): no 401 to expect.
+            format!(
+                "{}; the site refused the job's credentials ({login})",
+                j.detail
+            )
+        } else {
+            format!(
+                "{}; the site asks for a password ({login}), as a browser's login prompt \
+                 shows: list 401 in the job's expect.status if that is how it should answer",
+                j.detail
+            )
+        };
     }
     if let Some(pause) = pause_beyond_confirmation(s) {
         j.detail = format!(

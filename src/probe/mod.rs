@@ -141,6 +141,16 @@ impl Plan {
             .chain(&self.job_headers)
             .map(|(name, value)| (name.as_str(), value.as_str()))
     }
+
+    /// Whether the job sends credentials of its own: an `Authorization` header, or a
+    /// user in its URL.
+    pub(crate) fn sends_credentials(&self) -> bool {
+        !self.url.username().is_empty()
+            || self
+                .job_headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+    }
 }
 
 /// The browser `job` asks as: the configured one, or the one its own User-Agent names.
