@@ -173,6 +173,13 @@ impl EgressHealth {
         self.rest_if_sick(&mut tracks, egress % n, now)
     }
 
+    /// Whether an egress other than `egress` is there and not resting at `now`.
+    pub(crate) fn another_open(&self, egress: usize, now: Instant) -> bool {
+        let tracks = self.tracks();
+        let n = tracks.len();
+        (0..n).any(|i| i != egress % n && !tracks[i].resting(now))
+    }
+
     /// Whether egress `egress` is resting at `now`.
     #[cfg(test)]
     pub(crate) fn resting(&self, egress: usize, now: Instant) -> bool {

@@ -403,7 +403,9 @@ impl Engine {
             tried.observations.push(obs);
             tried.judgements.push(j);
             tried.egresses.push(egress);
-            if settled(&tried.judgements, required) && !slow_on_one_way_out(&tried, egresses) {
+            let ask_elsewhere =
+                slow_on_one_way_out(&tried, egresses) && self.our_side.another_open(egress);
+            if settled(&tried.judgements, required) && !ask_elsewhere {
                 break;
             }
             next = egress + 1;

@@ -185,7 +185,12 @@ async fn review_u_a_slow_answer_is_not_asked_again_through_the_same_egress() {
         serde_json::json!({"url": format!("http://{slow}/"), "expect": {"max_latency_ms": 100}}),
     )
     .await;
-    assert_eq!((r.verdict, r.reason.as_str()), (Verdict::Degraded, "slow"), "{}", r.detail);
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Degraded, "slow"),
+        "{}",
+        r.detail
+    );
     assert_eq!(
         asked.load(Ordering::SeqCst),
         1,

@@ -126,6 +126,11 @@ impl OurSide {
         self.health.pick(preferred, spent, now)
     }
 
+    /// Whether an egress other than `egress` may be used now (one is not resting).
+    pub(super) fn another_open(&self, egress: usize) -> bool {
+        self.health.another_open(egress, Instant::now())
+    }
+
     /// Tells the egress bookkeeping and the network watch what an attempt showed.
     pub(super) fn record(&self, egress: usize, obs: &Observation) {
         let now = Instant::now();
