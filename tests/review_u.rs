@@ -62,6 +62,19 @@ async fn connect_proxy(ip: &str, other: Option<Duration>) -> SocketAddr {
     .await
 }
 
+/// A silent site on `site_ip` checked through a [`connect_proxy`] on `proxy_ip` that
+/// answers other requests after `other_ms` (or closes them), with a 1 s job.
+async fn a_silent_site_through(
+    site_ip: &str,
+    proxy_ip: &str,
+    other_ms: Option<u64>,
+) -> picket::job::Report {
+    let site = silent_site(site_ip).await;
+    let proxy = connect_proxy(proxy_ip, other_ms.map(Duration::from_millis)).await;
+    let job = serde_json::json!({"url": format!("http://{site}/"), "timeout_ms": 1000});
+    check_job(&through(proxy), job).await
+}
+
 fn through(proxy: SocketAddr) -> picket::engine::Engine {
     engine_with(
         "attempts = 1\nconnect_timeout = \"1s\"",
@@ -76,14 +89,7 @@ fn through(proxy: SocketAddr) -> picket::engine::Engine {
 /// `unknown/local_resources` ("this worker is short of CPU").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_u_a_silent_site_through_a_healthy_proxy_is_down_not_our_cpu() {
-    let site = silent_site("127.0.170.1").await;
-    let proxy = connect_proxy("127.0.170.2", Some(Duration::from_millis(350))).await;
-    let e = through(proxy);
-    let r = check_job(
-        &e,
-        serde_json::json!({"url": format!("http://{site}/"), "timeout_ms": 1000}),
-    )
-    .await;
+    let r = a_silent_site_through("127.0.170.1", "127.0.170.2", Some(350)).await;
     assert_eq!(
         (r.verdict, r.reason.as_str()),
         (Verdict::Down, "timeout"),
@@ -98,14 +104,7 @@ async fn review_u_a_silent_site_through_a_healthy_proxy_is_down_not_our_cpu() {
 /// `unknown/egress_unavailable`, never `down`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_u_a_connect_only_proxy_that_closes_a_path_request_is_no_failing_egress() {
-    let site = silent_site("127.0.170.3").await;
-    let proxy = connect_proxy("127.0.170.4", None).await;
-    let e = through(proxy);
-    let r = check_job(
-        &e,
-        serde_json::json!({"url": format!("http://{site}/"), "timeout_ms": 1000}),
-    )
-    .await;
+    let r = a_silent_site_through("127.0.170.3", "127.0.170.4", None).await;
     assert_eq!(
         (r.verdict, r.reason.as_str()),
         (Verdict::Down, "timeout"),
