@@ -506,6 +506,17 @@ fn enqueue_of_nothing_does_not_dial_the_broker_and_a_dead_broker_is_named() {
         "{}",
         text(&out.stderr)
     );
+    // Resuming just past the last line leaves nothing to do; a line further on is a
+    // mistake (hunt N: it exited 0 as if all were queued).
+    let out = run_with_stdin(cmd(&["enqueue", "--from-line", "2"]), "http://a.example/\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run_with_stdin(cmd(&["enqueue", "--from-line", "5"]), "http://a.example/\n");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--from-line 5") && err.contains("1 line"),
+        "{err}"
+    );
     let out = run_with_stdin(cmd(&["enqueue"]), "http://a.example/\n");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -1178,6 +1189,16 @@ fn config_show_names_each_values_source() {
         .expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&cfg.path.display().to_string()));
+    // An empty PICKET_CONFIG is no file named, as an empty variable is for most tools
+    // (hunt N: clap said "a value is required for '--config <FILE>'", never typed).
+    let empty = tempfile::tempdir().expect("dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_picket"))
+        .args(["config", "check"])
+        .env("PICKET_CONFIG", "")
+        .current_dir(empty.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     // An unknown key from the environment is reported as such, with what was meant.
     let out = picket(&["config", "check"], &cfg)
@@ -1417,6 +1438,32 @@ fn a_refused_login_is_hinted_at_the_credentials() {
         !err.contains("wrong"),
         "the password is never printed: {err}"
     );
+}
+
+/// Hunt N: a virtual host that does not exist was hinted at as a missing grant
+/// ("grant it with rabbitmqctl set_permissions"), which cannot be done for a vhost that
+/// is not there: a typo in the URL's last part, or `/` written as `/` not `%2f`.
+#[test]
+fn a_missing_virtual_host_is_hinted_at_as_missing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("vhost.toml");
+    let port = crate::support::servers().rabbit.port();
+    std::fs::write(
+        &path,
+        format!(
+            "[amqp]\nurl = \"amqp://guest:guest@127.0.0.1:{port}/no-such-vhost\"\nconnect_timeout = \"5s\"\n"
+        ),
+    )
+    .expect("config");
+    let out = run_with_stdin(picket_command(&["enqueue"], &path), "http://a.example/\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no-such-vhost"), "{err}");
+    assert!(
+        err.contains("does not exist") && err.contains("list_vhosts"),
+        "{err}"
+    );
+    assert!(!err.contains("set_permissions"), "{err}");
 }
 
 /// Hunt N: `check --file DIR` opened the directory (Linux lets one), failed reading it

@@ -562,6 +562,24 @@ async fn sigterm_during_a_broker_alarm_exits_cleanly_and_loses_no_job() {
         alarm.worker.log_tail(20)
     );
     eprintln!("stopped in the alarm after {:?}", stopping.elapsed());
+    // The log names the jobs left unfinished: here the one whose result is blocked
+    // (hunt N: the session's ack task was counted as a job).
+    let log = alarm.worker.log_text();
+    let over = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("shutdown grace over"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no 'shutdown grace over' line:\n{}",
+                alarm.worker.log_tail(20)
+            )
+        });
+    assert_eq!(over["left"], 1, "{over}");
 
     alarm.clear();
     let next = WorkerProcess::start(&alarm.toml, &[("PICKET__AMQP__URL", alarm.rabbit.url())]);
