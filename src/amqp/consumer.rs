@@ -98,6 +98,8 @@ struct Worker {
     state: Arc<BrokerState>,
     shutdown: CancellationToken,
     permits: Arc<Semaphore>,
+    /// The permits there are (`probe.concurrency`).
+    concurrency: usize,
     /// Replies to `reply_to`, over a connection of their own that outlives sessions.
     replies: Arc<Replies>,
     /// Results the broker refused for good, remembered across sessions.
@@ -153,6 +155,7 @@ impl Worker {
             state,
             shutdown,
             permits: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
             publish_channels: concurrency.clamp(1, PUBLISH_CHANNELS),
             tracker: TaskTracker::new(),
             delays: Box::new(backoff()),
@@ -160,6 +163,12 @@ impl Worker {
             lost_at: None,
             began: None,
         }
+    }
+
+    /// Jobs still running: each holds a probe permit. (The tracker counts the
+    /// session's ack task too.)
+    fn jobs_running(&self) -> usize {
+        self.concurrency - self.permits.available_permits()
     }
 
     fn consumer_tag(&self) -> String {
@@ -348,7 +357,7 @@ impl Worker {
             .is_err()
         {
             tracing::warn!(
-                left = self.tracker.len(),
+                left = self.jobs_running(),
                 "shutdown grace over; unfinished jobs go back to the queue"
             );
         }

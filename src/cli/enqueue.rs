@@ -293,7 +293,8 @@ fn report(
         progress.read,
         started.elapsed().as_secs_f64()
     );
-    if !ok {
+    // Nothing read from `--from-line` on (it is past the end): no place to resume from.
+    if !ok && progress.read > 0 {
         let resume = last.map_or(args.from_line, |l| l + 1);
         say!("picket: to resume, run again with --from-line {resume}");
     }
@@ -311,6 +312,19 @@ fn blocked_notice(bar: &indicatif::ProgressBar) -> crate::amqp::commands::Blocke
         };
         bar.suspend(|| say!("picket: {said}"));
     })
+}
+
+/// Resuming right after the last line leaves nothing to do; a `--from-line` further on
+/// names a line the input does not have: a mistake, not a run that queued everything.
+fn past_the_end(from_line: u64, lines: u64) -> anyhow::Result<()> {
+    if from_line > lines.saturating_add(1) {
+        let noun = if lines == 1 { "line" } else { "lines" };
+        return Err(UsageError(format!(
+            "--from-line {from_line} is past the end of the input ({lines} {noun}): nothing was published"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 async fn publish_all(
@@ -334,7 +348,7 @@ async fn publish_all(
             .await
             .context("reading the input")?;
         if n == 0 {
-            return Ok(());
+            return past_the_end(args.from_line, line_no);
         }
         line_no += 1;
         bar.inc(1);

@@ -126,6 +126,7 @@ pub fn main() -> ExitCode {
     // redis-rs builds its TLS configuration with rustls's process-wide provider: name
     // it, so that a second provider compiled in later cannot make that choice fail.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    unset_if_empty("PICKET_CONFIG");
     let exit = match Cli::try_parse() {
         Ok(cli) => run(cli),
         Err(e) => {
@@ -135,6 +136,15 @@ pub fn main() -> ExitCode {
         }
     };
     exit.into()
+}
+
+/// An empty variable names nothing, as for most tools (`PICKET_CONFIG=` in a unit file
+/// or a compose file): clap would take it for an empty `--config` the user never typed.
+/// Called before any thread is started, so the environment is not read meanwhile.
+fn unset_if_empty(name: &str) {
+    if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+        std::env::remove_var(name);
+    }
 }
 
 /// Runs a parsed command line.

@@ -292,6 +292,15 @@ pub(crate) fn hint(e: &anyhow::Error) -> Option<String> {
              from)."
                 .to_string(),
         ),
+        Some(AmqpError::Connect { message, .. })
+            if message.contains("NOT_ALLOWED") && message.contains("not found") =>
+        {
+            Some(
+                "hint: the virtual host named at the end of amqp.url does not exist on this \
+                 broker (%2f is the default, \"/\"): `rabbitmqctl list_vhosts` lists those it has."
+                    .to_string(),
+            )
+        }
         Some(AmqpError::Connect { message, .. }) if message.contains("NOT_ALLOWED") => Some(
             "hint: RabbitMQ refused this user the virtual host named at the end of amqp.url \
              (%2f is the default, \"/\"): grant it with rabbitmqctl set_permissions."
