@@ -811,10 +811,12 @@ async fn haproxy_rate_limits_turning_us_away_are_never_down() {
         ) {
             // Asked again after the hold, when the limit lets requests through again: a
             // tarpit's 500 is a refusal by haproxy's own page, read before the limiter
-            // is told.
+            // is told. More up than the limit lets through at once shows the asking
+            // again; how many more the 3 s allow depends on the machine's load (half
+            // of 12 was asked before, and a loaded CI run had 5).
             assert!(
-                up >= hosts.len() / 2,
-                "{limit:?}: only {up} of {} up",
+                up > 3,
+                "{limit:?}: only {up} of {} up: none asked again after the hold",
                 hosts.len()
             );
         }
