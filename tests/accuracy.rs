@@ -467,3 +467,11 @@ async fn truth_words_out_of_sight_are_not_a_soft_failure() {
 async fn truth_words_in_hidden_elements_are_not_a_soft_failure() {
     all_tell_the_truth(&["phrases-hidden", "block-page-hidden-parts"]).await;
 }
+
+/// Hunt O: a page over TLS whose end is the connection's close, closed without TLS's
+/// close_notify (old and embedded servers), was degraded/protocol "the body broke off";
+/// browsers and curl show it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_page_closed_without_close_notify_is_up() {
+    tells_the_truth("tls-close-without-close-notify").await;
+}

@@ -975,3 +975,82 @@ async fn a_page_sent_slowly_is_degraded_when_what_came_passes_and_down_when_not(
         late.detail
     );
 }
+
+/// Hunt O: Apache with HTTP/2 that asks for an optional client certificate on one path
+/// resets a request for it with `HTTP_1_1_REQUIRED` (mod_http2 cannot renegotiate).
+/// Browsers and curl ask again over HTTP/1.1 and get the page; picket said
+/// `down/protocol` "endpoint requires HTTP/1.1", confirmed by 2 attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_reset_asking_for_http1_is_asked_again_over_http1() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (pki, ca_file) = crate::support::farm::Pki::with_ca_file(dir.path());
+    let host = "smartcard.county.test";
+    let (cert, key) = pki.leaf_pem(host);
+    let apache = Apache::tls_h2_client_cert_path("127.0.72.1", host, (&cert, &key), &ca_file);
+    let s = settings(&format!(
+        "[tls]\nextra_ca_file = \"{}\"\n{}",
+        ca_file.display(),
+        static_dns(&[host.to_string()], "127.0.72.1")
+    ));
+    let url = format!("https://{host}:{}/secure/", apache.port);
+    let reports = round(&engine(&s), std::slice::from_ref(&url)).await;
+    let r = &reports[0];
+    assert_eq!(
+        r.verdict,
+        Verdict::Up,
+        "{} {}: {}\n{}",
+        r.reason,
+        r.detail,
+        r.url,
+        apache.errors()
+    );
+    assert!(
+        r.detail.contains("HTTP/1.1"),
+        "the asking again is said: {}",
+        r.detail
+    );
+}
+
+/// Hunt O: a TLS front end with no site of the name refuses the handshake outright
+/// (nginx `ssl_reject_handshake on` in its default server: a hosting company's box
+/// whose virtual host was removed), with the `unrecognized_name` alert. Browsers show a
+/// hard error and no page (ERR_SSL_UNRECOGNIZED_NAME_ALERT): the site is down, as an
+/// https:// URL on a plain port is. picket said `degraded/tls` after one attempt, as
+/// for a certificate a user may click through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_front_end_with_no_site_of_the_name_is_down() {
+    let dir = crate::support::real::scratch("nginx-reject-handshake");
+    let (pki, ca_file) = crate::support::farm::Pki::with_ca_file(&dir);
+    let (ip, known, gone) = ("127.0.72.2", "kept.county.test", "removed.county.test");
+    let (cert, key) = pki.leaf_pem(known);
+    let cert = crate::support::real::write(&dir, "site.crt", &cert);
+    let key = crate::support::real::write(&dir, "site.key", &key);
+    crate::support::real::write(&dir, "www/index.html", &crate::support::real::page(known));
+    let port = free_port();
+    let servers = format!(
+        "  server {{ listen {ip}:{port} ssl default_server; ssl_reject_handshake on; }}\n  \
+         server {{ listen {ip}:{port} ssl; server_name {known}; root {d}/www; \
+         ssl_certificate {c}; ssl_certificate_key {k}; }}\n",
+        d = dir.display(),
+        c = cert.display(),
+        k = key.display()
+    );
+    let _nginx = Nginx::run("nginx (ssl_reject_handshake)", &dir, ip, port, &servers);
+    let s = settings(&format!(
+        "[tls]\nextra_ca_file = \"{}\"\n{}",
+        ca_file.display(),
+        static_dns(&[known.to_string(), gone.to_string()], ip)
+    ));
+    let urls = [known, gone].map(|h| format!("https://{h}:{port}/"));
+    let reports = round(&engine(&s), &urls).await;
+    assert_eq!(reports[0].verdict, Verdict::Up, "{}", reports[0].detail);
+    let r = &reports[1];
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "tls"),
+        "{}",
+        r.detail
+    );
+    assert!(r.detail.contains("no site"), "{}", r.detail);
+    assert_eq!(r.attempts, 2, "a down is confirmed: {}", r.detail);
+}

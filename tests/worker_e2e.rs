@@ -1267,6 +1267,72 @@ async fn sessions_that_break_on_every_result_are_rebuilt_ever_more_slowly() {
     );
 }
 
+/// Hunt P: a subscriber's full queue (x-overflow reject-publish) makes the broker nack
+/// the publish, and the log said only "RabbitMQ did not confirm the publish (nack)":
+/// not which exchange refused it (the result's or its change's), nor why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_names_where_it_went_and_why() {
+    let text = base_toml();
+    let s = picket::config::Settings::from_toml(&text).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let full = unique("full-subscriber");
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    client
+        .ch
+        .queue_declare(
+            full.as_str().into(),
+            lapin::options::QueueDeclareOptions::default(),
+            args,
+        )
+        .await
+        .expect("a full queue");
+    client
+        .ch
+        .queue_bind(
+            full.as_str().into(),
+            s.amqp.results_exchange.as_str().into(),
+            "#".into(),
+            lapin::options::QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bound to the results");
+    let addr = serve(
+        "127.0.62.31",
+        Router::new().route("/", get(|| async { page("full") })),
+    )
+    .await;
+    let toml = format!("{text}\n[targets]\nallow_private = true\n");
+    let worker = crate::support::worker_process::WorkerProcess::plain(&toml);
+    client
+        .job(
+            &s,
+            json!({"id": "refused", "url": format!("http://{addr}/")}),
+        )
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let log = worker.log_text();
+        if let Some(l) = log.lines().find(|l| l.contains("result not confirmed")) {
+            break l.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refusal logged:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    worker.terminate().await;
+    assert!(line.contains(&s.amqp.results_exchange), "{line}");
+    assert!(line.contains("reject-publish"), "{line}");
+}
+
 /// Hunt I: a message that is no job, with headers near the broker's frame size (131 KB
 /// by default), was dead-lettered as a copy with `x-picket-reason` added: the copy's
 /// header frame outgrew `frame_max`, the broker closed the whole connection

@@ -234,6 +234,36 @@ fn tls_page(
     }
 }
 
+/// A connection handler answering one request over TLS with a page whose end is the
+/// connection's close (no `Content-Length`, not chunked), closed without TLS's
+/// `close_notify`, as old and embedded servers close.
+fn tls_page_closed_bare(
+    config: Arc<rustls::ServerConfig>,
+    body: &str,
+) -> impl Fn(TcpStream) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync + 'static {
+    let mut response =
+        format!("HTTP/1.1 200 OK\r\nContent-Type: {HTML_UTF8}\r\nConnection: close\r\n\r\n")
+            .into_bytes();
+    response.extend_from_slice(body.as_bytes());
+    let response = Arc::new(response);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    move |stream: TcpStream| {
+        let acceptor = acceptor.clone();
+        let response = Arc::clone(&response);
+        Box::pin(async move {
+            let Ok(mut tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let _ = crate::support::targets::read_request_head(&mut tls).await;
+            let _ = tls.write_all(&response).await;
+            let _ = tls.flush().await;
+            // The TCP connection ends with no TLS shutdown, so no close_notify.
+            let (tcp, _) = tls.into_inner();
+            drop(tcp);
+        })
+    }
+}
+
 /// What a TLS target's ALPN offers.
 #[derive(Clone, Copy, PartialEq)]
 pub(super) enum Alpn {
@@ -390,6 +420,28 @@ pub(super) async fn tls(b: &mut Builder, pki: &Pki) {
         let addr = serve_tls(&ip, config, &body).await;
         b.add(c.name, "https", addr, "/", None, c.truth, c.said, c.facts);
     }
+
+    // A page whose end is the close of the connection, closed without close_notify.
+    // Hunt O: rustls calls that an unexpected end, and the page was degraded/protocol
+    // ("the body broke off"), while browsers and curl show it whole.
+    let name = "tls-close-without-close-notify";
+    let config = server_config(pki, &format!("{name}.{DOMAIN}"), -1, 90, Signer::Ca);
+    let ip = b.ip();
+    let addr = serve_raw(&ip, tls_page_closed_bare(config, &body)).await;
+    b.add(
+        name,
+        "https",
+        addr,
+        "/",
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "a page ending with the connection, closed without TLS close_notify: browsers and curl show it whole",
+        ),
+        said("up", "ok"),
+        vec![],
+    );
 
     // Most sites' TLS front ends negotiate HTTP/2; this one speaks nothing else.
     let name = "tls-h2-only";

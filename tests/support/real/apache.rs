@@ -257,6 +257,53 @@ ProxyRemote * http://{upstream}
         Apache::run("apache2 (forward proxy)", &dir, ip, port, &conf)
     }
 
+    /// Apache over TLS 1.2 with HTTP/2 serving `host` on `ip`, asking for an optional
+    /// client certificate under `/secure/` only, as intranet and e-government sites
+    /// ask for smart cards on a login path: mod_http2 cannot renegotiate, so it resets
+    /// a request for that path with `HTTP_1_1_REQUIRED`, and browsers ask again over
+    /// HTTP/1.1, where mod_ssl renegotiates. `cert` and `key` are the site's (PEM),
+    /// `ca` the file of the CA client certificates may come from.
+    pub fn tls_h2_client_cert_path(
+        ip: &str,
+        host: &str,
+        (cert, key): (&str, &str),
+        ca: &Path,
+    ) -> Apache {
+        let dir = scratch("apache-h2-client-cert");
+        let port = free_port();
+        let cert = write(&dir, "site.crt", cert);
+        let key = write(&dir, "site.key", key);
+        write(&dir, &format!("www/{host}/secure/index.html"), &page(host));
+        let mut conf = head(&dir, ip, port, &[]);
+        conf.push_str(&format!(
+            "LoadModule ssl_module {MODULES}/mod_ssl.so
+LoadModule socache_shmcb_module {MODULES}/mod_socache_shmcb.so
+LoadModule http2_module {MODULES}/mod_http2.so
+SSLSessionCache shmcb:{dir}/ssl_scache(512000)
+<VirtualHost {ip}:{port}>
+  ServerName {host}
+  DocumentRoot {dir}/www/{host}
+  Protocols h2 http/1.1
+  SSLEngine on
+  SSLProtocol -all +TLSv1.2
+  SSLCertificateFile {cert}
+  SSLCertificateKeyFile {key}
+  SSLCACertificateFile {ca}
+  <Location /secure/>
+    SSLVerifyClient optional
+    SSLVerifyDepth 2
+  </Location>
+</VirtualHost>
+",
+            dir = dir.display(),
+            cert = cert.display(),
+            key = key.display(),
+            ca = ca.display(),
+        ));
+        write(&dir, &format!("www/{host}/index.html"), &page(host));
+        Apache::run("apache2 (TLS, HTTP/2)", &dir, ip, port, &conf)
+    }
+
     /// What the access log holds.
     pub fn hits(&self) -> Hits {
         Hits::parse(&self.daemon.read("access.log"))
