@@ -21,6 +21,9 @@ pub(super) struct Egress {
     pub(super) route: Route,
     /// The egress's client over rustls, shared by every probe.
     pub(super) client: reqwest::Client,
+    /// The same speaking HTTP/1.1 only, for a server that refused a request over
+    /// HTTP/2 with `HTTP_1_1_REQUIRED`.
+    pub(super) http1: reqwest::Client,
     /// The same over OpenSSL, for servers that speak only legacy TLS.
     pub(super) legacy: reqwest::Client,
     /// For an HTTP proxy, how requests reach it with the counted address in place of
@@ -61,6 +64,14 @@ impl Egress {
         let tls_err = |err: reqwest::Error| SetupError::Tls(err.to_string());
         let client =
             rustls_client(builder(resolve.clone(), proxy.as_ref()), tls).map_err(tls_err)?;
+        // Its ALPN offers HTTP/1.1 alone: reqwest speaks what the handshake chose.
+        let mut tls_http1 = tls.clone();
+        tls_http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let http1 = rustls_client(
+            builder(resolve.clone(), proxy.as_ref()).http1_only(),
+            &tls_http1,
+        )
+        .map_err(tls_err)?;
         let legacy =
             legacy_client(builder(resolve.clone(), proxy.as_ref()), extra_ca).map_err(tls_err)?;
         Ok(Egress {
@@ -69,6 +80,7 @@ impl Egress {
             proxy,
             route,
             client,
+            http1,
             legacy,
             tunnel: Tunnel::for_egress(e, resolve, tls),
             mended: Tunnel::mended(e, resolve, tls),
@@ -141,12 +153,17 @@ fn rustls_client(
 /// suite with rustls: TLS 1.2 at least, as browsers require, but with the CBC suites
 /// browsers still offer. Roots: the system's and `tls.extra_ca_file`. OpenSSL keeps no
 /// client-side session cache unless asked, so nothing is resumed here either.
+///
+/// HTTP/1.1 only: it is also the way to a server that renegotiates to ask for a client
+/// certificate, which rustls cannot do and which HTTP/2 forbids (such a server resets
+/// an HTTP/2 request with `HTTP_1_1_REQUIRED`; browsers use HTTP/1.1 there too).
 fn legacy_client(
     builder: reqwest::ClientBuilder,
     extra_ca: &[reqwest::Certificate],
 ) -> Result<reqwest::Client, reqwest::Error> {
     let mut b = builder
         .use_native_tls()
+        .http1_only()
         .min_tls_version(reqwest::tls::Version::TLS_1_2);
     for ca in extra_ca {
         b = b.add_root_certificate(ca.clone());

@@ -59,10 +59,13 @@ enum AtAddress {
 
 /// What every address of one hop is asked: the job's method and headers (credentials
 /// only within the origin the job named) and the cookies of the chain so far.
+#[derive(Clone)]
 struct Ask<'a> {
     plan: &'a Plan,
     chain: &'a Chain,
     cookie: Option<reqwest::header::HeaderValue>,
+    /// Over HTTP/1.1 only: the server refused it over HTTP/2.
+    http1: bool,
 }
 
 impl<'a> Ask<'a> {
@@ -72,6 +75,16 @@ impl<'a> Ask<'a> {
             plan,
             chain,
             cookie,
+            http1: false,
+        }
+    }
+
+    /// The egress's client for this request (rustls; HTTP/1.1 only when asked so).
+    fn client<'e>(&self, egress: &'e Egress) -> &'e reqwest::Client {
+        if self.http1 {
+            &egress.http1
+        } else {
+            &egress.client
         }
     }
 
@@ -282,6 +295,22 @@ impl HttpProber {
             Ok(resp) => return Ok(AtAddress::Answered(resp, ready, permit)),
             Err(e) => e,
         };
+        if e.http1_required() && !ask.http1 {
+            // Refused over HTTP/2 after it was sent: browsers ask again over HTTP/1.1,
+            // a second request, counted anew.
+            drop(permit);
+            obs.notes.push(
+                "the server reset the HTTP/2 request asking for HTTP/1.1 \
+                 (HTTP_1_1_REQUIRED, as servers do where they renegotiate for a client \
+                 certificate): asked again over HTTP/1.1, as browsers do"
+                    .to_string(),
+            );
+            let again = Ask {
+                http1: true,
+                ..ask.clone()
+            };
+            return Box::pin(self.ask_ip(probe, &again, host, addr, obs)).await;
+        }
         if e.unreadable_status_line() {
             // The first request's slot is ours no longer: the second asks anew.
             drop(permit);
@@ -464,7 +493,7 @@ impl HttpProber {
                 let req = ask.build(&probe.egress.client, time);
                 t.send(req, addr, connect_timeout, &hop).await
             }
-            None => send(&hop, &probe.egress.client, ask, time)
+            None => send(&hop, ask.client(probe.egress), ask, time)
                 .await
                 .map_err(SendError::from),
         };

@@ -285,6 +285,20 @@ pub(super) fn unreadable_status_line(e: &reqwest::Error) -> bool {
     false
 }
 
+/// The server reset the HTTP/2 request (or the connection) with `HTTP_1_1_REQUIRED`,
+/// as mod_http2 and IIS do on paths that renegotiate for a client certificate or use
+/// Windows authentication: browsers ask again over HTTP/1.1.
+pub(super) fn http1_required(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::HTTP_1_1_REQUIRED);
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// The chain `e` failed on lacks an issuer whose URL its certificates name.
 pub(super) fn missing_issuer(e: &reqwest::Error) -> Option<&super::issuers::MissingIssuer> {
     tls_error(e).and_then(super::issuers::missing_issuer)
@@ -302,6 +316,17 @@ pub(super) fn tls_failure(e: &rustls::Error, at: &str) -> Outcome {
         rustls::Error::InvalidMessage(M::InvalidContentType | M::UnknownProtocolVersion) => fail(
             FailureKind::NoTls,
             format!("{at}: TLS failed: the server does not speak TLS on this port ({e})"),
+        ),
+        // A TLS front end with no site of the name (nginx `ssl_reject_handshake`,
+        // haproxy `strict-sni`) ends the handshake before any certificate: browsers
+        // show an error with no way on (ERR_SSL_UNRECOGNIZED_NAME_ALERT).
+        rustls::Error::AlertReceived(rustls::AlertDescription::UnrecognisedName) => fail(
+            FailureKind::NoTls,
+            format!(
+                "{at}: TLS failed: the server refused the handshake for this name \
+                 (unrecognized_name): it serves no site of this name, and browsers show \
+                 an error, no page"
+            ),
         ),
         _ => fail(
             FailureKind::Tls,

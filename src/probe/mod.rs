@@ -284,7 +284,8 @@ pub(crate) enum FailureKind {
     /// The TLS handshake or the certificate failed.
     Tls,
     /// What came back to the TLS handshake was no TLS at all (plain HTTP on the port,
-    /// another protocol): no browser gets a page, whatever the certificate policy.
+    /// another protocol), or a refusal of TLS for the name (no site of that name
+    /// there): no browser gets a page, whatever the certificate policy.
     NoTls,
     /// Out of time.
     Timeout,

@@ -426,6 +426,15 @@ impl SendError {
         }
     }
 
+    /// Whether an HTTP/2 request was refused for HTTP/1.1 (reqwest's path: the tunnel
+    /// speaks HTTP/1.1 only).
+    pub(in crate::http) fn http1_required(&self) -> bool {
+        match self {
+            SendError::Client(e) => crate::http::failure::http1_required(e),
+            SendError::Tunnel(_) => false,
+        }
+    }
+
     /// Whether the OpenSSL retry applies: never through a tunnel (module docs).
     pub(in crate::http) fn no_common_tls(&self) -> bool {
         match self {
