@@ -43,8 +43,15 @@ pub(super) async fn read(
     status: u16,
 ) -> Result<Body, Outcome> {
     let codings = own_codings(resp.headers());
+    let close_delimited = close_delimited(&resp);
     let (raw, truncated, broke_off, late) = match read_body(resp, max).await {
         Ok((raw, cut)) => (raw, cut, None, false),
+        // A body whose end is the connection's close, closed without TLS's
+        // close_notify (old and embedded servers): rustls calls that an unexpected
+        // end, browsers and curl take the close for the end of the page.
+        Err((e, raw)) if close_delimited && closed_without_close_notify(&e) => {
+            (raw, false, None, false)
+        }
         // The page came to its end, and the server held the connection open for more
         // than it sent: browsers show the page and go on loading.
         Err((e, raw)) if e.is_timeout() && codings.is_none() && ends_a_page(&raw) => {
@@ -101,6 +108,39 @@ pub(super) async fn read(
         broke_off,
         late,
     })
+}
+
+/// Whether the answer's body ends where the connection closes: HTTP/1, with neither
+/// a length nor chunks (reqwest's decoders drop the length, but a decoded body came
+/// with one or with chunks, and its end is known either way).
+fn close_delimited(resp: &reqwest::Response) -> bool {
+    resp.version() <= reqwest::Version::HTTP_11
+        && resp.content_length().is_none()
+        && !resp
+            .headers()
+            .contains_key(reqwest::header::TRANSFER_ENCODING)
+}
+
+/// Whether the connection ended without TLS's close_notify: rustls says so as an
+/// `UnexpectedEof`, OpenSSL 3 as an "unexpected eof while reading".
+fn closed_without_close_notify(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::UnexpectedEof {
+                return true;
+            }
+        }
+        if err
+            .to_string()
+            .to_ascii_lowercase()
+            .contains("unexpected eof")
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// A body none of which decodes (`why`), perhaps after it broke off.
