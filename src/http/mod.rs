@@ -299,7 +299,9 @@ impl HttpProber {
             Reply::Unread(resp, permit) => (resp, permit),
         };
         if redirect::is_followed(status) && !expected_here {
-            match chain.decide(status, resp.headers(), probe.plan.max_redirects) {
+            let next = chain.decide(status, resp.headers(), probe.plan.max_redirects);
+            obs.notes.extend(chain.take_hsts_note());
+            match next {
                 Next::Follow => return Ok(Step::Again),
                 Next::Fail(failure) => return Err(Outcome::Failure(failure)),
                 Next::Final => {}
@@ -409,7 +411,9 @@ fn refresh(
         None => (refresh::frame(&answer.text)?, true),
     };
     let from = chain.url.clone();
-    match chain.refresh(answer.status, &target, plan.max_redirects) {
+    let next = chain.refresh(answer.status, &target, plan.max_redirects);
+    obs.notes.extend(chain.take_hsts_note());
+    match next {
         Next::Follow => {
             obs.notes.push(if framed {
                 format!("{from} shows {} in a frame", chain.url)

@@ -3,7 +3,7 @@
 //! still be sent.
 
 use reqwest::cookie::{CookieStore, Jar};
-use reqwest::header::{HeaderMap, HeaderValue, LOCATION, SET_COOKIE};
+use reqwest::header::{HeaderMap, HeaderValue, LOCATION, SET_COOKIE, STRICT_TRANSPORT_SECURITY};
 use url::Url;
 
 use crate::probe::{Failure, FailureKind};
@@ -58,6 +58,12 @@ pub(super) struct Chain {
     upgraded: bool,
     /// Whether a page was already reloaded with the cookie it set ([`Chain::refresh`]).
     reloaded: bool,
+    /// Hosts that sent Strict-Transport-Security over HTTPS along the chain, each with
+    /// whether it covers their subdomains: browsers ask them only over HTTPS from then
+    /// on (RFC 6797 8.3), whatever a redirect says.
+    hsts: Vec<(String, bool)>,
+    /// What the last redirect's move to HTTPS was, to be said in the verdict's detail.
+    hsts_note: Option<String>,
 }
 
 impl Chain {
@@ -72,12 +78,68 @@ impl Chain {
             credentials: true,
             upgraded: false,
             reloaded: false,
+            hsts: Vec::new(),
+            hsts_note: None,
         }
     }
 
-    /// Not written yet (the test comes first).
+    /// The note on a redirect to plain HTTP that was asked over HTTPS, once.
     pub(super) fn take_hsts_note(&mut self) -> Option<String> {
-        None
+        self.hsts_note.take()
+    }
+
+    /// Keeps the Strict-Transport-Security of an answer from [`Chain::url`]: only over
+    /// HTTPS, to a host name (not an IP address), with a `max-age`; `max-age=0`
+    /// forgets the host.
+    fn keep_hsts(&mut self, headers: &HeaderMap) {
+        let Some(value) = headers.get(STRICT_TRANSPORT_SECURITY) else {
+            return;
+        };
+        let Some(url::Host::Domain(host)) = self.url.host() else {
+            return;
+        };
+        if self.url.scheme() != "https" {
+            return;
+        }
+        let Some((max_age, subdomains)) = sts_directives(value.as_bytes()) else {
+            return;
+        };
+        let host = host.to_ascii_lowercase();
+        self.hsts.retain(|(h, _)| *h != host);
+        if max_age > 0 {
+            self.hsts.push((host, subdomains));
+        }
+    }
+
+    /// `next` over HTTPS when its host sent Strict-Transport-Security along the chain
+    /// (port 80 becomes 443, any other port stays), as browsers rewrite it.
+    fn over_https_if_hsts(&mut self, next: Url) -> Url {
+        let Some(url::Host::Domain(host)) = next.host() else {
+            return next;
+        };
+        let host = host.to_ascii_lowercase();
+        let known = self.hsts.iter().any(|(h, subdomains)| {
+            host == *h
+                || (*subdomains
+                    && host
+                        .strip_suffix(h.as_str())
+                        .is_some_and(|r| r.ends_with('.')))
+        });
+        if next.scheme() != "http" || !known {
+            return next;
+        }
+        let mut https = next.clone();
+        if https.set_scheme("https").is_err() {
+            return next;
+        }
+        if https.port() == Some(80) {
+            let _ = https.set_port(None);
+        }
+        self.hsts_note = Some(format!(
+            "the redirect to {next} was asked as {https}: {host} sent Strict-Transport-Security, \
+             and browsers ask it only over HTTPS"
+        ));
+        https
     }
 
     /// After the hop to [`Chain::url`] failed with `kind` before any answer, moves to the
@@ -114,6 +176,7 @@ impl Chain {
     /// did not expect.
     pub(super) fn decide(&mut self, status: u16, headers: &HeaderMap, max_redirects: u32) -> Next {
         self.cookies.take(&self.url, headers);
+        self.keep_hsts(headers);
         let mut given = headers
             .get_all(LOCATION)
             .iter()
@@ -167,6 +230,7 @@ impl Chain {
     /// Moves on to `next`, unless it is no http(s) URL, the chain runs in a loop, or it
     /// is longer than `max_redirects`.
     fn go(&mut self, status: u16, next: Url, max_redirects: u32) -> Next {
+        let next = self.over_https_if_hsts(next);
         if next.scheme() != "http" && next.scheme() != "https" {
             return Next::Fail(failed(
                 FailureKind::BadRedirect,
@@ -201,6 +265,27 @@ impl Chain {
         self.seen.push(visit);
         Next::Follow
     }
+}
+
+/// The `max-age` (seconds) and `includeSubDomains` of a Strict-Transport-Security
+/// value; `None` without a readable `max-age`, which makes the header void (RFC 6797
+/// 6.1.1).
+fn sts_directives(value: &[u8]) -> Option<(u64, bool)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut max_age = None;
+    let mut subdomains = false;
+    for directive in text.split(';') {
+        let (name, arg) = match directive.split_once('=') {
+            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+            None => (directive.trim(), None),
+        };
+        if name.eq_ignore_ascii_case("max-age") {
+            max_age = arg.and_then(|a| a.parse::<u64>().ok());
+        } else if name.eq_ignore_ascii_case("includesubdomains") {
+            subdomains = true;
+        }
+    }
+    Some((max_age?, subdomains))
 }
 
 /// The cookies of one probe's redirect chain, kept as a browser keeps them (RFC 6265:
