@@ -176,7 +176,10 @@ impl JobPublisher {
         };
         let confirmation = confirm.await?;
         if confirmation.is_nack() {
-            return Err(AmqpError::Nacked);
+            return Err(AmqpError::Nacked {
+                exchange: String::new(),
+                routing_key: self.queue.clone(),
+            });
         }
         self.tally.settled(line);
         if let Some(returned) = confirmation.take_message() {

@@ -448,11 +448,13 @@ async fn settle(
         return true;
     };
     metric::publish_failed();
+    // The message stays what operators alert on; the error names where the refused
+    // publish went (the results exchange, the changes exchange, a copy's queue).
     tracing::warn!(error = %e, "result not confirmed; handing the job back");
     if matches!(disposition, Disposition::Answer(_)) {
         s.refusals.failed(&received.delivery_id, &e);
     }
-    let nacked = matches!(e, AmqpError::Nacked);
+    let nacked = matches!(e, AmqpError::Nacked { .. });
     if nacked || matches!(e, AmqpError::Unroutable { .. }) {
         // The broker refused this one message (a full queue, a missing one): hand
         // it back after a pause rather than in a hot loop.

@@ -50,8 +50,17 @@ pub enum AmqpError {
     #[error("RabbitMQ: {0}")]
     Protocol(#[from] lapin::Error),
     /// The broker refused a publish.
-    #[error("RabbitMQ did not confirm the publish (nack)")]
-    Nacked,
+    #[error(
+        "RabbitMQ refused (nack) the message to exchange {exchange:?}, routing key \
+         {routing_key:?}: a queue it goes to is full and rejects publishes \
+         (x-overflow reject-publish), or the broker could not store it"
+    )]
+    Nacked {
+        /// Where it was published (`""`: the default exchange).
+        exchange: String,
+        /// With which routing key.
+        routing_key: String,
+    },
     /// A mandatory publish reached no queue (a queue or binding is missing).
     #[error("RabbitMQ returned the message: no queue is bound for exchange {exchange:?}, routing key {routing_key:?}")]
     Unroutable {

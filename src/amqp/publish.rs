@@ -149,7 +149,10 @@ pub async fn publish_confirmed(
     lent.settled = true;
     drop(lent);
     if confirm.is_nack() {
-        return Err(AmqpError::Nacked);
+        return Err(AmqpError::Nacked {
+            exchange: exchange.to_string(),
+            routing_key: routing_key.to_string(),
+        });
     }
     if confirm.take_message().is_some() {
         return Err(AmqpError::Unroutable {
