@@ -850,6 +850,51 @@ mod tests {
         assert!(r.cached, "its own verdict is served");
     }
 
+    /// Hunt P: monitors of one URL sharing a `key` but not their `expect` were served
+    /// each other's verdict under `max_age_s`: an `up` judged by a lenient job for a job
+    /// whose own expectations the page fails (CONTRACT: "never one judged under another
+    /// job's `expect`"). So was a job whose `key` is another check's derived key.
+    #[tokio::test]
+    async fn max_age_serves_no_verdict_judged_under_another_expect() {
+        let p = Scripted::new(vec![ok(); 40]);
+        let e = engine(p.clone());
+        let strict = crate::job::Expect {
+            body_contains: Some("Closed for the season".into()),
+            ..crate::job::Expect::default()
+        };
+        let mut lenient = job_for_url("https://a.example/", "j1").expect("job");
+        lenient.key = "k".into();
+        assert_eq!(deliver(&e, &lenient, false).await.verdict, Verdict::Up);
+        let mut picky = job_for_url("https://a.example/", "j2").expect("job");
+        picky.key = "k".into();
+        picky.expect = strict.clone();
+        picky.max_age = Some(Duration::from_secs(600));
+        let r = deliver(&e, &picky, false).await;
+        assert_eq!(
+            (r.cached, r.verdict),
+            (false, Verdict::Down),
+            "the page lacks its text: {r:?}"
+        );
+
+        // A key given that is another check's derived key.
+        let derived = job_for_url("https://a.example/", "j3").expect("job");
+        assert_eq!(deliver(&e, &derived, false).await.verdict, Verdict::Up);
+        let mut squatter = job_for_url("https://a.example/", "j4").expect("job");
+        squatter.key = derived.key.clone();
+        squatter.expect = strict;
+        squatter.max_age = Some(Duration::from_secs(600));
+        let r = deliver(&e, &squatter, false).await;
+        assert_eq!((r.cached, r.verdict), (false, Verdict::Down), "{r:?}");
+
+        // The same check under its key is still served.
+        let mut again = job_for_url("https://a.example/", "j5").expect("job");
+        again.key = "k".into();
+        again.expect = picky.expect.clone();
+        again.max_age = Some(Duration::from_secs(600));
+        let r = deliver(&e, &again, false).await;
+        assert_eq!((r.cached, r.verdict), (true, Verdict::Down), "{r:?}");
+    }
+
     /// A `down` must be the site's fault. An answer to the handshake that is no TLS may
     /// come from our own way out (a captive portal, an intercepting proxy or firewall
     /// answering port 443 with its plain-HTTP page): when the canaries fail the same

@@ -151,6 +151,55 @@ async fn one_key_given_to_two_urls_is_one_history_and_max_age_keeps_to_its_key()
     w.shutdown().await;
 }
 
+/// Hunt P: monitors sharing a key (or a key given that is another check's derived key)
+/// but not their `expect` were served, under `max_age_s`, a verdict judged under another
+/// job's `expect`: `up` for a site answering 503 to a job expecting 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_serves_no_verdict_judged_under_another_jobs_expect() {
+    let site = Site::start("127.0.40.10").await;
+    site.set_up(false);
+    let s = settings_of(&toml(""));
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let w = Worker::start(&s);
+    let key = unique("county");
+    let lenient = json!({"url": site.url, "key": key, "expect": {"status": [503]}});
+    let a = one(&c, &s, lenient).await;
+    assert_eq!(a["verdict"], "up", "{a}");
+    let served = |r: &Value| {
+        (
+            r["cached"].as_bool(),
+            r["verdict"].as_str().map(String::from),
+        )
+    };
+    let default = json!({"url": site.url, "key": key, "max_age_s": 600});
+    let b = one(&c, &s, default).await;
+    assert_eq!(served(&b), (Some(false), Some("down".into())), "{b}");
+    let body = json!({"url": site.url, "key": key, "max_age_s": 600,
+                      "expect": {"status": [503], "body_contains": "omega"}});
+    let r = one(&c, &s, body.clone()).await;
+    assert_eq!(served(&r), (Some(false), Some("down".into())), "{r}");
+    let r = one(&c, &s, body).await;
+    assert_eq!(
+        served(&r),
+        (Some(true), Some("down".into())),
+        "its own: {r}"
+    );
+
+    // A key given that is another check's derived key.
+    let derived = one(
+        &c,
+        &s,
+        json!({"url": site.url, "expect": {"status": [503]}}),
+    )
+    .await;
+    assert_eq!(derived["verdict"], "up", "{derived}");
+    let squatter = json!({"url": site.url, "key": derived["key"], "max_age_s": 600});
+    let r = one(&c, &s, squatter).await;
+    assert_eq!(served(&r), (Some(false), Some("down".into())), "{r}");
+    w.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipping_site_puts_exactly_its_transitions_on_the_changes_exchange() {
     let site = Site::start("127.0.40.4").await;
