@@ -149,7 +149,9 @@ impl Engine {
     pub(crate) async fn too_busy(&self, job: &Job, delivery: Delivery<'_>, why: &str) -> Report {
         metric::result(Verdict::Unknown, Reason::RateLimited, false);
         let mut r = self.unprobed(job, Verdict::Unknown, Reason::RateLimited, why.into());
-        if self.settle(&mut r, delivery).await.answer().is_none() {
+        let fingerprint = job.fingerprint();
+        let stepped = self.settle(&mut r, Some(&fingerprint), delivery).await;
+        if stepped.answer().is_none() {
             without_state(&r);
         }
         r
@@ -173,15 +175,19 @@ impl Engine {
                 return Run::Done(Box::new(report));
             }
         }
+        let fingerprint = job.fingerprint();
         // A redelivery may carry a change its first delivery made and never told: it is
         // checked and stepped, never served a later job's verdict.
         let max_age = job.max_age.filter(|_| !delivery.redelivered);
         if let Some(max_age) = max_age {
-            let served = self.state.fresh(&job.key, max_age).await.filter(|r| {
-                // A verdict on this site: not our own trouble, not a refused job,
-                // not another URL's answer under a key they share.
-                r.verdict.is_about_the_site() && r.url == job.url.as_str()
-            });
+            // Only a verdict judged as this job would be (same URL, method, headers and
+            // expect: jobs sharing a key may differ in any), and one on the site: not
+            // our own trouble, not a refused job.
+            let served = self
+                .state
+                .fresh(&job.key, &fingerprint, max_age)
+                .await
+                .filter(|r| r.verdict.is_about_the_site());
             if let Some(mut cached) = served {
                 cached.job_id = job.id.clone();
                 cached.meta = job.meta.clone();
@@ -198,7 +204,7 @@ impl Engine {
             Ok(r) => r,
             Err(wait) => return Run::Defer(wait),
         };
-        let stepped = self.settle(&mut report, delivery).await;
+        let stepped = self.settle(&mut report, Some(&fingerprint), delivery).await;
         let unsettled = match stepped {
             Stepped::Answer(_) => None,
             Stepped::Unsure => Some(true),
@@ -216,9 +222,15 @@ impl Engine {
         }
     }
 
-    /// Takes the key's state step for a report and fills its state fields.
-    async fn settle(&self, report: &mut Report, delivery: Delivery<'_>) -> Stepped {
-        let stepped = self.state.take_step(report, delivery).await;
+    /// Takes the key's state step for a report of a job of `fingerprint` (`None`: a
+    /// refused job) and fills its state fields.
+    async fn settle(
+        &self,
+        report: &mut Report,
+        fingerprint: Option<&str>,
+        delivery: Delivery<'_>,
+    ) -> Stepped {
+        let stepped = self.state.take_step(report, fingerprint, delivery).await;
         crate::state::fill(report, stepped.answer());
         if report.changed {
             if let Some(previous) = report.previous_verdict {
@@ -476,7 +488,8 @@ impl Engine {
             detail: r.detail.clone(),
         };
         let mut report = report::build(subject, word, None, self.stamp());
-        if self.settle(&mut report, delivery).await.answer().is_none() {
+        let stepped = self.settle(&mut report, None, delivery).await;
+        if stepped.answer().is_none() {
             without_state(&report);
         }
         report
@@ -594,13 +607,23 @@ mod tests {
     }
 
     impl StateStore for Away {
-        fn fresh<'a>(&'a self, _: &'a str, _: Duration) -> BoxFuture<'a, Option<Report>> {
+        fn fresh<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: Duration,
+        ) -> BoxFuture<'a, Option<Report>> {
             Box::pin(async { None })
         }
         fn replay<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Option<Report>> {
             Box::pin(async { None })
         }
-        fn take_step<'a>(&'a self, _: &'a Report, _: Delivery<'a>) -> BoxFuture<'a, Stepped> {
+        fn take_step<'a>(
+            &'a self,
+            _: &'a Report,
+            _: Option<&'a str>,
+            _: Delivery<'a>,
+        ) -> BoxFuture<'a, Stepped> {
             Box::pin(async move {
                 if self.steps.fetch_add(1, Ordering::SeqCst) == 0 {
                     Stepped::Unsure
@@ -848,6 +871,51 @@ mod tests {
         assert_eq!(r.url, "https://b.example/");
         let r = deliver(&e, &other, false).await;
         assert!(r.cached, "its own verdict is served");
+    }
+
+    /// Hunt P: monitors of one URL sharing a `key` but not their `expect` were served
+    /// each other's verdict under `max_age_s`: an `up` judged by a lenient job for a job
+    /// whose own expectations the page fails (CONTRACT: "never one judged under another
+    /// job's `expect`"). So was a job whose `key` is another check's derived key.
+    #[tokio::test]
+    async fn max_age_serves_no_verdict_judged_under_another_expect() {
+        let p = Scripted::new(vec![ok(); 40]);
+        let e = engine(p.clone());
+        let strict = crate::job::Expect {
+            body_contains: Some("Closed for the season".into()),
+            ..crate::job::Expect::default()
+        };
+        let mut lenient = job_for_url("https://a.example/", "j1").expect("job");
+        lenient.key = "k".into();
+        assert_eq!(deliver(&e, &lenient, false).await.verdict, Verdict::Up);
+        let mut picky = job_for_url("https://a.example/", "j2").expect("job");
+        picky.key = "k".into();
+        picky.expect = strict.clone();
+        picky.max_age = Some(Duration::from_secs(600));
+        let r = deliver(&e, &picky, false).await;
+        assert_eq!(
+            (r.cached, r.verdict),
+            (false, Verdict::Down),
+            "the page lacks its text: {r:?}"
+        );
+
+        // A key given that is another check's derived key.
+        let derived = job_for_url("https://a.example/", "j3").expect("job");
+        assert_eq!(deliver(&e, &derived, false).await.verdict, Verdict::Up);
+        let mut squatter = job_for_url("https://a.example/", "j4").expect("job");
+        squatter.key = derived.key.clone();
+        squatter.expect = strict;
+        squatter.max_age = Some(Duration::from_secs(600));
+        let r = deliver(&e, &squatter, false).await;
+        assert_eq!((r.cached, r.verdict), (false, Verdict::Down), "{r:?}");
+
+        // The same check under its key is still served.
+        let mut again = job_for_url("https://a.example/", "j5").expect("job");
+        again.key = "k".into();
+        again.expect = picky.expect.clone();
+        again.max_age = Some(Duration::from_secs(600));
+        let r = deliver(&e, &again, false).await;
+        assert_eq!((r.cached, r.verdict), (true, Verdict::Down), "{r:?}");
     }
 
     /// A `down` must be the site's fault. An answer to the handshake that is no TLS may

@@ -381,6 +381,14 @@ impl Job {
             meta: None,
         }
     }
+
+    /// What makes this check the check it is (URL, method, headers, expect: the key it
+    /// would derive, [`crate::key::derive`]), whatever its own `key`. Jobs sharing a
+    /// key may differ in it, and a verdict is served for `max_age_s` only to a job of
+    /// the same: one judged under another `expect` may be a false `up`.
+    pub fn fingerprint(&self) -> String {
+        crate::key::derive(self.url.as_str(), self.method, &self.headers, &self.expect)
+    }
 }
 
 /// HTTP facts of the final answer.

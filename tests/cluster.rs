@@ -173,25 +173,35 @@ async fn monitor_state_round_trips_on_a_cluster() {
         .collect();
     assert!(owners.len() >= 2, "keys all on one node: {owners:?}");
 
+    // The URL stands for the fingerprint of the job the report judged.
     for url in &urls {
-        assert!(state.fresh(url, Duration::from_secs(60)).await.is_none());
+        assert!(state
+            .fresh(url, url, Duration::from_secs(60))
+            .await
+            .is_none());
         let up = report(url, Verdict::Up);
-        let first = state.step(&up, delivery(&up)).await.expect("step");
+        let first = state
+            .step(&up, Some(url), delivery(&up))
+            .await
+            .expect("step");
         assert_eq!((first.previous, first.streak), (None, 1));
     }
     for url in &urls {
         let got = state
-            .fresh(url, Duration::from_secs(60))
+            .fresh(url, url, Duration::from_secs(60))
             .await
             .unwrap_or_else(|| panic!("{url}: not kept"));
         assert_eq!(&got.url, url);
         assert_eq!(got.verdict, Verdict::Up);
         let down = report(url, Verdict::Down);
-        let down = state.step(&down, delivery(&down)).await.expect("step");
+        let down = state
+            .step(&down, Some(url), delivery(&down))
+            .await
+            .expect("step");
         assert_eq!(down.previous, Some(Verdict::Up), "{url}");
         assert!(down.changed(Verdict::Down));
         let got = state
-            .fresh(url, Duration::from_secs(60))
+            .fresh(url, url, Duration::from_secs(60))
             .await
             .expect("kept");
         assert_eq!((got.verdict, got.changed), (Verdict::Down, true));

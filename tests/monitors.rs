@@ -151,6 +151,103 @@ async fn one_key_given_to_two_urls_is_one_history_and_max_age_keeps_to_its_key()
     w.shutdown().await;
 }
 
+/// Hunt P: monitors sharing a key (or a key given that is another check's derived key)
+/// but not their `expect` were served, under `max_age_s`, a verdict judged under another
+/// job's `expect`: `up` for a site answering 503 to a job expecting 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_serves_no_verdict_judged_under_another_jobs_expect() {
+    let site = Site::start("127.0.40.10").await;
+    site.set_up(false);
+    let s = settings_of(&toml(""));
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let w = Worker::start(&s);
+    let key = unique("county");
+    let lenient = json!({"url": site.url, "key": key, "expect": {"status": [503]}});
+    let a = one(&c, &s, lenient).await;
+    assert_eq!(a["verdict"], "up", "{a}");
+    let served = |r: &Value| {
+        (
+            r["cached"].as_bool(),
+            r["verdict"].as_str().map(String::from),
+        )
+    };
+    let default = json!({"url": site.url, "key": key, "max_age_s": 600});
+    let b = one(&c, &s, default).await;
+    assert_eq!(served(&b), (Some(false), Some("down".into())), "{b}");
+    let body = json!({"url": site.url, "key": key, "max_age_s": 600,
+                      "expect": {"status": [503], "body_contains": "omega"}});
+    let r = one(&c, &s, body.clone()).await;
+    assert_eq!(served(&r), (Some(false), Some("down".into())), "{r}");
+    let r = one(&c, &s, body).await;
+    assert_eq!(
+        served(&r),
+        (Some(true), Some("down".into())),
+        "its own: {r}"
+    );
+
+    // A key given that is another check's derived key.
+    let derived = one(
+        &c,
+        &s,
+        json!({"url": site.url, "expect": {"status": [503]}}),
+    )
+    .await;
+    assert_eq!(derived["verdict"], "up", "{derived}");
+    let squatter = json!({"url": site.url, "key": derived["key"], "max_age_s": 600});
+    let r = one(&c, &s, squatter).await;
+    assert_eq!(served(&r), (Some(false), Some("down".into())), "{r}");
+    w.shutdown().await;
+}
+
+/// A report kept by a worker of an earlier version has no fingerprint: which `expect`
+/// judged it cannot be told, so it is served to no job (each checks instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_report_without_a_fingerprint_is_served_to_no_job() {
+    let s = settings_of(&toml(""));
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    let key = unique("older");
+    let first = Delivery {
+        id: "j1",
+        redelivered: false,
+    };
+    let up = report_of(&key, "j1", Verdict::Up);
+    assert!(store.step(&up, Some("sha256:a"), first).await.is_some());
+    let age = Duration::from_secs(600);
+    assert!(
+        store.fresh(&key, "sha256:a", age).await.is_some(),
+        "its own"
+    );
+    assert!(
+        store.fresh(&key, "sha256:b", age).await.is_none(),
+        "another's"
+    );
+
+    let (_, report_key) = store.keys(&key);
+    let mut conn = redis::Client::open(s.redis.url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let raw: String = redis::cmd("GET")
+        .arg(&report_key)
+        .query_async(&mut conn)
+        .await
+        .expect("the kept report");
+    let mut kept: Value = serde_json::from_str(&raw).expect("kept JSON");
+    assert_eq!(kept["fingerprint"], "sha256:a", "{kept}");
+    kept.as_object_mut().expect("object").remove("fingerprint");
+    let _: () = redis::cmd("SET")
+        .arg(&report_key)
+        .arg(kept.to_string())
+        .arg("KEEPTTL")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    assert!(store.fresh(&key, "sha256:a", age).await.is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flipping_site_puts_exactly_its_transitions_on_the_changes_exchange() {
     let site = Site::start("127.0.40.4").await;
@@ -567,7 +664,7 @@ async fn a_stepped_key(
     let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
     let store = RedisState::new(pool, &s.redis);
     let stepped = store
-        .step(&report_of(key, first.id, Verdict::Up), first)
+        .step(&report_of(key, first.id, Verdict::Up), None, first)
         .await;
     assert!(stepped.is_some(), "redis answers");
     let admin = redis::Client::open(redis.url())
@@ -615,12 +712,16 @@ async fn a_state_step_that_redis_answers_late_still_tells_its_change() {
     // Redis busy for 800 ms (a script spinning), longer than the step's timeout
     // (500 ms): the step waits in its socket and runs late, after picket gave up on it.
     let busy = busy_for(admin, 800_000).await;
-    let late = store.step(&report_of("late", "j2", Down), new("j2")).await;
+    let late = store
+        .step(&report_of("late", "j2", Down), None, new("j2"))
+        .await;
     busy.await.expect("busy script");
     let answer = late.expect("an answer, late");
     assert_eq!(answer.previous, Some(Up));
     assert!(answer.changed(Down));
-    let next = store.step(&report_of("late", "j3", Down), new("j3")).await;
+    let next = store
+        .step(&report_of("late", "j3", Down), None, new("j3"))
+        .await;
     let next = next.expect("an answer");
     assert_eq!(
         (next.previous, next.streak),
@@ -645,7 +746,7 @@ async fn a_state_step_stalled_for_several_timeouts_still_tells_its_change() {
     // Busy for 3 s: six of the step's 500 ms timeouts.
     let busy = busy_for(admin, 3_000_000).await;
     let late = store
-        .step(&report_of("stalled", "j2", Down), new("j2"))
+        .step(&report_of("stalled", "j2", Down), None, new("j2"))
         .await;
     busy.await.expect("busy script");
     let answer = late.expect("an answer, once Redis runs again");
@@ -672,7 +773,9 @@ async fn a_step_asked_again_is_no_redelivery_of_an_earlier_copy() {
         .query_async(&mut admin)
         .await
         .expect("pause");
-    let second = store.step(&report_of("copies", "m", Down), copy).await;
+    let second = store
+        .step(&report_of("copies", "m", Down), None, copy)
+        .await;
     let second = second.expect("an answer, late");
     assert_eq!(second.previous, Some(Up));
     assert!(second.changed(Down));
@@ -720,7 +823,9 @@ async fn a_state_step_redis_runs_after_it_was_given_up_changes_nothing() {
     let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
     let store = RedisState::new(pool, &s.redis);
     for id in ["j1", "j2"] {
-        let down = store.step(&report_of("frozen", id, Down), new(id)).await;
+        let down = store
+            .step(&report_of("frozen", id, Down), None, new(id))
+            .await;
         assert!(down.is_some(), "redis answers");
     }
     // Frozen for longer than the worker waits for a stalled step (10 s).
@@ -729,11 +834,15 @@ async fn a_state_step_redis_runs_after_it_was_given_up_changes_nothing() {
         tokio::time::sleep(Duration::from_secs(14)).await;
         drop(frozen);
     });
-    let given_up = store.step(&report_of("frozen", "j3", Up), new("j3")).await;
+    let given_up = store
+        .step(&report_of("frozen", "j3", Up), None, new("j3"))
+        .await;
     thaw.await.expect("thawed");
     // What Redis was sent before it stopped, it runs now.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let next = store.step(&report_of("frozen", "j4", Up), new("j4")).await;
+    let next = store
+        .step(&report_of("frozen", "j4", Up), None, new("j4"))
+        .await;
     let next = next.expect("an answer, redis runs again");
     let told = [given_up, Some(next)];
     let changes: Vec<_> = told.iter().flatten().filter(|a| a.changed(Up)).collect();
@@ -742,7 +851,9 @@ async fn a_state_step_redis_runs_after_it_was_given_up_changes_nothing() {
         [Some(Down)],
         "down → up told by exactly one result: j3 {given_up:?}, j4 {next:?}"
     );
-    let after = store.step(&report_of("frozen", "j5", Up), new("j5")).await;
+    let after = store
+        .step(&report_of("frozen", "j5", Up), None, new("j5"))
+        .await;
     let after = after.expect("an answer");
     assert_eq!(after.previous, Some(Up), "the key is up");
 }
@@ -905,7 +1016,9 @@ async fn a_record_written_before_unknown_and_invalid_had_runs_of_their_own_steps
         .expect("set");
     let answer = async |id: &str, redelivered, verdict| {
         let report = report_of(&key, id, verdict);
-        let a = store.step(&report, Delivery { id, redelivered }).await;
+        let a = store
+            .step(&report, None, Delivery { id, redelivered })
+            .await;
         let a = a.expect("redis answers");
         (a.previous, a.streak, a.since_ms)
     };
@@ -931,7 +1044,10 @@ struct Step<'a>(&'a str, Delivery<'a>, Verdict);
 async fn agree(store: &RedisState, record: &mut Record, s: Step<'_>, label: &str) {
     let Step(key, delivery, verdict) = s;
     let report = report_of(key, delivery.id, verdict);
-    let from_redis = store.step(&report, delivery).await.expect("redis answers");
+    let from_redis = store
+        .step(&report, None, delivery)
+        .await
+        .expect("redis answers");
     let pure = step(record, delivery, verdict, from_redis.since_ms.max(1));
     assert_eq!(
         (from_redis.previous, from_redis.streak, from_redis.since_ms),
@@ -1094,11 +1210,17 @@ async fn review_d_a_step_whose_answer_is_lost_with_its_connection_still_tells_it
         id,
         redelivered: false,
     };
-    let first = store.step(&report_of("cut", "j1", Up), new("j1")).await;
+    let first = store
+        .step(&report_of("cut", "j1", Up), None, new("j1"))
+        .await;
     assert!(first.is_some(), "redis answers");
     cut.store(true, Ordering::SeqCst);
-    let second = store.step(&report_of("cut", "j2", Down), new("j2")).await;
-    let third = store.step(&report_of("cut", "j3", Down), new("j3")).await;
+    let second = store
+        .step(&report_of("cut", "j2", Down), None, new("j2"))
+        .await;
+    let third = store
+        .step(&report_of("cut", "j3", Down), None, new("j3"))
+        .await;
     relay.abort();
     let third = third.expect("an answer once reconnected");
     assert!(
@@ -1249,7 +1371,7 @@ async fn a_connection_redis_closed_while_idle_costs_no_state_step() {
         redelivered: false,
     };
     let stepped = store
-        .step(&report_of("idle", "d1", Verdict::Up), first)
+        .step(&report_of("idle", "d1", Verdict::Up), None, first)
         .await;
     assert!(stepped.is_some(), "the step was given up");
     drop(admin);

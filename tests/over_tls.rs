@@ -91,9 +91,10 @@ async fn step_twice(s: &Settings) -> Vec<Option<Verdict>> {
             id: &id,
             redelivered: false,
         };
-        let answer = tokio::time::timeout(Duration::from_secs(10), state.step(&report, delivery))
-            .await
-            .expect("a step within its timeout");
+        let answer =
+            tokio::time::timeout(Duration::from_secs(10), state.step(&report, None, delivery))
+                .await
+                .expect("a step within its timeout");
         previous.push(answer.and_then(|a| a.previous));
     }
     previous

@@ -209,17 +209,26 @@ fn extend(run: Option<(Verdict, u64, u64)>, verdict: Verdict, now_ms: u64) -> (V
 
 /// Where keys' state is kept.
 pub trait StateStore: Send + Sync {
-    /// The latest report of `key`, when younger than `max_age` (and than
-    /// `redis.verdict_ttl`), with its state fields as they were.
-    fn fresh<'a>(&'a self, key: &'a str, max_age: Duration) -> BoxFuture<'a, Option<Report>>;
+    /// The latest report of `key`, when it was judged as a job of `fingerprint` is
+    /// ([`crate::job::Job::fingerprint`]: jobs sharing a key may ask different things)
+    /// and is younger than `max_age` (and than `redis.verdict_ttl`), with its state
+    /// fields as they were.
+    fn fresh<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: &'a str,
+        max_age: Duration,
+    ) -> BoxFuture<'a, Option<Report>>;
     /// The report a redelivered message's first delivery produced for `key`, when it
     /// is the latest kept.
     fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>>;
     /// The step of the report's key with this result, atomic per key, and what came of
-    /// it.
+    /// it. The report is kept with the `fingerprint` of the job it judged, `None` for a
+    /// refused job (its report is never served).
     fn take_step<'a>(
         &'a self,
         report: &'a Report,
+        fingerprint: Option<&'a str>,
         delivery: Delivery<'a>,
     ) -> BoxFuture<'a, Stepped>;
 
@@ -228,9 +237,10 @@ pub trait StateStore: Send + Sync {
     fn step<'a>(
         &'a self,
         report: &'a Report,
+        fingerprint: Option<&'a str>,
         delivery: Delivery<'a>,
     ) -> BoxFuture<'a, Option<Answer>> {
-        Box::pin(async move { self.take_step(report, delivery).await.answer() })
+        Box::pin(async move { self.take_step(report, fingerprint, delivery).await.answer() })
     }
 }
 
@@ -291,6 +301,8 @@ struct Kept {
     shared: bool,
     answer: Answer,
     report: Report,
+    /// The fingerprint of the job it judged ([`StateStore::take_step`]).
+    fingerprint: Option<String>,
 }
 
 /// Whether a redelivery of `delivery` gets the kept report again: the one its first
@@ -377,11 +389,17 @@ impl Default for MemoryState {
 }
 
 impl StateStore for MemoryState {
-    fn fresh<'a>(&'a self, key: &'a str, max_age: Duration) -> BoxFuture<'a, Option<Report>> {
+    fn fresh<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: &'a str,
+        max_age: Duration,
+    ) -> BoxFuture<'a, Option<Report>> {
         Box::pin(async move {
             let kept = self.kept(key)?;
             let age = now_ms().saturating_sub(kept.at_ms);
-            (u128::from(age) <= max_age.as_millis()).then(|| kept.filled())
+            let same = kept.fingerprint.as_deref() == Some(fingerprint);
+            (same && u128::from(age) <= max_age.as_millis()).then(|| kept.filled())
         })
     }
 
@@ -396,6 +414,7 @@ impl StateStore for MemoryState {
     fn take_step<'a>(
         &'a self,
         report: &'a Report,
+        fingerprint: Option<&'a str>,
         delivery: Delivery<'a>,
     ) -> BoxFuture<'a, Stepped> {
         Box::pin(async move {
@@ -412,6 +431,7 @@ impl StateStore for MemoryState {
                 shared: shared(record, delivery.id),
                 answer,
                 report: report.clone(),
+                fingerprint: fingerprint.map(String::from),
             });
             Stepped::Answer(answer)
         })
@@ -566,15 +586,21 @@ mod tests {
         let keys = MemoryState::MAX_KEYS + 500;
         for n in 0..keys {
             let r = report(&format!("site-{n}"), Up);
-            store.step(&r, new(&format!("j{n}"))).await;
+            store.step(&r, None, new(&format!("j{n}"))).await;
         }
         let held = store.keys.lock().expect("lock").state.len();
         assert!(held <= MemoryState::MAX_KEYS, "{held} keys held");
         let latest = report(&format!("site-{}", keys - 1), Down);
-        let a = store.step(&latest, new("again")).await.expect("an answer");
+        let a = store
+            .step(&latest, None, new("again"))
+            .await
+            .expect("an answer");
         assert_eq!(a.previous, Some(Up), "the latest keys keep their state");
         let oldest = report("site-0", Down);
-        let a = store.step(&oldest, new("again")).await.expect("an answer");
+        let a = store
+            .step(&oldest, None, new("again"))
+            .await
+            .expect("an answer");
         assert_eq!(a.previous, None, "the oldest were let go");
     }
 
@@ -615,12 +641,12 @@ mod tests {
     #[tokio::test]
     async fn a_delivery_id_shared_by_copies_replays_only_a_fresh_answer() {
         let store = MemoryState::default();
-        store.step(&report("k", Down), new("m")).await;
+        store.step(&report("k", Down), None, new("m")).await;
         assert!(
             store.replay("k", "m").await.is_some(),
             "one copy: its answer"
         );
-        store.step(&report("k", Up), new("m")).await;
+        store.step(&report("k", Up), None, new("m")).await;
         assert!(
             store.replay("k", "m").await.is_some(),
             "a redelivery right after the step: its answer"

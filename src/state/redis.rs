@@ -31,7 +31,8 @@ use crate::redis_pool::{RedisConn, RedisPool};
 /// (s), the report's JSON, memo size, "1" when redelivered, memo age (ms), shared memo
 /// age (ms: `super::SHARED_RECALL_MS`), the step's nonce (the same when it is asked
 /// again after a timeout: a run that finds it in the memo gives that run's answer), how
-/// many changes the memo keeps beyond its size (`super::MEMO_CHANGES`). Returns
+/// many changes the memo keeps beyond its size (`super::MEMO_CHANGES`), the fingerprint
+/// of the job the report judged ("" for none: kept as null). Returns
 /// {previous verdict or "", streak, since (ms), Redis's time (ms)}; streak 0: the step
 /// came after its expiry and took none. The record is {v, s, n: the key's verdict,
 /// its start and streak; o, os, ov: the run of `unknown` or `invalid` since it, its
@@ -115,6 +116,7 @@ redis.call('SET', KEYS[2], '{"at":' .. string.format('%d', now) .. ',"delivery":
   .. ',"prev":' .. cjson.encode(prev)
   .. ',"streak":' .. string.format('%d', streak) .. ',"since":' .. string.format('%d', since)
   .. ',"shared":' .. tostring(shared)
+  .. ',"fingerprint":' .. (ARGV[14] == '' and 'null' or cjson.encode(ARGV[14]))
   .. ',"report":' .. ARGV[7] .. '}', 'EX', ARGV[6])
 return {prev, streak, since, now}
 "#;
@@ -176,6 +178,8 @@ fn millis(d: Duration) -> u64 {
 struct Step<'a> {
     report: &'a Report,
     json: &'a str,
+    /// The fingerprint of the job the report judged; "" for none.
+    fingerprint: &'a str,
     /// The same for every ask of this step: a run finding it took the step already.
     nonce: String,
     /// When the step may no longer be taken (ms, Redis's clock).
@@ -190,6 +194,10 @@ struct Kept {
     /// Its delivery id's answer is shared by several messages (`super::Memo::shared`).
     #[serde(default)]
     shared: bool,
+    /// The fingerprint of the job it judged (`StateStore::take_step`); none in a report
+    /// kept before it existed, or of a refused job: served to no job.
+    #[serde(default)]
+    fingerprint: Option<String>,
     prev: String,
     streak: u64,
     since: u64,
@@ -361,6 +369,7 @@ impl RedisState {
         let Step {
             report,
             json,
+            fingerprint,
             ref nonce,
             expiry,
         } = *step;
@@ -385,7 +394,8 @@ impl RedisState {
                     .arg(MEMO_MAX_AGE_MS)
                     .arg(SHARED_RECALL_MS)
                     .arg(nonce)
-                    .arg(MEMO_CHANGES);
+                    .arg(MEMO_CHANGES)
+                    .arg(fingerprint);
                 inv.invoke_async(c).await
             })
             .await?;
@@ -465,11 +475,17 @@ impl RedisState {
 }
 
 impl StateStore for RedisState {
-    fn fresh<'a>(&'a self, key: &'a str, max_age: Duration) -> BoxFuture<'a, Option<Report>> {
+    fn fresh<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: &'a str,
+        max_age: Duration,
+    ) -> BoxFuture<'a, Option<Report>> {
         Box::pin(async move {
             let (kept, now) = self.kept(key).await?;
             let age = now.saturating_sub(kept.at);
-            (u128::from(age) <= max_age.as_millis()).then(|| kept.filled())
+            let same = kept.fingerprint.as_deref() == Some(fingerprint);
+            (same && u128::from(age) <= max_age.as_millis()).then(|| kept.filled())
         })
     }
 
@@ -483,6 +499,7 @@ impl StateStore for RedisState {
     fn take_step<'a>(
         &'a self,
         report: &'a Report,
+        fingerprint: Option<&'a str>,
         delivery: Delivery<'a>,
     ) -> BoxFuture<'a, Stepped> {
         Box::pin(async move {
@@ -510,6 +527,7 @@ impl StateStore for RedisState {
             let step = Step {
                 report,
                 json: &json,
+                fingerprint: fingerprint.unwrap_or_default(),
                 nonce: step_nonce(),
                 expiry: redis_now + millis(wait),
             };
@@ -584,7 +602,7 @@ mod review_k_tests {
             id: "d",
             redelivered: false,
         };
-        let stepped = state.take_step(&report, delivery).await;
+        let stepped = state.take_step(&report, None, delivery).await;
         let heard = String::from_utf8_lossy(&heard.lock().unwrap()).to_string();
         assert!(
             !heard.to_ascii_uppercase().contains("EVAL"),
