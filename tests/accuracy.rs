@@ -475,3 +475,10 @@ async fn truth_words_in_hidden_elements_are_not_a_soft_failure() {
 async fn truth_a_page_closed_without_close_notify_is_up() {
     tells_the_truth("tls-close-without-close-notify").await;
 }
+
+/// Hunt O: an HTTPS page that sent Strict-Transport-Security and redirected to plain
+/// HTTP was followed over plain HTTP, `up`; browsers ask that host only over HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_redirect_to_plain_http_after_hsts_is_asked_over_https() {
+    tells_the_truth("hsts-then-plain-http").await;
+}

@@ -443,6 +443,59 @@ pub(super) async fn tls(b: &mut Builder, pki: &Pki) {
         vec![],
     );
 
+    // An HTTPS page that sends HSTS and redirects to plain HTTP on another port of the
+    // same host (hunt O): browsers rewrite the redirect to https:// (RFC 6797 8.3), and
+    // that port speaks no TLS. picket followed the plain http:// and said up.
+    let name = "hsts-then-plain-http";
+    let ip = b.ip();
+    let plain_page = page("County office", "Served over plain HTTP.");
+    let plain = serve(
+        &ip,
+        Router::new().route(
+            "/",
+            any(move || async move { html(StatusCode::OK, plain_page) }),
+        ),
+    )
+    .await;
+    let host = format!("{name}.{DOMAIN}");
+    let to_plain = format!("http://{host}:{}/", plain.port());
+    let router = Router::new().route(
+        "/",
+        any(move || {
+            let to_plain = to_plain.clone();
+            async move {
+                (
+                    StatusCode::MOVED_PERMANENTLY,
+                    [
+                        (
+                            header::STRICT_TRANSPORT_SECURITY,
+                            "max-age=31536000".to_string(),
+                        ),
+                        (header::LOCATION, to_plain),
+                    ],
+                    "",
+                )
+                    .into_response()
+            }
+        }),
+    );
+    let config = server_config(pki, &host, -1, 90, Signer::Ca);
+    let addr = serve_tls_router(&ip, (*config).clone(), router, Alpn::Http1).await;
+    b.add(
+        name,
+        "https",
+        addr,
+        "/",
+        None,
+        truth(
+            "down",
+            Some("tls"),
+            "an HTTPS page sending HSTS redirects to plain HTTP on another port: browsers ask that port over HTTPS, which it does not speak",
+        ),
+        said("down", "tls"),
+        vec![Fact::DetailContains("Strict-Transport-Security")],
+    );
+
     // Most sites' TLS front ends negotiate HTTP/2; this one speaks nothing else.
     let name = "tls-h2-only";
     let config = server_config(pki, &format!("{name}.{DOMAIN}"), -1, 90, Signer::Ca);
