@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::Router;
 use lapin::options::BasicConsumeOptions;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use serde_json::json;
 
@@ -19,7 +19,7 @@ use crate::support::ops::{get_ops, metric};
 use crate::support::picket::{base_toml, page, settings, Client, Worker};
 use crate::support::run::*;
 use crate::support::worker_process::WorkerProcess;
-use crate::support::{free_port, serve, unique};
+use crate::support::{free_port, serve};
 
 // ---------------------------------------------------------------------------------------
 // Each test below was written against a defect and failed until it was fixed; the
@@ -150,28 +150,6 @@ async fn kill_mid_burst_without_ids(ip: &str) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-/// A queue that refuses publishes (x-max-length + x-overflow = reject-publish), as a
-/// full RPC reply queue is.
-async fn refusing_queue(client: &Client) -> String {
-    let name = unique("full-reply");
-    let mut args = FieldTable::default();
-    args.insert("x-max-length".into(), AMQPValue::LongInt(0));
-    args.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("reject-publish".into()),
-    );
-    client
-        .ch
-        .queue_declare(
-            name.as_str().into(),
-            lapin::options::QueueDeclareOptions::default(),
-            args,
-        )
-        .await
-        .expect("declare a refusing queue");
-    name
-}
-
 /// Ten slow jobs to a target on `ip` and one job `odd` with `props` (a reply that goes
 /// wrong), run by a worker named `name` for `run`: how many results `odd` got, and how
 /// many of the slow jobs were answered. `reply_to` makes the properties from the test's
@@ -226,7 +204,7 @@ async fn slow_jobs_beside_one_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_reply_does_not_starve_other_jobs() {
     let refusing = async |client: &Client| {
-        let full = refusing_queue(client).await;
+        let full = client.refusing_queue().await;
         BasicProperties::default().with_reply_to(full.as_str().into())
     };
     let run = Duration::from_secs(12);

@@ -1276,22 +1276,7 @@ async fn a_refused_publish_names_where_it_went_and_why() {
     let s = picket::config::Settings::from_toml(&text).expect("settings");
     let client = Client::connect().await;
     client.declare(&s).await;
-    let full = unique("full-subscriber");
-    let mut args = FieldTable::default();
-    args.insert("x-max-length".into(), AMQPValue::LongInt(0));
-    args.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("reject-publish".into()),
-    );
-    client
-        .ch
-        .queue_declare(
-            full.as_str().into(),
-            lapin::options::QueueDeclareOptions::default(),
-            args,
-        )
-        .await
-        .expect("a full queue");
+    let full = client.refusing_queue().await;
     client
         .ch
         .queue_bind(

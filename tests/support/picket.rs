@@ -101,6 +101,24 @@ pub struct Client {
 }
 
 impl Client {
+    /// A new queue that refuses every publish (`x-max-length` 0 and `x-overflow =
+    /// reject-publish`), as a full queue of a subscriber or of RPC replies does: the
+    /// broker nacks what would go there.
+    pub async fn refusing_queue(&self) -> String {
+        let name = unique("full");
+        let mut args = FieldTable::default();
+        args.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(0));
+        args.insert(
+            "x-overflow".into(),
+            lapin::types::AMQPValue::LongString("reject-publish".into()),
+        );
+        self.ch
+            .queue_declare(name.as_str().into(), QueueDeclareOptions::default(), args)
+            .await
+            .expect("declare a refusing queue");
+        name
+    }
+
     pub async fn connect() -> Client {
         Client::connect_to(&servers().amqp_url).await
     }

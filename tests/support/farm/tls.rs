@@ -208,16 +208,42 @@ pub async fn serve_tls_at(
     crate::support::targets::serve_raw_at(addr, tls_page(config, body)).await
 }
 
+/// How a TLS target's answer ends.
+#[derive(Clone, Copy, PartialEq)]
+enum Ending {
+    /// A `Content-Length`, then TLS's close_notify.
+    Whole,
+    /// The close of the connection (no length, not chunked), without close_notify, as
+    /// old and embedded servers close.
+    Bare,
+}
+
 /// A connection handler answering one request over TLS with a fixed page.
 fn tls_page(
     config: Arc<rustls::ServerConfig>,
     body: &str,
 ) -> impl Fn(TcpStream) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync + 'static {
-    let response = Arc::new(raw_response(
-        "200 OK",
-        &[("Content-Type", HTML_UTF8), ("Connection", "close")],
-        body.as_bytes(),
-    ));
+    tls_page_ending(config, body, Ending::Whole)
+}
+
+/// [`tls_page`], its answer ending as `ending` says.
+fn tls_page_ending(
+    config: Arc<rustls::ServerConfig>,
+    body: &str,
+    ending: Ending,
+) -> impl Fn(TcpStream) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync + 'static {
+    let headers = [("Content-Type", HTML_UTF8), ("Connection", "close")];
+    let response = Arc::new(match ending {
+        Ending::Whole => raw_response("200 OK", &headers, body.as_bytes()),
+        Ending::Bare => {
+            let mut r = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {HTML_UTF8}\r\nConnection: close\r\n\r\n"
+            )
+            .into_bytes();
+            r.extend_from_slice(body.as_bytes());
+            r
+        }
+    });
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     move |stream: TcpStream| {
         let acceptor = acceptor.clone();
@@ -229,37 +255,16 @@ fn tls_page(
             };
             let _ = crate::support::targets::read_request_head(&mut tls).await;
             let _ = tls.write_all(&response).await;
-            let _ = tls.shutdown().await;
-        })
-    }
-}
-
-/// A connection handler answering one request over TLS with a page whose end is the
-/// connection's close (no `Content-Length`, not chunked), closed without TLS's
-/// `close_notify`, as old and embedded servers close.
-fn tls_page_closed_bare(
-    config: Arc<rustls::ServerConfig>,
-    body: &str,
-) -> impl Fn(TcpStream) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync + 'static {
-    let mut response =
-        format!("HTTP/1.1 200 OK\r\nContent-Type: {HTML_UTF8}\r\nConnection: close\r\n\r\n")
-            .into_bytes();
-    response.extend_from_slice(body.as_bytes());
-    let response = Arc::new(response);
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    move |stream: TcpStream| {
-        let acceptor = acceptor.clone();
-        let response = Arc::clone(&response);
-        Box::pin(async move {
-            let Ok(mut tls) = acceptor.accept(stream).await else {
-                return;
-            };
-            let _ = crate::support::targets::read_request_head(&mut tls).await;
-            let _ = tls.write_all(&response).await;
-            let _ = tls.flush().await;
-            // The TCP connection ends with no TLS shutdown, so no close_notify.
-            let (tcp, _) = tls.into_inner();
-            drop(tcp);
+            match ending {
+                Ending::Whole => {
+                    let _ = tls.shutdown().await;
+                }
+                Ending::Bare => {
+                    // The TCP connection ends with no TLS shutdown: no close_notify.
+                    let _ = tls.flush().await;
+                    drop(tls.into_inner().0);
+                }
+            }
         })
     }
 }
@@ -427,7 +432,7 @@ pub(super) async fn tls(b: &mut Builder, pki: &Pki) {
     let name = "tls-close-without-close-notify";
     let config = server_config(pki, &format!("{name}.{DOMAIN}"), -1, 90, Signer::Ca);
     let ip = b.ip();
-    let addr = serve_raw(&ip, tls_page_closed_bare(config, &body)).await;
+    let addr = serve_raw(&ip, tls_page_ending(config, &body, Ending::Bare)).await;
     b.add(
         name,
         "https",
