@@ -778,7 +778,7 @@ async fn the_redis_script_and_the_pure_step_agree() {
             id: &id,
             redelivered,
         };
-        let step_of = Step("the-key", delivery, verdict);
+        let step_of = Step("the-key", delivery, verdict, None);
         agree(&store, &mut record, step_of, &format!("step {i}")).await;
     }
     // Runs a random walk seldom makes: a job delivered three times, the middle one
@@ -846,6 +846,7 @@ async fn agree_on_run(
                 redelivered,
             },
             verdict,
+            None,
         );
         agree(store, &mut record, step_of, &format!("{key}, step {i}")).await;
     }
@@ -866,6 +867,79 @@ fn longer_than_the_memo() -> Vec<(String, bool, Verdict)> {
         run.push((id.to_string(), true, verdict));
     }
     run
+}
+
+/// Hunt P. Two checks of one key overlap (a slow answer, a hang confirmed by a second
+/// attempt, two workers): j2 began before the site went down and saw it up, j3 began
+/// after and ended first, `up → down`. j2, ending last, stepped the key back (a false
+/// `down.up` while the site was down) and the next check told `up.down` again. An
+/// observation older than the one that last stepped the key is told with the key's
+/// state and moves nothing, not even the report `max_age_s` serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_observation_finishing_last_moves_no_key() {
+    use picket::job::Verdict::{Down, Up};
+    let s = settings_of(&toml(""));
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    let key = unique("overtaken");
+    let since_epoch = std::time::UNIX_EPOCH.elapsed().expect("clock");
+    let t = u64::try_from(since_epoch.as_millis()).expect("ms") - 60_000;
+    let answer = async |id: &str, verdict, looked: u64| {
+        let report = picket::job::Report {
+            looked_ms: Some(t + looked),
+            ..report_of(&key, id, verdict)
+        };
+        let delivery = Delivery {
+            id,
+            redelivered: false,
+        };
+        let a = store.step(&report, delivery).await.expect("redis answers");
+        (a.previous, a.changed(verdict), a.streak, a.since_ms)
+    };
+    answer("j1", Up, 1000).await;
+    let j3 = answer("j3", Down, 3000).await;
+    assert_eq!((j3.0, j3.1, j3.2), (Some(Up), true, 1), "up → down");
+    let j2 = answer("j2", Up, 2000).await;
+    assert_eq!(j2, (Some(Down), false, 1, j3.3), "j2 looked before j3");
+    let served = store.fresh(&key, Duration::from_secs(600)).await;
+    assert_eq!(
+        served.map(|r| r.verdict),
+        Some(Down),
+        "j3's report, not j2's"
+    );
+    let j4 = answer("j4", Down, 4000).await;
+    assert_eq!(j4, (Some(Down), false, 2, j3.3), "the outage is told once");
+}
+
+/// The Lua script and the pure step agree on results that end out of the order they
+/// looked in: overtaken ones, an `unknown` older than the key's observation, a
+/// redelivery carrying an untold change, a record whose key looked at nothing yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_script_and_the_pure_step_agree_on_overtaken_results() {
+    use picket::job::Verdict::{Down, Unknown, Up};
+    let s = settings_of(&toml(""));
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    let run: [(&str, bool, Verdict, Option<u64>); 11] = [
+        ("a", false, Up, None),
+        ("b", false, Down, Some(20)),
+        ("c", false, Up, Some(10)),
+        ("d", false, Unknown, Some(5)),
+        ("e", false, Up, Some(30)),
+        ("f", false, Down, Some(40)),
+        ("g", false, Down, Some(60)),
+        ("f", true, Up, Some(50)),
+        ("h", false, Up, Some(60)),
+        ("i", false, Down, Some(55)),
+        ("j", false, Down, None),
+    ];
+    let key = unique("overtaken-agree");
+    let mut record = Record::default();
+    for (i, (id, redelivered, verdict, looked)) in run.into_iter().enumerate() {
+        let delivery = Delivery { id, redelivered };
+        let step_of = Step(&key, delivery, verdict, looked);
+        agree(&store, &mut record, step_of, &format!("step {i}")).await;
+    }
 }
 
 /// A record a worker wrote before each of `unknown` and `invalid` had a run of its own
@@ -924,15 +998,19 @@ async fn a_record_written_before_unknown_and_invalid_had_runs_of_their_own_steps
     assert_eq!(up, (Some(Up), 4, 1000), "the key's verdict kept");
 }
 
-/// A step of a key: the key, the delivery, its verdict.
-struct Step<'a>(&'a str, Delivery<'a>, Verdict);
+/// A step of a key: the key, the delivery, its verdict, when its probing began.
+struct Step<'a>(&'a str, Delivery<'a>, Verdict, Option<u64>);
 
 /// Takes `s` through the Lua script and through the pure step, which must agree.
 async fn agree(store: &RedisState, record: &mut Record, s: Step<'_>, label: &str) {
-    let Step(key, delivery, verdict) = s;
-    let report = report_of(key, delivery.id, verdict);
+    let Step(key, delivery, verdict, looked_ms) = s;
+    let report = picket::job::Report {
+        looked_ms,
+        ..report_of(key, delivery.id, verdict)
+    };
     let from_redis = store.step(&report, delivery).await.expect("redis answers");
-    let pure = step(record, delivery, verdict, from_redis.since_ms.max(1));
+    let now = from_redis.since_ms.max(1);
+    let pure = step(record, delivery, verdict, looked_ms, now);
     assert_eq!(
         (from_redis.previous, from_redis.streak, from_redis.since_ms),
         (pure.previous, pure.streak, pure.since_ms),

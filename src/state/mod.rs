@@ -140,7 +140,13 @@ fn shared(record: &Record, id: &str) -> bool {
 /// redelivery is a step of its own: recalling its old change would announce one the
 /// key's state contradicts. A redelivery that moves the key off the verdict its first
 /// delivery left tells that move ([`previous_of`]).
-pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_ms: u64) -> Answer {
+pub fn step(
+    record: &mut Record,
+    delivery: Delivery<'_>,
+    verdict: Verdict,
+    _looked_ms: Option<u64>,
+    now_ms: u64,
+) -> Answer {
     let seen = record.memo.iter().position(|m| m.delivery == delivery.id);
     let own = seen.filter(|&i| {
         let m = &record.memo[i];
@@ -405,7 +411,7 @@ impl StateStore for MemoryState {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
             let (record, kept) = keys.entry(key);
             let at_ms = now_ms();
-            let answer = step(record, delivery, report.verdict, at_ms);
+            let answer = step(record, delivery, report.verdict, report.looked_ms, at_ms);
             *kept = Some(Kept {
                 at_ms,
                 delivery: delivery.id.to_string(),
@@ -435,6 +441,12 @@ mod tests {
             id,
             redelivered: true,
         }
+    }
+
+    /// The step of a result whose probing began when it is stepped (results stepped in
+    /// the order they looked): the tests written before results carried that instant.
+    fn step(r: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_ms: u64) -> Answer {
+        super::step(r, delivery, verdict, Some(now_ms), now_ms)
     }
 
     #[test]
@@ -716,6 +728,83 @@ mod tests {
         assert!(
             again.changed(Down),
             "j2's up → down is told by no result: {again:?}"
+        );
+    }
+
+    /// Hunt P. A check that looked at the site before a newer check of the key, and
+    /// finished after it (a slow answer, a hang confirmed by a second attempt), stepped
+    /// the key back: a false `down.up` while the site was down, then `up.down` told a
+    /// second time by the next check. Its result is told, but the key does not move.
+    #[test]
+    fn an_observation_older_than_the_keys_is_told_but_moves_nothing() {
+        let mut r = Record::default();
+        super::step(&mut r, new("j1"), Up, Some(1000), 1000);
+        let j3 = super::step(&mut r, new("j3"), Down, Some(3000), 3500);
+        assert!(j3.changed(Down), "up → down, the site went down");
+        // j2 began at 2000, before j3, and saw the site still up; it ends last.
+        let j2 = super::step(&mut r, new("j2"), Up, Some(2000), 4000);
+        assert_eq!(
+            (j2.previous, j2.changed(Up), j2.streak, j2.since_ms),
+            (Some(Down), false, 1, 3500),
+            "an older observation is told with the key's state, unmoved: {j2:?}"
+        );
+        let j4 = super::step(&mut r, new("j4"), Down, Some(4500), 5000);
+        assert_eq!(
+            (j4.previous, j4.changed(Down), j4.streak, j4.since_ms),
+            (Some(Down), false, 2, 3500),
+            "the outage is told once: {j4:?}"
+        );
+    }
+
+    /// A record written before records kept when their verdict was looked at steps on:
+    /// it is older than any observation. `unknown` and `invalid` are no verdict on the
+    /// site and step as they did, however old their observation.
+    #[test]
+    fn a_record_without_a_look_time_and_results_that_are_no_verdict_step_as_before() {
+        let mut r = Record::default();
+        super::step(&mut r, new("j1"), Up, None, 1000);
+        let a = super::step(&mut r, new("j2"), Down, Some(5), 2000);
+        assert_eq!((a.previous, a.streak), (Some(Up), 1));
+        assert!(a.changed(Down));
+        let u = super::step(&mut r, new("j3"), Unknown, Some(1), 3000);
+        assert_eq!((u.previous, u.streak, u.since_ms), (Some(Down), 1, 3000));
+        let d = super::step(&mut r, new("j4"), Down, Some(6), 4000);
+        assert_eq!((d.previous, d.streak, d.since_ms), (Some(Down), 2, 2000));
+    }
+
+    /// A redelivery whose first delivery took `up → down` and never told it (its worker
+    /// died) carries that change: older than another job's observation or not, it is
+    /// stepped as before, or no result would ever tell the outage.
+    #[test]
+    fn a_redelivery_carrying_an_untold_change_is_never_stale() {
+        let mut r = Record::default();
+        super::step(&mut r, new("j1"), Up, Some(1000), 1000);
+        super::step(&mut r, new("j2"), Down, Some(2000), 2000); // never told
+        super::step(&mut r, new("j5"), Down, Some(5000), 5000); // down after down
+        let again = super::step(&mut r, again("j2"), Down, Some(4000), 6000);
+        assert_eq!((again.previous, again.changed(Down)), (Some(Up), true));
+    }
+
+    /// `max_age_s` serves the key's latest report: not an older observation's that
+    /// finished later.
+    #[tokio::test]
+    async fn an_older_observation_is_not_served_for_max_age() {
+        let store = MemoryState::default();
+        let looked = |verdict, at| Report {
+            looked_ms: Some(at),
+            ..report("k", verdict)
+        };
+        store.step(&looked(Down, now_ms()), new("j3")).await;
+        let a = store.step(&looked(Up, now_ms() - 60_000), new("j2")).await;
+        assert_eq!(
+            a.map(|a| (a.previous, a.changed(Up))),
+            Some((Some(Down), false))
+        );
+        let served = store.fresh("k", Duration::from_secs(600)).await;
+        assert_eq!(
+            served.map(|r| r.verdict),
+            Some(Down),
+            "the newer observation's"
         );
     }
 
