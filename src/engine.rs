@@ -220,6 +220,9 @@ impl Engine {
     async fn settle(&self, report: &mut Report, delivery: Delivery<'_>) -> Stepped {
         let stepped = self.state.take_step(report, delivery).await;
         crate::state::fill(report, stepped.answer());
+        if stepped.answer().is_some_and(|a| a.stale) {
+            metric::state_stale();
+        }
         if report.changed {
             if let Some(previous) = report.previous_verdict {
                 metric::state_changed(previous, report.verdict);
@@ -235,6 +238,10 @@ impl Engine {
         max_wait: Option<Duration>,
         line: Line,
     ) -> Result<Report, Duration> {
+        // When this check looked at the site: checks of one key overlap (a hang takes
+        // `attempts` timeouts), and the state steps the key in this order, not in the
+        // order they end (`state::step`).
+        let looked_ms = crate::state::now_ms();
         let mut plan = Plan::new(job, &self.probe);
         plan.max_wait = max_wait;
         plan.line = line;
@@ -277,16 +284,16 @@ impl Engine {
             decisive: i,
         };
         let detail = report::detail(detail, verdict, &attempts);
-        Ok(report::build(
-            self.subject(job),
-            Word {
-                verdict,
-                reason,
-                detail,
-            },
-            Some(attempts),
-            self.stamp(),
-        ))
+        let word = Word {
+            verdict,
+            reason,
+            detail,
+        };
+        let report = report::build(self.subject(job), word, Some(attempts), self.stamp());
+        Ok(Report {
+            looked_ms: Some(looked_ms),
+            ..report
+        })
     }
 
     /// Tells the metrics and our side what an attempt showed.

@@ -909,6 +909,25 @@ async fn an_older_observation_finishing_last_moves_no_key() {
     );
     let j4 = answer("j4", Down, 4000).await;
     assert_eq!(j4, (Some(Down), false, 2, j3.3), "the outage is told once");
+    // A record written before records kept when they looked: older than any result.
+    let old = json!({"v": "down", "s": 1000, "n": 3, "o": 0, "os": 0, "m": []});
+    let client = redis::Client::open(s.redis.url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("SET")
+        .arg(store.keys(&key).0)
+        .arg(old.to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let up = answer("j5", Up, 0).await;
+    assert_eq!(
+        (up.0, up.1, up.2),
+        (Some(Down), true, 1),
+        "the old record steps on"
+    );
 }
 
 /// The Lua script and the pure step agree on results that end out of the order they
@@ -920,17 +939,18 @@ async fn the_redis_script_and_the_pure_step_agree_on_overtaken_results() {
     let s = settings_of(&toml(""));
     let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
     let store = RedisState::new(pool, &s.redis);
+    // Seconds apart: the script dates each on Redis's clock from its age, to the ms.
     let run: [(&str, bool, Verdict, Option<u64>); 11] = [
         ("a", false, Up, None),
-        ("b", false, Down, Some(20)),
-        ("c", false, Up, Some(10)),
-        ("d", false, Unknown, Some(5)),
-        ("e", false, Up, Some(30)),
-        ("f", false, Down, Some(40)),
-        ("g", false, Down, Some(60)),
-        ("f", true, Up, Some(50)),
-        ("h", false, Up, Some(60)),
-        ("i", false, Down, Some(55)),
+        ("b", false, Down, Some(20_000)),
+        ("c", false, Up, Some(10_000)),
+        ("d", false, Unknown, Some(5_000)),
+        ("e", false, Up, Some(30_000)),
+        ("f", false, Down, Some(40_000)),
+        ("g", false, Down, Some(60_000)),
+        ("f", true, Up, Some(50_000)),
+        ("h", false, Up, Some(70_000)),
+        ("i", false, Down, Some(65_000)),
         ("j", false, Down, None),
     ];
     let key = unique("overtaken-agree");

@@ -5,6 +5,9 @@
 //!
 //! [`step`] is the transition, pure; [`MemoryState`] runs it in this process (for
 //! `picket check` and tests) and [`RedisState`] runs the same rules as one Lua script.
+//! Steps are ordered by when each result's check began probing, not by when it ended:
+//! checks of one key overlap (a hanging site takes `attempts` timeouts), and one that
+//! ends after a newer one is told but moves nothing ([`stale`]).
 //! State is a help, never a dependency: when the store is away, results still flow with
 //! `previous_verdict: null`, `changed: false`, `streak: 1`, and never a false change.
 
@@ -68,12 +71,17 @@ pub struct Answer {
     pub streak: u64,
     /// When this run of the verdict began (ms since the epoch).
     pub since_ms: u64,
+    /// The result looked at the site before the observation that last stepped the key
+    /// ([`Record::looked`]): it moved nothing, and `previous`, `streak` and `since_ms`
+    /// are the key's, unmoved. A check overtaken by a newer one that already told what
+    /// it saw would otherwise step the key back and tell a change the site never made.
+    pub stale: bool,
 }
 
 impl Answer {
     /// Whether a result with `verdict` changes the key's verdict.
     pub fn changed(&self, verdict: Verdict) -> bool {
-        verdict.is_about_the_site() && self.previous.is_some_and(|p| p != verdict)
+        !self.stale && verdict.is_about_the_site() && self.previous.is_some_and(|p| p != verdict)
     }
 }
 
@@ -82,6 +90,10 @@ impl Answer {
 pub struct Record {
     /// The last verdict on the site, its start and its streak.
     verdict: Option<(Verdict, u64, u64)>,
+    /// When the newest observation that stepped the key's verdict began
+    /// ([`Report::looked_ms`], ms since the epoch; Redis's record dates it by Redis's
+    /// clock); `None` in a record written before it was kept: older than any.
+    looked: Option<u64>,
     /// The run of results that are no verdict on the site since it: which one
     /// (`unknown` or `invalid`, each a run of its own), its start and its streak.
     other: Option<(Verdict, u64, u64)>,
@@ -139,12 +151,14 @@ fn shared(record: &Record, id: &str) -> bool {
 /// the one that step left ([`Memo::left`]). Once another job changed it (and told that change), the
 /// redelivery is a step of its own: recalling its old change would announce one the
 /// key's state contradicts. A redelivery that moves the key off the verdict its first
-/// delivery left tells that move ([`previous_of`]).
+/// delivery left tells that move ([`previous_of`]). A verdict on the site whose probing
+/// began (`looked_ms`) before the key's latest observation is [`stale`] and moves
+/// nothing.
 pub fn step(
     record: &mut Record,
     delivery: Delivery<'_>,
     verdict: Verdict,
-    _looked_ms: Option<u64>,
+    looked_ms: Option<u64>,
     now_ms: u64,
 ) -> Answer {
     let seen = record.memo.iter().position(|m| m.delivery == delivery.id);
@@ -159,6 +173,14 @@ pub fn step(
         Some(i) => previous_of(&record.memo[i], verdict, current),
         None => current,
     };
+    // A redelivery whose first delivery's change may be untold (its worker died) is
+    // stepped as ever: taken as stale, that change would be told by no result.
+    let carries_a_change = recalled.is_some_and(|i| record.memo[i].tells_a_change());
+    if !carries_a_change && verdict.is_about_the_site() {
+        if let Some(answer) = stale(record, looked_ms) {
+            return answer;
+        }
+    }
     // An id answered before and not this message's own first answer: copies share it.
     let shared = seen.is_some_and(|i| own.is_none() || record.memo[i].shared);
     if let Some(i) = seen {
@@ -166,6 +188,7 @@ pub fn step(
     }
     let (_, since_ms, streak) = if verdict.is_about_the_site() {
         record.other = None;
+        record.looked = record.looked.max(looked_ms);
         *record
             .verdict
             .insert(extend(record.verdict, verdict, now_ms))
@@ -176,6 +199,7 @@ pub fn step(
         previous,
         streak,
         since_ms,
+        stale: false,
     };
     let memo = Memo {
         delivery: delivery.id.to_string(),
@@ -188,6 +212,22 @@ pub fn step(
     record.memo.insert(0, memo);
     prune(&mut record.memo);
     answer
+}
+
+/// The answer to a verdict on the site whose observation began at `looked_ms`, when
+/// that is before the key's latest ([`Record::looked`]): the key's state as it is. The
+/// newer observation was stepped and told already; the older one is still a true
+/// observation of its moment, published as such, but no change. It is not remembered:
+/// it took no step for a redelivery to recall, nor a report for `max_age_s` to serve.
+/// Equal times are no order: stepped as they come, as before.
+fn stale(record: &Record, looked_ms: Option<u64>) -> Option<Answer> {
+    let (current, since_ms, streak) = record.verdict?;
+    (looked_ms? < record.looked?).then_some(Answer {
+        previous: Some(current),
+        streak,
+        since_ms,
+        stale: true,
+    })
 }
 
 /// The previous verdict of a recalled redelivery (its key's verdict still `current`, the
@@ -412,6 +452,9 @@ impl StateStore for MemoryState {
             let (record, kept) = keys.entry(key);
             let at_ms = now_ms();
             let answer = step(record, delivery, report.verdict, report.looked_ms, at_ms);
+            if answer.stale {
+                return Stepped::Answer(answer);
+            }
             *kept = Some(Kept {
                 at_ms,
                 delivery: delivery.id.to_string(),
