@@ -232,6 +232,9 @@ impl Engine {
     ) -> Stepped {
         let stepped = self.state.take_step(report, fingerprint, delivery).await;
         crate::state::fill(report, stepped.answer());
+        if stepped.answer().is_some_and(|a| a.stale) {
+            metric::state_stale();
+        }
         if report.changed {
             if let Some(previous) = report.previous_verdict {
                 metric::state_changed(previous, report.verdict);
@@ -247,6 +250,10 @@ impl Engine {
         max_wait: Option<Duration>,
         line: Line,
     ) -> Result<Report, Duration> {
+        // When this check looked at the site: checks of one key overlap (a hang takes
+        // `attempts` timeouts), and the state steps the key in this order, not in the
+        // order they end (`state::step`).
+        let looked_ms = crate::state::now_ms();
         let mut plan = Plan::new(job, &self.probe);
         plan.max_wait = max_wait;
         plan.line = line;
@@ -289,16 +296,16 @@ impl Engine {
             decisive: i,
         };
         let detail = report::detail(detail, verdict, &attempts);
-        Ok(report::build(
-            self.subject(job),
-            Word {
-                verdict,
-                reason,
-                detail,
-            },
-            Some(attempts),
-            self.stamp(),
-        ))
+        let word = Word {
+            verdict,
+            reason,
+            detail,
+        };
+        let report = report::build(self.subject(job), word, Some(attempts), self.stamp());
+        Ok(Report {
+            looked_ms: Some(looked_ms),
+            ..report
+        })
     }
 
     /// Tells the metrics and our side what an attempt showed.
@@ -1442,6 +1449,72 @@ mod tests {
         assert_eq!(
             (r.verdict, r.reason.as_str()),
             (Verdict::Unknown, "blocked")
+        );
+    }
+
+    /// A site that answers `up` while `slow.example`'s gate is shut (held until the
+    /// test opens it), and `503` to every other host: one site seen before and after
+    /// it went down.
+    struct Gated {
+        gate: tokio::sync::Notify,
+    }
+
+    impl Prober for Gated {
+        fn egress_count(&self) -> usize {
+            1
+        }
+        fn observe<'a>(&'a self, plan: &'a Plan, _egress: usize) -> BoxFuture<'a, Attempt> {
+            Box::pin(async move {
+                let slow = plan.url.host_str() == Some("slow.example");
+                if slow {
+                    self.gate.notified().await;
+                }
+                let mut o = Observation::new("direct");
+                o.ip = Some(std::net::IpAddr::from([192, 0, 2, 9]));
+                o.outcome = if slow { ok() } else { status(503) };
+                Attempt::Observed(o)
+            })
+        }
+    }
+
+    /// Hunt P. Two checks of one key overlap: j2 began first and saw the site up, j3
+    /// began after the site went down and ended first, `up → down`. j2 ended last and
+    /// stepped the key back, a false `down.up` while the site was down, and the next
+    /// check told `up.down` again. The instant a check began probing orders it.
+    #[tokio::test]
+    async fn a_check_that_began_before_a_newer_one_does_not_step_the_key_back() {
+        let gated = Arc::new(Gated {
+            gate: tokio::sync::Notify::new(),
+        });
+        let e = engine_on(gated.clone(), "retry_delay = \"1ms\"\nattempts = 2\n");
+        let job = |url: &str, id: &str| {
+            let mut j = job_for_url(url, id).expect("job");
+            j.key = "shop".into();
+            j
+        };
+        gated.gate.notify_one();
+        let j1 = e.run(&job("https://slow.example/", "j1")).await;
+        assert_eq!(j1.verdict, Verdict::Up);
+        let j2 = tokio::spawn({
+            let e = e.clone();
+            async move { e.run(&job("https://slow.example/", "j2")).await }
+        });
+        // j2 is probing (held at the gate); j3 begins later, on the clock too.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let j3 = e.run(&job("https://down.example/", "j3")).await;
+        assert_eq!((j3.verdict, j3.changed), (Verdict::Down, true));
+        gated.gate.notify_one();
+        let j2 = j2.await.expect("j2");
+        assert_eq!(
+            (j2.verdict, j2.previous_verdict, j2.changed),
+            (Verdict::Up, Some(Verdict::Down), false),
+            "j2 looked before j3: told, but no change"
+        );
+        let j4 = e.run(&job("https://down.example/", "j4")).await;
+        assert_eq!(
+            (j4.previous_verdict, j4.changed, j4.streak),
+            (Some(Verdict::Down), false, 2),
+            "the outage was told once"
         );
     }
 }

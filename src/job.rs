@@ -509,6 +509,12 @@ pub struct Report {
     /// Days until the certificate expires (https only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_days_left: Option<i64>,
+    /// When the observation behind this verdict began: the instant its probing started
+    /// (ms since the epoch, the checking worker's clock); `None` for a report with no
+    /// probe behind it. Not on the wire: the key's state orders results by it, so that a
+    /// check finishing after a newer one does not step the key back (`state::step`).
+    #[serde(skip)]
+    pub looked_ms: Option<u64>,
 }
 
 /// The `schema` field of a result: always [`SCHEMA_VERSION`] when written; whatever an
@@ -566,6 +572,7 @@ impl Report {
             worker: "w".into(),
             meta: None,
             tls_days_left: None,
+            looked_ms: None,
         }
     }
 }

@@ -39,6 +39,7 @@ const ACK_FRAMES: &str = "picket_ack_frames_total";
 const STATE_CHANGES: &str = "picket_state_changes_total";
 const STATE_UNAVAILABLE: &str = "picket_state_unavailable_total";
 const STATE_REPLAYS: &str = "picket_state_replays_total";
+const STATE_STALE: &str = "picket_state_stale_total";
 const CHANGES_PUBLISHED: &str = "picket_changes_published_total";
 const PHASE_SECONDS: &str = "picket_phase_duration_seconds";
 const ISSUER_FETCHES: &str = "picket_issuer_fetches_total";
@@ -116,6 +117,7 @@ fn zero() {
         PACED,
         STATE_UNAVAILABLE,
         STATE_REPLAYS,
+        STATE_STALE,
         CHANGES_PUBLISHED,
     ] {
         counter!(name).increment(0);
@@ -283,6 +285,10 @@ fn describe() {
     describe_counter!(
         STATE_REPLAYS,
         "Redelivered jobs answered with the result they had already produced"
+    );
+    describe_counter!(
+        STATE_STALE,
+        "Results whose check began before the one that last stepped their key (overlapping checks, the newer one ended first): published, but their key did not move"
     );
     describe_counter!(
         ISSUER_FETCHES,
@@ -492,6 +498,12 @@ pub(crate) fn state_unavailable() {
 /// A redelivered job was answered with the result it had already produced.
 pub(crate) fn state_replayed() {
     counter!(STATE_REPLAYS).increment(1);
+}
+
+/// A result looked at its site before the observation that last stepped its key: it
+/// moved nothing.
+pub(crate) fn state_stale() {
+    counter!(STATE_STALE).increment(1);
 }
 
 /// A change was published to the changes exchange and confirmed.

@@ -889,7 +889,7 @@ async fn the_redis_script_and_the_pure_step_agree() {
             id: &id,
             redelivered,
         };
-        let step_of = Step("the-key", delivery, verdict);
+        let step_of = Step("the-key", delivery, verdict, None);
         agree(&store, &mut record, step_of, &format!("step {i}")).await;
     }
     // Runs a random walk seldom makes: a job delivered three times, the middle one
@@ -957,6 +957,7 @@ async fn agree_on_run(
                 redelivered,
             },
             verdict,
+            None,
         );
         agree(store, &mut record, step_of, &format!("{key}, step {i}")).await;
     }
@@ -977,6 +978,102 @@ fn longer_than_the_memo() -> Vec<(String, bool, Verdict)> {
         run.push((id.to_string(), true, verdict));
     }
     run
+}
+
+/// Hunt P. Two checks of one key overlap (a slow answer, a hang confirmed by a second
+/// attempt, two workers): j2 began before the site went down and saw it up, j3 began
+/// after and ended first, `up → down`. j2, ending last, stepped the key back (a false
+/// `down.up` while the site was down) and the next check told `up.down` again. An
+/// observation older than the one that last stepped the key is told with the key's
+/// state and moves nothing, not even the report `max_age_s` serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_observation_finishing_last_moves_no_key() {
+    use picket::job::Verdict::{Down, Up};
+    let s = settings_of(&toml(""));
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    let key = unique("overtaken");
+    let since_epoch = std::time::UNIX_EPOCH.elapsed().expect("clock");
+    let t = u64::try_from(since_epoch.as_millis()).expect("ms") - 60_000;
+    let answer = async |id: &str, verdict, looked: u64| {
+        let report = picket::job::Report {
+            looked_ms: Some(t + looked),
+            ..report_of(&key, id, verdict)
+        };
+        let delivery = Delivery {
+            id,
+            redelivered: false,
+        };
+        let a = store
+            .step(&report, Some("f"), delivery)
+            .await
+            .expect("redis answers");
+        (a.previous, a.changed(verdict), a.streak, a.since_ms)
+    };
+    answer("j1", Up, 1000).await;
+    let j3 = answer("j3", Down, 3000).await;
+    assert_eq!((j3.0, j3.1, j3.2), (Some(Up), true, 1), "up → down");
+    let j2 = answer("j2", Up, 2000).await;
+    assert_eq!(j2, (Some(Down), false, 1, j3.3), "j2 looked before j3");
+    let served = store.fresh(&key, "f", Duration::from_secs(600)).await;
+    assert_eq!(
+        served.map(|r| r.verdict),
+        Some(Down),
+        "j3's report, not j2's"
+    );
+    let j4 = answer("j4", Down, 4000).await;
+    assert_eq!(j4, (Some(Down), false, 2, j3.3), "the outage is told once");
+    // A record written before records kept when they looked: older than any result.
+    let old = json!({"v": "down", "s": 1000, "n": 3, "o": 0, "os": 0, "m": []});
+    let client = redis::Client::open(s.redis.url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("SET")
+        .arg(store.keys(&key).0)
+        .arg(old.to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let up = answer("j5", Up, 0).await;
+    assert_eq!(
+        (up.0, up.1, up.2),
+        (Some(Down), true, 1),
+        "the old record steps on"
+    );
+}
+
+/// The Lua script and the pure step agree on results that end out of the order they
+/// looked in: overtaken ones, an `unknown` older than the key's observation, a
+/// redelivery carrying an untold change, a record whose key looked at nothing yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_script_and_the_pure_step_agree_on_overtaken_results() {
+    use picket::job::Verdict::{Down, Unknown, Up};
+    let s = settings_of(&toml(""));
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    // Seconds apart: the script dates each on Redis's clock from its age, to the ms.
+    let run: [(&str, bool, Verdict, Option<u64>); 11] = [
+        ("a", false, Up, None),
+        ("b", false, Down, Some(20_000)),
+        ("c", false, Up, Some(10_000)),
+        ("d", false, Unknown, Some(5_000)),
+        ("e", false, Up, Some(30_000)),
+        ("f", false, Down, Some(40_000)),
+        ("g", false, Down, Some(60_000)),
+        ("f", true, Up, Some(50_000)),
+        ("h", false, Up, Some(70_000)),
+        ("i", false, Down, Some(65_000)),
+        ("j", false, Down, None),
+    ];
+    let key = unique("overtaken-agree");
+    let mut record = Record::default();
+    for (i, (id, redelivered, verdict, looked)) in run.into_iter().enumerate() {
+        let delivery = Delivery { id, redelivered };
+        let step_of = Step(&key, delivery, verdict, looked);
+        agree(&store, &mut record, step_of, &format!("step {i}")).await;
+    }
 }
 
 /// A record a worker wrote before each of `unknown` and `invalid` had a run of its own
@@ -1037,18 +1134,22 @@ async fn a_record_written_before_unknown_and_invalid_had_runs_of_their_own_steps
     assert_eq!(up, (Some(Up), 4, 1000), "the key's verdict kept");
 }
 
-/// A step of a key: the key, the delivery, its verdict.
-struct Step<'a>(&'a str, Delivery<'a>, Verdict);
+/// A step of a key: the key, the delivery, its verdict, when its probing began.
+struct Step<'a>(&'a str, Delivery<'a>, Verdict, Option<u64>);
 
 /// Takes `s` through the Lua script and through the pure step, which must agree.
 async fn agree(store: &RedisState, record: &mut Record, s: Step<'_>, label: &str) {
-    let Step(key, delivery, verdict) = s;
-    let report = report_of(key, delivery.id, verdict);
+    let Step(key, delivery, verdict, looked_ms) = s;
+    let report = picket::job::Report {
+        looked_ms,
+        ..report_of(key, delivery.id, verdict)
+    };
     let from_redis = store
         .step(&report, None, delivery)
         .await
         .expect("redis answers");
-    let pure = step(record, delivery, verdict, from_redis.since_ms.max(1));
+    let now = from_redis.since_ms.max(1);
+    let pure = step(record, delivery, verdict, looked_ms, now);
     assert_eq!(
         (from_redis.previous, from_redis.streak, from_redis.since_ms),
         (pure.previous, pure.streak, pure.since_ms),

@@ -733,7 +733,7 @@ mod tests {
             id,
             redelivered: false,
         };
-        step(&mut r, new("j1"), Up, 1000);
+        step(&mut r, new("j1"), Up, None, 1000);
         let (id, redelivered) = of(&first);
         let told = step(
             &mut r,
@@ -742,14 +742,15 @@ mod tests {
                 redelivered,
             },
             Down,
+            None,
             2000,
         );
         assert!(
             told.changed(Down),
             "up → down, never published: the worker died"
         );
-        step(&mut r, new("j3"), Down, 3000); // so the redelivery is not replayed
-                                             // The redelivery (`again`) is deferred: no step. Its copy comes back:
+        step(&mut r, new("j3"), Down, None, 3000); // so the redelivery is not replayed
+                                                   // The redelivery (`again`) is deferred: no step. Its copy comes back:
         let (id, redelivered) = of(&back);
         let a = step(
             &mut r,
@@ -758,6 +759,7 @@ mod tests {
                 redelivered,
             },
             Down,
+            None,
             5000,
         );
         assert!(

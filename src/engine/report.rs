@@ -86,6 +86,7 @@ pub(super) fn build(
         worker: stamp.worker.to_string(),
         meta: subject.meta,
         tls_days_left: None,
+        looked_ms: None,
     };
     if let Some(attempts) = attempts {
         fill_from_attempts(&mut report, &attempts);

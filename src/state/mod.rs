@@ -5,6 +5,9 @@
 //!
 //! [`step`] is the transition, pure; [`MemoryState`] runs it in this process (for
 //! `picket check` and tests) and [`RedisState`] runs the same rules as one Lua script.
+//! Steps are ordered by when each result's check began probing, not by when it ended:
+//! checks of one key overlap (a hanging site takes `attempts` timeouts), and one that
+//! ends after a newer one is told but moves nothing ([`stale`]).
 //! State is a help, never a dependency: when the store is away, results still flow with
 //! `previous_verdict: null`, `changed: false`, `streak: 1`, and never a false change.
 
@@ -68,12 +71,17 @@ pub struct Answer {
     pub streak: u64,
     /// When this run of the verdict began (ms since the epoch).
     pub since_ms: u64,
+    /// The result looked at the site before the observation that last stepped the key
+    /// ([`Record::looked`]): it moved nothing, and `previous`, `streak` and `since_ms`
+    /// are the key's, unmoved. A check overtaken by a newer one that already told what
+    /// it saw would otherwise step the key back and tell a change the site never made.
+    pub stale: bool,
 }
 
 impl Answer {
     /// Whether a result with `verdict` changes the key's verdict.
     pub fn changed(&self, verdict: Verdict) -> bool {
-        verdict.is_about_the_site() && self.previous.is_some_and(|p| p != verdict)
+        !self.stale && verdict.is_about_the_site() && self.previous.is_some_and(|p| p != verdict)
     }
 }
 
@@ -82,6 +90,10 @@ impl Answer {
 pub struct Record {
     /// The last verdict on the site, its start and its streak.
     verdict: Option<(Verdict, u64, u64)>,
+    /// When the newest observation that stepped the key's verdict began
+    /// ([`Report::looked_ms`], ms since the epoch; Redis's record dates it by Redis's
+    /// clock); `None` in a record written before it was kept: older than any.
+    looked: Option<u64>,
     /// The run of results that are no verdict on the site since it: which one
     /// (`unknown` or `invalid`, each a run of its own), its start and its streak.
     other: Option<(Verdict, u64, u64)>,
@@ -139,8 +151,16 @@ fn shared(record: &Record, id: &str) -> bool {
 /// the one that step left ([`Memo::left`]). Once another job changed it (and told that change), the
 /// redelivery is a step of its own: recalling its old change would announce one the
 /// key's state contradicts. A redelivery that moves the key off the verdict its first
-/// delivery left tells that move ([`previous_of`]).
-pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_ms: u64) -> Answer {
+/// delivery left tells that move ([`previous_of`]). A verdict on the site whose probing
+/// began (`looked_ms`) before the key's latest observation is [`stale`] and moves
+/// nothing.
+pub fn step(
+    record: &mut Record,
+    delivery: Delivery<'_>,
+    verdict: Verdict,
+    looked_ms: Option<u64>,
+    now_ms: u64,
+) -> Answer {
     let seen = record.memo.iter().position(|m| m.delivery == delivery.id);
     let own = seen.filter(|&i| {
         let m = &record.memo[i];
@@ -153,6 +173,14 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
         Some(i) => previous_of(&record.memo[i], verdict, current),
         None => current,
     };
+    // A redelivery whose first delivery's change may be untold (its worker died) is
+    // stepped as ever: taken as stale, that change would be told by no result.
+    let carries_a_change = recalled.is_some_and(|i| record.memo[i].tells_a_change());
+    if !carries_a_change && verdict.is_about_the_site() {
+        if let Some(answer) = stale(record, looked_ms) {
+            return answer;
+        }
+    }
     // An id answered before and not this message's own first answer: copies share it.
     let shared = seen.is_some_and(|i| own.is_none() || record.memo[i].shared);
     if let Some(i) = seen {
@@ -160,6 +188,7 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
     }
     let (_, since_ms, streak) = if verdict.is_about_the_site() {
         record.other = None;
+        record.looked = record.looked.max(looked_ms);
         *record
             .verdict
             .insert(extend(record.verdict, verdict, now_ms))
@@ -170,6 +199,7 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
         previous,
         streak,
         since_ms,
+        stale: false,
     };
     let memo = Memo {
         delivery: delivery.id.to_string(),
@@ -182,6 +212,22 @@ pub fn step(record: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_m
     record.memo.insert(0, memo);
     prune(&mut record.memo);
     answer
+}
+
+/// The answer to a verdict on the site whose observation began at `looked_ms`, when
+/// that is before the key's latest ([`Record::looked`]): the key's state as it is. The
+/// newer observation was stepped and told already; the older one is still a true
+/// observation of its moment, published as such, but no change. It is not remembered:
+/// it took no step for a redelivery to recall, nor a report for `max_age_s` to serve.
+/// Equal times are no order: stepped as they come, as before.
+fn stale(record: &Record, looked_ms: Option<u64>) -> Option<Answer> {
+    let (current, since_ms, streak) = record.verdict?;
+    (looked_ms? < record.looked?).then_some(Answer {
+        previous: Some(current),
+        streak,
+        since_ms,
+        stale: true,
+    })
 }
 
 /// The previous verdict of a recalled redelivery (its key's verdict still `current`, the
@@ -424,7 +470,10 @@ impl StateStore for MemoryState {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
             let (record, kept) = keys.entry(key);
             let at_ms = now_ms();
-            let answer = step(record, delivery, report.verdict, at_ms);
+            let answer = step(record, delivery, report.verdict, report.looked_ms, at_ms);
+            if answer.stale {
+                return Stepped::Answer(answer);
+            }
             *kept = Some(Kept {
                 at_ms,
                 delivery: delivery.id.to_string(),
@@ -455,6 +504,12 @@ mod tests {
             id,
             redelivered: true,
         }
+    }
+
+    /// The step of a result whose probing began when it is stepped (results stepped in
+    /// the order they looked): the tests written before results carried that instant.
+    fn step(r: &mut Record, delivery: Delivery<'_>, verdict: Verdict, now_ms: u64) -> Answer {
+        super::step(r, delivery, verdict, Some(now_ms), now_ms)
     }
 
     #[test]
@@ -742,6 +797,87 @@ mod tests {
         assert!(
             again.changed(Down),
             "j2's up → down is told by no result: {again:?}"
+        );
+    }
+
+    /// Hunt P. A check that looked at the site before a newer check of the key, and
+    /// finished after it (a slow answer, a hang confirmed by a second attempt), stepped
+    /// the key back: a false `down.up` while the site was down, then `up.down` told a
+    /// second time by the next check. Its result is told, but the key does not move.
+    #[test]
+    fn an_observation_older_than_the_keys_is_told_but_moves_nothing() {
+        let mut r = Record::default();
+        super::step(&mut r, new("j1"), Up, Some(1000), 1000);
+        let j3 = super::step(&mut r, new("j3"), Down, Some(3000), 3500);
+        assert!(j3.changed(Down), "up → down, the site went down");
+        // j2 began at 2000, before j3, and saw the site still up; it ends last.
+        let j2 = super::step(&mut r, new("j2"), Up, Some(2000), 4000);
+        assert_eq!(
+            (j2.previous, j2.changed(Up), j2.streak, j2.since_ms),
+            (Some(Down), false, 1, 3500),
+            "an older observation is told with the key's state, unmoved: {j2:?}"
+        );
+        let j4 = super::step(&mut r, new("j4"), Down, Some(4500), 5000);
+        assert_eq!(
+            (j4.previous, j4.changed(Down), j4.streak, j4.since_ms),
+            (Some(Down), false, 2, 3500),
+            "the outage is told once: {j4:?}"
+        );
+    }
+
+    /// A record written before records kept when their verdict was looked at steps on:
+    /// it is older than any observation. `unknown` and `invalid` are no verdict on the
+    /// site and step as they did, however old their observation.
+    #[test]
+    fn a_record_without_a_look_time_and_results_that_are_no_verdict_step_as_before() {
+        let mut r = Record::default();
+        super::step(&mut r, new("j1"), Up, None, 1000);
+        let a = super::step(&mut r, new("j2"), Down, Some(5), 2000);
+        assert_eq!((a.previous, a.streak), (Some(Up), 1));
+        assert!(a.changed(Down));
+        let u = super::step(&mut r, new("j3"), Unknown, Some(1), 3000);
+        assert_eq!((u.previous, u.streak, u.since_ms), (Some(Down), 1, 3000));
+        let d = super::step(&mut r, new("j4"), Down, Some(6), 4000);
+        assert_eq!((d.previous, d.streak, d.since_ms), (Some(Down), 2, 2000));
+    }
+
+    /// A redelivery whose first delivery took `up → down` and never told it (its worker
+    /// died) carries that change: older than another job's observation or not, it is
+    /// stepped as before, or no result would ever tell the outage.
+    #[test]
+    fn a_redelivery_carrying_an_untold_change_is_never_stale() {
+        let mut r = Record::default();
+        super::step(&mut r, new("j1"), Up, Some(1000), 1000);
+        super::step(&mut r, new("j2"), Down, Some(2000), 2000); // never told
+        super::step(&mut r, new("j5"), Down, Some(5000), 5000); // down after down
+        let again = super::step(&mut r, again("j2"), Down, Some(4000), 6000);
+        assert_eq!((again.previous, again.changed(Down)), (Some(Up), true));
+    }
+
+    /// `max_age_s` serves the key's latest report: not an older observation's that
+    /// finished later.
+    #[tokio::test]
+    async fn an_older_observation_is_not_served_for_max_age() {
+        let store = MemoryState::default();
+        let looked = |verdict, at| Report {
+            looked_ms: Some(at),
+            ..report("k", verdict)
+        };
+        store
+            .step(&looked(Down, now_ms()), Some("f"), new("j3"))
+            .await;
+        let a = store
+            .step(&looked(Up, now_ms() - 60_000), Some("f"), new("j2"))
+            .await;
+        assert_eq!(
+            a.map(|a| (a.previous, a.changed(Up))),
+            Some((Some(Down), false))
+        );
+        let served = store.fresh("k", "f", Duration::from_secs(600)).await;
+        assert_eq!(
+            served.map(|r| r.verdict),
+            Some(Down),
+            "the newer observation's"
         );
     }
 

@@ -9,7 +9,11 @@
 //! Every time kept here is Redis's (`TIME`), as the limiter's are: workers' clocks
 //! differ (a container without NTP, a VM resumed), and one running ahead would
 //! otherwise write a verdict "from the future" that others serve for `max_age_s` long
-//! after it aged, and a `since` that has not come yet.
+//! after it aged, and a `since` that has not come yet. So is the instant a result's
+//! probing began, by which the key's steps are ordered (`super::stale`): the worker
+//! sends how long ago that was, and the script dates it by its own clock, so that a
+//! worker whose clock is behind does not see every result of its own taken as older
+//! than the others', nor one ahead make theirs stale.
 
 use std::time::Duration;
 
@@ -32,10 +36,15 @@ use crate::redis_pool::{RedisConn, RedisPool};
 /// age (ms: `super::SHARED_RECALL_MS`), the step's nonce (the same when it is asked
 /// again after a timeout: a run that finds it in the memo gives that run's answer), how
 /// many changes the memo keeps beyond its size (`super::MEMO_CHANGES`), the fingerprint
-/// of the job the report judged ("" for none: kept as null). Returns
-/// {previous verdict or "", streak, since (ms), Redis's time (ms)}; streak 0: the step
-/// came after its expiry and took none. The record is {v, s, n: the key's verdict,
-/// its start and streak; o, os, ov: the run of `unknown` or `invalid` since it, its
+/// of the job the report judged ("" for none: kept as null), how long ago the result's
+/// probing began (ms, as the worker measured it when it sent the step; "" when unknown:
+/// `Report::looked_ms`), which the script dates on Redis's clock.
+/// Returns {previous verdict or "", streak, since (ms), Redis's time (ms), 1 when stale
+/// (`super::stale`: the key's state, unmoved, nothing written) else 0}; streak 0: the
+/// step came after its expiry and took none. The record is {v, s, n: the key's verdict,
+/// its start and streak; l: when the newest observation that stepped it began
+/// (`super::Record::looked`; absent in a record written before it, older than any);
+/// o, os, ov: the run of `unknown` or `invalid` since it, its
 /// start and which (`super::Record::other`; in a record written before `ov` existed, the
 /// verdict of the step that reads it); m: the memo}. A memo entry is {delivery id, verdict,
 /// previous, streak, since, when, shared, left, nonce} (`super::Memo`; entries written before
@@ -66,18 +75,21 @@ local shared = false
 -- This very step run before (a call that timed out and ran late): its answer.
 if at and st.m[at][9] == ARGV[12] then
   local e = st.m[at]
-  return {e[3], e[4], e[5], now}
+  return {e[3], e[4], e[5], now, 0}
 end
 -- Past its expiry the worker may have given this step up, and told its result without
 -- state: taken now, its change would be told by no result.
-if now >= tonumber(ARGV[4]) then return {'', 0, 0, now} end
+if now >= tonumber(ARGV[4]) then return {'', 0, 0, now, 0} end
+-- Whether this is a recalled redelivery whose first delivery's change may be untold.
+local carries = false
 if at then
   local e = st.m[at]
   local age = now - e[6]
   if ARGV[9] == '1' and age <= tonumber(ARGV[10]) and (not e[7] or age <= tonumber(ARGV[11])) then
     -- Recalled while the key's verdict is the one that step left.
     if left_of(e) == st.v then
-      if e[2] == v then return {e[3], e[4], e[5], now} end
+      if e[2] == v then return {e[3], e[4], e[5], now, 0} end
+      carries = e[3] ~= '' and e[3] ~= left_of(e)
       -- A move off the verdict that step left is told as one (`super::previous_of`).
       if not site or v == st.v then prev = e[3] end
     end
@@ -87,10 +99,17 @@ if at then
   if e[7] then shared = true end
   table.remove(st.m, at)
 end
+-- An observation older than the key's latest moves nothing (`super::stale`).
+local age = tonumber(ARGV[15])
+local looked = age and now - age
+if site and not carries and looked and st.l and st.v ~= '' and looked < st.l then
+  return {st.v, st.n, st.s, now, 1}
+end
 local streak, since
 if site then
   if st.v == v then st.n = st.n + 1 else st.n = 1; st.s = now end
   st.v = v; st.o = 0; st.ov = nil
+  if looked and (st.l == nil or looked > st.l) then st.l = looked end
   streak, since = st.n, st.s
 else
   -- A run per verdict that is none on the site (`Record::other`): 'ov' says whose. A
@@ -118,8 +137,15 @@ redis.call('SET', KEYS[2], '{"at":' .. string.format('%d', now) .. ',"delivery":
   .. ',"shared":' .. tostring(shared)
   .. ',"fingerprint":' .. (ARGV[14] == '' and 'null' or cjson.encode(ARGV[14]))
   .. ',"report":' .. ARGV[7] .. '}', 'EX', ARGV[6])
-return {prev, streak, since, now}
+return {prev, streak, since, now, 0}
 "#;
+
+/// How long ago (ms) a result's probing began, as this worker's clock tells it now
+/// (`""` when unknown): the script dates it on Redis's clock, as every time kept here,
+/// so that the order of two workers' checks does not hang on their clocks agreeing.
+fn age_of(looked_ms: Option<u64>) -> String {
+    looked_ms.map_or_else(String::new, |t| now_ms().saturating_sub(t).to_string())
+}
 
 /// A name for one state step, unique among all workers' steps: this process, the
 /// time and a count.
@@ -210,6 +236,7 @@ impl Kept {
             previous: Verdict::parse(&self.prev),
             streak: self.streak,
             since_ms: self.since,
+            stale: false,
         };
         fill(&mut self.report, Some(answer));
         self.report
@@ -365,7 +392,7 @@ impl RedisState {
         keys: &(String, String),
         step: &Step<'_>,
         delivery: Delivery<'_>,
-    ) -> Result<(String, u64, u64), Late> {
+    ) -> Result<Answer, Late> {
         let Step {
             report,
             json,
@@ -378,7 +405,7 @@ impl RedisState {
         } else {
             "0"
         };
-        let ran: (String, u64, u64, u64) = self
+        let ran: (String, u64, u64, u64, u8) = self
             .attempt("state step", async |c| {
                 let mut inv = self.script.key(&keys.0);
                 inv.key(&keys.1)
@@ -395,17 +422,23 @@ impl RedisState {
                     .arg(SHARED_RECALL_MS)
                     .arg(nonce)
                     .arg(MEMO_CHANGES)
-                    .arg(fingerprint);
+                    .arg(fingerprint)
+                    .arg(age_of(report.looked_ms));
                 inv.invoke_async(c).await
             })
             .await?;
-        let (prev, streak, since, redis_ms) = ran;
+        let (prev, streak, since, redis_ms, stale) = ran;
         self.learn_clock(redis_ms);
         if streak == 0 {
             let seen = tokio::time::Instant::now();
             return Err(Late::Expired(RedisClock { ms: redis_ms, seen }));
         }
-        Ok((prev, streak, since))
+        Ok(Answer {
+            previous: Verdict::parse(&prev),
+            streak,
+            since_ms: since,
+            stale: stale == 1,
+        })
     }
 
     /// Runs a step until Redis answers it, or until `deadline`, when its expiry has
@@ -418,7 +451,7 @@ impl RedisState {
         mut step: Step<'_>,
         delivery: Delivery<'_>,
         deadline: tokio::time::Instant,
-    ) -> (Result<(String, u64, u64), Late>, bool) {
+    ) -> (Result<Answer, Late>, bool) {
         let mut ran = self.run_step(keys, &step, delivery).await;
         if matches!(ran, Err(Late::No)) {
             return (ran, false);
@@ -532,18 +565,14 @@ impl StateStore for RedisState {
                 expiry: redis_now + millis(wait),
             };
             let (ran, maybe) = self.step_until(&keys, step, delivery, at + wait).await;
-            let Ok((prev, streak, since)) = ran else {
+            let Ok(answer) = ran else {
                 tracing::warn!(
                     may_have_run = maybe,
                     "redis state step not answered; going on without the state"
                 );
                 return if maybe { Stepped::Unsure } else { Stepped::Not };
             };
-            Stepped::Answer(Answer {
-                previous: Verdict::parse(&prev),
-                streak,
-                since_ms: since,
-            })
+            Stepped::Answer(answer)
         })
     }
 }
