@@ -745,4 +745,54 @@ mod tests {
             page.len()
         );
     }
+
+    /// reviewV: `closed_without_close_notify` (6bb9be1) takes any `UnexpectedEof` in
+    /// the error's chain for TLS's missing close_notify, but the gzip decoder says
+    /// `UnexpectedEof` for a stream cut before its end. A gzip page whose end is the
+    /// close, over plain HTTP (no TLS at all), cut halfway, is read as whole: the
+    /// gzip stream itself says it is not (was "could not be decoded after N bytes").
+    #[tokio::test]
+    async fn review_v_a_gzip_stream_cut_before_its_end_is_not_whole() {
+        use tokio::io::AsyncWriteExt;
+        let page: Vec<u8> = (0..4000)
+            .map(|i| format!("<p>line {i} of the page</p>\n"))
+            .collect::<String>()
+            .into_bytes();
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+            e.write_all(&page).expect("write");
+            e.finish().expect("finish")
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.180.62:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let half = gz[..gz.len() / 2].to_vec();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n\
+                        Connection: close\r\n\r\n";
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(&half).await;
+            let _ = s.shutdown().await;
+        });
+        let client = reqwest::Client::builder().build().expect("client");
+        let resp = client
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .expect("answer");
+        let Ok(body) = read(resp, 2 * 1024 * 1024, 200).await else {
+            return; // failed outright: not read as whole either
+        };
+        assert!(
+            body.broke_off.is_some() || body.bytes.len() >= page.len(),
+            "half a gzip stream, its end the close of a plain connection, was taken as \
+             the whole page ({} bytes decoded of {}, broke_off None)",
+            body.bytes.len(),
+            page.len()
+        );
+    }
 }
