@@ -797,4 +797,34 @@ mod tests {
         let header = header.to_str().expect("ASCII cookies");
         assert_eq!(header.split("; ").count(), MAX_COOKIES);
     }
+
+    /// reviewV: RFC 6797 6.1 says every directive appears at most once and 8.1 that a
+    /// UA ignores a Strict-Transport-Security value that does not conform (Chrome's
+    /// ParseHSTSHeader refuses these too). `sts_directives` (2e340e6) takes the last of
+    /// two `max-age`s, an unbalanced quote and a signed number, so picket asks over
+    /// HTTPS a host browsers keep asking over plain HTTP (there a port that speaks no
+    /// TLS, or a redirect loop, is a false `down`).
+    #[test]
+    fn review_v_a_non_conforming_sts_value_is_ignored() {
+        for value in [
+            "max-age=0; max-age=600",
+            "max-age=600; max-age=600",
+            "max-age=600; includeSubDomains; includeSubDomains",
+            "max-age=\"600",
+            "max-age=600\"",
+            "max-age=+600",
+        ] {
+            assert_eq!(sts_directives(value.as_bytes()), None, "{value}");
+            let mut chain = Chain::new(&u("https://county.example.gov/"));
+            chain.decide(
+                302,
+                &headers(&[
+                    ("strict-transport-security", value),
+                    ("location", "http://county.example.gov:8080/a"),
+                ]),
+                10,
+            );
+            assert_eq!(chain.url, u("http://county.example.gov:8080/a"), "{value}");
+        }
+    }
 }
