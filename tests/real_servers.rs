@@ -1054,3 +1054,39 @@ async fn a_tls_front_end_with_no_site_of_the_name_is_down() {
     assert!(r.detail.contains("no site"), "{}", r.detail);
     assert_eq!(r.attempts, 2, "a down is confirmed: {}", r.detail);
 }
+
+/// reviewV: the HTTP/1.1 retry after `HTTP_1_1_REQUIRED` (1658e1d) is one request
+/// counted anew, but a rustls HTTP/1.1 request that Apache answers by renegotiating
+/// fails the handshake, and the OpenSSL request that follows goes under the same
+/// permit (`ask_address`'s legacy retry, meant for handshakes that sent no request).
+/// At one request at once and two a second, every request the server logged must
+/// have waited its turn: n requests wait at least (n - 1) x 500 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_v_every_request_to_a_renegotiating_path_takes_a_permit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (pki, ca_file) = crate::support::farm::Pki::with_ca_file(dir.path());
+    let host = "smartcard-v.county.test";
+    let (cert, key) = pki.leaf_pem(host);
+    let ip = "127.0.180.21";
+    let apache = Apache::tls_h2_client_cert_path(ip, host, (&cert, &key), &ca_file);
+    let s = settings(&format!(
+        "[tls]\nextra_ca_file = \"{}\"\n[rate_limit.per_ip]\nrate = 2.0\nburst = 1\nmax_inflight = 1\n{}",
+        ca_file.display(),
+        static_dns(&[host.to_string()], ip)
+    ));
+    let url = format!("https://{host}:{}/secure/", apache.port);
+    let since = now_us();
+    let reports = round(&engine(&s), std::slice::from_ref(&url)).await;
+    let r = &reports[0];
+    let hits = apache.hits().since(since).all;
+    let queued = r.timing_ms.queue.unwrap_or(0);
+    eprintln!("{:?} {} {}\nhits {hits:?}\nqueued {queued}", r.verdict, r.reason, r.detail);
+    assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    let n = hits.len() as u64;
+    assert!(
+        queued + 50 >= n.saturating_sub(1) * 500,
+        "{n} requests reached the server ({hits:?}) but the probe waited only {queued} ms \
+         for the limit of one request per 500 ms: {}",
+        r.detail
+    );
+}
