@@ -1517,4 +1517,32 @@ mod tests {
             "the outage was told once"
         );
     }
+
+    /// reviewV: `Job::fingerprint` (81bc788) leaves out the job's `timeout_ms`, which
+    /// judges as much as its `expect` does: a page that answered in 12 s is `up` for a
+    /// job allowing 30 s and `down/timeout` for one allowing 2 s. Two monitors of a URL
+    /// with different timeouts get the same derived key and fingerprint, and the
+    /// strict one is served the lenient one's `up` under `max_age_s`.
+    #[tokio::test]
+    async fn review_v_max_age_serves_no_verdict_judged_under_another_timeout() {
+        let timed_out = || {
+            Outcome::Failure(Failure {
+                kind: FailureKind::Timeout,
+                detail: "no answer within 2000 ms".into(),
+            })
+        };
+        let p = Scripted::new(vec![ok(), timed_out(), timed_out(), timed_out()]);
+        let e = engine(p.clone());
+        let lenient = job_for_url("https://a.example/", "j1").expect("job");
+        assert_eq!(deliver(&e, &lenient, false).await.verdict, Verdict::Up);
+        let mut strict = job_for_url("https://a.example/", "j2").expect("job");
+        strict.timeout = Some(Duration::from_secs(2));
+        strict.max_age = Some(Duration::from_secs(600));
+        let r = deliver(&e, &strict, false).await;
+        assert!(
+            !r.cached,
+            "a job with a 2 s timeout was served the verdict judged with 30 s: {:?} {} (cached)",
+            r.verdict, r.detail
+        );
+    }
 }
