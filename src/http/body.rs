@@ -48,8 +48,12 @@ pub(super) async fn read(
         Ok((raw, cut)) => (raw, cut, None, false),
         // A body whose end is the connection's close, closed without TLS's
         // close_notify (old and embedded servers): rustls calls that an unexpected
-        // end, browsers and curl take the close for the end of the page.
-        Err((e, raw)) if close_delimited && closed_without_close_notify(&e) => {
+        // end, browsers and curl take the close for the end of the page. Only a page
+        // that came to its `</html>`: reqwest's decoders drop the length of what they
+        // decode, and a compressed body cut short must not pass for whole (review V).
+        Err((e, raw))
+            if close_delimited && closed_without_close_notify(&e) && ends_a_page(&raw) =>
+        {
             (raw, false, None, false)
         }
         // The page came to its end, and the server held the connection open for more
@@ -121,21 +125,15 @@ fn close_delimited(resp: &reqwest::Response) -> bool {
             .contains_key(reqwest::header::TRANSFER_ENCODING)
 }
 
-/// Whether the connection ended without TLS's close_notify: rustls says so as an
-/// `UnexpectedEof`, OpenSSL 3 as an "unexpected eof while reading".
+/// Whether the connection ended without TLS's close_notify, in the TLS library's own
+/// words (rustls: "peer closed connection without sending TLS close_notify"; OpenSSL
+/// 3: "unexpected eof while reading"): not any `UnexpectedEof`, which hyper gives a
+/// body short of its length and a decoder a stream cut short too (review V).
 fn closed_without_close_notify(e: &reqwest::Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::UnexpectedEof {
-                return true;
-            }
-        }
-        if err
-            .to_string()
-            .to_ascii_lowercase()
-            .contains("unexpected eof")
-        {
+        let text = err.to_string().to_ascii_lowercase();
+        if text.contains("close_notify") || text.contains("unexpected eof while reading") {
             return true;
         }
         cur = err.source();
