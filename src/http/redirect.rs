@@ -268,24 +268,45 @@ impl Chain {
 }
 
 /// The `max-age` (seconds) and `includeSubDomains` of a Strict-Transport-Security
-/// value; `None` without a readable `max-age`, which makes the header void (RFC 6797
-/// 6.1.1).
+/// value; `None` for a value browsers ignore (RFC 6797 6.1, 8.1): no `max-age`, a
+/// directive given twice, a `max-age` that is not digits (plain or in balanced
+/// quotes), an `includeSubDomains` with a value. Other directives are passed over.
 fn sts_directives(value: &[u8]) -> Option<(u64, bool)> {
     let text = std::str::from_utf8(value).ok()?;
     let mut max_age = None;
     let mut subdomains = false;
-    for directive in text.split(';') {
+    let mut seen: Vec<String> = Vec::new();
+    for directive in text.split(';').map(str::trim).filter(|d| !d.is_empty()) {
         let (name, arg) = match directive.split_once('=') {
-            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-            None => (directive.trim(), None),
+            Some((n, a)) => (n.trim(), Some(a.trim())),
+            None => (directive, None),
         };
-        if name.eq_ignore_ascii_case("max-age") {
-            max_age = arg.and_then(|a| a.parse::<u64>().ok());
-        } else if name.eq_ignore_ascii_case("includesubdomains") {
-            subdomains = true;
+        let name = name.to_ascii_lowercase();
+        if seen.contains(&name) {
+            return None;
+        }
+        seen.push(name.clone());
+        match (name.as_str(), arg) {
+            ("max-age", Some(arg)) => max_age = Some(delta_seconds(arg)?),
+            ("max-age", None) | ("includesubdomains", Some(_)) => return None,
+            ("includesubdomains", None) => subdomains = true,
+            _ => {}
         }
     }
     Some((max_age?, subdomains))
+}
+
+/// A `max-age` value: digits, bare or in one pair of quotes.
+fn delta_seconds(arg: &str) -> Option<u64> {
+    let digits = match arg.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"')?,
+        None => arg,
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // A number too long for u64 is a very long time.
+    Some(digits.parse().unwrap_or(u64::MAX))
 }
 
 /// The cookies of one probe's redirect chain, kept as a browser keeps them (RFC 6265:
