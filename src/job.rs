@@ -383,11 +383,17 @@ impl Job {
     }
 
     /// What makes this check the check it is (URL, method, headers, expect: the key it
-    /// would derive, [`crate::key::derive`]), whatever its own `key`. Jobs sharing a
-    /// key may differ in it, and a verdict is served for `max_age_s` only to a job of
-    /// the same: one judged under another `expect` may be a false `up`.
+    /// would derive, [`crate::key::derive`]; and its `timeout_ms`), whatever its own
+    /// `key`. Jobs sharing a key may differ in it, and a verdict is served for
+    /// `max_age_s` only to a job of the same: one judged under another `expect`, or
+    /// with more time, may be a false `up` (review V: a page answering in 12 s is up
+    /// within 30 s and down within 2 s).
     pub fn fingerprint(&self) -> String {
-        crate::key::derive(self.url.as_str(), self.method, &self.headers, &self.expect)
+        let check = crate::key::derive(self.url.as_str(), self.method, &self.headers, &self.expect);
+        match self.timeout {
+            Some(t) => format!("{check};timeout_ms={}", t.as_millis()),
+            None => check,
+        }
     }
 }
 
