@@ -276,7 +276,7 @@ impl HttpProber {
         addr: SocketAddr,
         obs: &mut Observation,
     ) -> Result<AtAddress, Outcome> {
-        let permit = self.permit(probe, host, addr.ip(), obs).await?;
+        let mut permit = self.permit(probe, host, addr.ip(), obs).await?;
         let remaining = probe.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(fail(
@@ -287,8 +287,8 @@ impl HttpProber {
         let asked = Instant::now();
         let checked = obs.checking;
         let (result, ready) = self
-            .ask_address(probe, ask, host, addr, remaining, obs)
-            .await;
+            .ask_address(probe, ask, (host, addr), remaining, &mut permit, obs)
+            .await?;
         // Our own question to the egress gave the request that much more time.
         probe.deadline += obs.checking.saturating_sub(checked);
         let e = match result {
@@ -404,22 +404,27 @@ impl HttpProber {
     /// was ready (the start of the server's own time).
     async fn ask_address(
         &self,
-        probe: &Probe<'_>,
+        probe: &mut Probe<'_>,
         ask: &Ask<'_>,
-        host: &str,
-        addr: SocketAddr,
+        (host, addr): (&str, SocketAddr),
         remaining: Duration,
+        permit: &mut Permit,
         obs: &mut Observation,
-    ) -> (Result<reqwest::Response, SendError>, Instant) {
+    ) -> Result<(Result<reqwest::Response, SendError>, Instant), Outcome> {
         let (result, hop, sent) = self.ask_once(probe, ask, host, addr, remaining, obs).await;
         let ready = hop.clock.ready(sent);
         let https = ask.url().scheme() == "https";
         // A server that speaks only TLS that rustls never will (CBC suites) but
         // browsers still do: ask again over OpenSSL. Whatever that finds wrong is not
         // reported in place of the first failure, which says what happened.
-        match result {
+        Ok(match result {
             Err(first) if https && first.no_common_tls() => {
                 let why = first.cause();
+                // Another request: a server that renegotiates for a client certificate
+                // read the first one before the handshake failed (review V). Its slot
+                // goes back first, or a limit of one in flight would wait for itself.
+                permit.release();
+                *permit = self.permit(probe, host, addr.ip(), obs).await?;
                 match self
                     .ask_legacy(probe, ask, host, addr, (&hop, sent, &why), obs)
                     .await
@@ -440,7 +445,7 @@ impl HttpProber {
                 }
             }
             other => (other, ready),
-        }
+        })
     }
 
     /// Asks `addr` again once the chain whose issuer was missing (`first`'s error) is

@@ -105,6 +105,12 @@ impl Permit {
             _slot: Some(slot),
         }
     }
+
+    /// Frees its slot now, before the permit itself goes: a request that is followed by
+    /// another to the same IP hands its slot back before the next one asks for its own.
+    pub(crate) fn release(&mut self) {
+        self._slot = None;
+    }
 }
 
 /// The limiter's answer.
