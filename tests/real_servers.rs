@@ -1080,7 +1080,10 @@ async fn review_v_every_request_to_a_renegotiating_path_takes_a_permit() {
     let r = &reports[0];
     let hits = apache.hits().since(since).all;
     let queued = r.timing_ms.queue.unwrap_or(0);
-    eprintln!("{:?} {} {}\nhits {hits:?}\nqueued {queued}", r.verdict, r.reason, r.detail);
+    eprintln!(
+        "{:?} {} {}\nhits {hits:?}\nqueued {queued}",
+        r.verdict, r.reason, r.detail
+    );
     assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
     let n = hits.len() as u64;
     assert!(
