@@ -686,6 +686,54 @@ mod tests {
         );
     }
 
+    /// A page of about 100 KB and its gzip stream (stored, so half the stream is half
+    /// the page).
+    fn a_gzip_page() -> (Vec<u8>, Vec<u8>) {
+        use std::io::Write;
+        let page: Vec<u8> = (0..4000)
+            .map(|i| format!("<p>line {i} of the page</p>\n"))
+            .collect::<String>()
+            .into_bytes();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        e.write_all(&page).expect("write");
+        (page, e.finish().expect("finish"))
+    }
+
+    /// Answers one request on `ip` with `head` and `body`, then closes the connection
+    /// (gracefully when `shutdown`), and reads that answer as a probe does.
+    async fn read_one_answer(
+        ip: &str,
+        head: String,
+        body: Vec<u8>,
+        shutdown: bool,
+    ) -> Option<Body> {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind(format!("{ip}:0"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(&body).await;
+            let _ = if shutdown {
+                s.shutdown().await
+            } else {
+                s.flush().await
+            };
+        });
+        let client = reqwest::Client::builder().build().expect("client");
+        let resp = client
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .expect("answer");
+        // Failed outright: not read as whole either.
+        read(resp, 2 * 1024 * 1024, 200).await.ok()
+    }
+
     /// reviewV: `close_delimited` (6bb9be1) takes "no `Content-Length`, not chunked"
     /// for a body whose end is the close, but reqwest's gzip decoder drops
     /// `Content-Length`; and hyper calls a body short of its `Content-Length` an
@@ -694,44 +742,16 @@ mod tests {
     /// `broke_off`, and the half is judged as the page (was "the body broke off").
     #[tokio::test]
     async fn review_v_a_gzip_body_short_of_its_content_length_is_not_whole() {
-        use tokio::io::AsyncWriteExt;
-        let page: Vec<u8> = (0..4000)
-            .map(|i| format!("<p>line {i} of the page</p>\n"))
-            .collect::<String>()
-            .into_bytes();
-        let gz = {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
-            e.write_all(&page).expect("write");
-            e.finish().expect("finish")
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.180.61:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let half = gz[..gz.len() / 2].to_vec();
+        let (page, gz) = a_gzip_page();
         let full = gz.len();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.expect("accept");
-            let mut buf = [0u8; 4096];
-            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n\
-                 Content-Length: {full}\r\n\r\n"
-            );
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(&half).await;
-            let _ = s.flush().await;
-            // The connection ends halfway through the announced length.
-        });
-        let client = reqwest::Client::builder().build().expect("client");
-        let resp = client
-            .get(format!("http://{addr}/"))
-            .send()
-            .await
-            .expect("answer");
-        let body = match read(resp, 2 * 1024 * 1024, 200).await {
-            Ok(b) => b,
-            Err(_) => return, // failed outright: not read as whole either
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n\
+             Content-Length: {full}\r\n\r\n"
+        );
+        // The connection ends halfway through the announced length.
+        let half = gz[..full / 2].to_vec();
+        let Some(body) = read_one_answer("127.0.180.61", head, half, false).await else {
+            return;
         };
         assert!(
             body.broke_off.is_some() || body.bytes.len() >= page.len(),
@@ -751,39 +771,13 @@ mod tests {
     /// gzip stream itself says it is not (was "could not be decoded after N bytes").
     #[tokio::test]
     async fn review_v_a_gzip_stream_cut_before_its_end_is_not_whole() {
-        use tokio::io::AsyncWriteExt;
-        let page: Vec<u8> = (0..4000)
-            .map(|i| format!("<p>line {i} of the page</p>\n"))
-            .collect::<String>()
-            .into_bytes();
-        let gz = {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
-            e.write_all(&page).expect("write");
-            e.finish().expect("finish")
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.180.62:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let (page, gz) = a_gzip_page();
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n\
+                    Connection: close\r\n\r\n"
+            .to_string();
         let half = gz[..gz.len() / 2].to_vec();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.expect("accept");
-            let mut buf = [0u8; 4096];
-            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
-            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n\
-                        Connection: close\r\n\r\n";
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(&half).await;
-            let _ = s.shutdown().await;
-        });
-        let client = reqwest::Client::builder().build().expect("client");
-        let resp = client
-            .get(format!("http://{addr}/"))
-            .send()
-            .await
-            .expect("answer");
-        let Ok(body) = read(resp, 2 * 1024 * 1024, 200).await else {
-            return; // failed outright: not read as whole either
+        let Some(body) = read_one_answer("127.0.180.62", head, half, true).await else {
+            return;
         };
         assert!(
             body.broke_off.is_some() || body.bytes.len() >= page.len(),
