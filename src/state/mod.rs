@@ -332,6 +332,18 @@ pub(crate) fn fill(report: &mut Report, answer: Option<Answer>) {
 }
 
 /// Milliseconds since the Unix epoch.
+/// Whether a report kept `age_ms` ago for a job of fingerprint `kept` may be served
+/// to a job of `fingerprint` allowing `max_age`: only to a job judged the same way, and
+/// only while young enough (both stores, one rule).
+pub(crate) fn servable(
+    kept: Option<&str>,
+    fingerprint: &str,
+    age_ms: u64,
+    max_age: Duration,
+) -> bool {
+    kept == Some(fingerprint) && u128::from(age_ms) <= max_age.as_millis()
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -444,8 +456,7 @@ impl StateStore for MemoryState {
         Box::pin(async move {
             let kept = self.kept(key)?;
             let age = now_ms().saturating_sub(kept.at_ms);
-            let same = kept.fingerprint.as_deref() == Some(fingerprint);
-            (same && u128::from(age) <= max_age.as_millis()).then(|| kept.filled())
+            servable(kept.fingerprint.as_deref(), fingerprint, age, max_age).then(|| kept.filled())
         })
     }
 

@@ -517,8 +517,8 @@ impl StateStore for RedisState {
         Box::pin(async move {
             let (kept, now) = self.kept(key).await?;
             let age = now.saturating_sub(kept.at);
-            let same = kept.fingerprint.as_deref() == Some(fingerprint);
-            (same && u128::from(age) <= max_age.as_millis()).then(|| kept.filled())
+            super::servable(kept.fingerprint.as_deref(), fingerprint, age, max_age)
+                .then(|| kept.filled())
         })
     }
 
