@@ -377,6 +377,84 @@ async fn a_worker_killed_between_publish_and_ack_loses_no_change() {
     no_change_is_lost_when_killed("after_publish", "127.0.40.7").await;
 }
 
+/// Hunt P. A job takes its key `up → down`, publishes it, and its worker dies before the
+/// ack; another job of the key steps it without moving it, and the site comes back
+/// before the broker hands the job out again. The redelivery, probed again, told
+/// `down → up` under the same `job_id`: a second, different change for one job, which a
+/// subscriber that drops a job's repeats drops. Every result of the job now tells its
+/// first delivery's change, and the key's next job tells the recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_after_another_job_stepped_tells_no_second_change() {
+    let site = Site::start("127.0.40.8").await;
+    let text = toml("");
+    let s = settings_of(&text);
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let changes = changes_queue(&c, &s).await;
+    let key = unique("redelivered");
+    let job = |id: &str| json!({"url": site.url, "id": id, "key": key});
+    let first = WorkerProcess::plain(&text);
+    assert_eq!(one(&c, &s, job("before")).await["verdict"], "up");
+    first.terminate().await;
+
+    site.set_up(false);
+    let hook = [("PICKET_TEST_CRASH", "after_publish:the-change")];
+    let mut doomed = WorkerProcess::start(&text, &hook);
+    c.job(&s, job("the-change")).await;
+    let status = doomed.exited(Duration::from_secs(30)).await;
+    assert!(!status.success(), "the hook ended the worker: {status:?}");
+    // Another worker's job of the key steps it, `down` after `down`, before the
+    // redelivery; then the site comes back.
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let other = Delivery {
+        id: "other",
+        redelivered: false,
+    };
+    let stepped = RedisState::new(pool, &s.redis)
+        .step(&report_of(&key, "other", Verdict::Down), None, other)
+        .await;
+    assert_eq!(stepped.map(|a| a.previous), Some(Some(Verdict::Down)));
+    site.set_up(true);
+
+    let next = WorkerProcess::plain(&text);
+    let mut results = c.results(&s, 2, Duration::from_secs(30)).await;
+    assert_eq!(one(&c, &s, job("after")).await["verdict"], "up");
+    next.terminate().await;
+    results.extend(
+        drain(&c, &s.amqp.results_queue, Duration::from_secs(1))
+            .await
+            .into_iter()
+            .map(|(_, b)| b),
+    );
+    for r in results.iter().filter(|r| r["job_id"] == "the-change") {
+        assert_eq!(
+            (
+                r["verdict"].as_str(),
+                r["previous_verdict"].as_str(),
+                r["changed"].as_bool()
+            ),
+            (Some("down"), Some("up"), Some(true)),
+            "every result of the job tells its first delivery's change: {r}"
+        );
+    }
+    let announced: Vec<(String, String)> = drain(&c, &changes, Duration::from_secs(2))
+        .await
+        .into_iter()
+        .map(|(k, b)| (k, b["job_id"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    let told = |k: &str, id: &str| announced.contains(&(k.to_string(), id.to_string()));
+    assert!(
+        told("up.down", "the-change") && told("down.up", "after"),
+        "the outage by its job, the recovery by the next: {announced:?}"
+    );
+    assert!(
+        announced
+            .iter()
+            .all(|(k, id)| id != "the-change" || k == "up.down"),
+        "one job, one change: {announced:?}"
+    );
+}
+
 /// A publisher that sends the same job again and again, with no message id of its own:
 /// every copy has the same delivery id. A copy handed out and handed back before it was
 /// answered (a worker stopped with deliveries it had not started) was answered with the

@@ -892,6 +892,46 @@ mod tests {
         );
     }
 
+    /// Hunt P. j2 took the key `up → down`, published it, and its worker died before
+    /// the ack; j3 stepped the key without moving it (its report is now the latest),
+    /// and the site came back. j2's redelivery, probed again, told `down → up` under
+    /// j2's id: a second, different change for one job, which a subscriber that drops
+    /// repeats of a job drops (CONTRACT: a redelivery gets its first delivery's
+    /// `previous_verdict` and `changed`). While the key still has the verdict j2 left,
+    /// j2 gets its first report back, whole; the move is told by the key's next job.
+    #[tokio::test]
+    async fn a_redelivered_change_gets_its_first_report_back_after_another_job_stepped() {
+        let store = MemoryState::default();
+        let of = |id: &str, verdict| Report {
+            job_id: id.into(),
+            ..report("k", verdict)
+        };
+        store.step(&of("j1", Up), None, new("j1")).await;
+        store.step(&of("j2", Down), None, new("j2")).await;
+        store.step(&of("j3", Down), None, new("j3")).await;
+        let again = store.replay("k", "j2").await.map(|r| {
+            let told = (r.job_id.clone(), r.verdict, r.previous_verdict, r.changed);
+            told
+        });
+        assert_eq!(
+            again,
+            Some(("j2".to_string(), Down, Some(Up), true)),
+            "j2's first report, whole"
+        );
+        assert!(
+            store.replay("k", "j3").await.is_some(),
+            "the latest report, as ever"
+        );
+        assert!(
+            store.replay("k", "j1").await.is_none(),
+            "j1 told no change: it is checked again"
+        );
+        // Once the key moved on (j4 told `down → up`), replaying j2's `up → down` would
+        // leave subscribers with a verdict the key no longer has.
+        store.step(&of("j4", Up), None, new("j4")).await;
+        assert!(store.replay("k", "j2").await.is_none());
+    }
+
     /// `unknown` and `invalid` have a run each (CONTRACT: "how many results in a row ...
     /// this key has had this verdict"). Before, they shared one: an `invalid` right after
     /// an `unknown` said `streak: 2` and the `unknown`'s `since`.
