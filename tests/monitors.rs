@@ -11,7 +11,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, Que
 use lapin::types::FieldTable;
 use picket::config::Settings;
 use picket::job::Verdict;
-use picket::state::{step, Delivery, Record, RedisState, StateStore};
+use picket::state::{replays_change, step, Delivery, Record, RedisState, StateStore};
 use serde_json::{json, Value};
 
 use crate::support::ops::{get_ops, metric};
@@ -536,6 +536,24 @@ async fn two_minutes_ago(s: &Settings, key: &str) {
             .query_async(&mut conn)
             .await
             .expect("set");
+    }
+    // The reports of its changes, kept for redeliveries (`{prefix}told:{H}`).
+    let told_key = record_key.replacen("state:", "told:", 1);
+    let told: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(&told_key)
+        .query_async(&mut conn)
+        .await
+        .expect("the told reports");
+    for (delivery, raw) in told {
+        let mut kept: Value = serde_json::from_str(&raw).expect("told JSON");
+        kept["at"] = json!(kept["at"].as_u64().expect("at") - BACK);
+        let _: () = redis::cmd("HSET")
+            .arg(&told_key)
+            .arg(delivery)
+            .arg(kept.to_string())
+            .query_async(&mut conn)
+            .await
+            .expect("hset");
     }
 }
 
@@ -1234,6 +1252,18 @@ async fn agree(store: &RedisState, record: &mut Record, s: Step<'_>, label: &str
         "{label}: {} {verdict:?}",
         delivery.id
     );
+    // And on which redeliveries get a report back: the key's latest (the memo's newest
+    // entry: the last step that wrote), and those of changes the key still stands on.
+    let ids: Vec<String> = record.deliveries().map(String::from).collect();
+    for id in &ids {
+        let expected = *id == ids[0] || replays_change(record, id, now);
+        assert_eq!(
+            store.replay(key, id).await.is_some(),
+            expected,
+            "{label}: a redelivery of {id} after {} {verdict:?}",
+            delivery.id
+        );
+    }
 }
 
 fn report_of(key: &str, id: &str, verdict: Verdict) -> picket::job::Report {

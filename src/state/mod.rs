@@ -1,7 +1,9 @@
 //! Monitors' state across checks (`CONTRACT.md`, "Monitors"): for each key, its last
 //! verdict on the site, when that verdict began and how many results in a row had it,
 //! plus the last report (for `max_age_s`) and a memo of the last jobs' answers, so that a
-//! job delivered again gets the same `previous_verdict` as its first delivery.
+//! job delivered again gets the same `previous_verdict` as its first delivery (and the
+//! reports of its latest changes, so that a job tells one change however often it is
+//! delivered).
 //!
 //! [`step`] is the transition, pure; [`MemoryState`] runs it in this process (for
 //! `picket check` and tests) and [`RedisState`] runs the same rules as one Lua script.
@@ -100,6 +102,13 @@ pub struct Record {
     /// The latest deliveries' answers and, older than those, the latest changes'
     /// ([`MEMO_CHANGES`]), newest first.
     memo: Vec<Memo>,
+}
+
+impl Record {
+    /// The delivery ids whose answers the memo keeps, newest first.
+    pub fn deliveries(&self) -> impl Iterator<Item = &str> {
+        self.memo.iter().map(|m| m.delivery.as_str())
+    }
 }
 
 /// One delivery's answer, kept for its redelivery.
@@ -266,7 +275,8 @@ pub trait StateStore: Send + Sync {
         max_age: Duration,
     ) -> BoxFuture<'a, Option<Report>>;
     /// The report a redelivered message's first delivery produced for `key`, when it
-    /// is the latest kept.
+    /// is the latest kept, or when it told a change the key still stands on
+    /// ([`replays_change`]).
     fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>>;
     /// The step of the report's key with this result, atomic per key, and what came of
     /// it. The report is kept with the `fingerprint` of the job it judged, `None` for a
@@ -376,6 +386,30 @@ pub(crate) fn replays(
     kept_for == delivery && recallable(shared, at_ms, now_ms)
 }
 
+/// Whether a redelivery of `delivery` gets back its first delivery's report, kept
+/// apart from the key's latest ([`StateStore::replay`]): that step told a change (a
+/// verdict on the site; an `unknown` redelivery carrying one has no report of it), its
+/// answer is still recalled ([`recallable`]) and the key still has the verdict it left.
+/// The first report is the change subscribers were told (or were to be, had its worker
+/// lived); probed again, the redelivery could tell a second, different change under the
+/// same job id, which a subscriber dropping a job's repeats drops (hunt P). A move of
+/// the site since is told by the key's next job. Once the key moved on, replaying the
+/// old change would leave subscribers with a verdict the key no longer has: the
+/// redelivery is checked again and stepped ([`step`]).
+pub fn replays_change(record: &Record, delivery: &str, now_ms: u64) -> bool {
+    let current = record.verdict.map(|(v, _, _)| v);
+    record
+        .memo
+        .iter()
+        .find(|m| m.delivery == delivery)
+        .is_some_and(|m| {
+            m.verdict.is_about_the_site()
+                && m.tells_a_change()
+                && m.left == current
+                && recallable(m.shared, m.at_ms, now_ms)
+        })
+}
+
 impl Kept {
     fn filled(&self) -> Report {
         let mut r = self.report.clone();
@@ -396,17 +430,42 @@ pub struct MemoryState {
 struct Keys {
     /// Boxed: a kept report is large, and inline it made every growth of the table
     /// move (and fault in) megabytes: 7 % of `picket check`'s CPU (docs/BENCHMARKS.md).
-    state: HashMap<String, Box<(Record, Option<Kept>)>>,
+    state: HashMap<String, Box<KeyState>>,
     order: std::collections::VecDeque<String>,
 }
 
+/// One key's state in this process.
+#[derive(Default)]
+struct KeyState {
+    record: Record,
+    /// Its latest report.
+    kept: Option<Kept>,
+    /// The reports of the changes its memo may recall ([`replays_change`]).
+    told: Vec<Kept>,
+}
+
+impl KeyState {
+    /// Keeps `kept`, the report of a step that gave `answer`, as the latest and, when it
+    /// tells a change, for its redelivery; lets go of the changes no longer recalled.
+    fn keep(&mut self, kept: Kept, verdict: Verdict) {
+        self.told.retain(|t| t.delivery != kept.delivery);
+        if kept.answer.changed(verdict) {
+            self.told.push(kept.clone());
+        }
+        let (record, now) = (&self.record, kept.at_ms);
+        self.told
+            .retain(|t| replays_change(record, &t.delivery, now));
+        self.kept = Some(kept);
+    }
+}
+
 impl Keys {
-    fn get(&self, key: &str) -> Option<&(Record, Option<Kept>)> {
+    fn get(&self, key: &str) -> Option<&KeyState> {
         self.state.get(key).map(|b| &**b)
     }
 
     /// The state of `key`, made (and the oldest key let go, when full) if new.
-    fn entry(&mut self, key: &str) -> &mut (Record, Option<Kept>) {
+    fn entry(&mut self, key: &str) -> &mut KeyState {
         if !self.state.contains_key(key) {
             if self.state.len() >= MemoryState::MAX_KEYS {
                 if let Some(oldest) = self.order.pop_front() {
@@ -434,7 +493,7 @@ impl MemoryState {
 
     fn kept(&self, key: &str) -> Option<Kept> {
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = keys.get(key)?.1.clone()?;
+        let kept = keys.get(key)?.kept.clone()?;
         let age = now_ms().saturating_sub(kept.at_ms);
         (u128::from(age) <= self.verdict_ttl.as_millis()).then_some(kept)
     }
@@ -462,9 +521,22 @@ impl StateStore for MemoryState {
 
     fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>> {
         Box::pin(async move {
-            let kept = self.kept(key)?;
-            replays(&kept.delivery, kept.shared, kept.at_ms, delivery, now_ms())
-                .then(|| kept.filled())
+            let now = now_ms();
+            if let Some(kept) = self.kept(key) {
+                if replays(&kept.delivery, kept.shared, kept.at_ms, delivery, now) {
+                    return Some(kept.filled());
+                }
+            }
+            let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            let state = keys.get(key)?;
+            if !replays_change(&state.record, delivery, now) {
+                return None;
+            }
+            state
+                .told
+                .iter()
+                .find(|t| t.delivery == delivery)
+                .map(Kept::filled)
         })
     }
 
@@ -479,20 +551,27 @@ impl StateStore for MemoryState {
                 return Stepped::Not;
             };
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            let (record, kept) = keys.entry(key);
+            let state = keys.entry(key);
             let at_ms = now_ms();
-            let answer = step(record, delivery, report.verdict, report.looked_ms, at_ms);
+            let answer = step(
+                &mut state.record,
+                delivery,
+                report.verdict,
+                report.looked_ms,
+                at_ms,
+            );
             if answer.stale {
                 return Stepped::Answer(answer);
             }
-            *kept = Some(Kept {
+            let kept = Kept {
                 at_ms,
                 delivery: delivery.id.to_string(),
-                shared: shared(record, delivery.id),
+                shared: shared(&state.record, delivery.id),
                 answer,
                 report: report.clone(),
                 fingerprint: fingerprint.map(String::from),
-            });
+            };
+            state.keep(kept, report.verdict);
             Stepped::Answer(answer)
         })
     }
@@ -717,10 +796,11 @@ mod tests {
             store.replay("k", "m").await.is_some(),
             "a redelivery right after the step: its answer"
         );
+        // The last answer was given a minute ago: its report, memo entry and change.
         if let Some(entry) = store.keys.lock().expect("lock").state.get_mut("k") {
-            if let Some(kept) = entry.1.as_mut() {
-                kept.at_ms -= SHARED_RECALL_MS + 1;
-            }
+            let kept = entry.kept.iter_mut().chain(entry.told.iter_mut());
+            kept.for_each(|k| k.at_ms -= SHARED_RECALL_MS + 1);
+            entry.record.memo[0].at_ms -= SHARED_RECALL_MS + 1;
         }
         assert!(
             store.replay("k", "m").await.is_none(),
@@ -909,10 +989,8 @@ mod tests {
         store.step(&of("j1", Up), None, new("j1")).await;
         store.step(&of("j2", Down), None, new("j2")).await;
         store.step(&of("j3", Down), None, new("j3")).await;
-        let again = store.replay("k", "j2").await.map(|r| {
-            let told = (r.job_id.clone(), r.verdict, r.previous_verdict, r.changed);
-            told
-        });
+        let again = (store.replay("k", "j2").await)
+            .map(|r| (r.job_id, r.verdict, r.previous_verdict, r.changed));
         assert_eq!(
             again,
             Some(("j2".to_string(), Down, Some(Up), true)),

@@ -29,7 +29,24 @@ use crate::job::{Report, Verdict};
 use crate::metric;
 use crate::redis_pool::{RedisConn, RedisPool};
 
-/// The transition of `super::step`, in Lua. KEYS: record, report. ARGV: delivery id,
+/// The key's verdict a memo entry's step left (`super::Memo::left`), in Lua; entries
+/// written before e[8] existed: their own verdict, or the one they found. And whether
+/// the entry tells a change (`super::Memo::tells_a_change`).
+macro_rules! memo_lua {
+    () => {
+        r#"
+local function left_of(e)
+  if e[8] ~= nil then return e[8] end
+  if e[2] == 'up' or e[2] == 'degraded' or e[2] == 'down' then return e[2] end
+  return e[3]
+end
+local function tells_a_change(e) return e[3] ~= '' and e[3] ~= left_of(e) end
+"#
+    };
+}
+
+/// The transition of `super::step`, in Lua. KEYS: record, report, the reports of the
+/// changes the memo may recall (a hash by delivery id: `super::replays_change`). ARGV: delivery id,
 /// verdict, "1" when it is a verdict on the site, the step's expiry (ms, Redis's clock:
 /// a run at or after it writes nothing, see [`RedisState::step`]), state TTL (s), verdict TTL
 /// (s), the report's JSON, memo size, "1" when redelivered, memo age (ms), shared memo
@@ -49,8 +66,11 @@ use crate::redis_pool::{RedisConn, RedisPool};
 /// verdict of the step that reads it); m: the memo}. A memo entry is {delivery id, verdict,
 /// previous, streak, since, when, shared, left, nonce} (`super::Memo`; entries written before
 /// `shared` existed read as not shared, before `left` as their own site verdict or the
-/// one they found).
-const STEP: &str = r#"
+/// one they found). A step that tells a change keeps its report under its delivery id in
+/// KEYS[3] for an hour (`super::MEMO_MAX_AGE_MS`), until the memo lets the change go.
+const STEP: &str = concat!(
+    memo_lua!(),
+    r#"
 local raw = redis.call('GET', KEYS[1])
 local st = {v = '', s = 0, n = 0, o = 0, os = 0, m = {}}
 if raw then st = cjson.decode(raw) end
@@ -59,13 +79,6 @@ if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local job, v, site = ARGV[1], ARGV[2], ARGV[3] == '1'
--- The key's verdict an entry's step left (`Memo::left`); entries written before e[8]
--- existed: their own verdict, or the one they found.
-local function left_of(e)
-  if e[8] ~= nil then return e[8] end
-  if e[2] == 'up' or e[2] == 'degraded' or e[2] == 'down' then return e[2] end
-  return e[3]
-end
 local prev = st.v
 local at = nil
 for i, e in ipairs(st.m) do
@@ -89,7 +102,7 @@ if at then
     -- Recalled while the key's verdict is the one that step left.
     if left_of(e) == st.v then
       if e[2] == v then return {e[3], e[4], e[5], now, 0} end
-      carries = e[3] ~= '' and e[3] ~= left_of(e)
+      carries = tells_a_change(e)
       -- A move off the verdict that step left is told as one (`super::previous_of`).
       if not site or v == st.v then prev = e[3] end
     end
@@ -121,24 +134,64 @@ else
 end
 table.insert(st.m, 1, {job, v, prev, streak, since, now, shared, st.v, ARGV[12]})
 -- The latest ARGV[8] entries and the latest ARGV[13] changes (`super::prune`).
-local kept, changes = {}, 0
+-- Its earlier step's change, if any, is this step's to tell now, and the changes the
+-- memo lets go are told by no redelivery.
+local kept, changes, gone = {}, 0, {}
+if at then gone[1] = job end
 for i, e in ipairs(st.m) do
-  local change = e[3] ~= '' and e[3] ~= left_of(e)
+  local change = tells_a_change(e)
   if change then changes = changes + 1 end
   if i <= tonumber(ARGV[8]) or (change and changes <= tonumber(ARGV[13])) then
     kept[#kept + 1] = e
+  elseif change then
+    gone[#gone + 1] = e[1]
   end
 end
 st.m = kept
+-- The first write: Redis at its maxmemory refuses it (OOM), and so the whole step. A
+-- delete first would have let every later write through (Redis lets a script that
+-- wrote finish).
 redis.call('SET', KEYS[1], cjson.encode(st), 'EX', ARGV[5])
-redis.call('SET', KEYS[2], '{"at":' .. string.format('%d', now) .. ',"delivery":' .. cjson.encode(job)
+if #gone > 0 then redis.call('HDEL', KEYS[3], unpack(gone)) end
+local report = '{"at":' .. string.format('%d', now) .. ',"delivery":' .. cjson.encode(job)
   .. ',"prev":' .. cjson.encode(prev)
   .. ',"streak":' .. string.format('%d', streak) .. ',"since":' .. string.format('%d', since)
   .. ',"shared":' .. tostring(shared)
   .. ',"fingerprint":' .. (ARGV[14] == '' and 'null' or cjson.encode(ARGV[14]))
-  .. ',"report":' .. ARGV[7] .. '}', 'EX', ARGV[6])
+  .. ',"report":' .. ARGV[7] .. '}'
+redis.call('SET', KEYS[2], report, 'EX', ARGV[6])
+if site and prev ~= '' and prev ~= v then
+  redis.call('HSET', KEYS[3], job, report)
+  redis.call('PEXPIRE', KEYS[3], ARGV[10])
+end
 return {prev, streak, since, now, 0}
-"#;
+"#
+);
+
+/// What a redelivery may get back (`super::StateStore::replay`), in Lua. KEYS: as
+/// [`STEP`]'s. ARGV: the delivery id. Returns {the key's latest report, the report of
+/// the delivery's change when its memo entry tells one and the key still has the verdict
+/// it left (`super::replays_change`; whether it is young enough to be recalled is told
+/// by the report's own time), Redis's time (ms)}; either report may be nil.
+const REPLAY: &str = concat!(
+    memo_lua!(),
+    r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local told = false
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local st = cjson.decode(raw)
+  for _, e in ipairs(st.m) do
+    if e[1] == ARGV[1] then
+      if tells_a_change(e) and left_of(e) == st.v then told = redis.call('HGET', KEYS[3], ARGV[1]) end
+      break
+    end
+  end
+end
+return {redis.call('GET', KEYS[2]), told, now}
+"#
+);
 
 /// How long ago (ms) a result's probing began, as this worker's clock tells it now
 /// (`""` when unknown): the script dates it on Redis's clock, as every time kept here,
@@ -243,6 +296,9 @@ impl Kept {
     }
 }
 
+/// A key's record, last report and changes' reports in Redis ([`RedisState::step_keys`]).
+type StepKeys = (String, String, String);
+
 /// State shared by every worker through Redis.
 pub struct RedisState {
     pool: RedisPool,
@@ -251,6 +307,7 @@ pub struct RedisState {
     verdict_ttl: Duration,
     timeout: Duration,
     script: redis::Script,
+    replay_script: redis::Script,
     /// When Redis last answered a call (`tokio::time::Instant`, for [`STALL_LIMIT`]).
     answered: std::sync::Mutex<tokio::time::Instant>,
     /// Redis's time as last read, to date steps' expiries in Redis's own clock.
@@ -267,6 +324,7 @@ impl RedisState {
             verdict_ttl: settings.verdict_ttl,
             timeout: settings.timeout,
             script: redis::Script::new(STEP),
+            replay_script: redis::Script::new(REPLAY),
             answered: std::sync::Mutex::new(tokio::time::Instant::now()),
             clock: std::sync::Mutex::new(None),
         }
@@ -324,10 +382,19 @@ impl RedisState {
 
     /// The Redis keys of a key's record and of its last report.
     pub fn keys(&self, key: &str) -> (String, String) {
+        let (state, report, _) = self.step_keys(key);
+        (state, report)
+    }
+
+    /// The Redis keys a step writes: the key's record, its last report and the reports
+    /// of its changes a redelivery may get back ([`STEP`]). One hash slot: a cluster
+    /// runs the script on one node.
+    fn step_keys(&self, key: &str) -> StepKeys {
         let h = crate::key::short_hash(key);
         (
             format!("{}state:{{{h}}}", self.prefix),
             format!("{}report:{{{h}}}", self.prefix),
+            format!("{}told:{{{h}}}", self.prefix),
         )
     }
 
@@ -389,7 +456,7 @@ impl RedisState {
     /// One run of `step`.
     async fn run_step(
         &self,
-        keys: &(String, String),
+        keys: &StepKeys,
         step: &Step<'_>,
         delivery: Delivery<'_>,
     ) -> Result<Answer, Late> {
@@ -409,6 +476,7 @@ impl RedisState {
             .attempt("state step", async |c| {
                 let mut inv = self.script.key(&keys.0);
                 inv.key(&keys.1)
+                    .key(&keys.2)
                     .arg(delivery.id)
                     .arg(report.verdict.as_str())
                     .arg(site)
@@ -447,7 +515,7 @@ impl RedisState {
     /// answer, and none said it expired).
     async fn step_until(
         &self,
-        keys: &(String, String),
+        keys: &StepKeys,
         mut step: Step<'_>,
         delivery: Delivery<'_>,
         deadline: tokio::time::Instant,
@@ -524,8 +592,21 @@ impl StateStore for RedisState {
 
     fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>> {
         Box::pin(async move {
-            let (kept, now) = self.kept(key).await?;
-            replays(&kept.delivery, kept.shared, kept.at, delivery, now).then(|| kept.filled())
+            let keys = self.step_keys(key);
+            let (latest, told, now): (Option<String>, Option<String>, u64) = self
+                .call("replay", async |c| {
+                    let mut inv = self.replay_script.key(&keys.0);
+                    inv.key(&keys.1).key(&keys.2).arg(delivery);
+                    inv.invoke_async(c).await
+                })
+                .await?;
+            self.learn_clock(now);
+            [latest, told]
+                .into_iter()
+                .flatten()
+                .filter_map(|raw| serde_json::from_str::<Kept>(&raw).ok())
+                .find(|k| replays(&k.delivery, k.shared, k.at, delivery, now))
+                .map(Kept::filled)
         })
     }
 
@@ -539,7 +620,7 @@ impl StateStore for RedisState {
             let Some(key) = report.key.as_deref() else {
                 return Stepped::Not;
             };
-            let keys = self.keys(key);
+            let keys = self.step_keys(key);
             let Ok(json) = serde_json::to_string(report) else {
                 return Stepped::Not;
             };
