@@ -807,6 +807,31 @@ mod tests {
         );
     }
 
+    /// Hunt Q. A big site's chain (http → https → www → /en/ → a sign-on check) re-sets
+    /// its session, load-balancer and CSRF cookies on every hop: 8 cookies a hop made
+    /// the 50 `Set-Cookie` headers the jar counted by the sixth hop, and the cookie the
+    /// seventh set for its check was dropped: the check sent the browser round again, a
+    /// false `down/too_many_redirects`. Browsers count cookies, not headers (Chrome
+    /// keeps 180 a domain).
+    #[test]
+    fn hunt_q_a_chain_re_setting_its_cookies_keeps_a_late_one() {
+        let mut jar = CookieJar::default();
+        let url = u("http://a.example/");
+        let every_hop: Vec<(&str, String)> = (0..8)
+            .map(|i| ("set-cookie", format!("session{i}=v; Path=/")))
+            .collect();
+        for _ in 0..7 {
+            let list: Vec<(&str, &str)> = every_hop.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            jar.take(&url, &headers(&list));
+        }
+        jar.take(
+            &url,
+            &headers(&[("set-cookie", "auth_check=passed; Path=/")]),
+        );
+        let sent = sent(&jar, "http://a.example/").unwrap_or_default();
+        assert!(sent.contains("auth_check=passed"), "{sent}");
+    }
+
     #[test]
     fn the_jar_keeps_at_most_fifty_cookies() {
         let mut jar = CookieJar::default();

@@ -128,6 +128,47 @@ mod tests {
         assert_eq!(cs, "gb18030");
     }
 
+    /// Hunt Q. A site moved from GB2312 to UTF-8 keeps the old `<meta>` in a comment;
+    /// the HTML standard's prescan (Chrome's, Firefox's) skips comments and reads the
+    /// real one. picket took the commented one: the page read as GB18030 lost its
+    /// keyword, a false `down`.
+    #[test]
+    fn hunt_q_a_meta_in_a_comment_is_not_read() {
+        let page = "<html><head><!--<meta http-equiv=\"Content-Type\" content=\"text/html; charset=gb2312\" />--><meta charset=\"utf-8\"><title>县</title></head><body>欢迎访问</body></html>";
+        let (text, charset) = decode(page.as_bytes(), Some("text/html"));
+        assert_eq!(charset, "UTF-8");
+        assert!(text.contains("欢迎访问"), "{text}");
+        let mut gbk_page =
+            b"<head><!-- <meta charset=\"utf-8\"> --><meta charset=\"gbk\"></head>".to_vec();
+        gbk_page.extend(gbk("欢迎访问"));
+        let (text, _) = decode(&gbk_page, Some("text/html"));
+        assert!(text.contains("欢迎访问"), "{text}");
+    }
+
+    /// Hunt Q. A `<meta>` can be read only in bytes that are ASCII-compatible, so the
+    /// HTML standard reads one naming UTF-16 as UTF-8 (and `x-user-defined` as
+    /// windows-1252): MS Office's "Unicode" web pages re-saved as UTF-8 say
+    /// `charset=unicode`. picket decoded the page as UTF-16LE: keywords lost (a false
+    /// `down`) and block pages unseen (a false `up`).
+    #[test]
+    fn hunt_q_a_meta_naming_utf16_is_read_as_utf8() {
+        for label in ["utf-16", "unicode", "utf-16be"] {
+            let page = format!(
+                "<html><head><meta charset=\"{label}\"></head><body>欢迎访问</body></html>"
+            );
+            let (text, charset) = decode(page.as_bytes(), Some("text/html"));
+            assert_eq!(charset, "UTF-8", "{label}");
+            assert!(text.contains("欢迎访问"), "{label}: {text}");
+        }
+        let page = b"<meta charset=\"x-user-defined\"><p>caf\xe9</p>";
+        let (text, charset) = decode(page, None);
+        assert_eq!(
+            (charset, text.contains("café")),
+            ("windows-1252", true),
+            "{text}"
+        );
+    }
+
     #[test]
     fn meta_charset_is_found() {
         let mut body = b"<html><head><meta charset=\"gb2312\"></head><body>".to_vec();
