@@ -476,6 +476,21 @@ async fn truth_a_page_closed_without_close_notify_is_up() {
     tells_the_truth("tls-close-without-close-notify").await;
 }
 
+/// Hunt Q: a <meta> in a comment decided the charset, a <meta> naming UTF-16 decoded
+/// UTF-8 bytes as UTF-16LE (both lost the keyword: false downs), a chain re-setting its
+/// cookies on every hop dropped the late check's cookie (a false redirect loop), and a
+/// page gzip-compressed twice and labelled once, garbage in a browser, was up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_hunt_q_charsets_cookies_and_double_gzip() {
+    all_tell_the_truth(&[
+        "utf8-meta-commented-gb2312",
+        "utf8-meta-says-unicode",
+        "cookie-chain-late-check",
+        "gzip-twice-labelled-once",
+    ])
+    .await;
+}
+
 /// Hunt O: an HTTPS page that sent Strict-Transport-Security and redirected to plain
 /// HTTP was followed over plain HTTP, `up`; browsers ask that host only over HTTPS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

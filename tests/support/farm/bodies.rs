@@ -141,6 +141,23 @@ pub(super) async fn bodies(b: &mut Builder) {
         .await;
     }
 
+    // Hunt Q: the classic "garbled characters" failure, PHP's ob_gzhandler under a layer
+    // that compresses again and labels it once: browsers undo one gzip and show the
+    // other's bytes. A job without a keyword was told `up`.
+    b.http(
+        "gzip-twice-labelled-once",
+        encoded(Bytes::from(gzip(&gzip(text.as_bytes()))), "gzip"),
+        None,
+        truth(
+            "not up",
+            None,
+            "page gzip-compressed twice, labelled \"gzip\" once: browsers show compressed bytes",
+        ),
+        said("degraded", "body_mismatch"),
+        vec![],
+    )
+    .await;
+
     // A page labelled compressed that is not (a cache that stored the page decoded and
     // kept the header, a PHP script that set the header itself): Chrome shows
     // ERR_CONTENT_DECODING_FAILED and Firefox "Content Encoding Error", nothing of the

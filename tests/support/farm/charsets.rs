@@ -166,6 +166,32 @@ pub(super) async fn charsets(b: &mut Builder) {
                 said("up", "ok"),
             ),
         },
+        // Hunt Q: a site moved from GB2312 to UTF-8 keeps its old <meta> in a comment;
+        // browsers' prescan skips comments and reads the real one.
+        CharsetCase {
+            name_yes: "utf8-meta-commented-gb2312",
+            name_no: "utf8-meta-commented-gb2312-no-keyword",
+            encoding: UTF_8,
+            content_type: "text/html",
+            meta: "<!--<meta http-equiv=\"Content-Type\" content=\"text/html; charset=gb2312\" />--><meta charset=\"utf-8\">",
+            traditional: false,
+            bom: false,
+            reported: "UTF-8",
+            yes: ok("UTF-8 page whose old GB2312 <meta> is commented out: browsers read the real <meta> and show 欢迎"),
+        },
+        // Hunt Q: MS Office's "Unicode" web page re-saved as UTF-8 still says
+        // charset=unicode; a <meta> naming UTF-16 is read as UTF-8 (HTML standard).
+        CharsetCase {
+            name_yes: "utf8-meta-says-unicode",
+            name_no: "utf8-meta-says-unicode-no-keyword",
+            encoding: UTF_8,
+            content_type: "text/html",
+            meta: "<meta http-equiv=\"Content-Type\" content=\"text/html; charset=unicode\">",
+            traditional: false,
+            bom: false,
+            reported: "UTF-8",
+            yes: ok("UTF-8 page whose <meta> says charset=unicode: browsers read a <meta> naming UTF-16 as UTF-8 and show 欢迎"),
+        },
     ];
     for case in cases {
         let keyword = if case.traditional { "歡迎" } else { "欢迎" };

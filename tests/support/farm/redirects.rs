@@ -395,6 +395,67 @@ pub(super) async fn redirects(b: &mut Builder) {
     )
     .await;
 
+    // Hunt Q: a big site's chain re-sets its session, load-balancer and CSRF cookies on
+    // every hop, and the last hop sets the cookie its check wants: browsers count
+    // cookies (Chrome keeps 180 a domain), not Set-Cookie headers.
+    let p = page("University", "Welcome, visitor.");
+    let hop = |n: usize| {
+        move || async move {
+            let mut headers = HeaderMap::new();
+            let next = if n < 7 {
+                format!("/hop{}", n + 1)
+            } else {
+                "/home".into()
+            };
+            headers.insert(header::LOCATION, next.parse().expect("location"));
+            for name in [
+                "PHPSESSID",
+                "BIGipServerpool",
+                "XSRF-TOKEN",
+                "lang",
+                "visited",
+                "_ga",
+                "AWSALB",
+                "AWSALBCORS",
+            ] {
+                let cookie = format!("{name}=v{n}; Path=/").parse().expect("cookie");
+                headers.append(header::SET_COOKIE, cookie);
+            }
+            if n == 7 {
+                let check = "auth_check=passed; Path=/".parse().expect("cookie");
+                headers.append(header::SET_COOKIE, check);
+            }
+            (StatusCode::FOUND, headers, "").into_response()
+        }
+    };
+    let mut chain = Router::new().route("/", any(hop(1)));
+    for n in 2..=7 {
+        chain = chain.route(&format!("/hop{n}"), any(hop(n)));
+    }
+    let chain = chain.route(
+        "/home",
+        any(move |headers: HeaderMap| async move {
+            if sends_cookie(&headers, "auth_check=passed") {
+                html(StatusCode::OK, p)
+            } else {
+                (StatusCode::FOUND, [(header::LOCATION, "/")], "").into_response()
+            }
+        }),
+    );
+    b.http(
+        "cookie-chain-late-check",
+        chain,
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "seven redirects, each re-setting 8 cookies; the last sets the cookie the page checks for",
+        ),
+        said("up", "ok"),
+        vec![],
+    )
+    .await;
+
     // The same check beside a cookie whose value is raw UTF-8, as Chinese sites set a
     // city or a name: browsers keep and send both.
     let p = page("County office", "Cookies are on.");
