@@ -8,9 +8,11 @@ use url::Url;
 
 use crate::probe::{Failure, FailureKind};
 
-/// Most `Set-Cookie` headers taken along one chain: enough for any cookie check, bounded
-/// all the same.
-const MAX_COOKIES: usize = 50;
+/// Most cookies (by host and name) kept along one chain: Chrome keeps 180 a domain.
+/// Cookies, not `Set-Cookie` headers: a chain re-sets its session, load-balancer and
+/// CSRF cookies on every hop, and a count of headers dropped the cookie a late check
+/// set (hunt Q). The hops and each answer's header lines bound the work.
+const MAX_COOKIES: usize = 180;
 
 /// What to do after an answer that may be a redirect.
 #[derive(Debug)]
@@ -316,8 +318,9 @@ fn delta_seconds(arg: &str) -> Option<u64> {
 #[derive(Default)]
 pub(super) struct CookieJar {
     jar: Jar,
-    /// `Set-Cookie` headers taken so far: the chain keeps at most [`MAX_COOKIES`].
-    taken: usize,
+    /// The cookies set so far, by host and name: the chain keeps at most
+    /// [`MAX_COOKIES`], and a cookie set again is no new one.
+    taken: std::collections::HashSet<(String, Vec<u8>)>,
 }
 
 impl CookieJar {
@@ -326,9 +329,18 @@ impl CookieJar {
         if !headers.contains_key(SET_COOKIE) {
             return;
         }
-        let room = MAX_COOKIES.saturating_sub(self.taken);
-        let values: Vec<&HeaderValue> = headers.get_all(SET_COOKIE).iter().take(room).collect();
-        self.taken += values.len();
+        let host = url.host_str().unwrap_or_default();
+        let values: Vec<&HeaderValue> = headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter(|v| {
+                let name = cookie_name(v.as_bytes());
+                let known = self.taken.contains(&(host.to_string(), name.to_vec()));
+                known
+                    || (self.taken.len() < MAX_COOKIES
+                        && self.taken.insert((host.to_string(), name.to_vec())))
+            })
+            .collect();
         self.jar.set_cookies(&mut values.into_iter(), url);
     }
 
@@ -337,6 +349,16 @@ impl CookieJar {
     pub(super) fn header_for(&self, url: &Url) -> Option<HeaderValue> {
         self.jar.cookies(url)
     }
+}
+
+/// A `Set-Cookie` value's cookie name: the bytes before its first `=` (before its
+/// first `;`), trimmed.
+fn cookie_name(value: &[u8]) -> &[u8] {
+    let pair = value.split(|&b| b == b';').next().unwrap_or_default();
+    pair.split(|&b| b == b'=')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii()
 }
 
 /// Whether two URLs have one origin (scheme, host and port): a redirect from https to
@@ -833,10 +855,10 @@ mod tests {
     }
 
     #[test]
-    fn the_jar_keeps_at_most_fifty_cookies() {
+    fn the_jar_keeps_at_most_max_cookies() {
         let mut jar = CookieJar::default();
         let url = u("http://a.example/");
-        for i in 0..60 {
+        for i in 0..MAX_COOKIES + 10 {
             jar.take(&url, &headers(&[("set-cookie", &format!("c{i}=v"))]));
         }
         let header = jar.header_for(&url).expect("cookies");

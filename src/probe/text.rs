@@ -80,12 +80,34 @@ fn charset_from_content_type(ct: &str) -> Option<&'static Encoding> {
     })
 }
 
+/// The charset the first `<meta>` naming one declares, as the HTML standard's prescan
+/// reads it (Chrome's and Firefox's): a `<meta>` inside a comment is no declaration (a
+/// site moved to UTF-8 keeps its old GB2312 line commented out), and one naming UTF-16
+/// is read as UTF-8 (a `<meta>` was readable, so the bytes are ASCII-compatible: MS
+/// Office's "Unicode" pages re-saved as UTF-8), `x-user-defined` as windows-1252.
 fn charset_from_meta(head: &[u8]) -> Option<&'static Encoding> {
+    let declared = declared_in_meta(head)?;
+    Some(if declared == encoding_rs::X_USER_DEFINED {
+        encoding_rs::WINDOWS_1252
+    } else {
+        declared.output_encoding()
+    })
+}
+
+fn declared_in_meta(head: &[u8]) -> Option<&'static Encoding> {
     // Meta tags are ASCII: search the bytes, lower-cased, whatever the charset.
     let lower = head.to_ascii_lowercase();
     let mut from = 0;
     while let Some(pos) = memchr::memmem::find(&lower[from..], b"<meta") {
         let start = from + pos;
+        // A comment opening before the `<meta>`: the scan goes on after its `-->` (the
+        // prescan's: the first `>` after the `<!` with `--` just before it, so `<!-->`
+        // is one too).
+        if let Some(open) = memchr::memmem::find(&lower[from..start], b"<!--") {
+            let dashes = from + open + b"<!".len();
+            from = dashes + memchr::memmem::find(&lower[dashes..], b"-->")? + b"-->".len();
+            continue;
+        }
         let end = memchr::memchr(b'>', &lower[start..]).map_or(lower.len(), |e| start + e);
         let tag = &lower[start..end];
         if let Some(i) = memchr::memmem::find(tag, b"charset") {
@@ -143,6 +165,10 @@ mod tests {
         gbk_page.extend(gbk("欢迎访问"));
         let (text, _) = decode(&gbk_page, Some("text/html"));
         assert!(text.contains("欢迎访问"), "{text}");
+        // `<!-->` is a whole (empty) comment: the `<meta>` after it counts.
+        let mut after_empty = b"<head><!--><meta charset=\"gbk\"></head>".to_vec();
+        after_empty.extend(gbk("欢迎访问"));
+        assert_eq!(decode(&after_empty, None).1, "gb18030");
     }
 
     /// Hunt Q. A `<meta>` can be read only in bytes that are ASCII-compatible, so the
