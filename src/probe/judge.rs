@@ -1320,6 +1320,43 @@ mod tests {
         assert_eq!(j(&keyword, &o), (Verdict::Up, Reason::Ok));
     }
 
+    /// Hunt Q. A page gzip-compressed twice and labelled once (PHP's ob_gzhandler under
+    /// a layer that compresses again), or gzipped with no `Content-Encoding`: browsers
+    /// show the compressed bytes, no page; picket said `up`. A `.gz` file watched on
+    /// purpose is no page and stays up.
+    #[test]
+    fn hunt_q_a_page_that_is_gzip_data_is_not_shown() {
+        let page = "<!DOCTYPE html><html><head><title>County</title></head><body><p>Opening hours, permits and council minutes.</p></body></html>";
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut e, page.as_bytes()).expect("gzip");
+        let gz = e.finish().expect("gzip");
+        let text = String::from_utf8_lossy(&gz).into_owned();
+        let p = plan(Expect::default());
+        for ct in [Some("text/html; charset=utf-8"), Some("text/plain"), None] {
+            let mut o = answer(200, &text);
+            if let Outcome::Answer(a) = &mut o.outcome {
+                a.body_bytes = gz.len();
+                a.not_shown = crate::probe::not_shown_as_a_page(ct, None, &gz);
+            }
+            assert_eq!(
+                j(&p, &o),
+                (Verdict::Degraded, Reason::BodyMismatch),
+                "{ct:?}"
+            );
+        }
+        for ct in [
+            "application/gzip",
+            "application/x-gzip",
+            "application/octet-stream",
+        ] {
+            assert_eq!(
+                crate::probe::not_shown_as_a_page(Some(ct), None, &gz),
+                None,
+                "{ct}"
+            );
+        }
+    }
+
     /// Review L: `body_not_contains` markup is looked for in the source only when it
     /// holds `<` or `>`; markup without them (an attribute, `class="maintenance"`,
     /// `status="DOWN"`) is now looked for in the visible text, where attributes never
