@@ -491,6 +491,21 @@ async fn truth_hunt_q_charsets_cookies_and_double_gzip() {
     .await;
 }
 
+/// Hunt Q: heads hyper refuses and browsers read were confirmed `down/protocol`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_hunt_q_heads_browsers_read() {
+    all_tell_the_truth(&[
+        "header-lines-end-cr-cr-lf",
+        "header-line-lone-cr",
+        "status-line-no-space-before-reason",
+        "status-line-after-a-space",
+        "lower-case-status-line-after-100",
+        "content-length-with-a-sign",
+        "http-1-0-saying-chunked",
+    ])
+    .await;
+}
+
 /// Hunt O: an HTTPS page that sent Strict-Transport-Security and redirected to plain
 /// HTTP was followed over plain HTTP, `up`; browsers ask that host only over HTTPS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -620,8 +620,9 @@ fn soft_failure_page(s: &Seen<'_>) -> Option<Judgement> {
 }
 
 /// A web page a browser does not show as one: HTML sent as a download (an
-/// `octet-stream`, S3's type for an upload without one; an `attachment`) or as plain
-/// text (its code shown). A person gets a file or markup, not the site. A file the job
+/// `octet-stream`, S3's type for an upload without one; an `attachment`), as plain
+/// text (its code shown), or still compressed. A person gets a file, markup or
+/// garbage, not the site. A file the job
 /// watches on purpose is no HTML, and a job whose keyword was found knows its answer.
 fn page_not_shown(s: &Seen<'_>) -> Option<Judgement> {
     let a = s.answer;
@@ -635,7 +636,7 @@ fn page_not_shown(s: &Seen<'_>) -> Option<Judgement> {
             verdict,
             Reason::BodyMismatch,
             format!(
-                "{}, {} bytes of HTML, but a browser {how} instead of showing the page",
+                "{}, {} bytes, but a browser {how} instead of showing the page",
                 s.status, a.body_bytes
             ),
         )

@@ -215,12 +215,20 @@ pub struct Answer {
 /// `attachment` or an `octet-stream` (S3's default for an upload without a type) is
 /// downloaded; `text/plain` is shown as text, its markup and all. `None` for a body
 /// that is no HTML document (a file watched on purpose), any other type, or none
-/// (browsers sniff then).
+/// (browsers sniff then). And a body that is still gzip data, sent as text or with no
+/// type ([`still_compressed`]): browsers show (or download) compressed bytes.
 pub(crate) fn not_shown_as_a_page(
     content_type: Option<&str>,
     disposition: Option<&str>,
     body: &[u8],
 ) -> Option<String> {
+    if still_compressed(content_type, body) {
+        return Some(
+            "shows compressed bytes (the body is gzip data: compressed twice and \
+             labelled once, or sent with no Content-Encoding)"
+                .into(),
+        );
+    }
     if !opens_as_html(body) {
         return None;
     }
@@ -246,6 +254,25 @@ pub(crate) fn not_shown_as_a_page(
         "text/plain" => Some(format!("shows its code (Content-Type: {essence})")),
         _ => None,
     }
+}
+
+/// Whether a body, its `Content-Encoding` undone, is gzip data (its magic bytes and
+/// deflate method) where a page is: sent as text, or with no type. A page compressed
+/// twice and labelled once (PHP's `ob_gzhandler` under a server or proxy that
+/// compresses again, the "garbled characters" failure), or compressed by an app whose
+/// proxy dropped the header (hunt Q). A `.gz` file watched on purpose says so in its
+/// type (`application/gzip`).
+fn still_compressed(content_type: Option<&str>, body: &[u8]) -> bool {
+    let textual = content_type.is_none_or(|ct| {
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        essence.is_empty() || essence.starts_with("text/") || essence == "application/xhtml+xml"
+    });
+    textual && body.starts_with(&[0x1f, 0x8b, 0x08])
 }
 
 /// Whether a body opens as an HTML document does (a doctype or `<html>`, after white

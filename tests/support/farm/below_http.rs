@@ -173,6 +173,80 @@ pub(super) async fn failures(b: &mut Builder) {
         .await;
     }
 
+    // Heads hyper's parser refuses and browsers read (hunt Q): line ends Chrome splits
+    // header lines on (a CGI script on Windows writing `\r\n` in text mode, a lone CR),
+    // a status line with no space before its reason or a space before it, a lower-case
+    // status line after a `100 Continue`, a `Content-Length` with a sign (Chrome takes
+    // no length and reads to the close), and an HTTP/1.0 answer saying `chunked` (Chrome
+    // decodes chunks only from HTTP/1.1 on, and reads to the close).
+    let body = page("County office", "Served by a home-made server.");
+    let whole = raw_response(
+        "200 OK",
+        &[("Content-Type", HTML_UTF8), ("Connection", "close")],
+        body.as_bytes(),
+    );
+    let replace = |from: &str, to: &str| -> Vec<u8> {
+        let text = String::from_utf8(whole.clone()).expect("ASCII head");
+        assert!(text.contains(from), "{from:?}");
+        text.replacen(from, to, 1).into_bytes()
+    };
+    let chunked = {
+        let head = "HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut r = format!("{head}{:x}\r\n", body.len()).into_bytes();
+        r.extend_from_slice(body.as_bytes());
+        r.extend_from_slice(b"\r\n0\r\n\r\n");
+        r
+    };
+    for (name, answer, how) in [
+        (
+            "header-lines-end-cr-cr-lf",
+            replace("\r\nConnection: close\r\n", "\r\r\nConnection: close\r\r\n"),
+            "ends its header lines with CR CR LF",
+        ),
+        (
+            "header-line-lone-cr",
+            replace("\r\nConnection: close", "\r\nX-A: 1\rConnection: close"),
+            "parts two header lines with a lone CR",
+        ),
+        (
+            "status-line-no-space-before-reason",
+            replace("HTTP/1.1 200 OK", "HTTP/1.1 200OK"),
+            "writes \"HTTP/1.1 200OK\"",
+        ),
+        (
+            "status-line-after-a-space",
+            replace("HTTP/1.1 200 OK", " HTTP/1.1 200 OK"),
+            "sends a space before its status line",
+        ),
+        (
+            "lower-case-status-line-after-100",
+            replace(
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 100 Continue\r\n\r\nhttp/1.1 200 OK",
+            ),
+            "sends 100 Continue, then a lower-case status line",
+        ),
+        (
+            "content-length-with-a-sign",
+            replace("Content-Length: ", "Content-Length: +"),
+            "says Content-Length: +N and closes after the page",
+        ),
+        (
+            "http-1-0-saying-chunked",
+            chunked,
+            "answers HTTP/1.0 with Transfer-Encoding: chunked and closes",
+        ),
+    ] {
+        b.raw(
+            name,
+            raw::fixed(answer),
+            truth("up", Some("ok"), how),
+            said("up", "ok"),
+            vec![Fact::Attempts(1)],
+        )
+        .await;
+    }
+
     // An old embedded server (a county's appliance, an ISAPI filter) that looks for its
     // header names as browsers and curl write them: "Host:", not "host:".
     let body = page("County office", "Served by an old appliance.");
