@@ -430,7 +430,7 @@ async fn through_either_proxy_a_site_is_judged_as_it_is_directly() {
             // browsers (through either route).
             assert_eq!(
                 target.starts_with("status-line"),
-                r.detail.contains("status line"),
+                r.detail.contains("breaks HTTP's grammar"),
                 "{target} through {name}: {}",
                 r.detail
             );

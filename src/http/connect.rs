@@ -265,7 +265,7 @@ impl HttpProber {
     }
 
     /// Asks one address of `host`, counted by the per-IP limiter first: its answer
-    /// (asked again once to read a status line as browsers do), or its error and how
+    /// (asked again once to read a head as browsers do), or its error and how
     /// long the request waited for it. `Err` when the probe must end here: no permit,
     /// no time left, or a connection that reached another address than the counted one.
     async fn ask_ip(
@@ -311,7 +311,7 @@ impl HttpProber {
             };
             return Box::pin(self.ask_ip(probe, &again, host, addr, obs)).await;
         }
-        if e.unreadable_status_line() {
+        if e.unreadable_head() {
             // The first request's slot is ours no longer: the second asks anew.
             drop(permit);
             let mended = self.ask_mended(probe, ask, host, addr, &e, obs);
@@ -514,11 +514,11 @@ impl HttpProber {
     }
 
     /// Asks `addr` again on the tunnel's own HTTP/1 client (directly, or through the
-    /// egress's SOCKS5 proxy), which reads a status line as browsers do
+    /// egress's SOCKS5 proxy), which reads a head as browsers do
     /// (`tunnel/mend`), after reqwest's could not read it (`first`). A second request,
     /// so the limiter is asked again. The answer, when its connection was ready, and its
     /// permit; `None` when the egress has no such route (an HTTP proxy's tunnel reads
-    /// every status line so) or no time is left, and the first failure stands.
+    /// every head so) or no time is left, and the first failure stands.
     async fn ask_mended(
         &self,
         probe: &mut Probe<'_>,
@@ -547,7 +547,7 @@ impl HttpProber {
             Ok(mut resp) => {
                 tls::keep_leaf(&mut resp, &hop);
                 obs.notes.push(format!(
-                    "the status line breaks HTTP's grammar ({}) in a way browsers \
+                    "the answer's head breaks HTTP's grammar ({}) in a way browsers \
                      forgive: asked again and read as they read it",
                     first.cause()
                 ));
@@ -555,7 +555,7 @@ impl HttpProber {
             }
             Err(e) => {
                 obs.notes.push(format!(
-                    "asked again to read its status line as browsers do: {}",
+                    "asked again to read its head as browsers do: {}",
                     e.cause()
                 ));
                 Ok(None)
@@ -766,13 +766,13 @@ fn signal_of(outcome: &Outcome, e: &SendError, route: Route, waited: Duration) -
     }
 }
 
-/// Notes an answer whose status line the tunnel read as browsers do (an HTTP-proxy
-/// egress reads every answer so; the other routes ask again and say so themselves).
+/// Notes an answer whose head the tunnel read as browsers do (an HTTP-proxy egress
+/// reads every answer so; the other routes ask again and say so themselves).
 fn note_mended(resp: &reqwest::Response, obs: &mut Observation) {
     if let Some(MendedLine(line)) = resp.extensions().get::<MendedLine>() {
         obs.notes.push(format!(
-            "the status line {line:?} breaks HTTP's grammar in a way browsers \
-             forgive: read as they read it"
+            "the line {line:?} of the answer's head breaks HTTP's grammar in a way \
+             browsers forgive: read as they read it"
         ));
     }
 }

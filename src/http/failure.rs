@@ -271,14 +271,14 @@ pub(super) fn no_common_tls(e: &reqwest::Error) -> bool {
     )
 }
 
-/// hyper could not read the status line of the answer (its version or its code), as
-/// it reads only the strict form (`mend` in `tunnel/` reads it as browsers do).
-pub(super) fn unreadable_status_line(e: &reqwest::Error) -> bool {
+/// hyper could not read the answer's head (its status line, a header line, its length
+/// or its codings), as it reads only the strict form: `mend` in `tunnel/` reads it as
+/// browsers do.
+pub(super) fn unreadable_head(e: &reqwest::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            // hyper names the version's failure only in its message.
-            return h.is_parse_status() || (h.is_parse() && h.to_string().contains("version"));
+            return h.is_parse() || h.is_parse_status();
         }
         source = err.source();
     }

@@ -417,11 +417,11 @@ impl SendError {
         }
     }
 
-    /// Whether hyper could not read the answer's status line (reqwest's path: the
-    /// tunnel reads it as browsers do, `mend`).
-    pub(in crate::http) fn unreadable_status_line(&self) -> bool {
+    /// Whether hyper could not read the answer's head (reqwest's path: the tunnel
+    /// reads it as browsers do, `mend`).
+    pub(in crate::http) fn unreadable_head(&self) -> bool {
         match self {
-            SendError::Client(e) => crate::http::failure::unreadable_status_line(e),
+            SendError::Client(e) => crate::http::failure::unreadable_head(e),
             SendError::Tunnel(_) => false,
         }
     }

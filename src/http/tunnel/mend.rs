@@ -1,11 +1,14 @@
-//! A status line read as browsers read it. hyper's parser (httparse) takes exactly
-//! `HTTP/1.0` or `HTTP/1.1`, one space, three digits; Chrome finds "http" in any case,
-//! skips any number of spaces, and reads a `HTTP/1.2` as the newest version it knows,
-//! and curl reads the first two as well. An old appliance or a home-made server that
-//! writes `http/1.1 200 OK` or `HTTP/1.1  200 OK` works in every browser, and picket
-//! said it was down. [`Mended`] hands hyper the answer with its first line rewritten to
-//! the form hyper reads, and every byte after it as it came: the headers and the body
-//! are still hyper's to parse.
+//! An answer's head read as browsers read it. hyper's parser (httparse) takes exactly
+//! `HTTP/1.0` or `HTTP/1.1`, one space, three digits, a space, and header lines ended by
+//! CR LF or LF. Chrome finds "http" in any case within the first bytes, skips spaces,
+//! reads a `HTTP/1.2` as the newest version it knows and the digits of the code
+//! whatever follows them (`200OK`), splits header lines on any run of CR and LF, takes
+//! no length from a `Content-Length` that is not digits (`+207`: it reads to the close)
+//! and no chunks from an HTTP/1.0 answer; curl reads most of these too. An old
+//! appliance, a CGI script on Windows or a home-made server writing them works in every
+//! browser, and picket said it was down. [`Mended`] hands hyper each head (a `1xx`'s
+//! and the final one) rewritten to the form hyper reads, and every byte of the body as
+//! it came.
 
 use std::io;
 use std::pin::Pin;
@@ -14,13 +17,102 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The longest first line looked at; a longer one is handed on as it is.
-const MAX_LINE: usize = 1024;
+/// The longest head looked at: Chrome's limit for a response head. A longer one is
+/// handed on as it came, for hyper to refuse.
+const MAX_HEAD: usize = 256 * 1024;
 
-/// The status line as hyper reads it, when `line` (the first line, with its end) is
-/// one browsers read and hyper does not; `None` to leave it as it came.
-pub(super) fn status_line(line: &[u8]) -> Option<Vec<u8>> {
-    let (name, rest) = line.split_at_checked(5)?;
+/// Where the head that opens `bytes` ends (just past its blank line: an LF, any CRs,
+/// an LF), if it does.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(lf) = memchr::memchr(b'\n', &bytes[from..]) {
+        let next = from + lf + 1;
+        let crs = bytes[next..].iter().take_while(|&&b| b == b'\r').count();
+        if bytes.get(next + crs) == Some(&b'\n') {
+            return Some(next + crs + 1);
+        }
+        from = next;
+    }
+    None
+}
+
+/// A head as hyper reads it, when `head` (up to its blank line) is one browsers read
+/// and hyper may not: its lines split on runs of CR and LF and ended by CR LF, its
+/// status line mended ([`status_line`]), a `Content-Length` that is no number dropped,
+/// and an HTTP/1.0 answer's `Transfer-Encoding` dropped. With the status code and the
+/// first line that changed, as it came; `None` when the head is not an HTTP/1 answer's.
+pub(super) fn head(head: &[u8]) -> Option<Mend> {
+    let mut lines = head
+        .split(|&b| b == b'\r' || b == b'\n')
+        .filter(|l| !l.is_empty());
+    let first = lines.next()?;
+    let (status, code) = status_line(first)?;
+    let http10 = status.starts_with(b"HTTP/1.0 ");
+    let mut changed = (status != first).then_some(first);
+    let mut out = status;
+    out.extend_from_slice(b"\r\n");
+    for line in lines {
+        if dropped(line, http10) {
+            changed = changed.or(Some(line));
+            continue;
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let changed = match changed {
+        Some(line) => Some(line),
+        // The same lines, ended otherwise: the first whose end was not CR LF.
+        None if out != head => head
+            .split(|&b| b == b'\n')
+            .find(|l| l.strip_suffix(b"\r").is_none_or(|l| l.contains(&b'\r')))
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l)),
+        None => None,
+    };
+    Some(Mend {
+        head: out,
+        code,
+        changed: changed.map(|l| String::from_utf8_lossy(l).trim().to_string()),
+    })
+}
+
+/// A head as [`head`] mended it.
+pub(super) struct Mend {
+    pub(super) head: Vec<u8>,
+    /// Its status code.
+    pub(super) code: u16,
+    /// The first line it changed, as it came; `None` when it is as it came.
+    pub(super) changed: Option<String>,
+}
+
+/// Whether a header line goes: a `Content-Length` that is not digits (and the commas
+/// of a repeated value), which Chrome takes as no length at all; a `Transfer-Encoding`
+/// in an HTTP/1.0 answer, which Chrome does not decode.
+fn dropped(line: &[u8], http10: bool) -> bool {
+    let Some(colon) = memchr::memchr(b':', line) else {
+        return false;
+    };
+    let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
+    if name.eq_ignore_ascii_case(b"content-length") {
+        let number = value
+            .iter()
+            .all(|b| b.is_ascii_digit() || matches!(b, b',' | b' '));
+        return !number || !value.iter().any(u8::is_ascii_digit);
+    }
+    http10 && name.eq_ignore_ascii_case(b"transfer-encoding")
+}
+
+/// The status line as hyper reads it (no line end), and its code, when `line` (no
+/// line end) is one browsers read: "http" in any case after at most 4 bytes of white
+/// space, version 1.x, one or more spaces, three digits, then the reason (a space put
+/// before it when none was). `None` for what is no HTTP/1 status line.
+pub(super) fn status_line(line: &[u8]) -> Option<(Vec<u8>, u16)> {
+    let lead = line
+        .iter()
+        .take(4)
+        .take_while(|b| b.is_ascii_whitespace())
+        .count();
+    let (name, rest) = line[lead..].split_at_checked(5)?;
     if !name.eq_ignore_ascii_case(b"http/") {
         return None;
     }
@@ -35,37 +127,52 @@ pub(super) fn status_line(line: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let after = rest.iter().take_while(|&&b| b == b' ').count();
-    if after == 0 {
+    let rest = &rest[after..];
+    if after == 0 || digits(rest) != 3 {
         return None;
     }
+    let (code, reason) = rest.split_at(3);
+    let code_n = std::str::from_utf8(code).ok()?.parse().ok()?;
     let version: &[u8] = if minor.iter().all(|&d| d == b'0') {
         b"HTTP/1.0 "
     } else {
         b"HTTP/1.1 "
     };
-    let mended = [version, &rest[after..]].concat();
-    (mended != line).then_some(mended)
+    let space: &[u8] = if reason.is_empty() || reason.starts_with(b" ") {
+        b""
+    } else {
+        b" "
+    };
+    Some(([version, code, space, reason].concat(), code_n))
 }
 
-/// Marks an answer whose status line was mended, with the line as it came.
+/// Marks an answer whose head was mended, with the first line that changed as it came.
 #[derive(Debug, Clone)]
 pub(in crate::http) struct MendedLine(pub String);
 
-/// A stream whose first line, when it is a status line browsers forgive, is handed on
-/// mended ([`status_line`]); writes and every later byte pass through.
+/// A stream whose heads, when browsers read them, are handed on as hyper reads them
+/// ([`head`]); writes and every byte of the body pass through.
 pub(super) struct Mended<I> {
     inner: I,
     state: State,
-    /// The first line as it came, once it was mended.
+    /// The first line that changed, as it came, once one did.
     original: Arc<OnceLock<String>>,
 }
 
 enum State {
-    /// Gathering the first line.
+    /// Gathering a head.
     Head(Vec<u8>),
-    /// Handing on what was gathered (mended or not), from `at`.
-    Drain(Vec<u8>, usize),
+    /// Handing on what was gathered (mended or not), from `at`, then what comes next.
+    Drain(Vec<u8>, usize, Next),
     Pass,
+}
+
+/// What follows a head handed on.
+enum Next {
+    /// Another head, after a `1xx`'s: with what came of it already.
+    Head(Vec<u8>),
+    /// The body, as it comes.
+    Body,
 }
 
 impl<I> Mended<I> {
@@ -77,10 +184,33 @@ impl<I> Mended<I> {
         }
     }
 
-    /// Where the first line as it came is kept once it was mended (it is, if at all,
-    /// before hyper has the answer's head).
+    /// Where the first line that changed is kept as it came, once one did (before
+    /// hyper has the final head).
     pub(super) fn original(&self) -> Arc<OnceLock<String>> {
         self.original.clone()
+    }
+
+    /// What to hand on of `gathered`, whose head ends at `end` if it was read whole,
+    /// and what follows.
+    fn mend(&self, mut gathered: Vec<u8>, end: Option<usize>) -> (Vec<u8>, Next) {
+        let Some(end) = end else {
+            return (gathered, Next::Body);
+        };
+        let rest = gathered.split_off(end);
+        let Some(mend) = head(&gathered) else {
+            gathered.extend_from_slice(&rest);
+            return (gathered, Next::Body);
+        };
+        if let Some(line) = mend.changed {
+            let _ = self.original.set(line);
+            gathered = mend.head;
+        }
+        // Another head follows an informational one (101 switches protocols: none).
+        if (100..200).contains(&mend.code) && mend.code != 101 {
+            return (gathered, Next::Head(rest));
+        }
+        gathered.extend_from_slice(&rest);
+        (gathered, Next::Body)
     }
 }
 
@@ -94,40 +224,42 @@ impl<I: AsyncRead + Unpin> AsyncRead for Mended<I> {
         loop {
             match &mut this.state {
                 State::Pass => return Pin::new(&mut this.inner).poll_read(cx, buf),
-                State::Drain(bytes, at) => {
+                State::Drain(bytes, at, next) => {
+                    if *at == bytes.len() {
+                        this.state = match std::mem::replace(next, Next::Body) {
+                            Next::Head(start) => State::Head(start),
+                            Next::Body => State::Pass,
+                        };
+                        continue;
+                    }
                     let n = (bytes.len() - *at).min(buf.remaining());
                     buf.put_slice(&bytes[*at..*at + n]);
                     *at += n;
-                    if *at == bytes.len() {
-                        this.state = State::Pass;
-                    }
                     return Poll::Ready(Ok(()));
                 }
-                State::Head(head) => {
-                    let mut chunk = [0u8; MAX_LINE];
-                    let room = MAX_LINE - head.len();
-                    let mut read = ReadBuf::new(&mut chunk[..room]);
-                    std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-                    let got = read.filled();
-                    head.extend_from_slice(got);
-                    let end = head.iter().position(|&b| b == b'\n');
-                    if end.is_none() && !got.is_empty() && head.len() < MAX_LINE {
+                State::Head(gathered) => {
+                    let end = head_end(gathered);
+                    let mut ended = end.is_some() || gathered.len() >= MAX_HEAD;
+                    if !ended {
+                        let mut chunk = [0u8; 4096];
+                        let room = (MAX_HEAD - gathered.len()).min(chunk.len());
+                        let mut read = ReadBuf::new(&mut chunk[..room]);
+                        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+                        gathered.extend_from_slice(read.filled());
+                        // The server closed: what came is handed on as it came.
+                        ended = read.filled().is_empty();
+                    }
+                    if !ended {
                         continue;
                     }
-                    let mut head = std::mem::take(head);
-                    if let Some(end) = end {
-                        if let Some(line) = status_line(&head[..=end]) {
-                            let came = String::from_utf8_lossy(&head[..=end]);
-                            let _ = this.original.set(came.trim_end().to_string());
-                            head.splice(..=end, line);
-                        }
-                    }
-                    if head.is_empty() {
+                    let gathered = std::mem::take(gathered);
+                    if gathered.is_empty() {
                         // The server closed before a byte: hyper sees the end as it is.
                         this.state = State::Pass;
                         return Poll::Ready(Ok(()));
                     }
-                    this.state = State::Drain(head, 0);
+                    let (bytes, next) = this.mend(gathered, end);
+                    this.state = State::Drain(bytes, 0, next);
                 }
             }
         }
@@ -169,32 +301,28 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    /// The status line (with its end) as mended, with a CR LF end, when it changed.
     fn mended(line: &str) -> Option<String> {
-        status_line(line.as_bytes()).map(|l| String::from_utf8(l).expect("ascii"))
+        let m = head(format!("{line}\r\n").as_bytes())?;
+        m.changed?;
+        let text = String::from_utf8(m.head).expect("ascii");
+        Some(format!("{}\r\n", text.lines().next().unwrap_or_default()))
     }
 
     #[test]
     fn status_lines_browsers_forgive_are_written_as_hyper_reads_them() {
-        assert_eq!(
-            mended("http/1.1 200 OK\r\n").as_deref(),
-            Some("HTTP/1.1 200 OK\r\n")
-        );
-        assert_eq!(
-            mended("Http/1.0 200 OK\r\n").as_deref(),
-            Some("HTTP/1.0 200 OK\r\n")
-        );
-        assert_eq!(
-            mended("HTTP/1.1  200 OK\r\n").as_deref(),
-            Some("HTTP/1.1 200 OK\r\n")
-        );
-        assert_eq!(
-            mended("HTTP/1.2 200 OK\r\n").as_deref(),
-            Some("HTTP/1.1 200 OK\r\n")
-        );
-        assert_eq!(
-            mended("HTTP/1.00 404 Not Found\n").as_deref(),
-            Some("HTTP/1.0 404 Not Found\n")
-        );
+        for (came, read) in [
+            ("http/1.1 200 OK\r\n", "HTTP/1.1 200 OK\r\n"),
+            ("Http/1.0 200 OK\r\n", "HTTP/1.0 200 OK\r\n"),
+            ("HTTP/1.1  200 OK\r\n", "HTTP/1.1 200 OK\r\n"),
+            ("HTTP/1.2 200 OK\r\n", "HTTP/1.1 200 OK\r\n"),
+            ("HTTP/1.00 404 Not Found\n", "HTTP/1.0 404 Not Found\r\n"),
+            // Hunt Q: no space before the reason, a space before the line.
+            ("HTTP/1.1 200OK\r\n", "HTTP/1.1 200 OK\r\n"),
+            (" HTTP/1.1 200 OK\r\n", "HTTP/1.1 200 OK\r\n"),
+        ] {
+            assert_eq!(mended(came).as_deref(), Some(read), "{came:?}");
+        }
         // What hyper reads already, and what is not HTTP/1 at all, stay as they came.
         for kept in [
             "HTTP/1.1 200 OK\r\n",
@@ -202,11 +330,39 @@ mod tests {
             "HTTP/2.0 200 OK\r\n",
             "HTTP/1.1\t200 OK\r\n",
             "HTTP/1. 200 OK\r\n",
+            "HTTP/1.1 20 OK\r\n",
             "<html>hello</html>\n",
             "ICY 200 OK\r\n",
             "",
         ] {
             assert_eq!(mended(kept), None, "{kept:?}");
+        }
+    }
+
+    /// Hunt Q: header lines as Chrome splits them (on runs of CR and LF), a length that
+    /// is no number taken as none, an HTTP/1.0 answer's chunked taken as none; folded
+    /// lines and what hyper reads already stay.
+    #[test]
+    fn header_lines_browsers_forgive_are_written_as_hyper_reads_them() {
+        let read = |came: &str| -> (String, Option<String>) {
+            let m = head(came.as_bytes()).expect("a head");
+            (String::from_utf8(m.head).expect("ascii"), m.changed)
+        };
+        let (head, changed) = read("HTTP/1.1 200 OK\r\nA: 1\r\r\nB: 2\r\r\n\r\n");
+        assert_eq!(head, "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n");
+        assert_eq!(changed.as_deref(), Some("A: 1"));
+        let (head, _) = read("HTTP/1.1 200 OK\r\nX-A: 1\rX-B: 2\r\n\r\n");
+        assert_eq!(head, "HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B: 2\r\n\r\n");
+        let (head, changed) = read("HTTP/1.1 200 OK\r\nContent-Length: +207\r\nA: 1\r\n\r\n");
+        assert_eq!(head, "HTTP/1.1 200 OK\r\nA: 1\r\n\r\n");
+        assert_eq!(changed.as_deref(), Some("Content-Length: +207"));
+        let (head, _) = read("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(head, "HTTP/1.0 200 OK\r\n\r\n");
+        for kept in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nA: 1\r\n folded\r\n\r\n",
+        ] {
+            assert_eq!(read(kept), (kept.to_string(), None), "{kept:?}");
         }
     }
 
@@ -241,7 +397,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_first_line_is_mended_however_it_arrives() {
+    async fn each_head_is_mended_however_it_arrives_and_no_body() {
         let answer: &[u8] = b"http/1.1  200 OK\r\nContent-Length: 2\r\n\r\nhttp/1.1  ok";
         let want: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhttp/1.1  ok";
         assert_eq!(through(&[answer]).await, want);
@@ -252,5 +408,13 @@ mod tests {
         let long = [b"http/1.1 200 ".as_slice(), &[b'x'; 2000]].concat();
         assert_eq!(through(&[&long]).await, long);
         assert_eq!(through(&[]).await, b"");
+        // Hunt Q: the final head after a `100 Continue` too.
+        let answer: &[u8] =
+            b"HTTP/1.1 100 Continue\r\n\r\nhttp/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let want: &[u8] =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(through(&[answer]).await, want);
+        let bytes: Vec<&[u8]> = answer.chunks(3).collect();
+        assert_eq!(through(&bytes).await, want);
     }
 }

@@ -28,7 +28,7 @@
 //! egresses: the rustls failure is the verdict.
 //!
 //! The same client also asks again, directly or through a SOCKS5 egress's proxy, a
-//! request whose status line reqwest's client could not read ([`Tunnel::mended`]): it
+//! request whose head reqwest's client could not read ([`Tunnel::mended`]): it
 //! reads every answer's first line as browsers do (`mend`).
 //!
 //! # Layout
@@ -37,7 +37,7 @@
 //! - `answer`: the request over HTTP/1 or HTTP/2, and its answer decoded and bounded by
 //!   the deadline as a `reqwest::Response`;
 //! - `by_name`: a URL asked of a proxy that refuses a tunnel to the counted address;
-//! - `mend`: the HTTP/1 answer's status line as browsers read it;
+//! - `mend`: the HTTP/1 answer's head as browsers read it;
 //! - `error`: [`TunnelError`] and [`SendError`], and what each failure is in the
 //!   prober's terms (the proxy's, or the site's).
 
@@ -72,9 +72,9 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// How requests reach sites through one HTTP-proxy egress, or, to be asked again when
-/// reqwest's client could not read a status line, directly or through a SOCKS5 proxy
+/// reqwest's client could not read a head, directly or through a SOCKS5 proxy
 /// ([`Tunnel::mended`]): the answers are read by hyper's own HTTP/1 client here, which
-/// is handed the status line as browsers read it (`mend`).
+/// is handed the head as browsers read it (`mend`).
 pub(super) struct Tunnel {
     /// What every connection goes through.
     via: Via,
@@ -157,8 +157,8 @@ impl Tunnel {
     }
 
     /// The route on which a request of egress `e` is asked again when reqwest's client
-    /// could not read the answer's status line: directly, or through `e`'s SOCKS5
-    /// proxy. `None` for an HTTP-proxy egress, whose tunnel reads status lines as
+    /// could not read the answer's head: directly, or through `e`'s SOCKS5
+    /// proxy. `None` for an HTTP-proxy egress, whose tunnel reads heads as
     /// browsers do from the start.
     pub(super) fn mended(
         e: &EgressSettings,
