@@ -1010,6 +1010,47 @@ mod tests {
         assert!(store.replay("k", "j2").await.is_none());
     }
 
+    /// Review W. j2 took the key `up → down` and told it (its worker died before the
+    /// ack); j3 told `down → up`, j4 told `up → down`: the key is down again, the verdict
+    /// j2's step left, and j2's memo entry is still recalled. The rule
+    /// ([`replays_change`]) says j2's redelivery gets its first report back, and the
+    /// Redis store gives it (its `told` hash keeps j2's report until the memo lets the
+    /// change go). The memory store let j2's report go at j3's step (`KeyState::keep`
+    /// keeps only the changes replayable *at that moment*) and, asked at j4, has none:
+    /// j2 is probed again, and a site back up by then makes j2 tell `down → up` under the
+    /// job id that told `up → down` (hunt P, in the memory store only).
+    #[tokio::test]
+    async fn review_w_the_memory_store_replays_a_change_the_key_came_back_to() {
+        let store = MemoryState::default();
+        let of = |id: &str, verdict| Report {
+            job_id: id.into(),
+            ..report("k", verdict)
+        };
+        store.step(&of("j1", Up), None, new("j1")).await;
+        store.step(&of("j2", Down), None, new("j2")).await;
+        store.step(&of("j3", Up), None, new("j3")).await;
+        store.step(&of("j4", Down), None, new("j4")).await;
+        let record = store
+            .keys
+            .lock()
+            .expect("lock")
+            .get("k")
+            .expect("k")
+            .record
+            .clone();
+        assert!(
+            replays_change(&record, "j2", now_ms()),
+            "the rule both stores are to follow: j2 gets its first report back"
+        );
+        let again = (store.replay("k", "j2").await)
+            .map(|r| (r.job_id, r.verdict, r.previous_verdict, r.changed));
+        assert_eq!(
+            again,
+            Some(("j2".to_string(), Down, Some(Up), true)),
+            "j2's first report, as replays_change (and the Redis store) say"
+        );
+    }
+
     /// `unknown` and `invalid` have a run each (CONTRACT: "how many results in a row ...
     /// this key has had this verdict"). Before, they shared one: an `invalid` right after
     /// an `unknown` said `streak: 2` and the `unknown`'s `since`.
