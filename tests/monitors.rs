@@ -1624,3 +1624,91 @@ async fn closing_idle_clients(redis: &RedisServer) -> redis::aio::MultiplexedCon
         .expect("CONFIG SET timeout");
     admin
 }
+
+/// The step script of the version before `{prefix}told:{H}` (commit bc991f9): what a
+/// worker not yet upgraded runs during a rolling upgrade. KEYS: record, report; ARGV as
+/// the current script's.
+const REVIEW_W_OLD_STEP: &str = include_str!("review_w_old_step.lua");
+
+/// Review W. A rolling upgrade: new workers beside old ones, which run the step script
+/// before `told:{H}` existed. A new worker steps d `up → down` (told[d] = that report),
+/// publishes it and dies before the ack; j3 steps the key (`down` after `down`). The
+/// redelivery of d goes to an old worker: the old replay sees j3's report as the latest,
+/// probes again, the site is back, and the old script steps d `down → up` (its memo
+/// entry for d now: verdict up, previous down, left up), without touching told[d]. j4
+/// steps the key `up`. d comes back once more (the old worker is stopped by the upgrade
+/// itself before its ack) to a new worker: the REPLAY script sees d's memo entry tell a
+/// change the key still stands on (left up == key up) and serves told[d], the report of
+/// a *different* step of d: verdict `down`, `previous_verdict: up`, `changed: true`,
+/// while the key and the site are up. A false `up → down` is announced, and subscribers
+/// keep `down` until the site next changes. (The told report is not tied to the memo
+/// entry it is served for: neither its time nor its verdict is compared with the entry.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_w_a_told_report_is_not_served_for_a_later_step_an_old_worker_took() {
+    use picket::job::Verdict::{Down, Up};
+    let s = settings_of(&toml(""));
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    let key = unique("rolling-upgrade");
+    let new = |id| Delivery {
+        id,
+        redelivered: false,
+    };
+    let answer = async |id: &str, delivery, verdict| {
+        store
+            .step(&report_of(&key, id, verdict), None, delivery)
+            .await
+            .expect("redis answers")
+    };
+    answer("j1", new("j1"), Up).await;
+    let first = answer("d", new("d"), Down).await;
+    assert!(first.changed(Down), "d: up → down, published; the ack lost");
+    answer("j3", new("j3"), Down).await;
+
+    // The redelivery of d, probed again by an old worker: the site is back.
+    let client = redis::Client::open(s.redis.url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut conn)
+        .await
+        .expect("time");
+    let now = secs * 1000 + micros / 1000;
+    let (record_key, report_key) = store.keys(&key);
+    let json = serde_json::to_string(&report_of(&key, "d", Up)).expect("json");
+    let old: (String, u64, u64, u64, u8) = redis::Script::new(REVIEW_W_OLD_STEP)
+        .key(&record_key)
+        .key(&report_key)
+        .arg("d")
+        .arg("up")
+        .arg("1")
+        .arg(now + 10_000)
+        .arg(600)
+        .arg(600)
+        .arg(&json)
+        .arg(8)
+        .arg("1")
+        .arg(3_600_000)
+        .arg(60_000)
+        .arg("old-worker-nonce")
+        .arg(8)
+        .arg("")
+        .arg("")
+        .invoke_async(&mut conn)
+        .await
+        .expect("the old script runs");
+    assert_eq!(old.0, "down", "the old worker's d: down → up, as it did");
+    answer("j4", new("j4"), Up).await;
+
+    let replayed = store
+        .replay(&key, "d")
+        .await
+        .map(|r| (r.verdict, r.previous_verdict, r.changed));
+    assert!(
+        replayed.is_none() || replayed == Some((Up, Some(Down), true)),
+        "the key is up, d's latest step was down → up; yet its redelivery is served \
+         {replayed:?}: its first step's report, a false up → down"
+    );
+}
