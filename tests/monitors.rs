@@ -1666,40 +1666,8 @@ async fn review_w_a_told_report_is_not_served_for_a_later_step_an_old_worker_too
     answer("j3", new("j3"), Down).await;
 
     // The redelivery of d, probed again by an old worker: the site is back.
-    let client = redis::Client::open(s.redis.url.as_str()).expect("client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let (secs, micros): (u64, u64) = redis::cmd("TIME")
-        .query_async(&mut conn)
-        .await
-        .expect("time");
-    let now = secs * 1000 + micros / 1000;
-    let (record_key, report_key) = store.keys(&key);
-    let json = serde_json::to_string(&report_of(&key, "d", Up)).expect("json");
-    let old: (String, u64, u64, u64, u8) = redis::Script::new(REVIEW_W_OLD_STEP)
-        .key(&record_key)
-        .key(&report_key)
-        .arg("d")
-        .arg("up")
-        .arg("1")
-        .arg(now + 10_000)
-        .arg(600)
-        .arg(600)
-        .arg(&json)
-        .arg(8)
-        .arg("1")
-        .arg(3_600_000)
-        .arg(60_000)
-        .arg("old-worker-nonce")
-        .arg(8)
-        .arg("")
-        .arg("")
-        .invoke_async(&mut conn)
-        .await
-        .expect("the old script runs");
-    assert_eq!(old.0, "down", "the old worker's d: down → up, as it did");
+    let old = old_step(&s, &store, &key, ("d", true), Up).await;
+    assert_eq!(old, "down", "the old worker's d: down → up, as it did");
     answer("j4", new("j4"), Up).await;
 
     let replayed = store
@@ -1710,5 +1678,102 @@ async fn review_w_a_told_report_is_not_served_for_a_later_step_an_old_worker_too
         replayed.is_none() || replayed == Some((Up, Some(Down), true)),
         "the key is up, d's latest step was down → up; yet its redelivery is served \
          {replayed:?}: its first step's report, a false up → down"
+    );
+}
+
+/// Takes a step of `key` with the step script of the version before `told:{H}`, as a
+/// worker not yet upgraded does (of `id` with `verdict`, redelivered or not); its
+/// previous verdict.
+async fn old_step(
+    s: &Settings,
+    store: &RedisState,
+    key: &str,
+    (id, redelivered): (&str, bool),
+    verdict: Verdict,
+) -> String {
+    let client = redis::Client::open(s.redis.url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut conn)
+        .await
+        .expect("time");
+    let now = secs * 1000 + micros / 1000;
+    let (record_key, report_key) = store.keys(key);
+    let json = serde_json::to_string(&report_of(key, id, verdict)).expect("json");
+    let old: (String, u64, u64, u64, u8) = redis::Script::new(REVIEW_W_OLD_STEP)
+        .key(&record_key)
+        .key(&report_key)
+        .arg(id)
+        .arg(verdict.as_str())
+        .arg("1")
+        .arg(now + 10_000)
+        .arg(600)
+        .arg(600)
+        .arg(&json)
+        .arg(8)
+        .arg(if redelivered { "1" } else { "0" })
+        .arg(3_600_000)
+        .arg(60_000)
+        .arg(format!("old-worker-{id}-{now}"))
+        .arg(8)
+        .arg("")
+        .arg("")
+        .invoke_async(&mut conn)
+        .await
+        .expect("the old script runs");
+    old.0
+}
+
+/// Review W's suspicion: a worker of an older version steps a delivery whose change a
+/// new worker kept the report of, and lets that report go without a word (it knows no
+/// `told:{H}`); each later change refreshed the hash's expiry, so on a key that changes
+/// at least hourly such reports stayed for good. A new worker's change now sweeps the
+/// reports of changes the memo no longer tells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_an_older_worker_let_go_are_swept_by_the_next_change() {
+    use picket::job::Verdict::{Down, Up};
+    let s = settings_of(&toml(""));
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let store = RedisState::new(pool, &s.redis);
+    let key = unique("sweep");
+    let step = async |id: &str, verdict| {
+        let report = report_of(&key, id, verdict);
+        let delivery = Delivery {
+            id,
+            redelivered: false,
+        };
+        store
+            .step(&report, None, delivery)
+            .await
+            .expect("an answer")
+    };
+    step("j1", Up).await;
+    assert!(step("d", Down).await.changed(Down));
+    // An old worker steps d again (a publisher reusing the id), down after down.
+    assert_eq!(old_step(&s, &store, &key, ("d", false), Down).await, "down");
+    let told_key = store.keys(&key).0.replacen("state:", "told:", 1);
+    let mut conn = redis::Client::open(s.redis.url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let fields = async |conn: &mut redis::aio::MultiplexedConnection| -> Vec<String> {
+        let mut f: Vec<String> = redis::cmd("HKEYS")
+            .arg(&told_key)
+            .query_async(conn)
+            .await
+            .expect("hkeys");
+        f.sort();
+        f
+    };
+    assert_eq!(fields(&mut conn).await, ["d"], "left by the old worker");
+    assert!(step("j2", Up).await.changed(Up));
+    assert_eq!(
+        fields(&mut conn).await,
+        ["j2"],
+        "d's report swept, j2's kept"
     );
 }

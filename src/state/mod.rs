@@ -397,17 +397,22 @@ pub(crate) fn replays(
 /// old change would leave subscribers with a verdict the key no longer has: the
 /// redelivery is checked again and stepped ([`step`]).
 pub fn replays_change(record: &Record, delivery: &str, now_ms: u64) -> bool {
+    change_replayed(record, delivery, now_ms).is_some()
+}
+
+/// When the step whose report [`replays_change`] gives back was taken (ms): a report
+/// kept for `delivery` is that step's only when taken then. An earlier step of the
+/// same id (a worker of an older version stepped it again and kept no report) is
+/// another story, never told for this one (review W).
+fn change_replayed(record: &Record, delivery: &str, now_ms: u64) -> Option<u64> {
     let current = record.verdict.map(|(v, _, _)| v);
-    record
-        .memo
-        .iter()
-        .find(|m| m.delivery == delivery)
-        .is_some_and(|m| {
-            m.verdict.is_about_the_site()
-                && m.tells_a_change()
-                && m.left == current
-                && recallable(m.shared, m.at_ms, now_ms)
-        })
+    let m = record.memo.iter().find(|m| m.delivery == delivery)?;
+    (told_a_change(m, now_ms) && m.left == current).then_some(m.at_ms)
+}
+
+/// Whether a memo entry's step told a change (a verdict on the site) still recalled.
+fn told_a_change(m: &Memo, now_ms: u64) -> bool {
+    m.verdict.is_about_the_site() && m.tells_a_change() && recallable(m.shared, m.at_ms, now_ms)
 }
 
 impl Kept {
@@ -440,7 +445,8 @@ struct KeyState {
     record: Record,
     /// Its latest report.
     kept: Option<Kept>,
-    /// The reports of the changes its memo may recall ([`replays_change`]).
+    /// The reports of the changes its memo recalls: replayed while the key stands on
+    /// the verdict they left ([`replays_change`]), kept while it moves and comes back.
     told: Vec<Kept>,
 }
 
@@ -452,9 +458,11 @@ impl KeyState {
         if kept.answer.changed(verdict) {
             self.told.push(kept.clone());
         }
-        let (record, now) = (&self.record, kept.at_ms);
-        self.told
-            .retain(|t| replays_change(record, &t.delivery, now));
+        let (memo, now) = (&self.record.memo, kept.at_ms);
+        self.told.retain(|t| {
+            memo.iter()
+                .any(|m| m.delivery == t.delivery && m.at_ms == t.at_ms && told_a_change(m, now))
+        });
         self.kept = Some(kept);
     }
 }
@@ -529,14 +537,12 @@ impl StateStore for MemoryState {
             }
             let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
             let state = keys.get(key)?;
-            if !replays_change(&state.record, delivery, now) {
-                return None;
-            }
-            state
+            let at = change_replayed(&state.record, delivery, now)?;
+            let told = state
                 .told
                 .iter()
-                .find(|t| t.delivery == delivery)
-                .map(Kept::filled)
+                .find(|t| t.delivery == delivery && t.at_ms == at);
+            told.map(Kept::filled)
         })
     }
 

@@ -162,6 +162,15 @@ local report = '{"at":' .. string.format('%d', now) .. ',"delivery":' .. cjson.e
 redis.call('SET', KEYS[2], report, 'EX', ARGV[6])
 if site and prev ~= '' and prev ~= v then
   redis.call('HSET', KEYS[3], job, report)
+  -- Reports of changes the memo no longer tells go (a worker of an older version lets
+  -- its go without a word): the hash holds at most the memo's.
+  local told = {}
+  for _, e in ipairs(st.m) do
+    if tells_a_change(e) then told[e[1]] = true end
+  end
+  for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
+    if not told[field] then redis.call('HDEL', KEYS[3], field) end
+  end
   redis.call('PEXPIRE', KEYS[3], ARGV[10])
 end
 return {prev, streak, since, now, 0}
@@ -169,27 +178,31 @@ return {prev, streak, since, now, 0}
 );
 
 /// What a redelivery may get back (`super::StateStore::replay`), in Lua. KEYS: as
-/// [`STEP`]'s. ARGV: the delivery id. Returns {the key's latest report, the report of
-/// the delivery's change when its memo entry tells one and the key still has the verdict
-/// it left (`super::replays_change`; whether it is young enough to be recalled is told
-/// by the report's own time), Redis's time (ms)}; either report may be nil.
+/// [`STEP`]'s. ARGV: the delivery id. Returns {the key's latest report, the report kept
+/// for the delivery's change when its memo entry tells one and the key still has the
+/// verdict it left (`super::replays_change`; whether it is young enough to be recalled
+/// is told by the report's own time), when that entry's step was taken (ms: the report
+/// is that step's only when kept then; a worker of an older version may have stepped
+/// the id again and kept none), Redis's time (ms)}; either report may be nil.
 const REPLAY: &str = concat!(
     memo_lua!(),
     r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local told = false
+local told, at = false, 0
 local raw = redis.call('GET', KEYS[1])
 if raw then
   local st = cjson.decode(raw)
   for _, e in ipairs(st.m) do
     if e[1] == ARGV[1] then
-      if tells_a_change(e) and left_of(e) == st.v then told = redis.call('HGET', KEYS[3], ARGV[1]) end
+      if tells_a_change(e) and left_of(e) == st.v then
+        told, at = redis.call('HGET', KEYS[3], ARGV[1]), e[6]
+      end
       break
     end
   end
 end
-return {redis.call('GET', KEYS[2]), told, now}
+return {redis.call('GET', KEYS[2]), told, at, now}
 "#
 );
 
@@ -593,7 +606,7 @@ impl StateStore for RedisState {
     fn replay<'a>(&'a self, key: &'a str, delivery: &'a str) -> BoxFuture<'a, Option<Report>> {
         Box::pin(async move {
             let keys = self.step_keys(key);
-            let (latest, told, now): (Option<String>, Option<String>, u64) = self
+            let (latest, told, at, now): (Option<String>, Option<String>, u64, u64) = self
                 .call("replay", async |c| {
                     let mut inv = self.replay_script.key(&keys.0);
                     inv.key(&keys.1).key(&keys.2).arg(delivery);
@@ -601,10 +614,11 @@ impl StateStore for RedisState {
                 })
                 .await?;
             self.learn_clock(now);
-            [latest, told]
+            let parse = |raw: Option<String>| serde_json::from_str::<Kept>(&raw?).ok();
+            let told = parse(told).filter(|k| k.at == at);
+            [parse(latest), told]
                 .into_iter()
                 .flatten()
-                .filter_map(|raw| serde_json::from_str::<Kept>(&raw).ok())
                 .find(|k| replays(&k.delivery, k.shared, k.at, delivery, now))
                 .map(Kept::filled)
         })
