@@ -502,6 +502,7 @@ async fn truth_hunt_q_heads_browsers_read() {
         "lower-case-status-line-after-100",
         "content-length-with-a-sign",
         "http-1-0-saying-chunked",
+        "six-hundred-header-lines",
     ])
     .await;
 }

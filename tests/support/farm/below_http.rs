@@ -236,6 +236,19 @@ pub(super) async fn failures(b: &mut Builder) {
             chunked,
             "answers HTTP/1.0 with Transfer-Encoding: chunked and closes",
         ),
+        (
+            "six-hundred-header-lines",
+            {
+                let lines: String = (0..600)
+                    .map(|n| format!("X-Trace-{n}: hop {n} of a long chain\r\n"))
+                    .collect();
+                replace(
+                    "Connection: close\r\n",
+                    &format!("{lines}Connection: close\r\n"),
+                )
+            },
+            "sends 600 header lines (about 24 KB): Chrome limits a head by size, 256 KB",
+        ),
     ] {
         b.raw(
             name,
