@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::error::TunnelError;
 use super::mend::{Mended, MendedLine};
 use super::Io;
-use crate::http::head::{MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
+use crate::http::head::MAX_HEADER_LIST_BYTES;
 use crate::http::tls::SiteCertificate;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -39,6 +39,7 @@ pub(super) async fn ask(
     io: Box<dyn Io>,
     form: Form,
     request: reqwest::Request,
+    head_lines: usize,
 ) -> Result<http::Response<Incoming>, TunnelError> {
     let url = request.url();
     let h2 = matches!(form, Form::H2);
@@ -93,7 +94,7 @@ pub(super) async fn ask(
         let original = mended.original();
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .title_case_headers(true)
-            .max_headers(MAX_HEADER_LINES)
+            .max_headers(head_lines)
             .allow_spaces_after_header_name_in_responses(true)
             .allow_obsolete_multiline_headers_in_responses(true)
             .ignore_invalid_headers_in_responses(true)

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::answer::{answer_to_reqwest, ask, Form};
 use super::error::{Refusal, Stage, TunnelError};
 use super::Proxy;
+use crate::http::head::MAX_HEADER_LINES;
 use crate::http::pin::Hop;
 
 /// How long a refused tunnel port is remembered before the proxy is asked again (its
@@ -83,9 +84,14 @@ impl Proxy {
         let request = reqwest::Request::new(reqwest::Method::GET, url);
         let asked = async {
             let io = self.reach().await.ok()?;
-            ask(io, Form::Absolute(self.auth.clone()), request)
-                .await
-                .ok()
+            ask(
+                io,
+                Form::Absolute(self.auth.clone()),
+                request,
+                MAX_HEADER_LINES,
+            )
+            .await
+            .ok()
         };
         let answer = tokio::time::timeout(connect_timeout, asked).await.ok()??;
         Some(answer.status())
@@ -106,7 +112,7 @@ impl Proxy {
         };
         let _ = hop.clock.connected.set(Instant::now());
         let form = Form::Absolute(self.auth.clone());
-        let answer = tokio::time::timeout_at(deadline, ask(io, form, request))
+        let answer = tokio::time::timeout_at(deadline, ask(io, form, request, MAX_HEADER_LINES))
             .await
             .map_err(|_| TunnelError::Timeout)??;
         if let Some(report) = Refusal::reported(&answer) {

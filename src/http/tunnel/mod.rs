@@ -51,6 +51,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use url::Url;
 
+use super::head::{MAX_HEADER_LINES, MAX_HEADER_LINES_MENDED};
 use super::pin::Hop;
 use super::pin::MarkHello;
 use crate::config::{ByName, EgressSettings};
@@ -304,7 +305,13 @@ impl Tunnel {
         };
         let _ = hop.clock.connected.set(Instant::now());
         let form = if h2 { Form::H2 } else { Form::Origin };
-        let answer = tokio::time::timeout_at(deadline, ask(io, form, request))
+        // A proxy's tunnel asks every request; the mended route only those whose head
+        // the first client could not read.
+        let head_lines = match self.via {
+            Via::Proxy(_) => MAX_HEADER_LINES,
+            Via::Direct | Via::Socks(_) => MAX_HEADER_LINES_MENDED,
+        };
+        let answer = tokio::time::timeout_at(deadline, ask(io, form, request, head_lines))
             .await
             .map_err(|_| TunnelError::Timeout)??;
         Ok(answer_to_reqwest(answer, certificate, deadline).await)
