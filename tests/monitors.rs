@@ -14,7 +14,7 @@ use picket::job::Verdict;
 use picket::state::{replays_change, step, Delivery, Record, RedisState, StateStore};
 use serde_json::{json, Value};
 
-use crate::support::ops::{get_ops, metric};
+use crate::support::ops::{get_ops, metric, wait_readyz};
 use crate::support::picket::{base_toml, Client, Worker};
 use crate::support::targets::FlippingSite as Site;
 use crate::support::worker_process::WorkerProcess;
@@ -385,7 +385,7 @@ async fn a_worker_killed_between_publish_and_ack_loses_no_change() {
 /// first delivery's change, and the key's next job tells the recovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivery_after_another_job_stepped_tells_no_second_change() {
-    let site = Site::start("127.0.40.8").await;
+    let site = Site::start("127.0.40.11").await;
     let text = toml("");
     let s = settings_of(&text);
     let c = Client::connect().await;
@@ -571,6 +571,37 @@ async fn on_a_private_redis(ip: &str) -> (RedisServer, Site, Settings) {
     );
     let s = settings_of(&text);
     (redis, site, s)
+}
+
+/// Hunt P: Redis losing its data while it answers (a restart without persistence, a
+/// `FLUSHALL`, a failover to a replica that had not synced) swallowed the changes
+/// pending then and started every key afresh, with no word: results went on saying
+/// `previous_verdict: null`. The worker says so, once per loss: a warning and
+/// `picket_redis_data_lost_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_losing_its_data_is_said_once() {
+    let (redis, _site, s) = on_a_private_redis("127.0.40.12").await;
+    let w = Worker::start(&s);
+    wait_readyz(w.ops, 200, Duration::from_secs(20)).await;
+    let lost = async || {
+        let (code, _) = get_ops(w.ops, "/readyz").await.expect("readyz");
+        assert_eq!(code, 200);
+        let (_, text) = get_ops(w.ops, "/metrics").await.expect("metrics");
+        metric(&text, "picket_redis_data_lost_total").unwrap_or(0.0)
+    };
+    assert_eq!(lost().await, 0.0, "nothing lost yet");
+    let mut admin = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut admin)
+        .await
+        .expect("FLUSHALL");
+    assert_eq!(lost().await, 1.0, "the loss is said");
+    assert_eq!(lost().await, 1.0, "once");
+    w.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
