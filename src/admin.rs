@@ -36,7 +36,16 @@ pub(crate) struct RedisCheck {
     /// Whether the warning that eviction cannot be read was logged (once a time it
     /// turns unknown).
     pub told_unknown: Arc<AtomicBool>,
+    /// `{key_prefix}epoch`: a mark written once, kept for good; gone means Redis lost
+    /// its data ([`RedisCheck::lost_data`]).
+    pub epoch_key: String,
+    /// The mark this worker last read.
+    pub epoch: Arc<std::sync::Mutex<Option<String>>>,
 }
+
+/// Reads the epoch mark, writing ARGV[1] when there is none; the mark.
+const EPOCH: &str = "local e = redis.call('GET', KEYS[1]) \
+    if not e then redis.call('SET', KEYS[1], ARGV[1]) e = ARGV[1] end return e";
 
 /// Writes the check key through a script, as every limiter and state call does.
 const CHECK: &str = "redis.call('SET', KEYS[1], '1', 'PX', 60000) return 1";
@@ -61,8 +70,41 @@ impl RedisCheck {
         };
         if answer.is_ok() {
             self.eviction().await;
+            self.lost_data().await;
         }
         answer
+    }
+
+    /// Says (a warning, `picket_redis_data_lost_total`) when Redis lost picket's keys
+    /// since this worker last looked: the epoch mark it read is gone (a restart without
+    /// persistence, a `FLUSHALL`, a failover to a replica that had not synced). Every
+    /// key's state started afresh (`previous_verdict: null`), the changes pending then
+    /// are told by no result, and the per-IP limits started again: nothing else says
+    /// so (hunt P). In a Redis Cluster, the mark is on one node: only its loss is seen.
+    async fn lost_data(&self) {
+        let fresh = format!("{:x}-{:x}", std::process::id(), crate::state::now_ms());
+        let read = async {
+            let mut c = self.pool.get().await.ok()?;
+            redis::Script::new(EPOCH)
+                .key(&self.epoch_key)
+                .arg(&fresh)
+                .invoke_async::<String>(&mut c)
+                .await
+                .ok()
+        };
+        let Ok(Some(now)) = tokio::time::timeout(Duration::from_secs(1), read).await else {
+            return;
+        };
+        let mut seen = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(before) = seen.as_ref().filter(|before| **before != now) {
+            crate::metric::redis_data_lost();
+            tracing::warn!(
+                epoch_before = %before,
+                epoch_now = %now,
+                "Redis lost picket's keys (a restart without persistence, a FLUSHALL, a failover to a replica that had not synced): every key's state starts afresh (previous_verdict null), changes pending then are told by no result, and the per-IP limits start again; keep Redis with appendonly yes, or Sentinel with a replica"
+            );
+        }
+        *seen = Some(now);
     }
 
     /// One write of the check key; on failure, why, and whether the connection dropped.

@@ -205,6 +205,8 @@ pub async fn serve_worker(
         pool,
         key: format!("{}ready", settings.redis.key_prefix),
         told_unknown: Arc::default(),
+        epoch_key: format!("{}epoch", settings.redis.key_prefix),
+        epoch: Arc::default(),
     };
     tokio::spawn(admin::watch_redis(check.clone(), label, admin_stop.clone()));
     let admin = Admin {

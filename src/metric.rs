@@ -40,6 +40,7 @@ const STATE_CHANGES: &str = "picket_state_changes_total";
 const STATE_UNAVAILABLE: &str = "picket_state_unavailable_total";
 const STATE_REPLAYS: &str = "picket_state_replays_total";
 const STATE_STALE: &str = "picket_state_stale_total";
+const REDIS_DATA_LOST: &str = "picket_redis_data_lost_total";
 const CHANGES_PUBLISHED: &str = "picket_changes_published_total";
 const PHASE_SECONDS: &str = "picket_phase_duration_seconds";
 const ISSUER_FETCHES: &str = "picket_issuer_fetches_total";
@@ -118,6 +119,7 @@ fn zero() {
         STATE_UNAVAILABLE,
         STATE_REPLAYS,
         STATE_STALE,
+        REDIS_DATA_LOST,
         CHANGES_PUBLISHED,
     ] {
         counter!(name).increment(0);
@@ -219,6 +221,10 @@ fn describe() {
         "1 while Redis may evict keys when full (maxmemory with a policy other than noeviction): states and limits are lost silently"
     );
     describe_counter!(REDIS_ERRORS, "Redis calls that failed or timed out");
+    describe_counter!(
+        REDIS_DATA_LOST,
+        "Times this worker found Redis had lost picket's keys (a restart without persistence, a FLUSHALL, a failover to a replica that had not synced): states started afresh, changes pending then were told by no result"
+    );
     describe_counter!(RECONNECTS, "Connections to RabbitMQ re-established");
     describe_counter!(
         UNREADABLE,
@@ -367,6 +373,11 @@ pub(crate) fn redis_evicts(evicts: Option<bool>) {
         Some(false) => 0.0,
         None => -1.0,
     });
+}
+
+/// Redis lost picket's keys since this worker last looked.
+pub(crate) fn redis_data_lost() {
+    counter!(REDIS_DATA_LOST).increment(1);
 }
 
 /// A Redis call failed.
