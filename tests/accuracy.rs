@@ -487,6 +487,7 @@ async fn truth_hunt_q_charsets_cookies_and_double_gzip() {
         "utf8-meta-says-unicode",
         "cookie-chain-late-check",
         "gzip-twice-labelled-once",
+        "zstd-capitals",
     ])
     .await;
 }

@@ -625,42 +625,51 @@ async fn browser_checks(b: &mut Builder, pki: &Pki) {
     );
 
     // zstd, which Chrome (123 and later) and Firefox (126 and later) ask for over HTTPS,
-    // and CDNs serve to them.
-    let name = "zstd";
-    let config = server_config(pki, &format!("{name}.{DOMAIN}"), -1, 90, Signer::Ca);
-    let text = page(
-        "County office",
-        "欢迎光临 — this page travels compressed with zstd. Opening hours and services.",
-    );
-    let packed = Bytes::from(zstd::encode_all(text.as_bytes(), 3).expect("zstd"));
-    let router = Router::new().route(
-        "/",
-        any(move || {
-            let packed = packed.clone();
-            async move {
-                (
-                    [
-                        (header::CONTENT_TYPE, HTML_UTF8),
-                        (header::CONTENT_ENCODING, "zstd"),
-                    ],
-                    packed,
-                )
-                    .into_response()
-            }
-        }),
-    );
-    let ip = b.ip();
-    let addr = serve_tls_router(&ip, (*config).clone(), router, Alpn::Http1).await;
-    b.add(
-        name,
-        "https",
-        addr,
-        "/",
-        Some(json!({"body_contains": "欢迎光临"})),
-        truth("up", Some("ok"), "a zstd-encoded page containing 欢迎光临"),
-        said("up", "ok"),
-        vec![Fact::Charset("UTF-8")],
-    );
+    // and CDNs serve to them; and the same labelled in capitals (hunt Q), which Chrome
+    // decodes too: codings are case-insensitive.
+    for (name, label, says) in [
+        ("zstd", "zstd", "a zstd-encoded page containing 欢迎光临"),
+        (
+            "zstd-capitals",
+            "ZSTD",
+            "a zstd-encoded page labelled \"ZSTD\": codings are case-insensitive",
+        ),
+    ] {
+        let config = server_config(pki, &format!("{name}.{DOMAIN}"), -1, 90, Signer::Ca);
+        let text = page(
+            "County office",
+            "欢迎光临 — this page travels compressed with zstd. Opening hours and services.",
+        );
+        let packed = Bytes::from(zstd::encode_all(text.as_bytes(), 3).expect("zstd"));
+        let router = Router::new().route(
+            "/",
+            any(move || {
+                let packed = packed.clone();
+                async move {
+                    (
+                        [
+                            (header::CONTENT_TYPE, HTML_UTF8),
+                            (header::CONTENT_ENCODING, label),
+                        ],
+                        packed,
+                    )
+                        .into_response()
+                }
+            }),
+        );
+        let ip = b.ip();
+        let addr = serve_tls_router(&ip, (*config).clone(), router, Alpn::Http1).await;
+        b.add(
+            name,
+            "https",
+            addr,
+            "/",
+            Some(json!({"body_contains": "欢迎光临"})),
+            truth("up", Some("ok"), says),
+            said("up", "ok"),
+            vec![Fact::Charset("UTF-8")],
+        );
+    }
 }
 
 /// Chains sent without their intermediate whose leaf names where it is (AIA
