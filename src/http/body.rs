@@ -260,6 +260,8 @@ enum Coding {
     Gzip,
     /// `br` in capitals.
     Brotli,
+    /// `zstd` in capitals (hunt Q: Chrome matches codings case-insensitively).
+    Zstd,
 }
 
 impl Coding {
@@ -269,6 +271,7 @@ impl Coding {
             Coding::Deflate => "deflate",
             Coding::Gzip => "gzip",
             Coding::Brotli => "br",
+            Coding::Zstd => "zstd",
         }
     }
 
@@ -282,6 +285,8 @@ impl Coding {
             Some(Coding::Gzip)
         } else if is("br") {
             Some(Coding::Brotli)
+        } else if is("zstd") {
+            Some(Coding::Zstd)
         } else {
             None
         }
@@ -388,6 +393,8 @@ fn decompress(
         Coding::Brotli => brotli_decompressor::Decompressor::new(raw, 4096)
             .take(limit)
             .read_to_end(&mut out),
+        Coding::Zstd => zstd::stream::read::Decoder::with_buffer(raw)
+            .and_then(|d| d.take(limit).read_to_end(&mut out)),
     };
     if let Err(e) = decoded {
         // Some of the page is a page (a stream cut short ends in an error too); none of
@@ -579,6 +586,7 @@ mod tests {
         assert_eq!(coding("gzip"), None);
         assert_eq!(coding("br"), None);
         assert_eq!(coding("zstd"), None);
+        assert_eq!(coding("ZSTD"), Some(vec![Coding::Zstd]));
         assert_eq!(coding("identity"), None);
         assert_eq!(codings(&[]), None);
     }
