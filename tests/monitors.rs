@@ -1213,16 +1213,7 @@ async fn a_record_written_before_unknown_and_invalid_had_runs_of_their_own_steps
     let s = settings_of(&toml(""));
     let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
     let store = RedisState::new(pool, &s.redis);
-    let client = redis::Client::open(s.redis.url.as_str()).expect("client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let (secs, micros): (u64, u64) = redis::cmd("TIME")
-        .query_async(&mut conn)
-        .await
-        .expect("time");
-    let now = secs * 1000 + micros / 1000;
+    let (mut conn, now) = redis_and_its_time(&s).await;
     // Up since 1000 (3 in a row: j1 told down → up), then 2 unknown since `now - 1000`.
     let old = json!({"v": "up", "s": 1000, "n": 3, "o": 2, "os": now - 1000, "m": [
         ["u2", "unknown", "up", 2, now - 1000, now - 500, false],
@@ -1712,6 +1703,20 @@ async fn review_w_a_told_report_is_not_served_for_a_later_step_an_old_worker_too
     );
 }
 
+/// A connection to the tests' Redis, and its time (ms).
+async fn redis_and_its_time(s: &Settings) -> (redis::aio::MultiplexedConnection, u64) {
+    let client = redis::Client::open(s.redis.url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut conn)
+        .await
+        .expect("time");
+    (conn, secs * 1000 + micros / 1000)
+}
+
 /// Takes a step of `key` with the step script of the version before `told:{H}`, as a
 /// worker not yet upgraded does (of `id` with `verdict`, redelivered or not); its
 /// previous verdict.
@@ -1722,16 +1727,7 @@ async fn old_step(
     (id, redelivered): (&str, bool),
     verdict: Verdict,
 ) -> String {
-    let client = redis::Client::open(s.redis.url.as_str()).expect("client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let (secs, micros): (u64, u64) = redis::cmd("TIME")
-        .query_async(&mut conn)
-        .await
-        .expect("time");
-    let now = secs * 1000 + micros / 1000;
+    let (mut conn, now) = redis_and_its_time(s).await;
     let (record_key, report_key) = store.keys(key);
     let json = serde_json::to_string(&report_of(key, id, verdict)).expect("json");
     let old: (String, u64, u64, u64, u8) = redis::Script::new(REVIEW_W_OLD_STEP)
