@@ -508,6 +508,30 @@ async fn truth_hunt_q_heads_browsers_read() {
     .await;
 }
 
+/// Review X: `mend` drops a `Content-Length` that is not digits, as Chrome takes no
+/// length from it, but keeps one that is digits and too big, which Chrome takes as no
+/// length just the same: `18446744073709551615` ((size_t)-1, a server that does not know
+/// its length) fails Chrome's StringToInt64 (no length: read to the close) and curl
+/// says "Overflow Content-Length" and reads to the close. hyper refuses it ("message
+/// head is too large"), the mend route keeps it and hyper refuses it again: a false
+/// `down/protocol`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_x_a_content_length_too_big_for_a_number_is_read_to_the_close() {
+    all_tell_the_truth(&["review-x-content-length-all-ones"]).await;
+}
+
+/// Review X: since 8cd8035 any head parse error is asked again through `mend`, which
+/// drops a `Content-Length` that is no number and keeps the others. `Content-Length:
+/// abc` beside a true `Content-Length: N` is two differing lengths, which Chrome refuses
+/// (ERR_RESPONSE_HEADERS_MULTIPLE_CONTENT_LENGTH, its response-smuggling guard), as do
+/// Firefox (NS_ERROR_CORRUPTED_CONTENT) and curl ("Invalid Content-Length"); before
+/// 8cd8035 picket said `down/protocol` too. Now `mend` drops `abc`, hyper reads N
+/// bytes, and picket says `up`: a false `up` no browser shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_x_two_differing_content_lengths_are_no_page() {
+    all_tell_the_truth(&["review-x-content-length-twice-one-no-number"]).await;
+}
+
 /// Hunt O: an HTTPS page that sent Strict-Transport-Security and redirected to plain
 /// HTTP was followed over plain HTTP, `up`; browsers ask that host only over HTTPS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

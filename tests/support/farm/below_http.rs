@@ -241,6 +241,54 @@ pub(super) async fn failures(b: &mut Builder) {
         .await;
     }
 
+    // Review X: Content-Lengths the mend route reads otherwise than browsers.
+    // `18446744073709551615` is (size_t)-1, written by a server that does not know its
+    // length: Chrome's StringToInt64 fails on it (no length, read to the close) and
+    // curl says "Overflow Content-Length" and reads to the close; hyper refuses it
+    // (bigger than its longest body) and `mend` keeps it, as it is all digits.
+    // `Content-Length: abc` beside a true one is two differing Content-Lengths: Chrome
+    // fails with ERR_RESPONSE_HEADERS_MULTIPLE_CONTENT_LENGTH, Firefox with
+    // NS_ERROR_CORRUPTED_CONTENT, curl with "Invalid Content-Length" (a response
+    // smuggling guard); `mend` drops the one that is no number and hyper reads the other.
+    {
+        let body = page("County office", "Served by a home-made server.");
+        let whole = raw_response(
+            "200 OK",
+            &[("Content-Type", HTML_UTF8), ("Connection", "close")],
+            body.as_bytes(),
+        );
+        let replace = |from: &str, to: &str| -> Vec<u8> {
+            let text = String::from_utf8(whole.clone()).expect("ASCII head");
+            assert!(text.contains(from), "{from:?}");
+            text.replacen(from, to, 1).into_bytes()
+        };
+        let announced = format!("Content-Length: {}", body.len());
+        b.raw(
+            "review-x-content-length-all-ones",
+            raw::fixed(replace(&announced, "Content-Length: 18446744073709551615")),
+            truth(
+                "up",
+                Some("ok"),
+                "says Content-Length: 18446744073709551615 ((size_t)-1) and closes after the page: Chrome and curl read to the close",
+            ),
+            said("up", "ok"),
+            vec![Fact::Attempts(1)],
+        )
+        .await;
+        b.raw(
+            "review-x-content-length-twice-one-no-number",
+            raw::fixed(replace(&announced, &format!("Content-Length: abc\r\n{announced}"))),
+            truth(
+                "down",
+                Some("protocol"),
+                "two differing Content-Lengths (abc and N): ERR_RESPONSE_HEADERS_MULTIPLE_CONTENT_LENGTH, curl: Invalid Content-Length",
+            ),
+            said("down", "protocol"),
+            vec![Fact::Attempts(2)],
+        )
+        .await;
+    }
+
     // An old embedded server (a county's appliance, an ISAPI filter) that looks for its
     // header names as browsers and curl write them: "Host:", not "host:".
     let body = page("County office", "Served by an old appliance.");
