@@ -1358,6 +1358,48 @@ mod tests {
         }
     }
 
+    /// Review X. A `.gz` file sent as a download on purpose: Flask/werkzeug's
+    /// `send_file("export.csv.gz", as_attachment=True)` (and Quart's, Litestar's) takes
+    /// the type `mimetypes` guesses from the name, `text/csv`, and on purpose sends no
+    /// `Content-Encoding` for an attachment ("it causes browsers to save decompressed
+    /// tar.gz files"). A browser saves `export.csv.gz`, the file the job watches, whole
+    /// and right. `still_compressed` takes any `text/*` body that is gzip data for a page
+    /// compressed twice, whatever its `Content-Disposition`: the download is
+    /// degraded/body_mismatch ("shows compressed bytes"), a false not-up.
+    #[test]
+    fn review_x_a_gzip_file_sent_as_an_attachment_is_up() {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let csv: String = (0..400)
+            .map(|i| format!("{i},permit {},{}\n", i * 7919 % 1000, i * 104_729 % 997))
+            .collect();
+        std::io::Write::write_all(&mut e, format!("id,name,fee\n{csv}").as_bytes()).expect("gzip");
+        let gz = e.finish().expect("gzip");
+        let p = plan(Expect::default());
+        for (ct, disposition) in [
+            (
+                "text/csv; charset=utf-8",
+                "attachment; filename=export.csv.gz",
+            ),
+            (
+                "text/plain; charset=utf-8",
+                "attachment; filename=app.log.gz",
+            ),
+        ] {
+            let mut o = answer(200, &String::from_utf8_lossy(&gz));
+            if let Outcome::Answer(a) = &mut o.outcome {
+                a.body_bytes = gz.len();
+                a.not_shown = crate::probe::not_shown_as_a_page(Some(ct), Some(disposition), &gz);
+            }
+            let r = judge(&p, &o, &SETTINGS);
+            assert_eq!(
+                (r.verdict, r.reason),
+                (Verdict::Up, Reason::Ok),
+                "{ct}, {disposition}: {}",
+                r.detail
+            );
+        }
+    }
+
     /// Review L: `body_not_contains` markup is looked for in the source only when it
     /// holds `<` or `>`; markup without them (an attribute, `class="maintenance"`,
     /// `status="DOWN"`) is now looked for in the visible text, where attributes never
