@@ -195,6 +195,35 @@ mod tests {
         );
     }
 
+    /// Review X. The HTML standard's prescan turns only a UTF-16 label into UTF-8 (and
+    /// `x-user-defined` into windows-1252); a `<meta>` naming an encoding the standard
+    /// maps to `replacement` (`iso-2022-kr`, `hz-gb-2312`, `iso-2022-cn`, `csiso2022kr`)
+    /// stays `replacement`, and browsers decode the whole document as one U+FFFD (the
+    /// standard's guard against those encodings' XSS): a blank page. a89bf04 maps the
+    /// declared encoding through `output_encoding()`, which turns `replacement` into
+    /// UTF-8 as well: the page is read as its bytes say, a keyword is found, and a page
+    /// browsers show blank is `up`. Before a89bf04 it was decoded as `replacement`.
+    #[test]
+    fn review_x_a_meta_naming_a_replacement_encoding_stays_replacement() {
+        for label in ["iso-2022-kr", "hz-gb-2312"] {
+            let page = format!(
+                "<html><head><meta charset=\"{label}\"></head><body>Welcome to the county office</body></html>"
+            );
+            let (text, charset) = decode(page.as_bytes(), Some("text/html"));
+            assert_eq!(
+                (text.as_str(), charset),
+                ("\u{FFFD}", "replacement"),
+                "{label}"
+            );
+            let (text, charset) = decode_owned(page.into_bytes(), Some("text/html"));
+            assert_eq!(
+                (text.as_str(), charset),
+                ("\u{FFFD}", "replacement"),
+                "{label}"
+            );
+        }
+    }
+
     #[test]
     fn meta_charset_is_found() {
         let mut body = b"<html><head><meta charset=\"gb2312\"></head><body>".to_vec();
