@@ -297,10 +297,11 @@ impl Coding {
 /// (the reverse of the order they were applied in, RFC 9110 8.4), or `None` when there
 /// is nothing for picket to do.
 ///
-/// reqwest's decoders (tower-http's) decode only an answer labelled with exactly `gzip`,
-/// `br` or `zstd`, and then drop the header; any other label, a list of codings among
-/// them, reaches here as it came, its body untouched. A list naming a coding picket does
-/// not know is left as it is, as Chrome passes such a body on raw.
+/// reqwest's decoders (tower-http's) decode only an answer labelled with exactly `br` or
+/// `zstd`, and then drop the header; any other label (gzip, which picket undoes itself:
+/// `client::builder`), a list of codings among them, reaches here as it came, its body
+/// untouched. A list naming a coding picket does not know is left as it is, as Chrome
+/// passes such a body on raw.
 fn own_codings(headers: &HeaderMap) -> Option<Vec<Coding>> {
     let lines = headers
         .get_all(CONTENT_ENCODING)
@@ -309,14 +310,14 @@ fn own_codings(headers: &HeaderMap) -> Option<Vec<Coding>> {
         .collect::<Option<Vec<&str>>>()?;
     if let [line] = lines[..] {
         // reqwest decodes these itself: decoding them again would fail.
-        if matches!(line, "gzip" | "br" | "zstd") {
+        if matches!(line, "br" | "zstd") {
             return None;
         }
     }
     // Several `Content-Encoding` lines make one list (RFC 9110 5.3). Not when the first
-    // is exactly `gzip`, `br` or `zstd`: reqwest undoes that one and drops every line,
-    // so a second coding on its own line reaches the judge undone (a known gap: closing
-    // it means turning reqwest's decoders off and undoing every coding here).
+    // is exactly `br` or `zstd`: reqwest undoes that one and drops every line, so a
+    // second coding on its own line reaches the judge undone (a known gap, rare: gzip,
+    // which servers and proxies stack, is picket's own).
     let names: Vec<&str> = lines
         .iter()
         .flat_map(|line| line.split(','))
@@ -582,8 +583,9 @@ mod tests {
         assert_eq!(coding("X-GZIP"), Some(vec![Coding::Gzip]));
         assert_eq!(coding("GZIP"), Some(vec![Coding::Gzip]));
         assert_eq!(coding("BR"), Some(vec![Coding::Brotli]));
+        // gzip is picket's own, under any name (`client::builder`).
+        assert_eq!(coding("gzip"), Some(vec![Coding::Gzip]));
         // reqwest decodes these itself: decoding them again would fail.
-        assert_eq!(coding("gzip"), None);
         assert_eq!(coding("br"), None);
         assert_eq!(coding("zstd"), None);
         assert_eq!(coding("ZSTD"), Some(vec![Coding::Zstd]));

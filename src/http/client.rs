@@ -97,6 +97,12 @@ pub(super) fn builder(
     let b = reqwest::Client::builder()
         .connector_layer(PinLayer)
         .redirect(reqwest::redirect::Policy::none())
+        // gzip is undone by picket (`body::own_codings`), which sees every
+        // `Content-Encoding` line: reqwest's decoder undoes the first line's gzip and
+        // drops the rest, so a page gzipped twice on two lines (browsers show it) could
+        // not be told from one gzipped twice and labelled once (browsers show garbage),
+        // and it refuses a gzip body whose trailer is missing, which Chrome shows.
+        .no_gzip()
         // Pooling off: every probe is a first visitor, and a pooled connection would
         // go to whatever address it was opened for, not the one just counted.
         .pool_max_idle_per_host(0)

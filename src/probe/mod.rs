@@ -222,7 +222,14 @@ pub(crate) fn not_shown_as_a_page(
     disposition: Option<&str>,
     body: &[u8],
 ) -> Option<String> {
-    if still_compressed(content_type, body) {
+    let attachment = disposition.is_some_and(|d| {
+        d.split(';')
+            .next()
+            .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("attachment"))
+    });
+    // A compressed file sent as an attachment is a download on purpose (a `.gz` of
+    // data served as `text/csv`: review X).
+    if !attachment && still_compressed(content_type, body) {
         return Some(
             "shows compressed bytes (the body is gzip data: compressed twice and \
              labelled once, or sent with no Content-Encoding)"
@@ -232,21 +239,10 @@ pub(crate) fn not_shown_as_a_page(
     if !opens_as_html(body) {
         return None;
     }
-    let attachment = disposition.is_some_and(|d| {
-        d.split(';')
-            .next()
-            .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("attachment"))
-    });
     if attachment {
         return Some("downloads it (Content-Disposition: attachment)".into());
     }
-    let ct = content_type?;
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = essence(content_type?);
     match essence.as_str() {
         "application/octet-stream" | "binary/octet-stream" => {
             Some(format!("downloads it (Content-Type: {essence})"))
@@ -263,16 +259,16 @@ pub(crate) fn not_shown_as_a_page(
 /// proxy dropped the header (hunt Q). A `.gz` file watched on purpose says so in its
 /// type (`application/gzip`).
 fn still_compressed(content_type: Option<&str>, body: &[u8]) -> bool {
-    let textual = content_type.is_none_or(|ct| {
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+    let textual = content_type.map(essence).is_none_or(|essence| {
         essence.is_empty() || essence.starts_with("text/") || essence == "application/xhtml+xml"
     });
     textual && body.starts_with(&[0x1f, 0x8b, 0x08])
+}
+
+/// A `Content-Type`'s type and subtype, lower-cased, without its parameters.
+fn essence(content_type: &str) -> String {
+    let essence = content_type.split(';').next().unwrap_or("");
+    essence.trim().to_ascii_lowercase()
 }
 
 /// Whether a body opens as an HTML document does (a doctype or `<html>`, after white

@@ -89,8 +89,12 @@ fn charset_from_meta(head: &[u8]) -> Option<&'static Encoding> {
     let declared = declared_in_meta(head)?;
     Some(if declared == encoding_rs::X_USER_DEFINED {
         encoding_rs::WINDOWS_1252
+    } else if declared == encoding_rs::UTF_16LE || declared == encoding_rs::UTF_16BE {
+        UTF_8
     } else {
-        declared.output_encoding()
+        // The "replacement" encoding (ISO-2022-KR, HZ-GB-2312) stays: browsers show
+        // such a page as one U+FFFD (review X).
+        declared
     })
 }
 

@@ -1,5 +1,5 @@
 //! The request through an open tunnel and its answer: hyper's HTTP/1 or HTTP/2 client
-//! with the name in `Host` or `:authority`, and the answer decoded (gzip, br) by the
+//! with the name in `Host` or `:authority`, and the answer decoded (br, zstd) by the
 //! decoder reqwest uses, bounded by the probe's deadline, as a `reqwest::Response`.
 
 use std::error::Error as StdError;
@@ -114,8 +114,8 @@ pub(super) async fn ask(
     answer.map_err(TunnelError::Http)
 }
 
-/// The answer as the rest of the prober expects it from reqwest: gzip and br decoded
-/// (deflate is left to the prober, as on reqwest's path), the body bounded by the
+/// The answer as the rest of the prober expects it from reqwest: br and zstd decoded
+/// (gzip and deflate are left to the prober, as on reqwest's path), the body bounded by the
 /// probe's deadline, the certificate in the extensions.
 pub(super) async fn answer_to_reqwest(
     answer: http::Response<Incoming>,
@@ -140,8 +140,9 @@ async fn decode(
     answer: http::Response<Incoming>,
 ) -> http::Response<tower_http::decompression::DecompressionBody<Incoming>> {
     use tower_service::Service as _;
-    let mut decoder =
-        tower_http::decompression::Decompression::new(Given(Some(answer))).no_deflate();
+    let mut decoder = tower_http::decompression::Decompression::new(Given(Some(answer)))
+        .no_deflate()
+        .no_gzip();
     match decoder.call(http::Request::new(())).await {
         Ok(decoded) => decoded,
         Err(never) => match never {},

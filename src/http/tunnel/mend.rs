@@ -51,8 +51,10 @@ pub(super) fn head(head: &[u8]) -> Option<Mend> {
     let mut changed = (status != first).then_some(first);
     let mut out = status;
     out.extend_from_slice(b"\r\n");
+    let lines: Vec<&[u8]> = lines.collect();
+    let lengths = lengths_agree(&lines);
     for line in lines {
-        if dropped(line, http10) {
+        if dropped(line, http10, lengths) {
             changed = changed.or(Some(line));
             continue;
         }
@@ -85,19 +87,41 @@ pub(super) struct Mend {
     pub(super) changed: Option<String>,
 }
 
-/// Whether a header line goes: a `Content-Length` that is not digits (and the commas
-/// of a repeated value), which Chrome takes as no length at all; a `Transfer-Encoding`
-/// in an HTTP/1.0 answer, which Chrome does not decode.
-fn dropped(line: &[u8], http10: bool) -> bool {
-    let Some(colon) = memchr::memchr(b':', line) else {
+/// A header line's name and value, trimmed, when it has a colon.
+fn field(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = memchr::memchr(b':', line)?;
+    Some((line[..colon].trim_ascii(), line[colon + 1..].trim_ascii()))
+}
+
+/// Whether the head's `Content-Length` values (each line's, each of a list's) are all
+/// the same text, or there are none. Chrome refuses an answer whose lengths differ
+/// (ERR_RESPONSE_HEADERS_MULTIPLE_CONTENT_LENGTH), whatever they are (review X).
+fn lengths_agree(lines: &[&[u8]]) -> bool {
+    let mut values = lines
+        .iter()
+        .filter_map(|l| field(l))
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"content-length"))
+        .flat_map(|(_, value)| value.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    let first = values.next();
+    values.all(|v| Some(v) == first)
+}
+
+/// Whether a header line goes: a `Content-Length` that is no number Chrome reads
+/// (`+207`, one past 2^63: it reads an int64), which Chrome takes as no length at all, when every length says the same (one
+/// that differs from another is refused, and left for hyper to refuse); a
+/// `Transfer-Encoding` in an HTTP/1.0 answer, which Chrome does not decode.
+fn dropped(line: &[u8], http10: bool, lengths_agree: bool) -> bool {
+    let Some((name, value)) = field(line) else {
         return false;
     };
-    let (name, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
     if name.eq_ignore_ascii_case(b"content-length") {
-        let number = value
-            .iter()
-            .all(|b| b.is_ascii_digit() || matches!(b, b',' | b' '));
-        return !number || !value.iter().any(u8::is_ascii_digit);
+        let number = |v: &[u8]| {
+            let v = v.trim_ascii();
+            v.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(v).is_ok_and(|v| v.parse::<i64>().is_ok())
+        };
+        return lengths_agree && !value.split(|&b| b == b',').all(number);
     }
     http10 && name.eq_ignore_ascii_case(b"transfer-encoding")
 }

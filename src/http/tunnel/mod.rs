@@ -14,7 +14,7 @@
 //! 3. for https, TLS over the tunnel with the probes' rustls configuration (roots, extra
 //!    CA, ALPN h2 and http/1.1, no resumption) and the *host name* as SNI;
 //! 4. the request over hyper's HTTP/1 or HTTP/2 client with the name in `Host` or
-//!    `:authority`; the answer is decoded (gzip, br) by the decoder reqwest itself uses,
+//!    `:authority`; the answer is decoded (br, zstd) by the decoder reqwest itself uses,
 //!    bounded by the probe's deadline, and handed on as a `reqwest::Response`.
 //!
 //! Plain http goes through a tunnel too. The absolute form with the address
