@@ -488,6 +488,7 @@ async fn truth_hunt_q_charsets_cookies_and_double_gzip() {
         "cookie-chain-late-check",
         "gzip-twice-labelled-once",
         "zstd-capitals",
+        "gzip-without-trailer",
     ])
     .await;
 }

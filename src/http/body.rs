@@ -654,6 +654,25 @@ mod tests {
         );
     }
 
+    /// Hunt Q: Chrome's gzip decoder does not check the 8-byte trailer (CRC and size),
+    /// so a page whose trailer is missing, cut or wrong shows whole; reqwest's decoder
+    /// refused it (degraded/protocol). picket's own takes what decoded.
+    #[test]
+    fn a_gzip_page_without_its_trailer_is_the_page() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(PAGE).expect("write");
+        let whole = gz.finish().expect("finish");
+        let n = whole.len();
+        let mut bad_crc = whole.clone();
+        bad_crc[n - 8] ^= 0xff;
+        for body in [whole[..n - 8].to_vec(), whole[..n - 3].to_vec(), bad_crc] {
+            assert_eq!(
+                decompress_all(&[Coding::Gzip], body, 1024, false),
+                Ok((PAGE.to_vec(), false))
+            );
+        }
+    }
+
     #[test]
     fn gzip_and_brotli_bodies_decode() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -112,6 +112,17 @@ pub(super) async fn bodies(b: &mut Builder) {
             truth: up("page deflated, then gzipped, labelled \"deflate, gzip\"; browsers decode both"),
             said: said("up", "ok"),
         },
+        // Hunt Q: Chrome does not check gzip's 8-byte trailer (CRC and size).
+        Encoded {
+            name: "gzip-without-trailer",
+            encoding: "gzip",
+            compress: |d| {
+                let whole = gzip(d);
+                whole[..whole.len() - 8].to_vec()
+            },
+            truth: up("gzip-encoded page whose 8-byte trailer is missing: Chrome does not check it"),
+            said: said("up", "ok"),
+        },
         Encoded {
             name: "brotli-capitals",
             encoding: "BR",
