@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use picket::engine::Engine;
 use picket::job::{Report, Verdict};
@@ -25,6 +26,31 @@ async fn site(ip: &str) -> std::net::SocketAddr {
         axum::routing::get(|| async { axum::response::Html(page("ours")) }),
     );
     serve(ip, router).await
+}
+
+/// Hunt R: split-horizon DNS, an internal resolver that knows the site (answering in
+/// 30 ms) listed first and a public one that says NXDOMAIN at once second. glibc and
+/// Chrome ask the first and move on only when it fails; hickory asked both at once and
+/// took the first answer back, the NXDOMAIN: a confirmed `down/dns` for every internal
+/// site that curl reached.
+#[tokio::test]
+async fn the_first_nameserver_answers_before_a_faster_second_one_says_no_such_name() {
+    let web = site("127.0.7.41").await;
+    let table = HashMap::from([(
+        "intranet.corp.test".to_string(),
+        vec!["127.0.7.41".parse().expect("ip")],
+    )]);
+    let slow = Mode::Slow(Duration::from_millis(30), Box::new(Mode::Answer(table)));
+    let (internal, _) = dns::serve("127.0.7.42", slow).await;
+    let (public, _) = dns::serve("127.0.7.43", Mode::Answer(HashMap::new())).await;
+    let e = engine(&format!(
+        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{internal}\", \"{public}\"]\n"
+    ));
+    let url = format!("http://intranet.corp.test:{}/", web.port());
+    for _ in 0..3 {
+        let r = check(&e, &url).await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    }
 }
 
 #[tokio::test]

@@ -25,6 +25,9 @@ pub enum Mode {
     /// Never replies for these names (lower-case, without the final dot), NXDOMAIN for
     /// the rest: a working resolver whose way to a site's nameservers is lost.
     SilentFor(Vec<String>),
+    /// As the mode given, each reply this long after its query: a resolver farther
+    /// away, or a split-horizon one that asks its own servers.
+    Slow(std::time::Duration, Box<Mode>),
 }
 
 /// Starts a server on `ip` (UDP, free port); returns its address and a count of the
@@ -59,6 +62,7 @@ pub async fn serve_counting(ip: &str, mode: Mode) -> (SocketAddr, Asked) {
     let addr = socket.local_addr().expect("DNS server address");
     let asked = Asked::default();
     let q = asked.clone();
+    let socket = Arc::new(socket);
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         loop {
@@ -69,8 +73,16 @@ pub async fn serve_counting(ip: &str, mode: Mode) -> (SocketAddr, Asked) {
             if qtype(&buf[..n]) == Some(AAAA) {
                 q.aaaa.fetch_add(1, Ordering::SeqCst);
             }
-            if let Some(reply) = reply(&buf[..n], &mode) {
-                let _ = socket.send_to(&reply, peer).await;
+            let (delay, mode) = match &mode {
+                Mode::Slow(delay, inner) => (*delay, &**inner),
+                other => (std::time::Duration::ZERO, other),
+            };
+            if let Some(reply) = reply(&buf[..n], mode) {
+                let socket = Arc::clone(&socket);
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = socket.send_to(&reply, peer).await;
+                });
             }
         }
     });
@@ -121,6 +133,7 @@ fn reply(q: &[u8], mode: &Mode) -> Option<Vec<u8>> {
         Mode::ServfailFor(broken) if broken.contains(&name) => (2, Vec::new()),
         Mode::ServfailFor(_) => (3, Vec::new()),
         Mode::Refused => (5, Vec::new()),
+        Mode::Slow(_, inner) => return reply(q, inner),
         Mode::Answer(table) => match table.get(&name) {
             None => (3, Vec::new()),
             Some(ips) => {
