@@ -291,6 +291,16 @@ impl Resolver {
     /// that failed.
     async fn ask_each(&self, lower: &str, family: Family) -> Result<Vec<IpAddr>, DnsError> {
         let first = self.ask(&self.inner.hickory, lower, family).await;
+        if let (Err(DnsError::NotFound { .. }), Some(primary)) = (&first, self.inner.each.first()) {
+            // The pool asks two nameservers at once and takes the first answer back: a
+            // public resolver's quick NXDOMAIN beat the internal one listed first that
+            // knows a split-horizon name (hunt R). glibc and Chrome take the first
+            // nameserver's word, the next only when it fails: so does a "no such name".
+            return match self.ask(primary, lower, family).await {
+                Ok(ips) => Ok(ips),
+                Err(_) => first,
+            };
+        }
         let Err(DnsError::Timeout { .. } | DnsError::Failed { .. }) = &first else {
             return first;
         };
