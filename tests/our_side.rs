@@ -53,6 +53,45 @@ async fn the_first_nameserver_answers_before_a_faster_second_one_says_no_such_na
     }
 }
 
+/// Hunt R: a lookup waiting for one of picket's own lookup slots (`dns.max_concurrent`)
+/// when the job's time ran out was never asked: "DNS lookup ran out of time" was taken
+/// for the site's DNS failing (our nameserver answers the root question), a confirmed
+/// `down/dns` for 44 of 300 sites behind a resolver taking 2 s. It is our own queue:
+/// never `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_still_waiting_for_our_own_slot_is_never_the_sites_dns() {
+    let web = site("127.0.7.44").await;
+    let names: Vec<String> = (0..6).map(|n| format!("site{n}.slow.test")).collect();
+    let table = names
+        .iter()
+        .map(|n| (n.clone(), vec!["127.0.7.44".parse().expect("ip")]))
+        .collect();
+    let slow = Mode::Slow(Duration::from_millis(1500), Box::new(Mode::Answer(table)));
+    let (ns, _) = dns::serve("127.0.7.45", slow).await;
+    let e = engine(&format!(
+        "[dns]\ntimeout = \"3s\"\nmax_concurrent = 1\nnameservers = [\"{ns}\"]\n"
+    ));
+    let jobs = names.iter().map(|n| {
+        let job =
+            serde_json::json!({"url": format!("http://{n}:{}/", web.port()), "timeout_ms": 2500});
+        check_job(&e, job)
+    });
+    let results = futures_util::future::join_all(jobs).await;
+    let down: Vec<&str> = results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Down)
+        .map(|r| r.detail.as_str())
+        .collect();
+    assert!(
+        down.is_empty(),
+        "our own queue, told as the site's: {down:?}"
+    );
+    assert!(
+        results.iter().any(|r| r.verdict == Verdict::Up),
+        "the first lookups are answered"
+    );
+}
+
 #[tokio::test]
 async fn a_failing_or_silent_nameserver_is_passed_over_for_the_next() {
     let web = site("127.0.7.1").await;
