@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
@@ -207,6 +208,21 @@ impl Resolver {
     /// # Errors
     /// See [`DnsError`]; a missing name is data for the judge, not a worker fault.
     pub(crate) async fn lookup(&self, host: &str) -> Result<Addresses, DnsError> {
+        self.lookup_noting(host, &OnceLock::new()).await
+    }
+
+    /// [`Resolver::lookup`], noting in `asked` when the lookup got one of picket's own
+    /// lookup slots (`dns.max_concurrent`): a lookup the caller's deadline cuts short
+    /// while it waited for one, or soon after, was held up by picket, and says nothing
+    /// of the site's DNS (hunt R).
+    ///
+    /// # Errors
+    /// See [`DnsError`].
+    pub(crate) async fn lookup_noting(
+        &self,
+        host: &str,
+        asked: &OnceLock<tokio::time::Instant>,
+    ) -> Result<Addresses, DnsError> {
         let name = match self.name(host) {
             Name::Known(ips) => {
                 return Ok(Addresses {
@@ -218,6 +234,7 @@ impl Resolver {
         };
         // Closed never: the semaphore lives as long as the resolver.
         let _slot = self.inner.lookups.acquire().await.ok();
+        let _ = asked.set(tokio::time::Instant::now());
         let ipv4 = match self.ask_each(&name, Family::V4).await {
             Ok(ips) => {
                 return Ok(Addresses {

@@ -5,7 +5,7 @@
 //! speaks only legacy TLS), and [`send`] the one place it is handed to a client.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -158,11 +158,23 @@ impl HttpProber {
         // Boxed: hickory's lookup future is large, and inline it would make every
         // probe's future twice as big for the whole probe, not just its lookup
         // (4.5 → 2.3 KB a probe in flight; docs/BENCHMARKS.md).
-        let lookup = tokio::time::timeout_at(deadline, Box::pin(self.resolver.lookup(host))).await;
+        let asked = OnceLock::new();
+        let lookup = self.resolver.lookup_noting(host, &asked);
+        let lookup = tokio::time::timeout_at(deadline, Box::pin(lookup)).await;
         if obs.dns.is_none() {
             obs.dns = Some(dns_start.elapsed());
         }
         match lookup {
+            // Held up by picket: it waited for one of its own lookup slots longer than
+            // it was asked (or was never asked). Jobs queued together end together, so
+            // each slot freed at the deadline goes to one with no time left.
+            Err(_) if queued_longer(dns_start, asked.get()) => Err(fail(
+                FailureKind::LocalResources,
+                format!(
+                    "{host}: not looked up in time: every one of picket's DNS lookups was \
+                     busy (dns.max_concurrent)"
+                ),
+            )),
             // A lookup the probe's deadline cut short is a lookup that failed, like one
             // the resolver gave up on: the site was never asked, so it is no slow site,
             // and whether our nameservers answer at all tells whose failure it is.
@@ -764,6 +776,12 @@ fn signal_of(outcome: &Outcome, e: &SendError, route: Route, waited: Duration) -
         }) if e.proxy_connect_timed_out() => Some(Signal::TimedOut(waited)),
         _ => None,
     }
+}
+
+/// Whether a lookup that began at `start` and got picket's own lookup slot at `asked`
+/// (never, if `None`) waited for it longer than it was then asked, until now.
+fn queued_longer(start: Instant, asked: Option<&Instant>) -> bool {
+    asked.is_none_or(|&at| at.saturating_duration_since(start) > at.elapsed())
 }
 
 /// Notes an answer whose head the tunnel read as browsers do (an HTTP-proxy egress
