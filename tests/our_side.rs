@@ -92,6 +92,31 @@ async fn a_lookup_still_waiting_for_our_own_slot_is_never_the_sites_dns() {
     );
 }
 
+/// Hunt R, the worst: a recursive resolver that is up but cut off from every upstream
+/// server still answers what it holds, the root zone's servers among it, so "do our
+/// nameservers answer?" said yes, and every uncached site was a confirmed `down/dns`
+/// (30 of 30 behind a real unbound whose authoritative servers were gone). With
+/// canaries, the resolver is also asked a name that no cache holds, under a canary's
+/// host: SERVFAIL there is our resolver failing.
+#[tokio::test]
+async fn a_resolver_cut_off_from_upstream_is_our_side_not_the_sites_dns() {
+    let web = site("127.0.7.46").await;
+    let table = HashMap::from([(
+        "canary.test".to_string(),
+        vec!["127.0.7.46".parse().expect("ip")],
+    )]);
+    let (ns, _) = dns::serve("127.0.7.47", Mode::CutOff(table)).await;
+    let e = engine_with(
+        &format!(
+            "attempts = 2\nconnect_timeout = \"2s\"\ncanaries = [\"http://canary.test:{}/\"]",
+            web.port()
+        ),
+        &format!("[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n"),
+    );
+    let r = check(&e, &format!("http://elsewhere.test:{}/", web.port())).await;
+    assert_eq!(r.verdict, Verdict::Unknown, "{}", r.detail);
+}
+
 #[tokio::test]
 async fn a_failing_or_silent_nameserver_is_passed_over_for_the_next() {
     let web = site("127.0.7.1").await;

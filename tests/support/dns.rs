@@ -25,6 +25,10 @@ pub enum Mode {
     /// Never replies for these names (lower-case, without the final dot), NXDOMAIN for
     /// the rest: a working resolver whose way to a site's nameservers is lost.
     SilentFor(Vec<String>),
+    /// The names of the table answered (from its cache), SERVFAIL for every other name
+    /// and NXDOMAIN for the root: a recursive resolver cut off from every upstream
+    /// server, which still answers what it holds (the root zone's servers among it).
+    CutOff(HashMap<String, Vec<IpAddr>>),
     /// As the mode given, each reply this long after its query: a resolver farther
     /// away, or a split-horizon one that asks its own servers.
     Slow(std::time::Duration, Box<Mode>),
@@ -133,6 +137,8 @@ fn reply(q: &[u8], mode: &Mode) -> Option<Vec<u8>> {
         Mode::ServfailFor(broken) if broken.contains(&name) => (2, Vec::new()),
         Mode::ServfailFor(_) => (3, Vec::new()),
         Mode::Refused => (5, Vec::new()),
+        Mode::CutOff(table) if !table.contains_key(&name) && !name.is_empty() => (2, Vec::new()),
+        Mode::CutOff(table) => return reply(q, &Mode::Answer(table.clone())),
         Mode::Slow(_, inner) => return reply(q, inner),
         Mode::Answer(table) => match table.get(&name) {
             None => (3, Vec::new()),
