@@ -187,13 +187,36 @@ impl Resolver {
     /// REFUSED to that question, say that our resolver is what fails: it could resolve
     /// no name at all. NXDOMAIN or an empty answer is an answer (a server that serves
     /// only its own zones says so).
-    pub(crate) async fn answers(&self) -> bool {
+    ///
+    /// A recursive resolver cut off from every upstream server still answers what it
+    /// holds, the root zone among it (hunt R: every uncached site was `down/dns` behind
+    /// an unbound whose upstream was gone). So it is also asked a name no cache holds,
+    /// a fresh label under one of `beyond` (the canaries' hosts, known to exist): any
+    /// answer but a failure, NXDOMAIN included, says it reaches the servers.
+    pub(crate) async fn answers(&self, beyond: &[String]) -> bool {
         let limit = self.inner.timeout * 3;
-        let asked = self.inner.health.iter().map(|one| answers_root(one, limit));
+        let fresh = beyond
+            .iter()
+            .filter(|host| host.parse::<IpAddr>().is_err() && !self.is_static(host))
+            .map(|host| format!("picket-{}.{}.", fresh_label(), host.trim_end_matches('.')))
+            .find_map(|name| DnsName::from_ascii(&name).ok());
+        let asked = self.inner.health.iter().map(|one| async {
+            answers_root(one, limit).await
+                && match &fresh {
+                    Some(name) => answers_name(one, name.clone(), limit).await,
+                    None => true,
+                }
+        });
         futures_util::future::join_all(asked)
             .await
             .into_iter()
             .any(|works| works)
+    }
+
+    /// Whether `host` is answered by `dns.static` (never asked).
+    fn is_static(&self, host: &str) -> bool {
+        let lower = host.trim_end_matches('.').to_ascii_lowercase();
+        self.inner.static_hosts.contains_key(&lower)
     }
 
     /// The addresses of `host` a probe tries first (an IP literal answers itself).
@@ -400,12 +423,38 @@ impl Resolver {
 /// Whether `resolver` answers the root zone's NS question within `limit` (see
 /// [`Resolver::answers`]).
 async fn answers_root(resolver: &TokioResolver, limit: Duration) -> bool {
-    let query = resolver.lookup(DnsName::root(), RecordType::NS);
+    answers_name_of(resolver, DnsName::root(), RecordType::NS, limit).await
+}
+
+/// Whether `resolver` answers an A question for `name` within `limit`, with anything
+/// but a failure (see [`Resolver::answers`]).
+async fn answers_name(resolver: &TokioResolver, name: DnsName, limit: Duration) -> bool {
+    answers_name_of(resolver, name, RecordType::A, limit).await
+}
+
+/// A label no resolver holds: this process, the time and a count.
+fn fresh_label() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static ASKED: AtomicU64 = AtomicU64::new(0);
+    let n = ASKED.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}{nanos:x}{n:x}", std::process::id())
+}
+
+async fn answers_name_of(
+    resolver: &TokioResolver,
+    name: DnsName,
+    kind: RecordType,
+    limit: Duration,
+) -> bool {
+    let query = resolver.lookup(name, kind);
     match tokio::time::timeout(limit, query).await {
         Ok(Ok(_)) => true,
         Ok(Err(e)) if e.is_nx_domain() || e.is_no_records_found() => true,
         Ok(Err(e)) => {
-            tracing::debug!("a nameserver did not answer for the root zone: {e}");
+            tracing::debug!("a nameserver did not answer the question of our side: {e}");
             false
         }
         Err(_) => false,

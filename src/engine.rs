@@ -33,9 +33,11 @@ pub(crate) trait Prober: Send + Sync {
     fn egress_count(&self) -> usize;
     /// One probe through egress number `egress` (taken modulo the count).
     fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Attempt>;
-    /// Whether our nameservers answer at all now: a prober that resolves nothing
-    /// itself has none to fail.
-    fn nameservers_answer(&self) -> BoxFuture<'_, bool> {
+    /// Whether our nameservers answer at all now, and reach beyond what they hold: a
+    /// name no cache holds under one of `beyond` (the canaries' hosts) is asked too. A
+    /// prober that resolves nothing itself has none to fail.
+    fn nameservers_answer<'a>(&'a self, beyond: &'a [String]) -> BoxFuture<'a, bool> {
+        let _ = beyond;
         Box::pin(async { true })
     }
 }
@@ -1204,7 +1206,7 @@ mod tests {
                 Attempt::Observed(o)
             })
         }
-        fn nameservers_answer(&self) -> BoxFuture<'_, bool> {
+        fn nameservers_answer<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, bool> {
             Box::pin(async { true })
         }
     }

@@ -45,6 +45,15 @@ struct Canaries {
     last: tokio::sync::Mutex<Option<CanaryCheck>>,
 }
 
+impl Canaries {
+    /// The canaries' host names, for a question to our nameservers that no cache
+    /// answers (`dns::Resolver::answers`).
+    fn hosts(&self) -> Vec<String> {
+        let host = |p: &Plan| p.url.host_str().map(str::to_string);
+        self.plans.iter().filter_map(host).collect()
+    }
+}
+
 /// One check of the canaries.
 #[derive(Debug, Clone, Copy)]
 struct CanaryCheck {
@@ -219,7 +228,7 @@ impl OurSide {
                 return ok;
             }
         }
-        let ok = prober.nameservers_answer().await;
+        let ok = prober.nameservers_answer(&self.canaries.hosts()).await;
         if !ok {
             tracing::warn!("our nameservers answer nothing: lookups that fail now are our resolver's failure, not the sites'");
         }

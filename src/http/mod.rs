@@ -556,8 +556,8 @@ impl Prober for HttpProber {
         })
     }
 
-    fn nameservers_answer(&self) -> BoxFuture<'_, bool> {
-        Box::pin(self.resolver.answers())
+    fn nameservers_answer<'a>(&'a self, beyond: &'a [String]) -> BoxFuture<'a, bool> {
+        Box::pin(self.resolver.answers(beyond))
     }
 }
 
