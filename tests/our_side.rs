@@ -117,6 +117,28 @@ async fn a_resolver_cut_off_from_upstream_is_our_side_not_the_sites_dns() {
     assert_eq!(r.verdict, Verdict::Unknown, "{}", r.detail);
 }
 
+/// Hunt R: a short name inside a Kubernetes cluster (`grafana.monitoring`), which
+/// resolv.conf's search list completes for curl and browsers, was asked only as written
+/// and was a confirmed `down/dns`. A name not found as written is asked under each
+/// `dns.search` domain in turn, as glibc does (the system's list when picket uses the
+/// system's resolver).
+#[tokio::test]
+async fn a_short_name_is_found_under_a_search_domain() {
+    let web = site("127.0.7.48").await;
+    let table = HashMap::from([(
+        "grafana.monitoring.svc.cluster.local".to_string(),
+        vec!["127.0.7.48".parse().expect("ip")],
+    )]);
+    let (ns, _) = dns::serve("127.0.7.49", Mode::Answer(table)).await;
+    let e = engine(&format!(
+        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\nsearch = [\"monitoring.svc.cluster.local\", \"svc.cluster.local\"]\n"
+    ));
+    let r = check(&e, &format!("http://grafana.monitoring:{}/", web.port())).await;
+    assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    let gone = check(&e, &format!("http://gone.monitoring:{}/", web.port())).await;
+    assert_eq!(gone.verdict, Verdict::Down, "{}", gone.detail);
+}
+
 #[tokio::test]
 async fn a_failing_or_silent_nameserver_is_passed_over_for_the_next() {
     let web = site("127.0.7.1").await;
