@@ -113,6 +113,19 @@ fn pool(
     Ok((builder, servers))
 }
 
+/// `dns.search`, or, when it is empty and picket uses the system's resolver, the system's
+/// search list (resolv.conf's `search`), each lower case without its final dot.
+fn search_list(settings: &DnsSettings) -> Vec<String> {
+    if !settings.search.is_empty() || !settings.nameservers.is_empty() {
+        return settings.search.clone();
+    }
+    let Ok((config, _)) = hickory_resolver::system_conf::read_system_conf() else {
+        return Vec::new();
+    };
+    let domain = |n: &DnsName| n.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    config.search().iter().map(domain).collect()
+}
+
 /// Resolves target names; cheap to clone.
 #[derive(Clone)]
 pub struct Resolver {
@@ -129,6 +142,9 @@ struct Inner {
     each: Vec<TokioResolver>,
     timeout: Duration,
     lookups: tokio::sync::Semaphore,
+    /// Domains a name not found as written is asked under (`dns.search`, or the
+    /// system's search list when picket uses the system's resolver).
+    search: Vec<String>,
 }
 
 impl Resolver {
@@ -177,6 +193,7 @@ impl Resolver {
                 each,
                 timeout: settings.timeout,
                 lookups: tokio::sync::Semaphore::new(settings.max_concurrent),
+                search: search_list(settings),
             }),
         })
     }
@@ -258,7 +275,28 @@ impl Resolver {
         // Closed never: the semaphore lives as long as the resolver.
         let _slot = self.inner.lookups.acquire().await.ok();
         let _ = asked.set(tokio::time::Instant::now());
-        let ipv4 = match self.ask_each(&name, Family::V4).await {
+        let found = self.lookup_name(&name).await;
+        let Err(DnsError::NotFound { .. }) = &found else {
+            return found;
+        };
+        // Not found as written: under each search domain in turn, as glibc and browsers
+        // complete a short name (hunt R: `grafana.monitoring` in a Kubernetes pod).
+        for domain in &self.inner.search {
+            if let Ok(completed) = self.lookup_name(&format!("{name}.{domain}")).await {
+                // Its IPv6 addresses are the completed name's: not asked later by `host`.
+                return Ok(Addresses {
+                    ipv6_unasked: false,
+                    ..completed
+                });
+            }
+        }
+        found
+    }
+
+    /// The addresses of `name` (lower case, no final dot), as [`Resolver::lookup`]
+    /// finds them, its lookup slot held.
+    async fn lookup_name(&self, name: &str) -> Result<Addresses, DnsError> {
+        let ipv4 = match self.ask_each(name, Family::V4).await {
             Ok(ips) => {
                 return Ok(Addresses {
                     ips,
@@ -271,7 +309,7 @@ impl Resolver {
             Err(e @ (DnsError::Timeout { .. } | DnsError::LocalResources { .. })) => return Err(e),
             Err(e) => e,
         };
-        match self.ask_each(&name, Family::V6).await {
+        match self.ask_each(name, Family::V6).await {
             Ok(ips) => Ok(Addresses {
                 ips,
                 ipv6_unasked: false,

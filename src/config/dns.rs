@@ -21,6 +21,8 @@ pub(super) struct RawDns {
     timeout: String,
     #[serde(deserialize_with = "super::parse::whole")]
     max_concurrent: u32,
+    #[serde(deserialize_with = "super::parse::entries")]
+    search: Vec<String>,
 }
 
 /// `[dns]`
@@ -35,6 +37,9 @@ pub struct DnsSettings {
     pub timeout: Duration,
     /// Lookups in flight at once (answers are cached per TTL, so this bounds misses).
     pub max_concurrent: usize,
+    /// Domains a name not found as written is asked under, in turn (lower case, no
+    /// dots at either end); empty: the system's search list when `nameservers` is.
+    pub search: Vec<String>,
 }
 
 impl TryFrom<RawDns> for DnsSettings {
@@ -60,6 +65,11 @@ impl TryFrom<RawDns> for DnsSettings {
                 0 => return Err(invalid("dns.max_concurrent", "must be at least 1")),
                 n => n as usize,
             },
+            search: d
+                .search
+                .iter()
+                .map(|domain| static_name("dns.search", domain))
+                .collect::<Result<_, _>>()?,
         })
     }
 }

@@ -450,6 +450,7 @@ mod tests {
             static_hosts: Default::default(),
             timeout: Duration::from_secs(1),
             max_concurrent: 1,
+            search: Vec::new(),
         };
         let resolver = Resolver::new(&settings).expect("resolver");
         let hop = Hop::new(
