@@ -730,6 +730,14 @@ mod tests {
         Report::sample(key, verdict)
     }
 
+    /// Job `id`'s report on key "k".
+    fn of(id: &str, verdict: Verdict) -> Report {
+        Report {
+            job_id: id.into(),
+            ..report("k", verdict)
+        }
+    }
+
     /// `picket check` over a million URLs must not keep a million reports.
     #[tokio::test]
     async fn the_memory_store_keeps_a_bounded_number_of_keys_the_latest() {
@@ -988,10 +996,6 @@ mod tests {
     #[tokio::test]
     async fn a_redelivered_change_gets_its_first_report_back_after_another_job_stepped() {
         let store = MemoryState::default();
-        let of = |id: &str, verdict| Report {
-            job_id: id.into(),
-            ..report("k", verdict)
-        };
         store.step(&of("j1", Up), None, new("j1")).await;
         store.step(&of("j2", Down), None, new("j2")).await;
         store.step(&of("j3", Down), None, new("j3")).await;
@@ -1028,10 +1032,6 @@ mod tests {
     #[tokio::test]
     async fn review_w_the_memory_store_replays_a_change_the_key_came_back_to() {
         let store = MemoryState::default();
-        let of = |id: &str, verdict| Report {
-            job_id: id.into(),
-            ..report("k", verdict)
-        };
         store.step(&of("j1", Up), None, new("j1")).await;
         store.step(&of("j2", Down), None, new("j2")).await;
         store.step(&of("j3", Up), None, new("j3")).await;

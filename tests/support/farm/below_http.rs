@@ -251,17 +251,6 @@ pub(super) async fn failures(b: &mut Builder) {
     // NS_ERROR_CORRUPTED_CONTENT, curl with "Invalid Content-Length" (a response
     // smuggling guard); `mend` drops the one that is no number and hyper reads the other.
     {
-        let body = page("County office", "Served by a home-made server.");
-        let whole = raw_response(
-            "200 OK",
-            &[("Content-Type", HTML_UTF8), ("Connection", "close")],
-            body.as_bytes(),
-        );
-        let replace = |from: &str, to: &str| -> Vec<u8> {
-            let text = String::from_utf8(whole.clone()).expect("ASCII head");
-            assert!(text.contains(from), "{from:?}");
-            text.replacen(from, to, 1).into_bytes()
-        };
         let announced = format!("Content-Length: {}", body.len());
         b.raw(
             "review-x-content-length-all-ones",
