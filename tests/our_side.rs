@@ -117,6 +117,67 @@ async fn a_resolver_cut_off_from_upstream_is_our_side_not_the_sites_dns() {
     assert_eq!(r.verdict, Verdict::Unknown, "{}", r.detail);
 }
 
+/// The same cut-off resolver with no canaries configured (left open by hunt R): the
+/// root, in its cache, was all that was asked, and every uncached site was a confirmed
+/// `down/dns`. A fresh label under the failing name's top-level domain is asked
+/// instead: the TLD's servers answer it (NXDOMAIN) through any resolver that reaches
+/// beyond its cache, and a resolver whose own site's DNS is broken still does.
+#[tokio::test]
+async fn a_resolver_cut_off_from_upstream_is_our_side_even_without_canaries() {
+    let web = site("127.0.7.50").await;
+    let (cut, _) = dns::serve("127.0.7.51", Mode::CutOff(HashMap::new())).await;
+    let e = engine(&format!(
+        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{cut}\"]\n"
+    ));
+    let r = check(&e, &format!("http://elsewhere.test:{}/", web.port())).await;
+    assert_eq!(r.verdict, Verdict::Unknown, "{}", r.detail);
+
+    // A resolver that reaches beyond its cache, and a site whose own DNS fails: still
+    // the site's.
+    let broken = Mode::ServfailFor(vec!["elsewhere.test".to_string()]);
+    let (working, _) = dns::serve("127.0.7.52", broken).await;
+    let e = engine(&format!(
+        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{working}\"]\n"
+    ));
+    let r = check(&e, &format!("http://elsewhere.test:{}/", web.port())).await;
+    assert_eq!(r.verdict, Verdict::Down, "{}", r.detail);
+}
+
+/// A worker with no route to an address, in its own routing table (hunt R left it
+/// open: an IPv6-only site seen from a container without IPv6, a network namespace
+/// with its interface down): `connect` fails at once with "network unreachable", which
+/// was told as a remote router's "no route", a confirmed `down/connect`. Nothing left
+/// this machine: the site was never asked, so it is our side, `unknown`. Run as the
+/// real binary in a network namespace of its own, whose loopback is down (`unshare -n`,
+/// as root, as CI runs): no packet can leave it.
+#[test]
+fn no_route_in_our_own_routing_table_is_our_side_not_the_sites() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("check.toml");
+    std::fs::write(
+        &config,
+        "[targets]\nallow_private = true\n[probe]\nattempts = 2\nretry_delay = \"100ms\"\n",
+    )
+    .expect("config");
+    let out = std::process::Command::new("unshare")
+        .arg("-n")
+        .arg(env!("CARGO_BIN_EXE_picket"))
+        .args(["check", "--json", "--config"])
+        .arg(&config)
+        .arg("http://127.0.7.53:8080/")
+        .env_remove("PICKET_CONFIG")
+        .output()
+        .expect("unshare -n (util-linux) runs picket in a network namespace of its own");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let report: Report = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
+        panic!(
+            "no result from picket in a namespace ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(report.verdict, Verdict::Unknown, "{}", report.detail);
+}
+
 /// Hunt R: a short name inside a Kubernetes cluster (`grafana.monitoring`), which
 /// resolv.conf's search list completes for curl and browsers, was asked only as written
 /// and was a confirmed `down/dns`. A name not found as written is asked under each
