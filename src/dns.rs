@@ -208,8 +208,9 @@ impl Resolver {
     /// A recursive resolver cut off from every upstream server still answers what it
     /// holds, the root zone among it (hunt R: every uncached site was `down/dns` behind
     /// an unbound whose upstream was gone). So it is also asked a name no cache holds,
-    /// a fresh label under one of `beyond` (the canaries' hosts, known to exist): any
-    /// answer but a failure, NXDOMAIN included, says it reaches the servers.
+    /// a fresh label under one of `beyond` (the canaries' hosts, or the failing site's
+    /// top-level domain): any answer but a failure, NXDOMAIN included, says it reaches
+    /// the servers.
     pub(crate) async fn answers(&self, beyond: &[String]) -> bool {
         let limit = self.inner.timeout * 3;
         let fresh = beyond

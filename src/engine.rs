@@ -34,7 +34,8 @@ pub(crate) trait Prober: Send + Sync {
     /// One probe through egress number `egress` (taken modulo the count).
     fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Attempt>;
     /// Whether our nameservers answer at all now, and reach beyond what they hold: a
-    /// name no cache holds under one of `beyond` (the canaries' hosts) is asked too. A
+    /// name no cache holds under one of `beyond` (the canaries' hosts, or the failing
+    /// site's top-level domain) is asked too. A
     /// prober that resolves nothing itself has none to fail.
     fn nameservers_answer<'a>(&'a self, beyond: &'a [String]) -> BoxFuture<'a, bool> {
         let _ = beyond;
@@ -283,9 +284,12 @@ impl Engine {
                 Reason::Connect | Reason::Timeout | Reason::Dns | Reason::Tls
             )
         {
-            let blamed =
-                self.our_side
-                    .blames_us(self.prober.as_ref(), &tried.observations[i], began);
+            let site = plan.url.host_str().unwrap_or_default();
+            let blamed = self.our_side.blames_us(
+                self.prober.as_ref(),
+                &tried.observations[i],
+                (site, began),
+            );
             if let Some(why) = blamed.await {
                 verdict = Verdict::Unknown;
                 reason = Reason::EgressUnavailable;

@@ -144,38 +144,52 @@ async fn a_resolver_cut_off_from_upstream_is_our_side_even_without_canaries() {
 }
 
 /// A worker with no route to an address, in its own routing table (hunt R left it
-/// open: an IPv6-only site seen from a container without IPv6, a network namespace
-/// with its interface down): `connect` fails at once with "network unreachable", which
-/// was told as a remote router's "no route", a confirmed `down/connect`. Nothing left
-/// this machine: the site was never asked, so it is our side, `unknown`. Run as the
-/// real binary in a network namespace of its own, whose loopback is down (`unshare -n`,
-/// as root, as CI runs): no packet can leave it.
+/// open: an IPv6-only site seen from a container without IPv6, an interface down):
+/// `connect` fails at once with "network unreachable", which was told as a remote
+/// router's "no route", a confirmed `down/connect`. Nothing left this machine: the
+/// site was never asked, so it is our side, `unknown`; a name with another address
+/// that did fail as the site's is still `down`, by that address. Run as the real
+/// binary in a network namespace of its own (`unshare -n`, as root, as CI runs), with
+/// only loopback and an `unreachable` route: no packet can leave it.
 #[test]
 fn no_route_in_our_own_routing_table_is_our_side_not_the_sites() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("check.toml");
     std::fs::write(
         &config,
-        "[targets]\nallow_private = true\n[probe]\nattempts = 2\nretry_delay = \"100ms\"\n",
+        "[targets]\nallow_private = true\n[probe]\nattempts = 2\nretry_delay = \"100ms\"\n\
+         [dns.static]\n\"unrouted.test\" = \"127.0.7.53\"\n\
+         \"mixed.test\" = \"127.0.7.54,127.0.7.53\"\n",
     )
     .expect("config");
+    let script = format!(
+        "ip link set lo up && ip route add unreachable 127.0.7.53/32 table local && \
+         exec {} check --json --config {} http://unrouted.test:8080/ http://mixed.test:8080/",
+        env!("CARGO_BIN_EXE_picket"),
+        config.display()
+    );
     let out = std::process::Command::new("unshare")
-        .arg("-n")
-        .arg(env!("CARGO_BIN_EXE_picket"))
-        .args(["check", "--json", "--config"])
-        .arg(&config)
-        .arg("http://127.0.7.53:8080/")
+        .args(["-n", "sh", "-c", &script])
         .env_remove("PICKET_CONFIG")
         .output()
-        .expect("unshare -n (util-linux) runs picket in a network namespace of its own");
-    let line = String::from_utf8_lossy(&out.stdout);
-    let report: Report = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
+        .expect("unshare (util-linux) runs picket in a network namespace of its own");
+    let reports: Vec<Report> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a result line"))
+        .collect();
+    let [unrouted, mixed] = reports.as_slice() else {
         panic!(
-            "no result from picket in a namespace ({e}); stderr: {}",
+            "two results expected from picket in a namespace: {reports:?}; stderr: {}",
             String::from_utf8_lossy(&out.stderr)
         )
-    });
-    assert_eq!(report.verdict, Verdict::Unknown, "{}", report.detail);
+    };
+    assert_eq!(unrouted.verdict, Verdict::Unknown, "{}", unrouted.detail);
+    assert_eq!(
+        (mixed.verdict, mixed.reason.as_str()),
+        (Verdict::Down, "connect"),
+        "{}",
+        mixed.detail
+    );
 }
 
 /// Hunt R: a short name inside a Kubernetes cluster (`grafana.monitoring`), which

@@ -54,6 +54,29 @@ impl Canaries {
     }
 }
 
+/// Where our nameservers are asked a name no cache holds: under the canaries' hosts,
+/// or, with none configured, under the failing site's top-level domain, whose servers
+/// answer such a name (NXDOMAIN) to any resolver that reaches them. A cut-off
+/// resolver answers only what it holds (hunt R), and a site whose own nameservers fail
+/// sits below its TLD, so the TLD's answer still speaks for our resolver alone.
+fn beyond_cache(canaries: Vec<String>, site: &str) -> Vec<String> {
+    if !canaries.is_empty() {
+        return canaries;
+    }
+    let site = site.trim_end_matches('.');
+    match site.rsplit('.').next() {
+        // An IP literal (an IPv6 one in brackets) is never looked up.
+        Some(tld)
+            if !tld.is_empty()
+                && !site.starts_with('[')
+                && site.parse::<std::net::IpAddr>().is_err() =>
+        {
+            vec![tld.to_string()]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// One check of the canaries.
 #[derive(Debug, Clone, Copy)]
 struct CanaryCheck {
@@ -176,7 +199,9 @@ impl OurSide {
     /// failing too, or, with no canaries to ask, a wave of silence going on. `None`:
     /// believe it.
     ///
-    /// `began` is when the job's first request set out: a wave since then counts. For a
+    /// `site` is the job's host: without canaries, our nameservers are asked a fresh name
+    /// under its top-level domain ([`beyond_cache`]). `began` is when the job's first
+    /// request set out: a wave since then counts. For a
     /// silent failure (nothing came back) or a failed lookup, a good canary answer
     /// stands only if asked after the decisive attempt began (one from before may
     /// predate our network breaking); a refusal or a TLS failure is answered by any
@@ -185,13 +210,13 @@ impl OurSide {
         &self,
         prober: &dyn Prober,
         decisive: &Observation,
-        began: Instant,
+        (site, began): (&str, Instant),
     ) -> Option<String> {
         let lookup_failed = matches!(
             &decisive.outcome,
             Outcome::Failure(f) if f.kind == FailureKind::DnsFailed
         );
-        if lookup_failed && !self.resolver_ok(prober).await {
+        if lookup_failed && !self.resolver_ok(prober, site).await {
             return Some(
                 "our nameservers answer no question, not even for the root zone, which every \
                  resolver answers: our resolver is failing, not the site's name"
@@ -220,15 +245,18 @@ impl OurSide {
         ))
     }
 
-    /// Whether our nameservers answer, asked at most once per [`RESOLVER_FRESH`].
-    async fn resolver_ok(&self, prober: &dyn Prober) -> bool {
+    /// Whether our nameservers answer, and beyond their cache, asked at most once per
+    /// [`RESOLVER_FRESH`].
+    async fn resolver_ok(&self, prober: &dyn Prober, site: &str) -> bool {
         let mut last = self.resolver.lock().await;
         if let Some((at, ok)) = *last {
             if at.elapsed() < RESOLVER_FRESH {
                 return ok;
             }
         }
-        let ok = prober.nameservers_answer(&self.canaries.hosts()).await;
+        let ok = prober
+            .nameservers_answer(&beyond_cache(self.canaries.hosts(), site))
+            .await;
         if !ok {
             tracing::warn!("our nameservers answer nothing: lookups that fail now are our resolver's failure, not the sites'");
         }
@@ -297,6 +325,17 @@ impl OurSide {
 mod tests {
     use super::*;
     use crate::probe::{Answer, Failure};
+
+    #[test]
+    fn our_nameservers_are_asked_beyond_their_cache_under_canaries_or_the_sites_tld() {
+        let canaries = vec!["canary.example".to_string()];
+        assert_eq!(beyond_cache(canaries.clone(), "www.county.gov"), canaries);
+        assert_eq!(beyond_cache(Vec::new(), "www.county.gov."), ["gov"]);
+        assert_eq!(beyond_cache(Vec::new(), "intranet"), ["intranet"]);
+        assert!(beyond_cache(Vec::new(), "192.0.2.1").is_empty());
+        assert!(beyond_cache(Vec::new(), "[2001:db8::1]").is_empty());
+        assert!(beyond_cache(Vec::new(), "").is_empty());
+    }
 
     fn failed(kind: FailureKind) -> Observation {
         let mut o = Observation::new("e");
