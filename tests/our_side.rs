@@ -453,3 +453,30 @@ fn a_timeout_while_our_own_event_loop_ran_late_is_unknown_never_down() {
         assert_eq!(r.reason.as_str(), "local_resources", "{}", r.detail);
     }
 }
+
+// Review Y: where the two fixes of 946810b are wrong. Each test below failed when
+// written; its commit message on branch review-y holds the output.
+
+/// A top-level domain whose own servers fail (a TLD's DNSSEC rollover gone wrong, its
+/// servers down) fails every name under it for every resolver in the world: the sites
+/// under it are down for everyone. Without canaries the fresh name goes under that
+/// same TLD, fails with it, and our resolver, which answers every other name, is
+/// blamed: `unknown` for every site under a broken TLD, however long the outage.
+#[tokio::test]
+async fn a_top_level_domain_whose_servers_fail_is_the_sites_dns_not_our_resolver() {
+    let (ns, _) = dns::serve(
+        "127.0.7.70",
+        Mode::ServfailUnder(vec!["broken".to_string()]),
+    )
+    .await;
+    let e = engine(&format!(
+        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n"
+    ));
+    let r = check(&e, "http://www.county.broken:8080/").await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "dns"),
+        "{}",
+        r.detail
+    );
+}

@@ -32,6 +32,25 @@ pub enum Mode {
     /// As the mode given, each reply this long after its query: a resolver farther
     /// away, or a split-horizon one that asks its own servers.
     Slow(std::time::Duration, Box<Mode>),
+    /// RCODE 2 for these names and every name below them (lower-case, without the
+    /// final dot), NXDOMAIN for the rest, the root included: a working resolver, and a
+    /// zone whose own servers fail (a top-level domain's outage, a forwarded zone's
+    /// server down).
+    ServfailUnder(Vec<String>),
+    /// A resolver of an isolated network that serves its own zones and reaches nothing
+    /// else: the table's names answered, other names under `zones` NXDOMAIN, names
+    /// under `broken` (a zone delegated to a server that is down) SERVFAIL, the root
+    /// NXDOMAIN (from its hints), SERVFAIL for every other name.
+    Isolated {
+        table: HashMap<String, Vec<IpAddr>>,
+        zones: Vec<String>,
+        broken: Vec<String>,
+    },
+}
+
+/// Whether `name` is `zone` or a name below it.
+fn under(name: &str, zone: &str) -> bool {
+    name == zone || name.ends_with(&format!(".{zone}"))
 }
 
 /// Starts a server on `ip` (UDP, free port); returns its address and a count of the
@@ -140,6 +159,15 @@ fn reply(q: &[u8], mode: &Mode) -> Option<Vec<u8>> {
         Mode::CutOff(table) if !table.contains_key(&name) && !name.is_empty() => (2, Vec::new()),
         Mode::CutOff(table) => return reply(q, &Mode::Answer(table.clone())),
         Mode::Slow(_, inner) => return reply(q, inner),
+        Mode::ServfailUnder(broken) if broken.iter().any(|z| under(&name, z)) => (2, Vec::new()),
+        Mode::ServfailUnder(_) => (3, Vec::new()),
+        Mode::Isolated { broken, .. } if broken.iter().any(|z| under(&name, z)) => (2, Vec::new()),
+        Mode::Isolated { table, zones, .. }
+            if name.is_empty() || zones.iter().any(|z| under(&name, z)) =>
+        {
+            return reply(q, &Mode::Answer(table.clone()))
+        }
+        Mode::Isolated { .. } => (2, Vec::new()),
         Mode::Answer(table) => match table.get(&name) {
             None => (3, Vec::new()),
             Some(ips) => {
