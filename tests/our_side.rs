@@ -480,3 +480,28 @@ async fn a_top_level_domain_whose_servers_fail_is_the_sites_dns_not_our_resolver
         r.detail
     );
 }
+
+/// The answer to "does our resolver reach beyond its cache?" is kept for
+/// `RESOLVER_FRESH` (5 s) whatever the TLD it was asked under: a failed lookup under a
+/// failing TLD makes the next sites' failed lookups, under any other TLD, `unknown`
+/// too, though a fresh name under their own TLD is answered at once.
+#[tokio::test]
+async fn one_top_level_domains_failure_is_not_our_resolvers_for_another() {
+    let broken = Mode::ServfailUnder(vec!["broken".to_string(), "www.ours.test".to_string()]);
+    let (ns, _) = dns::serve("127.0.7.71", broken).await;
+    let config = format!("[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n");
+    // Alone, a `.test` site whose own DNS fails is the site's: our resolver answers a
+    // fresh name under `.test`.
+    let alone = check(&engine(&config), "http://www.ours.test:8080/").await;
+    assert_eq!(alone.verdict, Verdict::Down, "{}", alone.detail);
+    // The same, checked just after a site under a failing TLD.
+    let e = engine(&config);
+    let _ = check(&e, "http://www.county.broken:8080/").await;
+    let r = check(&e, "http://www.ours.test:8080/").await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "dns"),
+        "after a site under a failing TLD: {}",
+        r.detail
+    );
+}
