@@ -505,3 +505,36 @@ async fn one_top_level_domains_failure_is_not_our_resolvers_for_another() {
         r.detail
     );
 }
+
+/// An isolated network's resolver (the usual internal naming: a zone under the
+/// company's registered domain, `corp.test` here) serves its own zones and reaches no
+/// outside server, by design. A zone of it delegated to a server that is down
+/// (`dept.corp.test`) fails for every user of that network: its sites are down. The
+/// fresh name goes under the outside TLD (`picket-….test.`), which this resolver never
+/// reaches, so every such site is `unknown`, always. A fresh name under the failing
+/// name's parent zones (`corp.test`) would be answered.
+#[tokio::test]
+async fn a_broken_zone_behind_an_isolated_networks_resolver_is_the_sites_dns() {
+    let web = site("127.0.7.72").await;
+    let isolated = Mode::Isolated {
+        table: HashMap::from([(
+            "intranet.corp.test".to_string(),
+            vec!["127.0.7.72".parse().expect("ip")],
+        )]),
+        zones: vec!["corp.test".to_string()],
+        broken: vec!["dept.corp.test".to_string()],
+    };
+    let (ns, _) = dns::serve("127.0.7.73", isolated).await;
+    let e = engine(&format!(
+        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n"
+    ));
+    let up = check(&e, &format!("http://intranet.corp.test:{}/", web.port())).await;
+    assert_eq!(up.verdict, Verdict::Up, "{}", up.detail);
+    let r = check(&e, &format!("http://app.dept.corp.test:{}/", web.port())).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "dns"),
+        "{}",
+        r.detail
+    );
+}
