@@ -538,3 +538,26 @@ async fn a_broken_zone_behind_an_isolated_networks_resolver_is_the_sites_dns() {
         r.detail
     );
 }
+
+/// A short name inside a cluster whose resolver reaches nothing outside it (a locked-down
+/// Kubernetes cluster: CoreDNS serves `cluster.local`, its forwarding to the outside is
+/// blocked). As written, `grafana.monitoring` goes to the outside and fails (SERVFAIL),
+/// and the search list is walked only after NXDOMAIN, so it is never completed; the
+/// fresh name under `.monitoring` fails the same, and the running grafana is `unknown`
+/// (before 946810b, `down/dns`). glibc walks the search list after SERVFAIL too (and,
+/// with Kubernetes' `ndots:5`, before the name as written): curl in the same pod
+/// reaches it.
+#[tokio::test]
+async fn a_short_name_is_completed_even_when_the_outside_fails_it_as_written() {
+    let web = site("127.0.7.74").await;
+    let table = HashMap::from([(
+        "grafana.monitoring.svc.cluster.local".to_string(),
+        vec!["127.0.7.74".parse().expect("ip")],
+    )]);
+    let (ns, _) = dns::serve("127.0.7.75", Mode::CutOff(table)).await;
+    let e = engine(&format!(
+        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\nsearch = [\"svc.cluster.local\"]\n"
+    ));
+    let r = check(&e, &format!("http://grafana.monitoring:{}/", web.port())).await;
+    assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+}
