@@ -561,3 +561,66 @@ async fn a_short_name_is_completed_even_when_the_outside_fails_it_as_written() {
     let r = check(&e, &format!("http://grafana.monitoring:{}/", web.port())).await;
     assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
 }
+
+/// Runs `picket check --json` on `urls`, as the real binary, in a network namespace of
+/// its own (`unshare -n`, as root, as CI runs) with only loopback, after `setup` (shell
+/// commands that change its routes, rules or firewall); `wrap` goes before the binary
+/// (a command that runs it). Returns its results.
+fn check_in_namespace(setup: &str, wrap: &str, config: &str, urls: &[&str]) -> Vec<Report> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("check.toml");
+    let config = format!(
+        "[targets]\nallow_private = true\n[probe]\nattempts = 2\nretry_delay = \"100ms\"\n\
+         connect_timeout = \"2s\"\n{config}"
+    );
+    std::fs::write(&path, config).expect("config");
+    let script = format!(
+        "ip link set lo up && {setup} && exec {wrap} {} check --json --config {} {}",
+        env!("CARGO_BIN_EXE_picket"),
+        path.display(),
+        urls.join(" ")
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-n", "sh", "-c", &script])
+        .env_remove("PICKET_CONFIG")
+        .output()
+        .expect("unshare (util-linux) runs picket in a network namespace of its own");
+    let reports: Vec<Report> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert_eq!(
+        reports.len(),
+        urls.len(),
+        "one result per URL from picket in a namespace; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reports
+}
+
+/// Our own routing table can refuse a destination without an `unreachable` route: a
+/// `prohibit` route (connect fails at once with EACCES, "Permission denied") or a
+/// `blackhole` one (EINVAL, "Invalid argument"), as VPN kill switches and container
+/// network policies install. Nothing left this machine, as with `unreachable`, but
+/// only HostUnreachable/NetworkUnreachable are asked about (`no_route_here`), and the
+/// UDP route lookup's own EACCES/EINVAL would not count either: a confirmed
+/// `down/connect`.
+#[test]
+fn prohibit_and_blackhole_routes_of_our_own_are_our_side() {
+    let reports = check_in_namespace(
+        "ip route add prohibit 127.0.7.60/32 table local && \
+         ip route add blackhole 127.0.7.61/32 table local",
+        "",
+        "[dns.static]\n\"prohibited.test\" = \"127.0.7.60\"\n\"blackholed.test\" = \"127.0.7.61\"\n",
+        &["http://prohibited.test:8080/", "http://blackholed.test:8080/"],
+    );
+    let told: Vec<String> = reports
+        .iter()
+        .filter(|r| r.verdict != Verdict::Unknown)
+        .map(|r| format!("{} {}: {}", r.verdict.as_str(), r.url, r.detail))
+        .collect();
+    assert!(
+        told.is_empty(),
+        "our own routes, told as the sites': {told:#?}"
+    );
+}
