@@ -624,3 +624,44 @@ fn prohibit_and_blackhole_routes_of_our_own_are_our_side() {
         "our own routes, told as the sites': {told:#?}"
     );
 }
+/// Every local port taken (a busy worker's TIME_WAITs to one address, a small
+/// `ip_local_port_range`): connect fails with EADDRNOTAVAIL, "Cannot assign requested
+/// address", which is our resources, not the site's. It is classified as a connection
+/// failure: a site that is up, serving, is a confirmed `down/connect`. Here a server on
+/// 127.0.7.64 answers, and a helper holds the namespace's two local ports.
+#[test]
+fn no_local_port_left_is_our_resources_not_the_sites() {
+    const HOLD: &str = r#"
+import http.server, socket, subprocess, sys, threading
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"<html><body>" + b"up " * 100 + b"</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.7.64", 8080), Page)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+held = []
+while True:
+    s = socket.socket()
+    try:
+        s.connect(("127.0.7.64", 8080))
+        held.append(s)
+    except OSError:
+        break
+sys.exit(subprocess.run(sys.argv[1:]).returncode)
+"#;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hold = dir.path().join("hold.py");
+    std::fs::write(&hold, HOLD).expect("helper");
+    let reports = check_in_namespace(
+        "sysctl -q -w net.ipv4.ip_local_port_range='40000 40001'",
+        &format!("python3 {}", hold.display()),
+        "",
+        &["http://127.0.7.64:8080/"],
+    );
+    assert_ne!(reports[0].verdict, Verdict::Down, "{}", reports[0].detail);
+}
