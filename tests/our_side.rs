@@ -665,3 +665,20 @@ sys.exit(subprocess.run(sys.argv[1:]).returncode)
     );
     assert_ne!(reports[0].verdict, Verdict::Down, "{}", reports[0].detail);
 }
+
+/// A name whose first address failed as the site's (refused) and whose last one has no
+/// route here is `down` by the first (946810b): but the result's `ip`, and every
+/// attempt's, names the last address, which was never asked. A subscriber (and the
+/// per-IP bookkeeping keyed by the observation's address) is told the wrong address.
+#[test]
+fn the_ip_of_a_down_is_the_address_that_failed_not_one_never_asked() {
+    let reports = check_in_namespace(
+        "ip route add unreachable 127.0.7.66/32 table local",
+        "",
+        "[dns.static]\n\"mixed.test\" = \"127.0.7.65,127.0.7.66\"\n",
+        &["http://mixed.test:8080/"],
+    );
+    let r = &reports[0];
+    assert_eq!(r.verdict, Verdict::Down, "{}", r.detail);
+    assert_eq!(r.ip.as_deref(), Some("127.0.7.65"), "{}", r.detail);
+}
