@@ -682,3 +682,25 @@ fn the_ip_of_a_down_is_the_address_that_failed_not_one_never_asked() {
     assert_eq!(r.verdict, Verdict::Down, "{}", r.detail);
     assert_eq!(r.ip.as_deref(), Some("127.0.7.65"), "{}", r.detail);
 }
+
+/// The other half of the search list's blind spot: a resolver cut off from upstream
+/// still holds the root's "no such TLD" for `.monitoring` (negative cache, RFC 8020,
+/// aggressive NSEC), so `grafana.monitoring` as written is NXDOMAIN; completed under
+/// the search domain it is SERVFAIL (cut off), but a failure there is dropped
+/// (`lookup_noting` keeps only a success) and the NXDOMAIN as written stands: a
+/// confirmed `down/dns` "no such name", never asked about as a failed lookup, though
+/// our resolver fails every name beyond its cache.
+#[tokio::test]
+async fn a_search_domain_lookup_our_resolver_fails_is_not_no_such_name() {
+    let cut_off_holding_the_root = Mode::Isolated {
+        table: HashMap::new(),
+        zones: vec!["monitoring".to_string()],
+        broken: Vec::new(),
+    };
+    let (ns, _) = dns::serve("127.0.7.76", cut_off_holding_the_root).await;
+    let e = engine(&format!(
+        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\nsearch = [\"svc.cluster.local\"]\n"
+    ));
+    let r = check(&e, "http://grafana.monitoring:3000/").await;
+    assert_eq!(r.verdict, Verdict::Unknown, "{}", r.detail);
+}
