@@ -1752,6 +1752,26 @@ mod tests {
             Reason::LocalResources,
             "a page cut by a late timer"
         );
+        // Hunt S: a lookup that ran out of time while our timers ran late (the worker
+        // frozen or throttled during the lookup) was a confirmed `down/dns`; the same
+        // in the request was `unknown`. Ours too; a SERVFAIL is the nameserver's word.
+        let mut lookup = failure(FailureKind::DnsFailed);
+        for (words, ours) in [
+            ("c1.example.gov: DNS lookup ran out of time", true),
+            ("c1.example.gov: DNS lookup timed out after 3000 ms", true),
+            ("c1.example.gov: DNS lookup failed: Server Failure", false),
+        ] {
+            if let Outcome::Failure(f) = &mut lookup.outcome {
+                f.detail = words.into();
+            }
+            let j = lagged(lookup.clone(), 80);
+            let expected = if ours {
+                (Verdict::Unknown, Reason::LocalResources)
+            } else {
+                (Verdict::Down, Reason::Dns)
+            };
+            assert_eq!((j.verdict, j.reason), expected, "{words}: {}", j.detail);
+        }
         // A refused connection is the site's answer, however late we were to read it.
         let refused = lagged(failure(FailureKind::Connect), 80);
         assert_eq!(
