@@ -145,7 +145,17 @@ struct Inner {
     /// Domains a name not found as written is asked under (`dns.search`, or the
     /// system's search list when picket uses the system's resolver).
     search: Vec<String>,
+    /// The top-level domains of the latest names found, newest last: a fresh name under
+    /// one of them is answered by any resolver that reaches beyond its cache
+    /// ([`Resolver::answers`]).
+    found_under: std::sync::Mutex<Vec<String>>,
 }
+
+/// How many top-level domains of names found are kept for [`Resolver::answers`].
+const FOUND_UNDER: usize = 4;
+
+/// How many of a failed name's parent domains [`Resolver::answers`] asks under.
+const PARENTS_ASKED: usize = 4;
 
 impl Resolver {
     /// Builds the resolver from `[dns]`.
@@ -194,6 +204,7 @@ impl Resolver {
                 timeout: settings.timeout,
                 lookups: tokio::sync::Semaphore::new(settings.max_concurrent),
                 search: search_list(settings),
+                found_under: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -207,28 +218,79 @@ impl Resolver {
     ///
     /// A recursive resolver cut off from every upstream server still answers what it
     /// holds, the root zone among it (hunt R: every uncached site was `down/dns` behind
-    /// an unbound whose upstream was gone). So it is also asked a name no cache holds,
-    /// a fresh label under one of `beyond` (the canaries' hosts, or the failing site's
-    /// top-level domain): any answer but a failure, NXDOMAIN included, says it reaches
-    /// the servers.
-    pub(crate) async fn answers(&self, beyond: &[String]) -> bool {
+    /// an unbound whose upstream was gone). So it is also asked names no cache holds, a
+    /// fresh label under each of [`Resolver::beyond`]: an answer to any, NXDOMAIN
+    /// included, says it reaches the servers, and that `failed` failing is its own.
+    pub(crate) async fn answers(&self, failed: &str, canaries: &[String]) -> bool {
         let limit = self.inner.timeout * 3;
-        let fresh = beyond
+        let label = fresh_label();
+        let fresh: Vec<DnsName> = self
+            .beyond(failed, canaries)
             .iter()
-            .filter(|host| host.parse::<IpAddr>().is_err() && !self.is_static(host))
-            .map(|host| format!("picket-{}.{}.", fresh_label(), host.trim_end_matches('.')))
-            .find_map(|name| DnsName::from_ascii(&name).ok());
+            .filter_map(|zone| DnsName::from_ascii(format!("picket-{label}.{zone}.")).ok())
+            .collect();
         let asked = self.inner.health.iter().map(|one| async {
-            answers_root(one, limit).await
-                && match &fresh {
-                    Some(name) => answers_name(one, name.clone(), limit).await,
-                    None => true,
-                }
+            if !answers_root(one, limit).await {
+                return false;
+            }
+            if fresh.is_empty() {
+                return true;
+            }
+            let each = fresh
+                .iter()
+                .map(|name| answers_name(one, name.clone(), limit));
+            futures_util::future::join_all(each)
+                .await
+                .into_iter()
+                .any(|answered| answered)
         });
         futures_util::future::join_all(asked)
             .await
             .into_iter()
             .any(|works| works)
+    }
+
+    /// Where our nameservers are asked a name no cache holds, after `failed` failed:
+    /// the canaries' hosts; `failed`'s parent domains up to its top-level domain (a
+    /// site whose own nameservers fail sits below them, and an isolated network's
+    /// resolver answers its own zones: review Y); and the top-level domains of names
+    /// found lately (a TLD whose own servers fail is no failure of ours).
+    fn beyond(&self, failed: &str, canaries: &[String]) -> Vec<String> {
+        let mut zones: Vec<String> = canaries
+            .iter()
+            .map(|host| host.trim_end_matches('.').to_ascii_lowercase())
+            .filter(|host| host.parse::<IpAddr>().is_err() && !self.is_static(host))
+            .collect();
+        let failed = failed.trim_end_matches('.').to_ascii_lowercase();
+        // From the top-level domain down: the zones nearest the root are the ones
+        // whose servers are least likely the site's.
+        let parents: Vec<String> = failed
+            .match_indices('.')
+            .map(|(dot, _)| failed[dot + 1..].to_string())
+            .collect();
+        zones.extend(parents.into_iter().rev().take(PARENTS_ASKED));
+        if let Ok(found) = self.inner.found_under.lock() {
+            zones.extend(found.iter().cloned());
+        }
+        zones.sort();
+        zones.dedup();
+        zones.retain(|zone| !zone.is_empty() && DnsName::from_ascii(zone).is_ok());
+        zones
+    }
+
+    /// Notes that a name under `host`'s top-level domain was found.
+    fn found(&self, host: &str) {
+        let tld = host.rsplit('.').next().unwrap_or(host);
+        let Ok(mut found) = self.inner.found_under.lock() else {
+            return;
+        };
+        if found.iter().any(|known| known == tld) {
+            return;
+        }
+        if found.len() == FOUND_UNDER {
+            found.remove(0);
+        }
+        found.push(tld.to_string());
     }
 
     /// Whether `host` is answered by `dns.static` (never asked).
@@ -276,22 +338,39 @@ impl Resolver {
         // Closed never: the semaphore lives as long as the resolver.
         let _slot = self.inner.lookups.acquire().await.ok();
         let _ = asked.set(tokio::time::Instant::now());
-        let found = self.lookup_name(&name).await;
-        let Err(DnsError::NotFound { .. }) = &found else {
-            return found;
+        let mut failure = match self.lookup_name(&name).await {
+            Ok(found) => {
+                self.found(&name);
+                return Ok(found);
+            }
+            Err(e @ (DnsError::NotFound { .. } | DnsError::Failed { .. })) => e,
+            Err(e) => return Err(e),
         };
-        // Not found as written: under each search domain in turn, as glibc and browsers
-        // complete a short name (hunt R: `grafana.monitoring` in a Kubernetes pod).
+        // Not found as written, or failed (SERVFAIL): under each search domain in turn,
+        // as glibc and browsers complete a short name (hunt R: `grafana.monitoring` in a
+        // Kubernetes pod, whose outside lookup may fail where the cluster's answers).
         for domain in &self.inner.search {
-            if let Ok(completed) = self.lookup_name(&format!("{name}.{domain}")).await {
-                // Its IPv6 addresses are the completed name's: not asked later by `host`.
-                return Ok(Addresses {
-                    ipv6_unasked: false,
-                    ..completed
-                });
+            let completed = format!("{name}.{domain}");
+            match self.lookup_name(&completed).await {
+                Ok(found) => {
+                    self.found(&completed);
+                    // Its IPv6 addresses are the completed name's: not asked later.
+                    return Ok(Addresses {
+                        ipv6_unasked: false,
+                        ..found
+                    });
+                }
+                // A failure is no "no such name" (glibc's TRY_AGAIN): whether it is our
+                // resolver's is asked of the name that failed (review Y).
+                Err(e @ DnsError::Failed { .. })
+                    if matches!(failure, DnsError::NotFound { .. }) =>
+                {
+                    failure = e;
+                }
+                Err(_) => {}
             }
         }
-        found
+        Err(failure)
     }
 
     /// The addresses of `name` (lower case, no final dot), as [`Resolver::lookup`]
@@ -471,6 +550,19 @@ async fn answers_name(resolver: &TokioResolver, name: DnsName, limit: Duration) 
     answers_name_of(resolver, name, RecordType::A, limit).await
 }
 
+impl DnsError {
+    /// The name whose lookup failed, if a name was asked.
+    pub(crate) fn host(&self) -> Option<&str> {
+        match self {
+            DnsError::NotFound { host }
+            | DnsError::Timeout { host, .. }
+            | DnsError::LocalResources { host, .. }
+            | DnsError::Failed { host, .. } => Some(host),
+            DnsError::Setup(_) => None,
+        }
+    }
+}
+
 /// A label no resolver holds: this process, the time and a count.
 fn fresh_label() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -516,5 +608,58 @@ impl reqwest::dns::Resolve for ProxyNameResolver {
                 Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolver() -> Resolver {
+        let settings = DnsSettings {
+            nameservers: vec![SocketAddr::from(([127, 0, 0, 1], 9))],
+            static_hosts: [(
+                "static.test".to_string(),
+                vec![IpAddr::from([127, 0, 0, 1])],
+            )]
+            .into_iter()
+            .collect(),
+            timeout: Duration::from_secs(1),
+            max_concurrent: 1,
+            search: Vec::new(),
+        };
+        Resolver::new(&settings).expect("resolver")
+    }
+
+    /// Review Y: beyond the cache, our nameservers are asked under the failed name's
+    /// parent domains from its TLD down (at most four), the canaries' hosts (not an IP
+    /// or a `dns.static` name, which are never asked), and the TLDs of names found
+    /// lately (at most four, the newest kept).
+    #[test]
+    fn our_nameservers_are_asked_under_the_failed_names_parents_canaries_and_tlds_found() {
+        let r = resolver();
+        let canaries = [
+            "Canary.Example.".to_string(),
+            "192.0.2.1".into(),
+            "static.test".into(),
+        ];
+        assert_eq!(
+            r.beyond("www.a.b.county.gov.", &canaries),
+            [
+                "a.b.county.gov",
+                "b.county.gov",
+                "canary.example",
+                "county.gov",
+                "gov"
+            ]
+        );
+        for found in ["x.org", "y.net", "z.org", "w.io", "v.de", "u.uk"] {
+            r.found(found);
+        }
+        assert_eq!(
+            r.beyond("intranet", &[]),
+            ["de", "io", "net", "uk"],
+            "a single label has no parent; the four newest TLDs found"
+        );
     }
 }

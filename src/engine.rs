@@ -33,12 +33,16 @@ pub(crate) trait Prober: Send + Sync {
     fn egress_count(&self) -> usize;
     /// One probe through egress number `egress` (taken modulo the count).
     fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Attempt>;
-    /// Whether our nameservers answer at all now, and reach beyond what they hold: a
-    /// name no cache holds under one of `beyond` (the canaries' hosts, or the failing
-    /// site's top-level domain) is asked too. A
-    /// prober that resolves nothing itself has none to fail.
-    fn nameservers_answer<'a>(&'a self, beyond: &'a [String]) -> BoxFuture<'a, bool> {
-        let _ = beyond;
+    /// Whether our nameservers answer at all now, and reach beyond what they hold, after
+    /// the lookup of `failed` failed: names no cache holds are asked too (under the
+    /// `canaries`' hosts, `failed`'s parent domains, the domains of names found lately).
+    /// A prober that resolves nothing itself has none to fail.
+    fn nameservers_answer<'a>(
+        &'a self,
+        failed: &'a str,
+        canaries: &'a [String],
+    ) -> BoxFuture<'a, bool> {
+        let _ = (failed, canaries);
         Box::pin(async { true })
     }
 }
@@ -284,12 +288,9 @@ impl Engine {
                 Reason::Connect | Reason::Timeout | Reason::Dns | Reason::Tls
             )
         {
-            let site = plan.url.host_str().unwrap_or_default();
-            let blamed = self.our_side.blames_us(
-                self.prober.as_ref(),
-                &tried.observations[i],
-                (site, began),
-            );
+            let blamed =
+                self.our_side
+                    .blames_us(self.prober.as_ref(), &tried.observations[i], began);
             if let Some(why) = blamed.await {
                 verdict = Verdict::Unknown;
                 reason = Reason::EgressUnavailable;
@@ -1210,7 +1211,7 @@ mod tests {
                 Attempt::Observed(o)
             })
         }
-        fn nameservers_answer<'a>(&'a self, _: &'a [String]) -> BoxFuture<'a, bool> {
+        fn nameservers_answer<'a>(&'a self, _: &'a str, _: &'a [String]) -> BoxFuture<'a, bool> {
             Box::pin(async { true })
         }
     }

@@ -32,9 +32,10 @@ pub(super) struct OurSide {
     health_settings: HealthSettings,
     network: NetworkWatch,
     canaries: Canaries,
-    /// When our nameservers were last asked whether they answer, and whether they did;
-    /// the async mutex makes a wave of failed lookups wait for one question.
-    resolver: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    /// When our nameservers were last asked whether they answer, and whether they did,
+    /// by the failed names' top-level domain; the async mutex makes a wave of failed
+    /// lookups wait for one question.
+    resolver: tokio::sync::Mutex<std::collections::HashMap<String, (Instant, bool)>>,
 }
 
 /// Known-good sites that tell our own network failing from theirs.
@@ -51,29 +52,6 @@ impl Canaries {
     fn hosts(&self) -> Vec<String> {
         let host = |p: &Plan| p.url.host_str().map(str::to_string);
         self.plans.iter().filter_map(host).collect()
-    }
-}
-
-/// Where our nameservers are asked a name no cache holds: under the canaries' hosts,
-/// or, with none configured, under the failing site's top-level domain, whose servers
-/// answer such a name (NXDOMAIN) to any resolver that reaches them. A cut-off
-/// resolver answers only what it holds (hunt R), and a site whose own nameservers fail
-/// sits below its TLD, so the TLD's answer still speaks for our resolver alone.
-fn beyond_cache(canaries: Vec<String>, site: &str) -> Vec<String> {
-    if !canaries.is_empty() {
-        return canaries;
-    }
-    let site = site.trim_end_matches('.');
-    match site.rsplit('.').next() {
-        // An IP literal (an IPv6 one in brackets) is never looked up.
-        Some(tld)
-            if !tld.is_empty()
-                && !site.starts_with('[')
-                && site.parse::<std::net::IpAddr>().is_err() =>
-        {
-            vec![tld.to_string()]
-        }
-        _ => Vec::new(),
     }
 }
 
@@ -149,7 +127,7 @@ impl OurSide {
                     .collect(),
                 last: tokio::sync::Mutex::new(None),
             },
-            resolver: tokio::sync::Mutex::new(None),
+            resolver: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -199,9 +177,7 @@ impl OurSide {
     /// failing too, or, with no canaries to ask, a wave of silence going on. `None`:
     /// believe it.
     ///
-    /// `site` is the job's host: without canaries, our nameservers are asked a fresh name
-    /// under its top-level domain ([`beyond_cache`]). `began` is when the job's first
-    /// request set out: a wave since then counts. For a
+    /// `began` is when the job's first request set out: a wave since then counts. For a
     /// silent failure (nothing came back) or a failed lookup, a good canary answer
     /// stands only if asked after the decisive attempt began (one from before may
     /// predate our network breaking); a refusal or a TLS failure is answered by any
@@ -210,16 +186,18 @@ impl OurSide {
         &self,
         prober: &dyn Prober,
         decisive: &Observation,
-        (site, began): (&str, Instant),
+        began: Instant,
     ) -> Option<String> {
         let lookup_failed = matches!(
             &decisive.outcome,
             Outcome::Failure(f) if f.kind == FailureKind::DnsFailed
         );
-        if lookup_failed && !self.resolver_ok(prober, site).await {
+        let failed = decisive.unresolved.as_deref().unwrap_or_default();
+        if lookup_failed && !self.resolver_ok(prober, failed).await {
             return Some(
-                "our nameservers answer no question, not even for the root zone, which every \
-                 resolver answers: our resolver is failing, not the site's name"
+                "our nameservers answer no question beyond their cache (the root zone, and a \
+                 fresh name under the failed name's parent domains and those of names found \
+                 lately): our resolver is failing or cut off, not the site's name"
                     .to_string(),
             );
         }
@@ -245,22 +223,29 @@ impl OurSide {
         ))
     }
 
-    /// Whether our nameservers answer, and beyond their cache, asked at most once per
-    /// [`RESOLVER_FRESH`].
-    async fn resolver_ok(&self, prober: &dyn Prober, site: &str) -> bool {
+    /// Whether our nameservers answer, and beyond their cache, after the lookup of
+    /// `failed` failed: asked at most once per [`RESOLVER_FRESH`] for the names of one
+    /// top-level domain (the names asked depend on the failed name's domains: a TLD's
+    /// own failure says nothing of another's, review Y).
+    async fn resolver_ok(&self, prober: &dyn Prober, failed: &str) -> bool {
+        let tld = failed
+            .trim_end_matches('.')
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let mut last = self.resolver.lock().await;
-        if let Some((at, ok)) = *last {
-            if at.elapsed() < RESOLVER_FRESH {
-                return ok;
-            }
+        last.retain(|_, (at, _)| at.elapsed() < RESOLVER_FRESH);
+        if let Some((_, ok)) = last.get(&tld) {
+            return *ok;
         }
         let ok = prober
-            .nameservers_answer(&beyond_cache(self.canaries.hosts(), site))
+            .nameservers_answer(failed, &self.canaries.hosts())
             .await;
         if !ok {
-            tracing::warn!("our nameservers answer nothing: lookups that fail now are our resolver's failure, not the sites'");
+            tracing::warn!("our nameservers answer nothing beyond their cache: lookups that fail now are our resolver's failure, not the sites'");
         }
-        *last = Some((Instant::now(), ok));
+        last.insert(tld, (Instant::now(), ok));
         ok
     }
 
@@ -325,17 +310,6 @@ impl OurSide {
 mod tests {
     use super::*;
     use crate::probe::{Answer, Failure};
-
-    #[test]
-    fn our_nameservers_are_asked_beyond_their_cache_under_canaries_or_the_sites_tld() {
-        let canaries = vec!["canary.example".to_string()];
-        assert_eq!(beyond_cache(canaries.clone(), "www.county.gov"), canaries);
-        assert_eq!(beyond_cache(Vec::new(), "www.county.gov."), ["gov"]);
-        assert_eq!(beyond_cache(Vec::new(), "intranet"), ["intranet"]);
-        assert!(beyond_cache(Vec::new(), "192.0.2.1").is_empty());
-        assert!(beyond_cache(Vec::new(), "[2001:db8::1]").is_empty());
-        assert!(beyond_cache(Vec::new(), "").is_empty());
-    }
 
     fn failed(kind: FailureKind) -> Observation {
         let mut o = Observation::new("e");

@@ -16,84 +16,13 @@ use super::failure::{root_cause, Allowed};
 use super::pin::{Hop, Route};
 use super::redirect::Chain;
 use super::tls;
+use super::tried::{not_sent_from_here, Last, Tried};
 use super::tunnel::{AskedByName, MendedLine, SendError};
 use super::{fail, HttpProber, Probe};
 use crate::dns::{Addresses, DnsError};
 use crate::job::Method;
 use crate::limit::{Grant, Permit, Request, Signal};
 use crate::probe::{policy, Failure, FailureKind, Observation, Outcome, Plan};
-
-/// Whether `outcome`, a failure to connect to `ip` directly, is our own routing table
-/// having no way to it (no IPv6 route in a container, an interface down): the kernel
-/// says "unreachable" at once, as it does for a remote router's ICMP. A UDP socket's
-/// `connect` looks the route up and sends nothing.
-fn no_route_here(outcome: &Outcome, ip: IpAddr) -> bool {
-    use std::io::ErrorKind as K;
-    use std::net::{Ipv4Addr, Ipv6Addr};
-    if !matches!(outcome, Outcome::Failure(f) if f.kind == FailureKind::Unreachable) {
-        return false;
-    }
-    let any: SocketAddr = match ip {
-        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    // EAFNOSUPPORT: a kernel without that address family at all.
-    const NO_FAMILY: i32 = 97;
-    match std::net::UdpSocket::bind(any) {
-        Ok(socket) => matches!(
-            socket.connect(SocketAddr::new(ip, 9)),
-            Err(e) if matches!(e.kind(), K::NetworkUnreachable | K::HostUnreachable)
-        ),
-        Err(e) => e.raw_os_error() == Some(NO_FAMILY),
-    }
-}
-
-/// What an address this worker has no route to said (nothing: it was never asked).
-const NO_ROUTE_HERE: &str = "no route from this worker";
-
-/// How a target none of whose addresses answered failed, and a note of the others
-/// tried: the last address's failure (`last`), or, when this worker had no route to
-/// it, the last failure that was the site's. When every address lacked a route here,
-/// nothing was asked, so nothing is known about the site (`unknown`, as any egress
-/// failing).
-fn gave_up(
-    host: &str,
-    mut tried: Vec<(IpAddr, String)>,
-    site_failure: Option<(IpAddr, Outcome)>,
-    last: Result<Outcome, IpAddr>,
-) -> (Outcome, Option<String>) {
-    let outcome = match (last, site_failure) {
-        (Ok(outcome), _) => outcome,
-        (Err(ip), Some((site_ip, site))) => {
-            tried.retain(|(tried_ip, _)| *tried_ip != site_ip);
-            tried.push((ip, NO_ROUTE_HERE.to_string()));
-            site
-        }
-        (Err(ip), None) => {
-            let ips: Vec<String> = tried
-                .drain(..)
-                .map(|(ip, _)| ip.to_string())
-                .chain([ip.to_string()])
-                .collect();
-            fail(
-                FailureKind::Egress,
-                format!(
-                    "{host}: not asked: this worker has no route to {} in its own routing \
-                     table, so nothing left it",
-                    ips.join(", ")
-                ),
-            )
-        }
-    };
-    let note = (!tried.is_empty()).then(|| {
-        let tried: Vec<String> = tried
-            .iter()
-            .map(|(ip, what)| format!("{ip} ({what})"))
-            .collect();
-        format!("also tried: {}", tried.join(", "))
-    });
-    (outcome, note)
-}
 
 /// Addresses of one name tried before the probe gives up on connecting.
 const MAX_ADDRESSES: usize = 8;
@@ -250,15 +179,21 @@ impl HttpProber {
             // A lookup the probe's deadline cut short is a lookup that failed, like one
             // the resolver gave up on: the site was never asked, so it is no slow site,
             // and whether our nameservers answer at all tells whose failure it is.
-            Err(_) => Err(fail(
-                FailureKind::DnsFailed,
-                format!("{host}: DNS lookup ran out of time"),
-            )),
+            Err(_) => {
+                obs.unresolved = Some(host.to_string());
+                Err(fail(
+                    FailureKind::DnsFailed,
+                    format!("{host}: DNS lookup ran out of time"),
+                ))
+            }
             Ok(Err(e @ DnsError::LocalResources { .. })) => {
                 Err(fail(FailureKind::LocalResources, e.to_string()))
             }
             Ok(Err(e @ DnsError::NotFound { .. })) => Err(fail(FailureKind::Dns, e.to_string())),
-            Ok(Err(e)) => Err(fail(FailureKind::DnsFailed, e.to_string())),
+            Ok(Err(e)) => {
+                obs.unresolved = Some(e.host().unwrap_or(host).to_string());
+                Err(fail(FailureKind::DnsFailed, e.to_string()))
+            }
             Ok(Ok(found)) => Ok(found),
         }
     }
@@ -303,10 +238,8 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Result<Answered, Outcome> {
         let ask = Ask::new(probe.plan, chain);
-        // Addresses that refused or did not connect before one answered (or none did),
-        // and the last of them that failed as the site's (not for want of a route here).
-        let mut unreachable: Vec<(IpAddr, String)> = Vec::new();
-        let mut site_failure: Option<(IpAddr, Outcome)> = None;
+        // Addresses that refused or did not connect before one answered (or none did).
+        let mut tried = Tried::default();
         let mut n = 0;
         while let Some(&ip) = target.candidates.get(n) {
             n += 1;
@@ -315,8 +248,7 @@ impl HttpProber {
             let (e, waited, allowed) =
                 match self.ask_ip(probe, &ask, &target.host, addr, obs).await? {
                     AtAddress::Answered(resp, ready, permit) => {
-                        let stamp =
-                            self.answered(probe, &target.host, ip, ready, &unreachable, obs);
+                        let stamp = self.answered(probe, &target.host, ip, ready, &tried, obs);
                         return Ok(Answered {
                             resp,
                             permit,
@@ -329,23 +261,23 @@ impl HttpProber {
             let outcome = self
                 .failed(probe, &target.host, addr, (&e, waited, &allowed), obs)
                 .await;
-            let routed = probe.egress.proxy.is_some() || !no_route_here(&outcome, ip);
+            let last = if probe.egress.proxy.is_none() && not_sent_from_here(&e, &outcome, ip) {
+                Last::NotSent(ip)
+            } else {
+                Last::Failed(outcome)
+            };
             // The egress failing is no address's fault: the next would fail the same.
-            let next = e.is_connect() && !outcome.is_egress_failure();
+            let next = e.is_connect()
+                && !matches!(&last, Last::Failed(outcome) if outcome.is_egress_failure());
             if next && n == target.candidates.len() {
                 self.more_candidates(target, probe.deadline).await;
             }
             if next && n < target.candidates.len() {
-                if routed {
-                    unreachable.push((ip, outcome.failure_detail().to_string()));
-                    site_failure = Some((ip, outcome));
-                } else {
-                    unreachable.push((ip, NO_ROUTE_HERE.to_string()));
-                }
+                tried.push(ip, last);
                 continue;
             }
-            let last = if routed { Ok(outcome) } else { Err(ip) };
-            let (outcome, note) = gave_up(&target.host, unreachable, site_failure, last);
+            let (outcome, failed_ip, note) = tried.gave_up(&target.host, last);
+            obs.ip = failed_ip.or(obs.ip);
             obs.notes.extend(note);
             return Err(outcome);
         }
@@ -719,18 +651,12 @@ impl HttpProber {
         host: &str,
         ip: IpAddr,
         ready: Instant,
-        unreachable: &[(IpAddr, String)],
+        tried: &Tried,
         obs: &mut Observation,
     ) -> u64 {
-        if !unreachable.is_empty() {
-            let failed: Vec<String> = unreachable
-                .iter()
-                .map(|(ip, what)| format!("{ip} ({what})"))
-                .collect();
-            obs.notes.push(format!(
-                "{} failed; {ip} answered instead",
-                failed.join(", ")
-            ));
+        if !tried.is_empty() {
+            obs.notes
+                .push(format!("{} failed; {ip} answered instead", tried.list()));
         }
         let stamp = self.recent.answered(ip, probe.index);
         obs.first_byte = Some(ready.elapsed());

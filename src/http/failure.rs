@@ -88,7 +88,7 @@ pub(super) fn classify(
             {
                 return fail(
                     FailureKind::LocalResources,
-                    format!("{at}: not asked: this worker has no file descriptors or socket buffers left ({io})"),
+                    format!("{at}: not asked: this worker has no file descriptors, local ports or socket buffers left ({io})"),
                 );
             }
             let (kind, what) = match io.kind() {

@@ -53,6 +53,7 @@ mod pin;
 mod recent;
 mod redirect;
 mod tls;
+mod tried;
 mod tunnel;
 
 use client::Egress;
@@ -556,8 +557,12 @@ impl Prober for HttpProber {
         })
     }
 
-    fn nameservers_answer<'a>(&'a self, beyond: &'a [String]) -> BoxFuture<'a, bool> {
-        Box::pin(self.resolver.answers(beyond))
+    fn nameservers_answer<'a>(
+        &'a self,
+        failed: &'a str,
+        canaries: &'a [String],
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(self.resolver.answers(failed, canaries))
     }
 }
 

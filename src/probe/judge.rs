@@ -113,11 +113,12 @@ const LAG_SHARE_OURS: u32 = 4;
 
 /// A timeout while our own timers and wake-ups ran late by a share of the attempt's
 /// time ([`LAG_SHARE_OURS`]): the site was not given its time, our worker (short of
-/// CPU) failed it: `unknown/local_resources`, never `down`. (A lookup our nameservers
-/// left unanswered has its own check of our side: `engine::our_side`.)
+/// CPU) failed it: `unknown/local_resources`, never `down`. So is a lookup that ran
+/// out of time meanwhile (hunt S); one our nameservers left unanswered with our timers
+/// on time has its own check of our side (`engine::our_side`).
 fn ours_if_our_timers_ran_late(plan: &Plan, obs: &Observation, j: Judgement) -> Judgement {
     let timed_out = j.verdict == Verdict::Down && j.reason == Reason::Timeout;
-    if !timed_out || obs.lag * LAG_SHARE_OURS < plan.timeout {
+    if !(timed_out || lookup_out_of_time(obs)) || obs.lag * LAG_SHARE_OURS < plan.timeout {
         return j;
     }
     Judgement::new(
@@ -131,6 +132,15 @@ fn ours_if_our_timers_ran_late(plan: &Plan, obs: &Observation, j: Judgement) -> 
             plan.timeout.as_millis()
         ),
     )
+}
+
+/// Whether the attempt ended in a lookup that ran out of time: the resolver's own
+/// ("timed out", `dns::DnsError::Timeout`) or the probe's deadline ("ran out of time",
+/// `http::connect`), not a nameserver's word such as SERVFAIL.
+fn lookup_out_of_time(obs: &Observation) -> bool {
+    matches!(&obs.outcome, Outcome::Failure(f) if f.kind == FailureKind::DnsFailed
+        && (f.detail.contains("DNS lookup ran out of time")
+            || f.detail.contains("DNS lookup timed out")))
 }
 
 /// An answer through the rules: first what it is ([`PAGE_RULES`]), then how it came

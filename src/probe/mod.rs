@@ -380,6 +380,10 @@ pub(crate) struct Observation {
     pub outcome: Outcome,
     /// Name resolution of the first hop.
     pub dns: Option<Duration>,
+    /// The name whose lookup failed, when one did (the first hop's, a redirect's, or
+    /// one completed under a search domain): where our own resolver is asked whether
+    /// the failure is its own.
+    pub unresolved: Option<String>,
     /// Opening the connection of the last hop: TCP, and through a proxy the proxy's
     /// handshake too.
     pub connect: Option<Duration>,
@@ -419,6 +423,7 @@ impl Observation {
                 detail: String::new(),
             }),
             dns: None,
+            unresolved: None,
             connect: None,
             tls: None,
             first_byte: None,
@@ -434,19 +439,29 @@ impl Observation {
 }
 
 /// Whether an OS error number says this process ran out of its own resources: EMFILE,
-/// ENFILE (file descriptors) or ENOBUFS (socket buffers) on Linux.
+/// ENFILE (file descriptors), EADDRNOTAVAIL (no local port left for the address, or a
+/// source address gone) or ENOBUFS (socket buffers) on Linux.
 pub(crate) fn local_resource_errno(errno: i32) -> bool {
-    matches!(errno, 23 | 24 | 105)
+    matches!(errno, 23 | 24 | 99 | 105)
 }
 
 /// The same, read from an error message (resolvers keep only the words).
 pub(crate) fn local_resource_words(message: &str) -> bool {
-    ["Too many open files", "No buffer space available"]
+    [
+        "Too many open files",
+        "No buffer space available",
+        "Cannot assign requested address",
+    ]
+    .iter()
+    .any(|w| message.contains(w))
+        || [
+            "os error 23)",
+            "os error 24)",
+            "os error 99)",
+            "os error 105)",
+        ]
         .iter()
         .any(|w| message.contains(w))
-        || ["os error 23)", "os error 24)", "os error 105)"]
-            .iter()
-            .any(|w| message.contains(w))
 }
 
 #[cfg(test)]

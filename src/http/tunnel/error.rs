@@ -347,6 +347,25 @@ pub(in crate::http) enum SendError {
 }
 
 impl SendError {
+    /// The operating system's error number under a failed request, if one is there.
+    pub(in crate::http) fn os_error(&self) -> Option<i32> {
+        let top: &(dyn std::error::Error + 'static) = match self {
+            SendError::Client(e) => e,
+            SendError::Tunnel(e) => e,
+        };
+        let mut source = Some(top);
+        while let Some(err) = source {
+            if let Some(n) = err
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+            {
+                return Some(n);
+            }
+            source = err.source();
+        }
+        None
+    }
+
     /// The pinning layer's refusal, if that is why (reqwest's path only: the tunnel asks
     /// for the literal address and needs no pin).
     pub(in crate::http) fn pin_error(&self) -> Option<&PinError> {
