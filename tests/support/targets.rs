@@ -207,6 +207,23 @@ pub mod raw {
         }
     }
 
+    /// Answers the first request with `response` verbatim and keeps the connection
+    /// open, as a keep-alive server does, until the client closes it.
+    pub fn kept_open(
+        response: impl Into<Vec<u8>>,
+    ) -> impl Fn(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static
+    {
+        let response: Arc<Vec<u8>> = Arc::new(response.into());
+        move |mut stream: TcpStream| {
+            let response = Arc::clone(&response);
+            Box::pin(async move {
+                let _ = read_request_head(&mut stream).await;
+                let _ = stream.write_all(&response).await;
+                never_answer(stream).await;
+            })
+        }
+    }
+
     /// Answers every request with `response` verbatim and closes: for bytes
     /// no HTTP library would produce (bad status lines, lying
     /// Content-Length, odd encodings).

@@ -241,6 +241,27 @@ pub(super) async fn failures(b: &mut Builder) {
         .await;
     }
 
+    // Hunt Q left it: `Transfer-Encoding: identity` (a coding RFC 2616 had and RFC 7230
+    // dropped) beside a true `Content-Length`, on a connection kept alive. hyper follows
+    // RFC 9112 (a transfer coding that is not chunked: read to the close) and waited
+    // out the whole timeout; Chrome decodes chunks only when `chunked` is named and
+    // otherwise takes the length, so the page shows at once.
+    b.raw(
+        "transfer-encoding-identity-kept-alive",
+        raw::kept_open(replace(
+            "Connection: close\r\n",
+            "Transfer-Encoding: identity\r\n",
+        )),
+        truth(
+            "up",
+            Some("ok"),
+            "says Transfer-Encoding: identity beside its true Content-Length and keeps the connection open",
+        ),
+        said("up", "ok"),
+        vec![Fact::Attempts(1)],
+    )
+    .await;
+
     // Review X: Content-Lengths the mend route reads otherwise than browsers.
     // `18446744073709551615` is (size_t)-1, written by a server that does not know its
     // length: Chrome's StringToInt64 fails on it (no length, read to the close) and
