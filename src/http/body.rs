@@ -217,13 +217,21 @@ async fn read_body(
     mut resp: reqwest::Response,
     max: usize,
 ) -> Result<(Vec<u8>, bool), (reqwest::Error, Vec<u8>)> {
+    let end = length_browsers_take(&resp);
     let mut body = Vec::with_capacity(
         resp.content_length()
+            .or(end)
             .map_or(16 * 1024, |l| (l as usize).min(max)),
     );
     loop {
+        if end == Some(body.len() as u64) {
+            return Ok((body, false));
+        }
         match resp.chunk().await {
-            Ok(Some(chunk)) => {
+            Ok(Some(mut chunk)) => {
+                if let Some(end) = end {
+                    chunk.truncate(chunk.len().min((end as usize) - body.len()));
+                }
                 let room = max - body.len();
                 if chunk.len() >= room {
                     body.extend_from_slice(&chunk[..room]);
@@ -232,7 +240,7 @@ async fn read_body(
                     // length says otherwise or the end is already here (reqwest's own
                     // decoders drop `Content-Length`).
                     let more = chunk.len() > room
-                        || match resp.content_length() {
+                        || match resp.content_length().or(end) {
                             Some(l) => l as usize > max,
                             // The end of a body comes a moment after its last byte (a
                             // chunked body's last chunk, a close): waited for briefly.
@@ -249,6 +257,32 @@ async fn read_body(
             Err(e) => return Err((e, body)),
         }
     }
+}
+
+/// The body's length where hyper reads to the close and browsers do not: an HTTP/1.1
+/// answer whose `Transfer-Encoding` names no `chunked` (`identity`, a coding RFC 2616
+/// had and RFC 7230 dropped) beside one `Content-Length`. hyper follows RFC 9112 and
+/// reads such a body to the close; Chrome decodes chunks only when `chunked` is named
+/// and otherwise takes the length. A server that kept the connection open was waited
+/// out to the timeout (hunt Q).
+fn length_browsers_take(resp: &reqwest::Response) -> Option<u64> {
+    use reqwest::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    let headers = resp.headers();
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter().peekable();
+    codings.peek()?;
+    let chunked = codings.any(|v| {
+        v.to_str().map_or(true, |v| {
+            v.split(',')
+                .any(|coding| coding.trim().eq_ignore_ascii_case("chunked"))
+        })
+    });
+    if chunked || resp.version() != reqwest::Version::HTTP_11 || resp.content_length().is_some()
+    {
+        return None;
+    }
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let length = lengths.next()?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    lengths.next().is_none().then_some(length)
 }
 
 /// A content coding picket decodes itself, where reqwest's decoders do not.
