@@ -1415,6 +1415,25 @@ fn an_environment_variable_that_is_no_setting_is_told() {
     }
 }
 
+/// Hunt S: `HTTPS_PROXY` and its kin, which curl follows, were dropped without a word:
+/// on a host that reaches the web only through that proxy, every site was a confirmed
+/// `down` while curl reached them. picket keeps going direct (a probe goes to the
+/// address its limiter counted, through the egresses configured), and says so.
+#[test]
+fn proxy_variables_picket_does_not_follow_are_told() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = one_attempt_config(dir.path());
+    let out = picket_command(&["check", "http://127.0.0.1:9/"], &config)
+        .env("https_proxy", "http://127.0.0.1:3128")
+        .output()
+        .expect("picket ran");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("https_proxy set, but picket reads no proxy from the environment"),
+        "{err}"
+    );
+}
+
 /// A wrong password was hinted at as a broker not running ("is RabbitMQ running and
 /// reachable there?"), sending the operator to the network instead of the credentials.
 #[test]
