@@ -167,6 +167,15 @@ fn run(cli: Cli) -> Exit {
     for var in crate::config::origin::stray_env(std::env::vars().map(|(k, _)| k)) {
         tracing::warn!("{}", crate::config::origin::stray_env_warning(&var));
     }
+    let proxy_vars = crate::config::origin::proxy_env(std::env::vars().map(|(k, _)| k));
+    if !proxy_vars.is_empty() && settings.egress.iter().all(|e| e.proxy.is_none()) {
+        tracing::warn!(
+            "{} set, but picket reads no proxy from the environment: probes go out \
+             directly; configure the proxy as an egress ([[egress]] proxy = \"...\") if \
+             this host reaches the web only through it",
+            proxy_vars.join(", ")
+        );
+    }
     crate::app::raise_file_limit(settings.probe.concurrency);
     let runtime = match runtime(&settings, &cli.command) {
         Ok(r) => r,

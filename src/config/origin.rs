@@ -89,6 +89,21 @@ pub(crate) fn stray_env(vars: impl IntoIterator<Item = String>) -> Vec<String> {
     stray
 }
 
+/// The proxy variables curl and most HTTP clients follow (`HTTPS_PROXY`, `http_proxy`,
+/// `ALL_PROXY`, …) among `vars`. picket never does: a probe goes to the address its
+/// limiter counted, through the egresses configured, so a host that reaches the web
+/// only through such a proxy needs it as an egress (hunt S: every site was a confirmed
+/// `down` there, curl reached them, and nothing said why).
+pub(crate) fn proxy_env(vars: impl IntoIterator<Item = String>) -> Vec<String> {
+    const PROXY_VARS: [&str; 3] = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"];
+    let mut set: Vec<String> = vars
+        .into_iter()
+        .filter(|v| PROXY_VARS.iter().any(|p| v.eq_ignore_ascii_case(p)))
+        .collect();
+    set.sort();
+    set
+}
+
 /// The setting `var` names with single underscores (`PICKET_AMQP_URL` for `amqp.url`),
 /// the guess `PICKET_CONFIG` invites.
 fn single_underscored(var: &str) -> Option<String> {
