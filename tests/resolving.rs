@@ -133,3 +133,61 @@ async fn a_nameserver_that_never_answers_a_is_not_asked_for_aaaa_too() {
         r.detail
     );
 }
+
+/// Hunt S: a name pinned in `/etc/hosts` to one address family (an operator watching
+/// one origin server behind a CDN's name) was asked of DNS for the other: hickory's
+/// hosts file answers only the record type asked. The pinned address refused, DNS's
+/// IPv6 address answered, and the result was `up`, the CDN's health, where glibc's
+/// `files` source answers for the name alone and curl failed. Run as the real binary
+/// in a mount namespace of its own (`unshare -m`, as root, as CI runs), whose
+/// `/etc/hosts` is a file of the test's.
+#[tokio::test]
+async fn a_name_pinned_in_etc_hosts_is_asked_of_no_nameserver() {
+    ipv6_loopback();
+    let web = site("::1").await;
+    let table = table("pinned.test", &["127.0.7.31", "::1"]);
+    let (ns, asked) = dns::serve_counting("127.0.7.32", Mode::Answer(table)).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n::1 localhost\n# nothing listens here\n127.0.7.33 pinned.test\n",
+    )
+    .expect("hosts");
+    let config = dir.path().join("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[targets]\nallow_private = true\n[probe]\nattempts = 1\n\
+             [dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n"
+        ),
+    )
+    .expect("config");
+    let script = format!(
+        "mount --bind {} /etc/hosts && exec {} check --json --config {} http://pinned.test:{}/",
+        hosts.display(),
+        env!("CARGO_BIN_EXE_picket"),
+        config.display(),
+        web.port()
+    );
+    let out = tokio::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .env_remove("PICKET_CONFIG")
+        .output()
+        .await
+        .expect("unshare (util-linux) runs picket in a mount namespace of its own");
+    let r: Report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no result ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let got = (r.verdict, r.reason.as_str(), r.ip.as_deref());
+    assert_eq!(
+        got,
+        (Verdict::Down, "connect", Some("127.0.7.33")),
+        "{}",
+        r.detail
+    );
+    assert_eq!(asked.now(), (0, 0), "no nameserver asked: (all, AAAA)");
+}
