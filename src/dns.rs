@@ -77,7 +77,7 @@ enum Family {
 
 /// A host as the resolver sees it.
 enum Name {
-    /// An IP literal or a `dns.static` entry.
+    /// An IP literal, a `dns.static` entry or a name of the hosts file.
     Known(Vec<IpAddr>),
     /// A name for the nameservers, lower-cased, without its final dot.
     Ask(String),
@@ -134,6 +134,8 @@ pub struct Resolver {
 
 struct Inner {
     static_hosts: std::collections::BTreeMap<String, Vec<IpAddr>>,
+    /// The system's hosts file (`/etc/hosts`), read at start.
+    hosts: hickory_resolver::Hosts,
     hickory: TokioResolver,
     /// The same nameservers with no cache, each alone when there are several, for
     /// [`Resolver::answers`].
@@ -198,6 +200,7 @@ impl Resolver {
         Ok(Resolver {
             inner: Arc::new(Inner {
                 static_hosts: settings.static_hosts.clone(),
+                hosts: hickory_resolver::Hosts::from_system().unwrap_or_default(),
                 hickory,
                 health,
                 each,
@@ -439,10 +442,39 @@ impl Resolver {
             return Name::Known(vec![ip]);
         }
         let lower = host.trim_end_matches('.').to_ascii_lowercase();
-        match self.inner.static_hosts.get(&lower) {
-            Some(ips) => Name::Known(ips.clone()),
+        if let Some(ips) = self.inner.static_hosts.get(&lower) {
+            return Name::Known(ips.clone());
+        }
+        match self.in_hosts_file(&lower) {
+            Some(ips) => Name::Known(ips),
             None => Name::Ask(lower),
         }
+    }
+
+    /// The addresses the hosts file gives `lower`, of both families, if it lists it.
+    /// A name listed there is answered from it alone, as glibc's `files` source does
+    /// (hickory's answers only the record type asked and asks DNS for the other: an
+    /// IPv4 pin's AAAA came from DNS, hunt S).
+    fn in_hosts_file(&self, lower: &str) -> Option<Vec<IpAddr>> {
+        use hickory_resolver::proto::op::Query;
+        let name = DnsName::from_ascii(format!("{lower}.")).ok()?;
+        let ips: Vec<IpAddr> = [RecordType::A, RecordType::AAAA]
+            .into_iter()
+            .filter_map(|kind| {
+                self.inner
+                    .hosts
+                    .lookup_static_host(&Query::query(name.clone(), kind))
+            })
+            .flat_map(|lookup| {
+                let ips: Vec<IpAddr> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|record| record.data.ip_addr())
+                    .collect();
+                ips
+            })
+            .collect();
+        (!ips.is_empty()).then_some(ips)
     }
 
     /// One family of `lower` through the nameservers together, then each alone when

@@ -276,8 +276,7 @@ fn length_browsers_take(resp: &reqwest::Response) -> Option<u64> {
                 .any(|coding| coding.trim().eq_ignore_ascii_case("chunked"))
         })
     });
-    if chunked || resp.version() != reqwest::Version::HTTP_11 || resp.content_length().is_some()
-    {
+    if chunked || resp.version() != reqwest::Version::HTTP_11 || resp.content_length().is_some() {
         return None;
     }
     let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
