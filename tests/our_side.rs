@@ -153,35 +153,15 @@ async fn a_resolver_cut_off_from_upstream_is_our_side_even_without_canaries() {
 /// only loopback and an `unreachable` route: no packet can leave it.
 #[test]
 fn no_route_in_our_own_routing_table_is_our_side_not_the_sites() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("check.toml");
-    std::fs::write(
-        &config,
-        "[targets]\nallow_private = true\n[probe]\nattempts = 2\nretry_delay = \"100ms\"\n\
-         [dns.static]\n\"unrouted.test\" = \"127.0.7.53\"\n\
+    let reports = check_in_namespace(
+        "ip route add unreachable 127.0.7.53/32 table local",
+        "",
+        "[dns.static]\n\"unrouted.test\" = \"127.0.7.53\"\n\
          \"mixed.test\" = \"127.0.7.54,127.0.7.53\"\n",
-    )
-    .expect("config");
-    let script = format!(
-        "ip link set lo up && ip route add unreachable 127.0.7.53/32 table local && \
-         exec {} check --json --config {} http://unrouted.test:8080/ http://mixed.test:8080/",
-        env!("CARGO_BIN_EXE_picket"),
-        config.display()
+        &["http://unrouted.test:8080/", "http://mixed.test:8080/"],
     );
-    let out = std::process::Command::new("unshare")
-        .args(["-n", "sh", "-c", &script])
-        .env_remove("PICKET_CONFIG")
-        .output()
-        .expect("unshare (util-linux) runs picket in a network namespace of its own");
-    let reports: Vec<Report> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a result line"))
-        .collect();
     let [unrouted, mixed] = reports.as_slice() else {
-        panic!(
-            "two results expected from picket in a namespace: {reports:?}; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
+        panic!("two results expected from picket in a namespace: {reports:?}")
     };
     assert_eq!(unrouted.verdict, Verdict::Unknown, "{}", unrouted.detail);
     assert_eq!(

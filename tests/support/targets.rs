@@ -213,15 +213,7 @@ pub mod raw {
         response: impl Into<Vec<u8>>,
     ) -> impl Fn(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static
     {
-        let response: Arc<Vec<u8>> = Arc::new(response.into());
-        move |mut stream: TcpStream| {
-            let response = Arc::clone(&response);
-            Box::pin(async move {
-                let _ = read_request_head(&mut stream).await;
-                let _ = stream.write_all(&response).await;
-                never_answer(stream).await;
-            })
-        }
+        answering(response.into(), true)
     }
 
     /// Answers every request with `response` verbatim and closes: for bytes
@@ -231,13 +223,27 @@ pub mod raw {
         response: impl Into<Vec<u8>>,
     ) -> impl Fn(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static
     {
-        let response: Arc<Vec<u8>> = Arc::new(response.into());
+        answering(response.into(), false)
+    }
+
+    /// Answers a request with `response`, then closes, or keeps the connection until
+    /// the client closes it.
+    fn answering(
+        response: Vec<u8>,
+        keep_open: bool,
+    ) -> impl Fn(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static
+    {
+        let response = Arc::new(response);
         move |mut stream: TcpStream| {
             let response = Arc::clone(&response);
             Box::pin(async move {
                 let _ = read_request_head(&mut stream).await;
                 let _ = stream.write_all(&response).await;
-                let _ = stream.shutdown().await;
+                if keep_open {
+                    never_answer(stream).await;
+                } else {
+                    let _ = stream.shutdown().await;
+                }
             })
         }
     }
