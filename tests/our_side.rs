@@ -699,3 +699,38 @@ async fn a_search_domain_lookup_our_resolver_fails_is_not_no_such_name() {
     let r = check(&e, "http://grafana.monitoring:3000/").await;
     assert_eq!(r.verdict, Verdict::Unknown, "{}", r.detail);
 }
+
+/// Review Z: the TLDs of names found lately (a79babd) count as proof that our resolver
+/// reaches beyond its cache, but a TLD our own resolver serves itself proves nothing of
+/// the sort. An office's or home's resolver (dnsmasq `local=/lan/`, OpenWrt, pfSense)
+/// answers every name under `.lan` from its own table, NXDOMAIN included, with its way
+/// out cut. Once the worker has found one LAN device (`printer.lan`), every outside
+/// site whose lookup our cut-off resolver fails is a confirmed `down/dns`: the fresh
+/// name under `.lan` is answered at once. Alone (nothing found) the same site is
+/// `unknown`, as it must be.
+#[tokio::test]
+async fn a_tld_our_own_resolver_serves_says_nothing_of_the_outside() {
+    let printer = site("127.0.7.100").await;
+    let lan_only = Mode::Isolated {
+        table: HashMap::from([(
+            "printer.lan".to_string(),
+            vec!["127.0.7.100".parse().expect("ip")],
+        )]),
+        zones: vec!["lan".to_string()],
+        broken: Vec::new(),
+    };
+    let (ns, _) = dns::serve("127.0.7.101", lan_only).await;
+    let config = format!("[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n");
+    let alone = check(&engine(&config), "http://www.county.test:8080/").await;
+    assert_eq!(alone.verdict, Verdict::Unknown, "alone: {}", alone.detail);
+    let e = engine(&config);
+    let found = check(&e, &format!("http://printer.lan:{}/", printer.port())).await;
+    assert_eq!(found.verdict, Verdict::Up, "{}", found.detail);
+    let r = check(&e, "http://www.county.test:8080/").await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "egress_unavailable"),
+        "after printer.lan was found: {}",
+        r.detail
+    );
+}
