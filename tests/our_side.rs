@@ -734,3 +734,65 @@ async fn a_tld_our_own_resolver_serves_says_nothing_of_the_outside() {
         r.detail
     );
 }
+
+/// Review Z: `resolver_ok` keeps its answer for 5 s per top-level domain, but the
+/// question it asked depends on the failed name's parent domains (a79babd): a fresh
+/// name under `corp.test` answered for `app.dept.corp.test` says nothing of
+/// `www.county.test`, for which our isolated resolver (reaching nothing outside
+/// `corp.test`, as a company's internal resolver whose forwarder is cut) answers no
+/// fresh name. Alone that site is `unknown`; checked within 5 s of a broken zone of
+/// ours it is a confirmed `down/dns`.
+#[tokio::test]
+async fn a_zone_of_ours_that_answers_speaks_for_no_other_name_under_its_tld() {
+    let isolated = Mode::Isolated {
+        table: HashMap::new(),
+        zones: vec!["corp.test".to_string()],
+        broken: vec!["dept.corp.test".to_string()],
+    };
+    let (ns, _) = dns::serve("127.0.7.102", isolated).await;
+    let config = format!("[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n");
+    let alone = check(&engine(&config), "http://www.county.test:8080/").await;
+    assert_eq!(alone.verdict, Verdict::Unknown, "alone: {}", alone.detail);
+    let e = engine(&config);
+    let broken = check(&e, "http://app.dept.corp.test:8080/").await;
+    assert_eq!(
+        (broken.verdict, broken.reason.as_str()),
+        (Verdict::Down, "dns"),
+        "{}",
+        broken.detail
+    );
+    let r = check(&e, "http://www.county.test:8080/").await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "egress_unavailable"),
+        "just after app.dept.corp.test: {}",
+        r.detail
+    );
+}
+
+/// Review Z: the same cache the other way round: a site outside our isolated
+/// resolver's zones fails (`unknown`, rightly), and for 5 s a broken zone of ours
+/// under the same TLD (review Y's `dept.corp.test`, down for every user) is `unknown`
+/// too, though alone it is `down/dns`.
+#[tokio::test]
+async fn an_outside_failure_speaks_for_no_zone_of_ours_under_its_tld() {
+    let isolated = Mode::Isolated {
+        table: HashMap::new(),
+        zones: vec!["corp.test".to_string()],
+        broken: vec!["dept.corp.test".to_string()],
+    };
+    let (ns, _) = dns::serve("127.0.7.103", isolated).await;
+    let config = format!("[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n");
+    let alone = check(&engine(&config), "http://app.dept.corp.test:8080/").await;
+    assert_eq!(alone.verdict, Verdict::Down, "alone: {}", alone.detail);
+    let e = engine(&config);
+    let outside = check(&e, "http://www.county.test:8080/").await;
+    assert_eq!(outside.verdict, Verdict::Unknown, "{}", outside.detail);
+    let r = check(&e, "http://app.dept.corp.test:8080/").await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "dns"),
+        "just after www.county.test: {}",
+        r.detail
+    );
+}
