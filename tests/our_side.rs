@@ -796,3 +796,40 @@ async fn an_outside_failure_speaks_for_no_zone_of_ours_under_its_tld() {
         r.detail
     );
 }
+
+/// Review Z: `resolver_ok` holds one async mutex over the whole map while it asks
+/// (a79babd keys the answer by TLD but kept one lock), so a wave of failed lookups
+/// under several TLDs, our resolver silent, is asked one TLD after another: each waits
+/// `3 × dns.timeout` for the root question (15 s at the default 5 s) behind every
+/// other. The root question does not depend on the TLD, yet is asked again for each.
+/// Six sites under six TLDs: the last verdict comes five checks after the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_of_failed_lookups_under_several_tlds_is_not_asked_one_tld_at_a_time() {
+    let (silent, _) = dns::serve("127.0.7.104", Mode::Silent).await;
+    let e = Arc::new(engine(&format!(
+        "[dns]\ntimeout = \"1s\"\nmax_concurrent = 64\nnameservers = [\"{silent}\"]\n"
+    )));
+    let started = std::time::Instant::now();
+    let alone = check(&e, "http://www.alone.test:8080/").await;
+    let one = started.elapsed();
+    assert_eq!(alone.verdict, Verdict::Unknown, "{}", alone.detail);
+    let e = Arc::new(engine(&format!(
+        "[dns]\ntimeout = \"1s\"\nmax_concurrent = 64\nnameservers = [\"{silent}\"]\n"
+    )));
+    let urls: Vec<String> = ["com", "org", "net", "de", "uk", "io"]
+        .iter()
+        .map(|tld| format!("http://www.county.{tld}:8080/"))
+        .collect();
+    let started = std::time::Instant::now();
+    let reports = check_all(&e, &urls).await;
+    let all = started.elapsed();
+    assert!(
+        reports.iter().all(|r| r.verdict == Verdict::Unknown),
+        "{:#?}",
+        reports.iter().map(|r| &r.detail).collect::<Vec<_>>()
+    );
+    assert!(
+        all < one + Duration::from_secs(3),
+        "one failed lookup took {one:?}; six under six TLDs at once took {all:?}"
+    );
+}
