@@ -833,3 +833,28 @@ async fn a_wave_of_failed_lookups_under_several_tlds_is_not_asked_one_tld_at_a_t
         "one failed lookup took {one:?}; six under six TLDs at once took {all:?}"
     );
 }
+
+/// Review Z: `not_sent_from_here` (a79babd) takes EACCES from a connect for our own
+/// `prohibit` route, "a remote router's ICMP is told as unreachable, never as these".
+/// Not over IPv6: Linux turns an ICMPv6 "administratively prohibited" (the site's
+/// firewall rejecting the port, firewalld's default `reject`, or a router's ACL) into
+/// EACCES too (`icmpv6_err_convert`: ADM_PROHIBITED, POLICY_FAIL and REJECT_ROUTE are
+/// all EACCES). The site refuses every visitor (Chrome: ERR_ACCESS_DENIED, curl:
+/// "Permission denied"), yet picket says nothing left this worker: `unknown`. Here the
+/// site's own INPUT rule rejects the port on ::1; our way out is untouched.
+#[test]
+fn a_sites_firewall_rejecting_over_ipv6_is_the_sites_down_not_our_route() {
+    let reports = check_in_namespace(
+        "ip6tables -A INPUT -p tcp --dport 8080 -j REJECT --reject-with icmp6-adm-prohibited",
+        "",
+        "",
+        &["http://[::1]:8080/"],
+    );
+    let r = &reports[0];
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "connect"),
+        "{}",
+        r.detail
+    );
+}
