@@ -500,6 +500,104 @@ mod tests {
         );
     }
 
+    /// Serves `response` once on `ip` and keeps the connection open (a kept-alive
+    /// server); the body read as picket reads it, given 3 s.
+    async fn read_kept_open(ip: &str, response: Vec<u8>) -> Option<Result<Body, Outcome>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let _ = stream.write_all(&response).await;
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        });
+        // reqwest as picket builds it for bodies: its own br and zstd decoders, no gzip.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .no_gzip()
+            .http1_only()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        let resp = client
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .expect("a head");
+        tokio::time::timeout(std::time::Duration::from_secs(3), read(resp, 1 << 20, 200))
+            .await
+            .ok()
+    }
+
+    const COUNTY_PAGE: &str = "<!doctype html><html><head><title>County office</title></head>\
+                        <body><p>Opening hours and services.</p></body></html>";
+
+    /// The control of the two below: one `Content-Length` beside
+    /// `Transfer-Encoding: identity`, no content coding, is read to its length (14b4231).
+    #[tokio::test]
+    async fn review_z_control_identity_beside_one_length_is_read_to_the_length() {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: identity\r\n\
+             Content-Length: {}\r\n\r\n",
+            COUNTY_PAGE.len()
+        );
+        let read = read_kept_open("127.0.7.112", [head.as_bytes(), COUNTY_PAGE.as_bytes()].concat());
+        match read.await {
+            Some(Ok(body)) => assert_eq!(body.bytes, COUNTY_PAGE.as_bytes()),
+            Some(Err(e)) => panic!("no page: {}", e.failure_detail()),
+            None => panic!("the whole page came, and its read still waits for the close"),
+        }
+    }
+
+    /// Review Z: `length_browsers_take` (14b4231) reads a `Transfer-Encoding: identity`
+    /// body to its `Content-Length` only when that length is on one line. The same
+    /// length twice (a proxy or a framework that adds the header again) is read by
+    /// Chrome to the length (it refuses only lengths that differ), by hyper to the
+    /// close: a kept-alive server is waited out to the probe's timeout, as before the
+    /// fix (degraded/protocol).
+    #[tokio::test]
+    async fn review_z_identity_beside_the_same_length_twice_is_read_to_the_length() {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: identity\r\n\
+             Content-Length: {n}\r\nContent-Length: {n}\r\n\r\n",
+            n = COUNTY_PAGE.len()
+        );
+        let read = read_kept_open("127.0.7.110", [head.as_bytes(), COUNTY_PAGE.as_bytes()].concat());
+        match read.await {
+            Some(Ok(body)) => assert_eq!(body.bytes, COUNTY_PAGE.as_bytes()),
+            Some(Err(e)) => panic!("no page: {}", e.failure_detail()),
+            None => panic!("the whole page came, and its read still waits for the close"),
+        }
+    }
+
+    /// Review Z: `Transfer-Encoding: identity` beside the true `Content-Length` of a
+    /// `Content-Encoding: br` (or `zstd`) body. reqwest decodes these itself and drops
+    /// `Content-Length` from the headers, so `length_browsers_take` finds none and the
+    /// body is read to the close (tower-http's decoder waits for the end of the raw
+    /// body after the brotli stream ends): a kept-alive server is waited out to the
+    /// probe's timeout, where Chrome shows the page at once. Brotli is what most CDNs
+    /// send browsers (and picket asks for it).
+    #[tokio::test]
+    async fn review_z_identity_beside_a_brotli_body_is_read_to_the_length() {
+        use std::io::Write;
+        let mut w = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+        w.write_all(COUNTY_PAGE.as_bytes()).expect("compress");
+        let br = w.into_inner();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: br\r\n\
+             Transfer-Encoding: identity\r\nContent-Length: {}\r\n\r\n",
+            br.len()
+        );
+        let read = read_kept_open("127.0.7.111", [head.as_bytes(), &br].concat());
+        match read.await {
+            Some(Ok(body)) => assert_eq!(body.bytes, COUNTY_PAGE.as_bytes()),
+            Some(Err(e)) => panic!("no page: {}", e.failure_detail()),
+            None => panic!("the whole page came, and its read still waits for the close"),
+        }
+    }
+
     #[test]
     fn a_page_ends_with_its_closing_html_tag() {
         assert!(ends_a_page(b"<html><body>x</body></HTML>\r\n\n"));
