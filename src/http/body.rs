@@ -543,7 +543,10 @@ mod tests {
              Content-Length: {}\r\n\r\n",
             COUNTY_PAGE.len()
         );
-        let read = read_kept_open("127.0.7.112", [head.as_bytes(), COUNTY_PAGE.as_bytes()].concat());
+        let read = read_kept_open(
+            "127.0.7.112",
+            [head.as_bytes(), COUNTY_PAGE.as_bytes()].concat(),
+        );
         match read.await {
             Some(Ok(body)) => assert_eq!(body.bytes, COUNTY_PAGE.as_bytes()),
             Some(Err(e)) => panic!("no page: {}", e.failure_detail()),
@@ -564,7 +567,10 @@ mod tests {
              Content-Length: {n}\r\nContent-Length: {n}\r\n\r\n",
             n = COUNTY_PAGE.len()
         );
-        let read = read_kept_open("127.0.7.110", [head.as_bytes(), COUNTY_PAGE.as_bytes()].concat());
+        let read = read_kept_open(
+            "127.0.7.110",
+            [head.as_bytes(), COUNTY_PAGE.as_bytes()].concat(),
+        );
         match read.await {
             Some(Ok(body)) => assert_eq!(body.bytes, COUNTY_PAGE.as_bytes()),
             Some(Err(e)) => panic!("no page: {}", e.failure_detail()),
