@@ -151,7 +151,46 @@ struct Inner {
     /// one of them is answered by any resolver that reaches beyond its cache
     /// ([`Resolver::answers`]).
     found_under: std::sync::Mutex<Vec<String>>,
+    /// What [`Resolver::answers`] asked lately, by zone.
+    reached: std::sync::Mutex<std::collections::HashMap<String, Arc<Reach>>>,
 }
+
+/// How long an answer of [`Resolver::answers`] about one zone stands.
+const REACH_FRESH: Duration = Duration::from_secs(5);
+
+/// One question of whether our nameservers reach a zone, shared by every failed lookup
+/// that asks it while it stands.
+struct Reach {
+    asked: std::time::Instant,
+    answer: tokio::sync::OnceCell<bool>,
+}
+
+/// Whether any of `checks` comes out true (all run together).
+async fn any(checks: impl IntoIterator<Item = impl std::future::Future<Output = bool>>) -> bool {
+    futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .any(|yes| yes)
+}
+
+/// Top-level domains no root delegates (RFC 6761, RFC 6762, RFC 8375, ICANN's
+/// `.internal`) and the private ones routers and office resolvers serve themselves.
+const SERVED_LOCALLY: [&str; 14] = [
+    "test",
+    "example",
+    "invalid",
+    "localhost",
+    "local",
+    "arpa",
+    "internal",
+    "lan",
+    "home",
+    "corp",
+    "intranet",
+    "private",
+    "localdomain",
+    "onion",
+];
 
 /// How many top-level domains of names found are kept for [`Resolver::answers`].
 const FOUND_UNDER: usize = 4;
@@ -208,6 +247,7 @@ impl Resolver {
                 lookups: tokio::sync::Semaphore::new(settings.max_concurrent),
                 search: search_list(settings),
                 found_under: std::sync::Mutex::new(Vec::new()),
+                reached: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -224,33 +264,62 @@ impl Resolver {
     /// an unbound whose upstream was gone). So it is also asked names no cache holds, a
     /// fresh label under each of [`Resolver::beyond`]: an answer to any, NXDOMAIN
     /// included, says it reaches the servers, and that `failed` failing is its own.
+    ///
+    /// Each zone's answer (the root's too) stands for [`REACH_FRESH`], shared by every
+    /// failed lookup that asks meanwhile, whatever its name: a wave of failures under
+    /// many domains asks each zone once, at once, and no zone's answer stands for
+    /// another's (review Z).
     pub(crate) async fn answers(&self, failed: &str, canaries: &[String]) -> bool {
         let limit = self.inner.timeout * 3;
-        let label = fresh_label();
-        let fresh: Vec<DnsName> = self
-            .beyond(failed, canaries)
-            .iter()
-            .filter_map(|zone| DnsName::from_ascii(format!("picket-{label}.{zone}.")).ok())
-            .collect();
-        let asked = self.inner.health.iter().map(|one| async {
-            if !answers_root(one, limit).await {
-                return false;
-            }
-            if fresh.is_empty() {
-                return true;
-            }
-            let each = fresh
-                .iter()
-                .map(|name| answers_name(one, name.clone(), limit));
-            futures_util::future::join_all(each)
-                .await
-                .into_iter()
-                .any(|answered| answered)
+        let root = self.reaches("", || async {
+            let each = self.inner.health.iter().map(|one| answers_root(one, limit));
+            any(each).await
         });
-        futures_util::future::join_all(asked)
-            .await
-            .into_iter()
-            .any(|works| works)
+        if !root.await {
+            return false;
+        }
+        let zones = self.beyond(failed, canaries);
+        if zones.is_empty() {
+            return true;
+        }
+        let each = zones.iter().map(|zone| {
+            self.reaches(zone, move || async move {
+                let fresh = format!("picket-{}.{zone}.", fresh_label());
+                let Ok(name) = DnsName::from_ascii(&fresh) else {
+                    return false;
+                };
+                let each = self
+                    .inner
+                    .health
+                    .iter()
+                    .map(|one| answers_name(one, name.clone(), limit));
+                any(each).await
+            })
+        });
+        any(each).await
+    }
+
+    /// Whether our nameservers reach `zone` ("" for the root), by the answer asked in
+    /// the last [`REACH_FRESH`], or by `ask`ing now: one question per zone at a time.
+    async fn reaches<F, Fut>(&self, zone: &str, ask: F) -> bool
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let reach = {
+            let Ok(mut reached) = self.inner.reached.lock() else {
+                return ask().await;
+            };
+            reached.retain(|_, r| r.asked.elapsed() < REACH_FRESH);
+            let fresh = || {
+                Arc::new(Reach {
+                    asked: std::time::Instant::now(),
+                    answer: tokio::sync::OnceCell::new(),
+                })
+            };
+            Arc::clone(reached.entry(zone.to_string()).or_insert_with(fresh))
+        };
+        *reach.answer.get_or_init(ask).await
     }
 
     /// Where our nameservers are asked a name no cache holds, after `failed` failed:
@@ -259,10 +328,14 @@ impl Resolver {
     /// resolver answers its own zones: review Y); and the top-level domains of names
     /// found lately (a TLD whose own servers fail is no failure of ours).
     fn beyond(&self, failed: &str, canaries: &[String]) -> Vec<String> {
+        // A canary our nameservers are not asked about (an IP, `dns.static`, the hosts
+        // file) says nothing of them.
         let mut zones: Vec<String> = canaries
             .iter()
-            .map(|host| host.trim_end_matches('.').to_ascii_lowercase())
-            .filter(|host| host.parse::<IpAddr>().is_err() && !self.is_static(host))
+            .filter_map(|host| match self.name(host) {
+                Name::Ask(lower) => Some(lower),
+                Name::Known(_) => None,
+            })
             .collect();
         let failed = failed.trim_end_matches('.').to_ascii_lowercase();
         // From the top-level domain down: the zones nearest the root are the ones
@@ -281,9 +354,14 @@ impl Resolver {
         zones
     }
 
-    /// Notes that a name under `host`'s top-level domain was found.
+    /// Notes that a name under `host`'s top-level domain was found: not one of the
+    /// special-use or private TLDs a resolver serves itself (dnsmasq's `local=/lan/`,
+    /// a router's `.home`), whose fresh names it answers with its way out cut (review Z).
     fn found(&self, host: &str) {
         let tld = host.rsplit('.').next().unwrap_or(host);
+        if SERVED_LOCALLY.contains(&tld) || !host.contains('.') {
+            return;
+        }
         let Ok(mut found) = self.inner.found_under.lock() else {
             return;
         };
@@ -294,12 +372,6 @@ impl Resolver {
             found.remove(0);
         }
         found.push(tld.to_string());
-    }
-
-    /// Whether `host` is answered by `dns.static` (never asked).
-    fn is_static(&self, host: &str) -> bool {
-        let lower = host.trim_end_matches('.').to_ascii_lowercase();
-        self.inner.static_hosts.contains_key(&lower)
     }
 
     /// The addresses of `host` a probe tries first (an IP literal answers itself).

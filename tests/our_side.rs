@@ -444,8 +444,10 @@ fn a_timeout_while_our_own_event_loop_ran_late_is_unknown_never_down() {
 /// blamed: `unknown` for every site under a broken TLD, however long the outage.
 ///
 /// Changed from review Y's test, which had the worker resolve nothing before: a fresh
-/// name is now also asked under the top-level domains of names found lately (here a
-/// `.test` site checked first), so a worker that has found names elsewhere tells a
+/// name is now also asked under the top-level domains of names found lately (here an
+/// `.org` site checked first, served by the test's own nameserver on loopback; not a
+/// special-use TLD such as `.test`, which a resolver may serve itself, review Z), so a
+/// worker that has found names elsewhere tells a
 /// TLD's failure from its resolver's. One that has found none cannot, without
 /// canaries: a fresh name under the root, which would tell, is answered from the
 /// cache of a cut-off resolver that synthesises NXDOMAIN from the root's NSEC records
@@ -455,17 +457,17 @@ async fn a_top_level_domain_whose_servers_fail_is_the_sites_dns_not_our_resolver
     let web = site("127.0.7.77").await;
     let resolver = Mode::Isolated {
         table: HashMap::from([(
-            "www.ours.test".to_string(),
+            "www.ours.org".to_string(),
             vec!["127.0.7.77".parse().expect("ip")],
         )]),
-        zones: vec!["test".to_string()],
+        zones: vec!["org".to_string()],
         broken: vec!["broken".to_string()],
     };
     let (ns, _) = dns::serve("127.0.7.70", resolver).await;
     let e = engine(&format!(
         "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n"
     ));
-    let found = check(&e, &format!("http://www.ours.test:{}/", web.port())).await;
+    let found = check(&e, &format!("http://www.ours.org:{}/", web.port())).await;
     assert_eq!(found.verdict, Verdict::Up, "{}", found.detail);
     let r = check(&e, "http://www.county.broken:8080/").await;
     assert_eq!(

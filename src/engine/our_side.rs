@@ -23,7 +23,7 @@ const CANARY_FRESH: Duration = Duration::from_secs(30);
 /// The same while many sites are failing at once.
 const CANARY_FRESH_IN_WAVE: Duration = Duration::from_secs(3);
 
-/// How long one answer to "do our nameservers answer?" stands for all failed lookups.
+/// How long a warning that our nameservers answer nothing stands.
 const RESOLVER_FRESH: Duration = Duration::from_secs(5);
 
 /// The state of our own side: egress health, the network watch and the canaries.
@@ -32,10 +32,8 @@ pub(super) struct OurSide {
     health_settings: HealthSettings,
     network: NetworkWatch,
     canaries: Canaries,
-    /// When our nameservers were last asked whether they answer, and whether they did,
-    /// by the failed names' top-level domain; the async mutex makes a wave of failed
-    /// lookups wait for one question.
-    resolver: tokio::sync::Mutex<std::collections::HashMap<String, (Instant, bool)>>,
+    /// When a failing resolver was last warned of.
+    resolver_warned: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Known-good sites that tell our own network failing from theirs.
@@ -127,7 +125,7 @@ impl OurSide {
                     .collect(),
                 last: tokio::sync::Mutex::new(None),
             },
-            resolver: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            resolver_warned: std::sync::Mutex::new(None),
         }
     }
 
@@ -224,28 +222,24 @@ impl OurSide {
     }
 
     /// Whether our nameservers answer, and beyond their cache, after the lookup of
-    /// `failed` failed: asked at most once per [`RESOLVER_FRESH`] for the names of one
-    /// top-level domain (the names asked depend on the failed name's domains: a TLD's
-    /// own failure says nothing of another's, review Y).
+    /// `failed` failed. The prober keeps each zone's answer a while and asks each zone
+    /// once at a time (`dns::Resolver::answers`), so a wave of failed lookups under many
+    /// domains waits for no other domain's question (review Z); the warning is said
+    /// once per [`RESOLVER_FRESH`].
     async fn resolver_ok(&self, prober: &dyn Prober, failed: &str) -> bool {
-        let tld = failed
-            .trim_end_matches('.')
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let mut last = self.resolver.lock().await;
-        last.retain(|_, (at, _)| at.elapsed() < RESOLVER_FRESH);
-        if let Some((_, ok)) = last.get(&tld) {
-            return *ok;
-        }
         let ok = prober
             .nameservers_answer(failed, &self.canaries.hosts())
             .await;
         if !ok {
-            tracing::warn!("our nameservers answer nothing beyond their cache: lookups that fail now are our resolver's failure, not the sites'");
+            let mut warned = self
+                .resolver_warned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if warned.is_none_or(|at| at.elapsed() >= RESOLVER_FRESH) {
+                *warned = Some(Instant::now());
+                tracing::warn!("our nameservers answer nothing beyond their cache: lookups that fail now are our resolver's failure, not the sites'");
+            }
         }
-        last.insert(tld, (Instant::now(), ok));
         ok
     }
 

@@ -279,21 +279,29 @@ fn length_browsers_take(resp: &reqwest::Response) -> Option<u64> {
     if chunked || resp.version() != reqwest::Version::HTTP_11 || resp.content_length().is_some() {
         return None;
     }
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
-    let length = lengths.next()?.to_str().ok()?.trim().parse::<u64>().ok()?;
-    lengths.next().is_none().then_some(length)
+    // Chrome takes a length repeated, on several lines or in a list, when every copy
+    // says the same (review Z); copies that differ are refused, and read here as hyper
+    // reads them.
+    let mut lengths = headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("x").split(','))
+        .map(|l| l.trim().parse::<u64>().ok());
+    let length = lengths.next()??;
+    lengths.all(|l| l == Some(length)).then_some(length)
 }
 
-/// A content coding picket decodes itself, where reqwest's decoders do not.
+/// A content coding picket decodes itself (reqwest's decoders are all off:
+/// `client::builder`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Coding {
     /// `deflate`: servers send raw deflate as often as the zlib wrapper RFC 9110 names.
     Deflate,
-    /// `x-gzip`, or `gzip` in capitals.
+    /// `gzip` or `x-gzip`, in any case.
     Gzip,
-    /// `br` in capitals.
+    /// `br`, in any case.
     Brotli,
-    /// `zstd` in capitals (hunt Q: Chrome matches codings case-insensitively).
+    /// `zstd`, in any case (hunt Q: Chrome matches codings case-insensitively).
     Zstd,
 }
 
@@ -330,27 +338,16 @@ impl Coding {
 /// (the reverse of the order they were applied in, RFC 9110 8.4), or `None` when there
 /// is nothing for picket to do.
 ///
-/// reqwest's decoders (tower-http's) decode only an answer labelled with exactly `br` or
-/// `zstd`, and then drop the header; any other label (gzip, which picket undoes itself:
-/// `client::builder`), a list of codings among them, reaches here as it came, its body
-/// untouched. A list naming a coding picket does not know is left as it is, as Chrome
-/// passes such a body on raw.
+/// reqwest's decoders are off (`client::builder`): every label reaches here as it came,
+/// its body untouched and its `Content-Length` kept. A list naming a coding picket does
+/// not know is left as it is, as Chrome passes such a body on raw.
 fn own_codings(headers: &HeaderMap) -> Option<Vec<Coding>> {
     let lines = headers
         .get_all(CONTENT_ENCODING)
         .iter()
         .map(|v| v.to_str().ok())
         .collect::<Option<Vec<&str>>>()?;
-    if let [line] = lines[..] {
-        // reqwest decodes these itself: decoding them again would fail.
-        if matches!(line, "br" | "zstd") {
-            return None;
-        }
-    }
-    // Several `Content-Encoding` lines make one list (RFC 9110 5.3). Not when the first
-    // is exactly `br` or `zstd`: reqwest undoes that one and drops every line, so a
-    // second coding on its own line reaches the judge undone (a known gap, rare: gzip,
-    // which servers and proxies stack, is picket's own).
+    // Several `Content-Encoding` lines make one list (RFC 9110 5.3).
     let names: Vec<&str> = lines
         .iter()
         .flat_map(|line| line.split(','))
@@ -513,10 +510,12 @@ mod tests {
             let _ = stream.write_all(&response).await;
             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
         });
-        // reqwest as picket builds it for bodies: its own br and zstd decoders, no gzip.
+        // reqwest as picket builds it for bodies: none of its own decoders.
         let client = reqwest::Client::builder()
             .no_proxy()
             .no_gzip()
+            .no_brotli()
+            .no_zstd()
             .http1_only()
             .pool_max_idle_per_host(0)
             .build()
@@ -579,8 +578,8 @@ mod tests {
     }
 
     /// Review Z: `Transfer-Encoding: identity` beside the true `Content-Length` of a
-    /// `Content-Encoding: br` (or `zstd`) body. reqwest decodes these itself and drops
-    /// `Content-Length` from the headers, so `length_browsers_take` finds none and the
+    /// `Content-Encoding: br` (or `zstd`) body. reqwest decoded these itself and dropped
+    /// `Content-Length` from the headers (its decoders are now off), so `length_browsers_take` finds none and the
     /// body is read to the close (tower-http's decoder waits for the end of the raw
     /// body after the brotli stream ends): a kept-alive server is waited out to the
     /// probe's timeout, where Chrome shows the page at once. Brotli is what most CDNs
@@ -712,7 +711,7 @@ mod tests {
     }
 
     #[test]
-    fn codings_reqwest_leaves_compressed_are_ours_whatever_their_case() {
+    fn every_coding_is_ours_whatever_its_case() {
         let coding = |name: &str| codings(&[name]);
         assert_eq!(coding("deflate"), Some(vec![Coding::Deflate]));
         assert_eq!(coding("Deflate"), Some(vec![Coding::Deflate]));
@@ -720,11 +719,10 @@ mod tests {
         assert_eq!(coding("X-GZIP"), Some(vec![Coding::Gzip]));
         assert_eq!(coding("GZIP"), Some(vec![Coding::Gzip]));
         assert_eq!(coding("BR"), Some(vec![Coding::Brotli]));
-        // gzip is picket's own, under any name (`client::builder`).
+        // Every coding is picket's own, under any name (`client::builder`).
         assert_eq!(coding("gzip"), Some(vec![Coding::Gzip]));
-        // reqwest decodes these itself: decoding them again would fail.
-        assert_eq!(coding("br"), None);
-        assert_eq!(coding("zstd"), None);
+        assert_eq!(coding("br"), Some(vec![Coding::Brotli]));
+        assert_eq!(coding("zstd"), Some(vec![Coding::Zstd]));
         assert_eq!(coding("ZSTD"), Some(vec![Coding::Zstd]));
         assert_eq!(coding("identity"), None);
         assert_eq!(codings(&[]), None);

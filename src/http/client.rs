@@ -101,8 +101,12 @@ pub(super) fn builder(
         // `Content-Encoding` line: reqwest's decoder undoes the first line's gzip and
         // drops the rest, so a page gzipped twice on two lines (browsers show it) could
         // not be told from one gzipped twice and labelled once (browsers show garbage),
-        // and it refuses a gzip body whose trailer is missing, which Chrome shows.
+        // and it refuses a gzip body whose trailer is missing, which Chrome shows. br and
+        // zstd likewise: reqwest's decoders drop `Content-Length` too, which a body
+        // framed as Chrome frames it needs (`body::length_browsers_take`, review Z).
         .no_gzip()
+        .no_brotli()
+        .no_zstd()
         // Pooling off: every probe is a first visitor, and a pooled connection would
         // go to whatever address it was opened for, not the one just counted.
         .pool_max_idle_per_host(0)

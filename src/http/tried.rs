@@ -16,23 +16,30 @@ use crate::probe::{FailureKind, Outcome};
 const NOT_SENT: &str = "no route from this worker";
 
 /// Errors of a TCP `connect` that only our own host gives: EPERM (our firewall dropped
-/// the SYN), EACCES (a `prohibit` route), EINVAL (a `blackhole` route), ENETDOWN (our
-/// interface is down). A remote router's ICMP is told as "unreachable", never as these.
-const OURS_ALONE: [i32; 4] = [1, 13, 22, 100];
+/// the SYN), ENETDOWN (our interface is down).
+const OURS_ALONE: [i32; 2] = [1, 100];
+
+/// Errors of a TCP `connect` our routing table gives (EACCES: a `prohibit` route;
+/// EINVAL: a `blackhole` one), but not it alone: an ICMPv6 "administratively
+/// prohibited" from the site's firewall is EACCES too (firewalld's default reject,
+/// review Z), and a link-local address without a scope is EINVAL. Ours only when the
+/// route lookup fails too.
+const OURS_IF_UNROUTED: [i32; 2] = [13, 22];
 
 /// EAFNOSUPPORT: a kernel without that address family at all.
 const NO_FAMILY: i32 = 97;
 
 /// Whether the failed direct connection to `ip` never left this machine: an error only
-/// our own host gives, or "unreachable" (which a remote router's ICMP gives too) while
-/// our own routing table has no way there. A UDP socket's `connect` looks the route up
+/// our own host gives, or one a remote host may give too ("unreachable", EACCES,
+/// EINVAL) while our own routing table has no way there. A UDP socket's `connect` looks the route up
 /// and sends nothing.
 pub(super) fn not_sent_from_here(e: &SendError, outcome: &Outcome, ip: IpAddr) -> bool {
     let errno = e.os_error();
     if errno.is_some_and(|n| OURS_ALONE.contains(&n) || n == NO_FAMILY) {
         return true;
     }
-    matches!(outcome, Outcome::Failure(f) if f.kind == FailureKind::Unreachable) && !routed_here(ip)
+    let unreachable = matches!(outcome, Outcome::Failure(f) if f.kind == FailureKind::Unreachable);
+    (unreachable || errno.is_some_and(|n| OURS_IF_UNROUTED.contains(&n))) && !routed_here(ip)
 }
 
 /// Whether our routing table has a route to `ip`.
@@ -47,7 +54,9 @@ fn routed_here(ip: IpAddr) -> bool {
             Ok(()) => true,
             Err(e) => {
                 !matches!(e.kind(), K::NetworkUnreachable | K::HostUnreachable)
-                    && !e.raw_os_error().is_some_and(|n| OURS_ALONE.contains(&n))
+                    && !e
+                        .raw_os_error()
+                        .is_some_and(|n| OURS_IF_UNROUTED.contains(&n))
             }
         },
         Err(e) => e.raw_os_error() != Some(NO_FAMILY),

@@ -142,7 +142,9 @@ async fn decode(
     use tower_service::Service as _;
     let mut decoder = tower_http::decompression::Decompression::new(Given(Some(answer)))
         .no_deflate()
-        .no_gzip();
+        .no_gzip()
+        .no_br()
+        .no_zstd();
     match decoder.call(http::Request::new(())).await {
         Ok(decoded) => decoded,
         Err(never) => match never {},
