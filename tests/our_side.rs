@@ -737,33 +737,47 @@ async fn a_tld_our_own_resolver_serves_says_nothing_of_the_outside() {
     );
 }
 
-/// Review Z: `resolver_ok` keeps its answer for 5 s per top-level domain, but the
-/// question it asked depends on the failed name's parent domains (a79babd): a fresh
-/// name under `corp.test` answered for `app.dept.corp.test` says nothing of
-/// `www.county.test`, for which our isolated resolver (reaching nothing outside
-/// `corp.test`, as a company's internal resolver whose forwarder is cut) answers no
-/// fresh name. Alone that site is `unknown`; checked within 5 s of a broken zone of
-/// ours it is a confirmed `down/dns`.
-#[tokio::test]
-async fn a_zone_of_ours_that_answers_speaks_for_no_other_name_under_its_tld() {
+/// Behind an isolated resolver that serves `corp.test` (its zone `dept.corp.test`
+/// delegated to a server that is down) and reaches nothing else: `second`'s result
+/// alone, then `first`'s and `second`'s on one engine, `second` checked just after.
+async fn alone_then_after(ns_ip: &str, first: &str, second: &str) -> [Report; 3] {
     let isolated = Mode::Isolated {
         table: HashMap::new(),
         zones: vec!["corp.test".to_string()],
         broken: vec!["dept.corp.test".to_string()],
     };
-    let (ns, _) = dns::serve("127.0.7.102", isolated).await;
+    let (ns, _) = dns::serve(ns_ip, isolated).await;
     let config = format!("[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n");
-    let alone = check(&engine(&config), "http://www.county.test:8080/").await;
-    assert_eq!(alone.verdict, Verdict::Unknown, "alone: {}", alone.detail);
+    let alone = check(&engine(&config), second).await;
     let e = engine(&config);
-    let broken = check(&e, "http://app.dept.corp.test:8080/").await;
+    let first = check(&e, first).await;
+    let after = check(&e, second).await;
+    [alone, first, after]
+}
+
+/// Review Z: `resolver_ok` kept its answer for 5 s per top-level domain, but the
+/// question it asked depends on the failed name's parent domains (a79babd): a fresh
+/// name under `corp.test` answered for `app.dept.corp.test` says nothing of
+/// `www.county.test`, for which our isolated resolver (reaching nothing outside
+/// `corp.test`, as a company's internal resolver whose forwarder is cut) answers no
+/// fresh name. Alone that site is `unknown`; checked within 5 s of a broken zone of
+/// ours it was a confirmed `down/dns`.
+#[tokio::test]
+async fn a_zone_of_ours_that_answers_speaks_for_no_other_name_under_its_tld() {
+    let [alone, broken, r] = alone_then_after(
+        "127.0.7.102",
+        "http://app.dept.corp.test:8080/",
+        "http://www.county.test:8080/",
+    )
+    .await;
+    assert_eq!(alone.verdict, Verdict::Unknown, "alone: {}", alone.detail);
+    let dns = (Verdict::Down, "dns");
     assert_eq!(
         (broken.verdict, broken.reason.as_str()),
-        (Verdict::Down, "dns"),
+        dns,
         "{}",
         broken.detail
     );
-    let r = check(&e, "http://www.county.test:8080/").await;
     assert_eq!(
         (r.verdict, r.reason.as_str()),
         (Verdict::Unknown, "egress_unavailable"),
@@ -774,23 +788,18 @@ async fn a_zone_of_ours_that_answers_speaks_for_no_other_name_under_its_tld() {
 
 /// Review Z: the same cache the other way round: a site outside our isolated
 /// resolver's zones fails (`unknown`, rightly), and for 5 s a broken zone of ours
-/// under the same TLD (review Y's `dept.corp.test`, down for every user) is `unknown`
+/// under the same TLD (review Y's `dept.corp.test`, down for every user) was `unknown`
 /// too, though alone it is `down/dns`.
 #[tokio::test]
 async fn an_outside_failure_speaks_for_no_zone_of_ours_under_its_tld() {
-    let isolated = Mode::Isolated {
-        table: HashMap::new(),
-        zones: vec!["corp.test".to_string()],
-        broken: vec!["dept.corp.test".to_string()],
-    };
-    let (ns, _) = dns::serve("127.0.7.103", isolated).await;
-    let config = format!("[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n");
-    let alone = check(&engine(&config), "http://app.dept.corp.test:8080/").await;
+    let [alone, outside, r] = alone_then_after(
+        "127.0.7.103",
+        "http://www.county.test:8080/",
+        "http://app.dept.corp.test:8080/",
+    )
+    .await;
     assert_eq!(alone.verdict, Verdict::Down, "alone: {}", alone.detail);
-    let e = engine(&config);
-    let outside = check(&e, "http://www.county.test:8080/").await;
     assert_eq!(outside.verdict, Verdict::Unknown, "{}", outside.detail);
-    let r = check(&e, "http://app.dept.corp.test:8080/").await;
     assert_eq!(
         (r.verdict, r.reason.as_str()),
         (Verdict::Down, "dns"),

@@ -530,6 +530,15 @@ mod tests {
             .ok()
     }
 
+    /// That a kept-open answer's body was read whole, to its length, and decoded.
+    fn assert_read_to_the_length(read: Option<Result<Body, Outcome>>) {
+        match read {
+            Some(Ok(body)) => assert_eq!(body.bytes, COUNTY_PAGE.as_bytes()),
+            Some(Err(e)) => panic!("no page: {}", e.failure_detail()),
+            None => panic!("the whole page came, and its read still waits for the close"),
+        }
+    }
+
     const COUNTY_PAGE: &str = "<!doctype html><html><head><title>County office</title></head>\
                         <body><p>Opening hours and services.</p></body></html>";
 
@@ -546,11 +555,7 @@ mod tests {
             "127.0.7.112",
             [head.as_bytes(), COUNTY_PAGE.as_bytes()].concat(),
         );
-        match read.await {
-            Some(Ok(body)) => assert_eq!(body.bytes, COUNTY_PAGE.as_bytes()),
-            Some(Err(e)) => panic!("no page: {}", e.failure_detail()),
-            None => panic!("the whole page came, and its read still waits for the close"),
-        }
+        assert_read_to_the_length(read.await);
     }
 
     /// Review Z: `length_browsers_take` (14b4231) reads a `Transfer-Encoding: identity`
@@ -570,17 +575,13 @@ mod tests {
             "127.0.7.110",
             [head.as_bytes(), COUNTY_PAGE.as_bytes()].concat(),
         );
-        match read.await {
-            Some(Ok(body)) => assert_eq!(body.bytes, COUNTY_PAGE.as_bytes()),
-            Some(Err(e)) => panic!("no page: {}", e.failure_detail()),
-            None => panic!("the whole page came, and its read still waits for the close"),
-        }
+        assert_read_to_the_length(read.await);
     }
 
     /// Review Z: `Transfer-Encoding: identity` beside the true `Content-Length` of a
     /// `Content-Encoding: br` (or `zstd`) body. reqwest decoded these itself and dropped
-    /// `Content-Length` from the headers (its decoders are now off), so `length_browsers_take` finds none and the
-    /// body is read to the close (tower-http's decoder waits for the end of the raw
+    /// `Content-Length` from the headers (its decoders are now off), so
+    /// `length_browsers_take` found none and the body was read to the close (tower-http's decoder waits for the end of the raw
     /// body after the brotli stream ends): a kept-alive server is waited out to the
     /// probe's timeout, where Chrome shows the page at once. Brotli is what most CDNs
     /// send browsers (and picket asks for it).
@@ -596,11 +597,7 @@ mod tests {
             br.len()
         );
         let read = read_kept_open("127.0.7.111", [head.as_bytes(), &br].concat());
-        match read.await {
-            Some(Ok(body)) => assert_eq!(body.bytes, COUNTY_PAGE.as_bytes()),
-            Some(Err(e)) => panic!("no page: {}", e.failure_detail()),
-            None => panic!("the whole page came, and its read still waits for the close"),
-        }
+        assert_read_to_the_length(read.await);
     }
 
     #[test]
