@@ -179,19 +179,32 @@ fn no_route_in_our_own_routing_table_is_our_side_not_the_sites() {
 /// system's resolver).
 #[tokio::test]
 async fn a_short_name_is_found_under_a_search_domain() {
-    let web = site("127.0.7.48").await;
+    let search = r#"["monitoring.svc.cluster.local", "svc.cluster.local"]"#;
+    let (e, port) = grafana_in_a_cluster(["127.0.7.48", "127.0.7.49"], Mode::Answer, search).await;
+    let r = check(&e, &format!("http://grafana.monitoring:{port}/")).await;
+    assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    let gone = check(&e, &format!("http://gone.monitoring:{port}/")).await;
+    assert_eq!(gone.verdict, Verdict::Down, "{}", gone.detail);
+}
+
+/// A grafana served on `ips[0]`, known to a cluster's nameserver on `ips[1]` (answering
+/// as `mode` says, from its table) as `grafana.monitoring.svc.cluster.local`, and an
+/// engine asking it with `search` (a TOML list) as `dns.search`; and grafana's port.
+async fn grafana_in_a_cluster(
+    ips: [&str; 2],
+    mode: fn(HashMap<String, Vec<std::net::IpAddr>>) -> Mode,
+    search: &str,
+) -> (Engine, u16) {
+    let web = site(ips[0]).await;
     let table = HashMap::from([(
         "grafana.monitoring.svc.cluster.local".to_string(),
-        vec!["127.0.7.48".parse().expect("ip")],
+        vec![ips[0].parse().expect("ip")],
     )]);
-    let (ns, _) = dns::serve("127.0.7.49", Mode::Answer(table)).await;
+    let (ns, _) = dns::serve(ips[1], mode(table)).await;
     let e = engine(&format!(
-        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\nsearch = [\"monitoring.svc.cluster.local\", \"svc.cluster.local\"]\n"
+        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\nsearch = {search}\n"
     ));
-    let r = check(&e, &format!("http://grafana.monitoring:{}/", web.port())).await;
-    assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
-    let gone = check(&e, &format!("http://gone.monitoring:{}/", web.port())).await;
-    assert_eq!(gone.verdict, Verdict::Down, "{}", gone.detail);
+    (e, web.port())
 }
 
 #[tokio::test]
@@ -546,16 +559,9 @@ async fn a_broken_zone_behind_an_isolated_networks_resolver_is_the_sites_dns() {
 /// reaches it.
 #[tokio::test]
 async fn a_short_name_is_completed_even_when_the_outside_fails_it_as_written() {
-    let web = site("127.0.7.74").await;
-    let table = HashMap::from([(
-        "grafana.monitoring.svc.cluster.local".to_string(),
-        vec!["127.0.7.74".parse().expect("ip")],
-    )]);
-    let (ns, _) = dns::serve("127.0.7.75", Mode::CutOff(table)).await;
-    let e = engine(&format!(
-        "[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\nsearch = [\"svc.cluster.local\"]\n"
-    ));
-    let r = check(&e, &format!("http://grafana.monitoring:{}/", web.port())).await;
+    let search = r#"["svc.cluster.local"]"#;
+    let (e, port) = grafana_in_a_cluster(["127.0.7.74", "127.0.7.75"], Mode::CutOff, search).await;
+    let r = check(&e, &format!("http://grafana.monitoring:{port}/")).await;
     assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
 }
 
