@@ -191,3 +191,147 @@ async fn a_name_pinned_in_etc_hosts_is_asked_of_no_nameserver() {
     );
     assert_eq!(asked.now(), (0, 0), "no nameserver asked: (all, AAAA)");
 }
+
+/// `picket check -` (the real binary) in a mount namespace of its own whose `onto`
+/// (`/etc/hosts`, `/etc/resolv.conf`) is the test's `file`: URLs written one at a
+/// time, each result read back before the next.
+struct Checking {
+    _child: tokio::process::Child,
+    urls: tokio::process::ChildStdin,
+    results: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Checking {
+    fn start(file: &std::path::Path, onto: &str, config: &std::path::Path) -> Checking {
+        let script = format!(
+            "mount --bind {} {onto} && exec {} check --json --config {} -",
+            file.display(),
+            env!("CARGO_BIN_EXE_picket"),
+            config.display(),
+        );
+        let mut child = tokio::process::Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .env_remove("PICKET_CONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("unshare (util-linux) runs picket in a mount namespace of its own");
+        let urls = child.stdin.take().expect("picket's stdin");
+        let out = child.stdout.take().expect("picket's stdout");
+        let results = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(out));
+        Checking {
+            _child: child,
+            urls,
+            results,
+        }
+    }
+
+    async fn check(&mut self, url: &str) -> Report {
+        use tokio::io::AsyncWriteExt;
+        let line = format!("{url}\n");
+        self.urls
+            .write_all(line.as_bytes())
+            .await
+            .expect("a URL to picket");
+        self.urls.flush().await.expect("a URL to picket");
+        let next =
+            tokio::time::timeout(std::time::Duration::from_secs(20), self.results.next_line());
+        let line = next
+            .await
+            .expect("a result within 20 s")
+            .expect("picket's output")
+            .expect("a result before picket's output ends");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("a result ({e}): {line}"))
+    }
+}
+
+/// How long after an edit of `/etc/hosts` or `/etc/resolv.conf` the tests below ask
+/// again: the worker looks at both files every 2 s, as Go's resolver (blackbox_exporter,
+/// Gatus) looks every 5 s and glibc at each lookup.
+const AFTER_AN_EDIT: std::time::Duration = std::time::Duration::from_millis(2500);
+
+fn write_config(dir: &std::path::Path, dns: &str) -> std::path::PathBuf {
+    let config = dir.join("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[targets]\nallow_private = true\n[probe]\nattempts = 1\nconnect_timeout = \"2s\"\n\
+             [dns]\ntimeout = \"1s\"\n{dns}"
+        ),
+    )
+    .expect("config");
+    config
+}
+
+/// Session of 2026-12-02 (hunt S left it): `/etc/hosts` was read once, at start. An
+/// operator who pins a site to its new server in `/etc/hosts` (or Kubernetes's
+/// `hostAliases`, Docker's `--add-host` on a restart of the sidecar) expects the next
+/// check to go there, as curl's and every Go monitor's do; a worker running for weeks
+/// kept asking the old address until restarted. The file is rewritten in place (the
+/// bind mount holds its inode, as Docker's and Kubernetes's do).
+#[tokio::test]
+async fn an_edit_of_etc_hosts_is_followed_without_a_restart() {
+    let web = site("127.0.7.34").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hosts = dir.path().join("hosts");
+    let pinned = |ip: &str| format!("127.0.0.1 localhost\n::1 localhost\n{ip} edited.test\n");
+    std::fs::write(&hosts, pinned("127.0.7.34")).expect("hosts");
+    let config = write_config(dir.path(), "");
+    let mut checking = Checking::start(&hosts, "/etc/hosts", &config);
+    let url = format!("http://edited.test:{}/", web.port());
+    assert_up_from(&checking.check(&url).await, "127.0.7.34");
+
+    // Moved to a server where nothing listens yet.
+    std::fs::write(&hosts, pinned("127.0.7.35")).expect("hosts");
+    tokio::time::sleep(AFTER_AN_EDIT).await;
+    let r = checking.check(&url).await;
+    let got = (r.verdict, r.reason.as_str(), r.ip.as_deref());
+    assert_eq!(
+        got,
+        (Verdict::Down, "connect", Some("127.0.7.35")),
+        "{}",
+        r.detail
+    );
+}
+
+/// The same for `/etc/resolv.conf`: a worker using the system's resolver kept asking
+/// the nameserver of its start after the host's was changed (a DHCP lease, a VPN, a
+/// resolver moved), where glibc rereads the file when it changes. Nameservers named
+/// there listen on port 53, which a `resolv.conf` cannot change.
+#[tokio::test]
+async fn an_edit_of_resolv_conf_is_followed_without_a_restart() {
+    let web = site("127.0.7.37").await;
+    let (old_ns, _) = dns::serve_on(
+        "127.0.7.36",
+        53,
+        Mode::Answer(table("moved.test", &["127.0.7.37"])),
+    )
+    .await;
+    let (new_ns, asked) = dns::serve_on(
+        "127.0.7.38",
+        53,
+        Mode::Answer(table("moved.test", &["127.0.7.39"])),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let resolv = dir.path().join("resolv.conf");
+    let naming = |ns: std::net::SocketAddr| format!("nameserver {}\n", ns.ip());
+    std::fs::write(&resolv, naming(old_ns)).expect("resolv.conf");
+    let config = write_config(dir.path(), "");
+    let mut checking = Checking::start(&resolv, "/etc/resolv.conf", &config);
+    let url = format!("http://moved.test:{}/", web.port());
+    assert_up_from(&checking.check(&url).await, "127.0.7.37");
+
+    std::fs::write(&resolv, naming(new_ns)).expect("resolv.conf");
+    tokio::time::sleep(AFTER_AN_EDIT).await;
+    let r = checking.check(&url).await;
+    let got = (r.verdict, r.reason.as_str(), r.ip.as_deref());
+    assert_eq!(
+        got,
+        (Verdict::Down, "connect", Some("127.0.7.39")),
+        "{}",
+        r.detail
+    );
+    assert!(asked.now().0 >= 1, "the new nameserver asked");
+}

@@ -79,9 +79,15 @@ impl Asked {
 
 /// [`serve`], counting AAAA queries apart.
 pub async fn serve_counting(ip: &str, mode: Mode) -> (SocketAddr, Asked) {
-    let socket = tokio::net::UdpSocket::bind((ip, 0))
+    serve_on(ip, 0, mode).await
+}
+
+/// [`serve_counting`] on `port` of `ip`: 53 for a nameserver named in a `resolv.conf`,
+/// which has no way to give another port.
+pub async fn serve_on(ip: &str, port: u16, mode: Mode) -> (SocketAddr, Asked) {
+    let socket = tokio::net::UdpSocket::bind((ip, port))
         .await
-        .expect("bind the test DNS server");
+        .unwrap_or_else(|e| panic!("bind the test DNS server on {ip}:{port}: {e}"));
     let addr = socket.local_addr().expect("DNS server address");
     let asked = Asked::default();
     let q = asked.clone();
