@@ -45,6 +45,7 @@ const CHANGES_PUBLISHED: &str = "picket_changes_published_total";
 const PHASE_SECONDS: &str = "picket_phase_duration_seconds";
 const ISSUER_FETCHES: &str = "picket_issuer_fetches_total";
 const HTTPS_UPGRADES: &str = "picket_https_upgrades_total";
+const HOST_FILES_READ: &str = "picket_host_files_read_total";
 const EVENT_LOOP_LAG: &str = "picket_event_loop_lag_seconds";
 const BUILD_INFO: &str = "picket_build_info";
 
@@ -152,6 +153,11 @@ fn zero() {
     }
     for outcome in ["answered", "failed"] {
         counter!(HTTPS_UPGRADES, "outcome" => outcome).increment(0);
+    }
+    for file in ["/etc/hosts", "/etc/resolv.conf"] {
+        for outcome in ["read", "failed"] {
+            counter!(HOST_FILES_READ, "file" => file, "outcome" => outcome).increment(0);
+        }
     }
     gauge!(IN_FLIGHT).increment(0.0);
     gauge!(LIMITER_FALLBACK).set(0.0);
@@ -303,6 +309,10 @@ fn describe() {
     describe_counter!(
         HTTPS_UPGRADES,
         "Plain-HTTP hops that failed before any answer and were asked over HTTPS instead, as browsers ask them, by outcome: answered, failed"
+    );
+    describe_counter!(
+        HOST_FILES_READ,
+        "/etc/hosts and /etc/resolv.conf read again after they changed, by file and outcome: read, or failed (unreadable, or no nameserver named: what the file said before stands)"
     );
     describe_counter!(
         CHANGES_PUBLISHED,
@@ -482,6 +492,13 @@ pub(crate) fn issuer_fetch(outcome: IssuerFetch) {
 pub(crate) fn https_upgrade(answered: bool) {
     let outcome = if answered { "answered" } else { "failed" };
     counter!(HTTPS_UPGRADES, "outcome" => outcome).increment(1);
+}
+
+/// A host file (`/etc/hosts`, `/etc/resolv.conf`) that changed was read again, or
+/// could not be (its last reading stands).
+pub(crate) fn host_file_read(file: &'static str, read: bool) {
+    let outcome = if read { "read" } else { "failed" };
+    counter!(HOST_FILES_READ, "file" => file, "outcome" => outcome).increment(1);
 }
 
 /// One probe attempt through `egress` got an HTTP answer or not.

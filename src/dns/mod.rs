@@ -11,13 +11,17 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::lookup_ip::LookupIp;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name as DnsName, RecordType};
-use hickory_resolver::{ResolverBuilder, TokioResolver};
+use hickory_resolver::TokioResolver;
 
 use crate::config::DnsSettings;
+
+mod host_files;
+mod servers;
+
+use host_files::{Looks, Reread, HOSTS, RESOLV_CONF};
+use servers::Servers;
 
 /// A lookup that found no usable address.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -83,49 +87,6 @@ enum Name {
     Ask(String),
 }
 
-/// A resolver builder for the configured nameservers (the system's when none are
-/// given), and those nameservers.
-fn pool(
-    settings: &DnsSettings,
-) -> Result<(ResolverBuilder<TokioRuntimeProvider>, Vec<NameServerConfig>), DnsError> {
-    if settings.nameservers.is_empty() {
-        let servers = hickory_resolver::system_conf::read_system_conf()
-            .map(|(config, _)| config.name_servers().to_vec())
-            .unwrap_or_default();
-        let builder = TokioResolver::builder_tokio().map_err(|e| DnsError::Setup(e.to_string()))?;
-        return Ok((builder, servers));
-    }
-    let servers: Vec<NameServerConfig> = settings
-        .nameservers
-        .iter()
-        .map(|addr| {
-            let mut udp = ConnectionConfig::udp();
-            udp.port = addr.port();
-            let mut tcp = ConnectionConfig::tcp();
-            tcp.port = addr.port();
-            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-        })
-        .collect();
-    let builder = TokioResolver::builder_with_config(
-        ResolverConfig::from_parts(None, vec![], servers.clone()),
-        TokioRuntimeProvider::default(),
-    );
-    Ok((builder, servers))
-}
-
-/// `dns.search`, or, when it is empty and picket uses the system's resolver, the system's
-/// search list (resolv.conf's `search`), each lower case without its final dot.
-fn search_list(settings: &DnsSettings) -> Vec<String> {
-    if !settings.search.is_empty() || !settings.nameservers.is_empty() {
-        return settings.search.clone();
-    }
-    let Ok((config, _)) = hickory_resolver::system_conf::read_system_conf() else {
-        return Vec::new();
-    };
-    let domain = |n: &DnsName| n.to_ascii().trim_end_matches('.').to_ascii_lowercase();
-    config.search().iter().map(domain).collect()
-}
-
 /// Resolves target names; cheap to clone.
 #[derive(Clone)]
 pub struct Resolver {
@@ -134,25 +95,29 @@ pub struct Resolver {
 
 struct Inner {
     static_hosts: std::collections::BTreeMap<String, Vec<IpAddr>>,
-    /// The system's hosts file (`/etc/hosts`), read at start.
-    hosts: hickory_resolver::Hosts,
-    hickory: TokioResolver,
-    /// The same nameservers with no cache, each alone when there are several, for
-    /// [`Resolver::answers`].
-    health: Vec<TokioResolver>,
-    /// Each nameserver alone, when there are several.
-    each: Vec<TokioResolver>,
+    /// The system's hosts file (`/etc/hosts`).
+    hosts: Reread<hickory_resolver::Hosts>,
+    /// The nameservers: `dns.nameservers`, fixed, or the system's, from
+    /// `/etc/resolv.conf`.
+    servers: Nameservers,
+    /// When the host files are next looked at.
+    looks: Looks,
     timeout: Duration,
     lookups: tokio::sync::Semaphore,
-    /// Domains a name not found as written is asked under (`dns.search`, or the
-    /// system's search list when picket uses the system's resolver).
-    search: Vec<String>,
     /// The top-level domains of the latest names found, newest last: a fresh name under
     /// one of them is answered by any resolver that reaches beyond its cache
     /// ([`Resolver::answers`]).
     found_under: std::sync::Mutex<Vec<String>>,
     /// What [`Resolver::answers`] asked lately, by zone.
     reached: std::sync::Mutex<std::collections::HashMap<String, Arc<Reach>>>,
+}
+
+/// The nameservers a resolver asks.
+enum Nameservers {
+    /// `dns.nameservers`.
+    Configured(Arc<Servers>),
+    /// The system's, read again when `/etc/resolv.conf` changes.
+    System(Reread<Servers>),
 }
 
 /// How long an answer of [`Resolver::answers`] about one zone stands.
@@ -204,52 +169,57 @@ impl Resolver {
     /// # Errors
     /// The system configuration could not be read (and no nameservers were given).
     pub(crate) fn new(settings: &DnsSettings) -> Result<Resolver, DnsError> {
-        let setup = |e: &dyn std::fmt::Display| DnsError::Setup(e.to_string());
-        let build = |mut builder: ResolverBuilder<TokioRuntimeProvider>, cache_size: u64| {
-            let opts = builder.options_mut();
-            opts.timeout = settings.timeout;
-            opts.attempts = 2;
-            opts.cache_size = cache_size;
-            builder.build().map_err(|e| setup(&e))
-        };
-        let (builder, servers) = pool(settings)?;
-        let hickory = build(builder, 4096)?;
-        // One resolver per nameserver, asked in turn when the pool's answer was a
-        // failure: the pool takes a SERVFAIL as final, and one broken resolver must not
-        // make a site "down" for DNS.
-        let alone = |cache_size: u64| {
-            servers
-                .iter()
-                .map(|server| {
-                    let config = ResolverConfig::from_parts(None, vec![], vec![server.clone()]);
-                    let one =
-                        TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
-                    build(one, cache_size)
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let several = servers.len() > 1;
-        let each = if several { alone(4096)? } else { Vec::new() };
-        // Without a cache: they are asked whether they answer now.
-        let health = if several {
-            alone(0)?
+        let servers = if settings.nameservers.is_empty() {
+            let first = || Servers::new(settings, Some(&servers::system_conf()?));
+            let settings = settings.clone();
+            let read = Box::new(move || {
+                let conf = servers::system_conf().map_err(|e| e.to_string())?;
+                Servers::new(&settings, Some(&conf)).map_err(|e| e.to_string())
+            });
+            Nameservers::System(Reread::new(RESOLV_CONF, first, read)?)
         } else {
-            vec![build(pool(settings)?.0, 0)?]
+            Nameservers::Configured(Arc::new(Servers::new(settings, None)?))
         };
+        let system_hosts = || Ok(hickory_resolver::Hosts::from_system().unwrap_or_default());
+        let hosts = Reread::new(HOSTS, system_hosts, Box::new(system_hosts))
+            .map_err(|e: String| DnsError::Setup(e))?;
         Ok(Resolver {
             inner: Arc::new(Inner {
                 static_hosts: settings.static_hosts.clone(),
-                hosts: hickory_resolver::Hosts::from_system().unwrap_or_default(),
-                hickory,
-                health,
-                each,
+                hosts,
+                servers,
+                looks: Looks::new(),
                 timeout: settings.timeout,
                 lookups: tokio::sync::Semaphore::new(settings.max_concurrent),
-                search: search_list(settings),
                 found_under: std::sync::Mutex::new(Vec::new()),
                 reached: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         })
+    }
+
+    /// The nameservers as they are now.
+    fn servers(&self) -> Arc<Servers> {
+        match &self.inner.servers {
+            Nameservers::Configured(servers) => Arc::clone(servers),
+            Nameservers::System(servers) => servers.get(),
+        }
+    }
+
+    /// Reads `/etc/hosts` and `/etc/resolv.conf` again if they changed, every
+    /// [`host_files::LOOK_EVERY`]. New nameservers are asked anew whether they reach
+    /// beyond their cache.
+    fn look_at_host_files(&self) {
+        if !self.inner.looks.due() {
+            return;
+        }
+        self.inner.hosts.look();
+        if let Nameservers::System(servers) = &self.inner.servers {
+            if servers.look() {
+                if let Ok(mut reached) = self.inner.reached.lock() {
+                    reached.clear();
+                }
+            }
+        }
     }
 
     /// Whether any of our nameservers works, now: asked for the root zone's nameservers,
@@ -270,9 +240,11 @@ impl Resolver {
     /// many domains asks each zone once, at once, and no zone's answer stands for
     /// another's (review Z).
     pub(crate) async fn answers(&self, failed: &str, canaries: &[String]) -> bool {
+        self.look_at_host_files();
         let limit = self.inner.timeout * 3;
         let root = self.reaches("", || async {
-            let each = self.inner.health.iter().map(|one| answers_root(one, limit));
+            let servers = self.servers();
+            let each = servers.health.iter().map(|one| answers_root(one, limit));
             any(each).await
         });
         if !root.await {
@@ -282,14 +254,14 @@ impl Resolver {
         if zones.is_empty() {
             return true;
         }
+        let servers = &self.servers();
         let each = zones.iter().map(|zone| {
             self.reaches(zone, move || async move {
                 let fresh = format!("picket-{}.{zone}.", fresh_label());
                 let Ok(name) = DnsName::from_ascii(&fresh) else {
                     return false;
                 };
-                let each = self
-                    .inner
+                let each = servers
                     .health
                     .iter()
                     .map(|one| answers_name(one, name.clone(), limit));
@@ -424,7 +396,7 @@ impl Resolver {
         // Not found as written, or failed (SERVFAIL): under each search domain in turn,
         // as glibc and browsers complete a short name (hunt R: `grafana.monitoring` in a
         // Kubernetes pod, whose outside lookup may fail where the cluster's answers).
-        for domain in &self.inner.search {
+        for domain in &self.servers().search {
             let completed = format!("{name}.{domain}");
             match self.lookup_name(&completed).await {
                 Ok(found) => {
@@ -514,6 +486,7 @@ impl Resolver {
             return Name::Known(vec![ip]);
         }
         let lower = host.trim_end_matches('.').to_ascii_lowercase();
+        self.look_at_host_files();
         if let Some(ips) = self.inner.static_hosts.get(&lower) {
             return Name::Known(ips.clone());
         }
@@ -530,13 +503,10 @@ impl Resolver {
     fn in_hosts_file(&self, lower: &str) -> Option<Vec<IpAddr>> {
         use hickory_resolver::proto::op::Query;
         let name = DnsName::from_ascii(format!("{lower}.")).ok()?;
+        let hosts = self.inner.hosts.get();
         let ips: Vec<IpAddr> = [RecordType::A, RecordType::AAAA]
             .into_iter()
-            .filter_map(|kind| {
-                self.inner
-                    .hosts
-                    .lookup_static_host(&Query::query(name.clone(), kind))
-            })
+            .filter_map(|kind| hosts.lookup_static_host(&Query::query(name.clone(), kind)))
             .flat_map(|lookup| {
                 let ips: Vec<IpAddr> = lookup
                     .answers()
@@ -552,8 +522,9 @@ impl Resolver {
     /// One family of `lower` through the nameservers together, then each alone when
     /// that failed.
     async fn ask_each(&self, lower: &str, family: Family) -> Result<Vec<IpAddr>, DnsError> {
-        let first = self.ask(&self.inner.hickory, lower, family).await;
-        if let (Err(DnsError::NotFound { .. }), Some(primary)) = (&first, self.inner.each.first()) {
+        let servers = self.servers();
+        let first = self.ask(&servers.pool, lower, family).await;
+        if let (Err(DnsError::NotFound { .. }), Some(primary)) = (&first, servers.each.first()) {
             // The pool asks two nameservers at once and takes the first answer back: a
             // public resolver's quick NXDOMAIN beat the internal one listed first that
             // knows a split-horizon name (hunt R). glibc and Chrome take the first
@@ -566,7 +537,7 @@ impl Resolver {
         let Err(DnsError::Timeout { .. } | DnsError::Failed { .. }) = &first else {
             return first;
         };
-        for (n, one) in self.inner.each.iter().enumerate() {
+        for (n, one) in servers.each.iter().enumerate() {
             match self.ask(one, lower, family).await {
                 Ok(ips) => {
                     tracing::debug!(host = %lower, nameserver = n, "answered by a later nameserver after: {}", first.as_ref().err().map(ToString::to_string).unwrap_or_default());
