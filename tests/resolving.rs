@@ -335,3 +335,21 @@ async fn an_edit_of_resolv_conf_is_followed_without_a_restart() {
     );
     assert!(asked.now().0 >= 1, "the new nameserver asked");
 }
+
+/// Hunt S: a `resolv.conf` that names no nameserver (a minimal container's, or one
+/// emptied by a network manager) stopped every command at start, even for sites of
+/// `dns.static`, with "no nameservers found in config". glibc then asks 127.0.0.1, as
+/// does curl and everything built on it; picket does the same, and a site it is told
+/// the address of is checked.
+#[tokio::test]
+async fn a_resolv_conf_naming_no_nameserver_means_the_local_one_as_for_glibc() {
+    let web = site("127.0.7.40").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "# emptied by the network manager\nsearch example.test\n")
+        .expect("resolv.conf");
+    let config = write_config(dir.path(), "static = { \"pinned.test\" = \"127.0.7.40\" }\n");
+    let mut checking = Checking::start(&resolv, "/etc/resolv.conf", &config);
+    let url = format!("http://pinned.test:{}/", web.port());
+    assert_up_from(&checking.check(&url).await, "127.0.7.40");
+}
