@@ -346,9 +346,15 @@ async fn a_resolv_conf_naming_no_nameserver_means_the_local_one_as_for_glibc() {
     let web = site("127.0.7.40").await;
     let dir = tempfile::tempdir().expect("temp dir");
     let resolv = dir.path().join("resolv.conf");
-    std::fs::write(&resolv, "# emptied by the network manager\nsearch example.test\n")
-        .expect("resolv.conf");
-    let config = write_config(dir.path(), "static = { \"pinned.test\" = \"127.0.7.40\" }\n");
+    std::fs::write(
+        &resolv,
+        "# emptied by the network manager\nsearch example.test\n",
+    )
+    .expect("resolv.conf");
+    let config = write_config(
+        dir.path(),
+        "static = { \"pinned.test\" = \"127.0.7.40\" }\n",
+    );
     let mut checking = Checking::start(&resolv, "/etc/resolv.conf", &config);
     let url = format!("http://pinned.test:{}/", web.port());
     assert_up_from(&checking.check(&url).await, "127.0.7.40");

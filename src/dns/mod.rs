@@ -170,10 +170,10 @@ impl Resolver {
     /// The system configuration could not be read (and no nameservers were given).
     pub(crate) fn new(settings: &DnsSettings) -> Result<Resolver, DnsError> {
         let servers = if settings.nameservers.is_empty() {
-            let first = || Servers::new(settings, Some(&servers::system_conf()?));
+            let first = || Servers::new(settings, Some(&servers::system_conf(true)?));
             let settings = settings.clone();
             let read = Box::new(move || {
-                let conf = servers::system_conf().map_err(|e| e.to_string())?;
+                let conf = servers::system_conf(false).map_err(|e| e.to_string())?;
                 Servers::new(&settings, Some(&conf)).map_err(|e| e.to_string())
             });
             Nameservers::System(Reread::new(RESOLV_CONF, first, read)?)

@@ -13,12 +13,31 @@ use crate::config::DnsSettings;
 /// What `/etc/resolv.conf` says, as hickory reads it.
 pub(super) type SystemConf = (ResolverConfig, ResolverOpts);
 
-/// Reads `/etc/resolv.conf`.
+/// Where the system's resolver configuration is.
+const RESOLV_CONF: &str = super::host_files::RESOLV_CONF;
+
+/// Reads `/etc/resolv.conf`. At start, one that names no nameserver means the local one
+/// (127.0.0.1), as glibc, and curl and everything else built on it, take it (hunt S: a
+/// minimal container's stopped every command). Read again after a change (`at_start`
+/// false), it is refused, and the nameservers it named before stand: a file caught
+/// between its truncation and its writing names none.
 ///
 /// # Errors
-/// The file cannot be read, or names no nameserver.
-pub(super) fn system_conf() -> Result<SystemConf, DnsError> {
-    hickory_resolver::system_conf::read_system_conf().map_err(|e| DnsError::Setup(e.to_string()))
+/// The file cannot be read, or names no nameserver after the start.
+pub(super) fn system_conf(at_start: bool) -> Result<SystemConf, DnsError> {
+    let setup = |e: &dyn std::fmt::Display| DnsError::Setup(format!("{RESOLV_CONF}: {e}"));
+    let mut text = std::fs::read(RESOLV_CONF).map_err(|e| setup(&e))?;
+    if at_start && !names_a_nameserver(&text) {
+        text.extend_from_slice(b"\nnameserver 127.0.0.1\n");
+    }
+    hickory_resolver::system_conf::parse_resolv_conf(text).map_err(|e| setup(&e))
+}
+
+/// Whether a `resolv.conf` has a `nameserver` line.
+fn names_a_nameserver(text: &[u8]) -> bool {
+    String::from_utf8_lossy(text)
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some("nameserver"))
 }
 
 /// The resolvers of one set of nameservers.
@@ -126,4 +145,21 @@ fn search_list(settings: &DnsSettings, config: &ResolverConfig) -> Vec<String> {
     }
     let domain = |n: &DnsName| n.to_ascii().trim_end_matches('.').to_ascii_lowercase();
     config.search().iter().map(domain).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nameserver_line_counts_and_a_comment_or_another_word_does_not() {
+        assert!(names_a_nameserver(
+            b"search lan\n  nameserver\t127.0.0.53\n"
+        ));
+        assert!(!names_a_nameserver(
+            b"# nameserver 127.0.0.53\nsearch lan\n"
+        ));
+        assert!(!names_a_nameserver(b"nameservers 127.0.0.53\n"));
+        assert!(!names_a_nameserver(b""));
+    }
 }
