@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use picket::job::{Report, Verdict};
 
 use crate::support::dns::{self, Asked, Mode};
-use crate::support::picket::{check, engine_with, page};
+use crate::support::picket::{check, engine_with, page, Checking};
 use crate::support::serve;
 
 fn engine(nameserver: std::net::SocketAddr) -> picket::engine::Engine {
@@ -192,58 +192,18 @@ async fn a_name_pinned_in_etc_hosts_is_asked_of_no_nameserver() {
     assert_eq!(asked.now(), (0, 0), "no nameserver asked: (all, AAAA)");
 }
 
-/// `picket check -` (the real binary) in a mount namespace of its own whose `onto`
-/// (`/etc/hosts`, `/etc/resolv.conf`) is the test's `file`: URLs written one at a
-/// time, each result read back before the next.
-struct Checking {
-    _child: tokio::process::Child,
-    urls: tokio::process::ChildStdin,
-    results: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-}
-
-impl Checking {
-    fn start(file: &std::path::Path, onto: &str, config: &std::path::Path) -> Checking {
-        let script = format!(
-            "mount --bind {} {onto} && exec {} check --json --config {} -",
-            file.display(),
-            env!("CARGO_BIN_EXE_picket"),
-            config.display(),
-        );
-        let mut child = tokio::process::Command::new("unshare")
-            .args(["-m", "sh", "-c", &script])
-            .env_remove("PICKET_CONFIG")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("unshare (util-linux) runs picket in a mount namespace of its own");
-        let urls = child.stdin.take().expect("picket's stdin");
-        let out = child.stdout.take().expect("picket's stdout");
-        let results = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(out));
-        Checking {
-            _child: child,
-            urls,
-            results,
-        }
-    }
-
-    async fn check(&mut self, url: &str) -> Report {
-        use tokio::io::AsyncWriteExt;
-        let line = format!("{url}\n");
-        self.urls
-            .write_all(line.as_bytes())
-            .await
-            .expect("a URL to picket");
-        self.urls.flush().await.expect("a URL to picket");
-        let next =
-            tokio::time::timeout(std::time::Duration::from_secs(20), self.results.next_line());
-        let line = next
-            .await
-            .expect("a result within 20 s")
-            .expect("picket's output")
-            .expect("a result before picket's output ends");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("a result ({e}): {line}"))
-    }
+/// `picket check -` in a mount namespace of its own whose `onto` (`/etc/hosts`,
+/// `/etc/resolv.conf`) is the test's `file`.
+fn checking_with(file: &std::path::Path, onto: &str, config: &std::path::Path) -> Checking {
+    let script = format!(
+        "mount --bind {} {onto} && exec {} check --json --config {} -",
+        file.display(),
+        env!("CARGO_BIN_EXE_picket"),
+        config.display(),
+    );
+    let mut unshare = tokio::process::Command::new("unshare");
+    unshare.args(["-m", "sh", "-c", &script]);
+    Checking::start(unshare)
 }
 
 /// How long after an edit of `/etc/hosts` or `/etc/resolv.conf` the tests below ask
@@ -278,7 +238,7 @@ async fn an_edit_of_etc_hosts_is_followed_without_a_restart() {
     let pinned = |ip: &str| format!("127.0.0.1 localhost\n::1 localhost\n{ip} edited.test\n");
     std::fs::write(&hosts, pinned("127.0.7.34")).expect("hosts");
     let config = write_config(dir.path(), "");
-    let mut checking = Checking::start(&hosts, "/etc/hosts", &config);
+    let mut checking = checking_with(&hosts, "/etc/hosts", &config);
     let url = format!("http://edited.test:{}/", web.port());
     assert_up_from(&checking.check(&url).await, "127.0.7.34");
 
@@ -319,7 +279,7 @@ async fn an_edit_of_resolv_conf_is_followed_without_a_restart() {
     let naming = |ns: std::net::SocketAddr| format!("nameserver {}\n", ns.ip());
     std::fs::write(&resolv, naming(old_ns)).expect("resolv.conf");
     let config = write_config(dir.path(), "");
-    let mut checking = Checking::start(&resolv, "/etc/resolv.conf", &config);
+    let mut checking = checking_with(&resolv, "/etc/resolv.conf", &config);
     let url = format!("http://moved.test:{}/", web.port());
     assert_up_from(&checking.check(&url).await, "127.0.7.37");
 
@@ -355,7 +315,7 @@ async fn a_resolv_conf_naming_no_nameserver_means_the_local_one_as_for_glibc() {
         dir.path(),
         "static = { \"pinned.test\" = \"127.0.7.40\" }\n",
     );
-    let mut checking = Checking::start(&resolv, "/etc/resolv.conf", &config);
+    let mut checking = checking_with(&resolv, "/etc/resolv.conf", &config);
     let url = format!("http://pinned.test:{}/", web.port());
     assert_up_from(&checking.check(&url).await, "127.0.7.40");
 }

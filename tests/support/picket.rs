@@ -369,3 +369,51 @@ pub fn run_with_stdin(mut cmd: std::process::Command, input: &str) -> std::proce
         .expect("write stdin");
     child.wait_with_output().expect("picket exits")
 }
+
+/// `picket check -` (the real binary, or `sh` wrapping it) with URLs written one at a
+/// time, each result read back before the next: for what a process learns between
+/// checks (files it rereads, clocks it compares).
+pub struct Checking {
+    _child: tokio::process::Child,
+    urls: tokio::process::ChildStdin,
+    results: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Checking {
+    /// Starts `cmd`, which runs `picket check --json ... -`.
+    pub fn start(mut cmd: tokio::process::Command) -> Checking {
+        let mut child = cmd
+            .env_remove("PICKET_CONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("picket check starts");
+        let urls = child.stdin.take().expect("picket's stdin");
+        let out = child.stdout.take().expect("picket's stdout");
+        let results = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(out));
+        Checking {
+            _child: child,
+            urls,
+            results,
+        }
+    }
+
+    /// The result of checking `url`.
+    pub async fn check(&mut self, url: &str) -> picket::job::Report {
+        use tokio::io::AsyncWriteExt;
+        let line = format!("{url}\n");
+        self.urls
+            .write_all(line.as_bytes())
+            .await
+            .expect("a URL to picket");
+        self.urls.flush().await.expect("a URL to picket");
+        let next = tokio::time::timeout(Duration::from_secs(20), self.results.next_line());
+        let line = next
+            .await
+            .expect("a result within 20 s")
+            .expect("picket's output")
+            .expect("a result before picket's output ends");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("a result ({e}): {line}"))
+    }
+}
