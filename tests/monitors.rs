@@ -18,7 +18,7 @@ use crate::support::ops::{get_ops, metric, wait_readyz};
 use crate::support::picket::{base_toml, Client, Worker};
 use crate::support::targets::FlippingSite as Site;
 use crate::support::worker_process::WorkerProcess;
-use crate::support::{unique, RedisServer};
+use crate::support::{libfaketime, unique, RedisServer};
 
 fn toml(extra: &str) -> String {
     format!("{}\n[targets]\nallow_private = true\n{extra}", base_toml())
@@ -1296,17 +1296,6 @@ fn report_of(key: &str, id: &str, verdict: Verdict) -> picket::job::Report {
         "previous_verdict": null, "changed": false, "streak": 1, "since": null, "worker": "t"
     }))
     .expect("report")
-}
-
-/// libfaketime's library for multithreaded programs, which `FAKETIME` sets the wall clock
-/// of (the monotonic clock left alone, so timers and timeouts stay true).
-fn libfaketime() -> std::path::PathBuf {
-    let found = std::fs::read_dir("/usr/lib")
-        .expect("/usr/lib")
-        .flatten()
-        .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
-        .find(|p| p.exists());
-    found.expect("libfaketime not found: install Debian's faketime (scripts/deps does)")
 }
 
 /// The age of an RFC 3339 time as this process's clock tells it (negative: ahead).

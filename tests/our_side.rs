@@ -875,3 +875,55 @@ fn a_sites_firewall_rejecting_over_ipv6_is_the_sites_down_not_our_route() {
         r.detail
     );
 }
+
+/// Hunt S: a worker whose clock is days off (a VM restored from a snapshot, a host
+/// without NTP, an RTC reset) finds every certificate "not valid yet" or "expired": every
+/// HTTPS site `degraded/tls`, or a confirmed `down` with `tls.on_error = "down"`, where
+/// every browser with a true clock shows the site. The sites say what time it is: the
+/// `Date` of their answers. Run as the real binary under libfaketime three days behind,
+/// after five answers from other sites.
+#[tokio::test]
+async fn a_certificate_valid_by_the_sites_clocks_is_our_clock_failing_not_the_site() {
+    use crate::support::farm::{server_config, Pki, Signer};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (pki, ca_file) = Pki::with_ca_file(dir.path());
+    let tls = server_config(&pki, "clock.test", -1, 365, Signer::Ca);
+    let https = crate::support::farm::serve_tls("127.0.7.146", tls, &page("secure")).await;
+    let mut others = Vec::new();
+    for n in 141..=145 {
+        others.push(site(&format!("127.0.7.{n}")).await);
+    }
+    let config = dir.path().join("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[targets]\nallow_private = true\n[probe]\nattempts = 1\n\
+             [tls]\nextra_ca_file = \"{}\"\n[dns]\nstatic = {{ \"clock.test\" = \"127.0.7.146\" }}\n",
+            ca_file.display()
+        ),
+    )
+    .expect("config");
+    let mut picket = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"));
+    picket
+        .args(["check", "--json", "--config"])
+        .arg(&config)
+        .arg("-")
+        .env("LD_PRELOAD", crate::support::libfaketime())
+        .env("FAKETIME", "-3d")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let mut checking = crate::support::picket::Checking::start(picket);
+    for other in &others {
+        let r = checking.check(&format!("http://{other}/")).await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    }
+    let r = checking
+        .check(&format!("https://clock.test:{}/", https.port()))
+        .await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "local_clock"),
+        "{}",
+        r.detail
+    );
+    assert!(r.detail.contains("clock"), "{}", r.detail);
+}

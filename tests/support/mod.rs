@@ -37,7 +37,7 @@ pub mod worker_process;
 
 use std::sync::OnceLock;
 
-pub use procs::{free_port, unique};
+pub use procs::{free_port, libfaketime, unique};
 pub use rabbitmq::{RabbitCluster, RabbitServer};
 pub use redis_server::{RedisCluster, RedisSentinels, RedisServer};
 pub use targets::{blackhole, serve, serve_raw};
