@@ -925,5 +925,10 @@ async fn a_certificate_valid_by_the_sites_clocks_is_our_clock_failing_not_the_si
         "{}",
         r.detail
     );
-    assert!(r.detail.contains("clock"), "{}", r.detail);
+    assert!(
+        r.detail
+            .contains("this worker's clock, which is 3days behind"),
+        "{}",
+        r.detail
+    );
 }

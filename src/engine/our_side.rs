@@ -77,8 +77,10 @@ pub(super) fn health_of(outcome: &Outcome) -> Health {
             | FailureKind::NoTls
             | FailureKind::Protocol
             | FailureKind::Egress => Health::Failed,
-            // These came after an answer: the way out worked.
-            FailureKind::TooManyRedirects | FailureKind::BadRedirect => Health::Works,
+            // These came after an answer, or a handshake: the way out worked.
+            FailureKind::TooManyRedirects | FailureKind::BadRedirect | FailureKind::LocalClock => {
+                Health::Works
+            }
             FailureKind::Dns
             | FailureKind::DnsFailed
             | FailureKind::BlockedTarget

@@ -15,6 +15,7 @@ use super::client::Egress;
 use super::failure::{root_cause, Allowed};
 use super::pin::{Hop, Route};
 use super::redirect::Chain;
+use super::sites_clock::{DatesMissed, Offset};
 use super::tls;
 use super::tried::{not_sent_from_here, Last, Tried};
 use super::tunnel::{AskedByName, MendedLine, SendError};
@@ -248,6 +249,8 @@ impl HttpProber {
             let (e, waited, allowed) =
                 match self.ask_ip(probe, &ask, &target.host, addr, obs).await? {
                     AtAddress::Answered(resp, ready, permit) => {
+                        self.clock
+                            .note(ip, resp.headers(), std::time::SystemTime::now());
                         let stamp = self.answered(probe, &target.host, ip, ready, &tried, obs);
                         return Ok(Answered {
                             resp,
@@ -691,7 +694,7 @@ impl HttpProber {
                 ),
             );
         }
-        let outcome = classify(e, host, addr, allowed, probe.egress);
+        let outcome = self.by_the_sites_clock(e, classify(e, host, addr, allowed, probe.egress));
         let signal = signal_of(&outcome, e, probe.egress.route, waited);
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
@@ -703,6 +706,31 @@ impl HttpProber {
             obs.refusal = refusal.map(|r| r.detail);
         }
         outcome
+    }
+}
+
+impl HttpProber {
+    /// A certificate whose dates failed by our clock and not by the sites' (hunt S: a
+    /// worker days off): our clock failing, not the site.
+    fn by_the_sites_clock(&self, e: &SendError, outcome: Outcome) -> Outcome {
+        let Outcome::Failure(failure) = &outcome else {
+            return outcome;
+        };
+        let Some(missed) = e.tls_error().and_then(DatesMissed::of) else {
+            return outcome;
+        };
+        match self.clock.offset().filter(|o| missed.explained_by(*o)) {
+            Some(offset) => fail(
+                FailureKind::LocalClock,
+                format!(
+                    "{} by this worker's clock, which is {}: by theirs it is valid; set this \
+                     worker's time (NTP)",
+                    failure.detail,
+                    Offset(offset)
+                ),
+            ),
+            None => outcome,
+        }
     }
 }
 

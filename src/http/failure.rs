@@ -231,7 +231,7 @@ fn classify_proxy(e: &reqwest::Error, at: &str, egress: &Egress) -> Option<Outco
 
 /// The rustls error somewhere in `e`'s chain, if any. It sits inside io::Errors
 /// (hyper-util and tokio-rustls each wrap it) whose source() skips it.
-fn tls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
+pub(super) fn tls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
@@ -297,11 +297,6 @@ pub(super) fn http1_required(e: &reqwest::Error) -> bool {
         source = err.source();
     }
     false
-}
-
-/// The chain `e` failed on lacks an issuer whose URL its certificates name.
-pub(super) fn missing_issuer(e: &reqwest::Error) -> Option<&super::issuers::MissingIssuer> {
-    tls_error(e).and_then(super::issuers::missing_issuer)
 }
 
 /// A failed handshake as a failure: a certificate or TLS problem, or an answer that is

@@ -52,6 +52,7 @@ mod phase;
 mod pin;
 mod recent;
 mod redirect;
+mod sites_clock;
 mod tls;
 mod tried;
 mod tunnel;
@@ -65,6 +66,7 @@ use lag::LagWatch;
 use pin::PinnedResolver;
 use recent::RecentAnswers;
 use redirect::{Chain, Next};
+use sites_clock::SitesClock;
 pub use tls::tls_config;
 
 /// Something that stops the prober from being built.
@@ -140,6 +142,8 @@ pub struct HttpProber {
     allow_private: bool,
     egress: Vec<Egress>,
     recent: RecentAnswers,
+    /// What the sites' clocks say of ours (`sites_clock`).
+    clock: SitesClock,
     /// How long a host that alone refused us right after its IP answered a burst is
     /// held before it is asked again (`rate_limit.backoff`; see [`HttpProber::heed`]).
     suspect_hold: Duration,
@@ -176,6 +180,7 @@ impl HttpProber {
             allow_private: targets.allow_private,
             egress,
             recent: RecentAnswers::default(),
+            clock: SitesClock::default(),
             suspect_hold: targets.suspect_hold,
             issuers,
             lag: std::sync::OnceLock::new(),
@@ -280,7 +285,7 @@ impl HttpProber {
         let (reply, signal) = if expected_here {
             (Reply::Unread(resp, permit), Signal::Fine)
         } else {
-            read_if_error(resp, permit, probe.plan, chain).await?
+            read_if_error(resp, permit, probe.plan, chain, self.clock.now()).await?
         };
         let heeded = self
             .heed(probe, &target.host, (ip, stamp), status, asked, signal)
@@ -308,7 +313,7 @@ impl HttpProber {
                 Next::Final => {}
             }
         }
-        let step = last_hop(resp, permit, probe.plan, chain, obs).await;
+        let step = last_hop(resp, permit, probe.plan, chain, self.clock.now(), obs).await;
         if let Some(pause) = heeded.pause_in_doubt.filter(|_| obs.refusal.is_none()) {
             obs.refusal = self.pause_of_a_limit(probe, &target.host, ip, pause).await;
         }
@@ -378,6 +383,7 @@ async fn last_hop(
     permit: Permit,
     plan: &Plan,
     chain: &mut Chain,
+    cert_now: std::time::SystemTime,
     obs: &mut Observation,
 ) -> Result<Step, Outcome> {
     let page = resp.status().is_success() && plan.method != crate::job::Method::Head;
@@ -388,7 +394,7 @@ async fn last_hop(
         // A page a browser leaves keeps its cookies as a redirect does.
         chain.cookies.take(&chain.url, resp.headers());
     }
-    let answer = finish(resp, permit, plan, chain).await?;
+    let answer = finish(resp, permit, plan, chain, cert_now).await?;
     if page {
         if let Some(step) = refresh(chain, &answer, refresh_header, plan, obs) {
             return step;
@@ -475,6 +481,7 @@ async fn read_if_error(
     permit: Permit,
     plan: &Plan,
     chain: &Chain,
+    cert_now: std::time::SystemTime,
 ) -> Result<(Reply, Signal), Outcome> {
     let status = resp.status().as_u16();
     let signal = Signal::of_status(status);
@@ -482,21 +489,23 @@ async fn read_if_error(
     if signal != Signal::Fine || !error || plan.method == crate::job::Method::Head {
         return Ok((Reply::Unread(resp, permit), signal));
     }
-    let answer = finish(resp, permit, plan, chain).await?;
+    let answer = finish(resp, permit, plan, chain, cert_now).await?;
     let signal = Signal::of_block_page(status, &answer.text);
     Ok((Reply::Read(answer), signal))
 }
 
 /// The final answer of the chain: its body read (the per-IP permit is held until then),
-/// decoded when the judgement needs its text.
+/// decoded when the judgement needs its text; its certificate's days counted to
+/// `cert_now` (the sites' clock: `sites_clock`).
 async fn finish(
     resp: reqwest::Response,
     permit: Permit,
     plan: &Plan,
     chain: &Chain,
+    cert_now: std::time::SystemTime,
 ) -> Result<Answer, Outcome> {
     let status = resp.status().as_u16();
-    let tls_days_left = tls::days_left(&resp);
+    let tls_days_left = tls::days_left(&resp, cert_now);
     let content_type = body::header(resp.headers(), reqwest::header::CONTENT_TYPE);
     let disposition = body::header(resp.headers(), reqwest::header::CONTENT_DISPOSITION);
     let retry_after = body::header(resp.headers(), reqwest::header::RETRY_AFTER);

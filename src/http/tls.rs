@@ -89,9 +89,10 @@ pub(super) fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificat
         .collect()
 }
 
-/// Whole days until the site's certificate on `resp` expires (negative when expired).
-pub(super) fn days_left(resp: &reqwest::Response) -> Option<i64> {
-    leaf(resp).and_then(|der| cert_days_left(der, SystemTime::now()))
+/// Whole days from `now` until the site's certificate on `resp` expires (negative when
+/// expired).
+pub(super) fn days_left(resp: &reqwest::Response, now: SystemTime) -> Option<i64> {
+    leaf(resp).and_then(|der| cert_days_left(der, now))
 }
 
 /// The site's own certificate (DER) on `resp`, when it came over TLS.

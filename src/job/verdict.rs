@@ -92,11 +92,14 @@ pub enum Reason {
     RateLimited,
     /// This worker ran out of file descriptors or buffers (picket's own).
     LocalResources,
+    /// This worker's clock is off: a certificate valid by the sites' clocks looked
+    /// expired or not valid yet by ours (picket's own).
+    LocalClock,
 }
 
 impl Reason {
     /// Every reason, in the contract's order, picket's own additions last.
-    pub(crate) const ALL: [Reason; 17] = [
+    pub(crate) const ALL: [Reason; 18] = [
         Reason::Ok,
         Reason::Dns,
         Reason::Connect,
@@ -114,6 +117,7 @@ impl Reason {
         Reason::Protocol,
         Reason::RateLimited,
         Reason::LocalResources,
+        Reason::LocalClock,
     ];
 
     /// The snake_case code written in results and metrics.
@@ -136,6 +140,7 @@ impl Reason {
             Reason::Protocol => "protocol",
             Reason::RateLimited => "rate_limited",
             Reason::LocalResources => "local_resources",
+            Reason::LocalClock => "local_clock",
         }
     }
 
@@ -201,7 +206,7 @@ mod tests {
         "egress_unavailable",
         "invalid_job",
     ];
-    const OUR_REASONS: &[&str] = &["protocol", "rate_limited", "local_resources"];
+    const OUR_REASONS: &[&str] = &["protocol", "rate_limited", "local_resources", "local_clock"];
 
     #[test]
     fn reasons_are_the_contracts_codes_and_round_trip() {

@@ -206,6 +206,7 @@ fn judge_failure(f: &Failure, recent_answers: u32, settings: &JudgeSettings) -> 
         FailureKind::Throttled => (Verdict::Unknown, Reason::RateLimited),
         FailureKind::Paused => (Verdict::Unknown, Reason::Blocked),
         FailureKind::LocalResources => (Verdict::Unknown, Reason::LocalResources),
+        FailureKind::LocalClock => (Verdict::Unknown, Reason::LocalClock),
     };
     Judgement::new(verdict, reason, f.detail.clone())
 }
@@ -708,14 +709,25 @@ fn slow(s: &Seen<'_>) -> Option<Judgement> {
     })
 }
 
-/// A certificate that expires sooner than `tls.expiry_warn_days`.
+/// A certificate that expires sooner than `tls.expiry_warn_days`. Its days are counted
+/// by the sites' clock when ours is off (`http::sites_clock`): a certificate our clock,
+/// running behind, took as valid may have expired.
 fn certificate_expiring(s: &Seen<'_>) -> Option<Judgement> {
     let days = s.answer.tls_days_left?;
+    let when = if days < 0 {
+        format!(
+            "expired {} days ago by the Date of the sites' answers (this worker's clock is \
+             behind)",
+            -days
+        )
+    } else {
+        format!("expires in {days} days")
+    };
     (days < s.settings.expiry_warn_days).then(|| {
         Judgement::new(
             Verdict::Degraded,
             Reason::Tls,
-            format!("{}, but the certificate expires in {days} days", s.status),
+            format!("{}, but the certificate {when}", s.status),
         )
     })
 }
@@ -1691,6 +1703,25 @@ mod tests {
             a.tls_days_left = Some(3);
         }
         assert_eq!(j(&p, &o), (Verdict::Degraded, Reason::Tls));
+        // Counted by the sites' clock, a certificate our clock (behind) took as valid.
+        if let Outcome::Answer(a) = &mut o.outcome {
+            a.tls_days_left = Some(-2);
+        }
+        let judged = judge(&p, &o, &SETTINGS);
+        assert_eq!(
+            (judged.verdict, judged.reason),
+            (Verdict::Degraded, Reason::Tls)
+        );
+        assert!(
+            judged.detail.contains("expired 2 days ago"),
+            "{}",
+            judged.detail
+        );
+        // A local clock failure is ours.
+        assert_eq!(
+            j(&p, &failure(FailureKind::LocalClock)),
+            (Verdict::Unknown, Reason::LocalClock)
+        );
     }
 
     #[test]

@@ -330,6 +330,9 @@ pub(crate) enum FailureKind {
     /// This worker ran out of its own resources (file descriptors, socket buffers): our
     /// failure, never the site's.
     LocalResources,
+    /// The certificate's dates failed by our clock, which the sites' clocks say is off,
+    /// and not by theirs: our failure, never the site's.
+    LocalClock,
 }
 
 /// A probe that did not end in an HTTP answer.

@@ -464,11 +464,15 @@ impl SendError {
 
     /// The issuer the site's chain lacks, when that is why the handshake failed.
     pub(in crate::http) fn missing_issuer(&self) -> Option<&crate::http::issuers::MissingIssuer> {
+        self.tls_error()
+            .and_then(crate::http::issuers::missing_issuer)
+    }
+
+    /// The rustls error under a failed handshake, if one is there.
+    pub(in crate::http) fn tls_error(&self) -> Option<&rustls::Error> {
         match self {
-            SendError::Client(e) => crate::http::failure::missing_issuer(e),
-            SendError::Tunnel(TunnelError::Tls(io)) => {
-                rustls_inside(io).and_then(crate::http::issuers::missing_issuer)
-            }
+            SendError::Client(e) => crate::http::failure::tls_error(e),
+            SendError::Tunnel(TunnelError::Tls(io)) => rustls_inside(io),
             SendError::Tunnel(_) => None,
         }
     }
