@@ -243,16 +243,14 @@ async fn an_edit_of_etc_hosts_is_followed_without_a_restart() {
     assert_up_from(&checking.check(&url).await, "127.0.7.34");
 
     // Moved to a server where nothing listens yet.
-    std::fs::write(&hosts, pinned("127.0.7.35")).expect("hosts");
-    tokio::time::sleep(AFTER_AN_EDIT).await;
-    let r = checking.check(&url).await;
-    let got = (r.verdict, r.reason.as_str(), r.ip.as_deref());
-    assert_eq!(
-        got,
-        (Verdict::Down, "connect", Some("127.0.7.35")),
-        "{}",
-        r.detail
-    );
+    edited_then_asked(
+        &mut checking,
+        &hosts,
+        pinned("127.0.7.35"),
+        &url,
+        "127.0.7.35",
+    )
+    .await;
 }
 
 /// The same for `/etc/resolv.conf`: a worker using the system's resolver kept asking
@@ -283,17 +281,24 @@ async fn an_edit_of_resolv_conf_is_followed_without_a_restart() {
     let url = format!("http://moved.test:{}/", web.port());
     assert_up_from(&checking.check(&url).await, "127.0.7.37");
 
-    std::fs::write(&resolv, naming(new_ns)).expect("resolv.conf");
-    tokio::time::sleep(AFTER_AN_EDIT).await;
-    let r = checking.check(&url).await;
-    let got = (r.verdict, r.reason.as_str(), r.ip.as_deref());
-    assert_eq!(
-        got,
-        (Verdict::Down, "connect", Some("127.0.7.39")),
-        "{}",
-        r.detail
-    );
+    edited_then_asked(&mut checking, &resolv, naming(new_ns), &url, "127.0.7.39").await;
     assert!(asked.now().0 >= 1, "the new nameserver asked");
+}
+
+/// Rewrites `file` in place with `text`, waits for picket to look at it, and checks
+/// `url` again: it must now be asked at `ip`, where nothing listens.
+async fn edited_then_asked(
+    checking: &mut Checking,
+    file: &std::path::Path,
+    text: String,
+    url: &str,
+    ip: &str,
+) {
+    std::fs::write(file, text).expect("rewritten in place");
+    tokio::time::sleep(AFTER_AN_EDIT).await;
+    let r = checking.check(url).await;
+    let got = (r.verdict, r.reason.as_str(), r.ip.as_deref());
+    assert_eq!(got, (Verdict::Down, "connect", Some(ip)), "{}", r.detail);
 }
 
 /// Hunt S: a `resolv.conf` that names no nameserver (a minimal container's, or one

@@ -58,7 +58,10 @@ impl SitesClock {
             return;
         };
         // Whole seconds move the gauge: the rest is a `Date`'s rounding.
-        if seen.exported.is_none_or(|last| (last - offset).abs() >= 1000) {
+        if seen
+            .exported
+            .is_none_or(|last| (last - offset).abs() >= 1000)
+        {
             seen.exported = Some(offset);
             crate::metric::clock_offset(offset);
         }
