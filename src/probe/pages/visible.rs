@@ -157,108 +157,29 @@ pub(super) struct Unseen(Vec<Range<usize>>);
 
 impl Unseen {
     pub(super) fn of(lower: &[u8]) -> Unseen {
-        let mut spans: Vec<Range<usize>> = Vec::new();
-        let mut hidden: Option<Hidden> = None;
+        let mut pass = Pass {
+            lower,
+            spans: Vec::new(),
+            hidden: None,
+        };
         let mut i = 0;
         while let Some(lt) = memchr::memchr(b'<', &lower[i..]).map(|p| i + p) {
-            let rest = &lower[lt..];
-            if rest.starts_with(b"<!--") {
-                // Where a browser ends it: `<!-->` and `<!--->` are whole, empty
-                // comments, `--!>` closes one too; an unclosed comment hides the rest.
-                let end = crate::probe::shown::comment_end(lower, lt);
-                spans.push(lt..end);
-                i = end;
-                continue;
-            }
-            let Some(tag) = Tag::at(lower, lt) else {
+            i = if lower[lt..].starts_with(b"<!--") {
+                pass.comment(lt)
+            } else if let Some(tag) = Tag::at(lower, lt) {
+                pass.tag(lt, &tag)
+            } else {
                 // `a < b`, `<3`: text.
-                i = lt + 1;
-                continue;
+                lt + 1
             };
-            spans.push(tag_span(lt, tag.end));
-            i = tag.end;
-            if tag.closing {
-                if let Some(h) = hidden.as_mut() {
-                    match h.open.iter().rposition(|open| *open == tag.name) {
-                        // Its own end tag.
-                        Some(0) => {
-                            h.fold(&mut spans, tag.end, tag.end);
-                            hidden = None;
-                        }
-                        Some(at) => h.open.truncate(at),
-                        // The end tag of an element opened before it, or of none: its
-                        // own end tag is missing. A browser closes it at a parent's end
-                        // tag but not at `</body>`, after which it hides the rest of
-                        // the page; as for one never closed (below), it hides nothing.
-                        None => hidden = None,
-                    }
-                }
-                continue;
-            }
-            if UNREAD_ELEMENTS.contains(&tag.name) || TEXT_ELEMENTS.contains(&tag.name) {
-                let close = crate::probe::shown::closing_tag(lower, tag.end, tag.name);
-                if UNREAD_ELEMENTS.contains(&tag.name) {
-                    spans.push(tag.end..close);
-                }
-                // Its end tag is read with it: inside a hidden element it closes
-                // nothing open there (which would end the hiding).
-                i = close;
-                if close < lower.len() {
-                    let end = crate::probe::shown::tag_gt(lower, close + 2)
-                        .map_or(lower.len(), |gt| gt + 1);
-                    spans.push(tag_span(close, end));
-                    i = end;
-                }
-                continue;
-            }
-            let looks = Looks::of(tag.attributes);
-            let empty = VOID_ELEMENTS.contains(&tag.name) || tag.self_closing;
-            if let Some(h) = hidden.as_mut() {
-                h.revealed |= h.by_visibility && looks.reveals;
-                match h
-                    .open
-                    .iter()
-                    .position(|open| implicitly_closes(tag.name, open))
-                {
-                    Some(0) => {
-                        h.fold(&mut spans, lt, tag.end);
-                        hidden = None;
-                    }
-                    Some(at) => h.open.truncate(at),
-                    None => {}
-                }
-            }
-            match hidden.as_mut() {
-                Some(h) if !empty => {
-                    if h.open.len() == MAX_OPEN_IN_HIDDEN {
-                        // Markup this deep is no message kept for later: give up.
-                        hidden = None;
-                    } else {
-                        h.open.push(tag.name);
-                    }
-                }
-                Some(_) => {}
-                // `<body style="display:none">` is how a page hides itself until its
-                // script has run, then shows: what it says is read.
-                None if !empty && !matches!(tag.name, b"html" | b"body") => {
-                    hidden = looks.hides.map(|by_visibility| Hidden {
-                        start: lt,
-                        before: spans.len() - 1,
-                        open: vec![tag.name],
-                        by_visibility,
-                        revealed: false,
-                    });
-                }
-                None => {}
-            }
         }
-        // A hidden element still open at the end, or given up above (its end tag
-        // missing, or lost in markup too broken to follow) hides nothing: its tags
-        // and comments stay unseen, its words count. Taking it to the end of the page,
-        // as a browser may, would let one stray `<span hidden>` hide the "Access
-        // denied" of a real block page, making a broken site up; erring this way makes
-        // at worst a working page with a broken hidden element degraded.
-        Unseen(spans)
+        // A hidden element still open at the end, or given up (its end tag missing, or
+        // lost in markup too broken to follow) hides nothing: its tags and comments
+        // stay unseen, its words count. Taking it to the end of the page, as a browser
+        // may, would let one stray `<span hidden>` hide the "Access denied" of a real
+        // block page, making a broken site up; erring this way makes at worst a
+        // working page with a broken hidden element degraded.
+        Unseen(pass.spans)
     }
 
     /// Whether byte `at` of the page lies where a person reads nothing.
@@ -272,6 +193,121 @@ impl Unseen {
 /// which is where a phrase that is markup itself starts (PHP's `<b>fatal error</b>:`).
 fn tag_span(lt: usize, end: usize) -> Range<usize> {
     lt + 1..end
+}
+
+/// The forward pass of [`Unseen::of`]: the unseen ranges so far, and the hidden element
+/// being read through. Each method takes the markup at a `<` and says where the pass
+/// goes on.
+struct Pass<'a> {
+    lower: &'a [u8],
+    spans: Vec<Range<usize>>,
+    hidden: Option<Hidden<'a>>,
+}
+
+impl<'a> Pass<'a> {
+    /// A comment at `lt`, ended where a browser ends it: `<!-->` and `<!--->` are whole,
+    /// empty comments, `--!>` closes one too; an unclosed comment hides the rest.
+    fn comment(&mut self, lt: usize) -> usize {
+        let end = crate::probe::shown::comment_end(self.lower, lt);
+        self.spans.push(lt..end);
+        end
+    }
+
+    /// A tag at `lt`.
+    fn tag(&mut self, lt: usize, tag: &Tag<'a>) -> usize {
+        self.spans.push(tag_span(lt, tag.end));
+        if tag.closing {
+            self.end_tag(tag);
+            tag.end
+        } else if UNREAD_ELEMENTS.contains(&tag.name) || TEXT_ELEMENTS.contains(&tag.name) {
+            self.raw_text(tag)
+        } else {
+            self.start_tag(lt, tag);
+            tag.end
+        }
+    }
+
+    /// An end tag, closing what it closes inside the hidden element.
+    fn end_tag(&mut self, tag: &Tag<'_>) {
+        let Some(h) = self.hidden.as_mut() else {
+            return;
+        };
+        match h.open.iter().rposition(|open| *open == tag.name) {
+            // Its own end tag.
+            Some(0) => {
+                h.fold(&mut self.spans, tag.end, tag.end);
+                self.hidden = None;
+            }
+            Some(at) => h.open.truncate(at),
+            // The end tag of an element opened before it, or of none: its own end tag
+            // is missing. A browser closes it at a parent's end tag but not at
+            // `</body>`, after which it hides the rest of the page; as for one never
+            // closed (`Unseen::of`), it hides nothing.
+            None => self.hidden = None,
+        }
+    }
+
+    /// A script, style or template (unread), or a title or textarea (text), read to its
+    /// end tag with it: inside a hidden element that end tag closes nothing open there
+    /// (which would end the hiding).
+    fn raw_text(&mut self, tag: &Tag<'_>) -> usize {
+        let lower = self.lower;
+        let close = crate::probe::shown::closing_tag(lower, tag.end, tag.name);
+        if UNREAD_ELEMENTS.contains(&tag.name) {
+            self.spans.push(tag.end..close);
+        }
+        if close >= lower.len() {
+            return close;
+        }
+        let end = crate::probe::shown::tag_gt(lower, close + 2).map_or(lower.len(), |gt| gt + 1);
+        self.spans.push(tag_span(close, end));
+        end
+    }
+
+    /// A start tag at `lt`: it may close elements open inside the hidden one (the end
+    /// tags HTML lets a page leave out), open one inside it, or begin a hidden element.
+    fn start_tag(&mut self, lt: usize, tag: &Tag<'a>) {
+        let looks = Looks::of(tag.attributes);
+        let empty = VOID_ELEMENTS.contains(&tag.name) || tag.self_closing;
+        if let Some(h) = self.hidden.as_mut() {
+            h.revealed |= h.by_visibility && looks.reveals;
+            match h
+                .open
+                .iter()
+                .position(|open| implicitly_closes(tag.name, open))
+            {
+                Some(0) => {
+                    h.fold(&mut self.spans, lt, tag.end);
+                    self.hidden = None;
+                }
+                Some(at) => h.open.truncate(at),
+                None => {}
+            }
+        }
+        match self.hidden.as_mut() {
+            Some(h) if !empty => {
+                if h.open.len() == MAX_OPEN_IN_HIDDEN {
+                    // Markup this deep is no message kept for later: give up.
+                    self.hidden = None;
+                } else {
+                    h.open.push(tag.name);
+                }
+            }
+            Some(_) => {}
+            // `<body style="display:none">` is how a page hides itself until its script
+            // has run, then shows: what it says is read.
+            None if !empty && !matches!(tag.name, b"html" | b"body") => {
+                self.hidden = looks.hides.map(|by_visibility| Hidden {
+                    start: lt,
+                    before: self.spans.len() - 1,
+                    open: vec![tag.name],
+                    by_visibility,
+                    revealed: false,
+                });
+            }
+            None => {}
+        }
+    }
 }
 
 /// A hidden element being read through, until its end.
