@@ -78,37 +78,8 @@ pub(super) fn classify(
             return outcome;
         }
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            if io
-                .raw_os_error()
-                .is_some_and(crate::probe::local_resource_errno)
-            {
-                return fail(
-                    FailureKind::LocalResources,
-                    format!("{at}: not asked: this worker has no file descriptors, local ports or socket buffers left ({io})"),
-                );
-            }
-            let (kind, what) = match io.kind() {
-                K::ConnectionRefused => (FailureKind::Connect, "connection refused"),
-                K::ConnectionReset => (FailureKind::Reset, "connection reset by the server"),
-                K::ConnectionAborted => (FailureKind::Reset, "connection aborted"),
-                // A clean close: a crashing backend behind a proxy, or nginx's 444 refusal
-                // (the limiter tells them apart, `Signal::Closed`); not a reset.
-                K::UnexpectedEof => (FailureKind::Connect, "connection closed before an answer"),
-                K::HostUnreachable | K::NetworkUnreachable => {
-                    (FailureKind::Unreachable, "no route to host")
-                }
-                _ => {
-                    source = err.source();
-                    continue;
-                }
-            };
-            return fail(kind, format!("{at}: {what}"));
-        }
-        source = err.source();
+    if let Some(outcome) = socket_failure(e, &at) {
+        return outcome;
     }
     if e.is_timeout() {
         let phase = if e.is_connect() {
@@ -132,6 +103,43 @@ pub(super) fn classify(
         return fail(FailureKind::Connect, format!("{at}: {cause}"));
     }
     fail(FailureKind::Protocol, format!("{at}: {cause}"))
+}
+
+/// The failure the first telling socket error under `e` is (`at`: the host and
+/// address asked), if there is one: our own resources gone, refused, reset, closed, no
+/// route.
+fn socket_failure(e: &reqwest::Error, at: &str) -> Option<Outcome> {
+    use std::io::ErrorKind as K;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        source = err.source();
+        let Some(io) = err.downcast_ref::<std::io::Error>() else {
+            continue;
+        };
+        if io
+            .raw_os_error()
+            .is_some_and(crate::probe::local_resource_errno)
+        {
+            return Some(fail(
+                FailureKind::LocalResources,
+                format!("{at}: not asked: this worker has no file descriptors, local ports or socket buffers left ({io})"),
+            ));
+        }
+        let (kind, what) = match io.kind() {
+            K::ConnectionRefused => (FailureKind::Connect, "connection refused"),
+            K::ConnectionReset => (FailureKind::Reset, "connection reset by the server"),
+            K::ConnectionAborted => (FailureKind::Reset, "connection aborted"),
+            // A clean close: a crashing backend behind a proxy, or nginx's 444 refusal
+            // (the limiter tells them apart, `Signal::Closed`); not a reset.
+            K::UnexpectedEof => (FailureKind::Connect, "connection closed before an answer"),
+            K::HostUnreachable | K::NetworkUnreachable => {
+                (FailureKind::Unreachable, "no route to host")
+            }
+            _ => continue,
+        };
+        return Some(fail(kind, format!("{at}: {what}")));
+    }
+    None
 }
 
 /// Whether the target refused the connection itself (ECONNREFUSED: a TCP reset or an
