@@ -71,21 +71,7 @@ pub(super) async fn read(
         Err((e, raw)) if e.is_timeout() && !raw.is_empty() => (raw, false, None, true),
         Err((e, _)) if e.is_timeout() => return Err(timed_out(status, 0)),
         Err((e, raw)) => {
-            let why = if raw.is_empty() && decoder_failed(&e) {
-                undecodable(&root_cause(&e))
-            } else if decoder_failed(&e) {
-                format!(
-                    "the body could not be decoded after {} bytes: {}",
-                    raw.len(),
-                    root_cause(&e)
-                )
-            } else {
-                format!(
-                    "the body broke off after {} bytes: {}",
-                    raw.len(),
-                    root_cause(&e)
-                )
-            };
+            let why = broken(&e, raw.len());
             if raw.is_empty() {
                 // Nothing of the page came (or it could not be decoded at all).
                 return Err(fail(FailureKind::Protocol, format!("{status} but {why}")));
@@ -112,6 +98,16 @@ pub(super) async fn read(
         broke_off,
         late,
     })
+}
+
+/// Why a body read failed after `read` bytes: it could not be decoded, or broke off.
+fn broken(e: &reqwest::Error, read: usize) -> String {
+    let cause = root_cause(e);
+    match (read, decoder_failed(e)) {
+        (0, true) => undecodable(&cause),
+        (_, true) => format!("the body could not be decoded after {read} bytes: {cause}"),
+        (_, false) => format!("the body broke off after {read} bytes: {cause}"),
+    }
 }
 
 /// Whether the answer's body ends where the connection closes: HTTP/1, with neither
