@@ -41,6 +41,21 @@ pub(super) async fn ask(
     request: reqwest::Request,
     head_lines: usize,
 ) -> Result<http::Response<Incoming>, TunnelError> {
+    let h2 = matches!(form, Form::H2);
+    let built = head(form, &request)?;
+    let answer = if h2 {
+        over_h2(io, built).await
+    } else {
+        over_h1(io, built, head_lines).await
+    };
+    answer.map_err(TunnelError::Http)
+}
+
+/// The request's head as `form` writes it, with the job's headers.
+fn head(
+    form: Form,
+    request: &reqwest::Request,
+) -> Result<http::Request<Empty<Bytes>>, TunnelError> {
     let url = request.url();
     let h2 = matches!(form, Form::H2);
     let mut head = http::Request::builder().method(request.method().clone());
@@ -75,43 +90,49 @@ pub(super) async fn ask(
     for (name, value) in request.headers() {
         head = head.header(name, value);
     }
-    let built = head.body(Empty::<Bytes>::new()).map_err(|e| {
-        TunnelError::Proxy(format!("the request for {url} could not be built: {e}"))
-    })?;
-    let answer = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .max_header_list_size(MAX_HEADER_LIST_BYTES)
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(TunnelError::Http)?;
-        // Ends once the answer and the sender are dropped (pooling is off here too).
-        tokio::spawn(conn);
-        sender.send_request(built).await
-    } else {
-        // Read as the direct clients read (`http::client::builder`), and the status line
-        // as browsers read it (`mend`): as browsers do.
-        let mended = Mended::new(io);
-        let original = mended.original();
-        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-            .title_case_headers(true)
-            .max_headers(head_lines)
-            .allow_spaces_after_header_name_in_responses(true)
-            .allow_obsolete_multiline_headers_in_responses(true)
-            .ignore_invalid_headers_in_responses(true)
-            .handshake(TokioIo::new(mended))
-            .await
-            .map_err(TunnelError::Http)?;
-        // Driven beside the probe while it reads the body; it ends when the body is
-        // read or dropped, as the sender is gone by then.
-        tokio::spawn(conn);
-        sender.send_request(built).await.map(|mut answer| {
-            if let Some(line) = original.get() {
-                answer.extensions_mut().insert(MendedLine(line.clone()));
-            }
-            answer
-        })
-    };
-    answer.map_err(TunnelError::Http)
+    head.body(Empty::<Bytes>::new())
+        .map_err(|e| TunnelError::Proxy(format!("the request for {url} could not be built: {e}")))
+}
+
+/// `built` asked over HTTP/2 on `io`.
+async fn over_h2(
+    io: Box<dyn Io>,
+    built: http::Request<Empty<Bytes>>,
+) -> hyper::Result<http::Response<Incoming>> {
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .handshake(TokioIo::new(io))
+        .await?;
+    // Ends once the answer and the sender are dropped (pooling is off here too).
+    tokio::spawn(conn);
+    sender.send_request(built).await
+}
+
+/// `built` asked over HTTP/1.1 on `io`, read as the direct clients read
+/// (`http::client::builder`), and the status line as browsers read it (`mend`).
+async fn over_h1(
+    io: Box<dyn Io>,
+    built: http::Request<Empty<Bytes>>,
+    head_lines: usize,
+) -> hyper::Result<http::Response<Incoming>> {
+    let mended = Mended::new(io);
+    let original = mended.original();
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .max_headers(head_lines)
+        .allow_spaces_after_header_name_in_responses(true)
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .ignore_invalid_headers_in_responses(true)
+        .handshake(TokioIo::new(mended))
+        .await?;
+    // Driven beside the probe while it reads the body; it ends when the body is read or
+    // dropped, as the sender is gone by then.
+    tokio::spawn(conn);
+    let mut answer = sender.send_request(built).await?;
+    if let Some(line) = original.get() {
+        answer.extensions_mut().insert(MendedLine(line.clone()));
+    }
+    Ok(answer)
 }
 
 /// The answer as the rest of the prober expects it from reqwest: br and zstd decoded
