@@ -253,63 +253,83 @@ async fn publish_disposition(
     match disposition {
         Disposition::Defer(wait) => {
             let p = deferred(props, received, SystemTime::now() + *wait);
-            let r = delay(s, delivery, *wait, p).await;
-            if r.is_ok() {
-                metric::deferred();
-            }
-            r
+            delay_counted(s, delivery, *wait, p, metric::deferred).await
         }
         Disposition::Early(rest) => {
             let p = still_redelivered(republished(props), received);
-            let r = delay(s, delivery, *rest, p).await;
-            if r.is_ok() {
-                metric::back_early();
-            }
-            r
+            delay_counted(s, delivery, *rest, p, metric::back_early).await
         }
         Disposition::Again(wait) => {
             let count = i64::try_from(received.unsettled + 1).unwrap_or(i64::MAX);
             let p = copy_with(props, UNSETTLED_HEADER, AMQPValue::LongLongInt(count));
             let of = AMQPValue::LongString(received.delivery_id.as_str().into());
-            let r = delay(s, delivery, *wait, copy_with(&p, RETRY_OF_HEADER, of)).await;
-            if r.is_ok() {
-                metric::requeued();
-            }
-            r
+            let p = copy_with(&p, RETRY_OF_HEADER, of);
+            delay_counted(s, delivery, *wait, p, metric::requeued).await
         }
-        Disposition::Answer(report) => {
-            let message = report_message(report);
-            publish_report(&s.publish, &s.settings, &message, report).await?;
-            if let Some(reply_to) = props.reply_to() {
-                let (payload, mut p) = message;
-                if let Some(c) = props.correlation_id() {
-                    p = p.with_correlation_id(c.clone());
-                }
-                s.replies.send(reply_to, &payload, p).await;
-            }
-            Ok(())
-        }
-        Disposition::DeadLetter(reason) => {
-            tracing::warn!(reason = %reason, "not a job; dead-lettering");
-            let why = AMQPValue::LongString(reason.as_str().into());
-            let mut p = copy_with(props, REASON_HEADER, why);
-            // Its headers leave no room for ours: the broker would close the connection
-            // on the copy. Its reason is in the log line above; the copy keeps what it
-            // came with, not even made persistent when that is one byte too many.
-            if !fits_a_frame(s, &p) {
-                p = republished(props);
-            }
-            if !fits_a_frame(s, &p) {
-                p = copy_of(props, *props.delivery_mode());
-            }
-            let dead = ("", s.settings.dead_letter_queue.as_str());
-            let r = publish_confirmed(&s.publish, dead, Route::Mandatory, &delivery.data, p).await;
-            if r.is_ok() {
-                metric::dead_lettered();
-            }
-            r
-        }
+        Disposition::Answer(report) => answer(s, props, report).await,
+        Disposition::DeadLetter(reason) => dead_letter(s, delivery, reason).await,
     }
+}
+
+/// [`delay`], counted by `counted` once confirmed.
+async fn delay_counted(
+    s: &Session,
+    delivery: &lapin::message::Delivery,
+    wait: Duration,
+    p: BasicProperties,
+    counted: fn(),
+) -> Result<(), AmqpError> {
+    let r = delay(s, delivery, wait, p).await;
+    if r.is_ok() {
+        counted();
+    }
+    r
+}
+
+/// Publishes `report` (and its change), and to the job's `reply_to` queue if it names
+/// one, with its `correlation_id`.
+async fn answer(
+    s: &Session,
+    props: &BasicProperties,
+    report: &crate::job::Report,
+) -> Result<(), AmqpError> {
+    let message = report_message(report);
+    publish_report(&s.publish, &s.settings, &message, report).await?;
+    if let Some(reply_to) = props.reply_to() {
+        let (payload, mut p) = message;
+        if let Some(c) = props.correlation_id() {
+            p = p.with_correlation_id(c.clone());
+        }
+        s.replies.send(reply_to, &payload, p).await;
+    }
+    Ok(())
+}
+
+/// Copies a message that is no job to the dead-letter queue, its `reason` in a header.
+async fn dead_letter(
+    s: &Session,
+    delivery: &lapin::message::Delivery,
+    reason: &str,
+) -> Result<(), AmqpError> {
+    tracing::warn!(reason = %reason, "not a job; dead-lettering");
+    let props = &delivery.properties;
+    let why = AMQPValue::LongString(reason.into());
+    let mut p = copy_with(props, REASON_HEADER, why);
+    // Its headers leave no room for ours: the broker would close the connection on the
+    // copy. Its reason is in the log line above; the copy keeps what it came with, not
+    // even made persistent when that is one byte too many.
+    if !fits_a_frame(s, &p) {
+        p = republished(props);
+    }
+    if !fits_a_frame(s, &p) {
+        p = copy_of(props, *props.delivery_mode());
+    }
+    let dead = ("", s.settings.dead_letter_queue.as_str());
+    let r = publish_confirmed(&s.publish, dead, Route::Mandatory, &delivery.data, p).await;
+    if r.is_ok() {
+        metric::dead_lettered();
+    }
+    r
 }
 
 /// The properties of a deferred job's copy: one more deferral, its place in its IP's
