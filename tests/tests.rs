@@ -24,6 +24,7 @@ mod real_servers;
 mod redelivery;
 mod reliability;
 mod resolving;
+mod review_aa;
 mod review_u;
 mod support_smoke;
 mod worker_e2e;

@@ -1,0 +1,319 @@
+//! Review AA: holes in the sites' clock (`http::sites_clock`) and in the rereading of
+//! `/etc/hosts` and `/etc/resolv.conf` (`dns::host_files`). Every test here fails
+//! against the code it was written for; each says what an operator or a subscriber
+//! would see. Loopback addresses 127.0.8.1 - 127.0.8.80 only.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use axum::response::IntoResponse;
+use picket::job::{Report, Verdict};
+
+use crate::support::farm::{serve_tls, server_config, Pki, Signer};
+use crate::support::picket::{check, engine_with, page, Checking};
+use crate::support::serve;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The `Date` a test site sends.
+#[derive(Clone)]
+enum Date {
+    /// hyper's own: the true time.
+    True,
+    /// The true time less this much (a server whose clock is behind).
+    Behind(Duration),
+    /// This string, whatever the time (a device without a clock).
+    Fixed(&'static str),
+}
+
+/// A site at `ip` answering `/` with a page, or with a redirect to `to`, its `Date` as
+/// `date` says.
+async fn dated_site(ip: &str, date: Date, to: Option<String>) -> SocketAddr {
+    let router = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let (date, to) = (date.clone(), to.clone());
+            async move {
+                let mut resp = match to {
+                    Some(url) => axum::response::Redirect::to(&url).into_response(),
+                    None => axum::response::Html(page("dated")).into_response(),
+                };
+                let value = match date {
+                    Date::True => None,
+                    Date::Behind(d) => Some(httpdate::fmt_http_date(SystemTime::now() - d)),
+                    Date::Fixed(s) => Some(s.to_string()),
+                };
+                if let Some(v) = value {
+                    resp.headers_mut()
+                        .insert(axum::http::header::DATE, v.parse().expect("a Date"));
+                }
+                resp
+            }
+        }),
+    );
+    serve(ip, router).await
+}
+
+fn verdict(r: &Report) -> (Verdict, &str) {
+    (r.verdict, r.reason.as_str())
+}
+
+/// The sites' clock counts one vote per address, "so a few servers whose own clock is
+/// wrong move nothing". But every hop of a redirect chain votes: ONE URL (one job of one
+/// subscriber, or one broken site whose redirects cross its own addresses: a wildcard
+/// name, an IPv6 /64 gives any number) whose six hops say the time is 30 days earlier
+/// outvotes five honest sites. From then on, with this worker's clock right, a site whose
+/// certificate truly expired yesterday (every browser refuses it) is reported
+/// `unknown/local_clock` ("this worker's clock is 30 days ahead: set its time"): a real
+/// outage hidden, and the operator sent to fix a clock that is right.
+#[tokio::test]
+async fn one_url_whose_redirects_cross_six_addresses_outvotes_five_sites_and_hides_an_expired_certificate(
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (pki, ca_file) = Pki::with_ca_file(dir.path());
+    let expired = server_config(&pki, "expired.test", -30, -1, Signer::Ca);
+    let https = serve_tls("127.0.8.1", expired, &page("expired")).await;
+    let e = engine_with(
+        "attempts = 1",
+        &format!(
+            "[tls]\nextra_ca_file = \"{}\"\n[dns]\nstatic = {{ \"expired.test\" = \"127.0.8.1\" }}\n",
+            ca_file.display()
+        ),
+    );
+    let url = format!("https://expired.test:{}/", https.port());
+    let r = check(&e, &url).await;
+    assert_eq!(verdict(&r), (Verdict::Degraded, "tls"), "{}", r.detail);
+
+    for n in 2..=6 {
+        let honest = dated_site(&format!("127.0.8.{n}"), Date::True, None).await;
+        let r = check(&e, &format!("http://{honest}/")).await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    }
+    // One URL: a chain over six addresses, each 30 days behind the world.
+    let mut next: Option<String> = None;
+    for n in (7..=12).rev() {
+        let hop = dated_site(&format!("127.0.8.{n}"), Date::Behind(30 * DAY), next).await;
+        next = Some(format!("http://{hop}/"));
+    }
+    let r = check(&e, next.as_deref().expect("the chain")).await;
+    assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+
+    let r = check(&e, &url).await;
+    assert_eq!(
+        verdict(&r),
+        (Verdict::Degraded, "tls"),
+        "a certificate expired yesterday, our clock right, after one URL's redirects: {}",
+        r.detail
+    );
+}
+
+/// Printers, cameras, UPS cards and routers without a battery-backed clock answer with a
+/// `Date` in January 1970. A worker watching five of them (and three websites) takes
+/// 1970 for the world's time: no Date before picket itself was built can be. Every
+/// certificate's days are then counted from 1970: a site whose certificate expires in
+/// three days (`tls.expiry_warn_days` = 14) is `up/ok`, where it was `degraded/tls`
+/// "expires in 2 days" a moment before: the warning the operator set up never comes (a
+/// false up), and an already expired one would be `unknown/local_clock`.
+#[tokio::test]
+async fn devices_answering_with_a_date_in_1970_silence_the_warning_of_a_certificate_about_to_expire(
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (pki, ca_file) = Pki::with_ca_file(dir.path());
+    let soon = server_config(&pki, "soon.test", -60, 3, Signer::Ca);
+    let https = serve_tls("127.0.8.13", soon, &page("soon")).await;
+    let e = engine_with(
+        "attempts = 1",
+        &format!(
+            "[tls]\nextra_ca_file = \"{}\"\n[dns]\nstatic = {{ \"soon.test\" = \"127.0.8.13\" }}\n",
+            ca_file.display()
+        ),
+    );
+    let url = format!("https://soon.test:{}/", https.port());
+    let r = check(&e, &url).await;
+    assert_eq!(verdict(&r), (Verdict::Degraded, "tls"), "{}", r.detail);
+
+    for n in 14..=16 {
+        let web = dated_site(&format!("127.0.8.{n}"), Date::True, None).await;
+        let r = check(&e, &format!("http://{web}/")).await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    }
+    for n in 17..=21 {
+        let device = dated_site(
+            &format!("127.0.8.{n}"),
+            Date::Fixed("Thu, 01 Jan 1970 00:07:12 GMT"),
+            None,
+        )
+        .await;
+        let r = check(&e, &format!("http://{device}/")).await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    }
+
+    let r = check(&e, &url).await;
+    assert_eq!(
+        verdict(&r),
+        (Verdict::Degraded, "tls"),
+        "a certificate expiring in 3 days, after five devices dated 1970: {}",
+        r.detail
+    );
+}
+
+/// `picket check --json --config <config> -` under libfaketime, its offset read from
+/// `clock` (changed while it runs: a clock stepped), the monotonic clock left true.
+fn checking_faked(config: &std::path::Path, clock: &std::path::Path) -> Checking {
+    let mut picket = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"));
+    picket
+        .args(["check", "--json", "--config"])
+        .arg(config)
+        .arg("-")
+        .env("LD_PRELOAD", crate::support::libfaketime())
+        .env("FAKETIME_TIMESTAMP_FILE", clock)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    Checking::start(picket)
+}
+
+/// The case hunt S was for: a VM restored from a snapshot, its clock days off, until NTP
+/// (chrony's `makestep`, systemd-timesyncd) steps it right, seconds or minutes later.
+/// The sites' clock keeps each answer as an offset from OUR clock at the time: once
+/// ours is stepped, every stored offset is wrong by the step, and stays until the
+/// addresses answer again (an address never asked again, forever). Here the worker is 3
+/// days ahead, five sites answer, NTP steps the clock right; the next check of a site
+/// whose certificate truly expired yesterday is `unknown/local_clock` ("this worker's
+/// clock is 3days ahead": it no longer is), where a worker that never was wrong says
+/// `degraded/tls`. Anchoring each answer to the monotonic clock (their time, plus the
+/// time since, against our wall clock now) would follow the step at once.
+#[tokio::test]
+async fn a_clock_stepped_right_by_ntp_keeps_the_old_offset_and_hides_an_expired_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (pki, ca_file) = Pki::with_ca_file(dir.path());
+    let expired = server_config(&pki, "expired.test", -30, -1, Signer::Ca);
+    let https = serve_tls("127.0.8.22", expired, &page("expired")).await;
+    let config = dir.path().join("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[targets]\nallow_private = true\n[probe]\nattempts = 1\n\
+             [tls]\nextra_ca_file = \"{}\"\n[dns]\nstatic = {{ \"expired.test\" = \"127.0.8.22\" }}\n",
+            ca_file.display()
+        ),
+    )
+    .expect("config");
+    let clock = dir.path().join("faketime");
+    std::fs::write(&clock, "+3d\n").expect("faketime");
+    let mut checking = checking_faked(&config, &clock);
+    for n in 23..=27 {
+        let web = dated_site(&format!("127.0.8.{n}"), Date::True, None).await;
+        let r = checking.check(&format!("http://{web}/")).await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    }
+    // NTP steps the clock right.
+    std::fs::write(&clock, "+0\n").expect("faketime");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let r = checking
+        .check(&format!("https://expired.test:{}/", https.port()))
+        .await;
+    assert_eq!(
+        verdict(&r),
+        (Verdict::Degraded, "tls"),
+        "a certificate expired yesterday, our clock right again: {}",
+        r.detail
+    );
+}
+
+/// A CA and an RSA certificate for `name` (valid from `from` to `to` days from now) for
+/// `openssl s_server`: (CA PEM, certificate PEM, key PEM).
+fn rsa_site(name: &str, from: i64, to: i64) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    let at = |days: i64| {
+        rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs((now + days * 86_400) as u64)
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.distinguished_name
+        .push(DnType::CommonName, "review AA CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.not_before = at(-10);
+    ca.not_after = at(3650);
+    let ca = ca.self_signed(&ca_key).expect("CA");
+    let key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("RSA key");
+    let mut leaf = CertificateParams::new(vec![name.to_string()]).expect("leaf params");
+    leaf.distinguished_name.push(DnType::CommonName, name);
+    leaf.not_before = at(from);
+    leaf.not_after = at(to);
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).expect("leaf");
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+/// The OpenSSL path was left out. A site that speaks only legacy TLS (TLS 1.2 with a
+/// CBC suite: rustls fails, picket asks again over OpenSSL, as browsers would) is
+/// checked by a worker three days behind, after five sites told it so. Its certificate
+/// is valid by the sites' clock and, by ours, not valid for two more days: OpenSSL's
+/// failure is no rustls `NotValidYetContext`, so it is never put down to our clock, and
+/// the site is `down/tls` (`tls.on_error = "down"`): a false down, where a rustls site
+/// in the same state is `unknown/local_clock`.
+#[tokio::test]
+async fn a_legacy_tls_site_valid_by_the_sites_clock_is_not_down_for_our_clock() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca, cert, key) = rsa_site("legacy.test", -1, 90);
+    let ca_file = dir.path().join("ca.pem");
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&ca_file, ca).expect("CA");
+    std::fs::write(&cert_file, cert).expect("cert");
+    std::fs::write(&key_file, key).expect("key");
+    let port = std::net::TcpListener::bind("127.0.8.36:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut server = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"openssl s_server -quiet -www -accept "$0" -cert "$1" -key "$2" -tls1_2 -cipher ECDHE-RSA-AES128-SHA </dev/null >/dev/null 2>&1 & pid=$!; read _; kill "$pid""#)
+        .arg(format!("127.0.8.36:{port}"))
+        .arg(&cert_file)
+        .arg(&key_file)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl s_server");
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.8.36", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "s_server listens");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let config = dir.path().join("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[targets]\nallow_private = true\n[probe]\nattempts = 1\n\
+             [tls]\non_error = \"down\"\nextra_ca_file = \"{}\"\n\
+             [dns]\nstatic = {{ \"legacy.test\" = \"127.0.8.36\" }}\n",
+            ca_file.display()
+        ),
+    )
+    .expect("config");
+    let clock = dir.path().join("faketime");
+    std::fs::write(&clock, "-3d\n").expect("faketime");
+    let mut checking = checking_faked(&config, &clock);
+    for n in 31..=35 {
+        let web = dated_site(&format!("127.0.8.{n}"), Date::True, None).await;
+        let r = checking.check(&format!("http://{web}/")).await;
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    }
+    let r = checking
+        .check(&format!("https://legacy.test:{port}/"))
+        .await;
+    drop(server.stdin.take());
+    let _ = server.wait();
+    assert_eq!(
+        verdict(&r),
+        (Verdict::Unknown, "local_clock"),
+        "a legacy-TLS site valid by the sites' clock, ours 3 days behind: {}",
+        r.detail
+    );
+}
+
