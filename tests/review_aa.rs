@@ -317,3 +317,212 @@ async fn a_legacy_tls_site_valid_by_the_sites_clock_is_not_down_for_our_clock() 
     );
 }
 
+/// `picket check --json --config <config> -` in its own mount namespace, `mounts`
+/// (file, onto) bind-mounted first.
+fn checking_mounted(mounts: &[(&std::path::Path, &str)], config: &std::path::Path) -> Checking {
+    let binds: Vec<String> = mounts
+        .iter()
+        .map(|(file, onto)| format!("mount --bind {} {onto} && ", file.display()))
+        .collect();
+    let script = format!(
+        "{}exec {} check --json --config {} -",
+        binds.concat(),
+        env!("CARGO_BIN_EXE_picket"),
+        config.display(),
+    );
+    let mut unshare = tokio::process::Command::new("unshare");
+    unshare.args(["-m", "sh", "-c", &script]);
+    Checking::start(unshare)
+}
+
+/// A config whose `[dns]` is `dns` (short timeouts), private targets allowed.
+fn dns_config(dir: &std::path::Path, dns: &str) -> std::path::PathBuf {
+    let config = dir.join("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[targets]\nallow_private = true\n[probe]\nattempts = 1\nconnect_timeout = \"2s\"\n\
+             [dns]\ntimeout = \"1s\"\n{dns}"
+        ),
+    )
+    .expect("config");
+    config
+}
+
+/// A site at `ip` that can be shut down (its port then refuses).
+async fn stoppable_site(ip: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .expect("bind the site");
+    let addr = listener.local_addr().expect("its address");
+    let router = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { axum::response::Html(page("old")) }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (addr, task)
+}
+
+/// A pin REMOVED from /etc/hosts is still followed. picket reads the hosts file again,
+/// but every hickory resolver it builds (the pool, each nameserver alone) keeps its own
+/// copy of /etc/hosts, read when it was built (`use_hosts_file` is left at `Auto`), and
+/// a name picket's fresh copy no longer has is asked of that pool, which answers from
+/// the stale copy without asking DNS. An operator pinned a site to a temporary server
+/// during a migration, then deletes the pin and shuts that server down: the worker
+/// keeps connecting to it and reports a confirmed `down/connect` for a site that is up
+/// at the address its DNS gives, until a restart (forever with `dns.nameservers` set,
+/// or until resolv.conf happens to change).
+#[tokio::test]
+async fn a_pin_removed_from_etc_hosts_is_still_followed_from_hickorys_own_copy() {
+    let (old, old_site) = stoppable_site("127.0.8.42").await;
+    let new = {
+        // The site at its DNS address listens on the same port as the old server did.
+        let listener = tokio::net::TcpListener::bind(("127.0.8.43", old.port()))
+            .await
+            .expect("bind the site at its DNS address");
+        let router = axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async { axum::response::Html(page("new")) }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        SocketAddr::from(([127, 0, 8, 43], old.port()))
+    };
+    let table = std::collections::HashMap::from([("moved.test".to_string(), vec![new.ip()])]);
+    let (ns, _) =
+        crate::support::dns::serve("127.0.8.53", crate::support::dns::Mode::Answer(table)).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.8.42 moved.test\n").expect("hosts");
+    let config = dns_config(dir.path(), &format!("nameservers = [\"{ns}\"]\n"));
+    let mut checking = checking_mounted(&[(&hosts, "/etc/hosts")], &config);
+    let url = format!("http://moved.test:{}/", old.port());
+    let r = checking.check(&url).await;
+    assert_eq!(
+        (r.verdict, r.ip.as_deref()),
+        (Verdict::Up, Some("127.0.8.42")),
+        "{}",
+        r.detail
+    );
+
+    // The migration is over: the pin goes, the temporary server too.
+    std::fs::write(&hosts, "127.0.0.1 localhost\n").expect("hosts");
+    old_site.abort();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = checking.check(&url).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str(), r.ip.as_deref()),
+        (Verdict::Up, "ok", Some("127.0.8.43")),
+        "the pin removed, DNS says 127.0.8.43: {}",
+        r.detail
+    );
+}
+
+/// The hosts file's reading never fails: hickory's `Hosts::from_system` refuses a file
+/// with a byte that is not UTF-8 anywhere (a comment saved in Latin-1, "# Zürich
+/// office"), and `unwrap_or_default` makes that an EMPTY hosts file, taken as a good
+/// reading ("read again: it changed"). The change promises that "a changed file that
+/// cannot be read leaves the last reading in place"; glibc (curl, browsers) reads the
+/// file byte by byte and still finds every pin. Here an operator adds such a comment
+/// and keeps the pin, and the host's DHCP lease then adds a second nameserver to
+/// resolv.conf (the nameservers are rebuilt, and with them hickory's own copy of the
+/// hosts file, which was hiding the loss): the pinned site, which DNS does not know, is
+/// a confirmed `down/dns`.
+#[tokio::test]
+async fn a_latin1_comment_added_to_etc_hosts_drops_every_pin_and_the_site_is_down() {
+    use crate::support::dns::{serve_on, Mode};
+    let (_first, _) = serve_on("127.0.8.53", 53, Mode::Answer(Default::default())).await;
+    let (_second, _) = serve_on("127.0.8.54", 53, Mode::Answer(Default::default())).await;
+    let web = dated_site("127.0.8.41", Date::True, None).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hosts = dir.path().join("hosts");
+    let resolv = dir.path().join("resolv.conf");
+    let pinned = b"127.0.0.1 localhost\n127.0.8.41 pinned.test\n".to_vec();
+    std::fs::write(&hosts, &pinned).expect("hosts");
+    std::fs::write(&resolv, "nameserver 127.0.8.53\n").expect("resolv.conf");
+    let config = dns_config(dir.path(), "");
+    let mut checking = checking_mounted(
+        &[(&hosts, "/etc/hosts"), (&resolv, "/etc/resolv.conf")],
+        &config,
+    );
+    let url = format!("http://pinned.test:{}/", web.port());
+    let r = checking.check(&url).await;
+    assert_eq!(verdict(&r), (Verdict::Up, "ok"), "{}", r.detail);
+
+    // The pin stays; a comment in Latin-1 is added ("Zürich", ü = 0xFC).
+    let mut edited = pinned.clone();
+    edited.extend_from_slice(b"# Z\xfcrich office\n");
+    std::fs::write(&hosts, &edited).expect("hosts");
+    std::fs::write(&resolv, "nameserver 127.0.8.53\nnameserver 127.0.8.54\n").expect("resolv.conf");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = checking.check(&url).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str(), r.ip.as_deref()),
+        (Verdict::Up, "ok", Some("127.0.8.41")),
+        "the pin still in /etc/hosts: {}",
+        r.detail
+    );
+}
+
+/// Hunt S made a resolv.conf naming no nameserver mean 127.0.0.1, as glibc does, so a
+/// minimal container could run `picket check` on a `dns.static` site. glibc says the
+/// same of a resolv.conf that is not there at all (resolv.conf(5): "If this file does
+/// not exist, only the name server on the local machine will be queried"), and the
+/// common way it is not there is a dangling symlink: `/etc/resolv.conf ->
+/// /run/systemd/resolve/stub-resolv.conf` in a container or chroot where
+/// systemd-resolved does not run, or early at boot. picket still refuses to start:
+/// "DNS resolver could not be configured: /etc/resolv.conf: No such file or directory",
+/// and nothing is checked, not even a site no name is asked for.
+#[test]
+fn a_resolv_conf_that_is_a_dangling_symlink_at_start_stops_picket_check() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let etc = dir.path().join("etc");
+    let status = std::process::Command::new("cp")
+        .args(["-a", "/etc/."])
+        .arg(&etc)
+        .status()
+        .expect("cp");
+    assert!(status.success(), "a copy of /etc");
+    let copied = etc.join("resolv.conf");
+    std::fs::remove_file(&copied).expect("the copy's resolv.conf");
+    std::os::unix::fs::symlink(dir.path().join("run/stub-resolv.conf"), &copied)
+        .expect("a dangling symlink");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let web = rt.block_on(dated_site("127.0.8.45", Date::True, None));
+    let config = dir.path().join("check.toml");
+    std::fs::write(
+        &config,
+        "[targets]\nallow_private = true\n[probe]\nattempts = 1\n\
+         [dns]\nstatic = { \"static.test\" = \"127.0.8.45\" }\n",
+    )
+    .expect("config");
+    let script = format!(
+        "mount --bind {} /etc && exec {} check --json --config {} http://static.test:{}/",
+        etc.display(),
+        env!("CARGO_BIN_EXE_picket"),
+        config.display(),
+        web.port()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Option<Report> = stdout
+        .lines()
+        .find_map(|line| serde_json::from_str(line).ok());
+    let got = report
+        .as_ref()
+        .map(|r| (r.verdict, r.reason.as_str().to_string()));
+    assert_eq!(
+        got,
+        Some((Verdict::Up, "ok".to_string())),
+        "a dns.static site, /etc/resolv.conf a dangling symlink: exit {:?}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status.code()
+    );
+    drop(rt);
+}
