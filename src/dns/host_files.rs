@@ -193,6 +193,46 @@ mod tests {
         assert_eq!(*file.get(), "three");
     }
 
+    /// Review AA: the stamp is time, size, inode and device, not the change time. An
+    /// edit in place that keeps the size (a DHCP client or VPN swapping
+    /// `nameserver 10.0.0.1` for `nameserver 10.0.0.2`; an intranet moved from
+    /// `10.1.2.3` to `10.1.2.4` in /etc/hosts) and lands within the tick of the file's
+    /// last time, or is written by a tool that keeps the time (`cp -p`, `rsync -t`
+    /// in place, `tar`, `touch -r`), is never read: the worker asks the old nameserver,
+    /// or the old address, until the file changes again or it restarts. glibc's
+    /// `file_is_unchanged` compares the ctime too, which no writer can keep.
+    #[test]
+    fn an_edit_keeping_the_size_and_the_time_is_read_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path: &'static str = Box::leak(
+            dir.path()
+                .join("resolv.conf")
+                .to_string_lossy()
+                .into_owned()
+                .into_boxed_str(),
+        );
+        std::fs::write(path, "nameserver 10.0.0.1\n").expect("write");
+        let read: Read<String> =
+            Box::new(move || std::fs::read_to_string(path).map_err(|e| e.to_string()));
+        let file = Reread::new(
+            path,
+            || Ok::<_, ()>("nameserver 10.0.0.1\n".to_string()),
+            read,
+        )
+        .expect("first read");
+        let time = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        std::fs::write(path, "nameserver 10.0.0.2\n").expect("write");
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(time))
+            .expect("the time kept");
+        assert!(file.look(), "the file changed (its ctime did): read again");
+        assert_eq!(*file.get(), "nameserver 10.0.0.2\n");
+    }
+
     #[test]
     fn one_caller_looks_per_period() {
         let looks = Looks::new();
