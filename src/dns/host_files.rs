@@ -25,9 +25,13 @@ pub(super) const RESOLV_CONF: &str = "/etc/resolv.conf";
 pub(super) const LOOK_EVERY: Duration = Duration::from_secs(2);
 
 /// What a `stat` of a file shows of a change; `None` in [`Reread`] when it is missing.
+/// The change time too: an edit in place of the same size can keep the modification
+/// time (`cp -p`, `touch -r`, two writes within one clock tick), never the change time
+/// (review AA), which glibc compares as well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     modified: Option<SystemTime>,
+    changed: (i64, i64),
     len: u64,
     inode: u64,
     device: u64,
@@ -37,10 +41,27 @@ fn stamp(path: &Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
     Some(Stamp {
         modified: meta.modified().ok(),
+        changed: (meta.ctime(), meta.ctime_nsec()),
         len: meta.len(),
         inode: meta.ino(),
         device: meta.dev(),
     })
+}
+
+/// Reads the hosts file as glibc does, whatever bytes it holds: a line that is not
+/// UTF-8 (a Latin-1 comment) is read with its odd bytes replaced, where hickory's own
+/// reading refused the whole file and every pin was dropped (review AA).
+///
+/// # Errors
+/// The file cannot be read.
+pub(super) fn read_hosts() -> Result<hickory_resolver::Hosts, String> {
+    let bytes = std::fs::read(HOSTS).map_err(|e| format!("{HOSTS}: {e}"))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut hosts = hickory_resolver::Hosts::default();
+    hosts
+        .read_hosts_conf(text.as_bytes())
+        .map_err(|e| format!("{HOSTS}: {e}"))?;
+    Ok(hosts)
 }
 
 /// How a value is read from its file.

@@ -180,9 +180,9 @@ impl Resolver {
         } else {
             Nameservers::Configured(Arc::new(Servers::new(settings, None)?))
         };
-        let system_hosts = || Ok(hickory_resolver::Hosts::from_system().unwrap_or_default());
-        let hosts = Reread::new(HOSTS, system_hosts, Box::new(system_hosts))
-            .map_err(|e: String| DnsError::Setup(e))?;
+        // None at start is an empty one; one gone later leaves the last reading.
+        let first = || Ok::<_, DnsError>(host_files::read_hosts().unwrap_or_default());
+        let hosts = Reread::new(HOSTS, first, Box::new(host_files::read_hosts))?;
         Ok(Resolver {
             inner: Arc::new(Inner {
                 static_hosts: settings.static_hosts.clone(),

@@ -16,9 +16,9 @@ pub(super) type SystemConf = (ResolverConfig, ResolverOpts);
 /// Where the system's resolver configuration is.
 const RESOLV_CONF: &str = super::host_files::RESOLV_CONF;
 
-/// Reads `/etc/resolv.conf`. At start, one that names no nameserver means the local one
-/// (127.0.0.1), as glibc, and curl and everything else built on it, take it (hunt S: a
-/// minimal container's stopped every command). Read again after a change (`at_start`
+/// Reads `/etc/resolv.conf`. At start, one that names no nameserver, or none at all, means
+/// the local one (127.0.0.1), as glibc, and curl and everything else built on it, take
+/// it (hunt S: a minimal container's stopped every command). Read again after a change (`at_start`
 /// false), it is refused, and the nameservers it named before stand: a file caught
 /// between its truncation and its writing names none.
 ///
@@ -26,7 +26,13 @@ const RESOLV_CONF: &str = super::host_files::RESOLV_CONF;
 /// The file cannot be read, or names no nameserver after the start.
 pub(super) fn system_conf(at_start: bool) -> Result<SystemConf, DnsError> {
     let setup = |e: &dyn std::fmt::Display| DnsError::Setup(format!("{RESOLV_CONF}: {e}"));
-    let mut text = std::fs::read(RESOLV_CONF).map_err(|e| setup(&e))?;
+    let mut text = match std::fs::read(RESOLV_CONF) {
+        Ok(text) => text,
+        // No file at all (a dangling systemd-resolved link) is no nameserver named, for
+        // glibc as well (review AA).
+        Err(e) if at_start && e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(setup(&e)),
+    };
     if at_start && !names_a_nameserver(&text) {
         text.extend_from_slice(b"\nnameserver 127.0.0.1\n");
     }
@@ -134,6 +140,10 @@ fn finish(
     opts.timeout = settings.timeout;
     opts.attempts = 2;
     opts.cache_size = cache_size;
+    // The hosts file is picket's to read (`Resolver::in_hosts_file`), and to read again
+    // when it changes: a copy hickory read when it was built answered a pin the file
+    // no longer has (review AA).
+    opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
     builder.build().map_err(|e| DnsError::Setup(e.to_string()))
 }
 
