@@ -249,8 +249,10 @@ impl HttpProber {
             let (e, waited, allowed) =
                 match self.ask_ip(probe, &ask, &target.host, addr, obs).await? {
                     AtAddress::Answered(resp, ready, permit) => {
-                        self.clock
-                            .note(ip, resp.headers(), std::time::SystemTime::now());
+                        // One clock per probe: a chain of redirects is one site's.
+                        if chain.redirects == 0 {
+                            self.clock.note(ip, resp.headers());
+                        }
                         let stamp = self.answered(probe, &target.host, ip, ready, &tried, obs);
                         return Ok(Answered {
                             resp,
@@ -453,7 +455,7 @@ impl HttpProber {
                 *permit = self.permit(probe, host, addr.ip(), obs).await?;
                 match self
                     .ask_legacy(probe, ask, host, addr, (&hop, sent, &why), obs)
-                    .await
+                    .await?
                 {
                     Some((resp, ready)) => (Ok(resp), ready),
                     None => (Err(first), ready),
@@ -604,7 +606,8 @@ impl HttpProber {
     /// Asks `addr` again over OpenSSL, after rustls (its hop, send time and failure in
     /// `first`) failed the handshake for want of something it does not speak. The answer
     /// and when its connection was ready, or nothing when OpenSSL failed too (said in a
-    /// note) or no time is left.
+    /// note) or no time is left; our clock failing when OpenSSL found the certificate's
+    /// dates wrong and the sites' clock says it is ours that is off (review AA).
     async fn ask_legacy(
         &self,
         probe: &Probe<'_>,
@@ -613,12 +616,12 @@ impl HttpProber {
         addr: SocketAddr,
         first: (&Arc<Hop>, Instant, &str),
         obs: &mut Observation,
-    ) -> Option<(reqwest::Response, Instant)> {
+    ) -> Result<Option<(reqwest::Response, Instant)>, Outcome> {
         let sent = Instant::now();
         // Within what is left of the probe's time, like any other step.
         let left = probe.deadline.saturating_duration_since(sent);
         if left.is_zero() {
-            return None;
+            return Ok(None);
         }
         let connect_timeout = probe.plan.connect_timeout.min(left);
         let hop = Hop::new(host, addr, connect_timeout, probe.egress.route);
@@ -633,15 +636,29 @@ impl HttpProber {
                      OpenSSL",
                     first.2
                 ));
-                Some((resp, hop.clock.ready(sent)))
+                Ok(Some((resp, hop.clock.ready(sent))))
             }
             Err(e) => {
+                let cause = root_cause(&e);
+                // OpenSSL's verify result is said above its error stack, the root.
+                let verify =
+                    std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                        e.source()
+                    })
+                    .find_map(|e| DatesMissed::of_openssl(&e.to_string()));
+                let said = match verify {
+                    Some(DatesMissed::Expired(_)) => "certificate has expired",
+                    _ => "certificate is not yet valid",
+                };
+                let at = format!("{host} ({addr}): TLS failed over OpenSSL: {said}");
+                if let Some(ours) = self.our_clock(verify, &at) {
+                    return Err(ours);
+                }
                 obs.notes.push(format!(
                     "asked again as browsers still would (OpenSSL, TLS 1.2 or later, CBC \
-                     suites allowed): {}",
-                    root_cause(&e)
+                     suites allowed): {cause}"
                 ));
-                None
+                Ok(None)
             }
         }
     }
@@ -716,21 +733,23 @@ impl HttpProber {
         let Outcome::Failure(failure) = &outcome else {
             return outcome;
         };
-        let Some(missed) = e.tls_error().and_then(DatesMissed::of) else {
-            return outcome;
-        };
-        match self.clock.offset().filter(|o| missed.explained_by(*o)) {
-            Some(offset) => fail(
-                FailureKind::LocalClock,
-                format!(
-                    "{} by this worker's clock, which is {}: by theirs it is valid; set this \
-                     worker's time (NTP)",
-                    failure.detail,
-                    Offset(offset)
-                ),
+        let missed = e.tls_error().and_then(DatesMissed::of);
+        self.our_clock(missed, &failure.detail).unwrap_or(outcome)
+    }
+
+    /// Our clock failing, when a certificate's dates `missed` by ours (a TLS failure
+    /// told as `detail`) and not by the sites' clock.
+    fn our_clock(&self, missed: Option<DatesMissed>, detail: &str) -> Option<Outcome> {
+        let missed = missed?;
+        let offset = self.clock.offset().filter(|o| missed.explained_by(*o))?;
+        Some(fail(
+            FailureKind::LocalClock,
+            format!(
+                "{detail} by this worker's clock, which is {}: by theirs it is valid; set \
+                 this worker's time (NTP)",
+                Offset(offset)
             ),
-            None => outcome,
-        }
+        ))
     }
 }
 

@@ -2,10 +2,15 @@
 //! from a snapshot, a host without NTP, a reset RTC) finds every certificate expired or
 //! not valid yet, where every browser with a true clock shows the site: that is our
 //! failure, not theirs (hunt S). The sites tell the time: the `Date` of each answer
-//! (RFC 9110 asks every origin server with a clock to send one), plus its `Age` when a
-//! cache kept it, against our clock when it came. The median over the latest answers
-//! of distinct addresses stands for the world's clock, so a few servers whose own clock
-//! is wrong move nothing.
+//! (RFC 9110 asks every origin server with a clock to send one).
+//!
+//! Only what a few broken or hostile servers cannot move is believed (review AA): one
+//! answer per probe (the first hop's; a chain of redirects is one site), one per
+//! address, the latest 31 of the last hour; no cache's copy (an `Age`: its `Date` is
+//! when the origin made it, or restated by the cache); no `Date` before picket's
+//! release (a device without a clock says 1970); and only a median that most of them
+//! agree with, within two minutes. Each answer is kept against our monotonic clock, so
+//! a wall clock stepped right by NTP is seen right at once.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -18,12 +23,18 @@ use reqwest::header::{HeaderMap, AGE, DATE};
 const KEPT: usize = 31;
 /// How many addresses must have answered before their clocks are believed over ours.
 const AT_LEAST: usize = 5;
+/// How long an answer's clock counts.
+const FRESH: Duration = Duration::from_secs(3600);
+/// Within this of the median, an answer's clock agrees with it.
+const AGREE: Duration = Duration::from_secs(120);
 /// Below this, our clock is not the one that is wrong: a `Date` has whole seconds,
 /// servers' clocks drift, and a certificate's dates are set hours apart from any moment
 /// that matters (Let's Encrypt dates a certificate an hour back).
 const OFF_BY: Duration = Duration::from_secs(300);
 /// How often an offset is warned of while it lasts.
 const WARN_EVERY: Duration = Duration::from_secs(600);
+/// No true clock reads earlier than this (2026-11-01T00:00:00Z, before this release).
+const EARLIEST: Duration = Duration::from_secs(1_793_491_200);
 
 /// The latest answers' clocks, against ours.
 #[derive(Default)]
@@ -33,28 +44,37 @@ pub(super) struct SitesClock {
 
 #[derive(Default)]
 struct Seen {
-    /// (address, its clock minus ours in ms), the newest last, one per address.
-    offsets: VecDeque<(IpAddr, i64)>,
-    /// The median last exported (ms).
+    /// One per address, the newest last.
+    answers: VecDeque<Answer>,
+    /// The estimate last exported (ms).
     exported: Option<i64>,
     warned: Option<Instant>,
 }
 
+/// When an address's answer said it was made, and when (by our monotonic clock) it came.
+struct Answer {
+    ip: IpAddr,
+    theirs: SystemTime,
+    came: Instant,
+}
+
 impl SitesClock {
-    /// Notes the clock of an answer from `ip` with `headers`, arrived at `now` by ours.
-    pub(super) fn note(&self, ip: IpAddr, headers: &HeaderMap, now: SystemTime) {
-        let Some(theirs) = sent_at(headers) else {
+    /// Notes the clock of a probe's first answer, from `ip` with `headers`, come now.
+    pub(super) fn note(&self, ip: IpAddr, headers: &HeaderMap) {
+        let Some(theirs) = made_at(headers) else {
             return;
         };
         let Ok(mut seen) = self.seen.lock() else {
             return;
         };
-        seen.offsets.retain(|(known, _)| *known != ip);
-        if seen.offsets.len() == KEPT {
-            seen.offsets.pop_front();
+        seen.answers
+            .retain(|a| a.ip != ip && a.came.elapsed() < FRESH);
+        if seen.answers.len() == KEPT {
+            seen.answers.pop_front();
         }
-        seen.offsets.push_back((ip, millis_between(now, theirs)));
-        let Some(offset) = median(&seen.offsets) else {
+        let came = Instant::now();
+        seen.answers.push_back(Answer { ip, theirs, came });
+        let Some(offset) = estimate(&seen.answers) else {
             return;
         };
         // Whole seconds move the gauge: the rest is a `Date`'s rounding.
@@ -70,7 +90,7 @@ impl SitesClock {
             seen.warned = Some(Instant::now());
             tracing::warn!(
                 offset_s = offset / 1000,
-                answers = seen.offsets.len(),
+                answers = seen.answers.len(),
                 "this worker's clock is {}: certificates are judged by the sites' clocks; set its time (NTP)",
                 Offset(offset)
             );
@@ -89,22 +109,25 @@ impl SitesClock {
     }
 
     /// The sites' clock minus ours (ms), when the latest answers of enough addresses
-    /// put it at least [`OFF_BY`] from ours.
+    /// agree on it and put it at least [`OFF_BY`] from ours.
     pub(super) fn offset(&self) -> Option<i64> {
         let seen = self.seen.lock().ok()?;
-        median(&seen.offsets).filter(|o| o.unsigned_abs() >= millis(OFF_BY))
+        estimate(&seen.answers).filter(|o| o.unsigned_abs() >= millis(OFF_BY))
     }
 }
 
-/// When the answer was made: its `Date`, plus its `Age` (a cache's answer).
-fn sent_at(headers: &HeaderMap) -> Option<SystemTime> {
-    let date = httpdate::parse_http_date(headers.get(DATE)?.to_str().ok()?).ok()?;
-    let age = headers
+/// When the answer was made, by its `Date`: none for a cache's copy (an `Age` above
+/// 0), or a `Date` no true clock reads.
+fn made_at(headers: &HeaderMap) -> Option<SystemTime> {
+    let aged = headers
         .get(AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
-    date.checked_add(age)
+        .is_some_and(|v| v.trim().parse::<u64>() != Ok(0));
+    if aged {
+        return None;
+    }
+    let date = httpdate::parse_http_date(headers.get(DATE)?.to_str().ok()?).ok()?;
+    (date >= SystemTime::UNIX_EPOCH + EARLIEST).then_some(date)
 }
 
 /// `later` minus `earlier`, in ms (negative when `later` is earlier).
@@ -119,14 +142,26 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The median offset, once [`AT_LEAST`] addresses answered.
-fn median(offsets: &VecDeque<(IpAddr, i64)>) -> Option<i64> {
+/// The sites' clock minus ours now (ms): the median of the fresh answers' clocks, each
+/// carried to now on our monotonic clock, once [`AT_LEAST`] addresses answered and
+/// most of them agree with it.
+fn estimate(answers: &VecDeque<Answer>) -> Option<i64> {
+    let now = SystemTime::now();
+    let mut offsets: Vec<i64> = answers
+        .iter()
+        .filter(|a| a.came.elapsed() < FRESH)
+        .map(|a| millis_between(now, a.theirs + a.came.elapsed()))
+        .collect();
     if offsets.len() < AT_LEAST {
         return None;
     }
-    let mut sorted: Vec<i64> = offsets.iter().map(|(_, o)| *o).collect();
-    sorted.sort_unstable();
-    Some(sorted[sorted.len() / 2])
+    offsets.sort_unstable();
+    let median = offsets[offsets.len() / 2];
+    let agree = offsets
+        .iter()
+        .filter(|o| (*o - median).unsigned_abs() <= millis(AGREE))
+        .count();
+    (agree * 2 > offsets.len()).then_some(median)
 }
 
 /// How a certificate's dates missed our clock, as rustls said.
@@ -156,6 +191,18 @@ impl DatesMissed {
                 Some(DatesMissed::NotYet(secs(*time, *not_before)))
             }
             _ => None,
+        }
+    }
+
+    /// Of OpenSSL's words for a certificate's dates (the legacy TLS path), which say
+    /// which way they missed but not by how much.
+    pub(super) fn of_openssl(cause: &str) -> Option<DatesMissed> {
+        if cause.contains("certificate has expired") {
+            Some(DatesMissed::Expired(Duration::ZERO))
+        } else if cause.contains("certificate is not yet valid") {
+            Some(DatesMissed::NotYet(Duration::ZERO))
+        } else {
+            None
         }
     }
 
@@ -210,36 +257,38 @@ mod tests {
         let day = Duration::from_secs(86_400);
         // Our clock three days behind: theirs reads three days later.
         for n in 1..=4 {
-            clock.note(ip(n), &dated(now + 3 * day, None), now);
+            clock.note(ip(n), &dated(now + 3 * day, None));
         }
         assert_eq!(clock.offset(), None, "four addresses are not enough");
         // The same address again counts once.
-        clock.note(ip(4), &dated(now + 3 * day, None), now);
+        clock.note(ip(4), &dated(now + 3 * day, None));
         assert_eq!(clock.offset(), None);
-        clock.note(ip(5), &dated(now + 3 * day, None), now);
+        clock.note(ip(5), &dated(now + 3 * day, None));
         let offset = clock.offset().expect("five addresses agree");
         assert!((offset - 3 * 86_400_000).abs() < 2000, "{offset}");
         // Two servers with clocks of their own move nothing.
-        clock.note(ip(6), &dated(now, None), now);
-        clock.note(ip(7), &dated(now - day, None), now);
+        clock.note(ip(6), &dated(now, None));
+        clock.note(ip(7), &dated(now - day, None));
         assert!(clock.offset().is_some_and(|o| o > 2 * 86_400_000));
+        // Once they are as many as the rest, no clock is believed.
+        clock.note(ip(8), &dated(now, None));
+        clock.note(ip(9), &dated(now - 2 * day, None));
+        clock.note(ip(10), &dated(now - 5 * day, None));
+        assert_eq!(clock.offset(), None, "no majority agrees");
     }
 
     #[test]
-    fn a_cached_answer_counts_its_age_and_a_true_clock_is_no_offset() {
+    fn a_caches_copy_and_a_clockless_device_say_nothing_and_a_true_clock_is_no_offset() {
         let now = SystemTime::now();
         let clock = SitesClock::default();
-        let hour = Duration::from_secs(3600);
+        let day = Duration::from_secs(86_400);
         for n in 1..=5 {
-            clock.note(ip(n), &dated(now - hour, Some("3600")), now);
+            clock.note(ip(n), &dated(now - day, Some("86400")));
+            clock.note(ip(n + 10), &dated(SystemTime::UNIX_EPOCH + day, None));
         }
-        assert_eq!(
-            clock.offset(),
-            None,
-            "an hour-old copy made an hour ago is now"
-        );
+        assert_eq!(clock.offset(), None, "copies and 1970 are not counted");
         for n in 1..=5 {
-            clock.note(ip(n), &dated(now + Duration::from_secs(20), None), now);
+            clock.note(ip(n), &dated(now + Duration::from_secs(20), Some("0")));
         }
         assert_eq!(clock.offset(), None, "20 s is no clock of ours off");
     }
@@ -256,6 +305,11 @@ mod tests {
         assert!(DatesMissed::Expired(day).explained_by(-ms(3 * day)));
         assert!(!DatesMissed::Expired(4 * day).explained_by(-ms(3 * day)));
         assert!(!DatesMissed::Expired(day).explained_by(ms(3 * day)));
+        // OpenSSL says which way, not how far.
+        let openssl = "error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed: certificate is not yet valid";
+        let missed = DatesMissed::of_openssl(openssl).expect("a date");
+        assert!(missed.explained_by(ms(3 * day)));
+        assert!(!missed.explained_by(-ms(3 * day)));
     }
 
     #[test]

@@ -723,9 +723,14 @@ fn certificate_expiring(s: &Seen<'_>) -> Option<Judgement> {
     } else {
         format!("expires in {days} days")
     };
+    // Expired is a certificate problem as a failed handshake is (`tls.on_error`).
+    let verdict = match s.settings.tls_on_error {
+        TlsOnError::Down if days < 0 => Verdict::Down,
+        _ => Verdict::Degraded,
+    };
     (days < s.settings.expiry_warn_days).then(|| {
         Judgement::new(
-            Verdict::Degraded,
+            verdict,
             Reason::Tls,
             format!("{}, but the certificate {when}", s.status),
         )
@@ -1716,6 +1721,15 @@ mod tests {
             judged.detail.contains("expired 2 days ago"),
             "{}",
             judged.detail
+        );
+        let down = JudgeSettings {
+            tls_on_error: TlsOnError::Down,
+            ..SETTINGS
+        };
+        assert_eq!(
+            judge(&p, &o, &down).verdict,
+            Verdict::Down,
+            "as a failed handshake"
         );
         // A local clock failure is ours.
         assert_eq!(
