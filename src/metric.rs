@@ -160,6 +160,8 @@ fn zero() {
             counter!(HOST_FILES_READ, "file" => file, "outcome" => outcome).increment(0);
         }
     }
+    // 0 until enough sites have told the time: no offset known.
+    gauge!(CLOCK_OFFSET).set(0.0);
     gauge!(IN_FLIGHT).increment(0.0);
     gauge!(LIMITER_FALLBACK).set(0.0);
 }
