@@ -266,6 +266,11 @@ mod tests {
             // A connection that could not be made: picket says so, with a hint, and
             // lapin's line ("aborting recovery") read as if something had been lost.
             tracing::error!(target: "lapin::io_loop", "Exponential backoff attempts exhausted, aborting recovery");
+            // Hunt T: a connection cut (an idle timeout of a proxy in between) or a broker
+            // gone silent, which picket reports as the connection lost and recovers from.
+            let io = std::io::Error::from(std::io::ErrorKind::ConnectionAborted);
+            tracing::error!(target: "lapin::io_loop", error = ?io, "error doing IO");
+            tracing::error!(target: "lapin::heartbeat", "We haven't received anything from the server for too long, closing connection.");
             tracing::error!(target: "lapin::channel", "Got a bad acknowledgement from server");
             tracing::warn!(target: "lapin::channel", %error);
         });
