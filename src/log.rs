@@ -145,7 +145,8 @@ pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
 /// closed": they carry the broker's `method`), for the connection's end ("Connection
 /// error") and for a frame lapin did not expect (its `error` alone: lapin ends the
 /// connection for it; a close-ok crossing a close of the broker's after a refusal is
-/// one), and lapin's I/O loop giving up on a connection ("aborting recovery"):
+/// one), and lapin's I/O loop giving up on a connection ("aborting recovery") or losing
+/// it ("error doing IO", its heartbeat's "haven't received anything"):
 /// picket logs each of these itself, with the node, the step and what it does
 /// next, at the level it deserves (a refused set-up, a failover, an outage). Left in,
 /// they doubled every such line as an ERROR, which alerts on error lines page for even
@@ -163,9 +164,15 @@ fn said_by_picket(meta: &Metadata<'_>) -> bool {
         }
         "lapin::channels" => fields.field("error").is_some() && fields.len() == 2,
         // "Exponential backoff attempts exhausted, aborting recovery" (and a write of
-        // nothing, retried): a connection that could not be made or was lost, which
-        // picket reports with the node and what it does next.
-        "lapin::io_loop" => fields.len() == 1,
+        // nothing, retried), "error doing IO" with its `error` (a connection cut: a
+        // proxy's idle timeout in between, hunt T): a connection that could not be made
+        // or was lost, which picket reports with the node and what it does next.
+        "lapin::io_loop" => {
+            fields.len() == 1 || (fields.field("error").is_some() && fields.len() == 2)
+        }
+        // "We haven't received anything from the server for too long": the connection
+        // lost to a silent broker, reported by picket as such.
+        "lapin::heartbeat" => fields.len() == 1,
         _ => false,
     }
 }
