@@ -26,6 +26,7 @@ use super::{
 };
 use crate::config::RedisSettings;
 use crate::job::{Report, Verdict};
+use crate::log::Rarely;
 use crate::metric;
 use crate::redis_pool::{RedisConn, RedisPool};
 
@@ -226,6 +227,10 @@ fn step_nonce() -> String {
 /// before it: a stall (a busy script, a fork, an fsync) outlasts a few timeouts; past
 /// this, Redis hangs, and waiting on it would stop the results too.
 const STALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// How often each kind of failed Redis call is said in the log while it goes on (each
+/// is counted in `picket_redis_errors_total`); `unsaid` says how many went unsaid.
+const SAID_EVERY: Duration = Duration::from_secs(10);
 
 /// How old Redis's time may be (as last read) to date a step's expiry from it: past
 /// this it is read anew (`TIME`), so that clocks running at slightly different rates
@@ -450,17 +455,25 @@ impl RedisState {
             return Ok(v);
         }
         metric::redis_error(what);
+        static FAILED: Rarely = Rarely::every(SAID_EVERY);
+        static UNANSWERED: Rarely = Rarely::every(SAID_EVERY);
         match outcome {
             Ok(Err((e, false))) => {
-                tracing::warn!(error = %e, "redis {what} failed; going on without the state");
+                if let Some(unsaid) = FAILED.now() {
+                    tracing::warn!(error = %e, unsaid, "redis {what} failed; going on without the state");
+                }
                 Err(Late::No)
             }
             Ok(Err((e, true))) => {
-                tracing::warn!(error = %e, "redis {what} got no answer (timed out or connection dropped); it may have run");
+                if let Some(unsaid) = UNANSWERED.now() {
+                    tracing::warn!(error = %e, unsaid, "redis {what} got no answer (timed out or connection dropped); it may have run");
+                }
                 Err(Late::Maybe)
             }
             _ => {
-                tracing::warn!("redis {what} timed out");
+                if let Some(unsaid) = UNANSWERED.now() {
+                    tracing::warn!(unsaid, "redis {what} timed out");
+                }
                 Err(Late::Maybe)
             }
         }
@@ -649,7 +662,13 @@ impl StateStore for RedisState {
             // clocks differ): a run of it that Redis makes later, when it wakes from a
             // stall, writes nothing, and the key's change is told by its next result.
             let Some((redis_now, at)) = self.redis_now().await else {
-                tracing::warn!("redis has no time for the state step; going on without the state");
+                static NO_TIME: Rarely = Rarely::every(SAID_EVERY);
+                if let Some(unsaid) = NO_TIME.now() {
+                    tracing::warn!(
+                        unsaid,
+                        "redis has no time for the state step; going on without the state"
+                    );
+                }
                 return Stepped::Not;
             };
             let step = Step {
@@ -661,10 +680,14 @@ impl StateStore for RedisState {
             };
             let (ran, maybe) = self.step_until(&keys, step, delivery, at + wait).await;
             let Ok(answer) = ran else {
-                tracing::warn!(
-                    may_have_run = maybe,
-                    "redis state step not answered; going on without the state"
-                );
+                static NOT_ANSWERED: Rarely = Rarely::every(SAID_EVERY);
+                if let Some(unsaid) = NOT_ANSWERED.now() {
+                    tracing::warn!(
+                        may_have_run = maybe,
+                        unsaid,
+                        "redis state step not answered; going on without the state"
+                    );
+                }
                 return if maybe { Stepped::Unsure } else { Stepped::Not };
             };
             Stepped::Answer(answer)
