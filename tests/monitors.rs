@@ -578,6 +578,57 @@ async fn private_redis_toml(ip: &str) -> (RedisServer, Site, String) {
     (redis, site, text)
 }
 
+/// Hunt T: Redis closing a connection that sat idle (its `timeout`, or a proxy's in
+/// between, or `CLIENT KILL`) failed the worker's next call on it ("broken pipe")
+/// instead of making a new connection: a `max_age_s` job was probed again instead of
+/// served, `picket_redis_errors_total` rose, and the limiter fell back to its local
+/// share after every quiet spell. A command sent on a connection already closed never
+/// ran: it is sent again on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_redis_closed_while_idle_is_made_again_not_failed() {
+    let (redis, site, text) = private_redis_toml("127.0.40.25").await;
+    let mut admin = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("timeout")
+        .arg("1")
+        .query_async(&mut admin)
+        .await
+        .expect("CONFIG SET timeout");
+    let s = settings_of(&text);
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let w = WorkerProcess::plain(&text);
+    let job = json!({"url": site.url, "max_age_s": 600});
+    assert_eq!(one(&c, &s, job.clone()).await["cached"], false);
+    for gap in 1..=2 {
+        // Past Redis's timeout, within the worker's own health check (10 s).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let r = one(&c, &s, job.clone()).await;
+        assert_eq!(r["cached"], true, "after quiet spell {gap}: {r}");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let other = json!({"url": site.url, "key": format!("idle-{gap}")});
+        assert_eq!(one(&c, &s, other).await["verdict"], "up");
+    }
+    let metrics = get_ops(s.http.listen, "/metrics")
+        .await
+        .expect("/metrics")
+        .1;
+    let errors: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("picket_redis_errors_total"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum();
+    let log = w.log_text();
+    assert_eq!(errors, 0.0, "{}", w.log_tail(10));
+    assert!(!log.contains("limiting locally"), "{}", w.log_tail(10));
+    w.terminate().await;
+}
+
 /// Hunt T: with Redis gone, every job wrote two or three warnings of its own ("redis
 /// state step failed; going on without the state", "... not answered ...", "redis get
 /// failed ..."): 3,400 lines a second through a backlog, gigabytes an hour, and the
