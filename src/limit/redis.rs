@@ -528,10 +528,26 @@ impl RedisLimiter {
         self.call::<i64>(inv).await.map(|held| held == 1)
     }
 
-    /// Runs a script call within `redis.timeout`.
+    /// Runs a script call within `redis.timeout`, again once on a new connection when
+    /// the shared one was found closed at once: Redis's `timeout` (or a proxy's between)
+    /// closed it while it sat idle, and the call never ran there (hunt T: the limiter
+    /// fell back to its local share after every quiet spell). Were it to have run, the
+    /// second run books one request more: the limit errs on the polite side.
     async fn call<T: redis::FromRedisValue>(
         &self,
         inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, CallError> {
+        let asked = Instant::now();
+        match self.call_once(&inv).await {
+            Err(e) if e.dropped && asked.elapsed() < self.timeout / 4 => self.call_once(&inv).await,
+            answered => answered,
+        }
+    }
+
+    /// One run of a script call within `redis.timeout`.
+    async fn call_once<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, CallError> {
         let call = async {
             let mut conn = self.pool.get().await.map_err(CallError::away)?;
@@ -790,6 +806,8 @@ struct CallError {
     /// failover's answers (`READONLY`, `MOVED`, `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`,
     /// `BUSY`, `MASTERDOWN`), which pass.
     refused: bool,
+    /// The connection was found closed (broken pipe, reset, end of stream).
+    dropped: bool,
 }
 
 impl CallError {
@@ -798,6 +816,7 @@ impl CallError {
         CallError {
             text,
             refused: false,
+            dropped: false,
         }
     }
 
@@ -805,6 +824,7 @@ impl CallError {
         CallError {
             text: e.to_string(),
             refused: matches!(e.code(), Some("NOPERM" | "OOM" | "ERR" | "WRONGTYPE")),
+            dropped: e.is_connection_dropped(),
         }
     }
 }

@@ -369,17 +369,9 @@ impl RedisState {
         {
             return Some((clock.at_least(now), now));
         }
-        let time = async |c: &mut RedisConn| redis::cmd("TIME").query_async(c).await;
-        let asked = tokio::time::Instant::now();
-        let (secs, micros): (u64, u64) = match self.attempt("time", time).await {
-            Ok(read) => read,
-            // A connection Redis closed while it was idle (its `timeout`) fails at once,
-            // and the pool makes a new one: a read is asked again on it.
-            Err(Late::Maybe) if asked.elapsed() < self.timeout / 4 => {
-                self.call("time", time).await?
-            }
-            Err(_) => return None,
-        };
+        let (secs, micros): (u64, u64) = self
+            .call("time", || async |c| redis::cmd("TIME").query_async(c).await)
+            .await?;
         self.learn_clock(secs * 1000 + micros / 1000);
         let now = tokio::time::Instant::now();
         let clock = *self
@@ -416,15 +408,42 @@ impl RedisState {
         )
     }
 
-    async fn call<T, F>(&self, what: &'static str, f: F) -> Option<T>
+    /// A read (`f`) of Redis: asked again once on a new connection when the first was
+    /// found closed at once (Redis's `timeout`, or a proxy's between, closed it while
+    /// it sat idle: hunt T), and only then said and counted as failed.
+    async fn call<T, F, G>(&self, what: &'static str, read: G) -> Option<T>
+    where
+        G: Fn() -> F,
+        F: AsyncFnOnce(&mut RedisConn) -> redis::RedisResult<T>,
+    {
+        let asked = tokio::time::Instant::now();
+        match self.try_once(read()).await {
+            Ok(v) => Some(v),
+            Err((_, true)) if asked.elapsed() < self.timeout / 4 => {
+                self.attempt(what, read()).await.ok()
+            }
+            Err(failed) => {
+                self.failed(what, failed);
+                None
+            }
+        }
+    }
+
+    /// [`RedisState::call`] once, telling a timeout (the command may have run) from a
+    /// failure, each said and counted.
+    async fn attempt<T, F>(&self, what: &'static str, f: F) -> Result<T, Late>
     where
         F: AsyncFnOnce(&mut RedisConn) -> redis::RedisResult<T>,
     {
-        self.attempt(what, f).await.ok()
+        self.try_once(f)
+            .await
+            .map_err(|failed| self.failed(what, failed))
     }
 
-    /// [`RedisState::call`], telling a timeout (the command may have run) from a failure.
-    async fn attempt<T, F>(&self, what: &'static str, f: F) -> Result<T, Late>
+    /// `f` on the shared connection within `redis.timeout`; a failure's words, and
+    /// whether the command may have run (no answer in time, or the connection dropped
+    /// with it on it).
+    async fn try_once<T, F>(&self, f: F) -> Result<T, (String, bool)>
     where
         F: AsyncFnOnce(&mut RedisConn) -> redis::RedisResult<T>,
     {
@@ -438,45 +457,38 @@ impl RedisState {
                         .await
                         .map_err(|e| (e.to_string(), e.is_timeout() || e.is_connection_dropped()))
                 };
-                tokio::time::timeout(self.timeout, sent).await
+                tokio::time::timeout(self.timeout, sent)
+                    .await
+                    .unwrap_or_else(|_| Err(("timed out".to_string(), true)))
             }
-            Ok(Err(e)) => Ok(Err((e, false))),
-            Err(_) => Ok(Err((
-                "no connection within redis.timeout".to_string(),
-                false,
-            ))),
+            Ok(Err(e)) => Err((e, false)),
+            Err(_) => Err(("no connection within redis.timeout".to_string(), false)),
         };
-        if let Ok(Ok(v)) = outcome {
+        if outcome.is_ok() {
             metric::redis_up(true);
             *self
                 .answered
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
-            return Ok(v);
         }
+        outcome
+    }
+
+    /// Says and counts a failed call `what`: at most every [`SAID_EVERY`] in the log.
+    fn failed(&self, what: &'static str, (e, maybe): (String, bool)) -> Late {
         metric::redis_error(what);
         static FAILED: Rarely = Rarely::every(SAID_EVERY);
         static UNANSWERED: Rarely = Rarely::every(SAID_EVERY);
-        match outcome {
-            Ok(Err((e, false))) => {
-                if let Some(unsaid) = FAILED.now() {
-                    tracing::warn!(error = %e, unsaid, "redis {what} failed; going on without the state");
-                }
-                Err(Late::No)
+        if !maybe {
+            if let Some(unsaid) = FAILED.now() {
+                tracing::warn!(error = %e, unsaid, "redis {what} failed; going on without the state");
             }
-            Ok(Err((e, true))) => {
-                if let Some(unsaid) = UNANSWERED.now() {
-                    tracing::warn!(error = %e, unsaid, "redis {what} got no answer (timed out or connection dropped); it may have run");
-                }
-                Err(Late::Maybe)
-            }
-            _ => {
-                if let Some(unsaid) = UNANSWERED.now() {
-                    tracing::warn!(unsaid, "redis {what} timed out");
-                }
-                Err(Late::Maybe)
-            }
+            return Late::No;
         }
+        if let Some(unsaid) = UNANSWERED.now() {
+            tracing::warn!(error = %e, unsaid, "redis {what} got no answer (timed out or connection dropped); it may have run");
+        }
+        Late::Maybe
     }
 
     /// One run of `step`.
@@ -586,13 +598,15 @@ impl RedisState {
     async fn kept(&self, key: &str) -> Option<(Kept, u64)> {
         let (_, report_key) = self.keys(key);
         let (raw, (secs, micros)): (Option<String>, (u64, u64)) = self
-            .call("get", async |c| {
-                redis::pipe()
-                    .cmd("GET")
-                    .arg(&report_key)
-                    .cmd("TIME")
-                    .query_async(c)
-                    .await
+            .call("get", || {
+                async |c| {
+                    redis::pipe()
+                        .cmd("GET")
+                        .arg(&report_key)
+                        .cmd("TIME")
+                        .query_async(c)
+                        .await
+                }
             })
             .await?;
         self.learn_clock(secs * 1000 + micros / 1000);
@@ -620,10 +634,12 @@ impl StateStore for RedisState {
         Box::pin(async move {
             let keys = self.step_keys(key);
             let (latest, told, at, now): (Option<String>, Option<String>, u64, u64) = self
-                .call("replay", async |c| {
-                    let mut inv = self.replay_script.key(&keys.0);
-                    inv.key(&keys.1).key(&keys.2).arg(delivery);
-                    inv.invoke_async(c).await
+                .call("replay", || {
+                    async |c| {
+                        let mut inv = self.replay_script.key(&keys.0);
+                        inv.key(&keys.1).key(&keys.2).arg(delivery);
+                        inv.invoke_async(c).await
+                    }
                 })
                 .await?;
             self.learn_clock(now);
