@@ -587,18 +587,7 @@ async fn private_redis_toml(ip: &str) -> (RedisServer, Site, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_redis_closed_while_idle_is_made_again_not_failed() {
     let (redis, site, text) = private_redis_toml("127.0.40.25").await;
-    let mut admin = redis::Client::open(redis.url())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis connection");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("timeout")
-        .arg("1")
-        .query_async(&mut admin)
-        .await
-        .expect("CONFIG SET timeout");
+    let _admin = closing_idle_clients(&redis).await;
     let s = settings_of(&text);
     let c = Client::connect().await;
     c.declare(&s).await;

@@ -192,12 +192,19 @@ async fn a_name_pinned_in_etc_hosts_is_asked_of_no_nameserver() {
     assert_eq!(asked.now(), (0, 0), "no nameserver asked: (all, AAAA)");
 }
 
-/// `picket check -` in a mount namespace of its own whose `onto` (`/etc/hosts`,
-/// `/etc/resolv.conf`) is the test's `file`.
-fn checking_with(file: &std::path::Path, onto: &str, config: &std::path::Path) -> Checking {
+/// `picket check --json --config <config> -` in a mount namespace of its own, each
+/// (file, onto) of `mounts` bind-mounted first (`/etc/hosts`, `/etc/resolv.conf`).
+pub(crate) fn checking_mounted(
+    mounts: &[(&std::path::Path, &str)],
+    config: &std::path::Path,
+) -> Checking {
+    let binds: Vec<String> = mounts
+        .iter()
+        .map(|(file, onto)| format!("mount --bind {} {onto} && ", file.display()))
+        .collect();
     let script = format!(
-        "mount --bind {} {onto} && exec {} check --json --config {} -",
-        file.display(),
+        "{}exec {} check --json --config {} -",
+        binds.concat(),
         env!("CARGO_BIN_EXE_picket"),
         config.display(),
     );
@@ -211,7 +218,8 @@ fn checking_with(file: &std::path::Path, onto: &str, config: &std::path::Path) -
 /// Gatus) looks every 5 s and glibc at each lookup.
 const AFTER_AN_EDIT: std::time::Duration = std::time::Duration::from_millis(2500);
 
-fn write_config(dir: &std::path::Path, dns: &str) -> std::path::PathBuf {
+/// A config whose `[dns]` is `dns` (short timeouts), private targets allowed.
+pub(crate) fn write_config(dir: &std::path::Path, dns: &str) -> std::path::PathBuf {
     let config = dir.join("check.toml");
     std::fs::write(
         &config,
@@ -238,7 +246,7 @@ async fn an_edit_of_etc_hosts_is_followed_without_a_restart() {
     let pinned = |ip: &str| format!("127.0.0.1 localhost\n::1 localhost\n{ip} edited.test\n");
     std::fs::write(&hosts, pinned("127.0.7.34")).expect("hosts");
     let config = write_config(dir.path(), "");
-    let mut checking = checking_with(&hosts, "/etc/hosts", &config);
+    let mut checking = checking_mounted(&[(&hosts, "/etc/hosts")], &config);
     let url = format!("http://edited.test:{}/", web.port());
     assert_up_from(&checking.check(&url).await, "127.0.7.34");
 
@@ -277,7 +285,7 @@ async fn an_edit_of_resolv_conf_is_followed_without_a_restart() {
     let naming = |ns: std::net::SocketAddr| format!("nameserver {}\n", ns.ip());
     std::fs::write(&resolv, naming(old_ns)).expect("resolv.conf");
     let config = write_config(dir.path(), "");
-    let mut checking = checking_with(&resolv, "/etc/resolv.conf", &config);
+    let mut checking = checking_mounted(&[(&resolv, "/etc/resolv.conf")], &config);
     let url = format!("http://moved.test:{}/", web.port());
     assert_up_from(&checking.check(&url).await, "127.0.7.37");
 
@@ -320,7 +328,7 @@ async fn a_resolv_conf_naming_no_nameserver_means_the_local_one_as_for_glibc() {
         dir.path(),
         "static = { \"pinned.test\" = \"127.0.7.40\" }\n",
     );
-    let mut checking = checking_with(&resolv, "/etc/resolv.conf", &config);
+    let mut checking = checking_mounted(&[(&resolv, "/etc/resolv.conf")], &config);
     let url = format!("http://pinned.test:{}/", web.port());
     assert_up_from(&checking.check(&url).await, "127.0.7.40");
 }

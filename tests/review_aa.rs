@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use axum::response::IntoResponse;
 use picket::job::{Report, Verdict};
 
+use crate::resolving::{checking_mounted, write_config};
 use crate::support::farm::{serve_tls, server_config, Pki, Signer};
 use crate::support::picket::{check, engine_with, page, Checking};
 use crate::support::serve;
@@ -317,38 +318,6 @@ async fn a_legacy_tls_site_valid_by_the_sites_clock_is_not_down_for_our_clock() 
     );
 }
 
-/// `picket check --json --config <config> -` in its own mount namespace, `mounts`
-/// (file, onto) bind-mounted first.
-fn checking_mounted(mounts: &[(&std::path::Path, &str)], config: &std::path::Path) -> Checking {
-    let binds: Vec<String> = mounts
-        .iter()
-        .map(|(file, onto)| format!("mount --bind {} {onto} && ", file.display()))
-        .collect();
-    let script = format!(
-        "{}exec {} check --json --config {} -",
-        binds.concat(),
-        env!("CARGO_BIN_EXE_picket"),
-        config.display(),
-    );
-    let mut unshare = tokio::process::Command::new("unshare");
-    unshare.args(["-m", "sh", "-c", &script]);
-    Checking::start(unshare)
-}
-
-/// A config whose `[dns]` is `dns` (short timeouts), private targets allowed.
-fn dns_config(dir: &std::path::Path, dns: &str) -> std::path::PathBuf {
-    let config = dir.join("check.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[targets]\nallow_private = true\n[probe]\nattempts = 1\nconnect_timeout = \"2s\"\n\
-             [dns]\ntimeout = \"1s\"\n{dns}"
-        ),
-    )
-    .expect("config");
-    config
-}
-
 /// A site at `ip` that can be shut down (its port then refuses).
 async fn stoppable_site(ip: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind((ip, 0))
@@ -397,7 +366,7 @@ async fn a_pin_removed_from_etc_hosts_is_still_followed_from_hickorys_own_copy()
     let dir = tempfile::tempdir().expect("temp dir");
     let hosts = dir.path().join("hosts");
     std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.8.42 moved.test\n").expect("hosts");
-    let config = dns_config(dir.path(), &format!("nameservers = [\"{ns}\"]\n"));
+    let config = write_config(dir.path(), &format!("nameservers = [\"{ns}\"]\n"));
     let mut checking = checking_mounted(&[(&hosts, "/etc/hosts")], &config);
     let url = format!("http://moved.test:{}/", old.port());
     let r = checking.check(&url).await;
@@ -443,7 +412,7 @@ async fn a_latin1_comment_added_to_etc_hosts_drops_every_pin_and_the_site_is_dow
     let pinned = b"127.0.0.1 localhost\n127.0.8.41 pinned.test\n".to_vec();
     std::fs::write(&hosts, &pinned).expect("hosts");
     std::fs::write(&resolv, "nameserver 127.0.8.53\n").expect("resolv.conf");
-    let config = dns_config(dir.path(), "");
+    let config = write_config(dir.path(), "");
     let mut checking = checking_mounted(
         &[(&hosts, "/etc/hosts"), (&resolv, "/etc/resolv.conf")],
         &config,
