@@ -893,16 +893,7 @@ async fn a_certificate_valid_by_the_sites_clocks_is_our_clock_failing_not_the_si
     for n in 141..=145 {
         others.push(site(&format!("127.0.7.{n}")).await);
     }
-    let config = dir.path().join("check.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[targets]\nallow_private = true\n[probe]\nattempts = 1\n\
-             [tls]\nextra_ca_file = \"{}\"\n[dns]\nstatic = {{ \"clock.test\" = \"127.0.7.146\" }}\n",
-            ca_file.display()
-        ),
-    )
-    .expect("config");
+    let config = trusting_config(dir.path(), &ca_file, ("clock.test", "127.0.7.146"), "");
     let mut picket = tokio::process::Command::new(env!("CARGO_BIN_EXE_picket"));
     picket
         .args(["check", "--json", "--config"])
@@ -931,4 +922,25 @@ async fn a_certificate_valid_by_the_sites_clocks_is_our_clock_failing_not_the_si
         "{}",
         r.detail
     );
+}
+
+/// A config for one attempt that trusts `ca_file` (with `tls` more of `[tls]`) and finds
+/// `site.0` at `site.1`, private targets allowed, written in `dir`.
+pub(crate) fn trusting_config(
+    dir: &std::path::Path,
+    ca_file: &std::path::Path,
+    (name, ip): (&str, &str),
+    tls: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("check.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[targets]\nallow_private = true\n[probe]\nattempts = 1\n\
+             [tls]\n{tls}extra_ca_file = \"{}\"\n[dns]\nstatic = {{ \"{name}\" = \"{ip}\" }}\n",
+            ca_file.display()
+        ),
+    )
+    .expect("config");
+    config
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use axum::response::IntoResponse;
 use picket::job::{Report, Verdict};
 
+use crate::our_side::trusting_config;
 use crate::resolving::{checking_mounted, write_config};
 use crate::support::farm::{serve_tls, server_config, Pki, Signer};
 use crate::support::picket::{check, engine_with, page, Checking};
@@ -70,18 +71,7 @@ fn verdict(r: &Report) -> (Verdict, &str) {
 #[tokio::test]
 async fn one_url_whose_redirects_cross_six_addresses_outvotes_five_sites_and_hides_an_expired_certificate(
 ) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (pki, ca_file) = Pki::with_ca_file(dir.path());
-    let expired = server_config(&pki, "expired.test", -30, -1, Signer::Ca);
-    let https = serve_tls("127.0.8.1", expired, &page("expired")).await;
-    let e = engine_with(
-        "attempts = 1",
-        &format!(
-            "[tls]\nextra_ca_file = \"{}\"\n[dns]\nstatic = {{ \"expired.test\" = \"127.0.8.1\" }}\n",
-            ca_file.display()
-        ),
-    );
-    let url = format!("https://expired.test:{}/", https.port());
+    let (e, url, _dir) = tls_site("expired.test", "127.0.8.1", (-30, -1)).await;
     let r = check(&e, &url).await;
     assert_eq!(verdict(&r), (Verdict::Degraded, "tls"), "{}", r.detail);
 
@@ -118,18 +108,7 @@ async fn one_url_whose_redirects_cross_six_addresses_outvotes_five_sites_and_hid
 #[tokio::test]
 async fn devices_answering_with_a_date_in_1970_silence_the_warning_of_a_certificate_about_to_expire(
 ) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (pki, ca_file) = Pki::with_ca_file(dir.path());
-    let soon = server_config(&pki, "soon.test", -60, 3, Signer::Ca);
-    let https = serve_tls("127.0.8.13", soon, &page("soon")).await;
-    let e = engine_with(
-        "attempts = 1",
-        &format!(
-            "[tls]\nextra_ca_file = \"{}\"\n[dns]\nstatic = {{ \"soon.test\" = \"127.0.8.13\" }}\n",
-            ca_file.display()
-        ),
-    );
-    let url = format!("https://soon.test:{}/", https.port());
+    let (e, url, _dir) = tls_site("soon.test", "127.0.8.13", (-60, 3)).await;
     let r = check(&e, &url).await;
     assert_eq!(verdict(&r), (Verdict::Degraded, "tls"), "{}", r.detail);
 
@@ -189,16 +168,7 @@ async fn a_clock_stepped_right_by_ntp_keeps_the_old_offset_and_hides_an_expired_
     let (pki, ca_file) = Pki::with_ca_file(dir.path());
     let expired = server_config(&pki, "expired.test", -30, -1, Signer::Ca);
     let https = serve_tls("127.0.8.22", expired, &page("expired")).await;
-    let config = dir.path().join("check.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[targets]\nallow_private = true\n[probe]\nattempts = 1\n\
-             [tls]\nextra_ca_file = \"{}\"\n[dns]\nstatic = {{ \"expired.test\" = \"127.0.8.22\" }}\n",
-            ca_file.display()
-        ),
-    )
-    .expect("config");
+    let config = trusting_config(dir.path(), &ca_file, ("expired.test", "127.0.8.22"), "");
     let clock = dir.path().join("faketime");
     std::fs::write(&clock, "+3d\n").expect("faketime");
     let mut checking = checking_faked(&config, &clock);
@@ -286,17 +256,8 @@ async fn a_legacy_tls_site_valid_by_the_sites_clock_is_not_down_for_our_clock() 
         assert!(t.elapsed() < Duration::from_secs(10), "s_server listens");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let config = dir.path().join("check.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[targets]\nallow_private = true\n[probe]\nattempts = 1\n\
-             [tls]\non_error = \"down\"\nextra_ca_file = \"{}\"\n\
-             [dns]\nstatic = {{ \"legacy.test\" = \"127.0.8.36\" }}\n",
-            ca_file.display()
-        ),
-    )
-    .expect("config");
+    let down = "on_error = \"down\"\n";
+    let config = trusting_config(dir.path(), &ca_file, ("legacy.test", "127.0.8.36"), down);
     let clock = dir.path().join("faketime");
     std::fs::write(&clock, "-3d\n").expect("faketime");
     let mut checking = checking_faked(&config, &clock);
@@ -316,6 +277,28 @@ async fn a_legacy_tls_site_valid_by_the_sites_clock_is_not_down_for_our_clock() 
         "a legacy-TLS site valid by the sites' clock, ours 3 days behind: {}",
         r.detail
     );
+}
+
+/// A site named `name` on `ip` over TLS, its certificate of a test CA valid from `days.0`
+/// to `days.1` days from now; an engine that trusts the CA and finds `name` at `ip`; the
+/// site's URL; the directory of the CA's file.
+async fn tls_site(
+    name: &str,
+    ip: &str,
+    days: (i64, i64),
+) -> (picket::engine::Engine, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (pki, ca_file) = Pki::with_ca_file(dir.path());
+    let config = server_config(&pki, name, days.0, days.1, Signer::Ca);
+    let https = serve_tls(ip, config, &page(name)).await;
+    let e = engine_with(
+        "attempts = 1",
+        &format!(
+            "[tls]\nextra_ca_file = \"{}\"\n[dns]\nstatic = {{ \"{name}\" = \"{ip}\" }}\n",
+            ca_file.display()
+        ),
+    );
+    (e, format!("https://{name}:{}/", https.port()), dir)
 }
 
 /// A site at `ip` that can be shut down (its port then refuses).
