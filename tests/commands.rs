@@ -14,7 +14,7 @@ use picket::config::Settings;
 use picket::job::{Report, Verdict};
 
 use crate::support::picket::{base_toml, engine_from_toml, picket_command, run_with_stdin, Client};
-use crate::support::{serve, unique};
+use crate::support::{free_port, serve, unique};
 
 /// A test's configuration file (on the shared servers, names of its own) and settings.
 struct Setup {
@@ -1502,4 +1502,39 @@ fn a_directory_given_as_the_input_file_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("is a directory"), "{args:?}: {err}");
     }
+}
+
+/// Hunt T: with `amqp.prefetch` far above `probe.concurrency` (concurrency 16 beside the
+/// default prefetch of 256), deliveries wait in the worker behind the jobs running, and
+/// RabbitMQ's `consumer_timeout` counts that wait: a backlog of slow sites passed the
+/// broker's 30 minutes and the channel was closed under the worker, its jobs answered
+/// twice. Nothing said so. The worker now warns at start.
+#[test]
+fn a_prefetch_far_above_the_concurrency_is_warned_of_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("worker.toml");
+    let nobody = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "[amqp]\nurl = \"amqp://guest:guest@127.0.0.1:{nobody}/%2f\"\nprefetch = 256\n\
+             [probe]\nconcurrency = 16\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+            free_port()
+        ),
+    )
+    .expect("config");
+    let mut worker = picket_command(&["worker"], &config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("picket worker");
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status();
+    let out = worker.wait_with_output().expect("worker exits");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("amqp.prefetch (256) is more than four times probe.concurrency (16)"),
+        "{err}"
+    );
 }
