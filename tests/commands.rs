@@ -1523,7 +1523,7 @@ fn a_prefetch_far_above_the_concurrency_is_warned_of_at_start() {
         ),
     )
     .expect("config");
-    let mut worker = picket_command(&["worker"], &config)
+    let worker = picket_command(&["worker"], &config)
         .stderr(Stdio::piped())
         .spawn()
         .expect("picket worker");

@@ -176,6 +176,9 @@ fn run(cli: Cli) -> Exit {
             proxy_vars.join(", ")
         );
     }
+    if matches!(cli.command, Command::Worker) {
+        warn_of_waiting_deliveries(&settings);
+    }
     crate::app::raise_file_limit(settings.probe.concurrency);
     let runtime = match runtime(&settings, &cli.command) {
         Ok(r) => r,
@@ -276,6 +279,22 @@ fn print_generated(text: &[u8], what: &str) -> Exit {
             say!("picket: cannot write {what}: {e}");
             Exit::Failure
         }
+    }
+}
+
+/// Deliveries the broker pushes ahead beyond four times the jobs a worker runs at once
+/// wait in it before their probe starts, and RabbitMQ's `consumer_timeout` (30 min by
+/// default) counts that wait: a backlog of slow sites then outlasts it, the channel is
+/// closed under the worker and its jobs are answered twice (hunt T). Said at start.
+fn warn_of_waiting_deliveries(settings: &Settings) {
+    let (prefetch, concurrency) = (settings.amqp.prefetch, settings.probe.concurrency);
+    if usize::from(prefetch) > 4 * concurrency {
+        tracing::warn!(
+            "amqp.prefetch ({prefetch}) is more than four times probe.concurrency \
+             ({concurrency}): deliveries wait in this worker before their probe starts, and \
+             RabbitMQ's consumer_timeout counts that wait; keep amqp.prefetch near \
+             probe.concurrency (OPERATIONS, consumer_timeout)"
+        );
     }
 }
 
