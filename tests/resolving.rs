@@ -332,3 +332,25 @@ async fn a_resolv_conf_naming_no_nameserver_means_the_local_one_as_for_glibc() {
     let url = format!("http://pinned.test:{}/", web.port());
     assert_up_from(&checking.check(&url).await, "127.0.7.40");
 }
+
+/// Hunt S: an ad-blocking hosts file on the worker's own host (`0.0.0.0 tracker.example`,
+/// as Pi-hole's and StevenBlack's lists write) that names a monitored site made it
+/// `down/dns` "resolves only to 0.0.0.0 (a DNS sinkhole): no visitor can reach it": a
+/// confirmed outage that was this worker's own configuration, where every visitor
+/// reaches the site. A sinkhole of our own hosts file (or `dns.static`) is our policy
+/// refusing the target, not the site's DNS.
+#[tokio::test]
+async fn a_name_our_own_hosts_file_sinks_is_refused_by_us_not_down() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n0.0.0.0 sunk.test\n").expect("hosts");
+    let config = write_config(dir.path(), "");
+    let mut checking = checking_mounted(&[(&hosts, "/etc/hosts")], &config);
+    let r = checking.check("http://sunk.test/").await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Invalid, "blocked_target"),
+        "{}",
+        r.detail
+    );
+}
