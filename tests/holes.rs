@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
+use crate::support::dns::Mode;
 use crate::support::picket::{check, engine_with, page, settings, Client, Worker};
 use crate::support::serve;
 
@@ -42,9 +43,17 @@ async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_resolving_only_to_0_0_0_0_is_a_dns_sinkhole_and_never_dialled() {
     let (port, connections) = counting_listener().await;
+    // A nameserver's sinkhole (a filtering resolver's, a registrar's parking): the site's
+    // DNS. The same line in our own `dns.static` or hosts file is our policy
+    // (`resolving::a_name_our_own_hosts_file_sinks_is_refused_by_us_not_down`).
+    let sinkhole = std::collections::HashMap::from([(
+        "sinkhole.test".to_string(),
+        vec!["0.0.0.0".parse().expect("an IP")],
+    )]);
+    let (ns, _) = crate::support::dns::serve("127.0.42.90", Mode::Answer(sinkhole)).await;
     let engine = engine_with(
         "attempts = 1",
-        "[dns]\nstatic = { \"sinkhole.test\" = \"0.0.0.0\" }\n",
+        &format!("[dns]\ntimeout = \"1s\"\nnameservers = [\"{ns}\"]\n"),
     );
     let r = check(&engine, &format!("http://sinkhole.test:{port}/")).await;
     assert_eq!(

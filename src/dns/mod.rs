@@ -68,6 +68,9 @@ pub(crate) struct Addresses {
     pub(crate) ips: Vec<IpAddr>,
     /// The name's IPv6 addresses were not asked, as it had IPv4 ones.
     pub(crate) ipv6_unasked: bool,
+    /// Given by this worker's own configuration (`dns.static`, the hosts file, an IP
+    /// literal), not by a nameserver.
+    pub(crate) own: bool,
 }
 
 /// The record type of one query.
@@ -378,6 +381,7 @@ impl Resolver {
                 return Ok(Addresses {
                     ips,
                     ipv6_unasked: false,
+                    own: true,
                 })
             }
             Name::Ask(lower) => lower,
@@ -428,6 +432,7 @@ impl Resolver {
                 return Ok(Addresses {
                     ips,
                     ipv6_unasked: true,
+                    own: false,
                 })
             }
             // A nameserver that did not answer A will not answer AAAA either: asking
@@ -440,6 +445,7 @@ impl Resolver {
             Ok(ips) => Ok(Addresses {
                 ips,
                 ipv6_unasked: false,
+                own: false,
             }),
             // Neither: an A lookup that failed (timeout, SERVFAIL) says why; an A
             // lookup that found nothing lets the AAAA lookup's answer speak.

@@ -136,6 +136,19 @@ impl HttpProber {
             found.ipv6_unasked = false;
         }
         let ips = found.ips;
+        let sunk = found.own && ips.iter().all(IpAddr::is_unspecified);
+        if let Some(&first) = ips.first().filter(|_| sunk) {
+            // An ad-blocking hosts file of the worker's own host (`0.0.0.0 name`), or
+            // `dns.static`: our policy refusing the target, not the site's DNS (hunt S).
+            obs.ip = Some(first);
+            return Err(fail(
+                FailureKind::BlockedTarget,
+                format!(
+                    "{host} is sunk to {first} by this worker's own /etc/hosts or \
+                     dns.static: not asked; remove that line to check it"
+                ),
+            ));
+        }
         match screen(url, &host, &ips, self.allow_private, redirects) {
             Ok(candidates) => Ok(Target {
                 host,
