@@ -1413,6 +1413,59 @@ async fn a_result_the_broker_refuses_for_good_dead_letters_its_job() {
     assert!(reason.contains("ACCESS_REFUSED"), "{reason}");
 }
 
+/// Hunt T: a result the broker refused for good was counted in `picket_results_total`
+/// as if it had gone out: the metric showed a `down` that no subscriber ever got (its
+/// job was dead-lettered instead). A result is counted once the broker confirmed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_broker_refused_is_not_counted_as_a_result() {
+    let servers = crate::support::servers();
+    let user = unique("picket-uncounted");
+    let ctl = |args: &[&str]| servers.rabbit.ctl(args).expect("rabbitmqctl");
+    ctl(&["add_user", &user, "pw"]);
+    ctl(&["set_permissions", "-p", "/", &user, ".*", ".*", ".*"]);
+    let text = format!("{}\n[targets]\nallow_private = true\n", base_toml());
+    let s = picket::config::Settings::from_toml(&text).expect("settings");
+    ctl(&[
+        "set_topic_permissions",
+        "-p",
+        "/",
+        &user,
+        &s.amqp.results_exchange,
+        "^(up|degraded|unknown|invalid)$",
+        ".*",
+    ]);
+    let own = format!("amqp://{user}:pw@127.0.0.1:{}/%2f", servers.rabbit.port());
+    let worker = crate::support::worker_process::WorkerProcess::plain(
+        &text.replace(&servers.amqp_url, &own),
+    );
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let job = json!({"id": "refused-down", "url": "http://127.0.0.1:9/"});
+    client.job(&s, job).await;
+    client
+        .take(&s.amqp.dead_letter_queue, 1, Duration::from_secs(30))
+        .await;
+    client
+        .job(&s, json!({"id": "taken", "url": "ftp://files.example/"}))
+        .await;
+    client.results(&s, 1, Duration::from_secs(20)).await;
+    let (_, metrics) = crate::support::ops::get_ops(s.http.listen, "/metrics")
+        .await
+        .expect("/metrics answers");
+    worker.terminate().await;
+    let _ = servers.rabbit.ctl(&["delete_user", &user]);
+    let counted = |verdict: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("picket_results_total{"))
+            .filter(|l| l.contains(&format!("verdict=\"{verdict}\"")))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(counted("invalid"), 1.0, "{metrics}");
+    assert_eq!(counted("down"), 0.0, "{metrics}");
+}
+
 /// Review S (e24abad): only a dead letter's header frame is measured against
 /// `frame_max`; the other copies of a job add headers too (a deferral adds
 /// `x-picket-deferrals`, `x-picket-not-before` and `x-picket-most-left`, 85 bytes; a
