@@ -139,7 +139,6 @@ impl Engine {
             // Nothing to hand back to: the result as it is.
             Run::Done(report) => *report,
             Run::Unsettled(report, _) => {
-                metric::result(report.verdict, report.reason, false);
                 without_state(&report);
                 *report
             }
@@ -154,7 +153,6 @@ impl Engine {
     /// The `unknown/rate_limited` answer to a job our own per-IP limit kept from asking
     /// the site (its IP stayed busy): our limit, not the site's failure.
     pub(crate) async fn too_busy(&self, job: &Job, delivery: Delivery<'_>, why: &str) -> Report {
-        metric::result(Verdict::Unknown, Reason::RateLimited, false);
         let mut r = self.unprobed(job, Verdict::Unknown, Reason::RateLimited, why.into());
         let fingerprint = job.fingerprint();
         let stepped = self.settle(&mut r, Some(&fingerprint), delivery).await;
@@ -178,7 +176,6 @@ impl Engine {
         if delivery.redelivered {
             if let Some(report) = self.state.replay(&job.key, delivery.id).await {
                 metric::state_replayed();
-                metric::result(report.verdict, report.reason, false);
                 return Run::Done(Box::new(report));
             }
         }
@@ -203,7 +200,6 @@ impl Engine {
                 // A served verdict is no new observation: it changes nothing.
                 cached.previous_verdict = Some(cached.verdict).filter(|v| v.is_about_the_site());
                 cached.changed = false;
-                metric::result(cached.verdict, cached.reason, true);
                 return Run::Done(Box::new(cached));
             }
         }
@@ -220,7 +216,6 @@ impl Engine {
         match unsettled {
             Some(may_have_run) => Run::Unsettled(Box::new(report), may_have_run),
             None => {
-                metric::result(report.verdict, report.reason, false);
                 if stepped.answer().is_none() {
                     without_state(&report);
                 }
@@ -489,7 +484,6 @@ impl Engine {
     /// The `invalid` answer to a job that was refused before probing, with its key's
     /// state when it has a key.
     pub(crate) async fn rejected(&self, r: &Rejected, delivery: Delivery<'_>) -> Report {
-        metric::result(Verdict::Invalid, Reason::InvalidJob, false);
         let subject = Subject {
             id: &r.id,
             key: r.key.as_deref(),
@@ -707,7 +701,6 @@ mod tests {
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum()
         };
-        assert_eq!(count("picket_results_total"), 1.0, "{text}");
         assert_eq!(
             count("picket_state_unavailable_total"),
             1.0,

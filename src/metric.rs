@@ -195,7 +195,7 @@ fn describe() {
     describe_counter!(JOBS_CONSUMED, "Job messages taken from the jobs queue");
     describe_counter!(
         RESULTS,
-        "Results produced, by verdict, reason and whether cached"
+        "Results published (confirmed by the broker), by verdict, reason and whether cached"
     );
     describe_counter!(
         DEAD_LETTERED,
@@ -337,7 +337,7 @@ pub(crate) fn job_consumed() {
     counter!(JOBS_CONSUMED).increment(1);
 }
 
-/// A result was produced.
+/// A result was published: the broker confirmed it (a refused one reached no subscriber).
 pub(crate) fn result(verdict: Verdict, reason: Reason, cached: bool) {
     counter!(RESULTS, "verdict" => verdict.as_str(), "reason" => reason.as_str(), "cached" => if cached { "true" } else { "false" }).increment(1);
 }

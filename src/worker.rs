@@ -204,7 +204,6 @@ fn unsettled(
             Disposition::Again(*wait)
         }
         _ => {
-            crate::metric::result(report.verdict, report.reason, false);
             crate::engine::without_state(&report);
             Disposition::Answer(report)
         }

@@ -295,6 +295,8 @@ async fn answer(
 ) -> Result<(), AmqpError> {
     let message = report_message(report);
     publish_report(&s.publish, &s.settings, &message, report).await?;
+    // Counted once confirmed: a result the broker refused went to no subscriber.
+    metric::result(report.verdict, report.reason, report.cached);
     if let Some(reply_to) = props.reply_to() {
         let (payload, mut p) = message;
         if let Some(c) = props.correlation_id() {
