@@ -192,9 +192,52 @@ async fn a_clock_stepped_right_by_ntp_keeps_the_old_offset_and_hides_an_expired_
     );
 }
 
+/// `openssl s_server` on `ip` speaking only legacy TLS (TLS 1.2, one CBC suite) with
+/// `cert` and `key` (written into `dir`): its port, and what stops it when dropped.
+pub(crate) fn legacy_tls_server(
+    ip: &str,
+    dir: &std::path::Path,
+    cert: &str,
+    key: &str,
+) -> (u16, LegacyServer) {
+    let cert_file = dir.join("cert.pem");
+    let key_file = dir.join("key.pem");
+    std::fs::write(&cert_file, cert).expect("cert");
+    std::fs::write(&key_file, key).expect("key");
+    let port = std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let server = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"openssl s_server -quiet -www -accept "$0" -cert "$1" -key "$2" -tls1_2 -cipher ECDHE-RSA-AES128-SHA </dev/null >/dev/null 2>&1 & pid=$!; read _; kill "$pid""#)
+        .arg(format!("{ip}:{port}"))
+        .arg(&cert_file)
+        .arg(&key_file)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl s_server");
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect((ip, port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "s_server listens");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (port, LegacyServer(server))
+}
+
+/// A running `openssl s_server`, stopped (its stdin closed) when dropped.
+pub(crate) struct LegacyServer(std::process::Child);
+
+impl Drop for LegacyServer {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
 /// A CA and an RSA certificate for `name` (valid from `from` to `to` days from now) for
 /// `openssl s_server`: (CA PEM, certificate PEM, key PEM).
-fn rsa_site(name: &str, from: i64, to: i64) -> (String, String, String) {
+pub(crate) fn rsa_site(name: &str, from: i64, to: i64) -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -233,29 +276,8 @@ async fn a_legacy_tls_site_valid_by_the_sites_clock_is_not_down_for_our_clock() 
     let dir = tempfile::tempdir().expect("temp dir");
     let (ca, cert, key) = rsa_site("legacy.test", -1, 90);
     let ca_file = dir.path().join("ca.pem");
-    let cert_file = dir.path().join("cert.pem");
-    let key_file = dir.path().join("key.pem");
     std::fs::write(&ca_file, ca).expect("CA");
-    std::fs::write(&cert_file, cert).expect("cert");
-    std::fs::write(&key_file, key).expect("key");
-    let port = std::net::TcpListener::bind("127.0.8.36:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let mut server = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(r#"openssl s_server -quiet -www -accept "$0" -cert "$1" -key "$2" -tls1_2 -cipher ECDHE-RSA-AES128-SHA </dev/null >/dev/null 2>&1 & pid=$!; read _; kill "$pid""#)
-        .arg(format!("127.0.8.36:{port}"))
-        .arg(&cert_file)
-        .arg(&key_file)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl s_server");
-    let t = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.8.36", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "s_server listens");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (port, server) = legacy_tls_server("127.0.8.36", dir.path(), &cert, &key);
     let down = "on_error = \"down\"\n";
     let config = trusting_config(dir.path(), &ca_file, ("legacy.test", "127.0.8.36"), down);
     let clock = dir.path().join("faketime");
@@ -269,8 +291,7 @@ async fn a_legacy_tls_site_valid_by_the_sites_clock_is_not_down_for_our_clock() 
     let r = checking
         .check(&format!("https://legacy.test:{port}/"))
         .await;
-    drop(server.stdin.take());
-    let _ = server.wait();
+    drop(server);
     assert_eq!(
         verdict(&r),
         (Verdict::Unknown, "local_clock"),

@@ -27,4 +27,5 @@ mod resolving;
 mod review_aa;
 mod review_u;
 mod support_smoke;
+mod trust;
 mod worker_e2e;
