@@ -16,7 +16,8 @@
 //!   network watch, canaries) and `report` builds every result message.
 //! - [`http`]: the HTTP prober (resolve, pin, fetch, redirects), one room per hop step
 //!   (`connect`, `redirect`, `body`, `client`, `tls`, and `tunnel` for HTTP proxies);
-//!   [`dns`]: name resolution.
+//!   [`dns`]: name resolution; `reread`: the host files and TLS roots, read again when
+//!   they change.
 //! - [`limit`]: per-IP politeness; [`state`]: each monitored key's state across checks
 //!   (memory, Redis); [`key`]: what names a monitored check.
 //! - [`redis_pool`]: connections to a single Redis or a Redis Cluster.
@@ -44,5 +45,6 @@ pub mod log;
 pub mod metric;
 pub mod probe;
 pub mod redis_pool;
+mod reread;
 pub mod state;
 pub mod worker;

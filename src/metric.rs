@@ -155,7 +155,7 @@ fn zero() {
     for outcome in ["answered", "failed"] {
         counter!(HTTPS_UPGRADES, "outcome" => outcome).increment(0);
     }
-    for file in ["/etc/hosts", "/etc/resolv.conf"] {
+    for file in ["/etc/hosts", "/etc/resolv.conf", "tls roots"] {
         for outcome in ["read", "failed"] {
             counter!(HOST_FILES_READ, "file" => file, "outcome" => outcome).increment(0);
         }
@@ -319,7 +319,7 @@ fn describe() {
     );
     describe_counter!(
         HOST_FILES_READ,
-        "/etc/hosts and /etc/resolv.conf read again after they changed, by file and outcome: read, or failed (unreadable, or no nameserver named: what the file said before stands)"
+        "/etc/hosts, /etc/resolv.conf and the TLS roots (tls roots) read again after they changed, by file and outcome: read, or failed (unreadable, no nameserver named, no certificate: what the files said before stands)"
     );
     describe_counter!(
         CHANGES_PUBLISHED,

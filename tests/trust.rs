@@ -67,6 +67,11 @@ async fn a_ca_rotated_in_extra_ca_file_is_trusted_without_a_restart() {
     std::fs::write(&ca_file, new_ca).expect("the new CA, written in place");
     let r = until_up(&mut checking, &url).await;
     assert_eq!(verdict(&r), (Verdict::Up, "ok"), "{}", r.detail);
+    // A file caught emptied, or holding no certificate, leaves the roots as they were.
+    std::fs::write(&ca_file, "").expect("emptied");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = checking.check(&url).await;
+    assert_eq!(verdict(&r), (Verdict::Up, "ok"), "{}", r.detail);
 }
 
 #[tokio::test]

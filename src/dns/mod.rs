@@ -20,7 +20,8 @@ use crate::config::DnsSettings;
 mod host_files;
 mod servers;
 
-use host_files::{Looks, Reread, HOSTS, RESOLV_CONF};
+use crate::reread::{Looks, Reread};
+use host_files::{HOSTS, RESOLV_CONF};
 use servers::Servers;
 
 /// A lookup that found no usable address.
@@ -179,13 +180,13 @@ impl Resolver {
                 let conf = servers::system_conf(false).map_err(|e| e.to_string())?;
                 Servers::new(&settings, Some(&conf)).map_err(|e| e.to_string())
             });
-            Nameservers::System(Reread::new(RESOLV_CONF, first, read)?)
+            Nameservers::System(Reread::file(RESOLV_CONF, first, read)?)
         } else {
             Nameservers::Configured(Arc::new(Servers::new(settings, None)?))
         };
         // None at start is an empty one; one gone later leaves the last reading.
         let first = || Ok::<_, DnsError>(host_files::read_hosts().unwrap_or_default());
-        let hosts = Reread::new(HOSTS, first, Box::new(host_files::read_hosts))?;
+        let hosts = Reread::file(HOSTS, first, Box::new(host_files::read_hosts))?;
         Ok(Resolver {
             inner: Arc::new(Inner {
                 static_hosts: settings.static_hosts.clone(),
@@ -209,7 +210,7 @@ impl Resolver {
     }
 
     /// Reads `/etc/hosts` and `/etc/resolv.conf` again if they changed, every
-    /// [`host_files::LOOK_EVERY`]. New nameservers are asked anew whether they reach
+    /// [`crate::reread::LOOK_EVERY`]. New nameservers are asked anew whether they reach
     /// beyond their cache.
     fn look_at_host_files(&self) {
         if !self.inner.looks.due() {

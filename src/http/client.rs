@@ -3,10 +3,11 @@
 //! pooling, every request pinned to its counted address by [`PinLayer`] and the pinned
 //! resolver.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::head::{MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
 use super::pin::{MarkHello, PinLayer, Route};
+use super::tls::{Trust, Trusted};
 use super::tunnel::Tunnel;
 use super::SetupError;
 use crate::config::EgressSettings;
@@ -25,7 +26,7 @@ pub(super) struct Egress {
     /// HTTP/2 with `HTTP_1_1_REQUIRED`.
     pub(super) http1: reqwest::Client,
     /// The same over OpenSSL, for servers that speak only legacy TLS.
-    pub(super) legacy: reqwest::Client,
+    pub(super) legacy: Legacy,
     /// For an HTTP proxy, how requests reach it with the counted address in place of
     /// the name (`tunnel/`): the clients above only build those requests.
     pub(super) tunnel: Option<Tunnel>,
@@ -40,7 +41,7 @@ impl Egress {
         e: &EgressSettings,
         resolve: &Arc<dyn reqwest::dns::Resolve>,
         tls: &rustls::ClientConfig,
-        extra_ca: &[reqwest::Certificate],
+        trust: &Arc<Trust>,
     ) -> Result<Egress, SetupError> {
         let proxy = match &e.proxy {
             None => None,
@@ -72,8 +73,7 @@ impl Egress {
             &tls_http1,
         )
         .map_err(tls_err)?;
-        let legacy =
-            legacy_client(builder(resolve.clone(), proxy.as_ref()), extra_ca).map_err(tls_err)?;
+        let legacy = Legacy::new(resolve, proxy.as_ref(), trust).map_err(tls_err)?;
         Ok(Egress {
             name: e.name.clone(),
             socks: scheme.is_some_and(|s| s.starts_with("socks")),
@@ -85,6 +85,51 @@ impl Egress {
             tunnel: Tunnel::for_egress(e, resolve, tls),
             mended: Tunnel::mended(e, resolve, tls),
         })
+    }
+}
+
+/// The egress's OpenSSL client, built again when the roots change: OpenSSL reads the
+/// system's when the client is built, and `tls.extra_ca_file`'s are added to it.
+pub(super) struct Legacy {
+    resolve: Arc<dyn reqwest::dns::Resolve>,
+    proxy: Option<reqwest::Proxy>,
+    trust: Arc<Trust>,
+    /// The client, and the roots it was built with.
+    built: Mutex<(Arc<Trusted>, reqwest::Client)>,
+}
+
+impl Legacy {
+    fn new(
+        resolve: &Arc<dyn reqwest::dns::Resolve>,
+        proxy: Option<&reqwest::Proxy>,
+        trust: &Arc<Trust>,
+    ) -> Result<Legacy, reqwest::Error> {
+        let trusted = trust.now();
+        let client = legacy_client(builder(resolve.clone(), proxy), &trusted.extra_ca)?;
+        Ok(Legacy {
+            resolve: resolve.clone(),
+            proxy: proxy.cloned(),
+            trust: trust.clone(),
+            built: Mutex::new((trusted, client)),
+        })
+    }
+
+    /// The client for the roots trusted now.
+    pub(super) fn client(&self) -> reqwest::Client {
+        let trusted = self.trust.now();
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&built.0, &trusted) {
+            let b = builder(self.resolve.clone(), self.proxy.as_ref());
+            match legacy_client(b, &trusted.extra_ca) {
+                Ok(client) => built.1 = client,
+                // Kept, and not tried again until the roots change again.
+                Err(e) => {
+                    tracing::warn!(error = %e, "the OpenSSL client could not be built for the new roots: it keeps the old")
+                }
+            }
+            built.0 = trusted;
+        }
+        built.1.clone()
     }
 }
 

@@ -638,7 +638,7 @@ impl HttpProber {
         }
         let connect_timeout = probe.plan.connect_timeout.min(left);
         let hop = Hop::new(host, addr, connect_timeout, probe.egress.route);
-        match send(&hop, &probe.egress.legacy, ask, left).await {
+        match send(&hop, &probe.egress.legacy.client(), ask, left).await {
             Ok(resp) => {
                 hop.clock.write_legacy(sent, &first.0.clock, first.1, obs);
                 // Which of the two it was, OpenSSL does not say.

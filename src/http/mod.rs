@@ -166,13 +166,12 @@ impl HttpProber {
         egress: &[EgressSettings],
         targets: Targets,
     ) -> Result<HttpProber, SetupError> {
-        let (tls, issuers) = tls::trust(tls_settings)?;
-        let extra_ca = tls::extra_ca(tls_settings)?;
+        let (tls, issuers, trust) = tls::trust(tls_settings)?;
         let resolve: Arc<dyn reqwest::dns::Resolve> =
             Arc::new(PinnedResolver::new(resolver.clone()));
         let egress = egress
             .iter()
-            .map(|e| Egress::new(e, &resolve, &tls, &extra_ca))
+            .map(|e| Egress::new(e, &resolve, &tls, &trust))
             .collect::<Result<Vec<_>, SetupError>>()?;
         Ok(HttpProber {
             resolver,

@@ -1,16 +1,25 @@
 //! What TLS trusts and what a certificate says: the rustls configuration (bundled and
 //! system roots, `tls.extra_ca_file`), the extra CA for the OpenSSL fallback, and how
 //! many days a site's certificate has left.
+//!
+//! The roots are read again when `tls.extra_ca_file` or the system's bundle changes
+//! ([`Trust`]): an operator who rotates an internal CA, or adds one with
+//! `update-ca-certificates`, gets the next handshake trusting it, where a restart of
+//! every worker was needed (Go's and curl's clients read them once too; a monitor that
+//! runs for weeks reports every internal site `degraded/tls` meanwhile).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use super::issuers::{ChainVerifier, Issuers};
+use super::issuers::{ChainVerifier, Issuers, Roots};
 use super::SetupError;
 use crate::config::TlsSettings;
+use crate::reread::{Looks, Reread};
 
 /// Builds the rustls configuration: bundled roots, system roots, and the extra CA file,
 /// verified as browsers verify (a chain the server sends incomplete is completed:
@@ -19,20 +28,17 @@ use crate::config::TlsSettings;
 /// # Errors
 /// The extra CA file is unreadable or empty, or rustls refuses the configuration.
 pub fn tls_config(settings: &TlsSettings) -> Result<rustls::ClientConfig, SetupError> {
-    trust(settings).map(|(config, _)| config)
+    trust(settings).map(|(config, _, _)| config)
 }
 
-/// The rustls configuration, and the intermediates its verifier completes chains with.
+/// The rustls configuration, the intermediates its verifier completes chains with, and
+/// the roots both follow.
 pub(super) fn trust(
     settings: &TlsSettings,
-) -> Result<(rustls::ClientConfig, Arc<Issuers>), SetupError> {
-    let roots = Arc::new(roots(settings)?);
+) -> Result<(rustls::ClientConfig, Arc<Issuers>, Arc<Trust>), SetupError> {
+    let trust = Arc::new(Trust::new(settings)?);
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let webpki =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .map_err(|e| SetupError::Tls(e.to_string()))?;
-    let issuers = Arc::new(Issuers::new(webpki));
+    let issuers = Arc::new(Issuers::new(trust.clone()));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| SetupError::Tls(e.to_string()))?
@@ -40,7 +46,83 @@ pub(super) fn trust(
         .with_custom_certificate_verifier(Arc::new(ChainVerifier(issuers.clone())))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((config, issuers))
+    Ok((config, issuers, trust))
+}
+
+/// What TLS trusts, as last read: rustls's verifier over the roots, and
+/// `tls.extra_ca_file`'s certificates for the OpenSSL client (which loads the system's
+/// roots itself when it is built).
+pub(super) struct Trusted {
+    webpki: Arc<WebPkiServerVerifier>,
+    pub(super) extra_ca: Vec<reqwest::Certificate>,
+}
+
+/// The roots, read again when `tls.extra_ca_file`, the system's bundle or its directory
+/// changes. A reading that fails (a file caught half written, or emptied) leaves the
+/// last one.
+pub(super) struct Trust {
+    roots: Reread<Trusted>,
+    looks: Looks,
+}
+
+impl Trust {
+    fn new(settings: &TlsSettings) -> Result<Trust, SetupError> {
+        let again = settings.clone();
+        let read = Box::new(move || trusted(&again).map_err(|e| e.to_string()));
+        let files = root_files(settings);
+        let roots = Reread::new("tls roots", files, || trusted(settings), read)?;
+        Ok(Trust {
+            roots,
+            looks: Looks::new(),
+        })
+    }
+
+    /// What is trusted now; the files are looked at when it is time.
+    pub(super) fn now(&self) -> Arc<Trusted> {
+        if self.looks.due() {
+            self.roots.look();
+        }
+        self.roots.get()
+    }
+}
+
+impl Roots for Trust {
+    fn verifier(&self) -> Arc<WebPkiServerVerifier> {
+        Arc::clone(&self.now().webpki)
+    }
+}
+
+impl std::fmt::Debug for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trust")
+    }
+}
+
+/// The files the roots are read from: `tls.extra_ca_file`, and the system's bundle and
+/// directory where rustls-native-certs finds them (`SSL_CERT_FILE`, `SSL_CERT_DIR`, or
+/// OpenSSL's layout).
+fn root_files(settings: &TlsSettings) -> Vec<PathBuf> {
+    let system = openssl_probe::probe();
+    settings
+        .extra_ca_file
+        .iter()
+        .cloned()
+        .chain(system.cert_file)
+        .chain(system.cert_dir)
+        .collect()
+}
+
+/// One reading of every root.
+fn trusted(settings: &TlsSettings) -> Result<Trusted, SetupError> {
+    let roots = Arc::new(roots(settings)?);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+        .build()
+        .map_err(|e| SetupError::Tls(e.to_string()))?;
+    Ok(Trusted {
+        webpki,
+        extra_ca: extra_ca(settings)?,
+    })
 }
 
 /// The roots: bundled, the system's, and `tls.extra_ca_file`.
@@ -72,7 +154,7 @@ fn roots(settings: &TlsSettings) -> Result<rustls::RootCertStore, SetupError> {
 }
 
 /// The certificates of `tls.extra_ca_file`, for the OpenSSL fallback.
-pub(super) fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificate>, SetupError> {
+fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificate>, SetupError> {
     let Some(path) = &settings.extra_ca_file else {
         return Ok(Vec::new());
     };

@@ -34,10 +34,22 @@ const KEPT: usize = 128;
 /// Leaves whose chain a kept intermediate completed, remembered for the note.
 const COMPLETED_KEPT: usize = 4096;
 
+/// Where the WebPKI verifier of the roots trusted now comes from: `tls::Trust`, which
+/// reads them again when their files change, or fixed roots.
+pub(super) trait Roots: Send + Sync + std::fmt::Debug {
+    fn verifier(&self) -> Arc<WebPkiServerVerifier>;
+}
+
+impl Roots for Arc<WebPkiServerVerifier> {
+    fn verifier(&self) -> Arc<WebPkiServerVerifier> {
+        Arc::clone(self)
+    }
+}
+
 /// The intermediates fetched so far, shared by every probe of the process.
 #[derive(Debug)]
 pub(super) struct Issuers {
-    webpki: Arc<WebPkiServerVerifier>,
+    roots: Arc<dyn Roots>,
     kept: Mutex<VecDeque<Kept>>,
     /// Hashes of leaves whose chain only a kept intermediate completed.
     completed: Mutex<HashSet<u64>>,
@@ -74,9 +86,9 @@ impl std::fmt::Display for MissingIssuer {
 impl std::error::Error for MissingIssuer {}
 
 impl Issuers {
-    pub(super) fn new(webpki: Arc<WebPkiServerVerifier>) -> Issuers {
+    pub(super) fn new(roots: Arc<dyn Roots>) -> Issuers {
         Issuers {
-            webpki,
+            roots,
             kept: Mutex::new(VecDeque::new()),
             completed: Mutex::new(HashSet::new()),
             failed: failed::FailedUrls::default(),
@@ -93,10 +105,8 @@ impl Issuers {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match self
-            .webpki
-            .verify_server_cert(leaf, presented, name, ocsp, now)
-        {
+        let webpki = self.roots.verifier();
+        match webpki.verify_server_cert(leaf, presented, name, ocsp, now) {
             Err(e) if unknown_issuer(&e) => {}
             other => return other,
         }
@@ -104,7 +114,7 @@ impl Issuers {
         if !kept.is_empty() {
             let mut all: Vec<CertificateDer<'_>> = presented.to_vec();
             all.extend(kept);
-            match self.webpki.verify_server_cert(leaf, &all, name, ocsp, now) {
+            match webpki.verify_server_cert(leaf, &all, name, ocsp, now) {
                 Ok(verified) => {
                     self.remember_completed(leaf);
                     return Ok(verified);
@@ -135,10 +145,8 @@ impl Issuers {
             .map_err(|_| Error::General(format!("{host} is not a name TLS can verify")))?;
         let mut all = missing.presented.clone();
         all.extend(fetched.iter().cloned());
-        match self
-            .webpki
-            .verify_server_cert(&missing.leaf, &all, &name, &[], UnixTime::now())
-        {
+        let webpki = self.roots.verifier();
+        match webpki.verify_server_cert(&missing.leaf, &all, &name, &[], UnixTime::now()) {
             Ok(_)
             | Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
@@ -287,7 +295,10 @@ impl ServerCertVerifier for ChainVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.webpki.verify_tls12_signature(message, cert, dss)
+        self.0
+            .roots
+            .verifier()
+            .verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -296,11 +307,14 @@ impl ServerCertVerifier for ChainVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.webpki.verify_tls13_signature(message, cert, dss)
+        self.0
+            .roots
+            .verifier()
+            .verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.webpki.supported_verify_schemes()
+        self.0.roots.verifier().supported_verify_schemes()
     }
 }
 

@@ -61,7 +61,7 @@ fn issuers(root: &Ca) -> Issuers {
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .expect("verifier");
-    Issuers::new(webpki)
+    Issuers::new(Arc::new(webpki))
 }
 
 fn verify(i: &Issuers, leaf: &CertificateDer<'_>, host: &str) -> Result<ServerCertVerified, Error> {
