@@ -167,6 +167,24 @@ fn redis_label(r: &crate::config::RedisSettings) -> String {
     }
 }
 
+/// The `/readyz` check of Redis, watched (every few seconds, until `stop`) from now.
+fn redis_check(
+    settings: &crate::config::RedisSettings,
+    pool: crate::redis_pool::RedisPool,
+    stop: &CancellationToken,
+) -> admin::RedisCheck {
+    let check = admin::RedisCheck {
+        pool,
+        key: format!("{}ready", settings.key_prefix),
+        told_unknown: Arc::default(),
+        epoch_key: format!("{}epoch", settings.key_prefix),
+        epoch: Arc::default(),
+    };
+    let label = redis_label(settings);
+    tokio::spawn(admin::watch_redis(check.clone(), label, stop.clone()));
+    check
+}
+
 /// The worker with its operations endpoint served on `ops`, a listener the caller bound
 /// (tests bind port 0 and read the address back, so no two workers race for a port).
 ///
@@ -200,18 +218,9 @@ pub async fn serve_worker(
         .local_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string());
     let admin_stop = CancellationToken::new();
-    let label = redis_label(&settings.redis);
-    let check = admin::RedisCheck {
-        pool,
-        key: format!("{}ready", settings.redis.key_prefix),
-        told_unknown: Arc::default(),
-        epoch_key: format!("{}epoch", settings.redis.key_prefix),
-        epoch: Arc::default(),
-    };
-    tokio::spawn(admin::watch_redis(check.clone(), label, admin_stop.clone()));
     let admin = Admin {
         broker: state.clone(),
-        redis: Some(check),
+        redis: Some(redis_check(&settings.redis, pool, &admin_stop)),
         metrics,
     };
     let admin_task = tokio::spawn(admin::serve(ops, admin, admin_stop.clone()));

@@ -270,44 +270,54 @@ impl Engine {
                 "no attempt was made".into(),
             ));
         };
-        let mut verdict = decisive.verdict;
-        let mut reason = decisive.reason;
-        let mut detail = decisive.detail.clone();
-        // A site we cannot reach while known-good sites are unreachable too says
-        // nothing about the site: our network is failing. So is a TLS failure they
-        // share (a middlebox of ours answering port 443 with its own page or
-        // certificate).
-        if verdict == Verdict::Down
-            && matches!(
-                reason,
-                Reason::Connect | Reason::Timeout | Reason::Dns | Reason::Tls
-            )
-        {
-            let blamed =
-                self.our_side
-                    .blames_us(self.prober.as_ref(), &tried.observations[i], began);
-            if let Some(why) = blamed.await {
-                verdict = Verdict::Unknown;
-                reason = Reason::EgressUnavailable;
-                detail = format!("{detail}; {why}");
-            }
-        }
+        let word = Word {
+            verdict: decisive.verdict,
+            reason: decisive.reason,
+            detail: decisive.detail.clone(),
+        };
+        let mut word = self.unless_ours(word, &tried.observations[i], began).await;
         let attempts = Attempts {
             observations: &tried.observations,
             judgements: &tried.judgements,
             decisive: i,
         };
-        let detail = report::detail(detail, verdict, &attempts);
-        let word = Word {
-            verdict,
-            reason,
-            detail,
-        };
+        word.detail = report::detail(word.detail, word.verdict, &attempts);
         let report = report::build(self.subject(job), word, Some(attempts), self.stamp());
         Ok(Report {
             looked_ms: Some(looked_ms),
             ..report
         })
+    }
+
+    /// A site we cannot reach while known-good sites are unreachable too says nothing
+    /// about the site: our network is failing, and the `down` is ours (`unknown`). So is
+    /// a TLS failure they share (a middlebox of ours answering port 443 with its own page
+    /// or certificate).
+    async fn unless_ours(
+        &self,
+        word: Word,
+        obs: &Observation,
+        began: tokio::time::Instant,
+    ) -> Word {
+        let reachability = matches!(
+            word.reason,
+            Reason::Connect | Reason::Timeout | Reason::Dns | Reason::Tls
+        );
+        if word.verdict != Verdict::Down || !reachability {
+            return word;
+        }
+        match self
+            .our_side
+            .blames_us(self.prober.as_ref(), obs, began)
+            .await
+        {
+            Some(why) => Word {
+                verdict: Verdict::Unknown,
+                reason: Reason::EgressUnavailable,
+                detail: format!("{}; {why}", word.detail),
+            },
+            None => word,
+        }
     }
 
     /// Tells the metrics and our side what an attempt showed.
@@ -395,21 +405,7 @@ impl Engine {
             if !tried.judgements.is_empty() {
                 tokio::time::sleep(self.probe.retry_delay).await;
             }
-            let obs = match self.prober.observe(plan, egress).await {
-                Attempt::Observed(obs) => obs,
-                Attempt::Deferred(wait) => return Err(wait),
-            };
-            let on_the_way = obs.total.saturating_sub(obs.queued);
-            tried.sent = tried.sent.or_else(|| {
-                let now = tokio::time::Instant::now();
-                Some(now.checked_sub(on_the_way).unwrap_or(now))
-            });
-            // The job has had its turn at the IP: a confirmation is no newcomer.
-            plan.line = Line::Outside;
-            self.observed(egress, &obs);
-            let j = judge(plan, &obs, &self.judge);
-            let (obs, j) = self.as_browsers_upgrade(plan, egress, obs, j).await;
-            tracing::debug!(attempt = tried.judgements.len(), egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");
+            let (obs, j) = self.attempt(plan, egress, &mut tried).await?;
             // Asking again through an egress the site refused as a bot tells nothing, and
             // a failed egress says nothing about the site; with one egress only, a failed
             // egress may still recover for the next attempt.
@@ -432,6 +428,31 @@ impl Engine {
             next = egress + 1;
         }
         Ok(tried)
+    }
+
+    /// One attempt through `egress`, judged; `Err(wait)` when the job should be deferred.
+    async fn attempt(
+        &self,
+        plan: &mut Plan,
+        egress: usize,
+        tried: &mut Tried,
+    ) -> Result<(Observation, Judgement), Duration> {
+        let obs = match self.prober.observe(plan, egress).await {
+            Attempt::Observed(obs) => obs,
+            Attempt::Deferred(wait) => return Err(wait),
+        };
+        let on_the_way = obs.total.saturating_sub(obs.queued);
+        tried.sent = tried.sent.or_else(|| {
+            let now = tokio::time::Instant::now();
+            Some(now.checked_sub(on_the_way).unwrap_or(now))
+        });
+        // The job has had its turn at the IP: a confirmation is no newcomer.
+        plan.line = Line::Outside;
+        self.observed(egress, &obs);
+        let j = judge(plan, &obs, &self.judge);
+        let (obs, j) = self.as_browsers_upgrade(plan, egress, obs, j).await;
+        tracing::debug!(attempt = tried.judgements.len(), egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");
+        Ok((obs, j))
     }
 
     /// A good answer through `egress` takes back the bad answers other egresses gave

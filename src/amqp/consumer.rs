@@ -195,20 +195,7 @@ impl Worker {
         let (conn, publish, consume, node) = match session {
             Ok(s) => s,
             Err(failure) => {
-                let d = self.next_delay(30);
-                let retry_in_ms = d.as_millis() as u64;
-                match failure {
-                    OpenFailure::Unreachable(e) if e.ended_in_tls() => {
-                        tracing::warn!(error = %e, retry_in_ms, hint = super::TLS_HINT, "broker unavailable");
-                    }
-                    OpenFailure::Unreachable(e) => {
-                        tracing::warn!(error = %e, retry_in_ms, "broker unavailable");
-                    }
-                    OpenFailure::SetUp { node, error } => {
-                        tracing::warn!(node = %node, error = %error, retry_in_ms, "broker refused the session's set-up (channels, declarations or QoS); check the user's permissions and the queues' arguments");
-                    }
-                }
-                self.pause(d).await;
+                self.failed_to_open(failure).await;
                 return None;
             }
         };
@@ -240,6 +227,24 @@ impl Worker {
             conn,
         };
         Some((live, session))
+    }
+
+    /// Says why a session could not be opened, and pauses before the next try.
+    async fn failed_to_open(&mut self, failure: OpenFailure) {
+        let d = self.next_delay(30);
+        let retry_in_ms = d.as_millis() as u64;
+        match failure {
+            OpenFailure::Unreachable(e) if e.ended_in_tls() => {
+                tracing::warn!(error = %e, retry_in_ms, hint = super::TLS_HINT, "broker unavailable");
+            }
+            OpenFailure::Unreachable(e) => {
+                tracing::warn!(error = %e, retry_in_ms, "broker unavailable");
+            }
+            OpenFailure::SetUp { node, error } => {
+                tracing::warn!(node = %node, error = %error, retry_in_ms, "broker refused the session's set-up (channels, declarations or QoS); check the user's permissions and the queues' arguments");
+            }
+        }
+        self.pause(d).await;
     }
 
     /// Counts and announces a session that is consuming, and builds what its jobs share.

@@ -327,6 +327,37 @@ fn past_the_end(from_line: u64, lines: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line of the input, as read.
+struct Line<'a> {
+    bytes: &'a [u8],
+    /// How many bytes it had (more than `bytes` holds when it was too long).
+    read: usize,
+    /// It fit: `bytes` is all of it.
+    whole: bool,
+}
+
+impl Line<'_> {
+    /// The job it asks to publish: `None` for a blank line or a comment, else its
+    /// payload or why it is no job.
+    fn payload(&self, args: &EnqueueArgs, max: usize) -> Option<Result<Vec<u8>, String>> {
+        if super::input::is_comment(self.bytes) {
+            return None;
+        }
+        let text = match std::str::from_utf8(self.bytes) {
+            Ok(t) => Some(super::input::text(t)?),
+            Err(_) => None,
+        };
+        Some(match text {
+            _ if !self.whole => Err(format!(
+                "the line is {} bytes, longer than a job may be ({max} bytes, amqp.max_message_bytes)",
+                self.read
+            )),
+            None => Err("the line is not UTF-8".to_string()),
+            Some(text) => args.payload(text, max),
+        })
+    }
+}
+
 async fn publish_all(
     settings: &Settings,
     args: &EnqueueArgs,
@@ -356,33 +387,20 @@ async fn publish_all(
             continue;
         }
         progress.read += 1;
-        if super::input::is_comment(&buf) {
-            continue;
-        }
-        let text = match std::str::from_utf8(&buf) {
-            Ok(t) => match super::input::text(t) {
-                Some(t) => t,
-                None => continue,
-            },
-            Err(_) => "\u{fffd}",
+        let line = Line {
+            bytes: &buf,
+            read: n,
+            whole,
         };
-        let payload = if !whole {
-            Err(format!(
-                "the line is {n} bytes, longer than a job may be ({max} bytes, amqp.max_message_bytes)"
-            ))
-        } else if text == "\u{fffd}" {
-            Err("the line is not UTF-8".to_string())
-        } else {
-            args.payload(text, max)
-        };
-        let payload = match payload {
-            Ok(p) => p,
-            Err(why) if args.skip_invalid => {
+        let payload = match line.payload(args, max) {
+            None => continue,
+            Some(Ok(p)) => p,
+            Some(Err(why)) if args.skip_invalid => {
                 progress.skipped += 1;
                 bar.suspend(|| say!("picket: line {line_no}: skipped: {why}"));
                 continue;
             }
-            Err(why) => return Err(UsageError(format!("line {line_no}: {why}")).into()),
+            Some(Err(why)) => return Err(UsageError(format!("line {line_no}: {why}")).into()),
         };
         if publisher.is_none() {
             *publisher = Some(JobPublisher::open(&settings.amqp, blocked_notice(bar)).await?);

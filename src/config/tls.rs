@@ -29,7 +29,8 @@ pub enum TlsOnError {
 /// `[tls]`
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
-    /// PEM file trusted in addition to the bundled and system roots.
+    /// PEM file trusted in addition to the bundled and system roots (read again when it
+    /// changes: `http::tls::Trust`).
     pub extra_ca_file: Option<PathBuf>,
     /// Verdict for a certificate problem.
     pub on_error: TlsOnError,
