@@ -8,6 +8,7 @@ mod accuracy;
 mod boundaries;
 mod cluster;
 mod commands;
+mod contract;
 mod egress;
 mod examples;
 mod failover;

@@ -1,0 +1,79 @@
+//! The contract read by a stranger (hunt U, 2026-12-02): what `../shared/CONTRACT.md`
+//! and the docs promise, tried from outside, where picket did otherwise. Each test
+//! failed first. Loopback addresses 127.0.9.21 - 127.0.9.60 only.
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::Router;
+use picket::job::{Report, Verdict};
+use serde_json::json;
+
+use crate::support::picket::{check_job, engine_with, page};
+use crate::support::serve;
+
+fn verdict(r: &Report) -> (Verdict, &str) {
+    (r.verdict, r.reason.as_str())
+}
+
+/// A site whose `/` answers an empty 301 to `/index.html` (a page saying 欢迎), and
+/// whose `/old` answers a 301 with nginx's little page to `/broken`, which is a 500.
+async fn moved_site(ip: &str) -> std::net::SocketAddr {
+    let moved = |to: &'static str, body: &'static str| {
+        move || async move {
+            (
+                StatusCode::MOVED_PERMANENTLY,
+                [(axum::http::header::LOCATION, to)],
+                body,
+            )
+                .into_response()
+        }
+    };
+    let router = Router::new()
+        .route("/", get(moved("/index.html", "")))
+        .route(
+            "/index.html",
+            get(|| async { Html(page("<p>欢迎访问本站</p>")) }),
+        )
+        .route(
+            "/old",
+            get(moved(
+                "/broken",
+                "<html><head><title>301 Moved Permanently</title></head><body><center><h1>301 Moved Permanently</h1></center><hr><center>nginx</center></body></html>",
+            )),
+        )
+        .route(
+            "/broken",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, Html(page("error"))) }),
+        );
+    serve(ip, router).await
+}
+
+/// The contract's own example job, `"status": [200, 301]` beside a result that followed
+/// one redirect to a 200: picket stopped at a listed 301 and judged the redirect's empty
+/// body, a confirmed `down/body_too_small` (and an `up.down` change) for a site every
+/// browser shows. Redirects are followed, as blackbox_exporter, Gatus and Uptime Kuma
+/// follow them, and the statuses are those of the page a browser lands on.
+#[tokio::test]
+async fn the_contracts_example_job_follows_a_listed_301_to_the_page() {
+    let site = moved_site("127.0.9.21").await;
+    let e = engine_with("", "");
+    let job = json!({
+        "url": format!("http://{site}/"),
+        "expect": {"status": [200, 301], "min_body_bytes": 512, "body_contains": "欢迎"},
+    });
+    let r = check_job(&e, job).await;
+    assert_eq!(verdict(&r), (Verdict::Up, "ok"), "{}", r.detail);
+    let http = r.http.as_ref().expect("http");
+    assert_eq!((http.status, http.redirects), (200, 1), "{}", r.detail);
+}
+
+/// The other side of the same stop: a listed 301 whose target is a 500 was `up`.
+#[tokio::test]
+async fn a_listed_301_to_a_server_error_is_down() {
+    let site = moved_site("127.0.9.22").await;
+    let e = engine_with("", "");
+    let job = json!({"url": format!("http://{site}/old"), "expect": {"status": [200, 301]}});
+    let r = check_job(&e, job).await;
+    assert_eq!(verdict(&r), (Verdict::Down, "http_status"), "{}", r.detail);
+}
