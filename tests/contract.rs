@@ -33,7 +33,10 @@ async fn moved_site(ip: &str) -> std::net::SocketAddr {
         .route("/", get(moved("/index.html", "")))
         .route(
             "/index.html",
-            get(|| async { Html(page("<p>欢迎访问本站</p>")) }),
+            get(|| async {
+                let services = "<p>Permits, taxes, records and meetings of the county.</p>";
+                Html(page(&format!("<p>欢迎访问本站</p>{}", services.repeat(12))))
+            }),
         )
         .route(
             "/old",

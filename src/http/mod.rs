@@ -274,12 +274,17 @@ impl HttpProber {
             return Err(fail(FailureKind::Egress, refusal));
         }
         let status = resp.status().as_u16();
-        let expected_here = probe
-            .plan
-            .expect
-            .status
-            .as_ref()
-            .is_some_and(|s| s.contains(&status));
+        // A redirect is followed even when the job lists its status: `expect.status`
+        // names the answers of the page a browser lands on (as for blackbox_exporter,
+        // Gatus and Uptime Kuma), and the contract's own example lists 301 beside a
+        // result that followed one (hunt U).
+        let expected_here = !redirect::is_followed(status)
+            && probe
+                .plan
+                .expect
+                .status
+                .as_ref()
+                .is_some_and(|s| s.contains(&status));
         let asked = retry_after(&resp);
         let (reply, signal) = if expected_here {
             (Reply::Unread(resp, permit), Signal::Fine)
@@ -303,7 +308,7 @@ impl HttpProber {
             Reply::Read(answer) => return Ok(Step::Answer(Box::new(answer))),
             Reply::Unread(resp, permit) => (resp, permit),
         };
-        if redirect::is_followed(status) && !expected_here {
+        if redirect::is_followed(status) {
             let next = chain.decide(status, resp.headers(), probe.plan.max_redirects);
             obs.notes.extend(chain.take_hsts_note());
             match next {

@@ -445,13 +445,14 @@ fn pause_beyond_confirmation(s: &Seen<'_>) -> Option<std::time::Duration> {
         .then_some(pause)
 }
 
-/// An empty or tiny body. HEAD answers carry no body by design, and so do 204 and 304,
-/// but a page that answers with no body is a blank page to a browser: only a job that
-/// lists the status in `expect.status` (a health endpoint) accepts it without one.
+/// An empty or tiny body. HEAD answers carry no body by design, and so do 204, 304 and
+/// redirects, but a page that answers with no body is a blank page to a browser: only a
+/// job that lists the status in `expect.status` (a health endpoint; a redirect with no
+/// `Location` to follow, the last answer) accepts it without one.
 fn no_page(s: &Seen<'_>) -> Option<Judgement> {
     let a = s.answer;
     let bodyless = s.plan.method == Method::Head
-        || (matches!(a.status, 204 | 304) && asked_for(s.plan, a.status));
+        || (matches!(a.status, 204 | 300..=399) && asked_for(s.plan, a.status));
     (!bodyless && a.body_bytes < s.plan.min_body_bytes).then(|| {
         Judgement::new(
             Verdict::Down,
@@ -1175,6 +1176,15 @@ mod tests {
             ..Expect::default()
         });
         assert_eq!(j(&p, &answer(204, "")), (Verdict::Up, Reason::Ok));
+        // A redirect that is the last answer (nothing to follow) likewise (hunt U): the
+        // contract's own example lists 301.
+        let p = plan(Expect {
+            status: Some(vec![200, 301]),
+            min_body_bytes: Some(512),
+            ..Expect::default()
+        });
+        assert_eq!(j(&p, &answer(301, "")), (Verdict::Up, Reason::Ok));
+        assert_eq!(j(&p, &answer(302, "")), (Verdict::Down, Reason::HttpStatus));
     }
 
     /// What a browser shows as a blank page, above `min_body_bytes`.
