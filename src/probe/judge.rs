@@ -885,6 +885,34 @@ mod tests {
         assert_eq!(j(&p, &o), (Verdict::Down, Reason::BodyMismatch));
     }
 
+    /// Hunt U: a job asking for more bytes (`expect.min_body_bytes`) than
+    /// `probe.max_body_bytes` lets picket read got a confirmed `down/body_too_small`
+    /// for a 3 MB page ("the body is 2097152 bytes"): our own limit, not the page, kept
+    /// the rest from us, as for a keyword past it.
+    #[test]
+    fn a_minimum_past_our_read_limit_is_unknown_not_down() {
+        let p = plan(Expect {
+            min_body_bytes: Some(4 * SNIFF_BYTES as u64),
+            ..Expect::default()
+        });
+        let mut o = answer(200, &format!("{PAGE}{}", "y".repeat(SNIFF_BYTES)));
+        if let Outcome::Answer(a) = &mut o.outcome {
+            a.truncated = true;
+        }
+        let judged = judge(&p, &o, &SETTINGS);
+        assert_eq!(
+            (judged.verdict, judged.reason),
+            (Verdict::Unknown, Reason::BodyTooSmall),
+            "{}",
+            judged.detail
+        );
+        assert!(
+            judged.detail.contains("max_body_bytes"),
+            "{}",
+            judged.detail
+        );
+    }
+
     /// Hunt L: a 503 with `Retry-After: 3600` (or a date two hours ahead) was quoted as
     /// asking "to be left alone for 600 s": picket's own cap, said as the site's word.
     #[test]
