@@ -454,6 +454,19 @@ fn no_page(s: &Seen<'_>) -> Option<Judgement> {
     let bodyless = s.plan.method == Method::Head
         || (matches!(a.status, 204 | 300..=399) && asked_for(s.plan, a.status));
     (!bodyless && a.body_bytes < s.plan.min_body_bytes).then(|| {
+        if a.truncated {
+            // Our own read limit, not the page, stopped the count (hunt U).
+            return Judgement::new(
+                Verdict::Unknown,
+                Reason::BodyTooSmall,
+                format!(
+                    "{}, {} bytes read, all that probe.max_body_bytes lets picket read: fewer \
+                     than the job's min_body_bytes ({}), so the page's size is not known; \
+                     raise probe.max_body_bytes to check it",
+                    s.status, a.body_bytes, s.plan.min_body_bytes
+                ),
+            );
+        }
         Judgement::new(
             Verdict::Down,
             Reason::BodyTooSmall,
