@@ -205,6 +205,41 @@ async fn results_leaves_the_queue_untouched_for_another_subscriber() {
     assert!(left.iter().all(|(_, redelivered)| *redelivered), "{left:?}");
 }
 
+/// Hunt U: with `amqp.queue_type = "quorum"` the results queue is a quorum queue, and a
+/// peek there is no look: the results it handed back came after the others (qr3, qr4,
+/// qr1, qr2) and each counted a delivery (a quorum queue's delivery limit, 20 by default
+/// from RabbitMQ 4, drops them). COMMANDS said "picket declares its results queue
+/// classic". The peek says what it does to such a queue, and how to read it instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_peek_on_a_quorum_queue_says_what_it_does_to_it() {
+    let toml = base_toml().replacen("[amqp]\n", "[amqp]\nqueue_type = \"quorum\"\n", 1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("picket.toml");
+    std::fs::write(&path, &toml).expect("write config");
+    let settings = Settings::from_toml(&toml).expect("settings");
+    let cfg = Setup {
+        dir,
+        path,
+        settings,
+    };
+    let client = Client::connect().await;
+    let reports = vec![
+        report(Verdict::Up, "http://q1.example/").await,
+        report(Verdict::Down, "http://q2.example/").await,
+    ];
+    publish_results(&client, &cfg.settings, &reports).await;
+    let out = picket(&["results", "--json", "--limit", "1"], &cfg)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("quorum") && said.contains("--drain") && said.contains("--follow"),
+        "{said}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_drain_takes_what_it_printed() {
     let cfg = setup("");
