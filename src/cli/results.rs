@@ -205,6 +205,13 @@ pub(crate) async fn run(settings: Settings, args: ResultsArgs) -> anyhow::Result
         let n = commands::follow(a, &binding, args.limit, shutdown, declared, write).await?;
         (n, format!("followed on the exchange {}", binding.exchange))
     } else {
+        if a.queue_type == crate::config::QueueType::Quorum {
+            // Only a classic queue takes a result back where it was (hunt U).
+            say!(
+                "picket: {} is a quorum queue (amqp.queue_type): a look hands each result back behind the others and counts a delivery of it, and a delivery limit drops results looked at too often; read them with --follow (a queue of its own) or take them with --drain",
+                a.results_queue
+            );
+        }
         let n = commands::peek(a, args.limit, write).await?;
         (n, format!("left on the queue {}", a.results_queue))
     };
