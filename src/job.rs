@@ -836,6 +836,26 @@ mod tests {
         );
     }
 
+    /// Hunt U: a HEAD job whose `expect` asks about the page can never pass (a HEAD
+    /// answer has no body): `body_contains` was a confirmed `down/body_mismatch` for a
+    /// working site, and `min_body_bytes` or `body_not_contains` were silently ignored.
+    /// Such a job is wrong, and says why.
+    #[test]
+    fn a_head_job_asking_about_the_page_is_refused() {
+        for expect in [
+            r#"{"body_contains":"Welcome"}"#,
+            r#"{"body_not_contains":"Error"}"#,
+            r#"{"min_body_bytes":100}"#,
+        ] {
+            let r = rejected(&format!(
+                r#"{{"url":"http://a.example/","method":"head","expect":{expect}}}"#
+            ));
+            assert!(r.detail.contains("HEAD"), "{expect}: {}", r.detail);
+        }
+        job(r#"{"url":"http://a.example/","method":"HEAD","expect":{"status":[200]}}"#);
+        job(r#"{"url":"http://a.example/","expect":{"min_body_bytes":100}}"#);
+    }
+
     #[test]
     fn report_serializes_contract_fields() {
         let r = Report {
