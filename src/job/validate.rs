@@ -87,6 +87,7 @@ pub(super) fn validate(w: WireJob, id: &str) -> Result<Job, String> {
     let timeout = timeout_of(w.timeout_ms)?;
     let expect = w.expect.unwrap_or_default();
     check_expect(&expect)?;
+    check_head(method, &expect)?;
     let key = key_of(w.key, &url, method, &headers, &expect)?;
     let max_age = max_age_of(w.max_age_s)?;
     Ok(Job {
@@ -193,6 +194,22 @@ fn check_expect(expect: &Expect) -> Result<(), String> {
 }
 
 /// `expect.status`: at least one code, each an HTTP status.
+/// A HEAD answer has no body: a job that asks about the page could never pass, or would
+/// be judged without what it asks (hunt U).
+fn check_head(method: Method, expect: &Expect) -> Result<(), String> {
+    let about_the_page = [
+        ("body_contains", expect.body_contains.is_some()),
+        ("body_not_contains", expect.body_not_contains.is_some()),
+        ("min_body_bytes", expect.min_body_bytes.is_some()),
+    ];
+    match about_the_page.iter().find(|(_, set)| *set) {
+        Some((field, _)) if method == Method::Head => Err(format!(
+            "expect.{field} asks about the page, which a HEAD request does not get: use GET"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_status(codes: &[u16]) -> Result<(), String> {
     if codes.is_empty() {
         return Err("expect.status is empty".into());
