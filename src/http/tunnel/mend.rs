@@ -344,6 +344,10 @@ mod tests {
             // Hunt Q: no space before the reason, a space before the line.
             ("HTTP/1.1 200OK\r\n", "HTTP/1.1 200 OK\r\n"),
             (" HTTP/1.1 200 OK\r\n", "HTTP/1.1 200 OK\r\n"),
+            // Hunt U: control bytes in the reason, which browsers never read (a false
+            // confirmed down/protocol before).
+            ("HTTP/1.1 200 OK\x01\r\n", "HTTP/1.1 200 OK \r\n"),
+            ("HTTP/1.1 200 \x1b[31mOK\r\n", "HTTP/1.1 200  [31mOK\r\n"),
         ] {
             assert_eq!(mended(came).as_deref(), Some(read), "{came:?}");
         }
