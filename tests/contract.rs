@@ -80,3 +80,36 @@ async fn a_listed_301_to_a_server_error_is_down() {
     let r = check_job(&e, job).await;
     assert_eq!(verdict(&r), (Verdict::Down, "http_status"), "{}", r.detail);
 }
+
+/// A status line whose reason holds a control byte (`200 OK\x01`, a colour code): curl
+/// and browsers read the 200 and show the page; picket's second reading copied the
+/// reason as it came, hyper refused it again, and a working site was a confirmed
+/// `down/protocol` saying the code was invalid.
+#[tokio::test]
+async fn a_control_byte_in_the_reason_phrase_is_not_a_broken_site() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (n, line) in ["HTTP/1.1 200 OK\x01", "HTTP/1.1 200 \x1b[31mOK"]
+        .into_iter()
+        .enumerate()
+    {
+        let body = page("<p>Opening hours</p>");
+        let answer = format!(
+            "{line}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let site =
+            crate::support::targets::serve_raw(&format!("127.0.9.{}", 23 + n), move |mut s| {
+                let answer = answer.clone();
+                async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                }
+            })
+            .await;
+        let e = engine_with("", "");
+        let r = check_job(&e, json!({"url": format!("http://{site}/")})).await;
+        assert_eq!(verdict(&r), (Verdict::Up, "ok"), "{line:?}: {}", r.detail);
+    }
+}

@@ -129,7 +129,8 @@ fn dropped(line: &[u8], http10: bool, lengths_agree: bool) -> bool {
 /// The status line as hyper reads it (no line end), and its code, when `line` (no
 /// line end) is one browsers read: "http" in any case after at most 4 bytes of white
 /// space, version 1.x, one or more spaces, three digits, then the reason (a space put
-/// before it when none was). `None` for what is no HTTP/1 status line.
+/// before it when none was, control bytes made spaces). `None` for what is no HTTP/1
+/// status line.
 pub(super) fn status_line(line: &[u8]) -> Option<(Vec<u8>, u16)> {
     let lead = line
         .iter()
@@ -167,7 +168,19 @@ pub(super) fn status_line(line: &[u8]) -> Option<(Vec<u8>, u16)> {
     } else {
         b" "
     };
-    Some(([version, code, space, reason].concat(), code_n))
+    // Browsers never read the reason: a control byte there (hyper refuses one) is a
+    // space (hunt U).
+    let reason: Vec<u8> = reason
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_control() && b != b'\t' {
+                b' '
+            } else {
+                b
+            }
+        })
+        .collect();
+    Some(([version, code, space, &reason].concat(), code_n))
 }
 
 /// Marks an answer whose head was mended, with the first line that changed as it came.
