@@ -113,3 +113,23 @@ async fn a_control_byte_in_the_reason_phrase_is_not_a_broken_site() {
         assert_eq!(verdict(&r), (Verdict::Up, "ok"), "{line:?}: {}", r.detail);
     }
 }
+
+/// The self-signed certificate `openssl req -x509` makes (marked a CA) was told as
+/// `certificate is not valid: Other(OtherError(CaUsedAsEndEntity))`, a debug string,
+/// where the contract's detail is one readable line and a plain self-signed one says so.
+#[tokio::test]
+async fn a_self_signed_certificate_marked_a_ca_is_said_in_words() {
+    use crate::support::farm::{serve_tls, server_config, Pki, Signer};
+    let pki = Pki::new();
+    let config = server_config(&pki, "selfsigned.test", -1, 90, Signer::SelfSignedCa);
+    let https = serve_tls("127.0.9.25", config, &page("self-signed")).await;
+    let e = engine_with(
+        "attempts = 1",
+        "[dns]\nstatic = { \"selfsigned.test\" = \"127.0.9.25\" }\n",
+    );
+    let url = format!("https://selfsigned.test:{}/", https.port());
+    let r = check_job(&e, json!({ "url": url })).await;
+    assert_eq!(verdict(&r), (Verdict::Degraded, "tls"), "{}", r.detail);
+    assert!(r.detail.contains("self-signed"), "{}", r.detail);
+    assert!(!r.detail.contains("Other("), "{}", r.detail);
+}

@@ -119,6 +119,9 @@ impl Pki {
 
 pub enum Signer {
     SelfSigned,
+    /// Self-signed and marked a CA (`basicConstraints CA:TRUE`), as `openssl req -x509`
+    /// makes one by default.
+    SelfSignedCa,
     Ca,
     Intermediate {
         send_intermediate: bool,
@@ -142,6 +145,11 @@ pub fn server_config(
     let params = leaf_params(name, from_days, to_days);
     let (cert, chain_extra): (Certificate, Vec<CertificateDer<'static>>) = match signer {
         Signer::SelfSigned => (params.self_signed(&key).expect("self-signed"), vec![]),
+        Signer::SelfSignedCa => {
+            let mut params = params;
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            (params.self_signed(&key).expect("self-signed CA"), vec![])
+        }
         Signer::Ca => (
             params.signed_by(&key, &pki.ca, &pki.ca_key).expect("leaf"),
             vec![],
