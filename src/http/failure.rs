@@ -370,7 +370,26 @@ fn cert_problem(c: &rustls::CertificateError) -> String {
         }
         C::Revoked => "is revoked".into(),
         C::BadSignature => "has a bad signature".into(),
+        C::Other(rustls::OtherError(inner)) => webpki_problem(&format!("{inner:?}")),
         other => format!("is not valid: {other:?}"),
+    }
+}
+
+/// WebPKI's own errors, which rustls passes on by name (`CaUsedAsEndEntity`), in words.
+fn webpki_problem(debug: &str) -> String {
+    // A variant's name, without the context some carry.
+    let name = debug.split(['(', ' ', '{']).next().unwrap_or(debug);
+    match name {
+        "CaUsedAsEndEntity" => "is self-signed and marked a CA (as `openssl req -x509` makes \
+                                one): no browser trusts it as a site's"
+            .into(),
+        "EndEntityUsedAsCa" => "chain has a site's certificate where a CA's should be".into(),
+        "RequiredEkuNotFound" | "RequiredEkuNotFoundContext" => {
+            "is not for a web server (its extended key usage leaves out server authentication)"
+                .into()
+        }
+        "UnsupportedCertVersion" => "is of an X.509 version browsers do not take".into(),
+        other => format!("is not valid ({other})"),
     }
 }
 
