@@ -288,6 +288,18 @@ mod tests {
             detail("refused".into(), Verdict::Down, &attempts),
             "refused (confirmed by 3 attempts)"
         );
+        // Hunt U: an attempt through a dead proxy confirms nothing.
+        let unknown = judged(Verdict::Unknown, Reason::EgressUnavailable, "proxy refused");
+        let through_a_dead_proxy = [unknown, down.clone(), down.clone()];
+        let attempts = Attempts {
+            observations: &observations,
+            judgements: &through_a_dead_proxy,
+            decisive: 2,
+        };
+        assert_eq!(
+            detail("refused".into(), Verdict::Down, &attempts),
+            "refused (confirmed by 2 attempts; 1 more told nothing of the site)"
+        );
         let blip = [down, up];
         let attempts = Attempts {
             observations: &observations[..2],
