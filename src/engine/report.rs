@@ -151,8 +151,25 @@ pub(super) fn detail(detail: String, verdict: Verdict, attempts: &Attempts<'_>) 
     let decisive_wants_confirmation = judgements
         .get(attempts.decisive)
         .is_some_and(Judgement::wants_confirmation);
+    let downs = judgements
+        .iter()
+        .filter(|j| j.verdict == Verdict::Down)
+        .count();
     if judgements.len() > 1 && verdict == Verdict::Down {
-        detail = format!("{detail} (confirmed by {} attempts)", judgements.len());
+        // An attempt through a failed egress, or one a bot wall refused, confirms
+        // nothing (hunt U).
+        let told_nothing = match judgements.len() - downs {
+            0 => String::new(),
+            n => format!("; {n} more told nothing of the site"),
+        };
+        detail = if downs > 1 {
+            format!("{detail} (confirmed by {downs} attempts{told_nothing})")
+        } else {
+            format!(
+                "{detail} ({} other attempts told nothing of the site)",
+                judgements.len() - 1
+            )
+        };
     } else if attempts.decisive > 0 && !decisive_wants_confirmation {
         detail = format!(
             "{detail} (attempt {} failed first: {})",
