@@ -133,3 +133,27 @@ async fn a_self_signed_certificate_marked_a_ca_is_said_in_words() {
     assert!(r.detail.contains("self-signed"), "{}", r.detail);
     assert!(!r.detail.contains("Other("), "{}", r.detail);
 }
+
+/// `picket check` echoed a refused URL's password in its result (`"url":
+/// "http://user:s3cret@…"`), where the worker masks it (`http://***:***@…`): results go
+/// to files, terminals and tickets.
+#[test]
+fn picket_check_masks_the_password_of_a_refused_url() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("check.toml");
+    std::fs::write(&config, "[targets]\nallow_private = true\n").expect("config");
+    for how in ["argument", "stdin"] {
+        let url = "http://user:s3cret@127.0.9.26:9/x";
+        let out = if how == "argument" {
+            crate::support::picket::picket_command(&["check", "--json", url], &config)
+                .output()
+                .expect("picket check")
+        } else {
+            let cmd = crate::support::picket::picket_command(&["check", "--json", "-"], &config);
+            crate::support::picket::run_with_stdin(cmd, &format!("{url}\n"))
+        };
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(printed.contains("\"invalid\""), "{how}: {printed}");
+        assert!(!printed.contains("s3cret"), "{how}: {printed}");
+    }
+}
