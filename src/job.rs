@@ -158,7 +158,7 @@ pub struct Rejected {
 /// `url` with its password, if it has one, replaced by `***`; as given otherwise. Text
 /// that does not parse as a URL (a port out of range, a space in the host) is masked
 /// where its authority's password would be: it is echoed, and quoted in the refusal.
-fn without_password(url: &str) -> String {
+pub(crate) fn without_password(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
             // A user alone may be a token (`https://ghp_…@host/`): both go.

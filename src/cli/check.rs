@@ -179,9 +179,10 @@ async fn check_one(engine: &Engine, input: Input, n: usize, max_bytes: usize) ->
         id: &id,
         redelivered: false,
     };
+    // The URL as the worker echoes a refused one: its password masked (hunt U).
     let rejected = |url: String, detail: String| Rejected {
         id: id.clone(),
-        url,
+        url: crate::job::without_password(&url),
         key: None,
         meta: None,
         detail,
