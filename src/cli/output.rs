@@ -320,6 +320,22 @@ pub(crate) fn hint(e: &anyhow::Error) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Hunt U: a result's `detail` or `url` carrying escape sequences (anything that can
+    /// publish to the results exchange writes them) reached the operator's terminal as
+    /// they came: `ESC]0;title BEL` renamed the window, `ESC[2J` cleared the screen.
+    #[test]
+    fn a_table_shows_control_characters_and_never_sends_them() {
+        let json = r#"{"job_id":"j","url":"http://a.example/\u001b[2J","verdict":"down",
+            "reason":"connect","detail":"refused\u001b]0;pwned\u0007 here","http":null,
+            "timing_ms":{"total":3},"ip":null,"egress":null,"attempts":1,
+            "checked_at":"2026-12-02T00:00:00Z","cached":false,"previous_verdict":null,
+            "changed":false,"streak":1,"since":null,"key":null,"worker":"w"}"#;
+        let report: Report = serde_json::from_str(json).expect("a result");
+        let table = report_table(&[report], false);
+        assert!(!table.contains('\u{1b}') && !table.contains('\u{7}'), "{table:?}");
+        assert!(table.contains("refused"), "{table}");
+    }
+
     #[test]
     fn a_tls_connection_the_broker_ended_is_hinted_at_certificates() {
         let connect = |url: &str, message: &str| {
