@@ -76,9 +76,27 @@ fn cells(r: &Report, colour: bool) -> Vec<Cell> {
         Cell::new(r.reason.as_str()),
         Cell::new(status),
         Cell::new(millis(r.timing_ms.total)),
-        Cell::new(display_url(&r.url)),
-        Cell::new(&r.detail),
+        Cell::new(visible(&display_url(&r.url))),
+        Cell::new(visible(&r.detail)),
     ]
+}
+
+/// `text` with its control characters written out (`\u{1b}`): a result's words come
+/// from whoever published it, and an escape sequence reaching the terminal could clear
+/// it or rename its window (hunt U).
+fn visible(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// A URL as a person wrote it: the host in Unicode (not `xn--`), the path and query
@@ -332,7 +350,10 @@ mod tests {
             "changed":false,"streak":1,"since":null,"key":null,"worker":"w"}"#;
         let report: Report = serde_json::from_str(json).expect("a result");
         let table = report_table(&[report], false);
-        assert!(!table.contains('\u{1b}') && !table.contains('\u{7}'), "{table:?}");
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\u{7}'),
+            "{table:?}"
+        );
         assert!(table.contains("refused"), "{table}");
     }
 
