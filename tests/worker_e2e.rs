@@ -338,6 +338,36 @@ async fn reply_to_gets_the_result_with_the_correlation_id() {
     worker.shutdown().await;
 }
 
+/// Hunt U: a reply to a queue that does not exist (the requester gone, a typo) was
+/// dropped by the broker without a word, though OPERATIONS says "a reply the broker does
+/// not take is logged and counted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_to_a_missing_queue_is_said() {
+    let text = base_toml();
+    let s = picket::config::Settings::from_toml(&text).expect("settings");
+    let worker = crate::support::worker_process::WorkerProcess::plain(&text);
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let gone = unique("no-such-reply-queue");
+    let props = BasicProperties::default().with_reply_to(gone.as_str().into());
+    let body = json!({"id": "to-nowhere", "url": "ftp://files.example/"}).to_string();
+    client
+        .publish(&s.amqp.jobs_queue, body.as_bytes(), props)
+        .await;
+    client.results(&s, 1, Duration::from_secs(20)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !worker.log_text().contains("reply not delivered") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no word of the lost reply:\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(worker.log_text().contains(&gone), "{}", worker.log_text());
+    worker.terminate().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_reply_to_gets_the_result() {
     // RabbitMQ's direct reply-to, the usual RPC pattern of AMQP clients: the requester
