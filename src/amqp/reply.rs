@@ -21,6 +21,17 @@ use super::{
 use crate::config::AmqpSettings;
 use crate::metric;
 
+/// How a reply is routed: mandatory, so that the broker returns one to a queue that does
+/// not exist and it is said (hunt U), but not to RabbitMQ's direct reply-to, which is no
+/// queue and which the broker may return though it delivered it.
+fn route(reply_to: &ShortString) -> Route {
+    if reply_to.as_str().starts_with("amq.rabbitmq.reply-to") {
+        Route::Optional
+    } else {
+        Route::Mandatory
+    }
+}
+
 /// Channels of the reply connection: replies are sent side by side, one per channel.
 const REPLY_CHANNELS: usize = 8;
 
@@ -69,7 +80,7 @@ impl Replies {
         let sent = match self.link().await {
             Ok(link) => {
                 let to = ("", reply_to.as_str());
-                let r = publish_confirmed(&link.publish, to, Route::Optional, payload, props).await;
+                let r = publish_confirmed(&link.publish, to, route(reply_to), payload, props).await;
                 if r.is_err() && !link.usable() {
                     self.forget(&link).await;
                 }
