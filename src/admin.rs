@@ -433,6 +433,50 @@ mod tests {
         stop.cancel();
     }
 
+    /// Hunt U: 70 silent connections, opened again as the endpoint closed them after
+    /// their 10 s, kept `/healthz` from answering (9 of 10 polls failed over 30 s with
+    /// Kubernetes' 1 s timeout): the shipped liveness probe would restart a worker that
+    /// works. A new connection now closes the oldest when every slot is taken.
+    #[tokio::test]
+    async fn silent_connections_holding_every_slot_leave_healthz_answering() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let admin = Admin {
+            broker: Arc::new(BrokerState::default()),
+            redis: None,
+            metrics: None,
+        };
+        let stop = CancellationToken::new();
+        let guard = Guard {
+            connections: 4,
+            idle: Duration::from_secs(30),
+        };
+        tokio::spawn(serve_guarded(listener, admin, stop.clone(), guard));
+        let mut silent = Vec::new();
+        for _ in 0..8 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        for _ in 0..3 {
+            let mut probe = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            probe
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .expect("write");
+            let mut answer = String::new();
+            tokio::time::timeout(Duration::from_secs(1), probe.read_to_string(&mut answer))
+                .await
+                .expect("answered within a liveness probe's second")
+                .expect("read");
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            // The flood comes again.
+            silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        stop.cancel();
+    }
+
     #[test]
     fn eviction_is_read_from_info_memory() {
         let info = |max: &str, policy: &str| {
