@@ -302,18 +302,50 @@ async fn serve_guarded(
         listener,
         slots: Arc::new(tokio::sync::Semaphore::new(guard.connections)),
         idle: guard.idle,
+        open: Arc::default(),
+        next: 0,
     };
     axum::serve(listener, router(admin))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
 
-/// The endpoint's listener: it takes a connection only when a slot is free, and a
-/// connection silent for `idle` either way is closed.
+/// The endpoint's listener: it holds at most as many connections as it has slots, a
+/// new one closing the oldest when every slot is taken, and a connection silent for
+/// `idle` is closed. A scraper's or a health check's connection lasts milliseconds, so
+/// whatever holds connections open (a flood reopening them as they are closed) loses
+/// its own first, and `/healthz` still answers (hunt U).
 struct Guarded {
     listener: tokio::net::TcpListener,
     slots: Arc<tokio::sync::Semaphore>,
     idle: Duration,
+    /// The open connections, oldest first, each with what closes it.
+    open: Arc<std::sync::Mutex<std::collections::VecDeque<(u64, CancellationToken)>>>,
+    next: u64,
+}
+
+impl Guarded {
+    /// A slot for a new connection, closing the oldest open ones until one is free.
+    async fn slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        loop {
+            if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+                return slot;
+            }
+            let oldest = self
+                .open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop_front();
+            if let Some((_, close)) = oldest {
+                close.cancel();
+            }
+            // The semaphore is never closed: only the wait can end this.
+            let freed = self.slots.clone().acquire_owned();
+            if let Ok(Ok(slot)) = tokio::time::timeout(Duration::from_millis(100), freed).await {
+                return slot;
+            }
+        }
+    }
 }
 
 impl axum::serve::Listener for Guarded {
@@ -321,17 +353,27 @@ impl axum::serve::Listener for Guarded {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Conn, std::net::SocketAddr) {
-        // The semaphore is never closed: an error cannot come.
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return std::future::pending().await;
-        };
         let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
+        let slot = self.slot().await;
         let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
         stream.set_read_timeout(Some(self.idle));
         stream.set_write_timeout(Some(self.idle));
+        let close = CancellationToken::new();
+        self.next += 1;
+        let id = self.next;
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back((id, close.clone()));
         let conn = Conn {
             stream: Box::pin(stream),
-            _slot: slot,
+            closed: Box::pin(close.cancelled_owned()),
+            ended: false,
+            _held: Held {
+                id,
+                open: self.open.clone(),
+                _slot: slot,
+            },
         };
         (conn, addr)
     }
@@ -344,7 +386,27 @@ impl axum::serve::Listener for Guarded {
 /// One connection of the endpoint, holding its slot until it closes.
 struct Conn {
     stream: std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>,
+    /// Ready when a newer connection needs the slot: reading then ends.
+    closed: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    ended: bool,
+    _held: Held,
+}
+
+/// A connection's slot and its place among the open ones, both given back on drop.
+struct Held {
+    id: u64,
+    open: Arc<std::sync::Mutex<std::collections::VecDeque<(u64, CancellationToken)>>>,
     _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.retain(|(id, _)| *id != self.id);
+    }
 }
 
 impl tokio::io::AsyncRead for Conn {
@@ -353,7 +415,13 @@ impl tokio::io::AsyncRead for Conn {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        self.get_mut().stream.as_mut().poll_read(cx, buf)
+        let this = self.get_mut();
+        // Closed for a newer connection: read as the peer's end (hyper then closes it).
+        if this.ended || std::future::Future::poll(this.closed.as_mut(), cx).is_ready() {
+            this.ended = true;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        this.stream.as_mut().poll_read(cx, buf)
     }
 }
 
