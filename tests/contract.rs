@@ -157,3 +157,21 @@ fn picket_check_masks_the_password_of_a_refused_url() {
         assert!(!printed.contains("s3cret"), "{how}: {printed}");
     }
 }
+
+/// A job whose URL is the address `0.0.0.0` itself was refused as "sunk to 0.0.0.0 by
+/// this worker's own /etc/hosts or dns.static": no such line exists; the address is
+/// refused by policy.
+#[tokio::test]
+async fn the_unspecified_address_written_in_a_url_is_refused_for_what_it_is() {
+    let e = engine_with("", "");
+    for url in ["http://0.0.0.0:9/", "http://[::]:9/"] {
+        let r = check_job(&e, json!({ "url": url })).await;
+        assert_eq!(
+            verdict(&r),
+            (Verdict::Invalid, "blocked_target"),
+            "{url}: {}",
+            r.detail
+        );
+        assert!(!r.detail.contains("/etc/hosts"), "{url}: {}", r.detail);
+    }
+}
