@@ -136,7 +136,9 @@ impl HttpProber {
             found.ipv6_unasked = false;
         }
         let ips = found.ips;
-        let sunk = found.own && ips.iter().all(IpAddr::is_unspecified);
+        // A name, not an address written in the URL (which the policy refuses below).
+        let named = matches!(url.host(), Some(url::Host::Domain(_)));
+        let sunk = named && found.own && ips.iter().all(IpAddr::is_unspecified);
         if let Some(&first) = ips.first().filter(|_| sunk) {
             // An ad-blocking hosts file of the worker's own host (`0.0.0.0 name`), or
             // `dns.static`: our policy refusing the target, not the site's DNS (hunt S).
