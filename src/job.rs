@@ -836,6 +836,35 @@ mod tests {
         );
     }
 
+    /// Hunt U: a publisher whose numbers are doubles (Python floats, Jackson's `Double`,
+    /// JavaScript) writes `30000.0`; JSON Schema's `integer`, which the job schema says,
+    /// takes it, and picket refused the job. A fraction is still refused.
+    #[test]
+    fn whole_numbers_written_as_floats_are_read() {
+        let j = job(
+            r#"{"url":"http://a.example/","timeout_ms":5000.0,"max_age_s":6e1,
+                "expect":{"status":[200.0,301],"min_body_bytes":512.0,"max_latency_ms":1e3}}"#,
+        );
+        assert_eq!(j.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(j.max_age, Some(Duration::from_secs(60)));
+        assert_eq!(j.expect.status, Some(vec![200, 301]));
+        assert_eq!(j.expect.min_body_bytes, Some(512));
+        assert_eq!(j.expect.max_latency_ms, Some(1000));
+        let same = job(
+            r#"{"url":"http://a.example/","timeout_ms":5000,"max_age_s":60,
+                "expect":{"status":[200,301],"min_body_bytes":512,"max_latency_ms":1000}}"#,
+        );
+        assert_eq!(j.key, same.key, "the same check");
+        for bad in [
+            r#""timeout_ms":5000.5"#,
+            r#""max_age_s":-1.0"#,
+            r#""expect":{"status":[200.5]}"#,
+        ] {
+            let r = rejected(&format!(r#"{{"url":"http://a.example/",{bad}}}"#));
+            assert!(!r.detail.is_empty(), "{bad}");
+        }
+    }
+
     /// Hunt U: a HEAD job whose `expect` asks about the page can never pass (a HEAD
     /// answer has no body): `body_contains` was a confirmed `down/body_mismatch` for a
     /// working site, and `min_body_bytes` or `body_not_contains` were silently ignored.
