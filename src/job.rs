@@ -100,7 +100,7 @@ struct WireJob {
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
     /// Whole-request timeout in milliseconds, instead of `probe.timeout`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "asks::whole::option")]
     #[cfg_attr(test, schemars(range(min = 100, max = 300_000)))]
     timeout_ms: Option<u64>,
     /// What the site must do to be `up`.
@@ -108,7 +108,7 @@ struct WireJob {
     expect: Option<Expect>,
     /// Serve a verdict of the same check younger than this many seconds from Redis
     /// instead of probing (0 = always probe; at most 30 days).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "asks::whole::option")]
     #[cfg_attr(test, schemars(range(max = 2_592_000)))]
     max_age_s: Option<u64>,
     /// Anything; echoed back unchanged in the result.
