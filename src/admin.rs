@@ -453,13 +453,9 @@ impl tokio::io::AsyncWrite for Conn {
 mod tests {
     use super::*;
 
-    /// Hunt N: connections to the endpoint that send nothing were held for ever, and
-    /// 20,000 of them took every file descriptor the worker had: every job was then
-    /// `unknown/local_resources`, and `/healthz` stopped answering. The endpoint holds
-    /// a few connections at once and closes a silent one.
-    #[tokio::test]
-    async fn silent_connections_are_closed_and_cannot_take_every_descriptor() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// The endpoint with 4 slots, closing a connection silent for `idle`: its address,
+    /// and what stops it.
+    async fn guarded(idle: Duration) -> (std::net::SocketAddr, CancellationToken) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -472,9 +468,20 @@ mod tests {
         let stop = CancellationToken::new();
         let guard = Guard {
             connections: 4,
-            idle: Duration::from_millis(300),
+            idle,
         };
         tokio::spawn(serve_guarded(listener, admin, stop.clone(), guard));
+        (addr, stop)
+    }
+
+    /// Hunt N: connections to the endpoint that send nothing were held for ever, and
+    /// 20,000 of them took every file descriptor the worker had: every job was then
+    /// `unknown/local_resources`, and `/healthz` stopped answering. The endpoint holds
+    /// a few connections at once and closes a silent one.
+    #[tokio::test]
+    async fn silent_connections_are_closed_and_cannot_take_every_descriptor() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (addr, stop) = guarded(Duration::from_millis(300)).await;
         let mut silent = Vec::new();
         for _ in 0..6 {
             silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
@@ -508,21 +515,7 @@ mod tests {
     #[tokio::test]
     async fn silent_connections_holding_every_slot_leave_healthz_answering() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let admin = Admin {
-            broker: Arc::new(BrokerState::default()),
-            redis: None,
-            metrics: None,
-        };
-        let stop = CancellationToken::new();
-        let guard = Guard {
-            connections: 4,
-            idle: Duration::from_secs(30),
-        };
-        tokio::spawn(serve_guarded(listener, admin, stop.clone(), guard));
+        let (addr, stop) = guarded(Duration::from_secs(30)).await;
         let mut silent = Vec::new();
         for _ in 0..8 {
             silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));

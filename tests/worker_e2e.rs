@@ -1385,20 +1385,14 @@ async fn garbage_whose_headers_fill_a_frame_is_dead_lettered_and_the_worker_goes
     worker.shutdown().await;
 }
 
-/// Hunt I: a result the broker refuses for good (a topic permission that leaves out a
-/// verdict's routing key, a `max_message_size` below the result's size) closed the
-/// publishing channel; the job was handed back and came again, first, to every new
-/// session: for ever, the worker rebuilding its session each time. Such a job is
-/// dead-lettered, with the broker's words, and the worker goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_result_the_broker_refuses_for_good_dead_letters_its_job() {
+/// A broker user of its own whose topic permission on the results exchange leaves out
+/// `down` (the broker refuses every down result for good): its name and URL.
+fn user_refused_downs(s: &picket::config::Settings) -> (String, String) {
     let servers = crate::support::servers();
     let user = unique("picket-no-down");
     let ctl = |args: &[&str]| servers.rabbit.ctl(args).expect("rabbitmqctl");
     ctl(&["add_user", &user, "pw"]);
     ctl(&["set_permissions", "-p", "/", &user, ".*", ".*", ".*"]);
-    let mut s = settings();
-    s.targets.allow_private = true;
     ctl(&[
         "set_topic_permissions",
         "-p",
@@ -1408,7 +1402,22 @@ async fn a_result_the_broker_refuses_for_good_dead_letters_its_job() {
         "^(up|degraded|unknown|invalid)$",
         ".*",
     ]);
-    s.amqp.url = format!("amqp://{user}:pw@127.0.0.1:{}/%2f", servers.rabbit.port());
+    let url = format!("amqp://{user}:pw@127.0.0.1:{}/%2f", servers.rabbit.port());
+    (user, url)
+}
+
+/// Hunt I: a result the broker refuses for good (a topic permission that leaves out a
+/// verdict's routing key, a `max_message_size` below the result's size) closed the
+/// publishing channel; the job was handed back and came again, first, to every new
+/// session: for ever, the worker rebuilding its session each time. Such a job is
+/// dead-lettered, with the broker's words, and the worker goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_broker_refuses_for_good_dead_letters_its_job() {
+    let servers = crate::support::servers();
+    let mut s = settings();
+    s.targets.allow_private = true;
+    let (user, url) = user_refused_downs(&s);
+    s.amqp.url = url;
     let client = Client::connect().await;
     client.declare(&s).await;
     let worker = Worker::start(&s);
@@ -1449,22 +1458,9 @@ async fn a_result_the_broker_refuses_for_good_dead_letters_its_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_the_broker_refused_is_not_counted_as_a_result() {
     let servers = crate::support::servers();
-    let user = unique("picket-uncounted");
-    let ctl = |args: &[&str]| servers.rabbit.ctl(args).expect("rabbitmqctl");
-    ctl(&["add_user", &user, "pw"]);
-    ctl(&["set_permissions", "-p", "/", &user, ".*", ".*", ".*"]);
     let text = format!("{}\n[targets]\nallow_private = true\n", base_toml());
     let s = picket::config::Settings::from_toml(&text).expect("settings");
-    ctl(&[
-        "set_topic_permissions",
-        "-p",
-        "/",
-        &user,
-        &s.amqp.results_exchange,
-        "^(up|degraded|unknown|invalid)$",
-        ".*",
-    ]);
-    let own = format!("amqp://{user}:pw@127.0.0.1:{}/%2f", servers.rabbit.port());
+    let (user, own) = user_refused_downs(&s);
     let worker = crate::support::worker_process::WorkerProcess::plain(
         &text.replace(&servers.amqp_url, &own),
     );

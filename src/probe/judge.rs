@@ -865,6 +865,15 @@ mod tests {
         assert_eq!(judge(&p, &answer(200, &page), &off).verdict, Verdict::Up);
     }
 
+    /// A page longer than `probe.max_body_bytes`, read up to it.
+    fn cut_by_our_limit() -> Observation {
+        let mut o = answer(200, &format!("{PAGE}{}", "y".repeat(SNIFF_BYTES)));
+        if let Outcome::Answer(a) = &mut o.outcome {
+            a.truncated = true;
+        }
+        o
+    }
+
     /// Hunt L: a keyword past `max_body_bytes` (a 3.2 MB page with a pasted `data:` image
     /// before its footer) is not in the part read: our own limit, not the page, keeps
     /// it from us, so the check cannot be told. It was a confirmed `down/body_mismatch`.
@@ -874,10 +883,7 @@ mod tests {
             body_contains: Some("Contact the Clerk".into()),
             ..Expect::default()
         });
-        let mut o = answer(200, &format!("{PAGE}{}", "y".repeat(SNIFF_BYTES)));
-        if let Outcome::Answer(a) = &mut o.outcome {
-            a.truncated = true;
-        }
+        let mut o = cut_by_our_limit();
         let judged = judge(&p, &o, &SETTINGS);
         assert_eq!(
             (judged.verdict, judged.reason),
@@ -908,10 +914,7 @@ mod tests {
             min_body_bytes: Some(4 * SNIFF_BYTES as u64),
             ..Expect::default()
         });
-        let mut o = answer(200, &format!("{PAGE}{}", "y".repeat(SNIFF_BYTES)));
-        if let Outcome::Answer(a) = &mut o.outcome {
-            a.truncated = true;
-        }
+        let o = cut_by_our_limit();
         let judged = judge(&p, &o, &SETTINGS);
         assert_eq!(
             (judged.verdict, judged.reason),
