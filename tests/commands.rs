@@ -516,6 +516,19 @@ async fn enqueue_checks_each_line_and_says_where_to_resume() {
     );
 }
 
+/// Hunt U: `--max-age 1500ms` sent `max_age_s: 1`, a half second dropped without a word:
+/// the job field counts whole seconds.
+#[test]
+fn enqueue_refuses_a_max_age_that_is_not_whole_seconds() {
+    let cfg = setup("");
+    let out = run_with_stdin(
+        picket(&["enqueue", "--max-age", "1500ms", "-"], &cfg),
+        "http://a.example/\n",
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("whole seconds"), "{err}");
+}
 #[test]
 fn enqueue_of_nothing_does_not_dial_the_broker_and_a_dead_broker_is_named() {
     let dir = tempfile::tempdir().expect("dir");
