@@ -57,12 +57,24 @@ pub(crate) struct EnqueueArgs {
     /// For URL lines: the whole request's timeout, e.g. `10s`.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
-    /// For URL lines: a cached verdict younger than this is served, e.g. `60s`.
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    /// For URL lines: a cached verdict younger than this is served, e.g. `60s` (whole
+    /// seconds: the job's `max_age_s`).
+    #[arg(long, value_parser = whole_seconds, value_name = "DURATION")]
     pub max_age: Option<Duration>,
     /// For URL lines: `meta` entries echoed back in results (repeat: `--meta team=web`).
     #[arg(long, value_parser = parse_meta, value_name = "KEY=VALUE")]
     pub meta: Vec<(String, String)>,
+}
+
+/// A duration of whole seconds (`60s`, `10m`): the job's `max_age_s` counts no less.
+fn whole_seconds(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!(
+            "{text} is not whole seconds, which the job's max_age_s counts"
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_key(s: &str) -> Result<String, String> {
