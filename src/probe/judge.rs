@@ -904,6 +904,19 @@ mod tests {
         assert_eq!(j(&p, &o), (Verdict::Down, Reason::BodyMismatch));
     }
 
+    /// Hunt U: a `body_not_contains` past the read limit was `up` with no word that the
+    /// rest of the page went unread (a `body_contains` there is `unknown`).
+    #[test]
+    fn a_forbidden_text_looked_for_in_part_of_the_page_says_so() {
+        let p = plan(Expect {
+            body_not_contains: Some("Site closed".into()),
+            ..Expect::default()
+        });
+        let judged = judge(&p, &cut_by_our_limit(), &SETTINGS);
+        assert_eq!(judged.verdict, Verdict::Up, "{}", judged.detail);
+        assert!(judged.detail.contains("max_body_bytes"), "{}", judged.detail);
+    }
+
     /// Hunt U: a job asking for more bytes (`expect.min_body_bytes`) than
     /// `probe.max_body_bytes` lets picket read got a confirmed `down/body_too_small`
     /// for a 3 MB page ("the body is 2097152 bytes"): our own limit, not the page, kept
