@@ -161,10 +161,21 @@ fn judge_answer(s: &Seen<'_>) -> Judgement {
         .iter()
         .find_map(|rule| rule(s))
         .unwrap_or_else(|| {
+            let a = s.answer;
+            let partly = if a.truncated && s.plan.expect.body_not_contains.is_some() {
+                // The rest may hold it: said, as a keyword past the limit is (hunt U).
+                "; body_not_contains was looked for in these bytes only, all that \
+                 probe.max_body_bytes lets picket read"
+            } else {
+                ""
+            };
             Judgement::new(
                 Verdict::Up,
                 Reason::Ok,
-                format!("{}, {} bytes in {} ms", s.status, s.answer.body_bytes, s.ms),
+                format!(
+                    "{}, {} bytes in {} ms{partly}",
+                    s.status, a.body_bytes, s.ms
+                ),
             )
         })
 }
@@ -914,7 +925,11 @@ mod tests {
         });
         let judged = judge(&p, &cut_by_our_limit(), &SETTINGS);
         assert_eq!(judged.verdict, Verdict::Up, "{}", judged.detail);
-        assert!(judged.detail.contains("max_body_bytes"), "{}", judged.detail);
+        assert!(
+            judged.detail.contains("max_body_bytes"),
+            "{}",
+            judged.detail
+        );
     }
 
     /// Hunt U: a job asking for more bytes (`expect.min_body_bytes`) than
