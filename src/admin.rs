@@ -474,13 +474,29 @@ mod tests {
         (addr, stop)
     }
 
+    /// The answer to `GET /healthz` on a new connection to `addr`, within `within`.
+    async fn healthz(addr: std::net::SocketAddr, within: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut probe = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        tokio::time::timeout(within, probe.read_to_string(&mut answer))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        answer
+    }
+
     /// Hunt N: connections to the endpoint that send nothing were held for ever, and
     /// 20,000 of them took every file descriptor the worker had: every job was then
     /// `unknown/local_resources`, and `/healthz` stopped answering. The endpoint holds
     /// a few connections at once and closes a silent one.
     #[tokio::test]
     async fn silent_connections_are_closed_and_cannot_take_every_descriptor() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncReadExt;
         let (addr, stop) = guarded(Duration::from_millis(300)).await;
         let mut silent = Vec::new();
         for _ in 0..6 {
@@ -494,16 +510,7 @@ mod tests {
             "a silent connection is closed: {closed:?}"
         );
         drop(silent);
-        let mut probe = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        probe
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut answer = String::new();
-        tokio::time::timeout(Duration::from_secs(3), probe.read_to_string(&mut answer))
-            .await
-            .expect("answered in time")
-            .expect("read");
+        let answer = healthz(addr, Duration::from_secs(3)).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         stop.cancel();
     }
@@ -514,23 +521,14 @@ mod tests {
     /// works. A new connection now closes the oldest when every slot is taken.
     #[tokio::test]
     async fn silent_connections_holding_every_slot_leave_healthz_answering() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (addr, stop) = guarded(Duration::from_secs(30)).await;
         let mut silent = Vec::new();
         for _ in 0..8 {
             silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
         }
         for _ in 0..3 {
-            let mut probe = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            probe
-                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .await
-                .expect("write");
-            let mut answer = String::new();
-            tokio::time::timeout(Duration::from_secs(1), probe.read_to_string(&mut answer))
-                .await
-                .expect("answered within a liveness probe's second")
-                .expect("read");
+            // Within a liveness probe's second.
+            let answer = healthz(addr, Duration::from_secs(1)).await;
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
             // The flood comes again.
             silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
