@@ -1,5 +1,6 @@
 //! The reqwest clients, built once per egress and TLS mode (rustls, and OpenSSL for
-//! servers that speak only legacy TLS) and shared by every probe: no redirects, no
+//! servers that speak only legacy TLS, built again when the roots change) and shared by
+//! every probe: no redirects, no
 //! pooling, every request pinned to its counted address by [`PinLayer`] and the pinned
 //! resolver.
 
