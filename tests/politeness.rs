@@ -1292,3 +1292,121 @@ async fn a_check_of_a_site_throttling_us_is_answered_at_once_and_sends_nothing()
         "asked once: the second check waits for the pause it asked for"
     );
 }
+
+/// Stops `child` (SIGSTOP) once `rec` has seen `after` requests, for `stall`, then lets
+/// it go on (SIGCONT): a paused VM, a container throttled by its CPU quota, a host
+/// swapping. Waits until `rec` has seen `n` requests in all.
+async fn stall_after(
+    child: &tokio::process::Child,
+    rec: &Recorder,
+    (after, n): (usize, usize),
+    stall: Duration,
+) {
+    let pid = child.id().expect("a running process").to_string();
+    let seen = || rec.arrivals.lock().expect("lock").len();
+    let t = Instant::now();
+    while seen() < after {
+        assert!(t.elapsed() < Duration::from_secs(30), "{} requests", seen());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let signal = |s: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill {s} {pid}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(stall).await;
+    signal("-CONT");
+    while seen() < n {
+        assert!(t.elapsed() < Duration::from_secs(60), "{} of {n}", seen());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts that `rec`'s arrivals kept to `burst + rate·T` (50 ms of jitter allowed).
+fn assert_no_burst_after_the_stall(rec: &Recorder, rate: f64, burst: u32) {
+    let arrivals = rec.arrivals.lock().expect("lock").clone();
+    for t in [1.0, 2.0] {
+        let seen = max_in_window(&arrivals, Duration::from_secs_f64(t));
+        let bound = (f64::from(burst) + rate * (t + 0.05)).floor() as usize;
+        eprintln!("window {t} s: at most {seen} requests (bound {bound})");
+        assert!(seen <= bound, "{seen} requests within {t} s, bound {bound}");
+    }
+}
+
+/// A worker process stopped for 1.5 s while its requests to one IP slept on their
+/// booked slots: when it went on, every slot that had passed meanwhile was sent at
+/// once, beside the slots that came next, a burst the IP's limit never allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_while_its_requests_wait_for_their_slots_sends_no_burst_when_it_goes_on() {
+    let (rate, burst, n) = (4.0, 2u32, 32);
+    let ip = "127.0.9.27";
+    let (port, rec) = recording_target(ip, Duration::from_millis(20), None).await;
+    let (names, static_toml) = hosts("stalled", 1, ip);
+    let base = with_limits(&base_toml(), rate, burst, 4);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    for i in 0..n {
+        let url = format!("http://{}:{port}/?n={i}", names[0]);
+        client
+            .job(&s, json!({"id": format!("stalled-{i}"), "url": url}))
+            .await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("worker.toml");
+    std::fs::write(&path, &toml).expect("write config");
+    let mut worker =
+        tokio::process::Command::from(crate::support::picket::picket_command(&["worker"], &path))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start worker");
+    stall_after(&worker, &rec, (6, n), Duration::from_millis(1500)).await;
+    let rs = client.results(&s, n, Duration::from_secs(30)).await;
+    let _ = worker.start_kill();
+    let _ = worker.wait().await;
+    assert_eq!(rs.len(), n, "every job answered");
+    assert!(rs.iter().all(|r| r["verdict"] == "up"), "{rs:?}");
+    assert_no_burst_after_the_stall(&rec, rate, burst);
+}
+
+/// The same in `picket check`, whose limiter is its own (in memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn picket_check_stopped_while_its_requests_wait_for_their_slots_sends_no_burst_when_it_goes_on(
+) {
+    let (rate, burst, n) = (4.0, 2u32, 32);
+    let ip = "127.0.9.28";
+    let (port, rec) = recording_target(ip, Duration::from_millis(20), None).await;
+    let (names, static_toml) = hosts("stalled", 1, ip);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("check.toml");
+    let toml = format!(
+        "[probe]\ntimeout = \"5s\"\n[rate_limit.per_ip]\nrate = {rate}\nburst = {burst}\n\
+         max_inflight = 4\n[targets]\nallow_private = true\n{static_toml}"
+    );
+    std::fs::write(&config, toml).expect("config");
+    let urls: Vec<String> = (0..n)
+        .map(|i| format!("http://{}:{port}/?n={i}", names[0]))
+        .collect();
+    let mut args = vec!["check"];
+    args.extend(urls.iter().map(String::as_str));
+    let mut check =
+        tokio::process::Command::from(crate::support::picket::picket_command(&args, &config))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start picket check");
+    stall_after(&check, &rec, (6, n), Duration::from_millis(1500)).await;
+    let status = tokio::time::timeout(Duration::from_secs(30), check.wait())
+        .await
+        .expect("picket check ends")
+        .expect("picket check ran");
+    assert!(status.success(), "{status}");
+    assert_no_burst_after_the_stall(&rec, rate, burst);
+}
