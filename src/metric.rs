@@ -63,6 +63,7 @@ const LAG_BUCKETS: &[f64] = &[
 const WAIT_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 const IP_BACKOFFS: &str = "picket_ip_backoffs_total";
 const PACED: &str = "picket_paced_requests_total";
+const SLOTS_MISSED: &str = "picket_limiter_slots_missed_total";
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that
 /// renders `/metrics`; later calls return the same handle.
@@ -118,6 +119,7 @@ fn zero() {
         FAILOVERS,
         IP_BACKOFFS,
         PACED,
+        SLOTS_MISSED,
         STATE_UNAVAILABLE,
         STATE_REPLAYS,
         STATE_STALE,
@@ -264,6 +266,10 @@ fn describe() {
     describe_counter!(
         PACED,
         "Requests spaced further than their IP's rate because its answers were slow"
+    );
+    describe_counter!(
+        SLOTS_MISSED,
+        "Requests that woke too late on their IP's slot to send on it (the process was stopped or starved of CPU) and booked again"
     );
     describe_counter!(
         DEFERRALS,
@@ -454,6 +460,11 @@ pub(crate) fn ip_backoff() {
 /// A request was spaced further than its rate because its IP answers slowly.
 pub(crate) fn paced() {
     counter!(PACED).increment(1);
+}
+
+/// A request woke too late on its IP's slot and booked again.
+pub(crate) fn slot_missed() {
+    counter!(SLOTS_MISSED).increment(1);
 }
 
 /// A job was deferred to the delay queue.

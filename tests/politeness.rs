@@ -1368,11 +1368,15 @@ async fn a_worker_stopped_while_its_requests_wait_for_their_slots_sends_no_burst
             .expect("start worker");
     stall_after(&worker, &rec, (6, n), Duration::from_millis(1500)).await;
     let rs = client.results(&s, n, Duration::from_secs(30)).await;
+    let metrics = crate::support::ops::get_ops(s.http.listen, "/metrics").await;
     let _ = worker.start_kill();
     let _ = worker.wait().await;
     assert_eq!(rs.len(), n, "every job answered");
     assert!(rs.iter().all(|r| r["verdict"] == "up"), "{rs:?}");
     assert_no_burst_after_the_stall(&rec, rate, burst);
+    let (_, text) = metrics.expect("the worker's /metrics");
+    let missed = crate::support::ops::metric(&text, "picket_limiter_slots_missed_total");
+    assert!(missed.is_some_and(|m| m >= 1.0), "slots missed: {missed:?}");
 }
 
 /// The same in `picket check`, whose limiter is its own (in memory).

@@ -339,7 +339,7 @@ impl Limiter for LocalLimiter {
                         return Grant::Go(permit);
                     }
                     Taken::Grant(other) => return other,
-                    Taken::HoldBegan => {
+                    Taken::HoldBegan | Taken::Late => {
                         let spent = start.elapsed();
                         before += spent;
                         req.max_wait = req.max_wait.saturating_sub(spent);
@@ -358,6 +358,9 @@ enum Taken {
     /// `Retry-After`, the IP's back-off after a refusal of us): the slot, booked before
     /// the hold, is given up and the request books again.
     HoldBegan,
+    /// The request woke on its slot too late to send on it ([`super::woke_late`]): the
+    /// slot is given up and the request books again.
+    Late,
 }
 
 impl LocalLimiter {
@@ -398,6 +401,9 @@ impl LocalLimiter {
             waited += at - booked;
             if self.hold_began(req, &key) {
                 return Taken::HoldBegan;
+            }
+            if super::woke_late(at, self.rules.rate_for(req)) {
+                return Taken::Late;
             }
         }
         Taken::Grant(Grant::Go(Permit::holding(held + waited, Box::new(slot))))

@@ -21,6 +21,8 @@ mod swept;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures_util::future::BoxFuture;
 
 use crate::config::{LimitScope, OverrideMatch, Rate, RateLimitSettings};
@@ -158,6 +160,26 @@ pub trait Limiter: Send + Sync {
 /// back (at least two intervals): a line whose jobs were purged from a delay queue, or
 /// that nobody came back to, is not waited behind.
 pub(crate) const LINE_GRACE: Duration = Duration::from_secs(5);
+
+/// The least lateness on a slot that gives it up: a timer's and a busy scheduler's
+/// usual lateness stays well below it.
+const LATE_FLOOR: Duration = Duration::from_millis(50);
+
+/// Whether a caller that slept until `due`, its booked slot, woke too late to send on
+/// it: more than half of `rate`'s interval (and [`LATE_FLOOR`]) after it. A process
+/// stopped meanwhile (a paused VM, a CPU quota used up, a host swapping) wakes every
+/// caller whose slot passed at once, and sending them all put a burst beside the slots
+/// that came next, one the IP's limit never allowed (8 requests in 1 s at 4/s, burst 2,
+/// after a 1.5 s stop). Such a slot went by unused: the caller books again, and no two
+/// requests come closer than half an interval through our lateness.
+pub(crate) fn woke_late(due: Instant, rate: Rate) -> bool {
+    let half = Duration::try_from_secs_f64(0.5 / rate.rate).unwrap_or(Duration::MAX);
+    let late = Instant::now().saturating_duration_since(due) > half.max(LATE_FLOOR);
+    if late {
+        crate::metric::slot_missed();
+    }
+    late
+}
 
 /// How requests to one IP are spaced now (the Lua `BOOK` script does the same in Redis).
 #[derive(Debug, Clone, Copy, PartialEq)]

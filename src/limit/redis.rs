@@ -475,7 +475,8 @@ impl RedisLimiter {
     /// from now on (it outlives the wait and the request, and no longer than this
     /// worker), and beside it the fallback's in-flight slot. `since` is when the
     /// request began to wait and how long it has waited so far. `None` when a hold
-    /// began on the host or its IP while it waited: the slot is given up. A caller
+    /// began on the host or its IP while it waited, or it woke too late on its slot
+    /// ([`super::woke_late`]): the slot is given up. A caller
     /// whose check for a hold fails on waking (or, booked for now, whose key's calls
     /// failed since and none answered) gives it up too ([`Way::ToFallback`]): the
     /// other workers' fallbacks may grant that moment, so it queues in this worker's
@@ -497,6 +498,9 @@ impl RedisLimiter {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
             waited += wait;
+            if super::woke_late(booked + wait, self.rules.rate_for(&req)) {
+                return None;
+            }
             match self.hold_began(&req, key).await {
                 Ok(true) => return None,
                 Ok(false) => self.key_worked(key),
@@ -883,7 +887,8 @@ impl RedisLimiter {
                     let taken = self.take(req, key, booked, wait, (start, waited));
                     match taken.await {
                         Some(way) => return way,
-                        // A hold began while it waited: book again (and meet it).
+                        // A hold began while it waited (book again, and meet it), or
+                        // it woke too late on its slot.
                         None => waited += wait,
                     }
                 }
