@@ -286,6 +286,25 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_is_missed_past_half_an_interval_and_never_within_50_ms() {
+        let at = |rate: f64| Rate {
+            rate,
+            burst: 1,
+            max_inflight: 1,
+        };
+        let due = Instant::now();
+        let after = |ms: u64| due - Duration::from_millis(ms);
+        // 4/s: half an interval is 125 ms.
+        assert!(!woke_late(after(120), at(4.0)));
+        assert!(woke_late(after(130), at(4.0)));
+        // 100/s: half an interval (5 ms) is within a busy scheduler's lateness.
+        assert!(!woke_late(after(45), at(100.0)));
+        assert!(woke_late(after(55), at(100.0)));
+        // A slot still ahead is not late.
+        assert!(!woke_late(due + Duration::from_secs(1), at(0.1)));
+    }
+
     #[test]
     fn spacing_halves_per_back_off_level_and_waits_for_a_slow_ip_without_burst() {
         let rate = Rate {
