@@ -1414,3 +1414,46 @@ async fn picket_check_stopped_while_its_requests_wait_for_their_slots_sends_no_b
     assert!(status.success(), "{status}");
     assert_no_burst_after_the_stall(&rec, rate, burst);
 }
+
+/// A deferred job's `timing_ms.queue` said only what its last run waited for its IP
+/// (at most `max_wait`), though it had waited its turn in a delay queue too: 4 jobs of
+/// one IP at 1/s, `max_wait` 300 ms, the last answered 3 s after the first. It counts
+/// from the job's first deferral now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_jobs_queue_time_counts_its_time_in_the_delay_queue() {
+    let (port, _rec) = recording_target("127.0.9.29", Duration::from_millis(10), None).await;
+    let (names, static_toml) = hosts("queued", 4, "127.0.9.29");
+    let base = with_limits(&base_toml(), 1.0, 1, 4);
+    let toml = format!("{base}\n[targets]\nallow_private = true\n{static_toml}").replace(
+        "[worker]\n",
+        "[rate_limit]\nmax_wait = \"300ms\"\n[worker]\n",
+    );
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let published = Instant::now();
+    for (i, host) in names.iter().enumerate() {
+        let url = format!("http://{host}:{port}/");
+        client
+            .job(&s, json!({"id": format!("q{i}"), "url": url}))
+            .await;
+    }
+    let worker = Worker::start(&s);
+    let rs = client
+        .results(&s, names.len(), Duration::from_secs(30))
+        .await;
+    let lived = published.elapsed().as_millis() as u64;
+    worker.shutdown().await;
+    assert!(rs.iter().all(|r| r["verdict"] == "up"), "{rs:?}");
+    let queued: Vec<u64> = rs
+        .iter()
+        .map(|r| r["timing_ms"]["queue"].as_u64().unwrap_or(0))
+        .collect();
+    eprintln!("timing_ms.queue: {queued:?} (all answered within {lived} ms)");
+    let most = queued.iter().max().copied().unwrap_or(0);
+    assert!(most >= 1500, "the last job waited its turn: {queued:?}");
+    assert!(
+        most <= lived,
+        "no job waited longer than it lived: {queued:?}"
+    );
+}
