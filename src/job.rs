@@ -435,7 +435,8 @@ pub struct Timing {
     /// Connection ready to response headers received, last hop: the server's own time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_byte: Option<u64>,
-    /// Time spent waiting for the per-IP limit.
+    /// Time spent waiting for the per-IP limit: a deferred job's from its first
+    /// deferral (its delay queues and its place in its IP's line), then this run's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<u64>,
 }

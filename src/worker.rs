@@ -66,6 +66,21 @@ pub struct Return {
     /// The most of its wait the delay queue left (the wait less the queue's delay, which
     /// the broker kept): what is left of it on any clock. `None`: not said.
     pub most_left: Option<Duration>,
+    /// When it first began to wait for its IP (its first deferral), by the clock of
+    /// the worker that deferred it. `None`: not said.
+    pub waiting_since: Option<SystemTime>,
+}
+
+/// The longest time a job is taken to have waited for its IP before this run: a
+/// `waiting_since` further back came from a wrong clock or not from picket.
+const LONGEST_WAITED: Duration = Duration::from_secs(24 * 3600);
+
+impl Return {
+    /// How long the job has waited for its IP, by this worker's clock, until `now`.
+    fn waited(&self, now: SystemTime) -> Option<Duration> {
+        let waited = now.duration_since(self.waiting_since?).ok()?;
+        (waited <= LONGEST_WAITED).then_some(waited)
+    }
 }
 
 impl Deferral {
@@ -123,13 +138,22 @@ pub(crate) async fn handle(
         Place::Near(rest) => tokio::time::sleep(rest).await,
         Place::Come => {}
     }
+    let waited = message
+        .not_before
+        .and_then(|back| back.waited(SystemTime::now()));
     match decode(message.body, message.fallback_id, max_bytes) {
         Err(not_a_job) => Disposition::DeadLetter(not_a_job.0),
         Ok(Decoded::Rejected(r)) => {
             tracing::info!(job_id = %r.id, detail = %r.detail, "invalid job");
             Disposition::Answer(Box::new(engine.rejected(&r, message.delivery).await))
         }
-        Ok(Decoded::Job(job)) => run_job(engine, &job, message, deferral).await,
+        Ok(Decoded::Job(job)) => {
+            let mut disposition = run_job(engine, &job, message, deferral).await;
+            if let (Disposition::Answer(report), Some(waited)) = (&mut disposition, waited) {
+                queued_before(report, waited);
+            }
+            disposition
+        }
     }
 }
 
@@ -185,6 +209,18 @@ async fn run_job(
             Disposition::Defer(wait)
         }
     }
+}
+
+/// Adds to a probed result's `timing_ms.queue` what its job `waited` for its IP before
+/// this run: deferrals, delay queues, its place in its IP's line. A result told from the
+/// cache or unprobed waited for nothing of it.
+fn queued_before(report: &mut crate::job::Report, waited: Duration) {
+    if report.cached || report.attempts == 0 {
+        return;
+    }
+    let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+    let queue = report.timing_ms.queue.unwrap_or(0).saturating_add(ms);
+    report.timing_ms.queue = Some(queue);
 }
 
 /// A result whose state step got no answer: handed back while the step may have run (or
@@ -288,6 +324,7 @@ mod tests {
         let at = |s: u64| Return {
             at: now + Duration::from_secs(s),
             most_left: None,
+            waiting_since: None,
         };
         // 65 s early: more than the worker waits itself, so back to the delay queues.
         assert_eq!(d.place(at(65), now), Place::Far(Duration::from_secs(65)));
@@ -296,9 +333,30 @@ mod tests {
         let past = Return {
             at: now - Duration::from_secs(5),
             most_left: None,
+            waiting_since: None,
         };
         assert_eq!(d.place(past, now), Place::Come);
         // Further than any deferral goes: a wrong clock or not ours, so not waited for.
         assert_eq!(d.place(at(601), now), Place::Come);
+    }
+
+    #[test]
+    fn the_wait_before_a_run_counts_from_the_first_deferral_unless_implausible() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let since = |t: SystemTime| Return {
+            at: now,
+            most_left: None,
+            waiting_since: Some(t),
+        };
+        let ago = |s: u64| since(now - Duration::from_secs(s));
+        assert_eq!(ago(7).waited(now), Some(Duration::from_secs(7)));
+        // Another worker's clock ahead of ours, or a day and more: not said.
+        assert_eq!(since(now + Duration::from_secs(1)).waited(now), None);
+        assert_eq!(ago(24 * 3600 + 1).waited(now), None);
+        let none = Return {
+            waiting_since: None,
+            ..ago(1)
+        };
+        assert_eq!(none.waited(now), None);
     }
 }

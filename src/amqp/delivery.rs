@@ -31,6 +31,10 @@ pub const NOT_BEFORE_HEADER: &str = "x-picket-not-before";
 /// Header carrying the most of a deferral's wait left once the delay queue has held the
 /// copy (ms): the wait less the queue's delay, whatever the clocks of the workers say.
 pub const MOST_LEFT_HEADER: &str = "x-picket-most-left";
+/// Header carrying when a deferred job first began to wait for its IP (ms since the Unix
+/// epoch, by the clock of the worker that first deferred it): its result's
+/// `timing_ms.queue` counts from then.
+pub const WAITING_SINCE_HEADER: &str = "x-picket-waiting-since";
 /// After this many deferrals a job whose IP is still busy is answered unknown/rate_limited
 /// (it cannot loop for ever, nor hold a probe slot while it waits).
 pub const MAX_DEFERRALS: i64 = 20;
@@ -183,7 +187,20 @@ fn not_before(props: &BasicProperties) -> Option<worker::Return> {
     let most_left = header_int(props, MOST_LEFT_HEADER)
         .and_then(|ms| u64::try_from(ms).ok())
         .map(Duration::from_millis);
-    Some(worker::Return { at, most_left })
+    let waiting_since = header_int(props, WAITING_SINCE_HEADER)
+        .and_then(|ms| u64::try_from(ms).ok())
+        .and_then(|ms| SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms)));
+    Some(worker::Return {
+        at,
+        most_left,
+        waiting_since,
+    })
+}
+
+/// Epoch milliseconds as a header value.
+fn epoch_ms(t: SystemTime) -> AMQPValue {
+    let ms = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    AMQPValue::LongLongInt(i64::try_from(ms.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// An integer header.
@@ -335,15 +352,15 @@ async fn dead_letter(
 }
 
 /// The properties of a deferred job's copy: one more deferral, its place in its IP's
-/// line (`place`), and, for a redelivery, the message it copies.
+/// line (`place`), when it began to wait (kept from its first deferral), and, for a
+/// redelivery, the message it copies.
 fn deferred(props: &BasicProperties, received: &Received, place: SystemTime) -> BasicProperties {
     let count = AMQPValue::LongLongInt(received.deferrals + 1);
-    let p = copy_with(props, DEFERRALS_HEADER, count);
-    let ms = place
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let at = AMQPValue::LongLongInt(i64::try_from(ms.as_millis()).unwrap_or(i64::MAX));
-    still_redelivered(copy_with(&p, NOT_BEFORE_HEADER, at), received)
+    let mut p = copy_with(props, DEFERRALS_HEADER, count);
+    if header_int(props, WAITING_SINCE_HEADER).is_none() {
+        p = copy_with(&p, WAITING_SINCE_HEADER, epoch_ms(SystemTime::now()));
+    }
+    still_redelivered(copy_with(&p, NOT_BEFORE_HEADER, epoch_ms(place)), received)
 }
 
 /// A copy of a redelivered job stays a redelivery of the message it copies (see
@@ -447,7 +464,7 @@ fn fits_a_frame(s: &Session, props: &BasicProperties) -> bool {
     super::frame::header_frame_len(props) <= s.frame_max
 }
 
-/// Room a job's copy needs for picket's own headers (a deferral's three, a hand-back's
+/// Room a job's copy needs for picket's own headers (a deferral's four, a hand-back's
 /// `x-picket-retry-of` with a delivery id of up to 255 bytes, `x-picket-unsettled`) and
 /// its delivery mode.
 const COPY_HEADERS_ROOM: usize = 512;
@@ -726,6 +743,26 @@ mod tests {
             place,
             crate::worker::Place::Near(Duration::from_millis(1500))
         );
+    }
+
+    /// A job deferred twice waits from its first deferral: the second copy keeps the
+    /// first's `x-picket-waiting-since`.
+    #[test]
+    fn a_job_deferred_again_keeps_when_it_began_to_wait() {
+        let props = BasicProperties::default().with_message_id("m-1".into());
+        let place = SystemTime::now() + Duration::from_secs(2);
+        let before = SystemTime::now();
+        let once = deferred(&props, &Received::of(&props, b"{}", false), place);
+        let since = |p: &BasicProperties| {
+            let back = Received::of(p, b"{}", false).not_before.expect("a place");
+            back.waiting_since.expect("when it began to wait")
+        };
+        let first = since(&once);
+        assert!(first >= before - Duration::from_millis(1), "{first:?}");
+        std::thread::sleep(Duration::from_millis(5));
+        let twice = deferred(&once, &Received::of(&once, b"{}", false), place);
+        assert_eq!(since(&twice), first);
+        assert_eq!(Received::of(&twice, b"{}", false).deferrals, 2);
     }
 
     /// Review D. A redelivered job (its first delivery took `up → down` and its worker
