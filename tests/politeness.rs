@@ -1457,3 +1457,95 @@ async fn a_deferred_jobs_queue_time_counts_its_time_in_the_delay_queue() {
         "no job waited longer than it lived: {queued:?}"
     );
 }
+
+/// A worker frozen (SIGSTOP) past its broker heartbeat while it probes, as a paused VM
+/// is, and then let go on beside a second worker that took its jobs over: every job
+/// is answered, none of a working site is called down, and the frozen worker's
+/// answers, late by the freeze, tell no change of state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_frozen_past_its_heartbeat_loses_no_job_and_calls_no_site_down() {
+    let n = 30;
+    let ip = "127.0.9.30";
+    let (port, rec) = recording_target(ip, Duration::from_millis(400), None).await;
+    let (names, static_toml) = hosts("frozen", n, ip);
+    let toml = format!(
+        "{}\n[targets]\nallow_private = true\n{static_toml}",
+        base_toml()
+    )
+    .replace("[amqp]\n", "[amqp]\nheartbeat = \"2s\"\nprefetch = 30\n");
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    for (i, host) in names.iter().enumerate() {
+        let url = format!("http://{host}:{port}/");
+        client
+            .job(&s, json!({"id": format!("f{i}"), "url": url}))
+            .await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("worker.toml");
+    std::fs::write(&path, &toml).expect("write config");
+    let mut frozen =
+        tokio::process::Command::from(crate::support::picket::picket_command(&["worker"], &path))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start worker");
+    let pid = frozen.id().expect("pid").to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+        assert!(ok.expect("kill").success(), "kill {sig} {pid}");
+    };
+    let t = Instant::now();
+    while rec.arrivals.lock().expect("lock").len() < 3 {
+        assert!(t.elapsed() < Duration::from_secs(20), "the worker probes");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    signal("-STOP");
+    let mut other = s.clone();
+    other.worker.name = "thawed-other".into();
+    other.http.listen = format!("127.0.0.1:{}", crate::support::free_port())
+        .parse()
+        .expect("listen");
+    let second = Worker::start(&other);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    signal("-CONT");
+    let mut all = Vec::new();
+    let mut ids = HashSet::new();
+    while ids.len() < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "{} of {n}",
+            ids.len()
+        );
+        for r in client.results(&s, 1, Duration::from_secs(60)).await {
+            ids.insert(r["job_id"].as_str().unwrap_or_default().to_string());
+            all.push(r);
+        }
+    }
+    // The frozen worker's late answers, if any, come within a few seconds.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let left = client.depth(&s.amqp.results_queue).await as usize;
+    all.extend(client.results(&s, left, Duration::from_secs(10)).await);
+    second.shutdown().await;
+    signal("-TERM");
+    let _ = tokio::time::timeout(Duration::from_secs(20), frozen.wait()).await;
+    for r in &all {
+        eprintln!(
+            "{} {} {}/{} changed={} {}",
+            r["worker"], r["job_id"], r["verdict"], r["reason"], r["changed"], r["detail"]
+        );
+    }
+    assert!(
+        all.iter().all(|r| r["verdict"] != "down"),
+        "a site called down"
+    );
+    assert!(
+        all.iter().all(|r| r["changed"] != true),
+        "a change told by late answers"
+    );
+    assert_eq!(client.depth(&s.amqp.jobs_queue).await, 0, "every job acked");
+}
