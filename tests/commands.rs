@@ -1586,3 +1586,55 @@ fn a_prefetch_far_above_the_concurrency_is_warned_of_at_start() {
         "{err}"
     );
 }
+
+/// `picket check` of two lines of one key, the first slower than the second: the state
+/// stepped in the order the checks finished, so the second line was told it had no
+/// previous check and the first was told of the second's. It steps in input order, as
+/// COMMANDS says ("from its first check").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_steps_one_keys_state_in_input_order_whichever_check_ends_first() {
+    let router = axum::Router::new()
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                (axum::http::StatusCode::NOT_FOUND, "gone")
+            }),
+        )
+        .fallback(|| async { axum::response::Html(crate::support::picket::page("")) });
+    let addr = serve("127.0.9.31", router).await;
+    let cfg = setup("[targets]\nallow_private = true\n");
+    let input = format!(
+        "{{\"url\": \"http://{addr}/slow\", \"key\": \"one\"}}\n\
+         {{\"url\": \"http://{addr}/fast\", \"key\": \"one\"}}\n"
+    );
+    let out = run_with_stdin(picket(&["check", "--json", "-"], &cfg), &input);
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a result line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", text(&out.stderr));
+    let seen = |r: &serde_json::Value| {
+        (
+            r["verdict"].clone(),
+            r["previous_verdict"].clone(),
+            r["changed"].clone(),
+        )
+    };
+    assert_eq!(
+        (seen(&lines[0]), seen(&lines[1])),
+        (
+            (
+                serde_json::json!("down"),
+                serde_json::Value::Null,
+                serde_json::json!(false)
+            ),
+            (
+                serde_json::json!("up"),
+                serde_json::json!("down"),
+                serde_json::json!(true)
+            )
+        ),
+        "{lines:?}"
+    );
+}
