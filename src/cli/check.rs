@@ -5,8 +5,9 @@
 //! as a table on a terminal or JSON lines otherwise, followed by a summary line on
 //! stderr; the exit code says whether every site was up.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -18,7 +19,7 @@ use super::output::{report_table, Style, Tally};
 use super::{Exit, UsageError};
 use crate::config::Settings;
 use crate::engine::Engine;
-use crate::job::{decode, job_for_url, Decoded, Rejected, Report};
+use crate::job::{decode, job_for_url, Decoded, Job, Rejected, Report};
 use crate::limit::{Limiter, LocalLimiter};
 use crate::state::{Delivery, MemoryState};
 
@@ -172,8 +173,54 @@ fn nothing_to_check() -> anyhow::Error {
     UsageError("nothing to check: give URLs, --file FILE, or - for stdin".into()).into()
 }
 
+/// Each key's turn: the checks of one key run one after another, in input order, so
+/// that each steps the key's state after the one before it. Run side by side, a later
+/// line that ended first was told it had no previous check, and the earlier one was
+/// told of the later's. Lines of other keys run beside them.
+#[derive(Default)]
+struct Turns(std::sync::Mutex<Keys>);
+
+#[derive(Default)]
+struct Keys {
+    turns: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// How many are kept before those nobody waits for are let go: at least
+    /// [`TURNS_KEPT`], and twice those still waited for after the last sweep, so a sweep
+    /// comes once per as many lines as it looks at.
+    sweep_at: usize,
+}
+
+const TURNS_KEPT: usize = 256;
+
+impl Turns {
+    /// Waits for `key`'s turn, held until the guard goes. The queue is fair, and each
+    /// line joins it in its first poll, which `buffered` gives in input order.
+    async fn take(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = {
+            let mut keys = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if keys.turns.len() >= keys.sweep_at.max(TURNS_KEPT) {
+                keys.turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+                keys.sweep_at = 2 * keys.turns.len();
+            }
+            keys.turns.entry(key.to_string()).or_default().clone()
+        };
+        turn.lock_owned().await
+    }
+}
+
+/// Runs `job` in its key's turn.
+async fn in_turn(engine: &Engine, turns: &Turns, job: &Job) -> Report {
+    let _turn = turns.take(&job.key).await;
+    engine.run(job).await
+}
+
 /// Probes one input line: a job JSON object or a URL.
-async fn check_one(engine: &Engine, input: Input, n: usize, max_bytes: usize) -> Report {
+async fn check_one(
+    engine: &Engine,
+    turns: &Turns,
+    input: Input,
+    n: usize,
+    max_bytes: usize,
+) -> Report {
     let id = format!("check-{n}");
     let delivery = Delivery {
         id: &id,
@@ -202,7 +249,7 @@ async fn check_one(engine: &Engine, input: Input, n: usize, max_bytes: usize) ->
     };
     if line.starts_with('{') {
         match decode(line.as_bytes(), &id, max_bytes) {
-            Ok(Decoded::Job(j)) => engine.run(&j).await,
+            Ok(Decoded::Job(j)) => in_turn(engine, turns, &j).await,
             Ok(Decoded::Rejected(r)) => engine.rejected(&r, delivery).await,
             Err(e) => {
                 engine
@@ -212,7 +259,7 @@ async fn check_one(engine: &Engine, input: Input, n: usize, max_bytes: usize) ->
         }
     } else {
         match job_for_url(&line, &id) {
-            Ok(j) => engine.run(&j).await,
+            Ok(j) => in_turn(engine, turns, &j).await,
             Err(detail) => engine.rejected(&rejected(line, detail), delivery).await,
         }
     }
@@ -250,15 +297,19 @@ pub(crate) async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<E
     )?);
     let started = Instant::now();
     let counted = bar.clone();
-    let mut results = lines
-        .enumerate()
-        .map(|(i, line)| {
-            let engine = engine.clone();
-            counted.inc_length(1);
-            async move { Ok::<_, anyhow::Error>(check_one(&engine, line?, i + 1, max).await) }
-        })
-        // In input order: a slow site holds back the lines after it, never reorders them.
-        .buffered(settings.probe.concurrency);
+    let turns = Arc::new(Turns::default());
+    let mut results =
+        lines
+            .enumerate()
+            .map(|(i, line)| {
+                let (engine, turns) = (engine.clone(), turns.clone());
+                counted.inc_length(1);
+                async move {
+                    Ok::<_, anyhow::Error>(check_one(&engine, &turns, line?, i + 1, max).await)
+                }
+            })
+            // In input order: a slow site holds back the lines after it, never reorders them.
+            .buffered(settings.probe.concurrency);
     let mut tally = Tally::default();
     let mut table = Vec::new();
     let mut out = std::io::stdout().lock();
@@ -288,4 +339,42 @@ pub(crate) async fn run(settings: Settings, args: CheckArgs) -> anyhow::Result<E
     } else {
         Exit::Failure
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn one_keys_turns_come_in_the_order_taken_and_idle_keys_are_let_go() {
+        let turns = Arc::new(Turns::default());
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let first = turns.take("k").await;
+        let mut waiting = Vec::new();
+        for n in 1..=3 {
+            let (turns, order) = (turns.clone(), order.clone());
+            waiting.push(tokio::spawn(async move {
+                let _turn = turns.take("k").await;
+                order.lock().expect("order").push(n);
+            }));
+        }
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        // Another key is not held back by this one's.
+        let other = tokio::time::timeout(Duration::from_millis(100), turns.take("other")).await;
+        assert!(other.is_ok(), "another key waited");
+        assert!(order.lock().expect("order").is_empty());
+        drop(first);
+        for w in waiting {
+            w.await.expect("joined");
+        }
+        assert_eq!(*order.lock().expect("order"), [1, 2, 3]);
+        for i in 0..TURNS_KEPT + 10 {
+            drop(turns.take(&format!("k{i}")).await);
+        }
+        let kept = turns.0.lock().expect("turns").turns.len();
+        assert!(kept < TURNS_KEPT, "{kept} keys kept");
+    }
 }
