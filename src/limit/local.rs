@@ -331,15 +331,17 @@ impl Limiter for LocalLimiter {
         Box::pin(async move {
             let mut req = req;
             let mut before = Duration::ZERO;
+            let mut may_miss = true;
             loop {
                 let start = Instant::now();
-                match self.take_a_slot(&mut req).await {
+                match self.take_a_slot(&mut req, may_miss).await {
                     Taken::Grant(Grant::Go(mut permit)) => {
                         permit.waited += before;
                         return Grant::Go(permit);
                     }
                     Taken::Grant(other) => return other,
-                    Taken::HoldBegan | Taken::Late => {
+                    taken @ (Taken::HoldBegan | Taken::Late) => {
+                        may_miss &= !matches!(taken, Taken::Late);
                         let spent = start.elapsed();
                         before += spent;
                         req.max_wait = req.max_wait.saturating_sub(spent);
@@ -367,8 +369,9 @@ impl LocalLimiter {
     /// One try for a slot of `req`'s IP: a held host waits for its hold without taking
     /// its IP's slots (a pause it asked for only up to `max_pause`); then an in-flight
     /// slot, then the rate's, waited for; a hold that began meanwhile stands
-    /// ([`Taken::HoldBegan`]).
-    async fn take_a_slot(&self, req: &mut Request<'_>) -> Taken {
+    /// ([`Taken::HoldBegan`]), and a slot woken on too late is given up while
+    /// `may_miss` ([`Taken::Late`]).
+    async fn take_a_slot(&self, req: &mut Request<'_>, may_miss: bool) -> Taken {
         let hold = self.host_held(req);
         let held = hold.map_or(Duration::ZERO, Hold::pause);
         let longest = match hold {
@@ -402,7 +405,7 @@ impl LocalLimiter {
             if self.hold_began(req, &key) {
                 return Taken::HoldBegan;
             }
-            if super::woke_late(at, self.rules.rate_for(req)) {
+            if may_miss && super::woke_late(at, self.rules.rate_for(req)) {
                 return Taken::Late;
             }
         }

@@ -171,7 +171,10 @@ const LATE_FLOOR: Duration = Duration::from_millis(50);
 /// caller whose slot passed at once, and sending them all put a burst beside the slots
 /// that came next, one the IP's limit never allowed (8 requests in 1 s at 4/s, burst 2,
 /// after a 1.5 s stop). Such a slot went by unused: the caller books again, and no two
-/// requests come closer than half an interval through our lateness.
+/// requests come closer than half an interval through our lateness. Once per request:
+/// one late on its second slot too is sent, so that a worker starved of CPU all the
+/// time (a container throttled by its CPU quota every 100 ms) slows to half its rate
+/// at worst rather than missing every slot.
 pub(crate) fn woke_late(due: Instant, rate: Rate) -> bool {
     let half = Duration::try_from_secs_f64(0.5 / rate.rate).unwrap_or(Duration::MAX);
     let late = Instant::now().saturating_duration_since(due) > half.max(LATE_FLOOR);

@@ -476,7 +476,8 @@ impl RedisLimiter {
     /// worker), and beside it the fallback's in-flight slot. `since` is when the
     /// request began to wait and how long it has waited so far. `None` when a hold
     /// began on the host or its IP while it waited, or it woke too late on its slot
-    /// ([`super::woke_late`]): the slot is given up. A caller
+    /// ([`super::woke_late`], while `may_miss`, which it then clears): the slot is
+    /// given up. A caller
     /// whose check for a hold fails on waking (or, booked for now, whose key's calls
     /// failed since and none answered) gives it up too ([`Way::ToFallback`]): the
     /// other workers' fallbacks may grant that moment, so it queues in this worker's
@@ -491,6 +492,7 @@ impl RedisLimiter {
         id: String,
         wait: Duration,
         (start, mut waited): (Instant, Duration),
+        may_miss: &mut bool,
     ) -> Option<Way> {
         let booked = Instant::now();
         let (_, inflight) = self.keys(key);
@@ -498,7 +500,8 @@ impl RedisLimiter {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
             waited += wait;
-            if super::woke_late(booked + wait, self.rules.rate_for(&req)) {
+            if *may_miss && super::woke_late(booked + wait, self.rules.rate_for(&req)) {
+                *may_miss = false;
                 return None;
             }
             match self.hold_began(&req, key).await {
@@ -866,6 +869,8 @@ impl RedisLimiter {
         let start = Instant::now();
         let mut id = self.lease_id();
         let mut pause = Duration::from_millis(10);
+        // A slot woken on too late is given up once (see `super::woke_late`).
+        let mut may_miss = true;
         loop {
             let left = req.max_wait.saturating_sub(start.elapsed());
             let booking = match self.book(&req, key, left, &id).await {
@@ -884,7 +889,8 @@ impl RedisLimiter {
                     });
                     self.behind_redis(&req, wait);
                     let booked = std::mem::replace(&mut id, self.lease_id());
-                    let taken = self.take(req, key, booked, wait, (start, waited));
+                    let since = (start, waited);
+                    let taken = self.take(req, key, booked, wait, since, &mut may_miss);
                     match taken.await {
                         Some(way) => return way,
                         // A hold began while it waited (book again, and meet it), or
