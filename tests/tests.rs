@@ -6,6 +6,7 @@ mod support;
 
 mod accuracy;
 mod boundaries;
+mod browser;
 mod cluster;
 mod commands;
 mod contract;
