@@ -96,6 +96,11 @@ impl<'a> Ask<'a> {
     }
 
     /// The request for `client`, given `timeout` for all of it.
+    ///
+    /// Where it goes over HTTP/1.1 for sure (plain HTTP; the HTTP/1.1-only clients)
+    /// `Host` comes first, where browsers write it: hyper would append it after every
+    /// other header, a head no browser sends. Over HTTPS otherwise the handshake
+    /// chooses the version, HTTP/2 has no `Host`, and hyper adds it for HTTP/1.1.
     fn build(&self, client: &reqwest::Client, timeout: Duration) -> reqwest::RequestBuilder {
         let method = match self.plan.method {
             Method::Get => reqwest::Method::GET,
@@ -103,6 +108,9 @@ impl<'a> Ask<'a> {
         };
         let mut req = client.request(method, self.url().clone()).timeout(timeout);
         let secure = self.url().scheme() == "https";
+        if !secure || self.http1 {
+            req = req.header(reqwest::header::HOST, host_header(self.url()));
+        }
         for (name, value) in self.plan.headers(secure) {
             if self.chain.sends(name) {
                 req = req.header(name, value);
@@ -640,7 +648,12 @@ impl HttpProber {
         }
         let connect_timeout = probe.plan.connect_timeout.min(left);
         let hop = Hop::new(host, addr, connect_timeout, probe.egress.route);
-        match send(&hop, &probe.egress.legacy.client(), ask, left).await {
+        // OpenSSL's client speaks HTTP/1.1 only.
+        let ask = Ask {
+            http1: true,
+            ..ask.clone()
+        };
+        match send(&hop, &probe.egress.legacy.client(), &ask, left).await {
             Ok(resp) => {
                 hop.clock.write_legacy(sent, &first.0.clock, first.1, obs);
                 // Which of the two it was, OpenSSL does not say.
@@ -884,6 +897,16 @@ fn note_by_name(
     }
 }
 
+/// `Host` as HTTP/1.1 clients write it: the URL's host (an IPv6 address in brackets),
+/// with its port unless it is the scheme's own.
+pub(super) fn host_header(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
 /// Hands the request to `client` with `hop` as its pinning context: the one place a
 /// request of a probe leaves picket.
 async fn send(
@@ -977,6 +1000,17 @@ fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_is_written_as_http_1_1_clients_write_it() {
+        let host = |url: &str| host_header(&Url::parse(url).expect("url"));
+        assert_eq!(host("http://site.example/a"), "site.example");
+        assert_eq!(host("http://site.example:80/"), "site.example");
+        assert_eq!(host("https://site.example:443/"), "site.example");
+        assert_eq!(host("http://site.example:8080/"), "site.example:8080");
+        assert_eq!(host("http://[2001:db8::1]:8080/"), "[2001:db8::1]:8080");
+        assert_eq!(host("http://BÜCHER.example/"), "xn--bcher-kva.example");
+    }
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
         list.iter().map(|s| s.parse().expect("ip")).collect()

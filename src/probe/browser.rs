@@ -181,7 +181,7 @@ fn brands(brand: &str, major: u32) -> String {
 pub(crate) mod tests {
     use super::*;
 
-    const CHROME_131: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    const CHROME_156: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
     const ACCEPT: &str = "text/html,*/*;q=0.8";
 
     /// The value of header `name` in `list`, whatever its case (for the tests of the
@@ -194,7 +194,8 @@ pub(crate) mod tests {
 
     #[test]
     fn brand_lists_are_those_of_the_real_browsers() {
-        // As Chrome 120, 124, 130 and 131 send them.
+        // As Chrome 120, 124, 130 and 131 send them; 156's GREASE brand as Chromium 156
+        // sends it (tests/browser.rs compares with the installed Chromium).
         assert_eq!(
             brands("Google Chrome", 120),
             r#""Not_A Brand";v="8", "Chromium";v="120", "Google Chrome";v="120""#
@@ -211,11 +212,15 @@ pub(crate) mod tests {
             brands("Google Chrome", 131),
             r#""Google Chrome";v="131", "Chromium";v="131", "Not_A Brand";v="24""#
         );
+        assert_eq!(
+            brands("Google Chrome", 156),
+            r#""Not:A-Brand";v="8", "Chromium";v="156", "Google Chrome";v="156""#
+        );
     }
 
     #[test]
     fn chrome_over_https_sends_its_hints_and_fetch_metadata_in_its_order() {
-        let b = Browser::new(CHROME_131, ACCEPT, "en-US,en;q=0.9");
+        let b = Browser::new(CHROME_156, ACCEPT, "en-US,en;q=0.9");
         let names: Vec<&str> = b.secure.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -245,7 +250,7 @@ pub(crate) mod tests {
 
     #[test]
     fn over_plain_http_no_hints_no_fetch_metadata_and_no_br() {
-        let b = Browser::new(CHROME_131, ACCEPT, "");
+        let b = Browser::new(CHROME_156, ACCEPT, "");
         let names: Vec<&str> = b.plain.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,

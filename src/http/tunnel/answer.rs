@@ -78,17 +78,14 @@ fn head(
             }
         }
     }
-    if !h2 && !request.headers().contains_key(http::header::HOST) {
-        // The name in Host (with the port unless it is the default), unless the job set
-        // its own Host, as on reqwest's path.
-        let host = match url.port() {
-            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_string(),
-        };
-        head = head.header(http::header::HOST, host);
+    // HTTP/1.1 has the name in Host, first as browsers write it; HTTP/2 has none.
+    if !h2 {
+        head = head.header(http::header::HOST, super::super::connect::host_header(url));
     }
     for (name, value) in request.headers() {
-        head = head.header(name, value);
+        if name != http::header::HOST {
+            head = head.header(name, value);
+        }
     }
     head.body(Empty::<Bytes>::new())
         .map_err(|e| TunnelError::Proxy(format!("the request for {url} could not be built: {e}")))
