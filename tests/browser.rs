@@ -123,10 +123,9 @@ fn page_request(heads: &Heads) -> Vec<(String, String)> {
 }
 
 /// Chromium's head as a Chrome of the same version sends it: its User-Agent without
-/// "Headless", and no `Connection` (picket closes each connection itself).
+/// "Headless".
 fn as_chrome(head: Vec<(String, String)>) -> Vec<(String, String)> {
     head.into_iter()
-        .filter(|(n, _)| !n.eq_ignore_ascii_case("connection"))
         .map(|(n, v)| {
             let v = v.replace("HeadlessChrome/", "Chrome/");
             (n, v)
@@ -146,13 +145,11 @@ fn brands_but_chrome(list: &str) -> Vec<String> {
     brands
 }
 
-/// picket's head with its `sec-ch-ua` brought to the Chromium build's brands, and no
-/// `Connection`.
+/// A head with its `sec-ch-ua` taken out as the Chromium build's brands.
 fn comparable(head: Vec<(String, String)>) -> (Vec<(String, String)>, Vec<String>) {
     let mut brands = Vec::new();
     let head = head
         .into_iter()
-        .filter(|(n, _)| !n.eq_ignore_ascii_case("connection"))
         .map(|(n, v)| {
             // Over HTTP/1 reqwest writes every name in title case ("Sec-Ch-Ua"), where
             // Chrome writes the client hints' in lower case (docs/DESIGN.md): the one
@@ -207,9 +204,10 @@ async fn picket_asks_for_a_page_as_the_installed_chromium_does() {
         let (mut browser, browser_brands) = comparable(browser);
         let (mut ours, our_brands) = comparable(page_request(&picket_heads));
         // The port differs (each has a site of its own); the place of `Host` counts
-        // over plain HTTP. Over HTTPS the handshake chooses HTTP/2 (no `Host`) or
-        // HTTP/1.1 after the request is made, and hyper appends `Host` last for the
-        // latter: the one difference known and kept there (docs/DESIGN.md).
+        // over plain HTTP. Over HTTPS the handshake chooses HTTP/2 (no `Host`, no
+        // `Connection`) or HTTP/1.1 after the request is made, and hyper appends
+        // `Host` last for the latter: the difference known and kept there
+        // (docs/DESIGN.md).
         for head in [&mut browser, &mut ours] {
             for (n, v) in head.iter_mut() {
                 if n.eq_ignore_ascii_case("host") {
@@ -217,7 +215,9 @@ async fn picket_asks_for_a_page_as_the_installed_chromium_does() {
                 }
             }
             if scheme == "https" {
-                head.retain(|(n, _)| !n.eq_ignore_ascii_case("host"));
+                head.retain(|(n, _)| {
+                    !n.eq_ignore_ascii_case("host") && !n.eq_ignore_ascii_case("connection")
+                });
             }
         }
         assert_eq!(
