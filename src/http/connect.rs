@@ -98,9 +98,11 @@ impl<'a> Ask<'a> {
     /// The request for `client`, given `timeout` for all of it.
     ///
     /// Where it goes over HTTP/1.1 for sure (plain HTTP; the HTTP/1.1-only clients)
-    /// `Host` comes first, where browsers write it: hyper would append it after every
-    /// other header, a head no browser sends. Over HTTPS otherwise the handshake
-    /// chooses the version, HTTP/2 has no `Host`, and hyper adds it for HTTP/1.1.
+    /// `Host` and `Connection: keep-alive` come first, as browsers write them: hyper
+    /// would append `Host` after every other header and write no `Connection`, a head
+    /// no browser sends. (Pooling is off: the connection is closed after the answer
+    /// all the same.) Over HTTPS otherwise the handshake chooses the version, HTTP/2
+    /// has neither line, and hyper adds `Host` for HTTP/1.1.
     fn build(&self, client: &reqwest::Client, timeout: Duration) -> reqwest::RequestBuilder {
         let method = match self.plan.method {
             Method::Get => reqwest::Method::GET,
@@ -109,7 +111,9 @@ impl<'a> Ask<'a> {
         let mut req = client.request(method, self.url().clone()).timeout(timeout);
         let secure = self.url().scheme() == "https";
         if !secure || self.http1 {
-            req = req.header(reqwest::header::HOST, host_header(self.url()));
+            req = req
+                .header(reqwest::header::HOST, host_header(self.url()))
+                .header(reqwest::header::CONNECTION, "keep-alive");
         }
         for (name, value) in self.plan.headers(secure) {
             if self.chain.sends(name) {

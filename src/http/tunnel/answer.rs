@@ -78,12 +78,14 @@ fn head(
             }
         }
     }
-    // HTTP/1.1 has the name in Host, first as browsers write it; HTTP/2 has none.
+    // HTTP/1.1 has the name in Host, first as browsers write it; HTTP/2 has neither
+    // Host nor Connection.
     if !h2 {
         head = head.header(http::header::HOST, super::super::connect::host_header(url));
     }
     for (name, value) in request.headers() {
-        if name != http::header::HOST {
+        let skipped = name == http::header::HOST || (h2 && name == http::header::CONNECTION);
+        if !skipped {
             head = head.header(name, value);
         }
     }
