@@ -275,3 +275,57 @@ async fn a_refused_consume_backs_off() {
         "{reconnects} reconnects in 5 s: no backoff"
     );
 }
+
+/// Hunt W: on a quorum jobs queue every delivery that goes back counts toward picket's
+/// `x-delivery-limit` (5), a graceful stop's too. Jobs a worker had only prefetched, and
+/// those still running when its grace ran out, went back by the channel's close at each
+/// SIGTERM, so a backlog that lived through six rollouts or scale-downs was dead-lettered
+/// unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stops_never_use_up_a_quorum_queues_delivery_limit() {
+    // Slower than the grace: the jobs in flight at each stop are unfinished too.
+    let router = Router::new().route(
+        "/",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            axum::response::Html(page("<p>slow</p>"))
+        }),
+    );
+    let addr = serve("127.0.9.33", router).await;
+    let toml = format!(
+        "{}\n[targets]\nallow_private = true\n",
+        base_toml().replacen("[amqp]\n", "[amqp]\nqueue_type = \"quorum\"\n", 1)
+    );
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    for i in 0..6 {
+        let url = format!("http://{addr}/?n={i}");
+        client
+            .job(&s, json!({"id": format!("slow-{i}"), "url": url}))
+            .await;
+    }
+    // Two jobs in flight, four only prefetched; a grace shorter than a job.
+    let env = [
+        ("PICKET__PROBE__CONCURRENCY", "2"),
+        ("PICKET__AMQP__PREFETCH", "6"),
+        ("PICKET__WORKER__SHUTDOWN_GRACE", "1s"),
+    ];
+    for _ in 0..6 {
+        let worker = WorkerProcess::start(&toml, &env);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        worker.terminate().await;
+    }
+    assert_eq!(
+        client.depth(&s.amqp.dead_letter_queue).await,
+        0,
+        "jobs were dead-lettered by graceful stops"
+    );
+    let worker = Worker::start(&s);
+    let mut answered = HashSet::new();
+    for r in client.results(&s, 6, Duration::from_secs(60)).await {
+        answered.insert(r["job_id"].as_str().unwrap_or_default().to_string());
+    }
+    worker.shutdown().await;
+    assert_eq!(answered.len(), 6, "answered: {answered:?}");
+}
