@@ -780,7 +780,8 @@ async fn a_redis_out_of_memory_neither_stops_results_nor_swallows_a_change() {
 }
 
 /// Redis deployments restrict commands with ACLs. A user allowed PING but not scripts
-/// (each limiter and state call is one) leaves the worker on its fallback and without
+/// (each limiter and state call is one), or not `TIME` (the state's and the limiter's
+/// clock), leaves the worker on its fallback and without
 /// state at every call: `/readyz` says Redis is not there, and why is logged; a Redis
 /// that may evict keys under memory pressure (its policy not `noeviction`) drops
 /// states and limits silently: `picket_redis_evicts` says so.
@@ -816,6 +817,15 @@ async fn a_redis_refusing_scripts_is_not_ready_and_one_that_evicts_is_said() {
     assert_eq!(one(&c, &s, json!({"url": site.url})).await["verdict"], "up");
     let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
     assert_eq!(code, 503, "scripts refused: {body}");
+    assert!(body.contains("redis=false"), "{body}");
+    // Hunt W: `TIME` refused, every state step fails (its times are Redis's) while a
+    // script that only writes still runs: the worker keeps no state, and said ready.
+    let _: () = acl(&["~*", "&*", "+@all", "-time"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
+    assert_eq!(code, 503, "TIME refused: {body}");
     assert!(body.contains("redis=false"), "{body}");
     let _: () = acl(&["~*", "&*", "+@all"])
         .query_async(&mut admin)
