@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ack::Acks;
-use super::delivery::{job, Session};
+use super::delivery::{hand_back_on_stop, job, Session};
 use super::publish::Publisher;
 use super::reply::Replies;
 use super::topology::declare;
@@ -58,11 +58,13 @@ pub async fn run_worker(
             continue;
         };
         worker.consume(&mut live, &session).await;
-        let ended = worker.release(session);
         if worker.shutdown.is_cancelled() {
+            worker.stop_taking(&mut live, &session).await;
+            let ended = worker.release(session);
             worker.shut_down(live, ended.over).await;
             return;
         }
+        let ended = worker.release(session);
         worker.end(live, ended).await;
     }
     worker.tracker.close();
@@ -283,6 +285,7 @@ impl Worker {
             acks: Acks::start(consume.clone(), &self.tracker),
             broken,
             over: CancellationToken::new(),
+            shutdown: self.shutdown.clone(),
             unreadable: Arc::default(),
             settled: Arc::default(),
             // 0: no limit was negotiated.
@@ -349,13 +352,41 @@ impl Worker {
         Ended { over, settled }
     }
 
-    /// Ends the last session on shutdown: stop the flow first, let in-flight jobs finish
-    /// within the grace period, then close: whatever is still unacked goes back to the queue.
-    async fn shut_down(&self, live: Live, over: CancellationToken) {
+    /// Stops the flow of deliveries on shutdown, and hands back those the broker had
+    /// already sent that no job took (prefetched), where a return would count against
+    /// the queue's delivery limit ([`hand_back_on_stop`]).
+    async fn stop_taking(&self, live: &mut Live, session: &Session) {
         let cancel = live
             .consume
             .basic_cancel(short(&self.consumer_tag()), BasicCancelOptions::default());
         let _ = tokio::time::timeout(CLOSE_WAIT, cancel).await;
+        if self.settings.queue_type != crate::config::QueueType::Quorum {
+            return;
+        }
+        // After the cancel the consumer yields what it holds, then ends.
+        let mut held = Vec::new();
+        let drain = async {
+            while let Some(Ok(delivery)) = live.consumer.next().await {
+                session.acks.delivered(delivery.delivery_tag);
+                held.push(delivery);
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
+        // Side by side, over the session's publishing channels: up to `prefetch` of
+        // them, within the time a close is given.
+        let back = futures_util::stream::iter(&held).for_each_concurrent(
+            self.publish_channels,
+            |d| async move {
+                hand_back_on_stop(session, d).await;
+            },
+        );
+        let _ = tokio::time::timeout(CLOSE_WAIT, back).await;
+    }
+
+    /// Ends the last session on shutdown (its flow stopped): let in-flight jobs finish
+    /// within the grace period, then stop them (each handed back or left to the close)
+    /// and close: whatever is still unacked goes back to the queue.
+    async fn shut_down(&self, live: Live, over: CancellationToken) {
         self.tracker.close();
         if tokio::time::timeout(self.grace, self.tracker.wait())
             .await
@@ -367,6 +398,8 @@ impl Worker {
             );
         }
         over.cancel();
+        // The stopped jobs' hand-backs, and the acks they send, before the close.
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.tracker.wait()).await;
         self.replies.close().await;
         close_connection(&live.conn, "picket worker shutting down").await;
         self.disconnected();

@@ -62,6 +62,9 @@ pub(super) struct Session {
     pub(super) broken: CancellationToken,
     /// Cancelled when the session is over: its unfinished jobs stop.
     pub(super) over: CancellationToken,
+    /// The worker's shutdown: a session over because of it hands its unfinished jobs
+    /// back as copies where a return would count (see [`hand_back_on_stop`]).
+    pub(super) shutdown: CancellationToken,
     /// The connection ended on a message the client cannot read, and that was told
     /// (the consumer and the connection's events both see it; told once).
     pub(super) unreadable: Arc<std::sync::atomic::AtomicBool>,
@@ -85,10 +88,12 @@ pub(super) async fn job(
     let tag = delivery.delivery_tag;
     let acker = delivery.acker.clone();
     let s = &session;
-    let work = deliver(s, delivery);
+    let work = deliver(s, &delivery);
     tokio::select! {
         () = s.over.cancelled() => {
-            tracing::info!("session over; the broker hands this job out again");
+            if !(s.shutdown.is_cancelled() && hand_back_on_stop(s, &delivery).await) {
+                tracing::info!("session over; the broker hands this job out again");
+            }
         }
         handled = std::panic::AssertUnwindSafe(work).catch_unwind() => match handled {
             Ok(true) => {}
@@ -108,22 +113,22 @@ pub(super) async fn job(
 
 /// Handles one delivery to the end (ack or nack): decode, engine, publish, settle.
 /// False when publishing failed, which means the session should be rebuilt.
-async fn deliver(s: &Session, delivery: lapin::message::Delivery) -> bool {
-    let received = Received::read(&delivery);
+async fn deliver(s: &Session, delivery: &lapin::message::Delivery) -> bool {
+    let received = Received::read(delivery);
     let refused = s
         .refusals
         .dead_letter(&received.delivery_id, received.redelivered);
     let decided = match refused {
         Some(why) => Some(Disposition::DeadLetter(why)),
-        None => decide(s, &delivery, &received).await,
+        None => decide(s, delivery, &received).await,
     };
     let Some(disposition) = decided else {
-        requeue(&delivery, &s.acks).await;
+        requeue(delivery, &s.acks).await;
         return true;
     };
     crash_point(CrashPoint::AfterState, &disposition);
-    let outcome = publish_disposition(s, &delivery, &received, &disposition).await;
-    settle(s, &delivery, &received, &disposition, outcome).await
+    let outcome = publish_disposition(s, delivery, &received, &disposition).await;
+    settle(s, delivery, &received, &disposition, outcome).await
 }
 
 /// What a delivery's properties say about it, read once.
@@ -545,6 +550,27 @@ async fn hand_back(s: &Session, delivery: &lapin::message::Delivery, delivery_id
         }
         Err(_) => false,
     }
+}
+
+/// Hands a job the worker stops without finishing (at shutdown: only prefetched, or
+/// still running when the grace ran out) back as a copy, then acks it, where the queue
+/// is a quorum queue: there the channel's close would count a delivery, and a backlog
+/// that lived through `x-delivery-limit` rollouts or scale-downs would be dead-lettered
+/// unanswered (hunt W). A classic queue counts nothing and keeps the job's place, so it
+/// is left to the close. False when nothing was handed back (the close returns it).
+pub(super) async fn hand_back_on_stop(s: &Session, delivery: &lapin::message::Delivery) -> bool {
+    if s.settings.queue_type != crate::config::QueueType::Quorum {
+        return false;
+    }
+    let received = Received::read(delivery);
+    let handed = hand_back(s, delivery, &received.delivery_id).await;
+    if handed {
+        tracing::info!(
+            job_id = %received.fallback_id,
+            "worker stopping; the job is handed back as a copy"
+        );
+    }
+    handed
 }
 
 /// Hands a delivery back to the queue (the broker redelivers it, to us or another worker).
