@@ -47,8 +47,11 @@ pub(crate) struct RedisCheck {
 const EPOCH: &str = "local e = redis.call('GET', KEYS[1]) \
     if not e then redis.call('SET', KEYS[1], ARGV[1]) e = ARGV[1] end return e";
 
-/// Writes the check key through a script, as every limiter and state call does.
-const CHECK: &str = "redis.call('SET', KEYS[1], '1', 'PX', 60000) return 1";
+/// Writes the check key through a script, as every limiter and state call does, and
+/// reads Redis's clock, which they all ask (an ACL refusing `TIME` leaves the worker
+/// without state and limits as surely as one refusing scripts; hunt W). `TIME` comes
+/// after the write: a Redis before 5 refuses writes after it in a script.
+const CHECK: &str = "redis.call('SET', KEYS[1], '1', 'PX', 60000) redis.call('TIME') return 1";
 
 impl RedisCheck {
     /// Whether Redis takes the worker's kind of call within a second, and why not: a
