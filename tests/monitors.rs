@@ -1883,3 +1883,38 @@ async fn reports_an_older_worker_let_go_are_swept_by_the_next_change() {
         "d's report swept, j2's kept"
     );
 }
+
+/// Hunt W: a Redis stall while the shared limiter booked a request was charged to the
+/// job's own time. With `timeout_ms` 1000 and Redis stopped past `redis.timeout`, a site
+/// answering at once was never asked: `unknown/local_resources`, blamed on a CPU short
+/// of time (and with a slow site and one attempt, `down/timeout`). The limiter's time,
+/// its round trip as much as its waiting, is ours, not the site's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stall_in_the_limiter_is_not_taken_from_the_sites_time() {
+    use std::sync::Arc;
+    let (redis, site, mut s) = on_a_private_redis("127.0.78.11").await;
+    s.redis.timeout = Duration::from_millis(1500);
+    s.probe.attempts = 1;
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let limiter = picket::limit::redis::RedisLimiter::new(
+        pool,
+        &s.redis,
+        &s.rate_limit,
+        Duration::from_secs(30),
+        "stalled",
+    );
+    let state = Arc::new(picket::state::MemoryState::default());
+    let engine = picket::app::engine(&s, state, Arc::new(limiter)).expect("engine");
+    let job = json!({"url": site.url, "timeout_ms": 1000});
+    let r = crate::support::picket::check_job(&engine, job.clone()).await;
+    assert_eq!(r.verdict, Verdict::Up, "Redis running: {}", r.detail);
+    let frozen = Frozen::new(&redis);
+    let r = crate::support::picket::check_job(&engine, job).await;
+    drop(frozen);
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Up, "ok"),
+        "Redis stalled: {}",
+        r.detail
+    );
+}
