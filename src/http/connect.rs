@@ -411,6 +411,7 @@ impl HttpProber {
             max_pause: probe.plan.max_wait.unwrap_or(probe.plan.timeout),
             line: std::mem::take(&mut probe.line),
         };
+        let asked = Instant::now();
         let permit = match self.limiter.acquire(request).await {
             Grant::Go(p) => p,
             Grant::Defer(wait) if probe.followed == 0 => {
@@ -450,7 +451,9 @@ impl HttpProber {
         };
         crate::metric::throttle_wait(permit.waited);
         obs.queued += permit.waited;
-        probe.deadline += permit.waited;
+        // The limiter's whole time is ours, not the site's: its waiting, and its round
+        // trip to Redis, which a stalled Redis stretches to `redis.timeout` (hunt W).
+        probe.deadline += asked.elapsed().max(permit.waited);
         Ok(permit)
     }
 
