@@ -104,7 +104,7 @@ impl RedisCheck {
             tracing::warn!(
                 epoch_before = %before,
                 epoch_now = %now,
-                "Redis lost picket's keys (a restart without persistence, a FLUSHALL, a failover to a replica that had not synced): every key's state starts afresh (previous_verdict null), changes pending then are told by no result, and the per-IP limits start again; keep Redis with appendonly yes, or Sentinel with a replica"
+                "Redis lost picket's keys (a restart without persistence, a FLUSHALL, a failover to a replica that had not synced, or an eviction under maxmemory where picket_redis_evicts is 1): every key's state starts afresh (previous_verdict null), changes pending then are told by no result, and the per-IP limits start again; keep Redis with appendonly yes, or Sentinel with a replica"
             );
         }
         *seen = Some(now);
