@@ -827,6 +827,14 @@ async fn a_redis_refusing_scripts_is_not_ready_and_one_that_evicts_is_said() {
     let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
     assert_eq!(code, 503, "TIME refused: {body}");
     assert!(body.contains("redis=false"), "{body}");
+    // Nor `PEXPIRE`: a state step telling a change wrote the key's verdict, then failed
+    // on its last command, and the change went untold (Redis undoes no script's writes).
+    let _: () = acl(&["~*", "&*", "+@all", "-pexpire"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
+    assert_eq!(code, 503, "PEXPIRE refused: {body}");
     let _: () = acl(&["~*", "&*", "+@all"])
         .query_async(&mut admin)
         .await
