@@ -48,10 +48,15 @@ const EPOCH: &str = "local e = redis.call('GET', KEYS[1]) \
     if not e then redis.call('SET', KEYS[1], ARGV[1]) e = ARGV[1] end return e";
 
 /// Writes the check key through a script, as every limiter and state call does, and
-/// reads Redis's clock, which they all ask (an ACL refusing `TIME` leaves the worker
-/// without state and limits as surely as one refusing scripts; hunt W). `TIME` comes
-/// after the write: a Redis before 5 refuses writes after it in a script.
-const CHECK: &str = "redis.call('SET', KEYS[1], '1', 'PX', 60000) redis.call('TIME') return 1";
+/// asks what they ask besides of a key: `PEXPIRE`, `GET`, Redis's clock. An ACL refusing
+/// one of those leaves the worker without state and limits as surely as one refusing
+/// scripts, and a script Redis stops on a refused command keeps the writes it made
+/// (hunt W: a change's step wrote the verdict, failed on `PEXPIRE`, and the change was
+/// told by no result). `TIME` comes after the writes: a Redis before 5 refuses writes
+/// after it in a script.
+const CHECK: &str = "redis.call('SET', KEYS[1], '1', 'PX', 60000) \
+    redis.call('PEXPIRE', KEYS[1], 60000) redis.call('GET', KEYS[1]) \
+    redis.call('TIME') return 1";
 
 impl RedisCheck {
     /// Whether Redis takes the worker's kind of call within a second, and why not: a
