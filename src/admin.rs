@@ -36,16 +36,22 @@ pub(crate) struct RedisCheck {
     /// Whether the warning that eviction cannot be read was logged (once a time it
     /// turns unknown).
     pub told_unknown: Arc<AtomicBool>,
-    /// `{key_prefix}epoch`: a mark written once, kept for good; gone means Redis lost
-    /// its data ([`RedisCheck::lost_data`]).
+    /// `{key_prefix}mark`: a mark written once, kept for good, and a count of the
+    /// looks at it; the mark gone, or the count not above the last one this worker saw,
+    /// means Redis lost its data or went back to an older copy
+    /// ([`RedisCheck::lost_data`]).
     pub epoch_key: String,
-    /// The mark this worker last read.
-    pub epoch: Arc<std::sync::Mutex<Option<String>>>,
+    /// The mark and the count this worker last read: held across the look, so that
+    /// two looks of this worker (a `/readyz` beside the periodic check) are compared in
+    /// the order Redis counted them.
+    pub epoch: Arc<tokio::sync::Mutex<Option<(String, i64)>>>,
 }
 
-/// Reads the epoch mark, writing ARGV[1] when there is none; the mark.
-const EPOCH: &str = "local e = redis.call('GET', KEYS[1]) \
-    if not e then redis.call('SET', KEYS[1], ARGV[1]) e = ARGV[1] end return e";
+/// Reads the mark, writing ARGV[1] when there is none, and counts this look: {the
+/// mark, the looks counted so far by every worker}.
+const EPOCH: &str = "local e = redis.call('HGET', KEYS[1], 'm') \
+    if not e then redis.call('HSET', KEYS[1], 'm', ARGV[1]) e = ARGV[1] end \
+    return {e, redis.call('HINCRBY', KEYS[1], 'n', 1)}";
 
 /// Writes the check key through a script, as every limiter and state call does, and
 /// asks what they ask besides of a key: `PEXPIRE`, `GET`, Redis's clock. An ACL refusing
@@ -84,33 +90,46 @@ impl RedisCheck {
     }
 
     /// Says (a warning, `picket_redis_data_lost_total`) when Redis lost picket's keys
-    /// since this worker last looked: the epoch mark it read is gone (a restart without
-    /// persistence, a `FLUSHALL`, a failover to a replica that had not synced). Every
-    /// key's state started afresh (`previous_verdict: null`), the changes pending then
-    /// are told by no result, and the per-IP limits started again: nothing else says
-    /// so (hunt P). In a Redis Cluster, the mark is on one node: only its loss is seen.
+    /// since this worker last looked: the mark it read is gone (a restart without
+    /// persistence, a `FLUSHALL`, a failover to a replica that had not synced), or the
+    /// count of looks went back (a restart that loaded an older snapshot: hunt W).
+    /// Every key's state started afresh or went back (`previous_verdict` null or old),
+    /// changes are told by no result or told again, and the per-IP limits started
+    /// again: nothing else says so (hunt P). In a Redis Cluster, the mark is on one
+    /// node: only its loss is seen.
     async fn lost_data(&self) {
         let fresh = format!("{:x}-{:x}", std::process::id(), crate::state::now_ms());
+        let mut seen = self.epoch.lock().await;
         let read = async {
             let mut c = self.pool.get().await.ok()?;
             redis::Script::new(EPOCH)
                 .key(&self.epoch_key)
                 .arg(&fresh)
-                .invoke_async::<String>(&mut c)
+                .invoke_async::<(String, i64)>(&mut c)
                 .await
                 .ok()
         };
         let Ok(Some(now)) = tokio::time::timeout(Duration::from_secs(1), read).await else {
             return;
         };
-        let mut seen = self.epoch.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(before) = seen.as_ref().filter(|before| **before != now) {
-            crate::metric::redis_data_lost();
-            tracing::warn!(
-                epoch_before = %before,
-                epoch_now = %now,
-                "Redis lost picket's keys (a restart without persistence, a FLUSHALL, a failover to a replica that had not synced, or an eviction under maxmemory where picket_redis_evicts is 1): every key's state starts afresh (previous_verdict null), changes pending then are told by no result, and the per-IP limits start again; keep Redis with appendonly yes, or Sentinel with a replica"
-            );
+        match seen.as_ref() {
+            Some(before) if before.0 != now.0 => {
+                crate::metric::redis_data_lost();
+                tracing::warn!(
+                    epoch_before = %before.0,
+                    epoch_now = %now.0,
+                    "Redis lost picket's keys (a restart without persistence, a FLUSHALL, a failover to a replica that had not synced, or an eviction under maxmemory where picket_redis_evicts is 1): every key's state starts afresh (previous_verdict null), changes pending then are told by no result, and the per-IP limits start again; keep Redis with appendonly yes, or Sentinel with a replica"
+                );
+            }
+            Some(before) if now.1 <= before.1 => {
+                crate::metric::redis_data_lost();
+                tracing::warn!(
+                    looks_before = before.1,
+                    looks_now = now.1,
+                    "Redis went back to an older copy of picket's keys (a restart that loaded an older snapshot, RDB without appendonly): every key's state went back to that time, changes since are told again or by no result, and the per-IP limits went back; keep Redis with appendonly yes, or Sentinel with a replica"
+                );
+            }
+            _ => {}
         }
         *seen = Some(now);
     }

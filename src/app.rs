@@ -177,7 +177,7 @@ fn redis_check(
         pool,
         key: format!("{}ready", settings.key_prefix),
         told_unknown: Arc::default(),
-        epoch_key: format!("{}epoch", settings.key_prefix),
+        epoch_key: format!("{}mark", settings.key_prefix),
         epoch: Arc::default(),
     };
     let label = redis_label(settings);

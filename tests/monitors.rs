@@ -690,13 +690,15 @@ async fn redis_losing_its_data_is_said_once() {
 /// snapshot too, so nothing was said; Redis going back is a loss like the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_back_to_an_older_snapshot_is_said() {
-    let (redis, _site, s) = on_a_private_redis("127.0.40.13").await;
-    let w = Worker::start(&s);
-    wait_readyz(w.ops, 200, Duration::from_secs(20)).await;
+    let (redis, _site, text) = private_redis_toml("127.0.40.13").await;
+    // A process of its own: its metrics are no other test's.
+    let w = WorkerProcess::plain(&text);
+    let ops = settings_of(&text).http.listen;
+    wait_readyz(ops, 200, Duration::from_secs(20)).await;
     let lost = async || {
-        let (code, _) = get_ops(w.ops, "/readyz").await.expect("readyz");
+        let (code, _) = get_ops(ops, "/readyz").await.expect("readyz");
         assert_eq!(code, 200);
-        let (_, text) = get_ops(w.ops, "/metrics").await.expect("metrics");
+        let (_, text) = get_ops(ops, "/metrics").await.expect("metrics");
         metric(&text, "picket_redis_data_lost_total").unwrap_or(0.0)
     };
     let mut admin = redis::Client::open(redis.url())
@@ -719,10 +721,10 @@ async fn redis_going_back_to_an_older_snapshot_is_said() {
     })
     .await
     .expect("restarted");
-    wait_readyz(w.ops, 200, Duration::from_secs(10)).await;
+    wait_readyz(ops, 200, Duration::from_secs(10)).await;
     assert_eq!(lost().await, 1.0, "the return to the snapshot is said");
     assert_eq!(lost().await, 1.0, "once");
-    w.shutdown().await;
+    w.terminate().await;
     drop(redis);
 }
 
