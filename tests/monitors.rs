@@ -653,6 +653,28 @@ async fn a_redis_outage_is_said_a_few_times_not_once_per_job() {
     w.terminate().await;
 }
 
+/// Runs `command` (no arguments) on `redis` as its administrator would.
+async fn admin_command(redis: &RedisServer, command: &str) {
+    let mut admin = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let _: () = redis::cmd(command)
+        .query_async(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("{command}: {e}"));
+}
+
+/// `picket_redis_data_lost_total` of the worker at `ops`, after a `/readyz` (ready), which
+/// looks at Redis's mark.
+async fn data_lost_after_a_look(ops: std::net::SocketAddr) -> f64 {
+    let (code, _) = get_ops(ops, "/readyz").await.expect("readyz");
+    assert_eq!(code, 200);
+    let (_, text) = get_ops(ops, "/metrics").await.expect("metrics");
+    metric(&text, "picket_redis_data_lost_total").unwrap_or(0.0)
+}
+
 /// Hunt P: Redis losing its data while it answers (a restart without persistence, a
 /// `FLUSHALL`, a failover to a replica that had not synced) swallowed the changes
 /// pending then and started every key afresh, with no word: results went on saying
@@ -663,22 +685,9 @@ async fn redis_losing_its_data_is_said_once() {
     let (redis, _site, s) = on_a_private_redis("127.0.40.12").await;
     let w = Worker::start(&s);
     wait_readyz(w.ops, 200, Duration::from_secs(20)).await;
-    let lost = async || {
-        let (code, _) = get_ops(w.ops, "/readyz").await.expect("readyz");
-        assert_eq!(code, 200);
-        let (_, text) = get_ops(w.ops, "/metrics").await.expect("metrics");
-        metric(&text, "picket_redis_data_lost_total").unwrap_or(0.0)
-    };
+    let lost = || data_lost_after_a_look(w.ops);
     assert_eq!(lost().await, 0.0, "nothing lost yet");
-    let mut admin = redis::Client::open(redis.url())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis connection");
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut admin)
-        .await
-        .expect("FLUSHALL");
+    admin_command(&redis, "FLUSHALL").await;
     assert_eq!(lost().await, 1.0, "the loss is said");
     assert_eq!(lost().await, 1.0, "once");
     w.shutdown().await;
@@ -695,21 +704,8 @@ async fn redis_going_back_to_an_older_snapshot_is_said() {
     let w = WorkerProcess::plain(&text);
     let ops = settings_of(&text).http.listen;
     wait_readyz(ops, 200, Duration::from_secs(20)).await;
-    let lost = async || {
-        let (code, _) = get_ops(ops, "/readyz").await.expect("readyz");
-        assert_eq!(code, 200);
-        let (_, text) = get_ops(ops, "/metrics").await.expect("metrics");
-        metric(&text, "picket_redis_data_lost_total").unwrap_or(0.0)
-    };
-    let mut admin = redis::Client::open(redis.url())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis connection");
-    let _: () = redis::cmd("SAVE")
-        .query_async(&mut admin)
-        .await
-        .expect("SAVE");
+    let lost = || data_lost_after_a_look(ops);
+    admin_command(&redis, "SAVE").await;
     // Checks after the snapshot, which it does not hold.
     for _ in 0..3 {
         assert_eq!(lost().await, 0.0, "nothing lost yet");
