@@ -63,7 +63,9 @@ async fn drain(c: &Client, queue: &str, within: Duration) -> Vec<(String, Value)
         .await
         .expect("consume");
     let mut out = Vec::new();
-    while let Ok(Some(Ok(d))) = tokio::time::timeout(within, consumer.next()).await {
+    // One deadline for all: a stream that never pauses ends the loop too.
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, consumer.next()).await {
         d.acker.ack(BasicAckOptions::default()).await.expect("ack");
         let body = serde_json::from_slice(&d.data).expect("JSON");
         out.push((d.routing_key.as_str().to_string(), body));
@@ -1961,4 +1963,55 @@ async fn a_redis_stall_in_the_limiter_is_not_taken_from_the_sites_time() {
         "Redis stalled: {}",
         r.detail
     );
+}
+
+/// Hunt W (D9): an alerting subscriber's full queue on the changes exchange (RabbitMQ's
+/// `reject-publish`) refuses the change, after the result was confirmed. The whole job
+/// was handed back, probed again, and its result published again every ~2 s for as long
+/// as the queue stayed full (50 copies in 20 s for 5 jobs). Only the change is retried:
+/// the result is published once, and the change arrives, once, when the queue has room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_alerting_queue_delays_the_change_and_repeats_no_result() {
+    let site = Site::start("127.0.9.34").await;
+    let s = settings_of(&toml(""));
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let w = Worker::start(&s);
+    let first = one(&c, &s, json!({"url": site.url, "id": "before"})).await;
+    assert_eq!(first["verdict"], "up");
+    let full = c.refusing_queue().await;
+    c.ch.queue_bind(
+        full.as_str().into(),
+        s.amqp.changes_exchange.as_str().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind the full queue");
+    site.set_up(false);
+    let r = one(&c, &s, json!({"url": site.url, "id": "the-change"})).await;
+    assert_eq!(
+        (r["verdict"].as_str(), r["changed"].as_bool()),
+        (Some("down"), Some(true))
+    );
+    let again = drain(&c, &s.amqp.results_queue, Duration::from_secs(8)).await;
+    assert!(
+        again.is_empty(),
+        "the job was probed and its result published again {} times while the alerting \
+         queue was full",
+        again.len()
+    );
+    let changes = changes_queue(&c, &s).await;
+    c.ch.queue_delete(full.as_str().into(), Default::default())
+        .await
+        .expect("the alerting queue is gone");
+    let got = drain(&c, &changes, Duration::from_secs(15)).await;
+    let told: Vec<(&str, &Value)> = got
+        .iter()
+        .map(|(k, v)| (k.as_str(), &v["job_id"]))
+        .collect();
+    assert_eq!(told, [("up.down", &json!("the-change"))], "{got:?}");
+    assert_eq!(got[0].1, r, "the change is the result that was published");
+    w.shutdown().await;
 }
