@@ -12,10 +12,11 @@ use lapin::BasicProperties;
 use tokio_util::sync::CancellationToken;
 
 use super::ack::Acks;
-use super::publish::report_message;
+use super::change::{self, Change};
+use super::publish::{change_route, report_message};
 use super::reply::Replies;
 use super::topology::{delay_bucket, delay_queue_name, DELAY_BUCKETS};
-use super::{publish_confirmed, publish_report, AmqpError, Publisher, Route};
+use super::{publish_confirmed, publish_result, AmqpError, Publisher, Route};
 use crate::config::AmqpSettings;
 use crate::engine::Engine;
 use crate::metric;
@@ -114,6 +115,9 @@ pub(super) async fn job(
 /// Handles one delivery to the end (ack or nack): decode, engine, publish, settle.
 /// False when publishing failed, which means the session should be rebuilt.
 async fn deliver(s: &Session, delivery: &lapin::message::Delivery) -> bool {
+    if let Some(route) = change::pending(&delivery.properties) {
+        return change::retry(s, delivery, &route).await;
+    }
     let received = Received::read(delivery);
     let refused = s
         .refusals
@@ -209,7 +213,7 @@ fn epoch_ms(t: SystemTime) -> AMQPValue {
 }
 
 /// An integer header.
-fn header_int(props: &BasicProperties, name: &str) -> Option<i64> {
+pub(super) fn header_int(props: &BasicProperties, name: &str) -> Option<i64> {
     match props.headers().as_ref()?.inner().get(name)? {
         AMQPValue::LongLongInt(n) => Some(*n),
         AMQPValue::LongInt(n) => Some(i64::from(*n)),
@@ -316,9 +320,21 @@ async fn answer(
     report: &crate::job::Report,
 ) -> Result<(), AmqpError> {
     let message = report_message(report);
-    publish_report(&s.publish, &s.settings, &message, report).await?;
+    publish_result(&s.publish, &s.settings, &message, report).await?;
     // Counted once confirmed: a result the broker refused went to no subscriber.
     metric::result(report.verdict, report.reason, report.cached);
+    if let Some(route) = change_route(report) {
+        // Confirmed (or, refused, its copy confirmed) before the job is acked: a change
+        // is never lost between the two (a redelivery repeats it, with the same job id).
+        let (payload, props) = &message;
+        let change = Change {
+            route: &route,
+            payload,
+            props,
+            tries: 0,
+        };
+        change::tell(s, &change).await?;
+    }
     if let Some(reply_to) = props.reply_to() {
         let (payload, mut p) = message;
         if let Some(c) = props.correlation_id() {
@@ -330,7 +346,7 @@ async fn answer(
 }
 
 /// Copies a message that is no job to the dead-letter queue, its `reason` in a header.
-async fn dead_letter(
+pub(super) async fn dead_letter(
     s: &Session,
     delivery: &lapin::message::Delivery,
     reason: &str,
@@ -521,7 +537,7 @@ pub const RETRY_OF_HEADER: &str = "x-picket-retry-of";
 pub const UNSETTLED_HEADER: &str = "x-picket-unsettled";
 
 /// A short-string or long-string header's text.
-fn header_text(props: &BasicProperties, name: &str) -> Option<String> {
+pub(super) fn header_text(props: &BasicProperties, name: &str) -> Option<String> {
     match props.headers().as_ref()?.inner().get(name)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
@@ -574,7 +590,7 @@ pub(super) async fn hand_back_on_stop(s: &Session, delivery: &lapin::message::De
 }
 
 /// Hands a delivery back to the queue (the broker redelivers it, to us or another worker).
-async fn requeue(delivery: &lapin::message::Delivery, acks: &Acks) {
+pub(super) async fn requeue(delivery: &lapin::message::Delivery, acks: &Acks) {
     metric::requeued();
     let _ = delivery
         .acker

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use super::AmqpError;
 use crate::config::AmqpSettings;
 use crate::job::Report;
-use crate::metric;
 
 /// Whether a message that reaches no queue is a failure ([`Route::Mandatory`]) or fine
 /// ([`Route::Optional`]: e.g. changes nobody subscribed to yet).
@@ -171,7 +170,7 @@ pub fn short(text: &str) -> ShortString {
     })
 }
 
-fn persistent_json() -> BasicProperties {
+pub(super) fn persistent_json() -> BasicProperties {
     BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
@@ -186,30 +185,26 @@ pub(crate) fn report_message(report: &Report) -> (Vec<u8>, BasicProperties) {
     )
 }
 
-/// Publishes a result to the results exchange (routing key = verdict), and its change
-/// to the changes exchange.
+/// Publishes a result to the results exchange (routing key = verdict), confirmed. Its
+/// change, if any, is the caller's (`change::tell`): a refused change is retried alone.
 ///
 /// # Errors
-/// Any publish not confirmed.
-pub async fn publish_report(
+/// The publish was not confirmed.
+pub async fn publish_result(
     publisher: &Publisher,
     s: &AmqpSettings,
     (payload, props): &(Vec<u8>, BasicProperties),
     report: &Report,
 ) -> Result<(), AmqpError> {
     let results = (s.results_exchange.as_str(), report.verdict.as_str());
-    publish_confirmed(publisher, results, Route::Mandatory, payload, props.clone()).await?;
-    if report.changed {
-        if let Some(previous) = report.previous_verdict {
-            // Confirmed before the job is acked, like the result: a change is never lost
-            // between the two (a redelivery repeats it, with the same job id).
-            let key = format!("{}.{}", previous.as_str(), report.verdict.as_str());
-            let changes = (s.changes_exchange.as_str(), key.as_str());
-            publish_confirmed(publisher, changes, Route::Optional, payload, props.clone()).await?;
-            metric::change_published();
-        }
-    }
-    Ok(())
+    publish_confirmed(publisher, results, Route::Mandatory, payload, props.clone()).await
+}
+
+/// The routing key of the report's change (`PREVIOUS.VERDICT`), when it changed its
+/// key's verdict.
+pub(crate) fn change_route(report: &Report) -> Option<String> {
+    let previous = report.previous_verdict.filter(|_| report.changed)?;
+    Some(format!("{}.{}", previous.as_str(), report.verdict.as_str()))
 }
 
 #[cfg(test)]
