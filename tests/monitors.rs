@@ -2015,3 +2015,68 @@ async fn a_full_alerting_queue_delays_the_change_and_repeats_no_result() {
     assert_eq!(got[0].1, r, "the change is the result that was published");
     w.shutdown().await;
 }
+
+/// Hunt W (W-5): Redis undoes none of a script's writes. With `PEXPIRE` refused to
+/// picket's user, a step telling a change wrote the key's new verdict, then failed on
+/// its last command; the worker took the failure as a step that never ran and answered
+/// without state (`previous_verdict: null`), and the next step found the new verdict
+/// already there: the change was told by no result. A script that fails part-way may
+/// have written: it is asked again at once with the same nonce, and a run that wrote
+/// finds its own answer. One failing before any write (`GET` refused) is answered
+/// without state at once, not handed back for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_fails_after_its_first_write_still_tells_its_change() {
+    let (redis, site, mut s) = on_a_private_redis("127.0.9.35").await;
+    let mut admin = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let refuse = |rule: &str| {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg(
+            "SETUSER picket reset on >pw ~* &* +@all"
+                .split(' ')
+                .collect::<Vec<_>>(),
+        )
+        .arg(rule);
+        cmd
+    };
+    let _: () = refuse("-pexpire")
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    s.redis.url = redis.url().replacen("redis://", "redis://picket:pw@", 1);
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let changes = changes_queue(&c, &s).await;
+    let w = Worker::start(&s);
+    let job = json!({"url": site.url, "key": "w5"});
+    assert_eq!(one(&c, &s, job.clone()).await["verdict"], "up");
+    site.set_up(false);
+    let down = one(&c, &s, job.clone()).await;
+    assert_eq!(
+        (down["previous_verdict"].as_str(), down["changed"].as_bool()),
+        (Some("up"), Some(true)),
+        "{down}"
+    );
+    let told = drain(&c, &changes, Duration::from_secs(3)).await;
+    let keys: Vec<&str> = told.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["up.down"], "{told:?}");
+
+    let _: () = refuse("-get")
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    site.set_up(true);
+    let without = one(&c, &s, job).await;
+    assert_eq!(
+        (
+            without["verdict"].as_str(),
+            without["previous_verdict"].as_str()
+        ),
+        (Some("up"), None),
+        "{without}"
+    );
+    w.shutdown().await;
+}
