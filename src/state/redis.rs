@@ -247,9 +247,42 @@ enum Late {
     No,
     /// It timed out, or its connection dropped: the command may have run, or may yet.
     Maybe,
+    /// A script failed on a command it called (one refused to picket's user, a write
+    /// refused at `maxmemory`): Redis undoes none of the writes it made before.
+    PartWay,
     /// The step ran after its expiry and took no step: no run of it ever will. With
     /// the time it ran at (the clock of the node holding its key).
     Expired(RedisClock),
+}
+
+/// How far a Redis call that failed ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// Not at all: refused, or never sent.
+    No,
+    /// No answer came: it may have run, or may yet.
+    Maybe,
+    /// A script that failed on a command it called: its earlier writes stay.
+    PartWay,
+}
+
+impl Ran {
+    fn of(e: &redis::RedisError) -> Ran {
+        if e.is_timeout() || e.is_connection_dropped() {
+            Ran::Maybe
+        } else if raised_in_a_script(e) {
+            Ran::PartWay
+        } else {
+            Ran::No
+        }
+    }
+}
+
+/// Whether `e` is a script's failure on a command it called: Redis names the script's
+/// line (`@user_script:N`, in Redis 5 to 7), never so for a refusal of the script itself
+/// (`EVALSHA` refused, a full Redis refusing a script at its start).
+fn raised_in_a_script(e: &redis::RedisError) -> bool {
+    e.to_string().contains("@user_script:")
 }
 
 /// Redis's time as last read: a time (ms) it had, and when its answer came here, later.
@@ -419,7 +452,7 @@ impl RedisState {
         let asked = tokio::time::Instant::now();
         match self.try_once(read()).await {
             Ok(v) => Some(v),
-            Err((_, true)) if asked.elapsed() < self.timeout / 4 => {
+            Err((_, Ran::Maybe)) if asked.elapsed() < self.timeout / 4 => {
                 self.attempt(what, read()).await.ok()
             }
             Err(failed) => {
@@ -443,7 +476,7 @@ impl RedisState {
     /// `f` on the shared connection within `redis.timeout`; a failure's words, and
     /// whether the command may have run (no answer in time, or the connection dropped
     /// with it on it).
-    async fn try_once<T, F>(&self, f: F) -> Result<T, (String, bool)>
+    async fn try_once<T, F>(&self, f: F) -> Result<T, (String, Ran)>
     where
         F: AsyncFnOnce(&mut RedisConn) -> redis::RedisResult<T>,
     {
@@ -452,17 +485,13 @@ impl RedisState {
             Ok(Ok(mut conn)) => {
                 // The connection's own response timeout (`redis.timeout`) usually ends
                 // it. A connection that dropped with the command on it may have run it.
-                let sent = async {
-                    f(&mut conn)
-                        .await
-                        .map_err(|e| (e.to_string(), e.is_timeout() || e.is_connection_dropped()))
-                };
+                let sent = async { f(&mut conn).await.map_err(|e| (e.to_string(), Ran::of(&e))) };
                 tokio::time::timeout(self.timeout, sent)
                     .await
-                    .unwrap_or_else(|_| Err(("timed out".to_string(), true)))
+                    .unwrap_or_else(|_| Err(("timed out".to_string(), Ran::Maybe)))
             }
-            Ok(Err(e)) => Err((e, false)),
-            Err(_) => Err(("no connection within redis.timeout".to_string(), false)),
+            Ok(Err(e)) => Err((e, Ran::No)),
+            Err(_) => Err(("no connection within redis.timeout".to_string(), Ran::No)),
         };
         if outcome.is_ok() {
             metric::redis_up(true);
@@ -475,20 +504,28 @@ impl RedisState {
     }
 
     /// Says and counts a failed call `what`: at most every [`SAID_EVERY`] in the log.
-    fn failed(&self, what: &'static str, (e, maybe): (String, bool)) -> Late {
+    fn failed(&self, what: &'static str, (e, ran): (String, Ran)) -> Late {
         metric::redis_error(what);
         static FAILED: Rarely = Rarely::every(SAID_EVERY);
+        static PART_WAY: Rarely = Rarely::every(SAID_EVERY);
         static UNANSWERED: Rarely = Rarely::every(SAID_EVERY);
-        if !maybe {
-            if let Some(unsaid) = FAILED.now() {
-                tracing::warn!(error = %e, unsaid, "redis {what} failed; going on without the state");
-            }
-            return Late::No;
+        let (said, words, late) = match ran {
+            Ran::No => (&FAILED, "failed; going on without the state", Late::No),
+            Ran::PartWay => (
+                &PART_WAY,
+                "failed on a command its script called; what it wrote before stays",
+                Late::PartWay,
+            ),
+            Ran::Maybe => (
+                &UNANSWERED,
+                "got no answer (timed out or connection dropped); it may have run",
+                Late::Maybe,
+            ),
+        };
+        if let Some(unsaid) = said.now() {
+            tracing::warn!(error = %e, unsaid, "redis {what} {words}");
         }
-        if let Some(unsaid) = UNANSWERED.now() {
-            tracing::warn!(error = %e, unsaid, "redis {what} got no answer (timed out or connection dropped); it may have run");
-        }
-        Late::Maybe
+        late
     }
 
     /// One run of `step`.
@@ -559,6 +596,16 @@ impl RedisState {
         deadline: tokio::time::Instant,
     ) -> (Result<Answer, Late>, bool) {
         let mut ran = self.run_step(keys, &step, delivery).await;
+        if matches!(ran, Err(Late::PartWay)) {
+            // Failed part-way (hunt W: `PEXPIRE` refused after the record was written):
+            // asked again with the same nonce, a run that wrote the record finds its
+            // own answer, which the script looks for before it writes anything. One
+            // that fails again wrote nothing, nor will it.
+            ran = self.run_step(keys, &step, delivery).await;
+            if matches!(ran, Err(Late::PartWay)) {
+                return (Err(Late::No), false);
+            }
+        }
         if matches!(ran, Err(Late::No)) {
             return (ran, false);
         }
@@ -573,7 +620,9 @@ impl RedisState {
                 break;
             }
             match late {
-                Late::No => tokio::time::sleep(STALL_PAUSE.min(deadline - now)).await,
+                Late::No | Late::PartWay => {
+                    tokio::time::sleep(STALL_PAUSE.min(deadline - now)).await;
+                }
                 Late::Maybe => {}
                 // Dated by another node's clock, ahead of this one's (a Redis Cluster,
                 // a failover): taken by no run, so taken anew, dated by the time this
@@ -778,5 +827,28 @@ mod review_k_tests {
              heard {} bytes, no EVAL (only connection handshakes)",
             heard.len()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(words: &str) -> redis::RedisError {
+        let kind = redis::ErrorKind::Client;
+        redis::RedisError::from((kind, "server error", words.to_string()))
+    }
+
+    /// Redis 7.0's words, as hunt W saw them; a refusal of `EVALSHA` itself names no line.
+    #[test]
+    fn only_a_command_a_script_called_is_a_failure_part_way() {
+        let in_script = "The user executing the script can't run this command or \
+                         subcommand script: 2629f7c8, on @user_script:109.";
+        assert_eq!(Ran::of(&refused(in_script)), Ran::PartWay);
+        let redis6 = "Error running script (call to f_2629f7c8): @user_script:109: \
+                      @user_script: 109: -OOM command not allowed";
+        assert_eq!(Ran::of(&refused(redis6)), Ran::PartWay);
+        let the_script = "User picket has no permissions to run the 'evalsha' command";
+        assert_eq!(Ran::of(&refused(the_script)), Ran::No);
     }
 }
