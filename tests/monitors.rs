@@ -805,6 +805,14 @@ async fn a_redis_out_of_memory_neither_stops_results_nor_swallows_a_change() {
     let r = one(&c, &s, job.clone()).await;
     assert_eq!(r["verdict"], "down", "{r}");
     assert_eq!(r["changed"], false, "no state, no claim of a change: {r}");
+    // Hunt W (E7): the key's kept `up` stayed while `down` could not be written, and a
+    // `max_age_s` job was served it 3 s after this worker published `down`.
+    let served = one(&c, &s, json!({"url": site.url, "max_age_s": 300})).await;
+    assert_eq!(
+        (served["verdict"].as_str(), served["cached"].as_bool()),
+        (Some("down"), Some(false)),
+        "a verdict older than one published is served: {served}"
+    );
     let _: () = set_max("0")
         .query_async(&mut admin)
         .await
