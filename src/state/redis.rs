@@ -643,6 +643,19 @@ impl RedisState {
         (ran, maybe && !expired)
     }
 
+    /// Deletes the key's kept report after a step that did not run: this result's
+    /// verdict was not written, and the older one must not be served for `max_age_s`
+    /// after it (hunt W: a Redis at `maxmemory` refuses the step's writes, never a
+    /// `DEL`). Another worker's newer report, deleted too, costs a probe, never a
+    /// wrong verdict.
+    async fn forget_report(&self, report_key: &str) {
+        let _: Option<()> = self
+            .call("forget", || {
+                async |c| redis::cmd("DEL").arg(report_key).query_async(c).await
+            })
+            .await;
+    }
+
     /// The key's kept report, and Redis's clock (ms) when it was read.
     async fn kept(&self, key: &str) -> Option<(Kept, u64)> {
         let (_, report_key) = self.keys(key);
@@ -753,7 +766,11 @@ impl StateStore for RedisState {
                         "redis state step not answered; going on without the state"
                     );
                 }
-                return if maybe { Stepped::Unsure } else { Stepped::Not };
+                if maybe {
+                    return Stepped::Unsure;
+                }
+                self.forget_report(&keys.1).await;
+                return Stepped::Not;
             };
             Stepped::Answer(answer)
         })
