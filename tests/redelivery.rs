@@ -329,3 +329,75 @@ async fn graceful_stops_never_use_up_a_quorum_queues_delivery_limit() {
     worker.shutdown().await;
     assert_eq!(answered.len(), 6, "answered: {answered:?}");
 }
+
+/// Hunt W (D11), and any full results queue: a result the broker refused (`reject-publish`)
+/// handed the whole job back every ~2 s for as long as the queue stayed full (for ever,
+/// for a result bigger than a queue's `max-length-bytes`). Its redelivery was answered
+/// from the key's kept report, but with Redis away it was probed again: the site asked
+/// every ~2 s, for every job in flight. The result is retried alone: the site is asked
+/// once, and its one result arrives when the queue has room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_results_queue_asks_the_site_once() {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::AMQPValue;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let router = Router::new().route(
+        "/",
+        get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { axum::response::Html(page("asked")) }
+        }),
+    );
+    let addr = serve("127.0.9.36", router).await;
+    let mut s = settings();
+    s.targets.allow_private = true;
+    // Redis away: no kept report to answer a redelivery from.
+    s.redis.url = format!("redis://127.0.0.1:{}/", free_port());
+    let c = Client::connect().await;
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    c.ch.queue_declare(s.amqp.results_queue.as_str().into(), durable, args)
+        .await
+        .expect("capped results queue");
+    c.declare(&s).await;
+    c.publish(
+        &s.amqp.results_queue,
+        b"{\"filler\":true}",
+        BasicProperties::default(),
+    )
+    .await;
+    let w = Worker::start(&s);
+    c.job(&s, json!({"id": "once", "url": format!("http://{addr}/")}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let asked = hits.load(Ordering::SeqCst);
+    assert_eq!(
+        asked, 1,
+        "the site was asked {asked} times while its result waited"
+    );
+    let filler = c
+        .take(&s.amqp.results_queue, 1, Duration::from_secs(5))
+        .await;
+    assert_eq!(filler[0].data, b"{\"filler\":true}".to_vec());
+    let r = c.results(&s, 1, Duration::from_secs(40)).await.remove(0);
+    assert_eq!(
+        (r["job_id"].as_str(), r["verdict"].as_str()),
+        (Some("once"), Some("up"))
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    w.shutdown().await;
+    assert_eq!(
+        c.depth(&s.amqp.results_queue).await,
+        0,
+        "one result, not more"
+    );
+}
