@@ -12,11 +12,11 @@ use lapin::BasicProperties;
 use tokio_util::sync::CancellationToken;
 
 use super::ack::Acks;
-use super::change::{self, Change};
-use super::publish::{change_route, report_message};
+use super::pending::{self, Outcome, Stage};
+use super::publish::report_message;
 use super::reply::Replies;
 use super::topology::{delay_bucket, delay_queue_name, DELAY_BUCKETS};
-use super::{publish_confirmed, publish_result, AmqpError, Publisher, Route};
+use super::{publish_confirmed, AmqpError, Publisher, Route};
 use crate::config::AmqpSettings;
 use crate::engine::Engine;
 use crate::metric;
@@ -115,8 +115,8 @@ pub(super) async fn job(
 /// Handles one delivery to the end (ack or nack): decode, engine, publish, settle.
 /// False when publishing failed, which means the session should be rebuilt.
 async fn deliver(s: &Session, delivery: &lapin::message::Delivery) -> bool {
-    if let Some(route) = change::pending(&delivery.properties) {
-        return change::retry(s, delivery, &route).await;
+    if let Some(stage) = pending::stage(&delivery.properties) {
+        return pending::retry(s, delivery, stage).await;
     }
     let received = Received::read(delivery);
     let refused = s
@@ -312,37 +312,16 @@ async fn delay_counted(
     r
 }
 
-/// Publishes `report` (and its change), and to the job's `reply_to` queue if it names
-/// one, with its `correlation_id`.
+/// Tells `report`: its result, its reply to the job's `reply_to` (with its
+/// `correlation_id`), its change; what a full queue refuses is retried alone
+/// ([`pending`]).
 async fn answer(
     s: &Session,
     props: &BasicProperties,
     report: &crate::job::Report,
 ) -> Result<(), AmqpError> {
     let message = report_message(report);
-    publish_result(&s.publish, &s.settings, &message, report).await?;
-    // Counted once confirmed: a result the broker refused went to no subscriber.
-    metric::result(report.verdict, report.reason, report.cached);
-    if let Some(route) = change_route(report) {
-        // Confirmed (or, refused, its copy confirmed) before the job is acked: a change
-        // is never lost between the two (a redelivery repeats it, with the same job id).
-        let (payload, props) = &message;
-        let change = Change {
-            route: &route,
-            payload,
-            props,
-            tries: 0,
-        };
-        change::tell(s, &change).await?;
-    }
-    if let Some(reply_to) = props.reply_to() {
-        let (payload, mut p) = message;
-        if let Some(c) = props.correlation_id() {
-            p = p.with_correlation_id(c.clone());
-        }
-        s.replies.send(reply_to, &payload, p).await;
-    }
-    Ok(())
+    pending::tell(s, &Outcome::of(report, &message, props), Stage::Result).await
 }
 
 /// Copies a message that is no job to the dead-letter queue, its `reason` in a header.

@@ -1,7 +1,8 @@
 //! The RabbitMQ adapter, a file per role: [`topology`] (what is declared and why),
 //! [`publish`] (confirmed, mandatory publishing), [`consumer`] (the worker's sessions),
-//! `delivery` (one delivery, from the message to its ack), `change` (a refused change,
-//! retried alone), `ack` (acks in batches),
+//! `delivery` (one delivery, from the message to its ack), `pending` (a job's result,
+//! reply and change, and what a full queue refused of them, retried alone), `ack` (acks
+//! in batches),
 //! `reply` (replies to `reply_to`),
 //! `nodes` (the cluster's nodes and failover), and [`commands`] (the broker side of
 //! `enqueue` and `results`).
@@ -20,12 +21,12 @@ use lapin::Connection;
 use crate::config::AmqpSettings;
 
 mod ack;
-mod change;
 pub(crate) mod commands;
 pub(crate) mod consumer;
 mod delivery;
 mod frame;
 mod nodes;
+mod pending;
 pub(crate) mod publish;
 mod refusals;
 mod reply;
@@ -34,7 +35,7 @@ pub(crate) mod topology;
 pub use consumer::{run_worker, ConsumerOptions};
 pub use delivery::{DEFERRALS_HEADER, MAX_DEFERRALS, REASON_HEADER, RETRY_OF_HEADER};
 pub use nodes::{connect_url, connection_name, Node, Nodes};
-pub use publish::{publish_confirmed, publish_result, short, Publisher, Route};
+pub use publish::{publish_confirmed, short, Publisher, Route};
 pub use topology::{declare, delay_bucket, delay_queue_name, DELAY_BUCKETS, DELIVERY_LIMIT};
 
 /// A broker operation that failed.

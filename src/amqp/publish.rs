@@ -1,4 +1,4 @@
-//! Publishing with publisher confirms: a result and its change, each confirmed before
+//! Publishing with publisher confirms: a result and its change (told by `pending`), each confirmed before
 //! the job is acked (its reply goes over a connection of its own, `reply`); `mandatory` where a message routed nowhere would
 //! be work lost. A [`Publisher`] lends each publish a confirm channel of its own, so
 //! that the return a confirm carries is the publish's own.
@@ -13,7 +13,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::AmqpError;
-use crate::config::AmqpSettings;
 use crate::job::Report;
 
 /// Whether a message that reaches no queue is a failure ([`Route::Mandatory`]) or fine
@@ -183,21 +182,6 @@ pub(crate) fn report_message(report: &Report) -> (Vec<u8>, BasicProperties) {
         payload,
         persistent_json().with_message_id(short(&report.job_id)),
     )
-}
-
-/// Publishes a result to the results exchange (routing key = verdict), confirmed. Its
-/// change, if any, is the caller's (`change::tell`): a refused change is retried alone.
-///
-/// # Errors
-/// The publish was not confirmed.
-pub async fn publish_result(
-    publisher: &Publisher,
-    s: &AmqpSettings,
-    (payload, props): &(Vec<u8>, BasicProperties),
-    report: &Report,
-) -> Result<(), AmqpError> {
-    let results = (s.results_exchange.as_str(), report.verdict.as_str());
-    publish_confirmed(publisher, results, Route::Mandatory, payload, props.clone()).await
 }
 
 /// The routing key of the report's change (`PREVIOUS.VERDICT`), when it changed its
