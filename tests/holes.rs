@@ -372,27 +372,13 @@ async fn a_long_deferral_never_holds_back_a_short_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_results_queue_never_dead_letters_a_job_of_a_quorum_queue() {
-    use lapin::options::QueueDeclareOptions;
-    use lapin::types::{AMQPValue, FieldTable};
     let site = healthy_site("127.0.42.7").await;
     let mut s = settings();
     s.targets.allow_private = true;
     s.amqp.queue_type = picket::config::QueueType::Quorum;
     let c = Client::connect().await;
     // An operator capped the results queue at one message, refusing what does not fit.
-    let mut args = FieldTable::default();
-    args.insert("x-max-length".into(), AMQPValue::LongInt(1));
-    args.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("reject-publish".into()),
-    );
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    c.ch.queue_declare(s.amqp.results_queue.as_str().into(), durable, args)
-        .await
-        .expect("capped results queue");
+    c.capped_results_queue(&s).await;
     c.declare(&s).await;
     c.publish(
         &s.amqp.results_queue,

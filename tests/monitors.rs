@@ -38,8 +38,14 @@ async fn changes_queue(c: &Client, s: &Settings) -> String {
     )
     .await
     .expect("changes queue");
+    bind_to_every_change(c, s, &name).await;
+    name
+}
+
+/// Binds `queue` to the changes exchange with `#`.
+async fn bind_to_every_change(c: &Client, s: &Settings, queue: &str) {
     c.ch.queue_bind(
-        name.as_str().into(),
+        queue.into(),
         s.amqp.changes_exchange.as_str().into(),
         "#".into(),
         QueueBindOptions::default(),
@@ -47,7 +53,6 @@ async fn changes_queue(c: &Client, s: &Settings) -> String {
     )
     .await
     .expect("bind changes");
-    name
 }
 
 /// Routing keys and bodies of whatever arrives on `queue` within `within`.
@@ -1988,15 +1993,7 @@ async fn a_full_alerting_queue_delays_the_change_and_repeats_no_result() {
     let first = one(&c, &s, json!({"url": site.url, "id": "before"})).await;
     assert_eq!(first["verdict"], "up");
     let full = c.refusing_queue().await;
-    c.ch.queue_bind(
-        full.as_str().into(),
-        s.amqp.changes_exchange.as_str().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind the full queue");
+    bind_to_every_change(&c, &s, &full).await;
     site.set_up(false);
     let r = one(&c, &s, json!({"url": site.url, "id": "the-change"})).await;
     assert_eq!(

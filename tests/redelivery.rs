@@ -338,8 +338,6 @@ async fn graceful_stops_never_use_up_a_quorum_queues_delivery_limit() {
 /// once, and its one result arrives when the queue has room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_results_queue_asks_the_site_once() {
-    use lapin::options::QueueDeclareOptions;
-    use lapin::types::AMQPValue;
     let hits = Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
     let router = Router::new().route(
@@ -355,19 +353,7 @@ async fn a_full_results_queue_asks_the_site_once() {
     // Redis away: no kept report to answer a redelivery from.
     s.redis.url = format!("redis://127.0.0.1:{}/", free_port());
     let c = Client::connect().await;
-    let mut args = FieldTable::default();
-    args.insert("x-max-length".into(), AMQPValue::LongInt(1));
-    args.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("reject-publish".into()),
-    );
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    c.ch.queue_declare(s.amqp.results_queue.as_str().into(), durable, args)
-        .await
-        .expect("capped results queue");
+    c.capped_results_queue(&s).await;
     c.declare(&s).await;
     c.publish(
         &s.amqp.results_queue,

@@ -119,6 +119,26 @@ impl Client {
         name
     }
 
+    /// Declares `s`'s results queue capped at one message, refusing the rest
+    /// (`x-max-length` 1, `x-overflow = reject-publish`), as an operator's length policy
+    /// does, before the worker declares it (and uses it as it is).
+    pub async fn capped_results_queue(&self, s: &Settings) {
+        let mut args = FieldTable::default();
+        args.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(1));
+        args.insert(
+            "x-overflow".into(),
+            lapin::types::AMQPValue::LongString("reject-publish".into()),
+        );
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.ch
+            .queue_declare(s.amqp.results_queue.as_str().into(), durable, args)
+            .await
+            .expect("capped results queue");
+    }
+
     pub async fn connect() -> Client {
         Client::connect_to(&servers().amqp_url).await
     }
