@@ -377,15 +377,9 @@ async fn a_full_results_queue_never_dead_letters_a_job_of_a_quorum_queue() {
     s.targets.allow_private = true;
     s.amqp.queue_type = picket::config::QueueType::Quorum;
     let c = Client::connect().await;
-    // An operator capped the results queue at one message, refusing what does not fit.
-    c.capped_results_queue(&s).await;
-    c.declare(&s).await;
-    c.publish(
-        &s.amqp.results_queue,
-        b"{\"filler\":true}",
-        lapin::BasicProperties::default(),
-    )
-    .await;
+    // An operator capped the results queue at one message, refusing what does not fit,
+    // and it is full.
+    c.full_results_queue(&s).await;
     let w = Worker::start(&s);
     c.job(
         &s,
@@ -399,10 +393,7 @@ async fn a_full_results_queue_never_dead_letters_a_job_of_a_quorum_queue() {
         0,
         "a healthy job was dead-lettered"
     );
-    let taken = c
-        .take(&s.amqp.results_queue, 1, Duration::from_secs(5))
-        .await;
-    assert_eq!(taken[0].data, b"{\"filler\":true}".to_vec());
+    c.make_room_for_a_result(&s).await;
     let r = c.results(&s, 1, Duration::from_secs(30)).await.remove(0);
     assert_eq!(
         (r["job_id"].as_str(), r["verdict"].as_str()),

@@ -353,14 +353,7 @@ async fn a_full_results_queue_asks_the_site_once() {
     // Redis away: no kept report to answer a redelivery from.
     s.redis.url = format!("redis://127.0.0.1:{}/", free_port());
     let c = Client::connect().await;
-    c.capped_results_queue(&s).await;
-    c.declare(&s).await;
-    c.publish(
-        &s.amqp.results_queue,
-        b"{\"filler\":true}",
-        BasicProperties::default(),
-    )
-    .await;
+    c.full_results_queue(&s).await;
     let w = Worker::start(&s);
     c.job(&s, json!({"id": "once", "url": format!("http://{addr}/")}))
         .await;
@@ -370,10 +363,7 @@ async fn a_full_results_queue_asks_the_site_once() {
         asked, 1,
         "the site was asked {asked} times while its result waited"
     );
-    let filler = c
-        .take(&s.amqp.results_queue, 1, Duration::from_secs(5))
-        .await;
-    assert_eq!(filler[0].data, b"{\"filler\":true}".to_vec());
+    c.make_room_for_a_result(&s).await;
     let r = c.results(&s, 1, Duration::from_secs(40)).await.remove(0);
     assert_eq!(
         (r["job_id"].as_str(), r["verdict"].as_str()),

@@ -94,6 +94,9 @@ impl Worker {
     }
 }
 
+/// What fills a [`Client::full_results_queue`].
+pub const FILLER: &[u8] = b"{\"filler\":true}";
+
 /// A test's own broker client.
 pub struct Client {
     pub conn: Connection,
@@ -119,10 +122,25 @@ impl Client {
         name
     }
 
-    /// Declares `s`'s results queue capped at one message, refusing the rest
-    /// (`x-max-length` 1, `x-overflow = reject-publish`), as an operator's length policy
-    /// does, before the worker declares it (and uses it as it is).
-    pub async fn capped_results_queue(&self, s: &Settings) {
+    /// Declares `s`'s topology with its results queue full: capped at one message that
+    /// is already there ([`FILLER`]), refusing the rest (`x-max-length` 1, `x-overflow =
+    /// reject-publish`), as an operator's length policy does.
+    pub async fn full_results_queue(&self, s: &Settings) {
+        self.capped_results_queue(s).await;
+        self.declare(s).await;
+        self.publish(&s.amqp.results_queue, FILLER, BasicProperties::default())
+            .await;
+    }
+
+    /// Takes the [`FILLER`] out of a [`Client::full_results_queue`]: room for one result.
+    pub async fn make_room_for_a_result(&self, s: &Settings) {
+        let taken = self
+            .take(&s.amqp.results_queue, 1, Duration::from_secs(5))
+            .await;
+        assert_eq!(taken[0].data, FILLER.to_vec());
+    }
+
+    async fn capped_results_queue(&self, s: &Settings) {
         let mut args = FieldTable::default();
         args.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(1));
         args.insert(
