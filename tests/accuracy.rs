@@ -549,3 +549,11 @@ async fn review_x_gzip_twice_labelled_on_two_lines_is_up() {
 async fn truth_a_redirect_to_plain_http_after_hsts_is_asked_over_https() {
     tells_the_truth("hsts-then-plain-http").await;
 }
+
+/// Chunks whose lines end in a bare LF, which Chrome and curl read: hyper refused them,
+/// and the page was down/protocol ("Invalid chunk size line"), or judged on the half
+/// that came before the first bare LF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_chunks_ended_by_a_bare_lf_are_read_as_browsers_read_them() {
+    all_tell_the_truth(&["chunk-lines-ended-by-lf", "chunk-data-ended-by-lf"]).await;
+}

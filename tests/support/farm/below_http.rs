@@ -241,6 +241,43 @@ pub(super) async fn failures(b: &mut Builder) {
         .await;
     }
 
+    // Chunks whose lines end in a bare LF (an embedded server's own chunking, a CGI
+    // gateway on Windows): Chrome's chunked decoder finds each line's LF and drops a CR
+    // before it, curl's skips the CR; hyper takes only CR LF. Every line so, or only
+    // the ends of the chunks' data, after half the page came.
+    let half = body.len() / 2;
+    let chunks = |size_end: &str, data_end: &str| -> Vec<u8> {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                    Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        let mut r = head.as_bytes().to_vec();
+        for part in [&body[..half], &body[half..]] {
+            r.extend_from_slice(format!("{:x}{size_end}{part}{data_end}", part.len()).as_bytes());
+        }
+        r.extend_from_slice(format!("0{size_end}{size_end}").as_bytes());
+        r
+    };
+    for (name, answer, how) in [
+        (
+            "chunk-lines-ended-by-lf",
+            chunks("\n", "\n"),
+            "ends every line of its chunks with a bare LF: Chrome and curl read it",
+        ),
+        (
+            "chunk-data-ended-by-lf",
+            chunks("\r\n", "\n"),
+            "ends its chunks' data with a bare LF, after half the page: Chrome and curl read it",
+        ),
+    ] {
+        b.raw(
+            name,
+            raw::fixed(answer),
+            truth("up", Some("ok"), how),
+            said("up", "ok"),
+            vec![Fact::Attempts(1)],
+        )
+        .await;
+    }
+
     // Hunt Q left it: `Transfer-Encoding: identity` (a coding RFC 2616 had and RFC 7230
     // dropped) beside a true `Content-Length`, on a connection kept alive. hyper follows
     // RFC 9112 (a transfer coding that is not chunked: read to the close) and waited
