@@ -408,8 +408,8 @@ async fn through_either_proxy_a_site_is_judged_as_it_is_directly() {
         );
         // The browser's headers, their case and the codings it asks for hold through
         // either proxy (through the HTTP one the request is written by the tunnel's
-        // own hyper connection), and so does reading a status line as browsers do
-        // (through SOCKS it is asked again through the same proxy).
+        // own hyper connection), and so does reading a status line or chunks as
+        // browsers do (through SOCKS it is asked again through the same proxy).
         for target in [
             "header-case-sensitive",
             "bot-manager",
@@ -418,6 +418,8 @@ async fn through_either_proxy_a_site_is_judged_as_it_is_directly() {
             "status-line-lower-case",
             "status-line-two-spaces",
             "status-line-http-1-2",
+            "chunk-lines-ended-by-lf",
+            "chunk-data-ended-by-lf",
         ] {
             let r = check_job(&e, farm.target(target).job()).await;
             assert_eq!(

@@ -6,9 +6,8 @@
 
 use reqwest::header::{HeaderMap, HeaderName, CONTENT_ENCODING};
 
-use super::fail;
-use super::failure::root_cause;
-use crate::probe::{text, FailureKind, Outcome, Plan};
+use super::failure::{chunks_unread, root_cause};
+use crate::probe::{text, Failure, FailureKind, Outcome, Plan};
 
 /// A header's value as text, if it is text.
 pub(super) fn header(headers: &HeaderMap, name: HeaderName) -> Option<String> {
@@ -33,18 +32,38 @@ pub(super) struct Body {
     pub(super) late: bool,
 }
 
+/// What reading a body came to.
+pub(super) struct Finished<T> {
+    /// The body, or a failure when none of it arrived in time, or it broke off before a
+    /// byte of it.
+    pub(super) result: Result<T, Outcome>,
+    /// hyper refused the chunks' framing, in its words (`failure::chunks_unread`): read
+    /// as browsers read chunks, the body may come whole.
+    pub(super) unframed: Option<String>,
+}
+
 /// Reads the body of `resp` (answered with `status`), inflated, to at most `max` bytes.
-///
-/// # Errors
-/// A failure when none of the body arrived in time, or it broke off before a byte of it.
-pub(super) async fn read(
-    resp: reqwest::Response,
-    max: usize,
-    status: u16,
-) -> Result<Body, Outcome> {
+pub(super) async fn read(resp: reqwest::Response, max: usize, status: u16) -> Finished<Body> {
     let codings = own_codings(resp.headers());
     let close_delimited = close_delimited(&resp);
-    let (raw, truncated, broke_off, late) = match read_body(resp, max).await {
+    let came = read_body(resp, max).await;
+    let unframed = came.as_ref().err().and_then(|(e, _)| chunks_unread(e));
+    Finished {
+        result: body_of(came, codings, close_delimited, max, status).map_err(Outcome::Failure),
+        unframed,
+    }
+}
+
+/// The body that came (`came`, as [`read_body`] read it), judged as browsers show it
+/// and inflated to at most `max` bytes.
+fn body_of(
+    came: Result<(Vec<u8>, bool), (reqwest::Error, Vec<u8>)>,
+    codings: Option<Vec<Coding>>,
+    close_delimited: bool,
+    max: usize,
+    status: u16,
+) -> Result<Body, Failure> {
+    let (raw, truncated, broke_off, late) = match came {
         Ok((raw, cut)) => (raw, cut, None, false),
         // A body whose end is the connection's close, closed without TLS's
         // close_notify (old and embedded servers): rustls calls that an unexpected
@@ -74,7 +93,11 @@ pub(super) async fn read(
             let why = broken(&e, raw.len());
             if raw.is_empty() {
                 // Nothing of the page came (or it could not be decoded at all).
-                return Err(fail(FailureKind::Protocol, format!("{status} but {why}")));
+                let detail = format!("{status} but {why}");
+                return Err(Failure {
+                    kind: FailureKind::Protocol,
+                    detail,
+                });
             }
             (raw, false, Some(why), false)
         }
@@ -138,20 +161,20 @@ fn closed_without_close_notify(e: &reqwest::Error) -> bool {
 }
 
 /// A body none of which decodes (`why`), perhaps after it broke off.
-fn not_decoded(status: u16, why: &str, broke_off: Option<&str>) -> Outcome {
+fn not_decoded(status: u16, why: &str, broke_off: Option<&str>) -> Failure {
     let broke_off = broke_off.map(|b| format!("; {b}")).unwrap_or_default();
-    fail(
-        FailureKind::Protocol,
-        format!("{status} but {}{broke_off}", undecodable(why)),
-    )
+    Failure {
+        kind: FailureKind::Protocol,
+        detail: format!("{status} but {}{broke_off}", undecodable(why)),
+    }
 }
 
 /// A body that did not arrive in time, `read` bytes of it read.
-fn timed_out(status: u16, read: usize) -> Outcome {
-    fail(
-        FailureKind::Timeout,
-        format!("{status} but the body did not arrive in time ({read} bytes read)"),
-    )
+fn timed_out(status: u16, read: usize) -> Failure {
+    Failure {
+        kind: FailureKind::Timeout,
+        detail: format!("{status} but the body did not arrive in time ({read} bytes read)"),
+    }
 }
 
 /// Whether a body's error is its content coding failing to decode rather than the
@@ -495,7 +518,7 @@ mod tests {
 
     /// Serves `response` once on `ip` and keeps the connection open (a kept-alive
     /// server); the body read as picket reads it, given 3 s.
-    async fn read_kept_open(ip: &str, response: Vec<u8>) -> Option<Result<Body, Outcome>> {
+    async fn read_kept_open(ip: &str, response: Vec<u8>) -> Option<Finished<Body>> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
         let addr = listener.local_addr().expect("address");
@@ -526,12 +549,39 @@ mod tests {
             .ok()
     }
 
-    /// That a kept-open answer's body was read whole, to its length, and decoded.
-    fn assert_read_to_the_length(read: Option<Result<Body, Outcome>>) {
+    /// Chunks whose lines end in a bare LF are told by hyper's words for them, at the
+    /// first line or after data came; well-formed chunks are read whole.
+    #[tokio::test]
+    async fn chunks_hyper_refuses_are_told_by_its_words() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for (ip, body) in [
+            ("127.0.7.115", "5\nhello\n0\n\n"),
+            ("127.0.7.116", "5\r\nhello\n0\r\n\r\n"),
+        ] {
+            let read = read_kept_open(ip, format!("{head}{body}").into_bytes()).await;
+            let unframed = read.and_then(|r| r.unframed).unwrap_or_default();
+            assert!(unframed.contains("chunk"), "{body:?}: {unframed:?}");
+        }
+        let whole = format!("{head}5\r\nhello\r\n0\r\n\r\n");
+        let read = read_kept_open("127.0.7.117", whole.into_bytes()).await;
         match read {
-            Some(Ok(body)) => assert_eq!(body.bytes, COUNTY_PAGE.as_bytes()),
-            Some(Err(e)) => panic!("no page: {}", e.failure_detail()),
-            None => panic!("the whole page came, and its read still waits for the close"),
+            Some(Finished {
+                result: Ok(body),
+                unframed: None,
+            }) => assert_eq!(body.bytes, b"hello"),
+            Some(r) => panic!("well-formed chunks: {:?}", r.unframed),
+            None => panic!("well-formed chunks were not read"),
+        }
+    }
+
+    /// That a kept-open answer's body was read whole, to its length, and decoded.
+    fn assert_read_to_the_length(read: Option<Finished<Body>>) {
+        let Some(read) = read else {
+            panic!("the whole page came, and its read still waits for the close");
+        };
+        match read.result {
+            Ok(body) => assert_eq!(body.bytes, COUNTY_PAGE.as_bytes()),
+            Err(e) => panic!("no page: {}", e.failure_detail()),
         }
     }
 
@@ -888,7 +938,7 @@ mod tests {
             .await
             .expect("answer");
         // Failed outright: not read as whole either.
-        read(resp, 2 * 1024 * 1024, 200).await.ok()
+        read(resp, 2 * 1024 * 1024, 200).await.result.ok()
     }
 
     /// reviewV: `close_delimited` (6bb9be1) takes "no `Content-Length`, not chunked"

@@ -32,7 +32,7 @@ pub(super) struct Egress {
     /// the name (`tunnel/`): the clients above only build those requests.
     pub(super) tunnel: Option<Tunnel>,
     /// For the direct and SOCKS egresses, the route a request is asked again on when
-    /// reqwest's client could not read the answer's head (`tunnel/mend`).
+    /// reqwest's client could not read the answer's head or chunks (`tunnel/mend`).
     pub(super) mended: Option<Tunnel>,
 }
 

@@ -549,9 +549,15 @@ impl HttpProber {
         let sent = Instant::now();
         let connect_timeout = probe.plan.connect_timeout.min(time);
         let hop = Hop::new(host, addr, connect_timeout, probe.egress.route);
+        // The answer's chunks were refused: the route that reads them as browsers do.
+        let mended = probe
+            .egress
+            .mended
+            .as_ref()
+            .filter(|_| probe.read_as_browsers);
         // HTTP-proxy egress: reqwest would ask the proxy for the name, which the proxy
         // resolves again; the tunnel asks for the counted address (`tunnel/`).
-        let result = match &probe.egress.tunnel {
+        let result = match mended.or(probe.egress.tunnel.as_ref()) {
             Some(t) => {
                 let req = ask.build(&probe.egress.client, time);
                 t.send(req, addr, connect_timeout, &hop).await

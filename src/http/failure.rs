@@ -293,6 +293,27 @@ pub(super) fn unreadable_head(e: &reqwest::Error) -> bool {
     false
 }
 
+/// hyper refused a chunked body's framing (a chunk's size line, the end of its data, a
+/// trailer line): its words, when that is why the body read failed. A bare LF ending
+/// those lines is one browsers read (`tunnel::chunks`).
+pub(super) fn chunks_unread(e: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            let framing = matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            );
+            let words = io.to_string();
+            let chunks = words.to_ascii_lowercase().contains("chunk")
+                || words.to_ascii_lowercase().contains("trailer");
+            return (framing && chunks).then_some(words);
+        }
+        source = err.source();
+    }
+    None
+}
+
 /// The server reset the HTTP/2 request (or the connection) with `HTTP_1_1_REQUIRED`,
 /// as mod_http2 and IIS do on paths that renegotiate for a client certificate or use
 /// Windows authentication: browsers ask again over HTTP/1.1.

@@ -115,6 +115,9 @@ struct Probe<'a> {
     refused_on_us: bool,
     /// Redirects followed so far: a chain half followed is not deferred to start again.
     followed: u32,
+    /// The URL is asked again on the egress's route that reads chunks as browsers do,
+    /// after hyper refused its answer's chunks ([`read_as_browsers`]).
+    read_as_browsers: bool,
 }
 
 /// Where a hop leaves the chain.
@@ -199,6 +202,7 @@ impl HttpProber {
             refused_on_us: false,
             followed: 0,
             line: plan.line,
+            read_as_browsers: false,
         };
         let outcome = self.follow(&mut probe, &mut obs).await;
         if let Some(wait) = probe.deferred {
@@ -317,7 +321,7 @@ impl HttpProber {
                 Next::Final => {}
             }
         }
-        let step = last_hop(resp, permit, probe.plan, chain, self.clock.now(), obs).await;
+        let step = last_hop(resp, permit, probe, chain, self.clock.now(), obs).await;
         if let Some(pause) = heeded.pause_in_doubt.filter(|_| obs.refusal.is_none()) {
             obs.refusal = self.pause_of_a_limit(probe, &target.host, ip, pause).await;
         }
@@ -381,15 +385,17 @@ fn pause_asked(value: &str, now: std::time::SystemTime) -> Option<Duration> {
 }
 
 /// The answer that ended the redirects: read, and followed on when it is a page a
-/// browser leaves by itself (`Refresh`, `<meta http-equiv="refresh">`, a stub's script).
+/// browser leaves by itself (`Refresh`, `<meta http-equiv="refresh">`, a stub's script),
+/// or asked again when hyper refused chunks browsers read ([`read_as_browsers`]).
 async fn last_hop(
     resp: reqwest::Response,
     permit: Permit,
-    plan: &Plan,
+    probe: &mut Probe<'_>,
     chain: &mut Chain,
     cert_now: std::time::SystemTime,
     obs: &mut Observation,
 ) -> Result<Step, Outcome> {
+    let plan = probe.plan;
     let page = resp.status().is_success() && plan.method != crate::job::Method::Head;
     let refresh_header = page
         .then(|| body::header(resp.headers(), reqwest::header::REFRESH))
@@ -398,13 +404,35 @@ async fn last_hop(
         // A page a browser leaves keeps its cookies as a redirect does.
         chain.cookies.take(&chain.url, resp.headers());
     }
-    let answer = finish(resp, permit, plan, chain, cert_now).await?;
+    let finished = finish(resp, permit, plan, chain, cert_now).await;
+    if let Some(cause) = finished.unframed {
+        if read_as_browsers(probe, &cause, obs) {
+            return Ok(Step::Again);
+        }
+    }
+    let answer = finished.result?;
     if page {
         if let Some(step) = refresh(chain, &answer, refresh_header, plan, obs) {
             return step;
         }
     }
     Ok(Step::Answer(Box::new(answer)))
+}
+
+/// Whether a final answer whose chunks hyper refused (`cause`) is asked again, once, on
+/// the egress's route that reads chunks as browsers do (`tunnel::chunks`): a second
+/// request. Not when there is no such route or it was that route's answer; what was
+/// read then stands.
+fn read_as_browsers(probe: &mut Probe<'_>, cause: &str, obs: &mut Observation) -> bool {
+    if probe.read_as_browsers || probe.egress.mended.is_none() {
+        return false;
+    }
+    probe.read_as_browsers = true;
+    obs.notes.push(format!(
+        "the answer's chunks break HTTP/1.1's framing ({cause}) in a way browsers may \
+         forgive: asked again to read them as browsers do"
+    ));
+    true
 }
 
 /// Where a page that answered sends a browser by itself at once, or the page its frames
@@ -493,7 +521,7 @@ async fn read_if_error(
     if signal != Signal::Fine || !error || plan.method == crate::job::Method::Head {
         return Ok((Reply::Unread(resp, permit), signal));
     }
-    let answer = finish(resp, permit, plan, chain, cert_now).await?;
+    let answer = finish(resp, permit, plan, chain, cert_now).await.result?;
     let signal = Signal::of_block_page(status, &answer.text);
     Ok((Reply::Read(answer), signal))
 }
@@ -507,7 +535,7 @@ async fn finish(
     plan: &Plan,
     chain: &Chain,
     cert_now: std::time::SystemTime,
-) -> Result<Answer, Outcome> {
+) -> body::Finished<Answer> {
     let status = resp.status().as_u16();
     let tls_days_left = tls::days_left(&resp, cert_now);
     let content_type = body::header(resp.headers(), reqwest::header::CONTENT_TYPE);
@@ -517,8 +545,17 @@ async fn finish(
         .then(|| body::header(resp.headers(), reqwest::header::WWW_AUTHENTICATE))
         .flatten();
     let pause_asked = self::retry_after(&resp);
-    let body = body::read(resp, plan.max_body_bytes, status).await?;
+    let body::Finished { result, unframed } = body::read(resp, plan.max_body_bytes, status).await;
     drop(permit);
+    let body = match result {
+        Ok(body) => body,
+        Err(failure) => {
+            return body::Finished {
+                result: Err(failure),
+                unframed,
+            }
+        }
+    };
     let body_bytes = body.bytes.len();
     let not_shown = crate::probe::not_shown_as_a_page(
         content_type.as_deref(),
@@ -526,7 +563,7 @@ async fn finish(
         &body.bytes,
     );
     let (text, charset) = body::decode(body.bytes, content_type.as_deref(), plan);
-    Ok(Answer {
+    let answer = Answer {
         status,
         body_bytes,
         truncated: body.truncated,
@@ -541,7 +578,11 @@ async fn finish(
         tls_days_left,
         not_shown,
         login,
-    })
+    };
+    body::Finished {
+        result: Ok(answer),
+        unframed,
+    }
 }
 
 impl HttpProber {

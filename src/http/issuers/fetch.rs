@@ -271,6 +271,7 @@ async fn read_answer(resp: reqwest::Response, url: &Url) -> Result<Fetched, Answ
     }
     let body = crate::http::body::read(resp, MAX_CERT_BYTES, status.as_u16())
         .await
+        .result
         .map_err(|_| Answer::Broke("the answer broke off".into()))?;
     if body.truncated {
         return Err(Answer::Wrong(format!("more than {MAX_CERT_BYTES} bytes")));

@@ -7,8 +7,8 @@
 //! and no chunks from an HTTP/1.0 answer; curl reads most of these too. An old
 //! appliance, a CGI script on Windows or a home-made server writing them works in every
 //! browser, and picket said it was down. [`Mended`] hands hyper each head (a `1xx`'s
-//! and the final one) rewritten to the form hyper reads, and every byte of the body as
-//! it came.
+//! and the final one) rewritten to the form hyper reads, a chunked body's framing too
+//! (`chunks`), and every byte of the body's data as it came.
 
 use std::io;
 use std::pin::Pin;
@@ -16,6 +16,8 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::chunks::Rechunk;
 
 /// The longest head looked at: Chrome's limit for a response head. A longer one is
 /// handed on as it came, for hyper to refuse.
@@ -53,6 +55,7 @@ pub(super) fn head(head: &[u8]) -> Option<Mend> {
     out.extend_from_slice(b"\r\n");
     let lines: Vec<&[u8]> = lines.collect();
     let lengths = lengths_agree(&lines);
+    let chunked = !http10 && chunked(&lines);
     for line in lines {
         if dropped(line, http10, lengths) {
             changed = changed.or(Some(line));
@@ -74,6 +77,7 @@ pub(super) fn head(head: &[u8]) -> Option<Mend> {
     Some(Mend {
         head: out,
         code,
+        chunked,
         changed: changed.map(|l| String::from_utf8_lossy(l).trim().to_string()),
     })
 }
@@ -83,6 +87,9 @@ pub(super) struct Mend {
     pub(super) head: Vec<u8>,
     /// Its status code.
     pub(super) code: u16,
+    /// Its body comes in chunks (an HTTP/1.1 answer whose last transfer coding is
+    /// `chunked`).
+    pub(super) chunked: bool,
     /// The first line it changed, as it came; `None` when it is as it came.
     pub(super) changed: Option<String>,
 }
@@ -91,6 +98,16 @@ pub(super) struct Mend {
 fn field(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let colon = memchr::memchr(b':', line)?;
     Some((line[..colon].trim_ascii(), line[colon + 1..].trim_ascii()))
+}
+
+/// Whether the last transfer coding the head names is `chunked`, as hyper decides.
+fn chunked(lines: &[&[u8]]) -> bool {
+    lines
+        .iter()
+        .filter_map(|l| field(l))
+        .rfind(|(name, _)| name.eq_ignore_ascii_case(b"transfer-encoding"))
+        .and_then(|(_, value)| value.split(|&b| b == b',').next_back())
+        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Whether the head's `Content-Length` values (each line's, each of a list's) are all
@@ -188,7 +205,8 @@ pub(super) fn status_line(line: &[u8]) -> Option<(Vec<u8>, u16)> {
 pub(in crate::http) struct MendedLine(pub String);
 
 /// A stream whose heads, when browsers read them, are handed on as hyper reads them
-/// ([`head`]); writes and every byte of the body pass through.
+/// ([`head`]), and so is a chunked body's framing ([`Rechunk`]); writes and every byte
+/// of the body's data pass through.
 pub(super) struct Mended<I> {
     inner: I,
     state: State,
@@ -201,6 +219,8 @@ enum State {
     Head(Vec<u8>),
     /// Handing on what was gathered (mended or not), from `at`, then what comes next.
     Drain(Vec<u8>, usize, Next),
+    /// Reading a chunked body's framing.
+    Chunks(Rechunk),
     Pass,
 }
 
@@ -210,6 +230,8 @@ enum Next {
     Head(Vec<u8>),
     /// The body, as it comes.
     Body,
+    /// A chunked body, its framing read as browsers read it.
+    Chunks(Rechunk),
 }
 
 impl<I> Mended<I> {
@@ -246,6 +268,11 @@ impl<I> Mended<I> {
         if (100..200).contains(&mend.code) && mend.code != 101 {
             return (gathered, Next::Head(rest));
         }
+        if mend.chunked {
+            let mut chunks = Rechunk::new();
+            chunks.feed(&rest, &mut gathered);
+            return (gathered, Next::Chunks(chunks));
+        }
         gathered.extend_from_slice(&rest);
         (gathered, Next::Body)
     }
@@ -265,6 +292,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Mended<I> {
                     if *at == bytes.len() {
                         this.state = match std::mem::replace(next, Next::Body) {
                             Next::Head(start) => State::Head(start),
+                            Next::Chunks(chunks) => State::Chunks(chunks),
                             Next::Body => State::Pass,
                         };
                         continue;
@@ -273,6 +301,29 @@ impl<I: AsyncRead + Unpin> AsyncRead for Mended<I> {
                     buf.put_slice(&bytes[*at..*at + n]);
                     *at += n;
                     return Poll::Ready(Ok(()));
+                }
+                State::Chunks(chunks) => {
+                    let mut came = [0u8; 8192];
+                    let mut read = ReadBuf::new(&mut came);
+                    std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+                    let closed = read.filled().is_empty();
+                    let mut out = Vec::with_capacity(read.filled().len() + 16);
+                    if closed {
+                        chunks.finish(&mut out);
+                    } else {
+                        chunks.feed(read.filled(), &mut out);
+                    }
+                    if closed && out.is_empty() {
+                        // The server closed: hyper sees the end as it is.
+                        this.state = State::Pass;
+                        return Poll::Ready(Ok(()));
+                    }
+                    let next = if closed || chunks.done() {
+                        Next::Body
+                    } else {
+                        Next::Chunks(std::mem::replace(chunks, Rechunk::new()))
+                    };
+                    this.state = State::Drain(out, 0, next);
                 }
                 State::Head(gathered) => {
                     let end = head_end(gathered);
@@ -457,5 +508,27 @@ mod tests {
         assert_eq!(through(&[answer]).await, want);
         let bytes: Vec<&[u8]> = answer.chunks(3).collect();
         assert_eq!(through(&bytes).await, want);
+    }
+
+    /// A chunked body's line ends are written as hyper reads them, however the bytes
+    /// arrive (the first chunk with the head); a body that is not chunked, or chunked
+    /// in an HTTP/1.0 answer (which Chrome reads to the close), goes on as it came.
+    #[tokio::test]
+    async fn a_chunked_bodys_bare_lfs_are_mended_and_no_other_body() {
+        let answer: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\nok\n0\n\n";
+        let want: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        assert_eq!(through(&[answer]).await, want);
+        let bytes: Vec<&[u8]> = answer.chunks(5).collect();
+        assert_eq!(through(&bytes).await, want);
+        for kept in [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n2\nok\n0\n\n".as_slice(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n2\nok\n0\n\n",
+        ] {
+            assert_eq!(through(&[kept]).await, kept);
+        }
+        let http10 = through(&[b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nok\n"]);
+        assert_eq!(http10.await, b"HTTP/1.0 200 OK\r\n\r\n2\nok\n");
     }
 }

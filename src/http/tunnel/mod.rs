@@ -28,8 +28,8 @@
 //! egresses: the rustls failure is the verdict.
 //!
 //! The same client also asks again, directly or through a SOCKS5 egress's proxy, a
-//! request whose head reqwest's client could not read ([`Tunnel::mended`]): it
-//! reads every answer's first line as browsers do (`mend`).
+//! request whose head or chunks reqwest's client could not read ([`Tunnel::mended`]):
+//! it reads every answer's head and chunks as browsers do (`mend`, `chunks`).
 //!
 //! # Layout
 //! - here: the [`Tunnel`] of an egress and [`Tunnel::send`], one request's way through it;
@@ -37,7 +37,8 @@
 //! - `answer`: the request over HTTP/1 or HTTP/2, and its answer decoded and bounded by
 //!   the deadline as a `reqwest::Response`;
 //! - `by_name`: a URL asked of a proxy that refuses a tunnel to the counted address;
-//! - `mend`: the HTTP/1 answer's head as browsers read it;
+//! - `mend`: the HTTP/1 answer's head as browsers read it, and `chunks` its chunked
+//!   body's framing;
 //! - `error`: [`TunnelError`] and [`SendError`], and what each failure is in the
 //!   prober's terms (the proxy's, or the site's).
 
@@ -58,6 +59,7 @@ use crate::config::{ByName, EgressSettings};
 
 mod answer;
 mod by_name;
+mod chunks;
 mod error;
 mod mend;
 mod open;
@@ -158,9 +160,9 @@ impl Tunnel {
     }
 
     /// The route on which a request of egress `e` is asked again when reqwest's client
-    /// could not read the answer's head: directly, or through `e`'s SOCKS5
-    /// proxy. `None` for an HTTP-proxy egress, whose tunnel reads heads as
-    /// browsers do from the start.
+    /// could not read the answer's head or chunks: directly, or through `e`'s SOCKS5
+    /// proxy. `None` for an HTTP-proxy egress, whose tunnel reads them as browsers do
+    /// from the start.
     pub(super) fn mended(
         e: &EgressSettings,
         resolve: &Arc<dyn reqwest::dns::Resolve>,
