@@ -182,14 +182,19 @@ fn broker_tls(settings: &AmqpSettings) -> Result<lapin::tcp::OwnedTLSConfig, Str
 
 /// Arguments of the results queue. With `quorum`, a quorum queue: on a cluster a
 /// classic queue lives on one node, and while that node is down results routed to it
-/// are lost and every worker's declaration of it fails (so none could consume).
-/// Classic otherwise, declared without arguments as it always was.
+/// are lost and every worker's declaration of it fails (so none could consume). Its
+/// delivery limit is never reached (`topology::UNREACHED_DELIVERY_LIMIT`). Classic
+/// otherwise, declared without arguments as it always was.
 pub(crate) fn results_queue_args(kind: QueueType) -> FieldTable {
     let mut args = FieldTable::default();
     if kind == QueueType::Quorum {
         args.insert(
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
+        );
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(super::topology::UNREACHED_DELIVERY_LIMIT),
         );
     }
     args

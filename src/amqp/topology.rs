@@ -13,6 +13,14 @@ use crate::config::{AmqpSettings, QueueType};
 
 /// Deliveries of one message (quorum queues) before the broker dead-letters it.
 pub const DELIVERY_LIMIT: i32 = 5;
+/// The delivery limit of the quorum queues whose messages are never to be dropped for
+/// being handed back: the dead-letter queue (an operator reads it with get and hand
+/// back) and the results queue (`picket results` peeks, subscribers that requeue).
+/// RabbitMQ 4.0 gives every quorum queue declared without a limit a limit of 20; its own
+/// way to turn that off, `-1`, RabbitMQ 3.x takes for a limit its first return exceeds
+/// (3.10 dropped a dead letter handed back once). A limit never reached works alike on
+/// both.
+pub const UNREACHED_DELIVERY_LIMIT: i32 = i32::MAX;
 /// How long deferred jobs wait, in seconds: one delay queue each, `{delay_queue}.{N}s`,
 /// with a queue-wide TTL. A queue expires messages only at its head, so per-message
 /// TTLs in one queue would let a 300 s deferral hold back a 1 s one; with one TTL per
@@ -36,10 +44,7 @@ pub fn delay_queue_name(s: &AmqpSettings, bucket: u64) -> String {
     format!("{}.{bucket}s", s.delay_queue)
 }
 
-/// A queue of `amqp.queue_type`, and nothing else: the dead-letter queue's arguments.
-/// With the jobs queue's delivery limit (and no dead-letter queue of its own), the
-/// broker deleted a dead letter an operator had read five times, handing it back each
-/// time as OPERATIONS says.
+/// A queue of `amqp.queue_type`.
 fn typed(settings: &AmqpSettings) -> FieldTable {
     let mut args = FieldTable::default();
     let kind = match settings.queue_type {
@@ -47,6 +52,21 @@ fn typed(settings: &AmqpSettings) -> FieldTable {
         QueueType::Quorum => "quorum",
     };
     args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+    args
+}
+
+/// The dead-letter queue's arguments: its type, and for a quorum queue a delivery limit
+/// never reached. With the jobs queue's delivery limit (and no dead-letter queue of its
+/// own), the broker deleted a dead letter an operator had read five times, handing it
+/// back each time as OPERATIONS says; RabbitMQ 4's default limit would after 20.
+fn dead_letter_queue_args(settings: &AmqpSettings) -> FieldTable {
+    let mut args = typed(settings);
+    if settings.queue_type == QueueType::Quorum {
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(UNREACHED_DELIVERY_LIMIT),
+        );
+    }
     args
 }
 
@@ -103,7 +123,13 @@ fn dead_letter_into(args: &mut FieldTable, queue: &str) {
 /// The broker refused a declaration for another reason (e.g. no permission).
 pub async fn declare(conn: &Connection, s: &AmqpSettings) -> Result<(), AmqpError> {
     let mut ch = conn.create_channel().await?;
-    declare_queue(conn, &mut ch, &s.dead_letter_queue, typed(s)).await?;
+    declare_queue(
+        conn,
+        &mut ch,
+        &s.dead_letter_queue,
+        dead_letter_queue_args(s),
+    )
+    .await?;
     declare_queue(conn, &mut ch, &s.jobs_queue, jobs_queue_args(s)).await?;
     // Deferred jobs expire out of the delay queue (per-message TTL) back into the jobs
     // queue. Classic, unless the queues are replicated (see `nodes::delay_queue_args`).
@@ -232,8 +258,9 @@ mod tests {
     /// A node failure that hands a job back for the fifth time, taking the dead-letter
     /// queue's leader with it, dropped the job (at-most-once dead-lettering: the egress
     /// broker hunt lost 9 of 9 so on a 3-node cluster). The jobs queue dead-letters at least
-    /// once; the dead-letter queue has no delivery limit (`worker_e2e` reads a dead
-    /// letter more times than the limit and finds it still there).
+    /// once; the dead-letter queue's delivery limit is never reached (`worker_e2e` reads
+    /// a dead letter more times than RabbitMQ 4's default limit and finds it still
+    /// there).
     #[test]
     fn quorum_jobs_dead_letter_at_least_once_into_a_queue_without_a_limit() {
         let mut s = crate::config::Settings::from_toml("")
@@ -249,8 +276,11 @@ mod tests {
         );
         assert_eq!(jobs.get("x-overflow"), Some(&text("reject-publish")));
         assert!(jobs.contains_key("x-delivery-limit"));
-        let dead = typed(&s);
-        assert!(!dead.inner().contains_key("x-delivery-limit"));
+        let dead = dead_letter_queue_args(&s);
+        assert_eq!(
+            dead.inner().get("x-delivery-limit"),
+            Some(&AMQPValue::LongInt(i32::MAX))
+        );
         assert_eq!(dead.inner().get("x-queue-type"), Some(&text("quorum")));
     }
 
