@@ -330,6 +330,52 @@ async fn graceful_stops_never_use_up_a_quorum_queues_delivery_limit() {
     assert_eq!(answered.len(), 6, "answered: {answered:?}");
 }
 
+/// A result refused for about a day (a queue bound to the exchange that nobody reads
+/// any more, left full) was tried every 30 s for ever, and every change after it joined
+/// it. It is dead-lettered with its reason, its tries set back to none, so a replay
+/// once the queue has room tries it afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_refused_for_a_day_is_dead_lettered_not_tried_for_ever() {
+    use lapin::types::AMQPValue;
+    let s = settings();
+    let c = Client::connect().await;
+    c.full_results_queue(&s).await;
+    let w = Worker::start(&s);
+    // As a worker hands it back after its 2881st refusal.
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-picket-pending".into(),
+        AMQPValue::LongString("result".into()),
+    );
+    headers.insert(
+        "x-picket-pending-tries".into(),
+        AMQPValue::LongLongInt(2881),
+    );
+    let body = br#"{"job_id":"a-day-late","verdict":"up","reason":"ok","changed":false}"#;
+    let props = BasicProperties::default().with_headers(headers);
+    c.publish(&s.amqp.jobs_queue, body, props).await;
+    let dead = c
+        .take(&s.amqp.dead_letter_queue, 1, Duration::from_secs(20))
+        .await;
+    w.shutdown().await;
+    assert_eq!(dead[0].data, body.to_vec());
+    let headers = dead[0].properties.headers().clone().unwrap_or_default();
+    let text = |name: &str| match headers.inner().get(name) {
+        Some(AMQPValue::LongString(v)) => v.to_string(),
+        other => format!("{other:?}"),
+    };
+    assert!(
+        text("x-picket-reason").contains("refused"),
+        "{:?}",
+        text("x-picket-reason")
+    );
+    assert_eq!(
+        headers.inner().get("x-picket-pending-tries"),
+        Some(&AMQPValue::LongLongInt(0))
+    );
+    assert_eq!(text("x-picket-pending"), "result");
+}
+
 /// Hunt W (D11), and any full results queue: a result the broker refused (`reject-publish`)
 /// handed the whole job back every ~2 s for as long as the queue stayed full (for ever,
 /// for a result bigger than a queue's `max-length-bytes`). Its redelivery was answered
