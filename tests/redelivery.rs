@@ -341,7 +341,7 @@ async fn a_result_refused_for_a_day_is_dead_lettered_not_tried_for_ever() {
     let c = Client::connect().await;
     c.full_results_queue(&s).await;
     let w = Worker::start(&s);
-    // As a worker hands it back after its 2881st refusal.
+    // As a worker hands it back after its 3000th refusal (a day is about 2886).
     let mut headers = FieldTable::default();
     headers.insert(
         "x-picket-pending".into(),
@@ -349,7 +349,7 @@ async fn a_result_refused_for_a_day_is_dead_lettered_not_tried_for_ever() {
     );
     headers.insert(
         "x-picket-pending-tries".into(),
-        AMQPValue::LongLongInt(2881),
+        AMQPValue::LongLongInt(3000),
     );
     let body = br#"{"job_id":"a-day-late","verdict":"up","reason":"ok","changed":false}"#;
     let props = BasicProperties::default().with_headers(headers);

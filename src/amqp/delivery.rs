@@ -331,7 +331,15 @@ pub(super) async fn dead_letter(
     reason: &str,
 ) -> Result<(), AmqpError> {
     tracing::warn!(reason = %reason, "not a job; dead-lettering");
-    let props = &delivery.properties;
+    dead_letter_message(s, (&delivery.properties, &delivery.data), reason).await
+}
+
+/// Copies the message `(props, data)` to the dead-letter queue, its `reason` in a header.
+pub(super) async fn dead_letter_message(
+    s: &Session,
+    (props, data): (&BasicProperties, &[u8]),
+    reason: &str,
+) -> Result<(), AmqpError> {
     let why = AMQPValue::LongString(reason.into());
     let mut p = copy_with(props, REASON_HEADER, why);
     // Its headers leave no room for ours: the broker would close the connection on the
@@ -344,7 +352,7 @@ pub(super) async fn dead_letter(
         p = copy_of(props, *props.delivery_mode());
     }
     let dead = ("", s.settings.dead_letter_queue.as_str());
-    let r = publish_confirmed(&s.publish, dead, Route::Mandatory, &delivery.data, p).await;
+    let r = publish_confirmed(&s.publish, dead, Route::Mandatory, data, p).await;
     if r.is_ok() {
         metric::dead_lettered();
     }

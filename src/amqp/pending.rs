@@ -8,12 +8,15 @@
 //! Instead the refused message goes to a delay queue as a pending copy (`x-picket-pending`
 //! says whether its result or only its change is still to be told), the job is acked
 //! once that copy is confirmed, so nothing is lost between the two, and the copy comes
-//! back through the jobs queue to be told without a probe.
+//! back through the jobs queue to be told without a probe. A copy refused for a day
+//! goes to the dead-letter queue instead ([`GIVE_UP_AFTER_S`]).
 
 use lapin::types::{AMQPValue, ShortString};
 use lapin::BasicProperties;
 
-use super::delivery::{dead_letter, header_int, header_text, requeue, Session};
+use super::delivery::{
+    dead_letter, dead_letter_message, header_int, header_text, requeue, Session,
+};
 use super::publish::persistent_json;
 use super::topology::{delay_queue_name, DELAY_BUCKETS};
 use super::{publish_confirmed, AmqpError, Route};
@@ -24,6 +27,11 @@ use crate::metric;
 pub const PENDING_HEADER: &str = "x-picket-pending";
 /// Header of a pending copy: how often it was refused so far.
 const TRIES_HEADER: &str = "x-picket-pending-tries";
+/// How long a refused message is tried again before it is dead-lettered, in seconds. A
+/// queue full for a day is one nobody reads any more (a subscriber gone, its queue left
+/// full); tried for ever, every result and change it refuses would be asked about every
+/// 30 s for as long, each new one joining them.
+const GIVE_UP_AFTER_S: u64 = 24 * 3600;
 
 /// What of an outcome is still to be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +149,10 @@ async fn confirmed(
         Ok(()) => Ok(true),
         Err(e @ AmqpError::Nacked { .. }) => {
             metric::publish_failed();
+            if waited(outcome.tries) >= GIVE_UP_AFTER_S {
+                give_up(s, outcome, stage).await?;
+                return Ok(false);
+            }
             let wait = wait_before(outcome.tries);
             let stage_name = stage.as_str();
             tracing::warn!(error = %e, stage = stage_name, retry_in_s = wait, "{stage_name} not confirmed; it alone is tried again");
@@ -175,22 +187,58 @@ fn wait_before(tries: i64) -> u64 {
     }
 }
 
+/// The seconds a message refused `tries` times has waited at the least ([`wait_before`]).
+fn waited(tries: i64) -> u64 {
+    let tries = u64::try_from(tries).unwrap_or(0);
+    let (first, then) = (tries.min(3), tries.saturating_sub(3).min(3));
+    let rest = tries.saturating_sub(6);
+    (first * DELAY_BUCKETS[0] + then * DELAY_BUCKETS[1])
+        .saturating_add(rest.saturating_mul(DELAY_BUCKETS[2]))
+}
+
+/// Dead-letters the outcome's pending copy from `stage`, refused for a day, with why;
+/// its tries are set back to none, so a replay once the queue has room tries it afresh.
+async fn give_up(s: &Session, outcome: &Outcome<'_>, stage: Stage) -> Result<(), AmqpError> {
+    let exchange = match stage {
+        Stage::Result => &s.settings.results_exchange,
+        Stage::Change => &s.settings.changes_exchange,
+    };
+    let why = format!(
+        "the {} was refused {} times over {} hours by a full queue (reject-publish) bound to \
+         {exchange}: no longer tried; replay it once that queue has room",
+        stage.as_str(),
+        outcome.tries.saturating_add(1),
+        waited(outcome.tries) / 3600
+    );
+    tracing::warn!(stage = stage.as_str(), reason = %why, "pending copy dead-lettered");
+    let props = pending_copy(outcome, stage, 0);
+    dead_letter_message(s, (&props, outcome.payload), &why).await
+}
+
 /// Publishes the outcome's pending copy from `stage` on to the delay queue of `wait`
-/// seconds. A copy of the result keeps the job's reply address; one of a change has
-/// none (its reply went with its result).
+/// seconds.
 async fn hand_back(
     s: &Session,
     outcome: &Outcome<'_>,
     stage: Stage,
     wait: u64,
 ) -> Result<(), AmqpError> {
+    let props = pending_copy(outcome, stage, outcome.tries.saturating_add(1));
+    let queue = delay_queue_name(&s.settings, wait);
+    let to = ("", queue.as_str());
+    publish_confirmed(&s.publish, to, Route::Mandatory, outcome.payload, props).await
+}
+
+/// The properties of the outcome's pending copy from `stage`, refused `tries` times. A
+/// copy of the result keeps the job's reply address; one of a change has none (its
+/// reply went with its result).
+fn pending_copy(outcome: &Outcome<'_>, stage: Stage, tries: i64) -> BasicProperties {
     let mut headers = outcome.props.headers().clone().unwrap_or_default();
     headers.insert(
         PENDING_HEADER.into(),
         AMQPValue::LongString(stage.as_str().into()),
     );
-    let tries = AMQPValue::LongLongInt(outcome.tries.saturating_add(1));
-    headers.insert(TRIES_HEADER.into(), tries);
+    headers.insert(TRIES_HEADER.into(), AMQPValue::LongLongInt(tries));
     let mut props = outcome.props.clone().with_headers(headers);
     if stage == Stage::Result {
         if let Some(r) = &outcome.reply_to {
@@ -200,9 +248,7 @@ async fn hand_back(
             props = props.with_correlation_id(c.clone());
         }
     }
-    let queue = delay_queue_name(&s.settings, wait);
-    let to = ("", queue.as_str());
-    publish_confirmed(&s.publish, to, Route::Mandatory, outcome.payload, props).await
+    props
 }
 
 /// The stage of a delivery that is a pending copy, not a job (`Err`: a stage picket
@@ -311,6 +357,13 @@ mod tests {
         let waits: Vec<u64> = (0..8).map(wait_before).collect();
         assert_eq!(waits, [1, 1, 1, 5, 5, 5, 30, 30]);
         assert_eq!(wait_before(i64::MAX), 30);
+        let summed = |tries: i64| (0..tries).map(wait_before).sum::<u64>();
+        for tries in [0, 1, 3, 4, 6, 7, 100, 2886] {
+            assert_eq!(waited(tries), summed(tries), "{tries}");
+        }
+        assert_eq!((waited(-1), waited(i64::MAX)), (0, u64::MAX));
+        // A day of refusals is about 2886 of them.
+        assert!(waited(2885) < GIVE_UP_AFTER_S && waited(2886) >= GIVE_UP_AFTER_S);
     }
 
     #[test]
