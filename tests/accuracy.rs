@@ -557,3 +557,10 @@ async fn truth_a_redirect_to_plain_http_after_hsts_is_asked_over_https() {
 async fn truth_chunks_ended_by_a_bare_lf_are_read_as_browsers_read_them() {
     all_tell_the_truth(&["chunk-lines-ended-by-lf", "chunk-data-ended-by-lf"]).await;
 }
+
+/// A cookie check whose cookie has no name (`Set-Cookie: chk1`) looped: the cookie store
+/// refuses a cookie without a name, where Chrome keeps it and sends `Cookie: chk1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_cookie_without_a_name_is_sent_back() {
+    tells_the_truth("cookie-nameless").await;
+}

@@ -487,6 +487,38 @@ pub(super) async fn redirects(b: &mut Builder) {
     )
     .await;
 
+    // A cookie check with a cookie that has no name (`Set-Cookie: chk1`, as old load
+    // balancers and hand-written checks set it): RFC 6265bis and Chrome keep it as a
+    // cookie whose name is empty and send back its value alone (`Cookie: chk1`).
+    let p = page("County office", "Welcome to the county.");
+    b.http(
+        "cookie-nameless",
+        Router::new().route(
+            "/",
+            any(move |headers: HeaderMap| async move {
+                let sent_back = headers.get_all(header::COOKIE).iter().any(|v| {
+                    v.as_bytes()
+                        .split(|&b| b == b';')
+                        .any(|pair| pair.trim_ascii() == b"chk1")
+                });
+                if sent_back {
+                    return html(StatusCode::OK, p);
+                }
+                let set = [(header::SET_COOKIE, "chk1; Path=/")];
+                (StatusCode::FOUND, [(header::LOCATION, "/")], set, "").into_response()
+            }),
+        ),
+        None,
+        truth(
+            "up",
+            Some("ok"),
+            "a cookie check whose cookie has no name (Set-Cookie: chk1): browsers send it back as Cookie: chk1 and get the page",
+        ),
+        said("up", "ok"),
+        vec![],
+    )
+    .await;
+
     // PHP's `header("Location: " . $url)` with an empty `$url`: a 302 whose Location is
     // empty, over the page. Browsers follow only a non-empty Location, and show the page.
     let p = page("County office", "Welcome to the county.");
