@@ -330,9 +330,10 @@ impl CookieJar {
             return;
         }
         let host = url.host_str().unwrap_or_default();
-        let values: Vec<&HeaderValue> = headers
+        let values: Vec<HeaderValue> = headers
             .get_all(SET_COOKIE)
             .iter()
+            .map(|v| named(v).unwrap_or_else(|| v.clone()))
             .filter(|v| {
                 let name = cookie_name(v.as_bytes());
                 let known = self.taken.contains(&(host.to_string(), name.to_vec()));
@@ -341,14 +342,49 @@ impl CookieJar {
                         && self.taken.insert((host.to_string(), name.to_vec())))
             })
             .collect();
-        self.jar.set_cookies(&mut values.into_iter(), url);
+        self.jar.set_cookies(&mut values.iter(), url);
     }
 
     /// The `Cookie` header for a request to `url`, if any cookie applies: as bytes, since
     /// a cookie's value may be raw UTF-8 (a city's name), which browsers keep and send.
+    /// A cookie without a name goes as its value alone, as browsers send it.
     pub(super) fn header_for(&self, url: &Url) -> Option<HeaderValue> {
-        self.jar.cookies(url)
+        let header = self.jar.cookies(url)?;
+        let kept_as = format!("{NAMELESS}=");
+        let bytes = header.as_bytes();
+        if !bytes
+            .windows(kept_as.len())
+            .any(|w| w == kept_as.as_bytes())
+        {
+            return Some(header);
+        }
+        let pairs: Vec<&[u8]> = bytes
+            .split(|&b| b == b';')
+            .map(|pair| {
+                let pair = pair.trim_ascii();
+                pair.strip_prefix(kept_as.as_bytes()).unwrap_or(pair)
+            })
+            .collect();
+        HeaderValue::from_bytes(&pairs.join(&b"; "[..])).ok()
     }
+}
+
+/// The name a cookie without one is kept under. RFC 6265bis and Chrome keep
+/// `Set-Cookie: chk1` as a cookie whose name is empty and send `Cookie: chk1`; reqwest's
+/// store refuses an empty name, and a cookie check setting one looped.
+const NAMELESS: &str = "picket-nameless";
+
+/// A `Set-Cookie` value without a name (no `=` in its first pair, which is not empty)
+/// as the store keeps it: named [`NAMELESS`]. `None` for any other.
+fn named(value: &HeaderValue) -> Option<HeaderValue> {
+    let bytes = value.as_bytes();
+    let end = bytes.iter().position(|&b| b == b';').unwrap_or(bytes.len());
+    let pair = bytes[..end].trim_ascii();
+    if pair.is_empty() || pair.contains(&b'=') {
+        return None;
+    }
+    let kept = [NAMELESS.as_bytes(), b"=", pair, &bytes[end..]].concat();
+    HeaderValue::from_bytes(&kept).ok()
 }
 
 /// A `Set-Cookie` value's cookie name: the bytes before its first `=` (before its
@@ -719,6 +755,25 @@ mod tests {
         Some(pairs.join("; "))
     }
 
+    /// A cookie without a name is kept under [`NAMELESS`], and one set after it
+    /// replaces it, as browsers key it by its (empty) name; others are kept as they came.
+    #[test]
+    fn a_cookie_without_a_name_is_kept_as_browsers_keep_it() {
+        let v = |s: &str| HeaderValue::from_str(s).expect("a header value");
+        assert_eq!(
+            named(&v("chk1; Path=/")),
+            Some(v("picket-nameless=chk1; Path=/"))
+        );
+        for kept in ["a=b; Path=/", "=x", " ; Path=/", ""] {
+            assert_eq!(named(&v(kept)), None, "{kept:?}");
+        }
+        let mut jar = CookieJar::default();
+        let url = u("https://example.com/");
+        jar.take(&url, &headers(&[("set-cookie", "chk1; Path=/")]));
+        jar.take(&url, &headers(&[("set-cookie", "chk2; Path=/")]));
+        assert_eq!(sent(&jar, "https://example.com/x").as_deref(), Some("chk2"));
+    }
+
     #[test]
     fn a_cookie_goes_where_its_domain_and_path_say_as_in_a_browser() {
         let mut jar = CookieJar::default();
@@ -741,10 +796,11 @@ mod tests {
             Some("wide=1")
         );
         // Without it, the setting host only; `Path` narrows it, and with no `Path`
-        // the default is the directory of the URL that set it (`/a`).
+        // the default is the directory of the URL that set it (`/a`). A cookie without
+        // a name goes as its value alone.
         assert_eq!(
             sent(&jar, "https://www.example.com/a/c").as_deref(),
-            Some("here=3; narrow=2; wide=1")
+            Some("here=3; narrow=2; no value; wide=1")
         );
         assert_eq!(
             sent(&jar, "https://www.example.com/other").as_deref(),
