@@ -758,26 +758,25 @@ async fn quorum_queues_work_and_dead_letter_a_message_that_keeps_coming_back() {
     // queue of its own, so the broker deleted a dead letter read five times. RabbitMQ
     // 4 gives a quorum queue declared without a limit one of 20; `-1`, its way to turn
     // it off, made RabbitMQ 3.10 drop the dead letter at its first return.
-    const MORE_THAN_RABBITMQ_4S_DEFAULT: usize = 25;
-    for _ in 0..MORE_THAN_RABBITMQ_4S_DEFAULT {
-        hand_back(s.amqp.dead_letter_queue.clone()).await;
-    }
-    let dead = client
-        .take(&s.amqp.dead_letter_queue, 1, Duration::from_secs(10))
-        .await;
-    assert_eq!(dead[0].data, b"{\"url\":\"http://x.test/\"}");
     // So is a result looked at that often (`picket results` peeks, a subscriber that
     // hands back what it cannot handle yet).
     client
         .publish(&s.amqp.results_queue, b"{}", BasicProperties::default())
         .await;
-    for _ in 0..MORE_THAN_RABBITMQ_4S_DEFAULT {
-        hand_back(s.amqp.results_queue.clone()).await;
+    const MORE_THAN_RABBITMQ_4S_DEFAULT: usize = 25;
+    for (queue, body) in [
+        (
+            &s.amqp.dead_letter_queue,
+            &b"{\"url\":\"http://x.test/\"}"[..],
+        ),
+        (&s.amqp.results_queue, b"{}"),
+    ] {
+        for _ in 0..MORE_THAN_RABBITMQ_4S_DEFAULT {
+            hand_back(queue.clone()).await;
+        }
+        let kept = client.take(queue, 1, Duration::from_secs(10)).await;
+        assert_eq!(kept[0].data, body, "{queue}");
     }
-    let kept = client
-        .take(&s.amqp.results_queue, 1, Duration::from_secs(10))
-        .await;
-    assert_eq!(kept[0].data, b"{}");
 
     // And a worker runs on quorum queues like on classic ones.
     let worker = Worker::start(&s);
