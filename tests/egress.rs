@@ -436,6 +436,12 @@ async fn through_either_proxy_a_site_is_judged_as_it_is_directly() {
                 "{target} through {name}: {}",
                 r.detail
             );
+            assert_eq!(
+                target.starts_with("chunk-"),
+                r.detail.contains("ends in a bare LF"),
+                "{target} through {name}: {}",
+                r.detail
+            );
         }
         // A chain sent incomplete is completed through the proxy too: the intermediate
         // is fetched through the same egress.
