@@ -404,7 +404,21 @@ async fn last_hop(
         // A page a browser leaves keeps its cookies as a redirect does.
         chain.cookies.take(&chain.url, resp.headers());
     }
+    let chunk_line = resp
+        .extensions()
+        .get::<tunnel::MendedChunks>()
+        .map(|m| m.0.clone());
     let finished = finish(resp, permit, plan, chain, cert_now).await;
+    if let Some(line) = chunk_line.as_ref().and_then(|l| l.get()) {
+        let which = match line.as_str() {
+            "" => "a chunk's data".to_string(),
+            line => format!("the chunk line {line:?}"),
+        };
+        obs.notes.push(format!(
+            "{which} ends in a bare LF, which browsers read and HTTP/1.1 does not allow: \
+             read as browsers read it"
+        ));
+    }
     if let Some(cause) = finished.unframed {
         if read_as_browsers(probe, &cause, obs) {
             return Ok(Step::Again);
@@ -429,8 +443,8 @@ fn read_as_browsers(probe: &mut Probe<'_>, cause: &str, obs: &mut Observation) -
     }
     probe.read_as_browsers = true;
     obs.notes.push(format!(
-        "the answer's chunks break HTTP/1.1's framing ({cause}) in a way browsers may \
-         forgive: asked again to read them as browsers do"
+        "hyper refused the answer's chunks ({cause}): asked again to read them as \
+         browsers do"
     ));
     true
 }

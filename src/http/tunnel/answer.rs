@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
 use super::error::TunnelError;
-use super::mend::{Mended, MendedLine};
+use super::mend::{Mended, MendedChunks, MendedLine};
 use super::Io;
 use crate::http::head::MAX_HEADER_LIST_BYTES;
 use crate::http::tls::SiteCertificate;
@@ -116,6 +116,7 @@ async fn over_h1(
 ) -> hyper::Result<http::Response<Incoming>> {
     let mended = Mended::new(io);
     let original = mended.original();
+    let chunk_line = mended.chunk_line();
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .title_case_headers(true)
         .max_headers(head_lines)
@@ -131,6 +132,7 @@ async fn over_h1(
     if let Some(line) = original.get() {
         answer.extensions_mut().insert(MendedLine(line.clone()));
     }
+    answer.extensions_mut().insert(MendedChunks(chunk_line));
     Ok(answer)
 }
 

@@ -39,6 +39,8 @@ enum Line {
 pub(super) struct Rechunk {
     at: At,
     line: Vec<u8>,
+    /// The first line whose bare LF was made CR LF, as it came (its LF taken).
+    mended: Option<String>,
 }
 
 impl Rechunk {
@@ -46,12 +48,18 @@ impl Rechunk {
         Rechunk {
             at: At::Line(Line::Size),
             line: Vec::new(),
+            mended: None,
         }
     }
 
     /// Whether the framing is behind: what comes now goes on as it came.
     pub(super) fn done(&self) -> bool {
         self.at == At::Done
+    }
+
+    /// The first line whose bare LF was made CR LF, once one was.
+    pub(super) fn mended(&self) -> Option<&str> {
+        self.mended.as_deref()
     }
 
     /// Appends to `out` what of `input` hyper is to read.
@@ -119,6 +127,9 @@ impl Rechunk {
             self.at = At::Done;
             return;
         };
+        if line.len() == came.len() && self.mended.is_none() {
+            self.mended = Some(String::from_utf8_lossy(line).into_owned());
+        }
         out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
         self.at = next;
@@ -146,13 +157,19 @@ mod tests {
 
     /// `body` fed in pieces of `step` bytes, as hyper would read it.
     fn rechunked(body: &str, step: usize) -> String {
+        mended(body, step).0
+    }
+
+    /// [`rechunked`], and the first line whose bare LF was mended.
+    fn mended(body: &str, step: usize) -> (String, Option<String>) {
         let mut r = Rechunk::new();
         let mut out = Vec::new();
         for piece in body.as_bytes().chunks(step) {
             r.feed(piece, &mut out);
         }
         r.finish(&mut out);
-        String::from_utf8(out).expect("ascii")
+        let mended = r.mended().map(str::to_string);
+        (String::from_utf8(out).expect("ascii"), mended)
     }
 
     #[test]
@@ -165,8 +182,12 @@ mod tests {
             ] {
                 assert_eq!(rechunked(came, step), whole, "{came:?} by {step}");
             }
-            assert_eq!(rechunked(whole, step), whole);
+            assert_eq!(mended(whole, step), (whole.to_string(), None));
         }
+        let first = |came: &str| mended(came, 3).1;
+        assert_eq!(first("5\r\nhello\n0\r\n\r\n").as_deref(), Some(""));
+        assert_eq!(first("a;x=1\nhelloworld\r\n").as_deref(), Some("a;x=1"));
+        assert_eq!(first("zz\nhello"), None, "handed on as it came");
     }
 
     /// Data is never read as a line: a chunk holding LFs goes on as it came.

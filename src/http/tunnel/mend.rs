@@ -204,6 +204,11 @@ pub(super) fn status_line(line: &[u8]) -> Option<(Vec<u8>, u16)> {
 #[derive(Debug, Clone)]
 pub(in crate::http) struct MendedLine(pub String);
 
+/// Of an answer read through [`Mended`]: the first line of its chunks whose bare LF was
+/// made CR LF, once its body was read that far.
+#[derive(Debug, Clone)]
+pub(in crate::http) struct MendedChunks(pub Arc<OnceLock<String>>);
+
 /// A stream whose heads, when browsers read them, are handed on as hyper reads them
 /// ([`head`]), and so is a chunked body's framing ([`Rechunk`]); writes and every byte
 /// of the body's data pass through.
@@ -212,6 +217,8 @@ pub(super) struct Mended<I> {
     state: State,
     /// The first line that changed, as it came, once one did.
     original: Arc<OnceLock<String>>,
+    /// The first chunk line whose bare LF was mended, once one was.
+    chunk_line: Arc<OnceLock<String>>,
 }
 
 enum State {
@@ -240,7 +247,13 @@ impl<I> Mended<I> {
             inner,
             state: State::Head(Vec::new()),
             original: Arc::default(),
+            chunk_line: Arc::default(),
         }
+    }
+
+    /// Where the first chunk line whose bare LF was mended is kept, once one was.
+    pub(super) fn chunk_line(&self) -> Arc<OnceLock<String>> {
+        self.chunk_line.clone()
     }
 
     /// Where the first line that changed is kept as it came, once one did (before
@@ -271,10 +284,20 @@ impl<I> Mended<I> {
         if mend.chunked {
             let mut chunks = Rechunk::new();
             chunks.feed(&rest, &mut gathered);
+            note(&self.chunk_line, &chunks);
             return (gathered, Next::Chunks(chunks));
         }
         gathered.extend_from_slice(&rest);
         (gathered, Next::Body)
+    }
+}
+
+/// Keeps in `kept` the first chunk line `chunks` mended, once it did.
+fn note(kept: &OnceLock<String>, chunks: &Rechunk) {
+    if kept.get().is_none() {
+        if let Some(line) = chunks.mended() {
+            let _ = kept.set(line.to_string());
+        }
     }
 }
 
@@ -313,6 +336,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Mended<I> {
                     } else {
                         chunks.feed(read.filled(), &mut out);
                     }
+                    note(&this.chunk_line, chunks);
                     if closed && out.is_empty() {
                         // The server closed: hyper sees the end as it is.
                         this.state = State::Pass;

@@ -68,7 +68,7 @@ use answer::{answer_to_reqwest, ask, Form};
 pub(super) use by_name::{stale_copy, AskedByName};
 pub(super) use error::SendError;
 use error::{Stage, TunnelError};
-pub(super) use mend::MendedLine;
+pub(super) use mend::{MendedChunks, MendedLine};
 
 /// A byte stream of either side of the tunnel (TCP or TLS, to the proxy or the site).
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
