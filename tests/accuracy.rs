@@ -259,6 +259,16 @@ async fn truth_gzip_under_its_old_name_or_in_capitals_is_up() {
     tells_the_truth("brotli-capitals").await;
 }
 
+/// Over plain HTTP browsers ask for gzip and deflate only: a page sent in br or zstd
+/// anyway is no page to them (Chromium 156: ERR_CONTENT_DECODING_FAILED; Firefox 153:
+/// its compressed bytes). picket decoded it and said up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_a_coding_browsers_did_not_ask_for_shows_no_page() {
+    all_tell_the_truth(&["brotli-unasked", "zstd-unasked"]).await;
+    // Asked for over HTTPS, the same codings are the page.
+    all_tell_the_truth(&["brotli", "brotli-capitals", "zstd"]).await;
+}
+
 /// A page compressed twice says so with a list of codings (`gzip, gzip`, `deflate, gzip`),
 /// which browsers decode in reverse order: picket judged the compressed bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -632,23 +632,39 @@ async fn browser_checks(b: &mut Builder, pki: &Pki) {
         vec![Fact::Attempts(1)],
     );
 
-    // zstd, which Chrome (123 and later) and Firefox (126 and later) ask for over HTTPS,
-    // and CDNs serve to them; and the same labelled in capitals (hunt Q), which Chrome
-    // decodes too: codings are case-insensitive.
-    for (name, label, says) in [
-        ("zstd", "zstd", "a zstd-encoded page containing 欢迎光临"),
+    // zstd and br, which Chrome (zstd from 123) and Firefox (zstd from 126) ask for over
+    // HTTPS only, and CDNs serve to them; and the same labelled in capitals (hunt Q),
+    // which Chrome decodes too: codings are case-insensitive.
+    let zstd = |text: &[u8]| zstd::encode_all(text, 3).expect("zstd");
+    let br = super::bodies::br;
+    let codings: [(&str, &str, &str, &dyn Fn(&[u8]) -> Vec<u8>); 4] = [
+        (
+            "zstd",
+            "zstd",
+            "a zstd-encoded page containing 欢迎光临",
+            &zstd,
+        ),
         (
             "zstd-capitals",
             "ZSTD",
             "a zstd-encoded page labelled \"ZSTD\": codings are case-insensitive",
+            &zstd,
         ),
-    ] {
+        ("brotli", "br", "a br-encoded page containing 欢迎光临", &br),
+        (
+            "brotli-capitals",
+            "BR",
+            "a br-encoded page labelled \"BR\": codings are case-insensitive",
+            &br,
+        ),
+    ];
+    for (name, label, says, compress) in codings {
         let config = server_config(pki, &format!("{name}.{DOMAIN}"), -1, 90, Signer::Ca);
         let text = page(
             "County office",
-            "欢迎光临 — this page travels compressed with zstd. Opening hours and services.",
+            "欢迎光临 — this page travels compressed. Opening hours and services.",
         );
-        let packed = Bytes::from(zstd::encode_all(text.as_bytes(), 3).expect("zstd"));
+        let packed = Bytes::from(compress(text.as_bytes()));
         let router = Router::new().route(
             "/",
             any(move || {
