@@ -353,6 +353,55 @@ impl Coding {
     }
 }
 
+/// The first coding of an answer's `Content-Encoding` (`headers`) that browsers know
+/// and the request did not ask for in `accepted`, the `Accept-Encoding` it sent (none
+/// sent asks for any).
+///
+/// Chrome refuses such an answer whatever its body (`ERR_CONTENT_DECODING_FAILED`:
+/// Chromium's `HttpNetworkTransaction::ContentEncodingsValid`) and Firefox shows its
+/// compressed bytes. Over plain HTTP both ask for gzip and deflate only, so a server
+/// sending br or zstd to everyone there shows no page. A coding browsers do not know
+/// is not refused: it is passed on raw.
+pub(super) fn unasked_coding(headers: &HeaderMap, accepted: Option<&str>) -> Option<&'static str> {
+    let asked = asked_codings(accepted?)?;
+    headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .filter_map(|line| line.to_str().ok())
+        .flat_map(|line| line.split(','))
+        .filter_map(|name| Coding::named(name.trim()))
+        .find(|coding| !asked.contains(coding))
+        .map(Coding::name)
+}
+
+/// The codings an `Accept-Encoding` value asks for, as Chrome reads it (`x-gzip` is
+/// gzip, a coding weighted `q=0` is not asked for), or `None` when it asks for any: `*`,
+/// or a value that names nothing (RFC 9110 12.5.3).
+fn asked_codings(accept: &str) -> Option<Vec<Coding>> {
+    let mut named_any = false;
+    let mut asked = Vec::new();
+    for entry in accept.split(',') {
+        let mut parts = entry.split(';');
+        let name = parts.next().unwrap_or_default().trim();
+        if name.is_empty() || parts.any(weighs_nothing) {
+            continue;
+        }
+        if name == "*" {
+            return None;
+        }
+        named_any = true;
+        asked.extend(Coding::named(name));
+    }
+    named_any.then_some(asked)
+}
+
+/// Whether an `Accept-Encoding` parameter is the weight `q=0` (a coding refused).
+fn weighs_nothing(param: &str) -> bool {
+    param.split_once('=').is_some_and(|(name, value)| {
+        name.trim().eq_ignore_ascii_case("q") && value.trim().parse::<f32>() == Ok(0.0)
+    })
+}
+
 /// The codings of an answer that picket must undo itself, in the order to undo them
 /// (the reverse of the order they were applied in, RFC 9110 8.4), or `None` when there
 /// is nothing for picket to do.
@@ -751,6 +800,40 @@ mod tests {
             headers.append(CONTENT_ENCODING, line.parse().expect("header value"));
         }
         own_codings(&headers)
+    }
+
+    fn unasked(lines: &[&str], accepted: Option<&str>) -> Option<&'static str> {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(CONTENT_ENCODING, line.parse().expect("header value"));
+        }
+        unasked_coding(&headers, accepted)
+    }
+
+    /// Chrome's plain-HTTP and HTTPS lists, and what it makes of other values.
+    #[test]
+    fn a_coding_is_unasked_as_chrome_reads_accept_encoding() {
+        let plain = Some("gzip, deflate");
+        let secure = Some("gzip, deflate, br, zstd");
+        assert_eq!(unasked(&["br"], plain), Some("br"));
+        assert_eq!(unasked(&["ZSTD"], plain), Some("zstd"));
+        // Found in a list, on any line, behind codings that were asked for.
+        assert_eq!(unasked(&["gzip", "deflate, br"], plain), Some("br"));
+        assert_eq!(unasked(&["br"], secure), None);
+        assert_eq!(unasked(&["zstd"], secure), None);
+        // x-gzip is gzip; identity and codings browsers do not know are never refused.
+        assert_eq!(unasked(&["x-gzip"], plain), None);
+        assert_eq!(unasked(&["identity", "utf-8", "none"], plain), None);
+        assert_eq!(unasked(&[], plain), None);
+        // A weight of 0 refuses a coding; `*`, an empty value or none at all asks for any.
+        assert_eq!(unasked(&["br"], Some("gzip, br;q=0")), Some("br"));
+        assert_eq!(unasked(&["br"], Some("gzip, br; q=0.000")), Some("br"));
+        assert_eq!(unasked(&["br"], Some("gzip, br;q=0.5")), None);
+        assert_eq!(unasked(&["br"], Some("gzip, *")), None);
+        assert_eq!(unasked(&["br"], Some("")), None);
+        assert_eq!(unasked(&["br"], None), None);
+        // A job asking for identity alone names something: gzip was not asked for.
+        assert_eq!(unasked(&["gzip"], Some("identity")), Some("gzip"));
     }
 
     #[test]

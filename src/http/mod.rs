@@ -559,6 +559,12 @@ async fn finish(
         .then(|| body::header(resp.headers(), reqwest::header::WWW_AUTHENTICATE))
         .flatten();
     let pause_asked = self::retry_after(&resp);
+    if let Some(refused) = unasked_coding(&resp, plan, chain) {
+        return body::Finished {
+            result: Err(fail(FailureKind::Protocol, refused)),
+            unframed: None,
+        };
+    }
     let body::Finished { result, unframed } = body::read(resp, plan.max_body_bytes, status).await;
     drop(permit);
     let body = match result {
@@ -673,6 +679,29 @@ fn proxy_refusal(egress: &Egress, url: &Url, resp: &reqwest::Response) -> Option
 
 /// Longest `Retry-After` pause honoured.
 const MAX_RETRY_AFTER: Duration = crate::probe::MAX_RETRY_AFTER;
+
+/// Why browsers show no page for `resp`, the answer to [`Chain::url`], when it comes
+/// in a coding the request did not ask for ([`body::unasked_coding`]). A redirect is
+/// followed all the same (Chrome exempts it), and an answer to `HEAD` has no body.
+fn unasked_coding(resp: &reqwest::Response, plan: &Plan, chain: &Chain) -> Option<String> {
+    let redirect = matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308)
+        && resp.headers().contains_key(reqwest::header::LOCATION);
+    if redirect || plan.method == crate::job::Method::Head {
+        return None;
+    }
+    let accepted = plan
+        .headers(chain.url.scheme() == "https")
+        .find(|(name, _)| name.eq_ignore_ascii_case("accept-encoding"))
+        .map(|(_, value)| value);
+    let coding = body::unasked_coding(resp.headers(), accepted)?;
+    Some(format!(
+        "{} but the body is coded {coding}, which the request did not ask for \
+         (Accept-Encoding: {}): browsers show no page (Chrome refuses it, Firefox shows \
+         its compressed bytes)",
+        resp.status().as_u16(),
+        accepted.unwrap_or_default(),
+    ))
+}
 
 fn fail(kind: FailureKind, detail: String) -> Outcome {
     Outcome::Failure(Failure { kind, detail })

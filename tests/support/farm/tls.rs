@@ -589,6 +589,9 @@ fn chrome_over_https(headers: &HeaderMap) -> bool {
             .any(|c| c.trim() == "zstd")
 }
 
+/// How a page is compressed for a `Content-Encoding`.
+type Compress = fn(&[u8]) -> Vec<u8>;
+
 /// Sites that judge the client by more than its User-Agent, over HTTPS.
 async fn browser_checks(b: &mut Builder, pki: &Pki) {
     // A bot manager in front of the site (as many government sites have): a request
@@ -635,27 +638,27 @@ async fn browser_checks(b: &mut Builder, pki: &Pki) {
     // zstd and br, which Chrome (zstd from 123) and Firefox (zstd from 126) ask for over
     // HTTPS only, and CDNs serve to them; and the same labelled in capitals (hunt Q),
     // which Chrome decodes too: codings are case-insensitive.
-    let zstd = |text: &[u8]| zstd::encode_all(text, 3).expect("zstd");
-    let br = super::bodies::br;
-    let codings: [(&str, &str, &str, &dyn Fn(&[u8]) -> Vec<u8>); 4] = [
+    let zstd: Compress = |text| zstd::encode_all(text, 3).expect("zstd");
+    let br: Compress = super::bodies::br;
+    let codings = [
         (
             "zstd",
             "zstd",
             "a zstd-encoded page containing 欢迎光临",
-            &zstd,
+            zstd,
         ),
         (
             "zstd-capitals",
             "ZSTD",
             "a zstd-encoded page labelled \"ZSTD\": codings are case-insensitive",
-            &zstd,
+            zstd,
         ),
-        ("brotli", "br", "a br-encoded page containing 欢迎光临", &br),
+        ("brotli", "br", "a br-encoded page containing 欢迎光临", br),
         (
             "brotli-capitals",
             "BR",
             "a br-encoded page labelled \"BR\": codings are case-insensitive",
-            &br,
+            br,
         ),
     ];
     for (name, label, says, compress) in codings {
