@@ -1093,3 +1093,45 @@ async fn https_only(name: &str, ip: &str) -> (tempfile::TempDir, std::path::Path
     serve_tls_at(addr, config, &page("")).await;
     (dir, ca_file)
 }
+
+/// A job that sets its own `Accept-Encoding` changes what picket asks for, not what
+/// browsers are shown: a server that compresses for everyone (gzip here, which every
+/// browser asks for) still shows its page to people. Refused as "not asked for", the
+/// job's own header made a working site a confirmed down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_asking_for_no_coding_is_not_refused_one_browsers_ask_for() {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(page("compressed for everyone").as_bytes())
+        .expect("gzip");
+    let packed = bytes::Bytes::from(gz.finish().expect("gzip"));
+    let site = serve(
+        "127.0.42.11",
+        Router::new().route(
+            "/",
+            get(move || {
+                let packed = packed.clone();
+                async move {
+                    (
+                        [
+                            ("content-type", "text/html; charset=utf-8"),
+                            ("content-encoding", "gzip"),
+                        ],
+                        packed,
+                    )
+                }
+            }),
+        ),
+    )
+    .await;
+    let engine = engine_with("attempts = 1", "");
+    let job = format!(
+        r#"{{"url":"http://{site}/","headers":{{"Accept-Encoding":"identity"}},"expect":{{"body_contains":"compressed for everyone"}}}}"#
+    );
+    let job = match picket::job::decode(job.as_bytes(), "j", 65536).expect("job") {
+        picket::job::Decoded::Job(j) => *j,
+        picket::job::Decoded::Rejected(r) => panic!("{}", r.detail),
+    };
+    let r = engine.run(&job).await;
+    assert_eq!(r.verdict.as_str(), "up", "{}", r.detail);
+}
