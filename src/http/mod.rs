@@ -683,16 +683,25 @@ const MAX_RETRY_AFTER: Duration = crate::probe::MAX_RETRY_AFTER;
 /// Why browsers show no page for `resp`, the answer to [`Chain::url`], when it comes
 /// in a coding the request did not ask for ([`body::unasked_coding`]). A redirect is
 /// followed all the same (Chrome exempts it), and an answer to `HEAD` has no body.
+///
+/// A job's own `Accept-Encoding` changes what picket asks for, not what browsers are
+/// shown: a coding is refused only when the browser's own list would not ask for it
+/// either.
 fn unasked_coding(resp: &reqwest::Response, plan: &Plan, chain: &Chain) -> Option<String> {
     let redirect = matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308)
         && resp.headers().contains_key(reqwest::header::LOCATION);
     if redirect || plan.method == crate::job::Method::Head {
         return None;
     }
-    let accepted = plan
-        .headers(chain.url.scheme() == "https")
-        .find(|(name, _)| name.eq_ignore_ascii_case("accept-encoding"))
-        .map(|(_, value)| value);
+    let secure = chain.url.scheme() == "https";
+    let browsers = if secure {
+        &plan.browser.secure
+    } else {
+        &plan.browser.plain
+    };
+    let accepted = accept_encoding(plan.headers(secure));
+    let by_browsers = accept_encoding(browsers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    body::unasked_coding(resp.headers(), by_browsers)?;
     let coding = body::unasked_coding(resp.headers(), accepted)?;
     Some(format!(
         "{} but the body is coded {coding}, which the request did not ask for \
@@ -701,6 +710,13 @@ fn unasked_coding(resp: &reqwest::Response, plan: &Plan, chain: &Chain) -> Optio
         resp.status().as_u16(),
         accepted.unwrap_or_default(),
     ))
+}
+
+/// The value of the `Accept-Encoding` among `headers`.
+fn accept_encoding<'a>(mut headers: impl Iterator<Item = (&'a str, &'a str)>) -> Option<&'a str> {
+    headers
+        .find(|(name, _)| name.eq_ignore_ascii_case("accept-encoding"))
+        .map(|(_, value)| value)
 }
 
 fn fail(kind: FailureKind, detail: String) -> Outcome {
