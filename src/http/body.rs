@@ -363,6 +363,10 @@ impl Coding {
 /// sending br or zstd to everyone there shows no page. A coding browsers do not know
 /// is not refused: it is passed on raw.
 pub(super) fn unasked_coding(headers: &HeaderMap, accepted: Option<&str>) -> Option<&'static str> {
+    // Most answers name no coding: nothing to read the request's list for.
+    if !headers.contains_key(CONTENT_ENCODING) {
+        return None;
+    }
     let asked = asked_codings(accepted?)?;
     headers
         .get_all(CONTENT_ENCODING)
