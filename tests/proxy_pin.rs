@@ -18,18 +18,18 @@ use crate::support::real::squid::Squid;
 use crate::support::real::{now_us, page, scratch, settled_hits, write, Daemon, Hits};
 
 /// The name every test site is asked by.
-const NAME: &str = "site.pin.test";
+pub(crate) const NAME: &str = "site.pin.test";
 
 /// nginx with name-based virtual hosts on one address: [`NAME`] on a plain and a TLS
 /// port (HTTP/2), and a default server on each that answers `421 Misdirected Request`
 /// with a certificate for another name, so a request without the right `Host` or SNI
 /// is no success. Pages are sent gzipped.
-struct Vhosts {
+pub(crate) struct Vhosts {
     daemon: Daemon,
-    http: u16,
-    https: u16,
+    pub(crate) http: u16,
+    pub(crate) https: u16,
     /// The test CA (PEM file), for `tls.extra_ca_file`.
-    ca_file: String,
+    pub(crate) ca_file: String,
     /// A certificate and its key for [`PROXY`], in one PEM file (as haproxy takes them).
     proxy_pem: String,
 }
@@ -38,7 +38,7 @@ struct Vhosts {
 const PROXY: &str = "proxy.pin.test";
 
 impl Vhosts {
-    fn start(ip: &str, names: &[&str]) -> Vhosts {
+    pub(crate) fn start(ip: &str, names: &[&str]) -> Vhosts {
         Vhosts::start_at(ip, names, free_port(), free_port())
     }
 
@@ -99,12 +99,12 @@ impl Vhosts {
         }
     }
 
-    fn hits(&self) -> Hits {
+    pub(crate) fn hits(&self) -> Hits {
         Hits::parse(&self.daemon.read("access.log"))
     }
 
     /// The site's page over https and over plain http.
-    fn urls(&self) -> [String; 2] {
+    pub(crate) fn urls(&self) -> [String; 2] {
         [
             format!("https://{NAME}:{}/", self.https),
             format!("http://{NAME}:{}/", self.http),
@@ -113,7 +113,7 @@ impl Vhosts {
 }
 
 /// `r` (of `url`) is up, answered from `ip`.
-fn assert_up_at(r: &picket::job::Report, ip: &str, url: &str) {
+pub(crate) fn assert_up_at(r: &picket::job::Report, ip: &str, url: &str) {
     assert_eq!(
         (r.verdict, r.reason.as_str(), r.ip.as_deref()),
         (Verdict::Up, "ok", Some(ip)),
@@ -123,7 +123,7 @@ fn assert_up_at(r: &picket::job::Report, ip: &str, url: &str) {
 }
 
 /// picket through the HTTP proxy at `proxy` alone, `hosts` in `dns.static`.
-fn engine(
+pub(crate) fn engine(
     proxy: &str,
     ca_file: &str,
     allow_private: bool,
@@ -133,7 +133,7 @@ fn engine(
 }
 
 /// [`engine`], with more keys (`egress_keys`) in its `[[egress]]`.
-fn engine_with(
+pub(crate) fn engine_with(
     proxy: &str,
     ca_file: &str,
     allow_private: bool,

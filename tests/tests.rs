@@ -22,6 +22,7 @@ mod our_side;
 mod over_tls;
 mod politeness;
 mod proxy_pin;
+mod proxy_words;
 mod real_servers;
 mod redelivery;
 mod reliability;

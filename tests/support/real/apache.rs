@@ -239,6 +239,17 @@ Include /usr/share/modsecurity-crs/rules/*.conf
     /// office: when that upstream is gone, Apache answers every URL asked of it by name
     /// with its own bare 503.
     pub fn forward_proxy(ip: &str, upstream: &str) -> Apache {
+        Apache::forwarding(ip, &format!("ProxyRemote * http://{upstream}"))
+    }
+
+    /// Apache as a forward proxy of its own (CONNECT to ports 443 and 563 only), looking
+    /// names up with the system's resolver, which knows none of the tests' names: a URL
+    /// asked of it by name gets its own "500 Proxy Error" page.
+    pub fn forward_proxy_alone(ip: &str) -> Apache {
+        Apache::forwarding(ip, "")
+    }
+
+    fn forwarding(ip: &str, remote: &str) -> Apache {
         let dir = scratch("apache-forward");
         let port = free_port();
         let mut conf = head(&dir, ip, port, &[]);
@@ -248,7 +259,7 @@ LoadModule proxy_http_module {MODULES}/mod_proxy_http.so
 LoadModule proxy_connect_module {MODULES}/mod_proxy_connect.so
 ProxyRequests On
 AllowCONNECT 443 563
-ProxyRemote * http://{upstream}
+{remote}
 <Proxy *>
   Require all granted
 </Proxy>

@@ -2,7 +2,8 @@
 //! processes on loopback addresses and free ports, with every file in a scratch dir:
 //! Apache with mod_evasive at its defaults and Apache with ModSecurity + the OWASP CRS
 //! (`apache`), nginx with `limit_req`/`limit_conn` (`nginx`), haproxy with a dead backend
-//! (`haproxy`), squid and dante as egresses (`squid`, `dante`), and fail2ban banning
+//! (`haproxy`), squid, tinyproxy, Privoxy and dante as egresses (`squid`, `tinyproxy`,
+//! `privoxy`, `dante`), and fail2ban banning
 //! with iptables what a server's log blames (`fail2ban`).
 //!
 //! Each server runs in its own process group; dropping its [`Daemon`] stops the whole
@@ -15,7 +16,9 @@ pub mod dante;
 pub mod fail2ban;
 pub mod haproxy;
 pub mod nginx;
+pub mod privoxy;
 pub mod squid;
+pub mod tinyproxy;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -27,8 +30,8 @@ use super::procs::{self, Watchdog};
 /// What to install when a server binary is missing.
 pub const REAL_INSTALL_HINT: &str =
     "run scripts/deps (it installs apache2, libapache2-mod-evasive, \
-     libapache2-mod-security2, modsecurity-crs, nginx-light, haproxy, squid, dante-server, \
-     fail2ban, iptables)";
+     libapache2-mod-security2, modsecurity-crs, nginx-light, haproxy, squid, tinyproxy, \
+     privoxy, dante-server, fail2ban, iptables)";
 
 /// A server process (and its children) of ours.
 pub struct Daemon {

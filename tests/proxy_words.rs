@@ -1,0 +1,115 @@
+//! Proxies that mark their own pages with no header (hunt Z2): tinyproxy, Privoxy and
+//! Apache's mod_proxy say what happened only in their status line's reason phrase
+//! ("502 Unable to connect to upstream proxy", "503 Forwarding failure", "404 No such
+//! domain", "403 Request blocked by Privoxy") or in the page they serve for a host that
+//! does not exist. Their failures are the egress's, never the site's `down`; what they
+//! report of the site (a refused connection) is still the site's.
+//!
+//! Each proxy looks names up with the system's resolver, which knows none of the test
+//! names: a URL asked of it by name fails at its own lookup, as an egress whose DNS
+//! is broken would.
+
+use picket::job::{Report, Verdict};
+
+use crate::proxy_pin::{assert_up_at, engine, Vhosts, NAME};
+use crate::support::free_port;
+use crate::support::real::apache::Apache;
+use crate::support::real::privoxy::Privoxy;
+use crate::support::real::tinyproxy::Tinyproxy;
+
+/// `r` is our egress failing, in the words of its proxy (`said`).
+fn assert_egress_failed(r: &Report, url: &str, said: &str) {
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "egress_unavailable"),
+        "{url}: {}",
+        r.detail
+    );
+    assert!(r.detail.contains(said), "{url}: {}", r.detail);
+}
+
+/// A proxy whose own parent is gone (tinyproxy's `Upstream`, Privoxy's `forward-socks5`)
+/// answers every request with its own gateway error. Every site was a confirmed `down`,
+/// "the proxy could not open a tunnel to it".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_whose_parent_is_down_is_the_egress_failing_never_the_site() {
+    let site_ip = "127.0.63.1";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let dead = format!("127.0.63.2:{}", free_port());
+    let tiny = Tinyproxy::start("127.0.63.3", &format!("Upstream http {dead}"));
+    let privoxy = Privoxy::start("127.0.63.4", &format!("forward-socks5 / {dead} ."), &[]);
+    for (proxy, said) in [
+        (&tiny.url, "Unable to connect to upstream proxy"),
+        (&privoxy.url, "Forwarding failure"),
+    ] {
+        let e = engine(proxy, &site.ca_file, true, &[(NAME, site_ip)]);
+        for url in site.urls() {
+            let r = check(&e, &url).await;
+            assert_egress_failed(&r, &url, said);
+        }
+    }
+    assert!(site.hits().all.is_empty(), "the site was never asked");
+}
+
+/// A site that is up is up through tinyproxy and Privoxy, and one whose port is closed
+/// is `down`: tinyproxy's "500 Unable to connect" to a tunnel asked for an address is the
+/// site refusing the connection (it was `unknown`, "the proxy refused the tunnel
+/// itself"), as is Privoxy's "503 Connect failed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_refusing_tinyproxy_or_privoxy_is_down_and_one_that_answers_up() {
+    let site_ip = "127.0.63.10";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let tiny = Tinyproxy::start("127.0.63.11", "");
+    let privoxy = Privoxy::start("127.0.63.12", "", &[]);
+    for proxy in [&tiny.url, &privoxy.url] {
+        let e = engine(proxy, &site.ca_file, true, &[(NAME, site_ip)]);
+        for url in site.urls() {
+            let r = check(&e, &url).await;
+            assert_up_at(&r, site_ip, &url);
+        }
+        for scheme in ["http", "https"] {
+            let closed = format!("{scheme}://{NAME}:{}/", free_port());
+            let r = check(&e, &closed).await;
+            assert_eq!(
+                (r.verdict, r.reason.as_str()),
+                (Verdict::Down, "connect"),
+                "{proxy} {closed}: {}",
+                r.detail
+            );
+        }
+    }
+}
+
+/// A proxy that refuses a tunnel to the address is asked for the URL by name, and then
+/// answers with its own page: its lookup of the name failed (tinyproxy's "500 Unable to
+/// connect", Privoxy's "404 No such domain", Apache's "500 Proxy Error"), or its rules
+/// block the site ("403 Request blocked by Privoxy"). Each was the site's page, a
+/// confirmed `down/http_status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxys_own_page_asked_by_name_is_the_egress_failing_never_the_site() {
+    let site_ip = "127.0.63.20";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    // CONNECT to port 443 only (its plain-http tunnel is refused).
+    let tiny = Tinyproxy::start("127.0.63.21", "ConnectPort 443");
+    // Blocks the address: its tunnel is refused, and the URL asked by name.
+    let privoxy = Privoxy::start("127.0.63.22", "", &[site_ip]);
+    let blocking = Privoxy::start("127.0.63.23", "", &[site_ip, NAME]);
+    let apache = Apache::forward_proxy_alone("127.0.63.24");
+    let apache_url = format!("http://{}:{}", apache.ip, apache.port);
+    let http = format!("http://{NAME}:{}/", site.http);
+    for (proxy, said) in [
+        (&tiny.url, "Unable to connect"),
+        (&privoxy.url, "No such domain"),
+        (&blocking.url, "Request blocked by Privoxy"),
+        (&apache_url, "Proxy Error"),
+    ] {
+        let e = engine(proxy, &site.ca_file, true, &[(NAME, site_ip)]);
+        let r = check(&e, &http).await;
+        assert_egress_failed(&r, &format!("{http} via {proxy}"), said);
+    }
+    assert!(site.hits().all.is_empty(), "the site was never asked");
+}
+
+async fn check(e: &picket::engine::Engine, url: &str) -> Report {
+    crate::support::picket::check(e, url).await
+}
