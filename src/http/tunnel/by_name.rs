@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::answer::{answer_to_reqwest, ask, Form};
 use super::error::{Refusal, Stage, TunnelError};
+use super::words::OwnPage;
 use super::Proxy;
 use crate::http::head::MAX_HEADER_LINES;
 use crate::http::pin::Hop;
@@ -33,6 +34,15 @@ const REMEMBERED: Duration = Duration::from_secs(600);
 /// no proxy (a typo in the egress, a port reused) serves one of its own pages, as it
 /// would for every site asked of it by name.
 const NO_SUCH_HOST: &str = "http://picket-egress-check.invalid/";
+
+/// What a proxy answers for [`NO_SUCH_HOST`].
+#[derive(Debug, Clone)]
+pub(super) struct NoSuchHost {
+    /// It forwards what it is asked by name (it reports an error, not a page of its own).
+    forwards: bool,
+    /// Its error page, if it served one.
+    own: Option<OwnPage>,
+}
 
 /// Marks an answer the proxy was asked for by name, as it refused a tunnel to the counted
 /// address on this port.
@@ -66,20 +76,40 @@ impl Proxy {
     /// (2xx, or a redirect to its own). No answer within `connect_timeout` tells nothing:
     /// taken as a proxy, whose by-name answers then speak for themselves.
     pub(super) async fn forwards(&self, connect_timeout: Duration) -> bool {
-        let mut known = self.forwards.lock().await;
-        if let Some((_, forwards)) = known.filter(|(at, _)| at.elapsed() < REMEMBERED) {
-            return forwards;
-        }
-        let forwards = match self.serves_no_such_host(connect_timeout).await {
-            Some(status) => !(status.is_success() || status.is_redirection()),
-            None => true,
-        };
-        *known = Some((Instant::now(), forwards));
-        forwards
+        self.no_such_host(connect_timeout).await.forwards
     }
 
-    /// The status the proxy answers [`NO_SUCH_HOST`] with, asked by name.
-    async fn serves_no_such_host(&self, connect_timeout: Duration) -> Option<http::StatusCode> {
+    /// The page the proxy serves for a host that does not exist, if it serves one: the
+    /// same page for a site's name is its own, not the site's.
+    pub(super) async fn own_page(&self, connect_timeout: Duration) -> Option<OwnPage> {
+        self.no_such_host(connect_timeout).await.own
+    }
+
+    /// What the proxy answers for [`NO_SUCH_HOST`], asked once per [`REMEMBERED`].
+    async fn no_such_host(&self, connect_timeout: Duration) -> NoSuchHost {
+        let mut known = self.no_such_host.lock().await;
+        if let Some((_, found)) = known.as_ref().filter(|(at, _)| at.elapsed() < REMEMBERED) {
+            return found.clone();
+        }
+        let found = match self.serves_no_such_host(connect_timeout).await {
+            Some(answer) => NoSuchHost {
+                forwards: !(answer.status().is_success() || answer.status().is_redirection()),
+                own: OwnPage::of(&answer),
+            },
+            None => NoSuchHost {
+                forwards: true,
+                own: None,
+            },
+        };
+        *known = Some((Instant::now(), found.clone()));
+        found
+    }
+
+    /// The proxy's answer to [`NO_SUCH_HOST`], asked by name.
+    async fn serves_no_such_host(
+        &self,
+        connect_timeout: Duration,
+    ) -> Option<http::Response<hyper::body::Incoming>> {
         let url = reqwest::Url::parse(NO_SUCH_HOST).ok()?;
         let request = reqwest::Request::new(reqwest::Method::GET, url);
         let asked = async {
@@ -93,8 +123,7 @@ impl Proxy {
             .await
             .ok()
         };
-        let answer = tokio::time::timeout(connect_timeout, asked).await.ok()??;
-        Some(answer.status())
+        tokio::time::timeout(connect_timeout, asked).await.ok()?
     }
 
     /// A plain-http `request` asked of the proxy by name, in absolute form: connected within
@@ -115,8 +144,13 @@ impl Proxy {
         let answer = tokio::time::timeout_at(deadline, ask(io, form, request, MAX_HEADER_LINES))
             .await
             .map_err(|_| TunnelError::Timeout)??;
-        if let Some(report) = Refusal::reported(&answer) {
-            return Err(TunnelError::Refused(report));
+        let status = answer.status();
+        let own = match status.is_client_error() || status.is_server_error() {
+            true => self.own_page(connect_timeout).await,
+            false => None,
+        };
+        if let Some(report) = Refusal::reported(&answer, own.as_ref()) {
+            return Err(TunnelError::Refused(Box::new(report)));
         }
         if let Some(warning) = stale_copy(answer.headers()) {
             return Err(TunnelError::Proxy(format!(

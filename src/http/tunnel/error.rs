@@ -12,6 +12,8 @@ use crate::http::failure::{root_cause, rustls_inside, tls_failure, Allowed};
 use crate::http::pin::{pin_error, PinError};
 use crate::probe::{FailureKind, Outcome};
 
+use super::words::{reason_phrase, OwnPage, Words};
+
 /// How far a tunnel got when its connect time ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::http) enum Stage {
@@ -30,8 +32,8 @@ pub(in crate::http) enum TunnelError {
     #[error("{0}")]
     Proxy(String),
     /// The proxy answered the CONNECT with something other than 200.
-    #[error("the proxy answered CONNECT with {}", .0.status)]
-    Refused(Refusal),
+    #[error("the proxy answered CONNECT with {}", .0.status_line())]
+    Refused(Box<Refusal>),
     /// The connection was not ready within the connect timeout.
     #[error("not connected in time ({0:?})")]
     ConnectTimeout(Stage),
@@ -52,13 +54,17 @@ pub(in crate::http) enum TunnelError {
 /// A proxy's non-200 answer to CONNECT, with its own words about why.
 #[derive(Debug)]
 pub(in crate::http) struct Refusal {
-    status: StatusCode,
+    /// Its status, reason phrase (when not the standard one) and `Server`.
+    page: OwnPage,
     /// squid's `X-Squid-Error`, e.g. `ERR_CONNECT_FAIL 111` or `ERR_ACCESS_DENIED 0`.
     squid: Option<String>,
     /// An RFC 9209 `Proxy-Status` error, e.g. `connection_refused`.
     proxy_status: Option<String>,
     /// What the proxy refused: "the tunnel" (CONNECT) or "the request" (by name).
     refused: &'static str,
+    /// The page, marked by nothing, is the one the proxy serves for a host that does not
+    /// exist: its own.
+    as_for_no_such_host: bool,
 }
 
 impl Refusal {
@@ -67,16 +73,29 @@ impl Refusal {
         Refusal::read(answer, "the tunnel")
     }
 
-    /// The proxy's own error page in answer to a request asked by name, if it is one:
-    /// it carries the proxy's markers. Anything else is the site's answer.
-    pub(super) fn reported<B>(answer: &http::Response<B>) -> Option<Refusal> {
-        let r = Refusal::read(answer, "the request");
-        (r.squid.is_some() || r.proxy_status.is_some()).then_some(r)
+    /// The proxy's own error page in answer to a request asked by name, if it is one: it
+    /// carries the proxy's markers or words, or is the page the proxy serves for a host
+    /// that does not exist (`own`). Anything else is the site's answer.
+    pub(super) fn reported<B>(
+        answer: &http::Response<B>,
+        own: Option<&OwnPage>,
+    ) -> Option<Refusal> {
+        let r = Refusal::read(answer, "the request").against(own);
+        let marked = r.squid.is_some() || r.proxy_status.is_some();
+        (marked || r.words().is_some() || r.as_for_no_such_host).then_some(r)
+    }
+
+    /// This refusal, known for the proxy's own when it is the page the proxy serves for
+    /// a host that does not exist (`own`) and carries no marker that says more.
+    pub(super) fn against(mut self, own: Option<&OwnPage>) -> Refusal {
+        let unmarked = self.squid.is_none() && self.proxy_status.is_none();
+        self.as_for_no_such_host = unmarked && own == Some(&self.page);
+        self
     }
 
     /// The proxy's status line's code.
     pub(super) fn status(&self) -> StatusCode {
-        self.status
+        self.page.status
     }
 
     /// Whether the proxy refused to tunnel by its rules (squid's `ERR_ACCESS_DENIED` or
@@ -96,13 +115,16 @@ impl Refusal {
             (Some(_), _) => {
                 squid.starts_with("ERR_ACCESS_DENIED")
                     || squid.ends_with("Access Denied")
-                    || (self.status == StatusCode::FORBIDDEN
+                    || (self.page.status == StatusCode::FORBIDDEN
                         && !squid.starts_with("ERR_CACHE_ACCESS_DENIED"))
             }
-            (None, None) => matches!(
-                self.status,
-                StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED
-            ),
+            (None, None) => {
+                self.words() == Some(Words::Rules)
+                    || matches!(
+                        self.page.status,
+                        StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED
+                    )
+            }
             (None, Some(_)) => false,
         };
         self.site_failure().is_none() && (denied || by_rule)
@@ -117,7 +139,11 @@ impl Refusal {
                 .map(str::to_string)
         };
         Refusal {
-            status: answer.status(),
+            page: OwnPage {
+                status: answer.status(),
+                reason: reason_phrase(answer),
+                server: header("server"),
+            },
             squid: header("x-squid-error"),
             proxy_status: header("proxy-status").and_then(|v| {
                 let (_, after) = v.split_once("error=")?;
@@ -131,6 +157,50 @@ impl Refusal {
                 )
             }),
             refused,
+            as_for_no_such_host: false,
+        }
+    }
+
+    /// What the proxy's reason phrase says, when it is one a proxy uses for its own page.
+    fn words(&self) -> Option<Words> {
+        Words::of(self.page.reason.as_deref()?)
+    }
+
+    /// The proxy's status line: its code and its own reason phrase, or the standard one.
+    fn status_line(&self) -> String {
+        let status = self.page.status;
+        match &self.page.reason {
+            Some(reason) => format!("{} {reason}", status.as_u16()),
+            None => status.to_string(),
+        }
+    }
+
+    /// Why the proxy failed, when it says that it, not the site, is why.
+    fn own_failure(&self) -> String {
+        let said = self.status_line();
+        let marker = self
+            .squid
+            .as_deref()
+            .or(self.proxy_status.as_deref())
+            .map(|m| format!(", {m}"))
+            .unwrap_or_default();
+        match self.words() {
+            _ if self.as_for_no_such_host => format!(
+                "asked by name, the proxy served the page it serves for a host that does not \
+                 exist ({said}): its own lookup of the name failed, or it does not say what \
+                 did"
+            ),
+            Some(Words::ParentDown) => format!(
+                "the proxy reports that its own way out, the proxy it forwards to, failed \
+                 ({said}); the site was not asked"
+            ),
+            Some(Words::NoSuchDomain) => format!(
+                "the proxy's own lookup of the name failed ({said}); the site was not asked"
+            ),
+            _ => format!(
+                "the proxy refused {} itself ({said}{marker}); the site was not asked",
+                self.refused
+            ),
         }
     }
 
@@ -209,11 +279,27 @@ impl Refusal {
             }
             _ => {}
         }
-        if self.squid.is_some() || self.proxy_status.is_some() {
+        if self.squid.is_some() || self.proxy_status.is_some() || self.as_for_no_such_host {
             return None;
         }
+        match self.words() {
+            Some(Words::NoConnection) => {
+                return Some((
+                    FailureKind::Connect,
+                    "the proxy reports it could not connect",
+                ))
+            }
+            Some(Words::NoConnectionInTime) => {
+                return Some((
+                    FailureKind::Timeout,
+                    "the proxy got no connection to it in time",
+                ))
+            }
+            Some(Words::ParentDown | Words::NoSuchDomain | Words::Rules) => return None,
+            None => {}
+        }
         // A proxy that says nothing more: a gateway error is the site's, as before.
-        match self.status.as_u16() {
+        match self.page.status.as_u16() {
             502 | 503 => Some((
                 FailureKind::Connect,
                 "the proxy could not open a tunnel to it",
@@ -255,16 +341,7 @@ impl TunnelError {
             TunnelError::Proxy(why) => proxy_failed(why.clone()),
             TunnelError::Refused(r) => match r.site_failure() {
                 Some((kind, what)) => fail(kind, format!("{at} via egress {}: {what}", egress)),
-                None => proxy_failed(format!(
-                    "the proxy refused {} itself ({}{}); the site was not asked",
-                    r.refused,
-                    r.status,
-                    r.squid
-                        .as_deref()
-                        .or(r.proxy_status.as_deref())
-                        .map(|m| format!(", {m}"))
-                        .unwrap_or_default()
-                )),
+                None => proxy_failed(r.own_failure()),
             },
             TunnelError::ConnectTimeout(Stage::Proxy) => {
                 proxy_failed(format!("no connection to the proxy within {connect_ms} ms"))
@@ -572,9 +649,12 @@ mod tests {
             a.body(()).expect("answer")
         };
         // The site's own 503, passed on by the proxy: the site's answer.
-        assert!(Refusal::reported(&answer(503, &[])).is_none());
-        assert!(Refusal::reported(&answer(200, &[("Proxy-Status", "squid")])).is_none());
-        let own = Refusal::reported(&answer(403, &[("X-Squid-Error", "ERR_ACCESS_DENIED 0")]));
+        assert!(Refusal::reported(&answer(503, &[]), None).is_none());
+        assert!(Refusal::reported(&answer(200, &[("Proxy-Status", "squid")]), None).is_none());
+        let own = Refusal::reported(
+            &answer(403, &[("X-Squid-Error", "ERR_ACCESS_DENIED 0")]),
+            None,
+        );
         assert!(own.is_some_and(|r| r.refuses_tunnels()));
         // Credentials missing, or the site refusing: not a reason to ask by name.
         assert!(!refusal(407, &[]).refuses_tunnels());
@@ -599,6 +679,56 @@ mod tests {
         assert!(!login.refuses_tunnels());
     }
 
+    /// tinyproxy, Privoxy and Apache mark their pages with no header: their own words
+    /// (a reason phrase), or the page they serve for a host that does not exist, tell
+    /// them from the site's answer.
+    #[test]
+    fn an_unmarked_proxy_page_is_known_by_its_words_or_as_its_page_for_no_such_host() {
+        let answer = |status: u16, reason: Option<&'static str>, server: &str| {
+            let mut a = http::Response::builder()
+                .status(status)
+                .header("Server", server)
+                .body(())
+                .expect("answer");
+            if let Some(r) = reason {
+                a.extensions_mut()
+                    .insert(hyper::ext::ReasonPhrase::from_static(r.as_bytes()));
+            }
+            a
+        };
+        let apache = "Apache/2.4.71 (Debian)";
+        let own = OwnPage::of(&answer(500, Some("Proxy Error"), apache));
+        let reported = |a: &http::Response<()>| Refusal::reported(a, own.as_ref());
+        let dns = reported(&answer(500, Some("Proxy Error"), apache)).expect("its own page");
+        assert!(dns.site_failure().is_none());
+        assert!(dns
+            .own_failure()
+            .contains("host that does not exist (500 Proxy Error)"));
+        // The site's own 500, or the proxy's 503 for a refused connection: not that page.
+        assert!(reported(&answer(500, None, "nginx")).is_none());
+        let refused = Refusal::of(&answer(503, None, apache)).against(own.as_ref());
+        assert_eq!(
+            refused.site_failure().map(|(k, _)| k),
+            Some(FailureKind::Connect)
+        );
+        // Words: the proxy's parent gone is its own failure, never the site's.
+        let tiny = "tinyproxy/1.11.1";
+        let parent = Refusal::of(&answer(
+            502,
+            Some("Unable to connect to upstream proxy"),
+            tiny,
+        ));
+        assert!(parent.site_failure().is_none());
+        assert!(!parent.refuses_tunnels());
+        let connect = Refusal::of(&answer(500, Some("Unable to connect"), tiny));
+        assert_eq!(
+            connect.site_failure().map(|(k, _)| k),
+            Some(FailureKind::Connect)
+        );
+        let blocked = answer(403, Some("Request blocked by Privoxy"), "");
+        assert!(reported(&blocked).is_some_and(|r| r.refuses_tunnels()));
+    }
+
     /// squid 5 asked by name for a host its own DNS cannot resolve, or through a parent
     /// that is down, answers 502 `ERR_READ_ERROR 0` without ever contacting the site: it
     /// was read as the site resetting the connection, `down`. A reset by the site
@@ -613,7 +743,7 @@ mod tests {
 
     #[test]
     fn a_proxys_report_of_a_refused_or_timed_out_connect_is_told_to_the_limiter() {
-        let refused = |r: Refusal| SendError::Tunnel(TunnelError::Refused(r));
+        let refused = |r: Refusal| SendError::Tunnel(TunnelError::Refused(Box::new(r)));
         let squid = |e: &str| refusal(503, &[("X-Squid-Error", e)]);
         assert!(refused(squid("ERR_CONNECT_FAIL 111")).connection_refused());
         assert!(refused(refusal(

@@ -63,6 +63,7 @@ mod chunks;
 mod error;
 mod mend;
 mod open;
+mod words;
 
 use answer::{answer_to_reqwest, ask, Form};
 pub(super) use by_name::{stale_copy, AskedByName};
@@ -119,9 +120,9 @@ struct Proxy {
     by_name: bool,
     /// The ports the proxy lately refused to tunnel to by address, and when (`by_name`).
     refused: std::sync::Mutex<std::collections::HashMap<u16, Instant>>,
-    /// Whether the proxy forwards what it is asked by name, and when that was found;
+    /// What the proxy answers for a host that does not exist, and when that was found;
     /// held while it is being found, so that a burst of probes asks it once.
-    forwards: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    no_such_host: tokio::sync::Mutex<Option<(Instant, by_name::NoSuchHost)>>,
 }
 
 impl Tunnel {
@@ -153,7 +154,7 @@ impl Tunnel {
                 resolve: resolve.clone(),
                 by_name: e.by_name == ByName::WhenRefused,
                 refused: Default::default(),
-                forwards: Default::default(),
+                no_such_host: Default::default(),
             }),
             tls: site_tls(tls),
         })
@@ -277,8 +278,16 @@ impl Tunnel {
     ) -> Result<reqwest::Response, TunnelError> {
         let port = request.url().port_or_known_default().unwrap_or(80);
         let mut answer = if request.url().scheme() == "https" {
-            self.tunnelled(request, None, connect_timeout, deadline, hop)
-                .await?
+            match self
+                .tunnelled(request, None, connect_timeout, deadline, hop)
+                .await
+            {
+                Err(TunnelError::Refused(r)) => {
+                    let own = proxy.own_page(connect_timeout).await;
+                    return Err(TunnelError::Refused(Box::new(r.against(own.as_ref()))));
+                }
+                answer => answer?,
+            }
         } else {
             proxy
                 .forward(request, connect_timeout, deadline, hop)

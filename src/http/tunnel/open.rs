@@ -167,7 +167,7 @@ impl Proxy {
             }
         };
         if answer.status() != StatusCode::OK {
-            return Err(TunnelError::Refused(Refusal::of(&answer)));
+            return Err(TunnelError::Refused(Box::new(Refusal::of(&answer))));
         }
         if !ended {
             // Hands the stream over to the upgrade, then ends.
