@@ -14,6 +14,7 @@ mod egress;
 mod examples;
 mod failover;
 mod holes;
+mod intercepting;
 mod limiter;
 mod malformed;
 mod monitors;

@@ -5,7 +5,7 @@
 //! be given a hosts file ([`Squid::with_hosts`]) so a test can tell whether squid or
 //! picket chose the address a request went to.
 
-use super::{scratch, write, Daemon};
+use super::{scratch, write, Daemon, REAL_INSTALL_HINT};
 use crate::support::free_port;
 
 /// Access rules that let clients on loopback through and CONNECT to port 443 only.
@@ -97,6 +97,41 @@ impl Squid {
         Squid::launch(ip, CONNECT_TO_443, hosts, None, Some(refresh))
     }
 
+    /// squid as a corporate TLS-intercepting egress (`ssl_bump`: peek, then bump all):
+    /// every tunnel is taken for TLS and re-signed by the CA in `ca_pem` (certificate and
+    /// key, PEM), trusting the sites of `site_ca` (PEM). A tunnel that carries plain HTTP
+    /// is closed without an answer: browsers send plain http to a proxy in absolute form.
+    pub fn bumping(ip: &str, hosts: &[(&str, &str)], ca_pem: &str, site_ca: &str) -> Squid {
+        let dir = scratch("squid-bump");
+        let db = dir.join("ssl_db");
+        let certgen = "/usr/lib/squid/security_file_certgen";
+        let made = std::process::Command::new(certgen)
+            .args(["-c", "-s", &db.display().to_string(), "-M", "4MB"])
+            .output()
+            .unwrap_or_else(|e| panic!("{certgen}: {e}: {REAL_INSTALL_HINT}"));
+        assert!(made.status.success(), "{certgen}: {made:?}");
+        // squid's helpers run as its own user.
+        let chown = std::process::Command::new("chown")
+            .args(["-R", "proxy:proxy", &db.display().to_string()])
+            .status()
+            .expect("chown");
+        assert!(chown.success(), "chown {}", db.display());
+        let port_options = format!(
+            " ssl-bump generate-host-certificates=on dynamic_cert_mem_cache_size=4MB tls-cert={ca_pem}"
+        );
+        let extra = format!(
+            "sslcrtd_program {certgen} -s {db} -M 4MB
+             tls_outgoing_options cafile={site_ca}
+             acl step1 at_step SslBump1
+ssl_bump peek step1
+ssl_bump bump all
+",
+            db = db.display()
+        );
+        let access = "acl loop src 127.0.0.0/8\nhttp_access allow loop\nhttp_access deny all";
+        Squid::launch_in(dir, ip, access, hosts, None, None, (&port_options, &extra))
+    }
+
     fn launch(
         ip: &str,
         access: &str,
@@ -104,7 +139,20 @@ impl Squid {
         passwd: Option<&str>,
         cache: Option<&str>,
     ) -> Squid {
-        let dir = scratch("squid");
+        Squid::launch_in(scratch("squid"), ip, access, hosts, passwd, cache, ("", ""))
+    }
+
+    /// squid in `dir`, with more options on its `http_port` line and more config lines
+    /// (`more`).
+    fn launch_in(
+        dir: std::path::PathBuf,
+        ip: &str,
+        access: &str,
+        hosts: &[(&str, &str)],
+        passwd: Option<&str>,
+        cache: Option<&str>,
+        more: (&str, &str),
+    ) -> Squid {
         let d = dir.display().to_string();
         let port = free_port();
         let auth = match passwd {
@@ -124,8 +172,8 @@ impl Squid {
         }
         let hosts_file = write(&dir, "hosts", &lines);
         let conf = format!(
-            r#"http_port {ip}:{port}
-hosts_file {hosts}
+            r#"http_port {ip}:{port}{port_options}
+{extra}hosts_file {hosts}
 dns_nameservers 127.0.0.1
 connect_timeout 1 second
 {auth}{access}
@@ -142,6 +190,8 @@ forwarded_for delete
 "#,
             hosts = hosts_file.display(),
             cache = cache.unwrap_or("cache deny all"),
+            port_options = more.0,
+            extra = more.1,
         );
         let path = write(&dir, "squid.conf", &conf);
         let daemon = Daemon::start(

@@ -1,0 +1,57 @@
+//! A corporate egress that intercepts TLS (squid with `ssl_bump`) takes every tunnel for
+//! TLS. picket asks for plain http through a tunnel to the counted address, so such a
+//! proxy closed every plain-http request without an answer: every plain-http site was
+//! a confirmed `down/connect` (hunt Z2). Browsers send plain http to a proxy in absolute
+//! form, which such a proxy forwards.
+
+use picket::job::Verdict;
+
+use crate::proxy_pin::{assert_up_at, engine, Vhosts, NAME};
+use crate::support::free_port;
+use crate::support::real::scratch;
+use crate::support::real::squid::Squid;
+use crate::support::real::write;
+
+/// A CA of the egress's own (certificate and key in one PEM file), as squid takes it.
+fn bump_ca() -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "picket test corporate interception CA",
+    );
+    let cert = params.self_signed(&key).expect("CA certificate");
+    let dir = scratch("bump-ca");
+    let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+    write(&dir, "bump.pem", &pem).display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_intercepting_proxy_is_asked_for_plain_http_by_name() {
+    let site_ip = "127.0.63.30";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let squid = Squid::bumping("127.0.63.31", &[(NAME, site_ip)], &bump_ca(), &site.ca_file);
+    let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
+    let url = format!("http://{NAME}:{}/", site.http);
+    for _ in 0..2 {
+        let r = check(&e, &url).await;
+        assert_up_at(&r, site_ip, &url);
+        assert!(r.detail.contains("by name"), "{}", r.detail);
+    }
+    // What the proxy reports of a site that refuses is still the site's.
+    let closed = format!("http://{NAME}:{}/", free_port());
+    let r = check(&e, &closed).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "connect"),
+        "{closed}: {}",
+        r.detail
+    );
+    let log = squid.daemon.read("access.log");
+    assert_eq!(log.matches(&format!("GET {url}")).count(), 2, "{log}");
+}
+
+async fn check(e: &picket::engine::Engine, url: &str) -> picket::job::Report {
+    crate::support::picket::check(e, url).await
+}
