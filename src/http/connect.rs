@@ -18,7 +18,7 @@ use super::redirect::Chain;
 use super::sites_clock::{DatesMissed, Offset};
 use super::tls;
 use super::tried::{not_sent_from_here, Last, Tried};
-use super::tunnel::{AskedByName, MendedLine, SendError};
+use super::tunnel::{AskedByName, MendedLine, NoTunnel, SendError};
 use super::{fail, HttpProber, Probe};
 use crate::dns::{Addresses, DnsError};
 use crate::job::Method;
@@ -900,14 +900,23 @@ fn note_by_name(
     addr: SocketAddr,
     obs: &mut Observation,
 ) {
-    if let Some(AskedByName { port }) = resp.extensions().get::<AskedByName>() {
-        obs.notes.push(format!(
-            "egress {} refuses a tunnel to the address picket counted ({addr}), so it was \
-             asked by name, as browsers ask it, and chose the address itself; let it \
-             CONNECT to addresses on port {port} to keep requests on the counted address",
-            probe.egress.name
-        ));
-    }
+    let Some(AskedByName { port, why }) = resp.extensions().get::<AskedByName>() else {
+        return;
+    };
+    let egress = &probe.egress.name;
+    obs.notes.push(match why {
+        NoTunnel::Refused => format!(
+            "egress {egress} refuses a tunnel to the address picket counted ({addr}), so it \
+             was asked by name, as browsers ask it, and chose the address itself; let it \
+             CONNECT to addresses on port {port} to keep requests on the counted address"
+        ),
+        NoTunnel::ClosedPlain => format!(
+            "egress {egress} closes a plain-http tunnel to the address picket counted \
+             ({addr}) without an answer, as a proxy that intercepts TLS does, so it was \
+             asked by name, as browsers ask it, and chose the address itself; let it tunnel \
+             plain http on port {port} to keep requests on the counted address"
+        ),
+    });
 }
 
 /// `Host` as HTTP/1.1 clients write it: the URL's host (an IPv6 address in brackets),

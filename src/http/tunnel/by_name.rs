@@ -44,31 +44,43 @@ pub(super) struct NoSuchHost {
     own: Option<OwnPage>,
 }
 
-/// Marks an answer the proxy was asked for by name, as it refused a tunnel to the counted
-/// address on this port.
+/// Why a URL is asked of the proxy by name rather than through a tunnel to the counted
+/// address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::http) enum NoTunnel {
+    /// The proxy refuses a tunnel to the address on this port, by its rules.
+    Refused,
+    /// The proxy closes a tunnel carrying plain http without an answer (it intercepts
+    /// TLS, and takes every tunnel for TLS), and answers the URL asked by name.
+    ClosedPlain,
+}
+
+/// Marks an answer the proxy was asked for by name, as its tunnels to the counted address
+/// on this port fail.
 #[derive(Debug, Clone, Copy)]
 pub(in crate::http) struct AskedByName {
     pub port: u16,
+    pub why: NoTunnel,
 }
 
 impl Proxy {
-    /// Whether the proxy refused to tunnel to `port` within [`REMEMBERED`].
-    pub(super) fn refused_lately(&self, port: u16) -> bool {
-        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        match refused.get(&port) {
-            Some(at) if at.elapsed() < REMEMBERED => true,
+    /// Why tunnels to `port` failed within [`REMEMBERED`], if they did.
+    pub(super) fn no_tunnel_lately(&self, port: u16) -> Option<NoTunnel> {
+        let mut failed = self.no_tunnel.lock().unwrap_or_else(|p| p.into_inner());
+        match failed.get(&port) {
+            Some((at, why)) if at.elapsed() < REMEMBERED => Some(*why),
             Some(_) => {
-                refused.remove(&port);
-                false
+                failed.remove(&port);
+                None
             }
-            None => false,
+            None => None,
         }
     }
 
-    /// Notes that the proxy refused to tunnel to `port`.
-    pub(super) fn remember_refusal(&self, port: u16) {
-        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        refused.insert(port, Instant::now());
+    /// Notes that tunnels to `port` fail, and why.
+    pub(super) fn remember(&self, port: u16, why: NoTunnel) {
+        let mut failed = self.no_tunnel.lock().unwrap_or_else(|p| p.into_inner());
+        failed.insert(port, (Instant::now(), why));
     }
 
     /// Whether the proxy forwards what it is asked by name (remembered for [`REMEMBERED`]):

@@ -66,7 +66,7 @@ mod open;
 mod words;
 
 use answer::{answer_to_reqwest, ask, Form};
-pub(super) use by_name::{stale_copy, AskedByName};
+pub(super) use by_name::{stale_copy, AskedByName, NoTunnel};
 pub(super) use error::SendError;
 use error::{Stage, TunnelError};
 pub(super) use mend::{MendedChunks, MendedLine};
@@ -118,8 +118,8 @@ struct Proxy {
     resolve: Arc<dyn reqwest::dns::Resolve>,
     /// A URL is asked by name when the proxy refuses a tunnel to the counted address.
     by_name: bool,
-    /// The ports the proxy lately refused to tunnel to by address, and when (`by_name`).
-    refused: std::sync::Mutex<std::collections::HashMap<u16, Instant>>,
+    /// The ports whose tunnels to an address lately failed, when and why (`by_name`).
+    no_tunnel: std::sync::Mutex<std::collections::HashMap<u16, (Instant, NoTunnel)>>,
     /// What the proxy answers for a host that does not exist, and when that was found;
     /// held while it is being found, so that a burst of probes asks it once.
     no_such_host: tokio::sync::Mutex<Option<(Instant, by_name::NoSuchHost)>>,
@@ -153,7 +153,7 @@ impl Tunnel {
                 auth: basic_auth(url),
                 resolve: resolve.clone(),
                 by_name: e.by_name == ByName::WhenRefused,
-                refused: Default::default(),
+                no_tunnel: Default::default(),
                 no_such_host: Default::default(),
             }),
             tls: site_tls(tls),
@@ -206,28 +206,50 @@ impl Tunnel {
             let mut deadline = Instant::now() + total;
             let by_name = self.by_name();
             let port = request.url().port_or_known_default().unwrap_or(80);
-            if let Some(proxy) = by_name.filter(|p| p.refused_lately(port)) {
-                let asked = self.asked_by_name(proxy, request, connect_timeout, deadline, hop);
+            if let Some((proxy, why)) = by_name.and_then(|p| Some((p, p.no_tunnel_lately(port)?))) {
+                let asked =
+                    self.asked_by_name(proxy, request, (connect_timeout, deadline), why, hop);
                 return hop.scope(asked).await.map_err(SendError::Tunnel);
             }
+            let plain = request.url().scheme() == "http";
             let again = by_name.and_then(|_| request.try_clone());
             let tunnelled = self.tunnelled(request, Some(addr), connect_timeout, deadline, hop);
             match (hop.scope(tunnelled).await, by_name.zip(again)) {
                 (Err(TunnelError::Refused(r)), Some((proxy, again))) if r.refuses_tunnels() => {
-                    // Our own question, not the site's time: the request keeps all of it.
-                    let asking = Instant::now();
-                    let forwards = proxy.forwards(connect_timeout).await;
-                    let _ = hop.clock.checking.set(asking.elapsed());
-                    deadline += asking.elapsed();
-                    if !forwards {
+                    if !self.forwards(proxy, connect_timeout, &mut deadline, hop).await {
                         return Err(SendError::Tunnel(TunnelError::Proxy(format!(
                             "it refused the tunnel ({}), and asked by name for a host that does not exist it served a page: a web server, not a proxy",
                             r.status()
                         ))));
                     }
-                    proxy.remember_refusal(port);
-                    let asked = self.asked_by_name(proxy, again, connect_timeout, deadline, hop);
+                    proxy.remember(port, NoTunnel::Refused);
+                    let asked = self.asked_by_name(
+                        proxy,
+                        again,
+                        (connect_timeout, deadline),
+                        NoTunnel::Refused,
+                        hop,
+                    );
                     hop.scope(asked).await
+                }
+                // A proxy that intercepts TLS takes every tunnel for TLS and closes one
+                // that carries plain http; asked by name, as browsers ask, it forwards
+                // the request. A site that closes without an answer is reported so by
+                // the proxy asked by name too, and its port keeps its tunnels.
+                (Err(TunnelError::Http(e)), Some((proxy, again)))
+                    if plain && e.is_incomplete_message() =>
+                {
+                    if !self.forwards(proxy, connect_timeout, &mut deadline, hop).await {
+                        return Err(SendError::Tunnel(TunnelError::Http(e)));
+                    }
+                    let why = NoTunnel::ClosedPlain;
+                    let asked =
+                        self.asked_by_name(proxy, again, (connect_timeout, deadline), why, hop);
+                    let asked = hop.scope(asked).await;
+                    if asked.is_ok() {
+                        proxy.remember(port, why);
+                    }
+                    asked
                 }
                 (result, _) => result,
             }
@@ -266,14 +288,32 @@ impl Tunnel {
         }
     }
 
-    /// `request` asked of `proxy` by name (`by_name`): https through `CONNECT name:port`,
-    /// plain http in absolute form. The answer is marked [`AskedByName`].
+    /// Whether `proxy` forwards what it is asked by name ([`Proxy::forwards`]): our own
+    /// question, not the site's time, so the request's `deadline` moves by its time.
+    async fn forwards(
+        &self,
+        proxy: &Proxy,
+        connect_timeout: Duration,
+        deadline: &mut Instant,
+        hop: &Hop,
+    ) -> bool {
+        let asking = Instant::now();
+        let forwards = proxy.forwards(connect_timeout).await;
+        let _ = hop.clock.checking.set(asking.elapsed());
+        *deadline += asking.elapsed();
+        forwards
+    }
+
+    /// `request` asked of `proxy` by name (`by_name`), as its tunnels to the address
+    /// fail (`why`): https through `CONNECT name:port`, plain http in absolute form,
+    /// connected within the connect timeout and answered by the deadline (`within`). The
+    /// answer is marked [`AskedByName`].
     async fn asked_by_name(
         &self,
         proxy: &Proxy,
         request: reqwest::Request,
-        connect_timeout: Duration,
-        deadline: Instant,
+        (connect_timeout, deadline): (Duration, Instant),
+        why: NoTunnel,
         hop: &Hop,
     ) -> Result<reqwest::Response, TunnelError> {
         let port = request.url().port_or_known_default().unwrap_or(80);
@@ -293,7 +333,7 @@ impl Tunnel {
                 .forward(request, connect_timeout, deadline, hop)
                 .await?
         };
-        answer.extensions_mut().insert(AskedByName { port });
+        answer.extensions_mut().insert(AskedByName { port, why });
         Ok(answer)
     }
 
