@@ -52,6 +52,48 @@ async fn a_tls_intercepting_proxy_is_asked_for_plain_http_by_name() {
     assert_eq!(log.matches(&format!("GET {url}")).count(), 2, "{log}");
 }
 
+/// Through a TLS-intercepting egress every https site shows the egress's certificate:
+/// with its CA untrusted, every site was `degraded/tls` ("not signed by a trusted
+/// authority"), a site's own certificate unseen. That is the egress failing; with its CA
+/// in `tls.extra_ca_file`, sites are up through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_intercepting_proxy_whose_ca_is_not_trusted_is_the_egress_failing() {
+    let site_ip = "127.0.63.32";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let ca = bump_ca();
+    let squid = Squid::bumping("127.0.63.33", &[(NAME, site_ip)], &ca, &site.ca_file);
+    let url = format!("https://{NAME}:{}/", site.https);
+    let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
+    let r = check(&e, &url).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "egress_unavailable"),
+        "{url}: {}",
+        r.detail
+    );
+    assert!(r.detail.contains("intercepts TLS"), "{}", r.detail);
+    assert!(
+        r.detail.contains("picket test corporate interception CA"),
+        "{}",
+        r.detail
+    );
+    // Its CA trusted beside the sites' own: the site is up through it.
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(&site.ca_file).expect("site CA"),
+        std::fs::read_to_string(&ca).expect("bump CA")
+    );
+    let trusted = write(&scratch("bump-trust"), "both.pem", &both);
+    let e = engine(
+        &squid.url,
+        &trusted.display().to_string(),
+        true,
+        &[(NAME, site_ip)],
+    );
+    let r = check(&e, &url).await;
+    assert_up_at(&r, site_ip, &url);
+}
+
 async fn check(e: &picket::engine::Engine, url: &str) -> picket::job::Report {
     crate::support::picket::check(e, url).await
 }
