@@ -7,10 +7,18 @@
 use picket::job::Verdict;
 
 use crate::proxy_pin::{assert_up_at, engine, Vhosts, NAME};
+use crate::support::dns;
 use crate::support::free_port;
 use crate::support::real::scratch;
 use crate::support::real::squid::Squid;
 use crate::support::real::write;
+
+/// A nameserver on port 53 of `ip` that answers every name NXDOMAIN at once, as a
+/// company's resolver does for `.invalid`; its address.
+async fn resolver(ip: &str) -> String {
+    let (addr, _) = dns::serve_on(ip, 53, dns::Mode::Answer(Default::default())).await;
+    addr.ip().to_string()
+}
 
 /// A CA of the egress's own (certificate and key in one PEM file), as squid takes it.
 fn bump_ca() -> String {
@@ -31,7 +39,12 @@ fn bump_ca() -> String {
 async fn a_tls_intercepting_proxy_is_asked_for_plain_http_by_name() {
     let site_ip = "127.0.63.30";
     let site = Vhosts::start(site_ip, &[NAME]);
-    let squid = Squid::bumping("127.0.63.31", &[(NAME, site_ip)], &bump_ca(), &site.ca_file);
+    let squid = Squid::bumping(
+        "127.0.63.31",
+        &[(NAME, site_ip)],
+        (&bump_ca(), &site.ca_file),
+        &resolver("127.0.63.34").await,
+    );
     let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
     let url = format!("http://{NAME}:{}/", site.http);
     for _ in 0..2 {
@@ -61,7 +74,12 @@ async fn a_tls_intercepting_proxy_whose_ca_is_not_trusted_is_the_egress_failing(
     let site_ip = "127.0.63.32";
     let site = Vhosts::start(site_ip, &[NAME]);
     let ca = bump_ca();
-    let squid = Squid::bumping("127.0.63.33", &[(NAME, site_ip)], &ca, &site.ca_file);
+    let squid = Squid::bumping(
+        "127.0.63.33",
+        &[(NAME, site_ip)],
+        (&ca, &site.ca_file),
+        &resolver("127.0.63.35").await,
+    );
     let url = format!("https://{NAME}:{}/", site.https);
     let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
     let r = check(&e, &url).await;

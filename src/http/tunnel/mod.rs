@@ -61,6 +61,7 @@ mod answer;
 mod by_name;
 mod chunks;
 mod error;
+mod intercept;
 mod mend;
 mod open;
 mod words;
@@ -91,7 +92,7 @@ enum Via {
     /// A TCP connection to it.
     Direct,
     /// A tunnel from an HTTP(S) proxy (`CONNECT ip:port`).
-    Proxy(Proxy),
+    Proxy(Box<Proxy>),
     /// A SOCKS5 proxy, asked for the address (hyper-util's connector, as reqwest's).
     Socks(SocksProxy),
 }
@@ -123,6 +124,9 @@ struct Proxy {
     /// What the proxy answers for a host that does not exist, and when that was found;
     /// held while it is being found, so that a burst of probes asks it once.
     no_such_host: tokio::sync::Mutex<Option<(Instant, by_name::NoSuchHost)>>,
+    /// The issuer of the certificates the proxy makes up, if it intercepts TLS, and when
+    /// that was found (`intercept`).
+    intercepts: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
 }
 
 impl Tunnel {
@@ -146,7 +150,7 @@ impl Tunnel {
             Arc::new(c)
         });
         Some(Tunnel {
-            via: Via::Proxy(Proxy {
+            via: Via::Proxy(Box::new(Proxy {
                 host: url.host_str()?.to_string(),
                 port: url.port_or_known_default()?,
                 tls: proxy_tls,
@@ -155,7 +159,8 @@ impl Tunnel {
                 by_name: e.by_name == ByName::WhenRefused,
                 no_tunnel: Default::default(),
                 no_such_host: Default::default(),
-            }),
+                intercepts: Default::default(),
+            })),
             tls: site_tls(tls),
         })
     }
@@ -201,60 +206,105 @@ impl Tunnel {
         // Boxed: the tunnel's future is large, and only HTTP-proxy egresses (and a status
         // line asked again) carry it.
         Box::pin(async move {
-            let request = request.build().map_err(SendError::Client)?;
-            let total = request.timeout().copied().unwrap_or(connect_timeout);
-            let mut deadline = Instant::now() + total;
-            let by_name = self.by_name();
-            let port = request.url().port_or_known_default().unwrap_or(80);
-            if let Some((proxy, why)) = by_name.and_then(|p| Some((p, p.no_tunnel_lately(port)?))) {
-                let asked =
-                    self.asked_by_name(proxy, request, (connect_timeout, deadline), why, hop);
-                return hop.scope(asked).await.map_err(SendError::Tunnel);
+            let sent = self.send_pinned(request, addr, connect_timeout, hop).await;
+            match sent {
+                Err(SendError::Tunnel(TunnelError::Tls(e))) => Err(SendError::Tunnel(
+                    self.intercepted(e, connect_timeout, hop).await,
+                )),
+                sent => sent,
             }
-            let plain = request.url().scheme() == "http";
-            let again = by_name.and_then(|_| request.try_clone());
-            let tunnelled = self.tunnelled(request, Some(addr), connect_timeout, deadline, hop);
-            match (hop.scope(tunnelled).await, by_name.zip(again)) {
-                (Err(TunnelError::Refused(r)), Some((proxy, again))) if r.refuses_tunnels() => {
-                    if !self.forwards(proxy, connect_timeout, &mut deadline, hop).await {
-                        return Err(SendError::Tunnel(TunnelError::Proxy(format!(
-                            "it refused the tunnel ({}), and asked by name for a host that does not exist it served a page: a web server, not a proxy",
-                            r.status()
-                        ))));
-                    }
-                    proxy.remember(port, NoTunnel::Refused);
-                    let asked = self.asked_by_name(
-                        proxy,
-                        again,
-                        (connect_timeout, deadline),
-                        NoTunnel::Refused,
-                        hop,
-                    );
-                    hop.scope(asked).await
-                }
-                // A proxy that intercepts TLS takes every tunnel for TLS and closes one
-                // that carries plain http; asked by name, as browsers ask, it forwards
-                // the request. A site that closes without an answer is reported so by
-                // the proxy asked by name too, and its port keeps its tunnels.
-                (Err(TunnelError::Http(e)), Some((proxy, again)))
-                    if plain && e.is_incomplete_message() =>
-                {
-                    if !self.forwards(proxy, connect_timeout, &mut deadline, hop).await {
-                        return Err(SendError::Tunnel(TunnelError::Http(e)));
-                    }
-                    let why = NoTunnel::ClosedPlain;
-                    let asked =
-                        self.asked_by_name(proxy, again, (connect_timeout, deadline), why, hop);
-                    let asked = hop.scope(asked).await;
-                    if asked.is_ok() {
-                        proxy.remember(port, why);
-                    }
-                    asked
-                }
-                (result, _) => result,
-            }
-            .map_err(SendError::Tunnel)
         })
+    }
+
+    /// A TLS failure through the tunnel, or the egress failing when the certificate that
+    /// failed was made up by the proxy: it intercepts TLS, and the site's own is unseen.
+    async fn intercepted(
+        &self,
+        e: std::io::Error,
+        connect_timeout: Duration,
+        hop: &Hop,
+    ) -> TunnelError {
+        let certificate = matches!(
+            super::failure::rustls_inside(&e),
+            Some(rustls::Error::InvalidCertificate(_))
+        );
+        let (Via::Proxy(proxy), true, Some(leaf)) = (&self.via, certificate, hop.leaf.get()) else {
+            return TunnelError::Tls(e);
+        };
+        let Some(made_up) = proxy.interceptor(connect_timeout).await else {
+            return TunnelError::Tls(e);
+        };
+        if intercept::issuer(leaf).as_ref() != Some(&made_up) {
+            return TunnelError::Tls(e);
+        }
+        TunnelError::Proxy(format!(
+            "it intercepts TLS: the certificate presented for the site ({e}) is issued by \
+             {made_up}, which also signs one for a host that does not exist, so the site's \
+             own certificate is not seen through it; put that CA in tls.extra_ca_file, or \
+             probe https through another egress"
+        ))
+    }
+
+    /// [`Tunnel::send`], its TLS failures as they are.
+    async fn send_pinned(
+        &self,
+        request: reqwest::RequestBuilder,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        hop: &Arc<Hop>,
+    ) -> Result<reqwest::Response, SendError> {
+        let request = request.build().map_err(SendError::Client)?;
+        let total = request.timeout().copied().unwrap_or(connect_timeout);
+        let mut deadline = Instant::now() + total;
+        let by_name = self.by_name();
+        let port = request.url().port_or_known_default().unwrap_or(80);
+        if let Some((proxy, why)) = by_name.and_then(|p| Some((p, p.no_tunnel_lately(port)?))) {
+            let asked = self.asked_by_name(proxy, request, (connect_timeout, deadline), why, hop);
+            return hop.scope(asked).await.map_err(SendError::Tunnel);
+        }
+        let plain = request.url().scheme() == "http";
+        let again = by_name.and_then(|_| request.try_clone());
+        let tunnelled = self.tunnelled(request, Some(addr), connect_timeout, deadline, hop);
+        match (hop.scope(tunnelled).await, by_name.zip(again)) {
+            (Err(TunnelError::Refused(r)), Some((proxy, again))) if r.refuses_tunnels() => {
+                if !self.forwards(proxy, connect_timeout, &mut deadline, hop).await {
+                    return Err(SendError::Tunnel(TunnelError::Proxy(format!(
+                        "it refused the tunnel ({}), and asked by name for a host that does not exist it served a page: a web server, not a proxy",
+                        r.status()
+                    ))));
+                }
+                proxy.remember(port, NoTunnel::Refused);
+                let asked = self.asked_by_name(
+                    proxy,
+                    again,
+                    (connect_timeout, deadline),
+                    NoTunnel::Refused,
+                    hop,
+                );
+                hop.scope(asked).await
+            }
+            // A proxy that intercepts TLS takes every tunnel for TLS and closes one
+            // that carries plain http; asked by name, as browsers ask, it forwards
+            // the request. A site that closes without an answer is reported so by
+            // the proxy asked by name too, and its port keeps its tunnels.
+            (Err(TunnelError::Http(e)), Some((proxy, again)))
+                if plain && e.is_incomplete_message() =>
+            {
+                if !self.forwards(proxy, connect_timeout, &mut deadline, hop).await {
+                    return Err(SendError::Tunnel(TunnelError::Http(e)));
+                }
+                let why = NoTunnel::ClosedPlain;
+                let asked =
+                    self.asked_by_name(proxy, again, (connect_timeout, deadline), why, hop);
+                let asked = hop.scope(asked).await;
+                if asked.is_ok() {
+                    proxy.remember(port, why);
+                }
+                asked
+            }
+            (result, _) => result,
+        }
+        .map_err(SendError::Tunnel)
     }
 
     /// For a SOCKS5 egress, why its proxy answers nothing, if it does not (asked when a

@@ -144,7 +144,11 @@ impl Proxy {
 
     /// Asks the proxy on `proxy` for a tunnel to `site`: the literal address, or
     /// `name:port` when it is asked by name.
-    async fn connect(&self, proxy: Box<dyn Io>, site: &str) -> Result<Box<dyn Io>, TunnelError> {
+    pub(super) async fn connect(
+        &self,
+        proxy: Box<dyn Io>,
+        site: &str,
+    ) -> Result<Box<dyn Io>, TunnelError> {
         let broken = |e: hyper::Error| TunnelError::Proxy(format!("CONNECT failed: {e}"));
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake::<_, Empty<Bytes>>(TokioIo::new(proxy))

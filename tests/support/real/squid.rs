@@ -101,7 +101,13 @@ impl Squid {
     /// every tunnel is taken for TLS and re-signed by the CA in `ca_pem` (certificate and
     /// key, PEM), trusting the sites of `site_ca` (PEM). A tunnel that carries plain HTTP
     /// is closed without an answer: browsers send plain http to a proxy in absolute form.
-    pub fn bumping(ip: &str, hosts: &[(&str, &str)], ca_pem: &str, site_ca: &str) -> Squid {
+    /// Its own lookups go to `nameserver` (an address; port 53), then `hosts`.
+    pub fn bumping(
+        ip: &str,
+        hosts: &[(&str, &str)],
+        (ca_pem, site_ca): (&str, &str),
+        nameserver: &str,
+    ) -> Squid {
         let dir = scratch("squid-bump");
         let db = dir.join("ssl_db");
         let certgen = "/usr/lib/squid/security_file_certgen";
@@ -120,16 +126,21 @@ impl Squid {
             " ssl-bump generate-host-certificates=on dynamic_cert_mem_cache_size=4MB tls-cert={ca_pem}"
         );
         let extra = format!(
-            "sslcrtd_program {certgen} -s {db} -M 4MB
-             tls_outgoing_options cafile={site_ca}
-             acl step1 at_step SslBump1
-ssl_bump peek step1
-ssl_bump bump all
-",
+            "sslcrtd_program {certgen} -s {db} -M 4MB\n\
+             tls_outgoing_options cafile={site_ca}\n\
+             acl step1 at_step SslBump1\nssl_bump peek step1\nssl_bump bump all\n",
             db = db.display()
         );
         let access = "acl loop src 127.0.0.0/8\nhttp_access allow loop\nhttp_access deny all";
-        Squid::launch_in(dir, ip, access, hosts, None, None, (&port_options, &extra))
+        Squid::launch_in(
+            dir,
+            ip,
+            access,
+            hosts,
+            None,
+            None,
+            (&port_options, &extra, nameserver),
+        )
     }
 
     fn launch(
@@ -139,7 +150,15 @@ ssl_bump bump all
         passwd: Option<&str>,
         cache: Option<&str>,
     ) -> Squid {
-        Squid::launch_in(scratch("squid"), ip, access, hosts, passwd, cache, ("", ""))
+        Squid::launch_in(
+            scratch("squid"),
+            ip,
+            access,
+            hosts,
+            passwd,
+            cache,
+            ("", "", "127.0.0.1"),
+        )
     }
 
     /// squid in `dir`, with more options on its `http_port` line and more config lines
@@ -151,7 +170,7 @@ ssl_bump bump all
         hosts: &[(&str, &str)],
         passwd: Option<&str>,
         cache: Option<&str>,
-        more: (&str, &str),
+        more: (&str, &str, &str),
     ) -> Squid {
         let d = dir.display().to_string();
         let port = free_port();
@@ -174,7 +193,7 @@ ssl_bump bump all
         let conf = format!(
             r#"http_port {ip}:{port}{port_options}
 {extra}hosts_file {hosts}
-dns_nameservers 127.0.0.1
+dns_nameservers {nameserver}
 connect_timeout 1 second
 {auth}{access}
 {cache}
@@ -192,6 +211,7 @@ forwarded_for delete
             cache = cache.unwrap_or("cache deny all"),
             port_options = more.0,
             extra = more.1,
+            nameserver = more.2,
         );
         let path = write(&dir, "squid.conf", &conf);
         let daemon = Daemon::start(
