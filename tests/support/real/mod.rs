@@ -30,7 +30,7 @@ use super::procs::{self, Watchdog};
 /// What to install when a server binary is missing.
 pub const REAL_INSTALL_HINT: &str =
     "run scripts/deps (it installs apache2, libapache2-mod-evasive, \
-     libapache2-mod-security2, modsecurity-crs, nginx-light, haproxy, squid, tinyproxy, \
+     libapache2-mod-security2, modsecurity-crs, nginx-light, haproxy, squid-openssl, tinyproxy, \
      privoxy, dante-server, fail2ban, iptables)";
 
 /// A server process (and its children) of ours.
