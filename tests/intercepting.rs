@@ -7,6 +7,7 @@
 use picket::job::Verdict;
 
 use crate::proxy_pin::{assert_up_at, engine, Vhosts, NAME};
+use crate::proxy_words::assert_egress_failed;
 use crate::support::dns;
 use crate::support::free_port;
 use crate::support::real::scratch;
@@ -83,13 +84,7 @@ async fn a_tls_intercepting_proxy_whose_ca_is_not_trusted_is_the_egress_failing(
     let url = format!("https://{NAME}:{}/", site.https);
     let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
     let r = check(&e, &url).await;
-    assert_eq!(
-        (r.verdict, r.reason.as_str()),
-        (Verdict::Unknown, "egress_unavailable"),
-        "{url}: {}",
-        r.detail
-    );
-    assert!(r.detail.contains("intercepts TLS"), "{}", r.detail);
+    assert_egress_failed(&r, &url, "intercepts TLS");
     assert!(
         r.detail.contains("picket test corporate interception CA"),
         "{}",

@@ -18,7 +18,7 @@ use crate::support::real::privoxy::Privoxy;
 use crate::support::real::tinyproxy::Tinyproxy;
 
 /// `r` is our egress failing, in the words of its proxy (`said`).
-fn assert_egress_failed(r: &Report, url: &str, said: &str) {
+pub(crate) fn assert_egress_failed(r: &Report, url: &str, said: &str) {
     assert_eq!(
         (r.verdict, r.reason.as_str()),
         (Verdict::Unknown, "egress_unavailable"),
