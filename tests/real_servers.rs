@@ -19,6 +19,7 @@ use crate::support::real::apache::{Apache, Dos, Evasive};
 use crate::support::real::dante::Dante;
 use crate::support::real::fail2ban::{Block, Fail2ban};
 use crate::support::real::haproxy::{Haproxy, Limit};
+use crate::support::real::microsocks::Microsocks;
 use crate::support::real::nginx::{Nginx, Site};
 use crate::support::real::squid::Squid;
 use crate::support::real::{now_us, Hits};
@@ -405,6 +406,34 @@ fn egress_settings(egresses: &[(&str, &str)]) -> Settings {
         }
     }
     settings(&toml)
+}
+
+/// A SOCKS5 proxy that asks for a login the egress URL does not give refuses every
+/// way picket offers: the egress failing, said as that (hyper-util's words, "server does
+/// not support user/pass authentication", said the opposite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socks_proxy_asking_for_a_login_the_egress_lacks_says_so() {
+    let target = plain_target("127.0.63.41").await;
+    let socks = Microsocks::with_login("127.0.63.40", "probe", "s3cret");
+    let without = format!("socks5://{}", socks.addr);
+    let with = format!("socks5://probe:s3cret@{}", socks.addr);
+    let r = round(
+        &engine(&egress_settings(&[("socks", &without)])),
+        &[target.clone()],
+    )
+    .await
+    .remove(0);
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "egress_unavailable"),
+        "{}",
+        r.detail
+    );
+    assert!(r.detail.contains("asks for a login"), "{}", r.detail);
+    let r = round(&engine(&egress_settings(&[("socks", &with)])), &[target])
+        .await
+        .remove(0);
+    assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

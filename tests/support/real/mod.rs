@@ -3,7 +3,7 @@
 //! Apache with mod_evasive at its defaults and Apache with ModSecurity + the OWASP CRS
 //! (`apache`), nginx with `limit_req`/`limit_conn` (`nginx`), haproxy with a dead backend
 //! (`haproxy`), squid, tinyproxy, Privoxy and dante as egresses (`squid`, `tinyproxy`,
-//! `privoxy`, `dante`), and fail2ban banning
+//! `privoxy`, `dante`; `microsocks` asking for a login), and fail2ban banning
 //! with iptables what a server's log blames (`fail2ban`).
 //!
 //! Each server runs in its own process group; dropping its [`Daemon`] stops the whole
@@ -15,6 +15,7 @@ pub mod apache;
 pub mod dante;
 pub mod fail2ban;
 pub mod haproxy;
+pub mod microsocks;
 pub mod nginx;
 pub mod privoxy;
 pub mod squid;
@@ -31,7 +32,7 @@ use super::procs::{self, Watchdog};
 pub const REAL_INSTALL_HINT: &str =
     "run scripts/deps (it installs apache2, libapache2-mod-evasive, \
      libapache2-mod-security2, modsecurity-crs, nginx-light, haproxy, squid-openssl, tinyproxy, \
-     privoxy, dante-server, fail2ban, iptables)";
+     privoxy, dante-server, microsocks, fail2ban, iptables)";
 
 /// A server process (and its children) of ours.
 pub struct Daemon {
