@@ -419,7 +419,7 @@ async fn a_socks_proxy_asking_for_a_login_the_egress_lacks_says_so() {
     let with = format!("socks5://probe:s3cret@{}", socks.addr);
     let r = round(
         &engine(&egress_settings(&[("socks", &without)])),
-        &[target.clone()],
+        std::slice::from_ref(&target),
     )
     .await
     .remove(0);

@@ -19,6 +19,8 @@ pub(super) struct Egress {
     pub(super) proxy: Option<reqwest::Proxy>,
     /// The proxy speaks SOCKS (else HTTP, when there is a proxy).
     pub(super) socks: bool,
+    /// The proxy URL gives a user name (and password) to log in with.
+    pub(super) login: bool,
     /// What the connection's peer can be checked against.
     pub(super) route: Route,
     /// The egress's client over rustls, shared by every probe.
@@ -78,6 +80,7 @@ impl Egress {
         Ok(Egress {
             name: e.name.clone(),
             socks: scheme.is_some_and(|s| s.starts_with("socks")),
+            login: e.proxy.as_ref().is_some_and(|u| !u.username().is_empty()),
             proxy,
             route,
             client,

@@ -232,9 +232,27 @@ fn classify_proxy(e: &reqwest::Error, at: &str, egress: &Egress) -> Option<Outco
         format!(
             "egress {} failed, so nothing is known about {at}: {}",
             egress.name,
-            chain[1..].join(": ")
+            socks_login(chain[1..].join(": "), egress.login)
         ),
     ))
+}
+
+/// A SOCKS5 proxy's refusal of every way to log in, in words that say which side lacks
+/// what: hyper-util says "server does not support user/pass authentication" whether or
+/// not a user name and password were offered.
+fn socks_login(why: String, login: bool) -> String {
+    if !why.ends_with("server does not support user/pass authentication") {
+        return why;
+    }
+    if login {
+        "the SOCKS5 proxy refuses a login by user name and password, the one picket \
+         offers"
+            .to_string()
+    } else {
+        "the SOCKS5 proxy asks for a login, which the egress URL does not give \
+         (socks5://user:password@host:port)"
+            .to_string()
+    }
 }
 
 /// The rustls error somewhere in `e`'s chain, if any. It sits inside io::Errors
