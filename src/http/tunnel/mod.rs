@@ -22,7 +22,9 @@
 //! asks of proxies, replaces `Host` with the request target's authority, so name-based
 //! virtual hosts would answer for another site. A proxy that refuses a tunnel to the
 //! address (most ship allowing CONNECT to 443 only; allow lists name sites) is asked by
-//! name instead (`by_name`), unless the egress says `by_name = "never"`.
+//! name instead (`by_name`), unless the egress says `by_name = "never"`; so is one that
+//! closes a plain-http tunnel without an answer (a proxy that intercepts TLS takes every
+//! tunnel for TLS).
 //!
 //! The OpenSSL retry for servers speaking only legacy TLS is not made through these
 //! egresses: the rustls failure is the verdict.
@@ -40,7 +42,11 @@
 //! - `mend`: the HTTP/1 answer's head as browsers read it, and `chunks` its chunked
 //!   body's framing;
 //! - `error`: [`TunnelError`] and [`SendError`], and what each failure is in the
-//!   prober's terms (the proxy's, or the site's).
+//!   prober's terms (the proxy's, or the site's); `words`: what proxies that mark their
+//!   pages with no header say in their reason phrases, and their page for a host that
+//!   does not exist;
+//! - `intercept`: whether the proxy intercepts TLS (it makes up a certificate for a host
+//!   that does not exist), so that a certificate it made up is not judged as the site's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
