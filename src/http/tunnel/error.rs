@@ -12,7 +12,7 @@ use crate::http::failure::{root_cause, rustls_inside, tls_failure, Allowed};
 use crate::http::pin::{pin_error, PinError};
 use crate::probe::{FailureKind, Outcome};
 
-use super::words::{reason_phrase, OwnPage, Words};
+use super::words::{header, OwnPage, Words};
 
 /// How far a tunnel got when its connect time ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,21 +131,10 @@ impl Refusal {
     }
 
     fn read<B>(answer: &http::Response<B>, refused: &'static str) -> Refusal {
-        let header = |name: &str| {
-            answer
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
         Refusal {
-            page: OwnPage {
-                status: answer.status(),
-                reason: reason_phrase(answer),
-                server: header("server"),
-            },
-            squid: header("x-squid-error"),
-            proxy_status: header("proxy-status").and_then(|v| {
+            page: OwnPage::read(answer),
+            squid: header(answer, "x-squid-error"),
+            proxy_status: header(answer, "proxy-status").and_then(|v| {
                 let (_, after) = v.split_once("error=")?;
                 Some(
                     after

@@ -62,17 +62,22 @@ impl OwnPage {
     /// not exist; a web server's page is none).
     pub(super) fn of<B>(answer: &http::Response<B>) -> Option<OwnPage> {
         let status = answer.status();
-        (status.is_client_error() || status.is_server_error()).then(|| OwnPage {
-            status,
+        (status.is_client_error() || status.is_server_error()).then(|| OwnPage::read(answer))
+    }
+
+    /// The status, reason phrase and `Server` of any answer.
+    pub(super) fn read<B>(answer: &http::Response<B>) -> OwnPage {
+        OwnPage {
+            status: answer.status(),
             reason: reason_phrase(answer),
-            server: header(answer, http::header::SERVER),
-        })
+            server: header(answer, "server"),
+        }
     }
 }
 
 /// The reason phrase of `answer` when it is not the standard one (hyper keeps only
 /// those).
-pub(super) fn reason_phrase<B>(answer: &http::Response<B>) -> Option<String> {
+fn reason_phrase<B>(answer: &http::Response<B>) -> Option<String> {
     answer
         .extensions()
         .get::<hyper::ext::ReasonPhrase>()
@@ -80,10 +85,7 @@ pub(super) fn reason_phrase<B>(answer: &http::Response<B>) -> Option<String> {
 }
 
 /// A header of `answer` as text.
-pub(super) fn header<B>(
-    answer: &http::Response<B>,
-    name: http::header::HeaderName,
-) -> Option<String> {
+pub(super) fn header<B>(answer: &http::Response<B>, name: &str) -> Option<String> {
     answer
         .headers()
         .get(name)
