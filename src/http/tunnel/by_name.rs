@@ -10,9 +10,11 @@
 //! result says so).
 //!
 //! The refusal is remembered per port for a while, so that the proxy is not asked for a
-//! tunnel it refuses on every probe. The proxy's own error pages (`X-Squid-Error`, RFC
-//! 9209 `Proxy-Status`) are read as its reports, the site's or its own, as a refused
-//! CONNECT is.
+//! tunnel it refuses on every probe. So is a plain-http tunnel the proxy closes without
+//! an answer (a proxy that intercepts TLS), once asking by name answered. The proxy's own
+//! error pages (`X-Squid-Error`, RFC 9209 `Proxy-Status`, its own reason phrases, or the
+//! page it serves for a host that does not exist: `words`) are read as its reports, the
+//! site's or its own, as a refused CONNECT is.
 
 use std::time::Duration;
 
