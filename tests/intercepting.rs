@@ -10,9 +10,9 @@ use crate::proxy_pin::{assert_up_at, engine, Vhosts, NAME};
 use crate::proxy_words::assert_egress_failed;
 use crate::support::dns;
 use crate::support::free_port;
-use crate::support::real::scratch;
 use crate::support::real::squid::Squid;
 use crate::support::real::write;
+use crate::support::real::Loose;
 
 /// A nameserver on port 53 of `ip` that answers every name NXDOMAIN at once, as a
 /// company's resolver does for `.invalid`; its address.
@@ -21,8 +21,9 @@ async fn resolver(ip: &str) -> String {
     addr.ip().to_string()
 }
 
-/// A CA of the egress's own (certificate and key in one PEM file), as squid takes it.
-fn bump_ca() -> String {
+/// A CA of the egress's own (certificate and key in one PEM file), as squid takes it:
+/// its dir and its path.
+fn bump_ca() -> (Loose, String) {
     let key = rcgen::KeyPair::generate().expect("key");
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -31,19 +32,21 @@ fn bump_ca() -> String {
         "picket test corporate interception CA",
     );
     let cert = params.self_signed(&key).expect("CA certificate");
-    let dir = scratch("bump-ca");
+    let dir = Loose::new("bump-ca");
     let pem = format!("{}{}", cert.pem(), key.serialize_pem());
-    write(&dir, "bump.pem", &pem).display().to_string()
+    let path = write(&dir.0, "bump.pem", &pem).display().to_string();
+    (dir, path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_intercepting_proxy_is_asked_for_plain_http_by_name() {
     let site_ip = "127.0.63.30";
     let site = Vhosts::start(site_ip, &[NAME]);
+    let (_ca_dir, ca) = bump_ca();
     let squid = Squid::bumping(
         "127.0.63.31",
         &[(NAME, site_ip)],
-        (&bump_ca(), &site.ca_file),
+        (&ca, &site.ca_file),
         &resolver("127.0.63.34").await,
     );
     let e = engine(&squid.url, &site.ca_file, true, &[(NAME, site_ip)]);
@@ -74,7 +77,7 @@ async fn a_tls_intercepting_proxy_is_asked_for_plain_http_by_name() {
 async fn a_tls_intercepting_proxy_whose_ca_is_not_trusted_is_the_egress_failing() {
     let site_ip = "127.0.63.32";
     let site = Vhosts::start(site_ip, &[NAME]);
-    let ca = bump_ca();
+    let (_ca_dir, ca) = bump_ca();
     let squid = Squid::bumping(
         "127.0.63.33",
         &[(NAME, site_ip)],
@@ -96,7 +99,8 @@ async fn a_tls_intercepting_proxy_whose_ca_is_not_trusted_is_the_egress_failing(
         std::fs::read_to_string(&site.ca_file).expect("site CA"),
         std::fs::read_to_string(&ca).expect("bump CA")
     );
-    let trusted = write(&scratch("bump-trust"), "both.pem", &both);
+    let trusted_dir = Loose::new("bump-trust");
+    let trusted = write(&trusted_dir.0, "both.pem", &both);
     let e = engine(
         &squid.url,
         &trusted.display().to_string(),

@@ -166,6 +166,24 @@ pub fn scratch(kind: &str) -> PathBuf {
     dir
 }
 
+/// A [`scratch`] dir that no [`Daemon`] owns (a daemon's watchdog removes its own):
+/// removed when dropped, unless `PICKET_TEST_KEEP_DIRS` asks to keep it.
+pub struct Loose(pub PathBuf);
+
+impl Loose {
+    pub fn new(kind: &str) -> Loose {
+        Loose(scratch(kind))
+    }
+}
+
+impl Drop for Loose {
+    fn drop(&mut self) {
+        if std::env::var_os("PICKET_TEST_KEEP_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// Writes `text` to `dir/name`, world-readable.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
