@@ -223,13 +223,23 @@ impl Refusal {
     /// What the site did, when the proxy says the site is why (else `None`: the proxy
     /// refused for its own reasons).
     fn site_failure(&self) -> Option<(FailureKind, &'static str)> {
+        if let Some(failure) = self.connect_failure().or_else(|| self.answer_failure()) {
+            return Some(failure);
+        }
+        if self.squid.is_some() || self.proxy_status.is_some() || self.as_for_no_such_host {
+            return None;
+        }
+        self.unmarked_failure()
+    }
+
+    /// What a marker (squid's errno, `Proxy-Status`) reports of connecting to the site.
+    fn connect_failure(&self) -> Option<(FailureKind, &'static str)> {
         let squid = self.squid.as_deref().unwrap_or("");
-        let said = self.proxy_status.as_deref();
         if self.reports_refused() {
             return Some((FailureKind::Connect, "the proxy reports connection refused"));
         }
         if matches!(self.connect_errno(), Some("101" | "113"))
-            || said == Some("destination_ip_unroutable")
+            || self.proxy_status.as_deref() == Some("destination_ip_unroutable")
         {
             return Some((FailureKind::Unreachable, "the proxy reports no route to it"));
         }
@@ -239,38 +249,39 @@ impl Refusal {
                 "the proxy got no connection to it in time",
             ));
         }
-        // What a proxy asked by name reports of the site's answer (a tunnel's bytes are
-        // the site's own and never get these).
+        None
+    }
+
+    /// What a marker of a proxy asked by name reports of the site's answer (a tunnel's
+    /// bytes are the site's own and never get these).
+    fn answer_failure(&self) -> Option<(FailureKind, &'static str)> {
+        let squid = self.squid.as_deref().unwrap_or("");
         let (error, errno) = squid.split_once(' ').unwrap_or((squid, ""));
-        match (error, said) {
-            ("ERR_ZERO_SIZE_OBJECT", _) | (_, Some("http_response_incomplete")) => {
-                return Some((
-                    FailureKind::Connect,
-                    "the proxy reports the connection closed before an answer",
-                ))
-            }
+        match (error, self.proxy_status.as_deref()) {
+            ("ERR_ZERO_SIZE_OBJECT", _) | (_, Some("http_response_incomplete")) => Some((
+                FailureKind::Connect,
+                "the proxy reports the connection closed before an answer",
+            )),
             // With errno 0 squid never reached the site (its own DNS failed, or its
-            // parent is down): the egress's failure, below.
+            // parent is down): the egress's failure.
             ("ERR_READ_ERROR", _) if errno.trim() != "0" => {
-                return Some((FailureKind::Reset, "the proxy reports the connection reset"))
+                Some((FailureKind::Reset, "the proxy reports the connection reset"))
             }
-            ("ERR_LIFETIME_EXP", _) | (_, Some("http_response_timeout")) => {
-                return Some((
-                    FailureKind::Timeout,
-                    "the proxy got no answer from it in time",
-                ))
-            }
-            ("ERR_INVALID_RESP", _) | (_, Some("http_protocol_error")) => {
-                return Some((
-                    FailureKind::Protocol,
-                    "the proxy reports an answer that breaks HTTP",
-                ))
-            }
-            _ => {}
+            ("ERR_LIFETIME_EXP", _) | (_, Some("http_response_timeout")) => Some((
+                FailureKind::Timeout,
+                "the proxy got no answer from it in time",
+            )),
+            ("ERR_INVALID_RESP", _) | (_, Some("http_protocol_error")) => Some((
+                FailureKind::Protocol,
+                "the proxy reports an answer that breaks HTTP",
+            )),
+            _ => None,
         }
-        if self.squid.is_some() || self.proxy_status.is_some() || self.as_for_no_such_host {
-            return None;
-        }
+    }
+
+    /// What a proxy with no marker says, in its reason phrase or, failing that, its
+    /// status alone.
+    fn unmarked_failure(&self) -> Option<(FailureKind, &'static str)> {
         match self.words() {
             Some(Words::NoConnection) => {
                 return Some((
