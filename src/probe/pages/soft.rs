@@ -462,4 +462,49 @@ mod tests {
             "working pages named stand-ins: {named:#?}"
         );
     }
+
+    /// Found by hand against PHP-FPM 8.2 behind nginx and Django 5.2 (2026-12-04): a PHP
+    /// site whose database is gone prints the driver's error where the page should be,
+    /// with status 200 (the `die("Connection failed: " …)` every PHP tutorial teaches),
+    /// and a new Django project serves its rocket page. Each was `up`. The database
+    /// errors are small pages; a mysqli "Access denied for user" was named a block page.
+    #[test]
+    fn a_database_error_or_an_unfinished_install_in_place_of_the_page_names_itself() {
+        let named = |page: &str| soft_failure(page).unwrap_or_else(|| panic!("{page}"));
+        for page in [
+            "Connection failed: SQLSTATE[HY000] [2002] No such file or directory",
+            "Connection failed: No such file or directory",
+            "Connection failed: Connection refused",
+            "<html><head><title>Oakdale</title></head><body><p>Error connecting to database: No such file or directory</p></body></html>",
+            "Could not connect to database. Please try again later.",
+            "<p>Unable to connect to the database server.</p>",
+            "<b>Database connection failed</b>",
+            "Can't connect to local MySQL server through socket '/run/mysqld/mysqld.sock' (2)",
+            "Unknown database 'county'",
+            "Warning: mysqli_connect(): php_network_getaddresses: getaddrinfo for db failed: Name or service not known",
+            "could not connect to server: Connection refused\n\tIs the server running on host \"localhost\" (127.0.0.1) and accepting\n\tTCP/IP connections on port 5432?",
+        ] {
+            assert!(named(page).starts_with("database error"), "{page}: {}", named(page));
+        }
+        assert!(
+            named("Connection failed: Access denied for user 'web'@'localhost' (using password: YES)")
+                .starts_with("database error")
+        );
+        for page in [
+            "<!doctype html><html lang=\"en-us\"><head><title>The install worked successfully! Congratulations!</title></head><body><h1>The install worked successfully! Congratulations!</h1></body></html>",
+            "<!DOCTYPE html><html><head><title>WordPress &rsaquo; Setup Configuration File</title></head><body><p>There doesn't seem to be a <code>wp-config.php</code> file.</p></body></html>",
+            "<!DOCTYPE html><html><head><title>WordPress &rsaquo; Installation</title></head><body><h1>Welcome</h1></body></html>",
+            "<!DOCTYPE html><html><head><title>WordPress &rsaquo; Error</title></head><body><p>There has been a critical error on this website.</p></body></html>",
+        ] {
+            assert!(soft_failure(page).is_some(), "{page}");
+        }
+        // A working page that tells of a past outage, or a help page about the error.
+        let long = "<p>County news, opening hours, permits, council minutes.</p>".repeat(25);
+        for page in [
+            format!("<title>Lake County</title>{long}<p>On Monday the permit portal showed 'Could not connect to database' for an hour.</p>"),
+            format!("<title>Fixing SQLSTATE[HY000] [2002] in PHP</title>{long}"),
+        ] {
+            assert_eq!(soft_failure(&page), None, "{page}");
+        }
+    }
 }
