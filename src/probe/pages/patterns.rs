@@ -87,6 +87,34 @@ pub(super) const FIREWALL_MARKERS: &[(&str, &str)] = &[
 /// Built-in soft-failure patterns: (kind, phrase) matched lower-cased in small pages
 /// (where each kind may stand: [`super::soft`]).
 pub(super) const SOFT_PATTERNS: &[(&str, &str)] = &[
+    // A site whose database is gone, printing the driver's error where the page should
+    // be, often with status 200: PHP's PDO ("SQLSTATE[HY000] [2002] …") and mysqli
+    // ("Access denied for user 'web'@'localhost'", ahead of the block page's "access
+    // denied"), MySQL's and PostgreSQL's client errors, and the words of the
+    // `die("Connection failed: " …)` PHP tutorials teach.
+    ("database error", "sqlstate["),
+    ("database error", "access denied for user '"),
+    ("database error", "connection failed: no such file or directory"),
+    ("database error", "connection failed: connection refused"),
+    ("database error", "error connecting to database"),
+    ("database error", "error connecting to the database"),
+    ("database error", "could not connect to database"),
+    ("database error", "could not connect to the database"),
+    ("database error", "unable to connect to database"),
+    ("database error", "unable to connect to the database"),
+    ("database error", "cannot connect to database"),
+    ("database error", "cannot connect to the database"),
+    ("database error", "database connection failed"),
+    ("database error", "database connection error"),
+    ("database error", "could not connect to mysql"),
+    ("database error", "failed to connect to mysql"),
+    ("database error", "connect to local mysql server"),
+    ("database error", "connect to mysql server on"),
+    ("database error", "unknown database '"),
+    ("database error", "php_network_getaddresses:"),
+    ("database error", "is the server running on host"),
+    // WordPress's handler of a fatal error (5.2 and later).
+    ("error page", "there has been a critical error on this website"),
     ("block page", "access denied"),
     ("block page", "访问被拒绝"),
     ("block page", "您的访问被阻断"),
@@ -176,6 +204,31 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     ("default server page", "welcome to centos", Fit::Anywhere),
     ("default server page", "caddy works!", Fit::Anywhere),
     ("default server page", "apache tomcat/", Fit::Anywhere),
+    // A new Django project's page (DEBUG on, no URLs of its own yet).
+    (
+        "default server page",
+        "the install worked successfully! congratulations!",
+        Fit::Anywhere,
+    ),
+    // WordPress sent to its installer: `wp-config.php` lost, or its tables gone.
+    (
+        "unfinished install",
+        "wordpress &rsaquo; setup configuration file",
+        Fit::Anywhere,
+    ),
+    (
+        "unfinished install",
+        "wordpress &rsaquo; installation",
+        Fit::Anywhere,
+    ),
+    (
+        "unfinished install",
+        "wordpress \u{203a} installation",
+        Fit::Anywhere,
+    ),
+    // WordPress's own error page (`wp_die`).
+    ("error page", "wordpress &rsaquo; error", Fit::Anywhere),
+    ("error page", "wordpress \u{203a} error", Fit::Anywhere),
     // cPanel's and Plesk's pages for a domain with no site yet.
     (
         "default server page",
