@@ -21,6 +21,7 @@ mod monitors;
 mod operator;
 mod our_side;
 mod over_tls;
+mod php_sites;
 mod politeness;
 mod proxy_pin;
 mod proxy_words;

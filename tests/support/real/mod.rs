@@ -17,6 +17,7 @@ pub mod fail2ban;
 pub mod haproxy;
 pub mod microsocks;
 pub mod nginx;
+pub mod php;
 pub mod privoxy;
 pub mod squid;
 pub mod tinyproxy;
