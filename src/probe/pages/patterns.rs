@@ -94,7 +94,10 @@ pub(super) const SOFT_PATTERNS: &[(&str, &str)] = &[
     // `die("Connection failed: " …)` PHP tutorials teach.
     ("database error", "sqlstate["),
     ("database error", "access denied for user '"),
-    ("database error", "connection failed: no such file or directory"),
+    (
+        "database error",
+        "connection failed: no such file or directory",
+    ),
     ("database error", "connection failed: connection refused"),
     ("database error", "error connecting to database"),
     ("database error", "error connecting to the database"),
@@ -114,7 +117,10 @@ pub(super) const SOFT_PATTERNS: &[(&str, &str)] = &[
     ("database error", "php_network_getaddresses:"),
     ("database error", "is the server running on host"),
     // WordPress's handler of a fatal error (5.2 and later).
-    ("error page", "there has been a critical error on this website"),
+    (
+        "error page",
+        "there has been a critical error on this website",
+    ),
     ("block page", "access denied"),
     ("block page", "访问被拒绝"),
     ("block page", "您的访问被阻断"),

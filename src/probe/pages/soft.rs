@@ -486,10 +486,10 @@ mod tests {
         ] {
             assert!(named(page).starts_with("database error"), "{page}: {}", named(page));
         }
-        assert!(
-            named("Connection failed: Access denied for user 'web'@'localhost' (using password: YES)")
-                .starts_with("database error")
-        );
+        assert!(named(
+            "Connection failed: Access denied for user 'web'@'localhost' (using password: YES)"
+        )
+        .starts_with("database error"));
         for page in [
             "<!doctype html><html lang=\"en-us\"><head><title>The install worked successfully! Congratulations!</title></head><body><h1>The install worked successfully! Congratulations!</h1></body></html>",
             "<!DOCTYPE html><html><head><title>WordPress &rsaquo; Setup Configuration File</title></head><body><p>There doesn't seem to be a <code>wp-config.php</code> file.</p></body></html>",
