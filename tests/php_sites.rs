@@ -21,6 +21,11 @@ try { $db = new PDO("mysql:unix_socket=/nonexistent/mysqld.sock;dbname=county", 
 catch (PDOException $e) { die("Connection failed: " . $e->getMessage()); }
 ?><!DOCTYPE html><html><head><title>Village of Oakdale</title></head><body><h1>Minutes</h1></body></html>"#;
 
+/// A site switched to maintenance by hand, saying so in its status line.
+const CLOSED: &str = r#"<?php header("HTTP/1.1 503 Down for maintenance"); header("Retry-After: 600"); ?>
+<!DOCTYPE html><html><head><title>Village of Oakdale</title></head><body><h1>We will be back
+soon</h1><p>The village site is being updated tonight.</p></body></html>"#;
+
 fn verdict(r: &Report) -> (Verdict, &str) {
     (r.verdict, r.reason.as_str())
 }
@@ -35,6 +40,7 @@ async fn a_php_site_is_judged_by_what_its_visitors_see() {
             ("index.php", HOME),
             ("minutes.php", DB_GONE),
             ("fatal.php", "<?php undefined_function(); ?>"),
+            ("closed.php", CLOSED),
         ],
     );
     let e = engine_with(
@@ -46,6 +52,15 @@ async fn a_php_site_is_judged_by_what_its_visitors_see() {
 
     let r = check(&e, &url("")).await;
     assert_eq!(verdict(&r), (Verdict::Up, "ok"), "{}", r.detail);
+    // The server's own words in the status line are what the detail says (asked before
+    // the IP has answered a burst, after which a 503 may be a limit refusing us).
+    let r = check(&e, &url("closed.php")).await;
+    assert_eq!(verdict(&r), (Verdict::Down, "http_status"), "{}", r.detail);
+    assert!(
+        r.detail.starts_with("503 Down for maintenance"),
+        "{}",
+        r.detail
+    );
     // PHP's own words, status 200: not the site.
     let r = check(&e, &url("minutes.php")).await;
     assert_ne!(r.verdict, Verdict::Up, "{}", r.detail);

@@ -585,6 +585,7 @@ async fn finish(
     let (text, charset) = body::decode(body.bytes, content_type.as_deref(), plan);
     let answer = Answer {
         status,
+        reason: None,
         body_bytes,
         truncated: body.truncated,
         broke_off: body.broke_off,

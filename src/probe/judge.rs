@@ -839,6 +839,35 @@ mod tests {
         assert_eq!(judge(&p, &o, &SETTINGS).reason, Reason::HttpStatus);
     }
 
+    /// Found by hand against Varnish 7.1 and PHP-FPM behind nginx (2026-12-04): the
+    /// status line says what failed ("503 Backend fetch failed", "503 Down for
+    /// maintenance"), and the detail said only "503 Service Unavailable".
+    #[test]
+    fn the_servers_own_reason_phrase_is_in_the_detail() {
+        let p = plan(Expect::default());
+        let mut o = answer(503, PAGE);
+        if let Outcome::Answer(a) = &mut o.outcome {
+            a.reason = Some("Backend fetch failed".into());
+        }
+        let judged = judge(&p, &o, &SETTINGS);
+        assert!(
+            judged
+                .detail
+                .starts_with("503 Backend fetch failed (expected 2xx or 3xx)"),
+            "{}",
+            judged.detail
+        );
+        // Words no person should read whole are cut, and control characters dropped.
+        if let Outcome::Answer(a) = &mut o.outcome {
+            a.reason = Some(format!("Down\x07 for {}", "maintenance ".repeat(20)));
+        }
+        let judged = judge(&p, &o, &SETTINGS);
+        let line = judged.detail.split(" (expected").next().unwrap_or_default();
+        assert!(line.starts_with("503 Down for maintenance"), "{line}");
+        assert!(line.chars().count() <= 4 + 60 + 1, "{line}");
+        assert!(!line.contains('\x07'), "{line}");
+    }
+
     #[test]
     fn soft_failures_are_recognised_on_small_pages() {
         let p = plan(Expect::default());

@@ -176,6 +176,9 @@ fn browser_for(job: &Job, settings: &ProbeSettings) -> std::sync::Arc<browser::B
 pub struct Answer {
     /// Final status code.
     pub status: u16,
+    /// The status line's own words, when the server wrote other than the standard ones
+    /// (Varnish's "503 Backend fetch failed", a PHP site's "503 Down for maintenance").
+    pub reason: Option<String>,
     /// Decoded (decompressed) body bytes read.
     pub body_bytes: usize,
     /// True when the body was longer than the plan allows and was cut.
