@@ -105,7 +105,7 @@ fn fill_from_attempts(report: &mut Report, attempts: &Attempts<'_>) {
             body_bytes: a.body_bytes as u64,
             final_url: a.final_url.clone(),
             redirects: a.redirects,
-            charset: a.charset.clone(),
+            charset: a.charset.map(str::to_owned),
             truncated: a.truncated,
         });
         report.tls_days_left = a.tls_days_left;

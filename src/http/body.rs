@@ -217,7 +217,7 @@ pub(super) fn decode(
     body: Vec<u8>,
     content_type: Option<&str>,
     plan: &Plan,
-) -> (String, Option<String>) {
+) -> (String, Option<&'static str>) {
     // Small pages are always read as text: block and parked pages are small.
     let needs_text = plan.expect.body_contains.is_some()
         || plan.expect.body_not_contains.is_some()
@@ -226,7 +226,7 @@ pub(super) fn decode(
         return (String::new(), None);
     }
     let (t, cs) = text::decode_owned(body, content_type);
-    (t, Some(cs.to_string()))
+    (t, Some(cs))
 }
 
 /// How long a body that filled the read limit exactly is given to show its end.

@@ -551,13 +551,19 @@ async fn finish(
     cert_now: std::time::SystemTime,
 ) -> body::Finished<Answer> {
     let status = resp.status().as_u16();
+    // hyper keeps a status line's words only when they are not the standard ones.
+    let reason = resp
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| String::from_utf8_lossy(r.as_bytes()).into());
     let tls_days_left = tls::days_left(&resp, cert_now);
     let content_type = body::header(resp.headers(), reqwest::header::CONTENT_TYPE);
     let disposition = body::header(resp.headers(), reqwest::header::CONTENT_DISPOSITION);
     let retry_after = body::header(resp.headers(), reqwest::header::RETRY_AFTER);
     let login = (status == 401)
         .then(|| body::header(resp.headers(), reqwest::header::WWW_AUTHENTICATE))
-        .flatten();
+        .flatten()
+        .map(String::into_boxed_str);
     let pause_asked = self::retry_after(&resp);
     if let Some(refused) = unasked_coding(&resp, plan, chain) {
         return body::Finished {
@@ -585,7 +591,7 @@ async fn finish(
     let (text, charset) = body::decode(body.bytes, content_type.as_deref(), plan);
     let answer = Answer {
         status,
-        reason: None,
+        reason,
         body_bytes,
         truncated: body.truncated,
         broke_off: body.broke_off,

@@ -88,7 +88,7 @@ pub(crate) fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) ->
                 plan,
                 answer,
                 settings,
-                status: status_text(answer.status),
+                status: status_line(answer.status, answer.reason.as_deref()),
                 // The site's latency: our own wait for the per-IP limit, and our own
                 // questions to the egress, are not its slowness.
                 ms: obs
@@ -220,6 +220,34 @@ fn judge_failure(f: &Failure, recent_answers: u32, settings: &JudgeSettings) -> 
         FailureKind::LocalClock => (Verdict::Unknown, Reason::LocalClock),
     };
     Judgement::new(verdict, reason, f.detail.clone())
+}
+
+/// The status as the server wrote it ("503 Backend fetch failed"), or with its standard
+/// words when the server wrote none of its own.
+fn status_line(status: u16, reason: Option<&str>) -> String {
+    match reason.map(shown_reason).filter(|r| !r.is_empty()) {
+        Some(reason) => format!("{status} {reason}"),
+        None => status_text(status),
+    }
+}
+
+/// The most characters of a reason phrase a detail line shows.
+const REASON_CHARS: usize = 60;
+
+/// A reason phrase as a detail line shows it: no control characters, one space between
+/// words, at most [`REASON_CHARS`] characters.
+fn shown_reason(reason: &str) -> String {
+    let words: Vec<&str> = reason
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect();
+    words
+        .join(" ")
+        .chars()
+        .take(REASON_CHARS)
+        .collect::<String>()
+        .trim_end()
+        .to_string()
 }
 
 fn status_text(status: u16) -> String {
@@ -859,7 +887,7 @@ mod tests {
         );
         // Words no person should read whole are cut, and control characters dropped.
         if let Outcome::Answer(a) = &mut o.outcome {
-            a.reason = Some(format!("Down\x07 for {}", "maintenance ".repeat(20)));
+            a.reason = Some(format!("Down\x07 for {}", "maintenance ".repeat(20)).into());
         }
         let judged = judge(&p, &o, &SETTINGS);
         let line = judged.detail.split(" (expected").next().unwrap_or_default();

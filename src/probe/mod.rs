@@ -178,7 +178,7 @@ pub struct Answer {
     pub status: u16,
     /// The status line's own words, when the server wrote other than the standard ones
     /// (Varnish's "503 Backend fetch failed", a PHP site's "503 Down for maintenance").
-    pub reason: Option<String>,
+    pub reason: Option<Box<str>>,
     /// Decoded (decompressed) body bytes read.
     pub body_bytes: usize,
     /// True when the body was longer than the plan allows and was cut.
@@ -192,7 +192,7 @@ pub struct Answer {
     /// The body as text, whatever its charset.
     pub text: String,
     /// Charset used to decode it.
-    pub charset: Option<String>,
+    pub charset: Option<&'static str>,
     /// URL of the final answer.
     pub final_url: String,
     /// Redirect hops followed.
@@ -210,7 +210,7 @@ pub struct Answer {
     pub not_shown: Option<String>,
     /// The login the answer asks for (`WWW-Authenticate`, on a 401), as a browser's
     /// prompt shows it.
-    pub login: Option<String>,
+    pub login: Option<Box<str>>,
 }
 
 /// How a browser takes a web page (a `body` that opens as an HTML document) sent with
