@@ -114,3 +114,30 @@ async fn a_tls_intercepting_proxy_whose_ca_is_not_trusted_is_the_egress_failing(
 async fn check(e: &picket::engine::Engine, url: &str) -> picket::job::Report {
     crate::support::picket::check(e, url).await
 }
+
+/// A company's egress that blocks sites by name over TLS (squid peeks at the
+/// ClientHello's server name and `ssl_bump terminate`s the listed sites, splicing the
+/// rest) answers the CONNECT `200`, then closes the tunnel in the handshake: the egress
+/// refusing, not the site failing (hunt Z2, finding 5). The sites it lets through are
+/// judged as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_closing_a_tunnel_it_answered_is_the_egress_failing() {
+    let site_ip = "127.0.63.36";
+    let blocked = "blocked.pin.test";
+    let site = Vhosts::start(site_ip, &[NAME, blocked]);
+    let (_ca_dir, ca) = bump_ca();
+    let hosts = [(NAME, site_ip), (blocked, site_ip)];
+    let squid = Squid::terminating(
+        "127.0.63.37",
+        &hosts,
+        (&ca, &site.ca_file),
+        &resolver("127.0.63.38").await,
+        blocked,
+    );
+    let e = engine(&squid.url, &site.ca_file, true, &hosts);
+    let url = format!("https://{NAME}:{}/", site.https);
+    assert_up_at(&check(&e, &url).await, site_ip, &url);
+    let url = format!("https://{blocked}:{}/", site.https);
+    let r = check(&e, &url).await;
+    assert_egress_failed(&r, &url, "closed");
+}

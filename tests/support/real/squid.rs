@@ -102,11 +102,37 @@ impl Squid {
     /// key, PEM), trusting the sites of `site_ca` (PEM). A tunnel that carries plain HTTP
     /// is closed without an answer: browsers send plain http to a proxy in absolute form.
     /// Its own lookups go to `nameserver` (an address; port 53), then `hosts`.
-    pub fn bumping(
+    pub fn bumping(ip: &str, hosts: &[(&str, &str)], cas: (&str, &str), nameserver: &str) -> Squid {
+        let rules = "acl step1 at_step SslBump1\nssl_bump peek step1\nssl_bump bump all\n";
+        Squid::peeking(ip, hosts, cas, nameserver, rules)
+    }
+
+    /// squid as a corporate egress that blocks sites by name over TLS: it peeks at the
+    /// ClientHello's server name and `ssl_bump terminate`s a tunnel to `blocked`,
+    /// splicing every other one untouched. It answers each CONNECT `200` before it
+    /// connects (it must, to read the ClientHello), then closes the blocked ones.
+    pub fn terminating(
+        ip: &str,
+        hosts: &[(&str, &str)],
+        cas: (&str, &str),
+        nameserver: &str,
+        blocked: &str,
+    ) -> Squid {
+        let rules = format!(
+            "acl step1 at_step SslBump1\nacl blocked ssl::server_name {blocked}\n\
+             ssl_bump peek step1\nssl_bump terminate blocked\nssl_bump splice all\n"
+        );
+        Squid::peeking(ip, hosts, cas, nameserver, &rules)
+    }
+
+    /// squid with `ssl_bump` `rules` on its port, re-signing with the CA in `ca_pem`
+    /// what it bumps and trusting the sites of `site_ca`.
+    fn peeking(
         ip: &str,
         hosts: &[(&str, &str)],
         (ca_pem, site_ca): (&str, &str),
         nameserver: &str,
+        rules: &str,
     ) -> Squid {
         let dir = scratch("squid-bump");
         let db = dir.join("ssl_db");
@@ -127,8 +153,7 @@ impl Squid {
         );
         let extra = format!(
             "sslcrtd_program {certgen} -s {db} -M 4MB\n\
-             tls_outgoing_options cafile={site_ca}\n\
-             acl step1 at_step SslBump1\nssl_bump peek step1\nssl_bump bump all\n",
+             tls_outgoing_options cafile={site_ca}\n{rules}",
             db = db.display()
         );
         let access = "acl loop src 127.0.0.0/8\nhttp_access allow loop\nhttp_access deny all";
