@@ -130,9 +130,10 @@ struct Proxy {
     /// What the proxy answers for a host that does not exist, and when that was found;
     /// held while it is being found, so that a burst of probes asks it once.
     no_such_host: tokio::sync::Mutex<Option<(Instant, by_name::NoSuchHost)>>,
-    /// The issuer of the certificates the proxy makes up, if it intercepts TLS, and when
-    /// that was found (`intercept`).
-    intercepts: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
+    /// What the proxy does with a tunnel to a host that does not exist (whether it
+    /// intercepts TLS, and whose certificates it makes up), and when that was found
+    /// (`intercept`).
+    intercepts: tokio::sync::Mutex<Option<(Instant, intercept::Stranger)>>,
 }
 
 impl Tunnel {
@@ -222,33 +223,18 @@ impl Tunnel {
         })
     }
 
-    /// A TLS failure through the tunnel, or the egress failing when the certificate that
-    /// failed was made up by the proxy: it intercepts TLS, and the site's own is unseen.
+    /// A TLS failure through the tunnel: the site's, or the egress failing when the
+    /// proxy had a hand in it (`intercept`).
     async fn intercepted(
         &self,
         e: std::io::Error,
         connect_timeout: Duration,
         hop: &Hop,
     ) -> TunnelError {
-        let certificate = matches!(
-            super::failure::rustls_inside(&e),
-            Some(rustls::Error::InvalidCertificate(_))
-        );
-        let (Via::Proxy(proxy), true, Some(leaf)) = (&self.via, certificate, hop.leaf.get()) else {
-            return TunnelError::Tls(e);
-        };
-        let Some(made_up) = proxy.interceptor(connect_timeout).await else {
-            return TunnelError::Tls(e);
-        };
-        if intercept::issuer(leaf).as_ref() != Some(&made_up) {
-            return TunnelError::Tls(e);
+        match &self.via {
+            Via::Proxy(proxy) => proxy.tls_failure(e, connect_timeout, hop.leaf.get()).await,
+            _ => TunnelError::Tls(e),
         }
-        TunnelError::Proxy(format!(
-            "it intercepts TLS: the certificate presented for the site ({e}) is issued by \
-             {made_up}, which also signs one for a host that does not exist, so the site's \
-             own certificate is not seen through it; put that CA in tls.extra_ca_file, or \
-             probe https through another egress"
-        ))
     }
 
     /// [`Tunnel::send`], its TLS failures as they are.
