@@ -507,4 +507,43 @@ mod tests {
             assert_eq!(soft_failure(&page), None, "{page}");
         }
     }
+
+    /// Hunts Z1a and Z1b (2026-12-04), against real PHP-FPM, Python's, Twisted's and
+    /// Express's servers and Debian's Tomcat: pages that stand in for the site, each
+    /// judged `up`.
+    #[test]
+    fn hunt_z1_pages_standing_in_for_the_site_name_themselves() {
+        let warning = "\u{feff}<br />\n<b>Warning</b>:  Cannot modify header information - headers already sent by (output started at /var/www/html/index.php:1) in <b>/var/www/html/index.php</b> on line <b>3</b><br />\n";
+        let tomcat = format!(
+            "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n<html><head>\n    <title>Apache Tomcat</title>\n</head>\n<body>\n<h1>It works !</h1>\n<p>If you're seeing this page via a web browser, it means you've setup Tomcat successfully. Congratulations!</p>{}</body></html>",
+            "<p>This is the default Tomcat home page. It can be found on the local filesystem at: <code>/var/lib/tomcat10/webapps/ROOT/index.html</code></p>".repeat(8)
+        );
+        let header = "<!DOCTYPE html><html><head><title>Pine County</title></head><body><h1>Pine County</h1><ul><li>Home</li><li>Permits</li></ul>";
+        let pages = [
+            warning.to_string(),
+            "\nWarning: Cannot modify header information - headers already sent by (output started at /srv/www/index.php:1) in /srv/www/index.php on line 3\n".to_string(),
+            "\nFatal error: Uncaught Error: Call to undefined function undefined_function_call() in /srv/www/fatal.php:1\nStack trace:\n#0 {main}\n  thrown in /srv/www/fatal.php on line 1\n".to_string(),
+            "\nParse error: syntax error, unexpected token \"echo\", expecting \"]\" in /srv/www/parse.php on line 4\n".to_string(),
+            "<!DOCTYPE HTML><html><head><title>Directory listing for /</title></head><body><h1>Directory listing for /</h1><hr><ul><li><a href=\"minutes.txt\">minutes.txt</a></li></ul><hr></body></html>".to_string(),
+            "<!DOCTYPE html><html><head><title>listing directory /</title></head><body><div id=\"wrapper\"><h1><a href=\"/\">~</a> / </h1><ul id=\"files\"><li><a href=\"/minutes.txt\">minutes.txt</a></li></ul></div></body></html>".to_string(),
+            "<html><head><title>Directory Listing For [/]</title></head><body><h1>Directory Listing For [/]</h1></body></html>".to_string(),
+            "<html><head><title>Directory: /</title></head><body><h1>Directory: /</h1></body></html>".to_string(),
+            "<!DOCTYPE html><html><head><title>Express</title><link rel=\"stylesheet\" href=\"/stylesheets/style.css\"></head><body><h1>Express</h1><p>Welcome to Express</p></body></html>".to_string(),
+            tomcat,
+            format!("{header}Connection failed: Too many connections</body></html>"),
+            format!("{header}MySQL server has gone away</body></html>"),
+            format!("{header}Lost connection to MySQL server during query</body></html>"),
+        ];
+        let missed: Vec<&String> = pages.iter().filter(|p| soft_failure(p).is_none()).collect();
+        assert!(missed.is_empty(), "not named: {missed:#?}");
+        // A working page with PHP's warnings above it, or a page about them, is the site.
+        let long = "<p>County news, opening hours, permits, council minutes.</p>".repeat(25);
+        for page in [
+            format!("<br />\n<b>Warning</b>:  Cannot modify header information - headers already sent in <b>/srv/www/index.php</b> on line <b>3</b><br />\n<title>Pine County</title>{long}"),
+            format!("<title>Fixing \"Cannot modify header information\" in PHP</title>{long}<pre>Warning: Cannot modify header information - headers already sent</pre>"),
+            format!("<title>Express Shipping Co.</title><h1>Welcome to Express Shipping</h1>{long}"),
+        ] {
+            assert_eq!(soft_failure(&page), None, "{page}");
+        }
+    }
 }
