@@ -116,6 +116,9 @@ pub(super) const SOFT_PATTERNS: &[(&str, &str)] = &[
     ("database error", "unknown database '"),
     ("database error", "php_network_getaddresses:"),
     ("database error", "is the server running on host"),
+    ("database error", "connection failed: too many connections"),
+    ("database error", "mysql server has gone away"),
+    ("database error", "lost connection to mysql server"),
     // WordPress's handler of a fatal error (5.2 and later).
     (
         "error page",
@@ -161,6 +164,17 @@ pub(super) const SOFT_PATTERNS: &[(&str, &str)] = &[
     // 200): the markup, which a page about PHP errors would show escaped.
     ("PHP error", "<b>fatal error</b>:"),
     ("PHP error", "<b>parse error</b>:"),
+    // The same as text (`html_errors` off), and the warning of a redirect that failed
+    // because output came first (a byte-order mark, a blank line after `?>`): where
+    // the page says little else.
+    ("PHP error", "fatal error: uncaught"),
+    ("PHP error", "parse error: syntax error"),
+    (
+        "PHP error",
+        "cannot modify header information - headers already sent",
+    ),
+    // The page express-generator makes, before the site's own.
+    ("starter page", "welcome to express"),
 ];
 
 /// Pages a server shows in place of the site, told by their title only (the same words
@@ -210,6 +224,8 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     ("default server page", "welcome to centos", Fit::Anywhere),
     ("default server page", "caddy works!", Fit::Anywhere),
     ("default server page", "apache tomcat/", Fit::Anywhere),
+    // Debian's and Ubuntu's own ROOT page of their tomcat packages ("It works !").
+    ("default server page", "apache tomcat", Fit::Alone),
     // A new Django project's page (DEBUG on, no URLs of its own yet).
     (
         "default server page",
@@ -254,6 +270,11 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     ("default server page", "domain default page", Fit::Anywhere),
     // Apache's and nginx's autoindex: the home page is gone and the files show.
     ("directory listing", "index of /", Fit::First),
+    // Python's http.server and Twisted; Express's serve-index; Tomcat; Jetty.
+    ("directory listing", "directory listing for /", Fit::First),
+    ("directory listing", "listing directory /", Fit::First),
+    ("directory listing", "directory listing for [/", Fit::First),
+    ("directory listing", "directory: /", Fit::First),
     // IIS's directory browsing: "host - /".
     ("directory listing", " - /", Fit::Last),
     // A "soft 404": the site's error page, answered 200 (often after a redirect). Its

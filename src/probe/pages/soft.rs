@@ -51,7 +51,7 @@ pub(crate) fn soft_failure(text: &str) -> Option<String> {
     let mut unseen = None;
     let mut short = None;
     let found = finders().soft.find_iter(&lower).find(|m| {
-        let (kind, _) = SOFT_PATTERNS[m.pattern().as_usize()];
+        let (kind, phrase) = SOFT_PATTERNS[m.pattern().as_usize()];
         let mut short = || {
             *short.get_or_insert_with(|| {
                 !crate::probe::shown::text_longer_than(text, SOFT_TEXT_CHARS)
@@ -61,8 +61,11 @@ pub(crate) fn soft_failure(text: &str) -> Option<String> {
         // A maintenance notice is a page's whole word; a long working page has such
         // sections ("Rides under maintenance"). "Coming soon" is a placeholder's
         // heading, and in a small page's text only a line ("more coming soon").
+        // PHP's error markup is no site's own words wherever it stands; the same
+        // error as text, or a starter page's greeting, only where a page says little else.
         let placed = match kind {
-            "PHP error" => true,
+            "PHP error" if phrase.starts_with('<') => true,
+            "PHP error" | "starter page" => short(),
             "maintenance page" => short(),
             "placeholder page" => short() && heading(),
             _ => short() || heading(),
