@@ -420,6 +420,20 @@ pub(super) async fn tls(b: &mut Builder, pki: &Pki) {
             said: said("degraded", "tls"),
             facts: vec![Fact::TlsDaysLeft(4, 5)],
         },
+        // Hunt Z1a (Caddy's `tls internal`, 12-hour certificates): a certificate
+        // issued for fewer days than tls.expiry_warn_days was degraded on every check.
+        TlsCase {
+            name: "tls-short-lived",
+            cert: "tls-short-lived",
+            from: -1,
+            to: 5,
+            signer: Signer::Ca,
+            truth: ok(
+                "a 6-day certificate (Let's Encrypt's short-lived profile), renewed on schedule: browsers show the site",
+            ),
+            said: said("degraded", "tls"),
+            facts: vec![Fact::TlsDaysLeft(4, 5)],
+        },
     ];
     for c in cases {
         // The certificate's name: the target's own unless the case names another.
