@@ -574,3 +574,28 @@ async fn truth_chunks_ended_by_a_bare_lf_are_read_as_browsers_read_them() {
 async fn truth_a_cookie_without_a_name_is_sent_back() {
     tells_the_truth("cookie-nameless").await;
 }
+
+/// `tls.expiry_by_lifetime` (hunt Z1a: Caddy's 12-hour certificates, Let's Encrypt's
+/// 6-day ones, were degraded on every check): a short-lived certificate renewed on
+/// schedule is up, and a long one near its end is still degraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_certificate_is_judged_by_its_life_when_asked() {
+    let farm = Farm::start().await;
+    let toml = farm
+        .config_toml()
+        .replace("[tls]\n", "[tls]\nexpiry_by_lifetime = true\n");
+    let e = crate::support::picket::engine_from_toml(&toml);
+    for (name, verdict, reason) in [
+        ("tls-short-lived", "up", "ok"),
+        ("tls-expiring-soon", "degraded", "tls"),
+    ] {
+        let r = crate::support::picket::check(&e, &farm.target(name).url).await;
+        assert_eq!(
+            (r.verdict.as_str(), r.reason.as_str()),
+            (verdict, reason),
+            "{name}: {}",
+            r.detail
+        );
+        assert!(r.tls_days_left.is_some(), "{name}");
+    }
+}

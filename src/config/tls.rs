@@ -15,6 +15,7 @@ pub(super) struct RawTls {
     on_error: String,
     #[serde(deserialize_with = "super::parse::whole")]
     expiry_warn_days: i64,
+    expiry_by_lifetime: bool,
 }
 
 /// What a certificate problem makes of a site.
@@ -36,6 +37,9 @@ pub struct TlsSettings {
     pub on_error: TlsOnError,
     /// A certificate expiring sooner than this many days makes the site `degraded`.
     pub expiry_warn_days: i64,
+    /// A certificate issued for fewer than three times `expiry_warn_days` makes the
+    /// site `degraded` only once less than a third of its life is left.
+    pub expiry_by_lifetime: bool,
 }
 
 impl TryFrom<RawTls> for TlsSettings {
@@ -67,6 +71,7 @@ impl TryFrom<RawTls> for TlsSettings {
             extra_ca_file,
             on_error,
             expiry_warn_days: t.expiry_warn_days,
+            expiry_by_lifetime: t.expiry_by_lifetime,
         })
     }
 }

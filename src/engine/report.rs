@@ -108,7 +108,7 @@ fn fill_from_attempts(report: &mut Report, attempts: &Attempts<'_>) {
             charset: a.charset.map(str::to_owned),
             truncated: a.truncated,
         });
-        report.tls_days_left = a.tls_days_left;
+        report.tls_days_left = a.tls_days.map(|d| i64::from(d.left));
     }
     report.timing_ms = Timing {
         total: ms(obs.total),
@@ -257,7 +257,10 @@ mod tests {
             status: 200,
             body_bytes: 500,
             final_url: "http://a.example/".into(),
-            tls_days_left: Some(40),
+            tls_days: Some(crate::probe::CertDays {
+                left: 40,
+                lifetime: 90,
+            }),
             ..Answer::default()
         });
         let observations = [observed(refused, "e0", 7), observed(answer, "e1", 3)];

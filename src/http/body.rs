@@ -738,6 +738,7 @@ mod tests {
         let settings = JudgeSettings {
             tls_on_error: crate::config::TlsOnError::Degraded,
             expiry_warn_days: 14,
+            expiry_by_lifetime: false,
             soft_failures: Some(Verdict::Degraded),
         };
         let r = judge(&plan, &o, &settings);

@@ -556,7 +556,7 @@ async fn finish(
         .extensions()
         .get::<hyper::ext::ReasonPhrase>()
         .map(|r| String::from_utf8_lossy(r.as_bytes()).into());
-    let tls_days_left = tls::days_left(&resp, cert_now);
+    let tls_days = tls::days(&resp, cert_now);
     let content_type = body::header(resp.headers(), reqwest::header::CONTENT_TYPE);
     let disposition = body::header(resp.headers(), reqwest::header::CONTENT_DISPOSITION);
     let retry_after = body::header(resp.headers(), reqwest::header::RETRY_AFTER);
@@ -602,7 +602,7 @@ async fn finish(
         redirects: chain.redirects,
         retry_after,
         pause_asked,
-        tls_days_left,
+        tls_days,
         not_shown,
         login,
     };

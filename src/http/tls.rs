@@ -19,6 +19,7 @@ use rustls::pki_types::CertificateDer;
 use super::issuers::{ChainVerifier, Issuers, Roots};
 use super::SetupError;
 use crate::config::TlsSettings;
+use crate::probe::CertDays;
 use crate::reread::{Looks, Reread};
 
 /// Builds the rustls configuration: bundled roots, system roots, and the extra CA file,
@@ -173,8 +174,8 @@ fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificate>, SetupEr
 
 /// Whole days from `now` until the site's certificate on `resp` expires (negative when
 /// expired).
-pub(super) fn days_left(resp: &reqwest::Response, now: SystemTime) -> Option<i64> {
-    leaf(resp).and_then(|der| cert_days_left(der, now))
+pub(super) fn days(resp: &reqwest::Response, now: SystemTime) -> Option<CertDays> {
+    leaf(resp).and_then(|der| cert_days(der, now))
 }
 
 /// The site's own certificate (DER) on `resp`, when it came over TLS.
@@ -207,11 +208,18 @@ pub(super) fn keep_leaf(resp: &mut reqwest::Response, hop: &super::pin::Hop) {
 }
 
 /// Whole days from `now` until the certificate in `der` expires (negative when
-/// expired): a certificate with hours left has 0 days, one expired an hour ago -1.
-fn cert_days_left(der: &[u8], now: SystemTime) -> Option<i64> {
+/// expired: a certificate with hours left has 0 days, one expired an hour ago -1), and
+/// the whole days it was issued for.
+fn cert_days(der: &[u8], now: SystemTime) -> Option<CertDays> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let now = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs() as i64;
-    Some((cert.validity().not_after.timestamp() - now).div_euclid(86_400))
+    let validity = cert.validity();
+    let end = validity.not_after.timestamp();
+    let days = |secs: i64| i32::try_from(secs.div_euclid(86_400)).ok();
+    Some(CertDays {
+        left: days(end - now)?,
+        lifetime: days(end - validity.not_before.timestamp())?,
+    })
 }
 
 #[cfg(test)]
@@ -245,7 +253,7 @@ mod tests {
             } else {
                 end + Duration::from_secs(secs_before.unsigned_abs())
             };
-            cert_days_left(&der, t)
+            cert_days(&der, t).map(|d| d.left)
         };
         assert_eq!(at(30 * DAY as i64), Some(30));
         assert_eq!(at(30 * DAY as i64 - 1), Some(29), "29 days and some hours");
@@ -258,6 +266,6 @@ mod tests {
 
     #[test]
     fn bytes_that_are_no_certificate_have_no_days_left() {
-        assert_eq!(cert_days_left(b"not DER", SystemTime::now()), None);
+        assert_eq!(cert_days(b"not DER", SystemTime::now()), None);
     }
 }

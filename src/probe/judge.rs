@@ -15,7 +15,7 @@ use crate::probe::pages::{
     challenge, cookie_wall, firewall_block, soft_failure, wall_on_success, COOKIE_WALL,
 };
 use crate::probe::shown::shows_nothing;
-use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
+use crate::probe::{Answer, CertDays, Failure, FailureKind, Observation, Outcome, Plan};
 
 /// Read here by the HTTP prober too, which reads that much of a page as text.
 pub(crate) use crate::probe::pages::SNIFF_BYTES;
@@ -60,6 +60,8 @@ pub(crate) struct JudgeSettings {
     pub tls_on_error: TlsOnError,
     /// Fewer days to expiry than this is `degraded`.
     pub expiry_warn_days: i64,
+    /// `tls.expiry_by_lifetime`.
+    pub expiry_by_lifetime: bool,
     /// Verdict for a page matching a built-in soft-failure pattern; `None` = off.
     pub soft_failures: Option<Verdict>,
 }
@@ -70,6 +72,7 @@ impl JudgeSettings {
         JudgeSettings {
             tls_on_error: tls.on_error,
             expiry_warn_days: tls.expiry_warn_days,
+            expiry_by_lifetime: tls.expiry_by_lifetime,
             soft_failures: probe.soft_failures,
         }
     }
@@ -762,11 +765,19 @@ fn slow(s: &Seen<'_>) -> Option<Judgement> {
     })
 }
 
-/// A certificate that expires sooner than `tls.expiry_warn_days`. Its days are counted
-/// by the sites' clock when ours is off (`http::sites_clock`): a certificate our clock,
-/// running behind, took as valid may have expired.
+/// A certificate that expires sooner than `tls.expiry_warn_days`; with
+/// `tls.expiry_by_lifetime`, sooner than a third of the days it was issued for when
+/// that is less: a 6-day certificate (Let's Encrypt's short-lived profile) or a 12-hour
+/// one (Caddy's `tls internal`) always has fewer days left than the setting, and is
+/// late only once two thirds of its life went by without a new one (ACME clients renew
+/// at a third or half of it left). Its days are counted by the sites' clock when ours
+/// is off (`http::sites_clock`): a certificate our clock, running behind, took as valid
+/// may have expired.
 fn certificate_expiring(s: &Seen<'_>) -> Option<Judgement> {
-    let days = s.answer.tls_days_left?;
+    let CertDays {
+        left: days,
+        lifetime,
+    } = s.answer.tls_days?;
     let when = if days < 0 {
         format!(
             "expired {} days ago by the Date of the sites' answers (this worker's clock is \
@@ -781,7 +792,11 @@ fn certificate_expiring(s: &Seen<'_>) -> Option<Judgement> {
         TlsOnError::Down if days < 0 => Verdict::Down,
         _ => Verdict::Degraded,
     };
-    (days < s.settings.expiry_warn_days).then(|| {
+    let warn = match s.settings.expiry_by_lifetime {
+        true => s.settings.expiry_warn_days.min(i64::from(lifetime / 3)),
+        false => s.settings.expiry_warn_days,
+    };
+    (i64::from(days) < warn || days < 0).then(|| {
         Judgement::new(
             verdict,
             Reason::Tls,
@@ -829,6 +844,7 @@ mod tests {
     const SETTINGS: JudgeSettings = JudgeSettings {
         tls_on_error: TlsOnError::Degraded,
         expiry_warn_days: 14,
+        expiry_by_lifetime: false,
         soft_failures: Some(Verdict::Degraded),
     };
 
@@ -1839,17 +1855,63 @@ mod tests {
         );
     }
 
+    /// Hunt Z1a: any certificate issued for fewer days than `tls.expiry_warn_days` was
+    /// degraded on every check, renewed on schedule or not. The contract's rule stays
+    /// the default; `tls.expiry_by_lifetime` judges such a certificate by its life.
+    #[test]
+    fn a_short_lived_certificate_is_late_only_past_two_thirds_of_its_life() {
+        let p = plan(Expect::default());
+        let by_lifetime = JudgeSettings {
+            expiry_by_lifetime: true,
+            ..SETTINGS
+        };
+        let judged = |left, lifetime, settings: &JudgeSettings| {
+            let mut o = answer(200, PAGE);
+            if let Outcome::Answer(a) = &mut o.outcome {
+                a.tls_days = Some(CertDays { left, lifetime });
+            }
+            let judged = judge(&p, &o, settings);
+            (judged.verdict, judged.reason)
+        };
+        let with = |left, lifetime| judged(left, lifetime, &by_lifetime);
+        let up = (Verdict::Up, Reason::Ok);
+        let late = (Verdict::Degraded, Reason::Tls);
+        assert_eq!(with(5, 6), up, "a 6-day certificate a day old");
+        assert_eq!(with(2, 6), up);
+        assert_eq!(with(1, 6), late, "not renewed with a day left");
+        assert_eq!(with(0, 0), up, "a 12-hour certificate");
+        assert_eq!(with(-1, 0), late, "expired by the sites' clock");
+        assert_eq!(
+            with(13, 90),
+            late,
+            "a 90-day one is warned of at 14 days, as before"
+        );
+        assert_eq!(with(14, 90), up);
+        assert_eq!(with(13, 47), late, "47-day certificates too");
+        assert_eq!(
+            judged(5, 6, &SETTINGS),
+            late,
+            "the contract's rule by default"
+        );
+    }
+
     #[test]
     fn certificate_close_to_expiry_is_degraded() {
         let p = plan(Expect::default());
         let mut o = answer(200, PAGE);
         if let Outcome::Answer(a) = &mut o.outcome {
-            a.tls_days_left = Some(3);
+            a.tls_days = Some(CertDays {
+                left: 3,
+                lifetime: 90,
+            });
         }
         assert_eq!(j(&p, &o), (Verdict::Degraded, Reason::Tls));
         // Counted by the sites' clock, a certificate our clock (behind) took as valid.
         if let Outcome::Answer(a) = &mut o.outcome {
-            a.tls_days_left = Some(-2);
+            a.tls_days = Some(CertDays {
+                left: -2,
+                lifetime: 90,
+            });
         }
         let judged = judge(&p, &o, &SETTINGS);
         assert_eq!(

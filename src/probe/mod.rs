@@ -202,8 +202,8 @@ pub struct Answer {
     /// The pause a 429's or 503's `Retry-After` asks for, read when the answer came
     /// (seconds, or an HTTP date), capped as the limiter caps it.
     pub pause_asked: Option<std::time::Duration>,
-    /// Days until the server certificate expires (https).
-    pub tls_days_left: Option<i64>,
+    /// The server certificate's days (https).
+    pub tls_days: Option<CertDays>,
     /// How a browser takes the body instead of showing it as a page, when its headers
     /// say so: "downloads it (Content-Type: application/octet-stream)", "shows its code
     /// (Content-Type: text/plain)" ([`not_shown_as_a_page`]).
@@ -211,6 +211,14 @@ pub struct Answer {
     /// The login the answer asks for (`WWW-Authenticate`, on a 401), as a browser's
     /// prompt shows it.
     pub login: Option<Box<str>>,
+}
+
+/// A certificate in whole days: how many are left until it expires (negative once
+/// expired; 0 with hours left), and how many it was issued for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertDays {
+    pub left: i32,
+    pub lifetime: i32,
 }
 
 /// How a browser takes a web page (a `body` that opens as an HTML document) sent with
