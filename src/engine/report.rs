@@ -320,6 +320,35 @@ mod tests {
             detail("refused".into(), Verdict::Down, &attempts),
             "refused (confirmed by 2 attempts; 1 more told nothing of the site)"
         );
+        // Hunt Z1b: a Node app that wrote part of its page and died; the first attempt
+        // saw the page break off, the second a refused connection. The detail said "1
+        // other attempts told nothing of the site".
+        let broke = judged(
+            Verdict::Degraded,
+            Reason::Protocol,
+            "200 OK, 150 bytes, but the body broke off",
+        );
+        let died = [broke, down.clone()];
+        let attempts = Attempts {
+            observations: &observations[..2],
+            judgements: &died,
+            decisive: 1,
+        };
+        assert_eq!(
+            detail("refused".into(), Verdict::Down, &attempts),
+            "refused (attempt 1 was degraded/protocol: 200 OK, 150 bytes, but the body broke off)"
+        );
+        let unknown = judged(Verdict::Unknown, Reason::EgressUnavailable, "proxy refused");
+        let one_through_a_dead_proxy = [unknown, down.clone()];
+        let attempts = Attempts {
+            observations: &observations[..2],
+            judgements: &one_through_a_dead_proxy,
+            decisive: 1,
+        };
+        assert_eq!(
+            detail("refused".into(), Verdict::Down, &attempts),
+            "refused (1 other attempt told nothing of the site)"
+        );
         let blip = [down, up];
         let attempts = Attempts {
             observations: &observations[..2],
