@@ -137,6 +137,37 @@ fn fill_from_attempts(report: &mut Report, attempts: &Attempts<'_>) {
         .collect();
 }
 
+/// What the attempts of a `down` said besides the decisive one: how many confirmed it,
+/// how many told nothing of the site (through a failed egress, or refused by a bot wall:
+/// hunt U), and what any other said (a page that broke off before the site died).
+fn others_of_a_down(judgements: &[Judgement], downs: usize) -> String {
+    let mut said = Vec::new();
+    if downs > 1 {
+        said.push(format!("confirmed by {downs} attempts"));
+    }
+    let nothing = judgements
+        .iter()
+        .filter(|j| j.verdict == Verdict::Unknown)
+        .count();
+    match (nothing, downs > 1) {
+        (0, _) => {}
+        (n, true) => said.push(format!("{n} more told nothing of the site")),
+        (1, false) => said.push("1 other attempt told nothing of the site".into()),
+        (n, false) => said.push(format!("{n} other attempts told nothing of the site")),
+    }
+    for (i, j) in judgements.iter().enumerate() {
+        if !matches!(j.verdict, Verdict::Down | Verdict::Unknown) {
+            let (verdict, reason) = (j.verdict.as_str(), j.reason);
+            said.push(format!(
+                "attempt {} was {verdict}/{reason}: {}",
+                i + 1,
+                j.detail
+            ));
+        }
+    }
+    said.join("; ")
+}
+
 /// The detail line of a probed verdict: the decisive judgement's (or our side's word on
 /// it), the decisive attempt's notes, and what the other attempts add: how many
 /// confirmed a `down`, or the failure a good attempt overcame.
@@ -156,20 +187,7 @@ pub(super) fn detail(detail: String, verdict: Verdict, attempts: &Attempts<'_>) 
         .filter(|j| j.verdict == Verdict::Down)
         .count();
     if judgements.len() > 1 && verdict == Verdict::Down {
-        // An attempt through a failed egress, or one a bot wall refused, confirms
-        // nothing (hunt U).
-        let told_nothing = match judgements.len() - downs {
-            0 => String::new(),
-            n => format!("; {n} more told nothing of the site"),
-        };
-        detail = if downs > 1 {
-            format!("{detail} (confirmed by {downs} attempts{told_nothing})")
-        } else {
-            format!(
-                "{detail} ({} other attempts told nothing of the site)",
-                judgements.len() - 1
-            )
-        };
+        detail = format!("{detail} ({})", others_of_a_down(judgements, downs));
     } else if attempts.decisive > 0 && !decisive_wants_confirmation {
         detail = format!(
             "{detail} (attempt {} failed first: {})",
