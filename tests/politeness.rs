@@ -1137,6 +1137,57 @@ async fn one_site_in_maintenance_beside_working_neighbours_is_down_by_its_own_wo
     );
 }
 
+/// A shared server whose PHP pools died (every vhost but two answers a bare 503, as
+/// Apache's `proxy_fcgi` does for a pool that is gone) while one of its sites is in
+/// maintenance (503, `Retry-After: 600`). The 503s from several hosts right after the IP
+/// answered are first taken for a limit refusing us (the maintenance site's, asked
+/// fourth, completes that storm); after one hold they are the sites' own failures.
+/// Every failing site is `down`, and no `down` explains itself with "it refuses us, not
+/// the site failing" (found by hunt Z1b: the maintenance site's detail said both "its
+/// own word confirms it" and "it refuses us, not the site failing").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_pools_beside_a_site_in_maintenance_are_each_down_and_say_so_plainly() {
+    let ip = "127.0.76.8";
+    let (names, static_toml) = hosts("dead-pool", 8, ip);
+    let paused = vec![names[3].clone()];
+    let failing: Vec<String> = names[2..]
+        .iter()
+        .filter(|h| !paused.contains(h))
+        .cloned()
+        .collect();
+    let nginx = Nginx::some_failing_some_paused(ip, &names, &failing, (&paused, 600));
+    let engine = polite_engine(&static_toml);
+    let reports = check_all_at_once_with(&engine, &names, &nginx).await;
+    let said: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}/{}: {}",
+                r.url,
+                r.verdict.as_str(),
+                r.reason,
+                r.detail
+            )
+        })
+        .collect();
+    for r in &reports {
+        let broken = failing
+            .iter()
+            .chain(&paused)
+            .any(|h| r.url.contains(h.as_str()));
+        let expected = if broken {
+            (picket::job::Verdict::Down, "http_status")
+        } else {
+            (picket::job::Verdict::Up, "ok")
+        };
+        assert_eq!((r.verdict, r.reason.as_str()), expected, "{said:#?}");
+        assert!(
+            !r.detail.contains("it refuses us"),
+            "a down is not explained as a refusal of us: {said:#?}"
+        );
+    }
+}
+
 /// `picket check` of two pages of a host on `ip` that answers 429 with
 /// `Retry-After: retry_after`: both are `unknown/blocked`, the host is asked once, and
 /// the command ends within `within`. Returns how long it took.

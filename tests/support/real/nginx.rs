@@ -128,6 +128,19 @@ impl Nginx {
         paused: &[String],
         retry_after: u32,
     ) -> Nginx {
+        Nginx::some_failing_some_paused(ip, hosts, &[], (paused, retry_after))
+    }
+
+    /// nginx on `ip` serving `hosts`, of which those in `failing` answer a bare 503 (a
+    /// shared server's front whose backend died, as Apache's `proxy_fcgi` answers for a
+    /// PHP-FPM pool that is gone) and those in `paused` are in maintenance as in
+    /// [`Nginx::some_in_maintenance`].
+    pub fn some_failing_some_paused(
+        ip: &str,
+        hosts: &[String],
+        failing: &[String],
+        (paused, retry_after): (&[String], u32),
+    ) -> Nginx {
         let dir = scratch("nginx-some-paused");
         let d = dir.display().to_string();
         let port = free_port();
@@ -143,6 +156,8 @@ impl Nginx {
             let what = if paused.contains(h) {
                 format!("error_page 503 /pause.html; location = /pause.html {{ internal; root {d}/www; \
                          add_header Retry-After {retry_after} always; }} location / {{ return 503; }}")
+            } else if failing.contains(h) {
+                "location / { return 503; }".to_string()
             } else {
                 String::new()
             };
