@@ -759,8 +759,10 @@ impl HttpProber {
             let refusal = self.standing(ip, host, probe.egress, signal).await;
             // A request left unanswered used the probe's time up: nothing is left to
             // ask again with; nor is a refusal that holds nothing worth asking at once.
-            probe.refused_on_us = matches!(signal, Signal::Closed | Signal::Reset)
-                && refusal.as_ref().is_some_and(|r| !r.hold.is_zero());
+            probe.refused_on_us = refusal
+                .as_ref()
+                .filter(|r| matches!(signal, Signal::Closed | Signal::Reset) && !r.hold.is_zero())
+                .map(|r| r.asked_again.clone());
             obs.refusal = refusal.map(|r| r.detail);
         }
         outcome

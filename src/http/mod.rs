@@ -111,8 +111,9 @@ struct Probe<'a> {
     line: crate::probe::Line,
     /// The last request's connection was reset or closed without an answer, and the
     /// limiter took that for a refusal of us (nginx's 444 for `limit_req`, haproxy's
-    /// `reject`): the URL is asked again once after the hold, as after a 503.
-    refused_on_us: bool,
+    /// `reject`): the URL is asked again once after the hold, as after a 503. Holds the
+    /// refusal as told once asked again ([`Refusal::asked_again`]).
+    refused_on_us: Option<String>,
     /// Redirects followed so far: a chain half followed is not deferred to start again.
     followed: u32,
     /// The URL is asked again on the egress's route that reads chunks as browsers do,
@@ -199,7 +200,7 @@ impl HttpProber {
             index,
             deadline: start + plan.timeout,
             deferred: None,
-            refused_on_us: false,
+            refused_on_us: None,
             followed: 0,
             line: plan.line,
             read_as_browsers: false,
@@ -267,8 +268,10 @@ impl HttpProber {
             ip,
             stamp,
         } = match answered {
-            Err(_) if std::mem::take(&mut probe.refused_on_us) && !*reasked => {
-                let refusal = obs.refusal.take();
+            Err(_) if probe.refused_on_us.is_some() && !*reasked => {
+                // The request is asked again: its answer, not the refusal, judges.
+                obs.refusal = None;
+                let refusal = probe.refused_on_us.take();
                 return Ok(ask_again_after_the_hold(reasked, refusal, obs));
             }
             answered => answered?,
@@ -298,15 +301,15 @@ impl HttpProber {
         let heeded = self
             .heed(probe, &target.host, (ip, stamp), status, asked, signal)
             .await;
-        if let Some(Refusal { hold, detail, .. }) = heeded.refusal {
-            let refusal = reply.naming_its_firewall(detail);
+        if let Some(refusal) = heeded.refusal {
             // Asked again once after a hold; a refusal that holds nothing (the same host
             // again while its neighbours answer) would only be asked at once, and one
             // that asked for a longer pause than the probe has is kept to.
-            if !*reasked && !hold.is_zero() && heeded.pause_in_doubt.is_none() {
-                return Ok(ask_again_after_the_hold(reasked, Some(refusal), obs));
+            if !*reasked && !refusal.hold.is_zero() && heeded.pause_in_doubt.is_none() {
+                let told = reply.naming_its_firewall(refusal.asked_again);
+                return Ok(ask_again_after_the_hold(reasked, Some(told), obs));
             }
-            obs.refusal = Some(refusal);
+            obs.refusal = Some(reply.naming_its_firewall(refusal.detail));
         }
         let (resp, permit) = match reply {
             Reply::Read(answer) => return Ok(Step::Answer(Box::new(answer))),
@@ -481,17 +484,15 @@ fn refresh(
 }
 
 /// The request a refusal of us turned away is asked once more: its next request waits
-/// for the hold (or the job is deferred), and the refusal is noted.
+/// for the hold (or the job is deferred), and the refusal is noted as what happened
+/// ([`Refusal::asked_again`]): the next answer judges the site.
 fn ask_again_after_the_hold(
     reasked: &mut bool,
-    refusal: Option<String>,
+    told: Option<String>,
     obs: &mut Observation,
 ) -> Step {
     *reasked = true;
-    if let Some(refusal) = refusal {
-        obs.notes
-            .push(format!("{refusal}; asked again after the hold"));
-    }
+    obs.notes.extend(told);
     Step::Again
 }
 

@@ -657,7 +657,7 @@ impl RedisLimiter {
         let level = u32::try_from(level).unwrap_or(0);
         let ip = super::canonical(req.ip).to_string();
         let hosts = usize::try_from(hosts).unwrap_or(0);
-        let detail = match u16::try_from(by) {
+        let refusal = match u16::try_from(by) {
             _ if by == -2 => standing::again_while_answering(
                 signal.code(),
                 &req.host.to_ascii_lowercase(),
@@ -670,11 +670,7 @@ impl RedisLimiter {
         if !hold.is_zero() {
             metric::ip_backoff();
         }
-        Ok(Some(Refusal {
-            hold,
-            level,
-            detail,
-        }))
+        Ok(Some(refusal))
     }
 
     /// An answer from `key`'s IP: remembered, and when the IP is backed off, Redis is

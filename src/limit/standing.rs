@@ -186,6 +186,29 @@ pub struct Refusal {
     pub level: u32,
     /// One readable line naming what refused us.
     pub detail: String,
+    /// The same told as what happened, for when the request is asked again after the
+    /// hold: its answer then judges the site, so this claims nothing of the site (a dead
+    /// backend's 503s on every host look like a limit's until they outlast a hold).
+    pub asked_again: String,
+}
+
+impl Refusal {
+    /// `seen` (what refused us) taken for a refusal of us, `why` in words; `ip` held for
+    /// `hold` at back-off `level`.
+    fn held(seen: String, why: &str, ip: &str, hold: Duration, level: u32) -> Refusal {
+        let secs = hold.as_secs();
+        Refusal {
+            hold,
+            level,
+            detail: format!(
+                "{seen}: {why}; {ip} is left alone for {secs} s (back-off level {level})"
+            ),
+            asked_again: format!(
+                "first {seen}, taken for a refusal of us: {ip} was left alone for {secs} s \
+                 (back-off level {level}), then asked again"
+            ),
+        }
+    }
 }
 
 /// The hold for back-off `level` (1 = the first).
@@ -220,15 +243,15 @@ fn in_words(code: u16) -> Option<std::borrow::Cow<'static, str>> {
     .into())
 }
 
-/// What refused us, in words (`code` as in [`Signal::code`]).
-pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level: u32) -> String {
-    let Some(what) = in_words(code) else {
-        return format!("{code} from {hosts} hosts of {ip}");
-    };
-    format!(
-        "{what} from {hosts} hosts of {ip} right after it answered us: it refuses us, not \
-         the site failing; {ip} is left alone for {} s (back-off level {level})",
-        hold.as_secs()
+/// What refused us (`code` as in [`Signal::code`]), from `hosts` hosts of `ip`.
+pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level: u32) -> Refusal {
+    let what = in_words(code).unwrap_or_else(|| format!("{code}").into());
+    Refusal::held(
+        format!("{what} from {hosts} hosts of {ip} right after it answered us"),
+        "it refuses us, not the site failing",
+        ip,
+        hold,
+        level,
     )
 }
 
@@ -240,13 +263,20 @@ pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level:
 /// and stepping up for them would halve the IP's rate again and again, starving every
 /// neighbour. With one egress the two cannot be told apart, so the verdict stays
 /// `unknown/blocked`; the IP is not held again.
-pub(crate) fn again_while_answering(code: u16, host: &str, ip: &str, level: u32) -> String {
+pub(crate) fn again_while_answering(code: u16, host: &str, ip: &str, level: u32) -> Refusal {
     let what = in_words(code).unwrap_or_else(|| format!("{code}").into());
-    format!(
+    let detail = format!(
         "{what} again from {host}, which refused before the last hold, while {ip} answers \
          its other hosts: these sites may be failing on their own, or a limit refusing \
          what is still too fast; not held again (back-off level {level})"
-    )
+    );
+    Refusal {
+        hold: Duration::ZERO,
+        level,
+        // Nothing is held, so nothing is asked again.
+        asked_again: detail.clone(),
+        detail,
+    }
 }
 
 /// A refused, timed-out or closed connection (`code`) taken for a ban that followed the
@@ -257,7 +287,7 @@ pub(crate) fn describe_ban(
     ip: &str,
     hold: Duration,
     level: u32,
-) -> String {
+) -> Refusal {
     let what = in_words(code).unwrap_or("connections failing".into());
     let by = in_words(by_code).unwrap_or("a refusal".into());
     if code == Signal::Closed.code() {
@@ -266,19 +296,22 @@ pub(crate) fn describe_ban(
         } else {
             format!("since it refused us with {by}")
         };
-        return format!(
-            "{what} from {ip} {since}: a block outlasting our hold \
-             (ModSecurity CRS's DoS protection drops a blocked client's connections for \
-             minutes), not the site failing; {ip} is left alone for {} s (back-off level \
-             {level})",
-            hold.as_secs()
+        return Refusal::held(
+            format!("{what} from {ip} {since}"),
+            "a block outlasting our hold (ModSecurity CRS's DoS protection drops a blocked \
+             client's connections for minutes), not the site failing",
+            ip,
+            hold,
+            level,
         );
     }
-    format!(
-        "{what} from {ip} after it refused us with {by}: a ban following the tripped \
-         defence (fail2ban reading the server's log, mod_evasive's DOSSystemCommand), not \
-         the site failing; {ip} is left alone for {} s (back-off level {level})",
-        hold.as_secs()
+    Refusal::held(
+        format!("{what} from {ip} after it refused us with {by}"),
+        "a ban following the tripped defence (fail2ban reading the server's log, \
+         mod_evasive's DOSSystemCommand), not the site failing",
+        ip,
+        hold,
+        level,
     )
 }
 
@@ -450,11 +483,7 @@ impl Standing {
             return None;
         }
         if hold_over && self.level > 0 && answered && self.counted_before(host, now) {
-            return Some(Refusal {
-                hold: Duration::ZERO,
-                level: self.level,
-                detail: again_while_answering(signal.code(), host, ip, self.level),
-            });
+            return Some(again_while_answering(signal.code(), host, ip, self.level));
         }
         self.count_the_storm(now);
         if hold_over {
@@ -470,14 +499,9 @@ impl Standing {
         let hold = self
             .until
             .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
-        let detail = match ban_after {
+        Some(match ban_after {
             Some(by) => describe_ban(signal.code(), by, ip, hold, self.level),
             None => describe(signal.code(), hosts, ip, hold, self.level),
-        };
-        Some(Refusal {
-            hold,
-            level: self.level,
-            detail,
         })
     }
 
@@ -626,11 +650,35 @@ mod tests {
     fn a_999_is_a_refusal_of_us_named_as_one() {
         assert_eq!(Signal::of_status(999), Signal::Refused(999));
         assert_eq!(Signal::of_status(404), Signal::Fine);
-        let d = describe(999, 2, "192.0.2.1", BASE, 1);
+        let d = describe(999, 2, "192.0.2.1", BASE, 1).detail;
         assert!(
             d.contains("999 Request Denied") && d.contains("refuses us"),
             "{d}"
         );
+    }
+
+    /// Once the request is asked again after the hold its answer judges the site, so a
+    /// refusal told in that answer's detail claims nothing of the site (hunt Z1b: a
+    /// maintenance site's `down` said "it refuses us, not the site failing").
+    #[test]
+    fn a_refusal_asked_again_is_told_as_what_happened() {
+        let ip = "192.0.2.1";
+        let told = [
+            describe(503, 2, ip, BASE, 1),
+            describe_ban(Signal::ConnectionRefused.code(), 403, ip, BASE, 2),
+            describe_ban(Signal::Closed.code(), Signal::Closed.code(), ip, BASE, 1),
+        ];
+        for r in told {
+            assert!(r.detail.contains("not the site failing"), "{}", r.detail);
+            assert!(
+                !r.asked_again.contains("not the site")
+                    && r.asked_again.contains("taken for a refusal of us")
+                    && r.asked_again.contains(" s (back-off level ")
+                    && r.asked_again.ends_with("then asked again"),
+                "{}",
+                r.asked_again
+            );
+        }
     }
 
     #[test]
@@ -648,7 +696,7 @@ mod tests {
             Signal::of_block_page(503, "back soon"),
             Signal::Refused(503)
         );
-        let d = describe(500, 3, "192.0.2.1", BASE, 1);
+        let d = describe(500, 3, "192.0.2.1", BASE, 1).detail;
         assert!(
             d.contains("500 block pages") && d.contains("refuses us"),
             "{d}"
