@@ -599,3 +599,44 @@ async fn a_short_lived_certificate_is_judged_by_its_life_when_asked() {
         assert!(r.tls_days_left.is_some(), "{name}");
     }
 }
+
+/// `probe.max_latency`: a limit for the jobs that name none (a fleet of thousands of
+/// sites is not given a `max_latency_ms` each, and a site taking 25 s to answer was `up`
+/// with nothing said). The farm's page after 1.5 s is `degraded/slow` under a 1 s limit,
+/// a job's own `max_latency_ms` wins over it, and a quick page stays `up`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_latency_limit_makes_slow_sites_degraded_when_set() {
+    let farm = Farm::start().await;
+    let toml = farm
+        .config_toml()
+        .replace("[probe]\n", "[probe]\nmax_latency = \"1s\"\n");
+    let e = crate::support::picket::engine_from_toml(&toml);
+    let slow = farm.target("slow-first-byte").url.clone();
+    let judged = [
+        (
+            crate::support::picket::check(&e, &slow).await,
+            ("degraded", "slow"),
+        ),
+        (
+            crate::support::picket::check(&e, &farm.target("healthy").url).await,
+            ("up", "ok"),
+        ),
+        (
+            crate::support::picket::check_job(
+                &e,
+                serde_json::json!({"url": slow, "expect": {"max_latency_ms": 3000}}),
+            )
+            .await,
+            ("up", "ok"),
+        ),
+    ];
+    for (r, expected) in judged {
+        assert_eq!(
+            (r.verdict.as_str(), r.reason.as_str()),
+            expected,
+            "{}: {}",
+            r.url,
+            r.detail
+        );
+    }
+}
