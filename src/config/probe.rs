@@ -34,6 +34,7 @@ pub(super) struct RawProbe {
     #[serde(deserialize_with = "super::parse::entries")]
     canaries: Vec<String>,
     soft_failures: String,
+    max_latency: String,
     #[serde(deserialize_with = "super::parse::whole")]
     egress_fail_targets: u32,
     egress_rest: String,
@@ -72,6 +73,9 @@ pub struct ProbeSettings {
     /// Verdict for a page that matches a built-in block, parked, suspended or
     /// default-server pattern; `None` = patterns off.
     pub soft_failures: Option<Verdict>,
+    /// A site answering slower than this is `degraded/slow`, for jobs that name no
+    /// `expect.max_latency_ms`; `None` ("off") = no limit, as the contract has it.
+    pub max_latency: Option<Duration>,
     /// When an egress failing for many sites is rested.
     pub egress_health: crate::egress::HealthSettings,
     /// The shape of `picket check`'s async runtime.
@@ -149,6 +153,7 @@ impl TryFrom<RawProbe> for ProbeSettings {
             accept_language,
             canaries,
             soft_failures: soft_failures(&p.soft_failures)?,
+            max_latency: max_latency(&p.max_latency)?,
             egress_health: crate::egress::HealthSettings {
                 fail_targets: p.egress_fail_targets as usize,
                 rest: positive_duration("probe.egress_rest", &p.egress_rest)?,
@@ -212,6 +217,22 @@ fn runtime_shape(value: &str) -> Result<RuntimeShape, ConfigError> {
     }
 }
 
+/// `probe.max_latency`: "off", or a time a site's answer may take before it is
+/// `degraded/slow`, at least 1 ms (a job's `max_latency_ms` is counted in those).
+fn max_latency(value: &str) -> Result<Option<Duration>, ConfigError> {
+    if value.trim() == "off" {
+        return Ok(None);
+    }
+    let d = positive_duration("probe.max_latency", value)?;
+    if d < Duration::from_millis(1) {
+        return Err(invalid(
+            "probe.max_latency",
+            format!("{value:?} is less than 1ms (or \"off\")"),
+        ));
+    }
+    Ok(Some(d))
+}
+
 /// `probe.soft_failures`: what a block, parked or default-server page makes of a site.
 fn soft_failures(value: &str) -> Result<Option<Verdict>, ConfigError> {
     match value {
@@ -246,6 +267,21 @@ mod tests {
         let s = Settings::from_toml("[probe]\nsoft_failures = \"off\"\n").expect("off");
         assert_eq!(s.probe.soft_failures, None);
         assert_eq!(soft_failures("down").expect("down"), Some(Verdict::Down));
+    }
+
+    #[test]
+    fn max_latency_is_off_or_a_time() {
+        let s = Settings::from_toml("").expect("defaults");
+        assert_eq!(
+            s.probe.max_latency, None,
+            "off unless set, as the contract has it"
+        );
+        let s = Settings::from_toml("[probe]\nmax_latency = \"10s\"\n").expect("10s");
+        assert_eq!(s.probe.max_latency, Some(Duration::from_secs(10)));
+        for bad in ["soon", "0s", "500us"] {
+            let e = err(&format!("[probe]\nmax_latency = \"{bad}\"\n"));
+            assert!(e.contains("probe.max_latency"), "{bad}: {e}");
+        }
     }
 
     /// A newline at the end of a value (an env var or a secret file's) made every

@@ -96,6 +96,12 @@ impl Plan {
             .map_or(settings.min_body_bytes, |m| {
                 usize::try_from(m).unwrap_or(usize::MAX)
             });
+        let mut expect = job.expect.clone();
+        // A job's own limit wins; `probe.max_latency` stands in for the jobs that name none.
+        expect.max_latency_ms = expect.max_latency_ms.or_else(|| {
+            let ms = settings.max_latency?.as_millis();
+            Some(u64::try_from(ms).unwrap_or(u64::MAX))
+        });
         Plan {
             url: job.url.clone(),
             method: job.method,
@@ -108,7 +114,7 @@ impl Plan {
             max_body_bytes: settings.max_body_bytes,
             min_body_bytes,
             max_redirects: settings.max_redirects,
-            expect: job.expect.clone(),
+            expect,
             max_wait: None,
             line: Line::Outside,
         }
