@@ -224,6 +224,12 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     ("default server page", "welcome to centos", Fit::Anywhere),
     ("default server page", "caddy works!", Fit::Anywhere),
     ("default server page", "apache tomcat/", Fit::Anywhere),
+    // The ROOT page of Debian's jetty packages ("Welcome to Jetty 9 on Debian") and
+    // of Jetty's own distribution ("Welcome to Jetty-9"); a site named after a pier
+    // goes on with a word.
+    ("default server page", "welcome to jetty 9", Fit::First),
+    ("default server page", "welcome to jetty 1", Fit::First),
+    ("default server page", "welcome to jetty-", Fit::First),
     // Debian's and Ubuntu's own ROOT page of their tomcat packages ("It works !").
     ("default server page", "apache tomcat", Fit::Alone),
     // A new Django project's page (DEBUG on, no URLs of its own yet).
@@ -235,12 +241,7 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     // WordPress sent to its installer: `wp-config.php` lost, or its tables gone.
     (
         "unfinished install",
-        "wordpress &rsaquo; setup configuration file",
-        Fit::Anywhere,
-    ),
-    (
-        "unfinished install",
-        "wordpress &rsaquo; installation",
+        "wordpress \u{203a} setup configuration file",
         Fit::Anywhere,
     ),
     (
@@ -249,7 +250,6 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
         Fit::Anywhere,
     ),
     // WordPress's own error page (`wp_die`).
-    ("error page", "wordpress &rsaquo; error", Fit::Anywhere),
     ("error page", "wordpress \u{203a} error", Fit::Anywhere),
     // cPanel's and Plesk's pages for a domain with no site yet.
     (

@@ -13,9 +13,12 @@ pub(super) fn title(lower: &[u8]) -> Option<&[u8]> {
     Some(lower[open_end..close].trim_ascii())
 }
 
-/// The stand-in page a lower-cased title names, if any: (kind, phrase).
+/// The stand-in page a lower-cased title names, if any: (kind, phrase). Its character
+/// references are undone first, as a browser's tab shows it (Tomcat 10 writes a
+/// listing's slashes as `&#47;`, WordPress its `&rsaquo;`).
 fn title_names(title: &[u8]) -> Option<(&'static str, &'static str)> {
-    let title = std::str::from_utf8(title).ok()?;
+    let title = html_escape::decode_html_entities(std::str::from_utf8(title).ok()?);
+    let title = title.as_ref();
     let mut fitting = finders()
         .title
         .find_overlapping_iter(title)
