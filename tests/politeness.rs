@@ -1042,6 +1042,22 @@ fn polite_engine(static_toml: &str) -> picket::engine::Engine {
     ))
 }
 
+/// Each report as one line, "url verdict/reason: detail", for an assertion's message.
+fn each_said(reports: &[picket::job::Report]) -> Vec<String> {
+    reports
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}/{}: {}",
+                r.url,
+                r.verdict.as_str(),
+                r.reason,
+                r.detail
+            )
+        })
+        .collect()
+}
+
 /// Checks every host of `names` at once through `engine`.
 async fn check_all_at_once_with(
     engine: &picket::engine::Engine,
@@ -1069,18 +1085,7 @@ async fn a_limit_asking_a_pause_right_after_a_burst_refuses_us_and_no_site_is_do
     // Two a minute after the burst: a 503 asks for 30 s.
     let nginx = Nginx::limiting_with_a_pause(ip, &names, 3, 2);
     let reports = check_all_at_once(&names, &nginx, &static_toml).await;
-    let said: Vec<String> = reports
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {}/{}: {}",
-                r.url,
-                r.verdict.as_str(),
-                r.reason,
-                r.detail
-            )
-        })
-        .collect();
+    let said = each_said(&reports);
     assert!(
         reports
             .iter()
@@ -1158,18 +1163,7 @@ async fn dead_pools_beside_a_site_in_maintenance_are_each_down_and_say_so_plainl
     let nginx = Nginx::some_failing_some_paused(ip, &names, &failing, (&paused, 600));
     let engine = polite_engine(&static_toml);
     let reports = check_all_at_once_with(&engine, &names, &nginx).await;
-    let said: Vec<String> = reports
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {}/{}: {}",
-                r.url,
-                r.verdict.as_str(),
-                r.reason,
-                r.detail
-            )
-        })
-        .collect();
+    let said = each_said(&reports);
     for r in &reports {
         let broken = failing
             .iter()
