@@ -651,6 +651,10 @@ enum H2Answer {
     /// A page behind 64 header fields of 1000 bytes (64 KB, four times the 16 KB
     /// header list hyper accepts by default; HTTP/1 takes such answers).
     BigHeaders,
+    /// A page announced with its `content-length`, of which only the first `n` bytes
+    /// are sent before `RST_STREAM(NO_ERROR)`: Apache Traffic Server's answer when its
+    /// origin closes part way through (hunt Z3).
+    CutShort(usize),
 }
 
 /// An HTTP/2-only TLS site for `name` on `ip` (certificate from the farm's CA, written
@@ -692,6 +696,27 @@ async fn h2_site(
                         let head = head.body(()).expect("a response head");
                         if let Ok(mut body) = respond.send_response(head, false) {
                             let _ = body.send_data(bytes::Bytes::from(page("")), true);
+                        }
+                    }
+                    H2Answer::CutShort(n) => {
+                        let whole = page(&"<p>Timetable: platform 2, on time.</p>".repeat(120));
+                        let head = http::Response::builder()
+                            .status(200)
+                            .header("content-type", "text/html; charset=utf-8")
+                            .header("content-length", whole.len())
+                            .body(())
+                            .expect("a response head");
+                        if let Ok(mut body) = respond.send_response(head, false) {
+                            let whole = bytes::Bytes::from(whole);
+                            let sent = whole.slice(..n.min(whole.len()));
+                            let _ = body.send_data(sent, false);
+                            // The reset follows once the client has read the answer, as
+                            // ATS's does when its origin's close comes: the connection is
+                            // driven by `accept` meanwhile.
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                body.send_reset(h2::Reason::NO_ERROR);
+                            });
                         }
                     }
                 }
@@ -1134,4 +1159,42 @@ async fn a_job_asking_for_no_coding_is_not_refused_one_browsers_ask_for() {
     };
     let r = engine.run(&job).await;
     assert_eq!(r.verdict.as_str(), "up", "{}", r.detail);
+}
+
+/// An HTTP/2 answer that ends before the length it announced (Apache Traffic Server
+/// resets the stream with `NO_ERROR` when its origin closes part way) is a page that
+/// broke off, as the same answer over HTTP/1.1 is; curl says "transfer closed with 3550
+/// bytes remaining". hyper ends a body at a `NO_ERROR` reset without a word, and picket
+/// said `up/ok`, "200 OK, 1500 bytes" (hunt Z3). One ended after its whole length is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_answer_ending_before_its_announced_length_broke_off() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("ca.pem");
+    let (name, ip) = ("cut-short.test", "127.0.45.3");
+    let (port, _) = h2_site(ip, name, &ca, H2Answer::CutShort(1500)).await;
+    let r = check(
+        &engine_for(name, ip, &ca),
+        &format!("https://{name}:{port}/"),
+    )
+    .await;
+    assert_eq!(
+        (r.verdict.as_str(), r.reason.as_str()),
+        ("degraded", "protocol"),
+        "{}",
+        r.detail
+    );
+    assert!(r.detail.contains("1500"), "{}", r.detail);
+    let (name, ip) = ("whole.test", "127.0.45.4");
+    let (port, _) = h2_site(ip, name, &ca, H2Answer::CutShort(usize::MAX)).await;
+    let r = check(
+        &engine_for(name, ip, &ca),
+        &format!("https://{name}:{port}/"),
+    )
+    .await;
+    assert_eq!(
+        (r.verdict.as_str(), r.reason.as_str()),
+        ("up", "ok"),
+        "{}",
+        r.detail
+    );
 }
