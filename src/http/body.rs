@@ -42,22 +42,76 @@ pub(super) struct Finished<T> {
     pub(super) unframed: Option<String>,
 }
 
+/// What [`read_body`] read: the bytes and whether there was more than it read, or the
+/// error that ended the body and the bytes before it.
+type Came = Result<(Vec<u8>, bool), (reqwest::Error, Vec<u8>)>;
+
 /// Reads the body of `resp` (answered with `status`), inflated, to at most `max` bytes.
 pub(super) async fn read(resp: reqwest::Response, max: usize, status: u16) -> Finished<Body> {
     let codings = own_codings(resp.headers());
     let close_delimited = close_delimited(&resp);
+    let announced = announced_over_http2(&resp, status);
     let came = read_body(resp, max).await;
     let unframed = came.as_ref().err().and_then(|(e, _)| chunks_unread(e));
+    let result = match short_of(&came, announced) {
+        Some(why) => short_body(came, why, status).and_then(|b| inflated(b, codings, max, status)),
+        None => body_of(came, codings, close_delimited, max, status),
+    };
     Finished {
-        result: body_of(came, codings, close_delimited, max, status).map_err(Outcome::Failure),
+        result: result.map_err(Outcome::Failure),
         unframed,
     }
+}
+
+/// The length an HTTP/2 answer announced for its body. hyper holds an HTTP/1 body to
+/// its `Content-Length` itself, and h2 one that ends its stream short; but a stream
+/// reset with `NO_ERROR` ends the body in hyper without a word, however little of it
+/// came (Apache Traffic Server's answer when its origin closes part way: hunt Z3).
+fn announced_over_http2(resp: &reqwest::Response, status: u16) -> Option<u64> {
+    let bodiless = matches!(status, 100..=199 | 204 | 304);
+    (resp.version() >= reqwest::Version::HTTP_2 && !bodiless)
+        .then(|| resp.content_length())
+        .flatten()
+}
+
+/// Why a body that ended cleanly (not cut at our limit) is short of the length
+/// `announced`, if it is.
+fn short_of(came: &Came, announced: Option<u64>) -> Option<String> {
+    let (raw, false) = came.as_ref().ok()? else {
+        return None;
+    };
+    let announced = announced?;
+    let read = raw.len() as u64;
+    (read < announced).then(|| {
+        format!(
+            "the body broke off after {read} of the {announced} bytes announced: the \
+             stream was reset before its end"
+        )
+    })
+}
+
+/// A body that broke off (`why`) before its announced end: what came is judged, as a
+/// browser shows it, unless nothing came.
+fn short_body(came: Came, why: String, status: u16) -> Result<Body, Failure> {
+    let raw = came.map_or_else(|(_, raw)| raw, |(raw, _)| raw);
+    if raw.is_empty() {
+        return Err(Failure {
+            kind: FailureKind::Protocol,
+            detail: format!("{status} but {why}"),
+        });
+    }
+    Ok(Body {
+        bytes: raw,
+        truncated: false,
+        broke_off: Some(why),
+        late: false,
+    })
 }
 
 /// The body that came (`came`, as [`read_body`] read it), judged as browsers show it
 /// and inflated to at most `max` bytes.
 fn body_of(
-    came: Result<(Vec<u8>, bool), (reqwest::Error, Vec<u8>)>,
+    came: Came,
     codings: Option<Vec<Coding>>,
     close_delimited: bool,
     max: usize,
@@ -102,6 +156,33 @@ fn body_of(
             (raw, false, Some(why), false)
         }
     };
+    inflated(
+        Body {
+            bytes: raw,
+            truncated,
+            broke_off,
+            late,
+        },
+        codings,
+        max,
+        status,
+    )
+}
+
+/// The body that came (`came`, its bytes as they came), inflated to at most `max`
+/// bytes.
+fn inflated(
+    came: Body,
+    codings: Option<Vec<Coding>>,
+    max: usize,
+    status: u16,
+) -> Result<Body, Failure> {
+    let Body {
+        bytes: raw,
+        truncated,
+        broke_off,
+        late,
+    } = came;
     let read = raw.len();
     let cut = truncated || broke_off.is_some() || late;
     let (bytes, truncated) = match codings {
@@ -232,10 +313,7 @@ pub(super) fn decode(
 /// How long a body that filled the read limit exactly is given to show its end.
 const END_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
-async fn read_body(
-    mut resp: reqwest::Response,
-    max: usize,
-) -> Result<(Vec<u8>, bool), (reqwest::Error, Vec<u8>)> {
+async fn read_body(mut resp: reqwest::Response, max: usize) -> Came {
     let end = length_browsers_take(&resp);
     let mut body = Vec::with_capacity(
         resp.content_length()
