@@ -554,16 +554,19 @@ mod tests {
     }
 
     /// Hunt Z3's stand-ins, each `up` before: Tomcat 10's directory listing, whose
-    /// title writes its slashes as `&#47;`, and the page a fresh `apt install jetty9`
-    /// serves. Titles are read with their character references undone, as a browser's
+    /// title writes its slashes as `&#47;`, the page a fresh `apt install jetty9`
+    /// serves, and Varnish's error page answered 200. Titles are read with their character references undone, as a browser's
     /// tab shows them.
     #[test]
     fn hunt_z3_pages_standing_in_for_the_site_name_themselves() {
         let tomcat_listing = "<!doctype html>\n<html lang=\"en\">\n<head>\n<title>Directory Listing For [&#47;reports&#47;]</title>\n<style>body {font-family:Tahoma,Arial,sans-serif;}</style>\n</head>\n<body>\n<h1>Directory Listing For [&#47;reports&#47;]</h1>\n<hr class=\"line\">\n<table width=\"100%\"><tbody><tr><td><a href=\"/files/reports/q1.txt\"><tt>q1.txt</tt></a></td></tr></tbody></table>\n<hr class=\"line\">\n<h3>Apache Tomcat/10.1.60 (Debian)</h3>\n</body>\n</html>\n";
         let jetty = "<HTML>\n  <HEAD>\n    <TITLE>Welcome to Jetty 9 on Debian</TITLE>\n  </HEAD>\n<BODY>\n<h1>Welcome to Jetty 9 on Debian</h1>\n<P align=\"justify\">\n<b>Jetty</b> is a 100% Java HTTP Server and Servlet Container.  This means\nthat you do not need to configure and run a seperate web server (like Apache)\nin order to use java, servlets and JSPs to generate dynamic content.</P>\n</BODY>\n</HTML>\n";
+        // Varnish's own error page, delivered with 200 by a custom `vcl_backend_error`.
+        let guru = "<!DOCTYPE html>\n<html>\n  <head>\n    <title>503 Backend fetch failed</title>\n  </head>\n  <body>\n    <h1>Error 503 Backend fetch failed</h1>\n    <p>Backend fetch failed</p>\n    <h3>Guru Meditation:</h3>\n    <p>XID: 3</p>\n    <hr>\n    <p>Varnish cache server</p>\n  </body>\n</html>\n";
         for (page, named) in [
             (tomcat_listing, "directory listing"),
             (jetty, "default server page"),
+            (guru, "error page"),
         ] {
             let said = soft_failure(page);
             assert!(
