@@ -290,6 +290,8 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     // A server's own error page answered with 200 (a proxy's, a PHP front's).
     ("error page", "503 service unavailable", Fit::First),
     ("error page", "500 internal server error", Fit::First),
+    // Varnish's own page when no backend answered ("Guru Meditation").
+    ("error page", "503 backend fetch failed", Fit::First),
     ("error page", "database error", Fit::Alone),
     // A notice that the site is in maintenance says so ("维护中": under maintenance, but
     // not "维护中心", a maintenance centre). A bare noun ("网站维护": website
