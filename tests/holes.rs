@@ -1198,3 +1198,44 @@ async fn an_http2_answer_ending_before_its_announced_length_broke_off() {
         r.detail
     );
 }
+
+/// A page whose body stops part way and never goes on (Tomcat's answer when a servlet
+/// sets a `Content-Length` longer than it writes: every byte in the first millisecond,
+/// then nothing): a browser shows the part that came and spins. picket said
+/// `degraded/slow`, "the page comes slowly (a browser shows it as it comes)", though
+/// nothing was coming (hunt Z3); it is the body not arriving in time that is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_part_way_is_no_slow_page() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let whole = page(&"<p>Departure: platform 2, on time.</p>".repeat(100));
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+        whole.len()
+    );
+    let answer = Arc::new(format!("{head}{}", &whole[..1302]));
+    let addr = crate::support::serve_raw("127.0.45.5", move |mut stream| {
+        let answer = answer.clone();
+        async move {
+            let mut asked = [0u8; 4096];
+            let _ = stream.read(&mut asked).await;
+            let _ = stream.write_all(answer.as_bytes()).await;
+            // Holds the connection open, owing the rest, for longer than any probe.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    })
+    .await;
+    let e = engine_with("", "");
+    let job = json!({"url": format!("http://{addr}/"), "timeout_ms": 2000});
+    let r = crate::support::picket::check_job(&e, job).await;
+    assert_eq!(
+        (r.verdict.as_str(), r.reason.as_str()),
+        ("degraded", "timeout"),
+        "{}",
+        r.detail
+    );
+    assert!(
+        r.detail.contains("stopped after 1302 bytes"),
+        "{}",
+        r.detail
+    );
+}
