@@ -802,7 +802,7 @@ mod tests {
                 status: 200,
                 body_bytes: 500,
                 text: PAGE_TEXT.into(),
-                late: true,
+                late: Some(Duration::ZERO),
                 final_url: "https://a.example/".into(),
                 ..Answer::default()
             })
@@ -1300,7 +1300,7 @@ mod tests {
         Outcome::Answer(Answer {
             status: 503,
             body_bytes: 500,
-            retry_after: Some(pause_s.to_string()),
+            retry_after: Some(pause_s.to_string().into()),
             pause_asked: Some(Duration::from_secs(pause_s)),
             ..Answer::default()
         })

@@ -4,6 +4,8 @@
 //! codings such as `gzip, gzip`, undone last first), and decoded to text when the
 //! judgement needs it.
 
+use std::time::{Duration, Instant};
+
 use reqwest::header::{HeaderMap, HeaderName, CONTENT_ENCODING};
 
 use super::failure::{chunks_unread, root_cause};
@@ -27,9 +29,10 @@ pub(super) struct Body {
     /// reached, a chunked body without its last chunk): why, in words. What came is
     /// judged, as a browser shows it.
     pub(super) broke_off: Option<String>,
-    /// The probe's time ran out while the body was still coming: what came is judged,
-    /// as the part of a slow page a browser has drawn by then.
-    pub(super) late: bool,
+    /// The probe's time ran out before the body's end, this long after its last byte
+    /// came: what came is judged, as the part of a slow page a browser has drawn by
+    /// then (or of a page that stopped part way).
+    pub(super) late: Option<Duration>,
 }
 
 /// What reading a body came to.
@@ -51,11 +54,13 @@ pub(super) async fn read(resp: reqwest::Response, max: usize, status: u16) -> Fi
     let codings = own_codings(resp.headers());
     let close_delimited = close_delimited(&resp);
     let announced = announced_over_http2(&resp, status);
-    let came = read_body(resp, max).await;
+    let mut last_byte = Instant::now();
+    let came = read_body(resp, max, &mut last_byte).await;
+    let quiet = last_byte.elapsed();
     let unframed = came.as_ref().err().and_then(|(e, _)| chunks_unread(e));
     let result = match short_of(&came, announced) {
         Some(why) => short_body(came, why, status).and_then(|b| inflated(b, codings, max, status)),
-        None => body_of(came, codings, close_delimited, max, status),
+        None => body_of(came, codings, close_delimited, quiet, max, status),
     };
     Finished {
         result: result.map_err(Outcome::Failure),
@@ -104,21 +109,22 @@ fn short_body(came: Came, why: String, status: u16) -> Result<Body, Failure> {
         bytes: raw,
         truncated: false,
         broke_off: Some(why),
-        late: false,
+        late: None,
     })
 }
 
-/// The body that came (`came`, as [`read_body`] read it), judged as browsers show it
-/// and inflated to at most `max` bytes.
+/// The body that came (`came`, as [`read_body`] read it, its last byte `quiet` ago),
+/// judged as browsers show it and inflated to at most `max` bytes.
 fn body_of(
     came: Came,
     codings: Option<Vec<Coding>>,
     close_delimited: bool,
+    quiet: Duration,
     max: usize,
     status: u16,
 ) -> Result<Body, Failure> {
     let (raw, truncated, broke_off, late) = match came {
-        Ok((raw, cut)) => (raw, cut, None, false),
+        Ok((raw, cut)) => (raw, cut, None, None),
         // A body whose end is the connection's close, closed without TLS's
         // close_notify (old and embedded servers): rustls calls that an unexpected
         // end, browsers and curl take the close for the end of the page. Only a page
@@ -127,7 +133,7 @@ fn body_of(
         Err((e, raw))
             if close_delimited && closed_without_close_notify(&e) && ends_a_page(&raw) =>
         {
-            (raw, false, None, false)
+            (raw, false, None, None)
         }
         // The page came to its end, and the server held the connection open for more
         // than it sent: browsers show the page and go on loading.
@@ -137,11 +143,11 @@ fn body_of(
                  announced did not come in time: the server held the connection open",
                 raw.len()
             );
-            (raw, false, Some(why), false)
+            (raw, false, Some(why), None)
         }
         // The page was still coming: a browser has drawn what came, which the judge
         // weighs (a slow site, or no page yet).
-        Err((e, raw)) if e.is_timeout() && !raw.is_empty() => (raw, false, None, true),
+        Err((e, raw)) if e.is_timeout() && !raw.is_empty() => (raw, false, None, Some(quiet)),
         Err((e, _)) if e.is_timeout() => return Err(timed_out(status, 0)),
         Err((e, raw)) => {
             let why = broken(&e, raw.len());
@@ -153,7 +159,7 @@ fn body_of(
                     detail,
                 });
             }
-            (raw, false, Some(why), false)
+            (raw, false, Some(why), None)
         }
     };
     inflated(
@@ -184,10 +190,10 @@ fn inflated(
         late,
     } = came;
     let read = raw.len();
-    let cut = truncated || broke_off.is_some() || late;
+    let cut = truncated || broke_off.is_some() || late.is_some();
     let (bytes, truncated) = match codings {
         Some(codings) => decompress_all(&codings, raw, max, cut).map_err(|why| {
-            if late {
+            if late.is_some() {
                 // Too little of a late body to decode: the time is what ran out.
                 timed_out(status, read)
             } else {
@@ -198,7 +204,7 @@ fn inflated(
     };
     Ok(Body {
         bytes,
-        truncated: truncated && broke_off.is_none() && !late,
+        truncated: truncated && broke_off.is_none() && late.is_none(),
         broke_off,
         late,
     })
@@ -313,7 +319,9 @@ pub(super) fn decode(
 /// How long a body that filled the read limit exactly is given to show its end.
 const END_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
-async fn read_body(mut resp: reqwest::Response, max: usize) -> Came {
+/// Reads `resp`'s body as it came, to at most `max` bytes; `last_byte` is when its
+/// last bytes came.
+async fn read_body(mut resp: reqwest::Response, max: usize, last_byte: &mut Instant) -> Came {
     let end = length_browsers_take(&resp);
     let mut body = Vec::with_capacity(
         resp.content_length()
@@ -326,6 +334,7 @@ async fn read_body(mut resp: reqwest::Response, max: usize) -> Came {
         }
         match resp.chunk().await {
             Ok(Some(mut chunk)) => {
+                *last_byte = Instant::now();
                 if let Some(end) = end {
                     chunk.truncate(chunk.len().min((end as usize) - body.len()));
                 }
@@ -607,13 +616,17 @@ mod tests {
             );
             reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(stream)))
         };
-        let (bytes, cut) = read_body(response(3), 16).await.expect("read");
+        let (bytes, cut) = read_body(response(3), 16, &mut Instant::now())
+            .await
+            .expect("read");
         assert_eq!(
             (bytes.len(), cut),
             (16, true),
             "three chunks of 8, read to 16"
         );
-        let (bytes, cut) = read_body(response(2), 16).await.expect("read");
+        let (bytes, cut) = read_body(response(2), 16, &mut Instant::now())
+            .await
+            .expect("read");
         assert_eq!(
             (bytes.len(), cut),
             (16, false),
@@ -639,7 +652,9 @@ mod tests {
         let stream = chunks.chain(end);
         let response =
             reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(stream)));
-        let (bytes, cut) = read_body(response, 16).await.expect("read");
+        let (bytes, cut) = read_body(response, 16, &mut Instant::now())
+            .await
+            .expect("read");
         assert_eq!(
             (bytes.len(), cut),
             (16, false),

@@ -601,7 +601,7 @@ async fn finish(
         charset,
         final_url: chain.url.to_string(),
         redirects: chain.redirects,
-        retry_after,
+        retry_after: retry_after.map(String::into_boxed_str),
         pause_asked,
         tls_days,
         not_shown,

@@ -154,7 +154,7 @@ fn judge_answer(s: &Seen<'_>) -> Judgement {
         // the job's text still to come): the time is why, as for any timeout. A
         // refusal of us (a block page, a 429) says what it is however slowly it came.
         let about_us = j.verdict == Verdict::Unknown;
-        return if s.answer.late && !about_us {
+        return if s.answer.late.is_some() && !about_us {
             timed_out(s)
         } else {
             j
@@ -720,21 +720,34 @@ fn article(what: &str) -> &'static str {
 
 /// A page whose body was still coming when the probe's time ran out, and what came of
 /// it passed [`PAGE_RULES`]: a browser draws a slow page as it comes, so the site is
-/// reachable, and slow.
+/// reachable, and slow. One whose bytes stopped coming for half the probe's time or
+/// more is no slow page: it stopped part way (a `Content-Length` longer than what was
+/// written, a backend hung mid-page), and a browser shows the part and spins.
 fn arrived_late(s: &Seen<'_>) -> Option<Judgement> {
-    s.answer.late.then(|| {
-        Judgement::new(
+    let quiet = s.answer.late?;
+    let (timeout, read) = (s.plan.timeout.as_millis(), s.answer.body_bytes);
+    if quiet * 2 >= s.plan.timeout {
+        return Some(Judgement::new(
             Verdict::Degraded,
-            Reason::Slow,
+            Reason::Timeout,
             format!(
-                "{}, but the body did not arrive in full within {} ms ({} bytes read): \
-                 the page comes slowly (a browser shows it as it comes)",
+                "{}, but the body stopped after {read} bytes: nothing more came in the \
+                 last {} ms of the {timeout} ms given (a browser shows the part that came \
+                 and goes on waiting)",
                 s.status,
-                s.plan.timeout.as_millis(),
-                s.answer.body_bytes
+                quiet.as_millis()
             ),
-        )
-    })
+        ));
+    }
+    Some(Judgement::new(
+        Verdict::Degraded,
+        Reason::Slow,
+        format!(
+            "{}, but the body did not arrive in full within {timeout} ms ({read} bytes \
+             read): the page comes slowly (a browser shows it as it comes)",
+            s.status
+        ),
+    ))
 }
 
 /// A body cut by the probe's deadline before enough of it came to be the page the job
@@ -1724,7 +1737,7 @@ mod tests {
         let late = |p: &Plan, status: u16, body: &str| {
             let mut o = answer(status, body);
             if let Outcome::Answer(a) = &mut o.outcome {
-                a.late = true;
+                a.late = Some(Duration::ZERO);
             }
             o.total = Duration::from_secs(30);
             judge(p, &o, &SETTINGS)
@@ -1745,6 +1758,23 @@ mod tests {
             shown.detail
         );
         assert!(!shown.wants_confirmation());
+        // The same page whose bytes stopped for half the probe's time stopped part way.
+        let mut stopped = answer(200, &page);
+        if let Outcome::Answer(a) = &mut stopped.outcome {
+            a.late = Some(p.timeout / 2);
+        }
+        let stopped = judge(&p, &stopped, &SETTINGS);
+        assert_eq!(
+            (stopped.verdict, stopped.reason),
+            (Verdict::Degraded, Reason::Timeout),
+            "{}",
+            stopped.detail
+        );
+        assert!(
+            stopped.detail.contains("stopped after"),
+            "{}",
+            stopped.detail
+        );
         // The same with a latency limit: the deadline, not the limit, is what is said.
         let limited = plan(Expect {
             max_latency_ms: Some(5000),
@@ -2001,7 +2031,7 @@ mod tests {
         // A page still coming when the late timer fired: ours too.
         let mut cut = answer(200, "<html>");
         if let Outcome::Answer(a) = &mut cut.outcome {
-            a.late = true;
+            a.late = Some(Duration::ZERO);
         }
         assert_eq!(
             lagged(cut, 80).reason,
@@ -2055,7 +2085,7 @@ mod tests {
             );
             let mut o = answer(status, body);
             if let Outcome::Answer(a) = &mut o.outcome {
-                a.late = true;
+                a.late = Some(Duration::ZERO);
             }
             let judged = judge(&p, &o, &SETTINGS);
             assert_eq!(

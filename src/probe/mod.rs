@@ -192,9 +192,10 @@ pub struct Answer {
     /// Set when the connection ended the body before its announced end: why. The part
     /// that came is what was judged (a browser shows it too).
     pub broke_off: Option<String>,
-    /// The probe's time ran out before the body's end: the part that had come is what
-    /// was judged (a browser shows a slow page as it comes).
-    pub late: bool,
+    /// The probe's time ran out before the body's end, this long after its last byte
+    /// came: the part that had come is what was judged (a browser shows a slow page as
+    /// it comes, and one that stopped part way as far as it came).
+    pub late: Option<Duration>,
     /// The body as text, whatever its charset.
     pub text: String,
     /// Charset used to decode it.
@@ -204,7 +205,7 @@ pub struct Answer {
     /// Redirect hops followed.
     pub redirects: u32,
     /// The `Retry-After` header, if any.
-    pub retry_after: Option<String>,
+    pub retry_after: Option<Box<str>>,
     /// The pause a 429's or 503's `Retry-After` asks for, read when the answer came
     /// (seconds, or an HTTP date), capped as the limiter caps it.
     pub pause_asked: Option<std::time::Duration>,
@@ -213,7 +214,7 @@ pub struct Answer {
     /// How a browser takes the body instead of showing it as a page, when its headers
     /// say so: "downloads it (Content-Type: application/octet-stream)", "shows its code
     /// (Content-Type: text/plain)" ([`not_shown_as_a_page`]).
-    pub not_shown: Option<String>,
+    pub not_shown: Option<Box<str>>,
     /// The login the answer asks for (`WWW-Authenticate`, on a 401), as a browser's
     /// prompt shows it.
     pub login: Option<Box<str>>,
@@ -238,7 +239,7 @@ pub(crate) fn not_shown_as_a_page(
     content_type: Option<&str>,
     disposition: Option<&str>,
     body: &[u8],
-) -> Option<String> {
+) -> Option<Box<str>> {
     let attachment = disposition.is_some_and(|d| {
         d.split(';')
             .next()
@@ -262,9 +263,9 @@ pub(crate) fn not_shown_as_a_page(
     let essence = essence(content_type?);
     match essence.as_str() {
         "application/octet-stream" | "binary/octet-stream" => {
-            Some(format!("downloads it (Content-Type: {essence})"))
+            Some(format!("downloads it (Content-Type: {essence})").into())
         }
-        "text/plain" => Some(format!("shows its code (Content-Type: {essence})")),
+        "text/plain" => Some(format!("shows its code (Content-Type: {essence})").into()),
         _ => None,
     }
 }
