@@ -310,6 +310,41 @@ mod tests {
         assert_eq!(log, [("e0", Reason::Connect, 7), ("e1", Reason::Ok, 3)]);
     }
 
+    /// An instant refused connection after 20 s waiting for its IP's hold was logged as
+    /// taking 20003 ms, and a result's `total` (499) was smaller than its `queue`
+    /// (20498) (hunt Z3). `total` and each attempt's `total_ms` are the site's time, as
+    /// the detail's "in N ms" is; `queue` is our own waiting, over every attempt.
+    #[test]
+    fn the_times_are_the_sites_and_our_waiting_is_the_queue() {
+        let refused = || {
+            Outcome::Failure(Failure {
+                kind: FailureKind::Connect,
+                detail: "refused".into(),
+            })
+        };
+        let mut first = observed(refused(), "e", 20_003);
+        first.queued = Duration::from_millis(20_000);
+        let mut second = observed(refused(), "e", 499);
+        second.queued = Duration::from_millis(498);
+        let observations = [first, second];
+        let down = judged(Verdict::Down, Reason::Connect, "refused");
+        let judgements = [down.clone(), down];
+        let attempts = Attempts {
+            observations: &observations,
+            judgements: &judgements,
+            decisive: 1,
+        };
+        let r = build(
+            subject(),
+            word(Verdict::Down, Reason::Connect),
+            Some(attempts),
+            stamp(),
+        );
+        assert_eq!((r.timing_ms.total, r.timing_ms.queue), (1, Some(20_498)));
+        let logged: Vec<u64> = r.attempt_log.iter().map(|a| a.total_ms).collect();
+        assert_eq!(logged, [3, 1]);
+    }
+
     #[test]
     fn the_detail_tells_what_the_other_attempts_add() {
         let o = observed(Outcome::Answer(Answer::default()), "e", 1);
