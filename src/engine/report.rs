@@ -111,7 +111,8 @@ fn fill_from_attempts(report: &mut Report, attempts: &Attempts<'_>) {
         report.tls_days_left = a.tls_days.map(|d| i64::from(d.left));
     }
     report.timing_ms = Timing {
-        total: ms(obs.total),
+        // The site's time, as the detail's "in N ms": our own waits are `queue`.
+        total: ms(obs.sites_time()),
         dns: obs.dns.map(ms),
         connect: obs.connect.map(ms),
         tls: obs.tls.map(ms),
@@ -132,7 +133,7 @@ fn fill_from_attempts(report: &mut Report, attempts: &Attempts<'_>) {
             reason: j.reason,
             detail: j.detail.clone(),
             ip: o.ip.map(|ip| ip.to_string()),
-            total_ms: ms(o.total),
+            total_ms: ms(o.sites_time()),
         })
         .collect();
 }
@@ -301,13 +302,13 @@ mod tests {
         assert_eq!(r.egress.as_deref(), Some("e1"));
         assert_eq!(r.http.as_ref().map(|h| h.status), Some(200));
         assert_eq!(r.tls_days_left, Some(40));
-        assert_eq!((r.timing_ms.total, r.timing_ms.queue), (3, Some(2)));
+        assert_eq!((r.timing_ms.total, r.timing_ms.queue), (2, Some(2)));
         let log: Vec<_> = r
             .attempt_log
             .iter()
             .map(|a| (a.egress.as_str(), a.reason, a.total_ms))
             .collect();
-        assert_eq!(log, [("e0", Reason::Connect, 7), ("e1", Reason::Ok, 3)]);
+        assert_eq!(log, [("e0", Reason::Connect, 6), ("e1", Reason::Ok, 2)]);
     }
 
     /// An instant refused connection after 20 s waiting for its IP's hold was logged as

@@ -94,10 +94,7 @@ pub(crate) fn judge(plan: &Plan, obs: &Observation, settings: &JudgeSettings) ->
                 status: status_line(answer.status, answer.reason.as_deref()),
                 // The site's latency: our own wait for the per-IP limit, and our own
                 // questions to the egress, are not its slowness.
-                ms: obs
-                    .total
-                    .saturating_sub(obs.queued + obs.checking)
-                    .as_millis(),
+                ms: obs.sites_time().as_millis(),
             };
             judge_answer(&seen)
         }

@@ -434,6 +434,12 @@ pub(crate) struct Observation {
 }
 
 impl Observation {
+    /// The attempt's time on the site: the whole attempt less our own waiting for the
+    /// per-IP limit and our own questions to the egress.
+    pub(crate) fn sites_time(&self) -> Duration {
+        self.total.saturating_sub(self.queued + self.checking)
+    }
+
     /// An observation through `egress` that has seen nothing yet.
     pub(crate) fn new(egress: &str) -> Observation {
         Observation {
