@@ -480,11 +480,13 @@ async fn retry_after_pauses_every_request_to_that_ip() {
 }
 
 /// Issue 11 item 12: connections refused by several hosts of one IP right after it
-/// answered us (a fail2ban-style ban, `iptables -j REJECT`) hold the IP, and are
-/// reported as what they may be, not as the sites failing. After the hold, the IP is
-/// asked again; still refusing, it is judged as what it then is: a server that stopped
-/// listening, down once confirmed (a ban is not lengthened by the connections it
-/// refuses, so asking again after the hold costs it nothing).
+/// answered us (a fail2ban-style ban, `iptables -j REJECT`) hold the IP, and the refused
+/// request is asked again after the hold; still refusing, it is judged as what it then
+/// is: a server that stopped listening, down once confirmed (a ban is not lengthened by
+/// the connections it refuses, so asking again after the hold costs it nothing). Before
+/// hunt Z3 the request was not asked again within its check: of a crashed Tomcat's four
+/// hosts, one was `unknown/blocked` "a firewall-style ban" beside its neighbours'
+/// `down/connect`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_refused_by_hosts_of_an_ip_hold_it_once() {
     let ip = "127.0.44.1";
@@ -524,26 +526,22 @@ async fn connections_refused_by_hosts_of_an_ip_hold_it_once() {
         "{}",
         first.detail
     );
-    // A second host of the IP refusing too, right after answers: a refusal of us.
+    // A second host of the IP refusing too, right after answers: taken for a refusal
+    // of us, the IP is held and the request asked again after the hold; the IP still
+    // refuses, and that is the site's failure.
     let t0 = Instant::now();
     let second = check(1).await;
+    let waited = t0.elapsed();
+    eprintln!("after the refusal of us, the check took {waited:?}");
+    assert!(waited >= Duration::from_millis(2800), "{waited:?}");
     assert_eq!(
         (second.verdict.as_str(), second.reason.as_str()),
-        ("unknown", "blocked"),
+        ("down", "connect"),
         "{}",
         second.detail
     );
-    assert!(
-        second.detail.contains("connections refused") && second.detail.contains("2 hosts"),
-        "{}",
-        second.detail
-    );
-    // The IP is held: the next request waits for the hold, then the IP still refuses
-    // and that is the site's failure again.
+    // The next check is the site's failure too, with nothing held.
     let third = check(0).await;
-    let waited = t0.elapsed();
-    eprintln!("after the refusal of us, the next check of the IP took {waited:?}");
-    assert!(waited >= Duration::from_millis(2800), "{waited:?}");
     assert_eq!(
         (third.verdict.as_str(), third.reason.as_str()),
         ("down", "connect"),
