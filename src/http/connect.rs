@@ -728,8 +728,8 @@ impl HttpProber {
 
     /// The failure a request error (`e`, after `waited`) is; a reset, a connection
     /// refused, timed out or closed without an answer, or a request left unanswered, is
-    /// also told to the limiter, which may say the site refuses us (a reset or closed one
-    /// is then asked again after the hold: `Probe::refused_on_us`).
+    /// also told to the limiter, which may say the site refuses us (a refused, reset or
+    /// closed one is then asked again after the hold: `Probe::refused_on_us`).
     async fn failed(
         &self,
         probe: &mut Probe<'_>,
@@ -757,11 +757,19 @@ impl HttpProber {
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
             let refusal = self.standing(ip, host, probe.egress, signal).await;
-            // A request left unanswered used the probe's time up: nothing is left to
-            // ask again with; nor is a refusal that holds nothing worth asking at once.
+            // A request left unanswered, or a connection that timed out, used the
+            // probe's time up: nothing is left to ask again with; nor is a refusal that
+            // holds nothing worth asking at once. A refused connection costs no time,
+            // and a firewall's ban is not lengthened by the connections it refuses: a
+            // server that stopped listening (a crashed app server) is told from one
+            // after the hold, in this check (hunt Z3).
+            let cheap = matches!(
+                signal,
+                Signal::Closed | Signal::Reset | Signal::ConnectionRefused
+            );
             probe.refused_on_us = refusal
                 .as_ref()
-                .filter(|r| matches!(signal, Signal::Closed | Signal::Reset) && !r.hold.is_zero())
+                .filter(|r| cheap && !r.hold.is_zero())
                 .map(|r| r.asked_again.clone());
             obs.refusal = refusal.map(|r| r.detail);
         }

@@ -109,9 +109,10 @@ struct Probe<'a> {
     /// Where the next request stands in its IP's line of deferred jobs: the plan's for
     /// the first request, outside it for every later one.
     line: crate::probe::Line,
-    /// The last request's connection was reset or closed without an answer, and the
-    /// limiter took that for a refusal of us (nginx's 444 for `limit_req`, haproxy's
-    /// `reject`): the URL is asked again once after the hold, as after a 503. Holds the
+    /// The last request's connection was refused, reset or closed without an answer,
+    /// and the limiter took that for a refusal of us (a firewall's REJECT, nginx's 444
+    /// for `limit_req`, haproxy's `reject`): the URL is asked again once after the
+    /// hold, as after a 503. Holds the
     /// refusal as told once asked again ([`Refusal::asked_again`]).
     refused_on_us: Option<String>,
     /// Redirects followed so far: a chain half followed is not deferred to start again.
