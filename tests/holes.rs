@@ -738,26 +738,30 @@ fn engine_for(name: &str, ip: &str, ca_file: &std::path::Path) -> picket::engine
     )
 }
 
-/// Every request that reaches an IP was counted by the limiter: the HTTP client never
-/// sends one again on its own when an HTTP/2 server refuses a stream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_http2_stream_is_never_sent_again_behind_the_limiters_back() {
+/// One check of an HTTP/2-only site for `name` on `ip` answering as `answer` says: the
+/// report, and how many streams the site was asked.
+async fn check_h2_site(name: &str, ip: &str, answer: H2Answer) -> (picket::job::Report, usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = dir.path().join("ca.pem");
-    let (name, ip) = ("refuses.test", "127.0.45.1");
-    let (port, streams) = h2_site(ip, name, &ca, H2Answer::Refuse).await;
+    let (port, streams) = h2_site(ip, name, &ca, answer).await;
     let r = check(
         &engine_for(name, ip, &ca),
         &format!("https://{name}:{port}/"),
     )
     .await;
+    (r, streams.load(Ordering::SeqCst))
+}
+
+/// Every request that reaches an IP was counted by the limiter: the HTTP client never
+/// sends one again on its own when an HTTP/2 server refuses a stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_http2_stream_is_never_sent_again_behind_the_limiters_back() {
+    let (r, streams) = check_h2_site("refuses.test", "127.0.45.1", H2Answer::Refuse).await;
     assert_ne!(r.verdict.as_str(), "up", "{}", r.detail);
     assert_eq!(
-        streams.load(Ordering::SeqCst),
-        r.attempts as usize,
+        streams, r.attempts as usize,
         "one request per counted attempt ({}: {})",
-        r.reason,
-        r.detail
+        r.reason, r.detail
     );
 }
 
@@ -765,22 +769,14 @@ async fn a_refused_http2_stream_is_never_sent_again_behind_the_limiters_back() {
 /// as HTTP/1 reads it: a CMS with a long Content-Security-Policy and many cookies is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_answer_with_64_kb_of_headers_is_up() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca = dir.path().join("ca.pem");
-    let (name, ip) = ("big-headers.test", "127.0.45.2");
-    let (port, streams) = h2_site(ip, name, &ca, H2Answer::BigHeaders).await;
-    let r = check(
-        &engine_for(name, ip, &ca),
-        &format!("https://{name}:{port}/"),
-    )
-    .await;
+    let (r, streams) = check_h2_site("big-headers.test", "127.0.45.2", H2Answer::BigHeaders).await;
     assert_eq!(
         (r.verdict.as_str(), r.reason.as_str()),
         ("up", "ok"),
         "{}",
         r.detail
     );
-    assert_eq!(streams.load(Ordering::SeqCst), 1);
+    assert_eq!(streams, 1);
 }
 
 /// lapin hands a `basic.return` to whichever confirm completes next on the channel, and
@@ -1168,15 +1164,7 @@ async fn a_job_asking_for_no_coding_is_not_refused_one_browsers_ask_for() {
 /// said `up/ok`, "200 OK, 1500 bytes" (hunt Z3). One ended after its whole length is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_answer_ending_before_its_announced_length_broke_off() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca = dir.path().join("ca.pem");
-    let (name, ip) = ("cut-short.test", "127.0.45.3");
-    let (port, _) = h2_site(ip, name, &ca, H2Answer::CutShort(1500)).await;
-    let r = check(
-        &engine_for(name, ip, &ca),
-        &format!("https://{name}:{port}/"),
-    )
-    .await;
+    let (r, _) = check_h2_site("cut-short.test", "127.0.45.3", H2Answer::CutShort(1500)).await;
     assert_eq!(
         (r.verdict.as_str(), r.reason.as_str()),
         ("degraded", "protocol"),
@@ -1184,13 +1172,7 @@ async fn an_http2_answer_ending_before_its_announced_length_broke_off() {
         r.detail
     );
     assert!(r.detail.contains("1500"), "{}", r.detail);
-    let (name, ip) = ("whole.test", "127.0.45.4");
-    let (port, _) = h2_site(ip, name, &ca, H2Answer::CutShort(usize::MAX)).await;
-    let r = check(
-        &engine_for(name, ip, &ca),
-        &format!("https://{name}:{port}/"),
-    )
-    .await;
+    let (r, _) = check_h2_site("whole.test", "127.0.45.4", H2Answer::CutShort(usize::MAX)).await;
     assert_eq!(
         (r.verdict.as_str(), r.reason.as_str()),
         ("up", "ok"),
