@@ -1180,6 +1180,55 @@ async fn dead_pools_beside_a_site_in_maintenance_are_each_down_and_say_so_plainl
     }
 }
 
+/// Hunt Z3 (A1-a): one application server behind several hosts of a shared IP hangs
+/// (its workers all waiting on a database), while the IP answers its other hosts at
+/// once. Each hanging site is `down/timeout`, as a visitor waiting for it finds. Before,
+/// the first was `down` and the rest `unknown/blocked`, "requests left without an answer
+/// (haproxy's silent-drop …): it refuses us": an answer held back on a connection the
+/// server keeps open (TCP keepalive answered) is no silent-drop, which leaves nothing
+/// behind to answer, and asked again after a hold it still hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_hanging_behind_hosts_of_a_shared_ip_is_each_sites_down() {
+    let ip = "127.0.76.9";
+    let backend = hung_backend("127.0.76.10").await;
+    let (names, static_toml) = hosts("hung-backend", 5, ip);
+    let hanging = names[2..].to_vec();
+    let nginx = Nginx::some_hanging(ip, &names, &hanging, &backend.to_string());
+    let engine = crate::support::picket::engine_from_toml(&format!(
+        "[probe]\nretry_delay = \"50ms\"\ntimeout = \"6s\"\n\
+         [rate_limit]\nbackoff = \"3s\"\n\
+         [rate_limit.per_ip]\nrate = 2.0\nburst = 2\nmax_inflight = 4\n\
+         [targets]\nallow_private = true\n{static_toml}"
+    ));
+    let reports = check_all_at_once_with(&engine, &names, &nginx).await;
+    let said = each_said(&reports);
+    for r in &reports {
+        let expected = if hanging.iter().any(|h| r.url.contains(h.as_str())) {
+            (picket::job::Verdict::Down, "timeout")
+        } else {
+            (picket::job::Verdict::Up, "ok")
+        };
+        assert_eq!((r.verdict, r.reason.as_str()), expected, "{said:#?}");
+        assert!(!r.detail.contains("refuses us"), "{said:#?}");
+    }
+}
+
+/// An application server on `ip` that takes connections and never answers; the
+/// connections are held for as long as the test runs.
+async fn hung_backend(ip: &str) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .expect("bind the backend");
+    let addr = listener.local_addr().expect("backend address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    addr
+}
+
 /// `picket check` of two pages of a host on `ip` that answers 429 with
 /// `Retry-After: retry_after`: both are `unknown/blocked`, the host is asked once, and
 /// the command ends within `within`. Returns how long it took.

@@ -90,6 +90,29 @@ impl Nginx {
         Nginx::run("nginx (some sites failing)", &dir, ip, port, &servers)
     }
 
+    /// nginx on `ip` serving `hosts`, of which those in `hanging` pass every request to
+    /// `backend` (`ip:port`), an application server that takes connections and never
+    /// answers (its workers all waiting on a database that hangs): nginx waits for it
+    /// (`proxy_read_timeout`, 60 s) while it answers its other hosts at once.
+    pub fn some_hanging(ip: &str, hosts: &[String], hanging: &[String], backend: &str) -> Nginx {
+        let dir = scratch("nginx-some-hanging");
+        let d = dir.display().to_string();
+        let port = free_port();
+        let mut servers = String::new();
+        for h in hosts {
+            write(&dir, &format!("www/{h}/index.html"), &page(h));
+            let what = if hanging.contains(h) {
+                format!("location / {{ proxy_pass http://{backend}; }}")
+            } else {
+                String::new()
+            };
+            servers.push_str(&format!(
+                "  server {{ listen {ip}:{port}; server_name {h}; root {d}/www/{h}; {what} }}\n"
+            ));
+        }
+        Nginx::run("nginx (some backends hanging)", &dir, ip, port, &servers)
+    }
+
     /// nginx on `ip` limiting every client to `burst` requests at once and `per_minute`
     /// after that (`limit_req` with `burst=… nodelay`, one zone for all `hosts`), its
     /// refusal a 503 asking for the pause until the next request is allowed
