@@ -335,6 +335,40 @@ async fn closed_connections_count_again_once_the_ip_answered_after_the_hold() {
     assert!(!r.detail.contains("outlasting"), "{}", r.detail);
 }
 
+/// Requests held open without an answer on several hosts right after answers hold the
+/// IP once (haproxy's tarpit holding what came too fast); held open still after the
+/// hold, while the IP answers its other hosts, they are the site's failure for every
+/// worker (a backend hanging behind those hosts, hunt Z3), where requests merely left
+/// unanswered are the limit refusing what is still too fast, as the Lua `REFUSE`
+/// script reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_held_open_after_the_hold_are_the_sites_while_its_neighbours_answer() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "held-a");
+    let b = limiter(&s, Duration::from_secs(30), "held-b");
+    let held = Signal::HeldOpen(Duration::from_secs(6));
+    let r = storm(&a, &a, held).await;
+    assert!(r.detail.contains("held open"), "{}", r.detail);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(b
+        .answered(req("three.test", Duration::ZERO), Signal::Fine)
+        .await
+        .is_none());
+    assert_eq!(
+        b.answered(req("one.test", Duration::ZERO), held).await,
+        None,
+        "held open again after the hold while the IP answers: the site's"
+    );
+    let r = b
+        .answered(
+            req("two.test", Duration::ZERO),
+            Signal::Unanswered(Duration::from_secs(2)),
+        )
+        .await
+        .expect("left unanswered after an answer that followed the hold: still us");
+    assert!(r.detail.contains("without an answer"), "{}", r.detail);
+}
+
 /// fail2ban bans the address whose requests nginx refused, mod_evasive runs its
 /// `DOSSystemCommand`: after a server's own refusal of us, connections it refuses or
 /// drops are that ban, for every worker, until the IP answers after a hold.

@@ -859,6 +859,30 @@ async fn haproxy_rate_limits_turning_us_away_are_never_down() {
     }
 }
 
+/// haproxy's tarpit holding what came too fast for longer than a probe waits (30 s):
+/// the connections stay open and nothing comes, as behind a backend that hangs. Asked
+/// again after the hold, at half the rate, the limit lets the requests through: no
+/// site is `down` (where a hanging backend's hosts are: `politeness::a_backend_hanging_
+/// behind_hosts_of_a_shared_ip_is_each_sites_down`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_tarpit_holding_longer_than_a_probe_is_never_down() {
+    let ip = "127.0.56.11";
+    let haproxy = Haproxy::rate_limited(ip, 3, Limit::LongTarpit);
+    let hosts = names("hxlongtarpit", 12);
+    let reports =
+        round_over_the_limit(&hosts, (ip, haproxy.port), "timeout = \"6s\"\n", "2s", "").await;
+    let up = assert_never_down(&reports, "held open", "a long tarpit");
+    let tripped = reports.iter().any(|r| {
+        r.detail.contains("held open")
+            || r.attempt_log.iter().any(|a| a.detail.contains("held open"))
+    });
+    eprintln!("a long tarpit: {up} of {} up", hosts.len());
+    assert!(
+        tripped || up < hosts.len(),
+        "the tarpit never held a request: the test proves nothing"
+    );
+}
+
 /// A SOCKS5 proxy that accepts connections and answers nothing (danted stopped with
 /// SIGSTOP: the kernel still completes the handshake) looks, to a client that only
 /// sees "not connected in time", like a site that never answers. The proxy is asked

@@ -5,8 +5,24 @@
 //! resolver.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use super::head::{MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
+
+/// Quiet time on a connection before its first TCP keepalive probe.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
+/// Time between keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Keepalive probes left unanswered before the connection is given up (ETIMEDOUT).
+const KEEPALIVE_RETRIES: u32 = 2;
+
+/// A request left unanswered this long on a connection that did not fail was kept
+/// open by the server: by then a connection it dropped would have met a reset at the
+/// first keepalive probe, and one whose packets go nowhere would have run out of
+/// probes (with a second for the request's own way there).
+pub(crate) const KEPT_OPEN_AFTER: Duration = Duration::from_secs(
+    KEEPALIVE_IDLE.as_secs() + KEEPALIVE_INTERVAL.as_secs() * KEEPALIVE_RETRIES as u64 + 1,
+);
 use super::pin::{MarkHello, PinLayer, Route};
 use super::tls::{Trust, Trusted};
 use super::tunnel::Tunnel;
@@ -177,11 +193,13 @@ pub(super) fn builder(
         // reqwest sends a request again by itself on HTTP/2 REFUSED_STREAM or GOAWAY:
         // that request was never counted by the per-IP limit, so it is not sent.
         .retry(reqwest::retry::never())
-        // A probe's connection lives at most its timeout: TCP keepalive and the user
-        // timeout would never fire before it, and cost five setsockopt calls a probe.
-        .tcp_keepalive(None)
-        .tcp_keepalive_interval(None)
-        .tcp_keepalive_retries(None)
+        // TCP keepalive within a probe's time tells a server hanging from one that
+        // dropped us: a connection haproxy's `silent-drop` left behind answers the
+        // first keepalive probe with a reset, one the server keeps answers it, and one
+        // whose packets a firewall began to drop ends unanswered ([`KEPT_OPEN_AFTER`]).
+        .tcp_keepalive(KEEPALIVE_IDLE)
+        .tcp_keepalive_interval(KEEPALIVE_INTERVAL)
+        .tcp_keepalive_retries(KEEPALIVE_RETRIES)
         .tcp_user_timeout(None)
         .tls_info(true)
         // Deflate is decoded here: servers send raw deflate as often as zlib, and

@@ -757,20 +757,28 @@ impl HttpProber {
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
             let refusal = self.standing(ip, host, probe.egress, signal).await;
-            // A request left unanswered, or a connection that timed out, used the
-            // probe's time up: nothing is left to ask again with; nor is a refusal that
-            // holds nothing worth asking at once. A refused connection costs no time,
-            // and a firewall's ban is not lengthened by the connections it refuses: a
-            // server that stopped listening (a crashed app server) is told from one
-            // after the hold, in this check (hunt Z3).
+            // A connection that timed out, or a request dropped without a word, used
+            // the probe's time up: nothing is left to ask again with; nor is a refusal
+            // that holds nothing worth asking at once. A refused connection costs no
+            // time, and a firewall's ban is not lengthened by the connections it
+            // refuses: a server that stopped listening (a crashed app server) is told
+            // from one after the hold, in this check (hunt Z3).
             let cheap = matches!(
                 signal,
                 Signal::Closed | Signal::Reset | Signal::ConnectionRefused
             );
+            // A request held open is asked again after the hold with a probe's time of
+            // its own: a limit holding what came too fast lets it through then, and a
+            // backend that hangs behind several hosts of the IP holds it again, which
+            // is that site's failure (`AfterHold::Sites`; hunt Z3).
+            let held_open = matches!(signal, Signal::HeldOpen(_));
             probe.refused_on_us = refusal
                 .as_ref()
-                .filter(|r| cheap && !r.hold.is_zero())
+                .filter(|r| (cheap || held_open) && !r.hold.is_zero())
                 .map(|r| r.asked_again.clone());
+            if held_open && probe.refused_on_us.is_some() {
+                probe.deadline = probe.deadline.max(Instant::now() + probe.plan.timeout);
+            }
             obs.refusal = refusal.map(|r| r.detail);
         }
         outcome
@@ -874,6 +882,8 @@ fn signal_of(outcome: &Outcome, e: &SendError, route: Route, waited: Duration) -
             ..
         }) if route == Route::Direct => Some(if e.connect_timed_out() {
             Signal::TimedOut(waited)
+        } else if waited >= super::client::KEPT_OPEN_AFTER && !e.went_silent() {
+            Signal::HeldOpen(waited)
         } else {
             Signal::Unanswered(waited)
         }),

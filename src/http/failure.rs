@@ -135,11 +135,32 @@ fn socket_failure(e: &reqwest::Error, at: &str) -> Option<Outcome> {
             K::HostUnreachable | K::NetworkUnreachable => {
                 (FailureKind::Unreachable, "no route to host")
             }
+            K::TimedOut if io.raw_os_error().is_some() && !e.is_connect() => (
+                FailureKind::Timeout,
+                "the connection went silent before an answer: the server's side stopped \
+                 acknowledging it (TCP keepalive unanswered)",
+            ),
             _ => continue,
         };
         return Some(fail(kind, format!("{at}: {what}")));
     }
     None
+}
+
+/// Whether an established connection died under the request because its packets
+/// stopped being acknowledged (the kernel's ETIMEDOUT once TCP keepalive ran out): a
+/// firewall that began to drop them, a host gone. Not our own deadline.
+pub(super) fn went_silent(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut && io.raw_os_error().is_some() {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Whether the target refused the connection itself (ECONNREFUSED: a TCP reset or an

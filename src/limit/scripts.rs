@@ -206,7 +206,7 @@ return active
 /// max_hold_ms, max_level, after_hold (how a refusal after a hold is read,
 /// `standing::AfterHold`: 0 a refusal of us, 1 the site's failure unless a ban may follow
 /// the server's refusal of us, 2 the site's unless the IP answered since the hold
-/// ended, 3 the site's unless either), ok_age_ms (how long ago the reporting worker last had an answer from the IP;
+/// ended, 3 the site's unless either, 4 the site's), ok_age_ms (how long ago the reporting worker last had an answer from the IP;
 /// -1 for never), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
 /// code when the server itself refused us, else -1).
 /// Returns {0, 0, 0, hosts, -1} not (yet) a refusal of us; {1, hold_ms, level, hosts,
@@ -255,7 +255,7 @@ local banned = (ARGV[9] == '1' or (ARGV[9] == '3' and now >= hold_end))
   and now - srv < tonumber(ARGV[11]) and not answered
 if level > 0 and now >= hold_end then
   if (ARGV[9] == '1' and not banned) or (ARGV[9] == '2' and not answered)
-    or (ARGV[9] == '3' and not answered and not banned) then
+    or (ARGV[9] == '3' and not answered and not banned) or ARGV[9] == '4' then
     -- The server's refusals before the hold were that failure too: no ban follows.
     if tonumber(ARGV[12]) >= 0 then redis.call('HDEL', s, 'srv', 'srvc') end
     return {0, 0, 0, hosts, -1}

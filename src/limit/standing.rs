@@ -113,8 +113,17 @@ pub enum Signal {
     TimedOut(Duration),
     /// Connected and asked, but no answer in time, after waiting this long: haproxy's
     /// `silent-drop` (the connection vanishes without a word to us), and also a server
-    /// that hangs.
+    /// that hangs, where our wait was too short to tell the two apart ([`HeldOpen`]).
+    ///
+    /// [`HeldOpen`]: Signal::HeldOpen
     Unanswered(Duration),
+    /// Connected and asked, no answer in time, after waiting this long, on a connection
+    /// the server kept open all the while: its TCP keepalive answers came back
+    /// (`http::client::KEPT_OPEN_AFTER`), where one dropped without a word (haproxy's
+    /// `silent-drop`) answers the first keepalive probe with a reset. A server hanging
+    /// (an application waiting on its database), or a limit holding what it refused
+    /// (haproxy's `tarpit` set longer than we wait, nginx delaying what came too fast).
+    HeldOpen(Duration),
 }
 
 impl Signal {
@@ -150,6 +159,7 @@ impl Signal {
             Signal::Closed => 2,
             Signal::TimedOut(_) => 3,
             Signal::Unanswered(_) => 4,
+            Signal::HeldOpen(_) => 5,
         }
     }
 
@@ -157,7 +167,7 @@ impl Signal {
     /// request was sent, and "right after it answered us" counts from then.
     pub(crate) fn waited(self) -> Duration {
         match self {
-            Signal::TimedOut(d) | Signal::Unanswered(d) => d,
+            Signal::TimedOut(d) | Signal::Unanswered(d) | Signal::HeldOpen(d) => d,
             _ => Duration::ZERO,
         }
     }
@@ -167,7 +177,10 @@ impl Signal {
     /// struggling under its load, not one dropping us (haproxy's `silent-drop` and a
     /// firewall's DROP turn away a client the server was answering at once).
     pub(crate) fn may_refuse(self, pace: &Pace) -> bool {
-        !matches!(self, Signal::TimedOut(_) | Signal::Unanswered(_)) || pace.interval_ms() == 0.0
+        !matches!(
+            self,
+            Signal::TimedOut(_) | Signal::Unanswered(_) | Signal::HeldOpen(_)
+        ) || pace.interval_ms() == 0.0
     }
 
     /// Whether it came from a server that is there and turned us away (an answer, a
@@ -224,7 +237,7 @@ fn in_words(code: u16) -> Option<std::borrow::Cow<'static, str>> {
         503 => "503 Service Unavailable (a limit_req-style refusal)",
         429 => "429 Too Many Requests",
         999 => "999 Request Denied (a refusal of automated clients)",
-        0 => "connection resets (a firewall-style ban)",
+        0 => "connection resets (a firewall-style ban, or haproxy's silent-drop met by our keepalive)",
         1 => "connections refused (a firewall-style ban, as fail2ban's REJECT)",
         2 => {
             "connections closed without an answer (nginx's 444 or haproxy's reject, a rate \
@@ -234,6 +247,10 @@ fn in_words(code: u16) -> Option<std::borrow::Cow<'static, str>> {
             "connections timing out (a firewall-style ban dropping our packets, as fail2ban's DROP)"
         }
         4 => "requests left without an answer (haproxy's silent-drop, a rate limit's refusal)",
+        5 => {
+            "requests held open without an answer (haproxy's tarpit, a rate limit holding \
+             what came too fast)"
+        }
         // Any other status refuses us only by its page (`Signal::of_block_page`).
         100..=599 => {
             return Some(format!("{code} block pages (a firewall's or rate limit's own page)").into())
@@ -352,6 +369,13 @@ pub(crate) enum AfterHold {
     /// right after our requests, and one that does (a crashed backend) is judged so
     /// once the ban's memory is over.
     SitesUnlessAnsweredOrBanned,
+    /// Requests held open without an answer ([`Signal::HeldOpen`]): the site's own
+    /// failure, whether or not its neighbours answer. A limit that holds what it
+    /// refuses (haproxy's `tarpit`, nginx's delaying `limit_req`) holds only what comes
+    /// too fast, and after a hold we ask at half the rate, one request at a time; a
+    /// backend that hangs behind several hosts of a shared server holds them still,
+    /// while the server answers its other hosts at once (hunt Z3).
+    Sites,
 }
 
 impl AfterHold {
@@ -361,6 +385,7 @@ impl AfterHold {
             Signal::ConnectionRefused | Signal::TimedOut(_) => AfterHold::SitesUnlessBanned,
             Signal::Closed => AfterHold::SitesUnlessAnsweredOrBanned,
             Signal::Unanswered(_) | Signal::Refused(503) => AfterHold::SitesUnlessAnswered,
+            Signal::HeldOpen(_) => AfterHold::Sites,
             Signal::Fine | Signal::Refused(_) | Signal::Reset => AfterHold::Refusal,
         }
     }
@@ -373,6 +398,7 @@ impl AfterHold {
             AfterHold::SitesUnlessBanned => !banned,
             AfterHold::SitesUnlessAnswered => !answered,
             AfterHold::SitesUnlessAnsweredOrBanned => !answered && !banned,
+            AfterHold::Sites => true,
         }
     }
 
@@ -391,6 +417,7 @@ impl AfterHold {
             AfterHold::SitesUnlessBanned => 1,
             AfterHold::SitesUnlessAnswered => 2,
             AfterHold::SitesUnlessAnsweredOrBanned => 3,
+            AfterHold::Sites => 4,
         }
     }
 }
@@ -882,6 +909,32 @@ mod tests {
         let late = Signal::Unanswered(Duration::from_secs(4));
         let _ = s.refused("a.test", late, "192.0.2.1", BASE, told);
         assert_eq!(s.refused("b.test", late, "192.0.2.1", BASE, told), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_held_open_after_a_hold_are_the_sites_though_its_neighbours_answer() {
+        // haproxy's tarpit holds what came too fast, or a backend hangs behind hosts of a
+        // shared server: the same storm at first.
+        let held = Signal::HeldOpen(Duration::from_secs(6));
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        let _ = s.refused("a.test", held, "192.0.2.1", BASE, now);
+        let r = s
+            .refused("b.test", held, "192.0.2.1", BASE, now)
+            .expect("a storm");
+        assert!(r.detail.contains("held open"), "{}", r.detail);
+        assert!(
+            r.asked_again.contains("then asked again"),
+            "{}",
+            r.asked_again
+        );
+        // After the hold the IP answers its other hosts, and a.test is held open again:
+        // a tarpit lets the first request after a hold through, a hung backend does not.
+        let after = now + BASE + Duration::from_secs(1);
+        s.fine(after);
+        assert_eq!(s.refused("a.test", held, "192.0.2.1", BASE, after), None);
+        assert_eq!(s.level(), 1, "not stepped up");
     }
 
     #[tokio::test(start_paused = true)]

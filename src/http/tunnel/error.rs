@@ -470,6 +470,15 @@ impl SendError {
         }
     }
 
+    /// Whether the connection died under the request, its packets no longer
+    /// acknowledged (`failure::went_silent`).
+    pub(in crate::http) fn went_silent(&self) -> bool {
+        match self {
+            SendError::Client(e) => crate::http::failure::went_silent(e),
+            SendError::Tunnel(_) => false,
+        }
+    }
+
     /// Whether no connection to the site's address came in time: our own connect timed
     /// out (through a SOCKS proxy this covers the proxy too).
     pub(in crate::http) fn connect_timed_out(&self) -> bool {

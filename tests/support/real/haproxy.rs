@@ -28,6 +28,9 @@ pub enum Limit {
     /// `http-request tarpit`: held for `timeout tarpit` (1 s here), then haproxy's own
     /// 500 page.
     Tarpit,
+    /// The same held for 30 s, longer than a probe waits: the connection is kept open
+    /// and nothing comes.
+    LongTarpit,
 }
 
 /// A running haproxy.
@@ -99,6 +102,10 @@ backend back
             ),
             Limit::Tarpit => format!(
                 "  timeout tarpit 1s\n  http-request track-sc0 src\n  \
+                 http-request tarpit if {{ sc_http_req_rate(0) gt {rate} }}\n"
+            ),
+            Limit::LongTarpit => format!(
+                "  timeout tarpit 30s\n  http-request track-sc0 src\n  \
                  http-request tarpit if {{ sc_http_req_rate(0) gt {rate} }}\n"
             ),
             Limit::ConnectionReject => format!(
