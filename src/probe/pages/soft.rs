@@ -361,7 +361,7 @@ mod tests {
         );
         assert_eq!(
             soft_failure("<head><TITLE> Welcome to nginx! </TITLE></head>").as_deref(),
-            Some("default server page (\"welcome to nginx!\" in the title)")
+            Some("default server page (titled \"Welcome to nginx!\")")
         );
         assert_eq!(
             soft_failure("<html><body>Opening hours</body></html>"),
@@ -369,19 +369,40 @@ mod tests {
         );
     }
 
+    /// Hunt Z3: the detail quoted the pattern that matched ("directory listing for")
+    /// where the operator wants what the page says, as a browser's tab shows it.
+    #[test]
+    fn a_title_naming_a_stand_in_is_quoted_as_a_browser_shows_it() {
+        let tomcat = "<html><head><title>Directory Listing For [&#47;reports&#47;]</title></head>\
+                      <body><h1>Directory Listing For [&#47;reports&#47;]</h1></body></html>";
+        assert_eq!(
+            soft_failure(tomcat).as_deref(),
+            Some("directory listing (titled \"Directory Listing For [/reports/]\")")
+        );
+        // Runs of white space are one space, and a long title is cut.
+        let long = format!("<title>Index of /{}\n\n  x</title>", "a".repeat(200));
+        let said = soft_failure(&long).expect("a listing");
+        assert!(
+            said.starts_with("directory listing (titled \"Index of /aaa"),
+            "{said}"
+        );
+        assert!(said.ends_with("…\")"), "{said}");
+        assert!(said.chars().count() < 140, "{said}");
+    }
+
     #[test]
     fn listings_and_maintenance_notices_are_told_by_their_titles() {
         assert_eq!(
             soft_failure("<title>Index of /</title><h1>Index of /</h1>").as_deref(),
-            Some("directory listing (\"index of /\" in the title)")
+            Some("directory listing (titled \"Index of /\")")
         );
         assert_eq!(
             soft_failure("<title>网站维护中</title><p>请稍后访问</p>").as_deref(),
-            Some("maintenance page (\"维护中\" in the title)")
+            Some("maintenance page (titled \"网站维护中\")")
         );
         assert_eq!(
             soft_failure("<title>Site Under Maintenance</title>").as_deref(),
-            Some("maintenance page (\"under maintenance\" in the title)")
+            Some("maintenance page (titled \"Site Under Maintenance\")")
         );
         assert_eq!(
             soft_failure("<h1>Clerk</h1><br />\n<b>Fatal error</b>:  Uncaught Error").as_deref(),
@@ -394,7 +415,7 @@ mod tests {
         );
         assert_eq!(
             soft_failure("<title>404 Not Found</title><h1>Not Found</h1>").as_deref(),
-            Some("error page (\"404 not found\" in the title)")
+            Some("error page (titled \"404 Not Found\")")
         );
         // A county's road maintenance department is a site, not a notice.
         assert_eq!(
