@@ -7,10 +7,33 @@ use super::visible::{visible_text, Unseen};
 
 /// The title of a lower-cased page.
 pub(super) fn title(lower: &[u8]) -> Option<&[u8]> {
+    title_span(lower).map(|span| &lower[span])
+}
+
+/// Where the title of a lower-cased page is, white space around it left out: the same
+/// bytes in the page as it came (lower-casing ASCII moves nothing).
+fn title_span(lower: &[u8]) -> Option<std::ops::Range<usize>> {
     let start = memchr::memmem::find(lower, b"<title")?;
     let open_end = start + memchr::memchr(b'>', &lower[start..])? + 1;
     let close = open_end + memchr::memmem::find(&lower[open_end..], b"</title")?;
-    Some(lower[open_end..close].trim_ascii())
+    let title = lower[open_end..close].trim_ascii_start();
+    let from = close - title.len();
+    Some(from..from + title.trim_ascii_end().len())
+}
+
+/// The most characters of a title quoted in a detail.
+const QUOTED_TITLE_CHARS: usize = 80;
+
+/// A title as a browser's tab shows it: character references undone, runs of white
+/// space one space, cut at [`QUOTED_TITLE_CHARS`].
+fn as_shown(title: &str) -> String {
+    let decoded = html_escape::decode_html_entities(title);
+    let mut shown: String = decoded.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some((cut, _)) = shown.char_indices().nth(QUOTED_TITLE_CHARS) {
+        shown.truncate(cut);
+        shown.push('…');
+    }
+    shown
 }
 
 /// The stand-in page a lower-cased title names, if any: (kind, phrase). Its character
@@ -44,8 +67,11 @@ pub(crate) fn soft_failure(text: &str) -> Option<String> {
         );
     }
     let lower = text.as_bytes().to_ascii_lowercase();
-    if let Some((kind, phrase)) = title(&lower).and_then(title_names) {
-        return Some(format!("{kind} ({phrase:?} in the title)"));
+    if let Some(span) = title_span(&lower) {
+        if let Some((kind, _)) = title_names(&lower[span.clone()]) {
+            let shown = as_shown(text.get(span).unwrap_or_default());
+            return Some(format!("{kind} (titled {shown:?})"));
+        }
     }
     // Words where no person reads them are not on the page: a login form's
     // `alert('Access denied')`, a comment, an image's `alt`, an error message kept
