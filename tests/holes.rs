@@ -1221,3 +1221,65 @@ async fn a_body_that_stops_part_way_is_no_slow_page() {
         r.detail
     );
 }
+
+/// A DROP rule in iptables for `ip:port`, removed when dropped: the packets of
+/// connections already open go nowhere from then on, as when a firewall begins to drop
+/// a client it banned.
+struct Dropping {
+    rule: String,
+}
+
+impl Dropping {
+    fn start(ip: &str, port: u16) -> Dropping {
+        let rule = format!("INPUT -d {ip} -p tcp --dport {port} -j DROP");
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("iptables -w -I {rule}"))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "iptables could not add {rule} (run as root, iptables installed)"
+        );
+        Dropping { rule }
+    }
+}
+
+impl Drop for Dropping {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("iptables -w -D {}", self.rule))
+            .status();
+    }
+}
+
+/// A server that took our request and then fell off the network (a firewall dropping
+/// its packets): the request is not left waiting the probe's whole time as if the
+/// server were thinking. TCP keepalive finds the connection dead in about 3 s, and the
+/// detail says so ("went silent").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_packets_stop_being_acknowledged_went_silent() {
+    let router = Router::new().route(
+        "/",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        }),
+    );
+    let addr = serve("127.0.77.20", router).await;
+    let engine = engine_with(
+        "attempts = 1",
+        "[dns]\nstatic = { \"falls-off.test\" = \"127.0.77.20\" }\n",
+    );
+    let url = format!("http://falls-off.test:{}/", addr.port());
+    let job = json!({"url": url, "timeout_ms": 12000});
+    let checked =
+        tokio::spawn(async move { crate::support::picket::check_job(&engine, job).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dropping = Dropping::start("127.0.77.20", addr.port());
+    let r = checked.await.expect("the check");
+    drop(dropping);
+    assert_eq!(r.reason.as_str(), "timeout", "{}", r.detail);
+    assert!(r.detail.contains("went silent"), "{}", r.detail);
+}
