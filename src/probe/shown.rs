@@ -314,6 +314,51 @@ mod tests {
         }
     }
 
+    /// Hunt Z4: WordPress 6.1 died of a plugin's memory right after `<body>`, its
+    /// header sent: the head (its inline emoji script, its title) and the block theme's
+    /// duotone filters, hidden SVGs of no size, then nothing. Chromium shows a blank
+    /// page, and it was `up`: every SVG was taken for a drawing, and so was the head's
+    /// script. A hidden element draws nothing, and a script written in the head of a
+    /// page cut off before its body closed drew nothing in it.
+    #[test]
+    fn a_white_screen_after_hidden_drawings_and_a_head_script_shows_nothing() {
+        let head = "<!doctype html><html lang=en-US><head><meta charset=UTF-8>\
+                    <title>County Site</title><script>window.settings = {\"a\": 1};\
+                    !function(d){var c=d.createElement('canvas');}(document);</script>\
+                    <style>body{margin:0}</style></head>";
+        let filters = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 0 0\" width=\"0\" \
+                       height=\"0\" focusable=\"false\" role=\"none\" style=\"visibility: hidden; \
+                       position: absolute; left: -9999px; overflow: hidden;\"><defs><filter \
+                       id=\"duotone\"><feColorMatrix type=\"matrix\" values=\"1 0 0 0 0\"/>\
+                       </filter></defs></svg>";
+        let white_screen = format!("{head}\n<body class=\"home blog\">\n{filters}{filters}");
+        assert!(shows_nothing(&white_screen), "{white_screen}");
+        for hidden in [
+            "<svg style=\"display:none\"><symbol id=i><path d=\"M0 0h24\"/></symbol></svg>",
+            "<svg hidden><image href=/a.png /></svg>",
+            "<input type=\"hidden\" name=\"nonce\" value=\"1\">",
+            "<img src=/pixel.gif width=0 height=0>",
+            "<iframe src=/tag style=\"display: none; visibility: hidden\"></iframe>",
+        ] {
+            let page = format!("<html><head><title>T</title></head><body>{hidden}</body></html>");
+            assert!(shows_nothing(&page), "{page}");
+        }
+        for shown in [
+            // The same page whole: its head's script may draw its body.
+            format!("{head}<body></body></html>"),
+            // An app's shell, its script loaded from the head, its end tags left out.
+            "<html><head><script type=module src=/assets/index.js></script></head><body><div id=app>"
+                .to_string(),
+            // A sprite's icon in use, and a hidden SVG's visible neighbour.
+            "<body><svg style=\"display:none\"><symbol id=i/></svg><svg width=24 height=24><use href=#i /></svg>"
+                .to_string(),
+            "<body><svg class=\"visually-hidden-icon\" width=\"20\"><path d=\"M0\"/></svg>".to_string(),
+            format!("{head}<body>{filters}<script src=/app.js></script>"),
+        ] {
+            assert!(!shows_nothing(&shown), "{shown}");
+        }
+    }
+
     #[test]
     fn text_is_counted_outside_scripts_styles_titles_and_comments() {
         let page = "<title>Just a moment</title><style>p{}</style><!-- note -->\
