@@ -39,15 +39,31 @@ struct Shown {
     chars: usize,
     /// Whether something is drawn without text.
     drawn: bool,
+    /// Whether a script written into the page's head was seen: it may draw the body
+    /// of a whole page, but not of one cut off before its body closed.
+    head_script: bool,
+    /// Whether the reading is inside `<head>`.
+    in_head: bool,
 }
 
 /// Whether a page shows a person nothing at all: no text outside tags, comments,
 /// scripts, styles, the title and templates (white space, control characters, a
 /// byte-order mark and `&nbsp;` are no text), and nothing drawn without text
 /// ([`DRAWING_TAGS`], or a background image).
+///
+/// A hidden element draws nothing (`hidden`, `display: none`, `visibility: hidden`,
+/// no width or height, a hidden input). A script written into the head of a page cut
+/// off before its body closed drew nothing in it: PHP died after the head was sent
+/// (WordPress's inline emoji script, hunt Z4), while an app's shell loads its script
+/// (`src=`) or comes whole.
 pub(crate) fn shows_nothing(text: &str) -> bool {
     let seen = read(text, |s| s.chars > 0 || s.drawn);
-    seen.chars == 0 && !seen.drawn
+    seen.chars == 0 && !seen.drawn && (!seen.head_script || cut_off(text.as_bytes()))
+}
+
+/// Whether a page ends before its body does: no `</body>` nor `</html>` in it.
+fn cut_off(b: &[u8]) -> bool {
+    find_ascii_ci(b, b"</body").is_none() && find_ascii_ci(b, b"</html").is_none()
 }
 
 /// Whether a page shows more than `limit` characters of text (scripts, styles, the
@@ -68,8 +84,19 @@ fn read(text: &str, settled: impl Fn(&Shown) -> bool) -> Shown {
                     seen.chars += 1;
                     i + 1
                 }
-                Markup::Hidden(end) => end,
+                Markup::Hidden(end) => {
+                    seen.in_head = in_head_after(&b[i..end], seen.in_head);
+                    end
+                }
                 Markup::Drawing(end) => {
+                    seen.drawn = true;
+                    end
+                }
+                Markup::Script(end) if seen.in_head => {
+                    seen.head_script = true;
+                    end
+                }
+                Markup::Script(end) => {
                     seen.drawn = true;
                     end
                 }
@@ -102,6 +129,87 @@ enum Markup {
     Hidden(usize),
     /// Markup that draws something, ending here.
     Drawing(usize),
+    /// A script written into the page (no `src`), ending here: it draws, unless it is
+    /// in the head of a page cut off before its body ([`shows_nothing`]).
+    Script(usize),
+}
+
+/// Whether the reading is inside `<head>` after `tag`, a tag that shows nothing.
+fn in_head_after(tag: &[u8], before: bool) -> bool {
+    let named = |name: &[u8]| {
+        tag.get(..name.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(name))
+            && tag
+                .get(name.len())
+                .is_some_and(|c| c.is_ascii_whitespace() || matches!(c, b'>' | b'/'))
+    };
+    if named(b"<head") {
+        true
+    } else if named(b"</head") || named(b"<body") {
+        false
+    } else {
+        before
+    }
+}
+
+/// Whether a drawing element's tag hides it: `hidden`, a style with `display: none`
+/// or `visibility: hidden`, a width or height of 0 (WordPress's duotone filters, an
+/// icon sprite's `<svg>`), a hidden input.
+fn hides(tag: &[u8]) -> bool {
+    let value = |name| attribute(tag, name).and_then(|v| v);
+    let style: Vec<u8> = value(b"style")
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| !c.is_ascii_whitespace())
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    let has = |needle: &[u8]| memchr::memmem::find(&style, needle).is_some();
+    let is = |name, v: &[u8]| value(name).is_some_and(|x| x.eq_ignore_ascii_case(v));
+    attribute(tag, b"hidden").is_some()
+        || has(b"display:none")
+        || has(b"visibility:hidden")
+        || is(b"type", b"hidden")
+        || is(b"width", b"0")
+        || is(b"height", b"0")
+}
+
+/// The attribute `name` (lower case) of a tag: `Some(None)` when it stands alone,
+/// `Some(Some(value))` with its value, quotes taken off.
+fn attribute<'t>(tag: &'t [u8], name: &[u8]) -> Option<Option<&'t [u8]>> {
+    let mut at = 0;
+    while let Some(p) = find_ascii_ci(&tag[at..], name) {
+        let start = at + p;
+        at = start + 1;
+        let before = start.checked_sub(1).map(|i| tag[i]);
+        if !before.is_some_and(|c| c.is_ascii_whitespace()) {
+            continue;
+        }
+        let rest = &tag[start + name.len()..];
+        let spaced = rest.iter().take_while(|c| c.is_ascii_whitespace()).count();
+        match rest.get(spaced) {
+            Some(b'=') => {}
+            None | Some(b'>' | b'/') => return Some(None),
+            Some(_) if spaced > 0 => return Some(None),
+            Some(_) => continue,
+        }
+        let rest = &rest[spaced + 1..];
+        let rest = &rest[rest.iter().take_while(|c| c.is_ascii_whitespace()).count()..];
+        let value = match rest.first() {
+            Some(q @ (b'"' | b'\'')) => {
+                let inner = &rest[1..];
+                &inner[..memchr::memchr(*q, inner).unwrap_or(inner.len())]
+            }
+            _ => {
+                let len = rest
+                    .iter()
+                    .take_while(|c| !c.is_ascii_whitespace() && **c != b'>')
+                    .count();
+                &rest[..len]
+            }
+        };
+        return Some(Some(value));
+    }
+    None
 }
 
 /// Where the comment opened by the `<!--` at `b[at]` ends (just past it), as HTML's
@@ -153,18 +261,25 @@ fn markup(b: &[u8], at: usize) -> Markup {
     if closing {
         return Markup::Hidden(end);
     }
-    let drawing = is(DRAWING_TAGS) || has_background_image(&b[at..end]);
+    let tag = &b[at..end];
+    let drawing = is(DRAWING_TAGS) || has_background_image(tag);
     if !is(UNSHOWN_ELEMENTS) {
-        return if drawing {
-            Markup::Drawing(end)
-        } else {
-            Markup::Hidden(end)
+        return match drawing {
+            // What a hidden SVG holds is hidden with it.
+            true if hides(tag) && name.eq_ignore_ascii_case(b"svg") => {
+                Markup::Hidden(closing_tag(b, end, name))
+            }
+            true if hides(tag) => Markup::Hidden(end),
+            true => Markup::Drawing(end),
+            false => Markup::Hidden(end),
         };
     }
     // A script draws and a style's background image shows; a title's or a template's
     // words do not.
     let close = closing_tag(b, end, name);
-    if drawing || has_background_image(&b[end..close]) {
+    if name.eq_ignore_ascii_case(b"script") && attribute(tag, b"src").is_none() {
+        Markup::Script(close)
+    } else if drawing || has_background_image(&b[end..close]) {
         Markup::Drawing(close)
     } else {
         Markup::Hidden(close)
@@ -225,9 +340,20 @@ pub(crate) fn closing_tag(b: &[u8], from: usize, name: &[u8]) -> usize {
 }
 
 /// Whether a tag or a style sets an image: `url(` in CSS, or an old `background=`.
+/// `url(#…)` names a filter, mask or gradient of the page's own SVGs (WordPress's
+/// duotone styles), not an image.
 fn has_background_image(css_or_tag: &[u8]) -> bool {
-    find_ascii_ci(css_or_tag, b"url(").is_some()
-        || find_ascii_ci(css_or_tag, b"background=").is_some()
+    let mut at = 0;
+    while let Some(p) = find_ascii_ci(&css_or_tag[at..], b"url(") {
+        at += p + 4;
+        let target = css_or_tag[at..]
+            .iter()
+            .find(|c| !c.is_ascii_whitespace() && !matches!(c, b'"' | b'\''));
+        if !matches!(target, Some(b'#' | b')') | None) {
+            return true;
+        }
+    }
+    find_ascii_ci(css_or_tag, b"background=").is_some()
 }
 
 /// The character reference at the start of `b` (`&amp;`, `&#160;`; a bare `&` is one
@@ -339,6 +465,7 @@ mod tests {
             "<input type=\"hidden\" name=\"nonce\" value=\"1\">",
             "<img src=/pixel.gif width=0 height=0>",
             "<iframe src=/tag style=\"display: none; visibility: hidden\"></iframe>",
+            "<style>.duo img { filter: url('#wp-duotone-grayscale'); }</style>",
         ] {
             let page = format!("<html><head><title>T</title></head><body>{hidden}</body></html>");
             assert!(shows_nothing(&page), "{page}");
@@ -353,6 +480,8 @@ mod tests {
             "<body><svg style=\"display:none\"><symbol id=i/></svg><svg width=24 height=24><use href=#i /></svg>"
                 .to_string(),
             "<body><svg class=\"visually-hidden-icon\" width=\"20\"><path d=\"M0\"/></svg>".to_string(),
+            "<body><svg stroke-width=\"0\" width=\"20\" data-hidden=\"no\"></svg>".to_string(),
+            "<body><img src=/map.png width=\"0.5in\" height=40>".to_string(),
             format!("{head}<body>{filters}<script src=/app.js></script>"),
         ] {
             assert!(!shows_nothing(&shown), "{shown}");
