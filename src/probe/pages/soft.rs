@@ -625,4 +625,36 @@ mod tests {
         let pier = format!("<title>Welcome to Jetty Road Fish Bar</title>{long}");
         assert_eq!(soft_failure(&pier), None, "a site of its own named Jetty");
     }
+
+    /// Hunt Z4's stand-ins from Debian's own packages, each `up` before: MediaWiki with
+    /// its `LocalSettings.php` lost, nginx's own 50x page served with 200 by
+    /// `error_page … = /50x.html`, DokuWiki's setup error when its data directory's
+    /// permissions are lost, and Roundcube's internal error when its database is away.
+    #[test]
+    fn hunt_z4_pages_standing_in_for_the_site_name_themselves() {
+        let mediawiki = "<!DOCTYPE html>\n<html><head><meta charset=\"UTF-8\" /><title>MediaWiki 1.39.17</title>\n<style media=\"screen\">body { color: #000; }</style></head><body>\n<img src=\"/resources/assets/mediawiki.png\" alt=\"The MediaWiki logo\" />\n<h1>MediaWiki 1.39.17</h1>\n<div class=\"errorbox\">\n<p>LocalSettings.php not found.</p>\n<p>Please <a href=\"/mw-config/index.php\">set up the wiki</a> first.</p>\n</div>\n</body>\n</html>\n";
+        let nginx_50x = "<!DOCTYPE html>\n<html>\n<head>\n<title>Error</title>\n</head>\n<body>\n<h1>An error occurred.</h1>\n<p>Sorry, the page you are looking for is currently unavailable.<br/>\nPlease try again later.</p>\n<p>If you are the system administrator of this resource then you should check\nthe error log for details.</p>\n<p><em>Faithfully yours, nginx.</em></p>\n</body>\n</html>\n";
+        let dokuwiki = "<!DOCTYPE html><html><head><title>DokuWiki Setup Error</title></head>\n<body style=\"font-family: Arial, sans-serif\">\n<div style=\"width:60%; margin: auto; background-color: #fcc;\">\n<h1 style=\"font-size: 120%\">DokuWiki Setup Error</h1>\n<p>The datadir ('pages') at /var/lib/dokuwiki/data/pages is not found, isn't accessible or writable. You should check your config and permission settings. Or maybe you want to <a href=\"install.php\">run the installer</a>?</p>\n</div>\n</body>\n</html>\n";
+        let roundcube = "<!DOCTYPE html>\n<html><head><title>Internal Error</title></head><body>\n<div class=\"boxerror\"><h1>Oops... something went wrong!</h1>\n<p>An internal error has occurred. Your request cannot be processed at this time.</p>\n<p class=\"admin\">For administrators: Please check the application and/or server error logs for more information.</p></div>\n</body></html>";
+        for (page, named) in [
+            (mediawiki, "unfinished install"),
+            (nginx_50x, "error page"),
+            (dokuwiki, "error page"),
+            (roundcube, "error page"),
+        ] {
+            let said = soft_failure(page);
+            assert!(
+                said.as_deref().is_some_and(|s| s.starts_with(named)),
+                "{said:?}: {page}"
+            );
+        }
+        // Pages about these errors, and a site's own titles, are the site.
+        let long = "<p>Minutes of the council meeting, agendas and forms.</p>".repeat(25);
+        for page in [
+            format!("<title>Internal Error Reporting Policy</title>{long}"),
+            format!("<title>County wiki</title><h1>Help: LocalSettings.php not found after an upgrade</h1>{long}"),
+        ] {
+            assert_eq!(soft_failure(&page), None, "{page}");
+        }
+    }
 }
