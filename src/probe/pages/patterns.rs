@@ -175,6 +175,14 @@ pub(super) const SOFT_PATTERNS: &[(&str, &str)] = &[
     ),
     // The page express-generator makes, before the site's own.
     ("starter page", "welcome to express"),
+    // MediaWiki whose `LocalSettings.php` is gone (hunt Z4).
+    ("unfinished install", "localsettings.php not found"),
+    // nginx's own `50x.html`, which `error_page 502 = /50x.html` serves with 200; a
+    // wiki whose data directory lost its permissions (DokuWiki's setup error); a
+    // webmail whose database is away (Roundcube's "Oops... something went wrong!").
+    ("error page", "faithfully yours, nginx"),
+    ("error page", "isn't accessible or writable"),
+    ("error page", "an internal error has occurred"),
 ];
 
 /// Pages a server shows in place of the site, told by their title only (the same words
@@ -293,6 +301,8 @@ pub(super) const TITLE_PATTERNS: &[(&str, &str, Fit)] = &[
     // Varnish's own page when no backend answered ("Guru Meditation").
     ("error page", "503 backend fetch failed", Fit::First),
     ("error page", "database error", Fit::Alone),
+    ("error page", "internal error", Fit::Alone),
+    ("error page", "dokuwiki setup error", Fit::Anywhere),
     // A notice that the site is in maintenance says so ("维护中": under maintenance, but
     // not "维护中心", a maintenance centre). A bare noun ("网站维护": website
     // maintenance) names a notice only when it is nearly the whole title: in a longer
