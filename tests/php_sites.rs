@@ -76,3 +76,37 @@ async fn a_php_site_is_judged_by_what_its_visitors_see() {
     assert_eq!(verdict(&r), (Verdict::Down, "http_status"), "{}", r.detail);
     assert!(r.detail.contains("502"), "{}", r.detail);
 }
+
+/// A page whose script is stopped part way by PHP's `max_execution_time` (a slow query,
+/// a loop), its first part already sent: PHP-FPM ends the answer and nginx closes it
+/// cleanly (FastCGI, like uwsgi, has no length of its own to fall short of), so the
+/// half page arrives whole on the wire, status 200, ending where the script died, after
+/// seconds of nothing. Hunt Z4 met the same behind nginx and uWSGI's `harakiri`: `up`.
+/// Errors are not shown (Debian's production `php.ini`), so nothing names it but its
+/// end.
+const KILLED_PART_WAY: &str = r#"<?php set_time_limit(2); ?><!DOCTYPE html><html><head><title>Village of Oakdale</title></head>
+<body><h1>Building permits</h1><ul>
+<?php for ($i = 0; $i < 200; $i++) { echo "<li>Permit $i: a new porch, approved by the board.</li>\n"; }
+flush(); while (true) { $x = sqrt(mt_rand()); } ?>
+</ul><p>Village hall is open 8 to 4.</p></body></html>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_php_page_stopped_part_way_is_not_up() {
+    let ip = "127.0.63.51";
+    let php = Php::start(
+        ip,
+        HOST,
+        &[("index.php", HOME), ("permits.php", KILLED_PART_WAY)],
+    );
+    let e = engine_with(
+        "attempts = 1",
+        &format!("[dns]\nstatic = {{ \"{HOST}\" = \"{ip}\" }}\n"),
+    );
+    let port = php.nginx.port;
+    let r = check(&e, &format!("http://{HOST}:{port}/permits.php")).await;
+    assert_eq!(verdict(&r), (Verdict::Degraded, "protocol"), "{}", r.detail);
+    assert!(r.detail.contains("cut off"), "{}", r.detail);
+    // The same site's whole page is up.
+    let r = check(&e, &format!("http://{HOST}:{port}/")).await;
+    assert_eq!(verdict(&r), (Verdict::Up, "ok"), "{}", r.detail);
+}
