@@ -33,6 +33,9 @@ pub(super) struct Body {
     /// came: what came is judged, as the part of a slow page a browser has drawn by
     /// then (or of a page that stopped part way).
     pub(super) late: Option<Duration>,
+    /// A body that ended on its own (not late, not broken off): the longest time
+    /// nothing came, from its head to its end.
+    pub(super) stalled: Duration,
 }
 
 /// What reading a body came to.
@@ -54,14 +57,20 @@ pub(super) async fn read(resp: reqwest::Response, max: usize, status: u16) -> Fi
     let codings = own_codings(resp.headers());
     let close_delimited = close_delimited(&resp);
     let announced = announced_over_http2(&resp, status);
-    let mut last_byte = Instant::now();
-    let came = read_body(resp, max, &mut last_byte).await;
-    let quiet = last_byte.elapsed();
+    let mut arrivals = Arrivals::new();
+    let came = read_body(resp, max, &mut arrivals).await;
+    let quiet = arrivals.last.elapsed();
     let unframed = came.as_ref().err().and_then(|(e, _)| chunks_unread(e));
     let result = match short_of(&came, announced) {
         Some(why) => short_body(came, why, status).and_then(|b| inflated(b, codings, max, status)),
         None => body_of(came, codings, close_delimited, quiet, max, status),
-    };
+    }
+    .map(|mut body| {
+        if body.late.is_none() && body.broke_off.is_none() {
+            body.stalled = arrivals.longest_gap.max(quiet);
+        }
+        body
+    });
     Finished {
         result: result.map_err(Outcome::Failure),
         unframed,
@@ -110,6 +119,7 @@ fn short_body(came: Came, why: String, status: u16) -> Result<Body, Failure> {
         truncated: false,
         broke_off: Some(why),
         late: None,
+        stalled: Duration::ZERO,
     })
 }
 
@@ -168,6 +178,7 @@ fn body_of(
             truncated,
             broke_off,
             late,
+            stalled: Duration::ZERO,
         },
         codings,
         max,
@@ -188,6 +199,7 @@ fn inflated(
         truncated,
         broke_off,
         late,
+        stalled,
     } = came;
     let read = raw.len();
     let cut = truncated || broke_off.is_some() || late.is_some();
@@ -207,6 +219,7 @@ fn inflated(
         truncated: truncated && broke_off.is_none() && late.is_none(),
         broke_off,
         late,
+        stalled,
     })
 }
 
@@ -319,9 +332,33 @@ pub(super) fn decode(
 /// How long a body that filled the read limit exactly is given to show its end.
 const END_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Reads `resp`'s body as it came, to at most `max` bytes; `last_byte` is when its
-/// last bytes came.
-async fn read_body(mut resp: reqwest::Response, max: usize, last_byte: &mut Instant) -> Came {
+/// When a body's bytes came, as it was read.
+struct Arrivals {
+    /// When the last bytes came (the head, before any of the body).
+    last: Instant,
+    /// The longest time nothing came, from the head to the last bytes.
+    longest_gap: Duration,
+}
+
+impl Arrivals {
+    fn new() -> Arrivals {
+        Arrivals {
+            last: Instant::now(),
+            longest_gap: Duration::ZERO,
+        }
+    }
+
+    /// Bytes came now.
+    fn came(&mut self) {
+        let now = Instant::now();
+        self.longest_gap = self.longest_gap.max(now.duration_since(self.last));
+        self.last = now;
+    }
+}
+
+/// Reads `resp`'s body as it came, to at most `max` bytes, noting in `arrivals` when
+/// its bytes came.
+async fn read_body(mut resp: reqwest::Response, max: usize, arrivals: &mut Arrivals) -> Came {
     let end = length_browsers_take(&resp);
     let mut body = Vec::with_capacity(
         resp.content_length()
@@ -334,7 +371,7 @@ async fn read_body(mut resp: reqwest::Response, max: usize, last_byte: &mut Inst
         }
         match resp.chunk().await {
             Ok(Some(mut chunk)) => {
-                *last_byte = Instant::now();
+                arrivals.came();
                 if let Some(end) = end {
                     chunk.truncate(chunk.len().min((end as usize) - body.len()));
                 }
@@ -616,7 +653,7 @@ mod tests {
             );
             reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(stream)))
         };
-        let (bytes, cut) = read_body(response(3), 16, &mut Instant::now())
+        let (bytes, cut) = read_body(response(3), 16, &mut Arrivals::new())
             .await
             .expect("read");
         assert_eq!(
@@ -624,7 +661,7 @@ mod tests {
             (16, true),
             "three chunks of 8, read to 16"
         );
-        let (bytes, cut) = read_body(response(2), 16, &mut Instant::now())
+        let (bytes, cut) = read_body(response(2), 16, &mut Arrivals::new())
             .await
             .expect("read");
         assert_eq!(
@@ -652,7 +689,7 @@ mod tests {
         let stream = chunks.chain(end);
         let response =
             reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(stream)));
-        let (bytes, cut) = read_body(response, 16, &mut Instant::now())
+        let (bytes, cut) = read_body(response, 16, &mut Arrivals::new())
             .await
             .expect("read");
         assert_eq!(

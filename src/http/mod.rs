@@ -598,6 +598,7 @@ async fn finish(
         truncated: body.truncated,
         broke_off: body.broke_off,
         late: body.late,
+        stalled: body.stalled,
         text,
         charset,
         final_url: chain.url.to_string(),

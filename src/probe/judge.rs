@@ -315,7 +315,43 @@ const DELIVERY_RULES: &[Rule] = &[
     slow,
     certificate_expiring,
     broke_off_after_the_page,
+    stopped_part_way,
 ];
+
+/// The longest quiet in a page cut off that tells a script stopped part way (a proxy's
+/// buffers may send its part at once, its rest and end after the quiet).
+const STOPPED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A page that stopped coming for seconds and ended cut off before its body closed: the
+/// application behind the server was stopped part way (PHP's `max_execution_time`,
+/// uWSGI's `harakiri`), and the server ended the answer cleanly, as FastCGI and uwsgi
+/// have no length of their own to fall short of (hunt Z4). A browser shows half a page.
+/// A page cut off at once is no sign: pages minified without their optional end tags
+/// end so.
+fn stopped_part_way(s: &Seen<'_>) -> Option<Judgement> {
+    let a = s.answer;
+    let stopped = a.stalled >= STOPPED_AFTER
+        && a.broke_off.is_none()
+        && a.late.is_none()
+        && !a.truncated
+        && crate::probe::shown::cut_off_page(&a.text);
+    stopped.then(|| {
+        Judgement::new(
+            Verdict::Degraded,
+            Reason::Protocol,
+            format!(
+                "{}, {} bytes in {} ms, but the page stopped coming for {} ms and ended \
+                 cut off before its end: the application behind the server was stopped part \
+                 way (PHP's max_execution_time, uWSGI's harakiri); a browser shows the part \
+                 that came",
+                s.status,
+                a.body_bytes,
+                s.ms,
+                a.stalled.as_millis()
+            ),
+        )
+    })
+}
 
 /// Whether the job lists `code` in `expect.status`.
 fn asked_for(plan: &Plan, code: u16) -> bool {
@@ -891,6 +927,39 @@ mod tests {
             a.broke_off = Some("eof".into());
         }
         assert_eq!(judge(&p, &o, &SETTINGS).reason, Reason::HttpStatus);
+    }
+
+    /// Hunt Z4: a script stopped part way behind nginx (PHP's `max_execution_time`,
+    /// uWSGI's `harakiri`) leaves a page cut off, ended cleanly after seconds of nothing.
+    #[test]
+    fn a_page_cut_off_after_a_stall_was_stopped_part_way() {
+        let p = plan(Expect::default());
+        let seen = |body: &str, stalled_ms: u64| {
+            let mut o = answer(200, body);
+            if let Outcome::Answer(a) = &mut o.outcome {
+                a.stalled = Duration::from_millis(stalled_ms);
+            }
+            judge(&p, &o, &SETTINGS)
+        };
+        let half = format!(
+            "<!DOCTYPE html><html><head><title>Permits</title></head><body><ul>{}",
+            "<li>Permit: a new porch, approved by the board.</li>".repeat(20)
+        );
+        let j = seen(&half, 2000);
+        assert_eq!((j.verdict, j.reason), (Verdict::Degraded, Reason::Protocol));
+        assert!(
+            j.detail.contains("stopped coming for 2000 ms"),
+            "{}",
+            j.detail
+        );
+        // Cut off at once (minified without its end tags), whole after a stall, or no
+        // page at all: the site.
+        let whole = format!("{half}</ul></body></html>");
+        for (body, ms) in [(half.as_str(), 300), (whole.as_str(), 5000)] {
+            assert_eq!(seen(body, ms).verdict, Verdict::Up, "{body}");
+        }
+        let feed = format!("{{\"permits\": [{}]}}", "\"porch\",".repeat(60));
+        assert_eq!(seen(&feed, 5000).verdict, Verdict::Up);
     }
 
     /// Found by hand against Varnish 7.1 and PHP-FPM behind nginx (2026-12-04): the

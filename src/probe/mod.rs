@@ -196,6 +196,10 @@ pub struct Answer {
     /// came: the part that had come is what was judged (a browser shows a slow page as
     /// it comes, and one that stopped part way as far as it came).
     pub late: Option<Duration>,
+    /// A body that ended on its own (its last chunk, the close): the longest time nothing
+    /// came, from the head to the end. A page cut off after seconds of nothing is a
+    /// script stopped part way.
+    pub stalled: Duration,
     /// The body as text, whatever its charset.
     pub text: String,
     /// Charset used to decode it.

@@ -61,6 +61,13 @@ pub(crate) fn shows_nothing(text: &str) -> bool {
     seen.chars == 0 && !seen.drawn && (!seen.head_script || cut_off(text.as_bytes()))
 }
 
+/// Whether `text` is an HTML page that ends before its body does: it opens `<html>` or
+/// `<body>`, and closes neither.
+pub(crate) fn cut_off_page(text: &str) -> bool {
+    let b = text.as_bytes();
+    (find_ascii_ci(b, b"<body").is_some() || find_ascii_ci(b, b"<html").is_some()) && cut_off(b)
+}
+
 /// Whether a page ends before its body does: no `</body>` nor `</html>` in it.
 fn cut_off(b: &[u8]) -> bool {
     find_ascii_ci(b, b"</body").is_none() && find_ascii_ci(b, b"</html").is_none()
