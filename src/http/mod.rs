@@ -598,7 +598,7 @@ async fn finish(
         truncated: body.truncated,
         broke_off: body.broke_off,
         late: body.late,
-        stalled: body.stalled,
+        stalled_ms: u32::try_from(body.stalled.as_millis()).unwrap_or(u32::MAX),
         text,
         charset,
         final_url: chain.url.to_string(),

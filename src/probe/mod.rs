@@ -198,8 +198,8 @@ pub struct Answer {
     pub late: Option<Duration>,
     /// A body that ended on its own (its last chunk, the close): the longest time nothing
     /// came, from the head to the end. A page cut off after seconds of nothing is a
-    /// script stopped part way.
-    pub stalled: Duration,
+    /// script stopped part way. In milliseconds, as an answer is kept small.
+    pub stalled_ms: u32,
     /// The body as text, whatever its charset.
     pub text: String,
     /// Charset used to decode it.
