@@ -610,20 +610,25 @@ mod tests {
         let jetty = "<HTML>\n  <HEAD>\n    <TITLE>Welcome to Jetty 9 on Debian</TITLE>\n  </HEAD>\n<BODY>\n<h1>Welcome to Jetty 9 on Debian</h1>\n<P align=\"justify\">\n<b>Jetty</b> is a 100% Java HTTP Server and Servlet Container.  This means\nthat you do not need to configure and run a seperate web server (like Apache)\nin order to use java, servlets and JSPs to generate dynamic content.</P>\n</BODY>\n</HTML>\n";
         // Varnish's own error page, delivered with 200 by a custom `vcl_backend_error`.
         let guru = "<!DOCTYPE html>\n<html>\n  <head>\n    <title>503 Backend fetch failed</title>\n  </head>\n  <body>\n    <h1>Error 503 Backend fetch failed</h1>\n    <p>Backend fetch failed</p>\n    <h3>Guru Meditation:</h3>\n    <p>XID: 3</p>\n    <hr>\n    <p>Varnish cache server</p>\n  </body>\n</html>\n";
-        for (page, named) in [
+        each_named(&[
             (tomcat_listing, "directory listing"),
             (jetty, "default server page"),
             (guru, "error page"),
-        ] {
+        ]);
+        let long = "<p>Fresh fish, chips and the harbour view.</p>".repeat(25);
+        let pier = format!("<title>Welcome to Jetty Road Fish Bar</title>{long}");
+        assert_eq!(soft_failure(&pier), None, "a site of its own named Jetty");
+    }
+
+    /// Each page is named as the kind given.
+    fn each_named(pages: &[(&str, &str)]) {
+        for (page, named) in pages {
             let said = soft_failure(page);
             assert!(
                 said.as_deref().is_some_and(|s| s.starts_with(named)),
                 "{said:?}: {page}"
             );
         }
-        let long = "<p>Fresh fish, chips and the harbour view.</p>".repeat(25);
-        let pier = format!("<title>Welcome to Jetty Road Fish Bar</title>{long}");
-        assert_eq!(soft_failure(&pier), None, "a site of its own named Jetty");
     }
 
     /// Hunt Z4's stand-ins from Debian's own packages, each `up` before: MediaWiki with
@@ -636,18 +641,12 @@ mod tests {
         let nginx_50x = "<!DOCTYPE html>\n<html>\n<head>\n<title>Error</title>\n</head>\n<body>\n<h1>An error occurred.</h1>\n<p>Sorry, the page you are looking for is currently unavailable.<br/>\nPlease try again later.</p>\n<p>If you are the system administrator of this resource then you should check\nthe error log for details.</p>\n<p><em>Faithfully yours, nginx.</em></p>\n</body>\n</html>\n";
         let dokuwiki = "<!DOCTYPE html><html><head><title>DokuWiki Setup Error</title></head>\n<body style=\"font-family: Arial, sans-serif\">\n<div style=\"width:60%; margin: auto; background-color: #fcc;\">\n<h1 style=\"font-size: 120%\">DokuWiki Setup Error</h1>\n<p>The datadir ('pages') at /var/lib/dokuwiki/data/pages is not found, isn't accessible or writable. You should check your config and permission settings. Or maybe you want to <a href=\"install.php\">run the installer</a>?</p>\n</div>\n</body>\n</html>\n";
         let roundcube = "<!DOCTYPE html>\n<html><head><title>Internal Error</title></head><body>\n<div class=\"boxerror\"><h1>Oops... something went wrong!</h1>\n<p>An internal error has occurred. Your request cannot be processed at this time.</p>\n<p class=\"admin\">For administrators: Please check the application and/or server error logs for more information.</p></div>\n</body></html>";
-        for (page, named) in [
+        each_named(&[
             (mediawiki, "unfinished install"),
             (nginx_50x, "error page"),
             (dokuwiki, "error page"),
             (roundcube, "error page"),
-        ] {
-            let said = soft_failure(page);
-            assert!(
-                said.as_deref().is_some_and(|s| s.starts_with(named)),
-                "{said:?}: {page}"
-            );
-        }
+        ]);
         // Pages about these errors, and a site's own titles, are the site.
         let long = "<p>Minutes of the council meeting, agendas and forms.</p>".repeat(25);
         for page in [

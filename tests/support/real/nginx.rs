@@ -72,22 +72,30 @@ impl Nginx {
     /// nginx on `ip` serving `hosts`, of which those in `failing` answer `status` to
     /// everything (broken sites beside working ones on a shared server), with no limit.
     pub fn some_failing(ip: &str, hosts: &[String], failing: &[String], status: u16) -> Nginx {
-        let dir = scratch("nginx-some-failing");
+        let what = format!("location / {{ return {status}; }}");
+        Nginx::some_set_apart(ip, hosts, (failing, &what), "nginx (some sites failing)")
+    }
+
+    /// nginx on `ip` serving `hosts`, those in `apart` with the server block lines
+    /// `what` (a `location`), the others their own page.
+    fn some_set_apart(
+        ip: &str,
+        hosts: &[String],
+        (apart, what): (&[String], &str),
+        name: &str,
+    ) -> Nginx {
+        let dir = scratch("nginx-some-apart");
         let d = dir.display().to_string();
         let port = free_port();
         let mut servers = String::new();
         for h in hosts {
             write(&dir, &format!("www/{h}/index.html"), &page(h));
-            let what = if failing.contains(h) {
-                format!("location / {{ return {status}; }}")
-            } else {
-                String::new()
-            };
+            let what = if apart.contains(h) { what } else { "" };
             servers.push_str(&format!(
                 "  server {{ listen {ip}:{port}; server_name {h}; root {d}/www/{h}; {what} }}\n"
             ));
         }
-        Nginx::run("nginx (some sites failing)", &dir, ip, port, &servers)
+        Nginx::run(name, &dir, ip, port, &servers)
     }
 
     /// nginx on `ip` serving `hosts`, of which those in `hanging` pass every request to
@@ -95,22 +103,8 @@ impl Nginx {
     /// answers (its workers all waiting on a database that hangs): nginx waits for it
     /// (`proxy_read_timeout`, 60 s) while it answers its other hosts at once.
     pub fn some_hanging(ip: &str, hosts: &[String], hanging: &[String], backend: &str) -> Nginx {
-        let dir = scratch("nginx-some-hanging");
-        let d = dir.display().to_string();
-        let port = free_port();
-        let mut servers = String::new();
-        for h in hosts {
-            write(&dir, &format!("www/{h}/index.html"), &page(h));
-            let what = if hanging.contains(h) {
-                format!("location / {{ proxy_pass http://{backend}; }}")
-            } else {
-                String::new()
-            };
-            servers.push_str(&format!(
-                "  server {{ listen {ip}:{port}; server_name {h}; root {d}/www/{h}; {what} }}\n"
-            ));
-        }
-        Nginx::run("nginx (some backends hanging)", &dir, ip, port, &servers)
+        let what = format!("location / {{ proxy_pass http://{backend}; }}");
+        Nginx::some_set_apart(ip, hosts, (hanging, &what), "nginx (some backends hanging)")
     }
 
     /// nginx on `ip` limiting every client to `burst` requests at once and `per_minute`
