@@ -1283,3 +1283,22 @@ async fn a_connection_whose_packets_stop_being_acknowledged_went_silent() {
     assert_eq!(r.reason.as_str(), "timeout", "{}", r.detail);
     assert!(r.detail.contains("went silent"), "{}", r.detail);
 }
+
+/// Hunt Z4 (L1): with the probe's time no longer than its connect time, a server whose
+/// SYNs go unanswered (a full listen queue here, a firewall's DROP in the hunt) ran the
+/// whole probe out in the connect, and the detail said "no answer within 2999 ms" of a
+/// request never sent. It is no connection, and tells the limiter so (a DROP ban is
+/// not a request held open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_that_never_connected_says_so_whatever_timer_ran_out() {
+    let (hole, _held) = crate::support::blackhole("127.0.77.21").await;
+    let engine = engine_with(
+        "attempts = 1\nconnect_timeout = \"10s\"",
+        "[dns]\nstatic = { \"no-syn-ack.test\" = \"127.0.77.21\" }\n",
+    );
+    let url = format!("http://no-syn-ack.test:{}/", hole.port());
+    let job = json!({"url": url, "timeout_ms": 3000});
+    let r = crate::support::picket::check_job(&engine, job).await;
+    assert_eq!(r.reason.as_str(), "timeout", "{}", r.detail);
+    assert!(r.detail.contains("no connection within"), "{}", r.detail);
+}
