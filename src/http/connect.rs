@@ -382,7 +382,8 @@ impl HttpProber {
                 format!("{host}: not probed, picket's own error: {pin}"),
             ));
         }
-        let allowed = Allowed::new(remaining, probe.plan.connect_timeout, obs);
+        let https = ask.url().scheme() == "https";
+        let allowed = Allowed::new(remaining, probe.plan.connect_timeout, https, obs);
         Ok(AtAddress::Failed(e, asked.elapsed(), allowed))
     }
 
@@ -753,7 +754,7 @@ impl HttpProber {
             );
         }
         let outcome = self.by_the_sites_clock(e, classify(e, host, addr, allowed, probe.egress));
-        let signal = signal_of(&outcome, e, probe.egress.route, waited);
+        let signal = signal_of(&outcome, e, probe.egress.route, (waited, allowed));
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
             let refusal = self.standing(ip, host, probe.egress, signal).await;
@@ -859,8 +860,14 @@ async fn proxy_silence(
 /// probe answers in milliseconds, and a proxy slower than this is failing anyway.
 const GREETING_TIME: Duration = Duration::from_secs(2);
 
-/// What a failed request tells the limiter of our standing with the IP, if anything.
-fn signal_of(outcome: &Outcome, e: &SendError, route: Route, waited: Duration) -> Option<Signal> {
+/// What a failed request tells the limiter of our standing with the IP, if anything,
+/// `allowed` saying how far its connection got before it waited `waited`.
+fn signal_of(
+    outcome: &Outcome,
+    e: &SendError,
+    route: Route,
+    (waited, allowed): (Duration, &Allowed),
+) -> Option<Signal> {
     match outcome {
         Outcome::Failure(Failure {
             kind: FailureKind::Reset,
@@ -880,9 +887,9 @@ fn signal_of(outcome: &Outcome, e: &SendError, route: Route, waited: Duration) -
         Outcome::Failure(Failure {
             kind: FailureKind::Timeout,
             ..
-        }) if route == Route::Direct => Some(if e.connect_timed_out() {
+        }) if route == Route::Direct => Some(if e.connect_timed_out() || !allowed.tcp_up {
             Signal::TimedOut(waited)
-        } else if waited >= super::client::KEPT_OPEN_AFTER && !e.went_silent() {
+        } else if allowed.sent && waited >= super::client::KEPT_OPEN_AFTER && !e.went_silent() {
             Signal::HeldOpen(waited)
         } else {
             Signal::Unanswered(waited)

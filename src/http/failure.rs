@@ -19,15 +19,27 @@ pub(super) struct Allowed {
     /// How long TCP took, when it was up but the connection never got ready: the TLS
     /// handshake (or, through a proxy, the tunnel) is what stalled.
     pub(super) tcp: Option<Duration>,
+    /// Whether TCP connected at all.
+    pub(super) tcp_up: bool,
+    /// Whether the connection was ready and the request went out.
+    pub(super) sent: bool,
 }
 
 impl Allowed {
     /// For a request given `request`, whose hop wrote its connection's times into `obs`.
-    pub(super) fn new(request: Duration, connect: Duration, obs: &Observation) -> Allowed {
+    /// `https` tells whether the connection had a TLS handshake to finish.
+    pub(super) fn new(
+        request: Duration,
+        connect: Duration,
+        https: bool,
+        obs: &Observation,
+    ) -> Allowed {
         Allowed {
             request,
             connect: connect.min(request),
             tcp: obs.connect.filter(|_| obs.tls.is_none()),
+            tcp_up: obs.connect.is_some(),
+            sent: obs.connect.is_some() && (obs.tls.is_some() || !https),
         }
     }
 
@@ -44,9 +56,17 @@ impl Allowed {
         }
     }
 
-    /// What an answer that did not come in time had.
+    /// What an answer that did not come in time had: the probe's time may have run out
+    /// before the connection did (a connect time as long as the probe's).
     pub(super) fn no_answer(&self) -> String {
-        format!("no answer within {} ms", self.request.as_millis())
+        if self.sent {
+            return format!("no answer within {} ms", self.request.as_millis());
+        }
+        Allowed {
+            connect: self.request,
+            ..*self
+        }
+        .no_connection()
     }
 }
 
