@@ -56,6 +56,11 @@ pub(crate) const DECAY_AFTER: Duration = Duration::from_secs(60);
 /// IP has not answered since a hold ended: fail2ban's default `bantime` is 10 minutes,
 /// and operators often raise it to an hour.
 pub(crate) const BAN_MEMORY: Duration = Duration::from_secs(3600);
+/// Checks, at least [`REFUSAL_WINDOW`] apart, in which a host refuses again after a hold
+/// while the IP answers its other hosts ([`again_while_answering`]) before its refusals
+/// are the site's failure: a limit of ours refusing what is still too fast lets the
+/// same host through now and then, a broken site never.
+pub(crate) const AGAIN_TIMES: u32 = 3;
 /// Hosts remembered per IP (refusals and host holds each).
 const MAX_HOSTS: usize = 32;
 
@@ -1021,6 +1026,41 @@ mod tests {
             let r = s.refused("a.test", Signal::Refused(status), "192.0.2.1", BASE, after);
             assert_eq!(r.map(|r| r.level), Some(2), "{status}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_refusing_again_check_after_check_while_the_ip_answers_is_the_sites_at_last() {
+        // Hunt Z4: two sites of a shared nginx answer its plain 403 (an index deleted,
+        // a file's permissions lost) among healthy neighbours, check after check. A
+        // limit of ours lets the same host through now and then at half the rate; a
+        // site that refuses every time, its neighbours answering, is failing.
+        let r = Signal::Refused(403);
+        let mut s = Standing::default();
+        let t0 = Instant::now();
+        s.fine(t0);
+        let _ = s.refused("a.test", r, "192.0.2.1", BASE, t0);
+        let _ = s.refused("b.test", r, "192.0.2.1", BASE, t0);
+        let mut t = t0 + BASE + Duration::from_millis(100);
+        for check in 1..=AGAIN_TIMES {
+            s.fine(t);
+            let said = s.refused(
+                "a.test",
+                r,
+                "192.0.2.1",
+                BASE,
+                t + Duration::from_millis(50),
+            );
+            // The confirming attempt of the same check counts nothing more.
+            let confirmed = s.refused("a.test", r, "192.0.2.1", BASE, t + Duration::from_secs(2));
+            if check < AGAIN_TIMES {
+                assert!(said.is_some_and(|r| r.hold.is_zero()), "check {check}");
+                assert!(confirmed.is_some(), "check {check}, confirming");
+            } else {
+                assert_eq!(said, None, "check {check}: the site's at last");
+            }
+            t += REFUSAL_WINDOW;
+        }
+        assert_eq!(s.level(), 1, "never stepped up");
     }
 
     #[tokio::test(start_paused = true)]
