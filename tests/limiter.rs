@@ -369,6 +369,38 @@ async fn requests_held_open_after_the_hold_are_the_sites_while_its_neighbours_an
     assert!(r.detail.contains("without an answer"), "{}", r.detail);
 }
 
+/// Hunt Z4: a host refusing again after the hold while the IP answers its other hosts
+/// is not held again, and after `AGAIN_TIMES` checks (each at least the refusal window
+/// apart; a check's confirming attempt counts none) its refusals are the site's, for
+/// every worker, as the Lua `REFUSE` script reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_refusing_again_check_after_check_is_the_sites_at_last_for_every_worker() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "again-a");
+    let b = limiter(&s, Duration::from_secs(30), "again-b");
+    let refused = Signal::Refused(403);
+    let _ = storm(&a, &a, refused).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let now = |host| req(host, Duration::ZERO);
+    for check in 1..=3 {
+        let w = if check % 2 == 1 { &a } else { &b };
+        assert!(w.answered(now("three.test"), Signal::Fine).await.is_none());
+        let said = w.answered(now("one.test"), refused).await;
+        let confirming = w.answered(now("one.test"), refused).await;
+        if check < 3 {
+            let r = said.unwrap_or_else(|| panic!("check {check}: still unknown"));
+            assert!(r.hold.is_zero(), "check {check}: {}", r.detail);
+            assert!(
+                confirming.is_some(),
+                "check {check}: the confirming attempt"
+            );
+            tokio::time::sleep(Duration::from_millis(10_100)).await;
+        } else {
+            assert_eq!(said, None, "check {check}: the site's at last");
+        }
+    }
+}
+
 /// fail2ban bans the address whose requests nginx refused, mod_evasive runs its
 /// `DOSSystemCommand`: after a server's own refusal of us, connections it refuses or
 /// drops are that ban, for every worker, until the IP answers after a hold.

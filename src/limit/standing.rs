@@ -448,6 +448,9 @@ pub(crate) struct Standing {
     /// (host, when) of the refusals taken for a refusal of us, to know a host that
     /// refuses again ([`again_while_answering`]).
     counted: Vec<(String, Instant)>,
+    /// (host, when last, how many times) a host refused again while the IP answered:
+    /// checks at least [`REFUSAL_WINDOW`] apart ([`AGAIN_TIMES`]).
+    again: Vec<(String, Instant, u32)>,
 }
 
 impl Standing {
@@ -515,6 +518,9 @@ impl Standing {
             return None;
         }
         if hold_over && self.level > 0 && answered && self.counted_before(host, now) {
+            if self.refused_again(host, now) >= AGAIN_TIMES {
+                return None;
+            }
             return Some(again_while_answering(signal.code(), host, ip, self.level));
         }
         self.count_the_storm(now);
@@ -564,6 +570,26 @@ impl Standing {
         self.counted
             .iter()
             .any(|(h, t)| h == host && now.duration_since(*t) < BAN_MEMORY)
+    }
+
+    /// `host` refused again after a hold while the IP answered: how many checks it has
+    /// now, a refusal within [`REFUSAL_WINDOW`] of the last one (the same check's
+    /// confirming attempt) counting none.
+    fn refused_again(&mut self, host: &str, now: Instant) -> u32 {
+        self.again
+            .retain(|(_, last, _)| now.duration_since(*last) < BAN_MEMORY);
+        if let Some((_, last, times)) = self.again.iter_mut().find(|(h, _, _)| h == host) {
+            if now.duration_since(*last) >= REFUSAL_WINDOW {
+                *last = now;
+                *times += 1;
+            }
+            return *times;
+        }
+        if self.again.len() >= MAX_HOSTS {
+            self.again.remove(0);
+        }
+        self.again.push((host.to_string(), now, 1));
+        1
     }
 
     /// Every host of the storm refused us, the newest and those before it.
