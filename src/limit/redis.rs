@@ -647,7 +647,8 @@ impl RedisLimiter {
                 i64::from(signal.code())
             } else {
                 -1
-            });
+            })
+            .arg(standing::AGAIN_TIMES);
         let (storm, hold_ms, level, hosts, by): (i64, u64, i64, i64, i64) = self.call(inv).await?;
         if storm == 0 {
             return Ok(None);

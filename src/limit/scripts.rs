@@ -208,7 +208,8 @@ return active
 /// the server's refusal of us, 2 the site's unless the IP answered since the hold
 /// ended, 3 the site's unless either, 4 the site's), ok_age_ms (how long ago the reporting worker last had an answer from the IP;
 /// -1 for never), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
-/// code when the server itself refused us, else -1).
+/// code when the server itself refused us, else -1), again_times
+/// (`standing::AGAIN_TIMES`).
 /// Returns {0, 0, 0, hosts, -1} not (yet) a refusal of us; {1, hold_ms, level, hosts,
 /// by} a refusal of us: the IP is held until the back-off hold ends (a new, doubled hold
 /// only once the running one is over: one storm, one step); `by` is the code of the
@@ -238,6 +239,12 @@ for i = 1, #all, 2 do
     end
   elseif kind == 'c:' and now - tonumber(all[i + 1]) >= tonumber(ARGV[11]) then
     redis.call('HDEL', s, all[i])
+  elseif kind == 'a:' then
+    local v = all[i + 1]
+    if now - tonumber(string.sub(v, 1, string.find(v, ':', 1, true) - 1)) >= tonumber(ARGV[11]) then
+      redis.call('HDEL', s, all[i])
+      f[all[i]] = nil
+    end
   end
 end
 redis.call('PEXPIRE', s, 3600000)
@@ -260,9 +267,23 @@ if level > 0 and now >= hold_end then
     if tonumber(ARGV[12]) >= 0 then redis.call('HDEL', s, 'srv', 'srvc') end
     return {0, 0, 0, hosts, -1}
   end
-  -- The same host again while the IP answers its others: not stepped up.
+  -- The same host again while the IP answers its others: not stepped up; after
+  -- ARGV[13] checks a refusal window apart (field a:<host> = 'last:times'), the site's.
   local before = tonumber(f['c:' .. ARGV[1]] or '-1e18')
   if answered and now - before < tonumber(ARGV[11]) then
+    local last, times = -1e18, 0
+    local again = f['a:' .. ARGV[1]]
+    if again then
+      local sep = string.find(again, ':', 1, true)
+      last = tonumber(string.sub(again, 1, sep - 1))
+      times = tonumber(string.sub(again, sep + 1))
+    end
+    if now - last >= tonumber(ARGV[3]) then
+      last = now
+      times = times + 1
+    end
+    redis.call('HSET', s, 'a:' .. ARGV[1], string.format('%.3f:%d', last, times))
+    if times >= tonumber(ARGV[13]) then return {0, 0, 0, hosts, -1} end
     return {1, 0, level, hosts, -2}
   end
 end

@@ -27,7 +27,9 @@
 //! A host whose refusal was taken for one of us before, refusing again after a hold
 //! while the IP answers its other hosts, does not step the hold up
 //! ([`again_while_answering`]): broken sites beside working ones on a shared server
-//! would otherwise halve the IP's rate check after check.
+//! would otherwise halve the IP's rate check after check. Refusing so in
+//! [`AGAIN_TIMES`] checks, it is the site's failure: a limit lets the same host
+//! through now and then.
 //!
 //! A `Retry-After` holds only the host that sent it; the IP is held when several of its
 //! hosts say so at once. [`Standing`] is the in-memory form (the local limiter); the
@@ -283,8 +285,11 @@ pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level:
 /// the same few hosts refusing check after check while their neighbours answer are as
 /// likely those sites failing on their own (a deleted index's 403, a dead pool's 503),
 /// and stepping up for them would halve the IP's rate again and again, starving every
-/// neighbour. With one egress the two cannot be told apart, so the verdict stays
-/// `unknown/blocked`; the IP is not held again.
+/// neighbour. With one egress the two cannot be told apart at once, so the verdict
+/// stays `unknown/blocked` and the IP is not held again; a host refusing so in
+/// [`AGAIN_TIMES`] checks is the site failing (a limit still tripping refuses whichever
+/// request comes too fast, not the same host every time), and its refusal no longer
+/// counts (`Standing::refused`).
 pub(crate) fn again_while_answering(code: u16, host: &str, ip: &str, level: u32) -> Refusal {
     let what = in_words(code).unwrap_or_else(|| format!("{code}").into());
     let detail = format!(
