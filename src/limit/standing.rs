@@ -661,6 +661,17 @@ mod tests {
 
     const BASE: Duration = Duration::from_secs(15);
 
+    /// The standing after the IP answered at `now` and then `a.test` and `b.test`
+    /// refused with `signal`: a storm, held once (level 1).
+    fn stormed(signal: Signal, now: Instant) -> Standing {
+        let mut s = Standing::default();
+        s.fine(now);
+        let _ = s.refused("a.test", signal, "192.0.2.1", BASE, now);
+        let r = s.refused("b.test", signal, "192.0.2.1", BASE, now);
+        assert_eq!(r.map(|r| r.level), Some(1), "{signal:?}");
+        s
+    }
+
     #[tokio::test(start_paused = true)]
     async fn one_host_refusing_is_that_site_not_us() {
         let mut s = Standing::default();
@@ -1050,10 +1061,7 @@ mod tests {
         // A 403 or 429 storm says so by its status: mod_evasive's block outlasts a
         // hold, and every request meanwhile lengthens it.
         for status in [403, 429] {
-            let mut s = Standing::default();
-            s.fine(now);
-            let _ = s.refused("a.test", Signal::Refused(status), "192.0.2.1", BASE, now);
-            let _ = s.refused("b.test", Signal::Refused(status), "192.0.2.1", BASE, now);
+            let mut s = stormed(Signal::Refused(status), now);
             let r = s.refused("a.test", Signal::Refused(status), "192.0.2.1", BASE, after);
             assert_eq!(r.map(|r| r.level), Some(2), "{status}");
         }
@@ -1066,11 +1074,8 @@ mod tests {
         // limit of ours lets the same host through now and then at half the rate; a
         // site that refuses every time, its neighbours answering, is failing.
         let r = Signal::Refused(403);
-        let mut s = Standing::default();
         let t0 = Instant::now();
-        s.fine(t0);
-        let _ = s.refused("a.test", r, "192.0.2.1", BASE, t0);
-        let _ = s.refused("b.test", r, "192.0.2.1", BASE, t0);
+        let mut s = stormed(r, t0);
         let mut t = t0 + BASE + Duration::from_millis(100);
         for check in 1..=AGAIN_TIMES {
             s.fine(t);
