@@ -489,6 +489,9 @@ mod tests {
             "<body><svg class=\"visually-hidden-icon\" width=\"20\"><path d=\"M0\"/></svg>".to_string(),
             "<body><svg stroke-width=\"0\" width=\"20\" data-hidden=\"no\"></svg>".to_string(),
             "<body><img src=/map.png width=\"0.5in\" height=40>".to_string(),
+            // Words inside another attribute's value are no attribute of their own.
+            "<body><img alt=\"the hidden valley\" src=/valley.jpg></body>".to_string(),
+            "<body><img title='width=0' src=/a.png></body>".to_string(),
             format!("{head}<body>{filters}<script src=/app.js></script>"),
         ] {
             assert!(!shows_nothing(&shown), "{shown}");
