@@ -183,40 +183,50 @@ fn hides(tag: &[u8]) -> bool {
 /// The attribute `name` (lower case) of a tag: `Some(None)` when it stands alone,
 /// `Some(Some(value))` with its value, quotes taken off.
 fn attribute<'t>(tag: &'t [u8], name: &[u8]) -> Option<Option<&'t [u8]>> {
-    let mut at = 0;
-    while let Some(p) = find_ascii_ci(&tag[at..], name) {
-        let start = at + p;
-        at = start + 1;
-        let before = start.checked_sub(1).map(|i| tag[i]);
-        if !before.is_some_and(|c| c.is_ascii_whitespace()) {
-            continue;
+    attributes(tag)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value)
+}
+
+/// The attributes of a tag (`<name …>`) as HTML's tokenizer reads them, in order: a
+/// name, and its value when it has one (quotes taken off). Words inside a quoted value
+/// are part of it (`alt="the hidden valley"` has no `hidden`).
+fn attributes(tag: &[u8]) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    let is_space = |c: &u8| c.is_ascii_whitespace();
+    let run = |from: usize, go: &dyn Fn(&u8) -> bool| {
+        from + tag
+            .get(from..)
+            .map_or(0, |t| t.iter().take_while(|c| go(c)).count())
+    };
+    let mut i = run(1, &|c| !is_space(c) && !matches!(c, b'>' | b'/'));
+    std::iter::from_fn(move || {
+        i = run(i, &|c| is_space(c) || *c == b'/');
+        if tag.get(i).is_none_or(|c| *c == b'>') {
+            return None;
         }
-        let rest = &tag[start + name.len()..];
-        let spaced = rest.iter().take_while(|c| c.is_ascii_whitespace()).count();
-        match rest.get(spaced) {
-            Some(b'=') => {}
-            None | Some(b'>' | b'/') => return Some(None),
-            Some(_) if spaced > 0 => return Some(None),
-            Some(_) => continue,
+        let start = i;
+        // A stray `=` where a name should be is read as the name's first character.
+        i = run(i + 1, &|c| !is_space(c) && !matches!(c, b'=' | b'>' | b'/'));
+        let name = &tag[start..i];
+        let eq = run(i, &is_space);
+        if tag.get(eq) != Some(&b'=') {
+            return Some((name, None));
         }
-        let rest = &rest[spaced + 1..];
-        let rest = &rest[rest.iter().take_while(|c| c.is_ascii_whitespace()).count()..];
-        let value = match rest.first() {
+        let at = run(eq + 1, &is_space);
+        let value = match tag.get(at) {
             Some(q @ (b'"' | b'\'')) => {
-                let inner = &rest[1..];
-                &inner[..memchr::memchr(*q, inner).unwrap_or(inner.len())]
+                let from = at + 1;
+                let len = memchr::memchr(*q, &tag[from..]).unwrap_or(tag.len() - from);
+                i = (from + len + 1).min(tag.len());
+                &tag[from..from + len]
             }
             _ => {
-                let len = rest
-                    .iter()
-                    .take_while(|c| !c.is_ascii_whitespace() && **c != b'>')
-                    .count();
-                &rest[..len]
+                i = run(at, &|c| !is_space(c) && *c != b'>');
+                &tag[at..i]
             }
         };
-        return Some(Some(value));
-    }
-    None
+        Some((name, Some(value)))
+    })
 }
 
 /// Where the comment opened by the `<!--` at `b[at]` ends (just past it), as HTML's
