@@ -1100,6 +1100,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_broken_pair_checked_a_minute_apart_is_the_sites_in_the_third_check_and_holds_once() {
+        // Sites are checked every minute or five, not every ten seconds: by the next
+        // check the neighbours' answers have stepped the IP's level back to 0. The two
+        // broken hosts refusing then were a fresh storm (held again, `unknown` again) or,
+        // when one refused alone, that one's failure at once: `down`, `unknown`, `down`,
+        // check after check, and the IP held in every other check.
+        let r = Signal::Refused(403);
+        let t0 = Instant::now();
+        let mut s = stormed(r, t0);
+        for check in 1..=5u32 {
+            let t = t0 + Duration::from_secs(60 * u64::from(check));
+            s.fine(t);
+            let a = s.refused("a.test", r, "192.0.2.1", BASE, t + Duration::from_secs(1));
+            let b = s.refused("b.test", r, "192.0.2.1", BASE, t + Duration::from_secs(3));
+            for (host, said) in [("a", a), ("b", b)] {
+                if check < AGAIN_TIMES {
+                    let said = said.unwrap_or_else(|| panic!("check {check}, {host}: unknown"));
+                    assert!(
+                        said.hold.is_zero(),
+                        "check {check}, {host}: {}",
+                        said.detail
+                    );
+                } else {
+                    assert_eq!(said, None, "check {check}, {host}: the site's");
+                }
+            }
+            assert!(!s.held(t + Duration::from_secs(4)), "check {check}: held");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_same_hosts_refusing_again_while_the_ip_answers_do_not_step_the_hold_up() {
         // Two sites of a shared server broken (a deleted index's 403, a dead pool's 503),
         // checked among working neighbours: a storm at first sight, held once. After the
