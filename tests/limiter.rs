@@ -401,6 +401,67 @@ async fn a_host_refusing_again_check_after_check_is_the_sites_at_last_for_every_
     }
 }
 
+/// Sites are checked a minute or more apart, and by then the neighbours' answers have
+/// stepped the IP's level back down (`DECAY`, set here at once). The same broken pair
+/// refusing then is no fresh storm: `unknown` and not held for two checks, the site's
+/// from the third, for every worker; and a site known failing, asked first after a
+/// later hold, steps nothing up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_pair_checked_minutes_apart_is_the_sites_in_the_third_check_for_every_worker() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "pair-a");
+    let b = limiter(&s, Duration::from_secs(30), "pair-b");
+    let refused = Signal::Refused(403);
+    let _ = storm(&a, &a, refused).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut conn = redis::Client::open(s.redis.url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let standing = format!("{}limit:{{192.0.2.77}}:standing", s.redis.key_prefix);
+    let now = |host| req(host, Duration::ZERO);
+    for check in 1..=3 {
+        let _: () = redis::cmd("HSET")
+            .arg(&standing)
+            .arg("level")
+            .arg(0)
+            .query_async(&mut conn)
+            .await
+            .expect("a minute of answers");
+        let w = if check % 2 == 1 { &a } else { &b };
+        assert!(w.answered(now("three.test"), Signal::Fine).await.is_none());
+        for host in ["one.test", "two.test"] {
+            let said = w.answered(now(host), refused).await;
+            if check < 3 {
+                let r = said.unwrap_or_else(|| panic!("check {check}, {host}: still unknown"));
+                assert!(r.hold.is_zero(), "check {check}, {host}: {}", r.detail);
+            } else {
+                assert_eq!(said, None, "check {check}, {host}: the site's at last");
+            }
+        }
+        if check < 3 {
+            tokio::time::sleep(Duration::from_millis(10_100)).await;
+        }
+    }
+    // A limit trips for real on two other hosts; after its hold, a site known failing
+    // is asked first: its own refusal, and the hold is not stepped up for it.
+    assert!(a.answered(now("three.test"), Signal::Fine).await.is_none());
+    assert!(a.answered(now("four.test"), refused).await.is_none());
+    let r = b
+        .answered(now("five.test"), refused)
+        .await
+        .expect("a storm");
+    tokio::time::sleep(r.hold + Duration::from_millis(100)).await;
+    assert_eq!(b.answered(now("one.test"), refused).await, None);
+    let still = a.answered(now("four.test"), refused).await;
+    assert_eq!(
+        still.map(|s| s.level),
+        Some(r.level + 1),
+        "the block goes on"
+    );
+}
+
 /// fail2ban bans the address whose requests nginx refused, mod_evasive runs its
 /// `DOSSystemCommand`: after a server's own refusal of us, connections it refuses or
 /// drops are that ban, for every worker, until the IP answers after a hold.
