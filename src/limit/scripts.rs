@@ -215,13 +215,27 @@ return active
 /// only once the running one is over: one storm, one step); `by` is the code of the
 /// server's refusal a ban follows, or -1; or -2 with hold_ms 0: a host whose refusal was
 /// taken for one of us before (field `c:<host>`, kept ban_memory_ms) refuses again
-/// after the hold while the IP answers (`standing::again_while_answering`), and the
-/// hold is not stepped up.
+/// after the hold while the IP answers (`standing::again_while_answering`), at any
+/// level, and the hold is not stepped up. A host that did so in again_times checks
+/// (field `a:<host>`) is failing: {0, 0, 0, 0, -1} once no hold runs, its refusal
+/// counted in no storm.
 pub(crate) const REFUSE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local s = KEYS[2]
 if ARGV[2] == '1' then redis.call('HSET', s, 'ok', string.format('%.3f', now)) end
+-- A host that refused again in ARGV[13] checks is failing: its refusal is its own, even
+-- first after a hold, and makes no storm with others' (noted nowhere but in a:<host>).
+local known = redis.call('HGET', s, 'a:' .. ARGV[1])
+if known and now >= tonumber(redis.call('HGET', s, 'until') or '0') then
+  local sep = string.find(known, ':', 1, true)
+  local times = tonumber(string.sub(known, sep + 1))
+  if times >= tonumber(ARGV[13]) and now - tonumber(string.sub(known, 1, sep - 1)) < tonumber(ARGV[11]) then
+    redis.call('HSET', s, 'a:' .. ARGV[1], string.format('%.3f:%d', now, times))
+    redis.call('PEXPIRE', s, 3600000)
+    return {0, 0, 0, 0, -1}
+  end
+end
 redis.call('HSET', s, 'r:' .. ARGV[1], string.format('%.3f', now))
 local all = redis.call('HGETALL', s)
 local f = {}
@@ -250,17 +264,21 @@ end
 redis.call('PEXPIRE', s, 3600000)
 local level = tonumber(f['level'] or '0')
 local ok = tonumber(f['ok'] or '-1e18')
-if level == 0 and not (hosts >= tonumber(ARGV[5]) and now - ok < tonumber(ARGV[4])) then
-  return {0, 0, 0, hosts, -1}
-end
 local hold_end = tonumber(f['until'] or '0')
 local age = tonumber(ARGV[10])
 local answered = f['until'] ~= nil and age >= 0 and now - age >= hold_end
+-- A host taken for a refusal of us before, refusing again after the hold while the IP
+-- answers: at whatever level the answers since stepped it down to.
+local before = tonumber(f['c:' .. ARGV[1]] or '-1e18')
+local again = now >= hold_end and answered and now - before < tonumber(ARGV[11])
+if level == 0 and not again and not (hosts >= tonumber(ARGV[5]) and now - ok < tonumber(ARGV[4])) then
+  return {0, 0, 0, hosts, -1}
+end
 local srv = tonumber(f['srv'] or '-1e18')
 -- A ban may follow the server's refusal; its own closes during the hold are the storm.
 local banned = (ARGV[9] == '1' or (ARGV[9] == '3' and now >= hold_end))
   and now - srv < tonumber(ARGV[11]) and not answered
-if level > 0 and now >= hold_end then
+if (level > 0 or again) and now >= hold_end then
   if (ARGV[9] == '1' and not banned) or (ARGV[9] == '2' and not answered)
     or (ARGV[9] == '3' and not answered and not banned) or ARGV[9] == '4' then
     -- The server's refusals before the hold were that failure too: no ban follows.
@@ -269,8 +287,7 @@ if level > 0 and now >= hold_end then
   end
   -- The same host again while the IP answers its others: not stepped up; after
   -- ARGV[13] checks a refusal window apart (field a:<host> = 'last:times'), the site's.
-  local before = tonumber(f['c:' .. ARGV[1]] or '-1e18')
-  if answered and now - before < tonumber(ARGV[11]) then
+  if again then
     local last, times = -1e18, 0
     local again = f['a:' .. ARGV[1]]
     if again then
@@ -283,7 +300,11 @@ if level > 0 and now >= hold_end then
       times = times + 1
     end
     redis.call('HSET', s, 'a:' .. ARGV[1], string.format('%.3f:%d', last, times))
-    if times >= tonumber(ARGV[13]) then return {0, 0, 0, hosts, -1} end
+    if times >= tonumber(ARGV[13]) then
+      -- Failing from now on: no storm counts it.
+      redis.call('HDEL', s, 'r:' .. ARGV[1])
+      return {0, 0, 0, hosts, -1}
+    end
     return {1, 0, level, hosts, -2}
   end
 end

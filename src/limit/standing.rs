@@ -499,22 +499,33 @@ impl Standing {
         base: Duration,
         now: Instant,
     ) -> Option<Refusal> {
+        let hold_over = self.until.is_none_or(|u| now >= u);
+        let answered = self.last_ok.zip(self.until).is_some_and(|(ok, u)| ok >= u);
+        // A site that refused again in AGAIN_TIMES checks is failing: its refusals tell
+        // nothing of us, not even first after a hold, and make no storm with others'.
+        if hold_over && self.still_failing(host, now) {
+            return None;
+        }
         let hosts = self.note_refusal(host, now);
         let asked = now.checked_sub(signal.waited()).unwrap_or(now);
         let after_ok = self
             .last_ok
             .is_some_and(|t| asked.saturating_duration_since(t) < OK_WINDOW);
-        if self.level == 0 && !(hosts >= STORM_HOSTS && after_ok) {
+        // Refusing again after a hold while the IP answers, at whatever level the
+        // answers since have stepped it down to (a minute of them: level 0).
+        let again = hold_over && answered && self.counted_before(host, now);
+        if self.level == 0 && !again && !(hosts >= STORM_HOSTS && after_ok) {
             return None;
         }
-        let hold_over = self.until.is_none_or(|u| now >= u);
-        let answered = self.last_ok.zip(self.until).is_some_and(|(ok, u)| ok >= u);
         // The server's own refusals during the hold are the storm itself.
         let ban_after = self
             .ban_after(signal, answered, now)
             .filter(|_| hold_over || !signal.is_the_servers());
         let after_hold = AfterHold::of(signal);
-        if hold_over && self.level > 0 && after_hold.is_the_sites(answered, ban_after.is_some()) {
+        if hold_over
+            && (self.level > 0 || again)
+            && after_hold.is_the_sites(answered, ban_after.is_some())
+        {
             if signal.is_the_servers() {
                 // Its refusals before the hold were that failure too (a dead backend's
                 // 503s): no ban follows them.
@@ -522,8 +533,10 @@ impl Standing {
             }
             return None;
         }
-        if hold_over && self.level > 0 && answered && self.counted_before(host, now) {
+        if again {
             if self.refused_again(host, now) >= AGAIN_TIMES {
+                // Failing from now on: no storm counts it.
+                self.refusals.retain(|(h, _)| h != host);
                 return None;
             }
             return Some(again_while_answering(signal.code(), host, ip, self.level));
@@ -595,6 +608,15 @@ impl Standing {
         }
         self.again.push((host.to_string(), now, 1));
         1
+    }
+
+    /// Whether `host` refused again in [`AGAIN_TIMES`] checks (within [`BAN_MEMORY`] of
+    /// the last): then this refusal keeps it known as failing.
+    fn still_failing(&mut self, host: &str, now: Instant) -> bool {
+        let failing = self.again.iter_mut().find(|(h, last, times)| {
+            h == host && *times >= AGAIN_TIMES && now.duration_since(*last) < BAN_MEMORY
+        });
+        failing.map(|(_, last, _)| *last = now).is_some()
     }
 
     /// Every host of the storm refused us, the newest and those before it.
@@ -1128,6 +1150,38 @@ mod tests {
             }
             assert!(!s.held(t + Duration::from_secs(4)), "check {check}: held");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_site_known_failing_asked_first_after_a_hold_neither_steps_it_up_nor_storms() {
+        // Hunt Z4: a broken host asked first after a hold, nothing answered since, stepped
+        // the hold up as a block still going on, and a healthy neighbour waited 108 s.
+        // Once it refused again in AGAIN_TIMES checks it is known failing: its refusal
+        // is its own, and only another host's refusal tells that the block goes on.
+        let r = Signal::Refused(403);
+        let t0 = Instant::now();
+        let mut s = stormed(r, t0);
+        let mut t = t0;
+        for _ in 0..AGAIN_TIMES {
+            t += Duration::from_secs(60);
+            s.fine(t);
+            let _ = s.refused("a.test", r, "192.0.2.1", BASE, t);
+        }
+        assert_eq!(s.refused("a.test", r, "192.0.2.1", BASE, t), None);
+        // A limit trips for real: two other hosts refuse right after answers, and the
+        // failing site's refusals just before make no storm with the first.
+        s.fine(t);
+        assert_eq!(s.refused("c.test", r, "192.0.2.1", BASE, t), None);
+        let level = s
+            .refused("d.test", r, "192.0.2.1", BASE, t)
+            .expect("a storm")
+            .level;
+        let after = t + hold_for(BASE, level) + Duration::from_millis(100);
+        assert_eq!(s.refused("a.test", r, "192.0.2.1", BASE, after), None);
+        assert_eq!(s.level(), level, "a failing site steps nothing up");
+        assert!(!s.held(after));
+        let still = s.refused("c.test", r, "192.0.2.1", BASE, after);
+        assert_eq!(still.map(|r| r.level), Some(level + 1), "the block goes on");
     }
 
     #[tokio::test(start_paused = true)]
