@@ -245,6 +245,16 @@ mod tests {
         }
     }
 
+    /// The report of `observations` judged `judgements`, the last attempt decisive.
+    fn reported(observations: &[Observation], judgements: &[Judgement], word: Word) -> Report {
+        let attempts = Attempts {
+            observations,
+            judgements,
+            decisive: observations.len() - 1,
+        };
+        build(subject(), word, Some(attempts), stamp())
+    }
+
     #[test]
     fn a_report_without_probes_has_no_facts() {
         let r = build(
@@ -287,17 +297,7 @@ mod tests {
             judged(Verdict::Down, Reason::Connect, "refused"),
             judged(Verdict::Up, Reason::Ok, "200 OK"),
         ];
-        let attempts = Attempts {
-            observations: &observations,
-            judgements: &judgements,
-            decisive: 1,
-        };
-        let r = build(
-            subject(),
-            word(Verdict::Up, Reason::Ok),
-            Some(attempts),
-            stamp(),
-        );
+        let r = reported(&observations, &judgements, word(Verdict::Up, Reason::Ok));
         assert_eq!(r.attempts, 2);
         assert_eq!(r.egress.as_deref(), Some("e1"));
         assert_eq!(r.http.as_ref().map(|h| h.status), Some(200));
@@ -330,16 +330,10 @@ mod tests {
         let observations = [first, second];
         let down = judged(Verdict::Down, Reason::Connect, "refused");
         let judgements = [down.clone(), down];
-        let attempts = Attempts {
-            observations: &observations,
-            judgements: &judgements,
-            decisive: 1,
-        };
-        let r = build(
-            subject(),
+        let r = reported(
+            &observations,
+            &judgements,
             word(Verdict::Down, Reason::Connect),
-            Some(attempts),
-            stamp(),
         );
         assert_eq!((r.timing_ms.total, r.timing_ms.queue), (1, Some(20_498)));
         let logged: Vec<u64> = r.attempt_log.iter().map(|a| a.total_ms).collect();
