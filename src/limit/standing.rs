@@ -610,6 +610,11 @@ impl Standing {
         1
     }
 
+    /// `host` answered: a site refusing again, or known failing, is mended.
+    pub(crate) fn answered_by(&mut self, host: &str, now: Instant) {
+        let _ = (host, now);
+    }
+
     /// Whether `host` refused again in [`AGAIN_TIMES`] checks (within [`BAN_MEMORY`] of
     /// the last): then this refusal keeps it known as failing.
     fn still_failing(&mut self, host: &str, now: Instant) -> bool {
@@ -1182,6 +1187,30 @@ mod tests {
         assert!(!s.held(after));
         let still = s.refused("c.test", r, "192.0.2.1", BASE, after);
         assert_eq!(still.map(|r| r.level), Some(level + 1), "the block goes on");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_site_known_failing_that_answers_again_is_failing_no_more() {
+        // Known failing, then mended: should a limit trip on us within the hour and
+        // refuse it among others, its refusal is the limit's, not a `down`.
+        let r = Signal::Refused(403);
+        let t0 = Instant::now();
+        let mut s = stormed(r, t0);
+        let mut t = t0;
+        for _ in 0..AGAIN_TIMES {
+            t += Duration::from_secs(60);
+            s.fine(t);
+            let _ = s.refused("a.test", r, "192.0.2.1", BASE, t);
+        }
+        t += Duration::from_secs(60);
+        s.fine(t);
+        s.answered_by("A.test", t);
+        let _ = s.refused("c.test", r, "192.0.2.1", BASE, t);
+        let storm = s.refused("a.test", r, "192.0.2.1", BASE, t);
+        assert!(
+            storm.as_ref().is_some_and(|r| !r.hold.is_zero()),
+            "a mended site refusing beside another is a storm again: {storm:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
