@@ -454,11 +454,30 @@ async fn a_broken_pair_checked_minutes_apart_is_the_sites_in_the_third_check_for
         .expect("a storm");
     tokio::time::sleep(r.hold + Duration::from_millis(100)).await;
     assert_eq!(b.answered(now("one.test"), refused).await, None);
-    let still = a.answered(now("four.test"), refused).await;
-    assert_eq!(
-        still.map(|s| s.level),
-        Some(r.level + 1),
-        "the block goes on"
+    let still = a
+        .answered(now("four.test"), refused)
+        .await
+        .expect("the block goes on");
+    assert_eq!(still.level, r.level + 1);
+    // Mended: one.test answers again. A limit tripping later refuses it beside another
+    // host: a storm, for every worker, not that site's failure.
+    assert!(b.answered(now("one.test"), Signal::Fine).await.is_none());
+    // Past the hold and the refusal window of four.test's refusal.
+    let window = Duration::from_millis(10_100);
+    tokio::time::sleep(still.hold.max(window) + Duration::from_millis(100)).await;
+    let _: () = redis::cmd("HSET")
+        .arg(&standing)
+        .arg("level")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .expect("minutes of answers");
+    assert!(a.answered(now("three.test"), Signal::Fine).await.is_none());
+    assert!(a.answered(now("six.test"), refused).await.is_none());
+    let storm = a.answered(now("one.test"), refused).await;
+    assert!(
+        storm.as_ref().is_some_and(|r| !r.hold.is_zero()),
+        "a mended site refusing beside another: {storm:?}"
     );
 }
 
