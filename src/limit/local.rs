@@ -307,6 +307,7 @@ impl Limiter for LocalLimiter {
             self.with_state(&req, rate, now, |entry| {
                 if signal == Signal::Fine {
                     entry.standing.fine(now);
+                    entry.standing.answered_by(req.host);
                     return None;
                 }
                 if !signal.may_refuse(&entry.pace) {

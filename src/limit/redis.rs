@@ -63,6 +63,14 @@ const AN_HOUR: Duration = Duration::from_secs(3600);
 /// Keys whose local view is kept before old ones are swept.
 const SWEEP_ABOVE: usize = 10_000;
 
+/// The `REFUSE` script's `by` for a host refusing again after a hold while its IP
+/// answers (`standing::again_while_answering`).
+const AGAIN: i64 = -2;
+/// The `REFUSE` script's `by` for a host known failing: its refusal is its own.
+const FAILING: i64 = -3;
+/// Hosts remembered as refusing again ([`RedisLimiter::mend`]).
+const MAX_REFUSING_AGAIN: usize = 256;
+
 /// What this worker saw of one limit key: its last answer, and the back-off level the
 /// last booking reported (so answers know to ask Redis to decay it).
 #[derive(Debug, Clone, Copy)]
@@ -154,6 +162,9 @@ pub struct RedisLimiter {
     lease_prefix: String,
     releaser: Releaser,
     views: Mutex<Swept<View>>,
+    /// Hosts this worker saw refusing again after holds, as `(key, host)`, the newest
+    /// last: an answer from one mends it in Redis ([`scripts::MENDED`]).
+    refusing_again: Mutex<Vec<(String, String)>>,
     /// Told when Redis answers again: callers waiting in the fallback go back to it.
     back: tokio::sync::Notify,
 }
@@ -200,6 +211,7 @@ impl RedisLimiter {
             lease_prefix: lease_prefix(worker),
             releaser: Releaser::start(pool.clone(), redis.timeout, lease),
             views: Mutex::new(Swept::new(SWEEP_ABOVE)),
+            refusing_again: Mutex::new(Vec::new()),
             back: tokio::sync::Notify::new(),
         }
     }
@@ -650,6 +662,9 @@ impl RedisLimiter {
             })
             .arg(standing::AGAIN_TIMES);
         let (storm, hold_ms, level, hosts, by): (i64, u64, i64, i64, i64) = self.call(inv).await?;
+        if by == AGAIN || by == FAILING {
+            self.refusing_again(key, req.host);
+        }
         if storm == 0 {
             return Ok(None);
         }
@@ -659,7 +674,7 @@ impl RedisLimiter {
         let ip = super::canonical(req.ip).to_string();
         let hosts = usize::try_from(hosts).unwrap_or(0);
         let refusal = match u16::try_from(by) {
-            _ if by == -2 => standing::again_while_answering(
+            _ if by == AGAIN => standing::again_while_answering(
                 signal.code(),
                 &req.host.to_ascii_lowercase(),
                 &ip,
@@ -672,6 +687,42 @@ impl RedisLimiter {
             metric::ip_backoff();
         }
         Ok(Some(refusal))
+    }
+
+    /// `host` of `key` refused again after a hold, or is known failing: remembered, the
+    /// oldest of [`MAX_REFUSING_AGAIN`] forgotten.
+    fn refusing_again(&self, key: &str, host: &str) {
+        let mut seen = self
+            .refusing_again
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.retain(|(k, h)| !(k == key && h.eq_ignore_ascii_case(host)));
+        if seen.len() >= MAX_REFUSING_AGAIN {
+            seen.remove(0);
+        }
+        seen.push((key.to_string(), host.to_ascii_lowercase()));
+    }
+
+    /// `host` of `key` answered: if this worker saw it refusing again after holds, it
+    /// is mended in Redis, and its next refusal read afresh by every worker.
+    async fn mend(&self, key: &str, host: &str) {
+        let seen = {
+            let mut seen = self
+                .refusing_again
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let at = seen
+                .iter()
+                .position(|(k, h)| k == key && h.eq_ignore_ascii_case(host));
+            at.map(|i| seen.remove(i))
+        };
+        let Some((_, host)) = seen else { return };
+        let script = redis::Script::new(scripts::MENDED);
+        let mut inv = script.key(self.standing_key(key));
+        inv.arg(host);
+        if let Err(e) = self.call::<i64>(inv).await {
+            self.key_failed(key, &e);
+        }
     }
 
     /// An answer from `key`'s IP: remembered, and when the IP is backed off, Redis is
@@ -740,6 +791,7 @@ impl Limiter for RedisLimiter {
             if signal == Signal::Fine {
                 self.fallback.answered(req, signal).await;
                 self.fine(&key).await;
+                self.mend(&key, req.host).await;
                 return None;
             }
             if !signal.may_refuse(&self.view(&key, |_| {}).pace) {

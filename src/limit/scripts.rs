@@ -217,8 +217,8 @@ return active
 /// taken for one of us before (field `c:<host>`, kept ban_memory_ms) refuses again
 /// after the hold while the IP answers (`standing::again_while_answering`), at any
 /// level, and the hold is not stepped up. A host that did so in again_times checks
-/// (field `a:<host>`) is failing: {0, 0, 0, 0, -1} once no hold runs, its refusal
-/// counted in no storm.
+/// (field `a:<host>`) is failing: {0, 0, 0, hosts, -3} once no hold runs, its refusal
+/// counted in no storm, until it answers ([`MENDED`]).
 pub(crate) const REFUSE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -233,7 +233,7 @@ if known and now >= tonumber(redis.call('HGET', s, 'until') or '0') then
   if times >= tonumber(ARGV[13]) and now - tonumber(string.sub(known, 1, sep - 1)) < tonumber(ARGV[11]) then
     redis.call('HSET', s, 'a:' .. ARGV[1], string.format('%.3f:%d', now, times))
     redis.call('PEXPIRE', s, 3600000)
-    return {0, 0, 0, 0, -1}
+    return {0, 0, 0, 0, -3}
   end
 end
 redis.call('HSET', s, 'r:' .. ARGV[1], string.format('%.3f', now))
@@ -303,7 +303,7 @@ if (level > 0 or again) and now >= hold_end then
     if times >= tonumber(ARGV[13]) then
       -- Failing from now on: no storm counts it.
       redis.call('HDEL', s, 'r:' .. ARGV[1])
-      return {0, 0, 0, hosts, -1}
+      return {0, 0, 0, hosts, -3}
     end
     return {1, 0, level, hosts, -2}
   end
@@ -329,6 +329,12 @@ end
 local by = -1
 if banned then by = tonumber(f['srvc'] or '-1') end
 return {1, math.ceil(hold_end - now), level, hosts, by}
+";
+
+/// A host that refused again after holds answered. KEYS: standing. ARGV: host. Its
+/// refusals are read afresh: it is no longer known failing nor counted before.
+pub(crate) const MENDED: &str = r"
+return redis.call('HDEL', KEYS[1], 'a:' .. ARGV[1], 'c:' .. ARGV[1])
 ";
 
 /// Answers came back from a backed-off IP. KEYS: standing. ARGV: decay_ms. One step

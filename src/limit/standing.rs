@@ -610,9 +610,14 @@ impl Standing {
         1
     }
 
-    /// `host` answered: a site refusing again, or known failing, is mended.
-    pub(crate) fn answered_by(&mut self, host: &str, now: Instant) {
-        let _ = (host, now);
+    /// `host` answered (after [`Self::fine`]): a site that refused again, or was known
+    /// failing, is mended, and its next refusal is read afresh. Nothing to do, and no
+    /// string compared, while no host refused again.
+    pub(crate) fn answered_by(&mut self, host: &str) {
+        if !self.again.is_empty() {
+            self.again.retain(|(h, _, _)| !h.eq_ignore_ascii_case(host));
+            self.counted.retain(|(h, _)| !h.eq_ignore_ascii_case(host));
+        }
     }
 
     /// Whether `host` refused again in [`AGAIN_TIMES`] checks (within [`BAN_MEMORY`] of
@@ -1204,7 +1209,7 @@ mod tests {
         }
         t += Duration::from_secs(60);
         s.fine(t);
-        s.answered_by("A.test", t);
+        s.answered_by("A.test");
         let _ = s.refused("c.test", r, "192.0.2.1", BASE, t);
         let storm = s.refused("a.test", r, "192.0.2.1", BASE, t);
         assert!(
