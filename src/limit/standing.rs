@@ -541,8 +541,25 @@ impl Standing {
             }
             return Some(again_while_answering(signal.code(), host, ip, self.level));
         }
+        let hold = self.storm(signal, ban_after, base, now);
+        Some(match ban_after {
+            Some(by) => describe_ban(signal.code(), by, ip, hold, self.level),
+            None => describe(signal.code(), hosts, ip, hold, self.level),
+        })
+    }
+
+    /// A refusal of us (`signal`, a ban following the server's refusal `ban_after`):
+    /// its hosts counted, the IP held a step longer unless a hold runs (one storm, one
+    /// step). Returns what is left of the hold.
+    fn storm(
+        &mut self,
+        signal: Signal,
+        ban_after: Option<u16>,
+        base: Duration,
+        now: Instant,
+    ) -> Duration {
         self.count_the_storm(now);
-        if hold_over {
+        if self.until.is_none_or(|u| now >= u) {
             self.level = (self.level + 1).min(MAX_LEVEL);
             self.until = Some(now + hold_for(base, self.level));
         }
@@ -552,13 +569,8 @@ impl Standing {
         if signal.is_the_servers() && ban_after.is_none() {
             self.server_refused = Some((now, signal.code()));
         }
-        let hold = self
-            .until
-            .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
-        Some(match ban_after {
-            Some(by) => describe_ban(signal.code(), by, ip, hold, self.level),
-            None => describe(signal.code(), hosts, ip, hold, self.level),
-        })
+        self.until
+            .map_or(Duration::ZERO, |u| u.saturating_duration_since(now))
     }
 
     /// Remembers that `host` refused at `now`; returns how many hosts refused within
