@@ -401,6 +401,31 @@ async fn a_host_refusing_again_check_after_check_is_the_sites_at_last_for_every_
     }
 }
 
+/// Workers share an IP's checks: the neighbours' answers after the hold may all have
+/// gone to another worker than the one a broken host's refusal comes back to. That
+/// worker had no answer since the hold, and stepped the hold up as for a block going
+/// on; the answers another worker had since the hold count too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_another_worker_had_after_the_hold_counts_for_every_worker() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "shared-a");
+    let b = limiter(&s, Duration::from_secs(30), "shared-b");
+    let refused = Signal::Refused(403);
+    let _ = storm(&b, &b, refused).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let now = |host| req(host, Duration::ZERO);
+    assert!(b.answered(now("three.test"), Signal::Fine).await.is_none());
+    let again = a
+        .answered(now("one.test"), refused)
+        .await
+        .expect("still unknown");
+    assert!(
+        again.hold.is_zero() && again.level == 1,
+        "stepped up: {}",
+        again.detail
+    );
+}
+
 /// Sites are checked a minute or more apart, and by then the neighbours' answers have
 /// stepped the IP's level back down (`DECAY`, set here at once). The same broken pair
 /// refusing then is no fresh storm: `unknown` and not held for two checks, the site's
