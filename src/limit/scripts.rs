@@ -206,8 +206,9 @@ return active
 /// max_hold_ms, max_level, after_hold (how a refusal after a hold is read,
 /// `standing::AfterHold`: 0 a refusal of us, 1 the site's failure unless a ban may follow
 /// the server's refusal of us, 2 the site's unless the IP answered since the hold
-/// ended, 3 the site's unless either, 4 the site's), ok_age_ms (how long ago the reporting worker last had an answer from the IP;
-/// -1 for never), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
+/// ended, 3 the site's unless either, 4 the site's), ok_age_ms (how long ago the
+/// reporting worker last had an answer from the IP; -1 for never; any worker's answer
+/// that `DECAY` noted in field `fine` counts too), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
 /// code when the server itself refused us, else -1), again_times
 /// (`standing::AGAIN_TIMES`).
 /// Returns {0, 0, 0, hosts, -1} not (yet) a refusal of us; {1, hold_ms, level, hosts,
@@ -266,7 +267,9 @@ local level = tonumber(f['level'] or '0')
 local ok = tonumber(f['ok'] or '-1e18')
 local hold_end = tonumber(f['until'] or '0')
 local age = tonumber(ARGV[10])
-local answered = f['until'] ~= nil and age >= 0 and now - age >= hold_end
+-- Answered since the hold: by the reporting worker, or by any (field fine, from DECAY).
+local answered = f['until'] ~= nil and ((age >= 0 and now - age >= hold_end)
+  or tonumber(f['fine'] or '-1e18') >= hold_end)
 -- A host taken for a refusal of us before, refusing again after the hold while the IP
 -- answers: at whatever level the answers since stepped it down to.
 local before = tonumber(f['c:' .. ARGV[1]] or '-1e18')
@@ -337,7 +340,8 @@ pub(crate) const MENDED: &str = r"
 return redis.call('HDEL', KEYS[1], 'a:' .. ARGV[1], 'c:' .. ARGV[1])
 ";
 
-/// Answers came back from a backed-off IP. KEYS: standing. ARGV: decay_ms. One step
+/// Answers came back from a backed-off IP. KEYS: standing. ARGV: decay_ms. Notes the
+/// answer (field `fine`: the IP answered, for every worker's `REFUSE`), and one step
 /// down when the last refusal (or step) is older than decay_ms. Returns the level.
 pub(crate) const DECAY: &str = r"
 local t = redis.call('TIME')
@@ -345,6 +349,7 @@ local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local f = redis.call('HMGET', KEYS[1], 'level', 'last')
 local level = tonumber(f[1] or '0')
 if level == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'fine', string.format('%.3f', now))
 if now - tonumber(f[2] or '0') < tonumber(ARGV[1]) then return level end
 level = level - 1
 redis.call('HSET', KEYS[1], 'level', level, 'last', string.format('%.3f', now))
