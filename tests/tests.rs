@@ -30,6 +30,7 @@ mod redelivery;
 mod reliability;
 mod resolving;
 mod review_aa;
+mod review_ab;
 mod review_u;
 mod support_smoke;
 mod trust;
