@@ -1216,11 +1216,14 @@ async fn a_backend_hanging_behind_hosts_of_a_shared_ip_is_each_sites_down() {
 /// Hunt Z4 (F7): two sites of a shared nginx answer its plain 403 (an index deleted, a
 /// file's permissions lost) among healthy neighbours, check after check. The first
 /// sight is a storm of 403s right after answers (held once, `unknown`); after the hold
-/// the same two refuse again while their neighbours answer, which is not held again;
-/// and in the third such check they are what they are, `down`. Before, they stayed
-/// `unknown/blocked` for as long as they were broken.
+/// the same two refuse again while their neighbours answer, which holds nothing again.
+/// They stay `unknown/blocked` for the
+/// hour a ban of our address on those sites alone might last (review AB: a per-site
+/// ModSecurity ban looks the same), and are the sites' failure after it
+/// (`limit::standing::tests::a_broken_pair_checked_a_minute_apart_is_the_sites_after_the_hour_and_holds_once`,
+/// `limiter::a_broken_pair_checked_minutes_apart_is_the_sites_after_the_hour_for_every_worker`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broken_sites_beside_answering_neighbours_are_down_within_a_few_checks() {
+async fn broken_sites_beside_answering_neighbours_are_never_up_nor_hold_the_ip_again() {
     let ip = "127.0.76.11";
     let (names, static_toml) = hosts("forbidden-pair", 5, ip);
     let broken = names[3..].to_vec();
@@ -1232,10 +1235,8 @@ async fn broken_sites_beside_answering_neighbours_are_down_within_a_few_checks()
          [targets]\nallow_private = true\n{static_toml}"
     ));
     let url = |h: &String| format!("http://{h}:{}/", nginx.port);
-    let mut last = Vec::new();
     for round in 0..4 {
         // The neighbours first, then the two broken sites at once.
-        let mut said = Vec::new();
         for h in &names[..3] {
             let r = crate::support::picket::check(&engine, &url(h)).await;
             assert_eq!(r.verdict.as_str(), "up", "round {round}: {}", r.detail);
@@ -1245,24 +1246,25 @@ async fn broken_sites_beside_answering_neighbours_are_down_within_a_few_checks()
             .map(|h| picket::job::job_for_url(&url(h), h).expect("job"))
             .collect();
         let reports = futures_util::future::join_all(jobs.iter().map(|j| engine.run(j))).await;
-        said.extend(each_said(&reports));
+        let said = each_said(&reports);
         eprintln!("round {round}: {said:#?}");
         for r in &reports {
-            assert_ne!(r.verdict.as_str(), "up", "round {round}: {said:#?}");
+            assert_eq!(
+                (r.verdict.as_str(), r.reason.as_str()),
+                ("unknown", "blocked"),
+                "round {round}: {said:#?}"
+            );
+            if round > 0 {
+                assert!(
+                    r.detail.contains("not held again"),
+                    "round {round}: {said:#?}"
+                );
+            }
         }
-        last = reports;
         if round < 3 {
             // The next check, a refusal window later.
             tokio::time::sleep(Duration::from_millis(10_200)).await;
         }
-    }
-    let said = each_said(&last);
-    for r in &last {
-        assert_eq!(
-            (r.verdict.as_str(), r.reason.as_str()),
-            ("down", "http_status"),
-            "{said:#?}"
-        );
     }
 }
 

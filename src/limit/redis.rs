@@ -660,7 +660,8 @@ impl RedisLimiter {
             } else {
                 -1
             })
-            .arg(standing::AGAIN_TIMES);
+            .arg(standing::AGAIN_TIMES)
+            .arg(standing::AGAIN_OVER.as_millis() as u64);
         let (storm, hold_ms, level, hosts, by): (i64, u64, i64, i64, i64) = self.call(inv).await?;
         if by == AGAIN || by == FAILING {
             self.refusing_again(key, req.host);

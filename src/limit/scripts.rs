@@ -210,7 +210,7 @@ return active
 /// reporting worker last had an answer from the IP; -1 for never; any worker's answer
 /// that `DECAY` noted in field `fine` counts too), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
 /// code when the server itself refused us, else -1), again_times
-/// (`standing::AGAIN_TIMES`).
+/// (`standing::AGAIN_TIMES`), again_over_ms (`standing::AGAIN_OVER`).
 /// Returns {0, 0, 0, hosts, -1} not (yet) a refusal of us; {1, hold_ms, level, hosts,
 /// by} a refusal of us: the IP is held until the back-off hold ends (a new, doubled hold
 /// only once the running one is over: one storm, one step); `by` is the code of the
@@ -218,20 +218,25 @@ return active
 /// taken for one of us before (field `c:<host>`, kept ban_memory_ms) refuses again
 /// after the hold while the IP answers (`standing::again_while_answering`), at any
 /// level, and the hold is not stepped up. A host that did so in again_times checks
-/// (field `a:<host>`) is failing: {0, 0, 0, hosts, -3} once no hold runs, its refusal
-/// counted in no storm, until it answers ([`MENDED`]).
+/// over again_over_ms (fields `a:<host>`, and `f:<host>` the first time) is failing:
+/// {0, 0, 0, hosts, -3} once no hold runs, its refusal counted in no storm, until it
+/// answers ([`MENDED`]).
 pub(crate) const REFUSE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local s = KEYS[2]
 if ARGV[2] == '1' then redis.call('HSET', s, 'ok', string.format('%.3f', now)) end
--- A host that refused again in ARGV[13] checks is failing: its refusal is its own, even
--- first after a hold, and makes no storm with others' (noted nowhere but in a:<host>).
-local known = redis.call('HGET', s, 'a:' .. ARGV[1])
-if known and now >= tonumber(redis.call('HGET', s, 'until') or '0') then
-  local sep = string.find(known, ':', 1, true)
-  local times = tonumber(string.sub(known, sep + 1))
-  if times >= tonumber(ARGV[13]) and now - tonumber(string.sub(known, 1, sep - 1)) < tonumber(ARGV[11]) then
+-- A host that refused again in ARGV[13] checks over ARGV[14] ms (a:<host> = 'last:times',
+-- f:<host> = the first) is failing: its refusal is its own, even first after a hold, and
+-- makes no storm with others' (noted nowhere but in a:<host>).
+local known = redis.call('HMGET', s, 'a:' .. ARGV[1], 'f:' .. ARGV[1], 'until')
+if known[1] and now >= tonumber(known[3] or '0') then
+  local sep = string.find(known[1], ':', 1, true)
+  local last = tonumber(string.sub(known[1], 1, sep - 1))
+  local times = tonumber(string.sub(known[1], sep + 1))
+  local first = tonumber(known[2] or last)
+  if times >= tonumber(ARGV[13]) and last - first >= tonumber(ARGV[14])
+    and now - last < tonumber(ARGV[11]) then
     redis.call('HSET', s, 'a:' .. ARGV[1], string.format('%.3f:%d', now, times))
     redis.call('PEXPIRE', s, 3600000)
     return {0, 0, 0, 0, -3}
@@ -257,7 +262,7 @@ for i = 1, #all, 2 do
   elseif kind == 'a:' then
     local v = all[i + 1]
     if now - tonumber(string.sub(v, 1, string.find(v, ':', 1, true) - 1)) >= tonumber(ARGV[11]) then
-      redis.call('HDEL', s, all[i])
+      redis.call('HDEL', s, all[i], 'f:' .. string.sub(all[i], 3))
       f[all[i]] = nil
     end
   end
@@ -270,10 +275,12 @@ local age = tonumber(ARGV[10])
 -- Answered since the hold: by the reporting worker, or by any (field fine, from DECAY).
 local answered = f['until'] ~= nil and ((age >= 0 and now - age >= hold_end)
   or tonumber(f['fine'] or '-1e18') >= hold_end)
--- A host taken for a refusal of us before, refusing again after the hold while the IP
--- answers: at whatever level the answers since stepped it down to.
+-- A host taken for a refusal of us before (or refusing again since), refusing again
+-- after the hold while the IP answers: at whatever level the answers since stepped it
+-- down to.
 local before = tonumber(f['c:' .. ARGV[1]] or '-1e18')
-local again = now >= hold_end and answered and now - before < tonumber(ARGV[11])
+local again = now >= hold_end and answered
+  and (now - before < tonumber(ARGV[11]) or f['a:' .. ARGV[1]] ~= nil)
 if level == 0 and not again and not (hosts >= tonumber(ARGV[5]) and now - ok < tonumber(ARGV[4])) then
   return {0, 0, 0, hosts, -1}
 end
@@ -292,18 +299,20 @@ if (level > 0 or again) and now >= hold_end then
   -- ARGV[13] checks a refusal window apart (field a:<host> = 'last:times'), the site's.
   if again then
     local last, times = -1e18, 0
-    local again = f['a:' .. ARGV[1]]
-    if again then
-      local sep = string.find(again, ':', 1, true)
-      last = tonumber(string.sub(again, 1, sep - 1))
-      times = tonumber(string.sub(again, sep + 1))
+    local seen = f['a:' .. ARGV[1]]
+    if seen then
+      local sep = string.find(seen, ':', 1, true)
+      last = tonumber(string.sub(seen, 1, sep - 1))
+      times = tonumber(string.sub(seen, sep + 1))
     end
+    local first = tonumber(f['f:' .. ARGV[1]] or (seen and last) or now)
     if now - last >= tonumber(ARGV[3]) then
       last = now
       times = times + 1
     end
-    redis.call('HSET', s, 'a:' .. ARGV[1], string.format('%.3f:%d', last, times))
-    if times >= tonumber(ARGV[13]) then
+    redis.call('HSET', s, 'a:' .. ARGV[1], string.format('%.3f:%d', last, times),
+      'f:' .. ARGV[1], string.format('%.3f', first))
+    if times >= tonumber(ARGV[13]) and last - first >= tonumber(ARGV[14]) then
       -- Failing from now on: no storm counts it.
       redis.call('HDEL', s, 'r:' .. ARGV[1])
       return {0, 0, 0, hosts, -3}
@@ -337,7 +346,7 @@ return {1, math.ceil(hold_end - now), level, hosts, by}
 /// A host that refused again after holds answered. KEYS: standing. ARGV: host. Its
 /// refusals are read afresh: it is no longer known failing nor counted before.
 pub(crate) const MENDED: &str = r"
-return redis.call('HDEL', KEYS[1], 'a:' .. ARGV[1], 'c:' .. ARGV[1])
+return redis.call('HDEL', KEYS[1], 'a:' .. ARGV[1], 'f:' .. ARGV[1], 'c:' .. ARGV[1])
 ";
 
 /// Answers came back from a backed-off IP. KEYS: standing. ARGV: decay_ms. Notes the

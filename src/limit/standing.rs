@@ -28,8 +28,9 @@
 //! while the IP answers its other hosts, does not step the hold up
 //! ([`again_while_answering`]): broken sites beside working ones on a shared server
 //! would otherwise halve the IP's rate check after check. Refusing so in
-//! [`AGAIN_TIMES`] checks, it is the site's failure: a limit lets the same host
-//! through now and then.
+//! [`AGAIN_TIMES`] checks over at least [`AGAIN_OVER`], it is the site's failure: a
+//! limit lets the same host through now and then, and a ban of us on that site alone
+//! (ModSecurity's per-site rules, a CMS's lockout) ends within the hour.
 //!
 //! A `Retry-After` holds only the host that sent it; the IP is held when several of its
 //! hosts say so at once. [`Standing`] is the in-memory form (the local limiter); the
@@ -60,9 +61,16 @@ pub(crate) const DECAY_AFTER: Duration = Duration::from_secs(60);
 pub(crate) const BAN_MEMORY: Duration = Duration::from_secs(3600);
 /// Checks, at least [`REFUSAL_WINDOW`] apart, in which a host refuses again after a hold
 /// while the IP answers its other hosts ([`again_while_answering`]) before its refusals
-/// are the site's failure: a limit of ours refusing what is still too fast lets the
-/// same host through now and then, a broken site never.
+/// are the site's failure (over [`AGAIN_OVER`] at least): a limit of ours refusing what
+/// is still too fast lets the same host through now and then, a broken site never.
 pub(crate) const AGAIN_TIMES: u32 = 3;
+/// How long a host must go on refusing again, from the first time, before its refusals
+/// are the site's failure. A ban of our address on some sites of a server alone refuses
+/// the same hosts every time while their neighbours answer, just as broken sites do
+/// (review AB: ModSecurity's per-site flood rule banning us for `expirevar=600`); such
+/// bans last minutes (ModSecurity's examples 10, fail2ban's default 10, CMS lockouts 5
+/// to 60), so one going on for the hour of [`BAN_MEMORY`] is taken for the site's.
+pub(crate) const AGAIN_OVER: Duration = BAN_MEMORY;
 /// Hosts remembered per IP (refusals and host holds each).
 const MAX_HOSTS: usize = 32;
 
@@ -453,9 +461,27 @@ pub(crate) struct Standing {
     /// (host, when) of the refusals taken for a refusal of us, to know a host that
     /// refuses again ([`again_while_answering`]).
     counted: Vec<(String, Instant)>,
-    /// (host, when last, how many times) a host refused again while the IP answered:
-    /// checks at least [`REFUSAL_WINDOW`] apart ([`AGAIN_TIMES`]).
-    again: Vec<(String, Instant, u32)>,
+    /// The hosts refusing again while the IP answered.
+    again: Vec<Again>,
+}
+
+/// A host refusing again after a hold while its IP answers ([`again_while_answering`]).
+#[derive(Debug)]
+struct Again {
+    host: String,
+    /// The first such refusal, and the last.
+    first: Instant,
+    last: Instant,
+    /// Checks, at least [`REFUSAL_WINDOW`] apart.
+    times: u32,
+}
+
+impl Again {
+    /// Whether it refused so in [`AGAIN_TIMES`] checks over [`AGAIN_OVER`]: the site
+    /// failing.
+    fn failing(&self) -> bool {
+        self.times >= AGAIN_TIMES && self.last.duration_since(self.first) >= AGAIN_OVER
+    }
 }
 
 impl Standing {
@@ -501,7 +527,7 @@ impl Standing {
     ) -> Option<Refusal> {
         let hold_over = self.until.is_none_or(|u| now >= u);
         let answered = self.last_ok.zip(self.until).is_some_and(|(ok, u)| ok >= u);
-        // A site that refused again in AGAIN_TIMES checks is failing: its refusals tell
+        // A site that refused again in AGAIN_TIMES checks over AGAIN_OVER is failing: its refusals tell
         // nothing of us, not even first after a hold, and make no storm with others'.
         if hold_over && self.still_failing(host, now) {
             return None;
@@ -534,7 +560,7 @@ impl Standing {
             return None;
         }
         if again {
-            if self.refused_again(host, now) >= AGAIN_TIMES {
+            if self.refused_again(host, now) {
                 // Failing from now on: no storm counts it.
                 self.refusals.retain(|(h, _)| h != host);
                 return None;
@@ -595,31 +621,37 @@ impl Standing {
             .map(|(_, by)| by)
     }
 
-    /// Whether `host`'s refusal was taken for one of us within [`BAN_MEMORY`].
+    /// Whether `host`'s refusal was taken for one of us, or it refused again since,
+    /// within [`BAN_MEMORY`].
     fn counted_before(&self, host: &str, now: Instant) -> bool {
-        self.counted
-            .iter()
-            .any(|(h, t)| h == host && now.duration_since(*t) < BAN_MEMORY)
+        let recent = |t: &Instant| now.duration_since(*t) < BAN_MEMORY;
+        self.counted.iter().any(|(h, t)| h == host && recent(t))
+            || self.again.iter().any(|a| a.host == host && recent(&a.last))
     }
 
-    /// `host` refused again after a hold while the IP answered: how many checks it has
-    /// now, a refusal within [`REFUSAL_WINDOW`] of the last one (the same check's
-    /// confirming attempt) counting none.
-    fn refused_again(&mut self, host: &str, now: Instant) -> u32 {
+    /// `host` refused again after a hold while the IP answered, in one more check
+    /// unless within [`REFUSAL_WINDOW`] of the last (the same check's confirming
+    /// attempt): whether it is failing now ([`Again::failing`]).
+    fn refused_again(&mut self, host: &str, now: Instant) -> bool {
         self.again
-            .retain(|(_, last, _)| now.duration_since(*last) < BAN_MEMORY);
-        if let Some((_, last, times)) = self.again.iter_mut().find(|(h, _, _)| h == host) {
-            if now.duration_since(*last) >= REFUSAL_WINDOW {
-                *last = now;
-                *times += 1;
+            .retain(|a| now.duration_since(a.last) < BAN_MEMORY);
+        if let Some(a) = self.again.iter_mut().find(|a| a.host == host) {
+            if now.duration_since(a.last) >= REFUSAL_WINDOW {
+                a.last = now;
+                a.times += 1;
             }
-            return *times;
+            return a.failing();
         }
         if self.again.len() >= MAX_HOSTS {
             self.again.remove(0);
         }
-        self.again.push((host.to_string(), now, 1));
-        1
+        self.again.push(Again {
+            host: host.to_string(),
+            first: now,
+            last: now,
+            times: 1,
+        });
+        false
     }
 
     /// `host` answered (after [`Self::fine`]): a site that refused again, or was known
@@ -627,18 +659,19 @@ impl Standing {
     /// string compared, while no host refused again.
     pub(crate) fn answered_by(&mut self, host: &str) {
         if !self.again.is_empty() {
-            self.again.retain(|(h, _, _)| !h.eq_ignore_ascii_case(host));
+            self.again.retain(|a| !a.host.eq_ignore_ascii_case(host));
             self.counted.retain(|(h, _)| !h.eq_ignore_ascii_case(host));
         }
     }
 
-    /// Whether `host` refused again in [`AGAIN_TIMES`] checks (within [`BAN_MEMORY`] of
-    /// the last): then this refusal keeps it known as failing.
+    /// Whether `host` is known failing ([`Again::failing`], its last refusal within
+    /// [`BAN_MEMORY`]): then this refusal keeps it so.
     fn still_failing(&mut self, host: &str, now: Instant) -> bool {
-        let failing = self.again.iter_mut().find(|(h, last, times)| {
-            h == host && *times >= AGAIN_TIMES && now.duration_since(*last) < BAN_MEMORY
-        });
-        failing.map(|(_, last, _)| *last = now).is_some()
+        let failing = self
+            .again
+            .iter_mut()
+            .find(|a| a.host == host && a.failing() && now.duration_since(a.last) < BAN_MEMORY);
+        failing.map(|a| a.last = now).is_some()
     }
 
     /// Every host of the storm refused us, the newest and those before it.
@@ -1111,55 +1144,74 @@ mod tests {
         }
     }
 
+    /// `a.test` refusing (`r`) check after check, a minute apart, the IP answering its
+    /// other hosts, from a storm at `t0` until it is known failing: the time it is.
+    fn until_known_failing(s: &mut Standing, r: Signal, t0: Instant) -> Instant {
+        let mut t = t0;
+        loop {
+            t += Duration::from_secs(60);
+            s.fine(t);
+            match s.refused("a.test", r, "192.0.2.1", BASE, t) {
+                None => return t,
+                Some(said) => assert!(said.hold.is_zero(), "{}", said.detail),
+            }
+            assert!(t < t0 + AGAIN_OVER * 2, "never known failing");
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_host_refusing_again_check_after_check_while_the_ip_answers_is_the_sites_at_last() {
-        // Hunt Z4: two sites of a shared nginx answer its plain 403 (an index deleted,
-        // a file's permissions lost) among healthy neighbours, check after check. A
-        // limit of ours lets the same host through now and then at half the rate; a
-        // site that refuses every time, its neighbours answering, is failing.
+    async fn a_host_refusing_again_for_minutes_while_the_ip_answers_may_be_a_ban_of_us() {
+        // Review AB: ModSecurity's per-site flood rule bans our address from two sites
+        // of a shared Apache for ten minutes, tripped by our own requests; the third
+        // site answers. A ban refuses the same hosts every time, as broken sites do:
+        // taken for the sites' failure in the third check, it was `down` for the ban's
+        // ten minutes. Checks 10 s apart, each with its confirming attempt, for 15
+        // minutes: refusals of us, never held again.
         let r = Signal::Refused(403);
         let t0 = Instant::now();
         let mut s = stormed(r, t0);
         let mut t = t0 + BASE + Duration::from_millis(100);
-        for check in 1..=AGAIN_TIMES {
+        while t < t0 + Duration::from_secs(15 * 60) {
             s.fine(t);
-            let said = s.refused(
-                "a.test",
-                r,
-                "192.0.2.1",
-                BASE,
-                t + Duration::from_millis(50),
-            );
-            // The confirming attempt of the same check counts nothing more.
-            let confirmed = s.refused("a.test", r, "192.0.2.1", BASE, t + Duration::from_secs(2));
-            if check < AGAIN_TIMES {
-                assert!(said.is_some_and(|r| r.hold.is_zero()), "check {check}");
-                assert!(confirmed.is_some(), "check {check}, confirming");
-            } else {
-                assert_eq!(said, None, "check {check}: the site's at last");
+            for host in ["a.test", "b.test"] {
+                for at in [t + Duration::from_millis(50), t + Duration::from_secs(2)] {
+                    let said = s.refused(host, r, "192.0.2.1", BASE, at);
+                    assert!(
+                        said.is_some_and(|r| r.hold.is_zero()),
+                        "{host} at {:?}",
+                        at - t0
+                    );
+                }
             }
+            assert!(
+                !s.held(t + Duration::from_secs(3)),
+                "held again at {:?}",
+                t - t0
+            );
             t += REFUSAL_WINDOW;
         }
-        assert_eq!(s.level(), 1, "never stepped up");
+        assert!(s.level() <= 1, "never stepped up");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_broken_pair_checked_a_minute_apart_is_the_sites_in_the_third_check_and_holds_once() {
-        // Sites are checked every minute or five, not every ten seconds: by the next
-        // check the neighbours' answers have stepped the IP's level back to 0. The two
-        // broken hosts refusing then were a fresh storm (held again, `unknown` again) or,
-        // when one refused alone, that one's failure at once: `down`, `unknown`, `down`,
-        // check after check, and the IP held in every other check.
+    async fn a_broken_pair_checked_a_minute_apart_is_the_sites_after_the_hour_and_holds_once() {
+        // Hunt Z4: two sites of a shared nginx answering its plain 403 beside healthy
+        // ones. Sites are checked a minute or more apart: by the next check the
+        // neighbours' answers have stepped the IP's level back to 0, and the pair was a
+        // fresh storm (held again, `unknown` again) or, one refusing alone, `down` at
+        // once: verdicts flapping check after check. Now `unknown` and never held again
+        // for the hour a ban of us might last (AGAIN_OVER), then the sites' failure.
         let r = Signal::Refused(403);
         let t0 = Instant::now();
         let mut s = stormed(r, t0);
-        for check in 1..=5u32 {
-            let t = t0 + Duration::from_secs(60 * u64::from(check));
+        let first = t0 + Duration::from_secs(60);
+        for check in 1..=70u64 {
+            let t = t0 + Duration::from_secs(60 * check);
             s.fine(t);
             let a = s.refused("a.test", r, "192.0.2.1", BASE, t + Duration::from_secs(1));
             let b = s.refused("b.test", r, "192.0.2.1", BASE, t + Duration::from_secs(3));
             for (host, said) in [("a", a), ("b", b)] {
-                if check < AGAIN_TIMES {
+                if t < first + AGAIN_OVER {
                     let said = said.unwrap_or_else(|| panic!("check {check}, {host}: unknown"));
                     assert!(
                         said.hold.is_zero(),
@@ -1178,17 +1230,12 @@ mod tests {
     async fn a_site_known_failing_asked_first_after_a_hold_neither_steps_it_up_nor_storms() {
         // Hunt Z4: a broken host asked first after a hold, nothing answered since, stepped
         // the hold up as a block still going on, and a healthy neighbour waited 108 s.
-        // Once it refused again in AGAIN_TIMES checks it is known failing: its refusal
-        // is its own, and only another host's refusal tells that the block goes on.
+        // Once known failing, its refusal is its own, and only another host's refusal
+        // tells that the block goes on.
         let r = Signal::Refused(403);
         let t0 = Instant::now();
         let mut s = stormed(r, t0);
-        let mut t = t0;
-        for _ in 0..AGAIN_TIMES {
-            t += Duration::from_secs(60);
-            s.fine(t);
-            let _ = s.refused("a.test", r, "192.0.2.1", BASE, t);
-        }
+        let t = until_known_failing(&mut s, r, t0);
         assert_eq!(s.refused("a.test", r, "192.0.2.1", BASE, t), None);
         // A limit trips for real: two other hosts refuse right after answers, and the
         // failing site's refusals just before make no storm with the first.
@@ -1213,12 +1260,7 @@ mod tests {
         let r = Signal::Refused(403);
         let t0 = Instant::now();
         let mut s = stormed(r, t0);
-        let mut t = t0;
-        for _ in 0..AGAIN_TIMES {
-            t += Duration::from_secs(60);
-            s.fine(t);
-            let _ = s.refused("a.test", r, "192.0.2.1", BASE, t);
-        }
+        let mut t = until_known_failing(&mut s, r, t0);
         t += Duration::from_secs(60);
         s.fine(t);
         s.answered_by("A.test");
