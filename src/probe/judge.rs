@@ -926,6 +926,20 @@ mod tests {
         assert_eq!(judge(&p, &o, &SETTINGS).reason, Reason::HttpStatus);
     }
 
+    /// Review AB: what the subscriber is told of a working page after a self-closed
+    /// hidden SVG (`probe::shown::tests::review_ab_a_self_closed_hidden_svg_hides_nothing_after_it`):
+    /// `down/body_too_small`, "the page shows nothing", where Chromium shows the page.
+    #[test]
+    fn review_ab_a_working_page_after_a_self_closed_hidden_svg_is_up() {
+        let p = plan(Expect::default());
+        let page = "<!DOCTYPE html><html><head><title>County office</title></head><body>\
+                    <svg xmlns=\"http://www.w3.org/2000/svg\" style=\"display: none;\"/>\
+                    <h1>County office</h1><p>Opening hours: 8 to 4. Permits, forms and \
+                    services are listed below.</p></body></html>";
+        let j = judge(&p, &answer(200, page), &SETTINGS);
+        assert_eq!((j.verdict, j.reason), (Verdict::Up, Reason::Ok), "{}", j.detail);
+    }
+
     /// Hunt Z4: a script stopped part way behind nginx (PHP's `max_execution_time`,
     /// uWSGI's `harakiri`) leaves a page cut off, ended cleanly after seconds of nothing.
     #[test]

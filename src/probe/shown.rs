@@ -508,6 +508,55 @@ mod tests {
         }
     }
 
+    /// Review AB: an SVG with nothing in it is often closed by its own tag (`<svg …/>`,
+    /// as XHTML, JSX-style and Facelets templates write an empty element, and as the
+    /// HTML parser honours it for SVG: the element ends there). A hidden one was read to
+    /// the next `</svg` (or the end of the page), so the page's text after it was
+    /// skipped: a working page judged blank, `down/body_too_small`. Chromium shows the
+    /// heading and the text.
+    #[test]
+    fn review_ab_a_self_closed_hidden_svg_hides_nothing_after_it() {
+        for page in [
+            "<!DOCTYPE html><html><head><title>County office</title></head><body>\
+             <svg xmlns=\"http://www.w3.org/2000/svg\" style=\"display: none;\"/>\
+             <h1>County office</h1><p>Opening hours: 8 to 4.</p></body></html>",
+            // The text between a hidden empty SVG and a visible logo further on.
+            "<body><svg width=\"0\" height=\"0\" style=\"position:absolute\"/><h1>Permits</h1>\
+             <p>Apply online.</p><svg class=logo viewBox='0 0 10 10'><circle r=\"4\"/></svg></body>",
+        ] {
+            assert!(!shows_nothing(page), "{page}");
+        }
+    }
+
+    /// Review AB: a page whose head's script is the page, written as the HTML standard
+    /// lets a page be written (`</body>` and `</html>` left out), is not a page cut off:
+    /// a script sending the visitor on (`location.replace`), or writing the page
+    /// (`document.write`). Chromium follows the one and shows the other; both were `up`
+    /// before the head's script was read as drawing nothing in a page without end tags,
+    /// and are blank (`down/body_too_small`) now.
+    #[test]
+    fn review_ab_a_page_made_by_its_heads_script_without_end_tags_shows() {
+        for page in [
+            "<!doctype html><html><head><meta charset=utf-8><title>Webmail</title>\
+             <script>location.replace('/owa/' + location.search)</script></head>",
+            "<html><head><title>Status</title>\
+             <script>document.write('<h1>All systems operational</h1>')</script>",
+        ] {
+            assert!(!shows_nothing(page), "{page}");
+        }
+    }
+
+    /// Review AB: an element hidden by its tag may be shown by its own event handler,
+    /// a script: a splash image faded in once loaded. Chromium shows the image; the page
+    /// was `up` before hidden drawings drew nothing.
+    #[test]
+    fn review_ab_a_drawing_shown_by_its_own_handler_draws() {
+        let page = "<!doctype html><html><head><title>Coming back</title></head><body>\
+                    <img src=/splash.jpg alt=\"\" style=\"display:none\" \
+                    onload=\"this.style.display='block'\"></body></html>";
+        assert!(!shows_nothing(page), "{page}");
+    }
+
     #[test]
     fn text_is_counted_outside_scripts_styles_titles_and_comments() {
         let page = "<title>Just a moment</title><style>p{}</style><!-- note -->\
