@@ -656,4 +656,26 @@ mod tests {
             assert_eq!(soft_failure(&page), None, "{page}");
         }
     }
+
+    /// Review AB: a short status page telling of an incident in the words of the error
+    /// ("An internal error has occurred"), and a small login page keeping its error
+    /// message hidden by a class until a script shows it (Bootstrap's `d-none`), are the
+    /// site itself, working: `up` before hunt Z4's phrases, `degraded/body_mismatch`
+    /// ("error page") since.
+    #[test]
+    fn review_ab_a_working_page_naming_an_internal_error_is_no_stand_in() {
+        let status = "<!doctype html><html><head><title>County services status</title></head><body>\
+            <h1>All systems operational</h1><ul><li>Permits: operational</li><li>Payments: operational</li></ul>\
+            <h2>Past incidents</h2><p>3 May, 09:12: Payments showed \"An internal error has occurred\" \
+            to some residents for twenty minutes. Resolved.</p></body></html>";
+        let login = "<!doctype html><html><head><title>Sign in - County portal</title>\
+            <link rel=stylesheet href=/css/bootstrap.min.css></head><body><main class=container>\
+            <h1>Sign in</h1><form method=post action=/login><input name=user placeholder=Username>\
+            <input name=pass type=password placeholder=Password><button>Sign in</button></form>\
+            <div id=failed class=\"alert alert-danger d-none\">An internal error has occurred. \
+            Please try again.</div></main><script src=/js/login.js></script></body></html>";
+        for page in [status, login] {
+            assert_eq!(soft_failure(page), None, "{page}");
+        }
+    }
 }
