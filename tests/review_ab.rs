@@ -8,7 +8,8 @@ use std::time::Duration;
 use picket::job::{Report, Verdict};
 
 use crate::support::free_port;
-use crate::support::picket::{check, engine_from_toml};
+use crate::support::picket::{check, engine_from_toml, engine_with};
+use crate::support::real::php::Php;
 use crate::support::real::{page, scratch, write, Daemon};
 
 fn verdict(r: &Report) -> (Verdict, &str) {
@@ -176,4 +177,37 @@ async fn a_per_site_modsecurity_ban_of_our_address_is_never_down() {
             "a ban of our address is no site's failure: {said:#?}"
         );
     }
+}
+
+/// F3. A page that shows its heading at once and the rest after a slow query, as
+/// PHP's manual teaches (`ob_flush(); flush();`, nginx told `X-Accel-Buffering: no`),
+/// written with its optional end tags left out as the HTML standard allows. It comes
+/// whole, status 200, and a browser shows all of it; picket said `degraded/protocol`
+/// ("the page stopped coming for 1500 ms and ended cut off before its end: the
+/// application behind the server was stopped part way").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_page_sent_in_two_parts_without_end_tags_is_up() {
+    const REPORT: &str = r#"<?php header("X-Accel-Buffering: no"); ?><!doctype html>
+<html lang=en>
+<title>Road works report</title>
+<body>
+<h1>Road works this week</h1>
+<p>Loading the list&hellip;
+<?php
+ob_flush(); flush();
+usleep(1500000);
+foreach (['Main Street: resurfacing, Monday to Wednesday', 'Mill Lane: closed Thursday', 'Church Road: new crossing, all week'] as $w) {
+    echo "<p>$w\n";
+}
+echo "<p>Last updated: 4 December.\n";
+"#;
+    let ip = "127.0.99.21";
+    let host = "roads.review-ab.test";
+    let php = Php::start(ip, host, &[("report.php", REPORT)]);
+    let e = engine_with(
+        "attempts = 1",
+        &format!("[dns]\nstatic = {{ \"{host}\" = \"{ip}\" }}\n"),
+    );
+    let r = check(&e, &format!("http://{host}:{}/report.php", php.nginx.port)).await;
+    assert_eq!(verdict(&r), (Verdict::Up, "ok"), "{}", r.detail);
 }

@@ -937,7 +937,12 @@ mod tests {
                     <h1>County office</h1><p>Opening hours: 8 to 4. Permits, forms and \
                     services are listed below.</p></body></html>";
         let j = judge(&p, &answer(200, page), &SETTINGS);
-        assert_eq!((j.verdict, j.reason), (Verdict::Up, Reason::Ok), "{}", j.detail);
+        assert_eq!(
+            (j.verdict, j.reason),
+            (Verdict::Up, Reason::Ok),
+            "{}",
+            j.detail
+        );
     }
 
     /// Hunt Z4: a script stopped part way behind nginx (PHP's `max_execution_time`,
