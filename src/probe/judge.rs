@@ -327,14 +327,17 @@ const STOPPED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// uWSGI's `harakiri`), and the server ended the answer cleanly, as FastCGI and uwsgi
 /// have no length of their own to fall short of (hunt Z4). A browser shows half a page.
 /// A page cut off at once is no sign: pages minified without their optional end tags
-/// end so.
+/// end so; nor is a page whose parts came seconds apart (flushed before a slow query)
+/// and that left only optional end tags out: it was cut off part way when it left an
+/// element open whose end tag is required (`shown::left_open`; review AB).
 fn stopped_part_way(s: &Seen<'_>) -> Option<Judgement> {
     let a = s.answer;
     let stopped = u128::from(a.stalled_ms) >= STOPPED_AFTER.as_millis()
         && a.broke_off.is_none()
         && a.late.is_none()
         && !a.truncated
-        && crate::probe::shown::cut_off_page(&a.text);
+        && crate::probe::shown::cut_off_page(&a.text)
+        && crate::probe::shown::left_open(&a.text);
     stopped.then(|| {
         Judgement::new(
             Verdict::Degraded,

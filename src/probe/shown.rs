@@ -68,9 +68,64 @@ pub(crate) fn cut_off_page(text: &str) -> bool {
     (find_ascii_ci(b, b"<body").is_some() || find_ascii_ci(b, b"<html").is_some()) && cut_off(b)
 }
 
-/// Whether a page ends before its body does: no `</body>` nor `</html>` in it.
+/// Whether a page ends before its body does: no `</body>` nor `</html>` in it, and
+/// either a body opened or the head never closed. A page of a head alone, closed, is
+/// whole (its script is the page: a redirect stub, an app shell), and so is one whose
+/// head's script writes the page or sends the visitor on (`document.write`,
+/// `location`), as the HTML standard lets a page leave its end tags out (review AB).
 fn cut_off(b: &[u8]) -> bool {
-    find_ascii_ci(b, b"</body").is_none() && find_ascii_ci(b, b"</html").is_none()
+    let found = |what: &[u8]| find_ascii_ci(b, what).is_some();
+    if found(b"</body") || found(b"</html") {
+        return false;
+    }
+    found(b"<body") || !(found(b"</head") || found(b"document.write") || found(b"location"))
+}
+
+/// Elements whose end tag HTML requires: a page that ends with one of them open was
+/// cut off part way, where one that leaves out only the optional end tags (`</p>`,
+/// `</li>`, `</body>`, `</html>`) may be whole.
+const CONTAINERS: &[&[u8]] = &[
+    b"div", b"ul", b"ol", b"table", b"section", b"article", b"main", b"nav", b"form", b"aside",
+    b"header", b"footer",
+];
+
+/// Whether `text` ends with an element of [`CONTAINERS`] open (opened more often than
+/// closed; scripts', styles' and comments' words are no tags): the page was cut off
+/// part way, not written without its optional end tags (review AB).
+pub(crate) fn left_open(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut open = [0i64; CONTAINERS.len()];
+    let mut i = 0;
+    while let Some(at) = memchr::memchr(b'<', &b[i..]).map(|p| i + p) {
+        let rest = &b[at..];
+        let closing = rest.get(1) == Some(&b'/');
+        if rest.starts_with(b"<!--") {
+            i = comment_end(b, at);
+            continue;
+        }
+        if !opens_markup(rest, closing) {
+            i = at + 1;
+            continue;
+        }
+        let name_at = at + 1 + usize::from(closing);
+        let name_len = b[name_at..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-')
+            .count();
+        let name = &b[name_at..name_at + name_len];
+        let end = tag_gt(b, name_at).map_or(b.len(), |gt| gt + 1);
+        let named = |n: &&[u8]| n.eq_ignore_ascii_case(name);
+        i = if !closing && UNSHOWN_ELEMENTS.iter().any(named) {
+            closing_tag(b, end, name)
+        } else {
+            end
+        };
+        if let Some(k) = CONTAINERS.iter().position(named) {
+            let self_closed = b[at..end].ends_with(b"/>");
+            open[k] += if closing { -1 } else { i64::from(!self_closed) };
+        }
+    }
+    open.iter().any(|n| *n > 0)
 }
 
 /// Whether a page shows more than `limit` characters of text (scripts, styles, the
@@ -172,12 +227,16 @@ fn hides(tag: &[u8]) -> bool {
         .collect();
     let has = |needle: &[u8]| memchr::memmem::find(&style, needle).is_some();
     let is = |name, v: &[u8]| value(name).is_some_and(|x| x.eq_ignore_ascii_case(v));
-    attribute(tag, b"hidden").is_some()
-        || has(b"display:none")
-        || has(b"visibility:hidden")
-        || is(b"type", b"hidden")
-        || is(b"width", b"0")
-        || is(b"height", b"0")
+    // An event handler of its own (`onload="this.style.display='block'"`, a splash
+    // faded in) may show it: a script, which draws.
+    let handled = attributes(tag).any(|(n, _)| n.len() > 2 && n[..2].eq_ignore_ascii_case(b"on"));
+    !handled
+        && (attribute(tag, b"hidden").is_some()
+            || has(b"display:none")
+            || has(b"visibility:hidden")
+            || is(b"type", b"hidden")
+            || is(b"width", b"0")
+            || is(b"height", b"0"))
 }
 
 /// The attribute `name` (lower case) of a tag: `Some(None)` when it stands alone,
@@ -282,8 +341,9 @@ fn markup(b: &[u8], at: usize) -> Markup {
     let drawing = is(DRAWING_TAGS) || has_background_image(tag);
     if !is(UNSHOWN_ELEMENTS) {
         return match drawing {
-            // What a hidden SVG holds is hidden with it.
-            true if hides(tag) && name.eq_ignore_ascii_case(b"svg") => {
+            // What a hidden SVG holds is hidden with it; one closed by its own tag
+            // (`<svg …/>`, as the HTML parser reads foreign elements) holds nothing.
+            true if hides(tag) && name.eq_ignore_ascii_case(b"svg") && !tag.ends_with(b"/>") => {
                 Markup::Hidden(closing_tag(b, end, name))
             }
             true if hides(tag) => Markup::Hidden(end),
@@ -555,6 +615,23 @@ mod tests {
                     <img src=/splash.jpg alt=\"\" style=\"display:none\" \
                     onload=\"this.style.display='block'\"></body></html>";
         assert!(!shows_nothing(page), "{page}");
+    }
+
+    /// Review AB: a page left without its optional end tags is whole; one ending with a
+    /// list, a table or a `div` open was cut off part way.
+    #[test]
+    fn a_page_is_left_open_only_by_an_element_whose_end_tag_is_required() {
+        let whole = "<!doctype html><html lang=en><title>Road works</title><body>\
+                     <h1>Road works</h1><p>Main Street: Monday<p>Mill Lane: Thursday\
+                     <ul><li>one<li>two</ul><div/><!-- <div> --><script>x='<div>'</script>";
+        assert!(!left_open(whole));
+        for cut in [
+            "<html><body><h1>Permits</h1><ul><li>Permit 1</li><li>Permit 2</li>",
+            "<html><body><div class=page><div class=main><p>Half of it</div>",
+            "<html><body><TABLE><tr><td>1</td></tr>",
+        ] {
+            assert!(left_open(cut), "{cut}");
+        }
     }
 
     #[test]
