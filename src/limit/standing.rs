@@ -279,7 +279,10 @@ fn in_words(code: u16) -> Option<std::borrow::Cow<'static, str>> {
 pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level: u32) -> Refusal {
     let what = in_words(code).unwrap_or_else(|| format!("{code}").into());
     Refusal::held(
-        format!("{what} from {hosts} hosts of {ip} right after it answered us"),
+        format!(
+            "{what} from {hosts} host{} of {ip} right after it answered us",
+            if hosts == 1 { "" } else { "s" }
+        ),
         "it refuses us, not the site failing",
         ip,
         hold,
@@ -1249,8 +1252,11 @@ mod tests {
         assert_eq!(s.refused("a.test", r, "192.0.2.1", BASE, after), None);
         assert_eq!(s.level(), level, "a failing site steps nothing up");
         assert!(!s.held(after));
-        let still = s.refused("c.test", r, "192.0.2.1", BASE, after);
-        assert_eq!(still.map(|r| r.level), Some(level + 1), "the block goes on");
+        let still = s
+            .refused("c.test", r, "192.0.2.1", BASE, after)
+            .expect("the block goes on");
+        assert_eq!(still.level, level + 1);
+        assert!(still.detail.contains("from 1 host of"), "{}", still.detail);
     }
 
     #[tokio::test(start_paused = true)]
