@@ -380,6 +380,26 @@ async fn standing_of(s: &Settings) -> (redis::aio::MultiplexedConnection, String
     (conn, key)
 }
 
+/// Two workers' limiters (`name`-a, `name`-b) after one.test and two.test answered
+/// 403 right after an answer (a storm) and the 2 s hold ended, and the IP's `standing`
+/// hash to change as time would.
+async fn held_once_by_403s(
+    name: &str,
+) -> (
+    RedisLimiter,
+    RedisLimiter,
+    redis::aio::MultiplexedConnection,
+    String,
+) {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), &format!("{name}-a"));
+    let b = limiter(&s, Duration::from_secs(30), &format!("{name}-b"));
+    let _ = storm(&a, &a, Signal::Refused(403)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (conn, standing) = standing_of(&s).await;
+    (a, b, conn, standing)
+}
+
 /// `host` first refused again an hour and a second ago, by Redis's clock
 /// (`standing::AGAIN_OVER`): what checks over an hour leave in field `f:<host>`.
 async fn first_again_an_hour_ago(
@@ -404,13 +424,8 @@ async fn first_again_an_hour_ago(
 /// site's, for every worker, as the Lua `REFUSE` script reads them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_refusing_again_check_after_check_is_the_sites_at_last_for_every_worker() {
-    let s = settings(100.0, 10, 10);
-    let a = limiter(&s, Duration::from_secs(30), "again-a");
-    let b = limiter(&s, Duration::from_secs(30), "again-b");
+    let (a, b, mut conn, standing) = held_once_by_403s("again").await;
     let refused = Signal::Refused(403);
-    let _ = storm(&a, &a, refused).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (mut conn, standing) = standing_of(&s).await;
     let now = |host| req(host, Duration::ZERO);
     for check in 1..=4 {
         // Three checks within a minute may be a ban of us on this site alone (review
@@ -468,13 +483,8 @@ async fn an_answer_another_worker_had_after_the_hold_counts_for_every_worker() {
 /// a site known failing, asked first after a later hold, steps nothing up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_pair_checked_minutes_apart_is_the_sites_after_the_hour_for_every_worker() {
-    let s = settings(100.0, 10, 10);
-    let a = limiter(&s, Duration::from_secs(30), "pair-a");
-    let b = limiter(&s, Duration::from_secs(30), "pair-b");
+    let (a, b, mut conn, standing) = held_once_by_403s("pair").await;
     let refused = Signal::Refused(403);
-    let _ = storm(&a, &a, refused).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (mut conn, standing) = standing_of(&s).await;
     let now = |host| req(host, Duration::ZERO);
     for check in 1..=3 {
         if check == 3 {

@@ -97,23 +97,14 @@ pub(crate) fn left_open(text: &str) -> bool {
     let mut open = [0i64; CONTAINERS.len()];
     let mut i = 0;
     while let Some(at) = memchr::memchr(b'<', &b[i..]).map(|p| i + p) {
-        let rest = &b[at..];
-        let closing = rest.get(1) == Some(&b'/');
-        if rest.starts_with(b"<!--") {
+        if b[at..].starts_with(b"<!--") {
             i = comment_end(b, at);
             continue;
         }
-        if !opens_markup(rest, closing) {
+        let Some(Tag { closing, name, end }) = tag_at(b, at) else {
             i = at + 1;
             continue;
-        }
-        let name_at = at + 1 + usize::from(closing);
-        let name_len = b[name_at..]
-            .iter()
-            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-')
-            .count();
-        let name = &b[name_at..name_at + name_len];
-        let end = tag_gt(b, name_at).map_or(b.len(), |gt| gt + 1);
+        };
         let named = |n: &&[u8]| n.eq_ignore_ascii_case(name);
         i = if !closing && UNSHOWN_ELEMENTS.iter().any(named) {
             closing_tag(b, end, name)
@@ -318,21 +309,12 @@ pub(crate) fn comment_end(b: &[u8], at: usize) -> usize {
 
 /// What the `<` at `b[at]` opens, and where it ends.
 fn markup(b: &[u8], at: usize) -> Markup {
-    let rest = &b[at..];
-    if rest.starts_with(b"<!--") {
+    if b[at..].starts_with(b"<!--") {
         return Markup::Hidden(comment_end(b, at));
     }
-    let closing = rest.get(1) == Some(&b'/');
-    if !opens_markup(rest, closing) {
+    let Some(Tag { closing, name, end }) = tag_at(b, at) else {
         return Markup::Text;
-    }
-    let name_at = at + 1 + usize::from(closing);
-    let name_len = b[name_at..]
-        .iter()
-        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-')
-        .count();
-    let name = &b[name_at..name_at + name_len];
-    let end = tag_gt(b, name_at).map_or(b.len(), |gt| gt + 1);
+    };
     let is = |list: &[&[u8]]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
     if closing {
         return Markup::Hidden(end);
@@ -361,6 +343,33 @@ fn markup(b: &[u8], at: usize) -> Markup {
     } else {
         Markup::Hidden(close)
     }
+}
+
+/// A tag: whether it closes an element, its name, and where it ends (just past its
+/// `>`, or the page's end).
+struct Tag<'b> {
+    closing: bool,
+    name: &'b [u8],
+    end: usize,
+}
+
+/// The tag the `<` at `b[at]` opens; `None` when that `<` is text ([`opens_markup`]).
+fn tag_at(b: &[u8], at: usize) -> Option<Tag<'_>> {
+    let rest = &b[at..];
+    let closing = rest.get(1) == Some(&b'/');
+    if !opens_markup(rest, closing) {
+        return None;
+    }
+    let name_at = at + 1 + usize::from(closing);
+    let name_len = b[name_at..]
+        .iter()
+        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'-')
+        .count();
+    Some(Tag {
+        closing,
+        name: &b[name_at..name_at + name_len],
+        end: tag_gt(b, name_at).map_or(b.len(), |gt| gt + 1),
+    })
 }
 
 /// Whether the `<` that `rest` opens with starts markup. A `<` before anything but a
