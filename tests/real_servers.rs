@@ -885,6 +885,27 @@ async fn haproxy_tarpit_holding_longer_than_a_probe_is_never_down() {
     );
 }
 
+/// haproxy's "flag abusers" recipe (review AB): a client past the rate in 10 s is
+/// flagged for as long as its entry lives, each of its requests keeping the flag, and
+/// while flagged every request it makes is tarpitted (10 s here, longer than a probe
+/// waits), then answered haproxy's 500. Every host of the IP is held open, right after
+/// answering us, and goes on being held after our hold: a ban of us, where every site
+/// but the first few was `down/timeout`, "confirmed by 2 attempts".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_flagging_us_as_an_abuser_is_never_down() {
+    let ip = "127.0.56.12";
+    let haproxy = Haproxy::rate_limited(ip, 4, Limit::FlaggedTarpit);
+    let hosts = names("hxflagged", 8);
+    let reports =
+        round_over_the_limit(&hosts, (ip, haproxy.port), "timeout = \"6s\"\n", "2s", "").await;
+    let up = assert_never_down(&reports, "", "a flagged tarpit");
+    eprintln!("a flagged tarpit: {up} of {} up", hosts.len());
+    assert!(
+        up < hosts.len(),
+        "the flag never tripped: the test proves nothing"
+    );
+}
+
 /// A SOCKS5 proxy that accepts connections and answers nothing (danted stopped with
 /// SIGSTOP: the kernel still completes the handshake) looks, to a client that only
 /// sees "not connected in time", like a site that never answers. The proxy is asked

@@ -31,6 +31,11 @@ pub enum Limit {
     /// The same held for 30 s, longer than a probe waits: the connection is kept open
     /// and nothing comes.
     LongTarpit,
+    /// haproxy's "flag abusers" recipe: a client over the rate in 10 s is flagged
+    /// (`gpc0`) for as long as its entry lives (10 minutes after its last request, so
+    /// each request it makes keeps the flag), and every request of a flagged client is
+    /// tarpitted for 10 s, then answered haproxy's 500.
+    FlaggedTarpit,
 }
 
 /// A running haproxy.
@@ -91,6 +96,7 @@ backend back
     pub fn rate_limited(ip: &str, rate: u32, limit: Limit) -> Haproxy {
         let dir = scratch("haproxy-limit");
         let port = free_port();
+        let mut table = "expire 10s store http_req_rate(1s),conn_rate(1s)";
         let rule = match limit {
             Limit::Reject => format!(
                 "  http-request track-sc0 src\n  \
@@ -108,6 +114,14 @@ backend back
                 "  timeout tarpit 30s\n  http-request track-sc0 src\n  \
                  http-request tarpit if {{ sc_http_req_rate(0) gt {rate} }}\n"
             ),
+            Limit::FlaggedTarpit => {
+                table = "expire 10m store gpc0,http_req_rate(10s)";
+                format!(
+                    "  timeout tarpit 10s\n  http-request track-sc0 src\n  \
+                     http-request sc-inc-gpc0(0) if {{ sc_http_req_rate(0) gt {rate} }}\n  \
+                     http-request tarpit if {{ sc_get_gpc0(0) gt 0 }}\n"
+                )
+            }
             Limit::ConnectionReject => format!(
                 "  tcp-request connection track-sc0 src\n  \
                  tcp-request connection reject if {{ sc_conn_rate(0) gt {rate} }}\n"
@@ -116,7 +130,7 @@ backend back
         let conf = format!(
             r#"{head}frontend site
   bind {ip}:{port}
-  stick-table type ip size 1k expire 10s store http_req_rate(1s),conn_rate(1s)
+  stick-table type ip size 1k {table}
 {rule}  http-request return status 200 content-type "text/html" lf-string "<!doctype html><html><head><title>%[req.hdr(host)]</title></head><body><h1>%[req.hdr(host)]</h1><p>Welcome to the county office. Opening hours, forms and services are listed below; call us during office hours.</p></body></html>"
 "#,
             head = head(&dir, "http")
