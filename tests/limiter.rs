@@ -369,6 +369,56 @@ async fn requests_held_open_after_the_hold_are_the_sites_while_its_neighbours_an
     assert!(r.detail.contains("without an answer"), "{}", r.detail);
 }
 
+/// haproxy's tarpit flagging us (real_servers::haproxy_flagging_us_as_an_abuser_is_never_down),
+/// as the Lua `REFUSE` script reads it: held open after the hold with nothing answered,
+/// after a storm of requests held open alone, is the site's (a server hanging on every
+/// host); after the tarpit's 500 refused us in its page, it is more of the flag on us,
+/// for every worker, until the IP answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_held_open_after_a_tarpits_500_are_its_flag_on_us_for_every_worker() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "flag-a");
+    let b = limiter(&s, Duration::from_secs(30), "flag-b");
+    let held = Signal::HeldOpen(Duration::from_secs(6));
+    storm(&a, &a, held).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        b.answered(req("one.test", Duration::ZERO), held).await,
+        None,
+        "held open again, after a storm of requests held open alone: the site's"
+    );
+    let r = a
+        .answered(req("two.test", Duration::ZERO), Signal::Refused(500))
+        .await
+        .expect("the tarpit's 500 after the hold");
+    assert_eq!(r.level, 2);
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    let r = b
+        .answered(req("three.test", Duration::ZERO), held)
+        .await
+        .expect("held open after the tarpit's 500 refused us, for another worker too");
+    assert!(r.detail.contains("flagged"), "{}", r.detail);
+    assert_eq!(r.level, 3);
+    // The hold over, and the IP answered since: what is held open then is the site's.
+    let (mut conn, key) = standing_of(&s).await;
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("until")
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    assert!(a
+        .answered(req("four.test", Duration::ZERO), Signal::Fine)
+        .await
+        .is_none());
+    assert_eq!(
+        a.answered(req("one.test", Duration::ZERO), held).await,
+        None,
+        "held open after the IP answered since the hold: the site's"
+    );
+}
+
 /// The IP's `standing` hash in Redis, and a connection to change it as time would.
 async fn standing_of(s: &Settings) -> (redis::aio::MultiplexedConnection, String) {
     let conn = redis::Client::open(s.redis.url.as_str())

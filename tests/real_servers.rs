@@ -894,11 +894,11 @@ async fn haproxy_tarpit_holding_longer_than_a_probe_is_never_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_flagging_us_as_an_abuser_is_never_down() {
     let ip = "127.0.56.12";
-    let haproxy = Haproxy::rate_limited(ip, 4, Limit::FlaggedTarpit);
-    let hosts = names("hxflagged", 8);
+    let haproxy = Haproxy::rate_limited(ip, 3, Limit::FlaggedTarpit);
+    let hosts = names("hxflagged", 6);
     let reports =
         round_over_the_limit(&hosts, (ip, haproxy.port), "timeout = \"6s\"\n", "2s", "").await;
-    let up = assert_never_down(&reports, "", "a flagged tarpit");
+    let up = assert_never_down(&reports, "held open", "a flagged tarpit");
     eprintln!("a flagged tarpit: {up} of {} up", hosts.len());
     assert!(
         up < hosts.len(),

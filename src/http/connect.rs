@@ -32,6 +32,12 @@ const MAX_ADDRESSES: usize = 8;
 /// job deferred too often): long enough for any sane limit, bounded all the same.
 const WAIT_WITHOUT_DEFERRAL: Duration = Duration::from_secs(600);
 
+/// Probe times a request held open is given when asked again after the hold: a tarpit
+/// that flagged us (haproxy's `timeout tarpit`, set in its recipes from seconds to
+/// half a minute) held the first past one probe's time, and answers its 500 within two
+/// unless it is longer than that; then the request held again is the site's failure.
+const TARPIT_OUTWAIT: u32 = 2;
+
 /// Where one hop may go: its host and port, and the addresses the policy allows.
 pub(super) struct Target {
     pub(super) host: String,
@@ -280,7 +286,7 @@ impl HttpProber {
                         if chain.redirects == 0 {
                             self.clock.note(ip, resp.headers());
                         }
-                        let stamp = self.answered(probe, &target.host, ip, ready, &tried, obs);
+                        let stamp = self.answered(probe, ip, ready, &tried, obs);
                         return Ok(Answered {
                             resp,
                             permit,
@@ -706,11 +712,11 @@ impl HttpProber {
     }
 
     /// What an answer from `ip` tells: the notes on addresses that failed before it,
-    /// the answers remembered for a later reset, the first byte's time.
+    /// the answers remembered for a later reset, the first byte's time (which paces the
+    /// IP once the answer is known to be no refusal: `HttpProber::paced_by`).
     fn answered(
         &self,
         probe: &Probe<'_>,
-        host: &str,
         ip: IpAddr,
         ready: Instant,
         tried: &Tried,
@@ -722,8 +728,6 @@ impl HttpProber {
         }
         let stamp = self.recent.answered(ip, probe.index);
         obs.first_byte = Some(ready.elapsed());
-        let answered = Request::sent(ip, host, &probe.egress.name);
-        self.limiter.latency(&answered, ready.elapsed());
         stamp
     }
 
@@ -768,17 +772,20 @@ impl HttpProber {
                 signal,
                 Signal::Closed | Signal::Reset | Signal::ConnectionRefused
             );
-            // A request held open is asked again after the hold with a probe's time of
-            // its own: a limit holding what came too fast lets it through then, and a
-            // backend that hangs behind several hosts of the IP holds it again, which
-            // is that site's failure (`AfterHold::Sites`; hunt Z3).
+            // A request held open is asked again after the hold with time of its own
+            // ([`TARPIT_OUTWAIT`]): a limit holding what came too fast lets it through
+            // then, a tarpit that flagged us holds it again for the tarpit's whole
+            // length and then answers its 500 (a refusal of us), and a backend that
+            // hangs behind several hosts of the IP holds it still, which is that site's
+            // failure (`AfterHold::SitesUnlessRefused`).
             let held_open = matches!(signal, Signal::HeldOpen(_));
             probe.refused_on_us = refusal
                 .as_ref()
                 .filter(|r| (cheap || held_open) && !r.hold.is_zero())
                 .map(|r| r.asked_again.clone());
             if held_open && probe.refused_on_us.is_some() {
-                probe.deadline = probe.deadline.max(Instant::now() + probe.plan.timeout);
+                let outwait = probe.plan.timeout.saturating_mul(TARPIT_OUTWAIT);
+                probe.deadline = probe.deadline.max(Instant::now() + outwait);
             }
             obs.refusal = refusal.map(|r| r.detail);
         }

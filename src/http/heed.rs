@@ -32,6 +32,25 @@ pub(super) struct Heeded {
 }
 
 impl HttpProber {
+    /// The time `ip` took to answer (`first_byte`) paces our requests to it, unless the
+    /// answer refused us (`signal`): a tarpit answers its 500 as late as the tarpit is
+    /// long, by design, and taking that for a server slowing down under its load would
+    /// read the requests it holds next as a struggling server's, never as a refusal of
+    /// us (`Signal::may_refuse`).
+    pub(super) fn paced_by(
+        &self,
+        probe: &Probe<'_>,
+        host: &str,
+        ip: IpAddr,
+        signal: Signal,
+        first_byte: Option<Duration>,
+    ) {
+        if let (Some(latency), false) = (first_byte, matches!(signal, Signal::Refused(_))) {
+            let request = Request::sent(ip, host, &probe.egress.name);
+            self.limiter.latency(&request, latency);
+        }
+    }
+
     /// Tells the limiter what the answer of `ip` said: a `Retry-After` pause `asked` by a
     /// 429 or 503 (`status`), its `signal`, and a refusal by one host right after its IP
     /// served a burst (that host is held).

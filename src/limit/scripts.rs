@@ -206,7 +206,8 @@ return active
 /// max_hold_ms, max_level, after_hold (how a refusal after a hold is read,
 /// `standing::AfterHold`: 0 a refusal of us, 1 the site's failure unless a ban may follow
 /// the server's refusal of us, 2 the site's unless the IP answered since the hold
-/// ended, 3 the site's unless either, 4 the site's), ok_age_ms (how long ago the
+/// ended, 3 the site's unless either, 4 the site's unless a ban may follow the
+/// server's refusal of us in words, not a request it held or left unanswered), ok_age_ms (how long ago the
 /// reporting worker last had an answer from the IP; -1 for never; any worker's answer
 /// that `DECAY` noted in field `fine` counts too), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
 /// code when the server itself refused us, else -1), again_times
@@ -285,12 +286,16 @@ if level == 0 and not again and not (hosts >= tonumber(ARGV[5]) and now - ok < t
   return {0, 0, 0, hosts, -1}
 end
 local srv = tonumber(f['srv'] or '-1e18')
+-- Requests held open follow only a refusal in words (srvc 4 and 5: requests left
+-- unanswered or held, as a hanging backend's storm is).
+local worded = f['srvc'] ~= '4' and f['srvc'] ~= '5'
 -- A ban may follow the server's refusal; its own closes during the hold are the storm.
-local banned = (ARGV[9] == '1' or (ARGV[9] == '3' and now >= hold_end))
+local banned = (ARGV[9] == '1' or (ARGV[9] == '3' and now >= hold_end)
+    or (ARGV[9] == '4' and now >= hold_end and worded))
   and now - srv < tonumber(ARGV[11]) and not answered
 if (level > 0 or again) and now >= hold_end then
-  if (ARGV[9] == '1' and not banned) or (ARGV[9] == '2' and not answered)
-    or (ARGV[9] == '3' and not answered and not banned) or ARGV[9] == '4' then
+  if ((ARGV[9] == '1' or ARGV[9] == '4') and not banned) or (ARGV[9] == '2' and not answered)
+    or (ARGV[9] == '3' and not answered and not banned) then
     -- The server's refusals before the hold were that failure too: no ban follows.
     if tonumber(ARGV[12]) >= 0 then redis.call('HDEL', s, 'srv', 'srvc') end
     return {0, 0, 0, hosts, -1}

@@ -317,8 +317,8 @@ pub(crate) fn again_while_answering(code: u16, host: &str, ip: &str, level: u32)
     }
 }
 
-/// A refused, timed-out or closed connection (`code`) taken for a ban that followed the
-/// server's own refusal of us (`by_code`), in words.
+/// A refused, timed-out or closed connection, or a request held open (`code`), taken for
+/// a ban that followed the server's own refusal of us (`by_code`), in words.
 pub(crate) fn describe_ban(
     code: u16,
     by_code: u16,
@@ -338,6 +338,16 @@ pub(crate) fn describe_ban(
             format!("{what} from {ip} {since}"),
             "a block outlasting our hold (ModSecurity CRS's DoS protection drops a blocked \
              client's connections for minutes), not the site failing",
+            ip,
+            hold,
+            level,
+        );
+    }
+    if code == Signal::HeldOpen(Duration::ZERO).code() {
+        return Refusal::held(
+            format!("{what} from {ip} after it refused us with {by}"),
+            "a tarpit holding every request of a client it flagged (haproxy's stick-table \
+             recipe, the flag kept by each request), not the site failing",
             ip,
             hold,
             level,
@@ -391,12 +401,18 @@ pub(crate) enum AfterHold {
     /// once the ban's memory is over.
     SitesUnlessAnsweredOrBanned,
     /// Requests held open without an answer ([`Signal::HeldOpen`]): the site's own
-    /// failure, whether or not its neighbours answer. A limit that holds what it
-    /// refuses (haproxy's `tarpit`, nginx's delaying `limit_req`) holds only what comes
-    /// too fast, and after a hold we ask at half the rate, one request at a time; a
-    /// backend that hangs behind several hosts of a shared server holds them still,
-    /// while the server answers its other hosts at once (hunt Z3).
-    Sites,
+    /// failure, whether or not its neighbours answer, unless the server itself refused
+    /// us in words ([`AfterHold::follows`]: a status, a block page, a close) within
+    /// [`BAN_MEMORY`] and the IP has not answered since the hold. A limit that holds
+    /// what it refuses (haproxy's `tarpit`, nginx's delaying `limit_req`) holds only
+    /// what comes too fast, and after a hold we ask at half the rate, one request at a
+    /// time; a backend that hangs behind several hosts of a shared server holds them
+    /// still, while the server answers its other hosts at once (hunt Z3). But a tarpit
+    /// that flagged us (haproxy's stick-table "flag abusers" recipe: each of our
+    /// requests keeps the flag) holds every request of ours, each until its tarpit
+    /// ends in haproxy's 500, which the request asked again after a hold waits for
+    /// (`http::connect`): once that page refused us, what it holds next is more of it.
+    SitesUnlessRefused,
 }
 
 impl AfterHold {
@@ -406,7 +422,7 @@ impl AfterHold {
             Signal::ConnectionRefused | Signal::TimedOut(_) => AfterHold::SitesUnlessBanned,
             Signal::Closed => AfterHold::SitesUnlessAnsweredOrBanned,
             Signal::Unanswered(_) | Signal::Refused(503) => AfterHold::SitesUnlessAnswered,
-            Signal::HeldOpen(_) => AfterHold::Sites,
+            Signal::HeldOpen(_) => AfterHold::SitesUnlessRefused,
             Signal::Fine | Signal::Refused(_) | Signal::Reset => AfterHold::Refusal,
         }
     }
@@ -419,7 +435,7 @@ impl AfterHold {
             AfterHold::SitesUnlessBanned => !banned,
             AfterHold::SitesUnlessAnswered => !answered,
             AfterHold::SitesUnlessAnsweredOrBanned => !answered && !banned,
-            AfterHold::Sites => true,
+            AfterHold::SitesUnlessRefused => !banned,
         }
     }
 
@@ -427,8 +443,22 @@ impl AfterHold {
     pub(crate) fn may_be_a_ban(self) -> bool {
         matches!(
             self,
-            AfterHold::SitesUnlessBanned | AfterHold::SitesUnlessAnsweredOrBanned
+            AfterHold::SitesUnlessBanned
+                | AfterHold::SitesUnlessAnsweredOrBanned
+                | AfterHold::SitesUnlessRefused
         )
+    }
+
+    /// Whether it may follow the server's refusal of us that had code `by`
+    /// ([`Signal::code`]): requests held open follow only a refusal in words, since a
+    /// backend hanging behind several hosts holds their requests in a storm of its own
+    /// (hunt Z3), and holds them still after the hold.
+    pub(crate) fn follows(self, by: u16) -> bool {
+        let unspoken = [
+            Signal::Unanswered(Duration::ZERO),
+            Signal::HeldOpen(Duration::ZERO),
+        ];
+        self != AfterHold::SitesUnlessRefused || !unspoken.iter().any(|s| s.code() == by)
     }
 
     /// Its code for the `REFUSE` script.
@@ -438,7 +468,7 @@ impl AfterHold {
             AfterHold::SitesUnlessBanned => 1,
             AfterHold::SitesUnlessAnswered => 2,
             AfterHold::SitesUnlessAnsweredOrBanned => 3,
-            AfterHold::Sites => 4,
+            AfterHold::SitesUnlessRefused => 4,
         }
     }
 }
@@ -617,8 +647,9 @@ impl Standing {
     /// The server's own refusal of us (its status) that a refused or dropped connection
     /// (`signal`) may be a ban following, while the IP has not `answered` since the hold.
     fn ban_after(&self, signal: Signal, answered: bool, now: Instant) -> Option<u16> {
+        let after_hold = AfterHold::of(signal);
         self.server_refused
-            .filter(|_| AfterHold::of(signal).may_be_a_ban())
+            .filter(|(_, by)| after_hold.may_be_a_ban() && after_hold.follows(*by))
             .filter(|(t, _)| now.duration_since(*t) < BAN_MEMORY)
             .filter(|_| !answered)
             .map(|(_, by)| by)
@@ -1062,6 +1093,50 @@ mod tests {
         s.fine(after);
         assert_eq!(s.refused("a.test", held, "192.0.2.1", BASE, after), None);
         assert_eq!(s.level(), 1, "not stepped up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_held_open_after_a_tarpits_500_are_its_flag_on_us_until_the_ip_answers() {
+        let held = Signal::HeldOpen(Duration::from_secs(6));
+        let tarpit_500 = Signal::Refused(500);
+        let ip = "192.0.2.1";
+        let now = Instant::now();
+        // A storm of requests held open, then the request asked again after the hold is
+        // held again with nothing answered since: a server hanging on every host is
+        // failing, and its storm is no refusal of us in words.
+        let mut hung = Standing::default();
+        hung.fine(now);
+        let _ = hung.refused("a.test", held, ip, BASE, now);
+        assert!(
+            hung.refused("b.test", held, ip, BASE, now).is_some(),
+            "a storm"
+        );
+        let after = now + BASE + Duration::from_secs(7);
+        assert_eq!(hung.refused("a.test", held, ip, BASE, after), None);
+        // haproxy's flag on us: the request asked again after the hold is held until
+        // the tarpit's 500, a refusal of us in its page; what it holds next is more of it.
+        let mut flagged = Standing::default();
+        flagged.fine(now);
+        let _ = flagged.refused("a.test", held, ip, BASE, now);
+        let _ = flagged.refused("b.test", held, ip, BASE, now);
+        let r = flagged.refused("a.test", tarpit_500, ip, BASE, after);
+        assert_eq!(r.map(|r| r.level), Some(2), "the 500 steps the hold up");
+        let later = after + hold_for(BASE, 2) + Duration::from_secs(7);
+        let r = flagged
+            .refused("c.test", held, ip, BASE, later)
+            .expect("held open after the tarpit's 500 refused us");
+        assert!(r.detail.contains("flagged"), "{}", r.detail);
+        assert!(
+            r.asked_again.contains("then asked again"),
+            "{}",
+            r.asked_again
+        );
+        assert_eq!(r.level, 3);
+        // An answer since the hold ends it: what is held open then is the site's.
+        let answered = later + hold_for(BASE, 3) + Duration::from_secs(1);
+        flagged.fine(answered);
+        let r = flagged.refused("d.test", held, ip, BASE, answered + Duration::from_secs(6));
+        assert_eq!(r, None);
     }
 
     #[tokio::test(start_paused = true)]
