@@ -601,6 +601,50 @@ async fn a_broken_pair_checked_minutes_apart_is_the_sites_after_the_hour_for_eve
     );
 }
 
+/// A site known failing (it refused again after holds for an hour) is mended when it
+/// answers, whichever worker its answer comes to: a worker that never saw it refusing
+/// learns it when booking a request for it (`BOOK` reads field `a:<host>`). Before, a
+/// mended site whose answers all went to other workers stayed known failing for the
+/// hour after its last refusal, and a limit tripping meanwhile had its refusal taken
+/// for the site's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_known_failing_is_mended_by_any_workers_answer() {
+    let (_a, b, mut conn, standing) = held_once_by_403s("mend").await;
+    let (secs, _): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut conn)
+        .await
+        .expect("time");
+    let now_ms = secs as f64 * 1000.0;
+    let _: () = redis::cmd("HSET")
+        .arg(&standing)
+        .arg("a:one.test")
+        .arg(format!("{now_ms:.3}:3"))
+        .arg("f:one.test")
+        .arg(format!("{:.3}", now_ms - 3_601_000.0))
+        .arg("level")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .expect("known failing");
+    // Known failing by the checks of workers gone since (set here): none of these two
+    // saw it refusing.
+    drop(go(&b, "one.test").await);
+    assert!(b
+        .answered(req("one.test", Duration::ZERO), Signal::Fine)
+        .await
+        .is_none());
+    let known: bool = redis::cmd("HEXISTS")
+        .arg(&standing)
+        .arg("a:one.test")
+        .query_async(&mut conn)
+        .await
+        .expect("hexists");
+    assert!(
+        !known,
+        "answered through another worker: still known failing"
+    );
+}
+
 /// fail2ban bans the address whose requests nginx refused, mod_evasive runs its
 /// `DOSSystemCommand`: after a server's own refusal of us, connections it refuses or
 /// drops are that ban, for every worker, until the IP answers after a hold.
