@@ -107,8 +107,13 @@ struct Shadow {
 /// What one booking attempt answered ([`scripts::BOOK`]'s codes, read once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Booking {
-    /// A slot, usable after `wait`; the IP's back-off level.
-    Booked { wait: Duration, level: i64 },
+    /// A slot, usable after `wait`; the IP's back-off level; whether the host refused
+    /// again after holds (an answer from it then mends it).
+    Booked {
+        wait: Duration,
+        level: i64,
+        again: bool,
+    },
     /// Nothing booked: the rate allows no slot within the wait; the job's place in
     /// the IP's line of deferred jobs is this far ahead.
     TooLong(Duration),
@@ -123,11 +128,15 @@ enum Booking {
 }
 
 impl Booking {
-    /// The script's answer: (code, wait ms, back-off level).
-    fn of((code, wait_ms, level): (i64, u64, i64)) -> Booking {
+    /// The script's answer: (code, wait ms, back-off level, refusing again).
+    fn of((code, wait_ms, level, again): (i64, u64, i64, i64)) -> Booking {
         let wait = Duration::from_millis(wait_ms);
         match code {
-            1 => Booking::Booked { wait, level },
+            1 => Booking::Booked {
+                wait,
+                level,
+                again: again == 1,
+            },
             -1 => Booking::TooLong(wait),
             -2 => Booking::Paused(wait),
             2 => Booking::HostHeld(wait.max(Duration::from_millis(1))),
@@ -932,11 +941,15 @@ impl RedisLimiter {
             };
             self.redis_worked();
             match booking {
-                Booking::Booked { wait, level } => {
+                Booking::Booked { wait, level, again } => {
                     self.view(key, |v| {
                         v.level = level;
                         v.answered = Some(Instant::now());
                     });
+                    if again {
+                        // Another worker saw it refusing: its answer mends it here too.
+                        self.refusing_again(key, req.host);
+                    }
                     self.behind_redis(&req, wait);
                     let booked = std::mem::replace(&mut id, self.lease_id());
                     let since = (start, waited);

@@ -29,11 +29,13 @@
 /// takes no new place), grace_ms (see `…:queue` above), max_pause_ms (the longest
 /// pause the host asked for, `Retry-After`, that is waited out; a hold of ours is waited
 /// out up to max_wait_ms).
-/// Returns {1, wait_ms, level} booked; {-1, wait_ms, level} would wait too long
-/// (nothing booked; wait_ms is the job's place in the key's line of deferred jobs, kept
-/// when it is no further than max_defer_ms); {0, 0, level} in-flight cap reached (nothing booked); {2, wait_ms,
-/// 0} the host is held for wait_ms more (nothing booked: ask again then); {-2, wait_ms,
-/// 0} the same, longer than may be waited (nothing booked: the job is answered without
+/// Returns {1, wait_ms, level, again} booked, again 1 when the host refused again after
+/// holds (field `a:<host>`: an answer from it mends it, [`MENDED`]); {-1, wait_ms,
+/// level, 0} would wait too long (nothing booked; wait_ms is the job's place in the
+/// key's line of deferred jobs, kept when it is no further than max_defer_ms); {0, 0,
+/// level, 0} in-flight cap reached (nothing booked); {2, wait_ms, 0, 0} the host is
+/// held for wait_ms more (nothing booked: ask again then); {-2, wait_ms, 0, 0} the
+/// same, longer than may be waited (nothing booked: the job is answered without
 /// asking).
 /// A backed-off IP is asked at interval·2^level with no burst, and has one request in
 /// flight whatever max_inflight says (a connection limit may be what refused us). A
@@ -53,16 +55,17 @@ if carried > tat and carried > now then
   tat = carried
   redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
 end
-local st = redis.call('HMGET', KEYS[3], 'level', 'hold:' .. ARGV[7], 'ours:' .. ARGV[7], 'pause')
+local st = redis.call('HMGET', KEYS[3], 'level', 'hold:' .. ARGV[7], 'ours:' .. ARGV[7], 'pause',
+  'a:' .. ARGV[7])
 -- The IP's pause while several of its hosts are held is a pause they asked for.
 local asked = math.max(tonumber(st[2] or '0'), tonumber(st[4] or '0'))
 local held = math.max(asked, tonumber(st[3] or '0'))
 if held > now then
   local left = math.ceil(held - now)
   if left > tonumber(ARGV[4]) or math.ceil(asked - now) > tonumber(ARGV[13]) then
-    return {-2, left, 0}
+    return {-2, left, 0, 0}
   end
-  return {2, left, 0}
+  return {2, left, 0, 0}
 end
 local level = tonumber(st[1] or '0')
 local interval = tonumber(ARGV[1])
@@ -100,13 +103,13 @@ if wait > tonumber(ARGV[4]) or (ARGV[11] == '1' and live) then
     redis.call('HSET', KEYS[4], 'last', string.format('%.3f', place), 'start', string.format('%.3f', start))
     redis.call('PEXPIRE', KEYS[4], math.ceil(ahead + grace) + 1000)
   end
-  return {-1, math.ceil(ahead), level}
+  return {-1, math.ceil(ahead), level, 0}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local cap = tonumber(ARGV[3])
 if level > 0 then cap = 1 end
 if redis.call('ZCARD', KEYS[2]) >= cap then
-  return {0, 0, level}
+  return {0, 0, level, 0}
 end
 redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
 local lease = tonumber(ARGV[5])
@@ -115,7 +118,9 @@ redis.call('PEXPIRE', KEYS[2], lease + 1000)
 if (ARGV[11] == '2' or ARGV[11] == '3') and live then
   redis.call('HSET', KEYS[4], 'seen', string.format('%.3f', now))
 end
-return {1, math.ceil(wait), level}
+local again = 0
+if st[5] then again = 1 end
+return {1, math.ceil(wait), level, again}
 ";
 
 /// Whether a hold runs now on a host or its IP: the host's (asked or ours), the IP's
