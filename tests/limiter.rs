@@ -419,6 +419,20 @@ async fn requests_held_open_after_a_tarpits_500_are_its_flag_on_us_for_every_wor
     );
 }
 
+/// haproxy before saturated backends answers its 503 to the requests that waited out
+/// `timeout queue` and holds the rest: held open after the hold, nothing answered, it
+/// is the site failing for every worker, not a ban following a refusal of us.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_held_open_after_503s_and_a_hold_are_a_saturated_servers() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "queue-a");
+    let b = limiter(&s, Duration::from_secs(30), "queue-b");
+    storm(&a, &a, Signal::Refused(503)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let held = Signal::HeldOpen(Duration::from_secs(6));
+    assert_eq!(b.answered(req("three.test", Duration::ZERO), held).await, None);
+}
+
 /// The IP's `standing` hash in Redis, and a connection to change it as time would.
 async fn standing_of(s: &Settings) -> (redis::aio::MultiplexedConnection, String) {
     let conn = redis::Client::open(s.redis.url.as_str())

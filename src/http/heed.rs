@@ -33,10 +33,12 @@ pub(super) struct Heeded {
 
 impl HttpProber {
     /// The time `ip` took to answer (`first_byte`) paces our requests to it, unless the
-    /// answer refused us (`signal`): a tarpit answers its 500 as late as the tarpit is
-    /// long, by design, and taking that for a server slowing down under its load would
-    /// read the requests it holds next as a struggling server's, never as a refusal of
-    /// us (`Signal::may_refuse`).
+    /// answer refused us by a status or page naming us (`signal`): a tarpit answers its
+    /// 500 (or the 429 or 403 of its `deny_status`) as late as the tarpit is long, by
+    /// design, and taking that for a server slowing down under its load would read the
+    /// requests it holds next as a struggling server's, never as a refusal of us
+    /// (`Signal::may_refuse`). A slow 503 is a saturated server's as often (haproxy's
+    /// `timeout queue`), and paces.
     pub(super) fn paced_by(
         &self,
         probe: &Probe<'_>,
@@ -45,7 +47,8 @@ impl HttpProber {
         signal: Signal,
         first_byte: Option<Duration>,
     ) {
-        if let (Some(latency), false) = (first_byte, matches!(signal, Signal::Refused(_))) {
+        let names_us = matches!(signal, Signal::Refused(status) if status != 503);
+        if let (Some(latency), false) = (first_byte, names_us) {
             let request = Request::sent(ip, host, &probe.egress.name);
             self.limiter.latency(&request, latency);
         }

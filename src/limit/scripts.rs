@@ -212,7 +212,8 @@ return active
 /// `standing::AfterHold`: 0 a refusal of us, 1 the site's failure unless a ban may follow
 /// the server's refusal of us, 2 the site's unless the IP answered since the hold
 /// ended, 3 the site's unless either, 4 the site's unless a ban may follow the
-/// server's refusal of us in words, not a request it held or left unanswered), ok_age_ms (how long ago the
+/// server's refusal of us by a status or page naming us: not a 503, a request held or
+/// left unanswered), ok_age_ms (how long ago the
 /// reporting worker last had an answer from the IP; -1 for never; any worker's answer
 /// that `DECAY` noted in field `fine` counts too), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
 /// code when the server itself refused us, else -1), again_times
@@ -291,9 +292,10 @@ if level == 0 and not again and not (hosts >= tonumber(ARGV[5]) and now - ok < t
   return {0, 0, 0, hosts, -1}
 end
 local srv = tonumber(f['srv'] or '-1e18')
--- Requests held open follow only a refusal in words (srvc 4 and 5: requests left
--- unanswered or held, as a hanging backend's storm is).
-local worded = f['srvc'] ~= '4' and f['srvc'] ~= '5'
+-- Requests held open follow only a status or page naming us (not 503, which saturated
+-- backends answer too, nor signals below 100, as a hanging backend's held requests).
+local srvc = tonumber(f['srvc'] or '-1')
+local worded = srvc >= 100 and srvc <= 599 and srvc ~= 503
 -- A ban may follow the server's refusal; its own closes during the hold are the storm.
 local banned = (ARGV[9] == '1' or (ARGV[9] == '3' and now >= hold_end)
     or (ARGV[9] == '4' and now >= hold_end and worded))

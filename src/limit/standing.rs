@@ -402,7 +402,7 @@ pub(crate) enum AfterHold {
     SitesUnlessAnsweredOrBanned,
     /// Requests held open without an answer ([`Signal::HeldOpen`]): the site's own
     /// failure, whether or not its neighbours answer, unless the server itself refused
-    /// us in words ([`AfterHold::follows`]: a status, a block page, a close) within
+    /// us in words ([`AfterHold::follows`]: a status or page naming us) within
     /// [`BAN_MEMORY`] and the IP has not answered since the hold. A limit that holds
     /// what it refuses (haproxy's `tarpit`, nginx's delaying `limit_req`) holds only
     /// what comes too fast, and after a hold we ask at half the rate, one request at a
@@ -450,15 +450,13 @@ impl AfterHold {
     }
 
     /// Whether it may follow the server's refusal of us that had code `by`
-    /// ([`Signal::code`]): requests held open follow only a refusal in words, since a
-    /// backend hanging behind several hosts holds their requests in a storm of its own
-    /// (hunt Z3), and holds them still after the hold.
+    /// ([`Signal::code`]): requests held open follow only a status or page that names
+    /// us (403, 429, 999, a firewall's or tarpit's page). A backend hanging behind
+    /// several hosts holds their requests in a storm of its own (hunt Z3), and a
+    /// server whose backends are saturated answers 503 to some requests (haproxy's
+    /// `timeout queue`, Varnish's "Backend fetch failed") while it holds the others.
     pub(crate) fn follows(self, by: u16) -> bool {
-        let unspoken = [
-            Signal::Unanswered(Duration::ZERO),
-            Signal::HeldOpen(Duration::ZERO),
-        ];
-        self != AfterHold::SitesUnlessRefused || !unspoken.iter().any(|s| s.code() == by)
+        self != AfterHold::SitesUnlessRefused || ((100..=599).contains(&by) && by != 503)
     }
 
     /// Its code for the `REFUSE` script.
@@ -1137,6 +1135,24 @@ mod tests {
         flagged.fine(answered);
         let r = flagged.refused("d.test", held, ip, BASE, answered + Duration::from_secs(6));
         assert_eq!(r, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_held_open_after_503s_and_a_hold_are_a_saturated_servers() {
+        // haproxy in front of saturated backends: some requests wait out `timeout
+        // queue` and get its 503, the rest are held past our wait; after the hold,
+        // still held with nothing answered, it is the site failing, not a ban of us.
+        let held = Signal::HeldOpen(Duration::from_secs(6));
+        let ip = "192.0.2.1";
+        let now = Instant::now();
+        let mut s = Standing::default();
+        s.fine(now);
+        let _ = s.refused("a.test", Signal::Refused(503), ip, BASE, now);
+        assert!(s
+            .refused("b.test", Signal::Refused(503), ip, BASE, now)
+            .is_some());
+        let after = now + BASE + Duration::from_secs(7);
+        assert_eq!(s.refused("c.test", held, ip, BASE, after), None);
     }
 
     #[tokio::test(start_paused = true)]
