@@ -430,7 +430,10 @@ async fn requests_held_open_after_503s_and_a_hold_are_a_saturated_servers() {
     storm(&a, &a, Signal::Refused(503)).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let held = Signal::HeldOpen(Duration::from_secs(6));
-    assert_eq!(b.answered(req("three.test", Duration::ZERO), held).await, None);
+    assert_eq!(
+        b.answered(req("three.test", Duration::ZERO), held).await,
+        None
+    );
 }
 
 /// The IP's `standing` hash in Redis, and a connection to change it as time would.

@@ -275,19 +275,23 @@ fn in_words(code: u16) -> Option<std::borrow::Cow<'static, str>> {
     .into())
 }
 
-/// What refused us (`code` as in [`Signal::code`]), from `hosts` hosts of `ip`.
+/// What refused us (`code` as in [`Signal::code`]), from `hosts` hosts of `ip`: a storm
+/// right after answers, or, from fewer hosts than a storm, a refusal going on after our
+/// hold (the IP was backed off already).
 pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level: u32) -> Refusal {
     let what = in_words(code).unwrap_or_else(|| format!("{code}").into());
-    Refusal::held(
-        format!(
-            "{what} from {hosts} host{} of {ip} right after it answered us",
-            if hosts == 1 { "" } else { "s" }
-        ),
-        "it refuses us, not the site failing",
-        ip,
-        hold,
-        level,
-    )
+    let (seen, why) = if hosts < STORM_HOSTS {
+        (
+            format!("{what} from {ip} again after our hold"),
+            "it still refuses us, not the site failing",
+        )
+    } else {
+        (
+            format!("{what} from {hosts} hosts of {ip} right after it answered us"),
+            "it refuses us, not the site failing",
+        )
+    };
+    Refusal::held(seen, why, ip, hold, level)
 }
 
 /// A refusal (`code`) from `host` again, after a hold, while the IP answers its other
@@ -1347,7 +1351,11 @@ mod tests {
             .refused("c.test", r, "192.0.2.1", BASE, after)
             .expect("the block goes on");
         assert_eq!(still.level, level + 1);
-        assert!(still.detail.contains("from 1 host of"), "{}", still.detail);
+        assert!(
+            still.detail.contains("again after our hold"),
+            "{}",
+            still.detail
+        );
     }
 
     #[tokio::test(start_paused = true)]
