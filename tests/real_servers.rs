@@ -887,8 +887,8 @@ async fn haproxy_tarpit_holding_longer_than_a_probe_is_never_down() {
 
 /// haproxy's "flag abusers" recipe (review AB): a client past the rate in 10 s is
 /// flagged for as long as its entry lives, each of its requests keeping the flag, and
-/// while flagged every request it makes is tarpitted (10 s here, longer than a probe
-/// waits), then answered haproxy's 500. Every host of the IP is held open, right after
+/// while flagged every request it makes is tarpitted (20 s here, longer than twice a
+/// probe's time: review AC), then answered haproxy's 500. Every host of the IP is held open, right after
 /// answering us, and goes on being held after our hold: a ban of us, where every site
 /// but the first few was `down/timeout`, "confirmed by 2 attempts".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,7 +34,7 @@ pub enum Limit {
     /// haproxy's "flag abusers" recipe: a client over the rate in 10 s is flagged
     /// (`gpc0`) for as long as its entry lives (10 minutes after its last request, so
     /// each request it makes keeps the flag), and every request of a flagged client is
-    /// tarpitted for 10 s, then answered haproxy's 500.
+    /// tarpitted for 20 s, then answered haproxy's 500.
     FlaggedTarpit,
 }
 
@@ -117,7 +117,7 @@ backend back
             Limit::FlaggedTarpit => {
                 table = "expire 10m store gpc0,http_req_rate(10s)";
                 format!(
-                    "  timeout tarpit 10s\n  http-request track-sc0 src\n  \
+                    "  timeout tarpit 20s\n  http-request track-sc0 src\n  \
                      http-request sc-inc-gpc0(0) if {{ sc_http_req_rate(0) gt {rate} }}\n  \
                      http-request tarpit if {{ sc_get_gpc0(0) gt 0 }}\n"
                 )
