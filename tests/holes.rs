@@ -1302,3 +1302,83 @@ async fn a_probe_that_never_connected_says_so_whatever_timer_ran_out() {
     assert_eq!(r.reason.as_str(), "timeout", "{}", r.detail);
     assert!(r.detail.contains("no connection within"), "{}", r.detail);
 }
+
+/// Review AC: port 80 of a shared IP answers some hosts and holds the requests of two
+/// others open (a backend hanging behind a proxy); nothing listens on 443. The held hosts are asked over HTTPS, as
+/// browsers ask first, and both are refused right after the IP answered: a storm,
+/// held once and asked again. The request asked again after the hold was taken for the
+/// HTTPS upgrade having answered, so the plain-HTTP failure it stood for was dropped,
+/// and the attempt ended as "…:443: connection refused", `down/connect`, where the site
+/// is port 80 hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_after_the_https_upgrade_keeps_the_plain_http_failure_it_stood_for() {
+    let ip = "127.0.99.30";
+    let port80 = tokio::net::TcpListener::bind(format!("{ip}:80"))
+        .await
+        .expect("port 80");
+    tokio::spawn(hold_some_hosts(port80, &["held1", "held2"]));
+    let names = ["ok1", "ok2", "held1", "held2"].map(|h| format!("{h}.upgrade.test"));
+    let statics: Vec<String> = names
+        .iter()
+        .map(|n| format!("\"{n}\" = \"{ip}\""))
+        .collect();
+    let engine = crate::support::picket::engine_from_toml(&format!(
+        "[probe]\nretry_delay = \"50ms\"\ntimeout = \"6s\"\n\
+         [rate_limit]\nbackoff = \"1s\"\n\
+         [rate_limit.per_ip]\nrate = 20.0\nburst = 4\nmax_inflight = 4\n\
+         [targets]\nallow_private = true\n[dns]\nstatic = {{ {} }}\n",
+        statics.join(", ")
+    ));
+    let jobs: Vec<_> = names
+        .iter()
+        .map(|n| picket::job::job_for_url(&format!("http://{n}/"), n).expect("job"))
+        .collect();
+    let reports = futures_util::future::join_all(jobs.iter().map(|j| engine.run(j))).await;
+    for r in reports.iter().filter(|r| r.url.contains("held")) {
+        let said: Vec<_> = r
+            .attempt_log
+            .iter()
+            .map(|a| (&a.reason, &a.detail))
+            .collect();
+        assert!(
+            r.attempt_log.iter().all(|a| !a.detail.contains(":443)")),
+            "{}: {} {}; attempts {said:#?}",
+            r.url,
+            r.verdict.as_str(),
+            r.detail
+        );
+    }
+}
+
+/// Port 80 of the test above: a page for every host but those named in `held`, whose
+/// requests are held open for 10 s and then answered 504; at most a few dozen
+/// connections.
+async fn hold_some_hosts(listener: tokio::net::TcpListener, held: &'static [&'static str]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut kept = Vec::new();
+    for _ in 0..64 {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = vec![0u8; 4096];
+        let n = conn.read(&mut head).await.unwrap_or(0);
+        let head = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+        if held.iter().any(|h| head.contains(&format!("host: {h}."))) {
+            // A proxy's 504 after its backend hung 10 s, longer than a probe waits.
+            kept.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let gone = "HTTP/1.1 504 Gateway Time-out\r\ncontent-length: 0\r\n\r\n";
+                let _ = conn.write_all(gone.as_bytes()).await;
+            }));
+            continue;
+        }
+        let body = "<!doctype html><html><head><title>County office</title></head><body>\
+                    <h1>County office</h1><p>Opening hours, forms and services.</p></body></html>";
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = conn.write_all(answer.as_bytes()).await;
+    }
+}
