@@ -33,9 +33,9 @@ const MAX_ADDRESSES: usize = 8;
 const WAIT_WITHOUT_DEFERRAL: Duration = Duration::from_secs(600);
 
 /// Probe times a request held open is given when asked again after the hold: a tarpit
-/// that flagged us (haproxy's `timeout tarpit`, set in its recipes from seconds to
-/// half a minute) held the first past one probe's time, and answers its 500 within two
-/// unless it is longer than that; then the request held again is the site's failure.
+/// that flagged us (haproxy's `timeout tarpit`) held the first past one probe's time,
+/// and answers its 500 within two unless it is longer than that. One request of the IP
+/// now and then waits longer still (`outwait`).
 const TARPIT_OUTWAIT: u32 = 2;
 
 /// Where one hop may go: its host and port, and the addresses the policy allows.
@@ -338,6 +338,14 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Result<AtAddress, Outcome> {
         let mut permit = self.permit(probe, host, addr.ip(), obs).await?;
+        if std::mem::take(&mut probe.tarpit_due) && self.outwaits.claim(addr.ip()) {
+            let wait = super::outwait::TARPIT_LONGEST.max(probe.plan.timeout);
+            probe.deadline = probe.deadline.max(Instant::now() + wait);
+            obs.notes.push(format!(
+                "asked again with {} s to answer, longer than a tarpit holds what it flagged",
+                wait.as_secs()
+            ));
+        }
         let remaining = probe.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(fail(
@@ -783,7 +791,8 @@ impl HttpProber {
                 .as_ref()
                 .filter(|r| (cheap || held_open) && !r.hold.is_zero())
                 .map(|r| r.asked_again.clone());
-            if held_open && probe.refused_on_us.is_some() {
+            probe.tarpit_due = held_open && probe.refused_on_us.is_some();
+            if probe.tarpit_due {
                 let outwait = probe.plan.timeout.saturating_mul(TARPIT_OUTWAIT);
                 probe.deadline = probe.deadline.max(Instant::now() + outwait);
             }

@@ -48,6 +48,7 @@ mod head;
 mod heed;
 mod issuers;
 mod lag;
+mod outwait;
 mod phase;
 mod pin;
 mod recent;
@@ -63,6 +64,7 @@ use client::Egress;
 use client::builder;
 use connect::Answered;
 use lag::LagWatch;
+use outwait::Outwaits;
 use pin::PinnedResolver;
 use recent::RecentAnswers;
 use redirect::{Chain, Next};
@@ -115,6 +117,9 @@ struct Probe<'a> {
     /// hold, as after a 503. Holds the
     /// refusal as told once asked again ([`Refusal::asked_again`]).
     refused_on_us: Option<String>,
+    /// The request asked again after the hold follows requests held open: it may wait
+    /// out a tarpit (`outwait`).
+    tarpit_due: bool,
     /// Redirects followed so far: a chain half followed is not deferred to start again.
     followed: u32,
     /// The URL is asked again on the egress's route that reads chunks as browsers do,
@@ -147,6 +152,8 @@ pub struct HttpProber {
     allow_private: bool,
     egress: Vec<Egress>,
     recent: RecentAnswers,
+    /// Which IPs' requests waited out a tarpit lately (`outwait`).
+    outwaits: Outwaits,
     /// What the sites' clocks say of ours (`sites_clock`).
     clock: SitesClock,
     /// How long a host that alone refused us right after its IP answered a burst is
@@ -184,6 +191,7 @@ impl HttpProber {
             allow_private: targets.allow_private,
             egress,
             recent: RecentAnswers::default(),
+            outwaits: Outwaits::default(),
             clock: SitesClock::default(),
             suspect_hold: targets.suspect_hold,
             issuers,
@@ -202,6 +210,7 @@ impl HttpProber {
             deadline: start + plan.timeout,
             deferred: None,
             refused_on_us: None,
+            tarpit_due: false,
             followed: 0,
             line: plan.line,
             read_as_browsers: false,
