@@ -129,8 +129,10 @@ struct Probe<'a> {
 
 /// Where a hop leaves the chain.
 enum Step {
-    /// Ask again: the next hop of a redirect, or the same URL after a hold.
+    /// Ask again: the next hop of a redirect.
     Again,
+    /// Ask the same URL again after a hold: nothing answered.
+    AfterHold,
     /// The final answer.
     Answer(Box<Answer>),
 }
@@ -240,12 +242,14 @@ impl HttpProber {
         loop {
             probe.followed = chain.redirects;
             let step = self.hop(probe, &mut chain, &mut reasked, obs).await;
-            if fallback.is_some() && step.is_ok() {
+            // The upgrade answered (a page or a redirect); a refusal of it asked again
+            // after the hold still stands for the plain-HTTP failure (review AC).
+            if fallback.is_some() && matches!(step, Ok(Step::Again | Step::Answer(_))) {
                 crate::metric::https_upgrade(true);
                 fallback = None;
             }
             match step {
-                Ok(Step::Again) => {}
+                Ok(Step::Again | Step::AfterHold) => {}
                 Ok(Step::Answer(answer)) => return Outcome::Answer(*answer),
                 Err(failure) => {
                     if let Some(end) = upgrade_or_end(&mut chain, failure, &mut fallback, obs) {
@@ -504,7 +508,7 @@ fn ask_again_after_the_hold(
 ) -> Step {
     *reasked = true;
     obs.notes.extend(told);
-    Step::Again
+    Step::AfterHold
 }
 
 /// An answer, its body read or not yet.
