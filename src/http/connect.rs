@@ -338,7 +338,12 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Result<AtAddress, Outcome> {
         let mut permit = self.permit(probe, host, addr.ip(), obs).await?;
-        if std::mem::take(&mut probe.tarpit_due) && self.outwaits.claim(addr.ip()) {
+        // An IP that served us since this request was held does not hold all of ours:
+        // no tarpit flagged us, and a limit still holding what came too fast lets it
+        // through now (its long wait would only keep the IP's other hosts waiting).
+        let tarpit_due = probe.tarpit_due.take();
+        let served = |held| self.recent.since(addr.ip(), probe.index, held).0 > 0;
+        if tarpit_due.is_some_and(|held| !served(held)) && self.outwaits.claim(addr.ip()) {
             let wait = super::outwait::TARPIT_LONGEST.max(probe.plan.timeout);
             probe.deadline = probe.deadline.max(Instant::now() + wait);
             obs.notes.push(format!(
@@ -791,8 +796,8 @@ impl HttpProber {
                 .as_ref()
                 .filter(|r| (cheap || held_open) && !r.hold.is_zero())
                 .map(|r| r.asked_again.clone());
-            probe.tarpit_due = held_open && probe.refused_on_us.is_some();
-            if probe.tarpit_due {
+            probe.tarpit_due = (held_open && probe.refused_on_us.is_some()).then(Instant::now);
+            if probe.tarpit_due.is_some() {
                 let outwait = probe.plan.timeout.saturating_mul(TARPIT_OUTWAIT);
                 probe.deadline = probe.deadline.max(Instant::now() + outwait);
             }

@@ -117,9 +117,9 @@ struct Probe<'a> {
     /// hold, as after a 503. Holds the
     /// refusal as told once asked again ([`Refusal::asked_again`]).
     refused_on_us: Option<String>,
-    /// The request asked again after the hold follows requests held open: it may wait
-    /// out a tarpit (`outwait`).
-    tarpit_due: bool,
+    /// The request asked again after the hold follows requests held open, the last of
+    /// them given up at this instant: it may wait out a tarpit (`outwait`).
+    tarpit_due: Option<Instant>,
     /// Redirects followed so far: a chain half followed is not deferred to start again.
     followed: u32,
     /// The URL is asked again on the egress's route that reads chunks as browsers do,
@@ -212,7 +212,7 @@ impl HttpProber {
             deadline: start + plan.timeout,
             deferred: None,
             refused_on_us: None,
-            tarpit_due: false,
+            tarpit_due: None,
             followed: 0,
             line: plan.line,
             read_as_browsers: false,

@@ -9,8 +9,9 @@
 //! backend hanging behind a proxy answers the proxy's 504 within the same wait (nginx's
 //! and Apache's proxy timeouts are a minute by default). But while one request of a
 //! backed-off IP waits, its other hosts wait behind it, so one request of the IP is
-//! given that wait, once in [`CLAIM_EVERY`] per worker; the others are given twice a
-//! probe's time (`connect::TARPIT_OUTWAIT`).
+//! given that wait, once in [`CLAIM_EVERY`] per worker, and only when the IP served none
+//! of our requests since it was held (a tarpit that flagged us holds them all); the
+//! others are given twice a probe's time (`connect::TARPIT_OUTWAIT`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
