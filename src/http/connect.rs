@@ -338,19 +338,7 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Result<AtAddress, Outcome> {
         let mut permit = self.permit(probe, host, addr.ip(), obs).await?;
-        // An IP that served us since this request was held does not hold all of ours:
-        // no tarpit flagged us, and a limit still holding what came too fast lets it
-        // through now (its long wait would only keep the IP's other hosts waiting).
-        let tarpit_due = probe.tarpit_due.take();
-        let served = |held| self.recent.since(addr.ip(), probe.index, held).0 > 0;
-        if tarpit_due.is_some_and(|held| !served(held)) && self.outwaits.claim(addr.ip()) {
-            let wait = super::outwait::TARPIT_LONGEST.max(probe.plan.timeout);
-            probe.deadline = probe.deadline.max(Instant::now() + wait);
-            obs.notes.push(format!(
-                "asked again with {} s to answer, longer than a tarpit holds what it flagged",
-                wait.as_secs()
-            ));
-        }
+        self.wait_out_a_tarpit(probe, addr.ip(), obs);
         let remaining = probe.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(fail(

@@ -20,6 +20,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::{HttpProber, Probe};
+use crate::probe::Observation;
+
 /// How long the one request waits: longer than the tarpits of haproxy's recipes (10 to
 /// 30 s, its default the connect timeout) and than the minute after which nginx and
 /// Apache answer 504 for a backend that hangs.
@@ -61,6 +64,33 @@ impl Outwaits {
         }
         claimed.insert(ip, now);
         true
+    }
+}
+
+impl HttpProber {
+    /// Gives the request of `probe` to `ip`, asked again after a hold that requests held
+    /// open began (`Probe::tarpit_due`), [`TARPIT_LONGEST`] to answer, when it may
+    /// claim it. An IP that served us since this request was held does not hold all of
+    /// ours: no tarpit flagged us, and a limit still holding what came too fast lets it
+    /// through now.
+    pub(super) fn wait_out_a_tarpit(
+        &self,
+        probe: &mut Probe<'_>,
+        ip: IpAddr,
+        obs: &mut Observation,
+    ) {
+        let Some(held) = probe.tarpit_due.take() else {
+            return;
+        };
+        if self.recent.since(ip, probe.index, held).0 > 0 || !self.outwaits.claim(ip) {
+            return;
+        }
+        let wait = TARPIT_LONGEST.max(probe.plan.timeout);
+        probe.deadline = probe.deadline.max(Instant::now() + wait);
+        obs.notes.push(format!(
+            "asked again with {} s to answer, longer than a tarpit holds what it flagged",
+            wait.as_secs()
+        ));
     }
 }
 
