@@ -419,6 +419,39 @@ async fn requests_held_open_after_a_tarpits_500_are_its_flag_on_us_for_every_wor
     );
 }
 
+/// A request held open right behind others of ours after the hold (haproxy's tarpit
+/// past 3 a second, our 10 halved to 5) is our pace held: the hold steps up for every
+/// worker, even from a host of the storm, where one held open alone is the site's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_held_open_at_our_pace_after_the_hold_step_it_up_for_every_worker() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "pace-a");
+    let b = limiter(&s, Duration::from_secs(30), "pace-b");
+    storm(&a, &a, Signal::HeldOpen(Duration::from_secs(6))).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The first slot after the hold goes alone; the next, another worker's, comes
+    // right behind it (at 50 a second, one in flight).
+    let first = go(&a, "three.test").await;
+    assert!(!first.at_our_pace, "the first after the hold");
+    drop(first);
+    let next = go(&b, "four.test").await;
+    assert!(next.at_our_pace, "right behind another worker's slot");
+    drop(next);
+    assert!(b
+        .answered(req("three.test", Duration::ZERO), Signal::Fine)
+        .await
+        .is_none());
+    let r = b
+        .answered(
+            req("one.test", Duration::ZERO),
+            Signal::HeldAtOurPace(Duration::from_secs(6)),
+        )
+        .await
+        .expect("held at our pace after the hold: a refusal of us");
+    assert_eq!(r.level, 2, "{}", r.detail);
+    assert!(r.detail.contains("held open"), "{}", r.detail);
+}
+
 /// haproxy before saturated backends answers its 503 to the requests that waited out
 /// `timeout queue` and holds the rest: held open after the hold, nothing answered, it
 /// is the site failing for every worker, not a ban following a refusal of us.

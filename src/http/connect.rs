@@ -347,6 +347,7 @@ impl HttpProber {
             ));
         }
         let asked = Instant::now();
+        let at_our_pace = permit.at_our_pace;
         let checked = obs.checking;
         let (result, ready) = self
             .ask_address(probe, ask, (host, addr), remaining, &mut permit, obs)
@@ -390,7 +391,8 @@ impl HttpProber {
             ));
         }
         let https = ask.url().scheme() == "https";
-        let allowed = Allowed::new(remaining, probe.plan.connect_timeout, https, obs);
+        let mut allowed = Allowed::new(remaining, probe.plan.connect_timeout, https, obs);
+        allowed.at_our_pace = at_our_pace;
         Ok(AtAddress::Failed(e, asked.elapsed(), allowed))
     }
 
@@ -779,7 +781,7 @@ impl HttpProber {
             // length and then answers its 500 (a refusal of us), and a backend that
             // hangs behind several hosts of the IP holds it still, which is that site's
             // failure (`AfterHold::SitesUnlessRefused`).
-            let held_open = matches!(signal, Signal::HeldOpen(_));
+            let held_open = matches!(signal, Signal::HeldOpen(_) | Signal::HeldAtOurPace(_));
             probe.refused_on_us = refusal
                 .as_ref()
                 .filter(|r| (cheap || held_open) && !r.hold.is_zero())
@@ -899,7 +901,11 @@ fn signal_of(
         }) if route == Route::Direct => Some(if e.connect_timed_out() || !allowed.tcp_up {
             Signal::TimedOut(waited)
         } else if allowed.sent && waited >= super::client::KEPT_OPEN_AFTER && !e.went_silent() {
-            Signal::HeldOpen(waited)
+            if allowed.at_our_pace {
+                Signal::HeldAtOurPace(waited)
+            } else {
+                Signal::HeldOpen(waited)
+            }
         } else {
             Signal::Unanswered(waited)
         }),

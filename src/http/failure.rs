@@ -23,6 +23,9 @@ pub(super) struct Allowed {
     pub(super) tcp_up: bool,
     /// Whether the connection was ready and the request went out.
     pub(super) sent: bool,
+    /// Whether its slot came right behind another of the backed-off IP
+    /// (`Permit::at_our_pace`): a limit counting requests per second may hold it.
+    pub(super) at_our_pace: bool,
 }
 
 impl Allowed {
@@ -40,6 +43,7 @@ impl Allowed {
             tcp: obs.connect.filter(|_| obs.tls.is_none()),
             tcp_up: obs.connect.is_some(),
             sent: obs.connect.is_some() && (obs.tls.is_some() || !https),
+            at_our_pace: false,
         }
     }
 

@@ -27,6 +27,8 @@ struct KeyState {
     standing: Standing,
     /// Smoothed answer latency: the least spacing of requests.
     pace: Pace,
+    /// The last slot granted while the IP was backed off (`Permit::at_our_pace`).
+    backed_off_slot: Option<Instant>,
 }
 
 impl KeyState {
@@ -44,6 +46,7 @@ impl KeyState {
             max_inflight: rate.max_inflight,
             standing: Standing::default(),
             pace: Pace::default(),
+            backed_off_slot: None,
         }
     }
 }
@@ -219,7 +222,8 @@ impl LocalLimiter {
     }
 
     /// Books the next slot for `key` unless the wait would exceed `max_wait`, or the
-    /// request is a fresh job's and a line of deferred jobs waits for the IP.
+    /// request is a fresh job's and a line of deferred jobs waits for the IP. The slot's
+    /// time, and whether it is at our pace (`Permit::at_our_pace`).
     fn book(
         &self,
         key: &str,
@@ -227,13 +231,13 @@ impl LocalLimiter {
         now: Instant,
         max_wait: Duration,
         line: Line,
-    ) -> Result<Instant, Duration> {
+    ) -> Result<(Instant, bool), Duration> {
         let mut map = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(entry) = map.get_mut(key) else {
-            return Ok(now);
+            return Ok((now, false));
         };
         let spacing = super::Spacing::of(rate, entry.standing.level(), entry.pace.interval_ms());
         if spacing.paced {
@@ -275,7 +279,14 @@ impl LocalLimiter {
         if matches!(line, Line::Placed | Line::Last) && live {
             entry.line.seen = now;
         }
-        Ok(allowed_at)
+        let mut at_our_pace = false;
+        if entry.standing.level() > 0 {
+            at_our_pace = entry.backed_off_slot.is_some_and(|last| {
+                allowed_at.saturating_duration_since(last) < super::PACE_WINDOW
+            });
+            entry.backed_off_slot = Some(allowed_at);
+        }
+        Ok((allowed_at, at_our_pace))
     }
 }
 
@@ -396,8 +407,8 @@ impl LocalLimiter {
         };
         let left = req.max_wait.saturating_sub(start.elapsed());
         let booked = Instant::now();
-        let at = match self.book(&key, rate, booked, left, req.line) {
-            Ok(at) => at,
+        let (at, at_our_pace) = match self.book(&key, rate, booked, left, req.line) {
+            Ok(slot) => slot,
             Err(wait) => return Taken::Grant(Grant::Defer(wait)),
         };
         if at > booked {
@@ -410,7 +421,8 @@ impl LocalLimiter {
                 return Taken::Late;
             }
         }
-        Taken::Grant(Grant::Go(Permit::holding(held + waited, Box::new(slot))))
+        let permit = Permit::holding(held + waited, Box::new(slot));
+        Taken::Grant(Grant::Go(permit.paced(at_our_pace)))
     }
 
     /// Whether `req`'s host or its IP (`key`) is held now.
@@ -1018,11 +1030,20 @@ mod retry_after_per_host {
             .expect("two hosts refusing right after an answer");
         assert_eq!((r.hold, r.level), (Duration::from_secs(15), 1));
         let t0 = Instant::now();
-        go(&l, "c.test").await;
+        let first = permit(&l, "c.test").await;
         assert_eq!(t0.elapsed(), Duration::from_secs(15));
-        // Then 5/s instead of 10/s, one at a time.
-        go(&l, "c.test").await;
+        assert!(!first.at_our_pace, "the first after the hold goes alone");
+        drop(first);
+        // Then 5/s instead of 10/s, one at a time: each right behind the one before.
+        let second = permit(&l, "c.test").await;
         assert_eq!(t0.elapsed(), Duration::from_millis(15_200));
+        assert!(second.at_our_pace);
+        drop(second);
+        tokio::time::sleep(crate::limit::PACE_WINDOW).await;
+        assert!(
+            !permit(&l, "c.test").await.at_our_pace,
+            "a second later: alone"
+        );
     }
 
     /// A grant for `host`, kept.

@@ -92,10 +92,19 @@ impl Hold {
     }
 }
 
+/// A backed-off IP's slot within this of the one before it went out at our pace: rate
+/// limits count a client's requests per second (haproxy's `http_req_rate(1s)`, nginx's
+/// `limit_req` in r/s), and a request asked alone trips none of them.
+pub const PACE_WINDOW: Duration = Duration::from_secs(1);
+
 /// Leave to send one request; the in-flight slot is freed when it is dropped.
 pub struct Permit {
     /// Time spent waiting for it.
     pub waited: Duration,
+    /// Its IP is backed off and its slot came within [`PACE_WINDOW`] of the one before,
+    /// whichever worker had that: a limit counting requests per second that our pace
+    /// is over may hold it (`Signal::HeldAtOurPace`).
+    pub at_our_pace: bool,
     _slot: Option<Box<dyn Send + Sync>>,
 }
 
@@ -104,7 +113,16 @@ impl Permit {
     pub(crate) fn holding(waited: Duration, slot: Box<dyn Send + Sync>) -> Permit {
         Permit {
             waited,
+            at_our_pace: false,
             _slot: Some(slot),
+        }
+    }
+
+    /// The same, its slot at our pace or not ([`Permit::at_our_pace`]).
+    pub(crate) fn paced(self, at_our_pace: bool) -> Permit {
+        Permit {
+            at_our_pace,
+            ..self
         }
     }
 

@@ -108,11 +108,13 @@ struct Shadow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Booking {
     /// A slot, usable after `wait`; the IP's back-off level; whether the host refused
-    /// again after holds (an answer from it then mends it).
+    /// again after holds (an answer from it then mends it); whether the slot is at our
+    /// pace (`Permit::at_our_pace`).
     Booked {
         wait: Duration,
         level: i64,
         again: bool,
+        paced: bool,
     },
     /// Nothing booked: the rate allows no slot within the wait; the job's place in
     /// the IP's line of deferred jobs is this far ahead.
@@ -128,14 +130,15 @@ enum Booking {
 }
 
 impl Booking {
-    /// The script's answer: (code, wait ms, back-off level, refusing again).
-    fn of((code, wait_ms, level, again): (i64, u64, i64, i64)) -> Booking {
+    /// The script's answer: (code, wait ms, back-off level, refusing again, paced).
+    fn of((code, wait_ms, level, again, paced): (i64, u64, i64, i64, i64)) -> Booking {
         let wait = Duration::from_millis(wait_ms);
         match code {
             1 => Booking::Booked {
                 wait,
                 level,
                 again: again == 1,
+                paced: paced == 1,
             },
             -1 => Booking::TooLong(wait),
             -2 => Booking::Paused(wait),
@@ -628,7 +631,8 @@ impl RedisLimiter {
                 Line::Last => 3,
             })
             .arg(super::LINE_GRACE.as_millis() as u64)
-            .arg(req.max_pause.min(left).as_millis() as u64);
+            .arg(req.max_pause.min(left).as_millis() as u64)
+            .arg(super::PACE_WINDOW.as_millis() as u64);
         self.call(inv).await.map(Booking::of)
     }
 
@@ -941,7 +945,12 @@ impl RedisLimiter {
             };
             self.redis_worked();
             match booking {
-                Booking::Booked { wait, level, again } => {
+                Booking::Booked {
+                    wait,
+                    level,
+                    again,
+                    paced,
+                } => {
                     self.view(key, |v| {
                         v.level = level;
                         v.answered = Some(Instant::now());
@@ -955,6 +964,9 @@ impl RedisLimiter {
                     let since = (start, waited);
                     let taken = self.take(req, key, booked, wait, since, &mut may_miss);
                     match taken.await {
+                        Some(Way::Granted(Grant::Go(permit))) => {
+                            return Way::Granted(Grant::Go(permit.paced(paced)))
+                        }
                         Some(way) => return way,
                         // A hold began while it waited (book again, and meet it), or
                         // it woke too late on its slot.

@@ -18,7 +18,9 @@
 //!   that host, ms), `c:<host>` (when a refusal of that host was last taken for one of
 //!   us), `hold:<host>` (that host's `Retry-After`, until ms) and `ours:<host>` (our own
 //!   hold on that host after a refusal right after a burst, until ms); `pause` (until when
-//!   the IP is paused because several of its hosts are held at once).
+//!   the IP is paused because several of its hosts are held at once); `fine` (any
+//!   worker's answer after a hold, from `DECAY`); `sent` (the last slot booked while the
+//!   IP is backed off, ms: `BOOK` tells whether the next is at our pace).
 
 /// Books a request. KEYS: tat, inflight, standing, queue. ARGV: interval_ms, burst,
 /// max_inflight, max_wait_ms, lease_ms, lease_id, host, pace_ms (the worker's smoothed
@@ -28,15 +30,16 @@
 /// 2: the first of a job back for its place, 3: the same on its last deferral, which
 /// takes no new place), grace_ms (see `…:queue` above), max_pause_ms (the longest
 /// pause the host asked for, `Retry-After`, that is waited out; a hold of ours is waited
-/// out up to max_wait_ms).
-/// Returns {1, wait_ms, level, again} booked, again 1 when the host refused again after
-/// holds (field `a:<host>`: an answer from it mends it, [`MENDED`]); {-1, wait_ms,
-/// level, 0} would wait too long (nothing booked; wait_ms is the job's place in the
-/// key's line of deferred jobs, kept when it is no further than max_defer_ms); {0, 0,
-/// level, 0} in-flight cap reached (nothing booked); {2, wait_ms, 0, 0} the host is
-/// held for wait_ms more (nothing booked: ask again then); {-2, wait_ms, 0, 0} the
-/// same, longer than may be waited (nothing booked: the job is answered without
-/// asking).
+/// out up to max_wait_ms), pace_window_ms (`limit::PACE_WINDOW`).
+/// Returns {1, wait_ms, level, again, paced} booked, again 1 when the host refused again
+/// after holds (field `a:<host>`: an answer from it mends it, [`MENDED`]), paced 1 when
+/// the IP is backed off and the slot comes within pace_window_ms of the one before
+/// (field `sent`, kept while backed off: `Permit::at_our_pace`); {-1, wait_ms, level,
+/// 0, 0} would wait too long (nothing booked; wait_ms is the job's place in the key's
+/// line of deferred jobs, kept when it is no further than max_defer_ms); {0, 0, level,
+/// 0, 0} in-flight cap reached (nothing booked); {2, wait_ms, 0, 0, 0} the host is held
+/// for wait_ms more (nothing booked: ask again then); {-2, wait_ms, 0, 0, 0} the same,
+/// longer than may be waited (nothing booked: the job is answered without asking).
 /// A backed-off IP is asked at interval·2^level with no burst, and has one request in
 /// flight whatever max_inflight says (a connection limit may be what refused us). A
 /// lease expires `lease` from now; its worker renews it while the request waits and
@@ -56,16 +59,16 @@ if carried > tat and carried > now then
   redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
 end
 local st = redis.call('HMGET', KEYS[3], 'level', 'hold:' .. ARGV[7], 'ours:' .. ARGV[7], 'pause',
-  'a:' .. ARGV[7])
+  'a:' .. ARGV[7], 'sent')
 -- The IP's pause while several of its hosts are held is a pause they asked for.
 local asked = math.max(tonumber(st[2] or '0'), tonumber(st[4] or '0'))
 local held = math.max(asked, tonumber(st[3] or '0'))
 if held > now then
   local left = math.ceil(held - now)
   if left > tonumber(ARGV[4]) or math.ceil(asked - now) > tonumber(ARGV[13]) then
-    return {-2, left, 0, 0}
+    return {-2, left, 0, 0, 0}
   end
-  return {2, left, 0, 0}
+  return {2, left, 0, 0, 0}
 end
 local level = tonumber(st[1] or '0')
 local interval = tonumber(ARGV[1])
@@ -103,13 +106,13 @@ if wait > tonumber(ARGV[4]) or (ARGV[11] == '1' and live) then
     redis.call('HSET', KEYS[4], 'last', string.format('%.3f', place), 'start', string.format('%.3f', start))
     redis.call('PEXPIRE', KEYS[4], math.ceil(ahead + grace) + 1000)
   end
-  return {-1, math.ceil(ahead), level, 0}
+  return {-1, math.ceil(ahead), level, 0, 0}
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local cap = tonumber(ARGV[3])
 if level > 0 then cap = 1 end
 if redis.call('ZCARD', KEYS[2]) >= cap then
-  return {0, 0, level, 0}
+  return {0, 0, level, 0, 0}
 end
 redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
 local lease = tonumber(ARGV[5])
@@ -120,7 +123,15 @@ if (ARGV[11] == '2' or ARGV[11] == '3') and live then
 end
 local again = 0
 if st[5] then again = 1 end
-return {1, math.ceil(wait), level, again}
+-- A backed-off IP's slot within pace_window_ms of the one before, any worker's (one
+-- a second exactly, rounded to the ms, is not).
+local paced = 0
+if level > 0 then
+  local slot = now + wait
+  if slot - tonumber(st[6] or '-1e18') < tonumber(ARGV[14]) - 1 then paced = 1 end
+  redis.call('HSET', KEYS[3], 'sent', string.format('%.3f', slot))
+end
+return {1, math.ceil(wait), level, again, paced}
 ";
 
 /// Whether a hold runs now on a host or its IP: the host's (asked or ours), the IP's
@@ -213,7 +224,9 @@ return active
 /// the server's refusal of us, 2 the site's unless the IP answered since the hold
 /// ended, 3 the site's unless either, 4 the site's unless a ban may follow the
 /// server's refusal of us by a status or page naming us: not a 503, a request held or
-/// left unanswered), ok_age_ms (how long ago the
+/// left unanswered; 5 a refusal of us that, while the IP is backed off, no host's
+/// refusing before makes "again": a request held open right behind others of ours),
+/// ok_age_ms (how long ago the
 /// reporting worker last had an answer from the IP; -1 for never; any worker's answer
 /// that `DECAY` noted in field `fine` counts too), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
 /// code when the server itself refused us, else -1), again_times
@@ -286,7 +299,7 @@ local answered = f['until'] ~= nil and ((age >= 0 and now - age >= hold_end)
 -- after the hold while the IP answers: at whatever level the answers since stepped it
 -- down to.
 local before = tonumber(f['c:' .. ARGV[1]] or '-1e18')
-local again = now >= hold_end and answered
+local again = not (ARGV[9] == '5' and level > 0) and now >= hold_end and answered
   and (now - before < tonumber(ARGV[11]) or f['a:' .. ARGV[1]] ~= nil)
 if level == 0 and not again and not (hosts >= tonumber(ARGV[5]) and now - ok < tonumber(ARGV[4])) then
   return {0, 0, 0, hosts, -1}

@@ -139,6 +139,10 @@ pub enum Signal {
     /// (an application waiting on its database), or a limit holding what it refused
     /// (haproxy's `tarpit` set longer than we wait, nginx delaying what came too fast).
     HeldOpen(Duration),
+    /// The same, for a request of a backed-off IP that went out right behind another of
+    /// ours (`Permit::at_our_pace`): what a limit counting a client's requests per
+    /// second holds when our pace is over it, where one asked alone trips none.
+    HeldAtOurPace(Duration),
 }
 
 impl Signal {
@@ -174,7 +178,7 @@ impl Signal {
             Signal::Closed => 2,
             Signal::TimedOut(_) => 3,
             Signal::Unanswered(_) => 4,
-            Signal::HeldOpen(_) => 5,
+            Signal::HeldOpen(_) | Signal::HeldAtOurPace(_) => 5,
         }
     }
 
@@ -182,7 +186,10 @@ impl Signal {
     /// request was sent, and "right after it answered us" counts from then.
     pub(crate) fn waited(self) -> Duration {
         match self {
-            Signal::TimedOut(d) | Signal::Unanswered(d) | Signal::HeldOpen(d) => d,
+            Signal::TimedOut(d)
+            | Signal::Unanswered(d)
+            | Signal::HeldOpen(d)
+            | Signal::HeldAtOurPace(d) => d,
             _ => Duration::ZERO,
         }
     }
@@ -194,7 +201,10 @@ impl Signal {
     pub(crate) fn may_refuse(self, pace: &Pace) -> bool {
         !matches!(
             self,
-            Signal::TimedOut(_) | Signal::Unanswered(_) | Signal::HeldOpen(_)
+            Signal::TimedOut(_)
+                | Signal::Unanswered(_)
+                | Signal::HeldOpen(_)
+                | Signal::HeldAtOurPace(_)
         ) || pace.interval_ms() == 0.0
     }
 
@@ -417,6 +427,14 @@ pub(crate) enum AfterHold {
     /// ends in haproxy's 500, which the request asked again after a hold waits for
     /// (`http::connect`): once that page refused us, what it holds next is more of it.
     SitesUnlessRefused,
+    /// A request held open that went out right behind others of ours
+    /// ([`Signal::HeldAtOurPace`]): a limit counting a client's requests per second
+    /// (haproxy's `http_req_rate(1s)` tarpit) that our pace after the hold is still
+    /// over, as an override's 10 a second halved is over haproxy's 3. A refusal of us,
+    /// stepped up even from a host that refused before: it is the pace that is held,
+    /// whichever host comes at it. A backend hanging holds a request asked alone too,
+    /// and once the pace is slower than one a second every request is asked alone.
+    AtOurPace,
 }
 
 impl AfterHold {
@@ -427,6 +445,7 @@ impl AfterHold {
             Signal::Closed => AfterHold::SitesUnlessAnsweredOrBanned,
             Signal::Unanswered(_) | Signal::Refused(503) => AfterHold::SitesUnlessAnswered,
             Signal::HeldOpen(_) => AfterHold::SitesUnlessRefused,
+            Signal::HeldAtOurPace(_) => AfterHold::AtOurPace,
             Signal::Fine | Signal::Refused(_) | Signal::Reset => AfterHold::Refusal,
         }
     }
@@ -435,7 +454,7 @@ impl AfterHold {
     /// hold ended, `banned` whether a ban may follow the server's refusal of us.
     pub(crate) fn is_the_sites(self, answered: bool, banned: bool) -> bool {
         match self {
-            AfterHold::Refusal => false,
+            AfterHold::Refusal | AfterHold::AtOurPace => false,
             AfterHold::SitesUnlessBanned => !banned,
             AfterHold::SitesUnlessAnswered => !answered,
             AfterHold::SitesUnlessAnsweredOrBanned => !answered && !banned,
@@ -471,6 +490,7 @@ impl AfterHold {
             AfterHold::SitesUnlessAnswered => 2,
             AfterHold::SitesUnlessAnsweredOrBanned => 3,
             AfterHold::SitesUnlessRefused => 4,
+            AfterHold::AtOurPace => 5,
         }
     }
 }
@@ -573,8 +593,11 @@ impl Standing {
             .last_ok
             .is_some_and(|t| asked.saturating_duration_since(t) < OK_WINDOW);
         // Refusing again after a hold while the IP answers, at whatever level the
-        // answers since have stepped it down to (a minute of them: level 0).
-        let again = hold_over && answered && self.counted_before(host, now);
+        // answers since have stepped it down to (a minute of them: level 0); what our
+        // pace after a hold brought is the pace's, whichever host it was.
+        let after_hold = AfterHold::of(signal);
+        let paced = after_hold == AfterHold::AtOurPace && self.level > 0;
+        let again = hold_over && answered && !paced && self.counted_before(host, now);
         if self.level == 0 && !again && !(hosts >= STORM_HOSTS && after_ok) {
             return None;
         }
@@ -582,7 +605,6 @@ impl Standing {
         let ban_after = self
             .ban_after(signal, answered, now)
             .filter(|_| hold_over || !signal.is_the_servers());
-        let after_hold = AfterHold::of(signal);
         if hold_over
             && (self.level > 0 || again)
             && after_hold.is_the_sites(answered, ban_after.is_some())
@@ -1095,6 +1117,37 @@ mod tests {
         s.fine(after);
         assert_eq!(s.refused("a.test", held, "192.0.2.1", BASE, after), None);
         assert_eq!(s.level(), 1, "not stepped up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_held_open_at_our_pace_after_a_hold_step_the_pace_down() {
+        // haproxy's tarpit past 3 requests a second, our 10 a second halved after the
+        // hold: the fourth of a second, right behind others of ours, is held again.
+        let (held, paced) = (
+            Signal::HeldOpen(Duration::from_secs(6)),
+            Signal::HeldAtOurPace(Duration::from_secs(6)),
+        );
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        let _ = s.refused("a.test", held, "192.0.2.1", BASE, now);
+        assert!(s.refused("b.test", held, "192.0.2.1", BASE, now).is_some());
+        let after = now + BASE + Duration::from_secs(1);
+        s.fine(after);
+        // Even a host of the storm: it is the pace that is held, whichever host it was.
+        let r = s
+            .refused("a.test", paced, "192.0.2.1", BASE, after)
+            .expect("our pace refused");
+        assert_eq!((r.level, s.level()), (2, 2), "{}", r.detail);
+        assert!(
+            r.detail.contains("held open") && r.detail.contains("again after our hold"),
+            "{}",
+            r.detail
+        );
+        // Before any hold, one host held at our full pace is no storm.
+        let mut fresh = Standing::default();
+        fresh.fine(now);
+        assert_eq!(fresh.refused("a.test", paced, "192.0.2.1", BASE, now), None);
     }
 
     #[tokio::test(start_paused = true)]
