@@ -520,8 +520,8 @@ fn assert_never_down(reports: &[Report], status: &str, what: &str) -> usize {
                 assert!(r.detail.contains(status), "{what}: {}", r.detail);
             }
             _ => panic!(
-                "{what}: {} is {:?}/{}: {}",
-                r.url, r.verdict, r.reason, r.detail
+                "{what}: {} is {:?}/{}: {}\nattempts: {:#?}",
+                r.url, r.verdict, r.reason, r.detail, r.attempt_log
             ),
         }
     }
