@@ -241,7 +241,11 @@ impl HttpProber {
         let mut fallback: Option<Outcome> = None;
         loop {
             probe.followed = chain.redirects;
+            let began = (Instant::now(), obs.queued + obs.checking);
             let step = self.hop(probe, &mut chain, &mut reasked, obs).await;
+            if matches!(step, Ok(Step::AfterHold)) {
+                turned_away(began, obs);
+            }
             // The upgrade answered (a page or a redirect); a refusal of it asked again
             // after the hold still stands for the plain-HTTP failure (review AC).
             if fallback.is_some() && matches!(step, Ok(Step::Again | Step::Answer(_))) {
@@ -501,6 +505,14 @@ fn refresh(
 /// The request a refusal of us turned away is asked once more: its next request waits
 /// for the hold (or the job is deferred), and the refusal is noted as what happened
 /// ([`Refusal::asked_again`]): the next answer judges the site.
+/// Counts a hop begun at `began` (with our own time so far) as turned away: its request
+/// is asked again after the hold, and the time it was held (up to a probe's, by a
+/// tarpit) was the defence's. Only the answer asked again says how fast the site is.
+fn turned_away((at, ours_before): (Instant, Duration), obs: &mut Observation) {
+    let ours = (obs.queued + obs.checking).saturating_sub(ours_before);
+    obs.turned_away += at.elapsed().saturating_sub(ours);
+}
+
 fn ask_again_after_the_hold(
     reasked: &mut bool,
     told: Option<String>,

@@ -1929,6 +1929,20 @@ mod tests {
     }
 
     #[test]
+    fn a_request_turned_away_and_asked_again_is_not_the_sites_latency() {
+        let p = plan(Expect {
+            max_latency_ms: Some(200),
+            ..Expect::default()
+        });
+        let mut o = answer(200, PAGE);
+        o.total = Duration::from_millis(6_120);
+        o.turned_away = Duration::from_millis(6_000);
+        let r = judge(&p, &o, &SETTINGS);
+        assert_eq!((r.verdict, r.reason), (Verdict::Up, Reason::Ok));
+        assert!(r.detail.contains("in 120 ms"), "{}", r.detail);
+    }
+
+    #[test]
     fn failures_map_to_reasons() {
         let p = plan(Expect::default());
         assert_eq!(

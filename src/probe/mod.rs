@@ -421,6 +421,9 @@ pub(crate) struct Observation {
     /// Asking an egress about itself (whether a proxy refusing a tunnel is a proxy at
     /// all), all hops: our own question, not the site's time.
     pub checking: Duration,
+    /// Requests a defence turned away from us (refused, or held open by a tarpit) and
+    /// asked again after its hold, all hops: the defence's time, not the site's.
+    pub turned_away: Duration,
     /// The whole attempt.
     pub total: Duration,
     /// How late our own timers and wake-ups ran, at worst, while this attempt ran: our
@@ -439,9 +442,11 @@ pub(crate) struct Observation {
 
 impl Observation {
     /// The attempt's time on the site: the whole attempt less our own waiting for the
-    /// per-IP limit and our own questions to the egress.
+    /// per-IP limit, our own questions to the egress, and the requests a defence turned
+    /// away before the one that was answered.
     pub(crate) fn sites_time(&self) -> Duration {
-        self.total.saturating_sub(self.queued + self.checking)
+        self.total
+            .saturating_sub(self.queued + self.checking + self.turned_away)
     }
 
     /// An observation through `egress` that has seen nothing yet.
@@ -460,6 +465,7 @@ impl Observation {
             first_byte: None,
             queued: Duration::ZERO,
             checking: Duration::ZERO,
+            turned_away: Duration::ZERO,
             total: Duration::ZERO,
             lag: Duration::ZERO,
             notes: Vec::new(),
