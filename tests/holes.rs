@@ -998,6 +998,10 @@ async fn an_http_url_whose_port_80_is_closed_is_asked_over_https_as_browsers_do(
 /// browser asks HTTPS first and shows it. picket asked HTTPS only after port 80 had
 /// spent the job's whole time, so HTTPS got none: `down/timeout` "confirmed", "https://…
 /// failed too: no time left".
+///
+/// The time port 80 hung is no time a person waits (the browser asked HTTPS first):
+/// the site's time is the HTTPS answer's. With `max_latency_ms` under the job's time,
+/// the site was `degraded/slow`, "200 OK, 148 bytes in 1505 ms (more than 1000 ms)".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_url_whose_port_80_hangs_is_asked_over_https_with_time_of_its_own() {
     let name = "county-hung-80.test";
@@ -1017,7 +1021,11 @@ async fn an_http_url_whose_port_80_hangs_is_asked_over_https_with_time_of_its_ow
         }
     });
     let engine = engine_for(name, "127.0.0.57", &ca_file);
-    let job = json!({"url": format!("http://{name}/"), "timeout_ms": 1500});
+    let job = json!({
+        "url": format!("http://{name}/"),
+        "timeout_ms": 1500,
+        "expect": {"max_latency_ms": 1000},
+    });
     let r = crate::support::picket::check_job(&engine, job).await;
     assert_eq!(
         (r.verdict.as_str(), r.reason.as_str()),
@@ -1028,6 +1036,11 @@ async fn an_http_url_whose_port_80_hangs_is_asked_over_https_with_time_of_its_ow
     assert!(
         !held.lock().expect("lock").is_empty(),
         "port 80 was asked first"
+    );
+    assert!(
+        r.timing_ms.total < 1000,
+        "the site's time is the HTTPS answer's: {:?}",
+        r.timing_ms
     );
 }
 
