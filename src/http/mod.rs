@@ -239,18 +239,25 @@ impl HttpProber {
         // The plain-HTTP failure a hop asked again over HTTPS stands for, until HTTPS
         // answers: when it fails too, browsers fall back and show that failure.
         let mut fallback: Option<Outcome> = None;
+        // The site's time of the plain-HTTP hop asked again over HTTPS.
+        let mut plain_took = Duration::ZERO;
         loop {
             probe.followed = chain.redirects;
             let began = (Instant::now(), obs.queued + obs.checking);
             let step = self.hop(probe, &mut chain, &mut reasked, obs).await;
+            let took = hop_time(began, obs);
+            // A request turned away (refused, or held open by a tarpit) and asked again
+            // after the hold: the defence's time; the answer asked again is the site's.
             if matches!(step, Ok(Step::AfterHold)) {
-                turned_away(began, obs);
+                obs.set_aside += took;
             }
             // The upgrade answered (a page or a redirect); a refusal of it asked again
             // after the hold still stands for the plain-HTTP failure (review AC).
             if fallback.is_some() && matches!(step, Ok(Step::Again | Step::Answer(_))) {
                 crate::metric::https_upgrade(true);
                 fallback = None;
+                // Browsers asked HTTPS first: nobody waited for port 80.
+                obs.set_aside += plain_took;
             }
             match step {
                 Ok(Step::Again | Step::AfterHold) => {}
@@ -259,6 +266,7 @@ impl HttpProber {
                     if let Some(end) = upgrade_or_end(&mut chain, failure, &mut fallback, obs) {
                         return end;
                     }
+                    plain_took = took;
                     // A browser asks HTTPS first, so its answer never waits behind a
                     // port 80 that hung: the HTTPS ask is a request with time of its
                     // own, not what the plain one left (none, when it timed out).
@@ -505,12 +513,11 @@ fn refresh(
 /// The request a refusal of us turned away is asked once more: its next request waits
 /// for the hold (or the job is deferred), and the refusal is noted as what happened
 /// ([`Refusal::asked_again`]): the next answer judges the site.
-/// Counts a hop begun at `began` (with our own time so far) as turned away: its request
-/// is asked again after the hold, and the time it was held (up to a probe's, by a
-/// tarpit) was the defence's. Only the answer asked again says how fast the site is.
-fn turned_away((at, ours_before): (Instant, Duration), obs: &mut Observation) {
+/// The site's time of a hop begun at `began` (with our own time so far): its time
+/// less our waits for the per-IP limit and our questions to the egress during it.
+fn hop_time((at, ours_before): (Instant, Duration), obs: &Observation) -> Duration {
     let ours = (obs.queued + obs.checking).saturating_sub(ours_before);
-    obs.turned_away += at.elapsed().saturating_sub(ours);
+    at.elapsed().saturating_sub(ours)
 }
 
 fn ask_again_after_the_hold(

@@ -1936,7 +1936,7 @@ mod tests {
         });
         let mut o = answer(200, PAGE);
         o.total = Duration::from_millis(6_120);
-        o.turned_away = Duration::from_millis(6_000);
+        o.set_aside = Duration::from_millis(6_000);
         let r = judge(&p, &o, &SETTINGS);
         assert_eq!((r.verdict, r.reason), (Verdict::Up, Reason::Ok));
         assert!(r.detail.contains("in 120 ms"), "{}", r.detail);

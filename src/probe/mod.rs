@@ -421,9 +421,11 @@ pub(crate) struct Observation {
     /// Asking an egress about itself (whether a proxy refusing a tunnel is a proxy at
     /// all), all hops: our own question, not the site's time.
     pub checking: Duration,
-    /// Requests a defence turned away from us (refused, or held open by a tarpit) and
-    /// asked again after its hold, all hops: the defence's time, not the site's.
-    pub turned_away: Duration,
+    /// Requests nobody would have waited for, asked again another way: one a defence
+    /// turned away from us (refused, or held open by a tarpit) and asked again after
+    /// its hold, and a plain-HTTP one that failed where HTTPS then answered (browsers
+    /// ask HTTPS first). Not the site's time as people see it.
+    pub set_aside: Duration,
     /// The whole attempt.
     pub total: Duration,
     /// How late our own timers and wake-ups ran, at worst, while this attempt ran: our
@@ -442,11 +444,11 @@ pub(crate) struct Observation {
 
 impl Observation {
     /// The attempt's time on the site: the whole attempt less our own waiting for the
-    /// per-IP limit, our own questions to the egress, and the requests a defence turned
-    /// away before the one that was answered.
+    /// per-IP limit, our own questions to the egress, and the requests set aside for
+    /// the one that was answered.
     pub(crate) fn sites_time(&self) -> Duration {
         self.total
-            .saturating_sub(self.queued + self.checking + self.turned_away)
+            .saturating_sub(self.queued + self.checking + self.set_aside)
     }
 
     /// An observation through `egress` that has seen nothing yet.
@@ -465,7 +467,7 @@ impl Observation {
             first_byte: None,
             queued: Duration::ZERO,
             checking: Duration::ZERO,
-            turned_away: Duration::ZERO,
+            set_aside: Duration::ZERO,
             total: Duration::ZERO,
             lag: Duration::ZERO,
             notes: Vec::new(),
