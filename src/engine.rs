@@ -259,10 +259,9 @@ impl Engine {
         let mut plan = Plan::new(job, &self.probe);
         plan.max_wait = max_wait;
         plan.line = line;
-        let required = self.probe.attempts as usize;
-        let tried = self.attempts(&mut plan, job, required).await?;
+        let tried = self.attempts(&mut plan, job).await?;
         let began = tried.sent.unwrap_or_else(tokio::time::Instant::now);
-        let Some((i, decisive)) = combine(&tried.judgements, required) else {
+        let Some((i, decisive)) = combine(&tried.judgements, self.required(&tried)) else {
             return Ok(self.unprobed(
                 job,
                 Verdict::Unknown,
@@ -375,18 +374,29 @@ impl Engine {
         (second, j2)
     }
 
-    /// Makes attempts until they settle the verdict (a good one, or `required`
-    /// failures) or the budget is spent; `Err(wait)` when the job should be deferred.
-    async fn attempts(
-        &self,
-        plan: &mut Plan,
-        job: &Job,
-        required: usize,
-    ) -> Result<Tried, Duration> {
+    /// How many failures confirm a `down`: `probe.attempts`, but two at least when the
+    /// first attempt's `down` came right after its IP served us, as a defence refusing
+    /// us answers (`Observation::right_after_answers`). With one attempt, the
+    /// first host a defence refuses was judged before a second made it a storm of us.
+    fn required(&self, tried: &Tried) -> usize {
+        let attempts = self.probe.attempts as usize;
+        let first = tried.observations.first().zip(tried.judgements.first());
+        match first {
+            Some((obs, j)) if obs.right_after_answers && j.verdict == Verdict::Down => {
+                attempts.max(2)
+            }
+            _ => attempts,
+        }
+    }
+
+    /// Makes attempts until they settle the verdict (a good one, or the failures
+    /// [`Self::required`]) or the budget is spent; `Err(wait)` when the job should be
+    /// deferred.
+    async fn attempts(&self, plan: &mut Plan, job: &Job) -> Result<Tried, Duration> {
         let egresses = self.prober.egress_count().max(1);
         // Failed egresses and bot walls cost attempts without telling anything about the
         // site, so with other egresses to try there is room for a few more.
-        let budget = if egresses > 1 { 2 * required } else { required };
+        let budget = |required: usize| if egresses > 1 { 2 * required } else { required };
         // Spread first attempts over the egresses; a retry moves on to the next one.
         let mut next = (fxhash(job.url.as_str()) as usize) % egresses;
         // Egresses that have told all they can about this site.
@@ -397,7 +407,7 @@ impl Engine {
             egresses: Vec::new(),
             sent: None,
         };
-        while tried.judgements.len() < budget {
+        while tried.judgements.len() < budget(self.required(&tried)) {
             let now = tokio::time::Instant::now();
             let Some(egress) = self.our_side.pick(next, &spent, now) else {
                 break;
@@ -422,7 +432,7 @@ impl Engine {
             tried.egresses.push(egress);
             let ask_elsewhere =
                 slow_on_one_way_out(&tried, egresses) && self.our_side.another_open(egress);
-            if settled(&tried.judgements, required) && !ask_elsewhere {
+            if settled(&tried.judgements, self.required(&tried)) && !ask_elsewhere {
                 break;
             }
             next = egress + 1;
@@ -564,6 +574,8 @@ mod tests {
         calls: AtomicUsize,
         egresses: Mutex<Vec<usize>>,
         egress_count: usize,
+        /// The first this many observations came right after their IP served us.
+        right_after_answers: usize,
     }
 
     impl Scripted {
@@ -573,6 +585,7 @@ mod tests {
                 calls: AtomicUsize::new(0),
                 egresses: Mutex::new(vec![]),
                 egress_count: 2,
+                right_after_answers: 0,
             })
         }
     }
@@ -583,10 +596,11 @@ mod tests {
         }
         fn observe<'a>(&'a self, _plan: &'a Plan, egress: usize) -> BoxFuture<'a, Attempt> {
             Box::pin(async move {
-                self.calls.fetch_add(1, Ordering::SeqCst);
+                let call = self.calls.fetch_add(1, Ordering::SeqCst);
                 self.egresses.lock().expect("lock").push(egress % 2);
                 let outcome = self.outcomes.lock().expect("lock").remove(0);
                 let mut o = Observation::new(&format!("e{}", egress % 2));
+                o.right_after_answers = call < self.right_after_answers;
                 o.ip = Some("192.0.2.1".parse().expect("ip"));
                 o.outcome = outcome;
                 o.total = Duration::from_millis(3);
@@ -736,6 +750,47 @@ mod tests {
             text: PAGE_TEXT.into(),
             ..Answer::default()
         })
+    }
+
+    /// One attempt (`probe.attempts = 1`, one egress): a refusal right after its IP
+    /// served us may be the first host of a defence's storm, and is confirmed once; any
+    /// other failure is `down` at once.
+    #[tokio::test]
+    async fn with_one_attempt_a_refusal_right_after_answers_is_confirmed_once() {
+        let one = |outcomes: Vec<Outcome>, right_after_answers: usize| {
+            let p = Arc::new(Scripted {
+                egress_count: 1,
+                right_after_answers,
+                ..Arc::into_inner(Scripted::new(outcomes)).expect("one owner")
+            });
+            let mut s =
+                Settings::from_toml("[probe]\nretry_delay = \"1ms\"\nattempts = 1\n").expect("cfg");
+            s.worker.name = "w".into();
+            let judge = JudgeSettings::new(&s.probe, &s.tls);
+            let e = Engine::new(
+                p.clone(),
+                Arc::new(MemoryState::default()),
+                &s.probe,
+                judge,
+                "w".into(),
+            );
+            (e, p)
+        };
+        let job = job_for_url("https://a.example/", "j").expect("job");
+        let (e, p) = one(vec![status(403), ok()], 1);
+        let r = e.run(&job).await;
+        assert_eq!((r.verdict, r.attempts), (Verdict::Up, 2), "{}", r.detail);
+        assert_eq!(p.calls.load(Ordering::SeqCst), 2);
+        // Refused again: the site's, confirmed by the two.
+        let (e, p) = one(vec![status(403), status(403)], 1);
+        let r = e.run(&job).await;
+        assert_eq!((r.verdict, r.attempts), (Verdict::Down, 2), "{}", r.detail);
+        assert_eq!(p.calls.load(Ordering::SeqCst), 2);
+        // Nothing served us before it: one attempt, as asked.
+        let (e, p) = one(vec![status(403)], 0);
+        let r = e.run(&job).await;
+        assert_eq!((r.verdict, r.attempts), (Verdict::Down, 1), "{}", r.detail);
+        assert_eq!(p.calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

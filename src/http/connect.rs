@@ -765,6 +765,7 @@ impl HttpProber {
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
             let refusal = self.standing(ip, host, probe.egress, signal).await;
+            obs.right_after_answers = refusal.is_none() && self.recent.served(ip, probe.index) > 0;
             // A connection that timed out, or a request dropped without a word, used
             // the probe's time up: nothing is left to ask again with; nor is a refusal
             // that holds nothing worth asking at once. A refused connection costs no

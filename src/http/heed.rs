@@ -29,6 +29,9 @@ pub(super) struct Heeded {
     /// A pause asked right after a burst, long enough to confirm a `down` by itself: a
     /// site in maintenance, or a limit refusing us, which its IP's next answers tell.
     pub(super) pause_in_doubt: Option<Duration>,
+    /// A refusal right after the IP served us, not (yet) taken for one of us
+    /// (`Observation::right_after_answers`).
+    pub(super) right_after_answers: bool,
 }
 
 impl HttpProber {
@@ -104,6 +107,9 @@ impl HttpProber {
             (refusal, _) => refusal,
         };
         Heeded {
+            right_after_answers: refused
+                && refusal.is_none()
+                && self.recent.served(ip, probe.index) > 0,
             refusal,
             pause_in_doubt,
         }
