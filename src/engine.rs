@@ -630,8 +630,12 @@ mod tests {
     }
 
     fn engine(p: Arc<Scripted>) -> Engine {
-        let mut s =
-            Settings::from_toml("[probe]\nretry_delay = \"1ms\"\nattempts = 3\n").expect("cfg");
+        engine_of(p, "[probe]\nretry_delay = \"1ms\"\nattempts = 3\n")
+    }
+
+    /// An engine over `p` with the settings of `toml`, in memory.
+    fn engine_of(p: Arc<dyn Prober>, toml: &str) -> Engine {
+        let mut s = Settings::from_toml(toml).expect("cfg");
         s.worker.name = "w".into();
         let judge = JudgeSettings::new(&s.probe, &s.tls);
         Engine::new(
@@ -763,17 +767,7 @@ mod tests {
                 right_after_answers,
                 ..Arc::into_inner(Scripted::new(outcomes)).expect("one owner")
             });
-            let mut s =
-                Settings::from_toml("[probe]\nretry_delay = \"1ms\"\nattempts = 1\n").expect("cfg");
-            s.worker.name = "w".into();
-            let judge = JudgeSettings::new(&s.probe, &s.tls);
-            let e = Engine::new(
-                p.clone(),
-                Arc::new(MemoryState::default()),
-                &s.probe,
-                judge,
-                "w".into(),
-            );
+            let e = engine_of(p.clone(), "[probe]\nretry_delay = \"1ms\"\nattempts = 1\n");
             (e, p)
         };
         let job = job_for_url("https://a.example/", "j").expect("job");
@@ -1014,18 +1008,9 @@ mod tests {
                 .into(),
         });
         let p = Scripted::new(vec![no_tls; 20]);
-        let mut s = Settings::from_toml(
-            "[probe]\nretry_delay = \"1ms\"\nattempts = 3\ncanaries = [\"https://canary.example/\"]\n",
-        )
-        .expect("cfg");
-        s.worker.name = "w".into();
-        let judge = JudgeSettings::new(&s.probe, &s.tls);
-        let e = Engine::new(
+        let e = engine_of(
             p.clone(),
-            Arc::new(MemoryState::default()),
-            &s.probe,
-            judge,
-            "w".into(),
+            "[probe]\nretry_delay = \"1ms\"\nattempts = 3\ncanaries = [\"https://canary.example/\"]\n",
         );
         let r = e
             .run(&job_for_url("https://a.example/", "j").expect("job"))
@@ -1110,16 +1095,7 @@ mod tests {
     }
 
     fn engine_on(net: Arc<dyn Prober>, probe: &str) -> Arc<Engine> {
-        let mut s = Settings::from_toml(&format!("[probe]\n{probe}")).expect("cfg");
-        s.worker.name = "w".into();
-        let judge = JudgeSettings::new(&s.probe, &s.tls);
-        Arc::new(Engine::new(
-            net,
-            Arc::new(MemoryState::default()),
-            &s.probe,
-            judge,
-            "w".into(),
-        ))
+        Arc::new(engine_of(net, &format!("[probe]\n{probe}")))
     }
 
     async fn run_all(e: &Arc<Engine>, urls: impl Iterator<Item = String>) -> Vec<Report> {
