@@ -375,14 +375,14 @@ impl Engine {
     }
 
     /// How many failures confirm a `down`: `probe.attempts`, but two at least when the
-    /// first attempt's `down` came right after its IP served us, as a defence refusing
-    /// us answers (`Observation::right_after_answers`). With one attempt, the
+    /// first attempt's `down` came amid other requests of ours to its IP, as a defence
+    /// refusing them answers (`Observation::amid_our_requests`). With one attempt, the
     /// first host a defence refuses was judged before a second made it a storm of us.
     fn required(&self, tried: &Tried) -> usize {
         let attempts = self.probe.attempts as usize;
         let first = tried.observations.first().zip(tried.judgements.first());
         match first {
-            Some((obs, j)) if obs.right_after_answers && j.verdict == Verdict::Down => {
+            Some((obs, j)) if obs.amid_our_requests && j.verdict == Verdict::Down => {
                 attempts.max(2)
             }
             _ => attempts,
@@ -574,8 +574,8 @@ mod tests {
         calls: AtomicUsize,
         egresses: Mutex<Vec<usize>>,
         egress_count: usize,
-        /// The first this many observations came right after their IP served us.
-        right_after_answers: usize,
+        /// The first this many observations came amid other requests of ours to their IP.
+        amid_our_requests: usize,
     }
 
     impl Scripted {
@@ -585,7 +585,7 @@ mod tests {
                 calls: AtomicUsize::new(0),
                 egresses: Mutex::new(vec![]),
                 egress_count: 2,
-                right_after_answers: 0,
+                amid_our_requests: 0,
             })
         }
     }
@@ -600,7 +600,7 @@ mod tests {
                 self.egresses.lock().expect("lock").push(egress % 2);
                 let outcome = self.outcomes.lock().expect("lock").remove(0);
                 let mut o = Observation::new(&format!("e{}", egress % 2));
-                o.right_after_answers = call < self.right_after_answers;
+                o.amid_our_requests = call < self.amid_our_requests;
                 o.ip = Some("192.0.2.1".parse().expect("ip"));
                 o.outcome = outcome;
                 o.total = Duration::from_millis(3);
@@ -756,15 +756,15 @@ mod tests {
         })
     }
 
-    /// One attempt (`probe.attempts = 1`, one egress): a refusal right after its IP
-    /// served us may be the first host of a defence's storm, and is confirmed once; any
-    /// other failure is `down` at once.
+    /// One attempt (`probe.attempts = 1`, one egress): a refusal amid other requests of
+    /// ours to its IP may be the first host of a defence's storm, and is confirmed once;
+    /// any other failure is `down` at once.
     #[tokio::test]
-    async fn with_one_attempt_a_refusal_right_after_answers_is_confirmed_once() {
-        let one = |outcomes: Vec<Outcome>, right_after_answers: usize| {
+    async fn with_one_attempt_a_refusal_amid_our_requests_is_confirmed_once() {
+        let one = |outcomes: Vec<Outcome>, amid_our_requests: usize| {
             let p = Arc::new(Scripted {
                 egress_count: 1,
-                right_after_answers,
+                amid_our_requests,
                 ..Arc::into_inner(Scripted::new(outcomes)).expect("one owner")
             });
             let e = engine_of(p.clone(), "[probe]\nretry_delay = \"1ms\"\nattempts = 1\n");
@@ -780,7 +780,7 @@ mod tests {
         let r = e.run(&job).await;
         assert_eq!((r.verdict, r.attempts), (Verdict::Down, 2), "{}", r.detail);
         assert_eq!(p.calls.load(Ordering::SeqCst), 2);
-        // Nothing served us before it: one attempt, as asked.
+        // Nothing else of ours went to the IP: one attempt, as asked.
         let (e, p) = one(vec![status(403)], 0);
         let r = e.run(&job).await;
         assert_eq!((r.verdict, r.attempts), (Verdict::Down, 1), "{}", r.detail);

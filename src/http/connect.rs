@@ -460,6 +460,7 @@ impl HttpProber {
             }
         };
         crate::metric::throttle_wait(permit.waited);
+        self.recent.asked(ip, probe.index);
         obs.queued += permit.waited;
         // The limiter's whole time is ours, not the site's: its waiting, and its round
         // trip to Redis, which a stalled Redis stretches to `redis.timeout` (hunt W).
@@ -765,7 +766,8 @@ impl HttpProber {
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
             let refusal = self.standing(ip, host, probe.egress, signal).await;
-            obs.right_after_answers = refusal.is_none() && self.recent.served(ip, probe.index) > 0;
+            obs.amid_our_requests =
+                refusal.is_none() && self.recent.asked_lately(ip, probe.index) > 1;
             // A connection that timed out, or a request dropped without a word, used
             // the probe's time up: nothing is left to ask again with; nor is a refusal
             // that holds nothing worth asking at once. A refused connection costs no

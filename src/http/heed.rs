@@ -29,9 +29,9 @@ pub(super) struct Heeded {
     /// A pause asked right after a burst, long enough to confirm a `down` by itself: a
     /// site in maintenance, or a limit refusing us, which its IP's next answers tell.
     pub(super) pause_in_doubt: Option<Duration>,
-    /// A refusal right after the IP served us, not (yet) taken for one of us
-    /// (`Observation::right_after_answers`).
-    pub(super) right_after_answers: bool,
+    /// A refusal amid other requests of ours to the IP, not (yet) taken for one of us
+    /// (`Observation::amid_our_requests`).
+    pub(super) amid_our_requests: bool,
 }
 
 impl HttpProber {
@@ -74,7 +74,13 @@ impl HttpProber {
         if refused {
             self.recent.refused(ip, probe.index, stamp);
         }
-        let after_burst = refused && self.recent.served(ip, probe.index) >= BURST_ANSWERS;
+        // The answers that served us from the IP lately, counted for a refusal only.
+        let served = if refused {
+            self.recent.served(ip, probe.index)
+        } else {
+            0
+        };
+        let after_burst = served >= BURST_ANSWERS;
         let confirms = |p: Duration| probe.plan.confirmed_by_pause(status, p);
         let pause_in_doubt = asked.filter(|p| confirms(*p) && after_burst);
         if let Some(pause) = asked.filter(|p| !confirms(*p)) {
@@ -87,7 +93,7 @@ impl HttpProber {
             self.limiter.hold(request, Hold::Asked(pause)).await;
         }
         let refusal = self.standing(ip, host, probe.egress, signal).await;
-        if refused && refusal.is_none() && asked.is_none() && after_burst {
+        if refusal.is_none() && asked.is_none() && after_burst {
             // One host refused right after its IP answered a burst: a per-client ban
             // (mod_evasive blocks a client for its DOSBlockingPeriod, and every request
             // meanwhile extends it) may have caught only this host's request, and a
@@ -107,9 +113,9 @@ impl HttpProber {
             (refusal, _) => refusal,
         };
         Heeded {
-            right_after_answers: refused
+            amid_our_requests: refused
                 && refusal.is_none()
-                && self.recent.served(ip, probe.index) > 0,
+                && self.recent.asked_lately(ip, probe.index) > 1,
             refusal,
             pause_in_doubt,
         }

@@ -328,7 +328,7 @@ impl HttpProber {
         let heeded = self
             .heed(probe, &target.host, (ip, stamp), status, asked, signal)
             .await;
-        obs.right_after_answers = heeded.right_after_answers;
+        obs.amid_our_requests = heeded.amid_our_requests;
         if let Some(refusal) = heeded.refusal {
             // Asked again once after a hold; a refusal that holds nothing (the same host
             // again while its neighbours answer) would only be asked at once, and one

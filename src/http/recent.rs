@@ -1,5 +1,5 @@
-//! What a target IP said lately, so that a reset right after a burst of answers can be
-//! told from an outage.
+//! What a target IP said lately, and what we asked it, so that a reset right after a
+//! burst of answers, or the first refusal of a burst of ours, can be told from an outage.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -24,6 +24,8 @@ pub(super) struct RecentAnswers {
 #[derive(Default)]
 struct Seen {
     answers: HashMap<(IpAddr, usize), VecDeque<OneAnswer>>,
+    /// When each of our latest requests to the key was sent.
+    asked: HashMap<(IpAddr, usize), VecDeque<Instant>>,
     stamps: u64,
 }
 
@@ -47,22 +49,24 @@ impl RecentAnswers {
         let mut seen = self.lock();
         seen.stamps += 1;
         let stamp = seen.stamps;
-        let answers = &mut seen.answers;
-        if answers.len() >= Self::MAX_KEYS {
-            answers.retain(|_, v| {
-                v.back()
-                    .is_some_and(|(t, _, _)| now.duration_since(*t) < BURST_WINDOW)
-            });
-            if answers.len() >= Self::MAX_KEYS {
-                answers.clear();
-            }
-        }
-        let times = answers.entry((ip, egress)).or_default();
-        if times.len() >= Self::PER_KEY {
-            times.pop_front();
-        }
-        times.push_back((now, true, stamp));
+        keep_latest(&mut seen.answers, (ip, egress), (now, true, stamp), |a| a.0);
         stamp
+    }
+
+    /// A request of ours to `ip` through `egress` goes out now.
+    pub(super) fn asked(&self, ip: IpAddr, egress: usize) {
+        keep_latest(&mut self.lock().asked, (ip, egress), Instant::now(), |t| *t);
+    }
+
+    /// How many requests of ours went to `ip` through `egress` lately, the one that
+    /// asks included.
+    pub(super) fn asked_lately(&self, ip: IpAddr, egress: usize) -> u32 {
+        let now = Instant::now();
+        self.lock().asked.get(&(ip, egress)).map_or(0, |v| {
+            v.iter()
+                .filter(|t| now.duration_since(**t) < BURST_WINDOW)
+                .count() as u32
+        })
     }
 
     /// The answer `stamp` from `ip` through `egress` was a refusal (403, 429, 503, 999):
@@ -109,6 +113,31 @@ impl RecentAnswers {
                 .count() as u32
         })
     }
+}
+
+/// Keeps `item` as the newest of `key`'s latest [`RecentAnswers::PER_KEY`], and at most
+/// [`RecentAnswers::MAX_KEYS`] keys (those with nothing recent go first).
+fn keep_latest<T>(
+    map: &mut HashMap<(IpAddr, usize), VecDeque<T>>,
+    key: (IpAddr, usize),
+    item: T,
+    at: impl Fn(&T) -> Instant,
+) {
+    let now = at(&item);
+    if map.len() >= RecentAnswers::MAX_KEYS {
+        map.retain(|_, v| {
+            v.back()
+                .is_some_and(|t| now.duration_since(at(t)) < BURST_WINDOW)
+        });
+        if map.len() >= RecentAnswers::MAX_KEYS {
+            map.clear();
+        }
+    }
+    let items = map.entry(key).or_default();
+    if items.len() >= RecentAnswers::PER_KEY {
+        items.pop_front();
+    }
+    items.push_back(item);
 }
 
 #[cfg(test)]
@@ -164,5 +193,22 @@ mod tests {
             r.answered(ip, 0);
         }
         assert_eq!(r.count(ip, 0), RecentAnswers::PER_KEY as u32);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn our_requests_are_counted_per_ip_and_egress_and_forgotten() {
+        let r = RecentAnswers::default();
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        r.asked(ip, 0);
+        r.asked(ip, 0);
+        r.asked(ip, 1);
+        assert_eq!((r.asked_lately(ip, 0), r.asked_lately(ip, 1)), (2, 1));
+        assert_eq!(r.count(ip, 0), 0, "asked is not answered");
+        tokio::time::advance(BURST_WINDOW + Duration::from_millis(1)).await;
+        assert_eq!(r.asked_lately(ip, 0), 0);
+        for _ in 0..20 {
+            r.asked(ip, 0);
+        }
+        assert_eq!(r.asked_lately(ip, 0), RecentAnswers::PER_KEY as u32);
     }
 }

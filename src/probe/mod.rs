@@ -436,13 +436,13 @@ pub(crate) struct Observation {
     /// On a failure: how many answers the same IP gave us just before it (through this
     /// egress). A reset right after a burst of answers is a ban, not an outage.
     pub recent_answers: u32,
-    /// The attempt failed right after its IP served us (within the last 10 s), as a
-    /// defence refusing our requests answers (a refusal status or page, a reset, a
+    /// The attempt failed amid other requests of ours to its IP (within the last 10
+    /// s), as a defence refusing them answers (a refusal status or page, a reset, a
     /// close, a refused connection, a request held open), and the limiter did not (yet)
     /// take it for a refusal of us: the first host of a storm is judged before a second
     /// host's refusal makes it one. Such a `down` is confirmed once whatever
     /// `probe.attempts`.
-    pub right_after_answers: bool,
+    pub amid_our_requests: bool,
     /// Set when the limiter took this attempt's refusal (403/429/503, a reset or a
     /// refused connection) for a refusal of *us* (several hosts of the IP right after
     /// it answered us): what refused us, in words.
@@ -479,7 +479,7 @@ impl Observation {
             lag: Duration::ZERO,
             notes: Vec::new(),
             recent_answers: 0,
-            right_after_answers: false,
+            amid_our_requests: false,
             refusal: None,
         }
     }
