@@ -910,6 +910,65 @@ async fn haproxy_rate_limits_turning_us_away_are_never_down() {
     }
 }
 
+/// A limit still refusing an earlier burst from our address when a process starts (a
+/// second `picket check` right after the first, another client on our egress, or a
+/// worker whose standing of the IP is gone): its first requests to the IP are refused
+/// on every host before any answer, so no refusal follows an answer and none was taken
+/// for a refusal of us. Review AE: every host `down` with one attempt, "503 Service
+/// Unavailable … after 3 ms" (haproxy's `deny_status 503` over a one-second rate),
+/// "connection reset by the server" (`tcp-request connection reject`), nginx's 503;
+/// curl from another address had 200 from each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_still_refusing_when_a_process_starts_is_never_down() {
+    for (ip, limit) in [
+        ("127.0.12.18", Some(Limit::Deny503)),
+        ("127.0.12.19", Some(Limit::ConnectionReject)),
+        ("127.0.12.20", None),
+    ] {
+        let prefix = format!("fresh{}", ip.replace('.', ""));
+        let hosts = names(&prefix, 12);
+        let (port, _server): (u16, Box<dyn std::any::Any>) = match limit {
+            Some(limit) => {
+                let haproxy = Haproxy::rate_limited(ip, 3, limit);
+                (haproxy.port, Box::new(haproxy))
+            }
+            None => {
+                let (_, nginx) = strict_nginx(ip, 503, &prefix);
+                (nginx.port, Box::new(nginx))
+            }
+        };
+        let what = format!("{limit:?} on {ip}");
+        let s = settings(&over_the_limit(&hosts, ip, "attempts = 1\n", "2s", ""));
+        let engine = engine(&s);
+        let tripped = burst_from_here(ip, port, &hosts[0], 12).await;
+        assert!(tripped > 0, "{what}: our own burst tripped nothing");
+        let reports = round(&engine, &urls_of(&hosts, port)).await;
+        let up = assert_never_down(&reports, ip, &what);
+        eprintln!("{what}: {up} of {} up", hosts.len());
+    }
+}
+
+/// `n` requests at once to `host` on `ip:port`, from this test, as another client on
+/// our address would send them: how many were turned away (no answer, or not a 200).
+async fn burst_from_here(ip: &str, port: u16, host: &str, n: usize) -> usize {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let asks = (0..n).map(|_| {
+        client
+            .get(format!("http://{ip}:{port}/"))
+            .header("host", host)
+            .send()
+    });
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().map_or(true, |r| r.status() != 200))
+        .count()
+}
+
 /// haproxy's tarpit holding what came too fast for longer than a probe waits (30 s):
 /// the connections stay open and nothing comes, as behind a backend that hangs. Asked
 /// again after the hold, at half the rate, the limit lets the requests through: no

@@ -25,6 +25,9 @@ pub enum Limit {
     SilentDrop,
     /// `tcp-request connection reject`: closed as it is accepted, the request unread.
     ConnectionReject,
+    /// `http-request deny deny_status 503`: haproxy's own 503 page, the page it
+    /// answers when no backend server is up.
+    Deny503,
     /// `http-request tarpit`: held for `timeout tarpit` (1 s here), then haproxy's own
     /// 500 page.
     Tarpit,
@@ -122,6 +125,10 @@ backend back
                      http-request tarpit if {{ sc_get_gpc0(0) gt 0 }}\n"
                 )
             }
+            Limit::Deny503 => format!(
+                "  http-request track-sc0 src\n  \
+                 http-request deny deny_status 503 if {{ sc_http_req_rate(0) gt {rate} }}\n"
+            ),
             Limit::ConnectionReject => format!(
                 "  tcp-request connection track-sc0 src\n  \
                  tcp-request connection reject if {{ sc_conn_rate(0) gt {rate} }}\n"
