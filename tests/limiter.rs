@@ -759,6 +759,52 @@ async fn a_503_storm_going_on_after_the_hold_is_the_sites_and_no_ban_follows_it(
     );
 }
 
+/// A limit still counting an earlier burst from our address refuses every host before
+/// any answer (review AE: a second run right after the first): such a storm of 503s,
+/// closes or resets is held once for every worker; still failing after the hold, with
+/// no answer ever, it is the sites' own (haproxy with a dead backend), and no ban is
+/// taken to follow it. What a server gone gives (refused connections) is the sites' at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_before_any_answer_is_held_once_for_every_worker_then_the_sites() {
+    let now = |host| req(host, Duration::ZERO);
+    for signal in [Signal::Refused(503), Signal::Closed, Signal::Reset] {
+        let s = settings(100.0, 10, 10);
+        let a = limiter(&s, Duration::from_secs(30), "fresh-a");
+        let b = limiter(&s, Duration::from_secs(30), "fresh-b");
+        assert!(a.answered(now("one.test"), signal).await.is_none());
+        let r = b
+            .answered(now("two.test"), signal)
+            .await
+            .unwrap_or_else(|| panic!("{signal:?} from two hosts before any answer"));
+        assert_eq!(r.level, 1, "{signal:?}");
+        assert!(
+            r.detail.contains("at once, before it answered us"),
+            "{}",
+            r.detail
+        );
+        assert!(
+            refused(&a, Duration::from_millis(500)).await,
+            "the IP is held"
+        );
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        for (host, next) in [("three.test", signal), ("one.test", Signal::Closed)] {
+            assert!(
+                b.answered(now(host), next).await.is_none(),
+                "{signal:?}, then {next:?} after the hold with no answer ever: the sites'"
+            );
+        }
+    }
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "gone-a");
+    for host in ["one.test", "two.test", "three.test"] {
+        assert!(a
+            .answered(now(host), Signal::ConnectionRefused)
+            .await
+            .is_none());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_jobs_line_up_one_interval_apart_across_workers() {
     let mut s = settings(1.0, 1, 100);

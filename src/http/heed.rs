@@ -50,7 +50,8 @@ impl HttpProber {
         signal: Signal,
         first_byte: Option<Duration>,
     ) {
-        let names_us = matches!(signal, Signal::Refused(status) if status != 503);
+        let names_us =
+            matches!(signal, Signal::Refused(status) | Signal::Paused(status) if status != 503);
         if let (Some(latency), false) = (first_byte, names_us) {
             let request = Request::sent(ip, host, &probe.egress.name);
             self.limiter.latency(&request, latency);
@@ -70,7 +71,7 @@ impl HttpProber {
         signal: Signal,
     ) -> Heeded {
         let request = Request::sent(ip, host, &probe.egress.name);
-        let refused = matches!(signal, Signal::Refused(_));
+        let refused = matches!(signal, Signal::Refused(_) | Signal::Paused(_));
         if refused {
             self.recent.refused(ip, probe.index, stamp);
         }

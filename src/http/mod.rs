@@ -324,6 +324,7 @@ impl HttpProber {
         } else {
             read_if_error(resp, permit, probe.plan, chain, self.clock.now()).await?
         };
+        let signal = signal.asking(asked);
         self.paced_by(probe, &target.host, ip, signal, obs.first_byte);
         let heeded = self
             .heed(probe, &target.host, (ip, stamp), status, asked, signal)

@@ -68,6 +68,9 @@ const SWEEP_ABOVE: usize = 10_000;
 const AGAIN: i64 = -2;
 /// The `REFUSE` script's `by` for a host known failing: its refusal is its own.
 const FAILING: i64 = -3;
+/// The `REFUSE` script's `by` for a storm before any answer lately
+/// (`standing::describe_unanswered`).
+const UNANSWERED: i64 = -4;
 /// Hosts remembered as refusing again ([`RedisLimiter::mend`]).
 const MAX_REFUSING_AGAIN: usize = 256;
 
@@ -674,7 +677,8 @@ impl RedisLimiter {
                 -1
             })
             .arg(standing::AGAIN_TIMES)
-            .arg(standing::AGAIN_OVER.as_millis() as u64);
+            .arg(standing::AGAIN_OVER.as_millis() as u64)
+            .arg(u8::from(signal.refuses_like_a_limit()));
         let (storm, hold_ms, level, hosts, by): (i64, u64, i64, i64, i64) = self.call(inv).await?;
         if by == AGAIN || by == FAILING {
             self.refusing_again(key, req.host);
@@ -694,6 +698,9 @@ impl RedisLimiter {
                 &ip,
                 level,
             ),
+            _ if by == UNANSWERED => {
+                standing::describe_unanswered(signal.code(), hosts, &ip, hold, level)
+            }
             Ok(by) => standing::describe_ban(signal.code(), by, &ip, hold, level),
             Err(_) => standing::describe(signal.code(), hosts, &ip, hold, level),
         };

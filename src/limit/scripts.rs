@@ -225,12 +225,16 @@ return active
 /// ended, 3 the site's unless either, 4 the site's unless a ban may follow the
 /// server's refusal of us by a status or page naming us: not a 503, a request held or
 /// left unanswered; 5 a refusal of us that, while the IP is backed off, no host's
-/// refusing before makes "again": a request held open right behind others of ours),
+/// refusing before makes "again": a request held open right behind others of ours; 6 a
+/// refusal of us once the IP ever answered us, else the site's: resets),
 /// ok_age_ms (how long ago the
 /// reporting worker last had an answer from the IP; -1 for never; any worker's answer
 /// that `DECAY` noted in field `fine` counts too), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
 /// code when the server itself refused us, else -1), again_times
-/// (`standing::AGAIN_TIMES`), again_over_ms (`standing::AGAIN_OVER`).
+/// (`standing::AGAIN_TIMES`), again_over_ms (`standing::AGAIN_OVER`), limit_like (1 when
+/// the signal is what a limit still counting an earlier burst answers:
+/// `Signal::refuses_like_a_limit`; a storm of those before any answer lately is held
+/// once, `by` -4, and no ban is taken to follow it).
 /// Returns {0, 0, 0, hosts, -1} not (yet) a refusal of us; {1, hold_ms, level, hosts,
 /// by} a refusal of us: the IP is held until the back-off hold ends (a new, doubled hold
 /// only once the running one is over: one storm, one step); `by` is the code of the
@@ -301,9 +305,16 @@ local answered = f['until'] ~= nil and ((age >= 0 and now - age >= hold_end)
 local before = tonumber(f['c:' .. ARGV[1]] or '-1e18')
 local again = not (ARGV[9] == '5' and level > 0) and now >= hold_end and answered
   and (now - before < tonumber(ARGV[11]) or f['a:' .. ARGV[1]] ~= nil)
-if level == 0 and not again and not (hosts >= tonumber(ARGV[5]) and now - ok < tonumber(ARGV[4])) then
+-- A storm before any answer lately, of what a limit still counting an earlier burst
+-- from our address answers (ARGV[15] = '1'), is held once to tell it from the server
+-- failing on every host.
+local after_ok = now - ok < tonumber(ARGV[4])
+if level == 0 and not again and not (hosts >= tonumber(ARGV[5]) and (after_ok or ARGV[15] == '1')) then
   return {0, 0, 0, hosts, -1}
 end
+local unanswered = level == 0 and not again and not after_ok
+-- Whether the IP ever answered us: this worker, or any (fields ok, fine).
+local ever = age >= 0 or f['ok'] ~= nil or f['fine'] ~= nil
 local srv = tonumber(f['srv'] or '-1e18')
 -- Requests held open follow only a status or page naming us (not 503, which saturated
 -- backends answer too, nor signals below 100, as a hanging backend's held requests).
@@ -315,7 +326,7 @@ local banned = (ARGV[9] == '1' or (ARGV[9] == '3' and now >= hold_end)
   and now - srv < tonumber(ARGV[11]) and not answered
 if (level > 0 or again) and now >= hold_end then
   if ((ARGV[9] == '1' or ARGV[9] == '4') and not banned) or (ARGV[9] == '2' and not answered)
-    or (ARGV[9] == '3' and not answered and not banned) then
+    or (ARGV[9] == '3' and not answered and not banned) or (ARGV[9] == '6' and not ever) then
     -- The server's refusals before the hold were that failure too: no ban follows.
     if tonumber(ARGV[12]) >= 0 then redis.call('HDEL', s, 'srv', 'srvc') end
     return {0, 0, 0, hosts, -1}
@@ -359,12 +370,13 @@ if now >= hold_end then
   end
 end
 redis.call('HSET', s, 'last', string.format('%.3f', now))
--- A ban going on is no new refusal: its memory runs from the refusal it follows.
-if tonumber(ARGV[12]) >= 0 and not banned then
+-- A ban going on is no new refusal: its memory runs from the refusal it follows; nor is
+-- a storm before any answer, which a server failing on every host gives too.
+if tonumber(ARGV[12]) >= 0 and not banned and not unanswered then
   redis.call('HSET', s, 'srv', string.format('%.3f', now), 'srvc', ARGV[12])
 end
 local by = -1
-if banned then by = tonumber(f['srvc'] or '-1') end
+if banned then by = tonumber(f['srvc'] or '-1') elseif unanswered then by = -4 end
 return {1, math.ceil(hold_end - now), level, hosts, by}
 ";
 

@@ -113,6 +113,10 @@ pub enum Signal {
     Fine,
     /// 403, 429, 503 or 999.
     Refused(u16),
+    /// The same asking for a pause (`Retry-After`): a site in maintenance says when to
+    /// come back, where a limit still counting a burst (nginx's `limit_req`, haproxy's
+    /// `deny`) says nothing. Read as [`Signal::Refused`] but for that.
+    Paused(u16),
     /// The connection was reset before an answer.
     Reset,
     /// The connection was refused (TCP RST or ICMP port unreachable to our SYN): what a
@@ -172,7 +176,7 @@ impl Signal {
     pub(crate) fn code(self) -> u16 {
         match self {
             Signal::Fine => 200,
-            Signal::Refused(s) => s,
+            Signal::Refused(s) | Signal::Paused(s) => s,
             Signal::Reset => 0,
             Signal::ConnectionRefused => 1,
             Signal::Closed => 2,
@@ -206,6 +210,24 @@ impl Signal {
                 | Signal::HeldOpen(_)
                 | Signal::HeldAtOurPace(_)
         ) || pace.interval_ms() == 0.0
+    }
+
+    /// The same, asking for a pause when it did (`Retry-After`).
+    pub(crate) fn asking(self, pause: Option<Duration>) -> Signal {
+        match (self, pause) {
+            (Signal::Refused(status), Some(_)) => Signal::Paused(status),
+            _ => self,
+        }
+    }
+
+    /// Whether a limit still counting an earlier burst from our address answers it to
+    /// every request of a client it never served: nginx's `limit_req` (503 by default,
+    /// or its 444), haproxy's `deny_status 503`, `tcp-request connection reject` and
+    /// `silent-drop` (a reset). Refused and timed-out connections are what a server
+    /// that is gone gives, and a request held or left unanswered what one that hangs
+    /// gives: those are judged at once (`Standing::refused`).
+    pub(crate) fn refuses_like_a_limit(self) -> bool {
+        matches!(self, Signal::Refused(503) | Signal::Closed | Signal::Reset)
     }
 
     /// Whether it came from a server that is there and turned us away (an answer, a
@@ -304,6 +326,29 @@ pub(crate) fn describe(code: u16, hosts: usize, ip: &str, hold: Duration, level:
     Refusal::held(seen, why, ip, hold, level)
 }
 
+/// What refused us (`code`), from `hosts` hosts of `ip` at once before it answered us:
+/// held once, the first step, to tell a limit still counting an earlier burst from our
+/// address (a second run right after the first, another client on our egress) from the
+/// server failing on every host. Asked again after the hold, a limit with a short memory
+/// lets us through; a server still failing then is judged so (`AfterHold`).
+pub(crate) fn describe_unanswered(
+    code: u16,
+    hosts: usize,
+    ip: &str,
+    hold: Duration,
+    level: u32,
+) -> Refusal {
+    let what = in_words(code).unwrap_or_else(|| format!("{code}").into());
+    Refusal::held(
+        format!("{what} from {hosts} hosts of {ip} at once, before it answered us"),
+        "a limit still counting an earlier burst from our address, or the server failing \
+         on every host, told apart after a hold",
+        ip,
+        hold,
+        level,
+    )
+}
+
 /// A refusal (`code`) from `host` again, after a hold, while the IP answers its other
 /// hosts: not stepped up. A client-keyed defence refuses whichever host is asked, and
 /// one still tripping refuses hosts that had not refused before (those step it up);
@@ -380,10 +425,17 @@ pub(crate) fn describe_ban(
 /// How `signal`, from a backed-off IP whose hold is over, is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AfterHold {
-    /// More of the refusal of us (403/429/999, a firewall's page, resets): a server that
-    /// is there, and a status or page that says it refuses. mod_evasive's block outlasts
-    /// a hold when its `DOSBlockingPeriod` is longer, and each request lengthens it.
+    /// More of the refusal of us (403/429/999, a firewall's page): a server that is
+    /// there, and a status or page that says it refuses. mod_evasive's block outlasts a
+    /// hold when its `DOSBlockingPeriod` is longer, and each request lengthens it.
     Refusal,
+    /// Resets: more of the refusal of us from an IP that ever answered us; from one that
+    /// never did, the site's own failure once a hold is over. Held once for resets on
+    /// every host before any answer (a limit still counting an earlier burst from our
+    /// address: haproxy's `tcp-request connection reject`), a server that resets every
+    /// connection of its own (a broken TLS front) does so still after the hold, and
+    /// taking that for a ban would keep it `unknown` for as long as it is broken.
+    RefusalOnceAnswered,
     /// The site's own failure, unless a ban may follow the server's refusal of us
     /// ([`BAN_MEMORY`]) and the IP has not answered since the hold ended.
     ///
@@ -443,18 +495,23 @@ impl AfterHold {
         match signal {
             Signal::ConnectionRefused | Signal::TimedOut(_) => AfterHold::SitesUnlessBanned,
             Signal::Closed => AfterHold::SitesUnlessAnsweredOrBanned,
-            Signal::Unanswered(_) | Signal::Refused(503) => AfterHold::SitesUnlessAnswered,
+            Signal::Unanswered(_) | Signal::Refused(503) | Signal::Paused(503) => {
+                AfterHold::SitesUnlessAnswered
+            }
             Signal::HeldOpen(_) => AfterHold::SitesUnlessRefused,
             Signal::HeldAtOurPace(_) => AfterHold::AtOurPace,
-            Signal::Fine | Signal::Refused(_) | Signal::Reset => AfterHold::Refusal,
+            Signal::Reset => AfterHold::RefusalOnceAnswered,
+            Signal::Fine | Signal::Refused(_) | Signal::Paused(_) => AfterHold::Refusal,
         }
     }
 
     /// Whether it is the site's, `answered` telling whether the IP answered since the
-    /// hold ended, `banned` whether a ban may follow the server's refusal of us.
-    pub(crate) fn is_the_sites(self, answered: bool, banned: bool) -> bool {
+    /// hold ended, `banned` whether a ban may follow the server's refusal of us, `ever`
+    /// whether the IP ever answered us.
+    pub(crate) fn is_the_sites(self, answered: bool, banned: bool, ever: bool) -> bool {
         match self {
             AfterHold::Refusal | AfterHold::AtOurPace => false,
+            AfterHold::RefusalOnceAnswered => !ever,
             AfterHold::SitesUnlessBanned => !banned,
             AfterHold::SitesUnlessAnswered => !answered,
             AfterHold::SitesUnlessAnsweredOrBanned => !answered && !banned,
@@ -491,6 +548,7 @@ impl AfterHold {
             AfterHold::SitesUnlessAnsweredOrBanned => 3,
             AfterHold::SitesUnlessRefused => 4,
             AfterHold::AtOurPace => 5,
+            AfterHold::RefusalOnceAnswered => 6,
         }
     }
 }
@@ -598,16 +656,21 @@ impl Standing {
         let after_hold = AfterHold::of(signal);
         let paced = after_hold == AfterHold::AtOurPace && self.level > 0;
         let again = hold_over && answered && !paced && self.counted_before(host, now);
-        if self.level == 0 && !again && !(hosts >= STORM_HOSTS && after_ok) {
+        // A storm before any answer lately: a limit still counting an earlier burst
+        // from our address refuses every host at once, and so does a server failing
+        // on every host; one hold tells them apart (`describe_unanswered`).
+        let storm = hosts >= STORM_HOSTS && (after_ok || signal.refuses_like_a_limit());
+        if self.level == 0 && !again && !storm {
             return None;
         }
+        let unanswered = self.level == 0 && !again && !after_ok;
         // The server's own refusals during the hold are the storm itself.
         let ban_after = self
             .ban_after(signal, answered, now)
             .filter(|_| hold_over || !signal.is_the_servers());
         if hold_over
             && (self.level > 0 || again)
-            && after_hold.is_the_sites(answered, ban_after.is_some())
+            && after_hold.is_the_sites(answered, ban_after.is_some(), self.last_ok.is_some())
         {
             if signal.is_the_servers() {
                 // Its refusals before the hold were that failure too (a dead backend's
@@ -624,32 +687,30 @@ impl Standing {
             }
             return Some(again_while_answering(signal.code(), host, ip, self.level));
         }
-        let hold = self.storm(signal, ban_after, base, now);
+        // A ban going on is no new refusal: its memory runs from the refusal it follows,
+        // so a server closing every connection for good is judged so in the end. Nor is
+        // a storm before any answer: a server failing on every host gives it too, and
+        // what follows it must not read as a ban.
+        let refused_by_the_server = signal.is_the_servers() && ban_after.is_none() && !unanswered;
+        let hold = self.storm(refused_by_the_server.then_some(signal), base, now);
         Some(match ban_after {
             Some(by) => describe_ban(signal.code(), by, ip, hold, self.level),
+            None if unanswered => describe_unanswered(signal.code(), hosts, ip, hold, self.level),
             None => describe(signal.code(), hosts, ip, hold, self.level),
         })
     }
 
-    /// A refusal of us (`signal`, a ban following the server's refusal `ban_after`):
-    /// its hosts counted, the IP held a step longer unless a hold runs (one storm, one
-    /// step). Returns what is left of the hold.
-    fn storm(
-        &mut self,
-        signal: Signal,
-        ban_after: Option<u16>,
-        base: Duration,
-        now: Instant,
-    ) -> Duration {
+    /// A refusal of us: its hosts counted, the IP held a step longer unless a hold runs
+    /// (one storm, one step), and the server's own refusal (`by_the_server`) kept for a
+    /// ban that may follow. Returns what is left of the hold.
+    fn storm(&mut self, by_the_server: Option<Signal>, base: Duration, now: Instant) -> Duration {
         self.count_the_storm(now);
         if self.until.is_none_or(|u| now >= u) {
             self.level = (self.level + 1).min(MAX_LEVEL);
             self.until = Some(now + hold_for(base, self.level));
         }
         self.last = Some(now);
-        // A ban going on is no new refusal: its memory runs from the refusal it follows,
-        // so a server closing every connection for good is judged so in the end.
-        if signal.is_the_servers() && ban_after.is_none() {
+        if let Some(signal) = by_the_server {
             self.server_refused = Some((now, signal.code()));
         }
         self.until
@@ -912,17 +973,52 @@ mod tests {
         );
     }
 
+    /// A limit still counting an earlier burst from our address refuses every host of
+    /// the IP before any answer (review AE: a second run right after the first), and
+    /// so does haproxy with a dead backend: the IP is held once, and what it answers
+    /// after the hold tells them apart. No ban is taken to follow such a storm.
     #[tokio::test(start_paused = true)]
-    async fn refusals_without_earlier_answers_are_the_sites_own() {
-        // haproxy with a dead backend: 503 on every host from the first request.
+    async fn refusals_without_earlier_answers_hold_once_then_are_the_sites() {
+        for signal in [Signal::Refused(503), Signal::Closed, Signal::Reset] {
+            let mut s = Standing::default();
+            let now = Instant::now();
+            let ip = "192.0.2.1";
+            assert!(s.refused("a.test", signal, ip, BASE, now).is_none());
+            let r = s
+                .refused("b.test", signal, ip, BASE, now)
+                .expect("a storm before any answer is held once");
+            assert_eq!((r.hold, r.level), (BASE, 1), "{signal:?}");
+            assert!(
+                r.detail.contains("at once, before it answered us")
+                    && r.detail.contains("or the server failing"),
+                "{}",
+                r.detail
+            );
+            // Still failing after the hold, never having answered: the sites' own, and
+            // what follows is read as theirs too (no ban after a storm like this).
+            let after = now + BASE;
+            for (host, next) in [("a.test", signal), ("c.test", Signal::Closed)] {
+                assert!(
+                    s.refused(host, next, ip, BASE, after).is_none(),
+                    "{signal:?} then {next:?} after the hold"
+                );
+            }
+        }
+    }
+
+    /// Resets after the hold are a refusal of us from an IP that ever answered us, even
+    /// long ago: a limit refusing what is still too fast.
+    #[tokio::test(start_paused = true)]
+    async fn resets_after_the_hold_are_ours_once_the_ip_ever_answered() {
         let mut s = Standing::default();
-        let now = Instant::now();
-        assert!(s
-            .refused("a.test", Signal::Refused(503), "192.0.2.1", BASE, now)
-            .is_none());
-        assert!(s
-            .refused("b.test", Signal::Refused(503), "192.0.2.1", BASE, now)
-            .is_none());
+        let t0 = Instant::now();
+        s.fine(t0);
+        let now = t0 + OK_WINDOW * 2;
+        let ip = "192.0.2.1";
+        assert!(s.refused("a.test", Signal::Reset, ip, BASE, now).is_none());
+        assert!(s.refused("b.test", Signal::Reset, ip, BASE, now).is_some());
+        let again = s.refused("c.test", Signal::Reset, ip, BASE, now + BASE);
+        assert_eq!(again.map(|r| r.level), Some(2));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1486,17 +1582,29 @@ mod tests {
         assert_eq!(again.map(|r| r.level), Some(2));
     }
 
+    /// What a server gone or hanging gives, a refusal by its words, and a whole server
+    /// in maintenance asking for a pause (`Retry-After`), from every host before any
+    /// answer: the sites' own at once.
     #[tokio::test(start_paused = true)]
     async fn connections_refused_without_earlier_answers_are_the_sites_own() {
-        let mut s = Standing::default();
-        let now = Instant::now();
-        let refused = Signal::ConnectionRefused;
-        assert!(s
-            .refused("a.test", refused, "192.0.2.1", BASE, now)
-            .is_none());
-        assert!(s
-            .refused("b.test", refused, "192.0.2.1", BASE, now)
-            .is_none());
+        let wait = Duration::from_secs(6);
+        for signal in [
+            Signal::ConnectionRefused,
+            Signal::TimedOut(wait),
+            Signal::Unanswered(wait),
+            Signal::HeldOpen(wait),
+            Signal::Refused(403),
+            Signal::Paused(503),
+        ] {
+            let mut s = Standing::default();
+            let now = Instant::now();
+            for host in ["a.test", "b.test", "c.test"] {
+                assert!(
+                    s.refused(host, signal, "192.0.2.1", BASE, now).is_none(),
+                    "{signal:?}"
+                );
+            }
+        }
     }
 
     #[test]
