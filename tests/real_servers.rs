@@ -948,6 +948,52 @@ async fn a_limit_still_refusing_when_a_process_starts_is_never_down() {
     }
 }
 
+/// nginx's `limit_req` with a `burst` and no `nodelay`, as its documentation's first
+/// example sets it: what comes faster than the rate waits in nginx's queue, each request
+/// released half a second after the one before at 2r/s, and answered then. The wait is
+/// the limit's, not the site's, and none of these sites is slow: each answers at once
+/// when asked alone. Review AE: with `max_latency` 2 s, 6 of 12 `degraded/slow`, "200
+/// OK, 216 bytes in 4000 ms (more than 2000 ms)", in both rounds, where curl from
+/// another address had the page in 2 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_in_a_delaying_limits_queue_is_not_the_sites() {
+    let ip = "127.0.12.21";
+    let site = Site {
+        ip: ip.into(),
+        rate: 2,
+        burst: 12,
+        nodelay: false,
+        conn: 16,
+        status: 503,
+        hosts: names("queued", 12),
+    };
+    let nginx = Nginx::start(std::slice::from_ref(&site));
+    let probe = "timeout = \"8s\"\nmax_latency = \"1500ms\"\n";
+    let reports = round_over_the_limit(&site.hosts, (ip, nginx.port), probe, "2s", "").await;
+    let delayed = reports.iter().filter(|r| r.verdict != Verdict::Up).count();
+    for r in &reports {
+        eprintln!(
+            "a delaying limit: {} {:?}/{}: {}",
+            r.url, r.verdict, r.reason, r.detail
+        );
+    }
+    assert_eq!(
+        delayed,
+        0,
+        "sites answering at once taken for slow:\n{}",
+        each_line(&reports)
+    );
+}
+
+/// Each report as "url verdict/reason: detail", one a line.
+fn each_line(reports: &[Report]) -> String {
+    reports
+        .iter()
+        .map(|r| format!("{} {:?}/{}: {}", r.url, r.verdict, r.reason, r.detail))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `n` requests at once to `host` on `ip:port`, from this test, as another client on
 /// our address would send them: how many were turned away (no answer, or not a 200).
 async fn burst_from_here(ip: &str, port: u16, host: &str, n: usize) -> usize {
