@@ -378,6 +378,8 @@ impl Engine {
     /// first attempt's `down` came amid other requests of ours to its IP, as a defence
     /// refusing them answers (`Observation::amid_our_requests`). With one attempt, the
     /// first host a defence refuses was judged before a second made it a storm of us.
+    /// A slow answer asked beside other requests of ours to its IP is asked again
+    /// alone ([`asks_alone`]), whatever `probe.attempts`.
     fn required(&self, tried: &Tried) -> usize {
         let attempts = self.probe.attempts as usize;
         let first = tried.observations.first().zip(tried.judgements.first());
@@ -385,6 +387,7 @@ impl Engine {
             Some((obs, j)) if obs.amid_our_requests && j.verdict == Verdict::Down => {
                 attempts.max(2)
             }
+            _ if asks_alone(tried) => attempts.max(2),
             _ => attempts,
         }
     }
@@ -432,9 +435,11 @@ impl Engine {
             tried.egresses.push(egress);
             let ask_elsewhere =
                 slow_on_one_way_out(&tried, egresses) && self.our_side.another_open(egress);
-            if settled(&tried.judgements, self.required(&tried)) && !ask_elsewhere {
+            let alone = asks_alone(&tried);
+            if settled(&tried.judgements, self.required(&tried)) && !ask_elsewhere && !alone {
                 break;
             }
+            plan.alone = alone;
             next = egress + 1;
         }
         Ok(tried)
@@ -539,6 +544,18 @@ impl Engine {
 /// proxy throttled or far away makes a fast site slow, so one more attempt is made,
 /// through the next egress (its fast answer wins, `combine`). With one egress a slow
 /// answer stands at once: a page that took the whole timeout would take it again.
+/// Whether the only attempt so far was slow (`degraded/slow`) and asked beside other
+/// requests of ours to its IP (`Observation::beside_ours`): a limit queueing what came
+/// too fast (nginx's `limit_req` with a `burst` and no `nodelay`) answers it late, so it
+/// is asked again alone before the site is called slow.
+fn asks_alone(tried: &Tried) -> bool {
+    let [j] = tried.judgements.as_slice() else {
+        return false;
+    };
+    let beside = tried.observations.first().is_some_and(|o| o.beside_ours);
+    beside && j.verdict == Verdict::Degraded && j.reason == Reason::Slow
+}
+
 fn slow_on_one_way_out(tried: &Tried, egresses: usize) -> bool {
     let slow = |j: &Judgement| j.verdict == Verdict::Degraded && j.reason == Reason::Slow;
     egresses > 1 && tried.judgements.len() == 1 && tried.judgements.iter().all(slow)
@@ -754,6 +771,74 @@ mod tests {
             text: PAGE_TEXT.into(),
             ..Answer::default()
         })
+    }
+
+    /// Plays back one page per call, each taking its time (ms) and asked beside other
+    /// requests of ours to its IP or not; records whether each call was asked alone.
+    struct Timed {
+        script: Mutex<Vec<(u64, bool)>>,
+        alone: Mutex<Vec<bool>>,
+    }
+
+    impl Prober for Timed {
+        fn egress_count(&self) -> usize {
+            1
+        }
+        fn observe<'a>(&'a self, plan: &'a Plan, _egress: usize) -> BoxFuture<'a, Attempt> {
+            Box::pin(async move {
+                self.alone.lock().expect("lock").push(plan.alone);
+                let (ms, beside_ours) = self.script.lock().expect("lock").remove(0);
+                let mut o = Observation::new("e0");
+                o.ip = Some("192.0.2.1".parse().expect("ip"));
+                o.outcome = ok();
+                o.total = Duration::from_millis(ms);
+                o.beside_ours = beside_ours;
+                Attempt::Observed(o)
+            })
+        }
+    }
+
+    /// A slow answer asked beside other requests of ours to its IP may have waited in a
+    /// limit's queue behind them (nginx's `limit_req` with a `burst` and no `nodelay`):
+    /// it is asked again alone, with one attempt or two, and a site slow alone too is
+    /// `degraded/slow`; one asked alone the first time is judged at once.
+    #[tokio::test]
+    async fn a_slow_answer_asked_beside_ours_is_asked_again_alone() {
+        let job = job_for_url("https://a.example/", "j").expect("job");
+        let run = |script: Vec<(u64, bool)>, attempts: u32| {
+            let p = Arc::new(Timed {
+                script: Mutex::new(script),
+                alone: Mutex::new(vec![]),
+            });
+            let toml = format!(
+                "[probe]\nretry_delay = \"1ms\"\nmax_latency = \"1s\"\nattempts = {attempts}\n"
+            );
+            (engine_of(p.clone(), &toml), p)
+        };
+        for attempts in [1, 2] {
+            let (e, p) = run(vec![(3000, true), (5, false)], attempts);
+            let r = e.run(&job).await;
+            assert_eq!((r.verdict, r.attempts), (Verdict::Up, 2), "{}", r.detail);
+            assert_eq!(*p.alone.lock().expect("lock"), vec![false, true]);
+            assert!(r.detail.contains("attempt 1 was slower"), "{}", r.detail);
+            let (e, _) = run(vec![(3000, true), (3000, false)], attempts);
+            let r = e.run(&job).await;
+            assert_eq!(
+                (r.verdict, r.reason.as_str(), r.attempts),
+                (Verdict::Degraded, "slow", 2),
+                "{}",
+                r.detail
+            );
+            let (e, p) = run(vec![(3000, false)], attempts);
+            let r = e.run(&job).await;
+            assert_eq!(
+                (r.verdict, r.attempts),
+                (Verdict::Degraded, 1),
+                "{}",
+                r.detail
+            );
+            assert_eq!(*p.alone.lock().expect("lock"), vec![false]);
+        }
     }
 
     /// One attempt (`probe.attempts = 1`, one egress): a refusal amid other requests of

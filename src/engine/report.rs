@@ -190,10 +190,13 @@ pub(super) fn detail(detail: String, verdict: Verdict, attempts: &Attempts<'_>) 
     if judgements.len() > 1 && verdict == Verdict::Down {
         detail = format!("{detail} ({})", others_of_a_down(judgements, downs));
     } else if attempts.decisive > 0 && !decisive_wants_confirmation {
-        detail = format!(
-            "{detail} (attempt {} failed first: {})",
-            1, judgements[0].detail
-        );
+        // A slow answer asked again alone (`Observation::beside_ours`) did not fail.
+        let first = if judgements[0].reason == Reason::Slow {
+            "was slower"
+        } else {
+            "failed first"
+        };
+        detail = format!("{detail} (attempt 1 {first}: {})", judgements[0].detail);
     }
     detail
 }

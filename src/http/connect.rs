@@ -13,6 +13,7 @@ use url::Url;
 
 use super::client::Egress;
 use super::failure::{root_cause, Allowed};
+use super::in_flight::Sending;
 use super::pin::{Hop, Route};
 use super::redirect::Chain;
 use super::sites_clock::{DatesMissed, Offset};
@@ -338,6 +339,7 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Result<AtAddress, Outcome> {
         let mut permit = self.permit(probe, host, addr.ip(), obs).await?;
+        let sending = self.sending(probe, addr.ip(), obs).await;
         self.wait_out_a_tarpit(probe, addr.ip(), obs);
         let remaining = probe.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -352,6 +354,8 @@ impl HttpProber {
         let (result, ready) = self
             .ask_address(probe, ask, (host, addr), remaining, &mut permit, obs)
             .await?;
+        // Out no longer: a request asked again below counts anew.
+        obs.beside_ours |= sending.came_back() && !probe.plan.alone;
         // Our own question to the egress gave the request that much more time.
         probe.deadline += obs.checking.saturating_sub(checked);
         let e = match result {
@@ -394,6 +398,34 @@ impl HttpProber {
         let mut allowed = Allowed::new(remaining, probe.plan.connect_timeout, https, obs);
         allowed.at_our_pace = at_our_pace;
         Ok(AtAddress::Failed(e, asked.elapsed(), allowed))
+    }
+
+    /// The request's place among ours in flight to `ip`: asked alone when the plan says
+    /// so (waiting for ours to come back is our time, not the site's, at most the
+    /// probe's time), else noting whether others of ours were out beside it.
+    async fn sending(
+        &self,
+        probe: &mut Probe<'_>,
+        ip: IpAddr,
+        obs: &mut Observation,
+    ) -> Sending<'_> {
+        if !probe.plan.alone {
+            let (sending, others) = self.in_flight.send(ip, probe.index);
+            obs.beside_ours |= others > 0;
+            return sending;
+        }
+        let began = Instant::now();
+        let until = began + probe.plan.timeout;
+        let sending = self.in_flight.send_alone(ip, probe.index, until).await;
+        let waited = began.elapsed();
+        obs.queued += waited;
+        probe.deadline += waited;
+        obs.notes.push(format!(
+            "asked alone, once our other requests to {ip} had come back ({} ms later): a \
+             limit queueing what comes too fast answers late what is asked beside others",
+            waited.as_millis()
+        ));
+        sending
     }
 
     /// The per-IP limiter's permit for `ip`. Waiting for our own limit is not the

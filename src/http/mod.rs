@@ -46,6 +46,7 @@ mod connect;
 mod failure;
 mod head;
 mod heed;
+mod in_flight;
 mod issuers;
 mod lag;
 mod outwait;
@@ -154,6 +155,8 @@ pub struct HttpProber {
     allow_private: bool,
     egress: Vec<Egress>,
     recent: RecentAnswers,
+    /// Our requests to each IP in flight now (`in_flight`).
+    in_flight: in_flight::InFlight,
     /// Which IPs' requests waited out a tarpit lately (`outwait`).
     outwaits: Outwaits,
     /// What the sites' clocks say of ours (`sites_clock`).
@@ -193,6 +196,7 @@ impl HttpProber {
             allow_private: targets.allow_private,
             egress,
             recent: RecentAnswers::default(),
+            in_flight: in_flight::InFlight::default(),
             outwaits: Outwaits::default(),
             clock: SitesClock::default(),
             suspect_hold: targets.suspect_hold,

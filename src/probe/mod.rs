@@ -51,6 +51,9 @@ pub(crate) struct Plan {
     pub max_wait: Option<Duration>,
     /// Where the job stands in its IP's line of deferred jobs (its first request only).
     pub line: Line,
+    /// Each request is asked alone: once none of ours to its IP is in flight (a slow
+    /// answer's confirmation, `Observation::beside_ours`).
+    pub alone: bool,
 }
 
 /// The address browsers ask first for a plain-HTTP `url` (Chrome's HTTPS-Upgrades,
@@ -117,6 +120,7 @@ impl Plan {
             expect,
             max_wait: None,
             line: Line::Outside,
+            alone: false,
         }
     }
 
@@ -443,6 +447,11 @@ pub(crate) struct Observation {
     /// host's refusal makes it one. Such a `down` is confirmed once whatever
     /// `probe.attempts`.
     pub amid_our_requests: bool,
+    /// A request of the attempt went out while others of ours to its IP were in flight:
+    /// a limit queueing what comes too fast (nginx's `limit_req` with a `burst` and no
+    /// `nodelay`) answers it late, and its time does not tell that wait from the site's.
+    /// A slow answer so is asked again alone before it is `degraded/slow`.
+    pub beside_ours: bool,
     /// Set when the limiter took this attempt's refusal (403/429/503, a reset or a
     /// refused connection) for a refusal of *us* (several hosts of the IP right after
     /// it answered us): what refused us, in words.
@@ -480,6 +489,7 @@ impl Observation {
             notes: Vec::new(),
             recent_answers: 0,
             amid_our_requests: false,
+            beside_ours: false,
             refusal: None,
         }
     }
