@@ -994,6 +994,37 @@ fn each_line(reports: &[Report]) -> String {
         .join("\n")
 }
 
+/// A whole shared server closing every connection without a word (nginx's `return 444`
+/// on every host: a default server that catches sites whose configuration is gone) is
+/// a server failing on every host from our first request. Held once, as a limit still
+/// counting an earlier burst would be, it is each site's `down` after the hold: its
+/// closes during the hold are that failure too, not a server refusing us that a ban
+/// follows. Review AF: the closes during the first hold were taken for the server's
+/// refusal, every close after it for "a block outlasting our hold", the hold doubled
+/// each time, and `picket check` gave no verdict in 300 s ("3 unknown/blocked" with 3
+/// hosts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_closing_every_connection_from_the_first_is_down_after_one_hold() {
+    let ip = "127.0.12.22";
+    let hosts = names("closeall", 12);
+    let nginx = Nginx::some_failing(ip, &hosts, &hosts, 444);
+    let checked = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        round_over_the_limit(&hosts, (ip, nginx.port), "", "2s", ""),
+    )
+    .await;
+    let reports = checked.expect("no verdict within 60 s: the IP held again and again");
+    let not_down: Vec<&Report> = reports
+        .iter()
+        .filter(|r| r.verdict != Verdict::Down)
+        .collect();
+    assert!(
+        not_down.is_empty(),
+        "sites closing every connection not down:\n{}",
+        each_line(&reports)
+    );
+}
+
 /// `n` requests at once to `host` on `ip:port`, from this test, as another client on
 /// our address would send them: how many were turned away (no answer, or not a 200).
 async fn burst_from_here(ip: &str, port: u16, host: &str, n: usize) -> usize {
