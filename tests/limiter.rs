@@ -787,6 +787,14 @@ async fn a_storm_before_any_answer_is_held_once_for_every_worker_then_the_sites(
             refused(&a, Duration::from_millis(500)).await,
             "the IP is held"
         );
+        // More of the same during the hold: the same storm (review AF: nginx's 444 on
+        // every host, whose closes then read as a ban after the hold).
+        let during = a.answered(now("four.test"), signal).await;
+        assert_eq!(
+            during.map(|r| r.level),
+            Some(1),
+            "{signal:?} during the hold"
+        );
         tokio::time::sleep(Duration::from_millis(2100)).await;
         for (host, next) in [("three.test", signal), ("one.test", Signal::Closed)] {
             assert!(

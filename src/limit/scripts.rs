@@ -234,7 +234,8 @@ return active
 /// (`standing::AGAIN_TIMES`), again_over_ms (`standing::AGAIN_OVER`), limit_like (1 when
 /// the signal is what a limit still counting an earlier burst answers:
 /// `Signal::refuses_like_a_limit`; a storm of those before any answer lately is held
-/// once, `by` -4, and no ban is taken to follow it).
+/// once, `by` -4, its start kept in field `qs`, and no ban is taken to follow it nor
+/// any refusal of the IP while nothing answered since).
 /// Returns {0, 0, 0, hosts, -1} not (yet) a refusal of us; {1, hold_ms, level, hosts,
 /// by} a refusal of us: the IP is held until the back-off hold ends (a new, doubled hold
 /// only once the running one is over: one storm, one step); `by` is the code of the
@@ -313,6 +314,14 @@ if level == 0 and not again and not (hosts >= tonumber(ARGV[5]) and (after_ok or
   return {0, 0, 0, hosts, -1}
 end
 local unanswered = level == 0 and not again and not after_ok
+-- Field qs: when such a storm began. While no answer came since (this worker's, or any
+-- worker's noted by DECAY in field fine), its refusals are no server refusing us that a
+-- ban may follow: a server closing every connection of its own is failing.
+if unanswered then redis.call('HSET', s, 'qs', string.format('%.3f', now)) end
+local qs = tonumber(f['qs'] or '-1')
+if unanswered then qs = now end
+local quiet = qs >= 0 and not ((age >= 0 and now - age >= qs)
+  or tonumber(f['fine'] or '-1e18') >= qs)
 -- Whether the IP ever answered us: this worker, or any (fields ok, fine).
 local ever = age >= 0 or f['ok'] ~= nil or f['fine'] ~= nil
 local srv = tonumber(f['srv'] or '-1e18')
@@ -371,8 +380,9 @@ if now >= hold_end then
 end
 redis.call('HSET', s, 'last', string.format('%.3f', now))
 -- A ban going on is no new refusal: its memory runs from the refusal it follows; nor is
--- a storm before any answer, which a server failing on every host gives too.
-if tonumber(ARGV[12]) >= 0 and not banned and not unanswered then
+-- a storm before any answer, nor one of its refusals while nothing answered since (qs),
+-- which a server failing on every host gives too.
+if tonumber(ARGV[12]) >= 0 and not banned and not quiet then
   redis.call('HSET', s, 'srv', string.format('%.3f', now), 'srvc', ARGV[12])
 end
 local by = -1

@@ -576,6 +576,10 @@ pub(crate) struct Standing {
     counted: Vec<(String, Instant)>,
     /// The hosts refusing again while the IP answered.
     again: Vec<Again>,
+    /// When the IP's storm began before any answer ([`describe_unanswered`]), while no
+    /// answer came since: its refusals, during the hold too, are no server refusing us
+    /// that a ban may follow (a server closing every connection of its own is failing).
+    quiet_since: Option<Instant>,
 }
 
 /// A host refusing again after a hold while its IP answers ([`again_while_answering`]).
@@ -614,6 +618,7 @@ impl Standing {
     /// An answer that is not a refusal: remembered, and the level decays.
     pub(crate) fn fine(&mut self, now: Instant) {
         self.last_ok = Some(now);
+        self.quiet_since = None;
         if self.level > 0
             && self
                 .last
@@ -664,6 +669,9 @@ impl Standing {
             return None;
         }
         let unanswered = self.level == 0 && !again && !after_ok;
+        if unanswered {
+            self.quiet_since = Some(now);
+        }
         // The server's own refusals during the hold are the storm itself.
         let ban_after = self
             .ban_after(signal, answered, now)
@@ -689,9 +697,11 @@ impl Standing {
         }
         // A ban going on is no new refusal: its memory runs from the refusal it follows,
         // so a server closing every connection for good is judged so in the end. Nor is
-        // a storm before any answer: a server failing on every host gives it too, and
-        // what follows it must not read as a ban.
-        let refused_by_the_server = signal.is_the_servers() && ban_after.is_none() && !unanswered;
+        // a storm before any answer, nor any refusal of its while no answer came since
+        // (`quiet_since`): a server failing on every host gives them too, and what
+        // follows must not read as a ban (review AF: nginx's 444 on every host).
+        let refused_by_the_server =
+            signal.is_the_servers() && ban_after.is_none() && self.quiet_since.is_none();
         let hold = self.storm(refused_by_the_server.then_some(signal), base, now);
         Some(match ban_after {
             Some(by) => describe_ban(signal.code(), by, ip, hold, self.level),
@@ -994,6 +1004,11 @@ mod tests {
                 "{}",
                 r.detail
             );
+            // More of the same during the hold: the same storm, and still no server
+            // refusing us that a ban follows (review AF: nginx's 444 on every host).
+            let during = now + Duration::from_secs(1);
+            let r = s.refused("d.test", signal, ip, BASE, during);
+            assert_eq!(r.map(|r| r.level), Some(1), "{signal:?} during the hold");
             // Still failing after the hold, never having answered: the sites' own, and
             // what follows is read as theirs too (no ban after a storm like this).
             let after = now + BASE;
