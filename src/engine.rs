@@ -540,25 +540,26 @@ impl Engine {
     }
 }
 
-/// Whether the first attempt's answer came slowly while other egresses are there: a
-/// proxy throttled or far away makes a fast site slow, so one more attempt is made,
-/// through the next egress (its fast answer wins, `combine`). With one egress a slow
-/// answer stands at once: a page that took the whole timeout would take it again.
 /// Whether the only attempt so far was slow (`degraded/slow`) and asked beside other
 /// requests of ours to its IP (`Observation::beside_ours`): a limit queueing what came
 /// too fast (nginx's `limit_req` with a `burst` and no `nodelay`) answers it late, so it
 /// is asked again alone before the site is called slow.
 fn asks_alone(tried: &Tried) -> bool {
-    let [j] = tried.judgements.as_slice() else {
-        return false;
-    };
     let beside = tried.observations.first().is_some_and(|o| o.beside_ours);
-    beside && j.verdict == Verdict::Degraded && j.reason == Reason::Slow
+    beside && only_slow(tried)
 }
 
+/// Whether the first attempt's answer came slowly while other egresses are there: a
+/// proxy throttled or far away makes a fast site slow, so one more attempt is made,
+/// through the next egress (its fast answer wins, `combine`). With one egress a slow
+/// answer stands at once: a page that took the whole timeout would take it again.
 fn slow_on_one_way_out(tried: &Tried, egresses: usize) -> bool {
-    let slow = |j: &Judgement| j.verdict == Verdict::Degraded && j.reason == Reason::Slow;
-    egresses > 1 && tried.judgements.len() == 1 && tried.judgements.iter().all(slow)
+    egresses > 1 && only_slow(tried)
+}
+
+/// Whether one attempt was made so far, and it was slow (`degraded/slow`).
+fn only_slow(tried: &Tried) -> bool {
+    matches!(tried.judgements.as_slice(), [j] if j.verdict == Verdict::Degraded && j.reason == Reason::Slow)
 }
 
 /// Counts a result that goes out without its key's state (the store gave no answer):
