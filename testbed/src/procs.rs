@@ -433,6 +433,26 @@ mod tests {
         assert!(port_used(port));
     }
 
+    /// The kernel closes the spawn pipe (and ends a vfork) before it writes
+    /// the new program's arguments, so `/proc/PID/cmdline` can be empty for a
+    /// moment after `spawn` returns; a guard is whole only once it is not.
+    #[test]
+    fn a_guard_runs_its_needle_as_soon_as_it_is_spawned() {
+        let dir = scratch_dir("guard-exec").unwrap();
+        for round in 0..40 {
+            let log = dir.join(format!("sleep{round}.log"));
+            let mut cmd = Command::new("sleep");
+            cmd.arg("38.5");
+            let mut guard = Guard::spawn("sleep", &mut cmd, &log, "sleep 38.5").unwrap();
+            assert!(
+                pid_matches(guard.pid(), "sleep 38.5"),
+                "round {round}: the guard returned before its process ran `sleep 38.5`"
+            );
+            guard.stop(Duration::from_secs(5));
+        }
+        let _ = fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn a_guard_stops_its_process_by_pid() {
         let dir = scratch_dir("guard").unwrap();
