@@ -221,6 +221,21 @@ pub fn pid_matches(pid: u32, needle: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits, up to `timeout`, until the child's command line holds `needle` or
+/// the child has exited. `spawn` returns once the kernel has closed the
+/// parent's side of the exec, which is before it writes the new program's
+/// arguments: until then `/proc/PID/cmdline` is empty, and every PID check
+/// (ours, the watchdog's) would take the process for someone else's.
+pub fn await_exec(child: &mut Child, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !pid_matches(child.id(), needle)
+        && matches!(child.try_wait(), Ok(None))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Sends `signal` (e.g. "KILL", "TERM") to `pid` if it is still ours.
 pub fn signal(pid: u32, signal: &str, needle: &str) {
     if pid_matches(pid, needle) {
@@ -332,9 +347,10 @@ impl Guard {
         watchdog_log: &Path,
         needle: &str,
     ) -> Result<Guard, String> {
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+        await_exec(&mut child, needle, Duration::from_secs(5));
         let watchdog = Watchdog::spawn(
             name,
             watchdog_log,
