@@ -948,6 +948,24 @@ async fn a_limit_still_refusing_when_a_process_starts_is_never_down() {
     }
 }
 
+/// A limit whose memory outlasts our hold: haproxy's `deny_status 503` over a
+/// ten-second rate, tripped by our burst after it answered three hosts. After a hold
+/// of 2 s it still refuses, and no host of the IP has answered since: the rule for a
+/// shared server whose backend died made each 503 the site's. Review AE (finding 4)
+/// and AF (finding 1): 9 of 12 working sites `down`, "503 Service Unavailable (expected
+/// 2xx or 3xx) after 1 ms (confirmed by 2 attempts)"; curl from another address had 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_remembering_longer_than_our_hold_is_never_down() {
+    let ip = "127.0.12.24";
+    let hosts = names("tenwin", 12);
+    let haproxy = Haproxy::rate_limited(ip, 3, Limit::Deny503Over10s);
+    let s = settings(&over_the_limit(&hosts, ip, "attempts = 1\n", "2s", ""));
+    let engine = engine(&s);
+    let reports = round(&engine, &urls_of(&hosts, haproxy.port)).await;
+    let up = assert_never_down(&reports, "503", "a ten-second limit");
+    eprintln!("a ten-second limit: {up} of {} up", hosts.len());
+}
+
 /// nginx's `limit_req` with a `burst` and no `nodelay`, as its documentation's first
 /// example sets it: what comes faster than the rate waits in nginx's queue, each request
 /// released half a second after the one before at 2r/s, and answered then. The wait is

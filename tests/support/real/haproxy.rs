@@ -28,6 +28,10 @@ pub enum Limit {
     /// `http-request deny deny_status 503`: haproxy's own 503 page, the page it
     /// answers when no backend server is up.
     Deny503,
+    /// The same over a ten-second rate, as haproxy's stick-table examples count: its
+    /// memory of a burst outlasts a short hold of ours (haproxy weighs the last period
+    /// into the current one, so a burst still counts for part of the ten seconds after).
+    Deny503Over10s,
     /// `http-request tarpit`: held for `timeout tarpit` (1 s here), then haproxy's own
     /// 500 page.
     Tarpit,
@@ -123,6 +127,13 @@ backend back
                     "  timeout tarpit 20s\n  http-request track-sc0 src\n  \
                      http-request sc-inc-gpc0(0) if {{ sc_http_req_rate(0) gt {rate} }}\n  \
                      http-request tarpit if {{ sc_get_gpc0(0) gt 0 }}\n"
+                )
+            }
+            Limit::Deny503Over10s => {
+                table = "expire 30s store http_req_rate(10s)";
+                format!(
+                    "  http-request track-sc0 src\n  \
+                     http-request deny deny_status 503 if {{ sc_http_req_rate(0) gt {rate} }}\n"
                 )
             }
             Limit::Deny503 => format!(
