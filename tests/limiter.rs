@@ -335,6 +335,38 @@ async fn closed_connections_count_again_once_the_ip_answered_after_the_hold() {
     assert!(!r.detail.contains("outlasting"), "{}", r.detail);
 }
 
+/// A 503 after the hold with nothing answered since is the site's (a backend that
+/// died), unless a neighbour of the IP is refused alike right then: a limit remembering
+/// longer than our hold (haproxy's `http_req_rate(10s)`), held again for every worker,
+/// until the holds add up to `rate_limit.limit_memory` (5 s here: 2 s, then 4 s), as
+/// the Lua `REFUSE` script reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_neighbour_refused_alike_holds_again_for_every_worker_while_a_limit_remembers() {
+    let text = format!(
+        "[redis]\nurl = \"{}\"\nkey_prefix = \"{}:\"\n[rate_limit]\nbackoff = \"2s\"\n\
+         limit_memory = \"5s\"\n",
+        servers().redis_url,
+        unique("lim")
+    );
+    let s = Settings::from_toml(&text).expect("settings");
+    let a = limiter(&s, Duration::from_secs(30), "na");
+    let b = limiter(&s, Duration::from_secs(30), "nb");
+    let (refused, alike) = (Signal::Refused(503), Signal::NeighbourToo(503));
+    let _ = storm(&a, &a, refused).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let now = |host| req(host, Duration::ZERO);
+    assert!(b.answered(now("one.test"), refused).await.is_none());
+    let r = b
+        .answered(now("one.test"), alike)
+        .await
+        .expect("a neighbour refused alike after the hold: a refusal of us");
+    assert_eq!((r.level, r.hold), (2, Duration::from_secs(4)));
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    // 2 s and 4 s held, more than the limit remembers: the site's, for either worker.
+    assert!(a.answered(now("one.test"), alike).await.is_none());
+    assert!(b.answered(now("two.test"), refused).await.is_none());
+}
+
 /// Requests held open without an answer on several hosts right after answers hold the
 /// IP once (haproxy's tarpit holding what came too fast); held open still after the
 /// hold, while the IP answers its other hosts, they are the site's failure for every

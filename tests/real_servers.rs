@@ -270,7 +270,9 @@ async fn haproxy_with_a_dead_backend_is_down_on_every_host() {
 /// sites: every host answers the front's own 503 at once, right after it answered us,
 /// just as a tripped `limit_req` does. But no limit refuses the first requests after a
 /// pause, and these still get 503 after the hold: the sites are failing, `down` once
-/// confirmed, never `unknown/blocked` for as long as the outage lasts.
+/// confirmed, never `unknown/blocked` for as long as the outage lasts. Every neighbour
+/// is refused alike, as a limit remembering us would refuse them: held again until the
+/// holds add up to `rate_limit.limit_memory` (6 s here, two holds), then `down`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_dying_under_our_checks_is_down_not_a_refusal_of_us() {
     for (front_ip, backend_ip, front) in [
@@ -297,6 +299,7 @@ async fn a_backend_dying_under_our_checks_is_down_not_a_refusal_of_us() {
         };
         let s = settings(&format!(
             "{}[probe]\nretry_delay = \"500ms\"\n[rate_limit]\nbackoff = \"2s\"\n\
+             limit_memory = \"6s\"\n\
              [[rate_limit.override]]\ncidr = \"{front_ip}/32\"\nrate = 10.0\nburst = 10\n\
              max_inflight = 8\n",
             static_dns(&hosts, front_ip),

@@ -20,6 +20,7 @@ pub(super) struct RawRateLimit {
     max_defer: String,
     fallback_share: f64,
     backoff: String,
+    limit_memory: String,
     per_ip: RawPerIp,
     #[serde(rename = "override", default)]
     overrides: Vec<RawOverride>,
@@ -107,6 +108,11 @@ pub struct RateLimitSettings {
     /// How long an IP that refused us is left alone the first time; doubled on every
     /// refusal after a hold, up to 10 minutes (see `limit::standing`).
     pub backoff: Duration,
+    /// How long a limit may remember our requests: after a hold, a 503, a close or a
+    /// reset that a host of the same IP which served us lately meets too, right then,
+    /// holds the IP again until the holds add up to this; then it is the server failing
+    /// (`limit::standing::AfterHold::WhileRemembered`). Zero: never held again so.
+    pub limit_memory: Duration,
     /// Overrides, first match wins (CIDR entries are checked before host suffixes).
     pub overrides: Vec<RateOverride>,
 }
@@ -151,6 +157,7 @@ impl TryFrom<RawRateLimit> for RateLimitSettings {
             max_defer,
             fallback_share: rl.fallback_share,
             backoff: positive_duration("rate_limit.backoff", &rl.backoff)?,
+            limit_memory: parse_duration("rate_limit.limit_memory", &rl.limit_memory)?,
             overrides,
         })
     }

@@ -287,7 +287,7 @@ impl HttpProber {
                         if chain.redirects == 0 {
                             self.clock.note(ip, resp.headers());
                         }
-                        let stamp = self.answered(probe, ip, ready, &tried, obs);
+                        let stamp = self.answered(probe, (ip, &chain.url), ready, &tried, obs);
                         return Ok(Answered {
                             resp,
                             permit,
@@ -428,6 +428,31 @@ impl HttpProber {
         sending
     }
 
+    /// What one request for `plan`'s URL to `addr` says of our standing with its IP,
+    /// counted by the per-IP limiter like any: the signal of its answer (its status,
+    /// and the pause a 429 or 503 asked) or of its failure. `None` when it was not sent
+    /// (no permit, no time) or its failure tells nothing of us.
+    pub(super) async fn signal_from(
+        &self,
+        probe: &mut Probe<'_>,
+        host: &str,
+        addr: SocketAddr,
+    ) -> Option<Signal> {
+        let chain = Chain::new(&probe.plan.url);
+        let ask = Ask::new(probe.plan, &chain);
+        let mut obs = Observation::new(&probe.egress.name);
+        match self.ask_ip(probe, &ask, host, addr, &mut obs).await.ok()? {
+            AtAddress::Answered(resp, _, _) => {
+                let signal = Signal::of_status(resp.status().as_u16());
+                Some(signal.asking(super::retry_after(&resp)))
+            }
+            AtAddress::Failed(e, waited, allowed) => {
+                let outcome = classify(&e, host, addr, &allowed, probe.egress);
+                signal_of(&outcome, &e, probe.egress.route, (waited, &allowed))
+            }
+        }
+    }
+
     /// The per-IP limiter's permit for `ip`. Waiting for our own limit is not the
     /// site's time: it extends the probe's deadline, by at most `rate_limit.max_wait`
     /// for all the requests of the probe together (a redirect chain on a slowly asked
@@ -454,7 +479,12 @@ impl HttpProber {
             line: std::mem::take(&mut probe.line),
         };
         let asked = Instant::now();
-        let permit = match self.limiter.acquire(request).await {
+        let grant = if probe.slot_in_hand {
+            Grant::Go(Permit::on_a_held_slot())
+        } else {
+            self.limiter.acquire(request).await
+        };
+        let permit = match grant {
             Grant::Go(p) => p,
             Grant::Defer(wait) if probe.followed == 0 => {
                 if probe.plan.max_wait.is_some() {
@@ -753,7 +783,7 @@ impl HttpProber {
     fn answered(
         &self,
         probe: &Probe<'_>,
-        ip: IpAddr,
+        (ip, url): (IpAddr, &Url),
         ready: Instant,
         tried: &Tried,
         obs: &mut Observation,
@@ -762,7 +792,7 @@ impl HttpProber {
             obs.notes
                 .push(format!("{} failed; {ip} answered instead", tried.list()));
         }
-        let stamp = self.recent.answered(ip, probe.index);
+        let stamp = self.recent.answered(ip, probe.index, url);
         obs.first_byte = Some(ready.elapsed());
         stamp
     }
@@ -797,7 +827,10 @@ impl HttpProber {
         let signal = signal_of(&outcome, e, probe.egress.route, (waited, allowed));
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
-            let refusal = self.standing(ip, host, probe.egress, signal).await;
+            let read = self.standing(probe, (ip, host), signal).await;
+            obs.notes.extend(read.proof);
+            probe.ask_once_more = read.alike;
+            let refusal = read.refusal;
             obs.amid_our_requests =
                 refusal.is_none() && self.recent.asked_lately(ip, probe.index) > 1;
             // A connection that timed out, or a request dropped without a word, used

@@ -32,6 +32,10 @@ pub(super) struct Heeded {
     /// A refusal amid other requests of ours to the IP, not (yet) taken for one of us
     /// (`Observation::amid_our_requests`).
     pub(super) amid_our_requests: bool,
+    /// A neighbour of the IP answered right then: the refusal is the site's own.
+    pub(super) proof: Option<String>,
+    /// A neighbour was refused alike: the request may be asked again after this hold.
+    pub(super) alike: bool,
 }
 
 impl HttpProber {
@@ -93,7 +97,8 @@ impl HttpProber {
             // shows itself a limit's (`pause_of_a_limit`, or a storm below).
             self.limiter.hold(request, Hold::Asked(pause)).await;
         }
-        let refusal = self.standing(ip, host, probe.egress, signal).await;
+        let read = self.standing(probe, (ip, host), signal).await;
+        let refusal = read.refusal;
         if refusal.is_none() && asked.is_none() && after_burst {
             // One host refused right after its IP answered a burst: a per-client ban
             // (mod_evasive blocks a client for its DOSBlockingPeriod, and every request
@@ -119,6 +124,8 @@ impl HttpProber {
                 && self.recent.asked_lately(ip, probe.index) > 1,
             refusal,
             pause_in_doubt,
+            proof: read.proof,
+            alike: read.alike,
         }
     }
 

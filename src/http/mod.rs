@@ -26,7 +26,6 @@
 //! - `tunnel/`: requests through HTTP proxies, sent to the counted address (`CONNECT
 //!   ip:port`), in place of `send`'s client; its `SendError` is either path's failure.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +36,7 @@ use url::Url;
 use crate::config::{EgressSettings, TlsSettings};
 use crate::dns::{DnsError, Resolver};
 use crate::engine::{Attempt, Prober};
-use crate::limit::{Limiter, Permit, Refusal, Request, Signal};
+use crate::limit::{Limiter, Permit, Signal};
 use crate::probe::{Answer, Failure, FailureKind, Observation, Outcome, Plan};
 
 mod body;
@@ -49,6 +48,7 @@ mod heed;
 mod in_flight;
 mod issuers;
 mod lag;
+mod neighbour;
 mod outwait;
 mod phase;
 mod pin;
@@ -126,6 +126,15 @@ struct Probe<'a> {
     /// The URL is asked again on the egress's route that reads chunks as browsers do,
     /// after hyper refused its answer's chunks ([`read_as_browsers`]).
     read_as_browsers: bool,
+    /// The probe holds its IP's slot for an answer whose body is unread (a refusal being
+    /// heeded): a question to a neighbour now goes on that slot
+    /// ([`Permit::on_a_held_slot`]).
+    slot_in_hand: bool,
+    /// The last refusal was taken for ours because a neighbour was refused alike (a
+    /// limit still counting us past the hold): the request is asked again after this
+    /// hold too, though it was asked again once already. Bounded: such holds end once
+    /// they add up to `rate_limit.limit_memory`.
+    ask_once_more: bool,
 }
 
 /// Where a hop leaves the chain.
@@ -220,6 +229,8 @@ impl HttpProber {
             followed: 0,
             line: plan.line,
             read_as_browsers: false,
+            slot_in_hand: false,
+            ask_once_more: false,
         };
         let outcome = self.follow(&mut probe, &mut obs).await;
         if let Some(wait) = probe.deferred {
@@ -298,7 +309,10 @@ impl HttpProber {
             ip,
             stamp,
         } = match answered {
-            Err(_) if probe.refused_on_us.is_some() && !*reasked => {
+            Err(_)
+                if probe.refused_on_us.is_some()
+                    && (!*reasked || std::mem::take(&mut probe.ask_once_more)) =>
+            {
                 // The request is asked again: its answer, not the refusal, judges.
                 obs.refusal = None;
                 let refusal = probe.refused_on_us.take();
@@ -330,15 +344,19 @@ impl HttpProber {
         };
         let signal = signal.asking(asked);
         self.paced_by(probe, &target.host, ip, signal, obs.first_byte);
+        probe.slot_in_hand = matches!(reply, Reply::Unread(..));
         let heeded = self
             .heed(probe, &target.host, (ip, stamp), status, asked, signal)
             .await;
+        probe.slot_in_hand = false;
         obs.amid_our_requests = heeded.amid_our_requests;
+        obs.notes.extend(heeded.proof);
         if let Some(refusal) = heeded.refusal {
             // Asked again once after a hold; a refusal that holds nothing (the same host
             // again while its neighbours answer) would only be asked at once, and one
             // that asked for a longer pause than the probe has is kept to.
-            if !*reasked && !refusal.hold.is_zero() && heeded.pause_in_doubt.is_none() {
+            let may_ask_again = !*reasked || heeded.alike;
+            if may_ask_again && !refusal.hold.is_zero() && heeded.pause_in_doubt.is_none() {
                 let told = reply.naming_its_firewall(refusal.asked_again);
                 return Ok(ask_again_after_the_hold(reasked, Some(told), obs));
             }
@@ -651,20 +669,6 @@ async fn finish(
     body::Finished {
         result: Ok(answer),
         unframed,
-    }
-}
-
-impl HttpProber {
-    /// Tells the limiter how `ip` answered; `Some` when it refuses *us*.
-    async fn standing(
-        &self,
-        ip: IpAddr,
-        host: &str,
-        egress: &Egress,
-        signal: Signal,
-    ) -> Option<Refusal> {
-        let request = Request::sent(ip, host, &egress.name);
-        self.limiter.answered(request, signal).await
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use url::Url;
 
 /// How long answers from one IP are remembered to recognise a reset after a burst.
 const BURST_WINDOW: Duration = Duration::from_secs(10);
@@ -26,11 +27,31 @@ struct Seen {
     answers: HashMap<(IpAddr, usize), VecDeque<OneAnswer>>,
     /// When each of our latest requests to the key was sent.
     asked: HashMap<(IpAddr, usize), VecDeque<Instant>>,
+    /// The latest answers that served us, one per host: neighbours to ask. Apart from
+    /// `answers`, whose few places a storm of refusals fills.
+    served: HashMap<(IpAddr, usize), VecDeque<Served>>,
     stamps: u64,
 }
 
-/// One answer: when it came, whether it served us, its stamp.
-type OneAnswer = (Instant, bool, u64);
+/// An answer that served us, on a host a neighbour may be asked ([`RecentAnswers::neighbour`]).
+struct Served {
+    at: Instant,
+    stamp: u64,
+    /// The URL it answered, without credentials.
+    url: Box<str>,
+    /// Its host, lowercase.
+    host: Box<str>,
+}
+
+/// One answer.
+struct OneAnswer {
+    /// When it came.
+    at: Instant,
+    /// It served us (no refusal).
+    served: bool,
+    /// Its stamp ([`RecentAnswers::answered`]).
+    stamp: u64,
+}
 
 impl RecentAnswers {
     const PER_KEY: usize = 8;
@@ -42,15 +63,47 @@ impl RecentAnswers {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// An answer from `ip` through `egress` came now; its stamp names it to
+    /// An answer to `url` from `ip` through `egress` came now; its stamp names it to
     /// [`Self::refused`].
-    pub(super) fn answered(&self, ip: IpAddr, egress: usize) -> u64 {
+    pub(super) fn answered(&self, ip: IpAddr, egress: usize, url: &Url) -> u64 {
         let now = Instant::now();
         let mut seen = self.lock();
         seen.stamps += 1;
         let stamp = seen.stamps;
-        keep_latest(&mut seen.answers, (ip, egress), (now, true, stamp), |a| a.0);
+        let answer = OneAnswer {
+            at: now,
+            served: true,
+            stamp,
+        };
+        keep_latest(&mut seen.answers, (ip, egress), answer, |a| a.at);
+        let host: Box<str> = url
+            .host_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .into();
+        if let Some(hosts) = seen.served.get_mut(&(ip, egress)) {
+            hosts.retain(|s| s.host != host);
+        }
+        let served = Served {
+            at: now,
+            stamp,
+            url: without_credentials(url),
+            host,
+        };
+        keep_latest(&mut seen.served, (ip, egress), served, |s| s.at);
         stamp
+    }
+
+    /// The URL of the newest answer from `ip` through `egress` that served us, on
+    /// another host than `host`: a neighbour that can tell whether the IP serves us.
+    pub(super) fn neighbour(&self, ip: IpAddr, egress: usize, host: &str) -> Option<Url> {
+        let seen = self.lock();
+        let served = seen.served.get(&(ip, egress))?;
+        let other = served
+            .iter()
+            .rev()
+            .find(|s| !s.host.eq_ignore_ascii_case(host))?;
+        Url::parse(&other.url).ok()
     }
 
     /// A request of ours to `ip` through `egress` goes out now.
@@ -75,8 +128,11 @@ impl RecentAnswers {
     pub(super) fn refused(&self, ip: IpAddr, egress: usize, stamp: u64) {
         let mut seen = self.lock();
         let answers = seen.answers.get_mut(&(ip, egress));
-        if let Some(it) = answers.and_then(|v| v.iter_mut().find(|a| a.2 == stamp)) {
-            it.1 = false;
+        if let Some(it) = answers.and_then(|v| v.iter_mut().find(|a| a.stamp == stamp)) {
+            it.served = false;
+        }
+        if let Some(served) = seen.served.get_mut(&(ip, egress)) {
+            served.retain(|s| s.stamp != stamp);
         }
     }
 
@@ -94,9 +150,9 @@ impl RecentAnswers {
     pub(super) fn since(&self, ip: IpAddr, egress: usize, t: Instant) -> (u32, u32) {
         self.lock().answers.get(&(ip, egress)).map_or((0, 0), |v| {
             v.iter()
-                .filter(|(at, _, _)| *at > t)
-                .fold((0, 0), |(served, refused), (_, fine, _)| {
-                    if *fine {
+                .filter(|a| a.at > t)
+                .fold((0, 0), |(served, refused), a| {
+                    if a.served {
                         (served + 1, refused)
                     } else {
                         (served, refused + 1)
@@ -109,10 +165,22 @@ impl RecentAnswers {
         let now = Instant::now();
         self.lock().answers.get(&(ip, egress)).map_or(0, |v| {
             v.iter()
-                .filter(|(t, fine, _)| now.duration_since(*t) < BURST_WINDOW && keep(*fine))
+                .filter(|a| now.duration_since(a.at) < BURST_WINDOW && keep(a.served))
                 .count() as u32
         })
     }
+}
+
+/// `url` as a neighbour may be asked it: a job's user and password are the job's own.
+fn without_credentials(url: &Url) -> Box<str> {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.as_str().into();
+    }
+    let mut bare = url.clone();
+    // Only URLs that cannot have credentials refuse these, and those have none.
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    bare.as_str().into()
 }
 
 /// Keeps `item` as the newest of `key`'s latest [`RecentAnswers::PER_KEY`], and at most
@@ -144,6 +212,10 @@ fn keep_latest<T>(
 mod tests {
     use super::*;
 
+    fn a_url() -> Url {
+        Url::parse("http://a.test/").unwrap()
+    }
+
     /// Review J (c). A refusal is told after its answer's body was read (`heed` comes
     /// after `read_if_error`): another request to the IP may have answered meanwhile, and
     /// marking the newest answer as the refusal marked that one, so a served answer
@@ -154,11 +226,11 @@ mod tests {
         let ip: IpAddr = "192.0.2.9".parse().expect("ip");
         let before = Instant::now();
         tokio::time::advance(Duration::from_millis(1)).await;
-        let a = r.answered(ip, 0); // A: its 403 page is still being read
+        let a = r.answered(ip, 0, &a_url()); // A: its 403 page is still being read
         tokio::time::advance(Duration::from_secs(5)).await;
         let between = Instant::now();
         tokio::time::advance(Duration::from_millis(1)).await;
-        r.answered(ip, 0); // B: served
+        r.answered(ip, 0, &a_url()); // B: served
         r.refused(ip, 0, a); // A's refusal, told now
         assert_eq!(r.since(ip, 0, before), (1, 1));
         assert_eq!(r.since(ip, 0, between), (1, 0), "B served us, A refused");
@@ -170,9 +242,9 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let mut last = 0;
         for _ in 0..3 {
-            last = r.answered(ip, 0);
+            last = r.answered(ip, 0, &a_url());
         }
-        r.answered(ip, 1);
+        r.answered(ip, 1, &a_url());
         assert_eq!((r.count(ip, 0), r.count(ip, 1)), (3, 1));
         // A refusal is an answer, but not one that served us.
         r.refused(ip, 0, last);
@@ -184,13 +256,13 @@ mod tests {
         let t = Instant::now();
         assert_eq!(r.since(ip, 0, t), (0, 0));
         tokio::time::advance(Duration::from_millis(1)).await;
-        r.answered(ip, 0);
-        let refused = r.answered(ip, 0);
+        r.answered(ip, 0, &a_url());
+        let refused = r.answered(ip, 0, &a_url());
         r.refused(ip, 0, refused);
         assert_eq!(r.since(ip, 0, t), (1, 1));
         // At most PER_KEY instants are kept for one key.
         for _ in 0..20 {
-            r.answered(ip, 0);
+            r.answered(ip, 0, &a_url());
         }
         assert_eq!(r.count(ip, 0), RecentAnswers::PER_KEY as u32);
     }
@@ -210,5 +282,31 @@ mod tests {
             r.asked(ip, 0);
         }
         assert_eq!(r.asked_lately(ip, 0), RecentAnswers::PER_KEY as u32);
+    }
+
+    /// A neighbour is a host that served us, the newest first, never the host asked
+    /// about, and it outlives a storm of refusals that fills the answers' places.
+    #[tokio::test(start_paused = true)]
+    async fn a_neighbour_is_the_newest_other_host_that_served_us() {
+        let r = RecentAnswers::default();
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let url = |h: &str| Url::parse(&format!("http://user:pw@{h}:8080/x")).unwrap();
+        assert_eq!(r.neighbour(ip, 0, "a.test"), None);
+        r.answered(ip, 0, &url("a.test"));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        r.answered(ip, 0, &url("b.test"));
+        for i in 0..20 {
+            let refused = r.answered(ip, 0, &url(&format!("r{i}.test")));
+            r.refused(ip, 0, refused);
+        }
+        let of_a = r.neighbour(ip, 0, "A.test").map(String::from);
+        assert_eq!(
+            of_a.as_deref(),
+            Some("http://b.test:8080/x"),
+            "no credentials"
+        );
+        let of_b = r.neighbour(ip, 0, "b.test").map(String::from);
+        assert_eq!(of_b.as_deref(), Some("http://a.test:8080/x"));
+        assert_eq!(r.neighbour(ip, 1, "c.test"), None, "per egress");
     }
 }

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::standing::{Pace, Refusal, Signal, Standing};
+use super::standing::{Backoff, Pace, Refusal, Signal, Standing};
 use super::swept::Swept;
 use super::{Grant, Hold, Limiter, Line, Permit, Request, Rules};
 use crate::config::{Rate, RateLimitSettings};
@@ -74,8 +74,8 @@ impl Queue {
 pub struct LocalLimiter {
     rules: Rules,
     share: f64,
-    /// The first hold of an IP that refuses us.
-    backoff: Duration,
+    /// How an IP that refuses us is held.
+    backoff: Backoff,
     state: Mutex<Swept<KeyState>>,
 }
 
@@ -104,7 +104,10 @@ impl LocalLimiter {
         LocalLimiter {
             rules: Rules::new(settings),
             share,
-            backoff: settings.backoff,
+            backoff: Backoff {
+                base: settings.backoff,
+                memory: settings.limit_memory,
+            },
             state: Mutex::new(Swept::new(SWEEP_ABOVE)),
         }
     }
@@ -311,6 +314,11 @@ impl Limiter for LocalLimiter {
         });
     }
 
+    fn level(&self, req: &Request<'_>) -> u32 {
+        let rate = self.scaled(self.rules.rate_for(req));
+        self.with_state(req, rate, Instant::now(), |entry| entry.standing.level())
+    }
+
     fn answered<'a>(&'a self, req: Request<'a>, signal: Signal) -> BoxFuture<'a, Option<Refusal>> {
         Box::pin(async move {
             let rate = self.scaled(self.rules.rate_for(&req));
@@ -328,7 +336,7 @@ impl Limiter for LocalLimiter {
                 let ip = super::canonical(req.ip).to_string();
                 let refusal = entry
                     .standing
-                    .refused(&host, signal, &ip, self.backoff, now)?;
+                    .refused(&host, signal, &ip, &self.backoff, now)?;
                 if !refusal.hold.is_zero() {
                     // Asked again after the hold one at a time (no burst).
                     let one = Rate { burst: 1, ..rate };
@@ -513,6 +521,7 @@ mod tests {
             max_defer: Duration::from_secs(600),
             fallback_share: 0.5,
             backoff: Duration::from_secs(15),
+            limit_memory: Duration::from_secs(30),
             overrides: vec![],
         }
     }

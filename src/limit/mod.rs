@@ -118,6 +118,18 @@ impl Permit {
         }
     }
 
+    /// Leave for a request sent on a slot another request of the same probe still
+    /// holds: the question to a neighbour, asked while the refused request's answer is
+    /// in and its body unread. Waiting behind that slot for one of its own would wait
+    /// for itself.
+    pub(crate) fn on_a_held_slot() -> Permit {
+        Permit {
+            waited: Duration::ZERO,
+            at_our_pace: false,
+            _slot: None,
+        }
+    }
+
     /// The same, its slot at our pace or not ([`Permit::at_our_pace`]).
     pub(crate) fn paced(self, at_our_pace: bool) -> Permit {
         Permit {
@@ -163,6 +175,13 @@ pub trait Limiter: Send + Sync {
     /// down under our load gets fewer of them (AutoThrottle-style, target concurrency 1).
     fn latency(&self, req: &Request<'_>, latency: Duration) {
         let _ = (req, latency);
+    }
+
+    /// The back-off level of `req`'s IP as this limiter last saw it (0: none, as when
+    /// it never refused us): no I/O.
+    fn level(&self, req: &Request<'_>) -> u32 {
+        let _ = req;
+        0
     }
 
     /// How `req`'s IP answered. `Some` when the answer is taken for a refusal of *us*

@@ -169,6 +169,8 @@ pub struct RedisLimiter {
     lease: Duration,
     timeout: Duration,
     backoff: Duration,
+    /// How long a limit may remember our requests (`rate_limit.limit_memory`).
+    limit_memory: Duration,
     fallback: LocalLimiter,
     down_until: Mutex<Option<Instant>>,
     in_fallback: AtomicBool,
@@ -218,6 +220,7 @@ impl RedisLimiter {
             lease,
             timeout: redis.timeout,
             backoff: settings.backoff,
+            limit_memory: settings.limit_memory,
             fallback: LocalLimiter::with_share(settings, settings.fallback_share),
             down_until: Mutex::new(None),
             in_fallback: AtomicBool::new(false),
@@ -678,7 +681,8 @@ impl RedisLimiter {
             })
             .arg(standing::AGAIN_TIMES)
             .arg(standing::AGAIN_OVER.as_millis() as u64)
-            .arg(u8::from(signal.refuses_like_a_limit()));
+            .arg(u8::from(signal.refuses_like_a_limit()))
+            .arg(self.limit_memory.as_millis() as u64);
         let (storm, hold_ms, level, hosts, by): (i64, u64, i64, i64, i64) = self.call(inv).await?;
         if by == AGAIN || by == FAILING {
             self.refusing_again(key, req.host);
@@ -804,6 +808,14 @@ impl Limiter for RedisLimiter {
     fn latency(&self, req: &Request<'_>, latency: Duration) {
         self.fallback.latency(req, latency);
         self.view(&self.rules.key(req), |v| v.pace.observe(latency));
+    }
+
+    fn level(&self, req: &Request<'_>) -> u32 {
+        if self.redis_resting() {
+            return self.fallback.level(req);
+        }
+        let level = self.view(&self.rules.key(req), |_| {}).level;
+        u32::try_from(level).unwrap_or(0)
     }
 
     fn answered<'a>(&'a self, req: Request<'a>, signal: Signal) -> BoxFuture<'a, Option<Refusal>> {

@@ -226,7 +226,9 @@ return active
 /// server's refusal of us by a status or page naming us: not a 503, a request held or
 /// left unanswered; 5 a refusal of us that, while the IP is backed off, no host's
 /// refusing before makes "again": a request held open right behind others of ours; 6 a
-/// refusal of us once the IP ever answered us, else the site's: resets),
+/// refusal of us once the IP ever answered us, else the site's: resets; 7 a refusal of
+/// us until the holds at levels 1 to the level add up to limit_memory_ms, then the
+/// site's: a limit-like refusal a neighbour met too, `Signal::NeighbourToo`),
 /// ok_age_ms (how long ago the
 /// reporting worker last had an answer from the IP; -1 for never; any worker's answer
 /// that `DECAY` noted in field `fine` counts too), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
@@ -235,7 +237,8 @@ return active
 /// the signal is what a limit still counting an earlier burst answers:
 /// `Signal::refuses_like_a_limit`; a storm of those before any answer lately is held
 /// once, `by` -4, its start kept in field `qs`, and no ban is taken to follow it nor
-/// any refusal of the IP while nothing answered since).
+/// any refusal of the IP while nothing answered since), limit_memory_ms
+/// (`rate_limit.limit_memory`).
 /// Returns {0, 0, 0, hosts, -1} not (yet) a refusal of us; {1, hold_ms, level, hosts,
 /// by} a refusal of us: the IP is held until the back-off hold ends (a new, doubled hold
 /// only once the running one is over: one storm, one step); `by` is the code of the
@@ -333,9 +336,15 @@ local worded = srvc >= 100 and srvc <= 599 and srvc ~= 503
 local banned = (ARGV[9] == '1' or (ARGV[9] == '3' and now >= hold_end)
     or (ARGV[9] == '4' and now >= hold_end and worded))
   and now - srv < tonumber(ARGV[11]) and not answered
+-- Whether the holds at levels 1 to level add up to ARGV[16] ms: no limit remembers our
+-- requests that long, and a neighbour refused alike (ARGV[9] = '7') is the server failing.
+local held = 0
+for l = 1, level do held = held + math.min(tonumber(ARGV[6]) * 2 ^ (l - 1), tonumber(ARGV[7])) end
+local outlasted = held >= tonumber(ARGV[16])
 if (level > 0 or again) and now >= hold_end then
   if ((ARGV[9] == '1' or ARGV[9] == '4') and not banned) or (ARGV[9] == '2' and not answered)
-    or (ARGV[9] == '3' and not answered and not banned) or (ARGV[9] == '6' and not ever) then
+    or (ARGV[9] == '3' and not answered and not banned) or (ARGV[9] == '6' and not ever)
+    or (ARGV[9] == '7' and outlasted) then
     -- The server's refusals before the hold were that failure too: no ban follows.
     if tonumber(ARGV[12]) >= 0 then redis.call('HDEL', s, 'srv', 'srvc') end
     return {0, 0, 0, hosts, -1}

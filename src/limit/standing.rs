@@ -147,6 +147,10 @@ pub enum Signal {
     /// ours (`Permit::at_our_pace`): what a limit counting a client's requests per
     /// second holds when our pace is over it, where one asked alone trips none.
     HeldAtOurPace(Duration),
+    /// A limit-like refusal after a hold (its [`Signal::code`]: a 503, a close, a reset)
+    /// while a host of the same IP that served us lately, asked right then, was refused
+    /// alike (`http::neighbour`): the IP still refuses us, whatever the site.
+    NeighbourToo(u16),
 }
 
 impl Signal {
@@ -176,7 +180,7 @@ impl Signal {
     pub(crate) fn code(self) -> u16 {
         match self {
             Signal::Fine => 200,
-            Signal::Refused(s) | Signal::Paused(s) => s,
+            Signal::Refused(s) | Signal::Paused(s) | Signal::NeighbourToo(s) => s,
             Signal::Reset => 0,
             Signal::ConnectionRefused => 1,
             Signal::Closed => 2,
@@ -227,7 +231,10 @@ impl Signal {
     /// that is gone gives, and a request held or left unanswered what one that hangs
     /// gives: those are judged at once (`Standing::refused`).
     pub(crate) fn refuses_like_a_limit(self) -> bool {
-        matches!(self, Signal::Refused(503) | Signal::Closed | Signal::Reset)
+        matches!(
+            self,
+            Signal::Refused(503) | Signal::Closed | Signal::Reset | Signal::NeighbourToo(_)
+        )
     }
 
     /// Whether it came from a server that is there and turned us away (an answer, a
@@ -487,6 +494,13 @@ pub(crate) enum AfterHold {
     /// whichever host comes at it. A backend hanging holds a request asked alone too,
     /// and once the pace is slower than one a second every request is asked alone.
     AtOurPace,
+    /// A limit-like refusal that a neighbour which served us lately met too, right then
+    /// ([`Signal::NeighbourToo`]): a limit whose memory outlasts our hold (haproxy's
+    /// `http_req_rate(10s)`, nginx's r/m) refuses every host of ours, where a site
+    /// failing beside working neighbours fails alone. A refusal of us, held again, until
+    /// the holds add up to [`Backoff::memory`]: a shared server whose backend died
+    /// answers every host alike for as long as it is dead, and is failing then.
+    WhileRemembered,
 }
 
 impl AfterHold {
@@ -501,16 +515,22 @@ impl AfterHold {
             Signal::HeldOpen(_) => AfterHold::SitesUnlessRefused,
             Signal::HeldAtOurPace(_) => AfterHold::AtOurPace,
             Signal::Reset => AfterHold::RefusalOnceAnswered,
+            Signal::NeighbourToo(_) => AfterHold::WhileRemembered,
             Signal::Fine | Signal::Refused(_) | Signal::Paused(_) => AfterHold::Refusal,
         }
     }
 
-    /// Whether it is the site's, `answered` telling whether the IP answered since the
-    /// hold ended, `banned` whether a ban may follow the server's refusal of us, `ever`
-    /// whether the IP ever answered us.
-    pub(crate) fn is_the_sites(self, answered: bool, banned: bool, ever: bool) -> bool {
+    /// Whether it is the site's, given what is known since the hold ([`Since`]).
+    pub(crate) fn is_the_sites(self, since: Since) -> bool {
+        let Since {
+            answered,
+            banned,
+            ever,
+            outlasted,
+        } = since;
         match self {
             AfterHold::Refusal | AfterHold::AtOurPace => false,
+            AfterHold::WhileRemembered => outlasted,
             AfterHold::RefusalOnceAnswered => !ever,
             AfterHold::SitesUnlessBanned => !banned,
             AfterHold::SitesUnlessAnswered => !answered,
@@ -549,7 +569,38 @@ impl AfterHold {
             AfterHold::SitesUnlessRefused => 4,
             AfterHold::AtOurPace => 5,
             AfterHold::RefusalOnceAnswered => 6,
+            AfterHold::WhileRemembered => 7,
         }
+    }
+}
+
+/// What is known of an IP since its hold, to read a refusal after it ([`AfterHold`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Since {
+    /// The IP answered since the hold ended.
+    pub(crate) answered: bool,
+    /// A ban may follow the server's refusal of us.
+    pub(crate) banned: bool,
+    /// The IP ever answered us.
+    pub(crate) ever: bool,
+    /// The holds so far add up to [`Backoff::memory`]: no limit remembers that long.
+    pub(crate) outlasted: bool,
+}
+
+/// How an IP that refused us is held (`[rate_limit]`'s `backoff` and `limit_memory`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    /// The first hold; doubled at each level.
+    pub(crate) base: Duration,
+    /// How long a limit may remember our requests ([`AfterHold::WhileRemembered`]).
+    pub(crate) memory: Duration,
+}
+
+impl Backoff {
+    /// Whether holds at levels 1 to `level` add up to [`Backoff::memory`].
+    pub(crate) fn outlasted(&self, level: u32) -> bool {
+        let held: Duration = (1..=level).map(|l| hold_for(self.base, l)).sum();
+        held >= self.memory
     }
 }
 
@@ -640,7 +691,7 @@ impl Standing {
         host: &str,
         signal: Signal,
         ip: &str,
-        base: Duration,
+        backoff: &Backoff,
         now: Instant,
     ) -> Option<Refusal> {
         let hold_over = self.until.is_none_or(|u| now >= u);
@@ -678,7 +729,12 @@ impl Standing {
             .filter(|_| hold_over || !signal.is_the_servers());
         if hold_over
             && (self.level > 0 || again)
-            && after_hold.is_the_sites(answered, ban_after.is_some(), self.last_ok.is_some())
+            && after_hold.is_the_sites(Since {
+                answered,
+                banned: ban_after.is_some(),
+                ever: self.last_ok.is_some(),
+                outlasted: backoff.outlasted(self.level),
+            })
         {
             if signal.is_the_servers() {
                 // Its refusals before the hold were that failure too (a dead backend's
@@ -702,7 +758,7 @@ impl Standing {
         // follows must not read as a ban (review AF: nginx's 444 on every host).
         let refused_by_the_server =
             signal.is_the_servers() && ban_after.is_none() && self.quiet_since.is_none();
-        let hold = self.storm(refused_by_the_server.then_some(signal), base, now);
+        let hold = self.storm(refused_by_the_server.then_some(signal), backoff.base, now);
         Some(match ban_after {
             Some(by) => describe_ban(signal.code(), by, ip, hold, self.level),
             None if unanswered => describe_unanswered(signal.code(), hosts, ip, hold, self.level),
@@ -866,14 +922,18 @@ mod tests {
     use super::*;
 
     const BASE: Duration = Duration::from_secs(15);
+    const BACKOFF: Backoff = Backoff {
+        base: BASE,
+        memory: Duration::from_secs(30),
+    };
 
     /// The standing after the IP answered at `now` and then `a.test` and `b.test`
     /// refused with `signal`: a storm, held once (level 1).
     fn stormed(signal: Signal, now: Instant) -> Standing {
         let mut s = Standing::default();
         s.fine(now);
-        let _ = s.refused("a.test", signal, "192.0.2.1", BASE, now);
-        let r = s.refused("b.test", signal, "192.0.2.1", BASE, now);
+        let _ = s.refused("a.test", signal, "192.0.2.1", &BACKOFF, now);
+        let r = s.refused("b.test", signal, "192.0.2.1", &BACKOFF, now);
         assert_eq!(r.map(|r| r.level), Some(1), "{signal:?}");
         s
     }
@@ -884,12 +944,12 @@ mod tests {
         let now = Instant::now();
         s.fine(now);
         assert_eq!(
-            s.refused("a.test", Signal::Refused(503), "192.0.2.1", BASE, now),
+            s.refused("a.test", Signal::Refused(503), "192.0.2.1", &BACKOFF, now),
             None
         );
         // The same host again is still one host.
         assert_eq!(
-            s.refused("a.test", Signal::Refused(503), "192.0.2.1", BASE, now),
+            s.refused("a.test", Signal::Refused(503), "192.0.2.1", &BACKOFF, now),
             None
         );
     }
@@ -900,10 +960,10 @@ mod tests {
         let now = Instant::now();
         s.fine(now);
         assert!(s
-            .refused("a.test", Signal::Refused(403), "192.0.2.1", BASE, now)
+            .refused("a.test", Signal::Refused(403), "192.0.2.1", &BACKOFF, now)
             .is_none());
         let r = s
-            .refused("b.test", Signal::Refused(403), "192.0.2.1", BASE, now)
+            .refused("b.test", Signal::Refused(403), "192.0.2.1", &BACKOFF, now)
             .expect("a storm");
         assert_eq!((r.hold, r.level), (BASE, 1));
         assert!(r.detail.contains("mod_evasive"), "{}", r.detail);
@@ -912,14 +972,14 @@ mod tests {
             "c.test",
             Signal::Refused(403),
             "192.0.2.1",
-            BASE,
+            &BACKOFF,
             now + Duration::from_secs(5),
         );
         assert_eq!(r.map(|r| r.level), Some(1));
         // A refusal after the hold doubles it; answers for a minute undo one step.
         let later = now + Duration::from_secs(16);
         let r = s
-            .refused("a.test", Signal::Refused(403), "192.0.2.1", BASE, later)
+            .refused("a.test", Signal::Refused(403), "192.0.2.1", &BACKOFF, later)
             .expect("still refused");
         assert_eq!((r.hold, r.level), (BASE * 2, 2));
         s.fine(later + DECAY_AFTER);
@@ -993,9 +1053,9 @@ mod tests {
             let mut s = Standing::default();
             let now = Instant::now();
             let ip = "192.0.2.1";
-            assert!(s.refused("a.test", signal, ip, BASE, now).is_none());
+            assert!(s.refused("a.test", signal, ip, &BACKOFF, now).is_none());
             let r = s
-                .refused("b.test", signal, ip, BASE, now)
+                .refused("b.test", signal, ip, &BACKOFF, now)
                 .expect("a storm before any answer is held once");
             assert_eq!((r.hold, r.level), (BASE, 1), "{signal:?}");
             assert!(
@@ -1007,14 +1067,14 @@ mod tests {
             // More of the same during the hold: the same storm, and still no server
             // refusing us that a ban follows (review AF: nginx's 444 on every host).
             let during = now + Duration::from_secs(1);
-            let r = s.refused("d.test", signal, ip, BASE, during);
+            let r = s.refused("d.test", signal, ip, &BACKOFF, during);
             assert_eq!(r.map(|r| r.level), Some(1), "{signal:?} during the hold");
             // Still failing after the hold, never having answered: the sites' own, and
             // what follows is read as theirs too (no ban after a storm like this).
             let after = now + BASE;
             for (host, next) in [("a.test", signal), ("c.test", Signal::Closed)] {
                 assert!(
-                    s.refused(host, next, ip, BASE, after).is_none(),
+                    s.refused(host, next, ip, &BACKOFF, after).is_none(),
                     "{signal:?} then {next:?} after the hold"
                 );
             }
@@ -1030,9 +1090,13 @@ mod tests {
         s.fine(t0);
         let now = t0 + OK_WINDOW * 2;
         let ip = "192.0.2.1";
-        assert!(s.refused("a.test", Signal::Reset, ip, BASE, now).is_none());
-        assert!(s.refused("b.test", Signal::Reset, ip, BASE, now).is_some());
-        let again = s.refused("c.test", Signal::Reset, ip, BASE, now + BASE);
+        assert!(s
+            .refused("a.test", Signal::Reset, ip, &BACKOFF, now)
+            .is_none());
+        assert!(s
+            .refused("b.test", Signal::Reset, ip, &BACKOFF, now)
+            .is_some());
+        let again = s.refused("c.test", Signal::Reset, ip, &BACKOFF, now + BASE);
         assert_eq!(again.map(|r| r.level), Some(2));
     }
 
@@ -1053,34 +1117,78 @@ mod tests {
             let now = Instant::now();
             s.fine(now);
             assert!(s
-                .refused("a.test", refused, "192.0.2.1", BASE, now)
+                .refused("a.test", refused, "192.0.2.1", &BACKOFF, now)
                 .is_none());
             let r = s
                 .refused(
                     "b.test",
                     refused,
                     "192.0.2.1",
-                    BASE,
+                    &BACKOFF,
                     now + Duration::from_secs(1),
                 )
                 .expect("a refusal of us");
             assert_eq!((r.hold, r.level), (BASE, 1));
             assert!(r.detail.contains(said), "{}", r.detail);
             // During the hold: the same storm.
-            let during = s.refused("c.test", refused, "192.0.2.1", BASE, now + BASE);
+            let during = s.refused("c.test", refused, "192.0.2.1", &BACKOFF, now + BASE);
             assert_eq!(during.map(|r| r.level), Some(1));
             // Still so after the hold: neither a ban nor nginx's limit is lengthened by
             // what it refused, so asking again cost nothing, and a server that stopped
             // listening (or a crashed backend) looks exactly like this: the site's
             // failure (down once confirmed), not a second step.
             let after = now + BASE + Duration::from_secs(2);
-            assert_eq!(s.refused("a.test", refused, "192.0.2.1", BASE, after), None);
-            assert_eq!(s.refused("b.test", refused, "192.0.2.1", BASE, after), None);
+            assert_eq!(
+                s.refused("a.test", refused, "192.0.2.1", &BACKOFF, after),
+                None
+            );
+            assert_eq!(
+                s.refused("b.test", refused, "192.0.2.1", &BACKOFF, after),
+                None
+            );
             assert_eq!(s.level(), 1);
             // A 403 storm after the hold is a refusal of us as ever.
-            let r = s.refused("a.test", Signal::Refused(403), "192.0.2.1", BASE, after);
+            let r = s.refused("a.test", Signal::Refused(403), "192.0.2.1", &BACKOFF, after);
             assert_eq!(r.map(|r| r.level), Some(2));
         }
+    }
+
+    /// haproxy's `http_req_rate(10s)` remembers our burst past a short hold: after it, a
+    /// 503 with nothing answered since is the site's, as a dead backend's would be, but
+    /// a neighbour refused alike right then makes it a refusal of us, held again, until
+    /// the holds add up to the limit's memory (`rate_limit.limit_memory`: 30 s here, a
+    /// hold of 15 s then 30 s): after that, the neighbour or not, it is the site's.
+    #[tokio::test(start_paused = true)]
+    async fn a_neighbour_refused_alike_holds_again_until_the_holds_outlast_a_limits_memory() {
+        let (ip, refused) = ("192.0.2.1", Signal::Refused(503));
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        let _ = s.refused("a.test", refused, ip, &BACKOFF, now);
+        let first = s.refused("b.test", refused, ip, &BACKOFF, now);
+        assert_eq!(first.map(|r| r.level), Some(1));
+        let after = now + BASE + Duration::from_secs(1);
+        assert_eq!(s.refused("a.test", refused, ip, &BACKOFF, after), None);
+        let alike = Signal::NeighbourToo(503);
+        let again = s.refused("a.test", alike, ip, &BACKOFF, after);
+        let again = again.expect("a neighbour refused alike: a refusal of us");
+        assert_eq!((again.level, again.hold), (2, BASE * 2));
+        assert!(again.detail.contains("503"), "{}", again.detail);
+        // 15 s and 30 s held: more than the limit remembers.
+        let later = after + BASE * 2 + Duration::from_secs(1);
+        assert_eq!(s.refused("a.test", refused, ip, &BACKOFF, later), None);
+        assert_eq!(s.refused("a.test", alike, ip, &BACKOFF, later), None);
+        assert_eq!(s.level(), 2);
+        // A limit remembering nothing past our holds: the first hold outlasts it.
+        let forgets = Backoff {
+            base: BASE,
+            memory: Duration::ZERO,
+        };
+        let mut s = Standing::default();
+        s.fine(now);
+        let _ = s.refused("a.test", refused, ip, &forgets, now);
+        assert!(s.refused("b.test", refused, ip, &forgets, now).is_some());
+        assert_eq!(s.refused("a.test", alike, ip, &forgets, after), None);
     }
 
     /// Two hosts of an IP closing connections without an answer right after it answered
@@ -1089,8 +1197,8 @@ mod tests {
         let mut s = Standing::default();
         let now = Instant::now();
         s.fine(now);
-        let _ = s.refused("a.test", Signal::Closed, "192.0.2.1", BASE, now);
-        let r = s.refused("b.test", Signal::Closed, "192.0.2.1", BASE, now);
+        let _ = s.refused("a.test", Signal::Closed, "192.0.2.1", &BACKOFF, now);
+        let r = s.refused("b.test", Signal::Closed, "192.0.2.1", &BACKOFF, now);
         assert_eq!(r.map(|r| r.level), Some(1));
         (s, now)
     }
@@ -1103,7 +1211,7 @@ mod tests {
     async fn connections_closed_after_the_hold_without_an_answer_are_a_block_until_it_answers() {
         let closed = Signal::Closed;
         let (mut s, now) = closed_storm();
-        let during = s.refused("c.test", closed, "192.0.2.1", BASE, now + BASE / 2);
+        let during = s.refused("c.test", closed, "192.0.2.1", &BACKOFF, now + BASE / 2);
         let during = during.expect("the storm").detail;
         assert!(!during.contains("outlasting"), "{during}");
         // Closed still after each hold, no answer: the block, and the holds grow.
@@ -1111,7 +1219,7 @@ mod tests {
         for level in 2..=4 {
             t += hold_for(BASE, level - 1) + Duration::from_secs(1);
             let r = s
-                .refused("a.test", closed, "192.0.2.1", BASE, t)
+                .refused("a.test", closed, "192.0.2.1", &BACKOFF, t)
                 .expect("the block going on");
             assert_eq!((r.level, r.hold), (level, hold_for(BASE, level)));
             assert!(
@@ -1128,7 +1236,7 @@ mod tests {
             "d.test",
             closed,
             "192.0.2.1",
-            BASE,
+            &BACKOFF,
             t + Duration::from_secs(1),
         );
         assert!(r.is_some_and(|r| !r.detail.contains("outlasting")));
@@ -1143,10 +1251,15 @@ mod tests {
         let mut t = now;
         while t.duration_since(now) < BAN_MEMORY - MAX_HOLD {
             t += MAX_HOLD;
-            assert!(s.refused("a.test", closed, "192.0.2.1", BASE, t).is_some());
+            assert!(s
+                .refused("a.test", closed, "192.0.2.1", &BACKOFF, t)
+                .is_some());
         }
         let late = now + BAN_MEMORY + Duration::from_secs(1);
-        assert_eq!(s.refused("a.test", closed, "192.0.2.1", BASE, late), None);
+        assert_eq!(
+            s.refused("a.test", closed, "192.0.2.1", &BACKOFF, late),
+            None
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1159,12 +1272,12 @@ mod tests {
             let mut s = Standing::default();
             let now = Instant::now();
             s.fine(now);
-            let _ = s.refused("a.test", Signal::Refused(503), "192.0.2.1", BASE, now);
-            let r = s.refused("b.test", Signal::Refused(503), "192.0.2.1", BASE, now);
+            let _ = s.refused("a.test", Signal::Refused(503), "192.0.2.1", &BACKOFF, now);
+            let r = s.refused("b.test", Signal::Refused(503), "192.0.2.1", &BACKOFF, now);
             assert_eq!(r.map(|r| r.level), Some(1));
             let after = now + BASE + Duration::from_secs(1);
             let r = s
-                .refused("a.test", shut, "192.0.2.1", BASE, after)
+                .refused("a.test", shut, "192.0.2.1", &BACKOFF, after)
                 .expect("the ban that follows");
             assert_eq!((r.level, r.hold), (2, BASE * 2));
             assert!(
@@ -1178,7 +1291,10 @@ mod tests {
             // site's failure.
             let lifted = after + BASE * 2 + Duration::from_secs(1);
             s.fine(lifted);
-            assert_eq!(s.refused("b.test", shut, "192.0.2.1", BASE, lifted), None);
+            assert_eq!(
+                s.refused("b.test", shut, "192.0.2.1", &BACKOFF, lifted),
+                None
+            );
         }
     }
 
@@ -1192,16 +1308,16 @@ mod tests {
         let told = now + Duration::from_secs(35);
         let dropped = Signal::Unanswered(Duration::from_secs(30));
         assert!(s
-            .refused("a.test", dropped, "192.0.2.1", BASE, told)
+            .refused("a.test", dropped, "192.0.2.1", &BACKOFF, told)
             .is_none());
-        let r = s.refused("b.test", dropped, "192.0.2.1", BASE, told);
+        let r = s.refused("b.test", dropped, "192.0.2.1", &BACKOFF, told);
         assert_eq!(r.map(|r| r.level), Some(1));
         // Sent 31 s after the answer: not right after it.
         let mut s = Standing::default();
         s.fine(now);
         let late = Signal::Unanswered(Duration::from_secs(4));
-        let _ = s.refused("a.test", late, "192.0.2.1", BASE, told);
-        assert_eq!(s.refused("b.test", late, "192.0.2.1", BASE, told), None);
+        let _ = s.refused("a.test", late, "192.0.2.1", &BACKOFF, told);
+        assert_eq!(s.refused("b.test", late, "192.0.2.1", &BACKOFF, told), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1212,9 +1328,9 @@ mod tests {
         let mut s = Standing::default();
         let now = Instant::now();
         s.fine(now);
-        let _ = s.refused("a.test", held, "192.0.2.1", BASE, now);
+        let _ = s.refused("a.test", held, "192.0.2.1", &BACKOFF, now);
         let r = s
-            .refused("b.test", held, "192.0.2.1", BASE, now)
+            .refused("b.test", held, "192.0.2.1", &BACKOFF, now)
             .expect("a storm");
         assert!(r.detail.contains("held open"), "{}", r.detail);
         assert!(
@@ -1226,7 +1342,10 @@ mod tests {
         // a tarpit lets the first request after a hold through, a hung backend does not.
         let after = now + BASE + Duration::from_secs(1);
         s.fine(after);
-        assert_eq!(s.refused("a.test", held, "192.0.2.1", BASE, after), None);
+        assert_eq!(
+            s.refused("a.test", held, "192.0.2.1", &BACKOFF, after),
+            None
+        );
         assert_eq!(s.level(), 1, "not stepped up");
     }
 
@@ -1241,13 +1360,15 @@ mod tests {
         let mut s = Standing::default();
         let now = Instant::now();
         s.fine(now);
-        let _ = s.refused("a.test", held, "192.0.2.1", BASE, now);
-        assert!(s.refused("b.test", held, "192.0.2.1", BASE, now).is_some());
+        let _ = s.refused("a.test", held, "192.0.2.1", &BACKOFF, now);
+        assert!(s
+            .refused("b.test", held, "192.0.2.1", &BACKOFF, now)
+            .is_some());
         let after = now + BASE + Duration::from_secs(1);
         s.fine(after);
         // Even a host of the storm: it is the pace that is held, whichever host it was.
         let r = s
-            .refused("a.test", paced, "192.0.2.1", BASE, after)
+            .refused("a.test", paced, "192.0.2.1", &BACKOFF, after)
             .expect("our pace refused");
         assert_eq!((r.level, s.level()), (2, 2), "{}", r.detail);
         assert!(
@@ -1258,7 +1379,10 @@ mod tests {
         // Before any hold, one host held at our full pace is no storm.
         let mut fresh = Standing::default();
         fresh.fine(now);
-        assert_eq!(fresh.refused("a.test", paced, "192.0.2.1", BASE, now), None);
+        assert_eq!(
+            fresh.refused("a.test", paced, "192.0.2.1", &BACKOFF, now),
+            None
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1272,24 +1396,24 @@ mod tests {
         // failing, and its storm is no refusal of us in words.
         let mut hung = Standing::default();
         hung.fine(now);
-        let _ = hung.refused("a.test", held, ip, BASE, now);
+        let _ = hung.refused("a.test", held, ip, &BACKOFF, now);
         assert!(
-            hung.refused("b.test", held, ip, BASE, now).is_some(),
+            hung.refused("b.test", held, ip, &BACKOFF, now).is_some(),
             "a storm"
         );
         let after = now + BASE + Duration::from_secs(7);
-        assert_eq!(hung.refused("a.test", held, ip, BASE, after), None);
+        assert_eq!(hung.refused("a.test", held, ip, &BACKOFF, after), None);
         // haproxy's flag on us: the request asked again after the hold is held until
         // the tarpit's 500, a refusal of us in its page; what it holds next is more of it.
         let mut flagged = Standing::default();
         flagged.fine(now);
-        let _ = flagged.refused("a.test", held, ip, BASE, now);
-        let _ = flagged.refused("b.test", held, ip, BASE, now);
-        let r = flagged.refused("a.test", tarpit_500, ip, BASE, after);
+        let _ = flagged.refused("a.test", held, ip, &BACKOFF, now);
+        let _ = flagged.refused("b.test", held, ip, &BACKOFF, now);
+        let r = flagged.refused("a.test", tarpit_500, ip, &BACKOFF, after);
         assert_eq!(r.map(|r| r.level), Some(2), "the 500 steps the hold up");
         let later = after + hold_for(BASE, 2) + Duration::from_secs(7);
         let r = flagged
-            .refused("c.test", held, ip, BASE, later)
+            .refused("c.test", held, ip, &BACKOFF, later)
             .expect("held open after the tarpit's 500 refused us");
         assert!(r.detail.contains("flagged"), "{}", r.detail);
         assert!(
@@ -1301,7 +1425,13 @@ mod tests {
         // An answer since the hold ends it: what is held open then is the site's.
         let answered = later + hold_for(BASE, 3) + Duration::from_secs(1);
         flagged.fine(answered);
-        let r = flagged.refused("d.test", held, ip, BASE, answered + Duration::from_secs(6));
+        let r = flagged.refused(
+            "d.test",
+            held,
+            ip,
+            &BACKOFF,
+            answered + Duration::from_secs(6),
+        );
         assert_eq!(r, None);
     }
 
@@ -1315,12 +1445,12 @@ mod tests {
         let now = Instant::now();
         let mut s = Standing::default();
         s.fine(now);
-        let _ = s.refused("a.test", Signal::Refused(503), ip, BASE, now);
+        let _ = s.refused("a.test", Signal::Refused(503), ip, &BACKOFF, now);
         assert!(s
-            .refused("b.test", Signal::Refused(503), ip, BASE, now)
+            .refused("b.test", Signal::Refused(503), ip, &BACKOFF, now)
             .is_some());
         let after = now + BASE + Duration::from_secs(7);
-        assert_eq!(s.refused("c.test", held, ip, BASE, after), None);
+        assert_eq!(s.refused("c.test", held, ip, &BACKOFF, after), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1328,20 +1458,26 @@ mod tests {
         let mut s = Standing::default();
         let now = Instant::now();
         s.fine(now);
-        let _ = s.refused("a.test", Signal::Refused(403), "192.0.2.1", BASE, now);
-        let _ = s.refused("b.test", Signal::Refused(403), "192.0.2.1", BASE, now);
+        let _ = s.refused("a.test", Signal::Refused(403), "192.0.2.1", &BACKOFF, now);
+        let _ = s.refused("b.test", Signal::Refused(403), "192.0.2.1", &BACKOFF, now);
         let mut t = now;
         // Still refused and dropped, no answer: the levels climb while the ban may last.
         while t.duration_since(now) < BAN_MEMORY - MAX_HOLD {
             t += MAX_HOLD;
             assert!(s
-                .refused("a.test", Signal::TimedOut(BASE), "192.0.2.1", BASE, t)
+                .refused("a.test", Signal::TimedOut(BASE), "192.0.2.1", &BACKOFF, t)
                 .is_some());
         }
         // An hour on, a server that still drops everything is judged as what it is.
         let late = now + BAN_MEMORY + Duration::from_secs(1);
         assert_eq!(
-            s.refused("a.test", Signal::TimedOut(BASE), "192.0.2.1", BASE, late),
+            s.refused(
+                "a.test",
+                Signal::TimedOut(BASE),
+                "192.0.2.1",
+                &BACKOFF,
+                late
+            ),
             None
         );
     }
@@ -1358,7 +1494,7 @@ mod tests {
             "c.test",
             closed,
             "192.0.2.1",
-            BASE,
+            &BACKOFF,
             after + Duration::from_millis(300),
         );
         assert_eq!(
@@ -1378,30 +1514,45 @@ mod tests {
         let mut s = Standing::default();
         let now = Instant::now();
         s.fine(now);
-        let _ = s.refused("a.test", refused, "192.0.2.1", BASE, now);
-        let r = s.refused("b.test", refused, "192.0.2.1", BASE, now);
+        let _ = s.refused("a.test", refused, "192.0.2.1", &BACKOFF, now);
+        let r = s.refused("b.test", refused, "192.0.2.1", &BACKOFF, now);
         assert_eq!(r.map(|r| r.level), Some(1));
         let after = now + BASE + Duration::from_millis(100);
-        assert_eq!(s.refused("a.test", refused, "192.0.2.1", BASE, after), None);
-        assert_eq!(s.refused("c.test", refused, "192.0.2.1", BASE, after), None);
+        assert_eq!(
+            s.refused("a.test", refused, "192.0.2.1", &BACKOFF, after),
+            None
+        );
+        assert_eq!(
+            s.refused("c.test", refused, "192.0.2.1", &BACKOFF, after),
+            None
+        );
         // Those 503s were the outage, not the server refusing us: its restart refusing
         // connections is no ban that follows a refusal.
         let restart = Signal::ConnectionRefused;
-        assert_eq!(s.refused("a.test", restart, "192.0.2.1", BASE, after), None);
+        assert_eq!(
+            s.refused("a.test", restart, "192.0.2.1", &BACKOFF, after),
+            None
+        );
         // limit_req lets the first request after the hold through; the next ones, still
         // too fast, are a refusal of us again.
         let mut s = Standing::default();
         s.fine(now);
-        let _ = s.refused("a.test", refused, "192.0.2.1", BASE, now);
-        let _ = s.refused("b.test", refused, "192.0.2.1", BASE, now);
+        let _ = s.refused("a.test", refused, "192.0.2.1", &BACKOFF, now);
+        let _ = s.refused("b.test", refused, "192.0.2.1", &BACKOFF, now);
         s.fine(after);
-        let r = s.refused("c.test", refused, "192.0.2.1", BASE, after);
+        let r = s.refused("c.test", refused, "192.0.2.1", &BACKOFF, after);
         assert_eq!(r.map(|r| r.level), Some(2));
         // A 403 or 429 storm says so by its status: mod_evasive's block outlasts a
         // hold, and every request meanwhile lengthens it.
         for status in [403, 429] {
             let mut s = stormed(Signal::Refused(status), now);
-            let r = s.refused("a.test", Signal::Refused(status), "192.0.2.1", BASE, after);
+            let r = s.refused(
+                "a.test",
+                Signal::Refused(status),
+                "192.0.2.1",
+                &BACKOFF,
+                after,
+            );
             assert_eq!(r.map(|r| r.level), Some(2), "{status}");
         }
     }
@@ -1413,7 +1564,7 @@ mod tests {
         loop {
             t += Duration::from_secs(60);
             s.fine(t);
-            match s.refused("a.test", r, "192.0.2.1", BASE, t) {
+            match s.refused("a.test", r, "192.0.2.1", &BACKOFF, t) {
                 None => return t,
                 Some(said) => assert!(said.hold.is_zero(), "{}", said.detail),
             }
@@ -1437,7 +1588,7 @@ mod tests {
             s.fine(t);
             for host in ["a.test", "b.test"] {
                 for at in [t + Duration::from_millis(50), t + Duration::from_secs(2)] {
-                    let said = s.refused(host, r, "192.0.2.1", BASE, at);
+                    let said = s.refused(host, r, "192.0.2.1", &BACKOFF, at);
                     assert!(
                         said.is_some_and(|r| r.hold.is_zero()),
                         "{host} at {:?}",
@@ -1470,8 +1621,20 @@ mod tests {
         for check in 1..=70u64 {
             let t = t0 + Duration::from_secs(60 * check);
             s.fine(t);
-            let a = s.refused("a.test", r, "192.0.2.1", BASE, t + Duration::from_secs(1));
-            let b = s.refused("b.test", r, "192.0.2.1", BASE, t + Duration::from_secs(3));
+            let a = s.refused(
+                "a.test",
+                r,
+                "192.0.2.1",
+                &BACKOFF,
+                t + Duration::from_secs(1),
+            );
+            let b = s.refused(
+                "b.test",
+                r,
+                "192.0.2.1",
+                &BACKOFF,
+                t + Duration::from_secs(3),
+            );
             for (host, said) in [("a", a), ("b", b)] {
                 if t < first + AGAIN_OVER {
                     let said = said.unwrap_or_else(|| panic!("check {check}, {host}: unknown"));
@@ -1498,21 +1661,21 @@ mod tests {
         let t0 = Instant::now();
         let mut s = stormed(r, t0);
         let t = until_known_failing(&mut s, r, t0);
-        assert_eq!(s.refused("a.test", r, "192.0.2.1", BASE, t), None);
+        assert_eq!(s.refused("a.test", r, "192.0.2.1", &BACKOFF, t), None);
         // A limit trips for real: two other hosts refuse right after answers, and the
         // failing site's refusals just before make no storm with the first.
         s.fine(t);
-        assert_eq!(s.refused("c.test", r, "192.0.2.1", BASE, t), None);
+        assert_eq!(s.refused("c.test", r, "192.0.2.1", &BACKOFF, t), None);
         let level = s
-            .refused("d.test", r, "192.0.2.1", BASE, t)
+            .refused("d.test", r, "192.0.2.1", &BACKOFF, t)
             .expect("a storm")
             .level;
         let after = t + hold_for(BASE, level) + Duration::from_millis(100);
-        assert_eq!(s.refused("a.test", r, "192.0.2.1", BASE, after), None);
+        assert_eq!(s.refused("a.test", r, "192.0.2.1", &BACKOFF, after), None);
         assert_eq!(s.level(), level, "a failing site steps nothing up");
         assert!(!s.held(after));
         let still = s
-            .refused("c.test", r, "192.0.2.1", BASE, after)
+            .refused("c.test", r, "192.0.2.1", &BACKOFF, after)
             .expect("the block goes on");
         assert_eq!(still.level, level + 1);
         assert!(
@@ -1533,8 +1696,8 @@ mod tests {
         t += Duration::from_secs(60);
         s.fine(t);
         s.answered_by("A.test");
-        let _ = s.refused("c.test", r, "192.0.2.1", BASE, t);
-        let storm = s.refused("a.test", r, "192.0.2.1", BASE, t);
+        let _ = s.refused("c.test", r, "192.0.2.1", &BACKOFF, t);
+        let storm = s.refused("a.test", r, "192.0.2.1", &BACKOFF, t);
         assert!(
             storm.as_ref().is_some_and(|r| !r.hold.is_zero()),
             "a mended site refusing beside another is a storm again: {storm:?}"
@@ -1553,8 +1716,8 @@ mod tests {
             let mut s = Standing::default();
             let t0 = Instant::now();
             s.fine(t0);
-            let _ = s.refused("a.test", r, "192.0.2.1", BASE, t0);
-            let first = s.refused("b.test", r, "192.0.2.1", BASE, t0);
+            let _ = s.refused("a.test", r, "192.0.2.1", &BACKOFF, t0);
+            let first = s.refused("b.test", r, "192.0.2.1", &BACKOFF, t0);
             assert_eq!(first.map(|r| r.level), Some(1), "{status}");
             let t1 = t0 + BASE + Duration::from_millis(100);
             s.fine(t1);
@@ -1563,7 +1726,7 @@ mod tests {
                     "a.test",
                     r,
                     "192.0.2.1",
-                    BASE,
+                    &BACKOFF,
                     t1 + Duration::from_millis(50),
                 )
                 .expect("still a refusal for the verdict");
@@ -1579,7 +1742,7 @@ mod tests {
                 "c.test",
                 r,
                 "192.0.2.1",
-                BASE,
+                &BACKOFF,
                 t1 + Duration::from_millis(90),
             );
             assert_eq!(fresh.map(|r| r.level), Some(2), "{status}");
@@ -1590,10 +1753,10 @@ mod tests {
         let mut s = Standing::default();
         let t0 = Instant::now();
         s.fine(t0);
-        let _ = s.refused("a.test", r, "192.0.2.1", BASE, t0);
-        let _ = s.refused("b.test", r, "192.0.2.1", BASE, t0);
+        let _ = s.refused("a.test", r, "192.0.2.1", &BACKOFF, t0);
+        let _ = s.refused("b.test", r, "192.0.2.1", &BACKOFF, t0);
         let t1 = t0 + BASE + Duration::from_millis(100);
-        let again = s.refused("a.test", r, "192.0.2.1", BASE, t1);
+        let again = s.refused("a.test", r, "192.0.2.1", &BACKOFF, t1);
         assert_eq!(again.map(|r| r.level), Some(2));
     }
 
@@ -1615,7 +1778,8 @@ mod tests {
             let now = Instant::now();
             for host in ["a.test", "b.test", "c.test"] {
                 assert!(
-                    s.refused(host, signal, "192.0.2.1", BASE, now).is_none(),
+                    s.refused(host, signal, "192.0.2.1", &BACKOFF, now)
+                        .is_none(),
                     "{signal:?}"
                 );
             }

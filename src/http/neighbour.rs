@@ -1,0 +1,174 @@
+//! The question to a neighbour. After a hold, a 503, a close or a reset from an IP that
+//! answered nothing since is one of two things: the site failing (a shared server whose
+//! backend died answers every host so, the first request after a pause too), or a limit
+//! whose memory outlasts our hold (haproxy's `http_req_rate(10s)`, which weighs the last
+//! period into the current one; nginx's `limit_req` in requests a minute), which refuses
+//! the first request after it too. A host of the same IP that served us lately, asked
+//! once right then, tells them apart: it answers, and the IP serves us, so the refusal
+//! is the site's own; it is refused alike, and the IP still refuses us, whatever the
+//! site (`Signal::NeighbourToo`: held again, until the holds add up to
+//! `rate_limit.limit_memory`). The neighbour's answer is a question of ours, not a
+//! check: it is told to no limiter's standing, so a broken site beside working ones is
+//! asked about afresh each time.
+
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::time::Instant;
+
+use super::{HttpProber, Probe};
+use crate::job::{Expect, Method};
+use crate::limit::{Refusal, Request, Signal};
+use crate::probe::{Line, Plan};
+
+/// How the limiter read an answer ([`HttpProber::standing`]).
+pub(super) struct Read {
+    /// The answer refuses *us*: the IP is held.
+    pub(super) refusal: Option<Refusal>,
+    /// A neighbour answered right then: the refusal is the site's own, and this says so.
+    pub(super) proof: Option<String>,
+    /// The refusal is ours because a neighbour was refused alike: a limit remembering
+    /// us past the hold, whose request is asked again after this hold too
+    /// ([`Probe::ask_once_more`](super::Probe)).
+    pub(super) alike: bool,
+}
+
+impl From<Option<Refusal>> for Read {
+    fn from(refusal: Option<Refusal>) -> Read {
+        Read {
+            refusal,
+            proof: None,
+            alike: false,
+        }
+    }
+}
+
+/// What a neighbour said.
+pub(super) struct Neighbour {
+    /// Its host name.
+    pub(super) host: String,
+    /// How its IP answered it.
+    pub(super) signal: Signal,
+}
+
+impl Neighbour {
+    /// Refused as a limit refuses a client (a 403, 429 or 503 without a pause asked, a
+    /// close, a reset): the IP turns us away. A pause asked is a whole server in
+    /// maintenance, and a request left unanswered tells nothing either way.
+    pub(super) fn refused_alike(&self) -> bool {
+        matches!(
+            self.signal,
+            Signal::Refused(_) | Signal::Closed | Signal::Reset
+        )
+    }
+
+    /// `refusal`, telling that this neighbour was refused alike.
+    fn refused_too(&self, refusal: Refusal) -> Refusal {
+        let alike = format!(
+            "{}, a host of the same IP that served us lately, was refused alike right then \
+             ({}): a limit still counting our requests",
+            self.host,
+            self.said()
+        );
+        Refusal {
+            detail: format!("{}; {alike}", refusal.detail),
+            asked_again: format!("{}; {alike}", refusal.asked_again),
+            ..refusal
+        }
+    }
+
+    /// How it was refused, in words.
+    fn said(&self) -> String {
+        match self.signal {
+            Signal::Closed => "its connection closed without an answer".to_string(),
+            Signal::Reset => "its connection reset".to_string(),
+            signal => format!("status {}", signal.code()),
+        }
+    }
+}
+
+impl HttpProber {
+    /// Tells the limiter how `ip` answered `host`; `Some` when it refuses *us*. A
+    /// limit-like refusal that a backed-off IP's limiter reads as the site's (nothing
+    /// answered since the hold) is asked about once more: a neighbour refused alike
+    /// makes it a refusal of us, and one that answered is the proof that it is not.
+    pub(super) async fn standing(
+        &self,
+        probe: &Probe<'_>,
+        (ip, host): (IpAddr, &str),
+        signal: Signal,
+    ) -> Read {
+        let request = Request::sent(ip, host, &probe.egress.name);
+        let refusal = self.limiter.answered(request, signal).await;
+        let after_a_hold = signal.refuses_like_a_limit() && self.limiter.level(&request) > 0;
+        if refusal.is_some() || !after_a_hold {
+            return Read::from(refusal);
+        }
+        // Boxed: the question's request is a future as large as a hop's, and only
+        // this rare path needs it.
+        let Some(neighbour) = Box::pin(self.ask_a_neighbour(probe, ip, host)).await else {
+            return Read::from(None);
+        };
+        if !neighbour.refused_alike() {
+            return Read {
+                refusal: None,
+                proof: Some(format!(
+                    "{}, a host of the same IP {ip} that served us lately, answered right \
+                     then: {ip} serves us, and {host}'s refusal is its own",
+                    neighbour.host
+                )),
+                alike: false,
+            };
+        }
+        let again = Signal::NeighbourToo(signal.code());
+        let refusal = self.limiter.answered(request, again).await;
+        Read {
+            alike: refusal.is_some(),
+            ..Read::from(refusal.map(|r| neighbour.refused_too(r)))
+        }
+    }
+
+    /// Asks a host of `ip` other than `host` that served us lately (through the
+    /// probe's egress) its page once, with the probe's time; `None` when none is known
+    /// or it was not asked (no permit in the probe's time).
+    pub(super) async fn ask_a_neighbour(
+        &self,
+        probe: &Probe<'_>,
+        ip: IpAddr,
+        host: &str,
+    ) -> Option<Neighbour> {
+        let url = self.recent.neighbour(ip, probe.index, host)?;
+        let neighbour = url.host_str()?.to_string();
+        let addr = SocketAddr::new(ip, url.port_or_known_default()?);
+        // Only the browser's headers: the job's own (its credentials) are its site's.
+        let plan = Plan {
+            url,
+            method: Method::Get,
+            job_headers: Vec::new(),
+            expect: Expect::default(),
+            max_wait: Some(probe.plan.timeout),
+            line: Line::Outside,
+            alone: false,
+            ..probe.plan.clone()
+        };
+        let mut asking = Probe {
+            plan: &plan,
+            egress: probe.egress,
+            index: probe.index,
+            deadline: Instant::now() + plan.timeout,
+            deferred: None,
+            line: Line::Outside,
+            refused_on_us: None,
+            tarpit_due: None,
+            // Not the job's first request: a busy limit ends the question, deferring nothing.
+            followed: 1,
+            read_as_browsers: false,
+            slot_in_hand: probe.slot_in_hand,
+            ask_once_more: false,
+        };
+        let signal = self.signal_from(&mut asking, &neighbour, addr).await?;
+        Some(Neighbour {
+            host: neighbour,
+            signal,
+        })
+    }
+}
