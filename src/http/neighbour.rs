@@ -50,15 +50,27 @@ pub(super) struct Neighbour {
     pub(super) signal: Signal,
 }
 
-impl Neighbour {
+/// What a neighbour's answer tells of the IP.
+#[derive(Debug, PartialEq, Eq)]
+enum Says {
+    /// It answered, and not with a refusal: the IP serves us.
+    ServesUs,
     /// Refused as a limit refuses a client (a 403, 429 or 503 without a pause asked, a
-    /// close, a reset): the IP turns us away. A pause asked is a whole server in
-    /// maintenance, and a request left unanswered tells nothing either way.
-    pub(super) fn refused_alike(&self) -> bool {
-        matches!(
-            self.signal,
-            Signal::Refused(_) | Signal::Closed | Signal::Reset
-        )
+    /// close, a reset): the IP turns us away.
+    RefusesUs,
+    /// Neither: a pause asked is a whole server in maintenance, and a request held open
+    /// or left unanswered, or a connection refused, may be either.
+    Nothing,
+}
+
+impl Neighbour {
+    /// What its answer tells of the IP.
+    fn says(&self) -> Says {
+        match self.signal {
+            Signal::Fine => Says::ServesUs,
+            Signal::Refused(_) | Signal::Closed | Signal::Reset => Says::RefusesUs,
+            _ => Says::Nothing,
+        }
     }
 
     /// `refusal`, telling that this neighbour was refused alike.
@@ -108,7 +120,8 @@ impl HttpProber {
         let Some(neighbour) = Box::pin(self.ask_a_neighbour(probe, ip, host)).await else {
             return Read::from(None);
         };
-        if !neighbour.refused_alike() {
+        let says = neighbour.says();
+        if says == Says::ServesUs {
             return Read {
                 refusal: None,
                 proof: Some(format!(
@@ -118,6 +131,9 @@ impl HttpProber {
                 )),
                 alike: false,
             };
+        }
+        if says == Says::Nothing {
+            return Read::from(None);
         }
         let again = Signal::NeighbourToo(signal.code());
         let refusal = self.limiter.answered(request, again).await;
@@ -170,5 +186,44 @@ impl HttpProber {
             host: neighbour,
             signal,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Only an answer is proof that the IP serves us: a neighbour whose request was
+    /// held open or left unanswered proves nothing, and the site's refusal is read as
+    /// the limiter reads it, without a claim that the neighbour answered.
+    #[test]
+    fn only_an_answer_proves_the_ip_serves_us_and_only_a_refusal_that_it_does_not() {
+        let says = |signal| {
+            Neighbour {
+                host: "b.test".into(),
+                signal,
+            }
+            .says()
+        };
+        assert_eq!(says(Signal::Fine), Says::ServesUs);
+        for refused in [
+            Signal::Refused(503),
+            Signal::Refused(403),
+            Signal::Closed,
+            Signal::Reset,
+        ] {
+            assert_eq!(says(refused), Says::RefusesUs, "{refused:?}");
+        }
+        let wait = Duration::from_secs(5);
+        for nothing in [
+            Signal::HeldOpen(wait),
+            Signal::Unanswered(wait),
+            Signal::TimedOut(wait),
+            Signal::ConnectionRefused,
+            Signal::Paused(503),
+        ] {
+            assert_eq!(says(nothing), Says::Nothing, "{nothing:?}");
+        }
     }
 }
