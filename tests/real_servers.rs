@@ -951,6 +951,34 @@ async fn a_limit_still_refusing_when_a_process_starts_is_never_down() {
     }
 }
 
+/// With one attempt, a 503 to our first request to an IP that served us nothing lately
+/// is confirmed once: a limit still counting an earlier burst (another process's, our
+/// own last run's) refuses exactly so, and the other requests of ours that would show
+/// it a storm may not have gone out yet (a busy machine: the full suite once had
+/// `a_limit_still_refusing_when_a_process_starts_is_never_down` down, one attempt,
+/// "503 Service Unavailable … after 6 ms"). A site failing alone on its IP is asked
+/// twice, and is `down` then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_of_our_first_request_to_a_quiet_ip_is_confirmed_once() {
+    let ip = "127.0.12.25";
+    let hosts = names("alone503x", 1);
+    let nginx = Nginx::some_failing(ip, &hosts, &hosts, 503);
+    let s = settings(&format!(
+        "{}[probe]\nretry_delay = \"500ms\"\nattempts = 1\n[rate_limit]\nbackoff = \"2s\"\n",
+        static_dns(&hosts, ip),
+    ));
+    let engine = engine(&s);
+    let reports = round(&engine, &urls_of(&hosts, nginx.port)).await;
+    let r = &reports[0];
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "http_status"),
+        "{}",
+        r.detail
+    );
+    assert_eq!(r.attempt_log.len(), 2, "{:#?}", r.attempt_log);
+}
+
 /// A limit whose memory outlasts our hold: haproxy's `deny_status 503` over a
 /// ten-second rate, tripped by our burst after it answered three hosts. After a hold
 /// of 2 s it still refuses, and no host of the IP has answered since: the rule for a
