@@ -832,7 +832,7 @@ impl HttpProber {
             probe.ask_once_more = read.alike;
             let refusal = read.refusal;
             obs.amid_our_requests =
-                refusal.is_none() && self.recent.asked_lately(ip, probe.index) > 1;
+                refusal.is_none() && self.recent.amid_or_unserved(ip, probe.index, signal);
             // A connection that timed out, or a request dropped without a word, used
             // the probe's time up: nothing is left to ask again with; nor is a refusal
             // that holds nothing worth asking at once. A refused connection costs no

@@ -121,7 +121,7 @@ impl HttpProber {
         Heeded {
             amid_our_requests: refused
                 && refusal.is_none()
-                && self.recent.asked_lately(ip, probe.index) > 1,
+                && self.recent.amid_or_unserved(ip, probe.index, signal),
             refusal,
             pause_in_doubt,
             proof: read.proof,

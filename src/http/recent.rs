@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use url::Url;
 
+use crate::limit::Signal;
+
 /// How long answers from one IP are remembered to recognise a reset after a burst.
 const BURST_WINDOW: Duration = Duration::from_secs(10);
 
@@ -138,6 +140,16 @@ impl RecentAnswers {
 
     pub(super) fn count(&self, ip: IpAddr, egress: usize) -> u32 {
         self.count_where(ip, egress, |_| true)
+    }
+
+    /// A refusal (`signal`) from `ip` now may be a limit's that our own requests
+    /// tripped: others of ours went out to it in the last [`BURST_WINDOW`], or it is
+    /// what a limit answers and none of the IP's answers served us then (a limit still
+    /// counting an earlier burst, another process's or our last run's, refuses our
+    /// first request; the requests that would show it a storm may not have gone out).
+    pub(super) fn amid_or_unserved(&self, ip: IpAddr, egress: usize, signal: Signal) -> bool {
+        self.asked_lately(ip, egress) > 1
+            || (signal.refuses_like_a_limit() && self.served(ip, egress) == 0)
     }
 
     /// How many of the recent answers served us (refusals left out).

@@ -444,8 +444,10 @@ pub(crate) struct Observation {
     /// s), as a defence refusing them answers (a refusal status or page, a reset, a
     /// close, a refused connection, a request held open), and the limiter did not (yet)
     /// take it for a refusal of us: the first host of a storm is judged before a second
-    /// host's refusal makes it one. Such a `down` is confirmed once whatever
-    /// `probe.attempts`.
+    /// host's refusal makes it one. Also a limit's kind of refusal (a 503, a close, a
+    /// reset) when nothing from the IP served us in those 10 s: a limit still counting an earlier burst refuses our first request, before
+    /// the others that would show it a storm go out. Such a `down` is confirmed once
+    /// whatever `probe.attempts`.
     pub amid_our_requests: bool,
     /// A request of the attempt went out while others of ours to its IP were in flight:
     /// a limit queueing what comes too fast (nginx's `limit_req` with a `burst` and no
