@@ -32,6 +32,10 @@ pub enum Limit {
     /// memory of a burst outlasts a short hold of ours (haproxy weighs the last period
     /// into the current one, so a burst still counts for part of the ten seconds after).
     Deny503Over10s,
+    /// The same answering `Retry-After` with this many seconds (`deny ... hdr
+    /// Retry-After`), as operators add so that well-behaved clients come back later:
+    /// a limit's 503 that looks like a site in maintenance.
+    Deny503AskingPause(u32),
     /// `http-request tarpit`: held for `timeout tarpit` (1 s here), then haproxy's own
     /// 500 page.
     Tarpit,
@@ -134,6 +138,14 @@ backend back
                 format!(
                     "  http-request track-sc0 src\n  \
                      http-request deny deny_status 503 if {{ sc_http_req_rate(0) gt {rate} }}\n"
+                )
+            }
+            Limit::Deny503AskingPause(secs) => {
+                table = "expire 30s store http_req_rate(10s)";
+                format!(
+                    "  http-request track-sc0 src\n  \
+                     http-request deny deny_status 503 hdr Retry-After {secs} \
+                     if {{ sc_http_req_rate(0) gt {rate} }}\n"
                 )
             }
             Limit::Deny503 => format!(
