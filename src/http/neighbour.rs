@@ -1,8 +1,9 @@
-//! The question to a neighbour. After a hold, a 503, a close or a reset from an IP that
-//! answered nothing since is one of two things: the site failing (a shared server whose
-//! backend died answers every host so, the first request after a pause too), or a limit
-//! whose memory outlasts our hold (haproxy's `http_req_rate(10s)`, which weighs the last
-//! period into the current one; nginx's `limit_req` in requests a minute), which refuses
+//! The question to a neighbour. After a hold, a 503 (asking a pause or not), a close or a
+//! reset from an IP that answered nothing since is one of two things: the site failing
+//! (a shared server whose backend died answers every host so, the first request after a
+//! pause too; a site in maintenance says when to come back), or a limit whose memory
+//! outlasts our hold (haproxy's `http_req_rate(10s)`, which weighs the last period into
+//! the current one; nginx's `limit_req` in requests a minute), which refuses
 //! the first request after it too. A host of the same IP that served us lately, asked
 //! once right then, tells them apart: it answers, and the IP serves us, so the refusal
 //! is the site's own; it is refused alike, and the IP still refuses us, whatever the
@@ -55,11 +56,13 @@ pub(super) struct Neighbour {
 enum Says {
     /// It answered, and not with a refusal: the IP serves us.
     ServesUs,
-    /// Refused as a limit refuses a client (a 403, 429 or 503 without a pause asked, a
-    /// close, a reset): the IP turns us away.
+    /// Refused as a limit refuses a client (a 403, 429 or 503, with a pause asked or
+    /// not, a close, a reset): the IP turns us away. A whole server gone into
+    /// maintenance since it served this neighbour lately answers so too, and is held
+    /// only until the holds outlast a limit's memory.
     RefusesUs,
-    /// Neither: a pause asked is a whole server in maintenance, and a request held open
-    /// or left unanswered, or a connection refused, may be either.
+    /// Neither: a request held open or left unanswered, or a connection refused, may
+    /// be either.
     Nothing,
 }
 
@@ -68,7 +71,9 @@ impl Neighbour {
     fn says(&self) -> Says {
         match self.signal {
             Signal::Fine => Says::ServesUs,
-            Signal::Refused(_) | Signal::Closed | Signal::Reset => Says::RefusesUs,
+            Signal::Refused(_) | Signal::Paused(_) | Signal::Closed | Signal::Reset => {
+                Says::RefusesUs
+            }
             _ => Says::Nothing,
         }
     }
@@ -111,7 +116,7 @@ impl HttpProber {
     ) -> Read {
         let request = Request::sent(ip, host, &probe.egress.name);
         let refusal = self.limiter.answered(request, signal).await;
-        let after_a_hold = signal.refuses_like_a_limit() && self.limiter.level(&request) > 0;
+        let after_a_hold = signal.a_neighbour_may_tell() && self.limiter.level(&request) > 0;
         if refusal.is_some() || !after_a_hold {
             return Read::from(refusal);
         }
@@ -210,6 +215,7 @@ mod tests {
         for refused in [
             Signal::Refused(503),
             Signal::Refused(403),
+            Signal::Paused(503),
             Signal::Closed,
             Signal::Reset,
         ] {
@@ -221,7 +227,6 @@ mod tests {
             Signal::Unanswered(wait),
             Signal::TimedOut(wait),
             Signal::ConnectionRefused,
-            Signal::Paused(503),
         ] {
             assert_eq!(says(nothing), Says::Nothing, "{nothing:?}");
         }

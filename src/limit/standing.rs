@@ -237,6 +237,14 @@ impl Signal {
         )
     }
 
+    /// Whether a neighbour's answer may tell, after a hold, a limit remembering us from
+    /// the site failing (`http::neighbour`): a limit's kind of refusal, and a 503 asking
+    /// a pause, which a limit answers too when its operator added `Retry-After` (haproxy's
+    /// `deny ... hdr Retry-After`) and which reads as a site in maintenance otherwise.
+    pub(crate) fn a_neighbour_may_tell(self) -> bool {
+        self.refuses_like_a_limit() || self == Signal::Paused(503)
+    }
+
     /// Whether it came from a server that is there and turned us away (an answer, a
     /// reset or a close), not from a door shut before any server saw us.
     pub(crate) fn is_the_servers(self) -> bool {
