@@ -766,6 +766,25 @@ async fn a_ban_following_the_servers_refusal_holds_the_ip_until_it_answers() {
         .is_none());
 }
 
+/// A hold shorter than fail2ban's reaction: the first request after it is answered, and
+/// the ban comes after. A refused connection then is that ban for every worker; once the
+/// IP answered well after the server's refusal, no ban followed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_may_follow_an_answer_that_came_right_after_the_servers_refusal() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "slowban-a");
+    let b = limiter(&s, Duration::from_secs(30), "slowban-b");
+    storm(&a, &a, Signal::Refused(503)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let now = |host| req(host, Duration::ZERO);
+    a.answered(now("two.test"), Signal::Fine).await;
+    let r = b
+        .answered(now("one.test"), Signal::ConnectionRefused)
+        .await
+        .expect("the ban that came after the answer");
+    assert!(r.detail.contains("ban following"), "{}", r.detail);
+}
+
 /// A shared server's backend dies: 503 on every host right after answers, held once.
 /// After the hold it answers 503 still, and no worker has had an answer since: the
 /// sites failing, for every worker, and no ban is taken to follow those 503s.

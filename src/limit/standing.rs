@@ -1307,6 +1307,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_ban_may_follow_an_answer_that_came_right_after_the_servers_refusal() {
+        // nginx refused us with 503s, and our hold (2 s) ended before fail2ban, reading
+        // its log each second on a busy machine, banned us: the first request after the
+        // hold was answered, the next ones were shut out (CI: `down/timeout`).
+        let backoff = Backoff {
+            base: Duration::from_secs(2),
+            memory: Duration::from_secs(30),
+        };
+        let ip = "192.0.2.1";
+        for shut in [
+            Signal::ConnectionRefused,
+            Signal::TimedOut(Duration::from_secs(1)),
+        ] {
+            let mut s = Standing::default();
+            let now = Instant::now();
+            s.fine(now);
+            let _ = s.refused("a.test", Signal::Refused(503), ip, &backoff, now);
+            let r = s.refused("b.test", Signal::Refused(503), ip, &backoff, now);
+            assert_eq!(r.map(|r| r.level), Some(1));
+            let after = now + Duration::from_millis(2100);
+            s.fine(after);
+            let r = s
+                .refused("c.test", shut, ip, &backoff, after + Duration::from_secs(2))
+                .expect("the ban that came after the answer");
+            assert!(r.detail.contains("ban following"), "{}", r.detail);
+            // Answered again well after the server's refusal: no ban followed it, and a
+            // shut door is the site's failure.
+            let lifted = now + Duration::from_secs(20);
+            s.fine(lifted);
+            assert_eq!(s.refused("d.test", shut, ip, &backoff, lifted), None);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn right_after_an_answer_counts_from_when_a_request_left_unanswered_was_sent() {
         // haproxy's silent-drop: the requests of two hosts, sent 5 s after the IP
         // answered, are told unanswered 30 s later.
