@@ -756,8 +756,9 @@ async fn a_ban_following_the_servers_refusal_holds_the_ip_until_it_answers() {
         .await
         .expect("dropped connections during the hold: the same ban");
     assert!(r.detail.contains("timing out"), "{}", r.detail);
-    // An answer after that hold: the ban is over, and a refused connection is the site's.
-    tokio::time::sleep(Duration::from_millis(4100)).await;
+    // An answer after that hold, and longer than a ban takes to come after the 503s
+    // (`standing::BAN_REACTION`): the ban is over, and a refused connection is the site's.
+    tokio::time::sleep(Duration::from_millis(8100)).await;
     a.answered(req("two.test", Duration::ZERO), Signal::Fine)
         .await;
     assert!(a

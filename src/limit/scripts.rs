@@ -238,7 +238,8 @@ return active
 /// `Signal::refuses_like_a_limit`; a storm of those before any answer lately is held
 /// once, `by` -4, its start kept in field `qs`, and no ban is taken to follow it nor
 /// any refusal of the IP while nothing answered since), limit_memory_ms
-/// (`rate_limit.limit_memory`).
+/// (`rate_limit.limit_memory`), ban_reaction_ms (`standing::BAN_REACTION`: an answer
+/// since the hold that came sooner after the server's refusal does not rule a ban out).
 /// Returns {0, 0, 0, hosts, -1} not (yet) a refusal of us; {1, hold_ms, level, hosts,
 /// by} a refusal of us: the IP is held until the back-off hold ends (a new, doubled hold
 /// only once the running one is over: one storm, one step); `by` is the code of the
@@ -303,12 +304,25 @@ local age = tonumber(ARGV[10])
 -- Answered since the hold: by the reporting worker, or by any (field fine, from DECAY).
 local answered = f['until'] ~= nil and ((age >= 0 and now - age >= hold_end)
   or tonumber(f['fine'] or '-1e18') >= hold_end)
+local srv = tonumber(f['srv'] or '-1e18')
+-- Requests held open follow only a status or page naming us (not 503, which saturated
+-- backends answer too, nor signals below 100, as a hanging backend's held requests).
+local srvc = tonumber(f['srvc'] or '-1')
+local worded = srvc >= 100 and srvc <= 599 and srvc ~= 503
+-- A ban may follow the server's refusal; its own closes during the hold are the storm.
+-- An answer since the hold rules it out only once it came ARGV[17] ms after the
+-- refusal: a firewall's ban (fail2ban) may come later than a short hold ends.
+local last_answer = math.max(age >= 0 and now - age or -1e18, tonumber(f['fine'] or '-1e18'))
+local banned = (ARGV[9] == '1' or (ARGV[9] == '3' and now >= hold_end)
+    or (ARGV[9] == '4' and now >= hold_end and worded))
+  and now - srv < tonumber(ARGV[11])
+  and (not answered or (ARGV[9] == '1' and last_answer - srv < tonumber(ARGV[17])))
 -- A host taken for a refusal of us before (or refusing again since), refusing again
 -- after the hold while the IP answers: at whatever level the answers since stepped it
 -- down to.
 local before = tonumber(f['c:' .. ARGV[1]] or '-1e18')
 local again = not (ARGV[9] == '5' and level > 0) and now >= hold_end and answered
-  and (now - before < tonumber(ARGV[11]) or f['a:' .. ARGV[1]] ~= nil)
+  and not banned and (now - before < tonumber(ARGV[11]) or f['a:' .. ARGV[1]] ~= nil)
 -- A storm before any answer lately, of what a limit still counting an earlier burst
 -- from our address answers (ARGV[15] = '1'), is held once to tell it from the server
 -- failing on every host.
@@ -327,15 +341,6 @@ local quiet = qs >= 0 and not ((age >= 0 and now - age >= qs)
   or tonumber(f['fine'] or '-1e18') >= qs)
 -- Whether the IP ever answered us: this worker, or any (fields ok, fine).
 local ever = age >= 0 or f['ok'] ~= nil or f['fine'] ~= nil
-local srv = tonumber(f['srv'] or '-1e18')
--- Requests held open follow only a status or page naming us (not 503, which saturated
--- backends answer too, nor signals below 100, as a hanging backend's held requests).
-local srvc = tonumber(f['srvc'] or '-1')
-local worded = srvc >= 100 and srvc <= 599 and srvc ~= 503
--- A ban may follow the server's refusal; its own closes during the hold are the storm.
-local banned = (ARGV[9] == '1' or (ARGV[9] == '3' and now >= hold_end)
-    or (ARGV[9] == '4' and now >= hold_end and worded))
-  and now - srv < tonumber(ARGV[11]) and not answered
 -- Whether the holds at levels 1 to level add up to ARGV[16] ms: no limit remembers our
 -- requests that long, and a neighbour refused alike (ARGV[9] = '7') is the server failing.
 local held = 0

@@ -59,6 +59,12 @@ pub(crate) const DECAY_AFTER: Duration = Duration::from_secs(60);
 /// IP has not answered since a hold ended: fail2ban's default `bantime` is 10 minutes,
 /// and operators often raise it to an hour.
 pub(crate) const BAN_MEMORY: Duration = Duration::from_secs(3600);
+/// How long after the server's refusal of us a ban may still be on its way: fail2ban
+/// reads the server's log once a second (its polling backend) and then runs its
+/// firewall action, seconds later on a busy host. An answer since the hold rules a
+/// ban out only when it came this long after the refusal; one sooner (a hold shorter
+/// than the reaction) may be followed by the ban all the same.
+pub(crate) const BAN_REACTION: Duration = Duration::from_secs(10);
 /// Checks, at least [`REFUSAL_WINDOW`] apart, in which a host refuses again after a hold
 /// while the IP answers its other hosts ([`again_while_answering`]) before its refusals
 /// are the site's failure (over [`AGAIN_OVER`] at least): a limit of ours refusing what
@@ -719,7 +725,16 @@ impl Standing {
         // pace after a hold brought is the pace's, whichever host it was.
         let after_hold = AfterHold::of(signal);
         let paced = after_hold == AfterHold::AtOurPace && self.level > 0;
-        let again = hold_over && answered && !paced && self.counted_before(host, now);
+        // The server's own refusals during the hold are the storm itself.
+        let ban_after = self
+            .ban_after(signal, answered, now)
+            .filter(|_| hold_over || !signal.is_the_servers());
+        // A ban shuts out every host of the IP, not this one again.
+        let again = hold_over
+            && answered
+            && !paced
+            && ban_after.is_none()
+            && self.counted_before(host, now);
         // A storm before any answer lately: a limit still counting an earlier burst
         // from our address refuses every host at once, and so does a server failing
         // on every host; one hold tells them apart (`describe_unanswered`).
@@ -731,10 +746,6 @@ impl Standing {
         if unanswered {
             self.quiet_since = Some(now);
         }
-        // The server's own refusals during the hold are the storm itself.
-        let ban_after = self
-            .ban_after(signal, answered, now)
-            .filter(|_| hold_over || !signal.is_the_servers());
         if hold_over
             && (self.level > 0 || again)
             && after_hold.is_the_sites(Since {
@@ -804,13 +815,22 @@ impl Standing {
     }
 
     /// The server's own refusal of us (its status) that a refused or dropped connection
-    /// (`signal`) may be a ban following, while the IP has not `answered` since the hold.
+    /// (`signal`) may be a ban following, while the IP has not `answered` since the hold
+    /// but within [`BAN_REACTION`] of the refusal.
     fn ban_after(&self, signal: Signal, answered: bool, now: Instant) -> Option<u16> {
         let after_hold = AfterHold::of(signal);
+        // Only a firewall's ban comes late: a block of the server's own (CRS's drop, a
+        // tarpit's flag) shuts us out from the refusal on.
+        let before_the_ban = |t: Instant| {
+            after_hold == AfterHold::SitesUnlessBanned
+                && self
+                    .last_ok
+                    .is_none_or(|ok| ok.saturating_duration_since(t) < BAN_REACTION)
+        };
         self.server_refused
             .filter(|(_, by)| after_hold.may_be_a_ban() && after_hold.follows(*by))
             .filter(|(t, _)| now.duration_since(*t) < BAN_MEMORY)
-            .filter(|_| !answered)
+            .filter(|(t, _)| !answered || before_the_ban(*t))
             .map(|(_, by)| by)
     }
 
