@@ -1018,6 +1018,19 @@ async fn a_limit_asking_a_short_pause_is_never_down() {
     eprintln!("a limit asking 10 s: {up} of {} up", hosts.len());
 }
 
+/// The same asking two minutes, longer than any probe waits: the hosts it refuses are
+/// `unknown/blocked`, never `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_asking_a_long_pause_is_never_down() {
+    let ip = "127.0.12.27";
+    let hosts = names("pauselong", 12);
+    let haproxy = Haproxy::rate_limited(ip, 3, Limit::Deny503AskingPause(120));
+    let s = settings(&over_the_limit(&hosts, ip, "attempts = 1\n", "2s", ""));
+    let reports = round(&engine(&s), &urls_of(&hosts, haproxy.port)).await;
+    let up = assert_never_down(&reports, "503|Retry-After", "a limit asking 120 s");
+    eprintln!("a limit asking 120 s: {up} of {} up", hosts.len());
+}
+
 /// nginx's `limit_req` with a `burst` and no `nodelay`, as its documentation's first
 /// example sets it: what comes faster than the rate waits in nginx's queue, each request
 /// released half a second after the one before at 2r/s, and answered then. The wait is
