@@ -792,7 +792,7 @@ impl HttpProber {
             obs.notes
                 .push(format!("{} failed; {ip} answered instead", tried.list()));
         }
-        let stamp = self.recent.answered(ip, probe.index, url);
+        let stamp = self.recent.answered(ip, probe.index, url, ready);
         obs.first_byte = Some(ready.elapsed());
         stamp
     }

@@ -4,10 +4,11 @@
 //! A 503 whose `Retry-After` outlasts any confirmation confirms its own `down` (a site
 //! in maintenance says when to come back). But a shared server's limit may answer the
 //! same 503 and pause to a client that just sent it a burst, and then it refuses every
-//! host of the IP. Right after the IP answered us a burst, the IP's next answers tell
-//! the two apart: its other hosts refused too (a limit refusing us: `unknown/blocked`,
-//! and the host held for the pause it asked), or served us (the site's own
-//! maintenance: `down` by its word, nothing held, so its next check asks it again).
+//! host of the IP. Right after or amid a burst of ours that the IP served, the IP's
+//! other answers tell the two apart: its other hosts refused too (a limit refusing us:
+//! `unknown/blocked`, and the host held for the pause it asked), or it served a request
+//! sent since (the site's own maintenance: `down` by its word, nothing held, so its
+//! next check asks it again).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -26,7 +27,7 @@ const LOOK_EVERY: Duration = Duration::from_millis(100);
 pub(super) struct Heeded {
     /// The answer refuses *us* (the limiter has backed off).
     pub(super) refusal: Option<Refusal>,
-    /// A pause asked right after a burst, long enough to confirm a `down` by itself: a
+    /// A pause asked right after or amid a burst, long enough to confirm a `down` by itself: a
     /// site in maintenance, or a limit refusing us, which its IP's next answers tell.
     pub(super) pause_in_doubt: Option<Duration>,
     /// A refusal amid other requests of ours to the IP, not (yet) taken for one of us
@@ -78,6 +79,8 @@ impl HttpProber {
         let refused = matches!(signal, Signal::Refused(_) | Signal::Paused(_));
         if refused {
             self.recent.refused(ip, probe.index, stamp);
+        } else {
+            self.recent.served_us(ip, probe.index, stamp);
         }
         // The answers that served us from the IP lately, counted for a refusal only.
         let served = if refused {
@@ -87,7 +90,9 @@ impl HttpProber {
         };
         let after_burst = served >= BURST_ANSWERS;
         let confirms = |p: Duration| probe.plan.confirmed_by_pause(status, p);
-        let pause_in_doubt = asked.filter(|p| confirms(*p) && after_burst);
+        // Amid a burst of ours, its answers may not all be back yet: a limit lets the
+        // first requests through and refuses the next, whose 503 can come back first.
+        let amid = refused && self.recent.asked_lately(ip, probe.index) > 1;
         if let Some(pause) = asked.filter(|p| !confirms(*p)) {
             // The server asked for a pause: no worker sends to this host before it ends,
             // nor to the IP when several of its hosts ask. A maintenance page's longer
@@ -99,6 +104,10 @@ impl HttpProber {
         }
         let read = self.standing(probe, (ip, host), signal).await;
         let refusal = read.refusal;
+        // Amid a burst, only a pause the limiter did not read as a refusal of us is in
+        // doubt: one it read so is asked again after the hold, as any refusal of us.
+        let pause_in_doubt =
+            asked.filter(|p| confirms(*p) && (after_burst || (amid && refusal.is_none())));
         if refusal.is_none() && asked.is_none() && after_burst {
             // One host refused right after its IP answered a burst: a per-client ban
             // (mod_evasive blocks a client for its DOSBlockingPeriod, and every request
@@ -130,22 +139,25 @@ impl HttpProber {
     }
 
     /// Whether a pause in doubt (see [`Heeded::pause_in_doubt`]) came from a limit
-    /// refusing us: the IP's other hosts refused us too within [`REFUSAL_WINDOW`], before
-    /// it served any of them (then the refusal, in words). Waits for those answers, at
-    /// most the window and the probe's time; the per-IP permit is no longer held.
+    /// refusing us: the IP had served us a burst ([`BURST_ANSWERS`], of requests sent
+    /// before the refusal, wherever they came back), and its other hosts refused us too
+    /// within [`REFUSAL_WINDOW`], before it served any request sent since (then the
+    /// refusal, in words). Waits for those answers, at most the window and the probe's
+    /// time; the per-IP permit is no longer held.
     pub(super) async fn pause_of_a_limit(
         &self,
         probe: &Probe<'_>,
         host: &str,
-        ip: IpAddr,
+        (ip, stamp): (IpAddr, u64),
         pause: Duration,
     ) -> Option<String> {
-        let since = Instant::now();
-        let until = (since + REFUSAL_WINDOW).min(probe.deadline);
+        let now = Instant::now();
+        let came = self.recent.came(ip, probe.index, stamp).unwrap_or(now);
+        let until = (now + REFUSAL_WINDOW).min(probe.deadline);
         loop {
-            match self.recent.since(ip, probe.index, since) {
-                (0, 0) if Instant::now() < until => tokio::time::sleep(LOOK_EVERY).await,
-                (0, refused) if refused > 0 => {
+            let around = self.recent.around(ip, probe.index, (came, host));
+            match (around.served_after, around.refused_near) {
+                (0, refused) if refused > 0 && around.burst >= BURST_ANSWERS => {
                     let request = Request::sent(ip, host, &probe.egress.name);
                     self.limiter.hold(request, Hold::Asked(pause)).await;
                     return Some(format!(
@@ -156,6 +168,7 @@ impl HttpProber {
                         pause.as_secs()
                     ));
                 }
+                (0, _) if Instant::now() < until => tokio::time::sleep(LOOK_EVERY).await,
                 _ => return None,
             }
         }

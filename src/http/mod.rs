@@ -377,7 +377,9 @@ impl HttpProber {
         }
         let step = last_hop(resp, permit, probe, chain, self.clock.now(), obs).await;
         if let Some(pause) = heeded.pause_in_doubt.filter(|_| obs.refusal.is_none()) {
-            obs.refusal = self.pause_of_a_limit(probe, &target.host, ip, pause).await;
+            obs.refusal = self
+                .pause_of_a_limit(probe, &target.host, (ip, stamp), pause)
+                .await;
         }
         step
     }

@@ -3,12 +3,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use url::Url;
 
+use crate::limit::standing::REFUSAL_WINDOW;
 use crate::limit::Signal;
 
 /// How long answers from one IP are remembered to recognise a reset after a burst.
@@ -38,21 +39,43 @@ struct Seen {
 /// An answer that served us, on a host a neighbour may be asked ([`RecentAnswers::neighbour`]).
 struct Served {
     at: Instant,
+    /// When its request went out.
+    sent: Instant,
     stamp: u64,
     /// The URL it answered, without credentials.
     url: Box<str>,
     /// Its host, lowercase.
-    host: Box<str>,
+    host: Arc<str>,
+}
+
+/// What an IP said around a refusal ([`RecentAnswers::around`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Around {
+    /// Answers that served requests sent before it, within [`BURST_WINDOW`] of it
+    /// or after it (its burst's, in whatever order they came back).
+    pub(super) burst: u32,
+    /// Answers, read, that served requests sent after it came: the IP serves us since.
+    /// One sent before may have been let through before the refusal, wherever it came.
+    pub(super) served_after: u32,
+    /// Refusals of other hosts, read, that came within [`REFUSAL_WINDOW`] of it or after it.
+    pub(super) refused_near: u32,
 }
 
 /// One answer.
 struct OneAnswer {
     /// When it came.
     at: Instant,
-    /// It served us (no refusal).
+    /// When its request went out (the connection was ready).
+    sent: Instant,
+    /// It served us (no refusal); until it is `settled`, as far as is known yet.
     served: bool,
+    /// Its page was read, and what it is told ([`RecentAnswers::refused`],
+    /// [`RecentAnswers::served_us`]).
+    settled: bool,
     /// Its stamp ([`RecentAnswers::answered`]).
     stamp: u64,
+    /// Its host, lowercase.
+    host: Arc<str>,
 }
 
 impl RecentAnswers {
@@ -65,29 +88,33 @@ impl RecentAnswers {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// An answer to `url` from `ip` through `egress` came now; its stamp names it to
-    /// [`Self::refused`].
-    pub(super) fn answered(&self, ip: IpAddr, egress: usize, url: &Url) -> u64 {
+    /// An answer to `url` from `ip` through `egress`, to a request `sent` then, came
+    /// now; its stamp names it to [`Self::refused`] and [`Self::served_us`].
+    pub(super) fn answered(&self, ip: IpAddr, egress: usize, url: &Url, sent: Instant) -> u64 {
         let now = Instant::now();
+        let host: Arc<str> = url
+            .host_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .into();
         let mut seen = self.lock();
         seen.stamps += 1;
         let stamp = seen.stamps;
         let answer = OneAnswer {
             at: now,
+            sent,
             served: true,
+            settled: false,
             stamp,
+            host: host.clone(),
         };
         keep_latest(&mut seen.answers, (ip, egress), answer, |a| a.at);
-        let host: Box<str> = url
-            .host_str()
-            .unwrap_or_default()
-            .to_ascii_lowercase()
-            .into();
         if let Some(hosts) = seen.served.get_mut(&(ip, egress)) {
             hosts.retain(|s| s.host != host);
         }
         let served = Served {
             at: now,
+            sent,
             stamp,
             url: without_credentials(url),
             host,
@@ -132,9 +159,54 @@ impl RecentAnswers {
         let answers = seen.answers.get_mut(&(ip, egress));
         if let Some(it) = answers.and_then(|v| v.iter_mut().find(|a| a.stamp == stamp)) {
             it.served = false;
+            it.settled = true;
         }
         if let Some(served) = seen.served.get_mut(&(ip, egress)) {
             served.retain(|s| s.stamp != stamp);
+        }
+    }
+
+    /// The answer `stamp` from `ip` through `egress` was read and refused nothing.
+    pub(super) fn served_us(&self, ip: IpAddr, egress: usize, stamp: u64) {
+        let mut seen = self.lock();
+        let answers = seen.answers.get_mut(&(ip, egress));
+        if let Some(it) = answers.and_then(|v| v.iter_mut().find(|a| a.stamp == stamp)) {
+            it.settled = true;
+        }
+    }
+
+    /// When the answer `stamp` from `ip` through `egress` came, if it is still known.
+    pub(super) fn came(&self, ip: IpAddr, egress: usize, stamp: u64) -> Option<Instant> {
+        let seen = self.lock();
+        let answers = seen.answers.get(&(ip, egress))?;
+        answers.iter().find(|a| a.stamp == stamp).map(|a| a.at)
+    }
+
+    /// What `ip` said through `egress` around the refusal of `host` that came at `t`
+    /// ([`Around`]).
+    pub(super) fn around(&self, ip: IpAddr, egress: usize, (t, host): (Instant, &str)) -> Around {
+        let seen = self.lock();
+        let key = (ip, egress);
+        let burst = seen.served.get(&key).map_or(0, |v| {
+            v.iter()
+                .filter(|s| s.sent <= t && (s.at > t || t.duration_since(s.at) < BURST_WINDOW))
+                .count() as u32
+        });
+        let (served_after, refused_near) = seen.answers.get(&key).map_or((0, 0), |v| {
+            let served = v.iter().filter(|a| a.settled && a.served && a.sent > t);
+            let near = |a: &&OneAnswer| a.at > t || t.duration_since(a.at) < REFUSAL_WINDOW;
+            let other = |a: &&OneAnswer| !a.host.eq_ignore_ascii_case(host);
+            let refused = v
+                .iter()
+                .filter(|a| a.settled && !a.served)
+                .filter(other)
+                .filter(near);
+            (served.count() as u32, refused.count() as u32)
+        });
+        Around {
+            burst,
+            served_after,
+            refused_near,
         }
     }
 
@@ -238,11 +310,11 @@ mod tests {
         let ip: IpAddr = "192.0.2.9".parse().expect("ip");
         let before = Instant::now();
         tokio::time::advance(Duration::from_millis(1)).await;
-        let a = r.answered(ip, 0, &a_url()); // A: its 403 page is still being read
+        let a = r.answered(ip, 0, &a_url(), Instant::now()); // A: its 403 page is still being read
         tokio::time::advance(Duration::from_secs(5)).await;
         let between = Instant::now();
         tokio::time::advance(Duration::from_millis(1)).await;
-        r.answered(ip, 0, &a_url()); // B: served
+        r.answered(ip, 0, &a_url(), Instant::now()); // B: served
         r.refused(ip, 0, a); // A's refusal, told now
         assert_eq!(r.since(ip, 0, before), (1, 1));
         assert_eq!(r.since(ip, 0, between), (1, 0), "B served us, A refused");
@@ -254,9 +326,9 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let mut last = 0;
         for _ in 0..3 {
-            last = r.answered(ip, 0, &a_url());
+            last = r.answered(ip, 0, &a_url(), Instant::now());
         }
-        r.answered(ip, 1, &a_url());
+        r.answered(ip, 1, &a_url(), Instant::now());
         assert_eq!((r.count(ip, 0), r.count(ip, 1)), (3, 1));
         // A refusal is an answer, but not one that served us.
         r.refused(ip, 0, last);
@@ -268,13 +340,13 @@ mod tests {
         let t = Instant::now();
         assert_eq!(r.since(ip, 0, t), (0, 0));
         tokio::time::advance(Duration::from_millis(1)).await;
-        r.answered(ip, 0, &a_url());
-        let refused = r.answered(ip, 0, &a_url());
+        r.answered(ip, 0, &a_url(), Instant::now());
+        let refused = r.answered(ip, 0, &a_url(), Instant::now());
         r.refused(ip, 0, refused);
         assert_eq!(r.since(ip, 0, t), (1, 1));
         // At most PER_KEY instants are kept for one key.
         for _ in 0..20 {
-            r.answered(ip, 0, &a_url());
+            r.answered(ip, 0, &a_url(), Instant::now());
         }
         assert_eq!(r.count(ip, 0), RecentAnswers::PER_KEY as u32);
     }
@@ -296,6 +368,61 @@ mod tests {
         assert_eq!(r.asked_lately(ip, 0), RecentAnswers::PER_KEY as u32);
     }
 
+    /// A limit lets a burst's first requests through and refuses the next, whose 503 can
+    /// come back before the answers let through (review AF: a 503 asking 120 s judged
+    /// the site in maintenance). An answer to a request sent before the refusal is the
+    /// burst it followed, wherever it came back; only one sent after it, and read, shows
+    /// the IP serving us since. Refusals are counted once read, and not the one asked
+    /// about.
+    #[tokio::test(start_paused = true)]
+    async fn answers_sent_before_a_refusal_are_its_burst_whenever_they_come_back() {
+        let r = RecentAnswers::default();
+        let ip: IpAddr = "192.0.2.8".parse().expect("ip");
+        let url = |h: &str| Url::parse(&format!("http://{h}/")).unwrap();
+        let sent = Instant::now();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        for h in ["a.test", "b.test"] {
+            let s = r.answered(ip, 0, &url(h), sent);
+            r.served_us(ip, 0, s);
+        }
+        let earlier = r.answered(ip, 0, &url("e.test"), sent);
+        r.refused(ip, 0, earlier);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let ours = r.answered(ip, 0, &url("x.test"), sent);
+        r.refused(ip, 0, ours);
+        let came = r.came(ip, 0, ours).expect("known");
+        tokio::time::advance(Duration::from_millis(30)).await;
+        // The burst's third answer comes back after the refusal.
+        let late = r.answered(ip, 0, &url("c.test"), sent);
+        r.served_us(ip, 0, late);
+        let around = r.around(ip, 0, (came, "x.test"));
+        assert_eq!(
+            around,
+            Around {
+                burst: 3,
+                served_after: 0,
+                refused_near: 1
+            }
+        );
+        // A refusal whose page is still being read, and an answer sent after ours but
+        // not yet read, tell nothing yet.
+        let now = Instant::now();
+        let unread_refusal = r.answered(ip, 0, &url("f.test"), now);
+        let unread = r.answered(ip, 0, &url("d.test"), now);
+        assert_eq!(r.around(ip, 0, (came, "x.test")), around);
+        r.refused(ip, 0, unread_refusal);
+        r.served_us(ip, 0, unread);
+        let after = r.around(ip, 0, (came, "x.test"));
+        assert_eq!((after.served_after, after.refused_near), (1, 2));
+        // Refusals from long before are no part of it.
+        tokio::time::advance(REFUSAL_WINDOW * 3).await;
+        let t = Instant::now();
+        let alone = r.answered(ip, 0, &url("y.test"), t);
+        r.refused(ip, 0, alone);
+        let around = r.around(ip, 0, (t, "y.test"));
+        assert_eq!((around.burst, around.refused_near), (0, 0));
+    }
+
     /// A neighbour is a host that served us, the newest first, never the host asked
     /// about, and it outlives a storm of refusals that fills the answers' places.
     #[tokio::test(start_paused = true)]
@@ -304,11 +431,11 @@ mod tests {
         let ip: IpAddr = "192.0.2.7".parse().expect("ip");
         let url = |h: &str| Url::parse(&format!("http://user:pw@{h}:8080/x")).unwrap();
         assert_eq!(r.neighbour(ip, 0, "a.test"), None);
-        r.answered(ip, 0, &url("a.test"));
+        r.answered(ip, 0, &url("a.test"), Instant::now());
         tokio::time::advance(Duration::from_millis(1)).await;
-        r.answered(ip, 0, &url("b.test"));
+        r.answered(ip, 0, &url("b.test"), Instant::now());
         for i in 0..20 {
-            let refused = r.answered(ip, 0, &url(&format!("r{i}.test")));
+            let refused = r.answered(ip, 0, &url(&format!("r{i}.test")), Instant::now());
             r.refused(ip, 0, refused);
         }
         let of_a = r.neighbour(ip, 0, "A.test").map(String::from);
