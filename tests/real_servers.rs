@@ -1123,6 +1123,33 @@ async fn a_server_closing_every_connection_from_the_first_is_down_after_one_hold
     );
 }
 
+/// Most hosts of a shared server closing every connection without a word (nginx's
+/// `return 444` for sites whose configuration is gone) beside two that work: a check
+/// ends in a verdict, the two working sites are `up` and the closing ones never `up`.
+/// Review AF: "no verdict in 150 s", each close after a hold read as a block outlasting
+/// it, and the hold doubled each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn most_hosts_closing_beside_two_working_ones_get_a_verdict() {
+    let ip = "127.0.12.23";
+    let hosts = names("mostclose", 12);
+    let closing = &hosts[..10];
+    let nginx = Nginx::some_failing(ip, &hosts, closing, 444);
+    let checked = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        round_over_the_limit(&hosts, (ip, nginx.port), "", "2s", ""),
+    )
+    .await;
+    let reports = checked.expect("no verdict within 60 s: the IP held again and again");
+    eprintln!("{}", each_line(&reports));
+    for (h, r) in hosts.iter().zip(&reports) {
+        if closing.contains(h) {
+            assert_ne!(r.verdict, Verdict::Up, "{h}: {}", r.detail);
+        } else {
+            assert_eq!(r.verdict, Verdict::Up, "{h}: {}", r.detail);
+        }
+    }
+}
+
 /// `n` requests at once to `host` on `ip:port`, from this test, as another client on
 /// our address would send them: how many were turned away (no answer, or not a 200).
 async fn burst_from_here(ip: &str, port: u16, host: &str, n: usize) -> usize {
