@@ -10,7 +10,9 @@
 //! site (`Signal::NeighbourToo`: held again, until the holds add up to
 //! `rate_limit.limit_memory`). The neighbour's answer is a question of ours, not a
 //! check: it is told to no limiter's standing, so a broken site beside working ones is
-//! asked about afresh each time.
+//! asked about afresh each time. A close after a hold is asked about before the limiter
+//! reads it: the limiter may read it as a block outlasting the hold and hold the IP
+//! again, which a neighbour answering right then disproves.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -93,6 +95,19 @@ impl Neighbour {
         }
     }
 
+    /// The proof, from its answer right then, that `host`'s refusal is its own.
+    fn proof(&self, (ip, host): (IpAddr, &str)) -> Read {
+        Read {
+            refusal: None,
+            proof: Some(format!(
+                "{}, a host of the same IP {ip} that served us lately, answered right \
+                 then: {ip} serves us, and {host}'s refusal is its own",
+                self.host
+            )),
+            alike: false,
+        }
+    }
+
     /// How it was refused, in words.
     fn said(&self) -> String {
         match self.signal {
@@ -115,36 +130,45 @@ impl HttpProber {
         signal: Signal,
     ) -> Read {
         let request = Request::sent(ip, host, &probe.egress.name);
-        let refusal = self.limiter.answered(request, signal).await;
         let after_a_hold = signal.a_neighbour_may_tell() && self.limiter.level(&request) > 0;
+        // A close after a hold reads to the limiter as a block outlasting it (CRS's
+        // drop, haproxy's `reject` on a ban flag), and the limiter would step the hold
+        // up before a neighbour could tell: asked about first. Such a block closes
+        // every connection of ours, where a host closing its own (nginx's `return 444`
+        // for a site whose configuration is gone) closes alone (review AF).
+        let asked_first = if after_a_hold && signal == Signal::Closed {
+            let neighbour = Box::pin(self.ask_a_neighbour(probe, ip, host)).await;
+            if let Some(serving) = neighbour.as_ref().filter(|n| n.says() == Says::ServesUs) {
+                return serving.proof((ip, host));
+            }
+            Some(neighbour)
+        } else {
+            None
+        };
+        let refusal = self.limiter.answered(request, signal).await;
         if refusal.is_some() || !after_a_hold {
             return Read::from(refusal);
         }
-        // Boxed: the question's request is a future as large as a hop's, and only
-        // this rare path needs it.
-        let Some(neighbour) = Box::pin(self.ask_a_neighbour(probe, ip, host)).await else {
+        let neighbour = match asked_first {
+            Some(asked) => asked,
+            // Boxed: the question's request is a future as large as a hop's, and only
+            // this rare path needs it.
+            None => Box::pin(self.ask_a_neighbour(probe, ip, host)).await,
+        };
+        let Some(neighbour) = neighbour else {
             return Read::from(None);
         };
-        let says = neighbour.says();
-        if says == Says::ServesUs {
-            return Read {
-                refusal: None,
-                proof: Some(format!(
-                    "{}, a host of the same IP {ip} that served us lately, answered right \
-                     then: {ip} serves us, and {host}'s refusal is its own",
-                    neighbour.host
-                )),
-                alike: false,
-            };
-        }
-        if says == Says::Nothing {
-            return Read::from(None);
-        }
-        let again = Signal::NeighbourToo(signal.code());
-        let refusal = self.limiter.answered(request, again).await;
-        Read {
-            alike: refusal.is_some(),
-            ..Read::from(refusal.map(|r| neighbour.refused_too(r)))
+        match neighbour.says() {
+            Says::ServesUs => neighbour.proof((ip, host)),
+            Says::Nothing => Read::from(None),
+            Says::RefusesUs => {
+                let again = Signal::NeighbourToo(signal.code());
+                let refusal = self.limiter.answered(request, again).await;
+                Read {
+                    alike: refusal.is_some(),
+                    ..Read::from(refusal.map(|r| neighbour.refused_too(r)))
+                }
+            }
         }
     }
 
