@@ -335,6 +335,23 @@ async fn closed_connections_count_again_once_the_ip_answered_after_the_hold() {
     assert!(!r.detail.contains("outlasting"), "{}", r.detail);
 }
 
+/// The worker that was told of a hold knows, with no I/O, when it is over with nothing
+/// answered since: a close then is asked about before the limiter reads it as a block
+/// outlasting the hold. Not during the hold, nor once an answer came after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_knows_an_ip_is_quiet_after_its_hold_until_an_answer_comes() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "qa");
+    let on = |host| req(host, Duration::ZERO);
+    assert!(!a.quiet_after_hold(&on("one.test")), "no hold");
+    storm(&a, &a, Signal::Closed).await;
+    assert!(!a.quiet_after_hold(&on("one.test")), "during the hold");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(a.quiet_after_hold(&on("one.test")), "over, nothing since");
+    assert!(a.answered(on("two.test"), Signal::Fine).await.is_none());
+    assert!(!a.quiet_after_hold(&on("one.test")), "answered after it");
+}
+
 /// A 503 after the hold with nothing answered since is the site's (a backend that
 /// died), unless a neighbour of the IP is refused alike right then: a limit remembering
 /// longer than our hold (haproxy's `http_req_rate(10s)`), held again for every worker,

@@ -131,12 +131,16 @@ impl HttpProber {
     ) -> Read {
         let request = Request::sent(ip, host, &probe.egress.name);
         let after_a_hold = signal.a_neighbour_may_tell() && self.limiter.level(&request) > 0;
-        // A close after a hold reads to the limiter as a block outlasting it (CRS's
-        // drop, haproxy's `reject` on a ban flag), and the limiter would step the hold
-        // up before a neighbour could tell: asked about first. Such a block closes
-        // every connection of ours, where a host closing its own (nginx's `return 444`
-        // for a site whose configuration is gone) closes alone (review AF).
-        let asked_first = if after_a_hold && signal == Signal::Closed {
+        // A close once a hold is over, with nothing answered since, reads to the
+        // limiter as a block outlasting the hold (CRS's drop, haproxy's `reject` on a
+        // ban flag), and the limiter would step the hold up before a neighbour could
+        // tell: asked about first. Such a block closes every connection of ours, where
+        // a host closing its own (nginx's `return 444` for a site whose configuration
+        // is gone) closes alone (review AF). During the hold (the burst's requests
+        // coming back), or once the IP answered since, a close may be a limit refusing
+        // what is still too fast, and a neighbour it let through a moment later
+        // proves nothing.
+        let asked_first = if signal == Signal::Closed && self.limiter.quiet_after_hold(&request) {
             let neighbour = Box::pin(self.ask_a_neighbour(probe, ip, host)).await;
             if let Some(serving) = neighbour.as_ref().filter(|n| n.says() == Says::ServesUs) {
                 return serving.proof((ip, host));

@@ -319,6 +319,12 @@ impl Limiter for LocalLimiter {
         self.with_state(req, rate, Instant::now(), |entry| entry.standing.level())
     }
 
+    fn quiet_after_hold(&self, req: &Request<'_>) -> bool {
+        let rate = self.scaled(self.rules.rate_for(req));
+        let now = Instant::now();
+        self.with_state(req, rate, now, |entry| entry.standing.quiet_after_hold(now))
+    }
+
     fn answered<'a>(&'a self, req: Request<'a>, signal: Signal) -> BoxFuture<'a, Option<Refusal>> {
         Box::pin(async move {
             let rate = self.scaled(self.rules.rate_for(&req));
@@ -1052,6 +1058,27 @@ mod retry_after_per_host {
         assert!(
             !permit(&l, "c.test").await.at_our_pace,
             "a second later: alone"
+        );
+    }
+
+    /// Whether the IP's hold is over with nothing answered since, which the question
+    /// to a neighbour asks before the limiter reads a close: not with no hold, nor
+    /// during it (the burst's requests still coming back), nor once an answer came.
+    #[tokio::test(start_paused = true)]
+    async fn an_ip_is_quiet_after_its_hold_until_an_answer_comes() {
+        let l = limiter();
+        assert!(!l.quiet_after_hold(&on("a.test")), "no hold");
+        l.answered(on("a.test"), Signal::Fine).await;
+        let _ = l.answered(on("a.test"), Signal::Refused(403)).await;
+        let storm = l.answered(on("b.test"), Signal::Refused(403)).await;
+        assert!(storm.is_some(), "two hosts refusing right after an answer");
+        assert!(!l.quiet_after_hold(&on("c.test")), "during the hold");
+        drop(permit(&l, "c.test").await);
+        assert!(l.quiet_after_hold(&on("c.test")), "no answer since");
+        l.answered(on("c.test"), Signal::Fine).await;
+        assert!(
+            !l.quiet_after_hold(&on("d.test")),
+            "answered after the hold"
         );
     }
 

@@ -184,6 +184,16 @@ pub trait Limiter: Send + Sync {
         0
     }
 
+    /// Whether `req`'s IP was held and the hold is over, with no answer from it since,
+    /// as this limiter last saw it (no I/O). A close then is asked about before the
+    /// limiter reads it (`http::neighbour`). Not during the hold, when the burst's
+    /// requests still come back, nor once the IP answered: a limit refusing what is
+    /// still too fast lets a request through now and then, a neighbour's too.
+    fn quiet_after_hold(&self, req: &Request<'_>) -> bool {
+        let _ = req;
+        false
+    }
+
     /// How `req`'s IP answered. `Some` when the answer is taken for a refusal of *us*
     /// (see [`standing`]): the IP is then held and backed off, and a request for it
     /// waits for the hold.

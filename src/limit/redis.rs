@@ -89,6 +89,9 @@ struct View {
     /// before is judged by these ([`RedisLimiter::take`]).
     fell: Option<Instant>,
     answered: Option<Instant>,
+    /// When the last hold this worker was told of ends: whether the IP answered since
+    /// ([`Limiter::quiet_after_hold`]) is read locally, against `last_ok`.
+    held_until: Option<Instant>,
 }
 
 impl View {
@@ -265,6 +268,7 @@ impl RedisLimiter {
                 seeded: 0,
                 fell: None,
                 answered: None,
+                held_until: None,
             },
             |v| v.level > 0 || recent(v.last_ok) || recent(v.fell),
         );
@@ -691,8 +695,13 @@ impl RedisLimiter {
         if storm == 0 {
             return Ok(None);
         }
-        self.view(key, |v| v.level = level);
         let hold = Duration::from_millis(hold_ms);
+        self.view(key, |v| {
+            v.level = level;
+            if !hold.is_zero() {
+                v.held_until = v.held_until.max(Some(now + hold));
+            }
+        });
         let level = u32::try_from(level).unwrap_or(0);
         let ip = super::canonical(req.ip).to_string();
         let hosts = usize::try_from(hosts).unwrap_or(0);
@@ -817,6 +826,14 @@ impl Limiter for RedisLimiter {
         }
         let level = self.view(&self.rules.key(req), |_| {}).level;
         u32::try_from(level).unwrap_or(0)
+    }
+
+    fn quiet_after_hold(&self, req: &Request<'_>) -> bool {
+        if self.redis_resting() {
+            return self.fallback.quiet_after_hold(req);
+        }
+        let v = self.view(&self.rules.key(req), |_| {});
+        standing::quiet_after(v.held_until, v.last_ok, Instant::now())
     }
 
     fn answered<'a>(&'a self, req: Request<'a>, signal: Signal) -> BoxFuture<'a, Option<Refusal>> {

@@ -588,6 +588,11 @@ impl AfterHold {
     }
 }
 
+/// Whether a hold that lasted `until` is over at `now` with no answer since `last_ok`.
+pub(crate) fn quiet_after(until: Option<Instant>, last_ok: Option<Instant>, now: Instant) -> bool {
+    until.is_some_and(|u| now >= u && last_ok.is_none_or(|ok| ok < u))
+}
+
 /// What is known of an IP since its hold, to read a refusal after it ([`AfterHold`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Since {
@@ -678,6 +683,11 @@ impl Standing {
     /// The back-off level (0: none).
     pub(crate) fn level(&self) -> u32 {
         self.level
+    }
+
+    /// Whether the IP's last hold is over and it answered nothing since.
+    pub(crate) fn quiet_after_hold(&self, now: Instant) -> bool {
+        quiet_after(self.until, self.last_ok, now)
     }
 
     /// An answer that is not a refusal: remembered, and the level decays.
