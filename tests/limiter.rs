@@ -803,6 +803,23 @@ async fn a_ban_may_follow_an_answer_that_came_right_after_the_servers_refusal() 
     assert!(r.detail.contains("ban following"), "{}", r.detail);
 }
 
+/// With `rate_limit.ban_reaction = "0s"`, any answer since the hold rules a ban out, as
+/// the `REFUSE` script reads it for every worker: a refused connection after it is the
+/// site's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_ban_reaction_an_answer_since_the_hold_rules_a_ban_out() {
+    let mut s = settings(100.0, 10, 10);
+    s.rate_limit.ban_reaction = Duration::ZERO;
+    let a = limiter(&s, Duration::from_secs(30), "noreact-a");
+    let b = limiter(&s, Duration::from_secs(30), "noreact-b");
+    storm(&a, &a, Signal::Refused(503)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let now = |host| req(host, Duration::ZERO);
+    a.answered(now("two.test"), Signal::Fine).await;
+    let r = b.answered(now("one.test"), Signal::ConnectionRefused).await;
+    assert_eq!(r, None, "answered since the hold: no ban");
+}
+
 /// A shared server's backend dies: 503 on every host right after answers, held once.
 /// After the hold it answers 503 still, and no worker has had an answer since: the
 /// sites failing, for every worker, and no ban is taken to follow those 503s.

@@ -250,10 +250,7 @@ async fn haproxy_with_a_dead_backend_is_down_on_every_host() {
         static_dns(&hosts, ip)
     ));
     let engine = engine(&s);
-    let urls: Vec<String> = hosts
-        .iter()
-        .map(|h| format!("http://{h}:{}/", haproxy.port))
-        .collect();
+    let urls = urls_of(&hosts, haproxy.port);
     for r in round(&engine, &urls).await {
         assert_eq!(
             (r.verdict, r.reason.as_str()),
@@ -354,10 +351,7 @@ async fn broken_beside_working(ip: &str, status: u16) {
         static_dns(&hosts, ip)
     ));
     let engine = engine(&s);
-    let urls: Vec<String> = hosts
-        .iter()
-        .map(|h| format!("http://{h}:{}/", nginx.port))
-        .collect();
+    let urls = urls_of(&hosts, nginx.port);
     let mut highest = [0; 4];
     for (round_no, top) in highest.iter_mut().enumerate() {
         let started = std::time::Instant::now();

@@ -21,6 +21,7 @@ pub(super) struct RawRateLimit {
     fallback_share: f64,
     backoff: String,
     limit_memory: String,
+    ban_reaction: String,
     per_ip: RawPerIp,
     #[serde(rename = "override", default)]
     overrides: Vec<RawOverride>,
@@ -113,6 +114,11 @@ pub struct RateLimitSettings {
     /// holds the IP again until the holds add up to this; then it is the server failing
     /// (`limit::standing::AfterHold::WhileRemembered`). Zero: never held again so.
     pub limit_memory: Duration,
+    /// How long after a server refused us a firewall's ban may still shut us out: an
+    /// answer since the hold rules a ban out only when it came this long or more
+    /// after the refusal (fail2ban reads the log, then runs iptables). Zero: any
+    /// answer since the hold rules it out (`limit::standing::BAN_REACTION`'s default).
+    pub ban_reaction: Duration,
     /// Overrides, first match wins (CIDR entries are checked before host suffixes).
     pub overrides: Vec<RateOverride>,
 }
@@ -158,6 +164,7 @@ impl TryFrom<RawRateLimit> for RateLimitSettings {
             fallback_share: rl.fallback_share,
             backoff: positive_duration("rate_limit.backoff", &rl.backoff)?,
             limit_memory: parse_duration("rate_limit.limit_memory", &rl.limit_memory)?,
+            ban_reaction: parse_duration("rate_limit.ban_reaction", &rl.ban_reaction)?,
             overrides,
         })
     }
@@ -255,6 +262,15 @@ mod tests {
         assert!(err("[[rate_limit.override]]\ncidr = \"10.0.0.0/8\"\nrate = 0.0\nburst = 1\nmax_inflight = 1\n")
             .contains("rate_limit.override[0].rate"));
         assert!(err("[rate_limit.per_ip]\nscope = \"world\"\n").contains("rate_limit.per_ip.scope"));
+    }
+
+    #[test]
+    fn a_ban_reaction_is_ten_seconds_unless_set() {
+        let defaults = Settings::from_toml("").expect("defaults");
+        assert_eq!(defaults.rate_limit.ban_reaction, Duration::from_secs(10));
+        let slow = Settings::from_toml("[rate_limit]\nban_reaction = \"45s\"\n").expect("45 s");
+        assert_eq!(slow.rate_limit.ban_reaction, Duration::from_secs(45));
+        assert!(err("[rate_limit]\nban_reaction = \"soon\"\n").contains("rate_limit.ban_reaction"));
     }
 
     #[test]

@@ -107,6 +107,7 @@ impl LocalLimiter {
             backoff: Backoff {
                 base: settings.backoff,
                 memory: settings.limit_memory,
+                ban_reaction: settings.ban_reaction,
             },
             state: Mutex::new(Swept::new(SWEEP_ABOVE)),
         }
@@ -528,6 +529,7 @@ mod tests {
             fallback_share: 0.5,
             backoff: Duration::from_secs(15),
             limit_memory: Duration::from_secs(30),
+            ban_reaction: Duration::from_secs(10),
             overrides: vec![],
         }
     }

@@ -174,6 +174,9 @@ pub struct RedisLimiter {
     backoff: Duration,
     /// How long a limit may remember our requests (`rate_limit.limit_memory`).
     limit_memory: Duration,
+    /// How late a firewall's ban may follow the server's refusal
+    /// (`rate_limit.ban_reaction`).
+    ban_reaction: Duration,
     fallback: LocalLimiter,
     down_until: Mutex<Option<Instant>>,
     in_fallback: AtomicBool,
@@ -224,6 +227,7 @@ impl RedisLimiter {
             timeout: redis.timeout,
             backoff: settings.backoff,
             limit_memory: settings.limit_memory,
+            ban_reaction: settings.ban_reaction,
             fallback: LocalLimiter::with_share(settings, settings.fallback_share),
             down_until: Mutex::new(None),
             in_fallback: AtomicBool::new(false),

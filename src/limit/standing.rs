@@ -613,6 +613,9 @@ pub(crate) struct Backoff {
     pub(crate) base: Duration,
     /// How long a limit may remember our requests ([`AfterHold::WhileRemembered`]).
     pub(crate) memory: Duration,
+    /// How long after the server's refusal a firewall's ban may still come
+    /// (`rate_limit.ban_reaction`, [`BAN_REACTION`] by default).
+    pub(crate) ban_reaction: Duration,
 }
 
 impl Backoff {
@@ -963,6 +966,7 @@ mod tests {
     const BACKOFF: Backoff = Backoff {
         base: BASE,
         memory: Duration::from_secs(30),
+        ban_reaction: BAN_REACTION,
     };
 
     /// The standing after the IP answered at `now` and then `a.test` and `b.test`
@@ -1221,6 +1225,7 @@ mod tests {
         let forgets = Backoff {
             base: BASE,
             memory: Duration::ZERO,
+            ban_reaction: BAN_REACTION,
         };
         let mut s = Standing::default();
         s.fine(now);
@@ -1344,6 +1349,7 @@ mod tests {
         let backoff = Backoff {
             base: Duration::from_secs(2),
             memory: Duration::from_secs(30),
+            ban_reaction: BAN_REACTION,
         };
         let ip = "192.0.2.1";
         for shut in [
@@ -1368,6 +1374,41 @@ mod tests {
             s.fine(lifted);
             assert_eq!(s.refused("d.test", shut, ip, &backoff, lifted), None);
         }
+    }
+
+    /// `rate_limit.ban_reaction` sets how late a ban may follow the server's refusal:
+    /// a fail2ban that needs 30 s still shuts the door after an answer 20 s after the
+    /// refusal, and with zero any answer since the hold rules a ban out.
+    #[tokio::test(start_paused = true)]
+    async fn how_late_a_ban_may_follow_the_servers_refusal_is_a_setting() {
+        let ip = "192.0.2.1";
+        let shut = Signal::ConnectionRefused;
+        let answered_at = |reaction: u64, secs: u64| {
+            let backoff = Backoff {
+                base: Duration::from_secs(2),
+                memory: Duration::from_secs(30),
+                ban_reaction: Duration::from_secs(reaction),
+            };
+            let mut s = Standing::default();
+            let now = Instant::now();
+            s.fine(now);
+            let _ = s.refused("a.test", Signal::Refused(503), ip, &backoff, now);
+            let r = s.refused("b.test", Signal::Refused(503), ip, &backoff, now);
+            assert_eq!(r.map(|r| r.level), Some(1));
+            let answer = now + Duration::from_secs(secs);
+            s.fine(answer);
+            s.refused(
+                "c.test",
+                shut,
+                ip,
+                &backoff,
+                answer + Duration::from_secs(1),
+            )
+        };
+        let slow = answered_at(30, 20).expect("a ban 30 s may take, after an answer at 20 s");
+        assert!(slow.detail.contains("ban following"), "{}", slow.detail);
+        assert_eq!(answered_at(0, 3), None, "zero: any answer since the hold");
+        assert_eq!(answered_at(10, 20), None, "the default, as before");
     }
 
     #[tokio::test(start_paused = true)]
