@@ -116,8 +116,8 @@ pub struct RateLimitSettings {
     pub limit_memory: Duration,
     /// How long after a server refused us a firewall's ban may still shut us out: an
     /// answer since the hold rules a ban out only when it came this long or more
-    /// after the refusal (fail2ban reads the log, then runs iptables). Zero: any
-    /// answer since the hold rules it out (`limit::standing::BAN_REACTION`'s default).
+    /// after the refusal (fail2ban reads the log, then runs iptables). 10 s by
+    /// default; zero: any answer since the hold rules it out.
     pub ban_reaction: Duration,
     /// Overrides, first match wins (CIDR entries are checked before host suffixes).
     pub overrides: Vec<RateOverride>,

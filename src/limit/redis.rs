@@ -691,7 +691,7 @@ impl RedisLimiter {
             .arg(standing::AGAIN_OVER.as_millis() as u64)
             .arg(u8::from(signal.refuses_like_a_limit()))
             .arg(self.limit_memory.as_millis() as u64)
-            .arg(standing::BAN_REACTION.as_millis() as u64);
+            .arg(self.ban_reaction.as_millis() as u64);
         let (storm, hold_ms, level, hosts, by): (i64, u64, i64, i64, i64) = self.call(inv).await?;
         if by == AGAIN || by == FAILING {
             self.refusing_again(key, req.host);

@@ -238,7 +238,7 @@ return active
 /// `Signal::refuses_like_a_limit`; a storm of those before any answer lately is held
 /// once, `by` -4, its start kept in field `qs`, and no ban is taken to follow it nor
 /// any refusal of the IP while nothing answered since), limit_memory_ms
-/// (`rate_limit.limit_memory`), ban_reaction_ms (`standing::BAN_REACTION`: an answer
+/// (`rate_limit.limit_memory`), ban_reaction_ms (`rate_limit.ban_reaction`: an answer
 /// since the hold that came sooner after the server's refusal does not rule a ban out).
 /// Returns {0, 0, 0, hosts, -1} not (yet) a refusal of us; {1, hold_ms, level, hosts,
 /// by} a refusal of us: the IP is held until the back-off hold ends (a new, doubled hold

@@ -59,11 +59,13 @@ pub(crate) const DECAY_AFTER: Duration = Duration::from_secs(60);
 /// IP has not answered since a hold ended: fail2ban's default `bantime` is 10 minutes,
 /// and operators often raise it to an hour.
 pub(crate) const BAN_MEMORY: Duration = Duration::from_secs(3600);
-/// How long after the server's refusal of us a ban may still be on its way: fail2ban
-/// reads the server's log once a second (its polling backend) and then runs its
-/// firewall action, seconds later on a busy host. An answer since the hold rules a
+/// How long after the server's refusal of us a ban may still be on its way, by default
+/// (`rate_limit.ban_reaction` in config/default.toml; the tests' standings use it):
+/// fail2ban reads the server's log once a second (its polling backend) and then runs
+/// its firewall action, seconds later on a busy host. An answer since the hold rules a
 /// ban out only when it came this long after the refusal; one sooner (a hold shorter
 /// than the reaction) may be followed by the ban all the same.
+#[cfg(test)]
 pub(crate) const BAN_REACTION: Duration = Duration::from_secs(10);
 /// Checks, at least [`REFUSAL_WINDOW`] apart, in which a host refuses again after a hold
 /// while the IP answers its other hosts ([`again_while_answering`]) before its refusals
@@ -614,7 +616,7 @@ pub(crate) struct Backoff {
     /// How long a limit may remember our requests ([`AfterHold::WhileRemembered`]).
     pub(crate) memory: Duration,
     /// How long after the server's refusal a firewall's ban may still come
-    /// (`rate_limit.ban_reaction`, [`BAN_REACTION`] by default).
+    /// (`rate_limit.ban_reaction`, 10 s by default).
     pub(crate) ban_reaction: Duration,
 }
 
@@ -740,7 +742,7 @@ impl Standing {
         let paced = after_hold == AfterHold::AtOurPace && self.level > 0;
         // The server's own refusals during the hold are the storm itself.
         let ban_after = self
-            .ban_after(signal, answered, now)
+            .ban_after(signal, (answered, backoff.ban_reaction), now)
             .filter(|_| hold_over || !signal.is_the_servers());
         // A ban shuts out every host of the IP, not this one again.
         let again = hold_over
@@ -829,8 +831,13 @@ impl Standing {
 
     /// The server's own refusal of us (its status) that a refused or dropped connection
     /// (`signal`) may be a ban following, while the IP has not `answered` since the hold
-    /// but within [`BAN_REACTION`] of the refusal.
-    fn ban_after(&self, signal: Signal, answered: bool, now: Instant) -> Option<u16> {
+    /// but within `reaction` ([`Backoff::ban_reaction`]) of the refusal.
+    fn ban_after(
+        &self,
+        signal: Signal,
+        (answered, reaction): (bool, Duration),
+        now: Instant,
+    ) -> Option<u16> {
         let after_hold = AfterHold::of(signal);
         // Only a firewall's ban comes late: a block of the server's own (CRS's drop, a
         // tarpit's flag) shuts us out from the refusal on.
@@ -838,7 +845,7 @@ impl Standing {
             after_hold == AfterHold::SitesUnlessBanned
                 && self
                     .last_ok
-                    .is_none_or(|ok| ok.saturating_duration_since(t) < BAN_REACTION)
+                    .is_none_or(|ok| ok.saturating_duration_since(t) < reaction)
         };
         self.server_refused
             .filter(|(_, by)| after_hold.may_be_a_ban() && after_hold.follows(*by))
