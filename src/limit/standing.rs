@@ -1348,27 +1348,39 @@ mod tests {
         }
     }
 
+    /// A 2 s back-off whose bans may come `reaction` after the server's refusal.
+    fn reacting_in(reaction: Duration) -> Backoff {
+        Backoff {
+            base: Duration::from_secs(2),
+            memory: Duration::from_secs(30),
+            ban_reaction: reaction,
+        }
+    }
+
+    /// The standing after the IP answered at `now` and two hosts refused with 503s
+    /// (nginx's `limit_req`): held once.
+    fn held_by_503s(backoff: &Backoff, now: Instant) -> Standing {
+        let mut s = Standing::default();
+        s.fine(now);
+        let _ = s.refused("a.test", Signal::Refused(503), "192.0.2.1", backoff, now);
+        let r = s.refused("b.test", Signal::Refused(503), "192.0.2.1", backoff, now);
+        assert_eq!(r.map(|r| r.level), Some(1));
+        s
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_ban_may_follow_an_answer_that_came_right_after_the_servers_refusal() {
         // nginx refused us with 503s, and our hold (2 s) ended before fail2ban, reading
         // its log each second on a busy machine, banned us: the first request after the
         // hold was answered, the next ones were shut out (CI: `down/timeout`).
-        let backoff = Backoff {
-            base: Duration::from_secs(2),
-            memory: Duration::from_secs(30),
-            ban_reaction: BAN_REACTION,
-        };
+        let backoff = reacting_in(BAN_REACTION);
         let ip = "192.0.2.1";
         for shut in [
             Signal::ConnectionRefused,
             Signal::TimedOut(Duration::from_secs(1)),
         ] {
-            let mut s = Standing::default();
             let now = Instant::now();
-            s.fine(now);
-            let _ = s.refused("a.test", Signal::Refused(503), ip, &backoff, now);
-            let r = s.refused("b.test", Signal::Refused(503), ip, &backoff, now);
-            assert_eq!(r.map(|r| r.level), Some(1));
+            let mut s = held_by_503s(&backoff, now);
             let after = now + Duration::from_millis(2100);
             s.fine(after);
             let r = s
@@ -1391,17 +1403,9 @@ mod tests {
         let ip = "192.0.2.1";
         let shut = Signal::ConnectionRefused;
         let answered_at = |reaction: u64, secs: u64| {
-            let backoff = Backoff {
-                base: Duration::from_secs(2),
-                memory: Duration::from_secs(30),
-                ban_reaction: Duration::from_secs(reaction),
-            };
-            let mut s = Standing::default();
+            let backoff = reacting_in(Duration::from_secs(reaction));
             let now = Instant::now();
-            s.fine(now);
-            let _ = s.refused("a.test", Signal::Refused(503), ip, &backoff, now);
-            let r = s.refused("b.test", Signal::Refused(503), ip, &backoff, now);
-            assert_eq!(r.map(|r| r.level), Some(1));
+            let mut s = held_by_503s(&backoff, now);
             let answer = now + Duration::from_secs(secs);
             s.fine(answer);
             s.refused(
