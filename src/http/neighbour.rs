@@ -10,9 +10,10 @@
 //! site (`Signal::NeighbourToo`: held again, until the holds add up to
 //! `rate_limit.limit_memory`). The neighbour's answer is a question of ours, not a
 //! check: it is told to no limiter's standing, so a broken site beside working ones is
-//! asked about afresh each time. A close after a hold is asked about before the limiter
-//! reads it: the limiter may read it as a block outlasting the hold and hold the IP
-//! again, which a neighbour answering right then disproves.
+//! asked about afresh each time. A close once a hold is over, with nothing answered
+//! since, is asked about before the limiter reads it: the limiter may read it as a
+//! block outlasting the hold and hold the IP again, which a neighbour answering right
+//! then disproves.
 
 use std::net::{IpAddr, SocketAddr};
 
