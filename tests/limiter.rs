@@ -790,17 +790,22 @@ async fn a_ban_following_the_servers_refusal_holds_the_ip_until_it_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_may_follow_an_answer_that_came_right_after_the_servers_refusal() {
     let s = settings(100.0, 10, 10);
-    let a = limiter(&s, Duration::from_secs(30), "slowban-a");
-    let b = limiter(&s, Duration::from_secs(30), "slowban-b");
+    let r = refused_after_an_answer_after_the_hold(&s, "slowban")
+        .await
+        .expect("the ban that came after the answer");
+    assert!(r.detail.contains("ban following"), "{}", r.detail);
+}
+
+/// 503s from two hosts held the IP (2 s); one worker had an answer right after the
+/// hold, and how another worker reads a refused connection then.
+async fn refused_after_an_answer_after_the_hold(s: &Settings, name: &str) -> Option<Refusal> {
+    let a = limiter(s, Duration::from_secs(30), &format!("{name}-a"));
+    let b = limiter(s, Duration::from_secs(30), &format!("{name}-b"));
     storm(&a, &a, Signal::Refused(503)).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let now = |host| req(host, Duration::ZERO);
     a.answered(now("two.test"), Signal::Fine).await;
-    let r = b
-        .answered(now("one.test"), Signal::ConnectionRefused)
-        .await
-        .expect("the ban that came after the answer");
-    assert!(r.detail.contains("ban following"), "{}", r.detail);
+    b.answered(now("one.test"), Signal::ConnectionRefused).await
 }
 
 /// With `rate_limit.ban_reaction = "0s"`, any answer since the hold rules a ban out, as
@@ -810,13 +815,7 @@ async fn a_ban_may_follow_an_answer_that_came_right_after_the_servers_refusal() 
 async fn with_no_ban_reaction_an_answer_since_the_hold_rules_a_ban_out() {
     let mut s = settings(100.0, 10, 10);
     s.rate_limit.ban_reaction = Duration::ZERO;
-    let a = limiter(&s, Duration::from_secs(30), "noreact-a");
-    let b = limiter(&s, Duration::from_secs(30), "noreact-b");
-    storm(&a, &a, Signal::Refused(503)).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let now = |host| req(host, Duration::ZERO);
-    a.answered(now("two.test"), Signal::Fine).await;
-    let r = b.answered(now("one.test"), Signal::ConnectionRefused).await;
+    let r = refused_after_an_answer_after_the_hold(&s, "noreact").await;
     assert_eq!(r, None, "answered since the hold: no ban");
 }
 
