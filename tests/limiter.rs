@@ -808,6 +808,35 @@ async fn refused_after_an_answer_after_the_hold(s: &Settings, name: &str) -> Opt
     b.answered(now("one.test"), Signal::ConnectionRefused).await
 }
 
+/// One burst's 503s reached a worker before the answers to what nginx let through: read
+/// as if the answers had come first, the server refused us right among them, and a
+/// dropped connection after the hold is the ban that followed, for every worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_follows_a_burst_whose_answers_came_after_its_refusals() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "late-a");
+    let b = limiter(&s, Duration::from_secs(30), "late-b");
+    let now = |host| req(host, Duration::ZERO);
+    let _ = go(&a, "one.test").await;
+    assert!(a
+        .answered(now("one.test"), Signal::Refused(503))
+        .await
+        .is_none());
+    let r = a
+        .answered(now("two.test"), Signal::Refused(503))
+        .await
+        .expect("two hosts' 503s hold the IP");
+    assert_eq!(r.level, 1);
+    a.answered(now("three.test"), Signal::Fine).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let r = b
+        .answered(now("four.test"), Signal::TimedOut(Duration::from_secs(1)))
+        .await
+        .map(|r| r.detail)
+        .unwrap_or_default();
+    assert!(r.contains("ban following"), "{r:?}");
+}
+
 /// With `rate_limit.ban_reaction = "0s"`, any answer since the hold rules a ban out, as
 /// the `REFUSE` script reads it for every worker: a refused connection after it is the
 /// site's.

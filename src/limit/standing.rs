@@ -1395,6 +1395,45 @@ mod tests {
         }
     }
 
+    /// One burst's answers come back in any order: nginx's 503s for what came too fast
+    /// may reach us before the answers to what it let through. Read either way, the
+    /// server refused us right among its answers, and the door it shuts after our hold
+    /// is a ban that followed (CI of 2a1e24b: `down/timeout` through squid).
+    #[tokio::test(start_paused = true)]
+    async fn a_ban_follows_a_burst_whose_answers_came_after_its_refusals() {
+        let backoff = reacting_in(BAN_REACTION);
+        let ip = "192.0.2.1";
+        for shut in [
+            Signal::ConnectionRefused,
+            Signal::TimedOut(Duration::from_secs(1)),
+        ] {
+            for answer_first in [true, false] {
+                let now = Instant::now();
+                let mut s = Standing::default();
+                if answer_first {
+                    s.fine(now);
+                }
+                let _ = s.refused("a.test", Signal::Refused(503), ip, &backoff, now);
+                let held = s.refused("b.test", Signal::Refused(503), ip, &backoff, now);
+                assert_eq!(
+                    held.map(|r| r.level),
+                    Some(1),
+                    "answer first: {answer_first}"
+                );
+                if !answer_first {
+                    s.fine(now + Duration::from_millis(50));
+                }
+                let after = now + Duration::from_millis(3100);
+                let r = s.refused("c.test", shut, ip, &backoff, after);
+                let read = r.map(|r| r.detail).unwrap_or_default();
+                assert!(
+                    read.contains("ban following"),
+                    "{shut:?}, answer first: {answer_first}: {read:?}"
+                );
+            }
+        }
+    }
+
     /// `rate_limit.ban_reaction` sets how late a ban may follow the server's refusal:
     /// a fail2ban that needs 30 s still shuts the door after an answer 20 s after the
     /// refusal, and with zero any answer since the hold rules a ban out.
