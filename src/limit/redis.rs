@@ -771,9 +771,13 @@ impl RedisLimiter {
         let mut due = false;
         self.view(key, |v| {
             v.last_ok = Some(now);
+            // An answer during a hold is told at once: one burst's answers that came
+            // back after its refusals (`scripts::DECAY`).
+            let holding = v.held_until.is_some_and(|u| now < u);
             due = v.level > 0
-                && v.decay_asked
-                    .is_none_or(|t| now.duration_since(t) >= standing::DECAY_AFTER);
+                && (holding
+                    || v.decay_asked
+                        .is_none_or(|t| now.duration_since(t) >= standing::DECAY_AFTER));
             if due {
                 v.decay_asked = Some(now);
             }

@@ -20,7 +20,8 @@
 //!   hold on that host after a refusal right after a burst, until ms); `pause` (until when
 //!   the IP is paused because several of its hosts are held at once); `fine` (any
 //!   worker's answer after a hold, from `DECAY`); `sent` (the last slot booked while the
-//!   IP is backed off, ms: `BOOK` tells whether the next is at our pace).
+//!   IP is backed off, ms: `BOOK` tells whether the next is at our pace); `qs` and `qsc`
+//!   (when a storm before any answer began, and its code when the server's own, or -1).
 
 /// Books a request. KEYS: tat, inflight, standing, queue. ARGV: interval_ms, burst,
 /// max_inflight, max_wait_ms, lease_ms, lease_id, host, pace_ms (the worker's smoothed
@@ -334,7 +335,11 @@ local unanswered = level == 0 and not again and not after_ok
 -- Field qs: when such a storm began. While no answer came since (this worker's, or any
 -- worker's noted by DECAY in field fine), its refusals are no server refusing us that a
 -- ban may follow: a server closing every connection of its own is failing.
-if unanswered then redis.call('HSET', s, 'qs', string.format('%.3f', now)) end
+-- Field qsc: its code when the server's own (ARGV[12]), for DECAY (an answer during
+-- its hold: one burst's answers came back after its refusals).
+if unanswered then
+  redis.call('HSET', s, 'qs', string.format('%.3f', now), 'qsc', ARGV[12])
+end
 local qs = tonumber(f['qs'] or '-1')
 if unanswered then qs = now end
 local quiet = qs >= 0 and not ((age >= 0 and now - age >= qs)
@@ -412,13 +417,21 @@ return redis.call('HDEL', KEYS[1], 'a:' .. ARGV[1], 'f:' .. ARGV[1], 'c:' .. ARG
 
 /// Answers came back from a backed-off IP. KEYS: standing. ARGV: decay_ms. Notes the
 /// answer (field `fine`: the IP answered, for every worker's `REFUSE`), and one step
-/// down when the last refusal (or step) is older than decay_ms. Returns the level.
+/// down when the last refusal (or step) is older than decay_ms. An answer during the
+/// hold of a storm before any answer (fields `qs`, `qsc`) makes that storm the server's
+/// refusal of us a ban may follow (`srv`, `srvc`), as `Standing::fine` does. Returns
+/// the level.
 pub(crate) const DECAY: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local f = redis.call('HMGET', KEYS[1], 'level', 'last')
+local f = redis.call('HMGET', KEYS[1], 'level', 'last', 'qs', 'qsc', 'until', 'fine')
 local level = tonumber(f[1] or '0')
 if level == 0 then return 0 end
+local qs = tonumber(f[3] or '-1')
+if qs >= 0 and tonumber(f[4] or '-1') >= 0 and now < tonumber(f[5] or '0')
+  and tonumber(f[6] or '-1e18') < qs then
+  redis.call('HSET', KEYS[1], 'srv', f[3], 'srvc', f[4])
+end
 redis.call('HSET', KEYS[1], 'fine', string.format('%.3f', now))
 if now - tonumber(f[2] or '0') < tonumber(ARGV[1]) then return level end
 level = level - 1

@@ -651,10 +651,11 @@ pub(crate) struct Standing {
     counted: Vec<(String, Instant)>,
     /// The hosts refusing again while the IP answered.
     again: Vec<Again>,
-    /// When the IP's storm began before any answer ([`describe_unanswered`]), while no
-    /// answer came since: its refusals, during the hold too, are no server refusing us
-    /// that a ban may follow (a server closing every connection of its own is failing).
-    quiet_since: Option<Instant>,
+    /// When the IP's storm began before any answer ([`describe_unanswered`]), and its
+    /// code when the server's own ([`Signal::is_the_servers`]), while no answer came
+    /// since: its refusals, during the hold too, are no server refusing us that a ban
+    /// may follow (a server closing every connection of its own is failing).
+    quiet_since: Option<(Instant, Option<u16>)>,
 }
 
 /// A host refusing again after a hold while its IP answers ([`again_while_answering`]).
@@ -698,7 +699,15 @@ impl Standing {
     /// An answer that is not a refusal: remembered, and the level decays.
     pub(crate) fn fine(&mut self, now: Instant) {
         self.last_ok = Some(now);
-        self.quiet_since = None;
+        // An answer during the hold of a storm before any answer: one burst's answers
+        // came back after its refusals (nginx refuses what came too fast at once, and
+        // answers the rest when the site has), so the server refused us right among
+        // its answers, as if they had come first, and a ban may follow that refusal.
+        if let Some((at, Some(code))) = self.quiet_since.take() {
+            if self.until.is_some_and(|u| now < u) {
+                self.server_refused = Some((at, code));
+            }
+        }
         if self.level > 0
             && self
                 .last
@@ -759,7 +768,8 @@ impl Standing {
         }
         let unanswered = self.level == 0 && !again && !after_ok;
         if unanswered {
-            self.quiet_since = Some(now);
+            let code = signal.is_the_servers().then_some(signal.code());
+            self.quiet_since = Some((now, code));
         }
         if hold_over
             && (self.level > 0 || again)
