@@ -837,6 +837,46 @@ async fn a_ban_follows_a_burst_whose_answers_came_after_its_refusals() {
     assert!(r.contains("ban following"), "{r:?}");
 }
 
+/// Jobs of one IP spread over workers: the one that had the answers is often not the one
+/// refused. Its answers count for every worker all the same: 503s from other hosts on
+/// other workers right after it are a storm of us, and once it is answered after the
+/// hold, a 503 on another worker is a limit refusing what is still too fast, not the
+/// site failing (a worker knowing of no hold told nobody of its answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_on_one_worker_counts_for_every_workers_reading() {
+    let s = settings(100.0, 10, 10);
+    let a = limiter(&s, Duration::from_secs(30), "spread-a");
+    let b = limiter(&s, Duration::from_secs(30), "spread-b");
+    let c = limiter(&s, Duration::from_secs(30), "spread-c");
+    let now = |host| req(host, Duration::ZERO);
+    // The answer reaches Redis from a background task, within a round trip.
+    let told = Duration::from_millis(300);
+    let _ = go(&c, "one.test").await;
+    c.answered(now("one.test"), Signal::Fine).await;
+    tokio::time::sleep(told).await;
+    assert!(a
+        .answered(now("two.test"), Signal::Refused(503))
+        .await
+        .is_none());
+    let r = b
+        .answered(now("three.test"), Signal::Refused(503))
+        .await
+        .expect("two hosts' 503s hold the IP");
+    assert!(
+        r.detail.contains("right after it answered us"),
+        "{}",
+        r.detail
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    c.answered(now("one.test"), Signal::Fine).await;
+    tokio::time::sleep(told).await;
+    let r = a.answered(now("two.test"), Signal::Refused(503)).await;
+    assert!(
+        r.is_some(),
+        "a 503 after the hold while another worker had an answer: the limit's"
+    );
+}
+
 /// With `rate_limit.ban_reaction = "0s"`, any answer since the hold rules a ban out, as
 /// the `REFUSE` script reads it for every worker: a refused connection after it is the
 /// site's.
