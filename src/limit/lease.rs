@@ -5,13 +5,15 @@
 //! or the wait it had booked.
 //!
 //! Releases and renewals go through one background task each, in batches: a task and a
-//! Redis write per request were a noticeable share of the worker's time under load.
+//! Redis write per request were a noticeable share of the worker's time under load. The
+//! releasing task also tells Redis of each answer ([`scripts::ANSWERED`]), off the
+//! request's path: every worker reads its standing with an IP from every worker's answers.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::scripts;
+use super::{scripts, standing};
 use crate::redis_pool::RedisPool;
 
 /// Live leases: inflight key → lease ids.
@@ -57,10 +59,18 @@ impl Drop for Lease {
     }
 }
 
+/// What the releasing task writes.
+enum Note {
+    /// A finished lease: its inflight key and id.
+    Release(String, String),
+    /// An answer from an IP: its standing key.
+    Answer(String),
+}
+
 /// Hands finished leases to the releasing task and keeps the live ones renewed.
 #[derive(Clone)]
 pub(super) struct Releaser {
-    tx: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
+    tx: Option<tokio::sync::mpsc::UnboundedSender<Note>>,
     live: Arc<Live>,
 }
 
@@ -72,7 +82,7 @@ impl Releaser {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Releaser { tx: None, live };
         };
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Note>();
         runtime.spawn(release_batches(pool.clone(), timeout, lease, rx));
         runtime.spawn(renew(pool, timeout, lease, Arc::downgrade(&live)));
         Releaser { tx: Some(tx), live }
@@ -86,7 +96,15 @@ impl Releaser {
 
     fn release(&self, key: String, id: String) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send((key, id));
+            let _ = tx.send(Note::Release(key, id));
+        }
+    }
+
+    /// Tells Redis, in the background, that the IP of `standing` (its standing key)
+    /// answered.
+    pub(super) fn answered(&self, standing: String) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Note::Answer(standing));
         }
     }
 }
@@ -105,9 +123,10 @@ async fn release_batches(
     pool: RedisPool,
     timeout: Duration,
     lease: Duration,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Note>,
 ) {
     let mut fresh = Vec::new();
+    let told = redis::Script::new(scripts::ANSWERED);
     let mut pending: Vec<(String, String, tokio::time::Instant)> = Vec::new();
     loop {
         // With releases to retry, wait at most RETRY_RELEASE_AFTER for new ones.
@@ -123,7 +142,21 @@ async fn release_batches(
         }
         let now = tokio::time::Instant::now();
         pending.retain(|(_, _, expires)| *expires > now);
-        pending.extend(fresh.drain(..).map(|(k, id)| (k, id, now + lease)));
+        let mut answers = HashSet::new();
+        for note in fresh.drain(..) {
+            match note {
+                Note::Release(k, id) => pending.push((k, id, now + lease)),
+                Note::Answer(standing) => {
+                    answers.insert(standing);
+                }
+            }
+        }
+        if !answers.is_empty() {
+            // Not tried again: an IP that answered once answers again.
+            if let Ok(Err(e)) = tokio::time::timeout(timeout, tell(&pool, &told, &answers)).await {
+                tracing::debug!(error = %e, "telling redis of answers failed");
+            }
+        }
         if pending.is_empty() {
             continue;
         }
@@ -147,6 +180,27 @@ async fn release_batches(
             tokio::time::sleep(RETRY_RELEASE_AFTER).await;
         }
     }
+}
+
+/// Tells Redis that the IPs of these standing keys answered, all at once.
+async fn tell(
+    pool: &RedisPool,
+    script: &redis::Script,
+    standings: &HashSet<String>,
+) -> Result<(), String> {
+    let calls = standings.iter().map(|key| async move {
+        let mut c = pool.get().await?;
+        let mut inv = script.key(key);
+        inv.arg(standing::OK_WINDOW.as_millis() as u64);
+        inv.invoke_async::<i64>(&mut c)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
 }
 
 async fn release(pool: &RedisPool, batch: &[(String, String)]) -> Result<(), String> {

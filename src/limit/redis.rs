@@ -764,20 +764,18 @@ impl RedisLimiter {
         }
     }
 
-    /// An answer from `key`'s IP: remembered, and when the IP is backed off, Redis is
-    /// asked (at most once a decay period) to step it down.
+    /// An answer from `key`'s IP: remembered, told to Redis in the background
+    /// ([`scripts::ANSWERED`]), and when the IP is backed off, Redis is asked (at most
+    /// once a decay period) to step it down.
     async fn fine(&self, key: &str) {
         let now = Instant::now();
         let mut due = false;
+        self.releaser.answered(self.standing_key(key));
         self.view(key, |v| {
             v.last_ok = Some(now);
-            // An answer during a hold is told at once: one burst's answers that came
-            // back after its refusals (`scripts::DECAY`).
-            let holding = v.held_until.is_some_and(|u| now < u);
             due = v.level > 0
-                && (holding
-                    || v.decay_asked
-                        .is_none_or(|t| now.duration_since(t) >= standing::DECAY_AFTER));
+                && v.decay_asked
+                    .is_none_or(|t| now.duration_since(t) >= standing::DECAY_AFTER);
             if due {
                 v.decay_asked = Some(now);
             }

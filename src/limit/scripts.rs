@@ -19,7 +19,7 @@
 //!   us), `hold:<host>` (that host's `Retry-After`, until ms) and `ours:<host>` (our own
 //!   hold on that host after a refusal right after a burst, until ms); `pause` (until when
 //!   the IP is paused because several of its hosts are held at once); `fine` (any
-//!   worker's answer after a hold, from `DECAY`); `sent` (the last slot booked while the
+//!   worker's last answer, from `ANSWERED`); `sent` (the last slot booked while the
 //!   IP is backed off, ms: `BOOK` tells whether the next is at our pace); `qs` and `qsc`
 //!   (when a storm before any answer began, and its code when the server's own, or -1).
 
@@ -232,7 +232,7 @@ return active
 /// site's: a limit-like refusal a neighbour met too, `Signal::NeighbourToo`),
 /// ok_age_ms (how long ago the
 /// reporting worker last had an answer from the IP; -1 for never; any worker's answer
-/// that `DECAY` noted in field `fine` counts too), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
+/// that `ANSWERED` noted in field `fine` counts too), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
 /// code when the server itself refused us, else -1), again_times
 /// (`standing::AGAIN_TIMES`), again_over_ms (`standing::AGAIN_OVER`), limit_like (1 when
 /// the signal is what a limit still counting an earlier burst answers:
@@ -299,10 +299,11 @@ for i = 1, #all, 2 do
 end
 redis.call('PEXPIRE', s, 3600000)
 local level = tonumber(f['level'] or '0')
-local ok = tonumber(f['ok'] or '-1e18')
+-- The last answer: the reporting worker's (field ok), or any worker's (field fine).
+local ok = math.max(tonumber(f['ok'] or '-1e18'), tonumber(f['fine'] or '-1e18'))
 local hold_end = tonumber(f['until'] or '0')
 local age = tonumber(ARGV[10])
--- Answered since the hold: by the reporting worker, or by any (field fine, from DECAY).
+-- Answered since the hold: by the reporting worker, or by any (field fine, from ANSWERED).
 local answered = f['until'] ~= nil and ((age >= 0 and now - age >= hold_end)
   or tonumber(f['fine'] or '-1e18') >= hold_end)
 local srv = tonumber(f['srv'] or '-1e18')
@@ -333,9 +334,9 @@ if level == 0 and not again and not (hosts >= tonumber(ARGV[5]) and (after_ok or
 end
 local unanswered = level == 0 and not again and not after_ok
 -- Field qs: when such a storm began. While no answer came since (this worker's, or any
--- worker's noted by DECAY in field fine), its refusals are no server refusing us that a
+-- worker's noted by ANSWERED in field fine), its refusals are no server refusing us that a
 -- ban may follow: a server closing every connection of its own is failing.
--- Field qsc: its code when the server's own (ARGV[12]), for DECAY (an answer during
+-- Field qsc: its code when the server's own (ARGV[12]), for ANSWERED (an answer during
 -- its hold: one burst's answers came back after its refusals).
 if unanswered then
   redis.call('HSET', s, 'qs', string.format('%.3f', now), 'qsc', ARGV[12])
@@ -415,26 +416,38 @@ pub(crate) const MENDED: &str = r"
 return redis.call('HDEL', KEYS[1], 'a:' .. ARGV[1], 'f:' .. ARGV[1], 'c:' .. ARGV[1])
 ";
 
-/// Answers came back from a backed-off IP. KEYS: standing. ARGV: decay_ms. Notes the
-/// answer (field `fine`: the IP answered, for every worker's `REFUSE`), and one step
-/// down when the last refusal (or step) is older than decay_ms. An answer during the
-/// hold of a storm before any answer (fields `qs`, `qsc`) makes that storm the server's
-/// refusal of us a ban may follow (`srv`, `srvc`), as `Standing::fine` does. Returns
-/// the level.
+/// Answers came back from a backed-off IP. KEYS: standing. ARGV: decay_ms. One step
+/// down when the last refusal (or step) is older than decay_ms. Returns the level.
 pub(crate) const DECAY: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local f = redis.call('HMGET', KEYS[1], 'level', 'last', 'qs', 'qsc', 'until', 'fine')
+local f = redis.call('HMGET', KEYS[1], 'level', 'last')
 local level = tonumber(f[1] or '0')
 if level == 0 then return 0 end
-local qs = tonumber(f[3] or '-1')
-if qs >= 0 and tonumber(f[4] or '-1') >= 0 and now < tonumber(f[5] or '0')
-  and tonumber(f[6] or '-1e18') < qs then
-  redis.call('HSET', KEYS[1], 'srv', f[3], 'srvc', f[4])
-end
-redis.call('HSET', KEYS[1], 'fine', string.format('%.3f', now))
 if now - tonumber(f[2] or '0') < tonumber(ARGV[1]) then return level end
 level = level - 1
 redis.call('HSET', KEYS[1], 'level', level, 'last', string.format('%.3f', now))
 return level
+";
+
+/// An answer from the IP, which every worker tells (in the background, `limit::lease`).
+/// KEYS: standing. ARGV: ok_window_ms. Notes it in field `fine`, for every worker's
+/// `REFUSE`: refusals right after it are a storm of us, and it is an answer since a
+/// hold. A standing it makes lasts ok_window_ms (`REFUSE` keeps one an hour). An answer
+/// during the hold of a storm before any answer (fields `qs`, `qsc`): one burst's
+/// answers came back after its refusals, so that storm is the server's refusal of us a
+/// ban may follow (`srv`, `srvc`), as `Standing::fine` reads it.
+pub(crate) const ANSWERED: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local f = redis.call('HMGET', KEYS[1], 'qs', 'qsc', 'until', 'fine')
+local fresh = redis.call('EXISTS', KEYS[1]) == 0
+local qs = tonumber(f[1] or '-1')
+if qs >= 0 and tonumber(f[2] or '-1') >= 0 and now < tonumber(f[3] or '0')
+  and tonumber(f[4] or '-1e18') < qs then
+  redis.call('HSET', KEYS[1], 'srv', f[1], 'srvc', f[2])
+end
+redis.call('HSET', KEYS[1], 'fine', string.format('%.3f', now))
+if fresh then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1])) end
+return 0
 ";
