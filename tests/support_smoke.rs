@@ -187,3 +187,35 @@ async fn private_rabbitmq_restarts_on_the_same_port_keeping_durable_messages() {
         .expect("the persistent message survived the restart");
     assert_eq!(message.delivery.data, b"survives");
 }
+
+/// A server's processes outliving its master (nginx's workers finishing a request, a
+/// child ignoring SIGTERM) are stopped with it: nginx workers left behind by earlier
+/// runs still listened on the farm's addresses.
+#[test]
+fn a_daemon_stops_every_process_of_its_group_even_after_its_master_is_gone() {
+    let dir = support::real::scratch("smoke-group");
+    let needle = dir.display().to_string();
+    let child_pid = dir.join("child.pid");
+    let script = "(trap '' TERM; exec sleep 300) & echo $! > child.pid; sleep 301";
+    let daemon = support::real::Daemon::start_until(
+        "group smoke",
+        "sh",
+        &["-c".to_string(), script.to_string(), needle],
+        &dir,
+        || child_pid.exists(),
+    );
+    let pid: u32 = loop {
+        // Written by the shell right after it started the child: wait for the number.
+        if let Ok(Ok(pid)) = std::fs::read_to_string(&child_pid).map(|t| t.trim().parse()) {
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(support::procs::pid_matches(pid, "sleep 300"));
+    drop(daemon);
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        !support::procs::pid_matches(pid, "sleep 300")
+    });
+    assert!(gone, "the child {pid} ignoring SIGTERM outlived its daemon");
+}
