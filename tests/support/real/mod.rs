@@ -68,7 +68,8 @@ impl Daemon {
             .unwrap_or_else(|| panic!("{bin} not found: {REAL_INSTALL_HINT}"));
         let log = dir.join("stdout.log");
         // The group of the server (its PID) is killed, workers included, when the test
-        // process is gone; the needle (our scratch dir) keeps a recycled PID safe.
+        // process is gone; the needle (our scratch dir) keeps a recycled PID safe. Then
+        // whatever still runs in the dir ([`stop_strays`]).
         let watchdog = Watchdog::spawn(
             what,
             &dir.join("watchdog.log"),
@@ -76,6 +77,10 @@ impl Daemon {
 pid=$(cat "$1/daemon.pid" 2>/dev/null)
 if ours "$pid" "$2"; then kill -KILL -- "-$pid" 2>/dev/null; fi
 sweep "$2"
+for p in /proc/[0-9]*; do
+  [ "${p#/proc/}" = "$$" ] && continue
+  [ "$(readlink "$p/cwd" 2>/dev/null)" = "$1" ] && kill -KILL "${p#/proc/}" 2>/dev/null
+done
 tidy "$1"
 "#,
             &[dir.display().to_string(), dir.display().to_string()],
@@ -154,6 +159,27 @@ impl Drop for Daemon {
                 .args(["-KILL", "--", &format!("-{pid}")])
                 .status();
             let _ = self.child.wait();
+        }
+        stop_strays(&self.dir);
+    }
+}
+
+/// Kills the processes still running in `dir` (their working directory) once its
+/// server's master is gone: a worker finishing a request outlives it, or one ignoring
+/// SIGTERM, and nginx's workers rename themselves ("nginx: worker process"), so only
+/// where they run says they are ours. Two were found still listening after a run.
+fn stop_strays(dir: &Path) {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir) {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
         }
     }
 }
