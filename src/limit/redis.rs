@@ -92,7 +92,15 @@ struct View {
     /// When the last hold this worker was told of ends: whether the IP answered since
     /// ([`Limiter::quiet_after_hold`]) is read locally, against `last_ok`.
     held_until: Option<Instant>,
+    /// When an answer was last told to Redis ([`scripts::ANSWERED`]).
+    told: Option<Instant>,
 }
+
+/// Answers from an IP not backed off are told to Redis at most this often by one
+/// worker: before a storm, every worker's `REFUSE` needs only that the IP answered
+/// lately ([`standing::OK_WINDOW`]), and a worker sending many requests to one IP need
+/// not write for each. While it is backed off or held, every answer is told.
+const TELL_EVERY: Duration = Duration::from_secs(1);
 
 impl View {
     /// Whether a Redis call for this key failed at or after `since` and none has
@@ -273,6 +281,7 @@ impl RedisLimiter {
                 fell: None,
                 answered: None,
                 held_until: None,
+                told: None,
             },
             |v| v.level > 0 || recent(v.last_ok) || recent(v.fell),
         );
@@ -770,9 +779,14 @@ impl RedisLimiter {
     async fn fine(&self, key: &str) {
         let now = Instant::now();
         let mut due = false;
-        self.releaser.answered(self.standing_key(key));
+        let mut tell = false;
         self.view(key, |v| {
             v.last_ok = Some(now);
+            let backed_off = v.level > 0 || v.held_until.is_some_and(|u| now < u);
+            tell = backed_off || v.told.is_none_or(|t| now.duration_since(t) >= TELL_EVERY);
+            if tell {
+                v.told = Some(now);
+            }
             due = v.level > 0
                 && v.decay_asked
                     .is_none_or(|t| now.duration_since(t) >= standing::DECAY_AFTER);
@@ -780,6 +794,9 @@ impl RedisLimiter {
                 v.decay_asked = Some(now);
             }
         });
+        if tell {
+            self.releaser.answered(self.standing_key(key));
+        }
         if !due {
             return;
         }

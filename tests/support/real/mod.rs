@@ -175,7 +175,10 @@ fn stop_strays(dir: &Path) {
     };
     for entry in procs.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
             continue;
         };
         if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir) {
