@@ -808,6 +808,22 @@ async fn refused_after_an_answer_after_the_hold(s: &Settings, name: &str) -> Opt
     b.answered(now("one.test"), Signal::ConnectionRefused).await
 }
 
+/// 503s from two.test on `first` and three.test on `second`, neither having had an
+/// answer of its own: the IP is held (level 1).
+async fn refused_by_two_hosts(first: &RedisLimiter, second: &RedisLimiter) -> Refusal {
+    let now = |host| req(host, Duration::ZERO);
+    assert!(first
+        .answered(now("two.test"), Signal::Refused(503))
+        .await
+        .is_none());
+    let r = second
+        .answered(now("three.test"), Signal::Refused(503))
+        .await
+        .expect("two hosts' 503s hold the IP");
+    assert_eq!(r.level, 1);
+    r
+}
+
 /// One burst's 503s reached a worker before the answers to what nginx let through: read
 /// as if the answers had come first, the server refused us right among them, and a
 /// dropped connection after the hold is the ban that followed, for every worker.
@@ -818,16 +834,8 @@ async fn a_ban_follows_a_burst_whose_answers_came_after_its_refusals() {
     let b = limiter(&s, Duration::from_secs(30), "late-b");
     let now = |host| req(host, Duration::ZERO);
     let _ = go(&a, "one.test").await;
-    assert!(a
-        .answered(now("one.test"), Signal::Refused(503))
-        .await
-        .is_none());
-    let r = a
-        .answered(now("two.test"), Signal::Refused(503))
-        .await
-        .expect("two hosts' 503s hold the IP");
-    assert_eq!(r.level, 1);
-    a.answered(now("three.test"), Signal::Fine).await;
+    refused_by_two_hosts(&a, &a).await;
+    a.answered(now("one.test"), Signal::Fine).await;
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let r = b
         .answered(now("four.test"), Signal::TimedOut(Duration::from_secs(1)))
@@ -854,14 +862,7 @@ async fn an_answer_on_one_worker_counts_for_every_workers_reading() {
     let _ = go(&c, "one.test").await;
     c.answered(now("one.test"), Signal::Fine).await;
     tokio::time::sleep(told).await;
-    assert!(a
-        .answered(now("two.test"), Signal::Refused(503))
-        .await
-        .is_none());
-    let r = b
-        .answered(now("three.test"), Signal::Refused(503))
-        .await
-        .expect("two hosts' 503s hold the IP");
+    let r = refused_by_two_hosts(&a, &b).await;
     assert!(
         r.detail.contains("right after it answered us"),
         "{}",
