@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use super::setup::{Bed, DNS_IP};
-use super::{BenchArgs, Kv, CONCURRENCY, SITE_HOSTS, SITE_IPS};
+use super::{BenchArgs, Kv, CONCURRENCY, SITE_HOSTS};
 use crate::util::{self, median, say};
 
 /// Every round's figures, in the order measured.
@@ -97,14 +97,14 @@ pub fn measure(args: &BenchArgs, bed: &Bed) -> Result<Ceilings> {
 /// H and H_tls (wrk against nginx) and D (dnsperf against dnsmasq).
 fn http_and_dns(bed: &Bed, round: &str, c: &mut Ceilings) -> Result<()> {
     c.note_load();
-    let url = format!("http://{}:{}/page?n=1", SITE_IPS[0], bed.site_port);
+    let url = format!("http://{}:{}/page?n=1", bed.site_ips[0], bed.site_port);
     say!("H ({round}): wrk -t2 -c16 -d5s -H 'Connection: close' {url}");
     let (rate, cpu, errors) = wrk(&url, &bed.tmp.join("wrk.out"))?;
     c.hs.push(rate);
     c.h_cpus.push(cpu);
     say!("   H = {rate:.0} requests/s {errors}");
     c.note_load();
-    let url = format!("https://{}:{}/page?n=1", SITE_IPS[0], bed.tls_port);
+    let url = format!("https://{}:{}/page?n=1", bed.site_ips[0], bed.tls_port);
     say!("H_tls ({round}): wrk -t2 -c16 -d5s -H 'Connection: close' {url} (a full handshake each)");
     let (rate, cpu, _) = wrk(&url, &bed.tmp.join("wrk-tls.out"))?;
     c.hts.push(rate);

@@ -51,20 +51,24 @@ pub struct BenchArgs {
     /// before/after run (default: target/release/picket, built first).
     #[arg(long, value_name = "PATH")]
     pub picket: Option<PathBuf>,
+    /// The loopback addresses the sites are spread over (1 to 1000): 8 by default,
+    /// a fleet's shape (each IP asked a few times, its limiter state fresh) with more.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub ips: u64,
 }
 
-/// Targets of the worker run: nginx on these loopback addresses, reached
-/// through `SITE_HOSTS` host names (dns.static), each name one address.
-const SITE_IPS: [&str; 8] = [
-    "127.0.3.1",
-    "127.0.3.2",
-    "127.0.3.3",
-    "127.0.3.4",
-    "127.0.3.5",
-    "127.0.3.6",
-    "127.0.3.7",
-    "127.0.3.8",
-];
+/// Targets of the worker run: nginx on `n` loopback addresses, reached through
+/// `SITE_HOSTS` host names (dns.static), each name one address: 127.0.3.1 to
+/// 127.0.3.8 for up to 8, else 127.10.x.y (clear of the hold run's 127.0.4.x and
+/// dnsmasq's 127.0.5.1).
+fn site_ips(n: u64) -> Vec<String> {
+    if n <= 8 {
+        return (1..=n).map(|i| format!("127.0.3.{i}")).collect();
+    }
+    (0..n)
+        .map(|i| format!("127.10.{}.{}", i / 250, i % 250 + 1))
+        .collect()
+}
 const SITE_HOSTS: usize = 1000;
 /// The worker's concurrency in the main run; probe.concurrency = amqp.prefetch.
 const CONCURRENCY: u64 = 512;

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use testbed::procs::Guard;
 use testbed::{RabbitServer, RedisServer};
 
-use super::{BenchArgs, Bins, CONCURRENCY, SITE_HOSTS, SITE_IPS};
+use super::{site_ips, BenchArgs, Bins, CONCURRENCY, SITE_HOSTS};
 use crate::util::{self, say};
 
 /// dnsmasq's address for the DNS run.
@@ -26,6 +26,8 @@ pub struct Bed {
     /// Open files for every process we start: 65536, or the hard limit when
     /// that is lower (raising it needs privileges a container may lack).
     pub nofile: u64,
+    /// The sites' addresses (`--ips`).
+    pub site_ips: Vec<String>,
     pub site_port: u16,
     pub tls_port: u16,
     pub dns_port: u16,
@@ -49,12 +51,15 @@ impl Bed {
         // The broker boots (seconds) while nginx and dnsmasq are set up.
         let rabbit = std::thread::spawn(RabbitServer::launch);
         let redis = RedisServer::launch().map_err(|e| anyhow!("starting redis-server: {e}"))?;
-        let site_port = pick_port(&SITE_IPS)?;
-        let tls_port = pick_port(&SITE_IPS)?;
+        let ips = site_ips(args.ips);
+        let site_ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+        let site_port = pick_port(&site_ips)?;
+        let tls_port = pick_port(&site_ips)?;
         make_certs(tmp)?;
-        let (nginx, nginx_bin, page_bytes) = start_nginx(tmp, nofile, site_port, tls_port)?;
+        let (nginx, nginx_bin, page_bytes) =
+            start_nginx(tmp, nofile, (site_port, tls_port), &site_ips)?;
         let dns_port = pick_port(&[DNS_IP])?;
-        let dnsmasq = start_dnsmasq(tmp, dns_port)?;
+        let dnsmasq = start_dnsmasq(tmp, dns_port, &site_ips)?;
         let rabbit = rabbit
             .join()
             .map_err(|_| anyhow!("starting RabbitMQ panicked"))?
@@ -72,6 +77,7 @@ impl Bed {
             ceiling: bins.ceiling.clone(),
             threads: args.threads,
             nofile,
+            site_ips: ips,
             site_port,
             tls_port,
             dns_port,
@@ -113,7 +119,7 @@ impl Bed {
             CONCURRENCY,
             "site",
             SITE_HOSTS,
-            &SITE_IPS,
+            &self.site_ips,
         );
         fs::write(&self.conf, &site)?;
         let ca = self.tmp.join("ca.pem");
@@ -128,7 +134,7 @@ impl Bed {
             CONCURRENCY,
             "site",
             0,
-            &SITE_IPS,
+            &self.site_ips,
         );
         fs::write(
             &self.dns_conf,
@@ -151,7 +157,7 @@ impl Bed {
         max_inflight: u64,
         prefix: &str,
         hosts: usize,
-        ips: &[&str],
+        ips: &[String],
     ) -> String {
         let mut text = format!(
             r#"# Written by cargo xtask bench. Keys not set here keep their defaults.
@@ -318,9 +324,10 @@ fn page() -> String {
 fn start_nginx(
     tmp: &Path,
     nofile: u64,
-    site_port: u16,
-    tls_port: u16,
+    (site_port, tls_port): (u16, u16),
+    ips: &[&str],
 ) -> Result<(Guard, PathBuf, usize)> {
+    let last = ips.last().copied().context("no site address")?;
     let ng = tmp.join("nginx");
     fs::create_dir_all(ng.join("html"))?;
     fs::create_dir_all(ng.join("tmp"))?;
@@ -329,7 +336,7 @@ fn start_nginx(
     let page = page();
     fs::write(ng.join("html/page.html"), &page)?;
     chmod(&ng.join("html/page.html"), 0o644)?;
-    let listen: String = SITE_IPS
+    let listen: String = ips
         .iter()
         .map(|ip| format!("        listen {ip}:{site_port}; listen {ip}:{tls_port} ssl;\n"))
         .collect();
@@ -342,9 +349,10 @@ fn start_nginx(
     let bin = testbed::procs::find_binary("nginx", &["/usr/sbin"])
         .context("nginx not found (scripts/deps --bench installs it)")?;
     say!(
-        "starting nginx on {}..{}:{site_port} (page: {} bytes)",
-        SITE_IPS[0],
-        SITE_IPS[7],
+        "starting nginx on {} addresses, {}..{}:{site_port} (page: {} bytes)",
+        ips.len(),
+        ips[0],
+        last,
         page.len()
     );
     let log = ng.join("nginx.log");
@@ -359,7 +367,7 @@ fn start_nginx(
         .map_err(anyhow::Error::msg)?;
     nginx
         .wait_ready(&log, Duration::from_secs(15), || {
-            util::listening(SITE_IPS[7], site_port)
+            util::listening(last, site_port)
         })
         .map_err(anyhow::Error::msg)?;
     Ok((nginx, bin, page.len()))
@@ -367,9 +375,9 @@ fn start_nginx(
 
 /// dnsmasq for the DNS run: authoritative for bench.test (AAAA gets NODATA,
 /// as from a real server), TTL 0 so that every probe's name is asked.
-fn start_dnsmasq(tmp: &Path, port: u16) -> Result<Guard> {
+fn start_dnsmasq(tmp: &Path, port: u16, ips: &[&str]) -> Result<Guard> {
     let hosts: String = (0..SITE_HOSTS)
-        .map(|k| format!("{} site{k}.bench.test\n", SITE_IPS[k % SITE_IPS.len()]))
+        .map(|k| format!("{} site{k}.bench.test\n", ips[k % ips.len()]))
         .collect();
     let hosts_file = tmp.join("dns.hosts");
     fs::write(&hosts_file, hosts)?;

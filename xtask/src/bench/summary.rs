@@ -98,11 +98,16 @@ fn header(s: &mut String, args: &BenchArgs, bed: &Bed, c: &Ceilings) {
     let _ = write!(shared, "; load average before them {}", c.load_start);
     let _ = writeln!(
         s,
-        "### Run of {now}: `scripts/bench --jobs {} --inflight {} --rounds {} --threads {}{}`\n",
+        "### Run of {now}: `scripts/bench --jobs {} --inflight {} --rounds {} --threads {}{}{}`\n",
         args.jobs,
         args.inflight,
         args.rounds,
         args.threads,
+        if args.ips == 8 {
+            String::new()
+        } else {
+            format!(" --ips {}", args.ips)
+        },
         args.picket
             .as_ref()
             .map(|p| format!(" --picket {}", p.display()))

@@ -12,7 +12,7 @@ use testbed::procs::Guard;
 
 use super::ceilings::{job_url, Ceilings};
 use super::setup::{pick_port, picket_check, Bed};
-use super::{BenchArgs, Kv, SITE_HOSTS, SITE_IPS};
+use super::{BenchArgs, Kv, SITE_HOSTS};
 use crate::util::{self, median, say};
 
 /// The in-flight run's targets: the helper's hold server on these addresses
@@ -127,7 +127,7 @@ fn main_rounds(args: &BenchArgs, bed: &Bed, c: &mut Ceilings, watch: &[String]) 
     };
     for r in 1..=args.rounds {
         c.note_load();
-        let (jobs, ips) = (args.jobs, SITE_IPS.len());
+        let (jobs, ips) = (args.jobs, bed.site_ips.len());
         say!("worker run ({r}/{}): {jobs} jobs over {SITE_HOSTS} host names on {ips} nginx addresses", args.rounds);
         let name = format!("main{r}");
         let (m, _) = worker_run(
@@ -504,7 +504,7 @@ fn inflight_run(bed: &mut Bed, n: u64, mut watch: Vec<String>) -> Result<Infligh
     let config = bed.tmp.join("inflight.toml");
     fs::write(
         &config,
-        bed.config(n, listen, n, n, "hold", HOLD_HOSTS, &ip_refs),
+        bed.config(n, listen, n, n, "hold", HOLD_HOSTS, &ips),
     )?;
     let url = format!("http://hold{{k}}.bench.test:{port}/hold?n={{i}}");
     let spec = Spec::new("inflight", &config, n, &url, HOLD_HOSTS);
