@@ -1077,6 +1077,46 @@ async fn time_in_a_delaying_limits_queue_is_not_the_sites() {
     );
 }
 
+/// The same queue filled by several workers at once: a slow answer asked again alone
+/// must wait for every worker's requests to the IP, not only its own process's, or
+/// its second request waits behind the others' in nginx's queue and reads slow again.
+/// Shown first with four workers of three hosts each sharing the limiter (each worker
+/// sees only its own requests in flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_in_a_delaying_limits_queue_filled_by_other_workers_is_not_the_sites() {
+    let ip = "127.0.12.28";
+    let site = Site {
+        ip: ip.into(),
+        rate: 2,
+        burst: 12,
+        nodelay: false,
+        conn: 16,
+        status: 503,
+        hosts: names("queuedby4", 12),
+    };
+    let nginx = Nginx::start(std::slice::from_ref(&site));
+    let probe = "timeout = \"8s\"\nmax_latency = \"1500ms\"\n";
+    let prefix = unique("real");
+    let s = settings_of_worker(&prefix, &over_the_limit(&site.hosts, ip, probe, "2s", ""));
+    let urls = urls_of(&site.hosts, nginx.port);
+    let workers = urls.chunks(3).map(|some| {
+        let (engine, some) = (engine(&s), some.to_vec());
+        async move { round(&engine, &some).await }
+    });
+    let reports: Vec<Report> = futures_util::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let delayed = reports.iter().filter(|r| r.verdict != Verdict::Up).count();
+    assert_eq!(
+        delayed,
+        0,
+        "sites answering at once taken for slow:\n{}",
+        each_line(&reports)
+    );
+}
+
 /// Each report as "url verdict/reason: detail", one a line.
 fn each_line(reports: &[Report]) -> String {
     reports
