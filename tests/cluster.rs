@@ -108,6 +108,7 @@ async fn limiter_on_a_cluster_grants_at_the_shared_rate_per_ip() {
                     max_wait: Duration::from_secs(10),
                     max_pause: Duration::from_secs(10),
                     line: picket::limit::Line::Outside,
+                    alone: None,
                 };
                 match limiter.acquire(req).await {
                     Grant::Go(p) => waits.push(p.waited),
@@ -234,6 +235,7 @@ fn callers(
                     max_wait: Duration::from_secs(20),
                     max_pause: Duration::from_secs(20),
                     line: picket::limit::Line::Outside,
+                    alone: None,
                 };
                 if let Grant::Go(_) = limiter.acquire(req).await {
                     grants.lock().expect("grants").push(Instant::now());

@@ -33,6 +33,7 @@ fn req(host: &str, max_wait: Duration) -> Request<'_> {
         max_wait,
         max_pause: max_wait,
         line: picket::limit::Line::Outside,
+        alone: None,
     }
 }
 
@@ -184,6 +185,61 @@ async fn a_backed_off_ip_has_one_request_in_flight_across_workers() {
     );
     drop(first);
     let _ = go(&b, "two.test").await;
+}
+
+/// A request asked alone (a slow answer's confirmation) waits until no other request
+/// to its IP is out, any worker's: another worker's request still in a limit's queue
+/// would delay it as much as one of ours. Any request booked beside another worker's
+/// is told so (`Permit::beside`), and one asked alone that waited as long as it may
+/// goes beside them all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_asked_alone_waits_for_every_workers_requests_to_its_ip() {
+    let s = settings(1000.0, 1000, 8);
+    let a = limiter(&s, Duration::from_secs(30), "alone-a");
+    let b = limiter(&s, Duration::from_secs(30), "alone-b");
+    let first = go(&a, "one.test").await;
+    assert_eq!(first.beside, 0, "nothing else was out");
+    let second = go(&b, "two.test").await;
+    assert_eq!(second.beside, 1, "the other worker's request was out");
+    let alone = |host, for_| Request {
+        alone: Some(for_),
+        ..req(host, Duration::from_secs(30))
+    };
+    let start = Instant::now();
+    let back = async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(second);
+    };
+    let (grant, ()) = tokio::join!(
+        b.acquire(alone("three.test", Duration::from_secs(20))),
+        back
+    );
+    let waited = start.elapsed();
+    let Grant::Go(lone) = grant else {
+        panic!("a request asked alone was not let go")
+    };
+    assert!(
+        waited >= Duration::from_millis(600),
+        "asked alone after {waited:?}, beside the other worker's request"
+    );
+    assert_eq!(lone.beside, 0);
+    // Another asked alone waits behind it, up to its time, then goes beside it.
+    let start = Instant::now();
+    let Grant::Go(late) = a
+        .acquire(alone("four.test", Duration::from_millis(400)))
+        .await
+    else {
+        panic!("a request asked alone past its time was not let go")
+    };
+    let waited = start.elapsed();
+    // Polled at most every 100 ms, it goes within one poll of its time.
+    assert!(
+        waited >= Duration::from_millis(300),
+        "went after {waited:?} beside one asked alone"
+    );
+    assert_eq!(late.beside, 1, "it went beside the one asked alone");
 }
 
 /// A request that may not wait out a site's long pause (`max_pause`: `picket check`'s
@@ -1327,6 +1383,7 @@ async fn a_worker_back_on_redis_never_adds_to_what_its_fallback_has_in_flight() 
         max_wait,
         max_pause: max_wait,
         line: picket::limit::Line::Outside,
+        alone: None,
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -339,7 +339,7 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Result<AtAddress, Outcome> {
         let mut permit = self.permit(probe, host, addr.ip(), obs).await?;
-        let sending = self.sending(probe, addr.ip(), obs).await;
+        let sending = self.sending(probe, addr.ip(), &permit, obs).await;
         self.wait_out_a_tarpit(probe, addr.ip(), obs);
         let remaining = probe.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -402,16 +402,18 @@ impl HttpProber {
 
     /// The request's place among ours in flight to `ip`: asked alone when the plan says
     /// so (waiting for ours to come back is our time, not the site's, at most the
-    /// probe's time), else noting whether others of ours were out beside it.
+    /// probe's time), else noting whether others of ours were out beside it, this
+    /// process's or, as its `permit` was booked, any worker's.
     async fn sending(
         &self,
         probe: &mut Probe<'_>,
         ip: IpAddr,
+        permit: &Permit,
         obs: &mut Observation,
     ) -> Sending<'_> {
         if !probe.plan.alone {
             let (sending, others) = self.in_flight.send(ip, probe.index);
-            obs.beside_ours |= others > 0;
+            obs.beside_ours |= others > 0 || permit.beside > 0;
             return sending;
         }
         let began = Instant::now();
@@ -421,9 +423,10 @@ impl HttpProber {
         obs.queued += waited;
         probe.deadline += waited;
         obs.notes.push(format!(
-            "asked alone, once our other requests to {ip} had come back ({} ms later): a \
-             limit queueing what comes too fast answers late what is asked beside others",
-            waited.as_millis()
+            "asked alone, once no other request of ours to {ip} was out, any worker's \
+             ({} ms later): a limit queueing what comes too fast answers late what is \
+             asked beside others",
+            (waited + permit.waited).as_millis()
         ));
         sending
     }
@@ -465,18 +468,26 @@ impl HttpProber {
         ip: IpAddr,
         obs: &mut Observation,
     ) -> Result<Permit, Outcome> {
+        let max_wait = probe
+            .plan
+            .max_wait
+            .map_or(WAIT_WITHOUT_DEFERRAL, |w| w.saturating_sub(obs.queued));
         let request = Request {
             ip,
             host,
             egress: &probe.egress.name,
-            max_wait: probe
-                .plan
-                .max_wait
-                .map_or(WAIT_WITHOUT_DEFERRAL, |w| w.saturating_sub(obs.queued)),
+            max_wait,
             // A job that cannot be deferred (`picket check`) waits out our own limit for
             // as long as a list needs, but not a site's pause longer than a probe takes.
             max_pause: probe.plan.max_wait.unwrap_or(probe.plan.timeout),
             line: std::mem::take(&mut probe.line),
+            // Waiting for every worker's requests to come back is ours, like the local
+            // wait in `sending`: at most a probe's time, and never so long that the
+            // booking after it would be deferred.
+            alone: probe
+                .plan
+                .alone
+                .then(|| probe.plan.timeout.min(max_wait / 2)),
         };
         let asked = Instant::now();
         let grant = if probe.slot_in_hand {

@@ -542,6 +542,7 @@ mod tests {
             max_wait,
             max_pause: max_wait,
             line: crate::limit::Line::Outside,
+            alone: None,
         }
     }
 
@@ -797,6 +798,7 @@ mod defaults_against_defences {
                 max_wait: Duration::from_secs(600),
                 max_pause: Duration::from_secs(600),
                 line: crate::limit::Line::Outside,
+                alone: None,
             };
             match l.acquire(req).await {
                 Grant::Go(_) => times.push(t0.elapsed()),
@@ -861,6 +863,7 @@ mod retry_after_per_host {
             max_wait: Duration::from_secs(60),
             max_pause: Duration::from_secs(60),
             line: crate::limit::Line::Outside,
+            alone: None,
         }
     }
 

@@ -47,6 +47,11 @@ pub struct Request<'a> {
     pub max_pause: Duration,
     /// Where its job stands in the IP's line of deferred jobs.
     pub line: Line,
+    /// Asked alone (a slow answer's confirmation, `Plan::alone`): booked only once no
+    /// other request to its IP is out, any worker's, waiting for that at most this
+    /// long; then booked beside them like any request. A limiter that sees only this
+    /// process's requests leaves it to the prober's own count.
+    pub alone: Option<Duration>,
 }
 
 impl<'a> Request<'a> {
@@ -60,6 +65,7 @@ impl<'a> Request<'a> {
             max_wait: Duration::ZERO,
             max_pause: Duration::ZERO,
             line: Line::Outside,
+            alone: None,
         }
     }
 }
@@ -105,6 +111,10 @@ pub struct Permit {
     /// whichever worker had that: a limit counting requests per second that our pace
     /// is over may hold it (`Signal::HeldAtOurPace`).
     pub at_our_pace: bool,
+    /// Requests to its IP that were out when it was booked, any worker's (this
+    /// process's among them): it may wait behind them in a limit's queue. 0 from a
+    /// limiter that sees only this process (the prober counts its own).
+    pub beside: u32,
     _slot: Option<Box<dyn Send + Sync>>,
 }
 
@@ -114,6 +124,7 @@ impl Permit {
         Permit {
             waited,
             at_our_pace: false,
+            beside: 0,
             _slot: Some(slot),
         }
     }
@@ -126,6 +137,7 @@ impl Permit {
         Permit {
             waited: Duration::ZERO,
             at_our_pace: false,
+            beside: 0,
             _slot: None,
         }
     }
@@ -333,6 +345,7 @@ mod tests {
             max_wait: Duration::from_secs(1),
             max_pause: Duration::from_secs(1),
             line: crate::limit::Line::Outside,
+            alone: None,
         }
     }
 

@@ -123,12 +123,14 @@ struct Shadow {
 enum Booking {
     /// A slot, usable after `wait`; the IP's back-off level; whether the host refused
     /// again after holds (an answer from it then mends it); whether the slot is at our
-    /// pace (`Permit::at_our_pace`).
+    /// pace (`Permit::at_our_pace`); the requests to the IP out beside it, any
+    /// worker's (`Permit::beside`).
     Booked {
         wait: Duration,
         level: i64,
         again: bool,
         paced: bool,
+        beside: u32,
     },
     /// Nothing booked: the rate allows no slot within the wait; the job's place in
     /// the IP's line of deferred jobs is this far ahead.
@@ -144,15 +146,19 @@ enum Booking {
 }
 
 impl Booking {
-    /// The script's answer: (code, wait ms, back-off level, refusing again, paced).
-    fn of((code, wait_ms, level, again, paced): (i64, u64, i64, i64, i64)) -> Booking {
-        let wait = Duration::from_millis(wait_ms);
+    /// The script's answer: (code, wait ms, back-off level, refusing again, paced,
+    /// out beside), the last only when booked.
+    fn of(answer: Vec<i64>) -> Booking {
+        let at = |i: usize| answer.get(i).copied().unwrap_or(0);
+        let (code, level) = (at(0), at(2));
+        let wait = Duration::from_millis(at(1).max(0).unsigned_abs());
         match code {
             1 => Booking::Booked {
                 wait,
                 level,
-                again: again == 1,
-                paced: paced == 1,
+                again: at(3) == 1,
+                paced: at(4) == 1,
+                beside: u32::try_from(at(5)).unwrap_or(0),
             },
             -1 => Booking::TooLong(wait),
             -2 => Booking::Paused(wait),
@@ -655,7 +661,8 @@ impl RedisLimiter {
             })
             .arg(super::LINE_GRACE.as_millis() as u64)
             .arg(req.max_pause.min(left).as_millis() as u64)
-            .arg(super::PACE_WINDOW.as_millis() as u64);
+            .arg(super::PACE_WINDOW.as_millis() as u64)
+            .arg(u8::from(req.alone.is_some()));
         self.call(inv).await.map(Booking::of)
     }
 
@@ -988,7 +995,7 @@ impl RedisLimiter {
     /// Books `req` in Redis, polling while the IP's in-flight cap is full; `waited` is
     /// what it waited before. Should Redis fail, the way goes on to the fallback with
     /// the wait so far.
-    async fn through_redis(&self, req: Request<'_>, key: &str, mut waited: Duration) -> Way {
+    async fn through_redis(&self, mut req: Request<'_>, key: &str, mut waited: Duration) -> Way {
         let start = Instant::now();
         let mut id = self.lease_id();
         let mut pause = Duration::from_millis(10);
@@ -1010,6 +1017,7 @@ impl RedisLimiter {
                     level,
                     again,
                     paced,
+                    beside,
                 } => {
                     self.view(key, |v| {
                         v.level = level;
@@ -1025,7 +1033,11 @@ impl RedisLimiter {
                     let taken = self.take(req, key, booked, wait, since, &mut may_miss);
                     match taken.await {
                         Some(Way::Granted(Grant::Go(permit))) => {
-                            return Way::Granted(Grant::Go(permit.paced(paced)))
+                            let permit = Permit {
+                                beside,
+                                ..permit.paced(paced)
+                            };
+                            return Way::Granted(Grant::Go(permit));
                         }
                         Some(way) => return way,
                         // A hold began while it waited (book again, and meet it), or
@@ -1042,7 +1054,16 @@ impl RedisLimiter {
                 }
                 Booking::Full => {
                     // In-flight cap reached: poll, backing off a little, until a
-                    // lease frees or the wait is no longer acceptable.
+                    // lease frees or the wait is no longer acceptable. A request
+                    // asked alone that waited as long as it may goes beside the
+                    // others all the same (a busy IP may never be free of requests).
+                    if req
+                        .alone
+                        .is_some_and(|alone| start.elapsed() + pause > alone)
+                    {
+                        req.alone = None;
+                        continue;
+                    }
                     if start.elapsed() + pause > req.max_wait {
                         return Way::Granted(Grant::Defer(req.max_wait));
                     }
@@ -1089,6 +1110,7 @@ mod tests {
             max_wait: Duration::from_secs(10),
             max_pause: Duration::from_secs(10),
             line: crate::limit::Line::Outside,
+            alone: None,
         };
         let start = Instant::now();
         let mut waits = Vec::new();

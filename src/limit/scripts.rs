@@ -31,11 +31,13 @@
 /// 2: the first of a job back for its place, 3: the same on its last deferral, which
 /// takes no new place), grace_ms (see `…:queue` above), max_pause_ms (the longest
 /// pause the host asked for, `Retry-After`, that is waited out; a hold of ours is waited
-/// out up to max_wait_ms), pace_window_ms (`limit::PACE_WINDOW`).
-/// Returns {1, wait_ms, level, again, paced} booked, again 1 when the host refused again
+/// out up to max_wait_ms), pace_window_ms (`limit::PACE_WINDOW`), alone (1: booked only
+/// when the in-flight set holds no other lease, `Request::alone`).
+/// Returns {1, wait_ms, level, again, paced, out} booked, again 1 when the host refused again
 /// after holds (field `a:<host>`: an answer from it mends it, [`MENDED`]), paced 1 when
 /// the IP is backed off and the slot comes within pace_window_ms of the one before
-/// (field `sent`, kept while backed off: `Permit::at_our_pace`); {-1, wait_ms, level,
+/// (field `sent`, kept while backed off: `Permit::at_our_pace`), out the leases of the
+/// IP's set beside the new one, any worker's (`Permit::beside`); {-1, wait_ms, level,
 /// 0, 0} would wait too long (nothing booked; wait_ms is the job's place in the key's
 /// line of deferred jobs, kept when it is no further than max_defer_ms); {0, 0, level,
 /// 0, 0} in-flight cap reached (nothing booked); {2, wait_ms, 0, 0, 0} the host is held
@@ -111,8 +113,9 @@ if wait > tonumber(ARGV[4]) or (ARGV[11] == '1' and live) then
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local cap = tonumber(ARGV[3])
-if level > 0 then cap = 1 end
-if redis.call('ZCARD', KEYS[2]) >= cap then
+if level > 0 or ARGV[15] == '1' then cap = 1 end
+local out = redis.call('ZCARD', KEYS[2])
+if out >= cap then
   return {0, 0, level, 0, 0}
 end
 redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
@@ -132,7 +135,7 @@ if level > 0 then
   if slot - tonumber(st[6] or '-1e18') < tonumber(ARGV[14]) - 1 then paced = 1 end
   redis.call('HSET', KEYS[3], 'sent', string.format('%.3f', slot))
 end
-return {1, math.ceil(wait), level, again, paced}
+return {1, math.ceil(wait), level, again, paced, out}
 ";
 
 /// Whether a hold runs now on a host or its IP: the host's (asked or ours), the IP's

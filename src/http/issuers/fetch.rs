@@ -187,6 +187,7 @@ impl HttpProber {
             max_wait: time,
             max_pause: time,
             line: crate::limit::Line::Outside,
+            alone: None,
         };
         let Grant::Go(permit) = self.limiter.acquire(request).await else {
             return Err(Failure::Ours(format!(
