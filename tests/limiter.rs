@@ -242,6 +242,36 @@ async fn a_request_asked_alone_waits_for_every_workers_requests_to_its_ip() {
     assert_eq!(late.beside, 1, "it went beside the one asked alone");
 }
 
+/// A request booked right after ours by another worker may reach the server first: a
+/// slow answer asks whether any was (`Limiter::booked_since`), and a request booked
+/// after ours, any worker's, says so; none booked since, or the IP's schedule gone
+/// idle, says not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_booked_after_ours_by_another_worker_is_seen_from_ours() {
+    let s = settings(1000.0, 1000, 8);
+    let a = limiter(&s, Duration::from_secs(30), "since-a");
+    let b = limiter(&s, Duration::from_secs(30), "since-b");
+    let ours = go(&a, "one.test").await;
+    let booked = ours
+        .booked
+        .expect("the shared limiter tells where it booked");
+    let now = |host| req(host, Duration::ZERO);
+    assert!(
+        !a.booked_since(now("one.test"), booked).await,
+        "nothing was booked after ours"
+    );
+    let _theirs = go(&b, "two.test").await;
+    assert!(
+        a.booked_since(now("one.test"), booked).await,
+        "another worker's request booked after ours was not seen"
+    );
+    // Idle for longer than the schedule is kept: nothing booked since.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let later = go(&b, "two.test").await.booked.expect("booked");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!b.booked_since(now("two.test"), later).await);
+}
+
 /// A request that may not wait out a site's long pause (`max_pause`: `picket check`'s
 /// probe time) is answered at once when the host asked for it, but waits for a hold of
 /// ours (after a burst) like for the rate, in every worker that shares the limit.

@@ -356,6 +356,11 @@ impl HttpProber {
             .await?;
         // Out no longer: a request asked again below counts anew.
         obs.beside_ours |= sending.came_back() && !probe.plan.alone;
+        if result.is_ok() && !obs.beside_ours && !probe.plan.alone {
+            obs.beside_ours = self
+                .booked_beside(probe, (host, addr.ip()), &permit, ready)
+                .await;
+        }
         // Our own question to the egress gave the request that much more time.
         probe.deadline += obs.checking.saturating_sub(checked);
         let e = match result {
@@ -398,6 +403,27 @@ impl HttpProber {
         let mut allowed = Allowed::new(remaining, probe.plan.connect_timeout, https, obs);
         allowed.at_our_pace = at_our_pace;
         Ok(AtAddress::Failed(e, asked.elapsed(), allowed))
+    }
+
+    /// Whether an answer slower than the job's `max_latency` may have waited behind
+    /// another worker's request booked right after it, which reached the server first
+    /// ([`Limiter::booked_since`]). Only a slow answer asks: a healthy one costs no
+    /// call to the shared limiter.
+    async fn booked_beside(
+        &self,
+        probe: &Probe<'_>,
+        (host, ip): (&str, IpAddr),
+        permit: &Permit,
+        ready: Instant,
+    ) -> bool {
+        let (Some(booked), Some(limit)) = (permit.booked, probe.plan.expect.max_latency_ms) else {
+            return false;
+        };
+        if ready.elapsed() <= Duration::from_millis(limit) {
+            return false;
+        }
+        let req = Request::sent(ip, host, &probe.egress.name);
+        self.limiter.booked_since(req, booked).await
     }
 
     /// The request's place among ours in flight to `ip`: asked alone when the plan says

@@ -115,6 +115,10 @@ pub struct Permit {
     /// process's among them): it may wait behind them in a limit's queue. 0 from a
     /// limiter that sees only this process (the prober counts its own).
     pub beside: u32,
+    /// Where its booking left the IP's schedule (µs, the shared limiter's arrival
+    /// time): any later booking moves it on ([`Limiter::booked_since`]). `None` from
+    /// a limiter that sees only this process.
+    pub booked: Option<u64>,
     _slot: Option<Box<dyn Send + Sync>>,
 }
 
@@ -125,6 +129,7 @@ impl Permit {
             waited,
             at_our_pace: false,
             beside: 0,
+            booked: None,
             _slot: Some(slot),
         }
     }
@@ -138,6 +143,7 @@ impl Permit {
             waited: Duration::ZERO,
             at_our_pace: false,
             beside: 0,
+            booked: None,
             _slot: None,
         }
     }
@@ -204,6 +210,15 @@ pub trait Limiter: Send + Sync {
     fn quiet_after_hold(&self, req: &Request<'_>) -> bool {
         let _ = req;
         false
+    }
+
+    /// Whether another request to `req`'s IP was booked after the permit that left
+    /// its schedule at `booked` ([`Permit::booked`]), any worker's: one booked right
+    /// after ours may reach the server first, and ours waits behind it in a limit's
+    /// queue. Asked about a slow answer only; `true` when it cannot be told.
+    fn booked_since<'a>(&'a self, req: Request<'a>, booked: u64) -> BoxFuture<'a, bool> {
+        let _ = (req, booked);
+        Box::pin(async { true })
     }
 
     /// How `req`'s IP answered. `Some` when the answer is taken for a refusal of *us*

@@ -124,13 +124,14 @@ enum Booking {
     /// A slot, usable after `wait`; the IP's back-off level; whether the host refused
     /// again after holds (an answer from it then mends it); whether the slot is at our
     /// pace (`Permit::at_our_pace`); the requests to the IP out beside it, any
-    /// worker's (`Permit::beside`).
+    /// worker's (`Permit::beside`); where it left the IP's schedule (`Permit::booked`).
     Booked {
         wait: Duration,
         level: i64,
         again: bool,
         paced: bool,
         beside: u32,
+        booked: u64,
     },
     /// Nothing booked: the rate allows no slot within the wait; the job's place in
     /// the IP's line of deferred jobs is this far ahead.
@@ -147,7 +148,7 @@ enum Booking {
 
 impl Booking {
     /// The script's answer: (code, wait ms, back-off level, refusing again, paced,
-    /// out beside), the last only when booked.
+    /// out beside, booked µs), the last two only when booked.
     fn of(answer: Vec<i64>) -> Booking {
         let at = |i: usize| answer.get(i).copied().unwrap_or(0);
         let (code, level) = (at(0), at(2));
@@ -159,6 +160,7 @@ impl Booking {
                 again: at(3) == 1,
                 paced: at(4) == 1,
                 beside: u32::try_from(at(5)).unwrap_or(0),
+                booked: at(6).max(0).unsigned_abs(),
             },
             -1 => Booking::TooLong(wait),
             -2 => Booking::Paused(wait),
@@ -176,6 +178,10 @@ struct Switches {
     fell: Option<Instant>,
     returned: Option<Instant>,
 }
+
+/// What the arrival time's two forms (stored to the µs, told to the caller rounded
+/// down) may differ by, µs; any booking moves it on by a whole interval.
+const BOOKED_SLACK_US: f64 = 2.0;
 
 /// The per-IP limiter shared by all workers through Redis.
 pub struct RedisLimiter {
@@ -894,6 +900,29 @@ impl Limiter for RedisLimiter {
         })
     }
 
+    fn booked_since<'a>(&'a self, req: Request<'a>, booked: u64) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let (tat, _) = self.keys(&self.rules.key(&req));
+            let read = async {
+                let mut conn = self.pool.get().await.ok()?;
+                redis::cmd("GET")
+                    .arg(&tat)
+                    .query_async::<Option<String>>(&mut conn)
+                    .await
+                    .ok()
+            };
+            match tokio::time::timeout(self.timeout, read).await {
+                // Gone: nothing was booked since (a booking sets it again, later).
+                Ok(Some(None)) => false,
+                Ok(Some(Some(now))) => now
+                    .parse::<f64>()
+                    .map_or(true, |ms| ms * 1000.0 > booked as f64 + BOOKED_SLACK_US),
+                // Unknown: as if booked, so a slow answer is asked again alone.
+                _ => true,
+            }
+        })
+    }
+
     fn acquire<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Grant> {
         Box::pin(async move {
             let key = self.rules.key(&req);
@@ -1018,6 +1047,7 @@ impl RedisLimiter {
                     again,
                     paced,
                     beside,
+                    booked: schedule,
                 } => {
                     self.view(key, |v| {
                         v.level = level;
@@ -1035,6 +1065,7 @@ impl RedisLimiter {
                         Some(Way::Granted(Grant::Go(permit))) => {
                             let permit = Permit {
                                 beside,
+                                booked: Some(schedule),
                                 ..permit.paced(paced)
                             };
                             return Way::Granted(Grant::Go(permit));

@@ -33,11 +33,12 @@
 /// pause the host asked for, `Retry-After`, that is waited out; a hold of ours is waited
 /// out up to max_wait_ms), pace_window_ms (`limit::PACE_WINDOW`), alone (1: booked only
 /// when the in-flight set holds no other lease, `Request::alone`).
-/// Returns {1, wait_ms, level, again, paced, out} booked, again 1 when the host refused again
+/// Returns {1, wait_ms, level, again, paced, out, booked} booked, again 1 when the host refused again
 /// after holds (field `a:<host>`: an answer from it mends it, [`MENDED`]), paced 1 when
 /// the IP is backed off and the slot comes within pace_window_ms of the one before
 /// (field `sent`, kept while backed off: `Permit::at_our_pace`), out the leases of the
-/// IP's set beside the new one, any worker's (`Permit::beside`); {-1, wait_ms, level,
+/// IP's set beside the new one, any worker's (`Permit::beside`), booked the arrival time
+/// it left in µs (`Permit::booked`); {-1, wait_ms, level,
 /// 0, 0} would wait too long (nothing booked; wait_ms is the job's place in the key's
 /// line of deferred jobs, kept when it is no further than max_defer_ms); {0, 0, level,
 /// 0, 0} in-flight cap reached (nothing booked); {2, wait_ms, 0, 0, 0} the host is held
@@ -135,7 +136,7 @@ if level > 0 then
   if slot - tonumber(st[6] or '-1e18') < tonumber(ARGV[14]) - 1 then paced = 1 end
   redis.call('HSET', KEYS[3], 'sent', string.format('%.3f', slot))
 end
-return {1, math.ceil(wait), level, again, paced, out}
+return {1, math.ceil(wait), level, again, paced, out, math.floor(new_tat * 1000)}
 ";
 
 /// Whether a hold runs now on a host or its IP: the host's (asked or ours), the IP's
