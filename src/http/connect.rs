@@ -14,6 +14,7 @@ use url::Url;
 use super::client::Egress;
 use super::failure::{root_cause, Allowed};
 use super::in_flight::Sending;
+use super::issuers::Incomplete;
 use super::pin::{Hop, Route};
 use super::redirect::Chain;
 use super::sites_clock::{DatesMissed, Offset};
@@ -606,7 +607,7 @@ impl HttpProber {
             Err(first) if https && first.missing_issuer().is_some() => {
                 match self
                     .ask_completed(probe, ask, host, addr, &first, obs)
-                    .await
+                    .await?
                 {
                     Some(answer) => answer,
                     None => (Err(first), ready),
@@ -617,7 +618,8 @@ impl HttpProber {
     }
 
     /// Asks `addr` again once the chain whose issuer was missing (`first`'s error) is
-    /// complete; `None` when it cannot be completed (said in a note) or no time is left.
+    /// complete; `None` when it cannot be completed (said in a note) or no time is left;
+    /// `Err` when our per-IP limit allowed no fetch of the issuer (nothing is known).
     async fn ask_completed(
         &self,
         probe: &Probe<'_>,
@@ -626,21 +628,37 @@ impl HttpProber {
         addr: SocketAddr,
         first: &SendError,
         obs: &mut Observation,
-    ) -> Option<(Result<reqwest::Response, SendError>, Instant)> {
-        let missing = first.missing_issuer()?;
-        if let Err(why) = self.complete_chain(probe, host, missing).await {
-            obs.notes.push(format!(
-                "browsers fetch the missing intermediate from the URL the certificate \
-                 names, which failed here: {why}"
-            ));
-            return None;
+    ) -> Result<Option<(Result<reqwest::Response, SendError>, Instant)>, Outcome> {
+        let Some(missing) = first.missing_issuer() else {
+            return Ok(None);
+        };
+        match self.complete_chain(probe, host, missing).await {
+            Ok(()) => {}
+            Err(Incomplete::Site(why)) => {
+                obs.notes.push(format!(
+                    "browsers fetch the missing intermediate from the URL the certificate \
+                     names, which failed here: {why}"
+                ));
+                return Ok(None);
+            }
+            Err(Incomplete::Limited(why)) => {
+                return Err(fail(
+                    FailureKind::Throttled,
+                    format!(
+                        "{host}: its certificate's chain lacks an intermediate, which \
+                         browsers fetch from the URL it names; not fetched, our per-IP \
+                         limit allowed no request in the probe's time ({why}): whether a \
+                         browser completes the chain is not known"
+                    ),
+                ))
+            }
         }
         let left = probe.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return None;
+            return Ok(None);
         }
         let (result, hop, sent) = self.ask_once(probe, ask, host, addr, left, obs).await;
-        Some((result, hop.clock.ready(sent)))
+        Ok(Some((result, hop.clock.ready(sent))))
     }
 
     /// Sends the hop's request to `addr` within `time` through the probe's egress (its

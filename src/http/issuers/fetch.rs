@@ -36,18 +36,31 @@ const MAX_MOVES: usize = 3;
 
 /// Why a fetch failed: the URL's own failure (an error answer, no certificate, a host
 /// that is refused or does not answer in full time), remembered; or a moment of ours (the
-/// probe's time running out, the per-IP limit, the egress's proxy), which is not.
+/// probe's time running out, the egress's proxy), which is not; or the per-IP limit of
+/// the URL's host allowing no request in the probe's time, which is not either and
+/// leaves the chain unknown.
 enum Failure {
     Url(String),
     Ours(String),
+    Limited(String),
 }
 
 impl Failure {
     fn why(&self) -> &str {
         match self {
-            Failure::Url(why) | Failure::Ours(why) => why,
+            Failure::Url(why) | Failure::Ours(why) | Failure::Limited(why) => why,
         }
     }
+}
+
+/// Why a chain could not be completed.
+pub(in crate::http) enum Incomplete {
+    /// No URL it names served the missing issuer, as a browser would find too (or the
+    /// fetched issuer leaves the certificate failing), in words.
+    Site(String),
+    /// Our per-IP limit allowed no fetch of a URL it names in the probe's time: that
+    /// URL may have completed it, so nothing is known of the site's chain.
+    Limited(String),
 }
 
 /// What one GET of a `caIssuers` URL gave.
@@ -67,12 +80,13 @@ impl HttpProber {
         probe: &Probe<'_>,
         host: &str,
         missing: &MissingIssuer,
-    ) -> Result<(), String> {
+    ) -> Result<(), Incomplete> {
         let mut urls: VecDeque<String> = missing.urls.iter().cloned().collect();
         let mut seen: HashSet<String> = urls.iter().cloned().collect();
         let mut fetched: Vec<CertificateDer<'static>> = Vec::new();
         let mut fetches = 0;
         let mut why = String::from("no caIssuers URL could be fetched");
+        let mut limited = None;
         while let Some(url) = urls.pop_front() {
             if fetches == MAX_FETCHES {
                 break;
@@ -80,8 +94,12 @@ impl HttpProber {
             fetches += 1;
             let certs = match self.fetch_remembering(probe, &url).await {
                 Ok(certs) => certs,
+                Err(Failure::Limited(e)) => {
+                    limited = Some(format!("{url}: {e}"));
+                    continue;
+                }
                 Err(e) => {
-                    why = format!("{url}: {e}");
+                    why = format!("{url}: {}", e.why());
                     continue;
                 }
             };
@@ -94,14 +112,18 @@ impl HttpProber {
                 Ok(true) => return Ok(()),
                 Ok(false) => why = format!("{url} does not serve the missing issuer"),
                 Err(e) => {
-                    return Err(format!(
+                    return Err(Incomplete::Site(format!(
                         "with its chain complete, the certificate {}",
                         tls_problem(&e)
-                    ))
+                    )))
                 }
             }
         }
-        Err(why)
+        // Another probe may have fetched the issuer while ours was refused.
+        if limited.is_some() && self.issuers.kept_complete(missing, host) {
+            return Ok(());
+        }
+        Err(limited.map_or(Incomplete::Site(why), Incomplete::Limited))
     }
 
     /// The certificates at `url`, or why not: a failure of the URL's own is remembered
@@ -110,11 +132,11 @@ impl HttpProber {
         &self,
         probe: &Probe<'_>,
         url: &str,
-    ) -> Result<Vec<CertificateDer<'static>>, String> {
+    ) -> Result<Vec<CertificateDer<'static>>, Failure> {
         use crate::metric::{issuer_fetch, IssuerFetch};
         if let Some(then) = self.issuers.failed.lately(url, Instant::now()) {
             issuer_fetch(IssuerFetch::Remembered);
-            return Err(then);
+            return Err(Failure::Url(then));
         }
         let fetched = self.fetch_issuer(probe, url).await;
         match &fetched {
@@ -129,9 +151,9 @@ impl HttpProber {
                 issuer_fetch(IssuerFetch::Failed);
                 self.issuers.failed.failed(url, why, Instant::now());
             }
-            Err(Failure::Ours(_)) => issuer_fetch(IssuerFetch::Skipped),
+            Err(Failure::Ours(_) | Failure::Limited(_)) => issuer_fetch(IssuerFetch::Skipped),
         }
-        fetched.map_err(|failure| failure.why().to_string())
+        fetched
     }
 
     /// The certificates at `url`, following up to [`MAX_MOVES`] redirects as browsers'
@@ -190,7 +212,7 @@ impl HttpProber {
             alone: None,
         };
         let Grant::Go(permit) = self.limiter.acquire(request).await else {
-            return Err(Failure::Ours(format!(
+            return Err(Failure::Limited(format!(
                 "the per-IP limit of {ip} allows no request now"
             )));
         };

@@ -19,6 +19,8 @@ mod failed;
 mod fetch;
 mod formats;
 
+pub(in crate::http) use fetch::Incomplete;
+
 use std::collections::{HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -181,6 +183,13 @@ impl Issuers {
             .unwrap_or_else(PoisonError::into_inner);
         // Asked of every answer over TLS: most processes never complete a chain.
         !completed.is_empty() && completed.contains(&leaf_hash(der))
+    }
+
+    /// Whether the kept intermediates complete `missing`'s chain now: another probe
+    /// fetched the issuer while this one could not.
+    pub(super) fn kept_complete(&self, missing: &MissingIssuer, host: &str) -> bool {
+        let kept = self.kept(UnixTime::now());
+        !kept.is_empty() && matches!(self.complete(missing, host, &kept), Ok(true))
     }
 
     /// The kept intermediates still valid at `now`.
