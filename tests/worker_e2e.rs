@@ -1191,6 +1191,46 @@ async fn issuer_fetches_are_counted_and_a_failing_issuer_url_is_logged_once() {
     worker.terminate().await;
 }
 
+/// An intermediate fetched for one site completes only the chains that name the URL it
+/// came from: a site whose leaf names no `caIssuers` URL stays `degraded/tls` after
+/// another site's fetch brought its issuer in, as on a worker that fetched nothing.
+/// Before, its verdict depended on what the worker that took the job had fetched for
+/// other sites: `degraded/tls` on one worker, `up/ok` on another, check after check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetched_intermediate_completes_only_chains_naming_its_url() {
+    use crate::support::farm::Farm;
+    use crate::support::ops::wait_readyz;
+    let farm = Farm::start().await;
+    let farm_toml = farm.config_toml();
+    let farm_part = &farm_toml[farm_toml.find("[targets]").expect("a [targets] table")..];
+    let toml = format!("{}\n{farm_part}", base_toml());
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let worker = crate::support::worker_process::WorkerProcess::start(
+        &toml,
+        &[("PICKET__LOG__LEVEL", "info")],
+    );
+    wait_readyz(s.http.listen, 200, Duration::from_secs(30)).await;
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let check = |name: &'static str| {
+        let (client, s) = (&client, &s);
+        let url = farm.target(name).url.clone();
+        async move {
+            client.job(s, json!({ "url": url })).await;
+            let rs = client.results(s, 1, Duration::from_secs(30)).await;
+            format!("{}/{}", rs[0]["verdict"], rs[0]["reason"]).replace('"', "")
+        }
+    };
+    assert_eq!(check("tls-incomplete-chain").await, "degraded/tls");
+    assert_eq!(check("tls-incomplete-chain-aia").await, "up/ok");
+    assert_eq!(
+        check("tls-incomplete-chain").await,
+        "degraded/tls",
+        "an intermediate fetched for another site completed a chain naming no URL"
+    );
+    worker.terminate().await;
+}
+
 /// Plain-HTTP hops asked over HTTPS instead (a site that closed its port 80) show in
 /// `/metrics` by outcome: many `answered` mean jobs name `http://` sites that now live
 /// on HTTPS only.
