@@ -84,6 +84,8 @@ impl HttpProber {
         let mut urls: VecDeque<String> = missing.urls.iter().cloned().collect();
         let mut seen: HashSet<String> = urls.iter().cloned().collect();
         let mut fetched: Vec<CertificateDer<'static>> = Vec::new();
+        // The URLs that served them: what they are kept for.
+        let mut served: Vec<String> = Vec::new();
         let mut fetches = 0;
         let mut why = String::from("no caIssuers URL could be fetched");
         let mut limited = None;
@@ -108,7 +110,8 @@ impl HttpProber {
                 urls.extend(named.filter(|u| seen.insert(u.clone())));
             }
             fetched.extend(certs);
-            match self.issuers.complete(missing, host, &fetched) {
+            served.push(url.clone());
+            match self.issuers.complete(missing, host, (&fetched, &served)) {
                 Ok(true) => return Ok(()),
                 Ok(false) => why = format!("{url} does not serve the missing issuer"),
                 Err(e) => {

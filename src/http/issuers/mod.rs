@@ -64,6 +64,10 @@ struct Kept {
     cert: CertificateDer<'static>,
     /// Its `notAfter` (seconds since the epoch): an expired one is no longer offered.
     not_after: i64,
+    /// The `caIssuers` URLs it was fetched at: it completes only chains that name one,
+    /// as fetching that URL again would. A chain naming none, or other URLs, gets what
+    /// a fetch of its own gives, whatever this process fetched for other sites.
+    from: Vec<String>,
 }
 
 /// A site's chain lacks the certificate that signs its last one, and the certificates
@@ -112,7 +116,12 @@ impl Issuers {
             Err(e) if unknown_issuer(&e) => {}
             other => return other,
         }
-        let kept = self.kept(now);
+        // Only a chain that names where its issuer is may be completed from what was
+        // fetched there before.
+        let named = missing(leaf, presented);
+        let kept = named
+            .as_ref()
+            .map_or_else(Vec::new, |m| self.kept(&m.urls, now));
         if !kept.is_empty() {
             let mut all: Vec<CertificateDer<'_>> = presented.to_vec();
             all.extend(kept);
@@ -126,7 +135,7 @@ impl Issuers {
                 Err(e) => return Err(e),
             }
         }
-        Err(missing(leaf, presented).map_or(
+        Err(named.map_or(
             Error::InvalidCertificate(CertificateError::UnknownIssuer),
             |m| Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(m)))),
         ))
@@ -141,7 +150,7 @@ impl Issuers {
         &self,
         missing: &MissingIssuer,
         host: &str,
-        fetched: &[CertificateDer<'static>],
+        (fetched, from): (&[CertificateDer<'static>], &[String]),
     ) -> Result<bool, Error> {
         let name = ServerName::try_from(host.to_string())
             .map_err(|_| Error::General(format!("{host} is not a name TLS can verify")))?;
@@ -161,7 +170,12 @@ impl Issuers {
             let Some(not_after) = ca_not_after(cert) else {
                 continue;
             };
-            if kept.iter().any(|k| k.cert == *cert) {
+            if let Some(k) = kept.iter_mut().find(|k| k.cert == *cert) {
+                for url in from {
+                    if !k.from.contains(url) {
+                        k.from.push(url.clone());
+                    }
+                }
                 continue;
             }
             if kept.len() == KEPT {
@@ -170,6 +184,7 @@ impl Issuers {
             kept.push_back(Kept {
                 cert: cert.clone(),
                 not_after,
+                from: from.to_vec(),
             });
         }
         Ok(true)
@@ -188,18 +203,18 @@ impl Issuers {
     /// Whether the kept intermediates complete `missing`'s chain now: another probe
     /// fetched the issuer while this one could not.
     pub(super) fn kept_complete(&self, missing: &MissingIssuer, host: &str) -> bool {
-        let kept = self.kept(UnixTime::now());
-        !kept.is_empty() && matches!(self.complete(missing, host, &kept), Ok(true))
+        let kept = self.kept(&missing.urls, UnixTime::now());
+        !kept.is_empty() && matches!(self.complete(missing, host, (&kept, &[])), Ok(true))
     }
 
-    /// The kept intermediates still valid at `now`.
-    fn kept(&self, now: UnixTime) -> Vec<CertificateDer<'static>> {
+    /// The kept intermediates still valid at `now` that were fetched at one of `urls`.
+    fn kept(&self, urls: &[String], now: UnixTime) -> Vec<CertificateDer<'static>> {
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         self.kept
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .filter(|k| k.not_after > now)
+            .filter(|k| k.not_after > now && k.from.iter().any(|u| urls.contains(u)))
             .map(|k| k.cert.clone())
             .collect()
     }

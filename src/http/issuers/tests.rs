@@ -102,7 +102,11 @@ fn a_fetched_intermediate_completes_the_chain_and_serves_later_probes() {
     let err = verify(&i, &leaf, "site.test").expect_err("incomplete");
     let fetched = [int.cert.der().clone()];
     assert!(matches!(
-        i.complete(missing_of(&err), "site.test", &fetched),
+        i.complete(
+            missing_of(&err),
+            "site.test",
+            (&fetched, &[AIA.to_string()])
+        ),
         Ok(true)
     ));
     verify(&i, &leaf, "site.test").expect("completed from the kept intermediate");
@@ -110,6 +114,36 @@ fn a_fetched_intermediate_completes_the_chain_and_serves_later_probes() {
     // Another site of the same CA needs no fetch of its own.
     let other = leaf_for_other_site(&int);
     verify(&i, &other, "other.test").expect("the same intermediate serves it");
+}
+
+/// A kept intermediate completes a chain that names the URL it came from, and no
+/// other: one naming no URL, or another URL, gets what a fetch of its own would give,
+/// whatever was fetched for other sites (else a site's verdict would depend on which
+/// worker took its job).
+#[test]
+fn a_kept_intermediate_completes_only_chains_naming_the_url_it_came_from() {
+    let root = root("root");
+    let int = intermediate("intermediate", &root);
+    let i = issuers(&root);
+    let named = leaf("site.test", &int, Some(AIA));
+    let err = verify(&i, &named, "site.test").expect_err("incomplete");
+    let fetched = [int.cert.der().clone()];
+    let completed = i.complete(
+        missing_of(&err),
+        "site.test",
+        (&fetched, &[AIA.to_string()]),
+    );
+    assert!(matches!(completed, Ok(true)));
+    let silent = leaf("silent.test", &int, None);
+    assert!(
+        unknown_issuer(&verify(&i, &silent, "silent.test").expect_err("names no URL")),
+        "a chain naming no URL was completed from another site's fetch"
+    );
+    let elsewhere = leaf("elsewhere.test", &int, Some("http://other-ca.test/int.crt"));
+    assert!(
+        verify(&i, &elsewhere, "elsewhere.test").is_err(),
+        "a chain naming another URL was completed from this one's"
+    );
 }
 
 fn leaf_for_other_site(int: &Ca) -> CertificateDer<'static> {
@@ -126,10 +160,14 @@ fn a_certificate_that_is_not_the_issuer_completes_nothing_and_is_not_kept() {
     let err = verify(&i, &leaf, "site.test").expect_err("incomplete");
     let fetched = [stranger.cert.der().clone()];
     assert!(matches!(
-        i.complete(missing_of(&err), "site.test", &fetched),
+        i.complete(
+            missing_of(&err),
+            "site.test",
+            (&fetched, &[AIA.to_string()])
+        ),
         Ok(false)
     ));
-    assert!(i.kept(UnixTime::now()).is_empty());
+    assert!(i.kept(&[AIA.to_string()], UnixTime::now()).is_empty());
 }
 
 #[test]
@@ -143,7 +181,11 @@ fn a_site_cannot_make_its_own_ca_trusted_by_naming_it() {
     let err = verify(&i, &leaf, "site.test").expect_err("untrusted");
     let fetched = [own.cert.der().clone()];
     assert!(matches!(
-        i.complete(missing_of(&err), "site.test", &fetched),
+        i.complete(
+            missing_of(&err),
+            "site.test",
+            (&fetched, &[AIA.to_string()])
+        ),
         Ok(false)
     ));
     assert!(verify(&i, &leaf, "site.test").is_err());
@@ -158,7 +200,11 @@ fn once_the_chain_is_whole_the_certificates_own_fault_is_told() {
     let err = verify(&i, &leaf, "elsewhere.test").expect_err("incomplete");
     let fetched = [int.cert.der().clone()];
     assert!(matches!(
-        i.complete(missing_of(&err), "elsewhere.test", &fetched),
+        i.complete(
+            missing_of(&err),
+            "elsewhere.test",
+            (&fetched, &[AIA.to_string()])
+        ),
         Ok(true)
     ));
     // With the intermediate kept, the handshake fails on the name, not the chain.
@@ -269,7 +315,11 @@ fn an_intermediate_in_a_bundle_completes_the_chain() {
     );
     let fetched = formats::parse_certificates(&bundle);
     assert!(matches!(
-        i.complete(missing_of(&err), "site.test", &fetched),
+        i.complete(
+            missing_of(&err),
+            "site.test",
+            (&fetched, &[AIA.to_string()])
+        ),
         Ok(true)
     ));
     verify(&i, &leaf, "site.test").expect("completed from the bundle's intermediate");
