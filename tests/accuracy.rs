@@ -200,7 +200,8 @@ async fn every_farm_target_gets_the_expected_verdict() {
 /// sharing the broker and Redis, the default per-IP limits, jobs published to the jobs
 /// queue and results read from the results exchange. Each target gets the verdict and
 /// facts `picket check` is expected to give: workers sharing a limiter, deferring jobs
-/// and keeping state give the same verdicts as one process does.
+/// and keeping state give the same verdicts as one process does; and a second round
+/// right after gives every site the verdict of the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_three_workers_gets_the_expected_verdicts() {
     use crate::support::picket::{base_toml, Client};
@@ -236,13 +237,19 @@ async fn the_farm_through_three_workers_gets_the_expected_verdicts() {
             WorkerProcess::start(&own, &env)
         })
         .collect();
-    for line in farm.jobs(&names).lines() {
-        let job: Value = serde_json::from_str(line).expect("a farm job");
-        client.job(&s, job).await;
-    }
-    let results = client
-        .results(&s, names.len(), Duration::from_secs(240))
-        .await;
+    let round = || async {
+        for line in farm.jobs(&names).lines() {
+            let job: Value = serde_json::from_str(line).expect("a farm job");
+            client.job(&s, job).await;
+        }
+        client
+            .results(&s, names.len(), Duration::from_secs(240))
+            .await
+    };
+    let results = round().await;
+    // A second check of every site, as a monitor makes: the same verdicts, whichever
+    // worker takes each job and whatever it met on the first round.
+    let again = round().await;
     for w in workers {
         w.terminate().await;
     }
@@ -251,6 +258,16 @@ async fn the_farm_through_three_workers_gets_the_expected_verdicts() {
         .map(|r| (r["job_id"].as_str().expect("job_id"), r))
         .collect();
     let mut failures = Vec::new();
+    for r in &again {
+        let name = r["job_id"].as_str().unwrap_or("?");
+        let (verdict, reason, detail) = got(r);
+        let first = by_name.get(name).map(|f| (got(f).0, got(f).1));
+        if first != Some((verdict, reason)) {
+            failures.push(format!(
+                "{name}: {first:?} then {verdict}/{reason}: {detail}"
+            ));
+        }
+    }
     for t in &farm.targets {
         let Some(r) = by_name.get(t.name) else {
             failures.push(format!("{}: no result", t.name));
