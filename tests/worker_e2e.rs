@@ -1231,6 +1231,66 @@ async fn a_fetched_intermediate_completes_only_chains_naming_its_url() {
     worker.terminate().await;
 }
 
+/// Sites whose chains lack the same CA's intermediate, checked at once by a worker
+/// whose limit of the CA's IP allows one fetch in five seconds: a fetch the limit
+/// allows no time for defers the job, as a request to the site itself would, and it
+/// comes back to find the issuer; each site is `up/ok` in the end, none answered
+/// `unknown/rate_limited` while a deferral could still wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_issuer_fetch_finds_no_slot_is_deferred_and_completes_later() {
+    use crate::support::farm::Farm;
+    use crate::support::ops::wait_readyz;
+    let farm = Farm::start().await;
+    let farm_toml = farm.config_toml();
+    let farm_part = &farm_toml[farm_toml.find("[targets]").expect("a [targets] table")..];
+    let ca = farm
+        .static_hosts
+        .iter()
+        .find(|(host, _)| host.starts_with("ca."))
+        .map(|(_, ip)| ip.clone())
+        .expect("the CA's host");
+    let toml = format!(
+        "{}\n[[rate_limit.override]]\ncidr = \"{ca}/32\"\nrate = 0.2\nburst = 1\n\
+         max_inflight = 1\n{farm_part}",
+        base_toml()
+    );
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let worker = crate::support::worker_process::WorkerProcess::start(
+        &toml,
+        &[("PICKET__LOG__LEVEL", "info")],
+    );
+    wait_readyz(s.http.listen, 200, Duration::from_secs(30)).await;
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let names = [
+        "tls-incomplete-chain-aia",
+        "tls-incomplete-chain-aia-moved",
+        "tls-incomplete-chain-aia-p7c",
+    ];
+    for name in names {
+        let url = farm.target(name).url.clone();
+        client.job(&s, json!({ "id": name, "url": url })).await;
+    }
+    let rs = client
+        .results(&s, names.len(), Duration::from_secs(90))
+        .await;
+    worker.terminate().await;
+    let said: Vec<String> = rs
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}/{}: {}",
+                r["job_id"], r["verdict"], r["reason"], r["detail"]
+            )
+        })
+        .collect();
+    assert!(
+        rs.iter().all(|r| r["verdict"] == "up"),
+        "{}",
+        said.join("\n")
+    );
+}
+
 /// Plain-HTTP hops asked over HTTPS instead (a site that closed its port 80) show in
 /// `/metrics` by outcome: many `answered` mean jobs name `http://` sites that now live
 /// on HTTPS only.
