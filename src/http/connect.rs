@@ -622,7 +622,7 @@ impl HttpProber {
     /// `Err` when our per-IP limit allowed no fetch of the issuer (nothing is known).
     async fn ask_completed(
         &self,
-        probe: &Probe<'_>,
+        probe: &mut Probe<'_>,
         ask: &Ask<'_>,
         host: &str,
         addr: SocketAddr,
@@ -641,7 +641,12 @@ impl HttpProber {
                 ));
                 return Ok(None);
             }
-            Err(Incomplete::Limited(why)) => {
+            Err(Incomplete::Limited(why, wait)) => {
+                // A job that may wait comes back when the limit has a slot, as one
+                // whose own request found none.
+                if probe.plan.max_wait.is_some() && probe.followed == 0 {
+                    probe.deferred = Some(wait);
+                }
                 return Err(fail(
                     FailureKind::Throttled,
                     format!(
@@ -650,7 +655,7 @@ impl HttpProber {
                          limit allowed no request in the probe's time ({why}): whether a \
                          browser completes the chain is not known"
                     ),
-                ))
+                ));
             }
         }
         let left = probe.deadline.saturating_duration_since(Instant::now());

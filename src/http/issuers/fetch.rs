@@ -42,13 +42,14 @@ const MAX_MOVES: usize = 3;
 enum Failure {
     Url(String),
     Ours(String),
-    Limited(String),
+    /// Why, and about how long until the limit has a slot.
+    Limited(String, Duration),
 }
 
 impl Failure {
     fn why(&self) -> &str {
         match self {
-            Failure::Url(why) | Failure::Ours(why) | Failure::Limited(why) => why,
+            Failure::Url(why) | Failure::Ours(why) | Failure::Limited(why, _) => why,
         }
     }
 }
@@ -59,8 +60,9 @@ pub(in crate::http) enum Incomplete {
     /// fetched issuer leaves the certificate failing), in words.
     Site(String),
     /// Our per-IP limit allowed no fetch of a URL it names in the probe's time: that
-    /// URL may have completed it, so nothing is known of the site's chain.
-    Limited(String),
+    /// URL may have completed it, so nothing is known of the site's chain. About how
+    /// long until the limit has a slot for it.
+    Limited(String, Duration),
 }
 
 /// What one GET of a `caIssuers` URL gave.
@@ -96,8 +98,8 @@ impl HttpProber {
             fetches += 1;
             let certs = match self.fetch_remembering(probe, &url).await {
                 Ok(certs) => certs,
-                Err(Failure::Limited(e)) => {
-                    limited = Some(format!("{url}: {e}"));
+                Err(Failure::Limited(e, wait)) => {
+                    limited = Some((format!("{url}: {e}"), wait));
                     continue;
                 }
                 Err(e) => {
@@ -126,7 +128,9 @@ impl HttpProber {
         if limited.is_some() && self.issuers.kept_complete(missing, host) {
             return Ok(());
         }
-        Err(limited.map_or(Incomplete::Site(why), Incomplete::Limited))
+        Err(limited.map_or(Incomplete::Site(why), |(why, wait)| {
+            Incomplete::Limited(why, wait)
+        }))
     }
 
     /// The certificates at `url`, or why not: a failure of the URL's own is remembered
@@ -154,7 +158,7 @@ impl HttpProber {
                 issuer_fetch(IssuerFetch::Failed);
                 self.issuers.failed.failed(url, why, Instant::now());
             }
-            Err(Failure::Ours(_) | Failure::Limited(_)) => issuer_fetch(IssuerFetch::Skipped),
+            Err(Failure::Ours(_) | Failure::Limited(..)) => issuer_fetch(IssuerFetch::Skipped),
         }
         fetched
     }
@@ -166,11 +170,20 @@ impl HttpProber {
         probe: &Probe<'_>,
         url: &str,
     ) -> Result<Vec<CertificateDer<'static>>, Failure> {
-        let mut url = Url::parse(url).map_err(|e| Failure::Url(format!("not a URL ({e})")))?;
+        let named = Url::parse(url).map_err(|e| Failure::Url(format!("not a URL ({e})")))?;
+        // Where it led lately is asked at once (see `moved`).
+        let mut url = self
+            .issuers
+            .moved
+            .lately(&named, Instant::now())
+            .unwrap_or(named);
         for _ in 0..=MAX_MOVES {
             match self.fetch_once(probe, &url).await? {
                 Fetched::Certificates(certs) => return Ok(certs),
-                Fetched::Moved(to) => url = to,
+                Fetched::Moved(to) => {
+                    self.issuers.moved.moved(&url, &to, Instant::now());
+                    url = to;
+                }
             }
         }
         Err(Failure::Url(format!("more than {MAX_MOVES} redirects")))
@@ -214,10 +227,14 @@ impl HttpProber {
             line: crate::limit::Line::Outside,
             alone: None,
         };
-        let Grant::Go(permit) = self.limiter.acquire(request).await else {
-            return Err(Failure::Limited(format!(
-                "the per-IP limit of {ip} allows no request now"
-            )));
+        let permit = match self.limiter.acquire(request).await {
+            Grant::Go(permit) => permit,
+            Grant::Defer(wait) | Grant::Paused(wait) => {
+                return Err(Failure::Limited(
+                    format!("the per-IP limit of {ip} allows no request now"),
+                    wait,
+                ))
+            }
         };
         let time = deadline.saturating_duration_since(Instant::now());
         let addr = SocketAddr::new(ip, port);

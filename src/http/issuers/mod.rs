@@ -18,6 +18,7 @@
 mod failed;
 mod fetch;
 mod formats;
+mod moved;
 
 pub(in crate::http) use fetch::Incomplete;
 
@@ -57,6 +58,8 @@ pub(super) struct Issuers {
     completed: Mutex<HashSet<u64>>,
     /// `caIssuers` URLs that failed lately, not asked again for a while.
     failed: failed::FailedUrls,
+    /// `caIssuers` URLs that redirected lately, and where to.
+    moved: moved::MovedUrls,
 }
 
 #[derive(Debug)]
@@ -98,6 +101,7 @@ impl Issuers {
             kept: Mutex::new(VecDeque::new()),
             completed: Mutex::new(HashSet::new()),
             failed: failed::FailedUrls::default(),
+            moved: moved::MovedUrls::default(),
         }
     }
 
