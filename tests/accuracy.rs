@@ -309,12 +309,7 @@ async fn the_farm_through_three_workers_gets_the_expected_verdicts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_fetch_our_limit_refused_is_not_the_sites_failure() {
     let farm = Farm::start().await;
-    let ca = farm
-        .static_hosts
-        .iter()
-        .find(|(host, _)| host.starts_with("ca."))
-        .map(|(_, ip)| ip.clone())
-        .expect("the CA's host");
+    let ca = farm.ca_ip();
     let extra = format!(
         "[[rate_limit.override]]\ncidr = \"{ca}/32\"\nrate = 0.01\nburst = 1\nmax_inflight = 1\n"
     );

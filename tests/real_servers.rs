@@ -1050,17 +1050,8 @@ async fn a_limit_asking_a_pause(ip: &str, prefix: &str, secs: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_in_a_delaying_limits_queue_is_not_the_sites() {
     let ip = "127.0.12.21";
-    let site = Site {
-        ip: ip.into(),
-        rate: 2,
-        burst: 12,
-        nodelay: false,
-        conn: 16,
-        status: 503,
-        hosts: names("queued", 12),
-    };
-    let nginx = Nginx::start(std::slice::from_ref(&site));
-    let probe = "timeout = \"8s\"\nmax_latency = \"1500ms\"\n";
+    let (site, nginx) = delaying_nginx(ip, "queued");
+    let probe = DELAYING_PROBE;
     let reports = round_over_the_limit(&site.hosts, (ip, nginx.port), probe, "2s", "").await;
     let delayed = reports.iter().filter(|r| r.verdict != Verdict::Up).count();
     for r in &reports {
@@ -1085,17 +1076,8 @@ async fn time_in_a_delaying_limits_queue_is_not_the_sites() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_in_a_delaying_limits_queue_filled_by_other_workers_is_not_the_sites() {
     let ip = "127.0.12.28";
-    let site = Site {
-        ip: ip.into(),
-        rate: 2,
-        burst: 12,
-        nodelay: false,
-        conn: 16,
-        status: 503,
-        hosts: names("queuedby4", 12),
-    };
-    let nginx = Nginx::start(std::slice::from_ref(&site));
-    let probe = "timeout = \"8s\"\nmax_latency = \"1500ms\"\n";
+    let (site, nginx) = delaying_nginx(ip, "queuedby4");
+    let probe = DELAYING_PROBE;
     let prefix = unique("real");
     let s = settings_of_worker(&prefix, &over_the_limit(&site.hosts, ip, probe, "2s", ""));
     let urls = urls_of(&site.hosts, nginx.port);
@@ -1115,6 +1097,26 @@ async fn time_in_a_delaying_limits_queue_filled_by_other_workers_is_not_the_site
         "sites answering at once taken for slow:\n{}",
         each_line(&reports)
     );
+}
+
+/// Probe settings under which a delaying limit's queue makes an answer slow: a slot
+/// half a second apart behind three others is past `max_latency`.
+const DELAYING_PROBE: &str = "timeout = \"8s\"\nmax_latency = \"1500ms\"\n";
+
+/// nginx on `ip` with 12 hosts named after `prefix` behind `limit_req` at 2r/s with a
+/// `burst` of 12 and no `nodelay`: what comes too fast is answered later, not refused.
+fn delaying_nginx(ip: &str, prefix: &str) -> (Site, Nginx) {
+    let site = Site {
+        ip: ip.into(),
+        rate: 2,
+        burst: 12,
+        nodelay: false,
+        conn: 16,
+        status: 503,
+        hosts: names(prefix, 12),
+    };
+    let nginx = Nginx::start(std::slice::from_ref(&site));
+    (site, nginx)
 }
 
 /// Each report as "url verdict/reason: detail", one a line.

@@ -1146,39 +1146,67 @@ async fn a_connection_with_few_channels_still_consumes_and_answers() {
     assert!(results.iter().all(|r| r["verdict"] == "up"), "{results:?}");
 }
 
+/// One worker process over the farm's DNS, CA and policy, with the base's probe and
+/// limit settings and `extra` (TOML tables) before the farm's.
+struct FarmWorker {
+    farm: crate::support::farm::Farm,
+    s: picket::config::Settings,
+    worker: crate::support::worker_process::WorkerProcess,
+    client: Client,
+}
+
+impl FarmWorker {
+    async fn start(extra: impl FnOnce(&crate::support::farm::Farm) -> String) -> FarmWorker {
+        let farm = crate::support::farm::Farm::start().await;
+        let farm_toml = farm.config_toml();
+        let farm_part = &farm_toml[farm_toml.find("[targets]").expect("a [targets] table")..];
+        let toml = format!("{}\n{}{farm_part}", base_toml(), extra(&farm));
+        let s = picket::config::Settings::from_toml(&toml).expect("settings");
+        let worker = crate::support::worker_process::WorkerProcess::start(
+            &toml,
+            &[("PICKET__LOG__LEVEL", "info")],
+        );
+        crate::support::ops::wait_readyz(s.http.listen, 200, Duration::from_secs(30)).await;
+        let client = Client::connect().await;
+        client.declare(&s).await;
+        FarmWorker {
+            farm,
+            s,
+            worker,
+            client,
+        }
+    }
+
+    /// Checks the farm target `name` alone: its "verdict/reason".
+    async fn check(&self, name: &str) -> String {
+        let url = self.farm.target(name).url.clone();
+        self.client.job(&self.s, json!({ "url": url })).await;
+        let rs = self
+            .client
+            .results(&self.s, 1, Duration::from_secs(30))
+            .await;
+        format!("{}/{}", rs[0]["verdict"], rs[0]["reason"]).replace('"', "")
+    }
+}
+
 /// Missing intermediates sought at `caIssuers` URLs show in `/metrics` by outcome, and a
 /// URL that fails is logged once (its failure is then remembered): an operator sees what
 /// completing chains costs and which CA's server fails the sites that name it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_fetches_are_counted_and_a_failing_issuer_url_is_logged_once() {
-    use crate::support::farm::Farm;
-    use crate::support::ops::{get_ops, outcome_count, wait_readyz};
-    let farm = Farm::start().await;
-    let farm_toml = farm.config_toml();
-    // The farm's DNS, CA and policy; the base's probe and limit settings.
-    let farm_part = &farm_toml[farm_toml.find("[targets]").expect("a [targets] table")..];
-    let toml = format!("{}\n{farm_part}", base_toml());
-    let s = picket::config::Settings::from_toml(&toml).expect("settings");
-    let worker = crate::support::worker_process::WorkerProcess::start(
-        &toml,
-        &[("PICKET__LOG__LEVEL", "info")],
-    );
-    wait_readyz(s.http.listen, 200, Duration::from_secs(30)).await;
-    let client = Client::connect().await;
-    client.declare(&s).await;
-    let check = |name: &'static str| {
-        let (client, s) = (&client, &s);
-        let url = farm.target(name).url.clone();
-        async move {
-            client.job(s, json!({ "url": url })).await;
-            let rs = client.results(s, 1, Duration::from_secs(30)).await;
-            format!("{}/{}", rs[0]["verdict"], rs[0]["reason"]).replace('"', "")
-        }
-    };
+    use crate::support::ops::{get_ops, outcome_count};
+    let w = FarmWorker::start(|_| String::new()).await;
     // One at a time: two probes of one site may each fetch before either remembers.
-    assert_eq!(check("tls-incomplete-chain-aia").await, "up/ok");
-    assert_eq!(check("tls-incomplete-chain-aia-gone").await, "degraded/tls");
-    assert_eq!(check("tls-incomplete-chain-aia-gone").await, "degraded/tls");
+    assert_eq!(w.check("tls-incomplete-chain-aia").await, "up/ok");
+    assert_eq!(
+        w.check("tls-incomplete-chain-aia-gone").await,
+        "degraded/tls"
+    );
+    assert_eq!(
+        w.check("tls-incomplete-chain-aia-gone").await,
+        "degraded/tls"
+    );
+    let FarmWorker { s, worker, .. } = w;
     let (_, text) = get_ops(s.http.listen, "/metrics").await.expect("metrics");
     let fetches = |outcome: &str| outcome_count(&text, "picket_issuer_fetches_total", outcome);
     assert_eq!(fetches("fetched"), 1.0, "{text}");
@@ -1198,36 +1226,15 @@ async fn issuer_fetches_are_counted_and_a_failing_issuer_url_is_logged_once() {
 /// other sites: `degraded/tls` on one worker, `up/ok` on another, check after check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetched_intermediate_completes_only_chains_naming_its_url() {
-    use crate::support::farm::Farm;
-    use crate::support::ops::wait_readyz;
-    let farm = Farm::start().await;
-    let farm_toml = farm.config_toml();
-    let farm_part = &farm_toml[farm_toml.find("[targets]").expect("a [targets] table")..];
-    let toml = format!("{}\n{farm_part}", base_toml());
-    let s = picket::config::Settings::from_toml(&toml).expect("settings");
-    let worker = crate::support::worker_process::WorkerProcess::start(
-        &toml,
-        &[("PICKET__LOG__LEVEL", "info")],
-    );
-    wait_readyz(s.http.listen, 200, Duration::from_secs(30)).await;
-    let client = Client::connect().await;
-    client.declare(&s).await;
-    let check = |name: &'static str| {
-        let (client, s) = (&client, &s);
-        let url = farm.target(name).url.clone();
-        async move {
-            client.job(s, json!({ "url": url })).await;
-            let rs = client.results(s, 1, Duration::from_secs(30)).await;
-            format!("{}/{}", rs[0]["verdict"], rs[0]["reason"]).replace('"', "")
-        }
-    };
-    assert_eq!(check("tls-incomplete-chain").await, "degraded/tls");
-    assert_eq!(check("tls-incomplete-chain-aia").await, "up/ok");
+    let w = FarmWorker::start(|_| String::new()).await;
+    assert_eq!(w.check("tls-incomplete-chain").await, "degraded/tls");
+    assert_eq!(w.check("tls-incomplete-chain-aia").await, "up/ok");
     assert_eq!(
-        check("tls-incomplete-chain").await,
+        w.check("tls-incomplete-chain").await,
         "degraded/tls",
         "an intermediate fetched for another site completed a chain naming no URL"
     );
+    let worker = w.worker;
     worker.terminate().await;
 }
 
@@ -1238,30 +1245,19 @@ async fn a_fetched_intermediate_completes_only_chains_naming_its_url() {
 /// `unknown/rate_limited` while a deferral could still wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_issuer_fetch_finds_no_slot_is_deferred_and_completes_later() {
-    use crate::support::farm::Farm;
-    use crate::support::ops::wait_readyz;
-    let farm = Farm::start().await;
-    let farm_toml = farm.config_toml();
-    let farm_part = &farm_toml[farm_toml.find("[targets]").expect("a [targets] table")..];
-    let ca = farm
-        .static_hosts
-        .iter()
-        .find(|(host, _)| host.starts_with("ca."))
-        .map(|(_, ip)| ip.clone())
-        .expect("the CA's host");
-    let toml = format!(
-        "{}\n[[rate_limit.override]]\ncidr = \"{ca}/32\"\nrate = 0.2\nburst = 1\n\
-         max_inflight = 1\n{farm_part}",
-        base_toml()
-    );
-    let s = picket::config::Settings::from_toml(&toml).expect("settings");
-    let worker = crate::support::worker_process::WorkerProcess::start(
-        &toml,
-        &[("PICKET__LOG__LEVEL", "info")],
-    );
-    wait_readyz(s.http.listen, 200, Duration::from_secs(30)).await;
-    let client = Client::connect().await;
-    client.declare(&s).await;
+    let w = FarmWorker::start(|farm| {
+        format!(
+            "[[rate_limit.override]]\ncidr = \"{}/32\"\nrate = 0.2\nburst = 1\nmax_inflight = 1\n",
+            farm.ca_ip()
+        )
+    })
+    .await;
+    let FarmWorker {
+        farm,
+        s,
+        worker,
+        client,
+    } = w;
     let names = [
         "tls-incomplete-chain-aia",
         "tls-incomplete-chain-aia-moved",

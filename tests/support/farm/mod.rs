@@ -264,6 +264,16 @@ impl Farm {
             .unwrap_or_else(|| panic!("no farm target {name:?}"))
     }
 
+    /// The address of the farm's CA server (`ca.farm.test`), which serves the
+    /// intermediates the `tls-incomplete-chain-aia*` leaves name.
+    pub fn ca_ip(&self) -> String {
+        self.static_hosts
+            .iter()
+            .find(|(host, _)| host.starts_with("ca."))
+            .map(|(_, ip)| ip.clone())
+            .expect("the CA's host")
+    }
+
     /// A configuration for `picket check` against the farm: private addresses allowed,
     /// the farm's names in `dns.static`, its DNS server, its CA, short timeouts, and
     /// per-IP limits out of the way.
