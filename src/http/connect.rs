@@ -618,8 +618,9 @@ impl HttpProber {
     }
 
     /// Asks `addr` again once the chain whose issuer was missing (`first`'s error) is
-    /// complete; `None` when it cannot be completed (said in a note) or no time is left;
-    /// `Err` when our per-IP limit allowed no fetch of the issuer (nothing is known).
+    /// complete; `None` when it cannot be completed (said in a note); `Err` when our
+    /// per-IP limit allowed no fetch of the issuer, or the fetch left no time to ask
+    /// again (nothing is known of the site).
     async fn ask_completed(
         &self,
         probe: &mut Probe<'_>,
@@ -647,20 +648,37 @@ impl HttpProber {
                 if probe.plan.max_wait.is_some() && probe.followed == 0 {
                     probe.deferred = Some(wait);
                 }
-                return Err(fail(
-                    FailureKind::Throttled,
-                    format!(
-                        "{host}: its certificate's chain lacks an intermediate, which \
-                         browsers fetch from the URL it names; not fetched, our per-IP \
-                         limit allowed no request in the probe's time ({why}): whether a \
-                         browser completes the chain is not known"
+                return Err(chain_not_known(
+                    host,
+                    &format!(
+                        "not fetched, our per-IP limit allowed no request in the probe's \
+                         time ({why}): whether a browser completes the chain"
+                    ),
+                ));
+            }
+            // Asked again at once (`unknown` wants confirmation): the next attempt has
+            // time of its own, and what this one fetched.
+            Err(Incomplete::NoTime(why)) => {
+                return Err(chain_not_known(
+                    host,
+                    &format!(
+                        "not fetched in the probe's time ({why}): whether a browser \
+                         completes the chain"
                     ),
                 ));
             }
         }
         let left = probe.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Ok(None);
+            // Complete now, so the site would be seen: its chain is not what failed. The
+            // time went to the fetch, most often to our limit of the CA's server, which
+            // every site it signs asks (a redirect there costs two requests).
+            return Err(chain_not_known(
+                host,
+                "fetched, with no time left in the probe to ask the site again (the fetch \
+                 waited for our per-IP limit of its server, or for its answer): what the \
+                 site answers",
+            ));
         }
         let (result, hop, sent) = self.ask_once(probe, ask, host, addr, left, obs).await;
         Ok(Some((result, hop.clock.ready(sent))))
@@ -1187,6 +1205,19 @@ fn classify(
         SendError::Client(e) => super::failure::classify(e, host, ip, port, allowed, egress),
         SendError::Tunnel(e) => e.classify(&format!("{host} ({ip}:{port})"), allowed, &egress.name),
     }
+}
+
+/// Our side kept `host`'s incomplete chain from being completed, or the completed one
+/// from being asked: nothing is known of the site (`unknown`, asked again), and `what`
+/// says what, ending with what is not known.
+fn chain_not_known(host: &str, what: &str) -> Outcome {
+    fail(
+        FailureKind::Throttled,
+        format!(
+            "{host}: its certificate's chain lacks an intermediate, which browsers fetch \
+             from the URL it names; {what} is not known"
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -36,20 +36,23 @@ const MAX_MOVES: usize = 3;
 
 /// Why a fetch failed: the URL's own failure (an error answer, no certificate, a host
 /// that is refused or does not answer in full time), remembered; or a moment of ours (the
-/// probe's time running out, the egress's proxy), which is not; or the per-IP limit of
-/// the URL's host allowing no request in the probe's time, which is not either and
-/// leaves the chain unknown.
+/// probe's time running out under a request, the egress's proxy), which is not; or, not
+/// asked at all, the per-IP limit of the URL's host allowing no request in the probe's
+/// time, or no time left to ask, which are not either and leave the chain unknown.
 enum Failure {
     Url(String),
     Ours(String),
     /// Why, and about how long until the limit has a slot.
     Limited(String, Duration),
+    /// Not asked: the probe's time was over before the request could go.
+    NoTime(String),
 }
 
 impl Failure {
     fn why(&self) -> &str {
         match self {
-            Failure::Url(why) | Failure::Ours(why) | Failure::Limited(why, _) => why,
+            Failure::Url(why) | Failure::Ours(why) | Failure::NoTime(why) => why,
+            Failure::Limited(why, _) => why,
         }
     }
 }
@@ -63,6 +66,9 @@ pub(in crate::http) enum Incomplete {
     /// URL may have completed it, so nothing is known of the site's chain. About how
     /// long until the limit has a slot for it.
     Limited(String, Duration),
+    /// The probe's time was over before a URL it names could be asked (earlier
+    /// fetches, or our limit, took it): nothing is known of the site's chain either.
+    NoTime(String),
 }
 
 /// What one GET of a `caIssuers` URL gave.
@@ -91,6 +97,7 @@ impl HttpProber {
         let mut fetches = 0;
         let mut why = String::from("no caIssuers URL could be fetched");
         let mut limited = None;
+        let mut no_time = None;
         while let Some(url) = urls.pop_front() {
             if fetches == MAX_FETCHES {
                 break;
@@ -100,6 +107,10 @@ impl HttpProber {
                 Ok(certs) => certs,
                 Err(Failure::Limited(e, wait)) => {
                     limited = Some((format!("{url}: {e}"), wait));
+                    continue;
+                }
+                Err(Failure::NoTime(e)) => {
+                    no_time = Some(format!("{url}: {e}"));
                     continue;
                 }
                 Err(e) => {
@@ -125,12 +136,15 @@ impl HttpProber {
             }
         }
         // Another probe may have fetched the issuer while ours was refused.
-        if limited.is_some() && self.issuers.kept_complete(missing, host) {
+        let ours = limited.is_some() || no_time.is_some();
+        if ours && self.issuers.kept_complete(missing, host) {
             return Ok(());
         }
-        Err(limited.map_or(Incomplete::Site(why), |(why, wait)| {
-            Incomplete::Limited(why, wait)
-        }))
+        Err(match (limited, no_time) {
+            (Some((why, wait)), _) => Incomplete::Limited(why, wait),
+            (None, Some(why)) => Incomplete::NoTime(why),
+            (None, None) => Incomplete::Site(why),
+        })
     }
 
     /// The certificates at `url`, or why not: a failure of the URL's own is remembered
@@ -158,7 +172,9 @@ impl HttpProber {
                 issuer_fetch(IssuerFetch::Failed);
                 self.issuers.failed.failed(url, why, Instant::now());
             }
-            Err(Failure::Ours(_) | Failure::Limited(..)) => issuer_fetch(IssuerFetch::Skipped),
+            Err(Failure::Ours(_) | Failure::Limited(..) | Failure::NoTime(_)) => {
+                issuer_fetch(IssuerFetch::Skipped)
+            }
         }
         fetched
     }
@@ -199,7 +215,7 @@ impl HttpProber {
         let left = probe.deadline.saturating_duration_since(Instant::now());
         let time = left.min(FETCH_TIME);
         if time.is_zero() {
-            return Err(Failure::Ours("no time left".into()));
+            return Err(Failure::NoTime("no time left in the probe".into()));
         }
         // Within the fetch's full time a host that does not answer is the URL's
         // failure; within what the probe had left, it may be only our time running out.
@@ -237,6 +253,11 @@ impl HttpProber {
             }
         };
         let time = deadline.saturating_duration_since(Instant::now());
+        if time.is_zero() {
+            return Err(Failure::NoTime(format!(
+                "the per-IP limit of {ip} had a slot only when the probe's time was over"
+            )));
+        }
         let addr = SocketAddr::new(ip, port);
         let hop = Hop::new(host, addr, time, probe.egress.route);
         let req = probe.egress.client.get(url.clone()).timeout(time);
