@@ -238,13 +238,23 @@ struct FarmWorkers {
     s: picket::config::Settings,
     client: crate::support::picket::Client,
     workers: Vec<crate::support::worker_process::WorkerProcess>,
+    /// Each worker's ops listener (`/metrics`).
+    ops: Vec<std::net::SocketAddr>,
 }
 
 impl FarmWorkers {
     async fn start(n: usize) -> FarmWorkers {
+        FarmWorkers::start_with(n, &crate::support::servers().redis_url).await
+    }
+
+    /// [`FarmWorkers::start`] with the workers' Redis at `redis_url`.
+    async fn start_with(n: usize, redis_url: &str) -> FarmWorkers {
         use crate::support::picket::{base_toml, Client};
         let farm = Farm::start().await;
-        let base = base_toml();
+        let base = base_toml().replace(
+            &format!("url = \"{}\"", crate::support::servers().redis_url),
+            &format!("url = \"{redis_url}\""),
+        );
         let ours = base[..base.find("[probe]").expect("[probe]")].to_string()
             + &base[base.find("[worker]").expect("[worker]")..];
         let farm_toml = farm.config_toml();
@@ -261,6 +271,7 @@ impl FarmWorkers {
             s,
             client,
             workers: Vec::new(),
+            ops: Vec::new(),
         };
         for _ in 0..n {
             farm.add_worker();
@@ -270,10 +281,12 @@ impl FarmWorkers {
 
     /// One more worker, `farm-wI`, with its own ops port.
     fn add_worker(&mut self) {
-        let own = self.toml.replace(
-            &self.s.http.listen.to_string(),
-            &format!("127.0.0.1:{}", crate::support::free_port()),
-        );
+        let ops: std::net::SocketAddr = format!("127.0.0.1:{}", crate::support::free_port())
+            .parse()
+            .expect("an ops address");
+        let own = self
+            .toml
+            .replace(&self.s.http.listen.to_string(), &ops.to_string());
         let name = format!("farm-w{}", self.workers.len());
         // Info: the start line is what a worker is waited for by.
         let env = [
@@ -282,6 +295,7 @@ impl FarmWorkers {
         ];
         let worker = crate::support::worker_process::WorkerProcess::start(&own, &env);
         self.workers.push(worker);
+        self.ops.push(ops);
     }
 
     fn names(&self) -> Vec<&'static str> {
@@ -399,6 +413,72 @@ async fn the_farm_through_workers_one_of_which_is_killed_gets_the_expected_verdi
     assert!(
         failures.is_empty(),
         "{} of {} results judged otherwise with a worker killed:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+}
+
+/// Redis, which every worker's limits, deferred jobs and state go through, stopped in the
+/// middle of the farm and started again (a restart, a failover without Sentinel): the
+/// workers carry on with their share of each limit and no state, then take Redis up
+/// again. Every target gets the single run's verdict and reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_whose_redis_restarts_gets_the_expected_verdicts() {
+    use crate::support::redis_server::RedisServer;
+    let redis = tokio::task::spawn_blocking(RedisServer::launch)
+        .await
+        .expect("join")
+        .expect("a private redis-server");
+    let redis = std::sync::Arc::new(redis);
+    let farm = FarmWorkers::start_with(3, redis.url()).await;
+    let names = farm.names();
+    farm.publish(&names).await;
+    let within = Duration::from_secs(240);
+    let mut results = farm.client.results(&farm.s, names.len() / 4, within).await;
+    let r = redis.clone();
+    tokio::task::spawn_blocking(move || r.stop())
+        .await
+        .expect("stop");
+    let stopped = Instant::now();
+    // Away for a good part of the round (about 15 s), the jobs going on meanwhile.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let r = redis.clone();
+    tokio::task::spawn_blocking(move || r.start())
+        .await
+        .expect("start");
+    let away = stopped.elapsed();
+    let rest = names.len() - results.len();
+    results.extend(farm.client.results(&farm.s, rest, within).await);
+    // The outage was met: Redis calls failed on the workers.
+    let mut failed_calls = 0.0;
+    for ops in &farm.ops {
+        let (_, text) = crate::support::ops::get_ops(*ops, "/metrics")
+            .await
+            .expect("metrics");
+        failed_calls += text
+            .lines()
+            .filter(|l| l.starts_with("picket_redis_errors_total{"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    let FarmWorkers { farm, workers, .. } = farm;
+    for w in workers {
+        w.terminate().await;
+    }
+    println!("Redis away {away:?}; {failed_calls} Redis calls failed");
+    assert!(
+        failed_calls > 0.0,
+        "no Redis call failed: the outage was not met"
+    );
+    let mut failures = Vec::new();
+    for r in &results {
+        let name = r["job_id"].as_str().unwrap_or("?");
+        failures.extend(judged_otherwise(farm.target(name), r, Leeway::MoreAttempts));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} results judged otherwise through a Redis restart:\n{}",
         failures.len(),
         results.len(),
         failures.join("\n")
