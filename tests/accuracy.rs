@@ -244,11 +244,12 @@ struct FarmWorkers {
 
 impl FarmWorkers {
     async fn start(n: usize) -> FarmWorkers {
-        FarmWorkers::start_with(n, &crate::support::servers().redis_url).await
+        FarmWorkers::start_with(n, &crate::support::servers().redis_url, "").await
     }
 
-    /// [`FarmWorkers::start`] with the workers' Redis at `redis_url`.
-    async fn start_with(n: usize, redis_url: &str) -> FarmWorkers {
+    /// [`FarmWorkers::start`] with the workers' Redis at `redis_url`, and `extra` (TOML
+    /// arrays of tables) after the rest.
+    async fn start_with(n: usize, redis_url: &str, extra: &str) -> FarmWorkers {
         use crate::support::picket::{base_toml, Client};
         let farm = Farm::start().await;
         let base = base_toml().replace(
@@ -261,7 +262,7 @@ impl FarmWorkers {
         let limits = farm_toml.find("[rate_limit.per_ip]").expect("limits");
         let end = farm_toml.find("[targets]").expect("[targets]");
         let farm_part = format!("{}{}", &farm_toml[..limits], &farm_toml[end..]);
-        let toml = format!("{ours}\n{farm_part}");
+        let toml = format!("{ours}\n{farm_part}\n{extra}");
         let s = picket::config::Settings::from_toml(&toml).expect("settings");
         let client = Client::connect().await;
         client.declare(&s).await;
@@ -431,7 +432,7 @@ async fn the_farm_through_workers_whose_redis_restarts_gets_the_expected_verdict
         .expect("join")
         .expect("a private redis-server");
     let redis = std::sync::Arc::new(redis);
-    let farm = FarmWorkers::start_with(3, redis.url()).await;
+    let farm = FarmWorkers::start_with(3, redis.url(), "").await;
     let names = farm.names();
     farm.publish(&names).await;
     let within = Duration::from_secs(240);
@@ -479,6 +480,46 @@ async fn the_farm_through_workers_whose_redis_restarts_gets_the_expected_verdict
     assert!(
         failures.is_empty(),
         "{} of {} results judged otherwise through a Redis restart:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+}
+
+/// Two ways out, as production rotates them: straight out, and a real SOCKS5 proxy
+/// (dante). Jobs go out through either, a `down` is confirmed through the other, and
+/// every target still gets the verdict and reason one process gives alone over one
+/// egress (its attempts and the detail of a confirmation may differ).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_with_two_egresses_gets_the_expected_verdicts() {
+    use crate::support::real::dante::Dante;
+    let dante = Dante::start("127.0.12.29", false);
+    let egresses = format!(
+        "[[egress]]\nname = \"direct\"\n\n[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n",
+        dante.url
+    );
+    let farm = FarmWorkers::start_with(3, &crate::support::servers().redis_url, &egresses).await;
+    let names = farm.names();
+    farm.publish(&names).await;
+    let results = farm
+        .client
+        .results(&farm.s, names.len(), Duration::from_secs(240))
+        .await;
+    let FarmWorkers { farm, workers, .. } = farm;
+    for w in workers {
+        w.terminate().await;
+    }
+    let mut failures = Vec::new();
+    let mut through = BTreeMap::new();
+    for r in &results {
+        let name = r["job_id"].as_str().unwrap_or("?");
+        *through.entry(r["egress"].to_string()).or_insert(0) += 1;
+        failures.extend(judged_otherwise(farm.target(name), r, Leeway::MoreAttempts));
+    }
+    println!("results by egress: {through:?}");
+    assert!(
+        failures.is_empty(),
+        "{} of {} results judged otherwise through two egresses:\n{}",
         failures.len(),
         results.len(),
         failures.join("\n")
