@@ -245,6 +245,7 @@ mod tests {
             reason,
             detail: detail.into(),
             confirmed_by_site: false,
+            unasked: false,
         }
     }
 

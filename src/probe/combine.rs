@@ -23,10 +23,13 @@ pub(crate) fn combine(judgements: &[Judgement], required: usize) -> Option<(usiz
     if let Some(i) = confirmed_down(judgements, required) {
         return Some((i, &judgements[i]));
     }
+    // The last that asked the site, if one did: one that asked nothing (a pause the
+    // host asked for, met through another egress) would hide the answer that started it.
     let unknown = |reason: Option<Reason>| {
-        judgements
-            .iter()
-            .rposition(|j| j.verdict == Verdict::Unknown && reason.is_none_or(|r| j.reason == r))
+        let fits =
+            |j: &Judgement| j.verdict == Verdict::Unknown && reason.is_none_or(|r| j.reason == r);
+        (judgements.iter().rposition(|j| fits(j) && !j.unasked))
+            .or_else(|| judgements.iter().rposition(fits))
     };
     if let Some(i) = unknown(Some(Reason::Blocked)).or_else(|| unknown(None)) {
         return Some((i, &judgements[i]));
@@ -87,6 +90,28 @@ fn site_answered_badly(reason: Reason) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attempt_that_asked_nothing_does_not_hide_the_answer_before_it() {
+        let refused = Judgement::new(Verdict::Unknown, Reason::Blocked, "429, Retry-After 120");
+        let mut paused = Judgement::new(Verdict::Unknown, Reason::Blocked, "not asked");
+        paused.unasked = true;
+        let egress = Judgement::new(Verdict::Unknown, Reason::EgressUnavailable, "proxy");
+        assert_eq!(
+            combine(&[refused.clone(), paused.clone()], 2).map(|x| x.0),
+            Some(0)
+        );
+        assert_eq!(
+            combine(&[paused.clone(), refused.clone()], 2).map(|x| x.0),
+            Some(1)
+        );
+        // Only unasked attempts: the last of them, as before.
+        assert_eq!(
+            combine(&[paused.clone(), paused.clone()], 2).map(|x| x.0),
+            Some(1)
+        );
+        assert_eq!(combine(&[egress, paused], 2).map(|x| x.0), Some(1));
+    }
 
     #[test]
     fn a_body_that_broke_off_once_is_a_blip_and_twice_is_degraded() {

@@ -32,6 +32,9 @@ pub(crate) struct Judgement {
     /// The site's own words confirm it: a 503 whose `Retry-After` asks for a pause
     /// longer than a confirmation may wait, so no attempt may follow it in time.
     pub confirmed_by_site: bool,
+    /// Nothing was asked: the host's pause (its `Retry-After`) was still on. Such an
+    /// attempt adds nothing to what an earlier one was answered.
+    pub unasked: bool,
 }
 
 impl Judgement {
@@ -42,6 +45,7 @@ impl Judgement {
             reason,
             detail: detail.into(),
             confirmed_by_site: false,
+            unasked: false,
         }
     }
 
@@ -219,7 +223,9 @@ fn judge_failure(f: &Failure, recent_answers: u32, settings: &JudgeSettings) -> 
         FailureKind::LocalResources => (Verdict::Unknown, Reason::LocalResources),
         FailureKind::LocalClock => (Verdict::Unknown, Reason::LocalClock),
     };
-    Judgement::new(verdict, reason, f.detail.clone())
+    let mut judged = Judgement::new(verdict, reason, f.detail.clone());
+    judged.unasked = f.kind == FailureKind::Paused;
+    judged
 }
 
 /// The status as the server wrote it ("503 Backend fetch failed"), or with its standard
