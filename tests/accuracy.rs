@@ -420,6 +420,48 @@ async fn the_farm_through_workers_one_of_which_is_killed_gets_the_expected_verdi
     );
 }
 
+/// A rolling restart: one of three workers stopped (SIGTERM, as a deploy stops it) in
+/// the middle of the farm and a new one started. The stopped worker finishes or hands
+/// back what it holds; every target gets one result at least, each with the verdict,
+/// reason and facts one process gives alone (attempts may be more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_a_rolling_restart_gets_the_expected_verdicts() {
+    let mut farm = FarmWorkers::start(3).await;
+    let names = farm.names();
+    farm.publish(&names).await;
+    let within = Duration::from_secs(240);
+    let mut results = farm.client.results(&farm.s, names.len() / 4, within).await;
+    farm.workers.remove(0).terminate().await;
+    farm.add_worker();
+    let seen = |rs: &[Value]| {
+        rs.iter()
+            .filter_map(|r| r["job_id"].as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    while seen(&results) < names.len() {
+        let missing = names.len() - seen(&results);
+        results.extend(farm.client.results(&farm.s, missing, within).await);
+    }
+    let FarmWorkers { farm, workers, .. } = farm;
+    for w in workers {
+        w.terminate().await;
+    }
+    let mut failures = Vec::new();
+    for r in &results {
+        let name = r["job_id"].as_str().unwrap_or("?");
+        failures.extend(judged_otherwise(farm.target(name), r, Leeway::MoreAttempts));
+    }
+    println!("{} results for {} targets", results.len(), names.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} results judged otherwise through a rolling restart:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+}
+
 /// Redis, which every worker's limits, deferred jobs and state go through, stopped in the
 /// middle of the farm and started again (a restart, a failover without Sentinel): the
 /// workers carry on with their share of each limit and no state, then take Redis up
