@@ -244,25 +244,22 @@ struct FarmWorkers {
 
 impl FarmWorkers {
     async fn start(n: usize) -> FarmWorkers {
-        FarmWorkers::start_with(n, &crate::support::servers().redis_url, "").await
+        FarmWorkers::start_with(n, |toml| toml).await
     }
 
-    /// [`FarmWorkers::start`] with the workers' Redis at `redis_url`, and `extra` (TOML
-    /// arrays of tables) after the rest.
-    async fn start_with(n: usize, redis_url: &str, extra: &str) -> FarmWorkers {
+    /// [`FarmWorkers::start`] with the workers' configuration as `edit` makes it of
+    /// the tests' broker, Redis and worker tables and the farm's.
+    async fn start_with(n: usize, edit: impl FnOnce(String) -> String) -> FarmWorkers {
         use crate::support::picket::{base_toml, Client};
         let farm = Farm::start().await;
-        let base = base_toml().replace(
-            &format!("url = \"{}\"", crate::support::servers().redis_url),
-            &format!("url = \"{redis_url}\""),
-        );
+        let base = base_toml();
         let ours = base[..base.find("[probe]").expect("[probe]")].to_string()
             + &base[base.find("[worker]").expect("[worker]")..];
         let farm_toml = farm.config_toml();
         let limits = farm_toml.find("[rate_limit.per_ip]").expect("limits");
         let end = farm_toml.find("[targets]").expect("[targets]");
         let farm_part = format!("{}{}", &farm_toml[..limits], &farm_toml[end..]);
-        let toml = format!("{ours}\n{farm_part}\n{extra}");
+        let toml = edit(format!("{ours}\n{farm_part}\n"));
         let s = picket::config::Settings::from_toml(&toml).expect("settings");
         let client = Client::connect().await;
         client.declare(&s).await;
@@ -421,12 +418,21 @@ async fn the_farm_through_workers_one_of_which_is_killed_gets_the_expected_verdi
 }
 
 /// A rolling restart: one of three workers stopped (SIGTERM, as a deploy stops it) in
-/// the middle of the farm and a new one started. The stopped worker finishes or hands
-/// back what it holds; every target gets one result at least, each with the verdict,
-/// reason and facts one process gives alone (attempts may be more).
+/// the middle of the farm and a new one started, on a quorum jobs queue (as a cluster's
+/// operators declare it), where what the stopped worker held is handed back as acked
+/// copies. Every target gets one result at least, each with the verdict, reason and
+/// facts one process gives alone (attempts may be more).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_a_rolling_restart_gets_the_expected_verdicts() {
-    let mut farm = FarmWorkers::start(3).await;
+    let mut farm = FarmWorkers::start_with(3, |toml| {
+        toml.replacen("[amqp]\n", "[amqp]\nqueue_type = \"quorum\"\n", 1)
+    })
+    .await;
+    assert_eq!(
+        farm.s.amqp.queue_type,
+        picket::config::QueueType::Quorum,
+        "a quorum jobs queue"
+    );
     let names = farm.names();
     farm.publish(&names).await;
     let within = Duration::from_secs(240);
@@ -474,7 +480,13 @@ async fn the_farm_through_workers_whose_redis_restarts_gets_the_expected_verdict
         .expect("join")
         .expect("a private redis-server");
     let redis = std::sync::Arc::new(redis);
-    let farm = FarmWorkers::start_with(3, redis.url(), "").await;
+    let farm = FarmWorkers::start_with(3, |toml| {
+        toml.replace(
+            &format!("url = \"{}\"", crate::support::servers().redis_url),
+            &format!("url = \"{}\"", redis.url()),
+        )
+    })
+    .await;
     let names = farm.names();
     farm.publish(&names).await;
     let within = Duration::from_secs(240);
@@ -540,7 +552,7 @@ async fn the_farm_through_workers_with_two_egresses_gets_the_expected_verdicts()
         "[[egress]]\nname = \"direct\"\n\n[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n",
         dante.url
     );
-    let farm = FarmWorkers::start_with(3, &crate::support::servers().redis_url, &egresses).await;
+    let farm = FarmWorkers::start_with(3, |toml| toml + &egresses).await;
     let names = farm.names();
     farm.publish(&names).await;
     let results = farm
