@@ -580,6 +580,26 @@ async fn the_farm_through_workers_with_two_egresses_gets_the_expected_verdicts()
     );
 }
 
+/// A head of 600 lines (24 KB) through an HTTP-proxy egress (a real squid, its CONNECT
+/// tunnel): read as browsers read it, which limit a head by its size, as on the direct
+/// route, never `down/protocol` "message head is too large".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_head_through_an_http_proxy_is_read_as_browsers_read_it() {
+    use crate::support::real::squid::Squid;
+    let squid = Squid::start("127.0.12.48", false);
+    let farm = Farm::start().await;
+    let extra = format!(
+        "\n[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n",
+        squid.url
+    );
+    let name = "six-hundred-header-lines";
+    let (results, _) = check_with(&farm, &[name], &extra).await;
+    let r = &results[name];
+    assert_eq!(r["egress"], "squid", "{r:#}");
+    let wrong = judged_otherwise(farm.target(name), r, Leeway::None);
+    assert!(wrong.is_empty(), "{wrong:?}");
+}
+
 /// Sites whose chains lack the same CA's intermediate are probed at once (a worker's
 /// first minutes): the fetches of the CA's URLs are counted by its IP's limit like any
 /// request, and one the limit allows no time for is ours, not the site's. Here the
