@@ -52,6 +52,9 @@ pub(super) struct Egress {
     /// For the direct and SOCKS egresses, the route a request is asked again on when
     /// reqwest's client could not read the answer's head or chunks (`tunnel/mend`).
     pub(super) mended: Option<Tunnel>,
+    /// For an HTTP proxy, its tunnel reading heads as long as browsers take them: where
+    /// a request whose head had more lines than the tunnel reads is asked again.
+    pub(super) long_heads: Option<Tunnel>,
 }
 
 impl Egress {
@@ -93,6 +96,7 @@ impl Egress {
         )
         .map_err(tls_err)?;
         let legacy = Legacy::new(resolve, proxy.as_ref(), trust).map_err(tls_err)?;
+        let tunnel = Tunnel::for_egress(e, resolve, tls);
         Ok(Egress {
             name: e.name.clone(),
             socks: scheme.is_some_and(|s| s.starts_with("socks")),
@@ -102,7 +106,8 @@ impl Egress {
             client,
             http1,
             legacy,
-            tunnel: Tunnel::for_egress(e, resolve, tls),
+            long_heads: tunnel.as_ref().and_then(Tunnel::reading_long_heads),
+            tunnel,
             mended: Tunnel::mended(e, resolve, tls),
         })
     }

@@ -384,7 +384,8 @@ impl HttpProber {
             };
             return Box::pin(self.ask_ip(probe, &again, host, addr, obs)).await;
         }
-        if e.unreadable_head() {
+        // Not when the request was already read as browsers read it (`read_as_browsers`).
+        if e.unreadable_head() && !probe.read_as_browsers {
             // The first request's slot is ours no longer: the second asks anew.
             drop(permit);
             let mended = self.ask_mended(probe, ask, host, addr, &e, obs);
@@ -730,10 +731,10 @@ impl HttpProber {
 
     /// Asks `addr` again on the tunnel's own HTTP/1 client (directly, or through the
     /// egress's SOCKS5 proxy), which reads a head as browsers do
-    /// (`tunnel/mend`), after reqwest's could not read it (`first`). A second request,
-    /// so the limiter is asked again. The answer, when its connection was ready, and its
-    /// permit; `None` when the egress has no such route (an HTTP proxy's tunnel reads
-    /// every head so) or no time is left, and the first failure stands.
+    /// (`tunnel/mend`), after reqwest's could not read it (`first`); through an HTTP
+    /// proxy, on its tunnel reading heads as long as browsers take them. A second
+    /// request, so the limiter is asked again. The answer, when its connection was ready,
+    /// and its permit; `None` when no time is left, and the first failure stands.
     async fn ask_mended(
         &self,
         probe: &mut Probe<'_>,
@@ -744,7 +745,7 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Result<Option<(reqwest::Response, Instant, Permit)>, Outcome> {
         let egress = probe.egress;
-        let Some(route) = &egress.mended else {
+        let Some(route) = egress.mended.as_ref().or(egress.long_heads.as_ref()) else {
             return Ok(None);
         };
         let permit = self.permit(probe, host, addr.ip(), obs).await?;

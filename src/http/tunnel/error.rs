@@ -522,11 +522,13 @@ impl SendError {
         }
     }
 
-    /// Whether hyper could not read the answer's head (reqwest's path: the tunnel
-    /// reads it as browsers do, `mend`).
+    /// Whether hyper could not read the answer's head: on reqwest's path, its grammar
+    /// or its length (the tunnel reads the grammar as browsers do, `mend`); on a
+    /// tunnel, its length.
     pub(in crate::http) fn unreadable_head(&self) -> bool {
         match self {
             SendError::Client(e) => crate::http::failure::unreadable_head(e),
+            SendError::Tunnel(TunnelError::Http(h)) => h.is_parse_too_large(),
             SendError::Tunnel(_) => false,
         }
     }

@@ -91,6 +91,9 @@ pub(super) struct Tunnel {
     via: Via,
     /// The probes' rustls configuration, with no resumption and the hello mark.
     tls: Arc<rustls::ClientConfig>,
+    /// Header lines of an answer it reads: a proxy's tunnel asks every request, the
+    /// mending routes only those whose head the first client could not read.
+    head_lines: usize,
 }
 
 /// The way to the site's address.
@@ -98,7 +101,7 @@ enum Via {
     /// A TCP connection to it.
     Direct,
     /// A tunnel from an HTTP(S) proxy (`CONNECT ip:port`).
-    Proxy(Box<Proxy>),
+    Proxy(Arc<Proxy>),
     /// A SOCKS5 proxy, asked for the address (hyper-util's connector, as reqwest's).
     Socks(SocksProxy),
 }
@@ -157,7 +160,7 @@ impl Tunnel {
             Arc::new(c)
         });
         Some(Tunnel {
-            via: Via::Proxy(Box::new(Proxy {
+            via: Via::Proxy(Arc::new(Proxy {
                 host: url.host_str()?.to_string(),
                 port: url.port_or_known_default()?,
                 tls: proxy_tls,
@@ -169,13 +172,14 @@ impl Tunnel {
                 intercepts: Default::default(),
             })),
             tls: site_tls(tls),
+            head_lines: MAX_HEADER_LINES,
         })
     }
 
     /// The route on which a request of egress `e` is asked again when reqwest's client
     /// could not read the answer's head or chunks: directly, or through `e`'s SOCKS5
     /// proxy. `None` for an HTTP-proxy egress, whose tunnel reads them as browsers do
-    /// from the start.
+    /// from the start (but for a head's length: [`Tunnel::reading_long_heads`]).
     pub(super) fn mended(
         e: &EgressSettings,
         resolve: &Arc<dyn reqwest::dns::Resolve>,
@@ -194,7 +198,22 @@ impl Tunnel {
         Some(Tunnel {
             via,
             tls: site_tls(tls),
+            head_lines: MAX_HEADER_LINES_MENDED,
         })
+    }
+
+    /// The same proxy's tunnel reading heads as long as browsers take them: where an
+    /// HTTP-proxy egress asks again a request whose head had more lines than its
+    /// tunnel reads. `None` for the other routes.
+    pub(super) fn reading_long_heads(&self) -> Option<Tunnel> {
+        match &self.via {
+            Via::Proxy(proxy) => Some(Tunnel {
+                via: Via::Proxy(Arc::clone(proxy)),
+                tls: Arc::clone(&self.tls),
+                head_lines: MAX_HEADER_LINES_MENDED,
+            }),
+            Via::Direct | Via::Socks(_) => None,
+        }
     }
 
     /// Sends `request` to `addr` (the counted address) on its route, the URL's host as
@@ -398,13 +417,7 @@ impl Tunnel {
         };
         let _ = hop.clock.connected.set(Instant::now());
         let form = if h2 { Form::H2 } else { Form::Origin };
-        // A proxy's tunnel asks every request; the mended route only those whose head
-        // the first client could not read.
-        let head_lines = match self.via {
-            Via::Proxy(_) => MAX_HEADER_LINES,
-            Via::Direct | Via::Socks(_) => MAX_HEADER_LINES_MENDED,
-        };
-        let answer = tokio::time::timeout_at(deadline, ask(io, form, request, head_lines))
+        let answer = tokio::time::timeout_at(deadline, ask(io, form, request, self.head_lines))
             .await
             .map_err(|_| TunnelError::Timeout)??;
         Ok(answer_to_reqwest(answer, certificate, deadline).await)
