@@ -300,6 +300,18 @@ impl FarmWorkers {
         self.farm.targets.iter().map(|t| t.name).collect()
     }
 
+    /// Takes results into `results` until every target has one at least: a job a
+    /// stopped or killed worker held comes back, and may be answered twice.
+    async fn until_every_target_answered(&self, results: &mut Vec<Value>, within: Duration) {
+        loop {
+            let missing = self.farm.targets.len() - checks_per_target(results).len();
+            if missing == 0 {
+                return;
+            }
+            results.extend(self.client.results(&self.s, missing, within).await);
+        }
+    }
+
     /// The jobs of the targets `names`, each published to the jobs queue.
     async fn publish(&self, names: &[&str]) {
         for line in self.farm.jobs(names).lines() {
@@ -307,6 +319,15 @@ impl FarmWorkers {
             self.client.job(&self.s, job).await;
         }
     }
+}
+
+/// How many results each target (job id) got.
+fn checks_per_target(results: &[Value]) -> BTreeMap<&str, usize> {
+    let mut seen = BTreeMap::new();
+    for r in results {
+        *seen.entry(r["job_id"].as_str().unwrap_or("?")).or_insert(0) += 1;
+    }
+    seen
 }
 
 /// The whole farm through the contract as production runs it: three worker processes
@@ -380,20 +401,7 @@ async fn the_farm_through_workers_one_of_which_is_killed_gets_the_expected_verdi
     farm.add_worker();
     // The rest, then one at a time until every target has one: a job the dead worker
     // published but did not ack is checked again.
-    let rest = names.len() - results.len();
-    results.extend(farm.client.results(&farm.s, rest, within).await);
-    let by_name = |rs: &[Value]| -> BTreeMap<String, usize> {
-        let mut seen = BTreeMap::new();
-        for r in rs {
-            *seen
-                .entry(r["job_id"].as_str().unwrap_or("?").to_string())
-                .or_insert(0) += 1;
-        }
-        seen
-    };
-    while by_name(&results).len() < names.len() {
-        results.extend(farm.client.results(&farm.s, 1, within).await);
-    }
+    farm.until_every_target_answered(&mut results, within).await;
     let FarmWorkers { farm, workers, .. } = farm;
     for w in workers.into_iter().skip(1) {
         w.terminate().await;
@@ -403,7 +411,10 @@ async fn the_farm_through_workers_one_of_which_is_killed_gets_the_expected_verdi
         let name = r["job_id"].as_str().unwrap_or("?");
         failures.extend(judged_otherwise(farm.target(name), r, Leeway::Retaken));
     }
-    let twice = by_name(&results).values().filter(|n| **n > 1).count();
+    let twice = checks_per_target(&results)
+        .values()
+        .filter(|n| **n > 1)
+        .count();
     println!(
         "killed: {status:?}; {} results, {twice} targets checked twice",
         results.len()
@@ -439,16 +450,7 @@ async fn the_farm_through_a_rolling_restart_gets_the_expected_verdicts() {
     let mut results = farm.client.results(&farm.s, names.len() / 4, within).await;
     farm.workers.remove(0).terminate().await;
     farm.add_worker();
-    let seen = |rs: &[Value]| {
-        rs.iter()
-            .filter_map(|r| r["job_id"].as_str())
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-    };
-    while seen(&results) < names.len() {
-        let missing = names.len() - seen(&results);
-        results.extend(farm.client.results(&farm.s, missing, within).await);
-    }
+    farm.until_every_target_answered(&mut results, within).await;
     let FarmWorkers { farm, workers, .. } = farm;
     for w in workers {
         w.terminate().await;
