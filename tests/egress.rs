@@ -513,8 +513,9 @@ async fn a_legacy_tls_server_is_asked_again_over_openssl_through_an_http_proxys_
         assert_eq!(
             (r.verdict, r.reason.as_str()),
             (Verdict::Up, "ok"),
-            "through {proxy_url}: {}",
-            r.detail
+            "through {proxy_url}: {}\n{:#?}",
+            r.detail,
+            r.attempt_log
         );
         assert!(r.detail.contains("answered over OpenSSL"), "{}", r.detail);
     }

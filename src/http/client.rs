@@ -7,6 +7,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+
 use super::head::{MAX_HEADER_LINES, MAX_HEADER_LIST_BYTES};
 
 /// Quiet time on a connection before its first TCP keepalive probe.
@@ -95,7 +97,7 @@ impl Egress {
             &tls_http1,
         )
         .map_err(tls_err)?;
-        let legacy = Legacy::new(resolve, proxy.as_ref(), trust).map_err(tls_err)?;
+        let legacy = Legacy::new(resolve, proxy.as_ref(), trust)?;
         let tunnel = Tunnel::for_egress(e, resolve, tls);
         Ok(Egress {
             name: e.name.clone(),
@@ -119,8 +121,17 @@ pub(super) struct Legacy {
     resolve: Arc<dyn reqwest::dns::Resolve>,
     proxy: Option<reqwest::Proxy>,
     trust: Arc<Trust>,
-    /// The client, and the roots it was built with.
-    built: Mutex<(Arc<Trusted>, reqwest::Client)>,
+    /// What it was built of, and the roots it was built with.
+    built: Mutex<(Arc<Trusted>, LegacyTls)>,
+}
+
+/// OpenSSL for one set of roots: reqwest's client (the direct and SOCKS routes), and
+/// the same handshake for an HTTP proxy's tunnel (`tunnel/`), which reqwest's client
+/// cannot use: it would ask the proxy for the name.
+#[derive(Clone)]
+pub(super) struct LegacyTls {
+    pub(super) client: reqwest::Client,
+    pub(super) handshake: tokio_native_tls::TlsConnector,
 }
 
 impl Legacy {
@@ -128,25 +139,25 @@ impl Legacy {
         resolve: &Arc<dyn reqwest::dns::Resolve>,
         proxy: Option<&reqwest::Proxy>,
         trust: &Arc<Trust>,
-    ) -> Result<Legacy, reqwest::Error> {
+    ) -> Result<Legacy, SetupError> {
         let trusted = trust.now();
-        let client = legacy_client(builder(resolve.clone(), proxy), &trusted.extra_ca)?;
+        let tls = legacy_tls(builder(resolve.clone(), proxy), &trusted.extra_ca)?;
         Ok(Legacy {
             resolve: resolve.clone(),
             proxy: proxy.cloned(),
             trust: trust.clone(),
-            built: Mutex::new((trusted, client)),
+            built: Mutex::new((trusted, tls)),
         })
     }
 
-    /// The client for the roots trusted now.
-    pub(super) fn client(&self) -> reqwest::Client {
+    /// OpenSSL for the roots trusted now.
+    pub(super) fn now(&self) -> LegacyTls {
         let trusted = self.trust.now();
         let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
         if !Arc::ptr_eq(&built.0, &trusted) {
             let b = builder(self.resolve.clone(), self.proxy.as_ref());
-            match legacy_client(b, &trusted.extra_ca) {
-                Ok(client) => built.1 = client,
+            match legacy_tls(b, &trusted.extra_ca) {
+                Ok(tls) => built.1 = tls,
                 // Kept, and not tried again until the roots change again.
                 Err(e) => {
                     tracing::warn!(error = %e, "the OpenSSL client could not be built for the new roots: it keeps the old")
@@ -234,21 +245,32 @@ fn rustls_client(
 /// A shared client over OpenSSL, for a server that shares no TLS version or cipher
 /// suite with rustls: TLS 1.2 at least, as browsers require, but with the CBC suites
 /// browsers still offer. Roots: the system's and `tls.extra_ca_file`. OpenSSL keeps no
-/// client-side session cache unless asked, so nothing is resumed here either.
+/// client-side session cache unless asked, so nothing is resumed here either. With it,
+/// the same handshake for a tunnel.
 ///
 /// HTTP/1.1 only: it is also the way to a server that renegotiates to ask for a client
 /// certificate, which rustls cannot do and which HTTP/2 forbids (such a server resets
 /// an HTTP/2 request with `HTTP_1_1_REQUIRED`; browsers use HTTP/1.1 there too).
-fn legacy_client(
+fn legacy_tls(
     builder: reqwest::ClientBuilder,
-    extra_ca: &[reqwest::Certificate],
-) -> Result<reqwest::Client, reqwest::Error> {
+    extra_ca: &[CertificateDer<'static>],
+) -> Result<LegacyTls, SetupError> {
+    let tls_err = |e: &dyn std::fmt::Display| SetupError::Tls(e.to_string());
     let mut b = builder
         .use_native_tls()
         .http1_only()
         .min_tls_version(reqwest::tls::Version::TLS_1_2);
-    for ca in extra_ca {
-        b = b.add_root_certificate(ca.clone());
+    let mut handshake = native_tls::TlsConnector::builder();
+    handshake
+        .min_protocol_version(Some(native_tls::Protocol::Tlsv12))
+        .request_alpns(&["http/1.1"]);
+    for der in extra_ca {
+        b = b.add_root_certificate(reqwest::Certificate::from_der(der).map_err(|e| tls_err(&e))?);
+        handshake
+            .add_root_certificate(native_tls::Certificate::from_der(der).map_err(|e| tls_err(&e))?);
     }
-    b.build()
+    Ok(LegacyTls {
+        client: b.build().map_err(|e| tls_err(&e))?,
+        handshake: handshake.build().map_err(|e| tls_err(&e))?.into(),
+    })
 }

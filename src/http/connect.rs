@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::client::Egress;
-use super::failure::{root_cause, Allowed};
+use super::failure::Allowed;
 use super::in_flight::Sending;
 use super::issuers::Incomplete;
 use super::pin::{Hop, Route};
@@ -818,7 +818,20 @@ impl HttpProber {
             http1: true,
             ..ask.clone()
         };
-        match send(&hop, &probe.egress.legacy.client(), &ask, left).await {
+        let legacy = probe.egress.legacy.now();
+        // Through an HTTP proxy, its tunnel to the counted address with OpenSSL's
+        // handshake; elsewhere reqwest's OpenSSL client, handed the address.
+        let tunnel = (probe.egress.tunnel.as_ref()).and_then(|t| t.over_openssl(legacy.handshake));
+        let result = match tunnel {
+            Some(t) => {
+                let request = ask.build(&legacy.client, left);
+                t.send(request, addr, connect_timeout, &hop).await
+            }
+            None => send(&hop, &legacy.client, &ask, left)
+                .await
+                .map_err(SendError::from),
+        };
+        match result {
             Ok(resp) => {
                 hop.clock.write_legacy(sent, &first.0.clock, first.1, obs);
                 // Which of the two it was, OpenSSL does not say.
@@ -832,12 +845,9 @@ impl HttpProber {
                 Ok(Some((resp, hop.clock.ready(sent))))
             }
             Err(e) => {
-                let cause = root_cause(&e);
+                let cause = e.cause();
                 // OpenSSL's verify result is said above its error stack, the root.
-                let verify =
-                    std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
-                        e.source()
-                    })
+                let verify = std::iter::successors(Some(e.as_error()), |e| e.source())
                     .find_map(|e| DatesMissed::of_openssl(&e.to_string()));
                 let said = match verify {
                     Some(DatesMissed::Expired(_)) => "certificate has expired",

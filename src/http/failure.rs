@@ -331,14 +331,12 @@ pub(super) fn rustls_inside(io: &std::io::Error) -> Option<&rustls::Error> {
 
 /// The handshake failed because the server would speak nothing rustls offers: no
 /// common TLS version or cipher suite (a server allowing only CBC suites, say).
-pub(super) fn no_common_tls(e: &reqwest::Error) -> bool {
+pub(super) fn no_common_tls(e: &rustls::Error) -> bool {
     use rustls::AlertDescription as A;
     matches!(
-        tls_error(e),
-        Some(
-            rustls::Error::AlertReceived(A::HandshakeFailure | A::ProtocolVersion)
-                | rustls::Error::PeerIncompatible(_)
-        )
+        e,
+        rustls::Error::AlertReceived(A::HandshakeFailure | A::ProtocolVersion)
+            | rustls::Error::PeerIncompatible(_)
     )
 }
 

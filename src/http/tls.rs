@@ -55,7 +55,7 @@ pub(super) fn trust(
 /// roots itself when it is built).
 pub(super) struct Trusted {
     webpki: Arc<WebPkiServerVerifier>,
-    pub(super) extra_ca: Vec<reqwest::Certificate>,
+    pub(super) extra_ca: Vec<CertificateDer<'static>>,
 }
 
 /// The roots, read again when `tls.extra_ca_file`, the system's bundle or its directory
@@ -155,7 +155,7 @@ fn roots(settings: &TlsSettings) -> Result<rustls::RootCertStore, SetupError> {
 }
 
 /// The certificates of `tls.extra_ca_file`, for the OpenSSL fallback.
-fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificate>, SetupError> {
+fn extra_ca(settings: &TlsSettings) -> Result<Vec<CertificateDer<'static>>, SetupError> {
     let Some(path) = &settings.extra_ca_file else {
         return Ok(Vec::new());
     };
@@ -164,12 +164,14 @@ fn extra_ca(settings: &TlsSettings) -> Result<Vec<reqwest::Certificate>, SetupEr
         message,
     };
     let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-    CertificateDer::pem_slice_iter(&pem)
-        .map(|c| {
-            let der = c.map_err(|e| ca_err(e.to_string()))?;
-            reqwest::Certificate::from_der(&der).map_err(|e| ca_err(e.to_string()))
-        })
-        .collect()
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ca_err(e.to_string()))?;
+    // Checked as OpenSSL will read them, so that a bad one stops here.
+    for der in &certificates {
+        native_tls::Certificate::from_der(der).map_err(|e| ca_err(e.to_string()))?;
+    }
+    Ok(certificates)
 }
 
 /// Whole days from `now` until the site's certificate on `resp` expires (negative when

@@ -504,6 +504,14 @@ impl SendError {
         matches!(self, SendError::Tunnel(TunnelError::Refused(r)) if r.reports_connect_timeout())
     }
 
+    /// The error of either path, to walk its sources.
+    pub(in crate::http) fn as_error(&self) -> &(dyn StdError + 'static) {
+        match self {
+            SendError::Client(e) => e,
+            SendError::Tunnel(e) => e,
+        }
+    }
+
     /// What went wrong, in the deepest error's words.
     pub(in crate::http) fn cause(&self) -> String {
         match self {
@@ -542,12 +550,10 @@ impl SendError {
         }
     }
 
-    /// Whether the OpenSSL retry applies: never through a tunnel (module docs).
+    /// Whether the OpenSSL retry applies: the server would speak nothing rustls offers.
     pub(in crate::http) fn no_common_tls(&self) -> bool {
-        match self {
-            SendError::Client(e) => crate::http::failure::no_common_tls(e),
-            SendError::Tunnel(_) => false,
-        }
+        self.tls_error()
+            .is_some_and(crate::http::failure::no_common_tls)
     }
 
     /// The issuer the site's chain lacks, when that is why the handshake failed.

@@ -26,8 +26,8 @@
 //! closes a plain-http tunnel without an answer (a proxy that intercepts TLS takes every
 //! tunnel for TLS).
 //!
-//! The OpenSSL retry for servers speaking only legacy TLS is not made through these
-//! egresses: the rustls failure is the verdict.
+//! The OpenSSL retry for servers speaking only legacy TLS takes the same tunnel, with
+//! OpenSSL's handshake in place of rustls's ([`Tunnel::over_openssl`]).
 //!
 //! The same client also asks again, directly or through a SOCKS5 egress's proxy, a
 //! request whose head or chunks reqwest's client could not read ([`Tunnel::mended`]):
@@ -89,11 +89,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub(super) struct Tunnel {
     /// What every connection goes through.
     via: Via,
-    /// The probes' rustls configuration, with no resumption and the hello mark.
-    tls: Arc<rustls::ClientConfig>,
+    /// The TLS handshake with the site.
+    tls: SiteTls,
     /// Header lines of an answer it reads: a proxy's tunnel asks every request, the
     /// mending routes only those whose head the first client could not read.
     head_lines: usize,
+}
+
+/// The TLS a tunnel speaks with the site.
+enum SiteTls {
+    /// The probes' rustls configuration, with no resumption and the hello mark.
+    Rustls(Arc<rustls::ClientConfig>),
+    /// OpenSSL, for a server that speaks only legacy TLS (the egress's `Legacy`).
+    OpenSsl(tokio_native_tls::TlsConnector),
 }
 
 /// The way to the site's address.
@@ -171,7 +179,7 @@ impl Tunnel {
                 no_such_host: Default::default(),
                 intercepts: Default::default(),
             })),
-            tls: site_tls(tls),
+            tls: SiteTls::Rustls(site_tls(tls)),
             head_lines: MAX_HEADER_LINES,
         })
     }
@@ -197,7 +205,7 @@ impl Tunnel {
         };
         Some(Tunnel {
             via,
-            tls: site_tls(tls),
+            tls: SiteTls::Rustls(site_tls(tls)),
             head_lines: MAX_HEADER_LINES_MENDED,
         })
     }
@@ -206,11 +214,27 @@ impl Tunnel {
     /// HTTP-proxy egress asks again a request whose head had more lines than its
     /// tunnel reads. `None` for the other routes.
     pub(super) fn reading_long_heads(&self) -> Option<Tunnel> {
+        let SiteTls::Rustls(tls) = &self.tls else {
+            return None;
+        };
+        self.through_proxy(SiteTls::Rustls(Arc::clone(tls)), MAX_HEADER_LINES_MENDED)
+    }
+
+    /// The same proxy's tunnel with OpenSSL's `handshake` for the site: where an
+    /// HTTP-proxy egress asks again a server that shares no TLS with rustls (reqwest's
+    /// OpenSSL client would ask the proxy for the name). `None` for the other routes,
+    /// where reqwest's OpenSSL client is handed the counted address.
+    pub(super) fn over_openssl(&self, handshake: tokio_native_tls::TlsConnector) -> Option<Tunnel> {
+        self.through_proxy(SiteTls::OpenSsl(handshake), self.head_lines)
+    }
+
+    /// This tunnel's proxy, shared, with another TLS or head length.
+    fn through_proxy(&self, tls: SiteTls, head_lines: usize) -> Option<Tunnel> {
         match &self.via {
             Via::Proxy(proxy) => Some(Tunnel {
                 via: Via::Proxy(Arc::clone(proxy)),
-                tls: Arc::clone(&self.tls),
-                head_lines: MAX_HEADER_LINES_MENDED,
+                tls,
+                head_lines,
             }),
             Via::Direct | Via::Socks(_) => None,
         }

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use url::Url;
 
 use super::error::{Refusal, Stage, TunnelError};
-use super::{Io, Proxy, SocksProxy, Tunnel, Via};
+use super::{Io, Proxy, SiteTls, SocksProxy, Tunnel, Via};
 
 impl Tunnel {
     /// A connection to the site at `addr` through the proxy, TLS set up for https, with
@@ -59,25 +59,61 @@ impl Tunnel {
             return Ok((tunnel, false, None));
         }
         *stage = Stage::Tls;
-        let name = match url.host() {
-            Some(url::Host::Domain(d)) => ServerName::try_from(d.to_string())
-                .map_err(|e| TunnelError::Proxy(format!("{d} is no TLS server name: {e}")))?,
-            Some(url::Host::Ipv4(ip)) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
-            Some(url::Host::Ipv6(ip)) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
-            None => return Err(TunnelError::Proxy(format!("{url} names no host"))),
-        };
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(name, tunnel)
-            .await
-            .map_err(TunnelError::Tls)?;
-        let session = tls.get_ref().1;
-        let h2 = session.alpn_protocol() == Some(b"h2");
-        let certificate = session
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.to_vec());
-        Ok((Box::new(tls), h2, certificate))
+        match &self.tls {
+            SiteTls::Rustls(config) => rustls_handshake(config, url, tunnel).await,
+            SiteTls::OpenSsl(handshake) => openssl_handshake(handshake, url, tunnel).await,
+        }
     }
+}
+
+/// TLS with the site over `tunnel` with rustls, the URL's host as SNI: the stream,
+/// whether it speaks HTTP/2, and the site's certificate.
+async fn rustls_handshake(
+    config: &Arc<rustls::ClientConfig>,
+    url: &Url,
+    tunnel: Box<dyn Io>,
+) -> Result<(Box<dyn Io>, bool, Option<Vec<u8>>), TunnelError> {
+    let name = match url.host() {
+        Some(url::Host::Domain(d)) => ServerName::try_from(d.to_string())
+            .map_err(|e| TunnelError::Proxy(format!("{d} is no TLS server name: {e}")))?,
+        Some(url::Host::Ipv4(ip)) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
+        Some(url::Host::Ipv6(ip)) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
+        None => return Err(TunnelError::Proxy(format!("{url} names no host"))),
+    };
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tunnel)
+        .await
+        .map_err(TunnelError::Tls)?;
+    let session = tls.get_ref().1;
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let certificate = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec());
+    Ok((Box::new(tls), h2, certificate))
+}
+
+/// TLS with the site over `tunnel` with OpenSSL (HTTP/1.1 only), the URL's host as
+/// SNI and the name checked: the stream, and the site's certificate.
+async fn openssl_handshake(
+    handshake: &tokio_native_tls::TlsConnector,
+    url: &Url,
+    tunnel: Box<dyn Io>,
+) -> Result<(Box<dyn Io>, bool, Option<Vec<u8>>), TunnelError> {
+    let Some(host) = url.host_str() else {
+        return Err(TunnelError::Proxy(format!("{url} names no host")));
+    };
+    let tls = handshake
+        .connect(bare_host(host), tunnel)
+        .await
+        .map_err(|e| TunnelError::Tls(std::io::Error::other(e)))?;
+    let certificate = tls
+        .get_ref()
+        .peer_certificate()
+        .ok()
+        .flatten()
+        .and_then(|c| c.to_der().ok());
+    Ok((Box::new(tls), false, certificate))
 }
 
 impl Proxy {
