@@ -250,8 +250,12 @@ impl FarmWorkers {
     /// [`FarmWorkers::start`] with the workers' configuration as `edit` makes it of
     /// the tests' broker, Redis and worker tables and the farm's.
     async fn start_with(n: usize, edit: impl FnOnce(String) -> String) -> FarmWorkers {
+        FarmWorkers::on(Farm::start().await, n, edit).await
+    }
+
+    /// [`FarmWorkers::start_with`] on a farm already started.
+    async fn on(farm: Farm, n: usize, edit: impl FnOnce(String) -> String) -> FarmWorkers {
         use crate::support::picket::{base_toml, Client};
-        let farm = Farm::start().await;
         let base = base_toml();
         let ours = base[..base.find("[probe]").expect("[probe]")].to_string()
             + &base[base.find("[worker]").expect("[worker]")..];
@@ -576,6 +580,56 @@ async fn the_farm_through_workers_with_two_egresses_gets_the_expected_verdicts()
     assert!(
         failures.is_empty(),
         "{} of {} results judged otherwise through two egresses:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+}
+
+/// An HTTP proxy as the only way out (a real squid, its CONNECT tunnels to the counted
+/// address): every target gets the verdict and reason one process gives straight out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_with_squid_as_the_only_egress_gets_the_expected_verdicts() {
+    use crate::support::dns;
+    use crate::support::real::squid::Squid;
+    let farm = Farm::start().await;
+    // squid resolves names as production's does: the farm's names answered, any other
+    // NXDOMAIN (squid asks port 53).
+    let table = farm
+        .static_hosts
+        .iter()
+        .map(|(name, ips)| {
+            let ips = ips.split(',').filter_map(|ip| ip.trim().parse().ok());
+            (name.to_lowercase(), ips.collect())
+        })
+        .collect();
+    let (nameserver, _) = dns::serve_on("127.0.12.51", 53, dns::Mode::Answer(table)).await;
+    let squid = Squid::resolving_through("127.0.12.49", &nameserver.ip().to_string());
+    let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
+    let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
+    let names = farm.names();
+    farm.publish(&names).await;
+    let results = farm
+        .client
+        .results(&farm.s, names.len(), Duration::from_secs(240))
+        .await;
+    let FarmWorkers { farm, workers, .. } = farm;
+    for w in workers {
+        w.terminate().await;
+    }
+    let mut failures = Vec::new();
+    for r in &results {
+        let name = r["job_id"].as_str().unwrap_or("?");
+        assert_eq!(r["egress"], "squid", "{r:#}");
+        failures.extend(judged_otherwise(farm.target(name), r, Leeway::None));
+        // This squid tunnels to every port: no request leaves the counted address.
+        if r.to_string().contains("asked by name") {
+            failures.push(format!("{name}: asked by name: {r}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} results judged otherwise through squid:\n{}",
         failures.len(),
         results.len(),
         failures.join("\n")

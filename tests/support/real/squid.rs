@@ -42,6 +42,22 @@ impl Squid {
         Squid::launch(ip, access, hosts, None, None)
     }
 
+    /// squid letting clients on loopback through, its own lookups going to
+    /// `nameserver` (an address; port 53), as production's squid asks the network's
+    /// resolver: a name it does not know is NXDOMAIN at once, not a wait.
+    pub fn resolving_through(ip: &str, nameserver: &str) -> Squid {
+        let access = "acl loop src 127.0.0.0/8\nhttp_access allow loop\nhttp_access deny all";
+        Squid::launch_in(
+            scratch("squid"),
+            ip,
+            access,
+            &[],
+            None,
+            None,
+            ("", "", nameserver),
+        )
+    }
+
     /// squid with the access rules of the `squid.conf` Debian ships, letting clients on
     /// loopback through: plain requests to the "safe" ports (80, 443, 1025–65535 and a
     /// few more), CONNECT to port 443 only. Operators keep these rules; most proxies
