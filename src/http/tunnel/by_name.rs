@@ -10,8 +10,9 @@
 //! result says so).
 //!
 //! The refusal is remembered per port for a while, so that the proxy is not asked for a
-//! tunnel it refuses on every probe. So is a plain-http tunnel the proxy closes without
-//! an answer (a proxy that intercepts TLS), once asking by name answered. The proxy's own
+//! tunnel it refuses on every probe. So is a plain-http tunnel closed without an answer
+//! by a proxy that answers tunnels before it connects them (one that intercepts TLS),
+//! once asking by name answered; through any other, the close is the site's. The proxy's own
 //! error pages (`X-Squid-Error`, RFC 9209 `Proxy-Status`, its own reason phrases, or the
 //! page it serves for a host that does not exist: `words`) are read as its reports, the
 //! site's or its own, as a refused CONNECT is.

@@ -320,12 +320,18 @@ impl Tunnel {
             }
             // A proxy that intercepts TLS takes every tunnel for TLS and closes one
             // that carries plain http; asked by name, as browsers ask, it forwards
-            // the request. A site that closes without an answer is reported so by
-            // the proxy asked by name too, and its port keeps its tunnels.
+            // the request. Only a proxy that answers a tunnel before it connects it
+            // can: through one that connects first, the close is the site's (a reset,
+            // an empty reply), and one site's must not move its port off the counted
+            // address. A site that closes without an answer is reported so by the
+            // proxy asked by name too, and its port keeps its tunnels.
             (Err(TunnelError::Http(e)), Some((proxy, again)))
                 if plain && e.is_incomplete_message() =>
             {
-                if !self.forwards(proxy, connect_timeout, &mut deadline, hop).await {
+                if !self
+                    .takes_tunnels_for_tls(proxy, connect_timeout, &mut deadline, hop)
+                    .await
+                {
                     return Err(SendError::Tunnel(TunnelError::Http(e)));
                 }
                 let why = NoTunnel::ClosedPlain;
@@ -371,6 +377,25 @@ impl Tunnel {
             Via::Proxy(p) if p.by_name => Some(p),
             _ => None,
         }
+    }
+
+    /// Whether `proxy` may close a plain-http tunnel by itself: it answers a tunnel
+    /// before it connects it ([`Proxy::stranger`]), and forwards what it is asked by
+    /// name. Our own questions, not the site's time, so the request's `deadline` moves
+    /// by their time.
+    async fn takes_tunnels_for_tls(
+        &self,
+        proxy: &Proxy,
+        connect_timeout: Duration,
+        deadline: &mut Instant,
+        hop: &Hop,
+    ) -> bool {
+        let asking = Instant::now();
+        let takes = proxy.stranger(connect_timeout).await.answers_first()
+            && proxy.forwards(connect_timeout).await;
+        let _ = hop.clock.checking.set(asking.elapsed());
+        *deadline += asking.elapsed();
+        takes
     }
 
     /// Whether `proxy` forwards what it is asked by name ([`Proxy::forwards`]): our own
