@@ -586,6 +586,55 @@ async fn the_farm_through_workers_with_two_egresses_gets_the_expected_verdicts()
     );
 }
 
+/// The farm's names looked up as production looks them up, through a real resolver
+/// (dnsmasq, authoritative for the farm's zone from its hosts, every address of a name,
+/// TTL 0), not `dns.static`: every target gets the same verdict and reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_resolving_through_dnsmasq_gets_the_expected_verdicts() {
+    use crate::support::real::dnsmasq::Dnsmasq;
+    let farm = Farm::start().await;
+    let dnsmasq = Dnsmasq::start(
+        "127.0.12.52",
+        crate::support::farm::DOMAIN,
+        &farm.static_hosts,
+        0,
+    );
+    let ours = farm.nameserver.to_string();
+    let farm = FarmWorkers::on(farm, 3, |toml| {
+        let no_static = &toml[..toml.find("[dns.static]").expect("[dns.static]")];
+        no_static.replace(&ours, &dnsmasq.addr)
+    })
+    .await;
+    assert!(farm.s.dns.static_hosts.is_empty(), "{}", farm.toml);
+    let names = farm.names();
+    farm.publish(&names).await;
+    let results = farm
+        .client
+        .results(&farm.s, names.len(), Duration::from_secs(240))
+        .await;
+    let FarmWorkers { farm, workers, .. } = farm;
+    for w in workers {
+        w.terminate().await;
+    }
+    let failures: Vec<String> = results
+        .iter()
+        .flat_map(|r| {
+            judged_otherwise(
+                farm.target(r["job_id"].as_str().unwrap_or("?")),
+                r,
+                Leeway::None,
+            )
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} results judged otherwise resolving through dnsmasq:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+}
+
 /// An HTTP proxy as the only way out (a real squid, its CONNECT tunnels to the counted
 /// address): every target gets the verdict and reason one process gives straight out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

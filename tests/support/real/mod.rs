@@ -13,6 +13,7 @@
 
 pub mod apache;
 pub mod dante;
+pub mod dnsmasq;
 pub mod fail2ban;
 pub mod haproxy;
 pub mod microsocks;
