@@ -300,6 +300,34 @@ impl FarmWorkers {
         self.ops.push(ops);
     }
 
+    /// Every target asked once through the workers' only egress, `egress`, the workers
+    /// stopped: what was judged otherwise than one process judges it straight out, or
+    /// asked of the proxy by name (every proxy here tunnels to every port).
+    async fn judged_through(self, egress: &str) -> Vec<String> {
+        let names = self.names();
+        self.publish(&names).await;
+        let results = self
+            .client
+            .results(&self.s, names.len(), Duration::from_secs(240))
+            .await;
+        let FarmWorkers { farm, workers, .. } = self;
+        for w in workers {
+            w.terminate().await;
+        }
+        let mut failures = Vec::new();
+        for r in &results {
+            let name = r["job_id"].as_str().unwrap_or("?");
+            if r["egress"] != egress {
+                failures.push(format!("{name}: through {}", r["egress"]));
+            }
+            failures.extend(judged_otherwise(farm.target(name), r, Leeway::None));
+            if r.to_string().contains("asked by name") {
+                failures.push(format!("{name}: asked by name: {r}"));
+            }
+        }
+        failures
+    }
+
     fn names(&self) -> Vec<&'static str> {
         self.farm.targets.iter().map(|t| t.name).collect()
     }
@@ -656,31 +684,32 @@ async fn the_farm_through_workers_with_squid_as_the_only_egress_gets_the_expecte
     let squid = Squid::resolving_through("127.0.12.49", &nameserver.ip().to_string());
     let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
     let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
-    let names = farm.names();
-    farm.publish(&names).await;
-    let results = farm
-        .client
-        .results(&farm.s, names.len(), Duration::from_secs(240))
-        .await;
-    let FarmWorkers { farm, workers, .. } = farm;
-    for w in workers {
-        w.terminate().await;
-    }
-    let mut failures = Vec::new();
-    for r in &results {
-        let name = r["job_id"].as_str().unwrap_or("?");
-        assert_eq!(r["egress"], "squid", "{r:#}");
-        failures.extend(judged_otherwise(farm.target(name), r, Leeway::None));
-        // This squid tunnels to every port: no request leaves the counted address.
-        if r.to_string().contains("asked by name") {
-            failures.push(format!("{name}: asked by name: {r}"));
-        }
-    }
+    let failures = farm.judged_through("squid").await;
     assert!(
         failures.is_empty(),
-        "{} of {} results judged otherwise through squid:\n{}",
+        "{} results judged otherwise through squid:\n{}",
         failures.len(),
-        results.len(),
+        failures.join("\n")
+    );
+}
+
+/// tinyproxy as the only way out (every port open to CONNECT, as it ships without
+/// `ConnectPort` lines): every target gets the verdict and reason one process gives
+/// straight out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_with_tinyproxy_as_the_only_egress_gets_the_expected_verdicts() {
+    use crate::support::real::tinyproxy::Tinyproxy;
+    let tinyproxy = Tinyproxy::start("127.0.12.53", "");
+    let egress = format!(
+        "[[egress]]\nname = \"tinyproxy\"\nproxy = \"{}\"\n",
+        tinyproxy.url
+    );
+    let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
+    let failures = farm.judged_through("tinyproxy").await;
+    assert!(
+        failures.is_empty(),
+        "{} results judged otherwise through tinyproxy:\n{}",
+        failures.len(),
         failures.join("\n")
     );
 }
