@@ -714,6 +714,26 @@ async fn the_farm_through_workers_with_tinyproxy_as_the_only_egress_gets_the_exp
     );
 }
 
+/// Privoxy (a filtering proxy, its actions blocking nothing) as the only way out:
+/// every target gets the verdict and reason one process gives straight out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_with_privoxy_as_the_only_egress_gets_the_expected_verdicts() {
+    use crate::support::real::privoxy::Privoxy;
+    let privoxy = Privoxy::start("127.0.12.54", "", &[]);
+    let egress = format!(
+        "[[egress]]\nname = \"privoxy\"\nproxy = \"{}\"\n",
+        privoxy.url
+    );
+    let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
+    let failures = farm.judged_through("privoxy").await;
+    assert!(
+        failures.is_empty(),
+        "{} results judged otherwise through privoxy:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// A head of 600 lines (24 KB) through an HTTP-proxy egress (a real squid, its CONNECT
 /// tunnel): read as browsers read it, which limit a head by its size, as on the direct
 /// route, never `down/protocol` "message head is too large".
