@@ -667,27 +667,71 @@ async fn the_farm_through_workers_resolving_through_dnsmasq_gets_the_expected_ve
 /// address): every target gets the verdict and reason one process gives straight out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_workers_with_squid_as_the_only_egress_gets_the_expected_verdicts() {
-    use crate::support::dns;
-    use crate::support::real::squid::Squid;
     let farm = Farm::start().await;
-    // squid resolves names as production's does: the farm's names answered, any other
-    // NXDOMAIN (squid asks port 53).
-    let table = farm
-        .static_hosts
-        .iter()
-        .map(|(name, ips)| {
-            let ips = ips.split(',').filter_map(|ip| ip.trim().parse().ok());
-            (name.to_lowercase(), ips.collect())
-        })
-        .collect();
-    let (nameserver, _) = dns::serve_on("127.0.12.51", 53, dns::Mode::Answer(table)).await;
-    let squid = Squid::resolving_through("127.0.12.49", &nameserver.ip().to_string());
+    let (_dnsmasq, squid) = squid_resolving_the_farm(&farm, "127.0.12.51", "127.0.12.49");
     let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
     let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
     let failures = farm.judged_through("squid").await;
     assert!(
         failures.is_empty(),
         "{} results judged otherwise through squid:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// A squid on `ip` whose own lookups go to a dnsmasq on `dns_ip` port 53 that knows the
+/// farm's names (any other NXDOMAIN), as production's squid asks the network's resolver.
+fn squid_resolving_the_farm(
+    farm: &Farm,
+    dns_ip: &str,
+    ip: &str,
+) -> (
+    crate::support::real::dnsmasq::Dnsmasq,
+    crate::support::real::squid::Squid,
+) {
+    use crate::support::farm::DOMAIN;
+    use crate::support::real::{dnsmasq::Dnsmasq, squid::Squid};
+    let dnsmasq = Dnsmasq::on_port(dns_ip, 53, DOMAIN, &farm.static_hosts, 60);
+    (dnsmasq, Squid::resolving_through(ip, dns_ip))
+}
+
+/// An HTTPS proxy as the only way out (haproxy taking TLS before a squid, as a load
+/// balancer before a company's proxies): TLS to the proxy, and the site's own TLS, or
+/// OpenSSL's for a legacy server, inside it. Every target gets the verdict and reason
+/// one process gives straight out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_with_an_https_proxy_as_the_only_egress_gets_the_expected_verdicts(
+) {
+    use crate::support::farm::Pki;
+    use crate::support::real::haproxy::Haproxy;
+    let farm = Farm::start().await;
+    let (_dnsmasq, squid) = squid_resolving_the_farm(&farm, "127.0.12.57", "127.0.12.58");
+    let (pki, proxy_ca) = Pki::with_ca_file(farm.dir.path());
+    let name = "proxy.egress.test";
+    let (cert, key) = pki.leaf_pem(name);
+    let pem = farm.dir.path().join("proxy.pem");
+    std::fs::write(&pem, format!("{cert}{key}")).expect("write the proxy's pem");
+    let squid_at = squid.url.trim_start_matches("http://");
+    let front = Haproxy::tls_front("127.0.12.59", squid_at, &pem.display().to_string());
+    // The farm's CA and the proxy's in one file.
+    let both = farm.dir.path().join("farm-and-proxy-ca.pem");
+    let cas = std::fs::read_to_string(&farm.ca_file).expect("farm CA")
+        + &std::fs::read_to_string(&proxy_ca).expect("proxy CA");
+    std::fs::write(&both, cas).expect("write both CAs");
+    let farm_ca = farm.ca_file.display().to_string();
+    let egress = format!(
+        "\"{name}\" = \"127.0.12.59\"\n[[egress]]\nname = \"https-proxy\"\nproxy = \"https://{name}:{}\"\n",
+        front.port
+    );
+    let farm = FarmWorkers::on(farm, 3, |toml| {
+        toml.replace(&farm_ca, &both.display().to_string()) + &egress
+    })
+    .await;
+    let failures = farm.judged_through("https-proxy").await;
+    assert!(
+        failures.is_empty(),
+        "{} results judged otherwise through an HTTPS proxy:\n{}",
         failures.len(),
         failures.join("\n")
     );

@@ -17,8 +17,19 @@ impl Dnsmasq {
     /// dnsmasq on `ip`, answering the names under `zone` from `hosts` (name, addresses
     /// apart by commas), with `ttl` seconds on its answers.
     pub fn start(ip: &str, zone: &str, hosts: &[(String, String)], ttl: u32) -> Dnsmasq {
+        Dnsmasq::on_port(ip, free_port(), zone, hosts, ttl)
+    }
+
+    /// [`Dnsmasq::start`] on `port`: 53 for a server that asks a nameserver by its
+    /// address alone (squid's `dns_nameservers`).
+    pub fn on_port(
+        ip: &str,
+        port: u16,
+        zone: &str,
+        hosts: &[(String, String)],
+        ttl: u32,
+    ) -> Dnsmasq {
         let dir = scratch("dnsmasq");
-        let port = free_port();
         let mut lines = String::new();
         for (name, ips) in hosts {
             for addr in ips.split(',').map(str::trim) {
