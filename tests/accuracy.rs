@@ -737,6 +737,54 @@ async fn the_farm_through_workers_with_an_https_proxy_as_the_only_egress_gets_th
     );
 }
 
+/// The only egress, a squid, hangs for 8 s mid-round (SIGSTOP: the kernel still takes
+/// connections, nothing answers them), then runs again with what queued meanwhile. A
+/// site asked through it meanwhile is the egress failing (`unknown/egress_unavailable`),
+/// never down; every other gets the verdict and reason one process gives straight out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_whose_only_proxy_hangs_gets_the_expected_verdicts() {
+    let farm = Farm::start().await;
+    let (_dnsmasq, squid) = squid_resolving_the_farm(&farm, "127.0.12.62", "127.0.12.63");
+    let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
+    let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
+    let names = farm.names();
+    farm.publish(&names).await;
+    let within = Duration::from_secs(240);
+    let mut results = farm.client.results(&farm.s, names.len() / 4, within).await;
+    squid.daemon.freeze();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    squid.daemon.thaw();
+    let rest = names.len() - results.len();
+    results.extend(farm.client.results(&farm.s, rest, within).await);
+    let FarmWorkers { farm, workers, .. } = farm;
+    for w in workers {
+        w.terminate().await;
+    }
+    let mut failures = Vec::new();
+    let mut egress_failing = 0;
+    for r in &results {
+        let name = r["job_id"].as_str().unwrap_or("?");
+        if (r["verdict"].as_str(), r["reason"].as_str())
+            == (Some("unknown"), Some("egress_unavailable"))
+        {
+            egress_failing += 1;
+            continue;
+        }
+        failures.extend(judged_otherwise(farm.target(name), r, Leeway::MoreAttempts));
+    }
+    println!("{egress_failing} results the egress failing");
+    assert!(
+        egress_failing > 0,
+        "no site was asked while the proxy hung: the test proves nothing"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} results judged otherwise through a proxy that hung:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// tinyproxy as the only way out (every port open to CONNECT, as it ships without
 /// `ConnectPort` lines): every target gets the verdict and reason one process gives
 /// straight out.
