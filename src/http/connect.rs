@@ -20,7 +20,7 @@ use super::redirect::Chain;
 use super::sites_clock::{DatesMissed, Offset};
 use super::tls;
 use super::tried::{not_sent_from_here, Last, Tried};
-use super::tunnel::{AskedByName, MendedLine, NoTunnel, SendError};
+use super::tunnel::{AskedByName, MendedLine, NoTunnel, SendError, OWN_QUESTION_TIME};
 use super::{fail, HttpProber, Probe};
 use crate::dns::{Addresses, DnsError};
 use crate::job::Method;
@@ -657,6 +657,16 @@ impl HttpProber {
                     ),
                 ));
             }
+            Err(Incomplete::Egress(why)) => {
+                return Err(fail(
+                    FailureKind::Egress,
+                    format!(
+                        "egress {} failed fetching the intermediate {host}'s chain lacks, \
+                         so whether a browser completes it is not known: {why}",
+                        probe.egress.name
+                    ),
+                ));
+            }
             // Asked again at once (`unknown` wants confirmation): the next attempt has
             // time of its own, and what this one fetched.
             Err(Incomplete::NoTime(why)) => {
@@ -844,6 +854,17 @@ impl HttpProber {
                 ));
                 Ok(Some((resp, hop.clock.ready(sent))))
             }
+            // The egress failing under the retry says nothing of the site's TLS.
+            Err(e) if e.proxy_failure().is_some() => Err(fail(
+                FailureKind::Egress,
+                format!(
+                    "egress {} failed, so nothing is known about {host} ({addr}) over \
+                     OpenSSL, which rustls could not speak with it ({}): {}",
+                    probe.egress.name,
+                    first.2,
+                    e.proxy_failure().unwrap_or_default()
+                ),
+            )),
             Err(e) => {
                 let cause = e.cause();
                 // OpenSSL's verify result is said above its error stack, the root.
@@ -981,27 +1002,17 @@ impl HttpProber {
     }
 }
 
-/// When no connection through a SOCKS5 egress came in time, or an HTTP proxy said
-/// nothing in time (`e`), why its proxy is the one not answering, if it is: asked for
-/// a greeting (SOCKS5) or a request it answers itself (HTTP), within the connect
-/// timeout (at most [`GREETING_TIME`]). Without this a hung proxy would be every
-/// site's `down/timeout`.
+/// When no connection through a SOCKS5 egress came in time (`e`), why its proxy is the
+/// one not answering, if it is: asked for a greeting within the connect timeout (at most
+/// [`OWN_QUESTION_TIME`]). Without this a hung proxy would be every site's
+/// `down/timeout`. (An HTTP proxy's tunnel asks its proxy while a late step still waits:
+/// `tunnel/late`.)
 async fn proxy_silence(
     probe: &Probe<'_>,
     host: &str,
     addr: SocketAddr,
     e: &SendError,
 ) -> Option<String> {
-    if let Some(tunnel) = probe
-        .egress
-        .tunnel
-        .as_ref()
-        .filter(|_| e.proxy_said_nothing())
-    {
-        let within = probe.plan.connect_timeout.min(GREETING_TIME);
-        let hop = Hop::new(host, addr, within, probe.egress.route);
-        return hop.scope(tunnel.proxy_silence(within)).await;
-    }
     let route = probe
         .egress
         .mended
@@ -1010,7 +1021,7 @@ async fn proxy_silence(
     if !e.connect_timed_out() {
         return None;
     }
-    let within = probe.plan.connect_timeout.min(GREETING_TIME);
+    let within = probe.plan.connect_timeout.min(OWN_QUESTION_TIME);
     // In the hop's scope, as the request was: the shared resolver looks the proxy's
     // name up only for a hop (any other name than the site's is the proxy's).
     let hop = Hop::new(host, addr, within, probe.egress.route);
@@ -1023,10 +1034,6 @@ async fn proxy_silence(
         )),
     }
 }
-
-/// The longest a SOCKS5 proxy is given to answer a greeting: one on the path of every
-/// probe answers in milliseconds, and a proxy slower than this is failing anyway.
-const GREETING_TIME: Duration = Duration::from_secs(2);
 
 /// What a failed request tells the limiter of our standing with the IP, if anything,
 /// `allowed` saying how far its connection got before it waited `waited`.

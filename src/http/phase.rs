@@ -5,7 +5,8 @@
 //! (`pin::MarkHello`). Both write into the clock of the hop whose request the task is
 //! sending.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -19,18 +20,23 @@ pub(super) struct PhaseClock {
     pub(super) hello: OnceLock<Instant>,
     /// The connector returned a usable connection.
     pub(super) connected: OnceLock<Instant>,
-    /// Time spent asking the egress about itself before the request (`tunnel`'s
-    /// question whether a proxy is one): not the site's.
-    pub(super) checking: OnceLock<std::time::Duration>,
+    /// Time spent asking the egress about itself (`tunnel`'s questions whether a proxy
+    /// is one, and whether it is the one holding a late step up): not the site's.
+    checking: Mutex<Duration>,
 }
 
 impl PhaseClock {
+    /// Notes `took` more of our own questions to the egress.
+    pub(super) fn checked(&self, took: Duration) {
+        *self.checking.lock().unwrap_or_else(PoisonError::into_inner) += took;
+    }
+
     /// Writes connect and TLS time into `obs` (for the hop whose request went out at
     /// `sent`; pooling is off, so the connection was opened for it).
     pub(super) fn write(&self, sent: Instant, obs: &mut Observation) {
         let hello = self.hello.get().copied();
         let connected = self.connected.get().copied();
-        let checking = self.checking.get().copied().unwrap_or_default();
+        let checking = *self.checking.lock().unwrap_or_else(PoisonError::into_inner);
         obs.checking += checking;
         obs.connect = hello
             .or(connected)

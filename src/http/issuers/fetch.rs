@@ -42,6 +42,8 @@ const MAX_MOVES: usize = 3;
 enum Failure {
     Url(String),
     Ours(String),
+    /// The egress's proxy failed, not the URL.
+    Egress(String),
     /// Why, and about how long until the limit has a slot.
     Limited(String, Duration),
     /// Not asked: the probe's time was over before the request could go.
@@ -52,6 +54,7 @@ impl Failure {
     fn why(&self) -> &str {
         match self {
             Failure::Url(why) | Failure::Ours(why) | Failure::NoTime(why) => why,
+            Failure::Egress(why) => why,
             Failure::Limited(why, _) => why,
         }
     }
@@ -67,8 +70,11 @@ pub(in crate::http) enum Incomplete {
     /// long until the limit has a slot for it.
     Limited(String, Duration),
     /// The probe's time was over before a URL it names could be asked (earlier
-    /// fetches, or our limit, took it): nothing is known of the site's chain either.
+    /// fetches, or our limit, took it), or under its request: nothing is known of the
+    /// site's chain either.
     NoTime(String),
+    /// The egress's proxy failed under a fetch: nothing is known of the chain.
+    Egress(String),
 }
 
 /// What one GET of a `caIssuers` URL gave.
@@ -98,6 +104,7 @@ impl HttpProber {
         let mut why = String::from("no caIssuers URL could be fetched");
         let mut limited = None;
         let mut no_time = None;
+        let mut egress = None;
         while let Some(url) = urls.pop_front() {
             if fetches == MAX_FETCHES {
                 break;
@@ -109,8 +116,13 @@ impl HttpProber {
                     limited = Some((format!("{url}: {e}"), wait));
                     continue;
                 }
-                Err(Failure::NoTime(e)) => {
+                // Our time running out under the request is ours as much.
+                Err(Failure::NoTime(e) | Failure::Ours(e)) => {
                     no_time = Some(format!("{url}: {e}"));
+                    continue;
+                }
+                Err(Failure::Egress(e)) => {
+                    egress = Some(format!("{url}: {e}"));
                     continue;
                 }
                 Err(e) => {
@@ -136,14 +148,15 @@ impl HttpProber {
             }
         }
         // Another probe may have fetched the issuer while ours was refused.
-        let ours = limited.is_some() || no_time.is_some();
+        let ours = limited.is_some() || no_time.is_some() || egress.is_some();
         if ours && self.issuers.kept_complete(missing, host) {
             return Ok(());
         }
-        Err(match (limited, no_time) {
-            (Some((why, wait)), _) => Incomplete::Limited(why, wait),
-            (None, Some(why)) => Incomplete::NoTime(why),
-            (None, None) => Incomplete::Site(why),
+        Err(match (limited, no_time, egress) {
+            (_, _, Some(why)) => Incomplete::Egress(why),
+            (Some((why, wait)), _, None) => Incomplete::Limited(why, wait),
+            (None, Some(why), None) => Incomplete::NoTime(why),
+            (None, None, None) => Incomplete::Site(why),
         })
     }
 
@@ -172,9 +185,9 @@ impl HttpProber {
                 issuer_fetch(IssuerFetch::Failed);
                 self.issuers.failed.failed(url, why, Instant::now());
             }
-            Err(Failure::Ours(_) | Failure::Limited(..) | Failure::NoTime(_)) => {
-                issuer_fetch(IssuerFetch::Skipped)
-            }
+            Err(
+                Failure::Ours(_) | Failure::Limited(..) | Failure::NoTime(_) | Failure::Egress(_),
+            ) => issuer_fetch(IssuerFetch::Skipped),
         }
         fetched
     }
@@ -265,9 +278,10 @@ impl HttpProber {
             Some(t) => t.send(req, addr, time, &hop).await,
             None => hop.scope(req.send()).await.map_err(SendError::from),
         };
-        let resp = sent.map_err(|e| match e {
-            SendError::Client(e) => transport(root_cause(&e)),
-            SendError::Tunnel(e) => Failure::Ours(e.to_string()),
+        let resp = sent.map_err(|e| match (e.proxy_failure(), e) {
+            (Some(why), _) => Failure::Egress(why),
+            (None, SendError::Client(e)) => transport(root_cause(&e)),
+            (None, SendError::Tunnel(e)) => transport(e.to_string()),
         })?;
         let fetched = read_answer(resp, url).await.map_err(|e| match e {
             Answer::Broke(why) => transport(why),

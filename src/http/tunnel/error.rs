@@ -488,20 +488,24 @@ impl SendError {
         }
     }
 
-    /// Whether an HTTP proxy said nothing to a CONNECT in time, as a hung proxy does
-    /// too. (No answer inside a tunnel it opened is the site's silence, as is a URL asked
-    /// by name that the proxy took: review U.)
-    pub(in crate::http) fn proxy_said_nothing(&self) -> bool {
-        matches!(
-            self,
-            SendError::Tunnel(TunnelError::ConnectTimeout(Stage::Connect))
-        )
-    }
-
     /// Whether the HTTP proxy reports that its connection to the site's address timed
     /// out (`ERR_CONNECT_FAIL 110`, `Proxy-Status: connection_timeout`).
     pub(in crate::http) fn proxy_connect_timed_out(&self) -> bool {
         matches!(self, SendError::Tunnel(TunnelError::Refused(r)) if r.reports_connect_timeout())
+    }
+
+    /// Why the egress's proxy failed, when it did: nothing is known of the site then.
+    pub(in crate::http) fn proxy_failure(&self) -> Option<String> {
+        match self {
+            SendError::Tunnel(TunnelError::Proxy(why)) => Some(why.clone()),
+            SendError::Tunnel(TunnelError::ConnectTimeout(Stage::Proxy)) => {
+                Some("no connection to the proxy in time".into())
+            }
+            SendError::Tunnel(TunnelError::Refused(r)) if r.site_failure().is_none() => {
+                Some(r.own_failure())
+            }
+            _ => None,
+        }
     }
 
     /// The error of either path, to walk its sources.

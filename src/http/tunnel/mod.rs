@@ -68,6 +68,7 @@ mod by_name;
 mod chunks;
 mod error;
 mod intercept;
+mod late;
 mod mend;
 mod open;
 mod words;
@@ -75,7 +76,8 @@ mod words;
 use answer::{answer_to_reqwest, ask, Form};
 pub(super) use by_name::{stale_copy, AskedByName, NoTunnel};
 pub(super) use error::SendError;
-use error::{Stage, TunnelError};
+use error::TunnelError;
+pub(super) use late::OWN_QUESTION_TIME;
 pub(super) use mend::{MendedChunks, MendedLine};
 
 /// A byte stream of either side of the tunnel (TCP or TLS, to the proxy or the site).
@@ -359,17 +361,6 @@ impl Tunnel {
         }
     }
 
-    /// For an HTTP(S)-proxy egress, why its proxy answers nothing, if it does not
-    /// (asked when a CONNECT, or a URL asked by name, got no answer in time: a hung
-    /// proxy looks like a site that never answers). `None` when it answers, or this is
-    /// no HTTP-proxy route.
-    pub(super) async fn proxy_silence(&self, within: Duration) -> Option<String> {
-        match &self.via {
-            Via::Proxy(proxy) => proxy.silence(within).await,
-            Via::Direct | Via::Socks(_) => None,
-        }
-    }
-
     /// The proxy to ask by name should it refuse a tunnel to the counted address
     /// (`egress.by_name`), if any.
     fn by_name(&self) -> Option<&Proxy> {
@@ -393,7 +384,7 @@ impl Tunnel {
         let asking = Instant::now();
         let takes = proxy.stranger(connect_timeout).await.answers_first()
             && proxy.forwards(connect_timeout).await;
-        let _ = hop.clock.checking.set(asking.elapsed());
+        hop.clock.checked(asking.elapsed());
         *deadline += asking.elapsed();
         takes
     }
@@ -409,7 +400,7 @@ impl Tunnel {
     ) -> bool {
         let asking = Instant::now();
         let forwards = proxy.forwards(connect_timeout).await;
-        let _ = hop.clock.checking.set(asking.elapsed());
+        hop.clock.checked(asking.elapsed());
         *deadline += asking.elapsed();
         forwards
     }
@@ -457,18 +448,19 @@ impl Tunnel {
         deadline: Instant,
         hop: &Hop,
     ) -> Result<reqwest::Response, TunnelError> {
-        let mut stage = Stage::Proxy;
-        let open = self.open(request.url(), addr, &mut stage);
-        let opened = tokio::time::timeout(connect_timeout, open).await;
-        let (io, h2, certificate) = match opened {
-            Err(_) => return Err(TunnelError::ConnectTimeout(stage)),
-            Ok(opened) => opened?,
-        };
+        let (io, h2, certificate) = self.open(request.url(), addr, connect_timeout, hop).await?;
         let _ = hop.clock.connected.set(Instant::now());
         let form = if h2 { Form::H2 } else { Form::Origin };
-        let answer = tokio::time::timeout_at(deadline, ask(io, form, request, self.head_lines))
-            .await
-            .map_err(|_| TunnelError::Timeout)??;
+        let asked = ask(io, form, request, self.head_lines);
+        let answer = match &self.via {
+            Via::Proxy(proxy) => {
+                let late = (deadline, TunnelError::Timeout);
+                proxy.in_time(asked, late, connect_timeout, hop).await?
+            }
+            Via::Socks(_) | Via::Direct => {
+                late::in_time(asked, deadline, TunnelError::Timeout).await?
+            }
+        };
         Ok(answer_to_reqwest(answer, certificate, deadline).await)
     }
 }

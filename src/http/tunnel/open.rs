@@ -14,40 +14,51 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use url::Url;
 
 use super::error::{Refusal, Stage, TunnelError};
+use super::late::in_time;
 use super::{Io, Proxy, SiteTls, SocksProxy, Tunnel, Via};
+use crate::http::pin::Hop;
 
 impl Tunnel {
     /// A connection to the site at `addr` through the proxy, TLS set up for https, with
     /// whether it speaks HTTP/2 and the site's certificate; with no `addr`, a tunnel the
-    /// proxy is asked for by the URL's name (`by_name`). `stage` tells how far it got.
+    /// proxy is asked for by the URL's name (`by_name`). Every stage is done within
+    /// `connect_timeout`, or the error says which was late (`late`: through a proxy,
+    /// whether it was the proxy's doing).
     pub(super) async fn open(
         &self,
         url: &Url,
         addr: Option<SocketAddr>,
-        stage: &mut Stage,
+        connect_timeout: Duration,
+        hop: &Hop,
     ) -> Result<(Box<dyn Io>, bool, Option<Vec<u8>>), TunnelError> {
+        let until = Instant::now() + connect_timeout;
         let site = match addr {
             Some(addr) => addr.to_string(),
             None => by_name(url)?,
         };
-        let tunnel = match (&self.via, addr) {
+        let late = TunnelError::ConnectTimeout;
+        let tunnel: Box<dyn Io> = match (&self.via, addr) {
             (Via::Proxy(proxy), _) => {
-                let to_proxy = proxy.reach().await?;
-                *stage = Stage::Connect;
-                proxy.connect(to_proxy, &site).await?
+                let to_proxy = in_time(proxy.reach(), until, late(Stage::Proxy)).await?;
+                let connect = proxy.connect(to_proxy, &site);
+                proxy
+                    .in_time(connect, (until, late(Stage::Connect)), connect_timeout, hop)
+                    .await?
             }
             (Via::Socks(socks), Some(addr)) => {
-                *stage = Stage::Connect;
-                socks.connect(addr).await?
+                in_time(socks.connect(addr), until, late(Stage::Connect)).await?
             }
             (Via::Direct, Some(addr)) => {
-                *stage = Stage::Connect;
-                let tcp = TcpStream::connect(addr).await.map_err(TunnelError::Site)?;
-                let _ = tcp.set_nodelay(true);
-                Box::new(tcp)
+                let connect = async {
+                    let tcp = TcpStream::connect(addr).await.map_err(TunnelError::Site)?;
+                    let _ = tcp.set_nodelay(true);
+                    Ok(tcp)
+                };
+                Box::new(in_time(connect, until, late(Stage::Connect)).await?)
             }
             (Via::Socks(_) | Via::Direct, None) => {
                 return Err(TunnelError::Proxy(format!(
@@ -58,10 +69,19 @@ impl Tunnel {
         if url.scheme() != "https" {
             return Ok((tunnel, false, None));
         }
-        *stage = Stage::Tls;
-        match &self.tls {
-            SiteTls::Rustls(config) => rustls_handshake(config, url, tunnel).await,
-            SiteTls::OpenSsl(handshake) => openssl_handshake(handshake, url, tunnel).await,
+        let handshake = async {
+            match &self.tls {
+                SiteTls::Rustls(config) => rustls_handshake(config, url, tunnel).await,
+                SiteTls::OpenSsl(handshake) => openssl_handshake(handshake, url, tunnel).await,
+            }
+        };
+        match &self.via {
+            Via::Proxy(proxy) => {
+                proxy
+                    .in_time(handshake, (until, late(Stage::Tls)), connect_timeout, hop)
+                    .await
+            }
+            Via::Socks(_) | Via::Direct => in_time(handshake, until, late(Stage::Tls)).await,
         }
     }
 }
