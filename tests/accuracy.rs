@@ -747,13 +747,30 @@ async fn the_farm_through_workers_whose_only_proxy_hangs_gets_the_expected_verdi
     let (_dnsmasq, squid) = squid_resolving_the_farm(&farm, "127.0.12.62", "127.0.12.63");
     let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
     let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
+    through_a_proxy_that_hangs(farm, &squid.daemon).await;
+}
+
+/// The same with a SOCKS5 proxy (dante) as the only egress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_whose_only_socks_proxy_hangs_gets_the_expected_verdicts() {
+    use crate::support::real::dante::Dante;
+    let dante = Dante::start("127.0.12.64", false);
+    let egress = format!("[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n", dante.url);
+    let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
+    through_a_proxy_that_hangs(farm, &dante.daemon).await;
+}
+
+/// Every target through `farm`'s workers, their only egress's `proxy` paused for 8 s
+/// after a quarter of the results: those asked meanwhile the egress failing, the rest
+/// as one process judges them straight out.
+async fn through_a_proxy_that_hangs(farm: FarmWorkers, proxy: &crate::support::real::Daemon) {
     let names = farm.names();
     farm.publish(&names).await;
     let within = Duration::from_secs(240);
     let mut results = farm.client.results(&farm.s, names.len() / 4, within).await;
-    squid.daemon.freeze();
+    proxy.freeze();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    squid.daemon.thaw();
+    proxy.thaw();
     let rest = names.len() - results.len();
     results.extend(farm.client.results(&farm.s, rest, within).await);
     let FarmWorkers { farm, workers, .. } = farm;
@@ -764,9 +781,8 @@ async fn the_farm_through_workers_whose_only_proxy_hangs_gets_the_expected_verdi
     let mut egress_failing = 0;
     for r in &results {
         let name = r["job_id"].as_str().unwrap_or("?");
-        if (r["verdict"].as_str(), r["reason"].as_str())
-            == (Some("unknown"), Some("egress_unavailable"))
-        {
+        let said = (r["verdict"].as_str(), r["reason"].as_str());
+        if said == (Some("unknown"), Some("egress_unavailable")) {
             egress_failing += 1;
             continue;
         }
