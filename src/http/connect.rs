@@ -18,9 +18,10 @@ use super::issuers::Incomplete;
 use super::pin::{Hop, Route};
 use super::redirect::Chain;
 use super::sites_clock::{DatesMissed, Offset};
+use super::socks_watch::watched;
 use super::tls;
 use super::tried::{not_sent_from_here, Last, Tried};
-use super::tunnel::{AskedByName, MendedLine, NoTunnel, SendError, OWN_QUESTION_TIME};
+use super::tunnel::{AskedByName, MendedLine, NoTunnel, SendError};
 use super::{fail, HttpProber, Probe};
 use crate::dns::{Addresses, DnsError};
 use crate::job::Method;
@@ -724,9 +725,10 @@ impl HttpProber {
                 let req = ask.build(&probe.egress.client, time);
                 t.send(req, addr, connect_timeout, &hop).await
             }
-            None => send(&hop, ask.client(probe.egress), ask, time)
-                .await
-                .map_err(SendError::from),
+            None => {
+                let sending = send(&hop, ask.client(probe.egress), ask, time);
+                watched(sending, probe, &hop, time).await
+            }
         };
         hop.clock.write(sent, obs);
         let result = result.map(|mut resp| {
@@ -837,9 +839,10 @@ impl HttpProber {
                 let request = ask.build(&legacy.client, left);
                 t.send(request, addr, connect_timeout, &hop).await
             }
-            None => send(&hop, &legacy.client, &ask, left)
-                .await
-                .map_err(SendError::from),
+            None => {
+                let sending = send(&hop, &legacy.client, &ask, left);
+                watched(sending, probe, &hop, left).await
+            }
         };
         match result {
             Ok(resp) => {
@@ -920,19 +923,6 @@ impl HttpProber {
         obs: &mut Observation,
     ) -> Outcome {
         let ip = addr.ip();
-        // Our own question to the egress is no time of the site's, nor our timers' lag.
-        let asking = Instant::now();
-        let silence = proxy_silence(probe, host, addr, e).await;
-        probe.deadline += asking.elapsed();
-        if let Some(silent) = silence {
-            return fail(
-                FailureKind::Egress,
-                format!(
-                    "egress {} failed, so nothing is known about {host} ({addr}): {silent}",
-                    probe.egress.name
-                ),
-            );
-        }
         let outcome = self.by_the_sites_clock(e, classify(e, host, addr, allowed, probe.egress));
         let signal = signal_of(&outcome, e, probe.egress.route, (waited, allowed));
         if let Some(signal) = signal {
@@ -999,39 +989,6 @@ impl HttpProber {
                 Offset(offset)
             ),
         ))
-    }
-}
-
-/// When no connection through a SOCKS5 egress came in time (`e`), why its proxy is the
-/// one not answering, if it is: asked for a greeting within the connect timeout (at most
-/// [`OWN_QUESTION_TIME`]). Without this a hung proxy would be every site's
-/// `down/timeout`. (An HTTP proxy's tunnel asks its proxy while a late step still waits:
-/// `tunnel/late`.)
-async fn proxy_silence(
-    probe: &Probe<'_>,
-    host: &str,
-    addr: SocketAddr,
-    e: &SendError,
-) -> Option<String> {
-    let route = probe
-        .egress
-        .mended
-        .as_ref()
-        .filter(|_| probe.egress.socks)?;
-    if !e.connect_timed_out() {
-        return None;
-    }
-    let within = probe.plan.connect_timeout.min(OWN_QUESTION_TIME);
-    // In the hop's scope, as the request was: the shared resolver looks the proxy's
-    // name up only for a hop (any other name than the site's is the proxy's).
-    let hop = Hop::new(host, addr, within, probe.egress.route);
-    let check = hop.scope(route.socks_silence(within));
-    match tokio::time::timeout(within, check).await {
-        Ok(silence) => silence,
-        Err(_) => Some(format!(
-            "its SOCKS5 proxy did not answer a greeting within {} ms",
-            within.as_millis()
-        )),
     }
 }
 

@@ -55,6 +55,7 @@ mod pin;
 mod recent;
 mod redirect;
 mod sites_clock;
+mod socks_watch;
 mod tls;
 mod tried;
 mod tunnel;

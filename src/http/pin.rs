@@ -85,6 +85,11 @@ impl Hop {
         })
     }
 
+    /// The time its connection has to be ready in.
+    pub(super) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// Runs `fut` (a request's `send()`) with this hop as the pinning context.
     pub(super) async fn scope<F: std::future::Future>(self: &Arc<Self>, fut: F) -> F::Output {
         HOP.scope(self.clone(), fut).await

@@ -17,6 +17,7 @@ use super::{ca_issuers, MissingIssuer};
 use crate::http::connect::pick_addresses;
 use crate::http::failure::{root_cause, tls_problem};
 use crate::http::pin::Hop;
+use crate::http::socks_watch::watched;
 use crate::http::tunnel::SendError;
 use crate::http::{HttpProber, Probe};
 use crate::limit::{Grant, Request};
@@ -276,7 +277,7 @@ impl HttpProber {
         let req = probe.egress.client.get(url.clone()).timeout(time);
         let sent = match &probe.egress.tunnel {
             Some(t) => t.send(req, addr, time, &hop).await,
-            None => hop.scope(req.send()).await.map_err(SendError::from),
+            None => watched(hop.scope(req.send()), probe, &hop, time).await,
         };
         let resp = sent.map_err(|e| match (e.proxy_failure(), e) {
             (Some(why), _) => Failure::Egress(why),

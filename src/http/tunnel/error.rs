@@ -494,6 +494,11 @@ impl SendError {
         matches!(self, SendError::Tunnel(TunnelError::Refused(r)) if r.reports_connect_timeout())
     }
 
+    /// The egress's proxy failing, for `why` (a SOCKS5 proxy that hung: `socks_watch`).
+    pub(in crate::http) fn proxy(why: String) -> SendError {
+        SendError::Tunnel(TunnelError::Proxy(why))
+    }
+
     /// Why the egress's proxy failed, when it did: nothing is known of the site then.
     pub(in crate::http) fn proxy_failure(&self) -> Option<String> {
         match self {
