@@ -747,7 +747,7 @@ async fn the_farm_through_workers_whose_only_proxy_hangs_gets_the_expected_verdi
     let (_dnsmasq, squid) = squid_resolving_the_farm(&farm, "127.0.12.62", "127.0.12.63");
     let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
     let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
-    through_a_proxy_that_hangs(farm, &squid.daemon).await;
+    through_a_server_that_hangs(farm, &squid.daemon, &["egress_unavailable"], (4, 8)).await;
 }
 
 /// The same with a SOCKS5 proxy (dante) as the only egress.
@@ -757,20 +757,63 @@ async fn the_farm_through_workers_whose_only_socks_proxy_hangs_gets_the_expected
     let dante = Dante::start("127.0.12.64", false);
     let egress = format!("[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n", dante.url);
     let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
-    through_a_proxy_that_hangs(farm, &dante.daemon).await;
+    through_a_server_that_hangs(farm, &dante.daemon, &["egress_unavailable"], (4, 8)).await;
 }
 
-/// Every target through `farm`'s workers, their only egress's `proxy` paused for 8 s
-/// after a quarter of the results: those asked meanwhile the egress failing, the rest
-/// as one process judges them straight out.
-async fn through_a_proxy_that_hangs(farm: FarmWorkers, proxy: &crate::support::real::Daemon) {
+/// The farm's names looked up through a real resolver (dnsmasq, as the dnsmasq run)
+/// that hangs for 20 s from before the jobs go out (both attempts of most jobs within
+/// it): a name looked up meanwhile is our side failing, never the site's `down/dns`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_whose_resolver_hangs_gets_the_expected_verdicts() {
+    use crate::support::real::dnsmasq::Dnsmasq;
+    let farm = Farm::start().await;
+    let dnsmasq = Dnsmasq::start(
+        "127.0.12.65",
+        crate::support::farm::DOMAIN,
+        &farm.static_hosts,
+        0,
+    );
+    let ours = farm.nameserver.to_string();
+    let farm = FarmWorkers::on(farm, 3, |toml| {
+        let no_static = &toml[..toml.find("[dns.static]").expect("[dns.static]")];
+        no_static.replace(&ours, &dnsmasq.addr)
+    })
+    .await;
+    // Our resolver failing, or (its lookups filling every slot) `dns.max_concurrent`'s
+    // words for the same: either is ours, never the site's.
+    let ours = ["egress_unavailable", "local_resources"];
+    through_a_server_that_hangs(farm, &dnsmasq.daemon, &ours, (0, 20)).await;
+}
+
+/// Every target through `farm`'s workers, a server they depend on (`server`: their
+/// only egress's proxy, their resolver) paused for `secs` once one result in `after`
+/// is in (0: from before the jobs go out): those asked meanwhile `unknown` for one of
+/// the reasons `ours`, the rest as one process judges them straight out.
+async fn through_a_server_that_hangs(
+    farm: FarmWorkers,
+    server: &crate::support::real::Daemon,
+    ours: &[&str],
+    (after, secs): (usize, u64),
+) {
     let names = farm.names();
-    farm.publish(&names).await;
     let within = Duration::from_secs(240);
-    let mut results = farm.client.results(&farm.s, names.len() / 4, within).await;
-    proxy.freeze();
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    proxy.thaw();
+    if after == 0 {
+        server.freeze();
+    }
+    farm.publish(&names).await;
+    let mut results = match after {
+        0 => Vec::new(),
+        _ => {
+            farm.client
+                .results(&farm.s, names.len() / after, within)
+                .await
+        }
+    };
+    if after > 0 {
+        server.freeze();
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    server.thaw();
     let rest = names.len() - results.len();
     results.extend(farm.client.results(&farm.s, rest, within).await);
     let FarmWorkers { farm, workers, .. } = farm;
@@ -778,26 +821,26 @@ async fn through_a_proxy_that_hangs(farm: FarmWorkers, proxy: &crate::support::r
         w.terminate().await;
     }
     let mut failures = Vec::new();
-    let mut egress_failing = 0;
+    let mut ours_failing = 0;
     for r in &results {
         let name = r["job_id"].as_str().unwrap_or("?");
         let said = (r["verdict"].as_str(), r["reason"].as_str());
-        if said == (Some("unknown"), Some("egress_unavailable")) {
-            egress_failing += 1;
+        if said.0 == Some("unknown") && said.1.is_some_and(|r| ours.contains(&r)) {
+            ours_failing += 1;
             continue;
         }
         failures.extend(judged_otherwise(farm.target(name), r, Leeway::MoreAttempts));
     }
-    println!("{egress_failing} results the egress failing");
-    assert!(
-        egress_failing > 0,
-        "no site was asked while the proxy hung: the test proves nothing"
-    );
+    println!("{ours_failing} results unknown for {ours:?}");
     assert!(
         failures.is_empty(),
-        "{} results judged otherwise through a proxy that hung:\n{}",
+        "{} results judged otherwise with a server that hung:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+    assert!(
+        ours_failing > 0,
+        "no site was asked while the server hung: the test proves nothing"
     );
 }
 
