@@ -302,6 +302,9 @@ impl Engine {
             word.reason,
             Reason::Connect | Reason::Timeout | Reason::Dns | Reason::Tls
         );
+        if word.reason == Reason::LocalResources {
+            return self.unless_our_resolver(word, obs).await;
+        }
         if word.verdict != Verdict::Down || !reachability {
             return word;
         }
@@ -314,6 +317,27 @@ impl Engine {
                 verdict: Verdict::Unknown,
                 reason: Reason::EgressUnavailable,
                 detail: format!("{}; {why}", word.detail),
+            },
+            None => word,
+        }
+    }
+
+    /// A lookup that waited for one of picket's DNS slots until its time was over: the
+    /// lookups holding them may hang on a resolver that answers nothing, which is then
+    /// the failure (not `dns.max_concurrent`).
+    async fn unless_our_resolver(&self, word: Word, obs: &Observation) -> Word {
+        let Some(host) = obs.unresolved.as_deref() else {
+            return word;
+        };
+        match self
+            .our_side
+            .resolver_failing(self.prober.as_ref(), host)
+            .await
+        {
+            Some(why) => Word {
+                verdict: Verdict::Unknown,
+                reason: Reason::EgressUnavailable,
+                detail: format!("{host}: not looked up in time; {why}"),
             },
             None => word,
         }

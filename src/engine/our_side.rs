@@ -193,13 +193,10 @@ impl OurSide {
             Outcome::Failure(f) if f.kind == FailureKind::DnsFailed
         );
         let failed = decisive.unresolved.as_deref().unwrap_or_default();
-        if lookup_failed && !self.resolver_ok(prober, failed).await {
-            return Some(
-                "our nameservers answer no question beyond their cache (the root zone, and a \
-                 fresh name under the failed name's parent domains and those of names found \
-                 lately): our resolver is failing or cut off, not the site's name"
-                    .to_string(),
-            );
+        if lookup_failed {
+            if let Some(why) = self.resolver_failing(prober, failed).await {
+                return Some(why);
+            }
         }
         let now = Instant::now();
         // Silence and failed lookups are what a broken way out shows (a caching
@@ -221,6 +218,21 @@ impl OurSide {
         Some(format!(
             "{wave}: this looks like our network, not the site (configure probe.canaries to be sure)"
         ))
+    }
+
+    /// Why our resolver is the failure, after the lookup of `failed` failed or found no
+    /// slot in time: when our nameservers answer no question beyond their cache.
+    pub(super) async fn resolver_failing(
+        &self,
+        prober: &dyn Prober,
+        failed: &str,
+    ) -> Option<String> {
+        (!self.resolver_ok(prober, failed).await).then(|| {
+            "our nameservers answer no question beyond their cache (the root zone, and a \
+             fresh name under the failed name's parent domains and those of names found \
+             lately): our resolver is failing or cut off, not the site's name"
+                .to_string()
+        })
     }
 
     /// Whether our nameservers answer, and beyond their cache, after the lookup of

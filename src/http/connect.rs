@@ -206,13 +206,18 @@ impl HttpProber {
             // Held up by picket: it waited for one of its own lookup slots longer than
             // it was asked (or was never asked). Jobs queued together end together, so
             // each slot freed at the deadline goes to one with no time left.
-            Err(_) if queued_longer(dns_start, asked.get()) => Err(fail(
-                FailureKind::LocalResources,
-                format!(
-                    "{host}: not looked up in time: every one of picket's DNS lookups was \
-                     busy (dns.max_concurrent)"
-                ),
-            )),
+            // Whether the lookups holding the slots hang on a resolver that answers
+            // nothing is asked before this is believed (`engine::unless_ours`).
+            Err(_) if queued_longer(dns_start, asked.get()) => {
+                obs.unresolved = Some(host.to_string());
+                Err(fail(
+                    FailureKind::LocalResources,
+                    format!(
+                        "{host}: not looked up in time: every one of picket's DNS lookups \
+                         was busy (dns.max_concurrent)"
+                    ),
+                ))
+            }
             // A lookup the probe's deadline cut short is a lookup that failed, like one
             // the resolver gave up on: the site was never asked, so it is no slow site,
             // and whether our nameservers answer at all tells whose failure it is.
