@@ -281,6 +281,44 @@ impl FarmWorkers {
         farm
     }
 
+    /// Three workers on a new farm whose names they look up through a real resolver, a
+    /// dnsmasq on `ip` (authoritative for the farm's zone from its hosts, every address
+    /// of a name, TTL 0; other names NXDOMAIN), with no `dns.static`.
+    async fn resolving_through_dnsmasq(
+        ip: &str,
+    ) -> (FarmWorkers, crate::support::real::dnsmasq::Dnsmasq) {
+        use crate::support::real::dnsmasq::Dnsmasq;
+        let farm = Farm::start().await;
+        let dnsmasq = Dnsmasq::start(ip, crate::support::farm::DOMAIN, &farm.static_hosts, 0);
+        let ours = farm.nameserver.to_string();
+        let farm = FarmWorkers::on(farm, 3, |toml| {
+            let no_static = &toml[..toml.find("[dns.static]").expect("[dns.static]")];
+            no_static.replace(&ours, &dnsmasq.addr)
+        })
+        .await;
+        assert!(farm.s.dns.static_hosts.is_empty(), "{}", farm.toml);
+        (farm, dnsmasq)
+    }
+
+    /// Three workers on a new farm whose only egress is a squid on `ip`, resolving
+    /// through a dnsmasq on `dns_ip` ([`squid_resolving_the_farm`]).
+    async fn through_squid(
+        dns_ip: &str,
+        ip: &str,
+    ) -> (
+        FarmWorkers,
+        (
+            crate::support::real::dnsmasq::Dnsmasq,
+            crate::support::real::squid::Squid,
+        ),
+    ) {
+        let farm = Farm::start().await;
+        let (dnsmasq, squid) = squid_resolving_the_farm(&farm, dns_ip, ip);
+        let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
+        let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
+        (farm, (dnsmasq, squid))
+    }
+
     /// One more worker, `farm-wI`, with its own ops port.
     fn add_worker(&mut self) {
         let ops: std::net::SocketAddr = format!("127.0.0.1:{}", crate::support::free_port())
@@ -300,10 +338,9 @@ impl FarmWorkers {
         self.ops.push(ops);
     }
 
-    /// Every target asked once through the workers' only egress, `egress`, the workers
-    /// stopped: what was judged otherwise than one process judges it straight out, or
-    /// asked of the proxy by name (every proxy here tunnels to every port).
-    async fn judged_through(self, egress: &str) -> Vec<String> {
+    /// Every target asked once, every result taken, the workers stopped: the farm and
+    /// the results.
+    async fn round(self) -> (Farm, Vec<Value>) {
         let names = self.names();
         self.publish(&names).await;
         let results = self
@@ -314,6 +351,14 @@ impl FarmWorkers {
         for w in workers {
             w.terminate().await;
         }
+        (farm, results)
+    }
+
+    /// Every target asked once through the workers' only egress, `egress`, the workers
+    /// stopped: what was judged otherwise than one process judges it straight out, or
+    /// asked of the proxy by name (every proxy here tunnels to every port).
+    async fn judged_through(self, egress: &str) -> Vec<String> {
+        let (farm, results) = self.round().await;
         let mut failures = Vec::new();
         for r in &results {
             let name = r["job_id"].as_str().unwrap_or("?");
@@ -587,16 +632,7 @@ async fn the_farm_through_workers_with_two_egresses_gets_the_expected_verdicts()
         dante.url
     );
     let farm = FarmWorkers::start_with(3, |toml| toml + &egresses).await;
-    let names = farm.names();
-    farm.publish(&names).await;
-    let results = farm
-        .client
-        .results(&farm.s, names.len(), Duration::from_secs(240))
-        .await;
-    let FarmWorkers { farm, workers, .. } = farm;
-    for w in workers {
-        w.terminate().await;
-    }
+    let (farm, results) = farm.round().await;
     let mut failures = Vec::new();
     let mut through = BTreeMap::new();
     for r in &results {
@@ -619,31 +655,8 @@ async fn the_farm_through_workers_with_two_egresses_gets_the_expected_verdicts()
 /// TTL 0), not `dns.static`: every target gets the same verdict and reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_workers_resolving_through_dnsmasq_gets_the_expected_verdicts() {
-    use crate::support::real::dnsmasq::Dnsmasq;
-    let farm = Farm::start().await;
-    let dnsmasq = Dnsmasq::start(
-        "127.0.12.52",
-        crate::support::farm::DOMAIN,
-        &farm.static_hosts,
-        0,
-    );
-    let ours = farm.nameserver.to_string();
-    let farm = FarmWorkers::on(farm, 3, |toml| {
-        let no_static = &toml[..toml.find("[dns.static]").expect("[dns.static]")];
-        no_static.replace(&ours, &dnsmasq.addr)
-    })
-    .await;
-    assert!(farm.s.dns.static_hosts.is_empty(), "{}", farm.toml);
-    let names = farm.names();
-    farm.publish(&names).await;
-    let results = farm
-        .client
-        .results(&farm.s, names.len(), Duration::from_secs(240))
-        .await;
-    let FarmWorkers { farm, workers, .. } = farm;
-    for w in workers {
-        w.terminate().await;
-    }
+    let (farm, _dnsmasq) = FarmWorkers::resolving_through_dnsmasq("127.0.12.52").await;
+    let (farm, results) = farm.round().await;
     let failures: Vec<String> = results
         .iter()
         .flat_map(|r| {
@@ -667,10 +680,7 @@ async fn the_farm_through_workers_resolving_through_dnsmasq_gets_the_expected_ve
 /// address): every target gets the verdict and reason one process gives straight out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_workers_with_squid_as_the_only_egress_gets_the_expected_verdicts() {
-    let farm = Farm::start().await;
-    let (_dnsmasq, squid) = squid_resolving_the_farm(&farm, "127.0.12.51", "127.0.12.49");
-    let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
-    let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
+    let (farm, _squid) = FarmWorkers::through_squid("127.0.12.51", "127.0.12.49").await;
     let failures = farm.judged_through("squid").await;
     assert!(
         failures.is_empty(),
@@ -743,10 +753,7 @@ async fn the_farm_through_workers_with_an_https_proxy_as_the_only_egress_gets_th
 /// never down; every other gets the verdict and reason one process gives straight out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_workers_whose_only_proxy_hangs_gets_the_expected_verdicts() {
-    let farm = Farm::start().await;
-    let (_dnsmasq, squid) = squid_resolving_the_farm(&farm, "127.0.12.62", "127.0.12.63");
-    let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
-    let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
+    let (farm, (_dnsmasq, squid)) = FarmWorkers::through_squid("127.0.12.62", "127.0.12.63").await;
     through_a_server_that_hangs(farm, &squid.daemon, &["egress_unavailable"], (4, 8)).await;
 }
 
@@ -765,20 +772,7 @@ async fn the_farm_through_workers_whose_only_socks_proxy_hangs_gets_the_expected
 /// it): a name looked up meanwhile is our side failing, never the site's `down/dns`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_workers_whose_resolver_hangs_gets_the_expected_verdicts() {
-    use crate::support::real::dnsmasq::Dnsmasq;
-    let farm = Farm::start().await;
-    let dnsmasq = Dnsmasq::start(
-        "127.0.12.65",
-        crate::support::farm::DOMAIN,
-        &farm.static_hosts,
-        0,
-    );
-    let ours = farm.nameserver.to_string();
-    let farm = FarmWorkers::on(farm, 3, |toml| {
-        let no_static = &toml[..toml.find("[dns.static]").expect("[dns.static]")];
-        no_static.replace(&ours, &dnsmasq.addr)
-    })
-    .await;
+    let (farm, dnsmasq) = FarmWorkers::resolving_through_dnsmasq("127.0.12.65").await;
     // Our resolver failing, for a lookup that ran out of time and for one that found
     // every slot held by those (not `dns.max_concurrent`'s `local_resources`).
     let ours = ["egress_unavailable"];

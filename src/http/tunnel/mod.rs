@@ -304,7 +304,8 @@ impl Tunnel {
         let tunnelled = self.tunnelled(request, Some(addr), connect_timeout, deadline, hop);
         match (hop.scope(tunnelled).await, by_name.zip(again)) {
             (Err(TunnelError::Refused(r)), Some((proxy, again))) if r.refuses_tunnels() => {
-                if !self.forwards(proxy, connect_timeout, &mut deadline, hop).await {
+                let forwards = proxy.forwards(connect_timeout);
+                if !our_question(forwards, &mut deadline, hop).await {
                     return Err(SendError::Tunnel(TunnelError::Proxy(format!(
                         "it refused the tunnel ({}), and asked by name for a host that does not exist it served a page: a web server, not a proxy",
                         r.status()
@@ -381,28 +382,11 @@ impl Tunnel {
         deadline: &mut Instant,
         hop: &Hop,
     ) -> bool {
-        let asking = Instant::now();
-        let takes = proxy.stranger(connect_timeout).await.answers_first()
-            && proxy.forwards(connect_timeout).await;
-        hop.clock.checked(asking.elapsed());
-        *deadline += asking.elapsed();
-        takes
-    }
-
-    /// Whether `proxy` forwards what it is asked by name ([`Proxy::forwards`]): our own
-    /// question, not the site's time, so the request's `deadline` moves by its time.
-    async fn forwards(
-        &self,
-        proxy: &Proxy,
-        connect_timeout: Duration,
-        deadline: &mut Instant,
-        hop: &Hop,
-    ) -> bool {
-        let asking = Instant::now();
-        let forwards = proxy.forwards(connect_timeout).await;
-        hop.clock.checked(asking.elapsed());
-        *deadline += asking.elapsed();
-        forwards
+        let question = async {
+            proxy.stranger(connect_timeout).await.answers_first()
+                && proxy.forwards(connect_timeout).await
+        };
+        our_question(question, deadline, hop).await
     }
 
     /// `request` asked of `proxy` by name (`by_name`), as its tunnels to the address
@@ -463,6 +447,20 @@ impl Tunnel {
         };
         Ok(answer_to_reqwest(answer, certificate, deadline).await)
     }
+}
+
+/// `question` to the egress about itself: our time, not the site's, noted on `hop`, and
+/// the request's `deadline` moves by it.
+async fn our_question<T>(
+    question: impl std::future::Future<Output = T>,
+    deadline: &mut Instant,
+    hop: &Hop,
+) -> T {
+    let asking = Instant::now();
+    let answer = question.await;
+    hop.clock.checked(asking.elapsed());
+    *deadline += asking.elapsed();
+    answer
 }
 
 /// The probes' rustls configuration as reqwest's path has it: every probe a first
