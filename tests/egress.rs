@@ -529,3 +529,44 @@ async fn a_legacy_tls_server_is_asked_again_over_openssl_through_an_http_proxys_
         "the HTTP proxy was asked for the name, or not twice: {asked:?}"
     );
 }
+
+/// A squid whose allow list names sites refuses a tunnel to the address, so a plain-http
+/// site is asked of it by name (`GET http://name/`), and that is remembered for the port.
+/// When the proxy then hangs (SIGSTOP: it takes the connection and answers nothing), a
+/// site asked meanwhile is the egress failing, not the site's `down/timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_asked_by_name_of_a_proxy_that_hangs_is_the_egress_failing() {
+    use crate::support::real::squid::Squid;
+    let farm = Farm::start().await;
+    let target = farm.target("healthy");
+    let host = url::Url::parse(&target.url).expect("url");
+    let name = host.host_str().expect("host").to_string();
+    let ip = farm
+        .static_hosts
+        .iter()
+        .find(|(h, _)| *h == name)
+        .map(|(_, ips)| ips.clone())
+        .expect("the target's address");
+    let squid = Squid::named_sites(
+        "127.0.12.67",
+        &format!(".{}", farm::DOMAIN),
+        &[(name.as_str(), ip.as_str())],
+    );
+    let e = engine_from_toml(&format!(
+        "{}\n[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n",
+        farm.config_toml().replace("attempts = 2", "attempts = 1"),
+        squid.url
+    ));
+    let r = check(&e, &target.url).await;
+    assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+    assert!(r.detail.contains("asked by name"), "{}", r.detail);
+    squid.daemon.freeze();
+    let r = check(&e, &target.url).await;
+    squid.daemon.thaw();
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "egress_unavailable"),
+        "{}",
+        r.detail
+    );
+}
