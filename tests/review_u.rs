@@ -82,11 +82,12 @@ fn through(proxy: SocketAddr) -> picket::engine::Engine {
     )
 }
 
-/// http/connect.rs:626 `proxy_silence` runs after the tunnel's `Timeout` fired at the
-/// probe's deadline; its time (asking a healthy proxy a request of its own) is past the
-/// deadline and http/mod.rs:206 counts it as our timers' lag: a healthy proxy that
-/// answers its own request in 350 ms turns a silent site's `down/timeout` into
-/// `unknown/local_resources` ("this worker is short of CPU").
+/// When the tunnel's answer is late at the probe's deadline, the proxy is asked a
+/// request of its own (`http/tunnel/late.rs`, once `proxy_silence` in http/connect.rs);
+/// its time is past the deadline, and counted as our timers' lag a healthy proxy that
+/// answers it in 350 ms turned a silent site's `down/timeout` into
+/// `unknown/local_resources` ("this worker is short of CPU"). The question's time is
+/// the probe's (`PhaseClock::checked`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_u_a_silent_site_through_a_healthy_proxy_is_down_not_our_cpu() {
     let r = a_silent_site_through("127.0.170.1", "127.0.170.2", Some(350)).await;
