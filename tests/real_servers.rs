@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use picket::config::Settings;
 use picket::engine::Engine;
-use picket::job::{Report, Verdict};
+use picket::job::{Reason, Report, Verdict};
 
 use crate::support::real::apache::{Apache, Dos, Evasive};
 use crate::support::real::dante::Dante;
@@ -829,11 +829,17 @@ async fn banned_after_nginx(ip: &str, block: Block, proxy: Option<&str>) {
     );
     assert_never_down(&reports, ip, &format!("{block:?}"));
     // Held as the ban, or asked again after the hold once the ban was over: either
-    // names the ban as following the server's refusal.
-    let banned = reports
-        .iter()
-        .filter(|r| r.detail.contains("after it refused us with"))
-        .count();
+    // names the ban as following the server's refusal. Or turned away by the ban on one
+    // attempt (its connection refused or not made: nginx itself is up throughout) and
+    // answered on the next, the ban just over: under load the round can meet only the
+    // ban's last moments (the CI of 91792c3: two sites so, none named it).
+    let met_the_ban = |r: &&Report| {
+        r.detail.contains("after it refused us with")
+            || r.attempt_log
+                .iter()
+                .any(|a| matches!(a.reason, Reason::Connect | Reason::Timeout))
+    };
+    let banned = reports.iter().filter(met_the_ban).count();
     assert!(
         banned > 0,
         "no site was asked during the ban: the test proves nothing"
