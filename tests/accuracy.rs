@@ -281,6 +281,22 @@ impl FarmWorkers {
         farm
     }
 
+    /// The Redis calls that failed on the workers so far (`picket_redis_errors_total`).
+    async fn redis_errors(&self) -> f64 {
+        let mut failed = 0.0;
+        for ops in &self.ops {
+            let (_, text) = crate::support::ops::get_ops(*ops, "/metrics")
+                .await
+                .expect("metrics");
+            failed += text
+                .lines()
+                .filter(|l| l.starts_with("picket_redis_errors_total{"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        failed
+    }
+
     /// Three workers on a new farm whose names they look up through a real resolver, a
     /// dnsmasq on `ip` (authoritative for the farm's zone from its hosts, every address
     /// of a name, TTL 0; other names NXDOMAIN), with no `dns.static`.
@@ -585,17 +601,7 @@ async fn the_farm_through_workers_whose_redis_restarts_gets_the_expected_verdict
     let rest = names.len() - results.len();
     results.extend(farm.client.results(&farm.s, rest, within).await);
     // The outage was met: Redis calls failed on the workers.
-    let mut failed_calls = 0.0;
-    for ops in &farm.ops {
-        let (_, text) = crate::support::ops::get_ops(*ops, "/metrics")
-            .await
-            .expect("metrics");
-        failed_calls += text
-            .lines()
-            .filter(|l| l.starts_with("picket_redis_errors_total{"))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .sum::<f64>();
-    }
+    let failed_calls = farm.redis_errors().await;
     let FarmWorkers { farm, workers, .. } = farm;
     for w in workers {
         w.terminate().await;
@@ -613,6 +619,60 @@ async fn the_farm_through_workers_whose_redis_restarts_gets_the_expected_verdict
     assert!(
         failures.is_empty(),
         "{} of {} results judged otherwise through a Redis restart:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+}
+
+/// Redis hangs for 8 s in the middle of the farm (SIGSTOP: its connections stay open
+/// and carry nothing, as a host that hangs or a network that drops everything): the
+/// workers go on with their share of each limit, and every target gets the single
+/// run's verdict and reason. Redis is never a site's fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_whose_redis_hangs_gets_the_expected_verdicts() {
+    use crate::support::redis_server::RedisServer;
+    let redis = tokio::task::spawn_blocking(RedisServer::launch)
+        .await
+        .expect("join")
+        .expect("a private redis-server");
+    let farm = FarmWorkers::start_with(3, |toml| {
+        toml.replace(
+            &format!("url = \"{}\"", crate::support::servers().redis_url),
+            &format!("url = \"{}\"", redis.url()),
+        )
+    })
+    .await;
+    let names = farm.names();
+    farm.publish(&names).await;
+    let within = Duration::from_secs(240);
+    let mut results = farm.client.results(&farm.s, names.len() / 8, within).await;
+    redis.freeze();
+    // Several of `redis.timeout`s (2 s): calls time out, connections are made again
+    // and hang too, state steps go unanswered.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    redis.thaw();
+    let rest = names.len() - results.len();
+    results.extend(farm.client.results(&farm.s, rest, within).await);
+    let failed_calls = farm.redis_errors().await;
+    let FarmWorkers { farm, workers, .. } = farm;
+    for w in workers {
+        w.terminate().await;
+    }
+    assert!(
+        failed_calls > 0.0,
+        "no Redis call failed: the hang was not met"
+    );
+    let mut failures = Vec::new();
+    for r in &results {
+        let name = r["job_id"].as_str().unwrap_or("?");
+        // A job whose state step went unanswered is handed back to tell its change, and
+        // checked again: a site that asked us to wait is then not asked (`Retaken`).
+        failures.extend(judged_otherwise(farm.target(name), r, Leeway::Retaken));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} results judged otherwise with Redis hung:\n{}",
         failures.len(),
         results.len(),
         failures.join("\n")

@@ -154,6 +154,24 @@ tidy "$1"
             .unwrap_or_else(|e| panic!("restarting redis-server failed: {e}"));
     }
 
+    /// Freezes the server with SIGSTOP, as a host that hangs does: its connections stay
+    /// open and carry nothing until [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a [`freeze`](Self::freeze)d server run again.
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            // redis-server rewrites its command line to its address.
+            procs::signal(pid, signal, &format!("127.0.0.1:{}", self.port));
+        }
+    }
+
     pub fn restart(&self) {
         self.stop();
         self.start();
