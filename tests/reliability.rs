@@ -656,3 +656,97 @@ async fn a_worker_whose_broker_falls_silent_moves_to_another_node() {
     worker.stop.cancel();
     let _ = worker.task.await;
 }
+
+// ---------------------------------------------------------------------------------------
+// A killed worker's in-flight slots
+// ---------------------------------------------------------------------------------------
+
+/// A worker killed (`kill -9`) while a slow site keeps its request holds that IP's
+/// in-flight slot only for a short lease: the survivors ask the IP again within
+/// seconds, not once the dead request could have run its whole `probe.timeout` (30 s
+/// here) and more. Its neighbours on the IP are not kept waiting for a dead worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_slot_at_an_ip_is_free_again_within_seconds() {
+    use crate::support::picket::page;
+    use crate::support::targets::{read_request_head, serve_raw};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+    let ip = "127.0.12.66";
+    let seen = Arc::new(AtomicUsize::new(0));
+    let asked = seen.clone();
+    // The first request is kept 60 s without an answer; every later one answered.
+    let addr = serve_raw(ip, move |mut stream| {
+        let asked = asked.clone();
+        async move {
+            let _ = read_request_head(&mut stream).await;
+            if asked.fetch_add(1, Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return;
+            }
+            let body = page("a county office");
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all((head + &body).as_bytes()).await;
+        }
+    })
+    .await;
+    let toml = format!(
+        "{}\n[targets]\nallow_private = true\n[log]\nformat = \"json\"\n",
+        base_toml()
+    );
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    let results = Collector::start(&client.conn, &s.amqp.results_queue).await;
+    let env = |name: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("PICKET__PROBE__TIMEOUT", "30s".into()),
+            ("PICKET__RATE_LIMIT__PER_IP__MAX_INFLIGHT", "1".into()),
+            ("PICKET__WORKER__NAME", name.into()),
+            ("PICKET__HTTP__LISTEN", format!("127.0.0.1:{}", free_port())),
+        ]
+    };
+    let (_, first) = jobs("slot-held-", 1, &format!("http://{addr}/first"));
+    let mut dying = WorkerProcess::start(&toml, &env("slot-a"));
+    publish_all(&client.ch, &s.amqp.jobs_queue, &first).await;
+    let t = Instant::now();
+    while seen.load(Ordering::SeqCst) == 0 {
+        dying.assert_running();
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the site was never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = dying.kill().await;
+    let killed = Instant::now();
+    let mut survivor = WorkerProcess::start(&toml, &env("slot-b"));
+    let (_, second) = jobs("slot-next-", 1, &format!("http://{addr}/second"));
+    publish_all(&client.ch, &s.amqp.jobs_queue, &second).await;
+    // Both jobs (the dead worker's, redelivered, and a new one) answered by the site.
+    while results.distinct_ids() < 2 {
+        survivor.assert_running();
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "{} of 2 results 60 s after the kill; log:\n{}",
+            results.distinct_ids(),
+            survivor.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = killed.elapsed();
+    eprintln!("both jobs answered {took:?} after the kill");
+    survivor.terminate().await;
+    let all = results.finish(Duration::from_millis(500)).await;
+    for r in &all {
+        assert_eq!(r.field("verdict"), "up", "{:?}", r.json);
+    }
+    assert!(
+        took < Duration::from_secs(20),
+        "the IP was asked again only {took:?} after its worker died: its slot was held \
+         as if the dead request were still running"
+    );
+}
