@@ -16,7 +16,6 @@ use crate::limit::Limiter;
 use crate::probe::judge::JudgeSettings;
 use crate::redis_pool::redis_pool;
 use crate::state::{RedisState, StateStore};
-use std::time::Duration;
 
 /// Sets up logging to stderr (see [`crate::log`]).
 pub(crate) fn init_logging(settings: &Settings, quiet: bool) {
@@ -203,8 +202,7 @@ pub async fn serve_worker(
     let pool = redis_pool(&settings.redis)?;
     let state: Arc<dyn StateStore> = Arc::new(RedisState::new(pool.clone(), &settings.redis));
     let name = worker_name(&settings);
-    // A lease outlives any request (the timeout) with a margin for clock steps.
-    let lease = settings.probe.timeout + Duration::from_secs(10);
+    let lease = crate::limit::lease_for(&settings.redis);
     let limiter = crate::limit::redis::shared(
         pool.clone(),
         &settings.redis,

@@ -14,7 +14,20 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::{scripts, standing};
+use crate::config::RedisSettings;
 use crate::redis_pool::RedisPool;
+
+/// The shortest lease: a renewal round of many IPs, or a worker short of CPU, may come
+/// a few seconds late.
+const MIN_LEASE: Duration = Duration::from_secs(10);
+
+/// How long an in-flight lease lasts unrenewed, and so how long a dead worker's slot is
+/// held. Renewed every third of it while its request waits or runs, it need not outlive
+/// any request: four of `redis.timeout` (at least [`MIN_LEASE`]) leave room for two
+/// renewals in a row that fail or come late.
+pub(crate) fn lease_for(redis: &RedisSettings) -> Duration {
+    (redis.timeout * 4).max(MIN_LEASE)
+}
 
 /// Live leases: inflight key → lease ids.
 type Live = Mutex<HashMap<String, HashSet<String>>>;
@@ -232,40 +245,64 @@ async fn release(pool: &RedisPool, batch: &[(String, String)]) -> Result<(), Str
         .map_err(|e| e.to_string())
 }
 
-/// Every third of a lease, renews every live lease (one script call per IP). Ends when
-/// the limiter and every lease are gone.
+/// Every third of a lease, renews every live lease (one script call per IP, all at once
+/// on the multiplexed connection: one after another, a round over many IPs at a distant
+/// Redis's round trip could outlast the lease). Ends when the limiter and every lease
+/// are gone.
 async fn renew(pool: RedisPool, timeout: Duration, lease: Duration, live: Weak<Live>) {
     let script = redis::Script::new(scripts::RENEW);
     let every = (lease / 3).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
         let Some(keys) = live_keys(&live) else { return };
-        for key in keys {
-            // Each key's leases are read just before its call: one released since a
-            // snapshot of them all would be put back (then released again).
-            let Some(ids) = live_ids(&live, &key) else {
-                continue;
+        let renewals = keys.iter().map(|key| {
+            let renewal = Renewal {
+                pool: &pool,
+                script: &script,
+                lease,
+                live: &live,
             };
-            let call = async {
-                let mut conn = pool.get().await?;
-                let mut inv = script.key(&key);
-                inv.arg(lease.as_millis() as u64);
-                for id in &ids {
-                    inv.arg(id);
-                }
-                inv.invoke_async::<Vec<String>>(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())
-            };
-            match tokio::time::timeout(timeout, call).await {
-                Ok(Ok(back)) if !back.is_empty() => {
-                    release_ended(&pool, timeout, &key, back, &live).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "lease renewal failed; it is tried again");
-                }
-                _ => {}
+            renewal.of(key, timeout)
+        });
+        futures_util::future::join_all(renewals).await;
+    }
+}
+
+/// What renewing one IP's leases needs.
+struct Renewal<'a> {
+    pool: &'a RedisPool,
+    script: &'a redis::Script,
+    lease: Duration,
+    live: &'a Weak<Live>,
+}
+
+impl Renewal<'_> {
+    /// Renews the live leases in `key`, within `timeout`.
+    async fn of(self, key: &str, timeout: Duration) {
+        // The key's leases are read just before its call: one released since a snapshot
+        // of them all would be put back (then released again).
+        let Some(ids) = live_ids(self.live, key) else {
+            return;
+        };
+        let call = async {
+            let mut conn = self.pool.get().await?;
+            let mut inv = self.script.key(key);
+            inv.arg(self.lease.as_millis() as u64);
+            for id in &ids {
+                inv.arg(id);
             }
+            inv.invoke_async::<Vec<String>>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(back)) if !back.is_empty() => {
+                release_ended(self.pool, timeout, key, back, self.live).await;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "lease renewal failed; it is tried again");
+            }
+            _ => {}
         }
     }
 }

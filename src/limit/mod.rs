@@ -28,6 +28,7 @@ use futures_util::future::BoxFuture;
 use crate::config::{LimitScope, OverrideMatch, Rate, RateLimitSettings};
 pub use crate::probe::Line;
 
+pub(crate) use self::lease::lease_for;
 pub(crate) use self::local::LocalLimiter;
 pub use self::standing::{Refusal, Signal};
 
