@@ -663,6 +663,16 @@ async fn the_farm_through_workers_whose_redis_hangs_gets_the_expected_verdicts()
         failed_calls > 0.0,
         "no Redis call failed: the hang was not met"
     );
+    // One result per job: a job handed back was not also answered the first time.
+    let answered: std::collections::BTreeSet<&str> = results
+        .iter()
+        .filter_map(|r| r["job_id"].as_str())
+        .collect();
+    assert_eq!(
+        answered.len(),
+        names.len(),
+        "jobs answered twice or not at all"
+    );
     let mut failures = Vec::new();
     for r in &results {
         let name = r["job_id"].as_str().unwrap_or("?");
