@@ -837,6 +837,57 @@ async fn the_farm_through_workers_whose_only_socks_proxy_hangs_gets_the_expected
     through_a_server_that_hangs(farm, &dante.daemon, &["egress_unavailable"], (4, 8)).await;
 }
 
+/// The only egress, a SOCKS5 proxy (dante), loses its way out for 8 s mid-round: it
+/// still greets and takes every CONNECT, but its connections to the sites hang (their
+/// SYNs dropped), as when a proxy's host loses its uplink. One such CONNECT looks like
+/// a blackholed site; every site at once through it is the egress failing, never down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_whose_only_socks_proxy_loses_its_way_out_gets_the_expected_verdicts(
+) {
+    use crate::support::real::dante::Dante;
+    let from = "127.0.12.61";
+    let dante = Dante::start_from("127.0.12.60", from, false);
+    let egress = format!("[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n", dante.url);
+    let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
+    let fault = CutWayOut {
+        from,
+        cut: std::sync::Mutex::new(None),
+    };
+    through_a_server_that_hangs(farm, &fault, &["egress_unavailable"], (4, 8)).await;
+}
+
+/// Something the workers depend on, failing (`begin`) and mended (`end`).
+trait Fault: Sync {
+    fn begin(&self);
+    fn end(&self);
+}
+
+/// A server paused (SIGSTOP) and run again.
+impl Fault for crate::support::real::Daemon {
+    fn begin(&self) {
+        self.freeze();
+    }
+    fn end(&self) {
+        self.thaw();
+    }
+}
+
+/// A proxy's way out to the sites cut and mended.
+struct CutWayOut<'a> {
+    from: &'a str,
+    cut: std::sync::Mutex<Option<crate::support::real::dante::WayOutCut>>,
+}
+
+impl Fault for CutWayOut<'_> {
+    fn begin(&self) {
+        let cut = crate::support::real::dante::WayOutCut::from(self.from);
+        *self.cut.lock().expect("cut") = Some(cut);
+    }
+    fn end(&self) {
+        drop(self.cut.lock().expect("cut").take());
+    }
+}
+
 /// The farm's names looked up through a real resolver (dnsmasq, as the dnsmasq run)
 /// that hangs for 20 s from before the jobs go out (both attempts of most jobs within
 /// it): a name looked up meanwhile is our side failing, never the site's `down/dns`.
@@ -855,14 +906,14 @@ async fn the_farm_through_workers_whose_resolver_hangs_gets_the_expected_verdict
 /// the reasons `ours`, the rest as one process judges them straight out.
 async fn through_a_server_that_hangs(
     farm: FarmWorkers,
-    server: &crate::support::real::Daemon,
+    server: &dyn Fault,
     ours: &[&str],
     (after, secs): (usize, u64),
 ) {
     let names = farm.names();
     let within = Duration::from_secs(240);
     if after == 0 {
-        server.freeze();
+        server.begin();
     }
     farm.publish(&names).await;
     let mut results = match after {
@@ -874,10 +925,10 @@ async fn through_a_server_that_hangs(
         }
     };
     if after > 0 {
-        server.freeze();
+        server.begin();
     }
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    server.thaw();
+    server.end();
     let rest = names.len() - results.len();
     results.extend(farm.client.results(&farm.s, rest, within).await);
     let FarmWorkers { farm, workers, .. } = farm;

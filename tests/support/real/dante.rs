@@ -15,6 +15,11 @@ pub struct Dante {
 impl Dante {
     /// danted on `ip`.
     pub fn start(ip: &str, deny: bool) -> Dante {
+        Dante::start_from(ip, "lo", deny)
+    }
+
+    /// danted on `ip`, connecting to sites from `external` (an address, or `lo`).
+    pub fn start_from(ip: &str, external: &str, deny: bool) -> Dante {
         let dir = scratch("dante");
         let d = dir.display().to_string();
         let port = free_port();
@@ -22,7 +27,7 @@ impl Dante {
         let conf = format!(
             r#"logoutput: {d}/danted.log
 internal: {ip} port = {port}
-external: lo
+external: {external}
 clientmethod: none
 socksmethod: none
 user.privileged: root
@@ -56,4 +61,36 @@ socks {verdict} {{
             url: format!("socks5://{ip}:{port}"),
         }
     }
+}
+
+/// The way out of a proxy that connects to sites from `from` cut while this lives: the
+/// SYNs it sends are dropped (iptables, `OUTPUT`), so every connection it opens to a
+/// site hangs, as when a proxy's host loses its uplink but still takes its clients.
+pub struct WayOutCut {
+    rule: String,
+}
+
+impl WayOutCut {
+    /// Cuts it.
+    pub fn from(from: &str) -> WayOutCut {
+        let rule = format!("OUTPUT -s {from}/32 -p tcp --syn -j DROP");
+        assert!(iptables(&format!("-I {rule}")), "iptables -I {rule} failed");
+        WayOutCut { rule }
+    }
+}
+
+impl Drop for WayOutCut {
+    fn drop(&mut self) {
+        if !iptables(&format!("-D {}", self.rule)) {
+            eprintln!("iptables -D {} failed: remove the rule by hand", self.rule);
+        }
+    }
+}
+
+fn iptables(args: &str) -> bool {
+    std::process::Command::new("iptables")
+        .arg("-w")
+        .args(args.split(' '))
+        .status()
+        .is_ok_and(|s| s.success())
 }
