@@ -214,6 +214,13 @@ pub(crate) const WAVE_LOOKBACK: Duration = Duration::from_secs(120);
 /// Distinct target IPs failing silently within [`WAVE_WINDOW`] that make a wave.
 pub(crate) const WAVE_IPS: usize = 20;
 
+/// Distinct target IPs silent at one moment that make a cut (with almost nothing set
+/// out then answered): fewer than a wave's, as they are counted over about a second.
+pub(crate) const CUT_IPS: usize = 5;
+
+/// The moment a cut is judged at: attempts set out within it.
+pub(crate) const CUT_SPAN: Duration = Duration::from_secs(1);
+
 /// What one attempt says about our own network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -229,58 +236,138 @@ pub enum Signal {
 /// answers, which is our own network failing, not dozens of sites at the same moment.
 #[derive(Debug, Default)]
 pub(crate) struct NetworkWatch {
-    events: Mutex<VecDeque<(Instant, Option<IpAddr>, Signal)>>,
+    events: Mutex<VecDeque<Event>>,
+}
+
+/// One attempt, as the watch keeps it.
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    set_out: Instant,
+    ended: Instant,
+    ip: Option<IpAddr>,
+    signal: Signal,
 }
 
 impl NetworkWatch {
-    /// Records one attempt.
-    pub(crate) fn record(&self, ip: Option<IpAddr>, signal: Signal, now: Instant) {
-        let mut events = self
-            .events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// Records one attempt, which set out at `set_out` and ended `now`.
+    pub(crate) fn record(
+        &self,
+        ip: Option<IpAddr>,
+        signal: Signal,
+        set_out: Instant,
+        now: Instant,
+    ) {
+        let mut events = self.events();
         let cutoff = now.checked_sub(WAVE_LOOKBACK).unwrap_or(now);
-        while events.front().is_some_and(|(at, _, _)| *at < cutoff) {
+        while events.front().is_some_and(|e| e.ended < cutoff) {
             events.pop_front();
         }
         if events.len() >= 4 * MAX_EVENTS {
             events.pop_front();
         }
-        events.push_back((now, ip, signal));
+        events.push_back(Event {
+            set_out,
+            ended: now,
+            ip,
+            signal,
+        });
+    }
+
+    fn events(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A description of the wave going on at `now`, if there is one, for a job that
     /// began at `began`: what ended since then counts (at least [`WAVE_WINDOW`], at most
     /// [`WAVE_LOOKBACK`]).
     pub(crate) fn wave(&self, now: Instant, began: Instant) -> Option<String> {
-        let events = self
-            .events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let window = now
             .saturating_duration_since(began)
             .clamp(WAVE_WINDOW, WAVE_LOOKBACK);
         let cutoff = now.checked_sub(window).unwrap_or(now);
-        let recent = events.iter().filter(|(at, _, _)| *at >= cutoff);
-        let mut silent: std::collections::HashSet<IpAddr> = std::collections::HashSet::new();
+        let tally = Tally::of(self.events().iter().filter(|e| e.ended >= cutoff));
+        (tally.silent_ips >= WAVE_IPS && tally.nothing_came_back()).then(|| {
+            format!(
+                "{} unrelated sites went silent within {} s and {} of {} probes got an answer",
+                tally.silent_ips,
+                window.as_secs(),
+                tally.answered,
+                tally.total
+            )
+        })
+    }
+
+    /// A description of the cut at `moment`, if there was one: attempts to many IPs
+    /// were silent then, and almost none set out then got an answer. A way out cut in
+    /// the middle of a busy minute (an uplink lost, or a proxy's) shows no wave over a
+    /// job's window, which holds the answers from before; at the moment a silent
+    /// attempt set out, nothing came back from anywhere. Answers count by when they set
+    /// out (one set out before the cut may end during it); silence by when it lasted.
+    pub(crate) fn cut(&self, moment: Instant) -> Option<String> {
+        let tally = Tally::of(self.events().iter().filter(|e| e.at(moment)));
+        (tally.silent_ips >= CUT_IPS && tally.nothing_came_back()).then(|| {
+            format!(
+                "while it was asked, {} unrelated sites went silent and {} of {} probes set out then got an answer",
+                tally.silent_ips, tally.answered, tally.total
+            )
+        })
+    }
+
+    /// Whether an attempt set out within [`CUT_SPAN`] of `moment` has been answered.
+    pub(crate) fn answered_at(&self, moment: Instant) -> bool {
+        let answered = |e: &Event| e.signal == Signal::Answered && e.at(moment);
+        self.events().iter().any(|&e| answered(&e))
+    }
+}
+
+impl Event {
+    /// Whether it tells how the way out was at `moment`: an answer set out within
+    /// [`CUT_SPAN`] of it, other ends that lasted through part of it.
+    fn at(&self, moment: Instant) -> bool {
+        let until = moment + CUT_SPAN;
+        match self.signal {
+            Signal::Answered => self.set_out >= moment && self.set_out <= until,
+            _ => self.set_out <= until && self.ended >= moment,
+        }
+    }
+}
+
+/// Attempts within a window, by what they showed.
+struct Tally {
+    /// Distinct target IPs that went silent.
+    silent_ips: usize,
+    /// Attempts answered.
+    answered: usize,
+    /// Every attempt.
+    total: usize,
+}
+
+impl Tally {
+    fn of<'a>(events: impl Iterator<Item = &'a Event>) -> Tally {
+        let mut silent = std::collections::HashSet::new();
         let (mut answered, mut total) = (0usize, 0usize);
-        for (_, ip, signal) in recent {
+        for e in events {
             total += 1;
-            match (signal, ip) {
+            match (e.signal, e.ip) {
                 (Signal::Answered, _) => answered += 1,
                 (Signal::Silent, Some(ip)) => {
-                    silent.insert(*ip);
+                    silent.insert(ip);
                 }
                 _ => {}
             }
         }
-        (silent.len() >= WAVE_IPS && answered * 10 < total).then(|| {
-            format!(
-                "{} unrelated sites went silent within {} s and {answered} of {total} probes got an answer",
-                silent.len(),
-                window.as_secs()
-            )
-        })
+        Tally {
+            silent_ips: silent.len(),
+            answered,
+            total,
+        }
+    }
+
+    /// Under a tenth of the attempts got an answer.
+    fn nothing_came_back(&self) -> bool {
+        self.answered * 10 < self.total
     }
 }
 
@@ -431,10 +518,10 @@ mod tests {
         let w = NetworkWatch::default();
         let t0 = Instant::now();
         for n in 0..(WAVE_IPS as u8 - 1) {
-            w.record(ip(n), Signal::Silent, t0);
+            w.record(ip(n), Signal::Silent, t0, t0);
         }
         assert!(w.wave(t0, t0).is_none(), "one short of a wave");
-        w.record(ip(200), Signal::Silent, t0);
+        w.record(ip(200), Signal::Silent, t0, t0);
         assert!(w.wave(t0, t0).is_some());
         // Over after the window, for a job that began after the wave ended.
         let later = t0 + WAVE_WINDOW + Duration::from_secs(1);
@@ -446,12 +533,63 @@ mod tests {
     }
 
     #[test]
+    fn silence_from_everywhere_when_an_attempt_set_out_is_a_cut() {
+        let w = NetworkWatch::default();
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        // A busy minute's answers, then the way out is cut at t0 + 4 s: what set out
+        // from then goes silent 2 s later, and one request set out before ends during.
+        for n in 0..100u8 {
+            w.record(ip(n), Signal::Answered, t0, t0 + secs(1));
+        }
+        let cut = t0 + secs(4);
+        for n in 0..CUT_IPS as u8 {
+            w.record(ip(100 + n), Signal::Silent, cut, cut + secs(2));
+        }
+        w.record(ip(99), Signal::Answered, t0 + secs(3), cut + secs(1));
+        assert!(
+            w.wave(cut + secs(2), cut).is_none(),
+            "the job's window holds the answers"
+        );
+        assert!(w.cut(cut).is_some());
+        assert!(
+            w.cut(cut + secs(1)).is_some(),
+            "silent through that moment too"
+        );
+        assert!(w.cut(t0).is_none(), "before the cut, answers");
+        // The way out back: what sets out now answers, and the cut's moments stay cut.
+        for n in 0..CUT_IPS as u8 {
+            w.record(ip(150 + n), Signal::Answered, cut + secs(3), cut + secs(3));
+        }
+        assert!(w.cut(cut + secs(3)).is_none());
+        assert!(w.cut(cut).is_some());
+    }
+
+    #[test]
+    fn one_ip_short_or_answers_at_that_moment_are_no_cut() {
+        let w = NetworkWatch::default();
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(2);
+        for n in 0..(CUT_IPS as u8 - 1) {
+            w.record(ip(n), Signal::Silent, t0, later);
+        }
+        assert!(w.cut(t0).is_none(), "one short of a cut");
+        w.record(ip(100), Signal::Silent, t0, later);
+        assert!(w.cut(t0).is_some());
+        // A blackholed site among working ones: they answer what set out beside it.
+        for n in 0..CUT_IPS as u8 {
+            w.record(ip(150 + n), Signal::Answered, t0, t0);
+        }
+        assert!(w.cut(t0).is_none(), "half of them answered");
+    }
+
+    #[test]
     fn failures_among_answers_or_from_one_site_are_no_wave() {
         let t0 = Instant::now();
         let w = NetworkWatch::default();
         for n in 0..40u8 {
-            w.record(ip(n), Signal::Silent, t0);
-            w.record(ip(100 + n), Signal::Answered, t0);
+            w.record(ip(n), Signal::Silent, t0, t0);
+            w.record(ip(100 + n), Signal::Answered, t0, t0);
         }
         assert!(
             w.wave(t0, t0).is_none(),
@@ -459,12 +597,12 @@ mod tests {
         );
         let w = NetworkWatch::default();
         for _ in 0..100 {
-            w.record(ip(1), Signal::Silent, t0);
+            w.record(ip(1), Signal::Silent, t0, t0);
         }
         assert!(w.wave(t0, t0).is_none(), "one site, however often");
         let w = NetworkWatch::default();
         for n in 0..40u8 {
-            w.record(ip(n), Signal::Other, t0);
+            w.record(ip(n), Signal::Other, t0, t0);
         }
         assert!(
             w.wave(t0, t0).is_none(),

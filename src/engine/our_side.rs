@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::ProbeSettings;
-use crate::egress::{EgressHealth, Health, HealthSettings, NetworkWatch, Signal};
+use crate::egress::{EgressHealth, Health, HealthSettings, NetworkWatch, Signal, CUT_SPAN};
 use crate::engine::{Attempt, Prober};
 use crate::job::Job;
 use crate::metric;
@@ -104,6 +104,13 @@ pub(super) fn signal_of(obs: &Observation) -> Signal {
     }
 }
 
+/// When the attempt `obs`, ended `now`, sent its request: once its wait for the per-IP
+/// limit was over.
+fn sent_at(obs: &Observation, now: Instant) -> Instant {
+    now.checked_sub(obs.total.saturating_sub(obs.queued))
+        .unwrap_or(now)
+}
+
 /// The plan of a canary: a plain GET, where any answer at all will do.
 fn canary_plan(url: &url::Url, probe: &ProbeSettings) -> Plan {
     let job = Job::plain_get("canary", "canary".into(), url.clone());
@@ -144,7 +151,8 @@ impl OurSide {
     /// Tells the egress bookkeeping and the network watch what an attempt showed.
     pub(super) fn record(&self, egress: usize, obs: &Observation) {
         let now = Instant::now();
-        self.network.record(obs.ip, signal_of(obs), now);
+        self.network
+            .record(obs.ip, signal_of(obs), sent_at(obs, now), now);
         if self
             .health
             .record(egress, obs.ip, health_of(&obs.outcome), now)
@@ -213,11 +221,35 @@ impl OurSide {
         if !self.canaries.plans.is_empty() {
             return None;
         }
-        // Without canaries to ask, a wave of silence is taken for what it almost always is.
-        let wave = self.network.wave(Instant::now(), began)?;
+        // Without canaries to ask, a wave of silence is taken for what it almost always
+        // is; so is silence from everywhere when the job's first attempt or this silent
+        // one set out (the way out cut then, or until then).
+        let wave = match self.network.wave(Instant::now(), began) {
+            Some(wave) => wave,
+            None if signal_of(decisive) == Signal::Silent => {
+                self.cut_at(began, sent_at(decisive, now)).await?
+            }
+            None => return None,
+        };
         Some(format!(
             "{wave}: this looks like our network, not the site (configure probe.canaries to be sure)"
         ))
+    }
+
+    /// The cut of our way out, if there was one, when the job began or when its silent
+    /// decisive attempt sent its request (`sent`, just ended: the attempts set out
+    /// right after it have not all ended yet). With no answer yet from what set out
+    /// then, those are waited for ([`CUT_SPAN`]), as a cut that began then shows
+    /// only in them.
+    async fn cut_at(&self, began: Instant, sent: Instant) -> Option<String> {
+        if let Some(cut) = self.network.cut(began).or_else(|| self.network.cut(sent)) {
+            return Some(cut);
+        }
+        if self.network.answered_at(sent) {
+            return None;
+        }
+        tokio::time::sleep(CUT_SPAN).await;
+        self.network.cut(sent)
     }
 
     /// Why our resolver is the failure, after the lookup of `failed` failed or found no
