@@ -873,6 +873,20 @@ impl HttpProber {
                     e.proxy_failure().unwrap_or_default()
                 ),
             )),
+            // No connection for the retry, to the address that took rustls's handshake
+            // a moment before: nothing is known of its TLS (a way out cut meanwhile
+            // shows so), and another attempt may tell.
+            Err(e) if e.reached_no_site(hop.clock.connected.get().is_some()) => Err(fail(
+                FailureKind::Egress,
+                format!(
+                    "{host} ({addr}) took a connection for rustls's handshake ({}), but \
+                     gave none for asking again over OpenSSL ({}): nothing is known of \
+                     its TLS through egress {}",
+                    first.2,
+                    e.cause(),
+                    probe.egress.name
+                ),
+            )),
             Err(e) => {
                 let cause = e.cause();
                 // OpenSSL's verify result is said above its error stack, the root.

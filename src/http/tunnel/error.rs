@@ -494,6 +494,20 @@ impl SendError {
         matches!(self, SendError::Tunnel(TunnelError::Refused(r)) if r.reports_connect_timeout())
     }
 
+    /// Whether no connection to the site came up at all (`connected`: our clock's word
+    /// on reqwest's path, where a TLS failure is a connect error too).
+    pub(in crate::http) fn reached_no_site(&self, connected: bool) -> bool {
+        match self {
+            SendError::Client(_) => !connected,
+            SendError::Tunnel(TunnelError::ConnectTimeout(Stage::Connect)) => true,
+            SendError::Tunnel(TunnelError::Site(_)) => true,
+            SendError::Tunnel(TunnelError::Refused(r)) => {
+                r.reports_refused() || r.reports_connect_timeout()
+            }
+            SendError::Tunnel(_) => false,
+        }
+    }
+
     /// The egress's proxy failing, for `why` (a SOCKS5 proxy that hung: `socks_watch`).
     pub(in crate::http) fn proxy(why: String) -> SendError {
         SendError::Tunnel(TunnelError::Proxy(why))
