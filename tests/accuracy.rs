@@ -859,6 +859,29 @@ async fn the_farm_through_workers_whose_only_socks_proxy_loses_its_way_out_gets_
     through_a_server_that_hangs(farm, &fault, &ours, (4, 8)).await;
 }
 
+/// The same with an HTTP proxy (squid, resolving through dnsmasq) as the only egress:
+/// squid reports each CONNECT's connect timing out (`ERR_CONNECT_FAIL 110`, after its
+/// `connect_timeout` of 1 s), as it would for a blackholed site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_whose_only_http_proxy_loses_its_way_out_gets_the_expected_verdicts(
+) {
+    use crate::support::farm::DOMAIN;
+    use crate::support::real::{dnsmasq::Dnsmasq, squid::Squid};
+    let from = "127.0.12.70";
+    let farm = Farm::start().await;
+    let dnsmasq = Dnsmasq::on_port("127.0.12.69", 53, DOMAIN, &farm.static_hosts, 60);
+    let squid = Squid::resolving_through_from("127.0.12.68", "127.0.12.69", Some(from));
+    let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
+    let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
+    let fault = CutWayOut {
+        from,
+        cut: std::sync::Mutex::new(None),
+    };
+    let ours = ["egress_unavailable", "rate_limited"];
+    through_a_server_that_hangs(farm, &fault, &ours, (4, 8)).await;
+    drop(dnsmasq);
+}
+
 /// Something the workers depend on, failing (`begin`) and mended (`end`).
 trait Fault: Sync {
     fn begin(&self);
@@ -878,12 +901,12 @@ impl Fault for crate::support::real::Daemon {
 /// A proxy's way out to the sites cut and mended.
 struct CutWayOut<'a> {
     from: &'a str,
-    cut: std::sync::Mutex<Option<crate::support::real::dante::WayOutCut>>,
+    cut: std::sync::Mutex<Option<crate::support::real::way_out::WayOutCut>>,
 }
 
 impl Fault for CutWayOut<'_> {
     fn begin(&self) {
-        let cut = crate::support::real::dante::WayOutCut::from(self.from);
+        let cut = crate::support::real::way_out::WayOutCut::from(self.from);
         *self.cut.lock().expect("cut") = Some(cut);
     }
     fn end(&self) {

@@ -62,35 +62,3 @@ socks {verdict} {{
         }
     }
 }
-
-/// The way out of a proxy that connects to sites from `from` cut while this lives: the
-/// SYNs it sends are dropped (iptables, `OUTPUT`), so every connection it opens to a
-/// site hangs, as when a proxy's host loses its uplink but still takes its clients.
-pub struct WayOutCut {
-    rule: String,
-}
-
-impl WayOutCut {
-    /// Cuts it.
-    pub fn from(from: &str) -> WayOutCut {
-        let rule = format!("OUTPUT -s {from}/32 -p tcp --syn -j DROP");
-        assert!(iptables(&format!("-I {rule}")), "iptables -I {rule} failed");
-        WayOutCut { rule }
-    }
-}
-
-impl Drop for WayOutCut {
-    fn drop(&mut self) {
-        if !iptables(&format!("-D {}", self.rule)) {
-            eprintln!("iptables -D {} failed: remove the rule by hand", self.rule);
-        }
-    }
-}
-
-fn iptables(args: &str) -> bool {
-    std::process::Command::new("iptables")
-        .arg("-w")
-        .args(args.split(' '))
-        .status()
-        .is_ok_and(|s| s.success())
-}

@@ -22,6 +22,7 @@ pub mod php;
 pub mod privoxy;
 pub mod squid;
 pub mod tinyproxy;
+pub mod way_out;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

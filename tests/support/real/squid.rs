@@ -46,7 +46,15 @@ impl Squid {
     /// `nameserver` (an address; port 53), as production's squid asks the network's
     /// resolver: a name it does not know is NXDOMAIN at once, not a wait.
     pub fn resolving_through(ip: &str, nameserver: &str) -> Squid {
+        Squid::resolving_through_from(ip, nameserver, None)
+    }
+
+    /// The same, connecting to sites from `outgoing` (`tcp_outgoing_address`) when given.
+    pub fn resolving_through_from(ip: &str, nameserver: &str, outgoing: Option<&str>) -> Squid {
         let access = "acl loop src 127.0.0.0/8\nhttp_access allow loop\nhttp_access deny all";
+        let extra = outgoing
+            .map(|a| format!("tcp_outgoing_address {a}\n"))
+            .unwrap_or_default();
         Squid::launch_in(
             scratch("squid"),
             ip,
@@ -54,7 +62,7 @@ impl Squid {
             &[],
             None,
             None,
-            ("", "", nameserver),
+            ("", &extra, nameserver),
         )
     }
 
