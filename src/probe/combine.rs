@@ -34,7 +34,10 @@ pub(crate) fn combine(judgements: &[Judgement], required: usize) -> Option<(usiz
     if let Some(i) = unknown(Some(Reason::Blocked)).or_else(|| unknown(None)) {
         return Some((i, &judgements[i]));
     }
-    let last = judgements.len() - 1;
+    // A down short of its confirmations is no verdict while an attempt got the page
+    // (one whose body broke off): that one stands.
+    let last = (judgements.iter().rposition(|j| j.verdict != Verdict::Down))
+        .unwrap_or(judgements.len() - 1);
     Some((last, &judgements[last]))
 }
 
@@ -111,6 +114,30 @@ mod tests {
             Some(1)
         );
         assert_eq!(combine(&[egress, paused], 2).map(|x| x.0), Some(1));
+    }
+
+    /// The farm through squid, its way out cut: attempt 1 got the page (its body then
+    /// held open), attempt 2 found no connection through the proxy. One silent attempt
+    /// is no confirmed down; the site answered.
+    #[test]
+    fn one_down_after_an_answer_that_broke_off_is_no_confirmed_down() {
+        let cut = Judgement::new(Verdict::Degraded, Reason::Protocol, "held open");
+        let silent = Judgement::new(Verdict::Down, Reason::Timeout, "no connection");
+        assert!(!settled(&[cut.clone(), silent.clone()], 2));
+        assert_eq!(
+            combine(&[cut.clone(), silent.clone()], 2).map(|x| (x.0, x.1.verdict)),
+            Some((0, Verdict::Degraded))
+        );
+        assert_eq!(
+            combine(&[silent.clone(), cut], 2).map(|x| (x.0, x.1.verdict)),
+            Some((1, Verdict::Degraded))
+        );
+        // Two downs confirm, whatever their reasons.
+        let status = Judgement::new(Verdict::Down, Reason::HttpStatus, "503");
+        assert_eq!(
+            combine(&[status, silent], 2).map(|x| (x.0, x.1.reason)),
+            Some((1, Reason::Timeout))
+        );
     }
 
     #[test]
