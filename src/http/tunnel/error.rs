@@ -494,11 +494,12 @@ impl SendError {
         matches!(self, SendError::Tunnel(TunnelError::Refused(r)) if r.reports_connect_timeout())
     }
 
-    /// Whether no connection to the site came up at all (`connected`: our clock's word
-    /// on reqwest's path, where a TLS failure is a connect error too).
+    /// Whether no connection to the site came up at all. On reqwest's path our clock
+    /// notes a connection only once its TLS is done (`connected`), and a TLS failure
+    /// is a connect error too: one that OpenSSL's handshake failed reached the site.
     pub(in crate::http) fn reached_no_site(&self, connected: bool) -> bool {
         match self {
-            SendError::Client(_) => !connected,
+            SendError::Client(e) => !connected && !openssl_inside(e),
             SendError::Tunnel(TunnelError::ConnectTimeout(Stage::Connect)) => true,
             SendError::Tunnel(TunnelError::Site(_)) => true,
             SendError::Tunnel(TunnelError::Refused(r)) => {
@@ -796,4 +797,21 @@ mod tests {
         assert!(!refused(squid("ERR_ACCESS_DENIED 0")).connection_refused());
         assert!(!refused(squid("ERR_ACCESS_DENIED 0")).proxy_connect_timed_out());
     }
+}
+
+/// Whether OpenSSL's handshake (native-tls) is among the causes of `e`: it failed
+/// after the connection came up.
+fn openssl_inside(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = source {
+        let io_inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<native_tls::Error>());
+        if err.is::<native_tls::Error>() || io_inner {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
