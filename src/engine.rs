@@ -97,6 +97,16 @@ pub(crate) fn worker_name(settings: &Settings) -> String {
     }
 }
 
+/// What a job's `down` is judged ours or the site's by (`OurSide::blames_us`).
+pub(super) struct Looked<'a> {
+    /// The attempt the verdict comes from.
+    pub decisive: &'a Observation,
+    /// The job's first attempt.
+    pub first: &'a Observation,
+    /// When the first attempt's request set out ([`Tried::sent`]).
+    pub began: tokio::time::Instant,
+}
+
 /// The attempts made for one job, in order, each with its judgement.
 struct Tried {
     observations: Vec<Observation>,
@@ -274,7 +284,12 @@ impl Engine {
             reason: decisive.reason,
             detail: decisive.detail.clone(),
         };
-        let mut word = self.unless_ours(word, &tried.observations[i], began).await;
+        let looked = Looked {
+            decisive: &tried.observations[i],
+            first: tried.observations.first().unwrap_or(&tried.observations[i]),
+            began,
+        };
+        let mut word = self.unless_ours(word, looked).await;
         let attempts = Attempts {
             observations: &tried.observations,
             judgements: &tried.judgements,
@@ -292,12 +307,8 @@ impl Engine {
     /// about the site: our network is failing, and the `down` is ours (`unknown`). So is
     /// a TLS failure they share (a middlebox of ours answering port 443 with its own page
     /// or certificate).
-    async fn unless_ours(
-        &self,
-        word: Word,
-        obs: &Observation,
-        began: tokio::time::Instant,
-    ) -> Word {
+    async fn unless_ours(&self, word: Word, looked: Looked<'_>) -> Word {
+        let obs = looked.decisive;
         let reachability = matches!(
             word.reason,
             Reason::Connect | Reason::Timeout | Reason::Dns | Reason::Tls
@@ -308,11 +319,7 @@ impl Engine {
         if word.verdict != Verdict::Down || !reachability {
             return word;
         }
-        match self
-            .our_side
-            .blames_us(self.prober.as_ref(), obs, began)
-            .await
-        {
+        match self.our_side.blames_us(self.prober.as_ref(), &looked).await {
             Some(why) => Word {
                 verdict: Verdict::Unknown,
                 reason: Reason::EgressUnavailable,
@@ -1175,6 +1182,11 @@ mod tests {
                 let n: u8 = match host.as_str() {
                     "lined.example" => 250,
                     "gone.example" => 251,
+                    h if h.starts_with("dead") && h != "dead.example" => h
+                        .trim_start_matches("dead")
+                        .trim_end_matches(".example")
+                        .parse::<u8>()
+                        .map_or(200, |k| 150 + k),
                     h => h
                         .trim_start_matches("site")
                         .trim_end_matches(".example")
@@ -1189,7 +1201,7 @@ mod tests {
                         detail: "connection refused".into(),
                     });
                     o.total = Duration::from_millis(2);
-                } else if self.broken.load(Ordering::SeqCst) || host == "dead.example" {
+                } else if self.broken.load(Ordering::SeqCst) || host.starts_with("dead") {
                     tokio::time::sleep(self.silence).await;
                     o.outcome = Outcome::Failure(Failure {
                         kind: FailureKind::Timeout,
@@ -1233,6 +1245,24 @@ mod tests {
             .map(|r| format!("{} {:?}: {}", r.url, r.verdict, r.detail))
             .collect();
         assert!(down.is_empty(), "{} not unknown: {down:#?}", down.len());
+    }
+
+    /// A batch of sites, six of them blackholed (distinct IPs), no canaries: their
+    /// first attempts went silent while the others answered, so they are `down`,
+    /// though their confirmations go silent together when nothing else is asked.
+    #[tokio::test(start_paused = true)]
+    async fn dead_sites_whose_confirmations_alone_go_silent_together_are_down() {
+        let net = Net::new(false, Duration::from_secs(10), Duration::ZERO);
+        let e = engine_on(net, "retry_delay = \"2s\"\nattempts = 2\n");
+        let live = (1..=20).map(|n| format!("https://site{n}.example/"));
+        let dead = (1..=6).map(|n| format!("https://dead{n}.example/"));
+        for r in run_all(&e, live.chain(dead)).await {
+            let want = match r.url.as_str().starts_with("https://dead") {
+                true => Verdict::Down,
+                false => Verdict::Up,
+            };
+            assert_eq!(r.verdict, want, "{}: {}", r.url, r.detail);
+        }
     }
 
     /// Hunt J: a canary answer up to 30 s old stood for our network after it broke.

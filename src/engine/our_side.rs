@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::config::ProbeSettings;
 use crate::egress::{EgressHealth, Health, HealthSettings, NetworkWatch, Signal, CUT_SPAN};
-use crate::engine::{Attempt, Prober};
+use crate::engine::{Attempt, Looked, Prober};
 use crate::job::Job;
 use crate::metric;
 use crate::probe::{FailureKind, Observation, Outcome, Plan};
@@ -193,9 +193,9 @@ impl OurSide {
     pub(super) async fn blames_us(
         &self,
         prober: &dyn Prober,
-        decisive: &Observation,
-        began: Instant,
+        looked: &Looked<'_>,
     ) -> Option<String> {
+        let (decisive, began) = (looked.decisive, looked.began);
         let lookup_failed = matches!(
             &decisive.outcome,
             Outcome::Failure(f) if f.kind == FailureKind::DnsFailed
@@ -227,7 +227,15 @@ impl OurSide {
         let wave = match self.network.wave(Instant::now(), began) {
             Some(wave) => wave,
             None if signal_of(decisive) == Signal::Silent => {
-                self.cut_at(began, sent_at(decisive, now)).await?
+                // The moment that tells: the first attempt's, if it went silent too (a
+                // site silent while the way out worked is silent, though its
+                // confirmation goes silent beside other dead sites' alone), else the
+                // decisive attempt's.
+                let moment = match signal_of(looked.first) {
+                    Signal::Silent => began,
+                    _ => sent_at(decisive, now),
+                };
+                self.cut_at(moment).await?
             }
             None => return None,
         };
@@ -236,20 +244,19 @@ impl OurSide {
         ))
     }
 
-    /// The cut of our way out, if there was one, when the job began or when its silent
-    /// decisive attempt sent its request (`sent`, just ended: the attempts set out
-    /// right after it have not all ended yet). With no answer yet from what set out
-    /// then, those are waited for ([`CUT_SPAN`]), as a cut that began then shows
-    /// only in them.
-    async fn cut_at(&self, began: Instant, sent: Instant) -> Option<String> {
-        if let Some(cut) = self.network.cut(began).or_else(|| self.network.cut(sent)) {
+    /// The cut of our way out at `moment`, if there was one. With no answer yet from
+    /// what set out then (the decisive attempt just ended: those set out right after
+    /// it have not all ended yet), those are waited for ([`CUT_SPAN`]), as a cut that
+    /// began then shows only in them.
+    async fn cut_at(&self, moment: Instant) -> Option<String> {
+        if let Some(cut) = self.network.cut(moment) {
             return Some(cut);
         }
-        if self.network.answered_at(sent) {
+        if self.network.answered_at(moment) {
             return None;
         }
         tokio::time::sleep(CUT_SPAN).await;
-        self.network.cut(sent)
+        self.network.cut(moment)
     }
 
     /// Why our resolver is the failure, after the lookup of `failed` failed or found no
