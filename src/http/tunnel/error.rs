@@ -602,6 +602,23 @@ impl From<reqwest::Error> for SendError {
     }
 }
 
+/// Whether OpenSSL's handshake (native-tls) is among the causes of `e`: it failed
+/// after the connection came up.
+fn openssl_inside(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = source {
+        let io_inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<native_tls::Error>());
+        if err.is::<native_tls::Error>() || io_inner {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -797,21 +814,4 @@ mod tests {
         assert!(!refused(squid("ERR_ACCESS_DENIED 0")).connection_refused());
         assert!(!refused(squid("ERR_ACCESS_DENIED 0")).proxy_connect_timed_out());
     }
-}
-
-/// Whether OpenSSL's handshake (native-tls) is among the causes of `e`: it failed
-/// after the connection came up.
-fn openssl_inside(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = source {
-        let io_inner = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-            .is_some_and(|inner| inner.is::<native_tls::Error>());
-        if err.is::<native_tls::Error>() || io_inner {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
