@@ -142,6 +142,22 @@ enum Leeway {
     Retaken,
 }
 
+/// Asserts that every result in `results` has the verdict, reason and facts one
+/// process gives its target alone (within `leeway`); `how` says how they were got.
+fn assert_judged_as_alone(farm: &Farm, results: &[Value], leeway: Leeway, how: &str) {
+    let failures: Vec<String> = results
+        .iter()
+        .flat_map(|r| judged_otherwise(farm.target(r["job_id"].as_str().unwrap_or("?")), r, leeway))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} results judged otherwise {how}:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
+}
+
 /// What is wrong with `r` as target `t`'s result: its verdict and reason, then each of
 /// its facts, within `leeway`.
 fn judged_otherwise(t: &Target, r: &Value, leeway: Leeway) -> Vec<String> {
@@ -335,6 +351,21 @@ impl FarmWorkers {
         (farm, (dnsmasq, squid))
     }
 
+    /// Every worker stopped (SIGTERM), the farm kept for judging.
+    async fn stop(self) -> Farm {
+        for w in self.workers {
+            w.terminate().await;
+        }
+        self.farm
+    }
+
+    /// Three workers on a new farm whose Redis is the one at `url`.
+    async fn on_redis(url: &str) -> FarmWorkers {
+        let shared = format!("url = \"{}\"", crate::support::servers().redis_url);
+        let own = format!("url = \"{url}\"");
+        FarmWorkers::start_with(3, |toml| toml.replace(&shared, &own)).await
+    }
+
     /// One more worker, `farm-wI`, with its own ops port.
     fn add_worker(&mut self) {
         let ops: std::net::SocketAddr = format!("127.0.0.1:{}", crate::support::free_port())
@@ -443,10 +474,7 @@ async fn the_farm_through_three_workers_gets_the_expected_verdicts() {
     // A second check of every site, as a monitor makes: the same verdicts, whichever
     // worker takes each job and whatever it met on the first round.
     let again = round().await;
-    let FarmWorkers { farm, workers, .. } = farm;
-    for w in workers {
-        w.terminate().await;
-    }
+    let farm = farm.stop().await;
     let by_name: BTreeMap<&str, &Value> = results
         .iter()
         .map(|r| (r["job_id"].as_str().expect("job_id"), r))
@@ -544,23 +572,22 @@ async fn the_farm_through_a_rolling_restart_gets_the_expected_verdicts() {
     farm.workers.remove(0).terminate().await;
     farm.add_worker();
     farm.until_every_target_answered(&mut results, within).await;
-    let FarmWorkers { farm, workers, .. } = farm;
-    for w in workers {
-        w.terminate().await;
-    }
-    let mut failures = Vec::new();
-    for r in &results {
-        let name = r["job_id"].as_str().unwrap_or("?");
-        failures.extend(judged_otherwise(farm.target(name), r, Leeway::MoreAttempts));
-    }
+    let farm = farm.stop().await;
     println!("{} results for {} targets", results.len(), names.len());
-    assert!(
-        failures.is_empty(),
-        "{} of {} results judged otherwise through a rolling restart:\n{}",
-        failures.len(),
-        results.len(),
-        failures.join("\n")
+    assert_judged_as_alone(
+        &farm,
+        &results,
+        Leeway::MoreAttempts,
+        "through a rolling restart",
     );
+}
+
+/// A Redis server of the test's own, to stop or pause.
+async fn private_redis() -> crate::support::redis_server::RedisServer {
+    tokio::task::spawn_blocking(crate::support::redis_server::RedisServer::launch)
+        .await
+        .expect("join")
+        .expect("a private redis-server")
 }
 
 /// Redis, which every worker's limits, deferred jobs and state go through, stopped in the
@@ -569,19 +596,8 @@ async fn the_farm_through_a_rolling_restart_gets_the_expected_verdicts() {
 /// again. Every target gets the single run's verdict and reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_workers_whose_redis_restarts_gets_the_expected_verdicts() {
-    use crate::support::redis_server::RedisServer;
-    let redis = tokio::task::spawn_blocking(RedisServer::launch)
-        .await
-        .expect("join")
-        .expect("a private redis-server");
-    let redis = std::sync::Arc::new(redis);
-    let farm = FarmWorkers::start_with(3, |toml| {
-        toml.replace(
-            &format!("url = \"{}\"", crate::support::servers().redis_url),
-            &format!("url = \"{}\"", redis.url()),
-        )
-    })
-    .await;
+    let redis = std::sync::Arc::new(private_redis().await);
+    let farm = FarmWorkers::on_redis(redis.url()).await;
     let names = farm.names();
     farm.publish(&names).await;
     let within = Duration::from_secs(240);
@@ -602,26 +618,17 @@ async fn the_farm_through_workers_whose_redis_restarts_gets_the_expected_verdict
     results.extend(farm.client.results(&farm.s, rest, within).await);
     // The outage was met: Redis calls failed on the workers.
     let failed_calls = farm.redis_errors().await;
-    let FarmWorkers { farm, workers, .. } = farm;
-    for w in workers {
-        w.terminate().await;
-    }
+    let farm = farm.stop().await;
     println!("Redis away {away:?}; {failed_calls} Redis calls failed");
     assert!(
         failed_calls > 0.0,
         "no Redis call failed: the outage was not met"
     );
-    let mut failures = Vec::new();
-    for r in &results {
-        let name = r["job_id"].as_str().unwrap_or("?");
-        failures.extend(judged_otherwise(farm.target(name), r, Leeway::MoreAttempts));
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} results judged otherwise through a Redis restart:\n{}",
-        failures.len(),
-        results.len(),
-        failures.join("\n")
+    assert_judged_as_alone(
+        &farm,
+        &results,
+        Leeway::MoreAttempts,
+        "through a Redis restart",
     );
 }
 
@@ -631,18 +638,8 @@ async fn the_farm_through_workers_whose_redis_restarts_gets_the_expected_verdict
 /// run's verdict and reason. Redis is never a site's fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_workers_whose_redis_hangs_gets_the_expected_verdicts() {
-    use crate::support::redis_server::RedisServer;
-    let redis = tokio::task::spawn_blocking(RedisServer::launch)
-        .await
-        .expect("join")
-        .expect("a private redis-server");
-    let farm = FarmWorkers::start_with(3, |toml| {
-        toml.replace(
-            &format!("url = \"{}\"", crate::support::servers().redis_url),
-            &format!("url = \"{}\"", redis.url()),
-        )
-    })
-    .await;
+    let redis = private_redis().await;
+    let farm = FarmWorkers::on_redis(redis.url()).await;
     let names = farm.names();
     farm.publish(&names).await;
     let within = Duration::from_secs(240);
@@ -655,10 +652,7 @@ async fn the_farm_through_workers_whose_redis_hangs_gets_the_expected_verdicts()
     let rest = names.len() - results.len();
     results.extend(farm.client.results(&farm.s, rest, within).await);
     let failed_calls = farm.redis_errors().await;
-    let FarmWorkers { farm, workers, .. } = farm;
-    for w in workers {
-        w.terminate().await;
-    }
+    let farm = farm.stop().await;
     assert!(
         failed_calls > 0.0,
         "no Redis call failed: the hang was not met"
@@ -673,20 +667,9 @@ async fn the_farm_through_workers_whose_redis_hangs_gets_the_expected_verdicts()
         names.len(),
         "jobs answered twice or not at all"
     );
-    let mut failures = Vec::new();
-    for r in &results {
-        let name = r["job_id"].as_str().unwrap_or("?");
-        // A job whose state step went unanswered is handed back to tell its change, and
-        // checked again: a site that asked us to wait is then not asked (`Retaken`).
-        failures.extend(judged_otherwise(farm.target(name), r, Leeway::Retaken));
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} results judged otherwise with Redis hung:\n{}",
-        failures.len(),
-        results.len(),
-        failures.join("\n")
-    );
+    // A job whose state step went unanswered is handed back to tell its change, and
+    // checked again: a site that asked us to wait is then not asked (`Retaken`).
+    assert_judged_as_alone(&farm, &results, Leeway::Retaken, "with Redis hung");
 }
 
 /// Two ways out, as production rotates them: straight out, and a real SOCKS5 proxy
@@ -727,23 +710,7 @@ async fn the_farm_through_workers_with_two_egresses_gets_the_expected_verdicts()
 async fn the_farm_through_workers_resolving_through_dnsmasq_gets_the_expected_verdicts() {
     let (farm, _dnsmasq) = FarmWorkers::resolving_through_dnsmasq("127.0.12.52").await;
     let (farm, results) = farm.round().await;
-    let failures: Vec<String> = results
-        .iter()
-        .flat_map(|r| {
-            judged_otherwise(
-                farm.target(r["job_id"].as_str().unwrap_or("?")),
-                r,
-                Leeway::None,
-            )
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} results judged otherwise resolving through dnsmasq:\n{}",
-        failures.len(),
-        results.len(),
-        failures.join("\n")
-    );
+    assert_judged_as_alone(&farm, &results, Leeway::None, "resolving through dnsmasq");
 }
 
 /// An HTTP proxy as the only way out (a real squid, its CONNECT tunnels to the counted
@@ -957,10 +924,7 @@ async fn through_a_server_that_hangs(
     server.end();
     let rest = names.len() - results.len();
     results.extend(farm.client.results(&farm.s, rest, within).await);
-    let FarmWorkers { farm, workers, .. } = farm;
-    for w in workers {
-        w.terminate().await;
-    }
+    let farm = farm.stop().await;
     let mut failures = Vec::new();
     let mut ours_failing = 0;
     for r in &results {

@@ -16,7 +16,9 @@ use lapin::BasicProperties;
 use serde_json::json;
 
 use crate::support::ops::{get_ops, metric};
-use crate::support::picket::{base_toml, page, settings, Client, Worker};
+use crate::support::picket::{
+    base_toml, page, settings, workers_on_the_shared_broker, Client, Worker,
+};
 use crate::support::run::*;
 use crate::support::worker_process::WorkerProcess;
 use crate::support::{free_port, serve};
@@ -82,13 +84,7 @@ async fn kill_mid_burst_without_ids(ip: &str) -> Vec<(String, Vec<String>)> {
         }),
     );
     let addr = serve(ip, router).await;
-    let toml = format!(
-        "{}\n[targets]\nallow_private = true\n[log]\nformat = \"json\"\n",
-        base_toml()
-    );
-    let s = picket::config::Settings::from_toml(&toml).expect("settings");
-    let client = Client::connect().await;
-    client.declare(&s).await;
+    let (toml, s, client) = workers_on_the_shared_broker().await;
     // No "id" and no message_id: each job is told apart by its URL only.
     let msgs: Vec<(Vec<u8>, BasicProperties)> = (0..JOBS)
         .map(|i| {

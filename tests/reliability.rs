@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::support::free_port;
 use crate::support::ops::{get_ops, metric, wait_readyz};
-use crate::support::picket::{base_toml, settings, Client, Worker};
+use crate::support::picket::{base_toml, settings, workers_on_the_shared_broker, Client, Worker};
 use crate::support::run::*;
 use crate::support::worker_process::WorkerProcess;
 
@@ -31,14 +31,7 @@ async fn kill_9_mid_run_then_a_new_worker_loses_no_job() {
     // Answers take 0-299 ms: jobs finish out of order, and a batched ack that settled a
     // job still being probed would lose it here.
     let (addr, hits) = uneven_target("127.0.0.20").await;
-    let toml = format!(
-        "{}\n[targets]\nallow_private = true\n[log]\nformat = \"json\"\n",
-        base_toml()
-    );
-    let s = picket::config::Settings::from_toml(&toml).expect("settings");
-
-    let client = Client::connect().await;
-    client.declare(&s).await;
+    let (toml, s, client) = workers_on_the_shared_broker().await;
     let (ids, msgs) = jobs("k", JOBS, &format!("http://127.0.0.20:{}/", addr.port()));
     publish_all(&client.ch, &s.amqp.jobs_queue, &msgs).await;
     let results = Collector::start(&client.conn, &s.amqp.results_queue).await;
@@ -86,16 +79,8 @@ async fn kill_9_mid_run_then_a_new_worker_loses_no_job() {
         .expect("the second worker's listen address");
     let mut second = WorkerProcess::start(&toml, &second_env);
     let t2 = Instant::now();
-    while results.distinct_ids() < JOBS {
-        second.assert_running();
-        assert!(
-            t2.elapsed() < Duration::from_secs(40),
-            "only {} of {JOBS} job ids answered 40 s after the restart; log:\n{}",
-            results.distinct_ids(),
-            second.log_tail(40)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let within = (t2, Duration::from_secs(40));
+    until_answered(&results, JOBS, &mut second, within, "the restart").await;
     let rest = t2.elapsed();
     let metrics = get_ops(second_ops, "/metrics")
         .await
@@ -693,13 +678,7 @@ async fn a_killed_workers_slot_at_an_ip_is_free_again_within_seconds() {
         }
     })
     .await;
-    let toml = format!(
-        "{}\n[targets]\nallow_private = true\n[log]\nformat = \"json\"\n",
-        base_toml()
-    );
-    let s = picket::config::Settings::from_toml(&toml).expect("settings");
-    let client = Client::connect().await;
-    client.declare(&s).await;
+    let (toml, s, client) = workers_on_the_shared_broker().await;
     let results = Collector::start(&client.conn, &s.amqp.results_queue).await;
     let env = |name: &str| -> Vec<(&'static str, String)> {
         vec![
@@ -727,16 +706,8 @@ async fn a_killed_workers_slot_at_an_ip_is_free_again_within_seconds() {
     let (_, second) = jobs("slot-next-", 1, &format!("http://{addr}/second"));
     publish_all(&client.ch, &s.amqp.jobs_queue, &second).await;
     // Both jobs (the dead worker's, redelivered, and a new one) answered by the site.
-    while results.distinct_ids() < 2 {
-        survivor.assert_running();
-        assert!(
-            killed.elapsed() < Duration::from_secs(60),
-            "{} of 2 results 60 s after the kill; log:\n{}",
-            results.distinct_ids(),
-            survivor.log_tail(20)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let within = (killed, Duration::from_secs(60));
+    until_answered(&results, 2, &mut survivor, within, "the kill").await;
     let took = killed.elapsed();
     eprintln!("both jobs answered {took:?} after the kill");
     survivor.terminate().await;
@@ -749,4 +720,26 @@ async fn a_killed_workers_slot_at_an_ip_is_free_again_within_seconds() {
         "the IP was asked again only {took:?} after its worker died: its slot was held \
          as if the dead request were still running"
     );
+}
+
+/// Waits until `results` holds `n` distinct job ids, `worker` running meanwhile;
+/// panics with its log when it ends, or `within.1` after `within.0` (`after` that).
+async fn until_answered(
+    results: &Collector,
+    n: usize,
+    worker: &mut WorkerProcess,
+    within: (Instant, Duration),
+    after: &str,
+) {
+    while results.distinct_ids() < n {
+        worker.assert_running();
+        assert!(
+            within.0.elapsed() < within.1,
+            "only {} of {n} job ids answered {:?} after {after}; log:\n{}",
+            results.distinct_ids(),
+            within.1,
+            worker.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -455,3 +455,16 @@ impl Checking {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("a result ({e}): {line}"))
     }
 }
+
+/// The config of worker processes that may probe loopback and log JSON, its settings,
+/// and a client of the shared broker with the topology declared.
+pub async fn workers_on_the_shared_broker() -> (String, picket::config::Settings, Client) {
+    let toml = format!(
+        "{}\n[targets]\nallow_private = true\n[log]\nformat = \"json\"\n",
+        base_toml()
+    );
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let client = Client::connect().await;
+    client.declare(&s).await;
+    (toml, s, client)
+}
