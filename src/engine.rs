@@ -105,6 +105,8 @@ pub(super) struct Looked<'a> {
     pub first: &'a Observation,
     /// When the first attempt's request set out ([`Tried::sent`]).
     pub began: tokio::time::Instant,
+    /// How long one connection may take to come up (the plan's).
+    pub connect_timeout: std::time::Duration,
 }
 
 /// The attempts made for one job, in order, each with its judgement.
@@ -288,6 +290,7 @@ impl Engine {
             decisive: &tried.observations[i],
             first: tried.observations.first().unwrap_or(&tried.observations[i]),
             began,
+            connect_timeout: plan.connect_timeout,
         };
         let mut word = self.unless_ours(word, looked).await;
         let attempts = Attempts {

@@ -227,15 +227,25 @@ impl OurSide {
         let wave = match self.network.wave(Instant::now(), began) {
             Some(wave) => wave,
             None if signal_of(decisive) == Signal::Silent => {
-                // The moment that tells: the first attempt's, if it went silent too (a
+                // The moments that tell: the first attempt's, if it went silent too (a
                 // site silent while the way out worked is silent, though its
                 // confirmation goes silent beside other dead sites' alone), else the
-                // decisive attempt's.
-                let moment = match signal_of(looked.first) {
-                    Signal::Silent => began,
-                    _ => sent_at(decisive, now),
+                // decisive attempt's. An attempt that tried several addresses in turn
+                // set out to the last one a connect time before it ended: one silent
+                // before a cut and one in it are no silent site.
+                let (attempt, set_out) = match signal_of(looked.first) {
+                    Signal::Silent => (looked.first, began),
+                    _ => (decisive, sent_at(decisive, now)),
                 };
-                self.cut_at(moment).await?
+                let ended = set_out + attempt.total.saturating_sub(attempt.queued);
+                let last = ended
+                    .checked_sub(looked.connect_timeout)
+                    .map_or(set_out, |t| t.max(set_out));
+                match self.cut_at(set_out).await {
+                    Some(cut) => cut,
+                    None if last > set_out => self.network.cut(last)?,
+                    None => return None,
+                }
             }
             None => return None,
         };
