@@ -222,36 +222,35 @@ impl OurSide {
             return None;
         }
         // Without canaries to ask, a wave of silence is taken for what it almost always
-        // is; so is silence from everywhere when the job's first attempt or this silent
-        // one set out (the way out cut then, or until then).
+        // is; so is a silent attempt's moment of silence from everywhere (a cut).
         let wave = match self.network.wave(Instant::now(), began) {
             Some(wave) => wave,
-            None if signal_of(decisive) == Signal::Silent => {
-                // The moments that tell: the first attempt's, if it went silent too (a
-                // site silent while the way out worked is silent, though its
-                // confirmation goes silent beside other dead sites' alone), else the
-                // decisive attempt's. An attempt that tried several addresses in turn
-                // set out to the last one a connect time before it ended: one silent
-                // before a cut and one in it are no silent site.
-                let (attempt, set_out) = match signal_of(looked.first) {
-                    Signal::Silent => (looked.first, began),
-                    _ => (decisive, sent_at(decisive, now)),
-                };
-                let ended = set_out + attempt.total.saturating_sub(attempt.queued);
-                let last = ended
-                    .checked_sub(looked.connect_timeout)
-                    .map_or(set_out, |t| t.max(set_out));
-                match self.cut_at(set_out).await {
-                    Some(cut) => cut,
-                    None if last > set_out => self.network.cut(last)?,
-                    None => return None,
-                }
-            }
+            None if signal_of(decisive) == Signal::Silent => self.cut_for(looked, now).await?,
             None => return None,
         };
         Some(format!(
             "{wave}: this looks like our network, not the site (configure probe.canaries to be sure)"
         ))
+    }
+
+    /// The cut of our way out that a silent `down` (`looked`, judged `now`) met, if it
+    /// met one. The moments that tell: the first attempt's, if it went silent too (a
+    /// site silent while the way out worked is silent, though its confirmation may go
+    /// silent beside other dead sites' alone), else the decisive attempt's. An attempt
+    /// that tried several addresses in turn set out to the last one a connect time
+    /// before it ended: one silent before a cut and one in it are no silent site.
+    async fn cut_for(&self, looked: &Looked<'_>, now: Instant) -> Option<String> {
+        let (attempt, set_out) = match signal_of(looked.first) {
+            Signal::Silent => (looked.first, looked.began),
+            _ => (looked.decisive, sent_at(looked.decisive, now)),
+        };
+        let ended = set_out + attempt.total.saturating_sub(attempt.queued);
+        let last = (ended.checked_sub(looked.connect_timeout)).map_or(set_out, |t| t.max(set_out));
+        match self.cut_at(set_out).await {
+            Some(cut) => Some(cut),
+            None if last > set_out => self.network.cut(last),
+            None => None,
+        }
     }
 
     /// The cut of our way out at `moment`, if there was one. With no answer yet from
