@@ -233,7 +233,9 @@ pub enum Signal {
 }
 
 /// Watches for a wave: many unrelated IPs failing silently at once while almost nothing
-/// answers, which is our own network failing, not dozens of sites at the same moment.
+/// answers, which is our own network failing, not dozens of sites at the same moment;
+/// and for a cut, the same at one moment (what set out then), which a way out lost in
+/// the middle of a busy minute shows before any wave does.
 #[derive(Debug, Default)]
 pub(crate) struct NetworkWatch {
     events: Mutex<VecDeque<Event>>,
