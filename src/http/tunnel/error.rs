@@ -605,18 +605,13 @@ impl From<reqwest::Error> for SendError {
 /// Whether OpenSSL's handshake (native-tls) is among the causes of `e`: it failed
 /// after the connection came up.
 fn openssl_inside(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = source {
-        let io_inner = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-            .is_some_and(|inner| inner.is::<native_tls::Error>());
-        if err.is::<native_tls::Error>() || io_inner {
-            return true;
-        }
-        source = err.source();
-    }
-    false
+    let native = |e: &(dyn StdError + 'static)| e.is::<native_tls::Error>();
+    std::iter::successors(Some(e as &(dyn StdError + 'static)), |e| (*e).source()).any(|err| {
+        native(err)
+            || (err.downcast_ref::<std::io::Error>())
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| native(inner))
+    })
 }
 
 #[cfg(test)]
