@@ -816,10 +816,7 @@ async fn the_farm_through_workers_whose_only_socks_proxy_loses_its_way_out_gets_
     let dante = Dante::start_from("127.0.12.60", from, false);
     let egress = format!("[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n", dante.url);
     let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
-    let fault = CutWayOut {
-        from,
-        cut: std::sync::Mutex::new(None),
-    };
+    let fault = CutWayOut::dropping(from);
     // An intermediate's fetch that found no connection until the probe's time ran out
     // is told as that time (`rate_limited`: our limits and clock), never the chain's.
     let ours = ["egress_unavailable", "rate_limited"];
@@ -840,12 +837,44 @@ async fn the_farm_through_workers_whose_only_http_proxy_loses_its_way_out_gets_t
     let squid = Squid::resolving_through_from("127.0.12.68", "127.0.12.69", Some(from));
     let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
     let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
-    let fault = CutWayOut {
-        from,
-        cut: std::sync::Mutex::new(None),
-    };
+    let fault = CutWayOut::dropping(from);
     let ours = ["egress_unavailable", "rate_limited"];
     through_a_server_that_hangs(farm, &fault, &ours, (4, 8)).await;
+    drop(dnsmasq);
+}
+
+/// The only egress, a SOCKS5 proxy (dante), has its way out refused for 8 s mid-round:
+/// its host turns away every connection it opens (a reset), so each CONNECT fails at
+/// once with "connection refused", as a dead site's does. One such refusal is a dead
+/// site; every site at once through it is the egress failing, never down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_whose_only_socks_proxy_is_refused_its_way_out_gets_the_expected_verdicts(
+) {
+    use crate::support::real::dante::Dante;
+    let from = "127.0.12.72";
+    let dante = Dante::start_from("127.0.12.71", from, false);
+    let egress = format!("[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n", dante.url);
+    let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
+    let fault = CutWayOut::refusing(from);
+    through_a_server_that_hangs(farm, &fault, &["egress_unavailable"], (4, 8)).await;
+}
+
+/// The same with an HTTP proxy (squid, resolving through dnsmasq): squid answers each
+/// CONNECT and each request with its error page for a refused connection
+/// (`ERR_CONNECT_FAIL 111`), as it would for a dead site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_whose_only_http_proxy_is_refused_its_way_out_gets_the_expected_verdicts(
+) {
+    use crate::support::farm::DOMAIN;
+    use crate::support::real::{dnsmasq::Dnsmasq, squid::Squid};
+    let from = "127.0.12.75";
+    let farm = Farm::start().await;
+    let dnsmasq = Dnsmasq::on_port("127.0.12.74", 53, DOMAIN, &farm.static_hosts, 60);
+    let squid = Squid::resolving_through_from("127.0.12.73", "127.0.12.74", Some(from));
+    let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
+    let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
+    let fault = CutWayOut::refusing(from);
+    through_a_server_that_hangs(farm, &fault, &["egress_unavailable"], (4, 8)).await;
     drop(dnsmasq);
 }
 
@@ -868,12 +897,36 @@ impl Fault for crate::support::real::Daemon {
 /// A proxy's way out to the sites cut and mended.
 struct CutWayOut<'a> {
     from: &'a str,
+    refused: bool,
     cut: std::sync::Mutex<Option<crate::support::real::way_out::WayOutCut>>,
+}
+
+impl CutWayOut<'_> {
+    /// Cut silently: the proxy's connections to the sites hang.
+    fn dropping(from: &str) -> CutWayOut<'_> {
+        CutWayOut {
+            from,
+            refused: false,
+            cut: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Cut loudly: the proxy's connections to the sites are refused.
+    fn refusing(from: &str) -> CutWayOut<'_> {
+        CutWayOut {
+            refused: true,
+            ..CutWayOut::dropping(from)
+        }
+    }
 }
 
 impl Fault for CutWayOut<'_> {
     fn begin(&self) {
-        let cut = crate::support::real::way_out::WayOutCut::from(self.from);
+        use crate::support::real::way_out::WayOutCut;
+        let cut = match self.refused {
+            true => WayOutCut::refusing(self.from),
+            false => WayOutCut::from(self.from),
+        };
         *self.cut.lock().expect("cut") = Some(cut);
     }
     fn end(&self) {

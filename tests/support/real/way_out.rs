@@ -13,9 +13,23 @@ pub struct WayOutCut {
 impl WayOutCut {
     /// Cuts it.
     pub fn from(from: &str) -> WayOutCut {
-        let rule = format!("OUTPUT -s {from}/32 -p tcp --syn -j DROP");
+        WayOutCut::with(&format!("OUTPUT -s {from}/32 -p tcp --syn -j DROP"))
+    }
+
+    /// Cuts it loudly: every connection the proxy opens is refused at once (a reset
+    /// from its own host's firewall, `REJECT --reject-with tcp-reset`), as when a rule
+    /// of the proxy's host or its network turns the sites away.
+    pub fn refusing(from: &str) -> WayOutCut {
+        WayOutCut::with(&format!(
+            "OUTPUT -s {from}/32 -p tcp --syn -j REJECT --reject-with tcp-reset"
+        ))
+    }
+
+    fn with(rule: &str) -> WayOutCut {
         assert!(iptables(&format!("-I {rule}")), "iptables -I {rule} failed");
-        WayOutCut { rule }
+        WayOutCut {
+            rule: rule.to_string(),
+        }
     }
 }
 
