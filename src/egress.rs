@@ -7,7 +7,7 @@
 //! canaries tell when our whole network is down). The bookkeeping is plain data with
 //! the clock passed in, so every rule is tested without sleeping.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -221,6 +221,11 @@ pub(crate) const CUT_IPS: usize = 5;
 /// The moment a cut is judged at: attempts set out within it.
 pub(crate) const CUT_SPAN: Duration = Duration::from_secs(1);
 
+/// Distinct target IPs unreached since the last answer (looked back [`WAVE_WINDOW`] at
+/// most) that make a cut when none set out since has answered: the quiet end of a cut,
+/// when a worker's last few jobs of a batch meet it one by one.
+pub(crate) const STREAK_IPS: usize = 10;
+
 /// What one attempt says about our own network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -228,7 +233,10 @@ pub enum Signal {
     Answered,
     /// Nothing came back at all (no connection in time, no route, the egress failed).
     Silent,
-    /// Something came back (a refusal, a reset, a DNS answer): no evidence either way.
+    /// Turned away at once (the connection refused): a dead site's word, or, from
+    /// everywhere at one moment, a firewall on our way out turning everything away.
+    Refused,
+    /// Something came back (a reset, a DNS answer): no evidence either way.
     Other,
 }
 
@@ -307,14 +315,22 @@ impl NetworkWatch {
     /// job's window, which holds the answers from before; at the moment a silent
     /// attempt set out, nothing came back from anywhere. Answers count by when they set
     /// out (one set out before the cut may end during it); silence by when it lasted.
+    ///
+    /// A way out that refuses every connection (a firewall's reset, a proxy's host
+    /// turning the sites away) is the same cut, louder: refusals count with silence.
     pub(crate) fn cut(&self, moment: Instant) -> Option<String> {
-        let tally = Tally::of(self.events().iter().filter(|e| e.at(moment)));
-        (tally.silent_ips >= CUT_IPS && tally.nothing_came_back()).then(|| {
-            format!(
-                "while it was asked, {} unrelated sites went silent and {} of {} probes set out then got an answer",
-                tally.silent_ips, tally.answered, tally.total
-            )
-        })
+        let events = self.events();
+        let tally = Tally::of(events.iter().filter(|e| e.at(moment)));
+        if tally.unreached() >= CUT_IPS && tally.nothing_came_back() {
+            return Some(format!(
+                "while it was asked, {} unrelated sites {} and {} of {} probes set out then got an answer",
+                tally.unreached(),
+                tally.how(),
+                tally.answered,
+                tally.total
+            ));
+        }
+        streak(&events, moment)
     }
 
     /// Whether an attempt set out within [`CUT_SPAN`] of `moment` has been answered.
@@ -322,6 +338,34 @@ impl NetworkWatch {
         let answered = |e: &Event| e.signal == Signal::Answered && e.at(moment);
         self.events().iter().any(|&e| answered(&e))
     }
+}
+
+/// The cut that `moment` fell in as a streak: nothing set out since the last answer
+/// (at most [`WAVE_WINDOW`] before it) has answered, and [`STREAK_IPS`] unrelated sites
+/// were unreached since. When a batch is nearly done, few attempts set out at any one
+/// moment, and a cut met by the last of them shows only over the seconds before.
+fn streak(events: &VecDeque<Event>, moment: Instant) -> Option<String> {
+    let until = moment + CUT_SPAN;
+    let answers = events.iter().filter(|e| e.signal == Signal::Answered);
+    let last = answers.map(|e| e.set_out).filter(|&t| t <= until).max();
+    if last.is_some_and(|t| t >= moment) {
+        return None;
+    }
+    let back = moment.checked_sub(WAVE_WINDOW).unwrap_or(moment);
+    let since = last.map_or(back, |t| t.max(back));
+    let tally = Tally::of(
+        events
+            .iter()
+            .filter(|e| e.set_out > since && e.set_out <= until),
+    );
+    (tally.unreached() >= STREAK_IPS).then(|| {
+        format!(
+            "since the last answer ({} ms before it was asked), {} unrelated sites {} and none answered",
+            moment.saturating_duration_since(since).as_millis(),
+            tally.unreached(),
+            tally.how()
+        )
+    })
 }
 
 impl Event {
@@ -340,6 +384,8 @@ impl Event {
 struct Tally {
     /// Distinct target IPs that went silent.
     silent_ips: usize,
+    /// Distinct target IPs that refused and never went silent.
+    refused_ips: usize,
     /// Attempts answered.
     answered: usize,
     /// Every attempt.
@@ -348,7 +394,7 @@ struct Tally {
 
 impl Tally {
     fn of<'a>(events: impl Iterator<Item = &'a Event>) -> Tally {
-        let mut silent = std::collections::HashSet::new();
+        let (mut silent, mut refused) = (HashSet::new(), HashSet::new());
         let (mut answered, mut total) = (0usize, 0usize);
         for e in events {
             total += 1;
@@ -357,13 +403,31 @@ impl Tally {
                 (Signal::Silent, Some(ip)) => {
                     silent.insert(ip);
                 }
+                (Signal::Refused, Some(ip)) => {
+                    refused.insert(ip);
+                }
                 _ => {}
             }
         }
         Tally {
             silent_ips: silent.len(),
+            refused_ips: refused.difference(&silent).count(),
             answered,
             total,
+        }
+    }
+
+    /// Distinct target IPs that went silent or refused.
+    fn unreached(&self) -> usize {
+        self.silent_ips + self.refused_ips
+    }
+
+    /// How they failed, in words.
+    fn how(&self) -> &'static str {
+        match (self.silent_ips, self.refused_ips) {
+            (_, 0) => "went silent",
+            (0, _) => "refused it",
+            _ => "went silent or refused it",
         }
     }
 
@@ -565,6 +629,61 @@ mod tests {
         }
         assert!(w.cut(cut + secs(3)).is_none());
         assert!(w.cut(cut).is_some());
+    }
+
+    #[test]
+    fn refusals_from_everywhere_at_one_moment_are_a_cut_too() {
+        let w = NetworkWatch::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        for n in 0..20u8 {
+            w.record(ip(n), Signal::Answered, t0, t0 + ms(50));
+        }
+        // A firewall on the way out turns every connection away from t0 + 2 s.
+        let cut = t0 + ms(2000);
+        for n in 0..(CUT_IPS as u8 - 1) {
+            w.record(ip(100 + n), Signal::Refused, cut, cut + ms(5));
+        }
+        assert!(w.cut(cut).is_none(), "one short of a cut");
+        w.record(ip(110), Signal::Silent, cut, cut + ms(900));
+        let said = w.cut(cut).expect("a cut");
+        assert!(said.contains("went silent or refused it"), "{said}");
+        // A dead site's refusal among answers is no cut.
+        for n in 0..CUT_IPS as u8 {
+            w.record(ip(150 + n), Signal::Refused, t0, t0 + ms(5));
+        }
+        assert!(w.cut(t0).is_none());
+    }
+
+    #[test]
+    fn unreached_sites_since_the_last_answer_with_none_answered_are_a_cut() {
+        let w = NetworkWatch::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        for n in 0..50u8 {
+            w.record(ip(n), Signal::Answered, t0, t0 + ms(50));
+        }
+        // The way out refuses from t0 + 1 s; the batch's jobs meet it one by one, a
+        // few hundred ms apart, too few at any one moment for a cut there.
+        let at = |k: u8| t0 + ms(1000 + 400 * u64::from(k));
+        for k in 0..(STREAK_IPS as u8 - 1) {
+            w.record(ip(100 + k), Signal::Refused, at(k), at(k) + ms(5));
+        }
+        let last = at(STREAK_IPS as u8 - 1);
+        assert!(w.cut(last).is_none(), "one short of a streak");
+        w.record(ip(120), Signal::Refused, last, last + ms(5));
+        let said = w.cut(last).expect("a streak");
+        assert!(said.contains("since the last answer"), "{said}");
+        // An answer set out at that moment, or after the streak began, breaks it.
+        w.record(ip(121), Signal::Answered, last, last + ms(30));
+        assert!(w.cut(last).is_none());
+        // Unreached sites spread over more than the look back are no streak either.
+        let quiet = NetworkWatch::default();
+        let slow = |k: u8| t0 + ms(1200 * u64::from(k));
+        for k in 0..STREAK_IPS as u8 {
+            quiet.record(ip(k), Signal::Refused, slow(k), slow(k) + ms(5));
+        }
+        assert!(quiet.cut(slow(STREAK_IPS as u8 - 1)).is_none());
     }
 
     #[test]

@@ -856,7 +856,10 @@ async fn the_farm_through_workers_whose_only_socks_proxy_is_refused_its_way_out_
     let egress = format!("[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n", dante.url);
     let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
     let fault = CutWayOut::refusing(from);
-    through_a_server_that_hangs(farm, &fault, &["egress_unavailable"], (4, 8)).await;
+    // An intermediate's fetch refused with less than its full time left is told as
+    // that time (`rate_limited`), never the chain's.
+    let ours = ["egress_unavailable", "rate_limited"];
+    through_a_server_that_hangs(farm, &fault, &ours, (4, 8)).await;
 }
 
 /// The same with an HTTP proxy (squid, resolving through dnsmasq): squid answers each
@@ -874,7 +877,8 @@ async fn the_farm_through_workers_whose_only_http_proxy_is_refused_its_way_out_g
     let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
     let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
     let fault = CutWayOut::refusing(from);
-    through_a_server_that_hangs(farm, &fault, &["egress_unavailable"], (4, 8)).await;
+    let ours = ["egress_unavailable", "rate_limited"];
+    through_a_server_that_hangs(farm, &fault, &ours, (4, 8)).await;
     drop(dnsmasq);
 }
 

@@ -99,9 +99,17 @@ pub(super) fn signal_of(obs: &Observation) -> Signal {
             // A connection that never came up, or no route: nothing came back.
             FailureKind::Timeout if obs.connect.is_none() => Signal::Silent,
             FailureKind::Unreachable | FailureKind::Egress => Signal::Silent,
+            // Refused before any connection came up; one closed after it did (a site
+            // that takes the connection and drops it) is the site's doing.
+            FailureKind::Connect if obs.connect.is_none() => Signal::Refused,
             _ => Signal::Other,
         },
     }
+}
+
+/// Whether the attempt `obs` never reached the site: it went silent, or was refused.
+fn unreached(obs: &Observation) -> bool {
+    matches!(signal_of(obs), Signal::Silent | Signal::Refused)
 }
 
 /// When the attempt `obs`, ended `now`, sent its request: once its wait for the per-IP
@@ -222,10 +230,11 @@ impl OurSide {
             return None;
         }
         // Without canaries to ask, a wave of silence is taken for what it almost always
-        // is; so is a silent attempt's moment of silence from everywhere (a cut).
+        // is; so is the moment of a silent or refused attempt when nothing came back from
+        // anywhere (a cut).
         let wave = match self.network.wave(Instant::now(), began) {
             Some(wave) => wave,
-            None if signal_of(decisive) == Signal::Silent => self.cut_for(looked, now).await?,
+            None if unreached(decisive) => self.cut_for(looked, now).await?,
             None => return None,
         };
         Some(format!(
@@ -233,18 +242,25 @@ impl OurSide {
         ))
     }
 
-    /// The cut of our way out that a silent `down` (`looked`, judged `now`) met, if it
-    /// met one. The moments that tell: the first attempt's, if it went silent too (a
-    /// site silent while the way out worked is silent, though its confirmation may go
-    /// silent beside other dead sites' alone), else the decisive attempt's. An attempt
-    /// that tried several addresses in turn set out to the last one a connect time
-    /// before it ended: one silent before a cut and one in it are no silent site.
+    /// The cut of our way out that a silent or refused `down` (`looked`, judged `now`)
+    /// met, if it met one. The attempt that tells: the first, if it failed as the
+    /// decisive one did (a site silent while the way out worked is silent, though its
+    /// confirmation may go silent beside other dead sites' alone), else the decisive
+    /// one (a site that refused, then went silent in a cut, is judged by the cut).
+    /// Its moments: silence tells from when the attempt set out, and, for one that
+    /// tried several addresses in turn, from when it set out to the last one, a connect
+    /// time before it ended (one silent before a cut and one in it are no silent site);
+    /// a refusal tells when it came, at the attempt's end (one that reached the site,
+    /// or another address, first may be refused long after it set out).
     async fn cut_for(&self, looked: &Looked<'_>, now: Instant) -> Option<String> {
-        let (attempt, set_out) = match signal_of(looked.first) {
-            Signal::Silent => (looked.first, looked.began),
-            _ => (looked.decisive, sent_at(looked.decisive, now)),
+        let (attempt, set_out) = match signal_of(looked.first) == signal_of(looked.decisive) {
+            true => (looked.first, looked.began),
+            false => (looked.decisive, sent_at(looked.decisive, now)),
         };
         let ended = set_out + attempt.total.saturating_sub(attempt.queued);
+        if signal_of(attempt) == Signal::Refused {
+            return self.cut_at(ended).await;
+        }
         let last = (ended.checked_sub(looked.connect_timeout)).map_or(set_out, |t| t.max(set_out));
         match self.cut_at(set_out).await {
             Some(cut) => Some(cut),
@@ -414,8 +430,12 @@ mod tests {
         let mut late = failed(FailureKind::Timeout);
         late.connect = Some(Duration::from_millis(5));
         assert_eq!(signal_of(&late), Signal::Other);
-        // A refusal or a reset is an answer of sorts.
-        assert_eq!(signal_of(&failed(FailureKind::Connect)), Signal::Other);
+        // A refusal is counted apart (a cut may refuse everything); a reset is an answer
+        // of sorts.
+        assert_eq!(signal_of(&failed(FailureKind::Connect)), Signal::Refused);
+        let mut closed = failed(FailureKind::Connect);
+        closed.connect = Some(Duration::from_millis(5));
+        assert_eq!(signal_of(&closed), Signal::Other);
         assert_eq!(signal_of(&failed(FailureKind::Reset)), Signal::Other);
         assert_eq!(signal_of(&failed(FailureKind::Dns)), Signal::Other);
     }
