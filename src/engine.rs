@@ -1151,6 +1151,8 @@ mod tests {
     /// `silence` (a connection that never came), an answer at once.
     struct Net {
         broken: std::sync::atomic::AtomicBool,
+        /// Our way out refuses every connection.
+        refusing: std::sync::atomic::AtomicBool,
         silence: Duration,
         line: Duration,
         lined: std::sync::atomic::AtomicBool,
@@ -1161,6 +1163,7 @@ mod tests {
         fn new(broken: bool, silence: Duration, line: Duration) -> Arc<Net> {
             Arc::new(Net {
                 broken: std::sync::atomic::AtomicBool::new(broken),
+                refusing: std::sync::atomic::AtomicBool::new(false),
                 silence,
                 line,
                 lined: std::sync::atomic::AtomicBool::new(false),
@@ -1190,6 +1193,11 @@ mod tests {
                         .trim_end_matches(".example")
                         .parse::<u8>()
                         .map_or(200, |k| 150 + k),
+                    h if h.starts_with("closed") => h
+                        .trim_start_matches("closed")
+                        .trim_end_matches(".example")
+                        .parse::<u8>()
+                        .map_or(200, |k| 120 + k),
                     h => h
                         .trim_start_matches("site")
                         .trim_end_matches(".example")
@@ -1204,6 +1212,15 @@ mod tests {
                         detail: "connection refused".into(),
                     });
                     o.total = Duration::from_millis(2);
+                } else if host.starts_with("closed") || self.refusing.load(Ordering::SeqCst) {
+                    // A refusal takes a round trip: it comes after answers set out beside it.
+                    let trip = Duration::from_millis(5);
+                    tokio::time::sleep(trip).await;
+                    o.outcome = Outcome::Failure(Failure {
+                        kind: FailureKind::Connect,
+                        detail: "connection refused".into(),
+                    });
+                    o.total = trip;
                 } else if self.broken.load(Ordering::SeqCst) || host.starts_with("dead") {
                     tokio::time::sleep(self.silence).await;
                     o.outcome = Outcome::Failure(Failure {
@@ -1265,6 +1282,45 @@ mod tests {
                 false => Verdict::Up,
             };
             assert_eq!(r.verdict, want, "{}: {}", r.url, r.detail);
+        }
+    }
+
+    /// The same for six closed sites (distinct IPs, refusing at once): their refusals
+    /// came while the batch's others answered, so they are `down`, though nothing set
+    /// out after them answered.
+    #[tokio::test(start_paused = true)]
+    async fn dead_sites_refusing_beside_answers_are_down() {
+        let net = Net::new(false, Duration::from_secs(10), Duration::ZERO);
+        let e = engine_on(net, "retry_delay = \"2s\"\nattempts = 2\n");
+        let live = (1..=20).map(|n| format!("https://site{n}.example/"));
+        let closed = (1..=6).map(|n| format!("https://closed{n}.example/"));
+        for r in run_all(&e, live.chain(closed)).await {
+            let want = match r.url.as_str().starts_with("https://closed") {
+                true => Verdict::Down,
+                false => Verdict::Up,
+            };
+            assert_eq!(r.verdict, want, "{}: {}", r.url, r.detail);
+        }
+    }
+
+    /// Our way out refuses every connection (a firewall's reset), no canaries: a
+    /// refusal from 20 unrelated sites at once, nothing answering, is ours.
+    #[tokio::test(start_paused = true)]
+    async fn a_way_out_that_refuses_every_connection_is_ours() {
+        let net = Net::new(false, Duration::from_secs(10), Duration::ZERO);
+        let e = engine_on(net.clone(), "retry_delay = \"2s\"\nattempts = 2\n");
+        let up = run_all(&e, (1..=20).map(|n| format!("https://site{n}.example/"))).await;
+        assert!(up.iter().all(|r| r.verdict == Verdict::Up));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        net.refusing.store(true, Ordering::SeqCst);
+        for r in run_all(&e, (21..=40).map(|n| format!("https://site{n}.example/"))).await {
+            assert_eq!(
+                (r.verdict, r.reason),
+                (Verdict::Unknown, Reason::EgressUnavailable),
+                "{}: {}",
+                r.url,
+                r.detail
+            );
         }
     }
 
