@@ -250,8 +250,9 @@ impl OurSide {
     /// Its moments: silence tells from when the attempt set out, and, for one that
     /// tried several addresses in turn, from when it set out to the last one, a connect
     /// time before it ended (one silent before a cut and one in it are no silent site);
-    /// a refusal tells when it came, at the attempt's end (one that reached the site,
-    /// or another address, first may be refused long after it set out).
+    /// a refusal tells around when it came, the second about the attempt's end (one
+    /// that reached the site, or another address, first may be refused long after it
+    /// set out; what set out beside it, just before, answers for that moment too).
     async fn cut_for(&self, looked: &Looked<'_>, now: Instant) -> Option<String> {
         let (attempt, set_out) = match signal_of(looked.first) == signal_of(looked.decisive) {
             true => (looked.first, looked.began),
@@ -259,7 +260,11 @@ impl OurSide {
         };
         let ended = set_out + attempt.total.saturating_sub(attempt.queued);
         if signal_of(attempt) == Signal::Refused {
-            return self.cut_at(ended).await;
+            // Around the refusal: what set out beside it, just before, counts too.
+            let around = ended
+                .checked_sub(CUT_SPAN / 2)
+                .map_or(set_out, |t| t.max(set_out));
+            return self.cut_at(around).await;
         }
         let last = (ended.checked_sub(looked.connect_timeout)).map_or(set_out, |t| t.max(set_out));
         match self.cut_at(set_out).await {
