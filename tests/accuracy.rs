@@ -882,6 +882,22 @@ async fn the_farm_through_workers_whose_only_http_proxy_is_refused_its_way_out_g
     drop(dnsmasq);
 }
 
+/// The only egress, a SOCKS5 proxy (dante), loses its uplink whole for 8 s mid-round:
+/// every packet between its outgoing address and the sites dropped, so the answers it
+/// is relaying stall mid-way and new CONNECTs hang. A site whose answer stalled is no
+/// slow site when every site stalls at once through the same way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_through_workers_whose_only_socks_proxy_stalls_gets_the_expected_verdicts() {
+    use crate::support::real::dante::Dante;
+    let from = "127.0.12.77";
+    let dante = Dante::start_from("127.0.12.76", from, false);
+    let egress = format!("[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n", dante.url);
+    let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
+    let fault = CutWayOut::new(from, Cut::Stalling);
+    let ours = ["egress_unavailable", "rate_limited"];
+    through_a_server_that_hangs(farm, &fault, &ours, (4, 8)).await;
+}
+
 /// Something the workers depend on, failing (`begin`) and mended (`end`).
 trait Fault: Sync {
     fn begin(&self);
@@ -901,35 +917,48 @@ impl Fault for crate::support::real::Daemon {
 /// A proxy's way out to the sites cut and mended.
 struct CutWayOut<'a> {
     from: &'a str,
-    refused: bool,
+    how: Cut,
     cut: std::sync::Mutex<Option<crate::support::real::way_out::WayOutCut>>,
 }
 
+/// How a proxy's way out is cut.
+#[derive(Clone, Copy)]
+enum Cut {
+    /// New connections hang (their SYNs dropped).
+    Dropping,
+    /// New connections are refused (a reset).
+    Refusing,
+    /// Every packet dropped: open connections stall, new ones hang.
+    Stalling,
+}
+
 impl CutWayOut<'_> {
-    /// Cut silently: the proxy's connections to the sites hang.
-    fn dropping(from: &str) -> CutWayOut<'_> {
+    fn new(from: &str, how: Cut) -> CutWayOut<'_> {
         CutWayOut {
             from,
-            refused: false,
+            how,
             cut: std::sync::Mutex::new(None),
         }
     }
 
+    /// Cut silently: the proxy's connections to the sites hang.
+    fn dropping(from: &str) -> CutWayOut<'_> {
+        CutWayOut::new(from, Cut::Dropping)
+    }
+
     /// Cut loudly: the proxy's connections to the sites are refused.
     fn refusing(from: &str) -> CutWayOut<'_> {
-        CutWayOut {
-            refused: true,
-            ..CutWayOut::dropping(from)
-        }
+        CutWayOut::new(from, Cut::Refusing)
     }
 }
 
 impl Fault for CutWayOut<'_> {
     fn begin(&self) {
         use crate::support::real::way_out::WayOutCut;
-        let cut = match self.refused {
-            true => WayOutCut::refusing(self.from),
-            false => WayOutCut::from(self.from),
+        let cut = match self.how {
+            Cut::Dropping => WayOutCut::from(self.from),
+            Cut::Refusing => WayOutCut::refusing(self.from),
+            Cut::Stalling => WayOutCut::stalling(self.from),
         };
         *self.cut.lock().expect("cut") = Some(cut);
     }

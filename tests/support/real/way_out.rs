@@ -7,7 +7,7 @@
 /// SYNs it sends are dropped (iptables, `OUTPUT`), so every connection it opens to a
 /// site hangs, as when a proxy's host loses its uplink but still takes its clients.
 pub struct WayOutCut {
-    rule: String,
+    rules: Vec<String>,
 }
 
 impl WayOutCut {
@@ -25,18 +25,36 @@ impl WayOutCut {
         ))
     }
 
+    /// Cuts it whole: every packet between the proxy's outgoing address and anything
+    /// is dropped, so the connections it has open to the sites stall mid-answer as well
+    /// as new ones hanging, as when its uplink goes dark.
+    pub fn stalling(from: &str) -> WayOutCut {
+        let rules = [
+            format!("OUTPUT -s {from}/32 -j DROP"),
+            format!("OUTPUT -d {from}/32 -j DROP"),
+        ];
+        for rule in &rules {
+            assert!(iptables(&format!("-I {rule}")), "iptables -I {rule} failed");
+        }
+        WayOutCut {
+            rules: rules.to_vec(),
+        }
+    }
+
     fn with(rule: &str) -> WayOutCut {
         assert!(iptables(&format!("-I {rule}")), "iptables -I {rule} failed");
         WayOutCut {
-            rule: rule.to_string(),
+            rules: vec![rule.to_string()],
         }
     }
 }
 
 impl Drop for WayOutCut {
     fn drop(&mut self) {
-        if !iptables(&format!("-D {}", self.rule)) {
-            eprintln!("iptables -D {} failed: remove the rule by hand", self.rule);
+        for rule in &self.rules {
+            if !iptables(&format!("-D {rule}")) {
+                eprintln!("iptables -D {rule} failed: remove the rule by hand");
+            }
         }
     }
 }
