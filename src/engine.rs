@@ -1157,6 +1157,8 @@ mod tests {
         line: Duration,
         lined: std::sync::atomic::AtomicBool,
         canary_asked: AtomicUsize,
+        /// How often `lagged.example` was asked.
+        lagged: AtomicUsize,
     }
 
     impl Net {
@@ -1168,6 +1170,7 @@ mod tests {
                 line,
                 lined: std::sync::atomic::AtomicBool::new(false),
                 canary_asked: AtomicUsize::new(0),
+                lagged: AtomicUsize::new(0),
             })
         }
     }
@@ -1185,8 +1188,14 @@ mod tests {
                 if host == "canary.example" {
                     self.canary_asked.fetch_add(1, Ordering::SeqCst);
                 }
+                let asked = tokio::time::Instant::now();
+                if host == "lagged.example" && self.lagged.fetch_add(1, Ordering::SeqCst) == 1 {
+                    // Its proxy, busy, opens the connection a while after it was asked.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
                 let n: u8 = match host.as_str() {
                     "lined.example" => 250,
+                    "lagged.example" => 249,
                     "gone.example" => 251,
                     h if h.starts_with("dead") && h != "dead.example" => h
                         .trim_start_matches("dead")
@@ -1228,8 +1237,16 @@ mod tests {
                         detail: "no connection".into(),
                     });
                     o.total = self.silence;
+                } else if host == "lagged.example" {
+                    o.outcome = Outcome::Answer(Answer {
+                        status: 503,
+                        ..Answer::default()
+                    });
                 } else {
                     o.outcome = ok();
+                }
+                if host == "lagged.example" {
+                    o.total = asked.elapsed();
                 }
                 Attempt::Observed(o)
             })
@@ -1283,6 +1300,38 @@ mod tests {
             };
             assert_eq!(r.verdict, want, "{}: {}", r.url, r.detail);
         }
+    }
+
+    /// A site answered 503, and its retry set out just before our way out was cut; its
+    /// proxy, busy, opened the connection only after the cut began, so the retry went
+    /// silent while what set out beside it before the cut still answered. The second
+    /// after it set out held a few answers; the cut shows half a second on.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_whose_proxy_lagged_into_a_cut_is_ours() {
+        let net = Net::new(false, Duration::from_secs(2), Duration::ZERO);
+        let e = engine_on(net.clone(), "retry_delay = \"1s\"\nattempts = 2\n");
+        let lagged = job_for_url("https://lagged.example/", "lagged").expect("job");
+        let traffic = async {
+            let mut runs = Vec::new();
+            for k in 0..40u8 {
+                let job =
+                    job_for_url(&format!("https://site{}.example/", 100 + k), "t").expect("job");
+                let e = e.clone();
+                runs.push(tokio::spawn(async move { e.run(&job).await }));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if k == 13 {
+                    // 1.2 s after the lagged site's first attempt, 0.2 s after its retry.
+                    net.broken.store(true, Ordering::SeqCst);
+                }
+            }
+            futures_util::future::join_all(runs).await
+        };
+        let late = async {
+            tokio::time::sleep(Duration::from_millis(550)).await;
+            traffic.await
+        };
+        let (report, _) = tokio::join!(e.run(&lagged), late);
+        assert_ne!(report.verdict, Verdict::Down, "{}", report.detail);
     }
 
     /// The same for six closed sites (distinct IPs, refusing at once): their refusals
