@@ -253,8 +253,15 @@ impl OurSide {
     /// a refusal tells around when it came, the second about the attempt's end (one
     /// that reached the site, or another address, first may be refused long after it
     /// set out; what set out beside it, just before, answers for that moment too).
+    ///
+    /// A proxy opens its own connection a while after ours set out, later when busy:
+    /// the decisive attempt of a site that answered moments before may have met a cut
+    /// begun after it set out, so the moment half a second on tells too. Not for a
+    /// first attempt: a batch sets out at once, and half a second on only its dead
+    /// sites are still waiting.
     async fn cut_for(&self, looked: &Looked<'_>, now: Instant) -> Option<String> {
-        let (attempt, set_out) = match signal_of(looked.first) == signal_of(looked.decisive) {
+        let alike = signal_of(looked.first) == signal_of(looked.decisive);
+        let (attempt, set_out) = match alike {
             true => (looked.first, looked.began),
             false => (looked.decisive, sent_at(looked.decisive, now)),
         };
@@ -267,11 +274,16 @@ impl OurSide {
             return self.cut_at(around).await;
         }
         let last = (ended.checked_sub(looked.connect_timeout)).map_or(set_out, |t| t.max(set_out));
-        match self.cut_at(set_out).await {
-            Some(cut) => Some(cut),
-            None if last > set_out => self.network.cut(last),
-            None => None,
+        if let Some(cut) = self.cut_at(set_out).await {
+            return Some(cut);
         }
+        let lagged = set_out + CUT_SPAN / 2;
+        if !alike && lagged < ended {
+            if let Some(cut) = self.cut_at(lagged).await {
+                return Some(cut);
+            }
+        }
+        (last > set_out).then(|| self.network.cut(last)).flatten()
     }
 
     /// The cut of our way out at `moment`, if there was one. With no answer yet from
