@@ -23,6 +23,10 @@ const CANARY_FRESH: Duration = Duration::from_secs(30);
 /// The same while many sites are failing at once.
 const CANARY_FRESH_IN_WAVE: Duration = Duration::from_secs(3);
 
+/// Time allowed for a refusal's round trip (through a proxy, under load): what set out
+/// that long before a refusal came set out beside it.
+const REFUSAL_TRIP: Duration = Duration::from_millis(100);
+
 /// How long a warning that our nameservers answer nothing stands.
 const RESOLVER_FRESH: Duration = Duration::from_secs(5);
 
@@ -250,9 +254,9 @@ impl OurSide {
     /// Its moments: silence tells from when the attempt set out, and, for one that
     /// tried several addresses in turn, from when it set out to the last one, a connect
     /// time before it ended (one silent before a cut and one in it are no silent site);
-    /// a refusal tells around when it came, the second about the attempt's end (one
-    /// that reached the site, or another address, first may be refused long after it
-    /// set out; what set out beside it, just before, answers for that moment too).
+    /// a refusal tells when it came, the attempt's end (one that reached the site, or
+    /// another address, first may be refused long after it set out), from a round trip
+    /// before it (what set out beside it answers for that moment too).
     ///
     /// A proxy opens its own connection a while after ours set out, later when busy:
     /// the decisive attempt of a site that answered moments before may have met a cut
@@ -267,9 +271,10 @@ impl OurSide {
         };
         let ended = set_out + attempt.total.saturating_sub(attempt.queued);
         if signal_of(attempt) == Signal::Refused {
-            // Around the refusal: what set out beside it, just before, counts too.
+            // From a round trip before the refusal: what set out beside it counts too,
+            // and little from before a cut that began just before it.
             let around = ended
-                .checked_sub(CUT_SPAN / 2)
+                .checked_sub(REFUSAL_TRIP)
                 .map_or(set_out, |t| t.max(set_out));
             return self.cut_at(around).await;
         }
