@@ -811,16 +811,7 @@ async fn the_farm_through_workers_whose_only_socks_proxy_hangs_gets_the_expected
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_workers_whose_only_socks_proxy_loses_its_way_out_gets_the_expected_verdicts(
 ) {
-    use crate::support::real::dante::Dante;
-    let from = "127.0.12.61";
-    let dante = Dante::start_from("127.0.12.60", from, false);
-    let egress = format!("[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n", dante.url);
-    let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
-    let fault = CutWayOut::dropping(from);
-    // An intermediate's fetch that found no connection until the probe's time ran out
-    // is told as that time (`rate_limited`: our limits and clock), never the chain's.
-    let ours = ["egress_unavailable", "rate_limited"];
-    through_a_server_that_hangs(farm, &fault, &ours, (4, 8)).await;
+    through_dante_whose_way_out_is_cut("127.0.12.60", "127.0.12.61", Cut::Dropping).await;
 }
 
 /// The same with an HTTP proxy (squid, resolving through dnsmasq) as the only egress:
@@ -829,18 +820,11 @@ async fn the_farm_through_workers_whose_only_socks_proxy_loses_its_way_out_gets_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_workers_whose_only_http_proxy_loses_its_way_out_gets_the_expected_verdicts(
 ) {
-    use crate::support::farm::DOMAIN;
-    use crate::support::real::{dnsmasq::Dnsmasq, squid::Squid};
-    let from = "127.0.12.70";
-    let farm = Farm::start().await;
-    let dnsmasq = Dnsmasq::on_port("127.0.12.69", 53, DOMAIN, &farm.static_hosts, 60);
-    let squid = Squid::resolving_through_from("127.0.12.68", "127.0.12.69", Some(from));
-    let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
-    let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
-    let fault = CutWayOut::dropping(from);
-    let ours = ["egress_unavailable", "rate_limited"];
-    through_a_server_that_hangs(farm, &fault, &ours, (4, 8)).await;
-    drop(dnsmasq);
+    through_squid_whose_way_out_is_cut(
+        ["127.0.12.68", "127.0.12.69", "127.0.12.70"],
+        Cut::Dropping,
+    )
+    .await;
 }
 
 /// The only egress, a SOCKS5 proxy (dante), has its way out refused for 8 s mid-round:
@@ -850,16 +834,7 @@ async fn the_farm_through_workers_whose_only_http_proxy_loses_its_way_out_gets_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_workers_whose_only_socks_proxy_is_refused_its_way_out_gets_the_expected_verdicts(
 ) {
-    use crate::support::real::dante::Dante;
-    let from = "127.0.12.72";
-    let dante = Dante::start_from("127.0.12.71", from, false);
-    let egress = format!("[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n", dante.url);
-    let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
-    let fault = CutWayOut::refusing(from);
-    // An intermediate's fetch refused with less than its full time left is told as
-    // that time (`rate_limited`), never the chain's.
-    let ours = ["egress_unavailable", "rate_limited"];
-    through_a_server_that_hangs(farm, &fault, &ours, (4, 8)).await;
+    through_dante_whose_way_out_is_cut("127.0.12.71", "127.0.12.72", Cut::Refusing).await;
 }
 
 /// The same with an HTTP proxy (squid, resolving through dnsmasq): squid answers each
@@ -868,34 +843,40 @@ async fn the_farm_through_workers_whose_only_socks_proxy_is_refused_its_way_out_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_farm_through_workers_whose_only_http_proxy_is_refused_its_way_out_gets_the_expected_verdicts(
 ) {
-    use crate::support::farm::DOMAIN;
-    use crate::support::real::{dnsmasq::Dnsmasq, squid::Squid};
-    let from = "127.0.12.75";
-    let farm = Farm::start().await;
-    let dnsmasq = Dnsmasq::on_port("127.0.12.74", 53, DOMAIN, &farm.static_hosts, 60);
-    let squid = Squid::resolving_through_from("127.0.12.73", "127.0.12.74", Some(from));
-    let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
-    let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
-    let fault = CutWayOut::refusing(from);
-    let ours = ["egress_unavailable", "rate_limited"];
-    through_a_server_that_hangs(farm, &fault, &ours, (4, 8)).await;
-    drop(dnsmasq);
+    through_squid_whose_way_out_is_cut(
+        ["127.0.12.73", "127.0.12.74", "127.0.12.75"],
+        Cut::Refusing,
+    )
+    .await;
 }
 
-/// The only egress, a SOCKS5 proxy (dante), loses its uplink whole for 8 s mid-round:
-/// every packet between its outgoing address and the sites dropped, so the answers it
-/// is relaying stall mid-way and new CONNECTs hang. A site whose answer stalled is no
-/// slow site when every site stalls at once through the same way out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_farm_through_workers_whose_only_socks_proxy_stalls_gets_the_expected_verdicts() {
+/// Every target through workers whose only egress is a dante on `ip`, which connects to
+/// the sites from `from`, its way out cut (`how`) for 8 s once a quarter of the
+/// results are in: those asked meanwhile `unknown`, the rest as one process judges them.
+async fn through_dante_whose_way_out_is_cut(ip: &str, from: &str, how: Cut) {
     use crate::support::real::dante::Dante;
-    let from = "127.0.12.77";
-    let dante = Dante::start_from("127.0.12.76", from, false);
+    let dante = Dante::start_from(ip, from, false);
     let egress = format!("[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n", dante.url);
     let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
-    let fault = CutWayOut::new(from, Cut::Stalling);
+    // An intermediate's fetch cut short with less than its full time left is told as
+    // that time (`rate_limited`: our limits and clock), never the chain's.
     let ours = ["egress_unavailable", "rate_limited"];
-    through_a_server_that_hangs(farm, &fault, &ours, (4, 8)).await;
+    through_a_server_that_hangs(farm, &CutWayOut::new(from, how), &ours, (4, 8)).await;
+}
+
+/// The same through a squid on `ip`, resolving through a dnsmasq on `dns_ip` that knows
+/// the farm's names, and connecting to the sites from `from`.
+async fn through_squid_whose_way_out_is_cut([ip, dns_ip, from]: [&str; 3], how: Cut) {
+    use crate::support::farm::DOMAIN;
+    use crate::support::real::{dnsmasq::Dnsmasq, squid::Squid};
+    let farm = Farm::start().await;
+    let dnsmasq = Dnsmasq::on_port(dns_ip, 53, DOMAIN, &farm.static_hosts, 60);
+    let squid = Squid::resolving_through_from(ip, dns_ip, Some(from));
+    let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
+    let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
+    let ours = ["egress_unavailable", "rate_limited"];
+    through_a_server_that_hangs(farm, &CutWayOut::new(from, how), &ours, (4, 8)).await;
+    drop(dnsmasq);
 }
 
 /// Something the workers depend on, failing (`begin`) and mended (`end`).
@@ -928,8 +909,6 @@ enum Cut {
     Dropping,
     /// New connections are refused (a reset).
     Refusing,
-    /// Every packet dropped: open connections stall, new ones hang.
-    Stalling,
 }
 
 impl CutWayOut<'_> {
@@ -940,16 +919,6 @@ impl CutWayOut<'_> {
             cut: std::sync::Mutex::new(None),
         }
     }
-
-    /// Cut silently: the proxy's connections to the sites hang.
-    fn dropping(from: &str) -> CutWayOut<'_> {
-        CutWayOut::new(from, Cut::Dropping)
-    }
-
-    /// Cut loudly: the proxy's connections to the sites are refused.
-    fn refusing(from: &str) -> CutWayOut<'_> {
-        CutWayOut::new(from, Cut::Refusing)
-    }
 }
 
 impl Fault for CutWayOut<'_> {
@@ -958,7 +927,6 @@ impl Fault for CutWayOut<'_> {
         let cut = match self.how {
             Cut::Dropping => WayOutCut::from(self.from),
             Cut::Refusing => WayOutCut::refusing(self.from),
-            Cut::Stalling => WayOutCut::stalling(self.from),
         };
         *self.cut.lock().expect("cut") = Some(cut);
     }

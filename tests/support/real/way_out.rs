@@ -25,22 +25,6 @@ impl WayOutCut {
         ))
     }
 
-    /// Cuts it whole: every packet between the proxy's outgoing address and anything
-    /// is dropped, so the connections it has open to the sites stall mid-answer as well
-    /// as new ones hanging, as when its uplink goes dark.
-    pub fn stalling(from: &str) -> WayOutCut {
-        let rules = [
-            format!("OUTPUT -s {from}/32 -j DROP"),
-            format!("OUTPUT -d {from}/32 -j DROP"),
-        ];
-        for rule in &rules {
-            assert!(iptables(&format!("-I {rule}")), "iptables -I {rule} failed");
-        }
-        WayOutCut {
-            rules: rules.to_vec(),
-        }
-    }
-
     fn with(rule: &str) -> WayOutCut {
         assert!(iptables(&format!("-I {rule}")), "iptables -I {rule} failed");
         WayOutCut {
