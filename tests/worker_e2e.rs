@@ -1157,15 +1157,23 @@ struct FarmWorker {
 
 impl FarmWorker {
     async fn start(extra: impl FnOnce(&crate::support::farm::Farm) -> String) -> FarmWorker {
+        FarmWorker::start_with(extra, &[]).await
+    }
+
+    /// The same, with `env` set for the worker as well (settings the farm's tables
+    /// already name: `PICKET__PROBE__TIMEOUT`).
+    async fn start_with(
+        extra: impl FnOnce(&crate::support::farm::Farm) -> String,
+        env: &[(&str, &str)],
+    ) -> FarmWorker {
         let farm = crate::support::farm::Farm::start().await;
         let farm_toml = farm.config_toml();
         let farm_part = &farm_toml[farm_toml.find("[targets]").expect("a [targets] table")..];
         let toml = format!("{}\n{}{farm_part}", base_toml(), extra(&farm));
         let s = picket::config::Settings::from_toml(&toml).expect("settings");
-        let worker = crate::support::worker_process::WorkerProcess::start(
-            &toml,
-            &[("PICKET__LOG__LEVEL", "info")],
-        );
+        let mut env = env.to_vec();
+        env.push(("PICKET__LOG__LEVEL", "info"));
+        let worker = crate::support::worker_process::WorkerProcess::start(&toml, &env);
         crate::support::ops::wait_readyz(s.http.listen, 200, Duration::from_secs(30)).await;
         let client = Client::connect().await;
         client.declare(&s).await;
@@ -1216,6 +1224,25 @@ async fn issuer_fetches_are_counted_and_a_failing_issuer_url_is_logged_once() {
     let log = worker.log_text();
     assert_eq!(log.matches("a caIssuers URL failed").count(), 1, "{log}");
     assert!(log.contains("gone.crt") && log.contains("404"), "{log}");
+    worker.terminate().await;
+}
+
+/// A CA's server refused us once, as in the moment our own network turns away from it,
+/// with the site itself reached: that is not yet the URL's failure. At production's
+/// probe time (the fetch had its full five seconds) it was taken for the URL's own and
+/// remembered for five minutes: the site was `degraded/tls` at once, and again after
+/// the CA's server took connections again. Now the site is `unknown` until the failure
+/// repeats, and the next check after the refusals completes the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_url_refused_once_is_not_remembered_as_its_failure() {
+    use crate::support::real::way_out::WayOutCut;
+    let w = FarmWorker::start_with(|_| String::new(), &[("PICKET__PROBE__TIMEOUT", "30s")]).await;
+    {
+        let _cut = WayOutCut::refusing_to(&w.farm.ca_ip());
+        assert_eq!(w.check("tls-incomplete-chain-aia").await, "unknown/tls");
+    }
+    assert_eq!(w.check("tls-incomplete-chain-aia").await, "up/ok");
+    let worker = w.worker;
     worker.terminate().await;
 }
 

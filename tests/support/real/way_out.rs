@@ -25,6 +25,15 @@ impl WayOutCut {
         ))
     }
 
+    /// Every connection to `to` refused at once (a reset from our own host's
+    /// firewall): one server out of our reach while every other answers, as in the
+    /// moment our network turns away from it.
+    pub fn refusing_to(to: &str) -> WayOutCut {
+        WayOutCut::with(&format!(
+            "OUTPUT -d {to}/32 -p tcp --syn -j REJECT --reject-with tcp-reset"
+        ))
+    }
+
     fn with(rule: &str) -> WayOutCut {
         assert!(iptables(&format!("-I {rule}")), "iptables -I {rule} failed");
         WayOutCut {
