@@ -496,9 +496,11 @@ pub(crate) enum IssuerFetch {
     Failed,
     Remembered,
     Skipped,
+    /// Its host not reached, not yet for long enough to be the URL's failure.
+    Unreached,
 }
 
-const ISSUER_OUTCOMES: [&str; 4] = ["fetched", "failed", "remembered", "skipped"];
+const ISSUER_OUTCOMES: [&str; 5] = ["fetched", "failed", "remembered", "skipped", "unreached"];
 
 /// A missing intermediate was sought at a `caIssuers` URL.
 pub(crate) fn issuer_fetch(outcome: IssuerFetch) {

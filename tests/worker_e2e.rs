@@ -1238,10 +1238,40 @@ async fn an_issuer_url_refused_once_is_not_remembered_as_its_failure() {
     use crate::support::real::way_out::WayOutCut;
     let w = FarmWorker::start_with(|_| String::new(), &[("PICKET__PROBE__TIMEOUT", "30s")]).await;
     {
-        let _cut = WayOutCut::refusing_to(&w.farm.ca_ip());
+        let _cut = WayOutCut::refusing_to(&w.farm.ca_ip(), w.farm.ca_port);
         assert_eq!(w.check("tls-incomplete-chain-aia").await, "unknown/tls");
     }
     assert_eq!(w.check("tls-incomplete-chain-aia").await, "up/ok");
+    let worker = w.worker;
+    worker.terminate().await;
+}
+
+/// A CA's server that keeps refusing is the URL's failure once that repeats twenty
+/// seconds (`issuers::failed::CONFIRM_AFTER`) after the first time: the site is then
+/// `degraded/tls`, said with both failures, and the failure is remembered and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_url_refused_again_later_is_its_failure() {
+    use crate::support::ops::{get_ops, outcome_count};
+    use crate::support::real::way_out::WayOutCut;
+    let w = FarmWorker::start_with(|_| String::new(), &[("PICKET__PROBE__TIMEOUT", "30s")]).await;
+    let _cut = WayOutCut::refusing_to(&w.farm.ca_ip(), w.farm.ca_port);
+    assert_eq!(w.check("tls-incomplete-chain-aia").await, "unknown/tls");
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    let url = w.farm.target("tls-incomplete-chain-aia").url.clone();
+    w.client.job(&w.s, json!({ "url": url })).await;
+    let rs = w.client.results(&w.s, 1, Duration::from_secs(30)).await;
+    assert_eq!(
+        (&rs[0]["verdict"], &rs[0]["reason"]),
+        (&json!("degraded"), &json!("tls"))
+    );
+    let detail = rs[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("s before too"), "{detail}");
+    assert_eq!(w.check("tls-incomplete-chain-aia").await, "degraded/tls");
+    let (_, text) = get_ops(w.s.http.listen, "/metrics").await.expect("metrics");
+    let fetches = |outcome: &str| outcome_count(&text, "picket_issuer_fetches_total", outcome);
+    assert_eq!(fetches("failed"), 1.0, "{text}");
+    assert!(fetches("unreached") >= 1.0, "{text}");
+    assert!(fetches("remembered") >= 1.0, "{text}");
     let worker = w.worker;
     worker.terminate().await;
 }

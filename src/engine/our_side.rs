@@ -90,7 +90,8 @@ pub(super) fn health_of(outcome: &Outcome) -> Health {
             | FailureKind::BlockedTarget
             | FailureKind::Throttled
             | FailureKind::Paused
-            | FailureKind::LocalResources => Health::Silent,
+            | FailureKind::LocalResources
+            | FailureKind::IssuerUnreached => Health::Silent,
         },
     }
 }

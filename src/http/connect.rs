@@ -684,6 +684,18 @@ impl HttpProber {
                     ),
                 ));
             }
+            // Asked again at once too; told apart from the CA's server failing by
+            // time (`issuers::failed`).
+            Err(Incomplete::Unreached(why)) => {
+                return Err(fail(
+                    FailureKind::IssuerUnreached,
+                    format!(
+                        "{host}: its certificate's chain lacks an intermediate, which \
+                         browsers fetch from the URL it names; not fetched ({why}): whether \
+                         a browser completes the chain is not known"
+                    ),
+                ));
+            }
         }
         let left = probe.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

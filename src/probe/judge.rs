@@ -222,6 +222,7 @@ fn judge_failure(f: &Failure, recent_answers: u32, settings: &JudgeSettings) -> 
         FailureKind::Paused => (Verdict::Unknown, Reason::Blocked),
         FailureKind::LocalResources => (Verdict::Unknown, Reason::LocalResources),
         FailureKind::LocalClock => (Verdict::Unknown, Reason::LocalClock),
+        FailureKind::IssuerUnreached => (Verdict::Unknown, Reason::Tls),
     };
     let mut judged = Judgement::new(verdict, reason, f.detail.clone());
     judged.unasked = f.kind == FailureKind::Paused;

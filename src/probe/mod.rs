@@ -359,6 +359,10 @@ pub(crate) enum FailureKind {
     /// The certificate's dates failed by our clock, which the sites' clocks say is off,
     /// and not by theirs: our failure, never the site's.
     LocalClock,
+    /// The site's chain lacks an intermediate, and the server of the URL it names was
+    /// not reached, the first time lately: that may be our network's moment, so whether
+    /// a browser completes the chain is not known yet.
+    IssuerUnreached,
 }
 
 /// A probe that did not end in an HTTP answer.

@@ -12,6 +12,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::time::Instant;
 use url::Url;
 
+use super::failed::Unreached;
 use super::formats::parse_certificates;
 use super::{ca_issuers, MissingIssuer};
 use crate::http::connect::pick_addresses;
@@ -36,12 +37,17 @@ const MAX_CERT_BYTES: usize = 64 * 1024;
 const MAX_MOVES: usize = 3;
 
 /// Why a fetch failed: the URL's own failure (an error answer, no certificate, a host
-/// that is refused or does not answer in full time), remembered; or a moment of ours (the
+/// that is refused or does not answer in full time twice, `failed::CONFIRM_AFTER`
+/// apart), remembered; or its host not reached once, which may be our network's
+/// moment and is not remembered as its failure yet; or a moment of ours (the
 /// probe's time running out under a request, the egress's proxy), which is not; or, not
 /// asked at all, the per-IP limit of the URL's host allowing no request in the probe's
 /// time, or no time left to ask, which are not either and leave the chain unknown.
 enum Failure {
     Url(String),
+    /// Its host refused, did not answer in the fetch's full time, had no address, or
+    /// broke its answer off.
+    Unreached(String),
     Ours(String),
     /// The egress's proxy failed, not the URL.
     Egress(String),
@@ -55,6 +61,7 @@ impl Failure {
     fn why(&self) -> &str {
         match self {
             Failure::Url(why) | Failure::Ours(why) | Failure::NoTime(why) => why,
+            Failure::Unreached(why) => why,
             Failure::Egress(why) => why,
             Failure::Limited(why, _) => why,
         }
@@ -76,6 +83,9 @@ pub(in crate::http) enum Incomplete {
     NoTime(String),
     /// The egress's proxy failed under a fetch: nothing is known of the chain.
     Egress(String),
+    /// A URL it names was not reached, for the first time lately: our network's moment
+    /// or the CA's server, not known yet, so neither is the chain.
+    Unreached(String),
 }
 
 /// What one GET of a `caIssuers` URL gave.
@@ -106,6 +116,7 @@ impl HttpProber {
         let mut limited = None;
         let mut no_time = None;
         let mut egress = None;
+        let mut unreached = None;
         while let Some(url) = urls.pop_front() {
             if fetches == MAX_FETCHES {
                 break;
@@ -124,6 +135,10 @@ impl HttpProber {
                 }
                 Err(Failure::Egress(e)) => {
                     egress = Some(format!("{url}: {e}"));
+                    continue;
+                }
+                Err(Failure::Unreached(e)) => {
+                    unreached = Some(format!("{url}: {e}"));
                     continue;
                 }
                 Err(e) => {
@@ -148,17 +163,17 @@ impl HttpProber {
                 }
             }
         }
+        // What leaves the chain not known, the most our own first.
+        let not_known = egress
+            .map(Incomplete::Egress)
+            .or(limited.map(|(why, wait)| Incomplete::Limited(why, wait)))
+            .or(no_time.map(Incomplete::NoTime))
+            .or(unreached.map(Incomplete::Unreached));
         // Another probe may have fetched the issuer while ours was refused.
-        let ours = limited.is_some() || no_time.is_some() || egress.is_some();
-        if ours && self.issuers.kept_complete(missing, host) {
+        if not_known.is_some() && self.issuers.kept_complete(missing, host) {
             return Ok(());
         }
-        Err(match (limited, no_time, egress) {
-            (_, _, Some(why)) => Incomplete::Egress(why),
-            (Some((why, wait)), _, None) => Incomplete::Limited(why, wait),
-            (None, Some(why), None) => Incomplete::NoTime(why),
-            (None, None, None) => Incomplete::Site(why),
-        })
+        Err(not_known.unwrap_or(Incomplete::Site(why)))
     }
 
     /// The certificates at `url`, or why not: a failure of the URL's own is remembered
@@ -173,9 +188,15 @@ impl HttpProber {
             issuer_fetch(IssuerFetch::Remembered);
             return Err(Failure::Url(then));
         }
-        let fetched = self.fetch_issuer(probe, url).await;
+        let fetched = match self.fetch_issuer(probe, url).await {
+            Err(Failure::Unreached(why)) => Err(self.unreached(url, why)),
+            other => other,
+        };
         match &fetched {
-            Ok(_) => issuer_fetch(IssuerFetch::Fetched),
+            Ok(_) => {
+                issuer_fetch(IssuerFetch::Fetched);
+                self.issuers.failed.forget_unreached(url);
+            }
             Err(Failure::Url(why)) => {
                 // Once per URL and FAILED_FOR: the failure is then remembered.
                 tracing::info!(
@@ -186,11 +207,30 @@ impl HttpProber {
                 issuer_fetch(IssuerFetch::Failed);
                 self.issuers.failed.failed(url, why, Instant::now());
             }
+            Err(Failure::Unreached(_)) => issuer_fetch(IssuerFetch::Unreached),
             Err(
                 Failure::Ours(_) | Failure::Limited(..) | Failure::NoTime(_) | Failure::Egress(_),
             ) => issuer_fetch(IssuerFetch::Skipped),
         }
         fetched
+    }
+
+    /// `url`'s host not reached (`why`): the URL's failure when that repeats
+    /// `failed::CONFIRM_AFTER` after the first time, else not yet.
+    fn unreached(&self, url: &str, why: String) -> Failure {
+        match self.issuers.failed.unreached(url, Instant::now()) {
+            Unreached::Once(ago) if ago.is_zero() => Failure::Unreached(format!(
+                "{why}; the first time lately, which may be our network's moment"
+            )),
+            Unreached::Once(ago) => Failure::Unreached(format!(
+                "{why}, as {} s before: not yet long enough apart to tell our network's \
+                 moment from the CA's server",
+                ago.as_secs()
+            )),
+            Unreached::Again(ago) => {
+                Failure::Url(format!("{why}, and {} s before too", ago.as_secs()))
+            }
+        }
     }
 
     /// The certificates at `url`, following up to [`MAX_MOVES`] redirects as browsers'
@@ -231,13 +271,13 @@ impl HttpProber {
         if time.is_zero() {
             return Err(Failure::NoTime("no time left in the probe".into()));
         }
-        // Within the fetch's full time a host that does not answer is the URL's
-        // failure; within what the probe had left, it may be only our time running out.
+        // Within the fetch's full time a host that does not answer is not reached;
+        // within what the probe had left, it may be only our time running out.
         let transport = |why: String| {
             if left < FETCH_TIME {
                 Failure::Ours(why)
             } else {
-                Failure::Url(why)
+                Failure::Unreached(why)
             }
         };
         let deadline = Instant::now() + time;

@@ -249,6 +249,9 @@ pub struct Farm {
     pub ca_file: PathBuf,
     /// Scratch directory (CA file, and room for the test's config and jobs).
     pub dir: tempfile::TempDir,
+    /// The port of the farm's CA server (at [`Farm::ca_ip`]): farms started at once
+    /// share their addresses, not their ports.
+    pub ca_port: u16,
     /// Bound, never listening: connections to these are refused.
     _refusing: Vec<TcpSocket>,
     /// Helper servers in processes of their own; each stops when this process goes.
@@ -334,6 +337,7 @@ timeout = "2s"
 
         let mut b = Builder {
             next_ip: 1,
+            ca_port: 0,
             targets: Vec::new(),
             static_hosts: Vec::new(),
             refusing: Vec::new(),
@@ -379,6 +383,7 @@ timeout = "2s"
             nameserver,
             ca_file,
             dir,
+            ca_port: b.ca_port,
             _refusing: b.refusing,
             _helpers: b.helpers,
         }
@@ -387,6 +392,8 @@ timeout = "2s"
 
 struct Builder {
     next_ip: u16,
+    /// The CA server's port, once it serves.
+    ca_port: u16,
     targets: Vec<Target>,
     static_hosts: Vec<(String, String)>,
     refusing: Vec<TcpSocket>,

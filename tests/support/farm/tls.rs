@@ -749,6 +749,7 @@ pub(super) async fn incomplete_chains_with_aia(b: &mut Builder, pki: &Pki, dir: 
         );
     let ip = b.ip();
     let ca = serve(&ip, router).await;
+    b.ca_port = ca.port();
     let ca_host = b.host("ca", &ip);
     let sinkhole = b.host("ca-sinkhole", "0.0.0.0");
     let at = |path: &str| format!("http://{ca_host}:{}{path}", ca.port());

@@ -25,12 +25,12 @@ impl WayOutCut {
         ))
     }
 
-    /// Every connection to `to` refused at once (a reset from our own host's
+    /// Every connection to `ip`'s `port` refused at once (a reset from our own host's
     /// firewall): one server out of our reach while every other answers, as in the
     /// moment our network turns away from it.
-    pub fn refusing_to(to: &str) -> WayOutCut {
+    pub fn refusing_to(ip: &str, port: u16) -> WayOutCut {
         WayOutCut::with(&format!(
-            "OUTPUT -d {to}/32 -p tcp --syn -j REJECT --reject-with tcp-reset"
+            "OUTPUT -d {ip}/32 -p tcp --dport {port} --syn -j REJECT --reject-with tcp-reset"
         ))
     }
 
