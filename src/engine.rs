@@ -1159,6 +1159,8 @@ mod tests {
         canary_asked: AtomicUsize,
         /// How often `lagged.example` was asked.
         lagged: AtomicUsize,
+        /// How often `late.example` was asked.
+        late: AtomicUsize,
     }
 
     impl Net {
@@ -1171,6 +1173,7 @@ mod tests {
                 lined: std::sync::atomic::AtomicBool::new(false),
                 canary_asked: AtomicUsize::new(0),
                 lagged: AtomicUsize::new(0),
+                late: AtomicUsize::new(0),
             })
         }
     }
@@ -1193,8 +1196,13 @@ mod tests {
                     // Its proxy, busy, opens the connection a while after it was asked.
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
+                if host == "late.example" && self.late.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // A handshake and an intermediate's fetch before its last connection.
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                }
                 let n: u8 = match host.as_str() {
                     "lined.example" => 250,
+                    "late.example" => 248,
                     "lagged.example" => 249,
                     "gone.example" => 251,
                     h if h.starts_with("dead") && h != "dead.example" => h
@@ -1245,7 +1253,7 @@ mod tests {
                 } else {
                     o.outcome = ok();
                 }
-                if host == "lagged.example" {
+                if host == "lagged.example" || host == "late.example" {
                     o.total = asked.elapsed();
                 }
                 Attempt::Observed(o)
@@ -1331,6 +1339,33 @@ mod tests {
             traffic.await
         };
         let (report, _) = tokio::join!(e.run(&lagged), late);
+        assert_ne!(report.verdict, Verdict::Down, "{}", report.detail);
+    }
+
+    /// A site's first attempt went silent late: its last connection set out after the
+    /// batch beside it had answered (a handshake and an intermediate's fetch came
+    /// first), as our way out was cut. Its retry went silent beside sites that had
+    /// answered us a moment before. The first attempt's moment holds the batch's
+    /// answers; the retry's shows the cut. Seen through squid, whose own connect
+    /// timeout (1 s) ends a silent connection before ours would.
+    #[tokio::test(start_paused = true)]
+    async fn a_site_gone_silent_late_in_its_first_attempt_as_a_cut_began_is_ours() {
+        let net = Net::new(false, Duration::from_secs(1), Duration::ZERO);
+        let e = engine_on(net.clone(), "retry_delay = \"200ms\"\nattempts = 2\n");
+        let late = job_for_url("https://late.example/", "late").expect("job");
+        let sites = || (1..=20).map(|n| format!("https://site{n}.example/"));
+        let traffic = async {
+            let before = run_all(&e, sites()).await;
+            assert!(before.iter().all(|r| r.verdict == Verdict::Up));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            net.broken.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1400)).await;
+            run_all(&e, sites()).await
+        };
+        let (report, after) = tokio::join!(e.run(&late), traffic);
+        for r in after {
+            assert_eq!(r.verdict, Verdict::Unknown, "{}: {}", r.url, r.detail);
+        }
         assert_ne!(report.verdict, Verdict::Down, "{}", report.detail);
     }
 
