@@ -226,6 +226,11 @@ pub(crate) const CUT_SPAN: Duration = Duration::from_secs(1);
 /// when a worker's last few jobs of a batch meet it one by one.
 pub(crate) const STREAK_IPS: usize = 10;
 
+/// Distinct target IPs that answered us within [`WAVE_WINDOW`] before a moment and
+/// were unreached at it that make a cut of that moment count for a site unreached on
+/// every attempt ([`NetworkWatch::fallen_cut`]).
+pub(crate) const FALLEN_IPS: usize = 2;
+
 /// What one attempt says about our own network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -320,8 +325,7 @@ impl NetworkWatch {
     /// turning the sites away) is the same cut, louder: refusals count with silence.
     pub(crate) fn cut(&self, moment: Instant) -> Option<String> {
         let events = self.events();
-        let tally = Tally::of(events.iter().filter(|e| e.at(moment)));
-        if tally.unreached() >= CUT_IPS && tally.nothing_came_back() {
+        if let Some(tally) = cut_tally(&events, moment) {
             return Some(format!(
                 "while it was asked, {} unrelated sites {} and {} of {} probes set out then got an answer",
                 tally.unreached(),
@@ -333,11 +337,53 @@ impl NetworkWatch {
         streak(&events, moment)
     }
 
+    /// The cut at `moment`, if there was one that sites which had answered us shortly
+    /// before fell into: at least [`FALLEN_IPS`] of those unreached then had answered
+    /// within [`WAVE_WINDOW`] before it. Dead sites' confirmations, set out together
+    /// with nothing else, look like a cut too; sites that answered a moment before and
+    /// go unreached together do not die at once, our way out does.
+    pub(crate) fn fallen_cut(&self, moment: Instant) -> Option<String> {
+        let events = self.events();
+        let tally = cut_tally(&events, moment)?;
+        let back = moment.checked_sub(WAVE_WINDOW).unwrap_or(moment);
+        let answered: HashSet<IpAddr> = events
+            .iter()
+            .filter(|e| e.signal == Signal::Answered && e.ended >= back && e.ended <= moment)
+            .filter_map(|e| e.ip)
+            .collect();
+        let unreached = |e: &&Event| matches!(e.signal, Signal::Silent | Signal::Refused);
+        let fallen: HashSet<IpAddr> = events
+            .iter()
+            .filter(|e| e.at(moment))
+            .filter(unreached)
+            .filter_map(|e| e.ip)
+            .filter(|ip| answered.contains(ip))
+            .collect();
+        (fallen.len() >= FALLEN_IPS).then(|| {
+            format!(
+                "while it was asked, {} unrelated sites {}, {} of which had answered within {} s before, and {} of {} probes set out then got an answer",
+                tally.unreached(),
+                tally.how(),
+                fallen.len(),
+                WAVE_WINDOW.as_secs(),
+                tally.answered,
+                tally.total
+            )
+        })
+    }
+
     /// Whether an attempt set out within [`CUT_SPAN`] of `moment` has been answered.
     pub(crate) fn answered_at(&self, moment: Instant) -> bool {
         let answered = |e: &Event| e.signal == Signal::Answered && e.at(moment);
         self.events().iter().any(|&e| answered(&e))
     }
+}
+
+/// What set out at `moment` and how it ended, when that is a cut: [`CUT_IPS`] unrelated
+/// sites unreached and almost nothing answered.
+fn cut_tally(events: &VecDeque<Event>, moment: Instant) -> Option<Tally> {
+    let tally = Tally::of(events.iter().filter(|e| e.at(moment)));
+    (tally.unreached() >= CUT_IPS && tally.nothing_came_back()).then_some(tally)
 }
 
 /// The cut that `moment` fell in as a streak: nothing set out since the last answer
@@ -653,6 +699,40 @@ mod tests {
             w.record(ip(150 + n), Signal::Refused, t0, t0 + ms(5));
         }
         assert!(w.cut(t0).is_none());
+    }
+
+    #[test]
+    fn a_cut_that_sites_which_had_just_answered_fell_into_is_told_from_dead_sites() {
+        let w = NetworkWatch::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        for n in 0..20u8 {
+            w.record(ip(n), Signal::Answered, t0, t0 + ms(50));
+        }
+        // Dead sites' confirmations, set out together with nothing else.
+        let confirmed = t0 + ms(2000);
+        for n in 0..8u8 {
+            w.record(ip(100 + n), Signal::Silent, confirmed, confirmed + ms(1000));
+        }
+        assert!(
+            w.cut(confirmed).is_some(),
+            "alone at their moment, as a cut"
+        );
+        assert!(
+            w.fallen_cut(confirmed).is_none(),
+            "none of them had answered"
+        );
+        // One site that had answered goes silent with them: not yet a cut.
+        w.record(ip(1), Signal::Silent, confirmed, confirmed + ms(1000));
+        assert!(w.fallen_cut(confirmed).is_none(), "one short");
+        w.record(ip(2), Signal::Refused, confirmed, confirmed + ms(5));
+        let said = w.fallen_cut(confirmed).expect("a cut sites fell into");
+        assert!(said.contains("2 of which had answered"), "{said}");
+        // Answers set out then, beside them, are no cut at all.
+        for n in 3..20u8 {
+            w.record(ip(n), Signal::Answered, confirmed, confirmed + ms(50));
+        }
+        assert!(w.fallen_cut(confirmed).is_none());
     }
 
     #[test]

@@ -117,6 +117,19 @@ fn unreached(obs: &Observation) -> bool {
     matches!(signal_of(obs), Signal::Silent | Signal::Refused)
 }
 
+/// The moment an unreached attempt that set out at `set_out` tells of: for silence when
+/// it set out; for a refusal when it came, from a round trip before it (what set out
+/// beside it counts too, and little from before a cut that began just before it).
+fn unreached_at(obs: &Observation, set_out: Instant) -> Instant {
+    if signal_of(obs) != Signal::Refused {
+        return set_out;
+    }
+    let ended = set_out + obs.total.saturating_sub(obs.queued);
+    ended
+        .checked_sub(REFUSAL_TRIP)
+        .map_or(set_out, |t| t.max(set_out))
+}
+
 /// When the attempt `obs`, ended `now`, sent its request: once its wait for the per-IP
 /// limit was over.
 fn sent_at(obs: &Observation, now: Instant) -> Instant {
@@ -264,20 +277,41 @@ impl OurSide {
     /// begun after it set out, so the moment half a second on tells too. Not for a
     /// first attempt: a batch sets out at once, and half a second on only its dead
     /// sites are still waiting.
+    ///
+    /// A site unreached alike on every attempt may have met the cut late in its first
+    /// one (its last connection set out after a handshake, an intermediate's fetch or
+    /// another address, as the cut began), with the batch beside it answering at its
+    /// moment: the decisive attempt's moment tells then, if sites that had answered a
+    /// moment before fell unreached in it ([`NetworkWatch::fallen_cut`]).
     async fn cut_for(&self, looked: &Looked<'_>, now: Instant) -> Option<String> {
         let alike = signal_of(looked.first) == signal_of(looked.decisive);
+        if let Some(cut) = self.cut_of(looked, alike, now).await {
+            return Some(cut);
+        }
+        if !alike || std::ptr::eq(looked.first, looked.decisive) {
+            return None;
+        }
+        let retried = sent_at(looked.decisive, now);
+        let moment = unreached_at(looked.decisive, retried);
+        if let Some(cut) = self.network.fallen_cut(moment) {
+            return Some(cut);
+        }
+        if self.network.answered_at(moment) {
+            return None;
+        }
+        tokio::time::sleep(CUT_SPAN).await;
+        self.network.fallen_cut(moment)
+    }
+
+    /// The cut at the moments of the attempt that tells (see [`OurSide::cut_for`]).
+    async fn cut_of(&self, looked: &Looked<'_>, alike: bool, now: Instant) -> Option<String> {
         let (attempt, set_out) = match alike {
             true => (looked.first, looked.began),
             false => (looked.decisive, sent_at(looked.decisive, now)),
         };
         let ended = set_out + attempt.total.saturating_sub(attempt.queued);
         if signal_of(attempt) == Signal::Refused {
-            // From a round trip before the refusal: what set out beside it counts too,
-            // and little from before a cut that began just before it.
-            let around = ended
-                .checked_sub(REFUSAL_TRIP)
-                .map_or(set_out, |t| t.max(set_out));
-            return self.cut_at(around).await;
+            return self.cut_at(unreached_at(attempt, set_out)).await;
         }
         let last = (ended.checked_sub(looked.connect_timeout)).map_or(set_out, |t| t.max(set_out));
         if let Some(cut) = self.cut_at(set_out).await {
