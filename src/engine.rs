@@ -1161,6 +1161,8 @@ mod tests {
         lagged: AtomicUsize,
         /// How often `late.example` was asked.
         late: AtomicUsize,
+        /// How often `falling.example` was asked.
+        falling: AtomicUsize,
     }
 
     impl Net {
@@ -1174,6 +1176,7 @@ mod tests {
                 canary_asked: AtomicUsize::new(0),
                 lagged: AtomicUsize::new(0),
                 late: AtomicUsize::new(0),
+                falling: AtomicUsize::new(0),
             })
         }
     }
@@ -1203,6 +1206,7 @@ mod tests {
                 let n: u8 = match host.as_str() {
                     "lined.example" => 250,
                     "late.example" => 248,
+                    "falling.example" => 247,
                     "lagged.example" => 249,
                     "gone.example" => 251,
                     h if h.starts_with("dead") && h != "dead.example" => h
@@ -1238,14 +1242,18 @@ mod tests {
                         detail: "connection refused".into(),
                     });
                     o.total = trip;
-                } else if self.broken.load(Ordering::SeqCst) || host.starts_with("dead") {
+                } else if self.broken.load(Ordering::SeqCst)
+                    || host.starts_with("dead")
+                    || (host == "falling.example"
+                        && self.falling.fetch_add(1, Ordering::SeqCst) > 0)
+                {
                     tokio::time::sleep(self.silence).await;
                     o.outcome = Outcome::Failure(Failure {
                         kind: FailureKind::Timeout,
                         detail: "no connection".into(),
                     });
                     o.total = self.silence;
-                } else if host == "lagged.example" {
+                } else if host == "lagged.example" || host == "falling.example" {
                     o.outcome = Outcome::Answer(Answer {
                         status: 503,
                         ..Answer::default()
@@ -1367,6 +1375,26 @@ mod tests {
             assert_eq!(r.verdict, Verdict::Unknown, "{}: {}", r.url, r.detail);
         }
         assert_ne!(report.verdict, Verdict::Down, "{}", report.detail);
+    }
+
+    /// A site answered 503, and its retry found no connection, with nothing else asked
+    /// beside it (a quiet worker): no cut can be told, and the site is down either way.
+    /// Its own answer is the reason, not a silence our way out may have caused; the
+    /// retry's failure is told beside it. Seen through squid with its way out cut: a
+    /// page that lacked the job's words, `down/timeout`.
+    #[tokio::test(start_paused = true)]
+    async fn a_down_the_site_answered_keeps_its_reason_when_its_retry_finds_no_connection() {
+        let net = Net::new(false, Duration::from_secs(1), Duration::ZERO);
+        let e = engine_on(net, "retry_delay = \"200ms\"\nattempts = 2\n");
+        let job = job_for_url("https://falling.example/", "f").expect("job");
+        let r = e.run(&job).await;
+        assert_eq!(
+            (r.verdict, r.reason),
+            (Verdict::Down, Reason::HttpStatus),
+            "{}",
+            r.detail
+        );
+        assert!(r.detail.contains("no connection"), "{}", r.detail);
     }
 
     /// The same for six closed sites (distinct IPs, refusing at once): their refusals
