@@ -292,7 +292,8 @@ impl Engine {
             began,
             connect_timeout: plan.connect_timeout,
         };
-        let mut word = self.unless_ours(word, looked).await;
+        let word = self.unless_ours(word, looked).await;
+        let (mut word, i) = in_the_sites_own_word(word, i, &tried.judgements);
         let attempts = Attempts {
             observations: &tried.observations,
             judgements: &tried.judgements,
@@ -609,6 +610,28 @@ fn fxhash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// A confirmed `down` whose decisive attempt did not reach the site after an earlier
+/// one the site answered badly, told in that answer's words (`combine::sites_own_word`),
+/// with the later failure beside it. Returns the word and the attempt it comes from.
+fn in_the_sites_own_word(word: Word, decisive: usize, judgements: &[Judgement]) -> (Word, usize) {
+    match crate::probe::combine::sites_own_word(judgements, decisive) {
+        Some(own) if word.verdict == Verdict::Down => {
+            let theirs = &judgements[own];
+            let detail = format!(
+                "{}; asked again, it was not reached: {}",
+                theirs.detail, word.detail
+            );
+            let word = Word {
+                verdict: Verdict::Down,
+                reason: theirs.reason,
+                detail,
+            };
+            (word, own)
+        }
+        _ => (word, decisive),
+    }
 }
 
 #[cfg(test)]

@@ -81,6 +81,26 @@ fn confirmed_down(judgements: &[Judgement], required: usize) -> Option<usize> {
     }
 }
 
+/// The attempt whose word a confirmed `down` is told with, when the decisive one (at
+/// `decisive`) could not reach the site (no connection, no answer, no name) after an
+/// earlier attempt the site answered badly (a status, a page, broken HTTP): that
+/// earlier one. The site is down either way; what it answered is its own word, and the
+/// later failure may be our network's (a way out cut with nothing else asked beside
+/// it to tell so).
+pub(crate) fn sites_own_word(judgements: &[Judgement], decisive: usize) -> Option<usize> {
+    let unreached = judgements
+        .get(decisive)
+        .is_some_and(|j| matches!(j.reason, Reason::Connect | Reason::Timeout | Reason::Dns));
+    if !unreached || judgements[decisive].verdict != Verdict::Down {
+        return None;
+    }
+    let answered = |j: &Judgement| {
+        j.verdict == Verdict::Down
+            && (site_answered_badly(j.reason) || j.reason == Reason::Protocol)
+    };
+    judgements[..decisive].iter().rposition(answered)
+}
+
 /// Reasons that come from an HTTP answer the site gave: proof that the site itself is
 /// failing even when another egress was refused as a bot.
 fn site_answered_badly(reason: Reason) -> bool {
@@ -93,6 +113,32 @@ fn site_answered_badly(reason: Reason) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_down_the_site_answered_is_told_by_its_answer_before_a_later_failure_to_reach_it() {
+        let status = Judgement::new(Verdict::Down, Reason::HttpStatus, "503");
+        let broken = Judgement::new(Verdict::Down, Reason::Protocol, "two lengths");
+        let silent = Judgement::new(Verdict::Down, Reason::Timeout, "no connection");
+        let refused = Judgement::new(Verdict::Down, Reason::Connect, "refused");
+        assert_eq!(
+            sites_own_word(&[status.clone(), silent.clone()], 1),
+            Some(0)
+        );
+        assert_eq!(
+            sites_own_word(&[broken.clone(), refused.clone()], 1),
+            Some(0)
+        );
+        assert_eq!(
+            sites_own_word(&[status.clone(), broken.clone(), silent.clone()], 2),
+            Some(1)
+        );
+        // Unreached first, answered after: the answer is the decisive one already.
+        assert_eq!(sites_own_word(&[silent.clone(), status.clone()], 1), None);
+        // Unreached on every attempt, or an answer that was not a down: nothing to tell.
+        assert_eq!(sites_own_word(&[silent.clone(), refused], 1), None);
+        let slow = Judgement::new(Verdict::Degraded, Reason::Slow, "9 s");
+        assert_eq!(sites_own_word(&[slow, silent], 1), None);
+    }
 
     #[test]
     fn an_attempt_that_asked_nothing_does_not_hide_the_answer_before_it() {
