@@ -293,7 +293,7 @@ impl Engine {
             connect_timeout: plan.connect_timeout,
         };
         let word = self.unless_ours(word, looked).await;
-        let (mut word, i) = in_the_sites_own_word(word, i, &tried.judgements);
+        let (mut word, i) = in_the_sites_own_word(word, i, &tried);
         let attempts = Attempts {
             observations: &tried.observations,
             judgements: &tried.judgements,
@@ -612,10 +612,16 @@ fn fxhash(s: &str) -> u64 {
     })
 }
 
-/// A confirmed `down` whose decisive attempt did not reach the site after an earlier
-/// one the site answered badly, told in that answer's words (`combine::sites_own_word`),
-/// with the later failure beside it. Returns the word and the attempt it comes from.
-fn in_the_sites_own_word(word: Word, decisive: usize, judgements: &[Judgement]) -> (Word, usize) {
+/// A confirmed `down` whose decisive attempt did not reach the site (no connection:
+/// silent or refused) after an earlier one the site answered badly, told in that
+/// answer's words (`combine::sites_own_word`), with the later failure beside it. One
+/// that connected and got no answer is the site's own failure: it stands. Returns the
+/// word and the attempt it comes from.
+fn in_the_sites_own_word(word: Word, decisive: usize, tried: &Tried) -> (Word, usize) {
+    let judgements = &tried.judgements;
+    if !tried.observations.get(decisive).is_some_and(our_side::unreached) {
+        return (word, decisive);
+    }
     match crate::probe::combine::sites_own_word(judgements, decisive) {
         Some(own) if word.verdict == Verdict::Down => {
             let theirs = &judgements[own];

@@ -113,7 +113,7 @@ pub(super) fn signal_of(obs: &Observation) -> Signal {
 }
 
 /// Whether the attempt `obs` never reached the site: it went silent, or was refused.
-fn unreached(obs: &Observation) -> bool {
+pub(super) fn unreached(obs: &Observation) -> bool {
     matches!(signal_of(obs), Signal::Silent | Signal::Refused)
 }
 
