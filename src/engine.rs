@@ -619,7 +619,11 @@ fn fxhash(s: &str) -> u64 {
 /// word and the attempt it comes from.
 fn in_the_sites_own_word(word: Word, decisive: usize, tried: &Tried) -> (Word, usize) {
     let judgements = &tried.judgements;
-    if !tried.observations.get(decisive).is_some_and(our_side::unreached) {
+    if !tried
+        .observations
+        .get(decisive)
+        .is_some_and(our_side::unreached)
+    {
         return (word, decisive);
     }
     match crate::probe::combine::sites_own_word(judgements, decisive) {
