@@ -293,14 +293,7 @@ impl OurSide {
         }
         let retried = sent_at(looked.decisive, now);
         let moment = unreached_at(looked.decisive, retried);
-        if let Some(cut) = self.network.fallen_cut(moment) {
-            return Some(cut);
-        }
-        if self.network.answered_at(moment) {
-            return None;
-        }
-        tokio::time::sleep(CUT_SPAN).await;
-        self.network.fallen_cut(moment)
+        self.waited_for(moment, NetworkWatch::fallen_cut).await
     }
 
     /// The cut at the moments of the attempt that tells (see [`OurSide::cut_for`]).
@@ -331,14 +324,24 @@ impl OurSide {
     /// it have not all ended yet), those are waited for ([`CUT_SPAN`]), as a cut that
     /// began then shows only in them.
     async fn cut_at(&self, moment: Instant) -> Option<String> {
-        if let Some(cut) = self.network.cut(moment) {
-            return Some(cut);
+        self.waited_for(moment, NetworkWatch::cut).await
+    }
+
+    /// What `cut` says of `moment`, waiting for what set out then first when nothing
+    /// of it has answered yet (see [`OurSide::cut_at`]).
+    async fn waited_for(
+        &self,
+        moment: Instant,
+        cut: impl Fn(&NetworkWatch, Instant) -> Option<String>,
+    ) -> Option<String> {
+        if let Some(found) = cut(&self.network, moment) {
+            return Some(found);
         }
         if self.network.answered_at(moment) {
             return None;
         }
         tokio::time::sleep(CUT_SPAN).await;
-        self.network.cut(moment)
+        cut(&self.network, moment)
     }
 
     /// Why our resolver is the failure, after the lookup of `failed` failed or found no
