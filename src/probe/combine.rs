@@ -128,6 +128,9 @@ mod tests {
             sites_own_word(&[broken.clone(), refused.clone()], 1),
             Some(0)
         );
+        // A server that speaks no TLS where it should (an HSTS site's plain port).
+        let no_tls = Judgement::new(Verdict::Down, Reason::Tls, "plain HTTP on 443");
+        assert_eq!(sites_own_word(&[no_tls, silent.clone()], 1), Some(0));
         assert_eq!(
             sites_own_word(&[status.clone(), broken.clone(), silent.clone()], 2),
             Some(1)
