@@ -84,9 +84,9 @@ fn confirmed_down(judgements: &[Judgement], required: usize) -> Option<usize> {
 /// The attempt whose word a confirmed `down` is told with, when the decisive one (at
 /// `decisive`) could not reach the site (no connection, no answer, no name) after an
 /// earlier attempt the site answered badly (a status, a page, broken HTTP, a server
-/// that speaks no TLS where it should): that earlier one. The site is down either way; what it answered is its own word, and the
-/// later failure may be our network's (a way out cut with nothing else asked beside
-/// it to tell so).
+/// that speaks no TLS where it should): that earlier one. The site is down either way;
+/// what it answered is its own word, and the later failure may be our network's (a
+/// way out cut with nothing else asked beside it to tell so).
 pub(crate) fn sites_own_word(judgements: &[Judgement], decisive: usize) -> Option<usize> {
     let unreached = judgements
         .get(decisive)
