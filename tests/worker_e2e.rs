@@ -1246,6 +1246,23 @@ async fn an_issuer_url_refused_once_is_not_remembered_as_its_failure() {
     worker.terminate().await;
 }
 
+/// A fetch refused at once is the CA's server not reached, whatever time the probe had
+/// left: with the farm's 5 s probe time a fetch never has its full 5 s, and before, any
+/// failure of it was taken for our time running out (`unknown/rate_limited`, "not
+/// fetched in the probe's time") though the refusal came with seconds to spare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_url_refused_at_once_with_less_than_its_full_time_is_not_reached() {
+    use crate::support::real::way_out::WayOutCut;
+    let w = FarmWorker::start(|_| String::new()).await;
+    {
+        let _cut = WayOutCut::refusing_to(&w.farm.ca_ip(), w.farm.ca_port);
+        assert_eq!(w.check("tls-incomplete-chain-aia").await, "unknown/tls");
+    }
+    assert_eq!(w.check("tls-incomplete-chain-aia").await, "up/ok");
+    let worker = w.worker;
+    worker.terminate().await;
+}
+
 /// A CA's server that keeps refusing is the URL's failure once that repeats twenty
 /// seconds (`issuers::failed::CONFIRM_AFTER`) after the first time: the site is then
 /// `degraded/tls`, said with both failures, and the failure is remembered and counted.
