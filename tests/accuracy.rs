@@ -880,11 +880,13 @@ async fn through_dante_whose_way_out_is_cut(ip: &str, from: &str, how: Cut) {
     let dante = Dante::start_from(ip, from, false);
     let egress = format!("[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n", dante.url);
     let farm = FarmWorkers::start_with(3, |toml| toml + &egress).await;
-    // An intermediate's fetch cut short with less than its full time left is told as
-    // that time (`rate_limited`: our limits and clock), never the chain's.
-    let ours = ["egress_unavailable", "rate_limited"];
-    through_a_server_that_hangs(farm, &CutWayOut::new(from, how), &ours, (4, 8)).await;
+    through_a_server_that_hangs(farm, &CutWayOut::new(from, how), &ISSUER_CUT_TOO, (4, 8)).await;
 }
+
+/// What a cut of the way out may leave `unknown` besides the egress: an intermediate's
+/// fetch that ran out of the probe's time (`rate_limited`: our limits and clock), or
+/// whose host was not reached (`tls`: the chain not known), never the chain's failure.
+const ISSUER_CUT_TOO: [&str; 3] = ["egress_unavailable", "rate_limited", "tls"];
 
 /// The same through a squid on `ip`, resolving through a dnsmasq on `dns_ip` that knows
 /// the farm's names, and connecting to the sites from `from`.
@@ -896,8 +898,7 @@ async fn through_squid_whose_way_out_is_cut([ip, dns_ip, from]: [&str; 3], how: 
     let squid = Squid::resolving_through_from(ip, dns_ip, Some(from));
     let egress = format!("[[egress]]\nname = \"squid\"\nproxy = \"{}\"\n", squid.url);
     let farm = FarmWorkers::on(farm, 3, |toml| toml + &egress).await;
-    let ours = ["egress_unavailable", "rate_limited"];
-    through_a_server_that_hangs(farm, &CutWayOut::new(from, how), &ours, (4, 8)).await;
+    through_a_server_that_hangs(farm, &CutWayOut::new(from, how), &ISSUER_CUT_TOO, (4, 8)).await;
     drop(dnsmasq);
 }
 

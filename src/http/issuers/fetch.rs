@@ -30,6 +30,10 @@ const MAX_FETCHES: usize = 3;
 /// Longest time one fetch may take (within the probe's own time).
 const FETCH_TIME: Duration = Duration::from_secs(5);
 
+/// How close to the end of a fetch's time a failure may come and still be taken for
+/// that time running out (timers fire a little late, never early).
+const TIME_UP_MARGIN: Duration = Duration::from_millis(50);
+
 /// Largest answer read: an intermediate is 1–2 KB, a government CA's bundle 10–30 KB.
 const MAX_CERT_BYTES: usize = 64 * 1024;
 
@@ -271,16 +275,19 @@ impl HttpProber {
         if time.is_zero() {
             return Err(Failure::NoTime("no time left in the probe".into()));
         }
+        let deadline = Instant::now() + time;
         // Within the fetch's full time a host that does not answer is not reached;
-        // within what the probe had left, it may be only our time running out.
+        // within what the probe had left, a failure as that time ran out may be only
+        // our time running out. One that came before (a refusal at once, an answer
+        // broken off) is the host not reached whatever time was left.
         let transport = |why: String| {
-            if left < FETCH_TIME {
+            let ran_out = Instant::now() + TIME_UP_MARGIN >= deadline;
+            if left < FETCH_TIME && ran_out {
                 Failure::Ours(why)
             } else {
                 Failure::Unreached(why)
             }
         };
-        let deadline = Instant::now() + time;
         let ip = self
             .issuer_address(host, deadline)
             .await
