@@ -372,10 +372,64 @@ impl NetworkWatch {
         })
     }
 
+    /// What the watch saw around `moment`, in words, for the debug line of an
+    /// unreached site believed `down`: per quarter second from [`AROUND`] before to
+    /// [`AROUND`] after, the attempts that set out then by how they ended (answered,
+    /// silent, refused, other), and when the last answer before it had set out.
+    pub(crate) fn around(&self, moment: Instant) -> String {
+        let events = self.events();
+        let from = moment.checked_sub(AROUND).unwrap_or(moment);
+        let mut buckets = std::collections::BTreeMap::<i64, [usize; 4]>::new();
+        for e in events.iter().filter(|e| e.set_out >= from) {
+            let ms = signed_ms(e.set_out, moment);
+            if ms >= AROUND.as_millis() as i64 {
+                continue;
+            }
+            let counts = buckets.entry(ms.div_euclid(AROUND_STEP_MS)).or_default();
+            let column = match e.signal {
+                Signal::Answered => 0,
+                Signal::Silent => 1,
+                Signal::Refused => 2,
+                Signal::Other => 3,
+            };
+            counts[column] += 1;
+        }
+        let mut said: Vec<String> = buckets
+            .iter()
+            .map(|(step, [a, s, r, o])| {
+                format!("{:+}ms {a}a/{s}s/{r}r/{o}o", step * AROUND_STEP_MS)
+            })
+            .collect();
+        let last = events
+            .iter()
+            .filter(|e| e.signal == Signal::Answered && e.set_out <= moment)
+            .map(|e| e.set_out)
+            .max();
+        said.push(match last {
+            Some(t) => format!("last answer set out {}ms before", signed_ms(moment, t)),
+            None => "no answer before".to_string(),
+        });
+        said.join(", ")
+    }
+
     /// Whether an attempt set out within [`CUT_SPAN`] of `moment` has been answered.
     pub(crate) fn answered_at(&self, moment: Instant) -> bool {
         let answered = |e: &Event| e.signal == Signal::Answered && e.at(moment);
         self.events().iter().any(|&e| answered(&e))
+    }
+}
+
+/// How far before and after a moment [`NetworkWatch::around`] tells of.
+const AROUND: Duration = Duration::from_secs(2);
+
+/// The steps [`NetworkWatch::around`] counts in, in milliseconds.
+const AROUND_STEP_MS: i64 = 250;
+
+/// `t` less `from`, in milliseconds, negative when `t` came first.
+fn signed_ms(t: Instant, from: Instant) -> i64 {
+    match t.checked_duration_since(from) {
+        Some(after) => after.as_millis() as i64,
+        None => -(from.saturating_duration_since(t).as_millis() as i64),
     }
 }
 
@@ -733,6 +787,35 @@ mod tests {
             w.record(ip(n), Signal::Answered, confirmed, confirmed + ms(50));
         }
         assert!(w.fallen_cut(confirmed).is_none());
+    }
+
+    /// The debug line's view: attempts by the quarter second they set out in, around
+    /// the moment and no further, and the last answer before it.
+    #[test]
+    fn around_a_moment_the_watch_tells_what_set_out_by_quarter_second() {
+        let w = NetworkWatch::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let moment = t0 + ms(5000);
+        assert_eq!(w.around(moment), "no answer before");
+        w.record(ip(1), Signal::Answered, t0, t0 + ms(50));
+        for n in 0..3u8 {
+            w.record(ip(n), Signal::Answered, moment - ms(600), moment - ms(550));
+        }
+        w.record(ip(7), Signal::Silent, moment + ms(100), moment + ms(1100));
+        w.record(ip(8), Signal::Refused, moment + ms(200), moment + ms(210));
+        w.record(ip(9), Signal::Other, moment + ms(300), moment + ms(310));
+        w.record(
+            ip(9),
+            Signal::Answered,
+            moment + ms(2500),
+            moment + ms(2550),
+        );
+        assert_eq!(
+            w.around(moment),
+            "-750ms 3a/0s/0r/0o, +0ms 0a/1s/1r/0o, +250ms 0a/0s/0r/1o, \
+             last answer set out 600ms before"
+        );
     }
 
     #[test]

@@ -366,6 +366,22 @@ impl FarmWorkers {
         FarmWorkers::start_with(3, |toml| toml.replace(&shared, &own)).await
     }
 
+    /// The workers' debug lines of the network watch for job `id` (an unreached site
+    /// believed down: what set out around its attempts), for a failure message.
+    fn watch_lines(&self, id: &str) -> Vec<String> {
+        let job = format!("\"job_id\":\"{id}\"");
+        self.workers
+            .iter()
+            .flat_map(|w| {
+                w.log_text()
+                    .lines()
+                    .filter(|l| l.contains("the network watch") && l.contains(&job))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// One more worker, `farm-wI`, with its own ops port.
     fn add_worker(&mut self) {
         let ops: std::net::SocketAddr = format!("127.0.0.1:{}", crate::support::free_port())
@@ -375,10 +391,12 @@ impl FarmWorkers {
             .toml
             .replace(&self.s.http.listen.to_string(), &ops.to_string());
         let name = format!("farm-w{}", self.workers.len());
-        // Info: the start line is what a worker is waited for by.
+        // Info: the start line is what a worker is waited for by; the network watch's
+        // view of an unreached site believed down tells a judgement's edge
+        // (`FarmWorkers::watch_lines`).
         let env = [
             ("PICKET__WORKER__NAME", name.as_str()),
-            ("PICKET__LOG__LEVEL", "info"),
+            ("PICKET__LOG__LEVEL", "info,picket::engine::our_side=debug"),
         ];
         let worker = crate::support::worker_process::WorkerProcess::start(&own, &env);
         self.workers.push(worker);
@@ -1001,8 +1019,7 @@ async fn through_a_server_that_hangs(
     server.end();
     let rest = names.len() - results.len();
     results.extend(farm.client.results(&farm.s, rest, within).await);
-    let farm = farm.stop().await;
-    let mut failures = Vec::new();
+    let (mut failures, mut wrong_results) = (Vec::new(), 0);
     let mut ours_failing = 0;
     for r in &results {
         let name = r["job_id"].as_str().unwrap_or("?");
@@ -1011,13 +1028,18 @@ async fn through_a_server_that_hangs(
             ours_failing += 1;
             continue;
         }
-        failures.extend(judged_otherwise(farm.target(name), r, Leeway::MoreAttempts));
+        let wrong = judged_otherwise(farm.farm.target(name), r, Leeway::MoreAttempts);
+        if !wrong.is_empty() {
+            wrong_results += 1;
+            failures.extend(wrong);
+            failures.extend(farm.watch_lines(name));
+        }
     }
+    farm.stop().await;
     println!("{ours_failing} results unknown for {ours:?}");
     assert!(
         failures.is_empty(),
-        "{} results judged otherwise with a server that hung:\n{}",
-        failures.len(),
+        "{wrong_results} results judged otherwise with a server that hung:\n{}",
         failures.join("\n")
     );
     assert!(

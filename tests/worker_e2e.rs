@@ -1172,7 +1172,9 @@ impl FarmWorker {
         let toml = format!("{}\n{}{farm_part}", base_toml(), extra(&farm));
         let s = picket::config::Settings::from_toml(&toml).expect("settings");
         let mut env = env.to_vec();
-        env.push(("PICKET__LOG__LEVEL", "info"));
+        if !env.iter().any(|(k, _)| *k == "PICKET__LOG__LEVEL") {
+            env.push(("PICKET__LOG__LEVEL", "info"));
+        }
         let worker = crate::support::worker_process::WorkerProcess::start(&toml, &env);
         crate::support::ops::wait_readyz(s.http.listen, 200, Duration::from_secs(30)).await;
         let client = Client::connect().await;
@@ -1195,6 +1197,30 @@ impl FarmWorker {
             .await;
         format!("{}/{}", rs[0]["verdict"], rs[0]["reason"]).replace('"', "")
     }
+}
+
+/// An unreached site believed `down` with no canaries to ask is written at debug level
+/// with what the network watch saw around its attempts (by quarter second, how what set
+/// out then ended), the job's span beside it: the edge of a cut that the watch did not
+/// tell is read there, in a fault run's failure or an operator's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_site_believed_down_is_logged_with_the_network_watch_at_debug() {
+    let level = [("PICKET__LOG__LEVEL", "info,picket::engine::our_side=debug")];
+    let w = FarmWorker::start_with(|_| String::new(), &level).await;
+    assert_eq!(w.check("connection-refused").await, "down/connect");
+    let log = w.worker.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("the network watch around its attempts"))
+        .unwrap_or_else(|| panic!("no line of the network watch in:\n{log}"));
+    let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    assert_eq!(line["decisive"], "Refused", "{line}");
+    assert!(line["retried_after_ms"].as_u64().is_some(), "{line}");
+    let seen = line["watch_decisive"].as_str().unwrap_or_default();
+    assert!(seen.contains("0a/0s/1r/0o"), "{line}");
+    assert!(line["span"]["url"].as_str().is_some(), "{line}");
+    let worker = w.worker;
+    worker.terminate().await;
 }
 
 /// Missing intermediates sought at `caIssuers` URLs show in `/metrics` by outcome, and a

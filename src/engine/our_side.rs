@@ -252,12 +252,37 @@ impl OurSide {
         // anywhere (a cut).
         let wave = match self.network.wave(Instant::now(), began) {
             Some(wave) => wave,
-            None if unreached(decisive) => self.cut_for(looked, now).await?,
+            None if unreached(decisive) => match self.cut_for(looked, now).await {
+                Some(cut) => cut,
+                None => {
+                    self.believed(looked, now);
+                    return None;
+                }
+            },
             None => return None,
         };
         Some(format!(
             "{wave}: this looks like our network, not the site (configure probe.canaries to be sure)"
         ))
+    }
+
+    /// Writes at debug level what the network watch saw around the moments of an
+    /// unreached site believed `down` with no canaries to ask: a cut the watch did not
+    /// tell shows its edge there (`log.level = "info,picket::engine::our_side=debug"`;
+    /// the farm's fault runs print these lines for a result judged otherwise).
+    fn believed(&self, looked: &Looked<'_>, now: Instant) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let retried = sent_at(looked.decisive, now);
+        tracing::debug!(
+            first = ?signal_of(looked.first),
+            decisive = ?signal_of(looked.decisive),
+            retried_after_ms = retried.saturating_duration_since(looked.began).as_millis() as u64,
+            watch_first = %self.network.around(looked.began),
+            watch_decisive = %self.network.around(unreached_at(looked.decisive, retried)),
+            "an unreached site believed down: the network watch around its attempts"
+        );
     }
 
     /// The cut of our way out that a silent or refused `down` (`looked`, judged `now`)
