@@ -1196,6 +1196,8 @@ mod tests {
         late: AtomicUsize,
         /// How often `falling.example` was asked.
         falling: AtomicUsize,
+        /// How often `hopped.example` was asked.
+        hopped: AtomicUsize,
     }
 
     impl Net {
@@ -1210,6 +1212,7 @@ mod tests {
                 lagged: AtomicUsize::new(0),
                 late: AtomicUsize::new(0),
                 falling: AtomicUsize::new(0),
+                hopped: AtomicUsize::new(0),
             })
         }
     }
@@ -1236,7 +1239,16 @@ mod tests {
                     // A handshake and an intermediate's fetch before its last connection.
                     tokio::time::sleep(Duration::from_millis(800)).await;
                 }
+                // Its first attempt follows a redirect first: its last request
+                // goes out 600 ms after the attempt set out.
+                let hop = (host == "hopped.example"
+                    && self.hopped.fetch_add(1, Ordering::SeqCst) == 0)
+                    .then_some(Duration::from_millis(600));
+                if let Some(hop) = hop {
+                    tokio::time::sleep(hop).await;
+                }
                 let n: u8 = match host.as_str() {
+                    "hopped.example" => 246,
                     "lined.example" => 250,
                     "late.example" => 248,
                     "falling.example" => 247,
@@ -1294,9 +1306,10 @@ mod tests {
                 } else {
                     o.outcome = ok();
                 }
-                if host == "lagged.example" || host == "late.example" {
+                if host == "lagged.example" || host == "late.example" || hop.is_some() {
                     o.total = asked.elapsed();
                 }
+                o.last_asked = hop;
                 Attempt::Observed(o)
             })
         }
@@ -1404,6 +1417,32 @@ mod tests {
             run_all(&e, sites()).await
         };
         let (report, after) = tokio::join!(e.run(&late), traffic);
+        for r in after {
+            assert_eq!(r.verdict, Verdict::Unknown, "{}: {}", r.url, r.detail);
+        }
+        assert_ne!(report.verdict, Verdict::Down, "{}", report.detail);
+    }
+
+    /// A site whose first attempt followed a redirect, and whose next hop set out as our
+    /// way out was cut, went silent there; its retry went silent beside the cut's other
+    /// victims, sites asked for the first time. The batch set out with its first
+    /// attempt answered; the moment its silence began is the cut's. Seen through squid
+    /// (redirect chains, cookie and meta-refresh hops): `down/timeout`, "confirmed".
+    #[tokio::test(start_paused = true)]
+    async fn a_site_gone_silent_at_a_later_hop_as_a_cut_began_is_ours() {
+        let net = Net::new(false, Duration::from_secs(1), Duration::ZERO);
+        let e = engine_on(net.clone(), "retry_delay = \"200ms\"\nattempts = 2\n");
+        let hopped = job_for_url("https://hopped.example/", "hopped").expect("job");
+        let traffic = async {
+            let before = run_all(&e, (1..=20).map(|n| format!("https://site{n}.example/")));
+            let before = before.await;
+            assert!(before.iter().all(|r| r.verdict == Verdict::Up));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            net.broken.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            run_all(&e, (21..=40).map(|n| format!("https://site{n}.example/"))).await
+        };
+        let (report, after) = tokio::join!(e.run(&hopped), traffic);
         for r in after {
             assert_eq!(r.verdict, Verdict::Unknown, "{}: {}", r.url, r.detail);
         }

@@ -424,6 +424,12 @@ pub(crate) struct Observation {
     pub tls: Option<Duration>,
     /// Connection ready to response headers received, last hop: the server's own time.
     pub first_byte: Option<Duration>,
+    /// When the request to the last address tried went out, from the attempt's start:
+    /// where a silent attempt's silence began. A redirect's next hop, a second
+    /// address, or the page asked again after an intermediate's fetch set out well
+    /// after the attempt did, and a cut of our way out met then shows at this moment,
+    /// not the attempt's. `None`: when the attempt set out.
+    pub last_asked: Option<Duration>,
     /// Waiting for the per-IP limit, all hops.
     pub queued: Duration,
     /// Asking an egress about itself (whether a proxy refusing a tunnel is a proxy at
@@ -487,6 +493,7 @@ impl Observation {
             connect: None,
             tls: None,
             first_byte: None,
+            last_asked: None,
             queued: Duration::ZERO,
             checking: Duration::ZERO,
             set_aside: Duration::ZERO,
