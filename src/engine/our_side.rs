@@ -130,6 +130,15 @@ fn unreached_at(obs: &Observation, set_out: Instant) -> Instant {
         .map_or(set_out, |t| t.max(set_out))
 }
 
+/// When the last request of the attempt `obs`, which set out at `set_out`, went out:
+/// where its silence began ([`Observation::last_asked`], counted from the attempt's
+/// start, which its waits for the per-IP limit put before `set_out`). A redirect's
+/// next hop or a second address sets out well after the attempt did.
+fn asked_last(obs: &Observation, set_out: Instant) -> Instant {
+    obs.last_asked
+        .map_or(set_out, |t| set_out + t.saturating_sub(obs.queued))
+}
+
 /// When the attempt `obs`, ended `now`, sent its request: once its wait for the per-IP
 /// limit was over.
 fn sent_at(obs: &Observation, now: Instant) -> Instant {
@@ -177,8 +186,8 @@ impl OurSide {
     /// Tells the egress bookkeeping and the network watch what an attempt showed.
     pub(super) fn record(&self, egress: usize, obs: &Observation) {
         let now = Instant::now();
-        self.network
-            .record(obs.ip, signal_of(obs), sent_at(obs, now), now);
+        let set_out = asked_last(obs, sent_at(obs, now));
+        self.network.record(obs.ip, signal_of(obs), set_out, now);
         if self
             .health
             .record(egress, obs.ip, health_of(&obs.outcome), now)
@@ -274,12 +283,13 @@ impl OurSide {
         if !tracing::enabled!(tracing::Level::DEBUG) {
             return;
         }
-        let retried = sent_at(looked.decisive, now);
+        let retried = asked_last(looked.decisive, sent_at(looked.decisive, now));
         tracing::debug!(
             first = ?signal_of(looked.first),
             decisive = ?signal_of(looked.decisive),
+            first_asked_last_ms = looked.first.last_asked.map(|t| t.as_millis() as u64),
             retried_after_ms = retried.saturating_duration_since(looked.began).as_millis() as u64,
-            watch_first = %self.network.around(looked.began),
+            watch_first = %self.network.around(asked_last(looked.first, looked.began)),
             watch_decisive = %self.network.around(unreached_at(looked.decisive, retried)),
             "an unreached site believed down: the network watch around its attempts"
         );
@@ -290,9 +300,11 @@ impl OurSide {
     /// decisive one did (a site silent while the way out worked is silent, though its
     /// confirmation may go silent beside other dead sites' alone), else the decisive
     /// one (a site that refused, then went silent in a cut, is judged by the cut).
-    /// Its moments: silence tells from when the attempt set out, and, for one that
-    /// tried several addresses in turn, from when it set out to the last one, a connect
-    /// time before it ended (one silent before a cut and one in it are no silent site);
+    /// Its moments: silence tells from when the attempt set out, and from when its last
+    /// request went out (a redirect's next hop, another address, the page asked again
+    /// after an intermediate's fetch: [`Observation::last_asked`]; where the prober
+    /// did not say, a connect time before the attempt ended), for a site that answered
+    /// one request and went silent at the next as a cut began is no silent site;
     /// a refusal tells when it came, the attempt's end (one that reached the site, or
     /// another address, first may be refused long after it set out), from a round trip
     /// before it (what set out beside it answers for that moment too).
@@ -316,7 +328,7 @@ impl OurSide {
         if !alike || std::ptr::eq(looked.first, looked.decisive) {
             return None;
         }
-        let retried = sent_at(looked.decisive, now);
+        let retried = asked_last(looked.decisive, sent_at(looked.decisive, now));
         let moment = unreached_at(looked.decisive, retried);
         self.waited_for(moment, NetworkWatch::fallen_cut).await
     }
@@ -331,17 +343,25 @@ impl OurSide {
         if signal_of(attempt) == Signal::Refused {
             return self.cut_at(unreached_at(attempt, set_out)).await;
         }
-        let last = (ended.checked_sub(looked.connect_timeout)).map_or(set_out, |t| t.max(set_out));
+        // Its last request went out then; where the prober did not say, a connect
+        // time before it ended.
+        let last = match attempt.last_asked {
+            Some(_) => asked_last(attempt, set_out),
+            None => (ended.checked_sub(looked.connect_timeout)).map_or(set_out, |t| t.max(set_out)),
+        };
         if let Some(cut) = self.cut_at(set_out).await {
             return Some(cut);
         }
-        let lagged = set_out + CUT_SPAN / 2;
+        let lagged = last + CUT_SPAN / 2;
         if !alike && lagged < ended {
             if let Some(cut) = self.cut_at(lagged).await {
                 return Some(cut);
             }
         }
-        (last > set_out).then(|| self.network.cut(last)).flatten()
+        match last > set_out {
+            true => self.cut_at(last).await,
+            false => None,
+        }
     }
 
     /// The cut of our way out at `moment`, if there was one. With no answer yet from

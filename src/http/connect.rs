@@ -356,6 +356,7 @@ impl HttpProber {
             ));
         }
         let asked = Instant::now();
+        obs.last_asked = Some(asked.saturating_duration_since(probe.started));
         let at_our_pace = permit.at_our_pace;
         let checked = obs.checking;
         let (result, ready) = self

@@ -106,6 +106,8 @@ struct Probe<'a> {
     egress: &'a Egress,
     /// The egress's place in the list, which the remembered answers are kept by.
     index: usize,
+    /// When the attempt began: [`Observation::last_asked`] counts from it.
+    started: Instant,
     /// When the probe's time is up; our own waits for the per-IP limit extend it.
     deadline: Instant,
     /// The per-IP limit asked to send the job back after this wait (a deferral).
@@ -223,6 +225,7 @@ impl HttpProber {
             plan,
             egress,
             index,
+            started: start,
             deadline: start + plan.timeout,
             deferred: None,
             refused_on_us: None,

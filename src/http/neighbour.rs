@@ -204,6 +204,7 @@ impl HttpProber {
             plan: &plan,
             egress: probe.egress,
             index: probe.index,
+            started: Instant::now(),
             deadline: Instant::now() + plan.timeout,
             deferred: None,
             line: Line::Outside,
