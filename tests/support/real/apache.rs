@@ -1,6 +1,7 @@
 //! Apache 2.4 as Debian ships it, one child process (so mod_evasive has one hit table):
 //! name-based virtual hosts on one loopback address, with mod_evasive at its documented
-//! defaults (or tighter), or with ModSecurity and the OWASP CRS at a paranoia level.
+//! defaults (or tighter), mod_qos's per-client request limit, or with ModSecurity and
+//! the OWASP CRS at a paranoia level.
 
 use std::path::Path;
 
@@ -85,6 +86,13 @@ DocumentRoot {dir}/www/default
         dir = dir.display()
     );
     write(dir, "www/default/index.html", &page("default"));
+    conf.push_str(&virtual_hosts(dir, ip, port, hosts));
+    conf
+}
+
+/// A virtual host with a page of its own for each of `hosts`.
+fn virtual_hosts(dir: &Path, ip: &str, port: u16, hosts: &[String]) -> String {
+    let mut conf = String::new();
     for h in hosts {
         write(dir, &format!("www/{h}/index.html"), &page(h));
         conf.push_str(&format!(
@@ -149,6 +157,28 @@ impl Apache {
             dir.display()
         ));
         Apache::run("apache2 (mod_evasive)", &dir, ip, port, &conf)
+    }
+
+    /// Apache with mod_qos limiting each client to `events` requests in `secs` seconds
+    /// (`QS_ClientEventLimitCount`, every request an event), as its documentation's
+    /// per-client request limit: a client over it is answered mod_qos's default
+    /// `QS_ErrorResponseCode`, 500, on every host, while the rest are served.
+    pub fn qos(ip: &str, hosts: &[String], events: u32, secs: u32) -> Apache {
+        let dir = scratch("apache-qos");
+        let port = free_port();
+        let mut conf = head(&dir, ip, port, &[]);
+        // Debian 12's mod_qos.so was built against libpcre3 and does not load into
+        // Debian 12's apache2 (linked with pcre2) without it.
+        conf.push_str(&format!(
+            "LoadFile /usr/lib/x86_64-linux-gnu/libpcre.so.3\n\
+             LoadModule qos_module {MODULES}/mod_qos.so\n\
+             LoadModule setenvif_module {MODULES}/mod_setenvif.so\n\
+             QS_ClientEntries 10000\n\
+             QS_ClientEventLimitCount {events} {secs}\n\
+             SetEnvIf Request_URI \"^/\" QS_Limit=yes\n"
+        ));
+        conf.push_str(&virtual_hosts(&dir, ip, port, hosts));
+        Apache::run("apache2 (mod_qos)", &dir, ip, port, &conf)
     }
 
     /// Apache with ModSecurity and the OWASP CRS (blocking, anomaly scoring) at
