@@ -55,8 +55,9 @@ impl HttpProber {
         signal: Signal,
         first_byte: Option<Duration>,
     ) {
-        let names_us =
-            matches!(signal, Signal::Refused(status) | Signal::Paused(status) if status != 503);
+        // A slow 500 or 503 is a saturated server's as often as a limit's.
+        let names_us = matches!(signal, Signal::Refused(status) | Signal::Paused(status)
+            if !matches!(status, 500 | 503));
         if let (Some(latency), false) = (first_byte, names_us) {
             let request = Request::sent(ip, host, &probe.egress.name);
             self.limiter.latency(&request, latency);

@@ -119,7 +119,7 @@ impl Pace {
 pub enum Signal {
     /// An answer that is not a refusal.
     Fine,
-    /// 403, 429, 503 or 999.
+    /// 403, 429, 500, 503 or 999.
     Refused(u16),
     /// The same asking for a pause (`Retry-After`): a site in maintenance says when to
     /// come back, where a limit still counting a burst (nginx's `limit_req`, haproxy's
@@ -162,11 +162,12 @@ pub enum Signal {
 }
 
 impl Signal {
-    /// The signal of an HTTP status (403, 429 and 503 are what defences answer; 999 is
-    /// what LinkedIn-style sites answer automated clients).
+    /// The signal of an HTTP status (403, 429 and 503 are what defences answer, 500
+    /// what mod_qos answers by default; 999 is what LinkedIn-style sites answer
+    /// automated clients). One host's is its own; a storm of them is a refusal of us.
     pub(crate) fn of_status(status: u16) -> Signal {
         match status {
-            403 | 429 | 503 | 999 => Signal::Refused(status),
+            403 | 429 | 500 | 503 | 999 => Signal::Refused(status),
             _ => Signal::Fine,
         }
     }
@@ -235,13 +236,13 @@ impl Signal {
     /// Whether a limit still counting an earlier burst from our address answers it to
     /// every request of a client it never served: nginx's `limit_req` (503 by default,
     /// or its 444), haproxy's `deny_status 503`, `tcp-request connection reject` and
-    /// `silent-drop` (a reset). Refused and timed-out connections are what a server
+    /// `silent-drop` (a reset), mod_qos's per-client limits (500 by default). Refused and timed-out connections are what a server
     /// that is gone gives, and a request held or left unanswered what one that hangs
     /// gives: those are judged at once (`Standing::refused`).
     pub(crate) fn refuses_like_a_limit(self) -> bool {
         matches!(
             self,
-            Signal::Refused(503) | Signal::Closed | Signal::Reset | Signal::NeighbourToo(_)
+            Signal::Refused(500 | 503) | Signal::Closed | Signal::Reset | Signal::NeighbourToo(_)
         )
     }
 
@@ -305,6 +306,7 @@ fn in_words(code: u16) -> Option<std::borrow::Cow<'static, str>> {
     Some(match code {
         403 => "403 Forbidden (a mod_evasive-style 403 storm)",
         503 => "503 Service Unavailable (a limit_req-style refusal)",
+        500 => "500 Internal Server Error (mod_qos's refusal, as it answers by default)",
         429 => "429 Too Many Requests",
         999 => "999 Request Denied (a refusal of automated clients)",
         0 => "connection resets (a firewall-style ban, or haproxy's silent-drop met by our keepalive)",
@@ -515,7 +517,10 @@ pub(crate) enum AfterHold {
     /// `http_req_rate(10s)`, nginx's r/m) refuses every host of ours, where a site
     /// failing beside working neighbours fails alone. A refusal of us, held again, until
     /// the holds add up to [`Backoff::memory`]: a shared server whose backend died
-    /// answers every host alike for as long as it is dead, and is failing then.
+    /// answers every host alike for as long as it is dead, and is failing then. So is a
+    /// 500 after a hold: mod_qos's per-client limits answer it to every host for as
+    /// long as their window remembers us (haproxy's tarpit too, in its page), and so
+    /// does a shared server whose database is gone.
     WhileRemembered,
 }
 
@@ -531,7 +536,7 @@ impl AfterHold {
             Signal::HeldOpen(_) => AfterHold::SitesUnlessRefused,
             Signal::HeldAtOurPace(_) => AfterHold::AtOurPace,
             Signal::Reset => AfterHold::RefusalOnceAnswered,
-            Signal::NeighbourToo(_) => AfterHold::WhileRemembered,
+            Signal::NeighbourToo(_) | Signal::Refused(500) => AfterHold::WhileRemembered,
             Signal::Fine | Signal::Refused(_) | Signal::Paused(_) => AfterHold::Refusal,
         }
     }
@@ -1013,6 +1018,28 @@ mod tests {
         );
     }
 
+    /// mod_qos answers a client over its limits 500 by default: one host's 500 is its
+    /// own, a storm of them right after the IP answered us is a refusal of us, named.
+    #[tokio::test(start_paused = true)]
+    async fn a_500_storm_right_after_answers_is_a_refusal_of_us() {
+        let mut s = Standing::default();
+        let now = Instant::now();
+        s.fine(now);
+        let refused = Signal::of_status(500);
+        assert!(s
+            .refused("a.test", refused, "192.0.2.1", &BACKOFF, now)
+            .is_none());
+        let r = s
+            .refused("b.test", refused, "192.0.2.1", &BACKOFF, now)
+            .expect("a storm");
+        assert!(
+            r.detail.contains("500 Internal Server Error (mod_qos"),
+            "{}",
+            r.detail
+        );
+        assert!(refused.refuses_like_a_limit() && refused.a_neighbour_may_tell());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn hosts_refusing_right_after_answers_are_a_refusal_of_us() {
         let mut s = Standing::default();
@@ -1089,15 +1116,20 @@ mod tests {
                       resource could not be found on this server. This error was generated \
                       by Mod_Security.";
         assert_eq!(Signal::of_block_page(406, modsec), Signal::Refused(406));
-        // A site's own error page is no refusal of us; a 503 is one whatever it says.
-        assert_eq!(Signal::of_block_page(500, "Database error"), Signal::Fine);
+        // A site's own error page is no refusal of us; a 500 or 503 may be one whatever
+        // it says (mod_qos answers Apache's stock 500), judged by whether it storms.
+        assert_eq!(Signal::of_block_page(502, "Database error"), Signal::Fine);
+        assert_eq!(
+            Signal::of_block_page(500, "Database error"),
+            Signal::Refused(500)
+        );
         assert_eq!(
             Signal::of_block_page(503, "back soon"),
             Signal::Refused(503)
         );
-        let d = describe(500, 3, "192.0.2.1", BASE, 1).detail;
+        let d = describe(406, 3, "192.0.2.1", BASE, 1).detail;
         assert!(
-            d.contains("500 block pages") && d.contains("refuses us"),
+            d.contains("406 block pages") && d.contains("refuses us"),
             "{d}"
         );
     }
