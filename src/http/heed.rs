@@ -55,9 +55,8 @@ impl HttpProber {
         signal: Signal,
         first_byte: Option<Duration>,
     ) {
-        // A slow 500 or 503 is a saturated server's as often as a limit's.
-        let names_us = matches!(signal, Signal::Refused(status) | Signal::Paused(status)
-            if !matches!(status, 500 | 503));
+        let names_us =
+            matches!(signal, Signal::Refused(status) | Signal::Paused(status) if status != 503);
         if let (Some(latency), false) = (first_byte, names_us) {
             let request = Request::sent(ip, host, &probe.egress.name);
             self.limiter.latency(&request, latency);
@@ -77,7 +76,10 @@ impl HttpProber {
         signal: Signal,
     ) -> Heeded {
         let request = Request::sent(ip, host, &probe.egress.name);
-        let refused = matches!(signal, Signal::Refused(_) | Signal::Paused(_));
+        let refused = matches!(
+            signal,
+            Signal::Refused(_) | Signal::Paused(_) | Signal::Errored(_)
+        );
         if refused {
             self.recent.refused(ip, probe.index, stamp);
         } else {

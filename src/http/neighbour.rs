@@ -74,9 +74,11 @@ impl Neighbour {
     fn says(&self) -> Says {
         match self.signal {
             Signal::Fine => Says::ServesUs,
-            Signal::Refused(_) | Signal::Paused(_) | Signal::Closed | Signal::Reset => {
-                Says::RefusesUs
-            }
+            Signal::Refused(_)
+            | Signal::Paused(_)
+            | Signal::Errored(_)
+            | Signal::Closed
+            | Signal::Reset => Says::RefusesUs,
             _ => Says::Nothing,
         }
     }

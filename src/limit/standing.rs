@@ -119,8 +119,12 @@ impl Pace {
 pub enum Signal {
     /// An answer that is not a refusal.
     Fine,
-    /// 403, 429, 500, 503 or 999.
+    /// 403, 429, 503 or 999, or an error page naming a firewall or limit.
     Refused(u16),
+    /// A 500 whose page names nothing (Apache's stock page): a site's own error, or a
+    /// limit refusing us in the status mod_qos answers by default. One host's is its
+    /// own; a storm of them is a refusal of us, as a 503 storm is.
+    Errored(u16),
     /// The same asking for a pause (`Retry-After`): a site in maintenance says when to
     /// come back, where a limit still counting a burst (nginx's `limit_req`, haproxy's
     /// `deny`) says nothing. Read as [`Signal::Refused`] but for that.
@@ -162,12 +166,11 @@ pub enum Signal {
 }
 
 impl Signal {
-    /// The signal of an HTTP status (403, 429 and 503 are what defences answer, 500
-    /// what mod_qos answers by default; 999 is what LinkedIn-style sites answer
-    /// automated clients). One host's is its own; a storm of them is a refusal of us.
+    /// The signal of an HTTP status (403, 429 and 503 are what defences answer; 999 is
+    /// what LinkedIn-style sites answer automated clients).
     pub(crate) fn of_status(status: u16) -> Signal {
         match status {
-            403 | 429 | 500 | 503 | 999 => Signal::Refused(status),
+            403 | 429 | 503 | 999 => Signal::Refused(status),
             _ => Signal::Fine,
         }
     }
@@ -179,6 +182,8 @@ impl Signal {
         let error = (400..=599).contains(&status);
         if error && crate::probe::pages::firewall_block(text).is_some() {
             Signal::Refused(status)
+        } else if status == 500 {
+            Signal::Errored(status)
         } else {
             Signal::of_status(status)
         }
@@ -190,6 +195,7 @@ impl Signal {
         match self {
             Signal::Fine => 200,
             Signal::Refused(s) | Signal::Paused(s) | Signal::NeighbourToo(s) => s,
+            Signal::Errored(s) => s,
             Signal::Reset => 0,
             Signal::ConnectionRefused => 1,
             Signal::Closed => 2,
@@ -242,7 +248,11 @@ impl Signal {
     pub(crate) fn refuses_like_a_limit(self) -> bool {
         matches!(
             self,
-            Signal::Refused(500 | 503) | Signal::Closed | Signal::Reset | Signal::NeighbourToo(_)
+            Signal::Refused(503)
+                | Signal::Errored(_)
+                | Signal::Closed
+                | Signal::Reset
+                | Signal::NeighbourToo(_)
         )
     }
 
@@ -306,7 +316,7 @@ fn in_words(code: u16) -> Option<std::borrow::Cow<'static, str>> {
     Some(match code {
         403 => "403 Forbidden (a mod_evasive-style 403 storm)",
         503 => "503 Service Unavailable (a limit_req-style refusal)",
-        500 => "500 Internal Server Error (mod_qos's refusal, as it answers by default)",
+        500 => "500 Internal Server Error (a limit's refusal: mod_qos's by default, haproxy's tarpit)",
         429 => "429 Too Many Requests",
         999 => "999 Request Denied (a refusal of automated clients)",
         0 => "connection resets (a firewall-style ban, or haproxy's silent-drop met by our keepalive)",
@@ -536,7 +546,7 @@ impl AfterHold {
             Signal::HeldOpen(_) => AfterHold::SitesUnlessRefused,
             Signal::HeldAtOurPace(_) => AfterHold::AtOurPace,
             Signal::Reset => AfterHold::RefusalOnceAnswered,
-            Signal::NeighbourToo(_) | Signal::Refused(500) => AfterHold::WhileRemembered,
+            Signal::NeighbourToo(_) | Signal::Errored(_) => AfterHold::WhileRemembered,
             Signal::Fine | Signal::Refused(_) | Signal::Paused(_) => AfterHold::Refusal,
         }
     }
@@ -1025,7 +1035,7 @@ mod tests {
         let mut s = Standing::default();
         let now = Instant::now();
         s.fine(now);
-        let refused = Signal::of_status(500);
+        let refused = Signal::of_block_page(500, "<h1>Internal Server Error</h1>");
         assert!(s
             .refused("a.test", refused, "192.0.2.1", &BACKOFF, now)
             .is_none());
@@ -1033,7 +1043,7 @@ mod tests {
             .refused("b.test", refused, "192.0.2.1", &BACKOFF, now)
             .expect("a storm");
         assert!(
-            r.detail.contains("500 Internal Server Error (mod_qos"),
+            r.detail.contains("500 Internal Server Error (a limit"),
             "{}",
             r.detail
         );
@@ -1121,7 +1131,7 @@ mod tests {
         assert_eq!(Signal::of_block_page(502, "Database error"), Signal::Fine);
         assert_eq!(
             Signal::of_block_page(500, "Database error"),
-            Signal::Refused(500)
+            Signal::Errored(500)
         );
         assert_eq!(
             Signal::of_block_page(503, "back soon"),
