@@ -358,9 +358,10 @@ impl OurSide {
                 return Some(cut);
             }
         }
-        match last > set_out {
-            true => self.cut_at(last).await,
-            false => None,
+        if last > set_out {
+            self.cut_at(last).await
+        } else {
+            None
         }
     }
 
