@@ -21,6 +21,7 @@ use crate::support::real::fail2ban::{Block, Fail2ban};
 use crate::support::real::haproxy::{Haproxy, Limit};
 use crate::support::real::microsocks::Microsocks;
 use crate::support::real::nginx::{Nginx, Site};
+use crate::support::real::recent::RecentBan;
 use crate::support::real::squid::Squid;
 use crate::support::real::{now_us, Hits};
 use crate::support::{free_port, serve, servers, unique};
@@ -569,6 +570,46 @@ async fn a_mod_qos_client_limit_refusing_with_500_is_never_down() {
         "the limit never refused: the test proves nothing"
     );
     assert_never_down(&reports, "500", "mod_qos limit");
+}
+
+/// The tutorials' iptables flood defence on a shared server (`recent`: a client that
+/// opened 8 connections within 15 s has every new one dropped, and each one dropped
+/// counts, so the ban lasts until the client stays away 15 s), tripped by an override
+/// of 4/s: connections time out on every host right after it answered us. That is a
+/// ban of us for as long as we keep knocking, never the sites down (review AG: with
+/// `--seconds 60 --hitcount 20`, 9 of 30 hosts `down/timeout`, each serving curl from
+/// another address: after one hold, timeouts were taken for the sites' own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iptables_recent_ban_dropping_our_connections_is_never_down() {
+    let ip = "127.0.12.77";
+    let hosts = names("recent", 12);
+    let nginx = Nginx::some_failing(ip, &hosts, &[], 200);
+    let ban = RecentBan::dropping(ip, nginx.port, 8, 15);
+    let s = settings(&format!(
+        "{}[probe]\nretry_delay = \"500ms\"\nconnect_timeout = \"2s\"\n\
+         [rate_limit]\nbackoff = \"5s\"\n\
+         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 4.0\nburst = 4\nmax_inflight = 2\n",
+        static_dns(&hosts, ip)
+    ));
+    let reports = round(&engine(&s), &urls_of(&hosts, nginx.port)).await;
+    let dropped = ban.turned_away();
+    eprintln!("iptables recent: {dropped} connections dropped");
+    assert!(
+        dropped > 0,
+        "the ban never dropped: the test proves nothing"
+    );
+    let down: Vec<String> = reports
+        .iter()
+        .inspect(|r| eprintln!("{} {:?}/{}: {}", r.url, r.verdict, r.reason, r.detail))
+        .filter(|r| r.verdict == Verdict::Down)
+        .map(|r| format!("{} {}: {}", r.url, r.reason, r.detail))
+        .collect();
+    assert!(
+        down.is_empty(),
+        "a ban of us taken for the sites down:\n{}",
+        down.join("\n")
+    );
+    assert!(reports.iter().any(|r| r.verdict == Verdict::Up));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ pub mod microsocks;
 pub mod nginx;
 pub mod php;
 pub mod privoxy;
+pub mod recent;
 pub mod squid;
 pub mod tinyproxy;
 pub mod way_out;
