@@ -470,6 +470,50 @@ async fn a_neighbour_refused_alike_holds_again_for_every_worker_while_a_limit_re
     assert!(b.answered(now("two.test"), refused).await.is_none());
 }
 
+/// Connections timing out on several hosts right after answers, and again after each
+/// hold: a firewall dropping us that every knock lengthens (iptables' `recent
+/// --update`), held a step longer each time for every worker, until a hold lasted
+/// `rate_limit.drop_memory` (4 s here: 2 s, then 4 s); then the machine is gone, the
+/// site's, as the Lua `REFUSE` script reads it. One host timing out alone once the IP
+/// answered after a hold is the site's at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_timing_out_after_holds_hold_every_worker_until_a_hold_outwaits_the_drop() {
+    let dropping = || {
+        let text = format!(
+            "[redis]\nurl = \"{}\"\nkey_prefix = \"{}:\"\n[rate_limit]\nbackoff = \"2s\"\n\
+             drop_memory = \"4s\"\n",
+            servers().redis_url,
+            unique("lim")
+        );
+        Settings::from_toml(&text).expect("settings")
+    };
+    let s = dropping();
+    let a = limiter(&s, Duration::from_secs(30), "da");
+    let b = limiter(&s, Duration::from_secs(30), "db");
+    let dropped = Signal::TimedOut(Duration::from_millis(500));
+    let r = storm(&a, &a, dropped).await;
+    assert!(r.detail.contains("timing out"), "{}", r.detail);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let now = |host| req(host, Duration::ZERO);
+    let r = b
+        .answered(now("one.test"), dropped)
+        .await
+        .expect("dropped still after a 2 s hold: the drop outlasts it");
+    assert_eq!((r.level, r.hold), (2, Duration::from_secs(4)));
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    assert_eq!(
+        a.answered(now("two.test"), dropped).await,
+        None,
+        "silent after a 4 s hold: the site's"
+    );
+    // The door open again: one host timing out alone is its own failure.
+    let c = limiter(&dropping(), Duration::from_secs(30), "dc");
+    let _ = storm(&c, &c, dropped).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(c.answered(now("three.test"), Signal::Fine).await.is_none());
+    assert_eq!(c.answered(now("four.test"), dropped).await, None);
+}
+
 /// Requests held open without an answer on several hosts right after answers hold the
 /// IP once (haproxy's tarpit holding what came too fast); held open still after the
 /// hold, while the IP answers its other hosts, they are the site's failure for every

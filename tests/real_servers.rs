@@ -587,7 +587,7 @@ async fn an_iptables_recent_ban_dropping_our_connections_is_never_down() {
     let ban = RecentBan::dropping(ip, nginx.port, 8, 15);
     let s = settings(&format!(
         "{}[probe]\nretry_delay = \"500ms\"\nconnect_timeout = \"2s\"\n\
-         [rate_limit]\nbackoff = \"5s\"\n\
+         [rate_limit]\nbackoff = \"5s\"\ndrop_memory = \"15s\"\n\
          [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 4.0\nburst = 4\nmax_inflight = 2\n",
         static_dns(&hosts, ip)
     ));

@@ -21,6 +21,7 @@ pub(super) struct RawRateLimit {
     fallback_share: f64,
     backoff: String,
     limit_memory: String,
+    drop_memory: String,
     ban_reaction: String,
     per_ip: RawPerIp,
     #[serde(rename = "override", default)]
@@ -114,6 +115,13 @@ pub struct RateLimitSettings {
     /// holds the IP again until the holds add up to this; then it is the server failing
     /// (`limit::standing::AfterHold::WhileRemembered`). Zero: never held again so.
     pub limit_memory: Duration,
+    /// How long a firewall dropping our connections may remember them: after a hold,
+    /// connections timing out hold the IP again until a hold lasted this long; then it
+    /// is the server gone (iptables' `recent --update --seconds 60` lengthens its ban
+    /// with every connection it drops, so a ban ends only after that long without one;
+    /// `limit::standing::AfterHold::DroppedWhileRemembered`). Zero: timing out after
+    /// one hold is the site's.
+    pub drop_memory: Duration,
     /// How long after a server refused us a firewall's ban may still shut us out: an
     /// answer since the hold rules a ban out only when it came this long or more
     /// after the refusal (fail2ban reads the log, then runs iptables). 10 s by
@@ -164,6 +172,7 @@ impl TryFrom<RawRateLimit> for RateLimitSettings {
             fallback_share: rl.fallback_share,
             backoff: positive_duration("rate_limit.backoff", &rl.backoff)?,
             limit_memory: parse_duration("rate_limit.limit_memory", &rl.limit_memory)?,
+            drop_memory: parse_duration("rate_limit.drop_memory", &rl.drop_memory)?,
             ban_reaction: parse_duration("rate_limit.ban_reaction", &rl.ban_reaction)?,
             overrides,
         })

@@ -104,11 +104,7 @@ impl LocalLimiter {
         LocalLimiter {
             rules: Rules::new(settings),
             share,
-            backoff: Backoff {
-                base: settings.backoff,
-                memory: settings.limit_memory,
-                ban_reaction: settings.ban_reaction,
-            },
+            backoff: Backoff::of(settings),
             state: Mutex::new(Swept::new(SWEEP_ABOVE)),
         }
     }
@@ -529,6 +525,7 @@ mod tests {
             fallback_share: 0.5,
             backoff: Duration::from_secs(15),
             limit_memory: Duration::from_secs(30),
+            drop_memory: Duration::from_secs(60),
             ban_reaction: Duration::from_secs(10),
             overrides: vec![],
         }

@@ -28,7 +28,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::lease::{Lease, Releaser};
-use super::standing::{self, Pace, Refusal, Signal};
+use super::standing::{self, Backoff, Pace, Refusal, Signal};
 use super::swept::Swept;
 use super::{scripts, Grant, Hold, Limiter, Line, LocalLimiter, Permit, Request, Rules};
 use crate::config::{Rate, RateLimitSettings, RedisSettings};
@@ -191,12 +191,9 @@ pub struct RedisLimiter {
     script: redis::Script,
     lease: Duration,
     timeout: Duration,
-    backoff: Duration,
-    /// How long a limit may remember our requests (`rate_limit.limit_memory`).
-    limit_memory: Duration,
-    /// How late a firewall's ban may follow the server's refusal
-    /// (`rate_limit.ban_reaction`).
-    ban_reaction: Duration,
+    /// How an IP that refused us is held (`[rate_limit]`'s `backoff`, `limit_memory`,
+    /// `drop_memory` and `ban_reaction`).
+    backoff: Backoff,
     fallback: LocalLimiter,
     down_until: Mutex<Option<Instant>>,
     in_fallback: AtomicBool,
@@ -245,9 +242,7 @@ impl RedisLimiter {
             script: redis::Script::new(scripts::BOOK),
             lease,
             timeout: redis.timeout,
-            backoff: settings.backoff,
-            limit_memory: settings.limit_memory,
-            ban_reaction: settings.ban_reaction,
+            backoff: Backoff::of(settings),
             fallback: LocalLimiter::with_share(settings, settings.fallback_share),
             down_until: Mutex::new(None),
             in_fallback: AtomicBool::new(false),
@@ -698,7 +693,7 @@ impl RedisLimiter {
             .arg(standing::REFUSAL_WINDOW.as_millis() as u64)
             .arg(standing::OK_WINDOW.as_millis() as u64)
             .arg(standing::STORM_HOSTS)
-            .arg(self.backoff.as_millis() as u64)
+            .arg(self.backoff.base.as_millis() as u64)
             .arg(standing::MAX_HOLD.as_millis() as u64)
             .arg(standing::MAX_LEVEL)
             .arg(standing::AfterHold::of(signal).code())
@@ -712,8 +707,9 @@ impl RedisLimiter {
             .arg(standing::AGAIN_TIMES)
             .arg(standing::AGAIN_OVER.as_millis() as u64)
             .arg(u8::from(signal.refuses_like_a_limit()))
-            .arg(self.limit_memory.as_millis() as u64)
-            .arg(self.ban_reaction.as_millis() as u64);
+            .arg(self.backoff.memory.as_millis() as u64)
+            .arg(self.backoff.ban_reaction.as_millis() as u64)
+            .arg(self.backoff.drop_memory.as_millis() as u64);
         let (storm, hold_ms, level, hosts, by): (i64, u64, i64, i64, i64) = self.call(inv).await?;
         if by == AGAIN || by == FAILING {
             self.refusing_again(key, req.host);

@@ -233,7 +233,9 @@ return active
 /// refusing before makes "again": a request held open right behind others of ours; 6 a
 /// refusal of us once the IP ever answered us, else the site's: resets; 7 a refusal of
 /// us until the holds at levels 1 to the level add up to limit_memory_ms, then the
-/// site's: a limit-like refusal a neighbour met too, `Signal::NeighbourToo`),
+/// site's: a limit-like refusal a neighbour met too, `Signal::NeighbourToo`; 8 as 1, and
+/// a refusal of us until a hold lasted drop_memory_ms, or one host's alone once the IP
+/// answered since the hold: connections timing out),
 /// ok_age_ms (how long ago the
 /// reporting worker last had an answer from the IP; -1 for never; any worker's answer
 /// that `ANSWERED` noted in field `fine` counts too), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
@@ -244,7 +246,8 @@ return active
 /// once, `by` -4, its start kept in field `qs`, and no ban is taken to follow it nor
 /// any refusal of the IP while nothing answered since), limit_memory_ms
 /// (`rate_limit.limit_memory`), ban_reaction_ms (`rate_limit.ban_reaction`: an answer
-/// since the hold that came sooner after the server's refusal does not rule a ban out).
+/// since the hold that came sooner after the server's refusal does not rule a ban out),
+/// drop_memory_ms (`rate_limit.drop_memory`).
 /// Returns {0, 0, 0, hosts, -1} not (yet) a refusal of us; {1, hold_ms, level, hosts,
 /// by} a refusal of us: the IP is held until the back-off hold ends (a new, doubled hold
 /// only once the running one is over: one storm, one step); `by` is the code of the
@@ -280,6 +283,9 @@ redis.call('HSET', s, 'r:' .. ARGV[1], string.format('%.3f', now))
 local all = redis.call('HGETALL', s)
 local f = {}
 local hosts = 0
+-- Of them, those since the hold ended (field until).
+local hosts_since = 0
+local ended = tonumber(known[3] or '0')
 local storm = {}
 for i = 1, #all, 2 do
   f[all[i]] = all[i + 1]
@@ -287,6 +293,7 @@ for i = 1, #all, 2 do
   if kind == 'r:' then
     if now - tonumber(all[i + 1]) < tonumber(ARGV[3]) then
       hosts = hosts + 1
+      if tonumber(all[i + 1]) >= ended then hosts_since = hosts_since + 1 end
       storm[#storm + 1] = string.sub(all[i], 3)
     else
       redis.call('HDEL', s, all[i])
@@ -319,10 +326,11 @@ local worded = srvc >= 100 and srvc <= 599 and srvc ~= 503
 -- An answer since the hold rules it out only once it came ARGV[17] ms after the
 -- refusal: a firewall's ban (fail2ban) may come later than a short hold ends.
 local last_answer = math.max(age >= 0 and now - age or -1e18, tonumber(f['fine'] or '-1e18'))
-local banned = (ARGV[9] == '1' or (ARGV[9] == '3' and now >= hold_end)
+local shut = ARGV[9] == '1' or ARGV[9] == '8'
+local banned = (shut or (ARGV[9] == '3' and now >= hold_end)
     or (ARGV[9] == '4' and now >= hold_end and worded))
   and now - srv < tonumber(ARGV[11])
-  and (not answered or (ARGV[9] == '1' and last_answer - srv < tonumber(ARGV[17])))
+  and (not answered or (shut and last_answer - srv < tonumber(ARGV[17])))
 -- A host taken for a refusal of us before (or refusing again since), refusing again
 -- after the hold while the IP answers: at whatever level the answers since stepped it
 -- down to.
@@ -356,10 +364,16 @@ local ever = age >= 0 or f['ok'] ~= nil or f['fine'] ~= nil
 local held = 0
 for l = 1, level do held = held + math.min(tonumber(ARGV[6]) * 2 ^ (l - 1), tonumber(ARGV[7])) end
 local outlasted = held >= tonumber(ARGV[16])
+-- Whether the last hold lasted ARGV[18] ms (or the level is back to 0): a firewall dropping
+-- our connections (ARGV[9] = '8', connections timing out) that each one knocking lengthens
+-- forgets us only once we stay away that long.
+local outwaited = level == 0
+  or math.min(tonumber(ARGV[6]) * 2 ^ (level - 1), tonumber(ARGV[7])) >= tonumber(ARGV[18])
 if (level > 0 or again) and now >= hold_end then
   if ((ARGV[9] == '1' or ARGV[9] == '4') and not banned) or (ARGV[9] == '2' and not answered)
     or (ARGV[9] == '3' and not answered and not banned) or (ARGV[9] == '6' and not ever)
-    or (ARGV[9] == '7' and outlasted) then
+    or (ARGV[9] == '7' and outlasted) or (ARGV[9] == '8' and not banned
+      and (outwaited or (answered and hosts_since < tonumber(ARGV[5])))) then
     -- The server's refusals before the hold were that failure too: no ban follows.
     if tonumber(ARGV[12]) >= 0 then redis.call('HDEL', s, 'srv', 'srvc') end
     return {0, 0, 0, hosts, -1}

@@ -12,12 +12,14 @@
 //! us); a refusal after the hold raises the level, and answers without refusal for
 //! [`DECAY_AFTER`] lower it by one.
 //!
-//! Refused, timed-out and closed connections and 503s count once: a server that stopped
-//! listening (or a host gone from the network) refuses or drops them just as a firewall
-//! ban does, a crashed backend closes them just as nginx's 444 refusal does, and a shared
-//! server whose backend died answers its front's 503 on every host just as a tripped
-//! `limit_req` does, so after one hold they are the site's failure again
-//! ([`AfterHold`]). Closed connections and 503s count again once the IP answered after
+//! Refused and closed connections and 503s count once: a server that stopped listening
+//! refuses them just as a firewall ban does, a crashed backend closes them just as
+//! nginx's 444 refusal does, and a shared server whose backend died answers its front's
+//! 503 on every host just as a tripped `limit_req` does, so after one hold they are the
+//! site's failure again ([`AfterHold`]). Timed-out connections count until a hold as
+//! long as `rate_limit.drop_memory`: a firewall dropping a client's connections over
+//! their rate (iptables' `recent --update`) counts every one it drops, so only staying
+//! away that long ends its ban, and a machine gone from the network is judged then. Closed connections and 503s count again once the IP answered after
 //! the hold: nginx's limit refuses only what is still too fast. Refused, timed-out and
 //! closed connections count again while a ban may follow the server's own refusal of us
 //! ([`BAN_MEMORY`]): fail2ban reads the refusals in the server's log and bans the
@@ -472,7 +474,8 @@ pub(crate) enum AfterHold {
     /// taking that for a ban would keep it `unknown` for as long as it is broken.
     RefusalOnceAnswered,
     /// The site's own failure, unless a ban may follow the server's refusal of us
-    /// ([`BAN_MEMORY`]) and the IP has not answered since the hold ended.
+    /// ([`BAN_MEMORY`]) and the IP has not answered since the hold ended: refused
+    /// connections.
     ///
     /// Refused connections right after answers, from several hosts, look like a
     /// firewall ban and the IP is held once. But a server that just stopped listening
@@ -485,6 +488,18 @@ pub(crate) enum AfterHold {
     /// shut door is what fail2ban and mod_evasive's `DOSSystemCommand` do next: a
     /// server that was there refusing our requests does not vanish on its own.
     SitesUnlessBanned,
+    /// Connections timing out: the site's own failure once a hold lasted
+    /// [`Backoff::drop_memory`] (or the level is back to 0), or on one host alone once
+    /// the IP answered since the hold (the door open again), unless a ban may follow the server's refusal of us
+    /// ([`Self::SitesUnlessBanned`]). A firewall dropping a client over its rate of
+    /// new connections (iptables' `recent --update --seconds 60 --hitcount 20 -j DROP`,
+    /// the tutorials' flood defence, and `hashlimit`) counts each connection it drops
+    /// as one more, so its ban ends only once we stay away its whole window: asked
+    /// again after one hold, it is lengthened, not over (review AG: 9 of 30 hosts
+    /// `down/timeout`). A server that stopped listening refuses (its kernel resets),
+    /// so silence on every host right after answers is a drop of us, or the machine
+    /// gone from the network, which is judged so once we stayed away for the window.
+    DroppedWhileRemembered,
     /// The site's own failure, unless the IP answered since the hold ended: nginx's 444
     /// or 503 refusal lets the first request after a hold through (its bucket drained)
     /// and refuses again only what is still too fast, while a shared server whose
@@ -538,7 +553,8 @@ impl AfterHold {
     /// How `signal` is read after a hold.
     pub(crate) fn of(signal: Signal) -> AfterHold {
         match signal {
-            Signal::ConnectionRefused | Signal::TimedOut(_) => AfterHold::SitesUnlessBanned,
+            Signal::ConnectionRefused => AfterHold::SitesUnlessBanned,
+            Signal::TimedOut(_) => AfterHold::DroppedWhileRemembered,
             Signal::Closed => AfterHold::SitesUnlessAnsweredOrBanned,
             Signal::Unanswered(_) | Signal::Refused(503) | Signal::Paused(503) => {
                 AfterHold::SitesUnlessAnswered
@@ -558,12 +574,15 @@ impl AfterHold {
             banned,
             ever,
             outlasted,
+            outwaited,
+            alone,
         } = since;
         match self {
             AfterHold::Refusal | AfterHold::AtOurPace => false,
             AfterHold::WhileRemembered => outlasted,
             AfterHold::RefusalOnceAnswered => !ever,
             AfterHold::SitesUnlessBanned => !banned,
+            AfterHold::DroppedWhileRemembered => !banned && (outwaited || (answered && alone)),
             AfterHold::SitesUnlessAnswered => !answered,
             AfterHold::SitesUnlessAnsweredOrBanned => !answered && !banned,
             AfterHold::SitesUnlessRefused => !banned,
@@ -575,6 +594,7 @@ impl AfterHold {
         matches!(
             self,
             AfterHold::SitesUnlessBanned
+                | AfterHold::DroppedWhileRemembered
                 | AfterHold::SitesUnlessAnsweredOrBanned
                 | AfterHold::SitesUnlessRefused
         )
@@ -601,6 +621,7 @@ impl AfterHold {
             AfterHold::AtOurPace => 5,
             AfterHold::RefusalOnceAnswered => 6,
             AfterHold::WhileRemembered => 7,
+            AfterHold::DroppedWhileRemembered => 8,
         }
     }
 }
@@ -621,6 +642,13 @@ pub(crate) struct Since {
     pub(crate) ever: bool,
     /// The holds so far add up to [`Backoff::memory`]: no limit remembers that long.
     pub(crate) outlasted: bool,
+    /// The last hold lasted [`Backoff::drop_memory`], or the level is back to 0: a
+    /// firewall dropping our connections, each knock lengthening its ban, forgot us.
+    pub(crate) outwaited: bool,
+    /// No other host of the IP refused since the hold ended (within
+    /// [`REFUSAL_WINDOW`]): one host's failure while the IP answers is its own, as
+    /// before any hold.
+    pub(crate) alone: bool,
 }
 
 /// How an IP that refused us is held (`[rate_limit]`'s `backoff` and `limit_memory`).
@@ -630,16 +658,34 @@ pub(crate) struct Backoff {
     pub(crate) base: Duration,
     /// How long a limit may remember our requests ([`AfterHold::WhileRemembered`]).
     pub(crate) memory: Duration,
+    /// How long a firewall dropping our connections may remember them
+    /// ([`AfterHold::DroppedWhileRemembered`]).
+    pub(crate) drop_memory: Duration,
     /// How long after the server's refusal a firewall's ban may still come
     /// (`rate_limit.ban_reaction`, 10 s by default).
     pub(crate) ban_reaction: Duration,
 }
 
 impl Backoff {
+    /// The holds `[rate_limit]` sets.
+    pub(crate) fn of(settings: &crate::config::RateLimitSettings) -> Backoff {
+        Backoff {
+            base: settings.backoff,
+            memory: settings.limit_memory,
+            drop_memory: settings.drop_memory,
+            ban_reaction: settings.ban_reaction,
+        }
+    }
+
     /// Whether holds at levels 1 to `level` add up to [`Backoff::memory`].
     pub(crate) fn outlasted(&self, level: u32) -> bool {
         let held: Duration = (1..=level).map(|l| hold_for(self.base, l)).sum();
         held >= self.memory
+    }
+
+    /// Whether the hold at `level` lasts [`Backoff::drop_memory`] (none at level 0).
+    pub(crate) fn outwaited(&self, level: u32) -> bool {
+        level == 0 || hold_for(self.base, level) >= self.drop_memory
     }
 }
 
@@ -793,6 +839,8 @@ impl Standing {
                 banned: ban_after.is_some(),
                 ever: self.last_ok.is_some(),
                 outlasted: backoff.outlasted(self.level),
+                outwaited: backoff.outwaited(self.level),
+                alone: self.hosts_since_the_hold() < STORM_HOSTS,
             })
         {
             if signal.is_the_servers() {
@@ -854,6 +902,12 @@ impl Standing {
         self.refusals.len()
     }
 
+    /// How many hosts refused since the IP's hold ended (within [`REFUSAL_WINDOW`]).
+    fn hosts_since_the_hold(&self) -> usize {
+        let since = |t: &Instant| self.until.is_none_or(|u| *t >= u);
+        self.refusals.iter().filter(|(_, t)| since(t)).count()
+    }
+
     /// The server's own refusal of us (its status) that a refused or dropped connection
     /// (`signal`) may be a ban following, while the IP has not `answered` since the hold
     /// but within `reaction` ([`Backoff::ban_reaction`]) of the refusal.
@@ -867,10 +921,12 @@ impl Standing {
         // Only a firewall's ban comes late: a block of the server's own (CRS's drop, a
         // tarpit's flag) shuts us out from the refusal on.
         let before_the_ban = |t: Instant| {
-            after_hold == AfterHold::SitesUnlessBanned
-                && self
-                    .last_ok
-                    .is_none_or(|ok| ok.saturating_duration_since(t) < reaction)
+            matches!(
+                after_hold,
+                AfterHold::SitesUnlessBanned | AfterHold::DroppedWhileRemembered
+            ) && self
+                .last_ok
+                .is_none_or(|ok| ok.saturating_duration_since(t) < reaction)
         };
         self.server_refused
             .filter(|(_, by)| after_hold.may_be_a_ban() && after_hold.follows(*by))
@@ -998,6 +1054,7 @@ mod tests {
     const BACKOFF: Backoff = Backoff {
         base: BASE,
         memory: Duration::from_secs(30),
+        drop_memory: Duration::from_secs(60),
         ban_reaction: BAN_REACTION,
     };
 
@@ -1203,12 +1260,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn connections_refused_or_closed_by_hosts_right_after_answers_hold_the_ip_once() {
-        // fail2ban (iptables REJECT or DROP) bans our address: every host of the IP
-        // refuses or drops connections right after it answered us. nginx's
-        // `limit_req_status 444` closes them without an answer.
+        // fail2ban (iptables REJECT) bans our address: every host of the IP refuses
+        // connections right after it answered us. nginx's `limit_req_status 444`
+        // closes them without an answer.
         for (refused, said) in [
             (Signal::ConnectionRefused, "connections refused"),
-            (Signal::TimedOut(BASE), "connections timing out"),
             (
                 Signal::Unanswered(BASE),
                 "without an answer (haproxy's silent-drop",
@@ -1254,6 +1310,47 @@ mod tests {
         }
     }
 
+    /// iptables' `recent --update --seconds 60 -j DROP` drops every connection of a
+    /// client over its rate, and counts each one dropped: asked again after a hold, the
+    /// ban is lengthened. Connections timing out after a hold are held again, a step
+    /// longer each time, until a hold lasted `rate_limit.drop_memory` (60 s here: the
+    /// third); then the machine is gone, the site's failure.
+    #[tokio::test(start_paused = true)]
+    async fn connections_timing_out_after_holds_are_a_drop_of_us_until_a_hold_outwaits_it() {
+        let (ip, dropped) = ("192.0.2.1", Signal::TimedOut(Duration::from_secs(10)));
+        let mut s = Standing::default();
+        let now = Instant::now() + Duration::from_secs(10);
+        s.fine(now - Duration::from_secs(10));
+        assert!(s.refused("a.test", dropped, ip, &BACKOFF, now).is_none());
+        let r = s
+            .refused("b.test", dropped, ip, &BACKOFF, now)
+            .expect("a storm of us");
+        assert_eq!((r.hold, r.level), (BASE, 1));
+        let mut t = now;
+        for (level, hold) in [(2, BASE * 2), (3, BASE * 4)] {
+            t += hold_for(BASE, level - 1) + Duration::from_secs(1);
+            let r = s.refused("a.test", dropped, ip, &BACKOFF, t);
+            let r = r.expect("dropped still, after a hold shorter than the drop's memory");
+            assert_eq!((r.level, r.hold), (level, hold), "{}", r.detail);
+        }
+        // The 60 s hold outwaited it: still silent, the machine is gone.
+        t += BASE * 4 + Duration::from_secs(1);
+        assert_eq!(s.refused("a.test", dropped, ip, &BACKOFF, t), None);
+        assert_eq!(s.refused("b.test", dropped, ip, &BACKOFF, t), None);
+        assert_eq!(s.level(), 3);
+        // With no drop memory, as before: the site's after one hold.
+        let forgets = Backoff {
+            drop_memory: Duration::ZERO,
+            ..BACKOFF
+        };
+        let mut s = Standing::default();
+        s.fine(now - Duration::from_secs(10));
+        assert!(s.refused("a.test", dropped, ip, &forgets, now).is_none());
+        assert!(s.refused("b.test", dropped, ip, &forgets, now).is_some());
+        let after = now + BASE + Duration::from_secs(1);
+        assert_eq!(s.refused("a.test", dropped, ip, &forgets, after), None);
+    }
+
     /// haproxy's `http_req_rate(10s)` remembers our burst past a short hold: after it, a
     /// 503 with nothing answered since is the site's, as a dead backend's would be, but
     /// a neighbour refused alike right then makes it a refusal of us, held again, until
@@ -1284,6 +1381,7 @@ mod tests {
         let forgets = Backoff {
             base: BASE,
             memory: Duration::ZERO,
+            drop_memory: Duration::ZERO,
             ban_reaction: BAN_REACTION,
         };
         let mut s = Standing::default();
@@ -1405,6 +1503,7 @@ mod tests {
         Backoff {
             base: Duration::from_secs(2),
             memory: Duration::from_secs(30),
+            drop_memory: Duration::from_secs(60),
             ban_reaction: reaction,
         }
     }
