@@ -944,3 +944,55 @@ pub(crate) fn trusting_config(
     .expect("config");
     config
 }
+
+/// Redis hanging (here stopped with SIGSTOP: connections taken, nothing answered) as a
+/// site's request times out: the attempt then tells its failure to the shared limiter,
+/// whose call waits out `redis.timeout`. That wait, past the probe's deadline, was
+/// taken for our event loop running late ("our own timers ran up to 1493 ms late (this
+/// worker is short of CPU)") and a dead site was `unknown/local_resources` (the farm
+/// through workers whose Redis hangs, in 2 of 3 CI runs). Our own adapters' wait is no
+/// lag: the site had its whole time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_hanging_as_a_request_times_out_is_not_our_event_loop_running_late() {
+    let redis = tokio::task::spawn_blocking(crate::support::redis_server::RedisServer::launch)
+        .await
+        .expect("join")
+        .expect("a private redis-server");
+    let web = crate::support::targets::serve_raw(
+        "127.0.79.2",
+        crate::support::targets::raw::never_answer,
+    )
+    .await;
+    let text = format!(
+        "[redis]\nurl = \"{}\"\nkey_prefix = \"{}:\"\n[probe]\nretry_delay = \"50ms\"\n\
+         [targets]\nallow_private = true\n",
+        redis.url(),
+        crate::support::unique("hang")
+    );
+    let s = picket::config::Settings::from_toml(&text).expect("settings");
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("redis pool");
+    let limiter = picket::limit::redis::shared(
+        pool,
+        &s.redis,
+        &s.rate_limit,
+        Duration::from_secs(30),
+        "hang",
+    );
+    let state = Arc::new(picket::state::MemoryState::default());
+    let e = picket::app::engine(&s, state, limiter).expect("engine");
+    let job = serde_json::json!({"url": format!("http://{web}/"), "timeout_ms": 1500});
+    let hang = async {
+        // The first request is out (its permit taken) and waiting for its answer.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        redis.freeze();
+    };
+    let (r, ()) = tokio::join!(check_job(&e, job), hang);
+    redis.thaw();
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Down, "timeout"),
+        "{}\n{:#?}",
+        r.detail,
+        r.attempt_log
+    );
+}
