@@ -103,7 +103,9 @@ impl HttpProber {
             // more sent, and the next check of the site (a new job) asks it once, as a
             // visitor would, to see whether it is back. One in doubt is held once it
             // shows itself a limit's (`pause_of_a_limit`, or a storm below).
-            self.limiter.hold(request, Hold::Asked(pause)).await;
+            probe
+                .ours(self.limiter.hold(request, Hold::Asked(pause)))
+                .await;
         }
         let read = self.standing(probe, (ip, host), signal).await;
         let refusal = read.refusal;
@@ -119,13 +121,15 @@ impl HttpProber {
             // make a working site `down`. So the host is held for `rate_limit.backoff`,
             // as if it had said Retry-After; a site that refuses its visitors still
             // refuses then. A wall of refusals (a bot wall on this egress) is no burst.
-            self.limiter
-                .hold(request, Hold::Ours(self.suspect_hold))
+            probe
+                .ours(self.limiter.hold(request, Hold::Ours(self.suspect_hold)))
                 .await;
         }
         let refusal = match (refusal, pause_in_doubt) {
             (Some(r), Some(pause)) => {
-                self.limiter.hold(request, Hold::Asked(pause)).await;
+                probe
+                    .ours(self.limiter.hold(request, Hold::Asked(pause)))
+                    .await;
                 Some(kept_to(r, host, pause))
             }
             (refusal, _) => refusal,
@@ -162,7 +166,9 @@ impl HttpProber {
             match (around.served_after, around.refused_near) {
                 (0, refused) if refused > 0 && around.burst >= BURST_ANSWERS => {
                     let request = Request::sent(ip, host, &probe.egress.name);
-                    self.limiter.hold(request, Hold::Asked(pause)).await;
+                    probe
+                        .ours(self.limiter.hold(request, Hold::Asked(pause)))
+                        .await;
                     return Some(format!(
                         "503 Service Unavailable asking a pause right after {ip} answered us, \
                          and {refused} more of its requests refused at once: a limit refusing \

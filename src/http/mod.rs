@@ -138,6 +138,35 @@ struct Probe<'a> {
     /// hold too, though it was asked again once already. Bounded: such holds end once
     /// they add up to `rate_limit.limit_memory`.
     ask_once_more: bool,
+    /// Time spent past the deadline waiting on our own adapters (the shared limiter's
+    /// Redis, told of a failure), in nanoseconds: no lag of our event loop.
+    ours_past_deadline: std::sync::atomic::AtomicU64,
+}
+
+impl Probe<'_> {
+    /// Awaits `step`, a call to one of our own adapters, noting how much of it ran past
+    /// the deadline: the attempt ends that much later than its last timer fired, and
+    /// that is neither the site's time nor our timers running late.
+    async fn ours<T>(&self, step: impl std::future::Future<Output = T>) -> T {
+        let began = Instant::now();
+        let out = step.await;
+        let past = Instant::now().saturating_duration_since(began.max(self.deadline));
+        let nanos = u64::try_from(past.as_nanos()).unwrap_or(u64::MAX);
+        self.ours_past_deadline
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+        out
+    }
+
+    /// How long the attempt went on after its deadline for anything but our own
+    /// adapters ([`Self::ours`]): a timer that fired late.
+    fn overran(&self) -> Duration {
+        let ours = self
+            .ours_past_deadline
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Instant::now()
+            .saturating_duration_since(self.deadline)
+            .saturating_sub(Duration::from_nanos(ours))
+    }
 }
 
 /// Where a hop leaves the chain.
@@ -235,6 +264,7 @@ impl HttpProber {
             read_as_browsers: false,
             slot_in_hand: false,
             ask_once_more: false,
+            ours_past_deadline: Default::default(),
         };
         let outcome = self.follow(&mut probe, &mut obs).await;
         if let Some(wait) = probe.deferred {
@@ -242,10 +272,10 @@ impl HttpProber {
         }
         obs.outcome = outcome;
         obs.total = start.elapsed();
-        // Nothing runs past the deadline but a timer that fired late: how long the
-        // attempt went on after it is lag too, whatever thread the watch ticks on.
-        let overran = Instant::now().saturating_duration_since(probe.deadline);
-        obs.lag = lag.worst_since(start).max(overran);
+        // Nothing runs past the deadline but a timer that fired late, or a call to our
+        // own adapters (`Probe::ours`): how long the attempt went on after it for the
+        // former is lag too, whatever thread the watch ticks on.
+        obs.lag = lag.worst_since(start).max(probe.overran());
         Attempt::Observed(obs)
     }
 

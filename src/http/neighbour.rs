@@ -152,7 +152,7 @@ impl HttpProber {
         } else {
             None
         };
-        let refusal = self.limiter.answered(request, signal).await;
+        let refusal = probe.ours(self.limiter.answered(request, signal)).await;
         if refusal.is_some() || !after_a_hold {
             return Read::from(refusal);
         }
@@ -170,7 +170,7 @@ impl HttpProber {
             Says::Nothing => Read::from(None),
             Says::RefusesUs => {
                 let again = Signal::NeighbourToo(signal.code());
-                let refusal = self.limiter.answered(request, again).await;
+                let refusal = probe.ours(self.limiter.answered(request, again)).await;
                 Read {
                     alike: refusal.is_some(),
                     ..Read::from(refusal.map(|r| neighbour.refused_too(r)))
@@ -217,6 +217,7 @@ impl HttpProber {
             read_as_browsers: false,
             slot_in_hand: probe.slot_in_hand,
             ask_once_more: false,
+            ours_past_deadline: Default::default(),
         };
         let signal = self.signal_from(&mut asking, &neighbour, addr).await?;
         Some(Neighbour {
