@@ -1230,6 +1230,40 @@ mod tests {
     const TESTCOOKIE: &str = "<html><body><script>document.cookie = \"TCK=4f2a; path=/\";\n\
         location.reload();</script></body></html>";
 
+    /// nginx's `error_page 429 =200 /busy.html`: a rate limit's own page answering
+    /// with a success (review AG: with a keyword job, 1 of 20 and 2 of 12
+    /// `down/body_mismatch`). It refuses us, with or without the job's keyword; a page
+    /// with much to read that mentions the words is the site's.
+    #[test]
+    fn a_rate_limits_page_answering_with_a_success_refuses_us() {
+        const BUSY: &str = "<!DOCTYPE html>\n<html><head><title>Busy</title></head><body>\n\
+            <h1>Too many requests</h1>\n<p>Please slow down and try again in a minute.</p>\n\
+            </body></html>\n";
+        let keyword = plan(Expect {
+            body_contains: Some("Welcome".into()),
+            ..Expect::default()
+        });
+        for p in [plan(Expect::default()), keyword] {
+            let r = judge(&p, &answer(200, BUSY), &SETTINGS);
+            assert_eq!(
+                (r.verdict, r.reason),
+                (Verdict::Unknown, Reason::Blocked),
+                "{}",
+                r.detail
+            );
+            assert!(r.detail.contains("rate limit"), "{}", r.detail);
+        }
+        let faq = format!(
+            "<html><head><title>Our API</title></head><body><h1>Welcome</h1><p>{}</p>\
+             <p>Sending too many requests gets a 429.</p></body></html>",
+            "Our county's API serves permits and meeting minutes to residents. ".repeat(8)
+        );
+        assert_eq!(
+            j(&plan(Expect::default()), &answer(200, &faq)),
+            (Verdict::Up, Reason::Ok)
+        );
+    }
+
     #[test]
     fn a_bot_wall_on_a_success_or_its_own_status_refuses_us() {
         let p = plan(Expect::default());
