@@ -784,6 +784,37 @@ async fn tripped_nginx(ip: &str, status: u16, said: &str, probe: &str) {
     );
 }
 
+/// nginx's `limit_req` answering what it refuses with its own "Too many requests" page
+/// and a 200 (`error_page 429 =200 /busy.html`), tripped by an override of 10/s, jobs
+/// looking for the sites' own word: the limit's page lacks it, and is no site's page
+/// (review AG: 1 of 20 and 2 of 12 `down/body_mismatch`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nginx_limit_answering_its_page_with_200_is_never_down() {
+    let ip = "127.0.12.79";
+    let hosts = names("busy", 12);
+    let nginx = Nginx::limiting_with_a_page_of_200(ip, &hosts, 3);
+    let s = settings(&over_the_limit(&hosts, ip, "", "2s", ""));
+    let engine = engine(&s);
+    let tasks: Vec<_> = urls_of(&hosts, nginx.port)
+        .into_iter()
+        .map(|u| {
+            let engine = engine.clone();
+            let mut job = picket::job::job_for_url(&u, "busy").expect("job");
+            job.expect.body_contains = Some("Welcome".into());
+            tokio::spawn(async move { engine.run(&job).await })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for t in tasks {
+        reports.push(t.await.expect("check task"));
+    }
+    let up = assert_never_down(&reports, "rate limit's page", "limit page of 200");
+    assert!(
+        up < reports.len(),
+        "the limit never answered its page: the test proves nothing"
+    );
+}
+
 /// The OWASP CRS's DoS protection, as operators turn it on in crs-setup.conf, blocks a
 /// client that made two bursts by dropping its connections without an answer (rule
 /// 912120's `drop`) for `tx.dos_block_timeout` (600 s in crs-setup's example): every

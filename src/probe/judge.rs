@@ -12,7 +12,7 @@
 use crate::config::{ProbeSettings, TlsOnError, TlsSettings};
 use crate::job::{Method, Reason, Verdict};
 use crate::probe::pages::{
-    challenge, cookie_wall, firewall_block, soft_failure, wall_on_success, COOKIE_WALL,
+    challenge, cookie_wall, firewall_block, limit_page, soft_failure, wall_on_success, COOKIE_WALL,
 };
 use crate::probe::shown::shows_nothing;
 use crate::probe::{Answer, CertDays, Failure, FailureKind, Observation, Outcome, Plan};
@@ -307,6 +307,7 @@ type Rule = fn(&Seen<'_>) -> Option<Judgement>;
 const PAGE_RULES: &[Rule] = &[
     wrong_status,
     wall_answering_success,
+    limit_answering_success,
     broke_off_before_the_page,
     no_page,
     keyword_missing,
@@ -433,6 +434,29 @@ fn refusal_of_us(s: &Seen<'_>) -> Option<String> {
 /// A bot wall answering with a success (DDoS-Guard's 200 "Checking your browser", a
 /// testcookie stub): a refusal of us, as on a 403, since browsers pass it at once and
 /// the page behind it is unseen. A job whose own keyword is on the page has its page.
+/// A rate limit's own page answering with a success (nginx's `error_page 429 =200`):
+/// a refusal of us, not the site's page, whatever the job looks for on it. A job whose
+/// own keyword is on the page has its page.
+fn limit_answering_success(s: &Seen<'_>) -> Option<Judgement> {
+    let a = s.answer;
+    if !(200..300).contains(&a.status) || a.body_bytes > SNIFF_BYTES {
+        return None;
+    }
+    let phrase = limit_page(&a.text)?;
+    let keyword = s.plan.expect.body_contains.as_ref();
+    (!keyword.is_some_and(|k| page_has(&a.text, k))).then(|| {
+        Judgement::new(
+            Verdict::Unknown,
+            Reason::Blocked,
+            format!(
+                "{}: a rate limit's page ({phrase:?}) answering with a success refuses us; \
+                 the site itself may be fine",
+                s.status
+            ),
+        )
+    })
+}
+
 fn wall_answering_success(s: &Seen<'_>) -> Option<Judgement> {
     let a = s.answer;
     if !(200..300).contains(&a.status) || a.body_bytes > SNIFF_BYTES {

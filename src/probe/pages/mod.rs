@@ -15,7 +15,9 @@ mod walls;
 
 pub(crate) use soft::soft_failure;
 pub(crate) use visible::visible_text;
-pub(crate) use walls::{challenge, cookie_wall, firewall_block, wall_on_success, COOKIE_WALL};
+pub(crate) use walls::{
+    challenge, cookie_wall, firewall_block, limit_page, wall_on_success, COOKIE_WALL,
+};
 
 /// Pages up to this size are read as text and checked for soft failures; block, parked
 /// and default pages are small, real pages that mention "access denied" are not.

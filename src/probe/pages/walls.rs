@@ -58,6 +58,34 @@ const UNAVAILABLE: &[&[u8]] = &[
     "维护中".as_bytes(),
 ];
 
+/// What a rate limit's own page says, matched lower-cased where a person reads it: the
+/// page a limit answers with a success (nginx's `error_page 429 =200 /busy.html`, an
+/// application's "slow down" page), which says so in its few words.
+const LIMIT_PHRASES: &[&[u8]] = &[
+    b"too many requests",
+    b"rate limit exceeded",
+    b"request limit exceeded",
+    b"being rate limited",
+    b"you have been rate limited",
+];
+
+/// The phrase of a rate limit's own page ([`LIMIT_PHRASES`]) that a page with a success
+/// status shows, if it is one: a stub with little to read (as a cookie wall, at most
+/// [`WALL_TEXT_CHARS`] characters) that says so where a person reads it. A page with
+/// more to read is the site's, whatever it says of limits.
+pub(crate) fn limit_page(text: &str) -> Option<&'static str> {
+    if text.len() > WALL_BYTES || crate::probe::shown::text_longer_than(text, WALL_TEXT_CHARS) {
+        return None;
+    }
+    let lower = text.as_bytes().to_ascii_lowercase();
+    let unseen = Unseen::of(&lower);
+    LIMIT_PHRASES.iter().find_map(|phrase| {
+        memchr::memmem::find_iter(&lower, phrase)
+            .any(|at| !unseen.covers(at))
+            .then(|| std::str::from_utf8(phrase).unwrap_or_default())
+    })
+}
+
 /// The bot-challenge marker a page shows, if any. A weak one ([`WEAK_MARKERS`]) counts
 /// only on a page that does not say the site is unavailable.
 pub(crate) fn challenge(text: &str) -> Option<&'static str> {

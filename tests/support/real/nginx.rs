@@ -69,6 +69,34 @@ impl Nginx {
         Nginx::run("nginx", &dir, &sites[0].ip, port, &conf)
     }
 
+    /// nginx on `ip` limiting every client to `rate` requests a second without burst
+    /// (`limit_req`, one zone for all `hosts`), answering what it refuses with its own
+    /// small "Too many requests" page and a 200 (`limit_req_status 429; error_page 429
+    /// =200 /busy.html`), as operators set it so that clients do not retry at once.
+    pub fn limiting_with_a_page_of_200(ip: &str, hosts: &[String], rate: u32) -> Nginx {
+        let dir = scratch("nginx-busy-200");
+        let d = dir.display().to_string();
+        let port = free_port();
+        write(
+            &dir,
+            "busy/busy.html",
+            "<!DOCTYPE html>\n<html><head><title>Busy</title></head><body>\n\
+             <h1>Too many requests</h1>\n<p>Please slow down and try again in a minute.</p>\n\
+             </body></html>\n",
+        );
+        let mut conf =
+            format!("  limit_req_zone $binary_remote_addr zone=busy:1m rate={rate}r/s;\n");
+        for h in hosts {
+            write(&dir, &format!("www/{h}/index.html"), &page(h));
+            conf.push_str(&format!(
+                "  server {{ listen {ip}:{port}; server_name {h}; root {d}/www/{h}; \
+                 limit_req zone=busy; limit_req_status 429; error_page 429 =200 /busy.html; \
+                 location = /busy.html {{ root {d}/busy; internal; }} }}\n"
+            ));
+        }
+        Nginx::run("nginx (a limit page of 200)", &dir, ip, port, &conf)
+    }
+
     /// nginx on `ip` serving `hosts`, of which those in `failing` answer `status` to
     /// everything (broken sites beside working ones on a shared server), with no limit.
     pub fn some_failing(ip: &str, hosts: &[String], failing: &[String], status: u16) -> Nginx {
