@@ -970,16 +970,7 @@ async fn a_redis_hanging_as_a_request_times_out_is_not_our_event_loop_running_la
         crate::support::unique("hang")
     );
     let s = picket::config::Settings::from_toml(&text).expect("settings");
-    let pool = picket::redis_pool::redis_pool(&s.redis).expect("redis pool");
-    let limiter = picket::limit::redis::shared(
-        pool,
-        &s.redis,
-        &s.rate_limit,
-        Duration::from_secs(30),
-        "hang",
-    );
-    let state = Arc::new(picket::state::MemoryState::default());
-    let e = picket::app::engine(&s, state, limiter).expect("engine");
+    let e = crate::support::picket::engine_on_redis(&s);
     let job = serde_json::json!({"url": format!("http://{web}/"), "timeout_ms": 1500});
     let hang = async {
         // The first request is out (its permit taken) and waiting for its answer.

@@ -333,6 +333,21 @@ allow_private = true
     engine_from_toml(&text)
 }
 
+/// The engine a worker runs over `s`, in process: the Redis limiter shared as between
+/// workers (its leases outlast the probe's time), the state in memory.
+pub fn engine_on_redis(s: &Settings) -> std::sync::Arc<picket::engine::Engine> {
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("redis pool");
+    let limiter = picket::limit::redis::shared(
+        pool,
+        &s.redis,
+        &s.rate_limit,
+        s.probe.timeout + std::time::Duration::from_secs(10),
+        "in-process",
+    );
+    let state = std::sync::Arc::new(picket::state::MemoryState::default());
+    std::sync::Arc::new(picket::app::engine(s, state, limiter).expect("engine"))
+}
+
 /// The in-process engine of [`engine_with`] over a whole configuration.
 pub fn engine_from_toml(text: &str) -> picket::engine::Engine {
     let s = Settings::from_toml(text).unwrap_or_else(|e| panic!("settings: {e}\n{text}"));
