@@ -145,6 +145,39 @@ impl HttpProber {
         }
     }
 
+    /// A rate limit's own page answering with a success, read as the final answer
+    /// (`probe::judge::limit_page_of`): told to the limiter as a refusal by its page
+    /// (its answer was told as one that served us before it was read), so a storm of
+    /// them holds the IP as a 429 storm does, and the request is asked again after the
+    /// hold, once. `None`: the step stands (the judge reads the page as a refusal).
+    pub(super) async fn heed_a_limit_page(
+        &self,
+        probe: &Probe<'_>,
+        (host, ip, stamp): (&str, IpAddr, u64),
+        step: &Result<super::Step, crate::probe::Outcome>,
+        reasked: &mut bool,
+        obs: &mut crate::probe::Observation,
+    ) -> Option<super::Step> {
+        let Ok(super::Step::Answer(answer)) = step else {
+            return None;
+        };
+        crate::probe::judge::limit_page_of(probe.plan, answer)?;
+        let page = Signal::Refused(answer.status);
+        let heeded = self
+            .heed(probe, host, (ip, stamp), answer.status, None, page)
+            .await;
+        let refusal = heeded.refusal?;
+        if (*reasked && !heeded.alike) || refusal.hold.is_zero() {
+            obs.refusal = Some(refusal.detail);
+            return None;
+        }
+        Some(super::ask_again_after_the_hold(
+            reasked,
+            Some(refusal.asked_again),
+            obs,
+        ))
+    }
+
     /// Whether a pause in doubt (see [`Heeded::pause_in_doubt`]) came from a limit
     /// refusing us: the IP had served us a burst ([`BURST_ANSWERS`], of requests sent
     /// before the refusal, wherever they came back), and its other hosts refused us too

@@ -410,6 +410,10 @@ impl HttpProber {
             }
         }
         let step = last_hop(resp, permit, probe, chain, self.clock.now(), obs).await;
+        let at = (target.host.as_str(), ip, stamp);
+        if let Some(again) = self.heed_a_limit_page(probe, at, &step, reasked, obs).await {
+            return Ok(again);
+        }
         if let Some(pause) = heeded.pause_in_doubt.filter(|_| obs.refusal.is_none()) {
             obs.refusal = self
                 .pause_of_a_limit(probe, &target.host, (ip, stamp), pause)

@@ -435,26 +435,30 @@ fn refusal_of_us(s: &Seen<'_>) -> Option<String> {
 /// testcookie stub): a refusal of us, as on a 403, since browsers pass it at once and
 /// the page behind it is unseen. A job whose own keyword is on the page has its page.
 /// A rate limit's own page answering with a success (nginx's `error_page 429 =200`):
-/// a refusal of us, not the site's page, whatever the job looks for on it. A job whose
-/// own keyword is on the page has its page.
+/// a refusal of us, not the site's page, whatever the job looks for on it.
 fn limit_answering_success(s: &Seen<'_>) -> Option<Judgement> {
-    let a = s.answer;
+    let phrase = limit_page_of(s.plan, s.answer)?;
+    Some(Judgement::new(
+        Verdict::Unknown,
+        Reason::Blocked,
+        format!(
+            "{}: a rate limit's page ({phrase:?}) answering with a success refuses us; \
+             the site itself may be fine",
+            s.status
+        ),
+    ))
+}
+
+/// The words of a rate limit's own page ([`limit_page`]) that `a`, a success, is, unless
+/// the job's own keyword is on it (then the page is its): read by the judge, and by the
+/// prober, which tells the limiter of it as of a refusal.
+pub(crate) fn limit_page_of(plan: &Plan, a: &Answer) -> Option<&'static str> {
     if !(200..300).contains(&a.status) || a.body_bytes > SNIFF_BYTES {
         return None;
     }
     let phrase = limit_page(&a.text)?;
-    let keyword = s.plan.expect.body_contains.as_ref();
-    (!keyword.is_some_and(|k| page_has(&a.text, k))).then(|| {
-        Judgement::new(
-            Verdict::Unknown,
-            Reason::Blocked,
-            format!(
-                "{}: a rate limit's page ({phrase:?}) answering with a success refuses us; \
-                 the site itself may be fine",
-                s.status
-            ),
-        )
-    })
+    let keyword = plan.expect.body_contains.as_ref();
+    (!keyword.is_some_and(|k| page_has(&a.text, k))).then_some(phrase)
 }
 
 fn wall_answering_success(s: &Seen<'_>) -> Option<Judgement> {
