@@ -283,6 +283,15 @@ mod tests {
     }
 
     #[test]
+    fn a_drop_memory_is_a_minute_unless_set() {
+        let defaults = Settings::from_toml("").expect("defaults");
+        assert_eq!(defaults.rate_limit.drop_memory, Duration::from_secs(60));
+        let off = Settings::from_toml("[rate_limit]\ndrop_memory = \"0s\"\n").expect("0 s");
+        assert_eq!(off.rate_limit.drop_memory, Duration::ZERO);
+        assert!(err("[rate_limit]\ndrop_memory = \"soon\"\n").contains("rate_limit.drop_memory"));
+    }
+
+    #[test]
     fn share_and_each_bound_of_a_rate_name_their_key() {
         assert!(err("[rate_limit]\nfallback_share = 1.5\n").contains("rate_limit.fallback_share"));
         assert!(err("[rate_limit]\nbackoff = \"0s\"\n").contains("rate_limit.backoff"));
