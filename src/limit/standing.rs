@@ -19,8 +19,9 @@
 //! site's failure again ([`AfterHold`]). Timed-out connections count until a hold as
 //! long as `rate_limit.drop_memory`: a firewall dropping a client's connections over
 //! their rate (iptables' `recent --update`) counts every one it drops, so only staying
-//! away that long ends its ban, and a machine gone from the network is judged then. Closed connections and 503s count again once the IP answered after
-//! the hold: nginx's limit refuses only what is still too fast. Refused, timed-out and
+//! away that long ends its ban, and a machine gone from the network is judged then.
+//! Closed connections and 503s count again once the IP answered after the hold:
+//! nginx's limit refuses only what is still too fast. Refused, timed-out and
 //! closed connections count again while a ban may follow the server's own refusal of us
 //! ([`BAN_MEMORY`]): fail2ban reads the refusals in the server's log and bans the
 //! address, mod_evasive runs its `DOSSystemCommand`, and ModSecurity's CRS drops the
@@ -490,11 +491,11 @@ pub(crate) enum AfterHold {
     SitesUnlessBanned,
     /// Connections timing out: the site's own failure once a hold lasted
     /// [`Backoff::drop_memory`] (or the level is back to 0), or on one host alone once
-    /// the IP answered since the hold (the door open again), unless a ban may follow the server's refusal of us
-    /// ([`Self::SitesUnlessBanned`]). A firewall dropping a client over its rate of
-    /// new connections (iptables' `recent --update --seconds 60 --hitcount 20 -j DROP`,
-    /// the tutorials' flood defence, and `hashlimit`) counts each connection it drops
-    /// as one more, so its ban ends only once we stay away its whole window: asked
+    /// the IP answered since the hold (the door open again), unless a ban may follow
+    /// the server's refusal of us ([`Self::SitesUnlessBanned`]). A firewall dropping
+    /// a client over its rate of new connections (iptables' `recent --update --seconds
+    /// 60 --hitcount 20 -j DROP`, the tutorials' flood defence, and `hashlimit`) counts
+    /// each connection it drops as one more, so its ban ends only once we stay away its whole window: asked
     /// again after one hold, it is lengthened, not over (review AG: 9 of 30 hosts
     /// `down/timeout`). A server that stopped listening refuses (its kernel resets),
     /// so silence on every host right after answers is a drop of us, or the machine

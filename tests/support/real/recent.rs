@@ -25,7 +25,10 @@ impl RecentBan {
     }
 
     fn with(ip: &str, port: u16, over: &str, target: &str) -> RecentBan {
-        let new = format!("-d {ip}/32 -p tcp --dport {port} -m conntrack --ctstate NEW -m recent --name picket{port}");
+        let new = format!(
+            "-d {ip}/32 -p tcp --dport {port} -m conntrack --ctstate NEW \
+             -m recent --name picket{port}"
+        );
         let set = format!("INPUT {new} --set");
         let ban = format!("INPUT {new} --update {over} -j {target}");
         let mut made = RecentBan { rules: Vec::new() };
