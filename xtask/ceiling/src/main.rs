@@ -11,6 +11,8 @@
 //!   the worker's own) and fills the jobs queue.
 //! - `collect`: reads the results of a worker run, times first to last result, checks the
 //!   verdicts, and samples the worker's CPU time and peak RSS from `/proc`.
+//! - `h-reqwest`: the HTTP step by a bare reqwest client (a new connection per request),
+//!   beside wrk's: what the worker's HTTP crate costs at the least.
 //! - `hold`: a slow HTTP server for the in-flight run: it reads the request, waits, then
 //!   answers 200 with a small page.
 //!
@@ -30,10 +32,12 @@ use picket::config::Settings;
 mod broker;
 mod collect;
 mod hold;
+mod http;
 
 use broker::{b_in, b_out, prefill};
 use collect::{collect, parse_watch, CollectOptions};
 use hold::{serve_hold, HoldOptions};
+use http::{h_reqwest, HttpOptions};
 
 #[derive(Parser)]
 #[command(
@@ -97,6 +101,17 @@ enum Command {
         /// `cpu_NAME` (repeat; a name given several times is summed).
         #[arg(long, value_name = "NAME:PID")]
         watch: Vec<String>,
+    },
+    /// H_reqwest: GET a URL with a bare reqwest client, `--conns` at once, a new
+    /// connection per request, for `--secs` seconds.
+    HReqwest {
+        /// A loopback URL (the benchmark's nginx page).
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 16)]
+        conns: usize,
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
     },
     /// Serve slow pages: read the request head, wait, answer 200 with a small page.
     Hold {
@@ -196,6 +211,9 @@ fn main() -> ExitCode {
                     watch: parse_watch(&watch)?,
                 };
                 collect(&run, &opts).await
+            }
+            Command::HReqwest { url, conns, secs } => {
+                h_reqwest(&HttpOptions { url, conns, secs }).await
             }
             Command::Hold {
                 ips,

@@ -1,6 +1,6 @@
 //! The machine's ceilings, each measured `--rounds` times: B_in and B_out
 //! (the helper's lean lapin clients), H and H_tls (wrk against nginx, a new
-//! connection per request) and D (dnsperf against dnsmasq). The clients'
+//! connection per request), H_reqwest (a bare reqwest client doing H's requests) and D (dnsperf against dnsmasq). The clients'
 //! own CPU time per 1000 operations is kept beside each rate.
 
 use std::fs;
@@ -19,11 +19,13 @@ pub struct Ceilings {
     pub b_ins: Vec<f64>,
     pub b_outs: Vec<f64>,
     pub hs: Vec<f64>,
+    pub hrs: Vec<f64>,
     pub hts: Vec<f64>,
     pub qs: Vec<f64>,
     pub b_in_cpus: Vec<f64>,
     pub b_out_cpus: Vec<f64>,
     pub h_cpus: Vec<f64>,
+    pub hr_cpus: Vec<f64>,
     pub ht_cpus: Vec<f64>,
     pub q_cpus: Vec<f64>,
     /// /proc/loadavg's first three fields before the first measurement.
@@ -41,6 +43,12 @@ impl Ceilings {
     /// What the ceilings' clients spent per 1000 messages or requests (medians).
     pub fn floor_cpu(&self) -> f64 {
         median(&self.b_in_cpus) + median(&self.b_out_cpus) + median(&self.h_cpus)
+    }
+
+    /// The same floor with a bare reqwest client in wrk's place: what a worker built on
+    /// reqwest and lapin could spend at the least.
+    pub fn reqwest_floor_cpu(&self) -> f64 {
+        median(&self.b_in_cpus) + median(&self.b_out_cpus) + median(&self.hr_cpus)
     }
 
     /// Counts compilers running now: they distort the figures, and the
@@ -91,6 +99,12 @@ pub fn measure(args: &BenchArgs, bed: &Bed) -> Result<Ceilings> {
     );
     let sum = c.floor_cpu();
     say!("   clients' CPU-s per 1000: B_in {b_in:.3}, B_out {b_out:.3}, wrk {h:.3}; sum {sum:.3}");
+    say!(
+        "   a bare reqwest client: {:.0} requests/s ({}), {:.3} CPU-s per 1000",
+        median(&c.hrs),
+        list(&c.hrs),
+        median(&c.hr_cpus)
+    );
     Ok(c)
 }
 
@@ -103,6 +117,15 @@ fn http_and_dns(bed: &Bed, round: &str, c: &mut Ceilings) -> Result<()> {
     c.hs.push(rate);
     c.h_cpus.push(cpu);
     say!("   H = {rate:.0} requests/s {errors}");
+    c.note_load();
+    say!("H_reqwest ({round}): a bare reqwest client, 16 at once for 5 s, {url}");
+    let out = ceiling(bed, &["h-reqwest", "--url", &url])?;
+    if out.get("errors") != "0" {
+        bail!("H_reqwest: {} requests failed", out.get("errors"));
+    }
+    c.hrs.push(out.num("rate"));
+    c.hr_cpus.push(out.num("cpu_s_per_1000"));
+    say!("   H_reqwest = {} requests/s", out.get("rate"));
     c.note_load();
     let url = format!("https://{}:{}/page?n=1", bed.site_ips[0], bed.tls_port);
     say!("H_tls ({round}): wrk -t2 -c16 -d5s -H 'Connection: close' {url} (a full handshake each)");

@@ -167,6 +167,10 @@ fn main_table(s: &mut String, args: &BenchArgs, bed: &Bed, c: &Ceilings, runs: &
             format!("H: nginx, new connection per request (wrk -t2 -c16 -d5s, {}-byte page; median of {})", bed.page_bytes, list(&c.hs)),
             format!("{:.0} req/s", median(&c.hs)),
         ),
+        (
+            format!("H_reqwest: a bare reqwest client doing H's requests (16 at once, 5 s; median of {})", list(&c.hrs)),
+            format!("{:.0} req/s, {:.3} CPU-s per 1000 requests", median(&c.hrs), median(&c.hr_cpus)),
+        ),
         ("C = 1 / (1/B_in + 1/B_out + 1/H)".to_string(), format!("{:.0} jobs/s", c.c())),
         ("jobs/s ÷ C (target ≥ 0.8)".to_string(), format!("**{}**", ratio(rate, c.c(), 2))),
         (
@@ -180,6 +184,14 @@ fn main_table(s: &mut String, args: &BenchArgs, bed: &Bed, c: &Ceilings, runs: &
         (
             "worker CPU ÷ the ceilings' clients (target ≤ 2)".to_string(),
             format!("**{}**", ratio(m.num("cpu_s_per_1000"), c.floor_cpu(), 1)),
+        ),
+        (
+            "the same floor with the bare reqwest client in wrk's place; worker ÷ it".to_string(),
+            format!(
+                "{:.3}; {}",
+                c.reqwest_floor_cpu(),
+                ratio(m.num("cpu_s_per_1000"), c.reqwest_floor_cpu(), 1)
+            ),
         ),
         ("worker peak RSS (VmHWM)".to_string(), mb(m.get("hwm_kb"))),
         ("results not up".to_string(), format!("{} of {} ({})", m.get("not_up"), m.get("unique"), m.get("verdicts"))),
