@@ -24,6 +24,17 @@ impl RecentBan {
         )
     }
 
+    /// The same ban refusing: iptables' `REJECT`, an ICMP port-unreachable, which
+    /// reaches the client as a refused connection, as a closed port's reset does.
+    pub fn rejecting(ip: &str, port: u16, hits: u32, seconds: u32) -> RecentBan {
+        RecentBan::with(
+            ip,
+            port,
+            &format!("--hitcount {hits} --seconds {seconds}"),
+            "REJECT",
+        )
+    }
+
     fn with(ip: &str, port: u16, over: &str, target: &str) -> RecentBan {
         let new = format!(
             "-d {ip}/32 -p tcp --dport {port} -m conntrack --ctstate NEW \
