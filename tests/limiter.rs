@@ -358,16 +358,33 @@ async fn a_long_ip_pause_is_bounded_by_max_pause() {
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
 }
 
+/// Refused connections on several hosts right after answers hold the IP for every
+/// worker, and refused again after the hold they hold it again while a firewall that
+/// counts what it rejects may remember us (iptables' `recent --update … -j REJECT`):
+/// until a hold lasted `rate_limit.drop_memory`, as the Lua `REFUSE` script reads them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_connections_hold_the_ip_once_for_all_workers() {
+async fn refused_connections_hold_the_ip_for_all_workers_until_a_hold_outwaits_a_ban() {
+    let refused = Signal::ConnectionRefused;
+    let now = |host| req(host, Duration::ZERO);
     let s = settings(100.0, 10, 10);
     let a = limiter(&s, Duration::from_secs(30), "wa");
     let b = limiter(&s, Duration::from_secs(30), "wb");
-    let refused = Signal::ConnectionRefused;
     let r = storm(&a, &b, refused).await;
     assert!(r.detail.contains("connections refused"), "{}", r.detail);
-    // After the hold (backoff 2 s) refused connections are the site's failure: no
-    // second step; a 403 storm still is one.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = b
+        .answered(now("one.test"), refused)
+        .await
+        .expect("refused still after a 2 s hold, shorter than the ban's memory (60 s)");
+    assert_eq!((r.level, r.hold), (2, Duration::from_secs(4)));
+    // With a memory of 2 s the first hold outwaits it: refused connections after it are
+    // the site's failure (a server that stopped listening), no second step; a 403 storm
+    // still is one.
+    let mut s = settings(100.0, 10, 10);
+    s.rate_limit.drop_memory = Duration::from_secs(2);
+    let a = limiter(&s, Duration::from_secs(30), "wc");
+    let b = limiter(&s, Duration::from_secs(30), "wd");
+    storm(&a, &b, refused).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert!(a
         .answered(req("one.test", Duration::ZERO), refused)
@@ -1036,6 +1053,17 @@ async fn a_503_storm_going_on_after_the_hold_is_the_sites_and_no_ban_follows_it(
             .is_none(),
         "a 503 after the hold with no answer since is the site's"
     );
+    // With no firewall's memory to outwait (`drop_memory` zero): the site's at once.
+    let mut s = settings(100.0, 10, 10);
+    s.rate_limit.drop_memory = Duration::ZERO;
+    let a = limiter(&s, Duration::from_secs(30), "dead-c");
+    let b = limiter(&s, Duration::from_secs(30), "dead-d");
+    storm(&a, &b, Signal::Refused(503)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(b
+        .answered(now("three.test"), Signal::Refused(503))
+        .await
+        .is_none());
     assert!(
         a.answered(now("one.test"), Signal::ConnectionRefused)
             .await

@@ -481,12 +481,13 @@ async fn retry_after_pauses_every_request_to_that_ip() {
 
 /// Issue 11 item 12: connections refused by several hosts of one IP right after it
 /// answered us (a fail2ban-style ban, `iptables -j REJECT`) hold the IP, and the refused
-/// request is asked again after the hold; still refusing, it is judged as what it then
-/// is: a server that stopped listening, down once confirmed (a ban is not lengthened by
-/// the connections it refuses, so asking again after the hold costs it nothing). Before
-/// hunt Z3 the request was not asked again within its check: of a crashed Tomcat's four
-/// hosts, one was `unknown/blocked` "a firewall-style ban" beside its neighbours'
-/// `down/connect`.
+/// request is asked again after the hold; still refusing once a hold lasted as long as
+/// a firewall may remember us (`rate_limit.drop_memory`, here as long as the first
+/// hold: iptables' `recent` lengthens its ban with every connection it rejects, so a
+/// shorter hold would be held again), it is judged as what it then is: a server that
+/// stopped listening, down once confirmed. Before hunt Z3 the request was not asked
+/// again within its check: of a crashed Tomcat's four hosts, one was `unknown/blocked`
+/// "a firewall-style ban" beside its neighbours' `down/connect`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_refused_by_hosts_of_an_ip_hold_it_once() {
     let ip = "127.0.44.1";
@@ -505,7 +506,7 @@ async fn connections_refused_by_hosts_of_an_ip_hold_it_once() {
     let (names, dns) = hosts("refuse", 2, ip);
     let e = crate::support::picket::engine_with(
         "attempts = 2\nconnect_timeout = \"2s\"",
-        &format!("[rate_limit]\nbackoff = \"3s\"\n{dns}"),
+        &format!("[rate_limit]\nbackoff = \"3s\"\ndrop_memory = \"3s\"\n{dns}"),
     );
     let urls: Vec<String> = names
         .iter()

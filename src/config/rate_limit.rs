@@ -115,12 +115,13 @@ pub struct RateLimitSettings {
     /// holds the IP again until the holds add up to this; then it is the server failing
     /// (`limit::standing::AfterHold::WhileRemembered`). Zero: never held again so.
     pub limit_memory: Duration,
-    /// How long a firewall dropping our connections may remember them: after a hold,
-    /// connections timing out hold the IP again until a hold lasted this long; then it
-    /// is the server gone (iptables' `recent --update --seconds 60` lengthens its ban
-    /// with every connection it drops, so a ban ends only after that long without one;
-    /// `limit::standing::AfterHold::DroppedWhileRemembered`). Zero: timing out after
-    /// one hold is the site's.
+    /// How long a firewall dropping or rejecting our connections may remember them:
+    /// after a hold, connections timing out or refused hold the IP again until a hold
+    /// lasted this long; then it is the server gone (iptables' `recent --update
+    /// --seconds 60` lengthens its ban with every connection it turns away, so a ban
+    /// ends only after that long without one;
+    /// `limit::standing::AfterHold::TurnedAwayWhileRemembered`). Zero: timing out or
+    /// refused after one hold is the site's.
     pub drop_memory: Duration,
     /// How long after a server refused us a firewall's ban may still shut us out: an
     /// answer since the hold rules a ban out only when it came this long or more

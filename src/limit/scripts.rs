@@ -225,17 +225,18 @@ return active
 /// KEYS: tat, standing. ARGV: host, recent_ok (1 when the reporting worker had an answer
 /// from the IP lately), refusal_window_ms, ok_window_ms, storm_hosts, backoff_ms,
 /// max_hold_ms, max_level, after_hold (how a refusal after a hold is read,
-/// `standing::AfterHold`: 0 a refusal of us, 1 the site's failure unless a ban may follow
-/// the server's refusal of us, 2 the site's unless the IP answered since the hold
+/// `standing::AfterHold`: 0 a refusal of us, 1 unused (it was the site's failure unless a
+/// ban may follow the server's refusal of us), 2 the site's unless the IP answered since the hold
 /// ended, 3 the site's unless either, 4 the site's unless a ban may follow the
 /// server's refusal of us by a status or page naming us: not a 503, a request held or
 /// left unanswered; 5 a refusal of us that, while the IP is backed off, no host's
 /// refusing before makes "again": a request held open right behind others of ours; 6 a
 /// refusal of us once the IP ever answered us, else the site's: resets; 7 a refusal of
 /// us until the holds at levels 1 to the level add up to limit_memory_ms, then the
-/// site's: a limit-like refusal a neighbour met too, `Signal::NeighbourToo`; 8 as 1, and
-/// a refusal of us until a hold lasted drop_memory_ms, or one host's alone once the IP
-/// answered since the hold: connections timing out),
+/// site's: a limit-like refusal a neighbour met too, `Signal::NeighbourToo`; 8 a refusal
+/// of us while a ban may follow the server's refusal of us, and until a hold lasted
+/// drop_memory_ms, or one host's alone once the IP answered since the hold: connections
+/// timing out or refused),
 /// ok_age_ms (how long ago the
 /// reporting worker last had an answer from the IP; -1 for never; any worker's answer
 /// that `ANSWERED` noted in field `fine` counts too), ban_memory_ms (`standing::BAN_MEMORY`), server_code (the signal's
@@ -326,7 +327,7 @@ local worded = srvc >= 100 and srvc <= 599 and srvc ~= 503
 -- An answer since the hold rules it out only once it came ARGV[17] ms after the
 -- refusal: a firewall's ban (fail2ban) may come later than a short hold ends.
 local last_answer = math.max(age >= 0 and now - age or -1e18, tonumber(f['fine'] or '-1e18'))
-local shut = ARGV[9] == '1' or ARGV[9] == '8'
+local shut = ARGV[9] == '8'
 local banned = (shut or (ARGV[9] == '3' and now >= hold_end)
     or (ARGV[9] == '4' and now >= hold_end and worded))
   and now - srv < tonumber(ARGV[11])
@@ -365,12 +366,12 @@ local held = 0
 for l = 1, level do held = held + math.min(tonumber(ARGV[6]) * 2 ^ (l - 1), tonumber(ARGV[7])) end
 local outlasted = held >= tonumber(ARGV[16])
 -- Whether the last hold lasted ARGV[18] ms (or the level is back to 0): a firewall dropping
--- our connections (ARGV[9] = '8', connections timing out) that each one knocking lengthens
--- forgets us only once we stay away that long.
+-- or rejecting our connections (ARGV[9] = '8', connections timing out or refused) that
+-- each one knocking lengthens forgets us only once we stay away that long.
 local outwaited = level == 0
   or math.min(tonumber(ARGV[6]) * 2 ^ (level - 1), tonumber(ARGV[7])) >= tonumber(ARGV[18])
 if (level > 0 or again) and now >= hold_end then
-  if ((ARGV[9] == '1' or ARGV[9] == '4') and not banned) or (ARGV[9] == '2' and not answered)
+  if (ARGV[9] == '4' and not banned) or (ARGV[9] == '2' and not answered)
     or (ARGV[9] == '3' and not answered and not banned) or (ARGV[9] == '6' and not ever)
     or (ARGV[9] == '7' and outlasted) or (ARGV[9] == '8' and not banned
       and (outwaited or (answered and hosts_since < tonumber(ARGV[5])))) then

@@ -12,14 +12,14 @@
 //! us); a refusal after the hold raises the level, and answers without refusal for
 //! [`DECAY_AFTER`] lower it by one.
 //!
-//! Refused and closed connections and 503s count once: a server that stopped listening
-//! refuses them just as a firewall ban does, a crashed backend closes them just as
+//! Closed connections and 503s count once: a crashed backend closes them just as
 //! nginx's 444 refusal does, and a shared server whose backend died answers its front's
 //! 503 on every host just as a tripped `limit_req` does, so after one hold they are the
-//! site's failure again ([`AfterHold`]). Timed-out connections count until a hold as
-//! long as `rate_limit.drop_memory`: a firewall dropping a client's connections over
-//! their rate (iptables' `recent --update`) counts every one it drops, so only staying
-//! away that long ends its ban, and a machine gone from the network is judged then.
+//! site's failure again ([`AfterHold`]). Refused and timed-out connections count until
+//! a hold as long as `rate_limit.drop_memory`: a firewall rejecting or dropping a
+//! client's connections over their rate (iptables' `recent --update`) counts every one
+//! it turns away, so only staying away that long ends its ban, and a server that
+//! stopped listening, or a machine gone from the network, is judged then.
 //! Closed connections and 503s count again once the IP answered after the hold:
 //! nginx's limit refuses only what is still too fast. Refused, timed-out and
 //! closed connections count again while a ban may follow the server's own refusal of us
@@ -474,33 +474,29 @@ pub(crate) enum AfterHold {
     /// connection of its own (a broken TLS front) does so still after the hold, and
     /// taking that for a ban would keep it `unknown` for as long as it is broken.
     RefusalOnceAnswered,
-    /// The site's own failure, unless a ban may follow the server's refusal of us
-    /// ([`BAN_MEMORY`]) and the IP has not answered since the hold ended: refused
-    /// connections.
-    ///
-    /// Refused connections right after answers, from several hosts, look like a
-    /// firewall ban and the IP is held once. But a server that just stopped listening
-    /// refuses every connection in the same way, and we cannot tell the two apart from
-    /// here. A firewall ban is not lengthened by the connections it refuses (unlike
-    /// mod_evasive's hold, which every request extends), so asking again after the hold
-    /// costs the IP nothing; if it still refuses then, it is judged as the failure it is
-    /// (`down` once confirmed), not held again and again as `unknown` for as long as the
-    /// server stays dead. But when the server itself refused us shortly before, the
-    /// shut door is what fail2ban and mod_evasive's `DOSSystemCommand` do next: a
-    /// server that was there refusing our requests does not vanish on its own.
-    SitesUnlessBanned,
-    /// Connections timing out: the site's own failure once a hold lasted
+    /// Connections timing out or refused: the site's own failure once a hold lasted
     /// [`Backoff::drop_memory`] (or the level is back to 0), or on one host alone once
     /// the IP answered since the hold (the door open again), unless a ban may follow
-    /// the server's refusal of us ([`Self::SitesUnlessBanned`]). A firewall dropping
-    /// a client over its rate of new connections (iptables' `recent --update --seconds
-    /// 60 --hitcount 20 -j DROP`, the tutorials' flood defence, and `hashlimit`) counts
-    /// each connection it drops as one more, so its ban ends only once we stay away its whole window: asked
-    /// again after one hold, it is lengthened, not over (review AG: 9 of 30 hosts
-    /// `down/timeout`). A server that stopped listening refuses (its kernel resets),
-    /// so silence on every host right after answers is a drop of us, or the machine
-    /// gone from the network, which is judged so once we stayed away for the window.
-    DroppedWhileRemembered,
+    /// the server's refusal of us ([`BAN_MEMORY`]) and the IP has not answered since
+    /// the hold ended.
+    ///
+    /// A firewall turning away a client over its rate of new connections (iptables'
+    /// `recent --update --seconds 60 --hitcount 20`, the tutorials' flood defence, and
+    /// `hashlimit`) counts each connection it drops or rejects as one more, so its ban
+    /// ends only once we stay away its whole window: asked again after one hold, it is
+    /// lengthened, not over (review AG: 9 of 30 hosts `down/timeout` under `DROP`, 11
+    /// of 11 refused hosts `down/connect` under `REJECT`). Its `REJECT` reaches us as a
+    /// refused connection, exactly as a server that stopped listening refuses (an ICMP
+    /// port-unreachable and a reset are both `ECONNREFUSED`; only the socket's error
+    /// queue tells them apart, which reqwest's connector gives no way to read), and
+    /// the machine gone from the network is silent as a `DROP` is. So either, on every
+    /// host right after answers, is held until we stayed away for the window: a
+    /// shared server that crashed as we asked it is `unknown` for the holds before
+    /// it is `down`, rather than a ban of us being its sites `down`. When the server
+    /// itself refused us shortly before, the shut door is what fail2ban and
+    /// mod_evasive's `DOSSystemCommand` do next: a server that was there refusing our
+    /// requests does not vanish on its own.
+    TurnedAwayWhileRemembered,
     /// The site's own failure, unless the IP answered since the hold ended: nginx's 444
     /// or 503 refusal lets the first request after a hold through (its bucket drained)
     /// and refuses again only what is still too fast, while a shared server whose
@@ -554,8 +550,7 @@ impl AfterHold {
     /// How `signal` is read after a hold.
     pub(crate) fn of(signal: Signal) -> AfterHold {
         match signal {
-            Signal::ConnectionRefused => AfterHold::SitesUnlessBanned,
-            Signal::TimedOut(_) => AfterHold::DroppedWhileRemembered,
+            Signal::ConnectionRefused | Signal::TimedOut(_) => AfterHold::TurnedAwayWhileRemembered,
             Signal::Closed => AfterHold::SitesUnlessAnsweredOrBanned,
             Signal::Unanswered(_) | Signal::Refused(503) | Signal::Paused(503) => {
                 AfterHold::SitesUnlessAnswered
@@ -582,8 +577,7 @@ impl AfterHold {
             AfterHold::Refusal | AfterHold::AtOurPace => false,
             AfterHold::WhileRemembered => outlasted,
             AfterHold::RefusalOnceAnswered => !ever,
-            AfterHold::SitesUnlessBanned => !banned,
-            AfterHold::DroppedWhileRemembered => !banned && (outwaited || (answered && alone)),
+            AfterHold::TurnedAwayWhileRemembered => !banned && (outwaited || (answered && alone)),
             AfterHold::SitesUnlessAnswered => !answered,
             AfterHold::SitesUnlessAnsweredOrBanned => !answered && !banned,
             AfterHold::SitesUnlessRefused => !banned,
@@ -594,8 +588,7 @@ impl AfterHold {
     pub(crate) fn may_be_a_ban(self) -> bool {
         matches!(
             self,
-            AfterHold::SitesUnlessBanned
-                | AfterHold::DroppedWhileRemembered
+            AfterHold::TurnedAwayWhileRemembered
                 | AfterHold::SitesUnlessAnsweredOrBanned
                 | AfterHold::SitesUnlessRefused
         )
@@ -615,14 +608,13 @@ impl AfterHold {
     pub(crate) fn code(self) -> u8 {
         match self {
             AfterHold::Refusal => 0,
-            AfterHold::SitesUnlessBanned => 1,
             AfterHold::SitesUnlessAnswered => 2,
             AfterHold::SitesUnlessAnsweredOrBanned => 3,
             AfterHold::SitesUnlessRefused => 4,
             AfterHold::AtOurPace => 5,
             AfterHold::RefusalOnceAnswered => 6,
             AfterHold::WhileRemembered => 7,
-            AfterHold::DroppedWhileRemembered => 8,
+            AfterHold::TurnedAwayWhileRemembered => 8,
         }
     }
 }
@@ -659,8 +651,8 @@ pub(crate) struct Backoff {
     pub(crate) base: Duration,
     /// How long a limit may remember our requests ([`AfterHold::WhileRemembered`]).
     pub(crate) memory: Duration,
-    /// How long a firewall dropping our connections may remember them
-    /// ([`AfterHold::DroppedWhileRemembered`]).
+    /// How long a firewall dropping or rejecting our connections may remember them
+    /// ([`AfterHold::TurnedAwayWhileRemembered`]).
     pub(crate) drop_memory: Duration,
     /// How long after the server's refusal a firewall's ban may still come
     /// (`rate_limit.ban_reaction`, 10 s by default).
@@ -922,12 +914,10 @@ impl Standing {
         // Only a firewall's ban comes late: a block of the server's own (CRS's drop, a
         // tarpit's flag) shuts us out from the refusal on.
         let before_the_ban = |t: Instant| {
-            matches!(
-                after_hold,
-                AfterHold::SitesUnlessBanned | AfterHold::DroppedWhileRemembered
-            ) && self
-                .last_ok
-                .is_none_or(|ok| ok.saturating_duration_since(t) < reaction)
+            matches!(after_hold, AfterHold::TurnedAwayWhileRemembered)
+                && self
+                    .last_ok
+                    .is_none_or(|ok| ok.saturating_duration_since(t) < reaction)
         };
         self.server_refused
             .filter(|(_, by)| after_hold.may_be_a_ban() && after_hold.follows(*by))
@@ -1263,7 +1253,13 @@ mod tests {
     async fn connections_refused_or_closed_by_hosts_right_after_answers_hold_the_ip_once() {
         // fail2ban (iptables REJECT) bans our address: every host of the IP refuses
         // connections right after it answered us. nginx's `limit_req_status 444`
-        // closes them without an answer.
+        // closes them without an answer. A refused connection is held again after the
+        // hold while a firewall may remember us (`rate_limit.drop_memory`, zero here:
+        // `connections_turned_away_after_holds_…` below has the rest).
+        let forgets = Backoff {
+            drop_memory: Duration::ZERO,
+            ..BACKOFF
+        };
         for (refused, said) in [
             (Signal::ConnectionRefused, "connections refused"),
             (
@@ -1275,21 +1271,21 @@ mod tests {
             let now = Instant::now();
             s.fine(now);
             assert!(s
-                .refused("a.test", refused, "192.0.2.1", &BACKOFF, now)
+                .refused("a.test", refused, "192.0.2.1", &forgets, now)
                 .is_none());
             let r = s
                 .refused(
                     "b.test",
                     refused,
                     "192.0.2.1",
-                    &BACKOFF,
+                    &forgets,
                     now + Duration::from_secs(1),
                 )
                 .expect("a refusal of us");
             assert_eq!((r.hold, r.level), (BASE, 1));
             assert!(r.detail.contains(said), "{}", r.detail);
             // During the hold: the same storm.
-            let during = s.refused("c.test", refused, "192.0.2.1", &BACKOFF, now + BASE);
+            let during = s.refused("c.test", refused, "192.0.2.1", &forgets, now + BASE);
             assert_eq!(during.map(|r| r.level), Some(1));
             // Still so after the hold: neither a ban nor nginx's limit is lengthened by
             // what it refused, so asking again cost nothing, and a server that stopped
@@ -1297,16 +1293,16 @@ mod tests {
             // failure (down once confirmed), not a second step.
             let after = now + BASE + Duration::from_secs(2);
             assert_eq!(
-                s.refused("a.test", refused, "192.0.2.1", &BACKOFF, after),
+                s.refused("a.test", refused, "192.0.2.1", &forgets, after),
                 None
             );
             assert_eq!(
-                s.refused("b.test", refused, "192.0.2.1", &BACKOFF, after),
+                s.refused("b.test", refused, "192.0.2.1", &forgets, after),
                 None
             );
             assert_eq!(s.level(), 1);
             // A 403 storm after the hold is a refusal of us as ever.
-            let r = s.refused("a.test", Signal::Refused(403), "192.0.2.1", &BACKOFF, after);
+            let r = s.refused("a.test", Signal::Refused(403), "192.0.2.1", &forgets, after);
             assert_eq!(r.map(|r| r.level), Some(2));
         }
     }
@@ -1317,8 +1313,20 @@ mod tests {
     /// longer each time, until a hold lasted `rate_limit.drop_memory` (60 s here: the
     /// third); then the machine is gone, the site's failure.
     #[tokio::test(start_paused = true)]
-    async fn connections_timing_out_after_holds_are_a_drop_of_us_until_a_hold_outwaits_it() {
-        let (ip, dropped) = ("192.0.2.1", Signal::TimedOut(Duration::from_secs(10)));
+    async fn connections_turned_away_after_holds_are_a_ban_of_us_until_a_hold_outwaits_it() {
+        // iptables' `recent` ban DROPs (timing out) or REJECTs (refused) every new
+        // connection, each one lengthening it; a server that stopped listening refuses
+        // them too, and a machine gone from the network is silent.
+        for dropped in [
+            Signal::TimedOut(Duration::from_secs(10)),
+            Signal::ConnectionRefused,
+        ] {
+            turned_away_after_holds(dropped);
+        }
+    }
+
+    fn turned_away_after_holds(dropped: Signal) {
+        let ip = "192.0.2.1";
         let mut s = Standing::default();
         let now = Instant::now() + Duration::from_secs(10);
         s.fine(now - Duration::from_secs(10));
@@ -1842,10 +1850,15 @@ mod tests {
             None
         );
         // Those 503s were the outage, not the server refusing us: its restart refusing
-        // connections is no ban that follows a refusal.
+        // connections is no ban that follows a refusal (with no firewall's memory to
+        // outwait, `rate_limit.drop_memory` zero, it is the site's at once).
         let restart = Signal::ConnectionRefused;
+        let forgets = Backoff {
+            drop_memory: Duration::ZERO,
+            ..BACKOFF
+        };
         assert_eq!(
-            s.refused("a.test", restart, "192.0.2.1", &BACKOFF, after),
+            s.refused("a.test", restart, "192.0.2.1", &forgets, after),
             None
         );
         // limit_req lets the first request after the hold through; the next ones, still
