@@ -842,7 +842,7 @@ async fn a_redis_out_of_memory_neither_stops_results_nor_swallows_a_change() {
 /// states and limits silently: `picket_redis_evicts` says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_refusing_scripts_is_not_ready_and_one_that_evicts_is_said() {
-    let (redis, site, s) = on_a_private_redis("127.0.40.21").await;
+    let (redis, site, text) = private_redis_toml("127.0.40.21").await;
     let mut admin = redis::Client::open(redis.url())
         .expect("redis url")
         .get_multiplexed_async_connection()
@@ -864,13 +864,17 @@ async fn a_redis_refusing_scripts_is_not_ready_and_one_that_evicts_is_said() {
         .query_async(&mut admin)
         .await
         .expect("ACL SETUSER");
-    let mut s = s;
-    s.redis.url = redis.url().replacen("redis://", "redis://picket:pw@", 1);
+    let user = redis.url().replacen("redis://", "redis://picket:pw@", 1);
+    let text = text.replace(redis.url(), &user);
+    let s = settings_of(&text);
     let c = Client::connect().await;
     c.declare(&s).await;
-    let w = Worker::start(&s);
+    // A process of its own: `picket_redis_evicts` is one gauge per process, and another
+    // test's worker in this one set it to its own Redis's 0 (a CI run).
+    let w = WorkerProcess::plain(&text);
+    let ops = s.http.listen;
     assert_eq!(one(&c, &s, json!({"url": site.url})).await["verdict"], "up");
-    let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
+    let (code, body) = get_ops(ops, "/readyz").await.expect("readyz");
     assert_eq!(code, 503, "scripts refused: {body}");
     assert!(body.contains("redis=false"), "{body}");
     // Hunt W: with `TIME` refused every state step fails (its times are Redis's), and
@@ -882,7 +886,7 @@ async fn a_redis_refusing_scripts_is_not_ready_and_one_that_evicts_is_said() {
             .query_async(&mut admin)
             .await
             .expect("ACL SETUSER");
-        let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
+        let (code, body) = get_ops(ops, "/readyz").await.expect("readyz");
         assert_eq!(code, 503, "{refused}: {body}");
         assert!(body.contains("redis=false"), "{body}");
     }
@@ -890,7 +894,7 @@ async fn a_redis_refusing_scripts_is_not_ready_and_one_that_evicts_is_said() {
         .query_async(&mut admin)
         .await
         .expect("ACL SETUSER");
-    let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
+    let (code, body) = get_ops(ops, "/readyz").await.expect("readyz");
     assert_eq!(code, 200, "scripts allowed: {body}");
 
     let config = |name: &str, value: &str| {
@@ -900,14 +904,11 @@ async fn a_redis_refusing_scripts_is_not_ready_and_one_that_evicts_is_said() {
             .arg(value)
             .to_owned()
     };
-    let evicts = |w: &Worker| {
-        let ops = w.ops;
-        async move {
-            let (_, text) = get_ops(ops, "/metrics").await.expect("metrics");
-            metric(&text, "picket_redis_evicts")
-        }
+    let evicts = || async move {
+        let (_, text) = get_ops(ops, "/metrics").await.expect("metrics");
+        metric(&text, "picket_redis_evicts")
     };
-    assert_eq!(evicts(&w).await, Some(0.0), "noeviction, no maxmemory");
+    assert_eq!(evicts().await, Some(0.0), "noeviction, no maxmemory");
     for (name, value) in [("maxmemory", "100mb"), ("maxmemory-policy", "allkeys-lru")] {
         let _: () = config(name, value)
             .query_async(&mut admin)
@@ -915,18 +916,18 @@ async fn a_redis_refusing_scripts_is_not_ready_and_one_that_evicts_is_said() {
             .expect("CONFIG SET");
     }
     // Asked when /readyz is.
-    let _ = get_ops(w.ops, "/readyz").await;
-    assert_eq!(evicts(&w).await, Some(1.0), "allkeys-lru at 100mb");
+    let _ = get_ops(ops, "/readyz").await;
+    assert_eq!(evicts().await, Some(1.0), "allkeys-lru at 100mb");
     // Hunt H: the ACL most guides give (`-@dangerous`) refuses INFO. Whether Redis may
     // evict is then unknown, and says so (-1), instead of the last reading or nothing.
     let _: () = acl(&["~*", "&*", "+@all", "-@dangerous"])
         .query_async(&mut admin)
         .await
         .expect("ACL SETUSER");
-    let (code, body) = get_ops(w.ops, "/readyz").await.expect("readyz");
+    let (code, body) = get_ops(ops, "/readyz").await.expect("readyz");
     assert_eq!(code, 200, "-@dangerous leaves scripts: {body}");
-    assert_eq!(evicts(&w).await, Some(-1.0), "INFO refused: unknown");
-    w.shutdown().await;
+    assert_eq!(evicts().await, Some(-1.0), "INFO refused: unknown");
+    w.terminate().await;
 }
 
 /// A private Redis (500 ms timeout) whose key `key` took one step, `up` by `first`; the
