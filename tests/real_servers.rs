@@ -572,11 +572,7 @@ async fn a_mod_qos_client_limit_refusing_with_500_is_never_down() {
 /// another address: after one hold, timeouts were taken for the sites' own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_iptables_recent_ban_dropping_our_connections_is_never_down() {
-    let ip = "127.0.12.77";
-    let hosts = names("recent", 12);
-    let nginx = Nginx::some_failing(ip, &hosts, &[], 200);
-    let ban = RecentBan::dropping(ip, nginx.port, 8, 15);
-    never_down_behind(ip, &hosts, &nginx, &ban, "dropped").await;
+    never_down_behind("127.0.12.77", "recent", RecentBan::dropping, "dropped").await;
 }
 
 /// The same ban refusing our connections (`-j REJECT`): every host's connection is
@@ -584,16 +580,20 @@ async fn an_iptables_recent_ban_dropping_our_connections_is_never_down() {
 /// one lengthens the ban (review AG: 11 of 11 refused hosts `down/connect`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_iptables_recent_ban_rejecting_our_connections_is_never_down() {
-    let ip = "127.0.12.80";
-    let hosts = names("recentrej", 12);
-    let nginx = Nginx::some_failing(ip, &hosts, &[], 200);
-    let ban = RecentBan::rejecting(ip, nginx.port, 8, 15);
-    never_down_behind(ip, &hosts, &nginx, &ban, "refused").await;
+    never_down_behind("127.0.12.80", "recentrej", RecentBan::rejecting, "refused").await;
 }
 
-/// A round of `hosts` on `ip` at 4/s behind `ban`: it turned some away, and no site is
-/// `down`, some `up`.
-async fn never_down_behind(ip: &str, hosts: &[String], nginx: &Nginx, ban: &RecentBan, how: &str) {
+/// 12 hosts named after `prefix` on nginx at `ip` behind `ban` (8 connections in 15 s),
+/// checked in one round at 4/s: it turned some away, and no site is `down`, some `up`.
+async fn never_down_behind(
+    ip: &str,
+    prefix: &str,
+    ban: fn(&str, u16, u32, u32) -> RecentBan,
+    how: &str,
+) {
+    let hosts = &names(prefix, 12);
+    let nginx = Nginx::some_failing(ip, hosts, &[], 200);
+    let ban = ban(ip, nginx.port, 8, 15);
     let s = settings(&format!(
         "{}[probe]\nretry_delay = \"500ms\"\nconnect_timeout = \"2s\"\n\
          [rate_limit]\nbackoff = \"5s\"\ndrop_memory = \"15s\"\n\
