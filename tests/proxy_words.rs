@@ -11,7 +11,7 @@
 
 use picket::job::{Report, Verdict};
 
-use crate::proxy_pin::{assert_up_at, engine, Vhosts, NAME};
+use crate::proxy_pin::{assert_up_at, engine, engine_with, Vhosts, NAME};
 use crate::support::free_port;
 use crate::support::real::apache::Apache;
 use crate::support::real::privoxy::Privoxy;
@@ -108,6 +108,52 @@ async fn a_proxys_own_page_asked_by_name_is_the_egress_failing_never_the_site() 
         assert_egress_failed(&r, &format!("{http} via {proxy}"), said);
     }
     assert!(site.hits().all.is_empty(), "the site was never asked");
+}
+
+/// tinyproxy serves at most `MaxClients` connections and leaves the next unaccepted until
+/// one of them ends ("Maximum number of connections reached. Refusing new connections").
+/// Twenty probes at once through one taking four had their tunnels wait unanswered past
+/// their time, and the sites were `unknown`, "its proxy held the request up" (as three
+/// farm sites were in the CI run of stop 69, through a tinyproxy taking 50). With the
+/// egress's `max_connections` no more go to it at once: the others wait their turn in
+/// picket, which is our time, not the site's, and every site is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_taking_few_connections_is_sent_no_more_than_its_max_connections() {
+    use std::time::Duration;
+    let site_ip = "127.0.12.82";
+    let slow = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            axum::response::Html(crate::support::picket::page("answered in 1.5 s"))
+        }),
+    );
+    let site = crate::support::serve(site_ip, slow).await;
+    let tiny = Tinyproxy::start("127.0.12.83", "MaxClients 4");
+    let hosts = [("slow.test", site_ip)];
+    let urls: Vec<String> = (0..20)
+        .map(|i| format!("http://slow.test:{}/?n={i}", site.port()))
+        .collect();
+    let all_at_once = |egress_keys: &'static str| {
+        let e = engine_with(&tiny.url, "", true, &hosts, egress_keys);
+        let urls = urls.clone();
+        async move {
+            let checks = urls.iter().map(|u| check(&e, u));
+            futures_util::future::join_all(checks).await
+        }
+    };
+    let unbounded = all_at_once("").await;
+    assert!(
+        unbounded
+            .iter()
+            .any(|r| r.verdict == Verdict::Unknown && r.reason == "egress_unavailable"),
+        "20 at once through a proxy taking 4 are held past their time (else this shows \
+         nothing): {:?}",
+        unbounded.iter().map(|r| &r.detail).collect::<Vec<_>>()
+    );
+    for r in all_at_once("max_connections = 4").await {
+        assert_up_at(&r, site_ip, &r.url);
+    }
 }
 
 async fn check(e: &picket::engine::Engine, url: &str) -> Report {
