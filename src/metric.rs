@@ -35,6 +35,8 @@ const BACK_EARLY: &str = "picket_jobs_back_early_total";
 const TOO_BUSY: &str = "picket_jobs_too_busy_total";
 const EGRESS_ATTEMPTS: &str = "picket_egress_attempts_total";
 const EGRESS_RESTS: &str = "picket_egress_rests_total";
+const EGRESS_SLOT_WAIT_SECONDS: &str = "picket_egress_slot_wait_seconds";
+const EGRESS_BUSY: &str = "picket_egress_busy_total";
 const ACK_FRAMES: &str = "picket_ack_frames_total";
 const STATE_CHANGES: &str = "picket_state_changes_total";
 const STATE_UNAVAILABLE: &str = "picket_state_unavailable_total";
@@ -172,6 +174,7 @@ fn zero() {
 pub(crate) fn egresses<'a>(names: impl IntoIterator<Item = &'a str>) {
     for name in names {
         counter!(EGRESS_RESTS, "egress" => name.to_string()).increment(0);
+        counter!(EGRESS_BUSY, "egress" => name.to_string()).increment(0);
         for outcome in ["answered", "failed"] {
             counter!(EGRESS_ATTEMPTS, "egress" => name.to_string(), "outcome" => outcome)
                 .increment(0);
@@ -290,6 +293,14 @@ fn describe() {
     describe_counter!(
         ACK_FRAMES,
         "Ack frames sent to RabbitMQ: fewer than jobs consumed when one ack settles a run of finished jobs"
+    );
+    describe_histogram!(
+        EGRESS_SLOT_WAIT_SECONDS,
+        "Time a request waited for one of its egress's connections (egress.max_connections)"
+    );
+    describe_counter!(
+        EGRESS_BUSY,
+        "Requests not sent: every connection their egress may hold stayed busy for rate_limit.max_wait"
     );
     describe_counter!(
         EGRESS_RESTS,
@@ -530,6 +541,16 @@ pub(crate) fn clock_offset(ms: i64) {
 pub(crate) fn egress_attempt(egress: &str, answered: bool) {
     let outcome = if answered { "answered" } else { "failed" };
     counter!(EGRESS_ATTEMPTS, "egress" => egress.to_string(), "outcome" => outcome).increment(1);
+}
+
+/// A request through `egress` waited `d` for one of its capped connections.
+pub(crate) fn egress_slot_wait(egress: &str, d: Duration) {
+    histogram!(EGRESS_SLOT_WAIT_SECONDS, "egress" => egress.to_string()).record(d.as_secs_f64());
+}
+
+/// A request through `egress` was not sent: none of its capped connections came free.
+pub(crate) fn egress_busy(egress: &str) {
+    counter!(EGRESS_BUSY, "egress" => egress.to_string()).increment(1);
 }
 
 /// `egress` was put to rest after failing for many sites while others answered.

@@ -1,6 +1,8 @@
 //! `[[egress]]` and `[targets]`: the ways out to the internet (direct, or through an
 //! HTTP or SOCKS5 proxy), and which target addresses they may be used for at all.
 
+use std::num::NonZeroU32;
+
 use serde::Deserialize;
 use url::Url;
 
@@ -16,6 +18,8 @@ pub(super) struct RawEgress {
     proxy: Option<String>,
     #[serde(default)]
     by_name: Option<String>,
+    #[serde(default)]
+    max_connections: Option<u32>,
 }
 
 /// `[targets]` exactly as written.
@@ -34,6 +38,10 @@ pub struct EgressSettings {
     pub proxy: Option<Url>,
     /// Whether an HTTP proxy that refuses the counted address is asked by name.
     pub by_name: ByName,
+    /// The most requests this process sends through it at once (`egress.max_connections`;
+    /// `None`: no cap): a proxy takes so many clients (tinyproxy's `MaxClients`, Privoxy's
+    /// `max-client-connections`) and leaves the next waiting unanswered, past their time.
+    pub max_connections: Option<NonZeroU32>,
 }
 
 /// Whether an HTTP-proxy egress that refuses a tunnel to the counted address is asked
@@ -79,6 +87,7 @@ pub(super) fn build(raw: Vec<RawEgress>) -> Result<Vec<EgressSettings>, ConfigEr
         let name = nonempty(&format!("egress[{i}].name"), &e.name)?;
         let proxy = proxy(&format!("egress[{i}].proxy"), e.proxy.as_deref())?;
         let by_name = by_name(&format!("egress[{i}].by_name"), &e, proxy.as_ref())?;
+        let max_connections = max_connections(&format!("egress[{i}].max_connections"), &e)?;
         if egress.iter().any(|x| x.name == name) {
             return Err(invalid(
                 &format!("egress[{i}].name"),
@@ -103,6 +112,7 @@ pub(super) fn build(raw: Vec<RawEgress>) -> Result<Vec<EgressSettings>, ConfigEr
             name,
             proxy,
             by_name,
+            max_connections,
         });
     }
     Ok(egress)
@@ -142,6 +152,19 @@ fn proxy(key: &str, value: Option<&str>) -> Result<Option<Url>, ConfigError> {
     }
 }
 
+/// `egress.max_connections`: left out for no cap, else at least one.
+fn max_connections(key: &str, e: &RawEgress) -> Result<Option<NonZeroU32>, ConfigError> {
+    match e.max_connections {
+        None => Ok(None),
+        Some(n) => NonZeroU32::new(n).map(Some).ok_or_else(|| {
+            invalid(
+                key,
+                "0 would send nothing through it: at least 1, or leave the key out for no cap",
+            )
+        }),
+    }
+}
+
 /// `egress.by_name`: only for an HTTP(S) proxy, which is what it is about.
 fn by_name(key: &str, e: &RawEgress, proxy: Option<&Url>) -> Result<ByName, ConfigError> {
     let Some(value) = e.by_name.as_deref().map(str::trim) else {
@@ -174,6 +197,17 @@ mod tests {
             e.contains("egress[0].proxy") && e.contains("socks5://"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_egress_may_cap_its_connections_but_not_at_zero() {
+        let egress = |keys: &str| format!("[[egress]]\nname = \"p\"\n{keys}");
+        let s = Settings::from_toml(&egress("max_connections = 40\n")).expect("capped");
+        assert_eq!(s.egress[0].max_connections.map(|n| n.get()), Some(40));
+        let s = Settings::from_toml(&egress("")).expect("no cap");
+        assert_eq!(s.egress[0].max_connections, None);
+        let e = err(&egress("max_connections = 0\n"));
+        assert!(e.contains("egress[0].max_connections"), "{e}");
     }
 
     #[test]

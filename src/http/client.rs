@@ -26,6 +26,7 @@ pub(crate) const KEPT_OPEN_AFTER: Duration = Duration::from_secs(
     KEEPALIVE_IDLE.as_secs() + KEEPALIVE_INTERVAL.as_secs() * KEEPALIVE_RETRIES as u64 + 1,
 );
 use super::pin::{MarkHello, PinLayer, Route};
+use super::slots::Slots;
 use super::tls::{Trust, Trusted};
 use super::tunnel::Tunnel;
 use super::SetupError;
@@ -57,6 +58,8 @@ pub(super) struct Egress {
     /// For an HTTP proxy, its tunnel reading heads as long as browsers take them: where
     /// a request whose head had more lines than the tunnel reads is asked again.
     pub(super) long_heads: Option<Tunnel>,
+    /// The connections it may hold at once (`egress.max_connections`).
+    pub(super) slots: Slots,
 }
 
 impl Egress {
@@ -111,6 +114,7 @@ impl Egress {
             long_heads: tunnel.as_ref().and_then(Tunnel::reading_long_heads),
             tunnel,
             mended: Tunnel::mended(e, resolve, tls),
+            slots: Slots::new(e.max_connections),
         })
     }
 }

@@ -530,7 +530,7 @@ impl HttpProber {
         } else {
             self.limiter.acquire(request).await
         };
-        let permit = match grant {
+        let mut permit = match grant {
             Grant::Go(p) => p,
             Grant::Defer(wait) if probe.followed == 0 => {
                 if probe.plan.max_wait.is_some() {
@@ -568,11 +568,17 @@ impl HttpProber {
             }
         };
         crate::metric::throttle_wait(permit.waited);
-        self.recent.asked(ip, probe.index);
         obs.queued += permit.waited;
+        // After the IP's permit, never before: a slot held while the IP's turn comes
+        // would idle while other sites wait for it.
+        let slot_wait = max_wait.saturating_sub(permit.waited);
+        let slot_waited = egress_slot(probe, &mut permit, slot_wait).await?;
+        obs.queued += slot_waited;
+        self.recent.asked(ip, probe.index);
         // The limiter's whole time is ours, not the site's: its waiting, and its round
-        // trip to Redis, which a stalled Redis stretches to `redis.timeout` (hunt W).
-        probe.deadline += asked.elapsed().max(permit.waited);
+        // trip to Redis, which a stalled Redis stretches to `redis.timeout` (hunt W);
+        // and the wait for the egress's connection slot.
+        probe.deadline += asked.elapsed().max(permit.waited + slot_waited);
         Ok(permit)
     }
 
@@ -1068,6 +1074,27 @@ fn signal_of(
         }) if e.proxy_connect_timed_out() => Some(Signal::TimedOut(waited)),
         _ => None,
     }
+}
+
+/// One of the egress's connection slots (`egress.max_connections`), held on `permit`,
+/// within `max_wait`: how long it took. None for a request on a slot its probe still
+/// holds (the question to a neighbour): it would wait for itself.
+async fn egress_slot(
+    probe: &Probe<'_>,
+    permit: &mut Permit,
+    max_wait: Duration,
+) -> Result<Duration, Outcome> {
+    let began = Instant::now();
+    if probe.slot_in_hand {
+        return Ok(Duration::ZERO);
+    }
+    let egress = probe.egress;
+    match egress.slots.take(&egress.name, max_wait).await {
+        Ok(Some(slot)) => permit.keep(slot),
+        Ok(None) => {}
+        Err(busy) => return Err(fail(FailureKind::Egress, busy.to_string())),
+    }
+    Ok(began.elapsed())
 }
 
 /// Whether a lookup that began at `start` and got picket's own lookup slot at `asked`

@@ -11,7 +11,8 @@
 //! # Layout
 //! `follow` (here) is a loop over hops; each hop is the same steps, each in its room:
 //! - `connect`: resolve and screen by policy (`pick_addresses`), then ask the addresses
-//!   in turn, each after its per-IP permit; `ask_address` is the one place a request
+//!   in turn, each after its per-IP permit and a connection `slots` of its egress grants
+//!   (`egress.max_connections`); `ask_address` is the one place a request
 //!   goes to one address (rustls, then OpenSSL for legacy TLS), `send` the one place it
 //!   is handed to a client.
 //! - here: the proxy's own answers (`proxy_refusal`), `Retry-After` and the limiter's
@@ -55,6 +56,7 @@ mod pin;
 mod recent;
 mod redirect;
 mod sites_clock;
+mod slots;
 mod socks_watch;
 mod tls;
 mod tried;

@@ -121,6 +121,8 @@ pub struct Permit {
     /// a limiter that sees only this process.
     pub booked: Option<u64>,
     _slot: Option<Box<dyn Send + Sync>>,
+    /// Held with it for the request's life: its egress's connection slot.
+    _kept: Option<Box<dyn Send + Sync>>,
 }
 
 impl Permit {
@@ -132,6 +134,7 @@ impl Permit {
             beside: 0,
             booked: None,
             _slot: Some(slot),
+            _kept: None,
         }
     }
 
@@ -146,6 +149,7 @@ impl Permit {
             beside: 0,
             booked: None,
             _slot: None,
+            _kept: None,
         }
     }
 
@@ -161,6 +165,13 @@ impl Permit {
     /// another to the same IP hands its slot back before the next one asks for its own.
     pub(crate) fn release(&mut self) {
         self._slot = None;
+        self._kept = None;
+    }
+
+    /// Holds `kept` (a slot of another limit the request is sent under) until the
+    /// permit goes or is released.
+    pub(crate) fn keep(&mut self, kept: impl Send + Sync + 'static) {
+        self._kept = Some(Box::new(kept));
     }
 }
 
