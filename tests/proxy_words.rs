@@ -116,7 +116,8 @@ async fn a_proxys_own_page_asked_by_name_is_the_egress_failing_never_the_site() 
 /// their time, and the sites were `unknown`, "its proxy held the request up" (as three
 /// farm sites were in the CI run of stop 69, through a tinyproxy taking 50). With the
 /// egress's `max_connections` no more go to it at once: the others wait their turn in
-/// picket, which is our time, not the site's, and every site is up.
+/// picket, which is our time, not the site's, and every site is up. Without it, each
+/// site held says how many other requests of ours were out through the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_taking_few_connections_is_sent_no_more_than_its_max_connections() {
     use std::time::Duration;
@@ -143,14 +144,26 @@ async fn a_proxy_taking_few_connections_is_sent_no_more_than_its_max_connections
         }
     };
     let unbounded = all_at_once("").await;
+    let held: Vec<&Report> = unbounded
+        .iter()
+        .filter(|r| r.verdict == Verdict::Unknown && r.reason == "egress_unavailable")
+        .collect();
     assert!(
-        unbounded
-            .iter()
-            .any(|r| r.verdict == Verdict::Unknown && r.reason == "egress_unavailable"),
+        !held.is_empty(),
         "20 at once through a proxy taking 4 are held past their time (else this shows \
          nothing): {:?}",
         unbounded.iter().map(|r| &r.detail).collect::<Vec<_>>()
     );
+    // Each says how many of ours were out through the proxy as it failed.
+    for r in held {
+        assert!(
+            r.detail
+                .contains("other requests of this worker were out through egress")
+                && r.detail.contains("no egress.max_connections"),
+            "{}",
+            r.detail
+        );
+    }
     for r in all_at_once("max_connections = 4").await {
         assert_up_at(&r, site_ip, &r.url);
     }

@@ -962,6 +962,9 @@ impl HttpProber {
     ) -> Outcome {
         let ip = addr.ip();
         let outcome = self.by_the_sites_clock(e, classify(e, host, addr, allowed, probe.egress));
+        if outcome.is_egress_failure() {
+            obs.notes.extend(crowd_through(probe.egress, probe.crowd));
+        }
         let signal = signal_of(&outcome, e, probe.egress.route, (waited, allowed));
         if let Some(signal) = signal {
             obs.recent_answers = self.recent.count(ip, probe.index);
@@ -1080,7 +1083,7 @@ fn signal_of(
 /// within `max_wait`: how long it took. None for a request on a slot its probe still
 /// holds (the question to a neighbour): it would wait for itself.
 async fn egress_slot(
-    probe: &Probe<'_>,
+    probe: &mut Probe<'_>,
     permit: &mut Permit,
     max_wait: Duration,
 ) -> Result<Duration, Outcome> {
@@ -1090,11 +1093,30 @@ async fn egress_slot(
     }
     let egress = probe.egress;
     match egress.slots.take(&egress.name, max_wait).await {
-        Ok(Some(slot)) => permit.keep(slot),
-        Ok(None) => {}
+        Ok(slot) => {
+            probe.crowd = slot.beside;
+            permit.keep(slot);
+        }
         Err(busy) => return Err(fail(FailureKind::Egress, busy.to_string())),
     }
     Ok(began.elapsed())
+}
+
+/// The `crowd` of other requests of ours out through `egress` when the one that failed
+/// was sent, when there was one: a proxy that takes no more clients at once leaves the
+/// next waiting past their time, and this tells the operator it may have been ours.
+fn crowd_through(egress: &Egress, crowd: usize) -> Option<String> {
+    let cap = match egress.slots.cap() {
+        Some(n) => format!("egress.max_connections = {n}"),
+        None => "no egress.max_connections".to_string(),
+    };
+    (crowd > 0).then(|| {
+        format!(
+            "{crowd} other requests of this worker were out through egress {} when it was \
+             sent ({cap}): a proxy taking no more clients at once leaves the next waiting",
+            egress.name
+        )
+    })
 }
 
 /// Whether a lookup that began at `start` and got picket's own lookup slot at `asked`

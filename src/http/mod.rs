@@ -135,6 +135,10 @@ struct Probe<'a> {
     /// heeded): a question to a neighbour now goes on that slot
     /// ([`Permit::on_a_held_slot`]).
     slot_in_hand: bool,
+    /// Other requests of this process that were out through the egress when the last
+    /// request took its slot: a proxy that takes no more clients at once leaves the
+    /// next waiting, and a failure of the egress tells the crowd it came in.
+    crowd: usize,
     /// The last refusal was taken for ours because a neighbour was refused alike (a
     /// limit still counting us past the hold): the request is asked again after this
     /// hold too, though it was asked again once already. Bounded: such holds end once
@@ -265,6 +269,7 @@ impl HttpProber {
             line: plan.line,
             read_as_browsers: false,
             slot_in_hand: false,
+            crowd: 0,
             ask_once_more: false,
             ours_past_deadline: Default::default(),
         };

@@ -216,6 +216,7 @@ impl HttpProber {
             followed: 1,
             read_as_browsers: false,
             slot_in_hand: probe.slot_in_hand,
+            crowd: probe.crowd,
             ask_once_more: false,
             ours_past_deadline: Default::default(),
         };
