@@ -1110,7 +1110,8 @@ fn crowd_through(egress: &Egress, crowd: usize) -> Option<String> {
         Some(n) => format!("egress.max_connections = {n}"),
         None => "no egress.max_connections".to_string(),
     };
-    (crowd > 0).then(|| {
+    // The direct route has no proxy of ours to crowd.
+    (crowd > 0 && egress.proxy.is_some()).then(|| {
         format!(
             "{crowd} other requests of this worker were out through egress {} when it was \
              sent ({cap}): a proxy taking no more clients at once leaves the next waiting",
