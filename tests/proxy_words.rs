@@ -169,6 +169,61 @@ async fn a_proxy_taking_few_connections_is_sent_no_more_than_its_max_connections
     }
 }
 
+/// Privoxy serving as many clients as `max-client-connections` lets it answers the next
+/// with its own "503 Too many open connections" ("Maximum number of open connections
+/// reached."), CONNECT or not. A bare 503 to a CONNECT is the site's, so every site
+/// was a confirmed `down/connect`, "the proxy could not open a tunnel to it": its own
+/// crowd, not the site. It is the egress failing, in the proxy's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privoxy_serving_all_the_clients_it_takes_is_the_egress_failing_never_the_site() {
+    use std::io::{Read, Write};
+    let site_ip = "127.0.12.84";
+    let site = Vhosts::start(site_ip, &[NAME]);
+    let privoxy = Privoxy::start("127.0.12.85", "max-client-connections 2", &[]);
+    let proxy = privoxy.url.trim_start_matches("http://").to_string();
+    // Tunnels to the site, held open, until it takes no more twice 300 ms apart (a
+    // connection of the readiness check may still hold a thread of it the first time).
+    let mut held = Vec::new();
+    let connect = format!(
+        "CONNECT {site_ip}:{0} HTTP/1.1\r\nHost: {site_ip}:{0}\r\n\r\n",
+        site.http
+    );
+    let mut refusals = 0;
+    for _ in 0..10 {
+        let mut tunnel = std::net::TcpStream::connect(&proxy).expect("privoxy");
+        tunnel.write_all(connect.as_bytes()).expect("CONNECT");
+        let mut answer = [0u8; 64];
+        let n = tunnel.read(&mut answer).expect("its answer");
+        if answer[..n].starts_with(b"HTTP/1.1 503") {
+            refusals += 1;
+            if refusals == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        } else {
+            refusals = 0;
+            held.push(tunnel);
+        }
+    }
+    assert_eq!(
+        refusals, 2,
+        "privoxy took ten tunnels with max-client-connections 2"
+    );
+    let e = engine(&privoxy.url, &site.ca_file, true, &[(NAME, site_ip)]);
+    for url in site.urls() {
+        let r = check(&e, &url).await;
+        // Its 503 is read in its words; it may close before reading our CONNECT, which
+        // is a CONNECT failing, the egress's too.
+        let said = if r.detail.contains("503") {
+            "Too many open connections"
+        } else {
+            ""
+        };
+        assert_egress_failed(&r, &url, said);
+    }
+    drop(held);
+}
+
 async fn check(e: &picket::engine::Engine, url: &str) -> Report {
     crate::support::picket::check(e, url).await
 }

@@ -782,6 +782,34 @@ mod tests {
         assert!(reported(&blocked).is_some_and(|r| r.refuses_tunnels()));
     }
 
+    /// Privoxy serving all the clients `max-client-connections` lets it answers the next
+    /// "503 Too many open connections", a CONNECT or a URL asked by name: read as a bare
+    /// 503, the site's failure to connect, every site was a confirmed `down/connect`.
+    #[test]
+    fn a_proxy_with_no_room_for_another_client_is_failing_itself() {
+        let mut full = http::Response::builder()
+            .status(503)
+            .body(())
+            .expect("answer");
+        full.extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::from_static(
+                b"Too many open connections",
+            ));
+        let tunnel = Refusal::of(&full);
+        assert_eq!(tunnel.site_failure().map(|(k, _)| k), None);
+        assert!(
+            !tunnel.refuses_tunnels(),
+            "no rule of it refused the address"
+        );
+        assert!(
+            tunnel.own_failure().contains("no room for another client"),
+            "{}",
+            tunnel.own_failure()
+        );
+        let by_name = Refusal::reported(&full, None).expect("its own page");
+        assert_eq!(by_name.site_failure().map(|(k, _)| k), None);
+    }
+
     /// squid 5 asked by name for a host its own DNS cannot resolve, or through a parent
     /// that is down, answers 502 `ERR_READ_ERROR 0` without ever contacting the site: it
     /// was read as the site resetting the connection, `down`. A reset by the site
