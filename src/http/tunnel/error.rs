@@ -186,6 +186,10 @@ impl Refusal {
             Some(Words::NoSuchDomain) => format!(
                 "the proxy's own lookup of the name failed ({said}); the site was not asked"
             ),
+            Some(Words::Full) => format!(
+                "the proxy has no room for another client ({said}): it serves as many at \
+                 once as it takes; the site was not asked"
+            ),
             _ => format!(
                 "the proxy refused {} itself ({said}{marker}); the site was not asked",
                 self.refused
@@ -295,7 +299,9 @@ impl Refusal {
                     "the proxy got no connection to it in time",
                 ))
             }
-            Some(Words::ParentDown | Words::NoSuchDomain | Words::Rules) => return None,
+            Some(Words::ParentDown | Words::NoSuchDomain | Words::Rules | Words::Full) => {
+                return None
+            }
             None => {}
         }
         // A proxy that says nothing more: a gateway error is the site's, as before.

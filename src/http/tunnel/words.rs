@@ -23,6 +23,9 @@ pub(super) enum Words {
     /// Its rules refused the request ("Request blocked by Privoxy", tinyproxy's "Access
     /// violation" for a port it does not tunnel to, and "Filtered").
     Rules,
+    /// It serves as many clients as it takes (Privoxy's "Too many open connections" past
+    /// `max-client-connections`): the next is turned away, whatever its site.
+    Full,
 }
 
 impl Words {
@@ -39,6 +42,8 @@ impl Words {
             Words::NoConnection
         } else if r == "connection timeout" {
             Words::NoConnectionInTime
+        } else if r.contains("too many") && r.contains("connections") {
+            Words::Full
         } else {
             return None;
         };
@@ -111,6 +116,8 @@ mod tests {
             ("Unable to connect", Some(Words::NoConnection)),
             ("Connect failed", Some(Words::NoConnection)),
             ("Connection timeout", Some(Words::NoConnectionInTime)),
+            ("Too many open connections", Some(Words::Full)),
+            ("Too Many Connections", Some(Words::Full)),
             ("Service Unavailable", None),
             ("Proxy Error", None),
             ("Access Denied", None),
