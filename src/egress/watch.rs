@@ -464,6 +464,35 @@ mod tests {
         assert!(w.fallen_cut(confirmed).is_none());
     }
 
+    /// The CI failure of 2026-12-07 (stop 70), from the worker's own debug line: a site
+    /// refused through the only proxy just as its way out began refusing, while the
+    /// batch beside it answered, and refused again at its confirmation 1.2 s later,
+    /// right after 54 new jobs' first attempts were all refused and nothing answered
+    /// since. None of those had answered before (each site is asked once), so no site
+    /// "fell" into the cut, and the confirmation was believed: `down/connect`.
+    #[test]
+    fn a_cut_new_sites_met_just_before_a_confirmation_is_its_cut() {
+        let w = NetworkWatch::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        for n in 0..110u8 {
+            w.record(ip(n), Signal::Answered, t0, t0 + ms(40));
+        }
+        // The site's first attempt meets the cut's edge; one more goes silent.
+        w.record(ip(200), Signal::Refused, t0 + ms(213), t0 + ms(220));
+        w.record(ip(199), Signal::Silent, t0 + ms(963), t0 + ms(2963));
+        // New jobs, all refused within a quarter second.
+        for k in 0..54u8 {
+            let set_out = t0 + ms(1110 + 4 * u64::from(k));
+            w.record(ip(110 + k), Signal::Refused, set_out, set_out + ms(5));
+        }
+        // The confirmation, refused: its moment a round trip before the refusal.
+        w.record(ip(200), Signal::Refused, t0 + ms(1453), t0 + ms(1458));
+        let moment = t0 + ms(1358);
+        let said = w.fallen_cut(moment).expect("new sites all refused: a cut");
+        assert!(said.contains("54"), "{said}");
+    }
+
     /// The debug line's view: attempts by the quarter second they set out in, around
     /// the moment and no further, and the last answer before it.
     #[test]
