@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::config::{ProbeSettings, Settings};
+use crate::egress::Turn;
 use crate::job::{now_rfc3339, Job, Reason, Rejected, Report, Verdict};
 use crate::metric;
 use crate::probe::combine::{combine, settled};
@@ -354,11 +355,11 @@ impl Engine {
         }
     }
 
-    /// Tells the metrics and our side what an attempt showed.
-    fn observed(&self, egress: usize, obs: &Observation) {
+    /// Tells the metrics and our side what an attempt, its job's `turn`, showed.
+    fn observed(&self, egress: usize, obs: &Observation, turn: Turn) {
         metric::probe_observed(obs);
         metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
-        self.our_side.record(egress, obs);
+        self.our_side.record(egress, obs, turn);
     }
 
     /// Browsers ask a plain-HTTP address over HTTPS first (Chrome's HTTPS-Upgrades,
@@ -392,7 +393,7 @@ impl Engine {
         let Attempt::Observed(mut second) = self.prober.observe(&upgraded, egress).await else {
             return (obs, j);
         };
-        self.observed(egress, &second);
+        self.observed(egress, &second, Turn::Again);
         let j2 = judge(&upgraded, &second, &self.judge);
         metric::https_upgrade(j2.verdict == Verdict::Up);
         if j2.verdict != Verdict::Up {
@@ -498,7 +499,11 @@ impl Engine {
         });
         // The job has had its turn at the IP: a confirmation is no newcomer.
         plan.line = Line::Outside;
-        self.observed(egress, &obs);
+        let turn = match tried.judgements.is_empty() {
+            true => Turn::First,
+            false => Turn::Again,
+        };
+        self.observed(egress, &obs, turn);
         let j = judge(plan, &obs, &self.judge);
         let (obs, j) = self.as_browsers_upgrade(plan, egress, obs, j).await;
         tracing::debug!(attempt = tried.judgements.len(), egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");

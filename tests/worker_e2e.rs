@@ -1217,7 +1217,8 @@ async fn a_dead_site_believed_down_is_logged_with_the_network_watch_at_debug() {
     assert_eq!(line["decisive"], "Refused", "{line}");
     assert!(line["retried_after_ms"].as_u64().is_some(), "{line}");
     let seen = line["watch_decisive"].as_str().unwrap_or_default();
-    assert!(seen.contains("0a/0s/1r/0o"), "{line}");
+    // The confirmation, no first attempt of its job.
+    assert!(seen.contains("0a/0s/1r/0o/0f"), "{line}");
     assert!(line["span"]["url"].as_str().is_some(), "{line}");
     let worker = w.worker;
     worker.terminate().await;

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 mod watch;
 
-pub(crate) use watch::{NetworkWatch, Signal, CUT_SPAN};
+pub(crate) use watch::{NetworkWatch, Signal, Turn, CUT_SPAN};
 
 /// When an egress is rested, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -54,6 +54,16 @@ pub enum Signal {
     Other,
 }
 
+/// Which of its job's attempts an attempt was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// The job's first: a site asked anew, as likely to answer as any.
+    First,
+    /// A confirmation, or the job asked again another way: it follows a failure, so
+    /// dead sites' confirmations, set out together, fail together.
+    Again,
+}
+
 /// Watches for a wave: many unrelated IPs failing silently at once while almost nothing
 /// answers, which is our own network failing, not dozens of sites at the same moment;
 /// and for a cut, the same at one moment (what set out then), which a way out lost in
@@ -70,14 +80,15 @@ struct Event {
     ended: Instant,
     ip: Option<IpAddr>,
     signal: Signal,
+    turn: Turn,
 }
 
 impl NetworkWatch {
-    /// Records one attempt, which set out at `set_out` and ended `now`.
+    /// Records one attempt, its job's `turn`, which set out at `set_out` and ended `now`.
     pub(crate) fn record(
         &self,
         ip: Option<IpAddr>,
-        signal: Signal,
+        (signal, turn): (Signal, Turn),
         set_out: Instant,
         now: Instant,
     ) {
@@ -94,6 +105,7 @@ impl NetworkWatch {
             ended: now,
             ip,
             signal,
+            turn,
         });
     }
 
@@ -143,7 +155,7 @@ impl NetworkWatch {
                 tally.total
             ));
         }
-        streak(&events, moment)
+        streak(&events, moment, Streak::Any)
     }
 
     /// The cut at `moment`, if there was one that sites which had answered us shortly
@@ -151,44 +163,25 @@ impl NetworkWatch {
     /// within [`WAVE_WINDOW`] before it. Dead sites' confirmations, set out together
     /// with nothing else, look like a cut too; sites that answered a moment before and
     /// go unreached together do not die at once, our way out does.
+    ///
+    /// So do sites asked anew: [`STREAK_IPS`] of them unreached on their jobs' first
+    /// attempts since the last answer, and nothing answered since (a streak of new
+    /// sites, which dead sites' confirmations never make). Refusals end at once, so
+    /// those that came just before a confirmation's moment show only so.
     pub(crate) fn fallen_cut(&self, moment: Instant) -> Option<String> {
         let events = self.events();
-        let tally = cut_tally(&events, moment)?;
-        let back = moment.checked_sub(WAVE_WINDOW).unwrap_or(moment);
-        let answered: HashSet<IpAddr> = events
-            .iter()
-            .filter(|e| e.signal == Signal::Answered && e.ended >= back && e.ended <= moment)
-            .filter_map(|e| e.ip)
-            .collect();
-        let unreached = |e: &&Event| matches!(e.signal, Signal::Silent | Signal::Refused);
-        let fallen: HashSet<IpAddr> = events
-            .iter()
-            .filter(|e| e.at(moment))
-            .filter(unreached)
-            .filter_map(|e| e.ip)
-            .filter(|ip| answered.contains(ip))
-            .collect();
-        (fallen.len() >= FALLEN_IPS).then(|| {
-            format!(
-                "while it was asked, {} unrelated sites {}, {} of which had answered within {} s before, and {} of {} probes set out then got an answer",
-                tally.unreached(),
-                tally.how(),
-                fallen.len(),
-                WAVE_WINDOW.as_secs(),
-                tally.answered,
-                tally.total
-            )
-        })
+        fallen(&events, moment).or_else(|| streak(&events, moment, Streak::New))
     }
 
     /// What the watch saw around `moment`, in words, for the debug line of an
     /// unreached site believed `down`: per quarter second from [`AROUND`] before to
     /// [`AROUND`] after, the attempts that set out then by how they ended (answered,
-    /// silent, refused, other), and when the last answer before it had set out.
+    /// silent, refused, other) and how many were their jobs' first attempts (`f`), and
+    /// when the last answer before it had set out.
     pub(crate) fn around(&self, moment: Instant) -> String {
         let events = self.events();
         let from = moment.checked_sub(AROUND).unwrap_or(moment);
-        let mut buckets = std::collections::BTreeMap::<i64, [usize; 4]>::new();
+        let mut buckets = std::collections::BTreeMap::<i64, [usize; 5]>::new();
         for e in events.iter().filter(|e| e.set_out >= from) {
             let ms = signed_ms(e.set_out, moment);
             if ms >= AROUND.as_millis() as i64 {
@@ -202,11 +195,14 @@ impl NetworkWatch {
                 Signal::Other => 3,
             };
             counts[column] += 1;
+            if e.turn == Turn::First {
+                counts[4] += 1;
+            }
         }
         let mut said: Vec<String> = buckets
             .iter()
-            .map(|(step, [a, s, r, o])| {
-                format!("{:+}ms {a}a/{s}s/{r}r/{o}o", step * AROUND_STEP_MS)
+            .map(|(step, [a, s, r, o, f])| {
+                format!("{:+}ms {a}a/{s}s/{r}r/{o}o/{f}f", step * AROUND_STEP_MS)
             })
             .collect();
         let last = events
@@ -249,11 +245,43 @@ fn cut_tally(events: &VecDeque<Event>, moment: Instant) -> Option<Tally> {
     (tally.unreached() >= CUT_IPS && tally.nothing_came_back()).then_some(tally)
 }
 
+/// The cut at `moment` that sites which had answered shortly before fell into (see
+/// [`NetworkWatch::fallen_cut`]).
+fn fallen(events: &VecDeque<Event>, moment: Instant) -> Option<String> {
+    let tally = cut_tally(events, moment)?;
+    let back = moment.checked_sub(WAVE_WINDOW).unwrap_or(moment);
+    let answered: HashSet<IpAddr> = events
+        .iter()
+        .filter(|e| e.signal == Signal::Answered && e.ended >= back && e.ended <= moment)
+        .filter_map(|e| e.ip)
+        .collect();
+    let unreached = |e: &&Event| matches!(e.signal, Signal::Silent | Signal::Refused);
+    let fallen: HashSet<IpAddr> = events
+        .iter()
+        .filter(|e| e.at(moment))
+        .filter(unreached)
+        .filter_map(|e| e.ip)
+        .filter(|ip| answered.contains(ip))
+        .collect();
+    (fallen.len() >= FALLEN_IPS).then(|| {
+            format!(
+                "while it was asked, {} unrelated sites {}, {} of which had answered within {} s before, and {} of {} probes set out then got an answer",
+                tally.unreached(),
+                tally.how(),
+                fallen.len(),
+                WAVE_WINDOW.as_secs(),
+                tally.answered,
+                tally.total
+            )
+        })
+}
+
 /// The cut that `moment` fell in as a streak: nothing set out since the last answer
 /// (at most [`WAVE_WINDOW`] before it) has answered, and [`STREAK_IPS`] unrelated sites
 /// were unreached since. When a batch is nearly done, few attempts set out at any one
 /// moment, and a cut met by the last of them shows only over the seconds before.
-fn streak(events: &VecDeque<Event>, moment: Instant) -> Option<String> {
+/// `which` attempts count ([`Streak`]).
+fn streak(events: &VecDeque<Event>, moment: Instant, which: Streak) -> Option<String> {
     let until = moment + CUT_SPAN;
     let answers = events.iter().filter(|e| e.signal == Signal::Answered);
     let last = answers.map(|e| e.set_out).filter(|&t| t <= until).max();
@@ -265,16 +293,30 @@ fn streak(events: &VecDeque<Event>, moment: Instant) -> Option<String> {
     let tally = Tally::of(
         events
             .iter()
-            .filter(|e| e.set_out > since && e.set_out <= until),
+            .filter(|e| e.set_out > since && e.set_out <= until)
+            .filter(|e| which == Streak::Any || e.turn == Turn::First),
     );
     (tally.unreached() >= STREAK_IPS).then(|| {
         format!(
-            "since the last answer ({} ms before it was asked), {} unrelated sites {} and none answered",
+            "since the last answer ({} ms before it was asked), {} unrelated sites{} {} and none answered",
             moment.saturating_duration_since(since).as_millis(),
             tally.unreached(),
+            match which {
+                Streak::Any => "",
+                Streak::New => " asked anew",
+            },
             tally.how()
         )
     })
+}
+
+/// Which attempts make a streak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Streak {
+    /// Every attempt.
+    Any,
+    /// Only jobs' first attempts ([`Turn::First`]).
+    New,
 }
 
 impl Event {
@@ -359,10 +401,10 @@ mod tests {
         let w = NetworkWatch::default();
         let t0 = Instant::now();
         for n in 0..(WAVE_IPS as u8 - 1) {
-            w.record(ip(n), Signal::Silent, t0, t0);
+            w.record(ip(n), (Signal::Silent, Turn::First), t0, t0);
         }
         assert!(w.wave(t0, t0).is_none(), "one short of a wave");
-        w.record(ip(200), Signal::Silent, t0, t0);
+        w.record(ip(200), (Signal::Silent, Turn::First), t0, t0);
         assert!(w.wave(t0, t0).is_some());
         // Over after the window, for a job that began after the wave ended.
         let later = t0 + WAVE_WINDOW + Duration::from_secs(1);
@@ -381,13 +423,23 @@ mod tests {
         // A busy minute's answers, then the way out is cut at t0 + 4 s: what set out
         // from then goes silent 2 s later, and one request set out before ends during.
         for n in 0..100u8 {
-            w.record(ip(n), Signal::Answered, t0, t0 + secs(1));
+            w.record(ip(n), (Signal::Answered, Turn::First), t0, t0 + secs(1));
         }
         let cut = t0 + secs(4);
         for n in 0..CUT_IPS as u8 {
-            w.record(ip(100 + n), Signal::Silent, cut, cut + secs(2));
+            w.record(
+                ip(100 + n),
+                (Signal::Silent, Turn::First),
+                cut,
+                cut + secs(2),
+            );
         }
-        w.record(ip(99), Signal::Answered, t0 + secs(3), cut + secs(1));
+        w.record(
+            ip(99),
+            (Signal::Answered, Turn::First),
+            t0 + secs(3),
+            cut + secs(1),
+        );
         assert!(
             w.wave(cut + secs(2), cut).is_none(),
             "the job's window holds the answers"
@@ -400,7 +452,12 @@ mod tests {
         assert!(w.cut(t0).is_none(), "before the cut, answers");
         // The way out back: what sets out now answers, and the cut's moments stay cut.
         for n in 0..CUT_IPS as u8 {
-            w.record(ip(150 + n), Signal::Answered, cut + secs(3), cut + secs(3));
+            w.record(
+                ip(150 + n),
+                (Signal::Answered, Turn::First),
+                cut + secs(3),
+                cut + secs(3),
+            );
         }
         assert!(w.cut(cut + secs(3)).is_none());
         assert!(w.cut(cut).is_some());
@@ -412,20 +469,25 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         for n in 0..20u8 {
-            w.record(ip(n), Signal::Answered, t0, t0 + ms(50));
+            w.record(ip(n), (Signal::Answered, Turn::First), t0, t0 + ms(50));
         }
         // A firewall on the way out turns every connection away from t0 + 2 s.
         let cut = t0 + ms(2000);
         for n in 0..(CUT_IPS as u8 - 1) {
-            w.record(ip(100 + n), Signal::Refused, cut, cut + ms(5));
+            w.record(
+                ip(100 + n),
+                (Signal::Refused, Turn::First),
+                cut,
+                cut + ms(5),
+            );
         }
         assert!(w.cut(cut).is_none(), "one short of a cut");
-        w.record(ip(110), Signal::Silent, cut, cut + ms(900));
+        w.record(ip(110), (Signal::Silent, Turn::First), cut, cut + ms(900));
         let said = w.cut(cut).expect("a cut");
         assert!(said.contains("went silent or refused it"), "{said}");
         // A dead site's refusal among answers is no cut.
         for n in 0..CUT_IPS as u8 {
-            w.record(ip(150 + n), Signal::Refused, t0, t0 + ms(5));
+            w.record(ip(150 + n), (Signal::Refused, Turn::First), t0, t0 + ms(5));
         }
         assert!(w.cut(t0).is_none());
     }
@@ -436,12 +498,17 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         for n in 0..20u8 {
-            w.record(ip(n), Signal::Answered, t0, t0 + ms(50));
+            w.record(ip(n), (Signal::Answered, Turn::First), t0, t0 + ms(50));
         }
         // Dead sites' confirmations, set out together with nothing else.
         let confirmed = t0 + ms(2000);
         for n in 0..8u8 {
-            w.record(ip(100 + n), Signal::Silent, confirmed, confirmed + ms(1000));
+            w.record(
+                ip(100 + n),
+                (Signal::Silent, Turn::Again),
+                confirmed,
+                confirmed + ms(1000),
+            );
         }
         assert!(
             w.cut(confirmed).is_some(),
@@ -452,14 +519,29 @@ mod tests {
             "none of them had answered"
         );
         // One site that had answered goes silent with them: not yet a cut.
-        w.record(ip(1), Signal::Silent, confirmed, confirmed + ms(1000));
+        w.record(
+            ip(1),
+            (Signal::Silent, Turn::First),
+            confirmed,
+            confirmed + ms(1000),
+        );
         assert!(w.fallen_cut(confirmed).is_none(), "one short");
-        w.record(ip(2), Signal::Refused, confirmed, confirmed + ms(5));
+        w.record(
+            ip(2),
+            (Signal::Refused, Turn::First),
+            confirmed,
+            confirmed + ms(5),
+        );
         let said = w.fallen_cut(confirmed).expect("a cut sites fell into");
         assert!(said.contains("2 of which had answered"), "{said}");
         // Answers set out then, beside them, are no cut at all.
         for n in 3..20u8 {
-            w.record(ip(n), Signal::Answered, confirmed, confirmed + ms(50));
+            w.record(
+                ip(n),
+                (Signal::Answered, Turn::First),
+                confirmed,
+                confirmed + ms(50),
+            );
         }
         assert!(w.fallen_cut(confirmed).is_none());
     }
@@ -472,25 +554,46 @@ mod tests {
     /// "fell" into the cut, and the confirmation was believed: `down/connect`.
     #[test]
     fn a_cut_new_sites_met_just_before_a_confirmation_is_its_cut() {
+        let (w, moment) = refused_before_a_confirmation(Turn::First);
+        let said = w.fallen_cut(moment).expect("new sites all refused: a cut");
+        assert!(said.contains("56 unrelated sites asked anew"), "{said}");
+        // The same refusals as dead sites' confirmations are no cut: they fail together.
+        let (w, moment) = refused_before_a_confirmation(Turn::Again);
+        assert!(w.fallen_cut(moment).is_none());
+        // Nor with an answer set out since.
+        let (w, moment) = refused_before_a_confirmation(Turn::First);
+        let set_out = moment - Duration::from_millis(20);
+        w.record(ip(240), (Signal::Answered, Turn::First), set_out, moment);
+        assert!(w.fallen_cut(moment).is_none());
+    }
+
+    /// The picture of that CI failure, the 54 refused in their jobs' `turn`; and the
+    /// confirmation's moment.
+    fn refused_before_a_confirmation(turn: Turn) -> (NetworkWatch, Instant) {
         let w = NetworkWatch::default();
         let t0 = Instant::now();
         let ms = Duration::from_millis;
+        let first = |signal| (signal, Turn::First);
         for n in 0..110u8 {
-            w.record(ip(n), Signal::Answered, t0, t0 + ms(40));
+            w.record(ip(n), first(Signal::Answered), t0, t0 + ms(40));
         }
         // The site's first attempt meets the cut's edge; one more goes silent.
-        w.record(ip(200), Signal::Refused, t0 + ms(213), t0 + ms(220));
-        w.record(ip(199), Signal::Silent, t0 + ms(963), t0 + ms(2963));
-        // New jobs, all refused within a quarter second.
+        w.record(ip(200), first(Signal::Refused), t0 + ms(213), t0 + ms(220));
+        w.record(ip(199), first(Signal::Silent), t0 + ms(963), t0 + ms(2963));
+        // 54 more, all refused within a quarter second.
         for k in 0..54u8 {
             let set_out = t0 + ms(1110 + 4 * u64::from(k));
-            w.record(ip(110 + k), Signal::Refused, set_out, set_out + ms(5));
+            w.record(
+                ip(110 + k),
+                (Signal::Refused, turn),
+                set_out,
+                set_out + ms(5),
+            );
         }
         // The confirmation, refused: its moment a round trip before the refusal.
-        w.record(ip(200), Signal::Refused, t0 + ms(1453), t0 + ms(1458));
-        let moment = t0 + ms(1358);
-        let said = w.fallen_cut(moment).expect("new sites all refused: a cut");
-        assert!(said.contains("54"), "{said}");
+        let again = (Signal::Refused, Turn::Again);
+        w.record(ip(200), again, t0 + ms(1453), t0 + ms(1458));
+        (w, t0 + ms(1358))
     }
 
     /// The debug line's view: attempts by the quarter second they set out in, around
@@ -502,22 +605,42 @@ mod tests {
         let ms = Duration::from_millis;
         let moment = t0 + ms(5000);
         assert_eq!(w.around(moment), "no answer before");
-        w.record(ip(1), Signal::Answered, t0, t0 + ms(50));
+        w.record(ip(1), (Signal::Answered, Turn::First), t0, t0 + ms(50));
         for n in 0..3u8 {
-            w.record(ip(n), Signal::Answered, moment - ms(600), moment - ms(550));
+            w.record(
+                ip(n),
+                (Signal::Answered, Turn::First),
+                moment - ms(600),
+                moment - ms(550),
+            );
         }
-        w.record(ip(7), Signal::Silent, moment + ms(100), moment + ms(1100));
-        w.record(ip(8), Signal::Refused, moment + ms(200), moment + ms(210));
-        w.record(ip(9), Signal::Other, moment + ms(300), moment + ms(310));
+        w.record(
+            ip(7),
+            (Signal::Silent, Turn::First),
+            moment + ms(100),
+            moment + ms(1100),
+        );
+        w.record(
+            ip(8),
+            (Signal::Refused, Turn::Again),
+            moment + ms(200),
+            moment + ms(210),
+        );
         w.record(
             ip(9),
-            Signal::Answered,
+            (Signal::Other, Turn::Again),
+            moment + ms(300),
+            moment + ms(310),
+        );
+        w.record(
+            ip(9),
+            (Signal::Answered, Turn::First),
             moment + ms(2500),
             moment + ms(2550),
         );
         assert_eq!(
             w.around(moment),
-            "-750ms 3a/0s/0r/0o, +0ms 0a/1s/1r/0o, +250ms 0a/0s/0r/1o, \
+            "-750ms 3a/0s/0r/0o/3f, +0ms 0a/1s/1r/0o/1f, +250ms 0a/0s/0r/1o/0f, \
              last answer set out 600ms before"
         );
     }
@@ -528,27 +651,42 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         for n in 0..50u8 {
-            w.record(ip(n), Signal::Answered, t0, t0 + ms(50));
+            w.record(ip(n), (Signal::Answered, Turn::First), t0, t0 + ms(50));
         }
         // The way out refuses from t0 + 1 s; the batch's jobs meet it one by one, a
         // few hundred ms apart, too few at any one moment for a cut there.
         let at = |k: u8| t0 + ms(1000 + 400 * u64::from(k));
         for k in 0..(STREAK_IPS as u8 - 1) {
-            w.record(ip(100 + k), Signal::Refused, at(k), at(k) + ms(5));
+            w.record(
+                ip(100 + k),
+                (Signal::Refused, Turn::First),
+                at(k),
+                at(k) + ms(5),
+            );
         }
         let last = at(STREAK_IPS as u8 - 1);
         assert!(w.cut(last).is_none(), "one short of a streak");
-        w.record(ip(120), Signal::Refused, last, last + ms(5));
+        w.record(ip(120), (Signal::Refused, Turn::First), last, last + ms(5));
         let said = w.cut(last).expect("a streak");
         assert!(said.contains("since the last answer"), "{said}");
         // An answer set out at that moment, or after the streak began, breaks it.
-        w.record(ip(121), Signal::Answered, last, last + ms(30));
+        w.record(
+            ip(121),
+            (Signal::Answered, Turn::First),
+            last,
+            last + ms(30),
+        );
         assert!(w.cut(last).is_none());
         // Unreached sites spread over more than the look back are no streak either.
         let quiet = NetworkWatch::default();
         let slow = |k: u8| t0 + ms(1200 * u64::from(k));
         for k in 0..STREAK_IPS as u8 {
-            quiet.record(ip(k), Signal::Refused, slow(k), slow(k) + ms(5));
+            quiet.record(
+                ip(k),
+                (Signal::Refused, Turn::First),
+                slow(k),
+                slow(k) + ms(5),
+            );
         }
         assert!(quiet.cut(slow(STREAK_IPS as u8 - 1)).is_none());
     }
@@ -559,14 +697,14 @@ mod tests {
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(2);
         for n in 0..(CUT_IPS as u8 - 1) {
-            w.record(ip(n), Signal::Silent, t0, later);
+            w.record(ip(n), (Signal::Silent, Turn::First), t0, later);
         }
         assert!(w.cut(t0).is_none(), "one short of a cut");
-        w.record(ip(100), Signal::Silent, t0, later);
+        w.record(ip(100), (Signal::Silent, Turn::First), t0, later);
         assert!(w.cut(t0).is_some());
         // A blackholed site among working ones: they answer what set out beside it.
         for n in 0..CUT_IPS as u8 {
-            w.record(ip(150 + n), Signal::Answered, t0, t0);
+            w.record(ip(150 + n), (Signal::Answered, Turn::First), t0, t0);
         }
         assert!(w.cut(t0).is_none(), "half of them answered");
     }
@@ -576,8 +714,8 @@ mod tests {
         let t0 = Instant::now();
         let w = NetworkWatch::default();
         for n in 0..40u8 {
-            w.record(ip(n), Signal::Silent, t0, t0);
-            w.record(ip(100 + n), Signal::Answered, t0, t0);
+            w.record(ip(n), (Signal::Silent, Turn::First), t0, t0);
+            w.record(ip(100 + n), (Signal::Answered, Turn::First), t0, t0);
         }
         assert!(
             w.wave(t0, t0).is_none(),
@@ -585,12 +723,12 @@ mod tests {
         );
         let w = NetworkWatch::default();
         for _ in 0..100 {
-            w.record(ip(1), Signal::Silent, t0, t0);
+            w.record(ip(1), (Signal::Silent, Turn::First), t0, t0);
         }
         assert!(w.wave(t0, t0).is_none(), "one site, however often");
         let w = NetworkWatch::default();
         for n in 0..40u8 {
-            w.record(ip(n), Signal::Other, t0, t0);
+            w.record(ip(n), (Signal::Other, Turn::First), t0, t0);
         }
         assert!(
             w.wave(t0, t0).is_none(),

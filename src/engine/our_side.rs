@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::ProbeSettings;
-use crate::egress::{EgressHealth, Health, HealthSettings, NetworkWatch, Signal, CUT_SPAN};
+use crate::egress::{EgressHealth, Health, HealthSettings, NetworkWatch, Signal, Turn, CUT_SPAN};
 use crate::engine::{Attempt, Looked, Prober};
 use crate::job::Job;
 use crate::metric;
@@ -183,11 +183,13 @@ impl OurSide {
         self.health.another_open(egress, Instant::now())
     }
 
-    /// Tells the egress bookkeeping and the network watch what an attempt showed.
-    pub(super) fn record(&self, egress: usize, obs: &Observation) {
+    /// Tells the egress bookkeeping and the network watch what an attempt, its job's
+    /// `turn`, showed.
+    pub(super) fn record(&self, egress: usize, obs: &Observation, turn: Turn) {
         let now = Instant::now();
         let set_out = asked_last(obs, sent_at(obs, now));
-        self.network.record(obs.ip, signal_of(obs), set_out, now);
+        self.network
+            .record(obs.ip, (signal_of(obs), turn), set_out, now);
         if self
             .health
             .record(egress, obs.ip, health_of(&obs.outcome), now)
