@@ -67,6 +67,7 @@ mod answer;
 mod by_name;
 mod chunks;
 mod error;
+mod heard;
 mod intercept;
 mod late;
 mod mend;

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::error::{Refusal, Stage, TunnelError};
+use super::heard::Heard;
 use super::late::in_time;
 use super::{Io, Proxy, SiteTls, SocksProxy, Tunnel, Via};
 use crate::http::pin::Hop;
@@ -205,7 +206,14 @@ impl Proxy {
         proxy: Box<dyn Io>,
         site: &str,
     ) -> Result<Box<dyn Io>, TunnelError> {
-        let broken = |e: hyper::Error| TunnelError::Proxy(format!("CONNECT failed: {e}"));
+        let (proxy, first) = Heard::new(proxy);
+        // A proxy that answered before it was asked failed in its own words.
+        let broken = |e: hyper::Error| match first.answer() {
+            Some(answer) if answer.status() != StatusCode::OK => {
+                TunnelError::Refused(Box::new(Refusal::of(&answer)))
+            }
+            _ => TunnelError::Proxy(format!("CONNECT failed: {e}")),
+        };
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake::<_, Empty<Bytes>>(TokioIo::new(proxy))
             .await
