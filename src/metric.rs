@@ -37,6 +37,7 @@ const EGRESS_ATTEMPTS: &str = "picket_egress_attempts_total";
 const EGRESS_RESTS: &str = "picket_egress_rests_total";
 const EGRESS_SLOT_WAIT_SECONDS: &str = "picket_egress_slot_wait_seconds";
 const EGRESS_BUSY: &str = "picket_egress_busy_total";
+const EGRESS_FULL: &str = "picket_egress_full_total";
 const ACK_FRAMES: &str = "picket_ack_frames_total";
 const STATE_CHANGES: &str = "picket_state_changes_total";
 const STATE_UNAVAILABLE: &str = "picket_state_unavailable_total";
@@ -175,6 +176,7 @@ pub(crate) fn egresses<'a>(names: impl IntoIterator<Item = &'a str>) {
     for name in names {
         counter!(EGRESS_RESTS, "egress" => name.to_string()).increment(0);
         counter!(EGRESS_BUSY, "egress" => name.to_string()).increment(0);
+        counter!(EGRESS_FULL, "egress" => name.to_string()).increment(0);
         for outcome in ["answered", "failed"] {
             counter!(EGRESS_ATTEMPTS, "egress" => name.to_string(), "outcome" => outcome)
                 .increment(0);
@@ -296,11 +298,15 @@ fn describe() {
     );
     describe_histogram!(
         EGRESS_SLOT_WAIT_SECONDS,
-        "Time a request waited for one of its egress's connections (egress.max_connections)"
+        "Time a request waited for one of its egress's connections (egress.max_connections, or the room its proxy taught)"
     );
     describe_counter!(
         EGRESS_BUSY,
         "Requests not sent: every connection their egress may hold stayed busy for rate_limit.max_wait"
+    );
+    describe_counter!(
+        EGRESS_FULL,
+        "Times the egress's proxy said it had no room for another client (a 503 \"Too many open connections\")"
     );
     describe_counter!(
         EGRESS_RESTS,
@@ -551,6 +557,11 @@ pub(crate) fn egress_slot_wait(egress: &str, d: Duration) {
 /// A request through `egress` was not sent: none of its capped connections came free.
 pub(crate) fn egress_busy(egress: &str) {
     counter!(EGRESS_BUSY, "egress" => egress.to_string()).increment(1);
+}
+
+/// The proxy of `egress` said it had no room for another client.
+pub(crate) fn egress_full(egress: &str) {
+    counter!(EGRESS_FULL, "egress" => egress.to_string()).increment(1);
 }
 
 /// `egress` was put to rest after failing for many sites while others answered.

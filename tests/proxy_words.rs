@@ -207,16 +207,66 @@ async fn a_privoxy_serving_all_the_clients_it_takes_is_the_egress_failing_never_
     let e = engine(&privoxy.url, &site.ca_file, true, &[(NAME, site_ip)]);
     for url in site.urls() {
         let r = check(&e, &url).await;
-        // Its 503 is read in its words; it may close before reading our CONNECT, which
-        // is a CONNECT failing, the egress's too.
-        let said = if r.detail.contains("503") {
-            "Too many open connections"
-        } else {
-            ""
-        };
-        assert_egress_failed(&r, &url, said);
+        // Its 503 is read in its words, though it answers before reading our CONNECT
+        // and closes (`tunnel::heard`). Full of others' tunnels: asked again a moment
+        // later, a few times, and told.
+        assert_egress_failed(&r, &url, "Too many open connections");
+        assert!(
+            r.detail
+                .contains("asked again a moment later (no other request of ours"),
+            "{}",
+            r.detail
+        );
     }
     drop(held);
+}
+
+/// Privoxy taking 4 clients at once, asked for 20 sites at once with no
+/// `egress.max_connections`: each request past its room was answered "503 Too many
+/// open connections" and its site was `unknown/egress_unavailable`, though up. The
+/// proxy's words teach its room: picket sends it no more than the requests of ours
+/// out through it then, asks the turned-away ones again once one of those ends (our
+/// time, not the site's), and every site is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privoxy_with_no_room_for_more_of_ours_is_asked_again_as_ours_end() {
+    use std::time::Duration;
+    let site_ip = "127.0.12.87";
+    let slow = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            axum::response::Html(crate::support::picket::page("answered in 1.5 s"))
+        }),
+    );
+    let site = crate::support::serve(site_ip, slow).await;
+    let privoxy = Privoxy::start("127.0.12.88", "max-client-connections 4", &[]);
+    let e = engine_with(&privoxy.url, "", true, &[("slow.test", site_ip)], "");
+    let checks = (0..20).map(|i| {
+        let url = format!("http://slow.test:{}/?n={i}", site.port());
+        let e = &e;
+        async move { check(e, &url).await }
+    });
+    let reports = futures_util::future::join_all(checks).await;
+    for r in &reports {
+        assert_up_at(r, site_ip, &r.url);
+    }
+    let turned_away = reports
+        .iter()
+        .filter(|r| r.detail.contains("Too many open connections"))
+        .inspect(|r| {
+            assert!(
+                r.detail.contains("asked again once one of the")
+                    || r.detail.contains("asked again a moment later"),
+                "{}",
+                r.detail
+            )
+        })
+        .count();
+    assert!(
+        turned_away >= 10,
+        "20 at once through a proxy taking 4 fill it (else this shows nothing): {:?}",
+        reports.iter().map(|r| &r.detail).collect::<Vec<_>>()
+    );
 }
 
 async fn check(e: &picket::engine::Engine, url: &str) -> Report {

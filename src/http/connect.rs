@@ -962,6 +962,9 @@ impl HttpProber {
     ) -> Outcome {
         let ip = addr.ip();
         let outcome = self.by_the_sites_clock(e, classify(e, host, addr, allowed, probe.egress));
+        if e.no_room() && wait_for_room(probe, &outcome, obs) {
+            return outcome;
+        }
         if outcome.is_egress_failure() {
             obs.notes.extend(crowd_through(probe.egress, probe.crowd));
         }
@@ -1100,6 +1103,29 @@ async fn egress_slot(
         Err(busy) => return Err(fail(FailureKind::Egress, busy.to_string())),
     }
     Ok(began.elapsed())
+}
+
+/// The egress's proxy had no room for the request that failed so (`outcome`): the room
+/// is learned from the requests of ours out through it, and the request is asked again
+/// once one of them ends (a moment later when none were: other clients fill it), if it
+/// may be asked again (true).
+fn wait_for_room(probe: &mut Probe<'_>, outcome: &Outcome, obs: &mut Observation) -> bool {
+    let egress = probe.egress;
+    egress.slots.no_room(&egress.name, probe.crowd);
+    if probe.room_asks >= super::ROOM_ASKS {
+        return false;
+    }
+    probe.room_asks += 1;
+    probe.no_room = true;
+    let when = match probe.crowd {
+        0 => format!("a moment later (no other request of ours was out through egress {}: other clients fill it)", egress.name),
+        n => format!("once one of the {n} other requests of ours out through egress {} ended", egress.name),
+    };
+    if let Outcome::Failure(failure) = outcome {
+        obs.notes
+            .push(format!("{}; asked again {when}", failure.detail));
+    }
+    true
 }
 
 /// The `crowd` of other requests of ours out through `egress` when the one that failed

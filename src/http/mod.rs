@@ -102,6 +102,16 @@ pub enum SetupError {
     Dns(#[from] DnsError),
 }
 
+/// How often one probe is asked again after the egress's proxy said it had no room for
+/// another client: the room learned then is for ours alone, other clients of the proxy
+/// may take what ours free, and the room grows by trying one more. Each time waits
+/// for our own slot, within the time our waits may take (`rate_limit.max_wait`).
+const ROOM_ASKS: u8 = 4;
+
+/// The pause before a request a proxy had no room for is asked again: a proxy counts a
+/// connection of ours until it has seen it close, a moment after we closed it.
+const ROOM_PAUSE: Duration = Duration::from_millis(100);
+
 /// One probe's fixed parts: what is asked, through which egress, until when.
 struct Probe<'a> {
     plan: &'a Plan,
@@ -139,6 +149,12 @@ struct Probe<'a> {
     /// request took its slot: a proxy that takes no more clients at once leaves the
     /// next waiting, and a failure of the egress tells the crowd it came in.
     crowd: usize,
+    /// The egress's proxy said it had no room for the last request: it is asked again
+    /// after [`ROOM_PAUSE`], once one of ours through the egress ends ([`ROOM_ASKS`]
+    /// times at most).
+    no_room: bool,
+    /// How often the probe was asked again so.
+    room_asks: u8,
     /// The last refusal was taken for ours because a neighbour was refused alike (a
     /// limit still counting us past the hold): the request is asked again after this
     /// hold too, though it was asked again once already. Bounded: such holds end once
@@ -179,7 +195,8 @@ impl Probe<'_> {
 enum Step {
     /// Ask again: the next hop of a redirect.
     Again,
-    /// Ask the same URL again after a hold: nothing answered.
+    /// Ask the same URL again after a hold (the IP's, or our wait for room at the
+    /// egress's proxy): nothing answered.
     AfterHold,
     /// The final answer.
     Answer(Box<Answer>),
@@ -270,6 +287,8 @@ impl HttpProber {
             read_as_browsers: false,
             slot_in_hand: false,
             crowd: 0,
+            no_room: false,
+            room_asks: 0,
             ask_once_more: false,
             ours_past_deadline: Default::default(),
         };
@@ -350,6 +369,13 @@ impl HttpProber {
             ip,
             stamp,
         } = match answered {
+            // Our own wait for room at the proxy, then the same request.
+            Err(_) if std::mem::take(&mut probe.no_room) => {
+                tokio::time::sleep(ROOM_PAUSE).await;
+                obs.queued += ROOM_PAUSE;
+                probe.deadline += ROOM_PAUSE;
+                return Ok(Step::AfterHold);
+            }
             Err(_)
                 if probe.refused_on_us.is_some()
                     && (!*reasked || std::mem::take(&mut probe.ask_once_more)) =>

@@ -217,6 +217,9 @@ impl HttpProber {
             read_as_browsers: false,
             slot_in_hand: probe.slot_in_hand,
             crowd: probe.crowd,
+            // One question, never asked again.
+            no_room: false,
+            room_asks: super::ROOM_ASKS,
             ask_once_more: false,
             ours_past_deadline: Default::default(),
         };

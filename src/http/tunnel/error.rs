@@ -494,6 +494,12 @@ impl SendError {
         }
     }
 
+    /// Whether the HTTP proxy said it has no room for another client (Privoxy's "503
+    /// Too many open connections"): the site was not asked.
+    pub(in crate::http) fn no_room(&self) -> bool {
+        matches!(self, SendError::Tunnel(TunnelError::Refused(r)) if r.words() == Some(Words::Full))
+    }
+
     /// Whether the HTTP proxy reports that its connection to the site's address timed
     /// out (`ERR_CONNECT_FAIL 110`, `Proxy-Status: connection_timeout`).
     pub(in crate::http) fn proxy_connect_timed_out(&self) -> bool {
