@@ -1292,6 +1292,35 @@ mod tests {
         );
     }
 
+    /// The same page in the languages of the sites we watch: a German, French,
+    /// Spanish, Russian, Chinese or Japanese "too many requests" stub with a 200 was
+    /// `up`, the limit's page taken for the site's.
+    #[test]
+    fn a_rate_limits_page_in_other_languages_refuses_us_too() {
+        let p = plan(Expect::default());
+        for words in [
+            "Zu viele Anfragen",
+            "Trop de requêtes",
+            "Demasiadas solicitudes",
+            "Слишком много запросов",
+            "访问过于频繁，请稍后再试",
+            "请求过于频繁",
+            "リクエストが多すぎます",
+        ] {
+            let page = format!(
+                "<!DOCTYPE html>\n<html><head><title>429</title></head><body>\n<h1>{words}</h1>\n\
+                 <p>...</p>\n</body></html>\n"
+            );
+            let r = judge(&p, &answer(200, &page), &SETTINGS);
+            assert_eq!(
+                (r.verdict, r.reason),
+                (Verdict::Unknown, Reason::Blocked),
+                "{words}: {}",
+                r.detail
+            );
+        }
+    }
+
     #[test]
     fn a_bot_wall_on_a_success_or_its_own_status_refuses_us() {
         let p = plan(Expect::default());
