@@ -67,6 +67,22 @@ const LIMIT_PHRASES: &[&[u8]] = &[
     b"request limit exceeded",
     b"being rate limited",
     b"you have been rate limited",
+    // The same in the languages of the sites we watch (lower-cased as ASCII only: the
+    // Cyrillic capital is written out).
+    b"zu viele anfragen",
+    "trop de requêtes".as_bytes(),
+    b"trop de requetes",
+    b"demasiadas solicitudes",
+    b"demasiadas peticiones",
+    "troppe richieste".as_bytes(),
+    "слишком много запросов".as_bytes(),
+    "Слишком много запросов".as_bytes(),
+    "访问过于频繁".as_bytes(),
+    "请求过于频繁".as_bytes(),
+    "访问太频繁".as_bytes(),
+    "請求過於頻繁".as_bytes(),
+    "リクエストが多すぎ".as_bytes(),
+    "요청이 너무 많".as_bytes(),
 ];
 
 /// The phrase of a rate limit's own page ([`LIMIT_PHRASES`]) that a page with a success
