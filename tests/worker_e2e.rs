@@ -1388,6 +1388,42 @@ async fn a_job_whose_issuer_fetch_finds_no_slot_is_deferred_and_completes_later(
     );
 }
 
+/// Four checks at once of a site answering in 1.5 s, through an egress that holds one
+/// connection at a time (`max_connections = 1`), by a worker that waits a second at most
+/// for our own limits: those that found no free connection in that second were
+/// `unknown/egress_unavailable`, "stayed busy", though the site was up and only our
+/// own room was short. They are deferred, as for a busy IP, and come back to find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_egress_has_no_free_connection_is_deferred_and_completes_later() {
+    let w = FarmWorker::start(|_| {
+        "[rate_limit]\nmax_wait = \"1s\"\n[[egress]]\nname = \"direct\"\nmax_connections = 1\n"
+            .to_string()
+    })
+    .await;
+    let url = w.farm.target("slow-first-byte").url.clone();
+    for n in 0..4 {
+        let job = json!({ "id": format!("slow-{n}"), "url": format!("{url}?n={n}") });
+        w.client.job(&w.s, job).await;
+    }
+    let rs = w.client.results(&w.s, 4, Duration::from_secs(90)).await;
+    let said: Vec<String> = rs
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}/{}: {}",
+                r["job_id"], r["verdict"], r["reason"], r["detail"]
+            )
+        })
+        .collect();
+    assert!(
+        rs.iter().all(|r| r["verdict"] == "up"),
+        "{}",
+        said.join("\n")
+    );
+    let worker = w.worker;
+    worker.terminate().await;
+}
+
 /// Plain-HTTP hops asked over HTTPS instead (a site that closed its port 80) show in
 /// `/metrics` by outcome: many `answered` mean jobs name `http://` sites that now live
 /// on HTTPS only.
