@@ -1082,9 +1082,11 @@ fn signal_of(
     }
 }
 
-/// One of the egress's connection slots (`egress.max_connections`), held on `permit`,
-/// within `max_wait`: how long it took. None for a request on a slot its probe still
-/// holds (the question to a neighbour): it would wait for itself.
+/// One of the egress's connection slots (`egress.max_connections`, or the room its
+/// proxy taught), held on `permit`, within `max_wait`: how long it took. None for a
+/// request on a slot its probe still holds (the question to a neighbour): it would
+/// wait for itself. None free in time: a job that may wait is deferred, as one its
+/// IP's limit had no slot for, since the egress's room is ours to wait for.
 async fn egress_slot(
     probe: &mut Probe<'_>,
     permit: &mut Permit,
@@ -1100,7 +1102,12 @@ async fn egress_slot(
             probe.crowd = slot.beside;
             permit.keep(slot);
         }
-        Err(busy) => return Err(fail(FailureKind::Egress, busy.to_string())),
+        Err(busy) => {
+            if let Some(wait) = probe.plan.max_wait.filter(|_| probe.followed == 0) {
+                probe.deferred = Some(wait);
+            }
+            return Err(fail(FailureKind::Egress, busy.to_string()));
+        }
     }
     Ok(began.elapsed())
 }
