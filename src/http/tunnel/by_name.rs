@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::answer::{answer_to_reqwest, ask, Form};
 use super::error::{Refusal, Stage, TunnelError};
+use super::heard::{FirstWords, Heard};
 use super::words::OwnPage;
 use super::Proxy;
 use crate::http::head::MAX_HEADER_LINES;
@@ -156,11 +157,15 @@ impl Proxy {
         };
         let _ = hop.clock.connected.set(Instant::now());
         let form = Form::Absolute(self.auth.clone());
-        let asked = ask(io, form, request, MAX_HEADER_LINES);
+        let (io, first) = Heard::new(io);
+        let asked = ask(Box::new(io), form, request, MAX_HEADER_LINES);
         // No answer in time: the site's only if the proxy answers its own question
         // meanwhile (`late`), as inside a tunnel.
         let late = (deadline, TunnelError::Timeout);
-        let answer = self.in_time(asked, late, connect_timeout, hop).await?;
+        let answer = self
+            .in_time(asked, late, connect_timeout, hop)
+            .await
+            .map_err(|e| said_first(e, &first))?;
         let status = answer.status();
         let own = match status.is_client_error() || status.is_server_error() {
             true => self.own_page(connect_timeout).await,
@@ -176,6 +181,20 @@ impl Proxy {
             )));
         }
         Ok(answer_to_reqwest(answer, None, deadline).await)
+    }
+}
+
+/// A request that broke before its answer (`e`) when the proxy had said something first:
+/// its own page, sent before it read the request (Privoxy with no room answers its 503
+/// as it accepts), which hyper took for a message nobody asked for. The proxy's page is
+/// the failure then, never a site's broken HTTP.
+fn said_first(e: TunnelError, first: &FirstWords) -> TunnelError {
+    if !matches!(e, TunnelError::Http(_)) {
+        return e;
+    }
+    match first.answer().and_then(|a| Refusal::reported(&a, None)) {
+        Some(report) => TunnelError::Refused(Box::new(report)),
+        None => e,
     }
 }
 
@@ -202,6 +221,46 @@ pub(in crate::http) fn stale_copy(headers: &http::HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Privoxy with no room answers its 503 as it accepts and closes, before it reads
+    /// the request: whether hyper reads it as the answer or breaks on it as a message
+    /// nobody asked for (then a site's broken HTTP, `down/protocol`), it is the
+    /// proxy's page saying it has no room.
+    #[tokio::test]
+    async fn a_page_the_proxy_sent_before_the_request_is_its_own_whatever_hyper_made_of_it() {
+        use tokio::io::AsyncWriteExt;
+        const FULL: &[u8] = b"HTTP/1.1 503 Too many open connections\r\n\
+            Content-Type: text/plain\r\nConnection: close\r\n\r\n\
+            Maximum number of open connections reached.\n";
+        let (mut broke, mut answered) = (0, 0);
+        for _ in 0..20 {
+            let (near, mut far) = tokio::io::duplex(4096);
+            far.write_all(FULL).await.expect("written");
+            drop(far);
+            let (io, first) = Heard::new(near);
+            let url = "http://127.0.12.90:8080/".parse().expect("url");
+            let request = reqwest::Request::new(reqwest::Method::GET, url);
+            let asked = ask(
+                Box::new(io),
+                Form::Absolute(None),
+                request,
+                MAX_HEADER_LINES,
+            )
+            .await;
+            let refused = match asked {
+                Ok(answer) => {
+                    answered += 1;
+                    Refusal::reported(&answer, None).map(|r| TunnelError::Refused(Box::new(r)))
+                }
+                Err(e) => {
+                    broke += 1;
+                    Some(said_first(e, &first))
+                }
+            };
+            let refused = crate::http::tunnel::SendError::Tunnel(refused.expect("the proxy's"));
+            assert!(refused.no_room(), "{answered} answered, {broke} broke");
+        }
+    }
 
     #[test]
     fn a_warning_of_a_stale_copy_is_read_and_others_are_not() {
