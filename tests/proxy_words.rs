@@ -120,16 +120,8 @@ async fn a_proxys_own_page_asked_by_name_is_the_egress_failing_never_the_site() 
 /// site held says how many other requests of ours were out through the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_taking_few_connections_is_sent_no_more_than_its_max_connections() {
-    use std::time::Duration;
     let site_ip = "127.0.12.82";
-    let slow = axum::Router::new().route(
-        "/",
-        axum::routing::get(|| async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            axum::response::Html(crate::support::picket::page("answered in 1.5 s"))
-        }),
-    );
-    let site = crate::support::serve(site_ip, slow).await;
+    let site = slow_site(site_ip).await;
     let tiny = Tinyproxy::start("127.0.12.83", "MaxClients 4");
     let hosts = [("slow.test", site_ip)];
     let urls: Vec<String> = (0..20)
@@ -229,16 +221,8 @@ async fn a_privoxy_serving_all_the_clients_it_takes_is_the_egress_failing_never_
 /// time, not the site's), and every site is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_privoxy_with_no_room_for_more_of_ours_is_asked_again_as_ours_end() {
-    use std::time::Duration;
     let site_ip = "127.0.12.87";
-    let slow = axum::Router::new().route(
-        "/",
-        axum::routing::get(|| async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            axum::response::Html(crate::support::picket::page("answered in 1.5 s"))
-        }),
-    );
-    let site = crate::support::serve(site_ip, slow).await;
+    let site = slow_site(site_ip).await;
     let privoxy = Privoxy::start("127.0.12.88", "max-client-connections 4", &[]);
     let e = engine_with(&privoxy.url, "", true, &[("slow.test", site_ip)], "");
     let checks = (0..20).map(|i| {
@@ -268,6 +252,19 @@ async fn a_privoxy_with_no_room_for_more_of_ours_is_asked_again_as_ours_end() {
         "20 at once through a proxy taking 4 fill it (else this shows nothing): {:?}",
         reports.iter().map(|r| &r.detail).collect::<Vec<_>>()
     );
+}
+
+/// A site on `ip` whose every page comes after 1.5 s: a few at once fill a small proxy.
+async fn slow_site(ip: &str) -> std::net::SocketAddr {
+    use std::time::Duration;
+    let slow = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            axum::response::Html(crate::support::picket::page("answered in 1.5 s"))
+        }),
+    );
+    crate::support::serve(ip, slow).await
 }
 
 async fn check(e: &picket::engine::Engine, url: &str) -> Report {

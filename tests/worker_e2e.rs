@@ -1372,6 +1372,11 @@ async fn a_job_whose_issuer_fetch_finds_no_slot_is_deferred_and_completes_later(
         .results(&s, names.len(), Duration::from_secs(90))
         .await;
     worker.terminate().await;
+    assert_all_up(&rs);
+}
+
+/// Every result in `rs` is up; else each is told.
+fn assert_all_up(rs: &[serde_json::Value]) {
     let said: Vec<String> = rs
         .iter()
         .map(|r| {
@@ -1406,20 +1411,7 @@ async fn a_job_whose_egress_has_no_free_connection_is_deferred_and_completes_lat
         w.client.job(&w.s, job).await;
     }
     let rs = w.client.results(&w.s, 4, Duration::from_secs(90)).await;
-    let said: Vec<String> = rs
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {}/{}: {}",
-                r["job_id"], r["verdict"], r["reason"], r["detail"]
-            )
-        })
-        .collect();
-    assert!(
-        rs.iter().all(|r| r["verdict"] == "up"),
-        "{}",
-        said.join("\n")
-    );
+    assert_all_up(&rs);
     let worker = w.worker;
     worker.terminate().await;
 }
