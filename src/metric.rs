@@ -38,6 +38,7 @@ const EGRESS_RESTS: &str = "picket_egress_rests_total";
 const EGRESS_SLOT_WAIT_SECONDS: &str = "picket_egress_slot_wait_seconds";
 const EGRESS_BUSY: &str = "picket_egress_busy_total";
 const EGRESS_FULL: &str = "picket_egress_full_total";
+const EGRESS_ROOM: &str = "picket_egress_room";
 const ACK_FRAMES: &str = "picket_ack_frames_total";
 const STATE_CHANGES: &str = "picket_state_changes_total";
 const STATE_UNAVAILABLE: &str = "picket_state_unavailable_total";
@@ -304,6 +305,10 @@ fn describe() {
         EGRESS_BUSY,
         "Requests not sent: every connection their egress may hold stayed busy for rate_limit.max_wait"
     );
+    describe_gauge!(
+        EGRESS_ROOM,
+        "Requests sent through the egress at once at most, as its proxy taught by saying it had no room (absent until it did)"
+    );
     describe_counter!(
         EGRESS_FULL,
         "Times the egress's proxy said it had no room for another client (a 503 \"Too many open connections\")"
@@ -562,6 +567,12 @@ pub(crate) fn egress_busy(egress: &str) {
 /// The proxy of `egress` said it had no room for another client.
 pub(crate) fn egress_full(egress: &str) {
     counter!(EGRESS_FULL, "egress" => egress.to_string()).increment(1);
+}
+
+/// The most requests sent through `egress` at once now, as its proxy taught (or grown
+/// back to its cap).
+pub(crate) fn egress_room(egress: &str, room: usize) {
+    gauge!(EGRESS_ROOM, "egress" => egress.to_string()).set(room as f64);
 }
 
 /// `egress` was put to rest after failing for many sites while others answered.

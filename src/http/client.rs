@@ -114,7 +114,7 @@ impl Egress {
             long_heads: tunnel.as_ref().and_then(Tunnel::reading_long_heads),
             tunnel,
             mended: Tunnel::mended(e, resolve, tls),
-            slots: Slots::new(e.max_connections),
+            slots: Slots::new(&e.name, e.max_connections),
         })
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct Slots {
 
 /// The slots one egress lends.
 struct Room {
+    /// The egress's name, for the metrics.
+    egress: String,
     slots: Arc<Semaphore>,
     /// `egress.max_connections`, if set.
     cap: Option<NonZeroU32>,
@@ -82,10 +84,11 @@ pub(super) struct Busy {
 }
 
 impl Slots {
-    pub(super) fn new(max_connections: Option<NonZeroU32>) -> Slots {
+    pub(super) fn new(egress: &str, max_connections: Option<NonZeroU32>) -> Slots {
         let now = max_connections.map_or(Semaphore::MAX_PERMITS, |n| n.get() as usize);
         Slots {
             room: Arc::new(Room {
+                egress: egress.to_string(),
                 slots: Arc::new(Semaphore::new(now)),
                 cap: max_connections,
                 size: Mutex::new(Size {
@@ -153,6 +156,7 @@ impl Slots {
         size.now = room;
         size.learned = true;
         size.ended = 0;
+        crate::metric::egress_room(egress, room);
         if size.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
             size.warned = Some(std::time::Instant::now());
             tracing::warn!(
@@ -221,6 +225,7 @@ impl Room {
         size.ended = 0;
         size.now += 1;
         self.slots.add_permits(1);
+        crate::metric::egress_room(&self.egress, size.now);
         if self.cap.is_some_and(|cap| size.now >= cap.get() as usize) {
             size.learned = false;
         }
@@ -233,7 +238,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_capped_egress_lends_its_slots_in_turn_and_says_when_none_came_free() {
-        let slots = Slots::new(NonZeroU32::new(2));
+        let slots = Slots::new("p", NonZeroU32::new(2));
         let wait = Duration::from_secs(5);
         let first = slots.take("p", wait).await.expect("a slot");
         let second = slots.take("p", wait).await.expect("a slot");
@@ -251,7 +256,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_egress_with_no_cap_counts_what_is_out_and_waits_for_nothing() {
-        let slots = Slots::new(None);
+        let slots = Slots::new("p", None);
         let taken: Vec<Slot> = (0..3)
             .map(|_| slots.take("p", Duration::ZERO))
             .map(|t| {
@@ -272,7 +277,7 @@ mod tests {
     /// away waits for one of them, and the room grows by one once 3 have ended.
     #[tokio::test(start_paused = true)]
     async fn a_proxy_with_no_room_takes_no_more_than_it_held_until_requests_end() {
-        let slots = Slots::new(None);
+        let slots = Slots::new("p", None);
         let wait = Duration::from_secs(5);
         let mut out: Vec<Slot> = Vec::new();
         for _ in 0..4 {
@@ -303,6 +308,36 @@ mod tests {
         assert_eq!(fill(&slots, 4).await.len(), 4);
     }
 
+    /// The room a proxy taught is a gauge per egress, as it shrinks and as it grows.
+    #[test]
+    fn the_room_a_proxy_taught_is_told_as_it_changes() {
+        use futures_util::FutureExt;
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let slots = Slots::new("squid", None);
+        let take = || slots.take("squid", Duration::ZERO).now_or_never();
+        metrics::with_local_recorder(&recorder, || {
+            assert!(handle.render().is_empty(), "nothing before the proxy said");
+            let first = take().expect("at once").expect("room");
+            assert!(slots.no_room("squid", 1));
+            assert!(
+                handle
+                    .render()
+                    .contains("picket_egress_room{egress=\"squid\"} 1"),
+                "{}",
+                handle.render()
+            );
+            drop(first);
+        });
+        assert!(
+            handle
+                .render()
+                .contains("picket_egress_room{egress=\"squid\"} 2"),
+            "one ended with the room full: {}",
+            handle.render()
+        );
+    }
+
     /// `n` slots taken at once, each within a second.
     async fn fill(slots: &Slots, n: usize) -> Vec<Slot> {
         let taken = (0..n).map(|_| slots.take("p", Duration::from_secs(1)));
@@ -316,7 +351,7 @@ mod tests {
     /// A capped egress learns below its cap and grows back to it, never past.
     #[tokio::test(start_paused = true)]
     async fn a_room_learned_below_the_cap_grows_back_to_it_and_no_further() {
-        let slots = Slots::new(NonZeroU32::new(3));
+        let slots = Slots::new("p", NonZeroU32::new(3));
         let wait = Duration::from_secs(1);
         let first = slots.take("p", wait).await.expect("a slot");
         assert!(slots.no_room("p", 1));
