@@ -1097,7 +1097,7 @@ async fn egress_slot(
         return Ok(Duration::ZERO);
     }
     let egress = probe.egress;
-    match egress.slots.take(&egress.name, max_wait).await {
+    match egress.slots.take(max_wait).await {
         Ok(slot) => {
             probe.crowd = slot.beside;
             permit.keep(slot);
@@ -1118,7 +1118,7 @@ async fn egress_slot(
 /// may be asked again (true).
 fn wait_for_room(probe: &mut Probe<'_>, outcome: &Outcome, obs: &mut Observation) -> bool {
     let egress = probe.egress;
-    egress.slots.no_room(&egress.name, probe.crowd);
+    egress.slots.no_room(probe.crowd);
     if probe.room_asks >= super::ROOM_ASKS {
         return false;
     }

@@ -120,9 +120,10 @@ impl Slots {
         self.room.cap
     }
 
-    /// A slot for one request through `egress`, held until it is dropped, waiting at
+    /// A slot for one request through the egress, held until it is dropped, waiting at
     /// most `max_wait` (first come, first served) when the egress has no room.
-    pub(super) async fn take(&self, egress: &str, max_wait: Duration) -> Result<Slot, Busy> {
+    pub(super) async fn take(&self, max_wait: Duration) -> Result<Slot, Busy> {
+        let egress = self.room.egress.as_str();
         let permit = match self.room.slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 if self.room.cap.is_some() {
@@ -130,7 +131,7 @@ impl Slots {
                 }
                 permit
             }
-            Err(_) => self.room.wait_for(egress, max_wait).await?,
+            Err(_) => self.room.wait_for(max_wait).await?,
         };
         let beside = self.room.out.fetch_add(1, Ordering::Relaxed);
         Ok(Slot {
@@ -140,10 +141,11 @@ impl Slots {
         })
     }
 
-    /// The proxy of `egress` said it had no room for another client while `held`
-    /// other requests of ours were out through it: it takes no more than those (one at
+    /// The egress's proxy said it had no room for another client while `held` other
+    /// requests of ours were out through it: it takes no more than those (one at
     /// least), until requests ending show it may take more. Whether the room shrank.
-    pub(super) fn no_room(&self, egress: &str, held: usize) -> bool {
+    pub(super) fn no_room(&self, held: usize) -> bool {
+        let egress = self.room.egress.as_str();
         crate::metric::egress_full(egress);
         let room = held.max(1);
         let mut size = self.room.size();
@@ -176,11 +178,8 @@ impl Room {
     }
 
     /// One of the slots, within `max_wait`.
-    async fn wait_for(
-        &self,
-        egress: &str,
-        max_wait: Duration,
-    ) -> Result<OwnedSemaphorePermit, Busy> {
+    async fn wait_for(&self, max_wait: Duration) -> Result<OwnedSemaphorePermit, Busy> {
+        let egress = self.egress.as_str();
         let began = tokio::time::Instant::now();
         let taken = tokio::time::timeout(max_wait, self.slots.clone().acquire_owned()).await;
         crate::metric::egress_slot_wait(egress, began.elapsed());
@@ -240,10 +239,10 @@ mod tests {
     async fn a_capped_egress_lends_its_slots_in_turn_and_says_when_none_came_free() {
         let slots = Slots::new("p", NonZeroU32::new(2));
         let wait = Duration::from_secs(5);
-        let first = slots.take("p", wait).await.expect("a slot");
-        let second = slots.take("p", wait).await.expect("a slot");
+        let first = slots.take(wait).await.expect("a slot");
+        let second = slots.take(wait).await.expect("a slot");
         assert_eq!((first.beside, second.beside, slots.out()), (0, 1, 2));
-        let busy = slots.take("p", wait).await.err().expect("both busy");
+        let busy = slots.take(wait).await.err().expect("both busy");
         assert!(
             busy.to_string().contains("the 2 connections egress p"),
             "{busy}"
@@ -251,14 +250,14 @@ mod tests {
         assert!(busy.to_string().contains("5000 ms"), "{busy}");
         assert_eq!(slots.out(), 2, "a request not sent is not out");
         drop(first);
-        assert!(slots.take("p", wait).await.is_ok());
+        assert!(slots.take(wait).await.is_ok());
     }
 
     #[tokio::test]
     async fn an_egress_with_no_cap_counts_what_is_out_and_waits_for_nothing() {
         let slots = Slots::new("p", None);
         let taken: Vec<Slot> = (0..3)
-            .map(|_| slots.take("p", Duration::ZERO))
+            .map(|_| slots.take(Duration::ZERO))
             .map(|t| {
                 futures_util::FutureExt::now_or_never(t)
                     .expect("at once")
@@ -281,18 +280,14 @@ mod tests {
         let wait = Duration::from_secs(5);
         let mut out: Vec<Slot> = Vec::new();
         for _ in 0..4 {
-            out.push(slots.take("p", wait).await.expect("no cap"));
+            out.push(slots.take(wait).await.expect("no cap"));
         }
         let turned_away = out.pop().expect("the fourth");
-        assert!(slots.no_room("p", turned_away.beside));
-        assert!(!slots.no_room("p", 5), "it only shrinks");
+        assert!(slots.no_room(turned_away.beside));
+        assert!(!slots.no_room(5), "it only shrinks");
         drop(turned_away);
         assert_eq!(slots.room(), 3);
-        let busy = slots
-            .take("p", wait)
-            .await
-            .err()
-            .expect("3 out, room for 3");
+        let busy = slots.take(wait).await.err().expect("3 out, room for 3");
         assert!(
             busy.to_string().contains(
                 "the 3 connections egress p takes at once (it said it had no room for more)"
@@ -301,7 +296,7 @@ mod tests {
         );
         // One ends: its slot goes to the next.
         out.pop();
-        let next = slots.take("p", wait).await.expect("a slot came back");
+        let next = slots.take(wait).await.expect("a slot came back");
         out.push(next);
         drop(out);
         assert_eq!(slots.room(), 4, "3 ended: one more");
@@ -315,11 +310,11 @@ mod tests {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let slots = Slots::new("squid", None);
-        let take = || slots.take("squid", Duration::ZERO).now_or_never();
+        let take = || slots.take(Duration::ZERO).now_or_never();
         metrics::with_local_recorder(&recorder, || {
             assert!(handle.render().is_empty(), "nothing before the proxy said");
             let first = take().expect("at once").expect("room");
-            assert!(slots.no_room("squid", 1));
+            assert!(slots.no_room(1));
             assert!(
                 handle
                     .render()
@@ -340,7 +335,7 @@ mod tests {
 
     /// `n` slots taken at once, each within a second.
     async fn fill(slots: &Slots, n: usize) -> Vec<Slot> {
-        let taken = (0..n).map(|_| slots.take("p", Duration::from_secs(1)));
+        let taken = (0..n).map(|_| slots.take(Duration::from_secs(1)));
         futures_util::future::join_all(taken)
             .await
             .into_iter()
@@ -353,13 +348,13 @@ mod tests {
     async fn a_room_learned_below_the_cap_grows_back_to_it_and_no_further() {
         let slots = Slots::new("p", NonZeroU32::new(3));
         let wait = Duration::from_secs(1);
-        let first = slots.take("p", wait).await.expect("a slot");
-        assert!(slots.no_room("p", 1));
+        let first = slots.take(wait).await.expect("a slot");
+        assert!(slots.no_room(1));
         assert_eq!(slots.room(), 1);
         drop(first);
         assert_eq!(slots.room(), 2, "one ended with the room full");
         for _ in 0..5 {
-            let one = slots.take("p", wait).await.expect("room for two");
+            let one = slots.take(wait).await.expect("room for two");
             drop(one);
         }
         assert_eq!(slots.room(), 2, "a room never full shows nothing");
@@ -369,11 +364,7 @@ mod tests {
         }
         assert_eq!(slots.room(), 3, "back to the cap");
         let held = fill(&slots, 3).await;
-        let busy = slots
-            .take("p", wait)
-            .await
-            .err()
-            .expect("no more than the cap");
+        let busy = slots.take(wait).await.err().expect("no more than the cap");
         assert!(
             busy.to_string().contains("egress.max_connections"),
             "{busy}"
