@@ -987,3 +987,45 @@ async fn a_redis_hanging_as_a_request_times_out_is_not_our_event_loop_running_la
         r.attempt_log
     );
 }
+
+/// A quiet worker (one check at a time, no canaries) whose only egress's way out begins
+/// refusing: the next site, up all along, is refused at both attempts with nothing else
+/// asked around them, so the network watch has no cut to tell, and it was a confirmed
+/// `down/connect`. A site that answered through the same egress a moment before is
+/// asked again: refused too, the way out is ours, `unknown`. With the way out working,
+/// a site where nothing listens is still `down`, and the site is `up` once it is mended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_workers_way_out_refusing_is_never_a_sites_down() {
+    use crate::support::real::{dante::Dante, way_out::WayOutCut};
+    let dante = Dante::start_from("127.0.12.91", "127.0.12.94", false);
+    let e = engine(&format!(
+        "[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n",
+        dante.url
+    ));
+    let answered = site("127.0.12.92").await;
+    let next = site("127.0.12.93").await;
+    let nobody = crate::support::free_port();
+    let verdict = |r: &Report| (r.verdict, r.reason.as_str().to_string());
+    let r = check(&e, &format!("http://{answered}/")).await;
+    assert_eq!(verdict(&r), (Verdict::Up, "ok".into()), "{}", r.detail);
+    let r = check(&e, &format!("http://127.0.12.95:{nobody}/")).await;
+    assert_eq!(
+        verdict(&r),
+        (Verdict::Down, "connect".into()),
+        "{}",
+        r.detail
+    );
+    {
+        let _cut = WayOutCut::refusing("127.0.12.94");
+        let r = check(&e, &format!("http://{next}/")).await;
+        assert_eq!(
+            verdict(&r),
+            (Verdict::Unknown, "egress_unavailable".into()),
+            "{}\n{:#?}",
+            r.detail,
+            r.attempt_log
+        );
+    }
+    let r = check(&e, &format!("http://{next}/")).await;
+    assert_eq!(verdict(&r), (Verdict::Up, "ok".into()), "{}", r.detail);
+}
