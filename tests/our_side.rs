@@ -996,19 +996,51 @@ async fn a_redis_hanging_as_a_request_times_out_is_not_our_event_loop_running_la
 /// a site where nothing listens is still `down`, and the site is `up` once it is mended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_workers_way_out_refusing_is_never_a_sites_down() {
-    use crate::support::real::{dante::Dante, way_out::WayOutCut};
-    let dante = Dante::start_from("127.0.12.91", "127.0.12.94", false);
+    use crate::support::real::way_out::WayOutCut;
+    let ips = [
+        "127.0.12.91",
+        "127.0.12.92",
+        "127.0.12.93",
+        "127.0.12.94",
+        "127.0.12.95",
+    ];
+    a_quiet_worker_whose_way_out_is_cut(ips, WayOutCut::refusing).await;
+}
+
+/// The same with the way out dropping what the proxy sends (silence, not refusals).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_workers_way_out_going_silent_is_never_a_sites_down() {
+    use crate::support::real::way_out::WayOutCut;
+    let ips = [
+        "127.0.12.96",
+        "127.0.12.97",
+        "127.0.12.98",
+        "127.0.12.99",
+        "127.0.12.100",
+    ];
+    a_quiet_worker_whose_way_out_is_cut(ips, WayOutCut::from).await;
+}
+
+/// One check at a time through a dante on `ips[0]` connecting out from `ips[3]`: a
+/// site on `ips[1]` answers, nothing listens on `ips[4]` (`down`), then with the way
+/// out cut (`cut`) a site on `ips[2]` is `unknown`, and `up` once it is mended.
+async fn a_quiet_worker_whose_way_out_is_cut(
+    [proxy, answered, next, from, nobody]: [&str; 5],
+    cut: fn(&str) -> crate::support::real::way_out::WayOutCut,
+) {
+    use crate::support::real::dante::Dante;
+    let dante = Dante::start_from(proxy, from, false);
     let e = engine(&format!(
         "[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n",
         dante.url
     ));
-    let answered = site("127.0.12.92").await;
-    let next = site("127.0.12.93").await;
-    let nobody = crate::support::free_port();
+    let answered = site(answered).await;
+    let next = site(next).await;
+    let port = crate::support::free_port();
     let verdict = |r: &Report| (r.verdict, r.reason.as_str().to_string());
     let r = check(&e, &format!("http://{answered}/")).await;
     assert_eq!(verdict(&r), (Verdict::Up, "ok".into()), "{}", r.detail);
-    let r = check(&e, &format!("http://127.0.12.95:{nobody}/")).await;
+    let r = check(&e, &format!("http://{nobody}:{port}/")).await;
     assert_eq!(
         verdict(&r),
         (Verdict::Down, "connect".into()),
@@ -1016,7 +1048,7 @@ async fn a_quiet_workers_way_out_refusing_is_never_a_sites_down() {
         r.detail
     );
     {
-        let _cut = WayOutCut::refusing("127.0.12.94");
+        let _cut = cut(from);
         let r = check(&e, &format!("http://{next}/")).await;
         assert_eq!(
             verdict(&r),
@@ -1024,6 +1056,11 @@ async fn a_quiet_workers_way_out_refusing_is_never_a_sites_down() {
             "{}\n{:#?}",
             r.detail,
             r.attempt_log
+        );
+        assert!(
+            r.detail.contains("is not reached now either"),
+            "{}",
+            r.detail
         );
     }
     let r = check(&e, &format!("http://{next}/")).await;
