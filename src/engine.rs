@@ -108,6 +108,10 @@ pub(super) struct Looked<'a> {
     pub began: tokio::time::Instant,
     /// How long one connection may take to come up (the plan's).
     pub connect_timeout: std::time::Duration,
+    /// The egress of the decisive attempt.
+    pub egress: usize,
+    /// The site.
+    pub url: &'a url::Url,
 }
 
 /// The attempts made for one job, in order, each with its judgement.
@@ -292,6 +296,8 @@ impl Engine {
             first: tried.observations.first().unwrap_or(&tried.observations[i]),
             began,
             connect_timeout: plan.connect_timeout,
+            egress: tried.egresses.get(i).copied().unwrap_or_default(),
+            url: &plan.url,
         };
         let word = self.unless_ours(word, looked).await;
         let (mut word, i) = in_the_sites_own_word(word, i, &tried);
@@ -356,10 +362,10 @@ impl Engine {
     }
 
     /// Tells the metrics and our side what an attempt, its job's `turn`, showed.
-    fn observed(&self, egress: usize, obs: &Observation, turn: Turn) {
+    fn observed(&self, egress: usize, url: &url::Url, obs: &Observation, turn: Turn) {
         metric::probe_observed(obs);
         metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
-        self.our_side.record(egress, obs, turn);
+        self.our_side.record(egress, url, obs, turn);
     }
 
     /// Browsers ask a plain-HTTP address over HTTPS first (Chrome's HTTPS-Upgrades,
@@ -393,7 +399,7 @@ impl Engine {
         let Attempt::Observed(mut second) = self.prober.observe(&upgraded, egress).await else {
             return (obs, j);
         };
-        self.observed(egress, &second, Turn::Again);
+        self.observed(egress, &upgraded.url, &second, Turn::Again);
         let j2 = judge(&upgraded, &second, &self.judge);
         metric::https_upgrade(j2.verdict == Verdict::Up);
         if j2.verdict != Verdict::Up {
@@ -503,7 +509,7 @@ impl Engine {
             true => Turn::First,
             false => Turn::Again,
         };
-        self.observed(egress, &obs, turn);
+        self.observed(egress, &plan.url, &obs, turn);
         let j = judge(plan, &obs, &self.judge);
         let (obs, j) = self.as_browsers_upgrade(plan, egress, obs, j).await;
         tracing::debug!(attempt = tried.judgements.len(), egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");

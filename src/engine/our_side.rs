@@ -17,6 +17,10 @@ use crate::job::Job;
 use crate::metric;
 use crate::probe::{FailureKind, Observation, Outcome, Plan};
 
+mod witness;
+
+use witness::{Failing, Witnesses};
+
 /// How long a canary check answers for all failures that ask.
 const CANARY_FRESH: Duration = Duration::from_secs(30);
 
@@ -36,6 +40,8 @@ pub(super) struct OurSide {
     health_settings: HealthSettings,
     network: NetworkWatch,
     canaries: Canaries,
+    /// Sites that answered lately, asked again when there are no canaries.
+    witnesses: Option<Witnesses>,
     /// When a failing resolver was last warned of.
     resolver_warned: std::sync::Mutex<Option<Instant>>,
 }
@@ -169,6 +175,10 @@ impl OurSide {
                     .collect(),
                 last: tokio::sync::Mutex::new(None),
             },
+            witnesses: probe.canaries.is_empty().then(|| {
+                let url = url::Url::parse("http://witness.invalid/").expect("a fixed URL parses");
+                Witnesses::new(egresses, canary_plan(&url, probe))
+            }),
             resolver_warned: std::sync::Mutex::new(None),
         }
     }
@@ -183,10 +193,13 @@ impl OurSide {
         self.health.another_open(egress, Instant::now())
     }
 
-    /// Tells the egress bookkeeping and the network watch what an attempt, its job's
-    /// `turn`, showed.
-    pub(super) fn record(&self, egress: usize, obs: &Observation, turn: Turn) {
+    /// Tells the egress bookkeeping, the network watch and the witnesses what an
+    /// attempt at `url`, its job's `turn`, showed.
+    pub(super) fn record(&self, egress: usize, url: &url::Url, obs: &Observation, turn: Turn) {
         let now = Instant::now();
+        if let (Some(w), Outcome::Answer(_)) = (&self.witnesses, &obs.outcome) {
+            w.answered(egress, url, obs.ip, now);
+        }
         let set_out = asked_last(obs, sent_at(obs, now));
         self.network
             .record(obs.ip, (signal_of(obs), turn), set_out, now);
@@ -265,16 +278,37 @@ impl OurSide {
             Some(wave) => wave,
             None if unreached(decisive) => match self.cut_for(looked, now).await {
                 Some(cut) => cut,
-                None => {
-                    self.believed(looked, now);
-                    return None;
-                }
+                None => return self.witnesses_blame(prober, looked, now).await,
             },
             None => return None,
         };
         Some(format!(
             "{wave}: this looks like our network, not the site (configure probe.canaries to be sure)"
         ))
+    }
+
+    /// Why an unreached site that neither a wave nor a cut explains is our way out's
+    /// failure, if sites that answered through the same egress lately are not reached
+    /// either ([`witness`]). `None`: believe it; it is then no witness any more.
+    async fn witnesses_blame(
+        &self,
+        prober: &dyn Prober,
+        looked: &Looked<'_>,
+        now: Instant,
+    ) -> Option<String> {
+        let witnesses = self.witnesses.as_ref()?;
+        let failing = Failing {
+            egress: looked.egress,
+            url: looked.url,
+            ip: looked.decisive.ip,
+            since: sent_at(looked.decisive, now),
+        };
+        let ours = witnesses.ask(prober, &failing).await;
+        if ours.is_none() {
+            witnesses.forget(looked.decisive.ip);
+            self.believed(looked, now);
+        }
+        ours
     }
 
     /// Writes at debug level what the network watch saw around the moments of an

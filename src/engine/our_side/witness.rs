@@ -1,0 +1,352 @@
+//! Witnesses: sites that answered lately through each egress. With no canaries
+//! configured, a site that no connection reached is judged on our own traffic alone,
+//! and a quiet worker's traffic may hold nothing beside its attempts: its way out
+//! refusing everything looked like the site refusing. Before such a `down` is believed,
+//! a site that answered through the same egress is asked again: if it is not reached
+//! either, the way out is ours.
+//!
+//! Which sites are witnesses, and what an asked witness says, is plain data
+//! ([`Witnesses::answered`], [`said`]); [`Witnesses::ask`] is the one place that probes.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use url::Url;
+
+use crate::engine::{Attempt, Prober};
+use crate::probe::{Observation, Outcome, Plan};
+
+use super::{health_of, signal_of};
+use crate::egress::{Health, Signal};
+
+/// How long an answer makes a site a witness.
+const FRESH: Duration = Duration::from_secs(600);
+
+/// Witnesses kept per egress.
+const KEPT: usize = 4;
+
+/// Witnesses asked for one failure at most.
+const ASKED: usize = 2;
+
+/// A kept witness gives way to a newer site only when its answer is older than this:
+/// the healthy path pays a comparison per answer, not an allocation.
+const TURNOVER: Duration = Duration::from_secs(1);
+
+/// How long witnesses found unreached speak for later failures through their egress,
+/// while nothing answered through it since.
+const UNREACHED_STANDS: Duration = Duration::from_secs(30);
+
+/// A site that answered through an egress.
+#[derive(Debug, Clone)]
+struct Witness {
+    url: Url,
+    ip: Option<IpAddr>,
+    at: Instant,
+}
+
+/// What one asked witness said about the way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Said {
+    /// It answered (or a handshake came back): the way out works.
+    Reached,
+    /// Nothing came back, or it was refused before any connection came up.
+    Unreached,
+    /// Something else (a reset, a name not found, our own limits): no word either way.
+    Nothing,
+}
+
+/// What an attempt at a witness says about the way out it went through.
+pub(super) fn said(obs: &Observation) -> Said {
+    match signal_of(obs) {
+        Signal::Silent | Signal::Refused => Said::Unreached,
+        _ if health_of(&obs.outcome) == Health::Works => Said::Reached,
+        _ => Said::Nothing,
+    }
+}
+
+/// The failure a witness is asked about.
+pub(super) struct Failing<'a> {
+    /// The egress its decisive attempt went through.
+    pub egress: usize,
+    /// Its site.
+    pub url: &'a Url,
+    /// The address that was not reached.
+    pub ip: Option<IpAddr>,
+    /// When its decisive attempt set out: only witnesses asked after it speak for it.
+    pub since: Instant,
+}
+
+/// One asking of witnesses through an egress.
+#[derive(Debug, Clone)]
+struct Check {
+    began: Instant,
+    ended: Instant,
+    /// The addresses asked: a check that asked the failing site itself says nothing of it.
+    asked: Vec<Option<IpAddr>>,
+    /// Why the way out is ours, when every witness asked was unreached.
+    ours: Option<String>,
+}
+
+/// Each egress's witnesses, and its last check.
+pub(super) struct Witnesses {
+    kept: std::sync::Mutex<Vec<Kept>>,
+    checks: Vec<tokio::sync::Mutex<Option<Check>>>,
+    /// A plain GET that follows no redirect: any answer will do.
+    plan: Plan,
+}
+
+/// One egress's witnesses, and when anything last answered through it.
+#[derive(Debug, Default)]
+struct Kept {
+    witnesses: Vec<Witness>,
+    last_answer: Option<Instant>,
+}
+
+impl Witnesses {
+    /// No witnesses yet for `egresses` ways out; `plan` is asked of each (its URL
+    /// replaced).
+    pub(super) fn new(egresses: usize, mut plan: Plan) -> Witnesses {
+        plan.max_redirects = 0;
+        let egresses = egresses.max(1);
+        Witnesses {
+            kept: std::sync::Mutex::new((0..egresses).map(|_| Kept::default()).collect()),
+            checks: (0..egresses)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            plan,
+        }
+    }
+
+    /// `url`, at `ip`, answered through `egress` at `now`.
+    pub(super) fn answered(&self, egress: usize, url: &Url, ip: Option<IpAddr>, now: Instant) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(kept) = kept.get_mut(egress) else {
+            return;
+        };
+        kept.last_answer = Some(now);
+        let list = &mut kept.witnesses;
+        if let Some(w) = list.iter_mut().find(|w| w.url == *url) {
+            (w.ip, w.at) = (ip, now);
+            return;
+        }
+        let fresh = Witness {
+            url: url.clone(),
+            ip,
+            at: now,
+        };
+        if list.len() < KEPT {
+            list.push(fresh);
+        } else if let Some(oldest) = list.iter_mut().min_by_key(|w| w.at) {
+            if now.saturating_duration_since(oldest.at) >= TURNOVER {
+                *oldest = fresh;
+            }
+        }
+    }
+
+    /// A site believed `down` for no connection is no witness any more.
+    pub(super) fn forget(&self, ip: Option<IpAddr>) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        for k in kept.iter_mut() {
+            k.witnesses.retain(|w| ip.is_none() || w.ip != ip);
+        }
+    }
+
+    /// The witnesses to ask about `failing`, newest first: other sites, at other
+    /// addresses, that answered through its egress lately.
+    fn chosen(&self, failing: &Failing<'_>, now: Instant) -> Vec<Witness> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(kept) = kept.get(failing.egress) else {
+            return Vec::new();
+        };
+        let mut chosen: Vec<Witness> = kept
+            .witnesses
+            .iter()
+            .filter(|w| now.saturating_duration_since(w.at) < FRESH)
+            .filter(|w| w.url.host() != failing.url.host())
+            .filter(|w| failing.ip.is_none() || w.ip != failing.ip)
+            .cloned()
+            .collect();
+        chosen.sort_by_key(|w| std::cmp::Reverse(w.at));
+        chosen.truncate(ASKED);
+        chosen
+    }
+
+    /// When anything last answered through `egress`.
+    fn last_answer(&self, egress: usize) -> Option<Instant> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.get(egress).and_then(|k| k.last_answer)
+    }
+
+    /// Why `failing` is our way out's failure, if witnesses say so: every one asked
+    /// was unreached too. `None` when one was reached, or none could be asked.
+    pub(super) async fn ask(&self, prober: &dyn Prober, failing: &Failing<'_>) -> Option<String> {
+        let slot = self.checks.get(failing.egress)?;
+        // One check at a time per egress: a batch of dead sites waits for one.
+        let mut last = slot.lock().await;
+        if let Some(check) = last.as_ref().filter(|c| self.speaks(c, failing)) {
+            return check.ours.clone();
+        }
+        let now = Instant::now();
+        let chosen = self.chosen(failing, now);
+        if chosen.is_empty() {
+            return None;
+        }
+        let ours = self.asked(prober, failing.egress, &chosen, now).await;
+        *last = Some(Check {
+            began: now,
+            ended: Instant::now(),
+            asked: chosen.iter().map(|w| w.ip).collect(),
+            ours: ours.clone(),
+        });
+        ours
+    }
+
+    /// Whether the last `check` through the failing site's egress speaks for it: asked
+    /// after it set out, or found the way out ours lately with no answer through it
+    /// since; and not of the failing site itself.
+    fn speaks(&self, check: &Check, failing: &Failing<'_>) -> bool {
+        if failing.ip.is_some() && check.asked.contains(&failing.ip) {
+            return false;
+        }
+        if check.began >= failing.since {
+            return true;
+        }
+        let answered_since = self
+            .last_answer(failing.egress)
+            .is_some_and(|t| t > check.ended);
+        check.ours.is_some() && !answered_since && check.ended.elapsed() < UNREACHED_STANDS
+    }
+
+    /// Asks `chosen` in turn through `egress`; why the way out is ours when none was
+    /// reached and one at least was unreached.
+    async fn asked(
+        &self,
+        prober: &dyn Prober,
+        egress: usize,
+        chosen: &[Witness],
+        now: Instant,
+    ) -> Option<String> {
+        let mut unreached = None;
+        for w in chosen {
+            let mut plan = self.plan.clone();
+            plan.url = w.url.clone();
+            let Attempt::Observed(obs) = prober.observe(&plan, egress).await else {
+                continue;
+            };
+            match said(&obs) {
+                Said::Reached => return None,
+                Said::Unreached if unreached.is_none() => unreached = Some((w, obs)),
+                _ => {}
+            }
+        }
+        let (w, obs) = unreached?;
+        let ago = now.saturating_duration_since(w.at).as_secs();
+        let why = match &obs.outcome {
+            Outcome::Failure(f) => f.detail.clone(),
+            Outcome::Answer(_) => String::new(),
+        };
+        Some(format!(
+            "{} answered through the same way out {ago} s before and is not reached now \
+             either ({why}): our way out, not the site",
+            w.url
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{Answer, Failure, FailureKind};
+
+    fn plan() -> Plan {
+        let url = Url::parse("http://witness.invalid/").expect("url");
+        let job = crate::job::Job::plain_get("w", "w".into(), url);
+        let s = crate::config::Settings::from_toml("").expect("defaults");
+        Plan::new(&job, &s.probe)
+    }
+
+    fn url(n: u8) -> Url {
+        Url::parse(&format!("http://site{n}.test/")).expect("url")
+    }
+
+    fn ip(n: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([127, 0, 0, n]))
+    }
+
+    fn failing(n: u8, since: Instant) -> (Url, Option<IpAddr>, Instant) {
+        (url(n), ip(n), since)
+    }
+
+    #[test]
+    fn the_newest_other_sites_that_answered_through_the_egress_are_asked() {
+        let w = Witnesses::new(2, plan());
+        let t = Instant::now();
+        for n in 1..=6 {
+            w.answered(0, &url(n), ip(n), t + Duration::from_secs(u64::from(n)));
+        }
+        w.answered(1, &url(9), ip(9), t);
+        let (u, i, since) = failing(6, t + Duration::from_secs(10));
+        let f = Failing {
+            egress: 0,
+            url: &u,
+            ip: i,
+            since,
+        };
+        let chosen = w.chosen(&f, t + Duration::from_secs(10));
+        let hosts: Vec<_> = chosen.iter().map(|w| w.url.to_string()).collect();
+        // Four kept (5 and 6 took the two oldest places); the failing site is no
+        // witness of itself; the other egress's is not asked.
+        assert_eq!(hosts, ["http://site5.test/", "http://site4.test/"]);
+        // An answer older than FRESH is no witness; a site believed down is forgotten.
+        assert!(w.chosen(&f, t + FRESH + Duration::from_secs(7)).is_empty());
+        w.forget(ip(5));
+        let hosts: Vec<_> = w
+            .chosen(&f, t + Duration::from_secs(10))
+            .iter()
+            .map(|w| w.url.to_string())
+            .collect();
+        assert_eq!(hosts, ["http://site4.test/", "http://site3.test/"]);
+    }
+
+    #[test]
+    fn a_kept_witness_gives_way_only_once_its_answer_is_a_second_old() {
+        let w = Witnesses::new(1, plan());
+        let t = Instant::now();
+        for n in 1..=4 {
+            w.answered(0, &url(n), ip(n), t);
+        }
+        w.answered(0, &url(5), ip(5), t + Duration::from_millis(500));
+        let (u, i, since) = failing(9, t);
+        let f = Failing {
+            egress: 0,
+            url: &u,
+            ip: i,
+            since,
+        };
+        let at = t + Duration::from_secs(2);
+        assert!(w.chosen(&f, at).iter().all(|w| w.url != url(5)));
+        w.answered(0, &url(5), ip(5), t + TURNOVER);
+        assert_eq!(w.chosen(&f, at)[0].url, url(5));
+    }
+
+    #[test]
+    fn only_no_connection_says_the_way_out_failed() {
+        let mut answered = Observation::new("e");
+        answered.outcome = Outcome::Answer(Answer::default());
+        assert_eq!(said(&answered), Said::Reached);
+        let failed = |kind| {
+            let mut o = Observation::new("e");
+            o.outcome = Outcome::Failure(Failure {
+                kind,
+                detail: "x".into(),
+            });
+            o
+        };
+        assert_eq!(said(&failed(FailureKind::Connect)), Said::Unreached);
+        assert_eq!(said(&failed(FailureKind::Egress)), Said::Unreached);
+        assert_eq!(said(&failed(FailureKind::TooManyRedirects)), Said::Reached);
+        assert_eq!(said(&failed(FailureKind::Reset)), Said::Nothing);
+        assert_eq!(said(&failed(FailureKind::Dns)), Said::Nothing);
+    }
+}
