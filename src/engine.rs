@@ -362,10 +362,10 @@ impl Engine {
     }
 
     /// Tells the metrics and our side what an attempt, its job's `turn`, showed.
-    fn observed(&self, egress: usize, url: &url::Url, obs: &Observation, turn: Turn) {
+    fn observed(&self, egress: usize, obs: &Observation, turn: Turn) {
         metric::probe_observed(obs);
         metric::egress_attempt(&obs.egress, matches!(obs.outcome, Outcome::Answer(_)));
-        self.our_side.record(egress, url, obs, turn);
+        self.our_side.record(egress, obs, turn);
     }
 
     /// Browsers ask a plain-HTTP address over HTTPS first (Chrome's HTTPS-Upgrades,
@@ -399,7 +399,7 @@ impl Engine {
         let Attempt::Observed(mut second) = self.prober.observe(&upgraded, egress).await else {
             return (obs, j);
         };
-        self.observed(egress, &upgraded.url, &second, Turn::Again);
+        self.observed(egress, &second, Turn::Again);
         let j2 = judge(&upgraded, &second, &self.judge);
         metric::https_upgrade(j2.verdict == Verdict::Up);
         if j2.verdict != Verdict::Up {
@@ -509,7 +509,7 @@ impl Engine {
             true => Turn::First,
             false => Turn::Again,
         };
-        self.observed(egress, &plan.url, &obs, turn);
+        self.observed(egress, &obs, turn);
         let j = judge(plan, &obs, &self.judge);
         let (obs, j) = self.as_browsers_upgrade(plan, egress, obs, j).await;
         tracing::debug!(attempt = tried.judgements.len(), egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");

@@ -194,11 +194,11 @@ impl OurSide {
     }
 
     /// Tells the egress bookkeeping, the network watch and the witnesses what an
-    /// attempt at `url`, its job's `turn`, showed.
-    pub(super) fn record(&self, egress: usize, url: &url::Url, obs: &Observation, turn: Turn) {
+    /// attempt, its job's `turn`, showed.
+    pub(super) fn record(&self, egress: usize, obs: &Observation, turn: Turn) {
         let now = Instant::now();
-        if let (Some(w), Outcome::Answer(_)) = (&self.witnesses, &obs.outcome) {
-            w.answered(egress, url, obs.ip, now);
+        if let (Some(w), Outcome::Answer(a)) = (&self.witnesses, &obs.outcome) {
+            w.answered(egress, &a.final_url, obs.ip, now);
         }
         let set_out = asked_last(obs, sent_at(obs, now));
         self.network

@@ -37,10 +37,11 @@ const TURNOVER: Duration = Duration::from_secs(1);
 /// while nothing answered through it since.
 const UNREACHED_STANDS: Duration = Duration::from_secs(30);
 
-/// A site that answered through an egress.
+/// A site that answered through an egress: the URL and address of its final answer
+/// (asked again, it is asked no redirect and no HTTPS upgrade).
 #[derive(Debug, Clone)]
 struct Witness {
-    url: Url,
+    url: String,
     ip: Option<IpAddr>,
     at: Instant,
 }
@@ -119,19 +120,19 @@ impl Witnesses {
     }
 
     /// `url`, at `ip`, answered through `egress` at `now`.
-    pub(super) fn answered(&self, egress: usize, url: &Url, ip: Option<IpAddr>, now: Instant) {
+    pub(super) fn answered(&self, egress: usize, url: &str, ip: Option<IpAddr>, now: Instant) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         let Some(kept) = kept.get_mut(egress) else {
             return;
         };
         kept.last_answer = Some(now);
         let list = &mut kept.witnesses;
-        if let Some(w) = list.iter_mut().find(|w| w.url == *url) {
+        if let Some(w) = list.iter_mut().find(|w| w.url == url) {
             (w.ip, w.at) = (ip, now);
             return;
         }
         let fresh = Witness {
-            url: url.clone(),
+            url: url.to_string(),
             ip,
             at: now,
         };
@@ -153,7 +154,7 @@ impl Witnesses {
     }
 
     /// The witnesses to ask about `failing`, newest first: other sites, at other
-    /// addresses, that answered through its egress lately.
+    /// addresses of the same family, that answered through its egress lately.
     fn chosen(&self, failing: &Failing<'_>, now: Instant) -> Vec<Witness> {
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         let Some(kept) = kept.get(failing.egress) else {
@@ -163,8 +164,14 @@ impl Witnesses {
             .witnesses
             .iter()
             .filter(|w| now.saturating_duration_since(w.at) < FRESH)
-            .filter(|w| w.url.host() != failing.url.host())
+            .filter(|w| Url::parse(&w.url).is_ok_and(|u| u.host() != failing.url.host()))
             .filter(|w| failing.ip.is_none() || w.ip != failing.ip)
+            // A way out may fail for one family alone (IPv6 lost upstream): an IPv4
+            // site's answer says nothing of an IPv6 address.
+            .filter(|w| match (w.ip, failing.ip) {
+                (Some(a), Some(b)) => a.is_ipv4() == b.is_ipv4(),
+                _ => true,
+            })
             .cloned()
             .collect();
         chosen.sort_by_key(|w| std::cmp::Reverse(w.at));
@@ -230,7 +237,10 @@ impl Witnesses {
         let mut unreached = None;
         for w in chosen {
             let mut plan = self.plan.clone();
-            plan.url = w.url.clone();
+            let Ok(url) = Url::parse(&w.url) else {
+                continue;
+            };
+            plan.url = url;
             let Attempt::Observed(obs) = prober.observe(&plan, egress).await else {
                 continue;
             };
@@ -283,9 +293,14 @@ mod tests {
         let w = Witnesses::new(2, plan());
         let t = Instant::now();
         for n in 1..=6 {
-            w.answered(0, &url(n), ip(n), t + Duration::from_secs(u64::from(n)));
+            w.answered(
+                0,
+                url(n).as_str(),
+                ip(n),
+                t + Duration::from_secs(u64::from(n)),
+            );
         }
-        w.answered(1, &url(9), ip(9), t);
+        w.answered(1, url(9).as_str(), ip(9), t);
         let (u, i, since) = failing(6, t + Duration::from_secs(10));
         let f = Failing {
             egress: 0,
@@ -294,7 +309,7 @@ mod tests {
             since,
         };
         let chosen = w.chosen(&f, t + Duration::from_secs(10));
-        let hosts: Vec<_> = chosen.iter().map(|w| w.url.to_string()).collect();
+        let hosts: Vec<_> = chosen.iter().map(|w| w.url.clone()).collect();
         // Four kept (5 and 6 took the two oldest places); the failing site is no
         // witness of itself; the other egress's is not asked.
         assert_eq!(hosts, ["http://site5.test/", "http://site4.test/"]);
@@ -304,9 +319,32 @@ mod tests {
         let hosts: Vec<_> = w
             .chosen(&f, t + Duration::from_secs(10))
             .iter()
-            .map(|w| w.url.to_string())
+            .map(|w| w.url.clone())
             .collect();
         assert_eq!(hosts, ["http://site4.test/", "http://site3.test/"]);
+    }
+
+    #[test]
+    fn an_ipv4_sites_answer_is_no_witness_for_an_ipv6_address() {
+        let w = Witnesses::new(1, plan());
+        let t = Instant::now();
+        w.answered(0, url(1).as_str(), ip(1), t);
+        let v6 = Some(IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, 2]));
+        w.answered(
+            0,
+            url(3).as_str(),
+            Some(IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, 3])),
+            t,
+        );
+        let u = url(2);
+        let f = Failing {
+            egress: 0,
+            url: &u,
+            ip: v6,
+            since: t,
+        };
+        let chosen: Vec<_> = w.chosen(&f, t).into_iter().map(|w| w.url).collect();
+        assert_eq!(chosen, [url(3).as_str()]);
     }
 
     #[test]
@@ -314,9 +352,9 @@ mod tests {
         let w = Witnesses::new(1, plan());
         let t = Instant::now();
         for n in 1..=4 {
-            w.answered(0, &url(n), ip(n), t);
+            w.answered(0, url(n).as_str(), ip(n), t);
         }
-        w.answered(0, &url(5), ip(5), t + Duration::from_millis(500));
+        w.answered(0, url(5).as_str(), ip(5), t + Duration::from_millis(500));
         let (u, i, since) = failing(9, t);
         let f = Failing {
             egress: 0,
@@ -325,9 +363,9 @@ mod tests {
             since,
         };
         let at = t + Duration::from_secs(2);
-        assert!(w.chosen(&f, at).iter().all(|w| w.url != url(5)));
-        w.answered(0, &url(5), ip(5), t + TURNOVER);
-        assert_eq!(w.chosen(&f, at)[0].url, url(5));
+        assert!(w.chosen(&f, at).iter().all(|w| w.url != url(5).as_str()));
+        w.answered(0, url(5).as_str(), ip(5), t + TURNOVER);
+        assert_eq!(w.chosen(&f, at)[0].url, url(5).as_str());
     }
 
     #[test]
