@@ -49,6 +49,7 @@ const CHANGES_PUBLISHED: &str = "picket_changes_published_total";
 const PHASE_SECONDS: &str = "picket_phase_duration_seconds";
 const ISSUER_FETCHES: &str = "picket_issuer_fetches_total";
 const HTTPS_UPGRADES: &str = "picket_https_upgrades_total";
+const WITNESS_CHECKS: &str = "picket_witness_checks_total";
 const HOST_FILES_READ: &str = "picket_host_files_read_total";
 const CLOCK_OFFSET: &str = "picket_clock_offset_seconds";
 const EVENT_LOOP_LAG: &str = "picket_event_loop_lag_seconds";
@@ -160,6 +161,9 @@ fn zero() {
     }
     for outcome in ["answered", "failed"] {
         counter!(HTTPS_UPGRADES, "outcome" => outcome).increment(0);
+    }
+    for said in WITNESS_SAID {
+        counter!(WITNESS_CHECKS, "said" => said).increment(0);
     }
     for file in ["/etc/hosts", "/etc/resolv.conf", "tls roots"] {
         for outcome in ["read", "failed"] {
@@ -340,6 +344,10 @@ fn describe() {
     describe_counter!(
         HTTPS_UPGRADES,
         "Plain-HTTP hops that failed before any answer and were asked over HTTPS instead, as browsers ask them, by outcome: answered, failed"
+    );
+    describe_counter!(
+        WITNESS_CHECKS,
+        "Sites that answered lately through an egress, asked again before a site no connection reached was believed down (no canaries configured), by what they said: reached (the down stands), unreached (our way out: unknown), nothing"
     );
     describe_gauge!(
         CLOCK_OFFSET,
@@ -534,6 +542,15 @@ pub(crate) fn issuer_fetch(outcome: IssuerFetch) {
 pub(crate) fn https_upgrade(answered: bool) {
     let outcome = if answered { "answered" } else { "failed" };
     counter!(HTTPS_UPGRADES, "outcome" => outcome).increment(1);
+}
+
+/// What a check of witnesses said ([`WITNESS_SAID`]).
+const WITNESS_SAID: [&str; 3] = ["reached", "unreached", "nothing"];
+
+/// Witnesses were asked about a site no connection reached (`engine::our_side::witness`):
+/// `said` is one of [`WITNESS_SAID`].
+pub(crate) fn witness_check(said: &'static str) {
+    counter!(WITNESS_CHECKS, "said" => said).increment(1);
 }
 
 /// A host file (`/etc/hosts`, `/etc/resolv.conf`) that changed was read again, or

@@ -199,7 +199,8 @@ impl Witnesses {
         if chosen.is_empty() {
             return None;
         }
-        let ours = self.asked(prober, failing.egress, &chosen, now).await;
+        let (said, ours) = self.asked(prober, failing.egress, &chosen, now).await;
+        told(said, &ours);
         *last = Some(Check {
             began: now,
             ended: Instant::now(),
@@ -225,15 +226,15 @@ impl Witnesses {
         check.ours.is_some() && !answered_since && check.ended.elapsed() < UNREACHED_STANDS
     }
 
-    /// Asks `chosen` in turn through `egress`; why the way out is ours when none was
-    /// reached and one at least was unreached.
+    /// Asks `chosen` in turn through `egress`: what they said, and why the way out is
+    /// ours when none was reached and one at least was unreached.
     async fn asked(
         &self,
         prober: &dyn Prober,
         egress: usize,
         chosen: &[Witness],
         now: Instant,
-    ) -> Option<String> {
+    ) -> (Said, Option<String>) {
         let mut unreached = None;
         for w in chosen {
             let mut plan = self.plan.clone();
@@ -245,22 +246,39 @@ impl Witnesses {
                 continue;
             };
             match said(&obs) {
-                Said::Reached => return None,
+                Said::Reached => return (Said::Reached, None),
                 Said::Unreached if unreached.is_none() => unreached = Some((w, obs)),
                 _ => {}
             }
         }
-        let (w, obs) = unreached?;
+        let Some((w, obs)) = unreached else {
+            return (Said::Nothing, None);
+        };
         let ago = now.saturating_duration_since(w.at).as_secs();
         let why = match &obs.outcome {
             Outcome::Failure(f) => f.detail.clone(),
             Outcome::Answer(_) => String::new(),
         };
-        Some(format!(
+        let why = format!(
             "{} answered through the same way out {ago} s before and is not reached now \
              either ({why}): our way out, not the site",
             w.url
-        ))
+        );
+        (Said::Unreached, Some(why))
+    }
+}
+
+/// Tells the metrics, and the log when the way out is ours, what a check said.
+fn told(said: Said, ours: &Option<String>) {
+    let name = match said {
+        Said::Reached => "reached",
+        Said::Unreached => "unreached",
+        Said::Nothing => "nothing",
+    };
+    crate::metric::witness_check(name);
+    if let Some(why) = ours {
+        // At most once per check, and a check that found the way out ours stands 30 s.
+        tracing::warn!(witness = %why, "a site that answered lately through this way out is not reached either: unreached sites are our side's failure, not down");
     }
 }
 
