@@ -37,6 +37,12 @@ const TURNOVER: Duration = Duration::from_secs(1);
 /// while nothing answered through it since.
 const UNREACHED_STANDS: Duration = Duration::from_secs(30);
 
+/// Checks through one egress begin at least this far apart: an outage of many sites
+/// fails a stream of them, each set out after the last check began, and asking the
+/// witnesses for each would send them a request per dead site. The failures that wait
+/// share the next check.
+const SPACING: Duration = Duration::from_secs(1);
+
 /// A site that answered through an egress: the URL and address of its final answer
 /// (asked again, it is asked no redirect and no HTTPS upgrade).
 #[derive(Debug, Clone)]
@@ -193,6 +199,9 @@ impl Witnesses {
         let mut last = slot.lock().await;
         if let Some(check) = last.as_ref().filter(|c| self.speaks(c, failing)) {
             return check.ours.clone();
+        }
+        if let Some(check) = last.as_ref() {
+            tokio::time::sleep_until(check.began + SPACING).await;
         }
         let now = Instant::now();
         let chosen = self.chosen(failing, now);
@@ -384,6 +393,61 @@ mod tests {
         assert!(w.chosen(&f, at).iter().all(|w| w.url != url(5).as_str()));
         w.answered(0, url(5).as_str(), ip(5), t + TURNOVER);
         assert_eq!(w.chosen(&f, at)[0].url, url(5).as_str());
+    }
+
+    /// Answers every witness after 10 ms, counting them.
+    struct Answering(std::sync::atomic::AtomicUsize);
+
+    impl Prober for Answering {
+        fn egress_count(&self) -> usize {
+            1
+        }
+        fn observe<'a>(
+            &'a self,
+            _plan: &'a Plan,
+            _egress: usize,
+        ) -> futures_util::future::BoxFuture<'a, Attempt> {
+            Box::pin(async move {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let mut o = Observation::new("e");
+                o.outcome = Outcome::Answer(Answer::default());
+                Attempt::Observed(o)
+            })
+        }
+    }
+
+    /// A stream of dead sites' failures, one every 10 ms for 3 s (an outage of many
+    /// sites), asks the witnesses about once a second, not once per failure; each is
+    /// believed (the witness answers).
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_of_failures_shares_a_check_a_second() {
+        let w = std::sync::Arc::new(Witnesses::new(1, plan()));
+        let prober = std::sync::Arc::new(Answering(std::sync::atomic::AtomicUsize::new(0)));
+        w.answered(0, url(1).as_str(), ip(1), Instant::now());
+        let mut tasks = Vec::new();
+        for n in 0..300u32 {
+            let (w, prober) = (w.clone(), prober.clone());
+            tasks.push(tokio::spawn(async move {
+                let failing_url = url(2);
+                let f = Failing {
+                    egress: 0,
+                    url: &failing_url,
+                    ip: Some(IpAddr::from([127, 0, 1, (n % 250) as u8])),
+                    since: Instant::now(),
+                };
+                w.ask(prober.as_ref(), &f).await
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for t in tasks {
+            assert_eq!(t.await.expect("a check"), None);
+        }
+        let asked = prober.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            (3..=5).contains(&asked),
+            "{asked} witness requests for 300 failures"
+        );
     }
 
     #[test]
