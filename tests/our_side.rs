@@ -1021,6 +1021,51 @@ async fn a_quiet_workers_way_out_going_silent_is_never_a_sites_down() {
     a_quiet_worker_whose_way_out_is_cut(ips, WayOutCut::from).await;
 }
 
+/// A quiet worker going out directly, whose own way out begins resetting every
+/// connection once it is up (a middlebox of ours): the next site, up all along, is
+/// reset at both attempts, as a site whose server resets us, and the network watch
+/// counts no reset as a cut. A site that answered a moment before is reset too: ours,
+/// `unknown`. A site that resets alone, the witness answering, is still `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_workers_way_out_resetting_every_connection_is_never_a_sites_down() {
+    use crate::support::real::way_out::WayOutCut;
+    let e = engine("");
+    let answered = site("127.0.160.2").await;
+    let next = site("127.0.160.3").await;
+    let verdict = |r: &Report| (r.verdict, r.reason.as_str().to_string());
+    let r = check(&e, &format!("http://{answered}/")).await;
+    assert_eq!(verdict(&r), (Verdict::Up, "ok".into()), "{}", r.detail);
+    {
+        let _alone = WayOutCut::resetting_to("127.0.160.4");
+        let resets = site("127.0.160.4").await;
+        let r = check(&e, &format!("http://{resets}/")).await;
+        assert_eq!(
+            verdict(&r),
+            (Verdict::Down, "connect".into()),
+            "{}",
+            r.detail
+        );
+    }
+    {
+        let _cut = WayOutCut::resetting_to("127.0.160.0/24");
+        let r = check(&e, &format!("http://{next}/")).await;
+        assert_eq!(
+            verdict(&r),
+            (Verdict::Unknown, "egress_unavailable".into()),
+            "{}\n{:#?}",
+            r.detail,
+            r.attempt_log
+        );
+        assert!(
+            r.detail.contains("is not reached now either"),
+            "{}",
+            r.detail
+        );
+    }
+    let r = check(&e, &format!("http://{next}/")).await;
+    assert_eq!(verdict(&r), (Verdict::Up, "ok".into()), "{}", r.detail);
+}
+
 /// One check at a time through a dante on `ips[0]` connecting out from `ips[3]`: a
 /// site on `ips[1]` answers, nothing listens on `ips[4]` (`down`), then with the way
 /// out cut (`cut`) a site on `ips[2]` is `unknown`, and `up` once it is mended.

@@ -34,6 +34,15 @@ impl WayOutCut {
         ))
     }
 
+    /// Every connection to `net` (an address or a CIDR block) reset once it is up: the
+    /// handshake passes, our first data meets a reset from our own host's firewall, as
+    /// when a middlebox of ours (a DPI filter, a failing NAT) kills what it lets open.
+    pub fn resetting_to(net: &str) -> WayOutCut {
+        WayOutCut::with(&format!(
+            "OUTPUT -d {net} -p tcp ! --syn -j REJECT --reject-with tcp-reset"
+        ))
+    }
+
     fn with(rule: &str) -> WayOutCut {
         assert!(iptables(&format!("-I {rule}")), "iptables -I {rule} failed");
         WayOutCut {
