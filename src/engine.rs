@@ -512,6 +512,9 @@ impl Engine {
         self.observed(egress, &obs, turn);
         let j = judge(plan, &obs, &self.judge);
         let (obs, j) = self.as_browsers_upgrade(plan, egress, obs, j).await;
+        if j.reason == Reason::Blocked {
+            self.our_side.turned_away(obs.ip);
+        }
         tracing::debug!(attempt = tried.judgements.len(), egress = %obs.egress, verdict = j.verdict.as_str(), reason = j.reason.as_str(), detail = %j.detail, "attempt");
         Ok((obs, j))
     }

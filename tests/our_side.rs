@@ -1068,7 +1068,8 @@ async fn a_quiet_workers_way_out_resetting_every_connection_is_never_a_sites_dow
 
 /// One check at a time through a dante on `ips[0]` connecting out from `ips[3]`: a
 /// site on `ips[1]` answers, nothing listens on `ips[4]` (`down`), then with the way
-/// out cut (`cut`) a site on `ips[2]` is `unknown`, and `up` once it is mended.
+/// out cut (`cut`) a site on `ips[2]` is `unknown`; once it is mended, `ips[4]` is
+/// `down` at once and `ips[2]` `up`.
 async fn a_quiet_worker_whose_way_out_is_cut(
     [proxy, answered, next, from, nobody]: [&str; 5],
     cut: fn(&str) -> crate::support::real::way_out::WayOutCut,
@@ -1108,6 +1109,14 @@ async fn a_quiet_worker_whose_way_out_is_cut(
             r.detail
         );
     }
+    // Mended, a dead site is its own failure at once: the witness is asked anew.
+    let r = check(&e, &format!("http://{nobody}:{port}/")).await;
+    assert_eq!(
+        verdict(&r),
+        (Verdict::Down, "connect".into()),
+        "{}",
+        r.detail
+    );
     let r = check(&e, &format!("http://{next}/")).await;
     assert_eq!(verdict(&r), (Verdict::Up, "ok".into()), "{}", r.detail);
 }

@@ -118,6 +118,11 @@ pub(super) fn signal_of(obs: &Observation) -> Signal {
     }
 }
 
+/// Whether the attempt `obs` had its connection reset before any answer.
+pub(super) fn reset(obs: &Observation) -> bool {
+    matches!(&obs.outcome, Outcome::Failure(f) if f.kind == FailureKind::Reset)
+}
+
 /// Whether the attempt `obs` never reached the site: it went silent, or was refused.
 pub(super) fn unreached(obs: &Observation) -> bool {
     matches!(signal_of(obs), Signal::Silent | Signal::Refused)
@@ -211,6 +216,14 @@ impl OurSide {
         }
     }
 
+    /// The site at `ip` turns us away (a ban, a bot wall): what becomes of our requests
+    /// to it says nothing of our way out, so it is no witness.
+    pub(super) fn turned_away(&self, ip: Option<std::net::IpAddr>) {
+        if let Some(w) = &self.witnesses {
+            w.forget(ip);
+        }
+    }
+
     /// Takes back the answer `obs` had through `egress`: another egress's good answer
     /// in the same job contradicted it ([`crate::egress::EgressHealth::contradict`]).
     pub(super) fn contradicted(&self, egress: usize, obs: &Observation) {
@@ -280,6 +293,9 @@ impl OurSide {
                 Some(cut) => cut,
                 None => return self.witnesses_blame(prober, looked, now).await,
             },
+            // A reset is an answer of sorts to the watch, and a middlebox of ours that
+            // resets everything it lets open shows only in sites that answered.
+            None if reset(decisive) => return self.witnesses_blame(prober, looked, now).await,
             None => return None,
         };
         Some(format!(
@@ -287,9 +303,10 @@ impl OurSide {
         ))
     }
 
-    /// Why an unreached site that neither a wave nor a cut explains is our way out's
-    /// failure, if sites that answered through the same egress lately are not reached
-    /// either ([`witness`]). `None`: believe it; it is then no witness any more.
+    /// Why an unreached site that neither a wave nor a cut explains, or one whose
+    /// connections were reset, is our way out's failure, if sites that answered through
+    /// the same egress lately fail so too ([`witness`]). `None`: believe it; it is then
+    /// no witness any more.
     async fn witnesses_blame(
         &self,
         prober: &dyn Prober,
@@ -302,6 +319,7 @@ impl OurSide {
             url: looked.url,
             ip: looked.decisive.ip,
             since: sent_at(looked.decisive, now),
+            reset: reset(looked.decisive),
         };
         let ours = witnesses.ask(prober, &failing).await;
         if ours.is_none() {

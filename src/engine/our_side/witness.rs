@@ -3,7 +3,9 @@
 //! and a quiet worker's traffic may hold nothing beside its attempts: its way out
 //! refusing everything looked like the site refusing. Before such a `down` is believed,
 //! a site that answered through the same egress is asked again: if it is not reached
-//! either, the way out is ours.
+//! either (or, for a site whose connections were reset, is reset too), the way out is
+//! ours. A witness whose connection comes up shows the way out works; one that fails
+//! in another way (a name not found) leaves the `down` standing.
 //!
 //! Which sites are witnesses, and what an asked witness says, is plain data
 //! ([`Witnesses::answered`], [`said`]); [`Witnesses::ask`] is the one place that probes.
@@ -20,8 +22,14 @@ use crate::probe::{Observation, Outcome, Plan};
 use super::{health_of, signal_of};
 use crate::egress::{Health, Signal};
 
-/// How long an answer makes a site a witness.
-const FRESH: Duration = Duration::from_secs(600);
+/// How long an answer makes a site a witness. Sites that all die at once (a quiet
+/// worker's few sites, one provider's outage) witness against each other: their own
+/// `down`s are `unknown` until the answers that made them witnesses are this old.
+const FRESH: Duration = Duration::from_secs(300);
+
+/// A witness asked this lately gives way to one that was not, newest first: a quiet
+/// worker's dead sites would each ask the newest witness again.
+const REST: Duration = Duration::from_secs(60);
 
 /// Witnesses kept per egress.
 const KEPT: usize = 4;
@@ -32,10 +40,6 @@ const ASKED: usize = 2;
 /// A kept witness gives way to a newer site only when its answer is older than this:
 /// the healthy path pays a comparison per answer, not an allocation.
 const TURNOVER: Duration = Duration::from_secs(1);
-
-/// How long witnesses found unreached speak for later failures through their egress,
-/// while nothing answered through it since.
-const UNREACHED_STANDS: Duration = Duration::from_secs(30);
 
 /// Checks through one egress begin at least this far apart: an outage of many sites
 /// fails a stream of them, each set out after the last check began, and asking the
@@ -50,24 +54,30 @@ struct Witness {
     url: String,
     ip: Option<IpAddr>,
     at: Instant,
+    /// When it was last asked as a witness.
+    asked: Option<Instant>,
 }
 
 /// What one asked witness said about the way out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Said {
-    /// It answered (or a handshake came back): the way out works.
+    /// It answered, or a connection to it came up: the way out works.
     Reached,
-    /// Nothing came back, or it was refused before any connection came up.
+    /// Nothing came back, or it was refused before any connection came up (or, asked
+    /// about a reset, it was reset too).
     Unreached,
-    /// Something else (a reset, a name not found, our own limits): no word either way.
+    /// Something else (a name not found, our own limits): no word either way.
     Nothing,
 }
 
-/// What an attempt at a witness says about the way out it went through.
-pub(super) fn said(obs: &Observation) -> Said {
+/// What an attempt at a witness says about the way out it went through, asked about a
+/// failure that was a reset (`reset`) or that reached nothing: a witness reset too
+/// fails as the site did.
+pub(super) fn said(obs: &Observation, reset: bool) -> Said {
     match signal_of(obs) {
         Signal::Silent | Signal::Refused => Said::Unreached,
-        _ if health_of(&obs.outcome) == Health::Works => Said::Reached,
+        _ if reset && super::reset(obs) => Said::Unreached,
+        _ if health_of(&obs.outcome) == Health::Works || obs.connect.is_some() => Said::Reached,
         _ => Said::Nothing,
     }
 }
@@ -82,15 +92,18 @@ pub(super) struct Failing<'a> {
     pub ip: Option<IpAddr>,
     /// When its decisive attempt set out: only witnesses asked after it speak for it.
     pub since: Instant,
+    /// Its connections were reset (else they reached nothing).
+    pub reset: bool,
 }
 
 /// One asking of witnesses through an egress.
 #[derive(Debug, Clone)]
 struct Check {
     began: Instant,
-    ended: Instant,
     /// The addresses asked: a check that asked the failing site itself says nothing of it.
     asked: Vec<Option<IpAddr>>,
+    /// Whether it was asked about a reset.
+    reset: bool,
     /// Why the way out is ours, when every witness asked was unreached.
     ours: Option<String>,
 }
@@ -103,11 +116,10 @@ pub(super) struct Witnesses {
     plan: Plan,
 }
 
-/// One egress's witnesses, and when anything last answered through it.
+/// One egress's witnesses.
 #[derive(Debug, Default)]
 struct Kept {
     witnesses: Vec<Witness>,
-    last_answer: Option<Instant>,
 }
 
 impl Witnesses {
@@ -115,6 +127,9 @@ impl Witnesses {
     /// replaced).
     pub(super) fn new(egresses: usize, mut plan: Plan) -> Witnesses {
         plan.max_redirects = 0;
+        // A connection coming up is all a witness need show: one that then hangs must
+        // not hold the failures waiting for the check for a whole probe's time.
+        plan.timeout = plan.timeout.min(plan.connect_timeout * 2);
         let egresses = egresses.max(1);
         Witnesses {
             kept: std::sync::Mutex::new((0..egresses).map(|_| Kept::default()).collect()),
@@ -131,7 +146,6 @@ impl Witnesses {
         let Some(kept) = kept.get_mut(egress) else {
             return;
         };
-        kept.last_answer = Some(now);
         let list = &mut kept.witnesses;
         if let Some(w) = list.iter_mut().find(|w| w.url == url) {
             (w.ip, w.at) = (ip, now);
@@ -141,6 +155,7 @@ impl Witnesses {
             url: url.to_string(),
             ip,
             at: now,
+            asked: None,
         };
         if list.len() < KEPT {
             list.push(fresh);
@@ -180,15 +195,26 @@ impl Witnesses {
             })
             .cloned()
             .collect();
-        chosen.sort_by_key(|w| std::cmp::Reverse(w.at));
+        let rested = |w: &Witness| {
+            w.asked
+                .is_none_or(|t| now.saturating_duration_since(t) >= REST)
+        };
+        chosen.sort_by_key(|w| (!rested(w), std::cmp::Reverse(w.at)));
         chosen.truncate(ASKED);
         chosen
     }
 
-    /// When anything last answered through `egress`.
-    fn last_answer(&self, egress: usize) -> Option<Instant> {
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        kept.get(egress).and_then(|k| k.last_answer)
+    /// `chosen` were asked through `egress` at `now`.
+    fn mark_asked(&self, egress: usize, chosen: &[Witness], now: Instant) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(kept) = kept.get_mut(egress) else {
+            return;
+        };
+        for w in kept.witnesses.iter_mut() {
+            if chosen.iter().any(|c| c.url == w.url) {
+                w.asked = Some(now);
+            }
+        }
     }
 
     /// Why `failing` is our way out's failure, if witnesses say so: every one asked
@@ -197,7 +223,7 @@ impl Witnesses {
         let slot = self.checks.get(failing.egress)?;
         // One check at a time per egress: a batch of dead sites waits for one.
         let mut last = slot.lock().await;
-        if let Some(check) = last.as_ref().filter(|c| self.speaks(c, failing)) {
+        if let Some(check) = last.as_ref().filter(|c| Witnesses::speaks(c, failing)) {
             return check.ours.clone();
         }
         if let Some(check) = last.as_ref() {
@@ -208,59 +234,54 @@ impl Witnesses {
         if chosen.is_empty() {
             return None;
         }
-        let (said, ours) = self.asked(prober, failing.egress, &chosen, now).await;
+        self.mark_asked(failing.egress, &chosen, now);
+        let (said, ours) = self.asked(prober, failing, &chosen, now).await;
         told(said, &ours);
         *last = Some(Check {
             began: now,
-            ended: Instant::now(),
             asked: chosen.iter().map(|w| w.ip).collect(),
+            reset: failing.reset,
             ours: ours.clone(),
         });
         ours
     }
 
     /// Whether the last `check` through the failing site's egress speaks for it: asked
-    /// after it set out, or found the way out ours lately with no answer through it
-    /// since; and not of the failing site itself.
-    fn speaks(&self, check: &Check, failing: &Failing<'_>) -> bool {
-        if failing.ip.is_some() && check.asked.contains(&failing.ip) {
-            return false;
-        }
-        if check.began >= failing.since {
-            return true;
-        }
-        let answered_since = self
-            .last_answer(failing.egress)
-            .is_some_and(|t| t > check.ended);
-        check.ours.is_some() && !answered_since && check.ended.elapsed() < UNREACHED_STANDS
+    /// after it set out, about a failure of its kind, and not of the failing site
+    /// itself. A way out found ours speaks for no later failure: it may be mended.
+    fn speaks(check: &Check, failing: &Failing<'_>) -> bool {
+        let of_itself = failing.ip.is_some() && check.asked.contains(&failing.ip);
+        !of_itself && check.reset == failing.reset && check.began >= failing.since
     }
 
-    /// Asks `chosen` in turn through `egress`: what they said, and why the way out is
-    /// ours when none was reached and one at least was unreached.
+    /// Asks `chosen` in turn through the failing site's egress: what they said, and why
+    /// the way out is ours when every one was unreached (one that said nothing, a
+    /// site failing its own way, leaves the `down` standing).
     async fn asked(
         &self,
         prober: &dyn Prober,
-        egress: usize,
+        failing: &Failing<'_>,
         chosen: &[Witness],
         now: Instant,
     ) -> (Said, Option<String>) {
-        let mut unreached = None;
+        let mut first_unreached = None;
         for w in chosen {
             let mut plan = self.plan.clone();
             let Ok(url) = Url::parse(&w.url) else {
-                continue;
+                return (Said::Nothing, None);
             };
             plan.url = url;
-            let Attempt::Observed(obs) = prober.observe(&plan, egress).await else {
-                continue;
+            let Attempt::Observed(obs) = prober.observe(&plan, failing.egress).await else {
+                return (Said::Nothing, None);
             };
-            match said(&obs) {
-                Said::Reached => return (Said::Reached, None),
-                Said::Unreached if unreached.is_none() => unreached = Some((w, obs)),
-                _ => {}
+            match said(&obs, failing.reset) {
+                Said::Unreached => {
+                    first_unreached.get_or_insert((w, obs));
+                }
+                other => return (other, None),
             }
         }
-        let Some((w, obs)) = unreached else {
+        let Some((w, obs)) = first_unreached else {
             return (Said::Nothing, None);
         };
         let ago = now.saturating_duration_since(w.at).as_secs();
@@ -295,6 +316,7 @@ fn told(said: Said, ours: &Option<String>) {
 mod tests {
     use super::*;
     use crate::probe::{Answer, Failure, FailureKind};
+    use futures_util::future::BoxFuture;
 
     fn plan() -> Plan {
         let url = Url::parse("http://witness.invalid/").expect("url");
@@ -334,6 +356,7 @@ mod tests {
             url: &u,
             ip: i,
             since,
+            reset: false,
         };
         let chosen = w.chosen(&f, t + Duration::from_secs(10));
         let hosts: Vec<_> = chosen.iter().map(|w| w.url.clone()).collect();
@@ -369,6 +392,7 @@ mod tests {
             url: &u,
             ip: v6,
             since: t,
+            reset: false,
         };
         let chosen: Vec<_> = w.chosen(&f, t).into_iter().map(|w| w.url).collect();
         assert_eq!(chosen, [url(3).as_str()]);
@@ -388,6 +412,7 @@ mod tests {
             url: &u,
             ip: i,
             since,
+            reset: false,
         };
         let at = t + Duration::from_secs(2);
         assert!(w.chosen(&f, at).iter().all(|w| w.url != url(5).as_str()));
@@ -402,11 +427,7 @@ mod tests {
         fn egress_count(&self) -> usize {
             1
         }
-        fn observe<'a>(
-            &'a self,
-            _plan: &'a Plan,
-            _egress: usize,
-        ) -> futures_util::future::BoxFuture<'a, Attempt> {
+        fn observe<'a>(&'a self, _plan: &'a Plan, _egress: usize) -> BoxFuture<'a, Attempt> {
             Box::pin(async move {
                 self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -435,6 +456,7 @@ mod tests {
                     url: &failing_url,
                     ip: Some(IpAddr::from([127, 0, 1, (n % 250) as u8])),
                     since: Instant::now(),
+                    reset: false,
                 };
                 w.ask(prober.as_ref(), &f).await
             }));
@@ -451,10 +473,124 @@ mod tests {
     }
 
     #[test]
+    fn a_witness_asked_lately_gives_way_to_one_that_was_not() {
+        let w = Witnesses::new(1, plan());
+        let t = Instant::now();
+        for n in 1..=3 {
+            w.answered(
+                0,
+                url(n).as_str(),
+                ip(n),
+                t + Duration::from_secs(u64::from(n)),
+            );
+        }
+        let u = url(9);
+        let f = Failing {
+            egress: 0,
+            url: &u,
+            ip: ip(9),
+            since: t,
+            reset: false,
+        };
+        let at = t + Duration::from_secs(10);
+        let first = w.chosen(&f, at);
+        w.mark_asked(0, &first, at);
+        let urls = |c: Vec<Witness>| c.into_iter().map(|w| w.url).collect::<Vec<_>>();
+        assert_eq!(urls(first), [url(3).as_str(), url(2).as_str()]);
+        // The one not asked comes first, then the newest of those asked.
+        assert_eq!(urls(w.chosen(&f, at)), [url(1).as_str(), url(3).as_str()]);
+        // Rested, the newest first again.
+        assert_eq!(
+            urls(w.chosen(&f, at + REST)),
+            [url(3).as_str(), url(2).as_str()]
+        );
+    }
+
+    #[test]
+    fn a_check_speaks_only_for_failures_of_its_kind_set_out_before_it() {
+        let t = Instant::now();
+        let check = Check {
+            began: t,
+            asked: vec![ip(1)],
+            reset: false,
+            ours: Some("ours".into()),
+        };
+        let u = url(2);
+        let failing = |ip, since, reset| Failing {
+            egress: 0,
+            url: &u,
+            ip,
+            since,
+            reset,
+        };
+        assert!(Witnesses::speaks(&check, &failing(ip(2), t, false)));
+        // Set out after it: the way out may be mended since.
+        let later = t + Duration::from_millis(1);
+        assert!(!Witnesses::speaks(&check, &failing(ip(2), later, false)));
+        // A reset, or the witness itself failing, asks anew.
+        assert!(!Witnesses::speaks(&check, &failing(ip(2), t, true)));
+        assert!(!Witnesses::speaks(&check, &failing(ip(1), t, false)));
+    }
+
+    /// Answers each witness with the next of its outcomes.
+    struct Scripted(std::sync::Mutex<Vec<Outcome>>);
+
+    impl Prober for Scripted {
+        fn egress_count(&self) -> usize {
+            1
+        }
+        fn observe<'a>(&'a self, _plan: &'a Plan, _egress: usize) -> BoxFuture<'a, Attempt> {
+            Box::pin(async move {
+                let mut o = Observation::new("e");
+                o.outcome = self.0.lock().expect("lock").remove(0);
+                Attempt::Observed(o)
+            })
+        }
+    }
+
+    /// Two witnesses: the way out is ours only when both are unreached. One failing in
+    /// a way that says nothing of the way out (its name gone) leaves the `down` standing,
+    /// whatever the other did (helper-93's hunt: one witness hung, the other dead, and a
+    /// dead site was `unknown`).
+    #[tokio::test]
+    async fn the_way_out_is_ours_only_when_every_witness_asked_is_unreached() {
+        let refused = || {
+            Outcome::Failure(crate::probe::Failure {
+                kind: FailureKind::Connect,
+                detail: "refused".into(),
+            })
+        };
+        let gone = Outcome::Failure(crate::probe::Failure {
+            kind: FailureKind::Dns,
+            detail: "no such name".into(),
+        });
+        let t = Instant::now();
+        let u = url(9);
+        let f = Failing {
+            egress: 0,
+            url: &u,
+            ip: ip(9),
+            since: t,
+            reset: false,
+        };
+        for (outcomes, ours) in [
+            (vec![refused(), refused()], true),
+            (vec![gone.clone(), refused()], false),
+            (vec![refused(), gone.clone()], false),
+        ] {
+            let w = Witnesses::new(1, plan());
+            w.answered(0, url(1).as_str(), ip(1), t);
+            w.answered(0, url(2).as_str(), ip(2), t);
+            let prober = Scripted(std::sync::Mutex::new(outcomes));
+            assert_eq!(w.ask(&prober, &f).await.is_some(), ours);
+        }
+    }
+
+    #[test]
     fn only_no_connection_says_the_way_out_failed() {
         let mut answered = Observation::new("e");
         answered.outcome = Outcome::Answer(Answer::default());
-        assert_eq!(said(&answered), Said::Reached);
+        assert_eq!(said(&answered, false), Said::Reached);
         let failed = |kind| {
             let mut o = Observation::new("e");
             o.outcome = Outcome::Failure(Failure {
@@ -463,10 +599,27 @@ mod tests {
             });
             o
         };
-        assert_eq!(said(&failed(FailureKind::Connect)), Said::Unreached);
-        assert_eq!(said(&failed(FailureKind::Egress)), Said::Unreached);
-        assert_eq!(said(&failed(FailureKind::TooManyRedirects)), Said::Reached);
-        assert_eq!(said(&failed(FailureKind::Reset)), Said::Nothing);
-        assert_eq!(said(&failed(FailureKind::Dns)), Said::Nothing);
+        assert_eq!(said(&failed(FailureKind::Connect), false), Said::Unreached);
+        assert_eq!(said(&failed(FailureKind::Egress), false), Said::Unreached);
+        assert_eq!(
+            said(&failed(FailureKind::TooManyRedirects), false),
+            Said::Reached
+        );
+        assert_eq!(said(&failed(FailureKind::Reset), false), Said::Nothing);
+        // Asked about a site whose connections were reset, a witness reset too fails
+        // as it did; one that answered or was refused says so as before.
+        assert_eq!(said(&failed(FailureKind::Reset), true), Said::Unreached);
+        assert_eq!(said(&answered, true), Said::Reached);
+        assert_eq!(said(&failed(FailureKind::Connect), true), Said::Unreached);
+        assert_eq!(said(&failed(FailureKind::Dns), true), Said::Nothing);
+        // A connection that came up shows the way out works, whatever came after it.
+        let mut hung = failed(FailureKind::Timeout);
+        hung.connect = Some(Duration::from_millis(1));
+        assert_eq!(said(&hung, false), Said::Reached);
+        let mut reset = failed(FailureKind::Reset);
+        reset.connect = Some(Duration::from_millis(1));
+        assert_eq!(said(&reset, false), Said::Reached);
+        assert_eq!(said(&reset, true), Said::Unreached);
+        assert_eq!(said(&failed(FailureKind::Dns), false), Said::Nothing);
     }
 }
