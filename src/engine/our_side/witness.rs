@@ -166,7 +166,8 @@ impl Witnesses {
         }
     }
 
-    /// A site believed `down` for no connection is no witness any more.
+    /// The site at `ip` is no witness any more: believed `down` for no connection, or
+    /// turning us away.
     pub(super) fn forget(&self, ip: Option<IpAddr>) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         for k in kept.iter_mut() {
