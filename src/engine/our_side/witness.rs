@@ -334,8 +334,15 @@ mod tests {
         Some(IpAddr::from([127, 0, 0, n]))
     }
 
-    fn failing(n: u8, since: Instant) -> (Url, Option<IpAddr>, Instant) {
-        (url(n), ip(n), since)
+    /// A failure of `url` at `ip` through egress 0, set out `since`, that reached nothing.
+    fn failing(url: &Url, ip: Option<IpAddr>, since: Instant) -> Failing<'_> {
+        Failing {
+            egress: 0,
+            url,
+            ip,
+            since,
+            reset: false,
+        }
     }
 
     #[test]
@@ -351,14 +358,8 @@ mod tests {
             );
         }
         w.answered(1, url(9).as_str(), ip(9), t);
-        let (u, i, since) = failing(6, t + Duration::from_secs(10));
-        let f = Failing {
-            egress: 0,
-            url: &u,
-            ip: i,
-            since,
-            reset: false,
-        };
+        let u = url(6);
+        let f = failing(&u, ip(6), t + Duration::from_secs(10));
         let chosen = w.chosen(&f, t + Duration::from_secs(10));
         let hosts: Vec<_> = chosen.iter().map(|w| w.url.clone()).collect();
         // Four kept (5 and 6 took the two oldest places); the failing site is no
@@ -388,13 +389,7 @@ mod tests {
             t,
         );
         let u = url(2);
-        let f = Failing {
-            egress: 0,
-            url: &u,
-            ip: v6,
-            since: t,
-            reset: false,
-        };
+        let f = failing(&u, v6, t);
         let chosen: Vec<_> = w.chosen(&f, t).into_iter().map(|w| w.url).collect();
         assert_eq!(chosen, [url(3).as_str()]);
     }
@@ -407,14 +402,8 @@ mod tests {
             w.answered(0, url(n).as_str(), ip(n), t);
         }
         w.answered(0, url(5).as_str(), ip(5), t + Duration::from_millis(500));
-        let (u, i, since) = failing(9, t);
-        let f = Failing {
-            egress: 0,
-            url: &u,
-            ip: i,
-            since,
-            reset: false,
-        };
+        let u = url(9);
+        let f = failing(&u, ip(9), t);
         let at = t + Duration::from_secs(2);
         assert!(w.chosen(&f, at).iter().all(|w| w.url != url(5).as_str()));
         w.answered(0, url(5).as_str(), ip(5), t + TURNOVER);
@@ -486,13 +475,7 @@ mod tests {
             );
         }
         let u = url(9);
-        let f = Failing {
-            egress: 0,
-            url: &u,
-            ip: ip(9),
-            since: t,
-            reset: false,
-        };
+        let f = failing(&u, ip(9), t);
         let at = t + Duration::from_secs(10);
         let first = w.chosen(&f, at);
         w.mark_asked(0, &first, at);
@@ -567,13 +550,7 @@ mod tests {
         });
         let t = Instant::now();
         let u = url(9);
-        let f = Failing {
-            egress: 0,
-            url: &u,
-            ip: ip(9),
-            since: t,
-            reset: false,
-        };
+        let f = failing(&u, ip(9), t);
         for (outcomes, ours) in [
             (vec![refused(), refused()], true),
             (vec![gone.clone(), refused()], false),
