@@ -1032,27 +1032,24 @@ async fn a_quiet_workers_way_out_resetting_every_connection_is_never_a_sites_dow
     let e = engine("");
     let answered = site("127.0.160.2").await;
     let next = site("127.0.160.3").await;
-    let verdict = |r: &Report| (r.verdict, r.reason.as_str().to_string());
-    let r = check(&e, &format!("http://{answered}/")).await;
-    assert_eq!(verdict(&r), (Verdict::Up, "ok".into()), "{}", r.detail);
+    expect(&e, &format!("http://{answered}/"), (Verdict::Up, "ok")).await;
     {
         let _alone = WayOutCut::resetting_to("127.0.160.4");
         let resets = site("127.0.160.4").await;
-        let r = check(&e, &format!("http://{resets}/")).await;
-        assert_eq!(
-            verdict(&r),
-            (Verdict::Down, "connect".into()),
-            "{}",
-            r.detail
-        );
+        expect(&e, &format!("http://{resets}/"), (Verdict::Down, "connect")).await;
     }
     {
         let _cut = WayOutCut::resetting_to("127.0.160.0/24");
         let r = check(&e, &format!("http://{next}/")).await;
         assert_witnessed_ours(&r);
     }
-    let r = check(&e, &format!("http://{next}/")).await;
-    assert_eq!(verdict(&r), (Verdict::Up, "ok".into()), "{}", r.detail);
+    expect(&e, &format!("http://{next}/"), (Verdict::Up, "ok")).await;
+}
+
+/// Checks `url` through `e`: its verdict and reason must be `want`.
+async fn expect(e: &Engine, url: &str, want: (Verdict, &str)) {
+    let r = check(e, url).await;
+    assert_eq!((r.verdict, r.reason.as_str()), want, "{url}: {}", r.detail);
 }
 
 /// `r` is our way out's failure, as a witness showed it.
@@ -1088,29 +1085,24 @@ async fn a_quiet_worker_whose_way_out_is_cut(
     let answered = site(answered).await;
     let next = site(next).await;
     let port = crate::support::free_port();
-    let verdict = |r: &Report| (r.verdict, r.reason.as_str().to_string());
-    let r = check(&e, &format!("http://{answered}/")).await;
-    assert_eq!(verdict(&r), (Verdict::Up, "ok".into()), "{}", r.detail);
-    let r = check(&e, &format!("http://{nobody}:{port}/")).await;
-    assert_eq!(
-        verdict(&r),
-        (Verdict::Down, "connect".into()),
-        "{}",
-        r.detail
-    );
+    expect(&e, &format!("http://{answered}/"), (Verdict::Up, "ok")).await;
+    expect(
+        &e,
+        &format!("http://{nobody}:{port}/"),
+        (Verdict::Down, "connect"),
+    )
+    .await;
     {
         let _cut = cut(from);
         let r = check(&e, &format!("http://{next}/")).await;
         assert_witnessed_ours(&r);
     }
     // Mended, a dead site is its own failure at once: the witness is asked anew.
-    let r = check(&e, &format!("http://{nobody}:{port}/")).await;
-    assert_eq!(
-        verdict(&r),
-        (Verdict::Down, "connect".into()),
-        "{}",
-        r.detail
-    );
-    let r = check(&e, &format!("http://{next}/")).await;
-    assert_eq!(verdict(&r), (Verdict::Up, "ok".into()), "{}", r.detail);
+    expect(
+        &e,
+        &format!("http://{nobody}:{port}/"),
+        (Verdict::Down, "connect"),
+    )
+    .await;
+    expect(&e, &format!("http://{next}/"), (Verdict::Up, "ok")).await;
 }
