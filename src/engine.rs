@@ -1200,6 +1200,8 @@ mod tests {
         broken: std::sync::atomic::AtomicBool,
         /// Our way out refuses every connection.
         refusing: std::sync::atomic::AtomicBool,
+        /// Our way out refuses this many connections more, then works (a brief cut).
+        cut_for: AtomicUsize,
         silence: Duration,
         line: Duration,
         lined: std::sync::atomic::AtomicBool,
@@ -1219,6 +1221,7 @@ mod tests {
             Arc::new(Net {
                 broken: std::sync::atomic::AtomicBool::new(broken),
                 refusing: std::sync::atomic::AtomicBool::new(false),
+                cut_for: AtomicUsize::new(0),
                 silence,
                 line,
                 lined: std::sync::atomic::AtomicBool::new(false),
@@ -1292,7 +1295,13 @@ mod tests {
                         detail: "connection refused".into(),
                     });
                     o.total = Duration::from_millis(2);
-                } else if host.starts_with("closed") || self.refusing.load(Ordering::SeqCst) {
+                } else if host.starts_with("closed")
+                    || self.refusing.load(Ordering::SeqCst)
+                    || self
+                        .cut_for
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                {
                     // A refusal takes a round trip: it comes after answers set out beside it.
                     let trip = Duration::from_millis(5);
                     tokio::time::sleep(trip).await;
@@ -1520,6 +1529,31 @@ mod tests {
                 r.detail
             );
         }
+    }
+
+    /// A quiet worker's way out refused it for a moment, no canaries: a healthy site's
+    /// two attempts met the cut, which ended before the witness (a site that answered
+    /// through it lately) was asked. The witness answering shows the way out works now,
+    /// not that it worked when the site failed: the site is asked once more.
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_that_ends_before_the_witness_is_asked_is_no_sites_down() {
+        let net = Net::new(false, Duration::from_secs(2), Duration::ZERO);
+        let e = engine_on(net.clone(), "retry_delay = \"1s\"\nattempts = 2\n");
+        let one = |url: &str| run_all(&e, std::iter::once(url.to_string()));
+        assert_eq!(one("https://site1.example/").await[0].verdict, Verdict::Up);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        net.cut_for.store(2, Ordering::SeqCst);
+        let r = &one("https://site2.example/").await[0];
+        assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
+        // A site refusing still, asked again after the witness answered, is down.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let r = &one("https://closed1.example/").await[0];
+        assert_eq!(
+            (r.verdict, r.reason),
+            (Verdict::Down, Reason::Connect),
+            "{}",
+            r.detail
+        );
     }
 
     /// Hunt J: a canary answer up to 30 s old stood for our network after it broke.

@@ -1046,6 +1046,37 @@ async fn a_quiet_workers_way_out_resetting_every_connection_is_never_a_sites_dow
     expect(&e, &format!("http://{next}/"), (Verdict::Up, "ok")).await;
 }
 
+/// A quiet worker's way out refused for a moment: the next site's two attempts were
+/// refused, and the cut was over when a site that answered a moment before was asked
+/// again as a witness. It answered, and the site was a confirmed `down/connect`, up all
+/// along. The witness shows the way out works now, not that it worked then: the site is
+/// asked once more, and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_workers_way_out_refusing_for_a_moment_is_no_sites_down() {
+    use crate::support::real::dante::Dante;
+    use crate::support::real::way_out::WayOutCut;
+    let (proxy, from) = ("127.0.12.101", "127.0.12.104");
+    let dante = Dante::start_from(proxy, from, false);
+    let e = engine(&format!(
+        "[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n",
+        dante.url
+    ));
+    let answered = site("127.0.12.102").await;
+    let next = site("127.0.12.103").await;
+    expect(&e, &format!("http://{answered}/"), (Verdict::Up, "ok")).await;
+    let _moment = WayOutCut::refusing_first(from, 2);
+    let r = check(&e, &format!("http://{next}/")).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Up, "ok"),
+        "{}\n{:#?}",
+        r.detail,
+        r.attempt_log
+    );
+    let refused = r.attempt_log.iter().filter(|a| a.verdict == Verdict::Down);
+    assert_eq!(refused.count(), 2, "{:#?}", r.attempt_log);
+}
+
 /// Checks `url` through `e`: its verdict and reason must be `want`.
 async fn expect(e: &Engine, url: &str, want: (Verdict, &str)) {
     let r = check(e, url).await;

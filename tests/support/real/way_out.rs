@@ -25,6 +25,16 @@ impl WayOutCut {
         ))
     }
 
+    /// Cut loudly for a moment: the first `n` connections the proxy opens are refused at
+    /// once, then it works again. The moment is counted in bytes (iptables' `quota`):
+    /// a SYN on loopback is 60 bytes, and the quota leaves half of one over.
+    pub fn refusing_first(from: &str, n: u32) -> WayOutCut {
+        WayOutCut::with(&format!(
+            "OUTPUT -s {from}/32 -p tcp --syn -m quota --quota {} -j REJECT --reject-with tcp-reset",
+            n * 60 + 30
+        ))
+    }
+
     /// Every connection to `ip`'s `port` refused at once (a reset from our own host's
     /// firewall): one server out of our reach while every other answers, as in the
     /// moment our network turns away from it.
