@@ -25,7 +25,7 @@ use crate::probe::judge::{judge, JudgeSettings, Judgement};
 use crate::probe::{Line, Observation, Outcome, Plan};
 use crate::state::{Delivery, StateStore, Stepped};
 
-use our_side::OurSide;
+use our_side::{Blame, OurSide};
 use report::{Attempts, Stamp, Subject, Word};
 
 /// Observes a site once: resolve, connect, ask, read.
@@ -114,6 +114,14 @@ pub(super) struct Looked<'a> {
     pub url: &'a url::Url,
 }
 
+/// What [`Engine::unless_ours`] rules of a verdict.
+enum Ruled {
+    /// The word stands, or is our side's failure (`unknown`).
+    Word(Word),
+    /// Ask the site once more ([`Blame::AskAgain`]).
+    AskAgain,
+}
+
 /// The attempts made for one job, in order, each with its judgement.
 struct Tried {
     observations: Vec<Observation>,
@@ -123,6 +131,20 @@ struct Tried {
     /// When the first attempt's request set out (its wait for the per-IP limit left
     /// out): where a wave of our network failing is looked for from.
     sent: Option<tokio::time::Instant>,
+}
+
+impl Tried {
+    /// What attempt `i` of a job planned as `plan`, begun at `began`, shows our side.
+    fn looked<'a>(&'a self, i: usize, began: tokio::time::Instant, plan: &'a Plan) -> Looked<'a> {
+        Looked {
+            decisive: &self.observations[i],
+            first: self.observations.first().unwrap_or(&self.observations[i]),
+            began,
+            connect_timeout: plan.connect_timeout,
+            egress: self.egresses.get(i).copied().unwrap_or_default(),
+            url: &plan.url,
+        }
+    }
 }
 
 impl Engine {
@@ -276,7 +298,7 @@ impl Engine {
         let mut plan = Plan::new(job, &self.probe);
         plan.max_wait = max_wait;
         plan.line = line;
-        let tried = self.attempts(&mut plan, job).await?;
+        let mut tried = self.attempts(&mut plan, job).await?;
         let began = tried.sent.unwrap_or_else(tokio::time::Instant::now);
         let Some((i, decisive)) = combine(&tried.judgements, self.required(&tried)) else {
             return Ok(self.unprobed(
@@ -291,15 +313,10 @@ impl Engine {
             reason: decisive.reason,
             detail: decisive.detail.clone(),
         };
-        let looked = Looked {
-            decisive: &tried.observations[i],
-            first: tried.observations.first().unwrap_or(&tried.observations[i]),
-            began,
-            connect_timeout: plan.connect_timeout,
-            egress: tried.egresses.get(i).copied().unwrap_or_default(),
-            url: &plan.url,
+        let (word, i) = match self.unless_ours(word, tried.looked(i, began, &plan)).await {
+            Ruled::Word(word) => (word, i),
+            Ruled::AskAgain => self.ask_again(&mut plan, &mut tried, i, began).await?,
         };
-        let word = self.unless_ours(word, looked).await;
         let (mut word, i) = in_the_sites_own_word(word, i, &tried);
         let attempts = Attempts {
             observations: &tried.observations,
@@ -318,26 +335,62 @@ impl Engine {
     /// about the site: our network is failing, and the `down` is ours (`unknown`). So is
     /// a TLS failure they share (a middlebox of ours answering port 443 with its own page
     /// or certificate).
-    async fn unless_ours(&self, word: Word, looked: Looked<'_>) -> Word {
+    async fn unless_ours(&self, word: Word, looked: Looked<'_>) -> Ruled {
         let obs = looked.decisive;
         let reachability = matches!(
             word.reason,
             Reason::Connect | Reason::Timeout | Reason::Dns | Reason::Tls
         );
         if word.reason == Reason::LocalResources {
-            return self.unless_our_resolver(word, obs).await;
+            return Ruled::Word(self.unless_our_resolver(word, obs).await);
         }
         if word.verdict != Verdict::Down || !reachability {
-            return word;
+            return Ruled::Word(word);
         }
         match self.our_side.blames_us(self.prober.as_ref(), &looked).await {
-            Some(why) => Word {
+            Blame::Ours(why) => Ruled::Word(Word {
                 verdict: Verdict::Unknown,
                 reason: Reason::EgressUnavailable,
                 detail: format!("{}; {why}", word.detail),
-            },
-            None => word,
+            }),
+            Blame::Site => Ruled::Word(word),
+            Blame::AskAgain => Ruled::AskAgain,
         }
+    }
+
+    /// A `down` that reached nothing (or was reset), after which a site that answered
+    /// through the same way out lately answered again ([`Blame::AskAgain`]): the way out
+    /// works now, though it may not have when the site failed, for a cut may have ended
+    /// in between. The site is asked once more through the same egress, and that
+    /// attempt is the verdict: failing again, it is `down`, for no one cut spans both
+    /// its failures and not the answer between them. Returns the word and its attempt.
+    async fn ask_again(
+        &self,
+        plan: &mut Plan,
+        tried: &mut Tried,
+        decisive: usize,
+        began: tokio::time::Instant,
+    ) -> Result<(Word, usize), Duration> {
+        let egress = tried.egresses.get(decisive).copied().unwrap_or_default();
+        let (mut obs, j) = self.attempt(plan, egress, tried).await?;
+        obs.notes.push(
+            "asked once more: a site that answered through the same way out lately \
+             answered again after the attempts before failed"
+                .into(),
+        );
+        let word = Word {
+            verdict: j.verdict,
+            reason: j.reason,
+            detail: j.detail.clone(),
+        };
+        tried.observations.push(obs);
+        tried.judgements.push(j);
+        tried.egresses.push(egress);
+        let i = tried.observations.len() - 1;
+        if word.verdict == Verdict::Down {
+            self.our_side.believed_down(&tried.looked(i, began, plan));
+        }
+        Ok((word, i))
     }
 
     /// A lookup that waited for one of picket's DNS slots until its time was over: the

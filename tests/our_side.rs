@@ -1075,6 +1075,7 @@ async fn a_quiet_workers_way_out_refusing_for_a_moment_is_no_sites_down() {
     );
     let refused = r.attempt_log.iter().filter(|a| a.verdict == Verdict::Down);
     assert_eq!(refused.count(), 2, "{:#?}", r.attempt_log);
+    assert!(r.detail.contains("asked once more"), "{}", r.detail);
 }
 
 /// Checks `url` through `e`: its verdict and reason must be `want`.

@@ -34,6 +34,19 @@ const REFUSAL_TRIP: Duration = Duration::from_millis(100);
 /// How long a warning that our nameservers answer nothing stands.
 const RESOLVER_FRESH: Duration = Duration::from_secs(5);
 
+/// Whose failure a `down` that may be ours is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Blame {
+    /// Our side's, and why.
+    Ours(String),
+    /// The site's: believe the `down`.
+    Site,
+    /// A site that answered through the same way out lately answered again after this
+    /// one failed: the way out works now, though it may not have when the site failed
+    /// (a cut that ended in between). Ask the site once more through the same egress.
+    AskAgain,
+}
+
 /// The state of our own side: egress health, the network watch and the canaries.
 pub(super) struct OurSide {
     health: EgressHealth,
@@ -253,11 +266,7 @@ impl OurSide {
     /// stands only if asked after the decisive attempt began (one from before may
     /// predate our network breaking); a refusal or a TLS failure is answered by any
     /// fresh one.
-    pub(super) async fn blames_us(
-        &self,
-        prober: &dyn Prober,
-        looked: &Looked<'_>,
-    ) -> Option<String> {
+    pub(super) async fn blames_us(&self, prober: &dyn Prober, looked: &Looked<'_>) -> Blame {
         let (decisive, began) = (looked.decisive, looked.began);
         let lookup_failed = matches!(
             &decisive.outcome,
@@ -266,7 +275,7 @@ impl OurSide {
         let failed = decisive.unresolved.as_deref().unwrap_or_default();
         if lookup_failed {
             if let Some(why) = self.resolver_failing(prober, failed).await {
-                return Some(why);
+                return Blame::Ours(why);
             }
         }
         let now = Instant::now();
@@ -277,12 +286,12 @@ impl OurSide {
         let strict = signal_of(decisive) == Signal::Silent || lookup_failed;
         let failing_since = strict.then(|| now.checked_sub(decisive.total).unwrap_or(now));
         if !self.network_ok(prober, began, failing_since).await {
-            return Some(
+            return Blame::Ours(
                 "every canary failed too, so this is our network, not the site".to_string(),
             );
         }
         if !self.canaries.plans.is_empty() {
-            return None;
+            return Blame::Site;
         }
         // Without canaries to ask, a wave of silence is taken for what it almost always
         // is; so is the moment of a silent or refused attempt when nothing came back from
@@ -296,24 +305,26 @@ impl OurSide {
             // A reset is an answer of sorts to the watch, and a middlebox of ours that
             // resets everything it lets open shows only in sites that answered.
             None if reset(decisive) => return self.witnesses_blame(prober, looked, now).await,
-            None => return None,
+            None => return Blame::Site,
         };
-        Some(format!(
+        Blame::Ours(format!(
             "{wave}: this looks like our network, not the site (configure probe.canaries to be sure)"
         ))
     }
 
     /// Why an unreached site that neither a wave nor a cut explains, or one whose
     /// connections were reset, is our way out's failure, if sites that answered through
-    /// the same egress lately fail so too ([`witness`]). `None`: believe it; it is then
-    /// no witness any more.
+    /// the same egress lately fail so too ([`witness`]). A site believed `down` is no
+    /// witness any more.
     async fn witnesses_blame(
         &self,
         prober: &dyn Prober,
         looked: &Looked<'_>,
         now: Instant,
-    ) -> Option<String> {
-        let witnesses = self.witnesses.as_ref()?;
+    ) -> Blame {
+        let Some(witnesses) = self.witnesses.as_ref() else {
+            return Blame::Site;
+        };
         let failing = Failing {
             egress: looked.egress,
             url: looked.url,
@@ -321,12 +332,19 @@ impl OurSide {
             since: sent_at(looked.decisive, now),
             reset: reset(looked.decisive),
         };
-        let ours = witnesses.ask(prober, &failing).await;
-        if ours.is_none() {
-            witnesses.forget(looked.decisive.ip);
-            self.believed(looked, now);
+        let blame = witnesses.ask(prober, &failing).await;
+        if blame == Blame::Site {
+            self.believed_down(looked);
         }
-        ours
+        blame
+    }
+
+    /// An unreached site (`looked`) is believed `down`: it is no witness any more.
+    pub(super) fn believed_down(&self, looked: &Looked<'_>) {
+        if let Some(w) = &self.witnesses {
+            w.forget(looked.decisive.ip);
+        }
+        self.believed(looked, Instant::now());
     }
 
     /// Writes at debug level what the network watch saw around the moments of an

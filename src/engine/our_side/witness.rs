@@ -19,7 +19,7 @@ use url::Url;
 use crate::engine::{Attempt, Prober};
 use crate::probe::{Observation, Outcome, Plan};
 
-use super::{health_of, signal_of};
+use super::{health_of, signal_of, Blame};
 use crate::egress::{Health, Signal};
 
 /// How long an answer makes a site a witness. Sites that all die at once (a quiet
@@ -104,8 +104,8 @@ struct Check {
     asked: Vec<Option<IpAddr>>,
     /// Whether it was asked about a reset.
     reset: bool,
-    /// Why the way out is ours, when every witness asked was unreached.
-    ours: Option<String>,
+    /// What it made of the failures it speaks for.
+    blame: Blame,
 }
 
 /// Each egress's witnesses, and its last check.
@@ -218,14 +218,17 @@ impl Witnesses {
         }
     }
 
-    /// Why `failing` is our way out's failure, if witnesses say so: every one asked
-    /// was unreached too. `None` when one was reached, or none could be asked.
-    pub(super) async fn ask(&self, prober: &dyn Prober, failing: &Failing<'_>) -> Option<String> {
-        let slot = self.checks.get(failing.egress)?;
+    /// Whose `failing` is, as witnesses say: ours when every one asked was unreached
+    /// too; ask the site again when one was reached (after the site failed); the
+    /// site's when none could be asked or one failed its own way.
+    pub(super) async fn ask(&self, prober: &dyn Prober, failing: &Failing<'_>) -> Blame {
+        let Some(slot) = self.checks.get(failing.egress) else {
+            return Blame::Site;
+        };
         // One check at a time per egress: a batch of dead sites waits for one.
         let mut last = slot.lock().await;
         if let Some(check) = last.as_ref().filter(|c| Witnesses::speaks(c, failing)) {
-            return check.ours.clone();
+            return check.blame.clone();
         }
         if let Some(check) = last.as_ref() {
             tokio::time::sleep_until(check.began + SPACING).await;
@@ -233,18 +236,23 @@ impl Witnesses {
         let now = Instant::now();
         let chosen = self.chosen(failing, now);
         if chosen.is_empty() {
-            return None;
+            return Blame::Site;
         }
         self.mark_asked(failing.egress, &chosen, now);
         let (said, ours) = self.asked(prober, failing, &chosen, now).await;
         told(said, &ours);
+        let blame = match (said, ours) {
+            (Said::Unreached, Some(why)) => Blame::Ours(why),
+            (Said::Reached, _) => Blame::AskAgain,
+            _ => Blame::Site,
+        };
         *last = Some(Check {
             began: now,
             asked: chosen.iter().map(|w| w.ip).collect(),
             reset: failing.reset,
-            ours: ours.clone(),
+            blame: blame.clone(),
         });
-        ours
+        blame
     }
 
     /// Whether the last `check` through the failing site's egress speaks for it: asked
@@ -430,7 +438,7 @@ mod tests {
 
     /// A stream of dead sites' failures, one every 10 ms for 3 s (an outage of many
     /// sites), asks the witnesses about once a second, not once per failure; each is
-    /// believed (the witness answers).
+    /// asked again (the witness answers).
     #[tokio::test(start_paused = true)]
     async fn a_stream_of_failures_shares_a_check_a_second() {
         let w = std::sync::Arc::new(Witnesses::new(1, plan()));
@@ -453,7 +461,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         for t in tasks {
-            assert_eq!(t.await.expect("a check"), None);
+            assert_eq!(t.await.expect("a check"), Blame::AskAgain);
         }
         let asked = prober.0.load(std::sync::atomic::Ordering::SeqCst);
         assert!(
@@ -497,7 +505,7 @@ mod tests {
             began: t,
             asked: vec![ip(1)],
             reset: false,
-            ours: Some("ours".into()),
+            blame: Blame::Ours("ours".into()),
         };
         let u = url(2);
         let failing = |ip, since, reset| Failing {
@@ -560,7 +568,7 @@ mod tests {
             w.answered(0, url(1).as_str(), ip(1), t);
             w.answered(0, url(2).as_str(), ip(2), t);
             let prober = Scripted(std::sync::Mutex::new(outcomes));
-            assert_eq!(w.ask(&prober, &f).await.is_some(), ours);
+            assert_eq!(matches!(w.ask(&prober, &f).await, Blame::Ours(_)), ours);
         }
     }
 
