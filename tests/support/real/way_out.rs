@@ -53,6 +53,15 @@ impl WayOutCut {
         ))
     }
 
+    /// Every packet over 1200 bytes from `net` dropped: connections come up and a
+    /// request goes out, but no page comes back, as behind a path MTU black hole (a
+    /// tunnel whose "fragmentation needed" never reaches the sender).
+    pub fn dropping_large_from(net: &str) -> WayOutCut {
+        WayOutCut::with(&format!(
+            "OUTPUT -s {net} -p tcp -m length --length 1200:65535 -j DROP"
+        ))
+    }
+
     fn with(rule: &str) -> WayOutCut {
         assert!(iptables(&format!("-I {rule}")), "iptables -I {rule} failed");
         WayOutCut {
