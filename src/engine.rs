@@ -25,7 +25,7 @@ use crate::probe::judge::{judge, JudgeSettings, Judgement};
 use crate::probe::{Line, Observation, Outcome, Plan};
 use crate::state::{Delivery, StateStore, Stepped};
 
-use our_side::{Blame, OurSide};
+use our_side::{Blame, OurSide, Witnessed};
 use report::{Attempts, Stamp, Subject, Word};
 
 /// Observes a site once: resolve, connect, ask, read.
@@ -112,6 +112,9 @@ pub(super) struct Looked<'a> {
     pub egress: usize,
     /// The site.
     pub url: &'a url::Url,
+    /// What witnesses said between an earlier failure and the decisive attempt,
+    /// through its egress.
+    pub witnessed: Option<&'a Witnessed>,
 }
 
 /// What [`Engine::unless_ours`] rules of a verdict.
@@ -131,18 +134,25 @@ struct Tried {
     /// When the first attempt's request set out (its wait for the per-IP limit left
     /// out): where a wave of our network failing is looked for from.
     sent: Option<tokio::time::Instant>,
+    /// What witnesses said before the latest retry through a failed attempt's egress.
+    witnessed: Option<Witnessed>,
 }
 
 impl Tried {
     /// What attempt `i` of a job planned as `plan`, begun at `began`, shows our side.
     fn looked<'a>(&'a self, i: usize, began: tokio::time::Instant, plan: &'a Plan) -> Looked<'a> {
+        let egress = self.egresses.get(i).copied().unwrap_or_default();
         Looked {
             decisive: &self.observations[i],
             first: self.observations.first().unwrap_or(&self.observations[i]),
             began,
             connect_timeout: plan.connect_timeout,
-            egress: self.egresses.get(i).copied().unwrap_or_default(),
+            egress,
             url: &plan.url,
+            witnessed: self
+                .witnessed
+                .as_ref()
+                .filter(|w| w.after < i && w.egress == egress),
         }
     }
 }
@@ -373,6 +383,7 @@ impl Engine {
     ) -> Result<(Word, usize), Duration> {
         let egress = tried.egresses.get(decisive).copied().unwrap_or_default();
         let (mut obs, j) = self.attempt(plan, egress, tried).await?;
+        let ended = tokio::time::Instant::now();
         obs.notes.push(
             "asked once more: a site that answered through the same way out lately \
              answered again after the attempts before failed"
@@ -388,7 +399,8 @@ impl Engine {
         tried.egresses.push(egress);
         let i = tried.observations.len() - 1;
         if word.verdict == Verdict::Down {
-            self.our_side.believed_down(&tried.looked(i, began, plan));
+            self.our_side
+                .believed_down(&tried.looked(i, began, plan), ended);
         }
         Ok((word, i))
     }
@@ -504,6 +516,7 @@ impl Engine {
             judgements: Vec::new(),
             egresses: Vec::new(),
             sent: None,
+            witnessed: None,
         };
         while tried.judgements.len() < budget(self.required(&tried)) {
             let now = tokio::time::Instant::now();
@@ -511,7 +524,10 @@ impl Engine {
                 break;
             };
             if !tried.judgements.is_empty() {
-                tokio::time::sleep(self.probe.retry_delay).await;
+                let between = self.witness_between(&tried, egress, &plan.url);
+                let pause = tokio::time::sleep(self.probe.retry_delay);
+                let (witnessed, ()) = tokio::join!(between, pause);
+                tried.witnessed = witnessed.or(tried.witnessed.take());
             }
             let (obs, j) = self.attempt(plan, egress, &mut tried).await?;
             // Asking again through an egress the site refused as a bot tells nothing, and
@@ -538,6 +554,28 @@ impl Engine {
             next = egress + 1;
         }
         Ok(tried)
+    }
+
+    /// What witnesses say of the last attempt of `tried`, a `down` for no connection, a
+    /// reset or a hang, before the next sets out through the same `egress`
+    /// ([`OurSide::witness_between`]); `None` for any other.
+    async fn witness_between(
+        &self,
+        tried: &Tried,
+        egress: usize,
+        url: &url::Url,
+    ) -> Option<Witnessed> {
+        let last = tried.judgements.len().checked_sub(1)?;
+        let j = &tried.judgements[last];
+        let reachability = matches!(j.reason, Reason::Connect | Reason::Timeout | Reason::Tls);
+        if j.verdict != Verdict::Down || !reachability || tried.egresses.get(last) != Some(&egress)
+        {
+            return None;
+        }
+        let failed = (&tried.observations[last], egress, last);
+        self.our_side
+            .witness_between(self.prober.as_ref(), failed, url)
+            .await
     }
 
     /// One attempt through `egress`, judged; `Err(wait)` when the job should be deferred.
@@ -1598,12 +1636,13 @@ mod tests {
         net.cut_for.store(2, Ordering::SeqCst);
         let r = &one("https://site2.example/").await[0];
         assert_eq!(r.verdict, Verdict::Up, "{}", r.detail);
-        // A site refusing still, asked again after the witness answered, is down.
+        // A site refused before and after the witness answered is down, confirmed by
+        // its two attempts: the witness was asked between them.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let r = &one("https://closed1.example/").await[0];
         assert_eq!(
-            (r.verdict, r.reason),
-            (Verdict::Down, Reason::Connect),
+            (r.verdict, r.reason, r.attempts),
+            (Verdict::Down, Reason::Connect, 2),
             "{}",
             r.detail
         );

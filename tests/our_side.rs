@@ -1049,33 +1049,35 @@ async fn a_quiet_workers_way_out_resetting_every_connection_is_never_a_sites_dow
 /// A quiet worker's way out refused for a moment: the next site's two attempts were
 /// refused, and the cut was over when a site that answered a moment before was asked
 /// again as a witness. It answered, and the site was a confirmed `down/connect`, up all
-/// along. The witness shows the way out works now, not that it worked then: the site is
-/// asked once more, and answers.
+/// along. The witness shows the way out works now, not that it worked then. So it is
+/// asked between the attempts (the cut refuses it too, and the second attempt, after
+/// the cut, answers), and with one attempt the site is asked once more after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_workers_way_out_refusing_for_a_moment_is_no_sites_down() {
     use crate::support::real::dante::Dante;
     use crate::support::real::way_out::WayOutCut;
     let (proxy, from) = ("127.0.12.101", "127.0.12.104");
     let dante = Dante::start_from(proxy, from, false);
-    let e = engine(&format!(
-        "[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n",
-        dante.url
-    ));
     let answered = site("127.0.12.102").await;
     let next = site("127.0.12.103").await;
-    expect(&e, &format!("http://{answered}/"), (Verdict::Up, "ok")).await;
-    let _moment = WayOutCut::refusing_first(from, 2);
-    let r = check(&e, &format!("http://{next}/")).await;
-    assert_eq!(
-        (r.verdict, r.reason.as_str()),
-        (Verdict::Up, "ok"),
-        "{}\n{:#?}",
-        r.detail,
-        r.attempt_log
-    );
-    let refused = r.attempt_log.iter().filter(|a| a.verdict == Verdict::Down);
-    assert_eq!(refused.count(), 2, "{:#?}", r.attempt_log);
-    assert!(r.detail.contains("asked once more"), "{}", r.detail);
+    for attempts in [2, 1] {
+        let e = engine_with(
+            &format!("attempts = {attempts}\nconnect_timeout = \"2s\""),
+            &format!("[[egress]]\nname = \"dante\"\nproxy = \"{}\"\n", dante.url),
+        );
+        expect(&e, &format!("http://{answered}/"), (Verdict::Up, "ok")).await;
+        let _moment = WayOutCut::refusing_first(from, attempts);
+        let r = check(&e, &format!("http://{next}/")).await;
+        assert_eq!(
+            (r.verdict, r.reason.as_str()),
+            (Verdict::Up, "ok"),
+            "{attempts} attempts: {}\n{:#?}",
+            r.detail,
+            r.attempt_log
+        );
+        let refused = r.attempt_log.iter().filter(|a| a.verdict == Verdict::Down);
+        assert_eq!(refused.count(), 1, "{:#?}", r.attempt_log);
+    }
 }
 
 /// Checks `url` through `e`: its verdict and reason must be `want`.
@@ -1184,6 +1186,34 @@ async fn a_way_out_dropping_large_packets_is_never_a_sites_down() {
     }
     expect(&e, &format!("http://{hangs}/"), (Verdict::Down, "timeout")).await;
     expect(&e, &format!("http://{}/", sites[3]), (Verdict::Up, "ok")).await;
+}
+
+/// The same with a canary: a dead site's `down` asked it a moment before (it
+/// answered), and a canary answer stands 30 s for a refusal. A hang is no refusal: a
+/// way out of ours may let connections up and no page back since, so the canary is
+/// asked again, hangs too, and the healthy site is ours, `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_way_out_dropping_large_packets_is_never_a_sites_down_with_canaries() {
+    use crate::support::real::way_out::WayOutCut;
+    let big = page(&"w".repeat(20_000));
+    let canary = big_site("127.0.162.20", &big).await;
+    let healthy = big_site("127.0.162.21", &big).await;
+    let e = engine_with(
+        &format!("attempts = 2\nconnect_timeout = \"2s\"\ncanaries = [\"http://{canary}/\"]"),
+        "",
+    );
+    let port = crate::support::free_port();
+    let nobody = format!("http://127.0.162.22:{port}/");
+    expect(&e, &nobody, (Verdict::Down, "connect")).await;
+    let _cut = WayOutCut::dropping_large_from("127.0.162.0/24");
+    let r = check(&e, &format!("http://{healthy}/")).await;
+    assert_eq!(
+        (r.verdict, r.reason.as_str()),
+        (Verdict::Unknown, "egress_unavailable"),
+        "{}",
+        r.detail
+    );
+    assert!(r.detail.contains("every canary failed too"), "{}", r.detail);
 }
 
 /// A site serving `body` on `ip`.

@@ -19,7 +19,19 @@ use crate::probe::{FailureKind, Observation, Outcome, Plan};
 
 mod witness;
 
-use witness::{Failing, Witnesses};
+use witness::{Failed, Failing, Witnesses};
+
+/// What witnesses said between two attempts of a job through one egress: asked after
+/// attempt `after` failed, before the next set out ([`OurSide::witness_between`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Witnessed {
+    /// The attempt they were asked about.
+    pub after: usize,
+    /// Its egress.
+    pub egress: usize,
+    how: Failed,
+    blame: Blame,
+}
 
 /// How long a canary check answers for all failures that ask.
 const CANARY_FRESH: Duration = Duration::from_secs(30);
@@ -134,6 +146,14 @@ pub(super) fn signal_of(obs: &Observation) -> Signal {
 /// Whether the attempt `obs` had its connection reset before any answer.
 pub(super) fn reset(obs: &Observation) -> bool {
     matches!(&obs.outcome, Outcome::Failure(f) if f.kind == FailureKind::Reset)
+}
+
+/// Whether the attempt `obs` had its connection come up and nothing back (no answer's
+/// first byte) before its time was over: a hung site, or our way out letting
+/// connections up and no page back (a path MTU black hole of ours).
+pub(super) fn hung(obs: &Observation) -> bool {
+    let timed_out = matches!(&obs.outcome, Outcome::Failure(f) if f.kind == FailureKind::Timeout);
+    timed_out && obs.connect.is_some() && obs.first_byte.is_none()
 }
 
 /// Whether the attempt `obs` never reached the site: it went silent, or was refused.
@@ -258,14 +278,15 @@ impl OurSide {
     /// Why a site that seems unreachable (a `down` for no connection, no answer or no
     /// name, as `decisive` showed) is more likely our own network failing, if it is: a
     /// name not resolved while our nameservers answer nothing at all, every canary
-    /// failing too, or, with no canaries to ask, a wave of silence going on. `None`:
-    /// believe it.
+    /// failing too, or, with no canaries to ask, a wave of silence going on, or the
+    /// witnesses failing as it did ([`Blame`]).
     ///
     /// `began` is when the job's first request set out: a wave since then counts. For a
-    /// silent failure (nothing came back) or a failed lookup, a good canary answer
-    /// stands only if asked after the decisive attempt began (one from before may
-    /// predate our network breaking); a refusal or a TLS failure is answered by any
-    /// fresh one.
+    /// silent failure (nothing came back, or no answer on a connection that came up: a
+    /// way out of ours may let them up and no page back) or a failed lookup, a good
+    /// canary answer stands only if asked after the decisive attempt began (one from
+    /// before may predate our network breaking); a refusal or a TLS failure is answered
+    /// by any fresh one.
     pub(super) async fn blames_us(&self, prober: &dyn Prober, looked: &Looked<'_>) -> Blame {
         let (decisive, began) = (looked.decisive, looked.began);
         let lookup_failed = matches!(
@@ -279,11 +300,11 @@ impl OurSide {
             }
         }
         let now = Instant::now();
-        // Silence and failed lookups are what a broken way out shows (a caching
+        // Silence, hangs and failed lookups are what a broken way out shows (a caching
         // resolver fails every uncached name at once); a refusal or a TLS failure is
         // most often a dead site's, and asking the canaries for each would cost one
         // request per dead site.
-        let strict = signal_of(decisive) == Signal::Silent || lookup_failed;
+        let strict = signal_of(decisive) == Signal::Silent || lookup_failed || hung(decisive);
         let failing_since = strict.then(|| now.checked_sub(decisive.total).unwrap_or(now));
         if !self.network_ok(prober, began, failing_since).await {
             return Blame::Ours(
@@ -303,8 +324,11 @@ impl OurSide {
                 None => return self.witnesses_blame(prober, looked, now).await,
             },
             // A reset is an answer of sorts to the watch, and a middlebox of ours that
-            // resets everything it lets open shows only in sites that answered.
-            None if reset(decisive) => return self.witnesses_blame(prober, looked, now).await,
+            // resets everything it lets open shows only in sites that answered; so does
+            // a way out that lets connections up and no page back.
+            None if reset(decisive) || hung(decisive) => {
+                return self.witnesses_blame(prober, looked, now).await
+            }
             None => return Blame::Site,
         };
         Blame::Ours(format!(
@@ -313,9 +337,9 @@ impl OurSide {
     }
 
     /// Why an unreached site that neither a wave nor a cut explains, or one whose
-    /// connections were reset, is our way out's failure, if sites that answered through
-    /// the same egress lately fail so too ([`witness`]). A site believed `down` is no
-    /// witness any more.
+    /// connections were reset or came up to no answer, is our way out's failure, if
+    /// sites that answered through the same egress lately fail so too ([`witness`]). A
+    /// site believed `down` is no witness any more.
     async fn witnesses_blame(
         &self,
         prober: &dyn Prober,
@@ -325,26 +349,65 @@ impl OurSide {
         let Some(witnesses) = self.witnesses.as_ref() else {
             return Blame::Site;
         };
-        let failing = Failing {
-            egress: looked.egress,
-            url: looked.url,
-            ip: looked.decisive.ip,
-            since: sent_at(looked.decisive, now),
-            reset: reset(looked.decisive),
+        let how = Failed::of(looked.decisive).unwrap_or(Failed::Unreached);
+        let between = looked.witnessed.filter(|w| w.how == how);
+        let blame = match between {
+            // An answer between two failures of its kind: no one cut made both.
+            Some(w) if w.blame == Blame::AskAgain => Blame::Site,
+            Some(w) => w.blame.clone(),
+            None => {
+                let failing = Failing {
+                    egress: looked.egress,
+                    url: looked.url,
+                    ip: looked.decisive.ip,
+                    since: sent_at(looked.decisive, now),
+                    how,
+                };
+                witnesses.ask(prober, &failing).await
+            }
         };
-        let blame = witnesses.ask(prober, &failing).await;
         if blame == Blame::Site {
-            self.believed_down(looked);
+            self.believed_down(looked, now);
         }
         blame
     }
 
-    /// An unreached site (`looked`) is believed `down`: it is no witness any more.
-    pub(super) fn believed_down(&self, looked: &Looked<'_>) {
+    /// Asks the witnesses about attempt `after` of a job of `url` (`failed`, through
+    /// `egress`), before its next attempt sets out through the same egress: a witness
+    /// answering between two failures shows that no one cut of our way out made both,
+    /// where one asked after the last may only show a cut that ended since. `None` when
+    /// none are kept (canaries are set) or the failure is none they speak of.
+    pub(super) async fn witness_between(
+        &self,
+        prober: &dyn Prober,
+        (failed, egress, after): (&Observation, usize, usize),
+        url: &url::Url,
+    ) -> Option<Witnessed> {
+        let witnesses = self.witnesses.as_ref()?;
+        let how = Failed::of(failed)?;
+        let failing = Failing {
+            egress,
+            url,
+            ip: failed.ip,
+            since: sent_at(failed, Instant::now()),
+            how,
+        };
+        let blame = witnesses.ask(prober, &failing).await;
+        Some(Witnessed {
+            after,
+            egress,
+            how,
+            blame,
+        })
+    }
+
+    /// An unreached site (`looked`, whose decisive attempt ended `now`) is believed
+    /// `down`: it is no witness any more.
+    pub(super) fn believed_down(&self, looked: &Looked<'_>, now: Instant) {
         if let Some(w) = &self.witnesses {
             w.forget(looked.decisive.ip);
         }
-        self.believed(looked, Instant::now());
+        self.believed(looked, now);
     }
 
     /// Writes at debug level what the network watch saw around the moments of an

@@ -3,9 +3,10 @@
 //! and a quiet worker's traffic may hold nothing beside its attempts: its way out
 //! refusing everything looked like the site refusing. Before such a `down` is believed,
 //! a site that answered through the same egress is asked again: if it is not reached
-//! either (or, for a site whose connections were reset, is reset too), the way out is
-//! ours. A witness whose connection comes up shows the way out works; one that fails
-//! in another way (a name not found) leaves the `down` standing.
+//! either (or, for a site whose connections were reset or came up to no answer, fails
+//! so too), the way out is ours. A witness whose connection comes up (whose answer
+//! comes back, for a hang) shows the way out works now; one that fails in another way
+//! (a name not found) leaves the `down` standing.
 //!
 //! Which sites are witnesses, and what an asked witness says, is plain data
 //! ([`Witnesses::answered`], [`said`]); [`Witnesses::ask`] is the one place that probes.
@@ -19,7 +20,7 @@ use url::Url;
 use crate::engine::{Attempt, Prober};
 use crate::probe::{Observation, Outcome, Plan};
 
-use super::{health_of, signal_of, Blame};
+use super::{health_of, hung, signal_of, Blame};
 use crate::egress::{Health, Signal};
 
 /// How long an answer makes a site a witness. Sites that all die at once (a quiet
@@ -64,20 +65,47 @@ pub(super) enum Said {
     /// It answered, or a connection to it came up: the way out works.
     Reached,
     /// Nothing came back, or it was refused before any connection came up (or, asked
-    /// about a reset, it was reset too).
+    /// about a reset or a hang, it failed so too).
     Unreached,
     /// Something else (a name not found, our own limits): no word either way.
     Nothing,
 }
 
+/// How the failure a witness is asked about went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failed {
+    /// No connection came up: refused, or silent.
+    Unreached,
+    /// Its connections were reset.
+    Reset,
+    /// Its connection came up and nothing came back ([`hung`]).
+    Hung,
+}
+
+impl Failed {
+    /// How `obs` failed, if witnesses speak of such a failure.
+    pub(super) fn of(obs: &Observation) -> Option<Failed> {
+        if super::reset(obs) {
+            Some(Failed::Reset)
+        } else if hung(obs) {
+            Some(Failed::Hung)
+        } else {
+            super::unreached(obs).then_some(Failed::Unreached)
+        }
+    }
+}
+
 /// What an attempt at a witness says about the way out it went through, asked about a
-/// failure that was a reset (`reset`) or that reached nothing: a witness reset too
-/// fails as the site did.
-pub(super) fn said(obs: &Observation, reset: bool) -> Said {
+/// failure that went as `how` says: a witness that fails as the site did, or reaches
+/// nothing, says the way out failed. A connection coming up shows the way out works,
+/// except to a hang, which came up too: there only an answer does.
+pub(super) fn said(obs: &Observation, how: Failed) -> Said {
+    let answered = health_of(&obs.outcome) == Health::Works;
     match signal_of(obs) {
         Signal::Silent | Signal::Refused => Said::Unreached,
-        _ if reset && super::reset(obs) => Said::Unreached,
-        _ if health_of(&obs.outcome) == Health::Works || obs.connect.is_some() => Said::Reached,
+        _ if how == Failed::Reset && super::reset(obs) => Said::Unreached,
+        _ if how == Failed::Hung && hung(obs) => Said::Unreached,
+        _ if answered || (how != Failed::Hung && obs.connect.is_some()) => Said::Reached,
         _ => Said::Nothing,
     }
 }
@@ -92,8 +120,8 @@ pub(super) struct Failing<'a> {
     pub ip: Option<IpAddr>,
     /// When its decisive attempt set out: only witnesses asked after it speak for it.
     pub since: Instant,
-    /// Its connections were reset (else they reached nothing).
-    pub reset: bool,
+    /// How it failed.
+    pub how: Failed,
 }
 
 /// One asking of witnesses through an egress.
@@ -102,8 +130,8 @@ struct Check {
     began: Instant,
     /// The addresses asked: a check that asked the failing site itself says nothing of it.
     asked: Vec<Option<IpAddr>>,
-    /// Whether it was asked about a reset.
-    reset: bool,
+    /// How the failure it was asked about went.
+    how: Failed,
     /// What it made of the failures it speaks for.
     blame: Blame,
 }
@@ -249,7 +277,7 @@ impl Witnesses {
         *last = Some(Check {
             began: now,
             asked: chosen.iter().map(|w| w.ip).collect(),
-            reset: failing.reset,
+            how: failing.how,
             blame: blame.clone(),
         });
         blame
@@ -260,7 +288,7 @@ impl Witnesses {
     /// itself. A way out found ours speaks for no later failure: it may be mended.
     fn speaks(check: &Check, failing: &Failing<'_>) -> bool {
         let of_itself = failing.ip.is_some() && check.asked.contains(&failing.ip);
-        !of_itself && check.reset == failing.reset && check.began >= failing.since
+        !of_itself && check.how == failing.how && check.began >= failing.since
     }
 
     /// Asks `chosen` in turn through the failing site's egress: what they said, and why
@@ -283,7 +311,7 @@ impl Witnesses {
             let Attempt::Observed(obs) = prober.observe(&plan, failing.egress).await else {
                 return (Said::Nothing, None);
             };
-            match said(&obs, failing.reset) {
+            match said(&obs, failing.how) {
                 Said::Unreached => {
                     first_unreached.get_or_insert((w, obs));
                 }
@@ -298,9 +326,13 @@ impl Witnesses {
             Outcome::Failure(f) => f.detail.clone(),
             Outcome::Answer(_) => String::new(),
         };
+        let fails = match failing.how {
+            Failed::Hung => "does not answer",
+            Failed::Unreached | Failed::Reset => "is not reached",
+        };
         let why = format!(
-            "{} answered through the same way out {ago} s before and is not reached now \
-             either ({why}): our way out, not the site",
+            "{} answered through the same way out {ago} s before and {fails} now either \
+             ({why}): our way out, not the site",
             w.url
         );
         (Said::Unreached, Some(why))
@@ -349,7 +381,7 @@ mod tests {
             url,
             ip,
             since,
-            reset: false,
+            how: Failed::Unreached,
         }
     }
 
@@ -454,7 +486,7 @@ mod tests {
                     url: &failing_url,
                     ip: Some(IpAddr::from([127, 0, 1, (n % 250) as u8])),
                     since: Instant::now(),
-                    reset: false,
+                    how: Failed::Unreached,
                 };
                 w.ask(prober.as_ref(), &f).await
             }));
@@ -504,16 +536,20 @@ mod tests {
         let check = Check {
             began: t,
             asked: vec![ip(1)],
-            reset: false,
+            how: Failed::Unreached,
             blame: Blame::Ours("ours".into()),
         };
         let u = url(2);
-        let failing = |ip, since, reset| Failing {
+        let failing = |ip, since, reset: bool| Failing {
             egress: 0,
             url: &u,
             ip,
             since,
-            reset,
+            how: if reset {
+                Failed::Reset
+            } else {
+                Failed::Unreached
+            },
         };
         assert!(Witnesses::speaks(&check, &failing(ip(2), t, false)));
         // Set out after it: the way out may be mended since.
@@ -576,7 +612,7 @@ mod tests {
     fn only_no_connection_says_the_way_out_failed() {
         let mut answered = Observation::new("e");
         answered.outcome = Outcome::Answer(Answer::default());
-        assert_eq!(said(&answered, false), Said::Reached);
+        assert_eq!(said(&answered, Failed::Unreached), Said::Reached);
         let failed = |kind| {
             let mut o = Observation::new("e");
             o.outcome = Outcome::Failure(Failure {
@@ -585,27 +621,60 @@ mod tests {
             });
             o
         };
-        assert_eq!(said(&failed(FailureKind::Connect), false), Said::Unreached);
-        assert_eq!(said(&failed(FailureKind::Egress), false), Said::Unreached);
         assert_eq!(
-            said(&failed(FailureKind::TooManyRedirects), false),
+            said(&failed(FailureKind::Connect), Failed::Unreached),
+            Said::Unreached
+        );
+        assert_eq!(
+            said(&failed(FailureKind::Egress), Failed::Unreached),
+            Said::Unreached
+        );
+        assert_eq!(
+            said(&failed(FailureKind::TooManyRedirects), Failed::Unreached),
             Said::Reached
         );
-        assert_eq!(said(&failed(FailureKind::Reset), false), Said::Nothing);
+        assert_eq!(
+            said(&failed(FailureKind::Reset), Failed::Unreached),
+            Said::Nothing
+        );
         // Asked about a site whose connections were reset, a witness reset too fails
         // as it did; one that answered or was refused says so as before.
-        assert_eq!(said(&failed(FailureKind::Reset), true), Said::Unreached);
-        assert_eq!(said(&answered, true), Said::Reached);
-        assert_eq!(said(&failed(FailureKind::Connect), true), Said::Unreached);
-        assert_eq!(said(&failed(FailureKind::Dns), true), Said::Nothing);
+        assert_eq!(
+            said(&failed(FailureKind::Reset), Failed::Reset),
+            Said::Unreached
+        );
+        assert_eq!(said(&answered, Failed::Reset), Said::Reached);
+        assert_eq!(
+            said(&failed(FailureKind::Connect), Failed::Reset),
+            Said::Unreached
+        );
+        assert_eq!(
+            said(&failed(FailureKind::Dns), Failed::Reset),
+            Said::Nothing
+        );
         // A connection that came up shows the way out works, whatever came after it.
         let mut hung = failed(FailureKind::Timeout);
         hung.connect = Some(Duration::from_millis(1));
-        assert_eq!(said(&hung, false), Said::Reached);
+        assert_eq!(said(&hung, Failed::Unreached), Said::Reached);
         let mut reset = failed(FailureKind::Reset);
         reset.connect = Some(Duration::from_millis(1));
-        assert_eq!(said(&reset, false), Said::Reached);
-        assert_eq!(said(&reset, true), Said::Unreached);
-        assert_eq!(said(&failed(FailureKind::Dns), false), Said::Nothing);
+        assert_eq!(said(&reset, Failed::Unreached), Said::Reached);
+        assert_eq!(said(&reset, Failed::Reset), Said::Unreached);
+        assert_eq!(
+            said(&failed(FailureKind::Dns), Failed::Unreached),
+            Said::Nothing
+        );
+        // Asked about a hang, a witness hung too fails as the site did, and only an
+        // answer shows the way out works: a connection came up for the site as well.
+        assert_eq!(said(&hung, Failed::Hung), Said::Unreached);
+        assert_eq!(said(&answered, Failed::Hung), Said::Reached);
+        assert_eq!(said(&reset, Failed::Hung), Said::Nothing);
+        assert_eq!(
+            said(&failed(FailureKind::Timeout), Failed::Hung),
+            Said::Unreached
+        );
+        let mut headers = hung.clone();
+        headers.first_byte = Some(Duration::from_millis(1));
+        assert_eq!(said(&headers, Failed::Hung), Said::Nothing);
     }
 }
