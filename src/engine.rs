@@ -112,17 +112,8 @@ pub(super) struct Looked<'a> {
     pub egress: usize,
     /// The site.
     pub url: &'a url::Url,
-    /// What witnesses said between an earlier failure and the decisive attempt,
-    /// through its egress.
+    /// What witnesses said between an earlier failure and the decisive attempt.
     pub witnessed: Option<&'a Witnessed>,
-}
-
-/// What [`Engine::unless_ours`] rules of a verdict.
-enum Ruled {
-    /// The word stands, or is our side's failure (`unknown`).
-    Word(Word),
-    /// Ask the site once more ([`Blame::AskAgain`]).
-    AskAgain,
 }
 
 /// The attempts made for one job, in order, each with its judgement.
@@ -134,7 +125,7 @@ struct Tried {
     /// When the first attempt's request set out (its wait for the per-IP limit left
     /// out): where a wave of our network failing is looked for from.
     sent: Option<tokio::time::Instant>,
-    /// What witnesses said before the latest retry through a failed attempt's egress.
+    /// What witnesses said of a failed attempt before the latest retry.
     witnessed: Option<Witnessed>,
 }
 
@@ -149,10 +140,7 @@ impl Tried {
             connect_timeout: plan.connect_timeout,
             egress,
             url: &plan.url,
-            witnessed: self
-                .witnessed
-                .as_ref()
-                .filter(|w| w.after < i && w.egress == egress),
+            witnessed: self.witnessed.as_ref().filter(|w| w.after < i),
         }
     }
 }
@@ -308,7 +296,7 @@ impl Engine {
         let mut plan = Plan::new(job, &self.probe);
         plan.max_wait = max_wait;
         plan.line = line;
-        let mut tried = self.attempts(&mut plan, job).await?;
+        let tried = self.attempts(&mut plan, job).await?;
         let began = tried.sent.unwrap_or_else(tokio::time::Instant::now);
         let Some((i, decisive)) = combine(&tried.judgements, self.required(&tried)) else {
             return Ok(self.unprobed(
@@ -323,10 +311,7 @@ impl Engine {
             reason: decisive.reason,
             detail: decisive.detail.clone(),
         };
-        let (word, i) = match self.unless_ours(word, tried.looked(i, began, &plan)).await {
-            Ruled::Word(word) => (word, i),
-            Ruled::AskAgain => self.ask_again(&mut plan, &mut tried, i, began).await?,
-        };
+        let word = self.unless_ours(word, tried.looked(i, began, &plan)).await;
         let (mut word, i) = in_the_sites_own_word(word, i, &tried);
         let attempts = Attempts {
             observations: &tried.observations,
@@ -345,64 +330,26 @@ impl Engine {
     /// about the site: our network is failing, and the `down` is ours (`unknown`). So is
     /// a TLS failure they share (a middlebox of ours answering port 443 with its own page
     /// or certificate).
-    async fn unless_ours(&self, word: Word, looked: Looked<'_>) -> Ruled {
+    async fn unless_ours(&self, word: Word, looked: Looked<'_>) -> Word {
         let obs = looked.decisive;
         let reachability = matches!(
             word.reason,
             Reason::Connect | Reason::Timeout | Reason::Dns | Reason::Tls
         );
         if word.reason == Reason::LocalResources {
-            return Ruled::Word(self.unless_our_resolver(word, obs).await);
+            return self.unless_our_resolver(word, obs).await;
         }
         if word.verdict != Verdict::Down || !reachability {
-            return Ruled::Word(word);
+            return word;
         }
         match self.our_side.blames_us(self.prober.as_ref(), &looked).await {
-            Blame::Ours(why) => Ruled::Word(Word {
+            Blame::Ours(why) => Word {
                 verdict: Verdict::Unknown,
                 reason: Reason::EgressUnavailable,
                 detail: format!("{}; {why}", word.detail),
-            }),
-            Blame::Site => Ruled::Word(word),
-            Blame::AskAgain => Ruled::AskAgain,
+            },
+            Blame::Site => word,
         }
-    }
-
-    /// A `down` that reached nothing (or was reset), after which a site that answered
-    /// through the same way out lately answered again ([`Blame::AskAgain`]): the way out
-    /// works now, though it may not have when the site failed, for a cut may have ended
-    /// in between. The site is asked once more through the same egress, and that
-    /// attempt is the verdict: failing again, it is `down`, for no one cut spans both
-    /// its failures and not the answer between them. Returns the word and its attempt.
-    async fn ask_again(
-        &self,
-        plan: &mut Plan,
-        tried: &mut Tried,
-        decisive: usize,
-        began: tokio::time::Instant,
-    ) -> Result<(Word, usize), Duration> {
-        let egress = tried.egresses.get(decisive).copied().unwrap_or_default();
-        let (mut obs, j) = self.attempt(plan, egress, tried).await?;
-        let ended = tokio::time::Instant::now();
-        obs.notes.push(
-            "asked once more: a site that answered through the same way out lately \
-             answered again after the attempts before failed"
-                .into(),
-        );
-        let word = Word {
-            verdict: j.verdict,
-            reason: j.reason,
-            detail: j.detail.clone(),
-        };
-        tried.observations.push(obs);
-        tried.judgements.push(j);
-        tried.egresses.push(egress);
-        let i = tried.observations.len() - 1;
-        if word.verdict == Verdict::Down {
-            self.our_side
-                .believed_down(&tried.looked(i, began, plan), ended);
-        }
-        Ok((word, i))
     }
 
     /// A lookup that waited for one of picket's DNS slots until its time was over: the
@@ -524,7 +471,7 @@ impl Engine {
                 break;
             };
             if !tried.judgements.is_empty() {
-                let between = self.witness_between(&tried, egress, &plan.url);
+                let between = self.witness_between(&tried, &plan.url);
                 let pause = tokio::time::sleep(self.probe.retry_delay);
                 let (witnessed, ()) = tokio::join!(between, pause);
                 tried.witnessed = witnessed.or(tried.witnessed.take());
@@ -557,21 +504,18 @@ impl Engine {
     }
 
     /// What witnesses say of the last attempt of `tried`, a `down` for no connection, a
-    /// reset or a hang, before the next sets out through the same `egress`
-    /// ([`OurSide::witness_between`]); `None` for any other.
-    async fn witness_between(
-        &self,
-        tried: &Tried,
-        egress: usize,
-        url: &url::Url,
-    ) -> Option<Witnessed> {
+    /// reset or a hang, through its egress, before the next attempt sets out (through
+    /// any egress: a retry moves on to the next, which may keep no witnesses, and one
+    /// cut of everything would have failed them too) ([`OurSide::witness_between`]);
+    /// `None` for any other.
+    async fn witness_between(&self, tried: &Tried, url: &url::Url) -> Option<Witnessed> {
         let last = tried.judgements.len().checked_sub(1)?;
         let j = &tried.judgements[last];
         let reachability = matches!(j.reason, Reason::Connect | Reason::Timeout | Reason::Tls);
-        if j.verdict != Verdict::Down || !reachability || tried.egresses.get(last) != Some(&egress)
-        {
+        if j.verdict != Verdict::Down || !reachability {
             return None;
         }
+        let egress = tried.egresses.get(last).copied().unwrap_or_default();
         let failed = (&tried.observations[last], egress, last);
         self.our_side
             .witness_between(self.prober.as_ref(), failed, url)
@@ -1624,8 +1568,9 @@ mod tests {
 
     /// A quiet worker's way out refused it for a moment, no canaries: a healthy site's
     /// two attempts met the cut, which ended before the witness (a site that answered
-    /// through it lately) was asked. The witness answering shows the way out works now,
-    /// not that it worked when the site failed: the site is asked once more.
+    /// through it lately) was asked after them. The witness answering showed the way out
+    /// works now, not that it worked when the site failed. Asked between the attempts,
+    /// the witness meets the cut, and the retry, after it, answers.
     #[tokio::test(start_paused = true)]
     async fn a_cut_that_ends_before_the_witness_is_asked_is_no_sites_down() {
         let net = Net::new(false, Duration::from_secs(2), Duration::ZERO);
@@ -1643,6 +1588,76 @@ mod tests {
         assert_eq!(
             (r.verdict, r.reason, r.attempts),
             (Verdict::Down, Reason::Connect, 2),
+            "{}",
+            r.detail
+        );
+    }
+
+    /// Two ways out, egress 0 and 1, where `site{n}.example` is at 192.0.2.n: every
+    /// site answers, until `cut` makes both refuse every connection.
+    struct TwoWays {
+        cut: std::sync::atomic::AtomicBool,
+    }
+
+    impl Prober for TwoWays {
+        fn egress_count(&self) -> usize {
+            2
+        }
+        fn observe<'a>(&'a self, plan: &'a Plan, egress: usize) -> BoxFuture<'a, Attempt> {
+            Box::pin(async move {
+                let host = plan.url.host_str().unwrap_or_default();
+                let n = host
+                    .trim_start_matches("site")
+                    .trim_end_matches(".example")
+                    .parse()
+                    .unwrap_or(200);
+                let mut o = Observation::new(["zero", "one"][egress % 2]);
+                o.ip = Some(std::net::IpAddr::from([192, 0, 2, n]));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                o.total = Duration::from_millis(5);
+                o.outcome = match self.cut.load(Ordering::SeqCst) {
+                    true => Outcome::Failure(Failure {
+                        kind: FailureKind::Connect,
+                        detail: "connection refused".into(),
+                    }),
+                    false => ok(),
+                };
+                Attempt::Observed(o)
+            })
+        }
+    }
+
+    /// Helper-94's hunt: two ways out, the sites that answered lately all through one
+    /// of them; both cut a few seconds as a healthy site's attempts went out, the first
+    /// through the way out with witnesses, the retry through the other. Asked after
+    /// the last attempt, the other way out had no witness to ask, and the site was a
+    /// confirmed `down`. The witnesses of the first failure's way out are asked before
+    /// the retry: refused too, ours.
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_of_both_ways_out_asks_the_witnesses_of_the_first_failures() {
+        let net = Arc::new(TwoWays {
+            cut: std::sync::atomic::AtomicBool::new(false),
+        });
+        let e = engine_on(net.clone(), "retry_delay = \"1s\"\nattempts = 2\n");
+        // Sites whose first attempt goes through egress 0.
+        let mut through_zero = (1..=100u8)
+            .map(|n| format!("https://site{n}.example/"))
+            .filter(|u| fxhash(u).is_multiple_of(2));
+        for url in through_zero.by_ref().take(3) {
+            let r = &run_all(&e, std::iter::once(url)).await[0];
+            assert_eq!(
+                (r.verdict, r.egress.as_deref()),
+                (Verdict::Up, Some("zero")),
+                "{}",
+                r.detail
+            );
+        }
+        net.cut.store(true, Ordering::SeqCst);
+        let url = through_zero.next().expect("a site");
+        let r = &run_all(&e, std::iter::once(url)).await[0];
+        assert_eq!(
+            (r.verdict, r.reason),
+            (Verdict::Unknown, Reason::EgressUnavailable),
             "{}",
             r.detail
         );

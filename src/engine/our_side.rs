@@ -21,14 +21,12 @@ mod witness;
 
 use witness::{Failed, Failing, Witnesses};
 
-/// What witnesses said between two attempts of a job through one egress: asked after
+/// What witnesses said between two attempts of a job: asked through its egress after
 /// attempt `after` failed, before the next set out ([`OurSide::witness_between`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Witnessed {
     /// The attempt they were asked about.
     pub after: usize,
-    /// Its egress.
-    pub egress: usize,
     how: Failed,
     blame: Blame,
 }
@@ -53,10 +51,6 @@ pub(super) enum Blame {
     Ours(String),
     /// The site's: believe the `down`.
     Site,
-    /// A site that answered through the same way out lately answered again after this
-    /// one failed: the way out works now, though it may not have when the site failed
-    /// (a cut that ended in between). Ask the site once more through the same egress.
-    AskAgain,
 }
 
 /// The state of our own side: egress health, the network watch and the canaries.
@@ -352,8 +346,7 @@ impl OurSide {
         let how = Failed::of(looked.decisive).unwrap_or(Failed::Unreached);
         let between = looked.witnessed.filter(|w| w.how == how);
         let blame = match between {
-            // An answer between two failures of its kind: no one cut made both.
-            Some(w) if w.blame == Blame::AskAgain => Blame::Site,
+            // A witness answering between two failures of its kind: no one cut made both.
             Some(w) => w.blame.clone(),
             None => {
                 let failing = Failing {
@@ -363,7 +356,7 @@ impl OurSide {
                     since: sent_at(looked.decisive, now),
                     how,
                 };
-                witnesses.ask(prober, &failing).await
+                witnesses.ask(prober, &failing).await.unwrap_or(Blame::Site)
             }
         };
         if blame == Blame::Site {
@@ -373,10 +366,10 @@ impl OurSide {
     }
 
     /// Asks the witnesses about attempt `after` of a job of `url` (`failed`, through
-    /// `egress`), before its next attempt sets out through the same egress: a witness
-    /// answering between two failures shows that no one cut of our way out made both,
-    /// where one asked after the last may only show a cut that ended since. `None` when
-    /// none are kept (canaries are set) or the failure is none they speak of.
+    /// `egress`), before its next attempt sets out: a witness answering between two
+    /// failures shows that no one cut of our way out made both, where one asked after
+    /// the last may only show a cut that ended since. `None` when none are kept
+    /// (canaries are set) or none could be asked, or the failure is none they speak of.
     pub(super) async fn witness_between(
         &self,
         prober: &dyn Prober,
@@ -392,18 +385,13 @@ impl OurSide {
             since: sent_at(failed, Instant::now()),
             how,
         };
-        let blame = witnesses.ask(prober, &failing).await;
-        Some(Witnessed {
-            after,
-            egress,
-            how,
-            blame,
-        })
+        let blame = witnesses.ask(prober, &failing).await?;
+        Some(Witnessed { after, how, blame })
     }
 
     /// An unreached site (`looked`, whose decisive attempt ended `now`) is believed
     /// `down`: it is no witness any more.
-    pub(super) fn believed_down(&self, looked: &Looked<'_>, now: Instant) {
+    fn believed_down(&self, looked: &Looked<'_>, now: Instant) {
         if let Some(w) = &self.witnesses {
             w.forget(looked.decisive.ip);
         }

@@ -247,16 +247,13 @@ impl Witnesses {
     }
 
     /// Whose `failing` is, as witnesses say: ours when every one asked was unreached
-    /// too; ask the site again when one was reached (after the site failed); the
-    /// site's when none could be asked or one failed its own way.
-    pub(super) async fn ask(&self, prober: &dyn Prober, failing: &Failing<'_>) -> Blame {
-        let Some(slot) = self.checks.get(failing.egress) else {
-            return Blame::Site;
-        };
+    /// too, else the site's. `None`: there was none to ask.
+    pub(super) async fn ask(&self, prober: &dyn Prober, failing: &Failing<'_>) -> Option<Blame> {
+        let slot = self.checks.get(failing.egress)?;
         // One check at a time per egress: a batch of dead sites waits for one.
         let mut last = slot.lock().await;
         if let Some(check) = last.as_ref().filter(|c| Witnesses::speaks(c, failing)) {
-            return check.blame.clone();
+            return Some(check.blame.clone());
         }
         if let Some(check) = last.as_ref() {
             tokio::time::sleep_until(check.began + SPACING).await;
@@ -264,14 +261,13 @@ impl Witnesses {
         let now = Instant::now();
         let chosen = self.chosen(failing, now);
         if chosen.is_empty() {
-            return Blame::Site;
+            return None;
         }
         self.mark_asked(failing.egress, &chosen, now);
         let (said, ours) = self.asked(prober, failing, &chosen, now).await;
         told(said, &ours);
         let blame = match (said, ours) {
             (Said::Unreached, Some(why)) => Blame::Ours(why),
-            (Said::Reached, _) => Blame::AskAgain,
             _ => Blame::Site,
         };
         *last = Some(Check {
@@ -280,7 +276,7 @@ impl Witnesses {
             how: failing.how,
             blame: blame.clone(),
         });
-        blame
+        Some(blame)
     }
 
     /// Whether the last `check` through the failing site's egress speaks for it: asked
@@ -470,7 +466,7 @@ mod tests {
 
     /// A stream of dead sites' failures, one every 10 ms for 3 s (an outage of many
     /// sites), asks the witnesses about once a second, not once per failure; each is
-    /// asked again (the witness answers).
+    /// believed (the witness answers).
     #[tokio::test(start_paused = true)]
     async fn a_stream_of_failures_shares_a_check_a_second() {
         let w = std::sync::Arc::new(Witnesses::new(1, plan()));
@@ -493,7 +489,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         for t in tasks {
-            assert_eq!(t.await.expect("a check"), Blame::AskAgain);
+            assert_eq!(t.await.expect("a check"), Some(Blame::Site));
         }
         let asked = prober.0.load(std::sync::atomic::Ordering::SeqCst);
         assert!(
@@ -604,7 +600,10 @@ mod tests {
             w.answered(0, url(1).as_str(), ip(1), t);
             w.answered(0, url(2).as_str(), ip(2), t);
             let prober = Scripted(std::sync::Mutex::new(outcomes));
-            assert_eq!(matches!(w.ask(&prober, &f).await, Blame::Ours(_)), ours);
+            assert_eq!(
+                matches!(w.ask(&prober, &f).await, Some(Blame::Ours(_))),
+                ours
+            );
         }
     }
 
