@@ -332,14 +332,10 @@ impl Engine {
     /// or certificate).
     async fn unless_ours(&self, word: Word, looked: Looked<'_>) -> Word {
         let obs = looked.decisive;
-        let reachability = matches!(
-            word.reason,
-            Reason::Connect | Reason::Timeout | Reason::Dns | Reason::Tls
-        );
         if word.reason == Reason::LocalResources {
             return self.unless_our_resolver(word, obs).await;
         }
-        if word.verdict != Verdict::Down || !reachability {
+        if !unreachable(word.verdict, word.reason) {
             return word;
         }
         match self.our_side.blames_us(self.prober.as_ref(), &looked).await {
@@ -511,8 +507,7 @@ impl Engine {
     async fn witness_between(&self, tried: &Tried, url: &url::Url) -> Option<Witnessed> {
         let last = tried.judgements.len().checked_sub(1)?;
         let j = &tried.judgements[last];
-        let reachability = matches!(j.reason, Reason::Connect | Reason::Timeout | Reason::Tls);
-        if j.verdict != Verdict::Down || !reachability {
+        if !unreachable(j.verdict, j.reason) {
             return None;
         }
         let egress = tried.egresses.get(last).copied().unwrap_or_default();
@@ -622,6 +617,16 @@ impl Engine {
         }
         report
     }
+}
+
+/// Whether a verdict says the site seems unreachable (a `down` for no connection, no
+/// answer, no name or no TLS): what our own network failing shows too.
+fn unreachable(verdict: Verdict, reason: Reason) -> bool {
+    let reaching = matches!(
+        reason,
+        Reason::Connect | Reason::Timeout | Reason::Dns | Reason::Tls
+    );
+    verdict == Verdict::Down && reaching
 }
 
 /// Whether the only attempt so far was slow (`degraded/slow`) and asked beside other
