@@ -45,6 +45,7 @@ const STATE_UNAVAILABLE: &str = "picket_state_unavailable_total";
 const STATE_REPLAYS: &str = "picket_state_replays_total";
 const STATE_STALE: &str = "picket_state_stale_total";
 const REDIS_DATA_LOST: &str = "picket_redis_data_lost_total";
+const STEPS_UNSETTLED: &str = "picket_state_steps_unsettled_total";
 const CHANGES_PUBLISHED: &str = "picket_changes_published_total";
 const PHASE_SECONDS: &str = "picket_phase_duration_seconds";
 const ISSUER_FETCHES: &str = "picket_issuer_fetches_total";
@@ -129,6 +130,7 @@ fn zero() {
         STATE_REPLAYS,
         STATE_STALE,
         REDIS_DATA_LOST,
+        STEPS_UNSETTLED,
         CHANGES_PUBLISHED,
     ] {
         counter!(name).increment(0);
@@ -242,6 +244,10 @@ fn describe() {
         "1 while Redis may evict keys when full (maxmemory with a policy other than noeviction): states and limits are lost silently"
     );
     describe_counter!(REDIS_ERRORS, "Redis calls that failed or timed out");
+    describe_counter!(
+        STEPS_UNSETTLED,
+        "State steps answered by a Redis primary the Sentinels were failing over (a failover's resync may wipe them): asked again of the new primary"
+    );
     describe_counter!(
         REDIS_DATA_LOST,
         "Times this worker found Redis had lost picket's keys (a restart without persistence, a FLUSHALL, a failover to a replica that had not synced): states started afresh, changes pending then were told by no result"
@@ -426,6 +432,11 @@ pub(crate) fn redis_evicts(evicts: Option<bool>) {
         Some(false) => 0.0,
         None => -1.0,
     });
+}
+
+/// A state step was answered by a primary the Sentinels are failing over.
+pub(crate) fn state_step_unsettled() {
+    counter!(STEPS_UNSETTLED).increment(1);
 }
 
 /// Redis lost picket's keys since this worker last looked.

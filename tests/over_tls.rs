@@ -267,6 +267,22 @@ async fn state_is_kept_through_sentinels_over_mutual_tls_and_across_a_failover()
     );
 }
 
+/// An operator's `SENTINEL FAILOVER` of Sentinels over mutual TLS: every state step
+/// answered is on the new primary (each Sentinel is asked, over TLS, whether it is
+/// failing the primary over: none heard, the steps of those seconds would be lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_step_answered_during_a_manual_failover_over_tls_is_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (tls, ca) = redis_set_tls(dir.path());
+    let set = tokio::task::spawn_blocking(move || RedisSentinels::launch_tls(&tls))
+        .await
+        .expect("launcher")
+        .expect("Sentinels over TLS");
+    let lines = sentinel_lines(&set.sentinel_urls(), &client_identity(dir.path()));
+    let s = settings_with("rediss://127.0.0.1:1/0", Some(&ca), &lines);
+    crate::failover::steps_through_a_manual_failover(std::sync::Arc::new(set), &s).await;
+}
+
 /// A Redis Cluster whose nodes serve TLS only to clients with a certificate: picket
 /// finds every node from one seed and keeps state on the one owning its keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

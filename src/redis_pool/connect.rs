@@ -174,6 +174,25 @@ pub(super) fn sentinel_client(
     builder.build()
 }
 
+/// A client of the one Sentinel at `url`, with the certificates `rediss://` Sentinels are
+/// reached with.
+pub(super) fn one_sentinel_client(
+    url: &str,
+    certs: Option<TlsCertificates>,
+) -> RedisResult<redis::Client> {
+    match certs {
+        Some(certs)
+            if url
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("rediss://") =>
+        {
+            redis::Client::build_with_tls(url, certs)
+        }
+        _ => redis::Client::open(url),
+    }
+}
+
 /// The one username and password every Sentinel is asked with: redis-rs takes one for
 /// all of them, so Sentinels that differ are refused at start rather than some of them
 /// failing at every failover.
@@ -218,7 +237,7 @@ pub(super) struct Server {
 }
 
 /// A primary as the Sentinels name it: host and port.
-pub(super) type Primary = (String, u16);
+pub(crate) type Primary = (String, u16);
 
 impl Server {
     pub(super) fn settings(&self) -> &RedisSettings {

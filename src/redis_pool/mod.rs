@@ -32,8 +32,11 @@ use crate::config::RedisSettings;
 
 mod connect;
 mod sentinel_watch;
+mod settle;
 
+pub(crate) use connect::Primary;
 use connect::{pool_kind, PoolKind};
+use settle::Settle;
 
 /// Connections to Redis, made lazily and kept for reuse.
 #[derive(Clone)]
@@ -52,11 +55,14 @@ pub struct RedisPool {
     /// Whether the Sentinels are watched yet (`sentinel_watch`; with Sentinels only,
     /// from the first connection on).
     watching: Arc<std::sync::atomic::AtomicBool>,
+    /// With Sentinels: the rounds that tell a write settled ([`RedisPool::settled`]).
+    settle: Option<Arc<Settle>>,
 }
 
 #[derive(Clone)]
 enum Shared {
-    Single(MultiplexedConnection),
+    /// To one server, or to the primary the Sentinels named when it was made.
+    Single(MultiplexedConnection, Option<Arc<Primary>>),
     Cluster(ClusterConnection),
 }
 
@@ -98,7 +104,8 @@ pub fn redis_pool(settings: &RedisSettings) -> Result<RedisPool, RedisSetupError
     let tls = std::iter::once(&settings.url)
         .chain(&settings.nodes)
         .any(|u| u.trim_start().to_ascii_lowercase().starts_with("rediss://"));
-    pool_kind(settings).map(|kind| RedisPool::new(kind, tls))
+    let settle = Settle::new(settings).map(Arc::new);
+    pool_kind(settings).map(|kind| RedisPool::new(kind, tls, settle))
 }
 
 /// A failure to connect, with what to set when it ended in TLS: a certificate refused,
@@ -114,8 +121,9 @@ fn with_tls_hint(tls: bool, error: String) -> String {
 }
 
 impl RedisPool {
-    fn new(kind: PoolKind, tls: bool) -> RedisPool {
+    fn new(kind: PoolKind, tls: bool, settle: Option<Arc<Settle>>) -> RedisPool {
         RedisPool {
+            settle,
             kind,
             shared: Arc::new(Mutex::new(None)),
             making: Arc::new(tokio::sync::Mutex::new(None)),
@@ -167,10 +175,11 @@ impl RedisPool {
         // Taken out of the pool for good: a connection dropped after READONLY
         // still answers PING, and the pool would hand it out again.
         let made = match &self.kind {
-            PoolKind::Server(p) => p
-                .get()
-                .await
-                .map(|c| Shared::Single(deadpool::managed::Object::take(c))),
+            PoolKind::Server(p) => p.get().await.map(|c| {
+                // Made (under `making`) by the manager, which noted whom it reached.
+                let primary = p.manager().primary().map(Arc::new);
+                Shared::Single(deadpool::managed::Object::take(c), primary)
+            }),
             PoolKind::Cluster(p) => p
                 .get()
                 .await
@@ -207,6 +216,28 @@ impl RedisPool {
         tokio::spawn(sentinel_watch::watch(server.clone(), shared));
     }
 
+    /// Whether a write the primary `on` answered before `since` stays: always, without
+    /// Sentinels; with them, when a round of every Sentinel, begun after it, names `on`
+    /// steadily ([`settle`]). A write not settled may be wiped by a failover's resync:
+    /// its caller writes it again once the Sentinels name the new primary, which the
+    /// shared connection is then made to (it leaves `on` here when they name another).
+    pub(crate) async fn settled(&self, on: Option<&Primary>, since: tokio::time::Instant) -> bool {
+        let (Some(settle), Some(on)) = (&self.settle, on) else {
+            return true;
+        };
+        let named = settle.named_since(since).await;
+        if named.settles(on) {
+            return true;
+        }
+        if matches!(&named, settle::Named::Steady(other) if other != on) {
+            let mut slot = self.slot();
+            if matches!(&*slot, Some(Shared::Single(_, Some(p))) if **p == *on) {
+                *slot = None;
+            }
+        }
+        false
+    }
+
     /// Whether this pool speaks to a cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self.kind, PoolKind::Cluster(_))
@@ -223,6 +254,15 @@ impl RedisPool {
 }
 
 impl RedisConn {
+    /// The primary the Sentinels named when this connection was made; `None` without
+    /// Sentinels.
+    pub(crate) fn primary(&self) -> Option<&Primary> {
+        match &self.conn {
+            Shared::Single(_, primary) => primary.as_deref(),
+            Shared::Cluster(_) => None,
+        }
+    }
+
     /// Forgets the shared connection when `result` shows it is broken or talks to a
     /// node that no longer owns the data, so the next call makes a new one.
     ///
@@ -273,7 +313,7 @@ impl ConnectionLike for RedisConn {
     ) -> redis::RedisFuture<'a, redis::Value> {
         Box::pin(async move {
             let result = match &mut self.conn {
-                Shared::Single(c) => c.req_packed_command(cmd).await,
+                Shared::Single(c, _) => c.req_packed_command(cmd).await,
                 Shared::Cluster(c) => c.req_packed_command(cmd).await,
             };
             RedisConn::check(&self.slot, result.as_ref().map(std::slice::from_ref));
@@ -289,7 +329,7 @@ impl ConnectionLike for RedisConn {
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         Box::pin(async move {
             let result = match &mut self.conn {
-                Shared::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
+                Shared::Single(c, _) => c.req_packed_commands(pipeline, offset, count).await,
                 Shared::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
             };
             RedisConn::check(&self.slot, result.as_ref().map(Vec::as_slice));
@@ -299,7 +339,7 @@ impl ConnectionLike for RedisConn {
 
     fn get_db(&self) -> i64 {
         match &self.conn {
-            Shared::Single(c) => c.get_db(),
+            Shared::Single(c, _) => c.get_db(),
             Shared::Cluster(c) => c.get_db(),
         }
     }

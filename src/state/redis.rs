@@ -253,6 +253,9 @@ enum Late {
     /// The step ran after its expiry and took no step: no run of it ever will. With
     /// the time it ran at (the clock of the node holding its key).
     Expired(RedisClock),
+    /// It ran on a primary the Sentinels are failing over (`RedisPool::settled`): the
+    /// failover's resync may wipe it, or it may have reached the replica first.
+    Unsettled,
 }
 
 /// How far a Redis call that failed ran.
@@ -302,6 +305,19 @@ impl RedisClock {
 /// A duration in whole milliseconds (rounded down).
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
+}
+
+/// Says and counts a step answered by a primary the Sentinels are failing over.
+fn unsettled() {
+    metric::state_step_unsettled();
+    static SAID: Rarely = Rarely::every(SAID_EVERY);
+    if let Some(unsaid) = SAID.now() {
+        tracing::warn!(
+            unsaid,
+            "redis state step answered by a primary the Sentinels are failing over; \
+             asking it again of the new one"
+        );
+    }
 }
 
 /// One state step as sent to Redis, each time it is asked.
@@ -547,8 +563,10 @@ impl RedisState {
         } else {
             "0"
         };
+        let mut on = None;
         let ran: (String, u64, u64, u64, u8) = self
             .attempt("state step", async |c| {
+                on = c.primary().cloned();
                 let mut inv = self.script.key(&keys.0);
                 inv.key(&keys.1)
                     .key(&keys.2)
@@ -572,6 +590,14 @@ impl RedisState {
             .await?;
         let (prev, streak, since, redis_ms, stale) = ran;
         self.learn_clock(redis_ms);
+        if !self
+            .pool
+            .settled(on.as_ref(), tokio::time::Instant::now())
+            .await
+        {
+            unsettled();
+            return Err(Late::Unsettled);
+        }
         if streak == 0 {
             let seen = tokio::time::Instant::now();
             return Err(Late::Expired(RedisClock { ms: redis_ms, seen }));
@@ -609,7 +635,10 @@ impl RedisState {
         if matches!(ran, Err(Late::No)) {
             return (ran, false);
         }
-        let mut maybe = matches!(ran, Err(Late::Maybe));
+        // Unsettled: a run took it, which a failover may wipe. Asked again with the same
+        // nonce once the Sentinels name the new primary, a run there that finds it (it
+        // reached the replica) gives its answer, and one that does not takes it anew.
+        let mut maybe = matches!(ran, Err(Late::Maybe | Late::Unsettled));
         let mut dated_again = false;
         // A late Redis may have run the step all the same, or may yet (it runs what was
         // sent before a stall): asked again with the same nonce until Redis answers,
@@ -620,7 +649,7 @@ impl RedisState {
                 break;
             }
             match late {
-                Late::No | Late::PartWay => {
+                Late::No | Late::PartWay | Late::Unsettled => {
                     tokio::time::sleep(STALL_PAUSE.min(deadline - now)).await;
                 }
                 Late::Maybe => {}
@@ -637,7 +666,7 @@ impl RedisState {
                 }
             }
             ran = self.run_step(keys, &step, delivery).await;
-            maybe |= matches!(ran, Err(Late::Maybe));
+            maybe |= matches!(ran, Err(Late::Maybe | Late::Unsettled));
         }
         let expired = matches!(ran, Err(Late::Expired(_)));
         (ran, maybe && !expired)

@@ -139,6 +139,11 @@ impl RedisSentinels {
             .collect()
     }
 
+    /// The Sentinels' plain ports, for [`RedisSentinels::cli`].
+    pub fn sentinel_ports(&self) -> Vec<u16> {
+        self.sentinels.clone()
+    }
+
     /// The first primary's port, as the Sentinels name it.
     pub fn primary_port(&self) -> u16 {
         self.announced(self.primary)
