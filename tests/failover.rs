@@ -916,3 +916,86 @@ async fn a_frozen_sentinel_does_not_hold_every_state_step() {
         "{answered} steps in 6 s with a frozen Sentinel"
     );
 }
+
+/// The replica of the primary on `primary`, as `CLUSTER NODES` on it tells.
+fn replica_of(cluster: &RedisCluster, primary: u16) -> Option<u16> {
+    let nodes = cluster.cli(primary, &["cluster", "nodes"]);
+    let id = nodes
+        .lines()
+        .find(|l| l.contains("myself"))?
+        .split_whitespace()
+        .next()?;
+    let replica = nodes
+        .lines()
+        .find(|l| l.split_whitespace().nth(3) == Some(id))?;
+    let addr = replica.split_whitespace().nth(1)?;
+    addr.split(['@', ':']).nth(1)?.parse().ok()
+}
+
+/// An operator's `CLUSTER FAILOVER` on a replica of a Redis Cluster: the primary stops
+/// taking writes until the replica has them all, and redis-rs follows the slot to its
+/// new owner. Every step a worker was answered must be there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_step_answered_during_a_manual_cluster_failover_is_kept() {
+    let cluster = Arc::new(
+        blocking(|| RedisCluster::launch_with_replicas(3, 1))
+            .await
+            .expect("a Redis Cluster with replicas"),
+    );
+    let seeds: Vec<String> = cluster.urls().iter().map(|u| format!("{u:?}")).collect();
+    let s = Settings::from_toml(&format!(
+        "[redis]\ncluster = true\nnodes = [{}]\ntimeout = \"500ms\"\n",
+        seeds.join(", ")
+    ))
+    .expect("settings");
+    let pool = picket::redis_pool::redis_pool(&s.redis).expect("pool");
+    let state = Arc::new(picket::state::RedisState::new(pool, &s.redis));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lanes: Vec<_> = (0..4)
+        .map(|lane| tokio::spawn(step_keys_until(state.clone(), lane, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let probe_key = state.keys("failover-0-0").0;
+    let old = cluster.owner(&probe_key).expect("an owner");
+    let new = replica_of(&cluster, old).expect("its replica");
+    let asked = cluster.cli(new, &["cluster", "failover"]);
+    assert!(asked.contains("OK"), "CLUSTER FAILOVER: {asked}");
+    let t = Instant::now();
+    while cluster.owner(&probe_key) != Some(new) {
+        assert!(t.elapsed() < Duration::from_secs(30), "no switch in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let switched = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = Vec::new();
+    for lane in lanes {
+        answered.extend(lane.await.expect("lane"));
+    }
+    let client = redis::cluster::ClusterClient::new(cluster.urls()).expect("client");
+    let mut conn = client.get_async_connection().await.expect("the cluster");
+    let mut lost = Vec::new();
+    for key in &answered {
+        let there: bool = redis::cmd("EXISTS")
+            .arg(state.keys(key).0)
+            .query_async(&mut conn)
+            .await
+            .expect("exists");
+        if !there {
+            lost.push(key.clone());
+        }
+    }
+    println!(
+        "manual cluster failover: {} steps answered, {} lost; switched after {switched:?}",
+        answered.len(),
+        lost.len()
+    );
+    assert!(answered.len() > 100, "too few steps: {}", answered.len());
+    assert!(
+        lost.is_empty(),
+        "{} of {} answered steps are not on the new primaries: {:?}",
+        lost.len(),
+        answered.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
