@@ -6,16 +6,19 @@
 //!
 //! Only the Sentinel that runs a manual failover says so while it runs
 //! (`failover_in_progress` in its `SENTINEL MASTER` flags, from before it promotes the
-//! replica); the others learn of it when it is over. So a write is settled when a round
-//! of asking *every* Sentinel, begun after the write was answered, finds them all
-//! naming the primary that answered it, and none failing it over. A write answered just
+//! replica); the others learn of it when it is over, the leader first naming the new
+//! primary under a newer configuration epoch. So a write is settled when a round of
+//! asking *every* Sentinel, begun after the write was answered, finds none failing the
+//! primary over and the newest epoch heard naming the primary that answered it (a
+//! Sentinel left behind by a partition, naming an older primary under an older epoch,
+//! holds nothing up). A write answered just
 //! before the failover began reaches the replica well before it is promoted (the
 //! Sentinel promotes it a tick, about 100 ms, after it flags the failover), unless
 //! replication lags by more than that.
 //!
 //! Rounds are shared: one runs at a time, at most every [`SPACING`], and answers every
 //! write answered before it began. Which answers settle what is plain data
-//! ([`Named::of`], [`Named::settles`]); [`Settle::settled`] is the one place that asks.
+//! ([`Named::of`], [`Named::settles`]); [`Settle::named_since`] is the one place that asks.
 
 use std::time::Duration;
 
@@ -41,6 +44,8 @@ const REST: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Master {
     primary: Primary,
+    /// The configuration epoch it names the primary under: a failover raises it.
+    epoch: u64,
     /// It is failing the primary over now (`failover_in_progress`).
     failing_over: bool,
 }
@@ -58,6 +63,9 @@ impl Master {
         let flags = field("flags").unwrap_or_default();
         Some(Master {
             primary: (field("ip")?.to_string(), port),
+            epoch: field("config-epoch")
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(0),
             failing_over: flags.split(',').any(|f| f == "failover_in_progress"),
         })
     }
@@ -66,9 +74,11 @@ impl Master {
 /// What one round of the Sentinels said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Named {
-    /// Every one that answered names this primary, and none is failing it over.
+    /// None that answered is failing the primary over, and those of the newest epoch
+    /// name this one.
     Steady(Primary),
-    /// One is failing the primary over, or they name different ones.
+    /// One is failing the primary over, or those of the newest epoch name different
+    /// ones.
     Moving,
     /// None answered: no word either way.
     Unheard,
@@ -77,15 +87,17 @@ pub(super) enum Named {
 impl Named {
     /// The round whose Sentinels said `answers` (`None`: no answer).
     pub(super) fn of(answers: &[Option<Master>]) -> Named {
-        let mut heard = answers.iter().flatten();
-        let Some(first) = heard.next() else {
+        let heard = || answers.iter().flatten();
+        let Some(newest) = heard().map(|m| m.epoch).max() else {
             return Named::Unheard;
         };
-        let steady = |m: &Master| !m.failing_over && m.primary == first.primary;
-        if steady(first) && heard.all(steady) {
-            Named::Steady(first.primary.clone())
-        } else {
-            Named::Moving
+        if heard().any(|m| m.failing_over) {
+            return Named::Moving;
+        }
+        let mut named = heard().filter(|m| m.epoch == newest).map(|m| &m.primary);
+        match named.next() {
+            Some(first) if named.all(|p| p == first) => Named::Steady(first.clone()),
+            _ => Named::Moving,
         }
     }
 
@@ -211,25 +223,27 @@ impl Settle {
 mod tests {
     use super::*;
 
-    fn reply(ip: &str, port: u16, flags: &str) -> Vec<String> {
-        [
-            "name",
-            "picket",
-            "ip",
-            ip,
-            "port",
-            &port.to_string(),
-            "runid",
-            "x",
-        ]
-        .into_iter()
-        .chain(["flags", flags, "num-slaves", "1"])
-        .map(str::to_string)
-        .collect()
+    fn reply(ip: &str, port: u16, flags: &str, epoch: u64) -> Vec<String> {
+        let (port, epoch) = (port.to_string(), epoch.to_string());
+        let pairs = [
+            ("name", "picket"),
+            ("ip", ip),
+            ("port", &port),
+            ("flags", flags),
+        ];
+        pairs
+            .into_iter()
+            .chain([("config-epoch", epoch.as_str()), ("num-slaves", "1")])
+            .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+            .collect()
     }
 
     fn master(port: u16, flags: &str) -> Option<Master> {
-        Master::of(&reply("127.0.0.1", port, flags))
+        at_epoch(port, flags, 0)
+    }
+
+    fn at_epoch(port: u16, flags: &str, epoch: u64) -> Option<Master> {
+        Master::of(&reply("127.0.0.1", port, flags, epoch))
     }
 
     #[test]
@@ -237,6 +251,7 @@ mod tests {
         let steady = master(6379, "master").expect("a master");
         assert_eq!(steady.primary, ("127.0.0.1".to_string(), 6379));
         assert!(!steady.failing_over);
+        assert_eq!(at_epoch(6379, "master", 7).map(|m| m.epoch), Some(7));
         let moving = master(6379, "master,failover_in_progress,force_failover");
         assert!(moving.expect("a master").failing_over);
         assert_eq!(Master::of(&["ip".into(), "127.0.0.1".into()]), None);
@@ -254,13 +269,18 @@ mod tests {
             leader,
             master(6379, "master")
         ]));
-        // Over: some already name the new primary, or all do.
+        // Over: the leader names the new primary under a newer epoch, then all do.
+        let new = || at_epoch(6380, "master", 1);
+        assert!(!all(&[new(), master(6379, "master"), None]));
+        assert!(!all(&[new(), new()]));
+        // A Sentinel left behind names the old primary under the old epoch: no word.
+        let on_new = ("127.0.0.1".to_string(), 6380);
+        assert!(Named::of(&[new(), master(6379, "master"), new()]).settles(&on_new));
+        // Two of the newest epoch that disagree: no steady word.
         assert!(!all(&[
-            master(6380, "master"),
-            master(6379, "master"),
-            None
+            at_epoch(6380, "master", 1),
+            at_epoch(6379, "master", 1)
         ]));
-        assert!(!all(&[master(6380, "master"), master(6380, "master")]));
         // None answering says nothing: the write is taken as before.
         assert!(all(&[None, None, None]));
         assert_eq!(Named::of(&[None, None]), Named::Unheard);
