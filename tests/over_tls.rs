@@ -205,6 +205,17 @@ fn redis_set_tls(dir: &std::path::Path) -> (RedisTls, std::path::PathBuf) {
     (tls, ca)
 }
 
+/// A primary, its replica and three Sentinels over mutual TLS, their files in `dir`;
+/// and the CA's PEM file.
+async fn sentinels_over_tls(dir: &std::path::Path) -> (RedisSentinels, std::path::PathBuf) {
+    let (tls, ca) = redis_set_tls(dir);
+    let set = tokio::task::spawn_blocking(move || RedisSentinels::launch_tls(&tls))
+        .await
+        .expect("launcher")
+        .expect("Sentinels over TLS");
+    (set, ca)
+}
+
 /// The `[redis]` lines naming `urls` as the Sentinels.
 fn sentinel_lines(urls: &[String], identity: &str) -> String {
     let urls: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
@@ -221,11 +232,7 @@ fn sentinel_lines(urls: &[String], identity: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_is_kept_through_sentinels_over_mutual_tls_and_across_a_failover() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (tls, ca) = redis_set_tls(dir.path());
-    let set = tokio::task::spawn_blocking(move || RedisSentinels::launch_tls(&tls))
-        .await
-        .expect("launcher")
-        .expect("Sentinels over TLS");
+    let (set, ca) = sentinels_over_tls(dir.path()).await;
     let urls = set.sentinel_urls();
     assert!(urls.iter().all(|u| u.starts_with("rediss://")), "{urls:?}");
     // The primary's URL gives only its database and credentials.
@@ -273,11 +280,7 @@ async fn state_is_kept_through_sentinels_over_mutual_tls_and_across_a_failover()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_step_answered_during_a_manual_failover_over_tls_is_kept() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (tls, ca) = redis_set_tls(dir.path());
-    let set = tokio::task::spawn_blocking(move || RedisSentinels::launch_tls(&tls))
-        .await
-        .expect("launcher")
-        .expect("Sentinels over TLS");
+    let (set, ca) = sentinels_over_tls(dir.path()).await;
     let lines = sentinel_lines(&set.sentinel_urls(), &client_identity(dir.path()));
     let s = settings_with("rediss://127.0.0.1:1/0", Some(&ca), &lines);
     crate::failover::steps_through_a_manual_failover(std::sync::Arc::new(set), &s).await;
