@@ -107,7 +107,8 @@ pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
     let filter = from_env
         .or_else(|| EnvFilter::try_new(default).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let not_twice = filter_fn(move |meta| everything || !said_by_picket(meta));
+    let not_twice =
+        filter_fn(move |meta| !shows_a_message(meta) && (everything || !said_by_picket(meta)));
     let json = match settings.format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -139,6 +140,14 @@ pub(crate) fn init(settings: &LogSettings, worker: &str, quiet: bool) {
     if let Some((value, why)) = ignored {
         tracing::warn!(rust_log = %value, "RUST_LOG left aside, log.level used: {why}");
     }
+}
+
+/// lapin's warning for a message the broker returned, which writes the whole message:
+/// a job's body, with the `Authorization` and `Cookie` headers that go to no one but
+/// its site (hunt 96). picket says what was returned itself (where, and what it does
+/// about it), without the message; not even `RUST_LOG` shows this one.
+fn shows_a_message(meta: &Metadata<'_>) -> bool {
+    meta.target() == "lapin::returned_messages" && *meta.level() <= Level::WARN
 }
 
 /// lapin's error lines for a close the broker sent ("Channel closed", "Connection
