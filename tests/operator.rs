@@ -352,3 +352,39 @@ async fn a_worker_whose_redis_is_away_says_so_while_idle() {
         "{log}"
     );
 }
+
+/// Hunt 96: a user's connection limit (`set_user_limits … max-connections`) set to the
+/// number of workers lets one worker's second connection, its replies', keep another
+/// worker out; the broker's words (`user connection limit (2) is reached`) do not say
+/// that each worker opens two. The worker says so, and what to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refused_for_a_connection_limit_says_each_worker_opens_two() {
+    let rabbit = tokio::task::spawn_blocking(crate::support::RabbitServer::launch)
+        .await
+        .expect("join")
+        .expect("private RabbitMQ");
+    rabbit
+        .ctl(&["set_user_limits", "guest", r#"{"max-connections": 0}"#])
+        .expect("a limit");
+    let toml = base_toml().replace(&crate::support::servers().amqp_url, rabbit.url());
+    let worker = WorkerProcess::plain(&toml);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !worker.log_text().contains("connection limit") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no word of the limit in 30 s:\n{}",
+            worker.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = worker.log_text();
+    worker.terminate().await;
+    let refused = log
+        .lines()
+        .find(|l| l.contains("connection limit"))
+        .unwrap_or_default();
+    assert!(
+        refused.contains("two connections") && refused.contains("set_user_limits"),
+        "{refused}"
+    );
+}
