@@ -239,6 +239,10 @@ impl Worker {
             OpenFailure::Unreachable(e) if e.ended_in_tls() => {
                 tracing::warn!(error = %e, retry_in_ms, hint = super::TLS_HINT, "broker unavailable");
             }
+            OpenFailure::Unreachable(e) if e.hit_a_connection_limit() => {
+                let hint = super::CONNECTION_LIMIT_HINT;
+                tracing::warn!(error = %e, retry_in_ms, hint, "broker unavailable");
+            }
             OpenFailure::Unreachable(e) => {
                 tracing::warn!(error = %e, retry_in_ms, "broker unavailable");
             }

@@ -84,7 +84,21 @@ the broker's certificate, trust the CA that signed it with amqp.ca_file; if the 
 clients for a certificate (mutual TLS), it ends the connection so when none is shown: give \
 picket's with amqp.client_cert_file and amqp.client_key_file.";
 
+/// Said beside a connection the broker refused for a user's or a virtual host's
+/// connection limit, which its words count without saying that each worker opens two.
+pub const CONNECTION_LIMIT_HINT: &str = "each worker opens two connections to the broker, \
+one for jobs and one for replies to jobs that name a reply_to queue: allow the user at \
+least twice as many as there are workers (and picket enqueue and picket results one each), \
+e.g. rabbitmqctl set_user_limits USER '{\"max-connections\": N}', or the virtual host's \
+max-connections with rabbitmqctl set_vhost_limits";
+
 impl AmqpError {
+    /// Whether the broker refused the connection for a connection limit (the user's,
+    /// or the virtual host's).
+    pub fn hit_a_connection_limit(&self) -> bool {
+        matches!(self, AmqpError::Connect { message, .. } if message.contains("connection limit"))
+    }
+
     /// Whether an `amqps://` connection failed in its TLS
     /// ([`crate::config::parse::ended_in_tls`]).
     pub fn ended_in_tls(&self) -> bool {
