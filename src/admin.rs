@@ -102,12 +102,16 @@ impl RedisCheck {
         let mut seen = self.epoch.lock().await;
         let read = async {
             let mut c = self.pool.get().await.ok()?;
-            redis::Script::new(EPOCH)
+            let counted = redis::Script::new(EPOCH)
                 .key(&self.epoch_key)
                 .arg(&fresh)
                 .invoke_async::<(String, i64)>(&mut c)
                 .await
-                .ok()
+                .ok()?;
+            // A look a failover's resync wipes would be the higher count the next look,
+            // on the new primary, is held against: it is not kept.
+            let at = tokio::time::Instant::now();
+            self.pool.settled(c.primary(), at).await.then_some(counted)
         };
         let Ok(Some(now)) = tokio::time::timeout(Duration::from_secs(1), read).await else {
             return;
