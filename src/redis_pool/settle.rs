@@ -40,6 +40,12 @@ const ANSWER_WITHIN: Duration = Duration::from_millis(500);
 /// host froze would otherwise hold every step for [`ANSWER_WITHIN`].
 const REST: Duration = Duration::from_secs(5);
 
+/// How long a Sentinel's last answer stands for it while it does not answer: the
+/// Sentinel running a failover, busy or cut off after it flagged it, still holds up the
+/// steps on the primary it fails over (a model check saw one such failover let two
+/// steps through of 69), until another names the new primary under a newer epoch.
+const REMEMBERED: Duration = Duration::from_secs(30);
+
 /// What one Sentinel says of the primary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Master {
@@ -91,7 +97,8 @@ impl Named {
         let Some(newest) = heard().map(|m| m.epoch).max() else {
             return Named::Unheard;
         };
-        if heard().any(|m| m.failing_over) {
+        // A failover flagged under an older epoch than the newest heard is over.
+        if heard().any(|m| m.failing_over && m.epoch == newest) {
             return Named::Moving;
         }
         let mut named = heard().filter(|m| m.epoch == newest).map(|m| &m.primary);
@@ -124,6 +131,30 @@ struct Link {
     conn: Option<MultiplexedConnection>,
     /// Left out of the rounds until then: it did not answer the last time.
     resting: Option<Instant>,
+    /// Its last answer, and when it came.
+    last: Option<(Master, Instant)>,
+}
+
+impl Link {
+    /// What it stands for at `now`, when it does not answer: its last answer while that
+    /// is younger than [`REMEMBERED`].
+    fn remembered(&self, now: Instant) -> Option<Master> {
+        let (master, at) = self.last.as_ref()?;
+        (now.saturating_duration_since(*at) < REMEMBERED).then(|| master.clone())
+    }
+
+    /// It did not answer at `now`: its connection goes, and it rests.
+    fn failed(&mut self, now: Instant) {
+        (self.conn, self.resting) = (None, Some(now + REST));
+        static SAID: crate::log::Rarely = crate::log::Rarely::every(Duration::from_secs(10));
+        if let Some(unsaid) = SAID.now() {
+            tracing::warn!(
+                unsaid,
+                "a Redis Sentinel did not answer whether the primary is being failed over; \
+                 its last answer stands for it, and it is asked again in 5 s"
+            );
+        }
+    }
 }
 
 /// The Sentinels, asked in rounds.
@@ -173,21 +204,19 @@ impl Settle {
     async fn ask(&self, i: usize) -> Option<Master> {
         let mut link = self.links.get(i)?.lock().await;
         if link.resting.is_some_and(|until| Instant::now() < until) {
-            return None;
+            return link.remembered(Instant::now());
         }
         let within = ANSWER_WITHIN.min(self.settings.timeout);
         let asked = tokio::time::timeout(within, self.master(i, &mut link.conn));
         match asked.await {
             Ok(Ok(master)) => {
                 link.resting = None;
+                link.last = master.clone().map(|m| (m, Instant::now()));
                 master
             }
             Ok(Err(_)) | Err(_) => {
-                *link = Link {
-                    conn: None,
-                    resting: Some(Instant::now() + REST),
-                };
-                None
+                link.failed(Instant::now());
+                link.remembered(Instant::now())
             }
         }
     }
@@ -247,6 +276,26 @@ mod tests {
     }
 
     #[test]
+    fn a_sentinel_that_does_not_answer_stands_by_its_last_answer_for_a_while() {
+        let now = Instant::now();
+        let flagged = master(6379, "master,failover_in_progress");
+        let link = |at| Link {
+            conn: None,
+            resting: Some(now + REST),
+            last: flagged.clone().map(|m| (m, at)),
+        };
+        assert_eq!(link(now).remembered(now + REST), flagged);
+        let long_ago = now
+            .checked_sub(REMEMBERED)
+            .expect("an instant that long ago");
+        assert_eq!(link(long_ago).remembered(now), None);
+        // Its remembered flag holds the steps up as its answer did.
+        let on = ("127.0.0.1".to_string(), 6379);
+        let round = [link(now).remembered(now), master(6379, "master"), None];
+        assert!(!Named::of(&round).settles(&on));
+    }
+
+    #[test]
     fn a_reply_names_the_primary_and_whether_it_is_being_failed_over() {
         let steady = master(6379, "master").expect("a master");
         assert_eq!(steady.primary, ("127.0.0.1".to_string(), 6379));
@@ -273,6 +322,9 @@ mod tests {
         let new = || at_epoch(6380, "master", 1);
         assert!(!all(&[new(), master(6379, "master"), None]));
         assert!(!all(&[new(), new()]));
+        // The leader's flag, remembered, is over once another names the new primary.
+        let flagged = master(6379, "master,failover_in_progress");
+        assert!(Named::of(&[flagged, new(), None]).settles(&("127.0.0.1".to_string(), 6380)));
         // A Sentinel left behind names the old primary under the old epoch: no word.
         let on_new = ("127.0.0.1".to_string(), 6380);
         assert!(Named::of(&[new(), master(6379, "master"), new()]).settles(&on_new));
