@@ -200,7 +200,8 @@ impl Settle {
         named
     }
 
-    /// What Sentinel `i` says; `None` when it does not answer in time, or rests.
+    /// What Sentinel `i` says; when it does not answer in time, or rests, what it last
+    /// said ([`Link::remembered`]).
     async fn ask(&self, i: usize) -> Option<Master> {
         let mut link = self.links.get(i)?.lock().await;
         if link.resting.is_some_and(|until| Instant::now() < until) {
