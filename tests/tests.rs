@@ -18,6 +18,7 @@ mod intercepting;
 mod limiter;
 mod malformed;
 mod monitors;
+mod neighbours;
 mod operator;
 mod our_side;
 mod over_tls;
