@@ -176,6 +176,7 @@ async fn a_block_ending_between_a_refusal_and_the_neighbours_answer_is_never_dow
             )
         })
         .collect();
+    eprintln!("{said:#?}\nrequests: {log:?}");
     assert!(
         log.iter().skip(hosts.len()).any(|(_, served)| *served),
         "the block never lifted for a neighbour: the test proves nothing: {log:?}"

@@ -974,6 +974,10 @@ impl HttpProber {
             let read = self.standing(probe, (ip, host), signal).await;
             obs.notes.extend(read.proof);
             probe.ask_once_more = read.alike;
+            if let Some(note) = read.ask_at_once {
+                probe.again_at_once(note, obs);
+                probe.ask_at_once = true;
+            }
             let refusal = read.refusal;
             obs.amid_our_requests =
                 refusal.is_none() && self.recent.amid_or_unserved(ip, probe.index, signal);

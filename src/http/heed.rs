@@ -37,6 +37,9 @@ pub(super) struct Heeded {
     pub(super) proof: Option<String>,
     /// A neighbour was refused alike: the request may be asked again after this hold.
     pub(super) alike: bool,
+    /// A neighbour answered right after the probe's first refusal: the request is asked
+    /// again at once, this saying why.
+    pub(super) ask_at_once: Option<String>,
 }
 
 impl HttpProber {
@@ -142,6 +145,7 @@ impl HttpProber {
             pause_in_doubt,
             proof: read.proof,
             alike: read.alike,
+            ask_at_once: read.ask_at_once,
         }
     }
 

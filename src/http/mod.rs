@@ -160,6 +160,13 @@ struct Probe<'a> {
     /// hold too, though it was asked again once already. Bounded: such holds end once
     /// they add up to `rate_limit.limit_memory`.
     ask_once_more: bool,
+    /// A neighbour answered right after a refusal of this probe's request
+    /// ([`neighbour::Read::ask_at_once`]): a neighbour's answer after the next refusal
+    /// proves it the site's own.
+    neighbour_answered: bool,
+    /// The request is asked again at once, a neighbour having answered right after its
+    /// refusal.
+    ask_at_once: bool,
     /// Time spent past the deadline waiting on our own adapters (the shared limiter's
     /// Redis, told of a failure), in nanoseconds: no lag of our event loop.
     ours_past_deadline: std::sync::atomic::AtomicU64,
@@ -177,6 +184,14 @@ impl Probe<'_> {
         self.ours_past_deadline
             .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
         out
+    }
+
+    /// Notes that the request is asked again at once, `note` saying why: a neighbour
+    /// answered right after its refusal, and the refusal is the site's own only if one
+    /// answers right after the next refusal too ([`neighbour`]).
+    fn again_at_once(&mut self, note: String, obs: &mut Observation) {
+        obs.notes.push(note);
+        self.neighbour_answered = true;
     }
 
     /// How long the attempt went on after its deadline for anything but our own
@@ -290,6 +305,8 @@ impl HttpProber {
             no_room: false,
             room_asks: 0,
             ask_once_more: false,
+            neighbour_answered: false,
+            ask_at_once: false,
             ours_past_deadline: Default::default(),
         };
         let outcome = self.follow(&mut probe, &mut obs).await;
@@ -363,6 +380,7 @@ impl HttpProber {
             .resolve(&chain.url, probe.deadline, chain.redirects, obs)
             .await?;
         let answered = self.connect_any(probe, chain, &mut target, obs).await;
+        let at_once = std::mem::take(&mut probe.ask_at_once);
         let Answered {
             resp,
             permit,
@@ -376,6 +394,8 @@ impl HttpProber {
                 probe.deadline += ROOM_PAUSE;
                 return Ok(Step::AfterHold);
             }
+            // A neighbour answered right after the refusal: asked again at once.
+            Err(_) if at_once => return Ok(Step::AfterHold),
             Err(_)
                 if probe.refused_on_us.is_some()
                     && (!*reasked || std::mem::take(&mut probe.ask_once_more)) =>
@@ -418,6 +438,10 @@ impl HttpProber {
         probe.slot_in_hand = false;
         obs.amid_our_requests = heeded.amid_our_requests;
         obs.notes.extend(heeded.proof);
+        if let Some(note) = heeded.ask_at_once {
+            probe.again_at_once(note, obs);
+            return Ok(Step::AfterHold);
+        }
         if let Some(refusal) = heeded.refusal {
             // Asked again once after a hold; a refusal that holds nothing (the same host
             // again while its neighbours answer) would only be asked at once, and one

@@ -8,7 +8,13 @@
 //! once right then, tells them apart: it answers, and the IP serves us, so the refusal
 //! is the site's own; it is refused alike, and the IP still refuses us, whatever the
 //! site (`Signal::NeighbourToo`: held again, until the holds add up to
-//! `rate_limit.limit_memory`). The neighbour's answer is a question of ours, not a
+//! `rate_limit.limit_memory`). One answer is not yet proof: a block of the IP may end
+//! between the site's request and the neighbour's, and the one request it serves then
+//! may arm it again (the CRS's burst counter outlives its block; a ModSecurity
+//! collection written by two requests at once loses the block and regains it). So the
+//! site is asked again at once, and its refusal is its own only when a neighbour answers
+//! right after that refusal too: a refusal between two answers of its IP. The
+//! neighbour's answer is a question of ours, not a
 //! check: it is told to no limiter's standing, so a broken site beside working ones is
 //! asked about afresh each time. A close once a hold is over, with nothing answered
 //! since, is asked about before the limiter reads it: the limiter may read it as a
@@ -28,12 +34,16 @@ use crate::probe::{Line, Plan};
 pub(super) struct Read {
     /// The answer refuses *us*: the IP is held.
     pub(super) refusal: Option<Refusal>,
-    /// A neighbour answered right then: the refusal is the site's own, and this says so.
+    /// A neighbour answered right then, as one did after the refusal before (the
+    /// request asked again at once): the refusal is the site's own, and this says so.
     pub(super) proof: Option<String>,
     /// The refusal is ours because a neighbour was refused alike: a limit remembering
     /// us past the hold, whose request is asked again after this hold too
     /// ([`Probe::ask_once_more`](super::Probe)).
     pub(super) alike: bool,
+    /// A neighbour answered right after the probe's first refusal: the request is asked
+    /// again at once ([`Probe::ask_at_once`](super::Probe)), this note saying why.
+    pub(super) ask_at_once: Option<String>,
 }
 
 impl From<Option<Refusal>> for Read {
@@ -42,6 +52,7 @@ impl From<Option<Refusal>> for Read {
             refusal,
             proof: None,
             alike: false,
+            ask_at_once: None,
         }
     }
 }
@@ -98,16 +109,29 @@ impl Neighbour {
         }
     }
 
-    /// The proof, from its answer right then, that `host`'s refusal is its own.
-    fn proof(&self, (ip, host): (IpAddr, &str)) -> Read {
+    /// What its answer right after `host`'s refusal tells: the refusal is its own when
+    /// a neighbour answered after the probe's refusal before too (`probe`'s request
+    /// asked again at once); otherwise the request is asked again at once.
+    fn served(&self, probe: &Probe<'_>, (ip, host): (IpAddr, &str)) -> Read {
+        if !probe.neighbour_answered {
+            return Read {
+                ask_at_once: Some(format!(
+                    "{}, a host of the same IP {ip} that served us lately, answered right \
+                     after {host} refused us: {host} asked again at once, since a block \
+                     of {ip} may have ended between the two",
+                    self.host
+                )),
+                ..Read::from(None)
+            };
+        }
         Read {
-            refusal: None,
             proof: Some(format!(
                 "{}, a host of the same IP {ip} that served us lately, answered right \
-                 then: {ip} serves us, and {host}'s refusal is its own",
+                 then, as one did after {host}'s refusal before: {ip} serves us, and \
+                 {host}'s refusal is its own",
                 self.host
             )),
-            alike: false,
+            ..Read::from(None)
         }
     }
 
@@ -146,7 +170,7 @@ impl HttpProber {
         let asked_first = if signal == Signal::Closed && self.limiter.quiet_after_hold(&request) {
             let neighbour = Box::pin(self.ask_a_neighbour(probe, ip, host)).await;
             if let Some(serving) = neighbour.as_ref().filter(|n| n.says() == Says::ServesUs) {
-                return serving.proof((ip, host));
+                return serving.served(probe, (ip, host));
             }
             Some(neighbour)
         } else {
@@ -166,7 +190,7 @@ impl HttpProber {
             return Read::from(None);
         };
         match neighbour.says() {
-            Says::ServesUs => neighbour.proof((ip, host)),
+            Says::ServesUs => neighbour.served(probe, (ip, host)),
             Says::Nothing => Read::from(None),
             Says::RefusesUs => {
                 let again = Signal::NeighbourToo(signal.code());
@@ -221,6 +245,8 @@ impl HttpProber {
             no_room: false,
             room_asks: super::ROOM_ASKS,
             ask_once_more: false,
+            neighbour_answered: false,
+            ask_at_once: false,
             ours_past_deadline: Default::default(),
         };
         let signal = self.signal_from(&mut asking, &neighbour, addr).await?;
