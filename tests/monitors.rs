@@ -2095,3 +2095,70 @@ async fn a_step_that_fails_after_its_first_write_still_tells_its_change() {
     );
     w.shutdown().await;
 }
+
+/// Hunt 96: Redis at its maxmemory (noeviction) refuses a script whose first write could
+/// grow its memory (the limiter's REFUSE, ANSWERED, RENEW, ALIVE) and takes one that
+/// writes something else first (BOOK prunes the leases before it books: Redis lets a
+/// script go on once it wrote). A booking that answered was taken for Redis back: with a
+/// site refusing us, the log said "shared rate limiter unavailable" and "is back" in
+/// turn at every request, and `picket_limiter_fallback` with them, so an alert on the
+/// gauge lasting 5 minutes never fired. Back is what the check for it says: a script
+/// whose first write is refused at maxmemory (ALIVE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_out_of_memory_keeps_the_limiter_on_its_fallback_without_flapping() {
+    let (redis, site, text) = private_redis_toml("127.0.40.26").await;
+    let s = settings_of(&text);
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let worker = WorkerProcess::plain(&text);
+    assert_eq!(one(&c, &s, json!({"url": site.url})).await["verdict"], "up");
+    let mut admin = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let maxmemory = |bytes: &str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .to_owned()
+    };
+    let _: () = maxmemory("1")
+        .query_async(&mut admin)
+        .await
+        .expect("maxmemory 1");
+    // Each 503 is told to the limiter (REFUSE, refused), and each attempt books, the
+    // first of each job after the fallback's rest of 250 ms.
+    site.set_up(false);
+    for _ in 0..8 {
+        let r = one(&c, &s, json!({"url": site.url})).await;
+        assert_eq!(r["verdict"], "down", "{r}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let log = worker.log_text();
+    let said = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    let (fell, back) = (
+        said("rate limiter unavailable"),
+        said("rate limiter is back"),
+    );
+    assert_eq!(
+        (fell, back),
+        (1, 0),
+        "on its fallback once, while Redis refused writes:\n{}",
+        worker.log_tail(40)
+    );
+    let _: () = maxmemory("0")
+        .query_async(&mut admin)
+        .await
+        .expect("maxmemory 0");
+    site.set_up(true);
+    assert_eq!(one(&c, &s, json!({"url": site.url})).await["verdict"], "up");
+    let log = worker.log_text();
+    assert!(
+        log.contains("rate limiter is back"),
+        "{}",
+        worker.log_tail(20)
+    );
+    worker.terminate().await;
+}
