@@ -341,10 +341,19 @@ impl RedisLimiter {
         self.redis_failed(error);
     }
 
-    /// A Redis call for `key` answered.
+    /// A Redis call for `key` that wrote first what could grow Redis's memory answered:
+    /// Redis takes writes, and the fallback ends.
     fn key_worked(&self, key: &str) {
-        self.view(key, |v| v.answered = Some(Instant::now()));
+        self.key_answered(key);
         self.redis_worked();
+    }
+
+    /// A Redis call for `key` answered, one that may only have read or pruned: at its
+    /// `maxmemory` Redis answers those and refuses what the fallback waits for (a
+    /// script is refused only by its first write, and BOOK prunes the leases first), so
+    /// such an answer does not end the fallback.
+    fn key_answered(&self, key: &str) {
+        self.view(key, |v| v.answered = Some(Instant::now()));
     }
 
     fn redis_worked(&self) {
@@ -560,7 +569,7 @@ impl RedisLimiter {
             }
             match self.hold_began(&req, key).await {
                 Ok(true) => return None,
-                Ok(false) => self.key_worked(key),
+                Ok(false) => self.key_answered(key),
                 Err(e) => self.key_failed(key, &e),
             }
         }
@@ -1017,6 +1026,26 @@ enum Way {
 }
 
 impl RedisLimiter {
+    /// While on the fallback, whether Redis takes writes again: the check for it
+    /// ([`Self::reach`]) answers, and the fallback ends, before a booking. A booking that
+    /// answers shows no more than that Redis answers (see [`Self::key_answered`]).
+    async fn back_from_the_fallback(&self, key: &str) -> Result<(), CallError> {
+        if !self.in_fallback.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (tat, _) = self.keys(key);
+        match self.reach(&tat).await {
+            Ok(()) => {
+                self.key_worked(key);
+                Ok(())
+            }
+            Err(e) => {
+                self.key_failed(key, &e);
+                Err(e)
+            }
+        }
+    }
+
     /// Books `req` in Redis, polling while the IP's in-flight cap is full; `waited` is
     /// what it waited before. Should Redis fail, the way goes on to the fallback with
     /// the wait so far.
@@ -1026,6 +1055,9 @@ impl RedisLimiter {
         let mut pause = Duration::from_millis(10);
         // A slot woken on too late is given up once (see `super::woke_late`).
         let mut may_miss = true;
+        if let Err(e) = self.back_from_the_fallback(key).await {
+            return Way::ToFallback(waited, e.refused);
+        }
         loop {
             let left = req.max_wait.saturating_sub(start.elapsed());
             let booking = match self.book(&req, key, left, &id).await {
@@ -1035,7 +1067,7 @@ impl RedisLimiter {
                     return Way::ToFallback(waited, e.refused);
                 }
             };
-            self.redis_worked();
+            self.key_answered(key);
             match booking {
                 Booking::Booked {
                     wait,
