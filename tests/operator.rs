@@ -388,3 +388,60 @@ async fn a_worker_refused_for_a_connection_limit_says_each_worker_opens_two() {
         "{refused}"
     );
 }
+
+/// Hunt 96: an operator deleting the jobs queue under a running worker (a clean-up, a
+/// queue moved to quorum by hand) has the broker cancel the worker's consumer. The
+/// worker said only "consumer ended; reconnecting": nothing named the queue or what
+/// ended it. It says the broker cancelled its consumer of that queue, and why that
+/// happens, and consumes again from the queue it declares anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_queue_deleted_under_a_worker_is_named_and_consumed_again() {
+    let site = serve(
+        "127.0.12.106",
+        Router::new().route(
+            "/",
+            get(|| async { axum::response::Html(page("<p>deleted queue</p>")) }),
+        ),
+    )
+    .await;
+    let toml = format!("{}\n[targets]\nallow_private = true\n", base_toml());
+    let s = picket::config::Settings::from_toml(&toml).expect("settings");
+    let c = Client::connect().await;
+    c.declare(&s).await;
+    let worker = WorkerProcess::plain(&toml);
+    let consuming = |w: &WorkerProcess| w.log_text().matches("\"consuming\"").count();
+    wait_for_log(&worker, "consuming once", |w| consuming(w) >= 1).await;
+    c.ch.queue_delete(
+        s.amqp.jobs_queue.as_str().into(),
+        lapin::options::QueueDeleteOptions::default(),
+    )
+    .await
+    .expect("delete the jobs queue");
+    wait_for_log(&worker, "consuming again", |w| consuming(w) >= 2).await;
+    let log = worker.log_text();
+    let ended = log
+        .lines()
+        .find(|l| l.contains("cancelled"))
+        .unwrap_or_else(|| panic!("no word of the cancel:\n{log}"));
+    assert!(
+        ended.contains(&s.amqp.jobs_queue) && ended.contains("deleted"),
+        "{ended}"
+    );
+    c.job(&s, json!({"url": format!("http://{site}/")})).await;
+    let r = c.results(&s, 1, Duration::from_secs(30)).await.remove(0);
+    assert_eq!(r["verdict"], "up", "{r}");
+    worker.terminate().await;
+}
+
+/// Waits up to 30 s for `done` to hold of `worker`'s log.
+async fn wait_for_log(worker: &WorkerProcess, what: &str, done: impl Fn(&WorkerProcess) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done(worker) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not in 30 s:\n{}",
+            worker.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
