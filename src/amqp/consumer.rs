@@ -336,8 +336,14 @@ impl Worker {
                     tracing::warn!(error = %e, "consumer failed; reconnecting");
                     break;
                 }
+                // The broker cancelled the consumer (`basic.cancel`): lapin ends its stream.
                 None => {
-                    tracing::warn!("consumer ended; reconnecting");
+                    tracing::warn!(
+                        queue = %self.settings.jobs_queue,
+                        "the broker cancelled our consumer of the jobs queue (the queue was \
+                         deleted, or the node holding it went away); declaring it again and \
+                         consuming anew"
+                    );
                     break;
                 }
             };
