@@ -164,18 +164,7 @@ async fn a_block_ending_between_a_refusal_and_the_neighbours_answer_is_never_dow
     );
     let reports = check_all().await;
     let log = block.log();
-    let said: Vec<String> = reports
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {}/{}: {}",
-                r.url,
-                r.verdict.as_str(),
-                r.reason,
-                r.detail
-            )
-        })
-        .collect();
+    let said = crate::politeness::each_said(&reports);
     eprintln!("{said:#?}\nrequests: {log:?}");
     assert!(
         log.iter().skip(hosts.len()).any(|(_, served)| *served),

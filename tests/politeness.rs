@@ -1042,7 +1042,7 @@ fn polite_engine(static_toml: &str) -> picket::engine::Engine {
 }
 
 /// Each report as one line, "url verdict/reason: detail", for an assertion's message.
-fn each_said(reports: &[picket::job::Report]) -> Vec<String> {
+pub(crate) fn each_said(reports: &[picket::job::Report]) -> Vec<String> {
     reports
         .iter()
         .map(|r| {

@@ -885,6 +885,50 @@ async fn a_modsecurity_dos_block_dropping_us_is_never_down() {
     );
 }
 
+/// Hunt 98: the same CRS block, 15 s, lapses while our holds add up and comes back
+/// with the first request it serves then (the burst counter outlives it). A question
+/// to a neighbour that waited out a hold was answered in such a lapse, 12 and 17 s
+/// after the refusals it was to judge, and a working site was `down` (3 of 13 first
+/// checks of a fresh server): "crs7 … answered right then, as one did after crs10's
+/// refusal before: … crs10's refusal is its own". A neighbour is asked right then or
+/// not at all; no site may be `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modsecurity_dos_block_lapsing_during_our_holds_is_never_down() {
+    let ip = "127.0.12.107";
+    let hosts = names("crslapse", 12);
+    let dos = Dos {
+        threshold: 2,
+        slice_s: 60,
+        block_s: 15,
+    };
+    let apache = Apache::waf_dos(ip, &hosts, dos);
+    let s = settings(&format!(
+        "{}[probe]\nretry_delay = \"500ms\"\n[rate_limit]\nbackoff = \"2s\"\n\
+         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 10.0\nburst = 10\nmax_inflight = 2\n",
+        static_dns(&hosts, ip),
+    ));
+    let reports = round(&engine(&s), &urls_of(&hosts, apache.port)).await;
+    let dropped = apache
+        .errors()
+        .matches("Access denied with connection close")
+        .count();
+    report_line(
+        "apache2 ModSecurity CRS DoS protection, 2 bursts of 2 in 60 s, block 15 s",
+        &apache.hits(),
+        dropped,
+    );
+    assert!(dropped > 0, "the defence never tripped: the test proves nothing");
+    let said: Vec<String> = reports
+        .iter()
+        .map(|r| format!("{} {:?}/{}: {}", r.url, r.verdict, r.reason, r.detail))
+        .collect();
+    eprintln!("{said:#?}");
+    assert!(
+        reports.iter().all(|r| r.verdict != Verdict::Down),
+        "a block of us is no site down: {said:#?}"
+    );
+}
+
 /// fail2ban's `nginx-limit-req` jail, as operators run it beside nginx, bans the client
 /// whose requests nginx refused, with an iptables rule that drops its connections: every
 /// host of the IP then times out. That follows our tripping the limit; it is not the
