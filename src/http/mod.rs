@@ -188,10 +188,13 @@ impl Probe<'_> {
 
     /// Notes that the request is asked again at once, `note` saying why: a neighbour
     /// answered right after its refusal, and the refusal is the site's own only if one
-    /// answers right after the next refusal too ([`neighbour`]).
+    /// answers right after the next refusal too ([`neighbour`]). The question is ours:
+    /// the request asked again has time of its own (hunt 98: it waited for its turn
+    /// past the probe's time, and "no time left" was a `down`).
     fn again_at_once(&mut self, note: String, obs: &mut Observation) {
         obs.notes.push(note);
         self.neighbour_answered = true;
+        self.deadline = self.deadline.max(Instant::now() + self.plan.timeout);
     }
 
     /// How long the attempt went on after its deadline for anything but our own
