@@ -917,7 +917,10 @@ async fn a_modsecurity_dos_block_lapsing_during_our_holds_is_never_down() {
         &apache.hits(),
         dropped,
     );
-    assert!(dropped > 0, "the defence never tripped: the test proves nothing");
+    assert!(
+        dropped > 0,
+        "the defence never tripped: the test proves nothing"
+    );
     let said: Vec<String> = reports
         .iter()
         .map(|r| format!("{} {:?}/{}: {}", r.url, r.verdict, r.reason, r.detail))
