@@ -176,6 +176,82 @@ async fn a_block_ending_between_a_refusal_and_the_neighbours_answer_is_never_dow
     );
 }
 
+/// A host failing on its own (every connection closed without an answer) beside one
+/// that works, on an IP our limit asks only every 2 s: the question to the neighbour
+/// judges the refusal it follows, so it is asked right then, on the refused request's
+/// turn. Asked at the IP's next turn, or after a hold another probe began meanwhile,
+/// its answer tells of the IP as it is by then: hunt 98 saw the CRS's block end while
+/// two such questions waited (answered 12 and 17 s after the refusals they judged),
+/// and a working site said `down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_question_to_a_neighbour_is_asked_right_after_the_refusal_it_judges() {
+    let ip = "127.0.12.108";
+    let (broken, open) = ("broken.county.test", "open.county.test");
+    let log: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    // Requests of any host closed before the server serves again: a block of us.
+    let block = Arc::new(Mutex::new(0));
+    let (seen, blocking) = (log.clone(), block.clone());
+    let addr = serve_raw(ip, move |mut stream| {
+        let (seen, blocking) = (seen.clone(), blocking.clone());
+        async move {
+            let host = host_of(&read_request_head(&mut stream).await);
+            seen.lock()
+                .expect("log")
+                .push((host.clone(), Instant::now()));
+            let blocked = {
+                let mut left = blocking.lock().expect("block");
+                *left > 0 && {
+                    *left -= 1;
+                    true
+                }
+            };
+            if host.starts_with("open.") && !blocked {
+                let body = page("<p>Services of the county.</p>");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        }
+    })
+    .await;
+    let engine = crate::support::picket::engine_from_toml(&format!(
+        "[probe]\nretry_delay = \"500ms\"\n[rate_limit]\nbackoff = \"1s\"\n\
+         [[rate_limit.override]]\ncidr = \"{ip}/32\"\nrate = 0.5\nburst = 1\nmax_inflight = 2\n\
+         [targets]\nallow_private = true\n[dns.static]\n\"{broken}\" = \"{ip}\"\n\
+         \"{open}\" = \"{ip}\"\n"
+    ));
+    let url = |h: &str| format!("http://{h}:{}/", addr.port());
+    let first = crate::support::picket::check(&engine, &url(open)).await;
+    assert_eq!(first.verdict.as_str(), "up", "{first:#?}");
+    // A block of one request backs the IP off: a refusal after that hold is asked about.
+    *block.lock().expect("block") = 1;
+    let held = crate::support::picket::check(&engine, &url(open)).await;
+    assert_eq!(held.verdict.as_str(), "up", "{held:#?}");
+    let report = crate::support::picket::check(&engine, &url(broken)).await;
+    let log = log.lock().expect("log").clone();
+    let said = crate::politeness::each_said(std::slice::from_ref(&report));
+    let gaps: Vec<(Duration, String)> = log
+        .windows(2)
+        .skip(1)
+        .filter(|w| w[0].0 == broken && w[1].0 == open)
+        .map(|w| (w[1].1.duration_since(w[0].1), w[1].0.clone()))
+        .collect();
+    eprintln!("{said:#?}\nquestions, after the refusal they judge: {gaps:?}");
+    assert!(
+        !gaps.is_empty(),
+        "no neighbour was asked: the test proves nothing: {said:#?}"
+    );
+    assert!(
+        gaps.iter()
+            .all(|(gap, _)| *gap < Duration::from_millis(500)),
+        "a question to a neighbour asked long after the refusal it judges: {gaps:?}\n{said:#?}"
+    );
+    assert_eq!(report.verdict.as_str(), "down", "{said:#?}");
+}
+
 #[test]
 fn the_block_lifts_after_a_hold_for_one_request_then_ends_for_good() {
     let mut block = Lifting {
