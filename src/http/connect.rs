@@ -64,8 +64,10 @@ enum AtAddress {
     /// It answered: the answer, when its connection was ready, and the permit it was
     /// sent under.
     Answered(reqwest::Response, Instant, Permit),
-    /// It failed: the error, how long the request waited for it, and the time it had.
-    Failed(SendError, Duration, Allowed),
+    /// It failed: the error, how long the request waited for it, the time it had, and
+    /// the permit it was sent under while it holds (a question to a neighbour goes on
+    /// its slot).
+    Failed(SendError, Duration, Allowed, Option<Permit>),
 }
 
 /// What every address of one hop is asked: the job's method and headers (credentials
@@ -287,7 +289,7 @@ impl HttpProber {
             n += 1;
             obs.ip = Some(ip);
             let addr = SocketAddr::new(ip, target.port);
-            let (e, waited, allowed) =
+            let (e, waited, allowed, permit) =
                 match self.ask_ip(probe, &ask, &target.host, addr, obs).await? {
                     AtAddress::Answered(resp, ready, permit) => {
                         // One clock per probe: a chain of redirects is one site's.
@@ -302,11 +304,20 @@ impl HttpProber {
                             stamp,
                         });
                     }
-                    AtAddress::Failed(e, waited, allowed) => (e, waited, allowed),
+                    AtAddress::Failed(e, waited, allowed, permit) => (e, waited, allowed, permit),
                 };
+            // A question to a neighbour judges this failure: asked on its slot, right
+            // after it (`Permit::on_a_held_slot`). At the IP's next turn, or after a
+            // hold another probe began meanwhile, the neighbour's answer would tell of
+            // the IP as it is by then: a block of us that ended while the question
+            // waited serves the neighbour, and the site's refusal, the block's, would
+            // read as its own (hunt 98).
+            probe.slot_in_hand = permit.is_some();
             let outcome = self
                 .failed(probe, &target.host, addr, (&e, waited, &allowed), obs)
                 .await;
+            probe.slot_in_hand = false;
+            drop(permit);
             let last = if probe.egress.proxy.is_none() && not_sent_from_here(&e, &outcome, ip) {
                 Last::NotSent(ip)
             } else {
@@ -392,9 +403,10 @@ impl HttpProber {
             return Box::pin(self.ask_ip(probe, &again, host, addr, obs)).await;
         }
         // Not when the request was already read as browsers read it (`read_as_browsers`).
+        let mut permit = Some(permit);
         if e.unreadable_head() && !probe.read_as_browsers {
             // The first request's slot is ours no longer: the second asks anew.
-            drop(permit);
+            permit = None;
             let mended = self.ask_mended(probe, ask, host, addr, &e, obs);
             if let Some((resp, ready, permit)) = mended.await? {
                 return Ok(AtAddress::Answered(resp, ready, permit));
@@ -411,7 +423,7 @@ impl HttpProber {
         let https = ask.url().scheme() == "https";
         let mut allowed = Allowed::new(remaining, probe.plan.connect_timeout, https, obs);
         allowed.at_our_pace = at_our_pace;
-        Ok(AtAddress::Failed(e, asked.elapsed(), allowed))
+        Ok(AtAddress::Failed(e, asked.elapsed(), allowed, permit))
     }
 
     /// Whether an answer slower than the job's `max_latency` may have waited behind
@@ -484,7 +496,7 @@ impl HttpProber {
                 let signal = Signal::of_status(resp.status().as_u16());
                 Some(signal.asking(super::retry_after(&resp)))
             }
-            AtAddress::Failed(e, waited, allowed) => {
+            AtAddress::Failed(e, waited, allowed, _) => {
                 let outcome = classify(&e, host, addr, &allowed, probe.egress);
                 signal_of(&outcome, &e, probe.egress.route, (waited, &allowed))
             }

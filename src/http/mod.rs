@@ -142,7 +142,8 @@ struct Probe<'a> {
     /// after hyper refused its answer's chunks ([`read_as_browsers`]).
     read_as_browsers: bool,
     /// The probe holds its IP's slot for an answer whose body is unread (a refusal being
-    /// heeded): a question to a neighbour now goes on that slot
+    /// heeded) or for a request that failed (its failure being read): a question to a
+    /// neighbour now goes on that slot, right after the answer it judges
     /// ([`Permit::on_a_held_slot`]).
     slot_in_hand: bool,
     /// Other requests of this process that were out through the egress when the last
