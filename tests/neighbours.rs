@@ -90,13 +90,7 @@ impl LiftingBlock {
                 let host = host_of(&head);
                 let served = state.lock().expect("state").serves(&host, Instant::now());
                 if served {
-                    let body = page("<p>Services of the county.</p>");
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
-                         Connection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = stream.write_all(answer.as_bytes()).await;
+                    answer_the_county_page(&mut stream).await;
                 }
                 // Closed without an answer when not served, as the CRS's `drop`.
             }
@@ -112,6 +106,17 @@ impl LiftingBlock {
     fn log(&self) -> Vec<(String, bool)> {
         self.state.lock().expect("state").log.clone()
     }
+}
+
+/// Answers a working site's page, closing the connection after it.
+async fn answer_the_county_page(stream: &mut tokio::net::TcpStream) {
+    let body = page("<p>Services of the county.</p>");
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
 }
 
 /// The `Host` header of a request head, without its port.
@@ -206,13 +211,7 @@ async fn the_question_to_a_neighbour_is_asked_right_after_the_refusal_it_judges(
                 }
             };
             if host.starts_with("open.") && !blocked {
-                let body = page("<p>Services of the county.</p>");
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
-                     Connection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
+                answer_the_county_page(&mut stream).await;
             }
         }
     })
